@@ -1,0 +1,3 @@
+from storesync.cli import app
+
+app()

@@ -1,0 +1,189 @@
+"""`storesync` command line. Each command is a thin call into one part of the package."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from storesync.config import ConfigError, NetworkConfig, Settings
+from storesync.logs import configure_logging
+
+app = typer.Typer(help="storesync: sync a network of Shopify storefronts.", no_args_is_help=True)
+db_app = typer.Typer(help="Manage the embedded PostgreSQL server (used when DATABASE_URL is unset).")
+network_app = typer.Typer(help="The configured merchants and stores.")
+app.add_typer(db_app, name="db")
+app.add_typer(network_app, name="network")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def load_settings() -> Settings:
+    """Settings from the environment, exiting with the config error's message if invalid."""
+    try:
+        settings = Settings.load()
+    except ConfigError as err:
+        fail(str(err))
+    configure_logging(settings.log_level, settings.log_format)
+    return settings
+
+
+def load_network(settings: Settings) -> NetworkConfig:
+    try:
+        return NetworkConfig.load(settings.config_file)
+    except ConfigError as err:
+        fail(str(err))
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+# --------------------------------------------------------------------------- db
+
+
+def _embedded(settings: Settings):
+    from storesync.db.embedded import EmbeddedPostgres
+
+    if settings.pooled_dsn:
+        fail("DATABASE_URL is set: storesync uses that server and starts nothing embedded")
+    return EmbeddedPostgres(settings.pgdata, settings.embedded_database)
+
+
+@db_app.command("start")
+def db_start() -> None:
+    """Start the embedded server in the background; it runs until `storesync db stop`."""
+    dsn = _embedded(load_settings()).start(detached=True)
+    console.print(dsn, highlight=False)
+
+
+@db_app.command("stop")
+def db_stop() -> None:
+    """Stop the embedded server (fast shutdown: open sessions are disconnected)."""
+    stopped = _embedded(load_settings()).stop()
+    console.print("stopped" if stopped else "not running")
+
+
+@db_app.command("status")
+def db_status() -> None:
+    """Whether the embedded server runs, where, and which processes use it."""
+    st = _embedded(load_settings()).status()
+    console.print(f"pgdata:      {st.pgdata}", highlight=False)
+    console.print(f"initialized: {st.initialized}")
+    console.print(f"running:     {st.running}" + (f" (pid {st.pid})" if st.pid else ""))
+    if st.socket_dir:
+        console.print(f"socket dir:  {st.socket_dir}", highlight=False)
+    console.print(f"users:       {st.handles or 'none'}")
+    raise typer.Exit(0 if st.running else 1)
+
+
+@db_app.command("url")
+def db_url() -> None:
+    """Print a DSN for the running embedded server (psql accepts it)."""
+    url = _embedded(load_settings()).url()
+    if url is None:
+        fail("the embedded server is not running: `storesync db start`", code=1)
+    print(url)
+
+
+# --------------------------------------------------------------------------- schema
+
+
+@app.command("migrate")
+def migrate_cmd() -> None:
+    """Apply pending migrations (safe to run from several processes at once)."""
+    from storesync.db import database_settings
+    from storesync.db.migrate import MigrationError, head_version, migrate
+    from storesync.db.pools import connect_direct
+
+    with database_settings(load_settings()) as settings, connect_direct(settings) as conn:
+        try:
+            ran = migrate(conn)
+        except MigrationError as err:
+            fail(str(err))
+    for mig in ran:
+        console.print(f"applied {mig.version:04d}_{mig.name}")
+    console.print(f"schema at version {head_version()} (head)")
+
+
+# --------------------------------------------------------------------------- network
+
+
+@network_app.command("check")
+def network_check(
+    config: Annotated[Path | None, typer.Option(help="storesync.toml to check")] = None,
+) -> None:
+    """Validate storesync.toml and summarise the network (secrets are never printed)."""
+    settings = load_settings()
+    if config is not None:
+        settings = settings.model_copy(update={"config_file": config})
+    if not settings.config_file.exists():
+        fail(f"{settings.config_file} does not exist")
+    network = load_network(settings)
+    for m in network.merchants:
+        console.print(f"[bold]{m.id}[/] parent {m.parent.shop}, {len(m.children)} children", highlight=False)
+    console.print(f"{settings.config_file}: valid ({len(network.merchants)} merchants)", highlight=False)
+
+
+@network_app.command("apply")
+def network_apply() -> None:
+    """Mirror storesync.toml's merchants and stores into the database."""
+    from storesync.db import database_settings
+    from storesync.db.network_sql import apply_network
+    from storesync.db.pools import connect_direct
+
+    settings = load_settings()
+    network = load_network(settings)
+    with database_settings(settings) as settings, connect_direct(settings, autocommit=False) as conn:
+        apply_network(conn, network)
+        conn.commit()
+    console.print(f"applied {len(network.merchants)} merchants")
+
+
+# --------------------------------------------------------------------------- status and demo
+
+
+def render_status(settings: Settings) -> Table:
+    """A table of what the system holds now: schema, merchants, stores."""
+    from storesync.db.migrate import current_version, head_version
+    from storesync.db.network_sql import list_stores
+    from storesync.db.pools import connect_direct
+
+    with connect_direct(settings) as conn:
+        version = current_version(conn)
+        stores = list_stores(conn) if version else []
+    table = Table(title=f"storesync: schema {version}/{head_version()}, {len(stores)} stores")
+    for col in ("merchant", "shop", "role", "status"):
+        table.add_column(col)
+    for merchant_id, _name, shop, role, status, reason in stores:
+        table.add_row(merchant_id, shop, role, status + (f" ({reason})" if reason else ""))
+    if not stores:
+        table.add_row("-", "(no stores yet)", "-", "-")
+    return table
+
+
+@app.command("status")
+def status_cmd() -> None:
+    """Show the state of the system."""
+    from storesync.db import database_settings
+
+    with database_settings(load_settings()) as settings:
+        console.print(render_status(settings))
+
+
+@app.command("demo")
+def demo_cmd() -> None:
+    """Play the storesync story end to end on the embedded Postgres (or DATABASE_URL)."""
+    from storesync.demo import run_demo
+
+    sys.exit(run_demo(load_settings(), console))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,217 @@
+"""Settings from the environment and the network model from `storesync.toml`.
+
+Both fail fast: an invalid value raises `ConfigError` whose message names the key and what is
+wrong. Secrets are `SecretStr`, so they never show in reprs, logs or error messages.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SHOP_DOMAIN_RE = re.compile(r"^[a-z0-9][a-z0-9-]*\.myshopify\.com$")
+GID_RE = re.compile(r"^gid://shopify/[A-Za-z]+/\d+$")
+
+
+class ConfigError(Exception):
+    """Configuration that cannot be used; the message says which key and why."""
+
+
+def _format_validation_error(source: str, err: ValidationError) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for e in err.errors(include_url=False, include_input=False):
+        path = ""
+        for part in e["loc"]:
+            path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+        lines.append(f"  {path or '(root)'}: {e['msg']}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- environment
+
+
+class Settings(BaseSettings):
+    """Process settings. `DATABASE_URL` / `DATABASE_DIRECT_URL` keep their conventional names;
+    everything else is `STORESYNC_*`."""
+
+    model_config = SettingsConfigDict(env_prefix="STORESYNC_", extra="ignore", frozen=True)
+
+    # Pooled path: web and job work. Must be PgBouncer (transaction mode) safe.
+    database_url: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "STORESYNC_DATABASE_URL")
+    )
+    # Direct path: LISTEN/NOTIFY, session advisory locks, migrations. Defaults to database_url.
+    database_direct_url: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DATABASE_DIRECT_URL", "STORESYNC_DATABASE_DIRECT_URL"),
+    )
+    pgdata: Path = Path(".storesync/pgdata")
+    embedded_database: str = "storesync"
+
+    pool_min_size: Annotated[int, Field(ge=0)] = 1
+    pool_max_size: Annotated[int, Field(ge=1)] = 10
+    # Seconds a caller waits for a pooled connection before giving up (web answers 503).
+    pool_timeout: Annotated[float, Field(gt=0)] = 2.0
+    # Seconds a statement may run on the pooled path; protects the 5 s webhook budget.
+    statement_timeout_ms: Annotated[int, Field(ge=0)] = 4000
+    connect_timeout: Annotated[int, Field(ge=1)] = 5
+
+    config_file: Path = Path("storesync.toml")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "console"] = "auto"
+
+    @model_validator(mode="after")
+    def _pool_bounds(self) -> Settings:
+        if self.pool_min_size > self.pool_max_size:
+            raise ValueError(
+                f"STORESYNC_POOL_MIN_SIZE ({self.pool_min_size}) exceeds "
+                f"STORESYNC_POOL_MAX_SIZE ({self.pool_max_size})"
+            )
+        return self
+
+    @classmethod
+    def load(cls, **overrides: object) -> Settings:
+        try:
+            return cls(**overrides)
+        except ValidationError as err:
+            raise ConfigError(_format_validation_error("environment", err)) from None
+
+    @property
+    def pooled_dsn(self) -> str | None:
+        return self.database_url.get_secret_value() if self.database_url else None
+
+    @property
+    def direct_dsn(self) -> str | None:
+        if self.database_direct_url:
+            return self.database_direct_url.get_secret_value()
+        return self.pooled_dsn
+
+
+# --------------------------------------------------------------------------- network model
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StoreConfig(_Strict):
+    """One Shopify store: how to reach its Admin API and how to verify its webhooks."""
+
+    shop: str
+    admin_api_url: str
+    access_token: SecretStr
+    # Newest first. During rotation both old and new verify; after it, drop the old one.
+    webhook_secrets: list[SecretStr] = Field(min_length=1)
+    # Parent location gid -> this store's location gid (children only).
+    location_map: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("shop")
+    @classmethod
+    def _shop_domain(cls, v: str) -> str:
+        if not SHOP_DOMAIN_RE.match(v):
+            raise ValueError(f"{v!r} is not a shop domain like 'name.myshopify.com'")
+        return v
+
+    @field_validator("admin_api_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not re.match(r"^https?://[^/\s]+/\S*graphql\.json$", v):
+            raise ValueError(f"{v!r} must be an http(s) URL ending in graphql.json")
+        return v
+
+    @field_validator("access_token")
+    @classmethod
+    def _token(cls, v: SecretStr) -> SecretStr:
+        if not v.get_secret_value().strip():
+            raise ValueError("must not be empty")
+        return v
+
+    @field_validator("webhook_secrets")
+    @classmethod
+    def _secrets(cls, v: list[SecretStr]) -> list[SecretStr]:
+        if any(not s.get_secret_value() for s in v):
+            raise ValueError("secrets must not be empty strings")
+        return v
+
+    @field_validator("location_map")
+    @classmethod
+    def _locations(cls, v: dict[str, str]) -> dict[str, str]:
+        for parent_gid, child_gid in v.items():
+            for gid in (parent_gid, child_gid):
+                if not GID_RE.match(gid):
+                    raise ValueError(f"{gid!r} is not a location gid like 'gid://shopify/Location/1'")
+        return v
+
+
+class MerchantConfig(_Strict):
+    """A tenant: one parent store that owns the catalog, N child stores that sell."""
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    name: str = ""
+    parent: StoreConfig
+    children: list[StoreConfig] = Field(default_factory=list)
+
+    @property
+    def stores(self) -> list[StoreConfig]:
+        return [self.parent, *self.children]
+
+
+class NetworkConfig(_Strict):
+    merchants: list[MerchantConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique(self) -> NetworkConfig:
+        seen_ids: set[str] = set()
+        seen_shops: dict[str, str] = {}
+        for m in self.merchants:
+            if m.id in seen_ids:
+                raise ValueError(f"merchant id {m.id!r} appears twice")
+            seen_ids.add(m.id)
+            for s in m.stores:
+                if s.shop in seen_shops:
+                    raise ValueError(
+                        f"shop {s.shop!r} appears in merchant {seen_shops[s.shop]!r} and {m.id!r}"
+                    )
+                seen_shops[s.shop] = m.id
+        return self
+
+    @cached_property
+    def _by_shop(self) -> dict[str, tuple[MerchantConfig, StoreConfig]]:
+        return {s.shop: (m, s) for m in self.merchants for s in m.stores}
+
+    def store(self, shop: str) -> tuple[MerchantConfig, StoreConfig] | None:
+        """The merchant and store for a shop domain, or None if we do not serve it."""
+        return self._by_shop.get(shop)
+
+    @classmethod
+    def from_toml_text(cls, text: str, source: str = "storesync.toml") -> NetworkConfig:
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"invalid configuration in {source}: not valid TOML: {err}") from None
+        try:
+            return cls.model_validate(data)
+        except ValidationError as err:
+            raise ConfigError(_format_validation_error(source, err)) from None
+
+    @classmethod
+    def load(cls, path: Path) -> NetworkConfig:
+        """The network in `path`; an absent file is an empty network (nothing to sync yet)."""
+        if not path.exists():
+            return cls()
+        return cls.from_toml_text(path.read_text(encoding="utf-8"), str(path))

@@ -1,0 +1,82 @@
+"""The two connection paths.
+
+Pooled (`DATABASE_URL`): web requests and job work. It may point at PgBouncer in transaction
+mode, so everything sent on it must be transaction-scoped: no server-side prepared statements
+(`prepare_threshold=None`), no SET outside a transaction (use SET LOCAL), no LISTEN, no
+session-level advisory locks (use `pg_advisory_xact_lock`).
+
+Direct (`DATABASE_DIRECT_URL`, defaulting to `DATABASE_URL`): a plain connection to Postgres
+for what needs a session: LISTEN/NOTIFY, session advisory locks (migrations, the scheduler's
+leadership) and migrations themselves.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+from storesync.config import ConfigError, Settings
+
+# psycopg prepares a statement after it ran 5 times; PgBouncer in transaction mode would then
+# route the EXECUTE to a server connection that never saw the PREPARE.
+POOLED_CONNECTION_KWARGS: dict[str, Any] = {"prepare_threshold": None, "autocommit": False}
+
+
+def _require(dsn: str | None, what: str) -> str:
+    if not dsn:
+        raise ConfigError(f"{what} is not set (and no embedded database was started)")
+    return dsn
+
+
+def _pool_args(settings: Settings, name: str, min_size: int | None, max_size: int | None) -> dict[str, Any]:
+    max_size = max_size or settings.pool_max_size
+    return {
+        "conninfo": _require(settings.pooled_dsn, "DATABASE_URL"),
+        "name": name,
+        "min_size": min(settings.pool_min_size if min_size is None else min_size, max_size),
+        "max_size": max_size,
+        "timeout": settings.pool_timeout,
+        "kwargs": {**POOLED_CONNECTION_KWARGS, "connect_timeout": settings.connect_timeout},
+        "open": False,
+    }
+
+
+def pooled_pool(
+    settings: Settings, *, name: str = "storesync", min_size: int | None = None, max_size: int | None = None,
+    check_on_checkout: bool = False,
+) -> ConnectionPool:
+    """A closed pool on the pooled path; open it with `pool.open(wait=True)` or `with pool:`."""
+    args = _pool_args(settings, name, min_size, max_size)
+    if check_on_checkout:
+        args["check"] = ConnectionPool.check_connection
+    return ConnectionPool(**args)
+
+
+def async_pooled_pool(
+    settings: Settings, *, name: str = "storesync", min_size: int | None = None, max_size: int | None = None,
+    check_on_checkout: bool = False,
+) -> AsyncConnectionPool:
+    """The asyncio twin of `pooled_pool`; open it with `await pool.open(wait=True)`."""
+    args = _pool_args(settings, name, min_size, max_size)
+    if check_on_checkout:
+        args["check"] = AsyncConnectionPool.check_connection
+    return AsyncConnectionPool(**args)
+
+
+def connect_direct(settings: Settings, *, autocommit: bool = True) -> psycopg.Connection:
+    """A session on the direct path (LISTEN, session advisory locks, migrations)."""
+    return psycopg.connect(
+        _require(settings.direct_dsn, "DATABASE_DIRECT_URL"),
+        autocommit=autocommit,
+        connect_timeout=settings.connect_timeout,
+    )
+
+
+async def async_connect_direct(settings: Settings, *, autocommit: bool = True) -> psycopg.AsyncConnection:
+    return await psycopg.AsyncConnection.connect(
+        _require(settings.direct_dsn, "DATABASE_DIRECT_URL"),
+        autocommit=autocommit,
+        connect_timeout=settings.connect_timeout,
+    )
