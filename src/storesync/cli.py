@@ -146,6 +146,73 @@ def network_apply() -> None:
     console.print(f"applied {len(network.merchants)} merchants")
 
 
+# --------------------------------------------------------------------------- web tier
+
+deliveries_app = typer.Typer(help="Webhook deliveries recorded by the web tier.")
+app.add_typer(deliveries_app, name="deliveries")
+
+
+@app.command("serve")
+def serve_cmd(
+    host: Annotated[str | None, typer.Option(help="address to bind [env STORESYNC_WEB_HOST, 127.0.0.1]")] = None,
+    port: Annotated[int | None, typer.Option(help="port [env STORESYNC_WEB_PORT, 8080]")] = None,
+    workers: Annotated[int | None, typer.Option(help="uvicorn worker processes [env STORESYNC_WEB_WORKERS, 1]")] = None,
+) -> None:
+    """Serve POST /webhooks/shopify, /healthz, /readyz and /metrics (refuses if the schema is behind)."""
+    from storesync.db import database_settings
+    from storesync.web.serve import NotServing, serve
+    from storesync.web.settings import WebSettings
+
+    settings = load_settings()
+    network = load_network(settings)
+    try:
+        overrides = {k: v for k, v in {"host": host, "port": port, "workers": workers}.items() if v is not None}
+        web = WebSettings.load(**overrides)
+    except ConfigError as err:
+        fail(str(err))
+    with database_settings(settings) as settings:
+        try:
+            serve(settings, network, web)
+        except NotServing as err:
+            fail(str(err))
+
+
+@deliveries_app.command("list")
+def deliveries_list(
+    status: Annotated[str | None, typer.Option(help="accepted, unparseable or ignored")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="at most this many, newest first")] = 50,
+) -> None:
+    """List recent webhook deliveries (the payload stays in the database: `deliveries show`)."""
+    from storesync.db import database_settings
+    from storesync.db.pools import connect_direct
+    from storesync.web import deliveries_sql as sql
+
+    if status is not None and status not in ("accepted", "unparseable", "ignored"):
+        fail(f"--status must be accepted, unparseable or ignored, not {status!r}")
+    with database_settings(load_settings()) as settings, connect_direct(settings) as conn:
+        rows = conn.execute(sql.LIST_DELIVERIES, {"status": status, "limit": limit}).fetchall()
+    table = Table(title=f"{len(rows)} deliveries" + (f" ({status})" if status else ""))
+    for col in ("received", "shop", "topic", "status", "webhook id", "event id", "bytes"):
+        table.add_column(col)
+    for (_id, webhook_id, shop, _merchant, topic, event_id, _trig, _api, received_at, st, size) in rows:
+        table.add_row(received_at.isoformat(timespec="seconds"), shop, topic, st, webhook_id, event_id or "-", str(size))
+    console.print(table)
+
+
+@deliveries_app.command("show")
+def deliveries_show(webhook_id: str) -> None:
+    """Print one delivery's raw payload exactly as the store sent it."""
+    from storesync.db import database_settings
+    from storesync.db.pools import connect_direct
+    from storesync.web import deliveries_sql as sql
+
+    with database_settings(load_settings()) as settings, connect_direct(settings) as conn:
+        row = conn.execute(sql.GET_DELIVERY_PAYLOAD, {"webhook_id": webhook_id}).fetchone()
+    if row is None:
+        fail(f"no delivery with webhook id {webhook_id!r}", code=1)
+    sys.stdout.buffer.write(bytes(row[0]) + b"\n")
+
+
 # --------------------------------------------------------------------------- status and demo
 
 

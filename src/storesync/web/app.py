@@ -1,0 +1,100 @@
+"""The web tier's ASGI app: `create_app(settings, network)`.
+
+Start-up opens the pooled-path pool (PgBouncer-safe, bounded waits) and refuses to serve when
+the database is unreachable or its schema is behind this code: a web tier that accepted webhooks
+into a schema it does not match could lose them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import psycopg
+from starlette.applications import Starlette
+from starlette.routing import Route
+
+from storesync.config import NetworkConfig, Settings
+from storesync.db.migrate import SchemaBehindError, ensure_at_head
+from storesync.db.pools import async_pooled_pool, connect_direct
+from storesync.logs import get_logger
+from storesync.web.health import healthz, readyz
+from storesync.web.metrics import WebMetrics, metrics_endpoint
+from storesync.web.settings import WebSettings
+from storesync.web.webhooks import shopify_webhook
+
+log = get_logger("storesync.web")
+
+POOL_GAUGE_INTERVAL_S = 1.0
+
+
+class NotServing(RuntimeError):
+    """The web tier must not start; the message says why and what to do."""
+
+
+def check_database(settings: Settings) -> None:
+    """Raise NotServing unless the direct path answers and the schema is at head."""
+    try:
+        with connect_direct(settings) as conn:
+            ensure_at_head(conn)
+    except SchemaBehindError as err:
+        raise NotServing(f"refusing to serve: {err}") from None
+    except psycopg.OperationalError as err:
+        raise NotServing(f"refusing to serve: cannot reach the database on the direct path: {err}") from None
+
+
+def create_app(settings: Settings, network: NetworkConfig, web_settings: WebSettings | None = None) -> Starlette:
+    """The ASGI app. `app.state.network` may be replaced at run time (new secrets take effect
+    for the next request)."""
+    web_settings = web_settings or WebSettings.load()
+    metrics = WebMetrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            await asyncio.to_thread(check_database, settings)
+        except NotServing as err:
+            log.error("web_not_serving", reason=str(err))
+            raise
+        pool = async_pooled_pool(settings, name="storesync-web")
+        await pool.open(wait=settings.pool_min_size > 0, timeout=float(settings.connect_timeout))
+        app.state.pool = pool
+
+        async def refresh_pool_gauges() -> None:
+            while True:
+                metrics.observe_pool(pool)
+                await asyncio.sleep(POOL_GAUGE_INTERVAL_S)
+
+        gauges = asyncio.create_task(refresh_pool_gauges())
+        log.info("web_serving", shops=sum(len(m.stores) for m in network.merchants),
+                 max_body_bytes=web_settings.max_body_bytes)
+        try:
+            yield
+        finally:
+            gauges.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await gauges
+            await pool.close(timeout=5.0)
+
+    app = Starlette(
+        routes=[
+            Route("/webhooks/shopify", shopify_webhook, methods=["POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.network = network
+    app.state.web_settings = web_settings
+    app.state.metrics = metrics
+    app.state.pool = None
+    return app
+
+
+def app_from_environment() -> Starlette:
+    """Factory for `uvicorn --factory` (each of several workers builds its own app)."""
+    settings = Settings.load()
+    return create_app(settings, NetworkConfig.load(settings.config_file), WebSettings.load())

@@ -1,0 +1,114 @@
+"""Verifying a webhook and recording it: the parts of ingestion that are not HTTP.
+
+`verify_hmac` is Shopify's scheme: base64(HMAC-SHA256(secret, raw body)), compared in constant
+time against each of the store's secrets (newest first; the previous one stays valid during a
+rotation). `record_delivery` is the one transaction: insert the delivery under the webhook id's
+unique constraint and, only when that insert was the first, enqueue its job.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+import psycopg
+from pydantic import SecretStr
+
+from storesync.queue.enqueue import Enqueued, JobSpec, enqueue_async
+from storesync.web import deliveries_sql as sql
+
+ACCEPTED, UNPARSEABLE, IGNORED = "accepted", "unparseable", "ignored"
+
+# Shopify sends nanoseconds ("2026-11-25T12:00:00.123456789Z"); Python keeps microseconds.
+_FRACTION_RE = re.compile(r"(\.\d{6})\d+")
+
+
+def sign(secret: str | bytes, body: bytes) -> str:
+    """The X-Shopify-Hmac-Sha256 value for `body` (used by tests, the bench and the emulator)."""
+    key = secret.encode() if isinstance(secret, str) else secret
+    return base64.b64encode(hmac.new(key, body, hashlib.sha256).digest()).decode()
+
+
+def verify_hmac(body: bytes, header_value: str | None, secrets: Iterable[SecretStr]) -> bool:
+    """True when the header is the signature of `body` under any of `secrets`."""
+    if not header_value:
+        return False
+    given = header_value.strip().encode()
+    matched = False
+    for secret in secrets:
+        expected = sign(secret.get_secret_value(), body).encode()
+        # Every secret is compared (no early exit), each in constant time.
+        matched |= hmac.compare_digest(expected, given)
+    return matched
+
+
+def parse_triggered_at(value: str | None) -> datetime | None:
+    """X-Shopify-Triggered-At as an aware datetime; raises ValueError when malformed."""
+    if value is None or not value.strip():
+        return None
+    text = _FRACTION_RE.sub(r"\1", value.strip()).replace("Z", "+00:00").replace("z", "+00:00")
+    parsed = datetime.fromisoformat(text)
+    if parsed.tzinfo is None:
+        raise ValueError("no time zone")
+    return parsed
+
+
+def parse_body(body: bytes) -> dict | None:
+    """The JSON object in `body`, or None when it is not one (kept as `unparseable`)."""
+    try:
+        parsed = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One authenticated webhook, ready to record."""
+
+    webhook_id: str
+    shop: str
+    merchant_id: str
+    topic: str
+    event_id: str | None
+    triggered_at: datetime | None
+    api_version: str | None
+    payload: bytes
+    status: str  # accepted | unparseable | ignored
+    job: JobSpec | None  # set only when status is accepted
+
+
+@dataclass(frozen=True)
+class Recorded:
+    first: bool  # False: a duplicate of a recorded delivery, nothing written
+    enqueued: Enqueued | None
+
+
+async def record_delivery(conn: psycopg.AsyncConnection, delivery: Delivery, *,
+                          statement_timeout_ms: int) -> Recorded:
+    """Insert the delivery and, if it is the first with its webhook id, enqueue its job; one
+    transaction, committed on return. Works on the pooled path (PgBouncer transaction mode)."""
+    async with conn.transaction():
+        if statement_timeout_ms:
+            await conn.execute(sql.SET_LOCAL_STATEMENT_TIMEOUT, (str(statement_timeout_ms),))
+        cur = await conn.execute(sql.INSERT_DELIVERY, {
+            "webhook_id": delivery.webhook_id,
+            "shop": delivery.shop,
+            "merchant_id": delivery.merchant_id,
+            "topic": delivery.topic,
+            "event_id": delivery.event_id,
+            "triggered_at": delivery.triggered_at,
+            "api_version": delivery.api_version,
+            "payload": delivery.payload,
+            "status": delivery.status,
+        })
+        if await cur.fetchone() is None:
+            return Recorded(first=False, enqueued=None)
+        enqueued = await enqueue_async(conn, delivery.job) if delivery.job is not None else None
+    return Recorded(first=True, enqueued=enqueued)

@@ -1,0 +1,82 @@
+"""Prometheus metrics of the web tier, and `GET /metrics`.
+
+One process: each app has its own registry (several apps can live in one test process).
+Several uvicorn workers: `storesync serve --workers N` sets `PROMETHEUS_MULTIPROC_DIR` before the
+workers start, values live in files there, and whichever worker answers `/metrics` reports the sum
+over all workers (prometheus_client's multiprocess mode; pool gauges are summed over live workers).
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client import multiprocess as prom_multiprocess
+from psycopg_pool import AsyncConnectionPool
+from starlette.requests import Request
+from starlette.responses import Response
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+def multiprocess_mode() -> bool:
+    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+
+class WebMetrics:
+    """The web tier's counters, histogram and pool gauges."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.deliveries = Counter(
+            "storesync_webhook_deliveries", "Authenticated webhook deliveries by topic and outcome "
+            "(accepted, duplicate, unparseable, ignored).", ["topic", "outcome"], registry=r)
+        self.duplicates = Counter(
+            "storesync_webhook_duplicates", "Deliveries whose webhook id was already recorded "
+            "(answered 200, nothing enqueued).", ["topic"], registry=r)
+        self.rejections = Counter(
+            "storesync_webhook_rejections", "Requests refused before anything was written, by reason.",
+            ["reason"], registry=r)
+        self.unavailable = Counter(
+            "storesync_webhook_unavailable", "Requests answered 503 because the database could not "
+            "take them (Shopify retries), by reason.", ["reason"], registry=r)
+        self.latency = Histogram(
+            "storesync_webhook_request_seconds", "Time to answer POST /webhooks/shopify, by status.",
+            ["status"], buckets=LATENCY_BUCKETS, registry=r)
+        gauge = {"registry": r, "multiprocess_mode": "livesum"}
+        self.pool_size = Gauge("storesync_db_pool_size", "Pooled-path connections open.", **gauge)
+        self.pool_in_use = Gauge("storesync_db_pool_in_use", "Pooled-path connections lent out.", **gauge)
+        self.pool_max = Gauge("storesync_db_pool_max", "Pooled-path pool maximum size.", **gauge)
+        self.pool_waiting = Gauge(
+            "storesync_db_pool_waiting", "Requests waiting for a pooled-path connection.", **gauge)
+
+    def observe_pool(self, pool: AsyncConnectionPool) -> None:
+        stats = pool.get_stats()
+        size = stats.get("pool_size", 0)
+        self.pool_size.set(size)
+        self.pool_in_use.set(size - stats.get("pool_available", 0))
+        self.pool_max.set(stats.get("pool_max", pool.max_size))
+        self.pool_waiting.set(stats.get("requests_waiting", 0))
+
+    def exposition(self) -> bytes:
+        if multiprocess_mode():
+            registry = CollectorRegistry()
+            prom_multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry)
+        return generate_latest(self.registry)
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    metrics: WebMetrics = request.app.state.metrics
+    pool = getattr(request.app.state, "pool", None)
+    if pool is not None:
+        metrics.observe_pool(pool)
+    return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
