@@ -1,0 +1,49 @@
+"""SQL for the shared per-store rate-limit budget (migration 0004). Pooled-path safe: every
+statement runs inside the caller's short transaction; no session state."""
+
+# ensure_budget: create a store's bucket on first use (standard plan until the server says otherwise).
+ENSURE_BUDGET = """
+INSERT INTO api_budgets (shop_domain, capacity, restore_rate, available, observed_at)
+VALUES (%(shop)s, %(capacity)s, %(restore_rate)s, %(capacity)s, clock_timestamp())
+ON CONFLICT (shop_domain) DO NOTHING
+"""
+
+# lock_budget: the store's bucket, locked until commit, with the database's clock as epoch seconds.
+LOCK_BUDGET = """
+SELECT capacity, restore_rate, available, extract(epoch FROM observed_at)::float8,
+       extract(epoch FROM clock_timestamp())::float8
+FROM api_budgets WHERE shop_domain = %(shop)s
+FOR UPDATE
+"""
+
+# update_budget: write the model back.
+UPDATE_BUDGET = """
+UPDATE api_budgets
+SET capacity = %(capacity)s, restore_rate = %(restore_rate)s, available = %(available)s,
+    observed_at = to_timestamp(%(at)s)
+WHERE shop_domain = %(shop)s
+"""
+
+# insert_reservation: remember points granted and not yet answered, until they expire.
+INSERT_RESERVATION = """
+INSERT INTO api_budget_reservations (shop_domain, cost, expires_at)
+VALUES (%(shop)s, %(cost)s, to_timestamp(%(expires_at)s))
+RETURNING id
+"""
+
+# release_reservation: forget an answered reservation and sweep the store's expired ones.
+RELEASE_RESERVATION = """
+DELETE FROM api_budget_reservations
+WHERE id = %(id)s OR (shop_domain = %(shop)s AND expires_at < clock_timestamp())
+"""
+
+# pending_points: points still granted and unanswered for the store (the server has not charged them).
+PENDING_POINTS = """
+SELECT coalesce(sum(cost), 0)::float8 FROM api_budget_reservations
+WHERE shop_domain = %(shop)s AND expires_at >= clock_timestamp()
+"""
+
+# budget_row: a store's bucket as stored (for tests and the status page).
+BUDGET_ROW = """
+SELECT capacity, restore_rate, available, observed_at FROM api_budgets WHERE shop_domain = %(shop)s
+"""

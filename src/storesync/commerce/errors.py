@@ -1,0 +1,170 @@
+"""Typed outcomes of an Admin API call. Every error says whether a retry can help.
+
+Retryable errors subclass the queue's `RetryableError` (the job retries, after `retry_after` when
+known); errors a retry cannot fix subclass `PermanentError`. So a handler that lets them escape
+gets the right queue behaviour, and nothing is lost: network faults always end as retryable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from storesync.queue.handlers import PermanentError, RetryableError
+
+
+class CommerceError(Exception):
+    """Base of every error the commerce client raises."""
+
+    retryable: bool = False
+    shop: str | None = None
+    operation: str | None = None
+
+
+class RetryableCommerceError(CommerceError, RetryableError):
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after: float | None = None,
+                 shop: str | None = None, operation: str | None = None) -> None:
+        RetryableError.__init__(self, message, retry_after=retry_after)
+        self.shop, self.operation = shop, operation
+
+
+class PermanentCommerceError(CommerceError, PermanentError):
+    retryable = False
+
+    def __init__(self, message: str, *, shop: str | None = None, operation: str | None = None) -> None:
+        PermanentError.__init__(self, message)
+        self.shop, self.operation = shop, operation
+
+
+# ------------------------------------------------------------------ transport and rate limit
+
+
+class ApiUnavailableError(RetryableCommerceError):
+    """5xx, 429 or network faults persisted through the client's bounded retries."""
+
+
+class ThrottledError(RetryableCommerceError):
+    """Still THROTTLED after the client's bounded waits, or the wait for budget would exceed
+    the caller's limit: retry the job after `retry_after` seconds."""
+
+
+class StoreUnauthorized(RetryableCommerceError):
+    """HTTP 401/403: the token was revoked or the app uninstalled. The sync layer pauses the
+    store; retrying the job later (after re-authorisation) is what helps, not retrying now."""
+
+    def __init__(self, message: str, *, status: int, shop: str | None = None,
+                 operation: str | None = None) -> None:
+        super().__init__(message, retry_after=300.0, shop=shop, operation=operation)
+        self.status = status
+
+
+class MaxCostExceededError(PermanentCommerceError):
+    """One query may request at most 1,000 points: the caller must split the work (the paginator
+    halves its page size). Retrying the same query cannot help."""
+
+    def __init__(self, message: str, *, requested: float | None, limit: float,
+                 shop: str | None = None, operation: str | None = None) -> None:
+        super().__init__(message, shop=shop, operation=operation)
+        self.requested, self.limit = requested, limit
+
+
+class GraphQLQueryError(PermanentCommerceError):
+    """The API rejected the document or its variables (a bug on our side), or ACCESS_DENIED for
+    a missing scope."""
+
+    def __init__(self, message: str, *, errors: list[dict], shop: str | None = None,
+                 operation: str | None = None) -> None:
+        super().__init__(message, shop=shop, operation=operation)
+        self.errors = errors
+
+
+# ------------------------------------------------------------------ userErrors
+
+
+@dataclass(frozen=True)
+class UserError:
+    message: str
+    field: tuple[str, ...] | None = None
+    code: str | None = None
+
+    @classmethod
+    def from_json(cls, raw: dict) -> UserError:
+        f = raw.get("field")
+        return cls(message=str(raw.get("message", "")), field=tuple(f) if f else None, code=raw.get("code"))
+
+
+class UserErrorsMixin:
+    user_errors: tuple[UserError, ...] = ()
+
+    @property
+    def codes(self) -> set[str]:
+        return {e.code for e in self.user_errors if e.code}
+
+
+def _describe(operation: str, errors: tuple[UserError, ...]) -> str:
+    parts = [f"{e.code or 'ERROR'}: {e.message}" + (f" ({'.'.join(e.field)})" if e.field else "") for e in errors]
+    return f"{operation} returned userErrors: " + "; ".join(parts)
+
+
+class UserInputError(UserErrorsMixin, PermanentCommerceError):
+    """The store refused the input (validation, limits). Retrying the same input cannot help."""
+
+
+class NotFoundError(UserInputError):
+    """A product, variant, inventory item or location we named does not exist (any more) on the
+    store, or the item is not stocked there: the sync layer re-links or recreates, no retry."""
+
+
+class HandleTakenError(UserInputError):
+    """The handle belongs to another product on the store (link it instead of creating)."""
+
+
+class IdempotencyKeyReuseError(UserInputError):
+    """The idempotency key was used with different variables, or its first attempt failed:
+    a new operation needs a new key (derive it from the new input, see `idempotency_key`)."""
+
+
+class StaleQuantityError(UserErrorsMixin, RetryableCommerceError):
+    """CHANGE_FROM_QUANTITY_STALE: the store's quantity moved since we read it. Re-read the level
+    and compute again; the job retry does exactly that."""
+
+
+class TransientUserError(UserErrorsMixin, RetryableCommerceError):
+    """The store asks to try again (a concurrent request with the same idempotency key, a job
+    error inside productSet)."""
+
+
+_STALE = {"CHANGE_FROM_QUANTITY_STALE", "COMPARE_QUANTITY_STALE"}
+_TRANSIENT = {"IDEMPOTENCY_CONCURRENT_REQUEST", "JOB_ERROR"}
+_NOT_FOUND = {
+    "PRODUCT_DOES_NOT_EXIST", "PRODUCT_VARIANT_DOES_NOT_EXIST", "INVALID_INVENTORY_ITEM",
+    "INVALID_LOCATION", "ITEM_NOT_STOCKED_AT_LOCATION", "NOT_FOUND", "PRODUCT_NOT_FOUND",
+}
+_HANDLE = {"HANDLE_NOT_UNIQUE"}
+_IDEMPOTENCY = {"IDEMPOTENCY_KEY_PARAMETER_MISMATCH", "IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED"}
+
+
+def user_errors_error(operation: str, raw: list[dict], *, shop: str | None = None) -> CommerceError:
+    """The typed error for a mutation payload's non-empty `userErrors`. Stale beats the other
+    codes (re-reading may clear them too); a mix otherwise counts as the permanent one."""
+    errors = tuple(UserError.from_json(r) for r in raw)
+    codes = {e.code for e in errors if e.code}
+    message = _describe(operation, errors)
+    cls: type
+    if codes & _STALE:
+        err: CommerceError = StaleQuantityError(message, retry_after=0.0, shop=shop, operation=operation)
+    elif codes and codes <= _TRANSIENT:
+        err = TransientUserError(message, retry_after=1.0, shop=shop, operation=operation)
+    else:
+        if codes & _NOT_FOUND:
+            cls = NotFoundError
+        elif codes & _HANDLE:
+            cls = HandleTakenError
+        elif codes & _IDEMPOTENCY:
+            cls = IdempotencyKeyReuseError
+        else:
+            cls = UserInputError
+        err = cls(message, shop=shop, operation=operation)
+    err.user_errors = errors  # type: ignore[attr-defined]
+    return err
