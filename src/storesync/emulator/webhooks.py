@@ -366,9 +366,12 @@ class WebhookSender:
 
     async def start(self) -> None:
         if self._client is None:
-            timeout = httpx.Timeout(self.response_timeout_s, connect=self.connect_timeout_s)
+            # pool=None: waiting for a free connection is our congestion, not the receiver's
+            # slowness, so it never counts against the receiver's 5 s.
+            timeout = httpx.Timeout(self.response_timeout_s, connect=self.connect_timeout_s, pool=None)
+            limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
             # trust_env=False: never route deliveries through a proxy from the environment.
-            self._client = httpx.AsyncClient(timeout=timeout, trust_env=False, follow_redirects=False)
+            self._client = httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False, follow_redirects=False)
         self._stopped = False
 
     async def stop(self) -> None:
