@@ -3,6 +3,7 @@ background thread, a test network, and signed webhook requests."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -11,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -21,6 +23,7 @@ from storesync.web.app import create_app
 from storesync.web.ingest import sign
 from storesync.web.settings import WebSettings
 
+ROOT_DIR = Path(__file__).resolve().parents[2]
 PARENT = "parent.myshopify.com"
 CHILD = "child-a.myshopify.com"
 OTHER_PARENT = "other.myshopify.com"
@@ -61,14 +64,20 @@ def serving(settings: Settings, network: NetworkConfig | None = None, **web: obj
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+
+    def run() -> None:
+        with contextlib.suppress(SystemExit):  # uvicorn exits this way when start-up fails
+            server.run(sockets=[sock])
+
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 15
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
             server.should_exit = True
             sock.close()
-            raise RuntimeError("the web app did not start (see the log above)")
+            thread.join(5)
+            raise RuntimeError(f"the web app did not start: {app.state.startup_error or 'see the log'}")
         time.sleep(0.01)
     try:
         yield Served(f"http://127.0.0.1:{port}", app, server)

@@ -55,6 +55,7 @@ def create_app(settings: Settings, network: NetworkConfig, web_settings: WebSett
         try:
             await asyncio.to_thread(check_database, settings)
         except NotServing as err:
+            app.state.startup_error = str(err)
             log.error("web_not_serving", reason=str(err))
             raise
         pool = async_pooled_pool(settings, name="storesync-web")
@@ -91,6 +92,7 @@ def create_app(settings: Settings, network: NetworkConfig, web_settings: WebSett
     app.state.web_settings = web_settings
     app.state.metrics = metrics
     app.state.pool = None
+    app.state.startup_error = None
     return app
 
 
