@@ -147,3 +147,13 @@ def pgbouncer_dsn(db: ScratchDatabase) -> Iterator[str]:
     s = db.server
     with run_pgbouncer(s.host, s.port, s.user, s.password, db.name) as dsn:
         yield dsn
+
+
+@pytest.fixture
+def emulator():
+    """A fresh commerce emulator serving parent.myshopify.com and child-a/b/c.myshopify.com on
+    127.0.0.1:<ephemeral> (see tests/support/emulator.py for the handle's API)."""
+    from tests.support.emulator import running_emulator
+
+    with running_emulator() as emu:
+        yield emu

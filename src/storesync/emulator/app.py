@@ -1,0 +1,357 @@
+"""The emulator as an ASGI app: Shopify's Admin GraphQL endpoint per store, and a control API.
+
+GraphQL: `POST /stores/{shop}/admin/api/{version}/graphql.json` with `X-Shopify-Access-Token`.
+Each request: auth (401), fault policy (faults.py), parse + validate (cached per query text),
+cost check against the store's leaky bucket (THROTTLED / MAX_COST_EXCEEDED), execution,
+refund of requested minus actual cost, then the webhooks the writes caused are handed to the
+sender. Every answer with a GraphQL body carries `extensions.cost`.
+
+Control API (JSON), for tests, the demo and the CLI:
+  GET    /_emulator/stores                          stores with their tokens and secrets
+  POST   /_emulator/stores                          {"shop", "token"?, "webhook_secret"?, "plan"?}
+  POST   /_emulator/stores/{shop}/seed              {"products": N, "locations": [..], "variants_per_product", "quantity"}
+  POST   /_emulator/stores/{shop}/locations         {"name"}
+  POST   /_emulator/stores/{shop}/orders            {"line_items": [{"variant_id", "quantity"}], "location_id"?}
+  POST   /_emulator/stores/{shop}/orders/{id}/cancel {"restock": true, "reason"?}
+  PUT    /_emulator/stores/{shop}/plan              {"plan": "standard" | "advanced" | "plus"}
+  GET    /_emulator/stores/{shop}/snapshot          the store's full state
+  GET    /_emulator/stores/{shop}/throttle          the bucket's throttleStatus
+  POST   /_emulator/stores/{shop}/inventory         {"inventory_item_id", "location_id", "available"}: merchant edit
+  PATCH  /_emulator/stores/{shop}/products/{id}     {"title"?, "tags"?, "variants": [{"id", "price"}]...}: merchant edit
+  + faults, webhook deliveries and subscriptions (control_webhooks.py)
+Ids in bodies may be gids or numbers. Bad input answers 4xx with {"error": ...} and changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from graphql import (
+    DocumentNode,
+    GraphQLError,
+    OperationDefinitionNode,
+    execute,
+    get_operation_ast,
+    parse,
+    validate,
+)
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from storesync.emulator.control_webhooks import control_routes
+from storesync.emulator.cost import MAX_QUERY_COST, LeakyBucket, query_costs
+from storesync.emulator.faults import GraphQLFaults, GraphQLFaultsConfig, respond_with
+from storesync.emulator.resolvers import RequestContext, build_emulator_schema, default_resolver
+from storesync.emulator.state import PLANS, ActionError, Emulator, Event, StoreState, gid, parse_gid
+from storesync.emulator.webhooks import DeliveryFaults, SubscriptionStore, WebhookSender
+
+API_VERSION_RE = re.compile(r"^(\d{4}-\d{2}|unstable)$")
+DEFAULT_API_VERSION = "2026-10"
+
+
+@dataclass(frozen=True)
+class StoreSpec:
+    shop: str
+    token: str | None = None
+    webhook_secret: str | None = None
+    plan: str = "standard"
+
+
+def _json(body: Any, status: int = 200, headers: dict | None = None) -> Response:
+    return Response(json.dumps(body, separators=(",", ":")), status_code=status, headers=headers,
+                    media_type="application/json; charset=utf-8")
+
+
+class EmulatorApp:
+    """Every store, its bucket, the webhook sender and the fault policy, behind one ASGI app."""
+
+    def __init__(
+        self,
+        stores: Iterable[StoreSpec | str],
+        *,
+        time_scale: float = 1.0,
+        seed_products: int = 0,
+        require_idempotency: bool = True,
+        throttle_http_429: bool = False,
+        webhook_faults: DeliveryFaults | None = None,
+        graphql_faults: GraphQLFaultsConfig | None = None,
+    ) -> None:
+        self.emulator = Emulator()
+        self.buckets: dict[str, LeakyBucket] = {}
+        self.require_idempotency = require_idempotency
+        # Shopify answers throttled calls with HTTP 200 and a THROTTLED error; some gateways
+        # answer 429 + Retry-After instead. Clients must handle both.
+        self.throttle_http_429 = throttle_http_429
+        self.subscriptions = SubscriptionStore()
+        self.sender = WebhookSender(self._app_secret, time_scale, webhook_faults, subscriptions=self.subscriptions)
+        self.faults = GraphQLFaults(graphql_faults)
+        self.schema = build_emulator_schema()
+        self._documents: OrderedDict[str, tuple[DocumentNode | None, list[dict]]] = OrderedDict()
+        for spec in stores:
+            self.add_store(spec if isinstance(spec, StoreSpec) else StoreSpec(spec))
+        if seed_products:
+            for store in self.emulator.stores.values():
+                store.seed(products=seed_products)
+        self.asgi = Starlette(routes=self._routes(), lifespan=self._lifespan)
+
+    async def __call__(self, scope, receive, send) -> None:
+        await self.asgi(scope, receive, send)
+
+    @asynccontextmanager
+    async def _lifespan(self, _app):
+        await self.sender.start()
+        try:
+            yield
+        finally:
+            await self.sender.stop()
+
+    def _app_secret(self, shop: str) -> str:
+        return self.emulator.stores[shop].app_secret
+
+    def add_store(self, spec: StoreSpec) -> StoreState:
+        store = self.emulator.add_store(spec.shop, spec.token, spec.webhook_secret, spec.plan)
+        self.buckets[spec.shop] = LeakyBucket(*PLANS[spec.plan])
+        return store
+
+    def set_plan(self, shop: str, plan: str) -> None:
+        if plan not in PLANS:
+            raise ActionError(f"unknown plan {plan!r} (one of {', '.join(PLANS)})")
+        self.emulator.stores[shop].plan = plan
+        self.buckets[shop].set_limits(*PLANS[plan])
+
+    def emit(self, shop: str, events: list[Event]) -> None:
+        """Hand events to the sender: one event id per event, shared by all its deliveries."""
+        for ev in events:
+            self.sender.emit_nowait(shop, ev.topic, ev.payload, event_id=str(uuid.uuid4()))
+
+    # ------------------------------------------------------------------ GraphQL
+
+    def _document(self, query: str) -> tuple[DocumentNode | None, list[dict]]:
+        """Parsed and validated document (cached by text): (document, errors)."""
+        cached = self._documents.get(query)
+        if cached is not None:
+            self._documents.move_to_end(query)
+            return cached
+        try:
+            doc = parse(query)
+            errors = [e.formatted for e in validate(self.schema, doc)]
+        except GraphQLError as err:
+            doc, errors = None, [err.formatted]
+        result = (doc if not errors else None, errors)
+        self._documents[query] = result
+        if len(self._documents) > 512:
+            self._documents.popitem(last=False)
+        return result
+
+    def _cost_extension(self, shop: str, requested: int | None, actual: int | None) -> dict:
+        return {"cost": {"requestedQueryCost": requested, "actualQueryCost": actual,
+                         "throttleStatus": self.buckets[shop].status()}}
+
+    async def graphql(self, request: Request) -> Response:
+        shop = request.path_params["shop"]
+        if not API_VERSION_RE.match(request.path_params["version"]):
+            return _json({"errors": "Not Found"}, 404)
+        store = self.emulator.stores.get(shop)
+        if store is None:
+            return _json({"errors": "Not Found"}, 404)
+        if request.headers.get("x-shopify-access-token") != store.token:
+            return _json({"errors": "[API] Invalid API key or access token (unrecognized login or wrong password)"},
+                         401)
+        try:
+            body = json.loads(await request.body())
+            query = body["query"]
+            variables = body.get("variables") or {}
+            operation_name = body.get("operationName")
+            if not isinstance(query, str) or not isinstance(variables, dict):
+                raise ValueError
+        except (ValueError, KeyError, TypeError):
+            return _json({"errors": {"query": "Required parameter missing or invalid"}}, 400)
+
+        doc, errors = self._document(query)
+        if doc is None:
+            return _json({"errors": errors, "extensions": self._cost_extension(shop, 0, 0)})
+        operation = get_operation_ast(doc, operation_name)
+        if operation is None:
+            return _json({"errors": [{"message": "An operation name is required"}],
+                          "extensions": self._cost_extension(shop, 0, 0)})
+        field_names = [s.name.value for s in operation.selection_set.selections if hasattr(s, "name")]
+        injection = self.faults.decide(field_names, shop=shop)
+        return await respond_with(injection, lambda: self._run(store, doc, operation, variables, operation_name))
+
+    async def _run(self, store: StoreState, doc: DocumentNode, operation: OperationDefinitionNode,
+                   variables: dict, operation_name: str | None) -> Response:
+        shop = store.shop
+        bucket = self.buckets[shop]
+        requested, actual_of = query_costs(self.schema, doc, operation, variables)
+        if requested > MAX_QUERY_COST:
+            message = (f"Query cost is {requested}, which exceeds the single query max cost limit "
+                       f"({MAX_QUERY_COST}).")
+            return _json({"errors": [{"message": message, "extensions": {
+                "code": "MAX_COST_EXCEEDED", "cost": requested, "maxCost": MAX_QUERY_COST}}],
+                "extensions": self._cost_extension(shop, requested, None)})
+        if not bucket.try_take(requested):
+            body = {"errors": [{"message": "Throttled", "extensions": {
+                "code": "THROTTLED", "documentation": "https://shopify.dev/api/usage/rate-limits"}}],
+                "extensions": self._cost_extension(shop, requested, None)}
+            if self.throttle_http_429:
+                retry_after = max(1, int(bucket.seconds_until(requested) + 0.999))
+                return _json(body, 429, {"Retry-After": str(retry_after)})
+            return _json(body)
+        context = RequestContext(store=store, subscriptions=self.subscriptions,
+                                 require_idempotency=self.require_idempotency)
+        result = execute(self.schema, doc, context_value=context, variable_values=variables,
+                         operation_name=operation_name, field_resolver=default_resolver)
+        if asyncio.iscoroutine(result):  # no async resolvers exist; guard anyway
+            result = await result
+        actual = min(actual_of(result.data), requested)
+        bucket.refund(requested - actual)
+        self.emit(shop, context.events)
+        out: dict[str, Any] = {}
+        if result.errors:
+            out["errors"] = [e.formatted for e in result.errors]
+        if result.data is not None or not result.errors:
+            out["data"] = result.data
+        out["extensions"] = self._cost_extension(shop, requested, actual)
+        return _json(out)
+
+    # ------------------------------------------------------------------ control API
+
+    def _store(self, request: Request) -> StoreState:
+        store = self.emulator.stores.get(request.path_params["shop"])
+        if store is None:
+            raise ActionError(f"unknown shop {request.path_params['shop']!r}")
+        return store
+
+    def store_info(self, store: StoreState) -> dict:
+        return {"shop": store.shop, "token": store.token, "webhook_secret": store.app_secret, "plan": store.plan,
+                "graphql_path": f"/stores/{store.shop}/admin/api/{DEFAULT_API_VERSION}/graphql.json"}
+
+    def _routes(self) -> list[Route]:
+        def action(fn, status: int = 200):
+            async def endpoint(request: Request) -> Response:
+                try:
+                    raw = await request.body()
+                    body = json.loads(raw) if raw else {}
+                    if not isinstance(body, dict):
+                        raise ActionError("body must be a JSON object")
+                    result = fn(request, body)
+                except json.JSONDecodeError as err:
+                    return _json({"error": f"body is not valid JSON: {err}"}, 400)
+                except ActionError as err:
+                    code = 404 if str(err).startswith(("unknown shop", "no ")) else 422
+                    return _json({"error": str(err)}, code)
+                except (KeyError, TypeError, ValueError) as err:
+                    return _json({"error": f"invalid request: {err!r}"}, 422)
+                return _json(result, status)
+            return endpoint
+
+        def num_id(value: Any, type_name: str) -> int:
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.isdigit():
+                return int(value)
+            parsed = parse_gid(value, type_name)
+            if parsed is None:
+                raise ActionError(f"{value!r} is not a {type_name} id")
+            return parsed
+
+        def list_stores(request, body):
+            return {"stores": [self.store_info(s) for s in self.emulator.stores.values()]}
+
+        def add_store(request, body):
+            spec = StoreSpec(body["shop"], body.get("token"), body.get("webhook_secret"), body.get("plan", "standard"))
+            if spec.shop in self.emulator.stores:
+                raise ActionError(f"store {spec.shop} exists")
+            if spec.plan not in PLANS:
+                raise ActionError(f"unknown plan {spec.plan!r}")
+            return self.store_info(self.add_store(spec))
+
+        def seed(request, body):
+            store = self._store(request)
+            n = body.get("products", 0)
+            if not isinstance(n, int) or n < 0 or n > 100_000:
+                raise ActionError("products must be an integer 0..100000")
+            return store.seed(products=n, locations=body.get("locations"),
+                              variants_per_product=int(body.get("variants_per_product", 2)),
+                              quantity=int(body.get("quantity", 10)), prefix=body.get("sku_prefix"))
+
+        def add_location(request, body):
+            loc = self._store(request).add_location(str(body["name"]))
+            return {"id": gid("Location", loc.id), "name": loc.name}
+
+        def place_order(request, body):
+            store = self._store(request)
+            items = body.get("line_items")
+            if not isinstance(items, list) or not items:
+                raise ActionError("line_items must be a non-empty list")
+            loc = num_id(body["location_id"], "Location") if body.get("location_id") is not None else None
+            order, events = store.place_order(items, loc, email=body.get("email"))
+            self.emit(store.shop, events)
+            return events[0].payload
+
+        def cancel_order(request, body):
+            store = self._store(request)
+            order, events = store.cancel_order(num_id(request.path_params["order_id"], "Order"),
+                                               restock=bool(body.get("restock", True)),
+                                               reason=body.get("reason", "customer"))
+            self.emit(store.shop, events)
+            return events[0].payload
+
+        def set_plan(request, body):
+            store = self._store(request)
+            self.set_plan(store.shop, body["plan"])
+            return {"shop": store.shop, "plan": store.plan, "throttleStatus": self.buckets[store.shop].status()}
+
+        def snapshot(request, body):
+            return self._store(request).snapshot()
+
+        def throttle(request, body):
+            store = self._store(request)
+            return {"plan": store.plan, "throttleStatus": self.buckets[store.shop].status()}
+
+        def set_inventory(request, body):
+            store = self._store(request)
+            available = body["available"]
+            if not isinstance(available, int) or isinstance(available, bool):
+                raise ActionError("available must be an integer")
+            events = store.merchant_set_inventory(num_id(body["inventory_item_id"], "InventoryItem"),
+                                                  num_id(body["location_id"], "Location"), available)
+            self.emit(store.shop, events)
+            return {"events": [e.topic for e in events]}
+
+        def edit_product(request, body):
+            store = self._store(request)
+            events = store.merchant_edit_product(num_id(request.path_params["product_id"], "Product"), body)
+            self.emit(store.shop, events)
+            return events[0].payload
+
+        return [
+            Route("/stores/{shop}/admin/api/{version}/graphql.json", self.graphql, methods=["POST"]),
+            Route("/_emulator/stores", action(list_stores), methods=["GET"]),
+            Route("/_emulator/stores", action(add_store, 201), methods=["POST"]),
+            Route("/_emulator/stores/{shop}/seed", action(seed), methods=["POST"]),
+            Route("/_emulator/stores/{shop}/locations", action(add_location, 201), methods=["POST"]),
+            Route("/_emulator/stores/{shop}/orders", action(place_order, 201), methods=["POST"]),
+            Route("/_emulator/stores/{shop}/orders/{order_id}/cancel", action(cancel_order), methods=["POST"]),
+            Route("/_emulator/stores/{shop}/plan", action(set_plan), methods=["PUT"]),
+            Route("/_emulator/stores/{shop}/snapshot", action(snapshot), methods=["GET"]),
+            Route("/_emulator/stores/{shop}/throttle", action(throttle), methods=["GET"]),
+            Route("/_emulator/stores/{shop}/inventory", action(set_inventory), methods=["POST"]),
+            Route("/_emulator/stores/{shop}/products/{product_id}", action(edit_product), methods=["PATCH"]),
+            *control_routes(self.sender, self.subscriptions, self.faults,
+                            shop_exists=lambda shop: shop in self.emulator.stores),
+        ]
+
+
+def create_app(stores: Iterable[StoreSpec | str], **options: Any) -> EmulatorApp:
+    return EmulatorApp(stores, **options)
