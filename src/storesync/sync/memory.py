@@ -1,0 +1,293 @@
+"""In-memory adapters for every port: unit tests, the domain's own checks, and dry runs.
+
+`MemoryStore` follows the Shopify semantics the domain relies on: productSet replaces list
+fields wholesale (variants, metafields, collections left out are deleted; scalars left out stay),
+inventory sets compare-and-set on `changeFromQuantity`, and an `@idempotent` key replays the
+first result. Storage adapters mirror the Postgres ones in `store_pg.py`.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from storesync.sync.audit import AuditRecord
+from storesync.sync.inventory import EntryKind, EntryStatus, LedgerEntry, LedgerKey
+from storesync.sync.model import Image, InventoryLevel, Link, LinkKind, LinkMap, Metafield, Option, Product, Variant
+from storesync.sync.ports import StaleQuantity, WriteRecord
+from storesync.sync.saga import SagaRecord, SagaState, StepRecord, StepSpec, StepStatus
+
+_ids = itertools.count(1000)
+
+
+def _new_id(kind: str) -> str:
+    return f"gid://shopify/{kind}/{next(_ids)}"
+
+
+class MemoryStore:
+    """One store's catalog and inventory, in memory."""
+
+    def __init__(self, shop: str) -> None:
+        self.shop = shop
+        self.products: dict[str, Product] = {}
+        self.levels: dict[tuple[str, str], int] = {}
+        self._replays: dict[str, int] = {}
+        self.calls: list[tuple[str, Any]] = []  # (operation, argument) for assertions
+        self.min_level_seen: dict[tuple[str, str], int] = {}
+
+    # catalog ----------------------------------------------------------------
+    async def read_product(self, product_id: str) -> Product | None:
+        return self.products.get(product_id)
+
+    def add_product(self, p: Product) -> Product:
+        pid = p.id or _new_id("Product")
+        variants = tuple(replace(v, id=v.id or _new_id("ProductVariant"),
+                                 inventory_item_id=v.inventory_item_id or _new_id("InventoryItem")) for v in p.variants)
+        p = replace(p, id=pid, variants=variants)
+        self.products[pid] = p
+        return p
+
+    async def product_set(self, input: Mapping[str, Any], *, product_id: str | None) -> Product:
+        self.calls.append(("productSet", dict(input)))
+        old = self.products.get(product_id) if product_id else None
+        if product_id and old is None:
+            raise LookupError(f"{self.shop}: no product {product_id}")
+        base = old or Product(id=_new_id("Product"), handle=input.get("handle") or "", title=input.get("title", ""))
+        changes: dict[str, Any] = {}
+        scalar = {"title": "title", "descriptionHtml": "description_html", "vendor": "vendor",
+                  "productType": "product_type", "status": "status", "handle": "handle"}
+        for k, attr in scalar.items():
+            if k in input:
+                changes[attr] = input[k]
+        if "tags" in input:
+            changes["tags"] = tuple(input["tags"])
+        if "seo" in input:
+            changes["seo_title"], changes["seo_description"] = input["seo"].get("title"), input["seo"].get("description")
+        if "productOptions" in input:
+            changes["options"] = tuple(Option(o["name"], tuple(v["name"] for v in o["values"])) for o in input["productOptions"])
+        if "variants" in input:
+            old_variants = {v.id: v for v in base.variants}
+            variants = []
+            for vi in input["variants"]:
+                prev = old_variants.get(vi.get("id")) if vi.get("id") else None
+                if vi.get("id") and prev is None:
+                    raise LookupError(f"{self.shop}: no variant {vi['id']}")
+                cap = vi.get("compareAtPrice")
+                variants.append(Variant(
+                    id=prev.id if prev else _new_id("ProductVariant"),
+                    option_values=tuple((o["optionName"], o["name"]) for o in vi["optionValues"]),
+                    price=Decimal(vi["price"]), sku=(vi.get("inventoryItem") or {}).get("sku") or vi.get("sku") or None,
+                    barcode=vi.get("barcode"), compare_at_price=Decimal(cap) if cap else None,
+                    inventory_item_id=prev.inventory_item_id if prev else _new_id("InventoryItem"),
+                    metafields=tuple(Metafield(m["namespace"], m["key"], m["type"], m["value"])
+                                     for m in vi.get("metafields", [])) if "metafields" in vi else
+                    (prev.metafields if prev else ()),
+                ))
+            keys = [v.option_key for v in variants]
+            if len(set(keys)) != len(keys):
+                raise ValueError(f"{self.shop}: two variants with the same option values")
+            changes["variants"] = tuple(variants)
+        if "metafields" in input:
+            changes["metafields"] = tuple(Metafield(m["namespace"], m["key"], m["type"], m["value"]) for m in input["metafields"])
+        if "collections" in input:
+            changes["collections"] = tuple(input["collections"])
+        if "files" in input:
+            changes["images"] = tuple(Image(f["originalSource"], f.get("alt", "")) for f in input["files"])
+        changes["updated_at"] = datetime.now(UTC)
+        product = replace(base, **changes)
+        self.products[product.id] = product
+        return product
+
+    async def delete_product(self, product_id: str) -> None:
+        self.calls.append(("productDelete", product_id))
+        self.products.pop(product_id, None)
+
+    # inventory --------------------------------------------------------------
+    def _note(self, key: tuple[str, str]) -> None:
+        self.min_level_seen[key] = min(self.min_level_seen.get(key, self.levels[key]), self.levels[key])
+
+    async def read_level(self, inventory_item_id: str, location_id: str) -> InventoryLevel | None:
+        q = self.levels.get((inventory_item_id, location_id))
+        return None if q is None else InventoryLevel(inventory_item_id, location_id, q)
+
+    async def set_level(self, inventory_item_id: str, location_id: str, quantity: int, *,
+                        change_from: int | None, idempotency_key: str, reason: str = "correction") -> int:
+        self.calls.append(("inventorySetQuantities", (inventory_item_id, location_id, quantity, change_from)))
+        if idempotency_key in self._replays:
+            return self._replays[idempotency_key]
+        key = (inventory_item_id, location_id)
+        if self.levels.get(key) != change_from:
+            raise StaleQuantity(f"{self.shop} {key}: is {self.levels.get(key)}, not {change_from}")
+        self.levels[key] = quantity
+        self._note(key)
+        self._replays[idempotency_key] = quantity
+        return quantity
+
+    async def adjust_level(self, inventory_item_id: str, location_id: str, delta: int, *,
+                           idempotency_key: str, reason: str = "correction") -> int:
+        self.calls.append(("inventoryAdjustQuantities", (inventory_item_id, location_id, delta)))
+        if idempotency_key in self._replays:
+            return self._replays[idempotency_key]
+        key = (inventory_item_id, location_id)
+        if key not in self.levels:
+            raise LookupError(f"{self.shop}: {key} is not stocked")
+        self.levels[key] += delta
+        self._note(key)
+        self._replays[idempotency_key] = self.levels[key]
+        return self.levels[key]
+
+
+class MemoryLinks:
+    def __init__(self) -> None:
+        self.rows: dict[tuple[str, LinkKind, str], Link] = {}
+
+    async def save_links(self, links: Sequence[Link]) -> int:
+        for link in links:
+            old = self.rows.get((link.child_shop, link.kind, link.parent_id))
+            if old is not None and link.synced_view is None:
+                link = replace(link, synced_view=old.synced_view)
+            self.rows[(link.child_shop, link.kind, link.parent_id)] = link
+        return len(links)
+
+    async def link_map(self, child_shop: str) -> LinkMap:
+        return LinkMap(child_shop, [lk for (s, _, _), lk in sorted(self.rows.items()) if s == child_shop])
+
+    async def links_down(self, kind: LinkKind, parent_id: str) -> list[Link]:
+        return [lk for (_, k, p), lk in sorted(self.rows.items()) if k is kind and p == parent_id]
+
+    async def links_for_parent_item(self, parent_inventory_item_id: str) -> list[Link]:
+        return [lk for lk in self.rows.values() if lk.parent_inventory_item_id == parent_inventory_item_id]
+
+    async def set_synced_view(self, child_shop: str, parent_product_id: str, view: dict) -> None:
+        key = (child_shop, LinkKind.PRODUCT, parent_product_id)
+        self.rows[key] = replace(self.rows[key], synced_view=view)
+
+    async def delete_link(self, child_shop: str, kind: LinkKind, parent_id: str) -> None:
+        self.rows.pop((child_shop, kind, parent_id), None)
+
+
+class MemoryLedger:
+    def __init__(self) -> None:
+        self.entries: dict[LedgerKey, LedgerEntry] = {}
+        self.backlogs: dict[tuple[str, str], int] = defaultdict(int)
+
+    async def claim(self, entry: LedgerEntry) -> tuple[LedgerEntry, bool]:
+        if entry.key in self.entries:
+            return self.entries[entry.key], False
+        stored = replace(entry, status=EntryStatus.CLAIMED, applied_delta=None, backlog_after=None)
+        self.entries[entry.key] = stored
+        return stored, True
+
+    async def plan(self, key: LedgerKey, applied_delta: int, backlog_after: int, expected_after: int) -> LedgerEntry:
+        e = self.entries[key]
+        if e.status is EntryStatus.CLAIMED:
+            e = replace(e, status=EntryStatus.PLANNED, applied_delta=applied_delta,
+                        backlog_after=backlog_after, expected_after=expected_after)
+            self.entries[key] = e
+        return e
+
+    async def mark_applied(self, key: LedgerKey, quantity_after: int | None) -> bool:
+        e = self.entries[key]
+        if e.status is not EntryStatus.PLANNED:
+            return False
+        self.entries[key] = replace(e, status=EntryStatus.APPLIED, quantity_after=quantity_after)
+        self.backlogs[(e.parent_item_id, e.parent_location_id)] = e.backlog_after or 0
+        return True
+
+    async def get(self, key: LedgerKey) -> LedgerEntry | None:
+        return self.entries.get(key)
+
+    async def unfinished(self, parent_item_id: str, parent_location_id: str) -> list[LedgerEntry]:
+        return [e for e in self.entries.values() if e.status is not EntryStatus.APPLIED
+                and (e.parent_item_id, e.parent_location_id) == (parent_item_id, parent_location_id)]
+
+    async def backlog(self, parent_item_id: str, parent_location_id: str) -> int:
+        return self.backlogs[(parent_item_id, parent_location_id)]
+
+    async def restocked(self, child_shop: str, order_line_id: str) -> int:
+        return sum(e.requested_delta for e in self.entries.values()
+                   if e.key.kind is EntryKind.RESTOCK and (e.key.child_shop, e.key.order_line_id) == (child_shop, order_line_id))
+
+
+class MemoryWriteRecords:
+    def __init__(self) -> None:
+        self.records: list[WriteRecord] = []
+
+    async def record_write(self, rec: WriteRecord) -> None:
+        self.records.append(rec)
+
+    async def recent_writes(self, shop: str, inventory_item_id: str, location_id: str, since: datetime) -> list[WriteRecord]:
+        found = [r for r in self.records if (r.shop, r.inventory_item_id, r.location_id) == (shop, inventory_item_id, location_id)
+                 and r.written_at >= since]
+        return sorted(found, key=lambda r: r.written_at, reverse=True)
+
+
+class MemoryAppliedVersions:
+    def __init__(self) -> None:
+        self.versions: dict[tuple[str, str, str], tuple[datetime, str]] = {}
+
+    async def advance(self, shop: str, inventory_item_id: str, location_id: str, at: datetime, tiebreak: str) -> bool:
+        key = (shop, inventory_item_id, location_id)
+        cur = self.versions.get(key)
+        if cur is not None and (at, tiebreak) < cur:
+            return False
+        self.versions[key] = (at, tiebreak)
+        return True
+
+    async def current(self, shop: str, inventory_item_id: str, location_id: str) -> tuple[datetime, str] | None:
+        return self.versions.get((shop, inventory_item_id, location_id))
+
+
+class MemoryAudit:
+    def __init__(self) -> None:
+        self.records: list[AuditRecord] = []
+
+    async def record(self, rec: AuditRecord) -> None:
+        self.records.append(rec)
+
+    async def query(self, *, shop: str | None = None, object_id: str | None = None,
+                    cause: str | None = None, limit: int = 100) -> list[AuditRecord]:
+        out = [r for r in reversed(self.records) if (shop is None or r.shop == shop)
+               and (object_id is None or r.object_id == object_id) and (cause is None or r.cause == cause)]
+        return out[:limit]
+
+
+class MemoryStepLog:
+    def __init__(self) -> None:
+        self.sagas: dict[str, SagaRecord] = {}
+
+    def _copy(self, s: SagaRecord) -> SagaRecord:
+        return replace(s, steps=[replace(st, params=dict(st.params)) for st in s.steps])
+
+    async def create(self, saga_id: str, kind: str, shop: str, cause: str, steps: Sequence[StepSpec]) -> SagaRecord:
+        if saga_id not in self.sagas:
+            self.sagas[saga_id] = SagaRecord(saga_id, kind, shop, cause, SagaState.RUNNING,
+                                             [StepRecord(i, s.name, s.action, dict(s.params)) for i, s in enumerate(steps)])
+        return self._copy(self.sagas[saga_id])
+
+    async def load(self, saga_id: str) -> SagaRecord | None:
+        s = self.sagas.get(saga_id)
+        return self._copy(s) if s else None
+
+    async def step_started(self, saga_id: str, index: int, undo: dict[str, Any] | None) -> None:
+        st = self.sagas[saga_id].steps[index]
+        st.status, st.undo = StepStatus.STARTED, undo
+
+    async def step_done(self, saga_id: str, index: int, result: dict[str, Any]) -> None:
+        st = self.sagas[saga_id].steps[index]
+        st.status, st.result = StepStatus.DONE, result
+
+    async def step_compensated(self, saga_id: str, index: int) -> None:
+        self.sagas[saga_id].steps[index].status = StepStatus.COMPENSATED
+
+    async def set_state(self, saga_id: str, state: SagaState, error: str | None = None) -> None:
+        s = self.sagas[saga_id]
+        s.state, s.error = state, error
+
+    async def unfinished(self, limit: int = 100) -> list[str]:
+        return [k for k, s in self.sagas.items() if s.state in (SagaState.RUNNING, SagaState.COMPENSATING)][:limit]

@@ -1,0 +1,128 @@
+"""Ports: what the domain needs from a Shopify store and from storage.
+
+Store adapters wrap the commerce client (real Shopify or the emulator); storage adapters are
+Postgres (`store_pg.py`) or in memory (`memory.py`). Everything is async because job handlers are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+
+from storesync.sync.audit import AuditRecord
+from storesync.sync.model import InventoryLevel, Link, LinkKind, LinkMap, Product
+
+# --------------------------------------------------------------------------- store side
+
+
+class StaleQuantity(Exception):
+    """A compare-and-set lost: the level is no longer `changeFromQuantity`
+    (Shopify's CHANGE_FROM_QUANTITY_STALE). The caller re-reads and retries."""
+
+
+class CatalogStore(Protocol):
+    shop: str
+
+    async def read_product(self, product_id: str) -> Product | None: ...
+
+    async def product_set(self, input: Mapping[str, Any], *, product_id: str | None) -> Product:
+        """`productSet(identifier: {id}, input:)` (create when product_id is None); the result."""
+        ...
+
+    async def delete_product(self, product_id: str) -> None:
+        """`productDelete`; deleting a product that is already gone is not an error."""
+        ...
+
+
+class InventoryStore(Protocol):
+    shop: str
+
+    async def read_level(self, inventory_item_id: str, location_id: str) -> InventoryLevel | None: ...
+
+    async def set_level(
+        self, inventory_item_id: str, location_id: str, quantity: int, *,
+        change_from: int | None, idempotency_key: str, reason: str = "correction",
+    ) -> int:
+        """`inventorySetQuantities` (name "available") with `changeFromQuantity` and
+        `@idempotent(key:)`. Returns the new quantity; raises StaleQuantity on a lost CAS."""
+        ...
+
+    async def adjust_level(
+        self, inventory_item_id: str, location_id: str, delta: int, *,
+        idempotency_key: str, reason: str = "correction",
+    ) -> int:
+        """`inventoryAdjustQuantities` with `@idempotent(key:)`; returns quantityAfterChange.
+        A replayed key applies nothing and returns the original result."""
+        ...
+
+
+class StoreAPI(CatalogStore, InventoryStore, Protocol):
+    pass
+
+
+# --------------------------------------------------------------------------- storage side
+
+
+@runtime_checkable
+class LinkRepository(Protocol):
+    async def save_links(self, links: Sequence[Link]) -> int:
+        """Insert or refresh links (keyed by child shop, kind, parent id); returns rows written."""
+        ...
+
+    async def link_map(self, child_shop: str) -> LinkMap: ...
+
+    async def links_down(self, kind: LinkKind, parent_id: str) -> list[Link]:
+        """Every child's link for one parent object (fan-out)."""
+        ...
+
+    async def links_for_parent_item(self, parent_inventory_item_id: str) -> list[Link]: ...
+
+    async def set_synced_view(self, child_shop: str, parent_product_id: str, view: dict) -> None: ...
+
+    async def delete_link(self, child_shop: str, kind: LinkKind, parent_id: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class WriteRecord:
+    """One inventory write the engine made (or is about to make): the basis of echo suppression."""
+
+    shop: str
+    inventory_item_id: str
+    location_id: str
+    quantity: int  # the level the write leaves behind
+    written_at: datetime
+    cause: str
+
+
+@runtime_checkable
+class WriteRecords(Protocol):
+    async def record_write(self, rec: WriteRecord) -> None: ...
+
+    async def recent_writes(
+        self, shop: str, inventory_item_id: str, location_id: str, since: datetime
+    ) -> list[WriteRecord]:
+        """Writes at or after `since`, newest first."""
+        ...
+
+
+@runtime_checkable
+class AppliedVersions(Protocol):
+    """The newest version (triggered-at, tiebreak) applied per store+item+location."""
+
+    async def advance(self, shop: str, inventory_item_id: str, location_id: str,
+                      at: datetime, tiebreak: str) -> bool:
+        """Keep the newer of (at, tiebreak) and what is stored; False only if the given version
+        is older than the stored one (stale)."""
+        ...
+
+    async def current(self, shop: str, inventory_item_id: str, location_id: str) -> tuple[datetime, str] | None: ...
+
+
+@runtime_checkable
+class AuditSink(Protocol):
+    async def record(self, rec: AuditRecord) -> None: ...
+
+    async def query(self, *, shop: str | None = None, object_id: str | None = None,
+                    cause: str | None = None, limit: int = 100) -> list[AuditRecord]: ...

@@ -1,0 +1,475 @@
+"""Postgres adapters for the sync domain's storage ports (tables of migration 0005).
+
+Each adapter works on an `psycopg.AsyncConnection` the caller passes, and is safe on the pooled
+path (no session state: no prepared statements, SET, LISTEN or session locks). Every method runs
+in its own `conn.transaction()`: give it an idle connection (autocommit, or nothing open) so each
+call commits on its own. The ledger's crash safety depends on that: a claim or plan must be
+durable before the store is called.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from storesync.sync.audit import AuditRecord
+from storesync.sync.inventory import EntryKind, EntryStatus, LedgerEntry, LedgerKey
+from storesync.sync.model import Link, LinkKind, LinkMap, MatchedBy
+from storesync.sync.ports import WriteRecord
+from storesync.sync.saga import SagaRecord, SagaState, StepRecord, StepSpec, StepStatus
+
+# --------------------------------------------------------------------------- links
+
+# upsert_link: insert or refresh a link; how it was first matched, and the synced view unless given, stay.
+UPSERT_LINK = """
+INSERT INTO sync_links (child_shop, kind, parent_id, child_id, matched_by, parent_product_id, child_product_id,
+                        parent_inventory_item_id, child_inventory_item_id, synced_view)
+VALUES (%(child_shop)s, %(kind)s, %(parent_id)s, %(child_id)s, %(matched_by)s, %(parent_product_id)s,
+        %(child_product_id)s, %(parent_inventory_item_id)s, %(child_inventory_item_id)s, %(synced_view)s)
+ON CONFLICT (child_shop, kind, parent_id) DO UPDATE SET
+    child_id = EXCLUDED.child_id,
+    parent_product_id = EXCLUDED.parent_product_id,
+    child_product_id = EXCLUDED.child_product_id,
+    parent_inventory_item_id = EXCLUDED.parent_inventory_item_id,
+    child_inventory_item_id = EXCLUDED.child_inventory_item_id,
+    synced_view = COALESCE(EXCLUDED.synced_view, sync_links.synced_view),
+    updated_at = now()
+"""
+
+# links_of_child: every link of one child store.
+LINKS_OF_CHILD = "SELECT * FROM sync_links WHERE child_shop = %(child_shop)s ORDER BY kind, parent_id"
+
+# links_down: each child's link for one parent object (fan-out).
+LINKS_DOWN = "SELECT * FROM sync_links WHERE kind = %(kind)s AND parent_id = %(parent_id)s ORDER BY child_shop"
+
+# links_for_parent_item: variant links that carry one parent inventory item.
+LINKS_FOR_PARENT_ITEM = """
+SELECT * FROM sync_links WHERE parent_inventory_item_id = %(item)s ORDER BY child_shop
+"""
+
+# set_synced_view: remember the synced fields last written to a child product.
+SET_SYNCED_VIEW = """
+UPDATE sync_links SET synced_view = %(view)s, updated_at = now()
+WHERE child_shop = %(child_shop)s AND kind = 'product' AND parent_id = %(parent_id)s
+"""
+
+# delete_link: forget a link (its parent object is gone).
+DELETE_LINK = "DELETE FROM sync_links WHERE child_shop = %(child_shop)s AND kind = %(kind)s AND parent_id = %(parent_id)s"
+
+
+def _link(row: dict[str, Any]) -> Link:
+    return Link(
+        kind=LinkKind(row["kind"]), child_shop=row["child_shop"], parent_id=row["parent_id"], child_id=row["child_id"],
+        matched_by=MatchedBy(row["matched_by"]), parent_product_id=row["parent_product_id"],
+        child_product_id=row["child_product_id"], parent_inventory_item_id=row["parent_inventory_item_id"],
+        child_inventory_item_id=row["child_inventory_item_id"], synced_view=row["synced_view"],
+    )
+
+
+class PgLinks:
+    def __init__(self, conn: psycopg.AsyncConnection) -> None:
+        self.conn = conn
+
+    async def save_links(self, links: Sequence[Link]) -> int:
+        params = [{
+            "child_shop": lk.child_shop, "kind": str(lk.kind), "parent_id": lk.parent_id, "child_id": lk.child_id,
+            "matched_by": str(lk.matched_by), "parent_product_id": lk.parent_product_id,
+            "child_product_id": lk.child_product_id, "parent_inventory_item_id": lk.parent_inventory_item_id,
+            "child_inventory_item_id": lk.child_inventory_item_id,
+            "synced_view": Jsonb(lk.synced_view) if lk.synced_view is not None else None,
+        } for lk in links]
+        if not params:
+            return 0
+        async with self.conn.transaction(), self.conn.cursor() as cur:
+            await cur.executemany(UPSERT_LINK, params)
+        return len(params)
+
+    async def _rows(self, sql: str, params: dict[str, Any]) -> list[Link]:
+        async with self.conn.transaction(), self.conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(sql, params)
+            return [_link(r) for r in await cur.fetchall()]
+
+    async def link_map(self, child_shop: str) -> LinkMap:
+        return LinkMap(child_shop, await self._rows(LINKS_OF_CHILD, {"child_shop": child_shop}))
+
+    async def links_down(self, kind: LinkKind, parent_id: str) -> list[Link]:
+        return await self._rows(LINKS_DOWN, {"kind": str(kind), "parent_id": parent_id})
+
+    async def links_for_parent_item(self, parent_inventory_item_id: str) -> list[Link]:
+        return await self._rows(LINKS_FOR_PARENT_ITEM, {"item": parent_inventory_item_id})
+
+    async def set_synced_view(self, child_shop: str, parent_product_id: str, view: dict) -> None:
+        async with self.conn.transaction():
+            await self.conn.execute(SET_SYNCED_VIEW, {"child_shop": child_shop, "parent_id": parent_product_id,
+                                                       "view": Jsonb(view)})
+
+    async def delete_link(self, child_shop: str, kind: LinkKind, parent_id: str) -> None:
+        async with self.conn.transaction():
+            await self.conn.execute(DELETE_LINK, {"child_shop": child_shop, "kind": str(kind), "parent_id": parent_id})
+
+
+# --------------------------------------------------------------------------- inventory ledger
+
+_KEY_WHERE = "child_shop = %(child_shop)s AND order_line_id = %(order_line_id)s AND kind = %(kind)s AND ref = %(ref)s"
+
+# claim_entry: insert a ledger entry unless its key exists (then nothing is returned).
+CLAIM_ENTRY = """
+INSERT INTO sync_inventory_ledger (child_shop, order_line_id, kind, ref, order_id, parent_item_id,
+                                   parent_location_id, requested_delta, cause)
+VALUES (%(child_shop)s, %(order_line_id)s, %(kind)s, %(ref)s, %(order_id)s, %(parent_item_id)s,
+        %(parent_location_id)s, %(requested_delta)s, %(cause)s)
+ON CONFLICT (child_shop, order_line_id, kind, ref) DO NOTHING
+RETURNING *
+"""
+
+# get_entry: one ledger entry by its key.
+GET_ENTRY = f"SELECT * FROM sync_inventory_ledger WHERE {_KEY_WHERE}"
+
+# plan_entry: store the plan of a claimed entry; only the first planner succeeds.
+PLAN_ENTRY = f"""
+UPDATE sync_inventory_ledger
+SET status = 'planned', applied_delta = %(applied_delta)s, backlog_after = %(backlog_after)s,
+    expected_after = %(expected_after)s, planned_at = now()
+WHERE {_KEY_WHERE} AND status = 'claimed'
+RETURNING *
+"""
+
+# apply_entry: a planned entry becomes applied; returns its item and backlog for the backlog update.
+APPLY_ENTRY = f"""
+UPDATE sync_inventory_ledger SET status = 'applied', quantity_after = %(quantity_after)s, applied_at = now()
+WHERE {_KEY_WHERE} AND status = 'planned'
+RETURNING parent_item_id, parent_location_id, backlog_after
+"""
+
+# set_backlog: the oversold units of a parent item+location after an applied entry.
+SET_BACKLOG = """
+INSERT INTO sync_inventory_backlog (parent_item_id, parent_location_id, oversold)
+VALUES (%(item)s, %(location)s, %(oversold)s)
+ON CONFLICT (parent_item_id, parent_location_id) DO UPDATE SET oversold = EXCLUDED.oversold, updated_at = now()
+"""
+
+# get_backlog: oversold units of a parent item+location (none: 0).
+GET_BACKLOG = """
+SELECT oversold FROM sync_inventory_backlog WHERE parent_item_id = %(item)s AND parent_location_id = %(location)s
+"""
+
+# unfinished_entries: claimed or planned entries of an item+location, oldest first.
+UNFINISHED_ENTRIES = """
+SELECT * FROM sync_inventory_ledger
+WHERE parent_item_id = %(item)s AND parent_location_id = %(location)s AND status <> 'applied'
+ORDER BY id
+"""
+
+# restocked_quantity: units restocked so far on one order line.
+RESTOCKED_QUANTITY = """
+SELECT COALESCE(sum(requested_delta), 0) FROM sync_inventory_ledger
+WHERE child_shop = %(child_shop)s AND order_line_id = %(order_line_id)s AND kind = 'restock'
+"""
+
+
+def _key_params(key: LedgerKey) -> dict[str, Any]:
+    return {"child_shop": key.child_shop, "order_line_id": key.order_line_id, "kind": str(key.kind), "ref": key.ref}
+
+
+def _entry(row: dict[str, Any]) -> LedgerEntry:
+    return LedgerEntry(
+        key=LedgerKey(row["child_shop"], row["order_line_id"], EntryKind(row["kind"]), row["ref"]),
+        order_id=row["order_id"], parent_item_id=row["parent_item_id"], parent_location_id=row["parent_location_id"],
+        requested_delta=row["requested_delta"], cause=row["cause"], status=EntryStatus(row["status"]),
+        applied_delta=row["applied_delta"], backlog_after=row["backlog_after"],
+        expected_after=row["expected_after"], quantity_after=row["quantity_after"],
+    )
+
+
+class PgLedger:
+    def __init__(self, conn: psycopg.AsyncConnection) -> None:
+        self.conn = conn
+
+    async def claim(self, entry: LedgerEntry) -> tuple[LedgerEntry, bool]:
+        params = {**_key_params(entry.key), "order_id": entry.order_id, "parent_item_id": entry.parent_item_id,
+                  "parent_location_id": entry.parent_location_id, "requested_delta": entry.requested_delta,
+                  "cause": entry.cause}
+        async with self.conn.transaction(), self.conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(CLAIM_ENTRY, params)
+            row = await cur.fetchone()
+            if row is not None:
+                return _entry(row), True
+            await cur.execute(GET_ENTRY, params)
+            row = await cur.fetchone()
+        if row is None:  # deleted in between: cannot happen without an operator
+            raise RuntimeError(f"ledger entry {entry.key} vanished")
+        stored = _entry(row)
+        if (stored.parent_item_id, stored.parent_location_id, stored.requested_delta) != (
+                entry.parent_item_id, entry.parent_location_id, entry.requested_delta):
+            raise ValueError(f"ledger entry {entry.key} exists with different content: {stored}")
+        return stored, False
+
+    async def plan(self, key: LedgerKey, applied_delta: int, backlog_after: int, expected_after: int) -> LedgerEntry:
+        params = {**_key_params(key), "applied_delta": applied_delta, "backlog_after": backlog_after,
+                  "expected_after": expected_after}
+        async with self.conn.transaction(), self.conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(PLAN_ENTRY, params)
+            row = await cur.fetchone()
+            if row is None:
+                await cur.execute(GET_ENTRY, params)
+                row = await cur.fetchone()
+        if row is None:
+            raise KeyError(f"no ledger entry {key}")
+        return _entry(row)
+
+    async def mark_applied(self, key: LedgerKey, quantity_after: int | None) -> bool:
+        async with self.conn.transaction(), self.conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(APPLY_ENTRY, {**_key_params(key), "quantity_after": quantity_after})
+            row = await cur.fetchone()
+            if row is None:
+                return False
+            await cur.execute(SET_BACKLOG, {"item": row["parent_item_id"], "location": row["parent_location_id"],
+                                            "oversold": row["backlog_after"]})
+            return True
+
+    async def get(self, key: LedgerKey) -> LedgerEntry | None:
+        async with self.conn.transaction(), self.conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(GET_ENTRY, _key_params(key))
+            row = await cur.fetchone()
+        return _entry(row) if row else None
+
+    async def unfinished(self, parent_item_id: str, parent_location_id: str) -> list[LedgerEntry]:
+        async with self.conn.transaction(), self.conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(UNFINISHED_ENTRIES, {"item": parent_item_id, "location": parent_location_id})
+            return [_entry(r) for r in await cur.fetchall()]
+
+    async def backlog(self, parent_item_id: str, parent_location_id: str) -> int:
+        async with self.conn.transaction():
+            cur = await self.conn.execute(GET_BACKLOG, {"item": parent_item_id, "location": parent_location_id})
+            row = await cur.fetchone()
+        return row[0] if row else 0
+
+    async def restocked(self, child_shop: str, order_line_id: str) -> int:
+        async with self.conn.transaction():
+            cur = await self.conn.execute(RESTOCKED_QUANTITY, {"child_shop": child_shop, "order_line_id": order_line_id})
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+
+# --------------------------------------------------------------------------- write records, versions
+
+# record_write: remember an inventory write the engine is about to make.
+RECORD_WRITE = """
+INSERT INTO sync_write_records (shop, inventory_item_id, location_id, quantity, written_at, cause)
+VALUES (%(shop)s, %(item)s, %(location)s, %(quantity)s, %(written_at)s, %(cause)s)
+"""
+
+# recent_writes: the engine's writes to one level since a time, newest first.
+RECENT_WRITES = """
+SELECT shop, inventory_item_id, location_id, quantity, written_at, cause FROM sync_write_records
+WHERE shop = %(shop)s AND inventory_item_id = %(item)s AND location_id = %(location)s AND written_at >= %(since)s
+ORDER BY written_at DESC
+LIMIT 100
+"""
+
+# prune_writes: forget write records older than any echo can be.
+PRUNE_WRITES = "DELETE FROM sync_write_records WHERE written_at < %(before)s"
+
+
+class PgWriteRecords:
+    def __init__(self, conn: psycopg.AsyncConnection) -> None:
+        self.conn = conn
+
+    async def record_write(self, rec: WriteRecord) -> None:
+        async with self.conn.transaction():
+            await self.conn.execute(RECORD_WRITE, {
+                "shop": rec.shop, "item": rec.inventory_item_id, "location": rec.location_id,
+                "quantity": rec.quantity, "written_at": rec.written_at, "cause": rec.cause})
+
+    async def recent_writes(self, shop: str, inventory_item_id: str, location_id: str, since: datetime) -> list[WriteRecord]:
+        async with self.conn.transaction():
+            cur = await self.conn.execute(RECENT_WRITES, {"shop": shop, "item": inventory_item_id,
+                                                          "location": location_id, "since": since})
+            return [WriteRecord(*row) for row in await cur.fetchall()]
+
+    async def prune(self, before: datetime) -> int:
+        async with self.conn.transaction():
+            cur = await self.conn.execute(PRUNE_WRITES, {"before": before})
+            return cur.rowcount
+
+
+# advance_version: keep the newer version; returns a row unless the given one is older (stale).
+ADVANCE_VERSION = """
+INSERT INTO sync_applied_versions AS v (shop, inventory_item_id, location_id, applied_at, tiebreak)
+VALUES (%(shop)s, %(item)s, %(location)s, %(at)s, %(tiebreak)s)
+ON CONFLICT (shop, inventory_item_id, location_id) DO UPDATE
+SET applied_at = EXCLUDED.applied_at, tiebreak = EXCLUDED.tiebreak
+WHERE (v.applied_at, v.tiebreak) <= (EXCLUDED.applied_at, EXCLUDED.tiebreak)
+RETURNING 1
+"""
+
+# current_version: the newest version applied to one level.
+CURRENT_VERSION = """
+SELECT applied_at, tiebreak FROM sync_applied_versions
+WHERE shop = %(shop)s AND inventory_item_id = %(item)s AND location_id = %(location)s
+"""
+
+
+class PgAppliedVersions:
+    def __init__(self, conn: psycopg.AsyncConnection) -> None:
+        self.conn = conn
+
+    async def advance(self, shop: str, inventory_item_id: str, location_id: str, at: datetime, tiebreak: str) -> bool:
+        async with self.conn.transaction():
+            cur = await self.conn.execute(ADVANCE_VERSION, {"shop": shop, "item": inventory_item_id,
+                                                            "location": location_id, "at": at, "tiebreak": tiebreak})
+            return await cur.fetchone() is not None
+
+    async def current(self, shop: str, inventory_item_id: str, location_id: str) -> tuple[datetime, str] | None:
+        async with self.conn.transaction():
+            cur = await self.conn.execute(CURRENT_VERSION, {"shop": shop, "item": inventory_item_id, "location": location_id})
+            row = await cur.fetchone()
+        return (row[0], row[1]) if row else None
+
+
+# --------------------------------------------------------------------------- saga log
+
+# create_saga: a new saga (nothing when the id exists: creation is idempotent).
+CREATE_SAGA = """
+INSERT INTO sync_sagas (id, kind, shop, cause) VALUES (%(id)s, %(kind)s, %(shop)s, %(cause)s)
+ON CONFLICT (id) DO NOTHING
+RETURNING id
+"""
+
+# create_step: one step of a new saga.
+CREATE_STEP = """
+INSERT INTO sync_saga_steps (saga_id, idx, name, action, params)
+VALUES (%(saga_id)s, %(idx)s, %(name)s, %(action)s, %(params)s)
+"""
+
+# load_saga: a saga's header.
+LOAD_SAGA = "SELECT id, kind, shop, cause, state, error FROM sync_sagas WHERE id = %(id)s"
+
+# load_steps: a saga's steps in order.
+LOAD_STEPS = """
+SELECT idx, name, action, params, status, undo, result FROM sync_saga_steps WHERE saga_id = %(id)s ORDER BY idx
+"""
+
+# step_started: the undo of a step, recorded before the step runs.
+STEP_STARTED = """
+UPDATE sync_saga_steps SET status = 'started', undo = %(undo)s, started_at = now()
+WHERE saga_id = %(id)s AND idx = %(idx)s AND status = 'pending'
+"""
+
+# step_done: a step ran; its result feeds later steps.
+STEP_DONE = """
+UPDATE sync_saga_steps SET status = 'done', result = %(result)s, done_at = now()
+WHERE saga_id = %(id)s AND idx = %(idx)s AND status IN ('pending', 'started')
+"""
+
+# step_compensated: a step's undo ran.
+STEP_COMPENSATED = """
+UPDATE sync_saga_steps SET status = 'compensated', compensated_at = now()
+WHERE saga_id = %(id)s AND idx = %(idx)s
+"""
+
+# set_saga_state: move a saga to a new state.
+SET_SAGA_STATE = "UPDATE sync_sagas SET state = %(state)s, error = %(error)s, updated_at = now() WHERE id = %(id)s"
+
+# unfinished_sagas: sagas to resume, oldest first.
+UNFINISHED_SAGAS = """
+SELECT id FROM sync_sagas WHERE state IN ('running', 'compensating') ORDER BY created_at, id LIMIT %(limit)s
+"""
+
+
+class PgStepLog:
+    def __init__(self, conn: psycopg.AsyncConnection) -> None:
+        self.conn = conn
+
+    async def create(self, saga_id: str, kind: str, shop: str, cause: str, steps: Sequence[StepSpec]) -> SagaRecord:
+        async with self.conn.transaction(), self.conn.cursor() as cur:
+            await cur.execute(CREATE_SAGA, {"id": saga_id, "kind": kind, "shop": shop, "cause": cause})
+            if await cur.fetchone() is not None:
+                await cur.executemany(CREATE_STEP, [
+                    {"saga_id": saga_id, "idx": i, "name": s.name, "action": s.action, "params": Jsonb(s.params)}
+                    for i, s in enumerate(steps)])
+        saga = await self.load(saga_id)
+        assert saga is not None
+        return saga
+
+    async def load(self, saga_id: str) -> SagaRecord | None:
+        async with self.conn.transaction(), self.conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(LOAD_SAGA, {"id": saga_id})
+            head = await cur.fetchone()
+            if head is None:
+                return None
+            await cur.execute(LOAD_STEPS, {"id": saga_id})
+            steps = [StepRecord(r["idx"], r["name"], r["action"], r["params"], StepStatus(r["status"]),
+                                r["undo"], r["result"]) for r in await cur.fetchall()]
+        return SagaRecord(head["id"], head["kind"], head["shop"], head["cause"], SagaState(head["state"]),
+                          steps, head["error"])
+
+    async def _exec(self, sql: str, params: dict[str, Any]) -> None:
+        async with self.conn.transaction():
+            await self.conn.execute(sql, params)
+
+    async def step_started(self, saga_id: str, index: int, undo: dict[str, Any] | None) -> None:
+        await self._exec(STEP_STARTED, {"id": saga_id, "idx": index, "undo": Jsonb(undo) if undo is not None else None})
+
+    async def step_done(self, saga_id: str, index: int, result: dict[str, Any]) -> None:
+        await self._exec(STEP_DONE, {"id": saga_id, "idx": index, "result": Jsonb(result)})
+
+    async def step_compensated(self, saga_id: str, index: int) -> None:
+        await self._exec(STEP_COMPENSATED, {"id": saga_id, "idx": index})
+
+    async def set_state(self, saga_id: str, state: SagaState, error: str | None = None) -> None:
+        await self._exec(SET_SAGA_STATE, {"id": saga_id, "state": str(state), "error": error})
+
+    async def unfinished(self, limit: int = 100) -> list[str]:
+        async with self.conn.transaction():
+            cur = await self.conn.execute(UNFINISHED_SAGAS, {"limit": limit})
+            return [r[0] for r in await cur.fetchall()]
+
+
+# --------------------------------------------------------------------------- audit
+
+# record_audit: one audited write or saga outcome.
+RECORD_AUDIT = """
+INSERT INTO sync_audit (at, shop, object_type, object_id, action, before, after, cause, detail)
+VALUES (%(at)s, %(shop)s, %(object_type)s, %(object_id)s, %(action)s, %(before)s, %(after)s, %(cause)s, %(detail)s)
+"""
+
+# query_audit: newest audit records, optionally for one store, object or cause.
+QUERY_AUDIT = """
+SELECT at, shop, object_type, object_id, action, before, after, cause, detail FROM sync_audit
+WHERE (%(shop)s::text IS NULL OR shop = %(shop)s)
+  AND (%(object_id)s::text IS NULL OR object_id = %(object_id)s)
+  AND (%(cause)s::text IS NULL OR cause = %(cause)s)
+ORDER BY at DESC, id DESC
+LIMIT %(limit)s
+"""
+
+
+def _json(value: Any) -> Jsonb | None:
+    return None if value is None else Jsonb(value, dumps=lambda v: json.dumps(v, default=str))
+
+
+class PgAudit:
+    def __init__(self, conn: psycopg.AsyncConnection) -> None:
+        self.conn = conn
+
+    async def record(self, rec: AuditRecord) -> None:
+        async with self.conn.transaction():
+            await self.conn.execute(RECORD_AUDIT, {
+                "at": rec.at, "shop": rec.shop, "object_type": rec.object_type, "object_id": rec.object_id,
+                "action": rec.action, "before": _json(rec.before), "after": _json(rec.after),
+                "cause": rec.cause, "detail": rec.detail})
+
+    async def query(self, *, shop: str | None = None, object_id: str | None = None,
+                    cause: str | None = None, limit: int = 100) -> list[AuditRecord]:
+        async with self.conn.transaction(), self.conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(QUERY_AUDIT, {"shop": shop, "object_id": object_id, "cause": cause, "limit": limit})
+            return [AuditRecord(shop=r["shop"], object_type=r["object_type"], object_id=r["object_id"],
+                                action=r["action"], before=r["before"], after=r["after"], cause=r["cause"],
+                                at=r["at"], detail=r["detail"]) for r in await cur.fetchall()]
