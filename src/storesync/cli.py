@@ -146,6 +146,14 @@ def network_apply() -> None:
     console.print(f"applied {len(network.merchants)} merchants")
 
 
+# --------------------------------------------------------------------------- emulator
+
+# The command's signature only; the emulator is imported when it runs.
+from storesync.emulator.cli import emulator_cmd  # noqa: E402
+
+app.command("emulator")(emulator_cmd)
+
+
 # --------------------------------------------------------------------------- web tier
 
 deliveries_app = typer.Typer(help="Webhook deliveries recorded by the web tier.")
