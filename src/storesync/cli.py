@@ -221,6 +221,126 @@ def deliveries_show(webhook_id: str) -> None:
     sys.stdout.buffer.write(bytes(row[0]) + b"\n")
 
 
+# --------------------------------------------------------------------------- queue
+
+jobs_app = typer.Typer(help="Jobs in the queue: list, inspect, replay dead letters, cancel.")
+app.add_typer(jobs_app, name="jobs")
+
+
+@app.command("worker")
+def worker_cmd(
+    concurrency: Annotated[int | None, typer.Option(min=1, help="jobs run at once [env STORESYNC_QUEUE_CONCURRENCY, 10]")] = None,
+    handlers: Annotated[str | None, typer.Option(help="module:attr of a HandlerRegistry [default: the sync engine's, else storesync.queue.builtin:registry]")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="most jobs per claim [100]")] = None,
+    lease: Annotated[float | None, typer.Option(help="lease seconds; a dead worker's job reruns after it [30]")] = None,
+    poll_interval: Annotated[float | None, typer.Option(help="seconds between polls without NOTIFY [1]")] = None,
+    drain_timeout: Annotated[float | None, typer.Option(help="SIGTERM: seconds in-flight jobs may finish [30]")] = None,
+    metrics_port: Annotated[int | None, typer.Option(help="serve this worker's /metrics on 127.0.0.1:PORT")] = None,
+) -> None:
+    """Run jobs until SIGTERM (drains: stops claiming, finishes in-flight jobs, releases the rest)."""
+    import psycopg
+
+    from storesync.db import database_settings
+    from storesync.db.migrate import SchemaBehindError, ensure_at_head
+    from storesync.queue.config import QueueSettings
+    from storesync.queue.worker import HandlersLoadError, default_registry, load_registry, run_worker
+
+    try:
+        qs = QueueSettings.load(concurrency=concurrency, batch_size=batch_size, lease_seconds=lease,
+                                poll_interval=poll_interval, drain_timeout=drain_timeout, metrics_port=metrics_port)
+        registry = load_registry(handlers) if handlers else default_registry()
+    except (ConfigError, HandlersLoadError) as err:
+        fail(str(err))
+    with database_settings(load_settings()) as settings:
+        try:
+            with psycopg.connect(settings.pooled_dsn, prepare_threshold=None,
+                                 connect_timeout=settings.connect_timeout) as conn:
+                ensure_at_head(conn)
+        except SchemaBehindError as err:
+            fail(str(err))
+        except psycopg.OperationalError as err:
+            fail(f"cannot reach the database: {err}")
+        raise typer.Exit(run_worker(settings, qs, registry))
+
+
+@jobs_app.command("list")
+def jobs_list(
+    state: Annotated[str | None, typer.Option(help="queued, running, succeeded, dead or cancelled")] = None,
+    group: Annotated[str | None, typer.Option(help="only this group (merchant id)")] = None,
+    kind: Annotated[str | None, typer.Option(help="only this job kind")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="at most this many, newest first")] = 50,
+) -> None:
+    """List jobs, newest first, with each one's last error."""
+    from storesync.db import database_settings
+    from storesync.db.pools import connect_direct
+    from storesync.queue.ops import list_jobs
+
+    if state is not None and state not in ("queued", "running", "succeeded", "dead", "cancelled"):
+        fail(f"--state must be queued, running, succeeded, dead or cancelled, not {state!r}")
+    with database_settings(load_settings()) as settings, connect_direct(settings) as conn:
+        rows = list_jobs(conn, state=state, group=group, kind=kind, limit=limit)
+    table = Table(title=f"{len(rows)} jobs" + (f" ({state})" if state else ""))
+    for col in ("id", "kind", "group", "lane", "state", "attempt", "run at", "last error"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(str(r["id"]), r["kind"], r["group_key"], str(r["lane"]), r["state"],
+                      f"{r['attempt']}/{r['max_attempts']}", r["run_at"].isoformat(timespec="seconds"),
+                      (r["last_error"] or "")[:80])
+    console.print(table)
+
+
+@jobs_app.command("show")
+def jobs_show(job_id: int) -> None:
+    """Print one job as JSON, error history included."""
+    import json
+
+    from storesync.db import database_settings
+    from storesync.db.pools import connect_direct
+    from storesync.queue.ops import show_job
+
+    with database_settings(load_settings()) as settings, connect_direct(settings) as conn:
+        row = show_job(conn, job_id)
+    if row is None:
+        fail(f"no job {job_id}", code=1)
+    print(json.dumps(row, default=str, indent=2))
+
+
+@jobs_app.command("retry")
+def jobs_retry(job_ids: Annotated[list[int], typer.Argument(help="dead or cancelled job ids")]) -> None:
+    """Replay dead-lettered (or cancelled) jobs: back in the queue with fresh attempts."""
+    from storesync.db import database_settings
+    from storesync.db.pools import connect_direct
+    from storesync.queue.ops import replay_job
+
+    failed = []
+    with database_settings(load_settings()) as settings, connect_direct(settings) as conn:
+        for job_id in job_ids:
+            if replay_job(conn, job_id):
+                console.print(f"job {job_id} queued again")
+            else:
+                failed.append(job_id)
+    if failed:
+        fail(f"not replayed (unknown, not dead/cancelled, or its singleton key is already queued): {failed}", code=1)
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(job_ids: Annotated[list[int], typer.Argument(help="queued job ids")]) -> None:
+    """Cancel queued jobs (a running job cannot be cancelled; it finishes or fails)."""
+    from storesync.db import database_settings
+    from storesync.db.pools import connect_direct
+    from storesync.queue.ops import cancel_job
+
+    failed = []
+    with database_settings(load_settings()) as settings, connect_direct(settings) as conn:
+        for job_id in job_ids:
+            if cancel_job(conn, job_id):
+                console.print(f"job {job_id} cancelled")
+            else:
+                failed.append(job_id)
+    if failed:
+        fail(f"not cancelled (unknown or not queued): {failed}", code=1)
+
+
 # --------------------------------------------------------------------------- status and demo
 
 

@@ -50,3 +50,320 @@ DO UPDATE SET payload = EXCLUDED.payload,
               collapsed = jobs.collapsed + 1
 RETURNING id, singleton_key, xmax::text <> '0' AS collapsed
 """
+
+# ----------------------------------------------------------------------------- claim
+
+# lock_claim_groups: lock (SKIP LOCKED) the least-recently-served groups that have queued jobs,
+# found by a loose index scan over jobs_ready (cost ~ groups with queued jobs, not idle groups).
+LOCK_CLAIM_GROUPS = """
+WITH RECURSIVE active(group_key) AS (
+    (SELECT group_key FROM jobs WHERE state = 'queued' ORDER BY group_key LIMIT 1)
+    UNION ALL
+    SELECT (SELECT j.group_key FROM jobs j
+            WHERE j.state = 'queued' AND j.group_key > a.group_key
+            ORDER BY j.group_key LIMIT 1)
+    FROM active a WHERE a.group_key IS NOT NULL
+)
+SELECT g.group_key, g.concurrency_limit
+FROM job_groups g
+WHERE g.group_key IN (SELECT group_key FROM active WHERE group_key IS NOT NULL)
+ORDER BY g.last_served_at, g.group_key
+LIMIT %(groups)s
+FOR NO KEY UPDATE OF g SKIP LOCKED
+"""
+
+# claim_jobs: in the groups this transaction locked, take up to `cap` head jobs per group (less
+# if the group's concurrency limit leaves less room), skip jobs whose lock key is running, keep one
+# job per lock key, order lanes first then round-robin across groups (each group's 1st job before
+# any group's 2nd), lock them SKIP LOCKED, mark them running under a lease, and move the served
+# (or found-empty) groups to the back of the fairness order.
+CLAIM_JOBS = """
+WITH grp AS MATERIALIZED (
+    SELECT g.group_key, g.ord,
+           CASE WHEN g.concurrency_limit IS NULL THEN %(cap)s
+                ELSE greatest(0, least(%(cap)s, g.concurrency_limit - (
+                    SELECT count(*) FROM jobs r WHERE r.group_key = g.group_key AND r.state = 'running')))
+           END AS room
+    FROM unnest(%(groups)s::text[], %(limits)s::integer[]) WITH ORDINALITY AS g(group_key, concurrency_limit, ord)
+), cand AS MATERIALIZED (
+    SELECT h.id, h.lane, h.lock_key, grp.group_key, grp.ord,
+           row_number() OVER (PARTITION BY grp.group_key ORDER BY h.lane, h.run_at, h.id) AS rn
+    FROM grp CROSS JOIN LATERAL (
+        SELECT s.id, s.lane, s.run_at, s.lock_key FROM (
+            SELECT j.id, j.lane, j.run_at, j.lock_key FROM jobs j
+            WHERE j.group_key = grp.group_key AND j.state = 'queued' AND j.run_at <= now()
+            ORDER BY j.lane, j.run_at, j.id
+            LIMIT %(scan)s
+        ) s
+        WHERE s.lock_key IS NULL OR NOT EXISTS (
+            SELECT 1 FROM jobs r WHERE r.lock_key = s.lock_key AND r.state = 'running')
+        ORDER BY s.lane, s.run_at, s.id
+        LIMIT grp.room
+    ) h
+), chosen AS MATERIALIZED (
+    SELECT id, lock_key, group_key FROM (
+        SELECT c.*, row_number() OVER (PARTITION BY coalesce(c.lock_key, c.id::text)
+                                       ORDER BY c.lane, c.rn, c.ord) AS per_key
+        FROM cand c
+    ) d
+    WHERE per_key = 1
+    ORDER BY lane, rn, ord
+    LIMIT %(batch)s
+), keyed AS MATERIALIZED (
+    SELECT id FROM chosen
+    WHERE lock_key IS NULL OR pg_try_advisory_xact_lock(%(lock_ns)s, hashtext(lock_key))
+), locked AS (
+    SELECT j.id FROM jobs j
+    WHERE j.id IN (SELECT id FROM keyed) AND j.state = 'queued'
+    FOR NO KEY UPDATE OF j SKIP LOCKED
+), claimed AS (
+    UPDATE jobs j
+    SET state = 'running', attempt = j.attempt + 1, worker_id = %(worker)s, started_at = now(),
+        lease_expires_at = now() + make_interval(secs => %(lease)s)
+    FROM locked WHERE j.id = locked.id
+    RETURNING j.id, j.kind, j.payload, j.group_key, j.lane, j.attempt, j.max_attempts, j.lock_key
+), served AS (
+    UPDATE job_groups g SET last_served_at = clock_timestamp()
+    WHERE g.group_key IN (SELECT group_key FROM chosen)
+       OR g.group_key IN (SELECT group_key FROM grp EXCEPT SELECT group_key FROM cand)
+)
+SELECT id, kind, payload, group_key, lane, attempt, max_attempts, lock_key FROM claimed
+"""
+
+# claim_jobs_fifo: the bare SKIP LOCKED batch claim (no fairness, no lock keys); the benchmark's
+# ceiling, kept next to the real claim so both measure the same table and indexes.
+CLAIM_JOBS_FIFO = """
+WITH locked AS (
+    SELECT id FROM jobs WHERE state = 'queued' AND run_at <= now()
+    ORDER BY lane, run_at, id LIMIT %(batch)s
+    FOR NO KEY UPDATE SKIP LOCKED
+)
+UPDATE jobs j
+SET state = 'running', attempt = j.attempt + 1, worker_id = %(worker)s, started_at = now(),
+    lease_expires_at = now() + make_interval(secs => %(lease)s)
+FROM locked WHERE j.id = locked.id
+RETURNING j.id, j.kind, j.payload, j.group_key, j.lane, j.attempt, j.max_attempts, j.lock_key
+"""
+
+# ----------------------------------------------------------------------------- outcomes
+
+# complete_jobs: mark runs succeeded; (id, attempt) fences out a run whose lease was lost and
+# whose job was claimed again. Returns the ids that were still ours.
+COMPLETE_JOBS = """
+UPDATE jobs j SET state = 'succeeded', finished_at = now(), lease_expires_at = NULL
+FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[]) AS done(id, attempt)
+WHERE j.id = done.id AND j.attempt = done.attempt AND j.state = 'running' AND j.worker_id = %(worker)s
+RETURNING j.id
+"""
+
+# retry_job: a failed run goes back to the queue at `run_at = now() + delay` with its error
+# appended; if a newer job with its singleton key is already queued it is superseded instead.
+RETRY_JOB = """
+UPDATE jobs j
+SET state = CASE WHEN j.singleton_key IS NOT NULL AND EXISTS (
+                     SELECT 1 FROM jobs q WHERE q.singleton_key = j.singleton_key AND q.state = 'queued')
+                 THEN 'cancelled' ELSE 'queued' END,
+    run_at = now() + make_interval(secs => %(delay)s),
+    lease_expires_at = NULL,
+    finished_at = CASE WHEN j.singleton_key IS NOT NULL AND EXISTS (
+                     SELECT 1 FROM jobs q WHERE q.singleton_key = j.singleton_key AND q.state = 'queued')
+                 THEN now() END,
+    errors = j.errors || jsonb_build_array(%(error)s::jsonb || jsonb_build_object('at', now()))
+WHERE j.id = %(id)s AND j.attempt = %(attempt)s AND j.state = 'running' AND j.worker_id = %(worker)s
+RETURNING j.state
+"""
+
+# bury_job: a run that failed permanently or used its last attempt goes to the dead letter.
+BURY_JOB = """
+UPDATE jobs j
+SET state = 'dead', finished_at = now(), lease_expires_at = NULL,
+    errors = j.errors || jsonb_build_array(%(error)s::jsonb || jsonb_build_object('at', now()))
+WHERE j.id = %(id)s AND j.attempt = %(attempt)s AND j.state = 'running' AND j.worker_id = %(worker)s
+RETURNING j.state
+"""
+
+# release_jobs: a draining worker hands back runs it will not finish (attempt not counted).
+RELEASE_JOBS = """
+UPDATE jobs j
+SET state = CASE WHEN j.singleton_key IS NOT NULL AND EXISTS (
+                     SELECT 1 FROM jobs q WHERE q.singleton_key = j.singleton_key AND q.state = 'queued')
+                 THEN 'cancelled' ELSE 'queued' END,
+    attempt = j.attempt - 1, run_at = now(), lease_expires_at = NULL,
+    finished_at = CASE WHEN j.singleton_key IS NOT NULL AND EXISTS (
+                     SELECT 1 FROM jobs q WHERE q.singleton_key = j.singleton_key AND q.state = 'queued')
+                 THEN now() END,
+    errors = j.errors || jsonb_build_array(jsonb_build_object(
+        'attempt', j.attempt, 'at', now(), 'error', 'Released', 'retryable', true,
+        'message', 'worker ' || %(worker)s || ' shut down before the job finished'))
+FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[]) AS rel(id, attempt)
+WHERE j.id = rel.id AND j.attempt = rel.attempt AND j.state = 'running' AND j.worker_id = %(worker)s
+RETURNING j.id
+"""
+
+# ----------------------------------------------------------------------------- leases
+
+# extend_leases: renew this worker's leases; returns the runs that are still ours (others were
+# reaped and must be abandoned so the job never runs twice at once).
+EXTEND_LEASES = """
+UPDATE jobs j SET lease_expires_at = now() + make_interval(secs => %(lease)s)
+FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[]) AS run(id, attempt)
+WHERE j.id = run.id AND j.attempt = run.attempt AND j.state = 'running' AND j.worker_id = %(worker)s
+RETURNING j.id
+"""
+
+# reap_expired_leases: runs whose worker stopped heartbeating go back to the queue (their attempt
+# counts), or to the dead letter if that was the last attempt; a small batch per call.
+REAP_EXPIRED_LEASES = """
+WITH expired AS (
+    SELECT id FROM jobs
+    WHERE state = 'running' AND lease_expires_at < now()
+    ORDER BY lease_expires_at LIMIT %(limit)s
+    FOR NO KEY UPDATE SKIP LOCKED
+), verdict AS (
+    SELECT e.id,
+           CASE WHEN j.attempt >= j.max_attempts THEN 'dead'
+                WHEN j.singleton_key IS NOT NULL AND EXISTS (
+                    SELECT 1 FROM jobs q WHERE q.singleton_key = j.singleton_key AND q.state = 'queued')
+                THEN 'cancelled'
+                ELSE 'queued' END AS state
+    FROM expired e JOIN jobs j ON j.id = e.id
+)
+UPDATE jobs j
+SET state = v.state, run_at = now(), lease_expires_at = NULL,
+    finished_at = CASE WHEN v.state = 'queued' THEN NULL ELSE now() END,
+    errors = j.errors || jsonb_build_array(jsonb_build_object(
+        'attempt', j.attempt, 'at', now(), 'error', 'LeaseExpired', 'retryable', true,
+        'message', 'worker ' || coalesce(j.worker_id, '?') || ' stopped renewing the lease'))
+FROM verdict v WHERE j.id = v.id
+RETURNING j.id, j.state
+"""
+
+# ----------------------------------------------------------------------------- workers
+
+# upsert_worker: record this worker's heartbeat (and state) for /readyz and the dashboard.
+UPSERT_WORKER = """
+INSERT INTO queue_workers (worker_id, hostname, pid, concurrency, state, in_flight, jobs_done, is_scheduler)
+VALUES (%(worker)s, %(hostname)s, %(pid)s, %(concurrency)s, %(state)s, %(in_flight)s, %(jobs_done)s, %(is_scheduler)s)
+ON CONFLICT (worker_id) DO UPDATE
+SET state = EXCLUDED.state, in_flight = EXCLUDED.in_flight, jobs_done = EXCLUDED.jobs_done,
+    is_scheduler = EXCLUDED.is_scheduler, heartbeat_at = now()
+"""
+
+# live_workers: workers that heartbeated within the last `within` seconds and have not stopped.
+LIVE_WORKERS = """
+SELECT worker_id, hostname, pid, concurrency, state, in_flight, jobs_done, is_scheduler, started_at,
+       heartbeat_at, extract(epoch FROM now() - heartbeat_at)::float8 AS heartbeat_age_s
+FROM queue_workers
+WHERE state <> 'stopped' AND heartbeat_at > now() - make_interval(secs => %(within)s)
+ORDER BY started_at
+"""
+
+# prune_workers: forget worker rows that have not heartbeated for a day.
+PRUNE_WORKERS = """
+DELETE FROM queue_workers WHERE heartbeat_at < now() - interval '1 day'
+"""
+
+# ----------------------------------------------------------------------------- schedules
+
+# upsert_schedule: declare or update a periodic job, keeping its next due time.
+UPSERT_SCHEDULE = """
+INSERT INTO queue_schedules (name, kind, payload, group_key, lane, every_seconds)
+VALUES (%(name)s, %(kind)s, %(payload)s, %(group)s, %(lane)s, %(every)s)
+ON CONFLICT (name) DO UPDATE
+SET kind = EXCLUDED.kind, payload = EXCLUDED.payload, group_key = EXCLUDED.group_key,
+    lane = EXCLUDED.lane, every_seconds = EXCLUDED.every_seconds, updated_at = now(),
+    next_run_at = least(queue_schedules.next_run_at, now() + make_interval(secs => EXCLUDED.every_seconds))
+"""
+
+# take_due_schedules: advance every due schedule by its period (missed ticks are not replayed)
+# and return what to enqueue now.
+TAKE_DUE_SCHEDULES = """
+UPDATE queue_schedules
+SET next_run_at = now() + make_interval(secs => every_seconds), updated_at = now()
+WHERE next_run_at <= now()
+RETURNING name, kind, payload, group_key, lane
+"""
+
+# ----------------------------------------------------------------------------- retention
+
+# prune_finished_jobs: delete a small batch of jobs that finished (succeeded or cancelled) before
+# the cutoff, oldest first, skipping rows anyone holds; repeated until a batch comes back short.
+PRUNE_FINISHED_JOBS = """
+DELETE FROM jobs WHERE id IN (
+    SELECT id FROM jobs
+    WHERE state IN ('succeeded', 'cancelled') AND finished_at < now() - make_interval(secs => %(age)s)
+    ORDER BY finished_at LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+"""
+
+# prune_dead_jobs: the same for dead letters, which are kept longer for replay.
+PRUNE_DEAD_JOBS = """
+DELETE FROM jobs WHERE id IN (
+    SELECT id FROM jobs
+    WHERE state = 'dead' AND finished_at < now() - make_interval(secs => %(age)s)
+    ORDER BY finished_at LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+"""
+
+# ----------------------------------------------------------------------------- operators
+
+# list_jobs: the newest jobs, optionally filtered by state, group and kind.
+LIST_JOBS = """
+SELECT id, kind, group_key, lane, state, attempt, max_attempts, run_at, created_at, finished_at,
+       errors -> -1 ->> 'message' AS last_error
+FROM jobs
+WHERE (%(state)s::text IS NULL OR state = %(state)s)
+  AND (%(group)s::text IS NULL OR group_key = %(group)s)
+  AND (%(kind)s::text IS NULL OR kind = %(kind)s)
+ORDER BY id DESC
+LIMIT %(limit)s
+"""
+
+# show_job: everything about one job, error history included.
+SHOW_JOB = """
+SELECT id, kind, payload, group_key, lane, state, singleton_key, lock_key, run_at, attempt,
+       max_attempts, collapsed, worker_id, lease_expires_at, errors, created_at, started_at, finished_at
+FROM jobs WHERE id = %(id)s
+"""
+
+# replay_dead_job: put a dead (or cancelled) job back in the queue with fresh attempts; its error
+# history is kept. Refused (no row) if a job with its singleton key is already queued.
+REPLAY_DEAD_JOB = """
+UPDATE jobs j
+SET state = 'queued', attempt = 0, run_at = now(), finished_at = NULL, worker_id = NULL,
+    errors = j.errors || jsonb_build_array(jsonb_build_object(
+        'attempt', j.attempt, 'at', now(), 'error', 'Replayed', 'retryable', true,
+        'message', 'replayed by an operator'))
+WHERE j.id = %(id)s AND j.state IN ('dead', 'cancelled')
+  AND NOT (j.singleton_key IS NOT NULL AND EXISTS (
+      SELECT 1 FROM jobs q WHERE q.singleton_key = j.singleton_key AND q.state = 'queued'))
+RETURNING j.id
+"""
+
+# cancel_job: a queued job will not run (running jobs finish; their lease holder decides).
+CANCEL_JOB = """
+UPDATE jobs SET state = 'cancelled', finished_at = now()
+WHERE id = %(id)s AND state = 'queued'
+RETURNING id
+"""
+
+# notify_jobs: wake listening workers (replayed and released jobs; inserts notify by trigger).
+NOTIFY_JOBS = """
+SELECT pg_notify('storesync_jobs', '')
+"""
+
+# ----------------------------------------------------------------------------- metrics
+
+# jobs_by_state_and_lane: counts for the jobs gauge.
+JOBS_BY_STATE_AND_LANE = """
+SELECT state, lane, count(*) FROM jobs GROUP BY state, lane
+"""
+
+# queue_age_by_group: per group, queued jobs that are due and the age of the oldest one.
+QUEUE_AGE_BY_GROUP = """
+SELECT group_key, count(*), extract(epoch FROM now() - min(run_at))::float8
+FROM jobs WHERE state = 'queued' AND run_at <= now()
+GROUP BY group_key
+"""

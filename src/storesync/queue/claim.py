@@ -1,0 +1,80 @@
+"""The batched, fair claim.
+
+One claim is one short transaction of two statements:
+
+1. `LOCK_CLAIM_GROUPS` finds the groups (merchants) that have queued jobs and locks the
+   `groups_per_claim` least-recently-served of them, `FOR NO KEY UPDATE SKIP LOCKED`.
+   Holding a group row is the right to claim that group's jobs, so concurrent claimers work on
+   disjoint groups, and a group's concurrency limit is checked against a stable running count.
+2. `CLAIM_JOBS` runs with a fresh snapshot (taken after the locks were granted, so it sees every
+   claim committed before) and takes up to `per_group_cap` head jobs per locked group, lanes
+   first, then round-robin across groups; it marks them running under a lease and moves the served
+   groups to the back of the order. A group with a 10,000-job backlog therefore delays another
+   group's next job by at most ceil(active groups / groups_per_claim) claims.
+
+Lock ordering and why it cannot deadlock:
+
+- Group rows are only ever locked with SKIP LOCKED (never waited for), in one statement.
+- Job rows are locked with SKIP LOCKED too (claims), or by single-row statements of their owner
+  (complete/retry/release on runs it holds, the reaper on expired runs with SKIP LOCKED, cancel
+  and replay on one queued/dead row). Enqueue's singleton collapse waits for the queued row only
+  and holds no queue lock the row's holder could wait on.
+- Lock keys: the partial unique index `jobs_one_running_per_lock_key` is the guarantee (two
+  running jobs cannot share a key on any machine). A claim that inserted a key into that index
+  could make another claim *wait* on it (unique check on an uncommitted entry), and two claims
+  waiting on each other's keys would deadlock. So before marking a job running, a claim takes
+  `pg_try_advisory_xact_lock(ns, hashtext(lock_key))`: a try-lock never waits, and a claim only
+  writes index entries for keys whose advisory lock it holds, so no claim ever waits on another
+  claim's uncommitted key. A key that became running and committed after our snapshot makes the
+  UPDATE fail at once with a unique violation (no wait); the claim is retried.
+
+So every lock a claim takes is taken without waiting, and nothing else waits on two queue locks:
+there is no wait cycle.
+"""
+
+from __future__ import annotations
+
+import psycopg
+
+from storesync.queue import queries as q
+from storesync.queue.config import QueueSettings
+
+# Advisory lock namespace (first int4 key) for lock keys; the second key is hashtext(lock_key).
+LOCK_KEY_NAMESPACE = 0x51E0
+
+
+async def claim_batch(conn: psycopg.AsyncConnection, qs: QueueSettings, worker_id: str,
+                      limit: int) -> list[tuple] | None:
+    """Claim up to `limit` jobs fairly; [] if nothing is claimable now, None if the claim lost a
+    lock-key race and should be retried at once. Commits (the pool connection's transaction)."""
+    try:
+        async with conn.transaction():
+            groups = await (await conn.execute(q.LOCK_CLAIM_GROUPS, {"groups": qs.groups_per_claim})).fetchall()
+            if not groups:
+                return []
+            cap = min(qs.per_group_cap, limit)
+            cur = await conn.execute(q.CLAIM_JOBS, {
+                "groups": [g for g, _ in groups], "limits": [lim for _, lim in groups],
+                "cap": cap, "scan": cap * 2 + 8, "batch": limit, "lock_ns": LOCK_KEY_NAMESPACE,
+                "worker": worker_id, "lease": qs.lease_seconds,
+            })
+            return await cur.fetchall()
+    except psycopg.errors.UniqueViolation:
+        return None
+
+
+def claim_batch_sync(conn: psycopg.Connection, qs: QueueSettings, worker_id: str, limit: int) -> list[tuple] | None:
+    """`claim_batch` on a sync connection (tests and benchmarks)."""
+    try:
+        with conn.transaction():
+            groups = conn.execute(q.LOCK_CLAIM_GROUPS, {"groups": qs.groups_per_claim}).fetchall()
+            if not groups:
+                return []
+            cap = min(qs.per_group_cap, limit)
+            return conn.execute(q.CLAIM_JOBS, {
+                "groups": [g for g, _ in groups], "limits": [lim for _, lim in groups],
+                "cap": cap, "scan": cap * 2 + 8, "batch": limit, "lock_ns": LOCK_KEY_NAMESPACE,
+                "worker": worker_id, "lease": qs.lease_seconds,
+            }).fetchall()
+    except psycopg.errors.UniqueViolation:
+        return None

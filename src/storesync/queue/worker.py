@@ -1,0 +1,545 @@
+"""The standalone worker: `storesync worker --concurrency N --handlers module:attr`.
+
+One asyncio process runs these tasks:
+
+- claimer: batched fair claims (see `storesync.queue.claim`) whenever slots are free; when a
+  claim finds nothing it waits for a NOTIFY or the poll interval, whichever comes first.
+- listener: LISTEN on the direct path (LISTEN cannot go through PgBouncer in transaction mode).
+  If it fails or the connection drops, polling keeps delivering and the listener reconnects.
+- acker: completions are flushed in batches (one UPDATE for all runs finished since the last one).
+- heartbeat: renews the leases of this worker's runs every lease/3, abandons runs whose lease was
+  lost (so a job never runs twice at once), self-fences if it cannot renew in time, writes the
+  worker's heartbeat row and reaps expired leases of dead workers.
+- scheduler: the worker that holds the scheduler's session advisory lock (direct path) enqueues
+  due periodic jobs and prunes old jobs; every other worker retries the lock now and then.
+
+SIGTERM/SIGINT: stop claiming, let in-flight jobs finish up to `drain_timeout`, release the rest
+back to the queue (their attempt is not counted), flush, mark the worker stopped, exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import os
+import random
+import signal
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import psycopg
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from storesync.config import Settings
+from storesync.db.pools import async_connect_direct, async_pooled_pool
+from storesync.logs import get_logger
+from storesync.queue import metrics as m
+from storesync.queue import queries as q
+from storesync.queue.claim import claim_batch
+from storesync.queue.config import QueueSettings, backoff_delay
+from storesync.queue.enqueue import JobSpec, Lane, enqueue_many_async
+from storesync.queue.handlers import HandlerRegistry, JobContext, PermanentError, RetryableError
+
+log = get_logger("storesync.queue.worker")
+
+NOTIFY_CHANNEL = "storesync_jobs"
+# Session advisory lock whose holder is the one active scheduler (direct path).
+SCHEDULER_LOCK_KEY = 0x5707E5_0002
+
+
+class HandlersLoadError(Exception):
+    pass
+
+
+def load_registry(spec: str) -> HandlerRegistry:
+    """`module:attr` -> the HandlerRegistry it names, with a clear error otherwise."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise HandlersLoadError(f"--handlers must look like 'package.module:registry', got {spec!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise HandlersLoadError(f"cannot import handlers module {module_name!r}: {err}") from None
+    registry = getattr(module, attr, None)
+    if not isinstance(registry, HandlerRegistry):
+        raise HandlersLoadError(f"{spec} is {type(registry).__name__}, not a HandlerRegistry")
+    return registry
+
+
+@dataclass(eq=False)
+class Run:
+    """One claimed run of a job in this process."""
+
+    id: int
+    attempt: int
+    max_attempts: int
+    kind: str
+    lane: int
+    group: str
+    lock_key: str | None
+    payload: dict
+    task: asyncio.Task | None = None
+    # Why the task was cancelled by us: "lost" (lease gone) or "released" (shutdown).
+    abandoned: str | None = None
+    started: float = field(default_factory=time.perf_counter)
+
+
+class Worker:
+    def __init__(self, settings: Settings, registry: HandlerRegistry, qs: QueueSettings,
+                 *, worker_id: str | None = None) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.qs = qs
+        self.hostname = socket.gethostname()
+        self.worker_id = worker_id or f"{self.hostname}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self._runs: dict[tuple[int, int], Run] = {}  # (id, attempt) -> run, until acked/failed
+        self._acks: list[Run] = []
+        self._executing = 0
+        self._jobs_done = 0
+        self._wake = asyncio.Event()
+        self._slot_freed = asyncio.Event()
+        self._ack_wake = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._drain_now = asyncio.Event()
+        self._rng = random.Random()
+        self.listening = False
+        self.is_scheduler = False
+        self._last_renewal = time.monotonic()
+        self._tasks: set[asyncio.Task] = set()
+        self.pool: AsyncConnectionPool | None = None  # handlers' pooled path
+        self.qpool: AsyncConnectionPool | None = None  # the queue's own statements
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def request_stop(self) -> None:
+        """First call: drain. Second call: stop waiting for in-flight jobs."""
+        if self._stop.is_set():
+            self._drain_now.set()
+        self._stop.set()
+        self._wake.set()
+        self._slot_freed.set()
+
+    async def run(self) -> int:
+        self.pool = async_pooled_pool(self.settings, name="storesync-jobs")
+        self.qpool = async_pooled_pool(self.settings, name="storesync-queue", min_size=1, max_size=4)
+        await self.pool.open(wait=False)
+        await self.qpool.open(wait=True, timeout=self.settings.connect_timeout * 2)
+        if self.qs.metrics_port:
+            from prometheus_client import start_http_server
+
+            start_http_server(self.qs.metrics_port, addr="127.0.0.1")
+        await self._write_heartbeat("running")
+        log.info("worker started", worker_id=self.worker_id, concurrency=self.qs.concurrency,
+                 kinds=self.registry.kinds())
+        background = [
+            asyncio.create_task(self._listen_loop(), name="listener"),
+            asyncio.create_task(self._ack_loop(), name="acker"),
+            asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
+            asyncio.create_task(self._scheduler_loop(), name="scheduler"),
+        ]
+        try:
+            await self._claim_loop()
+            await self._drain()
+        finally:
+            for t in background:
+                t.cancel()
+            for t in background:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
+            with contextlib.suppress(Exception):
+                await self._write_heartbeat("stopped")
+            await self.qpool.close()
+            await self.pool.close()
+        log.info("worker stopped", worker_id=self.worker_id, jobs_done=self._jobs_done)
+        return 0
+
+    async def _drain(self) -> None:
+        """Let in-flight runs finish up to the deadline; release the rest; flush completions."""
+        with contextlib.suppress(Exception):
+            await self._write_heartbeat("draining")
+        tasks = [r.task for r in self._runs.values() if r.task and not r.task.done()]
+        log.info("draining", in_flight=len(tasks), deadline_s=self.qs.drain_timeout)
+        if tasks:
+            drain_now = asyncio.create_task(self._drain_now.wait())
+            await self._wait_tasks(tasks, drain_now)
+            drain_now.cancel()
+        leftover = [r for r in self._runs.values() if r.task and not r.task.done()]
+        for run in leftover:
+            run.abandoned = "released"
+            run.task.cancel()
+        if leftover:
+            await asyncio.gather(*(r.task for r in leftover), return_exceptions=True)
+            await self._release(leftover)
+        await self._flush_acks(final=True)
+
+    async def _wait_tasks(self, tasks: list[asyncio.Task], drain_now: asyncio.Task) -> None:
+        deadline = time.monotonic() + self.qs.drain_timeout
+        pending = set(tasks)
+        while pending and not drain_now.done():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            _done, pending = await asyncio.wait(pending | {drain_now}, timeout=remaining,
+                                                return_when=asyncio.FIRST_COMPLETED)
+            pending.discard(drain_now)
+
+    # ------------------------------------------------------------------ claiming
+
+    async def _claim_loop(self) -> None:
+        assert self.qpool is not None
+        idle_wait = 0.002
+        while not self._stop.is_set():
+            free = self.qs.concurrency - self._executing
+            if free <= 0:
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+                continue
+            self._wake.clear()
+            t0 = time.perf_counter()
+            try:
+                async with self.qpool.connection() as conn:
+                    rows = await claim_batch(conn, self.qs, self.worker_id, min(free, self.qs.batch_size))
+            except (psycopg.OperationalError, psycopg_pool_errors()) as err:
+                log.warning("claim failed; retrying", error=str(err))
+                await self._sleep_or_stop(min(self.qs.poll_interval, 1.0))
+                continue
+            m.WORKER_CLAIM_SECONDS.observe(time.perf_counter() - t0)
+            if rows is None:  # lost a lock-key race with another worker: try again at once
+                continue
+            if rows:
+                idle_wait = 0.002
+                for row in rows:
+                    self._start(row)
+                await asyncio.sleep(0)  # let finished no-op runs free their slots first
+                continue
+            # Nothing claimable: a NOTIFY, the poll interval, or a short backoff while other
+            # workers hold the groups with work (their claims take a millisecond or two).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=min(idle_wait, self.qs.poll_interval))
+            idle_wait = min(idle_wait * 2, self.qs.poll_interval)
+
+    async def _sleep_or_stop(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
+
+    def _start(self, row: tuple) -> None:
+        job_id, kind, payload, group, lane, attempt, max_attempts, lock_key = row
+        run = Run(job_id, attempt, max_attempts, kind, lane, group, lock_key, payload)
+        self._runs[(job_id, attempt)] = run
+        self._executing += 1
+        m.WORKER_IN_FLIGHT.set(self._executing)
+        run.task = asyncio.create_task(self._execute(run), name=f"job-{job_id}")
+
+    async def _execute(self, run: Run) -> None:
+        assert self.pool is not None
+        lane_name = m.LANE_NAMES.get(run.lane, str(run.lane))
+        handler = self.registry.get(run.kind)
+        started = time.perf_counter()
+        outcome: BaseException | None = None
+        try:
+            if handler is None:
+                raise PermanentError(f"no handler registered for job kind {run.kind!r}")
+            ctx = JobContext(job_id=run.id, kind=run.kind, payload=run.payload, group=run.group,
+                             lane=Lane(run.lane), attempt=run.attempt, lock_key=run.lock_key,
+                             pool=self.pool, settings=self.settings)
+            await handler(ctx)
+        except asyncio.CancelledError:
+            if run.abandoned is None:
+                raise
+            m.WORKER_JOBS.labels(run.kind, lane_name, run.abandoned).inc()
+            if run.abandoned == "lost":
+                self._runs.pop((run.id, run.attempt), None)
+            return
+        except Exception as err:  # noqa: BLE001 - any handler error is retryable unless Permanent
+            outcome = err
+        finally:
+            self._executing -= 1
+            m.WORKER_IN_FLIGHT.set(self._executing)
+            m.WORKER_JOB_SECONDS.labels(run.kind, lane_name).observe(time.perf_counter() - started)
+            self._slot_freed.set()
+        if outcome is None:
+            self._acks.append(run)
+            self._ack_wake.set()
+        else:
+            await self._fail(run, outcome)
+
+    # ------------------------------------------------------------------ outcomes
+
+    async def _ack_loop(self) -> None:
+        while True:
+            await self._ack_wake.wait()
+            self._ack_wake.clear()
+            await self._flush_acks()
+
+    async def _flush_acks(self, final: bool = False) -> None:
+        assert self.qpool is not None
+        attempts = 0
+        while self._acks:
+            batch, self._acks = self._acks, []
+            try:
+                async with self.qpool.connection() as conn:
+                    await conn.execute(q.COMPLETE_JOBS, {
+                        "ids": [r.id for r in batch], "attempts": [r.attempt for r in batch],
+                        "worker": self.worker_id,
+                    })
+            except Exception as err:  # noqa: BLE001 - the database is away: keep them and retry
+                self._acks = batch + self._acks
+                attempts += 1
+                log.warning("could not record completions; retrying", n=len(batch), error=str(err))
+                if final and attempts >= 5:
+                    return
+                await asyncio.sleep(min(0.1 * 2**attempts, 2.0))
+                continue
+            for r in batch:
+                self._runs.pop((r.id, r.attempt), None)
+                m.WORKER_JOBS.labels(r.kind, m.LANE_NAMES.get(r.lane, str(r.lane)), "succeeded").inc()
+            self._jobs_done += len(batch)
+
+    async def _fail(self, run: Run, err: BaseException) -> None:
+        assert self.qpool is not None
+        permanent = isinstance(err, PermanentError) or run.attempt >= run.max_attempts
+        retry_after = err.retry_after if isinstance(err, RetryableError) else None
+        if retry_after is not None:
+            delay = min(retry_after, self.qs.backoff_cap)
+        else:
+            delay = backoff_delay(run.attempt, self.qs.backoff_base, self.qs.backoff_cap, self._rng.random())
+        error = {
+            "attempt": run.attempt, "error": type(err).__name__, "message": str(err)[:2000],
+            "retryable": not isinstance(err, PermanentError),
+        }
+        if not permanent:
+            error["retry_in_s"] = round(delay, 6)
+        params = {"id": run.id, "attempt": run.attempt, "worker": self.worker_id,
+                  "delay": delay, "error": Jsonb(error)}
+        for i in range(8):
+            try:
+                async with self.qpool.connection() as conn:
+                    await conn.execute(q.BURY_JOB if permanent else q.RETRY_JOB, params)
+                break
+            except psycopg.errors.UniqueViolation:
+                continue  # a job with its singleton key was queued meanwhile: re-evaluate
+            except Exception as db_err:  # noqa: BLE001
+                log.warning("could not record a failure; retrying", job_id=run.id, error=str(db_err))
+                await asyncio.sleep(min(0.1 * 2**i, 2.0))
+        self._runs.pop((run.id, run.attempt), None)
+        outcome = "dead" if permanent else "retried"
+        m.WORKER_JOBS.labels(run.kind, m.LANE_NAMES.get(run.lane, str(run.lane)), outcome).inc()
+        log.info("job failed", job_id=run.id, kind=run.kind, attempt=run.attempt, outcome=outcome,
+                 error=error["error"], message=error["message"][:200])
+
+    async def _release(self, runs: list[Run]) -> None:
+        assert self.qpool is not None
+        try:
+            async with self.qpool.connection() as conn:
+                await conn.execute(q.RELEASE_JOBS, {
+                    "ids": [r.id for r in runs], "attempts": [r.attempt for r in runs], "worker": self.worker_id,
+                })
+                await conn.execute(q.NOTIFY_JOBS)
+        except Exception as err:  # noqa: BLE001 - their leases expire and the reaper requeues them
+            log.warning("could not release runs; their leases will expire", n=len(runs), error=str(err))
+        for r in runs:
+            self._runs.pop((r.id, r.attempt), None)
+        log.info("released unfinished runs", job_ids=[r.id for r in runs])
+
+    # ------------------------------------------------------------------ leases and heartbeat
+
+    async def _heartbeat_loop(self) -> None:
+        interval = min(self.qs.lease_seconds / 3, 5.0)
+        while True:
+            await asyncio.sleep(interval)
+            await self._renew_leases()
+            with contextlib.suppress(Exception):
+                await self._write_heartbeat("draining" if self._stop.is_set() else "running")
+            with contextlib.suppress(Exception):
+                await self._reap()
+
+    async def _renew_leases(self) -> None:
+        assert self.qpool is not None
+        runs = list(self._runs.values())
+        sent = time.monotonic()
+        if not runs:
+            self._last_renewal = sent
+            return
+        try:
+            async with self.qpool.connection() as conn:
+                cur = await conn.execute(q.EXTEND_LEASES, {
+                    "ids": [r.id for r in runs], "attempts": [r.attempt for r in runs],
+                    "worker": self.worker_id, "lease": self.qs.lease_seconds,
+                })
+                ours = {row[0] for row in await cur.fetchall()}
+        except Exception as err:  # noqa: BLE001
+            log.warning("lease renewal failed", error=str(err))
+            if time.monotonic() - self._last_renewal > self.qs.lease_seconds * 0.8:
+                # Self-fence: the leases may already be gone; another worker may take the jobs.
+                self._abandon([r for r in runs if r.task and not r.task.done()], "lease renewal failing")
+            return
+        self._last_renewal = sent
+        lost = [r for r in runs if r.id not in ours and r.task and not r.task.done()]
+        if lost:
+            self._abandon(lost, "lease lost")
+
+    def _abandon(self, runs: list[Run], why: str) -> None:
+        for run in runs:
+            run.abandoned = "lost"
+            if run.task:
+                run.task.cancel()
+        log.warning("abandoned runs", why=why, job_ids=[r.id for r in runs])
+
+    async def _write_heartbeat(self, state: str) -> None:
+        assert self.qpool is not None
+        async with self.qpool.connection() as conn:
+            await conn.execute(q.UPSERT_WORKER, {
+                "worker": self.worker_id, "hostname": self.hostname, "pid": os.getpid(),
+                "concurrency": self.qs.concurrency, "state": state, "in_flight": self._executing,
+                "jobs_done": self._jobs_done, "is_scheduler": self.is_scheduler,
+            })
+
+    async def _reap(self) -> None:
+        assert self.qpool is not None
+        while True:
+            async with self.qpool.connection() as conn:
+                rows = await (await conn.execute(q.REAP_EXPIRED_LEASES, {"limit": 100})).fetchall()
+                if any(state == "queued" for _id, state in rows):
+                    await conn.execute(q.NOTIFY_JOBS)
+            if rows:
+                log.warning("reaped expired leases", jobs=[(i, s) for i, s in rows])
+            if len(rows) < 100:
+                return
+
+    # ------------------------------------------------------------------ LISTEN
+
+    async def _listen_loop(self) -> None:
+        delay = 0.2
+        while True:
+            try:
+                conn = await async_connect_direct(self.settings)
+            except Exception as err:  # noqa: BLE001 - polling covers for us
+                self.listening = False
+                log.warning("LISTEN connection failed; polling only", error=str(err))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            try:
+                async with conn:
+                    await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    self.listening = True
+                    delay = 0.2
+                    self._wake.set()  # anything enqueued while we were deaf
+                    async for _n in conn.notifies():
+                        self._wake.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:  # noqa: BLE001
+                log.warning("LISTEN connection lost; polling until it is back", error=str(err))
+            self.listening = False
+            await asyncio.sleep(delay)
+
+    # ------------------------------------------------------------------ scheduler and retention
+
+    async def _scheduler_loop(self) -> None:
+        while True:
+            try:
+                conn = await async_connect_direct(self.settings)
+            except Exception:  # noqa: BLE001
+                await asyncio.sleep(self.qs.scheduler_interval * 5)
+                continue
+            try:
+                async with conn:
+                    got = await (await conn.execute("SELECT pg_try_advisory_lock(%s)", (SCHEDULER_LOCK_KEY,))).fetchone()
+                    if not got or not got[0]:
+                        await conn.close()
+                        await asyncio.sleep(self.qs.scheduler_interval * 3)
+                        continue
+                    self.is_scheduler = True
+                    log.info("this worker is the scheduler", worker_id=self.worker_id)
+                    await self._declare_schedules()
+                    last_prune = time.monotonic()
+                    while True:
+                        await self._enqueue_due()
+                        if time.monotonic() - last_prune > self.qs.prune_interval:
+                            await self._prune()
+                            last_prune = time.monotonic()
+                        await asyncio.sleep(self.qs.scheduler_interval)
+                        await conn.execute("SELECT 1")  # still holding the lock's session?
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:  # noqa: BLE001
+                log.warning("scheduler stopped; will try to take over again", error=str(err))
+            self.is_scheduler = False
+            await asyncio.sleep(self.qs.scheduler_interval)
+
+    async def _declare_schedules(self) -> None:
+        assert self.qpool is not None
+        schedules = self.registry.schedules()
+        if not schedules:
+            return
+        async with self.qpool.connection() as conn:
+            for s in schedules:
+                await conn.execute(q.UPSERT_SCHEDULE, {
+                    "name": s.name, "kind": s.kind, "payload": Jsonb(s.payload), "group": s.group,
+                    "lane": int(s.lane), "every": s.every_seconds,
+                })
+
+    async def _enqueue_due(self) -> None:
+        assert self.qpool is not None
+        async with self.qpool.connection() as conn:
+            due = await (await conn.execute(q.TAKE_DUE_SCHEDULES)).fetchall()
+            if due:
+                await enqueue_many_async(conn, [
+                    JobSpec(kind, payload, group=group, lane=Lane(lane), singleton_key=f"schedule:{name}")
+                    for name, kind, payload, group, lane in due
+                ])
+
+    async def _prune(self) -> None:
+        assert self.qpool is not None
+        for statement, age in ((q.PRUNE_FINISHED_JOBS, self.qs.retention_seconds),
+                               (q.PRUNE_DEAD_JOBS, self.qs.dead_retention_seconds)):
+            for _ in range(50):  # at most 50 small batches per round; the next round continues
+                async with self.qpool.connection() as conn:
+                    cur = await conn.execute(statement, {"age": age, "limit": self.qs.prune_batch})
+                    n = cur.rowcount
+                if n < self.qs.prune_batch:
+                    break
+                await asyncio.sleep(0.01)
+        async with self.qpool.connection() as conn:
+            await conn.execute(q.PRUNE_WORKERS)
+
+
+def psycopg_pool_errors() -> type[Exception]:
+    from psycopg_pool import PoolTimeout
+
+    return PoolTimeout
+
+
+def run_worker(settings: Settings, qs: QueueSettings, registry: HandlerRegistry) -> int:
+    """Run a worker until SIGTERM/SIGINT; returns the process exit code."""
+
+    async def main() -> int:
+        worker = Worker(settings, registry, qs)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, worker.request_stop)
+        return await worker.run()
+
+    return asyncio.run(main())
+
+
+def default_registry() -> HandlerRegistry:
+    """The sync engine's handlers (`storesync.sync.handlers:registry`) once that module exists,
+    plus the built-in ones (`queue.noop`)."""
+    from storesync.queue.builtin import registry as builtin
+
+    try:
+        module = importlib.import_module("storesync.sync.handlers")
+    except ModuleNotFoundError as err:
+        if err.name not in ("storesync.sync", "storesync.sync.handlers"):
+            raise
+        return builtin
+    sync_registry = getattr(module, "registry", None)
+    if not isinstance(sync_registry, HandlerRegistry):
+        raise HandlersLoadError("storesync.sync.handlers:registry is not a HandlerRegistry")
+    return builtin.merged(sync_registry)

@@ -1,0 +1,130 @@
+"""The fair batched claim, driven directly on real Postgres (no worker process)."""
+
+from __future__ import annotations
+
+import threading
+
+import psycopg
+import pytest
+
+from storesync.queue import JobSpec, Lane, enqueue_many
+from storesync.queue.claim import claim_batch_sync
+from storesync.queue.config import QueueSettings
+
+
+def _claim(conn, limit=100, worker="w1", **kw):
+    qs = QueueSettings.load(**kw)
+    rows = claim_batch_sync(conn, qs, worker, limit)
+    conn.commit()
+    return rows
+
+
+def test_claim_takes_lanes_in_priority_order(db):
+    with db.connect() as conn:
+        enqueue_many(conn, [JobSpec("k.a", {"n": i}, group="m1", lane=Lane.BACKFILL) for i in range(3)]
+                     + [JobSpec("k.a", {"n": 10 + i}, group="m2", lane=Lane.CATALOG) for i in range(3)]
+                     + [JobSpec("k.a", {"n": 20 + i}, group="m3", lane=Lane.INVENTORY) for i in range(3)])
+        conn.commit()
+        rows = _claim(conn, limit=4)
+    assert sorted(r[4] for r in rows) == [0, 0, 0, 1]
+
+
+def test_small_groups_get_their_first_job_before_a_big_groups_backlog(db):
+    with db.connect() as conn:
+        enqueue_many(conn, [JobSpec("k.a", {}, group="big") for _ in range(2000)])
+        enqueue_many(conn, [JobSpec("k.a", {}, group=f"small{i:02d}") for i in range(40)])
+        conn.commit()
+        first = _claim(conn, limit=50, groups_per_claim=16)
+        second = _claim(conn, limit=50, groups_per_claim=16)
+        third = _claim(conn, limit=50, groups_per_claim=16)
+    def smalls(rows):
+        return sum(1 for r in rows if r[3].startswith("small"))
+    # 16 groups per claim: every claim serves up to 15-16 small groups before more of "big".
+    assert smalls(first) >= 15 and smalls(second) >= 15
+    assert smalls(first) + smalls(second) + smalls(third) == 40
+
+
+def test_jobs_sharing_a_lock_key_are_not_claimed_together_or_while_one_runs(db):
+    with db.connect() as conn:
+        enqueue_many(conn, [JobSpec("k.a", {"n": i}, group=f"m{i % 3}", lock_key="item:1") for i in range(6)]
+                     + [JobSpec("k.a", {"n": 99}, group="m0", lock_key="item:2")])
+        conn.commit()
+        first = _claim(conn)
+        assert sorted(r[7] for r in first) == ["item:1", "item:2"]
+        assert _claim(conn) == []  # item:1 is running; item:2's only job is running
+        conn.execute("UPDATE jobs SET state = 'succeeded', finished_at = now(), lease_expires_at = NULL "
+                     "WHERE lock_key = 'item:1' AND state = 'running'")
+        conn.commit()
+        again = _claim(conn)
+    assert [r[7] for r in again] == ["item:1"]
+
+
+def test_group_concurrency_limit_bounds_running_jobs(db):
+    with db.connect() as conn:
+        enqueue_many(conn, [JobSpec("k.a", {}, group="limited") for _ in range(10)])
+        conn.execute("UPDATE job_groups SET concurrency_limit = 2 WHERE group_key = 'limited'")
+        conn.commit()
+        assert len(_claim(conn)) == 2
+        assert _claim(conn) == []
+        conn.execute("UPDATE jobs SET state = 'succeeded', finished_at = now(), lease_expires_at = NULL "
+                     "WHERE id = (SELECT min(id) FROM jobs WHERE state = 'running')")
+        conn.commit()
+        assert len(_claim(conn)) == 1
+
+
+def test_delayed_jobs_are_not_claimed_before_run_at(db):
+    from datetime import UTC, datetime, timedelta
+
+    with db.connect() as conn:
+        enqueue_many(conn, [JobSpec("k.a", {}, group="m1", run_at=datetime.now(UTC) + timedelta(hours=1)),
+                            JobSpec("k.a", {"now": True}, group="m1")])
+        conn.commit()
+        rows = _claim(conn)
+    assert [r[2] for r in rows] == [{"now": True}]
+
+
+def test_concurrent_claimers_never_claim_a_job_twice_or_break_lock_keys(db):
+    with db.connect() as conn:
+        enqueue_many(conn, [JobSpec("k.a", {"n": i}, group=f"m{i % 7}",
+                                    lock_key=f"key{i % 5}" if i % 2 else None) for i in range(600)])
+        conn.commit()
+    claimed: list[int] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def claimer(name: str) -> None:
+        try:
+            with psycopg.connect(db.dsn) as conn:
+                for _ in range(400):
+                    rows = _claim(conn, limit=20, worker=name, groups_per_claim=3)
+                    if rows is None:
+                        continue
+                    with lock:
+                        claimed.extend(r[0] for r in rows)
+                    running_keys = conn.execute(
+                        "SELECT lock_key, count(*) FROM jobs WHERE state = 'running' AND lock_key IS NOT NULL "
+                        "GROUP BY 1 HAVING count(*) > 1").fetchall()
+                    assert running_keys == []
+                    # finish my running keyed jobs so keys free up
+                    conn.execute("UPDATE jobs SET state = 'succeeded', finished_at = now(), lease_expires_at = NULL "
+                                 "WHERE state = 'running' AND worker_id = %s", (name,))
+                    conn.commit()
+        except BaseException as err:  # noqa: BLE001
+            errors.append(err)
+
+    threads = [threading.Thread(target=claimer, args=(f"w{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors, errors
+    assert len(claimed) == len(set(claimed)) == 600
+
+
+@pytest.mark.parametrize("attempt, base, cap, ceiling", [(1, 1.0, 300, 1.0), (4, 1.0, 300, 8.0), (20, 1.0, 300, 300.0)])
+def test_backoff_delay_is_full_jitter_under_a_capped_exponential(attempt, base, cap, ceiling):
+    from storesync.queue.config import backoff_delay
+
+    assert backoff_delay(attempt, base, cap, 0.0) == 0.0
+    assert backoff_delay(attempt, base, cap, 0.5) == pytest.approx(ceiling / 2)
+    assert backoff_delay(attempt, base, cap, 0.999999) <= ceiling
