@@ -1,7 +1,8 @@
 """In-memory adapters for every port: unit tests, the domain's own checks, and dry runs.
 
-`MemoryStore` follows the Shopify semantics the domain relies on: productSet replaces list
-fields wholesale (variants, metafields, collections left out are deleted; scalars left out stay),
+`MemoryStore` follows the Shopify semantics the domain relies on, pessimistically: productSet
+replaces list fields wholesale (variants, metafields, collections left out are deleted, and an
+absent metafields or collections list counts as empty; scalars left out stay),
 inventory sets compare-and-set on `changeFromQuantity`, and an `@idempotent` key replays the
 first result. Storage adapters mirror the Postgres ones in `store_pg.py`.
 """
@@ -92,10 +93,11 @@ class MemoryStore:
             if len(set(keys)) != len(keys):
                 raise ValueError(f"{self.shop}: two variants with the same option values")
             changes["variants"] = tuple(variants)
-        if "metafields" in input:
-            changes["metafields"] = tuple(Metafield(m["namespace"], m["key"], m["type"], m["value"]) for m in input["metafields"])
-        if "collections" in input:
-            changes["collections"] = tuple(input["collections"])
+        # Pessimistic reading of replace-all: an absent list is an empty list, so a caller that
+        # forgets to carry child-owned metafields or collections loses them here too.
+        changes["metafields"] = tuple(Metafield(m["namespace"], m["key"], m["type"], m["value"])
+                                      for m in input.get("metafields", []))
+        changes["collections"] = tuple(input.get("collections", []))
         if "files" in input:
             changes["images"] = tuple(Image(f["originalSource"], f.get("alt", "")) for f in input["files"])
         changes["updated_at"] = datetime.now(UTC)

@@ -1,0 +1,69 @@
+from storesync.sync.linking import match_catalogs
+from storesync.sync.memory import MemoryStore
+from storesync.sync.model import LinkKind, LinkMap, MatchedBy
+from tests.sync.builders import CHILD_A, tee, variant
+
+
+def _stores(parent_products, child_products):
+    p, c = MemoryStore("p"), MemoryStore(CHILD_A)
+    return [p.add_product(x) for x in parent_products], [c.add_product(x) for x in child_products]
+
+
+def test_variants_match_by_sku_first():
+    (pp,), (cp,) = _stores([tee()], [tee(handle="other-handle")])
+    report = match_catalogs([pp], [cp], CHILD_A)
+    assert [(m.parent.sku, m.child.sku, m.matched_by) for m in report.matches] == [
+        ("TEE-M", "TEE-M", MatchedBy.SKU), ("TEE-S", "TEE-S", MatchedBy.SKU)]
+    links = LinkMap(CHILD_A, report.links())
+    assert links.child_id(LinkKind.PRODUCT, pp.id) == cp.id
+    for pv in pp.variants:
+        cv = next(v for v in cp.variants if v.sku == pv.sku)
+        assert links.child_id(LinkKind.VARIANT, pv.id) == cv.id
+        assert links.child_item(pv.inventory_item_id) == cv.inventory_item_id
+        assert links.parent_item_for_child_variant(cv.id) == pv.inventory_item_id
+
+
+def test_barcode_matches_when_skus_differ_and_handle_when_both_are_missing():
+    parent = tee(skus=("A-S", "A-M"))
+    parent = parent.__class__(**{**parent.__dict__, "variants": (
+        variant("A-S", ("Size", "S"), barcode="111"), variant(None, ("Size", "M")))})
+    child = tee(skus=("B-S", "B-M"))
+    child = child.__class__(**{**child.__dict__, "variants": (
+        variant("B-S", ("Size", "S"), barcode="111"), variant(None, ("Size", "M")))})
+    (pp,), (cp,) = _stores([parent], [child])
+    report = match_catalogs([pp], [cp], CHILD_A)
+    assert sorted((dict(m.parent.option_key)["Size"], m.matched_by) for m in report.matches) == [
+        ("M", MatchedBy.HANDLE), ("S", MatchedBy.BARCODE)]
+    assert ("parent", pp.variants[1].id) in report.missing_sku
+    assert ("child", cp.variants[1].id) in report.missing_sku
+
+
+def test_duplicate_skus_are_reported_and_never_matched():
+    dup_parent = tee(handle="a", skus=("X-S", "Y-M"))
+    dup_parent2 = tee(handle="b", skus=("X-S", "Z-M"))  # X-S twice in the parent
+    child = tee(handle="c", skus=("X-S", "Q-M"))
+    pps, (cp,) = _stores([dup_parent, dup_parent2], [child])
+    report = match_catalogs(pps, [cp], CHILD_A)
+    assert [(d.side, d.key, d.value, len(d.variant_ids)) for d in report.duplicates] == [("parent", "sku", "X-S", 2)]
+    assert report.matches == []
+    assert cp.variants[0].id in report.unmatched_child
+    assert any("duplicate sku 'X-S'" in line for line in report.lines())
+
+
+def test_product_whose_variants_match_two_products_is_a_conflict_not_a_guess():
+    parent = tee(handle="tee", skus=("T-S", "T-M"))
+    child1 = tee(handle="tee-small", skus=("T-S",))
+    child2 = tee(handle="tee-medium", skus=("T-M",))
+    (pp,), cps = _stores([parent], [child1, child2])
+    report = match_catalogs([pp], cps, CHILD_A)
+    assert [(c.side, c.product_id) for c in report.conflicts] == [("parent", pp.id)]
+    assert report.matches == [] and report.links() == []
+    assert sorted(report.unmatched_parent) == sorted(v.id for v in pp.variants)
+
+
+def test_unmatched_variants_on_both_sides_are_listed():
+    (pp,), (cp,) = _stores([tee(skus=("T-S", "T-M"))], [tee(skus=("T-S", "T-L"))])
+    report = match_catalogs([pp], [cp], CHILD_A)
+    assert report.counts()["matched"] == 1
+    assert report.unmatched_parent == [pp.variants[1].id]
+    assert report.unmatched_child == [cp.variants[1].id]
