@@ -18,7 +18,7 @@ from starlette.routing import Route
 from storesync.config import NetworkConfig, Settings
 from storesync.db.migrate import SchemaBehindError, ensure_at_head
 from storesync.db.pools import async_pooled_pool, connect_direct
-from storesync.logs import get_logger
+from storesync.logs import configure_logging, get_logger
 from storesync.web.health import healthz, readyz
 from storesync.web.metrics import WebMetrics, metrics_endpoint
 from storesync.web.settings import WebSettings
@@ -99,4 +99,5 @@ def create_app(settings: Settings, network: NetworkConfig, web_settings: WebSett
 def app_from_environment() -> Starlette:
     """Factory for `uvicorn --factory` (each of several workers builds its own app)."""
     settings = Settings.load()
+    configure_logging(settings.log_level, settings.log_format)
     return create_app(settings, NetworkConfig.load(settings.config_file), WebSettings.load())
