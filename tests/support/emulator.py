@@ -86,8 +86,15 @@ class EmulatorHandle:
         return self._ok(self.control.patch(f"/_emulator/stores/{shop}/products/{product_id.rsplit('/', 1)[-1]}",
                                            json=changes))
 
-    def set_plan(self, shop: str, plan: str) -> dict:
-        return self._ok(self.control.put(f"/_emulator/stores/{shop}/plan", json={"plan": plan}))
+    def set_plan(self, shop: str, plan: str = "standard", *, bucket_size: float | None = None,
+                 restore_rate: float | None = None) -> dict:
+        """Change the store's plan; the overrides give a small bucket that throttles quickly."""
+        body: dict[str, Any] = {"plan": plan}
+        if bucket_size is not None:
+            body["bucket_size"] = bucket_size
+        if restore_rate is not None:
+            body["restore_rate"] = restore_rate
+        return self._ok(self.control.put(f"/_emulator/stores/{shop}/plan", json=body))
 
     def set_faults(self, graphql: dict | None = None, webhooks: dict | None = None) -> dict:
         return self._ok(self.control.put("/_emulator/faults", json={"graphql": graphql or {},

@@ -13,7 +13,8 @@ Control API (JSON), for tests, the demo and the CLI:
   POST   /_emulator/stores/{shop}/locations         {"name"}
   POST   /_emulator/stores/{shop}/orders            {"line_items": [{"variant_id", "quantity"}], "location_id"?}
   POST   /_emulator/stores/{shop}/orders/{id}/cancel {"restock": true, "reason"?}
-  PUT    /_emulator/stores/{shop}/plan              {"plan": "standard" | "advanced" | "plus"}
+  PUT    /_emulator/stores/{shop}/plan              {"plan": "standard" | "advanced" | "plus",
+                                                     "bucket_size"?, "restore_rate"?}
   GET    /_emulator/stores/{shop}/snapshot          the store's full state
   GET    /_emulator/stores/{shop}/throttle          the bucket's throttleStatus
   POST   /_emulator/stores/{shop}/inventory         {"inventory_item_id", "location_id", "available"}: merchant edit
@@ -123,11 +124,19 @@ class EmulatorApp:
         self.buckets[spec.shop] = LeakyBucket(*PLANS[spec.plan])
         return store
 
-    def set_plan(self, shop: str, plan: str) -> None:
+    def set_plan(self, shop: str, plan: str, bucket_size: float | None = None,
+                 restore_rate: float | None = None) -> None:
+        """A plan change; `bucket_size`/`restore_rate` override the plan's limits (tests use a
+        small bucket to reach throttling quickly)."""
         if plan not in PLANS:
             raise ActionError(f"unknown plan {plan!r} (one of {', '.join(PLANS)})")
+        size, rate = PLANS[plan]
+        size = size if bucket_size is None else float(bucket_size)
+        rate = rate if restore_rate is None else float(restore_rate)
+        if size <= 0 or rate <= 0:
+            raise ActionError("bucket_size and restore_rate must be > 0")
         self.emulator.stores[shop].plan = plan
-        self.buckets[shop].set_limits(*PLANS[plan])
+        self.buckets[shop].set_limits(size, rate)
 
     def emit(self, shop: str, events: list[Event]) -> None:
         """Hand events to the sender: one event id per event, shared by all its deliveries."""
@@ -309,7 +318,7 @@ class EmulatorApp:
 
         def set_plan(request, body):
             store = self._store(request)
-            self.set_plan(store.shop, body["plan"])
+            self.set_plan(store.shop, body.get("plan", store.plan), body.get("bucket_size"), body.get("restore_rate"))
             return {"shop": store.shop, "plan": store.plan, "throttleStatus": self.buckets[store.shop].status()}
 
         def snapshot(request, body):

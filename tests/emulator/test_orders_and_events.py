@@ -1,0 +1,199 @@
+"""Merchant-side actions (orders, cancels, admin edits) and the webhooks every write emits, in
+Shopify's REST payload shapes, delivered over real HTTP to a real receiver."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.emulator.helpers import OPERATIONS, PARENT, available, first_product, gql
+from tests.support.webhook_receiver import WebhookReceiver, running_receiver
+
+TOPICS = ["PRODUCTS_CREATE", "PRODUCTS_UPDATE", "PRODUCTS_DELETE", "INVENTORY_LEVELS_UPDATE", "ORDERS_CREATE",
+          "ORDERS_CANCELLED", "COLLECTIONS_CREATE", "COLLECTIONS_UPDATE", "COLLECTIONS_DELETE"]
+
+
+@pytest.fixture
+def rx() -> Iterator[WebhookReceiver]:
+    with running_receiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture
+def hooked(emulator, rx):
+    """The parent store subscribed to every topic, delivering to the receiver."""
+    for topic in TOPICS:
+        emulator.subscribe(PARENT, topic, rx.url("/hooks"))
+    return emulator
+
+
+def received(rx: WebhookReceiver, count: int, timeout: float = 5.0) -> list[tuple[str, dict, dict]]:
+    """(topic, payload, headers) of the first `count` deliveries, in arrival order."""
+    deadline = time.monotonic() + timeout
+    while len(rx.received) < count:
+        if time.monotonic() > deadline:
+            got = [r.headers.get("x-shopify-topic") for r in rx.received]
+            raise AssertionError(f"expected {count} webhooks, got {len(got)}: {got}")
+        time.sleep(0.01)
+    time.sleep(0.05)  # anything extra would show up now
+    return [(r.headers["x-shopify-topic"], json.loads(r.body), r.headers) for r in rx.received]
+
+
+def topics(events) -> list[str]:
+    """Topics in emit order is not promised (deliveries run concurrently, as Shopify's do)."""
+    return sorted(t for t, _, _ in events)
+
+
+def payload(events, topic: str) -> dict:
+    found = [p for t, p, _ in events if t == topic]
+    assert len(found) == 1, (topic, found)
+    return found[0]
+
+
+def test_order_moves_available_to_committed_and_emits_three_topics(hooked, rx):
+    hooked.seed(PARENT, products=1, quantity=10)
+    p = first_product(hooked)
+    v = p["variants"]["nodes"][0]
+    item = v["inventoryItem"]["id"]
+    order = hooked.place_order(PARENT, [{"variant_id": v["id"], "quantity": 3}], location_id=p["location"])
+    assert order["line_items"][0]["quantity"] == 3 and order["line_items"][0]["sku"] == v["sku"]
+    assert available(hooked, PARENT, item, p["location"]) == {"available": 7, "on_hand": 10, "committed": 3}
+
+    events = received(rx, 3)
+    assert topics(events) == ["inventory_levels/update", "orders/create", "products/update"]
+    created = payload(events, "orders/create")
+    assert created["admin_graphql_api_id"] == f"gid://shopify/Order/{created['id']}"
+    assert created["line_items"][0]["variant_id"] == int(v["id"].rsplit("/", 1)[1])
+    level = payload(events, "inventory_levels/update")
+    assert level == {"inventory_item_id": int(item.rsplit("/", 1)[1]),
+                     "location_id": int(p["location"].rsplit("/", 1)[1]), "available": 7,
+                     "updated_at": level["updated_at"], "admin_graphql_api_id": level["admin_graphql_api_id"]}
+    product = payload(events, "products/update")
+    assert product["admin_graphql_api_id"] == p["id"]
+    sold = next(x for x in product["variants"] if x["admin_graphql_api_id"] == v["id"])
+    assert sold["inventory_item_id"] == int(item.rsplit("/", 1)[1]) and sold["inventory_quantity"] == 7
+    # Each action's event has its own id; headers name the shop and topic.
+    assert len({h["x-shopify-event-id"] for _, _, h in events}) == 3
+    assert all(h["x-shopify-shop-domain"] == PARENT for _, _, h in events)
+
+
+def test_webhook_signature_verifies_with_the_stores_secret(hooked, rx):
+    hooked.seed(PARENT, products=1)
+    p = first_product(hooked)
+    hooked.place_order(PARENT, [{"variant_id": p["variants"]["nodes"][0]["id"], "quantity": 1}])
+    received(rx, 3)
+    secret = hooked.webhook_secret(PARENT).encode()
+    for r in rx.received:
+        digest = base64.b64encode(hmac.new(secret, r.body, hashlib.sha256).digest()).decode()
+        assert hmac.compare_digest(digest, r.headers["x-shopify-hmac-sha256"])
+
+
+def test_cancel_with_restock_puts_units_back_and_emits_cancelled(hooked, rx):
+    hooked.seed(PARENT, products=1, quantity=5)
+    p = first_product(hooked)
+    v = p["variants"]["nodes"][0]
+    order = hooked.place_order(PARENT, [{"variant_id": v["id"], "quantity": 2}])
+    received(rx, 3)
+    cancelled = hooked.cancel_order(PARENT, order["id"], restock=True)
+    assert cancelled["cancelled_at"] and cancelled["cancel_reason"] == "customer"
+    assert available(hooked, PARENT, v["inventoryItem"]["id"], p["location"]) == {
+        "available": 5, "on_hand": 5, "committed": 0}
+    events = received(rx, 6)[3:]
+    assert topics(events) == ["inventory_levels/update", "orders/cancelled", "products/update"]
+    assert payload(events, "inventory_levels/update")["available"] == 5
+
+
+def test_cancel_without_restock_keeps_units_out(emulator):
+    emulator.seed(PARENT, products=1, quantity=5)
+    p = first_product(emulator)
+    v = p["variants"]["nodes"][0]
+    order = emulator.place_order(PARENT, [{"variant_id": v["id"], "quantity": 2}])
+    emulator.cancel_order(PARENT, order["id"], restock=False)
+    assert available(emulator, PARENT, v["inventoryItem"]["id"], p["location"]) == {
+        "available": 3, "on_hand": 3, "committed": 0}
+    again = emulator.control.post(f"/_emulator/stores/{PARENT}/orders/{order['id']}/cancel", json={})
+    assert again.status_code == 422 and "already cancelled" in again.json()["error"]
+
+
+def test_order_for_more_than_available_is_refused_and_changes_nothing(emulator):
+    emulator.seed(PARENT, products=1, quantity=2)
+    p = first_product(emulator)
+    v = p["variants"]["nodes"][0]
+    resp = emulator.control.post(f"/_emulator/stores/{PARENT}/orders",
+                                 json={"line_items": [{"variant_id": v["id"], "quantity": 3}]})
+    assert resp.status_code == 422 and "only 2 available" in resp.json()["error"]
+    unknown = emulator.control.post(f"/_emulator/stores/{PARENT}/orders",
+                                    json={"line_items": [{"variant_id": "gid://shopify/ProductVariant/1"}]})
+    assert unknown.status_code == 422
+    assert emulator.snapshot(PARENT)["orders"] == []
+    assert emulator.control.get("/_emulator/stores/nope.myshopify.com/snapshot").status_code == 404
+
+
+def test_merchant_inventory_edit_and_product_edit_emit_webhooks(hooked, rx):
+    hooked.seed(PARENT, products=1, quantity=10)
+    p = first_product(hooked)
+    v = p["variants"]["nodes"][0]
+    hooked.set_inventory(PARENT, v["inventoryItem"]["id"], p["location"], 4)
+    events = received(rx, 2)
+    assert topics(events) == ["inventory_levels/update", "products/update"]
+    assert payload(events, "inventory_levels/update")["available"] == 4
+    edited = hooked.edit_product(PARENT, p["id"], title="Renamed", variants=[{"id": v["id"], "price": "5"}])
+    assert edited["title"] == "Renamed"
+    edit = [p for t, p, _ in received(rx, 3) if t == "products/update" and p["title"] == "Renamed"]
+    assert len(edit) == 1 and edit[0]["variants"][0]["price"] == "5.00"
+    bad = hooked.control.patch(f"/_emulator/stores/{PARENT}/products/{p['id'].rsplit('/', 1)[1]}",
+                               json={"colour": "red"})
+    assert bad.status_code == 422
+
+
+def test_api_writes_emit_their_topics_in_rest_shapes(hooked, rx):
+    create = gql(hooked, PARENT, (OPERATIONS / "product_set.graphql").read_text(), {"input": {"title": "Hat"}})
+    pid = create["productSet"]["product"]["id"]
+    coll = gql(hooked, PARENT, 'mutation { collectionCreate(input: {title: "Hats"}) { collection { id } } }')
+    cid = coll["collectionCreate"]["collection"]["id"]
+    gql(hooked, PARENT, (OPERATIONS / "collection_add_products.graphql").read_text(), {"id": cid, "productIds": [pid]})
+    gql(hooked, PARENT, (OPERATIONS / "collection_delete.graphql").read_text(), {"id": cid})
+    gql(hooked, PARENT, (OPERATIONS / "product_delete.graphql").read_text(), {"id": pid})
+    events = received(rx, 5)
+    assert topics(events) == ["collections/create", "collections/delete", "collections/update",
+                              "products/create", "products/delete"]
+    product = payload(events, "products/create")
+    assert product["id"] == int(pid.rsplit("/", 1)[1]) and product["handle"] == "hat"
+    assert product["variants"][0]["title"] == "Default Title" and "inventory_item_id" in product["variants"][0]
+    assert payload(events, "collections/create")["handle"] == "hats"
+    assert "updated_at" in payload(events, "collections/update")
+    assert payload(events, "collections/delete")["id"] == int(cid.rsplit("/", 1)[1])
+    assert payload(events, "products/delete") == {"id": int(pid.rsplit("/", 1)[1])}
+
+
+def test_inventory_mutation_emits_level_update_and_replay_emits_nothing(hooked, rx):
+    hooked.seed(PARENT, products=1, quantity=10)
+    p = first_product(hooked)
+    item = p["variants"]["nodes"][0]["inventoryItem"]["id"]
+    inp = {"reason": "correction", "name": "available",
+           "changes": [{"inventoryItemId": item, "locationId": p["location"], "delta": -1}]}
+    adjust = (OPERATIONS / "inventory_adjust_quantities.graphql").read_text()
+    gql(hooked, PARENT, adjust, {"input": inp, "idempotencyKey": "x"})
+    gql(hooked, PARENT, adjust, {"input": inp, "idempotencyKey": "x"})
+    events = received(rx, 2)
+    assert topics(events) == ["inventory_levels/update", "products/update"]
+    assert payload(events, "inventory_levels/update")["available"] == 9
+
+
+def test_snapshot_holds_the_full_state(emulator):
+    emulator.seed(PARENT, products=2, quantity=3)
+    p = first_product(emulator)
+    emulator.place_order(PARENT, [{"variant_id": p["variants"]["nodes"][0]["id"], "quantity": 1}])
+    snap = emulator.snapshot(PARENT)
+    assert snap["shop"] == PARENT and snap["plan"] == "standard"
+    assert len(snap["products"]) == 2 and len(snap["orders"]) == 1
+    assert len(snap["inventory_levels"]) == 4
+    sold = next(lvl for lvl in snap["inventory_levels"] if lvl["sku"] == p["variants"]["nodes"][0]["sku"])
+    assert (sold["available"], sold["committed"], sold["on_hand"]) == (2, 1, 3)
+    assert emulator.snapshot("child-a.myshopify.com")["products"] == []
