@@ -396,6 +396,17 @@ def _plan_create(parent: Product, links: LinkMap, policy: SyncPolicy, rule: Pric
     )
 
 
+def unchanged_input(product: Product) -> dict[str, Any]:
+    """A productSet input that changes nothing: every list the product has, listed (replace-all
+    semantics). Callers override the one field they mean to change."""
+    return {
+        "productOptions": [{"name": o.name, "values": [{"name": v} for v in o.values]} for o in product.options],
+        "variants": [_variant_input(v, child_id=v.id, price_rule=None, metafields=v.metafields) for v in product.variants],
+        "metafields": _metafields(product.metafields),
+        "collections": list(product.collections),
+    }
+
+
 def links_after_write(plan: ProductPlan, parent: Product, written: Product, links: LinkMap) -> list[Link]:
     """The product link and the variant links for what `productSet` returned: variants are matched
     by option values (unique within a product), then stored with both inventory items. Existing

@@ -45,6 +45,9 @@ class MemoryStore:
     async def read_product(self, product_id: str) -> Product | None:
         return self.products.get(product_id)
 
+    async def find_product_by_handle(self, handle: str) -> Product | None:
+        return next((p for p in self.products.values() if p.handle == handle), None)
+
     def add_product(self, p: Product) -> Product:
         pid = p.id or _new_id("Product")
         variants = tuple(replace(v, id=v.id or _new_id("ProductVariant"),
@@ -107,7 +110,10 @@ class MemoryStore:
 
     async def delete_product(self, product_id: str) -> None:
         self.calls.append(("productDelete", product_id))
-        self.products.pop(product_id, None)
+        gone = self.products.pop(product_id, None)
+        items = {v.inventory_item_id for v in gone.variants} if gone else set()
+        for key in [k for k in self.levels if k[0] in items]:
+            del self.levels[key]  # a deleted product's inventory items go with it
 
     # inventory --------------------------------------------------------------
     def _note(self, key: tuple[str, str]) -> None:

@@ -27,6 +27,10 @@ class CatalogStore(Protocol):
 
     async def read_product(self, product_id: str) -> Product | None: ...
 
+    async def find_product_by_handle(self, handle: str) -> Product | None:
+        """`productByIdentifier(identifier: {handle})`: lets a create be retried without duplicating."""
+        ...
+
     async def product_set(self, input: Mapping[str, Any], *, product_id: str | None) -> Product:
         """`productSet(identifier: {id}, input:)` (create when product_id is None); the result."""
         ...

@@ -142,3 +142,27 @@ def catalog_hashes(parent_shop: str, parent_products: Sequence[Product],
             actual[p.id] = view_hash(actual_view(child, policy, links)) if child else None
         rows.append(StoreHash(shop, view_hash(expected), view_hash(actual)))
     return rows
+
+
+async def apply_repairs(
+    repairs: Sequence[Repair], *, parent_store, stores: Mapping[str, object], links_repo, writes, audit,
+    policy: SyncPolicy, cause: str,
+) -> tuple[list[Repair], list[Repair]]:
+    """Carry out repairs through the same code as live sync (stores: `ports.StoreAPI` per child
+    shop). Returns (fixed, not fixed); BLOCKED products are never written, only reported."""
+    from storesync.sync.catalog import sync_product_to_child
+    from storesync.sync.inventory import push_level
+
+    fixed: list[Repair] = []
+    left: list[Repair] = []
+    for r in repairs:
+        if r.kind is RepairKind.BLOCKED_PRODUCT:
+            left.append(r)
+        elif r.kind is RepairKind.SET_INVENTORY:
+            assert r.child_id and r.location_id and r.expected is not None
+            await push_level(stores[r.child_shop], writes, audit, r.child_id, r.location_id, r.expected, cause)
+            fixed.append(r)
+        else:
+            await sync_product_to_child(parent_store, stores[r.child_shop], r.parent_id, links_repo, policy, audit, cause)
+            fixed.append(r)
+    return fixed, left

@@ -1,0 +1,165 @@
+import asyncio
+
+import pytest
+
+from storesync.sync.memory import MemoryAudit, MemoryStepLog
+from storesync.sync.model import LinkKind
+from storesync.sync.saga import (
+    PermanentStepError, SagaExecutor, SagaState, SagaStuck, StepSpec, StepStatus,
+)
+from storesync.sync.saga_actions import copy_product_actions, copy_product_steps
+from tests.sync.builders import CHILD_A
+from tests.sync.sagas import A_LOC1, A_LOC2, FailingLevels, copy_world, link_collection
+
+
+class Recorder:
+    """A toy step that logs what happens to it; fails or crashes on demand."""
+
+    def __init__(self, journal, log, fail_run=0, crash_run=0, crash_undo=0, fail_undo=False):
+        self.journal, self.log = journal, log
+        self.fail_run, self.crash_run, self.crash_undo, self.fail_undo = fail_run, crash_run, crash_undo, fail_undo
+
+    async def prepare(self, params, ctx):
+        return {"undo": params["n"]}
+
+    async def run(self, params, ctx):
+        saga = self.log.sagas[ctx.saga_id]
+        # the undo must already be durable when the step runs
+        assert saga.steps[params["n"]].undo == {"undo": params["n"]}
+        self.journal.append(("run", params["n"]))
+        if params.get("fail") and self.fail_run:
+            raise PermanentStepError("rejected")
+        if params.get("crash") and self.crash_run:
+            self.crash_run -= 1
+            raise ConnectionError("worker died")
+        return {"n": params["n"], "seen": sorted(ctx.results)}
+
+    async def undo(self, undo, ctx):
+        if self.crash_undo:
+            self.crash_undo -= 1
+            raise ConnectionError("worker died while compensating")
+        if self.fail_undo:
+            raise PermanentStepError("cannot undo")
+        self.journal.append(("undo", undo["undo"]))
+
+
+def steps(n, **flags_at):
+    out = []
+    for i in range(n):
+        params = {"n": i}
+        for flag, idx in flags_at.items():
+            if idx == i:
+                params[flag] = True
+        out.append(StepSpec(f"s{i}", "rec", params))
+    return out
+
+
+def test_a_saga_runs_every_step_in_order_and_passes_results_forward():
+    log, journal, audit = MemoryStepLog(), [], MemoryAudit()
+    ex = SagaExecutor(log, {"rec": Recorder(journal, log)}, audit)
+    saga = asyncio.run(ex.start("g1", "demo", CHILD_A, "job:1", steps(3)))
+    assert saga.state is SagaState.COMPLETED
+    assert journal == [("run", 0), ("run", 1), ("run", 2)]
+    assert saga.steps[2].result == {"n": 2, "seen": ["s0", "s1"]}
+    assert [r.action for r in audit.records] == ["saga_completed"]
+
+
+def test_a_permanent_failure_compensates_the_steps_that_ran_in_reverse():
+    log, journal, audit = MemoryStepLog(), [], MemoryAudit()
+    ex = SagaExecutor(log, {"rec": Recorder(journal, log, fail_run=1)}, audit)
+    saga = asyncio.run(ex.start("g1", "demo", CHILD_A, "job:1", steps(4, fail=2)))
+    assert saga.state is SagaState.COMPENSATED and "step 2 s2" in saga.error
+    # the failed step itself had started: its undo runs too (undo tolerates "never happened")
+    assert journal == [("run", 0), ("run", 1), ("run", 2), ("undo", 2), ("undo", 1), ("undo", 0)]
+    assert [s.status for s in saga.steps] == [StepStatus.COMPENSATED] * 3 + [StepStatus.PENDING]
+    assert [r.action for r in audit.records] == ["saga_compensated"]
+
+
+def test_a_crash_mid_saga_is_resumed_forward_by_a_new_executor():
+    log, journal = MemoryStepLog(), []
+    first = SagaExecutor(log, {"rec": Recorder(journal, log, crash_run=1)})
+    with pytest.raises(ConnectionError):
+        asyncio.run(first.start("g1", "demo", CHILD_A, "job:1", steps(3, crash=1)))
+    assert log.sagas["g1"].state is SagaState.RUNNING
+    assert asyncio.run(log.unfinished()) == ["g1"]
+    second = SagaExecutor(log, {"rec": Recorder(journal, log)})
+    done, failed = asyncio.run(second.resume_all())
+    assert failed == [] and done[0].state is SagaState.COMPLETED
+    assert journal == [("run", 0), ("run", 1), ("run", 1), ("run", 2)]  # the started step runs again
+
+
+def test_a_crash_while_compensating_is_resumed_backward():
+    log, journal = MemoryStepLog(), []
+    first = SagaExecutor(log, {"rec": Recorder(journal, log, fail_run=1, crash_undo=1)})
+    with pytest.raises(ConnectionError):
+        asyncio.run(first.start("g1", "demo", CHILD_A, "job:1", steps(3, fail=2)))
+    assert log.sagas["g1"].state is SagaState.COMPENSATING
+    saga = asyncio.run(SagaExecutor(log, {"rec": Recorder(journal, log)}).run("g1"))
+    assert saga.state is SagaState.COMPENSATED
+    assert [j for j in journal if j[0] == "undo"] == [("undo", 2), ("undo", 1), ("undo", 0)]
+
+
+def test_a_failed_compensation_leaves_the_saga_stuck_for_an_operator():
+    log, journal, audit = MemoryStepLog(), [], MemoryAudit()
+    ex = SagaExecutor(log, {"rec": Recorder(journal, log, fail_run=1, fail_undo=True)}, audit)
+    with pytest.raises(SagaStuck, match="cannot undo"):
+        asyncio.run(ex.start("g1", "demo", CHILD_A, "job:1", steps(2, fail=1)))
+    assert log.sagas["g1"].state is SagaState.STUCK
+    assert audit.records[-1].action == "saga_stuck"
+
+
+def test_starting_the_same_saga_twice_does_not_run_it_twice():
+    log, journal = MemoryStepLog(), []
+    ex = SagaExecutor(log, {"rec": Recorder(journal, log)})
+    asyncio.run(ex.start("g1", "demo", CHILD_A, "job:1", steps(2)))
+    asyncio.run(ex.start("g1", "demo", CHILD_A, "job:1", steps(2)))
+    assert journal == [("run", 0), ("run", 1)]
+
+
+def test_bad_saga_definitions_are_rejected_before_anything_runs():
+    ex = SagaExecutor(MemoryStepLog(), {"rec": Recorder([], None)})
+    with pytest.raises(ValueError, match="no action registered"):
+        asyncio.run(ex.start("g", "demo", CHILD_A, "job:1", [StepSpec("a", "nope")]))
+    with pytest.raises(ValueError, match="unique"):
+        asyncio.run(ex.start("g", "demo", CHILD_A, "job:1", [StepSpec("a", "rec"), StepSpec("a", "rec")]))
+
+
+# --------------------------------------------------------------------------- copy-product saga
+
+
+def test_copying_a_product_creates_it_adds_its_collections_and_sets_its_levels():
+    deps, pp = copy_world()
+    asyncio.run(link_collection(deps))
+    ex = SagaExecutor(MemoryStepLog(), copy_product_actions(deps), deps.audit)
+    saga = asyncio.run(ex.start("copy-1", "copy_product", CHILD_A, "job:1", copy_product_steps(pp.id, CHILD_A)))
+    assert saga.state is SagaState.COMPLETED
+    child = deps.stores[CHILD_A]
+    (cp,) = child.products.values()
+    assert cp.collections == ("gid://shopify/Collection/501",)
+    links = asyncio.run(deps.links.link_map(CHILD_A))
+    for i, pv in enumerate(pp.variants):
+        item = links.child_item(pv.inventory_item_id)
+        assert child.levels[(item, A_LOC1)] == 5 + i and child.levels[(item, A_LOC2)] == 1
+
+
+def test_a_failure_in_the_third_step_leaves_every_store_as_before():
+    deps, pp = copy_world(child_cls=FailingLevels)
+    asyncio.run(link_collection(deps))
+    before = {shop: (dict(s.products), dict(s.levels)) for shop, s in deps.stores.items()}
+    ex = SagaExecutor(MemoryStepLog(), copy_product_actions(deps), deps.audit)
+    saga = asyncio.run(ex.start("copy-1", "copy_product", CHILD_A, "job:1", copy_product_steps(pp.id, CHILD_A)))
+    assert saga.state is SagaState.COMPENSATED and "location is not active" in saga.error
+    assert any(c[0] == "inventorySetQuantities" for c in deps.stores[CHILD_A].calls[:-1])  # one level was set
+    assert {shop: (dict(s.products), dict(s.levels)) for shop, s in deps.stores.items()} == before
+    links = asyncio.run(deps.links.link_map(CHILD_A))
+    assert [lk for lk in links.links if lk.kind is not LinkKind.COLLECTION] == []
+    assert {"product_create", "product_delete", "saga_compensated"} <= {r.action for r in deps.audit.records}
+
+
+def test_a_create_never_adopts_a_product_the_child_already_has():
+    deps, pp = copy_world()
+    deps.stores[CHILD_A].add_product(pp.__class__(id=None, handle=pp.handle, title="Theirs"))
+    ex = SagaExecutor(MemoryStepLog(), copy_product_actions(deps), deps.audit)
+    saga = asyncio.run(ex.start("copy-1", "copy_product", CHILD_A, "job:1", copy_product_steps(pp.id, CHILD_A)))
+    assert saga.state is SagaState.COMPENSATED and "link it" in saga.error
+    assert [p.title for p in deps.stores[CHILD_A].products.values()] == ["Theirs"]
