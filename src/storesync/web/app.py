@@ -13,12 +13,13 @@ from collections.abc import AsyncIterator
 
 import psycopg
 from starlette.applications import Starlette
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from storesync.config import NetworkConfig, Settings
 from storesync.db.migrate import SchemaBehindError, ensure_at_head
 from storesync.db.pools import async_pooled_pool, connect_direct
 from storesync.logs import configure_logging, get_logger
+from storesync.web.dashboard import create_dashboard
 from storesync.web.health import healthz, readyz
 from storesync.web.metrics import WebMetrics, metrics_endpoint
 from storesync.web.settings import WebSettings
@@ -84,6 +85,8 @@ def create_app(settings: Settings, network: NetworkConfig, web_settings: WebSett
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
+            # Operator dashboard (STORESYNC_DASHBOARD_TOKEN; disabled when unset); reads on this pool.
+            Mount("/dashboard", app=create_dashboard(settings, lambda: app.state.pool)),
         ],
         lifespan=lifespan,
     )
