@@ -1,0 +1,259 @@
+"""The Postgres adapters of the sync domain against a real, migrated database."""
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+from pydantic import SecretStr
+
+from storesync.config import Settings
+from storesync.db.pools import POOLED_CONNECTION_KWARGS, async_pooled_pool
+from storesync.sync.audit import AuditRecord
+from storesync.sync.inventory import (
+    EntryKind, EntryStatus, LedgerEntry, LedgerKey, SaleContext, apply_order_event, order_event_from_webhook,
+)
+from storesync.sync.memory import MemoryStore
+from storesync.sync.model import Link, LinkKind, MatchedBy
+from storesync.sync.ports import WriteRecord
+from storesync.sync.saga import SagaExecutor, SagaState, StepStatus
+from storesync.sync.saga_actions import copy_product_actions, copy_product_steps
+from storesync.sync.store_pg import PgAppliedVersions, PgAudit, PgLedger, PgLinks, PgStepLog, PgWriteRecords
+from tests.sync.builders import CHILD_A, CHILD_B, P_LOC1, PARENT, merchant
+from tests.sync.sagas import copy_world, link_collection
+from tests.sync.test_inventory import P_ITEM, link_map, order
+from tests.sync.test_saga import Recorder, steps
+
+T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+async def connect(db) -> psycopg.AsyncConnection:
+    return await psycopg.AsyncConnection.connect(db.dsn, **{**POOLED_CONNECTION_KWARGS, "autocommit": True})
+
+
+# --------------------------------------------------------------------------- links
+
+
+async def test_links_round_trip_and_keep_their_synced_view(db):
+    async with await connect(db) as conn:
+        repo = PgLinks(conn)
+        variant = Link(LinkKind.VARIANT, CHILD_A, "gid://shopify/ProductVariant/1", "gid://shopify/ProductVariant/9",
+                       MatchedBy.SKU, "gid://shopify/Product/1", "gid://shopify/Product/8",
+                       "gid://shopify/InventoryItem/1", "gid://shopify/InventoryItem/9")
+        product = Link(LinkKind.PRODUCT, CHILD_A, "gid://shopify/Product/1", "gid://shopify/Product/8", MatchedBy.SKU,
+                       synced_view={"title": "Tee", "variants": {"a": {"price": "1.00"}}})
+        assert await repo.save_links([variant, product]) == 2
+        # a later write without a view (and another matched_by) keeps the view and how it was first matched
+        await repo.save_links([Link(LinkKind.PRODUCT, CHILD_A, "gid://shopify/Product/1", "gid://shopify/Product/8",
+                                    MatchedBy.CREATED)])
+        lm = await repo.link_map(CHILD_A)
+        assert lm.link_down(LinkKind.PRODUCT, "gid://shopify/Product/1").synced_view == product.synced_view
+        assert lm.link_down(LinkKind.PRODUCT, "gid://shopify/Product/1").matched_by is MatchedBy.SKU
+        assert lm.link_down(LinkKind.VARIANT, variant.parent_id) == variant
+        assert lm.parent_item_for_child_variant(variant.child_id) == "gid://shopify/InventoryItem/1"
+        assert [lk.child_shop for lk in await repo.links_down(LinkKind.VARIANT, variant.parent_id)] == [CHILD_A]
+        assert await repo.links_for_parent_item("gid://shopify/InventoryItem/1") == [variant]
+        await repo.set_synced_view(CHILD_A, "gid://shopify/Product/1", {"title": "New"})
+        assert (await repo.link_map(CHILD_A)).link_down(LinkKind.PRODUCT, product.parent_id).synced_view == {"title": "New"}
+        await repo.delete_link(CHILD_A, LinkKind.VARIANT, variant.parent_id)
+        assert (await repo.link_map(CHILD_A)).child_id(LinkKind.VARIANT, variant.parent_id) is None
+
+
+async def test_one_child_object_cannot_be_linked_to_two_parent_objects(db):
+    async with await connect(db) as conn:
+        repo = PgLinks(conn)
+        await repo.save_links([Link(LinkKind.PRODUCT, CHILD_A, "gid://shopify/Product/1", "gid://shopify/Product/8", MatchedBy.SKU)])
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            await repo.save_links([Link(LinkKind.PRODUCT, CHILD_A, "gid://shopify/Product/2", "gid://shopify/Product/8",
+                                        MatchedBy.HANDLE)])
+        assert len((await repo.link_map(CHILD_A)).links) == 1
+
+
+# --------------------------------------------------------------------------- ledger
+
+
+def entry(delta=-1, line="gid://shopify/LineItem/1") -> LedgerEntry:
+    return LedgerEntry(LedgerKey(CHILD_A, line, EntryKind.SALE), "gid://shopify/Order/1", P_ITEM, P_LOC1, delta, "delivery:1")
+
+
+async def test_ledger_entries_move_claimed_planned_applied_once(db):
+    async with await connect(db) as conn:
+        ledger = PgLedger(conn)
+        stored, created = await ledger.claim(entry())
+        assert created and stored.status is EntryStatus.CLAIMED
+        again, created = await ledger.claim(entry())
+        assert not created and again == stored
+        with pytest.raises(ValueError, match="different content"):
+            await ledger.claim(entry(delta=-5))
+        planned = await ledger.plan(stored.key, 0, 1, 0)
+        other = await ledger.plan(stored.key, -1, 0, 4)  # a second planner gets the first plan
+        assert (planned.applied_delta, other.applied_delta, other.backlog_after) == (0, 0, 1)
+        assert await ledger.unfinished(P_ITEM, P_LOC1) == [planned]
+        assert await ledger.mark_applied(stored.key, 0)
+        assert not await ledger.mark_applied(stored.key, 0)
+        assert await ledger.backlog(P_ITEM, P_LOC1) == 1
+        assert await ledger.unfinished(P_ITEM, P_LOC1) == []
+        restock = LedgerEntry(LedgerKey(CHILD_A, "gid://shopify/LineItem/1", EntryKind.RESTOCK, "r1"),
+                              "gid://shopify/Order/1", P_ITEM, P_LOC1, 1, "delivery:2")
+        await ledger.claim(restock)
+        assert await ledger.restocked(CHILD_A, "gid://shopify/LineItem/1") == 1
+        assert (await ledger.get(restock.key)).status is EntryStatus.CLAIMED
+
+
+class CountingStore(MemoryStore):
+    """The parent, counting adjustments that really changed its level (not idempotent replays)."""
+
+    def __init__(self, shop):
+        super().__init__(shop)
+        self.real_adjusts = 0
+
+    async def adjust_level(self, item, location, delta, *, idempotency_key, reason="correction"):
+        replay = idempotency_key in self._replays
+        out = await super().adjust_level(item, location, delta, idempotency_key=idempotency_key, reason=reason)
+        await asyncio.sleep(0.01)  # a network round trip, so that attempts overlap
+        self.real_adjusts += 0 if replay else 1
+        return out
+
+
+async def test_ledger_applies_a_sale_once_under_concurrent_attempts(db):
+    parent = CountingStore(PARENT)
+    parent.levels[(P_ITEM, P_LOC1)] = 10
+    event = order_event_from_webhook(CHILD_A, "orders/create", order(CHILD_A, 1, qty=3))
+    conns = [await connect(db) for _ in range(8)]
+    try:
+        async def attempt(conn):
+            ctx = SaleContext(merchant(), link_map(CHILD_A), PgLedger(conn), parent, PgWriteRecords(conn), PgAudit(conn))
+            return await apply_order_event(ctx, event, "delivery:dup")
+
+        results = await asyncio.gather(*(attempt(c) for c in conns))
+    finally:
+        for c in conns:
+            await c.close()
+    assert parent.levels[(P_ITEM, P_LOC1)] == 7 and parent.real_adjusts == 1
+    async with await connect(db) as conn:
+        rows = await (await conn.execute("SELECT status, applied_delta FROM sync_inventory_ledger")).fetchall()
+        audits = await PgAudit(conn).query(cause="delivery:dup")
+    assert rows == [("applied", -3)]
+    assert len(audits) == 1  # exactly one attempt marked it applied
+    assert {r[0].applied_delta for r in results} == {-3}
+
+
+async def test_ledger_through_pgbouncer_transaction_mode(pgbouncer_dsn, db):
+    """The adapters hold no session state: the whole sale path works through PgBouncer."""
+    settings = Settings.load(database_url=SecretStr(pgbouncer_dsn), pool_min_size=0, pool_max_size=2)
+    parent = MemoryStore(PARENT)
+    parent.levels[(P_ITEM, P_LOC1)] = 5
+    async with async_pooled_pool(settings) as pool:
+        for n in range(3):
+            async with pool.connection() as conn:
+                await conn.set_autocommit(True)
+                ctx = SaleContext(merchant(), link_map(CHILD_B), PgLedger(conn), parent, PgWriteRecords(conn), PgAudit(conn))
+                await apply_order_event(ctx, order_event_from_webhook(CHILD_B, "orders/create", order(CHILD_B, n + 1)), "d")
+                await apply_order_event(ctx, order_event_from_webhook(CHILD_B, "orders/create", order(CHILD_B, n + 1)), "d")
+    assert parent.levels[(P_ITEM, P_LOC1)] == 2
+
+
+# --------------------------------------------------------------------------- write records, versions, audit
+
+
+async def test_write_records_and_applied_versions(db):
+    async with await connect(db) as conn:
+        writes, versions = PgWriteRecords(conn), PgAppliedVersions(conn)
+        for s, q in ((0, 5), (2, 4), (1, 6)):
+            await writes.record_write(WriteRecord(CHILD_A, "i", "l", q, T0 + timedelta(seconds=s), "job:1"))
+        recent = await writes.recent_writes(CHILD_A, "i", "l", T0 + timedelta(seconds=1))
+        assert [r.quantity for r in recent] == [4, 6]
+        assert await writes.prune(T0 + timedelta(seconds=1)) == 1
+        assert await versions.advance(CHILD_A, "i", "l", T0, "b")
+        assert await versions.advance(CHILD_A, "i", "l", T0, "b")  # the same event again
+        assert not await versions.advance(CHILD_A, "i", "l", T0, "a")  # older tiebreak: stale
+        assert not await versions.advance(CHILD_A, "i", "l", T0 - timedelta(seconds=1), "z")
+        assert await versions.advance(CHILD_A, "i", "l", T0 + timedelta(seconds=1), "a")
+        assert await versions.current(CHILD_A, "i", "l") == (T0 + timedelta(seconds=1), "a")
+        assert await versions.current(CHILD_A, "i", "x") is None
+
+
+async def test_audit_trail_is_queryable_by_store_object_and_cause(db):
+    async with await connect(db) as conn:
+        audit = PgAudit(conn)
+        for n in range(3):
+            await audit.record(AuditRecord(CHILD_A if n < 2 else CHILD_B, "product", f"p{n % 2}", "product_set",
+                                           {"title": "a"}, {"title": "b", "n": n}, f"job:{n}", T0 + timedelta(seconds=n)))
+        assert [r.after["n"] for r in await audit.query(shop=CHILD_A)] == [1, 0]
+        assert [r.after["n"] for r in await audit.query(object_id="p0")] == [2, 0]
+        (one,) = await audit.query(cause="job:1")
+        assert (one.shop, one.before, one.at) == (CHILD_A, {"title": "a"}, T0 + timedelta(seconds=1))
+        assert len(await audit.query(limit=2)) == 2
+
+
+# --------------------------------------------------------------------------- saga log
+
+
+async def test_saga_log_survives_a_crash_and_a_new_executor_resumes_it(db):
+    journal = []
+    conn = await connect(db)
+    log = PgStepLog(conn)
+    class CheckUndoDurable(Recorder):
+        async def run(self, params, ctx):
+            saga = await PgStepLog(conn).load(ctx.saga_id)
+            assert saga.steps[params["n"]].undo == {"undo": params["n"]}  # recorded before running
+            self.journal.append(("run", params["n"]))
+            if params.get("crash") and self.crash_run:
+                self.crash_run -= 1
+                raise ConnectionError("worker died")
+            return {"n": params["n"]}
+
+    with pytest.raises(ConnectionError):
+        await SagaExecutor(log, {"rec": CheckUndoDurable(journal, None, crash_run=1)}).start(
+            "saga-1", "demo", CHILD_A, "job:7", steps(3, crash=1))
+    await conn.close()  # the process is gone
+
+    async with await connect(db) as conn2:
+        log2 = PgStepLog(conn2)
+        saga = await log2.load("saga-1")
+        assert saga.state is SagaState.RUNNING
+        assert [s.status for s in saga.steps] == [StepStatus.DONE, StepStatus.STARTED, StepStatus.PENDING]
+        conn = conn2  # CheckUndoDurable reads through the live connection
+        done, failed = await SagaExecutor(log2, {"rec": CheckUndoDurable(journal, None)}).resume_all()
+        assert failed == [] and [s.state for s in done] == [SagaState.COMPLETED]
+        assert journal == [("run", 0), ("run", 1), ("run", 1), ("run", 2)]
+        assert await log2.unfinished() == []
+
+
+async def test_compensation_interrupted_by_a_crash_finishes_after_restart(db):
+    deps, pp = copy_world()
+    await link_collection(deps)
+    # step 3 fails for good; the first executor dies while undoing step 2
+    from tests.sync.sagas import FailingLevels
+
+    deps.stores[CHILD_A] = FailingLevels(CHILD_A)
+    actions = copy_product_actions(deps)
+
+    class DiesWhileUndoing:
+        def __init__(self, inner):
+            self.inner = inner
+
+        async def prepare(self, params, ctx):
+            return await self.inner.prepare(params, ctx)
+
+        async def run(self, params, ctx):
+            return await self.inner.run(params, ctx)
+
+        async def undo(self, undo, ctx):
+            raise ConnectionError("worker died while compensating")
+
+    conn = await connect(db)
+    with pytest.raises(ConnectionError):
+        await SagaExecutor(PgStepLog(conn), {**actions, "set_child_collections": DiesWhileUndoing(actions["set_child_collections"])},
+                           PgAudit(conn)).start("copy-1", "copy_product", CHILD_A, "job:9", copy_product_steps(pp.id, CHILD_A))
+    await conn.close()
+    assert deps.stores[CHILD_A].products  # half done: the product exists in the child
+
+    async with await connect(db) as conn2:
+        saga = await PgStepLog(conn2).load("copy-1")
+        assert saga.state is SagaState.COMPENSATING
+        saga = await SagaExecutor(PgStepLog(conn2), actions, PgAudit(conn2)).run("copy-1")
+        assert saga.state is SagaState.COMPENSATED
+        assert deps.stores[CHILD_A].products == {} and deps.stores[CHILD_A].levels == {}
+        assert [r.action for r in await PgAudit(conn2).query(cause="job:9")] == ["saga_compensated"]
+        assert "product_delete" in [r.action for r in deps.audit.records]
