@@ -81,6 +81,9 @@ def emulator_cmd(
         sock.bind((host, port))
     except OSError as err:
         fail(f"cannot listen on {host}:{port}: {err}")
+    # Listening before printing: a client that reads the URL may connect at once (the backlog
+    # holds it until uvicorn accepts).
+    sock.listen(2048)
     bound = sock.getsockname()[1]
     base_url = f"http://{host}:{bound}"
     for st in app.emulator.stores.values():

@@ -297,6 +297,8 @@ class StoreState:
         # idempotency key -> (mutation field name, canonical arguments, original payload)
         self.idempotency: dict[str, tuple[str, str, Any]] = {}
         self._order_numbers = itertools.count(1001)
+        # Every Shopify store has at least one location from the start.
+        self.add_location("Shop location")
 
     def next_id(self) -> int:
         return self.emulator.next_id()
@@ -432,9 +434,8 @@ class StoreState:
              quantity: int = 10, prefix: str | None = None) -> dict:
         """A generated catalog (no webhooks: it is the store as it was before we arrived)."""
         for name in locations or []:
-            self.add_location(name)
-        if not self.locations:
-            self.add_location("Warehouse")
+            if all(loc.name != name for loc in self.locations.values()):
+                self.add_location(name)
         prefix = prefix or self.shop.split(".", 1)[0].upper()
         created = []
         start = len(self.products) + 1
