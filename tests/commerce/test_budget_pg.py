@@ -48,15 +48,19 @@ async def test_concurrent_reservations_from_many_connections_queue_without_overs
         assert wait == pytest.approx(k * 0.1, abs=0.05)
 
 
-async def test_settle_adopts_throttle_status_minus_other_pending_reservations(pool, db):
+async def test_settle_adopts_throttle_status_minus_reservations_still_waiting(pool, db):
+    """The server's currentlyAvailable already includes calls that went out, but not the ones
+    still waiting for their turn: only those are subtracted."""
     budget = PostgresBudget(pool)
+    await budget.reserve(SHOP, 1000)  # sent at once: the server has seen it
     mine = await budget.reserve(SHOP, 10)
-    await budget.reserve(SHOP, 30)  # another caller, still in flight
+    waiting = await budget.reserve(SHOP, 1500)  # 990 left: waits ~5 s before going out
+    assert waiting.wait == pytest.approx(5.1, abs=0.1)
     await budget.settle(mine, charged=10, status=ThrottleStatus(4000, 1000, 200))
     with db.connect() as conn:
         capacity, rate, available, _ = conn.execute(BUDGET_ROW, {"shop": SHOP}).fetchone()
     assert (capacity, rate) == (4000, 200)
-    assert available == pytest.approx(970, abs=2)
+    assert available == pytest.approx(1000 - 1500, abs=2)
 
 
 async def test_refused_reservation_takes_nothing(pool, db):

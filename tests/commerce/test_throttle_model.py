@@ -59,22 +59,22 @@ def test_reserve_refuses_without_taking_when_the_wait_exceeds_the_limit():
 
 def test_refund_gives_back_down_to_actual_cost_and_caps_at_capacity():
     s = BucketState(2000, 100, 1000, at=0.0)
-    after = settle_state(s, 0.0, reserved=300, charged=120, status=None, pending_others=0)
+    after = settle_state(s, 0.0, reserved=300, charged=120, status=None, waiting_others=0)
     assert after.available == pytest.approx(1180)
     full = settle_state(BucketState(2000, 100, 1990, 0.0), 0.0, reserved=300, charged=0, status=None,
-                        pending_others=0)
+                        waiting_others=0)
     assert full.available == 2000
 
 
 def test_unknown_charge_keeps_the_reservation_spent():
     s = BucketState(2000, 100, 1000, at=0.0)
-    assert settle_state(s, 1.0, reserved=50, charged=None, status=None, pending_others=0).available == 1100
+    assert settle_state(s, 1.0, reserved=50, charged=None, status=None, waiting_others=0).available == 1100
 
 
 def test_throttle_status_corrects_the_model_minus_what_others_have_pending():
     s = BucketState(2000, 100, 1500, at=0.0)  # we believed 1500
     status = ThrottleStatus(maximum_available=4000, currently_available=700, restore_rate=200)
-    after = settle_state(s, 2.0, reserved=10, charged=10, status=status, pending_others=30)
+    after = settle_state(s, 2.0, reserved=10, charged=10, status=status, waiting_others=30)
     assert (after.capacity, after.restore_rate) == (4000, 200)  # a plan change is adopted
     assert after.available == pytest.approx(670)
     assert after.at == 2.0

@@ -61,7 +61,7 @@ class LocalBudget:
         self.margin = margin
         self._clock = clock
         self._states: dict[str, BucketState] = {}
-        self._pending: dict[str, dict[int, float]] = {}
+        self._pending: dict[str, dict[int, tuple[float, float]]] = {}  # id -> (cost, send_at)
         self._ids = itertools.count(1)
 
     def state(self, shop: str) -> BucketState:
@@ -75,16 +75,17 @@ class LocalBudget:
         if not grant.granted:
             return Reservation(0, shop, cost, grant.wait, granted=False)
         rid = next(self._ids)
-        self._pending.setdefault(shop, {})[rid] = cost
+        self._pending.setdefault(shop, {})[rid] = (cost, self._clock() + grant.wait)
         return Reservation(rid, shop, cost, grant.wait)
 
     async def settle(self, reservation: Reservation, *, charged: float | None,
                      status: ThrottleStatus | None) -> None:
         pending = self._pending.setdefault(reservation.shop, {})
         pending.pop(reservation.id, None)
+        now = self._clock()
         self._states[reservation.shop] = settle_state(
-            self.state(reservation.shop), self._clock(), reserved=reservation.cost, charged=charged,
-            status=status, pending_others=sum(pending.values()),
+            self.state(reservation.shop), now, reserved=reservation.cost, charged=charged, status=status,
+            waiting_others=sum(cost for cost, send_at in pending.values() if send_at > now),
         )
 
 
@@ -124,7 +125,8 @@ class PostgresBudget:
                 return Reservation(0, shop, cost, grant.wait, granted=False)
             await self._write(conn, shop, grant.state)
             cur = await conn.execute(sql.INSERT_RESERVATION, {
-                "shop": shop, "cost": cost, "expires_at": now + grant.wait + self.reservation_ttl})
+                "shop": shop, "cost": cost, "send_at": now + grant.wait,
+                "expires_at": now + grant.wait + self.reservation_ttl})
             (rid,) = await cur.fetchone()
         return Reservation(rid, shop, cost, grant.wait)
 
@@ -134,9 +136,9 @@ class PostgresBudget:
         async with self.pool.connection() as conn, conn.transaction():
             state, now = await self._lock(conn, shop)
             await conn.execute(sql.RELEASE_RESERVATION, {"id": reservation.id, "shop": shop})
-            pending = 0.0
+            waiting = 0.0
             if status is not None:
-                cur = await conn.execute(sql.PENDING_POINTS, {"shop": shop})
-                (pending,) = await cur.fetchone()
+                cur = await conn.execute(sql.WAITING_POINTS, {"shop": shop})
+                (waiting,) = await cur.fetchone()
             await self._write(conn, shop, settle_state(
-                state, now, reserved=reservation.cost, charged=charged, status=status, pending_others=pending))
+                state, now, reserved=reservation.cost, charged=charged, status=status, waiting_others=waiting))

@@ -24,10 +24,10 @@ SET capacity = %(capacity)s, restore_rate = %(restore_rate)s, available = %(avai
 WHERE shop_domain = %(shop)s
 """
 
-# insert_reservation: remember points granted and not yet answered, until they expire.
+# insert_reservation: remember points granted and not yet answered, with when the call goes out.
 INSERT_RESERVATION = """
-INSERT INTO api_budget_reservations (shop_domain, cost, expires_at)
-VALUES (%(shop)s, %(cost)s, to_timestamp(%(expires_at)s))
+INSERT INTO api_budget_reservations (shop_domain, cost, send_at, expires_at)
+VALUES (%(shop)s, %(cost)s, to_timestamp(%(send_at)s), to_timestamp(%(expires_at)s))
 RETURNING id
 """
 
@@ -37,10 +37,10 @@ DELETE FROM api_budget_reservations
 WHERE id = %(id)s OR (shop_domain = %(shop)s AND expires_at < clock_timestamp())
 """
 
-# pending_points: points still granted and unanswered for the store (the server has not charged them).
-PENDING_POINTS = """
+# waiting_points: points granted to calls still waiting to go out (the server cannot have seen them).
+WAITING_POINTS = """
 SELECT coalesce(sum(cost), 0)::float8 FROM api_budget_reservations
-WHERE shop_domain = %(shop)s AND expires_at >= clock_timestamp()
+WHERE shop_domain = %(shop)s AND send_at > clock_timestamp()
 """
 
 # budget_row: a store's bucket as stored (for tests and the status page).

@@ -7,8 +7,9 @@ charged its `requestedQueryCost` up front and refunded down to `actualQueryCost`
 Our model lets `available` go negative: a reservation is granted at once and told how long to
 wait, `(cost + margin - available) / restore_rate`, which queues callers in the order they asked
 without anyone polling. Every response corrects the model from `throttleStatus`: the server's
-`currentlyAvailable` minus the reservations still pending (granted, not yet answered), which the
-server has not seen yet.
+`currentlyAvailable` minus the reservations still waiting to be sent, which the server cannot
+have seen. (Calls already sent are counted as seen: counting them too would make every caller
+that retries after a THROTTLED burst compute the same wait and collide again.)
 
 Static cost estimate (Shopify's rules): scalars and enums 0, objects 1, connections
 2 + first x (cost of one node), mutations 10 plus the objects their payload selects. It is then scaled by what the server reported as
@@ -121,13 +122,13 @@ class BucketState:
         cur = self.settled(now)
         return replace(cur, available=min(cur.capacity, cur.available + points))
 
-    def observe(self, status: ThrottleStatus, now: float, *, pending_others: float = 0.0) -> BucketState:
+    def observe(self, status: ThrottleStatus, now: float, *, waiting_others: float = 0.0) -> BucketState:
         """Adopt the server's view: its bucket size and rate, and what it had available minus
-        what other callers have been granted but the server has not yet charged."""
+        what other callers have been granted but not yet sent."""
         return BucketState(
             capacity=status.maximum_available,
             restore_rate=status.restore_rate,
-            available=min(status.maximum_available, status.currently_available) - max(0.0, pending_others),
+            available=min(status.maximum_available, status.currently_available) - max(0.0, waiting_others),
             at=max(now, self.at),
         )
 
@@ -138,11 +139,11 @@ def wait_seconds(requested: float, available: float, restore_rate: float) -> flo
 
 
 def settle_state(state: BucketState, now: float, *, reserved: float, charged: float | None,
-                 status: ThrottleStatus | None, pending_others: float) -> BucketState:
+                 status: ThrottleStatus | None, waiting_others: float) -> BucketState:
     """The model after a call answered: refund what was reserved but not charged, then (when the
     response carried one) adopt the server's `throttleStatus`."""
     if status is not None:
-        return state.observe(status, now, pending_others=pending_others)
+        return state.observe(status, now, waiting_others=waiting_others)
     if charged is None:  # unknown (network fault): keep the charge, the safe side
         return state.settled(now)
     return state.refund(max(0.0, reserved - charged), now)

@@ -13,13 +13,15 @@ CREATE TABLE api_budgets (
     observed_at  timestamptz NOT NULL
 );
 
--- Points granted but not yet answered. The server's currentlyAvailable does not include them
--- yet, so a correction subtracts them. A process that dies mid-call leaves its row until
--- expires_at, then it stops counting and is swept.
+-- Points granted and not yet answered. Until send_at (grant time + its wait) the call has not
+-- reached the store, so the server's currentlyAvailable cannot include it: a correction from
+-- throttleStatus subtracts the reservations still waiting. A process that dies mid-call leaves
+-- its row until expires_at; then it is swept.
 CREATE TABLE api_budget_reservations (
     id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     shop_domain text NOT NULL REFERENCES api_budgets (shop_domain) ON DELETE CASCADE,
     cost        double precision NOT NULL CHECK (cost >= 0),
+    send_at     timestamptz NOT NULL,
     expires_at  timestamptz NOT NULL
 );
 
