@@ -286,3 +286,36 @@ def test_merge_keeps_child_owned_data_and_makes_synced_fields_equal_the_parents(
         assert again.noop, again.changes
 
     run(go())
+
+
+def test_images_are_compared_by_file_name_not_by_each_stores_cdn_url():
+    from storesync.sync.catalog import image_key
+    assert image_key("https://cdn.shopify.com/s/files/1/0001/files/Tee.jpg?v=123") == "tee.jpg"
+    assert image_key("https://parent.example/img/tee.jpg") == "tee.jpg"
+
+
+def test_removed_variants_lose_their_links():
+    w = World()
+    run(w.sync())
+    gone = w.pp.variants[1]
+    keep = w.pp.variants[0]
+    run(w.edit_parent(variants=[{"id": keep.id, "optionValues": [{"optionName": "Size", "name": "S"}],
+                                 "price": "10.00", "inventoryItem": {"sku": keep.sku}}],
+                      productOptions=[{"name": "Size", "values": [{"name": "S"}]}]))
+    run(w.sync())
+    lm = run(w.links.link_map(CHILD_A))
+    assert lm.child_id(LinkKind.VARIANT, gone.id) is None and lm.child_id(LinkKind.VARIANT, keep.id)
+
+
+def test_policy_from_configuration_with_clear_errors():
+    p = SyncPolicy.from_mapping({"fields": ["title", "options", "variants"],
+                                 "price_rules": {CHILD_A: {"markup_percent": "15", "rounding": "whole"}}})
+    assert p.synced == {SyncedField.TITLE, SyncedField.OPTIONS, SyncedField.VARIANTS}
+    assert p.price_rule(CHILD_A) == PriceRule(Decimal(15), Rounding.WHOLE)
+    assert p.price_rule("other.myshopify.com") == PriceRule()
+    with pytest.raises(ValueError, match="unknown fields"):
+        SyncPolicy.from_mapping({"fields": ["title", "colour"]})
+    with pytest.raises(ValueError, match="price rule for"):
+        SyncPolicy.from_mapping({"price_rules": {CHILD_A: {"rounding": "sometimes"}}})
+    with pytest.raises(ValueError, match="unknown keys"):
+        SyncPolicy.from_mapping({"field": []})

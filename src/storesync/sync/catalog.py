@@ -89,6 +89,30 @@ class SyncPolicy:
         if len(pair & self.synced) == 1:
             raise ValueError("options and variants are synced together (a variant is its option values)")
 
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> SyncPolicy:
+        """From configuration such as
+        `{"fields": ["title", ...], "price_rules": {"child.myshopify.com": {"markup_percent": "10",
+        "rounding": "ninety_nine"}}}`; a bad value raises ValueError naming it."""
+        unknown_keys = set(data) - {"fields", "price_rules"}
+        if unknown_keys:
+            raise ValueError(f"sync policy: unknown keys {sorted(unknown_keys)}")
+        fields = data.get("fields")
+        synced = ALL_FIELDS
+        if fields is not None:
+            bad = [f for f in fields if f not in SyncedField.__members__.values()]
+            if bad:
+                raise ValueError(f"sync policy: unknown fields {bad}; known: {[f.value for f in SyncedField]}")
+            synced = frozenset(SyncedField(f) for f in fields)
+        rules = {}
+        for shop, rule in (data.get("price_rules") or {}).items():
+            try:
+                rules[shop] = PriceRule(Decimal(str(rule.get("markup_percent", "0"))),
+                                        Rounding(rule.get("rounding", "cent")))
+            except (ArithmeticError, ValueError, AttributeError) as err:
+                raise ValueError(f"sync policy: price rule for {shop}: {err}") from None
+        return cls(synced, rules)
+
     def price_rule(self, child_shop: str) -> PriceRule:
         return self.price_rules.get(child_shop, IDENTITY_PRICE)
 
@@ -101,6 +125,12 @@ class SyncPolicy:
 
 def _money(d: Decimal | None) -> str | None:
     return None if d is None else str(d.quantize(Decimal("0.01")))
+
+
+def image_key(source: str) -> str:
+    """What identifies an image across stores: its file name. Shopify serves each store's copy
+    from its own CDN path (with a ?v= query), so whole URLs never match between stores."""
+    return source.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1].lower()
 
 
 def _options_used(variants: Iterable[Variant], option_order: Iterable[str]) -> list[list[Any]]:
@@ -136,7 +166,7 @@ def _scalar_view(p: Product, policy: SyncPolicy) -> dict[str, Any]:
     if policy.syncs(SyncedField.TAGS):
         view["tags"] = sorted(set(p.tags))
     if policy.syncs(SyncedField.IMAGES):
-        view["images"] = [[i.source, i.alt] for i in p.images]
+        view["images"] = [[image_key(i.source), i.alt] for i in p.images]
     if policy.syncs(SyncedField.STATUS):
         view["status"] = p.status
     if policy.syncs(SyncedField.SEO):
@@ -475,6 +505,10 @@ async def sync_product_to_child(
     if plan.noop:
         return plan
     written = await child_store.product_set(plan.input, product_id=plan.child_product_id)
+    for child_variant_id in plan.removed_variants:
+        parent_variant_id = links.parent_id(LinkKind.VARIANT, child_variant_id)
+        if parent_variant_id:
+            await links_repo.delete_link(child_store.shop, LinkKind.VARIANT, parent_variant_id)
     await links_repo.save_links(links_after_write(plan, parent, written, links))
     await audit.record(AuditRecord(
         shop=child_store.shop, object_type="product", object_id=written.id or "",
