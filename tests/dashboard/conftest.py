@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import httpx
 import psycopg
 import pytest
 
-from storesync.config import NetworkConfig
+from storesync.config import NetworkConfig, Settings
 from storesync.db.network_sql import apply_network
 from storesync.queue.enqueue import JobSpec, Lane, enqueue
 from storesync.web.app import create_app
@@ -77,7 +79,8 @@ def serve_dashboard(db, monkeypatch) -> Iterator[Callable[..., object]]:
     network applied; token None leaves STORESYNC_DASHBOARD_TOKEN unset."""
 
     @contextmanager
-    def start(*, token: str | None = "generate", page_size: int | None = None) -> Iterator[Dashboard]:
+    def start(*, token: str | None = "generate", page_size: int | None = None,
+              settings: Settings | None = None) -> Iterator[Dashboard]:
         if token == "generate":
             token = "op-" + secrets.token_hex(16)
         if token is None:
@@ -90,7 +93,7 @@ def serve_dashboard(db, monkeypatch) -> Iterator[Callable[..., object]]:
             monkeypatch.setenv("STORESYNC_DASHBOARD_PAGE_SIZE", str(page_size))
         with psycopg.connect(db.dsn) as conn:
             apply_network(conn, NETWORK)
-        app = create_app(db.settings, NETWORK)
+        app = create_app(settings or db.settings, NETWORK)
         with serve_app(app) as origin:
             yield Dashboard(url=origin + "/dashboard", origin=origin, token=token or "", db=db)
 
@@ -122,6 +125,21 @@ def page(browser):
         yield pg
     finally:
         context.close()
+
+
+@contextmanager
+def signed_in_client(dash: Dashboard) -> Iterator[httpx.Client]:
+    """An httpx client holding a dashboard session cookie (signed in through the form)."""
+    with httpx.Client(base_url=dash.origin, timeout=10) as client:
+        reply = client.post("/dashboard/login", data={"token": dash.token, "next": "/dashboard/"})
+        assert reply.status_code == 303, reply.text
+        yield client
+
+
+def csrf_of(html: str) -> str:
+    match = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert match, "no CSRF token in the page"
+    return match.group(1)
 
 
 def sign_in(page, dash: Dashboard, path: str = "/") -> None:
