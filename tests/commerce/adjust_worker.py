@@ -46,6 +46,7 @@ async def smart(args) -> dict:
         budget = LocalBudget(margin=args.margin)
     deadline = time.monotonic() + args.seconds
     done = 0
+    started = time.time()
     try:
         async with AdminClient(store, budget=budget, backoff_base=0.05, backoff_cap=0.5) as client:
             while _more(args, done, deadline):
@@ -54,7 +55,10 @@ async def smart(args) -> dict:
                 done += 1
             s = client.stats
             return {"worker": args.worker, "done": done, "requests": s.requests, "throttled": s.throttled,
-                    "http_429": s.http_429, "server_errors": s.server_errors, "points": s.points_charged}
+                    "http_429": s.http_429, "server_errors": s.server_errors, "points": s.points_charged,
+                    "started": started, "ended": time.time(),
+                    "last_available": s.last_status.currently_available if s.last_status else None,
+                    "last_at": s.last_status_at}
     finally:
         if pool is not None:
             await pool.close()
@@ -66,6 +70,8 @@ async def naive(args) -> dict:
     deadline = time.monotonic() + args.seconds
     done = requests = throttled = 0
     points = 0.0
+    last_available = last_at = None
+    started = time.time()
     headers = {"X-Shopify-Access-Token": args.token}
     async with httpx.AsyncClient(timeout=10) as http:
         while _more(args, done, deadline):
@@ -73,6 +79,9 @@ async def naive(args) -> dict:
             body = {"query": op.text, "variables": {**variables, "idempotencyKey": key}}
             requests += 1
             resp = (await http.post(args.url, json=body, headers=headers)).json()
+            status = ((resp.get("extensions") or {}).get("cost") or {}).get("throttleStatus")
+            if status:
+                last_available, last_at = status["currentlyAvailable"], time.time()
             if any((e.get("extensions") or {}).get("code") == "THROTTLED" for e in resp.get("errors") or []):
                 throttled += 1
                 await asyncio.sleep(1.0)
@@ -80,7 +89,8 @@ async def naive(args) -> dict:
             points += ((resp.get("extensions") or {}).get("cost") or {}).get("actualQueryCost") or 0
             done += 1
     return {"worker": args.worker, "done": done, "requests": requests, "throttled": throttled,
-            "http_429": 0, "server_errors": 0, "points": points}
+            "http_429": 0, "server_errors": 0, "points": points, "started": started, "ended": time.time(),
+            "last_available": last_available, "last_at": last_at}
 
 
 def main() -> None:

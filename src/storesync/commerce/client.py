@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -37,7 +38,7 @@ from storesync.commerce.errors import (
     user_errors_error,
 )
 from storesync.commerce.operations import IDEMPOTENCY_VARIABLE, Operation, get_operation
-from storesync.commerce.throttle import MAX_QUERY_COST, CostEstimator, QueryCost
+from storesync.commerce.throttle import MAX_QUERY_COST, CostEstimator, QueryCost, ThrottleStatus
 from storesync.config import StoreConfig
 from storesync.logs import get_logger
 
@@ -82,6 +83,9 @@ class ClientStats:
     points_charged: float = 0.0
     waited_s: float = 0.0
     by_status: dict[int, int] = field(default_factory=dict)
+    # The store's last throttleStatus and when (epoch seconds) it arrived.
+    last_status: ThrottleStatus | None = None
+    last_status_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -235,6 +239,8 @@ class AdminClient:
         errors = payload.get("errors") if isinstance(payload, dict) else None
         codes = _error_codes(errors)
         status = cost.throttle if cost else None
+        if status is not None:
+            self.stats.last_status, self.stats.last_status_at = status, time.time()
 
         if resp.status_code >= 500 or (not isinstance(payload, dict) and resp.status_code < 400) \
                 or "INTERNAL_SERVER_ERROR" in codes:
