@@ -15,7 +15,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from storesync.sync.model import Link, LinkKind, MatchedBy, Product, Variant
+from storesync.sync.model import Collection, Link, LinkKind, MatchedBy, Product, Variant
 
 
 @dataclass(frozen=True)
@@ -163,3 +163,19 @@ def match_catalogs(parent: Iterable[Product], child: Iterable[Product], child_sh
     report.unmatched_parent = [r.variant_id for r in prefs if r.variant_id not in linked_p]
     report.unmatched_child = [r.variant_id for r in crefs if r.variant_id not in linked_c]
     return report
+
+
+def match_collections(parent: Iterable[Collection], child: Iterable[Collection], child_shop: str) -> tuple[list[Link], list[str]]:
+    """Collections link by handle (unique per store in Shopify). Returns the links and the parent
+    collections the child lacks (a backfill creates them before syncing memberships)."""
+    by_handle = {c.handle: c for c in child if c.id}
+    links, missing = [], []
+    for pc in parent:
+        if pc.id is None:
+            continue
+        cc = by_handle.get(pc.handle)
+        if cc is None:
+            missing.append(pc.id)
+        else:
+            links.append(Link(LinkKind.COLLECTION, child_shop, pc.id, cc.id or "", MatchedBy.HANDLE))
+    return links, missing

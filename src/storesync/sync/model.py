@@ -80,6 +80,13 @@ class Product:
 
 
 @dataclass(frozen=True)
+class Collection:
+    id: str | None
+    handle: str
+    title: str = ""
+
+
+@dataclass(frozen=True)
 class InventoryLevel:
     inventory_item_id: str
     location_id: str
