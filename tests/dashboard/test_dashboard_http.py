@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -195,3 +197,36 @@ def test_pages_and_replay_work_through_pgbouncer_transaction_mode(serve_dashboar
             reply = operator.post(f"/dashboard/jobs/{job_id}/replay", data={"csrf": csrf})
             assert reply.headers["location"].endswith("notice=replayed")
         assert job_state(dash, job_id) == "queued"
+
+
+def test_dashboard_reads_leave_the_shared_pool_as_ingestion_needs_it(serve_dashboard, db):
+    # One pooled connection: every dashboard read and every webhook share it.
+    settings = Settings.load(database_url=SecretStr(db.dsn), pool_min_size=0, pool_max_size=1)
+    with serve_dashboard(settings=settings) as dash:
+        with signed_in_client(dash) as operator:
+            for path in ["/", "/queue", "/failures", "/audit"]:
+                assert operator.get("/dashboard" + path).status_code == 200
+        dash.heartbeat("worker-1")  # /readyz then reads the heartbeat on the same connection
+        _webhook(dash, "orders/create", json.dumps({"id": 5}).encode())
+        ready = httpx.get(dash.origin + "/readyz", timeout=10)
+        assert ready.status_code == 200, ready.text
+        assert {c["name"]: c for c in ready.json()["checks"]}["worker_heartbeat"]["workers"] == 1
+        assert dash.sql("SELECT count(*) FROM jobs WHERE kind = 'webhook.orders_create'") == [(1,)]
+
+
+def test_slow_pages_are_cut_off_and_bounded_in_connections_with_a_clear_503(serve_dashboard, db, monkeypatch):
+    monkeypatch.setenv("STORESYNC_DASHBOARD_STATEMENT_TIMEOUT_MS", "1000")
+    monkeypatch.setenv("STORESYNC_DASHBOARD_MAX_CONCURRENT_READS", "1")
+    settings = Settings.load(database_url=SecretStr(db.dsn), pool_min_size=0, pool_max_size=4, pool_timeout=0.2)
+    with serve_dashboard(settings=settings) as dash, signed_in_client(dash) as operator:
+        with db.connect() as blocker:
+            blocker.execute("LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE")  # held until rollback
+            with ThreadPoolExecutor(2) as pool:
+                first = pool.submit(operator.get, "/dashboard/queue")
+                time.sleep(0.2)
+                second = pool.submit(operator.get, "/dashboard/queue")
+                slow, crowded = first.result(timeout=10), second.result(timeout=10)
+            blocker.rollback()
+        assert slow.status_code == 503 and "ran longer than 1000 ms" in slow.text
+        assert crowded.status_code == 503 and "other dashboard pages are still loading" in crowded.text
+        assert operator.get("/dashboard/queue").status_code == 200  # nothing left held

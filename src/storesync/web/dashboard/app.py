@@ -165,14 +165,23 @@ def create_dashboard(settings: Settings, pool: PoolGetter,
                             status=503, session=session)
         return endpoint
 
+    readers = asyncio.Semaphore(ds.max_concurrent_reads)
+
     async def read(work: Callable[[psycopg.AsyncConnection], Awaitable[Any]]) -> Any:
-        """Run `work` in one read transaction on the pooled path, bounded in time."""
+        """Run `work` in one read transaction on the pooled path, bounded in time, holding at
+        most `max_concurrent_reads` of the shared pool's connections at once."""
         current = pool()
         if current is None:
             raise Unavailable("the web tier has not opened its database pool yet")
         try:
+            async with asyncio.timeout(settings.pool_timeout):
+                await readers.acquire()
+        except TimeoutError:
+            raise Unavailable("other dashboard pages are still loading; try again shortly") from None
+        try:
+            # Rows come back as dicts through each cursor's own row factory: the connection goes
+            # back to a pool shared with ingestion and must leave exactly as it came.
             async with current.connection() as conn, conn.transaction():
-                conn.row_factory = dict_row
                 if ds.statement_timeout_ms:
                     await conn.execute(q.SET_LOCAL_STATEMENT_TIMEOUT, (str(ds.statement_timeout_ms),))
                 return await work(conn)
@@ -183,14 +192,18 @@ def create_dashboard(settings: Settings, pool: PoolGetter,
         except psycopg.OperationalError as err:
             first = (str(err).strip().splitlines() or [""])[0]
             raise Unavailable(f"cannot reach the database: {render.redact_text(first)}") from None
+        finally:
+            readers.release()
 
     async def rows(conn: psycopg.AsyncConnection, sql: str, params: Any = None) -> list[dict]:
-        cur = await conn.execute(sql, params)
-        return await cur.fetchall()
+        async with conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(sql, params)
+            return await cur.fetchall()
 
     async def one(conn: psycopg.AsyncConnection, sql: str, params: Any = None) -> dict | None:
-        cur = await conn.execute(sql, params)
-        return await cur.fetchone()
+        async with conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(sql, params)
+            return await cur.fetchone()
 
     async def table_exists(conn: psycopg.AsyncConnection, name: str) -> bool:
         row = await one(conn, q.TABLE_EXISTS, {"name": name})

@@ -24,6 +24,9 @@ class DashboardSettings(BaseSettings):
     page_size: Annotated[int, Field(ge=1, le=500)] = 50
     # Milliseconds each dashboard read may run (SET LOCAL): a heavy page never holds the pool.
     statement_timeout_ms: Annotated[int, Field(ge=0)] = 3000
+    # Pooled connections the dashboard may hold at once (per web process): the pool is shared
+    # with webhook ingestion, which must never wait behind operators refreshing pages.
+    max_concurrent_reads: Annotated[int, Field(ge=1)] = 2
 
     @field_validator("token")
     @classmethod
