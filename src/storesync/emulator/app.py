@@ -195,33 +195,50 @@ class EmulatorApp:
                           "extensions": self._cost_extension(shop, 0, 0)})
         field_names = [s.name.value for s in operation.selection_set.selections if hasattr(s, "name")]
         injection = self.faults.decide(field_names, shop=shop)
-        return await respond_with(injection, lambda: self._run(store, doc, operation, variables, operation_name))
 
-    async def _run(self, store: StoreState, doc: DocumentNode, operation: OperationDefinitionNode,
-                   variables: dict, operation_name: str | None) -> Response:
+        async def run() -> Response:
+            status, out, headers = self.run_operation(store, doc, operation, variables, operation_name)
+            return _json(out, status, headers)
+
+        return await respond_with(injection, run)
+
+    def call(self, shop: str, query: str, variables: dict | None = None,
+             operation_name: str | None = None) -> tuple[int, dict, dict | None]:
+        """One GraphQL call without HTTP (auth and faults skipped): (status, body, headers).
+        The benchmark's ceiling; must run on the app's event loop thread if webhooks are due."""
+        store = self.emulator.stores[shop]
+        doc, errors = self._document(query)
+        if doc is None:
+            return 200, {"errors": errors, "extensions": self._cost_extension(shop, 0, 0)}, None
+        operation = get_operation_ast(doc, operation_name)
+        assert operation is not None
+        return self.run_operation(store, doc, operation, variables or {}, operation_name)
+
+    def run_operation(self, store: StoreState, doc: DocumentNode, operation: OperationDefinitionNode,
+                      variables: dict, operation_name: str | None) -> tuple[int, dict, dict | None]:
+        """Cost check, execution, refund and webhooks of one validated operation."""
         shop = store.shop
         bucket = self.buckets[shop]
         requested, actual_of = query_costs(self.schema, doc, operation, variables)
         if requested > MAX_QUERY_COST:
             message = (f"Query cost is {requested}, which exceeds the single query max cost limit "
                        f"({MAX_QUERY_COST}).")
-            return _json({"errors": [{"message": message, "extensions": {
+            return 200, {"errors": [{"message": message, "extensions": {
                 "code": "MAX_COST_EXCEEDED", "cost": requested, "maxCost": MAX_QUERY_COST}}],
-                "extensions": self._cost_extension(shop, requested, None)})
+                "extensions": self._cost_extension(shop, requested, None)}, None
         if not bucket.try_take(requested):
             body = {"errors": [{"message": "Throttled", "extensions": {
                 "code": "THROTTLED", "documentation": "https://shopify.dev/api/usage/rate-limits"}}],
                 "extensions": self._cost_extension(shop, requested, None)}
             if self.throttle_http_429:
                 retry_after = max(1, int(bucket.seconds_until(requested) + 0.999))
-                return _json(body, 429, {"Retry-After": str(retry_after)})
-            return _json(body)
+                return 429, body, {"Retry-After": str(retry_after)}
+            return 200, body, None
         context = RequestContext(store=store, subscriptions=self.subscriptions,
                                  require_idempotency=self.require_idempotency)
         result = execute(self.schema, doc, context_value=context, variable_values=variables,
                          operation_name=operation_name, field_resolver=default_resolver)
-        if asyncio.iscoroutine(result):  # no async resolvers exist; guard anyway
-            result = await result
+        assert not asyncio.iscoroutine(result), "resolvers are synchronous"
         actual = min(actual_of(result.data), requested)
         bucket.refund(requested - actual)
         self.emit(shop, context.events)
@@ -231,7 +248,7 @@ class EmulatorApp:
         if result.data is not None or not result.errors:
             out["data"] = result.data
         out["extensions"] = self._cost_extension(shop, requested, actual)
-        return _json(out)
+        return 200, out, None
 
     # ------------------------------------------------------------------ control API
 

@@ -29,11 +29,12 @@ from graphql import (
     GraphQLObjectType,
     GraphQLSchema,
     InlineFragmentNode,
+    IntValueNode,
+    ListValueNode,
     OperationDefinitionNode,
     SelectionSetNode,
     get_named_type,
 )
-from graphql.execution.values import get_argument_values, get_variable_values
 from graphql.type.definition import GraphQLInterfaceType, GraphQLUnionType, get_nullable_type
 
 MAX_QUERY_COST = 1000
@@ -51,7 +52,7 @@ def _free_wrapper(t: GraphQLNamedType) -> bool:
 
 class _Walker:
     def __init__(self, schema: GraphQLSchema, fragments: dict[str, FragmentDefinitionNode],
-                 variables: Any) -> None:
+                 variables: dict[str, Any] | None) -> None:
         self.schema = schema
         self.fragments = fragments
         self.variables = variables
@@ -79,10 +80,24 @@ class _Walker:
                     yield from self._fields(t, frag.selection_set)
 
     def _args(self, field_def: GraphQLField, node: FieldNode) -> dict[str, Any]:
-        try:
-            return get_argument_values(field_def, node, self.variables)
-        except Exception:  # invalid arguments fail validation/execution, not costing
-            return {}
+        """`first`, `last` and `ids` of a field, from literals or the raw variables. Only sizes
+        matter here; invalid values fail validation or execution with their own errors."""
+        out: dict[str, Any] = {}
+        for arg in node.arguments or ():
+            name = arg.name.value
+            if name not in ("first", "last", "ids"):
+                continue
+            value = arg.value
+            if isinstance(value, IntValueNode):
+                out[name] = int(value.value)
+            elif isinstance(value, ListValueNode):
+                out[name] = list(value.values)
+            elif hasattr(value, "name") and self.variables is not None:  # a VariableNode
+                out[name] = self.variables.get(value.name.value)
+        for key in ("first", "last"):
+            if not isinstance(out.get(key), int) or isinstance(out.get(key), bool):
+                out.pop(key, None)
+        return out
 
     # ------------------------------------------------------------------ requested
 
@@ -168,9 +183,7 @@ def query_costs(schema: GraphQLSchema, document: Any, operation: OperationDefini
     """The requested cost of `operation`, and a function of the response data that gives the
     actual cost."""
     fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
-    coerced = get_variable_values(schema, operation.variable_definitions or (), variables or {})
-    # Invalid variables fail execution with their own errors; cost them as if absent.
-    walker = _Walker(schema, fragments, coerced if not isinstance(coerced, list) else None)
+    walker = _Walker(schema, fragments, variables if isinstance(variables, dict) else None)
     is_mutation = operation.operation.value == "mutation"
     root = schema.mutation_type if is_mutation else schema.query_type
     assert root is not None
