@@ -125,7 +125,7 @@ def _webhook(dash, topic: str, body: bytes, shop: str = "acme-east.myshopify.com
 def test_failures_show_dead_jobs_and_unparseable_or_ignored_deliveries_from_real_webhooks(serve_dashboard):
     with serve_dashboard() as dash:
         accepted = _webhook(dash, "products/update", json.dumps({"id": 71, "title": "Tent"}).encode())
-        unparseable = _webhook(dash, "orders/create", b"{not json")
+        unparseable = _webhook(dash, "orders/create", b"{not json <script>alert(1)</script>")
         ignored = _webhook(dash, "shop/update", json.dumps({"name": "Acme"}).encode())
         (job_id,) = dash.sql("SELECT id FROM jobs WHERE payload ->> 'delivery_id' = %s", (accepted,))[0]
         dash.bury(job_id, "child product vanished")
@@ -138,7 +138,8 @@ def test_failures_show_dead_jobs_and_unparseable_or_ignored_deliveries_from_real
             assert f'data-delivery="{ids[accepted]}"' not in html
 
             page = operator.get(f"/dashboard/deliveries/{ids[unparseable]}").text
-            assert "{not json" in page and "nothing to replay" in page
+            assert "{not json &lt;script&gt;alert(1)" in page and "nothing to replay" in page
+            assert "<script>alert" not in page  # shown, never executed
 
             # The accepted delivery leads to its dead job, and the job back to its delivery.
             page = operator.get(f"/dashboard/deliveries/{ids[accepted]}").text
