@@ -339,3 +339,40 @@ def test_random_sales_then_fan_out_converge_every_store():
     levels = {s: st_.levels[(CHILD_ITEMS[s], loc)] for (s, st_), loc in
               zip(net.children.items(), (A_LOC1, B_LOC1, C_LOC1), strict=True)}
     assert set(levels.values()) == {net.level}
+
+
+class SellingParent(MemoryStore):
+    """A parent that sells on its own (POS) between our read and our adjust, `sales` times."""
+
+    def __init__(self, shop, sales):
+        super().__init__(shop)
+        self.sales = sales
+
+    async def adjust_level(self, item, location, delta, **kw):
+        if self.sales:
+            self.sales -= 1
+            self.levels[(item, location)] -= 1
+            self._note((item, location))
+        return await super().adjust_level(item, location, delta, **kw)
+
+
+def test_the_parent_selling_the_last_unit_itself_meanwhile_still_never_goes_below_zero():
+    net = make_net(1)
+    net.parent = SellingParent(PARENT, sales=1)
+    net.parent.levels[(P_ITEM, P_LOC1)] = 1
+    (out,) = apply(net, CHILD_A, "orders/create", order(CHILD_A, 1))
+    assert net.level == 0 and net.parent.min_level_seen[(P_ITEM, P_LOC1)] == 0
+    assert (out.applied_delta, out.oversold) == (0, 1)
+    entry = next(iter(net.ledger.entries.values()))
+    assert entry.plan_no == 1
+
+
+def test_a_parent_that_keeps_moving_makes_the_sale_retry_later():
+    net = make_net(10)
+    net.parent = SellingParent(PARENT, sales=10)
+    net.parent.levels[(P_ITEM, P_LOC1)] = 10
+    with pytest.raises(StaleRetriesExhausted):
+        apply(net, CHILD_A, "orders/create", order(CHILD_A, 1))
+    net.parent.sales = 0
+    apply(net, CHILD_A, "orders/create", order(CHILD_A, 1))  # the job's retry
+    assert net.level == 10 - 4 - 1  # four POS sales happened during the four attempts, then ours

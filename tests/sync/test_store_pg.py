@@ -85,9 +85,14 @@ async def test_ledger_entries_move_claimed_planned_applied_once(db):
         assert not created and again == stored
         with pytest.raises(ValueError, match="different content"):
             await ledger.claim(entry(delta=-5))
-        planned = await ledger.plan(stored.key, 0, 1, 0)
+        first = await ledger.plan(stored.key, -1, 0, 0)
         other = await ledger.plan(stored.key, -1, 0, 4)  # a second planner gets the first plan
-        assert (planned.applied_delta, other.applied_delta, other.backlog_after) == (0, 0, 1)
+        assert (first.applied_delta, other.expected_after, other.plan_no) == (-1, 0, 0)
+        # the compare-and-set lost: a new plan replaces plan 0, once
+        planned = await ledger.plan(stored.key, 0, 1, 0, replan_of=0)
+        late = await ledger.plan(stored.key, -1, 0, 9, replan_of=0)
+        assert (planned.plan_no, planned.applied_delta, late) == (1, 0, planned)
+        assert planned.idempotency_key != first.idempotency_key
         assert await ledger.unfinished(P_ITEM, P_LOC1) == [planned]
         assert await ledger.mark_applied(stored.key, 0)
         assert not await ledger.mark_applied(stored.key, 0)
@@ -107,9 +112,10 @@ class CountingStore(MemoryStore):
         super().__init__(shop)
         self.real_adjusts = 0
 
-    async def adjust_level(self, item, location, delta, *, idempotency_key, reason="correction"):
+    async def adjust_level(self, item, location, delta, *, idempotency_key, change_from=None, reason="correction"):
         replay = idempotency_key in self._replays
-        out = await super().adjust_level(item, location, delta, idempotency_key=idempotency_key, reason=reason)
+        out = await super().adjust_level(item, location, delta, idempotency_key=idempotency_key,
+                                         change_from=change_from, reason=reason)
         await asyncio.sleep(0.01)  # a network round trip, so that attempts overlap
         self.real_adjusts += 0 if replay else 1
         return out

@@ -8,9 +8,11 @@ ref) - kind "sale", or "restock" with ref = the refund line id - and a determini
 2. plan: read the parent's level, decide the delta actually applied (see "the last unit"),
    and store that plan. Only the first planner's plan is kept; everyone else uses it.
 3. execute: record the expected resulting level (echo suppression), then
-   `inventoryAdjustQuantities @idempotent(key)` with the PLANNED delta, then mark APPLIED.
-   A crash anywhere re-runs step 3 with the same key and delta: Shopify replays the key,
-   so the delta lands once. Before planning a new entry for an item+location, unfinished
+   `inventoryAdjustQuantities @idempotent(key)` with the PLANNED delta and
+   `changeFromQuantity` = the level it was planned from, then mark APPLIED. A crash anywhere
+   re-runs step 3 with the same key and delta: Shopify replays the key, so the delta lands once.
+   If the parent moved meanwhile (its own sale), the compare-and-set fails, the entry is
+   re-planned from the new level under a new plan number (and so a new key), and applied. Before planning a new entry for an item+location, unfinished
    plans for it are executed first so the level read in step 2 is never ambiguous.
 
 The last unit. Shopify lets `available` go negative. storesync keeps the parent at 0 and
@@ -94,6 +96,14 @@ class LedgerEntry:
     backlog_after: int | None = None
     expected_after: int | None = None
     quantity_after: int | None = None
+    plan_no: int = 0  # bumped each time a lost compare-and-set forces a new plan
+
+    @property
+    def idempotency_key(self) -> str:
+        """The `@idempotent` key of this plan: the entry's key, plus the plan number once re-planned
+        (a new plan is a different request and must not replay the stale one)."""
+        base = self.key.idempotency_key
+        return base if self.plan_no == 0 else f"{base}-p{self.plan_no}"
 
 
 @runtime_checkable
@@ -102,8 +112,11 @@ class InventoryLedger(Protocol):
         """Insert the entry unless its key exists; (stored entry, whether this call inserted)."""
         ...
 
-    async def plan(self, key: LedgerKey, applied_delta: int, backlog_after: int, expected_after: int) -> LedgerEntry:
-        """Store a plan on a CLAIMED entry; if another caller planned first, return theirs."""
+    async def plan(self, key: LedgerKey, applied_delta: int, backlog_after: int, expected_after: int,
+                   *, replan_of: int | None = None) -> LedgerEntry:
+        """Store a plan on a CLAIMED entry, or (replan_of = the stale plan's number) replace a
+        PLANNED entry's plan whose compare-and-set lost. If another caller got there first,
+        return the stored entry unchanged."""
         ...
 
     async def mark_applied(self, key: LedgerKey, quantity_after: int | None) -> bool:
@@ -335,30 +348,42 @@ async def apply_entry(ctx: SaleContext, entry: LedgerEntry) -> EntryOutcome:
     return await _finish(ctx, stored)
 
 
-async def _finish(ctx: SaleContext, e: LedgerEntry) -> EntryOutcome:
+async def _plan(ctx: SaleContext, e: LedgerEntry, replan_of: int | None) -> LedgerEntry:
+    level = await ctx.parent.read_level(e.parent_item_id, e.parent_location_id)
+    if level is None:
+        raise InventoryError(f"{e.parent_item_id} is not stocked at {e.parent_location_id} in the parent")
+    backlog = await ctx.ledger.backlog(e.parent_item_id, e.parent_location_id)
+    applied, backlog_after = plan_delta(level.available, backlog, e.requested_delta)
+    return await ctx.ledger.plan(e.key, applied, backlog_after, level.available + applied, replan_of=replan_of)
+
+
+async def _finish(ctx: SaleContext, e: LedgerEntry, max_attempts: int = 4) -> EntryOutcome:
+    """Plan if needed, then apply the plan with compare-and-set on the level it was planned from;
+    the parent moving meanwhile (its own sale) means a new plan, so it never goes below 0."""
     if e.status is EntryStatus.CLAIMED:
-        level = await ctx.parent.read_level(e.parent_item_id, e.parent_location_id)
-        if level is None:
-            raise InventoryError(f"{e.parent_item_id} is not stocked at {e.parent_location_id} in the parent")
-        backlog = await ctx.ledger.backlog(e.parent_item_id, e.parent_location_id)
-        applied, backlog_after = plan_delta(level.available, backlog, e.requested_delta)
-        e = await ctx.ledger.plan(e.key, applied, backlog_after, level.available + applied)
-    if e.status is EntryStatus.APPLIED:
-        return _outcome(e, Outcome.DUPLICATE)
-    assert e.applied_delta is not None and e.expected_after is not None
+        e = await _plan(ctx, e, None)
     shop = ctx.network.parent.shop
     after: int | None = None
-    if e.applied_delta != 0:
+    for _attempt in range(max_attempts):
+        if e.status is EntryStatus.APPLIED:
+            return _outcome(e, Outcome.DUPLICATE)
+        assert e.applied_delta is not None and e.expected_after is not None
+        if e.applied_delta == 0:
+            break
         await ctx.writes.record_write(WriteRecord(
             shop, e.parent_item_id, e.parent_location_id, e.expected_after, ctx.clock(), e.cause))
-        after = await ctx.parent.adjust_level(
-            e.parent_item_id, e.parent_location_id, e.applied_delta,
-            idempotency_key=e.key.idempotency_key,
-            reason="correction" if e.key.kind is EntryKind.SALE else "restock",
-        )
-        if after != e.expected_after:  # the parent moved meanwhile (its own sale): record what is true
-            await ctx.writes.record_write(WriteRecord(
-                shop, e.parent_item_id, e.parent_location_id, after, ctx.clock(), e.cause))
+        try:
+            after = await ctx.parent.adjust_level(
+                e.parent_item_id, e.parent_location_id, e.applied_delta,
+                idempotency_key=e.idempotency_key, change_from=e.expected_after - e.applied_delta,
+                reason="correction" if e.key.kind is EntryKind.SALE else "restock",
+            )
+            break
+        except StaleQuantity:
+            e = await _plan(ctx, e, e.plan_no)
+    else:
+        raise StaleRetriesExhausted(f"{shop} {e.parent_item_id}@{e.parent_location_id}: level kept changing "
+                                    f"while applying {e.key}")
     if await ctx.ledger.mark_applied(e.key, after):
         await ctx.audit.record(AuditRecord(
             shop=shop, object_type="inventory_level",

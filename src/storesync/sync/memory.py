@@ -137,13 +137,15 @@ class MemoryStore:
         return quantity
 
     async def adjust_level(self, inventory_item_id: str, location_id: str, delta: int, *,
-                           idempotency_key: str, reason: str = "correction") -> int:
+                           idempotency_key: str, change_from: int | None = None, reason: str = "correction") -> int:
         self.calls.append(("inventoryAdjustQuantities", (inventory_item_id, location_id, delta)))
         if idempotency_key in self._replays:
             return self._replays[idempotency_key]
         key = (inventory_item_id, location_id)
         if key not in self.levels:
             raise LookupError(f"{self.shop}: {key} is not stocked")
+        if change_from is not None and self.levels[key] != change_from:
+            raise StaleQuantity(f"{self.shop} {key}: is {self.levels[key]}, not {change_from}")
         self.levels[key] += delta
         self._note(key)
         self._replays[idempotency_key] = self.levels[key]
@@ -191,11 +193,14 @@ class MemoryLedger:
         self.entries[entry.key] = stored
         return stored, True
 
-    async def plan(self, key: LedgerKey, applied_delta: int, backlog_after: int, expected_after: int) -> LedgerEntry:
+    async def plan(self, key: LedgerKey, applied_delta: int, backlog_after: int, expected_after: int,
+                   *, replan_of: int | None = None) -> LedgerEntry:
         e = self.entries[key]
-        if e.status is EntryStatus.CLAIMED:
-            e = replace(e, status=EntryStatus.PLANNED, applied_delta=applied_delta,
-                        backlog_after=backlog_after, expected_after=expected_after)
+        fresh = replan_of is None and e.status is EntryStatus.CLAIMED
+        again = replan_of is not None and e.status is EntryStatus.PLANNED and e.plan_no == replan_of
+        if fresh or again:
+            e = replace(e, status=EntryStatus.PLANNED, applied_delta=applied_delta, backlog_after=backlog_after,
+                        expected_after=expected_after, plan_no=0 if fresh else e.plan_no + 1)
             self.entries[key] = e
         return e
 

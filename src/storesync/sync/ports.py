@@ -55,9 +55,10 @@ class InventoryStore(Protocol):
 
     async def adjust_level(
         self, inventory_item_id: str, location_id: str, delta: int, *,
-        idempotency_key: str, reason: str = "correction",
+        idempotency_key: str, change_from: int | None = None, reason: str = "correction",
     ) -> int:
-        """`inventoryAdjustQuantities` with `@idempotent(key:)`; returns quantityAfterChange.
+        """`inventoryAdjustQuantities` with `@idempotent(key:)` and, when given, the change's
+        `changeFromQuantity` (StaleQuantity on a mismatch); returns quantityAfterChange.
         A replayed key applies nothing and returns the original result."""
         ...
 

@@ -140,6 +140,15 @@ WHERE {_KEY_WHERE} AND status = 'claimed'
 RETURNING *
 """
 
+# replan_entry: replace a plan whose compare-and-set lost; only from that exact plan number.
+REPLAN_ENTRY = f"""
+UPDATE sync_inventory_ledger
+SET applied_delta = %(applied_delta)s, backlog_after = %(backlog_after)s, expected_after = %(expected_after)s,
+    plan_no = plan_no + 1, planned_at = now()
+WHERE {_KEY_WHERE} AND status = 'planned' AND plan_no = %(replan_of)s
+RETURNING *
+"""
+
 # apply_entry: a planned entry becomes applied; returns its item and backlog for the backlog update.
 APPLY_ENTRY = f"""
 UPDATE sync_inventory_ledger SET status = 'applied', quantity_after = %(quantity_after)s, applied_at = now()
@@ -183,7 +192,7 @@ def _entry(row: dict[str, Any]) -> LedgerEntry:
         order_id=row["order_id"], parent_item_id=row["parent_item_id"], parent_location_id=row["parent_location_id"],
         requested_delta=row["requested_delta"], cause=row["cause"], status=EntryStatus(row["status"]),
         applied_delta=row["applied_delta"], backlog_after=row["backlog_after"],
-        expected_after=row["expected_after"], quantity_after=row["quantity_after"],
+        expected_after=row["expected_after"], quantity_after=row["quantity_after"], plan_no=row["plan_no"],
     )
 
 
@@ -210,11 +219,12 @@ class PgLedger:
             raise ValueError(f"ledger entry {entry.key} exists with different content: {stored}")
         return stored, False
 
-    async def plan(self, key: LedgerKey, applied_delta: int, backlog_after: int, expected_after: int) -> LedgerEntry:
+    async def plan(self, key: LedgerKey, applied_delta: int, backlog_after: int, expected_after: int,
+                   *, replan_of: int | None = None) -> LedgerEntry:
         params = {**_key_params(key), "applied_delta": applied_delta, "backlog_after": backlog_after,
-                  "expected_after": expected_after}
+                  "expected_after": expected_after, "replan_of": replan_of}
         async with self.conn.transaction(), self.conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(PLAN_ENTRY, params)
+            await cur.execute(PLAN_ENTRY if replan_of is None else REPLAN_ENTRY, params)
             row = await cur.fetchone()
             if row is None:
                 await cur.execute(GET_ENTRY, params)

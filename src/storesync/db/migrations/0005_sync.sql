@@ -43,6 +43,7 @@ CREATE TABLE sync_inventory_ledger (
     backlog_after      integer CHECK (backlog_after >= 0),
     expected_after     integer,
     quantity_after     integer,
+    plan_no            integer NOT NULL DEFAULT 0,  -- bumped when a lost compare-and-set forces a new plan
     cause              text NOT NULL,
     created_at         timestamptz NOT NULL DEFAULT now(),
     planned_at         timestamptz,
