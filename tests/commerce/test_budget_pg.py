@@ -27,7 +27,7 @@ async def pool(db):
 
 
 async def test_first_use_creates_a_standard_bucket_and_grants_at_once(pool, db):
-    budget = PostgresBudget(pool)
+    budget = PostgresBudget(pool, margin=0)
     r = await budget.reserve(SHOP, 1500)
     assert r.granted and r.wait == 0
     with db.connect() as conn:
@@ -39,7 +39,7 @@ async def test_first_use_creates_a_standard_bucket_and_grants_at_once(pool, db):
 async def test_concurrent_reservations_from_many_connections_queue_without_overspending(pool):
     """Twenty callers at once on eight connections: the row lock serialises them, so their waits
     form a queue in which each is paid for exactly once."""
-    budget = PostgresBudget(pool)
+    budget = PostgresBudget(pool, margin=0)
     await budget.reserve(SHOP, 2000)  # empty the bucket
     grants = await asyncio.gather(*(budget.reserve(SHOP, 10) for _ in range(20)))
     waits = sorted(g.wait for g in grants)
@@ -51,7 +51,7 @@ async def test_concurrent_reservations_from_many_connections_queue_without_overs
 async def test_settle_adopts_throttle_status_minus_reservations_still_waiting(pool, db):
     """The server's currentlyAvailable already includes calls that went out, but not the ones
     still waiting for their turn: only those are subtracted."""
-    budget = PostgresBudget(pool)
+    budget = PostgresBudget(pool, margin=0)
     await budget.reserve(SHOP, 1000)  # sent at once: the server has seen it
     mine = await budget.reserve(SHOP, 10)
     waiting = await budget.reserve(SHOP, 1500)  # 990 left: waits ~5 s before going out
@@ -64,7 +64,7 @@ async def test_settle_adopts_throttle_status_minus_reservations_still_waiting(po
 
 
 async def test_refused_reservation_takes_nothing(pool, db):
-    budget = PostgresBudget(pool)
+    budget = PostgresBudget(pool, margin=0)
     await budget.reserve(SHOP, 2000)
     r = await budget.reserve(SHOP, 1000, max_wait=1.0)
     assert not r.granted and r.wait == pytest.approx(10, abs=0.1)
@@ -92,7 +92,7 @@ async def test_budget_runs_through_pgbouncer_transaction_mode(pgbouncer_dsn):
     p = async_pooled_pool(settings, name="budget-bouncer")
     await p.open(wait=True)
     try:
-        budget = PostgresBudget(p)
+        budget = PostgresBudget(p, margin=0)
         grants = [await budget.reserve(SHOP, 500) for _ in range(6)]  # > 5: prepared statements would break
         for g in grants:
             await budget.settle(g, charged=500, status=None)

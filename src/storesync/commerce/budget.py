@@ -32,6 +32,12 @@ from storesync.commerce.throttle import (
 )
 
 
+# Points kept in the bucket for what the model cannot see (a call sent by another process in the
+# few milliseconds before the server answered ours). It costs no throughput under a backlog: the
+# bucket just runs at this level instead of zero.
+DEFAULT_MARGIN = 10.0
+
+
 @dataclass(frozen=True)
 class Reservation:
     """Points granted to one call. `granted=False`: the wait would exceed the caller's limit and
@@ -57,7 +63,7 @@ class LocalBudget:
     """One process's view. Across processes without a database it still converges from
     throttleStatus, but processes cannot see each other's in-flight calls."""
 
-    def __init__(self, *, margin: float = 0.0, clock=time.monotonic) -> None:
+    def __init__(self, *, margin: float = DEFAULT_MARGIN, clock=time.monotonic) -> None:
         self.margin = margin
         self._clock = clock
         self._states: dict[str, BucketState] = {}
@@ -93,7 +99,8 @@ class PostgresBudget:
     """The bucket of each store in `api_budgets`, locked per call in a short transaction on the
     pooled path (PgBouncer transaction mode safe)."""
 
-    def __init__(self, pool: AsyncConnectionPool, *, margin: float = 0.0, reservation_ttl: float = 120.0) -> None:
+    def __init__(self, pool: AsyncConnectionPool, *, margin: float = DEFAULT_MARGIN,
+                 reservation_ttl: float = 120.0) -> None:
         self.pool = pool
         self.margin = margin
         # A reservation not settled within its wait + this is presumed dead (its process crashed).

@@ -49,6 +49,8 @@ _IDEMPOTENCY_NAMESPACE = uuid.UUID("6f0c7f0e-5b7c-4a7e-9a51-3c1f2d7e8a40")
 
 # One estimator per process: what the server reported for an operation holds for every store.
 DEFAULT_ESTIMATOR = CostEstimator()
+# Without a shared budget, every client of this process shares this one (per store inside).
+PROCESS_BUDGET = LocalBudget()
 
 
 def idempotency_key(job_id: int | str, step: str, *parts: object) -> str:
@@ -114,7 +116,7 @@ class AdminClient:
     ) -> None:
         self.store = store
         self.shop = store.shop
-        self.budget: Budget = budget if budget is not None else LocalBudget()
+        self.budget: Budget = budget if budget is not None else PROCESS_BUDGET
         self._own_http = http is None
         self.http = http or httpx.AsyncClient(timeout=timeout)
         self.timeout = timeout
