@@ -74,3 +74,25 @@ def test_deliveries_out_of_order_keep_the_newest_and_drop_the_older():
         assert await versions.current(SHOP, ITEM, LOC) == (T0 + timedelta(seconds=7), "e7")
 
     asyncio.run(go())
+
+
+def test_delivery_versions_come_from_triggered_at_else_updated_at():
+    from storesync.sync.conflicts import version_of_delivery
+    v = version_of_delivery({"triggered_at": "2026-11-25T12:00:00Z", "event_id": "e1", "body": {}})
+    assert v == Version(T0, "e1")
+    v = version_of_delivery({"delivery_id": "d1", "body": {"updated_at": "2026-11-25T13:00:00+01:00"}})
+    assert v == Version(T0, "d1")
+    with pytest.raises(ValueError, match="neither"):
+        version_of_delivery({"body": {}})
+    with pytest.raises(ValueError, match="timezone"):
+        version_of_delivery({"triggered_at": "2026-11-25T12:00:00", "body": {}})
+
+
+def test_level_webhook_bodies_parse_with_clear_errors():
+    from storesync.sync.conflicts import level_from_webhook
+    r = level_from_webhook({"inventory_item_id": 5, "location_id": "gid://shopify/Location/2", "available": 3})
+    assert (r.inventory_item_id, r.location_id, r.available) == ("gid://shopify/InventoryItem/5", "gid://shopify/Location/2", 3)
+    with pytest.raises(ValueError, match="available"):
+        level_from_webhook({"inventory_item_id": 5, "location_id": 2, "available": None})
+    with pytest.raises(ValueError, match="Location id"):
+        level_from_webhook({"inventory_item_id": 5, "available": 1})

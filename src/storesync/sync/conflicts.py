@@ -14,10 +14,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from storesync.sync.ports import AppliedVersions, WriteRecord, WriteRecords
 
@@ -67,6 +68,52 @@ def is_echo(
         return False
     newest = max(candidates, key=lambda w: w.written_at)
     return newest.quantity == observed_quantity
+
+
+def _parse_time(value: object) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        at = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"not an ISO 8601 time: {value!r}") from None
+    if at.tzinfo is None:
+        raise ValueError(f"time without a timezone: {value!r}")
+    return at
+
+
+def version_of_delivery(payload: Mapping[str, Any]) -> Version:
+    """The version of a webhook job payload (`{"triggered_at", "event_id", "delivery_id", "body"}`):
+    X-Shopify-Triggered-At, else the body's `updated_at`; ties broken by the event id."""
+    body = payload.get("body") or {}
+    at = _parse_time(payload.get("triggered_at")) or _parse_time(body.get("updated_at"))
+    if at is None:
+        raise ValueError("the delivery has neither triggered_at nor body.updated_at")
+    return Version(at, str(payload.get("event_id") or payload.get("delivery_id") or ""))
+
+
+@dataclass(frozen=True)
+class LevelReport:
+    """What an `inventory_levels/update` body says."""
+
+    inventory_item_id: str
+    location_id: str
+    available: int
+
+
+def level_from_webhook(body: Mapping[str, Any]) -> LevelReport:
+    def gid(kind: str, value: Any) -> str:
+        if isinstance(value, str) and value.startswith("gid://"):
+            return value
+        if value in (None, ""):
+            raise ValueError(f"inventory level webhook without {kind} id")
+        return f"gid://shopify/{kind}/{value}"
+
+    available = body.get("available")
+    if not isinstance(available, int):
+        raise ValueError(f"inventory level webhook with available={available!r}")
+    return LevelReport(gid("InventoryItem", body.get("inventory_item_id")), gid("Location", body.get("location_id")),
+                       available)
 
 
 class LevelDecision(StrEnum):
