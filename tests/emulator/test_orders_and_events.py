@@ -197,3 +197,21 @@ def test_snapshot_holds_the_full_state(emulator):
     sold = next(lvl for lvl in snap["inventory_levels"] if lvl["sku"] == p["variants"]["nodes"][0]["sku"])
     assert (sold["available"], sold["committed"], sold["on_hand"]) == (2, 1, 3)
     assert emulator.snapshot("child-a.myshopify.com")["products"] == []
+
+
+def test_seed_catalog_creates_products_exactly_as_given(emulator):
+    loc = emulator.snapshot(PARENT)["locations"][0]["id"]
+    out = emulator.seed(PARENT, products=0, catalog=[
+        {"title": "Mug", "handle": "mug", "variants": [{"sku": "MUG-1", "price": "8", "available": 4}]},
+        {"title": "Tee", "variants": [{"sku": "TEE-S", "options": {"Size": "S"}, "available": {loc: 2}},
+                                      {"sku": "TEE-M", "options": {"Size": "M"}}]},
+    ])
+    assert len(out["products"]) == 2
+    data = gql(emulator, PARENT, """{ products(first: 5) { nodes { handle options { name values }
+        variants(first: 5) { nodes { sku price inventoryQuantity } } } } }""")["products"]["nodes"]
+    assert data[0] == {"handle": "mug", "options": [{"name": "Title", "values": ["Default Title"]}],
+                       "variants": {"nodes": [{"sku": "MUG-1", "price": "8.00", "inventoryQuantity": 4}]}}
+    assert data[1]["options"] == [{"name": "Size", "values": ["S", "M"]}]
+    assert [v["inventoryQuantity"] for v in data[1]["variants"]["nodes"]] == [2, 0]
+    bad = emulator.control.post(f"/_emulator/stores/{PARENT}/seed", json={"catalog": [{"title": "Mug", "handle": "mug"}]})
+    assert bad.status_code == 422 and "exists" in bad.json()["error"]

@@ -9,7 +9,8 @@ sender. Every answer with a GraphQL body carries `extensions.cost`.
 Control API (JSON), for tests, the demo and the CLI:
   GET    /_emulator/stores                          stores with their tokens and secrets
   POST   /_emulator/stores                          {"shop", "token"?, "webhook_secret"?, "plan"?}
-  POST   /_emulator/stores/{shop}/seed              {"products": N, "locations": [..], "variants_per_product", "quantity"}
+  POST   /_emulator/stores/{shop}/seed              {"products": N, "locations": [names], "variants_per_product",
+                                                     "quantity", "sku_prefix", "catalog": [explicit products]}
   POST   /_emulator/stores/{shop}/locations         {"name"}
   POST   /_emulator/stores/{shop}/orders            {"line_items": [{"variant_id", "quantity"}], "location_id"?}
   POST   /_emulator/stores/{shop}/orders/{id}/cancel {"restock": true, "reason"?}
@@ -307,9 +308,15 @@ class EmulatorApp:
             n = body.get("products", 0)
             if not isinstance(n, int) or n < 0 or n > 100_000:
                 raise ActionError("products must be an integer 0..100000")
-            return store.seed(products=n, locations=body.get("locations"),
-                              variants_per_product=int(body.get("variants_per_product", 2)),
-                              quantity=int(body.get("quantity", 10)), prefix=body.get("sku_prefix"))
+            catalog = body.get("catalog")
+            if catalog is not None and not isinstance(catalog, list):
+                raise ActionError("catalog must be a list of products")
+            out = store.seed(products=n, locations=body.get("locations"),
+                             variants_per_product=int(body.get("variants_per_product", 2)),
+                             quantity=int(body.get("quantity", 10)), prefix=body.get("sku_prefix"))
+            if catalog:
+                out["products"] += store.seed_catalog(catalog)
+            return out
 
         def add_location(request, body):
             loc = self._store(request).add_location(str(body["name"]))

@@ -289,6 +289,8 @@ class StoreState:
         self.variants: dict[int, Variant] = {}
         self.items: dict[int, InventoryItem] = {}
         self.levels: dict[tuple[int, int], InventoryLevel] = {}
+        # item id -> its levels, so per-variant totals do not scan every level of the store
+        self.levels_by_item: dict[int, list[InventoryLevel]] = {}
         self.collections: dict[int, Collection] = {}
         self.orders: dict[int, Order] = {}
         self.groups: dict[int, AdjustmentGroup] = {}
@@ -309,7 +311,7 @@ class StoreState:
         return [self.variants[v] for v in product.variant_ids if v in self.variants]
 
     def item_levels(self, item_id: int) -> list[InventoryLevel]:
-        return [lvl for (i, _l), lvl in self.levels.items() if i == item_id]
+        return list(self.levels_by_item.get(item_id, ()))
 
     def location_levels(self, location_id: int) -> list[InventoryLevel]:
         return [lvl for (_i, l), lvl in self.levels.items() if l == location_id]
@@ -318,7 +320,7 @@ class StoreState:
         return [c for c in self.collections.values() if product_id in c.product_ids]
 
     def variant_available(self, variant: Variant) -> int:
-        return sum(lvl.quantities["available"] for lvl in self.item_levels(variant.inventory_item_id))
+        return sum(lvl.quantities["available"] for lvl in self.levels_by_item.get(variant.inventory_item_id, ()))
 
     def product_by_handle(self, handle: str) -> Product | None:
         return next((p for p in self.products.values() if p.handle == handle), None)
@@ -348,6 +350,7 @@ class StoreState:
         if lvl is None:
             lvl = InventoryLevel(id=self.next_id(), item_id=item_id, location_id=location_id)
             self.levels[(item_id, location_id)] = lvl
+            self.levels_by_item.setdefault(item_id, []).append(lvl)
         return lvl
 
     def new_variant(self, product: Product, **fields: Any) -> Variant:
@@ -368,8 +371,8 @@ class StoreState:
         if variant is None:
             return
         self.items.pop(variant.inventory_item_id, None)
-        for key in [k for k in self.levels if k[0] == variant.inventory_item_id]:
-            del self.levels[key]
+        for lvl in self.levels_by_item.pop(variant.inventory_item_id, []):
+            del self.levels[(lvl.item_id, lvl.location_id)]
 
     def delete_product(self, product_id: int) -> Product | None:
         product = self.products.pop(product_id, None)
@@ -455,6 +458,58 @@ class StoreState:
                     self.set_quantity(self.levels[(v.inventory_item_id, loc.id)], "available", quantity)
             created.append(gid("Product", product.id))
         return {"products": created, "locations": [gid("Location", loc.id) for loc in self.locations.values()]}
+
+    def seed_catalog(self, products: list[dict]) -> list[str]:
+        """Products exactly as given (no webhooks), e.g. the same SKUs in a parent and a child:
+        [{"title", "handle"?, "vendor"?, "product_type"?, "tags"?: [..], "status"?,
+          "variants": [{"sku", "price"?, "barcode"?, "options"?: {"Size": "S"},
+                        "available"?: n | {location gid: n}}]}]
+        Variants without options make a single "Default Title" variant."""
+        for i, spec in enumerate(products):
+            if not isinstance(spec, dict) or not str(spec.get("title") or "").strip():
+                raise ActionError(f"catalog[{i}].title is required")
+            handle = spec.get("handle") or self.unique_handle(handleize(spec["title"]))
+            if self.product_by_handle(handle) is not None:
+                raise ActionError(f"catalog[{i}].handle {handle!r} exists in {self.shop}")
+            for j, v in enumerate(spec.get("variants") or [{}]):
+                if v.get("price") is not None and money(v["price"]) is None:
+                    raise ActionError(f"catalog[{i}].variants[{j}].price is not a price")
+                avail = v.get("available", 0)
+                targets = avail.keys() if isinstance(avail, dict) else []
+                if any(parse_gid(t, "Location") not in self.locations for t in targets):
+                    raise ActionError(f"catalog[{i}].variants[{j}].available names an unknown location")
+        created = []
+        for spec in products:
+            product = Product(id=self.next_id(), title=spec["title"],
+                              handle=spec.get("handle") or self.unique_handle(handleize(spec["title"])),
+                              vendor=spec.get("vendor", ""), product_type=spec.get("product_type", ""),
+                              tags=list(spec.get("tags") or []), status=str(spec.get("status", "ACTIVE")).upper(),
+                              description_html=spec.get("description_html", ""))
+            self.products[product.id] = product
+            variants = spec.get("variants") or [{}]
+            names: list[str] = []
+            for v in variants:
+                names += [n for n in (v.get("options") or {}) if n not in names]
+            if not names:
+                names = ["Title"]
+                variants = [{**variants[0], "options": {"Title": "Default Title"}}]
+            product.options = []
+            for pos, name in enumerate(names, 1):
+                values = list(dict.fromkeys(str((v.get("options") or {}).get(name, "")) for v in variants))
+                product.options.append(ProductOption(self.next_id(), name, pos,
+                                                     [OptionValue(self.next_id(), x) for x in values]))
+            for pos, v in enumerate(variants, 1):
+                variant = self.new_variant(product, sku=v.get("sku"), price=money(v.get("price", "0")) or "0.00",
+                                           barcode=v.get("barcode"), position=pos,
+                                           selected=[(n, str(v["options"].get(n, ""))) for n in names])
+                product.variant_ids.append(variant.id)
+                avail = v.get("available", 0)
+                per_location = ({parse_gid(k, "Location"): n for k, n in avail.items()} if isinstance(avail, dict)
+                                else {loc.id: avail for loc in self.active_locations()})
+                for lid, n in per_location.items():
+                    self.set_quantity(self.ensure_level(variant.inventory_item_id, lid), "available", int(n))
+            created.append(gid("Product", product.id))
+        return created
 
     def place_order(self, line_items: list[dict], location_id: int | None = None,
                     email: str | None = None) -> tuple[Order, list[Event]]:
