@@ -47,7 +47,7 @@ from graphql import (
 )
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from storesync.emulator.control_webhooks import control_routes
