@@ -1,6 +1,8 @@
 import asyncio
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from storesync.sync.memory import MemoryAudit, MemoryStepLog
 from storesync.sync.model import LinkKind
@@ -163,3 +165,72 @@ def test_a_create_never_adopts_a_product_the_child_already_has():
     saga = asyncio.run(ex.start("copy-1", "copy_product", CHILD_A, "job:1", copy_product_steps(pp.id, CHILD_A)))
     assert saga.state is SagaState.COMPENSATED and "link it" in saga.error
     assert [p.title for p in deps.stores[CHILD_A].products.values()] == ["Theirs"]
+
+
+def test_a_second_executor_on_the_same_saga_stops_instead_of_running_a_step_twice():
+    from storesync.sync.saga import SagaConflict
+    log, journal = MemoryStepLog(), []
+
+    class Interleaved(Recorder):
+        async def prepare(self, params, ctx):
+            if params["n"] == 1 and not journal.count(("other", 1)):
+                journal.append(("other", 1))
+                await log.step_started(ctx.saga_id, 1, {"undo": 1})  # a duplicate job got there first
+            return await super().prepare(params, ctx)
+
+    ex = SagaExecutor(log, {"rec": Interleaved(journal, log)})
+    with pytest.raises(SagaConflict):
+        asyncio.run(ex.start("g1", "demo", CHILD_A, "job:1", steps(3)))
+    assert journal == [("run", 0), ("other", 1)]
+
+
+@settings(max_examples=30, deadline=None)
+@given(fail_at=st.integers(0, 3), crash_at=st.integers(0, 3))
+def test_copy_saga_ends_all_done_or_as_before_whatever_fails_or_crashes(fail_at, crash_at):
+    """fail_at: index of the write that is rejected for good (3 = none); crash_at: index of the
+    step the first worker dies in (3 = none). A new executor then finishes the saga."""
+    from storesync.sync.memory import MemoryStore
+    from storesync.sync.saga_actions import copy_product_actions
+    from tests.sync.sagas import copy_world, link_collection
+
+    deps, pp = copy_world()
+    asyncio.run(link_collection(deps))
+    before = {shop: (dict(s.products), dict(s.levels)) for shop, s in deps.stores.items()}
+    child = deps.stores[CHILD_A]
+    step_names = ["create_child_product", "set_child_collections", "set_child_levels"]
+    state = {"crashed": False}
+
+    def wrap(name, action):
+        class Faulty:
+            async def prepare(self, params, ctx):
+                return await action.prepare(params, ctx)
+
+            async def run(self, params, ctx):
+                i = step_names.index(name)
+                if i == fail_at:
+                    raise PermanentStepError(f"rejected at {name}")
+                out = await action.run(params, ctx)
+                if i == crash_at and not state["crashed"]:
+                    state["crashed"] = True
+                    raise ConnectionError("worker died after the store call")
+                return out
+
+            async def undo(self, undo, ctx):
+                return await action.undo(undo, ctx)
+        return Faulty()
+
+    actions = copy_product_actions(deps)
+    log = MemoryStepLog()
+    faulty = {k: wrap(k, a) for k, a in actions.items()}
+    try:
+        saga = asyncio.run(SagaExecutor(log, faulty, deps.audit).start("c", "copy", CHILD_A, "job:1",
+                                                                        copy_product_steps(pp.id, CHILD_A)))
+    except ConnectionError:
+        saga = asyncio.run(SagaExecutor(log, faulty, deps.audit).run("c"))
+    if fail_at < 3:
+        assert saga.state is SagaState.COMPENSATED
+        assert {shop: (dict(s.products), dict(s.levels)) for shop, s in deps.stores.items()} == before
+    else:
+        assert saga.state is SagaState.COMPLETED
+        assert len(child.products) == 1 and isinstance(child, MemoryStore)
+        assert len(child.levels) == 4  # 2 variants x 2 mapped locations

@@ -287,9 +287,12 @@ class MemoryStepLog:
         s = self.sagas.get(saga_id)
         return self._copy(s) if s else None
 
-    async def step_started(self, saga_id: str, index: int, undo: dict[str, Any] | None) -> None:
+    async def step_started(self, saga_id: str, index: int, undo: dict[str, Any] | None) -> bool:
         st = self.sagas[saga_id].steps[index]
+        if st.status is not StepStatus.PENDING:
+            return False
         st.status, st.undo = StepStatus.STARTED, undo
+        return True
 
     async def step_done(self, saga_id: str, index: int, result: dict[str, Any]) -> None:
         st = self.sagas[saga_id].steps[index]

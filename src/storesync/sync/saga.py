@@ -47,6 +47,11 @@ class SagaStuck(Exception):
     """A compensation failed permanently; the saga needs an operator."""
 
 
+class SagaConflict(Exception):
+    """Another executor moved the saga meanwhile (a duplicate job): retry later. Jobs that run a
+    saga should use the saga id as their lock key so this does not happen."""
+
+
 @dataclass(frozen=True)
 class StepSpec:
     name: str
@@ -88,7 +93,9 @@ class StepLog(Protocol):
 
     async def load(self, saga_id: str) -> SagaRecord | None: ...
 
-    async def step_started(self, saga_id: str, index: int, undo: dict[str, Any] | None) -> None: ...
+    async def step_started(self, saga_id: str, index: int, undo: dict[str, Any] | None) -> bool:
+        """PENDING -> STARTED with its undo; False if the step was not pending (another executor)."""
+        ...
 
     async def step_done(self, saga_id: str, index: int, result: dict[str, Any]) -> None: ...
 
@@ -182,9 +189,12 @@ class SagaExecutor:
             try:
                 if step.status is StepStatus.PENDING:
                     step.undo = await action.prepare(step.params, self._ctx(saga))
-                    await self.log.step_started(saga.saga_id, step.index, step.undo)
+                    if not await self.log.step_started(saga.saga_id, step.index, step.undo):
+                        raise SagaConflict(f"saga {saga.saga_id} step {step.index} was started by another executor")
                     step.status = StepStatus.STARTED
                 result = await action.run(step.params, self._ctx(saga))
+            except SagaConflict:
+                raise
             except Exception as exc:
                 if self.is_permanent(exc):
                     return f"step {step.index} {step.name}: {type(exc).__name__}: {exc}"

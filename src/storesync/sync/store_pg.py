@@ -424,8 +424,11 @@ class PgStepLog:
         async with self.conn.transaction():
             await self.conn.execute(sql, params)
 
-    async def step_started(self, saga_id: str, index: int, undo: dict[str, Any] | None) -> None:
-        await self._exec(STEP_STARTED, {"id": saga_id, "idx": index, "undo": Jsonb(undo) if undo is not None else None})
+    async def step_started(self, saga_id: str, index: int, undo: dict[str, Any] | None) -> bool:
+        async with self.conn.transaction():
+            cur = await self.conn.execute(STEP_STARTED, {"id": saga_id, "idx": index,
+                                                         "undo": Jsonb(undo) if undo is not None else None})
+            return cur.rowcount == 1
 
     async def step_done(self, saga_id: str, index: int, result: dict[str, Any]) -> None:
         await self._exec(STEP_DONE, {"id": saga_id, "idx": index, "result": Jsonb(result)})
