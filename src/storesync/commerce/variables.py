@@ -7,8 +7,8 @@ from collections.abc import Iterable
 
 # (inventory item gid, location gid, new quantity, quantity we believe the store has now or None)
 SetQuantity = tuple[str, str, int, int | None]
-# (inventory item gid, location gid, delta)
-Change = tuple[str, str, int]
+# (inventory item gid, location gid, delta) or (..., delta, quantity we believe the store has now)
+Change = tuple[str, str, int] | tuple[str, str, int, int | None]
 
 
 def set_quantities_input(
@@ -36,14 +36,16 @@ def adjust_quantities_input(
     changes: Iterable[Change], *, reason: str, name: str = "available",
     reference_document_uri: str | None = None,
 ) -> dict:
-    """`InventoryAdjustQuantitiesInput`: deltas, explicitly without compare-and-set (a delta
-    commutes with concurrent sales; the idempotency key stops it applying twice)."""
+    """`InventoryAdjustQuantitiesInput`. A delta commutes with concurrent sales, so by default it
+    opts out of compare-and-set (explicit null `changeFromQuantity`); give a 4th element to make
+    it conditional. The idempotency key stops it applying twice."""
     input_: dict = {
         "name": name,
         "reason": reason,
         "changes": [
-            {"inventoryItemId": item, "locationId": location, "delta": delta, "changeFromQuantity": None}
-            for item, location, delta in changes
+            {"inventoryItemId": c[0], "locationId": c[1], "delta": c[2],
+             "changeFromQuantity": c[3] if len(c) > 3 else None}
+            for c in changes
         ],
     }
     if reference_document_uri:

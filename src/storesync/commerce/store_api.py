@@ -1,0 +1,152 @@
+"""The sync domain's `StoreAPI` port (sync/ports.py) over the Admin client: what a job handler
+passes to the domain for a real Shopify store or the emulator.
+
+Conversions only: GraphQL JSON <-> `sync.model` values, `StaleQuantityError` -> the domain's
+`StaleQuantity`. Every other commerce error propagates with its retryable/permanent class.
+Not read from the store (the emulator serves neither): product media (`Product.images` stays
+empty) and variant metafields.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from storesync.commerce.client import AdminClient
+from storesync.commerce.errors import NotFoundError, StaleQuantityError, UserInputError
+from storesync.commerce.variables import adjust_quantities_input, set_quantities_input
+from storesync.sync.model import InventoryLevel, Metafield, Option, Product, Variant
+from storesync.sync.ports import StaleQuantity
+
+# Page sizes of a product's own lists in one read (Shopify allows up to 100 variants per page).
+PRODUCT_LIST_SIZES = {"variantsFirst": 100, "collectionsFirst": 50, "metafieldsFirst": 50}
+
+
+def _dt(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+
+
+def _money(value: Any) -> Decimal | None:
+    return None if value is None else Decimal(str(value))
+
+
+def product_from_json(raw: Mapping[str, Any]) -> Product:
+    """A `Product` from the fields ProductById / ProductsPage / ProductSet select."""
+    seo = raw.get("seo") or {}
+    return Product(
+        id=raw["id"],
+        handle=raw["handle"],
+        title=raw["title"],
+        description_html=raw.get("descriptionHtml") or "",
+        vendor=raw.get("vendor") or "",
+        product_type=raw.get("productType") or "",
+        tags=tuple(raw.get("tags") or ()),
+        options=tuple(Option(o["name"], tuple(v["name"] for v in o.get("optionValues") or ()))
+                      for o in sorted(raw.get("options") or (), key=lambda o: o.get("position", 0))),
+        variants=tuple(
+            Variant(
+                id=v["id"],
+                option_values=tuple((s["name"], s["value"]) for s in v.get("selectedOptions") or ()),
+                price=_money(v["price"]) or Decimal("0"),
+                sku=v.get("sku") or None,
+                barcode=v.get("barcode") or None,
+                compare_at_price=_money(v.get("compareAtPrice")),
+                inventory_item_id=(v.get("inventoryItem") or {}).get("id"),
+            )
+            for v in sorted(raw["variants"]["nodes"], key=lambda v: v.get("position", 0))
+        ),
+        status=raw.get("status") or "ACTIVE",
+        seo_title=seo.get("title"),
+        seo_description=seo.get("description"),
+        collections=tuple(c["id"] for c in raw["collections"]["nodes"]),
+        metafields=tuple(Metafield(m["namespace"], m["key"], m["type"], m["value"], m.get("id"))
+                         for m in raw["metafields"]["nodes"]),
+        updated_at=_dt(raw.get("updatedAt")),
+    )
+
+
+class ShopifyStoreAPI:
+    """One store, through `client` (its budget, retries and typed errors)."""
+
+    def __init__(self, client: AdminClient) -> None:
+        self.client = client
+        self.shop = client.shop
+
+    # ------------------------------------------------------------------ catalog
+
+    async def read_product(self, product_id: str) -> Product | None:
+        result = await self.client.execute("ProductById", {"id": product_id, **PRODUCT_LIST_SIZES})
+        raw = result["product"]
+        return product_from_json(raw) if raw else None
+
+    async def find_product_by_handle(self, handle: str) -> Product | None:
+        result = await self.client.execute("ProductByHandle", {"handle": handle, **PRODUCT_LIST_SIZES})
+        raw = result["productByIdentifier"]
+        return product_from_json(raw) if raw else None
+
+    async def product_set(self, input: Mapping[str, Any], *, product_id: str | None) -> Product:
+        variables: dict[str, Any] = {"input": dict(input)}
+        if product_id is not None:
+            variables["identifier"] = {"id": product_id}
+        result = await self.client.execute("ProductSet", variables)
+        return product_from_json(result["productSet"]["product"])
+
+    async def delete_product(self, product_id: str) -> None:
+        try:
+            await self.client.execute("ProductDelete", {"id": product_id})
+        except NotFoundError:
+            return  # already gone: what we wanted
+        except UserInputError as err:
+            # productDelete's userErrors carry no code: Shopify says "Product does not exist".
+            if any("does not exist" in e.message.lower() for e in err.user_errors):
+                return
+            raise
+
+    # ------------------------------------------------------------------ inventory
+
+    async def read_level(self, inventory_item_id: str, location_id: str) -> InventoryLevel | None:
+        result = await self.client.execute("InventoryLevelAtLocation",
+                                           {"inventoryItemId": inventory_item_id, "locationId": location_id})
+        level = (result["inventoryItem"] or {}).get("inventoryLevel")
+        if level is None:
+            return None
+        quantities = {q["name"]: q["quantity"] for q in level["quantities"]}
+        return InventoryLevel(inventory_item_id, location_id, quantities["available"], _dt(level.get("updatedAt")))
+
+    async def set_level(self, inventory_item_id: str, location_id: str, quantity: int, *,
+                        change_from: int | None, idempotency_key: str, reason: str = "correction") -> int:
+        input_ = set_quantities_input([(inventory_item_id, location_id, quantity, change_from)], reason=reason)
+        try:
+            result = await self.client.execute("InventorySetQuantities", {"input": input_},
+                                               idempotency_key=idempotency_key)
+        except StaleQuantityError as err:
+            raise StaleQuantity(str(err)) from err
+        group = result["inventorySetQuantities"]["inventoryAdjustmentGroup"]
+        return _after(group, inventory_item_id, location_id, default=quantity)
+
+    async def adjust_level(self, inventory_item_id: str, location_id: str, delta: int, *,
+                           idempotency_key: str, change_from: int | None = None, reason: str = "correction") -> int:
+        input_ = adjust_quantities_input([(inventory_item_id, location_id, delta, change_from)], reason=reason)
+        try:
+            result = await self.client.execute("InventoryAdjustQuantities", {"input": input_},
+                                               idempotency_key=idempotency_key)
+        except StaleQuantityError as err:
+            raise StaleQuantity(str(err)) from err
+        group = result["inventoryAdjustQuantities"]["inventoryAdjustmentGroup"]
+        after = _after(group, inventory_item_id, location_id, default=None)
+        if after is None:  # no change reported (delta 0): read what the level is
+            level = await self.read_level(inventory_item_id, location_id)
+            return level.available if level else 0
+        return after
+
+
+def _after(group: Mapping[str, Any] | None, item: str, location: str, *, default: int | None) -> Any:
+    """quantityAfterChange of the "available" change at (item, location) in an adjustment group."""
+    for change in (group or {}).get("changes") or ():
+        if (change.get("name") == "available" and (change.get("item") or {}).get("id") == item
+                and (change.get("location") or {}).get("id") == location
+                and change.get("quantityAfterChange") is not None):
+            return change["quantityAfterChange"]
+    return default

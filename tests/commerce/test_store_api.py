@@ -1,0 +1,79 @@
+"""`ShopifyStoreAPI`, the sync domain's store port over the Admin client, against the emulator."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from storesync.commerce.client import idempotency_key
+from storesync.commerce.store_api import ShopifyStoreAPI
+from storesync.sync.ports import StaleQuantity
+from tests.commerce.test_client_emulator import SHOP, available, client_for, first_level, running_emulator
+
+
+@pytest.fixture
+def emu():
+    with running_emulator(stores=[SHOP]) as handle:
+        yield handle
+
+
+PRODUCT = {
+    "title": "Linen shirt", "handle": "linen-shirt", "vendor": "Acme", "productType": "Shirts",
+    "tags": ["linen", "summer"], "status": "ACTIVE", "descriptionHtml": "<p>Cool</p>",
+    "productOptions": [{"name": "Size", "values": [{"name": "S"}, {"name": "M"}]}],
+    "variants": [
+        {"sku": "LS-S", "price": "30.00", "optionValues": [{"optionName": "Size", "name": "S"}]},
+        {"sku": "LS-M", "price": "32.50", "compareAtPrice": "40.00", "barcode": "123",
+         "optionValues": [{"optionName": "Size", "name": "M"}]},
+    ],
+    "metafields": [{"namespace": "custom", "key": "fabric", "type": "single_line_text_field", "value": "linen"}],
+}
+
+
+async def test_product_set_read_and_find_round_trip_into_domain_values(emu):
+    async with client_for(emu) as client:
+        store = ShopifyStoreAPI(client)
+        created = await store.product_set(PRODUCT, product_id=None)
+        assert created.id and created.handle == "linen-shirt"
+        assert [v.sku for v in created.variants] == ["LS-S", "LS-M"]
+        assert created.variants[1].price == Decimal("32.50") and created.variants[1].compare_at_price == Decimal("40.00")
+        assert created.variants[1].option_values == (("Size", "M"),)
+        assert created.options[0].name == "Size" and created.options[0].values == ("S", "M")
+        assert created.metafields[0].value == "linen"
+        assert created.variants[0].inventory_item_id.startswith("gid://shopify/InventoryItem/")
+
+        read = await store.read_product(created.id)
+        assert read == created
+        assert await store.find_product_by_handle("linen-shirt") == created
+        assert await store.find_product_by_handle("no-such-handle") is None
+
+        updated = await store.product_set({**PRODUCT, "title": "Linen shirt II"}, product_id=created.id)
+        assert updated.id == created.id and updated.title == "Linen shirt II"
+
+        await store.delete_product(created.id)
+        assert await store.read_product(created.id) is None
+        await store.delete_product(created.id)  # already gone: not an error
+
+
+async def test_inventory_levels_cas_adjust_and_replay(emu):
+    emu.seed(SHOP, products=1)
+    item, location, before = first_level(emu)
+    async with client_for(emu) as client:
+        store = ShopifyStoreAPI(client)
+        level = await store.read_level(item, location)
+        assert level.available == before
+
+        assert await store.set_level(item, location, before + 5, change_from=before,
+                                     idempotency_key=idempotency_key(1, "set")) == before + 5
+        with pytest.raises(StaleQuantity):
+            await store.set_level(item, location, 0, change_from=before, idempotency_key=idempotency_key(2, "set"))
+
+        key = idempotency_key(3, "adjust")
+        after = await store.adjust_level(item, location, -2, idempotency_key=key)
+        assert after == before + 3
+        # a retried job replays: nothing applied twice, the original answer comes back
+        assert await store.adjust_level(item, location, -2, idempotency_key=key) == before + 3
+        with pytest.raises(StaleQuantity):
+            await store.adjust_level(item, location, -1, change_from=before, idempotency_key=idempotency_key(4, "a"))
+    assert available(emu, item, location) == before + 3
