@@ -377,3 +377,28 @@ def test_webhook_subscription_create_list_delete(emulator):
     assert gql(emulator, PARENT, delete, {"id": sid})["webhookSubscriptionDelete"]["deletedWebhookSubscriptionId"] == sid
     again = gql(emulator, PARENT, delete, {"id": sid})["webhookSubscriptionDelete"]
     assert again["deletedWebhookSubscriptionId"] is None and again["userErrors"][0]["field"] == ["id"]
+
+
+def test_idempotency_can_be_optional_as_before_2026_04():
+    from tests.support.emulator import running_emulator
+
+    with running_emulator([PARENT], require_idempotency=False, seed_products=1) as emu:
+        p = first_product(emu)
+        item = p["variants"]["nodes"][0]["inventoryItem"]["id"]
+        out = gql(emu, PARENT, """mutation($input: InventorySetQuantitiesInput!) {
+            inventorySetQuantities(input: $input) { userErrors { code } } }""",
+                  {"input": set_input(item, p["location"], 3, None)})
+        assert out["inventorySetQuantities"]["userErrors"] == []
+        assert available(emu, PARENT, item, p["location"])["available"] == 3
+
+
+def test_inventory_level_gid_resolves_as_a_node(emulator):
+    emulator.seed(PARENT, products=1)
+    p = first_product(emulator)
+    item = p["variants"]["nodes"][0]["inventoryItem"]["id"]
+    level = gql(emulator, PARENT, """query($i: ID!) { inventoryItem(id: $i) { inventoryLevels(first: 1) {
+        nodes { id } } } }""", {"i": item})["inventoryItem"]["inventoryLevels"]["nodes"][0]["id"]
+    assert level.startswith("gid://shopify/InventoryLevel/") and "?inventory_item_id=" in level
+    node = gql(emulator, PARENT, "query($id: ID!) { node(id: $id) { ... on InventoryLevel { item { id } } } }",
+               {"id": level})["node"]
+    assert node == {"item": {"id": item}}
