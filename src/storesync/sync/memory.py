@@ -188,7 +188,11 @@ class MemoryLedger:
 
     async def claim(self, entry: LedgerEntry) -> tuple[LedgerEntry, bool]:
         if entry.key in self.entries:
-            return self.entries[entry.key], False
+            stored = self.entries[entry.key]
+            if (stored.parent_item_id, stored.parent_location_id, stored.requested_delta) != (
+                    entry.parent_item_id, entry.parent_location_id, entry.requested_delta):
+                raise ValueError(f"ledger entry {entry.key} exists with different content: {stored}")
+            return stored, False
         stored = replace(entry, status=EntryStatus.CLAIMED, applied_delta=None, backlog_after=None)
         self.entries[entry.key] = stored
         return stored, True
