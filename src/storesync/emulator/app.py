@@ -7,6 +7,7 @@ refund of requested minus actual cost, then the webhooks the writes caused are h
 sender. Every answer with a GraphQL body carries `extensions.cost`.
 
 Control API (JSON), for tests, the demo and the CLI:
+  GET    /_emulator/health                          resolver crashes (emulator bugs) seen so far
   GET    /_emulator/stores                          stores with their tokens and secrets
   POST   /_emulator/stores                          {"shop", "token"?, "webhook_secret"?, "plan"?}
   POST   /_emulator/stores/{shop}/seed              {"products": N, "locations": [names], "variants_per_product",
@@ -49,6 +50,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+import structlog
 
 from storesync.emulator.control_webhooks import control_routes
 from storesync.emulator.cost import MAX_QUERY_COST, LeakyBucket, query_costs
@@ -56,6 +58,8 @@ from storesync.emulator.faults import GraphQLFaults, GraphQLFaultsConfig, respon
 from storesync.emulator.resolvers import RequestContext, build_emulator_schema, default_resolver
 from storesync.emulator.state import PLANS, ActionError, Emulator, Event, StoreState, gid, parse_gid
 from storesync.emulator.webhooks import DeliveryFaults, SubscriptionStore, WebhookSender
+
+log = structlog.get_logger("storesync.emulator")
 
 API_VERSION_RE = re.compile(r"^(\d{4}-\d{2}|unstable)$")
 DEFAULT_API_VERSION = "2026-10"
@@ -98,6 +102,8 @@ class EmulatorApp:
         self.sender = WebhookSender(self._app_secret, time_scale, webhook_faults, subscriptions=self.subscriptions)
         self.faults = GraphQLFaults(graphql_faults)
         self.schema = build_emulator_schema()
+        # Resolver crashes (emulator bugs), newest last; GET /_emulator/health reports them.
+        self.internal_errors: list[str] = []
         self._documents: OrderedDict[str, tuple[DocumentNode | None, list[dict]]] = OrderedDict()
         for spec in stores:
             self.add_store(spec if isinstance(spec, StoreSpec) else StoreSpec(spec))
@@ -245,11 +251,23 @@ class EmulatorApp:
         self.emit(shop, context.events)
         out: dict[str, Any] = {}
         if result.errors:
-            out["errors"] = [e.formatted for e in result.errors]
+            out["errors"] = [self._error(e, shop) for e in result.errors]
         if result.data is not None or not result.errors:
             out["data"] = result.data
         out["extensions"] = self._cost_extension(shop, requested, actual)
         return 200, out, None
+
+    def _error(self, err: GraphQLError, shop: str) -> dict:
+        """A resolver's GraphQLError as is; anything else is an emulator bug: answered like
+        Shopify's internal error, logged, and counted (tests assert there are none)."""
+        original = err.original_error
+        if original is None or isinstance(original, GraphQLError):
+            return err.formatted
+        self.internal_errors.append(f"{type(original).__name__}: {original} at {err.path}")
+        log.error("emulator_internal_error", shop=shop, path=err.path, error=repr(original),
+                  exc_info=original)
+        return {"message": "Internal error. Looks like something went wrong on our end.",
+                "path": err.path, "extensions": {"code": "INTERNAL_SERVER_ERROR"}}
 
     # ------------------------------------------------------------------ control API
 
@@ -291,6 +309,10 @@ class EmulatorApp:
             if parsed is None:
                 raise ActionError(f"{value!r} is not a {type_name} id")
             return parsed
+
+        def health(request, body):
+            return {"stores": len(self.emulator.stores), "internal_errors": self.internal_errors[-20:],
+                    "internal_error_count": len(self.internal_errors)}
 
         def list_stores(request, body):
             return {"stores": [self.store_info(s) for s in self.emulator.stores.values()]}
@@ -370,6 +392,7 @@ class EmulatorApp:
 
         return [
             Route("/stores/{shop}/admin/api/{version}/graphql.json", self.graphql, methods=["POST"]),
+            Route("/_emulator/health", action(health), methods=["GET"]),
             Route("/_emulator/stores", action(list_stores), methods=["GET"]),
             Route("/_emulator/stores", action(add_store, 201), methods=["POST"]),
             Route("/_emulator/stores/{shop}/seed", action(seed), methods=["POST"]),
