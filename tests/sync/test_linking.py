@@ -67,3 +67,26 @@ def test_unmatched_variants_on_both_sides_are_listed():
     assert report.counts()["matched"] == 1
     assert report.unmatched_parent == [pp.variants[1].id]
     assert report.unmatched_child == [cp.variants[1].id]
+
+
+def test_linking_a_network_stores_links_unless_it_is_a_dry_run():
+    import asyncio
+
+    from storesync.sync.linking import link_network
+    from storesync.sync.memory import MemoryLinks
+    from storesync.sync.model import Collection
+    from tests.sync.builders import CHILD_B, CHILD_C, PARENT, merchant
+
+    stores = {s: MemoryStore(s) for s in (PARENT, CHILD_A, CHILD_B, CHILD_C)}
+    pp = stores[PARENT].add_product(tee())
+    stores[PARENT].add_collection(Collection(None, "summer"))
+    stores[CHILD_A].add_product(tee())
+    stores[CHILD_A].add_collection(Collection(None, "summer"))
+    repo = MemoryLinks()
+    reports = asyncio.run(link_network(merchant(), stores, None))
+    assert [r.counts()["matched"] for r in reports] == [2, 0, 0]
+    assert [r.counts()["collections_missing"] for r in reports] == [0, 1, 1]
+    assert repo.rows == {}
+    asyncio.run(link_network(merchant(), stores, repo))
+    lm = asyncio.run(repo.link_map(CHILD_A))
+    assert lm.child_id(LinkKind.PRODUCT, pp.id) and len([lk for lk in lm.links if lk.kind is LinkKind.COLLECTION]) == 1

@@ -108,3 +108,16 @@ def test_a_negative_parent_level_is_expected_as_zero_in_children():
     report = asyncio.run(f.report())
     (r,) = report.repairs
     assert (r.child_shop, r.location_id, r.expected, r.actual) == (CHILD_A, A_LOC2, 0, 3)
+
+
+def test_reconcile_network_reads_every_store_and_finds_the_same_repairs():
+    from storesync.sync.reconcile import reconcile_network
+    f = Fleet()
+    asyncio.run(f.sync_all())
+    scans = {PARENT: f.parent, **f.children}
+    assert asyncio.run(reconcile_network(merchant(), scans, f.links, f.policy)).in_sync
+    p = f.products[0]
+    f.parent.products[p.id] = replace(p, vendor="Other")
+    report = asyncio.run(reconcile_network(merchant(), scans, f.links, f.policy))
+    assert sorted(r.child_shop for r in report.repairs) == sorted(CHILDREN)
+    assert report.levels_checked == 24

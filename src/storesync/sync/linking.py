@@ -67,6 +67,8 @@ class LinkReport:
     conflicts: list[ProductConflict] = field(default_factory=list)
     unmatched_parent: list[str] = field(default_factory=list)  # to be created in the child
     unmatched_child: list[str] = field(default_factory=list)  # child-only: left alone
+    collection_links: list[Link] = field(default_factory=list)
+    missing_collections: list[str] = field(default_factory=list)  # parent collections the child lacks
 
     def counts(self) -> dict[str, int]:
         by = defaultdict(int)
@@ -74,10 +76,12 @@ class LinkReport:
             by[f"matched_by_{m.matched_by}"] += 1
         return {"matched": len(self.matches), **by, "duplicates": len(self.duplicates),
                 "missing_sku": len(self.missing_sku), "conflicts": len(self.conflicts),
-                "unmatched_parent": len(self.unmatched_parent), "unmatched_child": len(self.unmatched_child)}
+                "unmatched_parent": len(self.unmatched_parent), "unmatched_child": len(self.unmatched_child),
+                "collections_linked": len(self.collection_links),
+                "collections_missing": len(self.missing_collections)}
 
     def links(self) -> list[Link]:
-        out: list[Link] = []
+        out: list[Link] = list(self.collection_links)
         seen_products: set[str] = set()
         for m in self.matches:
             if m.parent.product_id not in seen_products:
@@ -179,3 +183,22 @@ def match_collections(parent: Iterable[Collection], child: Iterable[Collection],
         else:
             links.append(Link(LinkKind.COLLECTION, child_shop, pc.id, cc.id or "", MatchedBy.HANDLE))
     return links, missing
+
+
+async def link_network(network, scans, links_repo=None) -> list[LinkReport]:
+    """Match every child of a merchant against its parent (`storesync link`). With `links_repo`
+    (a `ports.LinkRepository`) the links are stored; without, it is a dry run.
+    network: `network.MerchantNetwork`; scans: shop -> `ports.CatalogScan`."""
+    parent_scan = scans[network.parent.shop]
+    parent_products = [p async for p in parent_scan.all_products()]
+    parent_collections = [c async for c in parent_scan.all_collections()]
+    reports = []
+    for child in network.children:
+        scan = scans[child.shop]
+        report = match_catalogs(parent_products, [p async for p in scan.all_products()], child.shop)
+        report.collection_links, report.missing_collections = match_collections(
+            parent_collections, [c async for c in scan.all_collections()], child.shop)
+        if links_repo is not None:
+            await links_repo.save_links(report.links())
+        reports.append(report)
+    return reports

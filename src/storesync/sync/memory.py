@@ -19,7 +19,7 @@ from typing import Any
 
 from storesync.sync.audit import AuditRecord
 from storesync.sync.inventory import EntryKind, EntryStatus, LedgerEntry, LedgerKey
-from storesync.sync.model import Image, InventoryLevel, Link, LinkKind, LinkMap, Metafield, Option, Product, Variant
+from storesync.sync.model import Collection, Image, InventoryLevel, Link, LinkKind, LinkMap, Metafield, Option, Product, Variant
 from storesync.sync.ports import StaleQuantity, WriteRecord
 from storesync.sync.saga import SagaRecord, SagaState, StepRecord, StepSpec, StepStatus
 
@@ -36,6 +36,7 @@ class MemoryStore:
     def __init__(self, shop: str) -> None:
         self.shop = shop
         self.products: dict[str, Product] = {}
+        self.collections: dict[str, Collection] = {}
         self.levels: dict[tuple[str, str], int] = {}
         self._replays: dict[str, int] = {}
         self.calls: list[tuple[str, Any]] = []  # (operation, argument) for assertions
@@ -47,6 +48,23 @@ class MemoryStore:
 
     async def find_product_by_handle(self, handle: str) -> Product | None:
         return next((p for p in self.products.values() if p.handle == handle), None)
+
+    async def all_products(self):
+        for p in list(self.products.values()):
+            yield p
+
+    async def all_collections(self):
+        for c in list(self.collections.values()):
+            yield c
+
+    async def all_levels(self, location_ids: Sequence[str]) -> dict[tuple[str, str], int]:
+        wanted = set(location_ids)
+        return {k: q for k, q in self.levels.items() if k[1] in wanted}
+
+    def add_collection(self, c: Collection) -> Collection:
+        c = replace(c, id=c.id or _new_id("Collection"))
+        self.collections[c.id] = c
+        return c
 
     def add_product(self, p: Product) -> Product:
         pid = p.id or _new_id("Product")

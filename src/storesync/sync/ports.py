@@ -6,13 +6,13 @@ Postgres (`store_pg.py`) or in memory (`memory.py`). Everything is async because
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from storesync.sync.audit import AuditRecord
-from storesync.sync.model import InventoryLevel, Link, LinkKind, LinkMap, Product
+from storesync.sync.model import Collection, InventoryLevel, Link, LinkKind, LinkMap, Product
 
 # --------------------------------------------------------------------------- store side
 
@@ -65,6 +65,20 @@ class InventoryStore(Protocol):
 
 class StoreAPI(CatalogStore, InventoryStore, Protocol):
     pass
+
+
+class CatalogScan(Protocol):
+    """Whole-store reads for linking and reconciliation (paged queries in the real adapter)."""
+
+    shop: str
+
+    def all_products(self) -> AsyncIterator[Product]: ...
+
+    def all_collections(self) -> AsyncIterator[Collection]: ...
+
+    async def all_levels(self, location_ids: Sequence[str]) -> dict[tuple[str, str], int]:
+        """(inventory item gid, location gid) -> available, for every item stocked at those locations."""
+        ...
 
 
 # --------------------------------------------------------------------------- storage side

@@ -166,3 +166,20 @@ async def apply_repairs(
             await sync_product_to_child(parent_store, stores[r.child_shop], r.parent_id, links_repo, policy, audit, cause)
             fixed.append(r)
     return fixed, left
+
+
+async def reconcile_network(network: MerchantNetwork, scans, links_repo, policy: SyncPolicy) -> ReconcileReport:
+    """Read every store of a merchant and list the repairs (`storesync reconcile`; then
+    `apply_repairs`). scans: shop -> `ports.CatalogScan`; links_repo: `ports.LinkRepository`."""
+    report = ReconcileReport()
+    parent_scan = scans[network.parent.shop]
+    parent_products = [p async for p in parent_scan.all_products()]
+    maps = {c.shop: await links_repo.link_map(c.shop) for c in network.children}
+    children = {c.shop: [p async for p in scans[c.shop].all_products()] for c in network.children}
+    diff_catalog(parent_products, children, maps, policy, report)
+    parent_locations = sorted({p for m in network.location_maps.values() for p in m})
+    parent_levels = await parent_scan.all_levels(parent_locations)
+    child_levels = {c.shop: await scans[c.shop].all_levels(sorted(network.location_maps.get(c.shop, {}).values()))
+                    for c in network.children}
+    diff_inventory(network, parent_levels, child_levels, maps, report)
+    return report
