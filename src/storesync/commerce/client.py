@@ -28,6 +28,7 @@ from typing import Any
 
 import httpx
 
+from storesync.commerce import metrics
 from storesync.commerce.budget import Budget, LocalBudget, Reservation
 from storesync.commerce.errors import (
     ApiUnavailableError,
@@ -179,6 +180,7 @@ class AdminClient:
                     retry_after=reservation.wait, **ctx)
             if reservation.wait > 0:
                 self.stats.waited_s += reservation.wait
+                metrics.BUDGET_WAIT.labels(self.shop).inc(reservation.wait)
                 await asyncio.sleep(reservation.wait)
 
             outcome = await self._send(op, body, reservation, variables)
@@ -210,6 +212,21 @@ class AdminClient:
                     variables: Mapping[str, Any]) -> Result | tuple[str, float | None, str]:
         """One HTTP exchange. A Result, or (kind, forced delay, description) of a retryable fault.
         The reservation is always settled."""
+        outcome = "error"
+        try:
+            result = await self._exchange(op, body, reservation, variables)
+            outcome = "ok" if isinstance(result, Result) else {
+                "network": "network_error", "http_429": "http_429", "server": "server_error",
+                "throttled": "throttled"}[result[0]]
+            return result
+        except StoreUnauthorized:
+            outcome = "unauthorized"
+            raise
+        finally:
+            metrics.CALLS.labels(self.shop, outcome).inc()
+
+    async def _exchange(self, op: Operation, body: dict, reservation: Reservation,
+                        variables: Mapping[str, Any]) -> Result | tuple[str, float | None, str]:
         headers = {"X-Shopify-Access-Token": self.store.access_token.get_secret_value(),
                    "Content-Type": "application/json", "Accept": "application/json"}
         self.stats.requests += 1
@@ -260,6 +277,7 @@ class AdminClient:
         await self.budget.settle(reservation, charged=charged, status=status)
         if charged:
             self.stats.points_charged += charged
+            metrics.POINTS.labels(self.shop).inc(charged)
         if cost and cost.requested:
             self.estimator.learn(op, variables, cost.requested)
 
