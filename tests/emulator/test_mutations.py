@@ -349,6 +349,9 @@ def test_collection_user_errors(emulator):
     out = gql(emulator, PARENT, (OPERATIONS / "collection_add_products.graphql").read_text(),
               {"id": c["collectionCreate"]["collection"]["id"], "productIds": ["gid://shopify/Product/424242"]})
     assert out["collectionAddProducts"]["userErrors"][0]["field"] == ["productIds", "0"]
+    upd = gql(emulator, PARENT, (OPERATIONS / "collection_update.graphql").read_text(),
+              {"input": {"id": c["collectionCreate"]["collection"]["id"], "products": []}})
+    assert upd["collectionUpdate"]["userErrors"][0]["field"] == ["products"]
 
 
 # --------------------------------------------------------------------------- webhook subscriptions

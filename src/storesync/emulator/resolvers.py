@@ -1194,7 +1194,12 @@ def m_collection_update(_root, info, input: dict) -> dict:
     coll = _find_collection(info, input.get("id"))
     if coll is None:
         return {"collection": None, "job": None, "userErrors": [user_error(["id"], "Collection does not exist")]}
-    errors, product_ids = _collection_input_errors(store, input, creating=False)
+    errors, _ = _collection_input_errors(store, input, creating=False)
+    if input.get("products") is not None:
+        # Shopify: `products` is only valid with collectionCreate; membership changes go
+        # through collectionAddProducts / collectionRemoveProducts.
+        errors.append(user_error(["products"], "Products can only be set when the collection is created; use "
+                                 "collectionAddProducts or collectionRemoveProducts"))
     if input.get("handle") is not None:
         if any(c.handle == input["handle"] and c is not coll for c in store.collections.values()):
             errors.append(user_error(["handle"], f"Handle '{input['handle']}' has already been taken"))
@@ -1203,8 +1208,6 @@ def m_collection_update(_root, info, input: dict) -> dict:
     if input.get("handle") is not None:
         coll.handle = input["handle"]
     _apply_collection_input(store, coll, input)
-    if input.get("products") is not None:
-        coll.product_ids = list(dict.fromkeys(product_ids))
     ctx(info).events.append(store.collection_event("collections/update", coll))
     return {"collection": coll, "job": None, "userErrors": []}
 
