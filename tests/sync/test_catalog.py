@@ -113,6 +113,8 @@ def test_a_child_only_variant_with_its_metafields_survives_a_parent_update():
     run(w.edit_parent(title="Tee v2"))
     plan = run(w.sync())
     assert plan.kept_child_variants == (xl.id,)
+    carried = next(v for v in plan.input["variants"] if v.get("id") == xl.id)
+    assert carried["inventoryItem"] == {"sku": "CHILD-XL"} and carried["price"] == "99.00"  # as the child has it
     cp = run(w.child_product())
     assert cp.title == "Tee v2"
     kept = cp.variant(xl.id)

@@ -281,7 +281,11 @@ def _variant_input(v: Variant, *, child_id: str | None, price_rule: PriceRule | 
         out["compareAtPrice"] = _money(compare)
     if v.barcode:
         out["barcode"] = v.barcode
-    out["inventoryItem"] = {"sku": v.sku or "", "tracked": True}
+    if price_rule is not None:
+        # A synced variant: tracked, so that inventory sync has levels to set.
+        out["inventoryItem"] = {"sku": v.sku or "", "tracked": True}
+    elif v.sku:
+        out["inventoryItem"] = {"sku": v.sku}  # a carried variant: nothing but what it has
     out["metafields"] = _metafields(metafields)
     return out
 
