@@ -128,3 +128,42 @@ def test_backoff_delay_is_full_jitter_under_a_capped_exponential(attempt, base, 
     assert backoff_delay(attempt, base, cap, 0.0) == 0.0
     assert backoff_delay(attempt, base, cap, 0.5) == pytest.approx(ceiling / 2)
     assert backoff_delay(attempt, base, cap, 0.999999) <= ceiling
+
+
+def test_group_concurrency_limit_holds_under_concurrent_claimers(db):
+    with db.connect() as conn:
+        enqueue_many(conn, [JobSpec("k.a", {}, group=f"g{i % 3}") for i in range(300)])
+        conn.execute("UPDATE job_groups SET concurrency_limit = 2")
+        conn.commit()
+    errors: list[BaseException] = []
+    over: list[tuple] = []
+
+    def claimer(name: str) -> None:
+        try:
+            with psycopg.connect(db.dsn) as conn:
+                for i in range(300):
+                    rows = _claim(conn, limit=5, worker=name)
+                    over.extend(conn.execute(
+                        "SELECT group_key, count(*) FROM jobs WHERE state = 'running' GROUP BY 1 HAVING count(*) > 2"
+                    ).fetchall())
+                    conn.commit()
+                    if i % 2:  # hold the runs over one more claim, then finish them
+                        conn.execute("UPDATE jobs SET state = 'succeeded', finished_at = now(), lease_expires_at = NULL "
+                                     "WHERE state = 'running' AND worker_id = %s", (name,))
+                        conn.commit()
+                conn.execute("UPDATE jobs SET state = 'succeeded', finished_at = now(), lease_expires_at = NULL "
+                             "WHERE state = 'running' AND worker_id = %s", (name,))
+                conn.commit()
+        except BaseException as err:  # noqa: BLE001
+            errors.append(err)
+
+    threads = [threading.Thread(target=claimer, args=(f"w{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors, errors
+    assert over == []
+    with db.connect() as conn:
+        done = conn.execute("SELECT count(*) FROM jobs WHERE state = 'succeeded'").fetchone()[0]
+    assert done > 50  # the claimers did make progress

@@ -43,21 +43,20 @@ from storesync.queue.config import QueueSettings
 LOCK_KEY_NAMESPACE = 0x51E0
 
 
+def _claim_params(qs: QueueSettings, worker_id: str, limit: int) -> dict:
+    return {
+        "groups": qs.groups_per_claim, "cap": min(qs.per_group_cap, limit), "batch": limit,
+        "lock_ns": LOCK_KEY_NAMESPACE, "worker": worker_id, "lease": qs.lease_seconds,
+    }
+
+
 async def claim_batch(conn: psycopg.AsyncConnection, qs: QueueSettings, worker_id: str,
                       limit: int) -> list[tuple] | None:
-    """Claim up to `limit` jobs fairly; [] if nothing is claimable now, None if the claim lost a
-    lock-key race and should be retried at once. Commits (the pool connection's transaction)."""
+    """Claim up to `limit` jobs fairly and commit; [] if nothing is claimable now, None if the
+    claim lost a lock-key race and should be retried at once."""
     try:
         async with conn.transaction():
-            groups = await (await conn.execute(q.LOCK_CLAIM_GROUPS, {"groups": qs.groups_per_claim})).fetchall()
-            if not groups:
-                return []
-            cap = min(qs.per_group_cap, limit)
-            cur = await conn.execute(q.CLAIM_JOBS, {
-                "groups": [g for g, _ in groups], "limits": [lim for _, lim in groups],
-                "cap": cap, "scan": cap * 2 + 8, "batch": limit, "lock_ns": LOCK_KEY_NAMESPACE,
-                "worker": worker_id, "lease": qs.lease_seconds,
-            })
+            cur = await conn.execute(q.CLAIM_JOBS, _claim_params(qs, worker_id, limit))
             return await cur.fetchall()
     except psycopg.errors.UniqueViolation:
         return None
@@ -67,14 +66,6 @@ def claim_batch_sync(conn: psycopg.Connection, qs: QueueSettings, worker_id: str
     """`claim_batch` on a sync connection (tests and benchmarks)."""
     try:
         with conn.transaction():
-            groups = conn.execute(q.LOCK_CLAIM_GROUPS, {"groups": qs.groups_per_claim}).fetchall()
-            if not groups:
-                return []
-            cap = min(qs.per_group_cap, limit)
-            return conn.execute(q.CLAIM_JOBS, {
-                "groups": [g for g, _ in groups], "limits": [lim for _, lim in groups],
-                "cap": cap, "scan": cap * 2 + 8, "batch": limit, "lock_ns": LOCK_KEY_NAMESPACE,
-                "worker": worker_id, "lease": qs.lease_seconds,
-            }).fetchall()
+            return conn.execute(q.CLAIM_JOBS, _claim_params(qs, worker_id, limit)).fetchall()
     except psycopg.errors.UniqueViolation:
         return None

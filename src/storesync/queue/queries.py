@@ -53,9 +53,15 @@ RETURNING id, singleton_key, xmax::text <> '0' AS collapsed
 
 # ----------------------------------------------------------------------------- claim
 
-# lock_claim_groups: lock (SKIP LOCKED) the least-recently-served groups that have queued jobs,
-# found by a loose index scan over jobs_ready (cost ~ groups with queued jobs, not idle groups).
-LOCK_CLAIM_GROUPS = """
+# claim_jobs: one statement, one snapshot. Lock (SKIP LOCKED) the `groups` least-recently-served
+# groups that have queued jobs (found by a loose index scan over jobs_ready, so idle groups cost
+# nothing); skip a locked group whose row changed after our snapshot (another claim served it
+# since, so our view of its jobs is stale); take up to `cap` head jobs per group (an even share of
+# twice the batch at most; less if the group's concurrency limit leaves less room), skipping jobs
+# whose lock key is running and keeping one job per lock key (candidates are row-locked SKIP LOCKED
+# as they are read); order lanes first, then round-robin across groups (each group's 1st job
+# before any group's 2nd); mark the chosen ones running under a lease, and move the served (or found-empty) groups to the back of the order.
+CLAIM_JOBS = """
 WITH RECURSIVE active(group_key) AS (
     (SELECT group_key FROM jobs WHERE state = 'queued' ORDER BY group_key LIMIT 1)
     UNION ALL
@@ -63,69 +69,58 @@ WITH RECURSIVE active(group_key) AS (
             WHERE j.state = 'queued' AND j.group_key > a.group_key
             ORDER BY j.group_key LIMIT 1)
     FROM active a WHERE a.group_key IS NOT NULL
-)
-SELECT g.group_key, g.concurrency_limit
-FROM job_groups g
-WHERE g.group_key IN (SELECT group_key FROM active WHERE group_key IS NOT NULL)
-ORDER BY g.last_served_at, g.group_key
-LIMIT %(groups)s
-FOR NO KEY UPDATE OF g SKIP LOCKED
-"""
-
-# claim_jobs: in the groups this transaction locked, take up to `cap` head jobs per group (less
-# if the group's concurrency limit leaves less room), skip jobs whose lock key is running, keep one
-# job per lock key, order lanes first then round-robin across groups (each group's 1st job before
-# any group's 2nd), lock them SKIP LOCKED, mark them running under a lease, and move the served
-# (or found-empty) groups to the back of the fairness order.
-CLAIM_JOBS = """
-WITH grp AS MATERIALIZED (
-    SELECT g.group_key, g.ord,
-           CASE WHEN g.concurrency_limit IS NULL THEN %(cap)s
-                ELSE greatest(0, least(%(cap)s, g.concurrency_limit - (
-                    SELECT count(*) FROM jobs r WHERE r.group_key = g.group_key AND r.state = 'running')))
+), picked AS MATERIALIZED (
+    SELECT g.group_key, g.concurrency_limit, g.last_served_at, g.xmin AS locked_xmin
+    FROM job_groups g
+    WHERE g.group_key IN (SELECT group_key FROM active WHERE group_key IS NOT NULL)
+    ORDER BY g.last_served_at, g.group_key
+    LIMIT %(groups)s
+    FOR NO KEY UPDATE OF g SKIP LOCKED
+), share AS (
+    SELECT least(%(cap)s, greatest(1, ceil(2.0 * %(batch)s / greatest(count(*), 1))::integer)) AS cap
+    FROM picked
+), grp AS MATERIALIZED (
+    SELECT p.group_key, row_number() OVER (ORDER BY p.last_served_at, p.group_key) AS ord,
+           CASE WHEN NOT (seen.xmin = p.locked_xmin) THEN 0
+                WHEN p.concurrency_limit IS NULL THEN share.cap
+                ELSE greatest(0, least(share.cap, p.concurrency_limit - (
+                    SELECT count(*) FROM jobs r WHERE r.group_key = p.group_key AND r.state = 'running')))
            END AS room
-    FROM unnest(%(groups)s::text[], %(limits)s::integer[]) WITH ORDINALITY AS g(group_key, concurrency_limit, ord)
+    FROM picked p JOIN job_groups seen ON seen.group_key = p.group_key CROSS JOIN share
 ), cand AS MATERIALIZED (
-    SELECT h.id, h.lane, h.lock_key, grp.group_key, grp.ord,
-           row_number() OVER (PARTITION BY grp.group_key ORDER BY h.lane, h.run_at, h.id) AS rn
+    SELECT h.id, h.lane, h.lock_key, grp.group_key, grp.ord, h.rn
     FROM grp CROSS JOIN LATERAL (
-        SELECT s.id, s.lane, s.run_at, s.lock_key FROM (
+        SELECT s.id, s.lane, s.lock_key, row_number() OVER () AS rn FROM (
             SELECT j.id, j.lane, j.run_at, j.lock_key FROM jobs j
             WHERE j.group_key = grp.group_key AND j.state = 'queued' AND j.run_at <= now()
             ORDER BY j.lane, j.run_at, j.id
-            LIMIT %(scan)s
+            LIMIT grp.room + 8
+            FOR NO KEY UPDATE OF j SKIP LOCKED
         ) s
         WHERE s.lock_key IS NULL OR NOT EXISTS (
             SELECT 1 FROM jobs r WHERE r.lock_key = s.lock_key AND r.state = 'running')
-        ORDER BY s.lane, s.run_at, s.id
         LIMIT grp.room
     ) h
+    WHERE grp.room > 0
 ), chosen AS MATERIALIZED (
-    SELECT id, lock_key, group_key FROM (
-        SELECT c.*, row_number() OVER (PARTITION BY coalesce(c.lock_key, c.id::text)
-                                       ORDER BY c.lane, c.rn, c.ord) AS per_key
-        FROM cand c
-    ) d
-    WHERE per_key = 1
+    SELECT id, lock_key, group_key FROM cand c
+    WHERE c.lock_key IS NULL OR NOT EXISTS (
+        SELECT 1 FROM cand o WHERE o.lock_key = c.lock_key AND (o.lane, o.rn, o.ord) < (c.lane, c.rn, c.ord))
     ORDER BY lane, rn, ord
     LIMIT %(batch)s
 ), keyed AS MATERIALIZED (
     SELECT id FROM chosen
     WHERE lock_key IS NULL OR pg_try_advisory_xact_lock(%(lock_ns)s, hashtext(lock_key))
-), locked AS (
-    SELECT j.id FROM jobs j
-    WHERE j.id IN (SELECT id FROM keyed) AND j.state = 'queued'
-    FOR NO KEY UPDATE OF j SKIP LOCKED
 ), claimed AS (
     UPDATE jobs j
     SET state = 'running', attempt = j.attempt + 1, worker_id = %(worker)s, started_at = now(),
         lease_expires_at = now() + make_interval(secs => %(lease)s)
-    FROM locked WHERE j.id = locked.id
+    FROM keyed WHERE j.id = keyed.id
     RETURNING j.id, j.kind, j.payload, j.group_key, j.lane, j.attempt, j.max_attempts, j.lock_key
 ), served AS (
     UPDATE job_groups g SET last_served_at = clock_timestamp()
     WHERE g.group_key IN (SELECT group_key FROM chosen)
-       OR g.group_key IN (SELECT group_key FROM grp EXCEPT SELECT group_key FROM cand)
+       OR g.group_key IN (SELECT group_key FROM grp WHERE room > 0 EXCEPT SELECT group_key FROM cand)
 )
 SELECT id, kind, payload, group_key, lane, attempt, max_attempts, lock_key FROM claimed
 """
