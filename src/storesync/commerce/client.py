@@ -10,7 +10,7 @@
   jitter. After `max_attempts` tries: `ApiUnavailableError` (retryable: the caller's job retries,
   so a network fault never loses work). Mutations that must not apply twice carry
   `@idempotent(key:)`, so those retries replay instead of re-applying.
-- 401/403: `StoreUnauthorized` at once. MAX_COST_EXCEEDED: `MaxCostExceededError` (split the
+- 401/402/403/423: `StoreUnauthorized` at once (the store refuses the app, not this call). MAX_COST_EXCEEDED: `MaxCostExceededError` (split the
   work; `pages` halves its page size). Other GraphQL errors: `GraphQLQueryError`.
 - Non-empty `userErrors` in a mutation payload: the typed error from `errors.user_errors_error`.
 """
@@ -240,9 +240,9 @@ class AdminClient:
         self.stats.by_status[resp.status_code] = self.stats.by_status.get(resp.status_code, 0) + 1
         ctx = {"shop": self.shop, "operation": op.name}
 
-        if resp.status_code in (401, 403):
+        if resp.status_code in _STORE_REFUSES:
             await self.budget.settle(reservation, charged=0, status=None)
-            raise StoreUnauthorized(f"{self.shop} answered HTTP {resp.status_code}: the token is not accepted",
+            raise StoreUnauthorized(f"{self.shop} answered HTTP {resp.status_code}: {_STORE_REFUSES[resp.status_code]}",
                                     status=resp.status_code, **ctx)
         if resp.status_code == 429:
             self.stats.http_429 += 1
@@ -273,17 +273,18 @@ class AdminClient:
             await self.budget.settle(reservation, charged=0, status=status)
             return ("throttled", None, "THROTTLED")
 
+        if cost and cost.requested:
+            self.estimator.learn(op, variables, cost.requested)
+        if "MAX_COST_EXCEEDED" in codes:  # refused before execution: nothing charged
+            await self.budget.settle(reservation, charged=0, status=status)
+            raise MaxCostExceededError(f"{op.name} on {self.shop}: {_messages(errors)}",
+                                       requested=cost.requested if cost else None, limit=MAX_QUERY_COST, **ctx)
         charged = cost.actual if cost and cost.actual is not None else (cost.requested if cost else None)
         await self.budget.settle(reservation, charged=charged, status=status)
         if charged:
             self.stats.points_charged += charged
             metrics.POINTS.labels(self.shop).inc(charged)
-        if cost and cost.requested:
-            self.estimator.learn(op, variables, cost.requested)
 
-        if "MAX_COST_EXCEEDED" in codes:
-            raise MaxCostExceededError(f"{op.name} on {self.shop}: {_messages(errors)}",
-                                       requested=cost.requested if cost else None, limit=MAX_QUERY_COST, **ctx)
         if resp.status_code >= 400 or errors:
             raise GraphQLQueryError(f"{op.name} on {self.shop} failed (HTTP {resp.status_code}): {_messages(errors)}",
                                     errors=errors if isinstance(errors, list) else [], **ctx)
@@ -337,6 +338,15 @@ class AdminClient:
         async for page in self.pages(operation, variables, connection=connection, page_size=page_size):
             for node in page.nodes:
                 yield node
+
+
+# HTTP statuses by which a store refuses the app as a whole (not this call): the sync layer pauses it.
+_STORE_REFUSES = {
+    401: "the access token is not accepted (revoked, or the app was uninstalled)",
+    402: "the store is frozen (unpaid plan)",
+    403: "the app lacks access (scope not granted or merchant approval missing)",
+    423: "the store is locked",
+}
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -50,8 +50,9 @@ class ThrottledError(RetryableCommerceError):
 
 
 class StoreUnauthorized(RetryableCommerceError):
-    """HTTP 401/403: the token was revoked or the app uninstalled. The sync layer pauses the
-    store; retrying the job later (after re-authorisation) is what helps, not retrying now."""
+    """The store refuses the app as a whole: HTTP 401 (token revoked, app uninstalled), 403
+    (scope missing), 402 (store frozen) or 423 (store locked); `status` says which. The sync
+    layer pauses the store; retrying the job later (once resolved) is what helps, not now."""
 
     def __init__(self, message: str, *, status: int, shop: str | None = None,
                  operation: str | None = None) -> None:
