@@ -248,7 +248,7 @@ def test_two_worker_processes_share_one_store_within_its_bucket(emu, db):
     procs = [subprocess.Popen(
         [sys.executable, "-m", "tests.commerce.adjust_worker", "--url", emu.graphql_url(SHOP),
          "--token", emu.token(SHOP), "--shop", SHOP, "--item", item, "--location", location,
-         "--mode", "smart", "--dsn", db.dsn, "--count", str(per_worker), "--worker", f"w{w}", "--margin", "5"],
+         "--mode", "smart", "--dsn", db.dsn, "--count", str(per_worker), "--worker", f"w{w}", "--margin", "15"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for w in range(2)]
     results = []
     for p in procs:
@@ -259,3 +259,45 @@ def test_two_worker_processes_share_one_store_within_its_bucket(emu, db):
     assert available(emu, item, location) == before + 2 * per_worker
     throttled = sum(r["throttled"] + r["http_429"] for r in results)
     assert throttled <= 2, results
+
+
+# --------------------------------------------------------------------------- cost estimate
+
+
+SAMPLE_VARIABLES = {
+    "ShopInfo": {"locationsFirst": 20},
+    "ProductsPage": {"first": 3, **SIZES},
+    "ProductById": {"id": "gid://shopify/Product/1", **SIZES},
+    "ProductByHandle": {"handle": "x", **SIZES},
+    "ProductsByQuery": {"query": "sku:X", "first": 5, "variantsFirst": 10},
+    "ProductSet": {"input": {"title": "x"}},
+    "ProductDelete": {"id": "gid://shopify/Product/1"},
+    "ProductVariantsBulkUpdate": {"productId": "gid://shopify/Product/1", "variants": []},
+    "InventoryLevels": {"inventoryItemIds": ["gid://shopify/InventoryItem/1"] * 3, "locationsFirst": 4},
+    "InventoryLevelAtLocation": {"inventoryItemId": "gid://shopify/InventoryItem/1",
+                                 "locationId": "gid://shopify/Location/1"},
+    "InventorySetQuantities": {"input": set_quantities_input([], reason="correction"), "idempotencyKey": "k1"},
+    "InventoryAdjustQuantities": {"input": adjust_quantities_input([], reason="correction"), "idempotencyKey": "k2"},
+    "CollectionsPage": {"first": 10},
+    "CollectionCreate": {"input": {"title": "x"}},
+    "CollectionUpdate": {"input": {"id": "gid://shopify/Collection/1", "title": "x"}},
+    "CollectionDelete": {"id": "gid://shopify/Collection/1"},
+    "CollectionAddProducts": {"id": "gid://shopify/Collection/1", "productIds": []},
+    "CollectionRemoveProducts": {"id": "gid://shopify/Collection/1", "productIds": []},
+    "WebhookSubscriptions": {"first": 10},
+    "WebhookSubscriptionCreate": {"topic": "PRODUCTS_UPDATE",
+                                  "webhookSubscription": {"callbackUrl": "https://example.com/webhooks"}},
+    "WebhookSubscriptionDelete": {"id": "gid://shopify/WebhookSubscription/1"},
+}
+
+
+def test_static_estimate_equals_the_servers_requested_cost_for_every_operation(emu):
+    """The client reserves what the server will ask for, before the first call teaches it."""
+    from storesync.commerce.operations import all_operations
+
+    assert set(SAMPLE_VARIABLES) == set(all_operations())
+    for name, variables in SAMPLE_VARIABLES.items():
+        op = get_operation(name)
+        body = emu.graphql(SHOP, op.text, variables)
+        requested = body["extensions"]["cost"]["requestedQueryCost"]
+        assert requested == static_cost(op, variables), (name, body.get("errors"))
