@@ -154,6 +154,50 @@ from storesync.emulator.cli import emulator_cmd  # noqa: E402
 app.command("emulator")(emulator_cmd)
 
 
+# --------------------------------------------------------------------------- admin api
+
+api_app = typer.Typer(help="The stores' Admin API: reachability and the shared rate-limit budgets.")
+app.add_typer(api_app, name="api")
+
+
+@api_app.command("check")
+def api_check() -> None:
+    """Call each configured store's Admin API once: token accepted, right shop, its bucket."""
+    import asyncio
+
+    from storesync.commerce.tools import check_stores
+
+    network = load_network(load_settings())
+    if not network.merchants:
+        fail("no stores configured (storesync.toml)")
+    checks = asyncio.run(check_stores(network))
+    table = Table(title="Admin API")
+    for col in ("merchant", "shop", "ok", "detail"):
+        table.add_column(col)
+    for c in checks:
+        table.add_row(c.merchant, c.shop, "yes" if c.ok else "[red]no[/]", c.detail)
+    console.print(table)
+    raise typer.Exit(0 if all(c.ok for c in checks) else 1)
+
+
+@api_app.command("budget")
+def api_budget() -> None:
+    """The rate-limit bucket each store shares across worker processes (Postgres)."""
+    from storesync.commerce.tools import list_budgets
+    from storesync.db import database_settings
+    from storesync.db.pools import connect_direct
+
+    with database_settings(load_settings()) as settings, connect_direct(settings) as conn:
+        rows = list_budgets(conn)
+    table = Table(title=f"Admin API budgets ({len(rows)} stores)")
+    for col in ("shop", "available now", "bucket", "restore/s", "in flight", "corrected at"):
+        table.add_column(col)
+    for shop, capacity, rate, available, observed_at, in_flight in rows:
+        table.add_row(shop, f"{available:.0f}", f"{capacity:.0f}", f"{rate:.0f}", str(in_flight),
+                      observed_at.isoformat(timespec="seconds"))
+    console.print(table)
+
+
 # --------------------------------------------------------------------------- web tier
 
 deliveries_app = typer.Typer(help="Webhook deliveries recorded by the web tier.")

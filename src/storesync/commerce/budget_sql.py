@@ -47,3 +47,13 @@ WHERE shop_domain = %(shop)s AND send_at > clock_timestamp()
 BUDGET_ROW = """
 SELECT capacity, restore_rate, available, observed_at FROM api_budgets WHERE shop_domain = %(shop)s
 """
+
+# list_budgets: every store's shared bucket, with the points it holds now (restored since observed_at).
+LIST_BUDGETS = """
+SELECT b.shop_domain, b.capacity, b.restore_rate,
+       LEAST(b.capacity, b.available + extract(epoch FROM clock_timestamp() - b.observed_at) * b.restore_rate),
+       b.observed_at,
+       (SELECT count(*) FROM api_budget_reservations r
+        WHERE r.shop_domain = b.shop_domain AND r.expires_at >= clock_timestamp())
+FROM api_budgets b ORDER BY b.shop_domain
+"""
