@@ -120,6 +120,17 @@ def test_product_set_user_errors_change_nothing(emulator, input, identifier, fie
     assert emulator.snapshot(PARENT)["products"] == []
 
 
+def test_product_set_refuses_options_that_orphan_existing_variants_or_no_variants(emulator):
+    pid = product_set(emulator, shirt_input())["product"]["id"]
+    out = product_set(emulator, {"productOptions": [{"name": "Colour", "values": [{"name": "Red"}]}]},
+                      identifier={"id": pid})
+    assert [(e["field"], e["code"]) for e in out["userErrors"]] == [(["input", "variants"], "VARIANTS_INPUT_MISSING")]
+    out = product_set(emulator, {"variants": []}, identifier={"id": pid})
+    assert out["userErrors"][0]["code"] == "VARIANTS_INPUT_MISSING"
+    p = gql(emulator, PARENT, READ_PRODUCT, {"id": pid})["product"]
+    assert p["options"] == [{"name": "Size", "values": ["S", "M"]}] and len(p["variants"]["nodes"]) == 2
+
+
 def test_product_set_rejects_a_handle_owned_by_another_product(emulator):
     product_set(emulator, shirt_input(handle="taken"))
     out = product_set(emulator, {"title": "Other", "handle": "taken"})

@@ -895,6 +895,15 @@ def m_product_set(_root, info, input: dict, synchronous: bool | None = None, ide
     if opt_input is not None and var_input is None and creating:
         errors.append(user_error(["input", "variants"], "Variants input is required when product options are given",
                                  "VARIANTS_INPUT_MISSING"))
+    if opt_input is not None and var_input is None and product is not None and any(
+            set(dict(v.selected)) != set(option_values) or any(val not in option_values.get(n, ())
+                                                               for n, val in v.selected)
+            for v in store.product_variants(product)):
+        errors.append(user_error(["input", "variants"], "Variants must be given when the product options change "
+                                 "under them", "VARIANTS_INPUT_MISSING"))
+    if var_input is not None and not var_input:
+        errors.append(user_error(["input", "variants"], "A product needs at least one variant",
+                                 "VARIANTS_INPUT_MISSING"))
 
     combos: set[tuple] = set()
     for i, v in enumerate(var_input or []):
