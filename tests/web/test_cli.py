@@ -11,9 +11,6 @@ from pathlib import Path
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
-from typer.testing import CliRunner
-
-from storesync.cli import app as cli
 from tests.support.pgbouncer import free_port
 from tests.web.conftest import CHILD, OTHER_PARENT, PARENT, SECRETS, serving, webhook
 
@@ -78,14 +75,19 @@ def test_deliveries_list_shows_what_was_kept_for_operators(db) -> None:
         for topic, body in (("customers/create", b'{"id": 1}'), ("products/update", b"not json")):
             headers, raw = webhook(topic, body, webhook_id=f"kept-{topic}")
             assert httpx.post(s.webhook_url, content=raw, headers=headers, timeout=10).status_code == 200
-    runner = CliRunner()
-    env = {"DATABASE_URL": db.dsn, "COLUMNS": "200"}
-    listed = runner.invoke(cli, ["deliveries", "list", "--status", "unparseable"], env=env)
-    assert listed.exit_code == 0, listed.output
-    assert "kept-products/update" in listed.output and "kept-customers/create" not in listed.output
-    everything = runner.invoke(cli, ["deliveries", "list"], env=env)
-    assert "kept-customers/create" in everything.output and "ignored" in everything.output
-    shown = runner.invoke(cli, ["deliveries", "show", "kept-products/update"], env=env)
-    assert shown.exit_code == 0 and shown.stdout_bytes.rstrip(b"\n") == b"not json"
-    bad = runner.invoke(cli, ["deliveries", "list", "--status", "lost"], env=env)
-    assert bad.exit_code == 2 and "--status must be" in bad.output
+    # In a subprocess: the CLI configures process-wide logging, which must not leak into other tests.
+    env = {**os.environ, "DATABASE_URL": db.dsn, "COLUMNS": "200"}
+    env.pop("DATABASE_DIRECT_URL", None)
+
+    def storesync(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "storesync", *args], env=env, capture_output=True, timeout=60)
+
+    listed = storesync("deliveries", "list", "--status", "unparseable")
+    assert listed.returncode == 0, listed.stderr
+    assert b"kept-products/update" in listed.stdout and b"kept-customers/create" not in listed.stdout
+    everything = storesync("deliveries", "list")
+    assert b"kept-customers/create" in everything.stdout and b"ignored" in everything.stdout
+    shown = storesync("deliveries", "show", "kept-products/update")
+    assert shown.returncode == 0 and shown.stdout.rstrip(b"\n") == b"not json"
+    bad = storesync("deliveries", "list", "--status", "lost")
+    assert bad.returncode == 2 and b"--status must be" in bad.stderr

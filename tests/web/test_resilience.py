@@ -53,6 +53,9 @@ async def test_saturated_or_slow_database_answers_503_well_within_shopifys_5_sec
             assert (first.status_code, first.json()["reason"]) == (503, "statement_timeout")
             assert (second.status_code, second.json()["reason"]) == (503, "pool_exhausted")
             assert elapsed < 3
+            metrics = (await client.get(s.url + "/metrics")).text
+            for reason in ("statement_timeout", "pool_exhausted"):
+                assert f'storesync_webhook_unavailable_total{{reason="{reason}"}} 1.0' in metrics
             locker.rollback()
             # Shopify retries: now both are recorded.
             for headers, raw in deliveries:

@@ -61,8 +61,9 @@ async def readiness(app) -> tuple[bool, list[dict[str, Any]]]:
         versions["current"] = await asyncio.to_thread(_direct_schema_version, state.settings)
         return {}
 
-    pooled_check, direct_check = await asyncio.gather(
-        _timed("pooled", timeout, pooled), _timed("direct", timeout, direct))
+    pooled_check, direct_check, heartbeat = await asyncio.gather(
+        _timed("pooled", timeout, pooled), _timed("direct", timeout, direct),
+        _latest_worker_heartbeat(app, timeout))
     checks = [pooled_check, direct_check]
     head = head_version()
     if "current" in versions:
@@ -73,7 +74,6 @@ async def readiness(app) -> tuple[bool, list[dict[str, Any]]]:
     else:
         schema = {"name": "schema", "ok": False, "head": head, "error": "unknown: the direct path failed"}
     checks.append(schema)
-    heartbeat = await _latest_worker_heartbeat(app, timeout)
     if heartbeat is not None:
         checks.append(heartbeat)
     ready = all(c["ok"] for c in checks if not c.get("informational"))
