@@ -92,3 +92,13 @@ def test_cli_rejects_a_bad_store_domain(tmp_path):
     out = subprocess.run([sys.executable, "-m", "storesync", "emulator", "--store", "not a shop"],
                          capture_output=True, text=True, env=env, timeout=30, cwd=tmp_path)
     assert out.returncode == 2 and "not a shop domain" in out.stderr
+
+
+def test_running_emulator_in_a_subprocess_serves_the_same_handle_api():
+    from tests.support.emulator import running_emulator
+
+    with running_emulator([PARENT, "child-a.myshopify.com"], in_subprocess=True, seed_products=1) as emu:
+        assert emu.app is None
+        assert emu.token(PARENT) == "shpat_emulator_parent"
+        assert gql(emu, PARENT, "{ productsCount { count } }")["productsCount"]["count"] == 1
+        assert emu.snapshot("child-a.myshopify.com")["shop"] == "child-a.myshopify.com"

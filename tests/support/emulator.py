@@ -4,13 +4,16 @@
         httpx.post(emu.graphql_url("parent.myshopify.com"), headers=emu.headers("parent.myshopify.com"), ...)
 
 uvicorn serves the app in a background thread of the test process (starts in well under a
-second). Talk to it over HTTP only: the control API (`emu.control`, an httpx.Client) places
+second), or with `in_subprocess=True` in a `storesync emulator` process of its own. Talk to it over HTTP only: the control API (`emu.control`, an httpx.Client) places
 orders, seeds catalogs, sets faults and reads snapshots.
 """
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -26,28 +29,37 @@ DEFAULT_STORES = ("parent.myshopify.com", "child-a.myshopify.com", "child-b.mysh
 
 
 class EmulatorHandle:
-    def __init__(self, app: EmulatorApp, base_url: str) -> None:
+    """`app` is the in-process EmulatorApp, or None when the emulator runs in a subprocess."""
+
+    def __init__(self, app: EmulatorApp | None, base_url: str) -> None:
         self.app = app
         self.base_url = base_url
         self.control = httpx.Client(base_url=base_url, timeout=10.0, trust_env=False)
+        self._stores: dict[str, dict] | None = None
 
     # ------------------------------------------------------------------ addresses and secrets
+
+    def _store_info(self, shop: str) -> dict:
+        if self._stores is None or shop not in self._stores:
+            listed = self._ok(self.control.get("/_emulator/stores"))["stores"]
+            self._stores = {s["shop"]: s for s in listed}
+        return self._stores[shop]
 
     def graphql_url(self, shop: str, version: str = DEFAULT_API_VERSION) -> str:
         return f"{self.base_url}/stores/{shop}/admin/api/{version}/graphql.json"
 
     def token(self, shop: str) -> str:
-        return self.app.emulator.stores[shop].token
+        return self._store_info(shop)["token"]
 
     def webhook_secret(self, shop: str) -> str:
-        return self.app.emulator.stores[shop].app_secret
+        return self._store_info(shop)["webhook_secret"]
 
     def headers(self, shop: str) -> dict[str, str]:
         return {"X-Shopify-Access-Token": self.token(shop), "Content-Type": "application/json"}
 
     @property
     def shops(self) -> list[str]:
-        return list(self.app.emulator.stores)
+        return [s["shop"] for s in self._ok(self.control.get("/_emulator/stores"))["stores"]]
 
     # ------------------------------------------------------------------ control API shortcuts
 
@@ -121,12 +133,17 @@ def _free_socket() -> socket.socket:
 
 @contextmanager
 def running_emulator(stores: list[str | StoreSpec] | tuple = DEFAULT_STORES, *, time_scale: float = 0.001,
-                     **options: Any) -> Iterator[EmulatorHandle]:
+                     in_subprocess: bool = False, **options: Any) -> Iterator[EmulatorHandle]:
     """Serve a fresh emulator on 127.0.0.1:<ephemeral> for the duration of the block.
 
     `options` go to EmulatorApp (seed_products, require_idempotency, throttle_http_429,
     webhook_faults, graphql_faults). `time_scale` defaults to 0.001 so webhook retries take
-    seconds, not hours."""
+    seconds, not hours. `in_subprocess=True` runs `storesync emulator` in its own process (its
+    own core and GIL: for tests and benchmarks that load the engine in this process)."""
+    if in_subprocess:
+        with _subprocess_emulator(stores, time_scale, **options) as handle:
+            yield handle
+        return
     app = EmulatorApp(stores, time_scale=time_scale, **options)
     sock = _free_socket()
     port = sock.getsockname()[1]
@@ -147,3 +164,45 @@ def running_emulator(stores: list[str | StoreSpec] | tuple = DEFAULT_STORES, *, 
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()
+
+
+@contextmanager
+def _subprocess_emulator(stores, time_scale: float, *, seed_products: int = 0, require_idempotency: bool = True,
+                         throttle_http_429: bool = False, webhook_faults: Any = None,
+                         graphql_faults: Any = None) -> Iterator[EmulatorHandle]:
+    specs = [s if isinstance(s, StoreSpec) else StoreSpec(s) for s in stores]
+    if any(s.token or s.webhook_secret or s.plan != "standard" for s in specs):
+        raise ValueError("in_subprocess serves --store domains only (set plans via handle.set_plan)")
+    cmd = [sys.executable, "-m", "storesync", "emulator", "--port", "0", "--time-scale", str(time_scale),
+           "--seed-products", str(seed_products)]
+    for s in specs:
+        cmd += ["--store", s.shop]
+    if throttle_http_429:
+        cmd.append("--throttle-429")
+    if not require_idempotency:
+        cmd.append("--no-idempotency-required")
+    env = {**os.environ, "STORESYNC_CONFIG_FILE": os.devnull}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(len(specs) + 1)]
+        if not lines[-1].startswith("control API:"):
+            proc.kill()
+            raise RuntimeError(f"the emulator did not start: {lines} {proc.stderr.read() if proc.stderr else ''}")
+        base_url = lines[-1].split()[-1].removesuffix("/_emulator/stores")
+        handle = EmulatorHandle(None, base_url)
+        if webhook_faults is not None or graphql_faults is not None:
+            handle._ok(handle.control.put("/_emulator/faults", json={
+                "graphql": graphql_faults.model_dump() if graphql_faults is not None else {},
+                "webhooks": webhook_faults.model_dump() if webhook_faults is not None else {}}))
+        try:
+            yield handle
+        finally:
+            handle.control.close()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
