@@ -115,7 +115,8 @@ def test_allowlist_has_no_stale_entries():
 
 
 def test_contract_check_catches_a_wrong_type_and_an_invented_field():
-    sdl = load_sdl().replace("  title: String!\n  handle: String!", "  title: String\n  handle: String!\n  madeUp: Int", 1)
+    sdl = load_sdl().replace("  title: String!\n  handle: String!",
+                             "  title: String\n  handle: String!\n  madeUp: Int", 1)
     assert sdl != load_sdl()
     found = differences(build_schema(sdl), reference_schema())
     assert any(d.startswith("field type Product.title") for d in found)

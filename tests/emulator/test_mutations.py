@@ -329,7 +329,8 @@ def test_collection_lifecycle_with_membership(emulator):
     add = gql(emulator, PARENT, (OPERATIONS / "collection_add_products.graphql").read_text(),
               {"id": cid, "productIds": pids})["collectionAddProducts"]
     assert add["userErrors"] == []
-    members = "query($id: ID!) { collection(id: $id) { title productsCount { count } products(first: 5) { nodes { id } } } }"
+    members = ("query($id: ID!) { collection(id: $id) { title productsCount { count } "
+               "products(first: 5) { nodes { id } } } }")
     assert gql(emulator, PARENT, members, {"id": cid})["collection"]["productsCount"]["count"] == 2
     rm = gql(emulator, PARENT, (OPERATIONS / "collection_remove_products.graphql").read_text(),
              {"id": cid, "productIds": [pids[0]]})["collectionRemoveProducts"]
@@ -388,7 +389,8 @@ def test_webhook_subscription_create_list_delete(emulator):
     assert other["webhookSubscriptions"]["nodes"] == []
     delete = (OPERATIONS / "webhook_subscription_delete.graphql").read_text()
     sid = created["webhookSubscription"]["id"]
-    assert gql(emulator, PARENT, delete, {"id": sid})["webhookSubscriptionDelete"]["deletedWebhookSubscriptionId"] == sid
+    deleted = gql(emulator, PARENT, delete, {"id": sid})["webhookSubscriptionDelete"]
+    assert deleted["deletedWebhookSubscriptionId"] == sid
     again = gql(emulator, PARENT, delete, {"id": sid})["webhookSubscriptionDelete"]
     assert again["deletedWebhookSubscriptionId"] is None and again["userErrors"][0]["field"] == ["id"]
 

@@ -213,5 +213,23 @@ def test_seed_catalog_creates_products_exactly_as_given(emulator):
                        "variants": {"nodes": [{"sku": "MUG-1", "price": "8.00", "inventoryQuantity": 4}]}}
     assert data[1]["options"] == [{"name": "Size", "values": ["S", "M"]}]
     assert [v["inventoryQuantity"] for v in data[1]["variants"]["nodes"]] == [2, 0]
-    bad = emulator.control.post(f"/_emulator/stores/{PARENT}/seed", json={"catalog": [{"title": "Mug", "handle": "mug"}]})
+    bad = emulator.control.post(f"/_emulator/stores/{PARENT}/seed",
+                                json={"catalog": [{"title": "Mug", "handle": "mug"}]})
     assert bad.status_code == 422 and "exists" in bad.json()["error"]
+
+
+def test_rest_timestamps_carry_the_shop_offset_and_match_graphql_utc(hooked, rx):
+    from datetime import datetime
+
+    hooked.seed(PARENT, products=1)
+    p = first_product(hooked)
+    v = p["variants"]["nodes"][0]
+    hooked.set_inventory(PARENT, v["inventoryItem"]["id"], p["location"], 3)
+    level = payload(received(rx, 2), "inventory_levels/update")
+    assert not level["updated_at"].endswith("Z") and level["updated_at"][-6] in "+-"
+    graphql = gql(hooked, PARENT, """query($i: ID!, $l: ID!) { inventoryItem(id: $i) {
+        inventoryLevel(locationId: $l) { updatedAt } } shop { ianaTimezone } }""",
+                  {"i": v["inventoryItem"]["id"], "l": p["location"]})
+    utc = graphql["inventoryItem"]["inventoryLevel"]["updatedAt"]
+    assert utc.endswith("Z") and graphql["shop"]["ianaTimezone"] == "America/New_York"
+    assert datetime.fromisoformat(level["updated_at"]) == datetime.fromisoformat(utc.replace("Z", "+00:00"))

@@ -4,7 +4,8 @@
         httpx.post(emu.graphql_url("parent.myshopify.com"), headers=emu.headers("parent.myshopify.com"), ...)
 
 uvicorn serves the app in a background thread of the test process (starts in well under a
-second), or with `in_subprocess=True` in a `storesync emulator` process of its own. Talk to it over HTTP only: the control API (`emu.control`, an httpx.Client) places
+second), or with `in_subprocess=True` in a `storesync emulator` process of its own. Talk to
+it over HTTP only: the control API (`emu.control`, an httpx.Client) places
 orders, seeds catalogs, sets faults and reads snapshots.
 """
 

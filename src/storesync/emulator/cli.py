@@ -24,7 +24,8 @@ def emulator_cmd(
                                                      "storesync.toml's stores are served too")] = None,
     seed_products: Annotated[int, typer.Option(min=0, help="generated products per store")] = 0,
     plan: Annotated[str, typer.Option(help="rate-limit plan of every store: standard, advanced or plus")] = "standard",
-    time_scale: Annotated[float, typer.Option(help="webhook retry timing factor (0.001: 4 h of retries in 14 s)")] = 1.0,
+    time_scale: Annotated[float, typer.Option(help="webhook retry timing factor (0.001: 4 h of retries in 14 s)")
+                          ] = 1.0,
     throttle_429: Annotated[bool, typer.Option("--throttle-429", help="answer throttled calls with HTTP 429 + "
                                                "Retry-After instead of Shopify's 200 THROTTLED body")] = False,
     no_idempotency_required: Annotated[bool, typer.Option("--no-idempotency-required", help="accept inventory "

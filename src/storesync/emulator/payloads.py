@@ -6,12 +6,28 @@ defaults so a parser written against real payloads finds every key it expects.
 
 from __future__ import annotations
 
+from datetime import datetime
+from functools import cache
 from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
 
 from storesync.emulator.state import gid
 
 if TYPE_CHECKING:
     from storesync.emulator.state import Collection, InventoryLevel, Order, Product, StoreState, Variant
+
+
+@cache
+def _zone(tz: str) -> ZoneInfo:
+    return ZoneInfo(tz)
+
+
+def local(value: str | None, tz: str) -> str | None:
+    """A stored UTC timestamp as Shopify's REST payloads write it: in the shop's time zone with
+    its offset (2024-01-02T09:28:43-05:00), while GraphQL answers in UTC (...Z)."""
+    if value is None:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(_zone(tz)).isoformat()
 
 
 def variant(store: StoreState, v: Variant) -> dict:
@@ -30,8 +46,8 @@ def variant(store: StoreState, v: Variant) -> dict:
         "option1": opts[0],
         "option2": opts[1],
         "option3": opts[2],
-        "created_at": v.created_at,
-        "updated_at": v.updated_at,
+        "created_at": local(v.created_at, store.timezone),
+        "updated_at": local(v.updated_at, store.timezone),
         "taxable": v.taxable,
         "barcode": v.barcode,
         "fulfillment_service": "manual",
@@ -55,10 +71,10 @@ def product(store: StoreState, p: Product) -> dict:
         "body_html": p.description_html,
         "vendor": p.vendor,
         "product_type": p.product_type,
-        "created_at": p.created_at,
+        "created_at": local(p.created_at, store.timezone),
         "handle": p.handle,
-        "updated_at": p.updated_at,
-        "published_at": p.published_at,
+        "updated_at": local(p.updated_at, store.timezone),
+        "published_at": local(p.published_at, store.timezone),
         "template_suffix": p.template_suffix,
         "published_scope": "global",
         "tags": ", ".join(p.tags),
@@ -74,7 +90,7 @@ def product(store: StoreState, p: Product) -> dict:
         "image": None,
         "media": [],
         "variant_gids": [
-            {"admin_graphql_api_id": gid("ProductVariant", v.id), "updated_at": v.updated_at}
+            {"admin_graphql_api_id": gid("ProductVariant", v.id), "updated_at": local(v.updated_at, store.timezone)}
             for v in store.product_variants(p)
         ],
         "has_variants_that_requires_components": False,
@@ -86,24 +102,24 @@ def product_deleted(product_id: int) -> dict:
     return {"id": product_id}
 
 
-def inventory_level(lvl: InventoryLevel) -> dict:
+def inventory_level(lvl: InventoryLevel, tz: str) -> dict:
     return {
         "inventory_item_id": lvl.item_id,
         "location_id": lvl.location_id,
         "available": lvl.quantities["available"],
-        "updated_at": lvl.updated_at,
+        "updated_at": local(lvl.updated_at, tz),
         "admin_graphql_api_id": lvl.gid,
     }
 
 
-def collection(c: Collection) -> dict:
+def collection(c: Collection, tz: str) -> dict:
     return {
         "id": c.id,
         "handle": c.handle,
         "title": c.title,
-        "updated_at": c.updated_at,
+        "updated_at": local(c.updated_at, tz),
         "body_html": c.description_html,
-        "published_at": c.published_at,
+        "published_at": local(c.published_at, tz),
         "sort_order": c.sort_order.lower().replace("_", "-"),
         "template_suffix": c.template_suffix,
         "published_scope": "web",
@@ -126,10 +142,10 @@ def order(store: StoreState, o: Order) -> dict:
         "order_number": o.number,
         "number": o.number - 1000,
         "email": o.email,
-        "created_at": o.created_at,
-        "updated_at": o.updated_at,
-        "processed_at": o.created_at,
-        "cancelled_at": o.cancelled_at,
+        "created_at": local(o.created_at, store.timezone),
+        "updated_at": local(o.updated_at, store.timezone),
+        "processed_at": local(o.created_at, store.timezone),
+        "cancelled_at": local(o.cancelled_at, store.timezone),
         "cancel_reason": o.cancel_reason,
         "closed_at": None,
         "confirmed": True,

@@ -271,7 +271,7 @@ def q_shop(_root, info) -> dict:
     s = store_of(info)
     return {
         "id": gid("Shop", s.id), "name": s.name, "email": f"owner@{s.shop}", "myshopifyDomain": s.shop,
-        "currencyCode": s.currency, "ianaTimezone": "Etc/UTC", "createdAt": s.created_at, "updatedAt": s.created_at,
+        "currencyCode": s.currency, "ianaTimezone": s.timezone, "createdAt": s.created_at, "updatedAt": s.created_at,
         "url": f"https://{s.shop}",
         "plan": {"displayName": {"standard": "Basic", "advanced": "Advanced", "plus": "Shopify Plus"}[s.plan],
                  "partnerDevelopment": False, "shopifyPlus": s.plan == "plus"},
@@ -1050,7 +1050,8 @@ def m_product_set(_root, info, input: dict, synchronous: bool | None = None, ide
 
     events = ctx(info).events
     events.append(store.product_event("products/create" if creating else "products/update", product))
-    events.extend(Event("inventory_levels/update", payloads.inventory_level(lvl)) for lvl in touched_levels)
+    events.extend(Event("inventory_levels/update", payloads.inventory_level(lvl, store.timezone))
+                  for lvl in touched_levels)
     if synchronous is False:
         op = ProductSetOperation(store.next_id(), "COMPLETE", product.id, [])
         store.operations[op.id] = op
@@ -1092,7 +1093,8 @@ def m_product_variants_bulk_update(_root, info, productId: str, variants: list[d
             errors.append(user_error([*path, "id"], "Product variant does not exist", "PRODUCT_VARIANT_DOES_NOT_EXIST"))
             continue
         if variant.product_id != product.id:
-            errors.append(user_error([*path, "id"], "Product variant is not for this product", "MUST_BE_FOR_THIS_PRODUCT"))
+            errors.append(user_error([*path, "id"], "Product variant is not for this product",
+                                     "MUST_BE_FOR_THIS_PRODUCT"))
             continue
         for key in ("price", "compareAtPrice"):
             if v.get(key) is not None and money(v[key]) is None:

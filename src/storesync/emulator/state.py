@@ -284,6 +284,8 @@ class StoreState:
         self.id = emulator.next_id()
         self.created_at = now_iso()
         self.currency = "USD"
+        # Not UTC on purpose: REST webhook timestamps carry this zone's offset, GraphQL's are UTC.
+        self.timezone = "America/New_York"
         self.locations: dict[int, Location] = {}
         self.products: dict[int, Product] = {}
         self.variants: dict[int, Variant] = {}
@@ -408,7 +410,7 @@ class StoreState:
         announces the variants' new inventory_quantity that way too)."""
         from storesync.emulator import payloads
 
-        events = [Event("inventory_levels/update", payloads.inventory_level(lvl)) for lvl in levels]
+        events = [Event("inventory_levels/update", payloads.inventory_level(lvl, self.timezone)) for lvl in levels]
         product_ids: list[int] = []
         for lvl in levels:
             item = self.items.get(lvl.item_id)
@@ -429,7 +431,7 @@ class StoreState:
     def collection_event(self, topic: str, coll: Collection) -> Event:
         from storesync.emulator import payloads
 
-        return Event(topic, payloads.collection(coll))
+        return Event(topic, payloads.collection(coll, self.timezone))
 
     # ------------------------------------------------------------------ merchant actions
 
@@ -664,7 +666,8 @@ class StoreState:
                 **lvl.quantities,
                 "updated_at": lvl.updated_at,
             } for lvl in self.levels.values()],
-            "collections": [payloads.collection(c) | {"products": [gid("Product", p) for p in c.product_ids]}
+            "collections": [payloads.collection(c, self.timezone)
+                            | {"products": [gid("Product", p) for p in c.product_ids]}
                             for c in self.collections.values()],
             "orders": [payloads.order(self, o) for o in self.orders.values()],
         }
