@@ -77,3 +77,21 @@ async def test_inventory_levels_cas_adjust_and_replay(emu):
         with pytest.raises(StaleQuantity):
             await store.adjust_level(item, location, -1, change_from=before, idempotency_key=idempotency_key(4, "a"))
     assert available(emu, item, location) == before + 3
+
+
+async def test_reads_follow_every_list_past_its_first_page(emu):
+    """productSet replaces lists wholesale: a read cut at the page size would delete the rest
+    on the store it is written to, so reads page through every list."""
+    async with client_for(emu) as client:
+        created = await ShopifyStoreAPI(client).product_set({**PRODUCT, "metafields": [
+            {"namespace": "custom", "key": f"k{i}", "type": "single_line_text_field", "value": str(i)}
+            for i in range(3)]}, product_id=None)
+        for title in ("Summer", "Shirts", "Sale"):
+            await client.execute("CollectionCreate", {"input": {"title": title, "products": [created.id]}})
+        full = await ShopifyStoreAPI(client).read_product(created.id)
+        tiny = ShopifyStoreAPI(client, list_sizes={"variantsFirst": 1, "collectionsFirst": 1, "metafieldsFirst": 1})
+        assert len(full.variants) == 2 and len(full.collections) == 3 and len(full.metafields) == 3
+        assert await tiny.read_product(created.id) == full
+        assert await tiny.find_product_by_handle(full.handle) == full
+        listed = [p async for p in tiny.products(page_size=1)]
+        assert listed == [full]

@@ -321,7 +321,9 @@ class AdminClient:
                 continue
             conn: Any = result.data
             for part in connection.split("."):
-                conn = conn[part]
+                conn = conn.get(part) if isinstance(conn, Mapping) else None
+            if conn is None:  # the parent object is gone (e.g. product deleted meanwhile)
+                return
             info = conn.get("pageInfo") or {}
             nodes = conn.get("nodes")
             if nodes is None:

@@ -9,7 +9,7 @@ empty) and variant metafields.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -22,6 +22,27 @@ from storesync.sync.ports import StaleQuantity
 
 # Page sizes of a product's own lists in one read (Shopify allows up to 100 variants per page).
 PRODUCT_LIST_SIZES = {"variantsFirst": 100, "collectionsFirst": 50, "metafieldsFirst": 50}
+# A product's lists and the query that pages through the rest of each.
+_PRODUCT_LISTS = (("variants", "ProductVariantsPage"), ("collections", "ProductCollectionsPage"),
+                  ("metafields", "ProductMetafieldsPage"))
+
+
+async def complete_product_lists(client: AdminClient, raw: Mapping[str, Any], *, page_size: int = 100) -> dict:
+    """`raw` with every variant, collection and metafield: lists cut by their page size are read
+    to the end. productSet replaces lists wholesale, so writing a truncated read to another store
+    would delete what did not fit."""
+    out = dict(raw)
+    for field, operation in _PRODUCT_LISTS:
+        conn = raw[field]
+        info = conn.get("pageInfo") or {}
+        if not info.get("hasNextPage"):
+            continue
+        nodes = list(conn["nodes"])
+        async for page in client.pages(operation, {"id": raw["id"]}, connection=f"product.{field}",
+                                       page_size=page_size, after=info.get("endCursor")):
+            nodes.extend(page.nodes)
+        out[field] = {"nodes": nodes, "pageInfo": {"hasNextPage": False, "endCursor": None}}
+    return out
 
 
 def _dt(value: str | None) -> datetime | None:
@@ -70,28 +91,37 @@ def product_from_json(raw: Mapping[str, Any]) -> Product:
 class ShopifyStoreAPI:
     """One store, through `client` (its budget, retries and typed errors)."""
 
-    def __init__(self, client: AdminClient) -> None:
+    def __init__(self, client: AdminClient, *, list_sizes: Mapping[str, int] | None = None) -> None:
         self.client = client
         self.shop = client.shop
+        self.list_sizes = dict(list_sizes or PRODUCT_LIST_SIZES)
+
+    async def _product(self, raw: Mapping[str, Any] | None) -> Product | None:
+        return product_from_json(await complete_product_lists(self.client, raw)) if raw else None
+
+    async def products(self, query: str | None = None, *, page_size: int = 50) -> AsyncIterator[Product]:
+        """Every product of the store (or those matching a search query), complete, page by page."""
+        variables: dict[str, Any] = {**self.list_sizes, "query": query}
+        async for page in self.client.pages("ProductsPage", variables, connection="products", page_size=page_size):
+            for raw in page.nodes:
+                yield await self._product(raw)  # type: ignore[misc]
 
     # ------------------------------------------------------------------ catalog
 
     async def read_product(self, product_id: str) -> Product | None:
-        result = await self.client.execute("ProductById", {"id": product_id, **PRODUCT_LIST_SIZES})
-        raw = result["product"]
-        return product_from_json(raw) if raw else None
+        result = await self.client.execute("ProductById", {"id": product_id, **self.list_sizes})
+        return await self._product(result["product"])
 
     async def find_product_by_handle(self, handle: str) -> Product | None:
-        result = await self.client.execute("ProductByHandle", {"handle": handle, **PRODUCT_LIST_SIZES})
-        raw = result["productByIdentifier"]
-        return product_from_json(raw) if raw else None
+        result = await self.client.execute("ProductByHandle", {"handle": handle, **self.list_sizes})
+        return await self._product(result["productByIdentifier"])
 
     async def product_set(self, input: Mapping[str, Any], *, product_id: str | None) -> Product:
         variables: dict[str, Any] = {"input": dict(input)}
         if product_id is not None:
             variables["identifier"] = {"id": product_id}
         result = await self.client.execute("ProductSet", variables)
-        return product_from_json(result["productSet"]["product"])
+        return await self._product(result["productSet"]["product"])  # type: ignore[return-value]
 
     async def delete_product(self, product_id: str) -> None:
         try:
