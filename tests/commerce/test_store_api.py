@@ -95,3 +95,36 @@ async def test_reads_follow_every_list_past_its_first_page(emu):
         assert await tiny.find_product_by_handle(full.handle) == full
         listed = [p async for p in tiny.products(page_size=1)]
         assert listed == [full]
+
+
+async def test_store_clients_serve_each_configured_store_through_the_shared_budget(db):
+    from storesync.commerce.budget_sql import BUDGET_ROW
+    from storesync.commerce.store_api import StoreClients
+    from storesync.config import NetworkConfig
+    from storesync.db.pools import async_pooled_pool
+
+    child = "child-a.myshopify.com"
+    with running_emulator(stores=[SHOP, child]) as emu:
+        network = NetworkConfig.model_validate({"merchants": [{
+            "id": "acme",
+            "parent": {"shop": SHOP, "admin_api_url": emu.graphql_url(SHOP), "access_token": emu.token(SHOP),
+                       "webhook_secrets": ["s"]},
+            "children": [{"shop": child, "admin_api_url": emu.graphql_url(child), "access_token": emu.token(child),
+                          "webhook_secrets": ["s"]}],
+        }]})
+        pool = async_pooled_pool(db.settings, name="clients-test", min_size=0, max_size=4)
+        await pool.open(wait=True)
+        try:
+            async with StoreClients(network, pool=pool) as clients:
+                assert clients.client(SHOP) is clients.client(SHOP)
+                for shop in (SHOP, child):
+                    assert await clients.store_api(shop).find_product_by_handle("none") is None
+                with pytest.raises(LookupError):
+                    clients.client("stranger.myshopify.com")
+        finally:
+            await pool.close()
+    with db.connect() as conn:  # each store's bucket is in Postgres, every reservation settled
+        for shop in (SHOP, child):
+            capacity, rate, _, _ = conn.execute(BUDGET_ROW, {"shop": shop}).fetchone()
+            assert (capacity, rate) == (2000, 100)
+        assert conn.execute("SELECT count(*) FROM api_budget_reservations").fetchone()[0] == 0

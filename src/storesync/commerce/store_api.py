@@ -14,9 +14,14 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+import httpx
+from psycopg_pool import AsyncConnectionPool
+
+from storesync.commerce.budget import PostgresBudget
 from storesync.commerce.client import AdminClient
 from storesync.commerce.errors import NotFoundError, StaleQuantityError, UserInputError
 from storesync.commerce.variables import adjust_quantities_input, set_quantities_input
+from storesync.config import NetworkConfig
 from storesync.sync.model import InventoryLevel, Metafield, Option, Product, Variant
 from storesync.sync.ports import StaleQuantity
 
@@ -180,3 +185,38 @@ def _after(group: Mapping[str, Any] | None, item: str, location: str, *, default
                 and change.get("quantityAfterChange") is not None):
             return change["quantityAfterChange"]
     return default
+
+
+class StoreClients:
+    """A worker process's Admin API clients: one per configured store, sharing one HTTP
+    connection pool and (given a pooled-path pool) the Postgres budget every process shares."""
+
+    def __init__(self, network: NetworkConfig, *, pool: AsyncConnectionPool | None = None,
+                 timeout: float = 10.0, **client_options: Any) -> None:
+        self.network = network
+        self.budget = PostgresBudget(pool) if pool is not None else None
+        self.http = httpx.AsyncClient(timeout=timeout, limits=httpx.Limits(max_keepalive_connections=20))
+        self.timeout = timeout
+        self.client_options = client_options
+        self._clients: dict[str, AdminClient] = {}
+
+    def client(self, shop: str) -> AdminClient:
+        if shop not in self._clients:
+            found = self.network.store(shop)
+            if found is None:
+                raise LookupError(f"{shop} is not a configured store (storesync.toml)")
+            self._clients[shop] = AdminClient(found[1], budget=self.budget, http=self.http, timeout=self.timeout,
+                                              **self.client_options)
+        return self._clients[shop]
+
+    def store_api(self, shop: str) -> ShopifyStoreAPI:
+        return ShopifyStoreAPI(self.client(shop))
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def __aenter__(self) -> StoreClients:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
