@@ -4,7 +4,8 @@ ceilings measured in the same run:
 - in-process: the same GraphQL call (document cache, cost, execution, refund) without HTTP;
 - bare HTTP: uvicorn + Starlette answering a fixed JSON body, the HTTP stack's own limit.
 
-The emulator serves from one uvicorn process (one core for Python); the load comes from
+The emulator serves from one uvicorn process (one core for Python; `--pin` puts it on CPU 0 and
+the load generator on CPU 1); the load comes from
 `--clients` concurrent keep-alive connections from a minimal asyncio HTTP/1.1 client in this
 process (httpx would cost more CPU than the server it measures). Each figure is the best of
 `--rounds` runs of `--seconds` each. Usage:
@@ -28,6 +29,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOP = "bench.myshopify.com"
+PIN = False  # --pin
 
 ADJUST = """mutation Adjust($input: InventoryAdjustQuantitiesInput!, $key: String!) {
   inventoryAdjustQuantities(input: $input) @idempotent(key: $key) {
@@ -50,10 +52,18 @@ uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(s
 """
 
 
+def pin(pid: int, cpu: int) -> None:
+    """With --pin: server on one CPU, load generator on another (cleaner on an idle machine;
+    worse on a shared, loaded one, where the scheduler balances better)."""
+    if PIN and hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2:
+        os.sched_setaffinity(pid, {cpu})
+
+
 def start(cmd: list[str]) -> tuple[subprocess.Popen, list[str]]:
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
                             env={**os.environ, "STORESYNC_CONFIG_FILE": "/nonexistent.toml"})
     assert proc.stdout is not None
+    pin(proc.pid, 0)
     return proc, [proc.stdout.readline().strip() for _ in range(2 if "emulator" in cmd else 1)]
 
 
@@ -142,9 +152,14 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=4.0)
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--pin", action="store_true", help="pin server and load generator to CPUs 0 and 1")
     args = ap.parse_args()
+    global PIN
+    PIN = args.pin
 
-    mut_ceiling, query_ceiling = in_process(args.seconds)
+    pin(0, 0)
+    mut_ceiling, query_ceiling = in_process(args.seconds)  # on the server's CPU, like the server
+    pin(0, 1)
 
     bare, (bare_url,) = start([sys.executable, "-c", BARE_SERVER])
     try:
