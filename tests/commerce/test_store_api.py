@@ -128,3 +128,25 @@ async def test_store_clients_serve_each_configured_store_through_the_shared_budg
             capacity, rate, _, _ = conn.execute(BUDGET_ROW, {"shop": shop}).fetchone()
             assert (capacity, rate) == (2000, 100)
         assert conn.execute("SELECT count(*) FROM api_budget_reservations").fetchone()[0] == 0
+
+
+async def test_read_levels_batches_items_under_the_query_cost_limit(emu):
+    emu.seed(SHOP, products=40, variants_per_product=2, locations=["Shop floor"])
+    snapshot = emu.snapshot(SHOP)["inventory_levels"]
+    items = sorted({lvl["inventory_item_id"] for lvl in snapshot})
+    assert len(items) == 80
+    async with client_for(emu) as client:
+        levels = await ShopifyStoreAPI(client).read_levels([*items, "gid://shopify/InventoryItem/999999"])
+        calls = client.stats.requests
+    assert {k: v.available for k, v in levels.items()} == {
+        (lvl["inventory_item_id"], lvl["location_id"]): lvl["available"] for lvl in snapshot}
+    assert 1 < calls <= 5  # several items per query, never over the 1,000-point limit
+
+
+async def test_read_levels_follows_items_stocked_at_more_locations_than_a_page(emu):
+    emu.seed(SHOP, products=1, variants_per_product=1, locations=[f"Store {i}" for i in range(12)])
+    snapshot = emu.snapshot(SHOP)["inventory_levels"]
+    assert len(snapshot) >= 12
+    async with client_for(emu) as client:
+        levels = await ShopifyStoreAPI(client).read_levels([snapshot[0]["inventory_item_id"]], locations_first=5)
+    assert len(levels) == len(snapshot)

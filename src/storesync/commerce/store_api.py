@@ -9,7 +9,7 @@ empty) and variant metafields.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -20,6 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 from storesync.commerce.budget import PostgresBudget
 from storesync.commerce.client import AdminClient
 from storesync.commerce.errors import NotFoundError, StaleQuantityError, UserInputError
+from storesync.commerce.operations import get_operation
 from storesync.commerce.variables import adjust_quantities_input, set_quantities_input
 from storesync.config import NetworkConfig
 from storesync.sync.model import InventoryLevel, Metafield, Option, Product, Variant
@@ -149,6 +150,32 @@ class ShopifyStoreAPI:
             return None
         quantities = {q["name"]: q["quantity"] for q in level["quantities"]}
         return InventoryLevel(inventory_item_id, location_id, quantities["available"], _dt(level.get("updatedAt")))
+
+    async def read_levels(self, inventory_item_ids: Sequence[str], *, locations_first: int = 10
+                          ) -> dict[tuple[str, str], InventoryLevel]:
+        """Every level of these items, keyed (item, location), in as few queries as fit the
+        1,000-point limit. Unknown items are left out."""
+        op = get_operation("InventoryLevels")
+        ids = list(dict.fromkeys(inventory_item_ids))
+        levels: dict[tuple[str, str], InventoryLevel] = {}
+        while ids:
+            chunk = self.client.estimator.largest_page(
+                op, {"locationsFirst": locations_first, "inventoryItemIds": ids[:250]}, min(250, len(ids)),
+                key="inventoryItemIds", make=lambda n: ids[:n])
+            batch, ids = ids[:chunk], ids[chunk:]
+            result = await self.client.execute(op, {"inventoryItemIds": batch, "locationsFirst": locations_first})
+            for item in result["nodes"]:
+                if not item:
+                    continue
+                conn = item["inventoryLevels"]
+                if (conn.get("pageInfo") or {}).get("hasNextPage"):  # stocked at more locations: read it alone
+                    again = await self.client.execute(op, {"inventoryItemIds": [item["id"]], "locationsFirst": 250})
+                    conn = again["nodes"][0]["inventoryLevels"]
+                for lvl in conn["nodes"]:
+                    quantities = {q["name"]: q["quantity"] for q in lvl["quantities"]}
+                    key = (item["id"], lvl["location"]["id"])
+                    levels[key] = InventoryLevel(key[0], key[1], quantities["available"], _dt(lvl.get("updatedAt")))
+        return levels
 
     async def set_level(self, inventory_item_id: str, location_id: str, quantity: int, *,
                         change_from: int | None, idempotency_key: str, reason: str = "correction") -> int:

@@ -19,7 +19,7 @@ Static cost estimate (Shopify's rules): scalars and enums 0, objects 1, connecti
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -236,14 +236,17 @@ class CostEstimator:
             self._ratio[op.name] = requested / base
 
     def largest_page(self, op: Operation, variables: Mapping[str, Any], wanted: int,
-                     *, limit: float = MAX_QUERY_COST, key: str = "first") -> int:
-        """The largest `first` <= wanted whose estimate fits in `limit` (at least 1)."""
+                     *, limit: float = MAX_QUERY_COST, key: str = "first",
+                     make: Callable[[int], Any] | None = None) -> int:
+        """The largest size n <= wanted whose estimate fits in `limit` (at least 1), where the
+        variable `key` is n (or `make(n)`, e.g. the first n ids of a list)."""
+        value = make or (lambda n: n)
         lo, hi = 1, max(1, wanted)
-        if self.estimate(op, {**variables, key: hi}) <= limit:
+        if self.estimate(op, {**variables, key: value(hi)}) <= limit:
             return hi
         while lo < hi:
             mid = (lo + hi + 1) // 2
-            if self.estimate(op, {**variables, key: mid}) <= limit:
+            if self.estimate(op, {**variables, key: value(mid)}) <= limit:
                 lo = mid
             else:
                 hi = mid - 1
