@@ -131,6 +131,15 @@ def test_product_set_refuses_options_that_orphan_existing_variants_or_no_variant
     assert p["options"] == [{"name": "Size", "values": ["S", "M"]}] and len(p["variants"]["nodes"]) == 2
 
 
+def test_product_set_refuses_a_variant_listed_twice(emulator):
+    created = product_set(emulator, shirt_input())["product"]
+    small = created["variants"]["nodes"][0]["id"]
+    out = product_set(emulator, {"variants": [
+        {"id": small, "optionValues": [{"optionName": "Size", "name": "S"}]},
+        {"id": small, "optionValues": [{"optionName": "Size", "name": "M"}]}]}, identifier={"id": created["id"]})
+    assert [(e["field"], e["code"]) for e in out["userErrors"]] == [(["input", "variants", "1", "id"], "INVALID_VARIANT")]
+
+
 def test_product_set_rejects_a_handle_owned_by_another_product(emulator):
     product_set(emulator, shirt_input(handle="taken"))
     out = product_set(emulator, {"title": "Other", "handle": "taken"})

@@ -128,6 +128,9 @@ def test_order_for_more_than_available_is_refused_and_changes_nothing(emulator):
     resp = emulator.control.post(f"/_emulator/stores/{PARENT}/orders",
                                  json={"line_items": [{"variant_id": v["id"], "quantity": 3}]})
     assert resp.status_code == 422 and "only 2 available" in resp.json()["error"]
+    split = emulator.control.post(f"/_emulator/stores/{PARENT}/orders", json={"line_items": [
+        {"variant_id": v["id"], "quantity": 2}, {"variant_id": v["id"], "quantity": 1}]})
+    assert split.status_code == 422 and "3 ordered" in split.json()["error"]
     unknown = emulator.control.post(f"/_emulator/stores/{PARENT}/orders",
                                     json={"line_items": [{"variant_id": "gid://shopify/ProductVariant/1"}]})
     assert unknown.status_code == 422

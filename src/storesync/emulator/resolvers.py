@@ -906,9 +906,13 @@ def m_product_set(_root, info, input: dict, synchronous: bool | None = None, ide
                                  "VARIANTS_INPUT_MISSING"))
 
     combos: set[tuple] = set()
+    seen_variant_ids: set[str] = set()
     for i, v in enumerate(var_input or []):
         path = ["input", "variants", i]
-        if v.get("id") is not None:
+        if v.get("id") is not None and v["id"] in seen_variant_ids:
+            errors.append(user_error([*path, "id"], "The variant is listed twice", "INVALID_VARIANT"))
+        elif v.get("id") is not None:
+            seen_variant_ids.add(v["id"])
             vid = parse_id(v["id"], "ProductVariant")
             existing = store.variants.get(vid) if vid else None
             if existing is None or product is None or existing.product_id != product.id:

@@ -520,6 +520,7 @@ class StoreState:
 
         loc = self._order_location(location_id)
         lines: list[tuple[Variant, int]] = []
+        wanted: dict[int, int] = {}  # inventory item -> units ordered over all lines
         for i, li in enumerate(line_items):
             vid = parse_gid(li.get("variant_id"), "ProductVariant") or (
                 li.get("variant_id") if isinstance(li.get("variant_id"), int) else None)
@@ -532,9 +533,10 @@ class StoreState:
             level = self.levels.get((variant.inventory_item_id, loc.id))
             if level is None:
                 raise ActionError(f"line_items[{i}]: variant not stocked at location {loc.id}")
-            if variant.inventory_policy == "DENY" and level.quantities["available"] < qty:
-                raise ActionError(
-                    f"line_items[{i}]: only {level.quantities['available']} available, {qty} ordered")
+            wanted[variant.inventory_item_id] = wanted.get(variant.inventory_item_id, 0) + qty
+            if variant.inventory_policy == "DENY" and level.quantities["available"] < wanted[variant.inventory_item_id]:
+                raise ActionError(f"line_items[{i}]: only {level.quantities['available']} available, "
+                                  f"{wanted[variant.inventory_item_id]} ordered")
             lines.append((variant, qty))
         order = Order(id=self.next_id(), number=next(self._order_numbers), location_id=loc.id, line_items=[],
                       email=email)
