@@ -102,3 +102,23 @@ def test_running_emulator_in_a_subprocess_serves_the_same_handle_api():
         assert emu.token(PARENT) == "shpat_emulator_parent"
         assert gql(emu, PARENT, "{ productsCount { count } }")["productsCount"]["count"] == 1
         assert emu.snapshot("child-a.myshopify.com")["shop"] == "child-a.myshopify.com"
+
+
+def test_control_api_answers_bad_bodies_with_4xx(emulator):
+    base = f"/_emulator/stores/{PARENT}"
+    for method, path, body in [
+        ("post", f"{base}/orders", {"line_items": ["not an object"]}),
+        ("post", f"{base}/orders", {"line_items": [{"variant_id": 5, "quantity": "two"}]}),
+        ("post", f"{base}/inventory", {"inventory_item_id": "x", "location_id": 1, "available": 1}),
+        ("post", f"{base}/inventory", {"available": True}),
+        ("put", f"{base}/plan", {"plan": "enterprise"}),
+        ("post", f"{base}/seed", {"products": -1}),
+        ("post", f"{base}/seed", {"catalog": "nope"}),
+        ("patch", f"{base}/products/123", {"title": "x"}),
+        ("post", "/_emulator/stores", {"shop": PARENT}),
+    ]:
+        resp = emulator.control.request(method.upper(), path, json=body)
+        assert 400 <= resp.status_code < 500, (path, body, resp.status_code, resp.text)
+        assert resp.json()["error"]
+    resp = emulator.control.post(f"{base}/orders", content=b"{not json")
+    assert resp.status_code == 400

@@ -295,7 +295,7 @@ class EmulatorApp:
                 except ActionError as err:
                     code = 404 if str(err).startswith(("unknown shop", "no ")) else 422
                     return _json({"error": str(err)}, code)
-                except (KeyError, TypeError, ValueError) as err:
+                except (KeyError, TypeError, ValueError, AttributeError) as err:
                     return _json({"error": f"invalid request: {err!r}"}, 422)
                 return _json(result, status)
             return endpoint
