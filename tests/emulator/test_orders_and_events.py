@@ -236,3 +236,21 @@ def test_rest_timestamps_carry_the_shop_offset_and_match_graphql_utc(hooked, rx)
     utc = graphql["inventoryItem"]["inventoryLevel"]["updatedAt"]
     assert utc.endswith("Z") and graphql["shop"]["ianaTimezone"] == "America/New_York"
     assert datetime.fromisoformat(level["updated_at"]) == datetime.fromisoformat(utc.replace("Z", "+00:00"))
+
+
+def test_a_receiver_500_gets_the_same_webhook_again_and_duplicates_follow_the_faults(emulator, rx):
+    emulator.seed(PARENT, products=1)
+    p = first_product(emulator)
+    emulator.subscribe(PARENT, "ORDERS_CREATE", rx.url("/flaky"))
+    rx.script("/flaky", 500, 500)
+    emulator.place_order(PARENT, [{"variant_id": p["variants"]["nodes"][0]["id"], "quantity": 1}])
+    attempts = received(rx, 3)
+    assert [r.answered for r in rx.received] == [500, 500, 200]
+    assert len({h["x-shopify-webhook-id"] for _, _, h in attempts}) == 1
+    assert len({r.body for r in rx.received}) == 1
+
+    emulator.set_faults(webhooks={"duplicate_p": 1.0, "seed": 3})
+    emulator.place_order(PARENT, [{"variant_id": p["variants"]["nodes"][0]["id"], "quantity": 1}])
+    dupes = received(rx, 5)[3:]
+    assert dupes[0][2]["x-shopify-webhook-id"] == dupes[1][2]["x-shopify-webhook-id"]
+    assert emulator.drain(5)
