@@ -20,10 +20,10 @@ def run_cli(*args: str, env: dict) -> subprocess.CompletedProcess:
                           timeout=60, env={**os.environ, "COLUMNS": "200", **env})
 
 
-def test_api_check_reports_each_store_and_fails_on_a_refused_token(tmp_path):
-    with running_emulator(stores=[PARENT, CHILD]) as emu:
-        toml = tmp_path / "storesync.toml"
-        toml.write_text(f"""
+def write_network(tmp_path, emu, *, child_token: str | None = None) -> dict:
+    """storesync.toml for a parent and one child on the emulator; the env that points at it."""
+    toml = tmp_path / "storesync.toml"
+    toml.write_text(f"""
 [[merchants]]
 id = "acme"
 [merchants.parent]
@@ -34,11 +34,15 @@ webhook_secrets = ["s"]
 [[merchants.children]]
 shop = "{CHILD}"
 admin_api_url = "{emu.graphql_url(CHILD)}"
-access_token = "shpat_revoked"
+access_token = "{child_token or emu.token(CHILD)}"
 webhook_secrets = ["s"]
 """)
-        env = {"STORESYNC_CONFIG_FILE": str(toml)}
-        out = run_cli("api", "check", env=env)
+    return {"STORESYNC_CONFIG_FILE": str(toml)}
+
+
+def test_api_check_reports_each_store_and_fails_on_a_refused_token(tmp_path):
+    with running_emulator(stores=[PARENT, CHILD]) as emu:
+        out = run_cli("api", "check", env=write_network(tmp_path, emu, child_token="shpat_revoked"))
     assert out.returncode == 1, out.stderr
     lines = out.stdout.splitlines()
     parent_line = next(line for line in lines if PARENT in line)
@@ -60,3 +64,18 @@ async def test_api_budget_lists_the_shared_buckets(db):
     assert out.returncode == 0, out.stderr
     line = next(line for line in out.stdout.splitlines() if PARENT in line)
     assert "4000" in line and "200" in line
+
+
+def test_api_subscribe_reconciles_every_configured_store(tmp_path):
+    with running_emulator(stores=[PARENT, CHILD]) as emu:
+        env = write_network(tmp_path, emu)
+        url = "https://sync.example.com/webhooks/shopify"
+        out = run_cli("api", "subscribe", url, "--topic", "products/update", "--topic", "orders/create", env=env)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert out.stdout.count("created 2") == 2
+        again = run_cli("api", "subscribe", url, "--topic", "products/update", "--topic", "orders/create", env=env)
+        assert again.returncode == 0 and again.stdout.count("kept 2, created 0, deleted 0") == 2
+        for shop in (PARENT, CHILD):
+            nodes = emu.graphql(shop, "{ webhookSubscriptions(first: 10) { nodes { topic } } }")
+            assert sorted(n["topic"] for n in nodes["data"]["webhookSubscriptions"]["nodes"]) == [
+                "ORDERS_CREATE", "PRODUCTS_UPDATE"]
