@@ -32,6 +32,7 @@ import time
 import uuid
 from pathlib import Path
 
+import psutil
 import psycopg
 from pydantic import SecretStr
 
@@ -133,6 +134,40 @@ def start_server(dsn: str, config: Path, port: int, workers: int, pool_max: int)
             pass
         time.sleep(0.2)
     raise SystemExit("storesync serve did not become ready in 60 s")
+
+
+# --------------------------------------------------------------------------- CPU accounting
+
+def postgres_pids(dsn: str) -> list[int]:
+    """The backends serving the bench database (the server may be shared with other databases,
+    so its background processes - WAL writer, checkpointer - are left out)."""
+    with psycopg.connect(dsn) as conn:
+        return [r[0] for r in conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")]
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            t = psutil.Process(pid).cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
+class CpuMeter:
+    """CPU seconds spent by groups of processes over a phase: on a machine shared with other
+    work, CPU per request is a steadier figure than requests per second."""
+
+    def __init__(self, **groups: list[int]) -> None:
+        self.groups = groups
+        self.start = {name: cpu_seconds(pids) for name, pids in groups.items()}
+
+    def per_request_us(self, requests: int) -> dict[str, float]:
+        return {f"{name}_cpu_us": round((cpu_seconds(pids) - self.start[name]) / max(requests, 1) * 1e6)
+                for name, pids in self.groups.items()}
 
 
 # --------------------------------------------------------------------------- HTTP load
@@ -262,10 +297,12 @@ async def ceiling(dsn: str, stores, concurrency: int, seconds: float) -> dict:
                     await record_delivery(conn, d, statement_timeout_ms=settings.statement_timeout_ms)
                 latencies.append(time.perf_counter() - t)
 
+        meter = CpuMeter(python=[os.getpid()], postgres=postgres_pids(dsn))
         started = time.perf_counter()
         await asyncio.gather(*(run() for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
-    return summary(latencies, len(latencies), {200: len(latencies)}, elapsed)
+        cpu = meter.per_request_us(len(latencies))
+    return {**summary(latencies, len(latencies), {200: len(latencies)}, elapsed), **cpu}
 
 
 # --------------------------------------------------------------------------- main
@@ -301,7 +338,10 @@ def main() -> int:
         try:
             reqs = requests(stores, int(12000 * args.seconds) + 20000, port)
             asyncio.run(closed_loop(port, reqs[:2000], args.connections, 2.0))  # warm up
+            server_pids = [server.pid] + [c.pid for c in psutil.Process(server.pid).children(recursive=True)]
+            meter = CpuMeter(server=server_pids, postgres=postgres_pids(dsn), sender=[os.getpid()])
             results["max"] = asyncio.run(closed_loop(port, reqs[2000:], args.connections, args.seconds))
+            results["max"].update(meter.per_request_us(results["max"]["requests"]))
             print("max (HTTP, closed loop):", results["max"], flush=True)
             offset = 2000 + results["max"]["requests"]
             for name, rate in (("paced_goal_half", GOAL_RATE / 2), ("paced_measured_half", results["max"]["accepted_per_s"] / 2)):
@@ -321,12 +361,21 @@ def main() -> int:
     print()
     print(f"## ingest ({args.workers} uvicorn workers, {args.connections} senders, {args.seconds:g}s phases, "
           f"load average before start {loadavg[0]:.2f}, cores {os.cpu_count()})")
-    print("| phase | offered | accepted/s | p50 ms | p99 ms | max ms | non-200 |")
-    print("|---|---|---|---|---|---|---|")
+    print("| phase | offered | accepted/s | p50 ms | p99 ms | max ms | non-200 | CPU µs per request |")
+    print("|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
         offered = f"{r['rate']:.0f}/s" if "rate" in r else "closed loop"
         non200 = sum(v for k, v in r["statuses"].items() if k != 200)
-        print(f"| {name} | {offered} | {r['accepted_per_s']:.0f} | {r['p50_ms']} | {r['p99_ms']} | {r['max_ms']} | {non200} |")
+        cpu = ", ".join(f"{k.removesuffix('_cpu_us')} {v}" for k, v in r.items() if k.endswith("_cpu_us"))
+        print(f"| {name} | {offered} | {r['accepted_per_s']:.0f} | {r['p50_ms']} | {r['p99_ms']} | {r['max_ms']} "
+              f"| {non200} | {cpu or '-'} |")
+    m = results["max"]
+    if m.get("postgres_cpu_us"):
+        own = m["server_cpu_us"] + m["postgres_cpu_us"]
+        print(f"CPU-bound capacity on {os.cpu_count()} idle cores: ~{os.cpu_count() * 1e6 / own:.0f}/s "
+              f"(server + Postgres), ~{os.cpu_count() * 1e6 / (own + m['sender_cpu_us']):.0f}/s with this "
+              "sender on the same cores")
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
     print(f"HTTP max / ceiling = {ratio:.2f}; rows: {deliveries} deliveries, {jobs} jobs "
           f"(expected >= {accepted_http} from HTTP + ceiling's {results['ceiling']['requests']}); "
           f"took {time.monotonic() - t0:.0f}s")
