@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from pydantic import SecretStr  # noqa: E402
+import psycopg  # noqa: E402
 
 from storesync.config import Settings  # noqa: E402
 from storesync.db import database_settings  # noqa: E402
@@ -37,6 +37,7 @@ from storesync.db.pools import connect_direct  # noqa: E402
 from tests.support.emulator import running_emulator  # noqa: E402
 
 SMART, NAIVE = "bench-smart.myshopify.com", "bench-naive.myshopify.com"
+BENCH_DATABASE = "storesync_bench_throttle"
 
 
 def spawn(emu, shop: str, mode: str, worker: str, seconds: float, dsn: str | None, run: str) -> subprocess.Popen:
@@ -76,8 +77,14 @@ def main() -> None:
     if not 1 <= args.seconds <= 150:
         parser.error("--seconds must be within 1..150 (the bench must stay bounded)")
 
-    settings = Settings.load().model_copy(update={"embedded_database": "storesync_bench_throttle"})
+    settings = Settings.load().model_copy(update={"embedded_database": BENCH_DATABASE})
+    embedded = settings.pooled_dsn is None
     with database_settings(settings) as settings, running_emulator(stores=[SMART, NAIVE]) as emu:
+        if embedded:  # a fresh database of the bench's own on the embedded server
+            maintenance = psycopg.conninfo.make_conninfo(settings.pooled_dsn, dbname="postgres")
+            with psycopg.connect(maintenance, autocommit=True) as admin:
+                admin.execute(f'DROP DATABASE IF EXISTS "{BENCH_DATABASE}" WITH (FORCE)')
+                admin.execute(f'CREATE DATABASE "{BENCH_DATABASE}"')
         with connect_direct(settings) as conn:
             migrate(conn)
             conn.execute("DELETE FROM api_budgets WHERE shop_domain = ANY(%s)", ([SMART, NAIVE],))

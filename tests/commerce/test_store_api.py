@@ -150,3 +150,18 @@ async def test_read_levels_follows_items_stocked_at_more_locations_than_a_page(e
     async with client_for(emu) as client:
         levels = await ShopifyStoreAPI(client).read_levels([snapshot[0]["inventory_item_id"]], locations_first=5)
     assert len(levels) == len(snapshot)
+
+
+async def test_a_create_resent_after_a_lost_answer_makes_one_product(emu):
+    """The first create's answer is lost (the emulator executes, then holds the answer past the
+    client's timeout); the client resends, and the store still has one product."""
+    emu.set_faults(graphql={"fail_nth": {}, "timeout_p": 1.0, "timeout_hang_s": 0.5, "seed": 1})
+    async with client_for(emu, timeout=0.2, max_attempts=2) as client:
+        with pytest.raises(Exception):
+            await ShopifyStoreAPI(client).product_set(PRODUCT, product_id=None)
+    emu.set_faults(graphql={})
+    async with client_for(emu) as client:
+        created = await ShopifyStoreAPI(client).product_set(PRODUCT, product_id=None)  # the job's retry
+    products = emu.snapshot(SHOP)["products"]
+    assert [p["handle"] for p in products] == ["linen-shirt"]
+    assert products[0]["id"] in (created.id, int(created.id.rsplit("/", 1)[-1]))

@@ -123,9 +123,13 @@ class ShopifyStoreAPI:
         return await self._product(result["productByIdentifier"])
 
     async def product_set(self, input: Mapping[str, Any], *, product_id: str | None) -> Product:
+        """productSet by id; a create (no id) upserts by the input's handle, so a create resent
+        after a lost answer updates the product it made instead of making a second one."""
         variables: dict[str, Any] = {"input": dict(input)}
         if product_id is not None:
             variables["identifier"] = {"id": product_id}
+        elif input.get("handle"):
+            variables["identifier"] = {"handle": input["handle"]}
         result = await self.client.execute("ProductSet", variables)
         return await self._product(result["productSet"]["product"])  # type: ignore[return-value]
 
