@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
@@ -72,6 +73,8 @@ class Settings(BaseSettings):
     connect_timeout: Annotated[int, Field(ge=1)] = 5
 
     config_file: Path = Path("storesync.toml")
+    # Where stores send webhooks (`storesync webhooks sync`), e.g. https://sync.example.com/webhooks/shopify.
+    public_webhook_url: str | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
 
@@ -109,6 +112,41 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class PriceRuleConfig(_Strict):
+    """A child's prices: the parent's price plus `markup_percent`, then rounded."""
+
+    markup_percent: Decimal = Decimal(0)
+    rounding: Literal["cent", "whole", "ninety_nine"] = "cent"
+
+    @field_validator("markup_percent")
+    @classmethod
+    def _markup(cls, v: Decimal) -> Decimal:
+        if not v.is_finite() or v <= -100:
+            raise ValueError("must be a number above -100 (a percentage added to the parent's price)")
+        return v
+
+
+class SyncPolicyConfig(_Strict):
+    """Which product fields follow the parent (default: all of them)."""
+
+    fields: list[str] | None = None
+
+    @field_validator("fields")
+    @classmethod
+    def _fields(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return v
+        from storesync.sync.catalog import SyncedField
+
+        known = [f.value for f in SyncedField]
+        bad = [f for f in v if f not in known]
+        if bad:
+            raise ValueError(f"unknown synced fields {bad}; known: {known}")
+        if ("options" in v) != ("variants" in v):
+            raise ValueError("'options' and 'variants' are synced together (a variant is its option values)")
+        return v
+
+
 class StoreConfig(_Strict):
     """One Shopify store: how to reach its Admin API and how to verify its webhooks."""
 
@@ -119,6 +157,8 @@ class StoreConfig(_Strict):
     webhook_secrets: list[SecretStr] = Field(min_length=1)
     # Parent location gid -> this store's location gid (children only).
     location_map: dict[str, str] = Field(default_factory=dict)
+    # Children only: how this child's prices derive from the parent's (default: same price).
+    price_rule: PriceRuleConfig | None = None
 
     @field_validator("shop")
     @classmethod
@@ -165,10 +205,27 @@ class MerchantConfig(_Strict):
     name: str = ""
     parent: StoreConfig
     children: list[StoreConfig] = Field(default_factory=list)
+    sync: SyncPolicyConfig = Field(default_factory=SyncPolicyConfig)
+
+    @model_validator(mode="after")
+    def _parent_has_no_price_rule(self) -> MerchantConfig:
+        if self.parent.price_rule is not None:
+            raise ValueError(f"parent {self.parent.shop}: price_rule applies to children only "
+                             "(the parent's prices are the source)")
+        return self
 
     @property
     def stores(self) -> list[StoreConfig]:
         return [self.parent, *self.children]
+
+    def sync_policy_mapping(self) -> dict:
+        """The merchant's policy as `storesync.sync.catalog.SyncPolicy.from_mapping` reads it."""
+        out: dict = {"price_rules": {c.shop: {"markup_percent": str(c.price_rule.markup_percent),
+                                              "rounding": c.price_rule.rounding}
+                                     for c in self.children if c.price_rule is not None}}
+        if self.sync.fields is not None:
+            out["fields"] = list(self.sync.fields)
+        return out
 
 
 class NetworkConfig(_Strict):

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import psycopg
+from psycopg.types.json import Jsonb
 
 from storesync.config import NetworkConfig
+
+if TYPE_CHECKING:
+    from storesync.db.credentials import TokenCipher
 
 # upsert_merchant: insert a merchant or refresh its name.
 UPSERT_MERCHANT = """
@@ -34,8 +40,40 @@ ORDER BY s.merchant_id, s.role DESC, s.shop_domain
 """
 
 
-def apply_network(conn: psycopg.Connection, network: NetworkConfig) -> None:
-    """Mirror the configured network into the database, in the caller's transaction."""
+# set_store_credentials: the store's API URL, encrypted token and location map (re-encrypted each apply).
+SET_STORE_CREDENTIALS = """
+UPDATE stores SET admin_api_url = %(url)s, access_token_encrypted = %(token)s, location_map = %(location_map)s
+WHERE shop_domain = %(shop)s
+"""
+
+# store_credentials: every store's API URL and encrypted token (None until `network apply` with a key).
+STORE_CREDENTIALS = """
+SELECT shop_domain, admin_api_url, access_token_encrypted FROM stores WHERE access_token_encrypted IS NOT NULL
+"""
+
+# pause_store: stop a store's work (app uninstalled, token revoked); keeps the first reason.
+PAUSE_STORE = """
+UPDATE stores SET status = 'paused', status_reason = %(reason)s, paused_at = now(), updated_at = now()
+WHERE shop_domain = %(shop)s AND status <> 'paused'
+RETURNING shop_domain
+"""
+
+# resume_store: an operator fixed the cause; the store's work runs again.
+RESUME_STORE = """
+UPDATE stores SET status = 'active', status_reason = NULL, paused_at = NULL, updated_at = now()
+WHERE shop_domain = %(shop)s
+RETURNING shop_domain
+"""
+
+# paused_stores: which of the given shops are paused, with the reason.
+PAUSED_STORES = """
+SELECT shop_domain, status_reason FROM stores WHERE shop_domain = ANY(%(shops)s) AND status = 'paused'
+"""
+
+
+def apply_network(conn: psycopg.Connection, network: NetworkConfig, cipher: TokenCipher | None = None) -> None:
+    """Mirror the configured network into the database, in the caller's transaction. With a
+    cipher, each store's API URL, encrypted access token and location map are written too."""
     with conn.cursor() as cur:
         for m in network.merchants:
             cur.execute(UPSERT_MERCHANT, {"id": m.id, "name": m.name})
@@ -43,6 +81,26 @@ def apply_network(conn: psycopg.Connection, network: NetworkConfig) -> None:
             cur.execute(UPSERT_STORE, {"shop": m.parent.shop, "merchant_id": m.id, "role": "parent"})
             for c in m.children:
                 cur.execute(UPSERT_STORE, {"shop": c.shop, "merchant_id": m.id, "role": "child"})
+            if cipher is not None:
+                for s in m.stores:
+                    cur.execute(SET_STORE_CREDENTIALS, {
+                        "shop": s.shop, "url": s.admin_api_url,
+                        "token": cipher.encrypt(s.access_token.get_secret_value()),
+                        "location_map": Jsonb(dict(s.location_map))})
+
+
+def stored_credentials(conn: psycopg.Connection, cipher: TokenCipher) -> dict[str, tuple[str, str]]:
+    """shop -> (admin API URL, decrypted access token) for every store with stored credentials."""
+    rows = conn.execute(STORE_CREDENTIALS).fetchall()
+    return {shop: (url, cipher.decrypt(blob, shop=shop)) for shop, url, blob in rows}
+
+
+def has_stored_credentials(conn: psycopg.Connection) -> bool:
+    return conn.execute(STORE_CREDENTIALS + " LIMIT 1").fetchone() is not None
+
+
+def resume_store(conn: psycopg.Connection, shop: str) -> bool:
+    return conn.execute(RESUME_STORE, {"shop": shop}).fetchone() is not None
 
 
 def list_stores(conn: psycopg.Connection) -> list[tuple]:
