@@ -388,6 +388,8 @@ def test_webhook_subscription_create_list_delete(emulator):
     assert dup["webhookSubscriptionCreate"]["userErrors"][0]["field"] == ["webhookSubscription", "callbackUrl"]
     blank = gql(emulator, PARENT, create, {"topic": "PRODUCTS_UPDATE", "webhookSubscription": {"callbackUrl": "x"}})
     assert blank["webhookSubscriptionCreate"]["userErrors"][0]["message"] == "Address is invalid"
+    control = gql(emulator, PARENT, create, {"topic": "PRODUCTS_UPDATE", "webhookSubscription": {"callbackUrl": "\x1f"}})
+    assert control["webhookSubscriptionCreate"]["userErrors"][0]["message"] == "Address is invalid"
     listed = gql(emulator, PARENT, (OPERATIONS / "webhook_subscriptions.graphql").read_text(), {"first": 10})
     nodes = listed["webhookSubscriptions"]["nodes"]
     assert [(n["topic"], n["endpoint"]) for n in nodes] == [
