@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -11,6 +13,7 @@ import uuid
 from pathlib import Path
 
 import httpx
+import psutil
 import psycopg
 import pytest
 from pydantic import SecretStr
@@ -158,3 +161,57 @@ async def test_pooled_path_through_pgbouncer_transaction_mode(db, pgbouncer_dsn)
     assert ready.status_code == 200, ready.text
     with db.connect() as conn:
         assert counts(conn) == (40, 40)
+
+
+def _signal_server(pgdata: Path, sig: signal.Signals) -> None:
+    pid = EmbeddedPostgres(pgdata).status().pid
+    assert pid, "the dedicated server is not running"
+    postmaster = psutil.Process(pid)
+    for proc in [postmaster, *postmaster.children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.send_signal(sig)
+
+
+@pytest.mark.slow
+async def test_frozen_postgres_is_answered_503_within_the_budget_then_recovers() -> None:
+    """A server that accepts nothing and answers nothing (SIGSTOP: like a network partition):
+    neither the webhook nor /readyz may wait on it past their budgets."""
+    pgdata = ROOT_DIR / ".storesync" / f"test-web-freeze-{uuid.uuid4().hex[:8]}"
+    dsn = _start_detached(pgdata)
+    frozen = False
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            migrate(conn)
+        settings = Settings.load(database_url=SecretStr(dsn), pool_min_size=0, pool_max_size=4,
+                                 pool_timeout=0.5, connect_timeout=2)
+        deliveries = [webhook("orders/create", {"id": n}, shop=CHILD) for n in range(4)]
+        with serving(settings, request_budget_s=1.0, readiness_timeout_s=1.0) as s:
+            async with httpx.AsyncClient(timeout=15) as client:
+                headers, raw = deliveries[0]
+                assert (await client.post(s.webhook_url, content=raw, headers=headers)).status_code == 200
+                await asyncio.to_thread(_signal_server, pgdata, signal.SIGSTOP)
+                frozen = True
+                started = time.monotonic()
+                replies = await asyncio.gather(*(client.post(s.webhook_url, content=raw, headers=headers)
+                                                 for headers, raw in deliveries[1:]))
+                ready = await client.get(s.url + "/readyz")
+                elapsed = time.monotonic() - started
+                assert [r.status_code for r in replies] == [503] * 3
+                assert ready.status_code == 503
+                assert elapsed < 3.5  # 1 s budget each, concurrently, plus 1 s for /readyz
+                await asyncio.to_thread(_signal_server, pgdata, signal.SIGCONT)
+                frozen = False
+                pending, deadline = deliveries[1:], time.monotonic() + 20
+                while pending and time.monotonic() < deadline:  # Shopify retries
+                    answers = [await client.post(s.webhook_url, content=raw, headers=headers)
+                               for headers, raw in pending]
+                    pending = [d for d, r in zip(pending, answers, strict=True) if r.status_code != 200]
+                    await asyncio.sleep(0.1)
+                assert not pending
+        with psycopg.connect(dsn) as conn:
+            assert counts(conn) == (4, 4)
+    finally:
+        if frozen:
+            _signal_server(pgdata, signal.SIGCONT)
+        EmbeddedPostgres(pgdata).stop()
+        shutil.rmtree(pgdata, ignore_errors=True)

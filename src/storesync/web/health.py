@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse
 from storesync.config import Settings
 from storesync.db.migrate import current_version, head_version
 from storesync.db.pools import connect_direct
+from storesync.web.deadline import within
 
 
 async def healthz(request: Request) -> JSONResponse:
@@ -35,8 +36,7 @@ async def _timed(name: str, timeout: float, check) -> dict[str, Any]:
     started = time.perf_counter()
     result: dict[str, Any] = {"name": name}
     try:
-        async with asyncio.timeout(timeout):
-            detail = await check()
+        detail = await within(check(), timeout)
         result.update(ok=True, **(detail or {}))
     except TimeoutError:
         result.update(ok=False, error=f"no answer within {timeout:g}s")
@@ -85,8 +85,7 @@ async def _latest_worker_heartbeat(app, timeout: float) -> dict[str, Any] | None
     from storesync.web import queue_probe
 
     try:
-        async with asyncio.timeout(timeout):
-            return await queue_probe.latest_heartbeat(app.state.pool)
+        return await within(queue_probe.latest_heartbeat(app.state.pool), timeout)
     except (TimeoutError, psycopg.Error, OSError):
         return None
 

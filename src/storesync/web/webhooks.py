@@ -13,7 +13,6 @@ connections -> 503 within the request budget (Shopify retries; the webhook id de
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import psycopg
@@ -22,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from storesync.logs import get_logger
+from storesync.web.deadline import within
 from storesync.web.ingest import (
     ACCEPTED,
     IGNORED,
@@ -57,6 +57,11 @@ async def _read_limited(request: Request, limit: int) -> bytes:
 
 def _answer(status: int, message: str, **extra: object) -> JSONResponse:
     return JSONResponse({"status": status, "message": message, **extra}, status_code=status)
+
+
+async def _record(state, delivery: Delivery):
+    async with state.pool.connection() as conn:
+        return await record_delivery(conn, delivery, statement_timeout_ms=state.settings.statement_timeout_ms)
 
 
 async def shopify_webhook(request: Request) -> Response:
@@ -122,10 +127,9 @@ async def _handle(request: Request) -> Response:
 
     reason = None
     try:
-        async with asyncio.timeout(web.request_budget_s):
-            async with state.pool.connection() as conn:
-                recorded = await record_delivery(conn, delivery,
-                                                 statement_timeout_ms=state.settings.statement_timeout_ms)
+        # Nothing is committed by an abandoned attempt unless its COMMIT was already sent, and
+        # then Shopify's retry finds the delivery recorded.
+        recorded = await within(_record(state, delivery), web.request_budget_s)
     except PoolTimeout:
         reason = "pool_exhausted"
     except TimeoutError:
