@@ -45,6 +45,7 @@ SINGLE = 1_000
 WAKE_SAMPLES = 60
 BATCH = 100
 CONCURRENCY = 200
+FAIRNESS_TIMEOUT = 15.0
 
 
 def server_dsn() -> tuple[str, object | None]:
@@ -61,6 +62,16 @@ def db_dsn(server: str, name: str) -> str:
     params = psycopg.conninfo.conninfo_to_dict(server)
     params["dbname"] = name
     return psycopg.conninfo.make_conninfo(**params)
+
+
+def as_url(dsn: str) -> str:
+    """A postgresql:// URL for the same database (asyncpg accepts only URLs)."""
+    from urllib.parse import quote, urlencode
+
+    p = psycopg.conninfo.conninfo_to_dict(dsn)
+    query = {k: p[k] for k in ("host", "port") if p.get(k)}
+    auth = quote(str(p.get("user", "postgres"))) + (f":{quote(str(p['password']))}" if p.get("password") else "")
+    return f"postgresql://{auth}@/{quote(str(p['dbname']))}?{urlencode(query)}"
 
 
 def fresh_database(server: str, name: str) -> str:
@@ -120,7 +131,7 @@ def wait_listening(dsn: str, n: int, timeout: float = 30, listens: bool = True) 
             (k,) = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
                                 f"AND {what}").fetchone()
             if k >= n:
-                time.sleep(0.5)
+                time.sleep(0.5 if listens else 1.5)
                 return
             time.sleep(0.05)
     raise TimeoutError(f"{n} workers did not start listening within {timeout}s")
@@ -240,7 +251,7 @@ class Bare(Ours):
 
 class PgQueuer:
     name = "pgqueuer 1.6 (asyncpg)"
-    listens = True
+    listens = False  # it LISTENs on the connection it queries with: wait for connections instead
     db = "bench_pgqueuer"
     remaining = "SELECT count(*) FROM (SELECT 1 FROM pgqueuer LIMIT 1) x"
     small_remaining = "SELECT count(*) FROM (SELECT 1 FROM pgqueuer WHERE entrypoint = 'small' LIMIT 1) x"
@@ -258,7 +269,7 @@ class PgQueuer:
         import asyncpg
         from pgqueuer import AsyncpgDriver, Queries
 
-        conn = await asyncpg.connect(self.dsn)
+        conn = await asyncpg.connect(as_url(self.dsn))
         return conn, Queries(AsyncpgDriver(conn))
 
     async def _install(self) -> None:
@@ -267,7 +278,8 @@ class PgQueuer:
         await conn.close()
 
     def argv(self) -> list[str]:
-        return [sys.executable, str(HERE / "bench_workers.py"), "pgqueuer", self.dsn, str(BATCH), str(CONCURRENCY)]
+        return [sys.executable, str(HERE / "bench_workers.py"), "pgqueuer", as_url(self.dsn), str(BATCH),
+                str(CONCURRENCY)]
 
     def env(self) -> dict:
         return {**os.environ, "PYTHONPATH": str(ROOT / "src")}
@@ -403,7 +415,7 @@ def wake_latency(system, samples: int) -> tuple[float, float] | None:
     w = Workers(system.argv(), 1, system.env())
     sent: dict[int, float] = {}
     try:
-        wait_listening(system.dsn, 1)
+        wait_listening(system.dsn, 1, listens=system.listens)
         for n in range(samples):
             sent[n] = system.stamp(n)
             time.sleep(0.03)
@@ -456,7 +468,7 @@ def bench(system_cls, server: str, quick: bool, budget: float) -> Result:
         if wl:
             r.wake_p50_ms, r.wake_p99_ms = wl
     remaining = max(5.0, budget - (time.monotonic() - t_start))
-    took, left = fairness(system, 2, timeout=min(remaining, 20.0))
+    took, left = fairness(system, 2, timeout=min(remaining, FAIRNESS_TIMEOUT))
     r.small_done_s = took
     r.small_note = f"{left:,} of the backlog still queued" if took is not None else "timed out"
     return r
@@ -472,7 +484,7 @@ def table(results: list[Result]) -> str:
     lines = [head, "|" + "---|" * 7]
     for r in results:
         wake = "-" if r.wake_p50_ms is None else f"{r.wake_p50_ms:.1f} / {r.wake_p99_ms:.1f}"
-        small = ("> 20 (timed out)" if r.small_done_s is None else f"{r.small_done_s:.2f} ({r.small_note})")
+        small = (f"> {FAIRNESS_TIMEOUT:.0f} (timed out)" if r.small_done_s is None else f"{r.small_done_s:.2f} ({r.small_note})")
         name = r.system + (f" [{'; '.join(r.notes)}]" if r.notes else "")
         lines.append(f"| {name} | {fmt(r.enqueue_single)} | {fmt(r.enqueue_batch)} | {fmt(r.drain1)} | "
                      f"{fmt(r.drain2)} | {wake} | {small} |")
@@ -522,7 +534,7 @@ def main() -> int:
         f"Command: `.venv/bin/python bench/queue/run.py{' --quick' if args.quick else ''}` "
         f"(embedded Postgres in .storesync/bench-pgdata unless DATABASE_URL is set).",
         "",
-        f"Drain: {DRAIN_JOBS:,} no-op jobs over {DRAIN_GROUPS} merchants committed at once to idle, listening "
+        f"Drain: {DRAIN_JOBS // (4 if args.quick else 1):,} no-op jobs over {DRAIN_GROUPS} merchants committed at once to idle, listening "
         f"workers (concurrency {CONCURRENCY}, claim batch {BATCH}); rate = jobs / (commit -> last job done). "
         f"Wake-up: commit of one job -> its handler starts on an idle worker. Fairness: 2 workers; 200 "
         f"merchants commit one job each 50 ms after one merchant's 18,000-job backlog.",

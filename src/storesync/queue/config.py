@@ -15,10 +15,12 @@ class QueueSettings(BaseSettings):
 
     # Jobs one worker process runs at once.
     concurrency: Annotated[int, Field(ge=1, le=10_000)] = 10
+    # Claims a worker keeps in flight at once (each on its own connection).
+    claimers: Annotated[int, Field(ge=1, le=16)] = 2
     # Most jobs one claim takes (also bounded by free slots).
     batch_size: Annotated[int, Field(ge=1, le=10_000)] = 100
     # Groups (merchants) one claim locks and serves, least-recently-served first.
-    groups_per_claim: Annotated[int, Field(ge=1, le=10_000)] = 16
+    groups_per_claim: Annotated[int, Field(ge=1, le=10_000)] = 8
     # Most jobs one group gets in one claim.
     per_group_cap: Annotated[int, Field(ge=1, le=10_000)] = 50
     # A run's lease; heartbeats renew it every lease/3. A dead worker's job reruns after this.

@@ -142,6 +142,11 @@ RETURNING j.id, j.kind, j.payload, j.group_key, j.lane, j.attempt, j.max_attempt
 
 # ----------------------------------------------------------------------------- outcomes
 
+# async_commit: this transaction's commit need not wait for the WAL flush (completions only).
+ASYNC_COMMIT = """
+SET LOCAL synchronous_commit = off
+"""
+
 # complete_jobs: mark runs succeeded; (id, attempt) fences out a run whose lease was lost and
 # whose job was claimed again. Returns the ids that were still ours.
 COMPLETE_JOBS = """

@@ -47,6 +47,8 @@ from storesync.queue.handlers import HandlerRegistry, JobContext, PermanentError
 log = get_logger("storesync.queue.worker")
 
 NOTIFY_CHANNEL = "storesync_jobs"
+# How long the acker waits for more runs to finish before recording completions (one UPDATE).
+ACK_GATHER_SECONDS = 0.002
 # Session advisory lock whose holder is the one active scheduler (direct path).
 SCHEDULER_LOCK_KEY = 0x5707E5_0002
 
@@ -99,6 +101,7 @@ class Worker:
         self._runs: dict[tuple[int, int], Run] = {}  # (id, attempt) -> run, until acked/failed
         self._acks: list[Run] = []
         self._executing = 0
+        self._reserved = 0  # slots a claim in flight may fill
         self._jobs_done = 0
         self._wake = asyncio.Event()
         self._slot_freed = asyncio.Event()
@@ -109,7 +112,8 @@ class Worker:
         self.listening = False
         self.is_scheduler = False
         self._last_renewal = time.monotonic()
-        self._tasks: set[asyncio.Task] = set()
+        self._counters: dict[tuple, object] = {}
+        self._timers: dict[tuple, object] = {}
         self.pool: AsyncConnectionPool | None = None  # handlers' pooled path
         self.qpool: AsyncConnectionPool | None = None  # the queue's own statements
 
@@ -125,7 +129,8 @@ class Worker:
 
     async def run(self) -> int:
         self.pool = async_pooled_pool(self.settings, name="storesync-jobs")
-        self.qpool = async_pooled_pool(self.settings, name="storesync-queue", min_size=1, max_size=4)
+        self.qpool = async_pooled_pool(self.settings, name="storesync-queue", min_size=1,
+                                       max_size=self.qs.claimers + 3)
         await self.pool.open(wait=False)
         await self.qpool.open(wait=True, timeout=self.settings.connect_timeout * 2)
         if self.qs.metrics_port:
@@ -142,7 +147,8 @@ class Worker:
             asyncio.create_task(self._scheduler_loop(), name="scheduler"),
         ]
         try:
-            await self._claim_loop()
+            # Several claim loops keep claims in flight while one waits for its commit.
+            await asyncio.gather(*(self._claim_loop() for _ in range(self.qs.claimers)))
             await self._drain()
         finally:
             for t in background:
@@ -193,21 +199,26 @@ class Worker:
         assert self.qpool is not None
         idle_wait = 0.002
         while not self._stop.is_set():
-            free = self.qs.concurrency - self._executing
+            free = self.qs.concurrency - self._executing - self._reserved
             if free <= 0:
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
                 continue
+            want = min(free, self.qs.batch_size)
+            self._reserved += want  # another claim loop must not claim the same slots
             self._wake.clear()
             t0 = time.perf_counter()
             try:
                 async with self.qpool.connection() as conn:
-                    rows = await claim_batch(conn, self.qs, self.worker_id, min(free, self.qs.batch_size))
+                    rows = await claim_batch(conn, self.qs, self.worker_id, want)
             except (psycopg.OperationalError, psycopg_pool_errors()) as err:
                 log.warning("claim failed; retrying", error=str(err))
                 await self._sleep_or_stop(min(self.qs.poll_interval, 1.0))
                 continue
+            finally:
+                self._reserved -= want
             m.WORKER_CLAIM_SECONDS.observe(time.perf_counter() - t0)
+            m.WORKER_IN_FLIGHT.set(self._executing)
             if rows is None:  # lost a lock-key race with another worker: try again at once
                 continue
             if rows:
@@ -231,12 +242,24 @@ class Worker:
         run = Run(job_id, attempt, max_attempts, kind, lane, group, lock_key, payload)
         self._runs[(job_id, attempt)] = run
         self._executing += 1
-        m.WORKER_IN_FLIGHT.set(self._executing)
         run.task = asyncio.create_task(self._execute(run), name=f"job-{job_id}")
+
+    def _outcome(self, run: Run, outcome: str) -> None:
+        key = (run.kind, run.lane, outcome)
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self._counters[key] = m.WORKER_JOBS.labels(run.kind, m.LANE_NAMES.get(run.lane, str(run.lane)), outcome)
+        counter.inc()
+
+    def _timer(self, run: Run):
+        key = (run.kind, run.lane)
+        hist = self._timers.get(key)
+        if hist is None:
+            hist = self._timers[key] = m.WORKER_JOB_SECONDS.labels(run.kind, m.LANE_NAMES.get(run.lane, str(run.lane)))
+        return hist
 
     async def _execute(self, run: Run) -> None:
         assert self.pool is not None
-        lane_name = m.LANE_NAMES.get(run.lane, str(run.lane))
         handler = self.registry.get(run.kind)
         started = time.perf_counter()
         outcome: BaseException | None = None
@@ -250,7 +273,7 @@ class Worker:
         except asyncio.CancelledError:
             if run.abandoned is None:
                 raise
-            m.WORKER_JOBS.labels(run.kind, lane_name, run.abandoned).inc()
+            self._outcome(run, run.abandoned)
             if run.abandoned == "lost":
                 self._runs.pop((run.id, run.attempt), None)
             return
@@ -258,8 +281,7 @@ class Worker:
             outcome = err
         finally:
             self._executing -= 1
-            m.WORKER_IN_FLIGHT.set(self._executing)
-            m.WORKER_JOB_SECONDS.labels(run.kind, lane_name).observe(time.perf_counter() - started)
+            self._timer(run).observe(time.perf_counter() - started)
             self._slot_freed.set()
         if outcome is None:
             self._acks.append(run)
@@ -272,6 +294,8 @@ class Worker:
     async def _ack_loop(self) -> None:
         while True:
             await self._ack_wake.wait()
+            if len(self._acks) < self.qs.batch_size:
+                await asyncio.sleep(ACK_GATHER_SECONDS)  # let more runs finish: one UPDATE for all
             self._ack_wake.clear()
             await self._flush_acks()
 
@@ -281,7 +305,10 @@ class Worker:
         while self._acks:
             batch, self._acks = self._acks, []
             try:
-                async with self.qpool.connection() as conn:
+                async with self.qpool.connection() as conn, conn.pipeline():
+                    # A completion lost in a server crash only makes the job run again after its
+                    # lease (at-least-once, never concurrently), so it need not wait for fsync.
+                    await conn.execute(q.ASYNC_COMMIT)
                     await conn.execute(q.COMPLETE_JOBS, {
                         "ids": [r.id for r in batch], "attempts": [r.attempt for r in batch],
                         "worker": self.worker_id,
@@ -296,8 +323,10 @@ class Worker:
                 continue
             for r in batch:
                 self._runs.pop((r.id, r.attempt), None)
-                m.WORKER_JOBS.labels(r.kind, m.LANE_NAMES.get(r.lane, str(r.lane)), "succeeded").inc()
+                self._outcome(r, "succeeded")
             self._jobs_done += len(batch)
+            if not final:
+                return  # the ack loop gathers what finished meanwhile into the next UPDATE
 
     async def _fail(self, run: Run, err: BaseException) -> None:
         assert self.qpool is not None
@@ -327,7 +356,7 @@ class Worker:
                 await asyncio.sleep(min(0.1 * 2**i, 2.0))
         self._runs.pop((run.id, run.attempt), None)
         outcome = "dead" if permanent else "retried"
-        m.WORKER_JOBS.labels(run.kind, m.LANE_NAMES.get(run.lane, str(run.lane)), outcome).inc()
+        self._outcome(run, outcome)
         log.info("job failed", job_id=run.id, kind=run.kind, attempt=run.attempt, outcome=outcome,
                  error=error["error"], message=error["message"][:200])
 
