@@ -70,6 +70,7 @@ class ManagedProcess:
     name: str
     popen: subprocess.Popen
     log_path: Path
+    service: bool = True  # runs until stopped (a service exiting is a failure); False: a command
 
     @property
     def pid(self) -> int:
@@ -94,7 +95,8 @@ class ProcessSet:
         self.env = env
         self.processes: list[ManagedProcess] = []
 
-    def start(self, name: str, args: Sequence[str], *, env: dict[str, str] | None = None) -> ManagedProcess:
+    def start(self, name: str, args: Sequence[str], *, env: dict[str, str] | None = None,
+              service: bool = True) -> ManagedProcess:
         log_path = self.log_dir / f"{name}.log"
         log = open(log_path, "ab")  # noqa: SIM115 - the child holds it; closed below after the fork
         try:
@@ -104,13 +106,13 @@ class ProcessSet:
                 preexec_fn=_set_parent_death_signal if sys.platform == "linux" else None)
         finally:
             log.close()
-        proc = ManagedProcess(name, popen, log_path)
+        proc = ManagedProcess(name, popen, log_path, service)
         self.processes.append(proc)
         return proc
 
     def check_alive(self) -> None:
         for p in self.processes:
-            if not p.alive():
+            if p.service and not p.alive():
                 raise SystemStartError(f"{p.name} (pid {p.pid}) exited with {p.popen.returncode}:\n{p.log_tail()}")
 
     def stop(self, proc: ManagedProcess, timeout: float) -> None:
@@ -406,6 +408,20 @@ class RunningSystem:
             raise RuntimeError(f"storesync {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
         return done
 
+    def start_cli(self, name: str, *args: str) -> ManagedProcess:
+        """`storesync ARGS` in the background, in its own group, stopped with the system;
+        its output goes to `<workdir>/<name>.log`."""
+        return self.processes.start(name, args, service=False)
+
+    def dead_jobs(self, limit: int = 10) -> list[dict]:
+        """Dead-lettered jobs, newest first (kind, last_error, ...)."""
+        import psycopg
+
+        from storesync.queue.ops import list_jobs
+
+        with psycopg.connect(self.env["DATABASE_URL"], autocommit=True) as conn:
+            return list_jobs(conn, state="dead", limit=limit)
+
     def jobs_pending(self) -> int:
         """Jobs queued or running (any kind)."""
         import psycopg
@@ -648,8 +664,7 @@ def running_system(
             step("migrate")
             port = _free_port()
             web_url = f"http://127.0.0.1:{port}"
-            env["STORESYNC_PUBLIC_URL"] = web_url
-            env["STORESYNC_WEBHOOK_URL"] = f"{web_url}/webhooks/shopify"
+            env["STORESYNC_PUBLIC_WEBHOOK_URL"] = f"{web_url}/webhooks/shopify"
             system = RunningSystem(emulator_url, web_url, parent, child_shops, network, config_file, env,
                                    control, processes, root, locations)
             system.cli("migrate", check=True, timeout=start_timeout)
