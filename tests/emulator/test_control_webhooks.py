@@ -102,6 +102,7 @@ def test_subscriptions_created_listed_and_deleted_through_the_control_api(harnes
     bad = [
         ({"shop": PARENT, "topic": "PRODUCTS_EXPLODE", "callback_url": "http://x/y"}, 422),
         ({"shop": PARENT, "topic": "PRODUCTS_UPDATE", "callback_url": "not a url"}, 422),
+        ({"shop": PARENT, "topic": "PRODUCTS_UPDATE", "callback_url": "\x1f"}, 422),  # httpx.InvalidURL
         ({"shop": PARENT, "topic": "PRODUCTS_UPDATE"}, 422),
         ({"shop": "ghost.myshopify.com", "topic": "PRODUCTS_UPDATE", "callback_url": "http://x/y"}, 404),
     ]

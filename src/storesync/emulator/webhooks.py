@@ -166,7 +166,10 @@ class SubscriptionStore:
         rest = rest_topic(topic)
         if format != "JSON":
             raise ValueError(f"format {format!r} is not supported (only JSON)")
-        parsed = httpx.URL(callback_url)
+        try:
+            parsed = httpx.URL(callback_url)
+        except httpx.InvalidURL as err:  # raised for control characters and the like
+            raise ValueError(f"callback URL {callback_url!r} is not a URL: {err}") from None
         if parsed.scheme not in ("http", "https") or not parsed.host:
             raise ValueError(f"callback URL {callback_url!r} must be an absolute http(s) URL")
         with self._lock:
