@@ -17,7 +17,6 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import httpx
 from graphql import GraphQLError, GraphQLSchema, build_schema, get_directive_values
 
 from storesync.emulator import payloads
