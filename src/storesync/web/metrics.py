@@ -3,7 +3,9 @@
 One process: each app has its own registry (several apps can live in one test process).
 Several uvicorn workers: `storesync serve --workers N` sets `PROMETHEUS_MULTIPROC_DIR` before the
 workers start, values live in files there, and whichever worker answers `/metrics` reports the sum
-over all workers (prometheus_client's multiprocess mode; pool gauges are summed over live workers).
+over all workers (prometheus_client's multiprocess mode). Limitation: pool gauges are summed over
+the workers' files, so a worker that died and was replaced leaves its last pool figures behind
+until the server restarts (counters and histograms stay exact).
 """
 
 from __future__ import annotations
