@@ -275,12 +275,12 @@ SET kind = EXCLUDED.kind, payload = EXCLUDED.payload, group_key = EXCLUDED.group
     next_run_at = least(queue_schedules.next_run_at, now() + make_interval(secs => EXCLUDED.every_seconds))
 """
 
-# take_due_schedules: advance every due schedule by its period (missed ticks are not replayed)
-# and return what to enqueue now.
+# take_due_schedules: advance every due schedule the running code still declares by its period
+# (missed ticks are not replayed) and return what to enqueue now.
 TAKE_DUE_SCHEDULES = """
 UPDATE queue_schedules
 SET next_run_at = now() + make_interval(secs => every_seconds), updated_at = now()
-WHERE next_run_at <= now()
+WHERE next_run_at <= now() AND name = ANY(%(names)s::text[])
 RETURNING name, kind, payload, group_key, lane
 """
 

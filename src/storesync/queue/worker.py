@@ -211,8 +211,8 @@ class Worker:
             try:
                 async with self.qpool.connection() as conn:
                     rows = await claim_batch(conn, self.qs, self.worker_id, want)
-            except (psycopg.OperationalError, psycopg_pool_errors()) as err:
-                log.warning("claim failed; retrying", error=str(err))
+            except (psycopg.Error, psycopg_pool_errors()) as err:
+                log.warning("claim failed; retrying", error=str(err), error_type=type(err).__name__)
                 await self._sleep_or_stop(min(self.qs.poll_interval, 1.0))
                 continue
             finally:
@@ -515,8 +515,11 @@ class Worker:
 
     async def _enqueue_due(self) -> None:
         assert self.qpool is not None
+        names = [s.name for s in self.registry.schedules()]
+        if not names:
+            return
         async with self.qpool.connection() as conn:
-            due = await (await conn.execute(q.TAKE_DUE_SCHEDULES)).fetchall()
+            due = await (await conn.execute(q.TAKE_DUE_SCHEDULES, {"names": names})).fetchall()
             if due:
                 await enqueue_many_async(conn, [
                     JobSpec(kind, payload, group=group, lane=Lane(lane), singleton_key=f"schedule:{name}")
