@@ -112,7 +112,8 @@ class BucketState:
         `margin`, slack for what the model cannot see). Refused, with the wait it would take,
         when that exceeds `max_wait`."""
         cur = self.settled(now)
-        wait = wait_seconds(cost + margin, cur.available, cur.restore_rate)
+        # never ask the bucket to hold more than it can (a margin near the capacity would stall)
+        wait = wait_seconds(min(cost + margin, max(cost, cur.capacity)), cur.available, cur.restore_rate)
         if wait > max_wait:
             return Grant(cur, wait, granted=False)
         return Grant(replace(cur, available=cur.available - cost), wait, granted=True)
@@ -124,7 +125,9 @@ class BucketState:
 
     def observe(self, status: ThrottleStatus, now: float, *, waiting_others: float = 0.0) -> BucketState:
         """Adopt the server's view: its bucket size and rate, and what it had available minus
-        what other callers have been granted but not yet sent."""
+        what other callers have been granted but not yet sent. (The server's figure is half a
+        round trip old, which makes the model a little pessimistic: the bucket then runs a few
+        points fuller, which costs no throughput.)"""
         return BucketState(
             capacity=status.maximum_available,
             restore_rate=status.restore_rate,
