@@ -59,13 +59,34 @@ def parse_triggered_at(value: str | None) -> datetime | None:
     return parsed
 
 
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
 def parse_body(body: bytes) -> dict | None:
-    """The JSON object in `body`, or None when it is not one (kept as `unparseable`)."""
+    """The JSON object in `body`, or None when it is not one (kept as `unparseable`).
+
+    Also None for what Python's json accepts but Postgres jsonb refuses (NaN, Infinity, the
+    \\u0000 escape): enqueueing such a payload would fail on every retry."""
     try:
-        parsed = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        parsed = json.loads(body, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: absurdly deep nesting
         return None
-    return parsed if isinstance(parsed, dict) else None
+    if not isinstance(parsed, dict):
+        return None
+    if b"\\u0000" in body and _has_nul(parsed):  # cheap test first: a NUL needs that escape
+        return None
+    return parsed
+
+
+def _has_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 @dataclass(frozen=True)
