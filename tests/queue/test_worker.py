@@ -128,14 +128,15 @@ def test_jobs_sharing_a_lock_key_never_overlap_across_workers(qdb, spawn_worker)
 
 
 def test_small_merchants_are_not_stuck_behind_a_big_backlog(qdb, spawn_worker):
-    _enqueue(qdb.dsn, [JobSpec("test.run", {"sleep": 0.01}, group="big") for _ in range(1500)])
+    _enqueue(qdb.dsn, [JobSpec("test.run", {"sleep": 0.02}, group="big") for _ in range(1500)])
     spawn_worker("--concurrency", "10")
     wait_for(lambda: _count(qdb.dsn, "state = 'succeeded'") >= 20, 15, "the backlog to start draining")
     small = _enqueue(qdb.dsn, [JobSpec("test.run", {"sleep": 0.01}, group=f"small{i}") for i in range(20)])
     wait_for(lambda: _count(qdb.dsn, f"id = ANY(ARRAY{small}) AND state = 'succeeded'") == 20, 15, "small jobs")
-    # While the small merchants were served, most of the big backlog was still waiting.
+    # While the small merchants were served, most of the big backlog was still waiting (FIFO
+    # would have run all 1,500 first: the worker runs at most ~500 of them per second).
     big_left = _count(qdb.dsn, "group_key = 'big' AND state = 'queued'")
-    assert big_left > 1000, big_left
+    assert big_left > 750, big_left
 
 
 def test_retries_follow_capped_exponential_backoff_then_dead_letter_and_replay(qdb, spawn_worker):
