@@ -449,29 +449,52 @@ def fairness(system, workers: int, timeout: float) -> tuple[float | None, int]:
     return took, left
 
 
-def bench(system_cls, server: str, quick: bool, budget: float) -> Result:
-    t_start = time.monotonic()
-    system = system_cls(server)
-    r = Result(system.name)
+def bench_all(classes: list, server: str, quick: bool) -> list[Result]:
+    """Each scenario runs for every system back to back, so load from other processes on a
+    shared machine drifts less between the systems being compared."""
+    systems = [cls(server) for cls in classes]
+    results = [Result(s.name) for s in systems]
     single = SINGLE // (4 if quick else 1)
-    slow = system_cls is Procrastinate
-    drain_jobs = (DRAIN_JOBS // 4 if slow else DRAIN_JOBS) // (4 if quick else 1)
-    r.enqueue_single = system.enqueue_single(single)
-    system.reset()
-    r.enqueue_batch = system.enqueue_batch(drain_jobs)
-    r.drain1 = drain(system, 1, drain_jobs, timeout=budget / 3)
-    r.drain2 = drain(system, 2, drain_jobs, timeout=budget / 3)
-    if slow:
-        r.notes.append(f"drain measured on {drain_jobs:,} jobs (slow)")
-    if system_cls is not Bare:
-        wl = wake_latency(system, WAKE_SAMPLES // (3 if quick else 1))
-        if wl:
-            r.wake_p50_ms, r.wake_p99_ms = wl
-    remaining = max(5.0, budget - (time.monotonic() - t_start))
-    took, left = fairness(system, 2, timeout=min(remaining, FAIRNESS_TIMEOUT))
-    r.small_done_s = took
-    r.small_note = f"{left:,} of the backlog still queued" if took is not None else "timed out"
-    return r
+
+    def jobs_for(system) -> int:
+        return (DRAIN_JOBS // 4 if isinstance(system, Procrastinate) else DRAIN_JOBS) // (4 if quick else 1)
+
+    def step(label: str, fn) -> None:
+        print(f"... {label}", file=sys.stderr, flush=True)
+        for system, r in zip(systems, results, strict=True):
+            fn(system, r)
+
+    def enqueue_rates(system, r: Result) -> None:
+        system.reset()
+        r.enqueue_single = system.enqueue_single(single)
+        system.reset()
+        r.enqueue_batch = system.enqueue_batch(jobs_for(system))
+
+    def drains(n: int):
+        def run_drain(system, r: Result) -> None:
+            rate = drain(system, n, jobs_for(system), timeout=40.0)
+            setattr(r, f"drain{n}", rate)
+            if isinstance(system, Procrastinate) and n == 1:
+                r.notes.append(f"drain measured on {jobs_for(system):,} jobs (slow)")
+        return run_drain
+
+    def wake(system, r: Result) -> None:
+        if not isinstance(system, Bare):
+            wl = wake_latency(system, WAKE_SAMPLES // (3 if quick else 1))
+            if wl:
+                r.wake_p50_ms, r.wake_p99_ms = wl
+
+    def fair(system, r: Result) -> None:
+        took, left = fairness(system, 2, timeout=FAIRNESS_TIMEOUT)
+        r.small_done_s = took
+        r.small_note = f"{left:,} of the backlog still queued" if took is not None else "timed out"
+
+    step("enqueue rates", enqueue_rates)
+    step("drain, 1 worker", drains(1))
+    step("drain, 2 workers", drains(2))
+    step("wake-up latency", wake)
+    step("small merchants behind a backlog", fair)
+    return results
 
 
 def fmt(v: float | None, spec: str = ",.0f") -> str:
@@ -512,12 +535,7 @@ def main() -> int:
     server, _embedded = server_dsn()
     t0 = time.monotonic()
     load_before = os.getloadavg()[0]
-    results = []
-    for cls in chosen:
-        budget = 60.0 if cls is Procrastinate else 35.0
-        print(f"... {cls.name}", file=sys.stderr, flush=True)
-        results.append(bench(cls, server, args.quick, budget))
-        print(table(results[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
+    results = bench_all(chosen, server, args.quick)
     elapsed = time.monotonic() - t0
     text = table(results)
     ours = next((r for r in results if r.system.startswith("storesync")), None)

@@ -130,7 +130,7 @@ class Worker:
     async def run(self) -> int:
         self.pool = async_pooled_pool(self.settings, name="storesync-jobs")
         self.qpool = async_pooled_pool(self.settings, name="storesync-queue", min_size=1,
-                                       max_size=self.qs.claimers + 3)
+                                       max_size=self.qs.claimers + 4)
         await self.pool.open(wait=False)
         await self.qpool.open(wait=True, timeout=self.settings.connect_timeout * 2)
         if self.qs.metrics_port:
