@@ -408,10 +408,10 @@ class RunningSystem:
             raise RuntimeError(f"storesync {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
         return done
 
-    def start_cli(self, name: str, *args: str) -> ManagedProcess:
+    def start_cli(self, name: str, *args: str, env: dict[str, str] | None = None) -> ManagedProcess:
         """`storesync ARGS` in the background, in its own group, stopped with the system;
-        its output goes to `<workdir>/<name>.log`."""
-        return self.processes.start(name, args, service=False)
+        its output goes to `<workdir>/<name>.log`. `env` adds to the system's environment."""
+        return self.processes.start(name, args, env={**self.env, **(env or {})}, service=False)
 
     def dead_jobs(self, limit: int = 10) -> list[dict]:
         """Dead-lettered jobs, newest first (kind, last_error, ...)."""

@@ -30,7 +30,12 @@ from storesync.config import Settings
 CHILDREN = 3
 PRODUCTS = 50
 WORKERS = 2
-CHILD_OVERLAP = 10  # products the children already sell (same SKUs): linking finds them
+CHILD_OVERLAP = 10
+# Shopify Plus limits (20,000-point bucket, 1,000 points/s): a network of storefronts is a Plus
+# merchant's setup, and the story should not wait on the standard plan's 100 points/s.
+PLAN = "plus"
+DEMO_DATABASE = "storesync_demo"
+BACKFILL_TIMEOUT_S = 90  # on the embedded server, dropped and created at each run  # products the children already sell (same SKUs): linking finds them
 
 
 class DemoFailed(Exception):
@@ -109,7 +114,8 @@ class Story:
     def initial_sync(self) -> None:
         self.console.rule("2. initial sync: copy what the children miss, then reconcile stock")
         s = self.system
-        backfill = s.start_cli("backfill", "backfill")
+        # 4 products copied at once per child; its pool must hold a connection for each.
+        backfill = s.start_cli("backfill", "backfill", "--concurrency", "4", env={"STORESYNC_POOL_MAX_SIZE": "20"})
         parent = s.snapshot(s.parent)
         handles = {p["handle"] for p in parent["products"]}
         total = len(handles) * len(s.children)
@@ -117,7 +123,7 @@ class Story:
         with Progress(TextColumn("   products in children"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=self.console, transient=False) as progress:
             task = progress.add_task("copy", total=total)
-            deadline = started + 60
+            deadline = started + BACKFILL_TIMEOUT_S
             while True:
                 have = sum(len(handles & {p["handle"] for p in s.snapshot(c)["products"]}) for c in s.children)
                 progress.update(task, completed=have)
@@ -129,7 +135,8 @@ class Story:
                 s.processes.check_alive()
                 self.fail_on_dead_jobs()
                 if time.monotonic() > deadline:
-                    raise DemoFailed(f"initial sync: {have}/{total} products in the children after 60s")
+                    raise DemoFailed(f"initial sync: {have}/{total} products in the children after "
+                                     f"{BACKFILL_TIMEOUT_S}s")
                 time.sleep(0.2)
         if backfill.popen.returncode != 0:
             raise DemoFailed(f"`storesync backfill` exited {backfill.popen.returncode}:\n{_tail(backfill.log_tail())}")
@@ -164,8 +171,8 @@ class Story:
     def sales(self) -> None:
         self.console.rule("4. child sales flow to the parent and out to the siblings")
         s = self.system
-        sales = [(s.children[0], "DEMO-002-S", 2), (s.children[1], "DEMO-003-ONESIZE", 1),
-                 (s.children[-1], "DEMO-002-S", 1)]
+        sales = [(s.children[0], "DEMO-003-S", 2), (s.children[1], "DEMO-002-ONESIZE", 1),
+                 (s.children[-1], "DEMO-003-S", 1)]
         before = {sku: s.level(s.parent, sku) for _c, sku, _q in sales}
         for child, sku, qty in sales:
             order = s.place_order(child, sku=sku, quantity=qty)
@@ -189,8 +196,8 @@ class Story:
         s = self.system
         s.set_faults(webhooks={"duplicate_p": 1.0, "reorder_p": 0.5, "delay_max_s": 0.3, "seed": 7})
         first = len(s.deliveries())
-        sales = [(s.children[0], "DEMO-004-S", 1), (s.children[1], "DEMO-004-S", 1), (s.children[2], "DEMO-005-M", 2),
-                 (s.children[0], "DEMO-005-M", 1)]
+        sales = [(s.children[0], "DEMO-004-S", 1), (s.children[1], "DEMO-004-S", 1),
+                 (s.children[2], "DEMO-006-M", 2), (s.children[0], "DEMO-006-M", 1)]
         before = {sku: s.level(s.parent, sku) for _c, sku, _q in sales}
         for child, sku, qty in sales:
             s.place_order(child, sku=sku, quantity=qty)
@@ -257,6 +264,35 @@ def _product_fields(product: dict) -> dict:
     return {k: product.get(k) for k in ("title", "tags", "vendor", "body_html", "status")}
 
 
+def _fresh_database(dsn: str) -> None:
+    """The embedded server's demo database, dropped and created again: each run starts clean."""
+    import psycopg
+
+    from storesync.db.migrate import migrate
+
+    maintenance = psycopg.conninfo.make_conninfo(dsn, dbname="postgres")
+    with psycopg.connect(maintenance, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{DEMO_DATABASE}" WITH (FORCE)')
+        admin.execute(f'CREATE DATABASE "{DEMO_DATABASE}"')
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        migrate(conn)
+
+
+def _require_empty(dsn: str) -> None:
+    """DATABASE_URL is the user's: the demo never wipes it, and refuses one that holds stores or
+    jobs (an earlier run's links would point at stores that no longer exist)."""
+    import psycopg
+
+    from storesync.db.migrate import migrate
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        migrate(conn)
+        used = conn.execute("SELECT (SELECT count(*) FROM stores) + (SELECT count(*) FROM queue_jobs)").fetchone()
+    if used and used[0]:
+        raise DemoFailed("DATABASE_URL already holds stores or jobs (an earlier run?); the demo needs an empty "
+                         "database there, or unset DATABASE_URL to use a fresh embedded one")
+
+
 def run_demo(settings: Settings, console: Console) -> int:
     """Play the story on the embedded Postgres (or DATABASE_URL); 0 only if every store agrees."""
     from storesync.db import database_settings
@@ -277,12 +313,20 @@ def run_demo(settings: Settings, console: Console) -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="storesync-demo-"))  # the processes' logs, kept if the demo fails
     agreed = False
+    embedded = settings.pooled_dsn is None
+    if embedded:
+        settings = settings.model_copy(update={"embedded_database": DEMO_DATABASE})
     try:
         with database_settings(settings) as settings:
             assert settings.pooled_dsn
+            if embedded:
+                _fresh_database(settings.pooled_dsn)
+            else:
+                _require_empty(settings.pooled_dsn)
             status.start()
             with running_system(settings.pooled_dsn, children=CHILDREN, products=PRODUCTS, workers=WORKERS,
-                                child_overlap=CHILD_OVERLAP, on_step=on_step, workdir=workdir) as system:
+                                child_overlap=CHILD_OVERLAP, plan=PLAN, on_step=on_step,
+                                workdir=workdir) as system:
                 story = Story(system, console, t0)
                 story.say(f"system up in {time.monotonic() - t0:.1f}s; logs in {workdir}/")
                 story.show_system()
