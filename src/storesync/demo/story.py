@@ -30,12 +30,12 @@ from storesync.config import Settings
 CHILDREN = 3
 PRODUCTS = 50
 WORKERS = 2
-CHILD_OVERLAP = 10
+CHILD_OVERLAP = 10  # products the children already sell (same SKUs): linking finds them
 # Shopify Plus limits (20,000-point bucket, 1,000 points/s): a network of storefronts is a Plus
 # merchant's setup, and the story should not wait on the standard plan's 100 points/s.
 PLAN = "plus"
-DEMO_DATABASE = "storesync_demo"
-BACKFILL_TIMEOUT_S = 90  # on the embedded server, dropped and created at each run  # products the children already sell (same SKUs): linking finds them
+DEMO_DATABASE = "storesync_demo"  # on the embedded server, dropped and created at each run
+BACKFILL_TIMEOUT_S = 90
 
 
 class DemoFailed(Exception):
