@@ -1,0 +1,261 @@
+"""The operator commands over the wired engine: `storesync link`, `backfill`, `reconcile`,
+`webhooks sync` and resuming a paused store. Each runs in the calling process against the
+stores (shared Postgres rate-limit budget) and the sync tables; the CLI adds the progress bars.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
+
+import psycopg
+
+from storesync.commerce.errors import CommerceError, StoreUnauthorized
+from storesync.config import Settings
+from storesync.db.pools import async_pooled_pool
+from storesync.logs import get_logger
+from storesync.sync.linking import LinkReport, link_network
+from storesync.sync.model import Link, LinkKind, MatchedBy
+from storesync.sync.network import MerchantNetwork
+from storesync.sync.reconcile import ReconcileReport, Repair, apply_repairs, reconcile_network
+from storesync.sync.runtime import Storage, SyncRuntime, SyncSettings, job_storage, load_network_config, pause_store, paused_among
+from storesync.sync.saga import SagaState
+
+log = get_logger("storesync.sync.commands")
+
+Progress = Callable[[str, int], None]  # (description, units done since the last call)
+
+
+@asynccontextmanager
+async def cli_runtime(settings: Settings, *, sync_settings: SyncSettings | None = None,
+                      max_connections: int = 24) -> AsyncIterator[SyncRuntime]:
+    """A runtime for a command: its own small pool (budget and sync tables) and API clients."""
+    pool = async_pooled_pool(settings, name="storesync-cli", min_size=1, max_size=max_connections)
+    await pool.open(wait=True, timeout=settings.connect_timeout * 2)
+    try:
+        config = await asyncio.to_thread(load_network_config, settings)
+        rt = SyncRuntime(settings, config, pool=pool, sync_settings=sync_settings)
+        try:
+            yield rt
+        finally:
+            await rt.aclose()
+    finally:
+        await pool.close()
+
+
+def _merchants(rt: SyncRuntime, merchant: str | None) -> list[MerchantNetwork]:
+    if merchant is None:
+        return list(rt.network.merchants)
+    return [rt.merchant(merchant)]
+
+
+async def _active(st: Storage, net: MerchantNetwork) -> tuple[MerchantNetwork, dict[str, str]]:
+    """The merchant without its paused children (and the paused ones with their reason)."""
+    paused = await paused_among(st.conn, [s.shop for s in net.stores])
+    return replace(net, children=tuple(c for c in net.children if c.shop not in paused)), paused
+
+
+# --------------------------------------------------------------------------- link
+
+
+async def link(rt: SyncRuntime, *, dry_run: bool, merchant: str | None = None) -> list[tuple[str, LinkReport]]:
+    """Match every child against its parent by SKU, then barcode, then handle; store the links
+    unless `dry_run`. Duplicates, missing SKUs and conflicts are reported, never guessed."""
+    out = []
+    async with job_storage(rt.pool) as st:
+        for net in _merchants(rt, merchant):
+            reports = await link_network(net, rt.scans(net), None if dry_run else st.links)
+            out += [(net.merchant_id, r) for r in reports]
+    return out
+
+
+# --------------------------------------------------------------------------- reconcile
+
+
+@dataclass
+class ReconcileResult:
+    merchant_id: str
+    report: ReconcileReport
+    fixed: list[Repair] = field(default_factory=list)
+    left: list[Repair] = field(default_factory=list)
+    paused: dict[str, str] = field(default_factory=dict)  # skipped stores (paused, not linked) and why
+
+    def lines(self) -> list[str]:
+        r = self.report
+        out = [f"{self.merchant_id}: {r.products_checked} products and {r.levels_checked} levels checked, "
+               f"{len(self.fixed)} fixed, {len(self.left)} not fixed"]
+        out += [f"  fixed {x.describe()}" for x in self.fixed]
+        out += [f"  NOT fixed {x.describe()} ({x.reason})" for x in self.left]
+        out += [f"  skipped {s}: {why}" for s, why in self.paused.items()]
+        return out
+
+
+async def reconcile_merchant(rt: SyncRuntime, st: Storage, net: MerchantNetwork, cause: str) -> ReconcileResult:
+    """Compare the parent with every active child and repair the drift through live-sync code."""
+    active, paused = await _active(st, net)
+    if net.parent.shop in paused:
+        return ReconcileResult(net.merchant_id, ReconcileReport(), paused=paused)
+    # A child never linked has not been onboarded: `storesync backfill` copies its catalog with
+    # collections and stock; reconciling it would create bare products instead.
+    unlinked = [c.shop for c in active.children if not (await st.links.link_map(c.shop)).links]
+    active = replace(active, children=tuple(c for c in active.children if c.shop not in unlinked))
+    skipped = {**paused, **{s: "not linked yet (run storesync backfill)" for s in unlinked}}
+    if not active.children:
+        return ReconcileResult(net.merchant_id, ReconcileReport(), paused=skipped)
+    policy = rt.policy(net.merchant_id)
+    report = await reconcile_network(active, rt.scans(active), st.links, policy)
+    fixed, left = await apply_repairs(report.repairs, parent_store=rt.api(net.parent.shop), stores=rt.apis(active),
+                                      links_repo=st.links, writes=st.writes, audit=st.audit, policy=policy,
+                                      cause=cause)
+    return ReconcileResult(net.merchant_id, report, fixed, left, skipped)
+
+
+async def reconcile(rt: SyncRuntime, *, merchant: str | None = None, cause: str = "reconcile:cli"
+                    ) -> list[ReconcileResult]:
+    async with job_storage(rt.pool) as st:
+        return [await reconcile_merchant(rt, st, net, cause) for net in _merchants(rt, merchant)]
+
+
+# --------------------------------------------------------------------------- backfill
+
+
+@dataclass
+class BackfillResult:
+    reports: list[LinkReport] = field(default_factory=list)
+    collections_created: list[str] = field(default_factory=list)  # "<child>: <handle>"
+    completed: list[str] = field(default_factory=list)  # saga ids
+    compensated: list[tuple[str, str]] = field(default_factory=list)  # (saga id, why)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (saga id or shop, why): rerun resumes
+    paused: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.compensated or self.failed)
+
+
+async def _saga_id(st: Storage, child_shop: str, parent_product_id: str) -> str:
+    """Deterministic, so a rerun after a crash resumes the same saga; a compensated one is
+    retried under the next number."""
+    base = f"copy:{child_shop}:{parent_product_id}"
+    saga_id, n = base, 1
+    while (rec := await st.steps.load(saga_id)) is not None and rec.state in (SagaState.COMPENSATED, SagaState.STUCK):
+        n += 1
+        saga_id = f"{base}:{n}"
+    return saga_id
+
+
+async def _create_missing_collections(rt: SyncRuntime, st: Storage, net: MerchantNetwork, child: str,
+                                      report: LinkReport, result: BackfillResult) -> None:
+    if not report.missing_collections:
+        return
+    parent_collections = {c.id: c async for c in rt.scans(net)[net.parent.shop].all_collections()}
+    links = []
+    for pid in report.missing_collections:
+        pc = parent_collections.get(pid)
+        if pc is None:
+            continue
+        res = await rt.api(child).client.execute("CollectionCreate", {"input": {"title": pc.title or pc.handle,
+                                                                               "handle": pc.handle}})
+        created = res["collectionCreate"]["collection"]
+        links.append(Link(LinkKind.COLLECTION, child, pid, created["id"], MatchedBy.CREATED))
+        result.collections_created.append(f"{child}: {pc.handle}")
+    await st.links.save_links(links)
+
+
+async def backfill(rt: SyncRuntime, *, merchant: str | None = None, child: str | None = None,
+                   progress: Callable[[int], None] | None = None, on_total: Callable[[int], None] | None = None,
+                   concurrency: int = 4) -> BackfillResult:
+    """Initial sync: link what matches, then copy every unlinked parent product into the child
+    (copy-product saga: create -> collections -> levels; a failed step compensates the done ones).
+    Resumable: rerunning links the copies already made and resumes unfinished sagas."""
+    from storesync.sync.handlers import run_copy_saga
+
+    result = BackfillResult()
+    work: list[tuple[MerchantNetwork, str, str]] = []  # (merchant, child, parent product)
+    async with job_storage(rt.pool) as st:
+        for net in _merchants(rt, merchant):
+            active, paused = await _active(st, net)
+            result.paused.update(paused)
+            if net.parent.shop in paused:
+                continue
+            if child is not None:
+                if child not in [c.shop for c in net.children]:
+                    continue
+                active = replace(active, children=tuple(c for c in active.children if c.shop == child))
+            scans = rt.scans(active)
+            reports = await link_network(active, scans, st.links)
+            result.reports += reports
+            parent_products = [p async for p in scans[net.parent.shop].all_products()]
+            for report in reports:
+                await _create_missing_collections(rt, st, active, report.child_shop, report, result)
+                links = await st.links.link_map(report.child_shop)
+                work += [(active, report.child_shop, p.id) for p in parent_products
+                         if p.id and links.child_id(LinkKind.PRODUCT, p.id) is None]
+    if on_total:
+        on_total(len(work))
+
+    async def copy_all(items: list[tuple[MerchantNetwork, str, str]]) -> None:
+        async with job_storage(rt.pool) as st:
+            for net, shop, pid in items:
+                if shop in result.paused:
+                    continue
+                saga_id = await _saga_id(st, shop, pid)
+                try:
+                    rec = await run_copy_saga(rt, st, net, saga_id, pid, shop, f"backfill:{saga_id}",
+                                              final_attempt=True)
+                except StoreUnauthorized as err:
+                    reason = f"HTTP {err.status}: {err}"
+                    await pause_store(st.conn, err.shop or shop, reason)
+                    result.paused[err.shop or shop] = reason
+                    result.failed.append((saga_id, reason))
+                except (CommerceError, psycopg.Error, OSError) as err:
+                    result.failed.append((saga_id, f"{type(err).__name__}: {err}"))
+                else:
+                    if rec.state is SagaState.COMPLETED:
+                        result.completed.append(saga_id)
+                    else:
+                        result.compensated.append((saga_id, rec.error or str(rec.state)))
+                if progress:
+                    progress(1)
+
+    # `concurrency` sagas at once per child (each holds a connection; the budget needs a few
+    # more); each store's budget paces its own calls.
+    children = len({shop for _, shop, _ in work}) or 1
+    concurrency = max(1, min(concurrency, (rt.pool.max_size - 4) // children))
+    lanes: dict[str, list[list]] = {}
+    for item in work:
+        per_child = lanes.setdefault(item[1], [[] for _ in range(concurrency)])
+        per_child[sum(len(x) for x in per_child) % concurrency].append(item)
+    await asyncio.gather(*(copy_all(chunk) for chunks in lanes.values() for chunk in chunks if chunk))
+    return result
+
+
+# --------------------------------------------------------------------------- webhooks and stores
+
+
+async def webhooks_sync(rt: SyncRuntime, callback_url: str, *, keep_others: bool = False):
+    """Every store's subscriptions made exactly the topics storesync handles, to `callback_url`."""
+    from storesync.commerce.subscriptions import reconcile_subscriptions
+    from storesync.web.topics import HANDLED_TOPICS
+
+    out = []
+    for m in rt.config.merchants:
+        for s in m.stores:
+            out.append((s.shop, await reconcile_subscriptions(rt.clients.client(s.shop), callback_url,
+                                                              list(HANDLED_TOPICS), keep_others=keep_others)))
+    return out
+
+
+def resume_store(conn: psycopg.Connection, shop: str) -> int | None:
+    """Make a paused store active again and its parked jobs due now; None if no such store."""
+    from storesync.db.network_sql import resume_store as resume
+    from storesync.sync.wiring_sql import NOTIFY_JOBS, UNPARK_JOBS
+
+    with conn.transaction():
+        if not resume(conn, shop):
+            return None
+        n = conn.execute(UNPARK_JOBS, {"shop": shop}).rowcount
+        conn.execute(NOTIFY_JOBS)
+    return n

@@ -1,0 +1,401 @@
+"""The sync engine's job handlers: `registry`, the worker's default `--handlers`.
+
+Webhook jobs (`webhook.<topic>`) only route (`routing.py`) and enqueue `sync.*` jobs; the sync
+jobs call the domain with the Admin API adapters (`commerce.store_api.ShopifyStoreAPI`) and the
+Postgres storage adapters (`store_pg.py`) on an autocommit pooled connection. Errors map to the
+queue's classes: bad input or writes that would destroy data -> `PermanentError` (dead letter);
+lost compare-and-set races, connection and 5xx faults -> retry. Commerce errors already carry
+their class. A store that refuses the app is paused and the job parked (see `runtime.py`).
+
+Periodic (the queue's scheduler, group `storesync`): `sync.reconcile_all` enqueues one
+`sync.reconcile` per merchant; `sync.prune_write_records` forgets echo-suppression records older
+than a day. At worker start, `storesync worker` enqueues `sync.copy_product` resume jobs for
+unfinished sagas (`enqueue_saga_resumes`); a saga job's lock key keeps it from running twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+
+from storesync.commerce.errors import CommerceError, PermanentCommerceError, StoreUnauthorized
+from storesync.logs import get_logger
+from storesync.queue.enqueue import JobSpec, Lane, enqueue_many, enqueue_many_async
+from storesync.queue.handlers import HandlerRegistry, JobContext, PermanentError, RetryableError
+from storesync.sync import routing
+from storesync.sync.audit import delivery_cause, job_cause
+from storesync.sync.catalog import CatalogBlocked, CatalogError, sync_product_to_child
+from storesync.sync.conflicts import judge_level_delivery, level_from_webhook, version_of_delivery
+from storesync.sync.inventory import (
+    InventoryError, Outcome, SaleContext, StaleRetriesExhausted, apply_order_event, fan_out_level,
+)
+from storesync.sync.model import LinkKind, LinkMap
+from storesync.sync.network import MerchantNetwork, UnknownStore
+from storesync.sync.runtime import (
+    Storage, SyncRuntime, SyncSettings, job_storage, park_job, pause_store, paused_among, process_runtime,
+)
+from storesync.sync.saga import PermanentStepError, SagaConflict, SagaExecutor, SagaState, SagaStuck
+from storesync.sync.saga_actions import SagaDeps, copy_product_actions, copy_product_steps
+from storesync.sync.wiring_sql import UNFINISHED_SAGAS
+
+log = get_logger("storesync.sync.handlers")
+
+JOB_COPY_PRODUCT = "sync.copy_product"
+JOB_RECONCILE = "sync.reconcile"
+JOB_RECONCILE_ALL = "sync.reconcile_all"
+JOB_PRUNE_WRITES = "sync.prune_write_records"
+SYSTEM_GROUP = "storesync"  # fairness group of network-wide periodic jobs
+WRITE_RECORD_TTL = timedelta(days=1)
+
+registry = HandlerRegistry()
+_sync_settings = SyncSettings.load()
+registry.schedule("sync.reconcile", JOB_RECONCILE_ALL, every_seconds=_sync_settings.reconcile_every_s,
+                  group=SYSTEM_GROUP)
+registry.schedule("sync.prune_write_records", JOB_PRUNE_WRITES, every_seconds=_sync_settings.prune_every_s,
+                  group=SYSTEM_GROUP)
+
+_PERMANENT_DOMAIN = (InventoryError, CatalogError, PermanentStepError, ValueError, KeyError, UnknownStore)
+
+
+# --------------------------------------------------------------------------- plumbing
+
+
+def job_specs(jobs: Iterable[routing.SyncJob], group: str) -> list[JobSpec]:
+    now = datetime.now(UTC)
+    return [JobSpec(j.kind, j.payload, group=group, lane=Lane[j.lane.upper()], singleton_key=j.singleton_key,
+                    lock_key=j.lock_key, run_at=now + timedelta(seconds=j.delay_s) if j.delay_s else None)
+            for j in jobs]
+
+
+async def enqueue_jobs(conn: psycopg.AsyncConnection, jobs: list[routing.SyncJob], group: str) -> None:
+    if jobs:
+        async with conn.transaction():
+            await enqueue_many_async(conn, job_specs(jobs, group))
+
+
+def _lookup(rt: SyncRuntime, shop: str):
+    try:
+        return rt.of_shop(shop)
+    except UnknownStore as err:
+        raise PermanentError(str(err)) from None
+
+
+async def _guarded(ctx: JobContext, st: Storage, shops: Iterable[str], work: Callable[[], Awaitable[None]]) -> None:
+    """Run `work` unless one of `shops` is paused; a store refusing the app pauses it. Either
+    way the job is parked, not failed; domain errors map to the queue's classes."""
+    rt_settings = _sync_settings
+    paused = await paused_among(st.conn, shops)
+    shop = next(iter(paused), None)
+    if shop is None:
+        try:
+            await work()
+            return
+        except StoreUnauthorized as err:
+            shop = err.shop or next(iter(shops))
+            await pause_store(st.conn, shop, f"HTTP {err.status}: {err}")
+        except (PermanentError, RetryableError):
+            raise
+        except (StaleRetriesExhausted, SagaConflict) as err:
+            raise RetryableError(str(err)) from err
+        except _PERMANENT_DOMAIN as err:
+            raise PermanentError(f"{type(err).__name__}: {err}") from err
+    await park_job(st.conn, kind=ctx.kind, payload={k: v for k, v in ctx.payload.items() if k != "parked_for"},
+                   group=ctx.group, lane=ctx.lane, lock_key=ctx.lock_key, shop=shop,
+                   delay_s=rt_settings.pause_recheck_s)
+
+
+async def _child_maps_for_item(st: Storage, net: MerchantNetwork, parent_item: str) -> dict[str, LinkMap]:
+    links = await st.links.links_for_parent_item(parent_item)
+    return {c.shop: LinkMap(c.shop, [lk for lk in links if lk.child_shop == c.shop]) for c in net.children}
+
+
+async def _fan_out(ctx: JobContext, rt: SyncRuntime, st: Storage, net: MerchantNetwork, item: str, location: str,
+                   cause: str, only: list[str] | None) -> None:
+    """Set every (or `only` these) active children to the parent's level; a paused child gets
+    its own parked fan-out job so the others are not held back."""
+    targets = [c.shop for c in net.children if only is None or c.shop in only]
+    paused = await paused_among(st.conn, targets)
+    for shop in paused:
+        job = routing.fan_out_job(item, location, cause, only=shop)
+        await park_job(st.conn, kind=job.kind, payload=job.payload, group=net.merchant_id, lane=Lane.INVENTORY,
+                       lock_key=job.lock_key, shop=shop, delay_s=_sync_settings.pause_recheck_s)
+    active = [s for s in targets if s not in paused]
+    if not active:
+        return
+    outcomes = await fan_out_level(net, rt.api(net.parent.shop), {s: rt.api(s) for s in active},
+                                   await _child_maps_for_item(st, net, item), st.writes, st.audit,
+                                   item, location, cause, only=active)
+    log.info("level fanned out", item=item, location=location,
+             results={o.shop: f"{o.result}:{o.before}->{o.after}" for o in outcomes})
+
+
+async def _runtime(ctx: JobContext) -> SyncRuntime:
+    return await process_runtime(ctx.settings, ctx.pool)
+
+
+# --------------------------------------------------------------------------- webhook jobs (route only)
+
+
+@registry.register("webhook.products_create")
+@registry.register("webhook.products_update")
+@registry.register("webhook.products_delete")
+async def product_webhook(ctx: JobContext) -> None:
+    p = ctx.payload
+    rt = await _runtime(ctx)
+    net, store = _lookup(rt, p["shop"])
+    async with job_storage(ctx.pool) as st:
+        links = await st.links.link_map(store.shop) if store.role == "child" else None
+        routed = routing.route_product_webhook(net, store.shop, p["body"], links, delivery_cause(p["delivery_id"]))
+        if routed.ignored:
+            log.info("product webhook ignored", shop=store.shop, why=routed.ignored)
+        if store.role == "child":
+            # A child's event re-syncs a linked copy; it never (re)creates one: the link may be
+            # gone because a saga compensated that very product.
+            for job in routed.jobs:
+                job.payload["only_if_linked"] = True
+        await enqueue_jobs(st.conn, routed.jobs, net.merchant_id)
+
+
+@registry.register("webhook.orders_create")
+@registry.register("webhook.orders_updated")
+@registry.register("webhook.orders_cancelled")
+@registry.register("webhook.orders_paid")
+@registry.register("webhook.refunds_create")
+async def order_webhook(ctx: JobContext) -> None:
+    p = ctx.payload
+    rt = await _runtime(ctx)
+    net, store = _lookup(rt, p["shop"])
+    async with job_storage(ctx.pool) as st:
+        links = await st.links.link_map(store.shop) if store.role == "child" else None
+        try:
+            routed = routing.route_order_webhook(net, store.shop, p["topic"], p["body"], links,
+                                                 delivery_cause(p["delivery_id"]))
+        except (InventoryError, ValueError) as err:
+            raise PermanentError(f"order webhook {p['delivery_id']}: {err}") from err
+        if routed.unlinked:
+            log.warning("sold variants link to no parent item (run storesync link)", shop=store.shop,
+                        variants=routed.unlinked)
+        await enqueue_jobs(st.conn, routed.jobs, net.merchant_id)
+
+
+@registry.register("webhook.inventory_levels_update")
+async def level_webhook(ctx: JobContext) -> None:
+    p = ctx.payload
+    rt = await _runtime(ctx)
+    net, store = _lookup(rt, p["shop"])
+    try:
+        report = level_from_webhook(p["body"])
+        version = version_of_delivery(p)
+    except ValueError as err:
+        raise PermanentError(f"inventory level webhook {p['delivery_id']}: {err}") from err
+    async with job_storage(ctx.pool) as st:
+        decision = await judge_level_delivery(
+            shop=store.shop, role=store.role, inventory_item_id=report.inventory_item_id,
+            location_id=report.location_id, available=report.available, version=version,
+            versions=st.versions, writes=st.writes)
+        links = await st.links.link_map(store.shop) if store.role == "child" else None
+        routed = routing.route_level_decision(net, store.shop, decision, item=report.inventory_item_id,
+                                              location=report.location_id, child_links=links,
+                                              cause=delivery_cause(p["delivery_id"]))
+        log.info("level webhook judged", shop=store.shop, item=report.inventory_item_id, decision=str(decision),
+                 jobs=len(routed.jobs))
+        await enqueue_jobs(st.conn, routed.jobs, net.merchant_id)
+
+
+@registry.register("webhook.inventory_levels_connect")
+@registry.register("webhook.inventory_levels_disconnect")
+@registry.register("webhook.collections_create")
+@registry.register("webhook.collections_update")
+@registry.register("webhook.collections_delete")
+async def not_synced_webhook(ctx: JobContext) -> None:
+    """Collection objects and level (dis)connections are not synced; memberships travel with
+    products and levels with the parent's level webhooks. Recorded by the web tier, nothing to do."""
+
+
+@registry.register("webhook.app_uninstalled")
+async def app_uninstalled(ctx: JobContext) -> None:
+    p = ctx.payload
+    async with job_storage(ctx.pool) as st:
+        await pause_store(st.conn, p["shop"], f"app uninstalled (webhook {p['delivery_id']})")
+
+
+# --------------------------------------------------------------------------- sync jobs
+
+
+@registry.register(routing.JOB_PRODUCT_TO_CHILD)
+async def product_to_child(ctx: JobContext) -> None:
+    p = ctx.payload
+    rt = await _runtime(ctx)
+    net, _ = _lookup(rt, p["child_shop"])
+    cause = p.get("cause") or job_cause(ctx.job_id)
+
+    async with job_storage(ctx.pool) as st:
+        async def work() -> None:
+            if p.get("only_if_linked"):
+                links = await st.links.link_map(p["child_shop"])
+                if links.child_id(LinkKind.PRODUCT, p["parent_product_id"]) is None:
+                    log.info("product no longer linked; not re-created", child=p["child_shop"],
+                             product=p["parent_product_id"])
+                    return
+                saga = await st.steps.load(f"copy:{p['child_shop']}:{p['parent_product_id']}")
+                if saga is not None and saga.state in (SagaState.RUNNING, SagaState.COMPENSATING):
+                    log.info("product is being copied; its saga writes it", child=p["child_shop"],
+                             product=p["parent_product_id"])
+                    return
+            try:
+                plan = await sync_product_to_child(rt.api(net.parent.shop), rt.api(p["child_shop"]),
+                                                   p["parent_product_id"], st.links, rt.policy(net.merchant_id),
+                                                   st.audit, cause)
+            except CatalogBlocked as err:
+                raise PermanentError(f"{p['child_shop']}: {err}") from err
+            log.info("product synced", child=p["child_shop"], product=p["parent_product_id"],
+                     result="deleted" if plan is None else ("noop" if plan.noop else "written"))
+
+        await _guarded(ctx, st, [net.parent.shop, p["child_shop"]], work)
+
+
+@registry.register(routing.JOB_SALE)
+async def sale(ctx: JobContext) -> None:
+    p = ctx.payload
+    rt = await _runtime(ctx)
+    net, _ = _lookup(rt, p["child_shop"])
+    cause = p.get("cause") or job_cause(ctx.job_id)
+    event = routing.order_event_from_payload(p["event"])
+
+    async with job_storage(ctx.pool) as st:
+        async def work() -> None:
+            sctx = SaleContext(net, await st.links.link_map(p["child_shop"]), st.ledger, rt.api(net.parent.shop),
+                               st.writes, st.audit)
+            outcomes = await apply_order_event(sctx, event, cause)
+            for o in outcomes:
+                if o.outcome in (Outcome.UNLINKED, Outcome.NO_LOCATION):
+                    log.warning("sale line not applied", child=p["child_shop"], line=o.key.order_line_id,
+                                outcome=str(o.outcome))
+                elif o.oversold:
+                    log.warning("oversold", child=p["child_shop"], item=o.parent_item_id, units=o.oversold)
+            for item, loc in sorted({(o.parent_item_id, o.parent_location_id) for o in outcomes
+                                     if o.parent_item_id and o.parent_location_id}):
+                await _fan_out(ctx, rt, st, net, item, loc, cause, None)
+
+        await _guarded(ctx, st, [net.parent.shop], work)
+
+
+@registry.register(routing.JOB_FAN_OUT_LEVEL)
+async def fan_out(ctx: JobContext) -> None:
+    p = ctx.payload
+    rt = await _runtime(ctx)
+    net = rt.merchant(ctx.group)
+    cause = p.get("cause") or job_cause(ctx.job_id)
+    async with job_storage(ctx.pool) as st:
+        async def work() -> None:
+            await _fan_out(ctx, rt, st, net, p["parent_item"], p["parent_location"], cause, p.get("only"))
+
+        await _guarded(ctx, st, [net.parent.shop], work)
+
+
+def copy_job(net: MerchantNetwork, saga_id: str, parent_product_id: str | None, child_shop: str, cause: str,
+             max_attempts: int) -> JobSpec:
+    """A copy-product saga as a job (or, without a product, the resumption of an existing saga)."""
+    payload = {"saga_id": saga_id, "child_shop": child_shop, "cause": cause, "max_attempts": max_attempts}
+    if parent_product_id:
+        payload["parent_product_id"] = parent_product_id
+    return JobSpec(JOB_COPY_PRODUCT, payload, group=net.merchant_id, lane=Lane.BACKFILL,
+                   singleton_key=f"saga:{saga_id}", lock_key=f"saga:{saga_id}", max_attempts=max_attempts)
+
+
+async def run_copy_saga(rt: SyncRuntime, st: Storage, net: MerchantNetwork, saga_id: str,
+                        parent_product_id: str | None, child_shop: str, cause: str, *, final_attempt: bool):
+    """Drive one copy-product saga to its end. A step failing permanently - or with a retryable
+    error on the final attempt - compensates the steps done, in reverse."""
+
+    def is_permanent(exc: BaseException) -> bool:
+        if isinstance(exc, StoreUnauthorized):
+            return False  # the store gets paused; the saga resumes once it is back
+        if isinstance(exc, (PermanentStepError, PermanentError, PermanentCommerceError, *_PERMANENT_DOMAIN)):
+            return True
+        # A store still failing after the last retry: undo. Our own infrastructure failing
+        # (database, pool) is not the store's fault: the saga stays resumable.
+        return final_attempt and isinstance(exc, CommerceError)
+
+    deps = SagaDeps(net, rt.apis(net), st.links, st.writes, st.audit, rt.policy(net.merchant_id))
+    executor = SagaExecutor(st.steps, copy_product_actions(deps), st.audit, is_permanent=is_permanent)
+    if parent_product_id:
+        return await executor.start(saga_id, "copy_product", child_shop, cause,
+                                    copy_product_steps(parent_product_id, child_shop))
+    return await executor.run(saga_id)
+
+
+@registry.register(JOB_COPY_PRODUCT)
+async def copy_product(ctx: JobContext) -> None:
+    p = ctx.payload
+    rt = await _runtime(ctx)
+    net, _ = _lookup(rt, p["child_shop"])
+    final = ctx.attempt >= int(p.get("max_attempts", 10))
+    async with job_storage(ctx.pool) as st:
+        async def work() -> None:
+            try:
+                rec = await run_copy_saga(rt, st, net, p["saga_id"], p.get("parent_product_id"), p["child_shop"],
+                                          p.get("cause") or job_cause(ctx.job_id), final_attempt=final)
+            except SagaStuck as err:
+                raise PermanentError(f"saga {p['saga_id']} is stuck: {err}") from err
+            if rec.state is SagaState.COMPENSATED:
+                raise PermanentError(f"saga {p['saga_id']} failed and was compensated: {rec.error}")
+
+        await _guarded(ctx, st, [net.parent.shop, p["child_shop"]], work)
+
+
+@registry.register(JOB_RECONCILE_ALL)
+async def reconcile_all(ctx: JobContext) -> None:
+    rt = await _runtime(ctx)
+    async with job_storage(ctx.pool) as st, st.conn.transaction():
+        await enqueue_many_async(st.conn, [
+            JobSpec(JOB_RECONCILE, {"merchant_id": m.merchant_id}, group=m.merchant_id, lane=Lane.BACKFILL,
+                    singleton_key=f"reconcile:{m.merchant_id}", lock_key=f"reconcile:{m.merchant_id}")
+            for m in rt.network.merchants])
+
+
+@registry.register(JOB_RECONCILE)
+async def reconcile(ctx: JobContext) -> None:
+    from storesync.sync.commands import reconcile_merchant
+
+    rt = await _runtime(ctx)
+    net = rt.merchant(ctx.payload.get("merchant_id") or ctx.group)
+    async with job_storage(ctx.pool) as st:
+        async def work() -> None:
+            result = await reconcile_merchant(rt, st, net, f"reconcile:job:{ctx.job_id}")
+            for line in result.lines():
+                log.info("reconcile", merchant=net.merchant_id, line=line)
+
+        await _guarded(ctx, st, [net.parent.shop], work)
+
+
+@registry.register(JOB_PRUNE_WRITES)
+async def prune_write_records(ctx: JobContext) -> None:
+    async with job_storage(ctx.pool) as st:
+        n = await st.writes.prune(datetime.now(UTC) - WRITE_RECORD_TTL)
+    log.info("write records pruned", rows=n)
+
+
+# --------------------------------------------------------------------------- worker start
+
+
+def enqueue_saga_resumes(conn: psycopg.Connection, network_cfg, *, limit: int = 1000) -> int:
+    """At worker start: one resume job per unfinished saga (a crash mid-saga continues forward
+    or backward). Collapses into a queued copy job of the same saga; its lock key keeps it from
+    overlapping a running one."""
+    from storesync.sync.network import Network
+
+    net = Network.from_config(network_cfg)
+    specs = []
+    for saga_id, shop in conn.execute(UNFINISHED_SAGAS, {"limit": limit}).fetchall():
+        try:
+            m, _ = net.of_shop(shop)
+        except UnknownStore:
+            continue
+        specs.append(copy_job(m, saga_id, None, shop, f"resume:{saga_id}", _sync_settings.backfill_max_attempts))
+    if specs:
+        with conn.transaction():
+            enqueue_many(conn, specs)
+    return len(specs)

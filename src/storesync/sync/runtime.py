@@ -1,0 +1,201 @@
+"""What a worker process needs to run sync jobs: the network (from storesync.toml, with the
+access tokens `storesync network apply` stored encrypted), one Admin API client per store
+sharing the Postgres rate-limit budget, each merchant's sync policy, and per-job storage
+adapters on an autocommit connection of the pooled path.
+
+Paused stores. A store whose app was uninstalled (`app/uninstalled`) or whose token is refused
+(401/403/402/423 -> `StoreUnauthorized`) is set `status = 'paused'` with the reason. A job that
+would call a paused store does not fail or retry: it is *parked* - re-enqueued unchanged, tagged
+`parked_for = <shop>`, due `STORESYNC_SYNC_PAUSE_RECHECK_S` later (10 min) - and re-parked while
+the store stays paused. `storesync network resume SHOP` makes it active and its parked jobs due
+at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+import psycopg
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from storesync.commerce.store_api import ShopifyStoreAPI, StoreClients
+from storesync.config import ConfigError, NetworkConfig, Settings, _format_validation_error
+from storesync.db import network_sql
+from storesync.logs import get_logger
+from storesync.queue.enqueue import JobSpec, Lane, enqueue_async
+from storesync.sync.catalog import SyncPolicy
+from storesync.sync.network import MerchantNetwork, Network
+from storesync.sync.shopify_adapter import ShopifyCatalogScan, SyncStoreAPI
+from storesync.sync.store_pg import PgAppliedVersions, PgAudit, PgLedger, PgLinks, PgStepLog, PgWriteRecords
+
+log = get_logger("storesync.sync")
+
+
+class SyncSettings(BaseSettings):
+    """Sync wiring knobs (`STORESYNC_SYNC_*`)."""
+
+    model_config = SettingsConfigDict(env_prefix="STORESYNC_SYNC_", extra="ignore", frozen=True)
+
+    # Periodic reconciliation of every merchant (seconds).
+    reconcile_every_s: Annotated[float, Field(gt=0)] = 900.0
+    # Periodic pruning of echo-suppression write records older than a day (seconds).
+    prune_every_s: Annotated[float, Field(gt=0)] = 3600.0
+    # A parked job of a paused store looks again after this long (seconds).
+    pause_recheck_s: Annotated[float, Field(gt=0)] = 600.0
+    # Attempts of one Admin API call inside a job (5xx, network) before the job itself retries.
+    admin_max_attempts: Annotated[int, Field(ge=1, le=20)] = 5
+    # Attempts of a copy-product (backfill) job; a step still failing on the last one compensates.
+    backfill_max_attempts: Annotated[int, Field(ge=1, le=50)] = 5
+
+    @classmethod
+    def load(cls) -> SyncSettings:
+        try:
+            return cls()
+        except ValidationError as err:
+            raise ConfigError(_format_validation_error("environment (STORESYNC_SYNC_*)", err)) from None
+
+
+def network_with_credentials(cfg: NetworkConfig, conn: psycopg.Connection) -> NetworkConfig:
+    """`cfg` with each store's API URL and token taken from the database where `network apply`
+    stored them (decrypted with STORESYNC_ENCRYPTION_KEY; ConfigError naming it if missing)."""
+    if not network_sql.has_stored_credentials(conn):
+        return cfg
+    from storesync.db.credentials import load_cipher
+
+    creds = network_sql.stored_credentials(conn, load_cipher())
+
+    def store(s):
+        if s.shop not in creds:
+            return s
+        url, token = creds[s.shop]
+        return s.model_copy(update={"admin_api_url": url or s.admin_api_url, "access_token": SecretStr(token)})
+
+    return NetworkConfig(merchants=[m.model_copy(update={"parent": store(m.parent),
+                                                          "children": [store(c) for c in m.children]})
+                                    for m in cfg.merchants])
+
+
+def load_network_config(settings: Settings) -> NetworkConfig:
+    cfg = NetworkConfig.load(settings.config_file)
+    with psycopg.connect(settings.pooled_dsn, prepare_threshold=None, autocommit=True,
+                         connect_timeout=settings.connect_timeout) as conn:
+        return network_with_credentials(cfg, conn)
+
+
+@dataclass
+class Storage:
+    """The domain's storage ports on one autocommit connection (each call commits by itself)."""
+
+    conn: psycopg.AsyncConnection
+
+    def __post_init__(self) -> None:
+        self.links = PgLinks(self.conn)
+        self.ledger = PgLedger(self.conn)
+        self.writes = PgWriteRecords(self.conn)
+        self.versions = PgAppliedVersions(self.conn)
+        self.steps = PgStepLog(self.conn)
+        self.audit = PgAudit(self.conn)
+
+
+class StorePaused(Exception):
+    """A job needs a paused store; it is parked, not failed."""
+
+    def __init__(self, shop: str, reason: str) -> None:
+        super().__init__(f"{shop} is paused: {reason}")
+        self.shop, self.reason = shop, reason
+
+
+class SyncRuntime:
+    def __init__(self, settings: Settings, config: NetworkConfig, *, pool=None,
+                 sync_settings: SyncSettings | None = None) -> None:
+        self.settings = settings
+        self.sync_settings = sync_settings or SyncSettings.load()
+        self.config = config
+        self.pool = pool  # pooled path: the shared budget, and per-job storage connections
+        self.network = Network.from_config(config)
+        self.clients = StoreClients(config, pool=pool, max_attempts=self.sync_settings.admin_max_attempts)
+        self.policies = {m.id: SyncPolicy.from_mapping(m.sync_policy_mapping()) for m in config.merchants}
+        self._apis: dict[str, ShopifyStoreAPI] = {}
+
+    def merchant(self, merchant_id: str) -> MerchantNetwork:
+        return self.network.merchant(merchant_id)
+
+    def of_shop(self, shop: str):
+        return self.network.of_shop(shop)
+
+    def policy(self, merchant_id: str) -> SyncPolicy:
+        return self.policies[merchant_id]
+
+    def api(self, shop: str) -> SyncStoreAPI:
+        if shop not in self._apis:
+            self._apis[shop] = SyncStoreAPI(self.clients.client(shop))
+        return self._apis[shop]
+
+    def apis(self, net: MerchantNetwork) -> dict[str, ShopifyStoreAPI]:
+        return {s.shop: self.api(s.shop) for s in net.stores}
+
+    def scans(self, net: MerchantNetwork) -> dict[str, ShopifyCatalogScan]:
+        return {s.shop: ShopifyCatalogScan(self.api(s.shop)) for s in net.stores}
+
+    async def aclose(self) -> None:
+        await self.clients.aclose()
+
+
+@asynccontextmanager
+async def job_storage(pool) -> AsyncIterator[Storage]:
+    async with pool.connection() as conn:
+        await conn.set_autocommit(True)
+        try:
+            yield Storage(conn)
+        finally:
+            if not conn.closed:
+                await conn.set_autocommit(False)
+
+
+# --------------------------------------------------------------------------- paused stores
+
+
+async def paused_among(conn: psycopg.AsyncConnection, shops: Iterable[str]) -> dict[str, str]:
+    cur = await conn.execute(network_sql.PAUSED_STORES, {"shops": list(shops)})
+    return {shop: reason or "paused" for shop, reason in await cur.fetchall()}
+
+
+async def pause_store(conn: psycopg.AsyncConnection, shop: str, reason: str) -> bool:
+    cur = await conn.execute(network_sql.PAUSE_STORE, {"shop": shop, "reason": reason})
+    paused = await cur.fetchone() is not None
+    if paused:
+        log.warning("store paused", shop=shop, reason=reason)
+    return paused
+
+
+async def park_job(conn: psycopg.AsyncConnection, *, kind: str, payload: dict, group: str, lane: Lane,
+                   lock_key: str | None, shop: str, delay_s: float) -> int:
+    """Re-enqueue a job unchanged (tagged `parked_for`) to run again after `delay_s`."""
+    spec = JobSpec(kind, {**payload, "parked_for": shop}, group=group, lane=lane, lock_key=lock_key,
+                   run_at=datetime.now(UTC) + timedelta(seconds=delay_s))
+    async with conn.transaction():
+        enq = await enqueue_async(conn, spec)
+    log.info("job parked", kind=kind, shop=shop, job_id=enq.job_id, delay_s=delay_s)
+    return enq.job_id
+
+
+# --------------------------------------------------------------------------- per process
+
+_RUNTIME: SyncRuntime | None = None
+_RUNTIME_LOCK = asyncio.Lock()
+
+
+async def process_runtime(settings: Settings, pool) -> SyncRuntime:
+    """This worker process's runtime, built on first use."""
+    global _RUNTIME
+    async with _RUNTIME_LOCK:
+        if _RUNTIME is None:
+            config = await asyncio.to_thread(load_network_config, settings)
+            _RUNTIME = SyncRuntime(settings, config, pool=pool)
+        return _RUNTIME

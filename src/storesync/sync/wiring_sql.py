@@ -1,0 +1,28 @@
+"""SQL the sync wiring runs on the queue's table (parked jobs of paused stores)."""
+
+from __future__ import annotations
+
+# unpark_jobs: a resumed store's parked jobs become due now.
+UNPARK_JOBS = """
+UPDATE jobs SET run_at = now()
+WHERE state = 'queued' AND payload->>'parked_for' = %(shop)s AND run_at > now()
+"""
+
+# parked_jobs: how many jobs wait for a paused store.
+PARKED_JOBS = """
+SELECT count(*) FROM jobs WHERE state = 'queued' AND payload->>'parked_for' = %(shop)s
+"""
+
+# notify_jobs: wake listening workers.
+NOTIFY_JOBS = "SELECT pg_notify('storesync_jobs', '')"
+
+# unfinished_sagas: sagas left running or compensating (resumed through their queue job at worker start).
+UNFINISHED_SAGAS = """
+SELECT s.id, s.shop FROM sync_sagas s
+WHERE s.state IN ('running', 'compensating')
+ORDER BY s.created_at, s.id
+LIMIT %(limit)s
+"""
+
+# merchant_of_shop: the merchant of a store (the fairness group of its jobs).
+MERCHANT_OF_SHOP = "SELECT merchant_id FROM stores WHERE shop_domain = %(shop)s"
