@@ -138,12 +138,41 @@ def network_apply() -> None:
     from storesync.db.network_sql import apply_network
     from storesync.db.pools import connect_direct
 
+    from storesync.db.credentials import load_cipher
+
     settings = load_settings()
     network = load_network(settings)
+    try:
+        cipher = load_cipher()
+    except ConfigError as err:
+        fail(str(err))
     with database_settings(settings) as settings, connect_direct(settings, autocommit=False) as conn:
-        apply_network(conn, network)
+        apply_network(conn, network, cipher)
         conn.commit()
-    console.print(f"applied {len(network.merchants)} merchants")
+    console.print(f"applied {len(network.merchants)} merchants (access tokens stored encrypted)")
+
+
+@network_app.command("keygen")
+def network_keygen() -> None:
+    """Print a new key for STORESYNC_ENCRYPTION_KEY (keep it in your secret store)."""
+    from storesync.db.credentials import generate_key
+
+    print(generate_key())
+
+
+@network_app.command("resume")
+def network_resume(shop: Annotated[str, typer.Argument(help="the paused store's domain")]) -> None:
+    """Make a paused store active again (after reinstalling the app or fixing its token); its
+    parked jobs run at once."""
+    from storesync.db import database_settings
+    from storesync.db.pools import connect_direct
+    from storesync.sync.commands import resume_store
+
+    with database_settings(load_settings()) as settings, connect_direct(settings) as conn:
+        n = resume_store(conn, shop)
+    if n is None:
+        fail(f"no store {shop!r} (storesync network apply?)", code=1)
+    console.print(f"{shop} active again; {n} parked jobs due now", highlight=False)
 
 
 # --------------------------------------------------------------------------- emulator
@@ -340,7 +369,28 @@ def worker_cmd(
             fail(str(err))
         except psycopg.OperationalError as err:
             fail(f"cannot reach the database: {err}")
+        if registry.get("sync.copy_product") is not None:
+            _sync_worker_start(settings)
         raise typer.Exit(run_worker(settings, qs, registry))
+
+
+def _sync_worker_start(settings: Settings) -> None:
+    """Fail now if the stored tokens cannot be decrypted; resume unfinished sagas (as jobs)."""
+    import psycopg
+
+    from storesync.sync.handlers import enqueue_saga_resumes
+    from storesync.sync.runtime import network_with_credentials
+
+    network = load_network(settings)
+    with psycopg.connect(settings.pooled_dsn, prepare_threshold=None, autocommit=True,
+                         connect_timeout=settings.connect_timeout) as conn:
+        try:
+            network = network_with_credentials(network, conn)
+        except ConfigError as err:
+            fail(str(err))
+        n = enqueue_saga_resumes(conn, network)
+    if n:
+        err_console.print(f"resuming {n} unfinished sagas", highlight=False)
 
 
 @jobs_app.command("list")
@@ -419,6 +469,138 @@ def jobs_cancel(job_ids: Annotated[list[int], typer.Argument(help="queued job id
                 failed.append(job_id)
     if failed:
         fail(f"not cancelled (unknown or not queued): {failed}", code=1)
+
+
+# --------------------------------------------------------------------------- sync operations
+
+webhooks_app = typer.Typer(help="The stores' webhook subscriptions.")
+app.add_typer(webhooks_app, name="webhooks")
+
+
+def _run_sync(command):
+    """Run `command(runtime)` (a coroutine function) with a command runtime on the database."""
+    import asyncio
+
+    from storesync.commerce.errors import StoreUnauthorized
+    from storesync.db import database_settings
+    from storesync.sync.commands import cli_runtime
+
+    settings = load_settings()
+    if not settings.config_file.exists():
+        fail(f"{settings.config_file} does not exist")
+
+    async def main():
+        async with cli_runtime(settings) as rt:
+            return await command(rt)
+
+    with database_settings(settings) as settings:
+        try:
+            return asyncio.run(main())
+        except ConfigError as err:
+            fail(str(err))
+        except StoreUnauthorized as err:
+            fail(f"{err.shop} refuses the app (HTTP {err.status}): {err}", code=1)
+
+
+@webhooks_app.command("sync")
+def webhooks_sync_cmd(
+    url: Annotated[str | None, typer.Option(help="our public webhook URL [env STORESYNC_PUBLIC_WEBHOOK_URL]")] = None,
+    keep_others: Annotated[bool, typer.Option(help="keep subscriptions to other URLs or topics")] = False,
+) -> None:
+    """Register, idempotently, every subscription each store needs (to URL); remove stale ones."""
+    from storesync.sync.commands import webhooks_sync
+
+    url = url or load_settings().public_webhook_url
+    if not url:
+        fail("no webhook URL: pass --url or set STORESYNC_PUBLIC_WEBHOOK_URL")
+    failed = False
+    for shop, ch in _run_sync(lambda rt: webhooks_sync(rt, url, keep_others=keep_others)):
+        console.print(f"[bold]{shop}[/]: kept {len(ch.kept)}, created {len(ch.created)}, deleted {len(ch.deleted)}",
+                      highlight=False)
+        for what in ch.deleted:
+            console.print(f"  deleted {what}", highlight=False)
+        for t, why in ch.failed.items():
+            failed = True
+            console.print(f"  [red]not subscribed[/] {t}: {why}", highlight=False)
+    raise typer.Exit(1 if failed else 0)
+
+
+@app.command("link")
+def link_cmd(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="report only; store no links")] = False,
+    merchant: Annotated[str | None, typer.Option(help="only this merchant id")] = None,
+) -> None:
+    """Match child variants to the parent's by SKU, then barcode, then handle; report matches,
+    duplicates and missing SKUs; store the links (unless --dry-run)."""
+    from storesync.sync.commands import link
+
+    problems = 0
+    for _merchant, report in _run_sync(lambda rt: link(rt, dry_run=dry_run, merchant=merchant)):
+        for line in report.lines():
+            console.print(line, highlight=False)
+        problems += len(report.duplicates) + len(report.missing_sku) + len(report.conflicts)
+    console.print("dry run: no links stored" if dry_run else "links stored")
+    raise typer.Exit(1 if problems else 0)
+
+
+@app.command("backfill")
+def backfill_cmd(
+    merchant: Annotated[str | None, typer.Option(help="only this merchant id")] = None,
+    child: Annotated[str | None, typer.Option(help="only this child store")] = None,
+    concurrency: Annotated[int, typer.Option(min=1, max=32, help="products copied at once per child")] = 4,
+) -> None:
+    """Initial sync: link, then copy every missing parent product (with collections and
+    inventory) into the children. Resumable: run it again after a crash."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from storesync.sync.commands import backfill
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as bar:
+        task = bar.add_task("linking", total=None)
+        result = _run_sync(lambda rt: backfill(
+            rt, merchant=merchant, child=child, concurrency=concurrency,
+            on_total=lambda n: bar.update(task, total=n, description="copying products"),
+            progress=lambda n: bar.advance(task, n)))
+    for report in result.reports:
+        console.print(report.lines()[0], highlight=False)
+    for what in result.collections_created:
+        console.print(f"created collection {what}", highlight=False)
+    console.print(f"{len(result.completed)} products copied, {len(result.compensated)} rolled back, "
+                  f"{len(result.failed)} to retry (run backfill again)", highlight=False)
+    for saga_id, why in [*result.compensated, *result.failed]:
+        console.print(f"  [red]{saga_id}[/]: {why}", highlight=False)
+    for shop, why in result.paused.items():
+        console.print(f"  [yellow]paused[/] {shop}: {why}", highlight=False)
+    raise typer.Exit(0 if result.ok else 1)
+
+
+@app.command("reconcile")
+def reconcile_cmd(merchant: Annotated[str | None, typer.Option(help="only this merchant id")] = None) -> None:
+    """Compare parent and children (synced fields, inventory per linked item) and repair drift."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from storesync.sync.commands import reconcile_merchant
+    from storesync.sync.runtime import job_storage
+
+    async def run(rt):
+        nets = list(rt.network.merchants) if merchant is None else [rt.merchant(merchant)]
+        results = []
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console) as bar:
+            task = bar.add_task("reconciling", total=len(nets))
+            async with job_storage(rt.pool) as st:
+                for net in nets:
+                    bar.update(task, description=f"reconciling {net.merchant_id}")
+                    results.append(await reconcile_merchant(rt, st, net, "reconcile:cli"))
+                    bar.advance(task)
+        return results
+
+    left = 0
+    for result in _run_sync(run):
+        for line in result.lines():
+            console.print(line, highlight=False)
+        left += len(result.left)
+    raise typer.Exit(1 if left else 0)
 
 
 # --------------------------------------------------------------------------- status and demo
