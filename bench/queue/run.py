@@ -457,7 +457,7 @@ def bench_all(classes: list, server: str, quick: bool) -> list[Result]:
     single = SINGLE // (4 if quick else 1)
 
     def jobs_for(system) -> int:
-        return (DRAIN_JOBS // 4 if isinstance(system, Procrastinate) else DRAIN_JOBS) // (4 if quick else 1)
+        return (DRAIN_JOBS // 10 if isinstance(system, Procrastinate) else DRAIN_JOBS) // (4 if quick else 1)
 
     def step(label: str, fn) -> None:
         print(f"... {label}", file=sys.stderr, flush=True)

@@ -108,6 +108,7 @@ class Worker:
         self._ack_wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._drain_now = asyncio.Event()
+        self._backlog = asyncio.Event()  # the last claim came back full: more loops may claim
         self._rng = random.Random()
         self.listening = False
         self.is_scheduler = False
@@ -125,6 +126,7 @@ class Worker:
             self._drain_now.set()
         self._stop.set()
         self._wake.set()
+        self._backlog.set()
         self._slot_freed.set()
 
     async def run(self) -> int:
@@ -148,7 +150,7 @@ class Worker:
         ]
         try:
             # Several claim loops keep claims in flight while one waits for its commit.
-            await asyncio.gather(*(self._claim_loop() for _ in range(self.qs.claimers)))
+            await asyncio.gather(*(self._claim_loop(primary=i == 0) for i in range(self.qs.claimers)))
             await self._drain()
         finally:
             for t in background:
@@ -195,10 +197,16 @@ class Worker:
 
     # ------------------------------------------------------------------ claiming
 
-    async def _claim_loop(self) -> None:
+    async def _claim_loop(self, primary: bool = True) -> None:
+        """Claim whenever slots are free. The primary loop also answers wake-ups and polls; the
+        others only help while claims come back full (a backlog), so an idle worker's wake-up
+        costs one claim, not one per loop."""
         assert self.qpool is not None
         idle_wait = 0.002
         while not self._stop.is_set():
+            if not primary and not self._backlog.is_set():
+                await self._backlog.wait()
+                continue
             free = self.qs.concurrency - self._executing - self._reserved
             if free <= 0:
                 self._slot_freed.clear()
@@ -221,6 +229,10 @@ class Worker:
             m.WORKER_IN_FLIGHT.set(self._executing)
             if rows is None:  # lost a lock-key race with another worker: try again at once
                 continue
+            if len(rows) == want:
+                self._backlog.set()
+            else:
+                self._backlog.clear()
             if rows:
                 idle_wait = 0.002
                 for row in rows:
