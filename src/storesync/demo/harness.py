@@ -423,11 +423,13 @@ class RunningSystem:
             return list_jobs(conn, state="dead", limit=limit)
 
     def jobs_pending(self) -> int:
-        """Jobs queued or running (any kind)."""
+        """Jobs running or due now (any kind)."""
         import psycopg
 
         with psycopg.connect(self.env["DATABASE_URL"], autocommit=True) as conn:
-            row = conn.execute("SELECT count(*) FROM queue_jobs WHERE state IN ('queued', 'running')").fetchone()
+            # jobs_due_or_running: periodic jobs waiting for their time do not count.
+            row = conn.execute("SELECT count(*) FROM jobs WHERE state = 'running' "
+                               "OR (state = 'queued' AND run_at <= now())").fetchone()
         return int(row[0]) if row else 0
 
     def compare(self) -> Comparison:
@@ -484,7 +486,8 @@ def network_toml(emulator_url: str, stores: list[dict], locations: dict[str, dic
 
 
 def _seed(control: httpx.Client, system_graphql: Callable[[str, str, dict], dict], parent: str,
-          children: list[str], products: int, child_overlap: int, collections: int) -> dict[str, dict[str, str]]:
+          children: list[str], products: int, child_overlap: int, collections: int,
+          overlap_stock: int | None) -> dict[str, dict[str, str]]:
     """Seed the stores (no webhooks yet); returns shop -> location name -> gid."""
     def ok(resp: httpx.Response) -> Any:
         if resp.status_code >= 400:
@@ -520,7 +523,8 @@ def _seed(control: httpx.Client, system_graphql: Callable[[str, str, dict], dict
                 raise SystemStartError(f"seeding: collectionAddProducts {title!r}: {res}")
     # Children may already sell some of the parent's products (same SKUs, stale stock): linking finds them.
     for child in children:
-        overlap = [{**p, "variants": [{**v, "available": {locations[child][n]: 3 for n in v["available"]}}
+        overlap = [{**p, "variants": [{**v, "available": {locations[child][n]: q if overlap_stock is None else overlap_stock
+                                                          for n, q in v["available"].items()}}
                                       for v in p["variants"]]} for p in catalog[:child_overlap]]
         if overlap:
             ok(control.post(f"/_emulator/stores/{child}/seed", json={"products": 0, "catalog": overlap}))
@@ -584,6 +588,7 @@ def running_system(
     workers: int = 2,
     worker_concurrency: int = 10,
     child_overlap: int = 0,
+    overlap_stock: int | None = 3,
     collections: int = 5,
     emulator_options: Sequence[str] = (),
     plan: str = "standard",
@@ -600,6 +605,8 @@ def running_system(
     """Start the emulator, web tier and workers against `database_url` (migrated here if it is
     behind); yield a `RunningSystem`; stop every process on the way out.
 
+    child_overlap: each child already sells the parent's first N products (same SKUs, handles and
+    fields, no collections), with `overlap_stock` units per level (None: the parent's levels).
     emulator_options: extra `storesync emulator` flags, e.g. ["--fault", "webhooks.duplicate_p=0.5"].
     subscribe: "control" declares the subscriptions through the emulator's control API (as an
     app's config would), "cli" runs `storesync webhooks sync`, "none" leaves them to the caller.
@@ -657,7 +664,8 @@ def running_system(
                 return r.json()
 
             step("seed")
-            locations = _seed(control, graphql, parent, child_shops, products, child_overlap, collections)
+            locations = _seed(control, graphql, parent, child_shops, products, child_overlap, collections,
+                              overlap_stock)
             config_file.write_text(network_toml(emulator_url, stores, locations, parent, child_shops), encoding="utf-8")
             network = NetworkConfig.load(config_file)
 

@@ -287,7 +287,7 @@ def _require_empty(dsn: str) -> None:
 
     with psycopg.connect(dsn, autocommit=True) as conn:
         migrate(conn)
-        used = conn.execute("SELECT (SELECT count(*) FROM stores) + (SELECT count(*) FROM queue_jobs)").fetchone()
+        used = conn.execute("SELECT (SELECT count(*) FROM stores) + (SELECT count(*) FROM jobs)").fetchone()
     if used and used[0]:
         raise DemoFailed("DATABASE_URL already holds stores or jobs (an earlier run?); the demo needs an empty "
                          "database there, or unset DATABASE_URL to use a fresh embedded one")

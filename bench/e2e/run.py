@@ -1,0 +1,234 @@
+"""bench/e2e: the whole system (emulator, web tier, 2 workers; separate processes) end to end.
+
+1. Propagation, on the emulator without throttle pressure (Plus plan: 20,000-point buckets):
+   one parent and 10 children whose catalogs are already linked (same SKUs, same stock).
+   - parent edit -> all 10 children updated: from just before the merchant's edit to the last
+     child's write (the emulator's `X-Shopify-Triggered-At` of that child's products/update);
+   - child sale -> parent and 9 siblings updated: from just before the order to the last of the
+     parent's and the siblings' inventory_levels/update.
+   Each iteration is also checked on the stores' snapshots (title / levels equal everywhere).
+   Goals: p50 < 300 ms and p99 < 1 s.
+2. Initial sync of PRODUCTS parent products to 5 empty children (`storesync backfill`) on the
+   plan given (default standard: 2,000-point bucket, 100 points/s per store), against the cost
+   bound: the least time the rate limit allows. Each child store has its own bucket, so the
+   bound is per child: (products x the cost of one minimal productSet that creates a product
+   with its variants, stock and collections - the bucket's initial points) / restore rate, the
+   cost from the emulator's cost model. Goal: within 1.2x of the bound. The run is capped at
+   `--sync-cap` seconds; if the copy is not finished, the rate so far projects the total.
+
+    .venv/bin/python bench/e2e/run.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "src"))
+
+import psycopg  # noqa: E402
+
+from storesync.config import Settings  # noqa: E402
+from storesync.db import database_settings  # noqa: E402
+from storesync.demo.harness import running_system  # noqa: E402
+
+BENCH_DATABASE = "storesync_bench_e2e"
+MINIMAL_PRODUCT_SET = ("mutation($input: ProductSetInput!) { productSet(input: $input, synchronous: true) "
+                       "{ product { id } userErrors { field message } } }")
+
+
+def fresh_database(dsn: str) -> None:
+    maintenance = psycopg.conninfo.make_conninfo(dsn, dbname="postgres")
+    with psycopg.connect(maintenance, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{BENCH_DATABASE}" WITH (FORCE)')
+        admin.execute(f'CREATE DATABASE "{BENCH_DATABASE}"')
+
+
+def ts(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def first_writes(system, topic: str, shops: set[str], since: float) -> dict[str, float]:
+    """shop -> the earliest `topic` webhook it emitted at or after `since` (epoch seconds)."""
+    out: dict[str, float] = {}
+    for d in system.deliveries(topic=topic):
+        if d["shop"] in shops and not d.get("duplicate"):
+            t = ts(d["triggered_at"])
+            if t >= since and t < out.get(d["shop"], float("inf")):
+                out[d["shop"]] = t
+    return out
+
+
+def measure_edits(system, n: int, timeout: float = 15.0) -> list[float]:
+    latencies = []
+    handles = [f"demo-product-{i}" for i in range(1, 6)]
+    for i in range(n):
+        handle = handles[i % len(handles)]
+        title = f"Edited {handle} rev {i}"
+        t0 = time.time()
+        system.edit_parent_product(handle, title=title)
+        deadline = time.monotonic() + timeout
+        children = set(system.children)
+        while True:
+            writes = first_writes(system, "products/update", children, t0)
+            if len(writes) == len(children):
+                if all(system.product_by_handle(c, handle)["title"] == title for c in system.children):
+                    latencies.append(max(writes.values()) - t0)
+                    break
+            if time.monotonic() > deadline:
+                raise SystemExit(f"edit {i}: children not updated within {timeout}s ({len(writes)} wrote)")
+            time.sleep(0.05)
+        time.sleep(0.2)  # let the echoes settle before the next edit
+    return latencies
+
+
+def measure_sales(system, n: int, timeout: float = 15.0) -> list[float]:
+    latencies = []
+    parent_snapshot = system.snapshot(system.parent)
+    skus = sorted({v["sku"] for p in parent_snapshot["products"] for v in p["variants"]})
+    for i in range(n):
+        child = system.children[i % len(system.children)]
+        sku = skus[i % len(skus)]
+        before = system.level(system.parent, sku)
+        t0 = time.time()
+        system.place_order(child, sku=sku, quantity=1)
+        want = before - 1
+        targets = {system.parent, *(c for c in system.children if c != child)}
+        deadline = time.monotonic() + timeout
+        while True:
+            writes = first_writes(system, "inventory_levels/update", targets, t0)
+            if len(writes) == len(targets):
+                if all(system.level(shop, sku) == want for shop in [system.parent, *system.children]):
+                    latencies.append(max(writes.values()) - t0)
+                    break
+            if time.monotonic() > deadline:
+                raise SystemExit(f"sale {i} of {sku} in {child}: not everywhere within {timeout}s "
+                                 f"({sorted(writes)} wrote)")
+            time.sleep(0.05)
+        time.sleep(0.2)
+    return latencies
+
+
+def product_set_floor(system, shop: str) -> int:
+    """Points one minimal productSet creating a product (variants with stock, collections) costs,
+    as the emulator charges it (measured with a real call on a scratch product, then deleted)."""
+    loc = system.locations[shop]["Shop location"]
+    variables = {"input": {"title": "cost probe", "handle": "cost-probe", "productOptions": [
+        {"name": "Size", "values": [{"name": "S"}, {"name": "M"}]}], "variants": [
+        {"optionValues": [{"optionName": "Size", "name": s}], "sku": f"PROBE-{s}", "price": "1.00",
+         "inventoryQuantities": [{"locationId": loc, "name": "available", "quantity": 5}]} for s in ("S", "M")]}}
+    res = system.graphql(shop, MINIMAL_PRODUCT_SET, variables)
+    if res.get("errors") or res["data"]["productSet"]["userErrors"]:
+        raise SystemExit(f"cost probe failed: {res}")
+    cost = res["extensions"]["cost"]["actualQueryCost"]
+    pid = res["data"]["productSet"]["product"]["id"]
+    system.graphql(shop, "mutation($id: ID!) { productDelete(input: {id: $id}) { deletedProductId } }", {"id": pid})
+    return int(cost)
+
+
+def initial_sync(dsn: str, products: int, children: int, plan: str, cap: float, concurrency: int) -> dict:
+    from storesync.emulator.state import PLANS
+
+    bucket, rate = PLANS[plan]
+    with running_system(dsn, children=children, products=products, workers=2, plan=plan, collections=5) as system:
+        floor = product_set_floor(system, system.children[0])
+        time.sleep(bucket / rate if floor * 2 > bucket else 0.1)  # the probe's points back first
+        bound = max(0.0, (products * floor - bucket) / rate)
+        total = products * children
+        started = time.monotonic()
+        backfill = system.start_cli("backfill", "backfill", "--concurrency", str(concurrency),
+                                    env={"STORESYNC_POOL_MAX_SIZE": str(concurrency * children + 6)})
+        copied = 0
+        while time.monotonic() - started < cap:
+            copied = sum(len(system.snapshot(c)["products"]) for c in system.children)
+            if copied >= total and not backfill.alive():
+                break
+            if not backfill.alive() and backfill.popen.returncode != 0:
+                raise SystemExit(f"storesync backfill exited {backfill.popen.returncode}:\n{backfill.log_tail()}")
+            time.sleep(0.5)
+        elapsed = time.monotonic() - started
+        finished = copied >= total and not backfill.alive()
+        agree = system.compare().agree if finished else None
+    projected = elapsed if finished else (elapsed * total / copied if copied else float("inf"))
+    return {"products": products, "children": children, "plan": plan, "bucket": bucket, "restore_rate": rate,
+            "floor_points": floor, "bound_s": bound, "elapsed_s": elapsed, "copied": copied, "total": total,
+            "finished": finished, "agree": agree, "projected_s": projected,
+            "ratio": projected / bound if bound else float("inf")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer iterations and 200 products (≈ 1 min)")
+    parser.add_argument("--edits", type=int, help="parent edits measured [40; quick 10]")
+    parser.add_argument("--sales", type=int, help="child sales measured [40; quick 10]")
+    parser.add_argument("--sync-products", type=int, help="parent products copied to 5 children [1000; quick 200]")
+    parser.add_argument("--sync-plan", default="standard", choices=["standard", "advanced", "plus"])
+    parser.add_argument("--sync-cap", type=float, help="seconds the initial sync may run [90; quick 40]")
+    parser.add_argument("--concurrency", type=int, default=4, help="backfill: products copied at once per child")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    edits = args.edits or (10 if args.quick else 40)
+    sales = args.sales or (10 if args.quick else 40)
+    sync_products = args.sync_products or (200 if args.quick else 1000)
+    cap = args.sync_cap or (40.0 if args.quick else 90.0)
+    if cap > 120 or edits > 200 or sales > 200:
+        parser.error("the bench must stay bounded: --sync-cap <= 120, --edits/--sales <= 200")
+
+    settings = Settings.load().model_copy(update={"embedded_database": BENCH_DATABASE})
+    embedded = settings.pooled_dsn is None
+    results: dict = {"load_before": os.getloadavg()[0]}
+    with database_settings(settings) as settings:
+        dsn = settings.pooled_dsn
+        assert dsn
+        if not embedded:
+            raise SystemExit("bench/e2e creates its own databases: run it with DATABASE_URL unset (embedded server)")
+        fresh_database(dsn)
+        with running_system(dsn, children=10, products=20, workers=2, plan="plus", child_overlap=20,
+                            overlap_stock=None, collections=0) as system:
+            system.cli("link", check=True)
+            system.wait_until(lambda: system.compare().agree, timeout=30, message="linked stores agree")
+            results["edit"] = measure_edits(system, edits)
+            results["sale"] = measure_sales(system, sales)
+        fresh_database(dsn)
+        results["sync"] = initial_sync(dsn, sync_products, 5, args.sync_plan, cap, args.concurrency)
+    results["load_after"] = os.getloadavg()[0]
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return
+    print(f"load average (1 min) before/after: {results['load_before']:.1f} / {results['load_after']:.1f} on "
+          f"{os.cpu_count()} CPUs")
+    print("| propagation (Plus plan, 1 parent + 10 children, 2 workers) | n | p50 | p99 | max | goal |")
+    print("|---|---:|---:|---:|---:|---|")
+    for key, label in (("edit", "parent edit -> all 10 children updated"),
+                       ("sale", "child sale -> parent + 9 siblings updated")):
+        xs = [x * 1000 for x in results[key]]
+        print(f"| {label} | {len(xs)} | {pct(xs, .5):.0f} ms | {pct(xs, .99):.0f} ms | {max(xs):.0f} ms | "
+              f"p50 < 300 ms, p99 < 1 s |")
+    s = results["sync"]
+    state = ("finished" if s["finished"] else f"capped at {s['elapsed_s']:.0f} s: {s['copied']}/{s['total']} copied, "
+             f"projected {s['projected_s']:.0f} s")
+    print()
+    print(f"| initial sync | plan | cost bound | storesync | ratio | goal |")
+    print("|---|---|---:|---:|---:|---|")
+    print(f"| {s['products']} products -> {s['children']} children | {s['plan']} ({s['bucket']:.0f} points, "
+          f"{s['restore_rate']:.0f}/s per store; minimal productSet {s['floor_points']} points) | "
+          f"{s['bound_s']:.0f} s | {s['elapsed_s']:.0f} s ({state}) | {s['ratio']:.1f}x | <= 1.2x |")
+    if s["finished"] and not s["agree"]:
+        print("WARNING: the children do not agree with the parent after the initial sync")
+
+
+if __name__ == "__main__":
+    main()
