@@ -514,12 +514,15 @@ def webhooks_sync_cmd(
     if not url:
         fail("no webhook URL: pass --url or set STORESYNC_PUBLIC_WEBHOOK_URL")
     failed = False
-    for shop, ch in _run_sync(lambda rt: webhooks_sync(rt, url, keep_others=keep_others)):
-        console.print(f"[bold]{shop}[/]: kept {len(ch.kept)}, created {len(ch.created)}, deleted {len(ch.deleted)}",
-                      highlight=False)
+    for store in _run_sync(lambda rt: webhooks_sync(rt, url, keep_others=keep_others)):
+        ch = store.changes
+        console.print(f"[bold]{store.shop}[/]: kept {len(ch.kept)}, created {len(ch.created)}, "
+                      f"deleted {len(ch.deleted)}", highlight=False)
         for what in ch.deleted:
             console.print(f"  deleted {what}", highlight=False)
-        for t, why in ch.failed.items():
+        if store.not_offered:
+            console.print(f"  [yellow]not offered by this store[/]: {', '.join(store.not_offered)}", highlight=False)
+        for t, why in store.failed.items():
             failed = True
             console.print(f"  [red]not subscribed[/] {t}: {why}", highlight=False)
     raise typer.Exit(1 if failed else 0)

@@ -6,6 +6,7 @@ stores (shared Postgres rate-limit budget) and the sync tables; the CLI adds the
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -32,6 +33,7 @@ Progress = Callable[[str, int], None]  # (description, units done since the last
 async def cli_runtime(settings: Settings, *, sync_settings: SyncSettings | None = None,
                       max_connections: int = 24) -> AsyncIterator[SyncRuntime]:
     """A runtime for a command: its own small pool (budget and sync tables) and API clients."""
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per API call drowns the report
     pool = async_pooled_pool(settings, name="storesync-cli", min_size=1, max_size=max_connections)
     await pool.open(wait=True, timeout=settings.connect_timeout * 2)
     try:
@@ -235,16 +237,39 @@ async def backfill(rt: SyncRuntime, *, merchant: str | None = None, child: str |
 # --------------------------------------------------------------------------- webhooks and stores
 
 
-async def webhooks_sync(rt: SyncRuntime, callback_url: str, *, keep_others: bool = False):
-    """Every store's subscriptions made exactly the topics storesync handles, to `callback_url`."""
+# What each role needs: the parent's catalog and stock flow down; a child's sales flow up and
+# its edits and stock moves are reverted. Collection objects are not synced (memberships travel
+# with products), so their topics are not needed.
+PARENT_TOPICS = ("products/create", "products/update", "products/delete", "inventory_levels/update",
+                 "app/uninstalled")
+CHILD_TOPICS = (*PARENT_TOPICS, "orders/create", "orders/updated", "orders/cancelled", "refunds/create")
+_NOT_OFFERED = "does not exist in 'WebhookSubscriptionTopic'"
+
+
+@dataclass
+class StoreSubscriptions:
+    shop: str
+    changes: object  # commerce.subscriptions.SubscriptionChanges
+    not_offered: list[str] = field(default_factory=list)  # topics this store's API does not know
+
+    @property
+    def failed(self) -> dict[str, str]:
+        return {t: why for t, why in self.changes.failed.items() if t not in self.not_offered}  # type: ignore[attr-defined]
+
+
+async def webhooks_sync(rt: SyncRuntime, callback_url: str, *, keep_others: bool = False) -> list[StoreSubscriptions]:
+    """Every store's subscriptions made exactly the topics its role needs, to `callback_url`
+    (idempotent: a second run keeps everything). A topic the store's API version does not offer
+    is reported apart from real failures."""
     from storesync.commerce.subscriptions import reconcile_subscriptions
-    from storesync.web.topics import HANDLED_TOPICS
 
     out = []
     for m in rt.config.merchants:
         for s in m.stores:
-            out.append((s.shop, await reconcile_subscriptions(rt.clients.client(s.shop), callback_url,
-                                                              list(HANDLED_TOPICS), keep_others=keep_others)))
+            topics = PARENT_TOPICS if s.shop == m.parent.shop else CHILD_TOPICS
+            ch = await reconcile_subscriptions(rt.clients.client(s.shop), callback_url, list(topics),
+                                               keep_others=keep_others)
+            out.append(StoreSubscriptions(s.shop, ch, [t for t, why in ch.failed.items() if _NOT_OFFERED in why]))
     return out
 
 

@@ -1,0 +1,306 @@
+"""The sync engine end to end: the commerce emulator over HTTP, the web tier (uvicorn), two
+worker processes and real Postgres, through the demo harness. One system serves the module
+(one parent, three children, linked and backfilled by the CLI); each test works on its own
+product, so the tests do not depend on their order.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import psycopg
+import pytest
+
+from storesync.demo.harness import LOCATION_NAMES, catalog_view, inventory_view, running_system
+
+pytestmark = pytest.mark.timeout(240)
+
+SHOP_LOCATION = LOCATION_NAMES[0]
+WAIT = 20.0  # seconds any propagation may take on a loaded 2-core machine
+
+
+@pytest.fixture(scope="module")
+def system(module_db):
+    with running_system(module_db.dsn, children=3, products=10, workers=2, collections=3, subscribe="cli",
+                        extra_env={"STORESYNC_SYNC_RECONCILE_EVERY_S": "3600"}) as system:
+        done = system.cli("backfill", check=True)
+        assert "30 products copied, 0 rolled back" in " ".join(done.stdout.split()), done.stdout
+        assert system.compare().agree, system.compare().problems()
+        yield system
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def sku(n: int, size: str) -> str:
+    return f"DEMO-{n:03d}-{size}"
+
+
+def first_sku(system, n: int) -> str:
+    return next(v["sku"] for v in system.product_by_handle(system.parent, f"demo-product-{n}")["variants"])
+
+
+def level(system, shop: str, the_sku: str) -> int | None:
+    return system.level(shop, the_sku, SHOP_LOCATION)
+
+
+def title(system, shop: str, n: int) -> str:
+    return system.product_by_handle(shop, f"demo-product-{n}")["title"]
+
+
+def sql(system, query: str, params: dict | None = None) -> list[tuple]:
+    with psycopg.connect(system.env["DATABASE_URL"], autocommit=True) as conn:
+        return conn.execute(query, params or {}).fetchall()
+
+
+def idle(system) -> bool:
+    """No job is due or running (parked and delayed jobs are not due)."""
+    return sql(system, "SELECT count(*) FROM jobs WHERE state = 'running' "
+                       "OR (state = 'queued' AND run_at <= now())")[0][0] == 0
+
+
+def settle(system, timeout: float = WAIT) -> None:
+    system.drain_webhooks(timeout)
+    system.wait_until(lambda: idle(system), timeout, message="queue idle")
+
+
+def post_webhook(system, shop: str, topic: str, body: dict, *, triggered_at: datetime) -> httpx.Response:
+    """A delivery as Shopify sends it: HMAC-signed with the shop's secret, its own webhook id."""
+    raw = json.dumps(body).encode()
+    _, store = system.network.store(shop)
+    secret = store.webhook_secrets[0].get_secret_value().encode()
+    signature = base64.b64encode(hmac.new(secret, raw, hashlib.sha256).digest()).decode()
+    return httpx.post(system.webhook_url, content=raw, timeout=10, trust_env=False, headers={
+        "Content-Type": "application/json", "X-Shopify-Topic": topic, "X-Shopify-Shop-Domain": shop,
+        "X-Shopify-Hmac-Sha256": signature, "X-Shopify-Webhook-Id": str(uuid.uuid4()),
+        "X-Shopify-Event-Id": str(uuid.uuid4()), "X-Shopify-Triggered-At": triggered_at.isoformat(),
+        "X-Shopify-API-Version": "2026-10"})
+
+
+def dead_jobs(system) -> list[tuple]:
+    return sql(system, "SELECT kind, errors->-1->>'message' FROM jobs WHERE state = 'dead'")
+
+
+# --------------------------------------------------------------------------- catalog
+
+
+def test_parent_edit_fans_out_to_every_child(system) -> None:
+    system.edit_parent_product("demo-product-1", title="Breezy Jacket, relaunched", tags="demo,relaunch")
+    system.wait_until(lambda: all(title(system, c, 1) == "Breezy Jacket, relaunched" for c in system.children),
+                      WAIT, message="every child shows the new title")
+    parent_view = catalog_view(system.snapshot(system.parent))["demo-product-1"]
+    for child in system.children:
+        assert catalog_view(system.snapshot(child))["demo-product-1"] == parent_view
+
+
+def test_edit_made_in_a_child_to_a_synced_field_is_reverted(system) -> None:
+    child = system.children[2]
+    original = title(system, system.parent, 5)
+    system.edit_product(child, "demo-product-5", title="Edited in the child", vendor="Someone else")
+    system.wait_until(lambda: title(system, child, 5) == original, WAIT, message="child edit reverted")
+    product = system.product_by_handle(child, "demo-product-5")
+    assert product["vendor"] == system.product_by_handle(system.parent, "demo-product-5")["vendor"]
+    reverted = sql(system, "SELECT before, after FROM sync_audit WHERE shop = %(shop)s AND action = 'revert_child_edit'",
+                   {"shop": child})
+    assert any(b == "Edited in the child" and a == original for b, a in reverted), reverted
+
+
+def test_child_only_variant_survives_a_parent_update(system) -> None:
+    child = system.children[0]
+    product = system.product_by_handle(child, "demo-product-6")
+    pid = product["admin_graphql_api_id"]
+    options = product["options"][0]
+    existing = [{"id": v["admin_graphql_api_id"], "optionValues": [{"optionName": options["name"], "name": v["option1"]}]}
+                for v in product["variants"]]
+    res = system.graphql(child, """
+        mutation($id: ID!, $input: ProductSetInput!) {
+          productSet(identifier: {id: $id}, input: $input) { product { id } userErrors { field message } }
+        }""", {"id": pid, "input": {
+        "productOptions": [{"name": options["name"],
+                            "values": [{"name": v} for v in [*options["values"], "Child exclusive"]]}],
+        "variants": [*existing, {"optionValues": [{"optionName": options["name"], "name": "Child exclusive"}],
+                                 "sku": "CHILD-ONLY-6", "price": "99.00"}]}})
+    assert not res.get("errors") and not res["data"]["productSet"]["userErrors"], res
+    settle(system)
+    system.edit_parent_product("demo-product-6", title="Parent renamed 6")
+    system.wait_until(lambda: title(system, child, 6) == "Parent renamed 6", WAIT, message="child renamed")
+    settle(system)
+    skus = {v["sku"] for v in system.product_by_handle(child, "demo-product-6")["variants"]}
+    assert "CHILD-ONLY-6" in skus
+    parent_skus = {v["sku"] for v in system.product_by_handle(system.parent, "demo-product-6")["variants"]}
+    assert parent_skus < skus
+
+
+# --------------------------------------------------------------------------- inventory
+
+
+def test_child_sale_reaches_the_parent_and_every_sibling(system) -> None:
+    the_sku = first_sku(system, 2)
+    before = level(system, system.parent, the_sku)
+    seller, *siblings = system.children
+    system.place_order(seller, the_sku, quantity=2)
+    system.wait_until(lambda: level(system, system.parent, the_sku) == before - 2, WAIT, message="parent -2")
+    system.wait_until(lambda: all(level(system, s, the_sku) == before - 2 for s in siblings), WAIT,
+                      message="siblings follow the parent")
+    settle(system)
+    assert level(system, seller, the_sku) == before - 2
+    assert level(system, system.parent, the_sku) == before - 2  # the echoes of our own writes wrote nothing
+
+
+def test_same_sale_delivered_five_times_out_of_order_applies_once(system) -> None:
+    the_sku = first_sku(system, 3)
+    seller = system.children[1]
+    before = level(system, system.parent, the_sku)
+    order = system.place_order(seller, the_sku, quantity=1)
+    now = datetime.now(UTC)
+    # Four more deliveries of the same sale: other order topics carrying the same lines, with
+    # triggered-at times before and after the first, sent newest first.
+    for topic, age in [("orders/create", -2), ("orders/updated", 5), ("orders/create", 10), ("orders/updated", 20)]:
+        assert post_webhook(system, seller, topic, order, triggered_at=now - timedelta(seconds=age)).status_code == 200
+    system.wait_until(lambda: level(system, system.parent, the_sku) == before - 1, WAIT, message="parent -1")
+    settle(system)
+    time.sleep(0.5)
+    settle(system)
+    assert level(system, system.parent, the_sku) == before - 1
+    assert all(level(system, c, the_sku) == before - 1 for c in system.children)
+    entries = sql(system, "SELECT count(*), sum(applied_delta) FROM sync_inventory_ledger WHERE child_shop = %(s)s "
+                          "AND order_id = %(o)s", {"s": seller, "o": order["admin_graphql_api_id"]})
+    assert entries == [(1, -1)]
+    sale_jobs = sql(system, "SELECT count(*) FROM jobs WHERE kind = 'sync.sale' AND payload->'event'->>'order_id' = %(o)s",
+                    {"o": order["admin_graphql_api_id"]})
+    assert sale_jobs[0][0] == 5  # every delivery was processed, and applied nothing twice
+
+
+def test_two_children_selling_the_last_unit_leave_the_parent_at_zero(system) -> None:
+    the_sku = first_sku(system, 4)
+    system.set_inventory(system.parent, the_sku, 1, SHOP_LOCATION)
+    system.wait_until(lambda: all(level(system, c, the_sku) == 1 for c in system.children), WAIT,
+                      message="every child shows the last unit")
+    settle(system)
+    seen: list[int] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            value = level(system, system.parent, the_sku)
+            if value is not None:
+                seen.append(value)
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        buyers = [threading.Thread(target=system.place_order, args=(c, the_sku, 1)) for c in system.children[:2]]
+        for b in buyers:
+            b.start()
+        for b in buyers:
+            b.join()
+        item = f"gid://shopify/InventoryItem/{system.variant_by_sku(system.parent, the_sku)['inventory_item_id']}"
+        system.wait_until(lambda: sql(system, "SELECT count(*) FROM sync_inventory_ledger WHERE parent_item_id = %(i)s "
+                                              "AND kind = 'sale' AND status = 'applied'", {"i": item})[0][0] == 2,
+                          WAIT, message="both sales applied")
+        settle(system)
+    finally:
+        stop.set()
+        watcher.join()
+    assert level(system, system.parent, the_sku) == 0
+    assert min(seen) >= 0, seen
+    applied = sql(system, "SELECT applied_delta FROM sync_inventory_ledger WHERE parent_item_id = %(i)s "
+                          "AND kind = 'sale' ORDER BY applied_delta", {"i": item})
+    assert applied == [(-1,), (0,)]  # the first sale took the unit; the second is owed (oversold)
+    assert sql(system, "SELECT oversold FROM sync_inventory_backlog WHERE parent_item_id = %(i)s", {"i": item}) == [(1,)]
+    assert all(level(system, c, the_sku) == 0 for c in system.children[1:] + system.children[:1])
+
+
+# --------------------------------------------------------------------------- repairs and failures
+
+
+def test_dropped_webhook_is_repaired_by_reconciliation(system) -> None:
+    the_sku = first_sku(system, 7)
+    system.set_faults(webhooks={"drop_p": 1.0})
+    try:
+        system.edit_parent_product("demo-product-7", title="Renamed while webhooks were lost")
+        system.set_inventory(system.parent, the_sku, 3, SHOP_LOCATION)
+        system.drain_webhooks(WAIT)
+    finally:
+        system.set_faults()
+    settle(system)
+    assert all(title(system, c, 7) != "Renamed while webhooks were lost" for c in system.children)
+    assert all(level(system, c, the_sku) != 3 for c in system.children)
+    done = system.cli("reconcile", timeout=120)
+    out = " ".join(done.stdout.split())
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "fixed" in out and "Renamed while webhooks were lost" in out and "parent says 3" in out, out
+    for c in system.children:
+        assert title(system, c, 7) == "Renamed while webhooks were lost"
+        assert level(system, c, the_sku) == 3
+    again = system.cli("reconcile", timeout=120)
+    assert "0 fixed" in " ".join(again.stdout.split()), again.stdout
+
+
+def test_failure_in_the_third_saga_step_leaves_every_store_as_before(system) -> None:
+    child = system.children[2]
+    parent_locations = system.locations[system.parent]
+    system.control.post(f"/_emulator/stores/{system.parent}/seed", json={"products": 0, "catalog": [{
+        "title": "Saga product", "handle": "saga-product", "vendor": "Northwind",
+        "variants": [{"sku": "SAGA-1", "price": "5.00", "options": {"Size": "S"},
+                      "available": {parent_locations[n]: 7 for n in LOCATION_NAMES}}]}]}).raise_for_status()
+    snapshots = {s: system.snapshot(s) for s in system.shops}
+    system.set_faults(graphql={"fail_nth": {"inventorySetQuantities": {"n": 1, "shop": child}}})
+    try:
+        env = {**system.env, "STORESYNC_SYNC_ADMIN_MAX_ATTEMPTS": "1"}
+        done = subprocess.run([sys.executable, "-m", "storesync", "backfill", "--child", child], env=env,
+                              capture_output=True, text=True, timeout=120)
+    finally:
+        system.set_faults()
+    out = " ".join(done.stdout.split())
+    assert done.returncode == 1 and "0 products copied, 1 rolled back" in out, done.stdout + done.stderr
+    settle(system)
+    for shop, before in snapshots.items():
+        after = system.snapshot(shop)
+        assert catalog_view(after) == catalog_view(before), shop
+        assert inventory_view(after) == inventory_view(before), shop
+    states = sql(system, "SELECT state FROM sync_sagas WHERE id LIKE %(id)s", {"id": f"copy:{child}:%"})
+    assert ("compensated",) in states
+    audit = sql(system, "SELECT action FROM sync_audit WHERE shop = %(s)s AND action LIKE 'saga_%%'", {"s": child})
+    assert ("saga_compensated",) in audit
+    # Nothing was lost: running the backfill again copies the product.
+    again = system.cli("backfill", "--child", child, timeout=120)
+    assert "1 products copied" in " ".join(again.stdout.split()), again.stdout + again.stderr
+    assert system.product_by_handle(child, "saga-product")["title"] == "Saga product"
+    assert level(system, child, "SAGA-1") == 7
+
+
+def test_uninstalled_app_pauses_the_store_and_its_jobs_wait_until_resumed(system) -> None:
+    paused = system.children[1]
+    others = [c for c in system.children if c != paused]
+    assert post_webhook(system, paused, "app/uninstalled", {"id": 1, "domain": paused},
+                        triggered_at=datetime.now(UTC)).status_code == 200
+    system.wait_until(lambda: sql(system, "SELECT status FROM stores WHERE shop_domain = %(s)s", {"s": paused})
+                      == [("paused",)], WAIT, message="store paused")
+    try:
+        system.edit_parent_product("demo-product-8", title="While one store was paused")
+        system.wait_until(lambda: all(title(system, c, 8) == "While one store was paused" for c in others), WAIT,
+                          message="active children updated")
+        system.wait_until(lambda: sql(system, "SELECT count(*) FROM jobs WHERE state = 'queued' "
+                                              "AND payload->>'parked_for' = %(s)s", {"s": paused})[0][0] >= 1,
+                          WAIT, message="the paused store's job parked")
+        assert title(system, paused, 8) != "While one store was paused"
+        status = system.cli("status").stdout
+        assert "paused" in status and "app uninstalled" in " ".join(status.split())
+    finally:
+        resumed = system.cli("network", "resume", paused)
+    assert resumed.returncode == 0 and "parked jobs due now" in resumed.stdout, resumed.stdout + resumed.stderr
+    system.wait_until(lambda: title(system, paused, 8) == "While one store was paused", WAIT,
+                      message="paused store caught up after resume")
+    assert not [j for j in dead_jobs(system) if "parked" in (j[1] or "")]
