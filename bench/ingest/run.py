@@ -2,8 +2,9 @@
 
     .venv/bin/python bench/ingest/run.py [--workers 2] [--seconds 10] [--connections 64]
 
-1. ceiling: the insert-and-enqueue transaction (`record_delivery`) issued straight from Python
-   on a pool, as fast as it goes (no HTTP, no HMAC, no JSON).
+1. ceiling: the insert-and-enqueue transaction issued straight from Python through the same
+   group-commit batcher as the server (`DeliveryBatcher` -> `record_deliveries`), by as many
+   concurrent callers as there are HTTP senders (no HTTP, no HMAC, no JSON).
 2. max: `storesync serve` (uvicorn, N workers) driven by concurrent keep-alive senders for
    --seconds; accepted webhooks/s and latency percentiles.
 3. paced: an open-loop arrival rate of half the goal (750/s) and of half the measured max;
@@ -42,7 +43,8 @@ sys.path.insert(0, str(ROOT / "src"))
 from storesync.config import NetworkConfig, Settings  # noqa: E402
 from storesync.db.migrate import migrate  # noqa: E402
 from storesync.db.pools import async_pooled_pool  # noqa: E402
-from storesync.web.ingest import ACCEPTED, Delivery, record_delivery, sign  # noqa: E402
+from storesync.web.batcher import DeliveryBatcher  # noqa: E402
+from storesync.web.ingest import ACCEPTED, Delivery, sign  # noqa: E402
 from storesync.web.topics import job_spec  # noqa: E402
 
 GOAL_RATE = 1500
@@ -268,8 +270,10 @@ async def open_loop(port: int, reqs: list[bytes], rate: float, seconds: float, c
 
 # --------------------------------------------------------------------------- ceiling
 
-async def ceiling(dsn: str, stores, concurrency: int, seconds: float) -> dict:
-    settings = Settings.load(database_url=SecretStr(dsn), pool_min_size=concurrency, pool_max_size=concurrency)
+async def ceiling(dsn: str, stores, callers: int, in_flight: int, pool_size: int, seconds: float) -> dict:
+    """The web tier's database path without HTTP: `callers` concurrent deliveries through the same
+    group-commit batcher and transaction (`DeliveryBatcher` -> `record_deliveries`)."""
+    settings = Settings.load(database_url=SecretStr(dsn), pool_min_size=pool_size, pool_max_size=pool_size)
     latencies: list[float] = []
     counter = iter(range(10**9))
     deadline = time.perf_counter() + seconds
@@ -288,18 +292,19 @@ async def ceiling(dsn: str, stores, concurrency: int, seconds: float) -> dict:
 
     async with async_pooled_pool(settings, name="bench-ceiling") as pool:
         await pool.wait()
+        batcher = DeliveryBatcher(pool, statement_timeout_ms=settings.statement_timeout_ms,
+                                  max_in_flight=in_flight)
 
         async def run() -> None:
             while time.perf_counter() < deadline:
                 d = delivery(next(counter))
                 t = time.perf_counter()
-                async with pool.connection() as conn:
-                    await record_delivery(conn, d, statement_timeout_ms=settings.statement_timeout_ms)
+                await batcher.record(d)
                 latencies.append(time.perf_counter() - t)
 
         meter = CpuMeter(python=[os.getpid()], postgres=postgres_pids(dsn))
         started = time.perf_counter()
-        await asyncio.gather(*(run() for _ in range(concurrency)))
+        await asyncio.gather(*(run() for _ in range(callers)))
         elapsed = time.perf_counter() - started
         cpu = meter.per_request_us(len(latencies))
     return {**summary(latencies, len(latencies), {200: len(latencies)}, elapsed), **cpu}
@@ -330,7 +335,8 @@ def main() -> int:
         config.write_text(toml)
         NetworkConfig.load(config)  # fail here on a bad generated config
 
-        results["ceiling"] = asyncio.run(ceiling(dsn, stores, args.workers * args.pool, args.seconds))
+        results["ceiling"] = asyncio.run(ceiling(dsn, stores, args.connections, args.workers * 4,
+                                                 args.workers * args.pool, args.seconds))
         print("ceiling (record_delivery straight from Python):", results["ceiling"], flush=True)
 
         port = free_port()

@@ -20,6 +20,7 @@ from storesync.db.migrate import SchemaBehindError, ensure_at_head
 from storesync.db.pools import async_pooled_pool, connect_direct
 from storesync.logs import configure_logging, get_logger
 from storesync.web.dashboard import create_dashboard
+from storesync.web.batcher import DeliveryBatcher
 from storesync.web.health import healthz, readyz
 from storesync.web.metrics import WebMetrics, metrics_endpoint
 from storesync.web.settings import WebSettings
@@ -62,6 +63,9 @@ def create_app(settings: Settings, network: NetworkConfig, web_settings: WebSett
         pool = async_pooled_pool(settings, name="storesync-web")
         await pool.open(wait=settings.pool_min_size > 0, timeout=float(settings.connect_timeout))
         app.state.pool = pool
+        app.state.batcher = batcher = DeliveryBatcher(
+            pool, statement_timeout_ms=settings.statement_timeout_ms, max_batch=web_settings.batch_max,
+            max_in_flight=web_settings.batches_in_flight)
 
         async def refresh_pool_gauges() -> None:
             while True:
@@ -77,6 +81,7 @@ def create_app(settings: Settings, network: NetworkConfig, web_settings: WebSett
             gauges.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await gauges
+            await batcher.close()
             await pool.close(timeout=5.0)
 
     app = Starlette(
@@ -95,6 +100,7 @@ def create_app(settings: Settings, network: NetworkConfig, web_settings: WebSett
     app.state.web_settings = web_settings
     app.state.metrics = metrics
     app.state.pool = None
+    app.state.batcher = None
     app.state.startup_error = None
     return app
 

@@ -5,16 +5,18 @@ from __future__ import annotations
 # set_local_statement_timeout: bound every statement of this transaction (SET LOCAL: PgBouncer-safe).
 SET_LOCAL_STATEMENT_TIMEOUT = "SELECT set_config('statement_timeout', %s, true)"
 
-# insert_delivery: record a delivery unless its webhook id is already known; returns its id only
-# when this was the first delivery (a retry or duplicate returns no row).
-INSERT_DELIVERY = """
+# insert_deliveries: record a batch of deliveries (parallel arrays), skipping webhook ids already
+# known (including a second copy within the batch); returns the webhook ids that were inserted.
+# Rows go in webhook-id order so two concurrent batches cannot deadlock on each other's new rows.
+INSERT_DELIVERIES = """
 INSERT INTO webhook_deliveries
     (webhook_id, shop_domain, merchant_id, topic, event_id, triggered_at, api_version, payload, status)
-VALUES
-    (%(webhook_id)s, %(shop)s, %(merchant_id)s, %(topic)s, %(event_id)s, %(triggered_at)s,
-     %(api_version)s, %(payload)s, %(status)s)
+SELECT * FROM unnest(%(webhook_id)s::text[], %(shop)s::text[], %(merchant_id)s::text[], %(topic)s::text[],
+                     %(event_id)s::text[], %(triggered_at)s::timestamptz[], %(api_version)s::text[],
+                     %(payload)s::bytea[], %(status)s::text[])
+ORDER BY 1
 ON CONFLICT (webhook_id) DO NOTHING
-RETURNING id
+RETURNING webhook_id
 """
 
 # list_deliveries: the newest deliveries, optionally of one status, for operators.

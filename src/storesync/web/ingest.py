@@ -2,8 +2,8 @@
 
 `verify_hmac` is Shopify's scheme: base64(HMAC-SHA256(secret, raw body)), compared in constant
 time against each of the store's secrets (newest first; the previous one stays valid during a
-rotation). `record_delivery` is the one transaction: insert the delivery under the webhook id's
-unique constraint and, only when that insert was the first, enqueue its job.
+rotation). `record_deliveries` is the one transaction: insert the deliveries under the webhook id's
+unique constraint and, for each insert that was the first, enqueue its job.
 """
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ import hashlib
 import hmac
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 import psycopg
 from pydantic import SecretStr
 
-from storesync.queue.enqueue import Enqueued, JobSpec, enqueue_async
+from storesync.queue.enqueue import Enqueued, JobSpec, enqueue_many_async
 from storesync.web import deliveries_sql as sql
 
 ACCEPTED, UNPARSEABLE, IGNORED = "accepted", "unparseable", "ignored"
@@ -111,26 +111,38 @@ class Recorded:
     enqueued: Enqueued | None
 
 
-async def record_delivery(conn: psycopg.AsyncConnection, delivery: Delivery, *,
-                          statement_timeout_ms: int) -> Recorded:
-    """Insert the delivery and, if it is the first with its webhook id, enqueue its job; one
-    transaction, committed on return. Works on the pooled path (PgBouncer transaction mode)."""
-    # Pipeline mode sends BEGIN, the timeout and the insert in one round trip (3 in all, not 5).
+async def record_deliveries(conn: psycopg.AsyncConnection, deliveries: Sequence[Delivery], *,
+                            statement_timeout_ms: int) -> list[Recorded]:
+    """Insert the deliveries and enqueue the job of each one that is the first with its webhook id;
+    one transaction, committed on return; results in input order. A copy of a recorded delivery
+    (or a second copy within `deliveries`) writes nothing. Works on the pooled path (PgBouncer
+    transaction mode): no prepared statements, SET LOCAL only."""
     async with conn.transaction():
         if statement_timeout_ms:
             await conn.execute(sql.SET_LOCAL_STATEMENT_TIMEOUT, (str(statement_timeout_ms),))
-        cur = await conn.execute(sql.INSERT_DELIVERY, {
-            "webhook_id": delivery.webhook_id,
-            "shop": delivery.shop,
-            "merchant_id": delivery.merchant_id,
-            "topic": delivery.topic,
-            "event_id": delivery.event_id,
-            "triggered_at": delivery.triggered_at,
-            "api_version": delivery.api_version,
-            "payload": delivery.payload,
-            "status": delivery.status,
+        cur = await conn.execute(sql.INSERT_DELIVERIES, {
+            "webhook_id": [d.webhook_id for d in deliveries],
+            "shop": [d.shop for d in deliveries],
+            "merchant_id": [d.merchant_id for d in deliveries],
+            "topic": [d.topic for d in deliveries],
+            "event_id": [d.event_id for d in deliveries],
+            "triggered_at": [d.triggered_at for d in deliveries],
+            "api_version": [d.api_version for d in deliveries],
+            "payload": [d.payload for d in deliveries],
+            "status": [d.status for d in deliveries],
         })
-        if await cur.fetchone() is None:
-            return Recorded(first=False, enqueued=None)
-        enqueued = await enqueue_async(conn, delivery.job) if delivery.job is not None else None
-    return Recorded(first=True, enqueued=enqueued)
+        inserted = {row[0] for row in await cur.fetchall()}
+        firsts: list[bool] = []
+        for d in deliveries:
+            firsts.append(d.webhook_id in inserted)
+            inserted.discard(d.webhook_id)  # a second copy in the same batch is a duplicate
+        jobs = [d.job for d, first in zip(deliveries, firsts, strict=True) if first and d.job is not None]
+        enqueued = iter(await enqueue_many_async(conn, jobs) if jobs else [])
+    return [Recorded(first=first, enqueued=next(enqueued) if first and d.job is not None else None)
+            for d, first in zip(deliveries, firsts, strict=True)]
+
+
+async def record_delivery(conn: psycopg.AsyncConnection, delivery: Delivery, *,
+                          statement_timeout_ms: int) -> Recorded:
+    """`record_deliveries` for one delivery."""
+    return (await record_deliveries(conn, [delivery], statement_timeout_ms=statement_timeout_ms))[0]

@@ -23,6 +23,10 @@ class WebSettings(BaseSettings):
     # Seconds a webhook may spend on the database before we answer 503. Shopify gives us 5 s
     # in total and retries a 503, so this stays well below that.
     request_budget_s: Annotated[float, Field(gt=0, le=4.5)] = 3.0
+    # Group commit: deliveries that arrive while this many transactions are in flight share the
+    # next one, at most batch_max to a transaction (batch_max=1: one transaction per delivery).
+    batches_in_flight: Annotated[int, Field(ge=1, le=64)] = 4
+    batch_max: Annotated[int, Field(ge=1, le=1000)] = 64
     # Seconds each readiness check may take.
     readiness_timeout_s: Annotated[float, Field(gt=0)] = 2.0
 

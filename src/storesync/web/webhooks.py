@@ -29,7 +29,6 @@ from storesync.web.ingest import (
     Delivery,
     parse_body,
     parse_triggered_at,
-    record_delivery,
     verify_hmac,
 )
 from storesync.web.topics import HANDLED_TOPICS, job_spec
@@ -57,11 +56,6 @@ async def _read_limited(request: Request, limit: int) -> bytes:
 
 def _answer(status: int, message: str, **extra: object) -> JSONResponse:
     return JSONResponse({"status": status, "message": message, **extra}, status_code=status)
-
-
-async def _record(state, delivery: Delivery):
-    async with state.pool.connection() as conn:
-        return await record_delivery(conn, delivery, statement_timeout_ms=state.settings.statement_timeout_ms)
 
 
 async def shopify_webhook(request: Request) -> Response:
@@ -129,7 +123,7 @@ async def _handle(request: Request) -> Response:
     try:
         # Nothing is committed by an abandoned attempt unless its COMMIT was already sent, and
         # then Shopify's retry finds the delivery recorded.
-        recorded = await within(_record(state, delivery), web.request_budget_s)
+        recorded = await within(state.batcher.record(delivery), web.request_budget_s)
     except PoolTimeout:
         reason = "pool_exhausted"
     except TimeoutError:
