@@ -200,3 +200,24 @@ def test_each_store_verifies_with_its_own_secret(db, served) -> None:
     assert httpx.post(served.webhook_url, content=raw, headers=headers, timeout=10).status_code == 401
     headers, raw = webhook(shop=CHILD)
     assert httpx.post(served.webhook_url, content=raw, headers=headers, timeout=10).status_code == 200
+
+
+async def test_concurrent_deliveries_share_transactions_but_each_job_commits_with_its_row(db) -> None:
+    deliveries = [webhook("orders/create", {"id": n}, shop=CHILD) for n in range(40)]
+    with serving(db.settings, batches_in_flight=1) as s:
+        async with httpx.AsyncClient(timeout=20, limits=httpx.Limits(max_connections=80)) as client:
+            replies = await asyncio.gather(*(client.post(s.webhook_url, content=raw, headers=headers)
+                                             for headers, raw in deliveries * 2))
+    assert [r.status_code for r in replies] == [200] * 80
+    assert sorted(r.json()["outcome"] for r in replies) == ["accepted"] * 40 + ["duplicate"] * 40
+    with db.connect() as conn:
+        assert counts(conn) == (40, 40)
+        transactions = conn.execute("SELECT count(DISTINCT xmin::text) FROM webhook_deliveries").fetchone()[0]
+        # Each job was written by the very transaction that inserted its delivery row.
+        unmatched = conn.execute(
+            "SELECT count(*) FROM jobs j JOIN webhook_deliveries d ON d.webhook_id = j.payload->>'delivery_id'"
+            " WHERE j.xmin::text <> d.xmin::text").fetchone()[0]
+        job_ids = sorted(r.json()["job_id"] for r in replies if r.json()["outcome"] == "accepted")
+        assert job_ids == sorted(r[0] for r in conn.execute("SELECT id FROM jobs"))
+    assert transactions < 40  # group commit: fewer transactions than deliveries
+    assert unmatched == 0
