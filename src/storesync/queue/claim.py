@@ -51,12 +51,14 @@ def _claim_params(qs: QueueSettings, worker_id: str, limit: int) -> dict:
 
 
 async def claim_batch(conn: psycopg.AsyncConnection, qs: QueueSettings, worker_id: str,
-                      limit: int) -> list[tuple] | None:
+                      limit: int, *, prepare: bool = False) -> list[tuple] | None:
     """Claim up to `limit` jobs fairly and commit; [] if nothing is claimable now, None if the
-    claim lost a lock-key race and should be retried at once."""
+    claim lost a lock-key race and should be retried at once. `prepare`: keep the statement
+    prepared on this connection (only where prepared statements are safe: not PgBouncer in
+    transaction mode; the connection's prepare_threshold must not be None)."""
     try:
         async with conn.transaction():
-            cur = await conn.execute(q.CLAIM_JOBS, _claim_params(qs, worker_id, limit))
+            cur = await conn.execute(q.CLAIM_JOBS, _claim_params(qs, worker_id, limit), prepare=prepare or None)
             return await cur.fetchall()
     except psycopg.errors.UniqueViolation:
         return None

@@ -88,10 +88,10 @@ WITH RECURSIVE active(group_key) AS (
            END AS room
     FROM picked p JOIN job_groups seen ON seen.group_key = p.group_key CROSS JOIN share
 ), cand AS MATERIALIZED (
-    SELECT h.id, h.lane, h.lock_key, grp.group_key, grp.ord, h.rn
+    SELECT h.id, h.row_id, h.lane, h.lock_key, grp.group_key, grp.ord, h.rn
     FROM grp CROSS JOIN LATERAL (
-        SELECT s.id, s.lane, s.lock_key, row_number() OVER () AS rn FROM (
-            SELECT j.id, j.lane, j.run_at, j.lock_key FROM jobs j
+        SELECT s.id, s.row_id, s.lane, s.lock_key, row_number() OVER () AS rn FROM (
+            SELECT j.id, j.ctid AS row_id, j.lane, j.run_at, j.lock_key FROM jobs j
             WHERE j.group_key = grp.group_key AND j.state = 'queued' AND j.run_at <= now()
             ORDER BY j.lane, j.run_at, j.id
             LIMIT grp.room + 8
@@ -103,19 +103,21 @@ WITH RECURSIVE active(group_key) AS (
     ) h
     WHERE grp.room > 0
 ), chosen AS MATERIALIZED (
-    SELECT id, lock_key, group_key FROM cand c
+    SELECT id, row_id, lock_key, group_key FROM cand c
     WHERE c.lock_key IS NULL OR NOT EXISTS (
         SELECT 1 FROM cand o WHERE o.lock_key = c.lock_key AND (o.lane, o.rn, o.ord) < (c.lane, c.rn, c.ord))
     ORDER BY lane, rn, ord
     LIMIT %(batch)s
 ), keyed AS MATERIALIZED (
-    SELECT id FROM chosen
+    SELECT row_id FROM chosen
     WHERE lock_key IS NULL OR pg_try_advisory_xact_lock(%(lock_ns)s, hashtext(lock_key))
 ), claimed AS (
+    -- By ctid (the rows are locked by this statement, so it cannot move): a TID scan whatever
+    -- the statistics say, which keeps a cached generic plan safe when the table grows fast.
     UPDATE jobs j
     SET state = 'running', attempt = j.attempt + 1, worker_id = %(worker)s, started_at = now(),
         lease_expires_at = now() + make_interval(secs => %(lease)s)
-    FROM keyed WHERE j.id = keyed.id
+    WHERE j.ctid = ANY (ARRAY(SELECT row_id FROM keyed))
     RETURNING j.id, j.kind, j.payload, j.group_key, j.lane, j.attempt, j.max_attempts, j.lock_key
 ), served AS (
     UPDATE job_groups g SET last_served_at = clock_timestamp()
