@@ -289,12 +289,13 @@ class Worker:
                              pool=self.pool, settings=self.settings)
             await handler(ctx)
         except asyncio.CancelledError:
-            if run.abandoned is None:
-                raise
-            self._outcome(run, run.abandoned)
-            if run.abandoned == "lost":
-                self._runs.pop((run.id, run.attempt), None)
-            return
+            if run.abandoned is None:  # not cancelled by us: record it like any failure
+                outcome = RetryableError("the run was cancelled")
+            else:
+                self._outcome(run, run.abandoned)
+                if run.abandoned == "lost":
+                    self._runs.pop((run.id, run.attempt), None)
+                return
         except Exception as err:  # noqa: BLE001 - any handler error is retryable unless Permanent
             outcome = err
         finally:
