@@ -122,6 +122,19 @@ def measure_sales(system, n: int, timeout: float = 15.0) -> list[float]:
     return latencies
 
 
+def job_breakdown(dsn: str, since: float) -> list[dict]:
+    """Per job kind since `since`: how many, median wait in the queue and median run time (ms)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            # job_timings: queue wait and run time per kind of the jobs created in the window
+            "SELECT kind, count(*), "
+            "percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM started_at - created_at)) * 1000, "
+            "percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM finished_at - started_at)) * 1000 "
+            "FROM jobs WHERE created_at >= to_timestamp(%s) AND finished_at IS NOT NULL "
+            "GROUP BY kind ORDER BY count(*) DESC", (since,)).fetchall()
+    return [{"kind": k, "jobs": n, "wait_ms": w, "run_ms": r} for k, n, w, r in rows]
+
+
 def product_set_floor(system, shop: str) -> int:
     """Points one minimal productSet creating a product (variants with stock, collections) costs,
     as the emulator charges it (measured with a real call on a scratch product, then deleted)."""
@@ -200,8 +213,12 @@ def main() -> None:
                             overlap_stock=None, collections=0) as system:
             system.cli("link", check=True)
             system.wait_until(lambda: system.compare().agree, timeout=30, message="linked stores agree")
+            t = time.time()
             results["edit"] = measure_edits(system, edits)
+            results["edit_jobs"] = job_breakdown(dsn, t)
+            t = time.time()
             results["sale"] = measure_sales(system, sales)
+            results["sale_jobs"] = job_breakdown(dsn, t)
         fresh_database(dsn)
         results["sync"] = initial_sync(dsn, sync_products, 5, args.sync_plan, cap, args.concurrency)
     results["load_after"] = os.getloadavg()[0]
@@ -217,6 +234,10 @@ def main() -> None:
         xs = [x * 1000 for x in results[key]]
         print(f"| {label} | {len(xs)} | {pct(xs, .5):.0f} ms | {pct(xs, .99):.0f} ms | {max(xs):.0f} ms | "
               f"p50 < 300 ms, p99 < 1 s |")
+    for key, label in (("edit_jobs", "parent edits"), ("sale_jobs", "child sales")):
+        print(f"jobs run for the {label}: " + "; ".join(
+            f"{j['kind']} x{j['jobs']} (wait p50 {j['wait_ms']:.0f} ms, run p50 {j['run_ms']:.0f} ms)"
+            for j in results[key]))
     s = results["sync"]
     state = ("finished" if s["finished"] else f"capped at {s['elapsed_s']:.0f} s: {s['copied']}/{s['total']} copied, "
              f"projected {s['projected_s']:.0f} s")

@@ -400,9 +400,11 @@ class RunningSystem:
 
     # ------------------------------------------------------------------ the engine
 
-    def cli(self, *args: str, timeout: float = 120.0, check: bool = False) -> subprocess.CompletedProcess:
-        """Run `storesync ARGS` with the system's environment; output captured as text."""
-        done = subprocess.run([sys.executable, "-m", "storesync", *args], env=self.env, capture_output=True,
+    def cli(self, *args: str, timeout: float = 120.0, check: bool = False,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        """Run `storesync ARGS` with the system's environment (plus `env`); output captured as text."""
+        done = subprocess.run([sys.executable, "-m", "storesync", *args], env={**self.env, **(env or {})},
+                              capture_output=True,
                               text=True, timeout=timeout, stdin=subprocess.DEVNULL)
         if check and done.returncode != 0:
             raise RuntimeError(f"storesync {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")

@@ -30,7 +30,7 @@ from storesync.config import Settings
 CHILDREN = 3
 PRODUCTS = 50
 WORKERS = 2
-CHILD_OVERLAP = 10  # products the children already sell (same SKUs): linking finds them
+CHILD_OVERLAP = 30  # products the children already sell (same SKUs): linking finds them
 # Shopify Plus limits (20,000-point bucket, 1,000 points/s): a network of storefronts is a Plus
 # merchant's setup, and the story should not wait on the standard plan's 100 points/s.
 PLAN = "plus"
@@ -55,7 +55,7 @@ class Story:
 
     def require_command(self, *args: str, timeout: float = 60.0) -> str:
         """Run `storesync ARGS`; its output, or DemoFailed if it is missing or fails."""
-        done = self.system.cli(*args, timeout=timeout)
+        done = self.system.cli(*args, timeout=timeout, env={"COLUMNS": str(max(80, self.console.width - 3))})
         out = (done.stdout or "") + (done.stderr or "")
         if done.returncode != 0:
             if "No such command" in out:
@@ -142,7 +142,7 @@ class Story:
             raise DemoFailed(f"`storesync backfill` exited {backfill.popen.returncode}:\n{_tail(backfill.log_tail())}")
         self.say(f"{total} products present in the children after {time.monotonic() - started:.1f}s")
         out = self.require_command("reconcile")
-        for line in _summary_lines(out):
+        for line in _summary_lines(out, limit=2):
             self.console.print(f"   {line}", highlight=False)
         took = self.converge("every child equal to the parent after the initial sync",
                              lambda: s.compare().agree, timeout=30)
@@ -222,7 +222,8 @@ class Story:
         if wrong:
             raise DemoFailed(f"a duplicated sale was applied twice: parent levels {wrong}, expected {want}")
         for sku, n in want.items():
-            self.say(f"{sku}: parent {before[sku]} -> {n} (each sale once), settled in {took:.2f}s")
+            self.say(f"{sku}: parent {before[sku]} -> {n}, every child {n}: each sale applied once "
+                     f"(queue idle {took:.2f}s after the last delivery)")
 
     def final_table(self) -> bool:
         self.console.rule("6. every store compared")
@@ -256,7 +257,8 @@ def _tail(text: str, lines: int = 15) -> str:
 
 
 def _summary_lines(out: str, limit: int = 8) -> list[str]:
-    lines = [ln.rstrip() for ln in out.splitlines() if ln.strip() and not ln.lstrip().startswith("{")]
+    """The command's report lines (progress bars and JSON log lines left out)."""
+    lines = [ln.rstrip() for ln in out.splitlines() if ln.strip() and not ln.lstrip().startswith(("{", "reconciling"))]
     return lines[:limit] + ([f"... ({len(lines) - limit} more lines)"] if len(lines) > limit else [])
 
 
