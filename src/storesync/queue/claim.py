@@ -51,14 +51,15 @@ def _claim_params(qs: QueueSettings, worker_id: str, limit: int) -> dict:
 
 
 async def claim_batch(conn: psycopg.AsyncConnection, qs: QueueSettings, worker_id: str,
-                      limit: int, *, prepare: bool = False) -> list[tuple] | None:
+                      limit: int) -> list[tuple] | None:
     """Claim up to `limit` jobs fairly and commit; [] if nothing is claimable now, None if the
-    claim lost a lock-key race and should be retried at once. `prepare`: keep the statement
-    prepared on this connection (only where prepared statements are safe: not PgBouncer in
-    transaction mode; the connection's prepare_threshold must not be None)."""
+    claim lost a lock-key race and should be retried at once.
+
+    Never a prepared statement: a generic plan made while the table was nearly empty stays
+    cached when it fills up (measured: 545 ms per claim instead of 5 ms behind 18k jobs)."""
     try:
         async with conn.transaction():
-            cur = await conn.execute(q.CLAIM_JOBS, _claim_params(qs, worker_id, limit), prepare=prepare or None)
+            cur = await conn.execute(q.CLAIM_JOBS, _claim_params(qs, worker_id, limit))
             return await cur.fetchall()
     except psycopg.errors.UniqueViolation:
         return None

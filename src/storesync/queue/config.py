@@ -40,10 +40,6 @@ class QueueSettings(BaseSettings):
     prune_interval: Annotated[float, Field(gt=0)] = 60.0
     # How often the scheduler (one per cluster) enqueues due periodic jobs and prunes.
     scheduler_interval: Annotated[float, Field(gt=0)] = 1.0
-    # Keep the claim statement prepared (server-side) on the queue's connections. None: only when
-    # DATABASE_URL is also the direct path (no DATABASE_DIRECT_URL, so no PgBouncer in
-    # transaction mode in between); PgBouncer >= 1.21 with max_prepared_statements allows true.
-    prepared_claims: bool | None = None
     # Serve /metrics for this worker on 127.0.0.1:<port> (0: off).
     metrics_port: Annotated[int, Field(ge=0, le=65535)] = 0
 

@@ -112,8 +112,8 @@ WITH RECURSIVE active(group_key) AS (
     SELECT row_id FROM chosen
     WHERE lock_key IS NULL OR pg_try_advisory_xact_lock(%(lock_ns)s, hashtext(lock_key))
 ), claimed AS (
-    -- By ctid (the rows are locked by this statement, so it cannot move): a TID scan whatever
-    -- the statistics say, which keeps a cached generic plan safe when the table grows fast.
+    -- By ctid (the rows are locked by this statement, so they cannot move): a TID scan whatever
+    -- the statistics say (a queue table goes from empty to 20k rows faster than ANALYZE runs).
     UPDATE jobs j
     SET state = 'running', attempt = j.attempt + 1, worker_id = %(worker)s, started_at = now(),
         lease_expires_at = now() + make_interval(secs => %(lease)s)

@@ -115,7 +115,6 @@ class Worker:
         self._last_renewal = time.monotonic()
         self._counters: dict[tuple, object] = {}
         self._timers: dict[tuple, object] = {}
-        self.prepared_claims = False
         self.pool: AsyncConnectionPool | None = None  # handlers' pooled path
         self.qpool: AsyncConnectionPool | None = None  # the queue's own statements
 
@@ -134,11 +133,6 @@ class Worker:
         self.pool = async_pooled_pool(self.settings, name="storesync-jobs")
         self.qpool = async_pooled_pool(self.settings, name="storesync-queue", min_size=1,
                                        max_size=self.qs.claimers + 4)
-        self.prepared_claims = (self.qs.prepared_claims if self.qs.prepared_claims is not None
-                                else self.settings.database_direct_url is None)
-        if self.prepared_claims:
-            # Explicit `prepare=True` only (the claim); nothing else is prepared automatically.
-            self.qpool.kwargs["prepare_threshold"] = 1_000_000_000
         await self.pool.open(wait=False)
         await self.qpool.open(wait=True, timeout=self.settings.connect_timeout * 2)
         if self.qs.metrics_port:
@@ -224,7 +218,7 @@ class Worker:
             t0 = time.perf_counter()
             try:
                 async with self.qpool.connection() as conn:
-                    rows = await claim_batch(conn, self.qs, self.worker_id, want, prepare=self.prepared_claims)
+                    rows = await claim_batch(conn, self.qs, self.worker_id, want)
             except (psycopg.Error, psycopg_pool_errors()) as err:
                 log.warning("claim failed; retrying", error=str(err), error_type=type(err).__name__)
                 await self._sleep_or_stop(min(self.qs.poll_interval, 1.0))
