@@ -31,8 +31,10 @@ WAIT = 20.0  # seconds any propagation may take on a loaded 2-core machine
 
 @pytest.fixture(scope="module")
 def system(module_db):
+    # Plus plan: a large rate-limit bucket keeps the backfill from being throttle-bound (pacing is
+    # tested with the commerce client); subscriptions through `storesync webhooks sync`.
     with running_system(module_db.dsn, children=3, products=10, workers=2, collections=3, subscribe="cli",
-                        extra_env={"STORESYNC_SYNC_RECONCILE_EVERY_S": "3600"}) as system:
+                        plan="plus", extra_env={"STORESYNC_SYNC_RECONCILE_EVERY_S": "3600"}) as system:
         done = system.cli("backfill", check=True)
         assert "30 products copied, 0 rolled back" in " ".join(done.stdout.split()), done.stdout
         assert system.compare().agree, system.compare().problems()
@@ -304,3 +306,45 @@ def test_uninstalled_app_pauses_the_store_and_its_jobs_wait_until_resumed(system
     system.wait_until(lambda: title(system, paused, 8) == "While one store was paused", WAIT,
                       message="paused store caught up after resume")
     assert not [j for j in dead_jobs(system) if "parked" in (j[1] or "")]
+
+
+# --------------------------------------------------------------------------- operator commands
+
+
+def test_webhooks_sync_is_idempotent_and_removes_stale_subscriptions(system) -> None:
+    stale = system.graphql(system.children[0], """
+        mutation { webhookSubscriptionCreate(topic: ORDERS_CREATE, webhookSubscription:
+          {callbackUrl: "https://old.example.com/hooks", format: JSON}) { userErrors { message } } }""")
+    assert not stale.get("errors") and not stale["data"]["webhookSubscriptionCreate"]["userErrors"], stale
+    done = system.cli("webhooks", "sync")
+    out = " ".join(done.stdout.split())
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"{system.children[0]}: kept" in out and "deleted ORDERS_CREATE -> https://old.example.com/hooks" in out
+    again = " ".join(system.cli("webhooks", "sync", check=True).stdout.split())
+    for shop in system.shops:
+        assert f"{shop}: kept" in again
+    assert "created 0, deleted 0" in again and "created 1" not in again and "deleted 1" not in again
+
+
+def test_link_dry_run_reports_duplicates_and_missing_skus_and_stores_nothing(system) -> None:
+    child = system.children[0]
+    system.control.post(f"/_emulator/stores/{child}/seed", json={"products": 0, "catalog": [
+        {"title": "Twin one", "handle": "twin-one", "variants": [{"sku": "TWIN-SKU"}]},
+        {"title": "Twin two", "handle": "twin-two", "variants": [{"sku": "TWIN-SKU"}]},
+        {"title": "No sku", "handle": "no-sku", "variants": [{"sku": ""}]}]}).raise_for_status()
+    links_before = sql(system, "SELECT count(*) FROM sync_links")
+    done = system.cli("link", "--dry-run")
+    out = " ".join(done.stdout.split())
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "duplicate sku 'TWIN-SKU' in child" in out and "missing SKU in child" in out, out
+    assert "dry run: no links stored" in out
+    assert sql(system, "SELECT count(*) FROM sync_links") == links_before
+
+
+def test_access_tokens_are_encrypted_at_rest_and_workers_need_the_key(system) -> None:
+    rows = sql(system, "SELECT shop_domain, access_token_encrypted FROM stores ORDER BY shop_domain")
+    assert len(rows) == 4 and all(blob and "shpat" not in blob for _, blob in rows)
+    env = {k: v for k, v in system.env.items() if k != "STORESYNC_ENCRYPTION_KEY"}
+    done = subprocess.run([sys.executable, "-m", "storesync", "worker"], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2 and "STORESYNC_ENCRYPTION_KEY is not set" in " ".join(done.stderr.split())
