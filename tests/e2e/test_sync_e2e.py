@@ -10,6 +10,8 @@ import base64
 import hashlib
 import hmac
 import json
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -281,6 +283,31 @@ def test_failure_in_the_third_saga_step_leaves_every_store_as_before(system) -> 
     assert "1 products copied" in " ".join(again.stdout.split()), again.stdout + again.stderr
     assert system.product_by_handle(child, "saga-product")["title"] == "Saga product"
     assert level(system, child, "SAGA-1") == 7
+
+
+def test_backfill_killed_midway_resumes_without_duplicates(system) -> None:
+    child = system.children[0]
+    parent_locations = system.locations[system.parent]
+    system.control.post(f"/_emulator/stores/{system.parent}/seed", json={"products": 0, "catalog": [
+        {"title": f"Crash product {n}", "handle": f"crash-product-{n}",
+         "variants": [{"sku": f"CRASH-{n}", "price": "3.00", "options": {"Size": "S"},
+                       "available": {parent_locations[SHOP_LOCATION]: n}}]} for n in range(1, 13)]}
+                        ).raise_for_status()
+    run = system.start_cli("backfill-killed", "backfill", "--child", child, "--concurrency", "1")
+    done_sagas = "SELECT count(*) FROM sync_sagas WHERE id LIKE %(id)s AND state = 'completed'"
+    pattern = {"id": f"copy:{child}:%"}
+    before = sql(system, done_sagas, pattern)[0][0]
+    system.wait_until(lambda: sql(system, done_sagas, pattern)[0][0] >= before + 2, WAIT, message="2 copies done")
+    os.killpg(run.pid, signal.SIGKILL)  # a crash: no cleanup, maybe mid-saga
+    run.popen.wait(timeout=10)
+    assert run.popen.returncode == -signal.SIGKILL
+    again = system.cli("backfill", "--child", child, timeout=120)
+    assert again.returncode == 0, again.stdout + again.stderr
+    handles = [p["handle"] for p in system.snapshot(child)["products"]]
+    for n in range(1, 13):
+        assert handles.count(f"crash-product-{n}") == 1, handles
+        assert level(system, child, f"CRASH-{n}") == n
+    assert sql(system, "SELECT count(*) FROM sync_sagas WHERE state IN ('running', 'compensating')") == [(0,)]
 
 
 def test_uninstalled_app_pauses_the_store_and_its_jobs_wait_until_resumed(system) -> None:
