@@ -20,7 +20,7 @@ class QueueSettings(BaseSettings):
     # Most jobs one claim takes (also bounded by free slots).
     batch_size: Annotated[int, Field(ge=1, le=10_000)] = 100
     # Groups (merchants) one claim locks and serves, least-recently-served first.
-    groups_per_claim: Annotated[int, Field(ge=1, le=10_000)] = 8
+    groups_per_claim: Annotated[int, Field(ge=1, le=10_000)] = 16
     # Most jobs one group gets in one claim.
     per_group_cap: Annotated[int, Field(ge=1, le=10_000)] = 50
     # A run's lease; heartbeats renew it every lease/3. A dead worker's job reruns after this.
