@@ -114,9 +114,13 @@ def test_edit_made_in_a_child_to_a_synced_field_is_reverted(system) -> None:
     system.wait_until(lambda: title(system, child, 5) == original, WAIT, message="child edit reverted")
     product = system.product_by_handle(child, "demo-product-5")
     assert product["vendor"] == system.product_by_handle(system.parent, "demo-product-5")["vendor"]
-    reverted = sql(system, "SELECT before, after FROM sync_audit WHERE shop = %(shop)s AND action = 'revert_child_edit'",
-                   {"shop": child})
-    assert any(b == "Edited in the child" and a == original for b, a in reverted), reverted
+
+    def reverted() -> bool:  # recorded right after the write that the title shows
+        rows = sql(system, "SELECT before, after FROM sync_audit WHERE shop = %(shop)s "
+                           "AND action = 'revert_child_edit'", {"shop": child})
+        return any(b == "Edited in the child" and a == original for b, a in rows)
+
+    system.wait_until(reverted, WAIT, message="the revert is in the audit trail")
 
 
 def test_child_only_variant_survives_a_parent_update(system) -> None:

@@ -30,11 +30,12 @@ from storesync.sync.catalog import CatalogBlocked, CatalogError, sync_product_to
 from storesync.sync.conflicts import judge_level_delivery, level_from_webhook, version_of_delivery
 from storesync.sync.inventory import (
     InventoryError, Outcome, SaleContext, StaleRetriesExhausted, apply_order_event, fan_out_level,
+    order_event_from_webhook,
 )
 from storesync.sync.model import LinkKind, LinkMap
 from storesync.sync.network import MerchantNetwork, UnknownStore
 from storesync.sync.runtime import (
-    Storage, SyncRuntime, SyncSettings, job_storage, park_job, pause_store, paused_among, process_runtime,
+    Storage, SyncRuntime, SyncSettings, child_links, job_storage, park_job, pause_store, paused_among, process_runtime,
 )
 from storesync.sync.saga import PermanentStepError, SagaConflict, SagaExecutor, SagaState, SagaStuck
 from storesync.sync.saga_actions import SagaDeps, copy_product_actions, copy_product_steps
@@ -146,7 +147,11 @@ async def product_webhook(ctx: JobContext) -> None:
     rt = await _runtime(ctx)
     net, store = _lookup(rt, p["shop"])
     async with job_storage(ctx.pool) as st:
-        links = await st.links.link_map(store.shop) if store.role == "child" else None
+        links = None
+        if store.role == "child":
+            body = p["body"]
+            product_id = routing._gid("Product", body.get("admin_graphql_api_id") or body.get("id"))
+            links = await child_links(st.conn, store.shop, products=[product_id])
         routed = routing.route_product_webhook(net, store.shop, p["body"], links, delivery_cause(p["delivery_id"]))
         if routed.ignored:
             log.info("product webhook ignored", shop=store.shop, why=routed.ignored)
@@ -168,8 +173,11 @@ async def order_webhook(ctx: JobContext) -> None:
     rt = await _runtime(ctx)
     net, store = _lookup(rt, p["shop"])
     async with job_storage(ctx.pool) as st:
-        links = await st.links.link_map(store.shop) if store.role == "child" else None
         try:
+            links = None
+            if store.role == "child":
+                event = order_event_from_webhook(store.shop, p["topic"], p["body"])
+                links = await child_links(st.conn, store.shop, variants=[s.child_variant_id for s in event.sales])
             routed = routing.route_order_webhook(net, store.shop, p["topic"], p["body"], links,
                                                  delivery_cause(p["delivery_id"]))
         except (InventoryError, ValueError) as err:
@@ -195,7 +203,8 @@ async def level_webhook(ctx: JobContext) -> None:
             shop=store.shop, role=store.role, inventory_item_id=report.inventory_item_id,
             location_id=report.location_id, available=report.available, version=version,
             versions=st.versions, writes=st.writes)
-        links = await st.links.link_map(store.shop) if store.role == "child" else None
+        links = (await child_links(st.conn, store.shop, items=[report.inventory_item_id])
+                 if store.role == "child" else None)
         routed = routing.route_level_decision(net, store.shop, decision, item=report.inventory_item_id,
                                               location=report.location_id, child_links=links,
                                               cause=delivery_cause(p["delivery_id"]))
@@ -234,8 +243,8 @@ async def product_to_child(ctx: JobContext) -> None:
     async with job_storage(ctx.pool) as st:
         async def work() -> None:
             if p.get("only_if_linked"):
-                links = await st.links.link_map(p["child_shop"])
-                if links.child_id(LinkKind.PRODUCT, p["parent_product_id"]) is None:
+                down = await st.links.links_down(LinkKind.PRODUCT, p["parent_product_id"])
+                if not any(lk.child_shop == p["child_shop"] for lk in down):
                     log.info("product no longer linked; not re-created", child=p["child_shop"],
                              product=p["parent_product_id"])
                     return
@@ -266,8 +275,8 @@ async def sale(ctx: JobContext) -> None:
 
     async with job_storage(ctx.pool) as st:
         async def work() -> None:
-            sctx = SaleContext(net, await st.links.link_map(p["child_shop"]), st.ledger, rt.api(net.parent.shop),
-                               st.writes, st.audit)
+            links = await child_links(st.conn, p["child_shop"], variants=[s.child_variant_id for s in event.sales])
+            sctx = SaleContext(net, links, st.ledger, rt.api(net.parent.shop), st.writes, st.audit)
             outcomes = await apply_order_event(sctx, event, cause)
             for o in outcomes:
                 if o.outcome in (Outcome.UNLINKED, Outcome.NO_LOCATION):

@@ -30,6 +30,7 @@ from storesync.db import network_sql
 from storesync.logs import get_logger
 from storesync.queue.enqueue import JobSpec, Lane, enqueue_async
 from storesync.sync.catalog import SyncPolicy
+from storesync.sync.model import LinkMap
 from storesync.sync.network import MerchantNetwork, Network
 from storesync.sync.shopify_adapter import ShopifyCatalogScan, SyncStoreAPI
 from storesync.sync.store_pg import PgAppliedVersions, PgAudit, PgLedger, PgLinks, PgStepLog, PgWriteRecords
@@ -156,6 +157,21 @@ async def job_storage(pool) -> AsyncIterator[Storage]:
         finally:
             if not conn.closed:
                 await conn.set_autocommit(False)
+
+
+async def child_links(conn: psycopg.AsyncConnection, child_shop: str, *, products: Iterable[str] = (),
+                      variants: Iterable[str] = (), items: Iterable[str] = ()) -> LinkMap:
+    """The links of `child_shop` for these child products, variants and inventory items only:
+    a webhook needs a handful, not the whole map (thousands of rows in a large catalog)."""
+    from psycopg.rows import dict_row
+
+    from storesync.sync.store_pg import _link
+    from storesync.sync.wiring_sql import CHILD_LINKS_SUBSET
+
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(CHILD_LINKS_SUBSET, {"child_shop": child_shop, "products": list(products),
+                                               "variants": list(variants), "items": list(items)})
+        return LinkMap(child_shop, [_link(r) for r in await cur.fetchall()])
 
 
 # --------------------------------------------------------------------------- paused stores
