@@ -517,10 +517,10 @@ def _seed(control: httpx.Client, system_graphql: Callable[[str, str, dict], dict
         data = (res.get("data") or {}).get("collectionCreate") or {}
         if res.get("errors") or data.get("userErrors") or not data.get("collection"):
             raise SystemStartError(f"seeding: collectionCreate {title!r}: {res}")
-        if members:
+        for start in range(0, len(members), 250):  # Shopify takes at most 250 ids per call
             res = system_graphql(parent, "mutation($id: ID!, $ids: [ID!]!) { collectionAddProducts(id: $id, "
                                  "productIds: $ids) { collection { id } userErrors { field message } } }",
-                                 {"id": data["collection"]["id"], "ids": members})
+                                 {"id": data["collection"]["id"], "ids": members[start:start + 250]})
             if res.get("errors") or (res.get("data") or {}).get("collectionAddProducts", {}).get("userErrors"):
                 raise SystemStartError(f"seeding: collectionAddProducts {title!r}: {res}")
     # Children may already sell some of the parent's products (same SKUs, stale stock): linking finds them.
