@@ -167,3 +167,24 @@ def test_group_concurrency_limit_holds_under_concurrent_claimers(db):
     with db.connect() as conn:
         done = conn.execute("SELECT count(*) FROM jobs WHERE state = 'succeeded'").fetchone()[0]
     assert done > 50  # the claimers did make progress
+
+
+def test_groups_at_their_concurrency_limit_do_not_hog_the_claim(db):
+    with db.connect() as conn:
+        enqueue_many(conn, [JobSpec("k.a", {}, group=f"busy{i:02d}") for i in range(20) for _ in range(3)])
+        conn.execute("UPDATE job_groups SET concurrency_limit = 1")
+        conn.commit()
+        for _ in range(10):  # one running job per busy group: all at their limit
+            _claim(conn, groups_per_claim=4)
+        assert conn.execute("SELECT count(*) FROM jobs WHERE state = 'running'").fetchone()[0] == 20
+        # zz-free was served most recently of all, so every busy group comes before it.
+        enqueue_many(conn, [JobSpec("k.a", {}, group="zz-free")])
+        conn.commit()
+        first = [r for _ in range(7) for r in _claim(conn, groups_per_claim=4)]
+        assert [r[3] for r in first] == ["zz-free"]
+        enqueue_many(conn, [JobSpec("k.a", {"free": True}, group="zz-free")])
+        conn.commit()
+        got = []
+        for _ in range(7):  # ceil(21 groups / 4 per claim) + 1
+            got += _claim(conn, groups_per_claim=4)
+    assert [r[3] for r in got] == ["zz-free"]

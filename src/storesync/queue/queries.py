@@ -60,7 +60,8 @@ RETURNING id, singleton_key, xmax::text <> '0' AS collapsed
 # twice the batch at most; less if the group's concurrency limit leaves less room), skipping jobs
 # whose lock key is running and keeping one job per lock key (candidates are row-locked SKIP LOCKED
 # as they are read); order lanes first, then round-robin across groups (each group's 1st job
-# before any group's 2nd); mark the chosen ones running under a lease, and move the served (or found-empty) groups to the back of the order.
+# before any group's 2nd); mark the chosen ones running under a lease; move the served groups,
+# and those with nothing claimable (empty, at their concurrency limit, stale), to the back.
 CLAIM_JOBS = """
 WITH RECURSIVE active(group_key) AS (
     (SELECT group_key FROM jobs WHERE state = 'queued' ORDER BY group_key LIMIT 1)
@@ -122,7 +123,7 @@ WITH RECURSIVE active(group_key) AS (
 ), served AS (
     UPDATE job_groups g SET last_served_at = clock_timestamp()
     WHERE g.group_key IN (SELECT group_key FROM chosen)
-       OR g.group_key IN (SELECT group_key FROM grp WHERE room > 0 EXCEPT SELECT group_key FROM cand)
+       OR g.group_key IN (SELECT group_key FROM grp EXCEPT SELECT group_key FROM cand)
 )
 SELECT id, kind, payload, group_key, lane, attempt, max_attempts, lock_key FROM claimed
 """
