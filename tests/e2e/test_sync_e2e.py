@@ -107,6 +107,23 @@ def test_parent_edit_fans_out_to_every_child(system) -> None:
         assert catalog_view(system.snapshot(child))["demo-product-1"] == parent_view
 
 
+def test_product_new_to_the_children_is_created_in_each_with_its_stock(system) -> None:
+    parent_locations = system.locations[system.parent]
+    system.control.post(f"/_emulator/stores/{system.parent}/seed", json={"products": 0, "catalog": [{
+        "title": "Late addition", "handle": "late-addition", "vendor": "Northwind",
+        "variants": [{"sku": "LATE-S", "price": "8.00", "options": {"Size": "S"},
+                      "available": {parent_locations[n]: q for n, q in zip(LOCATION_NAMES, (6, 2))}},
+                     {"sku": "LATE-M", "price": "8.00", "options": {"Size": "M"},
+                      "available": {parent_locations[n]: q for n, q in zip(LOCATION_NAMES, (4, 1))}}]}]}
+                        ).raise_for_status()
+    system.edit_parent_product("late-addition", title="Late addition, now live")  # products/update
+    system.wait_until(lambda: all(
+        system.level(c, "LATE-S", LOCATION_NAMES[0]) == 6 and system.level(c, "LATE-M", LOCATION_NAMES[1]) == 1
+        for c in system.children), WAIT, message="every child has the product and its stock")
+    parent_view = catalog_view(system.snapshot(system.parent))["late-addition"]
+    assert all(catalog_view(system.snapshot(c))["late-addition"] == parent_view for c in system.children)
+
+
 def test_edit_made_in_a_child_to_a_synced_field_is_reverted(system) -> None:
     child = system.children[2]
     original = title(system, system.parent, 5)
@@ -287,6 +304,7 @@ def test_failure_in_the_third_saga_step_leaves_every_store_as_before(system) -> 
     assert "1 products copied" in " ".join(again.stdout.split()), again.stdout + again.stderr
     assert system.product_by_handle(child, "saga-product")["title"] == "Saga product"
     assert level(system, child, "SAGA-1") == 7
+    system.cli("backfill", check=True, timeout=120)  # leave every parent product in every child
 
 
 def test_backfill_killed_midway_resumes_without_duplicates(system) -> None:
@@ -312,6 +330,7 @@ def test_backfill_killed_midway_resumes_without_duplicates(system) -> None:
         assert handles.count(f"crash-product-{n}") == 1, handles
         assert level(system, child, f"CRASH-{n}") == n
     assert sql(system, "SELECT count(*) FROM sync_sagas WHERE state IN ('running', 'compensating')") == [(0,)]
+    system.cli("backfill", check=True, timeout=120)  # leave every parent product in every child
 
 
 def test_uninstalled_app_pauses_the_store_and_its_jobs_wait_until_resumed(system) -> None:

@@ -261,6 +261,8 @@ async def product_to_child(ctx: JobContext) -> None:
                 raise PermanentError(f"{p['child_shop']}: {err}") from err
             log.info("product synced", child=p["child_shop"], product=p["parent_product_id"],
                      result="deleted" if plan is None else ("noop" if plan.noop else "written"))
+            if plan is not None and plan.created_variants:
+                await _stock_new_variants(st, net, p["child_shop"], plan.created_variants, cause)
 
         await _guarded(ctx, st, [net.parent.shop, p["child_shop"]], work)
 
@@ -299,9 +301,26 @@ async def fan_out(ctx: JobContext) -> None:
     cause = p.get("cause") or job_cause(ctx.job_id)
     async with job_storage(ctx.pool) as st:
         async def work() -> None:
+            level = await rt.api(net.parent.shop).read_level(p["parent_item"], p["parent_location"])
+            if level is None:  # e.g. a new variant the parent does not stock at this location
+                log.info("parent does not stock the item there; nothing to fan out", item=p["parent_item"],
+                         location=p["parent_location"])
+                return
             await _fan_out(ctx, rt, st, net, p["parent_item"], p["parent_location"], cause, p.get("only"))
 
         await _guarded(ctx, st, [net.parent.shop], work)
+
+
+async def _stock_new_variants(st: Storage, net: MerchantNetwork, child_shop: str, parent_variants, cause: str) -> None:
+    """Variants just created in a child start with no stock: fan the parent's level out to them
+    (the parent's own level webhooks may have come before the link existed)."""
+    jobs = []
+    for variant_id in parent_variants:
+        for link in await st.links.links_down(LinkKind.VARIANT, variant_id):
+            if link.child_shop == child_shop and link.parent_inventory_item_id:
+                jobs += [routing.fan_out_job(link.parent_inventory_item_id, parent_loc, cause, only=child_shop)
+                         for parent_loc in net.location_maps.get(child_shop, {})]
+    await enqueue_jobs(st.conn, jobs, net.merchant_id)
 
 
 def copy_job(net: MerchantNetwork, saga_id: str, parent_product_id: str | None, child_shop: str, cause: str,
