@@ -34,7 +34,8 @@ async def cli_runtime(settings: Settings, *, sync_settings: SyncSettings | None 
                       max_connections: int = 24) -> AsyncIterator[SyncRuntime]:
     """A runtime for a command: its own small pool (budget and sync tables) and API clients."""
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per API call drowns the report
-    pool = async_pooled_pool(settings, name="storesync-cli", min_size=1, max_size=max_connections)
+    pool = async_pooled_pool(settings, name="storesync-cli", min_size=1,
+                             max_size=max(max_connections, settings.pool_max_size))
     await pool.open(wait=True, timeout=settings.connect_timeout * 2)
     try:
         config = await asyncio.to_thread(load_network_config, settings)
