@@ -100,6 +100,9 @@ class Story:
         self.say(f"parent catalog: {len(parent['products'])} products, {variants} variants, "
                  f"{len(parent['collections'])} collections, stock at {len(parent['locations'])} locations; "
                  f"each child already sells {CHILD_OVERLAP} of those products (same SKUs, stale stock)")
+        subs = s.control.get("/_emulator/webhooks/subscriptions").json()["subscriptions"]
+        self.say(f"`storesync webhooks sync` subscribed every store to {len(subs) // len(s.shops)} topics "
+                 f"({len(subs)} subscriptions to {s.webhook_url})")
         self.console.print("processes: " + " ".join(f"{p.name}={p.pid}" for p in s.processes.processes),
                            highlight=False, soft_wrap=True)
 
@@ -142,11 +145,13 @@ class Story:
             raise DemoFailed(f"`storesync backfill` exited {backfill.popen.returncode}:\n{_tail(backfill.log_tail())}")
         self.say(f"{total} products present in the children after {time.monotonic() - started:.1f}s")
         out = self.require_command("reconcile")
-        for line in _summary_lines(out, limit=2):
-            self.console.print(f"   {line}", highlight=False)
-        took = self.converge("every child equal to the parent after the initial sync",
-                             lambda: s.compare().agree, timeout=30)
-        self.say(f"every child agrees with the parent (catalog and stock), {took:.1f}s after reconcile")
+        report = _summary_lines(out, limit=10**6)
+        if report:
+            self.console.print(f"   reconcile: {report[0].strip()} (each repair is one line of its report)",
+                               highlight=False)
+        self.converge("every child equal to the parent after the initial sync", lambda: s.compare().agree,
+                      timeout=30)
+        self.say("every child agrees with the parent (catalog and stock)")
 
     def parent_edit(self) -> None:
         self.console.rule("3. a parent edit fans out")
@@ -328,7 +333,7 @@ def run_demo(settings: Settings, console: Console) -> int:
             status.start()
             with running_system(settings.pooled_dsn, children=CHILDREN, products=PRODUCTS, workers=WORKERS,
                                 child_overlap=CHILD_OVERLAP, plan=PLAN, on_step=on_step,
-                                workdir=workdir) as system:
+                                subscribe="cli", workdir=workdir) as system:
                 story = Story(system, console, t0)
                 story.say(f"system up in {time.monotonic() - t0:.1f}s; logs in {workdir}/")
                 story.show_system()
