@@ -115,29 +115,30 @@ class ProcessSet:
             if p.service and not p.alive():
                 raise SystemStartError(f"{p.name} (pid {p.pid}) exited with {p.popen.returncode}:\n{p.log_tail()}")
 
-    def stop(self, proc: ManagedProcess, timeout: float) -> None:
-        if proc.alive():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.popen.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pass
-        # The group may hold children of the process (e.g. uvicorn workers): kill what is left.
+    @staticmethod
+    def _signal(proc: ManagedProcess, sig: int) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.popen.wait(timeout=5)
+            os.killpg(proc.pid, sig)
 
     def stop_all(self, timeout: float) -> None:
-        """SIGTERM every process at once (reverse start order), then wait; SIGKILL stragglers."""
-        for proc in reversed(self.processes):
-            if proc.alive():
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
+        """Stop in dependency order: workers and commands first (they drain against the web tier,
+        the emulator and Postgres), then the web tier, then the emulator. Each tier gets SIGTERM
+        at once; what is alive at the deadline gets SIGKILL, and so does what is left in each
+        process group (children the process may have started)."""
         deadline = time.monotonic() + timeout
-        for proc in reversed(self.processes):
-            self.stop(proc, max(0.0, deadline - time.monotonic()))
+        tiers = [[p for p in self.processes if p.name not in ("web", "emulator")],
+                 [p for p in self.processes if p.name == "web"],
+                 [p for p in self.processes if p.name == "emulator"]]
+        for tier in tiers:
+            for proc in tier:
+                if proc.alive():
+                    self._signal(proc, signal.SIGTERM)
+            for proc in tier:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.popen.wait(timeout=max(0.1, deadline - time.monotonic()))
+                self._signal(proc, signal.SIGKILL)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.popen.wait(timeout=5)
 
 
 # --------------------------------------------------------------------------- catalog
