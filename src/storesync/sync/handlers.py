@@ -15,6 +15,7 @@ unfinished sagas (`enqueue_saga_resumes`); a saga job's lock key keeps it from r
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
 
@@ -35,7 +36,7 @@ from storesync.sync.inventory import (
 from storesync.sync.model import LinkKind, LinkMap
 from storesync.sync.network import MerchantNetwork, UnknownStore
 from storesync.sync.runtime import (
-    Storage, SyncRuntime, SyncSettings, child_links, job_storage, park_job, pause_store, paused_among, process_runtime,
+    SerializedStorage, Storage, SyncRuntime, SyncSettings, child_links, job_storage, park_job, pause_store, paused_among, process_runtime,
 )
 from storesync.sync.saga import PermanentStepError, SagaConflict, SagaExecutor, SagaState, SagaStuck
 from storesync.sync.saga_actions import SagaDeps, copy_product_actions, copy_product_steps
@@ -125,11 +126,19 @@ async def _fan_out(ctx: JobContext, rt: SyncRuntime, st: Storage, net: MerchantN
     active = [s for s in targets if s not in paused]
     if not active:
         return
-    outcomes = await fan_out_level(net, rt.api(net.parent.shop), {s: rt.api(s) for s in active},
-                                   await _child_maps_for_item(st, net, item), st.writes, st.audit,
-                                   item, location, cause, only=active)
+    # One `fan_out_level` per child, all at once: each reads the parent's level and sets its
+    # child; the store calls overlap, the few statements take turns on the job's connection.
+    maps = await _child_maps_for_item(st, net, item)
+    shared = SerializedStorage(st)
+    per_child = await asyncio.gather(*(
+        fan_out_level(net, rt.api(net.parent.shop), {shop: rt.api(shop)}, maps, shared.writes, shared.audit,
+                      item, location, cause, only=[shop]) for shop in active), return_exceptions=True)
+    failures = [r for r in per_child if isinstance(r, BaseException)]
+    outcomes = [o for r in per_child if not isinstance(r, BaseException) for o in r]
     log.info("level fanned out", item=item, location=location,
              results={o.shop: f"{o.result}:{o.before}->{o.after}" for o in outcomes})
+    if failures:
+        raise failures[0]  # the job retries; children already set are unchanged on the rerun
 
 
 async def _runtime(ctx: JobContext) -> SyncRuntime:

@@ -104,6 +104,31 @@ class Storage:
         self.audit = PgAudit(self.conn)
 
 
+class SerializedStorage:
+    """Write records and audit of one `Storage` shared by concurrent tasks: their statements
+    take turns on the one connection while the tasks' store calls overlap."""
+
+    def __init__(self, st: Storage) -> None:
+        self._st = st
+        self._lock = asyncio.Lock()
+        self.writes = _Locked(st.writes, self._lock)
+        self.audit = _Locked(st.audit, self._lock)
+
+
+class _Locked:
+    def __init__(self, target, lock: asyncio.Lock) -> None:
+        self._target, self._lock = target, lock
+
+    def __getattr__(self, name: str):
+        method = getattr(self._target, name)
+
+        async def call(*args, **kwargs):
+            async with self._lock:
+                return await method(*args, **kwargs)
+
+        return call
+
+
 class StorePaused(Exception):
     """A job needs a paused store; it is parked, not failed."""
 
@@ -113,14 +138,18 @@ class StorePaused(Exception):
 
 
 class SyncRuntime:
-    def __init__(self, settings: Settings, config: NetworkConfig, *, pool=None,
+    def __init__(self, settings: Settings, config: NetworkConfig, *, pool=None, budget_pool=None,
                  sync_settings: SyncSettings | None = None) -> None:
         self.settings = settings
         self.sync_settings = sync_settings or SyncSettings.load()
         self.config = config
-        self.pool = pool  # pooled path: the shared budget, and per-job storage connections
+        self.pool = pool  # pooled path: per-job storage connections
+        # The shared rate-limit budget's short statements. A pool of their own: a job holds a
+        # storage connection while its API calls reserve budget, so one shared pool could be
+        # drained by jobs that each wait for one more connection.
+        self.budget_pool = budget_pool or pool
         self.network = Network.from_config(config)
-        self.clients = StoreClients(config, pool=pool, max_attempts=self.sync_settings.admin_max_attempts)
+        self.clients = StoreClients(config, pool=self.budget_pool, max_attempts=self.sync_settings.admin_max_attempts)
         self.policies = {m.id: SyncPolicy.from_mapping(m.sync_policy_mapping()) for m in config.merchants}
         self._apis: dict[str, ShopifyStoreAPI] = {}
 
@@ -146,6 +175,8 @@ class SyncRuntime:
 
     async def aclose(self) -> None:
         await self.clients.aclose()
+        if self.budget_pool is not None and self.budget_pool is not self.pool:
+            await self.budget_pool.close()
 
 
 @asynccontextmanager
@@ -212,6 +243,10 @@ async def process_runtime(settings: Settings, pool) -> SyncRuntime:
     global _RUNTIME
     async with _RUNTIME_LOCK:
         if _RUNTIME is None:
+            from storesync.db.pools import async_pooled_pool
+
             config = await asyncio.to_thread(load_network_config, settings)
-            _RUNTIME = SyncRuntime(settings, config, pool=pool)
+            budget_pool = async_pooled_pool(settings, name="storesync-budget", min_size=1, max_size=4)
+            await budget_pool.open(wait=False)
+            _RUNTIME = SyncRuntime(settings, config, pool=pool, budget_pool=budget_pool)
         return _RUNTIME
