@@ -38,31 +38,54 @@ def test_demo_plays_the_story_and_ends_with_every_store_agreeing(db):
     assert "all 4 stores agree" in out
 
 
-@pytest.mark.timeout(120)
-def test_ctrl_c_during_the_demo_stops_every_process_it_started(db):
+def _processes_with_env_value(value: str) -> list[int]:
+    """Live processes whose environment mentions `value` (the demo's work dir is in every
+    environment the demo gives its processes: STORESYNC_CONFIG_FILE)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and pid_alive(int(entry)):
+            try:
+                with open(f"/proc/{entry}/environ", "rb") as f:
+                    if value.encode() in f.read():
+                        found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+@pytest.mark.timeout(150)
+def test_ctrl_c_during_the_initial_sync_stops_every_process_the_demo_started(db):
     proc = subprocess.Popen([sys.executable, "-m", "storesync", "demo"], env=_demo_env(db.dsn),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)
     pids: list[int] = []
+    workdir = None
     try:
         assert proc.stdout is not None
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 90
         seen = []
         while time.monotonic() < deadline:
             line = proc.stdout.readline()
             if not line:
                 break
             seen.append(line)
+            if workdir is None and (m := re.search(r"logs in (\S+?)/?$", line.strip())):
+                workdir = m.group(1)
             if line.startswith("processes:"):
                 pids = [int(p) for p in re.findall(r"=(\d+)", line)]
+            if "2. initial sync" in line:  # the backfill command runs too now
                 break
-        assert len(pids) == 4, "".join(seen)
-        assert all(pid_alive(p) for p in pids)
+        assert len(pids) == 4 and workdir, "".join(seen)
+        time.sleep(1.0)
+        assert all(pid_alive(p) for p in pids), "".join(seen)
+        # 2 workers, web, backfill (the emulator runs without the network file; its pid is in pids)
+        assert len(_processes_with_env_value(workdir)) >= 4
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=40)
         assert proc.returncode == 130 and "interrupted" in rest, rest  # stopped by the signal, not done
         deadline = time.monotonic() + 15
-        while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
+        while _processes_with_env_value(workdir) and time.monotonic() < deadline:
             time.sleep(0.1)
+        assert _processes_with_env_value(workdir) == [], rest
         assert [p for p in pids if pid_alive(p)] == [], rest
     finally:
         if proc.poll() is None:
