@@ -108,7 +108,7 @@ class Worker:
         self._ack_wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._drain_now = asyncio.Event()
-        self._backlog = asyncio.Event()  # the last claim found jobs: the helper loops claim too
+        self._backlog = asyncio.Event()  # the last claim found a backlog: the helper loops claim too
         self._rng = random.Random()
         self.listening = False
         self.is_scheduler = False
@@ -199,8 +199,8 @@ class Worker:
 
     async def _claim_loop(self, primary: bool = True) -> None:
         """Claim whenever slots are free. The primary loop also answers wake-ups and polls; the
-        others only help while claims keep finding jobs, so an idle worker does not poll once
-        per loop."""
+        others only help while claims keep finding a backlog, so a trickle of jobs costs one
+        claim per wake-up, not one per loop."""
         assert self.qpool is not None
         idle_wait = 0.002
         while not self._stop.is_set():
@@ -229,7 +229,7 @@ class Worker:
             m.WORKER_IN_FLIGHT.set(self._executing)
             if rows is None:  # lost a lock-key race with another worker: try again at once
                 continue
-            if rows:  # maybe more where these came from: let the helper loops claim too
+            if len(rows) >= max(2, want // 4):  # a backlog, not a trickle: helper loops claim too
                 self._backlog.set()
             else:
                 self._backlog.clear()
