@@ -169,8 +169,11 @@ def initial_sync(dsn: str, products: int, children: int, plan: str, cap: float, 
         backfill = system.start_cli("backfill", "backfill", "--concurrency", str(concurrency),
                                     env={"STORESYNC_POOL_MAX_SIZE": str(concurrency * children + 6)})
         copied = 0
+        first_copy_s = None
         while time.monotonic() - started < cap:
             copied = sum(len(system.snapshot(c)["products"]) for c in system.children)
+            if copied and first_copy_s is None:
+                first_copy_s = time.monotonic() - started
             if copied >= total and not backfill.alive():
                 break
             if not backfill.alive() and backfill.popen.returncode != 0:
@@ -179,10 +182,16 @@ def initial_sync(dsn: str, products: int, children: int, plan: str, cap: float, 
         elapsed = time.monotonic() - started
         finished = copied >= total and not backfill.alive()
         agree = system.compare().agree if finished else None
-    projected = elapsed if finished else (elapsed * total / copied if copied else float("inf"))
+    # Not finished: the time to the first copy (linking, collections) plus the rest at the rate since.
+    if finished:
+        projected = elapsed
+    elif copied and first_copy_s is not None and elapsed > first_copy_s:
+        projected = first_copy_s + total * (elapsed - first_copy_s) / copied
+    else:
+        projected = float("inf")
     return {"products": products, "children": children, "plan": plan, "bucket": bucket, "restore_rate": rate,
             "floor_points": floor, "bound_s": bound, "elapsed_s": elapsed, "copied": copied, "total": total,
-            "finished": finished, "agree": agree, "projected_s": projected,
+            "finished": finished, "agree": agree, "projected_s": projected, "first_copy_s": first_copy_s,
             "ratio": projected / bound if bound else float("inf")}
 
 
@@ -245,8 +254,9 @@ def main() -> None:
             f"{j['kind']} x{j['jobs']} (wait p50 {j['wait_ms']:.0f} ms, run p50 {j['run_ms']:.0f} ms)"
             for j in results[key]))
     s = results["sync"]
+    first = "no copy yet" if s["first_copy_s"] is None else f"first copy after {s['first_copy_s']:.0f} s"
     state = ("finished" if s["finished"] else f"capped at {s['elapsed_s']:.0f} s: {s['copied']}/{s['total']} copied, "
-             f"projected {s['projected_s']:.0f} s")
+             f"{first}, projected {s['projected_s']:.0f} s")
     print()
     print(f"| initial sync | plan | cost bound | storesync | ratio | goal |")
     print("|---|---|---:|---:|---:|---|")
