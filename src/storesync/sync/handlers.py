@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -48,6 +49,7 @@ JOB_COPY_PRODUCT = "sync.copy_product"
 JOB_RECONCILE = "sync.reconcile"
 JOB_RECONCILE_ALL = "sync.reconcile_all"
 JOB_PRUNE_WRITES = "sync.prune_write_records"
+CHILD_EVENT_DEBOUNCE_S = 1.0  # a child's product events re-check the child this much later
 SYSTEM_GROUP = "storesync"  # fairness group of network-wide periodic jobs
 WRITE_RECORD_TTL = timedelta(days=1)
 
@@ -166,9 +168,12 @@ async def product_webhook(ctx: JobContext) -> None:
             log.info("product webhook ignored", shop=store.shop, why=routed.ignored)
         if store.role == "child":
             # A child's event re-syncs a linked copy; it never (re)creates one: the link may be
-            # gone because a saga compensated that very product.
+            # gone because a saga compensated that very product. It waits a moment, so the burst
+            # of products/update a child sends for our own writes (and its stock moves)
+            # collapses into one job (singleton key), or into a parent-caused job already queued.
             for job in routed.jobs:
                 job.payload["only_if_linked"] = True
+            routed.jobs = [replace(j, delay_s=max(j.delay_s, CHILD_EVENT_DEBOUNCE_S)) for j in routed.jobs]
         await enqueue_jobs(st.conn, routed.jobs, net.merchant_id)
 
 
