@@ -28,7 +28,7 @@ import signal
 import socket
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -87,7 +87,6 @@ class Run:
     task: asyncio.Task | None = None
     # Why the task was cancelled by us: "lost" (lease gone) or "released" (shutdown).
     abandoned: str | None = None
-    started: float = field(default_factory=time.perf_counter)
 
 
 class Worker:
