@@ -91,3 +91,19 @@ def test_ctrl_c_during_the_initial_sync_stops_every_process_the_demo_started(db)
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.timeout(60)
+def test_demo_refuses_a_database_url_that_holds_work_and_changes_nothing(db):
+    from storesync.queue.enqueue import JobSpec, enqueue
+
+    with db.connect() as conn:
+        enqueue(conn, JobSpec("queue.noop", {}, group="someone"))
+        conn.commit()
+    done = subprocess.run([sys.executable, "-m", "storesync", "demo"], env=_demo_env(db.dsn), capture_output=True,
+                          text=True, timeout=50, stdin=subprocess.DEVNULL)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "needs an empty database" in done.stdout
+    assert "processes:" not in done.stdout  # nothing was started
+    with db.connect() as conn:
+        assert conn.execute("SELECT kind FROM jobs").fetchall() == [("queue.noop",)]
