@@ -345,13 +345,19 @@ def run_demo(settings: Settings, console: Console) -> int:
                 agreed = story.final_table()
     except DemoFailed as err:
         console.print(f"[bold red]demo failed:[/] {err}", highlight=False)
-        console.print(f"every process the demo started is stopped; their logs are in {workdir}/", highlight=False)
+        if any(workdir.iterdir()):
+            console.print(f"every process the demo started is stopped; their logs are in {workdir}/", highlight=False)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
         return 1
     except SystemStartError as err:
+        status.stop()
         console.print(f"[bold red]demo failed: the system did not start:[/] {err}", highlight=False)
+        console.print(f"the processes' logs are in {workdir}/", highlight=False)
         return 1
     except KeyboardInterrupt:
         status.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
         console.print("[yellow]interrupted: every process the demo started is stopped[/]")
         return 130
     if agreed:
