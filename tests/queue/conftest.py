@@ -27,6 +27,8 @@ FAST = {
     "STORESYNC_QUEUE_BACKOFF_BASE": "0.05",
     "STORESYNC_QUEUE_BACKOFF_CAP": "0.2",
     "STORESYNC_QUEUE_SCHEDULER_INTERVAL": "0.1",
+    # The test server is shared with other test sessions: few connections per worker.
+    "STORESYNC_POOL_MAX_SIZE": "4",
 }
 
 

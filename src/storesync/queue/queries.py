@@ -268,6 +268,19 @@ DELETE FROM queue_workers WHERE heartbeat_at < now() - interval '1 day'
 
 # ----------------------------------------------------------------------------- schedules
 
+# listen_jobs: subscribe this (direct-path) session to the enqueue wake-ups.
+LISTEN_JOBS = "LISTEN storesync_jobs"
+
+# session_alive: a no-op round trip proving the scheduler's session (and so its lock) still holds.
+SESSION_ALIVE = """
+SELECT 1
+"""
+
+# try_scheduler_lock: become the one active scheduler (session advisory lock, direct path only).
+TRY_SCHEDULER_LOCK = """
+SELECT pg_try_advisory_lock(%(key)s)
+"""
+
 # upsert_schedule: declare or update a periodic job, keeping its next due time.
 UPSERT_SCHEDULE = """
 INSERT INTO queue_schedules (name, kind, payload, group_key, lane, every_seconds)

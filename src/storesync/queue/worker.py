@@ -46,7 +46,6 @@ from storesync.queue.handlers import HandlerRegistry, JobContext, PermanentError
 
 log = get_logger("storesync.queue.worker")
 
-NOTIFY_CHANNEL = "storesync_jobs"
 # How long the acker waits for more runs to finish before recording completions (one UPDATE).
 ACK_GATHER_SECONDS = 0.002
 # Session advisory lock whose holder is the one active scheduler (direct path).
@@ -466,7 +465,7 @@ class Worker:
                 continue
             try:
                 async with conn:
-                    await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    await conn.execute(q.LISTEN_JOBS)
                     self.listening = True
                     delay = 0.2
                     self._wake.set()  # anything enqueued while we were deaf
@@ -490,11 +489,12 @@ class Worker:
                 continue
             try:
                 async with conn:
-                    got = await (await conn.execute("SELECT pg_try_advisory_lock(%s)", (SCHEDULER_LOCK_KEY,))).fetchone()
-                    if not got or not got[0]:
-                        await conn.close()
-                        await asyncio.sleep(self.qs.scheduler_interval * 3)
-                        continue
+                    # One session per worker: standbys retry the lock on it now and then.
+                    while True:
+                        got = await (await conn.execute(q.TRY_SCHEDULER_LOCK, {"key": SCHEDULER_LOCK_KEY})).fetchone()
+                        if got and got[0]:
+                            break
+                        await asyncio.sleep(max(self.qs.scheduler_interval * 3, 1.0))
                     self.is_scheduler = True
                     log.info("this worker is the scheduler", worker_id=self.worker_id)
                     await self._declare_schedules()
@@ -505,7 +505,7 @@ class Worker:
                             await self._prune()
                             last_prune = time.monotonic()
                         await asyncio.sleep(self.qs.scheduler_interval)
-                        await conn.execute("SELECT 1")  # still holding the lock's session?
+                        await conn.execute(q.SESSION_ALIVE)
             except asyncio.CancelledError:
                 raise
             except Exception as err:  # noqa: BLE001
