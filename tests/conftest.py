@@ -79,7 +79,12 @@ def pg_server() -> Iterator[PgServer]:
         return
     from storesync.db.embedded import EmbeddedPostgres
 
-    dsn = EmbeddedPostgres(TEST_PGDATA, database="postgres").start()
+    # Durability against an OS crash is not what tests exercise (they kill processes, not the
+    # machine), so the test server skips fsync: commits are several times cheaper.
+    dsn = EmbeddedPostgres(
+        TEST_PGDATA, database="postgres",
+        server_settings={"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"},
+    ).start()
     yield _server_from_url(dsn)
     # The embedded server stops at interpreter exit once no other test session uses it.
 

