@@ -57,7 +57,13 @@ def test_serve_with_two_workers_ingests_and_reports_metrics_summed_over_workers(
             # A new connection each time, so the kernel spreads them over both workers.
             assert httpx.post(base + "/webhooks/shopify", content=raw, headers=headers, timeout=10).status_code == 200
         # Whichever worker answers the scrape reports all ten.
-        assert [_accepted(httpx.get(base + "/metrics", timeout=10).text) for _ in range(4)] == [10.0] * 4
+        scrapes = [httpx.get(base + "/metrics", timeout=10).text for _ in range(4)]
+        assert [_accepted(text) for text in scrapes] == [10.0] * 4
+        # Database-wide gauges are not per process: every scrape reports the ten jobs once.
+        for text in scrapes:
+            queued = [s.value for fam in text_string_to_metric_families(text) for s in fam.samples
+                      if s.name == "storesync_queue_jobs" and s.labels == {"state": "queued", "lane": "inventory"}]
+            assert queued == [10.0]
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

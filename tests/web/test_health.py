@@ -64,6 +64,10 @@ def test_metrics_count_deliveries_by_topic_and_outcome_and_report_the_pool(serve
     assert samples[("storesync_webhook_request_seconds_count", (("status", "200"),))] == 3
     assert samples[("storesync_db_pool_max", ())] == served.app.state.pool.max_size
     assert samples[("storesync_db_pool_size", ())] >= 1
+    # The whole queue's state, read from the database on the scrape: the two handled topics
+    # each left one queued job (inventory lane for the order, catalog lane for the product).
+    assert samples[("storesync_queue_jobs", (("lane", "inventory"), ("state", "queued")))] == 1
+    assert samples[("storesync_queue_jobs", (("lane", "catalog"), ("state", "queued")))] == 1
 
 
 def test_serve_refuses_to_start_when_the_schema_is_behind(empty_db) -> None:

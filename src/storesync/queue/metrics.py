@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import psycopg
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
 
 from storesync.queue import queries as q
 
@@ -32,39 +33,49 @@ STATES = ("queued", "running", "succeeded", "dead", "cancelled")
 
 
 class QueueGauges:
-    """Database-wide queue gauges registered in `registry`; call `refresh(conn)` before a scrape."""
+    """Database-wide queue gauges: a prometheus collector over the rows of the last `refresh`.
 
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.jobs = Gauge("storesync_queue_jobs", "Jobs in the table by state and lane.",
-                          ["state", "lane"], registry=registry)
-        self.due = Gauge("storesync_queue_due_jobs", "Queued jobs that are due, per group (merchant).",
-                         ["group"], registry=registry)
-        self.age = Gauge("storesync_queue_oldest_due_age_seconds",
-                         "Age of the oldest due queued job, per group (merchant).", ["group"], registry=registry)
-        self.workers = Gauge("storesync_queue_live_workers", "Workers that heartbeated recently.",
-                             registry=registry)
+    A collector rather than `Gauge` objects because these are facts about the database, not about
+    a process: in prometheus_client's multiprocess mode (several uvicorn workers) a `Gauge` would
+    be written to a per-process file and summed or labelled per pid, which is wrong for them.
+    """
 
-    def _apply(self, by_state: list[tuple], by_group: list[tuple], workers: int) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self._rows: tuple[list[tuple], list[tuple], int] = ([], [], 0)
+        if registry is not None:
+            registry.register(self)
+
+    def describe(self) -> list:
+        return []  # families are known only after a refresh
+
+    def collect(self):
+        by_state, by_group, workers = self._rows
+        jobs = GaugeMetricFamily("storesync_queue_jobs", "Jobs in the table by state and lane.",
+                                 labels=["state", "lane"])
         counts = {(s, lane): 0 for s in STATES for lane in LANE_NAMES}
         for state, lane, n in by_state:
             counts[(state, lane)] = n
         for (state, lane), n in counts.items():
-            self.jobs.labels(state, LANE_NAMES[lane]).set(n)
-        self.due.clear()
-        self.age.clear()
-        for group, n, age in by_group:
-            self.due.labels(group).set(n)
-            self.age.labels(group).set(max(age, 0.0))
-        self.workers.set(workers)
+            jobs.add_metric([state, LANE_NAMES[lane]], n)
+        due = GaugeMetricFamily("storesync_queue_due_jobs", "Queued jobs that are due, per group (merchant).",
+                                labels=["group"])
+        age = GaugeMetricFamily("storesync_queue_oldest_due_age_seconds",
+                                "Age of the oldest due queued job, per group (merchant).", labels=["group"])
+        for group, n, oldest in by_group:
+            due.add_metric([group], n)
+            age.add_metric([group], max(oldest, 0.0))
+        live = GaugeMetricFamily("storesync_queue_live_workers", "Workers that heartbeated recently.",
+                                 value=workers)
+        return [jobs, due, age, live]
 
     def refresh(self, conn: psycopg.Connection, *, live_within: float = 60.0) -> None:
         by_state = conn.execute(q.JOBS_BY_STATE_AND_LANE).fetchall()
         by_group = conn.execute(q.QUEUE_AGE_BY_GROUP).fetchall()
         workers = conn.execute(q.LIVE_WORKERS, {"within": live_within}).fetchall()
-        self._apply(by_state, by_group, len(workers))
+        self._rows = (by_state, by_group, len(workers))
 
     async def refresh_async(self, conn: psycopg.AsyncConnection, *, live_within: float = 60.0) -> None:
         by_state = await (await conn.execute(q.JOBS_BY_STATE_AND_LANE)).fetchall()
         by_group = await (await conn.execute(q.QUEUE_AGE_BY_GROUP)).fetchall()
         workers = await (await conn.execute(q.LIVE_WORKERS, {"within": live_within})).fetchall()
-        self._apply(by_state, by_group, len(workers))
+        self._rows = (by_state, by_group, len(workers))

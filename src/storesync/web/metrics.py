@@ -25,6 +25,11 @@ from psycopg_pool import AsyncConnectionPool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from storesync.logs import get_logger
+from storesync.queue.metrics import QueueGauges
+
+log = get_logger(__name__)
+
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -59,6 +64,8 @@ class WebMetrics:
         self.pool_max = Gauge("storesync_db_pool_max", "Pooled-path pool maximum size.", **gauge)
         self.pool_waiting = Gauge(
             "storesync_db_pool_waiting", "Requests waiting for a pooled-path connection.", **gauge)
+        # The state of the whole queue, read from the database on each scrape.
+        self.queue = QueueGauges(r)
 
     def observe_pool(self, pool: AsyncConnectionPool) -> None:
         stats = pool.get_stats()
@@ -72,6 +79,7 @@ class WebMetrics:
         if multiprocess_mode():
             registry = CollectorRegistry()
             prom_multiprocess.MultiProcessCollector(registry)
+            registry.register(self.queue)
             return generate_latest(registry)
         return generate_latest(self.registry)
 
@@ -81,4 +89,9 @@ async def metrics_endpoint(request: Request) -> Response:
     pool = getattr(request.app.state, "pool", None)
     if pool is not None:
         metrics.observe_pool(pool)
+        try:
+            async with pool.connection(timeout=1.0) as conn:
+                await metrics.queue.refresh_async(conn)
+        except Exception as err:  # a scrape must still answer; the gauges keep their last values
+            log.warning("queue_gauges_unavailable", error=str(err))
     return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
