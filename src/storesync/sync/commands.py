@@ -23,6 +23,7 @@ from storesync.sync.network import MerchantNetwork
 from storesync.sync.reconcile import ReconcileReport, Repair, apply_repairs, reconcile_network
 from storesync.sync.runtime import Storage, SyncRuntime, SyncSettings, job_storage, load_network_config, pause_store, paused_among
 from storesync.sync.saga import SagaState
+from storesync.sync.shopify_adapter import ScannedParent
 
 log = get_logger("storesync.sync.commands")
 
@@ -177,6 +178,7 @@ async def backfill(rt: SyncRuntime, *, merchant: str | None = None, child: str |
 
     result = BackfillResult()
     work: list[tuple[MerchantNetwork, str, str]] = []  # (merchant, child, parent product)
+    scanned: dict[str, ScannedParent] = {}  # merchant -> its parent as scanned
     async with job_storage(rt.pool) as st:
         for net in _merchants(rt, merchant):
             active, paused = await _active(st, net)
@@ -191,6 +193,7 @@ async def backfill(rt: SyncRuntime, *, merchant: str | None = None, child: str |
             reports = await link_network(active, scans, st.links)
             result.reports += reports
             parent_products = [p async for p in scans[net.parent.shop].all_products()]
+            scanned[net.merchant_id] = ScannedParent(rt.api(net.parent.shop), parent_products)
             for report in reports:
                 await _create_missing_collections(rt, st, active, report.child_shop, report, result)
                 links = await st.links.link_map(report.child_shop)
@@ -207,7 +210,7 @@ async def backfill(rt: SyncRuntime, *, merchant: str | None = None, child: str |
                 saga_id = await _saga_id(st, shop, pid)
                 try:
                     rec = await run_copy_saga(rt, st, net, saga_id, pid, shop, f"backfill:{saga_id}",
-                                              final_attempt=True)
+                                              final_attempt=True, parent_api=scanned[net.merchant_id])
                 except StoreUnauthorized as err:
                     reason = f"HTTP {err.status}: {err}"
                     await pause_store(st.conn, err.shop or shop, reason)

@@ -348,7 +348,8 @@ def copy_job(net: MerchantNetwork, saga_id: str, parent_product_id: str | None, 
 
 
 async def run_copy_saga(rt: SyncRuntime, st: Storage, net: MerchantNetwork, saga_id: str,
-                        parent_product_id: str | None, child_shop: str, cause: str, *, final_attempt: bool):
+                        parent_product_id: str | None, child_shop: str, cause: str, *, final_attempt: bool,
+                        parent_api=None):
     """Drive one copy-product saga to its end. A step failing permanently - or with a retryable
     error on the final attempt - compensates the steps done, in reverse."""
 
@@ -361,7 +362,10 @@ async def run_copy_saga(rt: SyncRuntime, st: Storage, net: MerchantNetwork, saga
         # (database, pool) is not the store's fault: the saga stays resumable.
         return final_attempt and isinstance(exc, CommerceError)
 
-    deps = SagaDeps(net, rt.apis(net), st.links, st.writes, st.audit, rt.policy(net.merchant_id))
+    stores = rt.apis(net)
+    if parent_api is not None:  # e.g. the backfill's scanned parent (`shopify_adapter.ScannedParent`)
+        stores = {**stores, net.parent.shop: parent_api}
+    deps = SagaDeps(net, stores, st.links, st.writes, st.audit, rt.policy(net.merchant_id))
     executor = SagaExecutor(st.steps, copy_product_actions(deps), st.audit, is_permanent=is_permanent)
     if parent_product_id:
         return await executor.start(saga_id, "copy_product", child_shop, cause,

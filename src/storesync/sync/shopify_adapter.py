@@ -58,3 +58,23 @@ class ShopifyCatalogScan:
         items = [v.inventory_item_id for p in await self.products() for v in p.variants if v.inventory_item_id]
         levels = await self.api.read_levels(items)
         return {key: lvl.available for key, lvl in levels.items() if key[1] in wanted}
+
+
+class ScannedParent:
+    """The parent store as one backfill scanned it: product reads come from the scan (a copy
+    saga reads its parent product in every step, for every child: on a shared parent bucket
+    that, not the children's writes, would bound the backfill). Levels are still read live, and
+    every other call goes to the store. Changes made to the parent during the backfill reach
+    the copies through the live webhooks and reconciliation, as for any linked product."""
+
+    def __init__(self, api: ShopifyStoreAPI, products: Sequence[Product]) -> None:
+        self.api = api
+        self.shop = api.shop
+        self._products = {p.id: p for p in products if p.id}
+
+    async def read_product(self, product_id: str) -> Product | None:
+        found = self._products.get(product_id)
+        return found if found is not None else await self.api.read_product(product_id)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.api, name)
