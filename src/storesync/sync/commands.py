@@ -150,6 +150,21 @@ async def _saga_id(st: Storage, child_shop: str, parent_product_id: str) -> str:
     return saga_id
 
 
+async def _unfinished_copies(st: Storage, children: set[str]) -> list[tuple[str, str]]:
+    """(child, parent product) of copy sagas left running or compensating in these children."""
+    from storesync.sync.wiring_sql import UNFINISHED_SAGAS
+
+    cur = await st.conn.execute(UNFINISHED_SAGAS, {"limit": 100_000})
+    out = []
+    for saga_id, shop in await cur.fetchall():
+        if shop not in children or not saga_id.startswith("copy:"):
+            continue
+        rec = await st.steps.load(saga_id)
+        if rec is not None and rec.steps:
+            out.append((shop, rec.steps[0].params["parent_product_id"]))
+    return out
+
+
 async def _create_missing_collections(rt: SyncRuntime, st: Storage, net: MerchantNetwork, child: str,
                                       report: LinkReport, result: BackfillResult) -> None:
     if not report.missing_collections:
@@ -189,6 +204,10 @@ async def backfill(rt: SyncRuntime, *, merchant: str | None = None, child: str |
                 if child not in [c.shop for c in net.children]:
                     continue
                 active = replace(active, children=tuple(c for c in active.children if c.shop == child))
+            # Sagas an earlier run left unfinished (it crashed) are resumed first, whatever the
+            # linking below finds: a half-made copy it adopts by SKU still needs its last steps.
+            unfinished = await _unfinished_copies(st, {c.shop for c in active.children})
+            work += [(active, shop, pid) for shop, pid in unfinished]
             scans = rt.scans(active)
             reports = await link_network(active, scans, st.links)
             result.reports += reports
@@ -198,7 +217,8 @@ async def backfill(rt: SyncRuntime, *, merchant: str | None = None, child: str |
                 await _create_missing_collections(rt, st, active, report.child_shop, report, result)
                 links = await st.links.link_map(report.child_shop)
                 work += [(active, report.child_shop, p.id) for p in parent_products
-                         if p.id and links.child_id(LinkKind.PRODUCT, p.id) is None]
+                         if p.id and links.child_id(LinkKind.PRODUCT, p.id) is None
+                         and (report.child_shop, p.id) not in unfinished]
     if on_total:
         on_total(len(work))
 
