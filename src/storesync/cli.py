@@ -209,42 +209,6 @@ def api_check() -> None:
     raise typer.Exit(0 if all(c.ok for c in checks) else 1)
 
 
-@api_app.command("subscribe")
-def api_subscribe(
-    callback_url: Annotated[str, typer.Argument(help="our public webhook URL, e.g. https://sync.example.com/webhooks/shopify")],
-    topic: Annotated[list[str] | None, typer.Option(help="topic to subscribe (repeatable) [default: every topic storesync handles]")] = None,
-    keep_others: Annotated[bool, typer.Option(help="keep subscriptions to other URLs or topics")] = False,
-) -> None:
-    """Make every configured store's webhook subscriptions exactly the wanted topics to CALLBACK_URL."""
-    import asyncio
-
-    from storesync.commerce.store_api import StoreClients
-    from storesync.commerce.subscriptions import reconcile_subscriptions
-    from storesync.web.topics import HANDLED_TOPICS
-
-    network = load_network(load_settings())
-    if not network.merchants:
-        fail("no stores configured (storesync.toml)")
-    topics = topic or list(HANDLED_TOPICS)
-
-    async def run() -> list[tuple[str, object]]:
-        async with StoreClients(network) as clients:
-            return [(s.shop, await reconcile_subscriptions(clients.client(s.shop), callback_url, topics,
-                                                           keep_others=keep_others))
-                    for m in network.merchants for s in m.stores]
-
-    failed = False
-    for shop, ch in asyncio.run(run()):
-        console.print(f"[bold]{shop}[/]: kept {len(ch.kept)}, created {len(ch.created)}, "
-                      f"deleted {len(ch.deleted)}", highlight=False)
-        for what in ch.deleted:
-            console.print(f"  deleted {what}", highlight=False)
-        for t, why in ch.failed.items():
-            failed = True
-            console.print(f"  [red]not subscribed[/] {t}: {why}", highlight=False)
-    raise typer.Exit(1 if failed else 0)
-
-
 @api_app.command("budget")
 def api_budget() -> None:
     """The rate-limit bucket each store shares across worker processes (Postgres)."""

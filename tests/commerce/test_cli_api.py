@@ -64,18 +64,3 @@ async def test_api_budget_lists_the_shared_buckets(db):
     assert out.returncode == 0, out.stderr
     line = next(line for line in out.stdout.splitlines() if PARENT in line)
     assert "4000" in line and "200" in line
-
-
-def test_api_subscribe_reconciles_every_configured_store(tmp_path):
-    with running_emulator(stores=[PARENT, CHILD]) as emu:
-        env = write_network(tmp_path, emu)
-        url = "https://sync.example.com/webhooks/shopify"
-        out = run_cli("api", "subscribe", url, "--topic", "products/update", "--topic", "orders/create", env=env)
-        assert out.returncode == 0, out.stdout + out.stderr
-        assert out.stdout.count("created 2") == 2
-        again = run_cli("api", "subscribe", url, "--topic", "products/update", "--topic", "orders/create", env=env)
-        assert again.returncode == 0 and again.stdout.count("kept 2, created 0, deleted 0") == 2
-        for shop in (PARENT, CHILD):
-            nodes = emu.graphql(shop, "{ webhookSubscriptions(first: 10) { nodes { topic } } }")
-            assert sorted(n["topic"] for n in nodes["data"]["webhookSubscriptions"]["nodes"]) == [
-                "ORDERS_CREATE", "PRODUCTS_UPDATE"]

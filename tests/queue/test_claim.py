@@ -142,7 +142,7 @@ def test_group_concurrency_limit_holds_under_concurrent_claimers(db):
         try:
             with psycopg.connect(db.dsn) as conn:
                 for i in range(300):
-                    rows = _claim(conn, limit=5, worker=name)
+                    _claim(conn, limit=5, worker=name)
                     over.extend(conn.execute(
                         "SELECT group_key, count(*) FROM jobs WHERE state = 'running' GROUP BY 1 HAVING count(*) > 2"
                     ).fetchall())
