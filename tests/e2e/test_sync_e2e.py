@@ -109,13 +109,12 @@ def test_parent_edit_fans_out_to_every_child(system) -> None:
 
 def test_product_new_to_the_children_is_created_in_each_with_its_stock(system) -> None:
     parent_locations = system.locations[system.parent]
-    system.control.post(f"/_emulator/stores/{system.parent}/seed", json={"products": 0, "catalog": [{
+    system.emulator.seed(system.parent, 0, catalog=[{
         "title": "Late addition", "handle": "late-addition", "vendor": "Northwind",
         "variants": [{"sku": "LATE-S", "price": "8.00", "options": {"Size": "S"},
                       "available": {parent_locations[n]: q for n, q in zip(LOCATION_NAMES, (6, 2))}},
                      {"sku": "LATE-M", "price": "8.00", "options": {"Size": "M"},
-                      "available": {parent_locations[n]: q for n, q in zip(LOCATION_NAMES, (4, 1))}}]}]}
-                        ).raise_for_status()
+                      "available": {parent_locations[n]: q for n, q in zip(LOCATION_NAMES, (4, 1))}}]}])
     system.edit_parent_product("late-addition", title="Late addition, now live")  # products/update
     system.wait_until(lambda: all(
         system.level(c, "LATE-S", LOCATION_NAMES[0]) == 6 and system.level(c, "LATE-M", LOCATION_NAMES[1]) == 1
@@ -276,10 +275,10 @@ def test_dropped_webhook_is_repaired_by_reconciliation(system) -> None:
 def test_failure_in_the_third_saga_step_leaves_every_store_as_before(system) -> None:
     child = system.children[2]
     parent_locations = system.locations[system.parent]
-    system.control.post(f"/_emulator/stores/{system.parent}/seed", json={"products": 0, "catalog": [{
+    system.emulator.seed(system.parent, 0, catalog=[{
         "title": "Saga product", "handle": "saga-product", "vendor": "Northwind",
         "variants": [{"sku": "SAGA-1", "price": "5.00", "options": {"Size": "S"},
-                      "available": {parent_locations[n]: 7 for n in LOCATION_NAMES}}]}]}).raise_for_status()
+                      "available": {parent_locations[n]: 7 for n in LOCATION_NAMES}}]}])
     snapshots = {s: system.snapshot(s) for s in system.shops}
     system.set_faults(graphql={"fail_nth": {"inventorySetQuantities": {"n": 1, "shop": child}}})
     try:
@@ -310,11 +309,10 @@ def test_failure_in_the_third_saga_step_leaves_every_store_as_before(system) -> 
 def test_backfill_killed_midway_resumes_without_duplicates(system) -> None:
     child = system.children[0]
     parent_locations = system.locations[system.parent]
-    system.control.post(f"/_emulator/stores/{system.parent}/seed", json={"products": 0, "catalog": [
+    system.emulator.seed(system.parent, 0, catalog=[
         {"title": f"Crash product {n}", "handle": f"crash-product-{n}",
          "variants": [{"sku": f"CRASH-{n}", "price": "3.00", "options": {"Size": "S"},
-                       "available": {parent_locations[SHOP_LOCATION]: n}}]} for n in range(1, 13)]}
-                        ).raise_for_status()
+                       "available": {parent_locations[SHOP_LOCATION]: n}}]} for n in range(1, 13)])
     run = system.start_cli("backfill-killed", "backfill", "--child", child, "--concurrency", "1")
     done_sagas = "SELECT count(*) FROM sync_sagas WHERE id LIKE %(id)s AND state = 'completed'"
     pattern = {"id": f"copy:{child}:%"}
@@ -388,10 +386,10 @@ def test_webhooks_sync_is_idempotent_and_removes_stale_subscriptions(system) -> 
 
 def test_link_dry_run_reports_duplicates_and_missing_skus_and_stores_nothing(system) -> None:
     child = system.children[0]
-    system.control.post(f"/_emulator/stores/{child}/seed", json={"products": 0, "catalog": [
+    system.emulator.seed(child, 0, catalog=[
         {"title": "Twin one", "handle": "twin-one", "variants": [{"sku": "TWIN-SKU"}]},
         {"title": "Twin two", "handle": "twin-two", "variants": [{"sku": "TWIN-SKU"}]},
-        {"title": "No sku", "handle": "no-sku", "variants": [{"sku": ""}]}]}).raise_for_status()
+        {"title": "No sku", "handle": "no-sku", "variants": [{"sku": ""}]}])
     links_before = sql(system, "SELECT count(*) FROM sync_links")
     done = system.cli("link", "--dry-run")
     out = " ".join(done.stdout.split())

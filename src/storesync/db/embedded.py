@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import signal
+import threading
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -175,7 +176,11 @@ class EmbeddedPostgres:
 
 @contextlib.contextmanager
 def own_signals() -> Iterator[None]:
-    """Make SIGTERM behave like Ctrl-C (SystemExit) so atexit cleanup stops the server."""
+    """Make SIGTERM raise SystemExit, as Ctrl-C does, so cleanup (atexit, finally) runs.
+    Signal handlers belong to the main thread; elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
 
     def _exit(signum: int, _frame: object) -> None:
         raise SystemExit(128 + signum)

@@ -32,7 +32,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +41,8 @@ from typing import Any
 import httpx
 
 from storesync.config import NetworkConfig
+from storesync.db.embedded import own_signals
+from storesync.emulator.control_client import EmulatorControl, EmulatorControlError
 
 API_VERSION = "2026-10"
 LOCATION_NAMES = ("Shop location", "Warehouse")
@@ -273,7 +274,7 @@ class RunningSystem:
     network: NetworkConfig
     config_file: Path
     env: dict[str, str]
-    control: httpx.Client
+    emulator: EmulatorControl
     processes: ProcessSet
     workdir: Path
     locations: dict[str, dict[str, str]] = field(default_factory=dict)  # shop -> location name -> gid
@@ -291,7 +292,7 @@ class RunningSystem:
         return [self.parent, *self.children]
 
     def graphql_url(self, shop: str) -> str:
-        return f"{self.emulator_url}/stores/{shop}/admin/api/{API_VERSION}/graphql.json"
+        return self.emulator.graphql_url(shop, API_VERSION)
 
     def pids(self) -> list[int]:
         return [p.pid for p in self.processes.processes]
@@ -314,19 +315,15 @@ class RunningSystem:
 
     # ------------------------------------------------------------------ control API
 
-    def _ok(self, resp: httpx.Response) -> Any:
-        if resp.status_code >= 400:
-            raise RuntimeError(f"{resp.request.method} {resp.request.url.path}: {resp.status_code} {resp.text}")
-        return resp.json()
+    @property
+    def control(self) -> httpx.Client:
+        return self.emulator.control
 
     def graphql(self, shop: str, query: str, variables: dict | None = None) -> dict:
-        token = self.network.store(shop)[1].access_token.get_secret_value()  # type: ignore[index]
-        resp = self.control.post(self.graphql_url(shop), json={"query": query, "variables": variables or {}},
-                                 headers={"X-Shopify-Access-Token": token})
-        return self._ok(resp)
+        return self.emulator.graphql(shop, query, variables)
 
     def snapshot(self, shop: str) -> dict:
-        return self._ok(self.control.get(f"/_emulator/stores/{shop}/snapshot"))
+        return self.emulator.snapshot(shop)
 
     def variant_by_sku(self, shop: str, sku: str, snapshot: dict | None = None) -> dict:
         snap = snapshot or self.snapshot(shop)
@@ -357,47 +354,37 @@ class RunningSystem:
                     raise ValueError("place_order needs sku, variant_id or line_items")
                 variant_id = f"gid://shopify/ProductVariant/{self.variant_by_sku(child, sku)['id']}"
             line_items = [{"variant_id": variant_id, "quantity": quantity}]
-        body = {"line_items": line_items, "location_id": self.locations[child][location]}
-        return self._ok(self.control.post(f"/_emulator/stores/{child}/orders", json=body))
+        return self.emulator.place_order(child, line_items, self.locations[child][location])
 
     def cancel_order(self, shop: str, order_id: int | str, restock: bool = True) -> dict:
-        return self._ok(self.control.post(f"/_emulator/stores/{shop}/orders/{str(order_id).rsplit('/', 1)[-1]}"
-                                          "/cancel", json={"restock": restock}))
+        return self.emulator.cancel_order(shop, order_id, restock)
 
     def edit_product(self, shop: str, handle_or_id: str, **changes: Any) -> dict:
         """A merchant's edit in the admin (products/update follows)."""
         pid = handle_or_id
         if not str(pid).startswith("gid://") and not str(pid).isdigit():
             pid = self.product_by_handle(shop, handle_or_id)["admin_graphql_api_id"]
-        return self._ok(self.control.patch(f"/_emulator/stores/{shop}/products/{str(pid).rsplit('/', 1)[-1]}",
-                                           json=changes))
+        return self.emulator.edit_product(shop, str(pid), **changes)
 
     def edit_parent_product(self, handle_or_id: str, **changes: Any) -> dict:
         return self.edit_product(self.parent, handle_or_id, **changes)
 
     def set_inventory(self, shop: str, sku: str, available: int, location: str = LOCATION_NAMES[0]) -> dict:
         item = self.variant_by_sku(shop, sku)["inventory_item_id"]
-        return self._ok(self.control.post(f"/_emulator/stores/{shop}/inventory", json={
-            "inventory_item_id": item, "location_id": self.locations[shop][location], "available": available}))
+        return self.emulator.set_inventory(shop, item, self.locations[shop][location], available)
 
     def set_faults(self, graphql: dict | None = None, webhooks: dict | None = None) -> dict:
-        return self._ok(self.control.put("/_emulator/faults", json={"graphql": graphql or {},
-                                                                     "webhooks": webhooks or {}}))
+        return self.emulator.set_faults(graphql, webhooks)
 
     def set_plan(self, shop: str, plan: str = "standard", *, bucket_size: float | None = None,
                  restore_rate: float | None = None) -> dict:
-        body: dict[str, Any] = {"plan": plan}
-        if bucket_size is not None:
-            body["bucket_size"] = bucket_size
-        if restore_rate is not None:
-            body["restore_rate"] = restore_rate
-        return self._ok(self.control.put(f"/_emulator/stores/{shop}/plan", json=body))
+        return self.emulator.set_plan(shop, plan, bucket_size=bucket_size, restore_rate=restore_rate)
 
     def deliveries(self, **filters: str) -> list[dict]:
-        return self._ok(self.control.get("/_emulator/webhooks/deliveries", params=filters))["deliveries"]
+        return self.emulator.deliveries(**filters)
 
     def drain_webhooks(self, timeout: float = 10.0) -> bool:
-        return self._ok(self.control.post("/_emulator/webhooks/drain", params={"timeout": timeout}))["drained"]
+        return self.emulator.drain(timeout)
 
     # ------------------------------------------------------------------ the engine
 
@@ -488,38 +475,40 @@ def network_toml(emulator_url: str, stores: list[dict], locations: dict[str, dic
     return "\n".join(out)
 
 
-def _seed(control: httpx.Client, system_graphql: Callable[[str, str, dict], dict], parent: str,
-          children: list[str], products: int, child_overlap: int, collections: int,
-          overlap_stock: int | None) -> dict[str, dict[str, str]]:
+def _seed(emu: EmulatorControl, parent: str, children: list[str], products: int, child_overlap: int,
+          collections: int, overlap_stock: int | None) -> dict[str, dict[str, str]]:
     """Seed the stores (no webhooks yet); returns shop -> location name -> gid."""
-    def ok(resp: httpx.Response) -> Any:
-        if resp.status_code >= 400:
-            raise SystemStartError(f"seeding: {resp.request.url.path}: {resp.status_code} {resp.text}")
-        return resp.json()
+    try:
+        return _seed_stores(emu, parent, children, products, child_overlap, collections, overlap_stock)
+    except EmulatorControlError as err:
+        raise SystemStartError(f"seeding: {err}") from None
 
+
+def _seed_stores(emu: EmulatorControl, parent: str, children: list[str], products: int, child_overlap: int,
+                 collections: int, overlap_stock: int | None) -> dict[str, dict[str, str]]:
     locations: dict[str, dict[str, str]] = {}
     for shop in [parent, *children]:
-        ok(control.post(f"/_emulator/stores/{shop}/seed", json={"products": 0, "locations": list(LOCATION_NAMES)}))
-        snap = ok(control.get(f"/_emulator/stores/{shop}/snapshot"))
+        emu.seed(shop, 0, locations=list(LOCATION_NAMES))
+        snap = emu.snapshot(shop)
         locations[shop] = {loc["name"]: loc["id"] for loc in snap["locations"]}
     catalog = demo_catalog(products, LOCATION_NAMES)
     parent_catalog = [{**p, "variants": [{**v, "available": {locations[parent][n]: q for n, q in v["available"].items()}}
                                          for v in p["variants"]]} for p in catalog]
-    created = ok(control.post(f"/_emulator/stores/{parent}/seed", json={"products": 0, "catalog": parent_catalog}))
+    created = emu.seed(parent, 0, catalog=parent_catalog)
     product_ids: list[str] = created["products"]
     # Manual collections in the parent; product n belongs to collection n % k (and "Sale" if n % 7 == 0).
     names = COLLECTIONS[:collections]
     for ci, title in enumerate(names):
         members = [pid for n, pid in enumerate(product_ids, 1) if n % len(names) == ci
                    or (title == "Sale" and n % 7 == 0)]
-        res = system_graphql(parent, "mutation($input: CollectionInput!) { collectionCreate(input: $input) "
+        res = emu.graphql(parent, "mutation($input: CollectionInput!) { collectionCreate(input: $input) "
                              "{ collection { id } userErrors { field message } } }",
                              {"input": {"title": title}})
         data = (res.get("data") or {}).get("collectionCreate") or {}
         if res.get("errors") or data.get("userErrors") or not data.get("collection"):
             raise SystemStartError(f"seeding: collectionCreate {title!r}: {res}")
         for start in range(0, len(members), 250):  # Shopify takes at most 250 ids per call
-            res = system_graphql(parent, "mutation($id: ID!, $ids: [ID!]!) { collectionAddProducts(id: $id, "
+            res = emu.graphql(parent, "mutation($id: ID!, $ids: [ID!]!) { collectionAddProducts(id: $id, "
                                  "productIds: $ids) { collection { id } userErrors { field message } } }",
                                  {"id": data["collection"]["id"], "ids": members[start:start + 250]})
             if res.get("errors") or (res.get("data") or {}).get("collectionAddProducts", {}).get("userErrors"):
@@ -530,23 +519,23 @@ def _seed(control: httpx.Client, system_graphql: Callable[[str, str, dict], dict
                                                           for n, q in v["available"].items()}}
                                       for v in p["variants"]]} for p in catalog[:child_overlap]]
         if overlap:
-            ok(control.post(f"/_emulator/stores/{child}/seed", json={"products": 0, "catalog": overlap}))
+            emu.seed(child, 0, catalog=overlap)
     return locations
 
 
-def _subscribe(control: httpx.Client, shops: list[str], topics: Sequence[str], callback_url: str) -> list[str]:
+def _subscribe(emu: EmulatorControl, shops: list[str], topics: Sequence[str], callback_url: str) -> list[str]:
     """Subscribe every shop to every topic the emulator emits; returns the topics it does not."""
     unknown: list[str] = []
     for shop in shops:
         for topic in topics:
             if topic in unknown:
                 continue
-            resp = control.post("/_emulator/webhooks/subscriptions",
-                                json={"shop": shop, "topic": topic, "callback_url": callback_url})
-            if resp.status_code == 422 and "unknown webhook topic" in resp.text:
+            try:
+                emu.subscribe(shop, topic, callback_url)
+            except EmulatorControlError as err:
+                if "unknown webhook topic" not in str(err):
+                    raise SystemStartError(f"subscribing {shop} to {topic}: {err}") from None
                 unknown.append(topic)
-            elif resp.status_code >= 400:
-                raise SystemStartError(f"subscribing {shop} to {topic}: {resp.status_code} {resp.text}")
     return unknown
 
 
@@ -557,23 +546,6 @@ def _live_worker_pids(dsn: str) -> set[int]:
         rows = conn.execute("SELECT pid FROM queue_workers WHERE state <> 'stopped' "
                             "AND heartbeat_at > now() - interval '30 seconds'").fetchall()
     return {int(r[0]) for r in rows}
-
-
-@contextlib.contextmanager
-def _sigterm_exits() -> Iterator[None]:
-    """SIGTERM raises SystemExit in the main thread, so the cleanup below runs."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def _exit(signum: int, _frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    previous = signal.signal(signal.SIGTERM, _exit)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def generate_encryption_key() -> str:
@@ -642,7 +614,7 @@ def running_system(
     processes = ProcessSet(root, env)
     control = None
     try:
-        with _sigterm_exits():
+        with own_signals():
             step("emulator")
             emu_env = {**env, "STORESYNC_CONFIG_FILE": os.devnull}
             emulator = processes.start("emulator", [
@@ -656,19 +628,11 @@ def running_system(
                 return None
 
             emulator_url = _wait_for(control_line, start_timeout, "the emulator", processes, emulator)
-            control = httpx.Client(base_url=emulator_url, timeout=30.0, trust_env=False)
-            stores = control.get("/_emulator/stores").json()["stores"]
-            tokens = {s["shop"]: s["token"] for s in stores}
-
-            def graphql(shop: str, query: str, variables: dict) -> dict:
-                r = control.post(f"/stores/{shop}/admin/api/{API_VERSION}/graphql.json",
-                                 json={"query": query, "variables": variables},
-                                 headers={"X-Shopify-Access-Token": tokens[shop]})
-                return r.json()
+            control = EmulatorControl(emulator_url, timeout=30.0)
+            stores = control.stores()
 
             step("seed")
-            locations = _seed(control, graphql, parent, child_shops, products, child_overlap, collections,
-                              overlap_stock)
+            locations = _seed(control, parent, child_shops, products, child_overlap, collections, overlap_stock)
             config_file.write_text(network_toml(emulator_url, stores, locations, parent, child_shops), encoding="utf-8")
             network = NetworkConfig.load(config_file)
 

@@ -100,7 +100,7 @@ class Story:
         self.say(f"parent catalog: {len(parent['products'])} products, {variants} variants, "
                  f"{len(parent['collections'])} collections, stock at {len(parent['locations'])} locations; "
                  f"each child already sells {CHILD_OVERLAP} of those products (same SKUs, stale stock)")
-        subs = s.control.get("/_emulator/webhooks/subscriptions").json()["subscriptions"]
+        subs = s.emulator.subscriptions()
         self.say(f"`storesync webhooks sync` subscribed every store to {len(subs) // len(s.shops)} topics "
                  f"({len(subs)} subscriptions to {s.webhook_url})")
         self.console.print("processes: " + " ".join(f"{p.name}={p.pid}" for p in s.processes.processes),

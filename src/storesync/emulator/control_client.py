@@ -1,0 +1,135 @@
+"""A client of the emulator's control API (`/_emulator/...`) and its GraphQL endpoints.
+
+One place that knows the control API's paths and bodies, used by the test handle
+(`tests/support/emulator.py`), the demo harness and the benchmarks. Ids may be given as gids or
+as their numeric tails.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from storesync.emulator.app import DEFAULT_API_VERSION
+
+
+def numeric_id(gid_or_id: int | str) -> str:
+    return str(gid_or_id).rsplit("/", 1)[-1]
+
+
+class EmulatorControlError(RuntimeError):
+    """The emulator answered a control or GraphQL call with an HTTP error."""
+
+
+class EmulatorControl:
+    """Calls on a running emulator at `base_url`; `control` is the underlying httpx client."""
+
+    def __init__(self, base_url: str, *, timeout: float = 10.0) -> None:
+        self.base_url = base_url
+        self.control = httpx.Client(base_url=base_url, timeout=timeout, trust_env=False)
+        self._stores: dict[str, dict] | None = None
+
+    def close(self) -> None:
+        self.control.close()
+
+    def _ok(self, resp: httpx.Response) -> Any:
+        if resp.status_code >= 400:
+            raise EmulatorControlError(
+                f"{resp.request.method} {resp.request.url.path}: {resp.status_code} {resp.text}")
+        return resp.json()
+
+    # ------------------------------------------------------------------ stores and their secrets
+
+    def stores(self) -> list[dict]:
+        """Every store the emulator serves: shop, token, webhook secret, plan."""
+        return self._ok(self.control.get("/_emulator/stores"))["stores"]
+
+    def _store_info(self, shop: str) -> dict:
+        if self._stores is None or shop not in self._stores:
+            self._stores = {s["shop"]: s for s in self.stores()}
+        return self._stores[shop]
+
+    @property
+    def shops(self) -> list[str]:
+        return [s["shop"] for s in self.stores()]
+
+    def graphql_url(self, shop: str, version: str = DEFAULT_API_VERSION) -> str:
+        return f"{self.base_url}/stores/{shop}/admin/api/{version}/graphql.json"
+
+    def token(self, shop: str) -> str:
+        return self._store_info(shop)["token"]
+
+    def webhook_secret(self, shop: str) -> str:
+        return self._store_info(shop)["webhook_secret"]
+
+    def headers(self, shop: str) -> dict[str, str]:
+        return {"X-Shopify-Access-Token": self.token(shop), "Content-Type": "application/json"}
+
+    def graphql(self, shop: str, query: str, variables: dict | None = None) -> dict:
+        """POST a GraphQL document to `shop`; the parsed JSON body (errors included)."""
+        return self._ok(self.control.post(self.graphql_url(shop), json={"query": query, "variables": variables or {}},
+                                          headers=self.headers(shop)))
+
+    # ------------------------------------------------------------------ state
+
+    def snapshot(self, shop: str) -> dict:
+        return self._ok(self.control.get(f"/_emulator/stores/{shop}/snapshot"))
+
+    def seed(self, shop: str, products: int = 3, **options: Any) -> dict:
+        return self._ok(self.control.post(f"/_emulator/stores/{shop}/seed", json={"products": products, **options}))
+
+    def place_order(self, shop: str, line_items: list[dict], location_id: str | None = None) -> dict:
+        """A customer order (orders/create and inventory_levels/update follow)."""
+        body: dict[str, Any] = {"line_items": line_items}
+        if location_id is not None:
+            body["location_id"] = location_id
+        return self._ok(self.control.post(f"/_emulator/stores/{shop}/orders", json=body))
+
+    def cancel_order(self, shop: str, order_id: int | str, restock: bool = True) -> dict:
+        return self._ok(self.control.post(f"/_emulator/stores/{shop}/orders/{numeric_id(order_id)}/cancel",
+                                          json={"restock": restock}))
+
+    def set_inventory(self, shop: str, inventory_item_id: str, location_id: str, available: int) -> dict:
+        """A merchant's inventory edit in the admin."""
+        return self._ok(self.control.post(f"/_emulator/stores/{shop}/inventory", json={
+            "inventory_item_id": inventory_item_id, "location_id": location_id, "available": available}))
+
+    def edit_product(self, shop: str, product_id: str, **changes: Any) -> dict:
+        """A merchant's product edit in the admin (products/update follows)."""
+        return self._ok(self.control.patch(f"/_emulator/stores/{shop}/products/{numeric_id(product_id)}",
+                                           json=changes))
+
+    # ------------------------------------------------------------------ behaviour
+
+    def set_plan(self, shop: str, plan: str = "standard", *, bucket_size: float | None = None,
+                 restore_rate: float | None = None) -> dict:
+        """Change the store's plan; the overrides give e.g. a small bucket that throttles quickly."""
+        body: dict[str, Any] = {"plan": plan}
+        if bucket_size is not None:
+            body["bucket_size"] = bucket_size
+        if restore_rate is not None:
+            body["restore_rate"] = restore_rate
+        return self._ok(self.control.put(f"/_emulator/stores/{shop}/plan", json=body))
+
+    def set_faults(self, graphql: dict | None = None, webhooks: dict | None = None) -> dict:
+        return self._ok(self.control.put("/_emulator/faults", json={"graphql": graphql or {},
+                                                                     "webhooks": webhooks or {}}))
+
+    # ------------------------------------------------------------------ webhooks
+
+    def subscribe(self, shop: str, topic: str, callback_url: str) -> dict:
+        """A webhook subscription declared in config (Shopify never removes those)."""
+        return self._ok(self.control.post("/_emulator/webhooks/subscriptions", json={
+            "shop": shop, "topic": topic, "callback_url": callback_url}))
+
+    def subscriptions(self, shop: str | None = None) -> list[dict]:
+        params = {"shop": shop} if shop else {}
+        return self._ok(self.control.get("/_emulator/webhooks/subscriptions", params=params))["subscriptions"]
+
+    def deliveries(self, **filters: str) -> list[dict]:
+        return self._ok(self.control.get("/_emulator/webhooks/deliveries", params=filters))["deliveries"]
+
+    def drain(self, timeout: float = 10.0) -> bool:
+        """Wait until every pending webhook delivery is done (held reorders released)."""
+        return self._ok(self.control.post("/_emulator/webhooks/drain", params={"timeout": timeout}))["drained"]
