@@ -11,7 +11,7 @@ import tomllib
 from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
 from pydantic import (
     AliasChoices,
@@ -46,7 +46,22 @@ def _format_validation_error(source: str, err: ValidationError) -> str:
 # --------------------------------------------------------------------------- environment
 
 
-class Settings(BaseSettings):
+class EnvironmentSettings(BaseSettings):
+    """Base of every settings class read from the environment (one per part, each with its own
+    `env_prefix`): `load()` fails with a ConfigError that names the variable and what is wrong."""
+
+    @classmethod
+    def load(cls, **overrides: object) -> Self:
+        """Settings from the environment; `overrides` left as None count as not given."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        try:
+            return cls(**given)
+        except ValidationError as err:
+            prefix = cls.model_config.get("env_prefix") or ""
+            raise ConfigError(_format_validation_error(f"environment ({prefix}*)", err)) from None
+
+
+class Settings(EnvironmentSettings):
     """Process settings. `DATABASE_URL` / `DATABASE_DIRECT_URL` keep their conventional names;
     everything else is `STORESYNC_*`."""
 
@@ -86,13 +101,6 @@ class Settings(BaseSettings):
                 f"STORESYNC_POOL_MAX_SIZE ({self.pool_max_size})"
             )
         return self
-
-    @classmethod
-    def load(cls, **overrides: object) -> Settings:
-        try:
-            return cls(**overrides)
-        except ValidationError as err:
-            raise ConfigError(_format_validation_error("environment", err)) from None
 
     @property
     def pooled_dsn(self) -> str | None:

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
 
-from storesync.config import ConfigError, _format_validation_error
+from storesync.config import EnvironmentSettings
 
 MIB = 1024 * 1024
 
 
-class WebSettings(BaseSettings):
+class WebSettings(EnvironmentSettings):
     model_config = SettingsConfigDict(env_prefix="STORESYNC_WEB_", extra="ignore", frozen=True)
 
     host: str = "127.0.0.1"
@@ -30,9 +30,3 @@ class WebSettings(BaseSettings):
     # Seconds each readiness check may take.
     readiness_timeout_s: Annotated[float, Field(gt=0)] = 2.0
 
-    @classmethod
-    def load(cls, **overrides: object) -> WebSettings:
-        try:
-            return cls(**overrides)
-        except ValidationError as err:
-            raise ConfigError(_format_validation_error("environment (STORESYNC_WEB_*)", err)) from None

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import SettingsConfigDict
 
-from storesync.config import ConfigError, _format_validation_error
+from storesync.config import EnvironmentSettings
 
 MIN_TOKEN_CHARS = 16
 
 
-class DashboardSettings(BaseSettings):
+class DashboardSettings(EnvironmentSettings):
     model_config = SettingsConfigDict(env_prefix="STORESYNC_DASHBOARD_", extra="ignore", frozen=True)
 
     # The operator token. Unset: the dashboard answers 503 "disabled" on every page (it never
@@ -41,9 +41,3 @@ class DashboardSettings(BaseSettings):
     def enabled(self) -> bool:
         return self.token is not None
 
-    @classmethod
-    def load(cls, **overrides: object) -> DashboardSettings:
-        try:
-            return cls(**overrides)
-        except ValidationError as err:
-            raise ConfigError(_format_validation_error("environment (STORESYNC_DASHBOARD_*)", err)) from None
