@@ -274,6 +274,7 @@ SAMPLE_VARIABLES = {
     "ProductCollectionsPage": {"id": "gid://shopify/Product/1", "first": 7},
     "ProductMetafieldsPage": {"id": "gid://shopify/Product/1", "first": 7},
     "ProductSet": {"input": {"title": "x"}},
+    "ProductSetIds": {"input": {"title": "x"}, "variantsFirst": 3},
     "ProductDelete": {"id": "gid://shopify/Product/1"},
     "ProductVariantsBulkUpdate": {"productId": "gid://shopify/Product/1", "variants": []},
     "InventoryLevels": {"inventoryItemIds": ["gid://shopify/InventoryItem/1"] * 3, "locationsFirst": 4},

@@ -105,9 +105,12 @@ class ShopifyStoreAPI:
     async def _product(self, raw: Mapping[str, Any] | None) -> Product | None:
         return product_from_json(await complete_product_lists(self.client, raw)) if raw else None
 
-    async def products(self, query: str | None = None, *, page_size: int = 50) -> AsyncIterator[Product]:
-        """Every product of the store (or those matching a search query), complete, page by page."""
-        variables: dict[str, Any] = {**self.list_sizes, "query": query}
+    async def products(self, query: str | None = None, *, page_size: int = 50,
+                       list_sizes: Mapping[str, int] | None = None) -> AsyncIterator[Product]:
+        """Every product of the store (or those matching a search query), complete, page by page.
+        `list_sizes`: first pages of each product's lists (default: the store's); smaller ones
+        make larger pages fit the 1,000-point limit, the rest of a long list is read after."""
+        variables: dict[str, Any] = {**(list_sizes or self.list_sizes), "query": query}
         async for page in self.client.pages("ProductsPage", variables, connection="products", page_size=page_size):
             for raw in page.nodes:
                 yield await self._product(raw)  # type: ignore[misc]

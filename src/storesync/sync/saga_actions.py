@@ -2,6 +2,9 @@
 
     create_child_product -> set_child_collections -> set_child_levels
 
+The create writes the collection memberships too (one productSet per copy); the collections
+step then only records them, and writes them itself for sagas logged by earlier versions.
+
 Each step records what undoes it before it runs (see `saga.py`): the create is undone by
 deleting the product found by its handle (so a crash between the store call and the log still
 finds it), the collections by writing back the memberships read before, the levels by setting
@@ -70,12 +73,13 @@ class CreateChildProduct:
         links = await deps.links.link_map(child.shop)
         plan = plan_child_product(parent, None, links, deps.policy)
         existing = await child.find_product_by_handle(parent.handle)  # our own earlier, interrupted attempt
-        inp = {k: v for k, v in plan.input.items() if k != "collections"}
-        written = await child.product_set(inp, product_id=existing.id if existing else None)
+        # The memberships go with the create (deleting the product, this step's undo, removes
+        # them too): a separate productSet would cost a second write and two reads per copy.
+        written = await child.product_set(plan.input, product_id=existing.id if existing else None)
         await deps.links.save_links(links_after_write(plan, parent, written, links))
         await deps.audit.record(AuditRecord(child.shop, "product", written.id or "", "product_create", None,
                                             plan.expected, ctx.cause, detail=f"saga {ctx.saga_id}"))
-        return {"child_product_id": written.id}
+        return {"child_product_id": written.id, "collections": list(plan.input.get("collections") or ())}
 
     async def undo(self, undo: dict[str, Any], ctx: StepContext) -> None:
         child = self.deps.stores[undo["child_shop"]]
@@ -105,10 +109,18 @@ class SetChildCollections:
         return child, product
 
     async def prepare(self, params: dict[str, Any], ctx: StepContext) -> dict[str, Any] | None:
+        created = ctx.results["create"]
+        if "collections" in created:  # the create wrote them: they are what this step found
+            return {"child_shop": params["child_shop"], "child_product_id": created["child_product_id"],
+                    "collections": created["collections"]}
         child, product = await self._child(params, ctx)
         return {"child_shop": child.shop, "child_product_id": product.id, "collections": list(product.collections)}
 
     async def run(self, params: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+        created = ctx.results["create"]
+        if "collections" in created:
+            return {"collections": created["collections"]}
+        # A saga logged before creates carried the memberships: write them now.
         child, product = await self._child(params, ctx)
         parent = await _parent_product(self.deps, params["parent_product_id"])
         plan = plan_child_product(parent, product, await self.deps.links.link_map(child.shop), self.deps.policy)

@@ -3,17 +3,23 @@ backfill and reconciliation (paged `ProductsPage`, `CollectionsPage`, batched `I
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
-from storesync.commerce.store_api import ShopifyStoreAPI
-from storesync.sync.model import Collection, Product
+from storesync.commerce.store_api import ShopifyStoreAPI, complete_product_lists, product_from_json
+from storesync.sync.model import Collection, InventoryLevel, Metafield, Option, Product
 
 
 # First pages of a product's lists in one read. The rest is paged (`complete_product_lists`),
 # so small first pages lose nothing, and a read's cost estimate - what the rate-limit budget
 # reserves - falls from ~410 to ~105 points.
 SYNC_LIST_SIZES = {"variantsFirst": 25, "collectionsFirst": 10, "metafieldsFirst": 10}
+# A whole-catalog scan's first pages: most products have a few variants, collections and
+# metafields, so ~50 requested points per product (pages of ~20 products, not ~9); a longer
+# list is read to its end for that product alone.
+SCAN_LIST_SIZES = {"variantsFirst": 10, "collectionsFirst": 5, "metafieldsFirst": 5}
 
 
 class SyncStoreAPI(ShopifyStoreAPI):
@@ -25,9 +31,35 @@ class SyncStoreAPI(ShopifyStoreAPI):
         super().__init__(client, list_sizes=list_sizes or SYNC_LIST_SIZES)
 
     async def product_set(self, input: Mapping[str, Any], *, product_id: str | None) -> Product:
+        """productSet through `ProductSetIds`: the answer carries the ids the engine maps (product,
+        variants, inventory items); the rest of the returned `Product` is the input as written
+        (options, collections, metafields without their ids)."""
         if "files" in input and not input["files"]:
             input = {k: v for k, v in input.items() if k != "files"}
-        return await super().product_set(input, product_id=product_id)
+        variables: dict[str, Any] = {"input": dict(input),
+                                     "variantsFirst": min(100, max(1, len(input.get("variants") or ())))}
+        if product_id is not None:
+            variables["identifier"] = {"id": product_id}
+        elif input.get("handle"):
+            variables["identifier"] = {"handle": input["handle"]}
+        result = await self.client.execute("ProductSetIds", variables)
+        raw = dict(result["productSet"]["product"])
+        none = {"nodes": [], "pageInfo": {"hasNextPage": False}}
+        raw.update(collections=none, metafields=none)
+        raw = await complete_product_lists(self.client, raw)  # only a variant list cut at 100
+        seo = input.get("seo") or {}
+        written = product_from_json(raw)
+        return replace(
+            written,
+            description_html=input.get("descriptionHtml", written.description_html) or "",
+            vendor=input.get("vendor") or "", product_type=input.get("productType") or "",
+            tags=tuple(input.get("tags") or ()),
+            options=tuple(Option(o["name"], tuple(v["name"] for v in o.get("values") or ()))
+                          for o in input.get("productOptions") or ()),
+            seo_title=seo.get("title"), seo_description=seo.get("description"),
+            collections=tuple(input.get("collections") or ()),
+            metafields=tuple(Metafield(m["namespace"], m["key"], m["type"], m["value"])
+                             for m in input.get("metafields") or ()))
 
 
 class ShopifyCatalogScan:
@@ -42,7 +74,8 @@ class ShopifyCatalogScan:
 
     async def products(self) -> list[Product]:
         if self._products is None:
-            self._products = [p async for p in self.api.products(page_size=self.page_size)]
+            self._products = [p async for p in self.api.products(page_size=self.page_size,
+                                                                 list_sizes=SCAN_LIST_SIZES)]
         return self._products
 
     async def all_products(self) -> AsyncIterator[Product]:
@@ -63,18 +96,40 @@ class ShopifyCatalogScan:
 class ScannedParent:
     """The parent store as one backfill scanned it: product reads come from the scan (a copy
     saga reads its parent product in every step, for every child: on a shared parent bucket
-    that, not the children's writes, would bound the backfill). Levels are still read live, and
-    every other call goes to the store. Changes made to the parent during the backfill reach
+    that, not the children's writes, would bound the backfill). Levels are read live, one
+    batched `InventoryLevels` query per product when the first child's copy needs them, and
+    shared by the other children's copies of that product (read one query per variant, location
+    and child, they cost the parent's bucket 20 queries per 2-variant product for 5 children).
+    Every other call goes to the store. Changes made to the parent during the backfill reach
     the copies through the live webhooks and reconciliation, as for any linked product."""
 
     def __init__(self, api: ShopifyStoreAPI, products: Sequence[Product]) -> None:
         self.api = api
         self.shop = api.shop
         self._products = {p.id: p for p in products if p.id}
+        self._product_of_item = {v.inventory_item_id: p.id for p in products if p.id
+                                 for v in p.variants if v.inventory_item_id}
+        self._levels: dict[str, asyncio.Future] = {}  # parent product id -> its levels, read once
 
     async def read_product(self, product_id: str) -> Product | None:
         found = self._products.get(product_id)
         return found if found is not None else await self.api.read_product(product_id)
+
+    async def read_level(self, inventory_item_id: str, location_id: str) -> InventoryLevel | None:
+        product_id = self._product_of_item.get(inventory_item_id)
+        if product_id is None:
+            return await self.api.read_level(inventory_item_id, location_id)
+        if product_id not in self._levels:
+            items = [v.inventory_item_id for v in self._products[product_id].variants if v.inventory_item_id]
+            self._levels[product_id] = asyncio.ensure_future(self.api.read_levels(items))
+        read = self._levels[product_id]
+        try:
+            levels = await asyncio.shield(read)
+        except Exception:
+            if self._levels.get(product_id) is read:
+                del self._levels[product_id]  # the next copy reads again
+            raise
+        return levels.get((inventory_item_id, location_id))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.api, name)
