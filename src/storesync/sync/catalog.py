@@ -470,6 +470,11 @@ def links_after_write(plan: ProductPlan, parent: Product, written: Product, link
 # --------------------------------------------------------------------------- orchestration
 
 
+def same_view(a: Any, b: Any) -> bool:
+    """Views compared as stored (JSON: tuples become lists, keys strings)."""
+    return json.loads(json.dumps(a, sort_keys=True, default=str)) == json.loads(json.dumps(b, sort_keys=True, default=str))
+
+
 class CatalogBlocked(CatalogError):
     """Writing the child would destroy child-owned data; nothing was written (permanent)."""
 

@@ -28,7 +28,7 @@ from storesync.queue.enqueue import JobSpec, Lane, enqueue_many, enqueue_many_as
 from storesync.queue.handlers import HandlerRegistry, JobContext, PermanentError, RetryableError
 from storesync.sync import routing
 from storesync.sync.audit import delivery_cause, job_cause
-from storesync.sync.catalog import CatalogBlocked, CatalogError, sync_product_to_child
+from storesync.sync.catalog import CatalogBlocked, CatalogError, actual_view, same_view, sync_product_to_child
 from storesync.sync.conflicts import judge_level_delivery, level_from_webhook, version_of_delivery
 from storesync.sync.inventory import (
     InventoryError, Outcome, SaleContext, StaleRetriesExhausted, apply_order_event, fan_out_level,
@@ -115,6 +115,25 @@ async def _child_maps_for_item(st: Storage, net: MerchantNetwork, parent_item: s
     return {c.shop: LinkMap(c.shop, [lk for lk in links if lk.child_shop == c.shop]) for c in net.children}
 
 
+class _LevelReadOnce:
+    """The parent store for one fan-out: its level is read once for all children (not once per
+    child, on the parent's bucket and on the measured path of every sale)."""
+
+    def __init__(self, api) -> None:
+        self.api = api
+        self.shop = api.shop
+        self._reads: dict[tuple[str, str], asyncio.Task] = {}
+
+    async def read_level(self, inventory_item_id: str, location_id: str):
+        key = (inventory_item_id, location_id)
+        if key not in self._reads:
+            self._reads[key] = asyncio.ensure_future(self.api.read_level(inventory_item_id, location_id))
+        return await asyncio.shield(self._reads[key])
+
+    def __getattr__(self, name: str):
+        return getattr(self.api, name)
+
+
 async def _fan_out(ctx: JobContext, rt: SyncRuntime, st: Storage, net: MerchantNetwork, item: str, location: str,
                    cause: str, only: list[str] | None) -> None:
     """Set every (or `only` these) active children to the parent's level; a paused child gets
@@ -132,8 +151,9 @@ async def _fan_out(ctx: JobContext, rt: SyncRuntime, st: Storage, net: MerchantN
     # child; the store calls overlap, the few statements take turns on the job's connection.
     maps = await _child_maps_for_item(st, net, item)
     shared = SerializedStorage(st)
+    parent = _LevelReadOnce(rt.api(net.parent.shop))
     per_child = await asyncio.gather(*(
-        fan_out_level(net, rt.api(net.parent.shop), {shop: rt.api(shop)}, maps, shared.writes, shared.audit,
+        fan_out_level(net, parent, {shop: rt.api(shop)}, maps, shared.writes, shared.audit,
                       item, location, cause, only=[shop]) for shop in active), return_exceptions=True)
     failures = [r for r in per_child if isinstance(r, BaseException)]
     outcomes = [o for r in per_child if not isinstance(r, BaseException) for o in r]
@@ -166,6 +186,13 @@ async def product_webhook(ctx: JobContext) -> None:
         routed = routing.route_product_webhook(net, store.shop, p["body"], links, delivery_cause(p["delivery_id"]))
         if routed.ignored:
             log.info("product webhook ignored", shop=store.shop, why=routed.ignored)
+        if store.role == "child" and routed.jobs and p["topic"] != "products/delete" \
+                and await _child_shows_last_write(rt, st, net, store.shop, product_id):
+            # Our own writes and every stock move make the child send products/update: while
+            # the child shows exactly the synced fields we last wrote, nothing was edited there
+            # (a parent change has jobs of its own), so no job reads both stores for it.
+            log.info("child product webhook reports nothing new", shop=store.shop, product=product_id)
+            return
         if store.role == "child":
             # A child's event re-syncs a linked copy; it never (re)creates one: the link may be
             # gone because a saga compensated that very product. It waits a moment, so the burst
@@ -175,6 +202,27 @@ async def product_webhook(ctx: JobContext) -> None:
                 job.payload["only_if_linked"] = True
             routed.jobs = [replace(j, delay_s=max(j.delay_s, CHILD_EVENT_DEBOUNCE_S)) for j in routed.jobs]
         await enqueue_jobs(st.conn, routed.jobs, net.merchant_id)
+
+
+async def _child_shows_last_write(rt: SyncRuntime, st: Storage, net: MerchantNetwork, shop: str,
+                                  product_id: str) -> bool:
+    """Whether the child product shows exactly the synced fields the engine last wrote to it
+    (the link's `synced_view`). One read of the child; any doubt (no record, a store error)
+    answers False, and the product job decides as before."""
+    links = await child_links(st.conn, shop, products=[product_id])
+    link = next((lk for lk in links.links if lk.kind is LinkKind.PRODUCT and lk.child_id == product_id), None)
+    if link is None or link.synced_view is None:
+        return False
+    try:
+        child = await rt.api(shop).read_product(product_id)
+    except CommerceError as err:
+        log.info("child product not read; its job decides", shop=shop, product=product_id, error=str(err))
+        return False
+    if child is None:
+        return False
+    links = await child_links(st.conn, shop, products=[product_id], variants=[v.id for v in child.variants if v.id],
+                              collections=True)
+    return same_view(actual_view(child, rt.policy(net.merchant_id), links), link.synced_view)
 
 
 @registry.register("webhook.orders_create")

@@ -191,9 +191,11 @@ async def job_storage(pool) -> AsyncIterator[Storage]:
 
 
 async def child_links(conn: psycopg.AsyncConnection, child_shop: str, *, products: Iterable[str] = (),
-                      variants: Iterable[str] = (), items: Iterable[str] = ()) -> LinkMap:
-    """The links of `child_shop` for these child products, variants and inventory items only:
-    a webhook needs a handful, not the whole map (thousands of rows in a large catalog)."""
+                      variants: Iterable[str] = (), items: Iterable[str] = (), collections: bool = False
+                      ) -> LinkMap:
+    """The links of `child_shop` for these child products, variants and inventory items only
+    (and its collection links if `collections`): a webhook needs a handful, not the whole map
+    (thousands of rows in a large catalog)."""
     from psycopg.rows import dict_row
 
     from storesync.sync.store_pg import _link
@@ -201,7 +203,8 @@ async def child_links(conn: psycopg.AsyncConnection, child_shop: str, *, product
 
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(CHILD_LINKS_SUBSET, {"child_shop": child_shop, "products": list(products),
-                                               "variants": list(variants), "items": list(items)})
+                                               "variants": list(variants), "items": list(items),
+                                               "collections": collections})
         return LinkMap(child_shop, [_link(r) for r in await cur.fetchall()])
 
 

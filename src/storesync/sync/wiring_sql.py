@@ -27,12 +27,13 @@ LIMIT %(limit)s
 # merchant_of_shop: the merchant of a store (the fairness group of its jobs).
 MERCHANT_OF_SHOP = "SELECT merchant_id FROM stores WHERE shop_domain = %(shop)s"
 
-# child_links_subset: the links of one child for some of its products, variants or inventory items
-# (a webhook or a sale needs a handful, not the child's whole link map).
+# child_links_subset: the links of one child for some of its products, variants or inventory items,
+# and its collection links when asked (a webhook or a sale needs a handful, not the whole map).
 CHILD_LINKS_SUBSET = """
 SELECT * FROM sync_links
 WHERE child_shop = %(child_shop)s
   AND ((kind = 'product' AND child_id = ANY(%(products)s))
        OR (kind = 'variant' AND child_id = ANY(%(variants)s))
-       OR (kind = 'variant' AND child_inventory_item_id = ANY(%(items)s)))
+       OR (kind = 'variant' AND child_inventory_item_id = ANY(%(items)s))
+       OR (kind = 'collection' AND %(collections)s))
 """
