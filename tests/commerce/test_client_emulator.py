@@ -292,6 +292,8 @@ SAMPLE_VARIABLES = {
     "WebhookSubscriptionCreate": {"topic": "PRODUCTS_UPDATE",
                                   "webhookSubscription": {"callbackUrl": "https://example.com/webhooks"}},
     "WebhookSubscriptionDelete": {"id": "gid://shopify/WebhookSubscription/1"},
+    "BulkOperationRunQuery": {"query": "{ products { edges { node { id } } } }"},
+    "CurrentBulkOperation": {},
 }
 
 

@@ -62,7 +62,7 @@ def _parse(stem: str, text: str) -> Operation:
     kind = op.operation.value
     if kind not in ("query", "mutation"):
         raise OperationError(f"{stem}.graphql: {kind} operations are not sent by the engine")
-    variables = frozenset(v.variable.name.value for v in op.variable_definitions)
+    variables = frozenset(v.variable.name.value for v in op.variable_definitions or ())
     return Operation(op.name.value, stem, text, document, kind, variables)  # type: ignore[arg-type]
 
 

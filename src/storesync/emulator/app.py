@@ -21,6 +21,9 @@ Control API (JSON), for tests, the demo and the CLI:
   GET    /_emulator/stores/{shop}/throttle          the bucket's throttleStatus
   POST   /_emulator/stores/{shop}/inventory         {"inventory_item_id", "location_id", "available"}: merchant edit
   PATCH  /_emulator/stores/{shop}/products/{id}     {"title"?, "tags"?, "variants": [{"id", "price"}]...}: merchant edit
+  PUT    /_emulator/stores/{shop}/bulk_fault        {"status": "FAILED" | "CANCELED" | "EXPIRED", "error_code"?}:
+                                                    the next bulk operation ends so (null status clears)
+  GET    /_emulator/bulk/{shop}/{id}.jsonl          a completed bulk operation's result (its `url`)
   + faults, webhook deliveries and subscriptions (control_webhooks.py)
 Ids in bodies may be gids or numbers. Bad input answers 4xx with {"error": ...} and changes nothing.
 """
@@ -52,6 +55,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 import structlog
 
+from storesync.emulator.bulk import FAULT_STATUSES
 from storesync.emulator.control_webhooks import control_routes
 from storesync.emulator.cost import MAX_QUERY_COST, LeakyBucket, query_costs
 from storesync.emulator.faults import GraphQLFaults, GraphQLFaultsConfig, respond_with
@@ -204,7 +208,8 @@ class EmulatorApp:
         injection = self.faults.decide(field_names, shop=shop)
 
         async def run() -> Response:
-            status, out, headers = self.run_operation(store, doc, operation, variables, operation_name)
+            status, out, headers = self.run_operation(store, doc, operation, variables, operation_name,
+                                                      base_url=str(request.base_url).rstrip("/"))
             return _json(out, status, headers)
 
         return await respond_with(injection, run)
@@ -222,7 +227,8 @@ class EmulatorApp:
         return self.run_operation(store, doc, operation, variables or {}, operation_name)
 
     def run_operation(self, store: StoreState, doc: DocumentNode, operation: OperationDefinitionNode,
-                      variables: dict, operation_name: str | None) -> tuple[int, dict, dict | None]:
+                      variables: dict, operation_name: str | None,
+                      base_url: str = "") -> tuple[int, dict, dict | None]:
         """Cost check, execution, refund and webhooks of one validated operation."""
         shop = store.shop
         bucket = self.buckets[shop]
@@ -242,7 +248,7 @@ class EmulatorApp:
                 return 429, body, {"Retry-After": str(retry_after)}
             return 200, body, None
         context = RequestContext(store=store, subscriptions=self.subscriptions,
-                                 require_idempotency=self.require_idempotency)
+                                 require_idempotency=self.require_idempotency, base_url=base_url)
         result = execute(self.schema, doc, context_value=context, variable_values=variables,
                          operation_name=operation_name, field_resolver=default_resolver)
         assert not asyncio.iscoroutine(result), "resolvers are synchronous"
@@ -390,8 +396,32 @@ class EmulatorApp:
             self.emit(store.shop, events)
             return events[0].payload
 
+        def bulk_fault(request, body):
+            store = self._store(request)
+            status = body.get("status")
+            if status is None:
+                store.bulk_fault = None
+            elif status not in FAULT_STATUSES:
+                raise ActionError(f"status must be one of {', '.join(sorted(FAULT_STATUSES))} or null")
+            else:
+                code = body.get("error_code", "INTERNAL_SERVER_ERROR" if status == "FAILED" else None)
+                if code not in (None, "ACCESS_DENIED", "INTERNAL_SERVER_ERROR", "TIMEOUT"):
+                    raise ActionError("error_code must be ACCESS_DENIED, INTERNAL_SERVER_ERROR, TIMEOUT or null")
+                store.bulk_fault = (status, code)
+            return {"shop": store.shop, "bulk_fault": store.bulk_fault}
+
+        async def bulk_result(request: Request) -> Response:
+            store = self.emulator.stores.get(request.path_params["shop"])
+            op_id = request.path_params["op_id"]
+            op = store.bulk_operations.get(int(op_id)) if store is not None and op_id.isdigit() else None
+            if op is None or op.status != "COMPLETED":
+                return _json({"error": "no such bulk operation result"}, 404)
+            return Response(op.body, media_type="application/jsonl")
+
         return [
             Route("/stores/{shop}/admin/api/{version}/graphql.json", self.graphql, methods=["POST"]),
+            Route("/_emulator/stores/{shop}/bulk_fault", action(bulk_fault), methods=["PUT"]),
+            Route("/_emulator/bulk/{shop}/{op_id}.jsonl", bulk_result, methods=["GET"]),
             Route("/_emulator/health", action(health), methods=["GET"]),
             Route("/_emulator/stores", action(list_stores), methods=["GET"]),
             Route("/_emulator/stores", action(add_store, 201), methods=["POST"]),

@@ -112,6 +112,13 @@ class EmulatorControl:
             body["restore_rate"] = restore_rate
         return self._ok(self.control.put(f"/_emulator/stores/{shop}/plan", json=body))
 
+    def set_bulk_fault(self, shop: str, status: str | None = "FAILED", error_code: str | None = None) -> dict:
+        """Make the shop's next bulk operation end with `status` (None clears the fault)."""
+        body: dict[str, Any] = {"status": status}
+        if error_code is not None:
+            body["error_code"] = error_code
+        return self._ok(self.control.put(f"/_emulator/stores/{shop}/bulk_fault", json=body))
+
     def set_faults(self, graphql: dict | None = None, webhooks: dict | None = None) -> dict:
         return self._ok(self.control.put("/_emulator/faults", json={"graphql": graphql or {},
                                                                      "webhooks": webhooks or {}}))

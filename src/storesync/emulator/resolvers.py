@@ -20,6 +20,12 @@ from typing import Any
 from graphql import GraphQLError, GraphQLSchema, build_schema, get_directive_values
 
 from storesync.emulator import payloads
+from storesync.emulator.bulk import (
+    BULK_EXECUTION,
+    BulkOperation,
+    BulkQueryInvalid,
+    run_bulk_query,
+)
 from storesync.emulator.state import (
     AdjustmentGroup,
     Collection,
@@ -63,6 +69,8 @@ class RequestContext:
     subscriptions: SubscriptionStore
     require_idempotency: bool = True
     events: list[Event] = field(default_factory=list)
+    # scheme://host:port of the request, for URLs the emulator serves (bulk results)
+    base_url: str = ""
 
 
 # --------------------------------------------------------------------------- helpers
@@ -73,6 +81,7 @@ TYPE_NAMES = {
     Location: "Location", Collection: "Collection", Subscription: "WebhookSubscription", Metafield: "Metafield",
     AdjustmentGroup: "InventoryAdjustmentGroup", ProductSetOperation: "ProductSetOperation",
     ProductOption: "ProductOption", OptionValue: "ProductOptionValue", Job: "Job",
+    BulkOperation: "BulkOperation",
 }
 
 
@@ -131,10 +140,13 @@ def _decode_cursor(cursor: str) -> tuple:
 def connection(items: list, args: dict, sort_key=lambda x: (x.id,)) -> dict:
     """A Relay connection over `items` (sorted by `sort_key`), Shopify's pagination rules."""
     first, last = args.get("first"), args.get("last")
-    if first is None and last is None:
+    if BULK_EXECUTION.get():
+        # bulk queries read every item; Shopify ignores page arguments there
+        first, last, args = len(items), None, {"reverse": args.get("reverse")}
+    elif first is None and last is None:
         raise GraphQLError("you must provide one of first or last", extensions={"code": "BAD_REQUEST"})
     for name, n in (("first", first), ("last", last)):
-        if n is not None and (n < 0 or n > MAX_PAGE):
+        if n is not None and (n < 0 or n > MAX_PAGE) and not BULK_EXECUTION.get():
             raise GraphQLError(f"The value of '{name}' must be between 0 and {MAX_PAGE}.",
                                extensions={"code": "BAD_REQUEST"})
     reverse = bool(args.get("reverse"))
@@ -406,6 +418,11 @@ def lookup_node(info, value: str) -> Any:
         m = re.search(r"inventory_item_id=(\d+)", value)
         lvl = next((lv for lv in store.levels.values() if lv.id == num), None)
         return lvl if lvl is not None and (m is None or int(m.group(1)) == lvl.item_id) else None
+    if type_name == "BulkOperation":
+        op = store.bulk_operations.get(num)
+        if op is not None:
+            op.advance()
+        return op
     if type_name == "WebhookSubscription":
         sub = ctx(info).subscriptions.get(f"gid://shopify/WebhookSubscription/{num}")
         return sub if sub is not None and sub.shop == store.shop else None
@@ -1315,6 +1332,53 @@ def m_webhook_subscription_delete(_root, info, id: str) -> dict:
     return {"deletedWebhookSubscriptionId": id, "userErrors": []}
 
 
+# --------------------------------------------------------------------------- bulk operations
+
+
+def q_current_bulk_operation(_root, info, type: str = "QUERY") -> BulkOperation | None:
+    """The shop's latest bulk operation of `type`; reading it moves it one step on."""
+    ops = [op for op in store_of(info).bulk_operations.values() if op.type == (type or "QUERY")]
+    if not ops:
+        return None
+    op = max(ops, key=lambda o: o.id)
+    op.advance()
+    return op
+
+
+def m_bulk_operation_run_query(_root, info, query: str) -> dict:
+    store = store_of(info)
+    if any(op.running and op.type == "QUERY" for op in store.bulk_operations.values()):
+        return {"bulkOperation": None, "userErrors": [user_error(
+            None, "A bulk query operation for this app and shop is already in progress.",
+            "OPERATION_IN_PROGRESS")]}
+    context = RequestContext(store=store, subscriptions=ctx(info).subscriptions,
+                             require_idempotency=ctx(info).require_idempotency)
+    try:
+        lines, roots = run_bulk_query(info.schema, query, context, default_resolver)
+    except BulkQueryInvalid as err:
+        return {"bulkOperation": None, "userErrors": [user_error(["query"], str(err), "INVALID")]}
+    op = BulkOperation(store.next_id(), store.shop, query, lines, roots, fault=store.bulk_fault)
+    store.bulk_fault = None
+    store.bulk_operations[op.id] = op
+    return {"bulkOperation": op, "userErrors": []}
+
+
+def _bulk_url(op: BulkOperation, info) -> str | None:
+    if op.status != "COMPLETED" or not op.lines:
+        return None
+    return f"{ctx(info).base_url}/_emulator/bulk/{op.shop}/{op.id}.jsonl"
+
+
+_BULK_FIELDS = {
+    "url": _bulk_url,
+    "partialDataUrl": lambda op, _i: None,
+    "errorCode": lambda op, _i: op.error_code,
+    "objectCount": lambda op, _i: str(len(op.lines) if op.status == "COMPLETED" else 0),
+    "rootObjectCount": lambda op, _i: str(op.root_object_count if op.status == "COMPLETED" else 0),
+    "fileSize": lambda op, _i: str(len(op.body)) if op.status == "COMPLETED" and op.lines else None,
+}
+
+
 # --------------------------------------------------------------------------- schema
 
 RESOLVERS: dict[str, dict[str, Any]] = {
@@ -1324,7 +1388,7 @@ RESOLVERS: dict[str, dict[str, Any]] = {
         "inventoryItem": q_inventory_item, "inventoryItems": q_inventory_items, "locations": q_locations,
         "location": q_location, "collections": q_collections, "collection": q_collection,
         "webhookSubscriptions": q_webhook_subscriptions, "webhookSubscription": q_webhook_subscription,
-        "node": q_node, "nodes": q_nodes,
+        "node": q_node, "nodes": q_nodes, "currentBulkOperation": q_current_bulk_operation,
     },
     "Mutation": {
         "productSet": m_product_set, "productDelete": m_product_delete,
@@ -1336,6 +1400,7 @@ RESOLVERS: dict[str, dict[str, Any]] = {
         "collectionRemoveProducts": m_collection_remove_products,
         "webhookSubscriptionCreate": m_webhook_subscription_create,
         "webhookSubscriptionDelete": m_webhook_subscription_delete,
+        "bulkOperationRunQuery": m_bulk_operation_run_query,
     },
     "Product": {
         "variants": p_variants, "collections": p_collections, "options": p_options, "inCollection": p_in_collection,
@@ -1366,6 +1431,7 @@ RESOLVERS: dict[str, dict[str, Any]] = {
     "InventoryAdjustmentGroup": {"changes": g_changes},
     "InventoryChange": {"item": ch_item, "location": ch_location},
     "ProductSetOperation": {"product": op_product},
+    "BulkOperation": _BULK_FIELDS,
 }
 
 

@@ -298,6 +298,9 @@ class StoreState:
         self.groups: dict[int, AdjustmentGroup] = {}
         self.operations: dict[int, ProductSetOperation] = {}
         self.jobs: dict[int, Job] = {}
+        # bulk query operations (emulator/bulk.py), and the fault the next one ends with
+        self.bulk_operations: dict[int, Any] = {}
+        self.bulk_fault: tuple[str, str | None] | None = None
         # idempotency key -> (mutation field name, canonical arguments, original payload)
         self.idempotency: dict[str, tuple[str, str, Any]] = {}
         self._order_numbers = itertools.count(1001)

@@ -1,0 +1,184 @@
+"""Bulk queries: read a whole catalog in one background operation instead of hundreds of pages.
+
+`bulkOperationRunQuery` costs one mutation (10 points) whatever the catalog's size, and Shopify
+runs the query outside the rate limit; the result is a JSONL file, one object per line, each
+nested connection's nodes on lines of their own after their parent with `__parentId`. It pays
+for an initial full sync of a large catalog: paging costs ~50 points per product against the
+parent's bucket, a bulk read costs ~10 plus one small poll per `poll_interval`. For a handful
+of products the pages are faster (no polling round trips).
+
+Only one bulk query runs per shop at a time: `BulkOperationInProgress` (retryable) says another
+one (ours or another app's session) is running. FAILED with INTERNAL_SERVER_ERROR or TIMEOUT and
+CANCELED / EXPIRED are retryable; ACCESS_DENIED is permanent; a poll past `timeout` raises
+`BulkOperationTimeout` (retryable; the operation may still finish and block the next start
+until it does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import httpx
+import structlog
+
+from storesync.commerce.client import AdminClient
+from storesync.commerce.errors import (
+    ApiUnavailableError,
+    PermanentCommerceError,
+    RetryableCommerceError,
+    UserError,
+    user_errors_error,
+)
+from storesync.commerce.store_api import product_from_json
+from storesync.sync.model import Product
+
+log = structlog.get_logger("storesync.commerce.bulk")
+
+FINAL_STATUSES = frozenset({"COMPLETED", "FAILED", "CANCELED", "EXPIRED"})
+# A product's nested connections in BulkProducts, by the gid type of their nodes.
+PRODUCT_CHILDREN = {"ProductVariant": "variants", "Collection": "collections", "Metafield": "metafields"}
+
+
+class BulkOperationInProgress(RetryableCommerceError):
+    """Another bulk query is running on the shop (OPERATION_IN_PROGRESS): retry once it ends."""
+
+
+class BulkOperationFailed(RetryableCommerceError):
+    """The operation ended FAILED (INTERNAL_SERVER_ERROR, TIMEOUT), CANCELED or EXPIRED."""
+
+    def __init__(self, message: str, *, status: str, error_code: str | None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.status = status
+        self.error_code = error_code
+
+
+class BulkOperationDenied(PermanentCommerceError):
+    """FAILED with ACCESS_DENIED: the token lacks a scope the query needs; retrying cannot help."""
+
+
+class BulkOperationTimeout(RetryableCommerceError):
+    """The operation did not end within the caller's timeout."""
+
+
+@cache
+def bulk_query_text(name: str) -> str:
+    """A bulk query document from `commerce/bulk_queries/<name>.graphql`."""
+    return resources.files("storesync.commerce").joinpath("bulk_queries", f"{name}.graphql").read_text("utf-8")
+
+
+async def start_bulk_query(client: AdminClient, query: str) -> str:
+    """Start `query` as the shop's bulk query: its BulkOperation id."""
+    ctx = {"shop": client.shop, "operation": "BulkOperationRunQuery"}
+    result = await client.execute("BulkOperationRunQuery", {"query": query}, raise_user_errors=False)
+    payload = result["bulkOperationRunQuery"]
+    errors = payload["userErrors"]
+    if errors:
+        if any(e.get("code") == "OPERATION_IN_PROGRESS" for e in errors):
+            err = BulkOperationInProgress(
+                f"{client.shop}: a bulk query is already running ({errors[0]['message']})", retry_after=5.0, **ctx)
+            err.user_errors = tuple(UserError.from_json(e) for e in errors)  # type: ignore[attr-defined]
+            raise err
+        raise user_errors_error("BulkOperationRunQuery", errors, shop=client.shop)
+    return payload["bulkOperation"]["id"]
+
+
+async def wait_for_bulk_operation(client: AdminClient, operation_id: str, *, poll_interval: float = 1.0,
+                                  timeout: float = 600.0) -> dict:
+    """Poll currentBulkOperation until `operation_id` ends: the COMPLETED operation's fields."""
+    ctx = {"shop": client.shop, "operation": "CurrentBulkOperation"}
+    deadline = time.monotonic() + timeout
+    while True:
+        op = (await client.execute("CurrentBulkOperation"))["currentBulkOperation"]
+        if op is None or op["id"] != operation_id:
+            # another session started a newer bulk query: ours is no longer the current one
+            raise BulkOperationFailed(f"{client.shop}: bulk operation {operation_id} was superseded by "
+                                      f"{op['id'] if op else 'none'}", status="SUPERSEDED", error_code=None,
+                                      retry_after=poll_interval, **ctx)
+        status = op["status"]
+        if status == "COMPLETED":
+            return op
+        if status in FINAL_STATUSES:
+            message = f"{client.shop}: bulk operation {operation_id} ended {status} ({op.get('errorCode')})"
+            if op.get("errorCode") == "ACCESS_DENIED":
+                raise BulkOperationDenied(message, **ctx)
+            raise BulkOperationFailed(message, status=status, error_code=op.get("errorCode"),
+                                      retry_after=poll_interval, **ctx)
+        if time.monotonic() + poll_interval > deadline:
+            raise BulkOperationTimeout(f"{client.shop}: bulk operation {operation_id} still {status} after "
+                                       f"{timeout:.0f}s", retry_after=poll_interval, **ctx)
+        await asyncio.sleep(poll_interval)
+
+
+async def download_lines(url: str | None, *, shop: str, timeout: float = 60.0) -> AsyncIterator[dict]:
+    """The objects of a result file, in file order. The URL is signed and off the Admin API's
+    host: no access token goes with it."""
+    if url is None:  # COMPLETED with no url: the query matched nothing
+        return
+    try:
+        async with httpx.AsyncClient(timeout=timeout) as http, http.stream("GET", url) as resp:
+            if resp.status_code != 200:
+                raise ApiUnavailableError(f"{shop}: bulk result download answered {resp.status_code}",
+                                          shop=shop, operation="BulkDownload")
+            async for line in resp.aiter_lines():
+                if line.strip():
+                    yield json.loads(line)
+    except httpx.HTTPError as err:
+        raise ApiUnavailableError(f"{shop}: bulk result download failed: {err!r}", shop=shop,
+                                  operation="BulkDownload") from err
+
+
+async def bulk_query(client: AdminClient, query: str, *, poll_interval: float = 1.0,
+                     timeout: float = 600.0) -> AsyncIterator[dict]:
+    """Run `query` as a bulk query and yield its JSONL objects as Shopify wrote them (flattened,
+    children with `__parentId`); `reassemble` nests them back."""
+    operation_id = await start_bulk_query(client, query)
+    op = await wait_for_bulk_operation(client, operation_id, poll_interval=poll_interval, timeout=timeout)
+    log.info("bulk_query_completed", shop=client.shop, operation_id=operation_id, objects=op["objectCount"],
+             roots=op["rootObjectCount"], bytes=op["fileSize"])
+    async for obj in download_lines(op["url"], shop=client.shop):
+        yield obj
+
+
+def _gid_type(value: str) -> str:
+    return value.split("/")[3] if value.startswith("gid://shopify/") else ""
+
+
+def reassemble(objects: Iterable[Mapping[str, Any]], children: Mapping[str, str]) -> list[dict]:
+    """Roots with their children nested back: a child (with `__parentId`) goes to its parent's
+    `children[<child's gid type>]` as `{"nodes": [...], "pageInfo": {"hasNextPage": False}}`,
+    the shape a paged read has once complete. Children of an unlisted type are an error (the
+    query and the mapping disagree); a parent that is not in the file too."""
+    by_id: dict[str, dict] = {}
+    roots: list[dict] = []
+    for raw in objects:
+        obj = {k: v for k, v in raw.items() if k != "__parentId"}
+        for key in children.values():
+            obj.setdefault(key, {"nodes": [], "pageInfo": {"hasNextPage": False, "endCursor": None}})
+        if "id" in obj:
+            by_id[obj["id"]] = obj
+        parent_id = raw.get("__parentId")
+        if parent_id is None:
+            roots.append(obj)
+            continue
+        key = children.get(_gid_type(obj.get("id", "")))
+        parent = by_id.get(parent_id)
+        if key is None or parent is None:
+            raise ValueError(f"bulk result line {raw!r}: unknown child type or parent {parent_id}")
+        for k in children.values():  # children hold no lists of their own here
+            obj.pop(k, None)
+        parent[key]["nodes"].append(obj)
+    return roots
+
+
+async def bulk_products(client: AdminClient, *, poll_interval: float = 1.0, timeout: float = 600.0) -> list[Product]:
+    """Every product of the store, complete (every variant, collection and metafield), read with
+    one bulk query: the same `Product` values `ShopifyStoreAPI.products()` yields, in id order."""
+    objects = [obj async for obj in bulk_query(client, bulk_query_text("products"), poll_interval=poll_interval,
+                                               timeout=timeout)]
+    return [product_from_json(raw) for raw in reassemble(objects, PRODUCT_CHILDREN)]

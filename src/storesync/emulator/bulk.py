@@ -1,0 +1,231 @@
+"""Bulk query operations (`bulkOperationRunQuery`, `currentBulkOperation`), as Shopify runs them.
+
+The query runs once, when the operation is created, over the store's state with the emulator's
+own schema and resolvers, with connection page limits lifted (bulk queries read every item, and
+Shopify ignores `first` there). The result is flattened into Shopify's JSONL: one line per node
+of a connection, depth first, each nested connection's nodes on lines of their own after their
+parent, carrying `__parentId` (the nearest enclosing node's `id`); other objects stay inline.
+
+Status moves one step per observation (`currentBulkOperation` or `node(id:)`): CREATED, then
+RUNNING, then COMPLETED (or the fault's final status), so a polling client sees every state
+without the emulator running timers. One query operation per shop runs at a time; a second
+`bulkOperationRunQuery` meanwhile gets OPERATION_IN_PROGRESS. A fault set through the control
+API (`PUT /_emulator/stores/{shop}/bulk_fault`) makes the next operation end FAILED or CANCELED.
+The file is served at `/_emulator/bulk/{shop}/{id}.jsonl`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+from graphql import (
+    FieldNode,
+    GraphQLError,
+    GraphQLNamedType,
+    GraphQLObjectType,
+    InlineFragmentNode,
+    OperationDefinitionNode,
+    SelectionSetNode,
+    execute,
+    get_named_type,
+    parse,
+    validate,
+)
+
+from storesync.emulator.state import now_iso
+
+# Set while a bulk query executes: `resolvers.connection` then returns every item.
+BULK_EXECUTION: ContextVar[bool] = ContextVar("bulk_execution", default=False)
+FINAL_STATUSES = frozenset({"COMPLETED", "FAILED", "CANCELED", "EXPIRED"})
+FAULT_STATUSES = frozenset({"FAILED", "CANCELED", "EXPIRED"})
+
+
+@dataclass(eq=False)
+class BulkOperation:
+    id: int
+    shop: str
+    query: str
+    lines: list[str]
+    root_object_count: int
+    type: str = "QUERY"
+    status: str = "CREATED"
+    error_code: str | None = None
+    created_at: str = field(default_factory=now_iso)
+    completed_at: str | None = None
+    # (final status, error code) the operation ends with instead of COMPLETED
+    fault: tuple[str, str | None] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.status not in FINAL_STATUSES
+
+    @property
+    def body(self) -> bytes:
+        return "".join(line + "\n" for line in self.lines).encode()
+
+    def advance(self) -> None:
+        """One step along CREATED -> RUNNING -> final (each observation makes one)."""
+        if self.status == "CREATED":
+            self.status = "RUNNING"
+        elif self.status == "RUNNING":
+            if self.fault is None:
+                self.status = "COMPLETED"
+            else:
+                self.status, self.error_code = self.fault
+            self.completed_at = now_iso()
+
+
+class BulkQueryInvalid(Exception):
+    """The query cannot run as a bulk query (Shopify answers a userError with code INVALID)."""
+
+
+def _is_connection(t: GraphQLNamedType) -> bool:
+    return t.name.endswith("Connection")
+
+
+def _fields(parent: GraphQLObjectType, selection_set: SelectionSetNode | None) -> Iterator[tuple[str, Any]]:
+    """(response key, field definition) of each field selected on `parent`, inline fragments
+    of `parent`'s own type included."""
+    for sel in selection_set.selections if selection_set else ():
+        if isinstance(sel, FieldNode):
+            if sel.name.value == "__typename":
+                continue
+            yield sel, parent.fields[sel.name.value]
+        elif isinstance(sel, InlineFragmentNode) and (
+                sel.type_condition is None or sel.type_condition.name.value == parent.name):
+            yield from _fields(parent, sel.selection_set)
+
+
+def _connection_nodes(value: dict, node: FieldNode) -> tuple[list, SelectionSetNode | None]:
+    """The nodes a connection value holds and the selection made on them (`edges { node }` or
+    `nodes`)."""
+    for sel in node.selection_set.selections if node.selection_set else ():
+        if not isinstance(sel, FieldNode):
+            continue
+        key = sel.alias.value if sel.alias else sel.name.value
+        if sel.name.value == "nodes":
+            return list(value.get(key) or []), sel.selection_set
+        if sel.name.value == "edges":
+            for inner in sel.selection_set.selections if sel.selection_set else ():
+                if isinstance(inner, FieldNode) and inner.name.value == "node":
+                    nkey = inner.alias.value if inner.alias else "node"
+                    return [e[nkey] for e in value.get(key) or [] if e.get(nkey) is not None], inner.selection_set
+    return [], None
+
+
+def flatten(schema, operation: OperationDefinitionNode, data: dict) -> tuple[list[dict], int]:
+    """Shopify's JSONL objects for `data` (the result of `operation`) and how many are roots."""
+    out: list[dict] = []
+    roots = 0
+
+    def emit_node(obj: dict, node_type: GraphQLObjectType, selection: SelectionSetNode | None,
+                  parent_id: str | None, path: str) -> None:
+        line: dict = {}
+        out.append(line)  # the parent's line comes before its children's
+        children: list = []
+        strip(obj, node_type, selection, line, children, path)
+        if parent_id is not None:
+            line["__parentId"] = parent_id
+        for child in children:
+            child(line.get("id"), path)
+
+    def strip(obj: dict, obj_type: GraphQLObjectType, selection: SelectionSetNode | None, into: dict,
+              children: list, path: str) -> None:
+        for node, field_def in _fields(obj_type, selection):
+            key = node.alias.value if node.alias else node.name.value
+            named = get_named_type(field_def.type)
+            value = obj.get(key)
+            if _is_connection(named):
+                if value is None:
+                    continue
+                nodes, node_sel = _connection_nodes(value, node)
+                node_type = _node_type(named)
+
+                def later(parent_id, ppath, nodes=nodes, node_sel=node_sel, node_type=node_type, key=key):
+                    if parent_id is None:
+                        raise BulkQueryInvalid(f"The parent of the nested connection '{key}' at {ppath} must "
+                                               "select the 'id' field")
+                    for n in nodes:
+                        emit_node(n, node_type, node_sel, parent_id, f"{ppath}.{key}")
+                children.append(later)
+            elif isinstance(named, GraphQLObjectType) and value is not None:
+                if isinstance(value, list):
+                    into[key] = []
+                    for item in value:
+                        inner: dict = {}
+                        strip(item, named, node.selection_set, inner, children, path)
+                        into[key].append(inner)
+                else:
+                    inner = {}
+                    strip(value, named, node.selection_set, inner, children, path)
+                    into[key] = inner
+            else:
+                into[key] = value
+
+    root_type = schema.query_type
+    for node, field_def in _fields(root_type, operation.selection_set):
+        named = get_named_type(field_def.type)
+        key = node.alias.value if node.alias else node.name.value
+        if not _is_connection(named) or data.get(key) is None:
+            continue
+        nodes, node_sel = _connection_nodes(data[key], node)
+        for n in nodes:
+            roots += 1
+            emit_node(n, _node_type(named), node_sel, None, key)
+    return out, roots
+
+
+def _node_type(connection: GraphQLObjectType) -> GraphQLObjectType:
+    return get_named_type(connection.fields["nodes"].type)  # type: ignore[return-value]
+
+
+def _check_nested_parents(parent: GraphQLObjectType, selection: SelectionSetNode | None,
+                          node_has_id: bool, path: str) -> None:
+    """A nested connection's enclosing node must select `id`: its children point at it."""
+    fields = list(_fields(parent, selection))
+    for node, field_def in fields:
+        named = get_named_type(field_def.type)
+        key = node.alias.value if node.alias else node.name.value
+        if _is_connection(named):
+            if path and not node_has_id:
+                raise BulkQueryInvalid(f"Invalid bulk query: the parent of the nested connection '{key}' at "
+                                       f"{path} must select the 'id' field")
+            _, node_sel = _connection_nodes({}, node)
+            node_type = _node_type(named)
+            has_id = any(n.name.value == "id" and n.alias is None for n, _d in _fields(node_type, node_sel))
+            _check_nested_parents(node_type, node_sel, has_id, f"{path}.{key}" if path else key)
+        elif isinstance(named, GraphQLObjectType) and path:
+            _check_nested_parents(named, node.selection_set, node_has_id, f"{path}.{key}")
+
+
+def run_bulk_query(schema, query: str, context: Any, field_resolver) -> tuple[list[str], int]:
+    """Execute `query` for a bulk operation: (JSONL lines, root object count). Raises
+    BulkQueryInvalid for a query Shopify refuses at creation."""
+    try:
+        doc = parse(query)
+    except GraphQLError as err:
+        raise BulkQueryInvalid(f"Invalid bulk query: {err.message}") from None
+    errors = validate(schema, doc)
+    if errors:
+        raise BulkQueryInvalid("Invalid bulk query: " + "; ".join(e.message for e in errors))
+    ops = [d for d in doc.definitions if isinstance(d, OperationDefinitionNode)]
+    if len(ops) != 1 or ops[0].operation.value != "query":
+        raise BulkQueryInvalid("Invalid bulk query: it must hold exactly one query operation")
+    op = ops[0]
+    root_fields = [get_named_type(fd.type) for _n, fd in _fields(schema.query_type, op.selection_set)]
+    if not any(_is_connection(t) for t in root_fields):
+        raise BulkQueryInvalid("Bulk queries must contain at least one connection.")
+    _check_nested_parents(schema.query_type, op.selection_set, False, "")
+    token = BULK_EXECUTION.set(True)
+    try:
+        result = execute(schema, doc, context_value=context, field_resolver=field_resolver)
+    finally:
+        BULK_EXECUTION.reset(token)
+    if result.errors:
+        raise BulkQueryInvalid("Invalid bulk query: " + "; ".join(e.message for e in result.errors))
+    objects, roots = flatten(schema, op, result.data or {})
+    return [json.dumps(o, separators=(",", ":")) for o in objects], roots

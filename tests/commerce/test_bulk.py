@@ -1,0 +1,123 @@
+"""The bulk read path (commerce/bulk.py) against the emulator over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from graphql import parse, validate
+
+from storesync.commerce.bulk import (
+    PRODUCT_CHILDREN,
+    BulkOperationDenied,
+    BulkOperationFailed,
+    BulkOperationInProgress,
+    BulkOperationTimeout,
+    bulk_products,
+    bulk_query,
+    bulk_query_text,
+    reassemble,
+    start_bulk_query,
+)
+from storesync.commerce.errors import UserInputError
+from storesync.commerce.store_api import ShopifyStoreAPI
+from tests.commerce.test_client_emulator import SHOP, client_for, running_emulator
+from tests.commerce.test_documents import target_schema
+from tests.commerce.test_store_api import PRODUCT
+
+FAST = {"poll_interval": 0.01, "timeout": 10.0}
+
+
+@pytest.fixture
+def emu():
+    with running_emulator(stores=[SHOP]) as handle:
+        yield handle
+
+
+def test_the_bulk_products_query_validates_against_the_target_schema():
+    errors = validate(target_schema(), parse(bulk_query_text("products")))
+    assert not errors, [e.message for e in errors]
+
+
+async def test_bulk_products_equal_the_paged_read_with_every_nested_list(emu):
+    emu.seed(SHOP, products=60, variants_per_product=3)
+    async with client_for(emu) as client:
+        store = ShopifyStoreAPI(client)
+        shirt = await store.product_set(PRODUCT, product_id=None)  # options, metafields, barcode...
+        first_ids = [p["id"] for p in emu.graphql(SHOP, "{ products(first: 4) { nodes { id } } }")
+                     ["data"]["products"]["nodes"]]
+        for title in ("Sale", "New"):
+            emu.graphql(SHOP, "mutation($p: [ID!]) { collectionCreate(input: {title: $t, products: $p}) "
+                              "{ userErrors { message } } }".replace("$t", f'"{title}"'), {"p": first_ids})
+        # small first pages: the paged read has to follow every list to its end
+        paged = [p async for p in store.products(list_sizes={"variantsFirst": 2, "collectionsFirst": 1,
+                                                             "metafieldsFirst": 1})]
+        bulk = await bulk_products(client, **FAST)
+    assert len(bulk) == 61
+    assert bulk == paged
+    assert all(len(p.variants) == 3 for p in bulk if p.id != shirt.id)
+    assert next(p for p in bulk if p.id == first_ids[0]).collections and len(bulk[0].collections) == 2
+    assert next(p for p in bulk if p.id == shirt.id).metafields[0].value == "linen"
+
+
+async def test_bulk_query_yields_flattened_lines_that_reassemble_to_the_parents(emu):
+    emu.seed(SHOP, products=3, variants_per_product=2)
+    async with client_for(emu) as client:
+        lines = [o async for o in bulk_query(client, "{ products { nodes { id variants { nodes { id } } } } }",
+                                             **FAST)]
+    assert len(lines) == 9 and sum("__parentId" in o for o in lines) == 6
+    products = reassemble(lines, {"ProductVariant": "variants"})
+    assert [len(p["variants"]["nodes"]) for p in products] == [2, 2, 2]
+    with pytest.raises(ValueError):
+        reassemble(lines, {})  # a child type the caller did not expect is not dropped silently
+
+
+async def test_a_second_concurrent_bulk_query_is_refused_with_a_retryable_error(emu):
+    emu.seed(SHOP, products=5)
+    async with client_for(emu) as client:
+        first, second = await asyncio.gather(bulk_products(client, **FAST), bulk_products(client, **FAST),
+                                             return_exceptions=True)
+        outcomes = sorted([first, second], key=lambda o: isinstance(o, Exception))
+        assert isinstance(outcomes[0], list) and len(outcomes[0]) == 5
+        refused = outcomes[1]
+        assert isinstance(refused, BulkOperationInProgress) and refused.retryable
+        assert "already running" in str(refused) and refused.user_errors[0].code == "OPERATION_IN_PROGRESS"
+        # once the first has ended, the next one runs
+        assert len(await bulk_products(client, **FAST)) == 5
+
+
+@pytest.mark.parametrize(("status", "code", "error", "retryable"), [
+    ("FAILED", "INTERNAL_SERVER_ERROR", BulkOperationFailed, True),
+    ("FAILED", "TIMEOUT", BulkOperationFailed, True),
+    ("CANCELED", None, BulkOperationFailed, True),
+    ("FAILED", "ACCESS_DENIED", BulkOperationDenied, False),
+])
+async def test_an_operation_that_does_not_complete_maps_to_a_typed_error(emu, status, code, error, retryable):
+    emu.seed(SHOP, products=2)
+    emu.set_bulk_fault(SHOP, status, code)
+    async with client_for(emu) as client:
+        with pytest.raises(error) as caught:
+            await bulk_products(client, **FAST)
+        assert caught.value.retryable is retryable and status in str(caught.value)
+        if error is BulkOperationFailed:
+            assert caught.value.status == status and caught.value.error_code == code
+        assert len(await bulk_products(client, **FAST)) == 2  # the fault was for one operation
+
+
+async def test_a_poll_past_the_timeout_raises_a_retryable_timeout(emu):
+    async with client_for(emu) as client:
+        with pytest.raises(BulkOperationTimeout) as caught:
+            await bulk_products(client, poll_interval=0.05, timeout=0.0)
+        assert caught.value.retryable
+
+
+async def test_an_invalid_bulk_query_is_a_permanent_user_input_error(emu):
+    async with client_for(emu) as client:
+        with pytest.raises(UserInputError) as caught:
+            await start_bulk_query(client, "{ shop { name } }")
+        assert not caught.value.retryable and "connection" in str(caught.value)
+
+
+def test_product_children_cover_every_nested_connection_of_the_bulk_products_query():
+    text = bulk_query_text("products")
+    assert {f"{key} {{" for key in PRODUCT_CHILDREN.values()} <= {line.strip() for line in text.splitlines()}
