@@ -11,7 +11,8 @@ Only one bulk query runs per shop at a time: `BulkOperationInProgress` (retryabl
 one (ours or another app's session) is running. FAILED with INTERNAL_SERVER_ERROR or TIMEOUT and
 CANCELED / EXPIRED are retryable; ACCESS_DENIED is permanent; a poll past `timeout` raises
 `BulkOperationTimeout` (retryable; the operation may still finish and block the next start
-until it does).
+until it does). If another session starts a newer bulk query while we poll, ours is no longer
+`currentBulkOperation`: `BulkOperationFailed` with status "SUPERSEDED" (retryable).
 """
 
 from __future__ import annotations
