@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
 
-from storesync.config import ConfigError, _format_validation_error
+from storesync.config import EnvironmentSettings
 
 
-class QueueSettings(BaseSettings):
+class QueueSettings(EnvironmentSettings):
     model_config = SettingsConfigDict(env_prefix="STORESYNC_QUEUE_", extra="ignore", frozen=True)
 
     # Jobs one worker process runs at once.
@@ -46,13 +46,6 @@ class QueueSettings(BaseSettings):
     # Serve /metrics for this worker on 127.0.0.1:<port> (0: off).
     metrics_port: Annotated[int, Field(ge=0, le=65535)] = 0
 
-    @classmethod
-    def load(cls, **overrides: object) -> QueueSettings:
-        clean = {k: v for k, v in overrides.items() if v is not None}
-        try:
-            return cls(**clean)
-        except ValidationError as err:
-            raise ConfigError(_format_validation_error("queue settings", err)) from None
 
 
 def backoff_delay(attempt: int, base: float, cap: float, rand: float) -> float:
