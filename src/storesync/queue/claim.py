@@ -69,21 +69,13 @@ async def claim_batch(conn: psycopg.AsyncConnection, qs: QueueSettings, worker_i
     claim lost a lock-key race and should be retried at once.
 
     Never a prepared statement: a generic plan made while the table was nearly empty stays
-    cached when it fills up (measured: 545 ms per claim instead of 5 ms behind 18k jobs).
-
-    The claim is one statement, so it runs as its own transaction (autocommit, for this
-    statement only): one round trip instead of three (BEGIN, the claim, COMMIT), with the same
-    atomicity, snapshot and locks. `conn` must be idle (not inside a transaction)."""
-    autocommit = conn.autocommit
-    await conn.set_autocommit(True)
+    cached when it fills up (measured: 545 ms per claim instead of 5 ms behind 18k jobs)."""
     try:
-        cur = await conn.execute(q.CLAIM_JOBS, _claim_params(qs, worker_id, limit))
-        return await cur.fetchall()
+        async with conn.transaction():
+            cur = await conn.execute(q.CLAIM_JOBS, _claim_params(qs, worker_id, limit))
+            return await cur.fetchall()
     except psycopg.errors.UniqueViolation:
         return None
-    finally:
-        if not conn.broken:  # a broken connection is discarded by the pool anyway
-            await conn.set_autocommit(autocommit)
 
 
 def claim_batch_sync(conn: psycopg.Connection, qs: QueueSettings, worker_id: str, limit: int) -> list[tuple] | None:
