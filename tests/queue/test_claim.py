@@ -8,8 +8,7 @@ import psycopg
 import pytest
 
 from storesync.queue import JobSpec, Lane, enqueue_many
-from storesync.queue import queries as q
-from storesync.queue.claim import _claim_params, claim_batch_sync
+from storesync.queue.claim import claim_batch_sync
 from storesync.queue.config import QueueSettings
 
 
@@ -35,36 +34,14 @@ def test_small_groups_get_their_first_job_before_a_big_groups_backlog(db):
         enqueue_many(conn, [JobSpec("k.a", {}, group="big") for _ in range(2000)])
         enqueue_many(conn, [JobSpec("k.a", {}, group=f"small{i:02d}") for i in range(40)])
         conn.commit()
-        first = _claim(conn, limit=50, groups_per_claim=16, claim_spread=1)
-        second = _claim(conn, limit=50, groups_per_claim=16, claim_spread=1)
-        third = _claim(conn, limit=50, groups_per_claim=16, claim_spread=1)
+        first = _claim(conn, limit=50, groups_per_claim=16)
+        second = _claim(conn, limit=50, groups_per_claim=16)
+        third = _claim(conn, limit=50, groups_per_claim=16)
     def smalls(rows):
         return sum(1 for r in rows if r[3].startswith("small"))
     # 16 groups per claim: every claim serves up to 15-16 small groups before more of "big".
     assert smalls(first) >= 15 and smalls(second) >= 15
     assert smalls(first) + smalls(second) + smalls(third) == 40
-
-
-def test_concurrent_claims_take_a_share_of_the_busy_groups_and_each_fill_their_batch(db):
-    with db.connect() as conn:
-        enqueue_many(conn, [JobSpec("k.a", {}, group=f"m{i:02d}") for i in range(20) for _ in range(50)])
-        conn.commit()
-    qs = QueueSettings.load(groups_per_claim=16, claim_spread=4)
-    # Four claims in flight at once (none committed): each locks 5 of the 20 busy groups.
-    conns = [db.connect() for _ in range(4)]
-    try:
-        batches = [c.execute(q.CLAIM_JOBS, _claim_params(qs, f"w{i}", 100)).fetchall()
-                   for i, c in enumerate(conns)]
-        groups = [{r[3] for r in rows} for rows in batches]
-        assert [len(rows) for rows in batches] == [100, 100, 100, 100]
-        assert [len(g) for g in groups] == [5, 5, 5, 5]
-        assert len(set().union(*groups)) == 20  # disjoint
-        # Least-recently-served first: the first claim took the first five groups.
-        assert groups[0] == {f"m{i:02d}" for i in range(5)}
-    finally:
-        for c in conns:
-            c.rollback()
-            c.close()
 
 
 def test_jobs_sharing_a_lock_key_are_not_claimed_together_or_while_one_runs(db):

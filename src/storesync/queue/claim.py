@@ -3,20 +3,14 @@
 One claim is one short transaction of two statements:
 
 1. `LOCK_CLAIM_GROUPS` finds the groups (merchants) that have queued jobs and locks the
-   least-recently-served of them, `FOR NO KEY UPDATE SKIP LOCKED`: `groups_per_claim` at most,
-   1/`claim_spread` of the active groups, at least `MIN_GROUPS_PER_CLAIM` (and enough to fill the
-   batch at `per_group_cap`). Holding a group row is the right to claim that group's jobs, so
-   concurrent claimers work on disjoint groups, and a group's concurrency limit is checked
-   against a stable running count. Taking only a share of the active groups leaves groups for
-   the other claims in flight (2 workers x 2 claim loops): with 20 busy merchants and 16 groups
-   per claim, one claim in two came back empty (measured: 40 % of claims, each costing as much
-   as a full one).
+   `groups_per_claim` least-recently-served of them, `FOR NO KEY UPDATE SKIP LOCKED`.
+   Holding a group row is the right to claim that group's jobs, so concurrent claimers work on
+   disjoint groups, and a group's concurrency limit is checked against a stable running count.
 2. `CLAIM_JOBS` runs with a fresh snapshot (taken after the locks were granted, so it sees every
    claim committed before) and takes up to `per_group_cap` head jobs per locked group, lanes
    first, then round-robin across groups; it marks them running under a lease and moves the served
    groups to the back of the order. A group with a 10,000-job backlog therefore delays another
-   group's next job by at most ceil(active groups / groups locked per claim) claims, and those
-   claims run side by side on disjoint groups.
+   group's next job by at most ceil(active groups / groups_per_claim) claims.
 
 Lock ordering and why it cannot deadlock:
 
@@ -49,16 +43,9 @@ from storesync.queue.config import QueueSettings
 LOCK_KEY_NAMESPACE = 0x51E0
 
 
-# A claim locks at least this many groups (when that many have work), so lanes still order the
-# jobs of several merchants in every claim.
-MIN_GROUPS_PER_CLAIM = 4
-
-
 def _claim_params(qs: QueueSettings, worker_id: str, limit: int) -> dict:
-    cap = min(qs.per_group_cap, limit)
     return {
-        "groups": qs.groups_per_claim, "spread": qs.claim_spread,
-        "min_groups": max(MIN_GROUPS_PER_CLAIM, -(-limit // cap)), "cap": cap, "batch": limit,
+        "groups": qs.groups_per_claim, "cap": min(qs.per_group_cap, limit), "batch": limit,
         "lock_ns": LOCK_KEY_NAMESPACE, "worker": worker_id, "lease": qs.lease_seconds,
     }
 
