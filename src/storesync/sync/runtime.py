@@ -21,11 +21,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import psycopg
-from pydantic import Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr
+from pydantic_settings import SettingsConfigDict
 
 from storesync.commerce.store_api import ShopifyStoreAPI, StoreClients
-from storesync.config import ConfigError, NetworkConfig, Settings, _format_validation_error
+from storesync.config import EnvironmentSettings, NetworkConfig, Settings
 from storesync.db import network_sql
 from storesync.logs import get_logger
 from storesync.queue.enqueue import JobSpec, Lane, enqueue_async
@@ -38,7 +38,7 @@ from storesync.sync.store_pg import PgAppliedVersions, PgAudit, PgLedger, PgLink
 log = get_logger("storesync.sync")
 
 
-class SyncSettings(BaseSettings):
+class SyncSettings(EnvironmentSettings):
     """Sync wiring knobs (`STORESYNC_SYNC_*`)."""
 
     model_config = SettingsConfigDict(env_prefix="STORESYNC_SYNC_", extra="ignore", frozen=True)
@@ -54,12 +54,6 @@ class SyncSettings(BaseSettings):
     # Attempts of a copy-product (backfill) job; a step still failing on the last one compensates.
     backfill_max_attempts: Annotated[int, Field(ge=1, le=50)] = 5
 
-    @classmethod
-    def load(cls) -> SyncSettings:
-        try:
-            return cls()
-        except ValidationError as err:
-            raise ConfigError(_format_validation_error("environment (STORESYNC_SYNC_*)", err)) from None
 
 
 def network_with_credentials(cfg: NetworkConfig, conn: psycopg.Connection) -> NetworkConfig:
