@@ -399,40 +399,37 @@ def jobs_show(job_id: int) -> None:
     print(json.dumps(row, default=str, indent=2))
 
 
-@jobs_app.command("retry")
-def jobs_retry(job_ids: Annotated[list[int], typer.Argument(help="dead or cancelled job ids")]) -> None:
-    """Replay dead-lettered (or cancelled) jobs: back in the queue with fresh attempts."""
+def _apply_to_jobs(job_ids: list[int], operation, done: str, refused: str) -> None:
+    """Run a queue operation on each job id; fail listing the ids it refused."""
     from storesync.db import database_settings
     from storesync.db.pools import connect_direct
-    from storesync.queue.ops import replay_job
 
     failed = []
     with database_settings(load_settings()) as settings, connect_direct(settings) as conn:
         for job_id in job_ids:
-            if replay_job(conn, job_id):
-                console.print(f"job {job_id} queued again")
+            if operation(conn, job_id):
+                console.print(f"job {job_id} {done}")
             else:
                 failed.append(job_id)
     if failed:
-        fail(f"not replayed (unknown, not dead/cancelled, or its singleton key is already queued): {failed}", code=1)
+        fail(f"{refused}: {failed}", code=1)
+
+
+@jobs_app.command("retry")
+def jobs_retry(job_ids: Annotated[list[int], typer.Argument(help="dead or cancelled job ids")]) -> None:
+    """Replay dead-lettered (or cancelled) jobs: back in the queue with fresh attempts."""
+    from storesync.queue.ops import replay_job
+
+    _apply_to_jobs(job_ids, replay_job, "queued again",
+                   "not replayed (unknown, not dead/cancelled, or its singleton key is already queued)")
 
 
 @jobs_app.command("cancel")
 def jobs_cancel(job_ids: Annotated[list[int], typer.Argument(help="queued job ids")]) -> None:
     """Cancel queued jobs (a running job cannot be cancelled; it finishes or fails)."""
-    from storesync.db import database_settings
-    from storesync.db.pools import connect_direct
     from storesync.queue.ops import cancel_job
 
-    failed = []
-    with database_settings(load_settings()) as settings, connect_direct(settings) as conn:
-        for job_id in job_ids:
-            if cancel_job(conn, job_id):
-                console.print(f"job {job_id} cancelled")
-            else:
-                failed.append(job_id)
-    if failed:
-        fail(f"not cancelled (unknown or not queued): {failed}", code=1)
+    _apply_to_jobs(job_ids, cancel_job, "cancelled", "not cancelled (unknown or not queued)")
 
 
 # --------------------------------------------------------------------------- sync operations
