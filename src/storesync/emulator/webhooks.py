@@ -453,18 +453,11 @@ class WebhookSender:
                 "X-Shopify-Triggered-At": triggered_at,
             }
             plan = self._plan()
-            delivery = self._record(
-                webhook_id=webhook_id,
-                event_id=event_id,
-                shop=shop,
-                topic=rest,
-                subscription_id=sub.id,
-                callback_url=sub.callback_url,
-                triggered_at=triggered_at,
-                body=body,
-                headers=headers,
-                reordered=plan.reorder,
-            )
+            # A duplicate is the same delivery (same webhook id, body and headers) sent again.
+            same = {"webhook_id": webhook_id, "event_id": event_id, "shop": shop, "topic": rest,
+                    "subscription_id": sub.id, "callback_url": sub.callback_url,
+                    "triggered_at": triggered_at, "body": body, "headers": headers}
+            delivery = self._record(**same, reordered=plan.reorder)
             webhook_ids.append(webhook_id)
             if plan.drop:
                 delivery.status = "dropped"
@@ -472,18 +465,7 @@ class WebhookSender:
                 continue
             self._spawn(loop, self._deliver(delivery, plan.delay_s, hold=plan.reorder))
             if plan.duplicate:
-                copy = self._record(
-                    webhook_id=webhook_id,
-                    event_id=event_id,
-                    shop=shop,
-                    topic=rest,
-                    subscription_id=sub.id,
-                    callback_url=sub.callback_url,
-                    triggered_at=triggered_at,
-                    body=body,
-                    headers=headers,
-                    duplicate=True,
-                )
+                copy = self._record(**same, duplicate=True)
                 self._spawn(loop, self._deliver(copy, plan.delay_s + plan.duplicate_delay_s, hold=False))
         return webhook_ids
 
