@@ -8,7 +8,8 @@ import psycopg
 import pytest
 
 from storesync.queue import JobSpec, Lane, enqueue_many
-from storesync.queue.claim import claim_batch_sync
+from storesync.queue import queries as q
+from storesync.queue.claim import _claim_params, claim_batch_sync
 from storesync.queue.config import QueueSettings
 
 
@@ -34,14 +35,36 @@ def test_small_groups_get_their_first_job_before_a_big_groups_backlog(db):
         enqueue_many(conn, [JobSpec("k.a", {}, group="big") for _ in range(2000)])
         enqueue_many(conn, [JobSpec("k.a", {}, group=f"small{i:02d}") for i in range(40)])
         conn.commit()
-        first = _claim(conn, limit=50, groups_per_claim=16)
-        second = _claim(conn, limit=50, groups_per_claim=16)
-        third = _claim(conn, limit=50, groups_per_claim=16)
+        first = _claim(conn, limit=50, groups_per_claim=16, claim_spread=1)
+        second = _claim(conn, limit=50, groups_per_claim=16, claim_spread=1)
+        third = _claim(conn, limit=50, groups_per_claim=16, claim_spread=1)
     def smalls(rows):
         return sum(1 for r in rows if r[3].startswith("small"))
     # 16 groups per claim: every claim serves up to 15-16 small groups before more of "big".
     assert smalls(first) >= 15 and smalls(second) >= 15
     assert smalls(first) + smalls(second) + smalls(third) == 40
+
+
+def test_concurrent_claims_take_a_share_of_the_busy_groups_and_each_fill_their_batch(db):
+    with db.connect() as conn:
+        enqueue_many(conn, [JobSpec("k.a", {}, group=f"m{i:02d}") for i in range(20) for _ in range(50)])
+        conn.commit()
+    qs = QueueSettings.load(groups_per_claim=16, claim_spread=4)
+    # Four claims in flight at once (none committed): each locks 5 of the 20 busy groups.
+    conns = [db.connect() for _ in range(4)]
+    try:
+        batches = [c.execute(q.CLAIM_JOBS, _claim_params(qs, f"w{i}", 100)).fetchall()
+                   for i, c in enumerate(conns)]
+        groups = [{r[3] for r in rows} for rows in batches]
+        assert [len(rows) for rows in batches] == [100, 100, 100, 100]
+        assert [len(g) for g in groups] == [5, 5, 5, 5]
+        assert len(set().union(*groups)) == 20  # disjoint
+        # Least-recently-served first: the first claim took the first five groups.
+        assert groups[0] == {f"m{i:02d}" for i in range(5)}
+    finally:
+        for c in conns:
+            c.rollback()
+            c.close()
 
 
 def test_jobs_sharing_a_lock_key_are_not_claimed_together_or_while_one_runs(db):
@@ -188,3 +211,36 @@ def test_groups_at_their_concurrency_limit_do_not_hog_the_claim(db):
         for _ in range(7):  # ceil(21 groups / 4 per claim) + 1
             got += _claim(conn, groups_per_claim=4)
     assert [r[3] for r in got] == ["zz-free"]
+
+
+@pytest.mark.parametrize("statement", ["complete", "release", "extend"])
+def test_a_runs_outcome_is_not_lost_when_a_lease_renewal_rewrote_its_row_meanwhile(db, statement):
+    """The heartbeat renews leases on its own connection while runs complete on another; an
+    outcome that waited for a renewal's row lock must still find the (rewritten) row. Found as
+    a job left 'running' until its lease expired, which held its lock key and kept the next
+    job with that key queued (a due job waiting > 15 s in the e2e tests)."""
+    with db.connect() as conn:
+        enqueue_many(conn, [JobSpec("k.a", {}, group="m1", lock_key="item-1")])
+        conn.commit()
+        (row,) = _claim(conn, limit=1)
+    job_id, attempt = row[0], row[5]
+    params = {"ids": [job_id], "attempts": [attempt], "worker": "w1", "lease": 30}
+    sql = {"complete": q.COMPLETE_JOBS, "release": q.RELEASE_JOBS, "extend": q.EXTEND_LEASES}[statement]
+    result: dict = {}
+    with db.connect() as renewer, db.connect() as outcome:
+        renewer.execute(q.EXTEND_LEASES, params)  # holds the row lock, row rewritten, not committed
+
+        def run_outcome():
+            result["ids"] = [r[0] for r in outcome.execute(sql, params).fetchall()]
+            outcome.commit()
+
+        t = threading.Thread(target=run_outcome)
+        t.start()
+        t.join(0.5)
+        assert t.is_alive(), "the outcome should wait for the renewal's row lock"
+        renewer.commit()
+        t.join(10)
+        assert not t.is_alive()
+        assert result["ids"] == [job_id]
+        state = outcome.execute("SELECT state FROM jobs WHERE id = %s", (job_id,)).fetchone()[0]
+    assert state == {"complete": "succeeded", "release": "queued", "extend": "running"}[statement]

@@ -3,14 +3,20 @@
 One claim is one short transaction of two statements:
 
 1. `LOCK_CLAIM_GROUPS` finds the groups (merchants) that have queued jobs and locks the
-   `groups_per_claim` least-recently-served of them, `FOR NO KEY UPDATE SKIP LOCKED`.
-   Holding a group row is the right to claim that group's jobs, so concurrent claimers work on
-   disjoint groups, and a group's concurrency limit is checked against a stable running count.
+   least-recently-served of them, `FOR NO KEY UPDATE SKIP LOCKED`: `groups_per_claim` at most,
+   1/`claim_spread` of the active groups, at least `MIN_GROUPS_PER_CLAIM` (and enough to fill the
+   batch at `per_group_cap`). Holding a group row is the right to claim that group's jobs, so
+   concurrent claimers work on disjoint groups, and a group's concurrency limit is checked
+   against a stable running count. Taking only a share of the active groups leaves groups for
+   the other claims in flight (2 workers x 2 claim loops): with 20 busy merchants and 16 groups
+   per claim, one claim in two came back empty (measured: 40 % of claims, each costing as much
+   as a full one).
 2. `CLAIM_JOBS` runs with a fresh snapshot (taken after the locks were granted, so it sees every
    claim committed before) and takes up to `per_group_cap` head jobs per locked group, lanes
    first, then round-robin across groups; it marks them running under a lease and moves the served
    groups to the back of the order. A group with a 10,000-job backlog therefore delays another
-   group's next job by at most ceil(active groups / groups_per_claim) claims.
+   group's next job by at most ceil(active groups / groups locked per claim) claims, and those
+   claims run side by side on disjoint groups.
 
 Lock ordering and why it cannot deadlock:
 
@@ -43,9 +49,16 @@ from storesync.queue.config import QueueSettings
 LOCK_KEY_NAMESPACE = 0x51E0
 
 
+# A claim locks at least this many groups (when that many have work), so lanes still order the
+# jobs of several merchants in every claim.
+MIN_GROUPS_PER_CLAIM = 4
+
+
 def _claim_params(qs: QueueSettings, worker_id: str, limit: int) -> dict:
+    cap = min(qs.per_group_cap, limit)
     return {
-        "groups": qs.groups_per_claim, "cap": min(qs.per_group_cap, limit), "batch": limit,
+        "groups": qs.groups_per_claim, "spread": qs.claim_spread,
+        "min_groups": max(MIN_GROUPS_PER_CLAIM, -(-limit // cap)), "cap": cap, "batch": limit,
         "lock_ns": LOCK_KEY_NAMESPACE, "worker": worker_id, "lease": qs.lease_seconds,
     }
 
@@ -56,13 +69,21 @@ async def claim_batch(conn: psycopg.AsyncConnection, qs: QueueSettings, worker_i
     claim lost a lock-key race and should be retried at once.
 
     Never a prepared statement: a generic plan made while the table was nearly empty stays
-    cached when it fills up (measured: 545 ms per claim instead of 5 ms behind 18k jobs)."""
+    cached when it fills up (measured: 545 ms per claim instead of 5 ms behind 18k jobs).
+
+    The claim is one statement, so it runs as its own transaction (autocommit, for this
+    statement only): one round trip instead of three (BEGIN, the claim, COMMIT), with the same
+    atomicity, snapshot and locks. `conn` must be idle (not inside a transaction)."""
+    autocommit = conn.autocommit
+    await conn.set_autocommit(True)
     try:
-        async with conn.transaction():
-            cur = await conn.execute(q.CLAIM_JOBS, _claim_params(qs, worker_id, limit))
-            return await cur.fetchall()
+        cur = await conn.execute(q.CLAIM_JOBS, _claim_params(qs, worker_id, limit))
+        return await cur.fetchall()
     except psycopg.errors.UniqueViolation:
         return None
+    finally:
+        if not conn.broken:  # a broken connection is discarded by the pool anyway
+            await conn.set_autocommit(autocommit)
 
 
 def claim_batch_sync(conn: psycopg.Connection, qs: QueueSettings, worker_id: str, limit: int) -> list[tuple] | None:

@@ -21,6 +21,9 @@ class QueueSettings(EnvironmentSettings):
     batch_size: Annotated[int, Field(ge=1, le=10_000)] = 100
     # Groups (merchants) one claim locks and serves, least-recently-served first.
     groups_per_claim: Annotated[int, Field(ge=1, le=10_000)] = 16
+    # A claim locks at most 1/claim_spread of the groups with work (at least 4), leaving the rest
+    # to the claims in flight beside it (workers x claimers); 1 = always groups_per_claim.
+    claim_spread: Annotated[int, Field(ge=1, le=1_000)] = 4
     # Most jobs one group gets in one claim.
     per_group_cap: Annotated[int, Field(ge=1, le=10_000)] = 50
     # A run's lease; heartbeats renew it every lease/3. A dead worker's job reruns after this.

@@ -53,9 +53,10 @@ RETURNING id, singleton_key, xmax::text <> '0' AS collapsed
 
 # ----------------------------------------------------------------------------- claim
 
-# claim_jobs: one statement, one snapshot. Lock (SKIP LOCKED) the `groups` least-recently-served
-# groups that have queued jobs (found by a loose index scan over jobs_ready, so idle groups cost
-# nothing); skip a locked group whose row changed after our snapshot (another claim served it
+# claim_jobs: one statement, one snapshot. Lock (SKIP LOCKED) the least-recently-served groups
+# that have queued jobs (found by a loose index scan over jobs_ready, so idle groups cost
+# nothing): `groups` at most, 1/`spread` of the active groups but at least `min_groups`, so
+# that concurrent claims find groups of their own instead of coming back empty; skip a locked group whose row changed after our snapshot (another claim served it
 # since, so our view of its jobs is stale); take up to `cap` head jobs per group (an even share of
 # twice the batch at most; less if the group's concurrency limit leaves less room), skipping jobs
 # whose lock key is running and keeping one job per lock key (candidates are row-locked SKIP LOCKED
@@ -75,7 +76,8 @@ WITH RECURSIVE active(group_key) AS (
     FROM job_groups g
     WHERE g.group_key IN (SELECT group_key FROM active WHERE group_key IS NOT NULL)
     ORDER BY g.last_served_at, g.group_key
-    LIMIT %(groups)s
+    LIMIT (SELECT least(%(groups)s, greatest(%(min_groups)s, ceil(count(*)::numeric / %(spread)s)))
+           FROM active WHERE group_key IS NOT NULL)
     FOR NO KEY UPDATE OF g SKIP LOCKED
 ), share AS (
     SELECT least(%(cap)s, greatest(1, ceil(2.0 * %(batch)s / greatest(count(*), 1))::integer)) AS cap
