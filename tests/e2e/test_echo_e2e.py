@@ -66,3 +66,68 @@ def test_stock_moves_in_a_child_cause_no_product_job_and_a_child_edit_is_still_r
     system.wait_until(lambda: system.product_by_handle(seller, "demo-product-1")["title"] == original, WAIT,
                       message="child edit reverted")
     assert child_product_jobs(system, seller, since) >= 1
+
+
+def parent_caused_product_jobs(system, since) -> list[tuple]:
+    """(child, state) of the product jobs the parent's product webhooks started since `since`."""
+    return sql(system, "SELECT payload->>'child_shop', state FROM jobs WHERE kind = 'sync.product_to_child' "
+                       "AND created_at > %(t)s AND payload->>'only_if_linked' IS NULL ORDER BY id", {"t": since})
+
+
+def test_parent_stock_moves_start_no_product_job_and_a_parent_edit_still_reaches_every_child(system) -> None:
+    product = system.product_by_handle(system.parent, "demo-product-2")
+    the_sku = product["variants"][0]["sku"]
+    settle(system)
+    since = sql(system, "SELECT now()")[0][0]
+    level = system.level(system.parent, the_sku, LOCATION_NAMES[0])
+    system.set_inventory(system.parent, the_sku, level + 3, LOCATION_NAMES[0])  # the merchant restocks
+    system.place_order(system.children[0], the_sku, quantity=1)  # a sale moves the parent's stock too
+    system.wait_until(lambda: all(system.level(s, the_sku, LOCATION_NAMES[0]) == level + 2
+                                  for s in [system.parent, *system.children]), WAIT, message="stock everywhere")
+    settle(system)
+    parent_updates = sql(system, "SELECT count(*) FROM jobs WHERE kind = 'webhook.products_update' "
+                                 "AND created_at > %(t)s AND payload->>'shop' = %(p)s",
+                         {"t": since, "p": system.parent})[0][0]
+    assert parent_updates >= 1  # the parent did report its stock moves as product updates
+    assert parent_caused_product_jobs(system, since) == []
+
+    system.edit_parent_product("demo-product-2", title="Relaunched 2")
+    system.wait_until(lambda: all(system.product_by_handle(c, "demo-product-2")["title"] == "Relaunched 2"
+                                  for c in system.children), WAIT, message="every child renamed")
+    assert sorted(c for c, _ in parent_caused_product_jobs(system, since)) == sorted(system.children)
+
+
+def test_a_product_job_that_never_ran_does_not_let_a_later_identical_update_be_skipped(system) -> None:
+    from datetime import UTC, datetime
+
+    from tests.e2e.test_sync_e2e import post_webhook
+
+    lagging, other = system.children
+    product = system.product_by_handle(system.parent, "demo-product-3")
+    the_sku = product["variants"][0]["sku"]
+    settle(system)
+    # The lagging child is paused, so its product job is parked; an operator cancels it: the
+    # edit never reaches that child through its own job.
+    assert post_webhook(system, lagging, "app/uninstalled", {"id": 1, "domain": lagging},
+                        triggered_at=datetime.now(UTC)).status_code == 200
+    system.wait_until(lambda: sql(system, "SELECT status FROM stores WHERE shop_domain = %(s)s", {"s": lagging})
+                      == [("paused",)], WAIT, message="store paused")
+    parked = "SELECT id FROM jobs WHERE state = 'queued' AND kind = 'sync.product_to_child' " \
+             "AND payload->>'parked_for' = %(s)s"
+    try:
+        system.edit_parent_product("demo-product-3", title="Renamed while one child was away")
+        system.wait_until(lambda: system.product_by_handle(other, "demo-product-3")["title"]
+                          == "Renamed while one child was away", WAIT, message="the other child renamed")
+        system.wait_until(lambda: sql(system, parked, {"s": lagging}), WAIT, message="the lagging child's job parked")
+        ids = [str(r[0]) for r in sql(system, parked, {"s": lagging})]
+        system.cli("jobs", "cancel", *ids, check=True)
+    finally:
+        system.cli("network", "resume", lagging, check=True)
+    settle(system)
+    assert system.product_by_handle(lagging, "demo-product-3")["title"] != "Renamed while one child was away"
+    # A later products/update of the parent that changes no synced field (a stock move):
+    # the lagging child is still behind what the parent says, so it gets its job now.
+    level = system.level(system.parent, the_sku, LOCATION_NAMES[0])
+    system.set_inventory(system.parent, the_sku, level + 1, LOCATION_NAMES[0])
+    system.wait_until(lambda: system.product_by_handle(lagging, "demo-product-3")["title"]
+                      == "Renamed while one child was away", WAIT, message="the lagging child caught up")

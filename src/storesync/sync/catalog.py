@@ -512,6 +512,12 @@ async def sync_product_to_child(
             action="product_set_blocked", before=None, after=None, cause=cause, detail=plan.blocked))
         raise CatalogBlocked(plan.blocked)
     if plan.noop:
+        link = links.link_down(LinkKind.PRODUCT, parent_product_id)
+        if link is not None and not same_view(link.synced_view, plan.expected):
+            # The child already shows the parent's synced fields (e.g. linked by SKU, never
+            # written): remember that, so the webhooks' checks against the last write
+            # (`routing.children_behind`, the child echo check) stop asking again.
+            await links_repo.set_synced_view(child_store.shop, parent_product_id, plan.expected)
         return plan
     written = await child_store.product_set(plan.input, product_id=plan.child_product_id)
     for child_variant_id in plan.removed_variants:

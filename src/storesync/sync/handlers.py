@@ -179,11 +179,14 @@ async def product_webhook(ctx: JobContext) -> None:
     net, store = _lookup(rt, p["shop"])
     async with job_storage(ctx.pool) as st:
         links = None
+        body = p["body"]
+        product_id = routing._gid("Product", body.get("admin_graphql_api_id") or body.get("id"))
         if store.role == "child":
-            body = p["body"]
-            product_id = routing._gid("Product", body.get("admin_graphql_api_id") or body.get("id"))
             links = await child_links(st.conn, store.shop, products=[product_id])
-        routed = routing.route_product_webhook(net, store.shop, p["body"], links, delivery_cause(p["delivery_id"]))
+        if store.role == "parent" and p["topic"] == "products/update":
+            routed = await _route_parent_update(rt, st, net, product_id, delivery_cause(p["delivery_id"]))
+        else:
+            routed = routing.route_product_webhook(net, store.shop, body, links, delivery_cause(p["delivery_id"]))
         if routed.ignored:
             log.info("product webhook ignored", shop=store.shop, why=routed.ignored)
         if store.role == "child" and routed.jobs and p["topic"] != "products/delete" \
@@ -202,6 +205,20 @@ async def product_webhook(ctx: JobContext) -> None:
                 job.payload["only_if_linked"] = True
             routed.jobs = [replace(j, delay_s=max(j.delay_s, CHILD_EVENT_DEBOUNCE_S)) for j in routed.jobs]
         await enqueue_jobs(st.conn, routed.jobs, net.merchant_id)
+
+
+async def _route_parent_update(rt: SyncRuntime, st: Storage, net: MerchantNetwork, product_id: str,
+                               cause: str) -> routing.Routed:
+    """A parent products/update starts product jobs only for the children whose copy was last
+    given other synced fields than the parent has now (one read of the parent): the update
+    Shopify sends for each stock move starts none. A store error reading the parent: every child."""
+    try:
+        parent = await rt.api(net.parent.shop).read_product(product_id)
+    except CommerceError as err:
+        log.info("parent product not read; every child's job decides", product=product_id, error=str(err))
+        return routing.Routed([routing.product_job(c.shop, product_id, cause) for c in net.children])
+    links = await st.links.product_fan_out_links(product_id, parent.collections) if parent else []
+    return routing.route_parent_product_update(net, product_id, parent, links, rt.policy(net.merchant_id), cause)
 
 
 async def _child_shows_last_write(rt: SyncRuntime, st: Storage, net: MerchantNetwork, shop: str,

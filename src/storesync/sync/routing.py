@@ -22,13 +22,14 @@ which moved the child's level, is applied to the parent first.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from storesync.sync.catalog import SyncPolicy, expected_view, same_view
 from storesync.sync.conflicts import LevelDecision
 from storesync.sync.inventory import OrderEvent, RestockLine, SaleLine, order_event_from_webhook
-from storesync.sync.model import LinkKind, LinkMap
+from storesync.sync.model import Link, LinkKind, LinkMap, Product
 from storesync.sync.network import MerchantNetwork
 
 JOB_PRODUCT_TO_CHILD = "sync.product_to_child"
@@ -91,6 +92,40 @@ def route_product_webhook(network: MerchantNetwork, shop: str, body: Mapping[str
     if parent_id is None:
         return Routed(ignored=f"{product_id} is a child-only product")
     return Routed([product_job(shop, parent_id, cause)])
+
+
+def children_behind(network: MerchantNetwork, parent: Product, links: Sequence[Link], policy: SyncPolicy) -> list[str]:
+    """The children whose copy of `parent` may not show its synced fields: no product link,
+    or a link whose `synced_view` (what the engine last wrote there, or last found there) is
+    not what the parent implies now. `links`: the product's links and the links of the
+    collections it belongs to, every child's.
+
+    A parent `products/update` that changed no synced field (Shopify sends one for every stock
+    move, e.g. after each sale) leaves no child behind, so it starts no product job. Nothing is
+    recorded when a job is enqueued: a product job that fails, dies or is cancelled leaves its
+    link as it was, so the next delivery for that product (or reconciliation) finds that
+    child behind again; deliveries out of order do not matter, the parent is read now.
+    """
+    behind = []
+    for child in network.children:
+        mine = LinkMap(child.shop, [lk for lk in links if lk.child_shop == child.shop])
+        link = mine.link_down(LinkKind.PRODUCT, parent.id or "")
+        if link is None or link.synced_view is None \
+                or not same_view(expected_view(parent, policy, mine), link.synced_view):
+            behind.append(child.shop)
+    return behind
+
+
+def route_parent_product_update(network: MerchantNetwork, parent_product_id: str, parent: Product | None,
+                                links: Sequence[Link], policy: SyncPolicy, cause: str) -> Routed:
+    """A parent `products/update`, judged on one read of the parent (`parent`; None: it is
+    gone, so every child's job checks its copy): one product job per child left behind."""
+    if parent is None:
+        return Routed([product_job(c.shop, parent_product_id, cause) for c in network.children])
+    behind = children_behind(network, parent, links, policy)
+    if not behind:
+        return Routed(ignored="no synced field differs from what every child was last given")
+    return Routed([product_job(shop, parent_product_id, cause) for shop in behind])
 
 
 def split_by_parent_item(event: OrderEvent, links: LinkMap) -> tuple[dict[str, OrderEvent], list[str]]:

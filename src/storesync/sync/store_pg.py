@@ -59,6 +59,13 @@ UPDATE sync_links SET synced_view = %(view)s, updated_at = now()
 WHERE child_shop = %(child_shop)s AND kind = 'product' AND parent_id = %(parent_id)s
 """
 
+# product_fan_out_links: every child's link of one parent product and of the parent collections it belongs to.
+PRODUCT_FAN_OUT_LINKS = """
+SELECT * FROM sync_links
+WHERE (kind = 'product' AND parent_id = %(product)s) OR (kind = 'collection' AND parent_id = ANY(%(collections)s))
+ORDER BY child_shop, kind, parent_id
+"""
+
 # delete_link: forget a link (its parent object is gone).
 DELETE_LINK = "DELETE FROM sync_links WHERE child_shop = %(child_shop)s AND kind = %(kind)s AND parent_id = %(parent_id)s"
 
@@ -103,6 +110,11 @@ class PgLinks:
 
     async def links_for_parent_item(self, parent_inventory_item_id: str) -> list[Link]:
         return await self._rows(LINKS_FOR_PARENT_ITEM, {"item": parent_inventory_item_id})
+
+    async def product_fan_out_links(self, parent_product_id: str, parent_collection_ids: Sequence[str]) -> list[Link]:
+        """What `routing.children_behind` needs: the product's links and its collections' links."""
+        return await self._rows(PRODUCT_FAN_OUT_LINKS, {"product": parent_product_id,
+                                                        "collections": list(parent_collection_ids)})
 
     async def set_synced_view(self, child_shop: str, parent_product_id: str, view: dict) -> None:
         async with self.conn.transaction():

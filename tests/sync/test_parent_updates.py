@@ -1,0 +1,118 @@
+"""A parent products/update starts product jobs only for children left behind
+(`routing.children_behind`): judged on the parent as read now against what each child was last
+given (the product link's synced_view), so stock moves start none and lost work is found again."""
+
+import asyncio
+from decimal import Decimal
+
+import pytest
+
+from storesync.sync.catalog import PriceRule, SyncPolicy, sync_product_to_child
+from storesync.sync.memory import MemoryAudit, MemoryLinks, MemoryStore
+from storesync.sync.model import Collection, Link, LinkKind, MatchedBy
+from storesync.sync.routing import JOB_PRODUCT_TO_CHILD, children_behind, route_parent_product_update
+from tests.sync.builders import CHILD_A, CHILD_B, CHILD_C, PARENT, merchant, tee
+
+CHILDREN = (CHILD_A, CHILD_B, CHILD_C)
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+class Network:
+    def __init__(self, policy: SyncPolicy | None = None) -> None:
+        self.net = merchant()
+        self.policy = policy or SyncPolicy()
+        self.parent = MemoryStore(PARENT)
+        self.children = {s: MemoryStore(s) for s in CHILDREN}
+        self.links, self.audit = MemoryLinks(), MemoryAudit()
+        self.product = self.parent.add_product(tee())
+
+    async def sync(self, *shops: str) -> None:
+        for shop in shops or CHILDREN:
+            await sync_product_to_child(self.parent, self.children[shop], self.product.id, self.links, self.policy,
+                                        self.audit, "job:1")
+
+    async def edit_parent(self, **input) -> None:
+        self.product = await self.parent.product_set(input, product_id=self.product.id)
+
+    def behind(self) -> list[str]:
+        links = [lk for lk in self.links.rows.values()
+                 if (lk.kind is LinkKind.PRODUCT and lk.parent_id == self.product.id)
+                 or (lk.kind is LinkKind.COLLECTION and lk.parent_id in self.product.collections)]
+        return children_behind(self.net, self.parent.products[self.product.id], links, self.policy)
+
+
+def test_an_update_that_changed_no_synced_field_leaves_no_child_behind_and_routes_no_job():
+    w = Network(SyncPolicy(price_rules={CHILD_B: PriceRule(Decimal(25))}))
+    run(w.sync())
+    assert w.behind() == []
+    # what a stock move looks like to the webhook: the parent as read now, nothing synced changed
+    routed = route_parent_product_update(w.net, w.product.id, w.parent.products[w.product.id],
+                                         list(w.links.rows.values()), w.policy, "delivery:1")
+    assert routed.jobs == [] and routed.ignored
+
+
+def test_a_real_parent_edit_routes_one_job_per_child():
+    w = Network()
+    run(w.sync())
+    run(w.edit_parent(title="Tee, relaunched"))
+    routed = route_parent_product_update(w.net, w.product.id, w.parent.products[w.product.id],
+                                         list(w.links.rows.values()), w.policy, "delivery:2")
+    assert [(j.kind, j.payload["child_shop"], j.singleton_key) for j in routed.jobs] == [
+        (JOB_PRODUCT_TO_CHILD, s, f"product:{s}:{w.product.id}") for s in CHILDREN]
+    run(w.sync())
+    assert w.behind() == []
+
+
+def test_a_child_whose_product_job_failed_stays_behind_for_the_next_identical_update():
+    w = Network()
+    run(w.sync())
+    run(w.edit_parent(title="Renamed"))
+
+    async def refuse(*_a, **_k):
+        raise ConnectionError("child down")
+
+    w.children[CHILD_B].product_set = refuse  # B's job fails (and may die): nothing recorded for it
+    run(w.sync(CHILD_A, CHILD_C))
+    with pytest.raises(ConnectionError):
+        run(w.sync(CHILD_B))
+    # The next delivery (say the stock move of a sale) finds the parent unchanged since the edit:
+    # B is still behind, A and C are not.
+    assert w.behind() == [CHILD_B]
+
+
+def test_a_parent_that_is_gone_sends_every_child_a_job_and_unlinked_children_are_behind():
+    w = Network()
+    run(w.sync(CHILD_A))
+    assert w.behind() == [CHILD_B, CHILD_C]  # never given the product: their jobs create it
+    routed = route_parent_product_update(w.net, w.product.id, None, [], w.policy, "delivery:3")
+    assert [j.payload["child_shop"] for j in routed.jobs] == list(CHILDREN)
+
+
+def test_a_product_found_in_sync_without_a_record_is_recorded_so_it_is_not_asked_again():
+    w = Network()
+    run(w.sync(CHILD_A))
+    link = w.links.rows[(CHILD_A, LinkKind.PRODUCT, w.product.id)]
+    w.links.rows[(CHILD_A, LinkKind.PRODUCT, w.product.id)] = Link(**{**link.__dict__, "synced_view": None})
+    assert CHILD_A in w.behind()  # as after `storesync link` matched it by SKU
+    calls = len(w.children[CHILD_A].calls)
+    run(w.sync(CHILD_A))
+    assert len(w.children[CHILD_A].calls) == calls  # nothing written: it already matched
+    assert CHILD_A not in w.behind()
+
+
+def test_a_collection_linked_in_a_child_later_puts_that_child_behind():
+    w = Network()
+    coll = w.parent.add_collection(Collection(None, "sale", "Sale"))
+    run(w.edit_parent(collections=[coll.id]))
+    run(w.sync())
+    assert w.behind() == []
+    child_coll = w.children[CHILD_C].add_collection(Collection(None, "sale", "Sale"))
+    run(w.links.save_links([Link(LinkKind.COLLECTION, CHILD_C, coll.id, child_coll.id, MatchedBy.CREATED)]))
+    assert w.behind() == [CHILD_C]  # its copy must join the collection
+    run(w.sync(CHILD_C))
+    assert w.behind() == []
+    assert w.children[CHILD_C].products[
+        w.links.rows[(CHILD_C, LinkKind.PRODUCT, w.product.id)].child_id].collections == (child_coll.id,)
