@@ -320,10 +320,11 @@ class Worker:
                     # A completion lost in a server crash only makes the job run again after its
                     # lease (at-least-once, never concurrently), so it need not wait for fsync.
                     await conn.execute(q.ASYNC_COMMIT)
-                    await conn.execute(q.COMPLETE_JOBS, {
+                    cur = await conn.execute(q.COMPLETE_JOBS, {
                         "ids": [r.id for r in batch], "attempts": [r.attempt for r in batch],
                         "worker": self.worker_id,
                     })
+                    ours = {row[0] for row in await cur.fetchall()}
             except Exception as err:  # noqa: BLE001 - the database is away: keep them and retry
                 self._acks = batch + self._acks
                 attempts += 1
@@ -334,7 +335,12 @@ class Worker:
                 continue
             for r in batch:
                 self._runs.pop((r.id, r.attempt), None)
-                self._outcome(r, "succeeded")
+                if r.id in ours:
+                    self._outcome(r, "succeeded")
+                else:  # reaped meanwhile (lease expired): it runs again elsewhere; say so
+                    self._outcome(r, "lost")
+                    log.warning("completion not recorded: the run's lease was lost", job_id=r.id,
+                                kind=r.kind, attempt=r.attempt)
             self._jobs_done += len(batch)
             if not final:
                 return  # the ack loop gathers what finished meanwhile into the next UPDATE
