@@ -567,6 +567,53 @@ def reconcile_cmd(merchant: Annotated[str | None, typer.Option(help="only this m
     raise typer.Exit(1 if left else 0)
 
 
+@app.command("audit")
+def audit_cmd(
+    store: Annotated[str | None, typer.Option(help="only writes to this store (shop domain)")] = None,
+    object_id: Annotated[str | None, typer.Option("--object", help="only this object (e.g. a product gid)")] = None,
+    cause: Annotated[str | None, typer.Option(help="only this cause: delivery:<id>, job:<id>, reconcile:...")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="at most this many, newest first")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line, before/after whole")] = False,
+) -> None:
+    """The audit trail: every write the engine made (store, object, before, after, cause, time)."""
+    import asyncio
+    import json
+
+    from storesync.db import database_settings
+    from storesync.db.pools import async_connect_direct
+    from storesync.sync.store_pg import PgAudit
+
+    async def query(settings: Settings):
+        async with await async_connect_direct(settings) as conn:
+            return await PgAudit(conn).query(shop=store, object_id=object_id, cause=cause, limit=limit)
+
+    with database_settings(load_settings()) as settings:
+        records = asyncio.run(query(settings))
+    if as_json:
+        for r in records:
+            sys.stdout.write(json.dumps({
+                "at": r.at.isoformat(), "shop": r.shop, "object_type": r.object_type, "object_id": r.object_id,
+                "action": r.action, "before": r.before, "after": r.after, "cause": r.cause, "detail": r.detail,
+            }, default=str) + "\n")
+        return
+    table = Table(title=f"{len(records)} audit entries, newest first")
+    for col in ("at", "store", "object", "action", "before -> after", "cause"):
+        table.add_column(col, overflow="fold")
+    for r in records:
+        change = f"{_brief(r.before)} -> {_brief(r.after)}"
+        table.add_row(r.at.isoformat(timespec="seconds"), r.shop, f"{r.object_type} {r.object_id}", r.action,
+                      change, r.cause)
+    console.print(table)
+
+
+def _brief(value, width: int = 60) -> str:
+    """A JSON value on one short line (the whole value: `storesync audit --json`)."""
+    import json
+
+    text = "-" if value is None else json.dumps(value, default=str, separators=(",", ":"))
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 # --------------------------------------------------------------------------- status and demo
 
 
