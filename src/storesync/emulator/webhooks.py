@@ -314,6 +314,9 @@ _FINAL: frozenset[str] = frozenset({"delivered", "failed", "dropped", "cancelled
 # --------------------------------------------------------------------------- sender
 
 
+SENDING_AT_ONCE = 64  # deliveries posted at once (the rest wait their turn, off the HTTP pool)
+
+
 class WebhookSender:
     """Fans each `emit` out to the shop's subscriptions and delivers in background tasks.
 
@@ -364,6 +367,10 @@ class WebhookSender:
         # Reordering: held deliveries per shop wait for a later delivery of that shop to go out.
         self._release: dict[str, asyncio.Event] = {}
         self._stopped = False
+        # Deliveries in flight at once. httpx's pool scans every waiting request on each
+        # connection event, so a backlog of thousands (a bulk copy's webhooks) queued in the pool
+        # itself costs quadratic CPU; they wait here instead, like Shopify's own send queue.
+        self._sending = asyncio.Semaphore(SENDING_AT_ONCE)
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -517,7 +524,8 @@ class WebhookSender:
             d.attempts = attempt
             d.status = "pending" if attempt == 1 else "retrying"
             try:
-                resp = await self._client.post(d.callback_url, content=d.body, headers=d.headers)
+                async with self._sending:
+                    resp = await self._client.post(d.callback_url, content=d.body, headers=d.headers)
                 d.last_status_code = resp.status_code
                 if 200 <= resp.status_code < 300:
                     if releases_held:
