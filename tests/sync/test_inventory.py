@@ -376,3 +376,67 @@ def test_a_parent_that_keeps_moving_makes_the_sale_retry_later():
     net.parent.sales = 0
     apply(net, CHILD_A, "orders/create", order(CHILD_A, 1))  # the job's retry
     assert net.level == 10 - 4 - 1  # four POS sales happened during the four attempts, then ours
+
+
+class CountingStore(MemoryStore):
+    def __init__(self, shop):
+        super().__init__(shop)
+        self.reads = 0
+
+    async def read_level(self, inventory_item_id, location_id):
+        self.reads += 1
+        return await super().read_level(inventory_item_id, location_id)
+
+
+def test_a_fan_out_expects_the_last_written_level_instead_of_reading_each_child():
+    writes, audit = MemoryWriteRecords(), MemoryAudit()
+    store = CountingStore(CHILD_B)
+    store.levels[("i", "l")] = 10
+    first = asyncio.run(push_level(store, writes, audit, "i", "l", 7, "job:1", guess_from_last_write=True))
+    assert (first.result, first.before, store.reads) == (PushResult.SET, 10, 1)  # nothing written before: read
+    second = asyncio.run(push_level(store, writes, audit, "i", "l", 6, "job:2", guess_from_last_write=True))
+    assert (second.result, second.before, second.attempts) == (PushResult.SET, 7, 1)
+    assert store.reads == 1  # the guess (our last write, 7) was right: no read
+    assert store.calls[-1] == ("inventorySetQuantities", ("i", "l", 6, 7))
+    assert audit.records[-1].before == {"available": 7}
+
+
+def test_a_wrong_guess_writes_nothing_then_reads_and_sets_the_true_level():
+    writes, audit = MemoryWriteRecords(), MemoryAudit()
+    store = CountingStore(CHILD_B)
+    store.levels[("i", "l")] = 10
+    asyncio.run(push_level(store, writes, audit, "i", "l", 7, "job:1", guess_from_last_write=True))
+    store.levels[("i", "l")] = 5  # the child sold two units since our write
+    out = asyncio.run(push_level(store, writes, audit, "i", "l", 4, "job:2", guess_from_last_write=True))
+    assert (out.result, out.before, out.attempts) == (PushResult.SET, 5, 2)
+    assert store.levels[("i", "l")] == 4 and store.min_level_seen[("i", "l")] == 4
+    assert [c[1][3] for c in store.calls[-2:]] == [7, 5]  # the guess was refused, the re-read value won
+    assert audit.records[-1].before == {"available": 5}
+    # The guess equal to the target proves nothing about the store: it is read.
+    store.levels[("i", "l")] = 9
+    out = asyncio.run(push_level(store, writes, audit, "i", "l", 4, "job:3", guess_from_last_write=True))
+    assert (out.result, out.before) == (PushResult.SET, 9) and store.levels[("i", "l")] == 4
+
+
+def test_the_seller_is_read_first_while_its_siblings_are_set_from_the_last_write():
+    net = make_net(10)
+    locs = {CHILD_A: A_LOC1, CHILD_B: B_LOC1, CHILD_C: C_LOC1}
+    net.children = {s: CountingStore(s) for s in locs}
+    for shop, store in net.children.items():
+        store.levels[(CHILD_ITEMS[shop], locs[shop])] = 10
+    maps = {s: link_map(s) for s in net.children}
+    net.parent.levels[(P_ITEM, P_LOC1)] = 8
+    asyncio.run(fan_out_level(merchant(), net.parent, net.children, maps, net.writes, net.audit, P_ITEM, P_LOC1, "job:1"))
+    reads = {s: st.reads for s, st in net.children.items()}
+    calls = {s: len(st.calls) for s, st in net.children.items()}
+    net.parent.levels[(P_ITEM, P_LOC1)] = 7  # a sale on child A moved the parent, and child A itself
+    net.children[CHILD_A].levels[(CHILD_ITEMS[CHILD_A], A_LOC1)] = 7
+    out = asyncio.run(fan_out_level(merchant(), net.parent, net.children, maps, net.writes, net.audit,
+                                    P_ITEM, P_LOC1, "job:2", moved={CHILD_A}))
+    assert {o.shop: (o.result, o.attempts) for o in out} == {
+        CHILD_A: (PushResult.UNCHANGED, 1), CHILD_B: (PushResult.SET, 1), CHILD_C: (PushResult.SET, 1)}
+    assert net.children[CHILD_A].reads == reads[CHILD_A] + 1  # the seller: read, no wasted write
+    assert len(net.children[CHILD_A].calls) == calls[CHILD_A]
+    for shop in (CHILD_B, CHILD_C):
+        assert net.children[shop].reads == reads[shop]  # siblings: set straight from the last write
+        assert net.children[shop].levels[(CHILD_ITEMS[shop], locs[shop])] == 7

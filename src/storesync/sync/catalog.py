@@ -316,6 +316,9 @@ def _diff(expected: Mapping[str, Any], actual: Mapping[str, Any], last: Mapping[
     return changes
 
 
+diff_views = _diff  # the same field-by-field comparison for other synced objects (collections)
+
+
 def plan_child_product(parent: Product, child: Product | None, links: LinkMap, policy: SyncPolicy) -> ProductPlan:
     if not parent.id:
         raise CatalogError("the parent product has no id")

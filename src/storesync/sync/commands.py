@@ -261,11 +261,10 @@ async def backfill(rt: SyncRuntime, *, merchant: str | None = None, child: str |
 # --------------------------------------------------------------------------- webhooks and stores
 
 
-# What each role needs: the parent's catalog and stock flow down; a child's sales flow up and
-# its edits and stock moves are reverted. Collection objects are not synced (memberships travel
-# with products), so their topics are not needed.
-PARENT_TOPICS = ("products/create", "products/update", "products/delete", "inventory_levels/update",
-                 "app/uninstalled")
+# What each role needs: the parent's catalog (products, collections) and stock flow down; a
+# child's sales flow up and its edits (products, linked collections) and stock moves are reverted.
+PARENT_TOPICS = ("products/create", "products/update", "products/delete", "collections/create",
+                 "collections/update", "collections/delete", "inventory_levels/update", "app/uninstalled")
 CHILD_TOPICS = (*PARENT_TOPICS, "orders/create", "orders/updated", "orders/cancelled", "refunds/create")
 _NOT_OFFERED = "does not exist in 'WebhookSubscriptionTopic'"
 

@@ -16,7 +16,7 @@ unfinished sagas (`enqueue_saga_resumes`); a saga job's lock key keeps it from r
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -135,7 +135,7 @@ class _LevelReadOnce:
 
 
 async def _fan_out(ctx: JobContext, rt: SyncRuntime, st: Storage, net: MerchantNetwork, item: str, location: str,
-                   cause: str, only: list[str] | None) -> None:
+                   cause: str, only: list[str] | None, moved: Collection[str] = ()) -> None:
     """Set every (or `only` these) active children to the parent's level; a paused child gets
     its own parked fan-out job so the others are not held back."""
     targets = [c.shop for c in net.children if only is None or c.shop in only]
@@ -154,7 +154,8 @@ async def _fan_out(ctx: JobContext, rt: SyncRuntime, st: Storage, net: MerchantN
     parent = _LevelReadOnce(rt.api(net.parent.shop))
     per_child = await asyncio.gather(*(
         fan_out_level(net, parent, {shop: rt.api(shop)}, maps, shared.writes, shared.audit,
-                      item, location, cause, only=[shop]) for shop in active), return_exceptions=True)
+                      item, location, cause, only=[shop], moved=moved) for shop in active),
+        return_exceptions=True)
     failures = [r for r in per_child if isinstance(r, BaseException)]
     outcomes = [o for r in per_child if not isinstance(r, BaseException) for o in r]
     log.info("level fanned out", item=item, location=location,
@@ -294,12 +295,9 @@ async def level_webhook(ctx: JobContext) -> None:
 
 @registry.register("webhook.inventory_levels_connect")
 @registry.register("webhook.inventory_levels_disconnect")
-@registry.register("webhook.collections_create")
-@registry.register("webhook.collections_update")
-@registry.register("webhook.collections_delete")
 async def not_synced_webhook(ctx: JobContext) -> None:
-    """Collection objects and level (dis)connections are not synced; memberships travel with
-    products and levels with the parent's level webhooks. Recorded by the web tier, nothing to do."""
+    """Level (dis)connections are not synced: levels travel with the parent's level webhooks.
+    Recorded by the web tier, nothing to do. (Collections: `collection_handlers.py`.)"""
 
 
 @registry.register("webhook.app_uninstalled")
@@ -367,7 +365,7 @@ async def sale(ctx: JobContext) -> None:
                     log.warning("oversold", child=p["child_shop"], item=o.parent_item_id, units=o.oversold)
             for item, loc in sorted({(o.parent_item_id, o.parent_location_id) for o in outcomes
                                      if o.parent_item_id and o.parent_location_id}):
-                await _fan_out(ctx, rt, st, net, item, loc, cause, None)
+                await _fan_out(ctx, rt, st, net, item, loc, cause, None, moved={p["child_shop"]})
 
         await _guarded(ctx, st, [net.parent.shop], work)
 
@@ -510,3 +508,8 @@ def enqueue_saga_resumes(conn: psycopg.Connection, network_cfg, *, limit: int = 
         with conn.transaction():
             enqueue_many(conn, specs)
     return len(specs)
+
+
+# Collection objects' handlers register on `registry` (their own module; imported last because
+# it uses this module's plumbing).
+from storesync.sync import collection_handlers as _collection_handlers  # noqa: E402,F401

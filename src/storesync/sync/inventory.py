@@ -33,9 +33,9 @@ retry, at most `max_attempts` times, then a retryable error. Children show max(p
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
@@ -424,17 +424,35 @@ class PushOutcome:
     attempts: int = 0
 
 
+# How far back a fan-out looks for the engine's last write to a level (its compare-and-set guess).
+LAST_WRITE_HORIZON = timedelta(days=1)
+
+
+async def _last_written(writes: WriteRecords, shop: str, item: str, location: str, clock: Clock) -> int | None:
+    recent = await writes.recent_writes(shop, item, location, clock() - LAST_WRITE_HORIZON)
+    return recent[0].quantity if recent else None
+
+
 async def push_level(
     store: InventoryStore, writes: WriteRecords, audit: AuditSink,
     item: str, location: str, target: int, cause: str, *,
-    max_attempts: int = 4, clock: Clock = utcnow,
+    max_attempts: int = 4, clock: Clock = utcnow, guess_from_last_write: bool = False,
 ) -> PushOutcome:
-    """Make one store's level `target` by compare-and-set, re-reading on a lost race."""
+    """Make one store's level `target` by compare-and-set, re-reading on a lost race.
+
+    With `guess_from_last_write`, the first attempt skips the read and expects the level the
+    engine's last write to that level left: a child only moves between our writes when it
+    sells, so in a fan-out this saves one call per child; a wrong guess fails the
+    compare-and-set (nothing is written) and the next attempt reads as usual."""
+    guess = await _last_written(writes, store.shop, item, location, clock) if guess_from_last_write else None
     for attempt in range(1, max_attempts + 1):
-        level = await store.read_level(item, location)
-        current = level.available if level else None
-        if current == target:
-            return PushOutcome(store.shop, PushResult.UNCHANGED, item, location, current, target, attempt)
+        if attempt == 1 and guess is not None and guess != target:
+            current = guess
+        else:
+            level = await store.read_level(item, location)
+            current = level.available if level else None
+            if current == target:
+                return PushOutcome(store.shop, PushResult.UNCHANGED, item, location, current, target, attempt)
         # Record before writing: the echo may arrive before the mutation returns.
         await writes.record_write(WriteRecord(store.shop, item, location, target, clock(), cause))
         try:
@@ -459,9 +477,14 @@ async def fan_out_level(
     network: MerchantNetwork, parent: InventoryStore, children: Mapping[str, InventoryStore],
     link_maps: Mapping[str, LinkMap], writes: WriteRecords, audit: AuditSink,
     parent_item: str, parent_location: str, cause: str, *,
-    only: Sequence[str] | None = None, max_attempts: int = 4, clock: Clock = utcnow,
+    only: Sequence[str] | None = None, moved: Collection[str] = (), max_attempts: int = 4,
+    clock: Clock = utcnow,
 ) -> list[PushOutcome]:
-    """Read the parent's current level (never the webhook's) and set every child to it."""
+    """Read the parent's current level (never the webhook's) and set every child to it.
+
+    Each child's compare-and-set first expects what the engine last wrote there (see
+    `push_level`), except the `moved` children, known to have changed since (the child whose
+    sale started this fan-out): they are read first."""
     level = await parent.read_level(parent_item, parent_location)
     if level is None:
         raise InventoryError(f"{parent_item} is not stocked at {parent_location} in the parent")
@@ -477,5 +500,6 @@ async def fan_out_level(
             out.append(PushOutcome(child.shop, PushResult.UNMAPPED, item, loc))
             continue
         out.append(await push_level(children[child.shop], writes, audit, item, loc, target, cause,
-                                    max_attempts=max_attempts, clock=clock))
+                                    max_attempts=max_attempts, clock=clock,
+                                    guess_from_last_write=child.shop not in moved))
     return out

@@ -80,10 +80,31 @@ class Product:
 
 
 @dataclass(frozen=True)
+class CollectionRule:
+    """One condition of a smart collection (Shopify's `CollectionRule`), e.g. TAG EQUALS "sale"."""
+
+    column: str
+    relation: str
+    condition: str
+
+
+@dataclass(frozen=True)
 class Collection:
+    """A collection's own fields. `rules` is None for a manual (custom) collection; a smart one
+    has its conditions and `disjunctive` (any rule vs all rules). `product_ids`: the members, when
+    read with them (None: not read)."""
+
     id: str | None
     handle: str
     title: str = ""
+    description_html: str = ""
+    sort_order: str = "MANUAL"
+    seo_title: str | None = None
+    seo_description: str | None = None
+    image: Image | None = None
+    rules: tuple[CollectionRule, ...] | None = None
+    disjunctive: bool = False
+    product_ids: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -112,8 +133,9 @@ class Link:
     """A parent object and its counterpart in one child store.
 
     Variant links also carry both inventory items: sales map child variant -> parent item,
-    fan-out maps parent item -> child item. `synced_view` (product links) is the view of the
-    synced fields the engine last wrote (`catalog.synced_view`), which tells a child edit from a parent change.
+    fan-out maps parent item -> child item. `synced_view` (product and collection links) is the
+    view of the synced fields the engine last wrote (`catalog.expected_view`,
+    `collection_sync.collection_view`), which tells a child edit from a parent change.
     """
 
     kind: LinkKind
@@ -125,7 +147,7 @@ class Link:
     child_product_id: str | None = None
     parent_inventory_item_id: str | None = None
     child_inventory_item_id: str | None = None
-    synced_view: dict | None = None  # product links only; JSON
+    synced_view: dict | None = None  # product and collection links; JSON
 
 
 @dataclass

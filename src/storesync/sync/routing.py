@@ -13,6 +13,9 @@ inventory item (or one product in one child) run alone:
     sync.fan_out_level      {parent_item, parent_location, only, cause}   inventory lane
         lock "inventory:<parent item>"; singleton per item+location (+child when `only`): it reads
         the parent's current level, so collapsing loses nothing (`inventory.fan_out_level`).
+    sync.collection_to_child {parent_collection_id, child_shop, cause}   catalog lane
+        singleton+lock "collection:<child>:<parent collection>": a collection's own fields
+        (`collection_sync.sync_collection_to_child`); memberships stay with the product jobs.
 
 Level webhooks are judged in the webhook job (`conflicts.judge_level_delivery`): STALE and ECHO
 end there; FAN_OUT (parent) enqueues sync.fan_out_level for all children; REASSERT (child)
@@ -35,6 +38,7 @@ from storesync.sync.network import MerchantNetwork
 JOB_PRODUCT_TO_CHILD = "sync.product_to_child"
 JOB_SALE = "sync.sale"
 JOB_FAN_OUT_LEVEL = "sync.fan_out_level"
+JOB_COLLECTION_TO_CHILD = "sync.collection_to_child"
 REASSERT_DELAY_S = 5.0
 
 ORDER_TOPICS = {"orders/create", "orders/updated", "orders/cancelled", "orders/paid", "refunds/create"}
@@ -64,6 +68,14 @@ def product_job(child_shop: str, parent_product_id: str, cause: str) -> SyncJob:
     key = f"product:{child_shop}:{parent_product_id}"
     return SyncJob(JOB_PRODUCT_TO_CHILD, {"parent_product_id": parent_product_id, "child_shop": child_shop,
                                           "cause": cause}, "catalog", singleton_key=key, lock_key=key)
+
+
+def collection_job(child_shop: str, parent_collection_id: str, cause: str) -> SyncJob:
+    """Singleton and lock per child and parent collection: a burst collapses into one job, which
+    reads both stores now (`collection_sync.sync_collection_to_child`)."""
+    key = f"collection:{child_shop}:{parent_collection_id}"
+    return SyncJob(JOB_COLLECTION_TO_CHILD, {"parent_collection_id": parent_collection_id, "child_shop": child_shop,
+                                             "cause": cause}, "catalog", singleton_key=key, lock_key=key)
 
 
 def fan_out_job(parent_item: str, parent_location: str, cause: str, only: str | None = None,
@@ -126,6 +138,23 @@ def route_parent_product_update(network: MerchantNetwork, parent_product_id: str
     if not behind:
         return Routed(ignored="no synced field differs from what every child was last given")
     return Routed([product_job(shop, parent_product_id, cause) for shop in behind])
+
+
+def route_collection_webhook(network: MerchantNetwork, shop: str, topic: str, body: Mapping[str, Any],
+                             child_link: Link | None, cause: str) -> Routed:
+    """Parent collection created, updated or deleted: one job per child. A child's event about a
+    collection linked to a parent one (`child_link`): re-sync that child's counterpart (a child
+    edit is reverted; a collection deleted in the child is made again). A child's own collection,
+    and a collection the child just created, are left alone (our own creates are linked by then,
+    and their jobs wrote what they show)."""
+    collection_id = _gid("Collection", body.get("admin_graphql_api_id") or body.get("id"))
+    if shop == network.parent.shop:
+        return Routed([collection_job(c.shop, collection_id, cause) for c in network.children])
+    if topic == "collections/create":
+        return Routed(ignored="a collection created in a child is the child's own (or ours, already linked)")
+    if child_link is None:
+        return Routed(ignored=f"{collection_id} is a child-only collection")
+    return Routed([collection_job(shop, child_link.parent_id, cause)])
 
 
 def split_by_parent_item(event: OrderEvent, links: LinkMap) -> tuple[dict[str, OrderEvent], list[str]]:

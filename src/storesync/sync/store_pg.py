@@ -66,6 +66,14 @@ WHERE (kind = 'product' AND parent_id = %(product)s) OR (kind = 'collection' AND
 ORDER BY child_shop, kind, parent_id
 """
 
+# links_of: one child's links of one kind for some parent ids or some child ids.
+LINKS_OF = """
+SELECT * FROM sync_links
+WHERE child_shop = %(child_shop)s AND kind = %(kind)s
+  AND (parent_id = ANY(%(parent_ids)s) OR child_id = ANY(%(child_ids)s))
+ORDER BY parent_id
+"""
+
 # delete_link: forget a link (its parent object is gone).
 DELETE_LINK = "DELETE FROM sync_links WHERE child_shop = %(child_shop)s AND kind = %(kind)s AND parent_id = %(parent_id)s"
 
@@ -115,6 +123,13 @@ class PgLinks:
         """What `routing.children_behind` needs: the product's links and its collections' links."""
         return await self._rows(PRODUCT_FAN_OUT_LINKS, {"product": parent_product_id,
                                                         "collections": list(parent_collection_ids)})
+
+    async def links_of(self, child_shop: str, kind: LinkKind, *, parent_ids: Sequence[str] = (),
+                       child_ids: Sequence[str] = ()) -> list[Link]:
+        if not parent_ids and not child_ids:
+            return []
+        return await self._rows(LINKS_OF, {"child_shop": child_shop, "kind": str(kind),
+                                           "parent_ids": list(parent_ids), "child_ids": list(child_ids)})
 
     async def set_synced_view(self, child_shop: str, parent_product_id: str, view: dict) -> None:
         async with self.conn.transaction():

@@ -1,0 +1,253 @@
+"""Collection objects: parent precedence for a collection's own fields.
+
+A parent collection has one counterpart per child, linked by handle (an existing child
+collection of the same handle is adopted, `matched_by = handle`) or created by the engine
+(`created`); the link (`sync_links`, kind `collection`) carries the synced view last written, as
+product links do. The synced fields: title, description, handle, sort order, SEO and, for a smart
+collection, its rules (`collection_view`). Images are compared when the store reads them (the
+commerce adapter and the emulator do not).
+
+- parent created/updated -> the child's linked collection is created or updated; a child edit
+  to a synced field is reverted (told apart from a parent change by the stored view);
+- parent deleted -> the child's linked collection is deleted, and only a linked one: a child's
+  own collections are never touched;
+- memberships stay the product jobs' business (`productSet` writes each product's mapped
+  collections): when a manual collection's members differ between parent and child, the
+  outcome names the parent products whose copies must be re-synced.
+
+Plain Python: the stores and links come in through the ports below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol
+
+from storesync.sync.audit import AuditRecord
+from storesync.sync.catalog import CatalogBlocked, ChangeCause, FieldChange, diff_views, image_key, same_view
+from storesync.sync.model import Collection, Link, LinkKind, MatchedBy
+
+# --------------------------------------------------------------------------- ports
+
+
+class CollectionStore(Protocol):
+    shop: str
+
+    async def read_collection(self, collection_id: str, *, with_products: bool = False) -> Collection | None:
+        """The collection (None: gone); with its members' ids (`product_ids`) when asked."""
+        ...
+
+    async def find_collection_by_handle(self, handle: str) -> Collection | None: ...
+
+    async def create_collection(self, input: dict[str, Any]) -> Collection:
+        """`collectionCreate`; the collection as written (at least its id and handle)."""
+        ...
+
+    async def update_collection(self, collection_id: str, input: dict[str, Any]) -> Collection:
+        """`collectionUpdate` of the fields in `input`."""
+        ...
+
+    async def delete_collection(self, collection_id: str) -> None:
+        """`collectionDelete`; one already gone is not an error."""
+        ...
+
+
+class CollectionLinks(Protocol):
+    """The link storage a collection job needs (`store_pg.PgLinks`)."""
+
+    async def save_links(self, links: Sequence[Link]) -> int: ...
+
+    async def links_down(self, kind: LinkKind, parent_id: str) -> list[Link]: ...
+
+    async def delete_link(self, child_shop: str, kind: LinkKind, parent_id: str) -> None: ...
+
+    async def links_of(self, child_shop: str, kind: LinkKind, *, parent_ids: Sequence[str] = (),
+                       child_ids: Sequence[str] = ()) -> list[Link]:
+        """One child's links of `kind` for these parent ids or these child ids."""
+        ...
+
+
+# --------------------------------------------------------------------------- views and plans
+
+
+def collection_view(c: Collection) -> dict[str, Any]:
+    """The synced fields of a collection (JSON, store ids left out)."""
+    return {
+        "title": c.title, "handle": c.handle, "description": c.description_html, "sort_order": c.sort_order,
+        "seo": [c.seo_title, c.seo_description],
+        "image": [image_key(c.image.source), c.image.alt] if c.image else None,
+        "rules": None if c.rules is None else {
+            "disjunctive": c.disjunctive, "rules": sorted([r.column, r.relation, r.condition] for r in c.rules)},
+    }
+
+
+def collection_input(parent: Collection) -> dict[str, Any]:
+    """`CollectionInput` with the parent's synced fields (no id: the caller adds it to update)."""
+    inp: dict[str, Any] = {
+        "title": parent.title, "handle": parent.handle, "descriptionHtml": parent.description_html,
+        "sortOrder": parent.sort_order, "seo": {"title": parent.seo_title, "description": parent.seo_description},
+    }
+    if parent.rules is not None:
+        inp["ruleSet"] = {"appliedDisjunctively": parent.disjunctive,
+                          "rules": [{"column": r.column, "relation": r.relation, "condition": r.condition}
+                                    for r in parent.rules]}
+    if parent.image is not None:
+        inp["image"] = {"src": parent.image.source, "altText": parent.image.alt}
+    return inp
+
+
+@dataclass(frozen=True)
+class CollectionPlan:
+    child_shop: str
+    parent_collection_id: str
+    child_collection_id: str | None  # None: create it
+    input: dict[str, Any]
+    expected: dict[str, Any]  # the view the child will show: stored on the link
+    changes: tuple[FieldChange, ...] = ()
+    blocked: str | None = None
+
+    @property
+    def noop(self) -> bool:
+        return self.blocked is None and self.child_collection_id is not None and not self.changes
+
+    @property
+    def reverted(self) -> tuple[FieldChange, ...]:
+        return tuple(c for c in self.changes if c.cause is ChangeCause.CHILD_EDIT_REVERTED)
+
+
+def plan_child_collection(parent: Collection, child: Collection | None, child_shop: str,
+                          last_view: dict | None) -> CollectionPlan:
+    """What to write so the child's counterpart shows the parent's synced fields. `last_view`:
+    what the engine last wrote to (or found in) that child collection, None if nothing."""
+    if not parent.id:
+        raise ValueError("the parent collection has no id")
+    expected = collection_view(parent)
+    inp = collection_input(parent)
+    if child is None:
+        return CollectionPlan(child_shop, parent.id, None, inp, expected)
+    blocked = None
+    if (parent.rules is None) != (child.rules is None):
+        kinds = {True: "manual", False: "smart"}
+        blocked = (f"collection {parent.handle!r} is {kinds[parent.rules is None]} in the parent but "
+                   f"{kinds[child.rules is None]} in {child_shop}: Shopify cannot convert one into the other")
+    changes = diff_views(expected, collection_view(child), last_view)
+    return CollectionPlan(child_shop, parent.id, child.id, {"id": child.id, **inp}, expected, tuple(changes),
+                          blocked)
+
+
+def membership_resyncs(parent: Collection, child_members: Sequence[str], product_links: Sequence[Link]) -> list[str]:
+    """Parent products whose child copy is in the wrong place for this (manual) collection: a
+    parent member whose copy is not a member of the child's collection, or a copy in it whose
+    parent product is not in the parent's. Child-only products are the child's business."""
+    if parent.rules is not None or parent.product_ids is None:
+        return []  # smart collections: each store computes its members from the rules
+    by_parent = {lk.parent_id: lk.child_id for lk in product_links if lk.kind is LinkKind.PRODUCT}
+    by_child = {c: p for p, c in by_parent.items()}
+    parent_members, members = set(parent.product_ids), set(child_members)
+    missing = [p for p in parent.product_ids if p in by_parent and by_parent[p] not in members]
+    extra = [by_child[c] for c in child_members if c in by_child and by_child[c] not in parent_members]
+    return list(dict.fromkeys(missing + extra))
+
+
+# --------------------------------------------------------------------------- orchestration
+
+
+class CollectionAction(StrEnum):
+    CREATED = "created"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+    DELETED = "deleted"
+    NOTHING = "nothing"  # the parent collection is gone and the child never had one linked
+
+
+@dataclass(frozen=True)
+class CollectionOutcome:
+    action: CollectionAction
+    child_collection_id: str | None = None
+    plan: CollectionPlan | None = None
+    resync_products: tuple[str, ...] = ()  # parent product ids whose copy's memberships differ
+
+
+async def sync_collection_to_child(parent_store: CollectionStore, child_store: CollectionStore,
+                                   parent_collection_id: str, links_repo: CollectionLinks, audit,
+                                   cause: str) -> CollectionOutcome:
+    """Make one child's counterpart of one parent collection match the parent, reading both
+    stores now (never a webhook payload: deliveries come out of order). Idempotent: a rerun
+    after a crash between the create and the link finds the collection by its handle."""
+    shop = child_store.shop
+    link = next((lk for lk in await links_repo.links_down(LinkKind.COLLECTION, parent_collection_id)
+                 if lk.child_shop == shop), None)
+    parent = await parent_store.read_collection(parent_collection_id, with_products=True)
+    if parent is None:
+        if link is None:
+            return CollectionOutcome(CollectionAction.NOTHING)
+        before = await child_store.read_collection(link.child_id)
+        await child_store.delete_collection(link.child_id)
+        await links_repo.delete_link(shop, LinkKind.COLLECTION, parent_collection_id)
+        await audit.record(AuditRecord(
+            shop=shop, object_type="collection", object_id=link.child_id, action="collection_delete",
+            before=collection_view(before) if before else None, after=None, cause=cause,
+            detail=f"parent collection {parent_collection_id} was deleted"))
+        return CollectionOutcome(CollectionAction.DELETED, link.child_id)
+
+    child = await child_store.read_collection(link.child_id, with_products=True) if link else None
+    last_view = link.synced_view if link and child else None
+    matched_by = link.matched_by if link else MatchedBy.CREATED
+    if child is None:
+        # Never linked, or the linked one was deleted in the child: a collection of the same
+        # handle is adopted (a create we made before crashing, or the child's own one).
+        found = await child_store.find_collection_by_handle(parent.handle)
+        if found is not None and found.id:
+            taken = await links_repo.links_of(shop, LinkKind.COLLECTION, child_ids=[found.id])
+            if any(lk.parent_id != parent_collection_id for lk in taken):
+                raise CatalogBlocked(f"{shop}: collection {parent.handle!r} is linked to another parent collection "
+                                     f"({taken[0].parent_id})")
+            child = await child_store.read_collection(found.id, with_products=True)
+            if link is None:
+                matched_by = MatchedBy.HANDLE
+    plan = plan_child_collection(parent, child, shop, last_view)
+    if plan.blocked:
+        await audit.record(AuditRecord(shop=shop, object_type="collection", object_id=plan.child_collection_id or "",
+                                       action="collection_blocked", before=None, after=None, cause=cause,
+                                       detail=plan.blocked))
+        raise CatalogBlocked(plan.blocked)
+
+    if child is None:
+        written = await child_store.create_collection(plan.input)
+        action = CollectionAction.CREATED
+    elif plan.changes:
+        written = await child_store.update_collection(child.id or "", plan.input)
+        action = CollectionAction.UPDATED
+    else:
+        written = child
+        action = CollectionAction.UNCHANGED
+    child_id = written.id or ""
+    if link is None or link.child_id != child_id or not same_view(link.synced_view, plan.expected):
+        await links_repo.save_links([Link(LinkKind.COLLECTION, shop, parent_collection_id, child_id, matched_by,
+                                          synced_view=plan.expected)])
+    if action is not CollectionAction.UNCHANGED:
+        await audit.record(AuditRecord(
+            shop=shop, object_type="collection", object_id=child_id,
+            action="collection_create" if action is CollectionAction.CREATED else "collection_update",
+            before=collection_view(child) if child else None, after=plan.expected, cause=cause,
+            detail="; ".join(c.describe(shop) for c in plan.changes)))
+    for c in plan.reverted:
+        await audit.record(AuditRecord(shop=shop, object_type="collection", object_id=child_id,
+                                       action="revert_child_edit", before=c.child_value, after=c.parent_value,
+                                       cause=cause, detail=c.describe(shop)))
+
+    resync: list[str] = []
+    if parent.rules is None and parent.product_ids is not None:
+        members = list(child.product_ids or ()) if child is not None else []
+        links = await links_repo.links_of(shop, LinkKind.PRODUCT, parent_ids=list(parent.product_ids),
+                                          child_ids=members)
+        resync = membership_resyncs(parent, members, links)
+    return CollectionOutcome(action, child_id, plan, tuple(resync))
+
+
+def child_shows_last_write(child: Collection, link: Link) -> bool:
+    """Whether a child collection shows exactly the synced fields last written to it: its
+    `collections/update` then reports our own write (or a membership change), not an edit."""
+    return link.synced_view is not None and same_view(collection_view(child), link.synced_view)

@@ -1,0 +1,86 @@
+"""`collection_sync.CollectionStore` over the commerce client (a real store or the emulator):
+conversions between the Admin API's JSON and `model.Collection`, nothing else. Commerce errors
+keep their retryable/permanent class; a collection already gone reads as None and deletes as done.
+Collection images are not read (the emulator serves none), so they are not synced."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from storesync.commerce.client import AdminClient
+from storesync.commerce.errors import NotFoundError, UserInputError
+from storesync.sync.model import Collection, CollectionRule
+
+MEMBERS_FIRST = 250  # members read with the collection; the rest is paged
+
+
+def collection_from_json(raw: Mapping[str, Any], product_ids: list[str] | None = None) -> Collection:
+    seo = raw.get("seo") or {}
+    rule_set = raw.get("ruleSet")
+    return Collection(
+        id=raw["id"], handle=raw["handle"], title=raw.get("title") or "",
+        description_html=raw.get("descriptionHtml") or "", sort_order=raw.get("sortOrder") or "MANUAL",
+        seo_title=seo.get("title"), seo_description=seo.get("description"),
+        rules=None if rule_set is None else tuple(
+            CollectionRule(r["column"], r["relation"], r["condition"]) for r in rule_set.get("rules") or ()),
+        disjunctive=bool(rule_set and rule_set.get("appliedDisjunctively")),
+        product_ids=None if product_ids is None else tuple(product_ids))
+
+
+def _gone(err: UserInputError) -> bool:
+    return isinstance(err, NotFoundError) or any("does not exist" in e.message.lower() for e in err.user_errors)
+
+
+class ShopifyCollections:
+    """One store's collections, through `client` (its budget, retries and typed errors)."""
+
+    def __init__(self, client: AdminClient) -> None:
+        self.client = client
+        self.shop = client.shop
+
+    async def read_collection(self, collection_id: str, *, with_products: bool = False) -> Collection | None:
+        result = await self.client.execute("CollectionById", {"id": collection_id, "withProducts": with_products,
+                                                               "productsFirst": MEMBERS_FIRST})
+        raw = result["collection"]
+        if raw is None:
+            return None
+        members = None
+        if with_products:
+            conn = raw["products"]
+            members = [n["id"] for n in conn["nodes"]]
+            info = conn.get("pageInfo") or {}
+            if info.get("hasNextPage"):
+                async for page in self.client.pages("CollectionProductsPage", {"id": collection_id},
+                                                    connection="collection.products", page_size=MEMBERS_FIRST,
+                                                    after=info.get("endCursor")):
+                    members += [n["id"] for n in page.nodes]
+        return collection_from_json(raw, members)
+
+    async def find_collection_by_handle(self, handle: str) -> Collection | None:
+        result = await self.client.execute("CollectionsByHandle", {"query": f"handle:'{handle}'"})
+        return next((collection_from_json(n) for n in result["collections"]["nodes"] if n["handle"] == handle), None)
+
+    async def create_collection(self, input: dict[str, Any]) -> Collection:
+        result = await self.client.execute("CollectionCreate", {"input": input})
+        return self._written(result["collectionCreate"]["collection"], input)
+
+    async def update_collection(self, collection_id: str, input: dict[str, Any]) -> Collection:
+        result = await self.client.execute("CollectionUpdate", {"input": {**input, "id": collection_id}})
+        return self._written(result["collectionUpdate"]["collection"], input)
+
+    async def delete_collection(self, collection_id: str) -> None:
+        try:
+            await self.client.execute("CollectionDelete", {"id": collection_id})
+        except UserInputError as err:
+            if not _gone(err):
+                raise
+
+    @staticmethod
+    def _written(raw: Mapping[str, Any], input: Mapping[str, Any]) -> Collection:
+        """The collection as written: its id and handle from the answer, the rest from the input."""
+        seo = input.get("seo") or {}
+        return Collection(id=raw["id"], handle=raw["handle"], title=input.get("title") or "",
+                          description_html=input.get("descriptionHtml") or "",
+                          sort_order=input.get("sortOrder") or "MANUAL", seo_title=seo.get("title"),
+                          seo_description=seo.get("description"))

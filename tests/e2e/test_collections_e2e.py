@@ -1,0 +1,132 @@
+"""Collection objects end to end (emulator over HTTP, web tier, worker processes, real Postgres):
+a parent collection created, renamed or deleted reaches every child; a child's edit of a synced
+collection is reverted without an echo loop; a child's own collection is never touched.
+"""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from storesync.demo.harness import running_system
+
+pytestmark = pytest.mark.timeout(180)
+
+WAIT = 20.0
+
+CREATE = """mutation($input: CollectionInput!) { collectionCreate(input: $input) {
+  collection { id handle } userErrors { field message } } }"""
+UPDATE = """mutation($input: CollectionInput!) { collectionUpdate(input: $input) {
+  collection { id } userErrors { field message } } }"""
+DELETE = """mutation($id: ID!) { collectionDelete(input: {id: $id}) { deletedCollectionId userErrors { message } } }"""
+
+
+@pytest.fixture(scope="module")
+def system(module_db):
+    with running_system(module_db.dsn, children=2, products=4, workers=2, collections=2, subscribe="cli",
+                        plan="plus", extra_env={"STORESYNC_SYNC_RECONCILE_EVERY_S": "3600"}) as system:
+        system.cli("backfill", check=True)
+        yield system
+
+
+def sql(system, query: str, params: dict | None = None) -> list[tuple]:
+    with psycopg.connect(system.env["DATABASE_URL"], autocommit=True) as conn:
+        return conn.execute(query, params or {}).fetchall()
+
+
+def settle(system) -> None:
+    system.drain_webhooks(WAIT)
+    system.wait_until(lambda: sql(system, "SELECT count(*) FROM jobs WHERE state IN ('running', 'queued') "
+                                          "AND payload->>'parked_for' IS NULL")[0][0] == 0,
+                      WAIT, message="queue empty")
+
+
+def mutate(system, shop: str, query: str, variables: dict, field: str) -> dict:
+    res = system.graphql(shop, query, variables)
+    data = (res.get("data") or {}).get(field) or {}
+    assert not res.get("errors") and not data.get("userErrors"), res
+    return data
+
+
+def collection(system, shop: str, handle: str) -> dict | None:
+    return next((c for c in system.snapshot(shop)["collections"] if c["handle"] == handle), None)
+
+
+def member_handles(system, shop: str, collection_gid: str) -> set[str]:
+    return {p["handle"] for p in system.snapshot(shop)["products"] if collection_gid in (p.get("collections") or [])}
+
+
+def writes(system, shop: str, collection_gid: str) -> int:
+    return sql(system, "SELECT count(*) FROM sync_audit WHERE shop = %(s)s AND object_id = %(o)s "
+                       "AND action LIKE 'collection_%%'", {"s": shop, "o": collection_gid})[0][0]
+
+
+def test_a_parent_collection_created_renamed_and_deleted_follows_in_every_child(system) -> None:
+    p1 = system.product_by_handle(system.parent, "demo-product-1")["admin_graphql_api_id"]
+    mutate(system, system.parent, CREATE, {"input": {
+        "title": "Rain gear", "handle": "rain-gear", "descriptionHtml": "<p>Stay dry</p>", "sortOrder": "ALPHA_ASC",
+        "seo": {"title": "Rain", "description": "Jackets for the rain"}, "products": [p1]}}, "collectionCreate")
+    system.wait_until(lambda: all(collection(system, c, "rain-gear") for c in system.children), WAIT,
+                      message="every child has the collection")
+    for child in system.children:
+        copy = collection(system, child, "rain-gear")
+        assert (copy["title"], copy["body_html"], copy["sort_order"]) == ("Rain gear", "<p>Stay dry</p>", "alpha-asc")
+        # the member's copy joins it (through its product job)
+        system.wait_until(lambda c=child, g=copy["admin_graphql_api_id"]: member_handles(system, c, g)
+                          == {"demo-product-1"}, WAIT, message="the member's copy joined")
+    links = sql(system, "SELECT child_shop, matched_by FROM sync_links WHERE kind = 'collection' AND parent_id = "
+                        "%(p)s ORDER BY child_shop",
+                {"p": collection(system, system.parent, "rain-gear")["admin_graphql_api_id"]})
+    assert links == [(c, "created") for c in sorted(system.children)]
+
+    parent_gid = collection(system, system.parent, "rain-gear")["admin_graphql_api_id"]
+    mutate(system, system.parent, UPDATE, {"input": {"id": parent_gid, "title": "Rain and wind"}}, "collectionUpdate")
+    system.wait_until(lambda: all(collection(system, c, "rain-gear")["title"] == "Rain and wind"
+                                  for c in system.children), WAIT, message="every child renamed")
+    settle(system)
+    # one create and one update per child: the children's collections/update for our own
+    # writes (echoes) wrote nothing
+    for child in system.children:
+        assert writes(system, child, collection(system, child, "rain-gear")["admin_graphql_api_id"]) == 2
+
+    mutate(system, system.parent, DELETE, {"id": parent_gid}, "collectionDelete")
+    system.wait_until(lambda: all(collection(system, c, "rain-gear") is None for c in system.children), WAIT,
+                      message="deleted in every child")
+    assert sql(system, "SELECT count(*) FROM sync_links WHERE parent_id = %(p)s", {"p": parent_gid}) == [(0,)]
+
+
+def test_a_child_rename_of_a_synced_collection_is_reverted_once_and_child_only_collections_survive(system) -> None:
+    child, sibling = system.children
+    synced = collection(system, system.parent, "outerwear") or collection(system, system.parent, "new-arrivals")
+    handle = synced["handle"]
+    # The parent describes it: every child's copy is written, and its link records what was
+    # written (the backfill created the copies before collections were synced objects).
+    mutate(system, system.parent, UPDATE, {"input": {"id": synced["admin_graphql_api_id"],
+                                                     "descriptionHtml": "<p>Coats</p>"}}, "collectionUpdate")
+    system.wait_until(lambda: all(collection(system, c, handle)["body_html"] == "<p>Coats</p>"
+                                  for c in system.children), WAIT, message="description everywhere")
+    settle(system)
+    copy = collection(system, child, handle)
+    own = mutate(system, child, CREATE, {"input": {"title": "Child picks", "handle": "child-picks"}},
+                 "collectionCreate")["collection"]
+    settle(system)
+    before = writes(system, child, copy["admin_graphql_api_id"])
+    mutate(system, child, UPDATE, {"input": {"id": copy["admin_graphql_api_id"], "title": "Renamed in the child"}},
+           "collectionUpdate")
+    mutate(system, child, UPDATE, {"input": {"id": own["id"], "title": "Child picks, edited"}}, "collectionUpdate")
+    system.wait_until(lambda: collection(system, child, handle)["title"] == synced["title"], WAIT,
+                      message="child rename reverted")
+    settle(system)
+    assert writes(system, child, copy["admin_graphql_api_id"]) == before + 1  # the revert, and no echo after it
+    reverted = sql(system, "SELECT before, after FROM sync_audit WHERE shop = %(s)s AND action = 'revert_child_edit' "
+                           "AND object_id = %(o)s", {"s": child, "o": copy["admin_graphql_api_id"]})
+    assert reverted == [("Renamed in the child", synced["title"])]
+    # the child's own collection: not synced, not reverted, not created in the sibling
+    assert collection(system, child, "child-picks")["title"] == "Child picks, edited"
+    assert collection(system, sibling, "child-picks") is None
+    assert writes(system, child, own["id"]) == 0
+
+    # a parent delete removes the linked copy only
+    mutate(system, system.parent, DELETE, {"id": synced["admin_graphql_api_id"]}, "collectionDelete")
+    system.wait_until(lambda: collection(system, child, handle) is None, WAIT, message="linked copy deleted")
+    assert collection(system, child, "child-picks") is not None

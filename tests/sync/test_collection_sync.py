@@ -1,0 +1,209 @@
+"""Collection objects (`collection_sync`): parent precedence for a collection's own fields, links
+by handle, child edits reverted, child-only collections untouched, memberships left to product
+jobs; routing of the collection webhooks."""
+
+import asyncio
+import itertools
+from dataclasses import replace
+
+import pytest
+
+from storesync.sync.catalog import CatalogBlocked, ChangeCause
+from storesync.sync.collection_sync import (
+    CollectionAction, child_shows_last_write, collection_view, membership_resyncs, plan_child_collection,
+    sync_collection_to_child,
+)
+from storesync.sync.memory import MemoryAudit, MemoryLinks
+from storesync.sync.model import Collection, CollectionRule, Link, LinkKind, MatchedBy
+from storesync.sync.routing import JOB_COLLECTION_TO_CHILD, route_collection_webhook
+from tests.sync.builders import CHILD_A, CHILD_B, CHILD_C, PARENT, merchant
+
+_ids = itertools.count(500)
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+class FakeCollections:
+    """A store's collections as Shopify keeps them (handles unique, members by product id)."""
+
+    def __init__(self, shop: str) -> None:
+        self.shop = shop
+        self.collections: dict[str, Collection] = {}
+        self.calls: list[str] = []
+
+    def add(self, c: Collection) -> Collection:
+        c = replace(c, id=c.id or f"gid://shopify/Collection/{next(_ids)}", product_ids=c.product_ids or ())
+        self.collections[c.id] = c
+        return c
+
+    async def read_collection(self, collection_id, *, with_products=False):
+        c = self.collections.get(collection_id)
+        return c if c is None or with_products else replace(c, product_ids=None)
+
+    async def find_collection_by_handle(self, handle):
+        return next((replace(c, product_ids=None) for c in self.collections.values() if c.handle == handle), None)
+
+    def _apply(self, c: Collection, inp: dict) -> Collection:
+        seo = inp.get("seo") or {}
+        rules = inp.get("ruleSet")
+        return replace(c, title=inp.get("title", c.title), handle=inp.get("handle", c.handle),
+                       description_html=inp.get("descriptionHtml", c.description_html),
+                       sort_order=inp.get("sortOrder", c.sort_order), seo_title=seo.get("title", c.seo_title),
+                       seo_description=seo.get("description", c.seo_description),
+                       rules=c.rules if rules is None else tuple(
+                           CollectionRule(r["column"], r["relation"], r["condition"]) for r in rules["rules"]),
+                       disjunctive=c.disjunctive if rules is None else rules["appliedDisjunctively"])
+
+    async def create_collection(self, inp):
+        self.calls.append("create")
+        assert all(c.handle != inp["handle"] for c in self.collections.values()), "handle taken"
+        return self.add(self._apply(Collection(None, inp["handle"]), inp))
+
+    async def update_collection(self, collection_id, inp):
+        self.calls.append("update")
+        c = self._apply(self.collections[collection_id], inp)
+        self.collections[collection_id] = c
+        return c
+
+    async def delete_collection(self, collection_id):
+        self.calls.append("delete")
+        self.collections.pop(collection_id, None)
+
+
+class Links(MemoryLinks):
+    async def links_of(self, child_shop, kind, *, parent_ids=(), child_ids=()):
+        return [lk for (s, k, _), lk in sorted(self.rows.items()) if s == child_shop and k is kind
+                and (lk.parent_id in parent_ids or lk.child_id in child_ids)]
+
+
+class World:
+    def __init__(self) -> None:
+        self.parent, self.child = FakeCollections(PARENT), FakeCollections(CHILD_A)
+        self.links, self.audit = Links(), MemoryAudit()
+        self.pc = self.parent.add(Collection(None, "outerwear", "Outerwear", "<p>coats</p>", "ALPHA_ASC", "Outer",
+                                             "Coats and jackets"))
+
+    async def sync(self):
+        return await sync_collection_to_child(self.parent, self.child, self.pc.id, self.links, self.audit, "job:1")
+
+    def link(self) -> Link | None:
+        return self.links.rows.get((CHILD_A, LinkKind.COLLECTION, self.pc.id))
+
+    def child_copy(self) -> Collection:
+        return self.child.collections[self.link().child_id]
+
+    def edit_parent(self, **changes) -> None:
+        self.pc = self.parent.collections[self.pc.id] = replace(self.pc, **changes)
+
+
+def test_a_parent_collection_is_created_in_the_child_with_its_synced_fields_and_linked():
+    w = World()
+    out = run(w.sync())
+    assert out.action is CollectionAction.CREATED
+    copy = w.child_copy()
+    assert collection_view(copy) == collection_view(w.pc)
+    assert w.link().matched_by is MatchedBy.CREATED and w.link().synced_view == collection_view(w.pc)
+    assert run(w.sync()).action is CollectionAction.UNCHANGED and w.child.calls == ["create"]
+
+
+def test_a_child_collection_of_the_same_handle_is_adopted_not_duplicated():
+    w = World()
+    own = w.child.add(Collection(None, "outerwear", "Jackets"))
+    out = run(w.sync())
+    assert out.action is CollectionAction.UPDATED and w.child.calls == ["update"]
+    assert w.link().child_id == own.id and w.link().matched_by is MatchedBy.HANDLE
+    assert w.child_copy().title == "Outerwear"
+    assert [c.cause for c in out.plan.changes] == [ChangeCause.DRIFT] * len(out.plan.changes)
+
+
+def test_a_parent_rename_is_applied_and_a_child_edit_is_reverted_and_audited():
+    w = World()
+    run(w.sync())
+    w.edit_parent(title="Coats")
+    out = run(w.sync())
+    assert w.child_copy().title == "Coats" and [c.cause for c in out.plan.changes] == [ChangeCause.PARENT_CHANGED]
+    cid = w.link().child_id
+    w.child.collections[cid] = replace(w.child.collections[cid], title="Child title", sort_order="MANUAL")
+    assert not child_shows_last_write(w.child.collections[cid], w.link())
+    out = run(w.sync())
+    assert {c.field: c.cause for c in out.plan.changes} == {"title": ChangeCause.CHILD_EDIT_REVERTED,
+                                                            "sort_order": ChangeCause.CHILD_EDIT_REVERTED}
+    assert (w.child_copy().title, w.child_copy().sort_order) == ("Coats", "ALPHA_ASC")
+    assert child_shows_last_write(w.child_copy(), w.link())  # its own collections/update is an echo
+    reverts = [r for r in w.audit.records if r.action == "revert_child_edit"]
+    assert [(r.before, r.after) for r in reverts] == [("MANUAL", "ALPHA_ASC"), ("Child title", "Coats")]
+
+
+def test_a_parent_delete_removes_only_the_linked_collection_and_child_only_ones_stay():
+    w = World()
+    run(w.sync())
+    own = w.child.add(Collection(None, "child-picks", "Child picks"))
+    copy_id = w.link().child_id
+    del w.parent.collections[w.pc.id]
+    out = run(w.sync())
+    assert out.action is CollectionAction.DELETED and copy_id not in w.child.collections
+    assert w.link() is None and own.id in w.child.collections
+    assert run(w.sync()).action is CollectionAction.NOTHING  # again: nothing linked, nothing done
+    assert w.child.calls.count("delete") == 1
+
+
+def test_a_linked_collection_deleted_in_the_child_is_made_again():
+    w = World()
+    run(w.sync())
+    del w.child.collections[w.link().child_id]
+    assert run(w.sync()).action is CollectionAction.CREATED
+    assert w.child_copy().handle == "outerwear"
+
+
+def test_a_child_collection_linked_to_another_parent_collection_is_not_taken_over():
+    w = World()
+    other = w.child.add(Collection(None, "outerwear", "Outerwear"))
+    run(w.links.save_links([Link(LinkKind.COLLECTION, CHILD_A, "gid://shopify/Collection/1", other.id,
+                                 MatchedBy.HANDLE)]))
+    with pytest.raises(CatalogBlocked, match="linked to another parent collection"):
+        run(w.sync())
+    assert w.child.calls == []
+
+
+def test_a_smart_collection_cannot_be_written_over_a_manual_one():
+    parent = Collection("gid://shopify/Collection/1", "sale", "Sale", rules=(CollectionRule("TAG", "EQUALS", "sale"),))
+    plan = plan_child_collection(parent, Collection("gid://shopify/Collection/2", "sale", "Sale"), CHILD_A, None)
+    assert plan.blocked and "smart in the parent but manual" in plan.blocked
+    created = plan_child_collection(parent, None, CHILD_A, None)
+    assert created.input["ruleSet"] == {"appliedDisjunctively": False,
+                                        "rules": [{"column": "TAG", "relation": "EQUALS", "condition": "sale"}]}
+
+
+def test_products_in_the_wrong_place_for_a_manual_collection_are_named_for_a_resync():
+    links = [Link(LinkKind.PRODUCT, CHILD_A, f"P{n}", f"C{n}", MatchedBy.SKU) for n in (1, 2, 3)]
+    parent = Collection("p", "h", product_ids=("P1", "P2", "P9"))  # P9: not in the child
+    # C2 is missing from the child's collection, C3 must leave it, X (child-only) stays.
+    assert membership_resyncs(parent, ["C1", "C3", "X"], links) == ["P2", "P3"]
+    smart = replace(parent, rules=(CollectionRule("TAG", "EQUALS", "x"),))
+    assert membership_resyncs(smart, [], links) == []
+
+
+def test_the_collection_job_names_the_members_whose_copies_must_join():
+    w = World()
+    w.edit_parent(product_ids=("gid://shopify/Product/1", "gid://shopify/Product/2"))
+    run(w.links.save_links([Link(LinkKind.PRODUCT, CHILD_A, "gid://shopify/Product/1", "gid://shopify/Product/11",
+                                 MatchedBy.SKU)]))
+    out = run(w.sync())
+    assert out.resync_products == ("gid://shopify/Product/1",)  # product 2 has no copy yet: its own job
+
+
+def test_collection_webhooks_route_parent_events_to_every_child_and_child_events_to_linked_ones():
+    m = merchant()
+    routed = route_collection_webhook(m, PARENT, "collections/update", {"id": 5}, None, "delivery:1")
+    key = "collection:{}:gid://shopify/Collection/5"
+    assert [(j.kind, j.singleton_key, j.lock_key) for j in routed.jobs] == [
+        (JOB_COLLECTION_TO_CHILD, key.format(s), key.format(s)) for s in (CHILD_A, CHILD_B, CHILD_C)]
+    link = Link(LinkKind.COLLECTION, CHILD_A, "gid://shopify/Collection/5", "gid://shopify/Collection/50",
+                MatchedBy.CREATED)
+    (job,) = route_collection_webhook(m, CHILD_A, "collections/update", {"id": 50}, link, "d").jobs
+    assert job.payload == {"parent_collection_id": "gid://shopify/Collection/5", "child_shop": CHILD_A, "cause": "d"}
+    assert route_collection_webhook(m, CHILD_A, "collections/update", {"id": 51}, None, "d").ignored
+    assert route_collection_webhook(m, CHILD_A, "collections/create", {"id": 50}, link, "d").ignored
+    assert route_collection_webhook(m, CHILD_A, "collections/delete", {"id": 50}, link, "d").jobs
