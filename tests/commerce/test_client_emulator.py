@@ -275,6 +275,8 @@ SAMPLE_VARIABLES = {
     "ProductMetafieldsPage": {"id": "gid://shopify/Product/1", "first": 7},
     "ProductSet": {"input": {"title": "x"}},
     "ProductSetIds": {"input": {"title": "x"}, "variantsFirst": 3},
+    "ProductCreateIds": {"input": {"title": "x", "handle": "x"}, "identifier": {"handle": "x"}, "variantsFirst": 3},
+    "ProductIdByHandle": {"handle": "x"},
     "ProductDelete": {"id": "gid://shopify/Product/1"},
     "ProductVariantsBulkUpdate": {"productId": "gid://shopify/Product/1", "variants": []},
     "InventoryLevels": {"inventoryItemIds": ["gid://shopify/InventoryItem/1"] * 3, "locationsFirst": 4},

@@ -165,3 +165,26 @@ async def test_a_create_resent_after_a_lost_answer_makes_one_product(emu):
     products = emu.snapshot(SHOP)["products"]
     assert [p["handle"] for p in products] == ["linen-shirt"]
     assert products[0]["id"] in (created.id, int(created.id.rsplit("/", 1)[-1]))
+
+
+
+async def test_create_product_writes_stock_and_answers_ids_in_input_order(emu):
+    location = emu.snapshot(SHOP)["locations"][0]["id"]
+    stocked = {**PRODUCT, "variants": [
+        {**v, "inventoryQuantities": [{"locationId": location, "name": "available", "quantity": 3 + i}]}
+        for i, v in enumerate(PRODUCT["variants"])]}
+    async with client_for(emu) as client:
+        store = ShopifyStoreAPI(client)
+        assert await store.find_product_id_by_handle("linen-shirt") is None
+        created = await store.create_product(stocked)
+        assert await store.find_product_id_by_handle("linen-shirt") == created.id
+        read = await store.read_product(created.id)
+        assert [(v.id, v.inventory_item_id, v.sku, v.option_values, v.price) for v in created.variants] == \
+            [(v.id, v.inventory_item_id, v.sku, v.option_values, v.price) for v in read.variants]
+        assert (created.handle, created.title, created.vendor, created.tags, created.options) == \
+            (read.handle, read.title, read.vendor, read.tags, read.options)
+        for i, v in enumerate(created.variants):
+            assert (await store.read_level(v.inventory_item_id, location)).available == 3 + i
+        # a resend after a lost answer updates the product the first send made: no second one
+        again = await store.create_product(stocked)
+        assert again.id == created.id and [p.id async for p in store.products()] == [created.id]

@@ -272,7 +272,10 @@ def test_dropped_webhook_is_repaired_by_reconciliation(system) -> None:
     assert "0 fixed" in " ".join(again.stdout.split()), again.stdout
 
 
-def test_failure_in_the_third_saga_step_leaves_every_store_as_before(system) -> None:
+def test_a_copy_whose_write_fails_is_rolled_back_and_every_store_left_as_before(system) -> None:
+    """The copy saga's one write (productSet with stock and memberships) fails for good: the
+    saga compensates (deleting whatever the create may have made), nothing changes anywhere,
+    and a rerun copies the product."""
     child = system.children[2]
     parent_locations = system.locations[system.parent]
     system.emulator.seed(system.parent, 0, catalog=[{
@@ -280,7 +283,7 @@ def test_failure_in_the_third_saga_step_leaves_every_store_as_before(system) -> 
         "variants": [{"sku": "SAGA-1", "price": "5.00", "options": {"Size": "S"},
                       "available": {parent_locations[n]: 7 for n in LOCATION_NAMES}}]}])
     snapshots = {s: system.snapshot(s) for s in system.shops}
-    system.set_faults(graphql={"fail_nth": {"inventorySetQuantities": {"n": 1, "shop": child}}})
+    system.set_faults(graphql={"fail_nth": {"productSet": {"n": 1, "shop": child}}})
     try:
         env = {**system.env, "STORESYNC_SYNC_ADMIN_MAX_ATTEMPTS": "1"}
         done = subprocess.run([sys.executable, "-m", "storesync", "backfill", "--child", child], env=env,

@@ -254,3 +254,46 @@ def test_a_receiver_500_gets_the_same_webhook_again_and_duplicates_follow_the_fa
     dupes = received(rx, 5)[3:]
     assert dupes[0][2]["x-shopify-webhook-id"] == dupes[1][2]["x-shopify-webhook-id"]
     assert emulator.drain(5)
+
+
+def test_product_set_with_inventory_quantities_stocks_the_new_variants_and_emits_their_levels(hooked, rx):
+    """productSet's `variants[].inventoryQuantities` (what a backfill's copy sends): the created
+    variants are stocked at those locations, each level emits inventory_levels/update, and the
+    call costs what Shopify charges (10 + the objects selected: stock adds nothing)."""
+    hooked._ok(hooked.control.post(f"/_emulator/stores/{PARENT}/locations", json={"name": "Warehouse"}))
+    locations = gql(hooked, PARENT, "{ locations(first: 5) { nodes { id } } }")["locations"]["nodes"]
+    loc1, loc2 = locations[0]["id"], locations[1]["id"]
+    create = (OPERATIONS / "product_create_ids.graphql").read_text()
+    variables = {"identifier": {"handle": "stocked"}, "variantsFirst": 2, "input": {
+        "title": "Stocked", "handle": "stocked",
+        "productOptions": [{"name": "Size", "values": [{"name": "S"}, {"name": "M"}]}],
+        "variants": [
+            {"optionValues": [{"optionName": "Size", "name": "S"}], "sku": "ST-S", "price": "5",
+             "inventoryQuantities": [{"locationId": loc1, "name": "available", "quantity": 4},
+                                     {"locationId": loc2, "name": "available", "quantity": 0}]},
+            {"optionValues": [{"optionName": "Size", "name": "M"}], "sku": "ST-M", "price": "5",
+             "inventoryQuantities": [{"locationId": loc1, "name": "available", "quantity": 9}]}]}}
+    body = hooked.graphql(PARENT, create, variables)
+    assert "errors" not in body and body["data"]["productSet"]["userErrors"] == []
+    nodes = body["data"]["productSet"]["product"]["variants"]["nodes"]
+    assert [n["sku"] for n in nodes] == ["ST-S", "ST-M"] and [n["position"] for n in nodes] == [1, 2]
+    cost = body["extensions"]["cost"]
+    # mutation 10 + product 1 + variants 2 + 2 x (variant + inventory item); userErrors 1 more requested
+    assert (cost["requestedQueryCost"], cost["actualQueryCost"]) == (18, 17)
+    s_item, m_item = (n["inventoryItem"]["id"] for n in nodes)
+    assert available(hooked, PARENT, s_item, loc1)["available"] == 4
+    assert available(hooked, PARENT, s_item, loc2)["available"] == 0
+    assert available(hooked, PARENT, m_item, loc1)["available"] == 9
+
+    events = received(rx, 3)  # a new level set to 0 changes nothing: no inventory_levels/update
+    assert topics(events) == ["inventory_levels/update"] * 2 + ["products/create"]
+    levels = sorted((p["inventory_item_id"], p["available"]) for t, p, _ in events if t == "inventory_levels/update")
+    assert levels == sorted([(int(s_item.rsplit("/", 1)[1]), 4), (int(m_item.rsplit("/", 1)[1]), 9)])
+
+    missing = hooked.graphql(PARENT, create, {**variables, "identifier": {"handle": "stocked-2"}, "input": {
+        **variables["input"], "handle": "stocked-2", "variants": [{
+            **variables["input"]["variants"][0],
+            "inventoryQuantities": [{"locationId": "gid://shopify/Location/999999", "name": "available",
+                                     "quantity": 1}]}, variables["input"]["variants"][1]]}})
+    errors = missing["data"]["productSet"]["userErrors"]
+    assert errors and errors[0]["field"] == ["input", "variants", "0", "inventoryQuantities", "0", "locationId"]

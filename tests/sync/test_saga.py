@@ -234,3 +234,121 @@ def test_copy_saga_ends_all_done_or_as_before_whatever_fails_or_crashes(fail_at,
         assert saga.state is SagaState.COMPLETED
         assert len(child.products) == 1 and isinstance(child, MemoryStore)
         assert len(child.levels) == 4  # 2 variants x 2 mapped locations
+
+
+# --------------------------------------------------------------------------- copy saga, stock in the create
+
+
+def _stocked_copy(deps, pp, saga_id="copy-1", actions=None, log=None):
+    ex = SagaExecutor(log or MemoryStepLog(), actions or copy_product_actions(deps), deps.audit)
+    return asyncio.run(ex.start(saga_id, "copy_product", CHILD_A, "job:1",
+                                copy_product_steps(pp.id, CHILD_A, stock_in_create=True)))
+
+
+def test_a_copy_with_stock_in_the_create_makes_one_product_set_and_reads_no_child_level():
+    deps, pp = copy_world()
+    asyncio.run(link_collection(deps))
+    child = deps.stores[CHILD_A]
+    reads = []
+    real_read = child.read_level
+
+    async def counted_read(*args, **kw):
+        reads.append(args)
+        return await real_read(*args, **kw)
+
+    child.read_level = counted_read
+    saga = _stocked_copy(deps, pp)
+    assert saga.state is SagaState.COMPLETED and [s.name for s in saga.steps] == ["create"]
+    (cp,) = child.products.values()
+    assert cp.collections == ("gid://shopify/Collection/501",)
+    assert [c[0] for c in child.calls] == ["productSet"]  # no inventorySetQuantities, no second write
+    assert reads == []
+    (sent,) = [c[1] for c in child.calls]
+    assert all(len(v["inventoryQuantities"]) == 2 for v in sent["variants"])
+    links = asyncio.run(deps.links.link_map(CHILD_A))
+    for i, pv in enumerate(pp.variants):
+        item = links.child_item(pv.inventory_item_id)
+        assert child.levels[(item, A_LOC1)] == 5 + i and child.levels[(item, A_LOC2)] == 1
+    assert sorted(map(tuple, saga.steps[0].result["levels"])) == sorted((k[0], k[1], q) for k, q in child.levels.items())
+
+
+def test_the_echo_of_a_create_that_wrote_stock_is_recognised_and_causes_no_write():
+    from datetime import UTC, datetime
+
+    from storesync.sync.conflicts import LevelDecision, Version, judge_level_delivery
+    from storesync.sync.memory import MemoryAppliedVersions
+
+    deps, pp = copy_world()
+    asyncio.run(link_collection(deps))
+    saga = _stocked_copy(deps, pp)
+    child = deps.stores[CHILD_A]
+    versions = MemoryAppliedVersions()
+    assert len(saga.steps[0].result["levels"]) == 4
+    for item, loc, quantity in saga.steps[0].result["levels"]:
+        (record,) = asyncio.run(deps.writes.recent_writes(CHILD_A, item, loc, datetime(2000, 1, 1, tzinfo=UTC)))
+        assert record.quantity == quantity == child.levels[(item, loc)] and record.cause == "job:1"
+        decision = asyncio.run(judge_level_delivery(
+            shop=CHILD_A, role="child", inventory_item_id=item, location_id=loc, available=quantity,
+            version=Version(datetime.now(UTC), "delivery-1"), versions=versions, writes=deps.writes))
+        assert decision is LevelDecision.ECHO
+    # A level the child moved itself afterwards is not mistaken for our write.
+    item, loc, quantity = saga.steps[0].result["levels"][0]
+    moved = asyncio.run(judge_level_delivery(
+        shop=CHILD_A, role="child", inventory_item_id=item, location_id=loc, available=quantity + 3,
+        version=Version(datetime.now(UTC), "delivery-2"), versions=versions, writes=deps.writes))
+    assert moved is LevelDecision.REASSERT
+
+
+def test_a_stocked_create_never_adopts_a_product_the_child_already_has():
+    deps, pp = copy_world()
+    deps.stores[CHILD_A].add_product(pp.__class__(id=None, handle=pp.handle, title="Theirs"))
+    saga = _stocked_copy(deps, pp)
+    assert saga.state is SagaState.COMPENSATED and "link it" in saga.error
+    assert [p.title for p in deps.stores[CHILD_A].products.values()] == ["Theirs"]
+    assert deps.stores[CHILD_A].calls == []
+
+
+@settings(max_examples=20, deadline=None)
+@given(fail=st.booleans(), crash=st.booleans())
+def test_a_stocked_copy_ends_all_done_or_as_before_whatever_fails_or_crashes(fail, crash):
+    """fail: the store rejects the create for good after making it (undo must delete it);
+    crash: the worker dies after the store call, before the log says done (a new executor
+    resumes: the create runs again and updates the product it made, no second one)."""
+    deps, pp = copy_world()
+    asyncio.run(link_collection(deps))
+    child = deps.stores[CHILD_A]
+    before = {shop: (dict(s.products), dict(s.levels)) for shop, s in deps.stores.items()}
+    create = copy_product_actions(deps)["create_child_product"]
+    state = {"crashed": False}
+
+    class Faulty:
+        async def prepare(self, params, ctx):
+            return await create.prepare(params, ctx)
+
+        async def run(self, params, ctx):
+            out = await create.run(params, ctx)
+            if fail:
+                raise PermanentStepError("rejected after the write")
+            if crash and not state["crashed"]:
+                state["crashed"] = True
+                raise ConnectionError("worker died after the store call")
+            return out
+
+        async def undo(self, undo, ctx):
+            return await create.undo(undo, ctx)
+
+    log = MemoryStepLog()
+    try:
+        saga = _stocked_copy(deps, pp, actions={"create_child_product": Faulty()}, log=log)
+    except ConnectionError:
+        saga = asyncio.run(SagaExecutor(log, {"create_child_product": Faulty()}, deps.audit).run("copy-1"))
+    if fail:
+        assert saga.state is SagaState.COMPENSATED
+        assert {shop: (dict(s.products), dict(s.levels)) for shop, s in deps.stores.items()} == before
+        assert [lk for lk in asyncio.run(deps.links.link_map(CHILD_A)).links if lk.kind is not LinkKind.COLLECTION] == []
+    else:
+        assert saga.state is SagaState.COMPLETED
+        assert len(child.products) == 1
+        links = asyncio.run(deps.links.link_map(CHILD_A))
+        items = {links.child_item(pv.inventory_item_id) for pv in pp.variants}
+        assert {k for k in child.levels if k[0] in items} == {(i, loc) for i in items for loc in (A_LOC1, A_LOC2)}

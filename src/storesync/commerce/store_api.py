@@ -136,6 +136,53 @@ class ShopifyStoreAPI:
         result = await self.client.execute("ProductSet", variables)
         return await self._product(result["productSet"]["product"])  # type: ignore[return-value]
 
+    async def find_product_id_by_handle(self, handle: str) -> str | None:
+        """The id of the product under `handle`, or None: 1 point, where a full read costs ~100."""
+        result = await self.client.execute("ProductIdByHandle", {"handle": handle})
+        return (result["productByIdentifier"] or {}).get("id")
+
+    async def create_product(self, input: Mapping[str, Any]) -> Product:
+        """productSet upserting by the input's handle, for a product just found absent (a resend
+        after a lost answer updates what the first send made). Variants may carry
+        `inventoryQuantities` (their stock, written with the create). The answer selects only the
+        ids the engine maps (`ProductCreateIds`): the returned `Product` is the input as written,
+        with the product id and each variant's id and inventory item (variants in input order)."""
+        if not input.get("handle"):
+            raise ValueError("create_product needs the input's handle (the upsert key)")
+        variants_in = list(input.get("variants") or ())
+        variables = {"identifier": {"handle": input["handle"]}, "input": dict(input),
+                     "variantsFirst": min(100, max(1, len(variants_in)))}
+        result = await self.client.execute("ProductCreateIds", variables)
+        raw = result["productSet"]["product"]
+        nodes = sorted(raw["variants"]["nodes"], key=lambda v: v.get("position") or 0)
+        if len(variants_in) > 100:  # the rest of the ids, in position order
+            async for page in self.client.pages("ProductVariantsPage", {"id": raw["id"]},
+                                                connection="product.variants", page_size=100):
+                nodes.extend(page.nodes)
+            nodes = sorted({n["id"]: n for n in nodes}.values(), key=lambda v: v.get("position") or 0)
+        if variants_in and len(nodes) != len(variants_in):
+            raise UserInputError(f"{self.shop}: productSet answered {len(nodes)} variants for "
+                                 f"{len(variants_in)} written", shop=self.shop, operation="ProductCreateIds")
+        seo = input.get("seo") or {}
+        return Product(
+            id=raw["id"], handle=input["handle"], title=input.get("title") or "",
+            description_html=input.get("descriptionHtml") or "", vendor=input.get("vendor") or "",
+            product_type=input.get("productType") or "", tags=tuple(input.get("tags") or ()),
+            options=tuple(Option(o["name"], tuple(v["name"] for v in o.get("values") or ()))
+                          for o in input.get("productOptions") or ()),
+            variants=tuple(Variant(
+                id=node["id"],
+                option_values=tuple((ov["optionName"], ov["name"]) for ov in vin.get("optionValues") or ()),
+                price=_money(vin.get("price")) or Decimal("0"),
+                sku=node.get("sku") or None, barcode=vin.get("barcode") or None,
+                compare_at_price=_money(vin.get("compareAtPrice")),
+                inventory_item_id=(node.get("inventoryItem") or {}).get("id"),
+            ) for vin, node in zip(variants_in, nodes)),
+            status=input.get("status") or "ACTIVE", seo_title=seo.get("title"),
+            seo_description=seo.get("description"), collections=tuple(input.get("collections") or ()),
+            metafields=tuple(Metafield(m["namespace"], m["key"], m["type"], m["value"])
+                             for m in input.get("metafields") or ()))
+
     async def delete_product(self, product_id: str) -> None:
         try:
             await self.client.execute("ProductDelete", {"id": product_id})

@@ -23,7 +23,7 @@ from storesync.sync.network import MerchantNetwork
 from storesync.sync.reconcile import ReconcileReport, Repair, apply_repairs, reconcile_network
 from storesync.sync.runtime import Storage, SyncRuntime, SyncSettings, job_storage, load_network_config, pause_store, paused_among
 from storesync.sync.saga import SagaState
-from storesync.sync.shopify_adapter import ScannedParent
+from storesync.sync.shopify_adapter import BulkCatalogScan, ScannedParent
 
 log = get_logger("storesync.sync.commands")
 
@@ -137,6 +137,7 @@ class BackfillResult:
     @property
     def ok(self) -> bool:
         return not (self.compensated or self.failed)
+    levels_moved: int = 0  # parent levels that changed during the copy, fanned out afterwards
 
 
 async def _saga_id(st: Storage, child_shop: str, parent_product_id: str) -> str:
@@ -198,6 +199,7 @@ async def backfill(rt: SyncRuntime, *, merchant: str | None = None, child: str |
         for net in _merchants(rt, merchant):
             active, paused = await _active(st, net)
             result.paused.update(paused)
+    parent_scans: dict[str, tuple[BulkCatalogScan, dict]] = {}  # merchant -> (scan, the levels the copies use)
             if net.parent.shop in paused:
                 continue
             if child is not None:
@@ -208,11 +210,17 @@ async def backfill(rt: SyncRuntime, *, merchant: str | None = None, child: str |
             # linking below finds: a half-made copy it adopts by SKU still needs its last steps.
             unfinished = await _unfinished_copies(st, {c.shop for c in active.children})
             work += [(active, shop, pid) for shop, pid in unfinished]
-            scans = rt.scans(active)
+            # Every store read with bulk queries (outside the rate limit), all at once: paging a
+            # 1,000-product parent costs its bucket ~18,000 points before the first copy.
+            scans = {s.shop: BulkCatalogScan(rt.api(s.shop)) for s in active.stores}
+            parent_scan = scans[net.parent.shop]
+            await asyncio.gather(*(scan.products() for scan in scans.values()))
+            parent_levels = await parent_scan.levels()
             reports = await link_network(active, scans, st.links)
             result.reports += reports
-            parent_products = [p async for p in scans[net.parent.shop].all_products()]
-            scanned[net.merchant_id] = ScannedParent(rt.api(net.parent.shop), parent_products)
+            parent_products = await parent_scan.products()
+            scanned[net.merchant_id] = ScannedParent(rt.api(net.parent.shop), parent_products, parent_levels)
+            parent_scans[net.merchant_id] = (parent_scan, dict(parent_levels))
             for report in reports:
                 await _create_missing_collections(rt, st, active, report.child_shop, report, result)
                 links = await st.links.link_map(report.child_shop)
@@ -259,9 +267,34 @@ async def backfill(rt: SyncRuntime, *, merchant: str | None = None, child: str |
 
 
 # --------------------------------------------------------------------------- webhooks and stores
+    await _levels_moved_meanwhile(rt, parent_scans, {net.merchant_id: net for net, _, _ in work}, result)
 
 
 # What each role needs: the parent's catalog (products, collections) and stock flow down; a
+async def _levels_moved_meanwhile(rt: SyncRuntime, parent_scans: dict[str, tuple[BulkCatalogScan, dict]],
+                                  copied: dict[str, MerchantNetwork], result: BackfillResult) -> None:
+    """The copies wrote the parent's levels as the scan read them. A level that moved before its
+    product was linked in a child found no link to fan out to: read every level again (one bulk
+    query) and fan out each one that differs, through the workers' `sync.fan_out_level` jobs
+    (they read the parent's level then). Moves after this read reach the linked copies through
+    the parent's level webhooks."""
+    from storesync.sync.handlers import enqueue_jobs
+    from storesync.sync.routing import fan_out_job
+
+    for merchant_id, net in copied.items():
+        if merchant_id not in parent_scans:
+            continue
+        scan, used = parent_scans[merchant_id]
+        now = await scan.levels(fresh=True)
+        moved = sorted(key for key in set(used) | set(now)
+                       if (used.get(key) and used[key].available) != (now.get(key) and now[key].available))
+        if moved:
+            async with job_storage(rt.pool) as st:
+                await enqueue_jobs(st.conn, [fan_out_job(item, loc, "backfill:levels-moved") for item, loc in moved],
+                                   merchant_id)
+        result.levels_moved += len(moved)
+
+
 # child's sales flow up and its edits (products, linked collections) and stock moves are reverted.
 PARENT_TOPICS = ("products/create", "products/update", "products/delete", "collections/create",
                  "collections/update", "collections/delete", "inventory_levels/update", "app/uninstalled")

@@ -432,7 +432,7 @@ async def run_copy_saga(rt: SyncRuntime, st: Storage, net: MerchantNetwork, saga
     executor = SagaExecutor(st.steps, copy_product_actions(deps), st.audit, is_permanent=is_permanent)
     if parent_product_id:
         return await executor.start(saga_id, "copy_product", child_shop, cause,
-                                    copy_product_steps(parent_product_id, child_shop))
+                                    copy_product_steps(parent_product_id, child_shop, stock_in_create=True))
     return await executor.run(saga_id)
 
 

@@ -126,6 +126,20 @@ class MemoryStore:
         self.products[product.id] = product
         return product
 
+    async def find_product_id_by_handle(self, handle: str) -> str | None:
+        found = await self.find_product_by_handle(handle)
+        return found.id if found else None
+
+    async def create_product(self, input: Mapping[str, Any]) -> Product:
+        existing = await self.find_product_id_by_handle(input["handle"])
+        written = await self.product_set(input, product_id=existing)
+        for vin, v in zip(input.get("variants") or (), written.variants):
+            for q in vin.get("inventoryQuantities") or ():
+                key = (v.inventory_item_id or "", q["locationId"])
+                self.levels[key] = q["quantity"]
+                self._note(key)
+        return written
+
     async def delete_product(self, product_id: str) -> None:
         self.calls.append(("productDelete", product_id))
         gone = self.products.pop(product_id, None)

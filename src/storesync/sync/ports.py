@@ -35,6 +35,16 @@ class CatalogStore(Protocol):
         """`productSet(identifier: {id}, input:)` (create when product_id is None); the result."""
         ...
 
+    async def find_product_id_by_handle(self, handle: str) -> str | None:
+        """The id of the product under `handle` (None: the handle is free); a cheap lookup."""
+        ...
+
+    async def create_product(self, input: Mapping[str, Any]) -> Product:
+        """`productSet(identifier: {handle}, input:)` for a product just found absent; variants
+        may carry `inventoryQuantities` (child location ids), written with the create. Returns
+        the product as written, with its id and each variant's id and inventory item."""
+        ...
+
     async def delete_product(self, product_id: str) -> None:
         """`productDelete`; deleting a product that is already gone is not an error."""
         ...

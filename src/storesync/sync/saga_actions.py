@@ -1,9 +1,13 @@
 """Saga steps for copying one parent product into a child: the initial sync / backfill saga.
 
-    create_child_product -> set_child_collections -> set_child_levels
+    create_child_product                       (stock_in_create: what the engine starts now)
+    create_child_product -> set_child_collections -> set_child_levels     (sagas logged before)
 
-The create writes the collection memberships too (one productSet per copy); the collections
-step then only records them, and writes them itself for sagas logged by earlier versions.
+A copy is one productSet: the product with its collection memberships and its variants' stock
+(`inventoryQuantities`), ~17 points on the child for a 2-variant product, after one 1-point
+lookup that the handle is free. Sagas logged by earlier versions keep their three steps: the
+create there writes the memberships (or, older still, the collections step does), and the
+levels step sets each level by compare-and-set.
 
 Each step records what undoes it before it runs (see `saga.py`): the create is undone by
 deleting the product found by its handle (so a crash between the store call and the log still
@@ -16,14 +20,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from storesync.sync.audit import AuditRecord
 from storesync.sync.catalog import SyncPolicy, links_after_write, plan_child_product, unchanged_input
 from storesync.sync.inventory import child_target, push_level
-from storesync.sync.model import LinkKind, Product
+from storesync.sync.model import LinkKind, LinkMap, Product
 from storesync.sync.network import MerchantNetwork
-from storesync.sync.ports import AuditSink, LinkRepository, StoreAPI, WriteRecords
+from storesync.sync.ports import AuditSink, LinkRepository, StoreAPI, WriteRecord, WriteRecords
 from storesync.sync.saga import PermanentStepError, StepContext, StepSpec
 
 @dataclass
@@ -40,8 +45,14 @@ class SagaDeps:
         return self.stores[self.network.parent.shop]
 
 
-def copy_product_steps(parent_product_id: str, child_shop: str) -> list[StepSpec]:
+def copy_product_steps(parent_product_id: str, child_shop: str, *, stock_in_create: bool = False) -> list[StepSpec]:
+    """The copy saga's steps. `stock_in_create`: one step, whose productSet writes the variants'
+    stock (`inventoryQuantities`) and collection memberships with the product; its undo (delete
+    the product) removes all of it. Otherwise three steps: create, collections, levels (each
+    level written by compare-and-set, its previous value recorded for the undo)."""
     params = {"parent_product_id": parent_product_id, "child_shop": child_shop}
+    if stock_in_create:
+        return [StepSpec("create", "create_child_product", {**params, "stock_in_create": True})]
     return [StepSpec("create", "create_child_product", params),
             StepSpec("collections", "set_child_collections", params),
             StepSpec("levels", "set_child_levels", params)]
@@ -54,6 +65,16 @@ async def _parent_product(deps: SagaDeps, pid: str) -> Product:
     return parent
 
 
+async def _create_links(deps: SagaDeps, shop: str, parent: Product) -> LinkMap:
+    """The links a create plans with: the product's (an earlier, interrupted attempt's) and its
+    collections', in this child. A handful of rows, not the child's whole map (thousands)."""
+    found = [lk for lk in await deps.links.links_down(LinkKind.PRODUCT, parent.id or "") if lk.child_shop == shop]
+    for collection_id in parent.collections:
+        found += [lk for lk in await deps.links.links_down(LinkKind.COLLECTION, collection_id)
+                  if lk.child_shop == shop]
+    return LinkMap(shop, found)
+
+
 class CreateChildProduct:
     def __init__(self, deps: SagaDeps) -> None:
         self.deps = deps
@@ -61,12 +82,18 @@ class CreateChildProduct:
     async def prepare(self, params: dict[str, Any], ctx: StepContext) -> dict[str, Any] | None:
         parent = await _parent_product(self.deps, params["parent_product_id"])
         child = self.deps.stores[params["child_shop"]]
-        if await child.find_product_by_handle(parent.handle) is not None:
+        if params.get("stock_in_create"):
+            taken = await child.find_product_id_by_handle(parent.handle) is not None  # 1 point
+        else:
+            taken = await child.find_product_by_handle(parent.handle) is not None
+        if taken:
             raise PermanentStepError(f"{child.shop} already has a product with handle {parent.handle!r}: "
                                      "link it (storesync link) instead of creating a second one")
         return {"child_shop": child.shop, "handle": parent.handle, "parent_product_id": parent.id}
 
     async def run(self, params: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+        if params.get("stock_in_create"):
+            return await self._create_with_stock(params, ctx)
         deps = self.deps
         parent = await _parent_product(deps, params["parent_product_id"])
         child = deps.stores[params["child_shop"]]
@@ -81,19 +108,66 @@ class CreateChildProduct:
                                             plan.expected, ctx.cause, detail=f"saga {ctx.saga_id}"))
         return {"child_product_id": written.id, "collections": list(plan.input.get("collections") or ())}
 
+    async def _create_with_stock(self, params: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+        """One productSet: the product, its collection memberships and its variants' stock at
+        every mapped location. The engine's write records come from its answer (the inventory
+        items exist only once it is made) and are stored before the links: until the links
+        exist the child's level webhooks concern an unlinked item and are ignored, afterwards
+        they find the records and are judged echoes. Runs again after a crash: the productSet
+        upserts by handle, so it updates the product the first run made."""
+        deps = self.deps
+        parent = await _parent_product(deps, params["parent_product_id"])
+        child = deps.stores[params["child_shop"]]
+        links = await _create_links(deps, child.shop, parent)
+        plan = plan_child_product(parent, None, links, deps.policy)
+        locations = deps.network.location_maps.get(child.shop, {})
+        stock: dict[tuple, list[tuple[str, int]]] = {}  # variant option key -> [(child location, quantity)]
+        for pv in parent.variants:
+            for parent_loc, child_loc in locations.items():
+                level = await deps.parent.read_level(pv.inventory_item_id, parent_loc) if pv.inventory_item_id else None
+                if level is not None:
+                    stock.setdefault(pv.option_key, []).append((child_loc, child_target(level.available)))
+        inp = dict(plan.input)
+        inp["variants"] = [
+            {**v, "inventoryQuantities": [{"locationId": loc, "name": "available", "quantity": q}
+                                          for loc, q in stock.get(_input_option_key(v), ())]}
+            for v in inp.get("variants") or ()]
+        written = await child.create_product(inp)
+        written_at = datetime.now(UTC)
+        levels = []
+        by_key = {v.option_key: v for v in written.variants}
+        for key, quantities in stock.items():
+            item = by_key[key].inventory_item_id if key in by_key else None
+            if item is None:
+                raise PermanentStepError(f"{child.shop}: the created product has no variant {dict(key)}")
+            for loc, quantity in quantities:
+                await deps.writes.record_write(WriteRecord(child.shop, item, loc, quantity, written_at, ctx.cause))
+                levels.append([item, loc, quantity])
+        await deps.links.save_links(links_after_write(plan, parent, written, links))
+        await deps.audit.record(AuditRecord(child.shop, "product", written.id or "", "product_create", None,
+                                            {**plan.expected, "levels": levels}, ctx.cause,
+                                            detail=f"saga {ctx.saga_id} (stock written with the create)"))
+        return {"child_product_id": written.id, "collections": list(plan.input.get("collections") or ()),
+                "levels": levels}
+
     async def undo(self, undo: dict[str, Any], ctx: StepContext) -> None:
         child = self.deps.stores[undo["child_shop"]]
-        found = await child.find_product_by_handle(undo["handle"])
+        found = await child.find_product_id_by_handle(undo["handle"])
         links = await self.deps.links.link_map(child.shop)
         for link in list(links.links):
             if link.kind is LinkKind.PRODUCT and link.parent_id == undo["parent_product_id"] or \
                     link.kind is LinkKind.VARIANT and link.parent_product_id == undo["parent_product_id"]:
                 await self.deps.links.delete_link(child.shop, link.kind, link.parent_id)
         if found is not None:
-            await child.delete_product(found.id or "")
-            await self.deps.audit.record(AuditRecord(child.shop, "product", found.id or "", "product_delete",
-                                                     {"handle": found.handle}, None, ctx.cause,
+            await child.delete_product(found)
+            await self.deps.audit.record(AuditRecord(child.shop, "product", found, "product_delete",
+                                                     {"handle": undo["handle"]}, None, ctx.cause,
                                                      detail=f"compensating saga {ctx.saga_id}"))
+
+
+def _input_option_key(variant_input: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """A productSet variant input's option values as `Variant.option_key`."""
+    return tuple(sorted((o["optionName"], o["name"]) for o in variant_input.get("optionValues") or ()))
 
 
 class SetChildCollections:

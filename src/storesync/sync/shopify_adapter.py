@@ -62,6 +62,12 @@ class SyncStoreAPI(ShopifyStoreAPI):
                              for m in input.get("metafields") or ()))
 
 
+    async def create_product(self, input: Mapping[str, Any]) -> Product:
+        if "files" in input and not input["files"]:
+            input = {k: v for k, v in input.items() if k != "files"}
+        return await super().create_product(input)
+
+
 class ShopifyCatalogScan:
     """One store's catalog, read once and kept: `all_levels` reads the levels of the items the
     products carry, so a scan reads each product at most once."""
@@ -93,6 +99,55 @@ class ShopifyCatalogScan:
         return {key: lvl.available for key, lvl in levels.items() if key[1] in wanted}
 
 
+async def bulk_levels(client, *, poll_interval: float = 0.25) -> dict[tuple[str, str], InventoryLevel]:
+    """Every inventory item's available quantity at every location stocking it, (item, location)
+    -> level, from one bulk query (10 points and a few 1-point polls, whatever the catalog)."""
+    from storesync.commerce.bulk import bulk_query, bulk_query_text, reassemble
+    from storesync.commerce.store_api import _dt
+
+    objects = [o async for o in bulk_query(client, bulk_query_text("inventory_levels"), poll_interval=poll_interval)]
+    out: dict[tuple[str, str], InventoryLevel] = {}
+    for item in reassemble(objects, {"InventoryLevel": "inventoryLevels"}):
+        for lvl in item["inventoryLevels"]["nodes"]:
+            quantities = {q["name"]: q["quantity"] for q in lvl.get("quantities") or ()}
+            if "available" in quantities:
+                key = (item["id"], lvl["location"]["id"])
+                out[key] = InventoryLevel(key[0], key[1], quantities["available"], _dt(lvl.get("updatedAt")))
+    return out
+
+
+class BulkCatalogScan(ShopifyCatalogScan):
+    """A catalog scan through bulk queries (`commerce.bulk`): products in one bulk query and,
+    when asked, every level in another. Shopify runs bulk queries outside the rate limit, so a
+    backfill reads a 1,000-product parent for a few dozen points instead of ~18,000 (paged:
+    3 minutes of a standard plan's bucket before the first copy)."""
+
+    def __init__(self, api: ShopifyStoreAPI, *, poll_interval: float = 0.25) -> None:
+        super().__init__(api)
+        self.poll_interval = poll_interval
+        self._levels: dict[tuple[str, str], InventoryLevel] | None = None
+        self._lock = asyncio.Lock()  # one bulk query per shop at a time
+
+    async def products(self) -> list[Product]:
+        from storesync.commerce.bulk import bulk_products
+
+        async with self._lock:
+            if self._products is None:
+                self._products = await bulk_products(self.api.client, poll_interval=self.poll_interval)
+        return self._products
+
+    async def levels(self, *, fresh: bool = False) -> dict[tuple[str, str], InventoryLevel]:
+        """(item, location) -> level for every stocked item; `fresh` reads them again."""
+        async with self._lock:
+            if self._levels is None or fresh:
+                self._levels = await bulk_levels(self.api.client, poll_interval=self.poll_interval)
+        return self._levels
+
+    async def all_levels(self, location_ids: Sequence[str]) -> dict[tuple[str, str], int]:
+        wanted = set(location_ids)
+        return {key: lvl.available for key, lvl in (await self.levels()).items() if key[1] in wanted}
+
+
 class ScannedParent:
     """The parent store as one backfill scanned it: product reads come from the scan (a copy
     saga reads its parent product in every step, for every child: on a shared parent bucket
@@ -103,8 +158,11 @@ class ScannedParent:
     Every other call goes to the store. Changes made to the parent during the backfill reach
     the copies through the live webhooks and reconciliation, as for any linked product."""
 
-    def __init__(self, api: ShopifyStoreAPI, products: Sequence[Product]) -> None:
+    def __init__(self, api: ShopifyStoreAPI, products: Sequence[Product],
+                 levels: Mapping[tuple[str, str], InventoryLevel] | None = None) -> None:
         self.api = api
+        # Levels read with the scan (a bulk query): served from here, no read per product.
+        self._scanned_levels = dict(levels) if levels is not None else None
         self.shop = api.shop
         self._products = {p.id: p for p in products if p.id}
         self._product_of_item = {v.inventory_item_id: p.id for p in products if p.id
@@ -117,6 +175,8 @@ class ScannedParent:
 
     async def read_level(self, inventory_item_id: str, location_id: str) -> InventoryLevel | None:
         product_id = self._product_of_item.get(inventory_item_id)
+        if self._scanned_levels is not None and product_id is not None:
+            return self._scanned_levels.get((inventory_item_id, location_id))
         if product_id is None:
             return await self.api.read_level(inventory_item_id, location_id)
         if product_id not in self._levels:

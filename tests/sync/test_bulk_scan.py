@@ -1,0 +1,34 @@
+"""The backfill's bulk scans (`shopify_adapter.BulkCatalogScan`, `bulk_levels`) read what the
+paged scans read, and `ScannedParent` serves the scanned levels without asking the store."""
+
+from __future__ import annotations
+
+from storesync.commerce.store_api import ShopifyStoreAPI
+from storesync.sync.shopify_adapter import BulkCatalogScan, ScannedParent, ShopifyCatalogScan, bulk_levels
+from tests.commerce.test_client_emulator import SHOP, client_for, running_emulator
+
+
+async def test_bulk_scan_reads_the_same_products_and_levels_as_pages():
+    with running_emulator(stores=[SHOP]) as emu:
+        emu.seed(SHOP, products=12, variants_per_product=3, locations=["Shop floor", "Warehouse"])
+        async with client_for(emu) as client:
+            api = ShopifyStoreAPI(client)
+            paged = ShopifyCatalogScan(api)
+            bulk = BulkCatalogScan(api, poll_interval=0.01)
+            assert await bulk.products() == await paged.products()
+            items = [v.inventory_item_id for p in await paged.products() for v in p.variants]
+            assert len(items) == 36
+            read = await api.read_levels(items)
+            scanned = await bulk_levels(client, poll_interval=0.01)
+            assert {k: lvl.available for k, lvl in scanned.items()} == {k: lvl.available for k, lvl in read.items()}
+            locations = sorted({loc for _, loc in read})
+            assert await bulk.all_levels(locations) == await paged.all_levels(locations)
+
+            # ScannedParent: the scan's levels, no store call; a level that moved shows on a fresh read
+            before = client.stats.requests
+            parent = ScannedParent(api, await bulk.products(), await bulk.levels())
+            item, loc = next(iter(read))
+            assert (await parent.read_level(item, loc)).available == read[(item, loc)].available
+            assert client.stats.requests == before
+            emu.set_inventory(SHOP, item, loc, read[(item, loc)].available + 7)
+            assert (await bulk.levels(fresh=True))[(item, loc)].available == read[(item, loc)].available + 7
