@@ -130,3 +130,26 @@ def test_a_child_rename_of_a_synced_collection_is_reverted_once_and_child_only_c
     mutate(system, system.parent, DELETE, {"id": synced["admin_graphql_api_id"]}, "collectionDelete")
     system.wait_until(lambda: collection(system, child, handle) is None, WAIT, message="linked copy deleted")
     assert collection(system, child, "child-picks") is not None
+
+
+def test_a_collection_change_whose_webhooks_were_lost_is_repaired_by_reconciliation(system) -> None:
+    synced = collection(system, system.parent, "new-arrivals") or collection(system, system.parent, "outerwear")
+    settle(system)
+    system.set_faults(webhooks={"drop_p": 1.0})
+    try:
+        mutate(system, system.parent, UPDATE, {"input": {"id": synced["admin_graphql_api_id"],
+                                                         "title": "Renamed while webhooks were lost"}},
+               "collectionUpdate")
+        system.drain_webhooks(WAIT)
+    finally:
+        system.set_faults()
+    settle(system)
+    assert all(collection(system, c, synced["handle"])["title"] != "Renamed while webhooks were lost"
+               for c in system.children)
+    done = system.cli("reconcile", timeout=120)
+    out = " ".join(done.stdout.split())
+    assert done.returncode == 0 and "sync_collection" in out and "Renamed while webhooks were lost" in out, out
+    assert all(collection(system, c, synced["handle"])["title"] == "Renamed while webhooks were lost"
+               for c in system.children)
+    again = system.cli("reconcile", timeout=120)
+    assert "0 fixed" in " ".join(again.stdout.split()), again.stdout

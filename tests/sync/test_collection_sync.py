@@ -15,6 +15,7 @@ from storesync.sync.collection_sync import (
 )
 from storesync.sync.memory import MemoryAudit, MemoryLinks
 from storesync.sync.model import Collection, CollectionRule, Link, LinkKind, MatchedBy
+from storesync.sync.reconcile import ReconcileReport, RepairKind, apply_repairs, diff_collections
 from storesync.sync.routing import JOB_COLLECTION_TO_CHILD, route_collection_webhook
 from tests.sync.builders import CHILD_A, CHILD_B, CHILD_C, PARENT, merchant
 
@@ -41,6 +42,10 @@ class FakeCollections:
     async def read_collection(self, collection_id, *, with_products=False):
         c = self.collections.get(collection_id)
         return c if c is None or with_products else replace(c, product_ids=None)
+
+    async def all_collections(self):
+        for c in list(self.collections.values()):
+            yield replace(c, product_ids=None)
 
     async def find_collection_by_handle(self, handle):
         return next((replace(c, product_ids=None) for c in self.collections.values() if c.handle == handle), None)
@@ -207,3 +212,37 @@ def test_collection_webhooks_route_parent_events_to_every_child_and_child_events
     assert route_collection_webhook(m, CHILD_A, "collections/update", {"id": 51}, None, "d").ignored
     assert route_collection_webhook(m, CHILD_A, "collections/create", {"id": 50}, link, "d").ignored
     assert route_collection_webhook(m, CHILD_A, "collections/delete", {"id": 50}, link, "d").jobs
+
+
+async def _reconcile(w: World, *, repair: bool) -> ReconcileReport:
+    report = ReconcileReport()
+    parent = [c async for c in w.parent.all_collections()]
+    child = {CHILD_A: [c async for c in w.child.all_collections()]}
+    diff_collections(parent, child, {CHILD_A: await w.links.link_map(CHILD_A)}, report)
+    if repair:
+        fixed, left = await apply_repairs(report.repairs, parent_store=w.parent, stores={}, links_repo=w.links,
+                                          writes=None, audit=w.audit, policy=None, cause="reconcile:test",
+                                          collection_stores={PARENT: w.parent, CHILD_A: w.child})
+        assert (fixed, left) == (report.repairs, [])
+    return report
+
+
+def test_reconciliation_creates_reverts_and_deletes_linked_collections_and_leaves_child_only_ones():
+    w = World()
+    gone = w.parent.add(Collection(None, "gone-soon", "Gone soon"))
+    own = w.child.add(Collection(None, "child-picks", "Child picks"))
+    report = run(_reconcile(w, repair=True))
+    assert sorted(r.reason for r in report.repairs) == ["not in the child yet"] * 2
+    assert report.collections_checked == 2
+    assert run(_reconcile(w, repair=False)).in_sync
+
+    cid = w.link().child_id
+    w.child.collections[cid] = replace(w.child.collections[cid], title="Edited while we were down")
+    del w.parent.collections[gone.id]
+    report = run(_reconcile(w, repair=True))
+    assert sorted(r.kind for r in report.repairs) == [RepairKind.DELETE_COLLECTION, RepairKind.SYNC_COLLECTION]
+    (sync,) = [r for r in report.repairs if r.kind is RepairKind.SYNC_COLLECTION]
+    assert [(c.field, c.cause) for c in sync.changes] == [("title", ChangeCause.CHILD_EDIT_REVERTED)]
+    assert w.child_copy().title == "Outerwear" and own.id in w.child.collections
+    assert [c.handle for c in w.child.collections.values()] == ["child-picks", "outerwear"]
+    assert run(_reconcile(w, repair=False)).in_sync

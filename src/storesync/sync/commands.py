@@ -88,7 +88,8 @@ class ReconcileResult:
 
     def lines(self) -> list[str]:
         r = self.report
-        out = [f"{self.merchant_id}: {r.products_checked} products and {r.levels_checked} levels checked, "
+        out = [f"{self.merchant_id}: {r.products_checked} products, {r.collections_checked} collections and "
+               f"{r.levels_checked} levels checked, "
                f"{len(self.fixed)} fixed, {len(self.left)} not fixed"]
         out += [f"  fixed {x.describe()}" for x in self.fixed]
         out += [f"  NOT fixed {x.describe()} ({x.reason})" for x in self.left]
@@ -109,10 +110,13 @@ async def reconcile_merchant(rt: SyncRuntime, st: Storage, net: MerchantNetwork,
     if not active.children:
         return ReconcileResult(net.merchant_id, ReconcileReport(), paused=skipped)
     policy = rt.policy(net.merchant_id)
-    report = await reconcile_network(active, rt.scans(active), st.links, policy)
+    from storesync.sync.shopify_collections import ShopifyCollections
+
+    collections = {s.shop: ShopifyCollections(rt.api(s.shop).client) for s in active.stores}
+    report = await reconcile_network(active, rt.scans(active), st.links, policy, collections)
     fixed, left = await apply_repairs(report.repairs, parent_store=rt.api(net.parent.shop), stores=rt.apis(active),
                                       links_repo=st.links, writes=st.writes, audit=st.audit, policy=policy,
-                                      cause=cause)
+                                      cause=cause, collection_stores=collections)
     return ReconcileResult(net.merchant_id, report, fixed, left, skipped)
 
 
@@ -133,11 +137,11 @@ class BackfillResult:
     compensated: list[tuple[str, str]] = field(default_factory=list)  # (saga id, why)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (saga id or shop, why): rerun resumes
     paused: dict[str, str] = field(default_factory=dict)
+    levels_moved: int = 0  # parent levels that changed during the copy, fanned out afterwards
 
     @property
     def ok(self) -> bool:
         return not (self.compensated or self.failed)
-    levels_moved: int = 0  # parent levels that changed during the copy, fanned out afterwards
 
 
 async def _saga_id(st: Storage, child_shop: str, parent_product_id: str) -> str:
@@ -195,11 +199,11 @@ async def backfill(rt: SyncRuntime, *, merchant: str | None = None, child: str |
     result = BackfillResult()
     work: list[tuple[MerchantNetwork, str, str]] = []  # (merchant, child, parent product)
     scanned: dict[str, ScannedParent] = {}  # merchant -> its parent as scanned
+    parent_scans: dict[str, tuple[BulkCatalogScan, dict]] = {}  # merchant -> (scan, the levels the copies use)
     async with job_storage(rt.pool) as st:
         for net in _merchants(rt, merchant):
             active, paused = await _active(st, net)
             result.paused.update(paused)
-    parent_scans: dict[str, tuple[BulkCatalogScan, dict]] = {}  # merchant -> (scan, the levels the copies use)
             if net.parent.shop in paused:
                 continue
             if child is not None:
@@ -263,14 +267,10 @@ async def backfill(rt: SyncRuntime, *, merchant: str | None = None, child: str |
         per_child = lanes.setdefault(item[1], [[] for _ in range(concurrency)])
         per_child[sum(len(x) for x in per_child) % concurrency].append(item)
     await asyncio.gather(*(copy_all(chunk) for chunks in lanes.values() for chunk in chunks if chunk))
+    await _levels_moved_meanwhile(rt, parent_scans, {net.merchant_id: net for net, _, _ in work}, result)
     return result
 
 
-# --------------------------------------------------------------------------- webhooks and stores
-    await _levels_moved_meanwhile(rt, parent_scans, {net.merchant_id: net for net, _, _ in work}, result)
-
-
-# What each role needs: the parent's catalog (products, collections) and stock flow down; a
 async def _levels_moved_meanwhile(rt: SyncRuntime, parent_scans: dict[str, tuple[BulkCatalogScan, dict]],
                                   copied: dict[str, MerchantNetwork], result: BackfillResult) -> None:
     """The copies wrote the parent's levels as the scan read them. A level that moved before its
@@ -295,6 +295,10 @@ async def _levels_moved_meanwhile(rt: SyncRuntime, parent_scans: dict[str, tuple
         result.levels_moved += len(moved)
 
 
+# --------------------------------------------------------------------------- webhooks and stores
+
+
+# What each role needs: the parent's catalog (products, collections) and stock flow down; a
 # child's sales flow up and its edits (products, linked collections) and stock moves are reverted.
 PARENT_TOPICS = ("products/create", "products/update", "products/delete", "collections/create",
                  "collections/update", "collections/delete", "inventory_levels/update", "app/uninstalled")

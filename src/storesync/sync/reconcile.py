@@ -2,8 +2,11 @@
 
 Catalog: per linked product, the child's synced fields (translated to parent ids) against what
 the parent says they should be (`catalog.expected_view`). Inventory: per linked inventory item
-and mapped location, the child's level against max(parent level, 0). Drift comes from dropped
-webhooks or edits made while the engine was down; each repair says why it is needed.
+and mapped location, the child's level against max(parent level, 0). Collections (when the
+caller passes collection stores): per parent collection, the child's linked counterpart's synced
+fields (`collection_sync.collection_view`); a linked child collection whose parent is gone is
+deleted. Drift comes from dropped webhooks or edits made while the engine was down; each repair
+says why it is needed.
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ from enum import StrEnum
 from storesync.sync.catalog import (
     FieldChange, SyncPolicy, actual_view, expected_view, parent_catalog_hash, plan_child_product, view_hash,
 )
+from storesync.sync.collection_sync import plan_child_collection, sync_collection_to_child
 from storesync.sync.inventory import child_target
-from storesync.sync.model import LinkKind, LinkMap, Product
+from storesync.sync.model import Collection, LinkKind, LinkMap, Product
 from storesync.sync.network import MerchantNetwork
 
 LevelKey = tuple[str, str]  # (inventory item gid, location gid)
@@ -28,13 +32,16 @@ class RepairKind(StrEnum):
     DELETE_PRODUCT = "delete_product"  # the parent product is gone: delete the child's
     BLOCKED_PRODUCT = "blocked_product"  # cannot be written without destroying child data: report only
     SET_INVENTORY = "set_inventory"
+    SYNC_COLLECTION = "sync_collection"  # create, adopt by handle or update the child's counterpart
+    DELETE_COLLECTION = "delete_collection"  # the parent collection is gone: delete the linked one
+    BLOCKED_COLLECTION = "blocked_collection"  # smart vs manual, or handle linked elsewhere: report only
 
 
 @dataclass(frozen=True)
 class Repair:
     kind: RepairKind
     child_shop: str
-    parent_id: str  # product gid, or inventory item gid
+    parent_id: str  # product gid, collection gid, or inventory item gid
     child_id: str | None = None
     location_id: str | None = None  # SET_INVENTORY: the child's location
     expected: int | None = None
@@ -55,6 +62,7 @@ class ReconcileReport:
     repairs: list[Repair] = field(default_factory=list)
     products_checked: int = 0
     levels_checked: int = 0
+    collections_checked: int = 0
 
     @property
     def in_sync(self) -> bool:
@@ -84,6 +92,37 @@ def diff_catalog(parent_products: Sequence[Product], child_products: Mapping[str
             if link.kind is LinkKind.PRODUCT and link.parent_id not in parents and link.child_id in by_id:
                 report.repairs.append(Repair(RepairKind.DELETE_PRODUCT, shop, link.parent_id, link.child_id,
                                              reason="the parent product no longer exists"))
+
+
+def diff_collections(parent_collections: Sequence[Collection], child_collections: Mapping[str, Sequence[Collection]],
+                     link_maps: Mapping[str, LinkMap], report: ReconcileReport) -> None:
+    """Every parent collection against its counterpart in each child; a child's own collections
+    (linked to nothing) are not looked at."""
+    parents = {c.id: c for c in parent_collections if c.id}
+    for shop, collections in child_collections.items():
+        links = link_maps[shop]
+        by_id = {c.id: c for c in collections if c.id}
+        handles = {c.handle for c in collections}
+        for pid, parent in parents.items():
+            report.collections_checked += 1
+            link = links.link_down(LinkKind.COLLECTION, pid)
+            child = by_id.get(link.child_id) if link else None
+            if child is None:
+                reason = ("linked child collection is missing" if link else
+                          "a child collection of that handle is not linked yet" if parent.handle in handles
+                          else "not in the child yet")
+                report.repairs.append(Repair(RepairKind.SYNC_COLLECTION, shop, pid, link.child_id if link else None,
+                                             reason=reason))
+                continue
+            plan = plan_child_collection(parent, child, shop, link.synced_view if link else None)
+            if plan.blocked:
+                report.repairs.append(Repair(RepairKind.BLOCKED_COLLECTION, shop, pid, child.id, reason=plan.blocked))
+            elif plan.changes:
+                report.repairs.append(Repair(RepairKind.SYNC_COLLECTION, shop, pid, child.id, changes=plan.changes))
+        for link in links.links:
+            if link.kind is LinkKind.COLLECTION and link.parent_id not in parents and link.child_id in by_id:
+                report.repairs.append(Repair(RepairKind.DELETE_COLLECTION, shop, link.parent_id, link.child_id,
+                                             reason="the parent collection no longer exists"))
 
 
 def diff_inventory(network: MerchantNetwork, parent_levels: Mapping[LevelKey, int],
@@ -146,18 +185,35 @@ def catalog_hashes(parent_shop: str, parent_products: Sequence[Product],
 
 async def apply_repairs(
     repairs: Sequence[Repair], *, parent_store, stores: Mapping[str, object], links_repo, writes, audit,
-    policy: SyncPolicy, cause: str,
+    policy: SyncPolicy, cause: str, collection_stores: Mapping[str, object] | None = None,
 ) -> tuple[list[Repair], list[Repair]]:
     """Carry out repairs through the same code as live sync (stores: `ports.StoreAPI` per child
-    shop). Returns (fixed, not fixed); BLOCKED products are never written, only reported."""
+    shop; collection_stores: `collection_sync.CollectionStore` per shop, parent included).
+    Returns (fixed, not fixed); BLOCKED ones are never written, only reported. Collections are
+    repaired first, so that products re-synced after them carry the memberships."""
     from storesync.sync.catalog import sync_product_to_child
     from storesync.sync.inventory import push_level
 
     fixed: list[Repair] = []
     left: list[Repair] = []
-    for r in repairs:
-        if r.kind is RepairKind.BLOCKED_PRODUCT:
+    collection_kinds = (RepairKind.SYNC_COLLECTION, RepairKind.DELETE_COLLECTION)
+    resynced: set[tuple[str, str]] = set()
+    for r in sorted(repairs, key=lambda r: r.kind not in collection_kinds):
+        if r.kind in (RepairKind.BLOCKED_PRODUCT, RepairKind.BLOCKED_COLLECTION):
             left.append(r)
+        elif r.kind in collection_kinds:
+            if collection_stores is None:
+                left.append(r)
+                continue
+            outcome = await sync_collection_to_child(collection_stores[parent_store.shop],
+                                                     collection_stores[r.child_shop], r.parent_id, links_repo,
+                                                     audit, cause)
+            for product_id in outcome.resync_products:  # copies to move into or out of it
+                if (r.child_shop, product_id) not in resynced:
+                    resynced.add((r.child_shop, product_id))
+                    await sync_product_to_child(parent_store, stores[r.child_shop], product_id, links_repo, policy,
+                                                audit, cause)
+            fixed.append(r)
         elif r.kind is RepairKind.SET_INVENTORY:
             assert r.child_id and r.location_id and r.expected is not None
             await push_level(stores[r.child_shop], writes, audit, r.child_id, r.location_id, r.expected, cause)
@@ -168,15 +224,23 @@ async def apply_repairs(
     return fixed, left
 
 
-async def reconcile_network(network: MerchantNetwork, scans, links_repo, policy: SyncPolicy) -> ReconcileReport:
+async def reconcile_network(network: MerchantNetwork, scans, links_repo, policy: SyncPolicy,
+                            collection_stores: Mapping[str, object] | None = None) -> ReconcileReport:
     """Read every store of a merchant and list the repairs (`storesync reconcile`; then
-    `apply_repairs`). scans: shop -> `ports.CatalogScan`; links_repo: `ports.LinkRepository`."""
+    `apply_repairs`). scans: shop -> `ports.CatalogScan`; links_repo: `ports.LinkRepository`;
+    collection_stores: shop -> a store with `all_collections()` of full `Collection`s
+    (`shopify_collections.ShopifyCollections`); without them collections are not compared."""
     report = ReconcileReport()
     parent_scan = scans[network.parent.shop]
     parent_products = [p async for p in parent_scan.all_products()]
     maps = {c.shop: await links_repo.link_map(c.shop) for c in network.children}
     children = {c.shop: [p async for p in scans[c.shop].all_products()] for c in network.children}
     diff_catalog(parent_products, children, maps, policy, report)
+    if collection_stores is not None:
+        parent_collections = [c async for c in collection_stores[network.parent.shop].all_collections()]
+        child_collections = {c.shop: [x async for x in collection_stores[c.shop].all_collections()]
+                             for c in network.children}
+        diff_collections(parent_collections, child_collections, maps, report)
     parent_locations = sorted({p for m in network.location_maps.values() for p in m})
     parent_levels = await parent_scan.all_levels(parent_locations)
     child_levels = {c.shop: await scans[c.shop].all_levels(sorted(network.location_maps.get(c.shop, {}).values()))

@@ -5,7 +5,7 @@ Collection images are not read (the emulator serves none), so they are not synce
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from storesync.commerce.client import AdminClient
@@ -56,6 +56,11 @@ class ShopifyCollections:
                                                     after=info.get("endCursor")):
                     members += [n["id"] for n in page.nodes]
         return collection_from_json(raw, members)
+
+    async def all_collections(self) -> AsyncIterator[Collection]:
+        """Every collection of the store, without members (reconciliation)."""
+        async for node in self.client.nodes("CollectionsPage", {}, connection="collections", page_size=100):
+            yield collection_from_json(node)
 
     async def find_collection_by_handle(self, handle: str) -> Collection | None:
         result = await self.client.execute("CollectionsByHandle", {"query": f"handle:'{handle}'"})
