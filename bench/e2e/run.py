@@ -204,6 +204,36 @@ def initial_sync(dsn: str, products: int, children: int, plan: str, cap: float, 
             "ratio": projected / bound if bound else float("inf")}
 
 
+def points_per_copy(dsn: str, products: int) -> dict:
+    """Points each store's bucket pays for a whole backfill of `products` products into 5 empty
+    children, the workers' handling of the stores' webhooks included: every bucket is made huge
+    and (nearly) not restoring, so what it lost is what was spent."""
+    huge = 1_000_000
+    with running_system(dsn, children=5, products=products, workers=2, plan="standard", collections=5) as system:
+        for rate in (huge, 0.001):  # fill the huge buckets, then stop them restoring
+            for shop in system.shops:
+                system.emulator.set_plan(shop, "standard", bucket_size=huge, restore_rate=rate)
+            time.sleep(1.5 if rate == huge else 0)
+
+        def available() -> dict[str, float]:
+            return {s: system.emulator.control.get(f"/_emulator/stores/{s}/throttle").json()["throttleStatus"]
+                    ["currentlyAvailable"] for s in system.shops}
+
+        before = available()
+        system.cli("backfill", check=True, timeout=120)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            def jobs_left() -> int:
+                # due_jobs: webhook and sync jobs not finished yet (periodic ones wait for later)
+                return conn.execute("SELECT count(*) FROM jobs WHERE state IN ('queued', 'running') "
+                                    "AND run_at <= now()").fetchone()[0]
+            time.sleep(2)  # the last webhooks reach the web tier
+            system.wait_until(lambda: jobs_left() == 0, timeout=60, interval=0.5, message="webhook jobs done")
+        after = available()
+    spent = {s: before[s] - after[s] for s in before}
+    return {"products": products, "parent": spent[system.parent] / products,
+            "child": sum(spent[c] for c in system.children) / len(system.children) / products}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer iterations and 200 products (≈ 1.5 min)")
@@ -213,7 +243,9 @@ def main() -> None:
     parser.add_argument("--sync-plan", default="standard", choices=["standard", "advanced", "plus"])
     parser.add_argument("--sync-cap", type=float, help="seconds the initial sync may run [150; quick 60]")
     parser.add_argument("--concurrency", type=int, default=4, help="backfill: products copied at once per child")
-    parser.add_argument("--only", choices=["propagation", "initial-sync"], help="run one part of the bench")
+    parser.add_argument("--only", choices=["propagation", "initial-sync", "points"],
+                        help="run one part of the bench; points: the points a backfill of 100 products costs "
+                             "each store per product, workers included (not part of a full run)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     edits = args.edits or (8 if args.quick else 30)
@@ -231,9 +263,12 @@ def main() -> None:
         assert dsn
         if not embedded:
             raise SystemExit("bench/e2e creates its own databases: run it with DATABASE_URL unset (embedded server)")
-        if args.only != "initial-sync":
+        if args.only == "points":
+            fresh_database(dsn)
+            results["points"] = points_per_copy(dsn, 100)
+        if args.only in (None, "propagation"):
             measure_propagation(dsn, edits, sales, results)
-        if args.only != "propagation":
+        if args.only in (None, "initial-sync"):
             fresh_database(dsn)
             results["sync"] = initial_sync(dsn, sync_products, 5, args.sync_plan, cap, args.concurrency)
     results["load_after"] = os.getloadavg()[0]
@@ -266,6 +301,10 @@ def print_results(args, results: dict) -> None:
         print_propagation(results)
     if "sync" in results:
         print_initial_sync(results["sync"])
+    if "points" in results:
+        p = results["points"]
+        print(f"backfill of {p['products']} products into 5 children: {p['child']:.1f} points per product on each "
+              f"child's bucket, {p['parent']:.1f} on the parent's (the engine's calls and the workers' webhook jobs)")
 
 
 def print_propagation(results: dict) -> None:

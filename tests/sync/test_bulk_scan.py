@@ -32,3 +32,39 @@ async def test_bulk_scan_reads_the_same_products_and_levels_as_pages():
             assert client.stats.requests == before
             emu.set_inventory(SHOP, item, loc, read[(item, loc)].available + 7)
             assert (await bulk.levels(fresh=True))[(item, loc)].available == read[(item, loc)].available + 7
+
+
+async def test_levels_that_moved_during_a_backfill_are_fanned_out_afterwards(db):
+    """The copies write the levels the scan read; a level that moved before its copy was linked
+    had no link to fan out to. The backfill's last pass reads every level again and enqueues a
+    `sync.fan_out_level` job for each that differs (and none for the others)."""
+    from types import SimpleNamespace
+
+    from storesync.db.pools import async_pooled_pool
+    from storesync.sync.commands import BackfillResult, _levels_moved_meanwhile
+    from storesync.sync.model import InventoryLevel
+
+    def lvl(item, loc, n):
+        return InventoryLevel(item, loc, n)
+
+    used = {("i1", "l1"): lvl("i1", "l1", 5), ("i2", "l1"): lvl("i2", "l1", 3), ("i3", "l1"): lvl("i3", "l1", 1)}
+    now = {("i1", "l1"): lvl("i1", "l1", 5), ("i2", "l1"): lvl("i2", "l1", 2), ("i4", "l1"): lvl("i4", "l1", 8)}
+
+    class Scan:
+        async def levels(self, *, fresh=False):
+            assert fresh
+            return now
+
+    pool = async_pooled_pool(db.settings, name="levels-moved-test", min_size=0, max_size=2)
+    await pool.open(wait=True)
+    try:
+        result = BackfillResult()
+        await _levels_moved_meanwhile(SimpleNamespace(pool=pool), {"acme": (Scan(), used)},
+                                      {"acme": SimpleNamespace(merchant_id="acme")}, result)
+    finally:
+        await pool.close()
+    assert result.levels_moved == 3
+    with db.connect() as conn:
+        rows = conn.execute("SELECT kind, payload->>'parent_item', payload->>'parent_location', group_key "
+                            "FROM jobs ORDER BY 2").fetchall()
+    assert rows == [("sync.fan_out_level", item, "l1", "acme") for item in ("i2", "i3", "i4")]
