@@ -246,3 +246,24 @@ def test_reconciliation_creates_reverts_and_deletes_linked_collections_and_leave
     assert w.child_copy().title == "Outerwear" and own.id in w.child.collections
     assert [c.handle for c in w.child.collections.values()] == ["child-picks", "outerwear"]
     assert run(_reconcile(w, repair=False)).in_sync
+
+
+def test_memberships_of_linked_smart_collections_are_left_to_each_stores_rules():
+    from storesync.sync.catalog import SyncPolicy, expected_view, plan_child_product
+    from storesync.sync.model import LinkMap
+    from tests.sync.builders import tee
+
+    smart_view = collection_view(Collection("x", "sale", "Sale", rules=(CollectionRule("TAG", "EQUALS", "sale"),)))
+    links = LinkMap(CHILD_A, [
+        Link(LinkKind.COLLECTION, CHILD_A, "gid://shopify/Collection/1", "gid://shopify/Collection/11",
+             MatchedBy.CREATED, synced_view=collection_view(Collection("y", "basics", "Basics"))),
+        Link(LinkKind.COLLECTION, CHILD_A, "gid://shopify/Collection/2", "gid://shopify/Collection/12",
+             MatchedBy.CREATED, synced_view=smart_view)])
+    parent = replace(tee(), id="gid://shopify/Product/1",
+                     collections=("gid://shopify/Collection/1", "gid://shopify/Collection/2"))
+    assert expected_view(parent, SyncPolicy(), links)["collections"] == ["gid://shopify/Collection/1"]
+    child = replace(tee(), id="gid://shopify/Product/9",
+                    collections=("gid://shopify/Collection/12", "gid://shopify/Collection/13"))  # 13: child's own
+    plan = plan_child_product(parent, child, links, SyncPolicy())
+    assert plan.input["collections"] == ["gid://shopify/Collection/11", "gid://shopify/Collection/13"]
+    assert plan_child_product(parent, None, links, SyncPolicy()).input["collections"] == ["gid://shopify/Collection/11"]

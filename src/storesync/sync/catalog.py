@@ -174,6 +174,24 @@ def _scalar_view(p: Product, policy: SyncPolicy) -> dict[str, Any]:
     return view
 
 
+def _manual(link: Link | None) -> Link | None:
+    """A collection link whose memberships products carry: not a smart collection's (its
+    members follow its rules in each store; the link's synced view records the rules)."""
+    if link is None or (link.synced_view or {}).get("rules") is not None:
+        return None
+    return link
+
+
+def manual_child_collection(links: LinkMap, parent_collection_id: str) -> str | None:
+    link = _manual(links.link_down(LinkKind.COLLECTION, parent_collection_id))
+    return link.child_id if link else None
+
+
+def manual_parent_collection(links: LinkMap, child_collection_id: str) -> str | None:
+    link = _manual(links.link_up(LinkKind.COLLECTION, child_collection_id))
+    return link.parent_id if link else None
+
+
 def expected_view(parent: Product, policy: SyncPolicy, links: LinkMap) -> dict[str, Any]:
     """The synced fields a child should show for `parent`, in parent ids (JSON)."""
     view = _scalar_view(parent, policy)
@@ -182,7 +200,7 @@ def expected_view(parent: Product, policy: SyncPolicy, links: LinkMap) -> dict[s
         view["options"] = _options_used(parent.variants, (o.name for o in parent.options))
         view["variants"] = {v.id: _variant_view(v, rule) for v in parent.variants if v.id}
     if policy.syncs(SyncedField.COLLECTIONS):
-        view["collections"] = sorted(c for c in parent.collections if links.child_id(LinkKind.COLLECTION, c))
+        view["collections"] = sorted(c for c in parent.collections if manual_child_collection(links, c))
     return view
 
 
@@ -195,7 +213,7 @@ def actual_view(child: Product, policy: SyncPolicy, links: LinkMap) -> dict[str,
         view["options"] = _options_used((v for _, v in linked), (o.name for o in child.options))
         view["variants"] = {pid: _variant_view(v, None) for pid, v in linked}
     if policy.syncs(SyncedField.COLLECTIONS):
-        mapped = (links.parent_id(LinkKind.COLLECTION, c) for c in child.collections)
+        mapped = (manual_parent_collection(links, c) for c in child.collections)
         view["collections"] = sorted(p for p in mapped if p)
     return view
 
@@ -397,7 +415,7 @@ def plan_child_product(parent: Product, child: Product | None, links: LinkMap, p
                            for cv in child.variants]
     inp["metafields"] = _metafields(child.metafields)
     if policy.syncs(SyncedField.COLLECTIONS):
-        mapped = [links.child_id(LinkKind.COLLECTION, c) for c in parent.collections]
+        mapped = [manual_child_collection(links, c) for c in parent.collections]
         own = [c for c in child.collections if links.parent_id(LinkKind.COLLECTION, c) is None]
         inp["collections"] = [c for c in mapped if c] + own
     else:
@@ -423,7 +441,7 @@ def _plan_create(parent: Product, links: LinkMap, policy: SyncPolicy, rule: Pric
         "status": parent.status, "seo": {"title": parent.seo_title, "description": parent.seo_description},
         "productOptions": [{"name": o.name, "values": [{"name": v} for v in o.values]} for o in parent.options],
         "variants": [_variant_input(v, child_id=None, price_rule=rule, metafields=()) for v in parent.variants],
-        "collections": [c for c in (links.child_id(LinkKind.COLLECTION, pc) for pc in parent.collections) if c],
+        "collections": [c for c in (manual_child_collection(links, pc) for pc in parent.collections) if c],
         "files": [{"originalSource": i.source, "alt": i.alt, "contentType": "IMAGE"} for i in parent.images],
     }
     return ProductPlan(
