@@ -206,13 +206,13 @@ async def test_product_set_upserts_by_handle_and_user_errors_are_permanent(emu):
                "productOptions": [{"name": "Size", "values": [{"name": "M"}]}],
                "variants": [{"sku": "RS-M", "price": "19.90", "optionValues": [{"optionName": "Size", "name": "M"}]}]}
     async with client_for(emu) as client:
-        first = await client.execute("ProductSet", {"identifier": {"handle": "red-shirt"}, "input": product})
+        first = await client.execute("ProductSet", {"identifier": {"handle": "red-shirt"}, "input": product, **SIZES})
         again = await client.execute("ProductSet", {"identifier": {"handle": "red-shirt"},
-                                                    "input": {**product, "title": "Red shirt v2"}})
+                                                    "input": {**product, "title": "Red shirt v2"}, **SIZES})
         assert first["productSet"]["product"]["id"] == again["productSet"]["product"]["id"]
         with pytest.raises(UserInputError) as err:
             await client.execute("ProductSet", {"input": {**product, "variants": [
-                {"sku": "X", "price": "-1", "optionValues": [{"optionName": "Size", "name": "M"}]}]}})
+                {"sku": "X", "price": "-1", "optionValues": [{"optionName": "Size", "name": "M"}]}]}, **SIZES})
         assert not err.value.retryable
     titles = [p["title"] for p in emu.snapshot(SHOP)["products"]]
     assert titles == ["Red shirt v2"]
@@ -273,7 +273,7 @@ SAMPLE_VARIABLES = {
     "ProductVariantsPage": {"id": "gid://shopify/Product/1", "first": 7},
     "ProductCollectionsPage": {"id": "gid://shopify/Product/1", "first": 7},
     "ProductMetafieldsPage": {"id": "gid://shopify/Product/1", "first": 7},
-    "ProductSet": {"input": {"title": "x"}},
+    "ProductSet": {"input": {"title": "x"}, **SIZES},
     "ProductSetIds": {"input": {"title": "x"}, "variantsFirst": 3},
     "ProductCreateIds": {"input": {"title": "x", "handle": "x"}, "identifier": {"handle": "x"}, "variantsFirst": 3},
     "ProductIdByHandle": {"handle": "x"},

@@ -13,11 +13,19 @@ import pytest
 from graphql import (
     GraphQLSchema,
     build_client_schema,
+    parse,
     validate,
 )
 from graphql.execution.values import get_variable_values
 
-from storesync.commerce.operations import all_operations, camel_to_snake
+from storesync.commerce.operations import (
+    OperationError,
+    _parse,
+    all_fragments,
+    all_operations,
+    camel_to_snake,
+)
+from storesync.commerce.throttle import static_cost
 from storesync.commerce.variables import adjust_quantities_input, set_quantities_input
 
 SCHEMA_FILE = Path("/work/shared/shopify/admin_schema_2025-01.json.gz")
@@ -164,3 +172,39 @@ def test_adjust_quantities_variables_coerce():
     )
     coerced = _coerce("InventoryAdjustQuantities", {"input": input_, "idempotencyKey": "k"})
     assert coerced["input"]["changes"][0]["delta"] == -2
+
+
+# --------------------------------------------------------------------------- shared fragments
+
+
+def test_every_shared_fragment_is_used_and_sent_with_the_operations_that_spread_it():
+    fragments = all_fragments()
+    assert fragments, "operations/fragments/ holds the shared selections"
+    for name in fragments:
+        users = [op for op in OPERATIONS if f"...{name}" in op.text]
+        assert users, f"fragment {name} is spread by no operation"
+        for op in users:
+            assert op.text.count(f"fragment {name} on") == 1
+            assert set(op.fragments) >= {name}
+
+
+def test_operations_reading_products_share_one_selection():
+    # The four documents that read a whole product spread the same fragment instead of
+    # repeating its ~65 lines; what they select is therefore the same by construction.
+    for name in ("ProductById", "ProductByHandle", "ProductsPage", "ProductSet"):
+        assert "...ProductSyncFields" in all_operations()[name].text
+
+
+def test_a_spread_costs_what_its_fields_cost_inline():
+    fragment = {"Fields": ("fragment Fields on Product { id variants(first: $n) { nodes { id } } }", None)}
+    fragment["Fields"] = (fragment["Fields"][0], parse(fragment["Fields"][0]).definitions[0])
+    spread = _parse("spread_probe", 'query SpreadProbe($n: Int!) { product(id: "1") { ...Fields } }', fragment)
+    inline = _parse("inline_probe", 'query InlineProbe($n: Int!) { product(id: "1") { id variants(first: $n) { nodes { id } } } }')
+    assert static_cost(spread, {"n": 7}) == static_cost(inline, {"n": 7}) == 1 + 2 + 7 * 1
+
+
+def test_an_unknown_fragment_or_a_fragment_in_an_operation_file_is_refused():
+    with pytest.raises(OperationError, match="unknown fragment 'Nope'"):
+        _parse("unknown_probe", 'query UnknownProbe { product(id: "1") { ...Nope } }', {})
+    with pytest.raises(OperationError, match="exactly one operation"):
+        _parse("inline_def_probe", 'query InlineDefProbe { product(id: "1") { ...F } } fragment F on Product { id }')

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from tests.emulator.helpers import OPERATIONS, PARENT, available, first_product, gql, gql_errors
+from storesync.commerce.operations import get_operation
+from storesync.commerce.store_api import PRODUCT_LIST_SIZES
+from tests.emulator.helpers import (
+    OPERATIONS,
+    PARENT,
+    available,
+    first_product,
+    gql,
+    gql_errors,
+)
 
-PRODUCT_SET = (OPERATIONS / "product_set.graphql").read_text() if (OPERATIONS / "product_set.graphql").exists() else """
-mutation ProductSet($identifier: ProductSetIdentifiers, $input: ProductSetInput!) {
-  productSet(identifier: $identifier, input: $input, synchronous: true) {
-    product { id handle updatedAt variants(first: 250) { nodes { id sku inventoryItem { id } } } }
-    userErrors { field message code } } }"""
+# The engine's own document, its shared fragment appended, as the client sends it.
+PRODUCT_SET = get_operation("ProductSet").text
 
 READ_PRODUCT = """query($id: ID!) { product(id: $id) { title vendor handle tags
   options { name values } variants(first: 10) { nodes { id sku price selectedOptions { name value } } }
@@ -32,7 +38,7 @@ def shirt_input(**overrides) -> dict:
 
 
 def product_set(emu, input: dict, identifier: dict | None = None) -> dict:
-    return gql(emu, PARENT, PRODUCT_SET, {"input": input, "identifier": identifier})["productSet"]
+    return gql(emu, PARENT, PRODUCT_SET, {"input": input, "identifier": identifier, **PRODUCT_LIST_SIZES})["productSet"]
 
 
 # --------------------------------------------------------------------------- productSet

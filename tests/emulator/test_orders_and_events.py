@@ -12,6 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from storesync.commerce.operations import get_operation
+from storesync.commerce.store_api import PRODUCT_LIST_SIZES
 from tests.emulator.helpers import OPERATIONS, PARENT, available, first_product, gql
 from tests.support.webhook_receiver import WebhookReceiver, running_receiver
 
@@ -156,7 +158,7 @@ def test_merchant_inventory_edit_and_product_edit_emit_webhooks(hooked, rx):
 
 
 def test_api_writes_emit_their_topics_in_rest_shapes(hooked, rx):
-    create = gql(hooked, PARENT, (OPERATIONS / "product_set.graphql").read_text(), {"input": {"title": "Hat"}})
+    create = gql(hooked, PARENT, get_operation("ProductSet").text, {"input": {"title": "Hat"}, **PRODUCT_LIST_SIZES})
     pid = create["productSet"]["product"]["id"]
     coll = gql(hooked, PARENT, 'mutation { collectionCreate(input: {title: "Hats"}) { collection { id } } }')
     cid = coll["collectionCreate"]["collection"]["id"]

@@ -128,7 +128,7 @@ class ShopifyStoreAPI:
     async def product_set(self, input: Mapping[str, Any], *, product_id: str | None) -> Product:
         """productSet by id; a create (no id) upserts by the input's handle, so a create resent
         after a lost answer updates the product it made instead of making a second one."""
-        variables: dict[str, Any] = {"input": dict(input)}
+        variables: dict[str, Any] = {"input": dict(input), **self.list_sizes}
         if product_id is not None:
             variables["identifier"] = {"id": product_id}
         elif input.get("handle"):

@@ -25,6 +25,8 @@ from typing import Any
 
 from graphql import (
     FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
     InlineFragmentNode,
     IntValueNode,
     ListValueNode,
@@ -173,15 +175,18 @@ def _list_len(node: ValueNode, variables: Mapping[str, Any]) -> int | None:
     return None
 
 
-def _selection_cost(selection_set: SelectionSetNode | None, variables: Mapping[str, Any]) -> float:
+def _selection_cost(selection_set: SelectionSetNode | None, variables: Mapping[str, Any],
+                    fragments: Mapping[str, FragmentDefinitionNode]) -> float:
     if selection_set is None:
         return 0.0
     total = 0.0
     for sel in selection_set.selections:
         if isinstance(sel, InlineFragmentNode):
-            total += _selection_cost(sel.selection_set, variables)
+            total += _selection_cost(sel.selection_set, variables, fragments)
+        elif isinstance(sel, FragmentSpreadNode):  # costs what its fields cost where it is spread
+            total += _selection_cost(fragments[sel.name.value].selection_set, variables, fragments)
         elif isinstance(sel, FieldNode):
-            total += _field_cost(sel, variables)
+            total += _field_cost(sel, variables, fragments)
     return total
 
 
@@ -197,7 +202,7 @@ def _node_selection(field: FieldNode) -> SelectionSetNode | None:
     return None
 
 
-def _field_cost(field: FieldNode, variables: Mapping[str, Any]) -> float:
+def _field_cost(field: FieldNode, variables: Mapping[str, Any], fragments: Mapping[str, FragmentDefinitionNode]) -> float:
     if field.selection_set is None:
         return 0.0  # scalar or enum
     args = {a.name.value: a.value for a in field.arguments or ()}
@@ -207,21 +212,22 @@ def _field_cost(field: FieldNode, variables: Mapping[str, Any]) -> float:
             page = _int_value(args[name], variables)
             page = 250 if page is None else page  # unknown size: Shopify's maximum page
     if page is not None:
-        return 2.0 + page * (1.0 + _selection_cost(_node_selection(field), variables))
+        return 2.0 + page * (1.0 + _selection_cost(_node_selection(field), variables, fragments))
     if "ids" in args:  # nodes(ids: [...]): one object per id
         n = _list_len(args["ids"], variables) or 1
-        return n * (1.0 + _selection_cost(field.selection_set, variables))
-    return 1.0 + _selection_cost(field.selection_set, variables)
+        return n * (1.0 + _selection_cost(field.selection_set, variables, fragments))
+    return 1.0 + _selection_cost(field.selection_set, variables, fragments)
 
 
 def static_cost(op: Operation, variables: Mapping[str, Any] | None = None) -> float:
     """Shopify-style requested cost of `op` with these variables, computed from the document."""
     variables = variables or {}
+    fragments = op.fragments
     root = op.definition.selection_set
     if op.kind == "mutation":  # 10 per mutation field, plus the objects its payload selects
-        return sum(MUTATION_COST + _selection_cost(s.selection_set, variables)
+        return sum(MUTATION_COST + _selection_cost(s.selection_set, variables, fragments)
                    for s in root.selections if isinstance(s, FieldNode))
-    return max(1.0, _selection_cost(root, variables))
+    return max(1.0, _selection_cost(root, variables, fragments))
 
 
 class CostEstimator:
