@@ -160,9 +160,12 @@ class ShopifyStoreAPI:
                                                 connection="product.variants", page_size=100):
                 nodes.extend(page.nodes)
             nodes = sorted({n["id"]: n for n in nodes}.values(), key=lambda v: v.get("position") or 0)
-        if variants_in and len(nodes) != len(variants_in):
-            raise UserInputError(f"{self.shop}: productSet answered {len(nodes)} variants for "
-                                 f"{len(variants_in)} written", shop=self.shop, operation="ProductCreateIds")
+        sent_skus = [(v.get("inventoryItem") or {}).get("sku", v.get("sku")) for v in variants_in]
+        if len(nodes) != len(variants_in) or any(
+                sku and node.get("sku") and sku != node["sku"] for sku, node in zip(sent_skus, nodes)):
+            # the ids are mapped by position: an answer that does not line up must not be linked
+            raise UserInputError(f"{self.shop}: productSet answered variants {[n.get('sku') for n in nodes]} "
+                                 f"for {sent_skus} written", shop=self.shop, operation="ProductCreateIds")
         seo = input.get("seo") or {}
         return Product(
             id=raw["id"], handle=input["handle"], title=input.get("title") or "",
