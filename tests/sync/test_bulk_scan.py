@@ -34,6 +34,27 @@ async def test_bulk_scan_reads_the_same_products_and_levels_as_pages():
             assert (await bulk.levels(fresh=True))[(item, loc)].available == read[(item, loc)].available + 7
 
 
+async def test_a_failed_bulk_scan_falls_back_to_pages():
+    with running_emulator(stores=[SHOP]) as emu:
+        emu.seed(SHOP, products=3, variants_per_product=2, locations=["Shop floor"])
+        async with client_for(emu) as client:
+            api = ShopifyStoreAPI(client)
+            paged = ShopifyCatalogScan(api)
+            items = [v.inventory_item_id for p in await paged.products() for v in p.variants]
+            bulk = BulkCatalogScan(api, poll_interval=0.01)
+            async def last_bulk_status():
+                return (await client.execute("CurrentBulkOperation"))["currentBulkOperation"]["status"]
+
+            emu.set_bulk_fault(SHOP, "FAILED", "INTERNAL_SERVER_ERROR")
+            assert await bulk.products() == await paged.products()
+            assert await last_bulk_status() == "FAILED"
+            emu.set_bulk_fault(SHOP, "FAILED", "INTERNAL_SERVER_ERROR")
+            levels = await bulk.levels()
+            assert await last_bulk_status() == "FAILED"
+            assert {k: v.available for k, v in levels.items()} == \
+                {k: v.available for k, v in (await api.read_levels(items)).items()}
+
+
 async def test_levels_that_moved_during_a_backfill_are_fanned_out_afterwards(db):
     """The copies write the levels the scan read; a level that moved before its copy was linked
     had no link to fan out to. The backfill's last pass reads every level again and enqueues a

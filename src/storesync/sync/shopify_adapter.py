@@ -9,7 +9,10 @@ from dataclasses import replace
 from typing import Any
 
 from storesync.commerce.store_api import ShopifyStoreAPI, complete_product_lists, product_from_json
+from storesync.logs import get_logger
 from storesync.sync.model import Collection, InventoryLevel, Metafield, Option, Product
+
+log = get_logger("storesync.sync.shopify_adapter")
 
 
 # First pages of a product's lists in one read. The rest is paged (`complete_product_lists`),
@@ -129,18 +132,31 @@ class BulkCatalogScan(ShopifyCatalogScan):
         self._lock = asyncio.Lock()  # one bulk query per shop at a time
 
     async def products(self) -> list[Product]:
-        from storesync.commerce.bulk import bulk_products
+        from storesync.commerce.bulk import BulkOperationFailed, BulkOperationInProgress, bulk_products
 
         async with self._lock:
             if self._products is None:
-                self._products = await bulk_products(self.api.client, poll_interval=self.poll_interval)
+                try:
+                    self._products = await bulk_products(self.api.client, poll_interval=self.poll_interval)
+                except (BulkOperationInProgress, BulkOperationFailed) as err:
+                    # another app's bulk query holds the shop, or Shopify's failed: pages still work
+                    log.warning("bulk scan unavailable; paging instead", shop=self.shop, error=str(err))
+                    self._products = await ShopifyCatalogScan.products(self)
         return self._products
 
     async def levels(self, *, fresh: bool = False) -> dict[tuple[str, str], InventoryLevel]:
         """(item, location) -> level for every stocked item; `fresh` reads them again."""
+        from storesync.commerce.bulk import BulkOperationFailed, BulkOperationInProgress
+
+        products = await self.products()
         async with self._lock:
             if self._levels is None or fresh:
-                self._levels = await bulk_levels(self.api.client, poll_interval=self.poll_interval)
+                try:
+                    self._levels = await bulk_levels(self.api.client, poll_interval=self.poll_interval)
+                except (BulkOperationInProgress, BulkOperationFailed) as err:
+                    log.warning("bulk level scan unavailable; batched reads instead", shop=self.shop, error=str(err))
+                    self._levels = await self.api.read_levels(
+                        [v.inventory_item_id for p in products for v in p.variants if v.inventory_item_id])
         return self._levels
 
     async def all_levels(self, location_ids: Sequence[str]) -> dict[tuple[str, str], int]:
