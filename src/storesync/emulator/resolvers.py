@@ -48,6 +48,7 @@ from storesync.emulator.state import (
     money,
     now_iso,
     parse_gid,
+    rule_error,
 )
 from storesync.emulator.webhooks import Subscription, SubscriptionStore, enum_topic
 
@@ -379,7 +380,8 @@ def q_collections(_root, info, **args) -> dict:
     store = store_of(info)
     terms = parse_search(args.get("query"))
     fields = {"_default": lambda c: c.title, "title": lambda c: c.title, "handle": lambda c: c.handle,
-              "updated_at": lambda c: c.updated_at, "id": lambda c: c.id, "collection_type": lambda c: "custom"}
+              "updated_at": lambda c: c.updated_at, "id": lambda c: c.id,
+              "collection_type": lambda c: "smart" if c.smart else "custom"}
     sort = {"ID": lambda c: (c.id,), "TITLE": lambda c: (c.title.lower(), c.id),
             "UPDATED_AT": lambda c: (c.updated_at, c.id)}[args.get("sortKey") or "ID"]
     return connection([c for c in store.collections.values() if matches(c, terms, fields)], args, sort)
@@ -483,7 +485,7 @@ def p_options(p: Product, _info, first: int | None = None) -> list:
 def p_in_collection(p: Product, info, id: str) -> bool:
     cid = parse_id(id, "Collection")
     coll = store_of(info).collections.get(cid) if cid else None
-    return coll is not None and p.id in coll.product_ids
+    return coll is not None and store_of(info).in_collection(p.id, coll)
 
 
 def p_total_inventory(p: Product, info) -> int:
@@ -583,17 +585,25 @@ def loc_inventory_levels(loc: Location, info, **args) -> dict:
 
 def c_products(c: Collection, info, **args) -> dict:
     store = store_of(info)
-    order = {pid: i for i, pid in enumerate(c.product_ids)}
-    return connection([store.products[p] for p in c.product_ids if p in store.products], args,
-                      lambda p: (order[p.id], p.id))
+    members = store.collection_members(c)
+    order = {pid: i for i, pid in enumerate(members)}
+    return connection([store.products[p] for p in members], args, lambda p: (order[p.id], p.id))
 
 
-def c_products_count(c: Collection, _info) -> dict:
-    return {"count": len(c.product_ids), "precision": "EXACT"}
+def c_products_count(c: Collection, info) -> dict:
+    return {"count": len(store_of(info).collection_members(c)), "precision": "EXACT"}
 
 
-def c_has_product(c: Collection, _info, id: str) -> bool:
-    return parse_id(id, "Product") in c.product_ids
+def c_has_product(c: Collection, info, id: str) -> bool:
+    pid = parse_id(id, "Product")
+    return pid is not None and store_of(info).in_collection(pid, c)
+
+
+def c_rule_set(c: Collection, _info) -> dict | None:
+    if not c.smart:
+        return None
+    return {"appliedDisjunctively": c.disjunctive,
+            "rules": [{"column": col, "relation": rel, "condition": cond} for col, rel, cond in c.rules or ()]}
 
 
 def ws_topic(s: Subscription, _info) -> str:
@@ -977,6 +987,11 @@ def m_product_set(_root, info, input: dict, synchronous: bool | None = None, ide
         cid = parse_gid(cg, "Collection")
         if cid is None or cid not in store.collections:
             errors.append(user_error(["input", "collections", k], "Collection does not exist", "INVALID_INPUT"))
+        elif store.collections[cid].smart:
+            # Smart collections take their members from their rules (Shopify refuses manual
+            # membership of a smart collection, e.g. collectionAddProducts, REST collects).
+            errors.append(user_error(["input", "collections", k], "Can't manually add products to a smart collection",
+                                     "INVALID_INPUT"))
         else:
             coll_ids.append(cid)
     if errors:
@@ -1181,6 +1196,14 @@ def _collection_input_errors(store: StoreState, inp: dict, creating: bool) -> tu
         else:
             product_ids.append(pid)
     errors += _metafield_errors(inp.get("metafields"), ["metafields"], None)
+    rule_set = inp.get("ruleSet")
+    if rule_set is not None:
+        if inp.get("products"):
+            errors.append(user_error(["products"], "Can't manually add products to a smart collection"))
+        for k, rule in enumerate(rule_set.get("rules") or []):
+            why = rule_error(rule["column"], rule["relation"], rule["condition"])
+            if why:
+                errors.append(user_error(["ruleSet", "rules", k], why))
     return errors, product_ids
 
 
@@ -1209,9 +1232,16 @@ def m_collection_create(_root, info, input: dict) -> dict:
                       store.unique_handle(input.get("handle") or handleize(input["title"]), taken=taken))
     _apply_collection_input(store, coll, input)
     coll.product_ids = list(dict.fromkeys(product_ids))
+    if input.get("ruleSet") is not None:
+        _apply_rule_set(coll, input["ruleSet"])
     store.collections[coll.id] = coll
     ctx(info).events.append(store.collection_event("collections/create", coll))
     return {"collection": coll, "userErrors": []}
+
+
+def _apply_rule_set(coll: Collection, rule_set: dict) -> None:
+    coll.rules = [(r["column"], r["relation"], r["condition"]) for r in rule_set.get("rules") or []]
+    coll.disjunctive = bool(rule_set["appliedDisjunctively"])
 
 
 def _find_collection(info, value: str | None) -> Collection | None:
@@ -1232,6 +1262,8 @@ def m_collection_update(_root, info, input: dict) -> dict:
         # through collectionAddProducts / collectionRemoveProducts.
         errors.append(user_error(["products"], "Products can only be set when the collection is created; use "
                                  "collectionAddProducts or collectionRemoveProducts"))
+    if input.get("ruleSet") is not None and not coll.smart:
+        errors.append(user_error(["ruleSet"], "A custom collection can't be changed into a smart collection"))
     if input.get("handle") is not None:
         if any(c.handle == input["handle"] and c is not coll for c in store.collections.values()):
             errors.append(user_error(["handle"], f"Handle '{input['handle']}' has already been taken"))
@@ -1239,6 +1271,8 @@ def m_collection_update(_root, info, input: dict) -> dict:
         return {"collection": None, "job": None, "userErrors": errors}
     if input.get("handle") is not None:
         coll.handle = input["handle"]
+    if input.get("ruleSet") is not None:
+        _apply_rule_set(coll, input["ruleSet"])
     _apply_collection_input(store, coll, input)
     ctx(info).events.append(store.collection_event("collections/update", coll))
     return {"collection": coll, "job": None, "userErrors": []}
@@ -1259,6 +1293,8 @@ def _membership_input(info, id: str, productIds: list[str]) -> tuple[Collection 
     coll = _find_collection(info, id)
     if coll is None:
         return None, [], [user_error(["id"], "Collection does not exist")]
+    if coll.smart:
+        return None, [], [user_error(["id"], "Can't manually add products to a smart collection")]
     pids, errors = [], []
     for k, pg in enumerate(productIds):
         pid = parse_id(pg, "Product")
@@ -1424,7 +1460,7 @@ RESOLVERS: dict[str, dict[str, Any]] = {
                  "fulfillsOnlineOrders": lambda loc, _i: True, "shipsInventory": lambda loc, _i: True},
     "Collection": {"products": c_products, "productsCount": c_products_count, "hasProduct": c_has_product,
                    "metafield": _metafield, "metafields": _metafields, "seo": _seo,
-                   "ruleSet": lambda c, _i: None},
+                   "ruleSet": c_rule_set},
     "WebhookSubscription": {"topic": ws_topic, "endpoint": ws_endpoint,
                             "callbackUrl": lambda s, _i: s.callback_url, "includeFields": lambda s, _i: [],
                             "filter": lambda s, _i: None, "updatedAt": lambda s, _i: s.created_at},

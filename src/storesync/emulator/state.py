@@ -194,11 +194,58 @@ class Collection:
     template_suffix: str | None = None
     seo_title: str | None = None
     seo_description: str | None = None
-    product_ids: list[int] = field(default_factory=list)
+    product_ids: list[int] = field(default_factory=list)  # a manual collection's members
     metafields: list[Metafield] = field(default_factory=list)
     created_at: str = field(default_factory=now_iso)
     updated_at: str = field(default_factory=now_iso)
     published_at: str | None = field(default_factory=now_iso)
+    # A smart collection: (column, relation, condition) rules; its members are the products
+    # that match any (disjunctive) or all of them, computed on every read. None: manual.
+    rules: list[tuple[str, str, str]] | None = None
+    disjunctive: bool = False
+
+    @property
+    def smart(self) -> bool:
+        return self.rules is not None
+
+
+# Smart-collection rules the emulator evaluates (column -> kind); Shopify has a few more
+# (metafields, taxonomy, weight, IS_PRICE_REDUCED), which the emulator refuses with a user error.
+RULE_COLUMNS = {"TAG": "tag", "TITLE": "text", "TYPE": "text", "VENDOR": "text", "VARIANT_TITLE": "text",
+                "VARIANT_PRICE": "number", "VARIANT_COMPARE_AT_PRICE": "number", "VARIANT_INVENTORY": "number"}
+RULE_RELATIONS = {"tag": {"EQUALS", "NOT_EQUALS"},
+                  "text": {"EQUALS", "NOT_EQUALS", "CONTAINS", "NOT_CONTAINS", "STARTS_WITH", "ENDS_WITH"},
+                  "number": {"EQUALS", "NOT_EQUALS", "GREATER_THAN", "LESS_THAN"}}
+
+
+def rule_error(column: str, relation: str, condition: str) -> str | None:
+    """Why the emulator cannot evaluate a rule (None: it can)."""
+    kind = RULE_COLUMNS.get(column)
+    if kind is None:
+        return f"the emulator does not evaluate smart-collection rules on {column}"
+    if relation not in RULE_RELATIONS[kind]:
+        return f"relation {relation} is not valid for {column}"
+    if kind == "number":
+        try:
+            float(condition)
+        except ValueError:
+            return f"condition {condition!r} of {column} must be a number"
+    return None
+
+
+def _text_rule(values: list[str], relation: str, condition: str) -> bool:
+    cond = condition.lower()
+    tests = {"EQUALS": lambda v: v == cond, "NOT_EQUALS": lambda v: v != cond, "CONTAINS": lambda v: cond in v,
+             "NOT_CONTAINS": lambda v: cond not in v, "STARTS_WITH": lambda v: v.startswith(cond),
+             "ENDS_WITH": lambda v: v.endswith(cond)}
+    return any(tests[relation](v.lower()) for v in values)
+
+
+def _number_rule(values: list[float], relation: str, condition: str) -> bool:
+    cond = float(condition)
+    tests = {"EQUALS": lambda v: v == cond, "NOT_EQUALS": lambda v: v != cond,
+             "GREATER_THAN": lambda v: v > cond, "LESS_THAN": lambda v: v < cond}
+    return any(tests[relation](v) for v in values)
 
 
 @dataclass(eq=False)
@@ -322,7 +369,38 @@ class StoreState:
         return [lvl for (_i, l), lvl in self.levels.items() if l == location_id]
 
     def product_collections(self, product_id: int) -> list[Collection]:
-        return [c for c in self.collections.values() if product_id in c.product_ids]
+        return [c for c in self.collections.values() if self.in_collection(product_id, c)]
+
+    def in_collection(self, product_id: int, coll: Collection) -> bool:
+        if not coll.smart:
+            return product_id in coll.product_ids
+        product = self.products.get(product_id)
+        return product is not None and self.matches_rules(product, coll)
+
+    def collection_members(self, coll: Collection) -> list[int]:
+        """Product ids in the collection: a manual one's in the order added, a smart one's by id."""
+        if not coll.smart:
+            return [p for p in coll.product_ids if p in self.products]
+        return [p.id for p in sorted(self.products.values(), key=lambda p: p.id) if self.matches_rules(p, coll)]
+
+    def matches_rules(self, product: Product, coll: Collection) -> bool:
+        results = [self._matches_rule(product, *rule) for rule in coll.rules or ()]
+        return any(results) if coll.disjunctive else bool(results) and all(results)
+
+    def _matches_rule(self, product: Product, column: str, relation: str, condition: str) -> bool:
+        variants = self.product_variants(product)
+        if column == "TAG":
+            hit = _text_rule(product.tags, "EQUALS", condition)
+            return hit if relation == "EQUALS" else not hit
+        if column in ("TITLE", "TYPE", "VENDOR"):
+            value = {"TITLE": product.title, "TYPE": product.product_type, "VENDOR": product.vendor}[column]
+            return _text_rule([value or ""], relation, condition)
+        if column == "VARIANT_TITLE":
+            return _text_rule([v.title for v in variants], relation, condition)
+        numbers = {"VARIANT_PRICE": [float(v.price) for v in variants],
+                   "VARIANT_COMPARE_AT_PRICE": [float(v.compare_at_price) for v in variants if v.compare_at_price],
+                   "VARIANT_INVENTORY": [float(self.variant_available(v)) for v in variants]}[column]
+        return _number_rule(numbers, relation, condition)
 
     def variant_available(self, variant: Variant) -> int:
         return sum(lvl.quantities["available"] for lvl in self.levels_by_item.get(variant.inventory_item_id, ()))
@@ -672,7 +750,7 @@ class StoreState:
                 "updated_at": lvl.updated_at,
             } for lvl in self.levels.values()],
             "collections": [payloads.collection(c, self.timezone)
-                            | {"products": [gid("Product", p) for p in c.product_ids]}
+                            | {"products": [gid("Product", p) for p in self.collection_members(c)]}
                             for c in self.collections.values()],
             "orders": [payloads.order(self, o) for o in self.orders.values()],
         }
