@@ -98,6 +98,18 @@ def dead_jobs(system) -> list[tuple]:
 # --------------------------------------------------------------------------- catalog
 
 
+def test_backfill_makes_the_missing_collections_through_the_collection_sync(system) -> None:
+    """Collections the backfill creates in a child carry the parent's fields and are linked with
+    the view written (so collection jobs and reconciliation find nothing to redo)."""
+    rows = sql(system, "SELECT child_shop, parent_id, matched_by, synced_view FROM sync_links "
+                       "WHERE kind = 'collection' ORDER BY 1, 2")
+    assert len(rows) == 3 * 3
+    assert all(matched_by == "created" and view and view.get("handle") for _, _, matched_by, view in rows), rows
+    parent = {c["handle"]: c["title"] for c in system.snapshot(system.parent)["collections"]}
+    for child in system.children:
+        assert {c["handle"]: c["title"] for c in system.snapshot(child)["collections"]} == parent
+
+
 def test_parent_edit_fans_out_to_every_child(system) -> None:
     system.edit_parent_product("demo-product-1", title="Breezy Jacket, relaunched", tags="demo,relaunch")
     system.wait_until(lambda: all(title(system, c, 1) == "Breezy Jacket, relaunched" for c in system.children),

@@ -18,7 +18,7 @@ from storesync.config import Settings
 from storesync.db.pools import async_pooled_pool
 from storesync.logs import get_logger
 from storesync.sync.linking import LinkReport, link_network
-from storesync.sync.model import Link, LinkKind, MatchedBy
+from storesync.sync.model import LinkKind
 from storesync.sync.network import MerchantNetwork
 from storesync.sync.reconcile import ReconcileReport, Repair, apply_repairs, reconcile_network
 from storesync.sync.runtime import Storage, SyncRuntime, SyncSettings, job_storage, load_network_config, pause_store, paused_among
@@ -172,20 +172,25 @@ async def _unfinished_copies(st: Storage, children: set[str]) -> list[tuple[str,
 
 async def _create_missing_collections(rt: SyncRuntime, st: Storage, net: MerchantNetwork, child: str,
                                       report: LinkReport, result: BackfillResult) -> None:
+    """The parent's collections the child lacks, made by the collection sync itself (title,
+    description, SEO, sort order, a smart collection's rules) and linked with the view written,
+    so the copies' memberships and the collection jobs agree with them from the start. A
+    collection that cannot be converted (smart vs manual) is reported; the copies go on."""
     if not report.missing_collections:
         return
-    parent_collections = {c.id: c async for c in rt.scans(net)[net.parent.shop].all_collections()}
-    links = []
+    from storesync.sync.catalog import CatalogBlocked
+    from storesync.sync.collection_sync import CollectionAction, sync_collection_to_child
+    from storesync.sync.shopify_collections import ShopifyCollections
+
+    parent, mine = ShopifyCollections(rt.api(net.parent.shop).client), ShopifyCollections(rt.api(child).client)
     for pid in report.missing_collections:
-        pc = parent_collections.get(pid)
-        if pc is None:
+        try:
+            out = await sync_collection_to_child(parent, mine, pid, st.links, st.audit, "backfill:collections")
+        except CatalogBlocked as err:
+            result.failed.append((f"{child}: collection {pid}", str(err)))
             continue
-        res = await rt.api(child).client.execute("CollectionCreate", {"input": {"title": pc.title or pc.handle,
-                                                                               "handle": pc.handle}})
-        created = res["collectionCreate"]["collection"]
-        links.append(Link(LinkKind.COLLECTION, child, pid, created["id"], MatchedBy.CREATED))
-        result.collections_created.append(f"{child}: {pc.handle}")
-    await st.links.save_links(links)
+        if out.action in (CollectionAction.CREATED, CollectionAction.UPDATED) and out.plan is not None:
+            result.collections_created.append(f"{child}: {out.plan.input.get('handle') or pid}")
 
 
 async def backfill(rt: SyncRuntime, *, merchant: str | None = None, child: str | None = None,
