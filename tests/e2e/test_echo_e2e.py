@@ -131,3 +131,28 @@ def test_a_product_job_that_never_ran_does_not_let_a_later_identical_update_be_s
     system.set_inventory(system.parent, the_sku, level + 1, LOCATION_NAMES[0])
     system.wait_until(lambda: system.product_by_handle(lagging, "demo-product-3")["title"]
                       == "Renamed while one child was away", WAIT, message="the lagging child caught up")
+
+
+def test_a_childs_products_create_is_handled_without_reading_any_store(system) -> None:
+    """A product new in a child is our own copy or a child-only product: nothing to revert, so its
+    products/create costs no Admin API call (during a backfill it was one read per copy). Proved
+    with every Admin API call failing meanwhile: the webhook job still succeeds at once."""
+    from datetime import UTC, datetime
+
+    from tests.e2e.test_sync_e2e import post_webhook
+
+    child = system.children[0]
+    copy = system.product_by_handle(child, "demo-product-1")  # our copy, linked by the backfill
+    settle(system)
+    since = sql(system, "SELECT now()")[0][0]
+    system.set_faults(graphql={"error_5xx_p": 1.0})
+    try:
+        body = {"id": copy["id"], "admin_graphql_api_id": f"gid://shopify/Product/{copy['id']}",
+                "title": copy["title"], "handle": "demo-product-1"}
+        assert post_webhook(system, child, "products/create", body, triggered_at=datetime.now(UTC)).status_code == 200
+        system.wait_until(lambda: sql(system, "SELECT state, attempt FROM jobs WHERE kind = 'webhook.products_create' "
+                                              "AND created_at > %(t)s", {"t": since}) == [("succeeded", 1)],
+                          WAIT, message="the products/create job done at its first attempt")
+    finally:
+        system.set_faults()
+    assert child_product_jobs(system, child, since) == 0

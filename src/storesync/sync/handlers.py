@@ -137,7 +137,8 @@ class _LevelReadOnce:
 async def _fan_out(ctx: JobContext, rt: SyncRuntime, st: Storage, net: MerchantNetwork, item: str, location: str,
                    cause: str, only: list[str] | None, moved: Collection[str] = ()) -> None:
     """Set every (or `only` these) active children to the parent's level; a paused child gets
-    its own parked fan-out job so the others are not held back."""
+    its own parked fan-out job so the others are not held back. `moved`: children whose level
+    changed since the engine's last write (the seller), read before their compare-and-set."""
     targets = [c.shop for c in net.children if only is None or c.shop in only]
     paused = await paused_among(st.conn, targets)
     for shop in paused:
@@ -178,6 +179,12 @@ async def product_webhook(ctx: JobContext) -> None:
     p = ctx.payload
     rt = await _runtime(ctx)
     net, store = _lookup(rt, p["shop"])
+    if store.role == "child" and p["topic"] == "products/create":
+        # A product new in a child is either our own copy (a saga wrote it and its links) or a
+        # child-only product: neither has synced fields to revert, so nothing reads it (during
+        # a backfill this was one product read per copy: half the child's points).
+        log.info("child product created; nothing to sync", shop=store.shop, product=p["body"].get("id"))
+        return
     async with job_storage(ctx.pool) as st:
         links = None
         body = p["body"]
