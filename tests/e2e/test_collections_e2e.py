@@ -65,12 +65,14 @@ def test_a_parent_collection_created_renamed_and_deleted_follows_in_every_child(
     p1 = system.product_by_handle(system.parent, "demo-product-1")["admin_graphql_api_id"]
     mutate(system, system.parent, CREATE, {"input": {
         "title": "Rain gear", "handle": "rain-gear", "descriptionHtml": "<p>Stay dry</p>", "sortOrder": "ALPHA_ASC",
-        "seo": {"title": "Rain", "description": "Jackets for the rain"}, "products": [p1]}}, "collectionCreate")
+        "seo": {"title": "Rain", "description": "Jackets for the rain"}, "products": [p1],
+        "image": {"src": "https://images.example.com/rain-gear.jpg", "altText": "Rain gear"}}}, "collectionCreate")
     system.wait_until(lambda: all(collection(system, c, "rain-gear") for c in system.children), WAIT,
                       message="every child has the collection")
     for child in system.children:
         copy = collection(system, child, "rain-gear")
         assert (copy["title"], copy["body_html"], copy["sort_order"]) == ("Rain gear", "<p>Stay dry</p>", "alpha-asc")
+        assert copy["image"]["alt"] == "Rain gear" and copy["image"]["src"].split("?")[0].endswith("/rain-gear.jpg")
         # the member's copy joins it (through its product job)
         system.wait_until(lambda c=child, g=copy["admin_graphql_api_id"]: member_handles(system, c, g)
                           == {"demo-product-1"}, WAIT, message="the member's copy joined")

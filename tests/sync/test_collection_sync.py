@@ -172,6 +172,16 @@ def test_a_child_collection_linked_to_another_parent_collection_is_not_taken_ove
     assert w.child.calls == []
 
 
+def test_images_compare_by_file_name_and_a_child_image_the_parent_lacks_is_removed():
+    from storesync.sync.model import Image
+
+    parent = Collection("gid://shopify/Collection/1", "sale", "Sale", image=Image("https://a.example/x/sale.png?v=1", "S"))
+    child = replace(parent, id="gid://shopify/Collection/2", image=Image("https://cdn.example/y/sale.png?v=9", "S"))
+    assert plan_child_collection(parent, child, CHILD_A, None).noop
+    plan = plan_child_collection(replace(parent, image=None), child, CHILD_A, None)
+    assert [c.field for c in plan.changes] == ["image"] and plan.input["image"] is None
+
+
 def test_a_smart_collection_cannot_be_written_over_a_manual_one():
     parent = Collection("gid://shopify/Collection/1", "sale", "Sale", rules=(CollectionRule("TAG", "EQUALS", "sale"),))
     plan = plan_child_collection(parent, Collection("gid://shopify/Collection/2", "sale", "Sale"), CHILD_A, None)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from storesync.sync.collection_sync import collection_input, collection_view
-from storesync.sync.model import Collection
+from storesync.sync.model import Collection, Image
 from storesync.sync.shopify_collections import ShopifyCollections
 from tests.commerce.test_client_emulator import SHOP, client_for, running_emulator
 
@@ -22,11 +22,13 @@ async def test_collections_round_trip_through_the_admin_api(emu):
     emu.seed(SHOP, products=3)
     async with client_for(emu) as client:
         store = ShopifyCollections(client)
-        wanted = Collection(None, "outerwear", "Outerwear", "<p>coats</p>", "ALPHA_ASC", "Outer", "Coats")
+        wanted = Collection(None, "outerwear", "Outerwear", "<p>coats</p>", "ALPHA_ASC", "Outer", "Coats",
+                            Image("https://example.com/images/coats.jpg", "Coats"))
         created = await store.create_collection(collection_input(wanted))
         assert created.id and created.handle == "outerwear"
         read = await store.read_collection(created.id)
         assert collection_view(read) == collection_view(wanted) and read.rules is None and read.product_ids is None
+        assert read.image.source.startswith("https://cdn.shopify.com/")  # served from the store's own CDN
         assert (await store.find_collection_by_handle("outerwear")).id == created.id
         assert await store.find_collection_by_handle("outer") is None  # exact handles only
 
@@ -35,8 +37,9 @@ async def test_collections_round_trip_through_the_admin_api(emu):
         assert res["collectionAddProducts"]["collection"]["id"] == created.id
         assert (await store.read_collection(created.id, with_products=True)).product_ids == tuple(products[:2])
 
-        await store.update_collection(created.id, {**collection_input(wanted), "title": "Coats"})
-        assert (await store.read_collection(created.id)).title == "Coats"
+        await store.update_collection(created.id, {**collection_input(wanted), "title": "Coats", "image": None})
+        updated = await store.read_collection(created.id)
+        assert updated.title == "Coats" and updated.image is None
         await store.delete_collection(created.id)
         assert await store.read_collection(created.id) is None
         await store.delete_collection(created.id)  # already gone: not an error

@@ -124,6 +124,7 @@ def collection(c: Collection, tz: str) -> dict:
         "template_suffix": c.template_suffix,
         "published_scope": "web",
         "admin_graphql_api_id": gid("Collection", c.id),
+        **({"image": {"src": c.image_url, "alt": c.image_alt}} if c.image_url else {}),
     }
 
 

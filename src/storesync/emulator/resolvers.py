@@ -599,6 +599,12 @@ def c_has_product(c: Collection, info, id: str) -> bool:
     return pid is not None and store_of(info).in_collection(pid, c)
 
 
+def c_image(c: Collection, _info) -> dict | None:
+    if c.image_url is None:
+        return None
+    return {"id": gid("CollectionImage", c.id), "altText": c.image_alt, "url": c.image_url}
+
+
 def c_rule_set(c: Collection, _info) -> dict | None:
     if not c.smart:
         return None
@@ -1219,6 +1225,16 @@ def _apply_collection_input(store: StoreState, coll: Collection, inp: dict) -> N
         coll.seo_description = inp["seo"].get("description", coll.seo_description)
     if inp.get("metafields") is not None:
         coll.metafields = _upsert_metafields(store, coll.metafields, inp["metafields"])
+    if "image" in inp:
+        image = inp["image"]
+        if image is None:  # removes the image
+            coll.image_url = coll.image_alt = None
+        else:
+            if image.get("src"):
+                name = image["src"].split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+                coll.image_url = f"https://cdn.shopify.com/s/files/1/{store.id}/collections/{name}?v={store.next_id()}"
+            if "altText" in image:
+                coll.image_alt = image["altText"]
     coll.updated_at = now_iso()
 
 
@@ -1460,7 +1476,7 @@ RESOLVERS: dict[str, dict[str, Any]] = {
                  "fulfillsOnlineOrders": lambda loc, _i: True, "shipsInventory": lambda loc, _i: True},
     "Collection": {"products": c_products, "productsCount": c_products_count, "hasProduct": c_has_product,
                    "metafield": _metafield, "metafields": _metafields, "seo": _seo,
-                   "ruleSet": c_rule_set},
+                   "ruleSet": c_rule_set, "image": c_image},
     "WebhookSubscription": {"topic": ws_topic, "endpoint": ws_endpoint,
                             "callbackUrl": lambda s, _i: s.callback_url, "includeFields": lambda s, _i: [],
                             "filter": lambda s, _i: None, "updatedAt": lambda s, _i: s.created_at},

@@ -203,6 +203,9 @@ class Collection:
     # that match any (disjunctive) or all of them, computed on every read. None: manual.
     rules: list[tuple[str, str, str]] | None = None
     disjunctive: bool = False
+    # The collection image as served: Shopify copies `image.src` to its CDN (same file name).
+    image_url: str | None = None
+    image_alt: str | None = None
 
     @property
     def smart(self) -> bool:

@@ -3,9 +3,9 @@
 A parent collection has one counterpart per child, linked by handle (an existing child
 collection of the same handle is adopted, `matched_by = handle`) or created by the engine
 (`created`); the link (`sync_links`, kind `collection`) carries the synced view last written, as
-product links do. The synced fields: title, description, handle, sort order, SEO and, for a smart
-collection, its rules (`collection_view`). Images are compared when the store reads them (the
-commerce adapter and the emulator do not).
+product links do. The synced fields: title, description, handle, sort order, SEO, the image
+(by file name and alt text: each store serves its copy from its own CDN) and, for a smart
+collection, its rules (`collection_view`).
 
 - parent created/updated -> the child's linked collection is created or updated; a child edit
   to a synced field is reverted (told apart from a parent change by the stored view);
@@ -127,6 +127,8 @@ def plan_child_collection(parent: Collection, child: Collection | None, child_sh
     inp = collection_input(parent)
     if child is None:
         return CollectionPlan(child_shop, parent.id, None, inp, expected)
+    if parent.image is None and child.image is not None:
+        inp["image"] = None  # the parent has none: remove the child's
     blocked = None
     if (parent.rules is None) != (child.rules is None):
         kinds = {True: "manual", False: "smart"}

@@ -1,7 +1,6 @@
 """`collection_sync.CollectionStore` over the commerce client (a real store or the emulator):
 conversions between the Admin API's JSON and `model.Collection`, nothing else. Commerce errors
-keep their retryable/permanent class; a collection already gone reads as None and deletes as done.
-Collection images are not read (the emulator serves none), so they are not synced."""
+keep their retryable/permanent class; a collection already gone reads as None and deletes as done."""
 
 from __future__ import annotations
 
@@ -10,7 +9,7 @@ from typing import Any
 
 from storesync.commerce.client import AdminClient
 from storesync.commerce.errors import NotFoundError, UserInputError
-from storesync.sync.model import Collection, CollectionRule
+from storesync.sync.model import Collection, CollectionRule, Image
 
 MEMBERS_FIRST = 250  # members read with the collection; the rest is paged
 
@@ -18,6 +17,7 @@ MEMBERS_FIRST = 250  # members read with the collection; the rest is paged
 def collection_from_json(raw: Mapping[str, Any], product_ids: list[str] | None = None) -> Collection:
     seo = raw.get("seo") or {}
     rule_set = raw.get("ruleSet")
+    image = raw.get("image")
     return Collection(
         id=raw["id"], handle=raw["handle"], title=raw.get("title") or "",
         description_html=raw.get("descriptionHtml") or "", sort_order=raw.get("sortOrder") or "MANUAL",
@@ -25,6 +25,7 @@ def collection_from_json(raw: Mapping[str, Any], product_ids: list[str] | None =
         rules=None if rule_set is None else tuple(
             CollectionRule(r["column"], r["relation"], r["condition"]) for r in rule_set.get("rules") or ()),
         disjunctive=bool(rule_set and rule_set.get("appliedDisjunctively")),
+        image=Image(image["url"], image.get("altText") or "") if image else None,
         product_ids=None if product_ids is None else tuple(product_ids))
 
 
