@@ -181,3 +181,25 @@ def test_a_parent_smart_collection_reaches_every_child_with_its_rules_and_fills_
             n["handle"] for n in parent["products"]["nodes"])
     settle(system)
     assert not sql(system, "SELECT kind, errors FROM jobs WHERE state = 'dead'")
+
+
+def test_a_childs_own_smart_collection_keeps_its_members_through_parent_edits(system) -> None:
+    """A child's own smart collection holds copies by its rules; product jobs must not list it in
+    productSet (Shopify refuses manual members in a smart collection) nor drop the product from it."""
+    child = system.children[1]
+    rules = {"appliedDisjunctively": False, "rules": [{"column": "TAG", "relation": "EQUALS", "condition": "winter"}]}
+    mine = mutate(system, child, CREATE, {"input": {"title": "Our winter", "handle": "our-winter", "ruleSet": rules}},
+                  "collectionCreate")["collection"]["id"]
+    read = """query($id: ID!) { collection(id: $id) { products(first: 50) { nodes { handle } } } }"""
+    members = [n["handle"] for n in system.graphql(child, read, {"id": mine})["data"]["collection"]["products"]["nodes"]]
+    assert members, "the demo catalog has winter products"
+    handle = members[0]
+    settle(system)
+    system.edit_parent_product(handle, title="Renamed with a child smart collection")
+    system.wait_until(lambda: system.product_by_handle(child, handle)["title"] == "Renamed with a child smart collection",
+                      WAIT, message="the child's copy renamed")
+    settle(system)
+    assert not sql(system, "SELECT kind, errors FROM jobs WHERE state = 'dead'")
+    after = [n["handle"] for n in system.graphql(child, read, {"id": mine})["data"]["collection"]["products"]["nodes"]]
+    assert handle in after
+    assert collection(system, child, "our-winter") is not None  # child-only: never deleted or renamed

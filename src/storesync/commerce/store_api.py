@@ -88,6 +88,7 @@ def product_from_json(raw: Mapping[str, Any]) -> Product:
         seo_title=seo.get("title"),
         seo_description=seo.get("description"),
         collections=tuple(c["id"] for c in raw["collections"]["nodes"]),
+        smart_collections=frozenset(c["id"] for c in raw["collections"]["nodes"] if c.get("ruleSet")),
         metafields=tuple(Metafield(m["namespace"], m["key"], m["type"], m["value"], m.get("id"))
                          for m in raw["metafields"]["nodes"]),
         updated_at=_dt(raw.get("updatedAt")),

@@ -416,10 +416,13 @@ def plan_child_product(parent: Product, child: Product | None, links: LinkMap, p
     inp["metafields"] = _metafields(child.metafields)
     if policy.syncs(SyncedField.COLLECTIONS):
         mapped = [manual_child_collection(links, c) for c in parent.collections]
-        own = [c for c in child.collections if links.parent_id(LinkKind.COLLECTION, c) is None]
+        # The child's own manual collections are listed so replace-all keeps them; its smart
+        # ones keep the product by their rules and may not be listed.
+        own = [c for c in child.collections
+               if links.parent_id(LinkKind.COLLECTION, c) is None and c not in child.smart_collections]
         inp["collections"] = [c for c in mapped if c] + own
     else:
-        inp["collections"] = list(child.collections)
+        inp["collections"] = [c for c in child.collections if c not in child.smart_collections]
     actual = actual_view(child, policy, links)
     if policy.syncs(SyncedField.IMAGES) and expected.get("images") != actual.get("images"):
         inp["files"] = [{"originalSource": i.source, "alt": i.alt, "contentType": "IMAGE"} for i in parent.images]
@@ -458,7 +461,7 @@ def unchanged_input(product: Product) -> dict[str, Any]:
         "productOptions": [{"name": o.name, "values": [{"name": v} for v in o.values]} for o in product.options],
         "variants": [_variant_input(v, child_id=v.id, price_rule=None, metafields=v.metafields) for v in product.variants],
         "metafields": _metafields(product.metafields),
-        "collections": list(product.collections),
+        "collections": [c for c in product.collections if c not in product.smart_collections],
     }
 
 

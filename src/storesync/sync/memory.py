@@ -118,7 +118,14 @@ class MemoryStore:
         # forgets to carry child-owned metafields or collections loses them here too.
         changes["metafields"] = tuple(Metafield(m["namespace"], m["key"], m["type"], m["value"])
                                       for m in input.get("metafields", []))
-        changes["collections"] = tuple(input.get("collections", []))
+        # Like Shopify: a smart collection takes no listed members; its members follow its rules
+        # (kept here as they were: the fake does not evaluate rules).
+        smart = {c.id for c in self.collections.values() if c.rules is not None}
+        listed = tuple(input.get("collections", []))
+        if smart & set(listed):
+            raise ValueError(f"{self.shop}: can't add products to a smart collection: {sorted(smart & set(listed))}")
+        changes["collections"] = listed + tuple(c for c in base.collections if c in smart and c not in listed)
+        changes["smart_collections"] = frozenset(c for c in changes["collections"] if c in smart)
         if "files" in input:
             changes["images"] = tuple(Image(f["originalSource"], f.get("alt", "")) for f in input["files"])
         changes["updated_at"] = datetime.now(UTC)

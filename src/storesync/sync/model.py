@@ -72,6 +72,9 @@ class Product:
     seo_title: str | None = None
     seo_description: str | None = None
     collections: tuple[str, ...] = ()  # collection gids in this product's store
+    # Those of `collections` that are smart (rule-based): membership follows their rules, so a
+    # productSet must not list them (Shopify refuses manual members in a smart collection).
+    smart_collections: frozenset[str] = frozenset()
     metafields: tuple[Metafield, ...] = ()
     updated_at: datetime | None = None
 
