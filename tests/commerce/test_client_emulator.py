@@ -312,3 +312,18 @@ def test_static_estimate_equals_the_servers_requested_cost_for_every_operation(e
         body = emu.graphql(SHOP, op.text, variables)
         requested = body["extensions"]["cost"]["requestedQueryCost"]
         assert requested == static_cost(op, variables), (name, body.get("errors"))
+
+
+def test_a_field_left_out_by_its_directive_is_not_priced_by_client_or_emulator(emu):
+    """CollectionById without its members (`@include(if: $withProducts)` false) costs what the
+    collection alone costs, on both sides: a backfill creating collections pays no member read."""
+    op = get_operation("CollectionById")
+    base = {"id": "gid://shopify/Collection/1", "productsFirst": 250}
+    costs = {}
+    for with_products in (True, False):
+        variables = {**base, "withProducts": with_products}
+        requested = emu.graphql(SHOP, op.text, variables)["extensions"]["cost"]["requestedQueryCost"]
+        assert requested == static_cost(op, variables)
+        costs[with_products] = requested
+    assert costs[True] - costs[False] == 2 + 250  # the connection and its 250 nodes
+    assert costs[False] < 10

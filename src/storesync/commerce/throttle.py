@@ -36,6 +36,7 @@ from graphql import (
 )
 
 from storesync.commerce.operations import Operation
+from storesync.graphql_directives import is_included
 
 # Shopify's limits: one query may request at most 1,000 points; a mutation field costs 10.
 MAX_QUERY_COST = 1000.0
@@ -181,6 +182,8 @@ def _selection_cost(selection_set: SelectionSetNode | None, variables: Mapping[s
         return 0.0
     total = 0.0
     for sel in selection_set.selections:
+        if not is_included(sel, variables):
+            continue
         if isinstance(sel, InlineFragmentNode):
             total += _selection_cost(sel.selection_set, variables, fragments)
         elif isinstance(sel, FragmentSpreadNode):  # costs what its fields cost where it is spread

@@ -35,7 +35,13 @@ from graphql import (
     SelectionSetNode,
     get_named_type,
 )
-from graphql.type.definition import GraphQLInterfaceType, GraphQLUnionType, get_nullable_type
+from graphql.type.definition import (
+    GraphQLInterfaceType,
+    GraphQLUnionType,
+    get_nullable_type,
+)
+
+from storesync.graphql_directives import is_included
 
 MAX_QUERY_COST = 1000
 MUTATION_COST = 10
@@ -63,6 +69,8 @@ class _Walker:
         if selection_set is None:
             return
         for sel in selection_set.selections:
+            if not is_included(sel, self.variables):
+                continue
             if isinstance(sel, FieldNode):
                 if sel.name.value.startswith("__"):
                     continue

@@ -174,14 +174,18 @@ class CollectionOutcome:
 
 async def sync_collection_to_child(parent_store: CollectionStore, child_store: CollectionStore,
                                    parent_collection_id: str, links_repo: CollectionLinks, audit,
-                                   cause: str) -> CollectionOutcome:
+                                   cause: str, *, with_members: bool = True) -> CollectionOutcome:
     """Make one child's counterpart of one parent collection match the parent, reading both
     stores now (never a webhook payload: deliveries come out of order). Idempotent: a rerun
-    after a crash between the create and the link finds the collection by its handle."""
+    after a crash between the create and the link finds the collection by its handle.
+
+    `with_members=False` reads neither store's members and computes no membership resyncs (a
+    backfill: its copies carry their memberships; the member ids cost up to ~250 points per
+    read on the parent's bucket)."""
     shop = child_store.shop
     link = next((lk for lk in await links_repo.links_down(LinkKind.COLLECTION, parent_collection_id)
                  if lk.child_shop == shop), None)
-    parent = await parent_store.read_collection(parent_collection_id, with_products=True)
+    parent = await parent_store.read_collection(parent_collection_id, with_products=with_members)
     if parent is None:
         if link is None:
             return CollectionOutcome(CollectionAction.NOTHING)
@@ -194,7 +198,7 @@ async def sync_collection_to_child(parent_store: CollectionStore, child_store: C
             detail=f"parent collection {parent_collection_id} was deleted"))
         return CollectionOutcome(CollectionAction.DELETED, link.child_id)
 
-    child = await child_store.read_collection(link.child_id, with_products=True) if link else None
+    child = await child_store.read_collection(link.child_id, with_products=with_members) if link else None
     last_view = link.synced_view if link and child else None
     matched_by = link.matched_by if link else MatchedBy.CREATED
     if child is None:
@@ -206,7 +210,7 @@ async def sync_collection_to_child(parent_store: CollectionStore, child_store: C
             if any(lk.parent_id != parent_collection_id for lk in taken):
                 raise CatalogBlocked(f"{shop}: collection {parent.handle!r} is linked to another parent collection "
                                      f"({taken[0].parent_id})")
-            child = await child_store.read_collection(found.id, with_products=True)
+            child = await child_store.read_collection(found.id, with_products=with_members)
             if link is None:
                 matched_by = MatchedBy.HANDLE
     plan = plan_child_collection(parent, child, shop, last_view)

@@ -185,7 +185,8 @@ async def _create_missing_collections(rt: SyncRuntime, st: Storage, net: Merchan
     parent, mine = ShopifyCollections(rt.api(net.parent.shop).client), ShopifyCollections(rt.api(child).client)
     for pid in report.missing_collections:
         try:
-            out = await sync_collection_to_child(parent, mine, pid, st.links, st.audit, "backfill:collections")
+            out = await sync_collection_to_child(parent, mine, pid, st.links, st.audit, "backfill:collections",
+                                                 with_members=False)
         except CatalogBlocked as err:
             result.failed.append((f"{child}: collection {pid}", str(err)))
             continue
