@@ -1,22 +1,23 @@
 """The batched, fair claim.
 
-One claim is one short transaction of two statements:
+One claim is one statement, `CLAIM_JOBS` (queries.py), in a short transaction:
 
-1. `LOCK_CLAIM_GROUPS` finds the groups (merchants) that have queued jobs and locks the
-   least-recently-served of them, `FOR NO KEY UPDATE SKIP LOCKED`: `groups_per_claim` at most,
-   1/`claim_spread` of the active groups, at least `MIN_GROUPS_PER_CLAIM` (and enough to fill the
-   batch at `per_group_cap`). Holding a group row is the right to claim that group's jobs, so
+1. It finds the groups (merchants) that have queued jobs and locks the least-recently-served of
+   them, `FOR NO KEY UPDATE SKIP LOCKED`: `groups_per_claim` at most, 1/`claim_spread` of the
+   active groups, at least `MIN_GROUPS_PER_CLAIM` (and enough to fill the batch at
+   `per_group_cap`). Holding a group row is the right to claim that group's jobs, so
    concurrent claimers work on disjoint groups, and a group's concurrency limit is checked
    against a stable running count. Taking only a share of the active groups leaves groups for
    the other claims in flight (2 workers x 2 claim loops): with 20 busy merchants and 16 groups
    per claim, one claim in two came back empty (measured: 40 % of claims, each costing as much
    as a full one).
-2. `CLAIM_JOBS` runs with a fresh snapshot (taken after the locks were granted, so it sees every
-   claim committed before) and takes up to `per_group_cap` head jobs per locked group, lanes
-   first, then round-robin across groups; it marks them running under a lease and moves the served
-   groups to the back of the order. A group with a 10,000-job backlog therefore delays another
-   group's next job by at most ceil(active groups / groups locked per claim) claims, and those
-   claims run side by side on disjoint groups.
+2. It takes up to `per_group_cap` head jobs per locked group (skipping a group whose row changed
+   after the statement's snapshot), lanes first, then round-robin across groups; it marks them
+   running under a lease and moves the served groups to the back of the order. A group with a
+   10,000-job backlog therefore delays another group's next job by at most ceil(active groups /
+   groups locked per claim) claims, and those claims run side by side on disjoint groups.
+
+The worker starts the claimed runs before the transaction's commit returns (`claim_batch`).
 
 Lock ordering and why it cannot deadlock:
 
@@ -65,25 +66,28 @@ def _claim_params(qs: QueueSettings, worker_id: str, limit: int) -> dict:
 
 async def claim_batch(conn: psycopg.AsyncConnection, qs: QueueSettings, worker_id: str,
                       limit: int) -> list[tuple] | None:
-    """Claim up to `limit` jobs fairly and commit; [] if nothing is claimable now, None if the
-    claim lost a lock-key race and should be retried at once.
+    """Claim up to `limit` jobs fairly, leaving the claim's transaction open: [] if nothing is
+    claimable now, None if the claim lost a lock-key race and should be retried at once (the
+    transaction is then rolled back).
+
+    The caller starts the claimed runs and then commits (`conn.commit()`): the runs do not wait
+    for the commit's WAL flush (~1.2 ms here, most of an idle worker's wake-up). Nobody else can
+    take these jobs meanwhile (their rows and lock keys stay locked until the commit), and if the
+    commit fails the caller cancels the runs at once: a job may then have started without its
+    claim being recorded, so it runs again later (at-least-once), but never at the same time as
+    another run of it, since no other claim sees it as queued before the database is back.
+
+    `conn` must be idle (psycopg opens the transaction). Measured on an idle table: the claim
+    returns after 0.9 ms where the claim as its own committed transaction took 1.4 ms.
 
     Never a prepared statement: a generic plan made while the table was nearly empty stays
-    cached when it fills up (measured: 545 ms per claim instead of 5 ms behind 18k jobs).
-
-    The claim is one statement, so it runs as its own transaction (autocommit, for this
-    statement only): one round trip instead of three (BEGIN, the claim, COMMIT), with the same
-    atomicity, snapshot and locks. `conn` must be idle (not inside a transaction)."""
-    autocommit = conn.autocommit
-    await conn.set_autocommit(True)
+    cached when it fills up (measured: 545 ms per claim instead of 5 ms behind 18k jobs)."""
     try:
         cur = await conn.execute(q.CLAIM_JOBS, _claim_params(qs, worker_id, limit))
         return await cur.fetchall()
     except psycopg.errors.UniqueViolation:
+        await conn.rollback()
         return None
-    finally:
-        if not conn.broken:  # a broken connection is discarded by the pool anyway
-            await conn.set_autocommit(autocommit)
 
 
 def claim_batch_sync(conn: psycopg.Connection, qs: QueueSettings, worker_id: str, limit: int) -> list[tuple] | None:

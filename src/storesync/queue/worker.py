@@ -86,6 +86,15 @@ class Run:
     task: asyncio.Task | None = None
     # Why the task was cancelled by us: "lost" (lease gone) or "released" (shutdown).
     abandoned: str | None = None
+    # Resolves True once the claim that started this run is committed (False: it was not). The
+    # run starts before that; its outcome and lease renewals wait for it, since other sessions
+    # still see the job as queued until then.
+    claimed: asyncio.Future | None = None
+
+    @property
+    def claim_committed(self) -> bool:
+        return self.claimed is None or (self.claimed.done() and not self.claimed.cancelled()
+                                        and self.claimed.result() is True)
 
 
 class Worker:
@@ -214,10 +223,22 @@ class Worker:
             self._reserved += want  # another claim loop must not claim the same slots
             self._wake.clear()
             t0 = time.perf_counter()
+            started: list[Run] = []
+            claimed = asyncio.get_running_loop().create_future()
             try:
                 async with self.qpool.connection() as conn:
                     rows = await claim_batch(conn, self.qs, self.worker_id, want)
+                    # The runs start before the claim's commit returns (see claim_batch): they
+                    # need not wait for its WAL flush; a failed commit cancels them at once.
+                    started = [self._start(row, claimed) for row in rows or ()]
+                    if rows is not None:
+                        await conn.commit()
+                claimed.set_result(True)
             except (psycopg.Error, psycopg_pool_errors()) as err:
+                if not claimed.done():
+                    claimed.set_result(False)
+                if started:
+                    self._abandon(started, "claim not committed")
                 log.warning("claim failed; retrying", error=str(err), error_type=type(err).__name__)
                 await self._sleep_or_stop(min(self.qs.poll_interval, 1.0))
                 continue
@@ -233,8 +254,6 @@ class Worker:
                 self._backlog.clear()
             if rows:
                 idle_wait = 0.002
-                for row in rows:
-                    self._start(row)
                 await asyncio.sleep(0)  # let finished no-op runs free their slots first
                 continue
             # Nothing claimable: a NOTIFY, the poll interval, or a short backoff while other
@@ -247,12 +266,13 @@ class Worker:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), timeout=seconds)
 
-    def _start(self, row: tuple) -> None:
+    def _start(self, row: tuple, claimed: asyncio.Future | None = None) -> Run:
         job_id, kind, payload, group, lane, attempt, max_attempts, lock_key = row
-        run = Run(job_id, attempt, max_attempts, kind, lane, group, lock_key, payload)
+        run = Run(job_id, attempt, max_attempts, kind, lane, group, lock_key, payload, claimed=claimed)
         self._runs[(job_id, attempt)] = run
         self._executing += 1
         run.task = asyncio.create_task(self._execute(run), name=f"job-{job_id}")
+        return run
 
     def _outcome(self, run: Run, outcome: str) -> None:
         key = (run.kind, run.lane, outcome)
@@ -294,11 +314,27 @@ class Worker:
             self._executing -= 1
             self._timer(run).observe(time.perf_counter() - started)
             self._slot_freed.set()
+        if not await self._claim_recorded(run):
+            return
         if outcome is None:
             self._acks.append(run)
             self._ack_wake.set()
         else:
             await self._fail(run, outcome)
+
+    async def _claim_recorded(self, run: Run) -> bool:
+        """Wait until the run's claim is committed (an outcome recorded before that would find
+        the job still queued); False, with the run counted lost, if it never was."""
+        if run.claimed is not None:
+            try:
+                await asyncio.shield(run.claimed)
+            except asyncio.CancelledError:
+                pass  # abandoned because the claim's commit failed
+        if run.claim_committed:
+            return True
+        self._outcome(run, "lost")
+        self._runs.pop((run.id, run.attempt), None)
+        return False
 
     # ------------------------------------------------------------------ outcomes
 
@@ -405,7 +441,8 @@ class Worker:
 
     async def _renew_leases(self) -> None:
         assert self.qpool is not None
-        runs = list(self._runs.values())
+        # Runs whose claim is not committed yet are not the database's "running" rows yet.
+        runs = [r for r in self._runs.values() if r.claim_committed]
         sent = time.monotonic()
         if not runs:
             self._last_renewal = sent
