@@ -244,6 +244,7 @@ class Worker:
                 continue
             finally:
                 self._reserved -= want
+                self._slot_freed.set()  # a loop waiting for slots re-counts (this claim may have found nothing)
             m.WORKER_CLAIM_SECONDS.observe(time.perf_counter() - t0)
             m.WORKER_IN_FLIGHT.set(self._executing)
             if rows is None:  # lost a lock-key race with another worker: try again at once
