@@ -237,3 +237,18 @@ def _cli_env(dsn: str) -> dict:
 
     env = {k: v for k, v in os.environ.items() if "DIRECT_URL" not in k}
     return {**env, "DATABASE_URL": dsn, "PYTHONPATH": str(ROOT)}
+
+
+def test_small_bursts_keep_flowing_while_claims_race_for_slots(qdb, spawn_worker):
+    """Bursts of a few no-op jobs make the two claim loops race for the worker's slots (a burst
+    of >= 2 sets the helper loop claiming). Each burst must run well before the 30 s poll: a
+    loop waiting for slots that only another loop's empty claim had reserved once stalled the
+    worker with jobs queued (found in the demo, one run in two)."""
+    w = spawn_worker("--concurrency", "4", "--batch-size", "4", env={"STORESYNC_QUEUE_POLL_INTERVAL": "30"})
+    wait_for(lambda: scalar(qdb.dsn, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN%%'"), 15,
+             "the worker to LISTEN")
+    for burst in range(40):
+        ids = _enqueue(qdb.dsn, [JobSpec("test.noop", {}, group=f"m{burst % 3}") for _ in range(3)])
+        wait_for(lambda ids=ids: _count(qdb.dsn, f"id = ANY(ARRAY{ids}) AND state = 'succeeded'") == 3, 5,
+                 f"burst {burst} to run")
+    assert w.proc.poll() is None

@@ -62,3 +62,8 @@ async def tick(ctx: JobContext) -> None:
 # The same handlers plus a periodic job, for the scheduler test.
 scheduled = HandlerRegistry().merged(registry)
 scheduled.schedule("tick", "test.tick", every_seconds=0.3, group="ops")
+
+
+@registry.register("test.noop")
+async def noop(ctx: JobContext) -> None:
+    """Returns at once: runs that end before their claim loop has moved on (slot races)."""
