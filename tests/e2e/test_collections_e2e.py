@@ -5,14 +5,14 @@ collection is reverted without an echo loop; a child's own collection is never t
 
 from __future__ import annotations
 
-import psycopg
 import pytest
 
 from storesync.demo.harness import running_system
+from tests.e2e.helpers import WAIT, sql
+from tests.e2e.helpers import settle as _settle
 
 pytestmark = pytest.mark.timeout(180)
 
-WAIT = 20.0
 
 CREATE = """mutation($input: CollectionInput!) { collectionCreate(input: $input) {
   collection { id handle } userErrors { field message } } }"""
@@ -29,16 +29,9 @@ def system(module_db):
         yield system
 
 
-def sql(system, query: str, params: dict | None = None) -> list[tuple]:
-    with psycopg.connect(system.env["DATABASE_URL"], autocommit=True) as conn:
-        return conn.execute(query, params or {}).fetchall()
-
-
 def settle(system) -> None:
-    system.drain_webhooks(WAIT)
-    system.wait_until(lambda: sql(system, "SELECT count(*) FROM jobs WHERE state IN ('running', 'queued') "
-                                          "AND payload->>'parked_for' IS NULL")[0][0] == 0,
-                      WAIT, message="queue empty")
+    """Every delivery handled and no job left, delayed ones included (the child debounce)."""
+    _settle(system, delayed_too=True)
 
 
 def mutate(system, shop: str, query: str, variables: dict, field: str) -> dict:

@@ -6,16 +6,13 @@ real edit in the child is still reverted.
 
 from __future__ import annotations
 
-import time
-
-import psycopg
 import pytest
 
 from storesync.demo.harness import LOCATION_NAMES, running_system
+from tests.e2e.helpers import WAIT, post_webhook, sql
+from tests.e2e.helpers import settle as _settle
 
 pytestmark = pytest.mark.timeout(180)
-
-WAIT = 20.0
 
 
 @pytest.fixture(scope="module")
@@ -26,17 +23,9 @@ def system(module_db):
         yield system
 
 
-def sql(system, query: str, params: dict | None = None) -> list[tuple]:
-    with psycopg.connect(system.env["DATABASE_URL"], autocommit=True) as conn:
-        return conn.execute(query, params or {}).fetchall()
-
-
 def settle(system) -> None:
     """Every delivery handled and no job left, delayed ones included (the child debounce)."""
-    system.drain_webhooks(WAIT)
-    system.wait_until(lambda: sql(system, "SELECT count(*) FROM jobs WHERE state IN ('running', 'queued') "
-                                          "AND payload->>'parked_for' IS NULL")[0][0] == 0,
-                      WAIT, message="queue empty")
+    _settle(system, delayed_too=True)
 
 
 def child_product_jobs(system, child: str, since) -> int:
@@ -100,7 +89,6 @@ def test_parent_stock_moves_start_no_product_job_and_a_parent_edit_still_reaches
 def test_a_product_job_that_never_ran_does_not_let_a_later_identical_update_be_skipped(system) -> None:
     from datetime import UTC, datetime
 
-    from tests.e2e.test_sync_e2e import post_webhook
 
     lagging, other = system.children
     product = system.product_by_handle(system.parent, "demo-product-3")
@@ -139,7 +127,6 @@ def test_a_childs_products_create_is_handled_without_reading_any_store(system) -
     with every Admin API call failing meanwhile: the webhook job still succeeds at once."""
     from datetime import UTC, datetime
 
-    from tests.e2e.test_sync_e2e import post_webhook
 
     child = system.children[0]
     copy = system.product_by_handle(child, "demo-product-1")  # our copy, linked by the backfill

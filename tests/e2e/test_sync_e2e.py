@@ -6,29 +6,27 @@ product, so the tests do not depend on their order.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import json
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 
-import httpx
-import psycopg
 import pytest
 
-from storesync.demo.harness import LOCATION_NAMES, catalog_view, inventory_view, running_system
+from storesync.demo.harness import (
+    LOCATION_NAMES,
+    catalog_view,
+    inventory_view,
+    running_system,
+)
+from tests.e2e.helpers import WAIT, post_webhook, settle, sql
 
 pytestmark = pytest.mark.timeout(240)
 
 SHOP_LOCATION = LOCATION_NAMES[0]
-WAIT = 20.0  # seconds any propagation may take on a loaded 2-core machine
 
 
 @pytest.fixture(scope="module")
@@ -60,35 +58,6 @@ def level(system, shop: str, the_sku: str) -> int | None:
 
 def title(system, shop: str, n: int) -> str:
     return system.product_by_handle(shop, f"demo-product-{n}")["title"]
-
-
-def sql(system, query: str, params: dict | None = None) -> list[tuple]:
-    with psycopg.connect(system.env["DATABASE_URL"], autocommit=True) as conn:
-        return conn.execute(query, params or {}).fetchall()
-
-
-def idle(system) -> bool:
-    """No job is due or running (parked and delayed jobs are not due)."""
-    return sql(system, "SELECT count(*) FROM jobs WHERE state = 'running' "
-                       "OR (state = 'queued' AND run_at <= now())")[0][0] == 0
-
-
-def settle(system, timeout: float = WAIT) -> None:
-    system.drain_webhooks(timeout)
-    system.wait_until(lambda: idle(system), timeout, message="queue idle")
-
-
-def post_webhook(system, shop: str, topic: str, body: dict, *, triggered_at: datetime) -> httpx.Response:
-    """A delivery as Shopify sends it: HMAC-signed with the shop's secret, its own webhook id."""
-    raw = json.dumps(body).encode()
-    _, store = system.network.store(shop)
-    secret = store.webhook_secrets[0].get_secret_value().encode()
-    signature = base64.b64encode(hmac.new(secret, raw, hashlib.sha256).digest()).decode()
-    return httpx.post(system.webhook_url, content=raw, timeout=10, trust_env=False, headers={
-        "Content-Type": "application/json", "X-Shopify-Topic": topic, "X-Shopify-Shop-Domain": shop,
-        "X-Shopify-Hmac-Sha256": signature, "X-Shopify-Webhook-Id": str(uuid.uuid4()),
-        "X-Shopify-Event-Id": str(uuid.uuid4()), "X-Shopify-Triggered-At": triggered_at.isoformat(),
-        "X-Shopify-API-Version": "2026-10"})
 
 
 def dead_jobs(system) -> list[tuple]:
