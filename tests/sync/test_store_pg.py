@@ -169,6 +169,8 @@ async def test_write_records_and_applied_versions(db):
             await writes.record_write(WriteRecord(CHILD_A, "i", "l", q, T0 + timedelta(seconds=s), "job:1"))
         recent = await writes.recent_writes(CHILD_A, "i", "l", T0 + timedelta(seconds=1))
         assert [r.quantity for r in recent] == [4, 6]
+        newest = await writes.recent_writes(CHILD_A, "i", "l", T0, limit=1)  # a fan-out's guess
+        assert [r.quantity for r in newest] == [4]
         assert await writes.prune(T0 + timedelta(seconds=1)) == 1
         assert await versions.advance(CHILD_A, "i", "l", T0, "b")
         assert await versions.advance(CHILD_A, "i", "l", T0, "b")  # the same event again

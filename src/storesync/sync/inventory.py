@@ -429,7 +429,7 @@ LAST_WRITE_HORIZON = timedelta(days=1)
 
 
 async def _last_written(writes: WriteRecords, shop: str, item: str, location: str, clock: Clock) -> int | None:
-    recent = await writes.recent_writes(shop, item, location, clock() - LAST_WRITE_HORIZON)
+    recent = await writes.recent_writes(shop, item, location, clock() - LAST_WRITE_HORIZON, limit=1)
     return recent[0].quantity if recent else None
 
 

@@ -277,10 +277,11 @@ class MemoryWriteRecords:
     async def record_write(self, rec: WriteRecord) -> None:
         self.records.append(rec)
 
-    async def recent_writes(self, shop: str, inventory_item_id: str, location_id: str, since: datetime) -> list[WriteRecord]:
+    async def recent_writes(self, shop: str, inventory_item_id: str, location_id: str, since: datetime,
+                            *, limit: int = 100) -> list[WriteRecord]:
         found = [r for r in self.records if (r.shop, r.inventory_item_id, r.location_id) == (shop, inventory_item_id, location_id)
                  and r.written_at >= since]
-        return sorted(found, key=lambda r: r.written_at, reverse=True)
+        return sorted(found, key=lambda r: r.written_at, reverse=True)[:limit]
 
 
 class MemoryAppliedVersions:

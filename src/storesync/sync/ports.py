@@ -130,9 +130,9 @@ class WriteRecords(Protocol):
     async def record_write(self, rec: WriteRecord) -> None: ...
 
     async def recent_writes(
-        self, shop: str, inventory_item_id: str, location_id: str, since: datetime
+        self, shop: str, inventory_item_id: str, location_id: str, since: datetime, *, limit: int = 100
     ) -> list[WriteRecord]:
-        """Writes at or after `since`, newest first."""
+        """Writes at or after `since`, newest first, at most `limit`."""
         ...
 
 

@@ -307,7 +307,7 @@ RECENT_WRITES = """
 SELECT shop, inventory_item_id, location_id, quantity, written_at, cause FROM sync_write_records
 WHERE shop = %(shop)s AND inventory_item_id = %(item)s AND location_id = %(location)s AND written_at >= %(since)s
 ORDER BY written_at DESC
-LIMIT 100
+LIMIT %(limit)s
 """
 
 # prune_writes: forget write records older than any echo can be.
@@ -324,10 +324,12 @@ class PgWriteRecords:
                 "shop": rec.shop, "item": rec.inventory_item_id, "location": rec.location_id,
                 "quantity": rec.quantity, "written_at": rec.written_at, "cause": rec.cause})
 
-    async def recent_writes(self, shop: str, inventory_item_id: str, location_id: str, since: datetime) -> list[WriteRecord]:
+    async def recent_writes(self, shop: str, inventory_item_id: str, location_id: str, since: datetime,
+                            *, limit: int = 100) -> list[WriteRecord]:
         async with self.conn.transaction():
             cur = await self.conn.execute(RECENT_WRITES, {"shop": shop, "item": inventory_item_id,
-                                                          "location": location_id, "since": since})
+                                                          "location": location_id, "since": since,
+                                                          "limit": limit})
             return [WriteRecord(*row) for row in await cur.fetchall()]
 
     async def prune(self, before: datetime) -> int:
