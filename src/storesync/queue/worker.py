@@ -90,6 +90,7 @@ class Run:
     # run starts before that; its outcome and lease renewals wait for it, since other sessions
     # still see the job as queued until then.
     claimed: asyncio.Future | None = None
+    ended: bool = False  # its slot was given back (once, whether or not the task ever ran)
 
     @property
     def claim_committed(self) -> bool:
@@ -273,7 +274,25 @@ class Worker:
         self._runs[(job_id, attempt)] = run
         self._executing += 1
         run.task = asyncio.create_task(self._execute(run), name=f"job-{job_id}")
+        run.task.add_done_callback(lambda _task, run=run: self._never_ran(run))
         return run
+
+    def _end(self, run: Run) -> None:
+        """Give the run's slot back, once."""
+        if not run.ended:
+            run.ended = True
+            self._executing -= 1
+            self._slot_freed.set()
+
+    def _never_ran(self, run: Run) -> None:
+        """A task cancelled before its first step (abandoned right after the claim) never enters
+        `_execute`: its slot and outcome are settled here instead."""
+        if run.ended:
+            return
+        self._end(run)
+        self._outcome(run, run.abandoned or "lost")
+        if run.abandoned != "released":
+            self._runs.pop((run.id, run.attempt), None)
 
     def _outcome(self, run: Run, outcome: str) -> None:
         key = (run.kind, run.lane, outcome)
@@ -312,9 +331,8 @@ class Worker:
         except Exception as err:  # noqa: BLE001 - any handler error is retryable unless Permanent
             outcome = err
         finally:
-            self._executing -= 1
+            self._end(run)
             self._timer(run).observe(time.perf_counter() - started)
-            self._slot_freed.set()
         if not await self._claim_recorded(run):
             return
         if outcome is None:
