@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -139,6 +140,37 @@ def job_breakdown(dsn: str, since: float) -> list[dict]:
     return [{"kind": k, "jobs": n, "wait_ms": w, "run_ms": r} for k, n, w, r in rows]
 
 
+def cpu_seconds_of(pid: int) -> float:
+    import psutil
+
+    t = psutil.Process(pid).cpu_times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def cpu_seconds(system) -> dict[str, float]:
+    """CPU seconds used so far by each process of the system (its reaped children included) and
+    by every PostgreSQL process on the machine (the bench's database is the only busy one)."""
+    import psutil
+
+    out: dict[str, float] = {}
+    for p in system.processes.processes:
+        with contextlib.suppress(psutil.Error):
+            out[p.name] = out.get(p.name, 0.0) + cpu_seconds_of(p.pid)
+    postgres = 0.0
+    for proc in psutil.process_iter(["name"]):
+        if proc.info["name"] in ("postgres", "postmaster"):
+            with contextlib.suppress(psutil.Error):
+                t = proc.cpu_times()
+                postgres += t.user + t.system + (t.children_user + t.children_system
+                                                 if proc.ppid() == 1 or proc.parent().name() != "postgres" else 0)
+    out["postgres"] = postgres
+    return out
+
+
+def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+
+
 def product_set_floor(system, shop: str) -> int:
     """Points one minimal productSet creating a product (variants with stock, collections) costs,
     as the emulator charges it (measured with a real call on a scratch product, then deleted)."""
@@ -165,11 +197,13 @@ def initial_sync(dsn: str, products: int, children: int, plan: str, cap: float, 
         time.sleep(bucket / rate if floor * 2 > bucket else 0.1)  # the probe's points back first
         bound = max(0.0, (products * floor - bucket) / rate)
         total = products * children
+        cpu_before = cpu_seconds(system)
         started = time.monotonic()
         backfill = system.start_cli("backfill", "backfill", "--concurrency", str(concurrency),
                                     env={"STORESYNC_POOL_MAX_SIZE": str(concurrency * children + 6)})
         copied = 0
         first_copy_s = None
+        backfill_cpu = 0.0
         # Progress from the sagas the backfill completed (one cheap query), not from snapshots
         # of the children: serializing 5 growing catalogs twice a second loads the emulator
         # that serves the measured calls. The stores themselves are compared at the end.
@@ -180,6 +214,8 @@ def initial_sync(dsn: str, products: int, children: int, plan: str, cap: float, 
                                       "AND id LIKE 'copy:%'").fetchone()[0]
                 if copied and first_copy_s is None:
                     first_copy_s = time.monotonic() - started
+                with contextlib.suppress(Exception):  # the backfill's CPU, known until it exits
+                    backfill_cpu = cpu_seconds_of(backfill.pid)
                 if not backfill.alive():
                     if backfill.popen.returncode != 0:
                         raise SystemExit(f"storesync backfill exited {backfill.popen.returncode}:\n"
@@ -187,6 +223,8 @@ def initial_sync(dsn: str, products: int, children: int, plan: str, cap: float, 
                     break
                 time.sleep(0.2)
         elapsed = time.monotonic() - started
+        cpu = cpu_delta(cpu_before, cpu_seconds(system))
+        cpu["backfill"] = backfill_cpu
         if not backfill.alive():
             copied = sum(len(system.snapshot(c)["products"]) for c in system.children)
         finished = copied >= total and not backfill.alive()
@@ -201,7 +239,8 @@ def initial_sync(dsn: str, products: int, children: int, plan: str, cap: float, 
     return {"products": products, "children": children, "plan": plan, "bucket": bucket, "restore_rate": rate,
             "floor_points": floor, "bound_s": bound, "elapsed_s": elapsed, "copied": copied, "total": total,
             "finished": finished, "agree": agree, "projected_s": projected, "first_copy_s": first_copy_s,
-            "ratio": projected / bound if bound else float("inf")}
+            "ratio": projected / bound if bound else float("inf"),
+            "cpu_ms_per_copy": {k: round(v * 1000 / max(copied, 1), 1) for k, v in sorted(cpu.items())}}
 
 
 def points_per_copy(dsn: str, products: int) -> dict:
@@ -331,6 +370,8 @@ def print_initial_sync(s: dict) -> None:
     print(f"| {s['products']} products -> {s['children']} children | {s['plan']} ({s['bucket']:.0f} points, "
           f"{s['restore_rate']:.0f}/s per store; minimal productSet {s['floor_points']} points) | "
           f"{s['bound_s']:.0f} s | {s['elapsed_s']:.0f} s ({state}) | {s['ratio']:.1f}x | <= 1.2x |")
+    cpu = s["cpu_ms_per_copy"]
+    print(f"CPU per copy: {sum(cpu.values()):.0f} ms (" + ", ".join(f"{k} {v:.0f}" for k, v in cpu.items()) + ")")
     if s["finished"] and not s["agree"]:
         print("WARNING: the children do not agree with the parent after the initial sync")
 

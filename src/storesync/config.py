@@ -29,6 +29,10 @@ SHOP_DOMAIN_RE = re.compile(r"^[a-z0-9][a-z0-9-]*\.myshopify\.com$")
 GID_RE = re.compile(r"^gid://shopify/[A-Za-z]+/\d+$")
 
 
+# Runs of one statement on one connection before psycopg prepares it (psycopg's own default).
+PREPARE_AFTER_RUNS = 5
+
+
 class ConfigError(Exception):
     """Configuration that cannot be used; the message says which key and why."""
 
@@ -86,6 +90,13 @@ class Settings(EnvironmentSettings):
     # Seconds a statement may run on the pooled path; protects the 5 s webhook budget.
     statement_timeout_ms: Annotated[int, Field(ge=0)] = 4000
     connect_timeout: Annotated[int, Field(ge=1)] = 5
+    # Server-side prepared statements on the pooled path (psycopg prepares a statement after its
+    # 5th run on a connection: no parsing or planning after that). "auto": on when
+    # DATABASE_DIRECT_URL is unset, since the one URL then has to reach Postgres with sessions
+    # anyway (LISTEN, advisory locks); off when a separate direct URL says the pooled one may
+    # be PgBouncer in transaction mode, which loses them before 1.21. "on" behind PgBouncer
+    # >= 1.21 with max_prepared_statements > 0.
+    db_prepared_statements: Literal["auto", "on", "off"] = "auto"
 
     config_file: Path = Path("storesync.toml")
     # Where stores send webhooks (`storesync webhooks sync`), e.g. https://sync.example.com/webhooks/shopify.
@@ -105,6 +116,13 @@ class Settings(EnvironmentSettings):
     @property
     def pooled_dsn(self) -> str | None:
         return self.database_url.get_secret_value() if self.database_url else None
+
+    @property
+    def pooled_prepare_threshold(self) -> int | None:
+        """psycopg's `prepare_threshold` for pooled connections (None: never prepare)."""
+        on = self.db_prepared_statements == "on" or (
+            self.db_prepared_statements == "auto" and self.database_direct_url is None)
+        return PREPARE_AFTER_RUNS if on else None
 
     @property
     def direct_dsn(self) -> str | None:

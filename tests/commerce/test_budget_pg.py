@@ -91,8 +91,9 @@ async def test_expired_reservations_of_dead_callers_stop_counting(pool, db):
 
 
 @pytest.mark.pgbouncer
-async def test_budget_runs_through_pgbouncer_transaction_mode(pgbouncer_dsn):
-    settings = Settings.load(database_url=SecretStr(pgbouncer_dsn), pool_min_size=0, pool_max_size=4)
+async def test_budget_runs_through_pgbouncer_transaction_mode(pgbouncer_dsn, db):
+    settings = Settings.load(database_url=SecretStr(pgbouncer_dsn), database_direct_url=SecretStr(db.dsn),
+                             pool_min_size=0, pool_max_size=4)
     p = async_pooled_pool(settings, name="budget-bouncer")
     await p.open(wait=True)
     try:

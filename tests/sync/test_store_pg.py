@@ -146,7 +146,8 @@ async def test_ledger_applies_a_sale_once_under_concurrent_attempts(db):
 
 async def test_ledger_through_pgbouncer_transaction_mode(pgbouncer_dsn, db):
     """The adapters hold no session state: the whole sale path works through PgBouncer."""
-    settings = Settings.load(database_url=SecretStr(pgbouncer_dsn), pool_min_size=0, pool_max_size=2)
+    settings = Settings.load(database_url=SecretStr(pgbouncer_dsn), database_direct_url=SecretStr(db.dsn),
+                             pool_min_size=0, pool_max_size=2)
     parent = MemoryStore(PARENT)
     parent.levels[(P_ITEM, P_LOC1)] = 5
     async with async_pooled_pool(settings) as pool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import SecretStr
 
 from storesync.config import ConfigError, NetworkConfig, Settings
 
@@ -97,3 +98,19 @@ def test_database_url_is_secret_and_direct_defaults_to_pooled(monkeypatch: pytes
     assert settings.direct_dsn == settings.pooled_dsn
     monkeypatch.setenv("DATABASE_DIRECT_URL", "postgresql://app:hunter2@postgres:5432/storesync")
     assert Settings.load().direct_dsn.endswith("@postgres:5432/storesync")
+
+
+def test_prepared_statements_follow_whether_the_pooled_path_is_also_the_direct_one() -> None:
+    one = SecretStr("postgresql://app@db:5432/storesync")
+    bouncer = SecretStr("postgresql://app@pgbouncer:6432/storesync")
+    assert Settings.load(database_url=one).pooled_prepare_threshold == 5
+    assert Settings.load(database_url=bouncer, database_direct_url=one).pooled_prepare_threshold is None
+    assert Settings.load(database_url=bouncer, database_direct_url=one,
+                         db_prepared_statements="on").pooled_prepare_threshold == 5
+    assert Settings.load(database_url=one, db_prepared_statements="off").pooled_prepare_threshold is None
+
+
+def test_a_bad_prepared_statements_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STORESYNC_DB_PREPARED_STATEMENTS", "sometimes")
+    with pytest.raises(ConfigError, match="db_prepared_statements"):
+        Settings.load()

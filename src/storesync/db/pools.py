@@ -1,9 +1,10 @@
 """The two connection paths.
 
 Pooled (`DATABASE_URL`): web requests and job work. It may point at PgBouncer in transaction
-mode, so everything sent on it must be transaction-scoped: no server-side prepared statements
-(`prepare_threshold=None`), no SET outside a transaction (use SET LOCAL), no LISTEN, no
-session-level advisory locks (use `pg_advisory_xact_lock`).
+mode, so everything sent on it must be transaction-scoped: no SET outside a transaction (use
+SET LOCAL), no LISTEN, no session-level advisory locks (use `pg_advisory_xact_lock`), and
+server-side prepared statements only where `Settings.pooled_prepare_threshold` says the path
+keeps them (`pooled_connection_kwargs`).
 
 Direct (`DATABASE_DIRECT_URL`, defaulting to `DATABASE_URL`): a plain connection to Postgres
 for what needs a session: LISTEN/NOTIFY, session advisory locks (migrations, the scheduler's
@@ -19,9 +20,17 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from storesync.config import ConfigError, Settings
 
-# psycopg prepares a statement after it ran 5 times; PgBouncer in transaction mode would then
-# route the EXECUTE to a server connection that never saw the PREPARE.
+# psycopg prepares a statement after it ran 5 times; PgBouncer in transaction mode (before
+# 1.21) would then route the EXECUTE to a server connection that never saw the PREPARE. These
+# never prepare: for connections whose settings are not at hand (tests, tools).
 POOLED_CONNECTION_KWARGS: dict[str, Any] = {"prepare_threshold": None, "autocommit": False}
+
+
+def pooled_connection_kwargs(settings: Settings, **overrides: Any) -> dict[str, Any]:
+    """psycopg connection options for the pooled path: prepared statements when the settings
+    say the path keeps them (`Settings.db_prepared_statements`)."""
+    return {**POOLED_CONNECTION_KWARGS, "prepare_threshold": settings.pooled_prepare_threshold,
+            "connect_timeout": settings.connect_timeout, **overrides}
 
 
 def _require(dsn: str | None, what: str) -> str:
@@ -38,7 +47,7 @@ def _pool_args(settings: Settings, name: str, min_size: int | None, max_size: in
         "min_size": min(settings.pool_min_size if min_size is None else min_size, max_size),
         "max_size": max_size,
         "timeout": settings.pool_timeout,
-        "kwargs": {**POOLED_CONNECTION_KWARGS, "connect_timeout": settings.connect_timeout},
+        "kwargs": pooled_connection_kwargs(settings),
         "open": False,
     }
 

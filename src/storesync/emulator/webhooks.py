@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
+import aiohttp
 import httpx
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
@@ -314,7 +315,8 @@ _FINAL: frozenset[str] = frozenset({"delivered", "failed", "dropped", "cancelled
 # --------------------------------------------------------------------------- sender
 
 
-SENDING_AT_ONCE = 64  # deliveries posted at once (the rest wait their turn, off the HTTP pool)
+# Deliveries posted at once (the rest wait their turn, off the HTTP pool), and the pool's size.
+SENDING_AT_ONCE = 32
 
 
 class WebhookSender:
@@ -358,7 +360,10 @@ class WebhookSender:
         self._log_limit = log_limit
         self._faults = faults or DeliveryFaults()
         self._rng = random.Random(self._faults.seed)
-        self._client: httpx.AsyncClient | None = None
+        # aiohttp, not httpx, for the deliveries: measured on loopback, httpx spent 0.8-1.7 ms of
+        # CPU per POST (its pool checks every connection on each request and response), aiohttp
+        # 0.1-0.2 ms; sending a bulk copy's webhooks was two thirds of the emulator's CPU.
+        self._client: aiohttp.ClientSession | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._log: OrderedDict[int, Delivery] = OrderedDict()
         self._log_lock = threading.Lock()
@@ -376,12 +381,14 @@ class WebhookSender:
 
     async def start(self) -> None:
         if self._client is None:
-            # pool=None: waiting for a free connection is our congestion, not the receiver's
-            # slowness, so it never counts against the receiver's 5 s.
-            timeout = httpx.Timeout(self.response_timeout_s, connect=self.connect_timeout_s, pool=None)
-            limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
+            # Waiting for a free connection is our congestion, not the receiver's slowness: only
+            # connecting and the answer count against the receiver (sock_connect, sock_read).
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.connect_timeout_s,
+                                            sock_read=self.response_timeout_s)
             # trust_env=False: never route deliveries through a proxy from the environment.
-            self._client = httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False, follow_redirects=False)
+            self._client = aiohttp.ClientSession(
+                timeout=timeout, trust_env=False, auto_decompress=False,
+                connector=aiohttp.TCPConnector(limit=SENDING_AT_ONCE, ttl_dns_cache=None))
         self._stopped = False
 
     async def stop(self) -> None:
@@ -393,7 +400,7 @@ class WebhookSender:
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         if self._client is not None:
-            await self._client.aclose()
+            await self._client.close()
             self._client = None
 
     # ----------------------------------------------------------------- faults
@@ -524,10 +531,11 @@ class WebhookSender:
             d.attempts = attempt
             d.status = "pending" if attempt == 1 else "retrying"
             try:
-                async with self._sending:
-                    resp = await self._client.post(d.callback_url, content=d.body, headers=d.headers)
-                d.last_status_code = resp.status_code
-                if 200 <= resp.status_code < 300:
+                async with self._sending, self._client.post(
+                        d.callback_url, data=d.body, headers=d.headers, allow_redirects=False) as resp:
+                    await resp.read()
+                d.last_status_code = resp.status
+                if 200 <= resp.status < 300:
                     if releases_held:
                         self._release_held(d.shop)
                     d.status = "delivered"
@@ -535,10 +543,12 @@ class WebhookSender:
                     d.delivered_at = _now_iso()
                     self._failed_in_a_row.pop(d.subscription_id, None)
                     return
-                d.last_error = f"HTTP {resp.status_code}"
-            except httpx.TimeoutException as err:
+                d.last_error = f"HTTP {resp.status}"
+            except TimeoutError as err:  # aiohttp's connect and read timeouts are TimeoutErrors
                 d.last_error = f"timeout ({type(err).__name__})"
-            except httpx.HTTPError as err:
+            except aiohttp.ClientConnectorError as err:  # nothing accepted the connection
+                d.last_error = f"ConnectError: {err}"
+            except aiohttp.ClientError as err:
                 d.last_error = f"{type(err).__name__}: {err}"
             if releases_held and attempt == 1:
                 # This later delivery's first attempt is over: held ones may go now.

@@ -1,0 +1,41 @@
+"""Server-side prepared statements on the pooled path: used where the path keeps them, never
+for the claim (whose generic plan would go stale as the queue fills)."""
+
+from __future__ import annotations
+
+from pydantic import SecretStr
+
+from storesync.config import Settings
+from storesync.db.pools import pooled_pool
+from storesync.queue.claim import claim_batch_sync
+from storesync.queue.config import QueueSettings
+
+PREPARED = "SELECT statement FROM pg_prepared_statements"
+
+
+def _pool(dsn: str, **settings: object):
+    return pooled_pool(Settings.load(database_url=SecretStr(dsn), pool_min_size=0, pool_max_size=1, **settings))
+
+
+def test_one_url_for_both_paths_prepares_a_statement_after_its_fifth_run(db) -> None:
+    with _pool(db.dsn) as pool, pool.connection() as conn:
+        for _ in range(6):
+            conn.execute("SELECT count(*) FROM schema_migrations").fetchone()
+        statements = [s for (s,) in conn.execute(PREPARED).fetchall()]
+    assert any("schema_migrations" in s for s in statements)
+
+
+def test_prepared_statements_off_never_prepares(db) -> None:
+    with _pool(db.dsn, db_prepared_statements="off") as pool, pool.connection() as conn:
+        for _ in range(10):
+            conn.execute("SELECT count(*) FROM schema_migrations").fetchone()
+        assert conn.execute(PREPARED).fetchall() == []
+
+
+def test_the_claim_is_never_prepared(db) -> None:
+    qs = QueueSettings()
+    with _pool(db.dsn) as pool, pool.connection() as conn:
+        for _ in range(10):
+            assert claim_batch_sync(conn, qs, "w1", 10) == []
+        statements = [s for (s,) in conn.execute(PREPARED).fetchall()]
+    assert not any("WITH RECURSIVE active" in s for s in statements)
