@@ -275,7 +275,7 @@ SAMPLE_VARIABLES = {
     "ProductMetafieldsPage": {"id": "gid://shopify/Product/1", "first": 7},
     "ProductSet": {"input": {"title": "x"}, **SIZES},
     "ProductSetIds": {"input": {"title": "x"}, "variantsFirst": 3},
-    "ProductCreateIds": {"input": {"title": "x", "handle": "x"}, "identifier": {"handle": "x"}, "variantsFirst": 3},
+    "ProductCreateId": {"input": {"title": "x", "handle": "x"}, "identifier": {"handle": "x"}},
     "ProductIdByHandle": {"handle": "x"},
     "ProductDelete": {"id": "gid://shopify/Product/1"},
     "ProductVariantsBulkUpdate": {"productId": "gid://shopify/Product/1", "variants": []},

@@ -8,7 +8,7 @@ import pytest
 
 from storesync.commerce.client import idempotency_key
 from storesync.commerce.store_api import ShopifyStoreAPI
-from storesync.sync.ports import StaleQuantity
+from storesync.sync.ports import HandleTaken, StaleQuantity
 from tests.commerce.test_client_emulator import SHOP, available, client_for, first_level, running_emulator
 
 
@@ -168,7 +168,7 @@ async def test_a_create_resent_after_a_lost_answer_makes_one_product(emu):
 
 
 
-async def test_create_product_writes_stock_and_answers_ids_in_input_order(emu):
+async def test_create_product_id_writes_stock_refuses_a_taken_handle_and_upserts_a_resend(emu):
     location = emu.snapshot(SHOP)["locations"][0]["id"]
     stocked = {**PRODUCT, "variants": [
         {**v, "inventoryQuantities": [{"locationId": location, "name": "available", "quantity": 3 + i}]}
@@ -176,15 +176,17 @@ async def test_create_product_writes_stock_and_answers_ids_in_input_order(emu):
     async with client_for(emu) as client:
         store = ShopifyStoreAPI(client)
         assert await store.find_product_id_by_handle("linen-shirt") is None
-        created = await store.create_product(stocked)
-        assert await store.find_product_id_by_handle("linen-shirt") == created.id
-        read = await store.read_product(created.id)
-        assert [(v.id, v.inventory_item_id, v.sku, v.option_values, v.price) for v in created.variants] == \
-            [(v.id, v.inventory_item_id, v.sku, v.option_values, v.price) for v in read.variants]
-        assert (created.handle, created.title, created.vendor, created.tags, created.options) == \
-            (read.handle, read.title, read.vendor, read.tags, read.options)
-        for i, v in enumerate(created.variants):
+        created = await store.create_product_id(stocked, upsert=False)
+        assert await store.find_product_id_by_handle("linen-shirt") == created
+        read = await store.read_product(created)
+        assert [(v.sku, v.option_values, str(v.price)) for v in read.variants] == \
+            [(v["sku"], tuple((o["optionName"], o["name"]) for o in v["optionValues"]), v["price"])
+             for v in PRODUCT["variants"]]
+        for i, v in enumerate(read.variants):
             assert (await store.read_level(v.inventory_item_id, location)).available == 3 + i
+        # a plain create never adopts what the store has under that handle
+        with pytest.raises(HandleTaken):
+            await store.create_product_id(stocked, upsert=False)
         # a resend after a lost answer updates the product the first send made: no second one
-        again = await store.create_product(stocked)
-        assert again.id == created.id and [p.id async for p in store.products()] == [created.id]
+        again = await store.create_product_id(stocked, upsert=True)
+        assert again == created and [p.id async for p in store.products()] == [created]

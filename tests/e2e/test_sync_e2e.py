@@ -390,3 +390,86 @@ def test_access_tokens_are_encrypted_at_rest_and_workers_need_the_key(system) ->
     done = subprocess.run([sys.executable, "-m", "storesync", "worker"], env=env, capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 2 and "STORESYNC_ENCRYPTION_KEY is not set" in " ".join(done.stderr.split())
+
+
+# --------------------------------------------------------------------------- copies linked later
+
+
+def _unsubscribe(system, shop: str, topic: str) -> None:
+    """Remove `shop`'s subscription to `topic` (the webhook is never sent: as if every delivery
+    of it were lost). `storesync webhooks sync` puts it back."""
+    subs = system.graphql(shop, "{ webhookSubscriptions(first: 50) { nodes { id topic } } }")
+    [sub_id] = [n["id"] for n in subs["data"]["webhookSubscriptions"]["nodes"] if n["topic"] == topic]
+    gone = system.graphql(shop, "mutation($id: ID!) { webhookSubscriptionDelete(id: $id) { userErrors { message } } }",
+                          {"id": sub_id})
+    assert not gone.get("errors") and not gone["data"]["webhookSubscriptionDelete"]["userErrors"], gone
+
+
+def _seed_parent_product(system, handle: str, skus: tuple[str, str], stock: tuple[int, int]) -> str:
+    """A parent product no child has yet (seeded: no webhook); its gid."""
+    locs = system.locations[system.parent]
+    system.emulator.seed(system.parent, 0, catalog=[{
+        "title": handle.replace("-", " ").title(), "handle": handle, "vendor": "Northwind",
+        "variants": [{"sku": s, "price": "9.00", "options": {"Size": size},
+                      "available": {locs[LOCATION_NAMES[0]]: q, locs[LOCATION_NAMES[1]]: 1}}
+                     for s, size, q in zip(skus, ("S", "M"), stock)]}])
+    return f"gid://shopify/Product/{system.product_by_handle(system.parent, handle)['id']}"
+
+
+def _pending_copies(system, shop: str) -> int:
+    return sql(system, "SELECT count(*) FROM sync_links WHERE child_shop = %(s)s AND pending IS NOT NULL",
+               {"s": shop})[0][0]
+
+
+def _variant_links(system, shop: str, parent_product_id: str) -> int:
+    return sql(system, "SELECT count(*) FROM sync_links WHERE kind = 'variant' AND child_shop = %(s)s "
+                       "AND parent_product_id = %(p)s", {"s": shop, "p": parent_product_id})[0][0]
+
+
+def test_a_sale_of_a_copy_whose_variants_are_not_linked_yet_still_reaches_the_parent(system) -> None:
+    """A copy's productSet answer names the product only; its variants are linked from the
+    child's products/create, or at the end of the backfill. Here neither came (no webhook, the
+    backfill killed right after the copy): a sale of the copy links it by reading the product,
+    and reaches the parent all the same."""
+    child = system.children[0]
+    _unsubscribe(system, child, "PRODUCTS_CREATE")
+    try:
+        pid = _seed_parent_product(system, "linked-later", ("LATER-S", "LATER-M"), (7, 3))
+        run = system.start_cli("backfill-then-killed", "backfill", "--child", child)
+        copied = "SELECT count(*) FROM sync_sagas WHERE id = %(id)s AND state = 'completed'"
+        # Killed while it waits for the create webhook (which never comes) to link the copy.
+        system.wait_until(lambda: sql(system, copied, {"id": f"copy:{child}:{pid}"})[0][0] == 1
+                          and _pending_copies(system, child) == 1, WAIT, interval=0.02, message="the copy made")
+        os.killpg(run.pid, signal.SIGKILL)
+        run.popen.wait(timeout=10)
+        assert _pending_copies(system, child) == 1 and _variant_links(system, child, pid) == 0
+        assert level(system, child, "LATER-S") == 7
+        system.place_order(child, sku="LATER-S", quantity=2)
+        system.wait_until(lambda: level(system, system.parent, "LATER-S") == 5, WAIT,
+                          message="the sale reached the parent")
+        assert _pending_copies(system, child) == 0 and _variant_links(system, child, pid) == 2
+        settle(system)
+        assert dead_jobs(system) == []
+    finally:
+        system.cli("webhooks", "sync", check=True)
+    system.cli("backfill", check=True, timeout=120)  # every child has it again, linked by its webhook
+    settle(system)
+    assert [_pending_copies(system, c) for c in system.children] == [0] * len(system.children)
+    system.wait_until(lambda: all(level(system, c, "LATER-S") == 5 for c in system.children), WAIT,
+                      message="every child has the copy at the parent's level")
+
+
+def test_a_backfill_links_the_copies_whose_create_webhook_never_came(system) -> None:
+    child = system.children[1]
+    _unsubscribe(system, child, "PRODUCTS_CREATE")
+    try:
+        pid = _seed_parent_product(system, "linked-by-backfill", ("BACKLINK-S", "BACKLINK-M"), (4, 2))
+        done = system.cli("backfill", "--child", child, check=True, timeout=120)
+        assert "1 products copied" in " ".join(done.stdout.split()), done.stdout
+        assert _pending_copies(system, child) == 0 and _variant_links(system, child, pid) == 2
+        # Linked, so a parent stock move reaches it.
+        system.set_inventory(system.parent, "BACKLINK-M", 6)
+        system.wait_until(lambda: level(system, child, "BACKLINK-M") == 6, WAIT, message="the move reached the copy")
+    finally:
+        system.cli("webhooks", "sync", check=True)
+    system.cli("backfill", check=True, timeout=120)

@@ -31,8 +31,20 @@ def copy_world(child_cls=MemoryStore):
     for i, v in enumerate(pp.variants):
         parent.levels[(v.inventory_item_id, P_LOC1)] = 5 + i
         parent.levels[(v.inventory_item_id, P_LOC2)] = 1
-    deps = SagaDeps(merchant(), stores, MemoryLinks(), MemoryWriteRecords(), MemoryAudit(), SyncPolicy())
+    writes = MemoryWriteRecords()
+    deps = SagaDeps(merchant(), stores, MemoryLinks(writes), writes, MemoryAudit(), SyncPolicy())
     return deps, pp
+
+
+async def link_copy_variants(deps: SagaDeps, child_shop: str, parent_product_id: str):
+    """What the child's products/create webhook does for a copy: link its pending variants from
+    the child product (here read from the memory store)."""
+    from storesync.sync.catalog import link_pending_copy
+
+    link = (await deps.links.link_map(child_shop)).link_down(LinkKind.PRODUCT, parent_product_id)
+    assert link is not None and link.pending is not None
+    child = await deps.stores[child_shop].read_product(link.child_id)
+    return await link_pending_copy(deps.links, link, child.variants)
 
 
 async def link_collection(deps: SagaDeps) -> None:
@@ -40,4 +52,4 @@ async def link_collection(deps: SagaDeps) -> None:
                                       "gid://shopify/Collection/501", MatchedBy.HANDLE)])
 
 
-__all__ = ["A_LOC1", "A_LOC2", "FailingLevels", "copy_world", "link_collection"]
+__all__ = ["A_LOC1", "A_LOC2", "FailingLevels", "copy_world", "link_collection", "link_copy_variants"]

@@ -1,4 +1,5 @@
 import asyncio
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -11,7 +12,7 @@ from storesync.sync.saga import (
 )
 from storesync.sync.saga_actions import copy_product_actions, copy_product_steps
 from tests.sync.builders import CHILD_A
-from tests.sync.sagas import A_LOC1, A_LOC2, FailingLevels, copy_world, link_collection
+from tests.sync.sagas import A_LOC1, A_LOC2, FailingLevels, copy_world, link_collection, link_copy_variants
 
 
 class Recorder:
@@ -266,10 +267,27 @@ def test_a_copy_with_stock_in_the_create_makes_one_product_set_and_reads_no_chil
     (sent,) = [c[1] for c in child.calls]
     assert all(len(v["inventoryQuantities"]) == 2 for v in sent["variants"])
     links = asyncio.run(deps.links.link_map(CHILD_A))
+    # The answer named the product only: its variants wait for their ids (the create webhook).
+    assert links.child_id(LinkKind.PRODUCT, pp.id) == cp.id and links.link_down(LinkKind.PRODUCT, pp.id).pending
+    assert all(links.child_item(pv.inventory_item_id) is None for pv in pp.variants)
+    resolution = asyncio.run(link_copy_variants(deps, CHILD_A, pp.id))
+    assert resolution is not None and resolution.unmatched == []
+    assert asyncio.run(link_copy_variants_again(deps, pp.id)) is None  # linked once only
+    links = asyncio.run(deps.links.link_map(CHILD_A))
+    assert links.link_down(LinkKind.PRODUCT, pp.id).pending is None
     for i, pv in enumerate(pp.variants):
         item = links.child_item(pv.inventory_item_id)
         assert child.levels[(item, A_LOC1)] == 5 + i and child.levels[(item, A_LOC2)] == 1
-    assert sorted(map(tuple, saga.steps[0].result["levels"])) == sorted((k[0], k[1], q) for k, q in child.levels.items())
+    skus = {links.child_item(pv.inventory_item_id): pv.sku for pv in pp.variants}
+    assert sorted(map(tuple, saga.steps[0].result["levels"])) == sorted((skus[k[0]], k[1], q) for k, q in child.levels.items())
+
+
+async def link_copy_variants_again(deps, parent_product_id):
+    from storesync.sync.catalog import link_pending_copy
+
+    link = (await deps.links.link_map(CHILD_A)).link_down(LinkKind.PRODUCT, parent_product_id)
+    child = await deps.stores[CHILD_A].read_product(link.child_id)
+    return await link_pending_copy(deps.links, link, child.variants)
 
 
 def test_the_echo_of_a_create_that_wrote_stock_is_recognised_and_causes_no_write():
@@ -284,7 +302,10 @@ def test_the_echo_of_a_create_that_wrote_stock_is_recognised_and_causes_no_write
     child = deps.stores[CHILD_A]
     versions = MemoryAppliedVersions()
     assert len(saga.steps[0].result["levels"]) == 4
-    for item, loc, quantity in saga.steps[0].result["levels"]:
+    resolution = asyncio.run(link_copy_variants(deps, CHILD_A, pp.id))
+    levels = [(w.inventory_item_id, w.location_id, w.quantity) for w in resolution.writes]
+    assert sorted(levels) == sorted((k[0], k[1], q) for k, q in child.levels.items())
+    for item, loc, quantity in levels:
         (record,) = asyncio.run(deps.writes.recent_writes(CHILD_A, item, loc, datetime(2000, 1, 1, tzinfo=UTC)))
         assert record.quantity == quantity == child.levels[(item, loc)] and record.cause == "job:1"
         decision = asyncio.run(judge_level_delivery(
@@ -292,7 +313,7 @@ def test_the_echo_of_a_create_that_wrote_stock_is_recognised_and_causes_no_write
             version=Version(datetime.now(UTC), "delivery-1"), versions=versions, writes=deps.writes))
         assert decision is LevelDecision.ECHO
     # A level the child moved itself afterwards is not mistaken for our write.
-    item, loc, quantity = saga.steps[0].result["levels"][0]
+    item, loc, quantity = levels[0]
     moved = asyncio.run(judge_level_delivery(
         shop=CHILD_A, role="child", inventory_item_id=item, location_id=loc, available=quantity + 3,
         version=Version(datetime.now(UTC), "delivery-2"), versions=versions, writes=deps.writes))
@@ -349,6 +370,50 @@ def test_a_stocked_copy_ends_all_done_or_as_before_whatever_fails_or_crashes(fai
     else:
         assert saga.state is SagaState.COMPLETED
         assert len(child.products) == 1
+        asyncio.run(link_copy_variants(deps, CHILD_A, pp.id))
         links = asyncio.run(deps.links.link_map(CHILD_A))
         items = {links.child_item(pv.inventory_item_id) for pv in pp.variants}
         assert {k for k in child.levels if k[0] in items} == {(i, loc) for i in items for loc in (A_LOC1, A_LOC2)}
+
+
+def test_a_copy_whose_handle_the_child_took_is_refused_and_leaves_the_childs_product_alone():
+    deps, pp = copy_world()
+    child = deps.stores[CHILD_A]
+    own = child.add_product(replace(pp, id=None, title="The child's own", variants=()))
+    log = MemoryStepLog()
+    saga = _stocked_copy(deps, pp, log=log)
+    assert saga.state is SagaState.COMPENSATED and "already has a product with handle" in (saga.error or "")
+    assert list(child.products) == [own.id] and child.products[own.id].title == "The child's own"
+    assert [c[0] for c in child.calls] == []  # the refused create wrote nothing; nothing was deleted
+    (step,) = log.sagas["copy-1"].steps
+    assert step.status is StepStatus.PENDING and step.undo is None  # refused: nothing to undo
+    assert asyncio.run(deps.links.link_map(CHILD_A)).links == []
+
+
+def test_a_resumed_create_upserts_what_the_first_run_made():
+    deps, pp = copy_world()
+    child = deps.stores[CHILD_A]
+    create = copy_product_actions(deps)["create_child_product"]
+    runs = []
+
+    class DiesAfterTheStoreCall:
+        async def prepare(self, params, ctx):
+            return await create.prepare(params, ctx)
+
+        async def run(self, params, ctx):
+            runs.append(ctx.resumed)
+            out = await create.run(params, ctx)
+            if len(runs) == 1:
+                raise ConnectionError("worker died after the store call")
+            return out
+
+        async def undo(self, undo, ctx):
+            return await create.undo(undo, ctx)
+
+    log = MemoryStepLog()
+    actions = {"create_child_product": DiesAfterTheStoreCall()}
+    with pytest.raises(ConnectionError):
+        _stocked_copy(deps, pp, actions=actions, log=log)
+    saga = asyncio.run(SagaExecutor(log, actions, deps.audit).run("copy-1"))
+    assert saga.state is SagaState.COMPLETED and runs == [False, True]
+    assert len(child.products) == 1  # the resend updated the first run's product

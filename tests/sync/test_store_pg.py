@@ -1,6 +1,7 @@
 """The Postgres adapters of the sync domain against a real, migrated database."""
 
 import asyncio
+from decimal import Decimal
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -32,6 +33,34 @@ async def connect(db) -> psycopg.AsyncConnection:
 
 
 # --------------------------------------------------------------------------- links
+
+
+async def test_a_pending_copy_is_linked_once_with_its_echo_records_even_by_two_completers_at_once(db):
+    from storesync.sync.catalog import link_pending_copy
+    from storesync.sync.model import Variant
+
+    pending = {"written_at": T0.isoformat(), "cause": "job:7", "variants": [
+        {"parent_variant_id": "gid://shopify/ProductVariant/1", "parent_item_id": "gid://shopify/InventoryItem/1",
+         "options": [["Size", "S"]], "sku": "T-S", "levels": [["gid://shopify/Location/11", 4]]}]}
+    product = Link(LinkKind.PRODUCT, CHILD_A, "gid://shopify/Product/1", "gid://shopify/Product/8",
+                   MatchedBy.CREATED, synced_view={"title": "Tee"}, pending=pending)
+    child_variants = [Variant("gid://shopify/ProductVariant/9", (("Size", "S"),), Decimal("1"), sku="T-S",
+                              inventory_item_id="gid://shopify/InventoryItem/9")]
+    async with await connect(db) as a, await connect(db) as b:
+        await PgLinks(a).save_links([product])
+        assert [lk.pending for lk in await PgLinks(a).pending_links(CHILD_A)] == [pending]
+        results = await asyncio.gather(link_pending_copy(PgLinks(a), product, child_variants),
+                                       link_pending_copy(PgLinks(b), product, child_variants))
+        assert sorted(r is None for r in results) == [False, True]  # one linked it, the other found it done
+        lm = await PgLinks(a).link_map(CHILD_A)
+        assert lm.link_down(LinkKind.PRODUCT, product.parent_id).pending is None
+        assert lm.link_down(LinkKind.PRODUCT, product.parent_id).synced_view == {"title": "Tee"}
+        assert lm.child_item("gid://shopify/InventoryItem/1") == "gid://shopify/InventoryItem/9"
+        assert await PgLinks(a).pending_links(CHILD_A) == []
+        writes = await PgWriteRecords(a).recent_writes(CHILD_A, "gid://shopify/InventoryItem/9",
+                                                       "gid://shopify/Location/11", T0 - timedelta(seconds=1))
+        assert [(w.quantity, w.written_at, w.cause) for w in writes] == [(4, T0, "job:7")]
+
 
 
 async def test_links_round_trip_and_keep_their_synced_view(db):
@@ -180,6 +209,13 @@ async def test_write_records_and_applied_versions(db):
         assert await versions.advance(CHILD_A, "i", "l", T0 + timedelta(seconds=1), "a")
         assert await versions.current(CHILD_A, "i", "l") == (T0 + timedelta(seconds=1), "a")
         assert await versions.current(CHILD_A, "i", "x") is None
+        # a copy's levels that moved after it wrote them (to fan out once it is linked)
+        await versions.advance(CHILD_A, "j", "l", T0 - timedelta(seconds=5), "a")
+        levels = [("i", "l"), ("j", "l"), ("i", "x")]
+        assert await versions.moved_since(CHILD_A, levels, T0) == [("i", "l")]
+        assert await versions.moved_since(CHILD_A, levels, T0 - timedelta(seconds=9)) == [("i", "l"), ("j", "l")]
+        assert await versions.moved_since(CHILD_B, levels, T0 - timedelta(seconds=9)) == []
+        assert await versions.moved_since(CHILD_A, [], T0) == []
 
 
 async def test_audit_trail_is_queryable_by_store_object_and_cause(db):

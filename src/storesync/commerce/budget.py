@@ -107,32 +107,29 @@ class PostgresBudget:
         self.reservation_ttl = reservation_ttl
 
     @staticmethod
-    async def _lock(conn, shop: str) -> tuple[BucketState, float]:
-        cur = await conn.execute(sql.LOCK_BUDGET, {"shop": shop})
+    async def _locked_row(conn, statement: str, params: dict) -> tuple:
+        """Run a statement that locks the store's bucket row and returns it; make the row first
+        if the store has none yet (first call, or the unlogged table emptied by a crash)."""
+        cur = await conn.execute(statement, params)
         row = await cur.fetchone()
         if row is None:
-            await conn.execute(sql.ENSURE_BUDGET, {"shop": shop, "capacity": STANDARD_CAPACITY,
+            await conn.execute(sql.ENSURE_BUDGET, {"shop": params["shop"], "capacity": STANDARD_CAPACITY,
                                                    "restore_rate": STANDARD_RESTORE_RATE})
-            cur = await conn.execute(sql.LOCK_BUDGET, {"shop": shop})
+            cur = await conn.execute(statement, params)
             row = await cur.fetchone()
-        capacity, rate, available, at, now = row
-        return BucketState(capacity, rate, available, at), now
-
-    @staticmethod
-    async def _write(conn, shop: str, state: BucketState) -> None:
-        await conn.execute(sql.UPDATE_BUDGET, {"shop": shop, "capacity": state.capacity,
-                                               "restore_rate": state.restore_rate,
-                                               "available": state.available, "at": state.at})
+        return row
 
     async def reserve(self, shop: str, cost: float, *, max_wait: float = math.inf) -> Reservation:
         async with self.pool.connection() as conn, conn.transaction():
-            state, now = await self._lock(conn, shop)
-            grant = state.reserve(cost, now, margin=self.margin, max_wait=max_wait)
+            capacity, rate, available, at, now = await self._locked_row(conn, sql.LOCK_BUDGET, {"shop": shop})
+            grant = BucketState(capacity, rate, available, at).reserve(cost, now, margin=self.margin,
+                                                                        max_wait=max_wait)
             if not grant.granted:
                 return Reservation(0, shop, cost, grant.wait, granted=False)
-            await self._write(conn, shop, grant.state)
-            cur = await conn.execute(sql.INSERT_RESERVATION, {
-                "shop": shop, "cost": cost, "send_at": now + grant.wait,
+            state = grant.state
+            cur = await conn.execute(sql.GRANT_RESERVATION, {
+                "shop": shop, "capacity": state.capacity, "restore_rate": state.restore_rate,
+                "available": state.available, "at": state.at, "cost": cost, "send_at": now + grant.wait,
                 "expires_at": now + grant.wait + self.reservation_ttl})
             (rid,) = await cur.fetchone()
         return Reservation(rid, shop, cost, grant.wait)
@@ -141,11 +138,10 @@ class PostgresBudget:
                      status: ThrottleStatus | None) -> None:
         shop = reservation.shop
         async with self.pool.connection() as conn, conn.transaction():
-            state, now = await self._lock(conn, shop)
-            await conn.execute(sql.RELEASE_RESERVATION, {"id": reservation.id, "shop": shop})
-            waiting = 0.0
-            if status is not None:
-                cur = await conn.execute(sql.WAITING_POINTS, {"shop": shop})
-                (waiting,) = await cur.fetchone()
-            await self._write(conn, shop, settle_state(
-                state, now, reserved=reservation.cost, charged=charged, status=status, waiting_others=waiting))
+            capacity, rate, available, at, now, waiting = await self._locked_row(
+                conn, sql.SETTLE_LOCK, {"shop": shop, "id": reservation.id})
+            state = settle_state(BucketState(capacity, rate, available, at), now, reserved=reservation.cost,
+                                 charged=charged, status=status, waiting_others=waiting if status is not None else 0.0)
+            await conn.execute(sql.UPDATE_BUDGET, {"shop": shop, "capacity": state.capacity,
+                                                   "restore_rate": state.restore_rate,
+                                                   "available": state.available, "at": state.at})

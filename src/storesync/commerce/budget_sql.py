@@ -24,23 +24,36 @@ SET capacity = %(capacity)s, restore_rate = %(restore_rate)s, available = %(avai
 WHERE shop_domain = %(shop)s
 """
 
-# insert_reservation: remember points granted and not yet answered, with when the call goes out.
-INSERT_RESERVATION = """
+# grant_reservation: write the model back and remember the points granted and not yet answered,
+# with when the call goes out (one statement: a grant is one round trip after the lock).
+GRANT_RESERVATION = """
+WITH bucket AS (
+    UPDATE api_budgets
+    SET capacity = %(capacity)s, restore_rate = %(restore_rate)s, available = %(available)s,
+        observed_at = to_timestamp(%(at)s)
+    WHERE shop_domain = %(shop)s
+)
 INSERT INTO api_budget_reservations (shop_domain, cost, send_at, expires_at)
 VALUES (%(shop)s, %(cost)s, to_timestamp(%(send_at)s), to_timestamp(%(expires_at)s))
 RETURNING id
 """
 
-# release_reservation: forget an answered reservation and sweep the store's expired ones.
-RELEASE_RESERVATION = """
-DELETE FROM api_budget_reservations
-WHERE id = %(id)s OR (shop_domain = %(shop)s AND expires_at < clock_timestamp())
-"""
-
-# waiting_points: points granted to calls still waiting to go out (the server cannot have seen them).
-WAITING_POINTS = """
-SELECT coalesce(sum(cost), 0)::float8 FROM api_budget_reservations
-WHERE shop_domain = %(shop)s AND send_at > clock_timestamp()
+# settle_lock: the store's bucket locked until commit (as lock_budget), after forgetting the
+# answered reservation and sweeping the store's expired ones, with the points granted to calls
+# still waiting to go out (the server cannot have seen them). The sum reads the snapshot before
+# the delete, which removes only reservations already sent (an answered one, or expired ones:
+# expires_at is send_at plus a TTL), so it is the same either way.
+SETTLE_LOCK = """
+WITH released AS (
+    DELETE FROM api_budget_reservations
+    WHERE id = %(id)s OR (shop_domain = %(shop)s AND expires_at < clock_timestamp())
+)
+SELECT capacity, restore_rate, available, extract(epoch FROM observed_at)::float8,
+       extract(epoch FROM clock_timestamp())::float8,
+       (SELECT coalesce(sum(cost), 0)::float8 FROM api_budget_reservations
+        WHERE shop_domain = %(shop)s AND send_at > clock_timestamp())
+FROM api_budgets WHERE shop_domain = %(shop)s
+FOR UPDATE
 """
 
 # budget_row: a store's bucket as stored (for tests and the status page).

@@ -2,7 +2,7 @@
 passes to the domain for a real Shopify store or the emulator.
 
 Conversions only: GraphQL JSON <-> `sync.model` values, `StaleQuantityError` -> the domain's
-`StaleQuantity`. Every other commerce error propagates with its retryable/permanent class.
+`StaleQuantity` (and a plain create's `HandleTakenError` -> `HandleTaken`). Every other commerce error propagates with its retryable/permanent class.
 Not read from the store (the emulator serves neither): product media (`Product.images` stays
 empty) and variant metafields.
 """
@@ -19,12 +19,12 @@ from psycopg_pool import AsyncConnectionPool
 
 from storesync.commerce.budget import PostgresBudget
 from storesync.commerce.client import AdminClient
-from storesync.commerce.errors import NotFoundError, StaleQuantityError, UserInputError
+from storesync.commerce.errors import HandleTakenError, NotFoundError, StaleQuantityError, UserInputError
 from storesync.commerce.operations import get_operation
 from storesync.commerce.variables import adjust_quantities_input, set_quantities_input
 from storesync.config import NetworkConfig
 from storesync.sync.model import InventoryLevel, Metafield, Option, Product, Variant
-from storesync.sync.ports import StaleQuantity
+from storesync.sync.ports import HandleTaken, StaleQuantity
 
 # Page sizes of a product's own lists in one read (Shopify allows up to 100 variants per page).
 PRODUCT_LIST_SIZES = {"variantsFirst": 100, "collectionsFirst": 50, "metafieldsFirst": 50}
@@ -142,50 +142,20 @@ class ShopifyStoreAPI:
         result = await self.client.execute("ProductIdByHandle", {"handle": handle})
         return (result["productByIdentifier"] or {}).get("id")
 
-    async def create_product(self, input: Mapping[str, Any]) -> Product:
-        """productSet upserting by the input's handle, for a product just found absent (a resend
-        after a lost answer updates what the first send made). Variants may carry
-        `inventoryQuantities` (their stock, written with the create). The answer selects only the
-        ids the engine maps (`ProductCreateIds`): the returned `Product` is the input as written,
-        with the product id and each variant's id and inventory item (variants in input order)."""
+    async def create_product_id(self, input: Mapping[str, Any], *, upsert: bool) -> str:
+        """productSet creating a product, answered with its id alone (`ProductCreateId`, 11
+        points: the least a create costs); the variants' ids come later (`catalog.pending_copy`).
+        `upsert=False`: a plain create, which the store refuses (`HandleTakenError`) when the
+        handle is taken, so nothing the store has is ever adopted. `upsert=True`, for a resend
+        after a lost answer: by the input's handle, updating what the first send made."""
         if not input.get("handle"):
-            raise ValueError("create_product needs the input's handle (the upsert key)")
-        variants_in = list(input.get("variants") or ())
-        variables = {"identifier": {"handle": input["handle"]}, "input": dict(input),
-                     "variantsFirst": min(100, max(1, len(variants_in)))}
-        result = await self.client.execute("ProductCreateIds", variables)
-        raw = result["productSet"]["product"]
-        nodes = sorted(raw["variants"]["nodes"], key=lambda v: v.get("position") or 0)
-        if len(variants_in) > 100:  # the rest of the ids, in position order
-            async for page in self.client.pages("ProductVariantsPage", {"id": raw["id"]},
-                                                connection="product.variants", page_size=100):
-                nodes.extend(page.nodes)
-            nodes = sorted({n["id"]: n for n in nodes}.values(), key=lambda v: v.get("position") or 0)
-        sent_skus = [(v.get("inventoryItem") or {}).get("sku", v.get("sku")) for v in variants_in]
-        if len(nodes) != len(variants_in) or any(
-                sku and node.get("sku") and sku != node["sku"] for sku, node in zip(sent_skus, nodes)):
-            # the ids are mapped by position: an answer that does not line up must not be linked
-            raise UserInputError(f"{self.shop}: productSet answered variants {[n.get('sku') for n in nodes]} "
-                                 f"for {sent_skus} written", shop=self.shop, operation="ProductCreateIds")
-        seo = input.get("seo") or {}
-        return Product(
-            id=raw["id"], handle=input["handle"], title=input.get("title") or "",
-            description_html=input.get("descriptionHtml") or "", vendor=input.get("vendor") or "",
-            product_type=input.get("productType") or "", tags=tuple(input.get("tags") or ()),
-            options=tuple(Option(o["name"], tuple(v["name"] for v in o.get("values") or ()))
-                          for o in input.get("productOptions") or ()),
-            variants=tuple(Variant(
-                id=node["id"],
-                option_values=tuple((ov["optionName"], ov["name"]) for ov in vin.get("optionValues") or ()),
-                price=_money(vin.get("price")) or Decimal("0"),
-                sku=node.get("sku") or None, barcode=vin.get("barcode") or None,
-                compare_at_price=_money(vin.get("compareAtPrice")),
-                inventory_item_id=(node.get("inventoryItem") or {}).get("id"),
-            ) for vin, node in zip(variants_in, nodes)),
-            status=input.get("status") or "ACTIVE", seo_title=seo.get("title"),
-            seo_description=seo.get("description"), collections=tuple(input.get("collections") or ()),
-            metafields=tuple(Metafield(m["namespace"], m["key"], m["type"], m["value"])
-                             for m in input.get("metafields") or ()))
+            raise ValueError("create_product_id needs the input's handle")
+        variables = {"identifier": {"handle": input["handle"]} if upsert else None, "input": dict(input)}
+        try:
+            result = await self.client.execute("ProductCreateId", variables)
+        except HandleTakenError as err:
+            raise HandleTaken(str(err)) from err
+        return result["productSet"]["product"]["id"]
 
     async def delete_product(self, product_id: str) -> None:
         try:

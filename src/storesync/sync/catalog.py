@@ -22,13 +22,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
 from enum import StrEnum
 from typing import Any
 
-from storesync.sync.model import Link, LinkKind, LinkMap, MatchedBy, Product, Variant
+from storesync.sync.model import Link, LinkKind, LinkMap, MatchedBy, Product, Variant, gid
+from storesync.sync.ports import WriteRecord
 
 
 class SyncedField(StrEnum):
@@ -491,6 +493,98 @@ def links_after_write(plan: ProductPlan, parent: Product, written: Product, link
     return out
 
 
+# --------------------------------------------------------------------------- copies linked later
+
+
+def pending_copy(parent: Product, stock: Mapping[tuple, Sequence[tuple[str, int]]], written_at: datetime,
+                 cause: str) -> dict:
+    """What linking a copy's variants needs once their ids are known (`Link.pending`, JSON): per
+    parent variant its id, inventory item, option values (a variant's identity in its product,
+    as productSet matched them) and SKU, and the stock the copy wrote for it (`stock`: option
+    key -> [(child location, quantity)]), for the echo records."""
+    return {"written_at": written_at.isoformat(), "cause": cause, "variants": [
+        {"parent_variant_id": pv.id, "parent_item_id": pv.inventory_item_id,
+         "options": [list(kv) for kv in pv.option_key], "sku": pv.sku,
+         "levels": [[loc, q] for loc, q in stock.get(pv.option_key, ())]}
+        for pv in parent.variants]}
+
+
+def copy_product_link(plan: ProductPlan, product_id: str, links: LinkMap, pending: dict) -> Link:
+    """The product link of a copy whose answer named only the product: its variants pending."""
+    old = links.link_down(LinkKind.PRODUCT, plan.parent_product_id)
+    return Link(LinkKind.PRODUCT, plan.child_shop, plan.parent_product_id, product_id,
+                old.matched_by if old else MatchedBy.CREATED, synced_view=plan.expected, pending=pending)
+
+
+@dataclass(frozen=True)
+class PendingResolution:
+    links: list[Link]
+    writes: list[WriteRecord]
+    unmatched: list[str]  # parent variants the child product has no variant for (options changed since)
+
+
+def resolve_pending(product_link: Link, pending: Mapping[str, Any], child_variants: Sequence[Variant]) -> PendingResolution:
+    """The variant links (and echo records) of a copy, from its child variants as read or as a
+    webhook reported them: matched to the parent's by option values."""
+    by_key = {v.option_key: v for v in child_variants if v.id}
+    written_at = datetime.fromisoformat(pending["written_at"])
+    out = PendingResolution([], [], [])
+    shop = product_link.child_shop
+    for pv in pending["variants"]:
+        cv = by_key.get(tuple(tuple(kv) for kv in pv["options"]))
+        if cv is None or not pv.get("parent_variant_id"):
+            out.unmatched.append(pv.get("parent_variant_id") or str(pv["options"]))
+            continue
+        out.links.append(Link(LinkKind.VARIANT, shop, pv["parent_variant_id"], cv.id or "", MatchedBy.CREATED,
+                              parent_product_id=product_link.parent_id, child_product_id=product_link.child_id,
+                              parent_inventory_item_id=pv.get("parent_item_id"),
+                              child_inventory_item_id=cv.inventory_item_id))
+        if cv.inventory_item_id:
+            out.writes.extend(WriteRecord(shop, cv.inventory_item_id, loc, int(q), written_at, pending["cause"])
+                              for loc, q in pv.get("levels") or ())
+    return out
+
+
+def variants_from_product_webhook(body: Mapping[str, Any]) -> list[Variant]:
+    """A `products/create|update` body's variants (REST JSON: `option1..3` by the product's
+    option positions) as domain values with their ids and inventory items."""
+    names = {int(o.get("position") or i + 1): o.get("name") for i, o in enumerate(body.get("options") or ())}
+    out = []
+    for v in body.get("variants") or ():
+        values = tuple((names[n], v[f"option{n}"]) for n in (1, 2, 3) if names.get(n) and v.get(f"option{n}") is not None)
+        out.append(Variant(id=gid("ProductVariant", v.get("admin_graphql_api_id") or v.get("id")),
+                           option_values=values, price=Decimal(str(v.get("price") or "0")), sku=v.get("sku") or None,
+                           inventory_item_id=gid("InventoryItem", v["inventory_item_id"]) if v.get("inventory_item_id") else None))
+    return out
+
+
+async def link_pending_copy(links_repo, product_link: Link, child_variants: Sequence[Variant]) -> PendingResolution | None:
+    """Link a pending copy's variants from `child_variants` (once, atomically; None when another
+    path linked them first). `links_repo`: `ports.LinkRepository`."""
+    resolution: PendingResolution | None = None
+
+    def complete(pending: dict) -> tuple[list[Link], list[WriteRecord]]:
+        nonlocal resolution
+        resolution = resolve_pending(product_link, pending, child_variants)
+        return resolution.links, resolution.writes
+
+    if not await links_repo.complete_pending(product_link.child_shop, product_link.parent_id, complete):
+        return None
+    return resolution
+
+
+async def link_pending_copies(links_repo, links: LinkMap, child_products: Iterable[Product]) -> int:
+    """Link the variants of the pending copies among `child_products` (as just read from the
+    child); returns how many copies it linked. `links`: the child's link map, or the links of
+    these products."""
+    done = 0
+    for product in child_products:
+        link = links.link_up(LinkKind.PRODUCT, product.id) if product.id else None
+        if link is not None and link.pending is not None and await link_pending_copy(links_repo, link, product.variants):
+            done += 1
+    return done
+
+
 # --------------------------------------------------------------------------- orchestration
 
 
@@ -529,6 +623,8 @@ async def sync_product_to_child(
                 detail=f"parent product {parent_product_id} was deleted"))
         return None
     child = await child_store.read_product(child_id) if child_id else None
+    if child is not None and await link_pending_copies(links_repo, links, [child]):
+        links = await links_repo.link_map(child_store.shop)  # a copy's variants, linked just now
     plan = plan_child_product(parent, child, links, policy)
     if plan.blocked:
         await audit.record(AuditRecord(

@@ -20,7 +20,7 @@ from storesync.sync import routing
 from storesync.sync.audit import delivery_cause, job_cause
 from storesync.sync.collection_sync import child_shows_last_write, sync_collection_to_child
 from storesync.sync.handlers import CHILD_EVENT_DEBOUNCE_S, _guarded, _lookup, _runtime, enqueue_jobs, log, registry
-from storesync.sync.model import LinkKind
+from storesync.sync.model import LinkKind, gid
 from storesync.sync.runtime import SyncRuntime, job_storage
 from storesync.sync.shopify_collections import ShopifyCollections
 
@@ -40,7 +40,7 @@ async def collection_webhook(ctx: JobContext) -> None:
     async with job_storage(ctx.pool) as st:
         link = None
         if store.role == "child":
-            collection_id = routing._gid("Collection", body.get("admin_graphql_api_id") or body.get("id"))
+            collection_id = gid("Collection", body.get("admin_graphql_api_id") or body.get("id"))
             found = await st.links.links_of(store.shop, LinkKind.COLLECTION, child_ids=[collection_id])
             link = found[0] if found else None
         routed = routing.route_collection_webhook(net, store.shop, p["topic"], body, link,

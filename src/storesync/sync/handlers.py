@@ -28,13 +28,16 @@ from storesync.queue.enqueue import JobSpec, Lane, enqueue_many, enqueue_many_as
 from storesync.queue.handlers import HandlerRegistry, JobContext, PermanentError, RetryableError
 from storesync.sync import routing
 from storesync.sync.audit import delivery_cause, job_cause
-from storesync.sync.catalog import CatalogBlocked, CatalogError, actual_view, same_view, sync_product_to_child
+from storesync.sync.catalog import (
+    CatalogBlocked, CatalogError, actual_view, link_pending_copies, link_pending_copy, same_view, sync_product_to_child,
+    variants_from_product_webhook,
+)
 from storesync.sync.conflicts import judge_level_delivery, level_from_webhook, version_of_delivery
 from storesync.sync.inventory import (
     InventoryError, Outcome, SaleContext, StaleRetriesExhausted, apply_order_event, fan_out_level,
     order_event_from_webhook,
 )
-from storesync.sync.model import LinkKind, LinkMap
+from storesync.sync.model import LinkKind, LinkMap, gid
 from storesync.sync.network import MerchantNetwork, UnknownStore
 from storesync.sync.runtime import (
     SerializedStorage, Storage, SyncRuntime, SyncSettings, child_links, job_storage, park_job, pause_store, paused_among, process_runtime,
@@ -180,15 +183,15 @@ async def product_webhook(ctx: JobContext) -> None:
     rt = await _runtime(ctx)
     net, store = _lookup(rt, p["shop"])
     if store.role == "child" and p["topic"] == "products/create":
-        # A product new in a child is either our own copy (a saga wrote it and its links) or a
-        # child-only product: neither has synced fields to revert, so nothing reads it (during
-        # a backfill this was one product read per copy: half the child's points).
-        log.info("child product created; nothing to sync", shop=store.shop, product=p["body"].get("id"))
+        # A product new in a child is either our own copy (a saga wrote it and its product link)
+        # or a child-only product: neither has synced fields to revert, so no store is read. A
+        # copy's variants are linked from the payload (its answer named the product only).
+        await _link_created_copy(ctx, net, store.shop, p["body"], delivery_cause(p["delivery_id"]))
         return
     async with job_storage(ctx.pool) as st:
         links = None
         body = p["body"]
-        product_id = routing._gid("Product", body.get("admin_graphql_api_id") or body.get("id"))
+        product_id = gid("Product", body.get("admin_graphql_api_id") or body.get("id"))
         if store.role == "child":
             links = await child_links(st.conn, store.shop, products=[product_id])
         if store.role == "parent" and p["topic"] == "products/update":
@@ -213,6 +216,34 @@ async def product_webhook(ctx: JobContext) -> None:
                 job.payload["only_if_linked"] = True
             routed.jobs = [replace(j, delay_s=max(j.delay_s, CHILD_EVENT_DEBOUNCE_S)) for j in routed.jobs]
         await enqueue_jobs(st.conn, routed.jobs, net.merchant_id)
+
+
+async def _link_created_copy(ctx: JobContext, net: MerchantNetwork, shop: str, body: dict, cause: str) -> None:
+    """Link a copy's variants from its products/create payload, with the echo records of the
+    stock the copy wrote. A parent level that moved after the copy wrote it found no link to fan
+    out to: those levels are fanned out to this child now."""
+    product_id = gid("Product", body.get("admin_graphql_api_id") or body.get("id"))
+    async with job_storage(ctx.pool) as st:
+        links = await child_links(st.conn, shop, products=[product_id])
+        link = links.link_up(LinkKind.PRODUCT, product_id)
+        if link is None or link.pending is None:
+            log.info("child product created; nothing to link", shop=shop, product=product_id,
+                     why="a child-only product" if link is None else "linked already")
+            return
+        resolution = await link_pending_copy(st.links, link, variants_from_product_webhook(body))
+        if resolution is None:
+            return  # another path linked them first
+        if resolution.unmatched:
+            log.warning("copy's variants not all in its create webhook", shop=shop, product=product_id,
+                        parent_variants=resolution.unmatched)
+        written_at = datetime.fromisoformat(link.pending["written_at"])
+        levels = [(lk.parent_inventory_item_id, parent_loc) for lk in resolution.links if lk.parent_inventory_item_id
+                  for parent_loc in net.location_maps.get(shop, {})]
+        moved = await st.versions.moved_since(net.parent.shop, levels, written_at)
+        log.info("copy's variants linked", shop=shop, product=product_id, variants=len(resolution.links),
+                 levels_moved_since=len(moved))
+        await enqueue_jobs(st.conn, [routing.fan_out_job(item, loc, cause, only=shop) for item, loc in moved],
+                           net.merchant_id)
 
 
 async def _route_parent_update(rt: SyncRuntime, st: Storage, net: MerchantNetwork, product_id: str,
@@ -264,7 +295,10 @@ async def order_webhook(ctx: JobContext) -> None:
             links = None
             if store.role == "child":
                 event = order_event_from_webhook(store.shop, p["topic"], p["body"])
-                links = await child_links(st.conn, store.shop, variants=[s.child_variant_id for s in event.sales])
+                variants = [s.child_variant_id for s in event.sales]
+                links = await child_links(st.conn, store.shop, variants=variants)
+                if await _link_sold_copies(rt, st, store.shop, event, links):
+                    links = await child_links(st.conn, store.shop, variants=variants)
             routed = routing.route_order_webhook(net, store.shop, p["topic"], p["body"], links,
                                                  delivery_cause(p["delivery_id"]))
         except (InventoryError, ValueError) as err:
@@ -273,6 +307,20 @@ async def order_webhook(ctx: JobContext) -> None:
             log.warning("sold variants link to no parent item (run storesync link)", shop=store.shop,
                         variants=routed.unlinked)
         await enqueue_jobs(st.conn, routed.jobs, net.merchant_id)
+
+
+async def _link_sold_copies(rt: SyncRuntime, st: Storage, shop: str, event, links: LinkMap) -> bool:
+    """A sale of a copy made moments ago, whose variants wait for the ids its create webhook
+    brings: read those products and link their variants now (a sale is never left unapplied
+    for want of a link). Store errors propagate: the order job retries."""
+    products = {s.child_product_id for s in event.sales
+                if s.child_product_id and links.parent_item_for_child_variant(s.child_variant_id) is None}
+    if not products:
+        return False
+    copies = await child_links(st.conn, shop, products=sorted(products))
+    pending = [lk for lk in copies.links if lk.kind is LinkKind.PRODUCT and lk.pending is not None]
+    read = [await rt.api(shop).read_product(lk.child_id) for lk in pending]
+    return await link_pending_copies(st.links, copies, [p for p in read if p is not None]) > 0
 
 
 @registry.register("webhook.inventory_levels_update")

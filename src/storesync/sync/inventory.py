@@ -40,7 +40,7 @@ from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
 from storesync.sync.audit import AuditRecord
-from storesync.sync.model import LinkMap
+from storesync.sync.model import LinkMap, gid
 from storesync.sync.network import MerchantNetwork
 from storesync.sync.ports import AuditSink, InventoryStore, StaleQuantity, WriteRecord, WriteRecords
 
@@ -162,19 +162,12 @@ def set_idempotency_key(shop: str, item: str, location: str, change_from: int | 
 # --------------------------------------------------------------------------- order events
 
 
-def _gid(kind: str, value: Any) -> str:
-    if isinstance(value, str) and value.startswith("gid://"):
-        return value
-    if value is None or str(value).strip() == "":
-        raise InventoryError(f"missing {kind} id")
-    return f"gid://shopify/{kind}/{value}"
-
-
 @dataclass(frozen=True)
 class SaleLine:
     order_line_id: str
     child_variant_id: str
     quantity: int
+    child_product_id: str | None = None  # finds a copy whose variants are not linked yet
 
 
 @dataclass(frozen=True)
@@ -202,14 +195,16 @@ _RESTOCK_TYPES = {"cancel", "return", "legacy_restock"}
 
 
 def _sale_line(line: Mapping[str, Any], skipped: list[str]) -> SaleLine | None:
-    line_id = _gid("LineItem", line.get("id"))
+    line_id = gid("LineItem", line.get("id"))
     if line.get("variant_id") in (None, ""):
         skipped.append(line_id)
         return None
     qty = line.get("quantity")
     if not isinstance(qty, int) or qty <= 0:
         raise InventoryError(f"line {line_id}: quantity must be a positive integer, got {qty!r}")
-    return SaleLine(line_id, _gid("ProductVariant", line["variant_id"]), qty)
+    product = line.get("product_id")
+    return SaleLine(line_id, gid("ProductVariant", line["variant_id"]), qty,
+                    gid("Product", product) if product not in (None, "") else None)
 
 
 def _restocks(refund: Mapping[str, Any], lines: dict[str, SaleLine], skipped: list[str]) -> list[RestockLine]:
@@ -218,7 +213,7 @@ def _restocks(refund: Mapping[str, Any], lines: dict[str, SaleLine], skipped: li
         restock = rl.get("restock_type") in _RESTOCK_TYPES or rl.get("restock") is True
         if not restock:
             continue
-        line_id = _gid("LineItem", rl.get("line_item_id") or (rl.get("line_item") or {}).get("id"))
+        line_id = gid("LineItem", rl.get("line_item_id") or (rl.get("line_item") or {}).get("id"))
         if line_id not in lines and rl.get("line_item"):
             sale = _sale_line(rl["line_item"], skipped)
             if sale:
@@ -228,7 +223,7 @@ def _restocks(refund: Mapping[str, Any], lines: dict[str, SaleLine], skipped: li
         qty = rl.get("quantity")
         if not isinstance(qty, int) or qty <= 0:
             raise InventoryError(f"refund line {rl.get('id')!r}: quantity must be a positive integer")
-        out.append(RestockLine(line_id, _gid("RefundLineItem", rl.get("id")), qty))
+        out.append(RestockLine(line_id, gid("RefundLineItem", rl.get("id")), qty))
     return out
 
 
@@ -237,10 +232,10 @@ def order_event_from_webhook(child_shop: str, topic: str, body: Mapping[str, Any
     skipped: list[str] = []
     lines: dict[str, SaleLine] = {}
     if topic == "refunds/create":
-        order_id = _gid("Order", body.get("order_id"))
+        order_id = gid("Order", body.get("order_id"))
         refunds = [body]
     elif topic.startswith("orders/"):
-        order_id = _gid("Order", body.get("id"))
+        order_id = gid("Order", body.get("id"))
         for line in body.get("line_items") or []:
             sale = _sale_line(line, skipped)
             if sale:
@@ -254,7 +249,7 @@ def order_event_from_webhook(child_shop: str, topic: str, body: Mapping[str, Any
     loc = body.get("location_id")
     return OrderEvent(
         child_shop=child_shop, order_id=order_id, sales=tuple(lines.values()), restocks=tuple(restocks),
-        child_location_id=_gid("Location", loc) if loc else None, skipped=tuple(skipped),
+        child_location_id=gid("Location", loc) if loc else None, skipped=tuple(skipped),
     )
 
 

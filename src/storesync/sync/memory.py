@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -20,7 +20,7 @@ from typing import Any
 from storesync.sync.audit import AuditRecord
 from storesync.sync.inventory import EntryKind, EntryStatus, LedgerEntry, LedgerKey
 from storesync.sync.model import Collection, Image, InventoryLevel, Link, LinkKind, LinkMap, Metafield, Option, Product, Variant
-from storesync.sync.ports import StaleQuantity, WriteRecord
+from storesync.sync.ports import HandleTaken, StaleQuantity, WriteRecord
 from storesync.sync.saga import SagaRecord, SagaState, StepRecord, StepSpec, StepStatus
 
 _ids = itertools.count(1000)
@@ -137,8 +137,13 @@ class MemoryStore:
         found = await self.find_product_by_handle(handle)
         return found.id if found else None
 
-    async def create_product(self, input: Mapping[str, Any]) -> Product:
+    async def create_product_id(self, input: Mapping[str, Any], *, upsert: bool) -> str:
+        return (await self._create(input, upsert=upsert)).id or ""
+
+    async def _create(self, input: Mapping[str, Any], *, upsert: bool) -> Product:
         existing = await self.find_product_id_by_handle(input["handle"])
+        if existing is not None and not upsert:
+            raise HandleTaken(f"{self.shop}: handle {input['handle']!r} is taken")
         written = await self.product_set(input, product_id=existing)
         for vin, v in zip(input.get("variants") or (), written.variants):
             for q in vin.get("inventoryQuantities") or ():
@@ -192,8 +197,9 @@ class MemoryStore:
 
 
 class MemoryLinks:
-    def __init__(self) -> None:
+    def __init__(self, writes: MemoryWriteRecords | None = None) -> None:
         self.rows: dict[tuple[str, LinkKind, str], Link] = {}
+        self.writes = writes  # where `complete_pending` records a copy's writes (the Postgres twin: same transaction)
 
     async def save_links(self, links: Sequence[Link]) -> int:
         for link in links:
@@ -218,6 +224,22 @@ class MemoryLinks:
 
     async def delete_link(self, child_shop: str, kind: LinkKind, parent_id: str) -> None:
         self.rows.pop((child_shop, kind, parent_id), None)
+
+    async def pending_links(self, child_shop: str) -> list[Link]:
+        return [lk for (s, _, _), lk in sorted(self.rows.items()) if s == child_shop and lk.pending is not None]
+
+    async def complete_pending(self, child_shop: str, parent_product_id: str,
+                               complete: Callable[[dict], tuple[list[Link], list[WriteRecord]]]) -> bool:
+        key = (child_shop, LinkKind.PRODUCT, parent_product_id)
+        link = self.rows.get(key)
+        if link is None or link.pending is None:
+            return False
+        links, records = complete(link.pending)
+        self.rows[key] = replace(link, pending=None)
+        await self.save_links(links)
+        if self.writes is not None:
+            await self.writes.record_writes(records)
+        return True
 
 
 class MemoryLedger:
@@ -277,6 +299,9 @@ class MemoryWriteRecords:
     async def record_write(self, rec: WriteRecord) -> None:
         self.records.append(rec)
 
+    async def record_writes(self, recs: Sequence[WriteRecord]) -> None:
+        self.records.extend(recs)
+
     async def recent_writes(self, shop: str, inventory_item_id: str, location_id: str, since: datetime,
                             *, limit: int = 100) -> list[WriteRecord]:
         found = [r for r in self.records if (r.shop, r.inventory_item_id, r.location_id) == (shop, inventory_item_id, location_id)
@@ -298,6 +323,10 @@ class MemoryAppliedVersions:
 
     async def current(self, shop: str, inventory_item_id: str, location_id: str) -> tuple[datetime, str] | None:
         return self.versions.get((shop, inventory_item_id, location_id))
+
+    async def moved_since(self, shop: str, levels: Sequence[tuple[str, str]], since: datetime) -> list[tuple[str, str]]:
+        return sorted(key for key in set(levels)
+                      if (v := self.versions.get((shop, *key))) is not None and v[0] > since)
 
 
 class MemoryAudit:
@@ -341,6 +370,11 @@ class MemoryStepLog:
     async def step_done(self, saga_id: str, index: int, result: dict[str, Any]) -> None:
         st = self.sagas[saga_id].steps[index]
         st.status, st.result = StepStatus.DONE, result
+
+    async def step_refused(self, saga_id: str, index: int) -> None:
+        st = self.sagas[saga_id].steps[index]
+        if st.status is StepStatus.STARTED:
+            st.status, st.undo = StepStatus.PENDING, None
 
     async def step_compensated(self, saga_id: str, index: int) -> None:
         self.sagas[saga_id].steps[index].status = StepStatus.COMPENSATED

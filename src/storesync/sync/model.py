@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 Role = Literal["parent", "child"]
 
@@ -37,6 +37,16 @@ class Option:
 class Image:
     source: str  # the original URL; equal sources are the same image across stores
     alt: str = ""
+
+
+def gid(kind: str, value: Any) -> str:
+    """A Shopify global id from a webhook's numeric id (`gid://shopify/<kind>/<id>`), or the
+    value itself when it is one already. Missing -> ValueError."""
+    if isinstance(value, str) and value.startswith("gid://"):
+        return value
+    if value is None or str(value).strip() == "":
+        raise ValueError(f"missing {kind} id")
+    return f"gid://shopify/{kind}/{value}"
 
 
 @dataclass(frozen=True)
@@ -151,6 +161,8 @@ class Link:
     parent_inventory_item_id: str | None = None
     child_inventory_item_id: str | None = None
     synced_view: dict | None = None  # product and collection links; JSON
+    # Product links of a copy whose variants are not linked yet (`catalog.pending_copy`); JSON.
+    pending: dict | None = None
 
 
 @dataclass

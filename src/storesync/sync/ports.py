@@ -6,7 +6,7 @@ Postgres (`store_pg.py`) or in memory (`memory.py`). Everything is async because
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
@@ -20,6 +20,11 @@ from storesync.sync.model import Collection, InventoryLevel, Link, LinkKind, Lin
 class StaleQuantity(Exception):
     """A compare-and-set lost: the level is no longer `changeFromQuantity`
     (Shopify's CHANGE_FROM_QUANTITY_STALE). The caller re-reads and retries."""
+
+
+class HandleTaken(Exception):
+    """A plain create was refused: the store has another product with that handle (Shopify's
+    HANDLE_NOT_UNIQUE). Nothing was written."""
 
 
 class CatalogStore(Protocol):
@@ -39,10 +44,10 @@ class CatalogStore(Protocol):
         """The id of the product under `handle` (None: the handle is free); a cheap lookup."""
         ...
 
-    async def create_product(self, input: Mapping[str, Any]) -> Product:
-        """`productSet(identifier: {handle}, input:)` for a product just found absent; variants
-        may carry `inventoryQuantities` (child location ids), written with the create. Returns
-        the product as written, with its id and each variant's id and inventory item."""
+    async def create_product_id(self, input: Mapping[str, Any], *, upsert: bool) -> str:
+        """`productSet` answered with the product id alone (the variants' ids come later).
+        `upsert=False`: a plain create, `HandleTaken` when the handle is taken; `upsert=True`:
+        by the input's handle (a resend after a lost answer)."""
         ...
 
     async def delete_product(self, product_id: str) -> None:
@@ -112,6 +117,16 @@ class LinkRepository(Protocol):
 
     async def delete_link(self, child_shop: str, kind: LinkKind, parent_id: str) -> None: ...
 
+    async def pending_links(self, child_shop: str) -> list[Link]:
+        """Product links of copies whose variants are not linked yet (`Link.pending`)."""
+        ...
+
+    async def complete_pending(self, child_shop: str, parent_product_id: str,
+                               complete: Callable[[dict], tuple[list[Link], list[WriteRecord]]]) -> bool:
+        """Atomically: take the product link's pending variants (False if none are left), save
+        the variant links `complete(pending)` returns and record its writes."""
+        ...
+
 
 @dataclass(frozen=True)
 class WriteRecord:
@@ -128,6 +143,10 @@ class WriteRecord:
 @runtime_checkable
 class WriteRecords(Protocol):
     async def record_write(self, rec: WriteRecord) -> None: ...
+
+    async def record_writes(self, recs: Sequence[WriteRecord]) -> None:
+        """Several at once (one product's levels), all or none."""
+        ...
 
     async def recent_writes(
         self, shop: str, inventory_item_id: str, location_id: str, since: datetime, *, limit: int = 100
@@ -147,6 +166,10 @@ class AppliedVersions(Protocol):
         ...
 
     async def current(self, shop: str, inventory_item_id: str, location_id: str) -> tuple[datetime, str] | None: ...
+
+    async def moved_since(self, shop: str, levels: Sequence[tuple[str, str]], since: datetime) -> list[tuple[str, str]]:
+        """Which of these (item, location) levels have a version applied after `since`."""
+        ...
 
 
 @runtime_checkable

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from storesync.sync.catalog import (
-    FieldChange, SyncPolicy, actual_view, expected_view, parent_catalog_hash, plan_child_product, view_hash,
+    FieldChange, SyncPolicy, actual_view, expected_view, link_pending_copies, parent_catalog_hash, plan_child_product,
+    view_hash,
 )
 from storesync.sync.collection_sync import plan_child_collection, sync_collection_to_child
 from storesync.sync.inventory import child_target
@@ -235,6 +236,9 @@ async def reconcile_network(network: MerchantNetwork, scans, links_repo, policy:
     parent_products = [p async for p in parent_scan.all_products()]
     maps = {c.shop: await links_repo.link_map(c.shop) for c in network.children}
     children = {c.shop: [p async for p in scans[c.shop].all_products()] for c in network.children}
+    for c in network.children:  # copies whose variants' ids never arrived (a lost create webhook)
+        if await link_pending_copies(links_repo, maps[c.shop], children[c.shop]):
+            maps[c.shop] = await links_repo.link_map(c.shop)
     diff_catalog(parent_products, children, maps, policy, report)
     if collection_stores is not None:
         parent_collections = [c async for c in collection_stores[network.parent.shop].all_collections()]

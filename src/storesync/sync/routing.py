@@ -32,7 +32,7 @@ from typing import Any
 from storesync.sync.catalog import SyncPolicy, expected_view, same_view
 from storesync.sync.conflicts import LevelDecision
 from storesync.sync.inventory import OrderEvent, RestockLine, SaleLine, order_event_from_webhook
-from storesync.sync.model import Link, LinkKind, LinkMap, Product
+from storesync.sync.model import Link, LinkKind, LinkMap, Product, gid
 from storesync.sync.network import MerchantNetwork
 
 JOB_PRODUCT_TO_CHILD = "sync.product_to_child"
@@ -87,15 +87,11 @@ def fan_out_job(parent_item: str, parent_location: str, cause: str, only: str | 
                    lock_key=f"inventory:{parent_item}", delay_s=delay_s)
 
 
-def _gid(kind: str, value: Any) -> str:
-    return value if isinstance(value, str) and value.startswith("gid://") else f"gid://shopify/{kind}/{value}"
-
-
 def route_product_webhook(network: MerchantNetwork, shop: str, body: Mapping[str, Any],
                           child_links: LinkMap | None, cause: str) -> Routed:
     """Parent product change: one job per child. Child product change: re-sync that child from
     its parent product (reverting edits to synced fields); a child-only product is left alone."""
-    product_id = _gid("Product", body.get("admin_graphql_api_id") or body.get("id"))
+    product_id = gid("Product", body.get("admin_graphql_api_id") or body.get("id"))
     if shop == network.parent.shop:
         return Routed([product_job(c.shop, product_id, cause) for c in network.children])
     if child_links is None:
@@ -147,7 +143,7 @@ def route_collection_webhook(network: MerchantNetwork, shop: str, topic: str, bo
     edit is reverted; a collection deleted in the child is made again). A child's own collection,
     and a collection the child just created, are left alone (our own creates are linked by then,
     and their jobs wrote what they show)."""
-    collection_id = _gid("Collection", body.get("admin_graphql_api_id") or body.get("id"))
+    collection_id = gid("Collection", body.get("admin_graphql_api_id") or body.get("id"))
     if shop == network.parent.shop:
         return Routed([collection_job(c.shop, collection_id, cause) for c in network.children])
     if topic == "collections/create":

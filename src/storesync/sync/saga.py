@@ -43,6 +43,11 @@ class PermanentStepError(Exception):
     """A step that can never succeed (bad input, rejected by the store): compensate."""
 
 
+class StepRefused(PermanentStepError):
+    """The store refused the step outright, so it did nothing: permanent, and there is nothing
+    of it to undo (its recorded undo is dropped before the compensation runs)."""
+
+
 class SagaStuck(Exception):
     """A compensation failed permanently; the saga needs an operator."""
 
@@ -99,6 +104,10 @@ class StepLog(Protocol):
 
     async def step_done(self, saga_id: str, index: int, result: dict[str, Any]) -> None: ...
 
+    async def step_refused(self, saga_id: str, index: int) -> None:
+        """STARTED -> PENDING without its undo: the step did nothing (`StepRefused`)."""
+        ...
+
     async def step_compensated(self, saga_id: str, index: int) -> None: ...
 
     async def set_state(self, saga_id: str, state: SagaState, error: str | None = None) -> None: ...
@@ -113,6 +122,9 @@ class StepContext:
     saga_id: str
     cause: str
     results: Mapping[str, dict[str, Any]]  # step name -> result, for the steps done so far
+    # The step was started by an earlier run (which crashed or failed after recording its undo):
+    # its action may have reached the store already.
+    resumed: bool = False
 
 
 class StepAction(Protocol):
@@ -148,37 +160,40 @@ class SagaExecutor:
             raise ValueError(f"saga {kind}: no action registered for {unknown}")
         if len({s.name for s in steps}) != len(steps):
             raise ValueError(f"saga {kind}: step names must be unique")
-        await self.log.create(saga_id, kind, shop, cause, steps)
-        return await self.run(saga_id)
+        saga = await self.log.create(saga_id, kind, shop, cause, steps)
+        return await self.run(saga_id, saga)
 
-    async def run(self, saga_id: str) -> SagaRecord:
-        """Continue a saga from its log. Returns it COMPLETED or COMPENSATED; a retryable error
-        propagates (the saga stays resumable); a failed compensation raises SagaStuck."""
-        saga = await self.log.load(saga_id)
+    async def run(self, saga_id: str, saga: SagaRecord | None = None) -> SagaRecord:
+        """Continue a saga from its log (`saga`: the record just read from it, if the caller has
+        it). Returns it COMPLETED or COMPENSATED; a retryable error propagates (the saga stays
+        resumable); a failed compensation raises SagaStuck.
+
+        The record returned is the one kept up to date while the steps ran, each change of it
+        written to the log before it was made: no read of the log at the end."""
+        if saga is None:
+            saga = await self.log.load(saga_id)
         if saga is None:
             raise KeyError(f"no saga {saga_id!r}")
         if saga.state is SagaState.RUNNING:
             failure = await self._forward(saga)
             if failure is None:
                 await self.log.set_state(saga_id, SagaState.COMPLETED)
+                saga.state = SagaState.COMPLETED
                 await self._audit(saga, "saga_completed", SagaState.COMPLETED)
-                return await self._reload(saga_id)
+                return saga
             await self.log.set_state(saga_id, SagaState.COMPENSATING, failure)
             saga.state, saga.error = SagaState.COMPENSATING, failure
         if saga.state is SagaState.COMPENSATING:
             await self._backward(saga)
             await self.log.set_state(saga_id, SagaState.COMPENSATED, saga.error)
+            saga.state = SagaState.COMPENSATED
             await self._audit(saga, "saga_compensated", SagaState.COMPENSATED)
-        return await self._reload(saga_id)
-
-    async def _reload(self, saga_id: str) -> SagaRecord:
-        saga = await self.log.load(saga_id)
-        assert saga is not None
         return saga
 
-    def _ctx(self, saga: SagaRecord) -> StepContext:
+    def _ctx(self, saga: SagaRecord, *, resumed: bool = False) -> StepContext:
         return StepContext(saga.saga_id, saga.cause,
-                           {s.name: s.result for s in saga.steps if s.status is StepStatus.DONE and s.result is not None})
+                           {s.name: s.result for s in saga.steps if s.status is StepStatus.DONE and s.result is not None},
+                           resumed)
 
     async def _forward(self, saga: SagaRecord) -> str | None:
         """Run the remaining steps; the error text of a permanent failure, or None when all ran."""
@@ -186,17 +201,21 @@ class SagaExecutor:
             if step.status is StepStatus.DONE:
                 continue
             action = self.actions[step.action]
+            resumed = step.status is StepStatus.STARTED
             try:
                 if step.status is StepStatus.PENDING:
                     step.undo = await action.prepare(step.params, self._ctx(saga))
                     if not await self.log.step_started(saga.saga_id, step.index, step.undo):
                         raise SagaConflict(f"saga {saga.saga_id} step {step.index} was started by another executor")
                     step.status = StepStatus.STARTED
-                result = await action.run(step.params, self._ctx(saga))
+                result = await action.run(step.params, self._ctx(saga, resumed=resumed))
             except SagaConflict:
                 raise
             except Exception as exc:
                 if self.is_permanent(exc):
+                    if isinstance(exc, StepRefused):
+                        await self.log.step_refused(saga.saga_id, step.index)
+                        step.status, step.undo = StepStatus.PENDING, None
                     return f"step {step.index} {step.name}: {type(exc).__name__}: {exc}"
                 raise
             await self.log.step_done(saga.saga_id, step.index, result)

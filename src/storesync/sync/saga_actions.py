@@ -4,8 +4,8 @@
     create_child_product -> set_child_collections -> set_child_levels     (sagas logged before)
 
 A copy is one productSet: the product with its collection memberships and its variants' stock
-(`inventoryQuantities`), ~17 points on the child for a 2-variant product, after one 1-point
-lookup that the handle is free. Sagas logged by earlier versions keep their three steps: the
+(`inventoryQuantities`), answered with the product id alone: 11 points on the child, the least a
+create costs. Its variants are linked when their ids arrive (`catalog.link_pending_copy`). Sagas logged by earlier versions keep their three steps: the
 create there writes the memberships (or, older still, the collections step does), and the
 levels step sets each level by compare-and-set.
 
@@ -24,12 +24,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from storesync.sync.audit import AuditRecord
-from storesync.sync.catalog import SyncPolicy, links_after_write, plan_child_product, unchanged_input
+from storesync.sync.catalog import (
+    SyncPolicy, copy_product_link, links_after_write, pending_copy, plan_child_product, unchanged_input,
+)
 from storesync.sync.inventory import child_target, push_level
 from storesync.sync.model import LinkKind, LinkMap, Product
 from storesync.sync.network import MerchantNetwork
-from storesync.sync.ports import AuditSink, LinkRepository, StoreAPI, WriteRecord, WriteRecords
-from storesync.sync.saga import PermanentStepError, StepContext, StepSpec
+from storesync.sync.ports import AuditSink, HandleTaken, LinkRepository, StoreAPI, WriteRecords
+from storesync.sync.saga import PermanentStepError, StepContext, StepRefused, StepSpec
 
 @dataclass
 class SagaDeps:
@@ -82,13 +84,10 @@ class CreateChildProduct:
     async def prepare(self, params: dict[str, Any], ctx: StepContext) -> dict[str, Any] | None:
         parent = await _parent_product(self.deps, params["parent_product_id"])
         child = self.deps.stores[params["child_shop"]]
-        if params.get("stock_in_create"):
-            taken = await child.find_product_id_by_handle(parent.handle) is not None  # 1 point
-        else:
-            taken = await child.find_product_by_handle(parent.handle) is not None
-        if taken:
-            raise PermanentStepError(f"{child.shop} already has a product with handle {parent.handle!r}: "
-                                     "link it (storesync link) instead of creating a second one")
+        # The one-step copy's plain create is refused by the store when the handle is taken
+        # (nothing adopted, nothing to undo: `StepRefused`); the older steps checked first.
+        if not params.get("stock_in_create") and await child.find_product_by_handle(parent.handle) is not None:
+            raise PermanentStepError(_handle_taken(child.shop, parent.handle))
         return {"child_shop": child.shop, "handle": parent.handle, "parent_product_id": parent.id}
 
     async def run(self, params: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
@@ -110,11 +109,16 @@ class CreateChildProduct:
 
     async def _create_with_stock(self, params: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
         """One productSet: the product, its collection memberships and its variants' stock at
-        every mapped location. The engine's write records come from its answer (the inventory
-        items exist only once it is made) and are stored before the links: until the links
-        exist the child's level webhooks concern an unlinked item and are ignored, afterwards
-        they find the records and are judged echoes. Runs again after a crash: the productSet
-        upserts by handle, so it updates the product the first run made."""
+        every mapped location, answered with the product id alone (11 points: the least a
+        create costs). The product link is saved with its variants pending
+        (`catalog.pending_copy`): they are linked, with the write records of the stock, from
+        the child's products/create webhook or the first read of the product
+        (`catalog.link_pending_copy`). Until then the child's level webhooks concern an
+        unlinked item and are ignored; afterwards they find the records and are judged echoes.
+
+        The first run is a plain create, which the store refuses when the handle is taken
+        (`StepRefused`: nothing adopted, nothing to undo). A resumed run (the first one may
+        have reached the store) upserts by handle, updating what the first run made."""
         deps = self.deps
         parent = await _parent_product(deps, params["parent_product_id"])
         child = deps.stores[params["child_shop"]]
@@ -132,22 +136,18 @@ class CreateChildProduct:
             {**v, "inventoryQuantities": [{"locationId": loc, "name": "available", "quantity": q}
                                           for loc, q in stock.get(_input_option_key(v), ())]}
             for v in inp.get("variants") or ()]
-        written = await child.create_product(inp)
-        written_at = datetime.now(UTC)
-        levels = []
-        by_key = {v.option_key: v for v in written.variants}
-        for key, quantities in stock.items():
-            item = by_key[key].inventory_item_id if key in by_key else None
-            if item is None:
-                raise PermanentStepError(f"{child.shop}: the created product has no variant {dict(key)}")
-            for loc, quantity in quantities:
-                await deps.writes.record_write(WriteRecord(child.shop, item, loc, quantity, written_at, ctx.cause))
-                levels.append([item, loc, quantity])
-        await deps.links.save_links(links_after_write(plan, parent, written, links))
-        await deps.audit.record(AuditRecord(child.shop, "product", written.id or "", "product_create", None,
+        try:
+            product_id = await child.create_product_id(inp, upsert=ctx.resumed)
+        except HandleTaken as err:
+            raise StepRefused(_handle_taken(child.shop, parent.handle)) from err
+        pending = pending_copy(parent, stock, datetime.now(UTC), ctx.cause)
+        await deps.links.save_links([copy_product_link(plan, product_id, links, pending)])
+        # Levels by SKU and child location (the child's inventory items are not known yet).
+        levels = [[v["sku"], loc, quantity] for v in pending["variants"] for loc, quantity in v["levels"]]
+        await deps.audit.record(AuditRecord(child.shop, "product", product_id, "product_create", None,
                                             {**plan.expected, "levels": levels}, ctx.cause,
                                             detail=f"saga {ctx.saga_id} (stock written with the create)"))
-        return {"child_product_id": written.id, "collections": list(plan.input.get("collections") or ()),
+        return {"child_product_id": product_id, "collections": list(plan.input.get("collections") or ()),
                 "levels": levels}
 
     async def undo(self, undo: dict[str, Any], ctx: StepContext) -> None:
@@ -163,6 +163,10 @@ class CreateChildProduct:
             await self.deps.audit.record(AuditRecord(child.shop, "product", found, "product_delete",
                                                      {"handle": undo["handle"]}, None, ctx.cause,
                                                      detail=f"compensating saga {ctx.saga_id}"))
+
+
+def _handle_taken(shop: str, handle: str) -> str:
+    return f"{shop} already has a product with handle {handle!r}: link it (storesync link) instead of creating a second one"
 
 
 def _input_option_key(variant_input: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:

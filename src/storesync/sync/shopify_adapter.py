@@ -65,10 +65,10 @@ class SyncStoreAPI(ShopifyStoreAPI):
                              for m in input.get("metafields") or ()))
 
 
-    async def create_product(self, input: Mapping[str, Any]) -> Product:
+    async def create_product_id(self, input: Mapping[str, Any], *, upsert: bool) -> str:
         if "files" in input and not input["files"]:
             input = {k: v for k, v in input.items() if k != "files"}
-        return await super().create_product(input)
+        return await super().create_product_id(input, upsert=upsert)
 
 
 class ShopifyCatalogScan:

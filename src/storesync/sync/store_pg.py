@@ -1,16 +1,19 @@
 """Postgres adapters for the sync domain's storage ports (tables of migration 0005).
 
 Each adapter works on an `psycopg.AsyncConnection` the caller passes, and is safe on the pooled
-path (no session state: no prepared statements, SET, LISTEN or session locks). Every method runs
-in its own `conn.transaction()`: give it an idle connection (autocommit, or nothing open) so each
-call commits on its own. The ledger's crash safety depends on that: a claim or plan must be
-durable before the store is called.
+path (no session state: no SET, LISTEN or session locks; prepared statements only as the pool
+allows). Every method commits on its own: give it an idle connection (autocommit, or nothing
+open). A method of several statements runs them in one `conn.transaction()`; a method of one
+statement on an autocommit connection sends just that statement (`_one_statement`: a BEGIN and
+a COMMIT would triple its round trips). The ledger's crash safety depends on that: a claim or
+plan must be durable before the store is called.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
 from datetime import datetime
 from typing import Any
 
@@ -24,14 +27,25 @@ from storesync.sync.model import Link, LinkKind, LinkMap, MatchedBy
 from storesync.sync.ports import WriteRecord
 from storesync.sync.saga import SagaRecord, SagaState, StepRecord, StepSpec, StepStatus
 
+
+
+def _one_statement(conn: psycopg.AsyncConnection) -> AbstractAsyncContextManager[Any]:
+    """The transaction around a method's single statement: none on an autocommit connection
+    (the statement commits by itself, or joins the caller's open transaction), else its own."""
+    return nullcontext() if conn.autocommit else conn.transaction()
+
+
 # --------------------------------------------------------------------------- links
 
-# upsert_link: insert or refresh a link; how it was first matched, and the synced view unless given, stay.
-UPSERT_LINK = """
+# upsert_links: insert or refresh links (parallel arrays, one row per key); how each was first
+# matched, and its synced view unless given, stay.
+UPSERT_LINKS = """
 INSERT INTO sync_links (child_shop, kind, parent_id, child_id, matched_by, parent_product_id, child_product_id,
-                        parent_inventory_item_id, child_inventory_item_id, synced_view)
-VALUES (%(child_shop)s, %(kind)s, %(parent_id)s, %(child_id)s, %(matched_by)s, %(parent_product_id)s,
-        %(child_product_id)s, %(parent_inventory_item_id)s, %(child_inventory_item_id)s, %(synced_view)s)
+                        parent_inventory_item_id, child_inventory_item_id, synced_view, pending)
+SELECT * FROM unnest(%(child_shop)s::text[], %(kind)s::text[], %(parent_id)s::text[], %(child_id)s::text[],
+                     %(matched_by)s::text[], %(parent_product_id)s::text[], %(child_product_id)s::text[],
+                     %(parent_inventory_item_id)s::text[], %(child_inventory_item_id)s::text[],
+                     %(synced_view)s::jsonb[], %(pending)s::jsonb[])
 ON CONFLICT (child_shop, kind, parent_id) DO UPDATE SET
     child_id = EXCLUDED.child_id,
     parent_product_id = EXCLUDED.parent_product_id,
@@ -39,7 +53,23 @@ ON CONFLICT (child_shop, kind, parent_id) DO UPDATE SET
     parent_inventory_item_id = EXCLUDED.parent_inventory_item_id,
     child_inventory_item_id = EXCLUDED.child_inventory_item_id,
     synced_view = COALESCE(EXCLUDED.synced_view, sync_links.synced_view),
+    pending = EXCLUDED.pending,
     updated_at = now()
+"""
+
+# take_pending: a copy's pending variants, cleared (once: a second completion finds none).
+TAKE_PENDING = """
+UPDATE sync_links l SET pending = NULL, updated_at = now()
+FROM (SELECT child_shop, kind, parent_id, pending FROM sync_links
+      WHERE child_shop = %(child_shop)s AND kind = 'product' AND parent_id = %(parent_id)s AND pending IS NOT NULL
+      FOR UPDATE) taken
+WHERE l.child_shop = taken.child_shop AND l.kind = taken.kind AND l.parent_id = taken.parent_id
+RETURNING taken.pending
+"""
+
+# pending_links: one child's product links whose variants are not linked yet.
+PENDING_LINKS = """
+SELECT * FROM sync_links WHERE child_shop = %(child_shop)s AND pending IS NOT NULL ORDER BY parent_id
 """
 
 # links_of_child: every link of one child store.
@@ -84,6 +114,7 @@ def _link(row: dict[str, Any]) -> Link:
         matched_by=MatchedBy(row["matched_by"]), parent_product_id=row["parent_product_id"],
         child_product_id=row["child_product_id"], parent_inventory_item_id=row["parent_inventory_item_id"],
         child_inventory_item_id=row["child_inventory_item_id"], synced_view=row["synced_view"],
+        pending=row.get("pending"),
     )
 
 
@@ -92,21 +123,47 @@ class PgLinks:
         self.conn = conn
 
     async def save_links(self, links: Sequence[Link]) -> int:
-        params = [{
-            "child_shop": lk.child_shop, "kind": str(lk.kind), "parent_id": lk.parent_id, "child_id": lk.child_id,
-            "matched_by": str(lk.matched_by), "parent_product_id": lk.parent_product_id,
-            "child_product_id": lk.child_product_id, "parent_inventory_item_id": lk.parent_inventory_item_id,
-            "child_inventory_item_id": lk.child_inventory_item_id,
-            "synced_view": Jsonb(lk.synced_view) if lk.synced_view is not None else None,
-        } for lk in links]
-        if not params:
+        # One statement for the batch (atomic, one round trip); a key given twice keeps its last
+        # link, as the row-by-row upsert did (one statement cannot update a row twice).
+        unique = list({(lk.child_shop, lk.kind, lk.parent_id): lk for lk in links}.values())
+        if not unique:
             return 0
-        async with self.conn.transaction(), self.conn.cursor() as cur:
-            await cur.executemany(UPSERT_LINK, params)
-        return len(params)
+        columns: dict[str, list[Any]] = {
+            "child_shop": [lk.child_shop for lk in unique], "kind": [str(lk.kind) for lk in unique],
+            "parent_id": [lk.parent_id for lk in unique], "child_id": [lk.child_id for lk in unique],
+            "matched_by": [str(lk.matched_by) for lk in unique],
+            "parent_product_id": [lk.parent_product_id for lk in unique],
+            "child_product_id": [lk.child_product_id for lk in unique],
+            "parent_inventory_item_id": [lk.parent_inventory_item_id for lk in unique],
+            "child_inventory_item_id": [lk.child_inventory_item_id for lk in unique],
+            "synced_view": [_json(lk.synced_view) for lk in unique],
+            "pending": [_json(lk.pending) for lk in unique],
+        }
+        async with _one_statement(self.conn):
+            await self.conn.execute(UPSERT_LINKS, columns)
+        return len(links)
+
+    async def pending_links(self, child_shop: str) -> list[Link]:
+        return await self._rows(PENDING_LINKS, {"child_shop": child_shop})
+
+    async def complete_pending(self, child_shop: str, parent_product_id: str,
+                               complete: Callable[[dict], tuple[list[Link], list[WriteRecord]]]) -> bool:
+        """Link a copy's variants: in one transaction, take the product link's pending variants
+        (False when there are none: linked already), save the links `complete(pending)` makes of
+        them and its write records (the stock the copy wrote, so the level webhooks it caused
+        are judged echoes)."""
+        async with self.conn.transaction():
+            cur = await self.conn.execute(TAKE_PENDING, {"child_shop": child_shop, "parent_id": parent_product_id})
+            row = await cur.fetchone()
+            if row is None:
+                return False
+            links, writes = complete(row[0])
+            await self.save_links(links)
+            await PgWriteRecords(self.conn).record_writes(writes)
+        return True
 
     async def _rows(self, sql: str, params: dict[str, Any]) -> list[Link]:
-        async with self.conn.transaction(), self.conn.cursor(row_factory=dict_row) as cur:
+        async with _one_statement(self.conn), self.conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(sql, params)
             return [_link(r) for r in await cur.fetchall()]
 
@@ -132,12 +189,12 @@ class PgLinks:
                                            "parent_ids": list(parent_ids), "child_ids": list(child_ids)})
 
     async def set_synced_view(self, child_shop: str, parent_product_id: str, view: dict) -> None:
-        async with self.conn.transaction():
+        async with _one_statement(self.conn):
             await self.conn.execute(SET_SYNCED_VIEW, {"child_shop": child_shop, "parent_id": parent_product_id,
                                                        "view": Jsonb(view)})
 
     async def delete_link(self, child_shop: str, kind: LinkKind, parent_id: str) -> None:
-        async with self.conn.transaction():
+        async with _one_statement(self.conn):
             await self.conn.execute(DELETE_LINK, {"child_shop": child_shop, "kind": str(kind), "parent_id": parent_id})
 
 
@@ -271,24 +328,24 @@ class PgLedger:
             return True
 
     async def get(self, key: LedgerKey) -> LedgerEntry | None:
-        async with self.conn.transaction(), self.conn.cursor(row_factory=dict_row) as cur:
+        async with _one_statement(self.conn), self.conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(GET_ENTRY, _key_params(key))
             row = await cur.fetchone()
         return _entry(row) if row else None
 
     async def unfinished(self, parent_item_id: str, parent_location_id: str) -> list[LedgerEntry]:
-        async with self.conn.transaction(), self.conn.cursor(row_factory=dict_row) as cur:
+        async with _one_statement(self.conn), self.conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(UNFINISHED_ENTRIES, {"item": parent_item_id, "location": parent_location_id})
             return [_entry(r) for r in await cur.fetchall()]
 
     async def backlog(self, parent_item_id: str, parent_location_id: str) -> int:
-        async with self.conn.transaction():
+        async with _one_statement(self.conn):
             cur = await self.conn.execute(GET_BACKLOG, {"item": parent_item_id, "location": parent_location_id})
             row = await cur.fetchone()
         return row[0] if row else 0
 
     async def restocked(self, child_shop: str, order_line_id: str) -> int:
-        async with self.conn.transaction():
+        async with _one_statement(self.conn):
             cur = await self.conn.execute(RESTOCKED_QUANTITY, {"child_shop": child_shop, "order_line_id": order_line_id})
             row = await cur.fetchone()
         return int(row[0]) if row else 0
@@ -300,6 +357,13 @@ class PgLedger:
 RECORD_WRITE = """
 INSERT INTO sync_write_records (shop, inventory_item_id, location_id, quantity, written_at, cause)
 VALUES (%(shop)s, %(item)s, %(location)s, %(quantity)s, %(written_at)s, %(cause)s)
+"""
+
+# record_writes: remember several inventory writes at once (parallel arrays).
+RECORD_WRITES = """
+INSERT INTO sync_write_records (shop, inventory_item_id, location_id, quantity, written_at, cause)
+SELECT * FROM unnest(%(shop)s::text[], %(item)s::text[], %(location)s::text[], %(quantity)s::integer[],
+                     %(written_at)s::timestamptz[], %(cause)s::text[])
 """
 
 # recent_writes: the engine's writes to one level since a time, newest first.
@@ -319,21 +383,30 @@ class PgWriteRecords:
         self.conn = conn
 
     async def record_write(self, rec: WriteRecord) -> None:
-        async with self.conn.transaction():
+        async with _one_statement(self.conn):
             await self.conn.execute(RECORD_WRITE, {
                 "shop": rec.shop, "item": rec.inventory_item_id, "location": rec.location_id,
                 "quantity": rec.quantity, "written_at": rec.written_at, "cause": rec.cause})
 
+    async def record_writes(self, recs: Sequence[WriteRecord]) -> None:
+        if not recs:
+            return
+        async with _one_statement(self.conn):
+            await self.conn.execute(RECORD_WRITES, {
+                "shop": [r.shop for r in recs], "item": [r.inventory_item_id for r in recs],
+                "location": [r.location_id for r in recs], "quantity": [r.quantity for r in recs],
+                "written_at": [r.written_at for r in recs], "cause": [r.cause for r in recs]})
+
     async def recent_writes(self, shop: str, inventory_item_id: str, location_id: str, since: datetime,
                             *, limit: int = 100) -> list[WriteRecord]:
-        async with self.conn.transaction():
+        async with _one_statement(self.conn):
             cur = await self.conn.execute(RECENT_WRITES, {"shop": shop, "item": inventory_item_id,
                                                           "location": location_id, "since": since,
                                                           "limit": limit})
             return [WriteRecord(*row) for row in await cur.fetchall()]
 
     async def prune(self, before: datetime) -> int:
-        async with self.conn.transaction():
+        async with _one_statement(self.conn):
             cur = await self.conn.execute(PRUNE_WRITES, {"before": before})
             return cur.rowcount
 
@@ -355,21 +428,37 @@ WHERE shop = %(shop)s AND inventory_item_id = %(item)s AND location_id = %(locat
 """
 
 
+# moved_since: the levels of some items with a version applied after a time.
+MOVED_SINCE = """
+SELECT inventory_item_id, location_id FROM sync_applied_versions
+WHERE shop = %(shop)s AND inventory_item_id = ANY(%(items)s) AND applied_at > %(since)s
+"""
+
+
 class PgAppliedVersions:
     def __init__(self, conn: psycopg.AsyncConnection) -> None:
         self.conn = conn
 
     async def advance(self, shop: str, inventory_item_id: str, location_id: str, at: datetime, tiebreak: str) -> bool:
-        async with self.conn.transaction():
+        async with _one_statement(self.conn):
             cur = await self.conn.execute(ADVANCE_VERSION, {"shop": shop, "item": inventory_item_id,
                                                             "location": location_id, "at": at, "tiebreak": tiebreak})
             return await cur.fetchone() is not None
 
     async def current(self, shop: str, inventory_item_id: str, location_id: str) -> tuple[datetime, str] | None:
-        async with self.conn.transaction():
+        async with _one_statement(self.conn):
             cur = await self.conn.execute(CURRENT_VERSION, {"shop": shop, "item": inventory_item_id, "location": location_id})
             row = await cur.fetchone()
         return (row[0], row[1]) if row else None
+
+    async def moved_since(self, shop: str, levels: Sequence[tuple[str, str]], since: datetime) -> list[tuple[str, str]]:
+        wanted = set(levels)
+        if not wanted:
+            return []
+        async with _one_statement(self.conn):
+            cur = await self.conn.execute(MOVED_SINCE, {"shop": shop, "items": sorted({i for i, _ in wanted}),
+                                                        "since": since})
+            return sorted(key for key in await cur.fetchall() if key in wanted)
 
 
 # --------------------------------------------------------------------------- saga log
@@ -381,10 +470,10 @@ ON CONFLICT (id) DO NOTHING
 RETURNING id
 """
 
-# create_step: one step of a new saga.
-CREATE_STEP = """
+# create_steps: the steps of a new saga (parallel arrays).
+CREATE_STEPS = """
 INSERT INTO sync_saga_steps (saga_id, idx, name, action, params)
-VALUES (%(saga_id)s, %(idx)s, %(name)s, %(action)s, %(params)s)
+SELECT %(saga_id)s, * FROM unnest(%(idx)s::integer[], %(name)s::text[], %(action)s::text[], %(params)s::jsonb[])
 """
 
 # load_saga: a saga's header.
@@ -405,6 +494,13 @@ WHERE saga_id = %(id)s AND idx = %(idx)s AND status = 'pending'
 STEP_DONE = """
 UPDATE sync_saga_steps SET status = 'done', result = %(result)s, done_at = now()
 WHERE saga_id = %(id)s AND idx = %(idx)s AND status IN ('pending', 'started')
+"""
+
+# step_refused: the store refused a started step, which therefore did nothing: pending again,
+# with no undo for the compensation to run.
+STEP_REFUSED = """
+UPDATE sync_saga_steps SET status = 'pending', undo = NULL, started_at = NULL
+WHERE saga_id = %(id)s AND idx = %(idx)s AND status = 'started'
 """
 
 # step_compensated: a step's undo ran.
@@ -429,10 +525,14 @@ class PgStepLog:
     async def create(self, saga_id: str, kind: str, shop: str, cause: str, steps: Sequence[StepSpec]) -> SagaRecord:
         async with self.conn.transaction(), self.conn.cursor() as cur:
             await cur.execute(CREATE_SAGA, {"id": saga_id, "kind": kind, "shop": shop, "cause": cause})
-            if await cur.fetchone() is not None:
-                await cur.executemany(CREATE_STEP, [
-                    {"saga_id": saga_id, "idx": i, "name": s.name, "action": s.action, "params": Jsonb(s.params)}
-                    for i, s in enumerate(steps)])
+            created = await cur.fetchone() is not None
+            if created:
+                await cur.execute(CREATE_STEPS, {
+                    "saga_id": saga_id, "idx": list(range(len(steps))), "name": [s.name for s in steps],
+                    "action": [s.action for s in steps], "params": [Jsonb(s.params) for s in steps]})
+        if created:  # what was just written: no need to read it back
+            return SagaRecord(saga_id, kind, shop, cause, SagaState.RUNNING,
+                              [StepRecord(i, s.name, s.action, dict(s.params)) for i, s in enumerate(steps)])
         saga = await self.load(saga_id)
         assert saga is not None
         return saga
@@ -450,17 +550,20 @@ class PgStepLog:
                           steps, head["error"])
 
     async def _exec(self, sql: str, params: dict[str, Any]) -> None:
-        async with self.conn.transaction():
+        async with _one_statement(self.conn):
             await self.conn.execute(sql, params)
 
     async def step_started(self, saga_id: str, index: int, undo: dict[str, Any] | None) -> bool:
-        async with self.conn.transaction():
+        async with _one_statement(self.conn):
             cur = await self.conn.execute(STEP_STARTED, {"id": saga_id, "idx": index,
                                                          "undo": Jsonb(undo) if undo is not None else None})
             return cur.rowcount == 1
 
     async def step_done(self, saga_id: str, index: int, result: dict[str, Any]) -> None:
         await self._exec(STEP_DONE, {"id": saga_id, "idx": index, "result": Jsonb(result)})
+
+    async def step_refused(self, saga_id: str, index: int) -> None:
+        await self._exec(STEP_REFUSED, {"id": saga_id, "idx": index})
 
     async def step_compensated(self, saga_id: str, index: int) -> None:
         await self._exec(STEP_COMPENSATED, {"id": saga_id, "idx": index})
@@ -469,7 +572,7 @@ class PgStepLog:
         await self._exec(SET_SAGA_STATE, {"id": saga_id, "state": str(state), "error": error})
 
     async def unfinished(self, limit: int = 100) -> list[str]:
-        async with self.conn.transaction():
+        async with _one_statement(self.conn):
             cur = await self.conn.execute(UNFINISHED_SAGAS, {"limit": limit})
             return [r[0] for r in await cur.fetchall()]
 
@@ -502,7 +605,7 @@ class PgAudit:
         self.conn = conn
 
     async def record(self, rec: AuditRecord) -> None:
-        async with self.conn.transaction():
+        async with _one_statement(self.conn):
             await self.conn.execute(RECORD_AUDIT, {
                 "at": rec.at, "shop": rec.shop, "object_type": rec.object_type, "object_id": rec.object_id,
                 "action": rec.action, "before": _json(rec.before), "after": _json(rec.after),
@@ -510,7 +613,7 @@ class PgAudit:
 
     async def query(self, *, shop: str | None = None, object_id: str | None = None,
                     cause: str | None = None, limit: int = 100) -> list[AuditRecord]:
-        async with self.conn.transaction(), self.conn.cursor(row_factory=dict_row) as cur:
+        async with _one_statement(self.conn), self.conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(QUERY_AUDIT, {"shop": shop, "object_id": object_id, "cause": cause, "limit": limit})
             return [AuditRecord(shop=r["shop"], object_type=r["object_type"], object_id=r["object_id"],
                                 action=r["action"], before=r["before"], after=r["after"], cause=r["cause"],
