@@ -10,9 +10,13 @@ from __future__ import annotations
 
 # enqueue_one: insert a job (registering its group) or collapse it into the queued job that holds
 # its singleton key (newest payload, highest lane, earliest run_at); returns (id, collapsed).
+# A group is inserted only when missing: inserting a known one (ON CONFLICT DO NOTHING) waits for
+# any claim that has just updated its row to commit (the unique check sees the new version).
 ENQUEUE_ONE = """
 WITH new_group AS (
-    INSERT INTO job_groups (group_key) VALUES (%(group)s) ON CONFLICT DO NOTHING
+    INSERT INTO job_groups (group_key)
+    SELECT %(group)s WHERE NOT EXISTS (SELECT 1 FROM job_groups WHERE group_key = %(group)s)
+    ON CONFLICT DO NOTHING
 )
 INSERT INTO jobs (kind, payload, group_key, lane, singleton_key, lock_key, run_at, max_attempts)
 VALUES (%(kind)s, %(payload)s, %(group)s, %(lane)s, %(singleton_key)s, %(lock_key)s,
@@ -37,7 +41,9 @@ WITH input AS (
                              max_attempts, ord)
 ), new_groups AS (
     INSERT INTO job_groups (group_key)
-    SELECT DISTINCT group_key FROM input ORDER BY group_key
+    SELECT DISTINCT group_key FROM input i
+    WHERE NOT EXISTS (SELECT 1 FROM job_groups g WHERE g.group_key = i.group_key)
+    ORDER BY group_key
     ON CONFLICT DO NOTHING
 )
 INSERT INTO jobs (kind, payload, group_key, lane, singleton_key, lock_key, run_at, max_attempts)
@@ -128,6 +134,11 @@ WITH RECURSIVE active(group_key) AS (
        OR g.group_key IN (SELECT group_key FROM grp EXCEPT SELECT group_key FROM cand)
 )
 SELECT id, kind, payload, group_key, lane, attempt, max_attempts, lock_key FROM claimed
+"""
+
+# custom_plans_only: plan the claim afresh even when it is prepared (for its transaction only).
+CUSTOM_PLANS_ONLY = """
+SET LOCAL plan_cache_mode = force_custom_plan
 """
 
 # claim_jobs_fifo: the bare SKIP LOCKED batch claim (no fairness, no lock keys); the benchmark's

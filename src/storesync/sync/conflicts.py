@@ -146,15 +146,11 @@ async def judge_level_delivery(
     versions: AppliedVersions, writes: WriteRecords,
 ) -> LevelDecision:
     """Classify an `inventory_levels/update` delivery and record its version (atomically: of two
-    concurrent deliveries the older one is reported STALE)."""
-    recent = await writes.recent_writes(shop, inventory_item_id, location_id, version.at - ECHO_WINDOW)
-    current = await versions.current(shop, inventory_item_id, location_id)
-    decision = classify_level_change(
-        role=role, observed_quantity=available, version=version,
-        applied=Version(*current) if current else None, writes=recent,
-    )
-    if decision is LevelDecision.STALE:
-        return decision
+    concurrent deliveries the older one is reported STALE). The version is advanced first: that
+    one statement is the stale check (it refuses an older version), so a stale delivery reads
+    nothing more, and a fresh one has only its write records left to read."""
     if not await versions.advance(shop, inventory_item_id, location_id, version.at, version.tiebreak):
         return LevelDecision.STALE
-    return decision
+    recent = await writes.recent_writes(shop, inventory_item_id, location_id, version.at - ECHO_WINDOW)
+    return classify_level_change(role=role, observed_quantity=available, version=version, applied=None,
+                                 writes=recent)
