@@ -560,15 +560,13 @@ def variants_from_product_webhook(body: Mapping[str, Any]) -> list[Variant]:
 
 async def link_pending_copy(links_repo, product_link: Link, child_variants: Sequence[Variant]) -> PendingResolution | None:
     """Link a pending copy's variants from `child_variants` (once, atomically; None when another
-    path linked them first). `links_repo`: `ports.LinkRepository`."""
-    resolution: PendingResolution | None = None
-
-    def complete(pending: dict) -> tuple[list[Link], list[WriteRecord]]:
-        nonlocal resolution
-        resolution = resolve_pending(product_link, pending, child_variants)
-        return resolution.links, resolution.writes
-
-    if not await links_repo.complete_pending(product_link.child_shop, product_link.parent_id, complete):
+    path linked them first). `product_link`: as just read, with its `pending`; `links_repo`:
+    `ports.LinkRepository`."""
+    if product_link.pending is None:
+        return None
+    resolution = resolve_pending(product_link, product_link.pending, child_variants)
+    if not await links_repo.complete_pending(product_link.child_shop, product_link.parent_id,
+                                             resolution.links, resolution.writes):
         return None
     return resolution
 

@@ -145,15 +145,23 @@ class BackfillResult:
         return not (self.compensated or self.failed)
 
 
-async def _saga_id(st: Storage, child_shop: str, parent_product_id: str) -> str:
+def _saga_id(known: dict[str, str], child_shop: str, parent_product_id: str) -> str:
     """Deterministic, so a rerun after a crash resumes the same saga; a compensated one is
-    retried under the next number."""
+    retried under the next number. `known`: the copy sagas' states (`_copy_saga_states`)."""
     base = f"copy:{child_shop}:{parent_product_id}"
     saga_id, n = base, 1
-    while (rec := await st.steps.load(saga_id)) is not None and rec.state in (SagaState.COMPENSATED, SagaState.STUCK):
+    while known.get(saga_id) in (SagaState.COMPENSATED, SagaState.STUCK):
         n += 1
         saga_id = f"{base}:{n}"
     return saga_id
+
+
+async def _copy_saga_states(st: Storage) -> dict[str, str]:
+    """Every copy saga's state, read once per backfill (not one read per copy)."""
+    from storesync.sync.wiring_sql import COPY_SAGA_STATES
+
+    cur = await st.conn.execute(COPY_SAGA_STATES)
+    return dict(await cur.fetchall())
 
 
 async def _unfinished_copies(st: Storage, children: set[str]) -> list[tuple[str, str]]:
@@ -243,12 +251,15 @@ async def backfill(rt: SyncRuntime, *, merchant: str | None = None, child: str |
     if on_total:
         on_total(len(work))
 
+    async with job_storage(rt.pool) as st:
+        sagas = await _copy_saga_states(st)
+
     async def copy_all(items: list[tuple[MerchantNetwork, str, str]]) -> None:
         async with job_storage(rt.pool) as st:
             for net, shop, pid in items:
                 if shop in result.paused:
                     continue
-                saga_id = await _saga_id(st, shop, pid)
+                saga_id = _saga_id(sagas, shop, pid)
                 try:
                     rec = await run_copy_saga(rt, st, net, saga_id, pid, shop, f"backfill:{saga_id}",
                                               final_attempt=True, parent_api=scanned[net.merchant_id])

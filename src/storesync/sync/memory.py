@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -218,6 +218,10 @@ class MemoryLinks:
     async def links_for_parent_item(self, parent_inventory_item_id: str) -> list[Link]:
         return [lk for lk in self.rows.values() if lk.parent_inventory_item_id == parent_inventory_item_id]
 
+    async def product_fan_out_links(self, parent_product_id: str, parent_collection_ids: Sequence[str]) -> list[Link]:
+        wanted = {(LinkKind.PRODUCT, parent_product_id), *((LinkKind.COLLECTION, c) for c in parent_collection_ids)}
+        return [lk for (_, k, p), lk in sorted(self.rows.items()) if (k, p) in wanted]
+
     async def set_synced_view(self, child_shop: str, parent_product_id: str, view: dict) -> None:
         key = (child_shop, LinkKind.PRODUCT, parent_product_id)
         self.rows[key] = replace(self.rows[key], synced_view=view)
@@ -228,17 +232,16 @@ class MemoryLinks:
     async def pending_links(self, child_shop: str) -> list[Link]:
         return [lk for (s, _, _), lk in sorted(self.rows.items()) if s == child_shop and lk.pending is not None]
 
-    async def complete_pending(self, child_shop: str, parent_product_id: str,
-                               complete: Callable[[dict], tuple[list[Link], list[WriteRecord]]]) -> bool:
+    async def complete_pending(self, child_shop: str, parent_product_id: str, links: Sequence[Link],
+                               writes: Sequence[WriteRecord]) -> bool:
         key = (child_shop, LinkKind.PRODUCT, parent_product_id)
         link = self.rows.get(key)
         if link is None or link.pending is None:
             return False
-        links, records = complete(link.pending)
         self.rows[key] = replace(link, pending=None)
         await self.save_links(links)
         if self.writes is not None:
-            await self.writes.record_writes(records)
+            await self.writes.record_writes(writes)
         return True
 
 

@@ -6,7 +6,7 @@ Postgres (`store_pg.py`) or in memory (`memory.py`). Everything is async because
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
@@ -113,6 +113,10 @@ class LinkRepository(Protocol):
 
     async def links_for_parent_item(self, parent_inventory_item_id: str) -> list[Link]: ...
 
+    async def product_fan_out_links(self, parent_product_id: str, parent_collection_ids: Sequence[str]) -> list[Link]:
+        """Every child's link of one parent product and of the parent collections it is in."""
+        ...
+
     async def set_synced_view(self, child_shop: str, parent_product_id: str, view: dict) -> None: ...
 
     async def delete_link(self, child_shop: str, kind: LinkKind, parent_id: str) -> None: ...
@@ -121,10 +125,11 @@ class LinkRepository(Protocol):
         """Product links of copies whose variants are not linked yet (`Link.pending`)."""
         ...
 
-    async def complete_pending(self, child_shop: str, parent_product_id: str,
-                               complete: Callable[[dict], tuple[list[Link], list[WriteRecord]]]) -> bool:
-        """Atomically: take the product link's pending variants (False if none are left), save
-        the variant links `complete(pending)` returns and record its writes."""
+    async def complete_pending(self, child_shop: str, parent_product_id: str, links: Sequence[Link],
+                               writes: Sequence[WriteRecord]) -> bool:
+        """Atomically, if the product link still holds pending variants: clear them, save these
+        variant links and record these writes. False (nothing saved) when none were pending:
+        another path linked the copy first."""
         ...
 
 

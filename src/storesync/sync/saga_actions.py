@@ -69,12 +69,9 @@ async def _parent_product(deps: SagaDeps, pid: str) -> Product:
 
 async def _create_links(deps: SagaDeps, shop: str, parent: Product) -> LinkMap:
     """The links a create plans with: the product's (an earlier, interrupted attempt's) and its
-    collections', in this child. A handful of rows, not the child's whole map (thousands)."""
-    found = [lk for lk in await deps.links.links_down(LinkKind.PRODUCT, parent.id or "") if lk.child_shop == shop]
-    for collection_id in parent.collections:
-        found += [lk for lk in await deps.links.links_down(LinkKind.COLLECTION, collection_id)
-                  if lk.child_shop == shop]
-    return LinkMap(shop, found)
+    collections', in this child (one query). A handful of rows, not the child's whole map."""
+    found = await deps.links.product_fan_out_links(parent.id or "", parent.collections)
+    return LinkMap(shop, [lk for lk in found if lk.child_shop == shop])
 
 
 class CreateChildProduct:

@@ -12,7 +12,7 @@ plan must be durable before the store is called.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
 from datetime import datetime
 from typing import Any
@@ -37,15 +37,16 @@ def _one_statement(conn: psycopg.AsyncConnection) -> AbstractAsyncContextManager
 
 # --------------------------------------------------------------------------- links
 
-# upsert_links: insert or refresh links (parallel arrays, one row per key); how each was first
-# matched, and its synced view unless given, stay.
-UPSERT_LINKS = """
+# The upsert of links from parallel arrays (one row per key): how each was first matched, and its
+# synced view unless given, stay. Shared by upsert_links and link_pending_copy.
+_LINK_ROWS = """
 INSERT INTO sync_links (child_shop, kind, parent_id, child_id, matched_by, parent_product_id, child_product_id,
                         parent_inventory_item_id, child_inventory_item_id, synced_view, pending)
 SELECT * FROM unnest(%(child_shop)s::text[], %(kind)s::text[], %(parent_id)s::text[], %(child_id)s::text[],
                      %(matched_by)s::text[], %(parent_product_id)s::text[], %(child_product_id)s::text[],
                      %(parent_inventory_item_id)s::text[], %(child_inventory_item_id)s::text[],
                      %(synced_view)s::jsonb[], %(pending)s::jsonb[])
+{where}
 ON CONFLICT (child_shop, kind, parent_id) DO UPDATE SET
     child_id = EXCLUDED.child_id,
     parent_product_id = EXCLUDED.parent_product_id,
@@ -57,14 +58,24 @@ ON CONFLICT (child_shop, kind, parent_id) DO UPDATE SET
     updated_at = now()
 """
 
-# take_pending: a copy's pending variants, cleared (once: a second completion finds none).
-TAKE_PENDING = """
-UPDATE sync_links l SET pending = NULL, updated_at = now()
-FROM (SELECT child_shop, kind, parent_id, pending FROM sync_links
-      WHERE child_shop = %(child_shop)s AND kind = 'product' AND parent_id = %(parent_id)s AND pending IS NOT NULL
-      FOR UPDATE) taken
-WHERE l.child_shop = taken.child_shop AND l.kind = taken.kind AND l.parent_id = taken.parent_id
-RETURNING taken.pending
+# upsert_links: insert or refresh links.
+UPSERT_LINKS = _LINK_ROWS.format(where="")
+
+# link_pending_copy: a copy's variant links and echo records, saved if its product link still
+# holds pending variants (which it clears): one statement, so of two paths linking one copy at
+# once the second finds nothing pending and saves nothing. Returns whether it linked.
+LINK_PENDING_COPY = """
+WITH taken AS (
+    UPDATE sync_links SET pending = NULL, updated_at = now()
+    WHERE child_shop = %(shop)s AND kind = 'product' AND parent_id = %(product)s AND pending IS NOT NULL
+    RETURNING 1
+), linked AS (""" + _LINK_ROWS.format(where="WHERE EXISTS (SELECT 1 FROM taken)") + """), recorded AS (
+    INSERT INTO sync_write_records (shop, inventory_item_id, location_id, quantity, written_at, cause)
+    SELECT * FROM unnest(%(w_shop)s::text[], %(w_item)s::text[], %(w_location)s::text[], %(w_quantity)s::integer[],
+                         %(w_written_at)s::timestamptz[], %(w_cause)s::text[])
+    WHERE EXISTS (SELECT 1 FROM taken)
+)
+SELECT EXISTS (SELECT 1 FROM taken)
 """
 
 # pending_links: one child's product links whose variants are not linked yet.
@@ -108,6 +119,23 @@ ORDER BY parent_id
 DELETE_LINK = "DELETE FROM sync_links WHERE child_shop = %(child_shop)s AND kind = %(kind)s AND parent_id = %(parent_id)s"
 
 
+def _link_columns(links: Sequence[Link]) -> dict[str, list[Any]]:
+    """Links as the parallel arrays of `_LINK_ROWS`, one per key: a key given twice keeps its
+    last link (one statement cannot update a row twice)."""
+    unique = list({(lk.child_shop, lk.kind, lk.parent_id): lk for lk in links}.values())
+    return {
+        "child_shop": [lk.child_shop for lk in unique], "kind": [str(lk.kind) for lk in unique],
+        "parent_id": [lk.parent_id for lk in unique], "child_id": [lk.child_id for lk in unique],
+        "matched_by": [str(lk.matched_by) for lk in unique],
+        "parent_product_id": [lk.parent_product_id for lk in unique],
+        "child_product_id": [lk.child_product_id for lk in unique],
+        "parent_inventory_item_id": [lk.parent_inventory_item_id for lk in unique],
+        "child_inventory_item_id": [lk.child_inventory_item_id for lk in unique],
+        "synced_view": [_json(lk.synced_view) for lk in unique],
+        "pending": [_json(lk.pending) for lk in unique],
+    }
+
+
 def _link(row: dict[str, Any]) -> Link:
     return Link(
         kind=LinkKind(row["kind"]), child_shop=row["child_shop"], parent_id=row["parent_id"], child_id=row["child_id"],
@@ -125,42 +153,22 @@ class PgLinks:
     async def save_links(self, links: Sequence[Link]) -> int:
         # One statement for the batch (atomic, one round trip); a key given twice keeps its last
         # link, as the row-by-row upsert did (one statement cannot update a row twice).
-        unique = list({(lk.child_shop, lk.kind, lk.parent_id): lk for lk in links}.values())
-        if not unique:
+        if not links:
             return 0
-        columns: dict[str, list[Any]] = {
-            "child_shop": [lk.child_shop for lk in unique], "kind": [str(lk.kind) for lk in unique],
-            "parent_id": [lk.parent_id for lk in unique], "child_id": [lk.child_id for lk in unique],
-            "matched_by": [str(lk.matched_by) for lk in unique],
-            "parent_product_id": [lk.parent_product_id for lk in unique],
-            "child_product_id": [lk.child_product_id for lk in unique],
-            "parent_inventory_item_id": [lk.parent_inventory_item_id for lk in unique],
-            "child_inventory_item_id": [lk.child_inventory_item_id for lk in unique],
-            "synced_view": [_json(lk.synced_view) for lk in unique],
-            "pending": [_json(lk.pending) for lk in unique],
-        }
         async with _one_statement(self.conn):
-            await self.conn.execute(UPSERT_LINKS, columns)
+            await self.conn.execute(UPSERT_LINKS, _link_columns(links))
         return len(links)
 
     async def pending_links(self, child_shop: str) -> list[Link]:
         return await self._rows(PENDING_LINKS, {"child_shop": child_shop})
 
-    async def complete_pending(self, child_shop: str, parent_product_id: str,
-                               complete: Callable[[dict], tuple[list[Link], list[WriteRecord]]]) -> bool:
-        """Link a copy's variants: in one transaction, take the product link's pending variants
-        (False when there are none: linked already), save the links `complete(pending)` makes of
-        them and its write records (the stock the copy wrote, so the level webhooks it caused
-        are judged echoes)."""
-        async with self.conn.transaction():
-            cur = await self.conn.execute(TAKE_PENDING, {"child_shop": child_shop, "parent_id": parent_product_id})
-            row = await cur.fetchone()
-            if row is None:
-                return False
-            links, writes = complete(row[0])
-            await self.save_links(links)
-            await PgWriteRecords(self.conn).record_writes(writes)
-        return True
+    async def complete_pending(self, child_shop: str, parent_product_id: str, links: Sequence[Link],
+                               writes: Sequence[WriteRecord]) -> bool:
+        async with _one_statement(self.conn):
+            cur = await self.conn.execute(LINK_PENDING_COPY, {
+                "shop": child_shop, "product": parent_product_id, **_link_columns(links),
+                **{f"w_{k}": v for k, v in _write_columns(writes).items()}})
+            return bool((await cur.fetchone())[0])
 
     async def _rows(self, sql: str, params: dict[str, Any]) -> list[Link]:
         async with _one_statement(self.conn), self.conn.cursor(row_factory=dict_row) as cur:
@@ -378,6 +386,12 @@ LIMIT %(limit)s
 PRUNE_WRITES = "DELETE FROM sync_write_records WHERE written_at < %(before)s"
 
 
+def _write_columns(recs: Sequence[WriteRecord]) -> dict[str, list[Any]]:
+    return {"shop": [r.shop for r in recs], "item": [r.inventory_item_id for r in recs],
+            "location": [r.location_id for r in recs], "quantity": [r.quantity for r in recs],
+            "written_at": [r.written_at for r in recs], "cause": [r.cause for r in recs]}
+
+
 class PgWriteRecords:
     def __init__(self, conn: psycopg.AsyncConnection) -> None:
         self.conn = conn
@@ -392,10 +406,7 @@ class PgWriteRecords:
         if not recs:
             return
         async with _one_statement(self.conn):
-            await self.conn.execute(RECORD_WRITES, {
-                "shop": [r.shop for r in recs], "item": [r.inventory_item_id for r in recs],
-                "location": [r.location_id for r in recs], "quantity": [r.quantity for r in recs],
-                "written_at": [r.written_at for r in recs], "cause": [r.cause for r in recs]})
+            await self.conn.execute(RECORD_WRITES, _write_columns(recs))
 
     async def recent_writes(self, shop: str, inventory_item_id: str, location_id: str, since: datetime,
                             *, limit: int = 100) -> list[WriteRecord]:
@@ -463,17 +474,19 @@ class PgAppliedVersions:
 
 # --------------------------------------------------------------------------- saga log
 
-# create_saga: a new saga (nothing when the id exists: creation is idempotent).
+# create_saga: a new saga and its steps (parallel arrays), in one statement; nothing when the id
+# exists (creation is idempotent). Returns whether it created the saga.
 CREATE_SAGA = """
-INSERT INTO sync_sagas (id, kind, shop, cause) VALUES (%(id)s, %(kind)s, %(shop)s, %(cause)s)
-ON CONFLICT (id) DO NOTHING
-RETURNING id
-"""
-
-# create_steps: the steps of a new saga (parallel arrays).
-CREATE_STEPS = """
-INSERT INTO sync_saga_steps (saga_id, idx, name, action, params)
-SELECT %(saga_id)s, * FROM unnest(%(idx)s::integer[], %(name)s::text[], %(action)s::text[], %(params)s::jsonb[])
+WITH saga AS (
+    INSERT INTO sync_sagas (id, kind, shop, cause) VALUES (%(id)s, %(kind)s, %(shop)s, %(cause)s)
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id
+), steps AS (
+    INSERT INTO sync_saga_steps (saga_id, idx, name, action, params)
+    SELECT saga.id, s.* FROM saga,
+        unnest(%(idx)s::integer[], %(name)s::text[], %(action)s::text[], %(params)s::jsonb[]) AS s
+)
+SELECT EXISTS (SELECT 1 FROM saga)
 """
 
 # load_saga: a saga's header.
@@ -523,13 +536,12 @@ class PgStepLog:
         self.conn = conn
 
     async def create(self, saga_id: str, kind: str, shop: str, cause: str, steps: Sequence[StepSpec]) -> SagaRecord:
-        async with self.conn.transaction(), self.conn.cursor() as cur:
-            await cur.execute(CREATE_SAGA, {"id": saga_id, "kind": kind, "shop": shop, "cause": cause})
-            created = await cur.fetchone() is not None
-            if created:
-                await cur.execute(CREATE_STEPS, {
-                    "saga_id": saga_id, "idx": list(range(len(steps))), "name": [s.name for s in steps],
-                    "action": [s.action for s in steps], "params": [Jsonb(s.params) for s in steps]})
+        async with _one_statement(self.conn):
+            cur = await self.conn.execute(CREATE_SAGA, {
+                "id": saga_id, "kind": kind, "shop": shop, "cause": cause, "idx": list(range(len(steps))),
+                "name": [s.name for s in steps], "action": [s.action for s in steps],
+                "params": [Jsonb(s.params) for s in steps]})
+            created = (await cur.fetchone())[0]
         if created:  # what was just written: no need to read it back
             return SagaRecord(saga_id, kind, shop, cause, SagaState.RUNNING,
                               [StepRecord(i, s.name, s.action, dict(s.params)) for i, s in enumerate(steps)])

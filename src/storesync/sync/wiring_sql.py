@@ -24,16 +24,27 @@ ORDER BY s.created_at, s.id
 LIMIT %(limit)s
 """
 
+# copy_saga_states: every copy saga's state (the backfill picks each copy's saga id from them).
+COPY_SAGA_STATES = "SELECT id, state FROM sync_sagas WHERE kind = 'copy_product'"
+
 # merchant_of_shop: the merchant of a store (the fairness group of its jobs).
 MERCHANT_OF_SHOP = "SELECT merchant_id FROM stores WHERE shop_domain = %(shop)s"
 
 # child_links_subset: the links of one child for some of its products, variants or inventory items,
 # and its collection links when asked (a webhook or a sale needs a handful, not the whole map).
+# One branch per index, so that even a generic plan made while the table was empty looks each
+# id up in its index (one OR of the four read every link of the child).
 CHILD_LINKS_SUBSET = """
 SELECT * FROM sync_links
-WHERE child_shop = %(child_shop)s
-  AND ((kind = 'product' AND child_id = ANY(%(products)s))
-       OR (kind = 'variant' AND child_id = ANY(%(variants)s))
-       OR (kind = 'variant' AND child_inventory_item_id = ANY(%(items)s))
-       OR (kind = 'collection' AND %(collections)s))
+WHERE child_shop = %(child_shop)s AND kind = 'product' AND child_id = ANY(%(products)s)
+UNION ALL
+SELECT * FROM sync_links
+WHERE child_shop = %(child_shop)s AND kind = 'variant' AND child_id = ANY(%(variants)s)
+UNION ALL
+SELECT * FROM sync_links
+WHERE child_shop = %(child_shop)s AND child_inventory_item_id = ANY(%(items)s) AND kind = 'variant'
+  AND NOT child_id = ANY(%(variants)s)
+UNION ALL
+SELECT * FROM sync_links
+WHERE child_shop = %(child_shop)s AND kind = 'collection' AND %(collections)s
 """
