@@ -202,7 +202,7 @@ def initial_sync(dsn: str, products: int, children: int, plan: str, cap: float, 
         backfill = system.start_cli("backfill", "backfill", "--concurrency", str(concurrency),
                                     env={"STORESYNC_POOL_MAX_SIZE": str(concurrency * children + 6)})
         copied = 0
-        first_copy_s = None
+        first_copy_s = last_copy_s = None
         backfill_cpu = 0.0
         # Progress from the sagas the backfill completed (one cheap query), not from snapshots
         # of the children: serializing 5 growing catalogs twice a second loads the emulator
@@ -214,6 +214,8 @@ def initial_sync(dsn: str, products: int, children: int, plan: str, cap: float, 
                                       "AND id LIKE 'copy:%'").fetchone()[0]
                 if copied and first_copy_s is None:
                     first_copy_s = time.monotonic() - started
+                if copied >= total and last_copy_s is None:
+                    last_copy_s = time.monotonic() - started
                 with contextlib.suppress(Exception):  # the backfill's CPU, known until it exits
                     backfill_cpu = cpu_seconds_of(backfill.pid)
                 if not backfill.alive():
@@ -238,7 +240,7 @@ def initial_sync(dsn: str, products: int, children: int, plan: str, cap: float, 
         projected = float("inf")
     return {"products": products, "children": children, "plan": plan, "bucket": bucket, "restore_rate": rate,
             "floor_points": floor, "bound_s": bound, "elapsed_s": elapsed, "copied": copied, "total": total,
-            "finished": finished, "agree": agree, "projected_s": projected, "first_copy_s": first_copy_s,
+            "finished": finished, "agree": agree, "projected_s": projected, "first_copy_s": first_copy_s, "last_copy_s": last_copy_s,
             "ratio": projected / bound if bound else float("inf"),
             "cpu_ms_per_copy": {k: round(v * 1000 / max(copied, 1), 1) for k, v in sorted(cpu.items())}}
 
@@ -370,6 +372,10 @@ def print_initial_sync(s: dict) -> None:
     print(f"| {s['products']} products -> {s['children']} children | {s['plan']} ({s['bucket']:.0f} points, "
           f"{s['restore_rate']:.0f}/s per store; minimal productSet {s['floor_points']} points) | "
           f"{s['bound_s']:.0f} s | {s['elapsed_s']:.0f} s ({state}) | {s['ratio']:.1f}x | <= 1.2x |")
+    if s["finished"]:
+        last = f"{s['last_copy_s']:.0f}" if s.get("last_copy_s") is not None else "?"
+        print(f"first copy after {s['first_copy_s']:.1f} s, last copy after {last} s, backfill done after "
+              f"{s['elapsed_s']:.0f} s (links of copies whose webhook is late, parent levels read again)")
     cpu = s["cpu_ms_per_copy"]
     print(f"CPU per copy: {sum(cpu.values()):.0f} ms (" + ", ".join(f"{k} {v:.0f}" for k, v in cpu.items()) + ")")
     if s["finished"] and not s["agree"]:

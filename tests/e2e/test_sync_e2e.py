@@ -34,7 +34,8 @@ def system(module_db):
     # Plus plan: a large rate-limit bucket keeps the backfill from being throttle-bound (pacing is
     # tested with the commerce client); subscriptions through `storesync webhooks sync`.
     with running_system(module_db.dsn, children=3, products=10, workers=2, collections=3, subscribe="cli",
-                        plan="plus", extra_env={"STORESYNC_SYNC_RECONCILE_EVERY_S": "3600"}) as system:
+                        plan="plus", extra_env={"STORESYNC_SYNC_RECONCILE_EVERY_S": "3600",
+                                                "STORESYNC_SYNC_LINK_PENDING_AFTER_S": "1"}) as system:
         done = system.cli("backfill", check=True)
         assert "30 products copied, 0 rolled back" in " ".join(done.stdout.split()), done.stdout
         assert system.compare().agree, system.compare().problems()
@@ -428,20 +429,16 @@ def _variant_links(system, shop: str, parent_product_id: str) -> int:
 
 def test_a_sale_of_a_copy_whose_variants_are_not_linked_yet_still_reaches_the_parent(system) -> None:
     """A copy's productSet answer names the product only; its variants are linked from the
-    child's products/create, or at the end of the backfill. Here neither came (no webhook, the
-    backfill killed right after the copy): a sale of the copy links it by reading the product,
-    and reaches the parent all the same."""
+    child's products/create, or by a job a while after the backfill. Here neither has come yet
+    (no webhook, the job an hour away): a sale of the copy links it by reading the product, and
+    reaches the parent all the same."""
     child = system.children[0]
     _unsubscribe(system, child, "PRODUCTS_CREATE")
     try:
         pid = _seed_parent_product(system, "linked-later", ("LATER-S", "LATER-M"), (7, 3))
-        run = system.start_cli("backfill-then-killed", "backfill", "--child", child)
-        copied = "SELECT count(*) FROM sync_sagas WHERE id = %(id)s AND state = 'completed'"
-        # Killed while it waits for the create webhook (which never comes) to link the copy.
-        system.wait_until(lambda: sql(system, copied, {"id": f"copy:{child}:{pid}"})[0][0] == 1
-                          and _pending_copies(system, child) == 1, WAIT, interval=0.02, message="the copy made")
-        os.killpg(run.pid, signal.SIGKILL)
-        run.popen.wait(timeout=10)
+        done = system.cli("backfill", "--child", child, check=True, env={"STORESYNC_SYNC_LINK_PENDING_AFTER_S": "3600"})
+        assert "1 products copied" in " ".join(done.stdout.split()), done.stdout
+        settle(system)
         assert _pending_copies(system, child) == 1 and _variant_links(system, child, pid) == 0
         assert level(system, child, "LATER-S") == 7
         system.place_order(child, sku="LATER-S", quantity=2)
@@ -452,21 +449,26 @@ def test_a_sale_of_a_copy_whose_variants_are_not_linked_yet_still_reaches_the_pa
         assert dead_jobs(system) == []
     finally:
         system.cli("webhooks", "sync", check=True)
-    system.cli("backfill", check=True, timeout=120)  # every child has it again, linked by its webhook
+    sql(system, "DELETE FROM jobs WHERE kind = 'sync.link_pending_copies' AND state = 'queued' RETURNING id")  # an hour away
+    system.cli("backfill", check=True, timeout=120)  # every child has it, linked by its webhook
     settle(system)
-    assert [_pending_copies(system, c) for c in system.children] == [0] * len(system.children)
+    system.wait_until(lambda: [_pending_copies(system, c) for c in system.children] == [0] * len(system.children),
+                      WAIT, message="every copy linked")
     system.wait_until(lambda: all(level(system, c, "LATER-S") == 5 for c in system.children), WAIT,
                       message="every child has the copy at the parent's level")
 
 
 def test_a_backfill_links_the_copies_whose_create_webhook_never_came(system) -> None:
+    """...with a job a little after it ends (`STORESYNC_SYNC_LINK_PENDING_AFTER_S`, 1 s here): the
+    backfill does not wait for the webhooks."""
     child = system.children[1]
     _unsubscribe(system, child, "PRODUCTS_CREATE")
     try:
         pid = _seed_parent_product(system, "linked-by-backfill", ("BACKLINK-S", "BACKLINK-M"), (4, 2))
         done = system.cli("backfill", "--child", child, check=True, timeout=120)
         assert "1 products copied" in " ".join(done.stdout.split()), done.stdout
-        assert _pending_copies(system, child) == 0 and _variant_links(system, child, pid) == 2
+        system.wait_until(lambda: _pending_copies(system, child) == 0, WAIT, message="the copy linked by the job")
+        assert _variant_links(system, child, pid) == 2
         # Linked, so a parent stock move reaches it.
         system.set_inventory(system.parent, "BACKLINK-M", 6)
         system.wait_until(lambda: level(system, child, "BACKLINK-M") == 6, WAIT, message="the move reached the copy")

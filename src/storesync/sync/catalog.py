@@ -497,12 +497,15 @@ def links_after_write(plan: ProductPlan, parent: Product, written: Product, link
 
 
 def pending_copy(parent: Product, stock: Mapping[tuple, Sequence[tuple[str, int]]], written_at: datetime,
-                 cause: str) -> dict:
+                 cause: str, levels_read_at: datetime | None = None) -> dict:
     """What linking a copy's variants needs once their ids are known (`Link.pending`, JSON): per
     parent variant its id, inventory item, option values (a variant's identity in its product,
     as productSet matched them) and SKU, and the stock the copy wrote for it (`stock`: option
-    key -> [(child location, quantity)]), for the echo records."""
-    return {"written_at": written_at.isoformat(), "cause": cause, "variants": [
+    key -> [(child location, quantity)]), for the echo records; and when the parent's levels it
+    wrote were read (`levels_read_at`, default `written_at`): a parent level that moved after
+    that found no link to fan out to, and is fanned out when the copy is linked."""
+    return {"written_at": written_at.isoformat(), "cause": cause,
+            "levels_read_at": (levels_read_at or written_at).isoformat(), "variants": [
         {"parent_variant_id": pv.id, "parent_item_id": pv.inventory_item_id,
          "options": [list(kv) for kv in pv.option_key], "sku": pv.sku,
          "levels": [[loc, q] for loc, q in stock.get(pv.option_key, ())]}
@@ -521,6 +524,13 @@ class PendingResolution:
     links: list[Link]
     writes: list[WriteRecord]
     unmatched: list[str]  # parent variants the child product has no variant for (options changed since)
+    levels_read_at: datetime | None = None  # when the parent levels the copy wrote were read
+
+    def parent_levels(self, parent_locations: Iterable[str]) -> list[tuple[str, str]]:
+        """The (parent item, parent location) levels of the variants linked."""
+        locations = list(parent_locations)
+        return [(lk.parent_inventory_item_id, loc) for lk in self.links if lk.parent_inventory_item_id
+                for loc in locations]
 
 
 def resolve_pending(product_link: Link, pending: Mapping[str, Any], child_variants: Sequence[Variant]) -> PendingResolution:
@@ -528,7 +538,7 @@ def resolve_pending(product_link: Link, pending: Mapping[str, Any], child_varian
     webhook reported them: matched to the parent's by option values."""
     by_key = {v.option_key: v for v in child_variants if v.id}
     written_at = datetime.fromisoformat(pending["written_at"])
-    out = PendingResolution([], [], [])
+    out = PendingResolution([], [], [], datetime.fromisoformat(pending.get("levels_read_at") or pending["written_at"]))
     shop = product_link.child_shop
     for pv in pending["variants"]:
         cv = by_key.get(tuple(tuple(kv) for kv in pv["options"]))

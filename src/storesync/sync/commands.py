@@ -10,6 +10,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 
 import psycopg
 
@@ -18,8 +19,7 @@ from storesync.config import Settings
 from storesync.db.pools import async_pooled_pool
 from storesync.logs import get_logger
 from storesync.sync.linking import LinkReport, link_network
-from storesync.sync.catalog import link_pending_copies
-from storesync.sync.model import LinkKind, LinkMap
+from storesync.sync.model import LinkKind
 from storesync.sync.network import MerchantNetwork
 from storesync.sync.reconcile import ReconcileReport, Repair, apply_repairs, reconcile_network
 from storesync.sync.runtime import Storage, SyncRuntime, SyncSettings, job_storage, load_network_config, pause_store, paused_among
@@ -215,7 +215,8 @@ async def backfill(rt: SyncRuntime, *, merchant: str | None = None, child: str |
     work: list[tuple[MerchantNetwork, str, str]] = []  # (merchant, child, parent product)
     scanned: dict[str, ScannedParent] = {}  # merchant -> its parent as scanned
     parent_scans: dict[str, tuple[BulkCatalogScan, dict]] = {}  # merchant -> (scan, the levels the copies use)
-    looked_at: list[str] = []  # the children linked (and copied into) by this run
+    looked_at: list[tuple[MerchantNetwork, str]] = []  # the children linked (and copied into) by this run
+    levels_read_at: dict[str, datetime] = {}  # merchant -> when the scan read the parent's levels
     async with job_storage(rt.pool) as st:
         for net in _merchants(rt, merchant):
             active, paused = await _active(st, net)
@@ -235,6 +236,7 @@ async def backfill(rt: SyncRuntime, *, merchant: str | None = None, child: str |
             scans = {s.shop: BulkCatalogScan(rt.api(s.shop)) for s in active.stores}
             parent_scan = scans[net.parent.shop]
             await asyncio.gather(*(scan.products() for scan in scans.values()))
+            levels_read_at[net.merchant_id] = datetime.now(UTC)
             parent_levels = await parent_scan.levels()
             reports = await link_network(active, scans, st.links)
             result.reports += reports
@@ -242,7 +244,7 @@ async def backfill(rt: SyncRuntime, *, merchant: str | None = None, child: str |
             scanned[net.merchant_id] = ScannedParent(rt.api(net.parent.shop), parent_products, parent_levels)
             parent_scans[net.merchant_id] = (parent_scan, dict(parent_levels))
             for report in reports:
-                looked_at.append(report.child_shop)
+                looked_at.append((active, report.child_shop))
                 await _create_missing_collections(rt, st, active, report.child_shop, report, result)
                 links = await st.links.link_map(report.child_shop)
                 work += [(active, report.child_shop, p.id) for p in parent_products
@@ -262,7 +264,8 @@ async def backfill(rt: SyncRuntime, *, merchant: str | None = None, child: str |
                 saga_id = _saga_id(sagas, shop, pid)
                 try:
                     rec = await run_copy_saga(rt, st, net, saga_id, pid, shop, f"backfill:{saga_id}",
-                                              final_attempt=True, parent_api=scanned[net.merchant_id])
+                                              final_attempt=True, parent_api=scanned[net.merchant_id],
+                                              levels_read_at=levels_read_at.get(net.merchant_id))
                 except StoreUnauthorized as err:
                     reason = f"HTTP {err.status}: {err}"
                     await pause_store(st.conn, err.shop or shop, reason)
@@ -287,51 +290,26 @@ async def backfill(rt: SyncRuntime, *, merchant: str | None = None, child: str |
         per_child = lanes.setdefault(item[1], [[] for _ in range(concurrency)])
         per_child[sum(len(x) for x in per_child) % concurrency].append(item)
     await asyncio.gather(*(copy_all(chunk) for chunks in lanes.values() for chunk in chunks if chunk))
-    # Every child this run looked at: a copy an earlier run left pending is linked now too.
-    await _link_remaining_copies(rt, {shop for _, shop, _ in work} | set(looked_at), result)
     await _levels_moved_meanwhile(rt, parent_scans, {net.merchant_id: net for net, _, _ in work}, result)
+    await _link_overdue_copies_later(rt, {shop: net for net, shop in looked_at})
     return result
 
 
-# Copies left pending at the end of a backfill above this many in one child are read with one
-# bulk query of the child instead of one product read each.
-BULK_READ_PENDING_FROM = 20
-
-
-async def _link_remaining_copies(rt: SyncRuntime, shops: set[str], result: BackfillResult,
-                                 *, stall_s: float = 2.0, poll_s: float = 0.25) -> None:
+async def _link_overdue_copies_later(rt: SyncRuntime, children: dict[str, MerchantNetwork]) -> None:
     """The copies' variants are linked from their products/create webhooks as the workers handle
-    them. Wait while that goes on (until nothing is left, or nothing moved for `stall_s`: a lost
-    webhook, or no worker running), then read the products still pending and link them here, so
-    the backfill ends with every copy linked (the level re-read after this fans out to them)."""
-    async with job_storage(rt.pool) as st:
-        async def left() -> dict[str, list]:
-            return {shop: links for shop in sorted(shops) if (links := await st.links.pending_links(shop))}
+    them; a job per child (`sync.link_pending_copies`) links, a little later, those whose
+    webhook never came (a copy an earlier run left pending included). The backfill itself does
+    not wait for the webhooks: its copies are complete in the stores."""
+    from storesync.queue.enqueue import enqueue_many_async
+    from storesync.sync.handlers import link_pending_job
 
-        pending, stalled_at = await left(), asyncio.get_running_loop().time()
-        while pending:
-            await asyncio.sleep(poll_s)
-            now_left = await left()
-            if sum(map(len, now_left.values())) < sum(map(len, pending.values())):
-                stalled_at = asyncio.get_running_loop().time()
-            pending = now_left
-            if asyncio.get_running_loop().time() - stalled_at > stall_s:
-                break
-        for shop, links in pending.items():
-            api = rt.api(shop)
-            try:
-                if len(links) > BULK_READ_PENDING_FROM:
-                    products = await BulkCatalogScan(api).products()
-                else:
-                    products = [p for lk in links if (p := await api.read_product(lk.child_id)) is not None]
-            except CommerceError as err:
-                result.failed.append((f"{shop}: {len(links)} copies not linked yet",
-                                      f"not read ({type(err).__name__}: {err}); their create webhooks or "
-                                      "storesync reconcile link them"))
-                continue
-            linked = await link_pending_copies(st.links, LinkMap(shop, links), products)
-            log.info("backfill linked copies whose create webhook had not come", shop=shop, copies=linked,
-                     pending=len(links))
+    delay, now = rt.sync_settings.link_pending_after_s, datetime.now(UTC)
+    async with job_storage(rt.pool) as st:
+        specs = [link_pending_job(net, shop, "backfill", delay, now) for shop, net in sorted(children.items())
+                 if await st.links.pending_links(shop)]
+        if specs:
+            async with st.conn.transaction():
+                await enqueue_many_async(st.conn, specs)
 
 
 async def _levels_moved_meanwhile(rt: SyncRuntime, parent_scans: dict[str, tuple[BulkCatalogScan, dict]],

@@ -29,8 +29,8 @@ from storesync.queue.handlers import HandlerRegistry, JobContext, PermanentError
 from storesync.sync import routing
 from storesync.sync.audit import delivery_cause, job_cause
 from storesync.sync.catalog import (
-    CatalogBlocked, CatalogError, actual_view, link_pending_copies, link_pending_copy, same_view, sync_product_to_child,
-    variants_from_product_webhook,
+    CatalogBlocked, CatalogError, PendingResolution, actual_view, link_pending_copies, link_pending_copy, same_view,
+    sync_product_to_child, variants_from_product_webhook,
 )
 from storesync.sync.conflicts import LevelDecision, judge_level_delivery, level_from_webhook, version_of_delivery
 from storesync.sync.inventory import (
@@ -236,14 +236,21 @@ async def _link_created_copy(ctx: JobContext, net: MerchantNetwork, shop: str, b
         if resolution.unmatched:
             log.warning("copy's variants not all in its create webhook", shop=shop, product=product_id,
                         parent_variants=resolution.unmatched)
-        written_at = datetime.fromisoformat(link.pending["written_at"])
-        levels = [(lk.parent_inventory_item_id, parent_loc) for lk in resolution.links if lk.parent_inventory_item_id
-                  for parent_loc in net.location_maps.get(shop, {})]
-        moved = await st.versions.moved_since(net.parent.shop, levels, written_at)
-        log.info("copy's variants linked", shop=shop, product=product_id, variants=len(resolution.links),
-                 levels_moved_since=len(moved))
-        await enqueue_jobs(st.conn, [routing.fan_out_job(item, loc, cause, only=shop) for item, loc in moved],
-                           net.merchant_id)
+        await _fan_out_levels_moved_since_copy(st, net, shop, [resolution], cause)
+
+
+async def _fan_out_levels_moved_since_copy(st: Storage, net: MerchantNetwork, shop: str,
+                                           resolutions: Iterable[PendingResolution], cause: str) -> None:
+    """Copies just linked wrote the parent's levels as read then: a parent level that moved
+    since (a newer version applied) found no link to fan out to. Fan those out to this child."""
+    moved: set[tuple[str, str]] = set()
+    for r in resolutions:
+        levels = r.parent_levels(net.location_maps.get(shop, {}))
+        if levels and r.levels_read_at is not None:
+            moved.update(await st.versions.moved_since(net.parent.shop, levels, r.levels_read_at))
+    log.info("copies' variants linked", shop=shop, levels_moved_since=len(moved))
+    await enqueue_jobs(st.conn, [routing.fan_out_job(item, loc, cause, only=shop) for item, loc in sorted(moved)],
+                       net.merchant_id)
 
 
 async def _route_parent_update(rt: SyncRuntime, st: Storage, net: MerchantNetwork, product_id: str,
@@ -469,7 +476,7 @@ def copy_job(net: MerchantNetwork, saga_id: str, parent_product_id: str | None, 
 
 async def run_copy_saga(rt: SyncRuntime, st: Storage, net: MerchantNetwork, saga_id: str,
                         parent_product_id: str | None, child_shop: str, cause: str, *, final_attempt: bool,
-                        parent_api=None):
+                        parent_api=None, levels_read_at: datetime | None = None):
     """Drive one copy-product saga to its end. A step failing permanently - or with a retryable
     error on the final attempt - compensates the steps done, in reverse."""
 
@@ -485,12 +492,70 @@ async def run_copy_saga(rt: SyncRuntime, st: Storage, net: MerchantNetwork, saga
     stores = rt.apis(net)
     if parent_api is not None:  # e.g. the backfill's scanned parent (`shopify_adapter.ScannedParent`)
         stores = {**stores, net.parent.shop: parent_api}
-    deps = SagaDeps(net, stores, st.links, st.writes, st.audit, rt.policy(net.merchant_id))
+    deps = SagaDeps(net, stores, st.links, st.writes, st.audit, rt.policy(net.merchant_id), levels_read_at)
     executor = SagaExecutor(st.steps, copy_product_actions(deps), st.audit, is_permanent=is_permanent)
     if parent_product_id:
         return await executor.start(saga_id, "copy_product", child_shop, cause,
                                     copy_product_steps(parent_product_id, child_shop, stock_in_create=True))
     return await executor.run(saga_id)
+
+
+JOB_LINK_PENDING_COPIES = "sync.link_pending_copies"
+# More pending copies than this in one child are read with one bulk query instead of one read each.
+BULK_READ_PENDING_FROM = 20
+
+
+def link_pending_job(net: MerchantNetwork, child_shop: str, cause: str, delay_s: float,
+                     written_before: datetime) -> JobSpec:
+    """Link, `delay_s` from now, the child's copies made before `written_before` whose create
+    webhook has not linked them by then."""
+    payload = {"child_shop": child_shop, "cause": cause, "written_before": written_before.isoformat()}
+    return JobSpec(JOB_LINK_PENDING_COPIES, payload, group=net.merchant_id,
+                   lane=Lane.BACKFILL, singleton_key=f"link-pending:{child_shop}",
+                   lock_key=f"link-pending:{child_shop}",
+                   run_at=datetime.now(UTC) + timedelta(seconds=delay_s) if delay_s else None)
+
+
+@registry.register(JOB_LINK_PENDING_COPIES)
+async def link_pending_copies_job(ctx: JobContext) -> None:
+    """The copies of one child whose variants are still not linked a while after the copy (their
+    products/create webhook was lost): read them and link them, fanning out the parent levels
+    that moved since (`storesync backfill` enqueues it at its end)."""
+    p = ctx.payload
+    rt = await _runtime(ctx)
+    net, _ = _lookup(rt, p["child_shop"])
+    async with job_storage(ctx.pool) as st:
+        async def work() -> None:
+            await link_overdue_copies(rt, st, net, p["child_shop"], p.get("cause") or job_cause(ctx.job_id),
+                                      written_before=datetime.fromisoformat(p["written_before"]))
+
+        await _guarded(ctx, st, [p["child_shop"]], work)
+
+
+async def link_overdue_copies(rt: SyncRuntime, st: Storage, net: MerchantNetwork, shop: str, cause: str, *,
+                              written_before: datetime) -> int:
+    """Read and link the child's copies made before `written_before` that are still pending;
+    returns how many it linked. Store errors propagate (the job retries)."""
+    overdue = [lk for lk in await st.links.pending_links(shop)
+               if lk.pending and datetime.fromisoformat(lk.pending["written_at"]) <= written_before]
+    if not overdue:
+        return 0
+    api = rt.api(shop)
+    if len(overdue) > BULK_READ_PENDING_FROM:
+        from storesync.sync.shopify_adapter import BulkCatalogScan
+
+        products = await BulkCatalogScan(api).products()
+    else:
+        products = [p for lk in overdue if (p := await api.read_product(lk.child_id)) is not None]
+    by_id = {p.id: p for p in products if p.id}
+    resolutions = [r for lk in overdue if lk.child_id in by_id
+                   and (r := await link_pending_copy(st.links, lk, by_id[lk.child_id].variants)) is not None]
+    gone = [lk.child_id for lk in overdue if lk.child_id not in by_id]
+    if gone:  # deleted in the child meanwhile: the product job or reconcile makes them again
+        log.warning("pending copies no longer in the child", shop=shop, products=gone)
+    await _fan_out_levels_moved_since_copy(st, net, shop, resolutions, cause)
+    log.info("overdue copies linked", shop=shop, copies=len(resolutions), overdue=len(overdue))
+    return len(resolutions)
 
 
 @registry.register(JOB_COPY_PRODUCT)

@@ -53,6 +53,9 @@ class SyncSettings(EnvironmentSettings):
     admin_max_attempts: Annotated[int, Field(ge=1, le=20)] = 5
     # Attempts of a copy-product (backfill) job; a step still failing on the last one compensates.
     backfill_max_attempts: Annotated[int, Field(ge=1, le=50)] = 5
+    # After a backfill, its copies whose variants are still not linked (their products/create
+    # webhook lost) are read and linked by a job this much later (seconds).
+    link_pending_after_s: Annotated[float, Field(ge=0)] = 30.0
 
 
 

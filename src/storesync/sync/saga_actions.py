@@ -41,6 +41,8 @@ class SagaDeps:
     writes: WriteRecords
     audit: AuditSink
     policy: SyncPolicy
+    # When the parent's levels the copies write were read, if not live (a backfill's scan).
+    levels_read_at: datetime | None = None
 
     @property
     def parent(self) -> StoreAPI:
@@ -122,6 +124,7 @@ class CreateChildProduct:
         links = await _create_links(deps, child.shop, parent)
         plan = plan_child_product(parent, None, links, deps.policy)
         locations = deps.network.location_maps.get(child.shop, {})
+        levels_read_at = deps.levels_read_at or datetime.now(UTC)
         stock: dict[tuple, list[tuple[str, int]]] = {}  # variant option key -> [(child location, quantity)]
         for pv in parent.variants:
             for parent_loc, child_loc in locations.items():
@@ -137,7 +140,7 @@ class CreateChildProduct:
             product_id = await child.create_product_id(inp, upsert=ctx.resumed)
         except HandleTaken as err:
             raise StepRefused(_handle_taken(child.shop, parent.handle)) from err
-        pending = pending_copy(parent, stock, datetime.now(UTC), ctx.cause)
+        pending = pending_copy(parent, stock, datetime.now(UTC), ctx.cause, levels_read_at)
         await deps.links.save_links([copy_product_link(plan, product_id, links, pending)])
         # Levels by SKU and child location (the child's inventory items are not known yet).
         levels = [[v["sku"], loc, quantity] for v in pending["variants"] for loc, quantity in v["levels"]]
