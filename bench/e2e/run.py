@@ -225,6 +225,20 @@ def initial_sync(dsn: str, products: int, children: int, plan: str, cap: float, 
                     break
                 time.sleep(0.2)
         elapsed = time.monotonic() - started
+        caught_up_s = None
+        if not backfill.alive():
+            # The stores are synced; the workers may still be behind on the copies' webhooks
+            # (linking each copy's variants): how long until nothing is pending or due.
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                while time.monotonic() - started < elapsed + 60:
+                    # backlog: copies not linked yet, and webhook jobs due
+                    left = conn.execute("SELECT (SELECT count(*) FROM sync_links WHERE pending IS NOT NULL) + "
+                                        "(SELECT count(*) FROM jobs WHERE state IN ('queued', 'running') "
+                                        "AND run_at <= now() AND kind LIKE 'webhook.%')").fetchone()[0]
+                    if left == 0:
+                        caught_up_s = time.monotonic() - started
+                        break
+                    time.sleep(0.2)
         cpu = cpu_delta(cpu_before, cpu_seconds(system))
         cpu["backfill"] = backfill_cpu
         if not backfill.alive():
@@ -241,6 +255,7 @@ def initial_sync(dsn: str, products: int, children: int, plan: str, cap: float, 
     return {"products": products, "children": children, "plan": plan, "bucket": bucket, "restore_rate": rate,
             "floor_points": floor, "bound_s": bound, "elapsed_s": elapsed, "copied": copied, "total": total,
             "finished": finished, "agree": agree, "projected_s": projected, "first_copy_s": first_copy_s, "last_copy_s": last_copy_s,
+            "caught_up_s": caught_up_s,
             "ratio": projected / bound if bound else float("inf"),
             "cpu_ms_per_copy": {k: round(v * 1000 / max(copied, 1), 1) for k, v in sorted(cpu.items())}}
 
@@ -374,8 +389,10 @@ def print_initial_sync(s: dict) -> None:
           f"{s['bound_s']:.0f} s | {s['elapsed_s']:.0f} s ({state}) | {s['ratio']:.1f}x | <= 1.2x |")
     if s["finished"]:
         last = f"{s['last_copy_s']:.0f}" if s.get("last_copy_s") is not None else "?"
+        caught = f"{s['caught_up_s']:.0f} s" if s.get("caught_up_s") is not None else "not within 60 s"
         print(f"first copy after {s['first_copy_s']:.1f} s, last copy after {last} s, backfill done after "
-              f"{s['elapsed_s']:.0f} s (links of copies whose webhook is late, parent levels read again)")
+              f"{s['elapsed_s']:.0f} s (parent levels read again); workers done with the copies' webhooks "
+              f"(every copy's variants linked) after {caught}")
     cpu = s["cpu_ms_per_copy"]
     print(f"CPU per copy: {sum(cpu.values()):.0f} ms (" + ", ".join(f"{k} {v:.0f}" for k, v in cpu.items()) + ")")
     if s["finished"] and not s["agree"]:

@@ -32,7 +32,7 @@ from storesync.sync.catalog import (
     CatalogBlocked, CatalogError, PendingResolution, actual_view, link_pending_copies, link_pending_copy, same_view,
     sync_product_to_child, variants_from_product_webhook,
 )
-from storesync.sync.conflicts import LevelDecision, judge_level_delivery, level_from_webhook, version_of_delivery
+from storesync.sync.conflicts import judge_level_delivery, level_from_webhook, version_of_delivery
 from storesync.sync.inventory import (
     InventoryError, Outcome, SaleContext, StaleRetriesExhausted, apply_order_event, fan_out_level,
     order_event_from_webhook,
@@ -341,14 +341,19 @@ async def level_webhook(ctx: JobContext) -> None:
     except ValueError as err:
         raise PermanentError(f"inventory level webhook {p['delivery_id']}: {err}") from err
     async with job_storage(ctx.pool) as st:
+        links = None
+        if store.role == "child":
+            # A child level of an item linked to nothing is none of the engine's business (a
+            # child-only product, or a copy whose variants are not linked yet: its links bring
+            # the echo records): one lookup, nothing judged or recorded.
+            links = await child_links(st.conn, store.shop, items=[report.inventory_item_id])
+            if links.parent_item(report.inventory_item_id) is None:
+                log.info("level webhook of an unlinked item", shop=store.shop, item=report.inventory_item_id)
+                return
         decision = await judge_level_delivery(
             shop=store.shop, role=store.role, inventory_item_id=report.inventory_item_id,
             location_id=report.location_id, available=report.available, version=version,
             versions=st.versions, writes=st.writes)
-        # A stale delivery or an echo ends here: its links are not looked up.
-        ends_here = decision in (LevelDecision.STALE, LevelDecision.ECHO)
-        links = (await child_links(st.conn, store.shop, items=[report.inventory_item_id])
-                 if store.role == "child" and not ends_here else None)
         routed = routing.route_level_decision(net, store.shop, decision, item=report.inventory_item_id,
                                               location=report.location_id, child_links=links,
                                               cause=delivery_cause(p["delivery_id"]))
