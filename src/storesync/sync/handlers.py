@@ -348,7 +348,7 @@ async def level_webhook(ctx: JobContext) -> None:
             # the echo records): one lookup, nothing judged or recorded.
             links = await child_links(st.conn, store.shop, items=[report.inventory_item_id])
             if links.parent_item(report.inventory_item_id) is None:
-                log.info("level webhook of an unlinked item", shop=store.shop, item=report.inventory_item_id)
+                log.debug("level webhook of an unlinked item", shop=store.shop, item=report.inventory_item_id)
                 return
         decision = await judge_level_delivery(
             shop=store.shop, role=store.role, inventory_item_id=report.inventory_item_id,
