@@ -90,3 +90,27 @@ def test_linking_a_network_stores_links_unless_it_is_a_dry_run():
     asyncio.run(link_network(merchant(), stores, repo))
     lm = asyncio.run(repo.link_map(CHILD_A))
     assert lm.child_id(LinkKind.PRODUCT, pp.id) and len([lk for lk in lm.links if lk.kind is LinkKind.COLLECTION]) == 1
+
+
+def test_linking_records_the_view_of_a_child_already_in_step_and_not_of_one_that_differs():
+    """A child linked by SKU that already shows the parent's synced fields is stored with that
+    view, as if the engine had written it: the product's first stock move then starts no
+    product job for it. One that differs keeps no view, so its first event syncs it."""
+    import asyncio
+    from dataclasses import replace
+
+    from storesync.sync.catalog import SyncPolicy, expected_view
+    from storesync.sync.linking import link_network
+    from storesync.sync.memory import MemoryLinks
+    from tests.sync.builders import CHILD_B, CHILD_C, PARENT, merchant
+
+    stores = {s: MemoryStore(s) for s in (PARENT, CHILD_A, CHILD_B, CHILD_C)}
+    pp = stores[PARENT].add_product(tee())
+    stores[CHILD_A].add_product(tee())
+    stores[CHILD_B].add_product(replace(tee(), title="Renamed in the child"))
+    repo = MemoryLinks()
+    asyncio.run(link_network(merchant(), stores, repo, SyncPolicy()))
+    in_step = asyncio.run(repo.link_map(CHILD_A))
+    assert in_step.link_down(LinkKind.PRODUCT, pp.id).synced_view == expected_view(pp, SyncPolicy(), in_step)
+    differs = asyncio.run(repo.link_map(CHILD_B))
+    assert differs.child_id(LinkKind.PRODUCT, pp.id) and differs.link_down(LinkKind.PRODUCT, pp.id).synced_view is None

@@ -71,7 +71,8 @@ async def link(rt: SyncRuntime, *, dry_run: bool, merchant: str | None = None) -
     out = []
     async with job_storage(rt.pool) as st:
         for net in _merchants(rt, merchant):
-            reports = await link_network(net, rt.scans(net), None if dry_run else st.links)
+            reports = await link_network(net, rt.scans(net), None if dry_run else st.links,
+                                         rt.policy(net.merchant_id))
             out += [(net.merchant_id, r) for r in reports]
     return out
 
@@ -238,7 +239,7 @@ async def backfill(rt: SyncRuntime, *, merchant: str | None = None, child: str |
             await asyncio.gather(*(scan.products() for scan in scans.values()))
             levels_read_at[net.merchant_id] = datetime.now(UTC)
             parent_levels = await parent_scan.levels()
-            reports = await link_network(active, scans, st.links)
+            reports = await link_network(active, scans, st.links, rt.policy(net.merchant_id))
             result.reports += reports
             parent_products = await parent_scan.products()
             scanned[net.merchant_id] = ScannedParent(rt.api(net.parent.shop), parent_products, parent_levels)

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from storesync.sync.model import Collection, Link, LinkKind, MatchedBy, Product, Variant
+from storesync.sync.model import Collection, Link, LinkKind, LinkMap, MatchedBy, Product, Variant
 
 
 @dataclass(frozen=True)
@@ -185,9 +185,13 @@ def match_collections(parent: Iterable[Collection], child: Iterable[Collection],
     return links, missing
 
 
-async def link_network(network, scans, links_repo=None) -> list[LinkReport]:
+async def link_network(network, scans, links_repo=None, policy=None) -> list[LinkReport]:
     """Match every child of a merchant against its parent (`storesync link`). With `links_repo`
-    (a `ports.LinkRepository`) the links are stored; without, it is a dry run.
+    (a `ports.LinkRepository`) the links are stored; without, it is a dry run. With `policy`
+    (`catalog.SyncPolicy`), a product link whose child already shows the parent's synced fields
+    is stored with that view (`Link.synced_view`), as if the engine had written it: the first
+    stock move of the product then finds the child in step (`routing.children_behind`) instead
+    of starting a product job per child that reads both stores to find nothing to do.
     network: `network.MerchantNetwork`; scans: shop -> `ports.CatalogScan`."""
     parent_scan = scans[network.parent.shop]
     parent_products = [p async for p in parent_scan.all_products()]
@@ -195,10 +199,32 @@ async def link_network(network, scans, links_repo=None) -> list[LinkReport]:
     reports = []
     for child in network.children:
         scan = scans[child.shop]
-        report = match_catalogs(parent_products, [p async for p in scan.all_products()], child.shop)
+        child_products = [p async for p in scan.all_products()]
+        report = match_catalogs(parent_products, child_products, child.shop)
         report.collection_links, report.missing_collections = match_collections(
             parent_collections, [c async for c in scan.all_collections()], child.shop)
         if links_repo is not None:
-            await links_repo.save_links(report.links())
+            links = report.links()
+            if policy is not None:
+                links = _with_views_already_in_step(links, parent_products, child_products, policy, child.shop)
+            await links_repo.save_links(links)
         reports.append(report)
     return reports
+
+
+def _with_views_already_in_step(links: list[Link], parents: Sequence[Product], children: Sequence[Product],
+                                policy, shop: str) -> list[Link]:
+    from storesync.sync.catalog import actual_view, expected_view, same_view
+
+    link_map = LinkMap(shop, list(links))
+    parent_by_id = {p.id: p for p in parents}
+    child_by_id = {p.id: p for p in children}
+    out = []
+    for lk in links:
+        parent, mine = parent_by_id.get(lk.parent_id), child_by_id.get(lk.child_id)
+        if lk.kind is LinkKind.PRODUCT and parent is not None and mine is not None:
+            expected = expected_view(parent, policy, link_map)
+            if same_view(actual_view(mine, policy, link_map), expected):
+                lk = replace(lk, synced_view=expected)
+        out.append(lk)
+    return out
