@@ -3,6 +3,7 @@ for the claim (whose generic plan would go stale as the queue fills)."""
 
 from __future__ import annotations
 
+from psycopg.conninfo import make_conninfo
 from pydantic import SecretStr
 
 from storesync.config import Settings
@@ -43,3 +44,12 @@ def test_the_claim_is_never_run_with_a_generic_plan(db) -> None:
         claims = conn.execute("SELECT generic_plans, custom_plans FROM pg_prepared_statements "
                               "WHERE statement LIKE '%%WITH RECURSIVE active%%'").fetchall()
     assert claims and all(generic == 0 and custom > 0 for generic, custom in claims)
+
+
+def test_prepared_statements_are_planned_afresh_and_the_urls_own_options_stay(db) -> None:
+    """A generic plan made while a table is nearly empty would stay cached as it fills."""
+    with _pool(db.dsn) as pool, pool.connection() as conn:
+        assert conn.execute("SHOW plan_cache_mode").fetchone() == ("force_custom_plan",)
+    with _pool(make_conninfo(db.dsn, options="-c statement_timeout=1234")) as pool, pool.connection() as conn:
+        assert conn.execute("SHOW plan_cache_mode").fetchone() == ("force_custom_plan",)
+        assert conn.execute("SHOW statement_timeout").fetchone() == ("1234ms",)

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from storesync.config import ConfigError, Settings
@@ -26,11 +27,24 @@ from storesync.config import ConfigError, Settings
 POOLED_CONNECTION_KWARGS: dict[str, Any] = {"prepare_threshold": None, "autocommit": False}
 
 
+# A prepared statement is planned for its parameters every time (parsing is what preparing
+# saves), never with a generic plan: a generic plan made while a table was nearly empty (the
+# links of a backfill's first seconds) read every row once it had thousands (1.9 ms a lookup
+# instead of 0.05), until autovacuum's next ANALYZE replaced it.
+CUSTOM_PLANS_OPTION = "-c plan_cache_mode=force_custom_plan"
+
+
 def pooled_connection_kwargs(settings: Settings, **overrides: Any) -> dict[str, Any]:
     """psycopg connection options for the pooled path: prepared statements when the settings
-    say the path keeps them (`Settings.db_prepared_statements`)."""
-    return {**POOLED_CONNECTION_KWARGS, "prepare_threshold": settings.pooled_prepare_threshold,
-            "connect_timeout": settings.connect_timeout, **overrides}
+    say the path keeps them (`Settings.db_prepared_statements`), planned afresh each time when
+    the path is Postgres itself (`auto`; behind PgBouncer a startup option is not passed on,
+    and the claim sets it for its own transaction)."""
+    kwargs: dict[str, Any] = {**POOLED_CONNECTION_KWARGS, "prepare_threshold": settings.pooled_prepare_threshold,
+                              "connect_timeout": settings.connect_timeout}
+    if settings.pooled_prepare_threshold is not None and settings.db_prepared_statements == "auto":
+        given = conninfo_to_dict(settings.pooled_dsn or "").get("options")  # the URL's own stay
+        kwargs["options"] = f"{given} {CUSTOM_PLANS_OPTION}" if given else CUSTOM_PLANS_OPTION
+    return {**kwargs, **overrides}
 
 
 def _require(dsn: str | None, what: str) -> str:

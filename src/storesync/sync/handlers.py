@@ -53,6 +53,7 @@ JOB_RECONCILE = "sync.reconcile"
 JOB_RECONCILE_ALL = "sync.reconcile_all"
 JOB_PRUNE_WRITES = "sync.prune_write_records"
 CHILD_EVENT_DEBOUNCE_S = 1.0  # a child's product events re-check the child this much later
+RECHECK_CREATED_AFTER_S = 2.0  # a child's products/create with no link yet looks again this much later
 SYSTEM_GROUP = "storesync"  # fairness group of network-wide periodic jobs
 WRITE_RECORD_TTL = timedelta(days=1)
 
@@ -221,11 +222,20 @@ async def product_webhook(ctx: JobContext) -> None:
 async def _link_created_copy(ctx: JobContext, net: MerchantNetwork, shop: str, body: dict, cause: str) -> None:
     """Link a copy's variants from its products/create payload, with the echo records of the
     stock the copy wrote. A parent level that moved after the copy wrote it found no link to fan
-    out to: those levels are fanned out to this child now."""
+    out to: those levels are fanned out to this child now.
+
+    The webhook can outrun the copy: the store sends it while answering the create, before the
+    copy has saved its product link. A product with no link is therefore looked at once more,
+    `RECHECK_CREATED_AFTER_S` later (the same job again); then it is a child-only product."""
     product_id = gid("Product", body.get("admin_graphql_api_id") or body.get("id"))
     async with job_storage(ctx.pool) as st:
         links = await child_links(st.conn, shop, products=[product_id])
         link = links.link_up(LinkKind.PRODUCT, product_id)
+        if link is None and not ctx.payload.get("rechecked"):
+            await enqueue_many_async(st.conn, [JobSpec(
+                ctx.kind, {**ctx.payload, "rechecked": True}, group=net.merchant_id, lane=Lane.CATALOG,
+                run_at=datetime.now(UTC) + timedelta(seconds=RECHECK_CREATED_AFTER_S))])
+            return
         if link is None or link.pending is None:
             log.info("child product created; nothing to link", shop=shop, product=product_id,
                      why="a child-only product" if link is None else "linked already")
