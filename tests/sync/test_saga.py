@@ -417,3 +417,8 @@ def test_a_resumed_create_upserts_what_the_first_run_made():
     saga = asyncio.run(SagaExecutor(log, actions, deps.audit).run("copy-1"))
     assert saga.state is SagaState.COMPLETED and runs == [False, True]
     assert len(child.products) == 1  # the resend updated the first run's product
+    # ...and gave it new variants: the first send's create webhook must not link them
+    from storesync.sync.catalog import created_webhook_describes_it
+
+    pending = asyncio.run(deps.links.link_map(CHILD_A)).link_down(LinkKind.PRODUCT, pp.id).pending
+    assert pending is not None and not created_webhook_describes_it(pending)

@@ -497,14 +497,17 @@ def links_after_write(plan: ProductPlan, parent: Product, written: Product, link
 
 
 def pending_copy(parent: Product, stock: Mapping[tuple, Sequence[tuple[str, int]]], written_at: datetime,
-                 cause: str, levels_read_at: datetime | None = None) -> dict:
+                 cause: str, levels_read_at: datetime | None = None, *, resent: bool = False) -> dict:
     """What linking a copy's variants needs once their ids are known (`Link.pending`, JSON): per
     parent variant its id, inventory item, option values (a variant's identity in its product,
     as productSet matched them) and SKU, and the stock the copy wrote for it (`stock`: option
     key -> [(child location, quantity)]), for the echo records; and when the parent's levels it
     wrote were read (`levels_read_at`, default `written_at`): a parent level that moved after
-    that found no link to fan out to, and is fanned out when the copy is linked."""
-    return {"written_at": written_at.isoformat(), "cause": cause,
+    that found no link to fan out to, and is fanned out when the copy is linked. `resent`: the
+    create was sent again (an upsert after a lost answer), which gives the product new variants:
+    the first send's products/create webhook describes variants that are gone, so only a read
+    of the product links this copy (`created_webhook_describes_it`)."""
+    return {"written_at": written_at.isoformat(), "cause": cause, "resent": resent,
             "levels_read_at": (levels_read_at or written_at).isoformat(), "variants": [
         {"parent_variant_id": pv.id, "parent_item_id": pv.inventory_item_id,
          "options": [list(kv) for kv in pv.option_key], "sku": pv.sku,
@@ -517,6 +520,11 @@ def copy_product_link(plan: ProductPlan, product_id: str, links: LinkMap, pendin
     old = links.link_down(LinkKind.PRODUCT, plan.parent_product_id)
     return Link(LinkKind.PRODUCT, plan.child_shop, plan.parent_product_id, product_id,
                 old.matched_by if old else MatchedBy.CREATED, synced_view=plan.expected, pending=pending)
+
+
+def created_webhook_describes_it(pending: Mapping[str, Any]) -> bool:
+    """Whether a copy's products/create payload shows its current variants (see `pending_copy`)."""
+    return not pending.get("resent")
 
 
 @dataclass(frozen=True)
@@ -583,14 +591,16 @@ async def link_pending_copy(links_repo, product_link: Link, child_variants: Sequ
 
 async def link_pending_copies(links_repo, links: LinkMap, child_products: Iterable[Product]) -> int:
     """Link the variants of the pending copies among `child_products` (as just read from the
-    child); returns how many copies it linked. `links`: the child's link map, or the links of
-    these products."""
-    done = 0
+    child). Returns how many of them were pending copies: each is linked now, here or by another
+    path at the same moment, so a caller that got more than 0 reads its links again.
+    `links`: the child's link map, or the links of these products."""
+    pending = 0
     for product in child_products:
         link = links.link_up(LinkKind.PRODUCT, product.id) if product.id else None
-        if link is not None and link.pending is not None and await link_pending_copy(links_repo, link, product.variants):
-            done += 1
-    return done
+        if link is not None and link.pending is not None:
+            pending += 1
+            await link_pending_copy(links_repo, link, product.variants)
+    return pending
 
 
 # --------------------------------------------------------------------------- orchestration
@@ -632,7 +642,7 @@ async def sync_product_to_child(
         return None
     child = await child_store.read_product(child_id) if child_id else None
     if child is not None and await link_pending_copies(links_repo, links, [child]):
-        links = await links_repo.link_map(child_store.shop)  # a copy's variants, linked just now
+        links = await links_repo.link_map(child_store.shop)  # a copy's variants, linked just now (here or elsewhere)
     plan = plan_child_product(parent, child, links, policy)
     if plan.blocked:
         await audit.record(AuditRecord(

@@ -256,6 +256,7 @@ async def backfill(rt: SyncRuntime, *, merchant: str | None = None, child: str |
 
     async with job_storage(rt.pool) as st:
         sagas = await _copy_saga_states(st)
+    refresh = asyncio.create_task(_refresh_link_statistics(rt))
 
     async def copy_all(items: list[tuple[MerchantNetwork, str, str]]) -> None:
         async with job_storage(rt.pool) as st:
@@ -290,7 +291,10 @@ async def backfill(rt: SyncRuntime, *, merchant: str | None = None, child: str |
     for item in work:
         per_child = lanes.setdefault(item[1], [[] for _ in range(concurrency)])
         per_child[sum(len(x) for x in per_child) % concurrency].append(item)
-    await asyncio.gather(*(copy_all(chunk) for chunks in lanes.values() for chunk in chunks if chunk))
+    try:
+        await asyncio.gather(*(copy_all(chunk) for chunks in lanes.values() for chunk in chunks if chunk))
+    finally:
+        refresh.cancel()
     await _levels_moved_meanwhile(rt, parent_scans, {net.merchant_id: net for net, _, _ in work}, result)
     await _link_overdue_copies_later(rt, {shop: net for net, shop in looked_at})
     return result
@@ -311,6 +315,25 @@ async def _link_overdue_copies_later(rt: SyncRuntime, children: dict[str, Mercha
         if specs:
             async with st.conn.transaction():
                 await enqueue_many_async(st.conn, specs)
+
+
+# How often a backfill refreshes the links table's planner statistics while it copies.
+LINK_STATISTICS_EVERY_S = 10.0
+
+
+async def _refresh_link_statistics(rt: SyncRuntime) -> None:
+    """ANALYZE the links table now and every `LINK_STATISTICS_EVERY_S` while the copies run (a
+    bulk load outpaces autovacuum; see `wiring_sql.ANALYZE_LINKS`). A failure is logged: the
+    copies do not depend on it."""
+    from storesync.sync.wiring_sql import ANALYZE_LINKS
+
+    while True:
+        try:
+            async with job_storage(rt.pool) as st:
+                await st.conn.execute(ANALYZE_LINKS)
+        except psycopg.Error as err:
+            log.warning("links statistics not refreshed", error=str(err))
+        await asyncio.sleep(LINK_STATISTICS_EVERY_S)
 
 
 async def _levels_moved_meanwhile(rt: SyncRuntime, parent_scans: dict[str, tuple[BulkCatalogScan, dict]],

@@ -29,8 +29,8 @@ from storesync.queue.handlers import HandlerRegistry, JobContext, PermanentError
 from storesync.sync import routing
 from storesync.sync.audit import delivery_cause, job_cause
 from storesync.sync.catalog import (
-    CatalogBlocked, CatalogError, PendingResolution, actual_view, link_pending_copies, link_pending_copy, same_view,
-    sync_product_to_child, variants_from_product_webhook,
+    CatalogBlocked, CatalogError, PendingResolution, actual_view, created_webhook_describes_it, link_pending_copies,
+    link_pending_copy, same_view, sync_product_to_child, variants_from_product_webhook,
 )
 from storesync.sync.conflicts import judge_level_delivery, level_from_webhook, version_of_delivery
 from storesync.sync.inventory import (
@@ -240,6 +240,11 @@ async def _link_created_copy(ctx: JobContext, net: MerchantNetwork, shop: str, b
             log.info("child product created; nothing to link", shop=shop, product=product_id,
                      why="a child-only product" if link is None else "linked already")
             return
+        if not created_webhook_describes_it(link.pending):
+            # Sent again since: this payload's variants are gone. The resend's products/update
+            # starts a product job, whose read links it (or the backfill's link job does).
+            log.info("copy rewritten since this create webhook; linked from a read", shop=shop, product=product_id)
+            return
         resolution = await link_pending_copy(st.links, link, variants_from_product_webhook(body))
         if resolution is None:
             return  # another path linked them first
@@ -329,15 +334,20 @@ async def order_webhook(ctx: JobContext) -> None:
 async def _link_sold_copies(rt: SyncRuntime, st: Storage, shop: str, event, links: LinkMap) -> bool:
     """A sale of a copy made moments ago, whose variants wait for the ids its create webhook
     brings: read those products and link their variants now (a sale is never left unapplied
-    for want of a link). Store errors propagate: the order job retries."""
+    for want of a link). True when the sold products are copies: the caller reads the links
+    again (linked here, or by another path since its first read). Store errors propagate: the
+    order job retries."""
     products = {s.child_product_id for s in event.sales
                 if s.child_product_id and links.parent_item_for_child_variant(s.child_variant_id) is None}
     if not products:
         return False
     copies = await child_links(st.conn, shop, products=sorted(products))
+    if not any(lk.kind is LinkKind.PRODUCT for lk in copies.links):
+        return False  # not copies: child-only products
     pending = [lk for lk in copies.links if lk.kind is LinkKind.PRODUCT and lk.pending is not None]
     read = [await rt.api(shop).read_product(lk.child_id) for lk in pending]
-    return await link_pending_copies(st.links, copies, [p for p in read if p is not None]) > 0
+    await link_pending_copies(st.links, copies, [p for p in read if p is not None])
+    return True
 
 
 @registry.register("webhook.inventory_levels_update")

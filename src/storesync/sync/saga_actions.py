@@ -140,7 +140,7 @@ class CreateChildProduct:
             product_id = await child.create_product_id(inp, upsert=ctx.resumed)
         except HandleTaken as err:
             raise StepRefused(_handle_taken(child.shop, parent.handle)) from err
-        pending = pending_copy(parent, stock, datetime.now(UTC), ctx.cause, levels_read_at)
+        pending = pending_copy(parent, stock, datetime.now(UTC), ctx.cause, levels_read_at, resent=ctx.resumed)
         await deps.links.save_links([copy_product_link(plan, product_id, links, pending)])
         # Levels by SKU and child location (the child's inventory items are not known yet).
         levels = [[v["sku"], loc, quantity] for v in pending["variants"] for loc, quantity in v["levels"]]
