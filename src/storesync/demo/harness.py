@@ -607,6 +607,9 @@ def running_system(
         "STORESYNC_QUEUE_DRAIN_TIMEOUT": str(max(1.0, stop_timeout - 3)),
         "STORESYNC_QUEUE_BACKOFF_BASE": "0.2",
         "STORESYNC_QUEUE_BACKOFF_CAP": "5",
+        # The backfill's link job for copies whose create webhook is late (30 s in production,
+        # where Shopify's deliveries can lag): the emulator's come within a second.
+        "STORESYNC_SYNC_LINK_PENDING_AFTER_S": "2",
         "PYTHONUNBUFFERED": "1",
     })
     for k, v in (extra_env or {}).items():
