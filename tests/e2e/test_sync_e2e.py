@@ -475,3 +475,44 @@ def test_a_backfill_links_the_copies_whose_create_webhook_never_came(system) -> 
     finally:
         system.cli("webhooks", "sync", check=True)
     system.cli("backfill", check=True, timeout=120)
+
+
+def test_a_failure_in_the_third_step_of_a_saga_leaves_every_store_as_before(system) -> None:
+    """The three-step copy (create -> collections -> levels; sagas logged by earlier versions
+    run it) fails for good at its third step, the first stock write: the saga compensates in
+    reverse, the product the first step made is deleted, and every store is as before."""
+    import asyncio
+
+    import psycopg
+
+    from storesync.sync.saga_actions import copy_product_steps
+    from storesync.sync.store_pg import PgStepLog
+
+    child = system.children[1]
+    pid = _seed_parent_product(system, "three-steps", ("THREE-S", "THREE-M"), (5, 2))
+    saga_id = f"copy:{child}:{pid}"
+
+    async def log_three_step_saga() -> None:
+        async with await psycopg.AsyncConnection.connect(system.env["DATABASE_URL"], autocommit=True) as conn:
+            await PgStepLog(conn).create(saga_id, "copy_product", child, "test:three-steps",
+                                         copy_product_steps(pid, child, stock_in_create=False))
+
+    asyncio.run(log_three_step_saga())
+    snapshots = {s: system.snapshot(s) for s in system.shops}
+    system.set_faults(graphql={"fail_nth": {"inventorySetQuantities": {"n": 1, "shop": child}}})
+    try:
+        done = system.cli("backfill", "--child", child, timeout=120, env={"STORESYNC_SYNC_ADMIN_MAX_ATTEMPTS": "1"})
+    finally:
+        system.set_faults()
+    assert done.returncode == 1 and "0 products copied, 1 rolled back" in " ".join(done.stdout.split()), \
+        done.stdout + done.stderr
+    steps = sql(system, "SELECT name, status FROM sync_saga_steps WHERE saga_id = %(id)s ORDER BY idx", {"id": saga_id})
+    assert steps == [("create", "compensated"), ("collections", "compensated"), ("levels", "compensated")]
+    assert sql(system, "SELECT state FROM sync_sagas WHERE id = %(id)s", {"id": saga_id}) == [("compensated",)]
+    settle(system)
+    for shop, before in snapshots.items():
+        after = system.snapshot(shop)
+        assert catalog_view(after) == catalog_view(before), shop
+        assert inventory_view(after) == inventory_view(before), shop
+    system.cli("backfill", check=True, timeout=120)  # a new (one-step) saga copies it everywhere
+    assert level(system, child, "THREE-S") == 5
