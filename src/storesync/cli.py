@@ -618,21 +618,27 @@ def _brief(value, width: int = 60) -> str:
 
 
 def render_status(settings: Settings) -> Table:
-    """A table of what the system holds now: schema, merchants, stores."""
+    """A table of what the system holds now: schema, merchants, stores, and per child its linked
+    products (with the copies whose variants wait for their ids: see docs/sync.md)."""
     from storesync.db.migrate import current_version, head_version
     from storesync.db.network_sql import list_stores
     from storesync.db.pools import connect_direct
+    from storesync.sync.wiring_sql import LINKS_BY_CHILD
 
     with connect_direct(settings) as conn:
         version = current_version(conn)
         stores = list_stores(conn) if version else []
+        linked = ({shop: (products, pending) for shop, products, pending in conn.execute(LINKS_BY_CHILD)}
+                  if version == head_version() else {})
     table = Table(title=f"storesync: schema {version}/{head_version()}, {len(stores)} stores")
-    for col in ("merchant", "shop", "role", "status"):
+    for col in ("merchant", "shop", "role", "status", "products linked"):
         table.add_column(col)
     for merchant_id, _name, shop, role, status, reason in stores:
-        table.add_row(merchant_id, shop, role, status + (f" ({reason})" if reason else ""))
+        products, pending = linked.get(shop, (0, 0))
+        links = "-" if role == "parent" else f"{products}" + (f" ({pending} copies not linked yet)" if pending else "")
+        table.add_row(merchant_id, shop, role, status + (f" ({reason})" if reason else ""), links)
     if not stores:
-        table.add_row("-", "(no stores yet)", "-", "-")
+        table.add_row("-", "(no stores yet)", "-", "-", "-")
     return table
 
 

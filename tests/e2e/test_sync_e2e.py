@@ -440,6 +440,8 @@ def test_a_sale_of_a_copy_whose_variants_are_not_linked_yet_still_reaches_the_pa
         assert "1 products copied" in " ".join(done.stdout.split()), done.stdout
         settle(system)
         assert _pending_copies(system, child) == 1 and _variant_links(system, child, pid) == 0
+        status = " ".join(system.cli("status", check=True, env={"COLUMNS": "200"}).stdout.split())
+        assert "1 copies not linked yet" in status, status
         assert level(system, child, "LATER-S") == 7
         system.place_order(child, sku="LATER-S", quantity=2)
         system.wait_until(lambda: level(system, system.parent, "LATER-S") == 5, WAIT,

@@ -32,6 +32,12 @@ COPY_SAGA_STATES = "SELECT id, state FROM sync_sagas WHERE kind = 'copy_product'
 # item read every index entry of the child (0.7 ms instead of 0.05) until autovacuum got to it.
 ANALYZE_LINKS = "ANALYZE sync_links"
 
+# links_by_child: per child store, its linked products and the copies whose variants are not linked yet.
+LINKS_BY_CHILD = """
+SELECT child_shop, count(*) FILTER (WHERE kind = 'product'), count(*) FILTER (WHERE pending IS NOT NULL)
+FROM sync_links GROUP BY child_shop
+"""
+
 # merchant_of_shop: the merchant of a store (the fairness group of its jobs).
 MERCHANT_OF_SHOP = "SELECT merchant_id FROM stores WHERE shop_domain = %(shop)s"
 
