@@ -341,7 +341,7 @@ def test_uninstalled_app_pauses_the_store_and_its_jobs_wait_until_resumed(system
                                               "AND payload->>'parked_for' = %(s)s", {"s": paused})[0][0] >= 1,
                           WAIT, message="the paused store's job parked")
         assert title(system, paused, 8) != "While one store was paused"
-        status = system.cli("status").stdout
+        status = system.cli("status", env={"COLUMNS": "200"}).stdout
         assert "paused" in status and "app uninstalled" in " ".join(status.split())
     finally:
         resumed = system.cli("network", "resume", paused)
