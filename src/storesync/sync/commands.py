@@ -244,9 +244,16 @@ async def backfill(rt: SyncRuntime, *, merchant: str | None = None, child: str |
             parent_products = await parent_scan.products()
             scanned[net.merchant_id] = ScannedParent(rt.api(net.parent.shop), parent_products, parent_levels)
             parent_scans[net.merchant_id] = (parent_scan, dict(parent_levels))
+            # The children's missing collections at once (each child on its own connection): the
+            # copies start after them, and every second before the first copy leaves the
+            # children's full buckets unused.
+            async def collections_of(report: LinkReport, net: MerchantNetwork = active) -> None:
+                async with job_storage(rt.pool) as mine:
+                    await _create_missing_collections(rt, mine, net, report.child_shop, report, result)
+
+            await asyncio.gather(*(collections_of(r) for r in reports))
             for report in reports:
                 looked_at.append((active, report.child_shop))
-                await _create_missing_collections(rt, st, active, report.child_shop, report, result)
                 links = await st.links.link_map(report.child_shop)
                 work += [(active, report.child_shop, p.id) for p in parent_products
                          if p.id and links.child_id(LinkKind.PRODUCT, p.id) is None
