@@ -479,6 +479,34 @@ def test_a_backfill_links_the_copies_whose_create_webhook_never_came(system) -> 
     system.cli("backfill", check=True, timeout=120)
 
 
+def test_a_parent_stock_move_made_before_a_copy_is_linked_reaches_it_when_a_product_job_links_it(system) -> None:
+    """A parent level that moves while a copy's variants are pending finds no link to fan out to.
+    Whichever path links the copy fans it out then: here a product job (a parent edit), with
+    no create webhook and the backfill's link job an hour away."""
+    child = system.children[2]
+    _unsubscribe(system, child, "PRODUCTS_CREATE")
+    try:
+        pid = _seed_parent_product(system, "moved-while-pending", ("MOVED-S", "MOVED-M"), (5, 8))
+        done = system.cli("backfill", "--child", child, check=True, env={"STORESYNC_SYNC_LINK_PENDING_AFTER_S": "3600"})
+        assert "1 products copied" in " ".join(done.stdout.split()), done.stdout
+        settle(system)
+        assert _pending_copies(system, child) == 1 and level(system, child, "MOVED-M") == 8
+        system.set_inventory(system.parent, "MOVED-M", 3)
+        settle(system)
+        assert level(system, child, "MOVED-M") == 8  # nothing linked to fan out to yet
+        system.edit_parent_product("moved-while-pending", title="Moved While Pending, renamed")
+        system.wait_until(lambda: _pending_copies(system, child) == 0, WAIT, message="the product job linked the copy")
+        assert _variant_links(system, child, pid) == 2
+        system.wait_until(lambda: level(system, child, "MOVED-M") == 3, WAIT,
+                          message="the move made while the copy was pending reached it")
+        settle(system)
+        assert dead_jobs(system) == []
+    finally:
+        system.cli("webhooks", "sync", check=True)
+    sql(system, "DELETE FROM jobs WHERE kind = 'sync.link_pending_copies' AND state = 'queued' RETURNING id")  # an hour away
+    system.cli("backfill", check=True, timeout=120)
+
+
 def test_a_failure_in_the_third_step_of_a_saga_leaves_every_store_as_before(system) -> None:
     """The three-step copy (create -> collections -> levels; sagas logged by earlier versions
     run it) fails for good at its third step, the first stock write: the saga compensates in

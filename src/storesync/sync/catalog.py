@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
@@ -589,18 +589,27 @@ async def link_pending_copy(links_repo, product_link: Link, child_variants: Sequ
     return resolution
 
 
-async def link_pending_copies(links_repo, links: LinkMap, child_products: Iterable[Product]) -> int:
+@dataclass(frozen=True)
+class CopiesLinked:
+    """What `link_pending_copies` found: `pending`, how many of the products were pending copies
+    (each linked now, here or by another path at the same moment: a caller that found any reads
+    its links again); `linked`, those this call linked (their parent levels that moved since the
+    copy are the caller's to fan out: `PendingResolution.levels_read_at`)."""
+    pending: int
+    linked: list[PendingResolution]
+
+
+async def link_pending_copies(links_repo, links: LinkMap, child_products: Iterable[Product]) -> CopiesLinked:
     """Link the variants of the pending copies among `child_products` (as just read from the
-    child). Returns how many of them were pending copies: each is linked now, here or by another
-    path at the same moment, so a caller that got more than 0 reads its links again.
-    `links`: the child's link map, or the links of these products."""
-    pending = 0
+    child). `links`: the child's link map, or the links of these products."""
+    pending, linked = 0, []
     for product in child_products:
         link = links.link_up(LinkKind.PRODUCT, product.id) if product.id else None
         if link is not None and link.pending is not None:
             pending += 1
-            await link_pending_copy(links_repo, link, product.variants)
-    return pending
+            if (resolution := await link_pending_copy(links_repo, link, product.variants)) is not None:
+                linked.append(resolution)
+    return CopiesLinked(pending, linked)
 
 
 # --------------------------------------------------------------------------- orchestration
@@ -617,10 +626,13 @@ class CatalogBlocked(CatalogError):
 
 async def sync_product_to_child(
     parent_store, child_store, parent_product_id: str, links_repo, policy: SyncPolicy, audit, cause: str,
+    on_copy_linked: Callable[[CopiesLinked], Awaitable[None]] | None = None,
 ) -> ProductPlan | None:
     """Make one child's copy of one parent product match the parent, reading both stores' current
     state (never a webhook payload). Returns the plan (noop when nothing had to change), or None
-    when the parent product is gone and the child's copy was deleted.
+    when the parent product is gone and the child's copy was deleted. A copy whose variants were
+    pending is linked from the read, and `on_copy_linked` told (the parent levels that moved
+    meanwhile are the caller's to fan out).
 
     parent_store/child_store: `ports.CatalogStore`; links_repo: `ports.LinkRepository`;
     audit: `ports.AuditSink`.
@@ -641,8 +653,10 @@ async def sync_product_to_child(
                 detail=f"parent product {parent_product_id} was deleted"))
         return None
     child = await child_store.read_product(child_id) if child_id else None
-    if child is not None and await link_pending_copies(links_repo, links, [child]):
+    if child is not None and (copies := await link_pending_copies(links_repo, links, [child])).pending:
         links = await links_repo.link_map(child_store.shop)  # a copy's variants, linked just now (here or elsewhere)
+        if copies.linked and on_copy_linked is not None:
+            await on_copy_linked(copies)
     plan = plan_child_product(parent, child, links, policy)
     if plan.blocked:
         await audit.record(AuditRecord(

@@ -257,7 +257,11 @@ async def _link_created_copy(ctx: JobContext, net: MerchantNetwork, shop: str, b
 async def _fan_out_levels_moved_since_copy(st: Storage, net: MerchantNetwork, shop: str,
                                            resolutions: Iterable[PendingResolution], cause: str) -> None:
     """Copies just linked wrote the parent's levels as read then: a parent level that moved
-    since (a newer version applied) found no link to fan out to. Fan those out to this child."""
+    since (a newer version applied) found no link to fan out to. Fan those out to this child
+    (every path that links a copy calls this)."""
+    resolutions = list(resolutions)
+    if not resolutions:
+        return
     moved: set[tuple[str, str]] = set()
     for r in resolutions:
         levels = r.parent_levels(net.location_maps.get(shop, {}))
@@ -319,7 +323,7 @@ async def order_webhook(ctx: JobContext) -> None:
                 event = order_event_from_webhook(store.shop, p["topic"], p["body"])
                 variants = [s.child_variant_id for s in event.sales]
                 links = await child_links(st.conn, store.shop, variants=variants)
-                if await _link_sold_copies(rt, st, store.shop, event, links):
+                if await _link_sold_copies(rt, st, net, store.shop, event, links, delivery_cause(p["delivery_id"])):
                     links = await child_links(st.conn, store.shop, variants=variants)
             routed = routing.route_order_webhook(net, store.shop, p["topic"], p["body"], links,
                                                  delivery_cause(p["delivery_id"]))
@@ -331,12 +335,13 @@ async def order_webhook(ctx: JobContext) -> None:
         await enqueue_jobs(st.conn, routed.jobs, net.merchant_id)
 
 
-async def _link_sold_copies(rt: SyncRuntime, st: Storage, shop: str, event, links: LinkMap) -> bool:
+async def _link_sold_copies(rt: SyncRuntime, st: Storage, net: MerchantNetwork, shop: str, event, links: LinkMap,
+                            cause: str) -> bool:
     """A sale of a copy made moments ago, whose variants wait for the ids its create webhook
     brings: read those products and link their variants now (a sale is never left unapplied
-    for want of a link). True when the sold products are copies: the caller reads the links
-    again (linked here, or by another path since its first read). Store errors propagate: the
-    order job retries."""
+    for want of a link), fanning out the parent levels that moved meanwhile. True when the sold
+    products are copies: the caller reads the links again (linked here, or by another path
+    since its first read). Store errors propagate: the order job retries."""
     products = {s.child_product_id for s in event.sales
                 if s.child_product_id and links.parent_item_for_child_variant(s.child_variant_id) is None}
     if not products:
@@ -346,7 +351,8 @@ async def _link_sold_copies(rt: SyncRuntime, st: Storage, shop: str, event, link
         return False  # not copies: child-only products
     pending = [lk for lk in copies.links if lk.kind is LinkKind.PRODUCT and lk.pending is not None]
     read = [await rt.api(shop).read_product(lk.child_id) for lk in pending]
-    await link_pending_copies(st.links, copies, [p for p in read if p is not None])
+    linked = await link_pending_copies(st.links, copies, [p for p in read if p is not None])
+    await _fan_out_levels_moved_since_copy(st, net, shop, linked.linked, cause)
     return True
 
 
@@ -420,9 +426,11 @@ async def product_to_child(ctx: JobContext) -> None:
                              product=p["parent_product_id"])
                     return
             try:
-                plan = await sync_product_to_child(rt.api(net.parent.shop), rt.api(p["child_shop"]),
-                                                   p["parent_product_id"], st.links, rt.policy(net.merchant_id),
-                                                   st.audit, cause)
+                plan = await sync_product_to_child(
+                    rt.api(net.parent.shop), rt.api(p["child_shop"]), p["parent_product_id"], st.links,
+                    rt.policy(net.merchant_id), st.audit, cause,
+                    on_copy_linked=lambda copies: _fan_out_levels_moved_since_copy(
+                        st, net, p["child_shop"], copies.linked, cause))
             except CatalogBlocked as err:
                 raise PermanentError(f"{p['child_shop']}: {err}") from err
             log.info("product synced", child=p["child_shop"], product=p["parent_product_id"],

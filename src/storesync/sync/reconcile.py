@@ -236,8 +236,10 @@ async def reconcile_network(network: MerchantNetwork, scans, links_repo, policy:
     parent_products = [p async for p in parent_scan.all_products()]
     maps = {c.shop: await links_repo.link_map(c.shop) for c in network.children}
     children = {c.shop: [p async for p in scans[c.shop].all_products()] for c in network.children}
-    for c in network.children:  # copies whose variants' ids never arrived (a lost create webhook)
-        if await link_pending_copies(links_repo, maps[c.shop], children[c.shop]):
+    # Copies whose variants' ids never arrived (a lost create webhook); the parent levels that
+    # moved while they were pending are among the inventory drift diffed below.
+    for c in network.children:
+        if (await link_pending_copies(links_repo, maps[c.shop], children[c.shop])).pending:
             maps[c.shop] = await links_repo.link_map(c.shop)
     diff_catalog(parent_products, children, maps, policy, report)
     if collection_stores is not None:
