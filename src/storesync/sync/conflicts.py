@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from storesync.sync.model import gid
 from storesync.sync.ports import AppliedVersions, WriteRecord, WriteRecords
 
 # How long after a write its echo may still arrive (Shopify retries for hours, but a retried
@@ -102,13 +103,6 @@ class LevelReport:
 
 
 def level_from_webhook(body: Mapping[str, Any]) -> LevelReport:
-    def gid(kind: str, value: Any) -> str:
-        if isinstance(value, str) and value.startswith("gid://"):
-            return value
-        if value in (None, ""):
-            raise ValueError(f"inventory level webhook without {kind} id")
-        return f"gid://shopify/{kind}/{value}"
-
     available = body.get("available")
     if not isinstance(available, int):
         raise ValueError(f"inventory level webhook with available={available!r}")
