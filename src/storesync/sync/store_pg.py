@@ -28,11 +28,26 @@ from storesync.sync.ports import WriteRecord
 from storesync.sync.saga import SagaRecord, SagaState, StepRecord, StepSpec, StepStatus
 
 
-
 def _one_statement(conn: psycopg.AsyncConnection) -> AbstractAsyncContextManager[Any]:
     """The transaction around a method's single statement: none on an autocommit connection
     (the statement commits by itself, or joins the caller's open transaction), else its own."""
     return nullcontext() if conn.autocommit else conn.transaction()
+
+
+# The insert of inventory write records from parallel arrays (`_write_columns`; prefixed `w_`,
+# clear of the links' columns in LINK_PENDING_COPY). Shared by record_writes and link_pending_copy.
+_WRITE_ROWS = """
+INSERT INTO sync_write_records (shop, inventory_item_id, location_id, quantity, written_at, cause)
+SELECT * FROM unnest(%(w_shop)s::text[], %(w_item)s::text[], %(w_location)s::text[], %(w_quantity)s::integer[],
+                     %(w_written_at)s::timestamptz[], %(w_cause)s::text[])
+{where}
+"""
+
+
+def _write_columns(recs: Sequence[WriteRecord]) -> dict[str, list[Any]]:
+    return {"w_shop": [r.shop for r in recs], "w_item": [r.inventory_item_id for r in recs],
+            "w_location": [r.location_id for r in recs], "w_quantity": [r.quantity for r in recs],
+            "w_written_at": [r.written_at for r in recs], "w_cause": [r.cause for r in recs]}
 
 
 # --------------------------------------------------------------------------- links
@@ -70,11 +85,7 @@ WITH taken AS (
     WHERE child_shop = %(shop)s AND kind = 'product' AND parent_id = %(product)s AND pending IS NOT NULL
     RETURNING 1
 ), linked AS (""" + _LINK_ROWS.format(where="WHERE EXISTS (SELECT 1 FROM taken)") + """), recorded AS (
-    INSERT INTO sync_write_records (shop, inventory_item_id, location_id, quantity, written_at, cause)
-    SELECT * FROM unnest(%(w_shop)s::text[], %(w_item)s::text[], %(w_location)s::text[], %(w_quantity)s::integer[],
-                         %(w_written_at)s::timestamptz[], %(w_cause)s::text[])
-    WHERE EXISTS (SELECT 1 FROM taken)
-)
+""" + _WRITE_ROWS.format(where="WHERE EXISTS (SELECT 1 FROM taken)") + """)
 SELECT EXISTS (SELECT 1 FROM taken)
 """
 
@@ -166,8 +177,7 @@ class PgLinks:
                                writes: Sequence[WriteRecord]) -> bool:
         async with _one_statement(self.conn):
             cur = await self.conn.execute(LINK_PENDING_COPY, {
-                "shop": child_shop, "product": parent_product_id, **_link_columns(links),
-                **{f"w_{k}": v for k, v in _write_columns(writes).items()}})
+                "shop": child_shop, "product": parent_product_id, **_link_columns(links), **_write_columns(writes)})
             return bool((await cur.fetchone())[0])
 
     async def _rows(self, sql: str, params: dict[str, Any]) -> list[Link]:
@@ -361,18 +371,8 @@ class PgLedger:
 
 # --------------------------------------------------------------------------- write records, versions
 
-# record_write: remember an inventory write the engine is about to make.
-RECORD_WRITE = """
-INSERT INTO sync_write_records (shop, inventory_item_id, location_id, quantity, written_at, cause)
-VALUES (%(shop)s, %(item)s, %(location)s, %(quantity)s, %(written_at)s, %(cause)s)
-"""
-
-# record_writes: remember several inventory writes at once (parallel arrays).
-RECORD_WRITES = """
-INSERT INTO sync_write_records (shop, inventory_item_id, location_id, quantity, written_at, cause)
-SELECT * FROM unnest(%(shop)s::text[], %(item)s::text[], %(location)s::text[], %(quantity)s::integer[],
-                     %(written_at)s::timestamptz[], %(cause)s::text[])
-"""
+# record_writes: remember inventory writes the engine is about to make (one or several).
+RECORD_WRITES = _WRITE_ROWS.format(where="")
 
 # recent_writes: the engine's writes to one level since a time, newest first.
 RECENT_WRITES = """
@@ -386,21 +386,12 @@ LIMIT %(limit)s
 PRUNE_WRITES = "DELETE FROM sync_write_records WHERE written_at < %(before)s"
 
 
-def _write_columns(recs: Sequence[WriteRecord]) -> dict[str, list[Any]]:
-    return {"shop": [r.shop for r in recs], "item": [r.inventory_item_id for r in recs],
-            "location": [r.location_id for r in recs], "quantity": [r.quantity for r in recs],
-            "written_at": [r.written_at for r in recs], "cause": [r.cause for r in recs]}
-
-
 class PgWriteRecords:
     def __init__(self, conn: psycopg.AsyncConnection) -> None:
         self.conn = conn
 
     async def record_write(self, rec: WriteRecord) -> None:
-        async with _one_statement(self.conn):
-            await self.conn.execute(RECORD_WRITE, {
-                "shop": rec.shop, "item": rec.inventory_item_id, "location": rec.location_id,
-                "quantity": rec.quantity, "written_at": rec.written_at, "cause": rec.cause})
+        await self.record_writes([rec])
 
     async def record_writes(self, recs: Sequence[WriteRecord]) -> None:
         if not recs:
