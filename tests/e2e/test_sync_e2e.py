@@ -427,6 +427,17 @@ def _variant_links(system, shop: str, parent_product_id: str) -> int:
                        "AND parent_product_id = %(p)s", {"s": shop, "p": parent_product_id})[0][0]
 
 
+def _copy_left_pending(system, child: str, handle: str, skus: tuple[str, str], stock: tuple[int, int]) -> str:
+    """A new parent product copied into `child` by a backfill whose link job is an hour away, the
+    child sending no products/create: the copy is left with its variants pending. Its gid."""
+    pid = _seed_parent_product(system, handle, skus, stock)
+    done = system.cli("backfill", "--child", child, check=True, env={"STORESYNC_SYNC_LINK_PENDING_AFTER_S": "3600"})
+    assert "1 products copied" in " ".join(done.stdout.split()), done.stdout
+    settle(system)
+    assert _pending_copies(system, child) == 1 and _variant_links(system, child, pid) == 0
+    return pid
+
+
 def test_a_sale_of_a_copy_whose_variants_are_not_linked_yet_still_reaches_the_parent(system) -> None:
     """A copy's productSet answer names the product only; its variants are linked from the
     child's products/create, or by a job a while after the backfill. Here neither has come yet
@@ -435,11 +446,7 @@ def test_a_sale_of_a_copy_whose_variants_are_not_linked_yet_still_reaches_the_pa
     child = system.children[0]
     _unsubscribe(system, child, "PRODUCTS_CREATE")
     try:
-        pid = _seed_parent_product(system, "linked-later", ("LATER-S", "LATER-M"), (7, 3))
-        done = system.cli("backfill", "--child", child, check=True, env={"STORESYNC_SYNC_LINK_PENDING_AFTER_S": "3600"})
-        assert "1 products copied" in " ".join(done.stdout.split()), done.stdout
-        settle(system)
-        assert _pending_copies(system, child) == 1 and _variant_links(system, child, pid) == 0
+        pid = _copy_left_pending(system, child, "linked-later", ("LATER-S", "LATER-M"), (7, 3))
         status = " ".join(system.cli("status", check=True, env={"COLUMNS": "200"}).stdout.split())
         assert "1 copies not linked yet" in status, status
         assert level(system, child, "LATER-S") == 7
@@ -486,11 +493,8 @@ def test_a_parent_stock_move_made_before_a_copy_is_linked_reaches_it_when_a_prod
     child = system.children[2]
     _unsubscribe(system, child, "PRODUCTS_CREATE")
     try:
-        pid = _seed_parent_product(system, "moved-while-pending", ("MOVED-S", "MOVED-M"), (5, 8))
-        done = system.cli("backfill", "--child", child, check=True, env={"STORESYNC_SYNC_LINK_PENDING_AFTER_S": "3600"})
-        assert "1 products copied" in " ".join(done.stdout.split()), done.stdout
-        settle(system)
-        assert _pending_copies(system, child) == 1 and level(system, child, "MOVED-M") == 8
+        pid = _copy_left_pending(system, child, "moved-while-pending", ("MOVED-S", "MOVED-M"), (5, 8))
+        assert level(system, child, "MOVED-M") == 8
         system.set_inventory(system.parent, "MOVED-M", 3)
         settle(system)
         assert level(system, child, "MOVED-M") == 8  # nothing linked to fan out to yet
