@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv system-deps bench clean
+.PHONY: demo test lint venv system-deps bench clean
 
 venv: $(STAMP)
 
@@ -22,7 +22,12 @@ system-deps:
 demo: $(STAMP)
 	$(BIN)/storesync demo
 
-test: $(STAMP) system-deps
+# Code health first (seconds), then the suite.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: $(STAMP) system-deps lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)

@@ -82,7 +82,8 @@ def pg_server() -> Iterator[PgServer]:
     # Durability against an OS crash is not what tests exercise (they kill processes, not the
     # machine), so the test server skips fsync: commits are several times cheaper.
     dsn = EmbeddedPostgres(
-        TEST_PGDATA, database="postgres",
+        TEST_PGDATA,
+        database="postgres",
         server_settings={"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"},
     ).start()
     yield _server_from_url(dsn)
@@ -107,8 +108,11 @@ def template_db(pg_server: PgServer) -> str:
             ).fetchone()
             if not ready:
                 janitor = DatabaseJanitor(
-                    user=pg_server.user, host=pg_server.host, port=pg_server.port,
-                    password=pg_server.password, dbname=name,
+                    user=pg_server.user,
+                    host=pg_server.host,
+                    port=pg_server.port,
+                    password=pg_server.password,
+                    dbname=name,
                 )
                 janitor.drop()
                 janitor.init()
@@ -125,8 +129,12 @@ def db(pg_server: PgServer, template_db: str) -> Iterator[ScratchDatabase]:
     """A fresh, migrated database for this test alone, dropped afterwards."""
     name = f"t_{uuid.uuid4().hex[:16]}"
     janitor = DatabaseJanitor(
-        user=pg_server.user, host=pg_server.host, port=pg_server.port,
-        password=pg_server.password, dbname=name, template_dbname=template_db,
+        user=pg_server.user,
+        host=pg_server.host,
+        port=pg_server.port,
+        password=pg_server.password,
+        dbname=name,
+        template_dbname=template_db,
     )
     with janitor:
         yield ScratchDatabase(name=name, dsn=pg_server.dsn(name), server=pg_server)
@@ -137,8 +145,11 @@ def empty_db(pg_server: PgServer) -> Iterator[ScratchDatabase]:
     """A fresh database with no migrations applied (for migration tests)."""
     name = f"e_{uuid.uuid4().hex[:16]}"
     janitor = DatabaseJanitor(
-        user=pg_server.user, host=pg_server.host, port=pg_server.port,
-        password=pg_server.password, dbname=name,
+        user=pg_server.user,
+        host=pg_server.host,
+        port=pg_server.port,
+        password=pg_server.password,
+        dbname=name,
     )
     with janitor:
         yield ScratchDatabase(name=name, dsn=pg_server.dsn(name), server=pg_server)

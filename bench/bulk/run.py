@@ -38,8 +38,12 @@ async def measure(emu, shop: str, read) -> tuple[dict, list]:
         start = time.perf_counter()
         products = await read(client)
         elapsed = time.perf_counter() - start
-        return {"seconds": elapsed, "points": client.stats.points_charged, "requests": client.stats.requests,
-                "products": len(products)}, products
+        return {
+            "seconds": elapsed,
+            "points": client.stats.points_charged,
+            "requests": client.stats.requests,
+            "products": len(products),
+        }, products
 
 
 def client_for_shop(emu, shop: str) -> AdminClient:
@@ -64,12 +68,16 @@ def main() -> None:
             emu.seed(shop, products=args.products, variants_per_product=args.variants)
         paged, paged_products = asyncio.run(measure(emu, PAGED, paged_read))
         bulk, bulk_products_ = asyncio.run(measure(emu, BULK, bulk_read))
-    same = [(p.handle, len(p.variants)) for p in paged_products] == [(p.handle, len(p.variants)) for p in bulk_products_]
+    same = [(p.handle, len(p.variants)) for p in paged_products] == [
+        (p.handle, len(p.variants)) for p in bulk_products_
+    ]
     print(f"catalog: {args.products} products x {args.variants} variants, standard plan (100 points/s)")
     print(f"{'read':<8}{'seconds':>10}{'points':>10}{'points/product':>16}{'requests':>10}")
     for name, r in (("paged", paged), ("bulk", bulk)):
-        print(f"{name:<8}{r['seconds']:>10.1f}{r['points']:>10.0f}{r['points'] / max(1, r['products']):>16.2f}"
-              f"{r['requests']:>10}")
+        print(
+            f"{name:<8}{r['seconds']:>10.1f}{r['points']:>10.0f}{r['points'] / max(1, r['products']):>16.2f}"
+            f"{r['requests']:>10}"
+        )
     print(f"same catalog from both reads: {same}")
     if not same:
         raise SystemExit(1)

@@ -33,15 +33,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 
-import psycopg  # noqa: E402
+import psycopg
 
-from storesync.config import Settings  # noqa: E402
-from storesync.db import database_settings  # noqa: E402
-from storesync.demo.harness import running_system  # noqa: E402
+from storesync.config import Settings
+from storesync.db import database_settings
+from storesync.demo.harness import running_system
 
 BENCH_DATABASE = "storesync_bench_e2e"
-MINIMAL_PRODUCT_SET = ("mutation($input: ProductSetInput!) { productSet(input: $input, synchronous: true) "
-                       "{ product { id } userErrors { field message } } }")
+MINIMAL_PRODUCT_SET = (
+    "mutation($input: ProductSetInput!) { productSet(input: $input, synchronous: true) "
+    "{ product { id } userErrors { field message } } }"
+)
 
 
 def fresh_database(dsn: str) -> None:
@@ -73,7 +75,9 @@ def first_writes(system, topic: str, shops: set[str], since: float) -> dict[str,
     return out
 
 
-def wait_propagated(system, topic: str, shops: set[str], since: float, check, timeout: float, what: str) -> float:
+def wait_propagated(
+    system, topic: str, shops: set[str], since: float, check, timeout: float, what: str
+) -> float:
     """Seconds from `since` to the last of `shops`' first `topic` webhook after it, once `check()`
     confirms the stores' state. Polls the delivery log (cheap); snapshots only to confirm."""
     deadline = time.monotonic() + timeout
@@ -82,7 +86,9 @@ def wait_propagated(system, topic: str, shops: set[str], since: float, check, ti
         if len(writes) == len(shops) and check():
             return max(writes.values()) - since
         if time.monotonic() > deadline:
-            raise SystemExit(f"{what}: not propagated within {timeout}s ({len(writes)}/{len(shops)} stores wrote)")
+            raise SystemExit(
+                f"{what}: not propagated within {timeout}s ({len(writes)}/{len(shops)} stores wrote)"
+            )
         time.sleep(0.02 if len(writes) < len(shops) else 0.2)
 
 
@@ -97,10 +103,17 @@ def measure_edits(system, n: int, budget_s: float) -> list[float]:
         title = f"Edited {handle} rev {i}"
         t0 = time.time()
         system.edit_parent_product(handle, title=title)
-        latencies.append(wait_propagated(
-            system, "products/update", set(system.children), t0,
-            lambda: all(system.product_by_handle(c, handle)["title"] == title for c in system.children),
-            15.0, f"edit {i}"))
+        latencies.append(
+            wait_propagated(
+                system,
+                "products/update",
+                set(system.children),
+                t0,
+                lambda: all(system.product_by_handle(c, handle)["title"] == title for c in system.children),  # noqa: B023 - called within the iteration
+                15.0,
+                f"edit {i}",
+            )
+        )
         time.sleep(0.2)  # let the echoes settle before the next edit
     return latencies
 
@@ -119,10 +132,17 @@ def measure_sales(system, n: int, budget_s: float) -> list[float]:
         targets = {system.parent, *(c for c in system.children if c != child)}
         t0 = time.time()
         system.place_order(child, sku=sku, quantity=1)
-        latencies.append(wait_propagated(
-            system, "inventory_levels/update", targets, t0,
-            lambda: all(system.level(shop, sku) == want for shop in [system.parent, *system.children]),
-            15.0, f"sale {i} of {sku} in {child}"))
+        latencies.append(
+            wait_propagated(
+                system,
+                "inventory_levels/update",
+                targets,
+                t0,
+                lambda: all(system.level(shop, sku) == want for shop in [system.parent, *system.children]),  # noqa: B023 - called within the iteration
+                15.0,
+                f"sale {i} of {sku} in {child}",
+            )
+        )
         time.sleep(0.2)
     return latencies
 
@@ -136,7 +156,9 @@ def job_breakdown(dsn: str, since: float) -> list[dict]:
             "percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM started_at - created_at)) * 1000, "
             "percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM finished_at - started_at)) * 1000 "
             "FROM jobs WHERE created_at >= to_timestamp(%s) AND finished_at IS NOT NULL "
-            "GROUP BY kind ORDER BY count(*) DESC", (since,)).fetchall()
+            "GROUP BY kind ORDER BY count(*) DESC",
+            (since,),
+        ).fetchall()
     return [{"kind": k, "jobs": n, "wait_ms": w, "run_ms": r} for k, n, w, r in rows]
 
 
@@ -161,8 +183,15 @@ def cpu_seconds(system) -> dict[str, float]:
         if proc.info["name"] in ("postgres", "postmaster"):
             with contextlib.suppress(psutil.Error):
                 t = proc.cpu_times()
-                postgres += t.user + t.system + (t.children_user + t.children_system
-                                                 if proc.ppid() == 1 or proc.parent().name() != "postgres" else 0)
+                postgres += (
+                    t.user
+                    + t.system
+                    + (
+                        t.children_user + t.children_system
+                        if proc.ppid() == 1 or proc.parent().name() != "postgres"
+                        else 0
+                    )
+                )
     out["postgres"] = postgres
     return out
 
@@ -175,16 +204,30 @@ def product_set_floor(system, shop: str) -> int:
     """Points one minimal productSet creating a product (variants with stock, collections) costs,
     as the emulator charges it (measured with a real call on a scratch product, then deleted)."""
     loc = system.locations[shop]["Shop location"]
-    variables = {"input": {"title": "cost probe", "handle": "cost-probe", "productOptions": [
-        {"name": "Size", "values": [{"name": "S"}, {"name": "M"}]}], "variants": [
-        {"optionValues": [{"optionName": "Size", "name": s}], "sku": f"PROBE-{s}", "price": "1.00",
-         "inventoryQuantities": [{"locationId": loc, "name": "available", "quantity": 5}]} for s in ("S", "M")]}}
+    variables = {
+        "input": {
+            "title": "cost probe",
+            "handle": "cost-probe",
+            "productOptions": [{"name": "Size", "values": [{"name": "S"}, {"name": "M"}]}],
+            "variants": [
+                {
+                    "optionValues": [{"optionName": "Size", "name": s}],
+                    "sku": f"PROBE-{s}",
+                    "price": "1.00",
+                    "inventoryQuantities": [{"locationId": loc, "name": "available", "quantity": 5}],
+                }
+                for s in ("S", "M")
+            ],
+        }
+    }
     res = system.graphql(shop, MINIMAL_PRODUCT_SET, variables)
     if res.get("errors") or res["data"]["productSet"]["userErrors"]:
         raise SystemExit(f"cost probe failed: {res}")
     cost = res["extensions"]["cost"]["actualQueryCost"]
     pid = res["data"]["productSet"]["product"]["id"]
-    system.graphql(shop, "mutation($id: ID!) { productDelete(input: {id: $id}) { deletedProductId } }", {"id": pid})
+    system.graphql(
+        shop, "mutation($id: ID!) { productDelete(input: {id: $id}) { deletedProductId } }", {"id": pid}
+    )
     return int(cost)
 
 
@@ -192,15 +235,22 @@ def initial_sync(dsn: str, products: int, children: int, plan: str, cap: float, 
     from storesync.emulator.state import PLANS
 
     bucket, rate = PLANS[plan]
-    with running_system(dsn, children=children, products=products, workers=2, plan=plan, collections=5) as system:
+    with running_system(
+        dsn, children=children, products=products, workers=2, plan=plan, collections=5
+    ) as system:
         floor = product_set_floor(system, system.children[0])
         time.sleep(bucket / rate if floor * 2 > bucket else 0.1)  # the probe's points back first
         bound = max(0.0, (products * floor - bucket) / rate)
         total = products * children
         cpu_before = cpu_seconds(system)
         started = time.monotonic()
-        backfill = system.start_cli("backfill", "backfill", "--concurrency", str(concurrency),
-                                    env={"STORESYNC_POOL_MAX_SIZE": str(concurrency * children + 6)})
+        backfill = system.start_cli(
+            "backfill",
+            "backfill",
+            "--concurrency",
+            str(concurrency),
+            env={"STORESYNC_POOL_MAX_SIZE": str(concurrency * children + 6)},
+        )
         copied = 0
         first_copy_s = last_copy_s = None
         backfill_cpu = 0.0
@@ -210,8 +260,9 @@ def initial_sync(dsn: str, products: int, children: int, plan: str, cap: float, 
         with psycopg.connect(dsn, autocommit=True) as conn:
             while time.monotonic() - started < cap:
                 # completed_copies: copy sagas finished so far
-                copied = conn.execute("SELECT count(*) FROM sync_sagas WHERE state = 'completed' "
-                                      "AND id LIKE 'copy:%'").fetchone()[0]
+                copied = conn.execute(
+                    "SELECT count(*) FROM sync_sagas WHERE state = 'completed' AND id LIKE 'copy:%'"
+                ).fetchone()[0]
                 if copied and first_copy_s is None:
                     first_copy_s = time.monotonic() - started
                 if copied >= total and last_copy_s is None:
@@ -220,8 +271,9 @@ def initial_sync(dsn: str, products: int, children: int, plan: str, cap: float, 
                     backfill_cpu = cpu_seconds_of(backfill.pid)
                 if not backfill.alive():
                     if backfill.popen.returncode != 0:
-                        raise SystemExit(f"storesync backfill exited {backfill.popen.returncode}:\n"
-                                         f"{backfill.log_tail()}")
+                        raise SystemExit(
+                            f"storesync backfill exited {backfill.popen.returncode}:\n{backfill.log_tail()}"
+                        )
                     break
                 time.sleep(0.2)
         elapsed = time.monotonic() - started
@@ -232,9 +284,11 @@ def initial_sync(dsn: str, products: int, children: int, plan: str, cap: float, 
             with psycopg.connect(dsn, autocommit=True) as conn:
                 while time.monotonic() - started < elapsed + 60:
                     # backlog: copies not linked yet, and webhook jobs due
-                    left = conn.execute("SELECT (SELECT count(*) FROM sync_links WHERE pending IS NOT NULL) + "
-                                        "(SELECT count(*) FROM jobs WHERE state IN ('queued', 'running') "
-                                        "AND run_at <= now() AND kind LIKE 'webhook.%')").fetchone()[0]
+                    left = conn.execute(
+                        "SELECT (SELECT count(*) FROM sync_links WHERE pending IS NOT NULL) + "
+                        "(SELECT count(*) FROM jobs WHERE state IN ('queued', 'running') "
+                        "AND run_at <= now() AND kind LIKE 'webhook.%')"
+                    ).fetchone()[0]
                     if left == 0:
                         caught_up_s = time.monotonic() - started
                         break
@@ -252,12 +306,26 @@ def initial_sync(dsn: str, products: int, children: int, plan: str, cap: float, 
         projected = first_copy_s + total * (elapsed - first_copy_s) / copied
     else:
         projected = float("inf")
-    return {"products": products, "children": children, "plan": plan, "bucket": bucket, "restore_rate": rate,
-            "floor_points": floor, "bound_s": bound, "elapsed_s": elapsed, "copied": copied, "total": total,
-            "finished": finished, "agree": agree, "projected_s": projected, "first_copy_s": first_copy_s, "last_copy_s": last_copy_s,
-            "caught_up_s": caught_up_s,
-            "ratio": projected / bound if bound else float("inf"),
-            "cpu_ms_per_copy": {k: round(v * 1000 / max(copied, 1), 1) for k, v in sorted(cpu.items())}}
+    return {
+        "products": products,
+        "children": children,
+        "plan": plan,
+        "bucket": bucket,
+        "restore_rate": rate,
+        "floor_points": floor,
+        "bound_s": bound,
+        "elapsed_s": elapsed,
+        "copied": copied,
+        "total": total,
+        "finished": finished,
+        "agree": agree,
+        "projected_s": projected,
+        "first_copy_s": first_copy_s,
+        "last_copy_s": last_copy_s,
+        "caught_up_s": caught_up_s,
+        "ratio": projected / bound if bound else float("inf"),
+        "cpu_ms_per_copy": {k: round(v * 1000 / max(copied, 1), 1) for k, v in sorted(cpu.items())},
+    }
 
 
 def points_per_copy(dsn: str, products: int) -> dict:
@@ -265,43 +333,64 @@ def points_per_copy(dsn: str, products: int) -> dict:
     children, the workers' handling of the stores' webhooks included: every bucket is made huge
     and (nearly) not restoring, so what it lost is what was spent."""
     huge = 1_000_000
-    with running_system(dsn, children=5, products=products, workers=2, plan="standard", collections=5) as system:
+    with running_system(
+        dsn, children=5, products=products, workers=2, plan="standard", collections=5
+    ) as system:
         for rate in (huge, 0.001):  # fill the huge buckets, then stop them restoring
             for shop in system.shops:
                 system.emulator.set_plan(shop, "standard", bucket_size=huge, restore_rate=rate)
             time.sleep(1.5 if rate == huge else 0)
 
         def available() -> dict[str, float]:
-            return {s: system.emulator.control.get(f"/_emulator/stores/{s}/throttle").json()["throttleStatus"]
-                    ["currentlyAvailable"] for s in system.shops}
+            return {
+                s: system.emulator.control.get(f"/_emulator/stores/{s}/throttle").json()["throttleStatus"][
+                    "currentlyAvailable"
+                ]
+                for s in system.shops
+            }
 
         before = available()
         system.cli("backfill", check=True, timeout=120)
         with psycopg.connect(dsn, autocommit=True) as conn:
+
             def jobs_left() -> int:
                 # due_jobs: webhook and sync jobs not finished yet (periodic ones wait for later)
-                return conn.execute("SELECT count(*) FROM jobs WHERE state IN ('queued', 'running') "
-                                    "AND run_at <= now()").fetchone()[0]
+                return conn.execute(
+                    "SELECT count(*) FROM jobs WHERE state IN ('queued', 'running') AND run_at <= now()"
+                ).fetchone()[0]
+
             time.sleep(2)  # the last webhooks reach the web tier
             system.wait_until(lambda: jobs_left() == 0, timeout=60, interval=0.5, message="webhook jobs done")
         after = available()
     spent = {s: before[s] - after[s] for s in before}
-    return {"products": products, "parent": spent[system.parent] / products,
-            "child": sum(spent[c] for c in system.children) / len(system.children) / products}
+    return {
+        "products": products,
+        "parent": spent[system.parent] / products,
+        "child": sum(spent[c] for c in system.children) / len(system.children) / products,
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="fewer iterations and 200 products (≈ 1.5 min)")
     parser.add_argument("--edits", type=int, help="parent edits measured [30, at most 50 s; quick 8]")
     parser.add_argument("--sales", type=int, help="child sales measured [30, at most 50 s; quick 8]")
-    parser.add_argument("--sync-products", type=int, help="parent products copied to 5 children [1000; quick 200]")
+    parser.add_argument(
+        "--sync-products", type=int, help="parent products copied to 5 children [1000; quick 200]"
+    )
     parser.add_argument("--sync-plan", default="standard", choices=["standard", "advanced", "plus"])
     parser.add_argument("--sync-cap", type=float, help="seconds the initial sync may run [150; quick 60]")
-    parser.add_argument("--concurrency", type=int, default=4, help="backfill: products copied at once per child")
-    parser.add_argument("--only", choices=["propagation", "initial-sync", "points"],
-                        help="run one part of the bench; points: the points a backfill of 100 products costs "
-                             "each store per product, workers included (not part of a full run)")
+    parser.add_argument(
+        "--concurrency", type=int, default=4, help="backfill: products copied at once per child"
+    )
+    parser.add_argument(
+        "--only",
+        choices=["propagation", "initial-sync", "points"],
+        help="run one part of the bench; points: the points a backfill of 100 products costs "
+        "each store per product, workers included (not part of a full run)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     edits = args.edits or (8 if args.quick else 30)
@@ -318,7 +407,9 @@ def main() -> None:
         dsn = settings.pooled_dsn
         assert dsn
         if not embedded:
-            raise SystemExit("bench/e2e creates its own databases: run it with DATABASE_URL unset (embedded server)")
+            raise SystemExit(
+                "bench/e2e creates its own databases: run it with DATABASE_URL unset (embedded server)"
+            )
         if args.only == "points":
             fresh_database(dsn)
             results["points"] = points_per_copy(dsn, 100)
@@ -333,8 +424,16 @@ def main() -> None:
 
 def measure_propagation(dsn: str, edits: int, sales: int, results: dict) -> None:
     fresh_database(dsn)
-    with running_system(dsn, children=10, products=20, workers=2, plan="plus", child_overlap=20,
-                        overlap_stock=None, collections=0) as system:
+    with running_system(
+        dsn,
+        children=10,
+        products=20,
+        workers=2,
+        plan="plus",
+        child_overlap=20,
+        overlap_stock=None,
+        collections=0,
+    ) as system:
         system.cli("link", check=True)
         system.wait_until(lambda: system.compare().agree, timeout=30, message="linked stores agree")
         t = time.time()
@@ -351,50 +450,74 @@ def print_results(args, results: dict) -> None:
     if args.json:
         print(json.dumps(results, indent=2))
         return
-    print(f"load average (1 min) before/after: {results['load_before']:.1f} / {results['load_after']:.1f} on "
-          f"{os.cpu_count()} CPUs")
+    print(
+        f"load average (1 min) before/after: {results['load_before']:.1f} / {results['load_after']:.1f} on "
+        f"{os.cpu_count()} CPUs"
+    )
     if "edit" in results:
         print_propagation(results)
     if "sync" in results:
         print_initial_sync(results["sync"])
     if "points" in results:
         p = results["points"]
-        print(f"backfill of {p['products']} products into 5 children: {p['child']:.1f} points per product on each "
-              f"child's bucket, {p['parent']:.1f} on the parent's (the engine's calls and the workers' webhook jobs)")
+        print(
+            f"backfill of {p['products']} products into 5 children: {p['child']:.1f} points per product on each "
+            f"child's bucket, {p['parent']:.1f} on the parent's (the engine's calls and the workers' webhook jobs)"
+        )
 
 
 def print_propagation(results: dict) -> None:
     print("| propagation (Plus plan, 1 parent + 10 children, 2 workers) | n | p50 | p99 | max | goal |")
     print("|---|---:|---:|---:|---:|---|")
-    for key, label in (("edit", "parent edit -> all 10 children updated"),
-                       ("sale", "child sale -> parent + 9 siblings updated")):
+    for key, label in (
+        ("edit", "parent edit -> all 10 children updated"),
+        ("sale", "child sale -> parent + 9 siblings updated"),
+    ):
         xs = [x * 1000 for x in results[key]]
-        print(f"| {label} | {len(xs)} | {pct(xs, .5):.0f} ms | {pct(xs, .99):.0f} ms | {max(xs):.0f} ms | "
-              f"p50 < 300 ms, p99 < 1 s |")
+        print(
+            f"| {label} | {len(xs)} | {pct(xs, 0.5):.0f} ms | {pct(xs, 0.99):.0f} ms | {max(xs):.0f} ms | "
+            f"p50 < 300 ms, p99 < 1 s |"
+        )
     for key, label in (("edit_jobs", "parent edits"), ("sale_jobs", "child sales")):
-        print(f"jobs run for the {label}: " + "; ".join(
-            f"{j['kind']} x{j['jobs']} (wait p50 {j['wait_ms']:.0f} ms, run p50 {j['run_ms']:.0f} ms)"
-            for j in results[key]))
+        print(
+            f"jobs run for the {label}: "
+            + "; ".join(
+                f"{j['kind']} x{j['jobs']} (wait p50 {j['wait_ms']:.0f} ms, run p50 {j['run_ms']:.0f} ms)"
+                for j in results[key]
+            )
+        )
 
 
 def print_initial_sync(s: dict) -> None:
     first = "no copy yet" if s["first_copy_s"] is None else f"first copy after {s['first_copy_s']:.0f} s"
-    state = ("finished" if s["finished"] else f"capped at {s['elapsed_s']:.0f} s: {s['copied']}/{s['total']} copied, "
-             f"{first}, projected {s['projected_s']:.0f} s")
+    state = (
+        "finished"
+        if s["finished"]
+        else f"capped at {s['elapsed_s']:.0f} s: {s['copied']}/{s['total']} copied, "
+        f"{first}, projected {s['projected_s']:.0f} s"
+    )
     print()
-    print(f"| initial sync | plan | cost bound | storesync | ratio | goal |")
+    print("| initial sync | plan | cost bound | storesync | ratio | goal |")
     print("|---|---|---:|---:|---:|---|")
-    print(f"| {s['products']} products -> {s['children']} children | {s['plan']} ({s['bucket']:.0f} points, "
-          f"{s['restore_rate']:.0f}/s per store; minimal productSet {s['floor_points']} points) | "
-          f"{s['bound_s']:.0f} s | {s['elapsed_s']:.0f} s ({state}) | {s['ratio']:.1f}x | <= 1.2x |")
+    print(
+        f"| {s['products']} products -> {s['children']} children | {s['plan']} ({s['bucket']:.0f} points, "
+        f"{s['restore_rate']:.0f}/s per store; minimal productSet {s['floor_points']} points) | "
+        f"{s['bound_s']:.0f} s | {s['elapsed_s']:.0f} s ({state}) | {s['ratio']:.1f}x | <= 1.2x |"
+    )
     if s["finished"]:
         last = f"{s['last_copy_s']:.0f}" if s.get("last_copy_s") is not None else "?"
         caught = f"{s['caught_up_s']:.0f} s" if s.get("caught_up_s") is not None else "not within 60 s"
-        print(f"first copy after {s['first_copy_s']:.1f} s, last copy after {last} s, backfill done after "
-              f"{s['elapsed_s']:.0f} s (parent levels read again); workers done with the copies' webhooks "
-              f"(every copy's variants linked) after {caught}")
+        print(
+            f"first copy after {s['first_copy_s']:.1f} s, last copy after {last} s, backfill done after "
+            f"{s['elapsed_s']:.0f} s (parent levels read again); workers done with the copies' webhooks "
+            f"(every copy's variants linked) after {caught}"
+        )
     cpu = s["cpu_ms_per_copy"]
-    print(f"CPU per copy: {sum(cpu.values()):.0f} ms (" + ", ".join(f"{k} {v:.0f}" for k, v in cpu.items()) + ")")
+    print(
+        f"CPU per copy: {sum(cpu.values()):.0f} ms ("
+        + ", ".join(f"{k} {v:.0f}" for k, v in cpu.items())
+        + ")"
+    )
     if s["finished"] and not s["agree"]:
         print("WARNING: the children do not agree with the parent after the initial sync")
 

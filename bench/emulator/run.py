@@ -60,8 +60,14 @@ def pin(pid: int, cpu: int) -> None:
 
 
 def start(cmd: list[str]) -> tuple[subprocess.Popen, list[str]]:
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                            env={**os.environ, "STORESYNC_CONFIG_FILE": "/nonexistent.toml"})
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "STORESYNC_CONFIG_FILE": "/nonexistent.toml"},
+    )
     assert proc.stdout is not None
     pin(proc.pid, 0)
     return proc, [proc.stdout.readline().strip() for _ in range(2 if "emulator" in cmd else 1)]
@@ -84,13 +90,18 @@ async def load(url: str, make_body, headers: dict, seconds: float, clients: int)
         try:
             while time.monotonic() < deadline:
                 body = json.dumps(make_body(next(counter))).encode()
-                writer.write(f"POST {parsed.raw_path.decode()} HTTP/1.1\r\nHost: {parsed.host}\r\n"
-                             f"Content-Type: application/json\r\n{extra}Content-Length: {len(body)}\r\n\r\n"
-                             .encode() + body)
+                writer.write(
+                    f"POST {parsed.raw_path.decode()} HTTP/1.1\r\nHost: {parsed.host}\r\n"
+                    f"Content-Type: application/json\r\n{extra}Content-Length: {len(body)}\r\n\r\n".encode()
+                    + body
+                )
                 head = await reader.readuntil(b"\r\n\r\n")
                 status = int(head.split(b" ", 2)[1])
-                length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-                              if line.lower().startswith(b"content-length:"))
+                length = next(
+                    int(line.split(b":", 1)[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                )
                 answer = json.loads(await reader.readexactly(length))
                 if status != 200 or answer.get("errors") or _user_errors(answer):
                     bad += 1
@@ -111,9 +122,20 @@ def _user_errors(body: dict) -> list:
 
 def adjust_body(item: str, location: str):
     def make(n: int) -> dict:
-        return {"query": ADJUST, "variables": {"key": f"bench-{n}-{time.monotonic_ns()}", "input": {
-            "reason": "correction", "name": "available",
-            "changes": [{"inventoryItemId": item, "locationId": location, "delta": 1 if n % 2 else -1}]}}}
+        return {
+            "query": ADJUST,
+            "variables": {
+                "key": f"bench-{n}-{time.monotonic_ns()}",
+                "input": {
+                    "reason": "correction",
+                    "name": "available",
+                    "changes": [
+                        {"inventoryItemId": item, "locationId": location, "delta": 1 if n % 2 else -1}
+                    ],
+                },
+            },
+        }
+
     return make
 
 
@@ -163,26 +185,46 @@ def main() -> int:
 
     bare, (bare_url,) = start([sys.executable, "-c", BARE_SERVER])
     try:
-        bare_rate = max(asyncio.run(load(bare_url + "/graphql.json", lambda n: {"query": "{ x }"}, {},
-                                         args.seconds, args.clients))[0] for _ in range(args.rounds))
+        bare_rate = max(
+            asyncio.run(
+                load(bare_url + "/graphql.json", lambda n: {"query": "{ x }"}, {}, args.seconds, args.clients)
+            )[0]
+            for _ in range(args.rounds)
+        )
     finally:
         bare.terminate()
         bare.wait(10)
 
-    emu, lines = start([sys.executable, "-m", "storesync", "emulator", "--port", "0", "--store", SHOP,
-                        "--seed-products", "10"])
+    emu, lines = start(
+        [
+            sys.executable,
+            "-m",
+            "storesync",
+            "emulator",
+            "--port",
+            "0",
+            "--store",
+            SHOP,
+            "--seed-products",
+            "10",
+        ]
+    )
     try:
         url, token = lines[0].split()[1], lines[0].split()[2].removeprefix("token=")
         base = url.split("/stores/")[0]
-        httpx.put(f"{base}/_emulator/stores/{SHOP}/plan",
-                  json={"plan": "plus", "bucket_size": 1e12, "restore_rate": 1e12}).raise_for_status()
+        httpx.put(
+            f"{base}/_emulator/stores/{SHOP}/plan",
+            json={"plan": "plus", "bucket_size": 1e12, "restore_rate": 1e12},
+        ).raise_for_status()
         snap = httpx.get(f"{base}/_emulator/stores/{SHOP}/snapshot").json()
         level = snap["inventory_levels"][0]
         headers = {"X-Shopify-Access-Token": token}
         make = adjust_body(level["inventory_item_id"], level["location_id"])
         mut = [asyncio.run(load(url, make, headers, args.seconds, args.clients)) for _ in range(args.rounds)]
-        qry = [asyncio.run(load(url, lambda n: {"query": QUERY}, headers, args.seconds, args.clients))
-               for _ in range(args.rounds)]
+        qry = [
+            asyncio.run(load(url, lambda n: {"query": QUERY}, headers, args.seconds, args.clients))
+            for _ in range(args.rounds)
+        ]
     finally:
         emu.terminate()
         emu.wait(10)
@@ -195,9 +237,11 @@ def main() -> int:
         ("products(first: 10) with variants, over HTTP", qry_rate, query_ceiling),
         ("bare uvicorn + Starlette JSON POST (HTTP ceiling)", bare_rate, None),
     ]
-    print(f"emulator throughput: {args.clients} clients, best of {args.rounds} x {args.seconds:.0f} s, "
-          f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
-    print(f"| workload | emulator req/s | in-process ceiling (no HTTP) req/s | emulator / ceiling |")
+    print(
+        f"emulator throughput: {args.clients} clients, best of {args.rounds} x {args.seconds:.0f} s, "
+        f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}"
+    )
+    print("| workload | emulator req/s | in-process ceiling (no HTTP) req/s | emulator / ceiling |")
     print("|---|---:|---:|---:|")
     for name, rate, ceiling in rows:
         ratio = f"{rate / ceiling:.0%}" if ceiling else "-"

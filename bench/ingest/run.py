@@ -39,18 +39,19 @@ from pydantic import SecretStr
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 
-from storesync.config import NetworkConfig, Settings  # noqa: E402
-from storesync.db.migrate import migrate  # noqa: E402
-from storesync.db.pools import async_pooled_pool  # noqa: E402
-from storesync.web.batcher import DeliveryBatcher  # noqa: E402
-from storesync.web.ingest import ACCEPTED, Delivery, sign  # noqa: E402
-from storesync.web.topics import job_spec  # noqa: E402
+from storesync.config import NetworkConfig, Settings
+from storesync.db.migrate import migrate
+from storesync.db.pools import async_pooled_pool
+from storesync.web.batcher import DeliveryBatcher
+from storesync.web.ingest import ACCEPTED, Delivery, sign
+from storesync.web.topics import job_spec
 
 GOAL_RATE = 1500
 BENCH_DB = "storesync_bench_ingest"
 
 
 # --------------------------------------------------------------------------- setup
+
 
 def network_toml(merchants: int = 4, children: int = 2) -> tuple[str, list[tuple[str, str, str]]]:
     """A network and its (merchant, shop, secret) triples."""
@@ -60,9 +61,11 @@ def network_toml(merchants: int = 4, children: int = 2) -> tuple[str, list[tuple
         for c in range(children + 1):
             shop, secret = f"bench-{m}-{c}.myshopify.com", f"secret-{m}-{c}"
             table = "[merchants.parent]" if c == 0 else "[[merchants.children]]"
-            lines.append(f'{table}\nshop = "{shop}"\n'
-                         f'admin_api_url = "http://127.0.0.1:1/{shop}/graphql.json"\n'
-                         f'access_token = "t"\nwebhook_secrets = ["{secret}"]\n')
+            lines.append(
+                f'{table}\nshop = "{shop}"\n'
+                f'admin_api_url = "http://127.0.0.1:1/{shop}/graphql.json"\n'
+                f'access_token = "t"\nwebhook_secrets = ["{secret}"]\n'
+            )
             stores.append((f"m{m}", shop, secret))
     return "\n".join(lines), stores
 
@@ -95,14 +98,23 @@ def requests(stores, n: int, port: int) -> list[bytes]:
     for i in range(n):
         _merchant, shop, secret = stores[i % len(stores)]
         topic = "orders/create" if i % 2 == 0 else "products/update"
-        body = json.dumps({"id": 10**8 + i, "name": f"#{i}", "line_items": [{"variant_id": 1000 + i % 97, "quantity": 1}],
-                           "title": "Bench product", "updated_at": "2026-11-25T12:00:00Z"}).encode()
-        head = (f"POST /webhooks/shopify HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-                f"X-Shopify-Topic: {topic}\r\nX-Shopify-Shop-Domain: {shop}\r\n"
-                f"X-Shopify-Hmac-Sha256: {sign(secret, body)}\r\nX-Shopify-Webhook-Id: {uuid.uuid4()}\r\n"
-                f"X-Shopify-Event-Id: {uuid.uuid4()}\r\nX-Shopify-API-Version: 2026-10\r\n"
-                f"X-Shopify-Triggered-At: 2026-11-25T12:00:00.000000000Z\r\n\r\n")
+        body = json.dumps(
+            {
+                "id": 10**8 + i,
+                "name": f"#{i}",
+                "line_items": [{"variant_id": 1000 + i % 97, "quantity": 1}],
+                "title": "Bench product",
+                "updated_at": "2026-11-25T12:00:00Z",
+            }
+        ).encode()
+        head = (
+            f"POST /webhooks/shopify HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            f"X-Shopify-Topic: {topic}\r\nX-Shopify-Shop-Domain: {shop}\r\n"
+            f"X-Shopify-Hmac-Sha256: {sign(secret, body)}\r\nX-Shopify-Webhook-Id: {uuid.uuid4()}\r\n"
+            f"X-Shopify-Event-Id: {uuid.uuid4()}\r\nX-Shopify-API-Version: 2026-10\r\n"
+            f"X-Shopify-Triggered-At: 2026-11-25T12:00:00.000000000Z\r\n\r\n"
+        )
         out.append(head.encode() + body)
     return out
 
@@ -114,14 +126,23 @@ def free_port() -> int:
 
 
 def start_server(dsn: str, config: Path, port: int, workers: int, pool_max: int) -> subprocess.Popen:
-    env = {**os.environ, "DATABASE_URL": dsn, "STORESYNC_CONFIG_FILE": str(config),
-           "STORESYNC_LOG_LEVEL": "warning", "STORESYNC_POOL_MAX_SIZE": str(pool_max),
-           "STORESYNC_POOL_MIN_SIZE": str(pool_max)}
+    env = {
+        **os.environ,
+        "DATABASE_URL": dsn,
+        "STORESYNC_CONFIG_FILE": str(config),
+        "STORESYNC_LOG_LEVEL": "warning",
+        "STORESYNC_POOL_MAX_SIZE": str(pool_max),
+        "STORESYNC_POOL_MIN_SIZE": str(pool_max),
+    }
     env.pop("DATABASE_DIRECT_URL", None)
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    proc = subprocess.Popen([sys.executable, "-m", "storesync", "serve", "--port", str(port),
-                             "--workers", str(workers)], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "storesync", "serve", "--port", str(port), "--workers", str(workers)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -139,12 +160,17 @@ def start_server(dsn: str, config: Path, port: int, workers: int, pool_max: int)
 
 # --------------------------------------------------------------------------- CPU accounting
 
+
 def postgres_pids(dsn: str) -> list[int]:
     """The backends serving the bench database (the server may be shared with other databases,
     so its background processes - WAL writer, checkpointer - are left out)."""
     with psycopg.connect(dsn) as conn:
-        return [r[0] for r in conn.execute(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")]
+        return [
+            r[0]
+            for r in conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        ]
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -167,11 +193,14 @@ class CpuMeter:
         self.start = {name: cpu_seconds(pids) for name, pids in groups.items()}
 
     def per_request_us(self, requests: int) -> dict[str, float]:
-        return {f"{name}_cpu_us": round((cpu_seconds(pids) - self.start[name]) / max(requests, 1) * 1e6)
-                for name, pids in self.groups.items()}
+        return {
+            f"{name}_cpu_us": round((cpu_seconds(pids) - self.start[name]) / max(requests, 1) * 1e6)
+            for name, pids in self.groups.items()
+        }
 
 
 # --------------------------------------------------------------------------- HTTP load
+
 
 class Conn:
     """A minimal keep-alive HTTP/1.1 client connection: far cheaper than a general client, so
@@ -190,7 +219,7 @@ class Conn:
         status = int(head[9:12])
         lower = head.lower()
         i = lower.find(b"content-length:")
-        length = int(lower[i + 15:lower.find(b"\r\n", i)]) if i >= 0 else 0
+        length = int(lower[i + 15 : lower.find(b"\r\n", i)]) if i >= 0 else 0
         await self.reader.readexactly(length)
         return status
 
@@ -204,9 +233,14 @@ def summary(latencies: list[float], accepted: int, statuses: dict[int, int], sec
     def pct(p: float) -> float:
         return round(lat[min(len(lat) - 1, int(p * len(lat)))] * 1000, 2) if lat else float("nan")
 
-    return {"accepted_per_s": round(accepted / seconds, 1), "requests": len(lat), "p50_ms": pct(0.50),
-            "p99_ms": pct(0.99), "max_ms": round(lat[-1] * 1000, 2) if lat else float("nan"),
-            "statuses": statuses}
+    return {
+        "accepted_per_s": round(accepted / seconds, 1),
+        "requests": len(lat),
+        "p50_ms": pct(0.50),
+        "p99_ms": pct(0.99),
+        "max_ms": round(lat[-1] * 1000, 2) if lat else float("nan"),
+        "statuses": statuses,
+    }
 
 
 async def closed_loop(port: int, reqs: list[bytes], connections: int, seconds: float) -> dict:
@@ -269,6 +303,7 @@ async def open_loop(port: int, reqs: list[bytes], rate: float, seconds: float, c
 
 # --------------------------------------------------------------------------- ceiling
 
+
 async def ceiling(dsn: str, stores, callers: int, in_flight: int, pool_size: int, seconds: float) -> dict:
     """The web tier's database path without HTTP: `callers` concurrent deliveries through the same
     group-commit batcher and transaction (`DeliveryBatcher` -> `record_deliveries`)."""
@@ -280,19 +315,41 @@ async def ceiling(dsn: str, stores, callers: int, in_flight: int, pool_size: int
     def delivery(i: int) -> Delivery:
         merchant, shop, _secret = stores[i % len(stores)]
         topic = "orders/create" if i % 2 == 0 else "products/update"
-        body = {"id": 2 * 10**8 + i, "name": f"#{i}", "line_items": [{"variant_id": 1000 + i % 97, "quantity": 1}],
-                "title": "Bench product", "updated_at": "2026-11-25T12:00:00Z"}
+        body = {
+            "id": 2 * 10**8 + i,
+            "name": f"#{i}",
+            "line_items": [{"variant_id": 1000 + i % 97, "quantity": 1}],
+            "title": "Bench product",
+            "updated_at": "2026-11-25T12:00:00Z",
+        }
         webhook_id = str(uuid.uuid4())
-        return Delivery(webhook_id=webhook_id, shop=shop, merchant_id=merchant, topic=topic,
-                        event_id=str(uuid.uuid4()), triggered_at=None, api_version="2026-10",
-                        payload=json.dumps(body).encode(), status=ACCEPTED,
-                        job=job_spec(topic=topic, shop=shop, merchant_id=merchant, webhook_id=webhook_id,
-                                     event_id=None, triggered_at=None, api_version="2026-10", body=body))
+        return Delivery(
+            webhook_id=webhook_id,
+            shop=shop,
+            merchant_id=merchant,
+            topic=topic,
+            event_id=str(uuid.uuid4()),
+            triggered_at=None,
+            api_version="2026-10",
+            payload=json.dumps(body).encode(),
+            status=ACCEPTED,
+            job=job_spec(
+                topic=topic,
+                shop=shop,
+                merchant_id=merchant,
+                webhook_id=webhook_id,
+                event_id=None,
+                triggered_at=None,
+                api_version="2026-10",
+                body=body,
+            ),
+        )
 
     async with async_pooled_pool(settings, name="bench-ceiling") as pool:
         await pool.wait()
-        batcher = DeliveryBatcher(pool, statement_timeout_ms=settings.statement_timeout_ms,
-                                  max_in_flight=in_flight)
+        batcher = DeliveryBatcher(
+            pool, statement_timeout_ms=settings.statement_timeout_ms, max_in_flight=in_flight
+        )
 
         async def run() -> None:
             while time.perf_counter() < deadline:
@@ -311,6 +368,7 @@ async def ceiling(dsn: str, stores, callers: int, in_flight: int, pool_size: int
 
 # --------------------------------------------------------------------------- main
 
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workers", type=int, default=2, help="uvicorn workers (default 2: one per core)")
@@ -320,6 +378,7 @@ def main() -> int:
     args = ap.parse_args()
     try:
         import uvloop
+
         uvloop.install()
     except ImportError:
         pass
@@ -334,8 +393,9 @@ def main() -> int:
         config.write_text(toml)
         NetworkConfig.load(config)  # fail here on a bad generated config
 
-        results["ceiling"] = asyncio.run(ceiling(dsn, stores, args.connections, args.workers * 4,
-                                                 args.workers * args.pool, args.seconds))
+        results["ceiling"] = asyncio.run(
+            ceiling(dsn, stores, args.connections, args.workers * 4, args.workers * args.pool, args.seconds)
+        )
         print("ceiling (record_delivery straight from Python):", results["ceiling"], flush=True)
 
         port = free_port()
@@ -349,7 +409,10 @@ def main() -> int:
             results["max"].update(meter.per_request_us(results["max"]["requests"]))
             print("max (HTTP, closed loop):", results["max"], flush=True)
             offset = 2000 + results["max"]["requests"]
-            for name, rate in (("paced_goal_half", GOAL_RATE / 2), ("paced_measured_half", results["max"]["accepted_per_s"] / 2)):
+            for name, rate in (
+                ("paced_goal_half", GOAL_RATE / 2),
+                ("paced_measured_half", results["max"]["accepted_per_s"] / 2),
+            ):
                 part = reqs[offset:]
                 results[name] = asyncio.run(open_loop(port, part, rate, args.seconds))
                 results[name]["rate"] = round(rate, 1)
@@ -360,30 +423,39 @@ def main() -> int:
             server.wait(30)
     with psycopg.connect(dsn) as conn:
         deliveries, jobs = conn.execute(
-            "SELECT (SELECT count(*) FROM webhook_deliveries), (SELECT count(*) FROM jobs)").fetchone()
+            "SELECT (SELECT count(*) FROM webhook_deliveries), (SELECT count(*) FROM jobs)"
+        ).fetchone()
     accepted_http = sum(r["statuses"].get(200, 0) for k, r in results.items() if k != "ceiling") + 2000
     ratio = results["max"]["accepted_per_s"] / results["ceiling"]["accepted_per_s"]
     print()
-    print(f"## ingest ({args.workers} uvicorn workers, {args.connections} senders, {args.seconds:g}s phases, "
-          f"load average before start {loadavg[0]:.2f}, cores {os.cpu_count()})")
+    print(
+        f"## ingest ({args.workers} uvicorn workers, {args.connections} senders, {args.seconds:g}s phases, "
+        f"load average before start {loadavg[0]:.2f}, cores {os.cpu_count()})"
+    )
     print("| phase | offered | accepted/s | p50 ms | p99 ms | max ms | non-200 | CPU µs per request |")
     print("|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
         offered = f"{r['rate']:.0f}/s" if "rate" in r else "closed loop"
         non200 = sum(v for k, v in r["statuses"].items() if k != 200)
         cpu = ", ".join(f"{k.removesuffix('_cpu_us')} {v}" for k, v in r.items() if k.endswith("_cpu_us"))
-        print(f"| {name} | {offered} | {r['accepted_per_s']:.0f} | {r['p50_ms']} | {r['p99_ms']} | {r['max_ms']} "
-              f"| {non200} | {cpu or '-'} |")
+        print(
+            f"| {name} | {offered} | {r['accepted_per_s']:.0f} | {r['p50_ms']} | {r['p99_ms']} | {r['max_ms']} "
+            f"| {non200} | {cpu or '-'} |"
+        )
     m = results["max"]
     if m.get("postgres_cpu_us"):
         own = m["server_cpu_us"] + m["postgres_cpu_us"]
-        print(f"CPU-bound capacity on {os.cpu_count()} idle cores: ~{os.cpu_count() * 1e6 / own:.0f}/s "
-              f"(server + Postgres), ~{os.cpu_count() * 1e6 / (own + m['sender_cpu_us']):.0f}/s with this "
-              "sender on the same cores")
+        print(
+            f"CPU-bound capacity on {os.cpu_count()} idle cores: ~{os.cpu_count() * 1e6 / own:.0f}/s "
+            f"(server + Postgres), ~{os.cpu_count() * 1e6 / (own + m['sender_cpu_us']):.0f}/s with this "
+            "sender on the same cores"
+        )
     print(f"load average after: {os.getloadavg()[0]:.2f}")
-    print(f"HTTP max / ceiling = {ratio:.2f}; rows: {deliveries} deliveries, {jobs} jobs "
-          f"(expected >= {accepted_http} from HTTP + ceiling's {results['ceiling']['requests']}); "
-          f"took {time.monotonic() - t0:.0f}s")
+    print(
+        f"HTTP max / ceiling = {ratio:.2f}; rows: {deliveries} deliveries, {jobs} jobs "
+        f"(expected >= {accepted_http} from HTTP + ceiling's {results['ceiling']['requests']}); "
+        f"took {time.monotonic() - t0:.0f}s"
+    )
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
     (out / "ingest.json").write_text(json.dumps(results, indent=2))

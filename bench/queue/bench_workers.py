@@ -41,8 +41,11 @@ async def run_pgqueuer(dsn: str, batch: int, concurrency: int) -> None:
 
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, qm.shutdown.set)
-    await qm.run(batch_size=batch, dequeue_timeout=timedelta(seconds=1),
-                 max_concurrent_tasks=max(concurrency, 2 * batch))
+    await qm.run(
+        batch_size=batch,
+        dequeue_timeout=timedelta(seconds=1),
+        max_concurrent_tasks=max(concurrency, 2 * batch),
+    )
 
 
 async def run_procrastinate(dsn: str, batch: int, concurrency: int) -> None:
@@ -63,8 +66,9 @@ async def run_procrastinate(dsn: str, batch: int, concurrency: int) -> None:
         print("STAMP", n, time.time(), flush=True)
 
     async with app.open_async():
-        await app.run_worker_async(concurrency=concurrency, wait=True, install_signal_handlers=True,
-                                   fetch_job_polling_interval=1.0)
+        await app.run_worker_async(
+            concurrency=concurrency, wait=True, install_signal_handlers=True, fetch_job_polling_interval=1.0
+        )
 
 
 def run_bare(dsn: str, batch: int, _concurrency: int) -> None:
@@ -87,8 +91,10 @@ def run_bare(dsn: str, batch: int, _concurrency: int) -> None:
             if not rows:
                 time.sleep(0.005)
                 continue
-            conn.execute(q.COMPLETE_JOBS, {"ids": [r[0] for r in rows], "attempts": [r[5] for r in rows],
-                                           "worker": "bare"})
+            conn.execute(
+                q.COMPLETE_JOBS,
+                {"ids": [r[0] for r in rows], "attempts": [r[5] for r in rows], "worker": "bare"},
+            )
             conn.commit()
 
 

@@ -34,8 +34,8 @@ ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from storesync.db.migrate import migrate  # noqa: E402
-from storesync.queue import JobSpec, enqueue, enqueue_many  # noqa: E402
+from storesync.db.migrate import migrate
+from storesync.queue import JobSpec, enqueue, enqueue_many
 
 DRAIN_JOBS = 20_000
 DRAIN_GROUPS = 20
@@ -71,7 +71,9 @@ def as_url(dsn: str) -> str:
 
     p = psycopg.conninfo.conninfo_to_dict(dsn)
     query = {k: p[k] for k in ("host", "port") if p.get(k)}
-    auth = quote(str(p.get("user", "postgres"))) + (f":{quote(str(p['password']))}" if p.get("password") else "")
+    auth = quote(str(p.get("user", "postgres"))) + (
+        f":{quote(str(p['password']))}" if p.get("password") else ""
+    )
     return f"postgresql://{auth}@/{quote(str(p['dbname']))}?{urlencode(query)}"
 
 
@@ -84,7 +86,7 @@ def fresh_database(server: str, name: str) -> str:
 
 def pct(values: list[float], p: float) -> float:
     s = sorted(values)
-    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
 
 
 @dataclass
@@ -105,8 +107,12 @@ class Workers:
     """Worker subprocesses of one system; collects their STAMP lines."""
 
     def __init__(self, argv_for: list[str], n: int, env: dict) -> None:
-        self.procs = [subprocess.Popen(argv_for, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                       stderr=subprocess.DEVNULL, text=True) for _ in range(n)]
+        self.procs = [
+            subprocess.Popen(
+                argv_for, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+            )
+            for _ in range(n)
+        ]
 
     def stop(self) -> list[str]:
         for p in self.procs:
@@ -129,8 +135,9 @@ def wait_listening(dsn: str, n: int, timeout: float = 30, listens: bool = True) 
     what = "query ILIKE 'LISTEN%%'" if listens else "pid <> pg_backend_pid()"
     with psycopg.connect(dsn, autocommit=True) as conn:
         while time.monotonic() < deadline:
-            (k,) = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                                f"AND {what}").fetchone()
+            (k,) = conn.execute(
+                f"SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND {what}"
+            ).fetchone()
             if k >= n:
                 time.sleep(0.5 if listens else 1.5)
                 return
@@ -157,8 +164,10 @@ class Ours:
     listens = True
     db = "bench_ours"
     remaining = "SELECT count(*) FROM (SELECT 1 FROM jobs WHERE state IN ('queued', 'running') LIMIT 1) x"
-    small_remaining = ("SELECT count(*) FROM (SELECT 1 FROM jobs WHERE state IN ('queued', 'running') "
-                       "AND group_key LIKE 'small%%' LIMIT 1) x")
+    small_remaining = (
+        "SELECT count(*) FROM (SELECT 1 FROM jobs WHERE state IN ('queued', 'running') "
+        "AND group_key LIKE 'small%%' LIMIT 1) x"
+    )
     big_left = "SELECT count(*) FROM jobs WHERE group_key = 'big' AND state = 'queued'"
 
     def __init__(self, server: str) -> None:
@@ -167,13 +176,28 @@ class Ours:
             migrate(conn)
 
     def argv(self) -> list[str]:
-        return [sys.executable, "-m", "storesync", "worker", "--handlers", "bench_handlers:registry",
-                "--concurrency", str(CONCURRENCY), "--batch-size", str(BATCH)]
+        return [
+            sys.executable,
+            "-m",
+            "storesync",
+            "worker",
+            "--handlers",
+            "bench_handlers:registry",
+            "--concurrency",
+            str(CONCURRENCY),
+            "--batch-size",
+            str(BATCH),
+        ]
 
     def env(self) -> dict:
         env = {k: v for k, v in os.environ.items() if "DIRECT_URL" not in k}
-        return {**env, "DATABASE_URL": self.dsn, "PYTHONPATH": f"{HERE}:{ROOT / 'src'}",
-                "STORESYNC_LOG_LEVEL": "warning", "STORESYNC_QUEUE_POLL_INTERVAL": "1"}
+        return {
+            **env,
+            "DATABASE_URL": self.dsn,
+            "PYTHONPATH": f"{HERE}:{ROOT / 'src'}",
+            "STORESYNC_LOG_LEVEL": "warning",
+            "STORESYNC_QUEUE_POLL_INTERVAL": "1",
+        }
 
     def reset(self) -> None:
         with psycopg.connect(self.dsn, autocommit=True) as conn:
@@ -192,8 +216,13 @@ class Ours:
         with psycopg.connect(self.dsn) as conn:
             t0 = time.perf_counter()
             for start in range(0, n, 1000):
-                enqueue_many(conn, [JobSpec("bench.noop", {"i": i}, group=f"m{i % DRAIN_GROUPS}")
-                                    for i in range(start, min(n, start + 1000))])
+                enqueue_many(
+                    conn,
+                    [
+                        JobSpec("bench.noop", {"i": i}, group=f"m{i % DRAIN_GROUPS}")
+                        for i in range(start, min(n, start + 1000))
+                    ],
+                )
                 conn.commit()
             return n / (time.perf_counter() - t0)
 
@@ -227,16 +256,26 @@ class Bare(Ours):
         # The FIFO loop's own index (bench database only): lane, due time, id of queued jobs.
         with psycopg.connect(self.dsn, autocommit=True) as conn:
             conn.execute("CREATE INDEX jobs_fifo ON jobs (lane, run_at, id) WHERE state = 'queued'")
+
     db = "bench_bare"
 
     def argv(self) -> list[str]:
-        return [sys.executable, str(HERE / "bench_workers.py"), "bare", self.dsn, str(BATCH), str(CONCURRENCY)]
+        return [
+            sys.executable,
+            str(HERE / "bench_workers.py"),
+            "bare",
+            self.dsn,
+            str(BATCH),
+            str(CONCURRENCY),
+        ]
 
     def enqueue_single(self, n: int) -> float:
         with psycopg.connect(self.dsn) as conn:
             t0 = time.perf_counter()
             for i in range(n):
-                conn.execute("INSERT INTO jobs (kind, group_key) VALUES ('bench.noop', %s)", (f"m{i % DRAIN_GROUPS}",))
+                conn.execute(
+                    "INSERT INTO jobs (kind, group_key) VALUES ('bench.noop', %s)", (f"m{i % DRAIN_GROUPS}",)
+                )
                 conn.commit()
             return n / (time.perf_counter() - t0)
 
@@ -244,8 +283,11 @@ class Bare(Ours):
         with psycopg.connect(self.dsn) as conn:
             t0 = time.perf_counter()
             for start in range(0, n, 1000):
-                conn.execute("INSERT INTO jobs (kind, group_key) SELECT 'bench.noop', 'm' || (i %% %s) "
-                             "FROM generate_series(%s::int, %s::int) i", (DRAIN_GROUPS, start, min(n, start + 1000) - 1))
+                conn.execute(
+                    "INSERT INTO jobs (kind, group_key) SELECT 'bench.noop', 'm' || (i %% %s) "
+                    "FROM generate_series(%s::int, %s::int) i",
+                    (DRAIN_GROUPS, start, min(n, start + 1000) - 1),
+                )
                 conn.commit()
             return n / (time.perf_counter() - t0)
 
@@ -279,8 +321,14 @@ class PgQueuer:
         await conn.close()
 
     def argv(self) -> list[str]:
-        return [sys.executable, str(HERE / "bench_workers.py"), "pgqueuer", as_url(self.dsn), str(BATCH),
-                str(CONCURRENCY)]
+        return [
+            sys.executable,
+            str(HERE / "bench_workers.py"),
+            "pgqueuer",
+            as_url(self.dsn),
+            str(BATCH),
+            str(CONCURRENCY),
+        ]
 
     def env(self) -> dict:
         return {**os.environ, "PYTHONPATH": str(ROOT / "src")}
@@ -299,6 +347,7 @@ class PgQueuer:
             dt = time.perf_counter() - t0
             await conn.close()
             return n / dt
+
         return self._run(go())
 
     def enqueue_batch(self, n: int) -> float:
@@ -311,6 +360,7 @@ class PgQueuer:
             dt = time.perf_counter() - t0
             await conn.close()
             return n / dt
+
         return self._run(go())
 
     def load(self, n: int, groups: int | None, kind: str = "noop", group: str | None = None) -> None:
@@ -319,6 +369,7 @@ class PgQueuer:
             async with conn.transaction():
                 await q.enqueue([kind] * n, [None] * n, [0] * n)
             await conn.close()
+
         self._run(go())
 
     def load_small(self) -> None:
@@ -331,16 +382,20 @@ class PgQueuer:
             t = time.time()
             await conn.close()
             return t
+
         return self._run(go())
 
 
 class Procrastinate(PgQueuer):
     name = "procrastinate 3.10"
     db = "bench_procrastinate"
-    remaining = ("SELECT count(*) FROM (SELECT 1 FROM procrastinate_jobs WHERE status IN ('todo', 'doing') "
-                 "LIMIT 1) x")
-    small_remaining = ("SELECT count(*) FROM (SELECT 1 FROM procrastinate_jobs WHERE task_name = 'small' "
-                       "AND status IN ('todo', 'doing') LIMIT 1) x")
+    remaining = (
+        "SELECT count(*) FROM (SELECT 1 FROM procrastinate_jobs WHERE status IN ('todo', 'doing') LIMIT 1) x"
+    )
+    small_remaining = (
+        "SELECT count(*) FROM (SELECT 1 FROM procrastinate_jobs WHERE task_name = 'small' "
+        "AND status IN ('todo', 'doing') LIMIT 1) x"
+    )
     big_left = "SELECT count(*) FROM procrastinate_jobs WHERE task_name = 'noop' AND status = 'todo'"
 
     def _app(self):
@@ -357,7 +412,14 @@ class Procrastinate(PgQueuer):
             await app.schema_manager.apply_schema_async()
 
     def argv(self) -> list[str]:
-        return [sys.executable, str(HERE / "bench_workers.py"), "procrastinate", self.dsn, str(BATCH), str(CONCURRENCY)]
+        return [
+            sys.executable,
+            str(HERE / "bench_workers.py"),
+            "procrastinate",
+            self.dsn,
+            str(BATCH),
+            str(CONCURRENCY),
+        ]
 
     def reset(self) -> None:
         with psycopg.connect(self.dsn, autocommit=True) as conn:
@@ -377,6 +439,7 @@ class Procrastinate(PgQueuer):
                     else:
                         await t.batch_defer_async(*batch)
                 return time.perf_counter() - t0
+
         return self._run(go())
 
     def enqueue_single(self, n: int) -> float:
@@ -483,6 +546,7 @@ def bench_all(classes: list, server: str, quick: bool) -> list[Result]:
                 setattr(r, f"drain{n}", rate)
             if isinstance(system, Procrastinate) and n == 1 and not r.notes:
                 r.notes.append(f"drain measured on {jobs_for(system):,} jobs (slow)")
+
         return run_drain
 
     def wake(system, r: Result) -> None:
@@ -510,15 +574,23 @@ def fmt(v: float | None, spec: str = ",.0f") -> str:
 
 
 def table(results: list[Result]) -> str:
-    head = ("| system | enqueue, 1/txn (jobs/s) | enqueue, batch 1000 (jobs/s) | drain, 1 worker (jobs/s) "
-            "| drain, 2 workers (jobs/s) | wake-up p50 / p99 (ms) | 200 small merchants behind 18k backlog (s) |")
+    head = (
+        "| system | enqueue, 1/txn (jobs/s) | enqueue, batch 1000 (jobs/s) | drain, 1 worker (jobs/s) "
+        "| drain, 2 workers (jobs/s) | wake-up p50 / p99 (ms) | 200 small merchants behind 18k backlog (s) |"
+    )
     lines = [head, "|" + "---|" * 7]
     for r in results:
         wake = "-" if r.wake_p50_ms is None else f"{r.wake_p50_ms:.1f} / {r.wake_p99_ms:.1f}"
-        small = (f"> {FAIRNESS_TIMEOUT:.0f} (timed out)" if r.small_done_s is None else f"{r.small_done_s:.2f} ({r.small_note})")
+        small = (
+            f"> {FAIRNESS_TIMEOUT:.0f} (timed out)"
+            if r.small_done_s is None
+            else f"{r.small_done_s:.2f} ({r.small_note})"
+        )
         name = r.system + (f" [{'; '.join(r.notes)}]" if r.notes else "")
-        lines.append(f"| {name} | {fmt(r.enqueue_single)} | {fmt(r.enqueue_batch)} | {fmt(r.drain1)} | "
-                     f"{fmt(r.drain2)} | {wake} | {small} |")
+        lines.append(
+            f"| {name} | {fmt(r.enqueue_single)} | {fmt(r.enqueue_batch)} | {fmt(r.drain1)} | "
+            f"{fmt(r.drain2)} | {wake} | {small} |"
+        )
     return "\n".join(lines)
 
 
@@ -528,7 +600,11 @@ def write_docs(text: str) -> None:
     old = path.read_text() if path.exists() else "# Benchmarks\n"
     section = "## queue\n\n" + text.strip() + "\n"
     pattern = re.compile(r"^## queue\n.*?(?=^## |\Z)", re.S | re.M)
-    new = pattern.sub(lambda _m: section + "\n", old) if pattern.search(old) else old.rstrip() + "\n\n" + section
+    new = (
+        pattern.sub(lambda _m: section + "\n", old)
+        if pattern.search(old)
+        else old.rstrip() + "\n\n" + section
+    )
     path.write_text(new)
 
 
@@ -553,31 +629,35 @@ def main() -> int:
         summary.append(f"ours / bare loop, 2 workers: {ours.drain2 / bare.drain2:.0%}")
     if ours and bare and ours.drain1 and bare.drain1:
         summary.append(f"ours / bare loop, 1 worker: {ours.drain1 / bare.drain1:.0%}")
-    env = (f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-           f"load average {load_before:.1f} at start / {os.getloadavg()[0]:.1f} at end "
-           f"(shared machine: other engineers' work was running), run took {elapsed:.0f} s")
-    report = "\n".join([
-        f"Command: `.venv/bin/python bench/queue/run.py{' --quick' if args.quick else ''}` "
-        f"(embedded Postgres in .storesync/bench-pgdata unless DATABASE_URL is set).",
-        "",
-        f"Drain: {DRAIN_JOBS // (4 if args.quick else 1):,} no-op jobs over {DRAIN_GROUPS} merchants committed at once to idle, listening "
-        f"workers (concurrency {CONCURRENCY}, claim batch {BATCH}); rate = jobs / (commit -> last job done), "
-        f"best of {DRAIN_ROUNDS} interleaved rounds. "
-        f"Wake-up: commit of one job -> its handler starts on an idle worker. Fairness: 2 workers; 200 "
-        f"merchants commit one job each 50 ms after one merchant's 18,000-job backlog.",
-        "",
-        text,
-        "",
-        "; ".join(summary) + (". " if summary else "") + env + ".",
-        "",
-        "Goals (issue 4, for a quiet 2-core machine): at least 10,000 jobs/s with 2 workers with "
-        "fairness on, ahead of pgqueuer and procrastinate, at least 70% of the bare loop, wake-up "
-        "p50 under 3 ms, the small merchants done within 0.2 s. On a shared, loaded machine every "
-        "figure moves by tens of percent from run to run (the bare loop most: it has no claim "
-        "pipelining), so compare systems within one run, not across runs. Enqueue one per "
-        "transaction is bound by commit (fsync) latency. pgqueuer and the bare loop are FIFO, so "
-        "their small merchants wait for the backlog; procrastinate's wait exceeds the timeout.",
-    ])
+    env = (
+        f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"load average {load_before:.1f} at start / {os.getloadavg()[0]:.1f} at end "
+        f"(shared machine: other engineers' work was running), run took {elapsed:.0f} s"
+    )
+    report = "\n".join(
+        [
+            f"Command: `.venv/bin/python bench/queue/run.py{' --quick' if args.quick else ''}` "
+            f"(embedded Postgres in .storesync/bench-pgdata unless DATABASE_URL is set).",
+            "",
+            f"Drain: {DRAIN_JOBS // (4 if args.quick else 1):,} no-op jobs over {DRAIN_GROUPS} merchants committed at once to idle, listening "
+            f"workers (concurrency {CONCURRENCY}, claim batch {BATCH}); rate = jobs / (commit -> last job done), "
+            f"best of {DRAIN_ROUNDS} interleaved rounds. "
+            f"Wake-up: commit of one job -> its handler starts on an idle worker. Fairness: 2 workers; 200 "
+            f"merchants commit one job each 50 ms after one merchant's 18,000-job backlog.",
+            "",
+            text,
+            "",
+            "; ".join(summary) + (". " if summary else "") + env + ".",
+            "",
+            "Goals (issue 4, for a quiet 2-core machine): at least 10,000 jobs/s with 2 workers with "
+            "fairness on, ahead of pgqueuer and procrastinate, at least 70% of the bare loop, wake-up "
+            "p50 under 3 ms, the small merchants done within 0.2 s. On a shared, loaded machine every "
+            "figure moves by tens of percent from run to run (the bare loop most: it has no claim "
+            "pipelining), so compare systems within one run, not across runs. Enqueue one per "
+            "transaction is bound by commit (fsync) latency. pgqueuer and the bare loop are FIFO, so "
+            "their small merchants wait for the backlog; procrastinate's wait exceeds the timeout.",
+        ]
+    )
     print(report)
     if args.write_docs:
         write_docs(report)

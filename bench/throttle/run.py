@@ -28,28 +28,55 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-import psycopg  # noqa: E402
+import psycopg
 
-from storesync.config import Settings  # noqa: E402
-from storesync.db import database_settings  # noqa: E402
-from storesync.db.migrate import migrate  # noqa: E402
-from storesync.db.pools import connect_direct  # noqa: E402
-from tests.support.emulator import running_emulator  # noqa: E402
+from storesync.config import Settings
+from storesync.db import database_settings
+from storesync.db.migrate import migrate
+from storesync.db.pools import connect_direct
+from tests.support.emulator import running_emulator
 
 SMART, NAIVE = "bench-smart.myshopify.com", "bench-naive.myshopify.com"
 BENCH_DATABASE = "storesync_bench_throttle"
 
 
-def spawn(emu, shop: str, mode: str, worker: str, seconds: float, dsn: str | None, run: str) -> subprocess.Popen:
+def spawn(
+    emu, shop: str, mode: str, worker: str, seconds: float, dsn: str | None, run: str
+) -> subprocess.Popen:
     level = emu.snapshot(shop)["inventory_levels"][0]
-    cmd = [sys.executable, "-m", "tests.commerce.adjust_worker", "--url", emu.graphql_url(shop),
-           "--token", emu.token(shop), "--shop", shop, "--item", level["inventory_item_id"],
-           "--location", level["location_id"], "--mode", mode, "--seconds", str(seconds),
-           "--worker", worker, "--run", run]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tests.commerce.adjust_worker",
+        "--url",
+        emu.graphql_url(shop),
+        "--token",
+        emu.token(shop),
+        "--shop",
+        shop,
+        "--item",
+        level["inventory_item_id"],
+        "--location",
+        level["location_id"],
+        "--mode",
+        mode,
+        "--seconds",
+        str(seconds),
+        "--worker",
+        worker,
+        "--run",
+        run,
+    ]
     if dsn:
         cmd += ["--dsn", dsn]
-    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
 
 
 def summarise(name: str, results: list[dict], capacity: float, rate: float) -> dict:
@@ -63,13 +90,22 @@ def summarise(name: str, results: list[dict], capacity: float, rate: float) -> d
     throttled = sum(r["throttled"] + r["http_429"] for r in results)
     seconds = end - start
     used = (points - (capacity - level_end)) / (rate * seconds)
-    return {"client": name, "seconds": seconds, "mutations": sum(r["done"] for r in results),
-            "requests": requests, "throttled": throttled, "throttled_pct": 100.0 * throttled / max(1, requests),
-            "points": points, "restore_used_pct": 100.0 * used}
+    return {
+        "client": name,
+        "seconds": seconds,
+        "mutations": sum(r["done"] for r in results),
+        "requests": requests,
+        "throttled": throttled,
+        "throttled_pct": 100.0 * throttled / max(1, requests),
+        "points": points,
+        "restore_used_pct": 100.0 * used,
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=float, default=60.0, help="how long the workers run (default 60)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes per client (default 2)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
@@ -96,9 +132,13 @@ def main() -> None:
             assert status["currentlyAvailable"] == capacity and status["restoreRate"] == rate, status
         run = f"bench-{int(time.time())}"
         dsn = settings.pooled_dsn
-        procs = {name: [spawn(emu, shop, mode, f"{name}{w}", args.seconds, dsn if mode == "smart" else None, run)
-                        for w in range(args.workers)]
-                 for name, shop, mode in (("smart", SMART, "smart"), ("naive", NAIVE, "naive"))}
+        procs = {
+            name: [
+                spawn(emu, shop, mode, f"{name}{w}", args.seconds, dsn if mode == "smart" else None, run)
+                for w in range(args.workers)
+            ]
+            for name, shop, mode in (("smart", SMART, "smart"), ("naive", NAIVE, "naive"))
+        }
         results: dict[str, list[dict]] = {}
         for name, ps in procs.items():
             results[name] = []
@@ -113,18 +153,24 @@ def main() -> None:
             done = sum(r["done"] for r in results[name])
             assert level["available"] == 10 + done, (name, level["available"], done)
 
-    rows = [summarise("storesync (PostgresBudget)", results["smart"], capacity, rate),
-            summarise("naive (sleep 1 s on THROTTLED)", results["naive"], capacity, rate)]
+    rows = [
+        summarise("storesync (PostgresBudget)", results["smart"], capacity, rate),
+        summarise("naive (sleep 1 s on THROTTLED)", results["naive"], capacity, rate),
+    ]
     if args.json:
         print(json.dumps(rows, indent=2))
         return
-    print(f"{args.workers} worker processes per client, one standard-plan store each "
-          f"({capacity:.0f} points, {rate:.0f}/s), inventoryAdjustQuantities backlog, {args.seconds:.0f} s")
+    print(
+        f"{args.workers} worker processes per client, one standard-plan store each "
+        f"({capacity:.0f} points, {rate:.0f}/s), inventoryAdjustQuantities backlog, {args.seconds:.0f} s"
+    )
     print("| client | restore rate used | throttled / requests | mutations | points charged |")
     print("|---|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['client']} | {r['restore_used_pct']:.1f}% | {r['throttled']} / {r['requests']} "
-              f"({r['throttled_pct']:.2f}%) | {r['mutations']} | {r['points']:.0f} |")
+        print(
+            f"| {r['client']} | {r['restore_used_pct']:.1f}% | {r['throttled']} / {r['requests']} "
+            f"({r['throttled_pct']:.2f}%) | {r['mutations']} | {r['points']:.0f} |"
+        )
 
 
 if __name__ == "__main__":

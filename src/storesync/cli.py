@@ -135,10 +135,9 @@ def network_check(
 def network_apply() -> None:
     """Mirror storesync.toml's merchants and stores into the database."""
     from storesync.db import database_settings
+    from storesync.db.credentials import load_cipher
     from storesync.db.network_sql import apply_network
     from storesync.db.pools import connect_direct
-
-    from storesync.db.credentials import load_cipher
 
     settings = load_settings()
     network = load_network(settings)
@@ -222,8 +221,14 @@ def api_budget() -> None:
     for col in ("shop", "available now", "bucket", "restore/s", "in flight", "corrected at"):
         table.add_column(col)
     for shop, capacity, rate, available, observed_at, in_flight in rows:
-        table.add_row(shop, f"{available:.0f}", f"{capacity:.0f}", f"{rate:.0f}", str(in_flight),
-                      observed_at.isoformat(timespec="seconds"))
+        table.add_row(
+            shop,
+            f"{available:.0f}",
+            f"{capacity:.0f}",
+            f"{rate:.0f}",
+            str(in_flight),
+            observed_at.isoformat(timespec="seconds"),
+        )
     console.print(table)
 
 
@@ -235,9 +240,13 @@ app.add_typer(deliveries_app, name="deliveries")
 
 @app.command("serve")
 def serve_cmd(
-    host: Annotated[str | None, typer.Option(help="address to bind [env STORESYNC_WEB_HOST, 127.0.0.1]")] = None,
+    host: Annotated[
+        str | None, typer.Option(help="address to bind [env STORESYNC_WEB_HOST, 127.0.0.1]")
+    ] = None,
     port: Annotated[int | None, typer.Option(help="port [env STORESYNC_WEB_PORT, 8080]")] = None,
-    workers: Annotated[int | None, typer.Option(help="uvicorn worker processes [env STORESYNC_WEB_WORKERS, 1]")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="uvicorn worker processes [env STORESYNC_WEB_WORKERS, 1]")
+    ] = None,
 ) -> None:
     """Serve POST /webhooks/shopify, /healthz, /readyz and /metrics (refuses if the schema is behind)."""
     from storesync.db import database_settings
@@ -247,7 +256,9 @@ def serve_cmd(
     settings = load_settings()
     network = load_network(settings)
     try:
-        overrides = {k: v for k, v in {"host": host, "port": port, "workers": workers}.items() if v is not None}
+        overrides = {
+            k: v for k, v in {"host": host, "port": port, "workers": workers}.items() if v is not None
+        }
         web = WebSettings.load(**overrides)
     except ConfigError as err:
         fail(str(err))
@@ -275,8 +286,10 @@ def deliveries_list(
     table = Table(title=f"{len(rows)} deliveries" + (f" ({status})" if status else ""))
     for col in ("received", "shop", "topic", "status", "webhook id", "event id", "bytes"):
         table.add_column(col)
-    for (_id, webhook_id, shop, _merchant, topic, event_id, _trig, _api, received_at, st, size) in rows:
-        table.add_row(received_at.isoformat(timespec="seconds"), shop, topic, st, webhook_id, event_id or "-", str(size))
+    for _id, webhook_id, shop, _merchant, topic, event_id, _trig, _api, received_at, st, size in rows:
+        table.add_row(
+            received_at.isoformat(timespec="seconds"), shop, topic, st, webhook_id, event_id or "-", str(size)
+        )
     console.print(table)
 
 
@@ -302,13 +315,28 @@ app.add_typer(jobs_app, name="jobs")
 
 @app.command("worker")
 def worker_cmd(
-    concurrency: Annotated[int | None, typer.Option(min=1, help="jobs run at once [env STORESYNC_QUEUE_CONCURRENCY, 10]")] = None,
-    handlers: Annotated[str | None, typer.Option(help="module:attr of a HandlerRegistry [default: the sync engine's, else storesync.queue.builtin:registry]")] = None,
+    concurrency: Annotated[
+        int | None, typer.Option(min=1, help="jobs run at once [env STORESYNC_QUEUE_CONCURRENCY, 10]")
+    ] = None,
+    handlers: Annotated[
+        str | None,
+        typer.Option(
+            help="module:attr of a HandlerRegistry [default: the sync engine's, else storesync.queue.builtin:registry]"
+        ),
+    ] = None,
     batch_size: Annotated[int | None, typer.Option(min=1, help="most jobs per claim [100]")] = None,
-    lease: Annotated[float | None, typer.Option(help="lease seconds; a dead worker's job reruns after it [30]")] = None,
-    poll_interval: Annotated[float | None, typer.Option(help="seconds between polls without NOTIFY [1]")] = None,
-    drain_timeout: Annotated[float | None, typer.Option(help="SIGTERM: seconds in-flight jobs may finish [30]")] = None,
-    metrics_port: Annotated[int | None, typer.Option(help="serve this worker's /metrics on 127.0.0.1:PORT")] = None,
+    lease: Annotated[
+        float | None, typer.Option(help="lease seconds; a dead worker's job reruns after it [30]")
+    ] = None,
+    poll_interval: Annotated[
+        float | None, typer.Option(help="seconds between polls without NOTIFY [1]")
+    ] = None,
+    drain_timeout: Annotated[
+        float | None, typer.Option(help="SIGTERM: seconds in-flight jobs may finish [30]")
+    ] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="serve this worker's /metrics on 127.0.0.1:PORT")
+    ] = None,
 ) -> None:
     """Run jobs until SIGTERM (drains: stops claiming, finishes in-flight jobs, releases the rest)."""
     import psycopg
@@ -319,15 +347,22 @@ def worker_cmd(
     from storesync.queue.worker import HandlersLoadError, default_registry, load_registry, run_worker
 
     try:
-        qs = QueueSettings.load(concurrency=concurrency, batch_size=batch_size, lease_seconds=lease,
-                                poll_interval=poll_interval, drain_timeout=drain_timeout, metrics_port=metrics_port)
+        qs = QueueSettings.load(
+            concurrency=concurrency,
+            batch_size=batch_size,
+            lease_seconds=lease,
+            poll_interval=poll_interval,
+            drain_timeout=drain_timeout,
+            metrics_port=metrics_port,
+        )
         registry = load_registry(handlers) if handlers else default_registry()
     except (ConfigError, HandlersLoadError) as err:
         fail(str(err))
     with database_settings(load_settings()) as settings:
         try:
-            with psycopg.connect(settings.pooled_dsn, prepare_threshold=None,
-                                 connect_timeout=settings.connect_timeout) as conn:
+            with psycopg.connect(
+                settings.pooled_dsn, prepare_threshold=None, connect_timeout=settings.connect_timeout
+            ) as conn:
                 ensure_at_head(conn)
         except SchemaBehindError as err:
             fail(str(err))
@@ -346,8 +381,9 @@ def _sync_worker_start(settings: Settings) -> None:
     from storesync.sync.runtime import network_with_credentials
 
     network = load_network(settings)
-    with psycopg.connect(settings.pooled_dsn, prepare_threshold=None, autocommit=True,
-                         connect_timeout=settings.connect_timeout) as conn:
+    with psycopg.connect(
+        settings.pooled_dsn, prepare_threshold=None, autocommit=True, connect_timeout=settings.connect_timeout
+    ) as conn:
         try:
             network = network_with_credentials(network, conn)
         except ConfigError as err:
@@ -377,9 +413,16 @@ def jobs_list(
     for col in ("id", "kind", "group", "lane", "state", "attempt", "run at", "last error"):
         table.add_column(col)
     for r in rows:
-        table.add_row(str(r["id"]), r["kind"], r["group_key"], str(r["lane"]), r["state"],
-                      f"{r['attempt']}/{r['max_attempts']}", r["run_at"].isoformat(timespec="seconds"),
-                      (r["last_error"] or "")[:80])
+        table.add_row(
+            str(r["id"]),
+            r["kind"],
+            r["group_key"],
+            str(r["lane"]),
+            r["state"],
+            f"{r['attempt']}/{r['max_attempts']}",
+            r["run_at"].isoformat(timespec="seconds"),
+            (r["last_error"] or "")[:80],
+        )
     console.print(table)
 
 
@@ -420,8 +463,12 @@ def jobs_retry(job_ids: Annotated[list[int], typer.Argument(help="dead or cancel
     """Replay dead-lettered (or cancelled) jobs: back in the queue with fresh attempts."""
     from storesync.queue.ops import replay_job
 
-    _apply_to_jobs(job_ids, replay_job, "queued again",
-                   "not replayed (unknown, not dead/cancelled, or its singleton key is already queued)")
+    _apply_to_jobs(
+        job_ids,
+        replay_job,
+        "queued again",
+        "not replayed (unknown, not dead/cancelled, or its singleton key is already queued)",
+    )
 
 
 @jobs_app.command("cancel")
@@ -465,7 +512,9 @@ def _run_sync(command):
 
 @webhooks_app.command("sync")
 def webhooks_sync_cmd(
-    url: Annotated[str | None, typer.Option(help="our public webhook URL [env STORESYNC_PUBLIC_WEBHOOK_URL]")] = None,
+    url: Annotated[
+        str | None, typer.Option(help="our public webhook URL [env STORESYNC_PUBLIC_WEBHOOK_URL]")
+    ] = None,
     keep_others: Annotated[bool, typer.Option(help="keep subscriptions to other URLs or topics")] = False,
 ) -> None:
     """Register, idempotently, every subscription each store needs (to URL); remove stale ones."""
@@ -477,12 +526,17 @@ def webhooks_sync_cmd(
     failed = False
     for store in _run_sync(lambda rt: webhooks_sync(rt, url, keep_others=keep_others)):
         ch = store.changes
-        console.print(f"[bold]{store.shop}[/]: kept {len(ch.kept)}, created {len(ch.created)}, "
-                      f"deleted {len(ch.deleted)}", highlight=False)
+        console.print(
+            f"[bold]{store.shop}[/]: kept {len(ch.kept)}, created {len(ch.created)}, "
+            f"deleted {len(ch.deleted)}",
+            highlight=False,
+        )
         for what in ch.deleted:
             console.print(f"  deleted {what}", highlight=False)
         if store.not_offered:
-            console.print(f"  [yellow]not offered by this store[/]: {', '.join(store.not_offered)}", highlight=False)
+            console.print(
+                f"  [yellow]not offered by this store[/]: {', '.join(store.not_offered)}", highlight=False
+            )
         for t, why in store.failed.items():
             failed = True
             console.print(f"  [red]not subscribed[/] {t}: {why}", highlight=False)
@@ -519,19 +573,33 @@ def backfill_cmd(
 
     from storesync.sync.commands import backfill
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console) as bar:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as bar:
         task = bar.add_task("linking", total=None)
-        result = _run_sync(lambda rt: backfill(
-            rt, merchant=merchant, child=child, concurrency=concurrency,
-            on_total=lambda n: bar.update(task, total=n, description="copying products"),
-            progress=lambda n: bar.advance(task, n)))
+        result = _run_sync(
+            lambda rt: backfill(
+                rt,
+                merchant=merchant,
+                child=child,
+                concurrency=concurrency,
+                on_total=lambda n: bar.update(task, total=n, description="copying products"),
+                progress=lambda n: bar.advance(task, n),
+            )
+        )
     for report in result.reports:
         console.print(report.lines()[0], highlight=False)
     for what in result.collections_created:
         console.print(f"created collection {what}", highlight=False)
-    console.print(f"{len(result.completed)} products copied, {len(result.compensated)} rolled back, "
-                  f"{len(result.failed)} to retry (run backfill again)", highlight=False)
+    console.print(
+        f"{len(result.completed)} products copied, {len(result.compensated)} rolled back, "
+        f"{len(result.failed)} to retry (run backfill again)",
+        highlight=False,
+    )
     for saga_id, why in [*result.compensated, *result.failed]:
         console.print(f"  [red]{saga_id}[/]: {why}", highlight=False)
     for shop, why in result.paused.items():
@@ -550,7 +618,9 @@ def reconcile_cmd(merchant: Annotated[str | None, typer.Option(help="only this m
     async def run(rt):
         nets = list(rt.network.merchants) if merchant is None else [rt.merchant(merchant)]
         results = []
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console) as bar:
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console
+        ) as bar:
             task = bar.add_task("reconciling", total=len(nets))
             async with job_storage(rt.pool) as st:
                 for net in nets:
@@ -570,10 +640,16 @@ def reconcile_cmd(merchant: Annotated[str | None, typer.Option(help="only this m
 @app.command("audit")
 def audit_cmd(
     store: Annotated[str | None, typer.Option(help="only writes to this store (shop domain)")] = None,
-    object_id: Annotated[str | None, typer.Option("--object", help="only this object (e.g. a product gid)")] = None,
-    cause: Annotated[str | None, typer.Option(help="only this cause: delivery:<id>, job:<id>, reconcile:...")] = None,
+    object_id: Annotated[
+        str | None, typer.Option("--object", help="only this object (e.g. a product gid)")
+    ] = None,
+    cause: Annotated[
+        str | None, typer.Option(help="only this cause: delivery:<id>, job:<id>, reconcile:...")
+    ] = None,
     limit: Annotated[int, typer.Option(min=1, max=10_000, help="at most this many, newest first")] = 50,
-    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line, before/after whole")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="one JSON object per line, before/after whole")
+    ] = False,
 ) -> None:
     """The audit trail: every write the engine made (store, object, before, after, cause, time)."""
     import asyncio
@@ -591,18 +667,37 @@ def audit_cmd(
         records = asyncio.run(query(settings))
     if as_json:
         for r in records:
-            sys.stdout.write(json.dumps({
-                "at": r.at.isoformat(), "shop": r.shop, "object_type": r.object_type, "object_id": r.object_id,
-                "action": r.action, "before": r.before, "after": r.after, "cause": r.cause, "detail": r.detail,
-            }, default=str) + "\n")
+            sys.stdout.write(
+                json.dumps(
+                    {
+                        "at": r.at.isoformat(),
+                        "shop": r.shop,
+                        "object_type": r.object_type,
+                        "object_id": r.object_id,
+                        "action": r.action,
+                        "before": r.before,
+                        "after": r.after,
+                        "cause": r.cause,
+                        "detail": r.detail,
+                    },
+                    default=str,
+                )
+                + "\n"
+            )
         return
     table = Table(title=f"{len(records)} audit entries, newest first")
     for col in ("at", "store", "object", "action", "before -> after", "cause"):
         table.add_column(col, overflow="fold")
     for r in records:
         change = f"{_brief(r.before)} -> {_brief(r.after)}"
-        table.add_row(r.at.isoformat(timespec="seconds"), r.shop, f"{r.object_type} {r.object_id}", r.action,
-                      change, r.cause)
+        table.add_row(
+            r.at.isoformat(timespec="seconds"),
+            r.shop,
+            f"{r.object_type} {r.object_id}",
+            r.action,
+            change,
+            r.cause,
+        )
     console.print(table)
 
 
@@ -628,14 +723,21 @@ def render_status(settings: Settings) -> Table:
     with connect_direct(settings) as conn:
         version = current_version(conn)
         stores = list_stores(conn) if version else []
-        linked = ({shop: (products, pending) for shop, products, pending in conn.execute(LINKS_BY_CHILD)}
-                  if version == head_version() else {})
+        linked = (
+            {shop: (products, pending) for shop, products, pending in conn.execute(LINKS_BY_CHILD)}
+            if version == head_version()
+            else {}
+        )
     table = Table(title=f"storesync: schema {version}/{head_version()}, {len(stores)} stores")
     for col in ("merchant", "shop", "role", "status", "products linked"):
         table.add_column(col)
     for merchant_id, _name, shop, role, status, reason in stores:
         products, pending = linked.get(shop, (0, 0))
-        links = "-" if role == "parent" else f"{products}" + (f" ({pending} copies not linked yet)" if pending else "")
+        links = (
+            "-"
+            if role == "parent"
+            else f"{products}" + (f" ({pending} copies not linked yet)" if pending else "")
+        )
         table.add_row(merchant_id, shop, role, status + (f" ({reason})" if reason else ""), links)
     if not stores:
         table.add_row("-", "(no stores yet)", "-", "-", "-")

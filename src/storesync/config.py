@@ -121,7 +121,8 @@ class Settings(EnvironmentSettings):
     def pooled_prepare_threshold(self) -> int | None:
         """psycopg's `prepare_threshold` for pooled connections (None: never prepare)."""
         on = self.db_prepared_statements == "on" or (
-            self.db_prepared_statements == "auto" and self.database_direct_url is None)
+            self.db_prepared_statements == "auto" and self.database_direct_url is None
+        )
         return PREPARE_AFTER_RUNS if on else None
 
     @property
@@ -236,8 +237,10 @@ class MerchantConfig(_Strict):
     @model_validator(mode="after")
     def _parent_has_no_price_rule(self) -> MerchantConfig:
         if self.parent.price_rule is not None:
-            raise ValueError(f"parent {self.parent.shop}: price_rule applies to children only "
-                             "(the parent's prices are the source)")
+            raise ValueError(
+                f"parent {self.parent.shop}: price_rule applies to children only "
+                "(the parent's prices are the source)"
+            )
         return self
 
     @property
@@ -246,9 +249,16 @@ class MerchantConfig(_Strict):
 
     def sync_policy_mapping(self) -> dict:
         """The merchant's policy as `storesync.sync.catalog.SyncPolicy.from_mapping` reads it."""
-        out: dict = {"price_rules": {c.shop: {"markup_percent": str(c.price_rule.markup_percent),
-                                              "rounding": c.price_rule.rounding}
-                                     for c in self.children if c.price_rule is not None}}
+        out: dict = {
+            "price_rules": {
+                c.shop: {
+                    "markup_percent": str(c.price_rule.markup_percent),
+                    "rounding": c.price_rule.rounding,
+                }
+                for c in self.children
+                if c.price_rule is not None
+            }
+        }
         if self.sync.fields is not None:
             out["fields"] = list(self.sync.fields)
         return out

@@ -24,8 +24,11 @@ from storesync.db.pools import async_pooled_pool
 
 
 def _variables(args, i: int) -> tuple[dict, str]:
-    input_ = adjust_quantities_input([(args.item, args.location, 1)], reason="correction",
-                                     reference_document_uri=f"storesync://bench/{args.worker}/{i}")
+    input_ = adjust_quantities_input(
+        [(args.item, args.location, 1)],
+        reason="correction",
+        reference_document_uri=f"storesync://bench/{args.worker}/{i}",
+    )
     return {"input": input_}, idempotency_key(f"{args.run}-{args.worker}", "adjust", i)
 
 
@@ -34,12 +37,17 @@ def _more(args, i: int, deadline: float) -> bool:
 
 
 async def smart(args) -> dict:
-    store = StoreConfig(shop=args.shop, admin_api_url=args.url, access_token=SecretStr(args.token),
-                        webhook_secrets=[SecretStr("unused")])
+    store = StoreConfig(
+        shop=args.shop,
+        admin_api_url=args.url,
+        access_token=SecretStr(args.token),
+        webhook_secrets=[SecretStr("unused")],
+    )
     pool = None
     if args.dsn:
-        pool = async_pooled_pool(Settings.load(database_url=SecretStr(args.dsn)), name="adjust-worker",
-                                 min_size=1, max_size=2)
+        pool = async_pooled_pool(
+            Settings.load(database_url=SecretStr(args.dsn)), name="adjust-worker", min_size=1, max_size=2
+        )
         await pool.open(wait=True)
         budget = PostgresBudget(pool, margin=args.margin)
     else:
@@ -54,11 +62,19 @@ async def smart(args) -> dict:
                 await client.execute("InventoryAdjustQuantities", variables, idempotency_key=key)
                 done += 1
             s = client.stats
-            return {"worker": args.worker, "done": done, "requests": s.requests, "throttled": s.throttled,
-                    "http_429": s.http_429, "server_errors": s.server_errors, "points": s.points_charged,
-                    "started": started, "ended": time.time(),
-                    "last_available": s.last_status.currently_available if s.last_status else None,
-                    "last_at": s.last_status_at}
+            return {
+                "worker": args.worker,
+                "done": done,
+                "requests": s.requests,
+                "throttled": s.throttled,
+                "http_429": s.http_429,
+                "server_errors": s.server_errors,
+                "points": s.points_charged,
+                "started": started,
+                "ended": time.time(),
+                "last_available": s.last_status.currently_available if s.last_status else None,
+                "last_at": s.last_status_at,
+            }
     finally:
         if pool is not None:
             await pool.close()
@@ -88,9 +104,19 @@ async def naive(args) -> dict:
                 continue
             points += ((resp.get("extensions") or {}).get("cost") or {}).get("actualQueryCost") or 0
             done += 1
-    return {"worker": args.worker, "done": done, "requests": requests, "throttled": throttled,
-            "http_429": 0, "server_errors": 0, "points": points, "started": started, "ended": time.time(),
-            "last_available": last_available, "last_at": last_at}
+    return {
+        "worker": args.worker,
+        "done": done,
+        "requests": requests,
+        "throttled": throttled,
+        "http_429": 0,
+        "server_errors": 0,
+        "points": points,
+        "started": started,
+        "ended": time.time(),
+        "last_available": last_available,
+        "last_at": last_at,
+    }
 
 
 def main() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 from pydantic import SecretStr
@@ -44,11 +45,15 @@ async def test_concurrent_reservations_from_many_connections_queue_without_overs
     grants = await asyncio.gather(*(budget.reserve(SHOP, 10) for _ in range(20)))
     assert all(g.granted and g.wait > 0 for g in grants)
     with db.connect() as conn:
-        send_times = [row[0] for row in conn.execute(
-            "SELECT extract(epoch FROM send_at)::float8 FROM api_budget_reservations "
-            "WHERE cost = 10 ORDER BY send_at").fetchall()]
+        send_times = [
+            row[0]
+            for row in conn.execute(
+                "SELECT extract(epoch FROM send_at)::float8 FROM api_budget_reservations "
+                "WHERE cost = 10 ORDER BY send_at"
+            ).fetchall()
+        ]
     assert len(send_times) == 20
-    gaps = [b - a for a, b in zip(send_times, send_times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(send_times)]
     assert gaps == pytest.approx([0.1] * 19, abs=1e-3)
 
 
@@ -92,8 +97,12 @@ async def test_expired_reservations_of_dead_callers_stop_counting(pool, db):
 
 @pytest.mark.pgbouncer
 async def test_budget_runs_through_pgbouncer_transaction_mode(pgbouncer_dsn, db):
-    settings = Settings.load(database_url=SecretStr(pgbouncer_dsn), database_direct_url=SecretStr(db.dsn),
-                             pool_min_size=0, pool_max_size=4)
+    settings = Settings.load(
+        database_url=SecretStr(pgbouncer_dsn),
+        database_direct_url=SecretStr(db.dsn),
+        pool_min_size=0,
+        pool_max_size=4,
+    )
     p = async_pooled_pool(settings, name="budget-bouncer")
     await p.open(wait=True)
     try:

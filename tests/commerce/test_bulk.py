@@ -44,14 +44,24 @@ async def test_bulk_products_equal_the_paged_read_with_every_nested_list(emu):
     async with client_for(emu) as client:
         store = ShopifyStoreAPI(client)
         shirt = await store.product_set(PRODUCT, product_id=None)  # options, metafields, barcode...
-        first_ids = [p["id"] for p in emu.graphql(SHOP, "{ products(first: 4) { nodes { id } } }")
-                     ["data"]["products"]["nodes"]]
+        first_ids = [
+            p["id"]
+            for p in emu.graphql(SHOP, "{ products(first: 4) { nodes { id } } }")["data"]["products"]["nodes"]
+        ]
         for title in ("Sale", "New"):
-            emu.graphql(SHOP, "mutation($p: [ID!]) { collectionCreate(input: {title: $t, products: $p}) "
-                              "{ userErrors { message } } }".replace("$t", f'"{title}"'), {"p": first_ids})
+            emu.graphql(
+                SHOP,
+                "mutation($p: [ID!]) { collectionCreate(input: {title: $t, products: $p}) "
+                "{ userErrors { message } } }".replace("$t", f'"{title}"'),
+                {"p": first_ids},
+            )
         # small first pages: the paged read has to follow every list to its end
-        paged = [p async for p in store.products(list_sizes={"variantsFirst": 2, "collectionsFirst": 1,
-                                                             "metafieldsFirst": 1})]
+        paged = [
+            p
+            async for p in store.products(
+                list_sizes={"variantsFirst": 2, "collectionsFirst": 1, "metafieldsFirst": 1}
+            )
+        ]
         bulk = await bulk_products(client, **FAST)
     assert len(bulk) == 61
     assert bulk == paged
@@ -63,8 +73,12 @@ async def test_bulk_products_equal_the_paged_read_with_every_nested_list(emu):
 async def test_bulk_query_yields_flattened_lines_that_reassemble_to_the_parents(emu):
     emu.seed(SHOP, products=3, variants_per_product=2)
     async with client_for(emu) as client:
-        lines = [o async for o in bulk_query(client, "{ products { nodes { id variants { nodes { id } } } } }",
-                                             **FAST)]
+        lines = [
+            o
+            async for o in bulk_query(
+                client, "{ products { nodes { id variants { nodes { id } } } } }", **FAST
+            )
+        ]
     assert len(lines) == 9 and sum("__parentId" in o for o in lines) == 6
     products = reassemble(lines, {"ProductVariant": "variants"})
     assert [len(p["variants"]["nodes"]) for p in products] == [2, 2, 2]
@@ -75,8 +89,9 @@ async def test_bulk_query_yields_flattened_lines_that_reassemble_to_the_parents(
 async def test_a_second_concurrent_bulk_query_is_refused_with_a_retryable_error(emu):
     emu.seed(SHOP, products=5)
     async with client_for(emu) as client:
-        first, second = await asyncio.gather(bulk_products(client, **FAST), bulk_products(client, **FAST),
-                                             return_exceptions=True)
+        first, second = await asyncio.gather(
+            bulk_products(client, **FAST), bulk_products(client, **FAST), return_exceptions=True
+        )
         outcomes = sorted([first, second], key=lambda o: isinstance(o, Exception))
         assert isinstance(outcomes[0], list) and len(outcomes[0]) == 5
         refused = outcomes[1]
@@ -86,12 +101,15 @@ async def test_a_second_concurrent_bulk_query_is_refused_with_a_retryable_error(
         assert len(await bulk_products(client, **FAST)) == 5
 
 
-@pytest.mark.parametrize(("status", "code", "error", "retryable"), [
-    ("FAILED", "INTERNAL_SERVER_ERROR", BulkOperationFailed, True),
-    ("FAILED", "TIMEOUT", BulkOperationFailed, True),
-    ("CANCELED", None, BulkOperationFailed, True),
-    ("FAILED", "ACCESS_DENIED", BulkOperationDenied, False),
-])
+@pytest.mark.parametrize(
+    ("status", "code", "error", "retryable"),
+    [
+        ("FAILED", "INTERNAL_SERVER_ERROR", BulkOperationFailed, True),
+        ("FAILED", "TIMEOUT", BulkOperationFailed, True),
+        ("CANCELED", None, BulkOperationFailed, True),
+        ("FAILED", "ACCESS_DENIED", BulkOperationDenied, False),
+    ],
+)
 async def test_an_operation_that_does_not_complete_maps_to_a_typed_error(emu, status, code, error, retryable):
     emu.seed(SHOP, products=2)
     emu.set_bulk_fault(SHOP, status, code)

@@ -16,8 +16,14 @@ PARENT, CHILD = "parent.myshopify.com", "child-a.myshopify.com"
 
 
 def run_cli(*args: str, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "storesync", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=60, env={**os.environ, "COLUMNS": "200", **env})
+    return subprocess.run(
+        [sys.executable, "-m", "storesync", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "200", **env},
+    )
 
 
 def write_network(tmp_path, emu, *, child_token: str | None = None) -> dict:

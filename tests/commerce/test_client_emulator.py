@@ -40,8 +40,12 @@ def emu():
 
 
 def store_config(emu, shop: str = SHOP, token: str | None = None) -> StoreConfig:
-    return StoreConfig(shop=shop, admin_api_url=emu.graphql_url(shop), access_token=SecretStr(token or emu.token(shop)),
-                       webhook_secrets=[SecretStr(emu.webhook_secret(shop))])
+    return StoreConfig(
+        shop=shop,
+        admin_api_url=emu.graphql_url(shop),
+        access_token=SecretStr(token or emu.token(shop)),
+        webhook_secrets=[SecretStr(emu.webhook_secret(shop))],
+    )
 
 
 def client_for(emu, **kwargs) -> AdminClient:
@@ -66,9 +70,12 @@ def available(emu, item: str, location: str) -> int:
 
 async def adjust_many(client: AdminClient, item: str, location: str, n: int, run: str = "t") -> None:
     async def one(i: int) -> None:
-        await client.execute("InventoryAdjustQuantities",
-                             {"input": adjust_quantities_input([(item, location, 1)], reason="correction")},
-                             idempotency_key=idempotency_key(run, "adjust", i))
+        await client.execute(
+            "InventoryAdjustQuantities",
+            {"input": adjust_quantities_input([(item, location, 1)], reason="correction")},
+            idempotency_key=idempotency_key(run, "adjust", i),
+        )
+
     await asyncio.gather(*(one(i) for i in range(n)))
 
 
@@ -83,7 +90,11 @@ async def test_pages_walk_the_whole_catalog_and_estimates_match_the_server(emu):
     assert [len(p.nodes) for p in pages] == [3, 3, 1]
     handles = [n["handle"] for p in pages for n in p.nodes]
     assert len(set(handles)) == 7
-    assert pages[0].nodes[0]["variants"]["nodes"][0]["inventoryItem"]["id"].startswith("gid://shopify/InventoryItem/")
+    assert (
+        pages[0]
+        .nodes[0]["variants"]["nodes"][0]["inventoryItem"]["id"]
+        .startswith("gid://shopify/InventoryItem/")
+    )
     assert info["shop"]["myshopifyDomain"] == SHOP and info["locations"]["nodes"]
     assert info.cost.requested == static_cost(get_operation("ShopInfo"), {"locationsFirst": 10})
 
@@ -191,28 +202,53 @@ async def test_stale_change_from_quantity_is_a_retryable_stale_quantity_error(em
     item, location, before = first_level(emu)
     async with client_for(emu) as client:
         with pytest.raises(StaleQuantityError) as err:
-            await client.execute("InventorySetQuantities", {"input": set_quantities_input(
-                [(item, location, 3, before + 1)], reason="correction")},
-                idempotency_key=idempotency_key(1, "set", before + 1))
+            await client.execute(
+                "InventorySetQuantities",
+                {"input": set_quantities_input([(item, location, 3, before + 1)], reason="correction")},
+                idempotency_key=idempotency_key(1, "set", before + 1),
+            )
         assert err.value.retryable and "CHANGE_FROM_QUANTITY_STALE" in err.value.codes
         # re-read, new key (the input changed): it applies
-        await client.execute("InventorySetQuantities", {"input": set_quantities_input(
-            [(item, location, 3, before)], reason="correction")}, idempotency_key=idempotency_key(1, "set", before))
+        await client.execute(
+            "InventorySetQuantities",
+            {"input": set_quantities_input([(item, location, 3, before)], reason="correction")},
+            idempotency_key=idempotency_key(1, "set", before),
+        )
     assert available(emu, item, location) == 3
 
 
 async def test_product_set_upserts_by_handle_and_user_errors_are_permanent(emu):
-    product = {"title": "Red shirt", "handle": "red-shirt", "status": "ACTIVE",
-               "productOptions": [{"name": "Size", "values": [{"name": "M"}]}],
-               "variants": [{"sku": "RS-M", "price": "19.90", "optionValues": [{"optionName": "Size", "name": "M"}]}]}
+    product = {
+        "title": "Red shirt",
+        "handle": "red-shirt",
+        "status": "ACTIVE",
+        "productOptions": [{"name": "Size", "values": [{"name": "M"}]}],
+        "variants": [
+            {"sku": "RS-M", "price": "19.90", "optionValues": [{"optionName": "Size", "name": "M"}]}
+        ],
+    }
     async with client_for(emu) as client:
-        first = await client.execute("ProductSet", {"identifier": {"handle": "red-shirt"}, "input": product, **SIZES})
-        again = await client.execute("ProductSet", {"identifier": {"handle": "red-shirt"},
-                                                    "input": {**product, "title": "Red shirt v2"}, **SIZES})
+        first = await client.execute(
+            "ProductSet", {"identifier": {"handle": "red-shirt"}, "input": product, **SIZES}
+        )
+        again = await client.execute(
+            "ProductSet",
+            {"identifier": {"handle": "red-shirt"}, "input": {**product, "title": "Red shirt v2"}, **SIZES},
+        )
         assert first["productSet"]["product"]["id"] == again["productSet"]["product"]["id"]
         with pytest.raises(UserInputError) as err:
-            await client.execute("ProductSet", {"input": {**product, "variants": [
-                {"sku": "X", "price": "-1", "optionValues": [{"optionName": "Size", "name": "M"}]}]}, **SIZES})
+            await client.execute(
+                "ProductSet",
+                {
+                    "input": {
+                        **product,
+                        "variants": [
+                            {"sku": "X", "price": "-1", "optionValues": [{"optionName": "Size", "name": "M"}]}
+                        ],
+                    },
+                    **SIZES,
+                },
+            )
         assert not err.value.retryable
     titles = [p["title"] for p in emu.snapshot(SHOP)["products"]]
     assert titles == ["Red shirt v2"]
@@ -220,8 +256,14 @@ async def test_product_set_upserts_by_handle_and_user_errors_are_permanent(emu):
 
 async def test_an_idempotent_mutation_needs_its_key():
     with pytest.raises(ValueError, match="idempotency key"):
-        client = AdminClient(StoreConfig(shop=SHOP, admin_api_url="http://127.0.0.1:9/graphql.json",
-                                         access_token=SecretStr("t"), webhook_secrets=[SecretStr("s")]))
+        client = AdminClient(
+            StoreConfig(
+                shop=SHOP,
+                admin_api_url="http://127.0.0.1:9/graphql.json",
+                access_token=SecretStr("t"),
+                webhook_secrets=[SecretStr("s")],
+            )
+        )
         try:
             await client.execute("InventoryAdjustQuantities", {"input": {}})
         finally:
@@ -230,8 +272,17 @@ async def test_an_idempotent_mutation_needs_its_key():
 
 def test_idempotency_keys_are_deterministic_per_job_and_step():
     assert idempotency_key(42, "adjust") == idempotency_key(42, "adjust")
-    assert len({idempotency_key(42, "adjust"), idempotency_key(43, "adjust"), idempotency_key(42, "set"),
-                idempotency_key(42, "adjust", 7)}) == 4
+    assert (
+        len(
+            {
+                idempotency_key(42, "adjust"),
+                idempotency_key(43, "adjust"),
+                idempotency_key(42, "set"),
+                idempotency_key(42, "adjust", 7),
+            }
+        )
+        == 4
+    )
 
 
 # --------------------------------------------------------------------------- processes
@@ -245,11 +296,40 @@ def test_two_worker_processes_share_one_store_within_its_bucket(emu, db):
     emu.set_plan(SHOP, "standard", bucket_size=60, restore_rate=150)
     item, location, before = first_level(emu)
     per_worker = 25
-    procs = [subprocess.Popen(
-        [sys.executable, "-m", "tests.commerce.adjust_worker", "--url", emu.graphql_url(SHOP),
-         "--token", emu.token(SHOP), "--shop", SHOP, "--item", item, "--location", location,
-         "--mode", "smart", "--dsn", db.dsn, "--count", str(per_worker), "--worker", f"w{w}", "--margin", "15"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for w in range(2)]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.commerce.adjust_worker",
+                "--url",
+                emu.graphql_url(SHOP),
+                "--token",
+                emu.token(SHOP),
+                "--shop",
+                SHOP,
+                "--item",
+                item,
+                "--location",
+                location,
+                "--mode",
+                "smart",
+                "--dsn",
+                db.dsn,
+                "--count",
+                str(per_worker),
+                "--worker",
+                f"w{w}",
+                "--margin",
+                "15",
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for w in range(2)
+    ]
     results = []
     for p in procs:
         out, err = p.communicate(timeout=60)
@@ -280,10 +360,18 @@ SAMPLE_VARIABLES = {
     "ProductDelete": {"id": "gid://shopify/Product/1"},
     "ProductVariantsBulkUpdate": {"productId": "gid://shopify/Product/1", "variants": []},
     "InventoryLevels": {"inventoryItemIds": ["gid://shopify/InventoryItem/1"] * 3, "locationsFirst": 4},
-    "InventoryLevelAtLocation": {"inventoryItemId": "gid://shopify/InventoryItem/1",
-                                 "locationId": "gid://shopify/Location/1"},
-    "InventorySetQuantities": {"input": set_quantities_input([], reason="correction"), "idempotencyKey": "k1"},
-    "InventoryAdjustQuantities": {"input": adjust_quantities_input([], reason="correction"), "idempotencyKey": "k2"},
+    "InventoryLevelAtLocation": {
+        "inventoryItemId": "gid://shopify/InventoryItem/1",
+        "locationId": "gid://shopify/Location/1",
+    },
+    "InventorySetQuantities": {
+        "input": set_quantities_input([], reason="correction"),
+        "idempotencyKey": "k1",
+    },
+    "InventoryAdjustQuantities": {
+        "input": adjust_quantities_input([], reason="correction"),
+        "idempotencyKey": "k2",
+    },
     "CollectionsPage": {"first": 10},
     "CollectionCreate": {"input": {"title": "x"}},
     "CollectionUpdate": {"input": {"id": "gid://shopify/Collection/1", "title": "x"}},
@@ -294,8 +382,10 @@ SAMPLE_VARIABLES = {
     "CollectionProductsPage": {"id": "gid://shopify/Collection/1", "first": 100},
     "CollectionsByHandle": {"query": "handle:'x'"},
     "WebhookSubscriptions": {"first": 10},
-    "WebhookSubscriptionCreate": {"topic": "PRODUCTS_UPDATE",
-                                  "webhookSubscription": {"callbackUrl": "https://example.com/webhooks"}},
+    "WebhookSubscriptionCreate": {
+        "topic": "PRODUCTS_UPDATE",
+        "webhookSubscription": {"callbackUrl": "https://example.com/webhooks"},
+    },
     "WebhookSubscriptionDelete": {"id": "gid://shopify/WebhookSubscription/1"},
     "BulkOperationRunQuery": {"query": "{ products { edges { node { id } } } }"},
     "CurrentBulkOperation": {},

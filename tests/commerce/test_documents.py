@@ -33,8 +33,11 @@ OPERATIONS_DIR = Path(__file__).resolve().parents[2] / "src" / "storesync" / "co
 
 
 def _named(name: str) -> dict:
-    return {"kind": "SCALAR" if name in ("ID", "String", "Int", "Boolean") else "INPUT_OBJECT",
-            "name": name, "ofType": None}
+    return {
+        "kind": "SCALAR" if name in ("ID", "String", "Int", "Boolean") else "INPUT_OBJECT",
+        "name": name,
+        "ofType": None,
+    }
 
 
 def _non_null(t: dict) -> dict:
@@ -42,8 +45,14 @@ def _non_null(t: dict) -> dict:
 
 
 def _input_value(name: str, type_: dict, description: str) -> dict:
-    return {"name": name, "description": description, "type": type_, "defaultValue": None,
-            "isDeprecated": False, "deprecationReason": None}
+    return {
+        "name": name,
+        "description": description,
+        "type": type_,
+        "defaultValue": None,
+        "isDeprecated": False,
+        "deprecationReason": None,
+    }
 
 
 # ---- THE allowlist: what API versions after 2025-01 changed that the engine relies on. ----
@@ -51,15 +60,22 @@ def _patch_post_2025_01(data: dict) -> dict:
     schema = data["data"]["__schema"]
     types = {t["name"]: t for t in schema["types"]}
     # 2025-04: productSet(identifier: ProductSetIdentifiers) upserts by id, handle or customId.
-    schema["types"].append({
-        "kind": "INPUT_OBJECT", "name": "ProductSetIdentifiers", "description": "allowlist: 2025-04",
-        "fields": None, "interfaces": None, "enumValues": None, "possibleTypes": None,
-        "inputFields": [
-            _input_value("id", _named("ID"), ""),
-            _input_value("handle", _named("String"), ""),
-            _input_value("customId", _named("UniqueMetafieldValueInput"), ""),
-        ],
-    })
+    schema["types"].append(
+        {
+            "kind": "INPUT_OBJECT",
+            "name": "ProductSetIdentifiers",
+            "description": "allowlist: 2025-04",
+            "fields": None,
+            "interfaces": None,
+            "enumValues": None,
+            "possibleTypes": None,
+            "inputFields": [
+                _input_value("id", _named("ID"), ""),
+                _input_value("handle", _named("String"), ""),
+                _input_value("customId", _named("UniqueMetafieldValueInput"), ""),
+            ],
+        }
+    )
     product_set = next(f for f in types["Mutation"]["fields"] if f["name"] == "productSet")
     product_set["args"].append(_input_value("identifier", _named("ProductSetIdentifiers"), "allowlist"))
     # 2026-04: changeFromQuantity (compare-and-set) replaces compareQuantity / ignoreCompareQuantity.
@@ -70,10 +86,15 @@ def _patch_post_2025_01(data: dict) -> dict:
     set_input = types["InventorySetQuantitiesInput"]["inputFields"]
     set_input[:] = [f for f in set_input if f["name"] != "ignoreCompareQuantity"]
     # 2026-04: @idempotent(key: String!) on the inventory mutations.
-    schema["directives"].append({
-        "name": "idempotent", "description": "allowlist: 2026-04", "isRepeatable": False,
-        "locations": ["FIELD"], "args": [_input_value("key", _non_null(_named("String")), "")],
-    })
+    schema["directives"].append(
+        {
+            "name": "idempotent",
+            "description": "allowlist: 2026-04",
+            "isRepeatable": False,
+            "locations": ["FIELD"],
+            "args": [_input_value("key", _non_null(_named("String")), "")],
+        }
+    )
     return data
 
 
@@ -119,8 +140,11 @@ def test_operation_validates_against_the_target_schema(op):
 @pytest.mark.parametrize("op", OPERATIONS, ids=lambda op: op.name)
 def test_operation_needs_the_allowlist_only_for_the_listed_changes(op):
     """Against the unpatched 2025-01 schema, the only complaints are the allowlisted features."""
-    allowed = ("Unknown directive '@idempotent'", "Unknown argument 'identifier' on field 'Mutation.productSet'",
-               "Unknown type 'ProductSetIdentifiers'")
+    allowed = (
+        "Unknown directive '@idempotent'",
+        "Unknown argument 'identifier' on field 'Mutation.productSet'",
+        "Unknown type 'ProductSetIdentifiers'",
+    )
     errors = [e.message for e in validate(published_schema(), op.document)]
     assert all(msg.startswith(allowed) for msg in errors), errors
 
@@ -146,9 +170,12 @@ def _coerce(op_name: str, variables: dict) -> dict:
 
 def test_set_quantities_variables_carry_change_from_quantity_per_quantity():
     input_ = set_quantities_input(
-        [("gid://shopify/InventoryItem/1", "gid://shopify/Location/1", 7, 5),
-         ("gid://shopify/InventoryItem/2", "gid://shopify/Location/1", 3, None)],
-        reason="correction", reference_document_uri="storesync://job/1",
+        [
+            ("gid://shopify/InventoryItem/1", "gid://shopify/Location/1", 7, 5),
+            ("gid://shopify/InventoryItem/2", "gid://shopify/Location/1", 3, None),
+        ],
+        reason="correction",
+        reference_document_uri="storesync://job/1",
     )
     coerced = _coerce("InventorySetQuantities", {"input": input_, "idempotencyKey": "k"})
     quantities = coerced["input"]["quantities"]
@@ -159,16 +186,19 @@ def test_set_quantities_variables_carry_change_from_quantity_per_quantity():
 def test_set_quantities_variables_are_rejected_by_the_published_schema():
     """The allowlist is needed: 2025-01 has no changeFromQuantity (so the check above can fail)."""
     op = all_operations()["InventorySetQuantities"]
-    input_ = set_quantities_input([("gid://shopify/InventoryItem/1", "gid://shopify/Location/1", 7, 5)],
-                                  reason="correction")
-    result = get_variable_values(published_schema(), op.definition.variable_definitions,
-                                 {"input": input_, "idempotencyKey": "k"})
+    input_ = set_quantities_input(
+        [("gid://shopify/InventoryItem/1", "gid://shopify/Location/1", 7, 5)], reason="correction"
+    )
+    result = get_variable_values(
+        published_schema(), op.definition.variable_definitions, {"input": input_, "idempotencyKey": "k"}
+    )
     assert isinstance(result, list) and "changeFromQuantity" in result[0].message
 
 
 def test_adjust_quantities_variables_coerce():
     input_ = adjust_quantities_input(
-        [("gid://shopify/InventoryItem/1", "gid://shopify/Location/1", -2)], reason="correction",
+        [("gid://shopify/InventoryItem/1", "gid://shopify/Location/1", -2)],
+        reason="correction",
     )
     coerced = _coerce("InventoryAdjustQuantities", {"input": input_, "idempotencyKey": "k"})
     assert coerced["input"]["changes"][0]["delta"] == -2
@@ -198,8 +228,13 @@ def test_operations_reading_products_share_one_selection():
 def test_a_spread_costs_what_its_fields_cost_inline():
     fragment = {"Fields": ("fragment Fields on Product { id variants(first: $n) { nodes { id } } }", None)}
     fragment["Fields"] = (fragment["Fields"][0], parse(fragment["Fields"][0]).definitions[0])
-    spread = _parse("spread_probe", 'query SpreadProbe($n: Int!) { product(id: "1") { ...Fields } }', fragment)
-    inline = _parse("inline_probe", 'query InlineProbe($n: Int!) { product(id: "1") { id variants(first: $n) { nodes { id } } } }')
+    spread = _parse(
+        "spread_probe", 'query SpreadProbe($n: Int!) { product(id: "1") { ...Fields } }', fragment
+    )
+    inline = _parse(
+        "inline_probe",
+        'query InlineProbe($n: Int!) { product(id: "1") { id variants(first: $n) { nodes { id } } } }',
+    )
     assert static_cost(spread, {"n": 7}) == static_cost(inline, {"n": 7}) == 1 + 2 + 7 * 1
 
 
@@ -207,4 +242,7 @@ def test_an_unknown_fragment_or_a_fragment_in_an_operation_file_is_refused():
     with pytest.raises(OperationError, match="unknown fragment 'Nope'"):
         _parse("unknown_probe", 'query UnknownProbe { product(id: "1") { ...Nope } }', {})
     with pytest.raises(OperationError, match="exactly one operation"):
-        _parse("inline_def_probe", 'query InlineDefProbe { product(id: "1") { ...F } } fragment F on Product { id }')
+        _parse(
+            "inline_def_probe",
+            'query InlineDefProbe { product(id: "1") { ...F } } fragment F on Product { id }',
+        )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -63,8 +62,9 @@ def test_refund_gives_back_down_to_actual_cost_and_caps_at_capacity():
     s = BucketState(2000, 100, 1000, at=0.0)
     after = settle_state(s, 0.0, reserved=300, charged=120, status=None, waiting_others=0)
     assert after.available == pytest.approx(1180)
-    full = settle_state(BucketState(2000, 100, 1990, 0.0), 0.0, reserved=300, charged=0, status=None,
-                        waiting_others=0)
+    full = settle_state(
+        BucketState(2000, 100, 1990, 0.0), 0.0, reserved=300, charged=0, status=None, waiting_others=0
+    )
     assert full.available == 2000
 
 
@@ -87,13 +87,19 @@ def test_throttle_status_corrects_the_model_minus_what_others_have_pending():
 
 
 def test_cost_extensions_parse_and_reject_garbage():
-    ext = {"cost": {"requestedQueryCost": 12, "actualQueryCost": 11,
-                    "throttleStatus": {"maximumAvailable": 2000.0, "currentlyAvailable": 1989,
-                                       "restoreRate": 100.0}}}
+    ext = {
+        "cost": {
+            "requestedQueryCost": 12,
+            "actualQueryCost": 11,
+            "throttleStatus": {"maximumAvailable": 2000.0, "currentlyAvailable": 1989, "restoreRate": 100.0},
+        }
+    }
     cost = QueryCost.from_extensions(ext)
     assert cost == QueryCost(12, 11, ThrottleStatus(2000, 1989, 100))
     assert QueryCost.from_extensions(None) is None
-    bad = QueryCost.from_extensions({"cost": {"requestedQueryCost": "x", "throttleStatus": {"restoreRate": 0}}})
+    bad = QueryCost.from_extensions(
+        {"cost": {"requestedQueryCost": "x", "throttleStatus": {"restoreRate": 0}}}
+    )
     assert bad == QueryCost(None, None, None)
 
 
@@ -204,8 +210,9 @@ def test_simulated_workers_sharing_the_model_are_never_throttled(workers, costs,
             rid, cost, ok, status = data
             waiting.pop(rid)
             others = sum(c for c, send_at in waiting.values() if send_at > now)
-            model = settle_state(model, now, reserved=cost, charged=cost if ok else 0, status=status,
-                                 waiting_others=others)
+            model = settle_state(
+                model, now, reserved=cost, charged=cost if ok else 0, status=status, waiting_others=others
+            )
             if ok:
                 charged += cost
                 end = now

@@ -23,8 +23,16 @@ from storesync.web.app import create_app
 from tests.support.webhook_receiver import serve_app
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 WAIT_MS = 5000
 
 # Secrets that live in configuration only: no page may ever show them.
@@ -33,16 +41,32 @@ WEBHOOK_SECRET = "whsec_dashboard_test_webhook_secret_0001"
 
 
 def _store(shop: str) -> dict:
-    return {"shop": shop, "admin_api_url": f"http://127.0.0.1:9/stores/{shop}/admin/api/2026-10/graphql.json",
-            "access_token": ACCESS_TOKEN, "webhook_secrets": [WEBHOOK_SECRET]}
+    return {
+        "shop": shop,
+        "admin_api_url": f"http://127.0.0.1:9/stores/{shop}/admin/api/2026-10/graphql.json",
+        "access_token": ACCESS_TOKEN,
+        "webhook_secrets": [WEBHOOK_SECRET],
+    }
 
 
-NETWORK = NetworkConfig.model_validate({"merchants": [
-    {"id": "acme", "name": "Acme Outfitters", "parent": _store("acme-hq.myshopify.com"),
-     "children": [_store("acme-east.myshopify.com"), _store("acme-west.myshopify.com")]},
-    {"id": "bolt", "name": "Bolt Bikes", "parent": _store("bolt-hq.myshopify.com"),
-     "children": [_store("bolt-outlet.myshopify.com")]},
-]})
+NETWORK = NetworkConfig.model_validate(
+    {
+        "merchants": [
+            {
+                "id": "acme",
+                "name": "Acme Outfitters",
+                "parent": _store("acme-hq.myshopify.com"),
+                "children": [_store("acme-east.myshopify.com"), _store("acme-west.myshopify.com")],
+            },
+            {
+                "id": "bolt",
+                "name": "Bolt Bikes",
+                "parent": _store("bolt-hq.myshopify.com"),
+                "children": [_store("bolt-outlet.myshopify.com")],
+            },
+        ]
+    }
+)
 
 
 @dataclass
@@ -63,14 +87,28 @@ class Dashboard:
 
     def bury(self, job_id: int, message: str = "boom", attempts: int = 3) -> None:
         """Make a job dead as the queue's bury does: attempts used, error history, finished."""
-        errors = [{"attempt": n, "at": "2026-11-25T12:00:00+00:00", "error": "RuntimeError",
-                   "message": f"{message} (attempt {n})", "retryable": n < attempts} for n in range(1, attempts + 1)]
-        self.sql("UPDATE jobs SET state = 'dead', attempt = %s, max_attempts = %s, errors = %s::jsonb, "
-                 "finished_at = now() WHERE id = %s", (attempts, attempts, json.dumps(errors), job_id))
+        errors = [
+            {
+                "attempt": n,
+                "at": "2026-11-25T12:00:00+00:00",
+                "error": "RuntimeError",
+                "message": f"{message} (attempt {n})",
+                "retryable": n < attempts,
+            }
+            for n in range(1, attempts + 1)
+        ]
+        self.sql(
+            "UPDATE jobs SET state = 'dead', attempt = %s, max_attempts = %s, errors = %s::jsonb, "
+            "finished_at = now() WHERE id = %s",
+            (attempts, attempts, json.dumps(errors), job_id),
+        )
 
     def heartbeat(self, worker_id: str, *, state: str = "running", in_flight: int = 2) -> None:
-        self.sql("INSERT INTO queue_workers (worker_id, hostname, pid, concurrency, state, in_flight, jobs_done) "
-                 "VALUES (%s, 'worker-host', 4242, 8, %s, %s, 17)", (worker_id, state, in_flight))
+        self.sql(
+            "INSERT INTO queue_workers (worker_id, hostname, pid, concurrency, state, in_flight, jobs_done) "
+            "VALUES (%s, 'worker-host', 4242, 8, %s, %s, 17)",
+            (worker_id, state, in_flight),
+        )
 
 
 @pytest.fixture
@@ -79,8 +117,9 @@ def serve_dashboard(db, monkeypatch) -> Iterator[Callable[..., object]]:
     network applied; token None leaves STORESYNC_DASHBOARD_TOKEN unset."""
 
     @contextmanager
-    def start(*, token: str | None = "generate", page_size: int | None = None,
-              settings: Settings | None = None) -> Iterator[Dashboard]:
+    def start(
+        *, token: str | None = "generate", page_size: int | None = None, settings: Settings | None = None
+    ) -> Iterator[Dashboard]:
         if token == "generate":
             token = "op-" + secrets.token_hex(16)
         if token is None:

@@ -31,20 +31,44 @@ def test_csrf_token_belongs_to_one_session_and_one_operator_token():
 
 def test_after_sign_in_only_dashboard_paths_are_followed():
     assert auth.safe_next("/dashboard", "/dashboard/queue?state=dead") == "/dashboard/queue?state=dead"
-    for bad in (None, "", "https://evil.example/", "//evil.example/dashboard/", "/other", "/dashboard/\\evil",
-                "/dashboardx/"):
+    for bad in (
+        None,
+        "",
+        "https://evil.example/",
+        "//evil.example/dashboard/",
+        "/other",
+        "/dashboard/\\evil",
+        "/dashboardx/",
+    ):
         assert auth.safe_next("/dashboard", bad) == "/dashboard/"
 
 
 def test_redaction_hides_secret_keys_anywhere_and_url_passwords():
-    shown = render.redact({"id": 1, "Access_Token": "a", "list": [{"client_secret": "b", "n": 2}],
-                           "headers": {"Authorization": "Bearer c", "X-Shopify-Hmac-Sha256": "d"},
-                           "note": "via https://key:pass@shop.example/x and postgresql://u:pw@db/s"})
-    assert shown == {"id": 1, "Access_Token": "[redacted]", "list": [{"client_secret": "[redacted]", "n": 2}],
-                     "headers": {"Authorization": "[redacted]", "X-Shopify-Hmac-Sha256": "[redacted]"},
-                     "note": "via https://key:[redacted]@shop.example/x and postgresql://u:[redacted]@db/s"}
+    shown = render.redact(
+        {
+            "id": 1,
+            "Access_Token": "a",
+            "list": [{"client_secret": "b", "n": 2}],
+            "headers": {"Authorization": "Bearer c", "X-Shopify-Hmac-Sha256": "d"},
+            "note": "via https://key:pass@shop.example/x and postgresql://u:pw@db/s",
+        }
+    )
+    assert shown == {
+        "id": 1,
+        "Access_Token": "[redacted]",
+        "list": [{"client_secret": "[redacted]", "n": 2}],
+        "headers": {"Authorization": "[redacted]", "X-Shopify-Hmac-Sha256": "[redacted]"},
+        "note": "via https://key:[redacted]@shop.example/x and postgresql://u:[redacted]@db/s",
+    }
 
 
 def test_ages_read_at_a_glance():
-    assert [render.age(s) for s in (None, 0, 59, 61, 3599, 3600 * 2 + 300, 86400 * 3 + 7200)] == \
-        ["—", "0s", "59s", "1m 01s", "59m 59s", "2h 05m", "3d 2h"]
+    assert [render.age(s) for s in (None, 0, 59, 61, 3599, 3600 * 2 + 300, 86400 * 3 + 7200)] == [
+        "—",
+        "0s",
+        "59s",
+        "1m 01s",
+        "59m 59s",
+        "2h 05m",
+        "3d 2h",
+    ]

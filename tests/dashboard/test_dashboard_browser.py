@@ -24,17 +24,26 @@ def test_overview_shows_seeded_stores_queue_depth_oldest_age_and_workers(serve_d
         dash.enqueue("sync.backfill", "bolt", Lane.BACKFILL)
         dash.bury(catalog[0])
         # The oldest due acme job became due 7 minutes ago: the overview shows that wait.
-        dash.sql("UPDATE jobs SET run_at = now() - interval '7 minutes' WHERE id = "
-                 "(SELECT min(id) FROM jobs WHERE group_key = 'acme' AND state = 'queued')")
-        dash.sql("UPDATE stores SET status = 'paused', status_reason = 'app uninstalled' "
-                 "WHERE shop_domain = 'bolt-outlet.myshopify.com'")
+        dash.sql(
+            "UPDATE jobs SET run_at = now() - interval '7 minutes' WHERE id = "
+            "(SELECT min(id) FROM jobs WHERE group_key = 'acme' AND state = 'queued')"
+        )
+        dash.sql(
+            "UPDATE stores SET status = 'paused', status_reason = 'app uninstalled' "
+            "WHERE shop_domain = 'bolt-outlet.myshopify.com'"
+        )
         dash.heartbeat("worker-1")
 
         sign_in(page, dash)
 
         stores = page.locator("#stores")
-        for shop in ("acme-hq.myshopify.com", "acme-east.myshopify.com", "acme-west.myshopify.com",
-                     "bolt-hq.myshopify.com", "bolt-outlet.myshopify.com"):
+        for shop in (
+            "acme-hq.myshopify.com",
+            "acme-east.myshopify.com",
+            "acme-west.myshopify.com",
+            "bolt-hq.myshopify.com",
+            "bolt-outlet.myshopify.com",
+        ):
             assert stores.locator(f"tr[data-shop='{shop}']").count() == 1
         assert "Acme Outfitters" in stores.inner_text()
         paused = stores.locator("tr[data-shop='bolt-outlet.myshopify.com']").inner_text()
@@ -67,7 +76,9 @@ def test_overview_shows_seeded_stores_queue_depth_oldest_age_and_workers(serve_d
 
 def test_replay_button_on_a_dead_job_requeues_it(serve_dashboard, page):
     with serve_dashboard() as dash:
-        job_id = dash.enqueue("webhook.products_update", "acme", payload={"delivery_id": "d-1", "body": {"id": 7}})
+        job_id = dash.enqueue(
+            "webhook.products_update", "acme", payload={"delivery_id": "d-1", "body": {"id": 7}}
+        )
         dash.bury(job_id, "product not found", attempts=3)
 
         sign_in(page, dash, "/failures")
@@ -83,7 +94,9 @@ def test_replay_button_on_a_dead_job_requeues_it(serve_dashboard, page):
         assert page.locator("#job-state").inner_text() == "queued"
         assert "queued again" in page.locator(".notice").inner_text()
 
-        state, attempt, errors = dash.sql("SELECT state, attempt, errors FROM jobs WHERE id = %s", (job_id,))[0]
+        state, attempt, errors = dash.sql("SELECT state, attempt, errors FROM jobs WHERE id = %s", (job_id,))[
+            0
+        ]
         assert (state, attempt) == ("queued", 0)
         assert errors[-1]["message"] == "replayed by an operator" and len(errors) == 4
         # A queued job offers cancel, not replay.
@@ -92,20 +105,31 @@ def test_replay_button_on_a_dead_job_requeues_it(serve_dashboard, page):
 
 def test_audit_page_filters_by_store_object_and_cause_and_pages(serve_dashboard, page):
     with serve_dashboard(page_size=2) as dash:
+
         async def record() -> None:
             async with await psycopg.AsyncConnection.connect(dash.db.dsn) as conn:
                 audit = PgAudit(conn)
-                for n, (shop, obj, cause) in enumerate([
-                    ("acme-east.myshopify.com", "gid://shopify/Product/1", "job:11"),
-                    ("acme-west.myshopify.com", "gid://shopify/Product/1", "job:11"),
-                    ("acme-east.myshopify.com", "gid://shopify/InventoryLevel/9", "delivery:wh-77"),
-                    ("acme-east.myshopify.com", "gid://shopify/Product/2", "job:12"),
-                    ("bolt-outlet.myshopify.com", "gid://shopify/Product/5", "job:13"),
-                ]):
-                    await audit.record(AuditRecord(shop=shop, object_type="product", object_id=obj,
-                                                   action=f"product_set_{n}", before={"title": "old"},
-                                                   after={"title": f"new {n}", "api_token": "must-not-show"},
-                                                   cause=cause))
+                for n, (shop, obj, cause) in enumerate(
+                    [
+                        ("acme-east.myshopify.com", "gid://shopify/Product/1", "job:11"),
+                        ("acme-west.myshopify.com", "gid://shopify/Product/1", "job:11"),
+                        ("acme-east.myshopify.com", "gid://shopify/InventoryLevel/9", "delivery:wh-77"),
+                        ("acme-east.myshopify.com", "gid://shopify/Product/2", "job:12"),
+                        ("bolt-outlet.myshopify.com", "gid://shopify/Product/5", "job:13"),
+                    ]
+                ):
+                    await audit.record(
+                        AuditRecord(
+                            shop=shop,
+                            object_type="product",
+                            object_id=obj,
+                            action=f"product_set_{n}",
+                            before={"title": "old"},
+                            after={"title": f"new {n}", "api_token": "must-not-show"},
+                            cause=cause,
+                        )
+                    )
+
         # In its own thread: playwright's sync API owns an event loop in this one.
         with ThreadPoolExecutor(1) as pool:
             pool.submit(asyncio.run, record()).result(timeout=10)
@@ -119,8 +143,10 @@ def test_audit_page_filters_by_store_object_and_cause_and_pages(serve_dashboard,
         page.click("form.filters button[type=submit]")
         page.wait_for_url(re.compile(r"shop=acme-east"))
         rows = page.locator("#audit tbody tr")
-        assert [rows.nth(i).locator("code").nth(1).inner_text() for i in range(rows.count())] == \
-            ["product_set_3", "product_set_2"]
+        assert [rows.nth(i).locator("code").nth(1).inner_text() for i in range(rows.count())] == [
+            "product_set_3",
+            "product_set_2",
+        ]
         page.click("a[rel=next]")
         page.wait_for_url(re.compile(r"before=\d+"))
         assert page.locator("#audit tbody tr").count() == 1

@@ -37,7 +37,12 @@ def test_unauthenticated_or_forged_requests_are_refused_and_change_nothing(serve
             assert anonymous.post(f"/dashboard/jobs/{job_id}/replay", data={"csrf": "x"}).status_code == 401
             # A wrong token, a wrong bearer, a forged cookie: all refused.
             assert anonymous.post("/dashboard/login", data={"token": "op-" + "0" * 32}).status_code == 401
-            assert anonymous.get("/dashboard/", headers={"Authorization": "Bearer nope-nope-nope-nope"}).status_code == 401
+            assert (
+                anonymous.get(
+                    "/dashboard/", headers={"Authorization": "Bearer nope-nope-nope-nope"}
+                ).status_code
+                == 401
+            )
             anonymous.cookies.set("storesync_dashboard", "1999999999.abc.def", path="/dashboard/")
             assert anonymous.get("/dashboard/").status_code == 401
             # An open redirect through `next` is not possible.
@@ -48,7 +53,9 @@ def test_unauthenticated_or_forged_requests_are_refused_and_change_nothing(serve
         with signed_in_client(dash) as operator:
             # Signed in, but without (or with a stale) CSRF token: refused, nothing replayed.
             assert operator.post(f"/dashboard/jobs/{job_id}/replay").status_code == 403
-            assert operator.post(f"/dashboard/jobs/{job_id}/replay", data={"csrf": "stale"}).status_code == 403
+            assert (
+                operator.post(f"/dashboard/jobs/{job_id}/replay", data={"csrf": "stale"}).status_code == 403
+            )
             assert job_state(dash, job_id) == "dead"
             csrf = csrf_of(operator.get(f"/dashboard/jobs/{job_id}").text)
             reply = operator.post(f"/dashboard/jobs/{job_id}/replay", data={"csrf": csrf})
@@ -57,7 +64,9 @@ def test_unauthenticated_or_forged_requests_are_refused_and_change_nothing(serve
             # Replaying again is refused by the queue (it is queued now), and said so.
             reply = operator.post(f"/dashboard/jobs/{job_id}/replay", data={"csrf": csrf})
             assert reply.headers["location"].endswith("notice=not-replayed")
-            reply = operator.post(f"/dashboard/jobs/{job_id}/cancel", data={"csrf": csrf}, follow_redirects=True)
+            reply = operator.post(
+                f"/dashboard/jobs/{job_id}/cancel", data={"csrf": csrf}, follow_redirects=True
+            )
             assert "Job cancelled." in reply.text
             assert job_state(dash, job_id) == "cancelled"
             # Signing out ends the session.
@@ -70,14 +79,15 @@ def test_unauthenticated_or_forged_requests_are_refused_and_change_nothing(serve
 
 
 def test_sessions_end_when_the_operator_token_changes(serve_dashboard):
-    with serve_dashboard() as first:
-        with signed_in_client(first) as operator:
-            cookie = operator.cookies.get("storesync_dashboard")
-            assert first.token not in cookie  # the cookie is a MAC, not the token
-    with serve_dashboard() as second:  # same database, a new token
-        with httpx.Client(base_url=second.origin, timeout=10) as client:
-            client.cookies.set("storesync_dashboard", cookie, path="/dashboard/")
-            assert client.get("/dashboard/").status_code == 401
+    with serve_dashboard() as first, signed_in_client(first) as operator:
+        cookie = operator.cookies.get("storesync_dashboard")
+        assert first.token not in cookie  # the cookie is a MAC, not the token
+    with (
+        serve_dashboard() as second,  # same database, a new token
+        httpx.Client(base_url=second.origin, timeout=10) as client,
+    ):
+        client.cookies.set("storesync_dashboard", cookie, path="/dashboard/")
+        assert client.get("/dashboard/").status_code == 401
 
 
 @pytest.mark.parametrize("token", [None, "tiny-tok-9"])
@@ -96,28 +106,48 @@ def test_dashboard_is_disabled_with_a_clear_message_without_a_valid_token(serve_
 
 def test_job_page_shows_payload_and_errors_but_never_secrets(serve_dashboard):
     with serve_dashboard() as dash:
-        job_id = dash.enqueue("sync.product_to_child", "acme", payload={
-            "product": {"title": "Trail Shoe"},
-            "access_token": "shpat_should_never_render",
-            "nested": [{"webhook_secret": "whsec_should_never_render", "qty": 4}],
-        })
-        dash.bury(job_id, "cannot connect to postgresql://storesync:pg-password-xyz@db.internal:5432/storesync")
+        job_id = dash.enqueue(
+            "sync.product_to_child",
+            "acme",
+            payload={
+                "product": {"title": "Trail Shoe"},
+                "access_token": "shpat_should_never_render",
+                "nested": [{"webhook_secret": "whsec_should_never_render", "qty": 4}],
+            },
+        )
+        dash.bury(
+            job_id, "cannot connect to postgresql://storesync:pg-password-xyz@db.internal:5432/storesync"
+        )
         with signed_in_client(dash) as operator:
             html = operator.get(f"/dashboard/jobs/{job_id}").text
         assert "Trail Shoe" in html and "&#34;qty&#34;: 4" in html.replace("&quot;", "&#34;")
         assert "cannot connect to postgresql://storesync:[redacted]@db.internal" in html
-        for secret in ("shpat_should_never_render", "whsec_should_never_render", "pg-password-xyz",
-                       dash.token, WEBHOOK_SECRET):
+        for secret in (
+            "shpat_should_never_render",
+            "whsec_should_never_render",
+            "pg-password-xyz",
+            dash.token,
+            WEBHOOK_SECRET,
+        ):
             assert secret not in html
         assert html.count("[redacted]") >= 3
 
 
 def _webhook(dash, topic: str, body: bytes, shop: str = "acme-east.myshopify.com") -> str:
     webhook_id = str(uuid.uuid4())
-    reply = httpx.post(dash.origin + "/webhooks/shopify", content=body, timeout=10, headers={
-        "X-Shopify-Shop-Domain": shop, "X-Shopify-Topic": topic, "X-Shopify-Webhook-Id": webhook_id,
-        "X-Shopify-Hmac-Sha256": sign(WEBHOOK_SECRET, body), "X-Shopify-Api-Version": "2026-10",
-        "Content-Type": "application/json"})
+    reply = httpx.post(
+        dash.origin + "/webhooks/shopify",
+        content=body,
+        timeout=10,
+        headers={
+            "X-Shopify-Shop-Domain": shop,
+            "X-Shopify-Topic": topic,
+            "X-Shopify-Webhook-Id": webhook_id,
+            "X-Shopify-Hmac-Sha256": sign(WEBHOOK_SECRET, body),
+            "X-Shopify-Api-Version": "2026-10",
+            "Content-Type": "application/json",
+        },
+    )
     assert reply.status_code == 200, reply.text
     return webhook_id
 
@@ -184,8 +214,12 @@ def test_queue_page_filters_by_state_lane_merchant_kind_and_pages_through_every_
 
 
 def test_pages_and_replay_work_through_pgbouncer_transaction_mode(serve_dashboard, db, pgbouncer_dsn):
-    settings = Settings.load(database_url=SecretStr(pgbouncer_dsn), database_direct_url=SecretStr(db.dsn),
-                             pool_min_size=0, pool_max_size=4)
+    settings = Settings.load(
+        database_url=SecretStr(pgbouncer_dsn),
+        database_direct_url=SecretStr(db.dsn),
+        pool_min_size=0,
+        pool_max_size=4,
+    )
     with serve_dashboard(settings=settings) as dash:
         job_id = dash.enqueue("webhook.orders_create", "acme", Lane.INVENTORY)
         dash.bury(job_id)
@@ -218,7 +252,9 @@ def test_dashboard_reads_leave_the_shared_pool_as_ingestion_needs_it(serve_dashb
 def test_slow_pages_are_cut_off_and_bounded_in_connections_with_a_clear_503(serve_dashboard, db, monkeypatch):
     monkeypatch.setenv("STORESYNC_DASHBOARD_STATEMENT_TIMEOUT_MS", "1000")
     monkeypatch.setenv("STORESYNC_DASHBOARD_MAX_CONCURRENT_READS", "1")
-    settings = Settings.load(database_url=SecretStr(db.dsn), pool_min_size=0, pool_max_size=4, pool_timeout=0.2)
+    settings = Settings.load(
+        database_url=SecretStr(db.dsn), pool_min_size=0, pool_max_size=4, pool_timeout=0.2
+    )
     with serve_dashboard(settings=settings) as dash, signed_in_client(dash) as operator:
         with db.connect() as blocker:
             blocker.execute("LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE")  # held until rollback

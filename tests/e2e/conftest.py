@@ -20,7 +20,13 @@ from tests.conftest import PgServer, ScratchDatabase
 @pytest.fixture(scope="module")
 def module_db(pg_server: PgServer, template_db: str) -> Iterator[ScratchDatabase]:
     name = f"m_{uuid.uuid4().hex[:16]}"
-    janitor = DatabaseJanitor(user=pg_server.user, host=pg_server.host, port=pg_server.port,
-                              password=pg_server.password, dbname=name, template_dbname=template_db)
+    janitor = DatabaseJanitor(
+        user=pg_server.user,
+        host=pg_server.host,
+        port=pg_server.port,
+        password=pg_server.password,
+        dbname=name,
+        template_dbname=template_db,
+    )
     with janitor:
         yield ScratchDatabase(name=name, dsn=pg_server.dsn(name), server=pg_server)

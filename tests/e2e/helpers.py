@@ -23,14 +23,25 @@ def sql(system, query: str, params: dict | None = None) -> list[tuple]:
 
 def idle(system) -> bool:
     """No job is due or running (parked and delayed jobs are not due)."""
-    return sql(system, "SELECT count(*) FROM jobs WHERE state = 'running' "
-                       "OR (state = 'queued' AND run_at <= now())")[0][0] == 0
+    return (
+        sql(
+            system,
+            "SELECT count(*) FROM jobs WHERE state = 'running' OR (state = 'queued' AND run_at <= now())",
+        )[0][0]
+        == 0
+    )
 
 
 def empty(system) -> bool:
     """No job left but parked ones: delayed ones (the child debounce) count too."""
-    return sql(system, "SELECT count(*) FROM jobs WHERE state IN ('running', 'queued') "
-                       "AND payload->>'parked_for' IS NULL")[0][0] == 0
+    return (
+        sql(
+            system,
+            "SELECT count(*) FROM jobs WHERE state IN ('running', 'queued') "
+            "AND payload->>'parked_for' IS NULL",
+        )[0][0]
+        == 0
+    )
 
 
 def settle(system, timeout: float = WAIT, *, delayed_too: bool = False) -> None:
@@ -48,8 +59,19 @@ def post_webhook(system, shop: str, topic: str, body: dict, *, triggered_at: dat
     _, store = system.network.store(shop)
     secret = store.webhook_secrets[0].get_secret_value().encode()
     signature = base64.b64encode(hmac.new(secret, raw, hashlib.sha256).digest()).decode()
-    return httpx.post(system.webhook_url, content=raw, timeout=10, trust_env=False, headers={
-        "Content-Type": "application/json", "X-Shopify-Topic": topic, "X-Shopify-Shop-Domain": shop,
-        "X-Shopify-Hmac-Sha256": signature, "X-Shopify-Webhook-Id": str(uuid.uuid4()),
-        "X-Shopify-Event-Id": str(uuid.uuid4()), "X-Shopify-Triggered-At": triggered_at.isoformat(),
-        "X-Shopify-API-Version": "2026-10"})
+    return httpx.post(
+        system.webhook_url,
+        content=raw,
+        timeout=10,
+        trust_env=False,
+        headers={
+            "Content-Type": "application/json",
+            "X-Shopify-Topic": topic,
+            "X-Shopify-Shop-Domain": shop,
+            "X-Shopify-Hmac-Sha256": signature,
+            "X-Shopify-Webhook-Id": str(uuid.uuid4()),
+            "X-Shopify-Event-Id": str(uuid.uuid4()),
+            "X-Shopify-Triggered-At": triggered_at.isoformat(),
+            "X-Shopify-API-Version": "2026-10",
+        },
+    )

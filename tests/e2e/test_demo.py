@@ -24,12 +24,20 @@ def _demo_env(dsn: str) -> dict[str, str]:
 @pytest.mark.timeout(200)
 def test_demo_plays_the_story_and_ends_with_every_store_agreeing(db):
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "storesync", "demo"], env=_demo_env(db.dsn), capture_output=True,
-                          text=True, timeout=180, stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        [sys.executable, "-m", "storesync", "demo"],
+        env=_demo_env(db.dsn),
+        capture_output=True,
+        text=True,
+        timeout=180,
+        stdin=subprocess.DEVNULL,
+    )
     took = time.monotonic() - started
     out = done.stdout
-    assert done.returncode == 0, f"demo exited {done.returncode} after {took:.0f}s:\n{out}\n{done.stderr[-3000:]}"
-    table = out[out.index("stores compared with the parent"):]
+    assert done.returncode == 0, (
+        f"demo exited {done.returncode} after {took:.0f}s:\n{out}\n{done.stderr[-3000:]}"
+    )
+    table = out[out.index("stores compared with the parent") :]
     rows = {shop: line for line in table.splitlines() for shop in SHOPS if shop in line}
     assert set(rows) == set(SHOPS), table
     hashes = {re.search(r"\b[0-9a-f]{12}\b", line).group(0) for line in rows.values()}  # type: ignore[union-attr]
@@ -55,8 +63,14 @@ def _processes_with_env_value(value: str) -> list[int]:
 
 @pytest.mark.timeout(150)
 def test_ctrl_c_during_the_initial_sync_stops_every_process_the_demo_started(db):
-    proc = subprocess.Popen([sys.executable, "-m", "storesync", "demo"], env=_demo_env(db.dsn),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "storesync", "demo"],
+        env=_demo_env(db.dsn),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
     pids: list[int] = []
     workdir = None
     try:
@@ -100,8 +114,14 @@ def test_demo_refuses_a_database_url_that_holds_work_and_changes_nothing(db):
     with db.connect() as conn:
         enqueue(conn, JobSpec("queue.noop", {}, group="someone"))
         conn.commit()
-    done = subprocess.run([sys.executable, "-m", "storesync", "demo"], env=_demo_env(db.dsn), capture_output=True,
-                          text=True, timeout=50, stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        [sys.executable, "-m", "storesync", "demo"],
+        env=_demo_env(db.dsn),
+        capture_output=True,
+        text=True,
+        timeout=50,
+        stdin=subprocess.DEVNULL,
+    )
     assert done.returncode == 1, done.stdout + done.stderr
     assert "needs an empty database" in done.stdout
     assert "processes:" not in done.stdout  # nothing was started

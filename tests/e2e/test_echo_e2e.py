@@ -17,8 +17,16 @@ pytestmark = pytest.mark.timeout(180)
 
 @pytest.fixture(scope="module")
 def system(module_db):
-    with running_system(module_db.dsn, children=2, products=3, workers=2, collections=2, subscribe="cli",
-                        plan="plus", extra_env={"STORESYNC_SYNC_RECONCILE_EVERY_S": "3600"}) as system:
+    with running_system(
+        module_db.dsn,
+        children=2,
+        products=3,
+        workers=2,
+        collections=2,
+        subscribe="cli",
+        plan="plus",
+        extra_env={"STORESYNC_SYNC_RECONCILE_EVERY_S": "3600"},
+    ) as system:
         system.cli("backfill", check=True)
         yield system
 
@@ -29,9 +37,12 @@ def settle(system) -> None:
 
 
 def child_product_jobs(system, child: str, since) -> int:
-    return sql(system, "SELECT count(*) FROM jobs WHERE kind = 'sync.product_to_child' AND created_at > %(t)s "
-                       "AND payload->>'child_shop' = %(c)s AND payload->>'only_if_linked' = 'true'",
-               {"t": since, "c": child})[0][0]
+    return sql(
+        system,
+        "SELECT count(*) FROM jobs WHERE kind = 'sync.product_to_child' AND created_at > %(t)s "
+        "AND payload->>'child_shop' = %(c)s AND payload->>'only_if_linked' = 'true'",
+        {"t": since, "c": child},
+    )[0][0]
 
 
 def test_stock_moves_in_a_child_cause_no_product_job_and_a_child_edit_is_still_reverted(system) -> None:
@@ -42,25 +53,42 @@ def test_stock_moves_in_a_child_cause_no_product_job_and_a_child_edit_is_still_r
     since = sql(system, "SELECT now()")[0][0]
     before = system.level(system.parent, the_sku, LOCATION_NAMES[0])
     system.place_order(seller, the_sku, quantity=1)
-    system.wait_until(lambda: all(system.level(s, the_sku, LOCATION_NAMES[0]) == before - 1 for s in [system.parent, *system.children]),
-                      WAIT, message="the sale reached every store")
+    system.wait_until(
+        lambda: all(
+            system.level(s, the_sku, LOCATION_NAMES[0]) == before - 1
+            for s in [system.parent, *system.children]
+        ),
+        WAIT,
+        message="the sale reached every store",
+    )
     settle(system)
-    handled = sql(system, "SELECT count(*) FROM jobs WHERE kind = 'webhook.products_update' AND created_at > %(t)s "
-                          "AND payload->>'shop' = ANY(%(c)s)", {"t": since, "c": list(system.children)})[0][0]
+    handled = sql(
+        system,
+        "SELECT count(*) FROM jobs WHERE kind = 'webhook.products_update' AND created_at > %(t)s "
+        "AND payload->>'shop' = ANY(%(c)s)",
+        {"t": since, "c": list(system.children)},
+    )[0][0]
     assert handled >= 2  # the children did report the stock moves as product updates
     assert sum(child_product_jobs(system, c, since) for c in system.children) == 0
 
     original = product["title"]
     system.edit_product(seller, "demo-product-1", title="Edited in the child")
-    system.wait_until(lambda: system.product_by_handle(seller, "demo-product-1")["title"] == original, WAIT,
-                      message="child edit reverted")
+    system.wait_until(
+        lambda: system.product_by_handle(seller, "demo-product-1")["title"] == original,
+        WAIT,
+        message="child edit reverted",
+    )
     assert child_product_jobs(system, seller, since) >= 1
 
 
 def parent_caused_product_jobs(system, since) -> list[tuple]:
     """(child, state) of the product jobs the parent's product webhooks started since `since`."""
-    return sql(system, "SELECT payload->>'child_shop', state FROM jobs WHERE kind = 'sync.product_to_child' "
-                       "AND created_at > %(t)s AND payload->>'only_if_linked' IS NULL ORDER BY id", {"t": since})
+    return sql(
+        system,
+        "SELECT payload->>'child_shop', state FROM jobs WHERE kind = 'sync.product_to_child' "
+        "AND created_at > %(t)s AND payload->>'only_if_linked' IS NULL ORDER BY id",
+        {"t": since},
+    )
 
 
 def test_parent_stock_moves_start_no_product_job_and_a_parent_edit_still_reaches_every_child(system) -> None:
@@ -71,24 +99,37 @@ def test_parent_stock_moves_start_no_product_job_and_a_parent_edit_still_reaches
     level = system.level(system.parent, the_sku, LOCATION_NAMES[0])
     system.set_inventory(system.parent, the_sku, level + 3, LOCATION_NAMES[0])  # the merchant restocks
     system.place_order(system.children[0], the_sku, quantity=1)  # a sale moves the parent's stock too
-    system.wait_until(lambda: all(system.level(s, the_sku, LOCATION_NAMES[0]) == level + 2
-                                  for s in [system.parent, *system.children]), WAIT, message="stock everywhere")
+    system.wait_until(
+        lambda: all(
+            system.level(s, the_sku, LOCATION_NAMES[0]) == level + 2
+            for s in [system.parent, *system.children]
+        ),
+        WAIT,
+        message="stock everywhere",
+    )
     settle(system)
-    parent_updates = sql(system, "SELECT count(*) FROM jobs WHERE kind = 'webhook.products_update' "
-                                 "AND created_at > %(t)s AND payload->>'shop' = %(p)s",
-                         {"t": since, "p": system.parent})[0][0]
+    parent_updates = sql(
+        system,
+        "SELECT count(*) FROM jobs WHERE kind = 'webhook.products_update' "
+        "AND created_at > %(t)s AND payload->>'shop' = %(p)s",
+        {"t": since, "p": system.parent},
+    )[0][0]
     assert parent_updates >= 1  # the parent did report its stock moves as product updates
     assert parent_caused_product_jobs(system, since) == []
 
     system.edit_parent_product("demo-product-2", title="Relaunched 2")
-    system.wait_until(lambda: all(system.product_by_handle(c, "demo-product-2")["title"] == "Relaunched 2"
-                                  for c in system.children), WAIT, message="every child renamed")
+    system.wait_until(
+        lambda: all(
+            system.product_by_handle(c, "demo-product-2")["title"] == "Relaunched 2" for c in system.children
+        ),
+        WAIT,
+        message="every child renamed",
+    )
     assert sorted(c for c, _ in parent_caused_product_jobs(system, since)) == sorted(system.children)
 
 
 def test_a_product_job_that_never_ran_does_not_let_a_later_identical_update_be_skipped(system) -> None:
     from datetime import UTC, datetime
-
 
     lagging, other = system.children
     product = system.product_by_handle(system.parent, "demo-product-3")
@@ -96,17 +137,37 @@ def test_a_product_job_that_never_ran_does_not_let_a_later_identical_update_be_s
     settle(system)
     # The lagging child is paused, so its product job is parked; an operator cancels it: the
     # edit never reaches that child through its own job.
-    assert post_webhook(system, lagging, "app/uninstalled", {"id": 1, "domain": lagging},
-                        triggered_at=datetime.now(UTC)).status_code == 200
-    system.wait_until(lambda: sql(system, "SELECT status FROM stores WHERE shop_domain = %(s)s", {"s": lagging})
-                      == [("paused",)], WAIT, message="store paused")
-    parked = "SELECT id FROM jobs WHERE state = 'queued' AND kind = 'sync.product_to_child' " \
-             "AND payload->>'parked_for' = %(s)s"
+    assert (
+        post_webhook(
+            system, lagging, "app/uninstalled", {"id": 1, "domain": lagging}, triggered_at=datetime.now(UTC)
+        ).status_code
+        == 200
+    )
+    system.wait_until(
+        lambda: (
+            sql(system, "SELECT status FROM stores WHERE shop_domain = %(s)s", {"s": lagging})
+            == [("paused",)]
+        ),
+        WAIT,
+        message="store paused",
+    )
+    parked = (
+        "SELECT id FROM jobs WHERE state = 'queued' AND kind = 'sync.product_to_child' "
+        "AND payload->>'parked_for' = %(s)s"
+    )
     try:
         system.edit_parent_product("demo-product-3", title="Renamed while one child was away")
-        system.wait_until(lambda: system.product_by_handle(other, "demo-product-3")["title"]
-                          == "Renamed while one child was away", WAIT, message="the other child renamed")
-        system.wait_until(lambda: sql(system, parked, {"s": lagging}), WAIT, message="the lagging child's job parked")
+        system.wait_until(
+            lambda: (
+                system.product_by_handle(other, "demo-product-3")["title"]
+                == "Renamed while one child was away"
+            ),
+            WAIT,
+            message="the other child renamed",
+        )
+        system.wait_until(
+            lambda: sql(system, parked, {"s": lagging}), WAIT, message="the lagging child's job parked"
+        )
         ids = [str(r[0]) for r in sql(system, parked, {"s": lagging})]
         system.cli("jobs", "cancel", *ids, check=True)
     finally:
@@ -117,8 +178,13 @@ def test_a_product_job_that_never_ran_does_not_let_a_later_identical_update_be_s
     # the lagging child is still behind what the parent says, so it gets its job now.
     level = system.level(system.parent, the_sku, LOCATION_NAMES[0])
     system.set_inventory(system.parent, the_sku, level + 1, LOCATION_NAMES[0])
-    system.wait_until(lambda: system.product_by_handle(lagging, "demo-product-3")["title"]
-                      == "Renamed while one child was away", WAIT, message="the lagging child caught up")
+    system.wait_until(
+        lambda: (
+            system.product_by_handle(lagging, "demo-product-3")["title"] == "Renamed while one child was away"
+        ),
+        WAIT,
+        message="the lagging child caught up",
+    )
 
 
 def test_a_childs_products_create_is_handled_without_reading_any_store(system) -> None:
@@ -127,19 +193,35 @@ def test_a_childs_products_create_is_handled_without_reading_any_store(system) -
     with every Admin API call failing meanwhile: the webhook job still succeeds at once."""
     from datetime import UTC, datetime
 
-
     child = system.children[0]
     copy = system.product_by_handle(child, "demo-product-1")  # our copy, linked by the backfill
     settle(system)
     since = sql(system, "SELECT now()")[0][0]
     system.set_faults(graphql={"error_5xx_p": 1.0})
     try:
-        body = {"id": copy["id"], "admin_graphql_api_id": f"gid://shopify/Product/{copy['id']}",
-                "title": copy["title"], "handle": "demo-product-1"}
-        assert post_webhook(system, child, "products/create", body, triggered_at=datetime.now(UTC)).status_code == 200
-        system.wait_until(lambda: sql(system, "SELECT state, attempt FROM jobs WHERE kind = 'webhook.products_create' "
-                                              "AND created_at > %(t)s", {"t": since}) == [("succeeded", 1)],
-                          WAIT, message="the products/create job done at its first attempt")
+        body = {
+            "id": copy["id"],
+            "admin_graphql_api_id": f"gid://shopify/Product/{copy['id']}",
+            "title": copy["title"],
+            "handle": "demo-product-1",
+        }
+        assert (
+            post_webhook(system, child, "products/create", body, triggered_at=datetime.now(UTC)).status_code
+            == 200
+        )
+        system.wait_until(
+            lambda: (
+                sql(
+                    system,
+                    "SELECT state, attempt FROM jobs WHERE kind = 'webhook.products_create' "
+                    "AND created_at > %(t)s",
+                    {"t": since},
+                )
+                == [("succeeded", 1)]
+            ),
+            WAIT,
+            message="the products/create job done at its first attempt",
+        )
     finally:
         system.set_faults()
     assert child_product_jobs(system, child, since) == 0

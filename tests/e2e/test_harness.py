@@ -41,14 +41,18 @@ def test_running_system_serves_webhooks_into_the_queue_and_stops_every_process(d
         # The parent's catalog: 4 products, 2 collections, stock at both locations.
         parent = system.snapshot(system.parent)
         assert len(parent["products"]) == 4 and len(parent["collections"]) == 2
-        assert {lvl["location_id"] for lvl in parent["inventory_levels"]} == set(system.locations[system.parent].values())
+        assert {lvl["location_id"] for lvl in parent["inventory_levels"]} == set(
+            system.locations[system.parent].values()
+        )
         # A sale in the child becomes a signed delivery the web tier accepts (recorded in Postgres).
         system.place_order(system.children[0], sku="DEMO-001-S", quantity=1)
 
         def accepted_orders() -> int:
             with db.connect() as conn:
-                return conn.execute("SELECT count(*) FROM webhook_deliveries WHERE topic = 'orders/create' "
-                                    "AND status = 'accepted'").fetchone()[0]
+                return conn.execute(
+                    "SELECT count(*) FROM webhook_deliveries WHERE topic = 'orders/create' "
+                    "AND status = 'accepted'"
+                ).fetchone()[0]
 
         system.wait_until(accepted_orders, timeout=15, message="orders/create accepted by the web tier")
     assert _wait_all_dead(pids) == []
@@ -67,8 +71,13 @@ SCRIPT = textwrap.dedent("""
 def test_a_signal_to_the_harness_stops_every_process_it_started(db, tmp_path: Path, sig):
     script = tmp_path / "hold.py"
     script.write_text(SCRIPT)
-    proc = subprocess.Popen([sys.executable, str(script), db.dsn], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(
+        [sys.executable, str(script), db.dsn],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()

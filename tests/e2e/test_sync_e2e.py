@@ -33,9 +33,16 @@ SHOP_LOCATION = LOCATION_NAMES[0]
 def system(module_db):
     # Plus plan: a large rate-limit bucket keeps the backfill from being throttle-bound (pacing is
     # tested with the commerce client); subscriptions through `storesync webhooks sync`.
-    with running_system(module_db.dsn, children=3, products=10, workers=2, collections=3, subscribe="cli",
-                        plan="plus", extra_env={"STORESYNC_SYNC_RECONCILE_EVERY_S": "3600",
-                                                "STORESYNC_SYNC_LINK_PENDING_AFTER_S": "1"}) as system:
+    with running_system(
+        module_db.dsn,
+        children=3,
+        products=10,
+        workers=2,
+        collections=3,
+        subscribe="cli",
+        plan="plus",
+        extra_env={"STORESYNC_SYNC_RECONCILE_EVERY_S": "3600", "STORESYNC_SYNC_LINK_PENDING_AFTER_S": "1"},
+    ) as system:
         done = system.cli("backfill", check=True)
         assert "30 products copied, 0 rolled back" in " ".join(done.stdout.split()), done.stdout
         assert system.compare().agree, system.compare().problems()
@@ -71,10 +78,15 @@ def dead_jobs(system) -> list[tuple]:
 def test_backfill_makes_the_missing_collections_through_the_collection_sync(system) -> None:
     """Collections the backfill creates in a child carry the parent's fields and are linked with
     the view written (so collection jobs and reconciliation find nothing to redo)."""
-    rows = sql(system, "SELECT child_shop, parent_id, matched_by, synced_view FROM sync_links "
-                       "WHERE kind = 'collection' ORDER BY 1, 2")
+    rows = sql(
+        system,
+        "SELECT child_shop, parent_id, matched_by, synced_view FROM sync_links "
+        "WHERE kind = 'collection' ORDER BY 1, 2",
+    )
     assert len(rows) == 3 * 3
-    assert all(matched_by == "created" and view and view.get("handle") for _, _, matched_by, view in rows), rows
+    assert all(matched_by == "created" and view and view.get("handle") for _, _, matched_by, view in rows), (
+        rows
+    )
     parent = {c["handle"]: c["title"] for c in system.snapshot(system.parent)["collections"]}
     for child in system.children:
         assert {c["handle"]: c["title"] for c in system.snapshot(child)["collections"]} == parent
@@ -82,8 +94,11 @@ def test_backfill_makes_the_missing_collections_through_the_collection_sync(syst
 
 def test_parent_edit_fans_out_to_every_child(system) -> None:
     system.edit_parent_product("demo-product-1", title="Breezy Jacket, relaunched", tags="demo,relaunch")
-    system.wait_until(lambda: all(title(system, c, 1) == "Breezy Jacket, relaunched" for c in system.children),
-                      WAIT, message="every child shows the new title")
+    system.wait_until(
+        lambda: all(title(system, c, 1) == "Breezy Jacket, relaunched" for c in system.children),
+        WAIT,
+        message="every child shows the new title",
+    )
     parent_view = catalog_view(system.snapshot(system.parent))["demo-product-1"]
     for child in system.children:
         assert catalog_view(system.snapshot(child))["demo-product-1"] == parent_view
@@ -91,16 +106,45 @@ def test_parent_edit_fans_out_to_every_child(system) -> None:
 
 def test_product_new_to_the_children_is_created_in_each_with_its_stock(system) -> None:
     parent_locations = system.locations[system.parent]
-    system.emulator.seed(system.parent, 0, catalog=[{
-        "title": "Late addition", "handle": "late-addition", "vendor": "Northwind",
-        "variants": [{"sku": "LATE-S", "price": "8.00", "options": {"Size": "S"},
-                      "available": {parent_locations[n]: q for n, q in zip(LOCATION_NAMES, (6, 2))}},
-                     {"sku": "LATE-M", "price": "8.00", "options": {"Size": "M"},
-                      "available": {parent_locations[n]: q for n, q in zip(LOCATION_NAMES, (4, 1))}}]}])
+    system.emulator.seed(
+        system.parent,
+        0,
+        catalog=[
+            {
+                "title": "Late addition",
+                "handle": "late-addition",
+                "vendor": "Northwind",
+                "variants": [
+                    {
+                        "sku": "LATE-S",
+                        "price": "8.00",
+                        "options": {"Size": "S"},
+                        "available": {
+                            parent_locations[n]: q for n, q in zip(LOCATION_NAMES, (6, 2), strict=False)
+                        },
+                    },
+                    {
+                        "sku": "LATE-M",
+                        "price": "8.00",
+                        "options": {"Size": "M"},
+                        "available": {
+                            parent_locations[n]: q for n, q in zip(LOCATION_NAMES, (4, 1), strict=False)
+                        },
+                    },
+                ],
+            }
+        ],
+    )
     system.edit_parent_product("late-addition", title="Late addition, now live")  # products/update
-    system.wait_until(lambda: all(
-        system.level(c, "LATE-S", LOCATION_NAMES[0]) == 6 and system.level(c, "LATE-M", LOCATION_NAMES[1]) == 1
-        for c in system.children), WAIT, message="every child has the product and its stock")
+    system.wait_until(
+        lambda: all(
+            system.level(c, "LATE-S", LOCATION_NAMES[0]) == 6
+            and system.level(c, "LATE-M", LOCATION_NAMES[1]) == 1
+            for c in system.children
+        ),
+        WAIT,
+        message="every child has the product and its stock",
+    )
     parent_view = catalog_view(system.snapshot(system.parent))["late-addition"]
     assert all(catalog_view(system.snapshot(c))["late-addition"] == parent_view for c in system.children)
 
@@ -114,8 +158,11 @@ def test_edit_made_in_a_child_to_a_synced_field_is_reverted(system) -> None:
     assert product["vendor"] == system.product_by_handle(system.parent, "demo-product-5")["vendor"]
 
     def reverted() -> bool:  # recorded right after the write that the title shows
-        rows = sql(system, "SELECT before, after FROM sync_audit WHERE shop = %(shop)s "
-                           "AND action = 'revert_child_edit'", {"shop": child})
+        rows = sql(
+            system,
+            "SELECT before, after FROM sync_audit WHERE shop = %(shop)s AND action = 'revert_child_edit'",
+            {"shop": child},
+        )
         return any(b == "Edited in the child" and a == original for b, a in rows)
 
     system.wait_until(reverted, WAIT, message="the revert is in the audit trail")
@@ -126,16 +173,39 @@ def test_child_only_variant_survives_a_parent_update(system) -> None:
     product = system.product_by_handle(child, "demo-product-6")
     pid = product["admin_graphql_api_id"]
     options = product["options"][0]
-    existing = [{"id": v["admin_graphql_api_id"], "optionValues": [{"optionName": options["name"], "name": v["option1"]}]}
-                for v in product["variants"]]
-    res = system.graphql(child, """
+    existing = [
+        {
+            "id": v["admin_graphql_api_id"],
+            "optionValues": [{"optionName": options["name"], "name": v["option1"]}],
+        }
+        for v in product["variants"]
+    ]
+    res = system.graphql(
+        child,
+        """
         mutation($id: ID!, $input: ProductSetInput!) {
           productSet(identifier: {id: $id}, input: $input) { product { id } userErrors { field message } }
-        }""", {"id": pid, "input": {
-        "productOptions": [{"name": options["name"],
-                            "values": [{"name": v} for v in [*options["values"], "Child exclusive"]]}],
-        "variants": [*existing, {"optionValues": [{"optionName": options["name"], "name": "Child exclusive"}],
-                                 "sku": "CHILD-ONLY-6", "price": "99.00"}]}})
+        }""",
+        {
+            "id": pid,
+            "input": {
+                "productOptions": [
+                    {
+                        "name": options["name"],
+                        "values": [{"name": v} for v in [*options["values"], "Child exclusive"]],
+                    }
+                ],
+                "variants": [
+                    *existing,
+                    {
+                        "optionValues": [{"optionName": options["name"], "name": "Child exclusive"}],
+                        "sku": "CHILD-ONLY-6",
+                        "price": "99.00",
+                    },
+                ],
+            },
+        },
+    )
     assert not res.get("errors") and not res["data"]["productSet"]["userErrors"], res
     settle(system)
     system.edit_parent_product("demo-product-6", title="Parent renamed 6")
@@ -156,8 +226,11 @@ def test_child_sale_reaches_the_parent_and_every_sibling(system) -> None:
     seller, *siblings = system.children
     system.place_order(seller, the_sku, quantity=2)
     system.wait_until(lambda: level(system, system.parent, the_sku) == before - 2, WAIT, message="parent -2")
-    system.wait_until(lambda: all(level(system, s, the_sku) == before - 2 for s in siblings), WAIT,
-                      message="siblings follow the parent")
+    system.wait_until(
+        lambda: all(level(system, s, the_sku) == before - 2 for s in siblings),
+        WAIT,
+        message="siblings follow the parent",
+    )
     settle(system)
     assert level(system, seller, the_sku) == before - 2
     assert level(system, system.parent, the_sku) == before - 2  # the echoes of our own writes wrote nothing
@@ -171,27 +244,45 @@ def test_same_sale_delivered_five_times_out_of_order_applies_once(system) -> Non
     now = datetime.now(UTC)
     # Four more deliveries of the same sale: other order topics carrying the same lines, with
     # triggered-at times before and after the first, sent newest first.
-    for topic, age in [("orders/create", -2), ("orders/updated", 5), ("orders/create", 10), ("orders/updated", 20)]:
-        assert post_webhook(system, seller, topic, order, triggered_at=now - timedelta(seconds=age)).status_code == 200
+    for topic, age in [
+        ("orders/create", -2),
+        ("orders/updated", 5),
+        ("orders/create", 10),
+        ("orders/updated", 20),
+    ]:
+        assert (
+            post_webhook(system, seller, topic, order, triggered_at=now - timedelta(seconds=age)).status_code
+            == 200
+        )
     system.wait_until(lambda: level(system, system.parent, the_sku) == before - 1, WAIT, message="parent -1")
     settle(system)
     time.sleep(0.5)
     settle(system)
     assert level(system, system.parent, the_sku) == before - 1
     assert all(level(system, c, the_sku) == before - 1 for c in system.children)
-    entries = sql(system, "SELECT count(*), sum(applied_delta) FROM sync_inventory_ledger WHERE child_shop = %(s)s "
-                          "AND order_id = %(o)s", {"s": seller, "o": order["admin_graphql_api_id"]})
+    entries = sql(
+        system,
+        "SELECT count(*), sum(applied_delta) FROM sync_inventory_ledger WHERE child_shop = %(s)s "
+        "AND order_id = %(o)s",
+        {"s": seller, "o": order["admin_graphql_api_id"]},
+    )
     assert entries == [(1, -1)]
-    sale_jobs = sql(system, "SELECT count(*) FROM jobs WHERE kind = 'sync.sale' AND payload->'event'->>'order_id' = %(o)s",
-                    {"o": order["admin_graphql_api_id"]})
+    sale_jobs = sql(
+        system,
+        "SELECT count(*) FROM jobs WHERE kind = 'sync.sale' AND payload->'event'->>'order_id' = %(o)s",
+        {"o": order["admin_graphql_api_id"]},
+    )
     assert sale_jobs[0][0] == 5  # every delivery was processed, and applied nothing twice
 
 
 def test_two_children_selling_the_last_unit_leave_the_parent_at_zero(system) -> None:
     the_sku = first_sku(system, 4)
     system.set_inventory(system.parent, the_sku, 1, SHOP_LOCATION)
-    system.wait_until(lambda: all(level(system, c, the_sku) == 1 for c in system.children), WAIT,
-                      message="every child shows the last unit")
+    system.wait_until(
+        lambda: all(level(system, c, the_sku) == 1 for c in system.children),
+        WAIT,
+        message="every child shows the last unit",
+    )
     settle(system)
     seen: list[int] = []
     stop = threading.Event()
@@ -206,25 +297,43 @@ def test_two_children_selling_the_last_unit_leave_the_parent_at_zero(system) -> 
     watcher = threading.Thread(target=watch)
     watcher.start()
     try:
-        buyers = [threading.Thread(target=system.place_order, args=(c, the_sku, 1)) for c in system.children[:2]]
+        buyers = [
+            threading.Thread(target=system.place_order, args=(c, the_sku, 1)) for c in system.children[:2]
+        ]
         for b in buyers:
             b.start()
         for b in buyers:
             b.join()
         item = f"gid://shopify/InventoryItem/{system.variant_by_sku(system.parent, the_sku)['inventory_item_id']}"
-        system.wait_until(lambda: sql(system, "SELECT count(*) FROM sync_inventory_ledger WHERE parent_item_id = %(i)s "
-                                              "AND kind = 'sale' AND status = 'applied'", {"i": item})[0][0] == 2,
-                          WAIT, message="both sales applied")
+        system.wait_until(
+            lambda: (
+                sql(
+                    system,
+                    "SELECT count(*) FROM sync_inventory_ledger WHERE parent_item_id = %(i)s "
+                    "AND kind = 'sale' AND status = 'applied'",
+                    {"i": item},
+                )[0][0]
+                == 2
+            ),
+            WAIT,
+            message="both sales applied",
+        )
         settle(system)
     finally:
         stop.set()
         watcher.join()
     assert level(system, system.parent, the_sku) == 0
     assert min(seen) >= 0, seen
-    applied = sql(system, "SELECT applied_delta FROM sync_inventory_ledger WHERE parent_item_id = %(i)s "
-                          "AND kind = 'sale' ORDER BY applied_delta", {"i": item})
+    applied = sql(
+        system,
+        "SELECT applied_delta FROM sync_inventory_ledger WHERE parent_item_id = %(i)s "
+        "AND kind = 'sale' ORDER BY applied_delta",
+        {"i": item},
+    )
     assert applied == [(-1,), (0,)]  # the first sale took the unit; the second is owed (oversold)
-    assert sql(system, "SELECT oversold FROM sync_inventory_backlog WHERE parent_item_id = %(i)s", {"i": item}) == [(1,)]
+    assert sql(
+        system, "SELECT oversold FROM sync_inventory_backlog WHERE parent_item_id = %(i)s", {"i": item}
+    ) == [(1,)]
     assert all(level(system, c, the_sku) == 0 for c in system.children[1:] + system.children[:1])
 
 
@@ -260,16 +369,36 @@ def test_a_copy_whose_write_fails_is_rolled_back_and_every_store_left_as_before(
     and a rerun copies the product."""
     child = system.children[2]
     parent_locations = system.locations[system.parent]
-    system.emulator.seed(system.parent, 0, catalog=[{
-        "title": "Saga product", "handle": "saga-product", "vendor": "Northwind",
-        "variants": [{"sku": "SAGA-1", "price": "5.00", "options": {"Size": "S"},
-                      "available": {parent_locations[n]: 7 for n in LOCATION_NAMES}}]}])
+    system.emulator.seed(
+        system.parent,
+        0,
+        catalog=[
+            {
+                "title": "Saga product",
+                "handle": "saga-product",
+                "vendor": "Northwind",
+                "variants": [
+                    {
+                        "sku": "SAGA-1",
+                        "price": "5.00",
+                        "options": {"Size": "S"},
+                        "available": {parent_locations[n]: 7 for n in LOCATION_NAMES},
+                    }
+                ],
+            }
+        ],
+    )
     snapshots = {s: system.snapshot(s) for s in system.shops}
     system.set_faults(graphql={"fail_nth": {"productSet": {"n": 1, "shop": child}}})
     try:
         env = {**system.env, "STORESYNC_SYNC_ADMIN_MAX_ATTEMPTS": "1"}
-        done = subprocess.run([sys.executable, "-m", "storesync", "backfill", "--child", child], env=env,
-                              capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-m", "storesync", "backfill", "--child", child],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     finally:
         system.set_faults()
     out = " ".join(done.stdout.split())
@@ -281,7 +410,9 @@ def test_a_copy_whose_write_fails_is_rolled_back_and_every_store_left_as_before(
         assert inventory_view(after) == inventory_view(before), shop
     states = sql(system, "SELECT state FROM sync_sagas WHERE id LIKE %(id)s", {"id": f"copy:{child}:%"})
     assert ("compensated",) in states
-    audit = sql(system, "SELECT action FROM sync_audit WHERE shop = %(s)s AND action LIKE 'saga_%%'", {"s": child})
+    audit = sql(
+        system, "SELECT action FROM sync_audit WHERE shop = %(s)s AND action LIKE 'saga_%%'", {"s": child}
+    )
     assert ("saga_compensated",) in audit
     # Nothing was lost: running the backfill again copies the product.
     again = system.cli("backfill", "--child", child, timeout=120)
@@ -294,15 +425,32 @@ def test_a_copy_whose_write_fails_is_rolled_back_and_every_store_left_as_before(
 def test_backfill_killed_midway_resumes_without_duplicates(system) -> None:
     child = system.children[0]
     parent_locations = system.locations[system.parent]
-    system.emulator.seed(system.parent, 0, catalog=[
-        {"title": f"Crash product {n}", "handle": f"crash-product-{n}",
-         "variants": [{"sku": f"CRASH-{n}", "price": "3.00", "options": {"Size": "S"},
-                       "available": {parent_locations[SHOP_LOCATION]: n}}]} for n in range(1, 13)])
+    system.emulator.seed(
+        system.parent,
+        0,
+        catalog=[
+            {
+                "title": f"Crash product {n}",
+                "handle": f"crash-product-{n}",
+                "variants": [
+                    {
+                        "sku": f"CRASH-{n}",
+                        "price": "3.00",
+                        "options": {"Size": "S"},
+                        "available": {parent_locations[SHOP_LOCATION]: n},
+                    }
+                ],
+            }
+            for n in range(1, 13)
+        ],
+    )
     run = system.start_cli("backfill-killed", "backfill", "--child", child, "--concurrency", "1")
     done_sagas = "SELECT count(*) FROM sync_sagas WHERE id LIKE %(id)s AND state = 'completed'"
     pattern = {"id": f"copy:{child}:%"}
     before = sql(system, done_sagas, pattern)[0][0]
-    system.wait_until(lambda: sql(system, done_sagas, pattern)[0][0] >= before + 2, WAIT, message="2 copies done")
+    system.wait_until(
+        lambda: sql(system, done_sagas, pattern)[0][0] >= before + 2, WAIT, message="2 copies done"
+    )
     os.killpg(run.pid, signal.SIGKILL)  # a crash: no cleanup, maybe mid-saga
     run.popen.wait(timeout=10)
     assert run.popen.returncode == -signal.SIGKILL
@@ -314,14 +462,26 @@ def test_backfill_killed_midway_resumes_without_duplicates(system) -> None:
     for n in range(1, 13):
         assert handles.count(f"crash-product-{n}") == 1, handles
     try:
-        system.wait_until(lambda: all(level(system, child, f"CRASH-{n}") == n for n in range(1, 13)), WAIT,
-                          message="every copy has the parent's stock")
+        system.wait_until(
+            lambda: all(level(system, child, f"CRASH-{n}") == n for n in range(1, 13)),
+            WAIT,
+            message="every copy has the parent's stock",
+        )
     except TimeoutError:
-        wrong = {n: level(system, child, f"CRASH-{n}") for n in range(1, 13) if level(system, child, f"CRASH-{n}") != n}
-        steps = sql(system, "SELECT s.id, s.state, st.name, st.status, st.undo, st.result FROM sync_sagas s "
-                            "JOIN sync_saga_steps st ON st.saga_id = s.id WHERE s.id LIKE %(p)s ORDER BY s.created_at, st.idx",
-                    {"p": f"copy:{child}:%"})
-        raise AssertionError(f"levels {wrong}; run 1: {run.log_tail(40)}; run 2: {again.stdout}; sagas: {steps[-40:]}")
+        wrong = {
+            n: level(system, child, f"CRASH-{n}")
+            for n in range(1, 13)
+            if level(system, child, f"CRASH-{n}") != n
+        }
+        steps = sql(
+            system,
+            "SELECT s.id, s.state, st.name, st.status, st.undo, st.result FROM sync_sagas s "
+            "JOIN sync_saga_steps st ON st.saga_id = s.id WHERE s.id LIKE %(p)s ORDER BY s.created_at, st.idx",
+            {"p": f"copy:{child}:%"},
+        )
+        raise AssertionError(  # noqa: B904 - the report replaces the timeout
+            f"levels {wrong}; run 1: {run.log_tail(40)}; run 2: {again.stdout}; sagas: {steps[-40:]}"
+        )
     assert sql(system, "SELECT count(*) FROM sync_sagas WHERE state IN ('running', 'compensating')") == [(0,)]
     system.cli("backfill", check=True, timeout=120)  # leave every parent product in every child
 
@@ -329,25 +489,51 @@ def test_backfill_killed_midway_resumes_without_duplicates(system) -> None:
 def test_uninstalled_app_pauses_the_store_and_its_jobs_wait_until_resumed(system) -> None:
     paused = system.children[1]
     others = [c for c in system.children if c != paused]
-    assert post_webhook(system, paused, "app/uninstalled", {"id": 1, "domain": paused},
-                        triggered_at=datetime.now(UTC)).status_code == 200
-    system.wait_until(lambda: sql(system, "SELECT status FROM stores WHERE shop_domain = %(s)s", {"s": paused})
-                      == [("paused",)], WAIT, message="store paused")
+    assert (
+        post_webhook(
+            system, paused, "app/uninstalled", {"id": 1, "domain": paused}, triggered_at=datetime.now(UTC)
+        ).status_code
+        == 200
+    )
+    system.wait_until(
+        lambda: (
+            sql(system, "SELECT status FROM stores WHERE shop_domain = %(s)s", {"s": paused}) == [("paused",)]
+        ),
+        WAIT,
+        message="store paused",
+    )
     try:
         system.edit_parent_product("demo-product-8", title="While one store was paused")
-        system.wait_until(lambda: all(title(system, c, 8) == "While one store was paused" for c in others), WAIT,
-                          message="active children updated")
-        system.wait_until(lambda: sql(system, "SELECT count(*) FROM jobs WHERE state = 'queued' "
-                                              "AND payload->>'parked_for' = %(s)s", {"s": paused})[0][0] >= 1,
-                          WAIT, message="the paused store's job parked")
+        system.wait_until(
+            lambda: all(title(system, c, 8) == "While one store was paused" for c in others),
+            WAIT,
+            message="active children updated",
+        )
+        system.wait_until(
+            lambda: (
+                sql(
+                    system,
+                    "SELECT count(*) FROM jobs WHERE state = 'queued' AND payload->>'parked_for' = %(s)s",
+                    {"s": paused},
+                )[0][0]
+                >= 1
+            ),
+            WAIT,
+            message="the paused store's job parked",
+        )
         assert title(system, paused, 8) != "While one store was paused"
         status = system.cli("status", env={"COLUMNS": "200"}).stdout
         assert "paused" in status and "app uninstalled" in " ".join(status.split())
     finally:
         resumed = system.cli("network", "resume", paused)
-    assert resumed.returncode == 0 and "parked jobs due now" in resumed.stdout, resumed.stdout + resumed.stderr
-    system.wait_until(lambda: title(system, paused, 8) == "While one store was paused", WAIT,
-                      message="paused store caught up after resume")
+    assert resumed.returncode == 0 and "parked jobs due now" in resumed.stdout, (
+        resumed.stdout + resumed.stderr
+    )
+    system.wait_until(
+        lambda: title(system, paused, 8) == "While one store was paused",
+        WAIT,
+        message="paused store caught up after resume",
+    )
     assert not [j for j in dead_jobs(system) if "parked" in (j[1] or "")]
 
 
@@ -355,14 +541,20 @@ def test_uninstalled_app_pauses_the_store_and_its_jobs_wait_until_resumed(system
 
 
 def test_webhooks_sync_is_idempotent_and_removes_stale_subscriptions(system) -> None:
-    stale = system.graphql(system.children[0], """
+    stale = system.graphql(
+        system.children[0],
+        """
         mutation { webhookSubscriptionCreate(topic: ORDERS_CREATE, webhookSubscription:
-          {callbackUrl: "https://old.example.com/hooks", format: JSON}) { userErrors { message } } }""")
+          {callbackUrl: "https://old.example.com/hooks", format: JSON}) { userErrors { message } } }""",
+    )
     assert not stale.get("errors") and not stale["data"]["webhookSubscriptionCreate"]["userErrors"], stale
     done = system.cli("webhooks", "sync")
     out = " ".join(done.stdout.split())
     assert done.returncode == 0, done.stdout + done.stderr
-    assert f"{system.children[0]}: kept" in out and "deleted ORDERS_CREATE -> https://old.example.com/hooks" in out
+    assert (
+        f"{system.children[0]}: kept" in out
+        and "deleted ORDERS_CREATE -> https://old.example.com/hooks" in out
+    )
     again = " ".join(system.cli("webhooks", "sync", check=True).stdout.split())
     for shop in system.shops:
         assert f"{shop}: kept" in again
@@ -371,10 +563,15 @@ def test_webhooks_sync_is_idempotent_and_removes_stale_subscriptions(system) -> 
 
 def test_link_dry_run_reports_duplicates_and_missing_skus_and_stores_nothing(system) -> None:
     child = system.children[0]
-    system.emulator.seed(child, 0, catalog=[
-        {"title": "Twin one", "handle": "twin-one", "variants": [{"sku": "TWIN-SKU"}]},
-        {"title": "Twin two", "handle": "twin-two", "variants": [{"sku": "TWIN-SKU"}]},
-        {"title": "No sku", "handle": "no-sku", "variants": [{"sku": ""}]}])
+    system.emulator.seed(
+        child,
+        0,
+        catalog=[
+            {"title": "Twin one", "handle": "twin-one", "variants": [{"sku": "TWIN-SKU"}]},
+            {"title": "Twin two", "handle": "twin-two", "variants": [{"sku": "TWIN-SKU"}]},
+            {"title": "No sku", "handle": "no-sku", "variants": [{"sku": ""}]},
+        ],
+    )
     links_before = sql(system, "SELECT count(*) FROM sync_links")
     done = system.cli("link", "--dry-run")
     out = " ".join(done.stdout.split())
@@ -388,8 +585,9 @@ def test_access_tokens_are_encrypted_at_rest_and_workers_need_the_key(system) ->
     rows = sql(system, "SELECT shop_domain, access_token_encrypted FROM stores ORDER BY shop_domain")
     assert len(rows) == 4 and all(blob and "shpat" not in blob for _, blob in rows)
     env = {k: v for k, v in system.env.items() if k != "STORESYNC_ENCRYPTION_KEY"}
-    done = subprocess.run([sys.executable, "-m", "storesync", "worker"], env=env, capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "storesync", "worker"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 2 and "STORESYNC_ENCRYPTION_KEY is not set" in " ".join(done.stderr.split())
 
 
@@ -401,37 +599,64 @@ def _unsubscribe(system, shop: str, topic: str) -> None:
     of it were lost). `storesync webhooks sync` puts it back."""
     subs = system.graphql(shop, "{ webhookSubscriptions(first: 50) { nodes { id topic } } }")
     [sub_id] = [n["id"] for n in subs["data"]["webhookSubscriptions"]["nodes"] if n["topic"] == topic]
-    gone = system.graphql(shop, "mutation($id: ID!) { webhookSubscriptionDelete(id: $id) { userErrors { message } } }",
-                          {"id": sub_id})
+    gone = system.graphql(
+        shop,
+        "mutation($id: ID!) { webhookSubscriptionDelete(id: $id) { userErrors { message } } }",
+        {"id": sub_id},
+    )
     assert not gone.get("errors") and not gone["data"]["webhookSubscriptionDelete"]["userErrors"], gone
 
 
 def _seed_parent_product(system, handle: str, skus: tuple[str, str], stock: tuple[int, int]) -> str:
     """A parent product no child has yet (seeded: no webhook); its gid."""
     locs = system.locations[system.parent]
-    system.emulator.seed(system.parent, 0, catalog=[{
-        "title": handle.replace("-", " ").title(), "handle": handle, "vendor": "Northwind",
-        "variants": [{"sku": s, "price": "9.00", "options": {"Size": size},
-                      "available": {locs[LOCATION_NAMES[0]]: q, locs[LOCATION_NAMES[1]]: 1}}
-                     for s, size, q in zip(skus, ("S", "M"), stock)]}])
+    system.emulator.seed(
+        system.parent,
+        0,
+        catalog=[
+            {
+                "title": handle.replace("-", " ").title(),
+                "handle": handle,
+                "vendor": "Northwind",
+                "variants": [
+                    {
+                        "sku": s,
+                        "price": "9.00",
+                        "options": {"Size": size},
+                        "available": {locs[LOCATION_NAMES[0]]: q, locs[LOCATION_NAMES[1]]: 1},
+                    }
+                    for s, size, q in zip(skus, ("S", "M"), stock, strict=False)
+                ],
+            }
+        ],
+    )
     return f"gid://shopify/Product/{system.product_by_handle(system.parent, handle)['id']}"
 
 
 def _pending_copies(system, shop: str) -> int:
-    return sql(system, "SELECT count(*) FROM sync_links WHERE child_shop = %(s)s AND pending IS NOT NULL",
-               {"s": shop})[0][0]
+    return sql(
+        system,
+        "SELECT count(*) FROM sync_links WHERE child_shop = %(s)s AND pending IS NOT NULL",
+        {"s": shop},
+    )[0][0]
 
 
 def _variant_links(system, shop: str, parent_product_id: str) -> int:
-    return sql(system, "SELECT count(*) FROM sync_links WHERE kind = 'variant' AND child_shop = %(s)s "
-                       "AND parent_product_id = %(p)s", {"s": shop, "p": parent_product_id})[0][0]
+    return sql(
+        system,
+        "SELECT count(*) FROM sync_links WHERE kind = 'variant' AND child_shop = %(s)s "
+        "AND parent_product_id = %(p)s",
+        {"s": shop, "p": parent_product_id},
+    )[0][0]
 
 
 def _copy_left_pending(system, child: str, handle: str, skus: tuple[str, str], stock: tuple[int, int]) -> str:
     """A new parent product copied into `child` by a backfill whose link job is an hour away, the
     child sending no products/create: the copy is left with its variants pending. Its gid."""
     pid = _seed_parent_product(system, handle, skus, stock)
-    done = system.cli("backfill", "--child", child, check=True, env={"STORESYNC_SYNC_LINK_PENDING_AFTER_S": "3600"})
+    done = system.cli(
+        "backfill", "--child", child, check=True, env={"STORESYNC_SYNC_LINK_PENDING_AFTER_S": "3600"}
+    )
     assert "1 products copied" in " ".join(done.stdout.split()), done.stdout
     settle(system)
     assert _pending_copies(system, child) == 1 and _variant_links(system, child, pid) == 0
@@ -451,20 +676,29 @@ def test_a_sale_of_a_copy_whose_variants_are_not_linked_yet_still_reaches_the_pa
         assert "1 copies not linked yet" in status, status
         assert level(system, child, "LATER-S") == 7
         system.place_order(child, sku="LATER-S", quantity=2)
-        system.wait_until(lambda: level(system, system.parent, "LATER-S") == 5, WAIT,
-                          message="the sale reached the parent")
+        system.wait_until(
+            lambda: level(system, system.parent, "LATER-S") == 5, WAIT, message="the sale reached the parent"
+        )
         assert _pending_copies(system, child) == 0 and _variant_links(system, child, pid) == 2
         settle(system)
         assert dead_jobs(system) == []
     finally:
         system.cli("webhooks", "sync", check=True)
-    sql(system, "DELETE FROM jobs WHERE kind = 'sync.link_pending_copies' AND state = 'queued' RETURNING id")  # an hour away
+    sql(
+        system, "DELETE FROM jobs WHERE kind = 'sync.link_pending_copies' AND state = 'queued' RETURNING id"
+    )  # an hour away
     system.cli("backfill", check=True, timeout=120)  # every child has it, linked by its webhook
     settle(system)
-    system.wait_until(lambda: [_pending_copies(system, c) for c in system.children] == [0] * len(system.children),
-                      WAIT, message="every copy linked")
-    system.wait_until(lambda: all(level(system, c, "LATER-S") == 5 for c in system.children), WAIT,
-                      message="every child has the copy at the parent's level")
+    system.wait_until(
+        lambda: [_pending_copies(system, c) for c in system.children] == [0] * len(system.children),
+        WAIT,
+        message="every copy linked",
+    )
+    system.wait_until(
+        lambda: all(level(system, c, "LATER-S") == 5 for c in system.children),
+        WAIT,
+        message="every child has the copy at the parent's level",
+    )
 
 
 def test_a_backfill_links_the_copies_whose_create_webhook_never_came(system) -> None:
@@ -476,17 +710,23 @@ def test_a_backfill_links_the_copies_whose_create_webhook_never_came(system) -> 
         pid = _seed_parent_product(system, "linked-by-backfill", ("BACKLINK-S", "BACKLINK-M"), (4, 2))
         done = system.cli("backfill", "--child", child, check=True, timeout=120)
         assert "1 products copied" in " ".join(done.stdout.split()), done.stdout
-        system.wait_until(lambda: _pending_copies(system, child) == 0, WAIT, message="the copy linked by the job")
+        system.wait_until(
+            lambda: _pending_copies(system, child) == 0, WAIT, message="the copy linked by the job"
+        )
         assert _variant_links(system, child, pid) == 2
         # Linked, so a parent stock move reaches it.
         system.set_inventory(system.parent, "BACKLINK-M", 6)
-        system.wait_until(lambda: level(system, child, "BACKLINK-M") == 6, WAIT, message="the move reached the copy")
+        system.wait_until(
+            lambda: level(system, child, "BACKLINK-M") == 6, WAIT, message="the move reached the copy"
+        )
     finally:
         system.cli("webhooks", "sync", check=True)
     system.cli("backfill", check=True, timeout=120)
 
 
-def test_a_parent_stock_move_made_before_a_copy_is_linked_reaches_it_when_a_product_job_links_it(system) -> None:
+def test_a_parent_stock_move_made_before_a_copy_is_linked_reaches_it_when_a_product_job_links_it(
+    system,
+) -> None:
     """A parent level that moves while a copy's variants are pending finds no link to fan out to.
     Whichever path links the copy fans it out then: here a product job (a parent edit), with
     no create webhook and the backfill's link job an hour away."""
@@ -499,15 +739,22 @@ def test_a_parent_stock_move_made_before_a_copy_is_linked_reaches_it_when_a_prod
         settle(system)
         assert level(system, child, "MOVED-M") == 8  # nothing linked to fan out to yet
         system.edit_parent_product("moved-while-pending", title="Moved While Pending, renamed")
-        system.wait_until(lambda: _pending_copies(system, child) == 0, WAIT, message="the product job linked the copy")
+        system.wait_until(
+            lambda: _pending_copies(system, child) == 0, WAIT, message="the product job linked the copy"
+        )
         assert _variant_links(system, child, pid) == 2
-        system.wait_until(lambda: level(system, child, "MOVED-M") == 3, WAIT,
-                          message="the move made while the copy was pending reached it")
+        system.wait_until(
+            lambda: level(system, child, "MOVED-M") == 3,
+            WAIT,
+            message="the move made while the copy was pending reached it",
+        )
         settle(system)
         assert dead_jobs(system) == []
     finally:
         system.cli("webhooks", "sync", check=True)
-    sql(system, "DELETE FROM jobs WHERE kind = 'sync.link_pending_copies' AND state = 'queued' RETURNING id")  # an hour away
+    sql(
+        system, "DELETE FROM jobs WHERE kind = 'sync.link_pending_copies' AND state = 'queued' RETURNING id"
+    )  # an hour away
     system.cli("backfill", check=True, timeout=120)
 
 
@@ -528,21 +775,35 @@ def test_a_failure_in_the_third_step_of_a_saga_leaves_every_store_as_before(syst
 
     async def log_three_step_saga() -> None:
         async with await psycopg.AsyncConnection.connect(system.env["DATABASE_URL"], autocommit=True) as conn:
-            await PgStepLog(conn).create(saga_id, "copy_product", child, "test:three-steps",
-                                         copy_product_steps(pid, child, stock_in_create=False))
+            await PgStepLog(conn).create(
+                saga_id,
+                "copy_product",
+                child,
+                "test:three-steps",
+                copy_product_steps(pid, child, stock_in_create=False),
+            )
 
     asyncio.run(log_three_step_saga())
     snapshots = {s: system.snapshot(s) for s in system.shops}
     system.set_faults(graphql={"fail_nth": {"inventorySetQuantities": {"n": 1, "shop": child}}})
     try:
-        done = system.cli("backfill", "--child", child, timeout=120, env={"STORESYNC_SYNC_ADMIN_MAX_ATTEMPTS": "1"})
+        done = system.cli(
+            "backfill", "--child", child, timeout=120, env={"STORESYNC_SYNC_ADMIN_MAX_ATTEMPTS": "1"}
+        )
     finally:
         system.set_faults()
-    assert done.returncode == 1 and "0 products copied, 1 rolled back" in " ".join(done.stdout.split()), \
+    assert done.returncode == 1 and "0 products copied, 1 rolled back" in " ".join(done.stdout.split()), (
         done.stdout + done.stderr
-    steps = sql(system, "SELECT name, status FROM sync_saga_steps WHERE saga_id = %(id)s ORDER BY idx", {"id": saga_id})
+    )
+    steps = sql(
+        system,
+        "SELECT name, status FROM sync_saga_steps WHERE saga_id = %(id)s ORDER BY idx",
+        {"id": saga_id},
+    )
     assert steps == [("create", "compensated"), ("collections", "compensated"), ("levels", "compensated")]
-    assert sql(system, "SELECT state FROM sync_sagas WHERE id = %(id)s", {"id": saga_id}) == [("compensated",)]
+    assert sql(system, "SELECT state FROM sync_sagas WHERE id = %(id)s", {"id": saga_id}) == [
+        ("compensated",)
+    ]
     settle(system)
     for shop, before in snapshots.items():
         after = system.snapshot(shop)

@@ -24,18 +24,26 @@ def gql_errors(emu, shop: str, query: str, variables: dict | None = None) -> lis
 
 def first_product(emu, shop: str = PARENT) -> dict:
     """The first seeded product with its variants, inventory items and the first location."""
-    data = gql(emu, shop, """{
+    data = gql(
+        emu,
+        shop,
+        """{
       products(first: 1) { nodes { id handle title updatedAt
         variants(first: 10) { nodes { id sku price inventoryItem { id } } } } }
       locations(first: 5) { nodes { id name } }
-    }""")
+    }""",
+    )
     product = data["products"]["nodes"][0]
     product["location"] = data["locations"]["nodes"][0]["id"]
     return product
 
 
 def available(emu, shop: str, item_id: str, location_id: str) -> dict:
-    data = gql(emu, shop, """query($i: ID!, $l: ID!) { inventoryItem(id: $i) { inventoryLevel(locationId: $l) {
+    data = gql(
+        emu,
+        shop,
+        """query($i: ID!, $l: ID!) { inventoryItem(id: $i) { inventoryLevel(locationId: $l) {
         quantities(names: ["available", "on_hand", "committed"]) { name quantity } } } }""",
-               {"i": item_id, "l": location_id})
+        {"i": item_id, "l": location_id},
+    )
     return {q["name"]: q["quantity"] for q in data["inventoryItem"]["inventoryLevel"]["quantities"]}

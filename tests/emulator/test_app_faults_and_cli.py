@@ -20,7 +20,9 @@ CREATE = 'mutation { collectionCreate(input: {title: "C"}) { collection { id } u
 def test_fail_nth_mutation_fails_once_without_executing(emulator):
     emulator.set_faults(graphql={"fail_nth": {"collectionCreate": 2}})
     first = httpx.post(emulator.graphql_url(PARENT), headers=emulator.headers(PARENT), json={"query": CREATE})
-    second = httpx.post(emulator.graphql_url(PARENT), headers=emulator.headers(PARENT), json={"query": CREATE})
+    second = httpx.post(
+        emulator.graphql_url(PARENT), headers=emulator.headers(PARENT), json={"query": CREATE}
+    )
     third = httpx.post(emulator.graphql_url(PARENT), headers=emulator.headers(PARENT), json={"query": CREATE})
     assert [first.status_code, second.status_code, third.status_code] == [200, 500, 200]
     assert second.json()["errors"][0]["extensions"]["code"] == "INTERNAL_SERVER_ERROR"
@@ -29,7 +31,9 @@ def test_fail_nth_mutation_fails_once_without_executing(emulator):
 
 def test_5xx_fault_and_its_removal(emulator):
     emulator.set_faults(graphql={"error_5xx_p": 1.0, "seed": 1})
-    resp = httpx.post(emulator.graphql_url(PARENT), headers=emulator.headers(PARENT), json={"query": "{ shop { id } }"})
+    resp = httpx.post(
+        emulator.graphql_url(PARENT), headers=emulator.headers(PARENT), json={"query": "{ shop { id } }"}
+    )
     assert resp.status_code in (502, 503)
     emulator.set_faults()
     assert gql(emulator, PARENT, "{ shop { id } }")["shop"]["id"]
@@ -45,9 +49,16 @@ def test_added_latency_delays_the_answer(emulator):
 def test_unknown_shop_and_bad_version_and_bad_body(emulator):
     url = emulator.graphql_url(PARENT)
     h = emulator.headers(PARENT)
-    assert httpx.post(url.replace(PARENT, "nope.myshopify.com"), headers=h, json={"query": "{ shop { id } }"}
-                      ).status_code == 404
-    assert httpx.post(url.replace("2026-10", "latest"), headers=h, json={"query": "{ shop { id } }"}).status_code == 404
+    assert (
+        httpx.post(
+            url.replace(PARENT, "nope.myshopify.com"), headers=h, json={"query": "{ shop { id } }"}
+        ).status_code
+        == 404
+    )
+    assert (
+        httpx.post(url.replace("2026-10", "latest"), headers=h, json={"query": "{ shop { id } }"}).status_code
+        == 404
+    )
     assert httpx.post(url, headers=h, content=b"not json").status_code == 400
     assert httpx.post(url, json={"query": "{ shop { id } }"}).status_code == 401
 
@@ -67,20 +78,46 @@ def test_cli_serves_stores_and_prints_schema(tmp_path):
     (tmp_path / "storesync.toml").write_text(NETWORK)
     env = {**os.environ, "STORESYNC_CONFIG_FILE": str(tmp_path / "storesync.toml")}
     exe = [sys.executable, "-m", "storesync"]
-    sdl = subprocess.run([*exe, "emulator", "--print-schema"], capture_output=True, text=True, env=env, timeout=30,
-                         cwd=tmp_path)
+    sdl = subprocess.run(
+        [*exe, "emulator", "--print-schema"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+        cwd=tmp_path,
+    )
     assert sdl.returncode == 0 and "type Mutation" in sdl.stdout and "@idempotent" in sdl.stdout
-    proc = subprocess.Popen([*exe, "emulator", "--port", "0", "--store", PARENT, "--store", "child-a.myshopify.com",
-                             "--seed-products", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env, cwd=tmp_path)
+    proc = subprocess.Popen(
+        [
+            *exe,
+            "emulator",
+            "--port",
+            "0",
+            "--store",
+            PARENT,
+            "--store",
+            "child-a.myshopify.com",
+            "--seed-products",
+            "2",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
     try:
         lines = [proc.stdout.readline() for _ in range(4)]
         served = {line.split()[0]: line.split() for line in lines[:3]}
         assert set(served) == {"acme-parent.myshopify.com", PARENT, "child-a.myshopify.com"}, lines
         assert served["acme-parent.myshopify.com"][2] == "token=shpat_from_config"
         url, token = served[PARENT][1], served[PARENT][2].removeprefix("token=")
-        resp = httpx.post(url, headers={"X-Shopify-Access-Token": token},
-                          json={"query": "{ productsCount { count } }"}, timeout=10)
+        resp = httpx.post(
+            url,
+            headers={"X-Shopify-Access-Token": token},
+            json={"query": "{ productsCount { count } }"},
+            timeout=10,
+        )
         assert resp.json()["data"]["productsCount"]["count"] == 2
     finally:
         proc.terminate()
@@ -89,8 +126,14 @@ def test_cli_serves_stores_and_prints_schema(tmp_path):
 
 def test_cli_rejects_a_bad_store_domain(tmp_path):
     env = {**os.environ, "STORESYNC_CONFIG_FILE": str(tmp_path / "absent.toml")}
-    out = subprocess.run([sys.executable, "-m", "storesync", "emulator", "--store", "not a shop"],
-                         capture_output=True, text=True, env=env, timeout=30, cwd=tmp_path)
+    out = subprocess.run(
+        [sys.executable, "-m", "storesync", "emulator", "--store", "not a shop"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+        cwd=tmp_path,
+    )
     assert out.returncode == 2 and "not a shop domain" in out.stderr
 
 

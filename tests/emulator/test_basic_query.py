@@ -5,8 +5,11 @@ import httpx
 
 def test_shop_query_answers_with_cost_extension(emulator):
     shop = "parent.myshopify.com"
-    resp = httpx.post(emulator.graphql_url(shop), headers=emulator.headers(shop),
-                      json={"query": "{ shop { myshopifyDomain } }"})
+    resp = httpx.post(
+        emulator.graphql_url(shop),
+        headers=emulator.headers(shop),
+        json={"query": "{ shop { myshopifyDomain } }"},
+    )
     assert resp.status_code == 200
     body = resp.json()
     assert body["data"]["shop"]["myshopifyDomain"] == shop
@@ -16,7 +19,9 @@ def test_shop_query_answers_with_cost_extension(emulator):
 
 
 def test_wrong_token_is_401(emulator):
-    resp = httpx.post(emulator.graphql_url("child-a.myshopify.com"),
-                      headers={"X-Shopify-Access-Token": emulator.token("parent.myshopify.com")},
-                      json={"query": "{ shop { id } }"})
+    resp = httpx.post(
+        emulator.graphql_url("child-a.myshopify.com"),
+        headers={"X-Shopify-Access-Token": emulator.token("parent.myshopify.com")},
+        json={"query": "{ shop { id } }"},
+    )
     assert resp.status_code == 401

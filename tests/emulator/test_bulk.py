@@ -40,9 +40,17 @@ def lines(url: str) -> list[dict]:
 
 def test_bulk_query_goes_created_running_completed_and_serves_every_product_flattened(emulator):
     emulator.seed(PARENT, products=300, variants_per_product=2)  # more than one page of 250
-    coll = gql(emulator, PARENT, """mutation($p: [ID!]) { collectionCreate(input: {title: "Sale", products: $p}) {
+    coll = gql(
+        emulator,
+        PARENT,
+        """mutation($p: [ID!]) { collectionCreate(input: {title: "Sale", products: $p}) {
         collection { id } userErrors { message } } }""",
-               {"p": [gql(emulator, PARENT, "{ products(first: 1) { nodes { id } } }")["products"]["nodes"][0]["id"]]})
+        {
+            "p": [
+                gql(emulator, PARENT, "{ products(first: 1) { nodes { id } } }")["products"]["nodes"][0]["id"]
+            ]
+        },
+    )
     coll_id = coll["collectionCreate"]["collection"]["id"]
 
     started = run(emulator, CATALOG)
@@ -76,7 +84,8 @@ def test_node_lookup_observes_the_bulk_operation_too(emulator):
     done = gql(emulator, PARENT, node, {"id": op_id})["node"]
     assert done["status"] == "COMPLETED"
     assert [o["id"] for o in lines(done["url"])] == [
-        p["id"] for p in gql(emulator, PARENT, "{ products(first: 5) { nodes { id } } }")["products"]["nodes"]]
+        p["id"] for p in gql(emulator, PARENT, "{ products(first: 5) { nodes { id } } }")["products"]["nodes"]
+    ]
 
 
 def test_a_second_bulk_query_while_one_runs_is_refused_with_operation_in_progress(emulator):
@@ -92,8 +101,12 @@ def test_a_second_bulk_query_while_one_runs_is_refused_with_operation_in_progres
 
 
 def test_invalid_bulk_queries_are_user_errors_and_start_nothing(emulator):
-    for query in ("{ shop { name } }", "{ products { nodes { nope } } }", "not graphql",
-                  "{ products { nodes { title variants { nodes { id } } } } }"):
+    for query in (
+        "{ shop { name } }",
+        "{ products { nodes { nope } } }",
+        "not graphql",
+        "{ products { nodes { title variants { nodes { id } } } } }",
+    ):
         out = run(emulator, query)
         assert out["bulkOperation"] is None and out["userErrors"][0]["code"] == "INVALID", (query, out)
         assert out["userErrors"][0]["field"] == ["query"]
@@ -112,10 +125,18 @@ def test_a_bulk_fault_ends_the_next_operation_failed_without_a_url(emulator):
 
 
 def test_run_query_costs_ten_points_like_other_mutations(emulator):
-    body = emulator.graphql(PARENT, "mutation { bulkOperationRunQuery(query: \"{ products { nodes { id } } }\") "
-                                    "{ userErrors { message } } }")
-    other = emulator.graphql(PARENT, 'mutation { webhookSubscriptionDelete(id: "gid://shopify/WebhookSubscription/1") '
-                                     "{ userErrors { message } } }")
+    body = emulator.graphql(
+        PARENT,
+        'mutation { bulkOperationRunQuery(query: "{ products { nodes { id } } }") '
+        "{ userErrors { message } } }",
+    )
+    other = emulator.graphql(
+        PARENT,
+        'mutation { webhookSubscriptionDelete(id: "gid://shopify/WebhookSubscription/1") '
+        "{ userErrors { message } } }",
+    )
     # 10 for the mutation plus the payload's selected objects, the same as any other mutation
-    assert body["extensions"]["cost"]["requestedQueryCost"] == other["extensions"]["cost"]["requestedQueryCost"]
+    assert (
+        body["extensions"]["cost"]["requestedQueryCost"] == other["extensions"]["cost"]["requestedQueryCost"]
+    )
     assert 10 <= body["extensions"]["cost"]["requestedQueryCost"] <= 11

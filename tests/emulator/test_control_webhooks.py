@@ -54,9 +54,12 @@ def harness() -> Iterator[Harness]:
         *control_routes(sender, None, graphql_faults, shop_exists=lambda shop: shop == PARENT),
         Route("/test/emit", emit, methods=["POST"]),
     ]
-    with running_receiver() as rx, serve_app(Starlette(routes=routes, lifespan=lifespan)) as base_url:
-        with httpx.Client(base_url=base_url, timeout=10, trust_env=False) as control:
-            yield Harness(control, rx, sender, graphql_faults)
+    with (
+        running_receiver() as rx,
+        serve_app(Starlette(routes=routes, lifespan=lifespan)) as base_url,
+        httpx.Client(base_url=base_url, timeout=10, trust_env=False) as control,
+    ):
+        yield Harness(control, rx, sender, graphql_faults)
 
 
 def test_faults_put_replaces_both_sets_and_get_shows_them(harness):
@@ -64,7 +67,10 @@ def test_faults_put_replaces_both_sets_and_get_shows_them(harness):
     assert c.get("/_emulator/faults").json()["graphql"]["error_5xx_p"] == 0.0
     r = c.put(
         "/_emulator/faults",
-        json={"graphql": {"latency_s": 0.1, "fail_nth": {"productSet": 2}}, "webhooks": {"drop_p": 0.5, "seed": 4}},
+        json={
+            "graphql": {"latency_s": 0.1, "fail_nth": {"productSet": 2}},
+            "webhooks": {"drop_p": 0.5, "seed": 4},
+        },
     )
     assert r.status_code == 200
     assert harness.graphql_faults.config.fail_nth["productSet"].n == 2
@@ -130,7 +136,9 @@ def test_drain_then_deliveries_show_what_was_sent(harness):
     drained = c.post("/_emulator/webhooks/drain", params={"timeout": 5}).json()
     assert drained == {"drained": True, "pending": 0}
 
-    [d] = c.get("/_emulator/webhooks/deliveries", params={"shop": PARENT, "topic": "ORDERS_CREATE"}).json()["deliveries"]
+    [d] = c.get("/_emulator/webhooks/deliveries", params={"shop": PARENT, "topic": "ORDERS_CREATE"}).json()[
+        "deliveries"
+    ]
     assert (d["id"], d["status"], d["attempts"], d["topic"]) == (webhook_id, "delivered", 2, "orders/create")
     assert c.get("/_emulator/webhooks/deliveries", params={"status": "failed"}).json()["deliveries"] == []
     assert c.get("/_emulator/webhooks/deliveries", params={"topic": "nope"}).status_code == 400

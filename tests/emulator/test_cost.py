@@ -24,21 +24,27 @@ def test_connection_cost_scales_with_first_and_is_refunded_to_actual(emulator):
     assert cost["actualQueryCost"] == 2 + 3
     # Charged the actual cost, not the requested one (restoring at 100/s adds < 1 point here).
     assert 2000 - 5 - 1 <= cost["throttleStatus"]["currentlyAvailable"] <= 2000 - 5 + 1
-    nested = emulator.graphql(PARENT, "{ products(first: 10) { nodes { id variants(first: 5) { nodes { id } } } } }")
+    nested = emulator.graphql(
+        PARENT, "{ products(first: 10) { nodes { id variants(first: 5) { nodes { id } } } } }"
+    )
     assert cost_of(nested)["requestedQueryCost"] == 2 + 10 * (1 + 2 + 5)
     assert cost_of(nested)["actualQueryCost"] == 2 + 3 * (1 + 2 + 2)
 
 
 def test_mutation_costs_ten_plus_its_payload_objects(emulator):
-    body = emulator.graphql(PARENT, 'mutation { collectionCreate(input: {title: "C"}) { collection { id } '
-                                    'userErrors { field } } }')
+    body = emulator.graphql(
+        PARENT,
+        'mutation { collectionCreate(input: {title: "C"}) { collection { id } userErrors { field } } }',
+    )
     assert body["data"]["collectionCreate"]["collection"]["id"]
     assert cost_of(body)["requestedQueryCost"] == 10 + 1 + 1
     assert cost_of(body)["actualQueryCost"] == 10 + 1
 
 
 def test_query_above_1000_points_is_refused_uncharged(emulator):
-    body = emulator.graphql(PARENT, "{ products(first: 250) { nodes { id variants(first: 10) { nodes { id } } } } }")
+    body = emulator.graphql(
+        PARENT, "{ products(first: 250) { nodes { id variants(first: 10) { nodes { id } } } } }"
+    )
     assert "data" not in body
     err = body["errors"][0]
     assert err["extensions"]["code"] == "MAX_COST_EXCEEDED" and err["extensions"]["maxCost"] == 1000
@@ -72,8 +78,11 @@ def test_throttling_can_answer_http_429_with_retry_after():
     with running_emulator([PARENT], throttle_http_429=True, seed_products=60) as emu:
         emu.set_plan(PARENT, bucket_size=200, restore_rate=10)
         for _ in range(10):
-            resp = httpx.post(emu.graphql_url(PARENT), headers=emu.headers(PARENT),
-                              json={"query": IDS, "variables": {"n": 60}})
+            resp = httpx.post(
+                emu.graphql_url(PARENT),
+                headers=emu.headers(PARENT),
+                json={"query": IDS, "variables": {"n": 60}},
+            )
             if resp.status_code == 429:
                 break
         assert resp.status_code == 429
@@ -83,7 +92,9 @@ def test_throttling_can_answer_http_429_with_retry_after():
 
 def test_plan_change_sets_bucket_size_and_restore_rate(emulator):
     out = emulator.set_plan(PARENT, "advanced")
-    assert out["throttleStatus"]["maximumAvailable"] == 4000.0 and out["throttleStatus"]["restoreRate"] == 200.0
+    assert (
+        out["throttleStatus"]["maximumAvailable"] == 4000.0 and out["throttleStatus"]["restoreRate"] == 200.0
+    )
     body = emulator.graphql(PARENT, "{ shop { plan { displayName shopifyPlus } } }")
     assert body["data"]["shop"]["plan"] == {"displayName": "Advanced", "shopifyPlus": False}
     emulator.set_plan(PARENT, "plus")

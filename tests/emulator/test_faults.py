@@ -42,7 +42,14 @@ def kinds(faults: GraphQLFaults, calls: list[list[str]], shop: str | None = None
 
 def test_fail_nth_fails_exactly_the_nth_call_of_that_mutation():
     faults = GraphQLFaults(fail_nth={"productSet": 3})
-    calls = [["productSet"], ["products"], ["productSet"], ["inventorySetQuantities"], ["productSet"], ["productSet"]]
+    calls = [
+        ["productSet"],
+        ["products"],
+        ["productSet"],
+        ["inventorySetQuantities"],
+        ["productSet"],
+        ["productSet"],
+    ]
     assert kinds(faults, calls) == [None, None, None, None, "fail_nth", None]
     assert faults.calls("productSet") == 4 and faults.calls("products") == 1
     assert faults.fired == [("productSet", 3, None)]
@@ -73,7 +80,10 @@ def test_fail_nth_can_count_on_one_shop_only():
 
 def test_fail_nth_counts_a_request_with_two_mutations_once_each():
     faults = GraphQLFaults(fail_nth={"collectionAddProducts": 2})
-    assert kinds(faults, [["collectionCreate", "collectionAddProducts"], ["collectionAddProducts"]]) == [None, "fail_nth"]
+    assert kinds(faults, [["collectionCreate", "collectionAddProducts"], ["collectionAddProducts"]]) == [
+        None,
+        "fail_nth",
+    ]
 
 
 def test_reconfiguring_restarts_the_counts():
@@ -126,7 +136,9 @@ def test_429_says_when_to_retry_and_502_is_an_html_proxy_page():
 def test_timeout_modes():
     lost = GraphQLFaults(timeout_p=1.0, timeout_hang_s=3.0).decide(["productSet"])
     assert lost is not None and lost.kind == "timeout" and lost.executes and lost.delay_after_s == 3.0
-    no_exec = GraphQLFaults(timeout_p=1.0, timeout_hang_s=3.0, timeout_mode="no_execute").decide(["productSet"])
+    no_exec = GraphQLFaults(timeout_p=1.0, timeout_hang_s=3.0, timeout_mode="no_execute").decide(
+        ["productSet"]
+    )
     assert no_exec is not None and not no_exec.executes and no_exec.status == 504 and no_exec.delay_s == 3.0
 
 
@@ -222,7 +234,9 @@ def test_faults_json_round_trips_and_rejects_unknown_keys():
         webhooks=DeliveryFaults(reorder_p=0.5, seed=3),
     )
     assert load_faults_json(cfg.model_dump_json()) == cfg
-    assert load_faults_json('{"graphql": {"fail_nth": {"productSet": 4}}}').graphql.fail_nth["productSet"].n == 4
+    assert (
+        load_faults_json('{"graphql": {"fail_nth": {"productSet": 4}}}').graphql.fail_nth["productSet"].n == 4
+    )
     with pytest.raises(FaultFlagError, match="drop_probability"):
         load_faults_json('{"webhooks": {"drop_probability": 1}}')
     with pytest.raises(FaultFlagError, match="invalid faults JSON"):

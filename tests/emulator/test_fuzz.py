@@ -58,9 +58,22 @@ def _non_null_values(type_, known_ids, depth):
         return st.sampled_from(["1", "2.50", "-1", "abc", "0"])
     if name == "DateTime":
         return st.sampled_from(["2024-01-01T00:00:00Z", "bad"])
-    return st.one_of(st.sampled_from(["", "available", "on_hand", "correction", "Size", "S", "sku:PARENT-1-S",
-                                      "http://127.0.0.1:9/hook", "product-1"]),
-                     st.text(max_size=8))
+    return st.one_of(
+        st.sampled_from(
+            [
+                "",
+                "available",
+                "on_hand",
+                "correction",
+                "Size",
+                "S",
+                "sku:PARENT-1-S",
+                "http://127.0.0.1:9/hook",
+                "product-1",
+            ]
+        ),
+        st.text(max_size=8),
+    )
 
 
 def operation_text(root: str, name: str, key: str = "k") -> tuple[str, dict]:
@@ -68,8 +81,11 @@ def operation_text(root: str, name: str, key: str = "k") -> tuple[str, dict]:
     var_defs = ", ".join(f"${a}: {arg.type}" for a, arg in field.args.items())
     args = ", ".join(f"{a}: ${a}" for a in field.args)
     named = get_named_type(field.type)
-    selection = "{ __typename }" if not hasattr(named, "fields") else "{ __typename " + (
-        "userErrors { field message } }" if "userErrors" in named.fields else "}")
+    selection = (
+        "{ __typename }"
+        if not hasattr(named, "fields")
+        else "{ __typename " + ("userErrors { field message } }" if "userErrors" in named.fields else "}")
+    )
     if hasattr(named, "types"):  # union
         selection = "{ __typename }"
     directive = f' @idempotent(key: "{key}")' if name.startswith("inventory") and root == "mutation" else ""
@@ -81,8 +97,12 @@ def test_random_inputs_never_crash_the_emulator():
     with running_emulator([PARENT], seed_products=2) as emu:
         emu.set_plan(PARENT, "plus", bucket_size=1e9, restore_rate=1e9)
         p = first_product(emu)
-        known = [p["id"], p["location"], p["variants"]["nodes"][0]["id"],
-                 p["variants"]["nodes"][0]["inventoryItem"]["id"]]
+        known = [
+            p["id"],
+            p["location"],
+            p["variants"]["nodes"][0]["id"],
+            p["variants"]["nodes"][0]["inventoryItem"]["id"],
+        ]
         ops = [("mutation", m) for m in MUTATIONS] + [("query", q) for q in QUERIES]
         keys = itertools.count()
 
@@ -91,8 +111,11 @@ def test_random_inputs_never_crash_the_emulator():
         def check(op, data):
             text, args = operation_text(*op, key=f"fuzz-{next(keys)}")
             variables = {a: data.draw(values_for(arg.type, known), label=a) for a, arg in args.items()}
-            resp = emu.control.post(emu.graphql_url(PARENT), json={"query": text, "variables": variables},
-                                    headers=emu.headers(PARENT))
+            resp = emu.control.post(
+                emu.graphql_url(PARENT),
+                json={"query": text, "variables": variables},
+                headers=emu.headers(PARENT),
+            )
             assert resp.status_code == 200, resp.text
             body = resp.json()
             assert "data" in body or body.get("errors"), body

@@ -25,20 +25,26 @@ READ_PRODUCT = """query($id: ID!) { product(id: $id) { title vendor handle tags
 
 def shirt_input(**overrides) -> dict:
     base = {
-        "title": "Shirt", "vendor": "Acme", "tags": ["summer"],
+        "title": "Shirt",
+        "vendor": "Acme",
+        "tags": ["summer"],
         "productOptions": [{"name": "Size", "values": [{"name": "S"}, {"name": "M"}]}],
         "variants": [
             {"optionValues": [{"optionName": "Size", "name": "S"}], "sku": "SH-S", "price": "10"},
             {"optionValues": [{"optionName": "Size", "name": "M"}], "sku": "SH-M", "price": "12.5"},
         ],
-        "metafields": [{"namespace": "custom", "key": "fabric", "type": "single_line_text_field", "value": "cotton"}],
+        "metafields": [
+            {"namespace": "custom", "key": "fabric", "type": "single_line_text_field", "value": "cotton"}
+        ],
     }
     base.update(overrides)
     return base
 
 
 def product_set(emu, input: dict, identifier: dict | None = None) -> dict:
-    return gql(emu, PARENT, PRODUCT_SET, {"input": input, "identifier": identifier, **PRODUCT_LIST_SIZES})["productSet"]
+    return gql(emu, PARENT, PRODUCT_SET, {"input": input, "identifier": identifier, **PRODUCT_LIST_SIZES})[
+        "productSet"
+    ]
 
 
 # --------------------------------------------------------------------------- productSet
@@ -59,14 +65,23 @@ def test_product_set_creates_a_product_with_options_variants_and_metafields(emul
 def test_product_set_replaces_list_fields_wholesale_and_keeps_omitted_scalars(emulator):
     created = product_set(emulator, shirt_input())["product"]
     small = created["variants"]["nodes"][0]
-    out = product_set(emulator, {
-        "productOptions": [{"name": "Size", "values": [{"name": "S"}, {"name": "L"}]}],
-        "variants": [
-            {"id": small["id"], "optionValues": [{"optionName": "Size", "name": "S"}], "sku": "SH-S", "price": "11"},
-            {"optionValues": [{"optionName": "Size", "name": "L"}], "sku": "SH-L", "price": "14"},
-        ],
-        "metafields": [],
-    }, identifier={"id": created["id"]})
+    out = product_set(
+        emulator,
+        {
+            "productOptions": [{"name": "Size", "values": [{"name": "S"}, {"name": "L"}]}],
+            "variants": [
+                {
+                    "id": small["id"],
+                    "optionValues": [{"optionName": "Size", "name": "S"}],
+                    "sku": "SH-S",
+                    "price": "11",
+                },
+                {"optionValues": [{"optionName": "Size", "name": "L"}], "sku": "SH-L", "price": "14"},
+            ],
+            "metafields": [],
+        },
+        identifier={"id": created["id"]},
+    )
     assert out["userErrors"] == []
     variants = out["product"]["variants"]["nodes"]
     assert [v["sku"] for v in variants] == ["SH-S", "SH-L"]
@@ -74,10 +89,16 @@ def test_product_set_replaces_list_fields_wholesale_and_keeps_omitted_scalars(em
     assert variants[0]["id"] == small["id"]
     assert variants[0]["inventoryItem"]["id"] == small["inventoryItem"]["id"]
     p = gql(emulator, PARENT, READ_PRODUCT, {"id": created["id"]})["product"]
-    assert p["title"] == "Shirt" and p["vendor"] == "Acme" and p["tags"] == ["summer"]  # scalars left out stay
+    assert (
+        p["title"] == "Shirt" and p["vendor"] == "Acme" and p["tags"] == ["summer"]
+    )  # scalars left out stay
     assert p["metafields"]["nodes"] == []
-    gone = gql(emulator, PARENT, "query($id: ID!) { productVariant(id: $id) { id } }",
-               {"id": created["variants"]["nodes"][1]["id"]})
+    gone = gql(
+        emulator,
+        PARENT,
+        "query($id: ID!) { productVariant(id: $id) { id } }",
+        {"id": created["variants"]["nodes"][1]["id"]},
+    )
     assert gone["productVariant"] is None
 
 
@@ -100,37 +121,86 @@ def test_product_set_collections_are_replaced(emulator):
     assert p["collections"]["nodes"] == [{"id": ids[1]}]
 
 
-@pytest.mark.parametrize(("input", "identifier", "field", "code"), [
-    ({"title": "X"}, {"id": "gid://shopify/Product/424242"}, ["identifier", "id"], "PRODUCT_DOES_NOT_EXIST"),
-    ({"vendor": "no title"}, None, ["input", "title"], "INVALID_INPUT"),
-    ({"title": "X", "variants": [{"optionValues": [{"optionName": "Size", "name": "S"}]}]}, None,
-     ["input", "productOptions"], "PRODUCT_OPTIONS_INPUT_MISSING"),
-    (shirt_input(variants=[{"optionValues": [{"optionName": "Colour", "name": "Red"}]}]), None,
-     ["input", "variants", "0", "optionValues", "0", "optionName"], "OPTION_DOES_NOT_EXIST"),
-    (shirt_input(variants=[{"optionValues": [{"optionName": "Size", "name": "XL"}]}]), None,
-     ["input", "variants", "0", "optionValues", "0", "name"], "OPTION_VALUE_DOES_NOT_EXIST"),
-    (shirt_input(variants=[{"optionValues": [{"optionName": "Size", "name": "S"}], "price": "-1"}]), None,
-     ["input", "variants", "0", "price"], "INVALID_VARIANT"),
-    (shirt_input(variants=[{"id": "gid://shopify/ProductVariant/5", "optionValues": [
-        {"optionName": "Size", "name": "S"}]}]), None, ["input", "variants", "0", "id"],
-     "PRODUCT_VARIANT_DOES_NOT_EXIST"),
-    (shirt_input(productOptions=[{"name": "Size", "values": [{"name": "S"}, {"name": "S"}]}]), None,
-     ["input", "productOptions", "0", "values"], "DUPLICATED_OPTION_VALUE"),
-    (shirt_input(metafields=[{"namespace": "custom", "key": "k", "value": "v"}]), None,
-     ["input", "metafields", "0", "type"], "INVALID_METAFIELD"),
-])
+@pytest.mark.parametrize(
+    ("input", "identifier", "field", "code"),
+    [
+        (
+            {"title": "X"},
+            {"id": "gid://shopify/Product/424242"},
+            ["identifier", "id"],
+            "PRODUCT_DOES_NOT_EXIST",
+        ),
+        ({"vendor": "no title"}, None, ["input", "title"], "INVALID_INPUT"),
+        (
+            {"title": "X", "variants": [{"optionValues": [{"optionName": "Size", "name": "S"}]}]},
+            None,
+            ["input", "productOptions"],
+            "PRODUCT_OPTIONS_INPUT_MISSING",
+        ),
+        (
+            shirt_input(variants=[{"optionValues": [{"optionName": "Colour", "name": "Red"}]}]),
+            None,
+            ["input", "variants", "0", "optionValues", "0", "optionName"],
+            "OPTION_DOES_NOT_EXIST",
+        ),
+        (
+            shirt_input(variants=[{"optionValues": [{"optionName": "Size", "name": "XL"}]}]),
+            None,
+            ["input", "variants", "0", "optionValues", "0", "name"],
+            "OPTION_VALUE_DOES_NOT_EXIST",
+        ),
+        (
+            shirt_input(variants=[{"optionValues": [{"optionName": "Size", "name": "S"}], "price": "-1"}]),
+            None,
+            ["input", "variants", "0", "price"],
+            "INVALID_VARIANT",
+        ),
+        (
+            shirt_input(
+                variants=[
+                    {
+                        "id": "gid://shopify/ProductVariant/5",
+                        "optionValues": [{"optionName": "Size", "name": "S"}],
+                    }
+                ]
+            ),
+            None,
+            ["input", "variants", "0", "id"],
+            "PRODUCT_VARIANT_DOES_NOT_EXIST",
+        ),
+        (
+            shirt_input(productOptions=[{"name": "Size", "values": [{"name": "S"}, {"name": "S"}]}]),
+            None,
+            ["input", "productOptions", "0", "values"],
+            "DUPLICATED_OPTION_VALUE",
+        ),
+        (
+            shirt_input(metafields=[{"namespace": "custom", "key": "k", "value": "v"}]),
+            None,
+            ["input", "metafields", "0", "type"],
+            "INVALID_METAFIELD",
+        ),
+    ],
+)
 def test_product_set_user_errors_change_nothing(emulator, input, identifier, field, code):
     out = product_set(emulator, input, identifier)
     assert out["product"] is None
-    assert {"field": field, "code": code} in [{"field": e["field"], "code": e["code"]} for e in out["userErrors"]]
+    assert {"field": field, "code": code} in [
+        {"field": e["field"], "code": e["code"]} for e in out["userErrors"]
+    ]
     assert emulator.snapshot(PARENT)["products"] == []
 
 
 def test_product_set_refuses_options_that_orphan_existing_variants_or_no_variants(emulator):
     pid = product_set(emulator, shirt_input())["product"]["id"]
-    out = product_set(emulator, {"productOptions": [{"name": "Colour", "values": [{"name": "Red"}]}]},
-                      identifier={"id": pid})
-    assert [(e["field"], e["code"]) for e in out["userErrors"]] == [(["input", "variants"], "VARIANTS_INPUT_MISSING")]
+    out = product_set(
+        emulator,
+        {"productOptions": [{"name": "Colour", "values": [{"name": "Red"}]}]},
+        identifier={"id": pid},
+    )
+    assert [(e["field"], e["code"]) for e in out["userErrors"]] == [
+        (["input", "variants"], "VARIANTS_INPUT_MISSING")
+    ]
     out = product_set(emulator, {"variants": []}, identifier={"id": pid})
     assert out["userErrors"][0]["code"] == "VARIANTS_INPUT_MISSING"
     p = gql(emulator, PARENT, READ_PRODUCT, {"id": pid})["product"]
@@ -140,10 +210,19 @@ def test_product_set_refuses_options_that_orphan_existing_variants_or_no_variant
 def test_product_set_refuses_a_variant_listed_twice(emulator):
     created = product_set(emulator, shirt_input())["product"]
     small = created["variants"]["nodes"][0]["id"]
-    out = product_set(emulator, {"variants": [
-        {"id": small, "optionValues": [{"optionName": "Size", "name": "S"}]},
-        {"id": small, "optionValues": [{"optionName": "Size", "name": "M"}]}]}, identifier={"id": created["id"]})
-    assert [(e["field"], e["code"]) for e in out["userErrors"]] == [(["input", "variants", "1", "id"], "INVALID_VARIANT")]
+    out = product_set(
+        emulator,
+        {
+            "variants": [
+                {"id": small, "optionValues": [{"optionName": "Size", "name": "S"}]},
+                {"id": small, "optionValues": [{"optionName": "Size", "name": "M"}]},
+            ]
+        },
+        identifier={"id": created["id"]},
+    )
+    assert [(e["field"], e["code"]) for e in out["userErrors"]] == [
+        (["input", "variants", "1", "id"], "INVALID_VARIANT")
+    ]
 
 
 def test_product_set_rejects_a_handle_owned_by_another_product(emulator):
@@ -154,8 +233,12 @@ def test_product_set_rejects_a_handle_owned_by_another_product(emulator):
 
 
 def test_product_set_asynchronous_returns_an_operation(emulator):
-    out = gql(emulator, PARENT, """mutation { productSet(synchronous: false, input: {title: "Async"}) {
-        product { id } productSetOperation { id status product { title } } userErrors { code } } }""")["productSet"]
+    out = gql(
+        emulator,
+        PARENT,
+        """mutation { productSet(synchronous: false, input: {title: "Async"}) {
+        product { id } productSetOperation { id status product { title } } userErrors { code } } }""",
+    )["productSet"]
     assert out["product"] is None
     assert out["productSetOperation"]["status"] == "COMPLETE"
     assert out["productSetOperation"]["product"]["title"] == "Async"
@@ -185,24 +268,38 @@ def test_variants_bulk_update_changes_only_given_fields(emulator):
     emulator.seed(PARENT, products=1)
     p = first_product(emulator)
     v = p["variants"]["nodes"][0]
-    out = gql(emulator, PARENT, BULK, {"productId": p["id"], "variants": [
-        {"id": v["id"], "price": "99.5", "barcode": "123"}]})["productVariantsBulkUpdate"]
+    out = gql(
+        emulator,
+        PARENT,
+        BULK,
+        {"productId": p["id"], "variants": [{"id": v["id"], "price": "99.5", "barcode": "123"}]},
+    )["productVariantsBulkUpdate"]
     assert out["userErrors"] == []
-    assert out["productVariants"] == [{"id": v["id"], "sku": v["sku"], "price": "99.50", "compareAtPrice": None,
-                                       "barcode": "123"}]
+    assert out["productVariants"] == [
+        {"id": v["id"], "sku": v["sku"], "price": "99.50", "compareAtPrice": None, "barcode": "123"}
+    ]
 
 
-@pytest.mark.parametrize(("variant", "field", "code"), [
-    ({"price": "1"}, ["variants", "0", "id"], "PRODUCT_VARIANT_ID_MISSING"),
-    ({"id": "gid://shopify/ProductVariant/424242"}, ["variants", "0", "id"], "PRODUCT_VARIANT_DOES_NOT_EXIST"),
-    ({"id": "SELF", "price": "-3"}, ["variants", "0", "price"], "NEGATIVE_PRICE_VALUE"),
-])
+@pytest.mark.parametrize(
+    ("variant", "field", "code"),
+    [
+        ({"price": "1"}, ["variants", "0", "id"], "PRODUCT_VARIANT_ID_MISSING"),
+        (
+            {"id": "gid://shopify/ProductVariant/424242"},
+            ["variants", "0", "id"],
+            "PRODUCT_VARIANT_DOES_NOT_EXIST",
+        ),
+        ({"id": "SELF", "price": "-3"}, ["variants", "0", "price"], "NEGATIVE_PRICE_VALUE"),
+    ],
+)
 def test_variants_bulk_update_user_errors(emulator, variant, field, code):
     emulator.seed(PARENT, products=1)
     p = first_product(emulator)
     if variant.get("id") == "SELF":
         variant = {**variant, "id": p["variants"]["nodes"][0]["id"]}
-    out = gql(emulator, PARENT, BULK, {"productId": p["id"], "variants": [variant]})["productVariantsBulkUpdate"]
+    out = gql(emulator, PARENT, BULK, {"productId": p["id"], "variants": [variant]})[
+        "productVariantsBulkUpdate"
+    ]
     assert out["productVariants"] is None
     assert [(e["field"], e["code"]) for e in out["userErrors"]] == [(field, code)]
     missing = gql(emulator, PARENT, BULK, {"productId": "gid://shopify/Product/1", "variants": []})
@@ -211,10 +308,16 @@ def test_variants_bulk_update_user_errors(emulator, variant, field, code):
 
 def test_variants_bulk_update_of_another_products_variant_is_refused(emulator):
     emulator.seed(PARENT, products=2)
-    data = gql(emulator, PARENT, "{ products(first: 2) { nodes { id variants(first: 1) { nodes { id } } } } }")
+    data = gql(
+        emulator, PARENT, "{ products(first: 2) { nodes { id variants(first: 1) { nodes { id } } } } }"
+    )
     a, b = data["products"]["nodes"]
-    out = gql(emulator, PARENT, BULK, {"productId": a["id"], "variants": [
-        {"id": b["variants"]["nodes"][0]["id"], "price": "1"}]})["productVariantsBulkUpdate"]
+    out = gql(
+        emulator,
+        PARENT,
+        BULK,
+        {"productId": a["id"], "variants": [{"id": b["variants"]["nodes"][0]["id"], "price": "1"}]},
+    )["productVariantsBulkUpdate"]
     assert out["userErrors"][0]["code"] == "MUST_BE_FOR_THIS_PRODUCT"
 
 
@@ -239,16 +342,23 @@ def test_inventory_set_quantities_compare_and_set(emulator):
     group = out["inventorySetQuantities"]["inventoryAdjustmentGroup"]
     assert out["inventorySetQuantities"]["userErrors"] == []
     assert {(c["name"], c["delta"], c["quantityAfterChange"]) for c in group["changes"]} == {
-        ("available", -3, 7), ("on_hand", -3, 7)}
+        ("available", -3, 7),
+        ("on_hand", -3, 7),
+    }
     assert available(emulator, PARENT, item, p["location"]) == {"available": 7, "on_hand": 7, "committed": 0}
 
-    stale = gql(emulator, PARENT, SET, {"input": set_input(item, p["location"], 5, 10), "idempotencyKey": "k2"})
+    stale = gql(
+        emulator, PARENT, SET, {"input": set_input(item, p["location"], 5, 10), "idempotencyKey": "k2"}
+    )
     errors = stale["inventorySetQuantities"]["userErrors"]
     assert [(e["field"], e["code"]) for e in errors] == [
-        (["input", "quantities", "0", "changeFromQuantity"], "CHANGE_FROM_QUANTITY_STALE")]
+        (["input", "quantities", "0", "changeFromQuantity"], "CHANGE_FROM_QUANTITY_STALE")
+    ]
     assert available(emulator, PARENT, item, p["location"])["available"] == 7
 
-    unchecked = gql(emulator, PARENT, SET, {"input": set_input(item, p["location"], 4, None), "idempotencyKey": "k3"})
+    unchecked = gql(
+        emulator, PARENT, SET, {"input": set_input(item, p["location"], 4, None), "idempotencyKey": "k3"}
+    )
     assert unchecked["inventorySetQuantities"]["userErrors"] == []
     assert available(emulator, PARENT, item, p["location"])["available"] == 4
 
@@ -257,23 +367,37 @@ def test_inventory_set_quantities_on_hand_moves_available(emulator):
     emulator.seed(PARENT, products=1, quantity=10)
     p = first_product(emulator)
     item = p["variants"]["nodes"][0]["inventoryItem"]["id"]
-    gql(emulator, PARENT, SET, {"input": set_input(item, p["location"], 15, 10, name="on_hand"),
-                                "idempotencyKey": "oh"})
-    assert available(emulator, PARENT, item, p["location"]) == {"available": 15, "on_hand": 15, "committed": 0}
+    gql(
+        emulator,
+        PARENT,
+        SET,
+        {"input": set_input(item, p["location"], 15, 10, name="on_hand"), "idempotencyKey": "oh"},
+    )
+    assert available(emulator, PARENT, item, p["location"]) == {
+        "available": 15,
+        "on_hand": 15,
+        "committed": 0,
+    }
 
 
 def test_idempotency_key_replays_the_first_result_without_applying_again(emulator):
     emulator.seed(PARENT, products=1, quantity=10)
     p = first_product(emulator)
     item = p["variants"]["nodes"][0]["inventoryItem"]["id"]
-    adjust = {"reason": "correction", "name": "available",
-              "changes": [{"inventoryItemId": item, "locationId": p["location"], "delta": -2}]}
+    adjust = {
+        "reason": "correction",
+        "name": "available",
+        "changes": [{"inventoryItemId": item, "locationId": p["location"], "delta": -2}],
+    }
     first = gql(emulator, PARENT, ADJUST, {"input": adjust, "idempotencyKey": "sale-1"})
     again = gql(emulator, PARENT, ADJUST, {"input": adjust, "idempotencyKey": "sale-1"})
     assert again == first
     assert available(emulator, PARENT, item, p["location"])["available"] == 8
-    other = emulator.graphql(PARENT, ADJUST, {"input": {**adjust, "changes": [{**adjust["changes"][0], "delta": -5}]},
-                                              "idempotencyKey": "sale-1"})
+    other = emulator.graphql(
+        PARENT,
+        ADJUST,
+        {"input": {**adjust, "changes": [{**adjust["changes"][0], "delta": -5}]}, "idempotencyKey": "sale-1"},
+    )
     assert other["errors"][0]["extensions"]["code"] == "IDEMPOTENCY_KEY_REUSED"
     assert available(emulator, PARENT, item, p["location"])["available"] == 8
 
@@ -282,9 +406,13 @@ def test_inventory_mutations_require_the_idempotent_directive(emulator):
     emulator.seed(PARENT, products=1)
     p = first_product(emulator)
     item = p["variants"]["nodes"][0]["inventoryItem"]["id"]
-    errors = gql_errors(emulator, PARENT, """mutation($input: InventorySetQuantitiesInput!) {
+    errors = gql_errors(
+        emulator,
+        PARENT,
+        """mutation($input: InventorySetQuantitiesInput!) {
         inventorySetQuantities(input: $input) { userErrors { code } } }""",
-                        {"input": set_input(item, p["location"], 1, None)})
+        {"input": set_input(item, p["location"], 1, None)},
+    )
     assert "@idempotent" in errors[0]["message"]
     assert available(emulator, PARENT, item, p["location"])["available"] == 10
 
@@ -297,20 +425,41 @@ def test_inventory_set_quantities_user_errors(emulator):
     cases = [
         ({**set_input(item, loc, 1, None), "reason": "whim"}, ["input", "reason"], "INVALID_REASON"),
         (set_input(item, loc, 1, None, name="committed"), ["input", "name"], "INVALID_NAME"),
-        (set_input("gid://shopify/InventoryItem/1", loc, 1, None), ["input", "quantities", "0", "inventoryItemId"],
-         "INVALID_INVENTORY_ITEM"),
-        (set_input(item, "gid://shopify/Location/1", 1, None), ["input", "quantities", "0", "locationId"],
-         "INVALID_LOCATION"),
-        (set_input(item, loc, -1, None), ["input", "quantities", "0", "quantity"], "INVALID_QUANTITY_NEGATIVE"),
-        (set_input(item, loc, 1, "omit"), ["input", "quantities", "0", "changeFromQuantity"],
-         "COMPARE_QUANTITY_REQUIRED"),
+        (
+            set_input("gid://shopify/InventoryItem/1", loc, 1, None),
+            ["input", "quantities", "0", "inventoryItemId"],
+            "INVALID_INVENTORY_ITEM",
+        ),
+        (
+            set_input(item, "gid://shopify/Location/1", 1, None),
+            ["input", "quantities", "0", "locationId"],
+            "INVALID_LOCATION",
+        ),
+        (
+            set_input(item, loc, -1, None),
+            ["input", "quantities", "0", "quantity"],
+            "INVALID_QUANTITY_NEGATIVE",
+        ),
+        (
+            set_input(item, loc, 1, "omit"),
+            ["input", "quantities", "0", "changeFromQuantity"],
+            "COMPARE_QUANTITY_REQUIRED",
+        ),
     ]
     for n, (inp, field, code) in enumerate(cases):
-        out = gql(emulator, PARENT, SET, {"input": inp, "idempotencyKey": f"bad-{n}"})["inventorySetQuantities"]
+        out = gql(emulator, PARENT, SET, {"input": inp, "idempotencyKey": f"bad-{n}"})[
+            "inventorySetQuantities"
+        ]
         assert out["inventoryAdjustmentGroup"] is None
         assert (field, code) in [(e["field"], e["code"]) for e in out["userErrors"]], (n, out)
-    dup = {"reason": "correction", "name": "available", "quantities": [
-        {"inventoryItemId": item, "locationId": loc, "quantity": 1, "changeFromQuantity": None}] * 2}
+    dup = {
+        "reason": "correction",
+        "name": "available",
+        "quantities": [
+            {"inventoryItemId": item, "locationId": loc, "quantity": 1, "changeFromQuantity": None}
+        ]
+        * 2,
+    }
     out = gql(emulator, PARENT, SET, {"input": dup, "idempotencyKey": "dup"})["inventorySetQuantities"]
     assert out["userErrors"][0]["code"] == "NO_DUPLICATE_INVENTORY_ITEM_ID_GROUP_ID_PAIR"
     assert available(emulator, PARENT, item, loc)["available"] == 10
@@ -336,22 +485,42 @@ def test_inventory_adjust_quantities_with_change_from_quantity(emulator):
 
 def test_collection_lifecycle_with_membership(emulator):
     emulator.seed(PARENT, products=2)
-    pids = [n["id"] for n in gql(emulator, PARENT, "{ products(first: 2) { nodes { id } } }")["products"]["nodes"]]
-    created = gql(emulator, PARENT, (OPERATIONS / "collection_create.graphql").read_text(),
-                  {"input": {"title": "Summer Sale", "products": [pids[0]]}})["collectionCreate"]
+    pids = [
+        n["id"] for n in gql(emulator, PARENT, "{ products(first: 2) { nodes { id } } }")["products"]["nodes"]
+    ]
+    created = gql(
+        emulator,
+        PARENT,
+        (OPERATIONS / "collection_create.graphql").read_text(),
+        {"input": {"title": "Summer Sale", "products": [pids[0]]}},
+    )["collectionCreate"]
     assert created["userErrors"] == [] and created["collection"]["handle"] == "summer-sale"
     cid = created["collection"]["id"]
-    add = gql(emulator, PARENT, (OPERATIONS / "collection_add_products.graphql").read_text(),
-              {"id": cid, "productIds": pids})["collectionAddProducts"]
+    add = gql(
+        emulator,
+        PARENT,
+        (OPERATIONS / "collection_add_products.graphql").read_text(),
+        {"id": cid, "productIds": pids},
+    )["collectionAddProducts"]
     assert add["userErrors"] == []
-    members = ("query($id: ID!) { collection(id: $id) { title productsCount { count } "
-               "products(first: 5) { nodes { id } } } }")
+    members = (
+        "query($id: ID!) { collection(id: $id) { title productsCount { count } "
+        "products(first: 5) { nodes { id } } } }"
+    )
     assert gql(emulator, PARENT, members, {"id": cid})["collection"]["productsCount"]["count"] == 2
-    rm = gql(emulator, PARENT, (OPERATIONS / "collection_remove_products.graphql").read_text(),
-             {"id": cid, "productIds": [pids[0]]})["collectionRemoveProducts"]
+    rm = gql(
+        emulator,
+        PARENT,
+        (OPERATIONS / "collection_remove_products.graphql").read_text(),
+        {"id": cid, "productIds": [pids[0]]},
+    )["collectionRemoveProducts"]
     assert rm["userErrors"] == [] and rm["job"]["done"] is True
-    upd = gql(emulator, PARENT, (OPERATIONS / "collection_update.graphql").read_text(),
-              {"input": {"id": cid, "title": "Winter"}})["collectionUpdate"]
+    upd = gql(
+        emulator,
+        PARENT,
+        (OPERATIONS / "collection_update.graphql").read_text(),
+        {"input": {"id": cid, "title": "Winter"}},
+    )["collectionUpdate"]
     assert upd["userErrors"] == []
     c = gql(emulator, PARENT, members, {"id": cid})["collection"]
     assert c["title"] == "Winter" and c["products"]["nodes"] == [{"id": pids[1]}]
@@ -362,22 +531,36 @@ def test_collection_lifecycle_with_membership(emulator):
 
 def test_collection_user_errors(emulator):
     missing = "gid://shopify/Collection/424242"
-    out = gql(emulator, PARENT, 'mutation { collectionCreate(input: {title: ""}) { collection { id } '
-                                'userErrors { field message } } }')["collectionCreate"]
+    out = gql(
+        emulator,
+        PARENT,
+        'mutation { collectionCreate(input: {title: ""}) { collection { id } '
+        "userErrors { field message } } }",
+    )["collectionCreate"]
     assert out["collection"] is None and out["userErrors"][0]["field"] == ["title"]
-    for op, variables in [("collection_update", {"input": {"id": missing, "title": "x"}}),
-                          ("collection_delete", {"id": missing}),
-                          ("collection_add_products", {"id": missing, "productIds": []}),
-                          ("collection_remove_products", {"id": missing, "productIds": []})]:
+    for op, variables in [
+        ("collection_update", {"input": {"id": missing, "title": "x"}}),
+        ("collection_delete", {"id": missing}),
+        ("collection_add_products", {"id": missing, "productIds": []}),
+        ("collection_remove_products", {"id": missing, "productIds": []}),
+    ]:
         body = gql(emulator, PARENT, (OPERATIONS / f"{op}.graphql").read_text(), variables)
         payload = next(iter(body.values()))
         assert payload["userErrors"][0]["field"] == ["id"], op
     c = gql(emulator, PARENT, 'mutation { collectionCreate(input: {title: "C"}) { collection { id } } }')
-    out = gql(emulator, PARENT, (OPERATIONS / "collection_add_products.graphql").read_text(),
-              {"id": c["collectionCreate"]["collection"]["id"], "productIds": ["gid://shopify/Product/424242"]})
+    out = gql(
+        emulator,
+        PARENT,
+        (OPERATIONS / "collection_add_products.graphql").read_text(),
+        {"id": c["collectionCreate"]["collection"]["id"], "productIds": ["gid://shopify/Product/424242"]},
+    )
     assert out["collectionAddProducts"]["userErrors"][0]["field"] == ["productIds", "0"]
-    upd = gql(emulator, PARENT, (OPERATIONS / "collection_update.graphql").read_text(),
-              {"input": {"id": c["collectionCreate"]["collection"]["id"], "products": []}})
+    upd = gql(
+        emulator,
+        PARENT,
+        (OPERATIONS / "collection_update.graphql").read_text(),
+        {"input": {"id": c["collectionCreate"]["collection"]["id"], "products": []}},
+    )
     assert upd["collectionUpdate"]["userErrors"][0]["field"] == ["products"]
 
 
@@ -391,18 +574,30 @@ def test_webhook_subscription_create_list_delete(emulator):
     created = out["webhookSubscriptionCreate"]
     assert created["userErrors"] == [] and created["webhookSubscription"]["topic"] == "PRODUCTS_UPDATE"
     dup = gql(emulator, PARENT, create, {"topic": "PRODUCTS_UPDATE", "webhookSubscription": sub})
-    assert dup["webhookSubscriptionCreate"]["userErrors"][0]["field"] == ["webhookSubscription", "callbackUrl"]
-    blank = gql(emulator, PARENT, create, {"topic": "PRODUCTS_UPDATE", "webhookSubscription": {"callbackUrl": "x"}})
+    assert dup["webhookSubscriptionCreate"]["userErrors"][0]["field"] == [
+        "webhookSubscription",
+        "callbackUrl",
+    ]
+    blank = gql(
+        emulator, PARENT, create, {"topic": "PRODUCTS_UPDATE", "webhookSubscription": {"callbackUrl": "x"}}
+    )
     assert blank["webhookSubscriptionCreate"]["userErrors"][0]["message"] == "Address is invalid"
-    control = gql(emulator, PARENT, create, {"topic": "PRODUCTS_UPDATE", "webhookSubscription": {"callbackUrl": "\x1f"}})
+    control = gql(
+        emulator, PARENT, create, {"topic": "PRODUCTS_UPDATE", "webhookSubscription": {"callbackUrl": "\x1f"}}
+    )
     assert control["webhookSubscriptionCreate"]["userErrors"][0]["message"] == "Address is invalid"
     listed = gql(emulator, PARENT, (OPERATIONS / "webhook_subscriptions.graphql").read_text(), {"first": 10})
     nodes = listed["webhookSubscriptions"]["nodes"]
     assert [(n["topic"], n["endpoint"]) for n in nodes] == [
-        ("PRODUCTS_UPDATE", {"__typename": "WebhookHttpEndpoint", "callbackUrl": sub["callbackUrl"]})]
+        ("PRODUCTS_UPDATE", {"__typename": "WebhookHttpEndpoint", "callbackUrl": sub["callbackUrl"]})
+    ]
     # Another store sees none of them.
-    other = gql(emulator, "child-a.myshopify.com", (OPERATIONS / "webhook_subscriptions.graphql").read_text(),
-                {"first": 10})
+    other = gql(
+        emulator,
+        "child-a.myshopify.com",
+        (OPERATIONS / "webhook_subscriptions.graphql").read_text(),
+        {"first": 10},
+    )
     assert other["webhookSubscriptions"]["nodes"] == []
     delete = (OPERATIONS / "webhook_subscription_delete.graphql").read_text()
     sid = created["webhookSubscription"]["id"]
@@ -418,9 +613,13 @@ def test_idempotency_can_be_optional_as_before_2026_04():
     with running_emulator([PARENT], require_idempotency=False, seed_products=1) as emu:
         p = first_product(emu)
         item = p["variants"]["nodes"][0]["inventoryItem"]["id"]
-        out = gql(emu, PARENT, """mutation($input: InventorySetQuantitiesInput!) {
+        out = gql(
+            emu,
+            PARENT,
+            """mutation($input: InventorySetQuantitiesInput!) {
             inventorySetQuantities(input: $input) { userErrors { code } } }""",
-                  {"input": set_input(item, p["location"], 3, None)})
+            {"input": set_input(item, p["location"], 3, None)},
+        )
         assert out["inventorySetQuantities"]["userErrors"] == []
         assert available(emu, PARENT, item, p["location"])["available"] == 3
 
@@ -429,9 +628,18 @@ def test_inventory_level_gid_resolves_as_a_node(emulator):
     emulator.seed(PARENT, products=1)
     p = first_product(emulator)
     item = p["variants"]["nodes"][0]["inventoryItem"]["id"]
-    level = gql(emulator, PARENT, """query($i: ID!) { inventoryItem(id: $i) { inventoryLevels(first: 1) {
-        nodes { id } } } }""", {"i": item})["inventoryItem"]["inventoryLevels"]["nodes"][0]["id"]
+    level = gql(
+        emulator,
+        PARENT,
+        """query($i: ID!) { inventoryItem(id: $i) { inventoryLevels(first: 1) {
+        nodes { id } } } }""",
+        {"i": item},
+    )["inventoryItem"]["inventoryLevels"]["nodes"][0]["id"]
     assert level.startswith("gid://shopify/InventoryLevel/") and "?inventory_item_id=" in level
-    node = gql(emulator, PARENT, "query($id: ID!) { node(id: $id) { ... on InventoryLevel { item { id } } } }",
-               {"id": level})["node"]
+    node = gql(
+        emulator,
+        PARENT,
+        "query($id: ID!) { node(id: $id) { ... on InventoryLevel { item { id } } } }",
+        {"id": level},
+    )["node"]
     assert node == {"item": {"id": item}}

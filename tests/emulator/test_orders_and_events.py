@@ -17,8 +17,17 @@ from storesync.commerce.store_api import PRODUCT_LIST_SIZES
 from tests.emulator.helpers import OPERATIONS, PARENT, available, first_product, gql
 from tests.support.webhook_receiver import WebhookReceiver, running_receiver
 
-TOPICS = ["PRODUCTS_CREATE", "PRODUCTS_UPDATE", "PRODUCTS_DELETE", "INVENTORY_LEVELS_UPDATE", "ORDERS_CREATE",
-          "ORDERS_CANCELLED", "COLLECTIONS_CREATE", "COLLECTIONS_UPDATE", "COLLECTIONS_DELETE"]
+TOPICS = [
+    "PRODUCTS_CREATE",
+    "PRODUCTS_UPDATE",
+    "PRODUCTS_DELETE",
+    "INVENTORY_LEVELS_UPDATE",
+    "ORDERS_CREATE",
+    "ORDERS_CANCELLED",
+    "COLLECTIONS_CREATE",
+    "COLLECTIONS_UPDATE",
+    "COLLECTIONS_DELETE",
+]
 
 
 @pytest.fixture
@@ -73,9 +82,13 @@ def test_order_moves_available_to_committed_and_emits_three_topics(hooked, rx):
     assert created["admin_graphql_api_id"] == f"gid://shopify/Order/{created['id']}"
     assert created["line_items"][0]["variant_id"] == int(v["id"].rsplit("/", 1)[1])
     level = payload(events, "inventory_levels/update")
-    assert level == {"inventory_item_id": int(item.rsplit("/", 1)[1]),
-                     "location_id": int(p["location"].rsplit("/", 1)[1]), "available": 7,
-                     "updated_at": level["updated_at"], "admin_graphql_api_id": level["admin_graphql_api_id"]}
+    assert level == {
+        "inventory_item_id": int(item.rsplit("/", 1)[1]),
+        "location_id": int(p["location"].rsplit("/", 1)[1]),
+        "available": 7,
+        "updated_at": level["updated_at"],
+        "admin_graphql_api_id": level["admin_graphql_api_id"],
+    }
     product = payload(events, "products/update")
     assert product["admin_graphql_api_id"] == p["id"]
     sold = next(x for x in product["variants"] if x["admin_graphql_api_id"] == v["id"])
@@ -105,7 +118,10 @@ def test_cancel_with_restock_puts_units_back_and_emits_cancelled(hooked, rx):
     cancelled = hooked.cancel_order(PARENT, order["id"], restock=True)
     assert cancelled["cancelled_at"] and cancelled["cancel_reason"] == "customer"
     assert available(hooked, PARENT, v["inventoryItem"]["id"], p["location"]) == {
-        "available": 5, "on_hand": 5, "committed": 0}
+        "available": 5,
+        "on_hand": 5,
+        "committed": 0,
+    }
     events = received(rx, 6)[3:]
     assert topics(events) == ["inventory_levels/update", "orders/cancelled", "products/update"]
     assert payload(events, "inventory_levels/update")["available"] == 5
@@ -118,7 +134,10 @@ def test_cancel_without_restock_keeps_units_out(emulator):
     order = emulator.place_order(PARENT, [{"variant_id": v["id"], "quantity": 2}])
     emulator.cancel_order(PARENT, order["id"], restock=False)
     assert available(emulator, PARENT, v["inventoryItem"]["id"], p["location"]) == {
-        "available": 3, "on_hand": 3, "committed": 0}
+        "available": 3,
+        "on_hand": 3,
+        "committed": 0,
+    }
     again = emulator.control.post(f"/_emulator/stores/{PARENT}/orders/{order['id']}/cancel", json={})
     assert again.status_code == 422 and "already cancelled" in again.json()["error"]
 
@@ -127,14 +146,19 @@ def test_order_for_more_than_available_is_refused_and_changes_nothing(emulator):
     emulator.seed(PARENT, products=1, quantity=2)
     p = first_product(emulator)
     v = p["variants"]["nodes"][0]
-    resp = emulator.control.post(f"/_emulator/stores/{PARENT}/orders",
-                                 json={"line_items": [{"variant_id": v["id"], "quantity": 3}]})
+    resp = emulator.control.post(
+        f"/_emulator/stores/{PARENT}/orders", json={"line_items": [{"variant_id": v["id"], "quantity": 3}]}
+    )
     assert resp.status_code == 422 and "only 2 available" in resp.json()["error"]
-    split = emulator.control.post(f"/_emulator/stores/{PARENT}/orders", json={"line_items": [
-        {"variant_id": v["id"], "quantity": 2}, {"variant_id": v["id"], "quantity": 1}]})
+    split = emulator.control.post(
+        f"/_emulator/stores/{PARENT}/orders",
+        json={"line_items": [{"variant_id": v["id"], "quantity": 2}, {"variant_id": v["id"], "quantity": 1}]},
+    )
     assert split.status_code == 422 and "3 ordered" in split.json()["error"]
-    unknown = emulator.control.post(f"/_emulator/stores/{PARENT}/orders",
-                                    json={"line_items": [{"variant_id": "gid://shopify/ProductVariant/1"}]})
+    unknown = emulator.control.post(
+        f"/_emulator/stores/{PARENT}/orders",
+        json={"line_items": [{"variant_id": "gid://shopify/ProductVariant/1"}]},
+    )
     assert unknown.status_code == 422
     assert emulator.snapshot(PARENT)["orders"] == []
     assert emulator.control.get("/_emulator/stores/nope.myshopify.com/snapshot").status_code == 404
@@ -152,25 +176,40 @@ def test_merchant_inventory_edit_and_product_edit_emit_webhooks(hooked, rx):
     assert edited["title"] == "Renamed"
     edit = [p for t, p, _ in received(rx, 3) if t == "products/update" and p["title"] == "Renamed"]
     assert len(edit) == 1 and edit[0]["variants"][0]["price"] == "5.00"
-    bad = hooked.control.patch(f"/_emulator/stores/{PARENT}/products/{p['id'].rsplit('/', 1)[1]}",
-                               json={"colour": "red"})
+    bad = hooked.control.patch(
+        f"/_emulator/stores/{PARENT}/products/{p['id'].rsplit('/', 1)[1]}", json={"colour": "red"}
+    )
     assert bad.status_code == 422
 
 
 def test_api_writes_emit_their_topics_in_rest_shapes(hooked, rx):
-    create = gql(hooked, PARENT, get_operation("ProductSet").text, {"input": {"title": "Hat"}, **PRODUCT_LIST_SIZES})
+    create = gql(
+        hooked, PARENT, get_operation("ProductSet").text, {"input": {"title": "Hat"}, **PRODUCT_LIST_SIZES}
+    )
     pid = create["productSet"]["product"]["id"]
     coll = gql(hooked, PARENT, 'mutation { collectionCreate(input: {title: "Hats"}) { collection { id } } }')
     cid = coll["collectionCreate"]["collection"]["id"]
-    gql(hooked, PARENT, (OPERATIONS / "collection_add_products.graphql").read_text(), {"id": cid, "productIds": [pid]})
+    gql(
+        hooked,
+        PARENT,
+        (OPERATIONS / "collection_add_products.graphql").read_text(),
+        {"id": cid, "productIds": [pid]},
+    )
     gql(hooked, PARENT, (OPERATIONS / "collection_delete.graphql").read_text(), {"id": cid})
     gql(hooked, PARENT, (OPERATIONS / "product_delete.graphql").read_text(), {"id": pid})
     events = received(rx, 5)
-    assert topics(events) == ["collections/create", "collections/delete", "collections/update",
-                              "products/create", "products/delete"]
+    assert topics(events) == [
+        "collections/create",
+        "collections/delete",
+        "collections/update",
+        "products/create",
+        "products/delete",
+    ]
     product = payload(events, "products/create")
     assert product["id"] == int(pid.rsplit("/", 1)[1]) and product["handle"] == "hat"
-    assert product["variants"][0]["title"] == "Default Title" and "inventory_item_id" in product["variants"][0]
+    assert (
+        product["variants"][0]["title"] == "Default Title" and "inventory_item_id" in product["variants"][0]
+    )
     assert payload(events, "collections/create")["handle"] == "hats"
     assert "updated_at" in payload(events, "collections/update")
     assert payload(events, "collections/delete")["id"] == int(cid.rsplit("/", 1)[1])
@@ -181,8 +220,11 @@ def test_inventory_mutation_emits_level_update_and_replay_emits_nothing(hooked, 
     hooked.seed(PARENT, products=1, quantity=10)
     p = first_product(hooked)
     item = p["variants"]["nodes"][0]["inventoryItem"]["id"]
-    inp = {"reason": "correction", "name": "available",
-           "changes": [{"inventoryItemId": item, "locationId": p["location"], "delta": -1}]}
+    inp = {
+        "reason": "correction",
+        "name": "available",
+        "changes": [{"inventoryItemId": item, "locationId": p["location"], "delta": -1}],
+    }
     adjust = (OPERATIONS / "inventory_adjust_quantities.graphql").read_text()
     gql(hooked, PARENT, adjust, {"input": inp, "idempotencyKey": "x"})
     gql(hooked, PARENT, adjust, {"input": inp, "idempotencyKey": "x"})
@@ -206,20 +248,37 @@ def test_snapshot_holds_the_full_state(emulator):
 
 def test_seed_catalog_creates_products_exactly_as_given(emulator):
     loc = emulator.snapshot(PARENT)["locations"][0]["id"]
-    out = emulator.seed(PARENT, products=0, catalog=[
-        {"title": "Mug", "handle": "mug", "variants": [{"sku": "MUG-1", "price": "8", "available": 4}]},
-        {"title": "Tee", "variants": [{"sku": "TEE-S", "options": {"Size": "S"}, "available": {loc: 2}},
-                                      {"sku": "TEE-M", "options": {"Size": "M"}}]},
-    ])
+    out = emulator.seed(
+        PARENT,
+        products=0,
+        catalog=[
+            {"title": "Mug", "handle": "mug", "variants": [{"sku": "MUG-1", "price": "8", "available": 4}]},
+            {
+                "title": "Tee",
+                "variants": [
+                    {"sku": "TEE-S", "options": {"Size": "S"}, "available": {loc: 2}},
+                    {"sku": "TEE-M", "options": {"Size": "M"}},
+                ],
+            },
+        ],
+    )
     assert len(out["products"]) == 2
-    data = gql(emulator, PARENT, """{ products(first: 5) { nodes { handle options { name values }
-        variants(first: 5) { nodes { sku price inventoryQuantity } } } } }""")["products"]["nodes"]
-    assert data[0] == {"handle": "mug", "options": [{"name": "Title", "values": ["Default Title"]}],
-                       "variants": {"nodes": [{"sku": "MUG-1", "price": "8.00", "inventoryQuantity": 4}]}}
+    data = gql(
+        emulator,
+        PARENT,
+        """{ products(first: 5) { nodes { handle options { name values }
+        variants(first: 5) { nodes { sku price inventoryQuantity } } } } }""",
+    )["products"]["nodes"]
+    assert data[0] == {
+        "handle": "mug",
+        "options": [{"name": "Title", "values": ["Default Title"]}],
+        "variants": {"nodes": [{"sku": "MUG-1", "price": "8.00", "inventoryQuantity": 4}]},
+    }
     assert data[1]["options"] == [{"name": "Size", "values": ["S", "M"]}]
     assert [v["inventoryQuantity"] for v in data[1]["variants"]["nodes"]] == [2, 0]
-    bad = emulator.control.post(f"/_emulator/stores/{PARENT}/seed",
-                                json={"catalog": [{"title": "Mug", "handle": "mug"}]})
+    bad = emulator.control.post(
+        f"/_emulator/stores/{PARENT}/seed", json={"catalog": [{"title": "Mug", "handle": "mug"}]}
+    )
     assert bad.status_code == 422 and "exists" in bad.json()["error"]
 
 
@@ -232,9 +291,13 @@ def test_rest_timestamps_carry_the_shop_offset_and_match_graphql_utc(hooked, rx)
     hooked.set_inventory(PARENT, v["inventoryItem"]["id"], p["location"], 3)
     level = payload(received(rx, 2), "inventory_levels/update")
     assert not level["updated_at"].endswith("Z") and level["updated_at"][-6] in "+-"
-    graphql = gql(hooked, PARENT, """query($i: ID!, $l: ID!) { inventoryItem(id: $i) {
+    graphql = gql(
+        hooked,
+        PARENT,
+        """query($i: ID!, $l: ID!) { inventoryItem(id: $i) {
         inventoryLevel(locationId: $l) { updatedAt } } shop { ianaTimezone } }""",
-                  {"i": v["inventoryItem"]["id"], "l": p["location"]})
+        {"i": v["inventoryItem"]["id"], "l": p["location"]},
+    )
     utc = graphql["inventoryItem"]["inventoryLevel"]["updatedAt"]
     assert utc.endswith("Z") and graphql["shop"]["ianaTimezone"] == "America/New_York"
     assert datetime.fromisoformat(level["updated_at"]) == datetime.fromisoformat(utc.replace("Z", "+00:00"))
@@ -266,22 +329,42 @@ def test_product_set_with_inventory_quantities_stocks_the_new_variants_and_emits
     locations = gql(hooked, PARENT, "{ locations(first: 5) { nodes { id } } }")["locations"]["nodes"]
     loc1, loc2 = locations[0]["id"], locations[1]["id"]
     create = (OPERATIONS / "product_create_id.graphql").read_text()
-    variables = {"identifier": None, "input": {
-        "title": "Stocked", "handle": "stocked",
-        "productOptions": [{"name": "Size", "values": [{"name": "S"}, {"name": "M"}]}],
-        "variants": [
-            {"optionValues": [{"optionName": "Size", "name": "S"}], "sku": "ST-S", "price": "5",
-             "inventoryQuantities": [{"locationId": loc1, "name": "available", "quantity": 4},
-                                     {"locationId": loc2, "name": "available", "quantity": 0}]},
-            {"optionValues": [{"optionName": "Size", "name": "M"}], "sku": "ST-M", "price": "5",
-             "inventoryQuantities": [{"locationId": loc1, "name": "available", "quantity": 9}]}]}}
+    variables = {
+        "identifier": None,
+        "input": {
+            "title": "Stocked",
+            "handle": "stocked",
+            "productOptions": [{"name": "Size", "values": [{"name": "S"}, {"name": "M"}]}],
+            "variants": [
+                {
+                    "optionValues": [{"optionName": "Size", "name": "S"}],
+                    "sku": "ST-S",
+                    "price": "5",
+                    "inventoryQuantities": [
+                        {"locationId": loc1, "name": "available", "quantity": 4},
+                        {"locationId": loc2, "name": "available", "quantity": 0},
+                    ],
+                },
+                {
+                    "optionValues": [{"optionName": "Size", "name": "M"}],
+                    "sku": "ST-M",
+                    "price": "5",
+                    "inventoryQuantities": [{"locationId": loc1, "name": "available", "quantity": 9}],
+                },
+            ],
+        },
+    }
     body = hooked.graphql(PARENT, create, variables)
     assert "errors" not in body and body["data"]["productSet"]["userErrors"] == []
     cost = body["extensions"]["cost"]
     # mutation 10 + product 1, whatever the variants and their stock; userErrors 1 more requested
     assert (cost["requestedQueryCost"], cost["actualQueryCost"]) == (12, 11)
-    product = gql(hooked, PARENT, "query($id: ID!) { product(id: $id) { variants(first: 5) { nodes { sku "
-                                  "inventoryItem { id } } } } }", {"id": body["data"]["productSet"]["product"]["id"]})
+    product = gql(
+        hooked,
+        PARENT,
+        "query($id: ID!) { product(id: $id) { variants(first: 5) { nodes { sku inventoryItem { id } } } } }",
+        {"id": body["data"]["productSet"]["product"]["id"]},
+    )
     nodes = product["product"]["variants"]["nodes"]
     assert [n["sku"] for n in nodes] == ["ST-S", "ST-M"]
     s_item, m_item = (n["inventoryItem"]["id"] for n in nodes)
@@ -291,13 +374,42 @@ def test_product_set_with_inventory_quantities_stocks_the_new_variants_and_emits
 
     events = received(rx, 3)  # a new level set to 0 changes nothing: no inventory_levels/update
     assert topics(events) == ["inventory_levels/update"] * 2 + ["products/create"]
-    levels = sorted((p["inventory_item_id"], p["available"]) for t, p, _ in events if t == "inventory_levels/update")
+    levels = sorted(
+        (p["inventory_item_id"], p["available"]) for t, p, _ in events if t == "inventory_levels/update"
+    )
     assert levels == sorted([(int(s_item.rsplit("/", 1)[1]), 4), (int(m_item.rsplit("/", 1)[1]), 9)])
 
-    missing = hooked.graphql(PARENT, create, {**variables, "identifier": {"handle": "stocked-2"}, "input": {
-        **variables["input"], "handle": "stocked-2", "variants": [{
-            **variables["input"]["variants"][0],
-            "inventoryQuantities": [{"locationId": "gid://shopify/Location/999999", "name": "available",
-                                     "quantity": 1}]}, variables["input"]["variants"][1]]}})
+    missing = hooked.graphql(
+        PARENT,
+        create,
+        {
+            **variables,
+            "identifier": {"handle": "stocked-2"},
+            "input": {
+                **variables["input"],
+                "handle": "stocked-2",
+                "variants": [
+                    {
+                        **variables["input"]["variants"][0],
+                        "inventoryQuantities": [
+                            {
+                                "locationId": "gid://shopify/Location/999999",
+                                "name": "available",
+                                "quantity": 1,
+                            }
+                        ],
+                    },
+                    variables["input"]["variants"][1],
+                ],
+            },
+        },
+    )
     errors = missing["data"]["productSet"]["userErrors"]
-    assert errors and errors[0]["field"] == ["input", "variants", "0", "inventoryQuantities", "0", "locationId"]
+    assert errors and errors[0]["field"] == [
+        "input",
+        "variants",
+        "0",
+        "inventoryQuantities",
+        "0",
+        "locationId",
+    ]

@@ -10,6 +10,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import itertools
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -101,7 +102,7 @@ def test_subscription_store_rejects_bad_topic_url_and_format():
 def test_retry_schedule_doubles_and_spans_four_hours():
     gaps = retry_schedule(8)
     assert len(gaps) == 7
-    assert all(b == pytest.approx(2 * a) for a, b in zip(gaps, gaps[1:], strict=False))
+    assert all(b == pytest.approx(2 * a) for a, b in itertools.pairwise(gaps))
     assert sum(gaps) == pytest.approx(4 * 3600)
 
 
@@ -110,7 +111,7 @@ def test_retry_schedule_doubles_and_spans_four_hours():
 
 async def test_delivery_carries_shopify_headers_and_a_signature_over_the_raw_body(rx, sender):
     sender.subscriptions.add(PARENT, "PRODUCTS_UPDATE", rx.url("/hooks"))
-    payload = {"id": 632910392, "title": "Ipod Nano – 8GB", "variants": [{"id": 1, "price": "199.00"}]}
+    payload = {"id": 632910392, "title": "Ipod Nano \u2013 8GB", "variants": [{"id": 1, "price": "199.00"}]}
     ids = await sender.emit(PARENT, "products/update", payload, event_id="evt-1")
     assert await sender.drain(5)
 
@@ -129,7 +130,13 @@ async def test_delivery_carries_shopify_headers_and_a_signature_over_the_raw_bod
     assert abs(triggered.timestamp() - time.time()) < 60
 
     [d] = sender.deliveries()
-    assert (d.status, d.attempts, d.webhook_id, d.topic, d.shop) == ("delivered", 1, ids[0], "products/update", PARENT)
+    assert (d.status, d.attempts, d.webhook_id, d.topic, d.shop) == (
+        "delivered",
+        1,
+        ids[0],
+        "products/update",
+        PARENT,
+    )
 
 
 async def test_emit_goes_only_to_the_shops_subscriptions_for_that_topic(rx, sender):
@@ -140,7 +147,9 @@ async def test_emit_goes_only_to_the_shops_subscriptions_for_that_topic(rx, send
     assert await sender.emit(CHILD, "ORDERS_CREATE", {"id": 2}) == []
     assert await sender.drain(5)
     assert [r.path for r in rx.received] == ["/child-products"]
-    assert rx.received[0].headers["x-shopify-hmac-sha256"] == expected_hmac(rx.received[0].body, SECRETS[CHILD])
+    assert rx.received[0].headers["x-shopify-hmac-sha256"] == expected_hmac(
+        rx.received[0].body, SECRETS[CHILD]
+    )
 
 
 async def test_one_action_shares_its_event_id_across_subscriptions_with_distinct_webhook_ids(rx, sender):
@@ -247,7 +256,10 @@ async def test_unreachable_callback_is_retried_then_failed(sender):
 async def test_duplicate_fault_delivers_the_same_webhook_id_twice(rx, sender):
     sender.set_faults(DeliveryFaults(duplicate_p=1.0, seed=1))
     sender.subscriptions.add(PARENT, "PRODUCTS_UPDATE", rx.url("/hooks"))
-    ids = [*(await sender.emit(PARENT, "PRODUCTS_UPDATE", {"id": 1})), *(await sender.emit(PARENT, "PRODUCTS_UPDATE", {"id": 2}))]
+    ids = [
+        *(await sender.emit(PARENT, "PRODUCTS_UPDATE", {"id": 1})),
+        *(await sender.emit(PARENT, "PRODUCTS_UPDATE", {"id": 2})),
+    ]
     assert await sender.drain(5)
 
     got = rx.received
@@ -276,7 +288,9 @@ async def test_reorder_fault_lets_a_later_event_arrive_before_an_earlier_one(rx,
 
 
 async def test_a_held_delivery_still_goes_out_when_nothing_follows_it(rx):
-    sender = WebhookSender(SECRETS.__getitem__, time_scale=SCALE, faults=DeliveryFaults(reorder_p=1.0, reorder_window_s=0.1))
+    sender = WebhookSender(
+        SECRETS.__getitem__, time_scale=SCALE, faults=DeliveryFaults(reorder_p=1.0, reorder_window_s=0.1)
+    )
     try:
         sender.subscriptions.add(PARENT, "INVENTORY_LEVELS_UPDATE", rx.url("/hooks"))
         await sender.emit(PARENT, "INVENTORY_LEVELS_UPDATE", {"available": 5})
@@ -301,7 +315,9 @@ async def test_faults_with_a_seed_repeat_the_same_choices(rx):
         # A generous response timeout: on a loaded machine a 0.2 s timeout makes the sender retry
         # (at-least-once, as Shopify does), and the retry is not what this test is about.
         s = WebhookSender(
-            SECRETS.__getitem__, time_scale=SCALE, min_timeout_s=10.0,
+            SECRETS.__getitem__,
+            time_scale=SCALE,
+            min_timeout_s=10.0,
             faults=DeliveryFaults(0.3, 0.0, 0.05, 0.4, seed=42),
         )
         try:

@@ -31,8 +31,9 @@ print(EmbeddedPostgres(__import__('pathlib').Path(sys.argv[1])).start(), flush=T
 
 
 def _spawn(script: str, pgdata: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", script, str(pgdata)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", script, str(pgdata)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def _wait_stopped(emb: EmbeddedPostgres, timeout: float = 15) -> bool:
@@ -71,13 +72,13 @@ def test_kill_9_of_the_owner_leaves_nothing_that_blocks_the_next_run(pgdata: Pat
     assert owner.pid in emb._read_handles()  # the dead owner is still registered...
 
     nxt = _spawn(START_AND_EXIT, pgdata)
-    out, err = nxt.communicate(timeout=60)
+    _out, err = nxt.communicate(timeout=60)
     assert nxt.returncode == 0, err
     # ...the next run pruned it, reused the orphaned server with its data, and as the last user stopped it.
     assert owner.pid not in emb._read_handles()
     assert _wait_stopped(emb)
     again = _spawn(START_AND_EXIT, pgdata)
-    out, err = again.communicate(timeout=60)
+    _out, err = again.communicate(timeout=60)
     assert again.returncode == 0, err
     emb.start()
     with psycopg.connect(emb.url()) as conn:
@@ -117,9 +118,13 @@ def test_db_cli_start_url_status_stop(pgdata: Path) -> None:
     try:
         started = subprocess.run([*cli, "start"], env=env, capture_output=True, text=True, timeout=60)
         assert started.returncode == 0, started.stderr
-        url = subprocess.run([*cli, "url"], env=env, capture_output=True, text=True, timeout=30).stdout.strip()
+        url = subprocess.run(
+            [*cli, "url"], env=env, capture_output=True, text=True, timeout=30
+        ).stdout.strip()
         # Detached: the server keeps running after `db start` exited, and psql accepts the url.
-        psql = subprocess.run(["psql", url, "-tAc", "SELECT current_database()"], capture_output=True, text=True)
+        psql = subprocess.run(
+            ["psql", url, "-tAc", "SELECT current_database()"], capture_output=True, text=True
+        )
         assert psql.stdout.strip() == "storesync", psql.stderr
         assert subprocess.run([*cli, "status"], env=env, capture_output=True, timeout=30).returncode == 0
     finally:
@@ -131,6 +136,11 @@ def test_db_cli_start_url_status_stop(pgdata: Path) -> None:
 
 def test_db_commands_refuse_when_database_url_is_set() -> None:
     env = {**os.environ, "DATABASE_URL": "postgresql://u@h/d"}
-    res = subprocess.run([sys.executable, "-m", "storesync", "db", "start"], env=env, capture_output=True,
-                         text=True, timeout=30)
+    res = subprocess.run(
+        [sys.executable, "-m", "storesync", "db", "start"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert res.returncode == 2 and "DATABASE_URL is set" in res.stderr

@@ -30,12 +30,12 @@ def test_migrate_applies_everything_once_and_records_it(empty_db) -> None:
 
 
 def test_concurrent_migrate_from_four_processes_applies_each_migration_once(empty_db) -> None:
-    script = (
-        "import sys; from storesync.cli import app; sys.argv=['storesync','migrate']; app()"
-    )
+    script = "import sys; from storesync.cli import app; sys.argv=['storesync','migrate']; app()"
     env = {"DATABASE_URL": empty_db.dsn, "PATH": "/usr/bin:/bin", "STORESYNC_LOG_FORMAT": "json"}
     procs = [
-        subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        subprocess.Popen(
+            [sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
         for _ in range(4)
     ]
     outputs = [p.communicate(timeout=60) for p in procs]
@@ -61,7 +61,10 @@ def test_edited_applied_migration_is_reported(db, monkeypatch: pytest.MonkeyPatc
     original = load_migrations()
     edited = [Migration(m.version, m.name, m.sql + "\n-- edited") for m in original]
     monkeypatch.setattr("storesync.db.migrate.load_migrations", lambda: edited)
-    with db.connect(autocommit=True) as conn, pytest.raises(MigrationError, match="was changed after it was applied"):
+    with (
+        db.connect(autocommit=True) as conn,
+        pytest.raises(MigrationError, match="was changed after it was applied"),
+    ):
         migrate(conn)
 
 

@@ -14,12 +14,17 @@ from storesync.db.pools import async_pooled_pool, pooled_pool
 
 
 def test_pooled_path_runs_repeated_statements_through_pgbouncer_transaction_mode(pgbouncer_dsn, db) -> None:
-    settings = Settings.load(database_url=SecretStr(pgbouncer_dsn), database_direct_url=SecretStr(db.dsn),
-                             pool_min_size=0, pool_max_size=8)
+    settings = Settings.load(
+        database_url=SecretStr(pgbouncer_dsn),
+        database_direct_url=SecretStr(db.dsn),
+        pool_min_size=0,
+        pool_max_size=8,
+    )
     # Many client connections multiplexed onto few server connections; each statement repeats far
     # past psycopg's prepare threshold, which would fail ("prepared statement does not exist")
     # if the pooled path prepared statements.
     with pooled_pool(settings) as pool:
+
         def work(i: int) -> int:
             total = 0
             for _ in range(20):
@@ -54,8 +59,12 @@ def test_fixture_pgbouncer_really_multiplexes_sessions(db) -> None:
 async def test_async_pool_through_pgbouncer(pgbouncer_dsn, db) -> None:
     # A separate direct path says the pooled one may be PgBouncer in transaction mode: the pool
     # then never prepares (more than 5 runs of one statement below).
-    settings = Settings.load(database_url=SecretStr(pgbouncer_dsn), database_direct_url=SecretStr(db.dsn),
-                             pool_min_size=0, pool_max_size=4)
+    settings = Settings.load(
+        database_url=SecretStr(pgbouncer_dsn),
+        database_direct_url=SecretStr(db.dsn),
+        pool_min_size=0,
+        pool_max_size=4,
+    )
     assert settings.pooled_prepare_threshold is None
     async with async_pooled_pool(settings) as pool:
         for _ in range(10):

@@ -15,7 +15,9 @@ PREPARED = "SELECT statement FROM pg_prepared_statements"
 
 
 def _pool(dsn: str, **settings: object):
-    return pooled_pool(Settings.load(database_url=SecretStr(dsn), pool_min_size=0, pool_max_size=1, **settings))
+    return pooled_pool(
+        Settings.load(database_url=SecretStr(dsn), pool_min_size=0, pool_max_size=1, **settings)
+    )
 
 
 def test_one_url_for_both_paths_prepares_a_statement_after_its_fifth_run(db) -> None:
@@ -41,8 +43,10 @@ def test_the_claim_is_never_run_with_a_generic_plan(db) -> None:
         for _ in range(10):
             assert claim_batch_sync(conn, qs, "w1", 10) == []
             conn.commit()
-        claims = conn.execute("SELECT generic_plans, custom_plans FROM pg_prepared_statements "
-                              "WHERE statement LIKE '%%WITH RECURSIVE active%%'").fetchall()
+        claims = conn.execute(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
+            "WHERE statement LIKE '%%WITH RECURSIVE active%%'"
+        ).fetchall()
     assert claims and all(generic == 0 and custom > 0 for generic, custom in claims)
 
 

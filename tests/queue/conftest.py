@@ -59,15 +59,30 @@ def qdb(db):
 def spawn_worker(qdb, tmp_path) -> Iterator[Callable[..., WorkerProc]]:
     procs: list[WorkerProc] = []
 
-    def spawn(*args: str, handlers: str = "tests.support.queue_handlers:registry", env: dict | None = None) -> WorkerProc:
+    def spawn(
+        *args: str, handlers: str = "tests.support.queue_handlers:registry", env: dict | None = None
+    ) -> WorkerProc:
         log = tmp_path / f"worker{len(procs)}.log"
-        base = {k: v for k, v in os.environ.items() if "DIRECT_URL" not in k and not k.startswith("STORESYNC_QUEUE_")}
-        full_env = {**base, **FAST, "DATABASE_URL": qdb.dsn, "PYTHONPATH": str(ROOT),
-                    "STORESYNC_LOG_FORMAT": "json", **(env or {})}
+        base = {
+            k: v
+            for k, v in os.environ.items()
+            if "DIRECT_URL" not in k and not k.startswith("STORESYNC_QUEUE_")
+        }
+        full_env = {
+            **base,
+            **FAST,
+            "DATABASE_URL": qdb.dsn,
+            "PYTHONPATH": str(ROOT),
+            "STORESYNC_LOG_FORMAT": "json",
+            **(env or {}),
+        }
         with open(log, "wb") as out:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "storesync", "worker", "--handlers", handlers, *args],
-                cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT,
+                cwd=ROOT,
+                env=full_env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
             )
         w = WorkerProc(proc, log)
         procs.append(w)

@@ -22,9 +22,12 @@ def _claim(conn, limit=100, worker="w1", **kw):
 
 def test_claim_takes_lanes_in_priority_order(db):
     with db.connect() as conn:
-        enqueue_many(conn, [JobSpec("k.a", {"n": i}, group="m1", lane=Lane.BACKFILL) for i in range(3)]
-                     + [JobSpec("k.a", {"n": 10 + i}, group="m2", lane=Lane.CATALOG) for i in range(3)]
-                     + [JobSpec("k.a", {"n": 20 + i}, group="m3", lane=Lane.INVENTORY) for i in range(3)])
+        enqueue_many(
+            conn,
+            [JobSpec("k.a", {"n": i}, group="m1", lane=Lane.BACKFILL) for i in range(3)]
+            + [JobSpec("k.a", {"n": 10 + i}, group="m2", lane=Lane.CATALOG) for i in range(3)]
+            + [JobSpec("k.a", {"n": 20 + i}, group="m3", lane=Lane.INVENTORY) for i in range(3)],
+        )
         conn.commit()
         rows = _claim(conn, limit=4)
     assert sorted(r[4] for r in rows) == [0, 0, 0, 1]
@@ -38,8 +41,10 @@ def test_small_groups_get_their_first_job_before_a_big_groups_backlog(db):
         first = _claim(conn, limit=50, groups_per_claim=16, claim_spread=1)
         second = _claim(conn, limit=50, groups_per_claim=16, claim_spread=1)
         third = _claim(conn, limit=50, groups_per_claim=16, claim_spread=1)
+
     def smalls(rows):
         return sum(1 for r in rows if r[3].startswith("small"))
+
     # 16 groups per claim: every claim serves up to 15-16 small groups before more of "big".
     assert smalls(first) >= 15 and smalls(second) >= 15
     assert smalls(first) + smalls(second) + smalls(third) == 40
@@ -53,8 +58,9 @@ def test_concurrent_claims_take_a_share_of_the_busy_groups_and_each_fill_their_b
     # Four claims in flight at once (none committed): each locks 5 of the 20 busy groups.
     conns = [db.connect() for _ in range(4)]
     try:
-        batches = [c.execute(q.CLAIM_JOBS, _claim_params(qs, f"w{i}", 100)).fetchall()
-                   for i, c in enumerate(conns)]
+        batches = [
+            c.execute(q.CLAIM_JOBS, _claim_params(qs, f"w{i}", 100)).fetchall() for i, c in enumerate(conns)
+        ]
         groups = [{r[3] for r in rows} for rows in batches]
         assert [len(rows) for rows in batches] == [100, 100, 100, 100]
         assert [len(g) for g in groups] == [5, 5, 5, 5]
@@ -69,14 +75,19 @@ def test_concurrent_claims_take_a_share_of_the_busy_groups_and_each_fill_their_b
 
 def test_jobs_sharing_a_lock_key_are_not_claimed_together_or_while_one_runs(db):
     with db.connect() as conn:
-        enqueue_many(conn, [JobSpec("k.a", {"n": i}, group=f"m{i % 3}", lock_key="item:1") for i in range(6)]
-                     + [JobSpec("k.a", {"n": 99}, group="m0", lock_key="item:2")])
+        enqueue_many(
+            conn,
+            [JobSpec("k.a", {"n": i}, group=f"m{i % 3}", lock_key="item:1") for i in range(6)]
+            + [JobSpec("k.a", {"n": 99}, group="m0", lock_key="item:2")],
+        )
         conn.commit()
         first = _claim(conn)
         assert sorted(r[7] for r in first) == ["item:1", "item:2"]
         assert _claim(conn) == []  # item:1 is running; item:2's only job is running
-        conn.execute("UPDATE jobs SET state = 'succeeded', finished_at = now(), lease_expires_at = NULL "
-                     "WHERE lock_key = 'item:1' AND state = 'running'")
+        conn.execute(
+            "UPDATE jobs SET state = 'succeeded', finished_at = now(), lease_expires_at = NULL "
+            "WHERE lock_key = 'item:1' AND state = 'running'"
+        )
         conn.commit()
         again = _claim(conn)
     assert [r[7] for r in again] == ["item:1"]
@@ -89,8 +100,10 @@ def test_group_concurrency_limit_bounds_running_jobs(db):
         conn.commit()
         assert len(_claim(conn)) == 2
         assert _claim(conn) == []
-        conn.execute("UPDATE jobs SET state = 'succeeded', finished_at = now(), lease_expires_at = NULL "
-                     "WHERE id = (SELECT min(id) FROM jobs WHERE state = 'running')")
+        conn.execute(
+            "UPDATE jobs SET state = 'succeeded', finished_at = now(), lease_expires_at = NULL "
+            "WHERE id = (SELECT min(id) FROM jobs WHERE state = 'running')"
+        )
         conn.commit()
         assert len(_claim(conn)) == 1
 
@@ -99,8 +112,13 @@ def test_delayed_jobs_are_not_claimed_before_run_at(db):
     from datetime import UTC, datetime, timedelta
 
     with db.connect() as conn:
-        enqueue_many(conn, [JobSpec("k.a", {}, group="m1", run_at=datetime.now(UTC) + timedelta(hours=1)),
-                            JobSpec("k.a", {"now": True}, group="m1")])
+        enqueue_many(
+            conn,
+            [
+                JobSpec("k.a", {}, group="m1", run_at=datetime.now(UTC) + timedelta(hours=1)),
+                JobSpec("k.a", {"now": True}, group="m1"),
+            ],
+        )
         conn.commit()
         rows = _claim(conn)
     assert [r[2] for r in rows] == [{"now": True}]
@@ -108,8 +126,13 @@ def test_delayed_jobs_are_not_claimed_before_run_at(db):
 
 def test_concurrent_claimers_never_claim_a_job_twice_or_break_lock_keys(db):
     with db.connect() as conn:
-        enqueue_many(conn, [JobSpec("k.a", {"n": i}, group=f"m{i % 7}",
-                                    lock_key=f"key{i % 5}" if i % 2 else None) for i in range(600)])
+        enqueue_many(
+            conn,
+            [
+                JobSpec("k.a", {"n": i}, group=f"m{i % 7}", lock_key=f"key{i % 5}" if i % 2 else None)
+                for i in range(600)
+            ],
+        )
         conn.commit()
     claimed: list[int] = []
     errors: list[BaseException] = []
@@ -126,13 +149,17 @@ def test_concurrent_claimers_never_claim_a_job_twice_or_break_lock_keys(db):
                         claimed.extend(r[0] for r in rows)
                     running_keys = conn.execute(
                         "SELECT lock_key, count(*) FROM jobs WHERE state = 'running' AND lock_key IS NOT NULL "
-                        "GROUP BY 1 HAVING count(*) > 1").fetchall()
+                        "GROUP BY 1 HAVING count(*) > 1"
+                    ).fetchall()
                     assert running_keys == []
                     # finish my running keyed jobs so keys free up
-                    conn.execute("UPDATE jobs SET state = 'succeeded', finished_at = now(), lease_expires_at = NULL "
-                                 "WHERE state = 'running' AND worker_id = %s", (name,))
+                    conn.execute(
+                        "UPDATE jobs SET state = 'succeeded', finished_at = now(), lease_expires_at = NULL "
+                        "WHERE state = 'running' AND worker_id = %s",
+                        (name,),
+                    )
                     conn.commit()
-        except BaseException as err:  # noqa: BLE001
+        except BaseException as err:
             errors.append(err)
 
     threads = [threading.Thread(target=claimer, args=(f"w{i}",)) for i in range(4)]
@@ -144,7 +171,9 @@ def test_concurrent_claimers_never_claim_a_job_twice_or_break_lock_keys(db):
     assert len(claimed) == len(set(claimed)) == 600
 
 
-@pytest.mark.parametrize("attempt, base, cap, ceiling", [(1, 1.0, 300, 1.0), (4, 1.0, 300, 8.0), (20, 1.0, 300, 300.0)])
+@pytest.mark.parametrize(
+    "attempt, base, cap, ceiling", [(1, 1.0, 300, 1.0), (4, 1.0, 300, 8.0), (20, 1.0, 300, 300.0)]
+)
 def test_backoff_delay_is_full_jitter_under_a_capped_exponential(attempt, base, cap, ceiling):
     from storesync.queue.config import backoff_delay
 
@@ -166,18 +195,26 @@ def test_group_concurrency_limit_holds_under_concurrent_claimers(db):
             with psycopg.connect(db.dsn) as conn:
                 for i in range(300):
                     _claim(conn, limit=5, worker=name)
-                    over.extend(conn.execute(
-                        "SELECT group_key, count(*) FROM jobs WHERE state = 'running' GROUP BY 1 HAVING count(*) > 2"
-                    ).fetchall())
+                    over.extend(
+                        conn.execute(
+                            "SELECT group_key, count(*) FROM jobs WHERE state = 'running' GROUP BY 1 HAVING count(*) > 2"
+                        ).fetchall()
+                    )
                     conn.commit()
                     if i % 2:  # hold the runs over one more claim, then finish them
-                        conn.execute("UPDATE jobs SET state = 'succeeded', finished_at = now(), lease_expires_at = NULL "
-                                     "WHERE state = 'running' AND worker_id = %s", (name,))
+                        conn.execute(
+                            "UPDATE jobs SET state = 'succeeded', finished_at = now(), lease_expires_at = NULL "
+                            "WHERE state = 'running' AND worker_id = %s",
+                            (name,),
+                        )
                         conn.commit()
-                conn.execute("UPDATE jobs SET state = 'succeeded', finished_at = now(), lease_expires_at = NULL "
-                             "WHERE state = 'running' AND worker_id = %s", (name,))
+                conn.execute(
+                    "UPDATE jobs SET state = 'succeeded', finished_at = now(), lease_expires_at = NULL "
+                    "WHERE state = 'running' AND worker_id = %s",
+                    (name,),
+                )
                 conn.commit()
-        except BaseException as err:  # noqa: BLE001
+        except BaseException as err:
             errors.append(err)
 
     threads = [threading.Thread(target=claimer, args=(f"w{i}",)) for i in range(4)]

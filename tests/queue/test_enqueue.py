@@ -8,7 +8,14 @@ import psycopg
 import pytest
 
 from storesync.queue import (
-    Enqueued, InvalidJobError, JobSpec, Lane, enqueue, enqueue_async, enqueue_many, enqueue_many_async,
+    Enqueued,
+    InvalidJobError,
+    JobSpec,
+    Lane,
+    enqueue,
+    enqueue_async,
+    enqueue_many,
+    enqueue_many_async,
 )
 
 
@@ -35,15 +42,19 @@ def test_rollback_of_callers_transaction_leaves_no_job(db):
 def test_singleton_enqueues_collapse_into_the_queued_job_with_newest_payload(db):
     with db.connect() as conn:
         first = enqueue(conn, JobSpec("sync.product", {"v": 1}, group="m1", singleton_key="p:1"))
-        second = enqueue(conn, JobSpec("sync.product", {"v": 2}, group="m1", singleton_key="p:1",
-                                       lane=Lane.INVENTORY))
+        second = enqueue(
+            conn, JobSpec("sync.product", {"v": 2}, group="m1", singleton_key="p:1", lane=Lane.INVENTORY)
+        )
         other = enqueue(conn, JobSpec("sync.product", {"v": 9}, group="m1", singleton_key="p:2"))
         conn.commit()
         assert first == Enqueued(first.job_id, False)
         assert second == Enqueued(first.job_id, True)
         assert other.job_id != first.job_id and not other.collapsed
         rows = _jobs(conn)
-    assert [(r[0], r[2], r[4], r[7]) for r in rows] == [(first.job_id, {"v": 2}, 0, 1), (other.job_id, {"v": 9}, 1, 0)]
+    assert [(r[0], r[2], r[4], r[7]) for r in rows] == [
+        (first.job_id, {"v": 2}, 0, 1),
+        (other.job_id, {"v": 9}, 1, 0),
+    ]
 
 
 def test_running_job_with_same_singleton_key_does_not_block_a_new_queued_one(db):
@@ -87,8 +98,11 @@ async def test_async_enqueue_is_transactional_too(db):
         async with conn.transaction(force_rollback=True):
             await enqueue_async(conn, JobSpec("queue.noop", {}, group="m1"))
         one = await enqueue_async(conn, JobSpec("queue.noop", {}, group="m1", singleton_key="s"))
-        many = await enqueue_many_async(conn, [JobSpec("queue.noop", {"n": n}, group="m2") for n in range(3)]
-                                        + [JobSpec("queue.noop", {}, group="m1", singleton_key="s")])
+        many = await enqueue_many_async(
+            conn,
+            [JobSpec("queue.noop", {"n": n}, group="m2") for n in range(3)]
+            + [JobSpec("queue.noop", {}, group="m1", singleton_key="s")],
+        )
         await conn.commit()
     with db.connect() as conn:
         assert conn.execute("SELECT count(*) FROM jobs").fetchone()[0] == 4
@@ -105,15 +119,18 @@ def test_delayed_job_keeps_its_run_at(db):
     assert abs((run_at - at).total_seconds()) < 1e-3
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"kind": ""}, "kind"),
-    ({"group": ""}, "group"),
-    ({"payload": [1]}, "payload"),
-    ({"lane": 7}, "lane"),
-    ({"max_attempts": 0}, "max_attempts"),
-    ({"run_at": datetime(2030, 1, 1)}, "timezone"),
-    ({"lock_key": ""}, "lock_key"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"kind": ""}, "kind"),
+        ({"group": ""}, "group"),
+        ({"payload": [1]}, "payload"),
+        ({"lane": 7}, "lane"),
+        ({"max_attempts": 0}, "max_attempts"),
+        ({"run_at": datetime(2030, 1, 1)}, "timezone"),
+        ({"lock_key": ""}, "lock_key"),
+    ],
+)
 def test_invalid_job_spec_is_refused_with_the_field_named(kwargs, message):
     base = {"kind": "queue.noop", "payload": {}, "group": "m1"}
     with pytest.raises(InvalidJobError, match=message):

@@ -18,15 +18,24 @@ def _cli(dsn: str, *args: str) -> subprocess.CompletedProcess:
     import os
 
     env = {k: v for k, v in os.environ.items() if "DIRECT_URL" not in k}
-    return subprocess.run([sys.executable, "-m", "storesync", "jobs", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=30, env={**env, "DATABASE_URL": dsn, "COLUMNS": "200"})
+    return subprocess.run(
+        [sys.executable, "-m", "storesync", "jobs", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**env, "DATABASE_URL": dsn, "COLUMNS": "200"},
+    )
 
 
 def test_jobs_list_filters_by_state_and_cancel_only_touches_queued_jobs(db):
     with db.connect() as conn:
         a, b = enqueue_many(conn, [JobSpec("k.listed", {}, group="m1"), JobSpec("k.other", {}, group="m2")])
-        conn.execute("UPDATE jobs SET state = 'dead', finished_at = now(), "
-                     "errors = '[{\"message\": \"it broke\"}]' WHERE id = %s", (b.job_id,))
+        conn.execute(
+            "UPDATE jobs SET state = 'dead', finished_at = now(), "
+            'errors = \'[{"message": "it broke"}]\' WHERE id = %s',
+            (b.job_id,),
+        )
         conn.commit()
     listed = _cli(db.dsn, "list", "--state", "dead")
     assert listed.returncode == 0, listed.stderr
@@ -56,8 +65,11 @@ def test_replay_refuses_when_a_job_with_the_same_singleton_key_is_queued(db):
 
 def test_queue_gauges_report_jobs_by_state_and_lane_and_age_per_group(db):
     with db.connect() as conn:
-        enqueue_many(conn, [JobSpec("k.a", {}, group="m1", lane=Lane.INVENTORY) for _ in range(3)]
-                     + [JobSpec("k.a", {}, group="m2", lane=Lane.BACKFILL)])
+        enqueue_many(
+            conn,
+            [JobSpec("k.a", {}, group="m1", lane=Lane.INVENTORY) for _ in range(3)]
+            + [JobSpec("k.a", {}, group="m2", lane=Lane.BACKFILL)],
+        )
         conn.execute("UPDATE jobs SET run_at = now() - interval '90 seconds' WHERE group_key = 'm1'")
         conn.commit()
         registry = CollectorRegistry()
@@ -68,7 +80,11 @@ def test_queue_gauges_report_jobs_by_state_and_lane_and_age_per_group(db):
     assert 'storesync_queue_jobs{lane="backfill",state="queued"} 1.0' in text
     assert 'storesync_queue_jobs{lane="catalog",state="dead"} 0.0' in text
     assert 'storesync_queue_due_jobs{group="m1"} 3.0' in text
-    age_line = next(line for line in text.splitlines() if line.startswith('storesync_queue_oldest_due_age_seconds{group="m1"}'))
+    age_line = next(
+        line
+        for line in text.splitlines()
+        if line.startswith('storesync_queue_oldest_due_age_seconds{group="m1"}')
+    )
     assert 89 < float(age_line.split()[-1]) < 120
 
 
@@ -84,11 +100,17 @@ async def test_queue_gauges_refresh_async_matches(db):
 
 def test_live_workers_lists_recent_heartbeats_only(db):
     with db.connect() as conn:
-        conn.execute("INSERT INTO queue_workers (worker_id, hostname, pid, concurrency) VALUES ('w1', 'h', 1, 4)")
-        conn.execute("INSERT INTO queue_workers (worker_id, hostname, pid, concurrency, heartbeat_at) "
-                     "VALUES ('old', 'h', 2, 4, now() - interval '1 hour')")
-        conn.execute("INSERT INTO queue_workers (worker_id, hostname, pid, concurrency, state) "
-                     "VALUES ('gone', 'h', 3, 4, 'stopped')")
+        conn.execute(
+            "INSERT INTO queue_workers (worker_id, hostname, pid, concurrency) VALUES ('w1', 'h', 1, 4)"
+        )
+        conn.execute(
+            "INSERT INTO queue_workers (worker_id, hostname, pid, concurrency, heartbeat_at) "
+            "VALUES ('old', 'h', 2, 4, now() - interval '1 hour')"
+        )
+        conn.execute(
+            "INSERT INTO queue_workers (worker_id, hostname, pid, concurrency, state) "
+            "VALUES ('gone', 'h', 3, 4, 'stopped')"
+        )
         conn.commit()
         workers = live_workers(conn, within_seconds=30)
     assert [w.worker_id for w in workers] == ["w1"]

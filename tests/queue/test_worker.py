@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import signal
 import subprocess
 import sys
@@ -25,14 +26,23 @@ def _count(dsn: str, where: str = "true") -> int:
 
 
 def test_worker_runs_jobs_heartbeats_and_stops_cleanly_on_sigterm(qdb, spawn_worker):
-    _enqueue(qdb.dsn, [JobSpec("test.run", {}, group=f"m{i % 3}") for i in range(30)]
-             + [JobSpec("queue.noop", {}, group="m0")])
+    _enqueue(
+        qdb.dsn,
+        [JobSpec("test.run", {}, group=f"m{i % 3}") for i in range(30)]
+        + [JobSpec("queue.noop", {}, group="m0")],
+    )
     w = spawn_worker("--concurrency", "4")
     wait_for(lambda: _count(qdb.dsn, "state = 'succeeded'") == 30, 20, "30 jobs to succeed")
     # queue.noop is not in the test registry: a clear permanent failure, not a crash.
     wait_for(lambda: _count(qdb.dsn, "state = 'dead'") == 1, 10, "the unknown kind to be dead-lettered")
-    assert "no handler registered" in scalar(qdb.dsn, "SELECT errors->0->>'message' FROM jobs WHERE state = 'dead'")
-    live = wait_for(lambda: scalar(qdb.dsn, "SELECT count(*) FROM queue_workers WHERE state = 'running'"), 5, "heartbeat row")
+    assert "no handler registered" in scalar(
+        qdb.dsn, "SELECT errors->0->>'message' FROM jobs WHERE state = 'dead'"
+    )
+    live = wait_for(
+        lambda: scalar(qdb.dsn, "SELECT count(*) FROM queue_workers WHERE state = 'running'"),
+        5,
+        "heartbeat row",
+    )
     assert live == 1
     w.signal(signal.SIGTERM)
     assert w.wait(timeout=10) == 0, w.output()
@@ -42,8 +52,11 @@ def test_worker_runs_jobs_heartbeats_and_stops_cleanly_on_sigterm(qdb, spawn_wor
 
 def test_notify_wakes_an_idle_worker_long_before_the_poll_interval(qdb, spawn_worker):
     w = spawn_worker(env={"STORESYNC_QUEUE_POLL_INTERVAL": "30"})
-    wait_for(lambda: scalar(qdb.dsn, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN%%'"), 15,
-             "the worker to LISTEN")
+    wait_for(
+        lambda: scalar(qdb.dsn, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN%%'"),
+        15,
+        "the worker to LISTEN",
+    )
     time.sleep(0.3)  # the worker is now idle, waiting on NOTIFY or its 30 s poll
     (job_id,) = _enqueue(qdb.dsn, [JobSpec("test.run", {}, group="m1")])
     wait_for(lambda: _count(qdb.dsn, f"id = {job_id} AND state = 'succeeded'"), 5, "the notified job")
@@ -55,16 +68,22 @@ def test_polling_still_delivers_when_listen_is_impossible(qdb, spawn_worker):
     w = spawn_worker(env={"DATABASE_DIRECT_URL": "postgresql://nobody@127.0.0.1:9/none?connect_timeout=1"})
     wait_for(lambda: "polling only" in w.output(), 15, "the worker to report LISTEN down")
     ids = _enqueue(qdb.dsn, [JobSpec("test.run", {}, group="m1") for _ in range(5)])
-    wait_for(lambda: _count(qdb.dsn, f"id = ANY(ARRAY{ids}) AND state = 'succeeded'") == 5, 10, "jobs by polling")
+    wait_for(
+        lambda: _count(qdb.dsn, f"id = ANY(ARRAY{ids}) AND state = 'succeeded'") == 5, 10, "jobs by polling"
+    )
 
 
 def test_polling_delivers_while_the_listen_connection_is_killed_and_comes_back(qdb, spawn_worker):
     spawn_worker(env={"STORESYNC_QUEUE_POLL_INTERVAL": "0.3"})
-    listeners = "SELECT pid FROM pg_stat_activity WHERE query LIKE 'LISTEN%%' AND datname = current_database()"
+    listeners = (
+        "SELECT pid FROM pg_stat_activity WHERE query LIKE 'LISTEN%%' AND datname = current_database()"
+    )
     first = wait_for(lambda: scalar(qdb.dsn, listeners), 15, "the worker to LISTEN")
     scalar(qdb.dsn, "SELECT pg_terminate_backend(%s)", (first,))
     ids = _enqueue(qdb.dsn, [JobSpec("test.run", {}, group="m1") for _ in range(3)])
-    wait_for(lambda: _count(qdb.dsn, f"id = ANY(ARRAY{ids}) AND state = 'succeeded'") == 3, 10, "jobs delivered")
+    wait_for(
+        lambda: _count(qdb.dsn, f"id = ANY(ARRAY{ids}) AND state = 'succeeded'") == 3, 10, "jobs delivered"
+    )
     again = wait_for(lambda: scalar(qdb.dsn, listeners), 10, "the worker to LISTEN again")
     assert again != first
 
@@ -80,9 +99,16 @@ def test_sigkilled_workers_job_reruns_once_after_its_lease_expires(qdb, spawn_wo
     assert scalar(qdb.dsn, "SELECT state FROM jobs WHERE id = %s", (job_id,)) == "running"
     spawn_worker()
     spawn_worker()
-    wait_for(lambda: _count(qdb.dsn, f"id = {job_id} AND state = 'succeeded'"), 20, "the job to rerun and succeed")
-    runs = psycopg.connect(qdb.dsn).execute(
-        "SELECT attempt, started_at FROM test_job_runs WHERE job_id = %s ORDER BY attempt", (job_id,)).fetchall()
+    wait_for(
+        lambda: _count(qdb.dsn, f"id = {job_id} AND state = 'succeeded'"), 20, "the job to rerun and succeed"
+    )
+    runs = (
+        psycopg.connect(qdb.dsn)
+        .execute(
+            "SELECT attempt, started_at FROM test_job_runs WHERE job_id = %s ORDER BY attempt", (job_id,)
+        )
+        .fetchall()
+    )
     assert [a for a, _ in runs] == [1, 2]
     # The lease was still valid when the worker died, and the rerun waited for it to run out.
     assert lease_end > killed_at
@@ -92,26 +118,33 @@ def test_sigkilled_workers_job_reruns_once_after_its_lease_expires(qdb, spawn_wo
 
 
 def test_four_workers_never_run_one_job_twice(qdb, spawn_worker):
-    ids = _enqueue(qdb.dsn, [JobSpec("test.run", {"sleep": 0.002 * (i % 5)}, group=f"m{i % 6}")
-                             for i in range(400)])
+    ids = _enqueue(
+        qdb.dsn, [JobSpec("test.run", {"sleep": 0.002 * (i % 5)}, group=f"m{i % 6}") for i in range(400)]
+    )
     for _ in range(4):
         spawn_worker("--concurrency", "8", "--batch-size", "10")
     wait_for(lambda: _count(qdb.dsn, "state = 'succeeded'") == 400, 40, "400 jobs to succeed", interval=0.1)
     with psycopg.connect(qdb.dsn) as conn:
-        per_job = conn.execute("SELECT job_id, count(*) FROM test_job_runs GROUP BY 1 HAVING count(*) > 1").fetchall()
+        per_job = conn.execute(
+            "SELECT job_id, count(*) FROM test_job_runs GROUP BY 1 HAVING count(*) > 1"
+        ).fetchall()
         pids = conn.execute("SELECT count(DISTINCT pid) FROM test_job_runs").fetchone()[0]
         total = conn.execute("SELECT count(*) FROM test_job_runs").fetchone()[0]
     if per_job:
-        errors = scalar(qdb.dsn, "SELECT json_agg(errors) FROM jobs WHERE id = ANY(%s)", ([j for j, _ in per_job],))
+        errors = scalar(
+            qdb.dsn, "SELECT json_agg(errors) FROM jobs WHERE id = ANY(%s)", ([j for j, _ in per_job],)
+        )
         raise AssertionError(f"jobs ran more than once: {per_job}; their errors: {errors}")
     assert total == len(ids) == 400
     assert pids >= 2  # the work really was spread over several processes
 
 
 def test_jobs_sharing_a_lock_key_never_overlap_across_workers(qdb, spawn_worker):
-    _enqueue(qdb.dsn, [JobSpec("test.run", {"sleep": 0.03}, group=f"m{i % 4}", lock_key=f"item:{i % 2}")
-                       for i in range(24)]
-             + [JobSpec("test.run", {"sleep": 0.03}, group="m9") for _ in range(8)])
+    _enqueue(
+        qdb.dsn,
+        [JobSpec("test.run", {"sleep": 0.03}, group=f"m{i % 4}", lock_key=f"item:{i % 2}") for i in range(24)]
+        + [JobSpec("test.run", {"sleep": 0.03}, group="m9") for _ in range(8)],
+    )
     spawn_worker("--concurrency", "6")
     spawn_worker("--concurrency", "6")
     wait_for(lambda: _count(qdb.dsn, "state = 'succeeded'") == 32, 30, "all jobs", interval=0.05)
@@ -135,7 +168,9 @@ def test_small_merchants_are_not_stuck_behind_a_big_backlog(qdb, spawn_worker):
     spawn_worker("--concurrency", "10")
     wait_for(lambda: _count(qdb.dsn, "state = 'succeeded'") >= 20, 15, "the backlog to start draining")
     small = _enqueue(qdb.dsn, [JobSpec("test.run", {"sleep": 0.01}, group=f"small{i}") for i in range(20)])
-    wait_for(lambda: _count(qdb.dsn, f"id = ANY(ARRAY{small}) AND state = 'succeeded'") == 20, 15, "small jobs")
+    wait_for(
+        lambda: _count(qdb.dsn, f"id = ANY(ARRAY{small}) AND state = 'succeeded'") == 20, 15, "small jobs"
+    )
     # While the small merchants were served, most of the big backlog was still waiting (FIFO
     # would have run all 1,500 first: the worker runs at most ~500 of them per second).
     big_left = _count(qdb.dsn, "group_key = 'big' AND state = 'queued'")
@@ -154,17 +189,29 @@ def test_retries_follow_capped_exponential_backoff_then_dead_letter_and_replay(q
     assert all(0 <= d <= c for d, c in zip(delays, ceilings, strict=True)), (delays, ceilings)
     assert "retry_in_s" not in errors[-1]  # the last attempt does not schedule another
     with psycopg.connect(qdb.dsn) as conn:
-        starts = [r[0] for r in conn.execute(
-            "SELECT started_at FROM test_job_runs WHERE job_id = %s ORDER BY attempt", (job_id,))]
-    gaps = [(b - a).total_seconds() for a, b in zip(starts, starts[1:], strict=False)]
+        starts = [
+            r[0]
+            for r in conn.execute(
+                "SELECT started_at FROM test_job_runs WHERE job_id = %s ORDER BY attempt", (job_id,)
+            )
+        ]
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(starts)]
     assert all(g >= d for g, d in zip(gaps, delays, strict=True)), (gaps, delays)
 
     # Replay from the dead letter with the CLI, after "fixing" the job so it succeeds.
     scalar(qdb.dsn, "UPDATE jobs SET payload = '{}' WHERE id = %s RETURNING id", (job_id,))
-    out = subprocess.run([sys.executable, "-m", "storesync", "jobs", "retry", str(job_id)], cwd=ROOT,
-                         env={**_cli_env(qdb.dsn)}, capture_output=True, text=True, timeout=30)
+    out = subprocess.run(
+        [sys.executable, "-m", "storesync", "jobs", "retry", str(job_id)],
+        cwd=ROOT,
+        env={**_cli_env(qdb.dsn)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert out.returncode == 0, out.stderr
-    wait_for(lambda: _count(qdb.dsn, f"id = {job_id} AND state = 'succeeded'"), 10, "the replayed job to succeed")
+    wait_for(
+        lambda: _count(qdb.dsn, f"id = {job_id} AND state = 'succeeded'"), 10, "the replayed job to succeed"
+    )
     errors = scalar(qdb.dsn, "SELECT errors FROM jobs WHERE id = %s", (job_id,))
     assert [e["error"] for e in errors][-1] == "Replayed" and len(errors) == 6
 
@@ -176,19 +223,33 @@ def test_permanent_error_dead_letters_at_once_and_replay_refuses_non_dead_jobs(q
     wait_for(lambda: _count(qdb.dsn, f"id = {job_id} AND state = 'dead'"), 15, "the dead letter")
     errors = scalar(qdb.dsn, "SELECT errors FROM jobs WHERE id = %s", (job_id,))
     assert len(errors) == 1 and errors[0]["error"] == "PermanentError" and errors[0]["retryable"] is False
-    out = subprocess.run([sys.executable, "-m", "storesync", "jobs", "show", str(job_id)], cwd=ROOT,
-                         env=_cli_env(qdb.dsn), capture_output=True, text=True, timeout=30)
+    out = subprocess.run(
+        [sys.executable, "-m", "storesync", "jobs", "show", str(job_id)],
+        cwd=ROOT,
+        env=_cli_env(qdb.dsn),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert out.returncode == 0 and "PermanentError" in out.stdout
     scalar(qdb.dsn, "DELETE FROM test_flags RETURNING name")
-    ok = subprocess.run([sys.executable, "-m", "storesync", "jobs", "retry", str(job_id), "999999"], cwd=ROOT,
-                        env=_cli_env(qdb.dsn), capture_output=True, text=True, timeout=30)
+    ok = subprocess.run(
+        [sys.executable, "-m", "storesync", "jobs", "retry", str(job_id), "999999"],
+        cwd=ROOT,
+        env=_cli_env(qdb.dsn),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert ok.returncode == 1 and "999999" in ok.stderr
     wait_for(lambda: _count(qdb.dsn, f"id = {job_id} AND state = 'succeeded'"), 10, "the replayed job")
 
 
 def test_sigterm_drains_in_flight_jobs_and_releases_what_does_not_finish(qdb, spawn_worker):
-    quick, slow = _enqueue(qdb.dsn, [JobSpec("test.run", {"sleep": 0.4}, group="m1"),
-                                     JobSpec("test.run", {"sleep": 60}, group="m2")])
+    quick, slow = _enqueue(
+        qdb.dsn,
+        [JobSpec("test.run", {"sleep": 0.4}, group="m1"), JobSpec("test.run", {"sleep": 60}, group="m2")],
+    )
     w = spawn_worker("--concurrency", "4", "--drain-timeout", "1.2")
     wait_for(lambda: scalar(qdb.dsn, "SELECT count(*) FROM test_job_runs") == 2, 15, "both jobs to start")
     w.signal(signal.SIGTERM)
@@ -199,7 +260,9 @@ def test_sigterm_drains_in_flight_jobs_and_releases_what_does_not_finish(qdb, sp
     assert time.monotonic() - t0 < 5
     states = dict(psycopg.connect(qdb.dsn).execute("SELECT id, state FROM jobs").fetchall())
     assert states == {quick: "succeeded", slow: "queued", late: "queued"}
-    slow_job = psycopg.connect(qdb.dsn).execute("SELECT attempt, errors FROM jobs WHERE id = %s", (slow,)).fetchone()
+    slow_job = (
+        psycopg.connect(qdb.dsn).execute("SELECT attempt, errors FROM jobs WHERE id = %s", (slow,)).fetchone()
+    )
     assert slow_job[0] == 0 and slow_job[1][-1]["error"] == "Released"
 
 
@@ -223,11 +286,18 @@ def test_retention_prunes_old_finished_jobs_in_batches_and_keeps_the_rest(qdb, s
         conn.execute("UPDATE jobs SET state = 'succeeded', finished_at = now() - interval '2 hours'")
         enqueue(conn, JobSpec("test.run", {"keep": 1}, group="m1"))
         dead = enqueue(conn, JobSpec("test.run", {}, group="m1", run_at=None))
-        conn.execute("UPDATE jobs SET state = 'dead', finished_at = now() - interval '2 hours' WHERE id = %s",
-                     (dead.job_id,))
+        conn.execute(
+            "UPDATE jobs SET state = 'dead', finished_at = now() - interval '2 hours' WHERE id = %s",
+            (dead.job_id,),
+        )
         conn.commit()
-    spawn_worker(env={"STORESYNC_QUEUE_RETENTION_SECONDS": "3600", "STORESYNC_QUEUE_PRUNE_BATCH": "100",
-                      "STORESYNC_QUEUE_PRUNE_INTERVAL": "0.2"})
+    spawn_worker(
+        env={
+            "STORESYNC_QUEUE_RETENTION_SECONDS": "3600",
+            "STORESYNC_QUEUE_PRUNE_BATCH": "100",
+            "STORESYNC_QUEUE_PRUNE_INTERVAL": "0.2",
+        }
+    )
     wait_for(lambda: _count(qdb.dsn) == 2, 20, "old finished jobs to be pruned")
     assert _count(qdb.dsn, "state = 'dead'") == 1 and _count(qdb.dsn, "payload ? 'keep'") == 1
 
@@ -245,10 +315,16 @@ def test_small_bursts_keep_flowing_while_claims_race_for_slots(qdb, spawn_worker
     loop waiting for slots that only another loop's empty claim had reserved once stalled the
     worker with jobs queued (found in the demo, one run in two)."""
     w = spawn_worker("--concurrency", "4", "--batch-size", "4", env={"STORESYNC_QUEUE_POLL_INTERVAL": "30"})
-    wait_for(lambda: scalar(qdb.dsn, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN%%'"), 15,
-             "the worker to LISTEN")
+    wait_for(
+        lambda: scalar(qdb.dsn, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN%%'"),
+        15,
+        "the worker to LISTEN",
+    )
     for burst in range(40):
         ids = _enqueue(qdb.dsn, [JobSpec("test.noop", {}, group=f"m{burst % 3}") for _ in range(3)])
-        wait_for(lambda ids=ids: _count(qdb.dsn, f"id = ANY(ARRAY{ids}) AND state = 'succeeded'") == 3, 5,
-                 f"burst {burst} to run")
+        wait_for(
+            lambda ids=ids: _count(qdb.dsn, f"id = ANY(ARRAY{ids}) AND state = 'succeeded'") == 3,
+            5,
+            f"burst {burst} to run",
+        )
     assert w.proc.poll() is None

@@ -26,7 +26,12 @@ import uvicorn
 from storesync.emulator.app import EmulatorApp, StoreSpec
 from storesync.emulator.control_client import EmulatorControl
 
-DEFAULT_STORES = ("parent.myshopify.com", "child-a.myshopify.com", "child-b.myshopify.com", "child-c.myshopify.com")
+DEFAULT_STORES = (
+    "parent.myshopify.com",
+    "child-a.myshopify.com",
+    "child-b.myshopify.com",
+    "child-c.myshopify.com",
+)
 
 
 class EmulatorHandle(EmulatorControl):
@@ -45,8 +50,13 @@ def _free_socket() -> socket.socket:
 
 
 @contextmanager
-def running_emulator(stores: list[str | StoreSpec] | tuple = DEFAULT_STORES, *, time_scale: float = 0.001,
-                     in_subprocess: bool = False, **options: Any) -> Iterator[EmulatorHandle]:
+def running_emulator(
+    stores: list[str | StoreSpec] | tuple = DEFAULT_STORES,
+    *,
+    time_scale: float = 0.001,
+    in_subprocess: bool = False,
+    **options: Any,
+) -> Iterator[EmulatorHandle]:
     """Serve a fresh emulator on 127.0.0.1:<ephemeral> for the duration of the block.
 
     `options` go to EmulatorApp (seed_products, require_idempotency, throttle_http_429,
@@ -80,14 +90,31 @@ def running_emulator(stores: list[str | StoreSpec] | tuple = DEFAULT_STORES, *, 
 
 
 @contextmanager
-def _subprocess_emulator(stores, time_scale: float, *, seed_products: int = 0, require_idempotency: bool = True,
-                         throttle_http_429: bool = False, webhook_faults: Any = None,
-                         graphql_faults: Any = None) -> Iterator[EmulatorHandle]:
+def _subprocess_emulator(
+    stores,
+    time_scale: float,
+    *,
+    seed_products: int = 0,
+    require_idempotency: bool = True,
+    throttle_http_429: bool = False,
+    webhook_faults: Any = None,
+    graphql_faults: Any = None,
+) -> Iterator[EmulatorHandle]:
     specs = [s if isinstance(s, StoreSpec) else StoreSpec(s) for s in stores]
     if any(s.token or s.webhook_secret or s.plan != "standard" for s in specs):
         raise ValueError("in_subprocess serves --store domains only (set plans via handle.set_plan)")
-    cmd = [sys.executable, "-m", "storesync", "emulator", "--port", "0", "--time-scale", str(time_scale),
-           "--seed-products", str(seed_products)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "storesync",
+        "emulator",
+        "--port",
+        "0",
+        "--time-scale",
+        str(time_scale),
+        "--seed-products",
+        str(seed_products),
+    ]
     for s in specs:
         cmd += ["--store", s.shop]
     if throttle_http_429:
@@ -101,13 +128,21 @@ def _subprocess_emulator(stores, time_scale: float, *, seed_products: int = 0, r
         lines = [proc.stdout.readline() for _ in range(len(specs) + 1)]
         if not lines[-1].startswith("control API:"):
             proc.kill()
-            raise RuntimeError(f"the emulator did not start: {lines} {proc.stderr.read() if proc.stderr else ''}")
+            raise RuntimeError(
+                f"the emulator did not start: {lines} {proc.stderr.read() if proc.stderr else ''}"
+            )
         base_url = lines[-1].split()[-1].removesuffix("/_emulator/stores")
         handle = EmulatorHandle(None, base_url)
         if webhook_faults is not None or graphql_faults is not None:
-            handle._ok(handle.control.put("/_emulator/faults", json={
-                "graphql": graphql_faults.model_dump() if graphql_faults is not None else {},
-                "webhooks": webhook_faults.model_dump() if webhook_faults is not None else {}}))
+            handle._ok(
+                handle.control.put(
+                    "/_emulator/faults",
+                    json={
+                        "graphql": graphql_faults.model_dump() if graphql_faults is not None else {},
+                        "webhooks": webhook_faults.model_dump() if webhook_faults is not None else {},
+                    },
+                )
+            )
         try:
             yield handle
         finally:

@@ -19,7 +19,9 @@ import pytest
 
 
 def pgbouncer_binary() -> str:
-    found = shutil.which("pgbouncer") or ("/usr/sbin/pgbouncer" if Path("/usr/sbin/pgbouncer").exists() else None)
+    found = shutil.which("pgbouncer") or (
+        "/usr/sbin/pgbouncer" if Path("/usr/sbin/pgbouncer").exists() else None
+    )
     if not found:
         # make test installs it (scripts/install-system-deps.sh); a missing binary is a setup error.
         pytest.fail("pgbouncer is not installed: run `make test` (it installs Debian's pgbouncer)")
@@ -42,8 +44,9 @@ def _run_as(host: str) -> str | None:
 
 
 @contextmanager
-def run_pgbouncer(host: str, port: int, user: str, password: str | None, dbname: str,
-                  *, pool_size: int = 5) -> Iterator[str]:
+def run_pgbouncer(
+    host: str, port: int, user: str, password: str | None, dbname: str, *, pool_size: int = 5
+) -> Iterator[str]:
     """Start PgBouncer (pool_mode=transaction) and yield a DSN for `dbname` through it."""
     workdir = Path(tempfile.mkdtemp(prefix="pgbouncer-"))
     workdir.chmod(0o777)
@@ -74,8 +77,9 @@ def run_pgbouncer(host: str, port: int, user: str, password: str | None, dbname:
         cmd += ["-u", run_as]
     cmd.append(str(workdir / "pgbouncer.ini"))
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    dsn = psycopg.conninfo.make_conninfo(host="127.0.0.1", port=listen_port, user=user, dbname=dbname,
-                                         password=password or None)
+    dsn = psycopg.conninfo.make_conninfo(
+        host="127.0.0.1", port=listen_port, user=user, dbname=dbname, password=password or None
+    )
     try:
         deadline = time.monotonic() + 10
         while True:
@@ -85,7 +89,11 @@ def run_pgbouncer(host: str, port: int, user: str, password: str | None, dbname:
                 break
             except psycopg.OperationalError:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    log = (workdir / "pgbouncer.log").read_text() if (workdir / "pgbouncer.log").exists() else ""
+                    log = (
+                        (workdir / "pgbouncer.log").read_text()
+                        if (workdir / "pgbouncer.log").exists()
+                        else ""
+                    )
                     out = proc.stdout.read().decode() if proc.poll() is not None and proc.stdout else ""
                     raise RuntimeError(f"pgbouncer did not start: {out}\n{log}") from None
                 time.sleep(0.05)

@@ -49,7 +49,9 @@ def serve_app(app, *, graceful_s: float = 1.0) -> Iterator[str]:
         app, log_level="warning", lifespan="auto", access_log=False, timeout_graceful_shutdown=graceful_s
     )
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name=f"uvicorn-{port}")
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, daemon=True, name=f"uvicorn-{port}"
+    )
     thread.start()
     deadline = time.monotonic() + 10
     while not server.started:
@@ -110,11 +112,15 @@ class WebhookReceiver:
         if isinstance(answer, tuple):
             _, seconds = answer
             with self._lock:
-                self._received.append(Received(path, {k.lower(): v for k, v in request.headers.items()}, body, 200, arrived))
+                self._received.append(
+                    Received(path, {k.lower(): v for k, v in request.headers.items()}, body, 200, arrived)
+                )
             await asyncio.sleep(seconds)
             return Response(b"late", status_code=200)
         with self._lock:
-            self._received.append(Received(path, {k.lower(): v for k, v in request.headers.items()}, body, answer, arrived))
+            self._received.append(
+                Received(path, {k.lower(): v for k, v in request.headers.items()}, body, answer, arrived)
+            )
         return Response(b"ok" if 200 <= answer < 300 else b"no", status_code=answer)
 
     def app(self) -> Starlette:

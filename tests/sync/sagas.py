@@ -9,7 +9,18 @@ from storesync.sync.memory import MemoryAudit, MemoryLinks, MemoryStore, MemoryW
 from storesync.sync.model import Link, LinkKind, MatchedBy
 from storesync.sync.saga import PermanentStepError
 from storesync.sync.saga_actions import SagaDeps
-from tests.sync.builders import A_LOC1, A_LOC2, CHILD_A, CHILD_B, CHILD_C, P_LOC1, P_LOC2, PARENT, merchant, tee
+from tests.sync.builders import (
+    A_LOC1,
+    A_LOC2,
+    CHILD_A,
+    CHILD_B,
+    CHILD_C,
+    P_LOC1,
+    P_LOC2,
+    PARENT,
+    merchant,
+    tee,
+)
 
 
 class FailingLevels(MemoryStore):
@@ -26,7 +37,12 @@ class FailingLevels(MemoryStore):
 
 def copy_world(child_cls=MemoryStore):
     parent = MemoryStore(PARENT)
-    stores = {PARENT: parent, CHILD_A: child_cls(CHILD_A), CHILD_B: MemoryStore(CHILD_B), CHILD_C: MemoryStore(CHILD_C)}
+    stores = {
+        PARENT: parent,
+        CHILD_A: child_cls(CHILD_A),
+        CHILD_B: MemoryStore(CHILD_B),
+        CHILD_C: MemoryStore(CHILD_C),
+    }
     pp = parent.add_product(replace(tee(), collections=("gid://shopify/Collection/1",)))
     for i, v in enumerate(pp.variants):
         parent.levels[(v.inventory_item_id, P_LOC1)] = 5 + i
@@ -48,8 +64,17 @@ async def link_copy_variants(deps: SagaDeps, child_shop: str, parent_product_id:
 
 
 async def link_collection(deps: SagaDeps) -> None:
-    await deps.links.save_links([Link(LinkKind.COLLECTION, CHILD_A, "gid://shopify/Collection/1",
-                                      "gid://shopify/Collection/501", MatchedBy.HANDLE)])
+    await deps.links.save_links(
+        [
+            Link(
+                LinkKind.COLLECTION,
+                CHILD_A,
+                "gid://shopify/Collection/1",
+                "gid://shopify/Collection/501",
+                MatchedBy.HANDLE,
+            )
+        ]
+    )
 
 
 __all__ = ["A_LOC1", "A_LOC2", "FailingLevels", "copy_world", "link_collection", "link_copy_variants"]

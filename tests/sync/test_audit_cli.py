@@ -18,13 +18,37 @@ from storesync.sync.store_pg import PgAudit
 def _record_trail(dsn: str) -> None:
     t0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
     records = [
-        AuditRecord("child-a.myshopify.com", "product", "gid://shopify/Product/1", "product_set",
-                    {"title": "Old"}, {"title": "New"}, "delivery:d-1", at=t0),
-        AuditRecord("child-b.myshopify.com", "product", "gid://shopify/Product/1", "product_set",
-                    {"title": "Old"}, {"title": "New"}, "delivery:d-1", at=t0 + timedelta(seconds=1)),
-        AuditRecord("parent.myshopify.com", "inventory_level", "gid://shopify/InventoryItem/7", "inventory_adjust",
-                    {"available": 5}, {"available": 4}, "job:42", at=t0 + timedelta(seconds=2),
-                    detail="sale on child-a"),
+        AuditRecord(
+            "child-a.myshopify.com",
+            "product",
+            "gid://shopify/Product/1",
+            "product_set",
+            {"title": "Old"},
+            {"title": "New"},
+            "delivery:d-1",
+            at=t0,
+        ),
+        AuditRecord(
+            "child-b.myshopify.com",
+            "product",
+            "gid://shopify/Product/1",
+            "product_set",
+            {"title": "Old"},
+            {"title": "New"},
+            "delivery:d-1",
+            at=t0 + timedelta(seconds=1),
+        ),
+        AuditRecord(
+            "parent.myshopify.com",
+            "inventory_level",
+            "gid://shopify/InventoryItem/7",
+            "inventory_adjust",
+            {"available": 5},
+            {"available": 4},
+            "job:42",
+            at=t0 + timedelta(seconds=2),
+            detail="sale on child-a",
+        ),
     ]
 
     async def write():
@@ -38,8 +62,13 @@ def _record_trail(dsn: str) -> None:
 def _audit(dsn: str, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "DATABASE_URL": dsn, "STORESYNC_LOG_LEVEL": "warning", "COLUMNS": "200"}
     env.pop("DATABASE_DIRECT_URL", None)
-    return subprocess.run([sys.executable, "-m", "storesync", "audit", *args], env=env,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "storesync", "audit", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_audit_lists_writes_newest_first_and_filters_by_store_object_and_cause(db):
@@ -48,13 +77,22 @@ def test_audit_lists_writes_newest_first_and_filters_by_store_object_and_cause(d
     everything = _audit(db.dsn, "--json")
     assert everything.returncode == 0, everything.stderr
     rows = [json.loads(line) for line in everything.stdout.splitlines()]
-    assert [r["shop"] for r in rows] == ["parent.myshopify.com", "child-b.myshopify.com", "child-a.myshopify.com"]
+    assert [r["shop"] for r in rows] == [
+        "parent.myshopify.com",
+        "child-b.myshopify.com",
+        "child-a.myshopify.com",
+    ]
     assert rows[0]["before"] == {"available": 5} and rows[0]["after"] == {"available": 4}
     assert rows[0]["cause"] == "job:42" and rows[0]["detail"] == "sale on child-a"
 
-    by_cause = [json.loads(x) for x in _audit(db.dsn, "--json", "--cause", "delivery:d-1").stdout.splitlines()]
+    by_cause = [
+        json.loads(x) for x in _audit(db.dsn, "--json", "--cause", "delivery:d-1").stdout.splitlines()
+    ]
     assert {r["shop"] for r in by_cause} == {"child-a.myshopify.com", "child-b.myshopify.com"}
-    by_store = [json.loads(x) for x in _audit(db.dsn, "--json", "--store", "child-a.myshopify.com").stdout.splitlines()]
+    by_store = [
+        json.loads(x)
+        for x in _audit(db.dsn, "--json", "--store", "child-a.myshopify.com").stdout.splitlines()
+    ]
     assert [r["after"] for r in by_store] == [{"title": "New"}]
     by_object = _audit(db.dsn, "--json", "--object", "gid://shopify/InventoryItem/7").stdout.splitlines()
     assert len(by_object) == 1
@@ -62,7 +100,9 @@ def test_audit_lists_writes_newest_first_and_filters_by_store_object_and_cause(d
 
     table = _audit(db.dsn, "--store", "parent.myshopify.com")
     assert table.returncode == 0, table.stderr
-    assert "1 audit entries" in table.stdout and "inventory_adjust" in table.stdout and "job:42" in table.stdout
+    assert (
+        "1 audit entries" in table.stdout and "inventory_adjust" in table.stdout and "job:42" in table.stdout
+    )
 
 
 def test_audit_rejects_a_bad_limit_with_a_clear_error(db):

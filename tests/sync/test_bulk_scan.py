@@ -20,7 +20,9 @@ async def test_bulk_scan_reads_the_same_products_and_levels_as_pages():
             assert len(items) == 36
             read = await api.read_levels(items)
             scanned = await bulk_levels(client, poll_interval=0.01)
-            assert {k: lvl.available for k, lvl in scanned.items()} == {k: lvl.available for k, lvl in read.items()}
+            assert {k: lvl.available for k, lvl in scanned.items()} == {
+                k: lvl.available for k, lvl in read.items()
+            }
             locations = sorted({loc for _, loc in read})
             assert await bulk.all_levels(locations) == await paged.all_levels(locations)
 
@@ -42,6 +44,7 @@ async def test_a_failed_bulk_scan_falls_back_to_pages():
             paged = ShopifyCatalogScan(api)
             items = [v.inventory_item_id for p in await paged.products() for v in p.variants]
             bulk = BulkCatalogScan(api, poll_interval=0.01)
+
             async def last_bulk_status():
                 return (await client.execute("CurrentBulkOperation"))["currentBulkOperation"]["status"]
 
@@ -51,8 +54,9 @@ async def test_a_failed_bulk_scan_falls_back_to_pages():
             emu.set_bulk_fault(SHOP, "FAILED", "INTERNAL_SERVER_ERROR")
             levels = await bulk.levels()
             assert await last_bulk_status() == "FAILED"
-            assert {k: v.available for k, v in levels.items()} == \
-                {k: v.available for k, v in (await api.read_levels(items)).items()}
+            assert {k: v.available for k, v in levels.items()} == {
+                k: v.available for k, v in (await api.read_levels(items)).items()
+            }
 
 
 async def test_levels_that_moved_during_a_backfill_are_fanned_out_afterwards(db):
@@ -68,8 +72,16 @@ async def test_levels_that_moved_during_a_backfill_are_fanned_out_afterwards(db)
     def lvl(item, loc, n):
         return InventoryLevel(item, loc, n)
 
-    used = {("i1", "l1"): lvl("i1", "l1", 5), ("i2", "l1"): lvl("i2", "l1", 3), ("i3", "l1"): lvl("i3", "l1", 1)}
-    now = {("i1", "l1"): lvl("i1", "l1", 5), ("i2", "l1"): lvl("i2", "l1", 2), ("i4", "l1"): lvl("i4", "l1", 8)}
+    used = {
+        ("i1", "l1"): lvl("i1", "l1", 5),
+        ("i2", "l1"): lvl("i2", "l1", 3),
+        ("i3", "l1"): lvl("i3", "l1", 1),
+    }
+    now = {
+        ("i1", "l1"): lvl("i1", "l1", 5),
+        ("i2", "l1"): lvl("i2", "l1", 2),
+        ("i4", "l1"): lvl("i4", "l1", 8),
+    }
 
     class Scan:
         async def levels(self, *, fresh=False):
@@ -80,12 +92,18 @@ async def test_levels_that_moved_during_a_backfill_are_fanned_out_afterwards(db)
     await pool.open(wait=True)
     try:
         result = BackfillResult()
-        await _levels_moved_meanwhile(SimpleNamespace(pool=pool), {"acme": (Scan(), used)},
-                                      {"acme": SimpleNamespace(merchant_id="acme")}, result)
+        await _levels_moved_meanwhile(
+            SimpleNamespace(pool=pool),
+            {"acme": (Scan(), used)},
+            {"acme": SimpleNamespace(merchant_id="acme")},
+            result,
+        )
     finally:
         await pool.close()
     assert result.levels_moved == 3
     with db.connect() as conn:
-        rows = conn.execute("SELECT kind, payload->>'parent_item', payload->>'parent_location', group_key "
-                            "FROM jobs ORDER BY 2").fetchall()
+        rows = conn.execute(
+            "SELECT kind, payload->>'parent_item', payload->>'parent_location', group_key "
+            "FROM jobs ORDER BY 2"
+        ).fetchall()
     assert rows == [("sync.fan_out_level", item, "l1", "acme") for item in ("i2", "i3", "i4")]

@@ -6,8 +6,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from storesync.sync.catalog import (
-    ALL_FIELDS, CatalogBlocked, ChangeCause, PriceRule, Rounding, SyncedField, SyncPolicy, actual_view,
-    expected_view, plan_child_product, sync_product_to_child,
+    ALL_FIELDS,
+    CatalogBlocked,
+    ChangeCause,
+    PriceRule,
+    Rounding,
+    SyncedField,
+    SyncPolicy,
+    actual_view,
+    expected_view,
+    plan_child_product,
+    sync_product_to_child,
 )
 from storesync.sync.memory import MemoryAudit, MemoryLinks, MemoryStore
 from storesync.sync.model import Link, LinkKind, MatchedBy, Metafield, Option, Product
@@ -18,6 +27,7 @@ CAUSE = "job:1"
 
 def run(coro):
     import asyncio
+
     return asyncio.run(coro)
 
 
@@ -31,8 +41,9 @@ class World:
         self.pp = self.parent.add_product(product or tee())
 
     async def sync(self):
-        return await sync_product_to_child(self.parent, self.child, self.pp.id, self.links, self.policy,
-                                           self.audit, CAUSE)
+        return await sync_product_to_child(
+            self.parent, self.child, self.pp.id, self.links, self.policy, self.audit, CAUSE
+        )
 
     async def child_product(self) -> Product:
         lm = await self.links.link_map(CHILD_A)
@@ -47,15 +58,31 @@ class World:
 
     async def add_child_only_variant(self, size="XL", price="99.00", metafields=()):
         cp = await self.child_product()
-        keep = [{"id": v.id, "optionValues": [{"optionName": n, "name": x} for n, x in v.option_values],
-                 "price": str(v.price), "inventoryItem": {"sku": v.sku}} for v in cp.variants]
-        new = {"optionValues": [{"optionName": "Size", "name": size}], "price": price,
-               "inventoryItem": {"sku": f"CHILD-{size}"},
-               "metafields": [{"namespace": m.namespace, "key": m.key, "type": m.type, "value": m.value} for m in metafields]}
+        keep = [
+            {
+                "id": v.id,
+                "optionValues": [{"optionName": n, "name": x} for n, x in v.option_values],
+                "price": str(v.price),
+                "inventoryItem": {"sku": v.sku},
+            }
+            for v in cp.variants
+        ]
+        new = {
+            "optionValues": [{"optionName": "Size", "name": size}],
+            "price": price,
+            "inventoryItem": {"sku": f"CHILD-{size}"},
+            "metafields": [
+                {"namespace": m.namespace, "key": m.key, "type": m.type, "value": m.value} for m in metafields
+            ],
+        }
         values = [*cp.options[0].values, size]
-        cp = await self.child.product_set({"variants": [*keep, new],
-                                           "productOptions": [{"name": "Size", "values": [{"name": v} for v in values]}]},
-                                          product_id=cp.id)
+        cp = await self.child.product_set(
+            {
+                "variants": [*keep, new],
+                "productOptions": [{"name": "Size", "values": [{"name": v} for v in values]}],
+            },
+            product_id=cp.id,
+        )
         return next(v for v in cp.variants if v.sku == f"CHILD-{size}")
 
 
@@ -114,7 +141,9 @@ def test_a_child_only_variant_with_its_metafields_survives_a_parent_update():
     plan = run(w.sync())
     assert plan.kept_child_variants == (xl.id,)
     carried = next(v for v in plan.input["variants"] if v.get("id") == xl.id)
-    assert carried["inventoryItem"] == {"sku": "CHILD-XL"} and carried["price"] == "99.00"  # as the child has it
+    assert (
+        carried["inventoryItem"] == {"sku": "CHILD-XL"} and carried["price"] == "99.00"
+    )  # as the child has it
     cp = run(w.child_product())
     assert cp.title == "Tee v2"
     kept = cp.variant(xl.id)
@@ -125,11 +154,26 @@ def test_a_child_only_variant_with_its_metafields_survives_a_parent_update():
 def test_child_product_metafields_and_child_only_collections_survive():
     w = World()
     w.parent.products[w.pp.id] = w.pp = replace(w.pp, collections=("gid://shopify/Collection/1",))
-    run(w.links.save_links([Link(LinkKind.COLLECTION, CHILD_A, "gid://shopify/Collection/1",
-                                 "gid://shopify/Collection/501", MatchedBy.HANDLE)]))
+    run(
+        w.links.save_links(
+            [
+                Link(
+                    LinkKind.COLLECTION,
+                    CHILD_A,
+                    "gid://shopify/Collection/1",
+                    "gid://shopify/Collection/501",
+                    MatchedBy.HANDLE,
+                )
+            ]
+        )
+    )
     run(w.sync())
     mf = {"namespace": "custom", "key": "care", "type": "single_line_text_field", "value": "cold wash"}
-    run(w.edit_child(metafields=[mf], collections=["gid://shopify/Collection/501", "gid://shopify/Collection/777"]))
+    run(
+        w.edit_child(
+            metafields=[mf], collections=["gid://shopify/Collection/501", "gid://shopify/Collection/777"]
+        )
+    )
     run(w.edit_parent(title="Tee v3", collections=[]))  # the parent leaves collection 1
     run(w.sync())
     cp = run(w.child_product())
@@ -143,12 +187,16 @@ def test_a_child_edit_to_a_synced_field_is_reverted_and_recorded():
     run(w.edit_child(title="My own title", tags=["sale"]))
     plan = run(w.sync())
     assert {c.field: c.cause for c in plan.changes} == {
-        "title": ChangeCause.CHILD_EDIT_REVERTED, "tags": ChangeCause.CHILD_EDIT_REVERTED}
+        "title": ChangeCause.CHILD_EDIT_REVERTED,
+        "tags": ChangeCause.CHILD_EDIT_REVERTED,
+    }
     cp = run(w.child_product())
     assert cp.title == "Tee" and cp.tags == ("cotton", "summer")
     reverts = [r for r in w.audit.records if r.action == "revert_child_edit"]
     assert sorted((r.detail.split(":")[1].strip().split()[-1], r.before, r.after) for r in reverts) == [
-        ("tags", ["sale"], ["cotton", "summer"]), ("title", "My own title", "Tee")]
+        ("tags", ["sale"], ["cotton", "summer"]),
+        ("title", "My own title", "Tee"),
+    ]
     assert all(r.cause == CAUSE for r in reverts)
 
 
@@ -176,9 +224,19 @@ def test_a_variant_deleted_in_the_parent_is_deleted_in_the_child_but_child_only_
     run(w.sync())
     xl = run(w.add_child_only_variant())
     keep = w.pp.variants[0]
-    run(w.edit_parent(variants=[{"id": keep.id, "optionValues": [{"optionName": "Size", "name": "S"}],
-                                 "price": "10.00", "inventoryItem": {"sku": keep.sku}}],
-                      productOptions=[{"name": "Size", "values": [{"name": "S"}]}]))
+    run(
+        w.edit_parent(
+            variants=[
+                {
+                    "id": keep.id,
+                    "optionValues": [{"optionName": "Size", "name": "S"}],
+                    "price": "10.00",
+                    "inventoryItem": {"sku": keep.sku},
+                }
+            ],
+            productOptions=[{"name": "Size", "values": [{"name": "S"}]}],
+        )
+    )
     plan = run(w.sync())
     assert len(plan.removed_variants) == 1
     cp = run(w.child_product())
@@ -191,11 +249,26 @@ def test_a_plan_that_would_delete_a_child_only_variant_is_blocked_and_writes_not
     run(w.sync())
     run(w.add_child_only_variant())
     # The parent adds a second option: the child-only variant has no value for it.
-    run(w.edit_parent(productOptions=[{"name": "Size", "values": [{"name": "S"}, {"name": "M"}]},
-                                      {"name": "Color", "values": [{"name": "Red"}]}],
-                      variants=[{"id": v.id, "optionValues": [{"optionName": "Size", "name": dict(v.option_values)["Size"]},
-                                                              {"optionName": "Color", "name": "Red"}],
-                                 "price": "10.00", "inventoryItem": {"sku": v.sku}} for v in w.pp.variants]))
+    run(
+        w.edit_parent(
+            productOptions=[
+                {"name": "Size", "values": [{"name": "S"}, {"name": "M"}]},
+                {"name": "Color", "values": [{"name": "Red"}]},
+            ],
+            variants=[
+                {
+                    "id": v.id,
+                    "optionValues": [
+                        {"optionName": "Size", "name": dict(v.option_values)["Size"]},
+                        {"optionName": "Color", "name": "Red"},
+                    ],
+                    "price": "10.00",
+                    "inventoryItem": {"sku": v.sku},
+                }
+                for v in w.pp.variants
+            ],
+        )
+    )
     calls = len(w.child.calls)
     with pytest.raises(CatalogBlocked, match="would delete it"):
         run(w.sync())
@@ -236,15 +309,22 @@ def scenarios(draw):
     parent_sizes = sizes[: draw(st.integers(1, len(sizes)))]
     child_only = [s for s in sizes if s not in parent_sizes]
     parent = Product(
-        id=None, handle="p", title=draw(texts), vendor=draw(texts), tags=tuple(draw(st.lists(texts, max_size=3))),
+        id=None,
+        handle="p",
+        title=draw(texts),
+        vendor=draw(texts),
+        tags=tuple(draw(st.lists(texts, max_size=3))),
         options=(Option("Size", tuple(parent_sizes)),),
         variants=tuple(variant(f"SKU-{s}", ("Size", s), price=str(draw(prices))) for s in parent_sizes),
     )
     markup = draw(st.decimals(min_value=Decimal(-50), max_value=Decimal(200), places=1))
     rounding = draw(st.sampled_from(list(Rounding)))
     child_mfs = draw(st.lists(texts, max_size=3, unique=True))
-    edits = draw(st.fixed_dictionaries({}, optional={"title": texts, "tags": st.lists(texts, max_size=2),
-                                                     "vendor": texts}))
+    edits = draw(
+        st.fixed_dictionaries(
+            {}, optional={"title": texts, "tags": st.lists(texts, max_size=2), "vendor": texts}
+        )
+    )
     new_parent_title = draw(st.one_of(st.none(), texts))
     dropped = draw(st.one_of(st.none(), st.sampled_from(parent_sizes)))
     return parent, PriceRule(markup, rounding), child_only, child_mfs, edits, new_parent_title, dropped
@@ -261,8 +341,15 @@ def test_merge_keeps_child_owned_data_and_makes_synced_fields_equal_the_parents(
         extra = []
         for s in child_only:
             extra.append(await w.add_child_only_variant(size=s, price="5.00"))
-        mfs = [{"namespace": "c", "key": k.replace(" ", "_") or "k", "type": "single_line_text_field", "value": k}
-               for k in child_mfs]
+        mfs = [
+            {
+                "namespace": "c",
+                "key": k.replace(" ", "_") or "k",
+                "type": "single_line_text_field",
+                "value": k,
+            }
+            for k in child_mfs
+        ]
         await w.edit_child(metafields=mfs, **{k: v for k, v in edits.items()})
         child_before = await w.child_product()
         if new_title is not None:
@@ -270,9 +357,19 @@ def test_merge_keeps_child_owned_data_and_makes_synced_fields_equal_the_parents(
         if dropped is not None and len(w.pp.variants) > 1:
             left = [v for v in w.pp.variants if dict(v.option_values)["Size"] != dropped]
             await w.edit_parent(
-                variants=[{"id": v.id, "optionValues": [{"optionName": "Size", "name": dict(v.option_values)["Size"]}],
-                           "price": str(v.price), "inventoryItem": {"sku": v.sku}} for v in left],
-                productOptions=[{"name": "Size", "values": [{"name": dict(v.option_values)["Size"]} for v in left]}])
+                variants=[
+                    {
+                        "id": v.id,
+                        "optionValues": [{"optionName": "Size", "name": dict(v.option_values)["Size"]}],
+                        "price": str(v.price),
+                        "inventoryItem": {"sku": v.sku},
+                    }
+                    for v in left
+                ],
+                productOptions=[
+                    {"name": "Size", "values": [{"name": dict(v.option_values)["Size"]} for v in left]}
+                ],
+            )
         await w.sync()
         child = await w.child_product()
         links = await w.links.link_map(CHILD_A)
@@ -292,6 +389,7 @@ def test_merge_keeps_child_owned_data_and_makes_synced_fields_equal_the_parents(
 
 def test_images_are_compared_by_file_name_not_by_each_stores_cdn_url():
     from storesync.sync.catalog import image_key
+
     assert image_key("https://cdn.shopify.com/s/files/1/0001/files/Tee.jpg?v=123") == "tee.jpg"
     assert image_key("https://parent.example/img/tee.jpg") == "tee.jpg"
 
@@ -301,17 +399,31 @@ def test_removed_variants_lose_their_links():
     run(w.sync())
     gone = w.pp.variants[1]
     keep = w.pp.variants[0]
-    run(w.edit_parent(variants=[{"id": keep.id, "optionValues": [{"optionName": "Size", "name": "S"}],
-                                 "price": "10.00", "inventoryItem": {"sku": keep.sku}}],
-                      productOptions=[{"name": "Size", "values": [{"name": "S"}]}]))
+    run(
+        w.edit_parent(
+            variants=[
+                {
+                    "id": keep.id,
+                    "optionValues": [{"optionName": "Size", "name": "S"}],
+                    "price": "10.00",
+                    "inventoryItem": {"sku": keep.sku},
+                }
+            ],
+            productOptions=[{"name": "Size", "values": [{"name": "S"}]}],
+        )
+    )
     run(w.sync())
     lm = run(w.links.link_map(CHILD_A))
     assert lm.child_id(LinkKind.VARIANT, gone.id) is None and lm.child_id(LinkKind.VARIANT, keep.id)
 
 
 def test_policy_from_configuration_with_clear_errors():
-    p = SyncPolicy.from_mapping({"fields": ["title", "options", "variants"],
-                                 "price_rules": {CHILD_A: {"markup_percent": "15", "rounding": "whole"}}})
+    p = SyncPolicy.from_mapping(
+        {
+            "fields": ["title", "options", "variants"],
+            "price_rules": {CHILD_A: {"markup_percent": "15", "rounding": "whole"}},
+        }
+    )
     assert p.synced == {SyncedField.TITLE, SyncedField.OPTIONS, SyncedField.VARIANTS}
     assert p.price_rule(CHILD_A) == PriceRule(Decimal(15), Rounding.WHOLE)
     assert p.price_rule("other.myshopify.com") == PriceRule()

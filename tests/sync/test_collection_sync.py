@@ -10,7 +10,11 @@ import pytest
 
 from storesync.sync.catalog import CatalogBlocked, ChangeCause
 from storesync.sync.collection_sync import (
-    CollectionAction, child_shows_last_write, collection_view, membership_resyncs, plan_child_collection,
+    CollectionAction,
+    child_shows_last_write,
+    collection_view,
+    membership_resyncs,
+    plan_child_collection,
     sync_collection_to_child,
 )
 from storesync.sync.memory import MemoryAudit, MemoryLinks
@@ -48,18 +52,26 @@ class FakeCollections:
             yield replace(c, product_ids=None)
 
     async def find_collection_by_handle(self, handle):
-        return next((replace(c, product_ids=None) for c in self.collections.values() if c.handle == handle), None)
+        return next(
+            (replace(c, product_ids=None) for c in self.collections.values() if c.handle == handle), None
+        )
 
     def _apply(self, c: Collection, inp: dict) -> Collection:
         seo = inp.get("seo") or {}
         rules = inp.get("ruleSet")
-        return replace(c, title=inp.get("title", c.title), handle=inp.get("handle", c.handle),
-                       description_html=inp.get("descriptionHtml", c.description_html),
-                       sort_order=inp.get("sortOrder", c.sort_order), seo_title=seo.get("title", c.seo_title),
-                       seo_description=seo.get("description", c.seo_description),
-                       rules=c.rules if rules is None else tuple(
-                           CollectionRule(r["column"], r["relation"], r["condition"]) for r in rules["rules"]),
-                       disjunctive=c.disjunctive if rules is None else rules["appliedDisjunctively"])
+        return replace(
+            c,
+            title=inp.get("title", c.title),
+            handle=inp.get("handle", c.handle),
+            description_html=inp.get("descriptionHtml", c.description_html),
+            sort_order=inp.get("sortOrder", c.sort_order),
+            seo_title=seo.get("title", c.seo_title),
+            seo_description=seo.get("description", c.seo_description),
+            rules=c.rules
+            if rules is None
+            else tuple(CollectionRule(r["column"], r["relation"], r["condition"]) for r in rules["rules"]),
+            disjunctive=c.disjunctive if rules is None else rules["appliedDisjunctively"],
+        )
 
     async def create_collection(self, inp):
         self.calls.append("create")
@@ -79,19 +91,27 @@ class FakeCollections:
 
 class Links(MemoryLinks):
     async def links_of(self, child_shop, kind, *, parent_ids=(), child_ids=()):
-        return [lk for (s, k, _), lk in sorted(self.rows.items()) if s == child_shop and k is kind
-                and (lk.parent_id in parent_ids or lk.child_id in child_ids)]
+        return [
+            lk
+            for (s, k, _), lk in sorted(self.rows.items())
+            if s == child_shop and k is kind and (lk.parent_id in parent_ids or lk.child_id in child_ids)
+        ]
 
 
 class World:
     def __init__(self) -> None:
         self.parent, self.child = FakeCollections(PARENT), FakeCollections(CHILD_A)
         self.links, self.audit = Links(), MemoryAudit()
-        self.pc = self.parent.add(Collection(None, "outerwear", "Outerwear", "<p>coats</p>", "ALPHA_ASC", "Outer",
-                                             "Coats and jackets"))
+        self.pc = self.parent.add(
+            Collection(
+                None, "outerwear", "Outerwear", "<p>coats</p>", "ALPHA_ASC", "Outer", "Coats and jackets"
+            )
+        )
 
     async def sync(self):
-        return await sync_collection_to_child(self.parent, self.child, self.pc.id, self.links, self.audit, "job:1")
+        return await sync_collection_to_child(
+            self.parent, self.child, self.pc.id, self.links, self.audit, "job:1"
+        )
 
     def link(self) -> Link | None:
         return self.links.rows.get((CHILD_A, LinkKind.COLLECTION, self.pc.id))
@@ -128,13 +148,17 @@ def test_a_parent_rename_is_applied_and_a_child_edit_is_reverted_and_audited():
     run(w.sync())
     w.edit_parent(title="Coats")
     out = run(w.sync())
-    assert w.child_copy().title == "Coats" and [c.cause for c in out.plan.changes] == [ChangeCause.PARENT_CHANGED]
+    assert w.child_copy().title == "Coats" and [c.cause for c in out.plan.changes] == [
+        ChangeCause.PARENT_CHANGED
+    ]
     cid = w.link().child_id
     w.child.collections[cid] = replace(w.child.collections[cid], title="Child title", sort_order="MANUAL")
     assert not child_shows_last_write(w.child.collections[cid], w.link())
     out = run(w.sync())
-    assert {c.field: c.cause for c in out.plan.changes} == {"title": ChangeCause.CHILD_EDIT_REVERTED,
-                                                            "sort_order": ChangeCause.CHILD_EDIT_REVERTED}
+    assert {c.field: c.cause for c in out.plan.changes} == {
+        "title": ChangeCause.CHILD_EDIT_REVERTED,
+        "sort_order": ChangeCause.CHILD_EDIT_REVERTED,
+    }
     assert (w.child_copy().title, w.child_copy().sort_order) == ("Coats", "ALPHA_ASC")
     assert child_shows_last_write(w.child_copy(), w.link())  # its own collections/update is an echo
     reverts = [r for r in w.audit.records if r.action == "revert_child_edit"]
@@ -165,8 +189,11 @@ def test_a_linked_collection_deleted_in_the_child_is_made_again():
 def test_a_child_collection_linked_to_another_parent_collection_is_not_taken_over():
     w = World()
     other = w.child.add(Collection(None, "outerwear", "Outerwear"))
-    run(w.links.save_links([Link(LinkKind.COLLECTION, CHILD_A, "gid://shopify/Collection/1", other.id,
-                                 MatchedBy.HANDLE)]))
+    run(
+        w.links.save_links(
+            [Link(LinkKind.COLLECTION, CHILD_A, "gid://shopify/Collection/1", other.id, MatchedBy.HANDLE)]
+        )
+    )
     with pytest.raises(CatalogBlocked, match="linked to another parent collection"):
         run(w.sync())
     assert w.child.calls == []
@@ -175,20 +202,30 @@ def test_a_child_collection_linked_to_another_parent_collection_is_not_taken_ove
 def test_images_compare_by_file_name_and_a_child_image_the_parent_lacks_is_removed():
     from storesync.sync.model import Image
 
-    parent = Collection("gid://shopify/Collection/1", "sale", "Sale", image=Image("https://a.example/x/sale.png?v=1", "S"))
-    child = replace(parent, id="gid://shopify/Collection/2", image=Image("https://cdn.example/y/sale.png?v=9", "S"))
+    parent = Collection(
+        "gid://shopify/Collection/1", "sale", "Sale", image=Image("https://a.example/x/sale.png?v=1", "S")
+    )
+    child = replace(
+        parent, id="gid://shopify/Collection/2", image=Image("https://cdn.example/y/sale.png?v=9", "S")
+    )
     assert plan_child_collection(parent, child, CHILD_A, None).noop
     plan = plan_child_collection(replace(parent, image=None), child, CHILD_A, None)
     assert [c.field for c in plan.changes] == ["image"] and plan.input["image"] is None
 
 
 def test_a_smart_collection_cannot_be_written_over_a_manual_one():
-    parent = Collection("gid://shopify/Collection/1", "sale", "Sale", rules=(CollectionRule("TAG", "EQUALS", "sale"),))
-    plan = plan_child_collection(parent, Collection("gid://shopify/Collection/2", "sale", "Sale"), CHILD_A, None)
+    parent = Collection(
+        "gid://shopify/Collection/1", "sale", "Sale", rules=(CollectionRule("TAG", "EQUALS", "sale"),)
+    )
+    plan = plan_child_collection(
+        parent, Collection("gid://shopify/Collection/2", "sale", "Sale"), CHILD_A, None
+    )
     assert plan.blocked and "smart in the parent but manual" in plan.blocked
     created = plan_child_collection(parent, None, CHILD_A, None)
-    assert created.input["ruleSet"] == {"appliedDisjunctively": False,
-                                        "rules": [{"column": "TAG", "relation": "EQUALS", "condition": "sale"}]}
+    assert created.input["ruleSet"] == {
+        "appliedDisjunctively": False,
+        "rules": [{"column": "TAG", "relation": "EQUALS", "condition": "sale"}],
+    }
 
 
 def test_products_in_the_wrong_place_for_a_manual_collection_are_named_for_a_resync():
@@ -203,8 +240,19 @@ def test_products_in_the_wrong_place_for_a_manual_collection_are_named_for_a_res
 def test_the_collection_job_names_the_members_whose_copies_must_join():
     w = World()
     w.edit_parent(product_ids=("gid://shopify/Product/1", "gid://shopify/Product/2"))
-    run(w.links.save_links([Link(LinkKind.PRODUCT, CHILD_A, "gid://shopify/Product/1", "gid://shopify/Product/11",
-                                 MatchedBy.SKU)]))
+    run(
+        w.links.save_links(
+            [
+                Link(
+                    LinkKind.PRODUCT,
+                    CHILD_A,
+                    "gid://shopify/Product/1",
+                    "gid://shopify/Product/11",
+                    MatchedBy.SKU,
+                )
+            ]
+        )
+    )
     out = run(w.sync())
     assert out.resync_products == ("gid://shopify/Product/1",)  # product 2 has no copy yet: its own job
 
@@ -214,11 +262,21 @@ def test_collection_webhooks_route_parent_events_to_every_child_and_child_events
     routed = route_collection_webhook(m, PARENT, "collections/update", {"id": 5}, None, "delivery:1")
     key = "collection:{}:gid://shopify/Collection/5"
     assert [(j.kind, j.singleton_key, j.lock_key) for j in routed.jobs] == [
-        (JOB_COLLECTION_TO_CHILD, key.format(s), key.format(s)) for s in (CHILD_A, CHILD_B, CHILD_C)]
-    link = Link(LinkKind.COLLECTION, CHILD_A, "gid://shopify/Collection/5", "gid://shopify/Collection/50",
-                MatchedBy.CREATED)
+        (JOB_COLLECTION_TO_CHILD, key.format(s), key.format(s)) for s in (CHILD_A, CHILD_B, CHILD_C)
+    ]
+    link = Link(
+        LinkKind.COLLECTION,
+        CHILD_A,
+        "gid://shopify/Collection/5",
+        "gid://shopify/Collection/50",
+        MatchedBy.CREATED,
+    )
     (job,) = route_collection_webhook(m, CHILD_A, "collections/update", {"id": 50}, link, "d").jobs
-    assert job.payload == {"parent_collection_id": "gid://shopify/Collection/5", "child_shop": CHILD_A, "cause": "d"}
+    assert job.payload == {
+        "parent_collection_id": "gid://shopify/Collection/5",
+        "child_shop": CHILD_A,
+        "cause": "d",
+    }
     assert route_collection_webhook(m, CHILD_A, "collections/update", {"id": 51}, None, "d").ignored
     assert route_collection_webhook(m, CHILD_A, "collections/create", {"id": 50}, link, "d").ignored
     assert route_collection_webhook(m, CHILD_A, "collections/delete", {"id": 50}, link, "d").jobs
@@ -230,9 +288,17 @@ async def _reconcile(w: World, *, repair: bool) -> ReconcileReport:
     child = {CHILD_A: [c async for c in w.child.all_collections()]}
     diff_collections(parent, child, {CHILD_A: await w.links.link_map(CHILD_A)}, report)
     if repair:
-        fixed, left = await apply_repairs(report.repairs, parent_store=w.parent, stores={}, links_repo=w.links,
-                                          writes=None, audit=w.audit, policy=None, cause="reconcile:test",
-                                          collection_stores={PARENT: w.parent, CHILD_A: w.child})
+        fixed, left = await apply_repairs(
+            report.repairs,
+            parent_store=w.parent,
+            stores={},
+            links_repo=w.links,
+            writes=None,
+            audit=w.audit,
+            policy=None,
+            cause="reconcile:test",
+            collection_stores={PARENT: w.parent, CHILD_A: w.child},
+        )
         assert (fixed, left) == (report.repairs, [])
     return report
 
@@ -250,7 +316,10 @@ def test_reconciliation_creates_reverts_and_deletes_linked_collections_and_leave
     w.child.collections[cid] = replace(w.child.collections[cid], title="Edited while we were down")
     del w.parent.collections[gone.id]
     report = run(_reconcile(w, repair=True))
-    assert sorted(r.kind for r in report.repairs) == [RepairKind.DELETE_COLLECTION, RepairKind.SYNC_COLLECTION]
+    assert sorted(r.kind for r in report.repairs) == [
+        RepairKind.DELETE_COLLECTION,
+        RepairKind.SYNC_COLLECTION,
+    ]
     (sync,) = [r for r in report.repairs if r.kind is RepairKind.SYNC_COLLECTION]
     assert [(c.field, c.cause) for c in sync.changes] == [("title", ChangeCause.CHILD_EDIT_REVERTED)]
     assert w.child_copy().title == "Outerwear" and own.id in w.child.collections
@@ -263,17 +332,43 @@ def test_memberships_of_linked_smart_collections_are_left_to_each_stores_rules()
     from storesync.sync.model import LinkMap
     from tests.sync.builders import tee
 
-    smart_view = collection_view(Collection("x", "sale", "Sale", rules=(CollectionRule("TAG", "EQUALS", "sale"),)))
-    links = LinkMap(CHILD_A, [
-        Link(LinkKind.COLLECTION, CHILD_A, "gid://shopify/Collection/1", "gid://shopify/Collection/11",
-             MatchedBy.CREATED, synced_view=collection_view(Collection("y", "basics", "Basics"))),
-        Link(LinkKind.COLLECTION, CHILD_A, "gid://shopify/Collection/2", "gid://shopify/Collection/12",
-             MatchedBy.CREATED, synced_view=smart_view)])
-    parent = replace(tee(), id="gid://shopify/Product/1",
-                     collections=("gid://shopify/Collection/1", "gid://shopify/Collection/2"))
+    smart_view = collection_view(
+        Collection("x", "sale", "Sale", rules=(CollectionRule("TAG", "EQUALS", "sale"),))
+    )
+    links = LinkMap(
+        CHILD_A,
+        [
+            Link(
+                LinkKind.COLLECTION,
+                CHILD_A,
+                "gid://shopify/Collection/1",
+                "gid://shopify/Collection/11",
+                MatchedBy.CREATED,
+                synced_view=collection_view(Collection("y", "basics", "Basics")),
+            ),
+            Link(
+                LinkKind.COLLECTION,
+                CHILD_A,
+                "gid://shopify/Collection/2",
+                "gid://shopify/Collection/12",
+                MatchedBy.CREATED,
+                synced_view=smart_view,
+            ),
+        ],
+    )
+    parent = replace(
+        tee(),
+        id="gid://shopify/Product/1",
+        collections=("gid://shopify/Collection/1", "gid://shopify/Collection/2"),
+    )
     assert expected_view(parent, SyncPolicy(), links)["collections"] == ["gid://shopify/Collection/1"]
-    child = replace(tee(), id="gid://shopify/Product/9",
-                    collections=("gid://shopify/Collection/12", "gid://shopify/Collection/13"))  # 13: child's own
+    child = replace(
+        tee(),
+        id="gid://shopify/Product/9",
+        collections=("gid://shopify/Collection/12", "gid://shopify/Collection/13"),
+    )  # 13: child's own
     plan = plan_child_product(parent, child, links, SyncPolicy())
     assert plan.input["collections"] == ["gid://shopify/Collection/11", "gid://shopify/Collection/13"]
-    assert plan_child_product(parent, None, links, SyncPolicy()).input["collections"] == ["gid://shopify/Collection/11"]
+    assert plan_child_product(parent, None, links, SyncPolicy()).input["collections"] == [
+        "gid://shopify/Collection/11"
+    ]

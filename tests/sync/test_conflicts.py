@@ -4,7 +4,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from storesync.sync.conflicts import (
-    LevelDecision, Version, classify_level_change, is_echo, is_stale, judge_level_delivery, winner,
+    LevelDecision,
+    Version,
+    classify_level_change,
+    is_echo,
+    is_stale,
+    judge_level_delivery,
+    winner,
 )
 from storesync.sync.memory import MemoryAppliedVersions, MemoryWriteRecords
 from storesync.sync.ports import WriteRecord
@@ -53,17 +59,26 @@ def test_classification_of_level_changes():
     assert classify_level_change(role="parent", **args) is LevelDecision.FAN_OUT
     assert classify_level_change(role="child", **args) is LevelDecision.REASSERT
     assert classify_level_change(role="child", **{**args, "writes": [w(3, 0)]}) is LevelDecision.ECHO
-    assert classify_level_change(role="parent", **{**args, "applied": Version(T0 + timedelta(seconds=1))}) \
+    assert (
+        classify_level_change(role="parent", **{**args, "applied": Version(T0 + timedelta(seconds=1))})
         is LevelDecision.STALE
+    )
 
 
 def test_deliveries_out_of_order_keep_the_newest_and_drop_the_older():
     versions, writes = MemoryAppliedVersions(), MemoryWriteRecords()
 
     async def judge(seconds: int, qty: int):
-        return await judge_level_delivery(shop=SHOP, role="child", inventory_item_id=ITEM, location_id=LOC,
-                                          available=qty, version=Version(T0 + timedelta(seconds=seconds), f"e{seconds}"),
-                                          versions=versions, writes=writes)
+        return await judge_level_delivery(
+            shop=SHOP,
+            role="child",
+            inventory_item_id=ITEM,
+            location_id=LOC,
+            available=qty,
+            version=Version(T0 + timedelta(seconds=seconds), f"e{seconds}"),
+            versions=versions,
+            writes=writes,
+        )
 
     async def go():
         assert await judge(5, 2) is LevelDecision.REASSERT
@@ -78,6 +93,7 @@ def test_deliveries_out_of_order_keep_the_newest_and_drop_the_older():
 
 def test_delivery_versions_come_from_triggered_at_else_updated_at():
     from storesync.sync.conflicts import version_of_delivery
+
     v = version_of_delivery({"triggered_at": "2026-11-25T12:00:00Z", "event_id": "e1", "body": {}})
     assert v == Version(T0, "e1")
     v = version_of_delivery({"delivery_id": "d1", "body": {"updated_at": "2026-11-25T13:00:00+01:00"}})
@@ -90,8 +106,15 @@ def test_delivery_versions_come_from_triggered_at_else_updated_at():
 
 def test_level_webhook_bodies_parse_with_clear_errors():
     from storesync.sync.conflicts import level_from_webhook
-    r = level_from_webhook({"inventory_item_id": 5, "location_id": "gid://shopify/Location/2", "available": 3})
-    assert (r.inventory_item_id, r.location_id, r.available) == ("gid://shopify/InventoryItem/5", "gid://shopify/Location/2", 3)
+
+    r = level_from_webhook(
+        {"inventory_item_id": 5, "location_id": "gid://shopify/Location/2", "available": 3}
+    )
+    assert (r.inventory_item_id, r.location_id, r.available) == (
+        "gid://shopify/InventoryItem/5",
+        "gid://shopify/Location/2",
+        3,
+    )
     with pytest.raises(ValueError, match="available"):
         level_from_webhook({"inventory_item_id": 5, "location_id": 2, "available": None})
     with pytest.raises(ValueError, match="Location id"):

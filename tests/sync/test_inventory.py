@@ -8,25 +8,64 @@ from hypothesis import strategies as st
 
 from storesync.sync.conflicts import LevelDecision, Version, judge_level_delivery
 from storesync.sync.inventory import (
-    EntryKind, InventoryError, LedgerKey, Outcome, PushResult, SaleContext, StaleRetriesExhausted,
-    apply_order_event, fan_out_level, order_event_from_webhook, plan_delta, push_level,
+    EntryKind,
+    InventoryError,
+    LedgerKey,
+    Outcome,
+    PushResult,
+    SaleContext,
+    StaleRetriesExhausted,
+    apply_order_event,
+    fan_out_level,
+    order_event_from_webhook,
+    plan_delta,
+    push_level,
 )
 from storesync.sync.memory import (
-    MemoryAppliedVersions, MemoryAudit, MemoryLedger, MemoryStore, MemoryWriteRecords,
+    MemoryAppliedVersions,
+    MemoryAudit,
+    MemoryLedger,
+    MemoryStore,
+    MemoryWriteRecords,
 )
 from storesync.sync.model import Link, LinkKind, LinkMap, MatchedBy
-from tests.sync.builders import A_LOC1, B_LOC1, C_LOC1, CHILD_A, CHILD_B, CHILD_C, P_LOC1, P_LOC2, PARENT, merchant
+from tests.sync.builders import (
+    A_LOC1,
+    B_LOC1,
+    C_LOC1,
+    CHILD_A,
+    CHILD_B,
+    CHILD_C,
+    P_LOC1,
+    P_LOC2,
+    PARENT,
+    merchant,
+)
 
 P_ITEM = "gid://shopify/InventoryItem/100"
-CHILD_ITEMS = {CHILD_A: "gid://shopify/InventoryItem/201", CHILD_B: "gid://shopify/InventoryItem/301",
-               CHILD_C: "gid://shopify/InventoryItem/401"}
+CHILD_ITEMS = {
+    CHILD_A: "gid://shopify/InventoryItem/201",
+    CHILD_B: "gid://shopify/InventoryItem/301",
+    CHILD_C: "gid://shopify/InventoryItem/401",
+}
 CHILD_VARIANT_NUM = {CHILD_A: 2001, CHILD_B: 3001, CHILD_C: 4001}
 
 
 def link_map(shop: str) -> LinkMap:
-    return LinkMap(shop, [Link(LinkKind.VARIANT, shop, "gid://shopify/ProductVariant/100",
-                               f"gid://shopify/ProductVariant/{CHILD_VARIANT_NUM[shop]}", MatchedBy.SKU,
-                               parent_inventory_item_id=P_ITEM, child_inventory_item_id=CHILD_ITEMS[shop])])
+    return LinkMap(
+        shop,
+        [
+            Link(
+                LinkKind.VARIANT,
+                shop,
+                "gid://shopify/ProductVariant/100",
+                f"gid://shopify/ProductVariant/{CHILD_VARIANT_NUM[shop]}",
+                MatchedBy.SKU,
+                parent_inventory_item_id=P_ITEM,
+                child_inventory_item_id=CHILD_ITEMS[shop],
+            )
+        ],
+    )
 
 
 @dataclass
@@ -57,32 +96,44 @@ def make_net(level: int = 10, ledger=None) -> Net:
 
 def order(shop: str, order_id: int, qty: int = 1, line_id: int | None = None, refunds=()) -> dict:
     line = line_id or order_id * 10
-    return {"id": order_id, "line_items": [{"id": line, "variant_id": CHILD_VARIANT_NUM[shop], "quantity": qty}],
-            "refunds": list(refunds)}
+    return {
+        "id": order_id,
+        "line_items": [{"id": line, "variant_id": CHILD_VARIANT_NUM[shop], "quantity": qty}],
+        "refunds": list(refunds),
+    }
 
 
 def refund(refund_line_id: int, line_id: int, qty: int, restock_type: str = "cancel") -> dict:
-    return {"id": refund_line_id // 10, "refund_line_items": [
-        {"id": refund_line_id, "line_item_id": line_id, "quantity": qty, "restock_type": restock_type}]}
+    return {
+        "id": refund_line_id // 10,
+        "refund_line_items": [
+            {"id": refund_line_id, "line_item_id": line_id, "quantity": qty, "restock_type": restock_type}
+        ],
+    }
 
 
 def apply(net: Net, shop: str, topic: str, body: dict):
-    return asyncio.run(apply_order_event(net.ctx(shop), order_event_from_webhook(shop, topic, body), "delivery:x"))
+    return asyncio.run(
+        apply_order_event(net.ctx(shop), order_event_from_webhook(shop, topic, body), "delivery:x")
+    )
 
 
 # --------------------------------------------------------------------------- pure rules
 
 
-@pytest.mark.parametrize(("level", "backlog", "delta", "expected"), [
-    (10, 0, -3, (-3, 0)),
-    (1, 0, -1, (-1, 0)),
-    (0, 0, -1, (0, 1)),  # the last unit is gone: parent stays 0, one unit oversold
-    (1, 0, -3, (-1, 2)),
-    (0, 2, 1, (0, 1)),  # a restock pays the backlog back first
-    (0, 1, 3, (2, 0)),
-    (-2, 0, -1, (0, 1)),  # already negative (outside storesync): never pushed further down
-    (-2, 0, 5, (5, 0)),
-])
+@pytest.mark.parametrize(
+    ("level", "backlog", "delta", "expected"),
+    [
+        (10, 0, -3, (-3, 0)),
+        (1, 0, -1, (-1, 0)),
+        (0, 0, -1, (0, 1)),  # the last unit is gone: parent stays 0, one unit oversold
+        (1, 0, -3, (-1, 2)),
+        (0, 2, 1, (0, 1)),  # a restock pays the backlog back first
+        (0, 1, 3, (2, 0)),
+        (-2, 0, -1, (0, 1)),  # already negative (outside storesync): never pushed further down
+        (-2, 0, 5, (5, 0)),
+    ],
+)
 def test_plan_delta_keeps_the_parent_at_zero_and_counts_oversold_units(level, backlog, delta, expected):
     assert plan_delta(level, backlog, delta) == expected
 
@@ -91,7 +142,10 @@ def test_idempotency_keys_are_deterministic_per_line_and_kind():
     a = LedgerKey(CHILD_A, "gid://shopify/LineItem/1", EntryKind.SALE)
     assert a.idempotency_key == LedgerKey(CHILD_A, "gid://shopify/LineItem/1", EntryKind.SALE).idempotency_key
     assert a.idempotency_key != LedgerKey(CHILD_B, "gid://shopify/LineItem/1", EntryKind.SALE).idempotency_key
-    assert a.idempotency_key != LedgerKey(CHILD_A, "gid://shopify/LineItem/1", EntryKind.RESTOCK, "r").idempotency_key
+    assert (
+        a.idempotency_key
+        != LedgerKey(CHILD_A, "gid://shopify/LineItem/1", EntryKind.RESTOCK, "r").idempotency_key
+    )
 
 
 # --------------------------------------------------------------------------- parsing
@@ -103,14 +157,26 @@ def test_order_webhooks_parse_into_sales_and_restocks():
     ev = order_event_from_webhook(CHILD_A, "orders/cancelled", body)
     assert ev.order_id == "gid://shopify/Order/7"
     assert [(s.order_line_id, s.child_variant_id, s.quantity) for s in ev.sales] == [
-        ("gid://shopify/LineItem/70", "gid://shopify/ProductVariant/2001", 3)]
+        ("gid://shopify/LineItem/70", "gid://shopify/ProductVariant/2001", 3)
+    ]
     assert [(r.refund_line_id, r.quantity) for r in ev.restocks] == [("gid://shopify/RefundLineItem/901", 2)]
     assert ev.skipped == ("gid://shopify/LineItem/71",)
 
 
 def test_a_refund_webhook_carries_its_sale_line():
-    body = {"id": 5, "order_id": 7, "refund_line_items": [{"id": 901, "line_item_id": 70, "quantity": 1,
-            "restock_type": "return", "line_item": {"id": 70, "variant_id": 2001, "quantity": 2}}]}
+    body = {
+        "id": 5,
+        "order_id": 7,
+        "refund_line_items": [
+            {
+                "id": 901,
+                "line_item_id": 70,
+                "quantity": 1,
+                "restock_type": "return",
+                "line_item": {"id": 70, "variant_id": 2001, "quantity": 2},
+            }
+        ],
+    }
     ev = order_event_from_webhook(CHILD_A, "refunds/create", body)
     assert [(s.order_line_id, s.quantity) for s in ev.sales] == [("gid://shopify/LineItem/70", 2)]
     assert len(ev.restocks) == 1
@@ -136,8 +202,14 @@ def test_the_same_sale_delivered_five_times_and_out_of_order_applies_once():
     net = make_net(10)
     sale = order(CHILD_A, 1, qty=2)
     cancelled = order(CHILD_A, 1, qty=2, refunds=[refund(901, 10, 2)])
-    deliveries = [("orders/cancelled", cancelled), ("orders/create", sale), ("orders/create", sale),
-                  ("orders/updated", sale), ("orders/cancelled", cancelled), ("orders/create", sale)]
+    deliveries = [
+        ("orders/cancelled", cancelled),
+        ("orders/create", sale),
+        ("orders/create", sale),
+        ("orders/updated", sale),
+        ("orders/cancelled", cancelled),
+        ("orders/create", sale),
+    ]
     for topic, body in deliveries:
         apply(net, CHILD_A, topic, body)
     assert net.level == 10  # sold 2, restocked 2
@@ -214,7 +286,13 @@ def sale_histories(draw):
         restocked = draw(st.integers(0, qty))
         events.append((shop, "orders/create", order(shop, n + 1, qty=qty)))
         if restocked:
-            events.append((shop, "orders/cancelled", order(shop, n + 1, qty=qty, refunds=[refund(n * 100 + 1, (n + 1) * 10, restocked)])))
+            events.append(
+                (
+                    shop,
+                    "orders/cancelled",
+                    order(shop, n + 1, qty=qty, refunds=[refund(n * 100 + 1, (n + 1) * 10, restocked)]),
+                )
+            )
     deliveries = draw(st.lists(st.sampled_from(events), min_size=len(events), max_size=len(events) * 3))
     deliveries += events  # every event arrives at least once
     order_seed = draw(st.randoms(use_true_random=False))
@@ -271,7 +349,9 @@ def test_compare_and_set_retries_are_bounded():
     store = RacingStore(CHILD_A, races=10)
     store.levels[("i", "l")] = 10
     with pytest.raises(StaleRetriesExhausted):
-        asyncio.run(push_level(store, MemoryWriteRecords(), MemoryAudit(), "i", "l", 4, "job:1", max_attempts=3))
+        asyncio.run(
+            push_level(store, MemoryWriteRecords(), MemoryAudit(), "i", "l", 4, "job:1", max_attempts=3)
+        )
 
 
 class CheckingStore(MemoryStore):
@@ -288,7 +368,9 @@ def test_each_write_is_recorded_before_it_is_made():
     writes = MemoryWriteRecords()
     store = CheckingStore(CHILD_A, writes)
     store.levels[("i", "l")] = 1
-    assert asyncio.run(push_level(store, writes, MemoryAudit(), "i", "l", 3, "job:1")).result is PushResult.SET
+    assert (
+        asyncio.run(push_level(store, writes, MemoryAudit(), "i", "l", 3, "job:1")).result is PushResult.SET
+    )
 
 
 def test_fan_out_sets_every_mapped_child_to_the_parents_level_and_skips_the_unmapped():
@@ -296,15 +378,26 @@ def test_fan_out_sets_every_mapped_child_to_the_parents_level_and_skips_the_unma
     net.parent.levels[(P_ITEM, P_LOC1)] = 6
     net.parent.levels[(P_ITEM, P_LOC2)] = -2
     maps = {s: link_map(s) for s in net.children}
-    out = asyncio.run(fan_out_level(merchant(), net.parent, net.children, maps, net.writes, net.audit,
-                                    P_ITEM, P_LOC1, "job:2"))
+    out = asyncio.run(
+        fan_out_level(
+            merchant(), net.parent, net.children, maps, net.writes, net.audit, P_ITEM, P_LOC1, "job:2"
+        )
+    )
     assert {o.shop: o.result for o in out} == {s: PushResult.SET for s in net.children}
     assert net.children[CHILD_B].levels[(CHILD_ITEMS[CHILD_B], B_LOC1)] == 6
-    out = asyncio.run(fan_out_level(merchant(), net.parent, net.children, maps, net.writes, net.audit,
-                                    P_ITEM, P_LOC2, "job:3"))
-    assert {o.shop: o.result for o in out} == {CHILD_A: PushResult.SET, CHILD_B: PushResult.UNMAPPED,
-                                               CHILD_C: PushResult.UNMAPPED}
-    assert net.children[CHILD_A].levels[(CHILD_ITEMS[CHILD_A], "gid://shopify/Location/12")] == 0  # never negative
+    out = asyncio.run(
+        fan_out_level(
+            merchant(), net.parent, net.children, maps, net.writes, net.audit, P_ITEM, P_LOC2, "job:3"
+        )
+    )
+    assert {o.shop: o.result for o in out} == {
+        CHILD_A: PushResult.SET,
+        CHILD_B: PushResult.UNMAPPED,
+        CHILD_C: PushResult.UNMAPPED,
+    }
+    assert (
+        net.children[CHILD_A].levels[(CHILD_ITEMS[CHILD_A], "gid://shopify/Location/12")] == 0
+    )  # never negative
 
 
 def test_our_own_writes_come_back_as_echoes_and_cause_nothing():
@@ -313,14 +406,28 @@ def test_our_own_writes_come_back_as_echoes_and_cause_nothing():
     versions = MemoryAppliedVersions()
     apply(net, CHILD_A, "orders/create", order(CHILD_A, 1, qty=2))
     maps = {s: link_map(s) for s in net.children}
-    asyncio.run(fan_out_level(merchant(), net.parent, net.children, maps, net.writes, net.audit, P_ITEM, P_LOC1, "job:1"))
+    asyncio.run(
+        fan_out_level(
+            merchant(), net.parent, net.children, maps, net.writes, net.audit, P_ITEM, P_LOC1, "job:1"
+        )
+    )
     from datetime import UTC, datetime
+
     now = datetime.now(UTC)
 
     def judge(shop, role, item, loc, qty):
-        return asyncio.run(judge_level_delivery(shop=shop, role=role, inventory_item_id=item, location_id=loc,
-                                                available=qty, version=Version(now, "e"), versions=versions,
-                                                writes=net.writes))
+        return asyncio.run(
+            judge_level_delivery(
+                shop=shop,
+                role=role,
+                inventory_item_id=item,
+                location_id=loc,
+                available=qty,
+                version=Version(now, "e"),
+                versions=versions,
+                writes=net.writes,
+            )
+        )
 
     assert judge(PARENT, "parent", P_ITEM, P_LOC1, 8) is LevelDecision.ECHO
     assert judge(CHILD_B, "child", CHILD_ITEMS[CHILD_B], B_LOC1, 8) is LevelDecision.ECHO
@@ -334,10 +441,15 @@ def test_random_sales_then_fan_out_converge_every_store():
     for n in range(15):
         shop = rng.choice(list(net.children))
         apply(net, shop, "orders/create", order(shop, n + 1, qty=rng.randint(1, 2)))
-        asyncio.run(fan_out_level(merchant(), net.parent, net.children, maps, net.writes, net.audit,
-                                  P_ITEM, P_LOC1, f"job:{n}"))
-    levels = {s: st_.levels[(CHILD_ITEMS[s], loc)] for (s, st_), loc in
-              zip(net.children.items(), (A_LOC1, B_LOC1, C_LOC1), strict=True)}
+        asyncio.run(
+            fan_out_level(
+                merchant(), net.parent, net.children, maps, net.writes, net.audit, P_ITEM, P_LOC1, f"job:{n}"
+            )
+        )
+    levels = {
+        s: st_.levels[(CHILD_ITEMS[s], loc)]
+        for (s, st_), loc in zip(net.children.items(), (A_LOC1, B_LOC1, C_LOC1), strict=True)
+    }
     assert set(levels.values()) == {net.level}
 
 
@@ -393,7 +505,11 @@ def test_a_fan_out_expects_the_last_written_level_instead_of_reading_each_child(
     store = CountingStore(CHILD_B)
     store.levels[("i", "l")] = 10
     first = asyncio.run(push_level(store, writes, audit, "i", "l", 7, "job:1", guess_from_last_write=True))
-    assert (first.result, first.before, store.reads) == (PushResult.SET, 10, 1)  # nothing written before: read
+    assert (first.result, first.before, store.reads) == (
+        PushResult.SET,
+        10,
+        1,
+    )  # nothing written before: read
     second = asyncio.run(push_level(store, writes, audit, "i", "l", 6, "job:2", guess_from_last_write=True))
     assert (second.result, second.before, second.attempts) == (PushResult.SET, 7, 1)
     assert store.reads == 1  # the guess (our last write, 7) was right: no read
@@ -426,15 +542,34 @@ def test_the_seller_is_read_first_while_its_siblings_are_set_from_the_last_write
         store.levels[(CHILD_ITEMS[shop], locs[shop])] = 10
     maps = {s: link_map(s) for s in net.children}
     net.parent.levels[(P_ITEM, P_LOC1)] = 8
-    asyncio.run(fan_out_level(merchant(), net.parent, net.children, maps, net.writes, net.audit, P_ITEM, P_LOC1, "job:1"))
+    asyncio.run(
+        fan_out_level(
+            merchant(), net.parent, net.children, maps, net.writes, net.audit, P_ITEM, P_LOC1, "job:1"
+        )
+    )
     reads = {s: st.reads for s, st in net.children.items()}
     calls = {s: len(st.calls) for s, st in net.children.items()}
     net.parent.levels[(P_ITEM, P_LOC1)] = 7  # a sale on child A moved the parent, and child A itself
     net.children[CHILD_A].levels[(CHILD_ITEMS[CHILD_A], A_LOC1)] = 7
-    out = asyncio.run(fan_out_level(merchant(), net.parent, net.children, maps, net.writes, net.audit,
-                                    P_ITEM, P_LOC1, "job:2", moved={CHILD_A}))
+    out = asyncio.run(
+        fan_out_level(
+            merchant(),
+            net.parent,
+            net.children,
+            maps,
+            net.writes,
+            net.audit,
+            P_ITEM,
+            P_LOC1,
+            "job:2",
+            moved={CHILD_A},
+        )
+    )
     assert {o.shop: (o.result, o.attempts) for o in out} == {
-        CHILD_A: (PushResult.UNCHANGED, 1), CHILD_B: (PushResult.SET, 1), CHILD_C: (PushResult.SET, 1)}
+        CHILD_A: (PushResult.UNCHANGED, 1),
+        CHILD_B: (PushResult.SET, 1),
+        CHILD_C: (PushResult.SET, 1),
+    }
     assert net.children[CHILD_A].reads == reads[CHILD_A] + 1  # the seller: read, no wasted write
     assert len(net.children[CHILD_A].calls) == calls[CHILD_A]
     for shop in (CHILD_B, CHILD_C):

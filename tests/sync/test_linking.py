@@ -13,7 +13,9 @@ def test_variants_match_by_sku_first():
     (pp,), (cp,) = _stores([tee()], [tee(handle="other-handle")])
     report = match_catalogs([pp], [cp], CHILD_A)
     assert [(m.parent.sku, m.child.sku, m.matched_by) for m in report.matches] == [
-        ("TEE-M", "TEE-M", MatchedBy.SKU), ("TEE-S", "TEE-S", MatchedBy.SKU)]
+        ("TEE-M", "TEE-M", MatchedBy.SKU),
+        ("TEE-S", "TEE-S", MatchedBy.SKU),
+    ]
     links = LinkMap(CHILD_A, report.links())
     assert links.child_id(LinkKind.PRODUCT, pp.id) == cp.id
     for pv in pp.variants:
@@ -25,15 +27,25 @@ def test_variants_match_by_sku_first():
 
 def test_barcode_matches_when_skus_differ_and_handle_when_both_are_missing():
     parent = tee(skus=("A-S", "A-M"))
-    parent = parent.__class__(**{**parent.__dict__, "variants": (
-        variant("A-S", ("Size", "S"), barcode="111"), variant(None, ("Size", "M")))})
+    parent = parent.__class__(
+        **{
+            **parent.__dict__,
+            "variants": (variant("A-S", ("Size", "S"), barcode="111"), variant(None, ("Size", "M"))),
+        }
+    )
     child = tee(skus=("B-S", "B-M"))
-    child = child.__class__(**{**child.__dict__, "variants": (
-        variant("B-S", ("Size", "S"), barcode="111"), variant(None, ("Size", "M")))})
+    child = child.__class__(
+        **{
+            **child.__dict__,
+            "variants": (variant("B-S", ("Size", "S"), barcode="111"), variant(None, ("Size", "M"))),
+        }
+    )
     (pp,), (cp,) = _stores([parent], [child])
     report = match_catalogs([pp], [cp], CHILD_A)
     assert sorted((dict(m.parent.option_key)["Size"], m.matched_by) for m in report.matches) == [
-        ("M", MatchedBy.HANDLE), ("S", MatchedBy.BARCODE)]
+        ("M", MatchedBy.HANDLE),
+        ("S", MatchedBy.BARCODE),
+    ]
     assert ("parent", pp.variants[1].id) in report.missing_sku
     assert ("child", cp.variants[1].id) in report.missing_sku
 
@@ -44,7 +56,9 @@ def test_duplicate_skus_are_reported_and_never_matched():
     child = tee(handle="c", skus=("X-S", "Q-M"))
     pps, (cp,) = _stores([dup_parent, dup_parent2], [child])
     report = match_catalogs(pps, [cp], CHILD_A)
-    assert [(d.side, d.key, d.value, len(d.variant_ids)) for d in report.duplicates] == [("parent", "sku", "X-S", 2)]
+    assert [(d.side, d.key, d.value, len(d.variant_ids)) for d in report.duplicates] == [
+        ("parent", "sku", "X-S", 2)
+    ]
     assert report.matches == []
     assert cp.variants[0].id in report.unmatched_child
     assert any("duplicate sku 'X-S'" in line for line in report.lines())
@@ -89,7 +103,10 @@ def test_linking_a_network_stores_links_unless_it_is_a_dry_run():
     assert repo.rows == {}
     asyncio.run(link_network(merchant(), stores, repo))
     lm = asyncio.run(repo.link_map(CHILD_A))
-    assert lm.child_id(LinkKind.PRODUCT, pp.id) and len([lk for lk in lm.links if lk.kind is LinkKind.COLLECTION]) == 1
+    assert (
+        lm.child_id(LinkKind.PRODUCT, pp.id)
+        and len([lk for lk in lm.links if lk.kind is LinkKind.COLLECTION]) == 1
+    )
 
 
 def test_linking_records_the_view_of_a_child_already_in_step_and_not_of_one_that_differs():
@@ -113,4 +130,7 @@ def test_linking_records_the_view_of_a_child_already_in_step_and_not_of_one_that
     in_step = asyncio.run(repo.link_map(CHILD_A))
     assert in_step.link_down(LinkKind.PRODUCT, pp.id).synced_view == expected_view(pp, SyncPolicy(), in_step)
     differs = asyncio.run(repo.link_map(CHILD_B))
-    assert differs.child_id(LinkKind.PRODUCT, pp.id) and differs.link_down(LinkKind.PRODUCT, pp.id).synced_view is None
+    assert (
+        differs.child_id(LinkKind.PRODUCT, pp.id)
+        and differs.link_down(LinkKind.PRODUCT, pp.id).synced_view is None
+    )

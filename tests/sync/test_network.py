@@ -1,8 +1,18 @@
 import pytest
 
 from storesync.sync.network import Network, UnknownStore
-from tests.sync.builders import (A_LOC1, A_LOC2, CHILD_A, CHILD_B, CHILD_C, P_LOC1, P_LOC2, PARENT, merchant,
-                                 network_config)
+from tests.sync.builders import (
+    A_LOC1,
+    A_LOC2,
+    CHILD_A,
+    CHILD_B,
+    CHILD_C,
+    P_LOC1,
+    P_LOC2,
+    PARENT,
+    merchant,
+    network_config,
+)
 
 
 def test_network_is_built_from_the_configured_merchants():

@@ -31,16 +31,26 @@ class Network:
 
     async def sync(self, *shops: str) -> None:
         for shop in shops or CHILDREN:
-            await sync_product_to_child(self.parent, self.children[shop], self.product.id, self.links, self.policy,
-                                        self.audit, "job:1")
+            await sync_product_to_child(
+                self.parent,
+                self.children[shop],
+                self.product.id,
+                self.links,
+                self.policy,
+                self.audit,
+                "job:1",
+            )
 
     async def edit_parent(self, **input) -> None:
         self.product = await self.parent.product_set(input, product_id=self.product.id)
 
     def behind(self) -> list[str]:
-        links = [lk for lk in self.links.rows.values()
-                 if (lk.kind is LinkKind.PRODUCT and lk.parent_id == self.product.id)
-                 or (lk.kind is LinkKind.COLLECTION and lk.parent_id in self.product.collections)]
+        links = [
+            lk
+            for lk in self.links.rows.values()
+            if (lk.kind is LinkKind.PRODUCT and lk.parent_id == self.product.id)
+            or (lk.kind is LinkKind.COLLECTION and lk.parent_id in self.product.collections)
+        ]
         return children_behind(self.net, self.parent.products[self.product.id], links, self.policy)
 
 
@@ -49,8 +59,14 @@ def test_an_update_that_changed_no_synced_field_leaves_no_child_behind_and_route
     run(w.sync())
     assert w.behind() == []
     # what a stock move looks like to the webhook: the parent as read now, nothing synced changed
-    routed = route_parent_product_update(w.net, w.product.id, w.parent.products[w.product.id],
-                                         list(w.links.rows.values()), w.policy, "delivery:1")
+    routed = route_parent_product_update(
+        w.net,
+        w.product.id,
+        w.parent.products[w.product.id],
+        list(w.links.rows.values()),
+        w.policy,
+        "delivery:1",
+    )
     assert routed.jobs == [] and routed.ignored
 
 
@@ -58,10 +74,17 @@ def test_a_real_parent_edit_routes_one_job_per_child():
     w = Network()
     run(w.sync())
     run(w.edit_parent(title="Tee, relaunched"))
-    routed = route_parent_product_update(w.net, w.product.id, w.parent.products[w.product.id],
-                                         list(w.links.rows.values()), w.policy, "delivery:2")
+    routed = route_parent_product_update(
+        w.net,
+        w.product.id,
+        w.parent.products[w.product.id],
+        list(w.links.rows.values()),
+        w.policy,
+        "delivery:2",
+    )
     assert [(j.kind, j.payload["child_shop"], j.singleton_key) for j in routed.jobs] == [
-        (JOB_PRODUCT_TO_CHILD, s, f"product:{s}:{w.product.id}") for s in CHILDREN]
+        (JOB_PRODUCT_TO_CHILD, s, f"product:{s}:{w.product.id}") for s in CHILDREN
+    ]
     run(w.sync())
     assert w.behind() == []
 
@@ -115,4 +138,5 @@ def test_a_collection_linked_in_a_child_later_puts_that_child_behind():
     run(w.sync(CHILD_C))
     assert w.behind() == []
     assert w.children[CHILD_C].products[
-        w.links.rows[(CHILD_C, LinkKind.PRODUCT, w.product.id)].child_id].collections == (child_coll.id,)
+        w.links.rows[(CHILD_C, LinkKind.PRODUCT, w.product.id)].child_id
+    ].collections == (child_coll.id,)

@@ -30,22 +30,33 @@ def product_set_input():
 
 def _valid(type_, value):
     errors = []
-    validate_input_value(value, type_, lambda error, path: errors.append(f"{'.'.join(map(str, path))}: {error.message}"))
+    validate_input_value(
+        value, type_, lambda error, path: errors.append(f"{'.'.join(map(str, path))}: {error.message}")
+    )
     return errors
 
 
 def test_plans_for_create_and_update_are_valid_product_set_inputs(product_set_input):
     mf = Metafield("custom", "fabric", "single_line_text_field", "linen")
-    parent = replace(tee(), images=(Image("https://img.example/tee.jpg", "Tee"),),
-                     variants=(variant("TEE-S", ("Size", "S"), barcode="123", metafields=(mf,)),
-                               variant("TEE-M", ("Size", "M"))))
+    parent = replace(
+        tee(),
+        images=(Image("https://img.example/tee.jpg", "Tee"),),
+        variants=(
+            variant("TEE-S", ("Size", "S"), barcode="123", metafields=(mf,)),
+            variant("TEE-M", ("Size", "M")),
+        ),
+    )
     create = plan_child_product(MemoryStore("p").add_product(parent), None, LinkMap(CHILD_A), SyncPolicy())
     assert _valid(product_set_input, create.input) == []
 
     w = World()
     asyncio.run(w.sync())
     asyncio.run(w.add_child_only_variant(metafields=(mf,)))
-    asyncio.run(w.edit_child(title="edited", metafields=[{"namespace": "c", "key": "k", "type": "json", "value": "{}"}]))
+    asyncio.run(
+        w.edit_child(
+            title="edited", metafields=[{"namespace": "c", "key": "k", "type": "json", "value": "{}"}]
+        )
+    )
     child = asyncio.run(w.child_product())
     update = plan_child_product(w.pp, child, asyncio.run(w.links.link_map(CHILD_A)), w.policy)
     assert update.input["variants"] and _valid(product_set_input, update.input) == []

@@ -5,9 +5,25 @@ from storesync.sync.catalog import ChangeCause, SyncPolicy, sync_product_to_chil
 from storesync.sync.memory import MemoryAudit, MemoryLinks, MemoryStore, MemoryWriteRecords
 from storesync.sync.model import LinkKind
 from storesync.sync.reconcile import (
-    ReconcileReport, RepairKind, apply_repairs, catalog_hashes, diff_catalog, diff_inventory,
+    ReconcileReport,
+    RepairKind,
+    apply_repairs,
+    catalog_hashes,
+    diff_catalog,
+    diff_inventory,
 )
-from tests.sync.builders import A_LOC2, C_LOC1, CHILD_A, CHILD_B, CHILD_C, P_LOC1, P_LOC2, PARENT, merchant, tee
+from tests.sync.builders import (
+    A_LOC2,
+    C_LOC1,
+    CHILD_A,
+    CHILD_B,
+    CHILD_C,
+    P_LOC1,
+    P_LOC2,
+    PARENT,
+    merchant,
+    tee,
+)
 
 CHILDREN = (CHILD_A, CHILD_B, CHILD_C)
 
@@ -18,22 +34,28 @@ class Fleet:
         self.children = {s: MemoryStore(s) for s in CHILDREN}
         self.links, self.audit, self.writes = MemoryLinks(), MemoryAudit(), MemoryWriteRecords()
         self.policy = SyncPolicy()
-        self.products = [self.parent.add_product(tee(handle=f"tee-{i}", skus=(f"T{i}-S", f"T{i}-M"))) for i in range(3)]
+        self.products = [
+            self.parent.add_product(tee(handle=f"tee-{i}", skus=(f"T{i}-S", f"T{i}-M"))) for i in range(3)
+        ]
         for p in self.products:
             for v in p.variants:
                 self.parent.levels[(v.inventory_item_id, P_LOC1)] = 7
                 self.parent.levels[(v.inventory_item_id, P_LOC2)] = 3
 
     async def sync_all(self):
-        for shop, store in self.children.items():
+        for store in self.children.values():
             for p in self.products:
-                await sync_product_to_child(self.parent, store, p.id, self.links, self.policy, self.audit, "job:0")
+                await sync_product_to_child(
+                    self.parent, store, p.id, self.links, self.policy, self.audit, "job:0"
+                )
         maps = await self.maps()
         for shop, store in self.children.items():
             for link in maps[shop].links:
                 if link.kind is LinkKind.VARIANT:
                     for ploc, cloc in merchant().location_maps[shop].items():
-                        store.levels[(link.child_inventory_item_id, cloc)] = self.parent.levels[(link.parent_inventory_item_id, ploc)]
+                        store.levels[(link.child_inventory_item_id, cloc)] = self.parent.levels[
+                            (link.parent_inventory_item_id, ploc)
+                        ]
 
     async def maps(self):
         return {s: await self.links.link_map(s) for s in CHILDREN}
@@ -42,10 +64,20 @@ class Fleet:
         report = ReconcileReport()
         maps = await self.maps()
         self.products = list(self.parent.products.values())
-        diff_catalog(self.products, {s: list(c.products.values()) for s, c in self.children.items()}, maps,
-                     self.policy, report)
-        diff_inventory(merchant(), dict(self.parent.levels), {s: dict(c.levels) for s, c in self.children.items()},
-                       maps, report)
+        diff_catalog(
+            self.products,
+            {s: list(c.products.values()) for s, c in self.children.items()},
+            maps,
+            self.policy,
+            report,
+        )
+        diff_inventory(
+            merchant(),
+            dict(self.parent.levels),
+            {s: dict(c.levels) for s, c in self.children.items()},
+            maps,
+            report,
+        )
         return report
 
 
@@ -55,7 +87,9 @@ def test_synced_stores_need_no_repair_and_their_hashes_agree():
     report = asyncio.run(f.report())
     assert report.in_sync and report.products_checked == 9 and report.levels_checked == 6 * 4
     maps = asyncio.run(f.maps())
-    rows = catalog_hashes(PARENT, f.products, {s: list(c.products.values()) for s, c in f.children.items()}, maps, f.policy)
+    rows = catalog_hashes(
+        PARENT, f.products, {s: list(c.products.values()) for s, c in f.children.items()}, maps, f.policy
+    )
     assert [r.shop for r in rows] == [PARENT, *CHILDREN] and all(r.agrees for r in rows)
 
 
@@ -70,16 +104,29 @@ def test_a_dropped_webhook_is_found_and_repaired():
     report = asyncio.run(f.report())
     kinds = sorted((r.kind, r.child_shop) for r in report.repairs)
     assert kinds.count((RepairKind.RESYNC_PRODUCT, CHILD_A)) == 1
-    assert sum(1 for k, _ in kinds if k is RepairKind.SET_INVENTORY) == 4  # item in A, B, C; plus C's own drift
+    assert (
+        sum(1 for k, _ in kinds if k is RepairKind.SET_INVENTORY) == 4
+    )  # item in A, B, C; plus C's own drift
     resync = next(r for r in report.repairs if r.kind is RepairKind.RESYNC_PRODUCT)
     assert [(c.field, c.cause) for c in resync.changes] == [("title", ChangeCause.PARENT_CHANGED)]
     assert "Renamed" in resync.describe()
     maps = asyncio.run(f.maps())
-    rows = catalog_hashes(PARENT, f.products, {s: list(c.products.values()) for s, c in f.children.items()}, maps, f.policy)
+    rows = catalog_hashes(
+        PARENT, f.products, {s: list(c.products.values()) for s, c in f.children.items()}, maps, f.policy
+    )
     assert [r.agrees for r in rows] == [True, False, False, False]
-    fixed, left = asyncio.run(apply_repairs(report.repairs, parent_store=f.parent, stores=f.children,
-                                            links_repo=f.links, writes=f.writes, audit=f.audit, policy=f.policy,
-                                            cause="reconcile:1"))
+    fixed, left = asyncio.run(
+        apply_repairs(
+            report.repairs,
+            parent_store=f.parent,
+            stores=f.children,
+            links_repo=f.links,
+            writes=f.writes,
+            audit=f.audit,
+            policy=f.policy,
+            cause="reconcile:1",
+        )
+    )
     assert len(fixed) == len(report.repairs) and left == []
     assert asyncio.run(f.report()).in_sync
 
@@ -95,8 +142,18 @@ def test_missing_and_orphaned_child_products_are_reported():
     by_kind = {(r.kind, r.child_shop) for r in report.repairs}
     assert (RepairKind.CREATE_PRODUCT, CHILD_B) in by_kind
     assert {(RepairKind.DELETE_PRODUCT, s) for s in CHILDREN} <= by_kind
-    asyncio.run(apply_repairs(report.repairs, parent_store=f.parent, stores=f.children, links_repo=f.links,
-                              writes=f.writes, audit=f.audit, policy=f.policy, cause="reconcile:2"))
+    asyncio.run(
+        apply_repairs(
+            report.repairs,
+            parent_store=f.parent,
+            stores=f.children,
+            links_repo=f.links,
+            writes=f.writes,
+            audit=f.audit,
+            policy=f.policy,
+            cause="reconcile:2",
+        )
+    )
     assert not [r for r in asyncio.run(f.report()).repairs if r.kind is not RepairKind.SET_INVENTORY]
 
 
@@ -112,6 +169,7 @@ def test_a_negative_parent_level_is_expected_as_zero_in_children():
 
 def test_reconcile_network_reads_every_store_and_finds_the_same_repairs():
     from storesync.sync.reconcile import reconcile_network
+
     f = Fleet()
     asyncio.run(f.sync_all())
     scans = {PARENT: f.parent, **f.children}

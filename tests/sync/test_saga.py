@@ -8,7 +8,12 @@ from hypothesis import strategies as st
 from storesync.sync.memory import MemoryAudit, MemoryStepLog
 from storesync.sync.model import LinkKind
 from storesync.sync.saga import (
-    PermanentStepError, SagaExecutor, SagaState, SagaStuck, StepSpec, StepStatus,
+    PermanentStepError,
+    SagaExecutor,
+    SagaState,
+    SagaStuck,
+    StepSpec,
+    StepStatus,
 )
 from storesync.sync.saga_actions import copy_product_actions, copy_product_steps
 from tests.sync.builders import CHILD_A
@@ -20,7 +25,12 @@ class Recorder:
 
     def __init__(self, journal, log, fail_run=0, crash_run=0, crash_undo=0, fail_undo=False):
         self.journal, self.log = journal, log
-        self.fail_run, self.crash_run, self.crash_undo, self.fail_undo = fail_run, crash_run, crash_undo, fail_undo
+        self.fail_run, self.crash_run, self.crash_undo, self.fail_undo = (
+            fail_run,
+            crash_run,
+            crash_undo,
+            fail_undo,
+        )
 
     async def prepare(self, params, ctx):
         return {"undo": params["n"]}
@@ -134,7 +144,9 @@ def test_copying_a_product_creates_it_adds_its_collections_and_sets_its_levels()
     deps, pp = copy_world()
     asyncio.run(link_collection(deps))
     ex = SagaExecutor(MemoryStepLog(), copy_product_actions(deps), deps.audit)
-    saga = asyncio.run(ex.start("copy-1", "copy_product", CHILD_A, "job:1", copy_product_steps(pp.id, CHILD_A)))
+    saga = asyncio.run(
+        ex.start("copy-1", "copy_product", CHILD_A, "job:1", copy_product_steps(pp.id, CHILD_A))
+    )
     assert saga.state is SagaState.COMPLETED
     child = deps.stores[CHILD_A]
     (cp,) = child.products.values()
@@ -150,7 +162,9 @@ def test_a_failure_in_the_third_step_leaves_every_store_as_before():
     asyncio.run(link_collection(deps))
     before = {shop: (dict(s.products), dict(s.levels)) for shop, s in deps.stores.items()}
     ex = SagaExecutor(MemoryStepLog(), copy_product_actions(deps), deps.audit)
-    saga = asyncio.run(ex.start("copy-1", "copy_product", CHILD_A, "job:1", copy_product_steps(pp.id, CHILD_A)))
+    saga = asyncio.run(
+        ex.start("copy-1", "copy_product", CHILD_A, "job:1", copy_product_steps(pp.id, CHILD_A))
+    )
     assert saga.state is SagaState.COMPENSATED and "location is not active" in saga.error
     assert any(c[0] == "inventorySetQuantities" for c in deps.stores[CHILD_A].calls[:-1])  # one level was set
     assert {shop: (dict(s.products), dict(s.levels)) for shop, s in deps.stores.items()} == before
@@ -163,13 +177,16 @@ def test_a_create_never_adopts_a_product_the_child_already_has():
     deps, pp = copy_world()
     deps.stores[CHILD_A].add_product(pp.__class__(id=None, handle=pp.handle, title="Theirs"))
     ex = SagaExecutor(MemoryStepLog(), copy_product_actions(deps), deps.audit)
-    saga = asyncio.run(ex.start("copy-1", "copy_product", CHILD_A, "job:1", copy_product_steps(pp.id, CHILD_A)))
+    saga = asyncio.run(
+        ex.start("copy-1", "copy_product", CHILD_A, "job:1", copy_product_steps(pp.id, CHILD_A))
+    )
     assert saga.state is SagaState.COMPENSATED and "link it" in saga.error
     assert [p.title for p in deps.stores[CHILD_A].products.values()] == ["Theirs"]
 
 
 def test_a_second_executor_on_the_same_saga_stops_instead_of_running_a_step_twice():
     from storesync.sync.saga import SagaConflict
+
     log, journal = MemoryStepLog(), []
 
     class Interleaved(Recorder):
@@ -218,14 +235,18 @@ def test_copy_saga_ends_all_done_or_as_before_whatever_fails_or_crashes(fail_at,
 
             async def undo(self, undo, ctx):
                 return await action.undo(undo, ctx)
+
         return Faulty()
 
     actions = copy_product_actions(deps)
     log = MemoryStepLog()
     faulty = {k: wrap(k, a) for k, a in actions.items()}
     try:
-        saga = asyncio.run(SagaExecutor(log, faulty, deps.audit).start("c", "copy", CHILD_A, "job:1",
-                                                                        copy_product_steps(pp.id, CHILD_A)))
+        saga = asyncio.run(
+            SagaExecutor(log, faulty, deps.audit).start(
+                "c", "copy", CHILD_A, "job:1", copy_product_steps(pp.id, CHILD_A)
+            )
+        )
     except ConnectionError:
         saga = asyncio.run(SagaExecutor(log, faulty, deps.audit).run("c"))
     if fail_at < 3:
@@ -242,8 +263,15 @@ def test_copy_saga_ends_all_done_or_as_before_whatever_fails_or_crashes(fail_at,
 
 def _stocked_copy(deps, pp, saga_id="copy-1", actions=None, log=None):
     ex = SagaExecutor(log or MemoryStepLog(), actions or copy_product_actions(deps), deps.audit)
-    return asyncio.run(ex.start(saga_id, "copy_product", CHILD_A, "job:1",
-                                copy_product_steps(pp.id, CHILD_A, stock_in_create=True)))
+    return asyncio.run(
+        ex.start(
+            saga_id,
+            "copy_product",
+            CHILD_A,
+            "job:1",
+            copy_product_steps(pp.id, CHILD_A, stock_in_create=True),
+        )
+    )
 
 
 def test_a_copy_with_stock_in_the_create_makes_one_product_set_and_reads_no_child_level():
@@ -268,7 +296,9 @@ def test_a_copy_with_stock_in_the_create_makes_one_product_set_and_reads_no_chil
     assert all(len(v["inventoryQuantities"]) == 2 for v in sent["variants"])
     links = asyncio.run(deps.links.link_map(CHILD_A))
     # The answer named the product only: its variants wait for their ids (the create webhook).
-    assert links.child_id(LinkKind.PRODUCT, pp.id) == cp.id and links.link_down(LinkKind.PRODUCT, pp.id).pending
+    assert (
+        links.child_id(LinkKind.PRODUCT, pp.id) == cp.id and links.link_down(LinkKind.PRODUCT, pp.id).pending
+    )
     assert all(links.child_item(pv.inventory_item_id) is None for pv in pp.variants)
     resolution = asyncio.run(link_copy_variants(deps, CHILD_A, pp.id))
     assert resolution is not None and resolution.unmatched == []
@@ -279,7 +309,9 @@ def test_a_copy_with_stock_in_the_create_makes_one_product_set_and_reads_no_chil
         item = links.child_item(pv.inventory_item_id)
         assert child.levels[(item, A_LOC1)] == 5 + i and child.levels[(item, A_LOC2)] == 1
     skus = {links.child_item(pv.inventory_item_id): pv.sku for pv in pp.variants}
-    assert sorted(map(tuple, saga.steps[0].result["levels"])) == sorted((skus[k[0]], k[1], q) for k, q in child.levels.items())
+    assert sorted(map(tuple, saga.steps[0].result["levels"])) == sorted(
+        (skus[k[0]], k[1], q) for k, q in child.levels.items()
+    )
 
 
 async def link_copy_variants_again(deps, parent_product_id):
@@ -306,17 +338,37 @@ def test_the_echo_of_a_create_that_wrote_stock_is_recognised_and_causes_no_write
     levels = [(w.inventory_item_id, w.location_id, w.quantity) for w in resolution.writes]
     assert sorted(levels) == sorted((k[0], k[1], q) for k, q in child.levels.items())
     for item, loc, quantity in levels:
-        (record,) = asyncio.run(deps.writes.recent_writes(CHILD_A, item, loc, datetime(2000, 1, 1, tzinfo=UTC)))
+        (record,) = asyncio.run(
+            deps.writes.recent_writes(CHILD_A, item, loc, datetime(2000, 1, 1, tzinfo=UTC))
+        )
         assert record.quantity == quantity == child.levels[(item, loc)] and record.cause == "job:1"
-        decision = asyncio.run(judge_level_delivery(
-            shop=CHILD_A, role="child", inventory_item_id=item, location_id=loc, available=quantity,
-            version=Version(datetime.now(UTC), "delivery-1"), versions=versions, writes=deps.writes))
+        decision = asyncio.run(
+            judge_level_delivery(
+                shop=CHILD_A,
+                role="child",
+                inventory_item_id=item,
+                location_id=loc,
+                available=quantity,
+                version=Version(datetime.now(UTC), "delivery-1"),
+                versions=versions,
+                writes=deps.writes,
+            )
+        )
         assert decision is LevelDecision.ECHO
     # A level the child moved itself afterwards is not mistaken for our write.
     item, loc, quantity = levels[0]
-    moved = asyncio.run(judge_level_delivery(
-        shop=CHILD_A, role="child", inventory_item_id=item, location_id=loc, available=quantity + 3,
-        version=Version(datetime.now(UTC), "delivery-2"), versions=versions, writes=deps.writes))
+    moved = asyncio.run(
+        judge_level_delivery(
+            shop=CHILD_A,
+            role="child",
+            inventory_item_id=item,
+            location_id=loc,
+            available=quantity + 3,
+            version=Version(datetime.now(UTC), "delivery-2"),
+            versions=versions,
+            writes=deps.writes,
+        )
+    )
     assert moved is LevelDecision.REASSERT
 
 
@@ -366,14 +418,18 @@ def test_a_stocked_copy_ends_all_done_or_as_before_whatever_fails_or_crashes(fai
     if fail:
         assert saga.state is SagaState.COMPENSATED
         assert {shop: (dict(s.products), dict(s.levels)) for shop, s in deps.stores.items()} == before
-        assert [lk for lk in asyncio.run(deps.links.link_map(CHILD_A)).links if lk.kind is not LinkKind.COLLECTION] == []
+        assert [
+            lk for lk in asyncio.run(deps.links.link_map(CHILD_A)).links if lk.kind is not LinkKind.COLLECTION
+        ] == []
     else:
         assert saga.state is SagaState.COMPLETED
         assert len(child.products) == 1
         asyncio.run(link_copy_variants(deps, CHILD_A, pp.id))
         links = asyncio.run(deps.links.link_map(CHILD_A))
         items = {links.child_item(pv.inventory_item_id) for pv in pp.variants}
-        assert {k for k in child.levels if k[0] in items} == {(i, loc) for i in items for loc in (A_LOC1, A_LOC2)}
+        assert {k for k in child.levels if k[0] in items} == {
+            (i, loc) for i in items for loc in (A_LOC1, A_LOC2)
+        }
 
 
 def test_a_copy_whose_handle_the_child_took_is_refused_and_leaves_the_childs_product_alone():

@@ -22,12 +22,24 @@ async def test_collections_round_trip_through_the_admin_api(emu):
     emu.seed(SHOP, products=3)
     async with client_for(emu) as client:
         store = ShopifyCollections(client)
-        wanted = Collection(None, "outerwear", "Outerwear", "<p>coats</p>", "ALPHA_ASC", "Outer", "Coats",
-                            Image("https://example.com/images/coats.jpg", "Coats"))
+        wanted = Collection(
+            None,
+            "outerwear",
+            "Outerwear",
+            "<p>coats</p>",
+            "ALPHA_ASC",
+            "Outer",
+            "Coats",
+            Image("https://example.com/images/coats.jpg", "Coats"),
+        )
         created = await store.create_collection(collection_input(wanted))
         assert created.id and created.handle == "outerwear"
         read = await store.read_collection(created.id)
-        assert collection_view(read) == collection_view(wanted) and read.rules is None and read.product_ids is None
+        assert (
+            collection_view(read) == collection_view(wanted)
+            and read.rules is None
+            and read.product_ids is None
+        )
         assert read.image.source.startswith("https://cdn.shopify.com/")  # served from the store's own CDN
         assert (await store.find_collection_by_handle("outerwear")).id == created.id
         assert await store.find_collection_by_handle("outer") is None  # exact handles only
@@ -35,9 +47,13 @@ async def test_collections_round_trip_through_the_admin_api(emu):
         products = [p["admin_graphql_api_id"] for p in emu.snapshot(SHOP)["products"]]
         res = await client.execute("CollectionAddProducts", {"id": created.id, "productIds": products[:2]})
         assert res["collectionAddProducts"]["collection"]["id"] == created.id
-        assert (await store.read_collection(created.id, with_products=True)).product_ids == tuple(products[:2])
+        assert (await store.read_collection(created.id, with_products=True)).product_ids == tuple(
+            products[:2]
+        )
 
-        await store.update_collection(created.id, {**collection_input(wanted), "title": "Coats", "image": None})
+        await store.update_collection(
+            created.id, {**collection_input(wanted), "title": "Coats", "image": None}
+        )
         updated = await store.read_collection(created.id)
         assert updated.title == "Coats" and updated.image is None
         await store.delete_collection(created.id)

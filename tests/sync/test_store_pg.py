@@ -1,8 +1,8 @@
 """The Postgres adapters of the sync domain against a real, migrated database."""
 
 import asyncio
-from decimal import Decimal
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import psycopg
 import pytest
@@ -12,7 +12,13 @@ from storesync.config import Settings
 from storesync.db.pools import POOLED_CONNECTION_KWARGS, async_pooled_pool
 from storesync.sync.audit import AuditRecord
 from storesync.sync.inventory import (
-    EntryKind, EntryStatus, LedgerEntry, LedgerKey, SaleContext, apply_order_event, order_event_from_webhook,
+    EntryKind,
+    EntryStatus,
+    LedgerEntry,
+    LedgerKey,
+    SaleContext,
+    apply_order_event,
+    order_event_from_webhook,
 )
 from storesync.sync.memory import MemoryStore
 from storesync.sync.model import Link, LinkKind, MatchedBy
@@ -39,51 +45,104 @@ async def test_a_pending_copy_is_linked_once_with_its_echo_records_even_by_two_c
     from storesync.sync.catalog import link_pending_copy
     from storesync.sync.model import Variant
 
-    pending = {"written_at": T0.isoformat(), "cause": "job:7", "variants": [
-        {"parent_variant_id": "gid://shopify/ProductVariant/1", "parent_item_id": "gid://shopify/InventoryItem/1",
-         "options": [["Size", "S"]], "sku": "T-S", "levels": [["gid://shopify/Location/11", 4]]}]}
-    product = Link(LinkKind.PRODUCT, CHILD_A, "gid://shopify/Product/1", "gid://shopify/Product/8",
-                   MatchedBy.CREATED, synced_view={"title": "Tee"}, pending=pending)
-    child_variants = [Variant("gid://shopify/ProductVariant/9", (("Size", "S"),), Decimal("1"), sku="T-S",
-                              inventory_item_id="gid://shopify/InventoryItem/9")]
+    pending = {
+        "written_at": T0.isoformat(),
+        "cause": "job:7",
+        "variants": [
+            {
+                "parent_variant_id": "gid://shopify/ProductVariant/1",
+                "parent_item_id": "gid://shopify/InventoryItem/1",
+                "options": [["Size", "S"]],
+                "sku": "T-S",
+                "levels": [["gid://shopify/Location/11", 4]],
+            }
+        ],
+    }
+    product = Link(
+        LinkKind.PRODUCT,
+        CHILD_A,
+        "gid://shopify/Product/1",
+        "gid://shopify/Product/8",
+        MatchedBy.CREATED,
+        synced_view={"title": "Tee"},
+        pending=pending,
+    )
+    child_variants = [
+        Variant(
+            "gid://shopify/ProductVariant/9",
+            (("Size", "S"),),
+            Decimal("1"),
+            sku="T-S",
+            inventory_item_id="gid://shopify/InventoryItem/9",
+        )
+    ]
     async with await connect(db) as a, await connect(db) as b:
         await PgLinks(a).save_links([product])
         assert [lk.pending for lk in await PgLinks(a).pending_links(CHILD_A)] == [pending]
-        results = await asyncio.gather(link_pending_copy(PgLinks(a), product, child_variants),
-                                       link_pending_copy(PgLinks(b), product, child_variants))
+        results = await asyncio.gather(
+            link_pending_copy(PgLinks(a), product, child_variants),
+            link_pending_copy(PgLinks(b), product, child_variants),
+        )
         assert sorted(r is None for r in results) == [False, True]  # one linked it, the other found it done
         lm = await PgLinks(a).link_map(CHILD_A)
         assert lm.link_down(LinkKind.PRODUCT, product.parent_id).pending is None
         assert lm.link_down(LinkKind.PRODUCT, product.parent_id).synced_view == {"title": "Tee"}
         assert lm.child_item("gid://shopify/InventoryItem/1") == "gid://shopify/InventoryItem/9"
         assert await PgLinks(a).pending_links(CHILD_A) == []
-        writes = await PgWriteRecords(a).recent_writes(CHILD_A, "gid://shopify/InventoryItem/9",
-                                                       "gid://shopify/Location/11", T0 - timedelta(seconds=1))
+        writes = await PgWriteRecords(a).recent_writes(
+            CHILD_A, "gid://shopify/InventoryItem/9", "gid://shopify/Location/11", T0 - timedelta(seconds=1)
+        )
         assert [(w.quantity, w.written_at, w.cause) for w in writes] == [(4, T0, "job:7")]
-
 
 
 async def test_links_round_trip_and_keep_their_synced_view(db):
     async with await connect(db) as conn:
         repo = PgLinks(conn)
-        variant = Link(LinkKind.VARIANT, CHILD_A, "gid://shopify/ProductVariant/1", "gid://shopify/ProductVariant/9",
-                       MatchedBy.SKU, "gid://shopify/Product/1", "gid://shopify/Product/8",
-                       "gid://shopify/InventoryItem/1", "gid://shopify/InventoryItem/9")
-        product = Link(LinkKind.PRODUCT, CHILD_A, "gid://shopify/Product/1", "gid://shopify/Product/8", MatchedBy.SKU,
-                       synced_view={"title": "Tee", "variants": {"a": {"price": "1.00"}}})
+        variant = Link(
+            LinkKind.VARIANT,
+            CHILD_A,
+            "gid://shopify/ProductVariant/1",
+            "gid://shopify/ProductVariant/9",
+            MatchedBy.SKU,
+            "gid://shopify/Product/1",
+            "gid://shopify/Product/8",
+            "gid://shopify/InventoryItem/1",
+            "gid://shopify/InventoryItem/9",
+        )
+        product = Link(
+            LinkKind.PRODUCT,
+            CHILD_A,
+            "gid://shopify/Product/1",
+            "gid://shopify/Product/8",
+            MatchedBy.SKU,
+            synced_view={"title": "Tee", "variants": {"a": {"price": "1.00"}}},
+        )
         assert await repo.save_links([variant, product]) == 2
         # a later write without a view (and another matched_by) keeps the view and how it was first matched
-        await repo.save_links([Link(LinkKind.PRODUCT, CHILD_A, "gid://shopify/Product/1", "gid://shopify/Product/8",
-                                    MatchedBy.CREATED)])
+        await repo.save_links(
+            [
+                Link(
+                    LinkKind.PRODUCT,
+                    CHILD_A,
+                    "gid://shopify/Product/1",
+                    "gid://shopify/Product/8",
+                    MatchedBy.CREATED,
+                )
+            ]
+        )
         lm = await repo.link_map(CHILD_A)
         assert lm.link_down(LinkKind.PRODUCT, "gid://shopify/Product/1").synced_view == product.synced_view
         assert lm.link_down(LinkKind.PRODUCT, "gid://shopify/Product/1").matched_by is MatchedBy.SKU
         assert lm.link_down(LinkKind.VARIANT, variant.parent_id) == variant
         assert lm.parent_item_for_child_variant(variant.child_id) == "gid://shopify/InventoryItem/1"
-        assert [lk.child_shop for lk in await repo.links_down(LinkKind.VARIANT, variant.parent_id)] == [CHILD_A]
+        assert [lk.child_shop for lk in await repo.links_down(LinkKind.VARIANT, variant.parent_id)] == [
+            CHILD_A
+        ]
         assert await repo.links_for_parent_item("gid://shopify/InventoryItem/1") == [variant]
         await repo.set_synced_view(CHILD_A, "gid://shopify/Product/1", {"title": "New"})
-        assert (await repo.link_map(CHILD_A)).link_down(LinkKind.PRODUCT, product.parent_id).synced_view == {"title": "New"}
+        assert (await repo.link_map(CHILD_A)).link_down(LinkKind.PRODUCT, product.parent_id).synced_view == {
+            "title": "New"
+        }
         await repo.delete_link(CHILD_A, LinkKind.VARIANT, variant.parent_id)
         assert (await repo.link_map(CHILD_A)).child_id(LinkKind.VARIANT, variant.parent_id) is None
 
@@ -91,10 +150,29 @@ async def test_links_round_trip_and_keep_their_synced_view(db):
 async def test_one_child_object_cannot_be_linked_to_two_parent_objects(db):
     async with await connect(db) as conn:
         repo = PgLinks(conn)
-        await repo.save_links([Link(LinkKind.PRODUCT, CHILD_A, "gid://shopify/Product/1", "gid://shopify/Product/8", MatchedBy.SKU)])
+        await repo.save_links(
+            [
+                Link(
+                    LinkKind.PRODUCT,
+                    CHILD_A,
+                    "gid://shopify/Product/1",
+                    "gid://shopify/Product/8",
+                    MatchedBy.SKU,
+                )
+            ]
+        )
         with pytest.raises(psycopg.errors.UniqueViolation):
-            await repo.save_links([Link(LinkKind.PRODUCT, CHILD_A, "gid://shopify/Product/2", "gid://shopify/Product/8",
-                                        MatchedBy.HANDLE)])
+            await repo.save_links(
+                [
+                    Link(
+                        LinkKind.PRODUCT,
+                        CHILD_A,
+                        "gid://shopify/Product/2",
+                        "gid://shopify/Product/8",
+                        MatchedBy.HANDLE,
+                    )
+                ]
+            )
         assert len((await repo.link_map(CHILD_A)).links) == 1
 
 
@@ -102,7 +180,9 @@ async def test_one_child_object_cannot_be_linked_to_two_parent_objects(db):
 
 
 def entry(delta=-1, line="gid://shopify/LineItem/1") -> LedgerEntry:
-    return LedgerEntry(LedgerKey(CHILD_A, line, EntryKind.SALE), "gid://shopify/Order/1", P_ITEM, P_LOC1, delta, "delivery:1")
+    return LedgerEntry(
+        LedgerKey(CHILD_A, line, EntryKind.SALE), "gid://shopify/Order/1", P_ITEM, P_LOC1, delta, "delivery:1"
+    )
 
 
 async def test_ledger_entries_move_claimed_planned_applied_once(db):
@@ -127,8 +207,14 @@ async def test_ledger_entries_move_claimed_planned_applied_once(db):
         assert not await ledger.mark_applied(stored.key, 0)
         assert await ledger.backlog(P_ITEM, P_LOC1) == 1
         assert await ledger.unfinished(P_ITEM, P_LOC1) == []
-        restock = LedgerEntry(LedgerKey(CHILD_A, "gid://shopify/LineItem/1", EntryKind.RESTOCK, "r1"),
-                              "gid://shopify/Order/1", P_ITEM, P_LOC1, 1, "delivery:2")
+        restock = LedgerEntry(
+            LedgerKey(CHILD_A, "gid://shopify/LineItem/1", EntryKind.RESTOCK, "r1"),
+            "gid://shopify/Order/1",
+            P_ITEM,
+            P_LOC1,
+            1,
+            "delivery:2",
+        )
         await ledger.claim(restock)
         assert await ledger.restocked(CHILD_A, "gid://shopify/LineItem/1") == 1
         assert (await ledger.get(restock.key)).status is EntryStatus.CLAIMED
@@ -141,10 +227,13 @@ class CountingStore(MemoryStore):
         super().__init__(shop)
         self.real_adjusts = 0
 
-    async def adjust_level(self, item, location, delta, *, idempotency_key, change_from=None, reason="correction"):
+    async def adjust_level(
+        self, item, location, delta, *, idempotency_key, change_from=None, reason="correction"
+    ):
         replay = idempotency_key in self._replays
-        out = await super().adjust_level(item, location, delta, idempotency_key=idempotency_key,
-                                         change_from=change_from, reason=reason)
+        out = await super().adjust_level(
+            item, location, delta, idempotency_key=idempotency_key, change_from=change_from, reason=reason
+        )
         await asyncio.sleep(0.01)  # a network round trip, so that attempts overlap
         self.real_adjusts += 0 if replay else 1
         return out
@@ -156,8 +245,11 @@ async def test_ledger_applies_a_sale_once_under_concurrent_attempts(db):
     event = order_event_from_webhook(CHILD_A, "orders/create", order(CHILD_A, 1, qty=3))
     conns = [await connect(db) for _ in range(8)]
     try:
+
         async def attempt(conn):
-            ctx = SaleContext(merchant(), link_map(CHILD_A), PgLedger(conn), parent, PgWriteRecords(conn), PgAudit(conn))
+            ctx = SaleContext(
+                merchant(), link_map(CHILD_A), PgLedger(conn), parent, PgWriteRecords(conn), PgAudit(conn)
+            )
             return await apply_order_event(ctx, event, "delivery:dup")
 
         results = await asyncio.gather(*(attempt(c) for c in conns))
@@ -166,7 +258,9 @@ async def test_ledger_applies_a_sale_once_under_concurrent_attempts(db):
             await c.close()
     assert parent.levels[(P_ITEM, P_LOC1)] == 7 and parent.real_adjusts == 1
     async with await connect(db) as conn:
-        rows = await (await conn.execute("SELECT status, applied_delta FROM sync_inventory_ledger")).fetchall()
+        rows = await (
+            await conn.execute("SELECT status, applied_delta FROM sync_inventory_ledger")
+        ).fetchall()
         audits = await PgAudit(conn).query(cause="delivery:dup")
     assert rows == [("applied", -3)]
     assert len(audits) == 1  # exactly one attempt marked it applied
@@ -175,17 +269,27 @@ async def test_ledger_applies_a_sale_once_under_concurrent_attempts(db):
 
 async def test_ledger_through_pgbouncer_transaction_mode(pgbouncer_dsn, db):
     """The adapters hold no session state: the whole sale path works through PgBouncer."""
-    settings = Settings.load(database_url=SecretStr(pgbouncer_dsn), database_direct_url=SecretStr(db.dsn),
-                             pool_min_size=0, pool_max_size=2)
+    settings = Settings.load(
+        database_url=SecretStr(pgbouncer_dsn),
+        database_direct_url=SecretStr(db.dsn),
+        pool_min_size=0,
+        pool_max_size=2,
+    )
     parent = MemoryStore(PARENT)
     parent.levels[(P_ITEM, P_LOC1)] = 5
     async with async_pooled_pool(settings) as pool:
         for n in range(3):
             async with pool.connection() as conn:
                 await conn.set_autocommit(True)
-                ctx = SaleContext(merchant(), link_map(CHILD_B), PgLedger(conn), parent, PgWriteRecords(conn), PgAudit(conn))
-                await apply_order_event(ctx, order_event_from_webhook(CHILD_B, "orders/create", order(CHILD_B, n + 1)), "d")
-                await apply_order_event(ctx, order_event_from_webhook(CHILD_B, "orders/create", order(CHILD_B, n + 1)), "d")
+                ctx = SaleContext(
+                    merchant(), link_map(CHILD_B), PgLedger(conn), parent, PgWriteRecords(conn), PgAudit(conn)
+                )
+                await apply_order_event(
+                    ctx, order_event_from_webhook(CHILD_B, "orders/create", order(CHILD_B, n + 1)), "d"
+                )
+                await apply_order_event(
+                    ctx, order_event_from_webhook(CHILD_B, "orders/create", order(CHILD_B, n + 1)), "d"
+                )
     assert parent.levels[(P_ITEM, P_LOC1)] == 2
 
 
@@ -213,7 +317,10 @@ async def test_write_records_and_applied_versions(db):
         await versions.advance(CHILD_A, "j", "l", T0 - timedelta(seconds=5), "a")
         levels = [("i", "l"), ("j", "l"), ("i", "x")]
         assert await versions.moved_since(CHILD_A, levels, T0) == [("i", "l")]
-        assert await versions.moved_since(CHILD_A, levels, T0 - timedelta(seconds=9)) == [("i", "l"), ("j", "l")]
+        assert await versions.moved_since(CHILD_A, levels, T0 - timedelta(seconds=9)) == [
+            ("i", "l"),
+            ("j", "l"),
+        ]
         assert await versions.moved_since(CHILD_B, levels, T0 - timedelta(seconds=9)) == []
         assert await versions.moved_since(CHILD_A, [], T0) == []
 
@@ -222,8 +329,18 @@ async def test_audit_trail_is_queryable_by_store_object_and_cause(db):
     async with await connect(db) as conn:
         audit = PgAudit(conn)
         for n in range(3):
-            await audit.record(AuditRecord(CHILD_A if n < 2 else CHILD_B, "product", f"p{n % 2}", "product_set",
-                                           {"title": "a"}, {"title": "b", "n": n}, f"job:{n}", T0 + timedelta(seconds=n)))
+            await audit.record(
+                AuditRecord(
+                    CHILD_A if n < 2 else CHILD_B,
+                    "product",
+                    f"p{n % 2}",
+                    "product_set",
+                    {"title": "a"},
+                    {"title": "b", "n": n},
+                    f"job:{n}",
+                    T0 + timedelta(seconds=n),
+                )
+            )
         assert [r.after["n"] for r in await audit.query(shop=CHILD_A)] == [1, 0]
         assert [r.after["n"] for r in await audit.query(object_id="p0")] == [2, 0]
         (one,) = await audit.query(cause="job:1")
@@ -238,6 +355,7 @@ async def test_saga_log_survives_a_crash_and_a_new_executor_resumes_it(db):
     journal = []
     conn = await connect(db)
     log = PgStepLog(conn)
+
     class CheckUndoDurable(Recorder):
         async def run(self, params, ctx):
             saga = await PgStepLog(conn).load(ctx.saga_id)
@@ -250,7 +368,8 @@ async def test_saga_log_survives_a_crash_and_a_new_executor_resumes_it(db):
 
     with pytest.raises(ConnectionError):
         await SagaExecutor(log, {"rec": CheckUndoDurable(journal, None, crash_run=1)}).start(
-            "saga-1", "demo", CHILD_A, "job:7", steps(3, crash=1))
+            "saga-1", "demo", CHILD_A, "job:7", steps(3, crash=1)
+        )
     await conn.close()  # the process is gone
 
     async with await connect(db) as conn2:
@@ -289,8 +408,11 @@ async def test_compensation_interrupted_by_a_crash_finishes_after_restart(db):
 
     conn = await connect(db)
     with pytest.raises(ConnectionError):
-        await SagaExecutor(PgStepLog(conn), {**actions, "set_child_collections": DiesWhileUndoing(actions["set_child_collections"])},
-                           PgAudit(conn)).start("copy-1", "copy_product", CHILD_A, "job:9", copy_product_steps(pp.id, CHILD_A))
+        await SagaExecutor(
+            PgStepLog(conn),
+            {**actions, "set_child_collections": DiesWhileUndoing(actions["set_child_collections"])},
+            PgAudit(conn),
+        ).start("copy-1", "copy_product", CHILD_A, "job:9", copy_product_steps(pp.id, CHILD_A))
     await conn.close()
     assert deps.stores[CHILD_A].products  # half done: the product exists in the child
 

@@ -18,15 +18,30 @@ from storesync.sync.runtime import network_with_credentials, park_job, pause_sto
 from storesync.sync.saga import SagaState, StepSpec
 from storesync.sync.store_pg import PgStepLog
 
-NETWORK = NetworkConfig.model_validate({"merchants": [{
-    "id": "acme",
-    "parent": {"shop": "parent.myshopify.com", "access_token": "shpat_parent",
-               "admin_api_url": "http://127.0.0.1:1/stores/parent.myshopify.com/admin/api/2026-10/graphql.json",
-               "webhook_secrets": ["s1"]},
-    "children": [{"shop": "child-a.myshopify.com", "access_token": "shpat_child",
-                  "admin_api_url": "http://127.0.0.1:1/stores/child-a.myshopify.com/admin/api/2026-10/graphql.json",
-                  "webhook_secrets": ["s2"],
-                  "location_map": {"gid://shopify/Location/1": "gid://shopify/Location/2"}}]}]})
+NETWORK = NetworkConfig.model_validate(
+    {
+        "merchants": [
+            {
+                "id": "acme",
+                "parent": {
+                    "shop": "parent.myshopify.com",
+                    "access_token": "shpat_parent",
+                    "admin_api_url": "http://127.0.0.1:1/stores/parent.myshopify.com/admin/api/2026-10/graphql.json",
+                    "webhook_secrets": ["s1"],
+                },
+                "children": [
+                    {
+                        "shop": "child-a.myshopify.com",
+                        "access_token": "shpat_child",
+                        "admin_api_url": "http://127.0.0.1:1/stores/child-a.myshopify.com/admin/api/2026-10/graphql.json",
+                        "webhook_secrets": ["s2"],
+                        "location_map": {"gid://shopify/Location/1": "gid://shopify/Location/2"},
+                    }
+                ],
+            }
+        ]
+    }
+)
 
 
 @pytest.fixture
@@ -41,7 +56,9 @@ def applied(db, monkeypatch):
 
 def test_network_apply_stores_tokens_encrypted_and_workers_read_them_back(applied) -> None:
     with applied.connect(autocommit=True) as conn:
-        blobs = conn.execute("SELECT access_token_encrypted, location_map FROM stores ORDER BY shop_domain").fetchall()
+        blobs = conn.execute(
+            "SELECT access_token_encrypted, location_map FROM stores ORDER BY shop_domain"
+        ).fetchall()
         assert all(b and "shpat" not in b for b, _ in blobs)
         assert blobs[0][1] == {"gid://shopify/Location/1": "gid://shopify/Location/2"}
         assert stored_credentials(conn, load_cipher())["child-a.myshopify.com"][1] == "shpat_child"
@@ -62,19 +79,27 @@ def test_unfinished_sagas_get_one_resume_job_each_at_worker_start(applied) -> No
     async def make() -> None:
         async with await psycopg.AsyncConnection.connect(applied.dsn, autocommit=True) as conn:
             log = PgStepLog(conn)
-            for saga_id, state in (("copy:child-a.myshopify.com:p1", SagaState.RUNNING),
-                                   ("copy:child-a.myshopify.com:p2", SagaState.COMPENSATING),
-                                   ("copy:child-a.myshopify.com:p3", SagaState.COMPLETED)):
-                await log.create(saga_id, "copy_product", "child-a.myshopify.com", "test", [StepSpec("a", "a", {})])
+            for saga_id, state in (
+                ("copy:child-a.myshopify.com:p1", SagaState.RUNNING),
+                ("copy:child-a.myshopify.com:p2", SagaState.COMPENSATING),
+                ("copy:child-a.myshopify.com:p3", SagaState.COMPLETED),
+            ):
+                await log.create(
+                    saga_id, "copy_product", "child-a.myshopify.com", "test", [StepSpec("a", "a", {})]
+                )
                 await log.set_state(saga_id, state)
 
     asyncio.run(make())
     with applied.connect(autocommit=True) as conn:
         assert enqueue_saga_resumes(conn, NETWORK) == 2
         assert enqueue_saga_resumes(conn, NETWORK) == 2  # a second start collapses into the queued jobs
-        jobs = conn.execute("SELECT kind, lock_key, group_key, payload->>'saga_id' FROM jobs ORDER BY id").fetchall()
-    assert jobs == [(JOB_COPY_PRODUCT, "saga:copy:child-a.myshopify.com:p1", "acme", "copy:child-a.myshopify.com:p1"),
-                    (JOB_COPY_PRODUCT, "saga:copy:child-a.myshopify.com:p2", "acme", "copy:child-a.myshopify.com:p2")]
+        jobs = conn.execute(
+            "SELECT kind, lock_key, group_key, payload->>'saga_id' FROM jobs ORDER BY id"
+        ).fetchall()
+    assert jobs == [
+        (JOB_COPY_PRODUCT, "saga:copy:child-a.myshopify.com:p1", "acme", "copy:child-a.myshopify.com:p1"),
+        (JOB_COPY_PRODUCT, "saga:copy:child-a.myshopify.com:p2", "acme", "copy:child-a.myshopify.com:p2"),
+    ]
 
 
 def test_parked_jobs_of_a_paused_store_run_at_once_when_it_is_resumed(applied) -> None:
@@ -84,9 +109,19 @@ def test_parked_jobs_of_a_paused_store_run_at_once_when_it_is_resumed(applied) -
         async with await psycopg.AsyncConnection.connect(applied.dsn, autocommit=True) as conn:
             assert await pause_store(conn, shop, "HTTP 401: token revoked")
             assert not await pause_store(conn, shop, "again")  # the first reason is kept
-            assert await paused_among(conn, [shop, "parent.myshopify.com"]) == {shop: "HTTP 401: token revoked"}
-            await park_job(conn, kind="sync.product_to_child", payload={"child_shop": shop}, group="acme",
-                           lane=Lane.CATALOG, lock_key="product:x", shop=shop, delay_s=600)
+            assert await paused_among(conn, [shop, "parent.myshopify.com"]) == {
+                shop: "HTTP 401: token revoked"
+            }
+            await park_job(
+                conn,
+                kind="sync.product_to_child",
+                payload={"child_shop": shop},
+                group="acme",
+                lane=Lane.CATALOG,
+                lock_key="product:x",
+                shop=shop,
+                delay_s=600,
+            )
 
     asyncio.run(pause_and_park())
     with applied.connect(autocommit=True) as conn:
@@ -94,6 +129,7 @@ def test_parked_jobs_of_a_paused_store_run_at_once_when_it_is_resumed(applied) -
         assert conn.execute(waiting, (shop,)).fetchone() == (1,)
         assert resume_store(conn, shop) == 1
         assert conn.execute(waiting, (shop,)).fetchone() == (0,)
-        assert conn.execute("SELECT status, status_reason FROM stores WHERE shop_domain = %s",
-                            (shop,)).fetchone() == ("active", None)
+        assert conn.execute(
+            "SELECT status, status_reason FROM stores WHERE shop_domain = %s", (shop,)
+        ).fetchone() == ("active", None)
         assert resume_store(conn, "unknown.myshopify.com") is None

@@ -36,7 +36,9 @@ def _error_for(text: str) -> str:
 def test_valid_network_parses_with_parent_and_children() -> None:
     net = NetworkConfig.from_toml_text(VALID)
     merchant, store = net.store("acme-eu.myshopify.com")
-    assert merchant.id == "acme" and store.location_map == {"gid://shopify/Location/1": "gid://shopify/Location/11"}
+    assert merchant.id == "acme" and store.location_map == {
+        "gid://shopify/Location/1": "gid://shopify/Location/11"
+    }
     assert [s.shop for s in merchant.stores] == ["acme-parent.myshopify.com", "acme-eu.myshopify.com"]
     assert net.store("unknown.myshopify.com") is None
 
@@ -55,7 +57,11 @@ def test_bad_shop_domain_names_the_key() -> None:
 
 
 def test_missing_parent_names_the_key() -> None:
-    text = VALID.split("[merchants.parent]")[0] + "[[merchants.children]]" + VALID.split("[[merchants.children]]")[1]
+    text = (
+        VALID.split("[merchants.parent]")[0]
+        + "[[merchants.children]]"
+        + VALID.split("[[merchants.children]]")[1]
+    )
     msg = _error_for(text)
     assert "merchants[0].parent: Field required" in msg
 
@@ -87,7 +93,9 @@ def test_environment_errors_name_the_variable(monkeypatch: pytest.MonkeyPatch) -
         Settings.load()
     monkeypatch.setenv("STORESYNC_POOL_MAX_SIZE", "2")
     monkeypatch.setenv("STORESYNC_POOL_MIN_SIZE", "5")
-    with pytest.raises(ConfigError, match=r"STORESYNC_POOL_MIN_SIZE \(5\) exceeds STORESYNC_POOL_MAX_SIZE \(2\)"):
+    with pytest.raises(
+        ConfigError, match=r"STORESYNC_POOL_MIN_SIZE \(5\) exceeds STORESYNC_POOL_MAX_SIZE \(2\)"
+    ):
         Settings.load()
 
 
@@ -105,8 +113,12 @@ def test_prepared_statements_follow_whether_the_pooled_path_is_also_the_direct_o
     bouncer = SecretStr("postgresql://app@pgbouncer:6432/storesync")
     assert Settings.load(database_url=one).pooled_prepare_threshold == 5
     assert Settings.load(database_url=bouncer, database_direct_url=one).pooled_prepare_threshold is None
-    assert Settings.load(database_url=bouncer, database_direct_url=one,
-                         db_prepared_statements="on").pooled_prepare_threshold == 5
+    assert (
+        Settings.load(
+            database_url=bouncer, database_direct_url=one, db_prepared_statements="on"
+        ).pooled_prepare_threshold
+        == 5
+    )
     assert Settings.load(database_url=one, db_prepared_statements="off").pooled_prepare_threshold is None
 
 

@@ -33,8 +33,9 @@ webhook_secrets = ["child-secret"]
 
 
 def _net(merchant_extra: str = "", parent_extra: str = "", child_extra: str = "") -> NetworkConfig:
-    return NetworkConfig.from_toml_text(BASE.format(merchant_extra=merchant_extra, parent_extra=parent_extra,
-                                                    child_extra=child_extra))
+    return NetworkConfig.from_toml_text(
+        BASE.format(merchant_extra=merchant_extra, parent_extra=parent_extra, child_extra=child_extra)
+    )
 
 
 def _error(**parts: str) -> str:
@@ -51,8 +52,10 @@ def test_policy_defaults_to_every_field_and_same_prices() -> None:
 
 
 def test_child_price_rule_and_field_subset_reach_the_domain_policy() -> None:
-    m = _net(merchant_extra='sync = { fields = ["title", "tags", "options", "variants"] }',
-             child_extra='price_rule = { markup_percent = 10, rounding = "ninety_nine" }').merchants[0]
+    m = _net(
+        merchant_extra='sync = { fields = ["title", "tags", "options", "variants"] }',
+        child_extra='price_rule = { markup_percent = 10, rounding = "ninety_nine" }',
+    ).merchants[0]
     policy = SyncPolicy.from_mapping(m.sync_policy_mapping())
     assert policy.synced == {SyncedField.TITLE, SyncedField.TAGS, SyncedField.OPTIONS, SyncedField.VARIANTS}
     rule = policy.price_rule("acme-eu.myshopify.com")

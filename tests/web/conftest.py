@@ -27,21 +27,32 @@ ROOT_DIR = Path(__file__).resolve().parents[2]
 PARENT = "parent.myshopify.com"
 CHILD = "child-a.myshopify.com"
 OTHER_PARENT = "other.myshopify.com"
-SECRETS = {PARENT: ["parent-secret-new", "parent-secret-old"], CHILD: ["child-secret"],
-           OTHER_PARENT: ["other-secret"]}
+SECRETS = {
+    PARENT: ["parent-secret-new", "parent-secret-old"],
+    CHILD: ["child-secret"],
+    OTHER_PARENT: ["other-secret"],
+}
 
 
 def network_with(secrets: dict[str, list[str]] | None = None) -> NetworkConfig:
     secrets = {**SECRETS, **(secrets or {})}
 
     def store(shop: str) -> dict:
-        return {"shop": shop, "admin_api_url": f"http://127.0.0.1:1/stores/{shop}/admin/api/2026-10/graphql.json",
-                "access_token": "token", "webhook_secrets": secrets[shop]}
+        return {
+            "shop": shop,
+            "admin_api_url": f"http://127.0.0.1:1/stores/{shop}/admin/api/2026-10/graphql.json",
+            "access_token": "token",
+            "webhook_secrets": secrets[shop],
+        }
 
-    return NetworkConfig.model_validate({"merchants": [
-        {"id": "acme", "parent": store(PARENT), "children": [store(CHILD)]},
-        {"id": "globex", "parent": store(OTHER_PARENT)},
-    ]})
+    return NetworkConfig.model_validate(
+        {
+            "merchants": [
+                {"id": "acme", "parent": store(PARENT), "children": [store(CHILD)]},
+                {"id": "globex", "parent": store(OTHER_PARENT)},
+            ]
+        }
+    )
 
 
 @dataclass
@@ -87,9 +98,16 @@ def serving(settings: Settings, network: NetworkConfig | None = None, **web: obj
         sock.close()
 
 
-def webhook(topic: str = "products/update", body: dict | bytes | None = None, *, shop: str = PARENT,
-            secret: str | None = None, webhook_id: str | None = None, omit: tuple[str, ...] = (),
-            **extra_headers: str) -> tuple[dict[str, str], bytes]:
+def webhook(
+    topic: str = "products/update",
+    body: dict | bytes | None = None,
+    *,
+    shop: str = PARENT,
+    secret: str | None = None,
+    webhook_id: str | None = None,
+    omit: tuple[str, ...] = (),
+    **extra_headers: str,
+) -> tuple[dict[str, str], bytes]:
     """Headers and body of a delivery signed like Shopify signs it."""
     if body is None:
         body = {"id": 632910392, "title": "IPod Nano - 8GB", "updated_at": "2026-11-25T12:00:00-05:00"}

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
+
 from tests.support.pgbouncer import free_port
 from tests.web.conftest import CHILD, OTHER_PARENT, PARENT, SECRETS, serving, webhook
 
@@ -18,28 +19,48 @@ from tests.web.conftest import CHILD, OTHER_PARENT, PARENT, SECRETS, serving, we
 def _network_toml() -> str:
     def store(table: str, shop: str) -> str:
         secrets = ", ".join(f'"{s}"' for s in SECRETS[shop])
-        return (f'{table}\nshop = "{shop}"\nadmin_api_url = "http://127.0.0.1:1/{shop}/graphql.json"\n'
-                f'access_token = "token"\nwebhook_secrets = [{secrets}]\n')
+        return (
+            f'{table}\nshop = "{shop}"\nadmin_api_url = "http://127.0.0.1:1/{shop}/graphql.json"\n'
+            f'access_token = "token"\nwebhook_secrets = [{secrets}]\n'
+        )
 
-    return ('[[merchants]]\nid = "acme"\n' + store("[merchants.parent]", PARENT)
-            + store("[[merchants.children]]", CHILD)
-            + '[[merchants]]\nid = "globex"\n' + store("[merchants.parent]", OTHER_PARENT))
+    return (
+        '[[merchants]]\nid = "acme"\n'
+        + store("[merchants.parent]", PARENT)
+        + store("[[merchants.children]]", CHILD)
+        + '[[merchants]]\nid = "globex"\n'
+        + store("[merchants.parent]", OTHER_PARENT)
+    )
 
 
 def _accepted(metrics_text: str) -> float:
-    return sum(s.value for fam in text_string_to_metric_families(metrics_text) for s in fam.samples
-               if s.name == "storesync_webhook_deliveries_total" and s.labels["outcome"] == "accepted")
+    return sum(
+        s.value
+        for fam in text_string_to_metric_families(metrics_text)
+        for s in fam.samples
+        if s.name == "storesync_webhook_deliveries_total" and s.labels["outcome"] == "accepted"
+    )
 
 
 def test_serve_with_two_workers_ingests_and_reports_metrics_summed_over_workers(db, tmp_path: Path) -> None:
     config = tmp_path / "storesync.toml"
     config.write_text(_network_toml())
     port = free_port()
-    env = {**os.environ, "DATABASE_URL": db.dsn, "STORESYNC_CONFIG_FILE": str(config), "STORESYNC_LOG_LEVEL": "warning"}
+    env = {
+        **os.environ,
+        "DATABASE_URL": db.dsn,
+        "STORESYNC_CONFIG_FILE": str(config),
+        "STORESYNC_LOG_LEVEL": "warning",
+    }
     for name in ("DATABASE_DIRECT_URL", "PROMETHEUS_MULTIPROC_DIR"):
         env.pop(name, None)
-    proc = subprocess.Popen([sys.executable, "-m", "storesync", "serve", "--port", str(port), "--workers", "2"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "storesync", "serve", "--port", str(port), "--workers", "2"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -55,14 +76,21 @@ def test_serve_with_two_workers_ingests_and_reports_metrics_summed_over_workers(
         for n in range(10):
             headers, raw = webhook("orders/create", {"id": n}, shop=CHILD)
             # A new connection each time, so the kernel spreads them over both workers.
-            assert httpx.post(base + "/webhooks/shopify", content=raw, headers=headers, timeout=10).status_code == 200
+            assert (
+                httpx.post(base + "/webhooks/shopify", content=raw, headers=headers, timeout=10).status_code
+                == 200
+            )
         # Whichever worker answers the scrape reports all ten.
         scrapes = [httpx.get(base + "/metrics", timeout=10).text for _ in range(4)]
         assert [_accepted(text) for text in scrapes] == [10.0] * 4
         # Database-wide gauges are not per process: every scrape reports the ten jobs once.
         for text in scrapes:
-            queued = [s.value for fam in text_string_to_metric_families(text) for s in fam.samples
-                      if s.name == "storesync_queue_jobs" and s.labels == {"state": "queued", "lane": "inventory"}]
+            queued = [
+                s.value
+                for fam in text_string_to_metric_families(text)
+                for s in fam.samples
+                if s.name == "storesync_queue_jobs" and s.labels == {"state": "queued", "lane": "inventory"}
+            ]
             assert queued == [10.0]
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -86,7 +114,9 @@ def test_deliveries_list_shows_what_was_kept_for_operators(db) -> None:
     env.pop("DATABASE_DIRECT_URL", None)
 
     def storesync(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "storesync", *args], env=env, capture_output=True, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "storesync", *args], env=env, capture_output=True, timeout=60
+        )
 
     listed = storesync("deliveries", "list", "--status", "unparseable")
     assert listed.returncode == 0, listed.stderr

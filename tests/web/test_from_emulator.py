@@ -14,13 +14,29 @@ PARENT, CHILD = "parent.myshopify.com", "child-a.myshopify.com"
 
 def test_emulator_deliveries_with_duplicates_are_recorded_once_each(db) -> None:
     with running_emulator(stores=[PARENT, CHILD]) as emu:
-        network = NetworkConfig.model_validate({"merchants": [{
-            "id": "acme",
-            "parent": {"shop": PARENT, "admin_api_url": emu.graphql_url(PARENT), "access_token": emu.token(PARENT),
-                       "webhook_secrets": [emu.webhook_secret(PARENT)]},
-            "children": [{"shop": CHILD, "admin_api_url": emu.graphql_url(CHILD), "access_token": emu.token(CHILD),
-                          "webhook_secrets": [emu.webhook_secret(CHILD)]}],
-        }]})
+        network = NetworkConfig.model_validate(
+            {
+                "merchants": [
+                    {
+                        "id": "acme",
+                        "parent": {
+                            "shop": PARENT,
+                            "admin_api_url": emu.graphql_url(PARENT),
+                            "access_token": emu.token(PARENT),
+                            "webhook_secrets": [emu.webhook_secret(PARENT)],
+                        },
+                        "children": [
+                            {
+                                "shop": CHILD,
+                                "admin_api_url": emu.graphql_url(CHILD),
+                                "access_token": emu.token(CHILD),
+                                "webhook_secrets": [emu.webhook_secret(CHILD)],
+                            }
+                        ],
+                    }
+                ]
+            }
+        )
         with serving(db.settings, network) as s:
             emu.subscribe(PARENT, "products/update", s.webhook_url)
             emu.subscribe(CHILD, "orders/create", s.webhook_url)

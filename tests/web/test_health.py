@@ -26,7 +26,12 @@ def test_readyz_lists_each_check_and_is_ready_on_a_migrated_database(served) -> 
     checks = {c["name"]: c for c in r.json()["checks"]}
     assert r.json()["ready"] is True
     assert checks["pooled"]["ok"] and checks["direct"]["ok"]
-    assert checks["schema"] == {"name": "schema", "ok": True, "current": head_version(), "head": head_version()}
+    assert checks["schema"] == {
+        "name": "schema",
+        "ok": True,
+        "current": head_version(),
+        "head": head_version(),
+    }
     # The queue's worker table exists (migration 0002); no worker runs in this test.
     assert checks["worker_heartbeat"]["informational"] and checks["worker_heartbeat"]["workers"] == 0
 
@@ -44,7 +49,8 @@ def test_readyz_is_503_when_the_direct_path_is_unreachable(db) -> None:
     with serving(db.settings) as s:
         # Break only the direct path while running: the app re-reads settings on each check.
         s.app.state.settings = db.settings.model_copy(
-            update={"database_direct_url": SecretStr("postgresql://nobody@127.0.0.1:1/none")})
+            update={"database_direct_url": SecretStr("postgresql://nobody@127.0.0.1:1/none")}
+        )
         r = httpx.get(s.url + "/readyz", timeout=10)
     assert r.status_code == 503
     checks = {c["name"]: c for c in r.json()["checks"]}
@@ -56,10 +62,21 @@ def test_metrics_count_deliveries_by_topic_and_outcome_and_report_the_pool(serve
         headers, raw = webhook(topic, {"id": 1})
         assert httpx.post(served.webhook_url, content=raw, headers=headers, timeout=10).status_code == 200
     text = httpx.get(served.url + "/metrics", timeout=10).text
-    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
-               for fam in text_string_to_metric_families(text) for s in fam.samples}
-    assert samples[("storesync_webhook_deliveries_total", (("outcome", "accepted"), ("topic", "products/update")))] == 1
-    assert samples[("storesync_webhook_deliveries_total", (("outcome", "accepted"), ("topic", "orders/create")))] == 1
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+    }
+    assert (
+        samples[
+            ("storesync_webhook_deliveries_total", (("outcome", "accepted"), ("topic", "products/update")))
+        ]
+        == 1
+    )
+    assert (
+        samples[("storesync_webhook_deliveries_total", (("outcome", "accepted"), ("topic", "orders/create")))]
+        == 1
+    )
     assert samples[("storesync_webhook_deliveries_total", (("outcome", "ignored"), ("topic", "other")))] == 1
     assert samples[("storesync_webhook_request_seconds_count", (("status", "200"),))] == 3
     assert samples[("storesync_db_pool_max", ())] == served.app.state.pool.max_size
@@ -71,11 +88,16 @@ def test_metrics_count_deliveries_by_topic_and_outcome_and_report_the_pool(serve
 
 
 def test_serve_refuses_to_start_when_the_schema_is_behind(empty_db) -> None:
-    env = {**os.environ, "DATABASE_URL": empty_db.dsn, "STORESYNC_WEB_PORT": "0",
-           "STORESYNC_CONFIG_FILE": str(ROOT_DIR / "storesync.example.toml")}
+    env = {
+        **os.environ,
+        "DATABASE_URL": empty_db.dsn,
+        "STORESYNC_WEB_PORT": "0",
+        "STORESYNC_CONFIG_FILE": str(ROOT_DIR / "storesync.example.toml"),
+    }
     env.pop("DATABASE_DIRECT_URL", None)
-    proc = subprocess.run([sys.executable, "-m", "storesync", "serve"], env=env, capture_output=True,
-                          text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "storesync", "serve"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode != 0
     assert "refusing to serve" in proc.stderr and "storesync migrate" in proc.stderr
 

@@ -33,14 +33,17 @@ print(EmbeddedPostgres(Path(sys.argv[1])).start(detached=True), flush=True)
 
 def _start_detached(pgdata: Path) -> str:
     """Start a dedicated embedded server from another process (so this one can stop and start it)."""
-    proc = subprocess.run([sys.executable, "-c", START_DETACHED, str(pgdata)], capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", START_DETACHED, str(pgdata)], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.strip().splitlines()[-1]
 
 
 async def test_saturated_or_slow_database_answers_503_well_within_shopifys_5_seconds(db) -> None:
-    settings = db.settings.model_copy(update={"pool_max_size": 1, "pool_timeout": 0.5, "statement_timeout_ms": 1000})
+    settings = db.settings.model_copy(
+        update={"pool_max_size": 1, "pool_timeout": 0.5, "statement_timeout_ms": 1000}
+    )
     deliveries = [webhook("orders/create", {"id": n}, shop=CHILD) for n in range(2)]
     with serving(settings) as s, db.connect() as locker:
         # Someone holds the table: the first request blocks inside its transaction until the
@@ -48,7 +51,9 @@ async def test_saturated_or_slow_database_answers_503_well_within_shopifys_5_sec
         locker.execute("LOCK TABLE webhook_deliveries IN EXCLUSIVE MODE")
         async with httpx.AsyncClient(timeout=10) as client:
             started = time.monotonic()
-            first = asyncio.ensure_future(client.post(s.webhook_url, content=deliveries[0][1], headers=deliveries[0][0]))
+            first = asyncio.ensure_future(
+                client.post(s.webhook_url, content=deliveries[0][1], headers=deliveries[0][0])
+            )
             await asyncio.sleep(0.1)
             second = await client.post(s.webhook_url, content=deliveries[1][1], headers=deliveries[1][0])
             first = await first
@@ -91,8 +96,9 @@ async def test_postgres_restart_during_traffic_gives_503s_then_recovers_with_not
     try:
         with psycopg.connect(dsn, autocommit=True) as conn:
             migrate(conn)
-        settings = Settings.load(database_url=SecretStr(dsn), pool_min_size=0, pool_max_size=4,
-                                 pool_timeout=0.5, connect_timeout=2)
+        settings = Settings.load(
+            database_url=SecretStr(dsn), pool_min_size=0, pool_max_size=4, pool_timeout=0.5, connect_timeout=2
+        )
         sent: list[str] = []
         statuses: list[int] = []
         slowest = 0.0
@@ -139,22 +145,29 @@ async def test_postgres_restart_during_traffic_gives_503s_then_recovers_with_not
         with psycopg.connect(dsn) as conn:
             recorded = [r[0] for r in conn.execute("SELECT webhook_id FROM webhook_deliveries")]
             jobs = [r[0] for r in conn.execute("SELECT payload->>'delivery_id' FROM jobs")]
-        assert sorted(recorded) == sorted(sent) == sorted(jobs)  # each exactly once: nothing lost, nothing doubled
+        assert (
+            sorted(recorded) == sorted(sent) == sorted(jobs)
+        )  # each exactly once: nothing lost, nothing doubled
     finally:
         EmbeddedPostgres(pgdata).stop()
         shutil.rmtree(pgdata, ignore_errors=True)
 
 
 async def test_pooled_path_through_pgbouncer_transaction_mode(db, pgbouncer_dsn) -> None:
-    settings = Settings.load(database_url=SecretStr(pgbouncer_dsn), database_direct_url=SecretStr(db.dsn),
-                             pool_min_size=0, pool_max_size=8)
+    settings = Settings.load(
+        database_url=SecretStr(pgbouncer_dsn),
+        database_direct_url=SecretStr(db.dsn),
+        pool_min_size=0,
+        pool_max_size=8,
+    )
     deliveries = [webhook("orders/create", {"id": n}, shop=CHILD) for n in range(40)]
     with serving(settings) as s:
         async with httpx.AsyncClient(timeout=20, limits=httpx.Limits(max_connections=20)) as client:
             # Each delivery twice, concurrently: far past psycopg's prepare threshold, with
             # transactions multiplexed over PgBouncer's few server connections.
-            replies = await asyncio.gather(*(client.post(s.webhook_url, content=raw, headers=headers)
-                                             for headers, raw in deliveries * 2))
+            replies = await asyncio.gather(
+                *(client.post(s.webhook_url, content=raw, headers=headers) for headers, raw in deliveries * 2)
+            )
             ready = await client.get(s.url + "/readyz")
     assert [r.status_code for r in replies] == [200] * 80
     assert sorted(r.json()["outcome"] for r in replies).count("duplicate") == 40
@@ -182,8 +195,9 @@ async def test_frozen_postgres_is_answered_503_within_the_budget_then_recovers()
     try:
         with psycopg.connect(dsn, autocommit=True) as conn:
             migrate(conn)
-        settings = Settings.load(database_url=SecretStr(dsn), pool_min_size=0, pool_max_size=4,
-                                 pool_timeout=0.5, connect_timeout=2)
+        settings = Settings.load(
+            database_url=SecretStr(dsn), pool_min_size=0, pool_max_size=4, pool_timeout=0.5, connect_timeout=2
+        )
         deliveries = [webhook("orders/create", {"id": n}, shop=CHILD) for n in range(4)]
         with serving(settings, request_budget_s=1.0, readiness_timeout_s=1.0) as s:
             async with httpx.AsyncClient(timeout=15) as client:
@@ -192,8 +206,12 @@ async def test_frozen_postgres_is_answered_503_within_the_budget_then_recovers()
                 await asyncio.to_thread(_signal_server, pgdata, signal.SIGSTOP)
                 frozen = True
                 started = time.monotonic()
-                replies = await asyncio.gather(*(client.post(s.webhook_url, content=raw, headers=headers)
-                                                 for headers, raw in deliveries[1:]))
+                replies = await asyncio.gather(
+                    *(
+                        client.post(s.webhook_url, content=raw, headers=headers)
+                        for headers, raw in deliveries[1:]
+                    )
+                )
                 ready = await client.get(s.url + "/readyz")
                 elapsed = time.monotonic() - started
                 assert [r.status_code for r in replies] == [503] * 3
@@ -203,8 +221,10 @@ async def test_frozen_postgres_is_answered_503_within_the_budget_then_recovers()
                 frozen = False
                 pending, deadline = deliveries[1:], time.monotonic() + 20
                 while pending and time.monotonic() < deadline:  # Shopify retries
-                    answers = [await client.post(s.webhook_url, content=raw, headers=headers)
-                               for headers, raw in pending]
+                    answers = [
+                        await client.post(s.webhook_url, content=raw, headers=headers)
+                        for headers, raw in pending
+                    ]
                     pending = [d for d, r in zip(pending, answers, strict=True) if r.status_code != 200]
                     await asyncio.sleep(0.1)
                 assert not pending

@@ -24,11 +24,20 @@ def test_valid_delivery_records_one_row_and_enqueues_one_job(db, served) -> None
         assert counts(conn) == (1, 1)
         row = conn.execute(
             "SELECT webhook_id, shop_domain, merchant_id, topic, event_id, triggered_at, api_version,"
-            " payload, status FROM webhook_deliveries").fetchone()
-        job = conn.execute("SELECT id, kind, lane, group_key, singleton_key, lock_key, payload FROM jobs").fetchone()
+            " payload, status FROM webhook_deliveries"
+        ).fetchone()
+        job = conn.execute(
+            "SELECT id, kind, lane, group_key, singleton_key, lock_key, payload FROM jobs"
+        ).fetchone()
     webhook_id, shop, merchant, topic, event_id, triggered_at, api_version, payload, status = row
     assert (webhook_id, shop, merchant, topic, api_version, status) == (
-        "wh-1", PARENT, "acme", "products/update", "2026-10", "accepted")
+        "wh-1",
+        PARENT,
+        "acme",
+        "products/update",
+        "2026-10",
+        "accepted",
+    )
     assert event_id == headers["x-shopify-event-id"]
     assert bytes(payload) == raw  # the raw bytes, exactly as signed
     assert triggered_at.isoformat().startswith("2026-11-25T17:00:00.123456")
@@ -43,8 +52,9 @@ def test_valid_delivery_records_one_row_and_enqueues_one_job(db, served) -> None
 
 def test_order_goes_to_the_inventory_lane_without_collapsing(db, served) -> None:
     for n in range(2):
-        headers, raw = webhook("orders/create", {"id": 1001, "line_items": [{"variant_id": 7, "quantity": n + 1}]},
-                               shop=CHILD)
+        headers, raw = webhook(
+            "orders/create", {"id": 1001, "line_items": [{"variant_id": 7, "quantity": n + 1}]}, shop=CHILD
+        )
         assert httpx.post(served.webhook_url, content=raw, headers=headers, timeout=10).status_code == 200
     with db.connect() as conn:
         jobs = conn.execute("SELECT kind, lane, group_key, singleton_key FROM jobs ORDER BY id").fetchall()
@@ -64,8 +74,9 @@ async def test_fifty_concurrent_copies_of_one_webhook_make_exactly_one_job(db, s
     headers, raw = webhook("products/update", {"id": 5}, webhook_id="same-webhook")
     limits = httpx.Limits(max_connections=50)
     async with httpx.AsyncClient(timeout=20, limits=limits) as client:
-        replies = await asyncio.gather(*(client.post(served.webhook_url, content=raw, headers=headers)
-                                         for _ in range(50)))
+        replies = await asyncio.gather(
+            *(client.post(served.webhook_url, content=raw, headers=headers) for _ in range(50))
+        )
         metrics = (await client.get(served.url + "/metrics")).text
     assert [r.status_code for r in replies] == [200] * 50
     outcomes = sorted(r.json()["outcome"] for r in replies)
@@ -76,13 +87,15 @@ async def test_fifty_concurrent_copies_of_one_webhook_make_exactly_one_job(db, s
 
 
 def test_signed_but_unparseable_and_unhandled_topics_are_kept_without_a_job(db, served) -> None:
-    cases = [(webhook("products/update", b"{not json"), "unparseable"),
-             (webhook("products/update", b"[1, 2]"), "unparseable"),
-             # JSON to Python, but not to Postgres jsonb: enqueueing would fail on every retry.
-             (webhook("products/update", b'{"id": 1, "price": NaN}'), "unparseable"),
-             (webhook("products/update", b'{"id": 1, "title": "a\\u0000b"}'), "unparseable"),
-             (webhook("products/update", b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"), "unparseable"),
-             (webhook("customers/create", {"id": 3}), "ignored")]
+    cases = [
+        (webhook("products/update", b"{not json"), "unparseable"),
+        (webhook("products/update", b"[1, 2]"), "unparseable"),
+        # JSON to Python, but not to Postgres jsonb: enqueueing would fail on every retry.
+        (webhook("products/update", b'{"id": 1, "price": NaN}'), "unparseable"),
+        (webhook("products/update", b'{"id": 1, "title": "a\\u0000b"}'), "unparseable"),
+        (webhook("products/update", b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"), "unparseable"),
+        (webhook("customers/create", {"id": 3}), "ignored"),
+    ]
     for (headers, raw), outcome in cases:
         r = httpx.post(served.webhook_url, content=raw, headers=headers, timeout=10)
         assert (r.status_code, r.json()["outcome"]) == (200, outcome)
@@ -96,20 +109,29 @@ def test_signed_but_unparseable_and_unhandled_topics_are_kept_without_a_job(db, 
 
 # ------------------------------------------------------------------------------------ rejections
 
+
 def _bad_hmac(h: dict) -> None:
     h["X-Shopify-Hmac-Sha256"] = base64.b64encode(b"\0" * 32).decode()
 
 
 REJECTIONS = {
     # name: (mutate headers, expected status, metric reason)
-    "unknown_shop": (lambda h: h.update({"X-Shopify-Shop-Domain": "stranger.myshopify.com"}), 401, "unknown_shop"),
+    "unknown_shop": (
+        lambda h: h.update({"X-Shopify-Shop-Domain": "stranger.myshopify.com"}),
+        401,
+        "unknown_shop",
+    ),
     "missing_shop": (lambda h: h.pop("X-Shopify-Shop-Domain"), 401, "unknown_shop"),
     "bad_hmac": (_bad_hmac, 401, "bad_hmac"),
     "missing_hmac": (lambda h: h.pop("X-Shopify-Hmac-Sha256"), 401, "bad_hmac"),
     "another_stores_secret": (lambda h: h.update({"X-Shopify-Shop-Domain": OTHER_PARENT}), 401, "bad_hmac"),
     "missing_topic": (lambda h: h.pop("X-Shopify-Topic"), 400, "missing_header"),
     "missing_webhook_id": (lambda h: h.pop("X-Shopify-Webhook-Id"), 400, "missing_header"),
-    "malformed_triggered_at": (lambda h: h.update({"X-Shopify-Triggered-At": "yesterday"}), 400, "bad_header"),
+    "malformed_triggered_at": (
+        lambda h: h.update({"X-Shopify-Triggered-At": "yesterday"}),
+        400,
+        "bad_header",
+    ),
 }
 
 
@@ -152,8 +174,9 @@ def _head(url: str, headers: dict[str, str], extra: str) -> bytes:
 def test_declared_oversized_body_is_refused_before_it_is_read(db) -> None:
     with serving(db.settings, max_body_bytes=1000) as s:
         headers, _ = webhook("products/update")
-        status, elapsed = _raw_request(s.url, _head(s.url, headers, f"Content-Length: {50 * 1024 * 1024}"),
-                                       b"{" + b" " * 100)
+        status, elapsed = _raw_request(
+            s.url, _head(s.url, headers, f"Content-Length: {50 * 1024 * 1024}"), b"{" + b" " * 100
+        )
         metrics = httpx.get(s.url + "/metrics", timeout=10).text
     assert status == 413 and elapsed < 5
     assert 'storesync_webhook_rejections_total{reason="too_large"} 1.0' in metrics
@@ -165,7 +188,9 @@ def test_streamed_oversized_body_is_refused_once_the_limit_is_passed(db) -> None
     with serving(db.settings, max_body_bytes=1000) as s:
         headers, _ = webhook("products/update")
         chunk = b"x" * 600
-        chunked = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(2))  # 1200 bytes, never terminated
+        chunked = b"".join(
+            b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(2)
+        )  # 1200 bytes, never terminated
         status, elapsed = _raw_request(s.url, _head(s.url, headers, "Transfer-Encoding: chunked"), chunked)
     assert status == 413 and elapsed < 5
     with db.connect() as conn:
@@ -206,8 +231,9 @@ async def test_concurrent_deliveries_share_transactions_but_each_job_commits_wit
     deliveries = [webhook("orders/create", {"id": n}, shop=CHILD) for n in range(40)]
     with serving(db.settings, batches_in_flight=1) as s:
         async with httpx.AsyncClient(timeout=20, limits=httpx.Limits(max_connections=80)) as client:
-            replies = await asyncio.gather(*(client.post(s.webhook_url, content=raw, headers=headers)
-                                             for headers, raw in deliveries * 2))
+            replies = await asyncio.gather(
+                *(client.post(s.webhook_url, content=raw, headers=headers) for headers, raw in deliveries * 2)
+            )
     assert [r.status_code for r in replies] == [200] * 80
     assert sorted(r.json()["outcome"] for r in replies) == ["accepted"] * 40 + ["duplicate"] * 40
     with db.connect() as conn:
@@ -216,7 +242,8 @@ async def test_concurrent_deliveries_share_transactions_but_each_job_commits_wit
         # Each job was written by the very transaction that inserted its delivery row.
         unmatched = conn.execute(
             "SELECT count(*) FROM jobs j JOIN webhook_deliveries d ON d.webhook_id = j.payload->>'delivery_id'"
-            " WHERE j.xmin::text <> d.xmin::text").fetchone()[0]
+            " WHERE j.xmin::text <> d.xmin::text"
+        ).fetchone()[0]
         job_ids = sorted(r.json()["job_id"] for r in replies if r.json()["outcome"] == "accepted")
         assert job_ids == sorted(r[0] for r in conn.execute("SELECT id FROM jobs"))
     assert transactions < 40  # group commit: fewer transactions than deliveries

@@ -31,7 +31,6 @@ from storesync.commerce.throttle import (
     settle_state,
 )
 
-
 # Points kept in the bucket for what the model cannot see (a call sent by another process in the
 # few milliseconds before the server answered ours). It costs no throughput under a backlog: the
 # bucket just runs at this level instead of zero.
@@ -53,8 +52,9 @@ class Reservation:
 class Budget(Protocol):
     async def reserve(self, shop: str, cost: float, *, max_wait: float = math.inf) -> Reservation: ...
 
-    async def settle(self, reservation: Reservation, *, charged: float | None,
-                     status: ThrottleStatus | None) -> None:
+    async def settle(
+        self, reservation: Reservation, *, charged: float | None, status: ThrottleStatus | None
+    ) -> None:
         """`charged`: points the server charged (actualQueryCost; 0 if throttled or not executed;
         None if unknown). `status`: the response's throttleStatus, if any."""
 
@@ -84,13 +84,18 @@ class LocalBudget:
         self._pending.setdefault(shop, {})[rid] = (cost, self._clock() + grant.wait)
         return Reservation(rid, shop, cost, grant.wait)
 
-    async def settle(self, reservation: Reservation, *, charged: float | None,
-                     status: ThrottleStatus | None) -> None:
+    async def settle(
+        self, reservation: Reservation, *, charged: float | None, status: ThrottleStatus | None
+    ) -> None:
         pending = self._pending.setdefault(reservation.shop, {})
         pending.pop(reservation.id, None)
         now = self._clock()
         self._states[reservation.shop] = settle_state(
-            self.state(reservation.shop), now, reserved=reservation.cost, charged=charged, status=status,
+            self.state(reservation.shop),
+            now,
+            reserved=reservation.cost,
+            charged=charged,
+            status=status,
             waiting_others=sum(cost for cost, send_at in pending.values() if send_at > now),
         )
 
@@ -99,8 +104,9 @@ class PostgresBudget:
     """The bucket of each store in `api_budgets`, locked per call in a short transaction on the
     pooled path (PgBouncer transaction mode safe)."""
 
-    def __init__(self, pool: AsyncConnectionPool, *, margin: float = DEFAULT_MARGIN,
-                 reservation_ttl: float = 120.0) -> None:
+    def __init__(
+        self, pool: AsyncConnectionPool, *, margin: float = DEFAULT_MARGIN, reservation_ttl: float = 120.0
+    ) -> None:
         self.pool = pool
         self.margin = margin
         # A reservation not settled within its wait + this is presumed dead (its process crashed).
@@ -113,8 +119,14 @@ class PostgresBudget:
         cur = await conn.execute(statement, params)
         row = await cur.fetchone()
         if row is None:
-            await conn.execute(sql.ENSURE_BUDGET, {"shop": params["shop"], "capacity": STANDARD_CAPACITY,
-                                                   "restore_rate": STANDARD_RESTORE_RATE})
+            await conn.execute(
+                sql.ENSURE_BUDGET,
+                {
+                    "shop": params["shop"],
+                    "capacity": STANDARD_CAPACITY,
+                    "restore_rate": STANDARD_RESTORE_RATE,
+                },
+            )
             cur = await conn.execute(statement, params)
             row = await cur.fetchone()
         return row
@@ -122,26 +134,51 @@ class PostgresBudget:
     async def reserve(self, shop: str, cost: float, *, max_wait: float = math.inf) -> Reservation:
         async with self.pool.connection() as conn, conn.transaction():
             capacity, rate, available, at, now = await self._locked_row(conn, sql.LOCK_BUDGET, {"shop": shop})
-            grant = BucketState(capacity, rate, available, at).reserve(cost, now, margin=self.margin,
-                                                                        max_wait=max_wait)
+            grant = BucketState(capacity, rate, available, at).reserve(
+                cost, now, margin=self.margin, max_wait=max_wait
+            )
             if not grant.granted:
                 return Reservation(0, shop, cost, grant.wait, granted=False)
             state = grant.state
-            cur = await conn.execute(sql.GRANT_RESERVATION, {
-                "shop": shop, "capacity": state.capacity, "restore_rate": state.restore_rate,
-                "available": state.available, "at": state.at, "cost": cost, "send_at": now + grant.wait,
-                "expires_at": now + grant.wait + self.reservation_ttl})
+            cur = await conn.execute(
+                sql.GRANT_RESERVATION,
+                {
+                    "shop": shop,
+                    "capacity": state.capacity,
+                    "restore_rate": state.restore_rate,
+                    "available": state.available,
+                    "at": state.at,
+                    "cost": cost,
+                    "send_at": now + grant.wait,
+                    "expires_at": now + grant.wait + self.reservation_ttl,
+                },
+            )
             (rid,) = await cur.fetchone()
         return Reservation(rid, shop, cost, grant.wait)
 
-    async def settle(self, reservation: Reservation, *, charged: float | None,
-                     status: ThrottleStatus | None) -> None:
+    async def settle(
+        self, reservation: Reservation, *, charged: float | None, status: ThrottleStatus | None
+    ) -> None:
         shop = reservation.shop
         async with self.pool.connection() as conn, conn.transaction():
             capacity, rate, available, at, now, waiting = await self._locked_row(
-                conn, sql.SETTLE_LOCK, {"shop": shop, "id": reservation.id})
-            state = settle_state(BucketState(capacity, rate, available, at), now, reserved=reservation.cost,
-                                 charged=charged, status=status, waiting_others=waiting if status is not None else 0.0)
-            await conn.execute(sql.UPDATE_BUDGET, {"shop": shop, "capacity": state.capacity,
-                                                   "restore_rate": state.restore_rate,
-                                                   "available": state.available, "at": state.at})
+                conn, sql.SETTLE_LOCK, {"shop": shop, "id": reservation.id}
+            )
+            state = settle_state(
+                BucketState(capacity, rate, available, at),
+                now,
+                reserved=reservation.cost,
+                charged=charged,
+                status=status,
+                waiting_others=waiting if status is not None else 0.0,
+            )
+            await conn.execute(
+                sql.UPDATE_BUDGET,
+                {
+                    "shop": shop,
+                    "capacity": state.capacity,
+                    "restore_rate": state.restore_rate,
+                    "available": state.available,
+                    "at": state.at,
+                },
+            )

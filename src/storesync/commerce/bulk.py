@@ -70,7 +70,9 @@ class BulkOperationTimeout(RetryableCommerceError):
 @cache
 def bulk_query_text(name: str) -> str:
     """A bulk query document from `commerce/bulk_queries/<name>.graphql`."""
-    return resources.files("storesync.commerce").joinpath("bulk_queries", f"{name}.graphql").read_text("utf-8")
+    return (
+        resources.files("storesync.commerce").joinpath("bulk_queries", f"{name}.graphql").read_text("utf-8")
+    )
 
 
 async def start_bulk_query(client: AdminClient, query: str) -> str:
@@ -82,15 +84,19 @@ async def start_bulk_query(client: AdminClient, query: str) -> str:
     if errors:
         if any(e.get("code") == "OPERATION_IN_PROGRESS" for e in errors):
             err = BulkOperationInProgress(
-                f"{client.shop}: a bulk query is already running ({errors[0]['message']})", retry_after=5.0, **ctx)
+                f"{client.shop}: a bulk query is already running ({errors[0]['message']})",
+                retry_after=5.0,
+                **ctx,
+            )
             err.user_errors = tuple(UserError.from_json(e) for e in errors)  # type: ignore[attr-defined]
             raise err
         raise user_errors_error("BulkOperationRunQuery", errors, shop=client.shop)
     return payload["bulkOperation"]["id"]
 
 
-async def wait_for_bulk_operation(client: AdminClient, operation_id: str, *, poll_interval: float = 1.0,
-                                  timeout: float = 600.0) -> dict:
+async def wait_for_bulk_operation(
+    client: AdminClient, operation_id: str, *, poll_interval: float = 1.0, timeout: float = 600.0
+) -> dict:
     """Poll currentBulkOperation until `operation_id` ends: the COMPLETED operation's fields."""
     ctx = {"shop": client.shop, "operation": "CurrentBulkOperation"}
     deadline = time.monotonic() + timeout
@@ -98,9 +104,14 @@ async def wait_for_bulk_operation(client: AdminClient, operation_id: str, *, pol
         op = (await client.execute("CurrentBulkOperation"))["currentBulkOperation"]
         if op is None or op["id"] != operation_id:
             # another session started a newer bulk query: ours is no longer the current one
-            raise BulkOperationFailed(f"{client.shop}: bulk operation {operation_id} was superseded by "
-                                      f"{op['id'] if op else 'none'}", status="SUPERSEDED", error_code=None,
-                                      retry_after=poll_interval, **ctx)
+            raise BulkOperationFailed(
+                f"{client.shop}: bulk operation {operation_id} was superseded by "
+                f"{op['id'] if op else 'none'}",
+                status="SUPERSEDED",
+                error_code=None,
+                retry_after=poll_interval,
+                **ctx,
+            )
         status = op["status"]
         if status == "COMPLETED":
             return op
@@ -108,11 +119,15 @@ async def wait_for_bulk_operation(client: AdminClient, operation_id: str, *, pol
             message = f"{client.shop}: bulk operation {operation_id} ended {status} ({op.get('errorCode')})"
             if op.get("errorCode") == "ACCESS_DENIED":
                 raise BulkOperationDenied(message, **ctx)
-            raise BulkOperationFailed(message, status=status, error_code=op.get("errorCode"),
-                                      retry_after=poll_interval, **ctx)
+            raise BulkOperationFailed(
+                message, status=status, error_code=op.get("errorCode"), retry_after=poll_interval, **ctx
+            )
         if time.monotonic() + poll_interval > deadline:
-            raise BulkOperationTimeout(f"{client.shop}: bulk operation {operation_id} still {status} after "
-                                       f"{timeout:.0f}s", retry_after=poll_interval, **ctx)
+            raise BulkOperationTimeout(
+                f"{client.shop}: bulk operation {operation_id} still {status} after {timeout:.0f}s",
+                retry_after=poll_interval,
+                **ctx,
+            )
         await asyncio.sleep(poll_interval)
 
 
@@ -124,24 +139,35 @@ async def download_lines(url: str | None, *, shop: str, timeout: float = 60.0) -
     try:
         async with httpx.AsyncClient(timeout=timeout) as http, http.stream("GET", url) as resp:
             if resp.status_code != 200:
-                raise ApiUnavailableError(f"{shop}: bulk result download answered {resp.status_code}",
-                                          shop=shop, operation="BulkDownload")
+                raise ApiUnavailableError(
+                    f"{shop}: bulk result download answered {resp.status_code}",
+                    shop=shop,
+                    operation="BulkDownload",
+                )
             async for line in resp.aiter_lines():
                 if line.strip():
                     yield json.loads(line)
     except httpx.HTTPError as err:
-        raise ApiUnavailableError(f"{shop}: bulk result download failed: {err!r}", shop=shop,
-                                  operation="BulkDownload") from err
+        raise ApiUnavailableError(
+            f"{shop}: bulk result download failed: {err!r}", shop=shop, operation="BulkDownload"
+        ) from err
 
 
-async def bulk_query(client: AdminClient, query: str, *, poll_interval: float = 1.0,
-                     timeout: float = 600.0) -> AsyncIterator[dict]:
+async def bulk_query(
+    client: AdminClient, query: str, *, poll_interval: float = 1.0, timeout: float = 600.0
+) -> AsyncIterator[dict]:
     """Run `query` as a bulk query and yield its JSONL objects as Shopify wrote them (flattened,
     children with `__parentId`); `reassemble` nests them back."""
     operation_id = await start_bulk_query(client, query)
     op = await wait_for_bulk_operation(client, operation_id, poll_interval=poll_interval, timeout=timeout)
-    log.info("bulk_query_completed", shop=client.shop, operation_id=operation_id, objects=op["objectCount"],
-             roots=op["rootObjectCount"], bytes=op["fileSize"])
+    log.info(
+        "bulk_query_completed",
+        shop=client.shop,
+        operation_id=operation_id,
+        objects=op["objectCount"],
+        roots=op["rootObjectCount"],
+        bytes=op["fileSize"],
+    )
     async for obj in download_lines(op["url"], shop=client.shop):
         yield obj
 
@@ -177,9 +203,15 @@ def reassemble(objects: Iterable[Mapping[str, Any]], children: Mapping[str, str]
     return roots
 
 
-async def bulk_products(client: AdminClient, *, poll_interval: float = 1.0, timeout: float = 600.0) -> list[Product]:
+async def bulk_products(
+    client: AdminClient, *, poll_interval: float = 1.0, timeout: float = 600.0
+) -> list[Product]:
     """Every product of the store, complete (every variant, collection and metafield), read with
     one bulk query: the same `Product` values `ShopifyStoreAPI.products()` yields, in id order."""
-    objects = [obj async for obj in bulk_query(client, bulk_query_text("products"), poll_interval=poll_interval,
-                                               timeout=timeout)]
+    objects = [
+        obj
+        async for obj in bulk_query(
+            client, bulk_query_text("products"), poll_interval=poll_interval, timeout=timeout
+        )
+    ]
     return [product_from_json(raw) for raw in reassemble(objects, PRODUCT_CHILDREN)]

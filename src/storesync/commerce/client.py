@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import random
 import time
@@ -172,12 +173,17 @@ class AdminClient:
             if op.kind == "query" and estimate > MAX_QUERY_COST:
                 raise MaxCostExceededError(
                     f"{op.name} would request ~{estimate:.0f} points, over the {MAX_QUERY_COST:.0f} limit",
-                    requested=estimate, limit=MAX_QUERY_COST, **ctx)
+                    requested=estimate,
+                    limit=MAX_QUERY_COST,
+                    **ctx,
+                )
             reservation = await self.budget.reserve(self.shop, estimate, max_wait=self.max_budget_wait)
             if not reservation.granted:
                 raise ThrottledError(
                     f"{self.shop}: budget busy for {reservation.wait:.1f}s (limit {self.max_budget_wait:.0f}s)",
-                    retry_after=reservation.wait, **ctx)
+                    retry_after=reservation.wait,
+                    **ctx,
+                )
             if reservation.wait > 0:
                 self.stats.waited_s += reservation.wait
                 metrics.BUDGET_WAIT.labels(self.shop).inc(reservation.wait)
@@ -191,13 +197,17 @@ class AdminClient:
             if kind == "throttled":
                 throttled += 1
                 if throttled > self.max_throttled:
-                    raise ThrottledError(f"{op.name} on {self.shop}: still THROTTLED after {throttled} tries",
-                                         retry_after=1.0, **ctx)
+                    raise ThrottledError(
+                        f"{op.name} on {self.shop}: still THROTTLED after {throttled} tries",
+                        retry_after=1.0,
+                        **ctx,
+                    )
                 continue  # the next reservation waits exactly for the missing points
             failures += 1
             if failures >= self.max_attempts:
-                raise ApiUnavailableError(f"{op.name} on {self.shop}: {detail} ({failures} attempts)",
-                                          retry_after=delay, **ctx)
+                raise ApiUnavailableError(
+                    f"{op.name} on {self.shop}: {detail} ({failures} attempts)", retry_after=delay, **ctx
+                )
             wait = delay if delay is not None else self.backoff(failures)
             log.info("admin_api_retry", **ctx, reason=detail, attempt=failures, wait_s=round(wait, 3))
             await asyncio.sleep(wait)
@@ -208,16 +218,24 @@ class AdminClient:
                     raise user_errors_error(op.name, payload["userErrors"], shop=self.shop)
         return result
 
-    async def _send(self, op: Operation, body: dict, reservation: Reservation,
-                    variables: Mapping[str, Any]) -> Result | tuple[str, float | None, str]:
+    async def _send(
+        self, op: Operation, body: dict, reservation: Reservation, variables: Mapping[str, Any]
+    ) -> Result | tuple[str, float | None, str]:
         """One HTTP exchange. A Result, or (kind, forced delay, description) of a retryable fault.
         The reservation is always settled."""
         outcome = "error"
         try:
             result = await self._exchange(op, body, reservation, variables)
-            outcome = "ok" if isinstance(result, Result) else {
-                "network": "network_error", "http_429": "http_429", "server": "server_error",
-                "throttled": "throttled"}[result[0]]
+            outcome = (
+                "ok"
+                if isinstance(result, Result)
+                else {
+                    "network": "network_error",
+                    "http_429": "http_429",
+                    "server": "server_error",
+                    "throttled": "throttled",
+                }[result[0]]
+            )
             return result
         except StoreUnauthorized:
             outcome = "unauthorized"
@@ -225,13 +243,19 @@ class AdminClient:
         finally:
             metrics.CALLS.labels(self.shop, outcome).inc()
 
-    async def _exchange(self, op: Operation, body: dict, reservation: Reservation,
-                        variables: Mapping[str, Any]) -> Result | tuple[str, float | None, str]:
-        headers = {"X-Shopify-Access-Token": self.store.access_token.get_secret_value(),
-                   "Content-Type": "application/json", "Accept": "application/json"}
+    async def _exchange(
+        self, op: Operation, body: dict, reservation: Reservation, variables: Mapping[str, Any]
+    ) -> Result | tuple[str, float | None, str]:
+        headers = {
+            "X-Shopify-Access-Token": self.store.access_token.get_secret_value(),
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+        }
         self.stats.requests += 1
         try:
-            resp = await self.http.post(self.store.admin_api_url, json=body, headers=headers, timeout=self.timeout)
+            resp = await self.http.post(
+                self.store.admin_api_url, json=body, headers=headers, timeout=self.timeout
+            )
         except (httpx.TimeoutException, httpx.TransportError) as err:
             self.stats.network_errors += 1
             # A lost answer may still have executed: keep its points reserved (charged unknown).
@@ -242,18 +266,19 @@ class AdminClient:
 
         if resp.status_code in _STORE_REFUSES:
             await self.budget.settle(reservation, charged=0, status=None)
-            raise StoreUnauthorized(f"{self.shop} answered HTTP {resp.status_code}: {_STORE_REFUSES[resp.status_code]}",
-                                    status=resp.status_code, **ctx)
+            raise StoreUnauthorized(
+                f"{self.shop} answered HTTP {resp.status_code}: {_STORE_REFUSES[resp.status_code]}",
+                status=resp.status_code,
+                **ctx,
+            )
         if resp.status_code == 429:
             self.stats.http_429 += 1
             await self.budget.settle(reservation, charged=0, status=None)
             return ("http_429", _retry_after(resp.headers.get("Retry-After")), "HTTP 429")
 
         payload: Any = None
-        try:
+        with contextlib.suppress(ValueError):
             payload = resp.json()
-        except ValueError:
-            pass
         cost = QueryCost.from_extensions(payload.get("extensions")) if isinstance(payload, dict) else None
         errors = payload.get("errors") if isinstance(payload, dict) else None
         codes = _error_codes(errors)
@@ -261,8 +286,11 @@ class AdminClient:
         if status is not None:
             self.stats.last_status, self.stats.last_status_at = status, time.time()
 
-        if resp.status_code >= 500 or (not isinstance(payload, dict) and resp.status_code < 400) \
-                or "INTERNAL_SERVER_ERROR" in codes:
+        if (
+            resp.status_code >= 500
+            or (not isinstance(payload, dict) and resp.status_code < 400)
+            or "INTERNAL_SERVER_ERROR" in codes
+        ):
             self.stats.server_errors += 1
             await self.budget.settle(reservation, charged=0, status=status)
             return ("server", _retry_after(resp.headers.get("Retry-After")), f"HTTP {resp.status_code}")
@@ -277,8 +305,12 @@ class AdminClient:
             self.estimator.learn(op, variables, cost.requested)
         if "MAX_COST_EXCEEDED" in codes:  # refused before execution: nothing charged
             await self.budget.settle(reservation, charged=0, status=status)
-            raise MaxCostExceededError(f"{op.name} on {self.shop}: {_messages(errors)}",
-                                       requested=cost.requested if cost else None, limit=MAX_QUERY_COST, **ctx)
+            raise MaxCostExceededError(
+                f"{op.name} on {self.shop}: {_messages(errors)}",
+                requested=cost.requested if cost else None,
+                limit=MAX_QUERY_COST,
+                **ctx,
+            )
         charged = cost.actual if cost and cost.actual is not None else (cost.requested if cost else None)
         await self.budget.settle(reservation, charged=charged, status=status)
         if charged:
@@ -286,8 +318,11 @@ class AdminClient:
             metrics.POINTS.labels(self.shop).inc(charged)
 
         if resp.status_code >= 400 or errors:
-            raise GraphQLQueryError(f"{op.name} on {self.shop} failed (HTTP {resp.status_code}): {_messages(errors)}",
-                                    errors=errors if isinstance(errors, list) else [], **ctx)
+            raise GraphQLQueryError(
+                f"{op.name} on {self.shop} failed (HTTP {resp.status_code}): {_messages(errors)}",
+                errors=errors if isinstance(errors, list) else [],
+                **ctx,
+            )
         data = payload.get("data")
         if not isinstance(data, dict):
             self.stats.server_errors += 1
@@ -334,8 +369,14 @@ class AdminClient:
                 return
             after = info["endCursor"]
 
-    async def nodes(self, operation: str | Operation, variables: Mapping[str, Any] | None = None, *,
-                    connection: str, page_size: int = 50) -> AsyncIterator[dict]:
+    async def nodes(
+        self,
+        operation: str | Operation,
+        variables: Mapping[str, Any] | None = None,
+        *,
+        connection: str,
+        page_size: int = 50,
+    ) -> AsyncIterator[dict]:
         """Every node of a connection, page after page."""
         async for page in self.pages(operation, variables, connection=connection, page_size=page_size):
             for node in page.nodes:

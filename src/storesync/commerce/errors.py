@@ -23,8 +23,14 @@ class CommerceError(Exception):
 class RetryableCommerceError(CommerceError, RetryableError):
     retryable = True
 
-    def __init__(self, message: str, *, retry_after: float | None = None,
-                 shop: str | None = None, operation: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        shop: str | None = None,
+        operation: str | None = None,
+    ) -> None:
         RetryableError.__init__(self, message, retry_after=retry_after)
         self.shop, self.operation = shop, operation
 
@@ -54,8 +60,9 @@ class StoreUnauthorized(RetryableCommerceError):
     (scope missing), 402 (store frozen) or 423 (store locked); `status` says which. The sync
     layer pauses the store; retrying the job later (once resolved) is what helps, not now."""
 
-    def __init__(self, message: str, *, status: int, shop: str | None = None,
-                 operation: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, status: int, shop: str | None = None, operation: str | None = None
+    ) -> None:
         super().__init__(message, retry_after=300.0, shop=shop, operation=operation)
         self.status = status
 
@@ -64,8 +71,15 @@ class MaxCostExceededError(PermanentCommerceError):
     """One query may request at most 1,000 points: the caller must split the work (the paginator
     halves its page size). Retrying the same query cannot help."""
 
-    def __init__(self, message: str, *, requested: float | None, limit: float,
-                 shop: str | None = None, operation: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        requested: float | None,
+        limit: float,
+        shop: str | None = None,
+        operation: str | None = None,
+    ) -> None:
         super().__init__(message, shop=shop, operation=operation)
         self.requested, self.limit = requested, limit
 
@@ -74,8 +88,9 @@ class GraphQLQueryError(PermanentCommerceError):
     """The API rejected the document or its variables (a bug on our side), or ACCESS_DENIED for
     a missing scope."""
 
-    def __init__(self, message: str, *, errors: list[dict], shop: str | None = None,
-                 operation: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, errors: list[dict], shop: str | None = None, operation: str | None = None
+    ) -> None:
         super().__init__(message, shop=shop, operation=operation)
         self.errors = errors
 
@@ -104,7 +119,9 @@ class UserErrorsMixin:
 
 
 def _describe(operation: str, errors: tuple[UserError, ...]) -> str:
-    parts = [f"{e.code or 'ERROR'}: {e.message}" + (f" ({'.'.join(e.field)})" if e.field else "") for e in errors]
+    parts = [
+        f"{e.code or 'ERROR'}: {e.message}" + (f" ({'.'.join(e.field)})" if e.field else "") for e in errors
+    ]
     return f"{operation} returned userErrors: " + "; ".join(parts)
 
 
@@ -139,8 +156,13 @@ class TransientUserError(UserErrorsMixin, RetryableCommerceError):
 _STALE = {"CHANGE_FROM_QUANTITY_STALE", "COMPARE_QUANTITY_STALE"}
 _TRANSIENT = {"IDEMPOTENCY_CONCURRENT_REQUEST", "JOB_ERROR"}
 _NOT_FOUND = {
-    "PRODUCT_DOES_NOT_EXIST", "PRODUCT_VARIANT_DOES_NOT_EXIST", "INVALID_INVENTORY_ITEM",
-    "INVALID_LOCATION", "ITEM_NOT_STOCKED_AT_LOCATION", "NOT_FOUND", "PRODUCT_NOT_FOUND",
+    "PRODUCT_DOES_NOT_EXIST",
+    "PRODUCT_VARIANT_DOES_NOT_EXIST",
+    "INVALID_INVENTORY_ITEM",
+    "INVALID_LOCATION",
+    "ITEM_NOT_STOCKED_AT_LOCATION",
+    "NOT_FOUND",
+    "PRODUCT_NOT_FOUND",
 }
 _HANDLE = {"HANDLE_NOT_UNIQUE"}
 _IDEMPOTENCY = {"IDEMPOTENCY_KEY_PARAMETER_MISMATCH", "IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED"}

@@ -82,7 +82,9 @@ def _parse_fragment(stem: str, text: str) -> tuple[str, str, FragmentDefinitionN
         raise OperationError(f"fragments/{stem}.graphql must hold exactly one fragment")
     name = defs[0].name.value
     if name != snake_to_camel(stem):
-        raise OperationError(f"fragments/{stem}.graphql must name its fragment {snake_to_camel(stem)!r}, not {name!r}")
+        raise OperationError(
+            f"fragments/{stem}.graphql must name its fragment {snake_to_camel(stem)!r}, not {name!r}"
+        )
     return name, text.strip(), defs[0]
 
 
@@ -95,19 +97,24 @@ def _with_fragments(stem: str, text: str, fragments: dict[str, tuple[str, Fragme
         if name in needed:
             continue
         if name not in fragments:
-            raise OperationError(f"{stem}.graphql spreads an unknown fragment {name!r}; "
-                                 f"known: {', '.join(sorted(fragments)) or 'none'}")
+            raise OperationError(
+                f"{stem}.graphql spreads an unknown fragment {name!r}; "
+                f"known: {', '.join(sorted(fragments)) or 'none'}"
+            )
         needed.append(name)
         todo.extend(sorted(_spreads(fragments[name][1]) - set(needed)))
     return "\n\n".join([text.strip(), *(fragments[n][0] for n in needed)]) + "\n"
 
 
-def _parse(stem: str, text: str, fragments: dict[str, tuple[str, FragmentDefinitionNode]] | None = None) -> Operation:
+def _parse(
+    stem: str, text: str, fragments: dict[str, tuple[str, FragmentDefinitionNode]] | None = None
+) -> Operation:
     document = parse(text)
     ops = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
     if len(ops) != 1 or len(document.definitions) != 1:
-        raise OperationError(f"{stem}.graphql must hold exactly one operation (shared fragments "
-                             "live in operations/fragments/)")
+        raise OperationError(
+            f"{stem}.graphql must hold exactly one operation (shared fragments live in operations/fragments/)"
+        )
     op = ops[0]
     if op.name is None or op.name.value != snake_to_camel(stem):
         raise OperationError(
@@ -129,7 +136,9 @@ def all_fragments() -> dict[str, tuple[str, FragmentDefinitionNode]]:
     folder = resources.files("storesync.commerce").joinpath("operations").joinpath("fragments")
     for entry in folder.iterdir() if folder.is_dir() else ():
         if entry.name.endswith(".graphql"):
-            name, text, node = _parse_fragment(entry.name.removesuffix(".graphql"), entry.read_text(encoding="utf-8"))
+            name, text, node = _parse_fragment(
+                entry.name.removesuffix(".graphql"), entry.read_text(encoding="utf-8")
+            )
             found[name] = (text, node)
     return found
 

@@ -29,11 +29,16 @@ from storesync.sync.ports import HandleTaken, StaleQuantity
 # Page sizes of a product's own lists in one read (Shopify allows up to 100 variants per page).
 PRODUCT_LIST_SIZES = {"variantsFirst": 100, "collectionsFirst": 50, "metafieldsFirst": 50}
 # A product's lists and the query that pages through the rest of each.
-_PRODUCT_LISTS = (("variants", "ProductVariantsPage"), ("collections", "ProductCollectionsPage"),
-                  ("metafields", "ProductMetafieldsPage"))
+_PRODUCT_LISTS = (
+    ("variants", "ProductVariantsPage"),
+    ("collections", "ProductCollectionsPage"),
+    ("metafields", "ProductMetafieldsPage"),
+)
 
 
-async def complete_product_lists(client: AdminClient, raw: Mapping[str, Any], *, page_size: int = 100) -> dict:
+async def complete_product_lists(
+    client: AdminClient, raw: Mapping[str, Any], *, page_size: int = 100
+) -> dict:
     """`raw` with every variant, collection and metafield: lists cut by their page size are read
     to the end. productSet replaces lists wholesale, so writing a truncated read to another store
     would delete what did not fit."""
@@ -44,8 +49,13 @@ async def complete_product_lists(client: AdminClient, raw: Mapping[str, Any], *,
         if not info.get("hasNextPage"):
             continue
         nodes = list(conn["nodes"])
-        async for page in client.pages(operation, {"id": raw["id"]}, connection=f"product.{field}",
-                                       page_size=page_size, after=info.get("endCursor")):
+        async for page in client.pages(
+            operation,
+            {"id": raw["id"]},
+            connection=f"product.{field}",
+            page_size=page_size,
+            after=info.get("endCursor"),
+        ):
             nodes.extend(page.nodes)
         out[field] = {"nodes": nodes, "pageInfo": {"hasNextPage": False, "endCursor": None}}
     return out
@@ -70,8 +80,10 @@ def product_from_json(raw: Mapping[str, Any]) -> Product:
         vendor=raw.get("vendor") or "",
         product_type=raw.get("productType") or "",
         tags=tuple(raw.get("tags") or ()),
-        options=tuple(Option(o["name"], tuple(v["name"] for v in o.get("optionValues") or ()))
-                      for o in sorted(raw.get("options") or (), key=lambda o: o.get("position", 0))),
+        options=tuple(
+            Option(o["name"], tuple(v["name"] for v in o.get("optionValues") or ()))
+            for o in sorted(raw.get("options") or (), key=lambda o: o.get("position", 0))
+        ),
         variants=tuple(
             Variant(
                 id=v["id"],
@@ -89,8 +101,10 @@ def product_from_json(raw: Mapping[str, Any]) -> Product:
         seo_description=seo.get("description"),
         collections=tuple(c["id"] for c in raw["collections"]["nodes"]),
         smart_collections=frozenset(c["id"] for c in raw["collections"]["nodes"] if c.get("ruleSet")),
-        metafields=tuple(Metafield(m["namespace"], m["key"], m["type"], m["value"], m.get("id"))
-                         for m in raw["metafields"]["nodes"]),
+        metafields=tuple(
+            Metafield(m["namespace"], m["key"], m["type"], m["value"], m.get("id"))
+            for m in raw["metafields"]["nodes"]
+        ),
         updated_at=_dt(raw.get("updatedAt")),
     )
 
@@ -106,13 +120,16 @@ class ShopifyStoreAPI:
     async def _product(self, raw: Mapping[str, Any] | None) -> Product | None:
         return product_from_json(await complete_product_lists(self.client, raw)) if raw else None
 
-    async def products(self, query: str | None = None, *, page_size: int = 50,
-                       list_sizes: Mapping[str, int] | None = None) -> AsyncIterator[Product]:
+    async def products(
+        self, query: str | None = None, *, page_size: int = 50, list_sizes: Mapping[str, int] | None = None
+    ) -> AsyncIterator[Product]:
         """Every product of the store (or those matching a search query), complete, page by page.
         `list_sizes`: first pages of each product's lists (default: the store's); smaller ones
         make larger pages fit the 1,000-point limit, the rest of a long list is read after."""
         variables: dict[str, Any] = {**(list_sizes or self.list_sizes), "query": query}
-        async for page in self.client.pages("ProductsPage", variables, connection="products", page_size=page_size):
+        async for page in self.client.pages(
+            "ProductsPage", variables, connection="products", page_size=page_size
+        ):
             for raw in page.nodes:
                 yield await self._product(raw)  # type: ignore[misc]
 
@@ -171,16 +188,20 @@ class ShopifyStoreAPI:
     # ------------------------------------------------------------------ inventory
 
     async def read_level(self, inventory_item_id: str, location_id: str) -> InventoryLevel | None:
-        result = await self.client.execute("InventoryLevelAtLocation",
-                                           {"inventoryItemId": inventory_item_id, "locationId": location_id})
+        result = await self.client.execute(
+            "InventoryLevelAtLocation", {"inventoryItemId": inventory_item_id, "locationId": location_id}
+        )
         level = (result["inventoryItem"] or {}).get("inventoryLevel")
         if level is None:
             return None
         quantities = {q["name"]: q["quantity"] for q in level["quantities"]}
-        return InventoryLevel(inventory_item_id, location_id, quantities["available"], _dt(level.get("updatedAt")))
+        return InventoryLevel(
+            inventory_item_id, location_id, quantities["available"], _dt(level.get("updatedAt"))
+        )
 
-    async def read_levels(self, inventory_item_ids: Sequence[str], *, locations_first: int = 10
-                          ) -> dict[tuple[str, str], InventoryLevel]:
+    async def read_levels(
+        self, inventory_item_ids: Sequence[str], *, locations_first: int = 10
+    ) -> dict[tuple[str, str], InventoryLevel]:
         """Every level of these items, keyed (item, location), in as few queries as fit the
         1,000-point limit. Unknown items are left out."""
         op = get_operation("InventoryLevels")
@@ -188,40 +209,74 @@ class ShopifyStoreAPI:
         levels: dict[tuple[str, str], InventoryLevel] = {}
         while ids:
             chunk = self.client.estimator.largest_page(
-                op, {"locationsFirst": locations_first, "inventoryItemIds": ids[:250]}, min(250, len(ids)),
-                key="inventoryItemIds", make=lambda n: ids[:n])
+                op,
+                {"locationsFirst": locations_first, "inventoryItemIds": ids[:250]},
+                min(250, len(ids)),
+                key="inventoryItemIds",
+                make=lambda n: ids[:n],  # noqa: B023 - called before ids changes
+            )
             batch, ids = ids[:chunk], ids[chunk:]
-            result = await self.client.execute(op, {"inventoryItemIds": batch, "locationsFirst": locations_first})
+            result = await self.client.execute(
+                op, {"inventoryItemIds": batch, "locationsFirst": locations_first}
+            )
             for item in result["nodes"]:
                 if not item:
                     continue
                 conn = item["inventoryLevels"]
-                if (conn.get("pageInfo") or {}).get("hasNextPage"):  # stocked at more locations: read it alone
-                    again = await self.client.execute(op, {"inventoryItemIds": [item["id"]], "locationsFirst": 250})
+                if (conn.get("pageInfo") or {}).get(
+                    "hasNextPage"
+                ):  # stocked at more locations: read it alone
+                    again = await self.client.execute(
+                        op, {"inventoryItemIds": [item["id"]], "locationsFirst": 250}
+                    )
                     conn = again["nodes"][0]["inventoryLevels"]
                 for lvl in conn["nodes"]:
                     quantities = {q["name"]: q["quantity"] for q in lvl["quantities"]}
                     key = (item["id"], lvl["location"]["id"])
-                    levels[key] = InventoryLevel(key[0], key[1], quantities["available"], _dt(lvl.get("updatedAt")))
+                    levels[key] = InventoryLevel(
+                        key[0], key[1], quantities["available"], _dt(lvl.get("updatedAt"))
+                    )
         return levels
 
-    async def set_level(self, inventory_item_id: str, location_id: str, quantity: int, *,
-                        change_from: int | None, idempotency_key: str, reason: str = "correction") -> int:
-        input_ = set_quantities_input([(inventory_item_id, location_id, quantity, change_from)], reason=reason)
+    async def set_level(
+        self,
+        inventory_item_id: str,
+        location_id: str,
+        quantity: int,
+        *,
+        change_from: int | None,
+        idempotency_key: str,
+        reason: str = "correction",
+    ) -> int:
+        input_ = set_quantities_input(
+            [(inventory_item_id, location_id, quantity, change_from)], reason=reason
+        )
         try:
-            result = await self.client.execute("InventorySetQuantities", {"input": input_},
-                                               idempotency_key=idempotency_key)
+            result = await self.client.execute(
+                "InventorySetQuantities", {"input": input_}, idempotency_key=idempotency_key
+            )
         except StaleQuantityError as err:
             raise StaleQuantity(str(err)) from err
         group = result["inventorySetQuantities"]["inventoryAdjustmentGroup"]
         return _after(group, inventory_item_id, location_id, default=quantity)
 
-    async def adjust_level(self, inventory_item_id: str, location_id: str, delta: int, *,
-                           idempotency_key: str, change_from: int | None = None, reason: str = "correction") -> int:
-        input_ = adjust_quantities_input([(inventory_item_id, location_id, delta, change_from)], reason=reason)
+    async def adjust_level(
+        self,
+        inventory_item_id: str,
+        location_id: str,
+        delta: int,
+        *,
+        idempotency_key: str,
+        change_from: int | None = None,
+        reason: str = "correction",
+    ) -> int:
+        input_ = adjust_quantities_input(
+            [(inventory_item_id, location_id, delta, change_from)], reason=reason
+        )
         try:
-            result = await self.client.execute("InventoryAdjustQuantities", {"input": input_},
-                                               idempotency_key=idempotency_key)
+            result = await self.client.execute(
+                "InventoryAdjustQuantities", {"input": input_}, idempotency_key=idempotency_key
+            )
         except StaleQuantityError as err:
             raise StaleQuantity(str(err)) from err
         group = result["inventoryAdjustQuantities"]["inventoryAdjustmentGroup"]
@@ -235,9 +290,12 @@ class ShopifyStoreAPI:
 def _after(group: Mapping[str, Any] | None, item: str, location: str, *, default: int | None) -> Any:
     """quantityAfterChange of the "available" change at (item, location) in an adjustment group."""
     for change in (group or {}).get("changes") or ():
-        if (change.get("name") == "available" and (change.get("item") or {}).get("id") == item
-                and (change.get("location") or {}).get("id") == location
-                and change.get("quantityAfterChange") is not None):
+        if (
+            change.get("name") == "available"
+            and (change.get("item") or {}).get("id") == item
+            and (change.get("location") or {}).get("id") == location
+            and change.get("quantityAfterChange") is not None
+        ):
             return change["quantityAfterChange"]
     return default
 
@@ -246,8 +304,14 @@ class StoreClients:
     """A worker process's Admin API clients: one per configured store, sharing one HTTP
     connection pool and (given a pooled-path pool) the Postgres budget every process shares."""
 
-    def __init__(self, network: NetworkConfig, *, pool: AsyncConnectionPool | None = None,
-                 timeout: float = 10.0, **client_options: Any) -> None:
+    def __init__(
+        self,
+        network: NetworkConfig,
+        *,
+        pool: AsyncConnectionPool | None = None,
+        timeout: float = 10.0,
+        **client_options: Any,
+    ) -> None:
         self.network = network
         self.budget = PostgresBudget(pool) if pool is not None else None
         self.http = httpx.AsyncClient(timeout=timeout, limits=httpx.Limits(max_keepalive_connections=20))
@@ -260,8 +324,9 @@ class StoreClients:
             found = self.network.store(shop)
             if found is None:
                 raise LookupError(f"{shop} is not a configured store (storesync.toml)")
-            self._clients[shop] = AdminClient(found[1], budget=self.budget, http=self.http, timeout=self.timeout,
-                                              **self.client_options)
+            self._clients[shop] = AdminClient(
+                found[1], budget=self.budget, http=self.http, timeout=self.timeout, **self.client_options
+            )
         return self._clients[shop]
 
     def store_api(self, shop: str) -> ShopifyStoreAPI:

@@ -23,16 +23,26 @@ class SubscriptionChanges:
     failed: dict[str, str] = field(default_factory=dict)  # topic -> why (e.g. not offered by the store)
 
 
-async def reconcile_subscriptions(client: AdminClient, callback_url: str, topics: list[str], *,
-                                  keep_others: bool = False) -> SubscriptionChanges:
+async def reconcile_subscriptions(
+    client: AdminClient, callback_url: str, topics: list[str], *, keep_others: bool = False
+) -> SubscriptionChanges:
     want = list(dict.fromkeys(topic_enum(t) for t in topics))
-    existing = [node async for node in client.nodes("WebhookSubscriptions", {}, connection="webhookSubscriptions",
-                                                    page_size=100)]
+    existing = [
+        node
+        async for node in client.nodes(
+            "WebhookSubscriptions", {}, connection="webhookSubscriptions", page_size=100
+        )
+    ]
     changes = SubscriptionChanges()
     have: set[str] = set()
     for sub in existing:
         url = (sub.get("endpoint") or {}).get("callbackUrl")
-        if sub["topic"] in want and url == callback_url and sub["topic"] not in have and sub["format"] == "JSON":
+        if (
+            sub["topic"] in want
+            and url == callback_url
+            and sub["topic"] not in have
+            and sub["format"] == "JSON"
+        ):
             have.add(sub["topic"])
             changes.kept.append(sub["topic"])
         elif not keep_others or (sub["topic"] in have and url == callback_url):
@@ -42,8 +52,10 @@ async def reconcile_subscriptions(client: AdminClient, callback_url: str, topics
         if topic in have:
             continue
         try:
-            await client.execute("WebhookSubscriptionCreate", {
-                "topic": topic, "webhookSubscription": {"callbackUrl": callback_url, "format": "JSON"}})
+            await client.execute(
+                "WebhookSubscriptionCreate",
+                {"topic": topic, "webhookSubscription": {"callbackUrl": callback_url, "format": "JSON"}},
+            )
         except CommerceError as err:
             if err.retryable:
                 raise

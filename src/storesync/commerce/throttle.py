@@ -144,8 +144,15 @@ def wait_seconds(requested: float, available: float, restore_rate: float) -> flo
     return max(0.0, (requested - available) / restore_rate)
 
 
-def settle_state(state: BucketState, now: float, *, reserved: float, charged: float | None,
-                 status: ThrottleStatus | None, waiting_others: float) -> BucketState:
+def settle_state(
+    state: BucketState,
+    now: float,
+    *,
+    reserved: float,
+    charged: float | None,
+    status: ThrottleStatus | None,
+    waiting_others: float,
+) -> BucketState:
     """The model after a call answered: refund what was reserved but not charged, then (when the
     response carried one) adopt the server's `throttleStatus`."""
     if status is not None:
@@ -176,8 +183,11 @@ def _list_len(node: ValueNode, variables: Mapping[str, Any]) -> int | None:
     return None
 
 
-def _selection_cost(selection_set: SelectionSetNode | None, variables: Mapping[str, Any],
-                    fragments: Mapping[str, FragmentDefinitionNode]) -> float:
+def _selection_cost(
+    selection_set: SelectionSetNode | None,
+    variables: Mapping[str, Any],
+    fragments: Mapping[str, FragmentDefinitionNode],
+) -> float:
     if selection_set is None:
         return 0.0
     total = 0.0
@@ -205,7 +215,9 @@ def _node_selection(field: FieldNode) -> SelectionSetNode | None:
     return None
 
 
-def _field_cost(field: FieldNode, variables: Mapping[str, Any], fragments: Mapping[str, FragmentDefinitionNode]) -> float:
+def _field_cost(
+    field: FieldNode, variables: Mapping[str, Any], fragments: Mapping[str, FragmentDefinitionNode]
+) -> float:
     if field.selection_set is None:
         return 0.0  # scalar or enum
     args = {a.name.value: a.value for a in field.arguments or ()}
@@ -228,8 +240,11 @@ def static_cost(op: Operation, variables: Mapping[str, Any] | None = None) -> fl
     fragments = op.fragments
     root = op.definition.selection_set
     if op.kind == "mutation":  # 10 per mutation field, plus the objects its payload selects
-        return sum(MUTATION_COST + _selection_cost(s.selection_set, variables, fragments)
-                   for s in root.selections if isinstance(s, FieldNode))
+        return sum(
+            MUTATION_COST + _selection_cost(s.selection_set, variables, fragments)
+            for s in root.selections
+            if isinstance(s, FieldNode)
+        )
     return max(1.0, _selection_cost(root, variables, fragments))
 
 
@@ -247,9 +262,16 @@ class CostEstimator:
         if base > 0 and requested > 0:
             self._ratio[op.name] = requested / base
 
-    def largest_page(self, op: Operation, variables: Mapping[str, Any], wanted: int,
-                     *, limit: float = MAX_QUERY_COST, key: str = "first",
-                     make: Callable[[int], Any] | None = None) -> int:
+    def largest_page(
+        self,
+        op: Operation,
+        variables: Mapping[str, Any],
+        wanted: int,
+        *,
+        limit: float = MAX_QUERY_COST,
+        key: str = "first",
+        make: Callable[[int], Any] | None = None,
+    ) -> int:
         """The largest size n <= wanted whose estimate fits in `limit` (at least 1), where the
         variable `key` is n (or `make(n)`, e.g. the first n ids of a list)."""
         value = make or (lambda n: n)

@@ -27,15 +27,23 @@ async def check_stores(network: NetworkConfig, *, timeout: float = 10.0) -> list
     budget = LocalBudget()
 
     async def one(merchant: str, store) -> StoreCheck:
-        async with AdminClient(store, budget=budget, timeout=timeout, max_attempts=2, backoff_base=0.2) as client:
+        async with AdminClient(
+            store, budget=budget, timeout=timeout, max_attempts=2, backoff_base=0.2
+        ) as client:
             try:
                 result = await client.execute("ShopInfo", {"locationsFirst": 50})
             except CommerceError as err:
                 return StoreCheck(merchant, store.shop, False, f"{type(err).__name__}: {err}")
         shop = result["shop"]
         status = result.cost.throttle if result.cost else None
-        bucket = (f"bucket {status.currently_available:.0f}/{status.maximum_available:.0f} points, "
-                  f"{status.restore_rate:.0f}/s") if status else "no cost data"
+        bucket = (
+            (
+                f"bucket {status.currently_available:.0f}/{status.maximum_available:.0f} points, "
+                f"{status.restore_rate:.0f}/s"
+            )
+            if status
+            else "no cost data"
+        )
         detail = f"{shop['name']} ({len(result['locations']['nodes'])} locations, {bucket})"
         if shop["myshopifyDomain"] != store.shop:
             return StoreCheck(merchant, store.shop, False, f"the URL answers as {shop['myshopifyDomain']}")

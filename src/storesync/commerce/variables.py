@@ -12,7 +12,10 @@ Change = tuple[str, str, int] | tuple[str, str, int, int | None]
 
 
 def set_quantities_input(
-    quantities: Iterable[SetQuantity], *, reason: str, name: str = "available",
+    quantities: Iterable[SetQuantity],
+    *,
+    reason: str,
+    name: str = "available",
     reference_document_uri: str | None = None,
 ) -> dict:
     """`InventorySetQuantitiesInput`. Since 2026-04 every quantity must carry `changeFromQuantity`:
@@ -22,8 +25,12 @@ def set_quantities_input(
         "name": name,
         "reason": reason,
         "quantities": [
-            {"inventoryItemId": item, "locationId": location, "quantity": quantity,
-             "changeFromQuantity": change_from}
+            {
+                "inventoryItemId": item,
+                "locationId": location,
+                "quantity": quantity,
+                "changeFromQuantity": change_from,
+            }
             for item, location, quantity, change_from in quantities
         ],
     }
@@ -33,7 +40,10 @@ def set_quantities_input(
 
 
 def adjust_quantities_input(
-    changes: Iterable[Change], *, reason: str, name: str = "available",
+    changes: Iterable[Change],
+    *,
+    reason: str,
+    name: str = "available",
     reference_document_uri: str | None = None,
 ) -> dict:
     """`InventoryAdjustQuantitiesInput`. A delta commutes with concurrent sales, so by default it
@@ -43,8 +53,12 @@ def adjust_quantities_input(
         "name": name,
         "reason": reason,
         "changes": [
-            {"inventoryItemId": c[0], "locationId": c[1], "delta": c[2],
-             "changeFromQuantity": c[3] if len(c) > 3 else None}
+            {
+                "inventoryItemId": c[0],
+                "locationId": c[1],
+                "delta": c[2],
+                "changeFromQuantity": c[3] if len(c) > 3 else None,
+            }
             for c in changes
         ],
     }

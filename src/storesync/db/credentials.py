@@ -31,7 +31,8 @@ class TokenCipher:
         except InvalidToken:
             raise ConfigError(
                 f"the stored access token of {shop} cannot be decrypted with {ENCRYPTION_KEY_ENV} "
-                "(wrong key, or the key it was encrypted with was dropped too early)") from None
+                "(wrong key, or the key it was encrypted with was dropped too early)"
+            ) from None
 
 
 def generate_key() -> str:
@@ -45,12 +46,14 @@ def load_cipher(environ: Mapping[str, str] | None = None) -> TokenCipher:
     if not keys:
         raise ConfigError(
             f"{ENCRYPTION_KEY_ENV} is not set: store access tokens are encrypted at rest with it. "
-            "Generate one with `storesync network keygen` and keep it in your secret store")
+            "Generate one with `storesync network keygen` and keep it in your secret store"
+        )
     for i, k in enumerate(keys):
         try:
             Fernet(k.encode())
         except (ValueError, TypeError):
             raise ConfigError(
                 f"{ENCRYPTION_KEY_ENV}: key #{i + 1} is not a Fernet key (32 url-safe base64-encoded bytes; "
-                "`storesync network keygen` makes one)") from None
+                "`storesync network keygen` makes one)"
+            ) from None
     return TokenCipher([k.encode() for k in keys])

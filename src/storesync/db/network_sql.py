@@ -71,7 +71,9 @@ SELECT shop_domain, status_reason FROM stores WHERE shop_domain = ANY(%(shops)s)
 """
 
 
-def apply_network(conn: psycopg.Connection, network: NetworkConfig, cipher: TokenCipher | None = None) -> None:
+def apply_network(
+    conn: psycopg.Connection, network: NetworkConfig, cipher: TokenCipher | None = None
+) -> None:
     """Mirror the configured network into the database, in the caller's transaction. With a
     cipher, each store's API URL, encrypted access token and location map are written too."""
     with conn.cursor() as cur:
@@ -83,10 +85,15 @@ def apply_network(conn: psycopg.Connection, network: NetworkConfig, cipher: Toke
                 cur.execute(UPSERT_STORE, {"shop": c.shop, "merchant_id": m.id, "role": "child"})
             if cipher is not None:
                 for s in m.stores:
-                    cur.execute(SET_STORE_CREDENTIALS, {
-                        "shop": s.shop, "url": s.admin_api_url,
-                        "token": cipher.encrypt(s.access_token.get_secret_value()),
-                        "location_map": Jsonb(dict(s.location_map))})
+                    cur.execute(
+                        SET_STORE_CREDENTIALS,
+                        {
+                            "shop": s.shop,
+                            "url": s.admin_api_url,
+                            "token": cipher.encrypt(s.access_token.get_secret_value()),
+                            "location_map": Jsonb(dict(s.location_map)),
+                        },
+                    )
 
 
 def stored_credentials(conn: psycopg.Connection, cipher: TokenCipher) -> dict[str, tuple[str, str]]:

@@ -39,8 +39,11 @@ def pooled_connection_kwargs(settings: Settings, **overrides: Any) -> dict[str, 
     say the path keeps them (`Settings.db_prepared_statements`), planned afresh each time when
     the path is Postgres itself (`auto`; behind PgBouncer a startup option is not passed on,
     and the claim sets it for its own transaction)."""
-    kwargs: dict[str, Any] = {**POOLED_CONNECTION_KWARGS, "prepare_threshold": settings.pooled_prepare_threshold,
-                              "connect_timeout": settings.connect_timeout}
+    kwargs: dict[str, Any] = {
+        **POOLED_CONNECTION_KWARGS,
+        "prepare_threshold": settings.pooled_prepare_threshold,
+        "connect_timeout": settings.connect_timeout,
+    }
     if settings.pooled_prepare_threshold is not None and settings.db_prepared_statements == "auto":
         given = conninfo_to_dict(settings.pooled_dsn or "").get("options")  # the URL's own stay
         kwargs["options"] = f"{given} {CUSTOM_PLANS_OPTION}" if given else CUSTOM_PLANS_OPTION
@@ -67,7 +70,11 @@ def _pool_args(settings: Settings, name: str, min_size: int | None, max_size: in
 
 
 def pooled_pool(
-    settings: Settings, *, name: str = "storesync", min_size: int | None = None, max_size: int | None = None,
+    settings: Settings,
+    *,
+    name: str = "storesync",
+    min_size: int | None = None,
+    max_size: int | None = None,
     check_on_checkout: bool = False,
 ) -> ConnectionPool:
     """A closed pool on the pooled path; open it with `pool.open(wait=True)` or `with pool:`."""
@@ -78,7 +85,11 @@ def pooled_pool(
 
 
 def async_pooled_pool(
-    settings: Settings, *, name: str = "storesync", min_size: int | None = None, max_size: int | None = None,
+    settings: Settings,
+    *,
+    name: str = "storesync",
+    min_size: int | None = None,
+    max_size: int | None = None,
     check_on_checkout: bool = False,
 ) -> AsyncConnectionPool:
     """The asyncio twin of `pooled_pool`; open it with `await pool.open(wait=True)`."""

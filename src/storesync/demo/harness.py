@@ -96,15 +96,21 @@ class ProcessSet:
         self.env = env
         self.processes: list[ManagedProcess] = []
 
-    def start(self, name: str, args: Sequence[str], *, env: dict[str, str] | None = None,
-              service: bool = True) -> ManagedProcess:
+    def start(
+        self, name: str, args: Sequence[str], *, env: dict[str, str] | None = None, service: bool = True
+    ) -> ManagedProcess:
         log_path = self.log_dir / f"{name}.log"
         log = open(log_path, "ab")  # noqa: SIM115 - the child holds it; closed below after the fork
         try:
             popen = subprocess.Popen(
-                [sys.executable, "-m", "storesync", *args], stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT, env=env or self.env, start_new_session=True,
-                preexec_fn=_set_parent_death_signal if sys.platform == "linux" else None)
+                [sys.executable, "-m", "storesync", *args],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env or self.env,
+                start_new_session=True,
+                preexec_fn=_set_parent_death_signal if sys.platform == "linux" else None,
+            )
         finally:
             log.close()
         proc = ManagedProcess(name, popen, log_path, service)
@@ -114,7 +120,9 @@ class ProcessSet:
     def check_alive(self) -> None:
         for p in self.processes:
             if p.service and not p.alive():
-                raise SystemStartError(f"{p.name} (pid {p.pid}) exited with {p.popen.returncode}:\n{p.log_tail()}")
+                raise SystemStartError(
+                    f"{p.name} (pid {p.pid}) exited with {p.popen.returncode}:\n{p.log_tail()}"
+                )
 
     @staticmethod
     def _signal(proc: ManagedProcess, sig: int) -> None:
@@ -127,9 +135,11 @@ class ProcessSet:
         at once; what is alive at the deadline gets SIGKILL, and so does what is left in each
         process group (children the process may have started)."""
         deadline = time.monotonic() + timeout
-        tiers = [[p for p in self.processes if p.name not in ("web", "emulator")],
-                 [p for p in self.processes if p.name == "web"],
-                 [p for p in self.processes if p.name == "emulator"]]
+        tiers = [
+            [p for p in self.processes if p.name not in ("web", "emulator")],
+            [p for p in self.processes if p.name == "web"],
+            [p for p in self.processes if p.name == "emulator"],
+        ]
         for tier in tiers:
             for proc in tier:
                 if proc.alive():
@@ -161,15 +171,26 @@ def demo_catalog(products: int, locations: Sequence[str], seed: int = 7) -> list
         variants = []
         for size in sizes:
             sku = f"DEMO-{n:03d}-{size.replace(' ', '').upper()}"
-            variants.append({
-                "sku": sku, "barcode": f"0{n:05d}{sizes.index(size):02d}", "price": f"{19 + n % 40}.00",
-                "options": {"Size": size},
-                "available": {loc: rng.randint(5, 40) for loc in locations},
-            })
-        catalog.append({"title": title, "handle": f"demo-product-{n}", "vendor": "Northwind",
-                        "product_type": NOUNS[(n // len(ADJECTIVES)) % len(NOUNS)],
-                        "tags": sorted({"demo", rng.choice(("summer", "winter", "all-season"))}),
-                        "description_html": f"<p>{title}: made to last.</p>", "variants": variants})
+            variants.append(
+                {
+                    "sku": sku,
+                    "barcode": f"0{n:05d}{sizes.index(size):02d}",
+                    "price": f"{19 + n % 40}.00",
+                    "options": {"Size": size},
+                    "available": {loc: rng.randint(5, 40) for loc in locations},
+                }
+            )
+        catalog.append(
+            {
+                "title": title,
+                "handle": f"demo-product-{n}",
+                "vendor": "Northwind",
+                "product_type": NOUNS[(n // len(ADJECTIVES)) % len(NOUNS)],
+                "tags": sorted({"demo", rng.choice(("summer", "winter", "all-season"))}),
+                "description_html": f"<p>{title}: made to last.</p>",
+                "variants": variants,
+            }
+        )
     return catalog
 
 
@@ -184,11 +205,19 @@ def _product_view(product: dict, collection_handles: dict[str, str]) -> dict:
     collections by handle, variants by SKU."""
     view: dict[str, Any] = {k: product.get(k) for k in SYNCED_PRODUCT_FIELDS}
     tags = product.get("tags") or ""
-    view["tags"] = sorted(t.strip() for t in (tags.split(",") if isinstance(tags, str) else tags) if t.strip())
+    view["tags"] = sorted(
+        t.strip() for t in (tags.split(",") if isinstance(tags, str) else tags) if t.strip()
+    )
     view["options"] = [[o.get("name"), list(o.get("values") or [])] for o in product.get("options") or []]
-    view["variants"] = sorted([str(v.get("sku")), str(v.get("barcode")), str(v.get("price")),
-                               [v.get("option1"), v.get("option2"), v.get("option3")]]
-                              for v in product.get("variants") or [])
+    view["variants"] = sorted(
+        [
+            str(v.get("sku")),
+            str(v.get("barcode")),
+            str(v.get("price")),
+            [v.get("option1"), v.get("option2"), v.get("option3")],
+        ]
+        for v in product.get("variants") or []
+    )
     view["collections"] = sorted(str(collection_handles.get(c, c)) for c in product.get("collections") or [])
     return view
 
@@ -202,8 +231,11 @@ def catalog_view(snapshot: dict) -> dict[str, dict]:
 def inventory_view(snapshot: dict) -> dict[tuple[str, str], int]:
     """(sku, location name) -> available, for every tracked item with a SKU."""
     names = {loc["id"]: loc["name"] for loc in snapshot.get("locations") or []}
-    return {(lvl["sku"], names.get(lvl["location_id"], lvl["location_id"])): int(lvl.get("available", 0))
-            for lvl in snapshot.get("inventory_levels") or [] if lvl.get("sku")}
+    return {
+        (lvl["sku"], names.get(lvl["location_id"], lvl["location_id"])): int(lvl.get("available", 0))
+        for lvl in snapshot.get("inventory_levels") or []
+        if lvl.get("sku")
+    }
 
 
 def view_hash(view: Any) -> str:
@@ -216,7 +248,7 @@ class StoreRow:
     role: str
     products: int
     catalog_hash: str
-    units: int                      # available units over all items and locations
+    units: int  # available units over all items and locations
     catalog_matches: bool
     inventory_mismatches: list[str]  # "SKU@location: parent 5, here 4"
 
@@ -247,16 +279,31 @@ def compare_snapshots(parent: dict, children: dict[str, dict]) -> Comparison:
     handle; child-only products are the child's own business) and available stock per SKU and
     location name (the location map pairs locations of the same name)."""
     p_catalog, p_levels = catalog_view(parent), inventory_view(parent)
-    rows = [StoreRow(parent["shop"], "parent", len(p_catalog), view_hash(p_catalog), sum(p_levels.values()),
-                     True, [])]
+    rows = [
+        StoreRow(
+            parent["shop"], "parent", len(p_catalog), view_hash(p_catalog), sum(p_levels.values()), True, []
+        )
+    ]
     for shop, snap in children.items():
         c_catalog, c_levels = catalog_view(snap), inventory_view(snap)
         mirrored = {h: c_catalog.get(h) for h in p_catalog}
-        mismatches = [f"{sku}@{loc}: parent {want}, here {c_levels.get((sku, loc), 'missing')}"
-                      for (sku, loc), want in sorted(p_levels.items()) if c_levels.get((sku, loc)) != want]
+        mismatches = [
+            f"{sku}@{loc}: parent {want}, here {c_levels.get((sku, loc), 'missing')}"
+            for (sku, loc), want in sorted(p_levels.items())
+            if c_levels.get((sku, loc)) != want
+        ]
         units = sum(c_levels.get(k, 0) for k in p_levels)
-        rows.append(StoreRow(shop, "child", sum(1 for v in mirrored.values() if v is not None),
-                             view_hash(mirrored), units, mirrored == p_catalog, mismatches))
+        rows.append(
+            StoreRow(
+                shop,
+                "child",
+                sum(1 for v in mirrored.values() if v is not None),
+                view_hash(mirrored),
+                units,
+                mirrored == p_catalog,
+                mismatches,
+            )
+        )
     return Comparison(rows)
 
 
@@ -299,8 +346,14 @@ class RunningSystem:
 
     # ------------------------------------------------------------------ waiting
 
-    def wait_until(self, predicate: Callable[[], Any], timeout: float, *, interval: float = 0.05,
-                   message: str = "condition") -> Any:
+    def wait_until(
+        self,
+        predicate: Callable[[], Any],
+        timeout: float,
+        *,
+        interval: float = 0.05,
+        message: str = "condition",
+    ) -> Any:
         """Poll `predicate` until it returns something truthy (returned); TimeoutError after
         `timeout` s. Fails at once if a process of the system died."""
         deadline = time.monotonic() + timeout
@@ -340,13 +393,22 @@ class RunningSystem:
                 return p
         raise KeyError(f"no product {handle!r} in {shop}")
 
-    def level(self, shop: str, sku: str, location: str = LOCATION_NAMES[0], snapshot: dict | None = None) -> int | None:
+    def level(
+        self, shop: str, sku: str, location: str = LOCATION_NAMES[0], snapshot: dict | None = None
+    ) -> int | None:
         """`available` of the SKU at the named location, or None if the store lacks it."""
         return inventory_view(snapshot or self.snapshot(shop)).get((sku, location))
 
-    def place_order(self, child: str, sku: str | None = None, quantity: int = 1, *,
-                    variant_id: str | None = None, location: str = LOCATION_NAMES[0],
-                    line_items: list[dict] | None = None) -> dict:
+    def place_order(
+        self,
+        child: str,
+        sku: str | None = None,
+        quantity: int = 1,
+        *,
+        variant_id: str | None = None,
+        location: str = LOCATION_NAMES[0],
+        line_items: list[dict] | None = None,
+    ) -> dict:
         """A customer order in `child` (orders/create and inventory_levels/update follow)."""
         if line_items is None:
             if variant_id is None:
@@ -376,8 +438,14 @@ class RunningSystem:
     def set_faults(self, graphql: dict | None = None, webhooks: dict | None = None) -> dict:
         return self.emulator.set_faults(graphql, webhooks)
 
-    def set_plan(self, shop: str, plan: str = "standard", *, bucket_size: float | None = None,
-                 restore_rate: float | None = None) -> dict:
+    def set_plan(
+        self,
+        shop: str,
+        plan: str = "standard",
+        *,
+        bucket_size: float | None = None,
+        restore_rate: float | None = None,
+    ) -> dict:
         return self.emulator.set_plan(shop, plan, bucket_size=bucket_size, restore_rate=restore_rate)
 
     def deliveries(self, **filters: str) -> list[dict]:
@@ -388,14 +456,22 @@ class RunningSystem:
 
     # ------------------------------------------------------------------ the engine
 
-    def cli(self, *args: str, timeout: float = 120.0, check: bool = False,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    def cli(
+        self, *args: str, timeout: float = 120.0, check: bool = False, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess:
         """Run `storesync ARGS` with the system's environment (plus `env`); output captured as text."""
-        done = subprocess.run([sys.executable, "-m", "storesync", *args], env={**self.env, **(env or {})},
-                              capture_output=True,
-                              text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        done = subprocess.run(
+            [sys.executable, "-m", "storesync", *args],
+            env={**self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
         if check and done.returncode != 0:
-            raise RuntimeError(f"storesync {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
+            raise RuntimeError(
+                f"storesync {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+            )
         return done
 
     def start_cli(self, name: str, *args: str, env: dict[str, str] | None = None) -> ManagedProcess:
@@ -418,8 +494,9 @@ class RunningSystem:
 
         with psycopg.connect(self.env["DATABASE_URL"], autocommit=True) as conn:
             # jobs_due_or_running: periodic jobs waiting for their time do not count.
-            row = conn.execute("SELECT count(*) FROM jobs WHERE state = 'running' "
-                               "OR (state = 'queued' AND run_at <= now())").fetchone()
+            row = conn.execute(
+                "SELECT count(*) FROM jobs WHERE state = 'running' OR (state = 'queued' AND run_at <= now())"
+            ).fetchone()
         return int(row[0]) if row else 0
 
     def compare(self) -> Comparison:
@@ -432,8 +509,13 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _wait_for(predicate: Callable[[], Any], timeout: float, what: str, processes: ProcessSet,
-              proc: ManagedProcess | None = None) -> Any:
+def _wait_for(
+    predicate: Callable[[], Any],
+    timeout: float,
+    what: str,
+    processes: ProcessSet,
+    proc: ManagedProcess | None = None,
+) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         with contextlib.suppress(httpx.HTTPError, OSError):
@@ -451,32 +533,55 @@ def _toml_str(value: str) -> str:
     return json.dumps(value)  # a JSON string is a valid TOML basic string
 
 
-def network_toml(emulator_url: str, stores: list[dict], locations: dict[str, dict[str, str]],
-                 parent: str, children: list[str]) -> str:
+def network_toml(
+    emulator_url: str,
+    stores: list[dict],
+    locations: dict[str, dict[str, str]],
+    parent: str,
+    children: list[str],
+) -> str:
     info = {s["shop"]: s for s in stores}
 
     def store_block(header: str, shop: str) -> list[str]:
         s = info[shop]
-        lines = [header, f"shop = {_toml_str(shop)}",
-                 f"admin_api_url = {_toml_str(emulator_url + s['graphql_path'])}",
-                 f"access_token = {_toml_str(s['token'])}",
-                 f"webhook_secrets = [{_toml_str(s['webhook_secret'])}]"]
+        lines = [
+            header,
+            f"shop = {_toml_str(shop)}",
+            f"admin_api_url = {_toml_str(emulator_url + s['graphql_path'])}",
+            f"access_token = {_toml_str(s['token'])}",
+            f"webhook_secrets = [{_toml_str(s['webhook_secret'])}]",
+        ]
         if shop != parent:
-            pairs = ", ".join(f"{_toml_str(locations[parent][name])} = {_toml_str(gid)}"
-                              for name, gid in locations[shop].items() if name in locations[parent])
+            pairs = ", ".join(
+                f"{_toml_str(locations[parent][name])} = {_toml_str(gid)}"
+                for name, gid in locations[shop].items()
+                if name in locations[parent]
+            )
             lines.append(f"location_map = {{ {pairs} }}")
-        return lines + [""]
+        return [*lines, ""]
 
-    out = ["# Written by storesync.demo.harness for the emulator's stores.", "[[merchants]]",
-           f"id = {_toml_str(MERCHANT_ID)}", 'name = "Demo merchant"', ""]
+    out = [
+        "# Written by storesync.demo.harness for the emulator's stores.",
+        "[[merchants]]",
+        f"id = {_toml_str(MERCHANT_ID)}",
+        'name = "Demo merchant"',
+        "",
+    ]
     out += store_block("[merchants.parent]", parent)
     for child in children:
         out += store_block("[[merchants.children]]", child)
     return "\n".join(out)
 
 
-def _seed(emu: EmulatorControl, parent: str, children: list[str], products: int, child_overlap: int,
-          collections: int, overlap_stock: int | None) -> dict[str, dict[str, str]]:
+def _seed(
+    emu: EmulatorControl,
+    parent: str,
+    children: list[str],
+    products: int,
+    child_overlap: int,
+    collections: int,
+    overlap_stock: int | None,
+) -> dict[str, dict[str, str]]:
     """Seed the stores (no webhooks yet); returns shop -> location name -> gid."""
     try:
         return _seed_stores(emu, parent, children, products, child_overlap, collections, overlap_stock)
@@ -484,40 +589,79 @@ def _seed(emu: EmulatorControl, parent: str, children: list[str], products: int,
         raise SystemStartError(f"seeding: {err}") from None
 
 
-def _seed_stores(emu: EmulatorControl, parent: str, children: list[str], products: int, child_overlap: int,
-                 collections: int, overlap_stock: int | None) -> dict[str, dict[str, str]]:
+def _seed_stores(
+    emu: EmulatorControl,
+    parent: str,
+    children: list[str],
+    products: int,
+    child_overlap: int,
+    collections: int,
+    overlap_stock: int | None,
+) -> dict[str, dict[str, str]]:
     locations: dict[str, dict[str, str]] = {}
     for shop in [parent, *children]:
         emu.seed(shop, 0, locations=list(LOCATION_NAMES))
         snap = emu.snapshot(shop)
         locations[shop] = {loc["name"]: loc["id"] for loc in snap["locations"]}
     catalog = demo_catalog(products, LOCATION_NAMES)
-    parent_catalog = [{**p, "variants": [{**v, "available": {locations[parent][n]: q for n, q in v["available"].items()}}
-                                         for v in p["variants"]]} for p in catalog]
+    parent_catalog = [
+        {
+            **p,
+            "variants": [
+                {**v, "available": {locations[parent][n]: q for n, q in v["available"].items()}}
+                for v in p["variants"]
+            ],
+        }
+        for p in catalog
+    ]
     created = emu.seed(parent, 0, catalog=parent_catalog)
     product_ids: list[str] = created["products"]
     # Manual collections in the parent; product n belongs to collection n % k (and "Sale" if n % 7 == 0).
     names = COLLECTIONS[:collections]
     for ci, title in enumerate(names):
-        members = [pid for n, pid in enumerate(product_ids, 1) if n % len(names) == ci
-                   or (title == "Sale" and n % 7 == 0)]
-        res = emu.graphql(parent, "mutation($input: CollectionInput!) { collectionCreate(input: $input) "
-                             "{ collection { id } userErrors { field message } } }",
-                             {"input": {"title": title}})
+        members = [
+            pid
+            for n, pid in enumerate(product_ids, 1)
+            if n % len(names) == ci or (title == "Sale" and n % 7 == 0)
+        ]
+        res = emu.graphql(
+            parent,
+            "mutation($input: CollectionInput!) { collectionCreate(input: $input) "
+            "{ collection { id } userErrors { field message } } }",
+            {"input": {"title": title}},
+        )
         data = (res.get("data") or {}).get("collectionCreate") or {}
         if res.get("errors") or data.get("userErrors") or not data.get("collection"):
             raise SystemStartError(f"seeding: collectionCreate {title!r}: {res}")
         for start in range(0, len(members), 250):  # Shopify takes at most 250 ids per call
-            res = emu.graphql(parent, "mutation($id: ID!, $ids: [ID!]!) { collectionAddProducts(id: $id, "
-                                 "productIds: $ids) { collection { id } userErrors { field message } } }",
-                                 {"id": data["collection"]["id"], "ids": members[start:start + 250]})
-            if res.get("errors") or (res.get("data") or {}).get("collectionAddProducts", {}).get("userErrors"):
+            res = emu.graphql(
+                parent,
+                "mutation($id: ID!, $ids: [ID!]!) { collectionAddProducts(id: $id, "
+                "productIds: $ids) { collection { id } userErrors { field message } } }",
+                {"id": data["collection"]["id"], "ids": members[start : start + 250]},
+            )
+            if res.get("errors") or (res.get("data") or {}).get("collectionAddProducts", {}).get(
+                "userErrors"
+            ):
                 raise SystemStartError(f"seeding: collectionAddProducts {title!r}: {res}")
     # Children may already sell some of the parent's products (same SKUs, stale stock): linking finds them.
     for child in children:
-        overlap = [{**p, "variants": [{**v, "available": {locations[child][n]: q if overlap_stock is None else overlap_stock
-                                                          for n, q in v["available"].items()}}
-                                      for v in p["variants"]]} for p in catalog[:child_overlap]]
+        overlap = [
+            {
+                **p,
+                "variants": [
+                    {
+                        **v,
+                        "available": {
+                            locations[child][n]: q if overlap_stock is None else overlap_stock
+                            for n, q in v["available"].items()
+                        },
+                    }
+                    for v in p["variants"]
+                ],
+            }
+            for p in catalog[:child_overlap]
+        ]
         if overlap:
             emu.seed(child, 0, catalog=overlap)
     return locations
@@ -543,8 +687,10 @@ def _live_worker_pids(dsn: str) -> set[int]:
     import psycopg
 
     with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
-        rows = conn.execute("SELECT pid FROM queue_workers WHERE state <> 'stopped' "
-                            "AND heartbeat_at > now() - interval '30 seconds'").fetchall()
+        rows = conn.execute(
+            "SELECT pid FROM queue_workers WHERE state <> 'stopped' "
+            "AND heartbeat_at > now() - interval '30 seconds'"
+        ).fetchall()
     return {int(r[0]) for r in rows}
 
 
@@ -587,31 +733,38 @@ def running_system(
     app's config would), "cli" runs `storesync webhooks sync`, "none" leaves them to the caller.
     workers=0 starts no worker (the caller runs jobs itself)."""
     step = on_step or (lambda _msg: None)
-    shops = ["parent.myshopify.com"] + [f"child-{chr(ord('a') + i)}.myshopify.com" if i < 26
-                                        else f"child-{i}.myshopify.com" for i in range(children)]
+    shops = ["parent.myshopify.com"] + [
+        f"child-{chr(ord('a') + i)}.myshopify.com" if i < 26 else f"child-{i}.myshopify.com"
+        for i in range(children)
+    ]
     parent, child_shops = shops[0], shops[1:]
     tmp = tempfile.TemporaryDirectory(prefix="storesync-system-") if workdir is None else None
     root = Path(tmp.name) if tmp else Path(workdir)  # type: ignore[arg-type]
     root.mkdir(parents=True, exist_ok=True)
     config_file = root / "storesync.toml"
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("STORESYNC_", "DATABASE_", "PROMETHEUS_MULTIPROC"))}
-    env.update({
-        "DATABASE_URL": database_url,
-        "STORESYNC_CONFIG_FILE": str(config_file),
-        "STORESYNC_ENCRYPTION_KEY": generate_encryption_key(),
-        "STORESYNC_LOG_LEVEL": log_level,
-        "STORESYNC_LOG_FORMAT": "json",
-        "STORESYNC_QUEUE_POLL_INTERVAL": "0.2",
-        "STORESYNC_QUEUE_SCHEDULER_INTERVAL": "0.5",
-        "STORESYNC_QUEUE_DRAIN_TIMEOUT": str(max(1.0, stop_timeout - 3)),
-        "STORESYNC_QUEUE_BACKOFF_BASE": "0.2",
-        "STORESYNC_QUEUE_BACKOFF_CAP": "5",
-        # The backfill's link job for copies whose create webhook is late (30 s in production,
-        # where Shopify's deliveries can lag): the emulator's come within a second.
-        "STORESYNC_SYNC_LINK_PENDING_AFTER_S": "2",
-        "PYTHONUNBUFFERED": "1",
-    })
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("STORESYNC_", "DATABASE_", "PROMETHEUS_MULTIPROC"))
+    }
+    env.update(
+        {
+            "DATABASE_URL": database_url,
+            "STORESYNC_CONFIG_FILE": str(config_file),
+            "STORESYNC_ENCRYPTION_KEY": generate_encryption_key(),
+            "STORESYNC_LOG_LEVEL": log_level,
+            "STORESYNC_LOG_FORMAT": "json",
+            "STORESYNC_QUEUE_POLL_INTERVAL": "0.2",
+            "STORESYNC_QUEUE_SCHEDULER_INTERVAL": "0.5",
+            "STORESYNC_QUEUE_DRAIN_TIMEOUT": str(max(1.0, stop_timeout - 3)),
+            "STORESYNC_QUEUE_BACKOFF_BASE": "0.2",
+            "STORESYNC_QUEUE_BACKOFF_CAP": "5",
+            # The backfill's link job for copies whose create webhook is late (30 s in production,
+            # where Shopify's deliveries can lag): the emulator's come within a second.
+            "STORESYNC_SYNC_LINK_PENDING_AFTER_S": "2",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     for k, v in (extra_env or {}).items():
         env[k] = v
     processes = ProcessSet(root, env)
@@ -620,9 +773,21 @@ def running_system(
         with own_signals():
             step("emulator")
             emu_env = {**env, "STORESYNC_CONFIG_FILE": os.devnull}
-            emulator = processes.start("emulator", [
-                "emulator", "--port", "0", "--time-scale", str(time_scale), "--plan", plan,
-                *[a for s in shops for a in ("--store", s)], *emulator_options], env=emu_env)
+            emulator = processes.start(
+                "emulator",
+                [
+                    "emulator",
+                    "--port",
+                    "0",
+                    "--time-scale",
+                    str(time_scale),
+                    "--plan",
+                    plan,
+                    *[a for s in shops for a in ("--store", s)],
+                    *emulator_options,
+                ],
+                env=emu_env,
+            )
 
             def control_line() -> str | None:
                 for line in emulator.log_path.read_text(errors="replace").splitlines():
@@ -635,37 +800,65 @@ def running_system(
             stores = control.stores()
 
             step("seed")
-            locations = _seed(control, parent, child_shops, products, child_overlap, collections, overlap_stock)
-            config_file.write_text(network_toml(emulator_url, stores, locations, parent, child_shops), encoding="utf-8")
+            locations = _seed(
+                control, parent, child_shops, products, child_overlap, collections, overlap_stock
+            )
+            config_file.write_text(
+                network_toml(emulator_url, stores, locations, parent, child_shops), encoding="utf-8"
+            )
             network = NetworkConfig.load(config_file)
 
             step("migrate")
             port = _free_port()
             web_url = f"http://127.0.0.1:{port}"
             env["STORESYNC_PUBLIC_WEBHOOK_URL"] = f"{web_url}/webhooks/shopify"
-            system = RunningSystem(emulator_url, web_url, parent, child_shops, network, config_file, env,
-                                   control, processes, root, locations)
+            system = RunningSystem(
+                emulator_url,
+                web_url,
+                parent,
+                child_shops,
+                network,
+                config_file,
+                env,
+                control,
+                processes,
+                root,
+                locations,
+            )
             system.cli("migrate", check=True, timeout=start_timeout)
             system.cli("network", "apply", check=True, timeout=start_timeout)
 
             step("web")
             web = processes.start("web", ["serve", "--host", "127.0.0.1", "--port", str(port)])
-            _wait_for(lambda: httpx.get(f"{web_url}/readyz", timeout=2, trust_env=False).status_code == 200,
-                      start_timeout, "the web tier (/readyz)", processes, web)
+            _wait_for(
+                lambda: httpx.get(f"{web_url}/readyz", timeout=2, trust_env=False).status_code == 200,
+                start_timeout,
+                "the web tier (/readyz)",
+                processes,
+                web,
+            )
 
             step("workers")
-            started = [processes.start(f"worker-{i + 1}", ["worker", "--concurrency", str(worker_concurrency)])
-                       for i in range(workers)]
+            started = [
+                processes.start(f"worker-{i + 1}", ["worker", "--concurrency", str(worker_concurrency)])
+                for i in range(workers)
+            ]
             if started:
-                _wait_for(lambda: {p.pid for p in started} <= _live_worker_pids(database_url),
-                          start_timeout, f"{workers} worker heartbeats", processes, started[0])
+                _wait_for(
+                    lambda: {p.pid for p in started} <= _live_worker_pids(database_url),
+                    start_timeout,
+                    f"{workers} worker heartbeats",
+                    processes,
+                    started[0],
+                )
 
             step("subscribe")
             if subscribe == "control":
                 from storesync.web.topics import HANDLED_TOPICS
 
-                system.unsubscribed_topics = _subscribe(control, shops, list(topics or HANDLED_TOPICS),
-                                                        system.webhook_url)
+                system.unsubscribed_topics = _subscribe(
+                    control, shops, list(topics or HANDLED_TOPICS), system.webhook_url
+                )
             elif subscribe == "cli":
                 system.cli("webhooks", "sync", check=True, timeout=start_timeout)
             elif subscribe != "none":
@@ -697,5 +890,13 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
-__all__ = ["Comparison", "RunningSystem", "StoreRow", "SystemStartError", "compare_snapshots", "demo_catalog",
-           "pid_alive", "running_system"]
+__all__ = [
+    "Comparison",
+    "RunningSystem",
+    "StoreRow",
+    "SystemStartError",
+    "compare_snapshots",
+    "demo_catalog",
+    "pid_alive",
+    "running_system",
+]

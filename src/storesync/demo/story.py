@@ -59,14 +59,18 @@ class Story:
         out = (done.stdout or "") + (done.stderr or "")
         if done.returncode != 0:
             if "No such command" in out:
-                raise DemoFailed(f"`storesync {' '.join(args)}` does not exist yet: the sync engine is not wired")
+                raise DemoFailed(
+                    f"`storesync {' '.join(args)}` does not exist yet: the sync engine is not wired"
+                )
             raise DemoFailed(f"`storesync {' '.join(args)}` exited {done.returncode}:\n{_tail(out)}")
         return done.stdout or ""
 
     def fail_on_dead_jobs(self) -> None:
         dead = self.system.dead_jobs(limit=5)
         if dead:
-            lines = "\n".join(f"  job {d['id']} {d['kind']}: {(d.get('last_error') or '')[:200]}" for d in dead)
+            lines = "\n".join(
+                f"  job {d['id']} {d['kind']}: {(d.get('last_error') or '')[:200]}" for d in dead
+            )
             raise DemoFailed(f"jobs failed for good (dead letters):\n{lines}")
 
     def converge(self, what: str, predicate: Callable[[], Any], timeout: float) -> float:
@@ -91,20 +95,30 @@ class Story:
         table = Table(title="the system (separate OS processes)", title_justify="left")
         for col in ("process", "pid", "where"):
             table.add_column(col)
-        where = {"emulator": f"{s.emulator_url} (1 parent + {len(s.children)} children)", "web": s.webhook_url}
+        where = {
+            "emulator": f"{s.emulator_url} (1 parent + {len(s.children)} children)",
+            "web": s.webhook_url,
+        }
         for p in s.processes.processes:
             table.add_row(p.name, str(p.pid), where.get(p.name, "storesync worker"))
         self.console.print(table)
         parent = s.snapshot(s.parent)
         variants = sum(len(p["variants"]) for p in parent["products"])
-        self.say(f"parent catalog: {len(parent['products'])} products, {variants} variants, "
-                 f"{len(parent['collections'])} collections, stock at {len(parent['locations'])} locations; "
-                 f"each child already sells {CHILD_OVERLAP} of those products (same SKUs, stale stock)")
+        self.say(
+            f"parent catalog: {len(parent['products'])} products, {variants} variants, "
+            f"{len(parent['collections'])} collections, stock at {len(parent['locations'])} locations; "
+            f"each child already sells {CHILD_OVERLAP} of those products (same SKUs, stale stock)"
+        )
         subs = s.emulator.subscriptions()
-        self.say(f"`storesync webhooks sync` subscribed every store to {len(subs) // len(s.shops)} topics "
-                 f"({len(subs)} subscriptions to {s.webhook_url})")
-        self.console.print("processes: " + " ".join(f"{p.name}={p.pid}" for p in s.processes.processes),
-                           highlight=False, soft_wrap=True)
+        self.say(
+            f"`storesync webhooks sync` subscribed every store to {len(subs) // len(s.shops)} topics "
+            f"({len(subs)} subscriptions to {s.webhook_url})"
+        )
+        self.console.print(
+            "processes: " + " ".join(f"{p.name}={p.pid}" for p in s.processes.processes),
+            highlight=False,
+            soft_wrap=True,
+        )
 
     def link(self) -> None:
         self.console.rule("1. link the children's existing products")
@@ -118,39 +132,56 @@ class Story:
         self.console.rule("2. initial sync: copy what the children miss, then reconcile stock")
         s = self.system
         # 4 products copied at once per child; its pool must hold a connection for each.
-        backfill = s.start_cli("backfill", "backfill", "--concurrency", "4", env={"STORESYNC_POOL_MAX_SIZE": "20"})
+        backfill = s.start_cli(
+            "backfill", "backfill", "--concurrency", "4", env={"STORESYNC_POOL_MAX_SIZE": "20"}
+        )
         parent = s.snapshot(s.parent)
         handles = {p["handle"] for p in parent["products"]}
         total = len(handles) * len(s.children)
         started = time.monotonic()
-        with Progress(TextColumn("   products in children"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=self.console, transient=False) as progress:
+        with Progress(
+            TextColumn("   products in children"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=False,
+        ) as progress:
             task = progress.add_task("copy", total=total)
             deadline = started + BACKFILL_TIMEOUT_S
             while True:
-                have = sum(len(handles & {p["handle"] for p in s.snapshot(c)["products"]}) for c in s.children)
+                have = sum(
+                    len(handles & {p["handle"] for p in s.snapshot(c)["products"]}) for c in s.children
+                )
                 progress.update(task, completed=have)
                 if have >= total and not backfill.alive():
                     break
                 if not backfill.alive() and backfill.popen.returncode != 0:
-                    raise DemoFailed(f"`storesync backfill` exited {backfill.popen.returncode}:\n"
-                                     f"{_tail(backfill.log_tail())}")
+                    raise DemoFailed(
+                        f"`storesync backfill` exited {backfill.popen.returncode}:\n"
+                        f"{_tail(backfill.log_tail())}"
+                    )
                 s.processes.check_alive()
                 self.fail_on_dead_jobs()
                 if time.monotonic() > deadline:
-                    raise DemoFailed(f"initial sync: {have}/{total} products in the children after "
-                                     f"{BACKFILL_TIMEOUT_S}s")
+                    raise DemoFailed(
+                        f"initial sync: {have}/{total} products in the children after {BACKFILL_TIMEOUT_S}s"
+                    )
                 time.sleep(0.2)
         if backfill.popen.returncode != 0:
-            raise DemoFailed(f"`storesync backfill` exited {backfill.popen.returncode}:\n{_tail(backfill.log_tail())}")
+            raise DemoFailed(
+                f"`storesync backfill` exited {backfill.popen.returncode}:\n{_tail(backfill.log_tail())}"
+            )
         self.say(f"{total} products present in the children after {time.monotonic() - started:.1f}s")
         out = self.require_command("reconcile")
         report = _summary_lines(out, limit=10**6)
         if report:
-            self.console.print(f"   reconcile: {report[0].strip()} (each repair is one line of its report)",
-                               highlight=False)
-        self.converge("every child equal to the parent after the initial sync", lambda: s.compare().agree,
-                      timeout=30)
+            self.console.print(
+                f"   reconcile: {report[0].strip()} (each repair is one line of its report)", highlight=False
+            )
+        self.converge(
+            "every child equal to the parent after the initial sync", lambda: s.compare().agree, timeout=30
+        )
         self.say("every child agrees with the parent (catalog and stock)")
 
     def parent_edit(self) -> None:
@@ -170,14 +201,19 @@ class Story:
             return True
 
         took = self.converge("the parent's edit in every child", children_follow, timeout=20)
-        self.say(f"parent renamed {handle} to {want['title']!r}: all {len(s.children)} children updated "
-                 f"in {took:.2f}s")
+        self.say(
+            f"parent renamed {handle} to {want['title']!r}: all {len(s.children)} children updated "
+            f"in {took:.2f}s"
+        )
 
     def sales(self) -> None:
         self.console.rule("4. child sales flow to the parent and out to the siblings")
         s = self.system
-        sales = [(s.children[0], "DEMO-003-S", 2), (s.children[1], "DEMO-002-ONESIZE", 1),
-                 (s.children[-1], "DEMO-003-S", 1)]
+        sales = [
+            (s.children[0], "DEMO-003-S", 2),
+            (s.children[1], "DEMO-002-ONESIZE", 1),
+            (s.children[-1], "DEMO-003-S", 1),
+        ]
         before = {sku: s.level(s.parent, sku) for _c, sku, _q in sales}
         for child, sku, qty in sales:
             order = s.place_order(child, sku=sku, quantity=qty)
@@ -201,8 +237,12 @@ class Story:
         s = self.system
         s.set_faults(webhooks={"duplicate_p": 1.0, "reorder_p": 0.5, "delay_max_s": 0.3, "seed": 7})
         first = len(s.deliveries())
-        sales = [(s.children[0], "DEMO-004-S", 1), (s.children[1], "DEMO-004-S", 1),
-                 (s.children[2], "DEMO-006-M", 2), (s.children[0], "DEMO-006-M", 1)]
+        sales = [
+            (s.children[0], "DEMO-004-S", 1),
+            (s.children[1], "DEMO-004-S", 1),
+            (s.children[2], "DEMO-006-M", 2),
+            (s.children[0], "DEMO-006-M", 1),
+        ]
         before = {sku: s.level(s.parent, sku) for _c, sku, _q in sales}
         for child, sku, qty in sales:
             s.place_order(child, sku=sku, quantity=qty)
@@ -218,17 +258,24 @@ class Story:
         s.set_faults()
 
         def exactly_once() -> bool:
-            return (all(s.level(s.parent, sku) == n for sku, n in want.items())
-                    and s.compare().agree and s.jobs_pending() == 0)
+            return (
+                all(s.level(s.parent, sku) == n for sku, n in want.items())
+                and s.compare().agree
+                and s.jobs_pending() == 0
+            )
 
-        took = self.converge("every sale applied exactly once despite the duplicates", exactly_once, timeout=25)
+        took = self.converge(
+            "every sale applied exactly once despite the duplicates", exactly_once, timeout=25
+        )
         # Still right once the queue is idle: a late duplicate changed nothing.
         wrong = {sku: s.level(s.parent, sku) for sku, n in want.items() if s.level(s.parent, sku) != n}
         if wrong:
             raise DemoFailed(f"a duplicated sale was applied twice: parent levels {wrong}, expected {want}")
         for sku, n in want.items():
-            self.say(f"{sku}: parent {before[sku]} -> {n}, every child {n}: each sale applied once "
-                     f"(queue idle {took:.2f}s after the last delivery)")
+            self.say(
+                f"{sku}: parent {before[sku]} -> {n}, every child {n}: each sale applied once "
+                f"(queue idle {took:.2f}s after the last delivery)"
+            )
 
     def final_table(self) -> bool:
         self.console.rule("6. every store compared")
@@ -240,20 +287,39 @@ class Story:
         comparison = s.compare()
         parent_row = comparison.rows[0]
         table = Table(title="stores compared with the parent", title_justify="left")
-        for col in ("store", "role", "products", "catalog hash (synced fields)", "units in stock",
-                    "items x locations equal", "agrees"):
+        for col in (
+            "store",
+            "role",
+            "products",
+            "catalog hash (synced fields)",
+            "units in stock",
+            "items x locations equal",
+            "agrees",
+        ):
             table.add_column(col)
         levels = len(s.snapshot(s.parent)["inventory_levels"])
         for r in comparison.rows:
             equal = levels - len(r.inventory_mismatches)
-            table.add_row(r.shop, r.role, str(r.products), r.catalog_hash, str(r.units), f"{equal}/{levels}",
-                          "[green]yes[/]" if r.agrees else "[bold red]NO[/]")
+            table.add_row(
+                r.shop,
+                r.role,
+                str(r.products),
+                r.catalog_hash,
+                str(r.units),
+                f"{equal}/{levels}",
+                "[green]yes[/]" if r.agrees else "[bold red]NO[/]",
+            )
         self.console.print(table)
         if not comparison.agree:
-            self.console.print("[bold red]stores differ:[/]\n  " + "\n  ".join(comparison.problems()), highlight=False)
+            self.console.print(
+                "[bold red]stores differ:[/]\n  " + "\n  ".join(comparison.problems()), highlight=False
+            )
             return False
-        self.console.print(f"[bold green]all {len(comparison.rows)} stores agree[/] "
-                           f"(catalog hash {parent_row.catalog_hash}, {parent_row.units} units)", highlight=False)
+        self.console.print(
+            f"[bold green]all {len(comparison.rows)} stores agree[/] "
+            f"(catalog hash {parent_row.catalog_hash}, {parent_row.units} units)",
+            highlight=False,
+        )
         return True
 
 
@@ -263,7 +329,11 @@ def _tail(text: str, lines: int = 15) -> str:
 
 def _summary_lines(out: str, limit: int = 8) -> list[str]:
     """The command's report lines (progress bars and JSON log lines left out)."""
-    lines = [ln.rstrip() for ln in out.splitlines() if ln.strip() and not ln.lstrip().startswith(("{", "reconciling"))]
+    lines = [
+        ln.rstrip()
+        for ln in out.splitlines()
+        if ln.strip() and not ln.lstrip().startswith(("{", "reconciling"))
+    ]
     return lines[:limit] + ([f"... ({len(lines) - limit} more lines)"] if len(lines) > limit else [])
 
 
@@ -296,8 +366,10 @@ def _require_empty(dsn: str) -> None:
         migrate(conn)
         used = conn.execute("SELECT (SELECT count(*) FROM stores) + (SELECT count(*) FROM jobs)").fetchone()
     if used and used[0]:
-        raise DemoFailed("DATABASE_URL already holds stores or jobs (an earlier run?); the demo needs an empty "
-                         "database there, or unset DATABASE_URL to use a fresh embedded one")
+        raise DemoFailed(
+            "DATABASE_URL already holds stores or jobs (an earlier run?); the demo needs an empty "
+            "database there, or unset DATABASE_URL to use a fresh embedded one"
+        )
 
 
 def run_demo(settings: Settings, console: Console) -> int:
@@ -331,9 +403,17 @@ def run_demo(settings: Settings, console: Console) -> int:
             else:
                 _require_empty(settings.pooled_dsn)
             status.start()
-            with running_system(settings.pooled_dsn, children=CHILDREN, products=PRODUCTS, workers=WORKERS,
-                                child_overlap=CHILD_OVERLAP, plan=PLAN, on_step=on_step,
-                                subscribe="cli", workdir=workdir) as system:
+            with running_system(
+                settings.pooled_dsn,
+                children=CHILDREN,
+                products=PRODUCTS,
+                workers=WORKERS,
+                child_overlap=CHILD_OVERLAP,
+                plan=PLAN,
+                on_step=on_step,
+                subscribe="cli",
+                workdir=workdir,
+            ) as system:
                 story = Story(system, console, t0)
                 story.say(f"system up in {time.monotonic() - t0:.1f}s; logs in {workdir}/")
                 story.show_system()
@@ -346,7 +426,9 @@ def run_demo(settings: Settings, console: Console) -> int:
     except DemoFailed as err:
         console.print(f"[bold red]demo failed:[/] {err}", highlight=False)
         if any(workdir.iterdir()):
-            console.print(f"every process the demo started is stopped; their logs are in {workdir}/", highlight=False)
+            console.print(
+                f"every process the demo started is stopped; their logs are in {workdir}/", highlight=False
+            )
         else:
             shutil.rmtree(workdir, ignore_errors=True)
         return 1
@@ -362,8 +444,11 @@ def run_demo(settings: Settings, console: Console) -> int:
         return 130
     if agreed:
         shutil.rmtree(workdir, ignore_errors=True)
-    console.print(f"done in {time.monotonic() - t0:.1f}s" + ("" if agreed else
-                  f"; the stores do NOT agree (logs in {workdir}/)"), highlight=False)
+    console.print(
+        f"done in {time.monotonic() - t0:.1f}s"
+        + ("" if agreed else f"; the stores do NOT agree (logs in {workdir}/)"),
+        highlight=False,
+    )
     return 0 if agreed else 1
 
 

@@ -40,6 +40,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
 from graphql import (
     DocumentNode,
     GraphQLError,
@@ -53,7 +54,6 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-import structlog
 
 from storesync.emulator.bulk import FAULT_STATUSES
 from storesync.emulator.control_webhooks import control_routes
@@ -78,8 +78,12 @@ class StoreSpec:
 
 
 def _json(body: Any, status: int = 200, headers: dict | None = None) -> Response:
-    return Response(json.dumps(body, separators=(",", ":")), status_code=status, headers=headers,
-                    media_type="application/json; charset=utf-8")
+    return Response(
+        json.dumps(body, separators=(",", ":")),
+        status_code=status,
+        headers=headers,
+        media_type="application/json; charset=utf-8",
+    )
 
 
 class EmulatorApp:
@@ -103,7 +107,9 @@ class EmulatorApp:
         # answer 429 + Retry-After instead. Clients must handle both.
         self.throttle_http_429 = throttle_http_429
         self.subscriptions = SubscriptionStore()
-        self.sender = WebhookSender(self._app_secret, time_scale, webhook_faults, subscriptions=self.subscriptions)
+        self.sender = WebhookSender(
+            self._app_secret, time_scale, webhook_faults, subscriptions=self.subscriptions
+        )
         self.faults = GraphQLFaults(graphql_faults)
         self.schema = build_emulator_schema()
         # Resolver crashes (emulator bugs), newest last; GET /_emulator/health reports them.
@@ -135,8 +141,9 @@ class EmulatorApp:
         self.buckets[spec.shop] = LeakyBucket(*PLANS[spec.plan])
         return store
 
-    def set_plan(self, shop: str, plan: str, bucket_size: float | None = None,
-                 restore_rate: float | None = None) -> None:
+    def set_plan(
+        self, shop: str, plan: str, bucket_size: float | None = None, restore_rate: float | None = None
+    ) -> None:
         """A plan change; `bucket_size`/`restore_rate` override the plan's limits (tests use a
         small bucket to reach throttling quickly)."""
         if plan not in PLANS:
@@ -174,8 +181,13 @@ class EmulatorApp:
         return result
 
     def _cost_extension(self, shop: str, requested: int | None, actual: int | None) -> dict:
-        return {"cost": {"requestedQueryCost": requested, "actualQueryCost": actual,
-                         "throttleStatus": self.buckets[shop].status()}}
+        return {
+            "cost": {
+                "requestedQueryCost": requested,
+                "actualQueryCost": actual,
+                "throttleStatus": self.buckets[shop].status(),
+            }
+        }
 
     async def graphql(self, request: Request) -> Response:
         shop = request.path_params["shop"]
@@ -185,8 +197,10 @@ class EmulatorApp:
         if store is None:
             return _json({"errors": "Not Found"}, 404)
         if request.headers.get("x-shopify-access-token") != store.token:
-            return _json({"errors": "[API] Invalid API key or access token (unrecognized login or wrong password)"},
-                         401)
+            return _json(
+                {"errors": "[API] Invalid API key or access token (unrecognized login or wrong password)"},
+                401,
+            )
         try:
             body = json.loads(await request.body())
             query = body["query"]
@@ -202,20 +216,26 @@ class EmulatorApp:
             return _json({"errors": errors, "extensions": self._cost_extension(shop, 0, 0)})
         operation = get_operation_ast(doc, operation_name)
         if operation is None:
-            return _json({"errors": [{"message": "An operation name is required"}],
-                          "extensions": self._cost_extension(shop, 0, 0)})
+            return _json(
+                {
+                    "errors": [{"message": "An operation name is required"}],
+                    "extensions": self._cost_extension(shop, 0, 0),
+                }
+            )
         field_names = [s.name.value for s in operation.selection_set.selections if hasattr(s, "name")]
         injection = self.faults.decide(field_names, shop=shop)
 
         async def run() -> Response:
-            status, out, headers = self.run_operation(store, doc, operation, variables, operation_name,
-                                                      base_url=str(request.base_url).rstrip("/"))
+            status, out, headers = self.run_operation(
+                store, doc, operation, variables, operation_name, base_url=str(request.base_url).rstrip("/")
+            )
             return _json(out, status, headers)
 
         return await respond_with(injection, run)
 
-    def call(self, shop: str, query: str, variables: dict | None = None,
-             operation_name: str | None = None) -> tuple[int, dict, dict | None]:
+    def call(
+        self, shop: str, query: str, variables: dict | None = None, operation_name: str | None = None
+    ) -> tuple[int, dict, dict | None]:
         """One GraphQL call without HTTP (auth and faults skipped): (status, body, headers).
         The benchmark's ceiling; must run on the app's event loop thread if webhooks are due."""
         store = self.emulator.stores[shop]
@@ -226,31 +246,72 @@ class EmulatorApp:
         assert operation is not None
         return self.run_operation(store, doc, operation, variables or {}, operation_name)
 
-    def run_operation(self, store: StoreState, doc: DocumentNode, operation: OperationDefinitionNode,
-                      variables: dict, operation_name: str | None,
-                      base_url: str = "") -> tuple[int, dict, dict | None]:
+    def run_operation(
+        self,
+        store: StoreState,
+        doc: DocumentNode,
+        operation: OperationDefinitionNode,
+        variables: dict,
+        operation_name: str | None,
+        base_url: str = "",
+    ) -> tuple[int, dict, dict | None]:
         """Cost check, execution, refund and webhooks of one validated operation."""
         shop = store.shop
         bucket = self.buckets[shop]
         requested, actual_of = query_costs(self.schema, doc, operation, variables)
         if requested > MAX_QUERY_COST:
-            message = (f"Query cost is {requested}, which exceeds the single query max cost limit "
-                       f"({MAX_QUERY_COST}).")
-            return 200, {"errors": [{"message": message, "extensions": {
-                "code": "MAX_COST_EXCEEDED", "cost": requested, "maxCost": MAX_QUERY_COST}}],
-                "extensions": self._cost_extension(shop, requested, None)}, None
+            message = (
+                f"Query cost is {requested}, which exceeds the single query max cost limit "
+                f"({MAX_QUERY_COST})."
+            )
+            return (
+                200,
+                {
+                    "errors": [
+                        {
+                            "message": message,
+                            "extensions": {
+                                "code": "MAX_COST_EXCEEDED",
+                                "cost": requested,
+                                "maxCost": MAX_QUERY_COST,
+                            },
+                        }
+                    ],
+                    "extensions": self._cost_extension(shop, requested, None),
+                },
+                None,
+            )
         if not bucket.try_take(requested):
-            body = {"errors": [{"message": "Throttled", "extensions": {
-                "code": "THROTTLED", "documentation": "https://shopify.dev/api/usage/rate-limits"}}],
-                "extensions": self._cost_extension(shop, requested, None)}
+            body = {
+                "errors": [
+                    {
+                        "message": "Throttled",
+                        "extensions": {
+                            "code": "THROTTLED",
+                            "documentation": "https://shopify.dev/api/usage/rate-limits",
+                        },
+                    }
+                ],
+                "extensions": self._cost_extension(shop, requested, None),
+            }
             if self.throttle_http_429:
                 retry_after = max(1, int(bucket.seconds_until(requested) + 0.999))
                 return 429, body, {"Retry-After": str(retry_after)}
             return 200, body, None
-        context = RequestContext(store=store, subscriptions=self.subscriptions,
-                                 require_idempotency=self.require_idempotency, base_url=base_url)
-        result = execute(self.schema, doc, context_value=context, variable_values=variables,
-                         operation_name=operation_name, field_resolver=default_resolver)
+        context = RequestContext(
+            store=store,
+            subscriptions=self.subscriptions,
+            require_idempotency=self.require_idempotency,
+            base_url=base_url,
+        )
+        result = execute(
+            self.schema,
+            doc,
+            context_value=context,
+            variable_values=variables,
+            operation_name=operation_name,
+            field_resolver=default_resolver,
+        )
         assert not asyncio.iscoroutine(result), "resolvers are synchronous"
         actual = min(actual_of(result.data), requested)
         bucket.refund(requested - actual)
@@ -270,10 +331,14 @@ class EmulatorApp:
         if original is None or isinstance(original, GraphQLError):
             return err.formatted
         self.internal_errors.append(f"{type(original).__name__}: {original} at {err.path}")
-        log.error("emulator_internal_error", shop=shop, path=err.path, error=repr(original),
-                  exc_info=original)
-        return {"message": "Internal error. Looks like something went wrong on our end.",
-                "path": err.path, "extensions": {"code": "INTERNAL_SERVER_ERROR"}}
+        log.error(
+            "emulator_internal_error", shop=shop, path=err.path, error=repr(original), exc_info=original
+        )
+        return {
+            "message": "Internal error. Looks like something went wrong on our end.",
+            "path": err.path,
+            "extensions": {"code": "INTERNAL_SERVER_ERROR"},
+        }
 
     # ------------------------------------------------------------------ control API
 
@@ -284,8 +349,13 @@ class EmulatorApp:
         return store
 
     def store_info(self, store: StoreState) -> dict:
-        return {"shop": store.shop, "token": store.token, "webhook_secret": store.app_secret, "plan": store.plan,
-                "graphql_path": f"/stores/{store.shop}/admin/api/{DEFAULT_API_VERSION}/graphql.json"}
+        return {
+            "shop": store.shop,
+            "token": store.token,
+            "webhook_secret": store.app_secret,
+            "plan": store.plan,
+            "graphql_path": f"/stores/{store.shop}/admin/api/{DEFAULT_API_VERSION}/graphql.json",
+        }
 
     def _routes(self) -> list[Route]:
         def action(fn, status: int = 200):
@@ -304,6 +374,7 @@ class EmulatorApp:
                 except (KeyError, TypeError, ValueError, AttributeError) as err:
                     return _json({"error": f"invalid request: {err!r}"}, 422)
                 return _json(result, status)
+
             return endpoint
 
         def num_id(value: Any, type_name: str) -> int:
@@ -317,14 +388,19 @@ class EmulatorApp:
             return parsed
 
         def health(request, body):
-            return {"stores": len(self.emulator.stores), "internal_errors": self.internal_errors[-20:],
-                    "internal_error_count": len(self.internal_errors)}
+            return {
+                "stores": len(self.emulator.stores),
+                "internal_errors": self.internal_errors[-20:],
+                "internal_error_count": len(self.internal_errors),
+            }
 
         def list_stores(request, body):
             return {"stores": [self.store_info(s) for s in self.emulator.stores.values()]}
 
         def add_store(request, body):
-            spec = StoreSpec(body["shop"], body.get("token"), body.get("webhook_secret"), body.get("plan", "standard"))
+            spec = StoreSpec(
+                body["shop"], body.get("token"), body.get("webhook_secret"), body.get("plan", "standard")
+            )
             if spec.shop in self.emulator.stores:
                 raise ActionError(f"store {spec.shop} exists")
             if spec.plan not in PLANS:
@@ -339,9 +415,13 @@ class EmulatorApp:
             catalog = body.get("catalog")
             if catalog is not None and not isinstance(catalog, list):
                 raise ActionError("catalog must be a list of products")
-            out = store.seed(products=n, locations=body.get("locations"),
-                             variants_per_product=int(body.get("variants_per_product", 2)),
-                             quantity=int(body.get("quantity", 10)), prefix=body.get("sku_prefix"))
+            out = store.seed(
+                products=n,
+                locations=body.get("locations"),
+                variants_per_product=int(body.get("variants_per_product", 2)),
+                quantity=int(body.get("quantity", 10)),
+                prefix=body.get("sku_prefix"),
+            )
             if catalog:
                 out["products"] += store.seed_catalog(catalog)
             return out
@@ -356,22 +436,30 @@ class EmulatorApp:
             if not isinstance(items, list) or not items:
                 raise ActionError("line_items must be a non-empty list")
             loc = num_id(body["location_id"], "Location") if body.get("location_id") is not None else None
-            order, events = store.place_order(items, loc, email=body.get("email"))
+            _order, events = store.place_order(items, loc, email=body.get("email"))
             self.emit(store.shop, events)
             return events[0].payload
 
         def cancel_order(request, body):
             store = self._store(request)
-            order, events = store.cancel_order(num_id(request.path_params["order_id"], "Order"),
-                                               restock=bool(body.get("restock", True)),
-                                               reason=body.get("reason", "customer"))
+            _order, events = store.cancel_order(
+                num_id(request.path_params["order_id"], "Order"),
+                restock=bool(body.get("restock", True)),
+                reason=body.get("reason", "customer"),
+            )
             self.emit(store.shop, events)
             return events[0].payload
 
         def set_plan(request, body):
             store = self._store(request)
-            self.set_plan(store.shop, body.get("plan", store.plan), body.get("bucket_size"), body.get("restore_rate"))
-            return {"shop": store.shop, "plan": store.plan, "throttleStatus": self.buckets[store.shop].status()}
+            self.set_plan(
+                store.shop, body.get("plan", store.plan), body.get("bucket_size"), body.get("restore_rate")
+            )
+            return {
+                "shop": store.shop,
+                "plan": store.plan,
+                "throttleStatus": self.buckets[store.shop].status(),
+            }
 
         def snapshot(request, body):
             return self._store(request).snapshot()
@@ -385,8 +473,11 @@ class EmulatorApp:
             available = body["available"]
             if not isinstance(available, int) or isinstance(available, bool):
                 raise ActionError("available must be an integer")
-            events = store.merchant_set_inventory(num_id(body["inventory_item_id"], "InventoryItem"),
-                                                  num_id(body["location_id"], "Location"), available)
+            events = store.merchant_set_inventory(
+                num_id(body["inventory_item_id"], "InventoryItem"),
+                num_id(body["location_id"], "Location"),
+                available,
+            )
             self.emit(store.shop, events)
             return {"events": [e.topic for e in events]}
 
@@ -406,7 +497,9 @@ class EmulatorApp:
             else:
                 code = body.get("error_code", "INTERNAL_SERVER_ERROR" if status == "FAILED" else None)
                 if code not in (None, "ACCESS_DENIED", "INTERNAL_SERVER_ERROR", "TIMEOUT"):
-                    raise ActionError("error_code must be ACCESS_DENIED, INTERNAL_SERVER_ERROR, TIMEOUT or null")
+                    raise ActionError(
+                        "error_code must be ACCESS_DENIED, INTERNAL_SERVER_ERROR, TIMEOUT or null"
+                    )
                 store.bulk_fault = (status, code)
             return {"shop": store.shop, "bulk_fault": store.bulk_fault}
 
@@ -428,14 +521,20 @@ class EmulatorApp:
             Route("/_emulator/stores/{shop}/seed", action(seed), methods=["POST"]),
             Route("/_emulator/stores/{shop}/locations", action(add_location, 201), methods=["POST"]),
             Route("/_emulator/stores/{shop}/orders", action(place_order, 201), methods=["POST"]),
-            Route("/_emulator/stores/{shop}/orders/{order_id}/cancel", action(cancel_order), methods=["POST"]),
+            Route(
+                "/_emulator/stores/{shop}/orders/{order_id}/cancel", action(cancel_order), methods=["POST"]
+            ),
             Route("/_emulator/stores/{shop}/plan", action(set_plan), methods=["PUT"]),
             Route("/_emulator/stores/{shop}/snapshot", action(snapshot), methods=["GET"]),
             Route("/_emulator/stores/{shop}/throttle", action(throttle), methods=["GET"]),
             Route("/_emulator/stores/{shop}/inventory", action(set_inventory), methods=["POST"]),
             Route("/_emulator/stores/{shop}/products/{product_id}", action(edit_product), methods=["PATCH"]),
-            *control_routes(self.sender, self.subscriptions, self.faults,
-                            shop_exists=lambda shop: shop in self.emulator.stores),
+            *control_routes(
+                self.sender,
+                self.subscriptions,
+                self.faults,
+                shop_exists=lambda shop: shop in self.emulator.stores,
+            ),
         ]
 
 

@@ -96,7 +96,8 @@ def _fields(parent: GraphQLObjectType, selection_set: SelectionSetNode | None) -
                 continue
             yield sel, parent.fields[sel.name.value]
         elif isinstance(sel, InlineFragmentNode) and (
-                sel.type_condition is None or sel.type_condition.name.value == parent.name):
+            sel.type_condition is None or sel.type_condition.name.value == parent.name
+        ):
             yield from _fields(parent, sel.selection_set)
 
 
@@ -113,7 +114,9 @@ def _connection_nodes(value: dict, node: FieldNode) -> tuple[list, SelectionSetN
             for inner in sel.selection_set.selections if sel.selection_set else ():
                 if isinstance(inner, FieldNode) and inner.name.value == "node":
                     nkey = inner.alias.value if inner.alias else "node"
-                    return [e[nkey] for e in value.get(key) or [] if e.get(nkey) is not None], inner.selection_set
+                    return [
+                        e[nkey] for e in value.get(key) or [] if e.get(nkey) is not None
+                    ], inner.selection_set
     return [], None
 
 
@@ -122,8 +125,13 @@ def flatten(schema, operation: OperationDefinitionNode, data: dict) -> tuple[lis
     out: list[dict] = []
     roots = 0
 
-    def emit_node(obj: dict, node_type: GraphQLObjectType, selection: SelectionSetNode | None,
-                  parent_id: str | None, path: str) -> None:
+    def emit_node(
+        obj: dict,
+        node_type: GraphQLObjectType,
+        selection: SelectionSetNode | None,
+        parent_id: str | None,
+        path: str,
+    ) -> None:
         line: dict = {}
         out.append(line)  # the parent's line comes before its children's
         children: list = []
@@ -133,8 +141,14 @@ def flatten(schema, operation: OperationDefinitionNode, data: dict) -> tuple[lis
         for child in children:
             child(line.get("id"), path)
 
-    def strip(obj: dict, obj_type: GraphQLObjectType, selection: SelectionSetNode | None, into: dict,
-              children: list, path: str) -> None:
+    def strip(
+        obj: dict,
+        obj_type: GraphQLObjectType,
+        selection: SelectionSetNode | None,
+        into: dict,
+        children: list,
+        path: str,
+    ) -> None:
         for node, field_def in _fields(obj_type, selection):
             key = node.alias.value if node.alias else node.name.value
             named = get_named_type(field_def.type)
@@ -147,10 +161,13 @@ def flatten(schema, operation: OperationDefinitionNode, data: dict) -> tuple[lis
 
                 def later(parent_id, ppath, nodes=nodes, node_sel=node_sel, node_type=node_type, key=key):
                     if parent_id is None:
-                        raise BulkQueryInvalid(f"The parent of the nested connection '{key}' at {ppath} must "
-                                               "select the 'id' field")
+                        raise BulkQueryInvalid(
+                            f"The parent of the nested connection '{key}' at {ppath} must "
+                            "select the 'id' field"
+                        )
                     for n in nodes:
                         emit_node(n, node_type, node_sel, parent_id, f"{ppath}.{key}")
+
                 children.append(later)
             elif isinstance(named, GraphQLObjectType) and value is not None:
                 if isinstance(value, list):
@@ -183,8 +200,9 @@ def _node_type(connection: GraphQLObjectType) -> GraphQLObjectType:
     return get_named_type(connection.fields["nodes"].type)  # type: ignore[return-value]
 
 
-def _check_nested_parents(parent: GraphQLObjectType, selection: SelectionSetNode | None,
-                          node_has_id: bool, path: str) -> None:
+def _check_nested_parents(
+    parent: GraphQLObjectType, selection: SelectionSetNode | None, node_has_id: bool, path: str
+) -> None:
     """A nested connection's enclosing node must select `id`: its children point at it."""
     fields = list(_fields(parent, selection))
     for node, field_def in fields:
@@ -192,8 +210,10 @@ def _check_nested_parents(parent: GraphQLObjectType, selection: SelectionSetNode
         key = node.alias.value if node.alias else node.name.value
         if _is_connection(named):
             if path and not node_has_id:
-                raise BulkQueryInvalid(f"Invalid bulk query: the parent of the nested connection '{key}' at "
-                                       f"{path} must select the 'id' field")
+                raise BulkQueryInvalid(
+                    f"Invalid bulk query: the parent of the nested connection '{key}' at "
+                    f"{path} must select the 'id' field"
+                )
             _, node_sel = _connection_nodes({}, node)
             node_type = _node_type(named)
             has_id = any(n.name.value == "id" and n.alias is None for n, _d in _fields(node_type, node_sel))

@@ -12,27 +12,49 @@ from typing import Annotated
 
 import typer
 
-FAULT_HELP = ("a fault as SECTION.KEY=VALUE (repeatable), e.g. graphql.error_5xx_p=0.1, graphql.timeout_p=0.05, "
-              "graphql.latency_s=0.02, graphql.http_429_p=0.1, graphql.fail_nth.productSet=3, "
-              "webhooks.duplicate_p=0.2, webhooks.reorder_p=0.2, webhooks.delay_max_s=1, webhooks.drop_p=0.05")
+FAULT_HELP = (
+    "a fault as SECTION.KEY=VALUE (repeatable), e.g. graphql.error_5xx_p=0.1, graphql.timeout_p=0.05, "
+    "graphql.latency_s=0.02, graphql.http_429_p=0.1, graphql.fail_nth.productSet=3, "
+    "webhooks.duplicate_p=0.2, webhooks.reorder_p=0.2, webhooks.delay_max_s=1, webhooks.drop_p=0.05"
+)
 
 
 def emulator_cmd(
     port: Annotated[int, typer.Option(help="TCP port (0: any free port, printed at start)")] = 8787,
     host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
-    store: Annotated[list[str] | None, typer.Option("--store", help="a shop domain to serve (repeatable); "
-                                                     "storesync.toml's stores are served too")] = None,
+    store: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--store", help="a shop domain to serve (repeatable); storesync.toml's stores are served too"
+        ),
+    ] = None,
     seed_products: Annotated[int, typer.Option(min=0, help="generated products per store")] = 0,
-    plan: Annotated[str, typer.Option(help="rate-limit plan of every store: standard, advanced or plus")] = "standard",
-    time_scale: Annotated[float, typer.Option(help="webhook retry timing factor (0.001: 4 h of retries in 14 s)")
-                          ] = 1.0,
-    throttle_429: Annotated[bool, typer.Option("--throttle-429", help="answer throttled calls with HTTP 429 + "
-                                               "Retry-After instead of Shopify's 200 THROTTLED body")] = False,
-    no_idempotency_required: Annotated[bool, typer.Option("--no-idempotency-required", help="accept inventory "
-                                                          "mutations without @idempotent (pre-2026-04)")] = False,
+    plan: Annotated[
+        str, typer.Option(help="rate-limit plan of every store: standard, advanced or plus")
+    ] = "standard",
+    time_scale: Annotated[
+        float, typer.Option(help="webhook retry timing factor (0.001: 4 h of retries in 14 s)")
+    ] = 1.0,
+    throttle_429: Annotated[
+        bool,
+        typer.Option(
+            "--throttle-429",
+            help="answer throttled calls with HTTP 429 + Retry-After instead of Shopify's 200 THROTTLED body",
+        ),
+    ] = False,
+    no_idempotency_required: Annotated[
+        bool,
+        typer.Option(
+            "--no-idempotency-required", help="accept inventory mutations without @idempotent (pre-2026-04)"
+        ),
+    ] = False,
     fault: Annotated[list[str] | None, typer.Option("--fault", help=FAULT_HELP)] = None,
-    faults_file: Annotated[Path | None, typer.Option(help="JSON faults config (as PUT /_emulator/faults)")] = None,
-    print_schema: Annotated[bool, typer.Option("--print-schema", help="print the served SDL and exit")] = False,
+    faults_file: Annotated[
+        Path | None, typer.Option(help="JSON faults config (as PUT /_emulator/faults)")
+    ] = None,
+    print_schema: Annotated[
+        bool, typer.Option("--print-schema", help="print the served SDL and exit")
+    ] = False,
 ) -> None:
     """Serve a multi-store fake of Shopify's Admin GraphQL API and its webhooks."""
     from storesync.cli import fail, load_network, load_settings
@@ -61,8 +83,9 @@ def emulator_cmd(
     specs: dict[str, StoreSpec] = {}
     for m in load_network(settings).merchants:
         for s in m.stores:
-            specs[s.shop] = StoreSpec(s.shop, s.access_token.get_secret_value(),
-                                      s.webhook_secrets[0].get_secret_value(), plan)
+            specs[s.shop] = StoreSpec(
+                s.shop, s.access_token.get_secret_value(), s.webhook_secrets[0].get_secret_value(), plan
+            )
     from storesync.config import SHOP_DOMAIN_RE
 
     for shop in store or []:
@@ -71,9 +94,15 @@ def emulator_cmd(
         specs.setdefault(shop, StoreSpec(shop, plan=plan))
     if not specs:
         fail("no stores: pass --store name.myshopify.com (repeatable) or configure storesync.toml")
-    app = EmulatorApp(specs.values(), time_scale=time_scale, seed_products=seed_products,
-                      require_idempotency=not no_idempotency_required, throttle_http_429=throttle_429,
-                      webhook_faults=faults.webhooks, graphql_faults=faults.graphql)
+    app = EmulatorApp(
+        specs.values(),
+        time_scale=time_scale,
+        seed_products=seed_products,
+        require_idempotency=not no_idempotency_required,
+        throttle_http_429=throttle_429,
+        webhook_faults=faults.webhooks,
+        graphql_faults=faults.graphql,
+    )
     import socket
 
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)

@@ -36,7 +36,8 @@ class EmulatorControl:
     def _ok(self, resp: httpx.Response) -> Any:
         if resp.status_code >= 400:
             raise EmulatorControlError(
-                f"{resp.request.method} {resp.request.url.path}: {resp.status_code} {resp.text}")
+                f"{resp.request.method} {resp.request.url.path}: {resp.status_code} {resp.text}"
+            )
         return resp.json()
 
     # ------------------------------------------------------------------ stores and their secrets
@@ -68,8 +69,13 @@ class EmulatorControl:
 
     def graphql(self, shop: str, query: str, variables: dict | None = None) -> dict:
         """POST a GraphQL document to `shop`; the parsed JSON body (errors included)."""
-        return self._ok(self.control.post(self.graphql_url(shop), json={"query": query, "variables": variables or {}},
-                                          headers=self.headers(shop)))
+        return self._ok(
+            self.control.post(
+                self.graphql_url(shop),
+                json={"query": query, "variables": variables or {}},
+                headers=self.headers(shop),
+            )
+        )
 
     # ------------------------------------------------------------------ state
 
@@ -77,7 +83,9 @@ class EmulatorControl:
         return self._ok(self.control.get(f"/_emulator/stores/{shop}/snapshot"))
 
     def seed(self, shop: str, products: int = 3, **options: Any) -> dict:
-        return self._ok(self.control.post(f"/_emulator/stores/{shop}/seed", json={"products": products, **options}))
+        return self._ok(
+            self.control.post(f"/_emulator/stores/{shop}/seed", json={"products": products, **options})
+        )
 
     def place_order(self, shop: str, line_items: list[dict], location_id: str | None = None) -> dict:
         """A customer order (orders/create and inventory_levels/update follow)."""
@@ -87,23 +95,41 @@ class EmulatorControl:
         return self._ok(self.control.post(f"/_emulator/stores/{shop}/orders", json=body))
 
     def cancel_order(self, shop: str, order_id: int | str, restock: bool = True) -> dict:
-        return self._ok(self.control.post(f"/_emulator/stores/{shop}/orders/{numeric_id(order_id)}/cancel",
-                                          json={"restock": restock}))
+        return self._ok(
+            self.control.post(
+                f"/_emulator/stores/{shop}/orders/{numeric_id(order_id)}/cancel", json={"restock": restock}
+            )
+        )
 
     def set_inventory(self, shop: str, inventory_item_id: str, location_id: str, available: int) -> dict:
         """A merchant's inventory edit in the admin."""
-        return self._ok(self.control.post(f"/_emulator/stores/{shop}/inventory", json={
-            "inventory_item_id": inventory_item_id, "location_id": location_id, "available": available}))
+        return self._ok(
+            self.control.post(
+                f"/_emulator/stores/{shop}/inventory",
+                json={
+                    "inventory_item_id": inventory_item_id,
+                    "location_id": location_id,
+                    "available": available,
+                },
+            )
+        )
 
     def edit_product(self, shop: str, product_id: str, **changes: Any) -> dict:
         """A merchant's product edit in the admin (products/update follows)."""
-        return self._ok(self.control.patch(f"/_emulator/stores/{shop}/products/{numeric_id(product_id)}",
-                                           json=changes))
+        return self._ok(
+            self.control.patch(f"/_emulator/stores/{shop}/products/{numeric_id(product_id)}", json=changes)
+        )
 
     # ------------------------------------------------------------------ behaviour
 
-    def set_plan(self, shop: str, plan: str = "standard", *, bucket_size: float | None = None,
-                 restore_rate: float | None = None) -> dict:
+    def set_plan(
+        self,
+        shop: str,
+        plan: str = "standard",
+        *,
+        bucket_size: float | None = None,
+        restore_rate: float | None = None,
+    ) -> dict:
         """Change the store's plan; the overrides give e.g. a small bucket that throttles quickly."""
         body: dict[str, Any] = {"plan": plan}
         if bucket_size is not None:
@@ -120,15 +146,20 @@ class EmulatorControl:
         return self._ok(self.control.put(f"/_emulator/stores/{shop}/bulk_fault", json=body))
 
     def set_faults(self, graphql: dict | None = None, webhooks: dict | None = None) -> dict:
-        return self._ok(self.control.put("/_emulator/faults", json={"graphql": graphql or {},
-                                                                     "webhooks": webhooks or {}}))
+        return self._ok(
+            self.control.put("/_emulator/faults", json={"graphql": graphql or {}, "webhooks": webhooks or {}})
+        )
 
     # ------------------------------------------------------------------ webhooks
 
     def subscribe(self, shop: str, topic: str, callback_url: str) -> dict:
         """A webhook subscription declared in config (Shopify never removes those)."""
-        return self._ok(self.control.post("/_emulator/webhooks/subscriptions", json={
-            "shop": shop, "topic": topic, "callback_url": callback_url}))
+        return self._ok(
+            self.control.post(
+                "/_emulator/webhooks/subscriptions",
+                json={"shop": shop, "topic": topic, "callback_url": callback_url},
+            )
+        )
 
     def subscriptions(self, shop: str | None = None) -> list[dict]:
         params = {"shop": shop} if shop else {}
@@ -139,4 +170,6 @@ class EmulatorControl:
 
     def drain(self, timeout: float = 10.0) -> bool:
         """Wait until every pending webhook delivery is done (held reorders released)."""
-        return self._ok(self.control.post("/_emulator/webhooks/drain", params={"timeout": timeout}))["drained"]
+        return self._ok(self.control.post("/_emulator/webhooks/drain", params={"timeout": timeout}))[
+            "drained"
+        ]

@@ -57,8 +57,12 @@ def _free_wrapper(t: GraphQLNamedType) -> bool:
 
 
 class _Walker:
-    def __init__(self, schema: GraphQLSchema, fragments: dict[str, FragmentDefinitionNode],
-                 variables: dict[str, Any] | None) -> None:
+    def __init__(
+        self,
+        schema: GraphQLSchema,
+        fragments: dict[str, FragmentDefinitionNode],
+        variables: dict[str, Any] | None,
+    ) -> None:
         self.schema = schema
         self.fragments = fragments
         self.variables = variables
@@ -156,7 +160,9 @@ class _Walker:
 
     def actual_field(self, node: FieldNode, field_def: GraphQLField, value: Any) -> int:
         named = get_named_type(field_def.type)
-        if value is None or not isinstance(named, (GraphQLObjectType, GraphQLInterfaceType, GraphQLUnionType)):
+        if value is None or not isinstance(
+            named, (GraphQLObjectType, GraphQLInterfaceType, GraphQLUnionType)
+        ):
             return 0
         if isinstance(value, list):
             return sum(self.actual_field(node, field_def, v) for v in value)
@@ -175,7 +181,9 @@ class _Walker:
                         for enode, edef in self._fields(get_named_type(cdef.type), cnode.selection_set):
                             ekey = enode.alias.value if enode.alias else enode.name.value
                             if enode.name.value == "node" and edge and edge.get(ekey) is not None:
-                                c = 1 + self.actual(get_named_type(edef.type), enode.selection_set, edge[ekey])
+                                c = 1 + self.actual(
+                                    get_named_type(edef.type), enode.selection_set, edge[ekey]
+                                )
                                 per_node[i] = max(per_node.get(i, 0), c)
             return CONNECTION_COST + sum(per_node.values())
         own = 0 if _free_wrapper(named) else 1
@@ -186,8 +194,9 @@ class _Walker:
         return own + self.actual(named, node.selection_set, value)
 
 
-def query_costs(schema: GraphQLSchema, document: Any, operation: OperationDefinitionNode,
-                variables: dict[str, Any]) -> tuple[int, Callable[[Any], int]]:
+def query_costs(
+    schema: GraphQLSchema, document: Any, operation: OperationDefinitionNode, variables: dict[str, Any]
+) -> tuple[int, Callable[[Any], int]]:
     """The requested cost of `operation`, and a function of the response data that gives the
     actual cost."""
     fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
@@ -200,8 +209,10 @@ def query_costs(schema: GraphQLSchema, document: Any, operation: OperationDefini
         return list(walker._fields(root, operation.selection_set))
 
     if is_mutation:
-        requested = sum(MUTATION_COST + walker.requested(get_named_type(fd.type), n.selection_set)
-                        for n, fd in root_fields())
+        requested = sum(
+            MUTATION_COST + walker.requested(get_named_type(fd.type), n.selection_set)
+            for n, fd in root_fields()
+        )
     else:
         requested = walker.requested(root, operation.selection_set)
 

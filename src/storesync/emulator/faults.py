@@ -64,7 +64,9 @@ class GraphQLFaultsConfig(BaseModel):
     @classmethod
     def _shorthand(cls, v: Any) -> Any:
         if isinstance(v, dict):
-            return {k: ({"n": n} if isinstance(n, int) and not isinstance(n, bool) else n) for k, n in v.items()}
+            return {
+                k: ({"n": n} if isinstance(n, int) and not isinstance(n, bool) else n) for k, n in v.items()
+            }
         return v
 
 
@@ -121,7 +123,9 @@ def _internal_error_body() -> bytes:
 
 
 _JSON = {"Content-Type": "application/json; charset=utf-8"}
-_BAD_GATEWAY_HTML = b"<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>"
+_BAD_GATEWAY_HTML = (
+    b"<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>"
+)
 
 
 class GraphQLFaults:
@@ -168,14 +172,24 @@ class GraphQLFaults:
 
         latency = c.latency_s
         if r429 < c.http_429_p:
-            body = _json({"errors": "Exceeded 2 calls per second for api client. Reduce request rates to resume uninterrupted service."})
+            body = _json(
+                {
+                    "errors": "Exceeded 2 calls per second for api client. Reduce request rates to resume uninterrupted service."
+                }
+            )
             return Injection(
                 "http_429", delay_s=latency, status=429, body=body,
                 headers={**_JSON, "Retry-After": f"{c.retry_after_s:.1f}"},
             )  # fmt: skip
         if r5xx < c.error_5xx_p:
             if which5xx < 0.5:
-                body = _json({"errors": [{"message": "Service Unavailable", "extensions": {"code": "SERVICE_UNAVAILABLE"}}]})
+                body = _json(
+                    {
+                        "errors": [
+                            {"message": "Service Unavailable", "extensions": {"code": "SERVICE_UNAVAILABLE"}}
+                        ]
+                    }
+                )
                 return Injection("http_503", delay_s=latency, status=503, body=body, headers=dict(_JSON))
             return Injection(
                 "http_502", delay_s=latency, status=502, body=_BAD_GATEWAY_HTML,
@@ -244,7 +258,9 @@ def parse_fault_flags(flags: Iterable[str], base: FaultsConfig | None = None) ->
         key, sep, raw = flag.partition("=")
         parts = key.strip().split(".")
         if not sep or len(parts) < 2 or parts[0] not in ("graphql", "webhooks"):
-            raise FaultFlagError(f"--fault {flag!r}: expected SECTION.KEY=VALUE with SECTION graphql or webhooks")
+            raise FaultFlagError(
+                f"--fault {flag!r}: expected SECTION.KEY=VALUE with SECTION graphql or webhooks"
+            )
         section = data[parts[0]]
         if parts[0] == "graphql" and parts[1] == "fail_nth":
             if len(parts) != 3:
@@ -257,13 +273,16 @@ def parse_fault_flags(flags: Iterable[str], base: FaultsConfig | None = None) ->
         if len(parts) != 2:
             raise FaultFlagError(f"--fault {flag!r}: unknown key {key!r}")
         if parts[1] not in section:
-            raise FaultFlagError(f"--fault {flag!r}: unknown key {key!r}; known: {', '.join(sorted(section))}")
+            raise FaultFlagError(
+                f"--fault {flag!r}: unknown key {key!r}; known: {', '.join(sorted(section))}"
+            )
         section[parts[1]] = None if raw.strip().lower() in ("none", "null", "") else raw.strip()
     try:
         return FaultsConfig.model_validate(data)
     except ValidationError as err:
         msgs = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors(include_url=False, include_input=False)
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+            for e in err.errors(include_url=False, include_input=False)
         )
         raise FaultFlagError(f"invalid --fault: {msgs}") from None
 

@@ -82,15 +82,23 @@ def product(store: StoreState, p: Product) -> dict:
         "admin_graphql_api_id": gid("Product", p.id),
         "variants": [variant(store, v) for v in store.product_variants(p)],
         "options": [
-            {"id": o.id, "product_id": p.id, "name": o.name, "position": o.position,
-             "values": [val.name for val in o.values]}
+            {
+                "id": o.id,
+                "product_id": p.id,
+                "name": o.name,
+                "position": o.position,
+                "values": [val.name for val in o.values],
+            }
             for o in p.options
         ],
         "images": [],
         "image": None,
         "media": [],
         "variant_gids": [
-            {"admin_graphql_api_id": gid("ProductVariant", v.id), "updated_at": local(v.updated_at, store.timezone)}
+            {
+                "admin_graphql_api_id": gid("ProductVariant", v.id),
+                "updated_at": local(v.updated_at, store.timezone),
+            }
             for v in store.product_variants(p)
         ],
         "has_variants_that_requires_components": False,
@@ -129,7 +137,11 @@ def collection(c: Collection, tz: str) -> dict:
 
 
 def collection_deleted(collection_id: int) -> dict:
-    return {"id": collection_id, "published_scope": "web", "admin_graphql_api_id": gid("Collection", collection_id)}
+    return {
+        "id": collection_id,
+        "published_scope": "web",
+        "admin_graphql_api_id": gid("Collection", collection_id),
+    }
 
 
 def order(store: StoreState, o: Order) -> dict:

@@ -55,12 +55,27 @@ from storesync.emulator.webhooks import Subscription, SubscriptionStore, enum_to
 SCHEMA_PATH = Path(__file__).with_name("schema.graphql")
 MAX_PAGE = 250
 MAX_QUANTITY = 1_000_000_000
-INVENTORY_REASONS = frozenset({
-    "correction", "cycle_count_available", "damaged", "movement_created", "movement_updated",
-    "movement_received", "movement_canceled", "other", "promotion", "quality_control", "received",
-    "reservation_created", "reservation_deleted", "reservation_updated", "restock", "safety_stock",
-    "shrinkage",
-})
+INVENTORY_REASONS = frozenset(
+    {
+        "correction",
+        "cycle_count_available",
+        "damaged",
+        "movement_created",
+        "movement_updated",
+        "movement_received",
+        "movement_canceled",
+        "other",
+        "promotion",
+        "quality_control",
+        "received",
+        "reservation_created",
+        "reservation_deleted",
+        "reservation_updated",
+        "restock",
+        "safety_stock",
+        "shrinkage",
+    }
+)
 SETTABLE_NAMES = ("available", "on_hand")
 
 
@@ -78,10 +93,19 @@ class RequestContext:
 
 
 TYPE_NAMES = {
-    Product: "Product", Variant: "ProductVariant", InventoryItem: "InventoryItem", InventoryLevel: "InventoryLevel",
-    Location: "Location", Collection: "Collection", Subscription: "WebhookSubscription", Metafield: "Metafield",
-    AdjustmentGroup: "InventoryAdjustmentGroup", ProductSetOperation: "ProductSetOperation",
-    ProductOption: "ProductOption", OptionValue: "ProductOptionValue", Job: "Job",
+    Product: "Product",
+    Variant: "ProductVariant",
+    InventoryItem: "InventoryItem",
+    InventoryLevel: "InventoryLevel",
+    Location: "Location",
+    Collection: "Collection",
+    Subscription: "WebhookSubscription",
+    Metafield: "Metafield",
+    AdjustmentGroup: "InventoryAdjustmentGroup",
+    ProductSetOperation: "ProductSetOperation",
+    ProductOption: "ProductOption",
+    OptionValue: "ProductOptionValue",
+    Job: "Job",
     BulkOperation: "BulkOperation",
 }
 
@@ -115,15 +139,20 @@ def store_of(info) -> StoreState:
 
 
 def user_error(field_path: list | None, message: str, code: str | None = None) -> dict:
-    return {"field": [str(p) for p in field_path] if field_path is not None else None, "message": message,
-            "code": code}
+    return {
+        "field": [str(p) for p in field_path] if field_path is not None else None,
+        "message": message,
+        "code": code,
+    }
 
 
 def parse_id(value: str, type_name: str) -> int | None:
     """The numeric id of a gid of `type_name`; None for a gid of another type; a GraphQL error
     for something that is not a gid at all (Shopify: "Invalid global id")."""
     if gid_type(value) is None:
-        raise GraphQLError(f"Invalid global id '{value}'", extensions={"code": "argumentLiteralsIncompatible"})
+        raise GraphQLError(
+            f"Invalid global id '{value}'", extensions={"code": "argumentLiteralsIncompatible"}
+        )
     return parse_gid(value, type_name)
 
 
@@ -148,8 +177,9 @@ def connection(items: list, args: dict, sort_key=lambda x: (x.id,)) -> dict:
         raise GraphQLError("you must provide one of first or last", extensions={"code": "BAD_REQUEST"})
     for name, n in (("first", first), ("last", last)):
         if n is not None and (n < 0 or n > MAX_PAGE) and not BULK_EXECUTION.get():
-            raise GraphQLError(f"The value of '{name}' must be between 0 and {MAX_PAGE}.",
-                               extensions={"code": "BAD_REQUEST"})
+            raise GraphQLError(
+                f"The value of '{name}' must be between 0 and {MAX_PAGE}.", extensions={"code": "BAD_REQUEST"}
+            )
     reverse = bool(args.get("reverse"))
     keyed = sorted(((tuple(sort_key(x)), x) for x in items), key=lambda kx: kx[0], reverse=reverse)
     keys = [k for k, _ in keyed]
@@ -218,8 +248,13 @@ def _parse_time(value: str) -> datetime | None:
 def _compare(actual: Any, op: str, wanted: Any) -> bool:
     if actual is None or wanted is None:
         return False
-    return {"=": actual == wanted, ">": actual > wanted, ">=": actual >= wanted, "<": actual < wanted,
-            "<=": actual <= wanted}[op]
+    return {
+        "=": actual == wanted,
+        ">": actual > wanted,
+        ">=": actual >= wanted,
+        "<": actual < wanted,
+        "<=": actual <= wanted,
+    }[op]
 
 
 def _text_match(actual: str | None, wanted: str) -> bool:
@@ -234,10 +269,7 @@ def matches(obj: Any, terms: list, fields: dict) -> bool:
     """Whether `obj` satisfies every term; `fields` maps a search field to a getter returning a
     value or a list of values (any may match). Unknown fields are ignored, as Shopify does."""
     for fname, op, val, neg in terms:
-        if fname is None:
-            getter = fields.get("_default")
-        else:
-            getter = fields.get(fname)
+        getter = fields.get("_default") if fname is None else fields.get(fname)
         if getter is None:
             continue
         got = getter(obj)
@@ -283,16 +315,27 @@ def product_search_fields(store: StoreState) -> dict:
 def q_shop(_root, info) -> dict:
     s = store_of(info)
     return {
-        "id": gid("Shop", s.id), "name": s.name, "email": f"owner@{s.shop}", "myshopifyDomain": s.shop,
-        "currencyCode": s.currency, "ianaTimezone": s.timezone, "createdAt": s.created_at, "updatedAt": s.created_at,
+        "id": gid("Shop", s.id),
+        "name": s.name,
+        "email": f"owner@{s.shop}",
+        "myshopifyDomain": s.shop,
+        "currencyCode": s.currency,
+        "ianaTimezone": s.timezone,
+        "createdAt": s.created_at,
+        "updatedAt": s.created_at,
         "url": f"https://{s.shop}",
-        "plan": {"displayName": {"standard": "Basic", "advanced": "Advanced", "plus": "Shopify Plus"}[s.plan],
-                 "partnerDevelopment": False, "shopifyPlus": s.plan == "plus"},
+        "plan": {
+            "displayName": {"standard": "Basic", "advanced": "Advanced", "plus": "Shopify Plus"}[s.plan],
+            "partnerDevelopment": False,
+            "shopifyPlus": s.plan == "plus",
+        },
     }
 
 
 _PRODUCT_SORT = {
-    "ID": lambda p: (p.id,), "TITLE": lambda p: (p.title.lower(), p.id), "UPDATED_AT": lambda p: (p.updated_at, p.id),
+    "ID": lambda p: (p.id,),
+    "TITLE": lambda p: (p.title.lower(), p.id),
+    "UPDATED_AT": lambda p: (p.updated_at, p.id),
     "CREATED_AT": lambda p: (p.created_at, p.id),
 }
 
@@ -343,7 +386,10 @@ def q_products_count(_root, info, query: str | None = None) -> dict:
     store = store_of(info)
     terms = parse_search(query)
     fields = product_search_fields(store)
-    return {"count": sum(1 for p in store.products.values() if matches(p, terms, fields)), "precision": "EXACT"}
+    return {
+        "count": sum(1 for p in store.products.values() if matches(p, terms, fields)),
+        "precision": "EXACT",
+    }
 
 
 def q_inventory_item(_root, info, id: str) -> InventoryItem | None:
@@ -354,8 +400,12 @@ def q_inventory_item(_root, info, id: str) -> InventoryItem | None:
 def q_inventory_items(_root, info, **args) -> dict:
     store = store_of(info)
     terms = parse_search(args.get("query"))
-    fields = {"sku": lambda i: i.sku, "id": lambda i: i.id, "updated_at": lambda i: i.updated_at,
-              "_default": lambda i: i.sku}
+    fields = {
+        "sku": lambda i: i.sku,
+        "id": lambda i: i.id,
+        "updated_at": lambda i: i.updated_at,
+        "_default": lambda i: i.sku,
+    }
     return connection([i for i in store.items.values() if matches(i, terms, fields)], args)
 
 
@@ -379,11 +429,19 @@ def q_location(_root, info, id: str | None = None) -> Location | None:
 def q_collections(_root, info, **args) -> dict:
     store = store_of(info)
     terms = parse_search(args.get("query"))
-    fields = {"_default": lambda c: c.title, "title": lambda c: c.title, "handle": lambda c: c.handle,
-              "updated_at": lambda c: c.updated_at, "id": lambda c: c.id,
-              "collection_type": lambda c: "smart" if c.smart else "custom"}
-    sort = {"ID": lambda c: (c.id,), "TITLE": lambda c: (c.title.lower(), c.id),
-            "UPDATED_AT": lambda c: (c.updated_at, c.id)}[args.get("sortKey") or "ID"]
+    fields = {
+        "_default": lambda c: c.title,
+        "title": lambda c: c.title,
+        "handle": lambda c: c.handle,
+        "updated_at": lambda c: c.updated_at,
+        "id": lambda c: c.id,
+        "collection_type": lambda c: "smart" if c.smart else "custom",
+    }
+    sort = {
+        "ID": lambda c: (c.id,),
+        "TITLE": lambda c: (c.title.lower(), c.id),
+        "UPDATED_AT": lambda c: (c.updated_at, c.id),
+    }[args.get("sortKey") or "ID"]
     return connection([c for c in store.collections.values() if matches(c, terms, fields)], args, sort)
 
 
@@ -414,7 +472,9 @@ def lookup_node(info, value: str) -> Any:
     store = store_of(info)
     type_name = gid_type(value)
     if type_name is None:
-        raise GraphQLError(f"Invalid global id '{value}'", extensions={"code": "argumentLiteralsIncompatible"})
+        raise GraphQLError(
+            f"Invalid global id '{value}'", extensions={"code": "argumentLiteralsIncompatible"}
+        )
     num = parse_gid(value)
     if type_name == "InventoryLevel":
         m = re.search(r"inventory_item_id=(\d+)", value)
@@ -429,8 +489,12 @@ def lookup_node(info, value: str) -> Any:
         sub = ctx(info).subscriptions.get(f"gid://shopify/WebhookSubscription/{num}")
         return sub if sub is not None and sub.shop == store.shop else None
     table = {
-        "Product": store.products, "ProductVariant": store.variants, "InventoryItem": store.items,
-        "Location": store.locations, "Collection": store.collections, "InventoryAdjustmentGroup": store.groups,
+        "Product": store.products,
+        "ProductVariant": store.variants,
+        "InventoryItem": store.items,
+        "Location": store.locations,
+        "Collection": store.collections,
+        "InventoryAdjustmentGroup": store.groups,
         "ProductSetOperation": store.operations,
     }.get(type_name)
     return table.get(num) if table is not None else None
@@ -442,8 +506,9 @@ def q_node(_root, info, id: str) -> Any:
 
 def q_nodes(_root, info, ids: list[str]) -> list:
     if len(ids) > MAX_PAGE:
-        raise GraphQLError(f"The value of 'ids' must contain at most {MAX_PAGE} ids.",
-                           extensions={"code": "BAD_REQUEST"})
+        raise GraphQLError(
+            f"The value of 'ids' must contain at most {MAX_PAGE} ids.", extensions={"code": "BAD_REQUEST"}
+        )
     return [lookup_node(info, i) for i in ids]
 
 
@@ -455,14 +520,19 @@ def resolve_node_type(obj: Any, _info, _type) -> str:
 
 
 def _metafield(owner, _info, key: str, namespace: str | None = None) -> Metafield | None:
-    return next((m for m in owner.metafields if m.key == key and (namespace is None or m.namespace == namespace)),
-                None)
+    return next(
+        (m for m in owner.metafields if m.key == key and (namespace is None or m.namespace == namespace)),
+        None,
+    )
 
 
 def _metafields(owner, _info, **args) -> dict:
-    items = [m for m in owner.metafields
-             if (args.get("namespace") is None or m.namespace == args["namespace"])
-             and (args.get("keys") is None or f"{m.namespace}.{m.key}" in args["keys"])]
+    items = [
+        m
+        for m in owner.metafields
+        if (args.get("namespace") is None or m.namespace == args["namespace"])
+        and (args.get("keys") is None or f"{m.namespace}.{m.key}" in args["keys"])
+    ]
     return connection(items, args)
 
 
@@ -570,8 +640,15 @@ def lvl_quantities(lvl: InventoryLevel, _info, names: list[str]) -> list[dict]:
     bad = [n for n in names if n not in lvl.quantities]
     if bad:
         raise GraphQLError(f"Invalid quantity name(s): {', '.join(bad)}", extensions={"code": "BAD_REQUEST"})
-    return [{"id": f"gid://shopify/InventoryQuantity/{lvl.id}?inventory_item_id={lvl.item_id}&name={n}",
-             "name": n, "quantity": lvl.quantities[n], "updatedAt": lvl.updated_at} for n in names]
+    return [
+        {
+            "id": f"gid://shopify/InventoryQuantity/{lvl.id}?inventory_item_id={lvl.item_id}&name={n}",
+            "name": n,
+            "quantity": lvl.quantities[n],
+            "updatedAt": lvl.updated_at,
+        }
+        for n in names
+    ]
 
 
 def loc_inventory_level(loc: Location, info, inventoryItemId: str) -> InventoryLevel | None:
@@ -608,8 +685,10 @@ def c_image(c: Collection, _info) -> dict | None:
 def c_rule_set(c: Collection, _info) -> dict | None:
     if not c.smart:
         return None
-    return {"appliedDisjunctively": c.disjunctive,
-            "rules": [{"column": col, "relation": rel, "condition": cond} for col, rel, cond in c.rules or ()]}
+    return {
+        "appliedDisjunctively": c.disjunctive,
+        "rules": [{"column": col, "relation": rel, "condition": cond} for col, rel, cond in c.rules or ()],
+    }
 
 
 def ws_topic(s: Subscription, _info) -> str:
@@ -659,7 +738,8 @@ def idempotent(info, args: dict, run) -> Any:
         if c.require_idempotency:
             raise GraphQLError(
                 f"The @idempotent directive is required for {info.field_name} (API version 2026-04 and later).",
-                extensions={"code": "BAD_REQUEST"})
+                extensions={"code": "BAD_REQUEST"},
+            )
         return run()
     fingerprint = json.dumps(args, sort_keys=True, default=str)
     seen = c.store.idempotency.get(key)
@@ -668,7 +748,8 @@ def idempotent(info, args: dict, run) -> Any:
         if field_name != info.field_name or seen_fingerprint != fingerprint:
             raise GraphQLError(
                 f"Idempotency key '{key}' was already used with different arguments.",
-                extensions={"code": "IDEMPOTENCY_KEY_REUSED"})
+                extensions={"code": "IDEMPOTENCY_KEY_REUSED"},
+            )
         return result
     result = run()
     c.store.idempotency[key] = (info.field_name, fingerprint, result)
@@ -678,22 +759,32 @@ def idempotent(info, args: dict, run) -> Any:
 # --------------------------------------------------------------------------- mutations: inventory
 
 
-def _inventory_target(store: StoreState, path: list, item_gid: str, location_gid: str, errors: list,
-                      codes: dict) -> InventoryLevel | None:
+def _inventory_target(
+    store: StoreState, path: list, item_gid: str, location_gid: str, errors: list, codes: dict
+) -> InventoryLevel | None:
     iid = parse_gid(item_gid, "InventoryItem")
     lid = parse_gid(location_gid, "Location")
     if iid is None or iid not in store.items:
-        errors.append(user_error([*path, "inventoryItemId"], "The specified inventory item could not be found.",
-                                 codes["item"]))
+        errors.append(
+            user_error(
+                [*path, "inventoryItemId"], "The specified inventory item could not be found.", codes["item"]
+            )
+        )
         return None
     if lid is None or lid not in store.locations:
-        errors.append(user_error([*path, "locationId"], "The specified location could not be found.",
-                                 codes["location"]))
+        errors.append(
+            user_error([*path, "locationId"], "The specified location could not be found.", codes["location"])
+        )
         return None
     lvl = store.levels.get((iid, lid))
     if lvl is None:
-        errors.append(user_error([*path, "locationId"], "The specified inventory item is not stocked at the location.",
-                                 "ITEM_NOT_STOCKED_AT_LOCATION"))
+        errors.append(
+            user_error(
+                [*path, "locationId"],
+                "The specified inventory item is not stocked at the location.",
+                "ITEM_NOT_STOCKED_AT_LOCATION",
+            )
+        )
     return lvl
 
 
@@ -702,8 +793,9 @@ def _check_reason(inp: dict, errors: list) -> None:
         errors.append(user_error(["input", "reason"], "The specified reason is invalid.", "INVALID_REASON"))
 
 
-def _apply_changes(store: StoreState, name: str, targets: list[tuple[InventoryLevel, int, str | None]],
-                   inp: dict) -> tuple[AdjustmentGroup | None, list[InventoryLevel]]:
+def _apply_changes(
+    store: StoreState, name: str, targets: list[tuple[InventoryLevel, int, str | None]], inp: dict
+) -> tuple[AdjustmentGroup | None, list[InventoryLevel]]:
     """Apply (level, new value of `name`) pairs; the adjustment group lists each quantity name
     that moved (setting available moves on_hand too, and the other way round)."""
     changes: list[InventoryChange] = []
@@ -713,8 +805,12 @@ def _apply_changes(store: StoreState, name: str, targets: list[tuple[InventoryLe
         if delta == 0:
             continue
         other = "on_hand" if name == "available" else "available"
-        changes.append(InventoryChange(name, delta, lvl.quantities[name], lvl.item_id, lvl.location_id, ledger))
-        changes.append(InventoryChange(other, delta, lvl.quantities[other], lvl.item_id, lvl.location_id, ledger))
+        changes.append(
+            InventoryChange(name, delta, lvl.quantities[name], lvl.item_id, lvl.location_id, ledger)
+        )
+        changes.append(
+            InventoryChange(other, delta, lvl.quantities[other], lvl.item_id, lvl.location_id, ledger)
+        )
         touched.append(lvl)
     if not changes:
         return None, []
@@ -732,36 +828,68 @@ def _inventory_set_quantities(info, inp: dict) -> dict:
     errors: list[dict] = []
     _check_reason(inp, errors)
     if inp["name"] not in SETTABLE_NAMES:
-        errors.append(user_error(["input", "name"], "The quantity name must be either 'available' or 'on_hand'.",
-                                 "INVALID_NAME"))
+        errors.append(
+            user_error(
+                ["input", "name"],
+                "The quantity name must be either 'available' or 'on_hand'.",
+                "INVALID_NAME",
+            )
+        )
     targets: list[tuple[InventoryLevel, int, str | None]] = []
     seen: set[tuple[int, int]] = set()
     for i, q in enumerate(inp["quantities"]):
         path = ["input", "quantities", i]
-        lvl = _inventory_target(store, path, q["inventoryItemId"], q["locationId"], errors,
-                                {"item": "INVALID_INVENTORY_ITEM", "location": "INVALID_LOCATION"})
+        lvl = _inventory_target(
+            store,
+            path,
+            q["inventoryItemId"],
+            q["locationId"],
+            errors,
+            {"item": "INVALID_INVENTORY_ITEM", "location": "INVALID_LOCATION"},
+        )
         if q["quantity"] < 0:
-            errors.append(user_error([*path, "quantity"], "The quantity can't be negative.",
-                                     "INVALID_QUANTITY_NEGATIVE"))
+            errors.append(
+                user_error(
+                    [*path, "quantity"], "The quantity can't be negative.", "INVALID_QUANTITY_NEGATIVE"
+                )
+            )
         elif q["quantity"] > MAX_QUANTITY:
-            errors.append(user_error([*path, "quantity"], "The quantity is too high.", "INVALID_QUANTITY_TOO_HIGH"))
+            errors.append(
+                user_error([*path, "quantity"], "The quantity is too high.", "INVALID_QUANTITY_TOO_HIGH")
+            )
         if lvl is None:
             continue
         if (lvl.item_id, lvl.location_id) in seen:
-            errors.append(user_error(path, "The combination of inventoryItemId and locationId must be unique.",
-                                     "NO_DUPLICATE_INVENTORY_ITEM_ID_GROUP_ID_PAIR"))
+            errors.append(
+                user_error(
+                    path,
+                    "The combination of inventoryItemId and locationId must be unique.",
+                    "NO_DUPLICATE_INVENTORY_ITEM_ID_GROUP_ID_PAIR",
+                )
+            )
             continue
         seen.add((lvl.item_id, lvl.location_id))
         if "changeFromQuantity" not in q:
-            errors.append(user_error([*path, "changeFromQuantity"],
-                                     "changeFromQuantity is required; pass null to skip the check.",
-                                     "COMPARE_QUANTITY_REQUIRED"))
-        elif q["changeFromQuantity"] is not None and inp["name"] in SETTABLE_NAMES \
-                and q["changeFromQuantity"] != lvl.quantities[inp["name"]]:
-            errors.append(user_error(
-                [*path, "changeFromQuantity"],
-                f"The quantity changed since changeFromQuantity was read: it is {lvl.quantities[inp['name']]}, "
-                f"not {q['changeFromQuantity']}.", "CHANGE_FROM_QUANTITY_STALE"))
+            errors.append(
+                user_error(
+                    [*path, "changeFromQuantity"],
+                    "changeFromQuantity is required; pass null to skip the check.",
+                    "COMPARE_QUANTITY_REQUIRED",
+                )
+            )
+        elif (
+            q["changeFromQuantity"] is not None
+            and inp["name"] in SETTABLE_NAMES
+            and q["changeFromQuantity"] != lvl.quantities[inp["name"]]
+        ):
+            errors.append(
+                user_error(
+                    [*path, "changeFromQuantity"],
+                    f"The quantity changed since changeFromQuantity was read: it is {lvl.quantities[inp['name']]}, "
+                    f"not {q['changeFromQuantity']}.",
+                    "CHANGE_FROM_QUANTITY_STALE",
+                )
+            )
         targets.append((lvl, q["quantity"], None))
     if errors:
         return {"inventoryAdjustmentGroup": None, "userErrors": errors}
@@ -779,31 +907,50 @@ def _inventory_adjust_quantities(info, inp: dict) -> dict:
     errors: list[dict] = []
     _check_reason(inp, errors)
     if inp["name"] not in SETTABLE_NAMES:
-        errors.append(user_error(["input", "name"], "The quantity name must be either 'available' or 'on_hand'.",
-                                 "INVALID_QUANTITY_NAME"))
+        errors.append(
+            user_error(
+                ["input", "name"],
+                "The quantity name must be either 'available' or 'on_hand'.",
+                "INVALID_QUANTITY_NAME",
+            )
+        )
     # Several changes to one level add up; the compare applies to the value before the first.
     planned: dict[tuple[int, int], int] = {}
     levels: dict[tuple[int, int], InventoryLevel] = {}
     ledgers: dict[tuple[int, int], str | None] = {}
     for i, ch in enumerate(inp["changes"]):
         path = ["input", "changes", i]
-        lvl = _inventory_target(store, path, ch["inventoryItemId"], ch["locationId"], errors,
-                                {"item": "INVALID_INVENTORY_ITEM", "location": "INVALID_LOCATION"})
+        lvl = _inventory_target(
+            store,
+            path,
+            ch["inventoryItemId"],
+            ch["locationId"],
+            errors,
+            {"item": "INVALID_INVENTORY_ITEM", "location": "INVALID_LOCATION"},
+        )
         if lvl is None or inp["name"] not in SETTABLE_NAMES:
             continue
         key = (lvl.item_id, lvl.location_id)
         current = planned.get(key, lvl.quantities[inp["name"]])
         cfq = ch.get("changeFromQuantity")
         if cfq is not None and cfq != current:
-            errors.append(user_error(
-                [*path, "changeFromQuantity"],
-                f"The quantity changed since changeFromQuantity was read: it is {current}, not {cfq}.",
-                "CHANGE_FROM_QUANTITY_STALE"))
+            errors.append(
+                user_error(
+                    [*path, "changeFromQuantity"],
+                    f"The quantity changed since changeFromQuantity was read: it is {current}, not {cfq}.",
+                    "CHANGE_FROM_QUANTITY_STALE",
+                )
+            )
             continue
         after = current + ch["delta"]
         if abs(after) > MAX_QUANTITY:
-            errors.append(user_error([*path, "delta"], "The resulting quantity is out of range.",
-                                     "INVALID_QUANTITY_TOO_HIGH" if after > 0 else "INVALID_QUANTITY_TOO_LOW"))
+            errors.append(
+                user_error(
+                    [*path, "delta"],
+                    "The resulting quantity is out of range.",
+                    "INVALID_QUANTITY_TOO_HIGH" if after > 0 else "INVALID_QUANTITY_TOO_LOW",
+                )
+            )
             continue
         planned[key] = after
         levels[key] = lvl
@@ -835,8 +982,11 @@ def _replace_metafields(store: StoreState, existing: list[Metafield], given: lis
     by_id = {m.id: m for m in existing}
     by_key = {(m.namespace, m.key): m for m in existing}
     for mf in given:
-        old = by_id.get(parse_gid(mf.get("id"), "Metafield")) if mf.get("id") else by_key.get(
-            (mf.get("namespace"), mf.get("key")))
+        old = (
+            by_id.get(parse_gid(mf.get("id"), "Metafield"))
+            if mf.get("id")
+            else by_key.get((mf.get("namespace"), mf.get("key")))
+        )
         if old is not None:
             for attr in ("namespace", "key", "value", "type"):
                 if mf.get(attr) is not None:
@@ -854,7 +1004,9 @@ def _upsert_metafields(store: StoreState, existing: list[Metafield], given: list
     return [m for m in existing if id(m) not in kept] + merged
 
 
-def m_product_set(_root, info, input: dict, synchronous: bool | None = None, identifier: dict | None = None) -> dict:
+def m_product_set(
+    _root, info, input: dict, synchronous: bool | None = None, identifier: dict | None = None
+) -> dict:
     store = store_of(info)
 
     def fail(errors: list[dict]) -> dict:
@@ -866,7 +1018,9 @@ def m_product_set(_root, info, input: dict, synchronous: bool | None = None, ide
             pid = parse_id(identifier["id"], "Product")
             product = store.products.get(pid) if pid else None
             if product is None:
-                return fail([user_error(["identifier", "id"], "Product does not exist", "PRODUCT_DOES_NOT_EXIST")])
+                return fail(
+                    [user_error(["identifier", "id"], "Product does not exist", "PRODUCT_DOES_NOT_EXIST")]
+                )
         elif identifier.get("handle") is not None:
             product = store.product_by_handle(identifier["handle"])
         else:
@@ -877,7 +1031,9 @@ def m_product_set(_root, info, input: dict, synchronous: bool | None = None, ide
         if by_id is None:
             return fail([user_error(["input", "id"], "Product does not exist", "PRODUCT_DOES_NOT_EXIST")])
         if product is not None and product is not by_id:
-            return fail([user_error(["input", "id"], "The id does not match the identifier", "INVALID_INPUT")])
+            return fail(
+                [user_error(["input", "id"], "The id does not match the identifier", "INVALID_INPUT")]
+            )
         product = by_id
     creating = product is None
     errors: list[dict] = []
@@ -890,8 +1046,13 @@ def m_product_set(_root, info, input: dict, synchronous: bool | None = None, ide
         if not handle.strip():
             errors.append(user_error(["input", "handle"], "Handle can't be blank", "INVALID_INPUT"))
         elif owner is not None and owner is not product:
-            errors.append(user_error(["input", "handle"], f"Handle '{handle}' already in use. Please provide a new "
-                                     "handle.", "HANDLE_NOT_UNIQUE"))
+            errors.append(
+                user_error(
+                    ["input", "handle"],
+                    f"Handle '{handle}' already in use. Please provide a new handle.",
+                    "HANDLE_NOT_UNIQUE",
+                )
+            )
     if creating and not (input.get("title") or "").strip():
         errors.append(user_error(["input", "title"], "Title can't be blank", "INVALID_INPUT"))
     if "title" in input and not creating and not (input.get("title") or "").strip():
@@ -904,39 +1065,81 @@ def m_product_set(_root, info, input: dict, synchronous: bool | None = None, ide
         names = [o.get("name") for o in opt_input]
         for j, o in enumerate(opt_input):
             if not o.get("name"):
-                errors.append(user_error(["input", "productOptions", j, "name"], "Option name can't be blank",
-                                         "INVALID_INPUT"))
+                errors.append(
+                    user_error(
+                        ["input", "productOptions", j, "name"], "Option name can't be blank", "INVALID_INPUT"
+                    )
+                )
             elif names.count(o["name"]) > 1:
-                errors.append(user_error(["input", "productOptions", j, "name"], f"Duplicated option name "
-                                         f"'{o['name']}'", "DUPLICATED_OPTION_NAME"))
+                errors.append(
+                    user_error(
+                        ["input", "productOptions", j, "name"],
+                        f"Duplicated option name '{o['name']}'",
+                        "DUPLICATED_OPTION_NAME",
+                    )
+                )
             values = [v.get("name") for v in (o.get("values") or [])]
             if not values:
-                errors.append(user_error(["input", "productOptions", j, "values"], "Option values are missing",
-                                         "OPTION_VALUES_MISSING"))
+                errors.append(
+                    user_error(
+                        ["input", "productOptions", j, "values"],
+                        "Option values are missing",
+                        "OPTION_VALUES_MISSING",
+                    )
+                )
             if len(set(values)) != len(values):
-                errors.append(user_error(["input", "productOptions", j, "values"], "Duplicated option value",
-                                         "DUPLICATED_OPTION_VALUE"))
+                errors.append(
+                    user_error(
+                        ["input", "productOptions", j, "values"],
+                        "Duplicated option value",
+                        "DUPLICATED_OPTION_VALUE",
+                    )
+                )
         option_values = {o.get("name"): [v.get("name") for v in (o.get("values") or [])] for o in opt_input}
     elif var_input is not None and creating:
-        errors.append(user_error(["input", "productOptions"], "Product options input is required when updating "
-                                 "variants", "PRODUCT_OPTIONS_INPUT_MISSING"))
+        errors.append(
+            user_error(
+                ["input", "productOptions"],
+                "Product options input is required when updating variants",
+                "PRODUCT_OPTIONS_INPUT_MISSING",
+            )
+        )
         option_values = {}
     elif product is not None:
         option_values = {o.name: [v.name for v in o.values] for o in product.options}
     else:
         option_values = {}
     if opt_input is not None and var_input is None and creating:
-        errors.append(user_error(["input", "variants"], "Variants input is required when product options are given",
-                                 "VARIANTS_INPUT_MISSING"))
-    if opt_input is not None and var_input is None and product is not None and any(
-            set(dict(v.selected)) != set(option_values) or any(val not in option_values.get(n, ())
-                                                               for n, val in v.selected)
-            for v in store.product_variants(product)):
-        errors.append(user_error(["input", "variants"], "Variants must be given when the product options change "
-                                 "under them", "VARIANTS_INPUT_MISSING"))
+        errors.append(
+            user_error(
+                ["input", "variants"],
+                "Variants input is required when product options are given",
+                "VARIANTS_INPUT_MISSING",
+            )
+        )
+    if (
+        opt_input is not None
+        and var_input is None
+        and product is not None
+        and any(
+            set(dict(v.selected)) != set(option_values)
+            or any(val not in option_values.get(n, ()) for n, val in v.selected)
+            for v in store.product_variants(product)
+        )
+    ):
+        errors.append(
+            user_error(
+                ["input", "variants"],
+                "Variants must be given when the product options change under them",
+                "VARIANTS_INPUT_MISSING",
+            )
+        )
     if var_input is not None and not var_input:
-        errors.append(user_error(["input", "variants"], "A product needs at least one variant",
-                                 "VARIANTS_INPUT_MISSING"))
+        errors.append(
+            user_error(
+                ["input", "variants"], "A product needs at least one variant", "VARIANTS_INPUT_MISSING"
+            )
+        )
 
     combos: set[tuple] = set()
     seen_variant_ids: set[str] = set()
@@ -949,55 +1152,101 @@ def m_product_set(_root, info, input: dict, synchronous: bool | None = None, ide
             vid = parse_id(v["id"], "ProductVariant")
             existing = store.variants.get(vid) if vid else None
             if existing is None or product is None or existing.product_id != product.id:
-                errors.append(user_error([*path, "id"], "Product variant does not exist",
-                                         "PRODUCT_VARIANT_DOES_NOT_EXIST"))
+                errors.append(
+                    user_error(
+                        [*path, "id"], "Product variant does not exist", "PRODUCT_VARIANT_DOES_NOT_EXIST"
+                    )
+                )
         if "price" in v and v["price"] is not None and money(v["price"]) is None:
             errors.append(user_error([*path, "price"], "Price must be a number >= 0", "INVALID_VARIANT"))
         if v.get("compareAtPrice") is not None and money(v["compareAtPrice"]) is None:
-            errors.append(user_error([*path, "compareAtPrice"], "Compare at price must be a number >= 0",
-                                     "INVALID_VARIANT"))
+            errors.append(
+                user_error(
+                    [*path, "compareAtPrice"], "Compare at price must be a number >= 0", "INVALID_VARIANT"
+                )
+            )
         chosen: dict[str, str] = {}
         for j, ov in enumerate(v.get("optionValues") or []):
             oname, vname = ov.get("optionName"), ov.get("name")
             if oname not in option_values:
-                errors.append(user_error([*path, "optionValues", j, "optionName"], f"Option '{oname}' does not exist",
-                                         "OPTION_DOES_NOT_EXIST"))
+                errors.append(
+                    user_error(
+                        [*path, "optionValues", j, "optionName"],
+                        f"Option '{oname}' does not exist",
+                        "OPTION_DOES_NOT_EXIST",
+                    )
+                )
             elif vname not in option_values[oname]:
-                errors.append(user_error([*path, "optionValues", j, "name"], f"Option value '{vname}' does not "
-                                         f"exist on option '{oname}'", "OPTION_VALUE_DOES_NOT_EXIST"))
+                errors.append(
+                    user_error(
+                        [*path, "optionValues", j, "name"],
+                        f"Option value '{vname}' does not exist on option '{oname}'",
+                        "OPTION_VALUE_DOES_NOT_EXIST",
+                    )
+                )
             else:
                 chosen[oname] = vname
-        if option_values and set(chosen) != set(option_values) and not any(
-                e["field"] and e["field"][:3] == [str(p) for p in path] for e in errors):
-            errors.append(user_error([*path, "optionValues"], "Every option needs a value", "OPTION_VALUES_MISSING"))
+        if (
+            option_values
+            and set(chosen) != set(option_values)
+            and not any(e["field"] and e["field"][:3] == [str(p) for p in path] for e in errors)
+        ):
+            errors.append(
+                user_error([*path, "optionValues"], "Every option needs a value", "OPTION_VALUES_MISSING")
+            )
         combo = tuple(chosen.get(n) for n in option_values)
         if combo in combos:
-            errors.append(user_error(path, f"The variant '{' / '.join(map(str, combo))}' already exists",
-                                     "INVALID_VARIANT"))
+            errors.append(
+                user_error(
+                    path, f"The variant '{' / '.join(map(str, combo))}' already exists", "INVALID_VARIANT"
+                )
+            )
         combos.add(combo)
         for j, q in enumerate(v.get("inventoryQuantities") or []):
             lid = parse_gid(q["locationId"], "Location")
             if lid is None or lid not in store.locations:
-                errors.append(user_error([*path, "inventoryQuantities", j, "locationId"], "Location does not exist",
-                                         "INVALID_INPUT"))
+                errors.append(
+                    user_error(
+                        [*path, "inventoryQuantities", j, "locationId"],
+                        "Location does not exist",
+                        "INVALID_INPUT",
+                    )
+                )
             if q["name"] not in SETTABLE_NAMES:
-                errors.append(user_error([*path, "inventoryQuantities", j, "name"], "Quantity name must be "
-                                         "'available' or 'on_hand'", "INVALID_INPUT"))
+                errors.append(
+                    user_error(
+                        [*path, "inventoryQuantities", j, "name"],
+                        "Quantity name must be 'available' or 'on_hand'",
+                        "INVALID_INPUT",
+                    )
+                )
             if q["quantity"] < 0:
-                errors.append(user_error([*path, "inventoryQuantities", j, "quantity"], "Quantity can't be negative",
-                                         "INVALID_INPUT"))
+                errors.append(
+                    user_error(
+                        [*path, "inventoryQuantities", j, "quantity"],
+                        "Quantity can't be negative",
+                        "INVALID_INPUT",
+                    )
+                )
         errors += _metafield_errors(v.get("metafields"), [*path, "metafields"], "INVALID_METAFIELD")
     errors += _metafield_errors(input.get("metafields"), ["input", "metafields"], "INVALID_METAFIELD")
     coll_ids = []
     for k, cg in enumerate(input.get("collections") or []):
         cid = parse_gid(cg, "Collection")
         if cid is None or cid not in store.collections:
-            errors.append(user_error(["input", "collections", k], "Collection does not exist", "INVALID_INPUT"))
+            errors.append(
+                user_error(["input", "collections", k], "Collection does not exist", "INVALID_INPUT")
+            )
         elif store.collections[cid].smart:
             # Smart collections take their members from their rules (Shopify refuses manual
             # membership of a smart collection, e.g. collectionAddProducts, REST collects).
-            errors.append(user_error(["input", "collections", k], "Can't manually add products to a smart collection",
-                                     "INVALID_INPUT"))
+            errors.append(
+                user_error(
+                    ["input", "collections", k],
+                    "Can't manually add products to a smart collection",
+                    "INVALID_INPUT",
+                )
+            )
         else:
             coll_ids.append(cid)
     if errors:
@@ -1006,12 +1255,20 @@ def m_product_set(_root, info, input: dict, synchronous: bool | None = None, ide
     # ---- apply
     now = now_iso()
     if creating:
-        product = Product(id=store.next_id(), title=input["title"],
-                          handle=handle or store.unique_handle(handleize(input["title"])))
+        product = Product(
+            id=store.next_id(),
+            title=input["title"],
+            handle=handle or store.unique_handle(handleize(input["title"])),
+        )
         store.products[product.id] = product
     assert product is not None
-    for key, attr in (("title", "title"), ("descriptionHtml", "description_html"), ("vendor", "vendor"),
-                      ("productType", "product_type"), ("templateSuffix", "template_suffix")):
+    for key, attr in (
+        ("title", "title"),
+        ("descriptionHtml", "description_html"),
+        ("vendor", "vendor"),
+        ("productType", "product_type"),
+        ("templateSuffix", "template_suffix"),
+    ):
         if key in input:
             setattr(product, attr, input[key] if input[key] is not None or attr == "template_suffix" else "")
     if handle is not None:
@@ -1031,8 +1288,9 @@ def m_product_set(_root, info, input: dict, synchronous: bool | None = None, ide
             old = old_opts.get(o["name"])
             old_vals = {v.name: v for v in old.values} if old else {}
             values = [old_vals.get(v["name"]) or OptionValue(store.next_id(), v["name"]) for v in o["values"]]
-            new_opts.append(ProductOption(old.id if old else store.next_id(), o["name"], o.get("position") or pos,
-                                          values))
+            new_opts.append(
+                ProductOption(old.id if old else store.next_id(), o["name"], o.get("position") or pos, values)
+            )
         product.options = new_opts
     touched_levels: list[InventoryLevel] = []
     if var_input is not None:
@@ -1055,8 +1313,14 @@ def m_product_set(_root, info, input: dict, synchronous: bool | None = None, ide
             if v.get("price") is not None:
                 variant.price = money(v["price"])
             if "compareAtPrice" in v:
-                variant.compare_at_price = money(v["compareAtPrice"]) if v["compareAtPrice"] is not None else None
-            for key, attr in (("barcode", "barcode"), ("inventoryPolicy", "inventory_policy"), ("taxable", "taxable")):
+                variant.compare_at_price = (
+                    money(v["compareAtPrice"]) if v["compareAtPrice"] is not None else None
+                )
+            for key, attr in (
+                ("barcode", "barcode"),
+                ("inventoryPolicy", "inventory_policy"),
+                ("taxable", "taxable"),
+            ):
                 if key in v and (v[key] is not None or attr == "barcode"):
                     setattr(variant, attr, v[key])
             ii = v.get("inventoryItem") or {}
@@ -1077,7 +1341,9 @@ def m_product_set(_root, info, input: dict, synchronous: bool | None = None, ide
                 store.delete_variant(vid)
         product.variant_ids = keep
     elif creating:
-        product.options = [ProductOption(store.next_id(), "Title", 1, [OptionValue(store.next_id(), "Default Title")])]
+        product.options = [
+            ProductOption(store.next_id(), "Title", 1, [OptionValue(store.next_id(), "Default Title")])
+        ]
         variant = store.new_variant(product, selected=[("Title", "Default Title")])
         product.variant_ids = [variant.id]
     if input.get("metafields") is not None:
@@ -1092,8 +1358,10 @@ def m_product_set(_root, info, input: dict, synchronous: bool | None = None, ide
 
     events = ctx(info).events
     events.append(store.product_event("products/create" if creating else "products/update", product))
-    events.extend(Event("inventory_levels/update", payloads.inventory_level(lvl, store.timezone))
-                  for lvl in touched_levels)
+    events.extend(
+        Event("inventory_levels/update", payloads.inventory_level(lvl, store.timezone))
+        for lvl in touched_levels
+    )
     if synchronous is False:
         op = ProductSetOperation(store.next_id(), "COMPLETE", product.id, [])
         store.operations[op.id] = op
@@ -1111,14 +1379,18 @@ def m_product_delete(_root, info, input: dict, synchronous: bool | None = None) 
     return {"deletedProductId": gid("Product", product.id), "userErrors": []}
 
 
-def m_product_variants_bulk_update(_root, info, productId: str, variants: list[dict],
-                                   allowPartialUpdates: bool | None = None) -> dict:
+def m_product_variants_bulk_update(
+    _root, info, productId: str, variants: list[dict], allowPartialUpdates: bool | None = None
+) -> dict:
     store = store_of(info)
     pid = parse_id(productId, "Product")
     product = store.products.get(pid) if pid else None
     if product is None:
-        return {"product": None, "productVariants": None,
-                "userErrors": [user_error(["productId"], "Product does not exist", "PRODUCT_DOES_NOT_EXIST")]}
+        return {
+            "product": None,
+            "productVariants": None,
+            "userErrors": [user_error(["productId"], "Product does not exist", "PRODUCT_DOES_NOT_EXIST")],
+        }
     errors: list[dict] = []
     ok: list[tuple[Variant, dict]] = []
     option_values = {o.name: [v.name for v in o.values] for o in product.options}
@@ -1126,17 +1398,25 @@ def m_product_variants_bulk_update(_root, info, productId: str, variants: list[d
         path = ["variants", str(i)]
         before = len(errors)
         if v.get("id") is None:
-            errors.append(user_error([*path, "id"], "Product variant is missing ID attribute",
-                                     "PRODUCT_VARIANT_ID_MISSING"))
+            errors.append(
+                user_error(
+                    [*path, "id"], "Product variant is missing ID attribute", "PRODUCT_VARIANT_ID_MISSING"
+                )
+            )
             continue
         vid = parse_id(v["id"], "ProductVariant")
         variant = store.variants.get(vid) if vid else None
         if variant is None:
-            errors.append(user_error([*path, "id"], "Product variant does not exist", "PRODUCT_VARIANT_DOES_NOT_EXIST"))
+            errors.append(
+                user_error([*path, "id"], "Product variant does not exist", "PRODUCT_VARIANT_DOES_NOT_EXIST")
+            )
             continue
         if variant.product_id != product.id:
-            errors.append(user_error([*path, "id"], "Product variant is not for this product",
-                                     "MUST_BE_FOR_THIS_PRODUCT"))
+            errors.append(
+                user_error(
+                    [*path, "id"], "Product variant is not for this product", "MUST_BE_FOR_THIS_PRODUCT"
+                )
+            )
             continue
         for key in ("price", "compareAtPrice"):
             if v.get(key) is not None and money(v[key]) is None:
@@ -1144,8 +1424,13 @@ def m_product_variants_bulk_update(_root, info, productId: str, variants: list[d
                 errors.append(user_error([*path, key], f"{key} must be a number >= 0", code))
         for j, ov in enumerate(v.get("optionValues") or []):
             if ov.get("optionName") not in option_values:
-                errors.append(user_error([*path, "optionValues", str(j), "optionName"], "Option does not exist",
-                                         "OPTION_DOES_NOT_EXIST"))
+                errors.append(
+                    user_error(
+                        [*path, "optionValues", str(j), "optionName"],
+                        "Option does not exist",
+                        "OPTION_DOES_NOT_EXIST",
+                    )
+                )
         errors += _metafield_errors(v.get("metafields"), [*path, "metafields"], "INVALID_INPUT")
         if len(errors) == before:
             ok.append((variant, v))
@@ -1175,7 +1460,9 @@ def m_product_variants_bulk_update(_root, info, productId: str, variants: list[d
             opt = next(o for o in product.options if o.name == ov["optionName"])
             if ov.get("name") and ov["name"] not in [x.name for x in opt.values]:
                 opt.values.append(OptionValue(store.next_id(), ov["name"]))
-            variant.selected = [(n, ov["name"] if n == ov["optionName"] else val) for n, val in variant.selected]
+            variant.selected = [
+                (n, ov["name"] if n == ov["optionName"] else val) for n, val in variant.selected
+            ]
         if v.get("metafields") is not None:
             variant.metafields = _upsert_metafields(store, variant.metafields, v["metafields"])
         variant.updated_at = item.updated_at = now
@@ -1214,10 +1501,15 @@ def _collection_input_errors(store: StoreState, inp: dict, creating: bool) -> tu
 
 
 def _apply_collection_input(store: StoreState, coll: Collection, inp: dict) -> None:
-    for key, attr in (("title", "title"), ("descriptionHtml", "description_html"),
-                      ("templateSuffix", "template_suffix")):
+    for key, attr in (
+        ("title", "title"),
+        ("descriptionHtml", "description_html"),
+        ("templateSuffix", "template_suffix"),
+    ):
         if key in inp:
-            setattr(coll, attr, inp[key] if inp[key] is not None else ("" if attr != "template_suffix" else None))
+            setattr(
+                coll, attr, inp[key] if inp[key] is not None else ("" if attr != "template_suffix" else None)
+            )
     if inp.get("sortOrder") is not None:
         coll.sort_order = inp["sortOrder"]
     if inp.get("seo") is not None:
@@ -1232,7 +1524,9 @@ def _apply_collection_input(store: StoreState, coll: Collection, inp: dict) -> N
         else:
             if image.get("src"):
                 name = image["src"].split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
-                coll.image_url = f"https://cdn.shopify.com/s/files/1/{store.id}/collections/{name}?v={store.next_id()}"
+                coll.image_url = (
+                    f"https://cdn.shopify.com/s/files/1/{store.id}/collections/{name}?v={store.next_id()}"
+                )
             if "altText" in image:
                 coll.image_alt = image["altText"]
     coll.updated_at = now_iso()
@@ -1244,8 +1538,11 @@ def m_collection_create(_root, info, input: dict) -> dict:
     if errors:
         return {"collection": None, "userErrors": errors}
     taken = {c.handle for c in store.collections.values()}
-    coll = Collection(store.next_id(), input["title"],
-                      store.unique_handle(input.get("handle") or handleize(input["title"]), taken=taken))
+    coll = Collection(
+        store.next_id(),
+        input["title"],
+        store.unique_handle(input.get("handle") or handleize(input["title"]), taken=taken),
+    )
     _apply_collection_input(store, coll, input)
     coll.product_ids = list(dict.fromkeys(product_ids))
     if input.get("ruleSet") is not None:
@@ -1271,18 +1568,28 @@ def m_collection_update(_root, info, input: dict) -> dict:
     store = store_of(info)
     coll = _find_collection(info, input.get("id"))
     if coll is None:
-        return {"collection": None, "job": None, "userErrors": [user_error(["id"], "Collection does not exist")]}
+        return {
+            "collection": None,
+            "job": None,
+            "userErrors": [user_error(["id"], "Collection does not exist")],
+        }
     errors, _ = _collection_input_errors(store, input, creating=False)
     if input.get("products") is not None:
         # Shopify: `products` is only valid with collectionCreate; membership changes go
         # through collectionAddProducts / collectionRemoveProducts.
-        errors.append(user_error(["products"], "Products can only be set when the collection is created; use "
-                                 "collectionAddProducts or collectionRemoveProducts"))
+        errors.append(
+            user_error(
+                ["products"],
+                "Products can only be set when the collection is created; use "
+                "collectionAddProducts or collectionRemoveProducts",
+            )
+        )
     if input.get("ruleSet") is not None and not coll.smart:
         errors.append(user_error(["ruleSet"], "A custom collection can't be changed into a smart collection"))
-    if input.get("handle") is not None:
-        if any(c.handle == input["handle"] and c is not coll for c in store.collections.values()):
-            errors.append(user_error(["handle"], f"Handle '{input['handle']}' has already been taken"))
+    if input.get("handle") is not None and any(
+        c.handle == input["handle"] and c is not coll for c in store.collections.values()
+    ):
+        errors.append(user_error(["handle"], f"Handle '{input['handle']}' has already been taken"))
     if errors:
         return {"collection": None, "job": None, "userErrors": errors}
     if input.get("handle") is not None:
@@ -1304,7 +1611,9 @@ def m_collection_delete(_root, info, input: dict) -> dict:
     return {"deletedCollectionId": gid("Collection", coll.id), "userErrors": []}
 
 
-def _membership_input(info, id: str, productIds: list[str]) -> tuple[Collection | None, list[int], list[dict]]:
+def _membership_input(
+    info, id: str, productIds: list[str]
+) -> tuple[Collection | None, list[int], list[dict]]:
     store = store_of(info)
     coll = _find_collection(info, id)
     if coll is None:
@@ -1362,11 +1671,15 @@ def m_webhook_subscription_create(_root, info, topic: str, webhookSubscription: 
     if not url:
         return {"webhookSubscription": None, "userErrors": [user_error(path, "Address can't be blank")]}
     if any(s.callback_url == url for s in c.subscriptions.list(shop=c.store.shop, topic=topic)):
-        return {"webhookSubscription": None,
-                "userErrors": [user_error(path, "Address for this topic has already been taken")]}
+        return {
+            "webhookSubscription": None,
+            "userErrors": [user_error(path, "Address for this topic has already been taken")],
+        }
     if fmt != "JSON":
-        return {"webhookSubscription": None,
-                "userErrors": [user_error(["webhookSubscription", "format"], "Format XML is not supported")]}
+        return {
+            "webhookSubscription": None,
+            "userErrors": [user_error(["webhookSubscription", "format"], "Format XML is not supported")],
+        }
     try:
         sub = c.subscriptions.add(c.store.shop, enum_topic(topic), url, format=fmt, source="api")
     except ValueError:
@@ -1379,8 +1692,10 @@ def m_webhook_subscription_delete(_root, info, id: str) -> dict:
     parse_id(id, "WebhookSubscription")
     removed = c.subscriptions.remove(id, shop=c.store.shop, reason="webhookSubscriptionDelete")
     if removed is None:
-        return {"deletedWebhookSubscriptionId": None,
-                "userErrors": [user_error(["id"], "Webhook subscription does not exist")]}
+        return {
+            "deletedWebhookSubscriptionId": None,
+            "userErrors": [user_error(["id"], "Webhook subscription does not exist")],
+        }
     return {"deletedWebhookSubscriptionId": id, "userErrors": []}
 
 
@@ -1400,11 +1715,19 @@ def q_current_bulk_operation(_root, info, type: str = "QUERY") -> BulkOperation 
 def m_bulk_operation_run_query(_root, info, query: str) -> dict:
     store = store_of(info)
     if any(op.running and op.type == "QUERY" for op in store.bulk_operations.values()):
-        return {"bulkOperation": None, "userErrors": [user_error(
-            None, "A bulk query operation for this app and shop is already in progress.",
-            "OPERATION_IN_PROGRESS")]}
-    context = RequestContext(store=store, subscriptions=ctx(info).subscriptions,
-                             require_idempotency=ctx(info).require_idempotency)
+        return {
+            "bulkOperation": None,
+            "userErrors": [
+                user_error(
+                    None,
+                    "A bulk query operation for this app and shop is already in progress.",
+                    "OPERATION_IN_PROGRESS",
+                )
+            ],
+        }
+    context = RequestContext(
+        store=store, subscriptions=ctx(info).subscriptions, require_idempotency=ctx(info).require_idempotency
+    )
     try:
         lines, roots = run_bulk_query(info.schema, query, context, default_resolver)
     except BulkQueryInvalid as err:
@@ -1435,51 +1758,96 @@ _BULK_FIELDS = {
 
 RESOLVERS: dict[str, dict[str, Any]] = {
     "QueryRoot": {
-        "shop": q_shop, "products": q_products, "product": q_product, "productByIdentifier": q_product_by_identifier,
-        "productVariant": q_product_variant, "productVariants": q_product_variants, "productsCount": q_products_count,
-        "inventoryItem": q_inventory_item, "inventoryItems": q_inventory_items, "locations": q_locations,
-        "location": q_location, "collections": q_collections, "collection": q_collection,
-        "webhookSubscriptions": q_webhook_subscriptions, "webhookSubscription": q_webhook_subscription,
-        "node": q_node, "nodes": q_nodes, "currentBulkOperation": q_current_bulk_operation,
+        "shop": q_shop,
+        "products": q_products,
+        "product": q_product,
+        "productByIdentifier": q_product_by_identifier,
+        "productVariant": q_product_variant,
+        "productVariants": q_product_variants,
+        "productsCount": q_products_count,
+        "inventoryItem": q_inventory_item,
+        "inventoryItems": q_inventory_items,
+        "locations": q_locations,
+        "location": q_location,
+        "collections": q_collections,
+        "collection": q_collection,
+        "webhookSubscriptions": q_webhook_subscriptions,
+        "webhookSubscription": q_webhook_subscription,
+        "node": q_node,
+        "nodes": q_nodes,
+        "currentBulkOperation": q_current_bulk_operation,
     },
     "Mutation": {
-        "productSet": m_product_set, "productDelete": m_product_delete,
+        "productSet": m_product_set,
+        "productDelete": m_product_delete,
         "productVariantsBulkUpdate": m_product_variants_bulk_update,
         "inventorySetQuantities": m_inventory_set_quantities,
         "inventoryAdjustQuantities": m_inventory_adjust_quantities,
-        "collectionCreate": m_collection_create, "collectionUpdate": m_collection_update,
-        "collectionDelete": m_collection_delete, "collectionAddProducts": m_collection_add_products,
+        "collectionCreate": m_collection_create,
+        "collectionUpdate": m_collection_update,
+        "collectionDelete": m_collection_delete,
+        "collectionAddProducts": m_collection_add_products,
         "collectionRemoveProducts": m_collection_remove_products,
         "webhookSubscriptionCreate": m_webhook_subscription_create,
         "webhookSubscriptionDelete": m_webhook_subscription_delete,
         "bulkOperationRunQuery": m_bulk_operation_run_query,
     },
     "Product": {
-        "variants": p_variants, "collections": p_collections, "options": p_options, "inCollection": p_in_collection,
-        "totalInventory": p_total_inventory, "tracksInventory": p_tracks_inventory,
-        "hasOnlyDefaultVariant": p_has_only_default_variant, "variantsCount": p_variants_count,
-        "metafield": _metafield, "metafields": _metafields, "seo": _seo,
+        "variants": p_variants,
+        "collections": p_collections,
+        "options": p_options,
+        "inCollection": p_in_collection,
+        "totalInventory": p_total_inventory,
+        "tracksInventory": p_tracks_inventory,
+        "hasOnlyDefaultVariant": p_has_only_default_variant,
+        "variantsCount": p_variants_count,
+        "metafield": _metafield,
+        "metafields": _metafields,
+        "seo": _seo,
     },
     "ProductVariant": {
-        "sku": v_sku, "inventoryQuantity": v_inventory_quantity, "availableForSale": v_available_for_sale,
-        "displayName": v_display_name, "selectedOptions": v_selected_options,
+        "sku": v_sku,
+        "inventoryQuantity": v_inventory_quantity,
+        "availableForSale": v_available_for_sale,
+        "displayName": v_display_name,
+        "selectedOptions": v_selected_options,
         "inventoryItem": lambda v, info: store_of(info).items[v.inventory_item_id],
         "product": lambda v, info: store_of(info).products[v.product_id],
-        "metafield": _metafield, "metafields": _metafields,
+        "metafield": _metafield,
+        "metafields": _metafields,
     },
     "ProductOption": {"values": po_values, "optionValues": po_option_values},
     "ProductOptionValue": {"hasVariants": ov_has_variants},
-    "InventoryItem": {"variant": ii_variant, "inventoryLevel": ii_inventory_level,
-                      "inventoryLevels": ii_inventory_levels},
+    "InventoryItem": {
+        "variant": ii_variant,
+        "inventoryLevel": ii_inventory_level,
+        "inventoryLevels": ii_inventory_levels,
+    },
     "InventoryLevel": {"item": lvl_item, "location": lvl_location, "quantities": lvl_quantities},
-    "Location": {"inventoryLevel": loc_inventory_level, "inventoryLevels": loc_inventory_levels,
-                 "fulfillsOnlineOrders": lambda loc, _i: True, "shipsInventory": lambda loc, _i: True},
-    "Collection": {"products": c_products, "productsCount": c_products_count, "hasProduct": c_has_product,
-                   "metafield": _metafield, "metafields": _metafields, "seo": _seo,
-                   "ruleSet": c_rule_set, "image": c_image},
-    "WebhookSubscription": {"topic": ws_topic, "endpoint": ws_endpoint,
-                            "callbackUrl": lambda s, _i: s.callback_url, "includeFields": lambda s, _i: [],
-                            "filter": lambda s, _i: None, "updatedAt": lambda s, _i: s.created_at},
+    "Location": {
+        "inventoryLevel": loc_inventory_level,
+        "inventoryLevels": loc_inventory_levels,
+        "fulfillsOnlineOrders": lambda loc, _i: True,
+        "shipsInventory": lambda loc, _i: True,
+    },
+    "Collection": {
+        "products": c_products,
+        "productsCount": c_products_count,
+        "hasProduct": c_has_product,
+        "metafield": _metafield,
+        "metafields": _metafields,
+        "seo": _seo,
+        "ruleSet": c_rule_set,
+        "image": c_image,
+    },
+    "WebhookSubscription": {
+        "topic": ws_topic,
+        "endpoint": ws_endpoint,
+        "callbackUrl": lambda s, _i: s.callback_url,
+        "includeFields": lambda s, _i: [],
+        "filter": lambda s, _i: None,
+        "updatedAt": lambda s, _i: s.created_at,
+    },
     "InventoryAdjustmentGroup": {"changes": g_changes},
     "InventoryChange": {"item": ch_item, "location": ch_location},
     "ProductSetOperation": {"product": op_product},
@@ -1500,5 +1868,6 @@ def build_emulator_schema() -> GraphQLSchema:
             gql_type.fields[field_name].resolve = fn  # type: ignore[union-attr]
     schema.get_type("Node").resolve_type = resolve_node_type  # type: ignore[union-attr]
     schema.get_type("WebhookSubscriptionEndpoint").resolve_type = (  # type: ignore[union-attr]
-        lambda value, _info, _type: value["__typename"])
+        lambda value, _info, _type: value["__typename"]
+    )
     return schema

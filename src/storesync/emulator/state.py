@@ -20,8 +20,16 @@ from typing import Any
 
 # Quantity names Shopify tracks per inventory level; `on_hand` is the sum of the others except
 # `incoming` (and `available` is what can be sold).
-QUANTITY_NAMES = ("available", "committed", "damaged", "incoming", "on_hand", "quality_control",
-                  "reserved", "safety_stock")
+QUANTITY_NAMES = (
+    "available",
+    "committed",
+    "damaged",
+    "incoming",
+    "on_hand",
+    "quality_control",
+    "reserved",
+    "safety_stock",
+)
 _ON_HAND_PARTS = ("available", "committed", "damaged", "quality_control", "reserved", "safety_stock")
 
 PLANS = {  # plan -> (bucket size, restore rate per second), Shopify's documented limits
@@ -214,11 +222,21 @@ class Collection:
 
 # Smart-collection rules the emulator evaluates (column -> kind); Shopify has a few more
 # (metafields, taxonomy, weight, IS_PRICE_REDUCED), which the emulator refuses with a user error.
-RULE_COLUMNS = {"TAG": "tag", "TITLE": "text", "TYPE": "text", "VENDOR": "text", "VARIANT_TITLE": "text",
-                "VARIANT_PRICE": "number", "VARIANT_COMPARE_AT_PRICE": "number", "VARIANT_INVENTORY": "number"}
-RULE_RELATIONS = {"tag": {"EQUALS", "NOT_EQUALS"},
-                  "text": {"EQUALS", "NOT_EQUALS", "CONTAINS", "NOT_CONTAINS", "STARTS_WITH", "ENDS_WITH"},
-                  "number": {"EQUALS", "NOT_EQUALS", "GREATER_THAN", "LESS_THAN"}}
+RULE_COLUMNS = {
+    "TAG": "tag",
+    "TITLE": "text",
+    "TYPE": "text",
+    "VENDOR": "text",
+    "VARIANT_TITLE": "text",
+    "VARIANT_PRICE": "number",
+    "VARIANT_COMPARE_AT_PRICE": "number",
+    "VARIANT_INVENTORY": "number",
+}
+RULE_RELATIONS = {
+    "tag": {"EQUALS", "NOT_EQUALS"},
+    "text": {"EQUALS", "NOT_EQUALS", "CONTAINS", "NOT_CONTAINS", "STARTS_WITH", "ENDS_WITH"},
+    "number": {"EQUALS", "NOT_EQUALS", "GREATER_THAN", "LESS_THAN"},
+}
 
 
 def rule_error(column: str, relation: str, condition: str) -> str | None:
@@ -238,16 +256,25 @@ def rule_error(column: str, relation: str, condition: str) -> str | None:
 
 def _text_rule(values: list[str], relation: str, condition: str) -> bool:
     cond = condition.lower()
-    tests = {"EQUALS": lambda v: v == cond, "NOT_EQUALS": lambda v: v != cond, "CONTAINS": lambda v: cond in v,
-             "NOT_CONTAINS": lambda v: cond not in v, "STARTS_WITH": lambda v: v.startswith(cond),
-             "ENDS_WITH": lambda v: v.endswith(cond)}
+    tests = {
+        "EQUALS": lambda v: v == cond,
+        "NOT_EQUALS": lambda v: v != cond,
+        "CONTAINS": lambda v: cond in v,
+        "NOT_CONTAINS": lambda v: cond not in v,
+        "STARTS_WITH": lambda v: v.startswith(cond),
+        "ENDS_WITH": lambda v: v.endswith(cond),
+    }
     return any(tests[relation](v.lower()) for v in values)
 
 
 def _number_rule(values: list[float], relation: str, condition: str) -> bool:
     cond = float(condition)
-    tests = {"EQUALS": lambda v: v == cond, "NOT_EQUALS": lambda v: v != cond,
-             "GREATER_THAN": lambda v: v > cond, "LESS_THAN": lambda v: v < cond}
+    tests = {
+        "EQUALS": lambda v: v == cond,
+        "NOT_EQUALS": lambda v: v != cond,
+        "GREATER_THAN": lambda v: v > cond,
+        "LESS_THAN": lambda v: v < cond,
+    }
     return any(tests[relation](v) for v in values)
 
 
@@ -324,7 +351,9 @@ class ActionError(ValueError):
 class StoreState:
     """One shop's catalog, inventory, orders and API bookkeeping."""
 
-    def __init__(self, emulator: Emulator, shop: str, token: str, app_secret: str, plan: str = "standard") -> None:
+    def __init__(
+        self, emulator: Emulator, shop: str, token: str, app_secret: str, plan: str = "standard"
+    ) -> None:
         self.emulator = emulator
         self.shop = shop
         self.token = token
@@ -369,7 +398,7 @@ class StoreState:
         return list(self.levels_by_item.get(item_id, ()))
 
     def location_levels(self, location_id: int) -> list[InventoryLevel]:
-        return [lvl for (_i, l), lvl in self.levels.items() if l == location_id]
+        return [lvl for (_item, loc), lvl in self.levels.items() if loc == location_id]
 
     def product_collections(self, product_id: int) -> list[Collection]:
         return [c for c in self.collections.values() if self.in_collection(product_id, c)]
@@ -384,7 +413,9 @@ class StoreState:
         """Product ids in the collection: a manual one's in the order added, a smart one's by id."""
         if not coll.smart:
             return [p for p in coll.product_ids if p in self.products]
-        return [p.id for p in sorted(self.products.values(), key=lambda p: p.id) if self.matches_rules(p, coll)]
+        return [
+            p.id for p in sorted(self.products.values(), key=lambda p: p.id) if self.matches_rules(p, coll)
+        ]
 
     def matches_rules(self, product: Product, coll: Collection) -> bool:
         results = [self._matches_rule(product, *rule) for rule in coll.rules or ()]
@@ -400,13 +431,17 @@ class StoreState:
             return _text_rule([value or ""], relation, condition)
         if column == "VARIANT_TITLE":
             return _text_rule([v.title for v in variants], relation, condition)
-        numbers = {"VARIANT_PRICE": [float(v.price) for v in variants],
-                   "VARIANT_COMPARE_AT_PRICE": [float(v.compare_at_price) for v in variants if v.compare_at_price],
-                   "VARIANT_INVENTORY": [float(self.variant_available(v)) for v in variants]}[column]
+        numbers = {
+            "VARIANT_PRICE": [float(v.price) for v in variants],
+            "VARIANT_COMPARE_AT_PRICE": [float(v.compare_at_price) for v in variants if v.compare_at_price],
+            "VARIANT_INVENTORY": [float(self.variant_available(v)) for v in variants],
+        }[column]
         return _number_rule(numbers, relation, condition)
 
     def variant_available(self, variant: Variant) -> int:
-        return sum(lvl.quantities["available"] for lvl in self.levels_by_item.get(variant.inventory_item_id, ()))
+        return sum(
+            lvl.quantities["available"] for lvl in self.levels_by_item.get(variant.inventory_item_id, ())
+        )
 
     def product_by_handle(self, handle: str) -> Product | None:
         return next((p for p in self.products.values() if p.handle == handle), None)
@@ -415,7 +450,9 @@ class StoreState:
         return [loc for loc in self.locations.values() if loc.is_active]
 
     def unique_handle(self, base: str, taken: set[str] | None = None, exclude_id: int | None = None) -> str:
-        used = taken if taken is not None else {p.handle for p in self.products.values() if p.id != exclude_id}
+        used = (
+            taken if taken is not None else {p.handle for p in self.products.values() if p.id != exclude_id}
+        )
         handle, n = base, 1
         while handle in used:
             n += 1
@@ -446,8 +483,9 @@ class StoreState:
         vid, iid = self.next_id(), self.next_id()
         variant = Variant(id=vid, product_id=product.id, inventory_item_id=iid, **fields)
         self.variants[vid] = variant
-        self.items[iid] = InventoryItem(id=iid, variant_id=vid, sku=sku, tracked=tracked,
-                                        requires_shipping=requires_shipping)
+        self.items[iid] = InventoryItem(
+            id=iid, variant_id=vid, sku=sku, tracked=tracked, requires_shipping=requires_shipping
+        )
         for loc in self.active_locations():
             self.ensure_level(iid, loc.id)
         return variant
@@ -494,7 +532,9 @@ class StoreState:
         announces the variants' new inventory_quantity that way too)."""
         from storesync.emulator import payloads
 
-        events = [Event("inventory_levels/update", payloads.inventory_level(lvl, self.timezone)) for lvl in levels]
+        events = [
+            Event("inventory_levels/update", payloads.inventory_level(lvl, self.timezone)) for lvl in levels
+        ]
         product_ids: list[int] = []
         for lvl in levels:
             item = self.items.get(lvl.item_id)
@@ -519,8 +559,14 @@ class StoreState:
 
     # ------------------------------------------------------------------ merchant actions
 
-    def seed(self, products: int = 0, locations: list[str] | None = None, variants_per_product: int = 2,
-             quantity: int = 10, prefix: str | None = None) -> dict:
+    def seed(
+        self,
+        products: int = 0,
+        locations: list[str] | None = None,
+        variants_per_product: int = 2,
+        quantity: int = 10,
+        prefix: str | None = None,
+    ) -> dict:
         """A generated catalog (no webhooks: it is the store as it was before we arrived)."""
         for name in locations or []:
             if all(loc.name != name for loc in self.locations.values()):
@@ -530,20 +576,34 @@ class StoreState:
         start = len(self.products) + 1
         for n in range(start, start + products):
             title = f"Product {n}"
-            product = Product(id=self.next_id(), title=title, handle=self.unique_handle(f"product-{n}"),
-                              vendor="Emulator", product_type="Test")
+            product = Product(
+                id=self.next_id(),
+                title=title,
+                handle=self.unique_handle(f"product-{n}"),
+                vendor="Emulator",
+                product_type="Test",
+            )
             self.products[product.id] = product
             sizes = ["S", "M", "L", "XL", "XXL"][: max(1, variants_per_product)]
-            product.options = [ProductOption(self.next_id(), "Size", 1,
-                                             [OptionValue(self.next_id(), s) for s in sizes])]
+            product.options = [
+                ProductOption(self.next_id(), "Size", 1, [OptionValue(self.next_id(), s) for s in sizes])
+            ]
             for pos, size in enumerate(sizes, 1):
-                v = self.new_variant(product, sku=f"{prefix}-{n}-{size}", price=f"{10 + n}.00",
-                                     position=pos, selected=[("Size", size)])
+                v = self.new_variant(
+                    product,
+                    sku=f"{prefix}-{n}-{size}",
+                    price=f"{10 + n}.00",
+                    position=pos,
+                    selected=[("Size", size)],
+                )
                 product.variant_ids.append(v.id)
                 for loc in self.active_locations():
                     self.set_quantity(self.levels[(v.inventory_item_id, loc.id)], "available", quantity)
             created.append(gid("Product", product.id))
-        return {"products": created, "locations": [gid("Location", loc.id) for loc in self.locations.values()]}
+        return {
+            "products": created,
+            "locations": [gid("Location", loc.id) for loc in self.locations.values()],
+        }
 
     def seed_catalog(self, products: list[dict]) -> list[str]:
         """Products exactly as given (no webhooks), e.g. the same SKUs in a parent and a child:
@@ -566,11 +626,16 @@ class StoreState:
                     raise ActionError(f"catalog[{i}].variants[{j}].available names an unknown location")
         created = []
         for spec in products:
-            product = Product(id=self.next_id(), title=spec["title"],
-                              handle=spec.get("handle") or self.unique_handle(handleize(spec["title"])),
-                              vendor=spec.get("vendor", ""), product_type=spec.get("product_type", ""),
-                              tags=list(spec.get("tags") or []), status=str(spec.get("status", "ACTIVE")).upper(),
-                              description_html=spec.get("description_html", ""))
+            product = Product(
+                id=self.next_id(),
+                title=spec["title"],
+                handle=spec.get("handle") or self.unique_handle(handleize(spec["title"])),
+                vendor=spec.get("vendor", ""),
+                product_type=spec.get("product_type", ""),
+                tags=list(spec.get("tags") or []),
+                status=str(spec.get("status", "ACTIVE")).upper(),
+                description_html=spec.get("description_html", ""),
+            )
             self.products[product.id] = product
             variants = spec.get("variants") or [{}]
             names: list[str] = []
@@ -582,23 +647,33 @@ class StoreState:
             product.options = []
             for pos, name in enumerate(names, 1):
                 values = list(dict.fromkeys(str((v.get("options") or {}).get(name, "")) for v in variants))
-                product.options.append(ProductOption(self.next_id(), name, pos,
-                                                     [OptionValue(self.next_id(), x) for x in values]))
+                product.options.append(
+                    ProductOption(self.next_id(), name, pos, [OptionValue(self.next_id(), x) for x in values])
+                )
             for pos, v in enumerate(variants, 1):
-                variant = self.new_variant(product, sku=v.get("sku"), price=money(v.get("price", "0")) or "0.00",
-                                           barcode=v.get("barcode"), position=pos,
-                                           selected=[(n, str(v["options"].get(n, ""))) for n in names])
+                variant = self.new_variant(
+                    product,
+                    sku=v.get("sku"),
+                    price=money(v.get("price", "0")) or "0.00",
+                    barcode=v.get("barcode"),
+                    position=pos,
+                    selected=[(n, str(v["options"].get(n, ""))) for n in names],
+                )
                 product.variant_ids.append(variant.id)
                 avail = v.get("available", 0)
-                per_location = ({parse_gid(k, "Location"): n for k, n in avail.items()} if isinstance(avail, dict)
-                                else {loc.id: avail for loc in self.active_locations()})
+                per_location = (
+                    {parse_gid(k, "Location"): n for k, n in avail.items()}
+                    if isinstance(avail, dict)
+                    else {loc.id: avail for loc in self.active_locations()}
+                )
                 for lid, n in per_location.items():
                     self.set_quantity(self.ensure_level(variant.inventory_item_id, lid), "available", int(n))
             created.append(gid("Product", product.id))
         return created
 
-    def place_order(self, line_items: list[dict], location_id: int | None = None,
-                    email: str | None = None) -> tuple[Order, list[Event]]:
+    def place_order(
+        self, line_items: list[dict], location_id: int | None = None, email: str | None = None
+    ) -> tuple[Order, list[Event]]:
         """A sale: units move from available to committed at the location."""
         from storesync.emulator import payloads
 
@@ -607,29 +682,52 @@ class StoreState:
         wanted: dict[int, int] = {}  # inventory item -> units ordered over all lines
         for i, li in enumerate(line_items):
             vid = parse_gid(li.get("variant_id"), "ProductVariant") or (
-                li.get("variant_id") if isinstance(li.get("variant_id"), int) else None)
+                li.get("variant_id") if isinstance(li.get("variant_id"), int) else None
+            )
             variant = self.variants.get(vid) if vid else None
             qty = li.get("quantity", 1)
             if variant is None:
-                raise ActionError(f"line_items[{i}].variant_id: no variant {li.get('variant_id')!r} in {self.shop}")
+                raise ActionError(
+                    f"line_items[{i}].variant_id: no variant {li.get('variant_id')!r} in {self.shop}"
+                )
             if not isinstance(qty, int) or qty < 1:
                 raise ActionError(f"line_items[{i}].quantity must be a positive integer")
             level = self.levels.get((variant.inventory_item_id, loc.id))
             if level is None:
                 raise ActionError(f"line_items[{i}]: variant not stocked at location {loc.id}")
             wanted[variant.inventory_item_id] = wanted.get(variant.inventory_item_id, 0) + qty
-            if variant.inventory_policy == "DENY" and level.quantities["available"] < wanted[variant.inventory_item_id]:
-                raise ActionError(f"line_items[{i}]: only {level.quantities['available']} available, "
-                                  f"{wanted[variant.inventory_item_id]} ordered")
+            if (
+                variant.inventory_policy == "DENY"
+                and level.quantities["available"] < wanted[variant.inventory_item_id]
+            ):
+                raise ActionError(
+                    f"line_items[{i}]: only {level.quantities['available']} available, "
+                    f"{wanted[variant.inventory_item_id]} ordered"
+                )
             lines.append((variant, qty))
-        order = Order(id=self.next_id(), number=next(self._order_numbers), location_id=loc.id, line_items=[],
-                      email=email)
+        order = Order(
+            id=self.next_id(),
+            number=next(self._order_numbers),
+            location_id=loc.id,
+            line_items=[],
+            email=email,
+        )
         touched: list[InventoryLevel] = []
         for variant, qty in lines:
             product = self.products[variant.product_id]
             item = self.items[variant.inventory_item_id]
-            order.line_items.append(LineItem(self.next_id(), variant.id, product.id, item.sku, product.title,
-                                             variant.title, qty, variant.price))
+            order.line_items.append(
+                LineItem(
+                    self.next_id(),
+                    variant.id,
+                    product.id,
+                    item.sku,
+                    product.title,
+                    variant.title,
+                    qty,
+                    variant.price,
+                )
+            )
             level = self.levels[(variant.inventory_item_id, loc.id)]
             q = level.quantities
             q["available"] -= qty
@@ -653,7 +751,9 @@ class StoreState:
             raise ActionError(f"no location {location_id} in {self.shop}")
         return loc
 
-    def cancel_order(self, order_id: int, restock: bool = True, reason: str = "customer") -> tuple[Order, list[Event]]:
+    def cancel_order(
+        self, order_id: int, restock: bool = True, reason: str = "customer"
+    ) -> tuple[Order, list[Event]]:
         from storesync.emulator import payloads
 
         order = self.orders.get(order_id)
@@ -700,14 +800,22 @@ class StoreState:
         product = self.products.get(product_id)
         if product is None:
             raise ActionError(f"no product {product_id} in {self.shop}")
-        simple = {"title": "title", "description_html": "description_html", "body_html": "description_html",
-                  "vendor": "vendor", "product_type": "product_type", "handle": "handle",
-                  "template_suffix": "template_suffix"}
+        simple = {
+            "title": "title",
+            "description_html": "description_html",
+            "body_html": "description_html",
+            "vendor": "vendor",
+            "product_type": "product_type",
+            "handle": "handle",
+            "template_suffix": "template_suffix",
+        }
         for key, value in changes.items():
             if key in simple:
                 setattr(product, simple[key], value)
             elif key == "tags":
-                product.tags = [t.strip() for t in value.split(",")] if isinstance(value, str) else list(value)
+                product.tags = (
+                    [t.strip() for t in value.split(",")] if isinstance(value, str) else list(value)
+                )
             elif key == "status":
                 product.status = str(value).upper()
             elif key == "variants":
@@ -715,7 +823,9 @@ class StoreState:
                     vid = parse_gid(vc.get("id"), "ProductVariant") or vc.get("id")
                     variant = self.variants.get(vid)
                     if variant is None or variant.product_id != product.id:
-                        raise ActionError(f"variant {vc.get('id')!r} is not a variant of product {product_id}")
+                        raise ActionError(
+                            f"variant {vc.get('id')!r} is not a variant of product {product_id}"
+                        )
                     for vk, vv in vc.items():
                         if vk == "price":
                             variant.price = money(vv) or variant.price
@@ -727,7 +837,9 @@ class StoreState:
                             variant.barcode = vv
                     variant.updated_at = now_iso()
             else:
-                raise ActionError(f"cannot edit {key!r} (editable: {sorted([*simple, 'tags', 'status', 'variants'])})")
+                raise ActionError(
+                    f"cannot edit {key!r} (editable: {sorted([*simple, 'tags', 'status', 'variants'])})"
+                )
         product.updated_at = now_iso()
         return [self.product_event("products/update", product)]
 
@@ -738,23 +850,36 @@ class StoreState:
         return {
             "shop": self.shop,
             "plan": self.plan,
-            "locations": [{"id": gid("Location", loc.id), "name": loc.name, "is_active": loc.is_active}
-                          for loc in self.locations.values()],
-            "products": [payloads.product(self, p) | {
-                "metafields": [{"namespace": m.namespace, "key": m.key, "value": m.value, "type": m.type}
-                               for m in p.metafields],
-                "collections": [gid("Collection", c.id) for c in self.product_collections(p.id)],
-            } for p in self.products.values()],
-            "inventory_levels": [{
-                "inventory_item_id": gid("InventoryItem", lvl.item_id),
-                "location_id": gid("Location", lvl.location_id),
-                "sku": self.items[lvl.item_id].sku if lvl.item_id in self.items else None,
-                **lvl.quantities,
-                "updated_at": lvl.updated_at,
-            } for lvl in self.levels.values()],
-            "collections": [payloads.collection(c, self.timezone)
-                            | {"products": [gid("Product", p) for p in self.collection_members(c)]}
-                            for c in self.collections.values()],
+            "locations": [
+                {"id": gid("Location", loc.id), "name": loc.name, "is_active": loc.is_active}
+                for loc in self.locations.values()
+            ],
+            "products": [
+                payloads.product(self, p)
+                | {
+                    "metafields": [
+                        {"namespace": m.namespace, "key": m.key, "value": m.value, "type": m.type}
+                        for m in p.metafields
+                    ],
+                    "collections": [gid("Collection", c.id) for c in self.product_collections(p.id)],
+                }
+                for p in self.products.values()
+            ],
+            "inventory_levels": [
+                {
+                    "inventory_item_id": gid("InventoryItem", lvl.item_id),
+                    "location_id": gid("Location", lvl.location_id),
+                    "sku": self.items[lvl.item_id].sku if lvl.item_id in self.items else None,
+                    **lvl.quantities,
+                    "updated_at": lvl.updated_at,
+                }
+                for lvl in self.levels.values()
+            ],
+            "collections": [
+                payloads.collection(c, self.timezone)
+                | {"products": [gid("Product", p) for p in self.collection_members(c)]}
+                for c in self.collections.values()
+            ],
             "orders": [payloads.order(self, o) for o in self.orders.values()],
         }
 
@@ -769,8 +894,9 @@ class Emulator:
     def next_id(self) -> int:
         return next(self._ids)
 
-    def add_store(self, shop: str, token: str | None = None, app_secret: str | None = None,
-                  plan: str = "standard") -> StoreState:
+    def add_store(
+        self, shop: str, token: str | None = None, app_secret: str | None = None, plan: str = "standard"
+    ) -> StoreState:
         if shop in self.stores:
             raise ValueError(f"store {shop} exists")
         if plan not in PLANS:

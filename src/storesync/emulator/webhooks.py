@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import itertools
@@ -68,7 +69,9 @@ _FOUR_HOURS_S = 4 * 3600.0
 DEFAULT_MAX_ATTEMPTS = 8
 
 
-def retry_schedule(max_attempts: int = DEFAULT_MAX_ATTEMPTS, total_s: float = _FOUR_HOURS_S) -> tuple[float, ...]:
+def retry_schedule(
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS, total_s: float = _FOUR_HOURS_S
+) -> tuple[float, ...]:
     """Gaps before retries 2..max_attempts, doubling each time, summing to `total_s`."""
     gaps = max_attempts - 1
     if gaps <= 0:
@@ -184,7 +187,9 @@ class SubscriptionStore:
             self._by_id[sub.id] = sub
         return sub
 
-    def remove(self, subscription_id: str, *, shop: str | None = None, reason: str = "deleted") -> Subscription | None:
+    def remove(
+        self, subscription_id: str, *, shop: str | None = None, reason: str = "deleted"
+    ) -> Subscription | None:
         """Remove and return the subscription, or None if absent (or of another shop)."""
         with self._lock:
             sub = self._by_id.get(subscription_id)
@@ -244,7 +249,12 @@ class DeliveryFaults(BaseModel):
     ) -> None:
         # Positional order as agreed in INTERFACES.md.
         super().__init__(
-            duplicate_p=duplicate_p, reorder_p=reorder_p, delay_max_s=delay_max_s, drop_p=drop_p, seed=seed, **kwargs
+            duplicate_p=duplicate_p,
+            reorder_p=reorder_p,
+            delay_max_s=delay_max_s,
+            drop_p=drop_p,
+            seed=seed,
+            **kwargs,
         )
 
 
@@ -383,12 +393,16 @@ class WebhookSender:
         if self._client is None:
             # Waiting for a free connection is our congestion, not the receiver's slowness: only
             # connecting and the answer count against the receiver (sock_connect, sock_read).
-            timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.connect_timeout_s,
-                                            sock_read=self.response_timeout_s)
+            timeout = aiohttp.ClientTimeout(
+                total=None, sock_connect=self.connect_timeout_s, sock_read=self.response_timeout_s
+            )
             # trust_env=False: never route deliveries through a proxy from the environment.
             self._client = aiohttp.ClientSession(
-                timeout=timeout, trust_env=False, auto_decompress=False,
-                connector=aiohttp.TCPConnector(limit=SENDING_AT_ONCE, ttl_dns_cache=None))
+                timeout=timeout,
+                trust_env=False,
+                auto_decompress=False,
+                connector=aiohttp.TCPConnector(limit=SENDING_AT_ONCE, ttl_dns_cache=None),
+            )
         self._stopped = False
 
     async def stop(self) -> None:
@@ -431,7 +445,9 @@ class WebhookSender:
 
     # ----------------------------------------------------------------- emit
 
-    async def emit(self, shop: str, topic: str, payload: dict[str, Any], *, event_id: str | None = None) -> list[str]:
+    async def emit(
+        self, shop: str, topic: str, payload: dict[str, Any], *, event_id: str | None = None
+    ) -> list[str]:
         """Queue deliveries of `payload` to every subscription of `shop` for `topic`; returns
         their webhook ids at once (delivery happens in the background)."""
         return self.emit_nowait(shop, topic, payload, event_id=event_id)
@@ -468,9 +484,17 @@ class WebhookSender:
             }
             plan = self._plan()
             # A duplicate is the same delivery (same webhook id, body and headers) sent again.
-            same = {"webhook_id": webhook_id, "event_id": event_id, "shop": shop, "topic": rest,
-                    "subscription_id": sub.id, "callback_url": sub.callback_url,
-                    "triggered_at": triggered_at, "body": body, "headers": headers}
+            same = {
+                "webhook_id": webhook_id,
+                "event_id": event_id,
+                "shop": shop,
+                "topic": rest,
+                "subscription_id": sub.id,
+                "callback_url": sub.callback_url,
+                "triggered_at": triggered_at,
+                "body": body,
+                "headers": headers,
+            }
             delivery = self._record(**same, reordered=plan.reorder)
             webhook_ids.append(webhook_id)
             if plan.drop:
@@ -510,10 +534,8 @@ class WebhookSender:
             if hold:
                 d.status = "held"
                 event = self._release.setdefault(d.shop, asyncio.Event())
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(event.wait(), self._faults.reorder_window_s)
-                except TimeoutError:
-                    pass
             await self._attempts(d, releases_held=not hold)
         except asyncio.CancelledError:
             if d.status not in _FINAL:
@@ -531,8 +553,12 @@ class WebhookSender:
             d.attempts = attempt
             d.status = "pending" if attempt == 1 else "retrying"
             try:
-                async with self._sending, self._client.post(
-                        d.callback_url, data=d.body, headers=d.headers, allow_redirects=False) as resp:
+                async with (
+                    self._sending,
+                    self._client.post(
+                        d.callback_url, data=d.body, headers=d.headers, allow_redirects=False
+                    ) as resp,
+                ):
                     await resp.read()
                 d.last_status_code = resp.status
                 if 200 <= resp.status < 300:
@@ -572,8 +598,12 @@ class WebhookSender:
         self._failed_in_a_row[d.subscription_id] = count
         sub = self.subscriptions.get(d.subscription_id)
         if sub is not None and sub.source == "api" and count >= self.remove_after_failed_deliveries:
-            self.subscriptions.remove(sub.id, reason=f"removed after {count} failed deliveries: {d.last_error}")
-            log.warning("webhook_subscription_removed", shop=sub.shop, subscription_id=sub.id, topic=sub.topic)
+            self.subscriptions.remove(
+                sub.id, reason=f"removed after {count} failed deliveries: {d.last_error}"
+            )
+            log.warning(
+                "webhook_subscription_removed", shop=sub.shop, subscription_id=sub.id, topic=sub.topic
+            )
 
     # ----------------------------------------------------------------- observation
 
@@ -587,7 +617,9 @@ class WebhookSender:
         return [
             d
             for d in items
-            if (shop is None or d.shop == shop) and (rest is None or d.topic == rest) and (status is None or d.status == status)
+            if (shop is None or d.shop == shop)
+            and (rest is None or d.topic == rest)
+            and (status is None or d.status == status)
         ]
 
     @property

@@ -61,9 +61,14 @@ MIN_GROUPS_PER_CLAIM = 4
 def _claim_params(qs: QueueSettings, worker_id: str, limit: int) -> dict:
     cap = min(qs.per_group_cap, limit)
     return {
-        "groups": qs.groups_per_claim, "spread": qs.claim_spread,
-        "min_groups": max(MIN_GROUPS_PER_CLAIM, -(-limit // cap)), "cap": cap, "batch": limit,
-        "lock_ns": LOCK_KEY_NAMESPACE, "worker": worker_id, "lease": qs.lease_seconds,
+        "groups": qs.groups_per_claim,
+        "spread": qs.claim_spread,
+        "min_groups": max(MIN_GROUPS_PER_CLAIM, -(-limit // cap)),
+        "cap": cap,
+        "batch": limit,
+        "lock_ns": LOCK_KEY_NAMESPACE,
+        "worker": worker_id,
+        "lease": qs.lease_seconds,
     }
 
 
@@ -79,8 +84,9 @@ def _session_plans_afresh(conn: psycopg.AsyncConnection | psycopg.Connection) ->
 _PLANS_AFRESH: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-async def claim_batch(conn: psycopg.AsyncConnection, qs: QueueSettings, worker_id: str,
-                      limit: int) -> list[tuple] | None:
+async def claim_batch(
+    conn: psycopg.AsyncConnection, qs: QueueSettings, worker_id: str, limit: int
+) -> list[tuple] | None:
     """Claim up to `limit` jobs fairly, leaving the claim's transaction open: [] if nothing is
     claimable now, None if the claim lost a lock-key race and should be retried at once (the
     transaction is then rolled back).
@@ -117,7 +123,9 @@ async def claim_batch(conn: psycopg.AsyncConnection, qs: QueueSettings, worker_i
         return None
 
 
-def claim_batch_sync(conn: psycopg.Connection, qs: QueueSettings, worker_id: str, limit: int) -> list[tuple] | None:
+def claim_batch_sync(
+    conn: psycopg.Connection, qs: QueueSettings, worker_id: str, limit: int
+) -> list[tuple] | None:
     """`claim_batch` on a sync connection (tests and benchmarks)."""
     try:
         with conn.transaction():

@@ -47,7 +47,6 @@ class QueueSettings(EnvironmentSettings):
     metrics_port: Annotated[int, Field(ge=0, le=65535)] = 0
 
 
-
 def backoff_delay(attempt: int, base: float, cap: float, rand: float) -> float:
     """Full-jitter exponential backoff: `rand` in [0, 1) scales the capped exponential ceiling."""
     ceiling = min(cap, base * (2.0 ** min(max(attempt - 1, 0), 62)))

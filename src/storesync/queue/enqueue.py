@@ -51,7 +51,9 @@ class JobSpec:
         try:
             object.__setattr__(self, "lane", Lane(self.lane))
         except ValueError:
-            raise InvalidJobError(f"lane must be one of {[lane.value for lane in Lane]}, got {self.lane!r}") from None
+            raise InvalidJobError(
+                f"lane must be one of {[lane.value for lane in Lane]}, got {self.lane!r}"
+            ) from None
         if not isinstance(self.max_attempts, int) or self.max_attempts < 1:
             raise InvalidJobError(f"max_attempts must be an integer >= 1, got {self.max_attempts!r}")
         if self.run_at is not None and self.run_at.tzinfo is None:
@@ -101,8 +103,12 @@ class _Batch:
                 i = by_key[key]
                 first = batch.unique[i]
                 # The earliest due time wins, as in the database's collapse; None is "now".
-                run_at = None if first.run_at is None or spec.run_at is None else min(first.run_at, spec.run_at)
-                batch.unique[i] = replace(first, payload=spec.payload, lane=min(first.lane, spec.lane), run_at=run_at)
+                run_at = (
+                    None if first.run_at is None or spec.run_at is None else min(first.run_at, spec.run_at)
+                )
+                batch.unique[i] = replace(
+                    first, payload=spec.payload, lane=min(first.lane, spec.lane), run_at=run_at
+                )
                 batch.slots.append((i, True))
                 continue
             if key is not None:
@@ -112,8 +118,19 @@ class _Batch:
         return batch
 
     def params(self) -> dict:
-        cols: dict[str, list] = {k: [] for k in ("kind", "payload", "group", "lane", "singleton_key",
-                                                  "lock_key", "run_at", "max_attempts")}
+        cols: dict[str, list] = {
+            k: []
+            for k in (
+                "kind",
+                "payload",
+                "group",
+                "lane",
+                "singleton_key",
+                "lock_key",
+                "run_at",
+                "max_attempts",
+            )
+        }
         for spec in self.unique:
             for k, v in _params(spec).items():
                 cols[k].append(v)

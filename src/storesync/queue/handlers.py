@@ -89,8 +89,16 @@ class HandlerRegistry:
     def kinds(self) -> list[str]:
         return sorted(self._handlers)
 
-    def schedule(self, name: str, kind: str, *, every_seconds: float, group: str,
-                 payload: dict | None = None, lane: Lane = Lane.BACKFILL) -> Schedule:
+    def schedule(
+        self,
+        name: str,
+        kind: str,
+        *,
+        every_seconds: float,
+        group: str,
+        payload: dict | None = None,
+        lane: Lane = Lane.BACKFILL,
+    ) -> Schedule:
         """Declare a periodic job; the scheduler enqueues it (at most one queued at a time)."""
         if every_seconds <= 0:
             raise ValueError(f"schedule {name!r}: every_seconds must be > 0")

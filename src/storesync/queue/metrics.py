@@ -15,15 +15,19 @@ from prometheus_client.core import GaugeMetricFamily
 from storesync.queue import queries as q
 
 WORKER_JOBS = Counter(
-    "storesync_worker_jobs_total", "Job runs finished by this worker, by outcome.",
+    "storesync_worker_jobs_total",
+    "Job runs finished by this worker, by outcome.",
     ["kind", "lane", "outcome"],  # outcome: succeeded | retried | dead | released | lost
 )
 WORKER_JOB_SECONDS = Histogram(
-    "storesync_worker_job_duration_seconds", "Handler run time.", ["kind", "lane"],
+    "storesync_worker_job_duration_seconds",
+    "Handler run time.",
+    ["kind", "lane"],
     buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
 WORKER_CLAIM_SECONDS = Histogram(
-    "storesync_worker_claim_duration_seconds", "Time of one batched claim round trip.",
+    "storesync_worker_claim_duration_seconds",
+    "Time of one batched claim round trip.",
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1),
 )
 WORKER_IN_FLIGHT = Gauge("storesync_worker_in_flight_jobs", "Jobs this worker is running now.")
@@ -50,22 +54,28 @@ class QueueGauges:
 
     def collect(self):
         by_state, by_group, workers = self._rows
-        jobs = GaugeMetricFamily("storesync_queue_jobs", "Jobs in the table by state and lane.",
-                                 labels=["state", "lane"])
+        jobs = GaugeMetricFamily(
+            "storesync_queue_jobs", "Jobs in the table by state and lane.", labels=["state", "lane"]
+        )
         counts = {(s, lane): 0 for s in STATES for lane in LANE_NAMES}
         for state, lane, n in by_state:
             counts[(state, lane)] = n
         for (state, lane), n in counts.items():
             jobs.add_metric([state, LANE_NAMES[lane]], n)
-        due = GaugeMetricFamily("storesync_queue_due_jobs", "Queued jobs that are due, per group (merchant).",
-                                labels=["group"])
-        age = GaugeMetricFamily("storesync_queue_oldest_due_age_seconds",
-                                "Age of the oldest due queued job, per group (merchant).", labels=["group"])
+        due = GaugeMetricFamily(
+            "storesync_queue_due_jobs", "Queued jobs that are due, per group (merchant).", labels=["group"]
+        )
+        age = GaugeMetricFamily(
+            "storesync_queue_oldest_due_age_seconds",
+            "Age of the oldest due queued job, per group (merchant).",
+            labels=["group"],
+        )
         for group, n, oldest in by_group:
             due.add_metric([group], n)
             age.add_metric([group], max(oldest, 0.0))
-        live = GaugeMetricFamily("storesync_queue_live_workers", "Workers that heartbeated recently.",
-                                 value=workers)
+        live = GaugeMetricFamily(
+            "storesync_queue_live_workers", "Workers that heartbeated recently.", value=workers
+        )
         return [jobs, due, age, live]
 
     def refresh(self, conn: psycopg.Connection, *, live_within: float = 60.0) -> None:

@@ -32,10 +32,18 @@ def live_workers(conn: psycopg.Connection, within_seconds: float = 30.0) -> list
     return [WorkerHeartbeat(*row) for row in rows]
 
 
-def list_jobs(conn: psycopg.Connection, *, state: str | None = None, group: str | None = None,
-              kind: str | None = None, limit: int = 50) -> list[dict]:
+def list_jobs(
+    conn: psycopg.Connection,
+    *,
+    state: str | None = None,
+    group: str | None = None,
+    kind: str | None = None,
+    limit: int = 50,
+) -> list[dict]:
     with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(q.LIST_JOBS, {"state": state, "group": group, "kind": kind, "limit": limit}).fetchall()
+        return cur.execute(
+            q.LIST_JOBS, {"state": state, "group": group, "kind": kind, "limit": limit}
+        ).fetchall()
 
 
 def show_job(conn: psycopg.Connection, job_id: int) -> dict | None:

@@ -94,13 +94,20 @@ class Run:
 
     @property
     def claim_committed(self) -> bool:
-        return self.claimed is None or (self.claimed.done() and not self.claimed.cancelled()
-                                        and self.claimed.result() is True)
+        return self.claimed is None or (
+            self.claimed.done() and not self.claimed.cancelled() and self.claimed.result() is True
+        )
 
 
 class Worker:
-    def __init__(self, settings: Settings, registry: HandlerRegistry, qs: QueueSettings,
-                 *, worker_id: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: HandlerRegistry,
+        qs: QueueSettings,
+        *,
+        worker_id: str | None = None,
+    ) -> None:
         self.settings = settings
         self.registry = registry
         self.qs = qs
@@ -139,8 +146,9 @@ class Worker:
 
     async def run(self) -> int:
         self.pool = async_pooled_pool(self.settings, name="storesync-jobs")
-        self.qpool = async_pooled_pool(self.settings, name="storesync-queue", min_size=1,
-                                       max_size=self.qs.claimers + 4)
+        self.qpool = async_pooled_pool(
+            self.settings, name="storesync-queue", min_size=1, max_size=self.qs.claimers + 4
+        )
         await self.pool.open(wait=False)
         await self.qpool.open(wait=True, timeout=self.settings.connect_timeout * 2)
         if self.qs.metrics_port:
@@ -148,8 +156,12 @@ class Worker:
 
             start_http_server(self.qs.metrics_port, addr="127.0.0.1")
         await self._write_heartbeat("running")
-        log.info("worker started", worker_id=self.worker_id, concurrency=self.qs.concurrency,
-                 kinds=self.registry.kinds())
+        log.info(
+            "worker started",
+            worker_id=self.worker_id,
+            concurrency=self.qs.concurrency,
+            kinds=self.registry.kinds(),
+        )
         background = [
             asyncio.create_task(self._listen_loop(), name="listener"),
             asyncio.create_task(self._ack_loop(), name="acker"),
@@ -199,8 +211,9 @@ class Worker:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
-            _done, pending = await asyncio.wait(pending | {drain_now}, timeout=remaining,
-                                                return_when=asyncio.FIRST_COMPLETED)
+            _done, pending = await asyncio.wait(
+                pending | {drain_now}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+            )
             pending.discard(drain_now)
 
     # ------------------------------------------------------------------ claiming
@@ -298,14 +311,18 @@ class Worker:
         key = (run.kind, run.lane, outcome)
         counter = self._counters.get(key)
         if counter is None:
-            counter = self._counters[key] = m.WORKER_JOBS.labels(run.kind, m.LANE_NAMES.get(run.lane, str(run.lane)), outcome)
+            counter = self._counters[key] = m.WORKER_JOBS.labels(
+                run.kind, m.LANE_NAMES.get(run.lane, str(run.lane)), outcome
+            )
         counter.inc()
 
     def _timer(self, run: Run):
         key = (run.kind, run.lane)
         hist = self._timers.get(key)
         if hist is None:
-            hist = self._timers[key] = m.WORKER_JOB_SECONDS.labels(run.kind, m.LANE_NAMES.get(run.lane, str(run.lane)))
+            hist = self._timers[key] = m.WORKER_JOB_SECONDS.labels(
+                run.kind, m.LANE_NAMES.get(run.lane, str(run.lane))
+            )
         return hist
 
     async def _execute(self, run: Run) -> None:
@@ -316,9 +333,17 @@ class Worker:
         try:
             if handler is None:
                 raise PermanentError(f"no handler registered for job kind {run.kind!r}")
-            ctx = JobContext(job_id=run.id, kind=run.kind, payload=run.payload, group=run.group,
-                             lane=Lane(run.lane), attempt=run.attempt, lock_key=run.lock_key,
-                             pool=self.pool, settings=self.settings)
+            ctx = JobContext(
+                job_id=run.id,
+                kind=run.kind,
+                payload=run.payload,
+                group=run.group,
+                lane=Lane(run.lane),
+                attempt=run.attempt,
+                lock_key=run.lock_key,
+                pool=self.pool,
+                settings=self.settings,
+            )
             await handler(ctx)
         except asyncio.CancelledError:
             if run.abandoned is None:  # not cancelled by us: record it like any failure
@@ -328,7 +353,7 @@ class Worker:
                 if run.abandoned == "lost":
                     self._runs.pop((run.id, run.attempt), None)
                 return
-        except Exception as err:  # noqa: BLE001 - any handler error is retryable unless Permanent
+        except Exception as err:
             outcome = err
         finally:
             self._end(run)
@@ -345,10 +370,9 @@ class Worker:
         """Wait until the run's claim is committed (an outcome recorded before that would find
         the job still queued); False, with the run counted lost, if it never was."""
         if run.claimed is not None:
-            try:
+            # abandoned (cancelled) when the claim's commit failed
+            with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.shield(run.claimed)
-            except asyncio.CancelledError:
-                pass  # abandoned because the claim's commit failed
         if run.claim_committed:
             return True
         self._outcome(run, "lost")
@@ -375,12 +399,16 @@ class Worker:
                     # A completion lost in a server crash only makes the job run again after its
                     # lease (at-least-once, never concurrently), so it need not wait for fsync.
                     await conn.execute(q.ASYNC_COMMIT)
-                    cur = await conn.execute(q.COMPLETE_JOBS, {
-                        "ids": [r.id for r in batch], "attempts": [r.attempt for r in batch],
-                        "worker": self.worker_id,
-                    })
+                    cur = await conn.execute(
+                        q.COMPLETE_JOBS,
+                        {
+                            "ids": [r.id for r in batch],
+                            "attempts": [r.attempt for r in batch],
+                            "worker": self.worker_id,
+                        },
+                    )
                     ours = {row[0] for row in await cur.fetchall()}
-            except Exception as err:  # noqa: BLE001 - the database is away: keep them and retry
+            except Exception as err:
                 self._acks = batch + self._acks
                 attempts += 1
                 log.warning("could not record completions; retrying", n=len(batch), error=str(err))
@@ -394,8 +422,12 @@ class Worker:
                     self._outcome(r, "succeeded")
                 else:  # reaped meanwhile (lease expired): it runs again elsewhere; say so
                     self._outcome(r, "lost")
-                    log.warning("completion not recorded: the run's lease was lost", job_id=r.id,
-                                kind=r.kind, attempt=r.attempt)
+                    log.warning(
+                        "completion not recorded: the run's lease was lost",
+                        job_id=r.id,
+                        kind=r.kind,
+                        attempt=r.attempt,
+                    )
             self._jobs_done += len(batch)
             if not final:
                 return  # the ack loop gathers what finished meanwhile into the next UPDATE
@@ -409,13 +441,20 @@ class Worker:
         else:
             delay = backoff_delay(run.attempt, self.qs.backoff_base, self.qs.backoff_cap, self._rng.random())
         error = {
-            "attempt": run.attempt, "error": type(err).__name__, "message": str(err)[:2000],
+            "attempt": run.attempt,
+            "error": type(err).__name__,
+            "message": str(err)[:2000],
             "retryable": not isinstance(err, PermanentError),
         }
         if not permanent:
             error["retry_in_s"] = round(delay, 6)
-        params = {"id": run.id, "attempt": run.attempt, "worker": self.worker_id,
-                  "delay": delay, "error": Jsonb(error)}
+        params = {
+            "id": run.id,
+            "attempt": run.attempt,
+            "worker": self.worker_id,
+            "delay": delay,
+            "error": Jsonb(error),
+        }
         for i in range(8):
             try:
                 async with self.qpool.connection() as conn:
@@ -423,24 +462,36 @@ class Worker:
                 break
             except psycopg.errors.UniqueViolation:
                 continue  # a job with its singleton key was queued meanwhile: re-evaluate
-            except Exception as db_err:  # noqa: BLE001
+            except Exception as db_err:
                 log.warning("could not record a failure; retrying", job_id=run.id, error=str(db_err))
                 await asyncio.sleep(min(0.1 * 2**i, 2.0))
         self._runs.pop((run.id, run.attempt), None)
         outcome = "dead" if permanent else "retried"
         self._outcome(run, outcome)
-        log.info("job failed", job_id=run.id, kind=run.kind, attempt=run.attempt, outcome=outcome,
-                 error=error["error"], message=error["message"][:200])
+        log.info(
+            "job failed",
+            job_id=run.id,
+            kind=run.kind,
+            attempt=run.attempt,
+            outcome=outcome,
+            error=error["error"],
+            message=error["message"][:200],
+        )
 
     async def _release(self, runs: list[Run]) -> None:
         assert self.qpool is not None
         try:
             async with self.qpool.connection() as conn:
-                await conn.execute(q.RELEASE_JOBS, {
-                    "ids": [r.id for r in runs], "attempts": [r.attempt for r in runs], "worker": self.worker_id,
-                })
+                await conn.execute(
+                    q.RELEASE_JOBS,
+                    {
+                        "ids": [r.id for r in runs],
+                        "attempts": [r.attempt for r in runs],
+                        "worker": self.worker_id,
+                    },
+                )
                 await conn.execute(q.NOTIFY_JOBS)
-        except Exception as err:  # noqa: BLE001 - their leases expire and the reaper requeues them
+        except Exception as err:
             log.warning("could not release runs; their leases will expire", n=len(runs), error=str(err))
         for r in runs:
             self._runs.pop((r.id, r.attempt), None)
@@ -468,12 +519,17 @@ class Worker:
             return
         try:
             async with self.qpool.connection() as conn:
-                cur = await conn.execute(q.EXTEND_LEASES, {
-                    "ids": [r.id for r in runs], "attempts": [r.attempt for r in runs],
-                    "worker": self.worker_id, "lease": self.qs.lease_seconds,
-                })
+                cur = await conn.execute(
+                    q.EXTEND_LEASES,
+                    {
+                        "ids": [r.id for r in runs],
+                        "attempts": [r.attempt for r in runs],
+                        "worker": self.worker_id,
+                        "lease": self.qs.lease_seconds,
+                    },
+                )
                 ours = {row[0] for row in await cur.fetchall()}
-        except Exception as err:  # noqa: BLE001
+        except Exception as err:
             log.warning("lease renewal failed", error=str(err))
             if time.monotonic() - self._last_renewal > self.qs.lease_seconds * 0.8:
                 # Self-fence: the leases may already be gone; another worker may take the jobs.
@@ -494,11 +550,19 @@ class Worker:
     async def _write_heartbeat(self, state: str) -> None:
         assert self.qpool is not None
         async with self.qpool.connection() as conn:
-            await conn.execute(q.UPSERT_WORKER, {
-                "worker": self.worker_id, "hostname": self.hostname, "pid": os.getpid(),
-                "concurrency": self.qs.concurrency, "state": state, "in_flight": self._executing,
-                "jobs_done": self._jobs_done, "is_scheduler": self.is_scheduler,
-            })
+            await conn.execute(
+                q.UPSERT_WORKER,
+                {
+                    "worker": self.worker_id,
+                    "hostname": self.hostname,
+                    "pid": os.getpid(),
+                    "concurrency": self.qs.concurrency,
+                    "state": state,
+                    "in_flight": self._executing,
+                    "jobs_done": self._jobs_done,
+                    "is_scheduler": self.is_scheduler,
+                },
+            )
 
     async def _reap(self) -> None:
         assert self.qpool is not None
@@ -519,7 +583,7 @@ class Worker:
         while True:
             try:
                 conn = await async_connect_direct(self.settings)
-            except Exception as err:  # noqa: BLE001 - polling covers for us
+            except Exception as err:
                 self.listening = False
                 log.warning("LISTEN connection failed; polling only", error=str(err))
                 await asyncio.sleep(delay)
@@ -535,7 +599,7 @@ class Worker:
                         self._wake.set()
             except asyncio.CancelledError:
                 raise
-            except Exception as err:  # noqa: BLE001
+            except Exception as err:
                 log.warning("LISTEN connection lost; polling until it is back", error=str(err))
             self.listening = False
             await asyncio.sleep(delay)
@@ -546,14 +610,16 @@ class Worker:
         while True:
             try:
                 conn = await async_connect_direct(self.settings)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 await asyncio.sleep(self.qs.scheduler_interval * 5)
                 continue
             try:
                 async with conn:
                     # One session per worker: standbys retry the lock on it now and then.
                     while True:
-                        got = await (await conn.execute(q.TRY_SCHEDULER_LOCK, {"key": SCHEDULER_LOCK_KEY})).fetchone()
+                        got = await (
+                            await conn.execute(q.TRY_SCHEDULER_LOCK, {"key": SCHEDULER_LOCK_KEY})
+                        ).fetchone()
                         if got and got[0]:
                             break
                         await asyncio.sleep(max(self.qs.scheduler_interval * 3, 1.0))
@@ -570,7 +636,7 @@ class Worker:
                         await conn.execute(q.SESSION_ALIVE)
             except asyncio.CancelledError:
                 raise
-            except Exception as err:  # noqa: BLE001
+            except Exception as err:
                 log.warning("scheduler stopped; will try to take over again", error=str(err))
             self.is_scheduler = False
             await asyncio.sleep(self.qs.scheduler_interval)
@@ -582,10 +648,17 @@ class Worker:
             return
         async with self.qpool.connection() as conn:
             for s in schedules:
-                await conn.execute(q.UPSERT_SCHEDULE, {
-                    "name": s.name, "kind": s.kind, "payload": Jsonb(s.payload), "group": s.group,
-                    "lane": int(s.lane), "every": s.every_seconds,
-                })
+                await conn.execute(
+                    q.UPSERT_SCHEDULE,
+                    {
+                        "name": s.name,
+                        "kind": s.kind,
+                        "payload": Jsonb(s.payload),
+                        "group": s.group,
+                        "lane": int(s.lane),
+                        "every": s.every_seconds,
+                    },
+                )
 
     async def _enqueue_due(self) -> None:
         assert self.qpool is not None
@@ -595,15 +668,20 @@ class Worker:
         async with self.qpool.connection() as conn:
             due = await (await conn.execute(q.TAKE_DUE_SCHEDULES, {"names": names})).fetchall()
             if due:
-                await enqueue_many_async(conn, [
-                    JobSpec(kind, payload, group=group, lane=Lane(lane), singleton_key=f"schedule:{name}")
-                    for name, kind, payload, group, lane in due
-                ])
+                await enqueue_many_async(
+                    conn,
+                    [
+                        JobSpec(kind, payload, group=group, lane=Lane(lane), singleton_key=f"schedule:{name}")
+                        for name, kind, payload, group, lane in due
+                    ],
+                )
 
     async def _prune(self) -> None:
         assert self.qpool is not None
-        for statement, age in ((q.PRUNE_FINISHED_JOBS, self.qs.retention_seconds),
-                               (q.PRUNE_DEAD_JOBS, self.qs.dead_retention_seconds)):
+        for statement, age in (
+            (q.PRUNE_FINISHED_JOBS, self.qs.retention_seconds),
+            (q.PRUNE_DEAD_JOBS, self.qs.dead_retention_seconds),
+        ):
             for _ in range(50):  # at most 50 small batches per round; the next round continues
                 async with self.qpool.connection() as conn:
                     cur = await conn.execute(statement, {"age": age, "limit": self.qs.prune_batch})

@@ -104,13 +104,16 @@ class SyncPolicy:
         if fields is not None:
             bad = [f for f in fields if f not in SyncedField.__members__.values()]
             if bad:
-                raise ValueError(f"sync policy: unknown fields {bad}; known: {[f.value for f in SyncedField]}")
+                raise ValueError(
+                    f"sync policy: unknown fields {bad}; known: {[f.value for f in SyncedField]}"
+                )
             synced = frozenset(SyncedField(f) for f in fields)
         rules = {}
         for shop, rule in (data.get("price_rules") or {}).items():
             try:
-                rules[shop] = PriceRule(Decimal(str(rule.get("markup_percent", "0"))),
-                                        Rounding(rule.get("rounding", "cent")))
+                rules[shop] = PriceRule(
+                    Decimal(str(rule.get("markup_percent", "0"))), Rounding(rule.get("rounding", "cent"))
+                )
             except (ArithmeticError, ValueError, AttributeError) as err:
                 raise ValueError(f"sync policy: price rule for {shop}: {err}") from None
         return cls(synced, rules)
@@ -150,8 +153,10 @@ def _variant_view(v: Variant, rule: PriceRule | None) -> dict[str, Any]:
     compare = rule.apply(v.compare_at_price) if rule else v.compare_at_price
     return {
         "options": sorted([list(p) for p in v.option_values]),
-        "sku": v.sku or None, "barcode": v.barcode or None,
-        "price": _money(price), "compare_at_price": _money(compare),
+        "sku": v.sku or None,
+        "barcode": v.barcode or None,
+        "price": _money(price),
+        "compare_at_price": _money(compare),
     }
 
 
@@ -253,8 +258,11 @@ class FieldChange:
     cause: ChangeCause
 
     def describe(self, child_shop: str) -> str:
-        verb = {"child_edit_reverted": "reverting child edit of", "parent_changed": "applying parent change to",
-                "drift": "repairing drift in"}[self.cause]
+        verb = {
+            "child_edit_reverted": "reverting child edit of",
+            "parent_changed": "applying parent change to",
+            "drift": "repairing drift in",
+        }[self.cause]
         return f"{child_shop}: {verb} {self.field}: {self.child_value!r} -> {self.parent_value!r}"
 
 
@@ -289,8 +297,9 @@ def _metafields(mfs) -> list[dict[str, Any]]:
     return [{"namespace": m.namespace, "key": m.key, "type": m.type, "value": m.value} for m in mfs]
 
 
-def _variant_input(v: Variant, *, child_id: str | None, price_rule: PriceRule | None,
-                   metafields, option_values=None) -> dict[str, Any]:
+def _variant_input(
+    v: Variant, *, child_id: str | None, price_rule: PriceRule | None, metafields, option_values=None
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if child_id:
         out["id"] = child_id
@@ -310,7 +319,9 @@ def _variant_input(v: Variant, *, child_id: str | None, price_rule: PriceRule | 
     return out
 
 
-def _diff(expected: Mapping[str, Any], actual: Mapping[str, Any], last: Mapping[str, Any] | None) -> list[FieldChange]:
+def _diff(
+    expected: Mapping[str, Any], actual: Mapping[str, Any], last: Mapping[str, Any] | None
+) -> list[FieldChange]:
     changes = []
 
     def cause(path: tuple[str, ...], child_value: Any) -> ChangeCause:
@@ -329,8 +340,14 @@ def _diff(expected: Mapping[str, Any], actual: Mapping[str, Any], last: Mapping[
             want, have = want or {}, have or {}
             for vid in sorted(set(want) | set(have)):
                 if want.get(vid) != have.get(vid):
-                    changes.append(FieldChange(f"variants.{vid}", have.get(vid), want.get(vid),
-                                               cause(("variants", vid), have.get(vid))))
+                    changes.append(
+                        FieldChange(
+                            f"variants.{vid}",
+                            have.get(vid),
+                            want.get(vid),
+                            cause(("variants", vid), have.get(vid)),
+                        )
+                    )
         elif want != have:
             changes.append(FieldChange(key, have, want, cause((key,), have)))
     return changes
@@ -339,7 +356,9 @@ def _diff(expected: Mapping[str, Any], actual: Mapping[str, Any], last: Mapping[
 diff_views = _diff  # the same field-by-field comparison for other synced objects (collections)
 
 
-def plan_child_product(parent: Product, child: Product | None, links: LinkMap, policy: SyncPolicy) -> ProductPlan:
+def plan_child_product(
+    parent: Product, child: Product | None, links: LinkMap, policy: SyncPolicy
+) -> ProductPlan:
     if not parent.id:
         raise CatalogError("the parent product has no id")
     shop = links.child_shop
@@ -390,18 +409,26 @@ def plan_child_product(parent: Product, child: Product | None, links: LinkMap, p
             if cv.id in used_child_ids:
                 continue
             vlink = links.link_up(LinkKind.VARIANT, cv.id) if cv.id else None
-            if vlink is not None and vlink.parent_product_id in (None, parent.id) and vlink.parent_id not in parent_ids:
+            if (
+                vlink is not None
+                and vlink.parent_product_id in (None, parent.id)
+                and vlink.parent_id not in parent_ids
+            ):
                 removed.append(cv.id)  # a synced variant whose parent variant was deleted
                 continue
             kept.append(cv.id)
             names = [n for n, _ in cv.option_values]
             if sorted(names) != sorted(option_names):
-                blocked = (f"child-only variant {cv.id} has options {names} but the parent's product has "
-                           f"{option_names}: writing would delete it")
+                blocked = (
+                    f"child-only variant {cv.id} has options {names} but the parent's product has "
+                    f"{option_names}: writing would delete it"
+                )
                 continue
             if cv.option_key in parent_keys:
-                blocked = (f"child-only variant {cv.id} has the same option values as a parent variant "
-                           f"{dict(cv.option_values)}: writing would delete or duplicate it")
+                blocked = (
+                    f"child-only variant {cv.id} has the same option values as a parent variant "
+                    f"{dict(cv.option_values)}: writing would delete or duplicate it"
+                )
                 continue
             for n, val in cv.option_values:
                 values = options[option_names.index(n)][1]
@@ -412,46 +439,82 @@ def plan_child_product(parent: Product, child: Product | None, links: LinkMap, p
         inp["variants"] = variants
     else:
         # Not synced: the child's own variants, listed so that nothing is deleted.
-        inp["productOptions"] = [{"name": o.name, "values": [{"name": v} for v in o.values]} for o in child.options]
-        inp["variants"] = [_variant_input(cv, child_id=cv.id, price_rule=None, metafields=cv.metafields)
-                           for cv in child.variants]
+        inp["productOptions"] = [
+            {"name": o.name, "values": [{"name": v} for v in o.values]} for o in child.options
+        ]
+        inp["variants"] = [
+            _variant_input(cv, child_id=cv.id, price_rule=None, metafields=cv.metafields)
+            for cv in child.variants
+        ]
     inp["metafields"] = _metafields(child.metafields)
     if policy.syncs(SyncedField.COLLECTIONS):
         mapped = [manual_child_collection(links, c) for c in parent.collections]
         # The child's own manual collections are listed so replace-all keeps them; its smart
         # ones keep the product by their rules and may not be listed.
-        own = [c for c in child.collections
-               if links.parent_id(LinkKind.COLLECTION, c) is None and c not in child.smart_collections]
+        own = [
+            c
+            for c in child.collections
+            if links.parent_id(LinkKind.COLLECTION, c) is None and c not in child.smart_collections
+        ]
         inp["collections"] = [c for c in mapped if c] + own
     else:
         inp["collections"] = [c for c in child.collections if c not in child.smart_collections]
     actual = actual_view(child, policy, links)
     if policy.syncs(SyncedField.IMAGES) and expected.get("images") != actual.get("images"):
-        inp["files"] = [{"originalSource": i.source, "alt": i.alt, "contentType": "IMAGE"} for i in parent.images]
+        inp["files"] = [
+            {"originalSource": i.source, "alt": i.alt, "contentType": "IMAGE"} for i in parent.images
+        ]
     product_link = links.link_down(LinkKind.PRODUCT, parent.id)
     changes = _diff(expected, actual, product_link.synced_view if product_link else None)
     return ProductPlan(
-        child_shop=shop, parent_product_id=parent.id, child_product_id=child.id, input=inp, expected=expected,
-        changes=tuple(changes), created_variants=tuple(created), removed_variants=tuple(removed),
-        kept_child_variants=tuple(kept), unmapped_collections=unmapped, blocked=blocked,
+        child_shop=shop,
+        parent_product_id=parent.id,
+        child_product_id=child.id,
+        input=inp,
+        expected=expected,
+        changes=tuple(changes),
+        created_variants=tuple(created),
+        removed_variants=tuple(removed),
+        kept_child_variants=tuple(kept),
+        unmapped_collections=unmapped,
+        blocked=blocked,
     )
 
 
-def _plan_create(parent: Product, links: LinkMap, policy: SyncPolicy, rule: PriceRule,
-                 expected: dict[str, Any], unmapped: tuple[str, ...]) -> ProductPlan:
+def _plan_create(
+    parent: Product,
+    links: LinkMap,
+    policy: SyncPolicy,
+    rule: PriceRule,
+    expected: dict[str, Any],
+    unmapped: tuple[str, ...],
+) -> ProductPlan:
     """A child without this product gets all of it (non-synced fields as initial values)."""
     inp: dict[str, Any] = {
-        "handle": parent.handle, "title": parent.title, "descriptionHtml": parent.description_html,
-        "vendor": parent.vendor, "productType": parent.product_type, "tags": list(parent.tags),
-        "status": parent.status, "seo": {"title": parent.seo_title, "description": parent.seo_description},
-        "productOptions": [{"name": o.name, "values": [{"name": v} for v in o.values]} for o in parent.options],
-        "variants": [_variant_input(v, child_id=None, price_rule=rule, metafields=()) for v in parent.variants],
+        "handle": parent.handle,
+        "title": parent.title,
+        "descriptionHtml": parent.description_html,
+        "vendor": parent.vendor,
+        "productType": parent.product_type,
+        "tags": list(parent.tags),
+        "status": parent.status,
+        "seo": {"title": parent.seo_title, "description": parent.seo_description},
+        "productOptions": [
+            {"name": o.name, "values": [{"name": v} for v in o.values]} for o in parent.options
+        ],
+        "variants": [
+            _variant_input(v, child_id=None, price_rule=rule, metafields=()) for v in parent.variants
+        ],
         "collections": [c for c in (manual_child_collection(links, pc) for pc in parent.collections) if c],
         "files": [{"originalSource": i.source, "alt": i.alt, "contentType": "IMAGE"} for i in parent.images],
     }
     return ProductPlan(
-        child_shop=links.child_shop, parent_product_id=parent.id or "", child_product_id=None, input=inp,
-        expected=expected, created_variants=tuple(v.id for v in parent.variants if v.id),
+        child_shop=links.child_shop,
+        parent_product_id=parent.id or "",
+        child_product_id=None,
+        input=inp,
+        expected=expected,
+        created_variants=tuple(v.id for v in parent.variants if v.id),
         unmapped_collections=unmapped,
     )
 
@@ -460,8 +523,13 @@ def unchanged_input(product: Product) -> dict[str, Any]:
     """A productSet input that changes nothing: every list the product has, listed (replace-all
     semantics). Callers override the one field they mean to change."""
     return {
-        "productOptions": [{"name": o.name, "values": [{"name": v} for v in o.values]} for o in product.options],
-        "variants": [_variant_input(v, child_id=v.id, price_rule=None, metafields=v.metafields) for v in product.variants],
+        "productOptions": [
+            {"name": o.name, "values": [{"name": v} for v in o.values]} for o in product.options
+        ],
+        "variants": [
+            _variant_input(v, child_id=v.id, price_rule=None, metafields=v.metafields)
+            for v in product.variants
+        ],
         "metafields": _metafields(product.metafields),
         "collections": [c for c in product.collections if c not in product.smart_collections],
     }
@@ -479,25 +547,51 @@ def links_after_write(plan: ProductPlan, parent: Product, written: Product, link
         old = links.link_down(kind, parent_id)
         return old.matched_by if old else MatchedBy.CREATED
 
-    out = [Link(LinkKind.PRODUCT, shop, plan.parent_product_id, written.id,
-                how(LinkKind.PRODUCT, plan.parent_product_id), synced_view=plan.expected)]
+    out = [
+        Link(
+            LinkKind.PRODUCT,
+            shop,
+            plan.parent_product_id,
+            written.id,
+            how(LinkKind.PRODUCT, plan.parent_product_id),
+            synced_view=plan.expected,
+        )
+    ]
     by_key = {v.option_key: v for v in written.variants}
     for pv in parent.variants:
         cv = by_key.get(pv.option_key)
         if cv is None or pv.id is None or cv.id is None:
-            raise CatalogError(f"{shop}: the written product has no variant with options {dict(pv.option_values)}")
-        out.append(Link(LinkKind.VARIANT, shop, pv.id, cv.id, how(LinkKind.VARIANT, pv.id),
-                        parent_product_id=parent.id, child_product_id=written.id,
-                        parent_inventory_item_id=pv.inventory_item_id,
-                        child_inventory_item_id=cv.inventory_item_id))
+            raise CatalogError(
+                f"{shop}: the written product has no variant with options {dict(pv.option_values)}"
+            )
+        out.append(
+            Link(
+                LinkKind.VARIANT,
+                shop,
+                pv.id,
+                cv.id,
+                how(LinkKind.VARIANT, pv.id),
+                parent_product_id=parent.id,
+                child_product_id=written.id,
+                parent_inventory_item_id=pv.inventory_item_id,
+                child_inventory_item_id=cv.inventory_item_id,
+            )
+        )
     return out
 
 
 # --------------------------------------------------------------------------- copies linked later
 
 
-def pending_copy(parent: Product, stock: Mapping[tuple, Sequence[tuple[str, int]]], written_at: datetime,
-                 cause: str, levels_read_at: datetime | None = None, *, resent: bool = False) -> dict:
+def pending_copy(
+    parent: Product,
+    stock: Mapping[tuple, Sequence[tuple[str, int]]],
+    written_at: datetime,
+    cause: str,
+    levels_read_at: datetime | None = None,
+    *,
+    resent: bool = False,
+) -> dict:
     """What linking a copy's variants needs once their ids are known (`Link.pending`, JSON): per
     parent variant its id, inventory item, option values (a variant's identity in its product,
     as productSet matched them) and SKU, and the stock the copy wrote for it (`stock`: option
@@ -507,19 +601,36 @@ def pending_copy(parent: Product, stock: Mapping[tuple, Sequence[tuple[str, int]
     create was sent again (an upsert after a lost answer), which gives the product new variants:
     the first send's products/create webhook describes variants that are gone, so only a read
     of the product links this copy (`created_webhook_describes_it`)."""
-    return {"written_at": written_at.isoformat(), "cause": cause, "resent": resent,
-            "levels_read_at": (levels_read_at or written_at).isoformat(), "variants": [
-        {"parent_variant_id": pv.id, "parent_item_id": pv.inventory_item_id,
-         "options": [list(kv) for kv in pv.option_key], "sku": pv.sku,
-         "levels": [[loc, q] for loc, q in stock.get(pv.option_key, ())]}
-        for pv in parent.variants]}
+    return {
+        "written_at": written_at.isoformat(),
+        "cause": cause,
+        "resent": resent,
+        "levels_read_at": (levels_read_at or written_at).isoformat(),
+        "variants": [
+            {
+                "parent_variant_id": pv.id,
+                "parent_item_id": pv.inventory_item_id,
+                "options": [list(kv) for kv in pv.option_key],
+                "sku": pv.sku,
+                "levels": [[loc, q] for loc, q in stock.get(pv.option_key, ())],
+            }
+            for pv in parent.variants
+        ],
+    }
 
 
 def copy_product_link(plan: ProductPlan, product_id: str, links: LinkMap, pending: dict) -> Link:
     """The product link of a copy whose answer named only the product: its variants pending."""
     old = links.link_down(LinkKind.PRODUCT, plan.parent_product_id)
-    return Link(LinkKind.PRODUCT, plan.child_shop, plan.parent_product_id, product_id,
-                old.matched_by if old else MatchedBy.CREATED, synced_view=plan.expected, pending=pending)
+    return Link(
+        LinkKind.PRODUCT,
+        plan.child_shop,
+        plan.parent_product_id,
+        product_id,
+        old.matched_by if old else MatchedBy.CREATED,
+        synced_view=plan.expected,
+        pending=pending,
+    )
 
 
 def created_webhook_describes_it(pending: Mapping[str, Any]) -> bool:
@@ -537,29 +648,48 @@ class PendingResolution:
     def parent_levels(self, parent_locations: Iterable[str]) -> list[tuple[str, str]]:
         """The (parent item, parent location) levels of the variants linked."""
         locations = list(parent_locations)
-        return [(lk.parent_inventory_item_id, loc) for lk in self.links if lk.parent_inventory_item_id
-                for loc in locations]
+        return [
+            (lk.parent_inventory_item_id, loc)
+            for lk in self.links
+            if lk.parent_inventory_item_id
+            for loc in locations
+        ]
 
 
-def resolve_pending(product_link: Link, pending: Mapping[str, Any], child_variants: Sequence[Variant]) -> PendingResolution:
+def resolve_pending(
+    product_link: Link, pending: Mapping[str, Any], child_variants: Sequence[Variant]
+) -> PendingResolution:
     """The variant links (and echo records) of a copy, from its child variants as read or as a
     webhook reported them: matched to the parent's by option values."""
     by_key = {v.option_key: v for v in child_variants if v.id}
     written_at = datetime.fromisoformat(pending["written_at"])
-    out = PendingResolution([], [], [], datetime.fromisoformat(pending.get("levels_read_at") or pending["written_at"]))
+    out = PendingResolution(
+        [], [], [], datetime.fromisoformat(pending.get("levels_read_at") or pending["written_at"])
+    )
     shop = product_link.child_shop
     for pv in pending["variants"]:
         cv = by_key.get(tuple(tuple(kv) for kv in pv["options"]))
         if cv is None or not pv.get("parent_variant_id"):
             out.unmatched.append(pv.get("parent_variant_id") or str(pv["options"]))
             continue
-        out.links.append(Link(LinkKind.VARIANT, shop, pv["parent_variant_id"], cv.id or "", MatchedBy.CREATED,
-                              parent_product_id=product_link.parent_id, child_product_id=product_link.child_id,
-                              parent_inventory_item_id=pv.get("parent_item_id"),
-                              child_inventory_item_id=cv.inventory_item_id))
+        out.links.append(
+            Link(
+                LinkKind.VARIANT,
+                shop,
+                pv["parent_variant_id"],
+                cv.id or "",
+                MatchedBy.CREATED,
+                parent_product_id=product_link.parent_id,
+                child_product_id=product_link.child_id,
+                parent_inventory_item_id=pv.get("parent_item_id"),
+                child_inventory_item_id=cv.inventory_item_id,
+            )
+        )
         if cv.inventory_item_id:
-            out.writes.extend(WriteRecord(shop, cv.inventory_item_id, loc, int(q), written_at, pending["cause"])
-                              for loc, q in pv.get("levels") or ())
+            out.writes.extend(
+                WriteRecord(shop, cv.inventory_item_id, loc, int(q), written_at, pending["cause"])
+                for loc, q in pv.get("levels") or ()
+            )
     return out
 
 
@@ -569,22 +699,35 @@ def variants_from_product_webhook(body: Mapping[str, Any]) -> list[Variant]:
     names = {int(o.get("position") or i + 1): o.get("name") for i, o in enumerate(body.get("options") or ())}
     out = []
     for v in body.get("variants") or ():
-        values = tuple((names[n], v[f"option{n}"]) for n in (1, 2, 3) if names.get(n) and v.get(f"option{n}") is not None)
-        out.append(Variant(id=gid("ProductVariant", v.get("admin_graphql_api_id") or v.get("id")),
-                           option_values=values, price=Decimal(str(v.get("price") or "0")), sku=v.get("sku") or None,
-                           inventory_item_id=gid("InventoryItem", v["inventory_item_id"]) if v.get("inventory_item_id") else None))
+        values = tuple(
+            (names[n], v[f"option{n}"]) for n in (1, 2, 3) if names.get(n) and v.get(f"option{n}") is not None
+        )
+        out.append(
+            Variant(
+                id=gid("ProductVariant", v.get("admin_graphql_api_id") or v.get("id")),
+                option_values=values,
+                price=Decimal(str(v.get("price") or "0")),
+                sku=v.get("sku") or None,
+                inventory_item_id=gid("InventoryItem", v["inventory_item_id"])
+                if v.get("inventory_item_id")
+                else None,
+            )
+        )
     return out
 
 
-async def link_pending_copy(links_repo, product_link: Link, child_variants: Sequence[Variant]) -> PendingResolution | None:
+async def link_pending_copy(
+    links_repo, product_link: Link, child_variants: Sequence[Variant]
+) -> PendingResolution | None:
     """Link a pending copy's variants from `child_variants` (once, atomically; None when another
     path linked them first). `product_link`: as just read, with its `pending`; `links_repo`:
     `ports.LinkRepository`."""
     if product_link.pending is None:
         return None
     resolution = resolve_pending(product_link, product_link.pending, child_variants)
-    if not await links_repo.complete_pending(product_link.child_shop, product_link.parent_id,
-                                             resolution.links, resolution.writes):
+    if not await links_repo.complete_pending(
+        product_link.child_shop, product_link.parent_id, resolution.links, resolution.writes
+    ):
         return None
     return resolution
 
@@ -595,6 +738,7 @@ class CopiesLinked:
     (each linked now, here or by another path at the same moment: a caller that found any reads
     its links again); `linked`, those this call linked (their parent levels that moved since the
     copy are the caller's to fan out: `PendingResolution.levels_read_at`)."""
+
     pending: int
     linked: list[PendingResolution]
 
@@ -617,7 +761,9 @@ async def link_pending_copies(links_repo, links: LinkMap, child_products: Iterab
 
 def same_view(a: Any, b: Any) -> bool:
     """Views compared as stored (JSON: tuples become lists, keys strings)."""
-    return json.loads(json.dumps(a, sort_keys=True, default=str)) == json.loads(json.dumps(b, sort_keys=True, default=str))
+    return json.loads(json.dumps(a, sort_keys=True, default=str)) == json.loads(
+        json.dumps(b, sort_keys=True, default=str)
+    )
 
 
 class CatalogBlocked(CatalogError):
@@ -625,7 +771,13 @@ class CatalogBlocked(CatalogError):
 
 
 async def sync_product_to_child(
-    parent_store, child_store, parent_product_id: str, links_repo, policy: SyncPolicy, audit, cause: str,
+    parent_store,
+    child_store,
+    parent_product_id: str,
+    links_repo,
+    policy: SyncPolicy,
+    audit,
+    cause: str,
     on_copy_linked: Callable[[CopiesLinked], Awaitable[None]] | None = None,
 ) -> ProductPlan | None:
     """Make one child's copy of one parent product match the parent, reading both stores' current
@@ -647,21 +799,40 @@ async def sync_product_to_child(
             before = await child_store.read_product(child_id)
             await child_store.delete_product(child_id)
             await links_repo.delete_link(child_store.shop, LinkKind.PRODUCT, parent_product_id)
-            await audit.record(AuditRecord(
-                shop=child_store.shop, object_type="product", object_id=child_id, action="product_delete",
-                before=actual_view(before, policy, links) if before else None, after=None, cause=cause,
-                detail=f"parent product {parent_product_id} was deleted"))
+            await audit.record(
+                AuditRecord(
+                    shop=child_store.shop,
+                    object_type="product",
+                    object_id=child_id,
+                    action="product_delete",
+                    before=actual_view(before, policy, links) if before else None,
+                    after=None,
+                    cause=cause,
+                    detail=f"parent product {parent_product_id} was deleted",
+                )
+            )
         return None
     child = await child_store.read_product(child_id) if child_id else None
     if child is not None and (copies := await link_pending_copies(links_repo, links, [child])).pending:
-        links = await links_repo.link_map(child_store.shop)  # a copy's variants, linked just now (here or elsewhere)
+        links = await links_repo.link_map(
+            child_store.shop
+        )  # a copy's variants, linked just now (here or elsewhere)
         if copies.linked and on_copy_linked is not None:
             await on_copy_linked(copies)
     plan = plan_child_product(parent, child, links, policy)
     if plan.blocked:
-        await audit.record(AuditRecord(
-            shop=child_store.shop, object_type="product", object_id=child_id or parent_product_id,
-            action="product_set_blocked", before=None, after=None, cause=cause, detail=plan.blocked))
+        await audit.record(
+            AuditRecord(
+                shop=child_store.shop,
+                object_type="product",
+                object_id=child_id or parent_product_id,
+                action="product_set_blocked",
+                before=None,
+                after=None,
+                cause=cause,
+                detail=plan.blocked,
+            )
+        )
         raise CatalogBlocked(plan.blocked)
     if plan.noop:
         link = links.link_down(LinkKind.PRODUCT, parent_product_id)
@@ -677,14 +848,29 @@ async def sync_product_to_child(
         if parent_variant_id:
             await links_repo.delete_link(child_store.shop, LinkKind.VARIANT, parent_variant_id)
     await links_repo.save_links(links_after_write(plan, parent, written, links))
-    await audit.record(AuditRecord(
-        shop=child_store.shop, object_type="product", object_id=written.id or "",
-        action="product_create" if child is None else "product_set",
-        before=actual_view(child, policy, links) if child else None, after=plan.expected, cause=cause,
-        detail="; ".join(c.describe(child_store.shop) for c in plan.changes)))
+    await audit.record(
+        AuditRecord(
+            shop=child_store.shop,
+            object_type="product",
+            object_id=written.id or "",
+            action="product_create" if child is None else "product_set",
+            before=actual_view(child, policy, links) if child else None,
+            after=plan.expected,
+            cause=cause,
+            detail="; ".join(c.describe(child_store.shop) for c in plan.changes),
+        )
+    )
     for c in plan.reverted:
-        await audit.record(AuditRecord(
-            shop=child_store.shop, object_type="product", object_id=written.id or "",
-            action="revert_child_edit", before=c.child_value, after=c.parent_value, cause=cause,
-            detail=c.describe(child_store.shop)))
+        await audit.record(
+            AuditRecord(
+                shop=child_store.shop,
+                object_type="product",
+                object_id=written.id or "",
+                action="revert_child_edit",
+                before=c.child_value,
+                after=c.parent_value,
+                cause=cause,
+                detail=c.describe(child_store.shop),
+            )
+        )
     return plan

@@ -19,7 +19,15 @@ from storesync.queue.handlers import JobContext
 from storesync.sync import routing
 from storesync.sync.audit import delivery_cause, job_cause
 from storesync.sync.collection_sync import child_shows_last_write, sync_collection_to_child
-from storesync.sync.handlers import CHILD_EVENT_DEBOUNCE_S, _guarded, _lookup, _runtime, enqueue_jobs, log, registry
+from storesync.sync.handlers import (
+    CHILD_EVENT_DEBOUNCE_S,
+    _guarded,
+    _lookup,
+    _runtime,
+    enqueue_jobs,
+    log,
+    registry,
+)
 from storesync.sync.model import LinkKind, gid
 from storesync.sync.runtime import SyncRuntime, job_storage
 from storesync.sync.shopify_collections import ShopifyCollections
@@ -43,14 +51,17 @@ async def collection_webhook(ctx: JobContext) -> None:
             collection_id = gid("Collection", body.get("admin_graphql_api_id") or body.get("id"))
             found = await st.links.links_of(store.shop, LinkKind.COLLECTION, child_ids=[collection_id])
             link = found[0] if found else None
-        routed = routing.route_collection_webhook(net, store.shop, p["topic"], body, link,
-                                                  delivery_cause(p["delivery_id"]))
+        routed = routing.route_collection_webhook(
+            net, store.shop, p["topic"], body, link, delivery_cause(p["delivery_id"])
+        )
         if routed.ignored:
             log.info("collection webhook ignored", shop=store.shop, why=routed.ignored)
             return
         if store.role == "child" and link is not None:
             if p["topic"] == "collections/update" and await _child_shows_last_write(rt, store.shop, link):
-                log.info("child collection webhook reports nothing new", shop=store.shop, collection=link.child_id)
+                log.info(
+                    "child collection webhook reports nothing new", shop=store.shop, collection=link.child_id
+                )
                 return
             routed.jobs = [replace(j, delay_s=max(j.delay_s, CHILD_EVENT_DEBOUNCE_S)) for j in routed.jobs]
         await enqueue_jobs(st.conn, routed.jobs, net.merchant_id)
@@ -61,7 +72,9 @@ async def _child_shows_last_write(rt: SyncRuntime, shop: str, link) -> bool:
     try:
         child = await collections_api(rt, shop).read_collection(link.child_id)
     except CommerceError as err:
-        log.info("child collection not read; its job decides", shop=shop, collection=link.child_id, error=str(err))
+        log.info(
+            "child collection not read; its job decides", shop=shop, collection=link.child_id, error=str(err)
+        )
         return False
     return child is not None and child_shows_last_write(child, link)
 
@@ -73,13 +86,27 @@ async def collection_to_child(ctx: JobContext) -> None:
     net, _ = _lookup(rt, p["child_shop"])
     cause = p.get("cause") or job_cause(ctx.job_id)
     async with job_storage(ctx.pool) as st:
+
         async def work() -> None:
             outcome = await sync_collection_to_child(
-                collections_api(rt, net.parent.shop), collections_api(rt, p["child_shop"]),
-                p["parent_collection_id"], st.links, st.audit, cause)
-            log.info("collection synced", child=p["child_shop"], collection=p["parent_collection_id"],
-                     result=str(outcome.action), products_to_resync=len(outcome.resync_products))
-            await enqueue_jobs(st.conn, [routing.product_job(p["child_shop"], pid, cause)
-                                         for pid in outcome.resync_products], net.merchant_id)
+                collections_api(rt, net.parent.shop),
+                collections_api(rt, p["child_shop"]),
+                p["parent_collection_id"],
+                st.links,
+                st.audit,
+                cause,
+            )
+            log.info(
+                "collection synced",
+                child=p["child_shop"],
+                collection=p["parent_collection_id"],
+                result=str(outcome.action),
+                products_to_resync=len(outcome.resync_products),
+            )
+            await enqueue_jobs(
+                st.conn,
+                [routing.product_job(p["child_shop"], pid, cause) for pid in outcome.resync_products],
+                net.merchant_id,
+            )
 
         await _guarded(ctx, st, [net.parent.shop, p["child_shop"]], work)

@@ -63,8 +63,14 @@ class CollectionLinks(Protocol):
 
     async def delete_link(self, child_shop: str, kind: LinkKind, parent_id: str) -> None: ...
 
-    async def links_of(self, child_shop: str, kind: LinkKind, *, parent_ids: Sequence[str] = (),
-                       child_ids: Sequence[str] = ()) -> list[Link]:
+    async def links_of(
+        self,
+        child_shop: str,
+        kind: LinkKind,
+        *,
+        parent_ids: Sequence[str] = (),
+        child_ids: Sequence[str] = (),
+    ) -> list[Link]:
         """One child's links of `kind` for these parent ids or these child ids."""
         ...
 
@@ -75,24 +81,37 @@ class CollectionLinks(Protocol):
 def collection_view(c: Collection) -> dict[str, Any]:
     """The synced fields of a collection (JSON, store ids left out)."""
     return {
-        "title": c.title, "handle": c.handle, "description": c.description_html, "sort_order": c.sort_order,
+        "title": c.title,
+        "handle": c.handle,
+        "description": c.description_html,
+        "sort_order": c.sort_order,
         "seo": [c.seo_title, c.seo_description],
         "image": [image_key(c.image.source), c.image.alt] if c.image else None,
-        "rules": None if c.rules is None else {
-            "disjunctive": c.disjunctive, "rules": sorted([r.column, r.relation, r.condition] for r in c.rules)},
+        "rules": None
+        if c.rules is None
+        else {
+            "disjunctive": c.disjunctive,
+            "rules": sorted([r.column, r.relation, r.condition] for r in c.rules),
+        },
     }
 
 
 def collection_input(parent: Collection) -> dict[str, Any]:
     """`CollectionInput` with the parent's synced fields (no id: the caller adds it to update)."""
     inp: dict[str, Any] = {
-        "title": parent.title, "handle": parent.handle, "descriptionHtml": parent.description_html,
-        "sortOrder": parent.sort_order, "seo": {"title": parent.seo_title, "description": parent.seo_description},
+        "title": parent.title,
+        "handle": parent.handle,
+        "descriptionHtml": parent.description_html,
+        "sortOrder": parent.sort_order,
+        "seo": {"title": parent.seo_title, "description": parent.seo_description},
     }
     if parent.rules is not None:
-        inp["ruleSet"] = {"appliedDisjunctively": parent.disjunctive,
-                          "rules": [{"column": r.column, "relation": r.relation, "condition": r.condition}
-                                    for r in parent.rules]}
+        inp["ruleSet"] = {
+            "appliedDisjunctively": parent.disjunctive,
+            "rules": [
+                {"column": r.column, "relation": r.relation, "condition": r.condition} for r in parent.rules
+            ],
+        }
     if parent.image is not None:
         inp["image"] = {"src": parent.image.source, "altText": parent.image.alt}
     return inp
@@ -117,8 +136,9 @@ class CollectionPlan:
         return tuple(c for c in self.changes if c.cause is ChangeCause.CHILD_EDIT_REVERTED)
 
 
-def plan_child_collection(parent: Collection, child: Collection | None, child_shop: str,
-                          last_view: dict | None) -> CollectionPlan:
+def plan_child_collection(
+    parent: Collection, child: Collection | None, child_shop: str, last_view: dict | None
+) -> CollectionPlan:
     """What to write so the child's counterpart shows the parent's synced fields. `last_view`:
     what the engine last wrote to (or found in) that child collection, None if nothing."""
     if not parent.id:
@@ -132,14 +152,19 @@ def plan_child_collection(parent: Collection, child: Collection | None, child_sh
     blocked = None
     if (parent.rules is None) != (child.rules is None):
         kinds = {True: "manual", False: "smart"}
-        blocked = (f"collection {parent.handle!r} is {kinds[parent.rules is None]} in the parent but "
-                   f"{kinds[child.rules is None]} in {child_shop}: Shopify cannot convert one into the other")
+        blocked = (
+            f"collection {parent.handle!r} is {kinds[parent.rules is None]} in the parent but "
+            f"{kinds[child.rules is None]} in {child_shop}: Shopify cannot convert one into the other"
+        )
     changes = diff_views(expected, collection_view(child), last_view)
-    return CollectionPlan(child_shop, parent.id, child.id, {"id": child.id, **inp}, expected, tuple(changes),
-                          blocked)
+    return CollectionPlan(
+        child_shop, parent.id, child.id, {"id": child.id, **inp}, expected, tuple(changes), blocked
+    )
 
 
-def membership_resyncs(parent: Collection, child_members: Sequence[str], product_links: Sequence[Link]) -> list[str]:
+def membership_resyncs(
+    parent: Collection, child_members: Sequence[str], product_links: Sequence[Link]
+) -> list[str]:
     """Parent products whose child copy is in the wrong place for this (manual) collection: a
     parent member whose copy is not a member of the child's collection, or a copy in it whose
     parent product is not in the parent's. Child-only products are the child's business."""
@@ -172,9 +197,16 @@ class CollectionOutcome:
     resync_products: tuple[str, ...] = ()  # parent product ids whose copy's memberships differ
 
 
-async def sync_collection_to_child(parent_store: CollectionStore, child_store: CollectionStore,
-                                   parent_collection_id: str, links_repo: CollectionLinks, audit,
-                                   cause: str, *, with_members: bool = True) -> CollectionOutcome:
+async def sync_collection_to_child(
+    parent_store: CollectionStore,
+    child_store: CollectionStore,
+    parent_collection_id: str,
+    links_repo: CollectionLinks,
+    audit,
+    cause: str,
+    *,
+    with_members: bool = True,
+) -> CollectionOutcome:
     """Make one child's counterpart of one parent collection match the parent, reading both
     stores now (never a webhook payload: deliveries come out of order). Idempotent: a rerun
     after a crash between the create and the link finds the collection by its handle.
@@ -183,8 +215,14 @@ async def sync_collection_to_child(parent_store: CollectionStore, child_store: C
     backfill: its copies carry their memberships; the member ids cost up to ~250 points per
     read on the parent's bucket)."""
     shop = child_store.shop
-    link = next((lk for lk in await links_repo.links_down(LinkKind.COLLECTION, parent_collection_id)
-                 if lk.child_shop == shop), None)
+    link = next(
+        (
+            lk
+            for lk in await links_repo.links_down(LinkKind.COLLECTION, parent_collection_id)
+            if lk.child_shop == shop
+        ),
+        None,
+    )
     parent = await parent_store.read_collection(parent_collection_id, with_products=with_members)
     if parent is None:
         if link is None:
@@ -192,10 +230,18 @@ async def sync_collection_to_child(parent_store: CollectionStore, child_store: C
         before = await child_store.read_collection(link.child_id)
         await child_store.delete_collection(link.child_id)
         await links_repo.delete_link(shop, LinkKind.COLLECTION, parent_collection_id)
-        await audit.record(AuditRecord(
-            shop=shop, object_type="collection", object_id=link.child_id, action="collection_delete",
-            before=collection_view(before) if before else None, after=None, cause=cause,
-            detail=f"parent collection {parent_collection_id} was deleted"))
+        await audit.record(
+            AuditRecord(
+                shop=shop,
+                object_type="collection",
+                object_id=link.child_id,
+                action="collection_delete",
+                before=collection_view(before) if before else None,
+                after=None,
+                cause=cause,
+                detail=f"parent collection {parent_collection_id} was deleted",
+            )
+        )
         return CollectionOutcome(CollectionAction.DELETED, link.child_id)
 
     child = await child_store.read_collection(link.child_id, with_products=with_members) if link else None
@@ -208,16 +254,27 @@ async def sync_collection_to_child(parent_store: CollectionStore, child_store: C
         if found is not None and found.id:
             taken = await links_repo.links_of(shop, LinkKind.COLLECTION, child_ids=[found.id])
             if any(lk.parent_id != parent_collection_id for lk in taken):
-                raise CatalogBlocked(f"{shop}: collection {parent.handle!r} is linked to another parent collection "
-                                     f"({taken[0].parent_id})")
+                raise CatalogBlocked(
+                    f"{shop}: collection {parent.handle!r} is linked to another parent collection "
+                    f"({taken[0].parent_id})"
+                )
             child = await child_store.read_collection(found.id, with_products=with_members)
             if link is None:
                 matched_by = MatchedBy.HANDLE
     plan = plan_child_collection(parent, child, shop, last_view)
     if plan.blocked:
-        await audit.record(AuditRecord(shop=shop, object_type="collection", object_id=plan.child_collection_id or "",
-                                       action="collection_blocked", before=None, after=None, cause=cause,
-                                       detail=plan.blocked))
+        await audit.record(
+            AuditRecord(
+                shop=shop,
+                object_type="collection",
+                object_id=plan.child_collection_id or "",
+                action="collection_blocked",
+                before=None,
+                after=None,
+                cause=cause,
+                detail=plan.blocked,
+            )
+        )
         raise CatalogBlocked(plan.blocked)
 
     if child is None:
@@ -231,24 +288,51 @@ async def sync_collection_to_child(parent_store: CollectionStore, child_store: C
         action = CollectionAction.UNCHANGED
     child_id = written.id or ""
     if link is None or link.child_id != child_id or not same_view(link.synced_view, plan.expected):
-        await links_repo.save_links([Link(LinkKind.COLLECTION, shop, parent_collection_id, child_id, matched_by,
-                                          synced_view=plan.expected)])
+        await links_repo.save_links(
+            [
+                Link(
+                    LinkKind.COLLECTION,
+                    shop,
+                    parent_collection_id,
+                    child_id,
+                    matched_by,
+                    synced_view=plan.expected,
+                )
+            ]
+        )
     if action is not CollectionAction.UNCHANGED:
-        await audit.record(AuditRecord(
-            shop=shop, object_type="collection", object_id=child_id,
-            action="collection_create" if action is CollectionAction.CREATED else "collection_update",
-            before=collection_view(child) if child else None, after=plan.expected, cause=cause,
-            detail="; ".join(c.describe(shop) for c in plan.changes)))
+        await audit.record(
+            AuditRecord(
+                shop=shop,
+                object_type="collection",
+                object_id=child_id,
+                action="collection_create" if action is CollectionAction.CREATED else "collection_update",
+                before=collection_view(child) if child else None,
+                after=plan.expected,
+                cause=cause,
+                detail="; ".join(c.describe(shop) for c in plan.changes),
+            )
+        )
     for c in plan.reverted:
-        await audit.record(AuditRecord(shop=shop, object_type="collection", object_id=child_id,
-                                       action="revert_child_edit", before=c.child_value, after=c.parent_value,
-                                       cause=cause, detail=c.describe(shop)))
+        await audit.record(
+            AuditRecord(
+                shop=shop,
+                object_type="collection",
+                object_id=child_id,
+                action="revert_child_edit",
+                before=c.child_value,
+                after=c.parent_value,
+                cause=cause,
+                detail=c.describe(shop),
+            )
+        )
 
     resync: list[str] = []
     if parent.rules is None and parent.product_ids is not None:
         members = list(child.product_ids or ()) if child is not None else []
-        links = await links_repo.links_of(shop, LinkKind.PRODUCT, parent_ids=list(parent.product_ids),
-                                          child_ids=members)
+        links = await links_repo.links_of(
+            shop, LinkKind.PRODUCT, parent_ids=list(parent.product_ids), child_ids=members
+        )
         resync = membership_resyncs(parent, members, links)
     return CollectionOutcome(action, child_id, plan, tuple(resync))
 

@@ -22,7 +22,15 @@ from storesync.sync.linking import LinkReport, link_network
 from storesync.sync.model import LinkKind
 from storesync.sync.network import MerchantNetwork
 from storesync.sync.reconcile import ReconcileReport, Repair, apply_repairs, reconcile_network
-from storesync.sync.runtime import Storage, SyncRuntime, SyncSettings, job_storage, load_network_config, pause_store, paused_among
+from storesync.sync.runtime import (
+    Storage,
+    SyncRuntime,
+    SyncSettings,
+    job_storage,
+    load_network_config,
+    pause_store,
+    paused_among,
+)
 from storesync.sync.saga import SagaState
 from storesync.sync.shopify_adapter import BulkCatalogScan, ScannedParent
 
@@ -32,12 +40,14 @@ Progress = Callable[[str, int], None]  # (description, units done since the last
 
 
 @asynccontextmanager
-async def cli_runtime(settings: Settings, *, sync_settings: SyncSettings | None = None,
-                      max_connections: int = 24) -> AsyncIterator[SyncRuntime]:
+async def cli_runtime(
+    settings: Settings, *, sync_settings: SyncSettings | None = None, max_connections: int = 24
+) -> AsyncIterator[SyncRuntime]:
     """A runtime for a command: its own small pool (budget and sync tables) and API clients."""
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per API call drowns the report
-    pool = async_pooled_pool(settings, name="storesync-cli", min_size=1,
-                             max_size=max(max_connections, settings.pool_max_size))
+    pool = async_pooled_pool(
+        settings, name="storesync-cli", min_size=1, max_size=max(max_connections, settings.pool_max_size)
+    )
     await pool.open(wait=True, timeout=settings.connect_timeout * 2)
     try:
         config = await asyncio.to_thread(load_network_config, settings)
@@ -65,14 +75,17 @@ async def _active(st: Storage, net: MerchantNetwork) -> tuple[MerchantNetwork, d
 # --------------------------------------------------------------------------- link
 
 
-async def link(rt: SyncRuntime, *, dry_run: bool, merchant: str | None = None) -> list[tuple[str, LinkReport]]:
+async def link(
+    rt: SyncRuntime, *, dry_run: bool, merchant: str | None = None
+) -> list[tuple[str, LinkReport]]:
     """Match every child against its parent by SKU, then barcode, then handle; store the links
     unless `dry_run`. Duplicates, missing SKUs and conflicts are reported, never guessed."""
     out = []
     async with job_storage(rt.pool) as st:
         for net in _merchants(rt, merchant):
-            reports = await link_network(net, rt.scans(net), None if dry_run else st.links,
-                                         rt.policy(net.merchant_id))
+            reports = await link_network(
+                net, rt.scans(net), None if dry_run else st.links, rt.policy(net.merchant_id)
+            )
             out += [(net.merchant_id, r) for r in reports]
     return out
 
@@ -90,16 +103,20 @@ class ReconcileResult:
 
     def lines(self) -> list[str]:
         r = self.report
-        out = [f"{self.merchant_id}: {r.products_checked} products, {r.collections_checked} collections and "
-               f"{r.levels_checked} levels checked, "
-               f"{len(self.fixed)} fixed, {len(self.left)} not fixed"]
+        out = [
+            f"{self.merchant_id}: {r.products_checked} products, {r.collections_checked} collections and "
+            f"{r.levels_checked} levels checked, "
+            f"{len(self.fixed)} fixed, {len(self.left)} not fixed"
+        ]
         out += [f"  fixed {x.describe()}" for x in self.fixed]
         out += [f"  NOT fixed {x.describe()} ({x.reason})" for x in self.left]
         out += [f"  skipped {s}: {why}" for s, why in self.paused.items()]
         return out
 
 
-async def reconcile_merchant(rt: SyncRuntime, st: Storage, net: MerchantNetwork, cause: str) -> ReconcileResult:
+async def reconcile_merchant(
+    rt: SyncRuntime, st: Storage, net: MerchantNetwork, cause: str
+) -> ReconcileResult:
     """Compare the parent with every active child and repair the drift through live-sync code."""
     active, paused = await _active(st, net)
     if net.parent.shop in paused:
@@ -116,14 +133,23 @@ async def reconcile_merchant(rt: SyncRuntime, st: Storage, net: MerchantNetwork,
 
     collections = {s.shop: ShopifyCollections(rt.api(s.shop).client) for s in active.stores}
     report = await reconcile_network(active, rt.scans(active), st.links, policy, collections)
-    fixed, left = await apply_repairs(report.repairs, parent_store=rt.api(net.parent.shop), stores=rt.apis(active),
-                                      links_repo=st.links, writes=st.writes, audit=st.audit, policy=policy,
-                                      cause=cause, collection_stores=collections)
+    fixed, left = await apply_repairs(
+        report.repairs,
+        parent_store=rt.api(net.parent.shop),
+        stores=rt.apis(active),
+        links_repo=st.links,
+        writes=st.writes,
+        audit=st.audit,
+        policy=policy,
+        cause=cause,
+        collection_stores=collections,
+    )
     return ReconcileResult(net.merchant_id, report, fixed, left, skipped)
 
 
-async def reconcile(rt: SyncRuntime, *, merchant: str | None = None, cause: str = "reconcile:cli"
-                    ) -> list[ReconcileResult]:
+async def reconcile(
+    rt: SyncRuntime, *, merchant: str | None = None, cause: str = "reconcile:cli"
+) -> list[ReconcileResult]:
     async with job_storage(rt.pool) as st:
         return [await reconcile_merchant(rt, st, net, cause) for net in _merchants(rt, merchant)]
 
@@ -180,8 +206,9 @@ async def _unfinished_copies(st: Storage, children: set[str]) -> list[tuple[str,
     return out
 
 
-async def _create_missing_collections(rt: SyncRuntime, st: Storage, net: MerchantNetwork, child: str,
-                                      report: LinkReport, result: BackfillResult) -> None:
+async def _create_missing_collections(
+    rt: SyncRuntime, st: Storage, net: MerchantNetwork, child: str, report: LinkReport, result: BackfillResult
+) -> None:
     """The parent's collections the child lacks, made by the collection sync itself (title,
     description, SEO, sort order, a smart collection's rules) and linked with the view written,
     so the copies' memberships and the collection jobs agree with them from the start. A
@@ -192,11 +219,15 @@ async def _create_missing_collections(rt: SyncRuntime, st: Storage, net: Merchan
     from storesync.sync.collection_sync import CollectionAction, sync_collection_to_child
     from storesync.sync.shopify_collections import ShopifyCollections
 
-    parent, mine = ShopifyCollections(rt.api(net.parent.shop).client), ShopifyCollections(rt.api(child).client)
+    parent, mine = (
+        ShopifyCollections(rt.api(net.parent.shop).client),
+        ShopifyCollections(rt.api(child).client),
+    )
     for pid in report.missing_collections:
         try:
-            out = await sync_collection_to_child(parent, mine, pid, st.links, st.audit, "backfill:collections",
-                                                 with_members=False)
+            out = await sync_collection_to_child(
+                parent, mine, pid, st.links, st.audit, "backfill:collections", with_members=False
+            )
         except CatalogBlocked as err:
             result.failed.append((f"{child}: collection {pid}", str(err)))
             continue
@@ -204,9 +235,15 @@ async def _create_missing_collections(rt: SyncRuntime, st: Storage, net: Merchan
             result.collections_created.append(f"{child}: {out.plan.input.get('handle') or pid}")
 
 
-async def backfill(rt: SyncRuntime, *, merchant: str | None = None, child: str | None = None,
-                   progress: Callable[[int], None] | None = None, on_total: Callable[[int], None] | None = None,
-                   concurrency: int = 4) -> BackfillResult:
+async def backfill(
+    rt: SyncRuntime,
+    *,
+    merchant: str | None = None,
+    child: str | None = None,
+    progress: Callable[[int], None] | None = None,
+    on_total: Callable[[int], None] | None = None,
+    concurrency: int = 4,
+) -> BackfillResult:
     """Initial sync: link what matches, then copy every unlinked parent product into the child
     (copy-product saga: create -> collections -> levels; a failed step compensates the done ones).
     Resumable: rerunning links the copies already made and resumes unfinished sagas."""
@@ -215,7 +252,9 @@ async def backfill(rt: SyncRuntime, *, merchant: str | None = None, child: str |
     result = BackfillResult()
     work: list[tuple[MerchantNetwork, str, str]] = []  # (merchant, child, parent product)
     scanned: dict[str, ScannedParent] = {}  # merchant -> its parent as scanned
-    parent_scans: dict[str, tuple[BulkCatalogScan, dict]] = {}  # merchant -> (scan, the levels the copies use)
+    parent_scans: dict[
+        str, tuple[BulkCatalogScan, dict]
+    ] = {}  # merchant -> (scan, the levels the copies use)
     looked_at: list[tuple[MerchantNetwork, str]] = []  # the children linked (and copied into) by this run
     levels_read_at: dict[str, datetime] = {}  # merchant -> when the scan read the parent's levels
     async with job_storage(rt.pool) as st:
@@ -244,6 +283,7 @@ async def backfill(rt: SyncRuntime, *, merchant: str | None = None, child: str |
             parent_products = await parent_scan.products()
             scanned[net.merchant_id] = ScannedParent(rt.api(net.parent.shop), parent_products, parent_levels)
             parent_scans[net.merchant_id] = (parent_scan, dict(parent_levels))
+
             # The children's missing collections at once (each child on its own connection): the
             # copies start after them, and every second before the first copy leaves the
             # children's full buckets unused.
@@ -255,9 +295,13 @@ async def backfill(rt: SyncRuntime, *, merchant: str | None = None, child: str |
             for report in reports:
                 looked_at.append((active, report.child_shop))
                 links = await st.links.link_map(report.child_shop)
-                work += [(active, report.child_shop, p.id) for p in parent_products
-                         if p.id and links.child_id(LinkKind.PRODUCT, p.id) is None
-                         and (report.child_shop, p.id) not in unfinished]
+                work += [
+                    (active, report.child_shop, p.id)
+                    for p in parent_products
+                    if p.id
+                    and links.child_id(LinkKind.PRODUCT, p.id) is None
+                    and (report.child_shop, p.id) not in unfinished
+                ]
     if on_total:
         on_total(len(work))
 
@@ -272,9 +316,18 @@ async def backfill(rt: SyncRuntime, *, merchant: str | None = None, child: str |
                     continue
                 saga_id = _saga_id(sagas, shop, pid)
                 try:
-                    rec = await run_copy_saga(rt, st, net, saga_id, pid, shop, f"backfill:{saga_id}",
-                                              final_attempt=True, parent_api=scanned[net.merchant_id],
-                                              levels_read_at=levels_read_at.get(net.merchant_id))
+                    rec = await run_copy_saga(
+                        rt,
+                        st,
+                        net,
+                        saga_id,
+                        pid,
+                        shop,
+                        f"backfill:{saga_id}",
+                        final_attempt=True,
+                        parent_api=scanned[net.merchant_id],
+                        levels_read_at=levels_read_at.get(net.merchant_id),
+                    )
                 except StoreUnauthorized as err:
                     reason = f"HTTP {err.status}: {err}"
                     await pause_store(st.conn, err.shop or shop, reason)
@@ -317,8 +370,11 @@ async def _link_overdue_copies_later(rt: SyncRuntime, children: dict[str, Mercha
 
     delay, now = rt.sync_settings.link_pending_after_s, datetime.now(UTC)
     async with job_storage(rt.pool) as st:
-        specs = [link_pending_job(net, shop, "backfill", delay, now) for shop, net in sorted(children.items())
-                 if await st.links.pending_links(shop)]
+        specs = [
+            link_pending_job(net, shop, "backfill", delay, now)
+            for shop, net in sorted(children.items())
+            if await st.links.pending_links(shop)
+        ]
         if specs:
             async with st.conn.transaction():
                 await enqueue_many_async(st.conn, specs)
@@ -343,8 +399,12 @@ async def _refresh_link_statistics(rt: SyncRuntime) -> None:
         await asyncio.sleep(LINK_STATISTICS_EVERY_S)
 
 
-async def _levels_moved_meanwhile(rt: SyncRuntime, parent_scans: dict[str, tuple[BulkCatalogScan, dict]],
-                                  copied: dict[str, MerchantNetwork], result: BackfillResult) -> None:
+async def _levels_moved_meanwhile(
+    rt: SyncRuntime,
+    parent_scans: dict[str, tuple[BulkCatalogScan, dict]],
+    copied: dict[str, MerchantNetwork],
+    result: BackfillResult,
+) -> None:
     """The copies wrote the parent's levels as the scan read them. A level that moved before its
     product was linked in a child found no link to fan out to: read every level again (one bulk
     query) and fan out each one that differs, through the workers' `sync.fan_out_level` jobs
@@ -353,22 +413,32 @@ async def _levels_moved_meanwhile(rt: SyncRuntime, parent_scans: dict[str, tuple
     from storesync.sync.handlers import enqueue_jobs
     from storesync.sync.routing import fan_out_job
 
-    for merchant_id, net in copied.items():
+    for merchant_id, _net in copied.items():
         if merchant_id not in parent_scans:
             continue
         scan, used = parent_scans[merchant_id]
         try:
             now = await scan.levels(fresh=True)
         except CommerceError as err:  # the copies stand; the periodic reconcile compares levels too
-            result.failed.append((f"{merchant_id}: levels moved during the copy",
-                                  f"not re-read ({type(err).__name__}: {err}); run storesync reconcile"))
+            result.failed.append(
+                (
+                    f"{merchant_id}: levels moved during the copy",
+                    f"not re-read ({type(err).__name__}: {err}); run storesync reconcile",
+                )
+            )
             continue
-        moved = sorted(key for key in set(used) | set(now)
-                       if (used.get(key) and used[key].available) != (now.get(key) and now[key].available))
+        moved = sorted(
+            key
+            for key in set(used) | set(now)
+            if (used.get(key) and used[key].available) != (now.get(key) and now[key].available)
+        )
         if moved:
             async with job_storage(rt.pool) as st:
-                await enqueue_jobs(st.conn, [fan_out_job(item, loc, "backfill:levels-moved") for item, loc in moved],
-                                   merchant_id)
+                await enqueue_jobs(
+                    st.conn,
+                    [fan_out_job(item, loc, "backfill:levels-moved") for item, loc in moved],
+                    merchant_id,
+                )
         result.levels_moved += len(moved)
 
 
@@ -377,8 +447,16 @@ async def _levels_moved_meanwhile(rt: SyncRuntime, parent_scans: dict[str, tuple
 
 # What each role needs: the parent's catalog (products, collections) and stock flow down; a
 # child's sales flow up and its edits (products, linked collections) and stock moves are reverted.
-PARENT_TOPICS = ("products/create", "products/update", "products/delete", "collections/create",
-                 "collections/update", "collections/delete", "inventory_levels/update", "app/uninstalled")
+PARENT_TOPICS = (
+    "products/create",
+    "products/update",
+    "products/delete",
+    "collections/create",
+    "collections/update",
+    "collections/delete",
+    "inventory_levels/update",
+    "app/uninstalled",
+)
 CHILD_TOPICS = (*PARENT_TOPICS, "orders/create", "orders/updated", "orders/cancelled", "refunds/create")
 _NOT_OFFERED = "does not exist in 'WebhookSubscriptionTopic'"
 
@@ -394,7 +472,9 @@ class StoreSubscriptions:
         return {t: why for t, why in self.changes.failed.items() if t not in self.not_offered}  # type: ignore[attr-defined]
 
 
-async def webhooks_sync(rt: SyncRuntime, callback_url: str, *, keep_others: bool = False) -> list[StoreSubscriptions]:
+async def webhooks_sync(
+    rt: SyncRuntime, callback_url: str, *, keep_others: bool = False
+) -> list[StoreSubscriptions]:
     """Every store's subscriptions made exactly the topics its role needs, to `callback_url`
     (idempotent: a second run keeps everything). A topic the store's API version does not offer
     is reported apart from real failures."""
@@ -404,9 +484,12 @@ async def webhooks_sync(rt: SyncRuntime, callback_url: str, *, keep_others: bool
     for m in rt.config.merchants:
         for s in m.stores:
             topics = PARENT_TOPICS if s.shop == m.parent.shop else CHILD_TOPICS
-            ch = await reconcile_subscriptions(rt.clients.client(s.shop), callback_url, list(topics),
-                                               keep_others=keep_others)
-            out.append(StoreSubscriptions(s.shop, ch, [t for t, why in ch.failed.items() if _NOT_OFFERED in why]))
+            ch = await reconcile_subscriptions(
+                rt.clients.client(s.shop), callback_url, list(topics), keep_others=keep_others
+            )
+            out.append(
+                StoreSubscriptions(s.shop, ch, [t for t, why in ch.failed.items() if _NOT_OFFERED in why])
+            )
     return out
 
 

@@ -106,8 +106,11 @@ def level_from_webhook(body: Mapping[str, Any]) -> LevelReport:
     available = body.get("available")
     if not isinstance(available, int):
         raise ValueError(f"inventory level webhook with available={available!r}")
-    return LevelReport(gid("InventoryItem", body.get("inventory_item_id")), gid("Location", body.get("location_id")),
-                       available)
+    return LevelReport(
+        gid("InventoryItem", body.get("inventory_item_id")),
+        gid("Location", body.get("location_id")),
+        available,
+    )
 
 
 class LevelDecision(StrEnum):
@@ -136,8 +139,15 @@ def classify_level_change(
 
 
 async def judge_level_delivery(
-    *, shop: str, role: str, inventory_item_id: str, location_id: str, available: int, version: Version,
-    versions: AppliedVersions, writes: WriteRecords,
+    *,
+    shop: str,
+    role: str,
+    inventory_item_id: str,
+    location_id: str,
+    available: int,
+    version: Version,
+    versions: AppliedVersions,
+    writes: WriteRecords,
 ) -> LevelDecision:
     """Classify an `inventory_levels/update` delivery and record its version (atomically: of two
     concurrent deliveries the older one is reported STALE). The version is advanced first: that
@@ -146,5 +156,6 @@ async def judge_level_delivery(
     if not await versions.advance(shop, inventory_item_id, location_id, version.at, version.tiebreak):
         return LevelDecision.STALE
     recent = await writes.recent_writes(shop, inventory_item_id, location_id, version.at - ECHO_WINDOW)
-    return classify_level_change(role=role, observed_quantity=available, version=version, applied=None,
-                                 writes=recent)
+    return classify_level_change(
+        role=role, observed_quantity=available, version=version, applied=None, writes=recent
+    )

@@ -29,18 +29,40 @@ from storesync.queue.handlers import HandlerRegistry, JobContext, PermanentError
 from storesync.sync import routing
 from storesync.sync.audit import delivery_cause, job_cause
 from storesync.sync.catalog import (
-    CatalogBlocked, CatalogError, PendingResolution, actual_view, created_webhook_describes_it, link_pending_copies,
-    link_pending_copy, same_view, sync_product_to_child, variants_from_product_webhook,
+    CatalogBlocked,
+    CatalogError,
+    PendingResolution,
+    actual_view,
+    created_webhook_describes_it,
+    link_pending_copies,
+    link_pending_copy,
+    same_view,
+    sync_product_to_child,
+    variants_from_product_webhook,
 )
 from storesync.sync.conflicts import judge_level_delivery, level_from_webhook, version_of_delivery
 from storesync.sync.inventory import (
-    InventoryError, Outcome, SaleContext, StaleRetriesExhausted, apply_order_event, fan_out_level,
+    InventoryError,
+    Outcome,
+    SaleContext,
+    StaleRetriesExhausted,
+    apply_order_event,
+    fan_out_level,
     order_event_from_webhook,
 )
 from storesync.sync.model import LinkKind, LinkMap, gid
 from storesync.sync.network import MerchantNetwork, UnknownStore
 from storesync.sync.runtime import (
-    SerializedStorage, Storage, SyncRuntime, SyncSettings, child_links, job_storage, park_job, pause_store, paused_among, process_runtime,
+    SerializedStorage,
+    Storage,
+    SyncRuntime,
+    SyncSettings,
+    child_links,
+    job_storage,
+    park_job,
+    pause_store,
+    paused_among,
+    process_runtime,
 )
 from storesync.sync.saga import PermanentStepError, SagaConflict, SagaExecutor, SagaState, SagaStuck
 from storesync.sync.saga_actions import SagaDeps, copy_product_actions, copy_product_steps
@@ -59,10 +81,15 @@ WRITE_RECORD_TTL = timedelta(days=1)
 
 registry = HandlerRegistry()
 _sync_settings = SyncSettings.load()
-registry.schedule("sync.reconcile", JOB_RECONCILE_ALL, every_seconds=_sync_settings.reconcile_every_s,
-                  group=SYSTEM_GROUP)
-registry.schedule("sync.prune_write_records", JOB_PRUNE_WRITES, every_seconds=_sync_settings.prune_every_s,
-                  group=SYSTEM_GROUP)
+registry.schedule(
+    "sync.reconcile", JOB_RECONCILE_ALL, every_seconds=_sync_settings.reconcile_every_s, group=SYSTEM_GROUP
+)
+registry.schedule(
+    "sync.prune_write_records",
+    JOB_PRUNE_WRITES,
+    every_seconds=_sync_settings.prune_every_s,
+    group=SYSTEM_GROUP,
+)
 
 _PERMANENT_DOMAIN = (InventoryError, CatalogError, PermanentStepError, ValueError, KeyError, UnknownStore)
 
@@ -72,9 +99,18 @@ _PERMANENT_DOMAIN = (InventoryError, CatalogError, PermanentStepError, ValueErro
 
 def job_specs(jobs: Iterable[routing.SyncJob], group: str) -> list[JobSpec]:
     now = datetime.now(UTC)
-    return [JobSpec(j.kind, j.payload, group=group, lane=Lane[j.lane.upper()], singleton_key=j.singleton_key,
-                    lock_key=j.lock_key, run_at=now + timedelta(seconds=j.delay_s) if j.delay_s else None)
-            for j in jobs]
+    return [
+        JobSpec(
+            j.kind,
+            j.payload,
+            group=group,
+            lane=Lane[j.lane.upper()],
+            singleton_key=j.singleton_key,
+            lock_key=j.lock_key,
+            run_at=now + timedelta(seconds=j.delay_s) if j.delay_s else None,
+        )
+        for j in jobs
+    ]
 
 
 async def enqueue_jobs(conn: psycopg.AsyncConnection, jobs: list[routing.SyncJob], group: str) -> None:
@@ -90,7 +126,9 @@ def _lookup(rt: SyncRuntime, shop: str):
         raise PermanentError(str(err)) from None
 
 
-async def _guarded(ctx: JobContext, st: Storage, shops: Iterable[str], work: Callable[[], Awaitable[None]]) -> None:
+async def _guarded(
+    ctx: JobContext, st: Storage, shops: Iterable[str], work: Callable[[], Awaitable[None]]
+) -> None:
     """Run `work` unless one of `shops` is paused; a store refusing the app pauses it. Either
     way the job is parked, not failed; domain errors map to the queue's classes."""
     rt_settings = _sync_settings
@@ -109,9 +147,16 @@ async def _guarded(ctx: JobContext, st: Storage, shops: Iterable[str], work: Cal
             raise RetryableError(str(err)) from err
         except _PERMANENT_DOMAIN as err:
             raise PermanentError(f"{type(err).__name__}: {err}") from err
-    await park_job(st.conn, kind=ctx.kind, payload={k: v for k, v in ctx.payload.items() if k != "parked_for"},
-                   group=ctx.group, lane=ctx.lane, lock_key=ctx.lock_key, shop=shop,
-                   delay_s=rt_settings.pause_recheck_s)
+    await park_job(
+        st.conn,
+        kind=ctx.kind,
+        payload={k: v for k, v in ctx.payload.items() if k != "parked_for"},
+        group=ctx.group,
+        lane=ctx.lane,
+        lock_key=ctx.lock_key,
+        shop=shop,
+        delay_s=rt_settings.pause_recheck_s,
+    )
 
 
 async def _child_maps_for_item(st: Storage, net: MerchantNetwork, parent_item: str) -> dict[str, LinkMap]:
@@ -138,8 +183,17 @@ class _LevelReadOnce:
         return getattr(self.api, name)
 
 
-async def _fan_out(ctx: JobContext, rt: SyncRuntime, st: Storage, net: MerchantNetwork, item: str, location: str,
-                   cause: str, only: list[str] | None, moved: Collection[str] = ()) -> None:
+async def _fan_out(
+    ctx: JobContext,
+    rt: SyncRuntime,
+    st: Storage,
+    net: MerchantNetwork,
+    item: str,
+    location: str,
+    cause: str,
+    only: list[str] | None,
+    moved: Collection[str] = (),
+) -> None:
     """Set every (or `only` these) active children to the parent's level; a paused child gets
     its own parked fan-out job so the others are not held back. `moved`: children whose level
     changed since the engine's last write (the seller), read before their compare-and-set."""
@@ -147,8 +201,16 @@ async def _fan_out(ctx: JobContext, rt: SyncRuntime, st: Storage, net: MerchantN
     paused = await paused_among(st.conn, targets)
     for shop in paused:
         job = routing.fan_out_job(item, location, cause, only=shop)
-        await park_job(st.conn, kind=job.kind, payload=job.payload, group=net.merchant_id, lane=Lane.INVENTORY,
-                       lock_key=job.lock_key, shop=shop, delay_s=_sync_settings.pause_recheck_s)
+        await park_job(
+            st.conn,
+            kind=job.kind,
+            payload=job.payload,
+            group=net.merchant_id,
+            lane=Lane.INVENTORY,
+            lock_key=job.lock_key,
+            shop=shop,
+            delay_s=_sync_settings.pause_recheck_s,
+        )
     active = [s for s in targets if s not in paused]
     if not active:
         return
@@ -157,14 +219,33 @@ async def _fan_out(ctx: JobContext, rt: SyncRuntime, st: Storage, net: MerchantN
     maps = await _child_maps_for_item(st, net, item)
     shared = SerializedStorage(st)
     parent = _LevelReadOnce(rt.api(net.parent.shop))
-    per_child = await asyncio.gather(*(
-        fan_out_level(net, parent, {shop: rt.api(shop)}, maps, shared.writes, shared.audit,
-                      item, location, cause, only=[shop], moved=moved) for shop in active),
-        return_exceptions=True)
+    per_child = await asyncio.gather(
+        *(
+            fan_out_level(
+                net,
+                parent,
+                {shop: rt.api(shop)},
+                maps,
+                shared.writes,
+                shared.audit,
+                item,
+                location,
+                cause,
+                only=[shop],
+                moved=moved,
+            )
+            for shop in active
+        ),
+        return_exceptions=True,
+    )
     failures = [r for r in per_child if isinstance(r, BaseException)]
     outcomes = [o for r in per_child if not isinstance(r, BaseException) for o in r]
-    log.info("level fanned out", item=item, location=location,
-             results={o.shop: f"{o.result}:{o.before}->{o.after}" for o in outcomes})
+    log.info(
+        "level fanned out",
+        item=item,
+        location=location,
+        results={o.shop: f"{o.result}:{o.before}->{o.after}" for o in outcomes},
+    )
     if failures:
         raise failures[0]  # the job retries; children already set are unchanged on the rerun
 
@@ -198,11 +279,17 @@ async def product_webhook(ctx: JobContext) -> None:
         if store.role == "parent" and p["topic"] == "products/update":
             routed = await _route_parent_update(rt, st, net, product_id, delivery_cause(p["delivery_id"]))
         else:
-            routed = routing.route_product_webhook(net, store.shop, body, links, delivery_cause(p["delivery_id"]))
+            routed = routing.route_product_webhook(
+                net, store.shop, body, links, delivery_cause(p["delivery_id"])
+            )
         if routed.ignored:
             log.info("product webhook ignored", shop=store.shop, why=routed.ignored)
-        if store.role == "child" and routed.jobs and p["topic"] != "products/delete" \
-                and await _child_shows_last_write(rt, st, net, store.shop, product_id):
+        if (
+            store.role == "child"
+            and routed.jobs
+            and p["topic"] != "products/delete"
+            and await _child_shows_last_write(rt, st, net, store.shop, product_id)
+        ):
             # Our own writes and every stock move make the child send products/update: while
             # the child shows exactly the synced fields we last wrote, nothing was edited there
             # (a parent change has jobs of its own), so no job reads both stores for it.
@@ -219,7 +306,9 @@ async def product_webhook(ctx: JobContext) -> None:
         await enqueue_jobs(st.conn, routed.jobs, net.merchant_id)
 
 
-async def _link_created_copy(ctx: JobContext, net: MerchantNetwork, shop: str, body: dict, cause: str) -> None:
+async def _link_created_copy(
+    ctx: JobContext, net: MerchantNetwork, shop: str, body: dict, cause: str
+) -> None:
     """Link a copy's variants from its products/create payload, with the echo records of the
     stock the copy wrote. A parent level that moved after the copy wrote it found no link to fan
     out to: those levels are fanned out to this child now.
@@ -232,30 +321,50 @@ async def _link_created_copy(ctx: JobContext, net: MerchantNetwork, shop: str, b
         links = await child_links(st.conn, shop, products=[product_id])
         link = links.link_up(LinkKind.PRODUCT, product_id)
         if link is None and not ctx.payload.get("rechecked"):
-            await enqueue_many_async(st.conn, [JobSpec(
-                ctx.kind, {**ctx.payload, "rechecked": True}, group=net.merchant_id, lane=Lane.CATALOG,
-                run_at=datetime.now(UTC) + timedelta(seconds=RECHECK_CREATED_AFTER_S))])
+            await enqueue_many_async(
+                st.conn,
+                [
+                    JobSpec(
+                        ctx.kind,
+                        {**ctx.payload, "rechecked": True},
+                        group=net.merchant_id,
+                        lane=Lane.CATALOG,
+                        run_at=datetime.now(UTC) + timedelta(seconds=RECHECK_CREATED_AFTER_S),
+                    )
+                ],
+            )
             return
         if link is None or link.pending is None:
-            log.info("child product created; nothing to link", shop=shop, product=product_id,
-                     why="a child-only product" if link is None else "linked already")
+            log.info(
+                "child product created; nothing to link",
+                shop=shop,
+                product=product_id,
+                why="a child-only product" if link is None else "linked already",
+            )
             return
         if not created_webhook_describes_it(link.pending):
             # Sent again since: this payload's variants are gone. The resend's products/update
             # starts a product job, whose read links it (or the backfill's link job does).
-            log.info("copy rewritten since this create webhook; linked from a read", shop=shop, product=product_id)
+            log.info(
+                "copy rewritten since this create webhook; linked from a read", shop=shop, product=product_id
+            )
             return
         resolution = await link_pending_copy(st.links, link, variants_from_product_webhook(body))
         if resolution is None:
             return  # another path linked them first
         if resolution.unmatched:
-            log.warning("copy's variants not all in its create webhook", shop=shop, product=product_id,
-                        parent_variants=resolution.unmatched)
+            log.warning(
+                "copy's variants not all in its create webhook",
+                shop=shop,
+                product=product_id,
+                parent_variants=resolution.unmatched,
+            )
         await _fan_out_levels_moved_since_copy(st, net, shop, [resolution], cause)
 
 
-async def _fan_out_levels_moved_since_copy(st: Storage, net: MerchantNetwork, shop: str,
-                                           resolutions: Iterable[PendingResolution], cause: str) -> None:
+async def _fan_out_levels_moved_since_copy(
+    st: Storage, net: MerchantNetwork, shop: str, resolutions: Iterable[PendingResolution], cause: str
+) -> None:
     """Copies just linked wrote the parent's levels as read then: a parent level that moved
     since (a newer version applied) found no link to fan out to. Fan those out to this child
     (every path that links a copy calls this)."""
@@ -268,12 +377,16 @@ async def _fan_out_levels_moved_since_copy(st: Storage, net: MerchantNetwork, sh
         if levels and r.levels_read_at is not None:
             moved.update(await st.versions.moved_since(net.parent.shop, levels, r.levels_read_at))
     log.info("copies' variants linked", shop=shop, levels_moved_since=len(moved))
-    await enqueue_jobs(st.conn, [routing.fan_out_job(item, loc, cause, only=shop) for item, loc in sorted(moved)],
-                       net.merchant_id)
+    await enqueue_jobs(
+        st.conn,
+        [routing.fan_out_job(item, loc, cause, only=shop) for item, loc in sorted(moved)],
+        net.merchant_id,
+    )
 
 
-async def _route_parent_update(rt: SyncRuntime, st: Storage, net: MerchantNetwork, product_id: str,
-                               cause: str) -> routing.Routed:
+async def _route_parent_update(
+    rt: SyncRuntime, st: Storage, net: MerchantNetwork, product_id: str, cause: str
+) -> routing.Routed:
     """A parent products/update starts product jobs only for the children whose copy was last
     given other synced fields than the parent has now (one read of the parent): the update
     Shopify sends for each stock move starts none. A store error reading the parent: every child."""
@@ -283,11 +396,14 @@ async def _route_parent_update(rt: SyncRuntime, st: Storage, net: MerchantNetwor
         log.info("parent product not read; every child's job decides", product=product_id, error=str(err))
         return routing.Routed([routing.product_job(c.shop, product_id, cause) for c in net.children])
     links = await st.links.product_fan_out_links(product_id, parent.collections) if parent else []
-    return routing.route_parent_product_update(net, product_id, parent, links, rt.policy(net.merchant_id), cause)
+    return routing.route_parent_product_update(
+        net, product_id, parent, links, rt.policy(net.merchant_id), cause
+    )
 
 
-async def _child_shows_last_write(rt: SyncRuntime, st: Storage, net: MerchantNetwork, shop: str,
-                                  product_id: str) -> bool:
+async def _child_shows_last_write(
+    rt: SyncRuntime, st: Storage, net: MerchantNetwork, shop: str, product_id: str
+) -> bool:
     """Whether the child product shows exactly the synced fields the engine last wrote to it
     (the link's `synced_view`). One read of the child; any doubt (no record, a store error)
     answers False, and the product job decides as before."""
@@ -302,8 +418,13 @@ async def _child_shows_last_write(rt: SyncRuntime, st: Storage, net: MerchantNet
         return False
     if child is None:
         return False
-    links = await child_links(st.conn, shop, products=[product_id], variants=[v.id for v in child.variants if v.id],
-                              collections=True)
+    links = await child_links(
+        st.conn,
+        shop,
+        products=[product_id],
+        variants=[v.id for v in child.variants if v.id],
+        collections=True,
+    )
     return same_view(actual_view(child, rt.policy(net.merchant_id), links), link.synced_view)
 
 
@@ -323,27 +444,37 @@ async def order_webhook(ctx: JobContext) -> None:
                 event = order_event_from_webhook(store.shop, p["topic"], p["body"])
                 variants = [s.child_variant_id for s in event.sales]
                 links = await child_links(st.conn, store.shop, variants=variants)
-                if await _link_sold_copies(rt, st, net, store.shop, event, links, delivery_cause(p["delivery_id"])):
+                if await _link_sold_copies(
+                    rt, st, net, store.shop, event, links, delivery_cause(p["delivery_id"])
+                ):
                     links = await child_links(st.conn, store.shop, variants=variants)
-            routed = routing.route_order_webhook(net, store.shop, p["topic"], p["body"], links,
-                                                 delivery_cause(p["delivery_id"]))
+            routed = routing.route_order_webhook(
+                net, store.shop, p["topic"], p["body"], links, delivery_cause(p["delivery_id"])
+            )
         except (InventoryError, ValueError) as err:
             raise PermanentError(f"order webhook {p['delivery_id']}: {err}") from err
         if routed.unlinked:
-            log.warning("sold variants link to no parent item (run storesync link)", shop=store.shop,
-                        variants=routed.unlinked)
+            log.warning(
+                "sold variants link to no parent item (run storesync link)",
+                shop=store.shop,
+                variants=routed.unlinked,
+            )
         await enqueue_jobs(st.conn, routed.jobs, net.merchant_id)
 
 
-async def _link_sold_copies(rt: SyncRuntime, st: Storage, net: MerchantNetwork, shop: str, event, links: LinkMap,
-                            cause: str) -> bool:
+async def _link_sold_copies(
+    rt: SyncRuntime, st: Storage, net: MerchantNetwork, shop: str, event, links: LinkMap, cause: str
+) -> bool:
     """A sale of a copy made moments ago, whose variants wait for the ids its create webhook
     brings: read those products and link their variants now (a sale is never left unapplied
     for want of a link), fanning out the parent levels that moved meanwhile. True when the sold
     products are copies: the caller reads the links again (linked here, or by another path
     since its first read). Store errors propagate: the order job retries."""
-    products = {s.child_product_id for s in event.sales
-                if s.child_product_id and links.parent_item_for_child_variant(s.child_variant_id) is None}
+    products = {
+        s.child_product_id
+        for s in event.sales
+        if s.child_product_id and links.parent_item_for_child_variant(s.child_variant_id) is None
+    }
     if not products:
         return False
     copies = await child_links(st.conn, shop, products=sorted(products))
@@ -377,14 +508,31 @@ async def level_webhook(ctx: JobContext) -> None:
                 log.debug("level webhook of an unlinked item", shop=store.shop, item=report.inventory_item_id)
                 return
         decision = await judge_level_delivery(
-            shop=store.shop, role=store.role, inventory_item_id=report.inventory_item_id,
-            location_id=report.location_id, available=report.available, version=version,
-            versions=st.versions, writes=st.writes)
-        routed = routing.route_level_decision(net, store.shop, decision, item=report.inventory_item_id,
-                                              location=report.location_id, child_links=links,
-                                              cause=delivery_cause(p["delivery_id"]))
-        log.info("level webhook judged", shop=store.shop, item=report.inventory_item_id, decision=str(decision),
-                 jobs=len(routed.jobs))
+            shop=store.shop,
+            role=store.role,
+            inventory_item_id=report.inventory_item_id,
+            location_id=report.location_id,
+            available=report.available,
+            version=version,
+            versions=st.versions,
+            writes=st.writes,
+        )
+        routed = routing.route_level_decision(
+            net,
+            store.shop,
+            decision,
+            item=report.inventory_item_id,
+            location=report.location_id,
+            child_links=links,
+            cause=delivery_cause(p["delivery_id"]),
+        )
+        log.info(
+            "level webhook judged",
+            shop=store.shop,
+            item=report.inventory_item_id,
+            decision=str(decision),
+            jobs=len(routed.jobs),
+        )
         await enqueue_jobs(st.conn, routed.jobs, net.merchant_id)
 
 
@@ -413,28 +561,46 @@ async def product_to_child(ctx: JobContext) -> None:
     cause = p.get("cause") or job_cause(ctx.job_id)
 
     async with job_storage(ctx.pool) as st:
+
         async def work() -> None:
             if p.get("only_if_linked"):
                 down = await st.links.links_down(LinkKind.PRODUCT, p["parent_product_id"])
                 if not any(lk.child_shop == p["child_shop"] for lk in down):
-                    log.info("product no longer linked; not re-created", child=p["child_shop"],
-                             product=p["parent_product_id"])
+                    log.info(
+                        "product no longer linked; not re-created",
+                        child=p["child_shop"],
+                        product=p["parent_product_id"],
+                    )
                     return
                 saga = await st.steps.load(f"copy:{p['child_shop']}:{p['parent_product_id']}")
                 if saga is not None and saga.state in (SagaState.RUNNING, SagaState.COMPENSATING):
-                    log.info("product is being copied; its saga writes it", child=p["child_shop"],
-                             product=p["parent_product_id"])
+                    log.info(
+                        "product is being copied; its saga writes it",
+                        child=p["child_shop"],
+                        product=p["parent_product_id"],
+                    )
                     return
             try:
                 plan = await sync_product_to_child(
-                    rt.api(net.parent.shop), rt.api(p["child_shop"]), p["parent_product_id"], st.links,
-                    rt.policy(net.merchant_id), st.audit, cause,
+                    rt.api(net.parent.shop),
+                    rt.api(p["child_shop"]),
+                    p["parent_product_id"],
+                    st.links,
+                    rt.policy(net.merchant_id),
+                    st.audit,
+                    cause,
                     on_copy_linked=lambda copies: _fan_out_levels_moved_since_copy(
-                        st, net, p["child_shop"], copies.linked, cause))
+                        st, net, p["child_shop"], copies.linked, cause
+                    ),
+                )
             except CatalogBlocked as err:
                 raise PermanentError(f"{p['child_shop']}: {err}") from err
-            log.info("product synced", child=p["child_shop"], product=p["parent_product_id"],
-                     result="deleted" if plan is None else ("noop" if plan.noop else "written"))
+            log.info(
+                "product synced",
+                child=p["child_shop"],
+                product=p["parent_product_id"],
+                result="deleted" if plan is None else ("noop" if plan.noop else "written"),
+            )
             if plan is not None and plan.created_variants:
                 await _stock_new_variants(st, net, p["child_shop"], plan.created_variants, cause)
 
@@ -450,18 +616,30 @@ async def sale(ctx: JobContext) -> None:
     event = routing.order_event_from_payload(p["event"])
 
     async with job_storage(ctx.pool) as st:
+
         async def work() -> None:
-            links = await child_links(st.conn, p["child_shop"], variants=[s.child_variant_id for s in event.sales])
+            links = await child_links(
+                st.conn, p["child_shop"], variants=[s.child_variant_id for s in event.sales]
+            )
             sctx = SaleContext(net, links, st.ledger, rt.api(net.parent.shop), st.writes, st.audit)
             outcomes = await apply_order_event(sctx, event, cause)
             for o in outcomes:
                 if o.outcome in (Outcome.UNLINKED, Outcome.NO_LOCATION):
-                    log.warning("sale line not applied", child=p["child_shop"], line=o.key.order_line_id,
-                                outcome=str(o.outcome))
+                    log.warning(
+                        "sale line not applied",
+                        child=p["child_shop"],
+                        line=o.key.order_line_id,
+                        outcome=str(o.outcome),
+                    )
                 elif o.oversold:
                     log.warning("oversold", child=p["child_shop"], item=o.parent_item_id, units=o.oversold)
-            for item, loc in sorted({(o.parent_item_id, o.parent_location_id) for o in outcomes
-                                     if o.parent_item_id and o.parent_location_id}):
+            for item, loc in sorted(
+                {
+                    (o.parent_item_id, o.parent_location_id)
+                    for o in outcomes
+                    if o.parent_item_id and o.parent_location_id
+                }
+            ):
                 await _fan_out(ctx, rt, st, net, item, loc, cause, None, moved={p["child_shop"]})
 
         await _guarded(ctx, st, [net.parent.shop], work)
@@ -474,42 +652,73 @@ async def fan_out(ctx: JobContext) -> None:
     net = rt.merchant(ctx.group)
     cause = p.get("cause") or job_cause(ctx.job_id)
     async with job_storage(ctx.pool) as st:
+
         async def work() -> None:
             level = await rt.api(net.parent.shop).read_level(p["parent_item"], p["parent_location"])
             if level is None:  # e.g. a new variant the parent does not stock at this location
-                log.info("parent does not stock the item there; nothing to fan out", item=p["parent_item"],
-                         location=p["parent_location"])
+                log.info(
+                    "parent does not stock the item there; nothing to fan out",
+                    item=p["parent_item"],
+                    location=p["parent_location"],
+                )
                 return
             await _fan_out(ctx, rt, st, net, p["parent_item"], p["parent_location"], cause, p.get("only"))
 
         await _guarded(ctx, st, [net.parent.shop], work)
 
 
-async def _stock_new_variants(st: Storage, net: MerchantNetwork, child_shop: str, parent_variants, cause: str) -> None:
+async def _stock_new_variants(
+    st: Storage, net: MerchantNetwork, child_shop: str, parent_variants, cause: str
+) -> None:
     """Variants just created in a child start with no stock: fan the parent's level out to them
     (the parent's own level webhooks may have come before the link existed)."""
     jobs = []
     for variant_id in parent_variants:
         for link in await st.links.links_down(LinkKind.VARIANT, variant_id):
             if link.child_shop == child_shop and link.parent_inventory_item_id:
-                jobs += [routing.fan_out_job(link.parent_inventory_item_id, parent_loc, cause, only=child_shop)
-                         for parent_loc in net.location_maps.get(child_shop, {})]
+                jobs += [
+                    routing.fan_out_job(link.parent_inventory_item_id, parent_loc, cause, only=child_shop)
+                    for parent_loc in net.location_maps.get(child_shop, {})
+                ]
     await enqueue_jobs(st.conn, jobs, net.merchant_id)
 
 
-def copy_job(net: MerchantNetwork, saga_id: str, parent_product_id: str | None, child_shop: str, cause: str,
-             max_attempts: int) -> JobSpec:
+def copy_job(
+    net: MerchantNetwork,
+    saga_id: str,
+    parent_product_id: str | None,
+    child_shop: str,
+    cause: str,
+    max_attempts: int,
+) -> JobSpec:
     """A copy-product saga as a job (or, without a product, the resumption of an existing saga)."""
     payload = {"saga_id": saga_id, "child_shop": child_shop, "cause": cause, "max_attempts": max_attempts}
     if parent_product_id:
         payload["parent_product_id"] = parent_product_id
-    return JobSpec(JOB_COPY_PRODUCT, payload, group=net.merchant_id, lane=Lane.BACKFILL,
-                   singleton_key=f"saga:{saga_id}", lock_key=f"saga:{saga_id}", max_attempts=max_attempts)
+    return JobSpec(
+        JOB_COPY_PRODUCT,
+        payload,
+        group=net.merchant_id,
+        lane=Lane.BACKFILL,
+        singleton_key=f"saga:{saga_id}",
+        lock_key=f"saga:{saga_id}",
+        max_attempts=max_attempts,
+    )
 
 
-async def run_copy_saga(rt: SyncRuntime, st: Storage, net: MerchantNetwork, saga_id: str,
-                        parent_product_id: str | None, child_shop: str, cause: str, *, final_attempt: bool,
-                        parent_api=None, levels_read_at: datetime | None = None):
+async def run_copy_saga(
+    rt: SyncRuntime,
+    st: Storage,
+    net: MerchantNetwork,
+    saga_id: str,
+    parent_product_id: str | None,
+    child_shop: str,
+    cause: str,
+    *,
+    final_attempt: bool,
+    parent_api=None,
+    levels_read_at: datetime | None = None,
+):
     """Drive one copy-product saga to its end. A step failing permanently - or with a retryable
     error on the final attempt - compensates the steps done, in reverse."""
 
@@ -528,8 +737,13 @@ async def run_copy_saga(rt: SyncRuntime, st: Storage, net: MerchantNetwork, saga
     deps = SagaDeps(net, stores, st.links, st.writes, st.audit, rt.policy(net.merchant_id), levels_read_at)
     executor = SagaExecutor(st.steps, copy_product_actions(deps), st.audit, is_permanent=is_permanent)
     if parent_product_id:
-        return await executor.start(saga_id, "copy_product", child_shop, cause,
-                                    copy_product_steps(parent_product_id, child_shop, stock_in_create=True))
+        return await executor.start(
+            saga_id,
+            "copy_product",
+            child_shop,
+            cause,
+            copy_product_steps(parent_product_id, child_shop, stock_in_create=True),
+        )
     return await executor.run(saga_id)
 
 
@@ -538,15 +752,21 @@ JOB_LINK_PENDING_COPIES = "sync.link_pending_copies"
 BULK_READ_PENDING_FROM = 20
 
 
-def link_pending_job(net: MerchantNetwork, child_shop: str, cause: str, delay_s: float,
-                     written_before: datetime) -> JobSpec:
+def link_pending_job(
+    net: MerchantNetwork, child_shop: str, cause: str, delay_s: float, written_before: datetime
+) -> JobSpec:
     """Link, `delay_s` from now, the child's copies made before `written_before` whose create
     webhook has not linked them by then."""
     payload = {"child_shop": child_shop, "cause": cause, "written_before": written_before.isoformat()}
-    return JobSpec(JOB_LINK_PENDING_COPIES, payload, group=net.merchant_id,
-                   lane=Lane.BACKFILL, singleton_key=f"link-pending:{child_shop}",
-                   lock_key=f"link-pending:{child_shop}",
-                   run_at=datetime.now(UTC) + timedelta(seconds=delay_s) if delay_s else None)
+    return JobSpec(
+        JOB_LINK_PENDING_COPIES,
+        payload,
+        group=net.merchant_id,
+        lane=Lane.BACKFILL,
+        singleton_key=f"link-pending:{child_shop}",
+        lock_key=f"link-pending:{child_shop}",
+        run_at=datetime.now(UTC) + timedelta(seconds=delay_s) if delay_s else None,
+    )
 
 
 @registry.register(JOB_LINK_PENDING_COPIES)
@@ -558,19 +778,30 @@ async def link_pending_copies_job(ctx: JobContext) -> None:
     rt = await _runtime(ctx)
     net, _ = _lookup(rt, p["child_shop"])
     async with job_storage(ctx.pool) as st:
+
         async def work() -> None:
-            await link_overdue_copies(rt, st, net, p["child_shop"], p.get("cause") or job_cause(ctx.job_id),
-                                      written_before=datetime.fromisoformat(p["written_before"]))
+            await link_overdue_copies(
+                rt,
+                st,
+                net,
+                p["child_shop"],
+                p.get("cause") or job_cause(ctx.job_id),
+                written_before=datetime.fromisoformat(p["written_before"]),
+            )
 
         await _guarded(ctx, st, [p["child_shop"]], work)
 
 
-async def link_overdue_copies(rt: SyncRuntime, st: Storage, net: MerchantNetwork, shop: str, cause: str, *,
-                              written_before: datetime) -> int:
+async def link_overdue_copies(
+    rt: SyncRuntime, st: Storage, net: MerchantNetwork, shop: str, cause: str, *, written_before: datetime
+) -> int:
     """Read and link the child's copies made before `written_before` that are still pending;
     returns how many it linked. Store errors propagate (the job retries)."""
-    overdue = [lk for lk in await st.links.pending_links(shop)
-               if lk.pending and datetime.fromisoformat(lk.pending["written_at"]) <= written_before]
+    overdue = [
+        lk
+        for lk in await st.links.pending_links(shop)
+        if lk.pending and datetime.fromisoformat(lk.pending["written_at"]) <= written_before
+    ]
     if not overdue:
         return 0
     api = rt.api(shop)
@@ -581,8 +812,12 @@ async def link_overdue_copies(rt: SyncRuntime, st: Storage, net: MerchantNetwork
     else:
         products = [p for lk in overdue if (p := await api.read_product(lk.child_id)) is not None]
     by_id = {p.id: p for p in products if p.id}
-    resolutions = [r for lk in overdue if lk.child_id in by_id
-                   and (r := await link_pending_copy(st.links, lk, by_id[lk.child_id].variants)) is not None]
+    resolutions = [
+        r
+        for lk in overdue
+        if lk.child_id in by_id
+        and (r := await link_pending_copy(st.links, lk, by_id[lk.child_id].variants)) is not None
+    ]
     gone = [lk.child_id for lk in overdue if lk.child_id not in by_id]
     if gone:  # deleted in the child meanwhile: the product job or reconcile makes them again
         log.warning("pending copies no longer in the child", shop=shop, products=gone)
@@ -598,10 +833,19 @@ async def copy_product(ctx: JobContext) -> None:
     net, _ = _lookup(rt, p["child_shop"])
     final = ctx.attempt >= int(p.get("max_attempts", 10))
     async with job_storage(ctx.pool) as st:
+
         async def work() -> None:
             try:
-                rec = await run_copy_saga(rt, st, net, p["saga_id"], p.get("parent_product_id"), p["child_shop"],
-                                          p.get("cause") or job_cause(ctx.job_id), final_attempt=final)
+                rec = await run_copy_saga(
+                    rt,
+                    st,
+                    net,
+                    p["saga_id"],
+                    p.get("parent_product_id"),
+                    p["child_shop"],
+                    p.get("cause") or job_cause(ctx.job_id),
+                    final_attempt=final,
+                )
             except SagaStuck as err:
                 raise PermanentError(f"saga {p['saga_id']} is stuck: {err}") from err
             if rec.state is SagaState.COMPENSATED:
@@ -614,10 +858,20 @@ async def copy_product(ctx: JobContext) -> None:
 async def reconcile_all(ctx: JobContext) -> None:
     rt = await _runtime(ctx)
     async with job_storage(ctx.pool) as st, st.conn.transaction():
-        await enqueue_many_async(st.conn, [
-            JobSpec(JOB_RECONCILE, {"merchant_id": m.merchant_id}, group=m.merchant_id, lane=Lane.BACKFILL,
-                    singleton_key=f"reconcile:{m.merchant_id}", lock_key=f"reconcile:{m.merchant_id}")
-            for m in rt.network.merchants])
+        await enqueue_many_async(
+            st.conn,
+            [
+                JobSpec(
+                    JOB_RECONCILE,
+                    {"merchant_id": m.merchant_id},
+                    group=m.merchant_id,
+                    lane=Lane.BACKFILL,
+                    singleton_key=f"reconcile:{m.merchant_id}",
+                    lock_key=f"reconcile:{m.merchant_id}",
+                )
+                for m in rt.network.merchants
+            ],
+        )
 
 
 @registry.register(JOB_RECONCILE)
@@ -627,6 +881,7 @@ async def reconcile(ctx: JobContext) -> None:
     rt = await _runtime(ctx)
     net = rt.merchant(ctx.payload.get("merchant_id") or ctx.group)
     async with job_storage(ctx.pool) as st:
+
         async def work() -> None:
             result = await reconcile_merchant(rt, st, net, f"reconcile:job:{ctx.job_id}")
             for line in result.lines():
@@ -658,7 +913,9 @@ def enqueue_saga_resumes(conn: psycopg.Connection, network_cfg, *, limit: int = 
             m, _ = net.of_shop(shop)
         except UnknownStore:
             continue
-        specs.append(copy_job(m, saga_id, None, shop, f"resume:{saga_id}", _sync_settings.backfill_max_attempts))
+        specs.append(
+            copy_job(m, saga_id, None, shop, f"resume:{saga_id}", _sync_settings.backfill_max_attempts)
+        )
     if specs:
         with conn.transaction():
             enqueue_many(conn, specs)

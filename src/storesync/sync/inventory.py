@@ -112,8 +112,15 @@ class InventoryLedger(Protocol):
         """Insert the entry unless its key exists; (stored entry, whether this call inserted)."""
         ...
 
-    async def plan(self, key: LedgerKey, applied_delta: int, backlog_after: int, expected_after: int,
-                   *, replan_of: int | None = None) -> LedgerEntry:
+    async def plan(
+        self,
+        key: LedgerKey,
+        applied_delta: int,
+        backlog_after: int,
+        expected_after: int,
+        *,
+        replan_of: int | None = None,
+    ) -> LedgerEntry:
         """Store a plan on a CLAIMED entry, or (replan_of = the stale plan's number) replace a
         PLANNED entry's plan whose compare-and-set lost. If another caller got there first,
         return the stored entry unchanged."""
@@ -154,7 +161,9 @@ def child_target(parent_available: int) -> int:
     return max(parent_available, 0)
 
 
-def set_idempotency_key(shop: str, item: str, location: str, change_from: int | None, quantity: int, cause: str) -> str:
+def set_idempotency_key(
+    shop: str, item: str, location: str, change_from: int | None, quantity: int, cause: str
+) -> str:
     raw = "\x1f".join(("set", shop, item, location, str(change_from), str(quantity), cause))
     return "storesync-" + hashlib.sha256(raw.encode()).hexdigest()[:40]
 
@@ -203,8 +212,12 @@ def _sale_line(line: Mapping[str, Any], skipped: list[str]) -> SaleLine | None:
     if not isinstance(qty, int) or qty <= 0:
         raise InventoryError(f"line {line_id}: quantity must be a positive integer, got {qty!r}")
     product = line.get("product_id")
-    return SaleLine(line_id, gid("ProductVariant", line["variant_id"]), qty,
-                    gid("Product", product) if product not in (None, "") else None)
+    return SaleLine(
+        line_id,
+        gid("ProductVariant", line["variant_id"]),
+        qty,
+        gid("Product", product) if product not in (None, "") else None,
+    )
 
 
 def _restocks(refund: Mapping[str, Any], lines: dict[str, SaleLine], skipped: list[str]) -> list[RestockLine]:
@@ -248,8 +261,12 @@ def order_event_from_webhook(child_shop: str, topic: str, body: Mapping[str, Any
         restocks.extend(_restocks(refund, lines, skipped))
     loc = body.get("location_id")
     return OrderEvent(
-        child_shop=child_shop, order_id=order_id, sales=tuple(lines.values()), restocks=tuple(restocks),
-        child_location_id=gid("Location", loc) if loc else None, skipped=tuple(skipped),
+        child_shop=child_shop,
+        order_id=order_id,
+        sales=tuple(lines.values()),
+        restocks=tuple(restocks),
+        child_location_id=gid("Location", loc) if loc else None,
+        skipped=tuple(skipped),
     )
 
 
@@ -296,7 +313,9 @@ async def apply_order_event(ctx: SaleContext, event: OrderEvent, cause: str) -> 
     entries: list[tuple[LedgerKey, LedgerEntry | None, Outcome | None]] = []
     for s in event.sales:
         key = LedgerKey(event.child_shop, s.order_line_id, EntryKind.SALE)
-        entries.append((key, *_entry(ctx, event, key, s.child_variant_id, -s.quantity, parent_location, cause)))
+        entries.append(
+            (key, *_entry(ctx, event, key, s.child_variant_id, -s.quantity, parent_location, cause))
+        )
     for r in event.restocks:
         key = LedgerKey(event.child_shop, r.order_line_id, EntryKind.RESTOCK, r.refund_line_id)
         variant = sold[r.order_line_id].child_variant_id
@@ -312,8 +331,15 @@ async def apply_order_event(ctx: SaleContext, event: OrderEvent, cause: str) -> 
     return outcomes
 
 
-def _entry(ctx: SaleContext, event: OrderEvent, key: LedgerKey, child_variant: str, delta: int,
-           parent_location: str | None, cause: str) -> tuple[LedgerEntry | None, Outcome | None]:
+def _entry(
+    ctx: SaleContext,
+    event: OrderEvent,
+    key: LedgerKey,
+    child_variant: str,
+    delta: int,
+    parent_location: str | None,
+    cause: str,
+) -> tuple[LedgerEntry | None, Outcome | None]:
     item = ctx.links.parent_item_for_child_variant(child_variant)
     if item is None:
         return None, Outcome.UNLINKED
@@ -349,7 +375,9 @@ async def _plan(ctx: SaleContext, e: LedgerEntry, replan_of: int | None) -> Ledg
         raise InventoryError(f"{e.parent_item_id} is not stocked at {e.parent_location_id} in the parent")
     backlog = await ctx.ledger.backlog(e.parent_item_id, e.parent_location_id)
     applied, backlog_after = plan_delta(level.available, backlog, e.requested_delta)
-    return await ctx.ledger.plan(e.key, applied, backlog_after, level.available + applied, replan_of=replan_of)
+    return await ctx.ledger.plan(
+        e.key, applied, backlog_after, level.available + applied, replan_of=replan_of
+    )
 
 
 async def _finish(ctx: SaleContext, e: LedgerEntry, max_attempts: int = 4) -> EntryOutcome:
@@ -365,38 +393,52 @@ async def _finish(ctx: SaleContext, e: LedgerEntry, max_attempts: int = 4) -> En
         assert e.applied_delta is not None and e.expected_after is not None
         if e.applied_delta == 0:
             break
-        await ctx.writes.record_write(WriteRecord(
-            shop, e.parent_item_id, e.parent_location_id, e.expected_after, ctx.clock(), e.cause))
+        await ctx.writes.record_write(
+            WriteRecord(shop, e.parent_item_id, e.parent_location_id, e.expected_after, ctx.clock(), e.cause)
+        )
         try:
             after = await ctx.parent.adjust_level(
-                e.parent_item_id, e.parent_location_id, e.applied_delta,
-                idempotency_key=e.idempotency_key, change_from=e.expected_after - e.applied_delta,
+                e.parent_item_id,
+                e.parent_location_id,
+                e.applied_delta,
+                idempotency_key=e.idempotency_key,
+                change_from=e.expected_after - e.applied_delta,
                 reason="correction" if e.key.kind is EntryKind.SALE else "restock",
             )
             break
         except StaleQuantity:
             e = await _plan(ctx, e, e.plan_no)
     else:
-        raise StaleRetriesExhausted(f"{shop} {e.parent_item_id}@{e.parent_location_id}: level kept changing "
-                                    f"while applying {e.key}")
+        raise StaleRetriesExhausted(
+            f"{shop} {e.parent_item_id}@{e.parent_location_id}: level kept changing while applying {e.key}"
+        )
     if await ctx.ledger.mark_applied(e.key, after):
-        await ctx.audit.record(AuditRecord(
-            shop=shop, object_type="inventory_level",
-            object_id=f"{e.parent_item_id}@{e.parent_location_id}", action="inventory_adjust",
-            before={"expected_before": e.expected_after - e.applied_delta},
-            after={"available": after if after is not None else e.expected_after,
-                   "backlog": e.backlog_after},
-            cause=e.cause, at=ctx.clock(),
-            detail=f"{e.key.kind} {e.key.child_shop} {e.key.order_line_id} requested {e.requested_delta:+d} "
-                   f"applied {e.applied_delta:+d}",
-        ))
+        await ctx.audit.record(
+            AuditRecord(
+                shop=shop,
+                object_type="inventory_level",
+                object_id=f"{e.parent_item_id}@{e.parent_location_id}",
+                action="inventory_adjust",
+                before={"expected_before": e.expected_after - e.applied_delta},
+                after={
+                    "available": after if after is not None else e.expected_after,
+                    "backlog": e.backlog_after,
+                },
+                cause=e.cause,
+                at=ctx.clock(),
+                detail=f"{e.key.kind} {e.key.child_shop} {e.key.order_line_id} requested {e.requested_delta:+d} "
+                f"applied {e.applied_delta:+d}",
+            )
+        )
     return _outcome(replace(e, status=EntryStatus.APPLIED, quantity_after=after), Outcome.APPLIED)
 
 
 def _outcome(e: LedgerEntry, outcome: Outcome) -> EntryOutcome:
     applied = e.applied_delta or 0
     oversold = max(0, applied - e.requested_delta) if e.requested_delta < 0 else 0
-    return EntryOutcome(e.key, outcome, e.parent_item_id, e.parent_location_id, applied, oversold, e.quantity_after)
+    return EntryOutcome(
+        e.key, outcome, e.parent_item_id, e.parent_location_id, applied, oversold, e.quantity_after
+    )
 
 
 # --------------------------------------------------------------------------- pushing levels
@@ -423,15 +465,25 @@ class PushOutcome:
 LAST_WRITE_HORIZON = timedelta(days=1)
 
 
-async def _last_written(writes: WriteRecords, shop: str, item: str, location: str, clock: Clock) -> int | None:
+async def _last_written(
+    writes: WriteRecords, shop: str, item: str, location: str, clock: Clock
+) -> int | None:
     recent = await writes.recent_writes(shop, item, location, clock() - LAST_WRITE_HORIZON, limit=1)
     return recent[0].quantity if recent else None
 
 
 async def push_level(
-    store: InventoryStore, writes: WriteRecords, audit: AuditSink,
-    item: str, location: str, target: int, cause: str, *,
-    max_attempts: int = 4, clock: Clock = utcnow, guess_from_last_write: bool = False,
+    store: InventoryStore,
+    writes: WriteRecords,
+    audit: AuditSink,
+    item: str,
+    location: str,
+    target: int,
+    cause: str,
+    *,
+    max_attempts: int = 4,
+    clock: Clock = utcnow,
+    guess_from_last_write: bool = False,
 ) -> PushOutcome:
     """Make one store's level `target` by compare-and-set, re-reading on a lost race.
 
@@ -452,16 +504,26 @@ async def push_level(
         await writes.record_write(WriteRecord(store.shop, item, location, target, clock(), cause))
         try:
             await store.set_level(
-                item, location, target, change_from=current,
+                item,
+                location,
+                target,
+                change_from=current,
                 idempotency_key=set_idempotency_key(store.shop, item, location, current, target, cause),
             )
         except StaleQuantity:
             continue
-        await audit.record(AuditRecord(
-            shop=store.shop, object_type="inventory_level", object_id=f"{item}@{location}",
-            action="inventory_set", before={"available": current}, after={"available": target},
-            cause=cause, at=clock(),
-        ))
+        await audit.record(
+            AuditRecord(
+                shop=store.shop,
+                object_type="inventory_level",
+                object_id=f"{item}@{location}",
+                action="inventory_set",
+                before={"available": current},
+                after={"available": target},
+                cause=cause,
+                at=clock(),
+            )
+        )
         return PushOutcome(store.shop, PushResult.SET, item, location, current, target, attempt)
     raise StaleRetriesExhausted(
         f"{store.shop} {item}@{location}: level kept changing during {max_attempts} compare-and-set attempts"
@@ -469,10 +531,19 @@ async def push_level(
 
 
 async def fan_out_level(
-    network: MerchantNetwork, parent: InventoryStore, children: Mapping[str, InventoryStore],
-    link_maps: Mapping[str, LinkMap], writes: WriteRecords, audit: AuditSink,
-    parent_item: str, parent_location: str, cause: str, *,
-    only: Sequence[str] | None = None, moved: Collection[str] = (), max_attempts: int = 4,
+    network: MerchantNetwork,
+    parent: InventoryStore,
+    children: Mapping[str, InventoryStore],
+    link_maps: Mapping[str, LinkMap],
+    writes: WriteRecords,
+    audit: AuditSink,
+    parent_item: str,
+    parent_location: str,
+    cause: str,
+    *,
+    only: Sequence[str] | None = None,
+    moved: Collection[str] = (),
+    max_attempts: int = 4,
     clock: Clock = utcnow,
 ) -> list[PushOutcome]:
     """Read the parent's current level (never the webhook's) and set every child to it.
@@ -494,7 +565,18 @@ async def fan_out_level(
         if item is None or loc is None:
             out.append(PushOutcome(child.shop, PushResult.UNMAPPED, item, loc))
             continue
-        out.append(await push_level(children[child.shop], writes, audit, item, loc, target, cause,
-                                    max_attempts=max_attempts, clock=clock,
-                                    guess_from_last_write=child.shop not in moved))
+        out.append(
+            await push_level(
+                children[child.shop],
+                writes,
+                audit,
+                item,
+                loc,
+                target,
+                cause,
+                max_attempts=max_attempts,
+                clock=clock,
+                guess_from_last_write=child.shop not in moved,
+            )
+        )
     return out

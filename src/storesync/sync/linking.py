@@ -32,8 +32,15 @@ class VariantRef:
     def of(cls, p: Product, v: Variant) -> VariantRef:
         if p.id is None or v.id is None:
             raise ValueError("linking needs stored products and variants (with ids)")
-        return cls(p.id, p.handle, v.id, (v.sku or "").strip() or None, (v.barcode or "").strip() or None,
-                   v.option_key, v.inventory_item_id)
+        return cls(
+            p.id,
+            p.handle,
+            v.id,
+            (v.sku or "").strip() or None,
+            (v.barcode or "").strip() or None,
+            v.option_key,
+            v.inventory_item_id,
+        )
 
 
 @dataclass(frozen=True)
@@ -74,11 +81,17 @@ class LinkReport:
         by = defaultdict(int)
         for m in self.matches:
             by[f"matched_by_{m.matched_by}"] += 1
-        return {"matched": len(self.matches), **by, "duplicates": len(self.duplicates),
-                "missing_sku": len(self.missing_sku), "conflicts": len(self.conflicts),
-                "unmatched_parent": len(self.unmatched_parent), "unmatched_child": len(self.unmatched_child),
-                "collections_linked": len(self.collection_links),
-                "collections_missing": len(self.missing_collections)}
+        return {
+            "matched": len(self.matches),
+            **by,
+            "duplicates": len(self.duplicates),
+            "missing_sku": len(self.missing_sku),
+            "conflicts": len(self.conflicts),
+            "unmatched_parent": len(self.unmatched_parent),
+            "unmatched_child": len(self.unmatched_child),
+            "collections_linked": len(self.collection_links),
+            "collections_missing": len(self.missing_collections),
+        }
 
     def links(self) -> list[Link]:
         out: list[Link] = list(self.collection_links)
@@ -86,22 +99,42 @@ class LinkReport:
         for m in self.matches:
             if m.parent.product_id not in seen_products:
                 seen_products.add(m.parent.product_id)
-                out.append(Link(LinkKind.PRODUCT, self.child_shop, m.parent.product_id, m.child.product_id, m.matched_by))
-            out.append(Link(
-                LinkKind.VARIANT, self.child_shop, m.parent.variant_id, m.child.variant_id, m.matched_by,
-                parent_product_id=m.parent.product_id, child_product_id=m.child.product_id,
-                parent_inventory_item_id=m.parent.inventory_item_id,
-                child_inventory_item_id=m.child.inventory_item_id,
-            ))
+                out.append(
+                    Link(
+                        LinkKind.PRODUCT,
+                        self.child_shop,
+                        m.parent.product_id,
+                        m.child.product_id,
+                        m.matched_by,
+                    )
+                )
+            out.append(
+                Link(
+                    LinkKind.VARIANT,
+                    self.child_shop,
+                    m.parent.variant_id,
+                    m.child.variant_id,
+                    m.matched_by,
+                    parent_product_id=m.parent.product_id,
+                    child_product_id=m.child.product_id,
+                    parent_inventory_item_id=m.parent.inventory_item_id,
+                    child_inventory_item_id=m.child.inventory_item_id,
+                )
+            )
         return out
 
     def lines(self) -> list[str]:
         """A human-readable report (the CLI prints it)."""
         out = [f"{self.child_shop}: " + ", ".join(f"{k} {v}" for k, v in self.counts().items())]
-        out += [f"  duplicate {d.key} {d.value!r} in {d.side}: {', '.join(d.variant_ids)}" for d in self.duplicates]
+        out += [
+            f"  duplicate {d.key} {d.value!r} in {d.side}: {', '.join(d.variant_ids)}"
+            for d in self.duplicates
+        ]
         out += [f"  missing SKU in {side}: {vid}" for side, vid in self.missing_sku]
-        out += [f"  conflict: {c.side} product {c.product_id} matches {', '.join(c.other_product_ids)}"
-                for c in self.conflicts]
+        out += [
+            f"  conflict: {c.side} product {c.product_id} matches {', '.join(c.other_product_ids)}"
+            for c in self.conflicts
+        ]
         return out
 
 
@@ -109,7 +142,9 @@ def _refs(products: Iterable[Product]) -> list[VariantRef]:
     return [VariantRef.of(p, v) for p in products for v in p.variants]
 
 
-def _index(refs: Sequence[VariantRef], attr: str) -> tuple[dict[str, VariantRef], dict[str, list[VariantRef]]]:
+def _index(
+    refs: Sequence[VariantRef], attr: str
+) -> tuple[dict[str, VariantRef], dict[str, list[VariantRef]]]:
     groups: dict[str, list[VariantRef]] = defaultdict(list)
     for r in refs:
         value = getattr(r, attr)
@@ -123,8 +158,9 @@ def _index(refs: Sequence[VariantRef], attr: str) -> tuple[dict[str, VariantRef]
 def match_catalogs(parent: Iterable[Product], child: Iterable[Product], child_shop: str) -> LinkReport:
     report = LinkReport(child_shop)
     prefs, crefs = _refs(parent), _refs(child)
-    report.missing_sku = [("parent", r.variant_id) for r in prefs if not r.sku] + \
-                         [("child", r.variant_id) for r in crefs if not r.sku]
+    report.missing_sku = [("parent", r.variant_id) for r in prefs if not r.sku] + [
+        ("child", r.variant_id) for r in crefs if not r.sku
+    ]
     matched_p: set[str] = set()
     matched_c: set[str] = set()
     matches: list[VariantMatch] = []
@@ -142,7 +178,8 @@ def match_catalogs(parent: Iterable[Product], child: Iterable[Product], child_sh
                 matched_c.add(cr.variant_id)
     # Handle: same product handle, same option values.
     c_by_handle: dict[tuple[str, tuple], VariantRef] = {
-        (r.handle, r.option_key): r for r in crefs if r.variant_id not in matched_c}
+        (r.handle, r.option_key): r for r in crefs if r.variant_id not in matched_c
+    }
     for pr in prefs:
         if pr.variant_id in matched_p:
             continue
@@ -159,9 +196,12 @@ def match_catalogs(parent: Iterable[Product], child: Iterable[Product], child_sh
         c_to_p[m.child.product_id].add(m.parent.product_id)
     bad_p = {p for p, cs in p_to_c.items() if len(cs) > 1}
     bad_c = {c for c, ps in c_to_p.items() if len(ps) > 1}
-    report.conflicts = [ProductConflict("parent", p, tuple(sorted(p_to_c[p]))) for p in sorted(bad_p)] + \
-                       [ProductConflict("child", c, tuple(sorted(c_to_p[c]))) for c in sorted(bad_c)]
-    report.matches = [m for m in matches if m.parent.product_id not in bad_p and m.child.product_id not in bad_c]
+    report.conflicts = [ProductConflict("parent", p, tuple(sorted(p_to_c[p]))) for p in sorted(bad_p)] + [
+        ProductConflict("child", c, tuple(sorted(c_to_p[c]))) for c in sorted(bad_c)
+    ]
+    report.matches = [
+        m for m in matches if m.parent.product_id not in bad_p and m.child.product_id not in bad_c
+    ]
     linked_p = {m.parent.variant_id for m in report.matches}
     linked_c = {m.child.variant_id for m in report.matches}
     report.unmatched_parent = [r.variant_id for r in prefs if r.variant_id not in linked_p]
@@ -169,7 +209,9 @@ def match_catalogs(parent: Iterable[Product], child: Iterable[Product], child_sh
     return report
 
 
-def match_collections(parent: Iterable[Collection], child: Iterable[Collection], child_shop: str) -> tuple[list[Link], list[str]]:
+def match_collections(
+    parent: Iterable[Collection], child: Iterable[Collection], child_shop: str
+) -> tuple[list[Link], list[str]]:
     """Collections link by handle (unique per store in Shopify). Returns the links and the parent
     collections the child lacks (a backfill creates them before syncing memberships)."""
     by_handle = {c.handle: c for c in child if c.id}
@@ -202,18 +244,22 @@ async def link_network(network, scans, links_repo=None, policy=None) -> list[Lin
         child_products = [p async for p in scan.all_products()]
         report = match_catalogs(parent_products, child_products, child.shop)
         report.collection_links, report.missing_collections = match_collections(
-            parent_collections, [c async for c in scan.all_collections()], child.shop)
+            parent_collections, [c async for c in scan.all_collections()], child.shop
+        )
         if links_repo is not None:
             links = report.links()
             if policy is not None:
-                links = _with_views_already_in_step(links, parent_products, child_products, policy, child.shop)
+                links = _with_views_already_in_step(
+                    links, parent_products, child_products, policy, child.shop
+                )
             await links_repo.save_links(links)
         reports.append(report)
     return reports
 
 
-def _with_views_already_in_step(links: list[Link], parents: Sequence[Product], children: Sequence[Product],
-                                policy, shop: str) -> list[Link]:
+def _with_views_already_in_step(
+    links: list[Link], parents: Sequence[Product], children: Sequence[Product], policy, shop: str
+) -> list[Link]:
     from storesync.sync.catalog import actual_view, expected_view, same_view
 
     link_map = LinkMap(shop, list(links))

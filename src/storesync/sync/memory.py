@@ -19,7 +19,18 @@ from typing import Any
 
 from storesync.sync.audit import AuditRecord
 from storesync.sync.inventory import EntryKind, EntryStatus, LedgerEntry, LedgerKey
-from storesync.sync.model import Collection, Image, InventoryLevel, Link, LinkKind, LinkMap, Metafield, Option, Product, Variant
+from storesync.sync.model import (
+    Collection,
+    Image,
+    InventoryLevel,
+    Link,
+    LinkKind,
+    LinkMap,
+    Metafield,
+    Option,
+    Product,
+    Variant,
+)
 from storesync.sync.ports import HandleTaken, StaleQuantity, WriteRecord
 from storesync.sync.saga import SagaRecord, SagaState, StepRecord, StepSpec, StepStatus
 
@@ -68,8 +79,14 @@ class MemoryStore:
 
     def add_product(self, p: Product) -> Product:
         pid = p.id or _new_id("Product")
-        variants = tuple(replace(v, id=v.id or _new_id("ProductVariant"),
-                                 inventory_item_id=v.inventory_item_id or _new_id("InventoryItem")) for v in p.variants)
+        variants = tuple(
+            replace(
+                v,
+                id=v.id or _new_id("ProductVariant"),
+                inventory_item_id=v.inventory_item_id or _new_id("InventoryItem"),
+            )
+            for v in p.variants
+        )
         p = replace(p, id=pid, variants=variants)
         self.products[pid] = p
         return p
@@ -79,19 +96,32 @@ class MemoryStore:
         old = self.products.get(product_id) if product_id else None
         if product_id and old is None:
             raise LookupError(f"{self.shop}: no product {product_id}")
-        base = old or Product(id=_new_id("Product"), handle=input.get("handle") or "", title=input.get("title", ""))
+        base = old or Product(
+            id=_new_id("Product"), handle=input.get("handle") or "", title=input.get("title", "")
+        )
         changes: dict[str, Any] = {}
-        scalar = {"title": "title", "descriptionHtml": "description_html", "vendor": "vendor",
-                  "productType": "product_type", "status": "status", "handle": "handle"}
+        scalar = {
+            "title": "title",
+            "descriptionHtml": "description_html",
+            "vendor": "vendor",
+            "productType": "product_type",
+            "status": "status",
+            "handle": "handle",
+        }
         for k, attr in scalar.items():
             if k in input:
                 changes[attr] = input[k]
         if "tags" in input:
             changes["tags"] = tuple(input["tags"])
         if "seo" in input:
-            changes["seo_title"], changes["seo_description"] = input["seo"].get("title"), input["seo"].get("description")
+            changes["seo_title"], changes["seo_description"] = (
+                input["seo"].get("title"),
+                input["seo"].get("description"),
+            )
         if "productOptions" in input:
-            changes["options"] = tuple(Option(o["name"], tuple(v["name"] for v in o["values"])) for o in input["productOptions"])
+            changes["options"] = tuple(
+                Option(o["name"], tuple(v["name"] for v in o["values"])) for o in input["productOptions"]
+            )
         if "variants" in input:
             old_variants = {v.id: v for v in base.variants}
             variants = []
@@ -100,30 +130,40 @@ class MemoryStore:
                 if vi.get("id") and prev is None:
                     raise LookupError(f"{self.shop}: no variant {vi['id']}")
                 cap = vi.get("compareAtPrice")
-                variants.append(Variant(
-                    id=prev.id if prev else _new_id("ProductVariant"),
-                    option_values=tuple((o["optionName"], o["name"]) for o in vi["optionValues"]),
-                    price=Decimal(vi["price"]), sku=(vi.get("inventoryItem") or {}).get("sku") or vi.get("sku") or None,
-                    barcode=vi.get("barcode"), compare_at_price=Decimal(cap) if cap else None,
-                    inventory_item_id=prev.inventory_item_id if prev else _new_id("InventoryItem"),
-                    metafields=tuple(Metafield(m["namespace"], m["key"], m["type"], m["value"])
-                                     for m in vi.get("metafields", [])) if "metafields" in vi else
-                    (prev.metafields if prev else ()),
-                ))
+                variants.append(
+                    Variant(
+                        id=prev.id if prev else _new_id("ProductVariant"),
+                        option_values=tuple((o["optionName"], o["name"]) for o in vi["optionValues"]),
+                        price=Decimal(vi["price"]),
+                        sku=(vi.get("inventoryItem") or {}).get("sku") or vi.get("sku") or None,
+                        barcode=vi.get("barcode"),
+                        compare_at_price=Decimal(cap) if cap else None,
+                        inventory_item_id=prev.inventory_item_id if prev else _new_id("InventoryItem"),
+                        metafields=tuple(
+                            Metafield(m["namespace"], m["key"], m["type"], m["value"])
+                            for m in vi.get("metafields", [])
+                        )
+                        if "metafields" in vi
+                        else (prev.metafields if prev else ()),
+                    )
+                )
             keys = [v.option_key for v in variants]
             if len(set(keys)) != len(keys):
                 raise ValueError(f"{self.shop}: two variants with the same option values")
             changes["variants"] = tuple(variants)
         # Pessimistic reading of replace-all: an absent list is an empty list, so a caller that
         # forgets to carry child-owned metafields or collections loses them here too.
-        changes["metafields"] = tuple(Metafield(m["namespace"], m["key"], m["type"], m["value"])
-                                      for m in input.get("metafields", []))
+        changes["metafields"] = tuple(
+            Metafield(m["namespace"], m["key"], m["type"], m["value"]) for m in input.get("metafields", [])
+        )
         # Like Shopify: a smart collection takes no listed members; its members follow its rules
         # (kept here as they were: the fake does not evaluate rules).
         smart = {c.id for c in self.collections.values() if c.rules is not None}
         listed = tuple(input.get("collections", []))
         if smart & set(listed):
-            raise ValueError(f"{self.shop}: can't add products to a smart collection: {sorted(smart & set(listed))}")
+            raise ValueError(
+                f"{self.shop}: can't add products to a smart collection: {sorted(smart & set(listed))}"
+            )
         changes["collections"] = listed + tuple(c for c in base.collections if c in smart and c not in listed)
         changes["smart_collections"] = frozenset(c for c in changes["collections"] if c in smart)
         if "files" in input:
@@ -145,7 +185,7 @@ class MemoryStore:
         if existing is not None and not upsert:
             raise HandleTaken(f"{self.shop}: handle {input['handle']!r} is taken")
         written = await self.product_set(input, product_id=existing)
-        for vin, v in zip(input.get("variants") or (), written.variants):
+        for vin, v in zip(input.get("variants") or (), written.variants, strict=False):
             for q in vin.get("inventoryQuantities") or ():
                 key = (v.inventory_item_id or "", q["locationId"])
                 self.levels[key] = q["quantity"]
@@ -167,8 +207,16 @@ class MemoryStore:
         q = self.levels.get((inventory_item_id, location_id))
         return None if q is None else InventoryLevel(inventory_item_id, location_id, q)
 
-    async def set_level(self, inventory_item_id: str, location_id: str, quantity: int, *,
-                        change_from: int | None, idempotency_key: str, reason: str = "correction") -> int:
+    async def set_level(
+        self,
+        inventory_item_id: str,
+        location_id: str,
+        quantity: int,
+        *,
+        change_from: int | None,
+        idempotency_key: str,
+        reason: str = "correction",
+    ) -> int:
         self.calls.append(("inventorySetQuantities", (inventory_item_id, location_id, quantity, change_from)))
         if idempotency_key in self._replays:
             return self._replays[idempotency_key]
@@ -180,8 +228,16 @@ class MemoryStore:
         self._replays[idempotency_key] = quantity
         return quantity
 
-    async def adjust_level(self, inventory_item_id: str, location_id: str, delta: int, *,
-                           idempotency_key: str, change_from: int | None = None, reason: str = "correction") -> int:
+    async def adjust_level(
+        self,
+        inventory_item_id: str,
+        location_id: str,
+        delta: int,
+        *,
+        idempotency_key: str,
+        change_from: int | None = None,
+        reason: str = "correction",
+    ) -> int:
         self.calls.append(("inventoryAdjustQuantities", (inventory_item_id, location_id, delta)))
         if idempotency_key in self._replays:
             return self._replays[idempotency_key]
@@ -199,7 +255,9 @@ class MemoryStore:
 class MemoryLinks:
     def __init__(self, writes: MemoryWriteRecords | None = None) -> None:
         self.rows: dict[tuple[str, LinkKind, str], Link] = {}
-        self.writes = writes  # where `complete_pending` records a copy's writes (the Postgres twin: same transaction)
+        self.writes = (
+            writes  # where `complete_pending` records a copy's writes (the Postgres twin: same transaction)
+        )
 
     async def save_links(self, links: Sequence[Link]) -> int:
         for link in links:
@@ -218,8 +276,13 @@ class MemoryLinks:
     async def links_for_parent_item(self, parent_inventory_item_id: str) -> list[Link]:
         return [lk for lk in self.rows.values() if lk.parent_inventory_item_id == parent_inventory_item_id]
 
-    async def product_fan_out_links(self, parent_product_id: str, parent_collection_ids: Sequence[str]) -> list[Link]:
-        wanted = {(LinkKind.PRODUCT, parent_product_id), *((LinkKind.COLLECTION, c) for c in parent_collection_ids)}
+    async def product_fan_out_links(
+        self, parent_product_id: str, parent_collection_ids: Sequence[str]
+    ) -> list[Link]:
+        wanted = {
+            (LinkKind.PRODUCT, parent_product_id),
+            *((LinkKind.COLLECTION, c) for c in parent_collection_ids),
+        }
         return [lk for (_, k, p), lk in sorted(self.rows.items()) if (k, p) in wanted]
 
     async def set_synced_view(self, child_shop: str, parent_product_id: str, view: dict) -> None:
@@ -230,10 +293,13 @@ class MemoryLinks:
         self.rows.pop((child_shop, kind, parent_id), None)
 
     async def pending_links(self, child_shop: str) -> list[Link]:
-        return [lk for (s, _, _), lk in sorted(self.rows.items()) if s == child_shop and lk.pending is not None]
+        return [
+            lk for (s, _, _), lk in sorted(self.rows.items()) if s == child_shop and lk.pending is not None
+        ]
 
-    async def complete_pending(self, child_shop: str, parent_product_id: str, links: Sequence[Link],
-                               writes: Sequence[WriteRecord]) -> bool:
+    async def complete_pending(
+        self, child_shop: str, parent_product_id: str, links: Sequence[Link], writes: Sequence[WriteRecord]
+    ) -> bool:
         key = (child_shop, LinkKind.PRODUCT, parent_product_id)
         link = self.rows.get(key)
         if link is None or link.pending is None:
@@ -254,21 +320,37 @@ class MemoryLedger:
         if entry.key in self.entries:
             stored = self.entries[entry.key]
             if (stored.parent_item_id, stored.parent_location_id, stored.requested_delta) != (
-                    entry.parent_item_id, entry.parent_location_id, entry.requested_delta):
+                entry.parent_item_id,
+                entry.parent_location_id,
+                entry.requested_delta,
+            ):
                 raise ValueError(f"ledger entry {entry.key} exists with different content: {stored}")
             return stored, False
         stored = replace(entry, status=EntryStatus.CLAIMED, applied_delta=None, backlog_after=None)
         self.entries[entry.key] = stored
         return stored, True
 
-    async def plan(self, key: LedgerKey, applied_delta: int, backlog_after: int, expected_after: int,
-                   *, replan_of: int | None = None) -> LedgerEntry:
+    async def plan(
+        self,
+        key: LedgerKey,
+        applied_delta: int,
+        backlog_after: int,
+        expected_after: int,
+        *,
+        replan_of: int | None = None,
+    ) -> LedgerEntry:
         e = self.entries[key]
         fresh = replan_of is None and e.status is EntryStatus.CLAIMED
         again = replan_of is not None and e.status is EntryStatus.PLANNED and e.plan_no == replan_of
         if fresh or again:
-            e = replace(e, status=EntryStatus.PLANNED, applied_delta=applied_delta, backlog_after=backlog_after,
-                        expected_after=expected_after, plan_no=0 if fresh else e.plan_no + 1)
+            e = replace(
+                e,
+                status=EntryStatus.PLANNED,
+                applied_delta=applied_delta,
+                backlog_after=backlog_after,
+                expected_after=expected_after,
+                plan_no=0 if fresh else e.plan_no + 1,
+            )
             self.entries[key] = e
         return e
 
@@ -284,15 +366,23 @@ class MemoryLedger:
         return self.entries.get(key)
 
     async def unfinished(self, parent_item_id: str, parent_location_id: str) -> list[LedgerEntry]:
-        return [e for e in self.entries.values() if e.status is not EntryStatus.APPLIED
-                and (e.parent_item_id, e.parent_location_id) == (parent_item_id, parent_location_id)]
+        return [
+            e
+            for e in self.entries.values()
+            if e.status is not EntryStatus.APPLIED
+            and (e.parent_item_id, e.parent_location_id) == (parent_item_id, parent_location_id)
+        ]
 
     async def backlog(self, parent_item_id: str, parent_location_id: str) -> int:
         return self.backlogs[(parent_item_id, parent_location_id)]
 
     async def restocked(self, child_shop: str, order_line_id: str) -> int:
-        return sum(e.requested_delta for e in self.entries.values()
-                   if e.key.kind is EntryKind.RESTOCK and (e.key.child_shop, e.key.order_line_id) == (child_shop, order_line_id))
+        return sum(
+            e.requested_delta
+            for e in self.entries.values()
+            if e.key.kind is EntryKind.RESTOCK
+            and (e.key.child_shop, e.key.order_line_id) == (child_shop, order_line_id)
+        )
 
 
 class MemoryWriteRecords:
@@ -305,10 +395,15 @@ class MemoryWriteRecords:
     async def record_writes(self, recs: Sequence[WriteRecord]) -> None:
         self.records.extend(recs)
 
-    async def recent_writes(self, shop: str, inventory_item_id: str, location_id: str, since: datetime,
-                            *, limit: int = 100) -> list[WriteRecord]:
-        found = [r for r in self.records if (r.shop, r.inventory_item_id, r.location_id) == (shop, inventory_item_id, location_id)
-                 and r.written_at >= since]
+    async def recent_writes(
+        self, shop: str, inventory_item_id: str, location_id: str, since: datetime, *, limit: int = 100
+    ) -> list[WriteRecord]:
+        found = [
+            r
+            for r in self.records
+            if (r.shop, r.inventory_item_id, r.location_id) == (shop, inventory_item_id, location_id)
+            and r.written_at >= since
+        ]
         return sorted(found, key=lambda r: r.written_at, reverse=True)[:limit]
 
 
@@ -316,7 +411,9 @@ class MemoryAppliedVersions:
     def __init__(self) -> None:
         self.versions: dict[tuple[str, str, str], tuple[datetime, str]] = {}
 
-    async def advance(self, shop: str, inventory_item_id: str, location_id: str, at: datetime, tiebreak: str) -> bool:
+    async def advance(
+        self, shop: str, inventory_item_id: str, location_id: str, at: datetime, tiebreak: str
+    ) -> bool:
         key = (shop, inventory_item_id, location_id)
         cur = self.versions.get(key)
         if cur is not None and (at, tiebreak) < cur:
@@ -324,12 +421,17 @@ class MemoryAppliedVersions:
         self.versions[key] = (at, tiebreak)
         return True
 
-    async def current(self, shop: str, inventory_item_id: str, location_id: str) -> tuple[datetime, str] | None:
+    async def current(
+        self, shop: str, inventory_item_id: str, location_id: str
+    ) -> tuple[datetime, str] | None:
         return self.versions.get((shop, inventory_item_id, location_id))
 
-    async def moved_since(self, shop: str, levels: Sequence[tuple[str, str]], since: datetime) -> list[tuple[str, str]]:
-        return sorted(key for key in set(levels)
-                      if (v := self.versions.get((shop, *key))) is not None and v[0] > since)
+    async def moved_since(
+        self, shop: str, levels: Sequence[tuple[str, str]], since: datetime
+    ) -> list[tuple[str, str]]:
+        return sorted(
+            key for key in set(levels) if (v := self.versions.get((shop, *key))) is not None and v[0] > since
+        )
 
 
 class MemoryAudit:
@@ -339,10 +441,21 @@ class MemoryAudit:
     async def record(self, rec: AuditRecord) -> None:
         self.records.append(rec)
 
-    async def query(self, *, shop: str | None = None, object_id: str | None = None,
-                    cause: str | None = None, limit: int = 100) -> list[AuditRecord]:
-        out = [r for r in reversed(self.records) if (shop is None or r.shop == shop)
-               and (object_id is None or r.object_id == object_id) and (cause is None or r.cause == cause)]
+    async def query(
+        self,
+        *,
+        shop: str | None = None,
+        object_id: str | None = None,
+        cause: str | None = None,
+        limit: int = 100,
+    ) -> list[AuditRecord]:
+        out = [
+            r
+            for r in reversed(self.records)
+            if (shop is None or r.shop == shop)
+            and (object_id is None or r.object_id == object_id)
+            and (cause is None or r.cause == cause)
+        ]
         return out[:limit]
 
 
@@ -353,10 +466,18 @@ class MemoryStepLog:
     def _copy(self, s: SagaRecord) -> SagaRecord:
         return replace(s, steps=[replace(st, params=dict(st.params)) for st in s.steps])
 
-    async def create(self, saga_id: str, kind: str, shop: str, cause: str, steps: Sequence[StepSpec]) -> SagaRecord:
+    async def create(
+        self, saga_id: str, kind: str, shop: str, cause: str, steps: Sequence[StepSpec]
+    ) -> SagaRecord:
         if saga_id not in self.sagas:
-            self.sagas[saga_id] = SagaRecord(saga_id, kind, shop, cause, SagaState.RUNNING,
-                                             [StepRecord(i, s.name, s.action, dict(s.params)) for i, s in enumerate(steps)])
+            self.sagas[saga_id] = SagaRecord(
+                saga_id,
+                kind,
+                shop,
+                cause,
+                SagaState.RUNNING,
+                [StepRecord(i, s.name, s.action, dict(s.params)) for i, s in enumerate(steps)],
+            )
         return self._copy(self.sagas[saga_id])
 
     async def load(self, saga_id: str) -> SagaRecord | None:
@@ -387,4 +508,6 @@ class MemoryStepLog:
         s.state, s.error = state, error
 
     async def unfinished(self, limit: int = 100) -> list[str]:
-        return [k for k, s in self.sagas.items() if s.state in (SagaState.RUNNING, SagaState.COMPENSATING)][:limit]
+        return [k for k, s in self.sagas.items() if s.state in (SagaState.RUNNING, SagaState.COMPENSATING)][
+            :limit
+        ]

@@ -61,16 +61,28 @@ class InventoryStore(Protocol):
     async def read_level(self, inventory_item_id: str, location_id: str) -> InventoryLevel | None: ...
 
     async def set_level(
-        self, inventory_item_id: str, location_id: str, quantity: int, *,
-        change_from: int | None, idempotency_key: str, reason: str = "correction",
+        self,
+        inventory_item_id: str,
+        location_id: str,
+        quantity: int,
+        *,
+        change_from: int | None,
+        idempotency_key: str,
+        reason: str = "correction",
     ) -> int:
         """`inventorySetQuantities` (name "available") with `changeFromQuantity` and
         `@idempotent(key:)`. Returns the new quantity; raises StaleQuantity on a lost CAS."""
         ...
 
     async def adjust_level(
-        self, inventory_item_id: str, location_id: str, delta: int, *,
-        idempotency_key: str, change_from: int | None = None, reason: str = "correction",
+        self,
+        inventory_item_id: str,
+        location_id: str,
+        delta: int,
+        *,
+        idempotency_key: str,
+        change_from: int | None = None,
+        reason: str = "correction",
     ) -> int:
         """`inventoryAdjustQuantities` with `@idempotent(key:)` and, when given, the change's
         `changeFromQuantity` (StaleQuantity on a mismatch); returns quantityAfterChange.
@@ -113,7 +125,9 @@ class LinkRepository(Protocol):
 
     async def links_for_parent_item(self, parent_inventory_item_id: str) -> list[Link]: ...
 
-    async def product_fan_out_links(self, parent_product_id: str, parent_collection_ids: Sequence[str]) -> list[Link]:
+    async def product_fan_out_links(
+        self, parent_product_id: str, parent_collection_ids: Sequence[str]
+    ) -> list[Link]:
         """Every child's link of one parent product and of the parent collections it is in."""
         ...
 
@@ -125,8 +139,9 @@ class LinkRepository(Protocol):
         """Product links of copies whose variants are not linked yet (`Link.pending`)."""
         ...
 
-    async def complete_pending(self, child_shop: str, parent_product_id: str, links: Sequence[Link],
-                               writes: Sequence[WriteRecord]) -> bool:
+    async def complete_pending(
+        self, child_shop: str, parent_product_id: str, links: Sequence[Link], writes: Sequence[WriteRecord]
+    ) -> bool:
         """Atomically, if the product link still holds pending variants: clear them, save these
         variant links and record these writes. False (nothing saved) when none were pending:
         another path linked the copy first."""
@@ -164,15 +179,20 @@ class WriteRecords(Protocol):
 class AppliedVersions(Protocol):
     """The newest version (triggered-at, tiebreak) applied per store+item+location."""
 
-    async def advance(self, shop: str, inventory_item_id: str, location_id: str,
-                      at: datetime, tiebreak: str) -> bool:
+    async def advance(
+        self, shop: str, inventory_item_id: str, location_id: str, at: datetime, tiebreak: str
+    ) -> bool:
         """Keep the newer of (at, tiebreak) and what is stored; False only if the given version
         is older than the stored one (stale)."""
         ...
 
-    async def current(self, shop: str, inventory_item_id: str, location_id: str) -> tuple[datetime, str] | None: ...
+    async def current(
+        self, shop: str, inventory_item_id: str, location_id: str
+    ) -> tuple[datetime, str] | None: ...
 
-    async def moved_since(self, shop: str, levels: Sequence[tuple[str, str]], since: datetime) -> list[tuple[str, str]]:
+    async def moved_since(
+        self, shop: str, levels: Sequence[tuple[str, str]], since: datetime
+    ) -> list[tuple[str, str]]:
         """Which of these (item, location) levels have a version applied after `since`."""
         ...
 
@@ -181,5 +201,11 @@ class AppliedVersions(Protocol):
 class AuditSink(Protocol):
     async def record(self, rec: AuditRecord) -> None: ...
 
-    async def query(self, *, shop: str | None = None, object_id: str | None = None,
-                    cause: str | None = None, limit: int = 100) -> list[AuditRecord]: ...
+    async def query(
+        self,
+        *,
+        shop: str | None = None,
+        object_id: str | None = None,
+        cause: str | None = None,
+        limit: int = 100,
+    ) -> list[AuditRecord]: ...

@@ -16,7 +16,13 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from storesync.sync.catalog import (
-    FieldChange, SyncPolicy, actual_view, expected_view, link_pending_copies, parent_catalog_hash, plan_child_product,
+    FieldChange,
+    SyncPolicy,
+    actual_view,
+    expected_view,
+    link_pending_copies,
+    parent_catalog_hash,
+    plan_child_product,
     view_hash,
 )
 from storesync.sync.collection_sync import plan_child_collection, sync_collection_to_child
@@ -52,8 +58,10 @@ class Repair:
 
     def describe(self) -> str:
         if self.kind is RepairKind.SET_INVENTORY:
-            return (f"{self.child_shop}: {self.child_id}@{self.location_id} is {self.actual}, "
-                    f"parent says {self.expected}")
+            return (
+                f"{self.child_shop}: {self.child_id}@{self.location_id} is {self.actual}, "
+                f"parent says {self.expected}"
+            )
         what = "; ".join(c.describe(self.child_shop) for c in self.changes) or self.reason
         return f"{self.child_shop}: {self.kind} {self.parent_id}: {what}"
 
@@ -70,8 +78,13 @@ class ReconcileReport:
         return not self.repairs
 
 
-def diff_catalog(parent_products: Sequence[Product], child_products: Mapping[str, Sequence[Product]],
-                 link_maps: Mapping[str, LinkMap], policy: SyncPolicy, report: ReconcileReport) -> None:
+def diff_catalog(
+    parent_products: Sequence[Product],
+    child_products: Mapping[str, Sequence[Product]],
+    link_maps: Mapping[str, LinkMap],
+    policy: SyncPolicy,
+    report: ReconcileReport,
+) -> None:
     parents = {p.id: p for p in parent_products if p.id}
     for shop, products in child_products.items():
         links = link_maps[shop]
@@ -86,17 +99,32 @@ def diff_catalog(parent_products: Sequence[Product], child_products: Mapping[str
                 continue
             plan = plan_child_product(parent, child, links, policy)
             if plan.blocked:
-                report.repairs.append(Repair(RepairKind.BLOCKED_PRODUCT, shop, pid, child_id, reason=plan.blocked))
+                report.repairs.append(
+                    Repair(RepairKind.BLOCKED_PRODUCT, shop, pid, child_id, reason=plan.blocked)
+                )
             elif not plan.noop:
-                report.repairs.append(Repair(RepairKind.RESYNC_PRODUCT, shop, pid, child_id, changes=plan.changes))
+                report.repairs.append(
+                    Repair(RepairKind.RESYNC_PRODUCT, shop, pid, child_id, changes=plan.changes)
+                )
         for link in links.links:
             if link.kind is LinkKind.PRODUCT and link.parent_id not in parents and link.child_id in by_id:
-                report.repairs.append(Repair(RepairKind.DELETE_PRODUCT, shop, link.parent_id, link.child_id,
-                                             reason="the parent product no longer exists"))
+                report.repairs.append(
+                    Repair(
+                        RepairKind.DELETE_PRODUCT,
+                        shop,
+                        link.parent_id,
+                        link.child_id,
+                        reason="the parent product no longer exists",
+                    )
+                )
 
 
-def diff_collections(parent_collections: Sequence[Collection], child_collections: Mapping[str, Sequence[Collection]],
-                     link_maps: Mapping[str, LinkMap], report: ReconcileReport) -> None:
+def diff_collections(
+    parent_collections: Sequence[Collection],
+    child_collections: Mapping[str, Sequence[Collection]],
+    link_maps: Mapping[str, LinkMap],
+    report: ReconcileReport,
+) -> None:
     """Every parent collection against its counterpart in each child; a child's own collections
     (linked to nothing) are not looked at."""
     parents = {c.id: c for c in parent_collections if c.id}
@@ -109,33 +137,57 @@ def diff_collections(parent_collections: Sequence[Collection], child_collections
             link = links.link_down(LinkKind.COLLECTION, pid)
             child = by_id.get(link.child_id) if link else None
             if child is None:
-                reason = ("linked child collection is missing" if link else
-                          "a child collection of that handle is not linked yet" if parent.handle in handles
-                          else "not in the child yet")
-                report.repairs.append(Repair(RepairKind.SYNC_COLLECTION, shop, pid, link.child_id if link else None,
-                                             reason=reason))
+                reason = (
+                    "linked child collection is missing"
+                    if link
+                    else "a child collection of that handle is not linked yet"
+                    if parent.handle in handles
+                    else "not in the child yet"
+                )
+                report.repairs.append(
+                    Repair(
+                        RepairKind.SYNC_COLLECTION, shop, pid, link.child_id if link else None, reason=reason
+                    )
+                )
                 continue
             plan = plan_child_collection(parent, child, shop, link.synced_view if link else None)
             if plan.blocked:
-                report.repairs.append(Repair(RepairKind.BLOCKED_COLLECTION, shop, pid, child.id, reason=plan.blocked))
+                report.repairs.append(
+                    Repair(RepairKind.BLOCKED_COLLECTION, shop, pid, child.id, reason=plan.blocked)
+                )
             elif plan.changes:
-                report.repairs.append(Repair(RepairKind.SYNC_COLLECTION, shop, pid, child.id, changes=plan.changes))
+                report.repairs.append(
+                    Repair(RepairKind.SYNC_COLLECTION, shop, pid, child.id, changes=plan.changes)
+                )
         for link in links.links:
             if link.kind is LinkKind.COLLECTION and link.parent_id not in parents and link.child_id in by_id:
-                report.repairs.append(Repair(RepairKind.DELETE_COLLECTION, shop, link.parent_id, link.child_id,
-                                             reason="the parent collection no longer exists"))
+                report.repairs.append(
+                    Repair(
+                        RepairKind.DELETE_COLLECTION,
+                        shop,
+                        link.parent_id,
+                        link.child_id,
+                        reason="the parent collection no longer exists",
+                    )
+                )
 
 
-def diff_inventory(network: MerchantNetwork, parent_levels: Mapping[LevelKey, int],
-                   child_levels: Mapping[str, Mapping[LevelKey, int]], link_maps: Mapping[str, LinkMap],
-                   report: ReconcileReport) -> None:
+def diff_inventory(
+    network: MerchantNetwork,
+    parent_levels: Mapping[LevelKey, int],
+    child_levels: Mapping[str, Mapping[LevelKey, int]],
+    link_maps: Mapping[str, LinkMap],
+    report: ReconcileReport,
+) -> None:
     for child in network.children:
         links = link_maps.get(child.shop)
         levels = child_levels.get(child.shop, {})
         if links is None:
             continue
         for link in links.links:
-            if link.kind is not LinkKind.VARIANT or not (link.parent_inventory_item_id and link.child_inventory_item_id):
+            if link.kind is not LinkKind.VARIANT or not (
+                link.parent_inventory_item_id and link.child_inventory_item_id
+            ):
                 continue
             for parent_loc, child_loc in network.location_maps.get(child.shop, {}).items():
                 parent_level = parent_levels.get((link.parent_inventory_item_id, parent_loc))
@@ -145,10 +197,18 @@ def diff_inventory(network: MerchantNetwork, parent_levels: Mapping[LevelKey, in
                 expected = child_target(parent_level)
                 actual = levels.get((link.child_inventory_item_id, child_loc))
                 if actual != expected:
-                    report.repairs.append(Repair(
-                        RepairKind.SET_INVENTORY, child.shop, link.parent_inventory_item_id,
-                        link.child_inventory_item_id, child_loc, expected, actual,
-                        reason="level differs from the parent's"))
+                    report.repairs.append(
+                        Repair(
+                            RepairKind.SET_INVENTORY,
+                            child.shop,
+                            link.parent_inventory_item_id,
+                            link.child_inventory_item_id,
+                            child_loc,
+                            expected,
+                            actual,
+                            reason="level differs from the parent's",
+                        )
+                    )
 
 
 @dataclass(frozen=True)
@@ -162,9 +222,13 @@ class StoreHash:
         return self.expected == self.actual
 
 
-def catalog_hashes(parent_shop: str, parent_products: Sequence[Product],
-                   child_products: Mapping[str, Sequence[Product]], link_maps: Mapping[str, LinkMap],
-                   policy: SyncPolicy) -> list[StoreHash]:
+def catalog_hashes(
+    parent_shop: str,
+    parent_products: Sequence[Product],
+    child_products: Mapping[str, Sequence[Product]],
+    link_maps: Mapping[str, LinkMap],
+    policy: SyncPolicy,
+) -> list[StoreHash]:
     """One row per store for the comparison table: a hash over all its linked products' synced
     fields, next to the hash the parent implies for it."""
     parent_hash = view_hash({p.id: parent_catalog_hash(p, policy) for p in parent_products if p.id})
@@ -185,8 +249,16 @@ def catalog_hashes(parent_shop: str, parent_products: Sequence[Product],
 
 
 async def apply_repairs(
-    repairs: Sequence[Repair], *, parent_store, stores: Mapping[str, object], links_repo, writes, audit,
-    policy: SyncPolicy, cause: str, collection_stores: Mapping[str, object] | None = None,
+    repairs: Sequence[Repair],
+    *,
+    parent_store,
+    stores: Mapping[str, object],
+    links_repo,
+    writes,
+    audit,
+    policy: SyncPolicy,
+    cause: str,
+    collection_stores: Mapping[str, object] | None = None,
 ) -> tuple[list[Repair], list[Repair]]:
     """Carry out repairs through the same code as live sync (stores: `ports.StoreAPI` per child
     shop; collection_stores: `collection_sync.CollectionStore` per shop, parent included).
@@ -206,27 +278,42 @@ async def apply_repairs(
             if collection_stores is None:
                 left.append(r)
                 continue
-            outcome = await sync_collection_to_child(collection_stores[parent_store.shop],
-                                                     collection_stores[r.child_shop], r.parent_id, links_repo,
-                                                     audit, cause)
+            outcome = await sync_collection_to_child(
+                collection_stores[parent_store.shop],
+                collection_stores[r.child_shop],
+                r.parent_id,
+                links_repo,
+                audit,
+                cause,
+            )
             for product_id in outcome.resync_products:  # copies to move into or out of it
                 if (r.child_shop, product_id) not in resynced:
                     resynced.add((r.child_shop, product_id))
-                    await sync_product_to_child(parent_store, stores[r.child_shop], product_id, links_repo, policy,
-                                                audit, cause)
+                    await sync_product_to_child(
+                        parent_store, stores[r.child_shop], product_id, links_repo, policy, audit, cause
+                    )
             fixed.append(r)
         elif r.kind is RepairKind.SET_INVENTORY:
             assert r.child_id and r.location_id and r.expected is not None
-            await push_level(stores[r.child_shop], writes, audit, r.child_id, r.location_id, r.expected, cause)
+            await push_level(
+                stores[r.child_shop], writes, audit, r.child_id, r.location_id, r.expected, cause
+            )
             fixed.append(r)
         else:
-            await sync_product_to_child(parent_store, stores[r.child_shop], r.parent_id, links_repo, policy, audit, cause)
+            await sync_product_to_child(
+                parent_store, stores[r.child_shop], r.parent_id, links_repo, policy, audit, cause
+            )
             fixed.append(r)
     return fixed, left
 
 
-async def reconcile_network(network: MerchantNetwork, scans, links_repo, policy: SyncPolicy,
-                            collection_stores: Mapping[str, object] | None = None) -> ReconcileReport:
+async def reconcile_network(
+    network: MerchantNetwork,
+    scans,
+    links_repo,
+    policy: SyncPolicy,
+    collection_stores: Mapping[str, object] | None = None,
+) -> ReconcileReport:
     """Read every store of a merchant and list the repairs (`storesync reconcile`; then
     `apply_repairs`). scans: shop -> `ports.CatalogScan`; links_repo: `ports.LinkRepository`;
     collection_stores: shop -> a store with `all_collections()` of full `Collection`s
@@ -244,12 +331,15 @@ async def reconcile_network(network: MerchantNetwork, scans, links_repo, policy:
     diff_catalog(parent_products, children, maps, policy, report)
     if collection_stores is not None:
         parent_collections = [c async for c in collection_stores[network.parent.shop].all_collections()]
-        child_collections = {c.shop: [x async for x in collection_stores[c.shop].all_collections()]
-                             for c in network.children}
+        child_collections = {
+            c.shop: [x async for x in collection_stores[c.shop].all_collections()] for c in network.children
+        }
         diff_collections(parent_collections, child_collections, maps, report)
     parent_locations = sorted({p for m in network.location_maps.values() for p in m})
     parent_levels = await parent_scan.all_levels(parent_locations)
-    child_levels = {c.shop: await scans[c.shop].all_levels(sorted(network.location_maps.get(c.shop, {}).values()))
-                    for c in network.children}
+    child_levels = {
+        c.shop: await scans[c.shop].all_levels(sorted(network.location_maps.get(c.shop, {}).values()))
+        for c in network.children
+    }
     diff_inventory(network, parent_levels, child_levels, maps, report)
     return report

@@ -66,29 +66,50 @@ class Routed:
 
 def product_job(child_shop: str, parent_product_id: str, cause: str) -> SyncJob:
     key = f"product:{child_shop}:{parent_product_id}"
-    return SyncJob(JOB_PRODUCT_TO_CHILD, {"parent_product_id": parent_product_id, "child_shop": child_shop,
-                                          "cause": cause}, "catalog", singleton_key=key, lock_key=key)
+    return SyncJob(
+        JOB_PRODUCT_TO_CHILD,
+        {"parent_product_id": parent_product_id, "child_shop": child_shop, "cause": cause},
+        "catalog",
+        singleton_key=key,
+        lock_key=key,
+    )
 
 
 def collection_job(child_shop: str, parent_collection_id: str, cause: str) -> SyncJob:
     """Singleton and lock per child and parent collection: a burst collapses into one job, which
     reads both stores now (`collection_sync.sync_collection_to_child`)."""
     key = f"collection:{child_shop}:{parent_collection_id}"
-    return SyncJob(JOB_COLLECTION_TO_CHILD, {"parent_collection_id": parent_collection_id, "child_shop": child_shop,
-                                             "cause": cause}, "catalog", singleton_key=key, lock_key=key)
+    return SyncJob(
+        JOB_COLLECTION_TO_CHILD,
+        {"parent_collection_id": parent_collection_id, "child_shop": child_shop, "cause": cause},
+        "catalog",
+        singleton_key=key,
+        lock_key=key,
+    )
 
 
-def fan_out_job(parent_item: str, parent_location: str, cause: str, only: str | None = None,
-                delay_s: float = 0.0) -> SyncJob:
+def fan_out_job(
+    parent_item: str, parent_location: str, cause: str, only: str | None = None, delay_s: float = 0.0
+) -> SyncJob:
     scope = f":{only}" if only else ""
-    return SyncJob(JOB_FAN_OUT_LEVEL, {"parent_item": parent_item, "parent_location": parent_location,
-                                       "only": [only] if only else None, "cause": cause}, "inventory",
-                   singleton_key=f"fanout:{parent_item}:{parent_location}{scope}",
-                   lock_key=f"inventory:{parent_item}", delay_s=delay_s)
+    return SyncJob(
+        JOB_FAN_OUT_LEVEL,
+        {
+            "parent_item": parent_item,
+            "parent_location": parent_location,
+            "only": [only] if only else None,
+            "cause": cause,
+        },
+        "inventory",
+        singleton_key=f"fanout:{parent_item}:{parent_location}{scope}",
+        lock_key=f"inventory:{parent_item}",
+        delay_s=delay_s,
+    )
 
 
-def route_product_webhook(network: MerchantNetwork, shop: str, body: Mapping[str, Any],
-                          child_links: LinkMap | None, cause: str) -> Routed:
+def route_product_webhook(
+    network: MerchantNetwork, shop: str, body: Mapping[str, Any], child_links: LinkMap | None, cause: str
+) -> Routed:
     """Parent product change: one job per child. Child product change: re-sync that child from
     its parent product (reverting edits to synced fields); a child-only product is left alone."""
     product_id = gid("Product", body.get("admin_graphql_api_id") or body.get("id"))
@@ -102,7 +123,9 @@ def route_product_webhook(network: MerchantNetwork, shop: str, body: Mapping[str
     return Routed([product_job(shop, parent_id, cause)])
 
 
-def children_behind(network: MerchantNetwork, parent: Product, links: Sequence[Link], policy: SyncPolicy) -> list[str]:
+def children_behind(
+    network: MerchantNetwork, parent: Product, links: Sequence[Link], policy: SyncPolicy
+) -> list[str]:
     """The children whose copy of `parent` may not show its synced fields: no product link,
     or a link whose `synced_view` (what the engine last wrote there, or last found there) is
     not what the parent implies now. `links`: the product's links and the links of the
@@ -118,14 +141,23 @@ def children_behind(network: MerchantNetwork, parent: Product, links: Sequence[L
     for child in network.children:
         mine = LinkMap(child.shop, [lk for lk in links if lk.child_shop == child.shop])
         link = mine.link_down(LinkKind.PRODUCT, parent.id or "")
-        if link is None or link.synced_view is None \
-                or not same_view(expected_view(parent, policy, mine), link.synced_view):
+        if (
+            link is None
+            or link.synced_view is None
+            or not same_view(expected_view(parent, policy, mine), link.synced_view)
+        ):
             behind.append(child.shop)
     return behind
 
 
-def route_parent_product_update(network: MerchantNetwork, parent_product_id: str, parent: Product | None,
-                                links: Sequence[Link], policy: SyncPolicy, cause: str) -> Routed:
+def route_parent_product_update(
+    network: MerchantNetwork,
+    parent_product_id: str,
+    parent: Product | None,
+    links: Sequence[Link],
+    policy: SyncPolicy,
+    cause: str,
+) -> Routed:
     """A parent `products/update`, judged on one read of the parent (`parent`; None: it is
     gone, so every child's job checks its copy): one product job per child left behind."""
     if parent is None:
@@ -136,8 +168,14 @@ def route_parent_product_update(network: MerchantNetwork, parent_product_id: str
     return Routed([product_job(shop, parent_product_id, cause) for shop in behind])
 
 
-def route_collection_webhook(network: MerchantNetwork, shop: str, topic: str, body: Mapping[str, Any],
-                             child_link: Link | None, cause: str) -> Routed:
+def route_collection_webhook(
+    network: MerchantNetwork,
+    shop: str,
+    topic: str,
+    body: Mapping[str, Any],
+    child_link: Link | None,
+    cause: str,
+) -> Routed:
     """Parent collection created, updated or deleted: one job per child. A child's event about a
     collection linked to a parent one (`child_link`): re-sync that child's counterpart (a child
     edit is reverted; a collection deleted in the child is made again). A child's own collection,
@@ -170,26 +208,53 @@ def split_by_parent_item(event: OrderEvent, links: LinkMap) -> tuple[dict[str, O
         item = line_item.get(r.order_line_id)
         if item is not None:
             by_item[item][1].append(r)
-    return ({item: OrderEvent(event.child_shop, event.order_id, tuple(sales), tuple(restocks),
-                              event.child_location_id) for item, (sales, restocks) in by_item.items()}, unlinked)
+    return (
+        {
+            item: OrderEvent(
+                event.child_shop, event.order_id, tuple(sales), tuple(restocks), event.child_location_id
+            )
+            for item, (sales, restocks) in by_item.items()
+        },
+        unlinked,
+    )
 
 
-def route_order_webhook(network: MerchantNetwork, shop: str, topic: str, body: Mapping[str, Any],
-                        child_links: LinkMap | None, cause: str) -> Routed:
+def route_order_webhook(
+    network: MerchantNetwork,
+    shop: str,
+    topic: str,
+    body: Mapping[str, Any],
+    child_links: LinkMap | None,
+    cause: str,
+) -> Routed:
     if shop == network.parent.shop:
         return Routed(ignored="the parent's own orders reach children through its level webhooks")
     if child_links is None:
         raise ValueError("a child's order webhook needs that child's links")
     event = order_event_from_webhook(shop, topic, body)
     parts, unlinked = split_by_parent_item(event, child_links)
-    jobs = [SyncJob(JOB_SALE, {"child_shop": shop, "event": order_event_to_payload(sub), "parent_item": item,
-                               "cause": cause}, "inventory", lock_key=f"inventory:{item}")
-            for item, sub in sorted(parts.items())]
+    jobs = [
+        SyncJob(
+            JOB_SALE,
+            {"child_shop": shop, "event": order_event_to_payload(sub), "parent_item": item, "cause": cause},
+            "inventory",
+            lock_key=f"inventory:{item}",
+        )
+        for item, sub in sorted(parts.items())
+    ]
     return Routed(jobs, "" if jobs else "no inventory lines", unlinked)
 
 
-def route_level_decision(network: MerchantNetwork, shop: str, decision: LevelDecision, *, item: str,
-                         location: str, child_links: LinkMap | None, cause: str) -> Routed:
+def route_level_decision(
+    network: MerchantNetwork,
+    shop: str,
+    decision: LevelDecision,
+    *,
+    item: str,
+    location: str,
+    child_links: LinkMap | None,
+    cause: str,
+) -> Routed:
     """What to do with a judged `inventory_levels/update` (see `conflicts.judge_level_delivery`)."""
     if decision in (LevelDecision.STALE, LevelDecision.ECHO):
         return Routed(ignored=str(decision))
@@ -205,11 +270,20 @@ def route_level_decision(network: MerchantNetwork, shop: str, decision: LevelDec
 
 
 def order_event_to_payload(e: OrderEvent) -> dict[str, Any]:
-    return {"child_shop": e.child_shop, "order_id": e.order_id, "child_location_id": e.child_location_id,
-            "sales": [[s.order_line_id, s.child_variant_id, s.quantity] for s in e.sales],
-            "restocks": [[r.order_line_id, r.refund_line_id, r.quantity] for r in e.restocks]}
+    return {
+        "child_shop": e.child_shop,
+        "order_id": e.order_id,
+        "child_location_id": e.child_location_id,
+        "sales": [[s.order_line_id, s.child_variant_id, s.quantity] for s in e.sales],
+        "restocks": [[r.order_line_id, r.refund_line_id, r.quantity] for r in e.restocks],
+    }
 
 
 def order_event_from_payload(p: Mapping[str, Any]) -> OrderEvent:
-    return OrderEvent(p["child_shop"], p["order_id"], tuple(SaleLine(*s) for s in p["sales"]),
-                      tuple(RestockLine(*r) for r in p["restocks"]), p.get("child_location_id"))
+    return OrderEvent(
+        p["child_shop"],
+        p["order_id"],
+        tuple(SaleLine(*s) for s in p["sales"]),
+        tuple(RestockLine(*r) for r in p["restocks"]),
+        p.get("child_location_id"),
+    )

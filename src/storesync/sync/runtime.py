@@ -58,7 +58,6 @@ class SyncSettings(EnvironmentSettings):
     link_pending_after_s: Annotated[float, Field(ge=0)] = 30.0
 
 
-
 def network_with_credentials(cfg: NetworkConfig, conn: psycopg.Connection) -> NetworkConfig:
     """`cfg` with each store's API URL and token taken from the database where `network apply`
     stored them (decrypted with STORESYNC_ENCRYPTION_KEY; ConfigError naming it if missing)."""
@@ -72,17 +71,23 @@ def network_with_credentials(cfg: NetworkConfig, conn: psycopg.Connection) -> Ne
         if s.shop not in creds:
             return s
         url, token = creds[s.shop]
-        return s.model_copy(update={"admin_api_url": url or s.admin_api_url, "access_token": SecretStr(token)})
+        return s.model_copy(
+            update={"admin_api_url": url or s.admin_api_url, "access_token": SecretStr(token)}
+        )
 
-    return NetworkConfig(merchants=[m.model_copy(update={"parent": store(m.parent),
-                                                          "children": [store(c) for c in m.children]})
-                                    for m in cfg.merchants])
+    return NetworkConfig(
+        merchants=[
+            m.model_copy(update={"parent": store(m.parent), "children": [store(c) for c in m.children]})
+            for m in cfg.merchants
+        ]
+    )
 
 
 def load_network_config(settings: Settings) -> NetworkConfig:
     cfg = NetworkConfig.load(settings.config_file)
-    with psycopg.connect(settings.pooled_dsn, prepare_threshold=None, autocommit=True,
-                         connect_timeout=settings.connect_timeout) as conn:
+    with psycopg.connect(
+        settings.pooled_dsn, prepare_threshold=None, autocommit=True, connect_timeout=settings.connect_timeout
+    ) as conn:
         return network_with_credentials(cfg, conn)
 
 
@@ -135,8 +140,15 @@ class StorePaused(Exception):
 
 
 class SyncRuntime:
-    def __init__(self, settings: Settings, config: NetworkConfig, *, pool=None, budget_pool=None,
-                 sync_settings: SyncSettings | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        config: NetworkConfig,
+        *,
+        pool=None,
+        budget_pool=None,
+        sync_settings: SyncSettings | None = None,
+    ) -> None:
         self.settings = settings
         self.sync_settings = sync_settings or SyncSettings.load()
         self.config = config
@@ -146,7 +158,9 @@ class SyncRuntime:
         # drained by jobs that each wait for one more connection.
         self.budget_pool = budget_pool or pool
         self.network = Network.from_config(config)
-        self.clients = StoreClients(config, pool=self.budget_pool, max_attempts=self.sync_settings.admin_max_attempts)
+        self.clients = StoreClients(
+            config, pool=self.budget_pool, max_attempts=self.sync_settings.admin_max_attempts
+        )
         self.policies = {m.id: SyncPolicy.from_mapping(m.sync_policy_mapping()) for m in config.merchants}
         self._apis: dict[str, ShopifyStoreAPI] = {}
 
@@ -187,9 +201,15 @@ async def job_storage(pool) -> AsyncIterator[Storage]:
                 await conn.set_autocommit(False)
 
 
-async def child_links(conn: psycopg.AsyncConnection, child_shop: str, *, products: Iterable[str] = (),
-                      variants: Iterable[str] = (), items: Iterable[str] = (), collections: bool = False
-                      ) -> LinkMap:
+async def child_links(
+    conn: psycopg.AsyncConnection,
+    child_shop: str,
+    *,
+    products: Iterable[str] = (),
+    variants: Iterable[str] = (),
+    items: Iterable[str] = (),
+    collections: bool = False,
+) -> LinkMap:
     """The links of `child_shop` for these child products, variants and inventory items only
     (and its collection links if `collections`): a webhook needs a handful, not the whole map
     (thousands of rows in a large catalog)."""
@@ -199,9 +219,16 @@ async def child_links(conn: psycopg.AsyncConnection, child_shop: str, *, product
     from storesync.sync.wiring_sql import CHILD_LINKS_SUBSET
 
     async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(CHILD_LINKS_SUBSET, {"child_shop": child_shop, "products": list(products),
-                                               "variants": list(variants), "items": list(items),
-                                               "collections": collections})
+        await cur.execute(
+            CHILD_LINKS_SUBSET,
+            {
+                "child_shop": child_shop,
+                "products": list(products),
+                "variants": list(variants),
+                "items": list(items),
+                "collections": collections,
+            },
+        )
         return LinkMap(child_shop, [_link(r) for r in await cur.fetchall()])
 
 
@@ -221,11 +248,26 @@ async def pause_store(conn: psycopg.AsyncConnection, shop: str, reason: str) -> 
     return paused
 
 
-async def park_job(conn: psycopg.AsyncConnection, *, kind: str, payload: dict, group: str, lane: Lane,
-                   lock_key: str | None, shop: str, delay_s: float) -> int:
+async def park_job(
+    conn: psycopg.AsyncConnection,
+    *,
+    kind: str,
+    payload: dict,
+    group: str,
+    lane: Lane,
+    lock_key: str | None,
+    shop: str,
+    delay_s: float,
+) -> int:
     """Re-enqueue a job unchanged (tagged `parked_for`) to run again after `delay_s`."""
-    spec = JobSpec(kind, {**payload, "parked_for": shop}, group=group, lane=lane, lock_key=lock_key,
-                   run_at=datetime.now(UTC) + timedelta(seconds=delay_s))
+    spec = JobSpec(
+        kind,
+        {**payload, "parked_for": shop},
+        group=group,
+        lane=lane,
+        lock_key=lock_key,
+        run_at=datetime.now(UTC) + timedelta(seconds=delay_s),
+    )
     async with conn.transaction():
         enq = await enqueue_async(conn, spec)
     log.info("job parked", kind=kind, shop=shop, job_id=enq.job_id, delay_s=delay_s)

@@ -92,7 +92,9 @@ class SagaRecord:
 
 @runtime_checkable
 class StepLog(Protocol):
-    async def create(self, saga_id: str, kind: str, shop: str, cause: str, steps: Sequence[StepSpec]) -> SagaRecord:
+    async def create(
+        self, saga_id: str, kind: str, shop: str, cause: str, steps: Sequence[StepSpec]
+    ) -> SagaRecord:
         """Create the saga, or return the existing one with that id (idempotent)."""
         ...
 
@@ -146,14 +148,22 @@ def default_is_permanent(exc: BaseException) -> bool:
 
 
 class SagaExecutor:
-    def __init__(self, log: StepLog, actions: Mapping[str, StepAction], audit: AuditSink | None = None,
-                 *, is_permanent: Callable[[BaseException], bool] = default_is_permanent) -> None:
+    def __init__(
+        self,
+        log: StepLog,
+        actions: Mapping[str, StepAction],
+        audit: AuditSink | None = None,
+        *,
+        is_permanent: Callable[[BaseException], bool] = default_is_permanent,
+    ) -> None:
         self.log = log
         self.actions = actions
         self.audit = audit
         self.is_permanent = is_permanent
 
-    async def start(self, saga_id: str, kind: str, shop: str, cause: str, steps: Sequence[StepSpec]) -> SagaRecord:
+    async def start(
+        self, saga_id: str, kind: str, shop: str, cause: str, steps: Sequence[StepSpec]
+    ) -> SagaRecord:
         """Create (or find) the saga and drive it to an end state; see `run`."""
         unknown = [s.action for s in steps if s.action not in self.actions]
         if unknown:
@@ -191,9 +201,12 @@ class SagaExecutor:
         return saga
 
     def _ctx(self, saga: SagaRecord, *, resumed: bool = False) -> StepContext:
-        return StepContext(saga.saga_id, saga.cause,
-                           {s.name: s.result for s in saga.steps if s.status is StepStatus.DONE and s.result is not None},
-                           resumed)
+        return StepContext(
+            saga.saga_id,
+            saga.cause,
+            {s.name: s.result for s in saga.steps if s.status is StepStatus.DONE and s.result is not None},
+            resumed,
+        )
 
     async def _forward(self, saga: SagaRecord) -> str | None:
         """Run the remaining steps; the error text of a permanent failure, or None when all ran."""
@@ -206,7 +219,9 @@ class SagaExecutor:
                 if step.status is StepStatus.PENDING:
                     step.undo = await action.prepare(step.params, self._ctx(saga))
                     if not await self.log.step_started(saga.saga_id, step.index, step.undo):
-                        raise SagaConflict(f"saga {saga.saga_id} step {step.index} was started by another executor")
+                        raise SagaConflict(
+                            f"saga {saga.saga_id} step {step.index} was started by another executor"
+                        )
                     step.status = StepStatus.STARTED
                 result = await action.run(step.params, self._ctx(saga, resumed=resumed))
             except SagaConflict:
@@ -242,11 +257,18 @@ class SagaExecutor:
     async def _audit(self, saga: SagaRecord, action: str, state: SagaState, error: str | None = None) -> None:
         if self.audit is None:
             return
-        await self.audit.record(AuditRecord(
-            shop=saga.shop, object_type="saga", object_id=saga.saga_id, action=action,
-            before={"kind": saga.kind}, after={"state": state, "steps": [s.name for s in saga.steps]},
-            cause=saga.cause, detail=error or saga.error or "",
-        ))
+        await self.audit.record(
+            AuditRecord(
+                shop=saga.shop,
+                object_type="saga",
+                object_id=saga.saga_id,
+                action=action,
+                before={"kind": saga.kind},
+                after={"state": state, "steps": [s.name for s in saga.steps]},
+                cause=saga.cause,
+                detail=error or saga.error or "",
+            )
+        )
 
     async def resume_all(self, limit: int = 100) -> tuple[list[SagaRecord], list[tuple[str, Exception]]]:
         """Resume every unfinished saga (at worker start-up). One saga's error does not stop the
@@ -255,6 +277,6 @@ class SagaExecutor:
         for saga_id in await self.log.unfinished(limit):
             try:
                 done.append(await self.run(saga_id))
-            except Exception as exc:  # noqa: BLE001 - returned, not swallowed
+            except Exception as exc:
                 failed.append((saga_id, exc))
         return done, failed

@@ -25,13 +25,19 @@ from typing import Any
 
 from storesync.sync.audit import AuditRecord
 from storesync.sync.catalog import (
-    SyncPolicy, copy_product_link, links_after_write, pending_copy, plan_child_product, unchanged_input,
+    SyncPolicy,
+    copy_product_link,
+    links_after_write,
+    pending_copy,
+    plan_child_product,
+    unchanged_input,
 )
 from storesync.sync.inventory import child_target, push_level
 from storesync.sync.model import LinkKind, LinkMap, Product
 from storesync.sync.network import MerchantNetwork
 from storesync.sync.ports import AuditSink, HandleTaken, LinkRepository, StoreAPI, WriteRecords
 from storesync.sync.saga import PermanentStepError, StepContext, StepRefused, StepSpec
+
 
 @dataclass
 class SagaDeps:
@@ -49,7 +55,9 @@ class SagaDeps:
         return self.stores[self.network.parent.shop]
 
 
-def copy_product_steps(parent_product_id: str, child_shop: str, *, stock_in_create: bool = False) -> list[StepSpec]:
+def copy_product_steps(
+    parent_product_id: str, child_shop: str, *, stock_in_create: bool = False
+) -> list[StepSpec]:
     """The copy saga's steps. `stock_in_create`: one step, whose productSet writes the variants'
     stock (`inventoryQuantities`) and collection memberships with the product; its undo (delete
     the product) removes all of it. Otherwise three steps: create, collections, levels (each
@@ -57,9 +65,11 @@ def copy_product_steps(parent_product_id: str, child_shop: str, *, stock_in_crea
     params = {"parent_product_id": parent_product_id, "child_shop": child_shop}
     if stock_in_create:
         return [StepSpec("create", "create_child_product", {**params, "stock_in_create": True})]
-    return [StepSpec("create", "create_child_product", params),
-            StepSpec("collections", "set_child_collections", params),
-            StepSpec("levels", "set_child_levels", params)]
+    return [
+        StepSpec("create", "create_child_product", params),
+        StepSpec("collections", "set_child_collections", params),
+        StepSpec("levels", "set_child_levels", params),
+    ]
 
 
 async def _parent_product(deps: SagaDeps, pid: str) -> Product:
@@ -85,7 +95,10 @@ class CreateChildProduct:
         child = self.deps.stores[params["child_shop"]]
         # The one-step copy's plain create is refused by the store when the handle is taken
         # (nothing adopted, nothing to undo: `StepRefused`); the older steps checked first.
-        if not params.get("stock_in_create") and await child.find_product_by_handle(parent.handle) is not None:
+        if (
+            not params.get("stock_in_create")
+            and await child.find_product_by_handle(parent.handle) is not None
+        ):
             raise PermanentStepError(_handle_taken(child.shop, parent.handle))
         return {"child_shop": child.shop, "handle": parent.handle, "parent_product_id": parent.id}
 
@@ -102,8 +115,18 @@ class CreateChildProduct:
         # them too): a separate productSet would cost a second write and two reads per copy.
         written = await child.product_set(plan.input, product_id=existing.id if existing else None)
         await deps.links.save_links(links_after_write(plan, parent, written, links))
-        await deps.audit.record(AuditRecord(child.shop, "product", written.id or "", "product_create", None,
-                                            plan.expected, ctx.cause, detail=f"saga {ctx.saga_id}"))
+        await deps.audit.record(
+            AuditRecord(
+                child.shop,
+                "product",
+                written.id or "",
+                "product_create",
+                None,
+                plan.expected,
+                ctx.cause,
+                detail=f"saga {ctx.saga_id}",
+            )
+        )
         return {"child_product_id": written.id, "collections": list(plan.input.get("collections") or ())}
 
     async def _create_with_stock(self, params: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
@@ -128,41 +151,75 @@ class CreateChildProduct:
         stock: dict[tuple, list[tuple[str, int]]] = {}  # variant option key -> [(child location, quantity)]
         for pv in parent.variants:
             for parent_loc, child_loc in locations.items():
-                level = await deps.parent.read_level(pv.inventory_item_id, parent_loc) if pv.inventory_item_id else None
+                level = (
+                    await deps.parent.read_level(pv.inventory_item_id, parent_loc)
+                    if pv.inventory_item_id
+                    else None
+                )
                 if level is not None:
                     stock.setdefault(pv.option_key, []).append((child_loc, child_target(level.available)))
         inp = dict(plan.input)
         inp["variants"] = [
-            {**v, "inventoryQuantities": [{"locationId": loc, "name": "available", "quantity": q}
-                                          for loc, q in stock.get(_input_option_key(v), ())]}
-            for v in inp.get("variants") or ()]
+            {
+                **v,
+                "inventoryQuantities": [
+                    {"locationId": loc, "name": "available", "quantity": q}
+                    for loc, q in stock.get(_input_option_key(v), ())
+                ],
+            }
+            for v in inp.get("variants") or ()
+        ]
         try:
             product_id = await child.create_product_id(inp, upsert=ctx.resumed)
         except HandleTaken as err:
             raise StepRefused(_handle_taken(child.shop, parent.handle)) from err
-        pending = pending_copy(parent, stock, datetime.now(UTC), ctx.cause, levels_read_at, resent=ctx.resumed)
+        pending = pending_copy(
+            parent, stock, datetime.now(UTC), ctx.cause, levels_read_at, resent=ctx.resumed
+        )
         await deps.links.save_links([copy_product_link(plan, product_id, links, pending)])
         # Levels by SKU and child location (the child's inventory items are not known yet).
         levels = [[v["sku"], loc, quantity] for v in pending["variants"] for loc, quantity in v["levels"]]
-        await deps.audit.record(AuditRecord(child.shop, "product", product_id, "product_create", None,
-                                            {**plan.expected, "levels": levels}, ctx.cause,
-                                            detail=f"saga {ctx.saga_id} (stock written with the create)"))
-        return {"child_product_id": product_id, "collections": list(plan.input.get("collections") or ()),
-                "levels": levels}
+        await deps.audit.record(
+            AuditRecord(
+                child.shop,
+                "product",
+                product_id,
+                "product_create",
+                None,
+                {**plan.expected, "levels": levels},
+                ctx.cause,
+                detail=f"saga {ctx.saga_id} (stock written with the create)",
+            )
+        )
+        return {
+            "child_product_id": product_id,
+            "collections": list(plan.input.get("collections") or ()),
+            "levels": levels,
+        }
 
     async def undo(self, undo: dict[str, Any], ctx: StepContext) -> None:
         child = self.deps.stores[undo["child_shop"]]
         found = await child.find_product_id_by_handle(undo["handle"])
         links = await self.deps.links.link_map(child.shop)
         for link in list(links.links):
-            if link.kind is LinkKind.PRODUCT and link.parent_id == undo["parent_product_id"] or \
-                    link.kind is LinkKind.VARIANT and link.parent_product_id == undo["parent_product_id"]:
+            if (link.kind is LinkKind.PRODUCT and link.parent_id == undo["parent_product_id"]) or (
+                link.kind is LinkKind.VARIANT and link.parent_product_id == undo["parent_product_id"]
+            ):
                 await self.deps.links.delete_link(child.shop, link.kind, link.parent_id)
         if found is not None:
             await child.delete_product(found)
-            await self.deps.audit.record(AuditRecord(child.shop, "product", found, "product_delete",
-                                                     {"handle": undo["handle"]}, None, ctx.cause,
-                                                     detail=f"compensating saga {ctx.saga_id}"))
+            await self.deps.audit.record(
+                AuditRecord(
+                    child.shop,
+                    "product",
+                    found,
+                    "product_delete",
+                    {"handle": undo["handle"]},
+                    None,
+                    ctx.cause,
+                    detail=f"compensating saga {ctx.saga_id}",
+                )
+            )
 
 
 def _handle_taken(shop: str, handle: str) -> str:
@@ -189,10 +246,17 @@ class SetChildCollections:
     async def prepare(self, params: dict[str, Any], ctx: StepContext) -> dict[str, Any] | None:
         created = ctx.results["create"]
         if "collections" in created:  # the create wrote them: they are what this step found
-            return {"child_shop": params["child_shop"], "child_product_id": created["child_product_id"],
-                    "collections": created["collections"]}
+            return {
+                "child_shop": params["child_shop"],
+                "child_product_id": created["child_product_id"],
+                "collections": created["collections"],
+            }
         child, product = await self._child(params, ctx)
-        return {"child_shop": child.shop, "child_product_id": product.id, "collections": list(product.collections)}
+        return {
+            "child_shop": child.shop,
+            "child_product_id": product.id,
+            "collections": list(product.collections),
+        }
 
     async def run(self, params: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
         created = ctx.results["create"]
@@ -201,7 +265,9 @@ class SetChildCollections:
         # A saga logged before creates carried the memberships: write them now.
         child, product = await self._child(params, ctx)
         parent = await _parent_product(self.deps, params["parent_product_id"])
-        plan = plan_child_product(parent, product, await self.deps.links.link_map(child.shop), self.deps.policy)
+        plan = plan_child_product(
+            parent, product, await self.deps.links.link_map(child.shop), self.deps.policy
+        )
         if plan.blocked:
             raise PermanentStepError(plan.blocked)
         if not plan.noop:
@@ -257,9 +323,14 @@ class SetChildLevels:
         child = self.deps.stores[undo["child_shop"]]
         for item, loc, before in undo["levels"]:
             if before is not None:
-                await push_level(child, self.deps.writes, self.deps.audit, item, loc, before, f"{ctx.cause}:undo")
+                await push_level(
+                    child, self.deps.writes, self.deps.audit, item, loc, before, f"{ctx.cause}:undo"
+                )
 
 
 def copy_product_actions(deps: SagaDeps) -> dict[str, Any]:
-    return {"create_child_product": CreateChildProduct(deps), "set_child_collections": SetChildCollections(deps),
-            "set_child_levels": SetChildLevels(deps)}
+    return {
+        "create_child_product": CreateChildProduct(deps),
+        "set_child_collections": SetChildCollections(deps),
+        "set_child_levels": SetChildLevels(deps),
+    }

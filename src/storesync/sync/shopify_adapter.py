@@ -39,8 +39,10 @@ class SyncStoreAPI(ShopifyStoreAPI):
         (options, collections, metafields without their ids)."""
         if "files" in input and not input["files"]:
             input = {k: v for k, v in input.items() if k != "files"}
-        variables: dict[str, Any] = {"input": dict(input),
-                                     "variantsFirst": min(100, max(1, len(input.get("variants") or ())))}
+        variables: dict[str, Any] = {
+            "input": dict(input),
+            "variantsFirst": min(100, max(1, len(input.get("variants") or ()))),
+        }
         if product_id is not None:
             variables["identifier"] = {"id": product_id}
         elif input.get("handle"):
@@ -55,15 +57,21 @@ class SyncStoreAPI(ShopifyStoreAPI):
         return replace(
             written,
             description_html=input.get("descriptionHtml", written.description_html) or "",
-            vendor=input.get("vendor") or "", product_type=input.get("productType") or "",
+            vendor=input.get("vendor") or "",
+            product_type=input.get("productType") or "",
             tags=tuple(input.get("tags") or ()),
-            options=tuple(Option(o["name"], tuple(v["name"] for v in o.get("values") or ()))
-                          for o in input.get("productOptions") or ()),
-            seo_title=seo.get("title"), seo_description=seo.get("description"),
+            options=tuple(
+                Option(o["name"], tuple(v["name"] for v in o.get("values") or ()))
+                for o in input.get("productOptions") or ()
+            ),
+            seo_title=seo.get("title"),
+            seo_description=seo.get("description"),
             collections=tuple(input.get("collections") or ()),
-            metafields=tuple(Metafield(m["namespace"], m["key"], m["type"], m["value"])
-                             for m in input.get("metafields") or ()))
-
+            metafields=tuple(
+                Metafield(m["namespace"], m["key"], m["type"], m["value"])
+                for m in input.get("metafields") or ()
+            ),
+        )
 
     async def create_product_id(self, input: Mapping[str, Any], *, upsert: bool) -> str:
         if "files" in input and not input["files"]:
@@ -83,8 +91,9 @@ class ShopifyCatalogScan:
 
     async def products(self) -> list[Product]:
         if self._products is None:
-            self._products = [p async for p in self.api.products(page_size=self.page_size,
-                                                                 list_sizes=SCAN_LIST_SIZES)]
+            self._products = [
+                p async for p in self.api.products(page_size=self.page_size, list_sizes=SCAN_LIST_SIZES)
+            ]
         return self._products
 
     async def all_products(self) -> AsyncIterator[Product]:
@@ -92,12 +101,16 @@ class ShopifyCatalogScan:
             yield p
 
     async def all_collections(self) -> AsyncIterator[Collection]:
-        async for node in self.api.client.nodes("CollectionsPage", {}, connection="collections", page_size=100):
+        async for node in self.api.client.nodes(
+            "CollectionsPage", {}, connection="collections", page_size=100
+        ):
             yield Collection(node["id"], node["handle"], node.get("title") or "")
 
     async def all_levels(self, location_ids: Sequence[str]) -> dict[tuple[str, str], int]:
         wanted = set(location_ids)
-        items = [v.inventory_item_id for p in await self.products() for v in p.variants if v.inventory_item_id]
+        items = [
+            v.inventory_item_id for p in await self.products() for v in p.variants if v.inventory_item_id
+        ]
         levels = await self.api.read_levels(items)
         return {key: lvl.available for key, lvl in levels.items() if key[1] in wanted}
 
@@ -108,7 +121,9 @@ async def bulk_levels(client, *, poll_interval: float = 0.25) -> dict[tuple[str,
     from storesync.commerce.bulk import bulk_query, bulk_query_text, reassemble
     from storesync.commerce.store_api import _dt
 
-    objects = [o async for o in bulk_query(client, bulk_query_text("inventory_levels"), poll_interval=poll_interval)]
+    objects = [
+        o async for o in bulk_query(client, bulk_query_text("inventory_levels"), poll_interval=poll_interval)
+    ]
     out: dict[tuple[str, str], InventoryLevel] = {}
     for item in reassemble(objects, {"InventoryLevel": "inventoryLevels"}):
         for lvl in item["inventoryLevels"]["nodes"]:
@@ -154,9 +169,12 @@ class BulkCatalogScan(ShopifyCatalogScan):
                 try:
                     self._levels = await bulk_levels(self.api.client, poll_interval=self.poll_interval)
                 except (BulkOperationInProgress, BulkOperationFailed) as err:
-                    log.warning("bulk level scan unavailable; batched reads instead", shop=self.shop, error=str(err))
+                    log.warning(
+                        "bulk level scan unavailable; batched reads instead", shop=self.shop, error=str(err)
+                    )
                     self._levels = await self.api.read_levels(
-                        [v.inventory_item_id for p in products for v in p.variants if v.inventory_item_id])
+                        [v.inventory_item_id for p in products for v in p.variants if v.inventory_item_id]
+                    )
         return self._levels
 
     async def all_levels(self, location_ids: Sequence[str]) -> dict[tuple[str, str], int]:
@@ -174,15 +192,20 @@ class ScannedParent:
     Every other call goes to the store. Changes made to the parent during the backfill reach
     the copies through the live webhooks and reconciliation, as for any linked product."""
 
-    def __init__(self, api: ShopifyStoreAPI, products: Sequence[Product],
-                 levels: Mapping[tuple[str, str], InventoryLevel] | None = None) -> None:
+    def __init__(
+        self,
+        api: ShopifyStoreAPI,
+        products: Sequence[Product],
+        levels: Mapping[tuple[str, str], InventoryLevel] | None = None,
+    ) -> None:
         self.api = api
         # Levels read with the scan (a bulk query): served from here, no read per product.
         self._scanned_levels = dict(levels) if levels is not None else None
         self.shop = api.shop
         self._products = {p.id: p for p in products if p.id}
-        self._product_of_item = {v.inventory_item_id: p.id for p in products if p.id
-                                 for v in p.variants if v.inventory_item_id}
+        self._product_of_item = {
+            v.inventory_item_id: p.id for p in products if p.id for v in p.variants if v.inventory_item_id
+        }
         self._levels: dict[str, asyncio.Future] = {}  # parent product id -> its levels, read once
 
     async def read_product(self, product_id: str) -> Product | None:

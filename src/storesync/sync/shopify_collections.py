@@ -19,18 +19,28 @@ def collection_from_json(raw: Mapping[str, Any], product_ids: list[str] | None =
     rule_set = raw.get("ruleSet")
     image = raw.get("image")
     return Collection(
-        id=raw["id"], handle=raw["handle"], title=raw.get("title") or "",
-        description_html=raw.get("descriptionHtml") or "", sort_order=raw.get("sortOrder") or "MANUAL",
-        seo_title=seo.get("title"), seo_description=seo.get("description"),
-        rules=None if rule_set is None else tuple(
-            CollectionRule(r["column"], r["relation"], r["condition"]) for r in rule_set.get("rules") or ()),
+        id=raw["id"],
+        handle=raw["handle"],
+        title=raw.get("title") or "",
+        description_html=raw.get("descriptionHtml") or "",
+        sort_order=raw.get("sortOrder") or "MANUAL",
+        seo_title=seo.get("title"),
+        seo_description=seo.get("description"),
+        rules=None
+        if rule_set is None
+        else tuple(
+            CollectionRule(r["column"], r["relation"], r["condition"]) for r in rule_set.get("rules") or ()
+        ),
         disjunctive=bool(rule_set and rule_set.get("appliedDisjunctively")),
         image=Image(image["url"], image.get("altText") or "") if image else None,
-        product_ids=None if product_ids is None else tuple(product_ids))
+        product_ids=None if product_ids is None else tuple(product_ids),
+    )
 
 
 def _gone(err: UserInputError) -> bool:
-    return isinstance(err, NotFoundError) or any("does not exist" in e.message.lower() for e in err.user_errors)
+    return isinstance(err, NotFoundError) or any(
+        "does not exist" in e.message.lower() for e in err.user_errors
+    )
 
 
 class ShopifyCollections:
@@ -41,8 +51,10 @@ class ShopifyCollections:
         self.shop = client.shop
 
     async def read_collection(self, collection_id: str, *, with_products: bool = False) -> Collection | None:
-        result = await self.client.execute("CollectionById", {"id": collection_id, "withProducts": with_products,
-                                                               "productsFirst": MEMBERS_FIRST})
+        result = await self.client.execute(
+            "CollectionById",
+            {"id": collection_id, "withProducts": with_products, "productsFirst": MEMBERS_FIRST},
+        )
         raw = result["collection"]
         if raw is None:
             return None
@@ -52,9 +64,13 @@ class ShopifyCollections:
             members = [n["id"] for n in conn["nodes"]]
             info = conn.get("pageInfo") or {}
             if info.get("hasNextPage"):
-                async for page in self.client.pages("CollectionProductsPage", {"id": collection_id},
-                                                    connection="collection.products", page_size=MEMBERS_FIRST,
-                                                    after=info.get("endCursor")):
+                async for page in self.client.pages(
+                    "CollectionProductsPage",
+                    {"id": collection_id},
+                    connection="collection.products",
+                    page_size=MEMBERS_FIRST,
+                    after=info.get("endCursor"),
+                ):
                     members += [n["id"] for n in page.nodes]
         return collection_from_json(raw, members)
 
@@ -65,7 +81,9 @@ class ShopifyCollections:
 
     async def find_collection_by_handle(self, handle: str) -> Collection | None:
         result = await self.client.execute("CollectionsByHandle", {"query": f"handle:'{handle}'"})
-        return next((collection_from_json(n) for n in result["collections"]["nodes"] if n["handle"] == handle), None)
+        return next(
+            (collection_from_json(n) for n in result["collections"]["nodes"] if n["handle"] == handle), None
+        )
 
     async def create_collection(self, input: dict[str, Any]) -> Collection:
         result = await self.client.execute("CollectionCreate", {"input": input})
@@ -86,7 +104,12 @@ class ShopifyCollections:
     def _written(raw: Mapping[str, Any], input: Mapping[str, Any]) -> Collection:
         """The collection as written: its id and handle from the answer, the rest from the input."""
         seo = input.get("seo") or {}
-        return Collection(id=raw["id"], handle=raw["handle"], title=input.get("title") or "",
-                          description_html=input.get("descriptionHtml") or "",
-                          sort_order=input.get("sortOrder") or "MANUAL", seo_title=seo.get("title"),
-                          seo_description=seo.get("description"))
+        return Collection(
+            id=raw["id"],
+            handle=raw["handle"],
+            title=input.get("title") or "",
+            description_html=input.get("descriptionHtml") or "",
+            sort_order=input.get("sortOrder") or "MANUAL",
+            seo_title=seo.get("title"),
+            seo_description=seo.get("description"),
+        )

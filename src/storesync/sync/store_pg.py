@@ -45,9 +45,14 @@ SELECT * FROM unnest(%(w_shop)s::text[], %(w_item)s::text[], %(w_location)s::tex
 
 
 def _write_columns(recs: Sequence[WriteRecord]) -> dict[str, list[Any]]:
-    return {"w_shop": [r.shop for r in recs], "w_item": [r.inventory_item_id for r in recs],
-            "w_location": [r.location_id for r in recs], "w_quantity": [r.quantity for r in recs],
-            "w_written_at": [r.written_at for r in recs], "w_cause": [r.cause for r in recs]}
+    return {
+        "w_shop": [r.shop for r in recs],
+        "w_item": [r.inventory_item_id for r in recs],
+        "w_location": [r.location_id for r in recs],
+        "w_quantity": [r.quantity for r in recs],
+        "w_written_at": [r.written_at for r in recs],
+        "w_cause": [r.cause for r in recs],
+    }
 
 
 # --------------------------------------------------------------------------- links
@@ -79,15 +84,21 @@ UPSERT_LINKS = _LINK_ROWS.format(where="")
 # link_pending_copy: a copy's variant links and echo records, saved if its product link still
 # holds pending variants (which it clears): one statement, so of two paths linking one copy at
 # once the second finds nothing pending and saves nothing. Returns whether it linked.
-LINK_PENDING_COPY = """
+LINK_PENDING_COPY = (
+    """
 WITH taken AS (
     UPDATE sync_links SET pending = NULL, updated_at = now()
     WHERE child_shop = %(shop)s AND kind = 'product' AND parent_id = %(product)s AND pending IS NOT NULL
     RETURNING 1
-), linked AS (""" + _LINK_ROWS.format(where="WHERE EXISTS (SELECT 1 FROM taken)") + """), recorded AS (
-""" + _WRITE_ROWS.format(where="WHERE EXISTS (SELECT 1 FROM taken)") + """)
+), linked AS ("""
+    + _LINK_ROWS.format(where="WHERE EXISTS (SELECT 1 FROM taken)")
+    + """), recorded AS (
+"""
+    + _WRITE_ROWS.format(where="WHERE EXISTS (SELECT 1 FROM taken)")
+    + """)
 SELECT EXISTS (SELECT 1 FROM taken)
 """
+)
 
 # pending_links: one child's product links whose variants are not linked yet.
 PENDING_LINKS = """
@@ -98,7 +109,9 @@ SELECT * FROM sync_links WHERE child_shop = %(child_shop)s AND pending IS NOT NU
 LINKS_OF_CHILD = "SELECT * FROM sync_links WHERE child_shop = %(child_shop)s ORDER BY kind, parent_id"
 
 # links_down: each child's link for one parent object (fan-out).
-LINKS_DOWN = "SELECT * FROM sync_links WHERE kind = %(kind)s AND parent_id = %(parent_id)s ORDER BY child_shop"
+LINKS_DOWN = (
+    "SELECT * FROM sync_links WHERE kind = %(kind)s AND parent_id = %(parent_id)s ORDER BY child_shop"
+)
 
 # links_for_parent_item: variant links that carry one parent inventory item.
 LINKS_FOR_PARENT_ITEM = """
@@ -135,8 +148,10 @@ def _link_columns(links: Sequence[Link]) -> dict[str, list[Any]]:
     last link (one statement cannot update a row twice)."""
     unique = list({(lk.child_shop, lk.kind, lk.parent_id): lk for lk in links}.values())
     return {
-        "child_shop": [lk.child_shop for lk in unique], "kind": [str(lk.kind) for lk in unique],
-        "parent_id": [lk.parent_id for lk in unique], "child_id": [lk.child_id for lk in unique],
+        "child_shop": [lk.child_shop for lk in unique],
+        "kind": [str(lk.kind) for lk in unique],
+        "parent_id": [lk.parent_id for lk in unique],
+        "child_id": [lk.child_id for lk in unique],
         "matched_by": [str(lk.matched_by) for lk in unique],
         "parent_product_id": [lk.parent_product_id for lk in unique],
         "child_product_id": [lk.child_product_id for lk in unique],
@@ -149,10 +164,16 @@ def _link_columns(links: Sequence[Link]) -> dict[str, list[Any]]:
 
 def _link(row: dict[str, Any]) -> Link:
     return Link(
-        kind=LinkKind(row["kind"]), child_shop=row["child_shop"], parent_id=row["parent_id"], child_id=row["child_id"],
-        matched_by=MatchedBy(row["matched_by"]), parent_product_id=row["parent_product_id"],
-        child_product_id=row["child_product_id"], parent_inventory_item_id=row["parent_inventory_item_id"],
-        child_inventory_item_id=row["child_inventory_item_id"], synced_view=row["synced_view"],
+        kind=LinkKind(row["kind"]),
+        child_shop=row["child_shop"],
+        parent_id=row["parent_id"],
+        child_id=row["child_id"],
+        matched_by=MatchedBy(row["matched_by"]),
+        parent_product_id=row["parent_product_id"],
+        child_product_id=row["child_product_id"],
+        parent_inventory_item_id=row["parent_inventory_item_id"],
+        child_inventory_item_id=row["child_inventory_item_id"],
+        synced_view=row["synced_view"],
         pending=row.get("pending"),
     )
 
@@ -173,11 +194,19 @@ class PgLinks:
     async def pending_links(self, child_shop: str) -> list[Link]:
         return await self._rows(PENDING_LINKS, {"child_shop": child_shop})
 
-    async def complete_pending(self, child_shop: str, parent_product_id: str, links: Sequence[Link],
-                               writes: Sequence[WriteRecord]) -> bool:
+    async def complete_pending(
+        self, child_shop: str, parent_product_id: str, links: Sequence[Link], writes: Sequence[WriteRecord]
+    ) -> bool:
         async with _one_statement(self.conn):
-            cur = await self.conn.execute(LINK_PENDING_COPY, {
-                "shop": child_shop, "product": parent_product_id, **_link_columns(links), **_write_columns(writes)})
+            cur = await self.conn.execute(
+                LINK_PENDING_COPY,
+                {
+                    "shop": child_shop,
+                    "product": parent_product_id,
+                    **_link_columns(links),
+                    **_write_columns(writes),
+                },
+            )
             return bool((await cur.fetchone())[0])
 
     async def _rows(self, sql: str, params: dict[str, Any]) -> list[Link]:
@@ -194,31 +223,53 @@ class PgLinks:
     async def links_for_parent_item(self, parent_inventory_item_id: str) -> list[Link]:
         return await self._rows(LINKS_FOR_PARENT_ITEM, {"item": parent_inventory_item_id})
 
-    async def product_fan_out_links(self, parent_product_id: str, parent_collection_ids: Sequence[str]) -> list[Link]:
+    async def product_fan_out_links(
+        self, parent_product_id: str, parent_collection_ids: Sequence[str]
+    ) -> list[Link]:
         """What `routing.children_behind` needs: the product's links and its collections' links."""
-        return await self._rows(PRODUCT_FAN_OUT_LINKS, {"product": parent_product_id,
-                                                        "collections": list(parent_collection_ids)})
+        return await self._rows(
+            PRODUCT_FAN_OUT_LINKS, {"product": parent_product_id, "collections": list(parent_collection_ids)}
+        )
 
-    async def links_of(self, child_shop: str, kind: LinkKind, *, parent_ids: Sequence[str] = (),
-                       child_ids: Sequence[str] = ()) -> list[Link]:
+    async def links_of(
+        self,
+        child_shop: str,
+        kind: LinkKind,
+        *,
+        parent_ids: Sequence[str] = (),
+        child_ids: Sequence[str] = (),
+    ) -> list[Link]:
         if not parent_ids and not child_ids:
             return []
-        return await self._rows(LINKS_OF, {"child_shop": child_shop, "kind": str(kind),
-                                           "parent_ids": list(parent_ids), "child_ids": list(child_ids)})
+        return await self._rows(
+            LINKS_OF,
+            {
+                "child_shop": child_shop,
+                "kind": str(kind),
+                "parent_ids": list(parent_ids),
+                "child_ids": list(child_ids),
+            },
+        )
 
     async def set_synced_view(self, child_shop: str, parent_product_id: str, view: dict) -> None:
         async with _one_statement(self.conn):
-            await self.conn.execute(SET_SYNCED_VIEW, {"child_shop": child_shop, "parent_id": parent_product_id,
-                                                       "view": Jsonb(view)})
+            await self.conn.execute(
+                SET_SYNCED_VIEW,
+                {"child_shop": child_shop, "parent_id": parent_product_id, "view": Jsonb(view)},
+            )
 
     async def delete_link(self, child_shop: str, kind: LinkKind, parent_id: str) -> None:
         async with _one_statement(self.conn):
-            await self.conn.execute(DELETE_LINK, {"child_shop": child_shop, "kind": str(kind), "parent_id": parent_id})
+            await self.conn.execute(
+                DELETE_LINK, {"child_shop": child_shop, "kind": str(kind), "parent_id": parent_id}
+            )
 
 
 # --------------------------------------------------------------------------- inventory ledger
 
-_KEY_WHERE = "child_shop = %(child_shop)s AND order_line_id = %(order_line_id)s AND kind = %(kind)s AND ref = %(ref)s"
+_KEY_WHERE = (
+    "child_shop = %(child_shop)s AND order_line_id = %(order_line_id)s AND kind = %(kind)s AND ref = %(ref)s"
+)
 
 # claim_entry: insert a ledger entry unless its key exists (then nothing is returned).
 CLAIM_ENTRY = """
@@ -285,16 +336,28 @@ WHERE child_shop = %(child_shop)s AND order_line_id = %(order_line_id)s AND kind
 
 
 def _key_params(key: LedgerKey) -> dict[str, Any]:
-    return {"child_shop": key.child_shop, "order_line_id": key.order_line_id, "kind": str(key.kind), "ref": key.ref}
+    return {
+        "child_shop": key.child_shop,
+        "order_line_id": key.order_line_id,
+        "kind": str(key.kind),
+        "ref": key.ref,
+    }
 
 
 def _entry(row: dict[str, Any]) -> LedgerEntry:
     return LedgerEntry(
         key=LedgerKey(row["child_shop"], row["order_line_id"], EntryKind(row["kind"]), row["ref"]),
-        order_id=row["order_id"], parent_item_id=row["parent_item_id"], parent_location_id=row["parent_location_id"],
-        requested_delta=row["requested_delta"], cause=row["cause"], status=EntryStatus(row["status"]),
-        applied_delta=row["applied_delta"], backlog_after=row["backlog_after"],
-        expected_after=row["expected_after"], quantity_after=row["quantity_after"], plan_no=row["plan_no"],
+        order_id=row["order_id"],
+        parent_item_id=row["parent_item_id"],
+        parent_location_id=row["parent_location_id"],
+        requested_delta=row["requested_delta"],
+        cause=row["cause"],
+        status=EntryStatus(row["status"]),
+        applied_delta=row["applied_delta"],
+        backlog_after=row["backlog_after"],
+        expected_after=row["expected_after"],
+        quantity_after=row["quantity_after"],
+        plan_no=row["plan_no"],
     )
 
 
@@ -303,9 +366,14 @@ class PgLedger:
         self.conn = conn
 
     async def claim(self, entry: LedgerEntry) -> tuple[LedgerEntry, bool]:
-        params = {**_key_params(entry.key), "order_id": entry.order_id, "parent_item_id": entry.parent_item_id,
-                  "parent_location_id": entry.parent_location_id, "requested_delta": entry.requested_delta,
-                  "cause": entry.cause}
+        params = {
+            **_key_params(entry.key),
+            "order_id": entry.order_id,
+            "parent_item_id": entry.parent_item_id,
+            "parent_location_id": entry.parent_location_id,
+            "requested_delta": entry.requested_delta,
+            "cause": entry.cause,
+        }
         async with self.conn.transaction(), self.conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(CLAIM_ENTRY, params)
             row = await cur.fetchone()
@@ -317,14 +385,29 @@ class PgLedger:
             raise RuntimeError(f"ledger entry {entry.key} vanished")
         stored = _entry(row)
         if (stored.parent_item_id, stored.parent_location_id, stored.requested_delta) != (
-                entry.parent_item_id, entry.parent_location_id, entry.requested_delta):
+            entry.parent_item_id,
+            entry.parent_location_id,
+            entry.requested_delta,
+        ):
             raise ValueError(f"ledger entry {entry.key} exists with different content: {stored}")
         return stored, False
 
-    async def plan(self, key: LedgerKey, applied_delta: int, backlog_after: int, expected_after: int,
-                   *, replan_of: int | None = None) -> LedgerEntry:
-        params = {**_key_params(key), "applied_delta": applied_delta, "backlog_after": backlog_after,
-                  "expected_after": expected_after, "replan_of": replan_of}
+    async def plan(
+        self,
+        key: LedgerKey,
+        applied_delta: int,
+        backlog_after: int,
+        expected_after: int,
+        *,
+        replan_of: int | None = None,
+    ) -> LedgerEntry:
+        params = {
+            **_key_params(key),
+            "applied_delta": applied_delta,
+            "backlog_after": backlog_after,
+            "expected_after": expected_after,
+            "replan_of": replan_of,
+        }
         async with self.conn.transaction(), self.conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(PLAN_ENTRY if replan_of is None else REPLAN_ENTRY, params)
             row = await cur.fetchone()
@@ -341,8 +424,14 @@ class PgLedger:
             row = await cur.fetchone()
             if row is None:
                 return False
-            await cur.execute(SET_BACKLOG, {"item": row["parent_item_id"], "location": row["parent_location_id"],
-                                            "oversold": row["backlog_after"]})
+            await cur.execute(
+                SET_BACKLOG,
+                {
+                    "item": row["parent_item_id"],
+                    "location": row["parent_location_id"],
+                    "oversold": row["backlog_after"],
+                },
+            )
             return True
 
     async def get(self, key: LedgerKey) -> LedgerEntry | None:
@@ -358,13 +447,17 @@ class PgLedger:
 
     async def backlog(self, parent_item_id: str, parent_location_id: str) -> int:
         async with _one_statement(self.conn):
-            cur = await self.conn.execute(GET_BACKLOG, {"item": parent_item_id, "location": parent_location_id})
+            cur = await self.conn.execute(
+                GET_BACKLOG, {"item": parent_item_id, "location": parent_location_id}
+            )
             row = await cur.fetchone()
         return row[0] if row else 0
 
     async def restocked(self, child_shop: str, order_line_id: str) -> int:
         async with _one_statement(self.conn):
-            cur = await self.conn.execute(RESTOCKED_QUANTITY, {"child_shop": child_shop, "order_line_id": order_line_id})
+            cur = await self.conn.execute(
+                RESTOCKED_QUANTITY, {"child_shop": child_shop, "order_line_id": order_line_id}
+            )
             row = await cur.fetchone()
         return int(row[0]) if row else 0
 
@@ -399,12 +492,20 @@ class PgWriteRecords:
         async with _one_statement(self.conn):
             await self.conn.execute(RECORD_WRITES, _write_columns(recs))
 
-    async def recent_writes(self, shop: str, inventory_item_id: str, location_id: str, since: datetime,
-                            *, limit: int = 100) -> list[WriteRecord]:
+    async def recent_writes(
+        self, shop: str, inventory_item_id: str, location_id: str, since: datetime, *, limit: int = 100
+    ) -> list[WriteRecord]:
         async with _one_statement(self.conn):
-            cur = await self.conn.execute(RECENT_WRITES, {"shop": shop, "item": inventory_item_id,
-                                                          "location": location_id, "since": since,
-                                                          "limit": limit})
+            cur = await self.conn.execute(
+                RECENT_WRITES,
+                {
+                    "shop": shop,
+                    "item": inventory_item_id,
+                    "location": location_id,
+                    "since": since,
+                    "limit": limit,
+                },
+            )
             return [WriteRecord(*row) for row in await cur.fetchall()]
 
     async def prune(self, before: datetime) -> int:
@@ -441,25 +542,42 @@ class PgAppliedVersions:
     def __init__(self, conn: psycopg.AsyncConnection) -> None:
         self.conn = conn
 
-    async def advance(self, shop: str, inventory_item_id: str, location_id: str, at: datetime, tiebreak: str) -> bool:
+    async def advance(
+        self, shop: str, inventory_item_id: str, location_id: str, at: datetime, tiebreak: str
+    ) -> bool:
         async with _one_statement(self.conn):
-            cur = await self.conn.execute(ADVANCE_VERSION, {"shop": shop, "item": inventory_item_id,
-                                                            "location": location_id, "at": at, "tiebreak": tiebreak})
+            cur = await self.conn.execute(
+                ADVANCE_VERSION,
+                {
+                    "shop": shop,
+                    "item": inventory_item_id,
+                    "location": location_id,
+                    "at": at,
+                    "tiebreak": tiebreak,
+                },
+            )
             return await cur.fetchone() is not None
 
-    async def current(self, shop: str, inventory_item_id: str, location_id: str) -> tuple[datetime, str] | None:
+    async def current(
+        self, shop: str, inventory_item_id: str, location_id: str
+    ) -> tuple[datetime, str] | None:
         async with _one_statement(self.conn):
-            cur = await self.conn.execute(CURRENT_VERSION, {"shop": shop, "item": inventory_item_id, "location": location_id})
+            cur = await self.conn.execute(
+                CURRENT_VERSION, {"shop": shop, "item": inventory_item_id, "location": location_id}
+            )
             row = await cur.fetchone()
         return (row[0], row[1]) if row else None
 
-    async def moved_since(self, shop: str, levels: Sequence[tuple[str, str]], since: datetime) -> list[tuple[str, str]]:
+    async def moved_since(
+        self, shop: str, levels: Sequence[tuple[str, str]], since: datetime
+    ) -> list[tuple[str, str]]:
         wanted = set(levels)
         if not wanted:
             return []
         async with _one_statement(self.conn):
-            cur = await self.conn.execute(MOVED_SINCE, {"shop": shop, "items": sorted({i for i, _ in wanted}),
-                                                        "since": since})
+            cur = await self.conn.execute(
+                MOVED_SINCE, {"shop": shop, "items": sorted({i for i, _ in wanted}), "since": since}
+            )
             return sorted(key for key in await cur.fetchall() if key in wanted)
 
 
@@ -514,7 +632,9 @@ WHERE saga_id = %(id)s AND idx = %(idx)s
 """
 
 # set_saga_state: move a saga to a new state.
-SET_SAGA_STATE = "UPDATE sync_sagas SET state = %(state)s, error = %(error)s, updated_at = now() WHERE id = %(id)s"
+SET_SAGA_STATE = (
+    "UPDATE sync_sagas SET state = %(state)s, error = %(error)s, updated_at = now() WHERE id = %(id)s"
+)
 
 # unfinished_sagas: sagas to resume, oldest first.
 UNFINISHED_SAGAS = """
@@ -526,16 +646,33 @@ class PgStepLog:
     def __init__(self, conn: psycopg.AsyncConnection) -> None:
         self.conn = conn
 
-    async def create(self, saga_id: str, kind: str, shop: str, cause: str, steps: Sequence[StepSpec]) -> SagaRecord:
+    async def create(
+        self, saga_id: str, kind: str, shop: str, cause: str, steps: Sequence[StepSpec]
+    ) -> SagaRecord:
         async with _one_statement(self.conn):
-            cur = await self.conn.execute(CREATE_SAGA, {
-                "id": saga_id, "kind": kind, "shop": shop, "cause": cause, "idx": list(range(len(steps))),
-                "name": [s.name for s in steps], "action": [s.action for s in steps],
-                "params": [Jsonb(s.params) for s in steps]})
+            cur = await self.conn.execute(
+                CREATE_SAGA,
+                {
+                    "id": saga_id,
+                    "kind": kind,
+                    "shop": shop,
+                    "cause": cause,
+                    "idx": list(range(len(steps))),
+                    "name": [s.name for s in steps],
+                    "action": [s.action for s in steps],
+                    "params": [Jsonb(s.params) for s in steps],
+                },
+            )
             created = (await cur.fetchone())[0]
         if created:  # what was just written: no need to read it back
-            return SagaRecord(saga_id, kind, shop, cause, SagaState.RUNNING,
-                              [StepRecord(i, s.name, s.action, dict(s.params)) for i, s in enumerate(steps)])
+            return SagaRecord(
+                saga_id,
+                kind,
+                shop,
+                cause,
+                SagaState.RUNNING,
+                [StepRecord(i, s.name, s.action, dict(s.params)) for i, s in enumerate(steps)],
+            )
         saga = await self.load(saga_id)
         assert saga is not None
         return saga
@@ -547,10 +684,27 @@ class PgStepLog:
             if head is None:
                 return None
             await cur.execute(LOAD_STEPS, {"id": saga_id})
-            steps = [StepRecord(r["idx"], r["name"], r["action"], r["params"], StepStatus(r["status"]),
-                                r["undo"], r["result"]) for r in await cur.fetchall()]
-        return SagaRecord(head["id"], head["kind"], head["shop"], head["cause"], SagaState(head["state"]),
-                          steps, head["error"])
+            steps = [
+                StepRecord(
+                    r["idx"],
+                    r["name"],
+                    r["action"],
+                    r["params"],
+                    StepStatus(r["status"]),
+                    r["undo"],
+                    r["result"],
+                )
+                for r in await cur.fetchall()
+            ]
+        return SagaRecord(
+            head["id"],
+            head["kind"],
+            head["shop"],
+            head["cause"],
+            SagaState(head["state"]),
+            steps,
+            head["error"],
+        )
 
     async def _exec(self, sql: str, params: dict[str, Any]) -> None:
         async with _one_statement(self.conn):
@@ -558,8 +712,9 @@ class PgStepLog:
 
     async def step_started(self, saga_id: str, index: int, undo: dict[str, Any] | None) -> bool:
         async with _one_statement(self.conn):
-            cur = await self.conn.execute(STEP_STARTED, {"id": saga_id, "idx": index,
-                                                         "undo": Jsonb(undo) if undo is not None else None})
+            cur = await self.conn.execute(
+                STEP_STARTED, {"id": saga_id, "idx": index, "undo": Jsonb(undo) if undo is not None else None}
+            )
             return cur.rowcount == 1
 
     async def step_done(self, saga_id: str, index: int, result: dict[str, Any]) -> None:
@@ -609,15 +764,44 @@ class PgAudit:
 
     async def record(self, rec: AuditRecord) -> None:
         async with _one_statement(self.conn):
-            await self.conn.execute(RECORD_AUDIT, {
-                "at": rec.at, "shop": rec.shop, "object_type": rec.object_type, "object_id": rec.object_id,
-                "action": rec.action, "before": _json(rec.before), "after": _json(rec.after),
-                "cause": rec.cause, "detail": rec.detail})
+            await self.conn.execute(
+                RECORD_AUDIT,
+                {
+                    "at": rec.at,
+                    "shop": rec.shop,
+                    "object_type": rec.object_type,
+                    "object_id": rec.object_id,
+                    "action": rec.action,
+                    "before": _json(rec.before),
+                    "after": _json(rec.after),
+                    "cause": rec.cause,
+                    "detail": rec.detail,
+                },
+            )
 
-    async def query(self, *, shop: str | None = None, object_id: str | None = None,
-                    cause: str | None = None, limit: int = 100) -> list[AuditRecord]:
+    async def query(
+        self,
+        *,
+        shop: str | None = None,
+        object_id: str | None = None,
+        cause: str | None = None,
+        limit: int = 100,
+    ) -> list[AuditRecord]:
         async with _one_statement(self.conn), self.conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(QUERY_AUDIT, {"shop": shop, "object_id": object_id, "cause": cause, "limit": limit})
-            return [AuditRecord(shop=r["shop"], object_type=r["object_type"], object_id=r["object_id"],
-                                action=r["action"], before=r["before"], after=r["after"], cause=r["cause"],
-                                at=r["at"], detail=r["detail"]) for r in await cur.fetchall()]
+            await cur.execute(
+                QUERY_AUDIT, {"shop": shop, "object_id": object_id, "cause": cause, "limit": limit}
+            )
+            return [
+                AuditRecord(
+                    shop=r["shop"],
+                    object_type=r["object_type"],
+                    object_id=r["object_id"],
+                    action=r["action"],
+                    before=r["before"],
+                    after=r["after"],
+                    cause=r["cause"],
+                    at=r["at"],
+                    detail=r["detail"],
+                )
+                for r in await cur.fetchall()
+            ]

@@ -19,8 +19,8 @@ from storesync.config import NetworkConfig, Settings
 from storesync.db.migrate import SchemaBehindError, ensure_at_head
 from storesync.db.pools import async_pooled_pool, connect_direct
 from storesync.logs import configure_logging, get_logger
-from storesync.web.dashboard import create_dashboard
 from storesync.web.batcher import DeliveryBatcher
+from storesync.web.dashboard import create_dashboard
 from storesync.web.health import healthz, readyz
 from storesync.web.metrics import WebMetrics, metrics_endpoint
 from storesync.web.settings import WebSettings
@@ -46,7 +46,9 @@ def check_database(settings: Settings) -> None:
         raise NotServing(f"refusing to serve: cannot reach the database on the direct path: {err}") from None
 
 
-def create_app(settings: Settings, network: NetworkConfig, web_settings: WebSettings | None = None) -> Starlette:
+def create_app(
+    settings: Settings, network: NetworkConfig, web_settings: WebSettings | None = None
+) -> Starlette:
     """The ASGI app. `app.state.network` may be replaced at run time (new secrets take effect
     for the next request)."""
     web_settings = web_settings or WebSettings.load()
@@ -64,8 +66,11 @@ def create_app(settings: Settings, network: NetworkConfig, web_settings: WebSett
         await pool.open(wait=settings.pool_min_size > 0, timeout=float(settings.connect_timeout))
         app.state.pool = pool
         app.state.batcher = batcher = DeliveryBatcher(
-            pool, statement_timeout_ms=settings.statement_timeout_ms, max_batch=web_settings.batch_max,
-            max_in_flight=web_settings.batches_in_flight)
+            pool,
+            statement_timeout_ms=settings.statement_timeout_ms,
+            max_batch=web_settings.batch_max,
+            max_in_flight=web_settings.batches_in_flight,
+        )
 
         async def refresh_pool_gauges() -> None:
             while True:
@@ -73,8 +78,11 @@ def create_app(settings: Settings, network: NetworkConfig, web_settings: WebSett
                 await asyncio.sleep(POOL_GAUGE_INTERVAL_S)
 
         gauges = asyncio.create_task(refresh_pool_gauges())
-        log.info("web_serving", shops=sum(len(m.stores) for m in network.merchants),
-                 max_body_bytes=web_settings.max_body_bytes)
+        log.info(
+            "web_serving",
+            shops=sum(len(m.stores) for m in network.merchants),
+            max_body_bytes=web_settings.max_body_bytes,
+        )
         try:
             yield
         finally:

@@ -22,8 +22,14 @@ from storesync.web.ingest import Delivery, Recorded, record_deliveries
 
 
 class DeliveryBatcher:
-    def __init__(self, pool: AsyncConnectionPool, *, statement_timeout_ms: int, max_batch: int = 64,
-                 max_in_flight: int = 4) -> None:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        *,
+        statement_timeout_ms: int,
+        max_batch: int = 64,
+        max_in_flight: int = 4,
+    ) -> None:
         self.pool = pool
         self.statement_timeout_ms = statement_timeout_ms
         self.max_batch = max_batch
@@ -58,9 +64,10 @@ class DeliveryBatcher:
     async def _commit(self, batch: list[tuple[Delivery, asyncio.Future[Recorded]]]) -> None:
         try:
             async with self.pool.connection() as conn:
-                results = await record_deliveries(conn, [d for d, _ in batch],
-                                                  statement_timeout_ms=self.statement_timeout_ms)
-        except Exception as err:  # noqa: BLE001 - handed to every waiting request, which answers 503
+                results = await record_deliveries(
+                    conn, [d for d, _ in batch], statement_timeout_ms=self.statement_timeout_ms
+                )
+        except Exception as err:
             for _, future in batch:
                 if not future.done():
                     future.set_exception(err)

@@ -62,8 +62,10 @@ async def readiness(app) -> tuple[bool, list[dict[str, Any]]]:
         return {}
 
     pooled_check, direct_check, heartbeat = await asyncio.gather(
-        _timed("pooled", timeout, pooled), _timed("direct", timeout, direct),
-        _latest_worker_heartbeat(app, timeout))
+        _timed("pooled", timeout, pooled),
+        _timed("direct", timeout, direct),
+        _latest_worker_heartbeat(app, timeout),
+    )
     checks = [pooled_check, direct_check]
     head = head_version()
     if "current" in versions:

@@ -111,8 +111,9 @@ class Recorded:
     enqueued: Enqueued | None
 
 
-async def record_deliveries(conn: psycopg.AsyncConnection, deliveries: Sequence[Delivery], *,
-                            statement_timeout_ms: int) -> list[Recorded]:
+async def record_deliveries(
+    conn: psycopg.AsyncConnection, deliveries: Sequence[Delivery], *, statement_timeout_ms: int
+) -> list[Recorded]:
     """Insert the deliveries and enqueue the job of each one that is the first with its webhook id;
     one transaction, committed on return; results in input order. A copy of a recorded delivery
     (or a second copy within `deliveries`) writes nothing. Works on the pooled path (PgBouncer
@@ -120,17 +121,20 @@ async def record_deliveries(conn: psycopg.AsyncConnection, deliveries: Sequence[
     async with conn.transaction():
         if statement_timeout_ms:
             await conn.execute(sql.SET_LOCAL_STATEMENT_TIMEOUT, (str(statement_timeout_ms),))
-        cur = await conn.execute(sql.INSERT_DELIVERIES, {
-            "webhook_id": [d.webhook_id for d in deliveries],
-            "shop": [d.shop for d in deliveries],
-            "merchant_id": [d.merchant_id for d in deliveries],
-            "topic": [d.topic for d in deliveries],
-            "event_id": [d.event_id for d in deliveries],
-            "triggered_at": [d.triggered_at for d in deliveries],
-            "api_version": [d.api_version for d in deliveries],
-            "payload": [d.payload for d in deliveries],
-            "status": [d.status for d in deliveries],
-        })
+        cur = await conn.execute(
+            sql.INSERT_DELIVERIES,
+            {
+                "webhook_id": [d.webhook_id for d in deliveries],
+                "shop": [d.shop for d in deliveries],
+                "merchant_id": [d.merchant_id for d in deliveries],
+                "topic": [d.topic for d in deliveries],
+                "event_id": [d.event_id for d in deliveries],
+                "triggered_at": [d.triggered_at for d in deliveries],
+                "api_version": [d.api_version for d in deliveries],
+                "payload": [d.payload for d in deliveries],
+                "status": [d.status for d in deliveries],
+            },
+        )
         inserted = {row[0] for row in await cur.fetchall()}
         firsts: list[bool] = []
         for d in deliveries:
@@ -138,11 +142,14 @@ async def record_deliveries(conn: psycopg.AsyncConnection, deliveries: Sequence[
             inserted.discard(d.webhook_id)  # a second copy in the same batch is a duplicate
         jobs = [d.job for d, first in zip(deliveries, firsts, strict=True) if first and d.job is not None]
         enqueued = iter(await enqueue_many_async(conn, jobs) if jobs else [])
-    return [Recorded(first=first, enqueued=next(enqueued) if first and d.job is not None else None)
-            for d, first in zip(deliveries, firsts, strict=True)]
+    return [
+        Recorded(first=first, enqueued=next(enqueued) if first and d.job is not None else None)
+        for d, first in zip(deliveries, firsts, strict=True)
+    ]
 
 
-async def record_delivery(conn: psycopg.AsyncConnection, delivery: Delivery, *,
-                          statement_timeout_ms: int) -> Recorded:
+async def record_delivery(
+    conn: psycopg.AsyncConnection, delivery: Delivery, *, statement_timeout_ms: int
+) -> Recorded:
     """`record_deliveries` for one delivery."""
     return (await record_deliveries(conn, [delivery], statement_timeout_ms=statement_timeout_ms))[0]

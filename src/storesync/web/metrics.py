@@ -44,26 +44,44 @@ class WebMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.deliveries = Counter(
-            "storesync_webhook_deliveries", "Authenticated webhook deliveries by topic and outcome "
-            "(accepted, duplicate, unparseable, ignored).", ["topic", "outcome"], registry=r)
+            "storesync_webhook_deliveries",
+            "Authenticated webhook deliveries by topic and outcome "
+            "(accepted, duplicate, unparseable, ignored).",
+            ["topic", "outcome"],
+            registry=r,
+        )
         self.duplicates = Counter(
-            "storesync_webhook_duplicates", "Deliveries whose webhook id was already recorded "
-            "(answered 200, nothing enqueued).", ["topic"], registry=r)
+            "storesync_webhook_duplicates",
+            "Deliveries whose webhook id was already recorded (answered 200, nothing enqueued).",
+            ["topic"],
+            registry=r,
+        )
         self.rejections = Counter(
-            "storesync_webhook_rejections", "Requests refused before anything was written, by reason.",
-            ["reason"], registry=r)
+            "storesync_webhook_rejections",
+            "Requests refused before anything was written, by reason.",
+            ["reason"],
+            registry=r,
+        )
         self.unavailable = Counter(
-            "storesync_webhook_unavailable", "Requests answered 503 because the database could not "
-            "take them (Shopify retries), by reason.", ["reason"], registry=r)
+            "storesync_webhook_unavailable",
+            "Requests answered 503 because the database could not take them (Shopify retries), by reason.",
+            ["reason"],
+            registry=r,
+        )
         self.latency = Histogram(
-            "storesync_webhook_request_seconds", "Time to answer POST /webhooks/shopify, by status.",
-            ["status"], buckets=LATENCY_BUCKETS, registry=r)
+            "storesync_webhook_request_seconds",
+            "Time to answer POST /webhooks/shopify, by status.",
+            ["status"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         gauge = {"registry": r, "multiprocess_mode": "livesum"}
         self.pool_size = Gauge("storesync_db_pool_size", "Pooled-path connections open.", **gauge)
         self.pool_in_use = Gauge("storesync_db_pool_in_use", "Pooled-path connections lent out.", **gauge)
         self.pool_max = Gauge("storesync_db_pool_max", "Pooled-path pool maximum size.", **gauge)
         self.pool_waiting = Gauge(
-            "storesync_db_pool_waiting", "Requests waiting for a pooled-path connection.", **gauge)
+            "storesync_db_pool_waiting", "Requests waiting for a pooled-path connection.", **gauge
+        )
         # The state of the whole queue, read from the database on each scrape.
         self.queue = QueueGauges(r)
 

@@ -27,8 +27,14 @@ def _multiprocess_metrics_dir() -> None:
 def serve(settings: Settings, network: NetworkConfig, web: WebSettings) -> None:
     """Check the database, then serve until SIGINT/SIGTERM. Raises NotServing when it must not."""
     check_database(settings)  # fail here, with the reason, before any worker starts
-    common = {"host": web.host, "port": web.port, "log_level": settings.log_level,
-              "access_log": False, "timeout_graceful_shutdown": 10, "proxy_headers": True}
+    common = {
+        "host": web.host,
+        "port": web.port,
+        "log_level": settings.log_level,
+        "access_log": False,
+        "timeout_graceful_shutdown": 10,
+        "proxy_headers": True,
+    }
     if web.workers == 1:
         uvicorn.run(create_app(settings, network, web), **common)
         return

@@ -29,4 +29,3 @@ class WebSettings(EnvironmentSettings):
     batch_max: Annotated[int, Field(ge=1, le=1000)] = 64
     # Seconds each readiness check may take.
     readiness_timeout_s: Annotated[float, Field(gt=0)] = 2.0
-

@@ -45,8 +45,17 @@ def job_kind(topic: str) -> str:
     return "webhook." + topic.replace("/", "_")
 
 
-def job_spec(*, topic: str, shop: str, merchant_id: str, webhook_id: str, event_id: str | None,
-             triggered_at: str | None, api_version: str | None, body: dict) -> JobSpec | None:
+def job_spec(
+    *,
+    topic: str,
+    shop: str,
+    merchant_id: str,
+    webhook_id: str,
+    event_id: str | None,
+    triggered_at: str | None,
+    api_version: str | None,
+    body: dict,
+) -> JobSpec | None:
     """The job for a parsed delivery, or None when storesync does not handle the topic."""
     rule = HANDLED_TOPICS.get(topic)
     if rule is None:

@@ -90,8 +90,11 @@ async def _handle(request: Request) -> Response:
 
     topic = (headers.get("x-shopify-topic") or "").strip().lower()
     webhook_id = (headers.get("x-shopify-webhook-id") or "").strip()
-    missing = [name for name, value in (("X-Shopify-Topic", topic), ("X-Shopify-Webhook-Id", webhook_id))
-               if not value]
+    missing = [
+        name
+        for name, value in (("X-Shopify-Topic", topic), ("X-Shopify-Webhook-Id", webhook_id))
+        if not value
+    ]
     if missing:
         metrics.rejections.labels("missing_header").inc()
         return _answer(400, "missing required headers: " + ", ".join(missing), missing=missing)
@@ -112,12 +115,28 @@ async def _handle(request: Request) -> Response:
         status = IGNORED
     else:
         status = ACCEPTED
-        job = job_spec(topic=topic, shop=shop, merchant_id=merchant.id, webhook_id=webhook_id,
-                       event_id=event_id, triggered_at=triggered_at.isoformat() if triggered_at else None,
-                       api_version=api_version, body=parsed)
-    delivery = Delivery(webhook_id=webhook_id, shop=shop, merchant_id=merchant.id, topic=topic,
-                        event_id=event_id, triggered_at=triggered_at, api_version=api_version,
-                        payload=body, status=status, job=job)
+        job = job_spec(
+            topic=topic,
+            shop=shop,
+            merchant_id=merchant.id,
+            webhook_id=webhook_id,
+            event_id=event_id,
+            triggered_at=triggered_at.isoformat() if triggered_at else None,
+            api_version=api_version,
+            body=parsed,
+        )
+    delivery = Delivery(
+        webhook_id=webhook_id,
+        shop=shop,
+        merchant_id=merchant.id,
+        topic=topic,
+        event_id=event_id,
+        triggered_at=triggered_at,
+        api_version=api_version,
+        payload=body,
+        status=status,
+        job=job,
+    )
 
     reason = None
     try:

@@ -45,8 +45,11 @@ DELIVERY_PREVIEW_BYTES = 64 * 1024
 # Outcomes of an action, shown after its redirect (a fixed set: nothing from the URL is echoed).
 NOTICES = {
     "replayed": ("ok", "Job queued again with fresh attempts; its error history is kept."),
-    "not-replayed": ("error", "Not replayed: the job is not dead or cancelled any more, or a job "
-                              "with its singleton key is already queued."),
+    "not-replayed": (
+        "error",
+        "Not replayed: the job is not dead or cancelled any more, or a job "
+        "with its singleton key is already queued.",
+    ),
     "cancelled": ("ok", "Job cancelled."),
     "not-cancelled": ("error", "Not cancelled: the job is no longer queued."),
 }
@@ -87,13 +90,19 @@ def _templates() -> Jinja2Templates:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(age=render.age, ts=render.timestamp, lane=render.lane_name,
-                       pretty=render.pretty_json, clean=render.redact_text)
+    env.filters.update(
+        age=render.age,
+        ts=render.timestamp,
+        lane=render.lane_name,
+        pretty=render.pretty_json,
+        clean=render.redact_text,
+    )
     return Jinja2Templates(env=env)
 
 
-def create_dashboard(settings: Settings, pool: PoolGetter,
-                     dashboard_settings: DashboardSettings | None = None) -> Starlette:
+def create_dashboard(
+    settings: Settings, pool: PoolGetter, dashboard_settings: DashboardSettings | None = None
+) -> Starlette:
     """The dashboard app. `pool()` returns the web app's pooled-path pool (None before start-up)."""
     disabled_reason = ""
     if dashboard_settings is None:
@@ -112,8 +121,14 @@ def create_dashboard(settings: Settings, pool: PoolGetter,
     def base_of(request: Request) -> str:
         return request.scope.get("root_path", "").rstrip("/")
 
-    def page(request: Request, name: str, context: dict[str, Any], *, status: int = 200,
-             session: auth.Session | None = None) -> Response:
+    def page(
+        request: Request,
+        name: str,
+        context: dict[str, Any],
+        *,
+        status: int = 200,
+        session: auth.Session | None = None,
+    ) -> Response:
         token = ds.token.get_secret_value() if ds.token else ""
         context = {
             "base": base_of(request),
@@ -129,7 +144,8 @@ def create_dashboard(settings: Settings, pool: PoolGetter,
         response.headers["X-Frame-Options"] = "DENY"
         response.headers["Content-Security-Policy"] = (
             "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-            "frame-ancestors 'none'; form-action 'self'")
+            "frame-ancestors 'none'; form-action 'self'"
+        )
         response.headers["Referrer-Policy"] = "same-origin"
         return response
 
@@ -147,22 +163,44 @@ def create_dashboard(settings: Settings, pool: PoolGetter,
             session = auth.session_of(request, token, max_age_s)
             if session is None:
                 next_path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-                return page(request, "login.html", {"next": next_path if request.method == "GET" else "",
-                                                    "error": ""}, status=401)
+                return page(
+                    request,
+                    "login.html",
+                    {"next": next_path if request.method == "GET" else "", "error": ""},
+                    status=401,
+                )
             if request.method == "POST":
                 form = await form_fields(request)
                 if not session.csrf_ok(token, form.get("csrf")):
-                    return page(request, "error.html", {"title": "Refused", "message":
-                                "The form's CSRF token is missing or stale: reload the page and try again."},
-                                status=403, session=session)
+                    return page(
+                        request,
+                        "error.html",
+                        {
+                            "title": "Refused",
+                            "message": "The form's CSRF token is missing or stale: reload the page and try again.",
+                        },
+                        status=403,
+                        session=session,
+                    )
             try:
                 return await handler(request, session)
             except BadRequest as err:
-                return page(request, "error.html", {"title": "Bad request", "message": str(err)},
-                            status=400, session=session)
+                return page(
+                    request,
+                    "error.html",
+                    {"title": "Bad request", "message": str(err)},
+                    status=400,
+                    session=session,
+                )
             except Unavailable as err:
-                return page(request, "error.html", {"title": "Database unavailable", "message": str(err)},
-                            status=503, session=session)
+                return page(
+                    request,
+                    "error.html",
+                    {"title": "Database unavailable", "message": str(err)},
+                    status=503,
+                    session=session,
+                )
+
         return endpoint
 
     readers = asyncio.Semaphore(ds.max_concurrent_reads)
@@ -211,12 +249,15 @@ def create_dashboard(settings: Settings, pool: PoolGetter,
 
     def run_op(op: Callable[[psycopg.Connection, int], bool], job_id: int) -> bool:
         """One queue operation in its own short transaction on the pooled path."""
-        with psycopg.connect(settings.pooled_dsn, connect_timeout=settings.connect_timeout,
-                             **POOLED_CONNECTION_KWARGS) as conn:
-            with conn.transaction():
-                if ds.statement_timeout_ms:
-                    conn.execute(q.SET_LOCAL_STATEMENT_TIMEOUT, (str(ds.statement_timeout_ms),))
-                return op(conn, job_id)
+        with (
+            psycopg.connect(
+                settings.pooled_dsn, connect_timeout=settings.connect_timeout, **POOLED_CONNECTION_KWARGS
+            ) as conn,
+            conn.transaction(),
+        ):
+            if ds.statement_timeout_ms:
+                conn.execute(q.SET_LOCAL_STATEMENT_TIMEOUT, (str(ds.statement_timeout_ms),))
+            return op(conn, job_id)
 
     async def act(op_name: str, job_id: int) -> bool:
         from storesync.queue import ops
@@ -277,20 +318,32 @@ def create_dashboard(settings: Settings, pool: PoolGetter,
         stores, depth, merchants_queue, workers, deliveries = await read(work)
         merchants: dict[str, dict] = {}
         for s in stores:
-            m = merchants.setdefault(s["merchant_id"], {"id": s["merchant_id"], "name": s["merchant_name"],
-                                                        "stores": []})
+            m = merchants.setdefault(
+                s["merchant_id"], {"id": s["merchant_id"], "name": s["merchant_name"], "stores": []}
+            )
             if s["shop_domain"]:
                 m["stores"].append(s)
         lanes = sorted(render.LANE_NAMES)
         grid = {(r["lane"], r["state"]): r["jobs"] for r in depth}
-        depth_rows = [{"lane": lane, "counts": [grid.get((lane, st), 0) for st in JOB_STATES]}
-                      for lane in lanes]
+        depth_rows = [
+            {"lane": lane, "counts": [grid.get((lane, st), 0) for st in JOB_STATES]} for lane in lanes
+        ]
         totals = [sum(grid.get((lane, st), 0) for lane in lanes) for st in JOB_STATES]
-        return page(request, "overview.html", {
-            "nav": "overview", "merchants": list(merchants.values()), "states": JOB_STATES,
-            "depth_rows": depth_rows, "totals": totals, "merchants_queue": merchants_queue,
-            "workers": workers, "deliveries": deliveries,
-        }, session=session)
+        return page(
+            request,
+            "overview.html",
+            {
+                "nav": "overview",
+                "merchants": list(merchants.values()),
+                "states": JOB_STATES,
+                "depth_rows": depth_rows,
+                "totals": totals,
+                "merchants_queue": merchants_queue,
+                "workers": workers,
+                "deliveries": deliveries,
+            },
+            session=session,
+        )
 
     async def queue(request: Request, session: auth.Session) -> Response:
         filters = {
@@ -308,14 +361,28 @@ def create_dashboard(settings: Settings, pool: PoolGetter,
 
         found, groups = await read(work)
         jobs, next_before = paged(found, ds.page_size)
-        shown = {"state": filters["state"], "lane": filters["lane"], "merchant": filters["group"],
-                 "kind": filters["kind"]}
-        return page(request, "queue.html", {
-            "nav": "queue", "jobs": jobs, "groups": groups, "states": JOB_STATES,
-            "lanes": render.LANE_NAMES, "filters": shown, "paged": before is not None,
-            "next_url": link(request, "/queue", **shown, before=next_before) if next_before else "",
-            "first_url": link(request, "/queue", **shown),
-        }, session=session)
+        shown = {
+            "state": filters["state"],
+            "lane": filters["lane"],
+            "merchant": filters["group"],
+            "kind": filters["kind"],
+        }
+        return page(
+            request,
+            "queue.html",
+            {
+                "nav": "queue",
+                "jobs": jobs,
+                "groups": groups,
+                "states": JOB_STATES,
+                "lanes": render.LANE_NAMES,
+                "filters": shown,
+                "paged": before is not None,
+                "next_url": link(request, "/queue", **shown, before=next_before) if next_before else "",
+                "first_url": link(request, "/queue", **shown),
+            },
+            session=session,
+        )
 
     async def job_detail(request: Request, session: auth.Session) -> Response:
         job_id = request.path_params["job_id"]
@@ -323,27 +390,49 @@ def create_dashboard(settings: Settings, pool: PoolGetter,
         async def work(conn):
             job = await one(conn, q.JOB_DETAIL, {"id": job_id})
             delivery = None
-            if job and job["kind"].startswith("webhook.") and isinstance(job["payload"], dict) \
-                    and isinstance(job["payload"].get("delivery_id"), str):
-                delivery = await one(conn, q.DELIVERY_OF_WEBHOOK, {"webhook_id": job["payload"]["delivery_id"]})
+            if (
+                job
+                and job["kind"].startswith("webhook.")
+                and isinstance(job["payload"], dict)
+                and isinstance(job["payload"].get("delivery_id"), str)
+            ):
+                delivery = await one(
+                    conn, q.DELIVERY_OF_WEBHOOK, {"webhook_id": job["payload"]["delivery_id"]}
+                )
             return job, delivery
 
         job, delivery = await read(work)
         if job is None:
-            return page(request, "error.html", {"title": "Not found", "message": f"There is no job {job_id}."},
-                        status=404, session=session)
+            return page(
+                request,
+                "error.html",
+                {"title": "Not found", "message": f"There is no job {job_id}."},
+                status=404,
+                session=session,
+            )
         notice = NOTICES.get(request.query_params.get("notice", ""))
-        return page(request, "job.html", {"nav": "queue", "job": job, "delivery": delivery,
-                                          "errors": render.redact(job["errors"] or []),
-                                          "notice": notice}, session=session)
+        return page(
+            request,
+            "job.html",
+            {
+                "nav": "queue",
+                "job": job,
+                "delivery": delivery,
+                "errors": render.redact(job["errors"] or []),
+                "notice": notice,
+            },
+            session=session,
+        )
 
     def job_action(op_name: str, done: str, not_done: str):
         async def handler(request: Request, session: auth.Session) -> Response:
             job_id = request.path_params["job_id"]
             ok = await act(op_name, job_id)
             log.info(f"dashboard_job_{op_name}", job_id=job_id, ok=ok)
-            return RedirectResponse(link(request, f"/jobs/{job_id}", notice=done if ok else not_done),
-                                    status_code=303)
+            return RedirectResponse(
+                link(request, f"/jobs/{job_id}", notice=done if ok else not_done), status_code=303
+            )
+
         return handler
 
     async def failures(request: Request, session: auth.Session) -> Response:
@@ -352,74 +441,116 @@ def create_dashboard(settings: Settings, pool: PoolGetter,
 
         async def work(conn):
             dead = await rows(conn, q.DEAD_JOBS_PAGE, {"before": jobs_before, "limit": ds.page_size + 1})
-            bad = await rows(conn, q.FAILED_DELIVERIES_PAGE, {"before": deliveries_before,
-                                                               "limit": ds.page_size + 1})
+            bad = await rows(
+                conn, q.FAILED_DELIVERIES_PAGE, {"before": deliveries_before, "limit": ds.page_size + 1}
+            )
             return dead, bad
 
         dead, bad = await read(work)
         dead, next_jobs = paged(dead, ds.page_size)
         bad, next_deliveries = paged(bad, ds.page_size)
-        return page(request, "failures.html", {
-            "nav": "failures", "dead": dead, "deliveries": bad,
-            "next_jobs_url": link(request, "/failures", jobs_before=next_jobs,
-                                  deliveries_before=deliveries_before) if next_jobs else "",
-            "next_deliveries_url": link(request, "/failures", jobs_before=jobs_before,
-                                        deliveries_before=next_deliveries) if next_deliveries else "",
-            "first_url": link(request, "/failures"),
-            "paged": jobs_before is not None or deliveries_before is not None,
-        }, session=session)
+        return page(
+            request,
+            "failures.html",
+            {
+                "nav": "failures",
+                "dead": dead,
+                "deliveries": bad,
+                "next_jobs_url": link(
+                    request, "/failures", jobs_before=next_jobs, deliveries_before=deliveries_before
+                )
+                if next_jobs
+                else "",
+                "next_deliveries_url": link(
+                    request, "/failures", jobs_before=jobs_before, deliveries_before=next_deliveries
+                )
+                if next_deliveries
+                else "",
+                "first_url": link(request, "/failures"),
+                "paged": jobs_before is not None or deliveries_before is not None,
+            },
+            session=session,
+        )
 
     async def delivery_detail(request: Request, session: auth.Session) -> Response:
         delivery_id = request.path_params.get("delivery_id")
         webhook_id = request.path_params.get("webhook_id")
 
         async def work(conn):
-            d = await one(conn, q.DELIVERY_DETAIL, {"id": delivery_id, "webhook_id": webhook_id,
-                                                    "preview": DELIVERY_PREVIEW_BYTES})
+            d = await one(
+                conn,
+                q.DELIVERY_DETAIL,
+                {"id": delivery_id, "webhook_id": webhook_id, "preview": DELIVERY_PREVIEW_BYTES},
+            )
             jobs = []
             if d and d["status"] == "accepted":
-                jobs = await rows(conn, q.JOBS_OF_DELIVERY, {"group": d["merchant_id"],
-                                                             "webhook_id": d["webhook_id"]})
+                jobs = await rows(
+                    conn, q.JOBS_OF_DELIVERY, {"group": d["merchant_id"], "webhook_id": d["webhook_id"]}
+                )
             return d, jobs
 
         d, jobs = await read(work)
         if d is None:
-            return page(request, "error.html", {"title": "Not found",
-                                                "message": f"There is no delivery {delivery_id or webhook_id}."},
-                        status=404, session=session)
+            return page(
+                request,
+                "error.html",
+                {"title": "Not found", "message": f"There is no delivery {delivery_id or webhook_id}."},
+                status=404,
+                session=session,
+            )
         body, is_json = render.raw_body_text(d["payload_preview"], d["payload_bytes"])
-        return page(request, "delivery.html", {"nav": "failures", "d": d, "jobs": jobs, "body": body,
-                                               "body_is_json": is_json}, session=session)
+        return page(
+            request,
+            "delivery.html",
+            {"nav": "failures", "d": d, "jobs": jobs, "body": body, "body_is_json": is_json},
+            session=session,
+        )
 
     async def audit(request: Request, session: auth.Session) -> Response:
-        filters = {"shop": opt_text(request, "shop"), "object": opt_text(request, "object"),
-                   "cause": opt_text(request, "cause")}
+        filters = {
+            "shop": opt_text(request, "shop"),
+            "object": opt_text(request, "object"),
+            "cause": opt_text(request, "cause"),
+        }
         before = opt_int(request, "before", 1)
 
         async def work(conn):
             shops = [r["shop_domain"] for r in await rows(conn, q.STORE_DOMAINS)]
             if not await table_exists(conn, q.AUDIT_TABLE):
                 return None, shops
-            return await rows(conn, q.AUDIT_PAGE, {**filters, "before": before, "limit": ds.page_size + 1}), shops
+            return await rows(
+                conn, q.AUDIT_PAGE, {**filters, "before": before, "limit": ds.page_size + 1}
+            ), shops
 
         found, shops = await read(work)
         entries, next_before = paged(found or [], ds.page_size)
-        return page(request, "audit.html", {
-            "nav": "audit", "available": found is not None, "table": q.AUDIT_TABLE,
-            "entries": [render.audit_entry(e) for e in entries], "filters": filters, "shops": shops,
-            "paged": before is not None,
-            "next_url": link(request, "/audit", **filters, before=next_before) if next_before else "",
-            "first_url": link(request, "/audit", **filters),
-        }, session=session)
+        return page(
+            request,
+            "audit.html",
+            {
+                "nav": "audit",
+                "available": found is not None,
+                "table": q.AUDIT_TABLE,
+                "entries": [render.audit_entry(e) for e in entries],
+                "filters": filters,
+                "shops": shops,
+                "paged": before is not None,
+                "next_url": link(request, "/audit", **filters, before=next_before) if next_before else "",
+                "first_url": link(request, "/audit", **filters),
+            },
+            session=session,
+        )
 
     # ------------------------------------------------------------------------- sign-in
 
     async def login_form(request: Request) -> Response:
         if (answer := refused(request)) is not None:
             return answer
-        return page(request, "login.html", {"next": auth.safe_next(base_of(request),
-                                                                    request.query_params.get("next")),
-                                            "error": ""})
+        return page(
+            request,
+            "login.html",
+            {"next": auth.safe_next(base_of(request), request.query_params.get("next")), "error": ""},
+        )
 
     async def login(request: Request) -> Response:
         if (answer := refused(request)) is not None:
@@ -430,12 +561,22 @@ def create_dashboard(settings: Settings, pool: PoolGetter,
         if not auth.token_matches(form.get("token"), token):
             log.warning("dashboard_sign_in_refused", client=request.client.host if request.client else None)
             await asyncio.sleep(0.2)  # blunt guessing a little; the token is long anyway
-            return page(request, "login.html", {"next": next_path, "error": "That is not the operator token."},
-                        status=401)
+            return page(
+                request,
+                "login.html",
+                {"next": next_path, "error": "That is not the operator token."},
+                status=401,
+            )
         response = RedirectResponse(next_path, status_code=303)
-        response.set_cookie(auth.COOKIE_NAME, auth.new_session_cookie(token), max_age=int(max_age_s),
-                            path=base_of(request) + "/", httponly=True, samesite="strict",
-                            secure=request.url.scheme == "https")
+        response.set_cookie(
+            auth.COOKIE_NAME,
+            auth.new_session_cookie(token),
+            max_age=int(max_age_s),
+            path=base_of(request) + "/",
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+        )
         log.info("dashboard_signed_in", client=request.client.host if request.client else None)
         return response
 
@@ -444,24 +585,37 @@ def create_dashboard(settings: Settings, pool: PoolGetter,
         response.delete_cookie(auth.COOKIE_NAME, path=base_of(request) + "/")
         return response
 
-    app = Starlette(routes=[
-        Route("/", guard(overview), methods=["GET"], name="overview"),
-        Route("/queue", guard(queue), methods=["GET"], name="queue"),
-        Route("/jobs/{job_id:int}", guard(job_detail), methods=["GET"], name="job"),
-        Route("/jobs/{job_id:int}/replay", guard(job_action("replay", "replayed", "not-replayed")),
-              methods=["POST"], name="job_replay"),
-        Route("/jobs/{job_id:int}/cancel", guard(job_action("cancel", "cancelled", "not-cancelled")),
-              methods=["POST"], name="job_cancel"),
-        Route("/failures", guard(failures), methods=["GET"], name="failures"),
-        Route("/deliveries/{delivery_id:int}", guard(delivery_detail), methods=["GET"], name="delivery"),
-        Route("/deliveries/webhook/{webhook_id}", guard(delivery_detail), methods=["GET"],
-              name="delivery_by_webhook"),
-        Route("/audit", guard(audit), methods=["GET"], name="audit"),
-        Route("/login", login_form, methods=["GET"], name="login_form"),
-        Route("/login", login, methods=["POST"], name="login"),
-        Route("/logout", guard(logout), methods=["POST"], name="logout"),
-        Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
-    ])
+    app = Starlette(
+        routes=[
+            Route("/", guard(overview), methods=["GET"], name="overview"),
+            Route("/queue", guard(queue), methods=["GET"], name="queue"),
+            Route("/jobs/{job_id:int}", guard(job_detail), methods=["GET"], name="job"),
+            Route(
+                "/jobs/{job_id:int}/replay",
+                guard(job_action("replay", "replayed", "not-replayed")),
+                methods=["POST"],
+                name="job_replay",
+            ),
+            Route(
+                "/jobs/{job_id:int}/cancel",
+                guard(job_action("cancel", "cancelled", "not-cancelled")),
+                methods=["POST"],
+                name="job_cancel",
+            ),
+            Route("/failures", guard(failures), methods=["GET"], name="failures"),
+            Route("/deliveries/{delivery_id:int}", guard(delivery_detail), methods=["GET"], name="delivery"),
+            Route(
+                "/deliveries/webhook/{webhook_id}",
+                guard(delivery_detail),
+                methods=["GET"],
+                name="delivery_by_webhook",
+            ),
+            Route("/audit", guard(audit), methods=["GET"], name="audit"),
+            Route("/login", login_form, methods=["GET"], name="login_form"),
+            Route("/login", login, methods=["POST"], name="login"),
+            Route("/logout", guard(logout), methods=["POST"], name="logout"),
+            Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+        ]
+    )
     app.state.dashboard_settings = ds
     return app
-

@@ -32,8 +32,9 @@ def token_matches(given: str | None, token: str) -> bool:
     if not given:
         return False
     # Compare digests so the length of the real token does not leak either.
-    return hmac.compare_digest(hashlib.sha256(given.strip().encode()).digest(),
-                               hashlib.sha256(token.encode()).digest())
+    return hmac.compare_digest(
+        hashlib.sha256(given.strip().encode()).digest(), hashlib.sha256(token.encode()).digest()
+    )
 
 
 @dataclass(frozen=True)
@@ -58,8 +59,9 @@ def new_session_cookie(token: str, now: float | None = None) -> str:
     return f"{issued}.{nonce}.{_mac(token, f'session:{issued}.{nonce}')}"
 
 
-def session_from_cookie(value: str | None, token: str, max_age_s: float,
-                        now: float | None = None) -> Session | None:
+def session_from_cookie(
+    value: str | None, token: str, max_age_s: float, now: float | None = None
+) -> Session | None:
     """The session a cookie proves, or None (absent, forged, signed with an old token, expired)."""
     if not value:
         return None
@@ -79,14 +81,22 @@ def session_of(request: Request, token: str, max_age_s: float) -> Session | None
     """The caller's session: a valid cookie, or a bearer header holding the token."""
     header = request.headers.get("authorization", "")
     if header[:7].lower() == "bearer ":
-        return Session(nonce="bearer", issued_at=int(time.time()), via_bearer=True) \
-            if token_matches(header[7:], token) else None
+        return (
+            Session(nonce="bearer", issued_at=int(time.time()), via_bearer=True)
+            if token_matches(header[7:], token)
+            else None
+        )
     return session_from_cookie(request.cookies.get(COOKIE_NAME), token, max_age_s)
 
 
 def safe_next(base: str, candidate: str | None) -> str:
     """Where to go after sign-in: only a path inside the dashboard (no open redirect)."""
-    if candidate and candidate.startswith(base + "/") and not candidate.startswith("//") \
-            and "\\" not in candidate and "://" not in candidate:
+    if (
+        candidate
+        and candidate.startswith(base + "/")
+        and not candidate.startswith("//")
+        and "\\" not in candidate
+        and "://" not in candidate
+    ):
         return candidate
     return base + "/"

@@ -25,8 +25,10 @@ LANE_NAMES = {lane.value: lane.name.lower() for lane in Lane}
 def redact(value: Any) -> Any:
     """A copy of `value` with secret-looking keys' values replaced and URL passwords masked."""
     if isinstance(value, dict):
-        return {k: (REDACTED if isinstance(k, str) and SECRET_KEY_RE.search(k) else redact(v))
-                for k, v in value.items()}
+        return {
+            k: (REDACTED if isinstance(k, str) and SECRET_KEY_RE.search(k) else redact(v))
+            for k, v in value.items()
+        }
     if isinstance(value, list):
         return [redact(v) for v in value]
     if isinstance(value, str):

@@ -40,4 +40,3 @@ class DashboardSettings(EnvironmentSettings):
     @property
     def enabled(self) -> bool:
         return self.token is not None
-
