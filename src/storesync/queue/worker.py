@@ -9,7 +9,8 @@ One asyncio process runs these tasks:
 - acker: completions are flushed in batches (one UPDATE for all runs finished since the last one).
 - heartbeat: renews the leases of this worker's runs every lease/3, abandons runs whose lease was
   lost (so a job never runs twice at once), self-fences if it cannot renew in time, writes the
-  worker's heartbeat row and reaps expired leases of dead workers.
+  worker's heartbeat row (and `--health-file`, for health checks) and reaps expired leases of
+  dead workers.
 - scheduler: the worker that holds the scheduler's session advisory lock (direct path) enqueues
   due periodic jobs and prunes old jobs; every other worker retries the lock now and then.
 
@@ -36,6 +37,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from storesync.config import Settings
 from storesync.db.pools import async_connect_direct, async_pooled_pool
+from storesync.healthcheck import remove_heartbeat_file, write_heartbeat_file
 from storesync.logs import get_logger
 from storesync.queue import metrics as m
 from storesync.queue import queries as q
@@ -180,6 +182,8 @@ class Worker:
                     await t
             with contextlib.suppress(Exception):
                 await self._write_heartbeat("stopped")
+            if self.qs.health_file:
+                remove_heartbeat_file(self.qs.health_file)
             await self.qpool.close()
             await self.pool.close()
         log.info("worker stopped", worker_id=self.worker_id, jobs_done=self._jobs_done)
@@ -549,20 +553,25 @@ class Worker:
 
     async def _write_heartbeat(self, state: str) -> None:
         assert self.qpool is not None
+        heartbeat = {
+            "worker": self.worker_id,
+            "hostname": self.hostname,
+            "pid": os.getpid(),
+            "concurrency": self.qs.concurrency,
+            "state": state,
+            "in_flight": self._executing,
+            "jobs_done": self._jobs_done,
+            "is_scheduler": self.is_scheduler,
+        }
         async with self.qpool.connection() as conn:
-            await conn.execute(
-                q.UPSERT_WORKER,
-                {
-                    "worker": self.worker_id,
-                    "hostname": self.hostname,
-                    "pid": os.getpid(),
-                    "concurrency": self.qs.concurrency,
-                    "state": state,
-                    "in_flight": self._executing,
-                    "jobs_done": self._jobs_done,
-                    "is_scheduler": self.is_scheduler,
-                },
-            )
+            await conn.execute(q.UPSERT_WORKER, heartbeat)
+        # Only a heartbeat the database recorded refreshes the file: a stale file means this
+        # worker cannot do its work, whatever the reason.
+        if self.qs.health_file and state != "stopped":
+            try:
+                write_heartbeat_file(self.qs.health_file, heartbeat)
+            except OSError as err:
+                log.warning("cannot write the health file", path=str(self.qs.health_file), error=str(err))
 
     async def _reap(self) -> None:
         assert self.qpool is not None
