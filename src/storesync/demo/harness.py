@@ -573,7 +573,7 @@ def network_toml(
     return "\n".join(out)
 
 
-def _seed(
+def seed_stores(
     emu: EmulatorControl,
     parent: str,
     children: list[str],
@@ -582,7 +582,9 @@ def _seed(
     collections: int,
     overlap_stock: int | None,
 ) -> dict[str, dict[str, str]]:
-    """Seed the stores (no webhooks yet); returns shop -> location name -> gid."""
+    """Seed the stores as they were before storesync arrived (no webhooks yet): LOCATION_NAMES in
+    every store, `products` of `demo_catalog` in the parent, the first `child_overlap` of them in
+    each child; returns shop -> location name -> gid."""
     try:
         return _seed_stores(emu, parent, children, products, child_overlap, collections, overlap_stock)
     except EmulatorControlError as err:
@@ -800,7 +802,7 @@ def running_system(
             stores = control.stores()
 
             step("seed")
-            locations = _seed(
+            locations = seed_stores(
                 control, parent, child_shops, products, child_overlap, collections, overlap_stock
             )
             config_file.write_text(
@@ -897,6 +899,8 @@ __all__ = [
     "SystemStartError",
     "compare_snapshots",
     "demo_catalog",
+    "network_toml",
     "pid_alive",
     "running_system",
+    "seed_stores",
 ]
