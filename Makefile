@@ -38,7 +38,7 @@ bench: $(STAMP)
 constraints:
 	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	$(PYTHON) -m venv "$$tmp/venv"; \
-	"$$tmp/venv/bin/pip" install --quiet --disable-pip-version-check .; \
+	"$$tmp/venv/bin/pip" install --quiet --disable-pip-version-check .; rm -rf build; \
 	{ sed -n '1,3p' deploy/constraints.txt; "$$tmp/venv/bin/pip" freeze --exclude storesync; } > "$$tmp/c.txt"; \
 	mv "$$tmp/c.txt" deploy/constraints.txt; echo "deploy/constraints.txt updated"
 

@@ -47,14 +47,20 @@ def compose_binary() -> str:
     return found
 
 
-def run_compose(*args: str, env_file: Path | None, home: Path, compose_file: Path = COMPOSE_FILE):
-    """`docker-compose --file FILE --profile tools [--env-file F] ARGS` in a clean environment
-    (nothing of this process's environment is interpolated by accident)."""
-    cmd = [compose_binary(), "--file", str(compose_file), "--profile", "tools"]
+def run_compose(*args: str, env_file: Path | None, home: Path, compose_text: str | None = None):
+    """`docker-compose --file deploy/compose.yaml --profile tools [--env-file F] ARGS` in a
+    clean environment (nothing of this process's environment is interpolated by accident);
+    `compose_text` replaces the file's content (read from stdin, paths relative to deploy/)."""
+    source = (
+        ["--file", "-", "--project-directory", str(DEPLOY)] if compose_text else ["--file", str(COMPOSE_FILE)]
+    )
+    cmd = [compose_binary(), *source, "--profile", "tools"]
     if env_file is not None:
         cmd += ["--env-file", str(env_file)]
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "DOCKER_CONFIG": str(home)}
-    return subprocess.run([*cmd, *args], env=env, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [*cmd, *args], env=env, input=compose_text, capture_output=True, text=True, timeout=60
+    )
 
 
 def compose_config(env_file: Path, home: Path) -> dict:

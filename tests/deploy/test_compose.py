@@ -26,7 +26,6 @@ from storesync.demo.harness import LOCATION_NAMES, generate_encryption_key, netw
 from tests.conftest import PgServer, ScratchDatabase
 from tests.deploy.local_compose import (
     COMPOSE_FILE,
-    DEPLOY,
     Image,
     LocalMap,
     Process,
@@ -69,13 +68,13 @@ def test_compose_file_validates_and_needs_its_secrets_from_outside(tmp_path):
     assert bare.returncode != 0
     assert "set POSTGRES_PASSWORD in deploy/.env" in bare.stderr
     # The validator validates: a misspelt key is refused with its name.
-    broken = DEPLOY / f".compose-broken-{secrets.token_hex(4)}.yaml"
-    try:
-        broken.write_text(COMPOSE_FILE.read_text().replace("    healthcheck:\n", "    healthchek:\n", 1))
-        refused = run_compose("config", "--quiet", env_file=env_file, home=tmp_path, compose_file=broken)
-    finally:
-        broken.unlink()
-    assert refused.returncode != 0 and "healthchek" in refused.stderr
+    broken = COMPOSE_FILE.read_text().replace("    healthcheck:\n", "    healthchek:\n", 1)
+    refused = run_compose("config", "--quiet", env_file=env_file, home=tmp_path, compose_text=broken)
+    assert refused.returncode != 0 and "healthchek" in refused.stderr, refused.stderr
+    same = run_compose(
+        "config", "--quiet", env_file=env_file, home=tmp_path, compose_text=COMPOSE_FILE.read_text()
+    )
+    assert same.returncode == 0, same.stderr
 
 
 def test_compose_secrets_stay_out_of_the_file(tmp_path):
