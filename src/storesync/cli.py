@@ -247,8 +247,16 @@ def serve_cmd(
     workers: Annotated[
         int | None, typer.Option(help="uvicorn worker processes [env STORESYNC_WEB_WORKERS, 1]")
     ] = None,
+    ops_host: Annotated[
+        str | None,
+        typer.Option(help="address of /metrics and detailed /readyz [env STORESYNC_WEB_OPS_HOST, 127.0.0.1]"),
+    ] = None,
+    ops_port: Annotated[
+        int | None, typer.Option(help="their port, 0: off [env STORESYNC_WEB_OPS_PORT, 9464]")
+    ] = None,
 ) -> None:
-    """Serve POST /webhooks/shopify, /healthz, /readyz and /metrics (refuses if the schema is behind)."""
+    """Serve POST /webhooks/shopify, /healthz, /readyz and the dashboard; /metrics and detailed
+    /readyz on the operations listener (refuses if the schema is behind)."""
     from storesync.db import database_settings
     from storesync.web.serve import NotServing, serve
     from storesync.web.settings import WebSettings
@@ -256,9 +264,8 @@ def serve_cmd(
     settings = load_settings()
     network = load_network(settings)
     try:
-        overrides = {
-            k: v for k, v in {"host": host, "port": port, "workers": workers}.items() if v is not None
-        }
+        given = {"host": host, "port": port, "workers": workers, "ops_host": ops_host, "ops_port": ops_port}
+        overrides = {k: v for k, v in given.items() if v is not None}
         web = WebSettings.load(**overrides)
     except ConfigError as err:
         fail(str(err))

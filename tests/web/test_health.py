@@ -21,7 +21,10 @@ def test_healthz_answers_while_the_process_lives(served) -> None:
 
 
 def test_readyz_lists_each_check_and_is_ready_on_a_migrated_database(served) -> None:
-    r = httpx.get(served.url + "/readyz", timeout=10)
+    # The public port says ready or not, nothing more; the checks are on the ops listener.
+    public = httpx.get(served.url + "/readyz", timeout=10)
+    assert (public.status_code, public.json()) == (200, {"ready": True})
+    r = httpx.get(served.ops_url + "/readyz", timeout=10)
     assert r.status_code == 200, r.text
     checks = {c["name"]: c for c in r.json()["checks"]}
     assert r.json()["ready"] is True
@@ -39,7 +42,8 @@ def test_readyz_lists_each_check_and_is_ready_on_a_migrated_database(served) -> 
 def test_readyz_is_503_when_the_schema_falls_behind(db, served) -> None:
     with db.connect(autocommit=True) as conn:
         conn.execute("DELETE FROM schema_migrations WHERE version = %s", (head_version(),))
-    r = httpx.get(served.url + "/readyz", timeout=10)
+    assert httpx.get(served.url + "/readyz", timeout=10).json() == {"ready": False}
+    r = httpx.get(served.ops_url + "/readyz", timeout=10)
     assert r.status_code == 503
     schema = next(c for c in r.json()["checks"] if c["name"] == "schema")
     assert schema["ok"] is False and "storesync migrate" in schema["error"]
@@ -51,7 +55,7 @@ def test_readyz_is_503_when_the_direct_path_is_unreachable(db) -> None:
         s.app.state.settings = db.settings.model_copy(
             update={"database_direct_url": SecretStr("postgresql://nobody@127.0.0.1:1/none")}
         )
-        r = httpx.get(s.url + "/readyz", timeout=10)
+        r = httpx.get(s.ops_url + "/readyz", timeout=10)
     assert r.status_code == 503
     checks = {c["name"]: c for c in r.json()["checks"]}
     assert checks["pooled"]["ok"] and not checks["direct"]["ok"] and not checks["schema"]["ok"]
@@ -61,7 +65,7 @@ def test_metrics_count_deliveries_by_topic_and_outcome_and_report_the_pool(serve
     for topic in ("products/update", "orders/create", "carts/update"):
         headers, raw = webhook(topic, {"id": 1})
         assert httpx.post(served.webhook_url, content=raw, headers=headers, timeout=10).status_code == 200
-    text = httpx.get(served.url + "/metrics", timeout=10).text
+    text = httpx.get(served.ops_url + "/metrics", timeout=10).text
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for fam in text_string_to_metric_families(text)

@@ -21,6 +21,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import psycopg
+from prometheus_client import Counter
 
 from storesync.commerce.errors import CommerceError, PermanentCommerceError, StoreUnauthorized
 from storesync.logs import get_logger
@@ -78,6 +79,13 @@ CHILD_EVENT_DEBOUNCE_S = 1.0  # a child's product events re-check the child this
 RECHECK_CREATED_AFTER_S = 2.0  # a child's products/create with no link yet looks again this much later
 SYSTEM_GROUP = "storesync"  # fairness group of network-wide periodic jobs
 WRITE_RECORD_TTL = timedelta(days=1)
+
+# Served by `storesync worker --metrics-port` (the process-wide registry).
+TRIGGERED_AT_REFUSED = Counter(
+    "storesync_sync_triggered_at_refused",
+    "Level deliveries whose X-Shopify-Triggered-At lay outside the window around their signed "
+    "updated_at (ignored: ordered by updated_at).",
+)
 
 registry = HandlerRegistry()
 _sync_settings = SyncSettings.load()
@@ -494,7 +502,7 @@ async def level_webhook(ctx: JobContext) -> None:
     net, store = _lookup(rt, p["shop"])
     try:
         report = level_from_webhook(p["body"])
-        version = version_of_delivery(p)
+        version = version_of_delivery(p, TRIGGERED_AT_REFUSED.inc)
     except ValueError as err:
         raise PermanentError(f"inventory level webhook {p['delivery_id']}: {err}") from err
     async with job_storage(ctx.pool) as st:
