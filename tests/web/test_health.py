@@ -114,3 +114,46 @@ def test_app_startup_refuses_a_schema_that_is_behind(empty_db) -> None:
     except RuntimeError as err:
         assert "refusing to serve: database schema is at version 0" in str(err)
         assert "run `storesync migrate` first" in str(err)
+
+
+def test_scrapes_never_touch_the_webhook_pool_and_the_queue_gauges_are_cached(db) -> None:
+    settings = db.settings.model_copy(update={"pool_max_size": 1})
+    with serving(settings, ops_cache_s=60) as s:
+        headers, raw = webhook("orders/create", {"id": 1})
+        assert httpx.post(s.webhook_url, content=raw, headers=headers, timeout=10).status_code == 200
+        webhook_pool_requests = s.app.state.pool.get_stats().get("requests_num", 0)
+        scrapes = [httpx.get(s.ops_url + "/metrics", timeout=10) for _ in range(10)]
+        details = [httpx.get(s.ops_url + "/readyz", timeout=10) for _ in range(3)]
+        assert s.app.state.pool.get_stats().get("requests_num", 0) == webhook_pool_requests
+        headers, raw = webhook("orders/create", {"id": 2})
+        assert httpx.post(s.webhook_url, content=raw, headers=headers, timeout=10).status_code == 200
+        later = httpx.get(s.ops_url + "/metrics", timeout=10).text
+    assert {r.status_code for r in scrapes} == {200} and {r.status_code for r in details} == {200}
+    queued = 'storesync_queue_jobs{lane="inventory",state="queued"} 1.0'
+    # Read once, then reused for ops_cache_s: the second job shows at the next refresh, not now.
+    assert queued in scrapes[0].text and queued in later
+
+
+def test_the_ops_listener_needs_its_token_when_one_is_set(db) -> None:
+    token = "ops-" + "x" * 20
+    with serving(db.settings, ops_token=token) as s:
+        assert httpx.get(s.ops_url + "/metrics", timeout=10).status_code == 401
+        wrong = httpx.get(s.ops_url + "/readyz", headers={"Authorization": "Bearer nope"}, timeout=10)
+        assert wrong.status_code == 401 and "checks" not in wrong.text
+        right = httpx.get(s.ops_url + "/readyz", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        assert right.status_code == 200 and right.json()["checks"]
+        assert httpx.get(s.url + "/metrics", timeout=10).status_code == 404  # never on the webhook port
+
+
+def test_serve_refuses_an_ops_listener_off_loopback_without_a_token(db) -> None:
+    env = {**os.environ, "DATABASE_URL": db.dsn, "STORESYNC_CONFIG_FILE": os.devnull, "COLUMNS": "200"}
+    env.pop("STORESYNC_WEB_OPS_TOKEN", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "storesync", "serve", "--port", "0", "--ops-host", "0.0.0.0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode != 0
+    assert "without STORESYNC_WEB_OPS_TOKEN" in " ".join(proc.stderr.split())
