@@ -716,6 +716,66 @@ def _brief(value, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+@app.command("prune")
+def prune_cmd(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="count what is past its retention; delete nothing")
+    ] = False,
+) -> None:
+    """Delete what is past its retention (deliveries, jobs, audit, finished sagas, ledger, write
+    records: STORESYNC_RETENTION_*), in small batches; the worker's `sync.prune` job does the
+    same every hour."""
+    import asyncio
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from storesync.db import database_settings
+    from storesync.db.pools import async_connect_direct
+    from storesync.queue.config import QueueSettings
+    from storesync.retention import RetentionSettings, prune
+
+    try:
+        retention, queue = RetentionSettings.load(), QueueSettings.load()
+    except ConfigError as err:
+        fail(str(err))
+
+    async def run(settings: Settings, bar: Progress | None):
+        tasks: dict[str, object] = {}
+
+        def counted(report) -> None:
+            if bar is not None:
+                for t in report:
+                    tasks[t.table] = bar.add_task(t.table, total=t.old_rows or None, visible=bool(t.old_rows))
+
+        def progress(table: str, deleted: int) -> None:
+            if bar is not None:
+                bar.update(tasks[table], completed=deleted)
+
+        async with await async_connect_direct(settings) as conn:
+            return await prune(
+                conn, settings=retention, queue=queue, dry_run=dry_run, on_counted=counted, progress=progress
+            )
+
+    with database_settings(load_settings()) as settings:
+        if dry_run:
+            report = asyncio.run(run(settings, None))
+        else:
+            with Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console,
+            ) as bar:
+                report = asyncio.run(run(settings, bar))
+    table = Table(title="retention" + (" (dry run: nothing deleted)" if dry_run else ""))
+    for col in ("table", "kept for", "past it", "deleted"):
+        table.add_column(col)
+    for t in report:
+        table.add_row(t.table, t.kept_for, str(t.old_rows), "-" if dry_run else str(t.deleted))
+    console.print(table)
+
+
 # --------------------------------------------------------------------------- status and demo
 
 

@@ -34,3 +34,18 @@ GET_DELIVERY_PAYLOAD = "SELECT payload FROM webhook_deliveries WHERE webhook_id 
 
 # count_deliveries_by_status: how many deliveries of each status the table holds.
 COUNT_DELIVERIES_BY_STATUS = "SELECT status, count(*) FROM webhook_deliveries GROUP BY status ORDER BY status"
+
+# ----------------------------------------------------------------------------- retention
+
+# count_old_deliveries: deliveries received before the cutoff.
+COUNT_OLD_DELIVERIES = "SELECT count(*) FROM webhook_deliveries WHERE received_at < %(before)s"
+
+# prune_deliveries: delete a batch of the oldest deliveries of one status received before the
+# cutoff (by the (status, received_at) index; one status at a time so the index serves it).
+PRUNE_DELIVERIES = """
+DELETE FROM webhook_deliveries WHERE id IN (
+    SELECT id FROM webhook_deliveries
+    WHERE status = %(status)s AND received_at < %(before)s
+    ORDER BY received_at LIMIT %(limit)s
+)
+"""
