@@ -1,4 +1,8 @@
-"""`storesync` command line. Each command is a thin call into one part of the package."""
+"""`storesync` command line. Each command is a thin call into one part of the package.
+
+What the stores and the database hold (titles, SKUs, shop domains, error text) is never read as
+rich markup: table cells go through `terminal.cells()`, printed lines through `markup=False` or
+`escape()` (a product titled `[/x]` would otherwise crash the command)."""
 
 from __future__ import annotations
 
@@ -9,9 +13,11 @@ from typing import Annotated, NoReturn
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from storesync.config import ConfigError, NetworkConfig, Settings
 from storesync.logs import configure_logging
+from storesync.terminal import cells, escape
 
 app = typer.Typer(help="storesync: sync a network of Shopify storefronts.", no_args_is_help=True)
 db_app = typer.Typer(help="Manage the embedded PostgreSQL server (used when DATABASE_URL is unset).")
@@ -41,7 +47,7 @@ def load_network(settings: Settings) -> NetworkConfig:
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(code)
 
 
@@ -74,11 +80,11 @@ def db_stop() -> None:
 def db_status() -> None:
     """Whether the embedded server runs, where, and which processes use it."""
     st = _embedded(load_settings()).status()
-    console.print(f"pgdata:      {st.pgdata}", highlight=False)
+    console.print(f"pgdata:      {st.pgdata}", highlight=False, markup=False)
     console.print(f"initialized: {st.initialized}")
     console.print(f"running:     {st.running}" + (f" (pid {st.pid})" if st.pid else ""))
     if st.socket_dir:
-        console.print(f"socket dir:  {st.socket_dir}", highlight=False)
+        console.print(f"socket dir:  {st.socket_dir}", highlight=False, markup=False)
     console.print(f"users:       {st.handles or 'none'}")
     raise typer.Exit(0 if st.running else 1)
 
@@ -127,8 +133,13 @@ def network_check(
         fail(f"{settings.config_file} does not exist")
     network = load_network(settings)
     for m in network.merchants:
-        console.print(f"[bold]{m.id}[/] parent {m.parent.shop}, {len(m.children)} children", highlight=False)
-    console.print(f"{settings.config_file}: valid ({len(network.merchants)} merchants)", highlight=False)
+        console.print(
+            f"[bold]{escape(m.id)}[/] parent {escape(m.parent.shop)}, {len(m.children)} children",
+            highlight=False,
+        )
+    console.print(
+        f"{settings.config_file}: valid ({len(network.merchants)} merchants)", highlight=False, markup=False
+    )
 
 
 @network_app.command("apply")
@@ -171,7 +182,7 @@ def network_resume(shop: Annotated[str, typer.Argument(help="the paused store's 
         n = resume_store(conn, shop)
     if n is None:
         fail(f"no store {shop!r} (storesync network apply?)", code=1)
-    console.print(f"{shop} active again; {n} parked jobs due now", highlight=False)
+    console.print(f"{shop} active again; {n} parked jobs due now", highlight=False, markup=False)
 
 
 # --------------------------------------------------------------------------- emulator
@@ -203,7 +214,7 @@ def api_check() -> None:
     for col in ("merchant", "shop", "ok", "detail"):
         table.add_column(col)
     for c in checks:
-        table.add_row(c.merchant, c.shop, "yes" if c.ok else "[red]no[/]", c.detail)
+        table.add_row(*cells(c.merchant, c.shop, "yes" if c.ok else Text("no", style="red"), c.detail))
     console.print(table)
     raise typer.Exit(0 if all(c.ok for c in checks) else 1)
 
@@ -222,12 +233,14 @@ def api_budget() -> None:
         table.add_column(col)
     for shop, capacity, rate, available, observed_at, in_flight in rows:
         table.add_row(
-            shop,
-            f"{available:.0f}",
-            f"{capacity:.0f}",
-            f"{rate:.0f}",
-            str(in_flight),
-            observed_at.isoformat(timespec="seconds"),
+            *cells(
+                shop,
+                f"{available:.0f}",
+                f"{capacity:.0f}",
+                f"{rate:.0f}",
+                in_flight,
+                observed_at.isoformat(timespec="seconds"),
+            )
         )
     console.print(table)
 
@@ -295,7 +308,9 @@ def deliveries_list(
         table.add_column(col)
     for _id, webhook_id, shop, _merchant, topic, event_id, _trig, _api, received_at, st, size in rows:
         table.add_row(
-            received_at.isoformat(timespec="seconds"), shop, topic, st, webhook_id, event_id or "-", str(size)
+            *cells(
+                received_at.isoformat(timespec="seconds"), shop, topic, st, webhook_id, event_id or "-", size
+            )
         )
     console.print(table)
 
@@ -421,14 +436,16 @@ def jobs_list(
         table.add_column(col)
     for r in rows:
         table.add_row(
-            str(r["id"]),
-            r["kind"],
-            r["group_key"],
-            str(r["lane"]),
-            r["state"],
-            f"{r['attempt']}/{r['max_attempts']}",
-            r["run_at"].isoformat(timespec="seconds"),
-            (r["last_error"] or "")[:80],
+            *cells(
+                r["id"],
+                r["kind"],
+                r["group_key"],
+                r["lane"],
+                r["state"],
+                f"{r['attempt']}/{r['max_attempts']}",
+                r["run_at"].isoformat(timespec="seconds"),
+                (r["last_error"] or "")[:80],
+            )
         )
     console.print(table)
 
@@ -534,19 +551,20 @@ def webhooks_sync_cmd(
     for store in _run_sync(lambda rt: webhooks_sync(rt, url, keep_others=keep_others)):
         ch = store.changes
         console.print(
-            f"[bold]{store.shop}[/]: kept {len(ch.kept)}, created {len(ch.created)}, "
+            f"[bold]{escape(store.shop)}[/]: kept {len(ch.kept)}, created {len(ch.created)}, "
             f"deleted {len(ch.deleted)}",
             highlight=False,
         )
         for what in ch.deleted:
-            console.print(f"  deleted {what}", highlight=False)
+            console.print(f"  deleted {what}", highlight=False, markup=False)
         if store.not_offered:
             console.print(
-                f"  [yellow]not offered by this store[/]: {', '.join(store.not_offered)}", highlight=False
+                f"  [yellow]not offered by this store[/]: {escape(', '.join(store.not_offered))}",
+                highlight=False,
             )
         for t, why in store.failed.items():
             failed = True
-            console.print(f"  [red]not subscribed[/] {t}: {why}", highlight=False)
+            console.print(f"  [red]not subscribed[/] {escape(t)}: {escape(str(why))}", highlight=False)
     raise typer.Exit(1 if failed else 0)
 
 
@@ -562,7 +580,7 @@ def link_cmd(
     problems = 0
     for _merchant, report in _run_sync(lambda rt: link(rt, dry_run=dry_run, merchant=merchant)):
         for line in report.lines():
-            console.print(line, highlight=False)
+            console.print(line, highlight=False, markup=False)
         problems += len(report.duplicates) + len(report.missing_sku) + len(report.conflicts)
     console.print("dry run: no links stored" if dry_run else "links stored")
     raise typer.Exit(1 if problems else 0)
@@ -599,18 +617,18 @@ def backfill_cmd(
             )
         )
     for report in result.reports:
-        console.print(report.lines()[0], highlight=False)
+        console.print(report.lines()[0], highlight=False, markup=False)
     for what in result.collections_created:
-        console.print(f"created collection {what}", highlight=False)
+        console.print(f"created collection {what}", highlight=False, markup=False)
     console.print(
         f"{len(result.completed)} products copied, {len(result.compensated)} rolled back, "
         f"{len(result.failed)} to retry (run backfill again)",
         highlight=False,
     )
     for saga_id, why in [*result.compensated, *result.failed]:
-        console.print(f"  [red]{saga_id}[/]: {why}", highlight=False)
+        console.print(f"  [red]{escape(saga_id)}[/]: {escape(str(why))}", highlight=False)
     for shop, why in result.paused.items():
-        console.print(f"  [yellow]paused[/] {shop}: {why}", highlight=False)
+        console.print(f"  [yellow]paused[/] {escape(shop)}: {escape(str(why))}", highlight=False)
     raise typer.Exit(0 if result.ok else 1)
 
 
@@ -639,7 +657,7 @@ def reconcile_cmd(merchant: Annotated[str | None, typer.Option(help="only this m
     left = 0
     for result in _run_sync(run):
         for line in result.lines():
-            console.print(line, highlight=False)
+            console.print(line, highlight=False, markup=False)
         left += len(result.left)
     raise typer.Exit(1 if left else 0)
 
@@ -698,12 +716,14 @@ def audit_cmd(
     for r in records:
         change = f"{_brief(r.before)} -> {_brief(r.after)}"
         table.add_row(
-            r.at.isoformat(timespec="seconds"),
-            r.shop,
-            f"{r.object_type} {r.object_id}",
-            r.action,
-            change,
-            r.cause,
+            *cells(
+                r.at.isoformat(timespec="seconds"),
+                r.shop,
+                f"{r.object_type} {r.object_id}",
+                r.action,
+                change,
+                r.cause,
+            )
         )
     console.print(table)
 
@@ -772,7 +792,7 @@ def prune_cmd(
     for col in ("table", "kept for", "past it", "deleted"):
         table.add_column(col)
     for t in report:
-        table.add_row(t.table, t.kept_for, str(t.old_rows), "-" if dry_run else str(t.deleted))
+        table.add_row(*cells(t.table, t.kept_for, t.old_rows, "-" if dry_run else t.deleted))
     console.print(table)
 
 
@@ -805,7 +825,7 @@ def render_status(settings: Settings) -> Table:
             if role == "parent"
             else f"{products}" + (f" ({pending} copies not linked yet)" if pending else "")
         )
-        table.add_row(merchant_id, shop, role, status + (f" ({reason})" if reason else ""), links)
+        table.add_row(*cells(merchant_id, shop, role, status + (f" ({reason})" if reason else ""), links))
     if not stores:
         table.add_row("-", "(no stores yet)", "-", "-", "-")
     return table
