@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
-import ipaddress
 import socket
 import threading
 import time
@@ -34,7 +33,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from storesync.config import Settings
+from storesync.config import Settings, is_loopback
 from storesync.db.pools import async_pooled_pool
 from storesync.logs import get_logger
 from storesync.web.deliveries_sql import SET_LOCAL_STATEMENT_TIMEOUT
@@ -47,15 +46,6 @@ log = get_logger("storesync.web.ops")
 
 class OpsListenerRefused(RuntimeError):
     """The ops listener must not start as configured; the message says why."""
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_ops_settings(web: WebSettings) -> None:

@@ -13,7 +13,6 @@ pooled path (the queue's operations are synchronous; operators act rarely).
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -34,7 +33,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from storesync.config import ConfigError, Settings
+from storesync.config import ConfigError, Settings, is_loopback
 from storesync.db.pools import POOLED_CONNECTION_KWARGS
 from storesync.logs import get_logger
 from storesync.web.dashboard import auth, render
@@ -595,10 +594,7 @@ def create_dashboard(
         if not ds.plain_http_loopback or request.url.scheme != "http":
             return True
         ends = [request.client.host if request.client else "", (request.scope.get("server") or ("",))[0]]
-        try:
-            return not all(ipaddress.ip_address(end).is_loopback for end in ends)
-        except ValueError:
-            return True
+        return not all(is_loopback(end) for end in ends)
 
     async def login(request: Request) -> Response:
         if (answer := refused(request)) is not None:
