@@ -317,7 +317,8 @@ def deliveries_list(
 
 @deliveries_app.command("show")
 def deliveries_show(webhook_id: str) -> None:
-    """Print one delivery's raw payload exactly as the store sent it."""
+    """Print one delivery's payload as stored: as the store sent it, except order bodies cut to what
+    sync needs and ignored topics kept without a body (docs/reliability.md)."""
     from storesync.db import database_settings
     from storesync.db.pools import connect_direct
     from storesync.web import deliveries_sql as sql

@@ -29,7 +29,7 @@ ORDER BY received_at DESC, id DESC
 LIMIT %(limit)s
 """
 
-# get_delivery_payload: the raw bytes of one delivery, as Shopify sent them.
+# get_delivery_payload: the stored bytes of one delivery (as sent, or minimised: web/personal_data.py).
 GET_DELIVERY_PAYLOAD = "SELECT payload FROM webhook_deliveries WHERE webhook_id = %(webhook_id)s"
 
 # count_deliveries_by_status: how many deliveries of each status the table holds.
