@@ -74,17 +74,16 @@ class ReadinessProbe:
         self._lock = asyncio.Lock()
 
     async def check(self) -> tuple[bool, list[dict[str, Any]]]:
-        if self._fresh():
-            assert self._result is not None
+        if self._result is not None and self._fresh():
             return self._result
         async with self._lock:  # one run at a time; those who waited get its result
-            if not self._fresh():
+            if self._result is None or not self._fresh():
                 self._result = await self._run()
                 self._at = time.monotonic()
             return self._result
 
     def _fresh(self) -> bool:
-        return self._result is not None and time.monotonic() - self._at < self.web.readiness_cache_s
+        return time.monotonic() - self._at < self.web.readiness_cache_s
 
     async def _run(self) -> tuple[bool, list[dict[str, Any]]]:
         timeout = self.web.readiness_timeout_s
