@@ -130,6 +130,7 @@ class LocalMap:
     secrets: dict[str, Path]  # path in the container -> file here
     tmpfs_root: Path  # each process's tmpfs mounts live under tmpfs_root/<process name>
     web_port: int
+    ops_port: int
     bin_dirs: list[Path] = field(default_factory=list)
 
     def url(self, url: str) -> str:
@@ -165,10 +166,14 @@ class LocalMap:
             elif value.startswith("/"):
                 value = self.path(value, tmpfs, process)
             env[key] = value
-        # A container's own network namespace: the tier binds every address of it on its port.
-        if "STORESYNC_WEB_HOST" in env:
-            env["STORESYNC_WEB_HOST"] = "127.0.0.1"
-            env["STORESYNC_WEB_PORT"] = str(self.web_port)
+        # A container's own network namespace: the tier binds every address of it on its ports.
+        for host, port, local_port in (
+            ("STORESYNC_WEB_HOST", "STORESYNC_WEB_PORT", self.web_port),
+            ("STORESYNC_WEB_OPS_HOST", "STORESYNC_WEB_OPS_PORT", self.ops_port),
+        ):
+            if host in env:
+                env[host] = "127.0.0.1"
+                env[port] = str(local_port)
         return env
 
     def argv(self, program: list[str]) -> list[str]:

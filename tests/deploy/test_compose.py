@@ -19,6 +19,7 @@ from graphlib import TopologicalSorter
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import httpx
 import psycopg
 import pytest
 
@@ -51,6 +52,7 @@ def _env_file(tmp_path: Path, *, password: str, toml: Path) -> Path:
         f"POSTGRES_PASSWORD={password}\n"
         f"STORESYNC_ENCRYPTION_KEY={generate_encryption_key()}\n"
         f"STORESYNC_DASHBOARD_TOKEN={secrets.token_hex(32)}\n"
+        f"STORESYNC_WEB_OPS_TOKEN={secrets.token_hex(32)}\n"
         f"STORESYNC_TOML={toml}\n"
     )
     return path
@@ -80,15 +82,18 @@ def test_compose_file_validates_and_needs_its_secrets_from_outside(tmp_path):
 def test_compose_secrets_stay_out_of_the_file(tmp_path):
     password, key = "pw-" + secrets.token_hex(8), generate_encryption_key()
     env_file = tmp_path / "compose.env"
-    env_file.write_text(f"POSTGRES_PASSWORD={password}\nSTORESYNC_ENCRYPTION_KEY={key}\n")
+    ops_token = secrets.token_hex(32)
+    env_file.write_text(
+        f"POSTGRES_PASSWORD={password}\nSTORESYNC_ENCRYPTION_KEY={key}\nSTORESYNC_WEB_OPS_TOKEN={ops_token}\n"
+    )
     config = compose_config(env_file, tmp_path)
     text = COMPOSE_FILE.read_text()
-    assert password not in text and key not in text
+    assert password not in text and key not in text and ops_token not in text
     for name, service in config["services"].items():
         env = service.get("environment") or {}
         for var, value in env.items():
             if any(word in var for word in ("PASSWORD", "KEY", "TOKEN")) and value:
-                assert value in (password, key), f"{name}: {var} is not from deploy/.env"
+                assert value in (password, key, ops_token), f"{name}: {var} is not from deploy/.env"
     # storesync.toml (access tokens, webhook secrets) is a compose secret, not an environment value.
     assert config["secrets"]["storesync_toml"]["file"].endswith("/deploy/storesync.toml")
 
@@ -147,6 +152,10 @@ def test_compose_topology_runs_from_the_checkout(
         assert pooled.username == direct.username == pg_env["POSTGRES_USER"]
         assert pooled.password == direct.password == pg_env["POSTGRES_PASSWORD"] == password
     assert bouncer.get("auth_type") == "scram-sha-256"
+    # The web tier's published ports are the ones it listens on.
+    web_env = services["web"]["environment"]
+    published = {p["target"] for p in services["web"]["ports"]}
+    assert published == {int(web_env["STORESYNC_WEB_PORT"]), int(web_env["STORESYNC_WEB_OPS_PORT"])}
 
     # --- the infrastructure: the test server and a real PgBouncer with the deployment's settings
     server = pg_server
@@ -156,7 +165,7 @@ def test_compose_topology_runs_from_the_checkout(
         server.host, server.port, server.user, password, empty_db.name, settings=bouncer
     ) as bouncer_dsn:
         bouncer_params = psycopg.conninfo.conninfo_to_dict(bouncer_dsn)
-        web_port = free_port()
+        web_port, ops_port = free_port(), free_port()
         pg_bin = _pg_bin_dir()
         local = LocalMap(
             endpoints={
@@ -172,6 +181,7 @@ def test_compose_topology_runs_from_the_checkout(
             },
             tmpfs_root=tmp_path / "containers",
             web_port=web_port,
+            ops_port=ops_port,
             bin_dirs=[pg_bin],
         )
         running: dict[str, list[Process]] = {}
@@ -187,6 +197,17 @@ def test_compose_topology_runs_from_the_checkout(
                 empty_db,
                 {p.popen.pid for p in running["worker"]},
             )
+            # Metrics from the operations listener, with its token only.
+            ops = running["web"][0].env
+            metrics_url = f"http://127.0.0.1:{ops['STORESYNC_WEB_OPS_PORT']}/metrics"
+            assert httpx.get(metrics_url, trust_env=False, timeout=10).status_code == 401
+            scraped = httpx.get(
+                metrics_url,
+                headers={"Authorization": f"Bearer {ops['STORESYNC_WEB_OPS_TOKEN']}"},
+                trust_env=False,
+                timeout=10,
+            )
+            assert scraped.status_code == 200 and "storesync_webhook_deliveries_total{" in scraped.text
             # Workers report through their health files; their rows are in the database too.
             with empty_db.connect(autocommit=True) as conn:
                 pids = {
