@@ -175,11 +175,7 @@ class Worker:
             await asyncio.gather(*(self._claim_loop(primary=i == 0) for i in range(self.qs.claimers)))
             await self._drain()
         finally:
-            for t in background:
-                t.cancel()
-            for t in background:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await t
+            await cancel_until_done(background)
             with contextlib.suppress(Exception):
                 await self._write_heartbeat("stopped")
             if self.qs.health_file:
@@ -700,6 +696,27 @@ class Worker:
                 await asyncio.sleep(0.01)
         async with self.qpool.connection() as conn:
             await conn.execute(q.PRUNE_WORKERS)
+
+
+async def cancel_until_done(tasks: list[asyncio.Task]) -> None:
+    """Cancel `tasks` and wait until every one has ended, cancelling again any that goes on.
+    Under Python 3.11 a cancellation can be lost: `asyncio.wait_for` swallows it when what it
+    waits for completes in the same loop turn (bpo-42130, fixed in 3.12), and psycopg_pool
+    waits with it. A background loop that lost its cancellation (seen after the process was
+    stopped and continued: every timer fires at once) would run on, and SIGTERM would never
+    end the worker."""
+    pending = set(tasks)
+    rounds = 0
+    while pending:
+        for t in pending:
+            t.cancel()
+        _done, pending = await asyncio.wait(pending, timeout=1.0)
+        rounds += 1
+        if pending and rounds == 1:
+            log.warning("background tasks still running after cancel", tasks=[t.get_name() for t in pending])
+    for t in tasks:
+        if not t.cancelled():
+            t.exception()  # retrieved: a loop's failure at shutdown is not worth a traceback
 
 
 def psycopg_pool_errors() -> type[Exception]:
