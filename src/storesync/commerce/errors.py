@@ -66,6 +66,44 @@ class StoreUnauthorized(RetryableCommerceError):
         super().__init__(message, retry_after=300.0, shop=shop, operation=operation)
         self.status = status
 
+    @property
+    def pause_reason(self) -> str:
+        """What the store is paused with (`storesync status`, the dashboard)."""
+        return f"HTTP {self.status}: {self}"
+
+
+class CredentialsRejected(StoreUnauthorized):
+    """The store's credentials failed for good: the token endpoint refused the client
+    credentials or the refresh token (`invalid_client`, `invalid_grant`), or the store was never
+    connected. The store is paused with the reason; a new token needs the merchant or operator."""
+
+    def __init__(self, message: str, *, shop: str | None = None, operation: str | None = None) -> None:
+        super().__init__(message, status=401, shop=shop, operation=operation)
+
+    @property
+    def pause_reason(self) -> str:
+        return f"credentials refused: {self}"
+
+
+class AccessDenied(StoreUnauthorized):
+    """ACCESS_DENIED: the app lacks an access scope the call needs (`required_access`, as
+    Shopify words it). The store is paused until the merchant grants it."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        required_access: str | None,
+        shop: str | None = None,
+        operation: str | None = None,
+    ) -> None:
+        super().__init__(message, status=403, shop=shop, operation=operation)
+        self.required_access = required_access
+
+    @property
+    def pause_reason(self) -> str:
+        return f"missing access scope ({self.required_access or 'see message'}): {self}"
+
 
 class MaxCostExceededError(PermanentCommerceError):
     """One query may request at most 1,000 points: the caller must split the work (the paginator
@@ -85,8 +123,7 @@ class MaxCostExceededError(PermanentCommerceError):
 
 
 class GraphQLQueryError(PermanentCommerceError):
-    """The API rejected the document or its variables (a bug on our side), or ACCESS_DENIED for
-    a missing scope."""
+    """The API rejected the document or its variables (a bug on our side)."""
 
     def __init__(
         self, message: str, *, errors: list[dict], shop: str | None = None, operation: str | None = None

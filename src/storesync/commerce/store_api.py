@@ -19,6 +19,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from storesync.commerce.budget import PostgresBudget
 from storesync.commerce.client import AdminClient
+from storesync.commerce.credentials import NetworkTokens, TokenStore
 from storesync.commerce.errors import HandleTakenError, NotFoundError, StaleQuantityError, UserInputError
 from storesync.commerce.operations import get_operation
 from storesync.commerce.variables import adjust_quantities_input, set_quantities_input
@@ -100,13 +101,19 @@ def product_from_json(raw: Mapping[str, Any]) -> Product:
         seo_title=seo.get("title"),
         seo_description=seo.get("description"),
         collections=tuple(c["id"] for c in raw["collections"]["nodes"]),
-        smart_collections=frozenset(c["id"] for c in raw["collections"]["nodes"] if c.get("ruleSet")),
+        smart_collections=frozenset(c["id"] for c in raw["collections"]["nodes"] if _has_conditions(c)),
         metafields=tuple(
             Metafield(m["namespace"], m["key"], m["type"], m["value"], m.get("id"))
             for m in raw["metafields"]["nodes"]
         ),
         updated_at=_dt(raw.get("updatedAt")),
     )
+
+
+def _has_conditions(collection: Mapping[str, Any]) -> bool:
+    """A smart collection: one of its sources has conditions (its members follow them and cannot
+    be listed in productSet)."""
+    return any((s.get("inclusion") or {}).get("conditions") for s in collection.get("sources") or ())
 
 
 class ShopifyStoreAPI:
@@ -302,7 +309,8 @@ def _after(group: Mapping[str, Any] | None, item: str, location: str, *, default
 
 class StoreClients:
     """A worker process's Admin API clients: one per configured store, sharing one HTTP
-    connection pool and (given a pooled-path pool) the Postgres budget every process shares."""
+    connection pool, (given a pooled-path pool) the Postgres budget every process shares, and
+    (given a token store) the tokens every process shares."""
 
     def __init__(
         self,
@@ -310,11 +318,13 @@ class StoreClients:
         *,
         pool: AsyncConnectionPool | None = None,
         timeout: float = 10.0,
+        token_store: TokenStore | None = None,
         **client_options: Any,
     ) -> None:
         self.network = network
         self.budget = PostgresBudget(pool) if pool is not None else None
         self.http = httpx.AsyncClient(timeout=timeout, limits=httpx.Limits(max_keepalive_connections=20))
+        self.tokens = NetworkTokens(network, token_store, self.http, timeout=timeout)
         self.timeout = timeout
         self.client_options = client_options
         self._clients: dict[str, AdminClient] = {}
@@ -325,7 +335,12 @@ class StoreClients:
             if found is None:
                 raise LookupError(f"{shop} is not a configured store (storesync.toml)")
             self._clients[shop] = AdminClient(
-                found[1], budget=self.budget, http=self.http, timeout=self.timeout, **self.client_options
+                found[1],
+                budget=self.budget,
+                http=self.http,
+                timeout=self.timeout,
+                tokens=self.tokens.for_store(found[1]),
+                **self.client_options,
             )
         return self._clients[shop]
 

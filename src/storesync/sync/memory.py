@@ -156,9 +156,9 @@ class MemoryStore:
         changes["metafields"] = tuple(
             Metafield(m["namespace"], m["key"], m["type"], m["value"]) for m in input.get("metafields", [])
         )
-        # Like Shopify: a smart collection takes no listed members; its members follow its rules
-        # (kept here as they were: the fake does not evaluate rules).
-        smart = {c.id for c in self.collections.values() if c.rules is not None}
+        # Like Shopify: a smart collection takes no listed members; its members follow its
+        # conditions (kept here as they were: the fake does not evaluate conditions).
+        smart = {c.id for c in self.collections.values() if c.conditions is not None}
         listed = tuple(input.get("collections", []))
         if smart & set(listed):
             raise ValueError(

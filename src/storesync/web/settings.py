@@ -29,3 +29,5 @@ class WebSettings(EnvironmentSettings):
     batch_max: Annotated[int, Field(ge=1, le=1000)] = 64
     # Seconds each readiness check may take.
     readiness_timeout_s: Annotated[float, Field(gt=0)] = 2.0
+    # Seconds the install callback waits for Shopify's token endpoint (the code exchange).
+    oauth_timeout_s: Annotated[float, Field(gt=0, le=60)] = 10.0

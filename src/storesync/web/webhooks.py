@@ -20,6 +20,7 @@ from psycopg_pool import PoolTimeout
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from storesync.api_version import ADMIN_API_VERSION
 from storesync.logs import get_logger
 from storesync.web.deadline import within
 from storesync.web.ingest import (
@@ -106,6 +107,17 @@ async def _handle(request: Request) -> Response:
         return _answer(400, "X-Shopify-Triggered-At is not an ISO 8601 timestamp with a time zone")
     event_id = (headers.get("x-shopify-event-id") or "").strip() or None
     api_version = (headers.get("x-shopify-api-version") or "").strip() or None
+    if api_version is not None and api_version != ADMIN_API_VERSION:
+        # The payload follows the app's webhook API version (Dev Dashboard), not ours: counted and
+        # logged so the operator aligns them; the delivery is still recorded.
+        metrics.api_version_mismatch.labels(api_version).inc()
+        log.warning(
+            "webhook_api_version_mismatch",
+            shop=shop,
+            topic=topic,
+            sent=api_version,
+            expected=ADMIN_API_VERSION,
+        )
 
     parsed = parse_body(body)
     job = None
