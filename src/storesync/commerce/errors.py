@@ -176,8 +176,17 @@ class HandleTakenError(UserInputError):
 
 
 class IdempotencyKeyReuseError(UserInputError):
-    """The idempotency key was used with different variables, or its first attempt failed:
-    a new operation needs a new key (derive it from the new input, see `idempotency_key`)."""
+    """The idempotency key cannot be used again (https://shopify.dev/docs/api/usage/implementing-idempotency)."""
+
+
+class IdempotencyAttemptFailed(IdempotencyKeyReuseError):
+    """IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED: the key's first attempt failed (nothing applied) and
+    the key is spent: send the same change again under a new key."""
+
+
+class IdempotencyKeyMismatch(IdempotencyKeyReuseError):
+    """IDEMPOTENCY_KEY_PARAMETER_MISMATCH: the key was used with other parameters. The engine
+    derives keys from what it sends, so this is a bug to look at, never retried blindly."""
 
 
 class StaleQuantityError(UserErrorsMixin, RetryableCommerceError):
@@ -221,8 +230,10 @@ def user_errors_error(operation: str, raw: list[dict], *, shop: str | None = Non
             cls = NotFoundError
         elif codes & _HANDLE:
             cls = HandleTakenError
+        elif "IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED" in codes:
+            cls = IdempotencyAttemptFailed
         elif codes & _IDEMPOTENCY:
-            cls = IdempotencyKeyReuseError
+            cls = IdempotencyKeyMismatch
         else:
             cls = UserInputError
         err = cls(message, shop=shop, operation=operation)

@@ -20,12 +20,18 @@ from psycopg_pool import AsyncConnectionPool
 from storesync.commerce.budget import PostgresBudget
 from storesync.commerce.client import AdminClient
 from storesync.commerce.credentials import NetworkTokens, TokenStore
-from storesync.commerce.errors import HandleTakenError, NotFoundError, StaleQuantityError, UserInputError
+from storesync.commerce.errors import (
+    HandleTakenError,
+    IdempotencyAttemptFailed,
+    NotFoundError,
+    StaleQuantityError,
+    UserInputError,
+)
 from storesync.commerce.operations import get_operation
 from storesync.commerce.variables import adjust_quantities_input, set_quantities_input
 from storesync.config import NetworkConfig
 from storesync.sync.model import InventoryLevel, Metafield, Option, Product, Variant
-from storesync.sync.ports import HandleTaken, StaleQuantity
+from storesync.sync.ports import HandleTaken, KeyAttemptFailed, StaleQuantity
 
 # Page sizes of a product's own lists in one read (Shopify allows up to 100 variants per page).
 PRODUCT_LIST_SIZES = {"variantsFirst": 100, "collectionsFirst": 50, "metafieldsFirst": 50}
@@ -264,6 +270,8 @@ class ShopifyStoreAPI:
             )
         except StaleQuantityError as err:
             raise StaleQuantity(str(err)) from err
+        except IdempotencyAttemptFailed as err:
+            raise KeyAttemptFailed(str(err)) from err
         group = result["inventorySetQuantities"]["inventoryAdjustmentGroup"]
         return _after(group, inventory_item_id, location_id, default=quantity)
 
@@ -286,6 +294,8 @@ class ShopifyStoreAPI:
             )
         except StaleQuantityError as err:
             raise StaleQuantity(str(err)) from err
+        except IdempotencyAttemptFailed as err:
+            raise KeyAttemptFailed(str(err)) from err
         group = result["inventoryAdjustQuantities"]["inventoryAdjustmentGroup"]
         after = _after(group, inventory_item_id, location_id, default=None)
         if after is None:  # no change reported (delta 0): read what the level is

@@ -362,6 +362,12 @@ class MemoryLedger:
         self.backlogs[(e.parent_item_id, e.parent_location_id)] = e.backlog_after or 0
         return True
 
+    async def next_key_attempt(self, key: LedgerKey, spent: int) -> LedgerEntry:
+        e = self.entries[key]
+        if e.status is EntryStatus.PLANNED and e.key_attempt == spent:
+            e = self.entries[key] = replace(e, key_attempt=spent + 1)
+        return e
+
     async def get(self, key: LedgerKey) -> LedgerEntry | None:
         return self.entries.get(key)
 
