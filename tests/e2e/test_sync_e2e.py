@@ -582,8 +582,16 @@ def test_link_dry_run_reports_duplicates_and_missing_skus_and_stores_nothing(sys
 
 
 def test_access_tokens_are_encrypted_at_rest_and_workers_need_the_key(system) -> None:
-    rows = sql(system, "SELECT shop_domain, access_token_encrypted FROM stores ORDER BY shop_domain")
-    assert len(rows) == 4 and all(blob and "shpat" not in blob for _, blob in rows)
+    """The stores connect by client credentials (the demo's setup): the app's secret and the
+    tokens the workers obtained are stored encrypted."""
+    rows = sql(
+        system,
+        "SELECT kind, client_secret_encrypted, access_token_encrypted FROM store_credentials ORDER BY shop_domain",
+    )
+    assert len(rows) == 4 and all(kind == "client_credentials" for kind, _, _ in rows)
+    assert all(secret and "shpss" not in secret for _, secret, _ in rows)
+    assert all(token is None or "shpat" not in token for _, _, token in rows)
+    assert any(token for _, _, token in rows)  # the workers have fetched tokens by now
     env = {k: v for k, v in system.env.items() if k != "STORESYNC_ENCRYPTION_KEY"}
     done = subprocess.run(
         [sys.executable, "-m", "storesync", "worker"], env=env, capture_output=True, text=True, timeout=60

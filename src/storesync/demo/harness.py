@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import random
+import secrets
 import signal
 import socket
 import subprocess
@@ -533,13 +534,23 @@ def _toml_str(value: str) -> str:
     return json.dumps(value)  # a JSON string is a valid TOML basic string
 
 
+# The Dev Dashboard app the demo's stores share (a new merchant's setup: one app of the
+# merchant's own organization, installed on each of its stores, tokens by client credentials).
+DEMO_APP = "storesync"
+DEMO_CLIENT_ID = "storesync-demo-app"
+
+
 def network_toml(
     emulator_url: str,
     stores: list[dict],
     locations: dict[str, dict[str, str]],
     parent: str,
     children: list[str],
+    *,
+    app_secret: str | None = None,
 ) -> str:
+    """storesync.toml for the emulator's stores: with `app_secret`, every store connects by the
+    client credentials grant of one app; without, by the store's static token."""
     info = {s["shop"]: s for s in stores}
 
     def store_block(header: str, shop: str) -> list[str]:
@@ -548,9 +559,14 @@ def network_toml(
             header,
             f"shop = {_toml_str(shop)}",
             f"admin_api_url = {_toml_str(emulator_url + s['graphql_path'])}",
-            f"access_token = {_toml_str(s['token'])}",
-            f"webhook_secrets = [{_toml_str(s['webhook_secret'])}]",
         ]
+        if app_secret is not None:
+            lines.append(f'credentials = {{ kind = "client_credentials", app = {_toml_str(DEMO_APP)} }}')
+        else:
+            lines += [
+                f"access_token = {_toml_str(s['token'])}",
+                f"webhook_secrets = [{_toml_str(s['webhook_secret'])}]",
+            ]
         if shop != parent:
             pairs = ", ".join(
                 f"{_toml_str(locations[parent][name])} = {_toml_str(gid)}"
@@ -560,8 +576,15 @@ def network_toml(
             lines.append(f"location_map = {{ {pairs} }}")
         return [*lines, ""]
 
-    out = [
-        "# Written by storesync.demo.harness for the emulator's stores.",
+    out = ["# Written by storesync.demo.harness for the emulator's stores.", ""]
+    if app_secret is not None:
+        out += [
+            f"[apps.{DEMO_APP}]",
+            f"client_id = {_toml_str(DEMO_CLIENT_ID)}",
+            f"client_secrets = [{_toml_str(app_secret)}]",
+            "",
+        ]
+    out += [
         "[[merchants]]",
         f"id = {_toml_str(MERCHANT_ID)}",
         'name = "Demo merchant"',
@@ -722,6 +745,8 @@ def running_system(
     log_level: str = "info",
     workdir: Path | None = None,
     on_step: Callable[[str], None] | None = None,
+    credentials: str = "client_credentials",
+    token_time_scale: float | None = None,
 ) -> Iterator[RunningSystem]:
     """Start the emulator, web tier and workers against `database_url` (migrated here if it is
     behind); yield a `RunningSystem`; stop every process on the way out.
@@ -731,7 +756,12 @@ def running_system(
     emulator_options: extra `storesync emulator` flags, e.g. ["--fault", "webhooks.duplicate_p=0.5"].
     subscribe: "control" declares the subscriptions through the emulator's control API (as an
     app's config would), "cli" runs `storesync webhooks sync`, "none" leaves them to the caller.
-    workers=0 starts no worker (the caller runs jobs itself)."""
+    workers=0 starts no worker (the caller runs jobs itself).
+    credentials: "client_credentials" (one app installed on every store, tokens fetched by the
+    engine, as a new merchant connects today) or "static" (each store's legacy token).
+    token_time_scale: the emulator's issued tokens' lifetime factor (default: time_scale)."""
+    if credentials not in ("client_credentials", "static"):
+        raise ValueError(f"credentials must be client_credentials or static, not {credentials!r}")
     step = on_step or (lambda _msg: None)
     shops = ["parent.myshopify.com"] + [
         f"child-{chr(ord('a') + i)}.myshopify.com" if i < 26 else f"child-{i}.myshopify.com"
@@ -783,6 +813,7 @@ def running_system(
                     str(time_scale),
                     "--plan",
                     plan,
+                    *(["--token-time-scale", str(token_time_scale)] if token_time_scale else []),
                     *[a for s in shops for a in ("--store", s)],
                     *emulator_options,
                 ],
@@ -803,8 +834,14 @@ def running_system(
             locations = _seed(
                 control, parent, child_shops, products, child_overlap, collections, overlap_stock
             )
+            app_secret = None
+            if credentials == "client_credentials":
+                app_secret = "shpss_" + secrets.token_hex(16)
+                for shop in shops:  # the one app, installed on every store of the network
+                    control.configure_app(shop, client_id=DEMO_CLIENT_ID, client_secret=app_secret)
             config_file.write_text(
-                network_toml(emulator_url, stores, locations, parent, child_shops), encoding="utf-8"
+                network_toml(emulator_url, stores, locations, parent, child_shops, app_secret=app_secret),
+                encoding="utf-8",
             )
             network = NetworkConfig.load(config_file)
 

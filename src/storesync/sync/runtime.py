@@ -82,11 +82,13 @@ def network_with_credentials(cfg: NetworkConfig, conn: psycopg.Connection) -> Ne
             }
         )
 
-    return NetworkConfig(
-        merchants=[
-            m.model_copy(update={"parent": store(m.parent), "children": [store(c) for c in m.children]})
-            for m in cfg.merchants
-        ]
+    return cfg.model_copy(
+        update={
+            "merchants": [
+                m.model_copy(update={"parent": store(m.parent), "children": [store(c) for c in m.children]})
+                for m in cfg.merchants
+            ]
+        }
     )
 
 
