@@ -838,11 +838,21 @@ def status_cmd() -> None:
 
 
 @app.command("demo")
-def demo_cmd() -> None:
-    """Play the storesync story end to end on the embedded Postgres (or DATABASE_URL)."""
+def demo_cmd(
+    token_time_scale: Annotated[
+        float | None,
+        typer.Option(
+            min=1e-7,
+            help="the emulator's token lifetimes factor (default 0.001: 24 h tokens last 86 s; "
+            "5e-5: 4 s, so the story crosses many refreshes)",
+        ),
+    ] = None,
+) -> None:
+    """Play the storesync story end to end on the embedded Postgres (or DATABASE_URL). The stores
+    connect by the client credentials grant of one app, as a new merchant's do."""
     from storesync.demo import run_demo
 
-    sys.exit(run_demo(load_settings(), console))
+    sys.exit(run_demo(load_settings(), console, token_time_scale=token_time_scale))
 
 
 if __name__ == "__main__":
