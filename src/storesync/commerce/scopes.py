@@ -17,6 +17,8 @@ NEEDED_SCOPES: dict[str, str] = {
     "(inventorySetQuantities, inventoryAdjustQuantities); read levels and locations (read_inventory)",
     "read_orders": "receive the children's orders/create and orders/cancelled webhooks: every sale "
     "and restock flows back to the parent",
+    "read_locations": "list each store's locations by name (`storesync api check`), to map the "
+    "parent's locations to each child's",
 }
 
 
