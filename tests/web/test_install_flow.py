@@ -67,7 +67,7 @@ def signed_callback(url: str, secret: str, **params: str) -> str:
 
 def test_install_callback_tokens_refresh_and_every_refused_callback(db, monkeypatch):
     monkeypatch.setenv(ENCRYPTION_KEY_ENV, generate_key())
-    # Expiring offline tokens of 60 minutes last 3.6 s here.
+    # Expiring offline tokens of 60 minutes last 4 s here (expires_in: whole seconds).
     with running_emulator(stores=[SHOP], token_time_scale=1e-3) as emu, serving(db.settings) as web:
         net = network(emu, f"{web.url}/auth/callback")
         web.app.state.network = net
@@ -136,7 +136,7 @@ def test_install_callback_tokens_refresh_and_every_refused_callback(db, monkeypa
                         cfg, budget=LocalBudget(), http=client_http, tokens=tokens.for_store(cfg)
                     ) as client:
                         await client.execute("ShopInfo", {"locationsFirst": 5})
-                        await asyncio.sleep(3.0)  # past the refresh-ahead margin of a 3.6 s token
+                        await asyncio.sleep(3.5)  # into the refresh-ahead margin of a 4 s token
                         await client.execute("ShopInfo", {"locationsFirst": 5})
             finally:
                 await pool.close()
