@@ -123,3 +123,28 @@ def test_every_engine_operation_validates_against_the_emulator_schema(op):
     # The text as the client sends it: the operation and the shared fragments it spreads.
     errors = validate(emulator_schema(), parse(op.text))
     assert not errors, f"{op.stem}.graphql: " + "; ".join(e.message for e in errors)
+
+
+def test_the_emulators_access_scopes_are_shopifys_for_everything_it_serves():
+    """emulator/scopes.py holds, for every type and field of the emulator's SDL, exactly the
+    scopes Shopify publishes for it (the `offline_scopes` shipped with the 2026-10 schema)."""
+    from storesync.emulator.scopes import FIELD_ACCESS, TYPE_ACCESS
+    from tests.support.shopify_schema import offline_scopes
+
+    published_types, published_fields = {}, {}
+    for item in offline_scopes():
+        if item["offlineScopes"]:
+            if item["type"] == "type":
+                published_types[item["typeName"]] = frozenset(item["offlineScopes"])
+            else:
+                published_fields[(item["typeName"], item["fieldName"])] = frozenset(item["offlineScopes"])
+    ours = emulator_schema()
+    served_types = {n for n in ours.type_map if not n.startswith("__")}
+    served_fields = {
+        (name, f)
+        for name, t in ours.type_map.items()
+        if isinstance(t, (GraphQLObjectType, GraphQLInterfaceType))
+        for f in t.fields
+    }
+    assert {n: s for n, s in published_types.items() if n in served_types} == TYPE_ACCESS
+    assert {k: s for k, s in published_fields.items() if k in served_fields} == FIELD_ACCESS

@@ -32,6 +32,24 @@ TYPE_ACCESS: dict[str, frozenset[str]] = {
     "Collection": frozenset({"read_products"}),
     "CollectionRuleSet": frozenset({"read_products"}),
     "CollectionRule": frozenset({"read_products"}),
+    "CollectionSource": frozenset({"read_products"}),
+    "CollectionConditionsSource": frozenset({"read_products"}),
+    "CollectionSourceInclusion": frozenset({"read_products"}),
+    "CollectionInclusionProductSelection": frozenset({"read_products"}),
+    "CollectionSourceInclusionCondition": frozenset({"read_products"}),
+    **{
+        f"CollectionSourceInclusionCondition{kind}": frozenset({"read_products"})
+        for kind in (
+            "ProductTag",
+            "ProductTitle",
+            "ProductType",
+            "ProductVendor",
+            "VariantTitle",
+            "VariantPrice",
+            "VariantCompareAtPrice",
+            "VariantInventory",
+        )
+    },
     "InventoryItem": frozenset({"read_inventory", "read_products"}),
     "InventoryLevel": frozenset({"read_inventory"}),
     "InventoryQuantity": frozenset({"read_inventory"}),
