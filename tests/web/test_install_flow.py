@@ -148,3 +148,40 @@ def test_install_callback_tokens_refresh_and_every_refused_callback(db, monkeypa
             "authorization_code",
             "refresh_token",
         ]
+
+
+def test_stores_connect_prints_the_install_link_or_says_why_not(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    config = tmp_path / "storesync.toml"
+    config.write_text(
+        """
+[apps.agency]
+client_id = "abc"
+client_secrets = ["s"]
+redirect_uri = "https://sync.example.com/auth/callback"
+[[merchants]]
+id = "m"
+[merchants.parent]
+shop = "client-store.myshopify.com"
+credentials = { kind = "authorization_code", app = "agency" }
+[[merchants.children]]
+shop = "own-store.myshopify.com"
+credentials = { kind = "client_credentials", app = "agency" }
+"""
+    )
+    env = {**os.environ, "STORESYNC_CONFIG_FILE": str(config), "COLUMNS": "200"}
+
+    def connect(shop: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "storesync", "stores", "connect", shop]
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+
+    ok = connect(SHOP)
+    assert ok.returncode == 0, ok.stderr
+    assert "https://sync.example.com/auth/install?shop=client-store.myshopify.com" in ok.stdout
+    own = connect("own-store.myshopify.com")
+    assert own.returncode == 1 and "connects with client_credentials" in " ".join(own.stderr.split())
+    unknown = connect("nobody.myshopify.com")
+    assert unknown.returncode == 2 and "not a store of storesync.toml" in " ".join(unknown.stderr.split())

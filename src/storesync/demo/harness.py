@@ -647,26 +647,52 @@ def _seed_stores(
             for n, pid in enumerate(product_ids, 1)
             if n % len(names) == ci or (title == "Sale" and n % 7 == 0)
         ]
+        # A manual collection (2026-10): one conditions source whose selections are its members,
+        # created with the first 250 (Shopify's limit per call) and the rest added by updates.
         res = emu.graphql(
             parent,
-            "mutation($input: CollectionInput!) { collectionCreate(input: $input) "
-            "{ collection { id } userErrors { field message } } }",
-            {"input": {"title": title}},
+            "mutation($c: CollectionCreateInput!) { collectionCreate(collection: $c) "
+            "{ collection { id sources { id } } userErrors { field message } } }",
+            {
+                "c": {
+                    "title": title,
+                    "sources": [
+                        {
+                            "source": {
+                                "title": title,
+                                "inclusion": {"selections": [{"productId": pid} for pid in members[:250]]},
+                            }
+                        }
+                    ],
+                }
+            },
         )
         data = (res.get("data") or {}).get("collectionCreate") or {}
         if res.get("errors") or data.get("userErrors") or not data.get("collection"):
             raise SystemStartError(f"seeding: collectionCreate {title!r}: {res}")
-        for start in range(0, len(members), 250):  # Shopify takes at most 250 ids per call
+        coll = data["collection"]
+        for start in range(250, len(members), 250):
+            more = [{"productId": pid} for pid in members[start : start + 250]]
             res = emu.graphql(
                 parent,
-                "mutation($id: ID!, $ids: [ID!]!) { collectionAddProducts(id: $id, "
-                "productIds: $ids) { collection { id } userErrors { field message } } }",
-                {"id": data["collection"]["id"], "ids": members[start : start + 250]},
+                "mutation($c: CollectionUpdateInput!) { collectionUpdate(collection: $c) "
+                "{ userErrors { field message } } }",
+                {
+                    "c": {
+                        "id": coll["id"],
+                        "sourcesToUpdate": [
+                            {
+                                "condition": {
+                                    "id": coll["sources"][0]["id"],
+                                    "inclusion": {"selectionsToAdd": more},
+                                }
+                            }
+                        ],
+                    }
+                },
             )
-            if res.get("errors") or (res.get("data") or {}).get("collectionAddProducts", {}).get(
-                "userErrors"
-            ):
-                raise SystemStartError(f"seeding: collectionAddProducts {title!r}: {res}")
+            if res.get("errors") or (res.get("data") or {}).get("collectionUpdate", {}).get("userErrors"):
+                raise SystemStartError(f"seeding: collectionUpdate {title!r}: {res}")
     # Children may already sell some of the parent's products (same SKUs, stale stock): linking finds them.
     for child in children:
         overlap = [
