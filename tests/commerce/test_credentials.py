@@ -114,11 +114,22 @@ async def test_client_credentials_are_shared_refreshed_ahead_of_expiry_and_once_
             await pool.close()
 
 
-async def test_one_refresh_at_a_time_across_processes(db, key):
+async def test_one_refresh_at_a_time_across_processes_through_pgbouncer(db, key, pgbouncer_dsn):
+    """Six processes (a pool each) need the same store's first token at once, through PgBouncer
+    in transaction mode: one token request; the others wait on the row lock and take its token."""
+    from pydantic import SecretStr
+
+    from storesync.config import Settings
+
+    bounced = Settings.load(database_url=SecretStr(pgbouncer_dsn), database_direct_url=SecretStr(db.dsn))
     with running_emulator(stores=[SHOP, CHILD]) as emu:
         net = network(emu)
         applied(db, net)
-        pools = [await pool_of(db, max_size=1) for _ in range(6)]  # six processes, one pool each
+        pools = []
+        for _ in range(6):
+            pool = async_pooled_pool(bounced, name="tokens-bounced", min_size=0, max_size=1)
+            await pool.open(wait=True)
+            pools.append(pool)
         try:
             async with httpx.AsyncClient() as http:
                 providers = [provider(net, SHOP, PgTokenStore(p, load_cipher()), http) for p in pools]
