@@ -1046,13 +1046,21 @@ def _inventory_adjust_quantities(info, inp: dict) -> dict:
 # --------------------------------------------------------------------------- mutations: products
 
 
-def _metafield_errors(metafields: list[dict] | None, path: list, code: str) -> list[dict]:
+def _metafield_errors(
+    metafields: list[dict] | None, path: list, code: str | None, known: set[int] | None = None
+) -> list[dict]:
+    """A metafield names an existing one by id (of the owner's, when `known` lists them), or
+    gives namespace, key, type and value."""
     errors = []
     for j, mf in enumerate(metafields or []):
-        if mf.get("id") is None:
-            for k in ("namespace", "key", "type", "value"):
-                if not mf.get(k):
-                    errors.append(user_error([*path, j, k], f"{k} can't be blank", code))
+        if mf.get("id") is not None:
+            mid = parse_gid(mf["id"], "Metafield")
+            if mid is None or (known is not None and mid not in known):
+                errors.append(user_error([*path, j, "id"], "Metafield does not exist", code))
+            continue
+        for k in ("namespace", "key", "type", "value"):
+            if not mf.get(k):
+                errors.append(user_error([*path, j, k], f"{k} can't be blank", code))
     return errors
 
 
@@ -1555,7 +1563,9 @@ def m_product_variants_bulk_update(
 # --------------------------------------------------------------------------- mutations: collections
 
 
-def _collection_input_errors(store: StoreState, inp: dict, creating: bool) -> tuple[list[dict], list[int]]:
+def _collection_input_errors(
+    store: StoreState, inp: dict, creating: bool, coll: Collection | None = None
+) -> tuple[list[dict], list[int]]:
     errors = []
     if creating and not (inp.get("title") or "").strip():
         errors.append(user_error(["title"], "Title can't be blank"))
@@ -1568,7 +1578,8 @@ def _collection_input_errors(store: StoreState, inp: dict, creating: bool) -> tu
             errors.append(user_error(["products", k], "Product does not exist"))
         else:
             product_ids.append(pid)
-    errors += _metafield_errors(inp.get("metafields"), ["metafields"], None)
+    known = {m.id for m in coll.metafields} if coll is not None else set()
+    errors += _metafield_errors(inp.get("metafields"), ["metafields"], None, known)
     rule_set = inp.get("ruleSet")
     if rule_set is not None:
         if inp.get("products"):
@@ -1750,7 +1761,7 @@ def m_collection_update(_root, info, input: dict | None = None, collection: dict
             "job": None,
             "userErrors": [user_error(["id"], "Collection does not exist")],
         }
-    errors, _ = _collection_input_errors(store, input, creating=False)
+    errors, _ = _collection_input_errors(store, input, creating=False, coll=coll)
     if input.get("products") is not None:
         # Shopify: `products` is only valid with collectionCreate; membership changes go
         # through collectionAddProducts / collectionRemoveProducts.
@@ -1790,7 +1801,7 @@ def _collection_update(info, inp: dict) -> dict:
             "userErrors": [user_error(["collection", "id"], "Collection does not exist")],
         }
     own = {k: v for k, v in inp.items() if not k.startswith("sources")}
-    errors, _ = _collection_input_errors(store, own, creating=False)
+    errors, _ = _collection_input_errors(store, own, creating=False, coll=coll)
     if inp.get("handle") is not None and any(
         c.handle == inp["handle"] and c is not coll for c in store.collections.values()
     ):
