@@ -398,7 +398,8 @@ class NetworkConfig(_Strict):
         with the app's client secrets (Shopify signs them with the app's secret)."""
         if not isinstance(data, dict):
             return data
-        apps = data.get("apps") if isinstance(data.get("apps"), dict) else {}
+        raw_apps = data.get("apps")
+        apps: dict = raw_apps if isinstance(raw_apps, dict) else {}
         merchants = data.get("merchants")
         if not isinstance(merchants, list):
             return data

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -115,8 +115,8 @@ class LockedCredentials(Protocol):
 class TokenStore(Protocol):
     async def load(self, shop: str) -> StoredCredentials | None: ...
 
-    def locked(self, shop: str) -> AsyncIterator[LockedCredentials]:
-        """An async context manager: the row locked until it exits (its writes commit then)."""
+    def locked(self, shop: str) -> AbstractAsyncContextManager[LockedCredentials]:
+        """The row locked until the block exits (its writes commit then)."""
         ...
 
 

@@ -41,11 +41,11 @@ from typing import Any
 
 import httpx
 
+from storesync.api_version import ADMIN_API_VERSION
 from storesync.config import NetworkConfig
 from storesync.db.embedded import own_signals
 from storesync.emulator.control_client import EmulatorControl, EmulatorControlError
 
-API_VERSION = "2026-10"
 LOCATION_NAMES = ("Shop location", "Warehouse")
 MERCHANT_ID = "demo"
 
@@ -340,7 +340,7 @@ class RunningSystem:
         return [self.parent, *self.children]
 
     def graphql_url(self, shop: str) -> str:
-        return self.emulator.graphql_url(shop, API_VERSION)
+        return self.emulator.graphql_url(shop, ADMIN_API_VERSION)
 
     def pids(self) -> list[int]:
         return [p.pid for p in self.processes.processes]
