@@ -120,7 +120,7 @@ def test_install_callback_tokens_refresh_and_every_refused_callback(db, monkeypa
         replayed = http.get(callback)
         assert replayed.status_code == 400 and "already used (replayed)" in replayed.text
         assert stored(db) == (token_blob, refresh_blob, scopes)
-        metrics = http.get(f"{web.url}/metrics").text
+        metrics = http.get(f"{web.ops_url}/metrics").text
         assert 'storesync_oauth_callbacks_total{outcome="connected"} 1.0' in metrics
         assert 'storesync_oauth_callbacks_total{outcome="replayed"} 1.0' in metrics
         http.close()
