@@ -23,9 +23,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from storesync.commerce.budget import LocalBudget
-from storesync.commerce.bulk import bulk_products
 from storesync.commerce.client import AdminClient
-from storesync.commerce.store_api import ShopifyStoreAPI
+from storesync.sync.adapters.shopify import ShopifyStoreAPI, bulk_products
 from tests.commerce.test_client_emulator import store_config
 from tests.support.emulator import running_emulator
 

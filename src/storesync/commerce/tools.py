@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 
@@ -11,7 +12,7 @@ from storesync.commerce import budget_sql as sql
 from storesync.commerce.budget import LocalBudget
 from storesync.commerce.client import AdminClient
 from storesync.commerce.errors import CommerceError
-from storesync.config import NetworkConfig
+from storesync.config import NetworkConfig, StoreConfig
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ async def check_stores(network: NetworkConfig, *, timeout: float = 10.0) -> list
     """One ShopInfo call per configured store, all at once."""
     budget = LocalBudget()
 
-    async def one(merchant: str, store) -> StoreCheck:
+    async def one(merchant: str, store: StoreConfig) -> StoreCheck:
         async with AdminClient(
             store, budget=budget, timeout=timeout, max_attempts=2, backoff_base=0.2
         ) as client:
@@ -52,5 +53,5 @@ async def check_stores(network: NetworkConfig, *, timeout: float = 10.0) -> list
     return list(await asyncio.gather(*(one(m.id, s) for m in network.merchants for s in m.stores)))
 
 
-def list_budgets(conn: psycopg.Connection) -> list[tuple]:
+def list_budgets(conn: psycopg.Connection) -> list[tuple[Any, ...]]:
     return conn.execute(sql.LIST_BUDGETS).fetchall()

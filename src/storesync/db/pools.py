@@ -99,6 +99,26 @@ def async_pooled_pool(
     return AsyncConnectionPool(**args)
 
 
+def connect_pooled(settings: Settings, *, autocommit: bool = True) -> psycopg.Connection:
+    """One session on the pooled path, outside any pool (PgBouncer-safe: no prepared statements)."""
+    return psycopg.connect(
+        _require(settings.pooled_dsn, "DATABASE_URL"),
+        prepare_threshold=None,
+        autocommit=autocommit,
+        connect_timeout=settings.connect_timeout,
+    )
+
+
+async def async_connect_pooled(settings: Settings, *, autocommit: bool = True) -> psycopg.AsyncConnection:
+    """The asyncio twin of `connect_pooled`."""
+    return await psycopg.AsyncConnection.connect(
+        _require(settings.pooled_dsn, "DATABASE_URL"),
+        prepare_threshold=None,
+        autocommit=autocommit,
+        connect_timeout=settings.connect_timeout,
+    )
+
+
 def connect_direct(settings: Settings, *, autocommit: bool = True) -> psycopg.Connection:
     """A session on the direct path (LISTEN, session advisory locks, migrations)."""
     return psycopg.connect(

@@ -59,8 +59,9 @@ from storesync.emulator.bulk import FAULT_STATUSES
 from storesync.emulator.control_webhooks import control_routes
 from storesync.emulator.cost import MAX_QUERY_COST, LeakyBucket, query_costs
 from storesync.emulator.faults import GraphQLFaults, GraphQLFaultsConfig, respond_with
+from storesync.emulator.ids import gid, parse_gid
 from storesync.emulator.resolvers import RequestContext, build_emulator_schema, default_resolver
-from storesync.emulator.state import PLANS, ActionError, Emulator, Event, StoreState, gid, parse_gid
+from storesync.emulator.state import PLANS, ActionError, Emulator, Event, StoreState
 from storesync.emulator.webhooks import DeliveryFaults, SubscriptionStore, WebhookSender
 
 log = structlog.get_logger("storesync.emulator")

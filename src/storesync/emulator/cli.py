@@ -57,7 +57,7 @@ def emulator_cmd(
     ] = False,
 ) -> None:
     """Serve a multi-store fake of Shopify's Admin GraphQL API and its webhooks."""
-    from storesync.cli import fail, load_network, load_settings
+    from storesync.console import fail, load_network, load_settings
 
     if print_schema:
         from storesync.emulator.resolvers import load_sdl

@@ -11,7 +11,7 @@ from functools import cache
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-from storesync.emulator.state import gid
+from storesync.emulator.ids import gid
 
 if TYPE_CHECKING:
     from storesync.emulator.state import Collection, InventoryLevel, Order, Product, StoreState, Variant

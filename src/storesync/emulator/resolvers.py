@@ -26,6 +26,7 @@ from storesync.emulator.bulk import (
     BulkQueryInvalid,
     run_bulk_query,
 )
+from storesync.emulator.ids import gid, gid_type, parse_gid
 from storesync.emulator.state import (
     AdjustmentGroup,
     Collection,
@@ -42,12 +43,9 @@ from storesync.emulator.state import (
     ProductSetOperation,
     StoreState,
     Variant,
-    gid,
-    gid_type,
     handleize,
     money,
     now_iso,
-    parse_gid,
     rule_error,
 )
 from storesync.emulator.webhooks import Subscription, SubscriptionStore, enum_topic

@@ -18,6 +18,8 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from storesync.emulator.ids import gid, parse_gid
+
 # Quantity names Shopify tracks per inventory level; `on_hand` is the sum of the others except
 # `incoming` (and `available` is what can be sold).
 QUANTITY_NAMES = (
@@ -42,28 +44,6 @@ PLAN_DISPLAY = {"standard": "Basic", "advanced": "Advanced", "plus": "Shopify Pl
 
 def now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def gid(type_name: str, num: int) -> str:
-    return f"gid://shopify/{type_name}/{num}"
-
-
-_GID_RE = re.compile(r"^gid://shopify/([A-Za-z]+)/(\d+)(?:\?.*)?$")
-
-
-def parse_gid(value: Any, type_name: str | None = None) -> int | None:
-    """The numeric id of a gid (of `type_name` if given), or None if it is not one."""
-    if not isinstance(value, str):
-        return None
-    m = _GID_RE.match(value)
-    if not m or (type_name is not None and m.group(1) != type_name):
-        return None
-    return int(m.group(2))
-
-
-def gid_type(value: str) -> str | None:
-    m = _GID_RE.match(value) if isinstance(value, str) else None
-    return m.group(1) if m else None
 
 
 def money(value: Any) -> str | None:

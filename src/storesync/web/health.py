@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse
 from storesync.config import Settings
 from storesync.db.migrate import current_version, head_version
 from storesync.db.pools import connect_direct
+from storesync.queue import ops as queue_ops
 from storesync.web.deadline import within
 
 
@@ -84,10 +85,8 @@ async def readiness(app) -> tuple[bool, list[dict[str, Any]]]:
 
 async def _latest_worker_heartbeat(app, timeout: float) -> dict[str, Any] | None:
     """The queue's newest worker heartbeat, if the queue keeps one (None otherwise)."""
-    from storesync.web import queue_probe
-
     try:
-        return await within(queue_probe.latest_heartbeat(app.state.pool), timeout)
+        return await within(queue_ops.latest_heartbeat(app.state.pool), timeout)
     except (TimeoutError, psycopg.Error, OSError):
         return None
 

@@ -6,6 +6,7 @@ import atexit
 import os
 import shutil
 import tempfile
+from typing import Any
 
 import uvicorn
 
@@ -27,7 +28,7 @@ def _multiprocess_metrics_dir() -> None:
 def serve(settings: Settings, network: NetworkConfig, web: WebSettings) -> None:
     """Check the database, then serve until SIGINT/SIGTERM. Raises NotServing when it must not."""
     check_database(settings)  # fail here, with the reason, before any worker starts
-    common = {
+    common: dict[str, Any] = {
         "host": web.host,
         "port": web.port,
         "log_level": settings.log_level,

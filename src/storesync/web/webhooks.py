@@ -31,7 +31,7 @@ from storesync.web.ingest import (
     parse_triggered_at,
     verify_hmac,
 )
-from storesync.web.topics import HANDLED_TOPICS, job_spec
+from storesync.web.topics import handled, job_spec
 
 log = get_logger("storesync.web.webhooks")
 
@@ -111,7 +111,7 @@ async def _handle(request: Request) -> Response:
     job = None
     if parsed is None:
         status = UNPARSEABLE
-    elif topic not in HANDLED_TOPICS:
+    elif not handled(topic):
         status = IGNORED
     else:
         status = ACCEPTED
@@ -161,7 +161,7 @@ async def _handle(request: Request) -> Response:
         log.warning("webhook_unavailable", reason=reason, topic=topic, shop=shop, webhook_id=webhook_id)
         return _answer(503, f"cannot record the delivery now ({reason}); retry", reason=reason)
 
-    topic_label = topic if topic in HANDLED_TOPICS else "other"
+    topic_label = topic if handled(topic) else "other"
     if not recorded.first:
         metrics.duplicates.labels(topic_label).inc()
         metrics.deliveries.labels(topic_label, "duplicate").inc()
