@@ -1,4 +1,4 @@
-"""The backfill's bulk scans (`shopify_adapter.BulkCatalogScan`, `bulk_levels`) read what the
+"""The backfill's bulk scans (`sync.adapters.shopify.BulkCatalogScan`, `bulk_levels`) read what the
 paged scans read, and `ScannedParent` serves the scanned levels without asking the store."""
 
 from __future__ import annotations

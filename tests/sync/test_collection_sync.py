@@ -1,4 +1,4 @@
-"""Collection objects (`collection_sync`): parent precedence for a collection's own fields, links
+"""Collection objects (`sync.domain.collections`, `sync.services.collections`): parent precedence for a collection's own fields, links
 by handle, child edits reverted, child-only collections untouched, memberships left to product
 jobs; routing of the collection webhooks."""
 

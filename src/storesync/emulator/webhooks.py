@@ -247,7 +247,7 @@ class DeliveryFaults(BaseModel):
         seed: int | None = None,
         **kwargs: Any,
     ) -> None:
-        # Positional order as agreed in INTERFACES.md.
+        # Positional order, as the control API serves it.
         super().__init__(
             duplicate_p=duplicate_p,
             reorder_p=reorder_p,

@@ -305,7 +305,7 @@ class PgLinks:
     async def product_fan_out_links(
         self, parent_product_id: str, parent_collection_ids: Sequence[str]
     ) -> list[Link]:
-        """What `routing.children_behind` needs: the product's links and its collections' links."""
+        """What `echoes.children_behind` needs: the product's links and its collections' links."""
         return await self._rows(
             PRODUCT_FAN_OUT_LINKS, {"product": parent_product_id, "collections": list(parent_collection_ids)}
         )

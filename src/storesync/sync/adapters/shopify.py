@@ -241,7 +241,7 @@ class ShopifyStoreAPI:
 
     async def create_product_id(self, input: Mapping[str, Any], *, upsert: bool) -> str:
         """productSet creating a product, answered with its id alone (`ProductCreateId`, 11
-        points: the least a create costs); the variants' ids come later (`catalog.pending_copy`).
+        points: the least a create costs); the variants' ids come later (`copies.pending_copy`).
         `upsert=False`: a plain create, which the store refuses (`HandleTakenError`) when the
         handle is taken, so nothing the store has is ever adopted. `upsert=True`, for a resend
         after a lost answer: by the input's handle, updating what the first send made."""

@@ -173,7 +173,7 @@ class Link:
     parent_inventory_item_id: str | None = None
     child_inventory_item_id: str | None = None
     synced_view: dict[str, Any] | None = None  # product and collection links; JSON
-    # Product links of a copy whose variants are not linked yet (`catalog.pending_copy`); JSON.
+    # Product links of a copy whose variants are not linked yet (`copies.pending_copy`); JSON.
     pending: dict[str, Any] | None = None
 
 

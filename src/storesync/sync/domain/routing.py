@@ -239,7 +239,7 @@ def route_level_decision(
     child_links: LinkMap | None,
     cause: str,
 ) -> Routed:
-    """What to do with a judged `inventory_levels/update` (see `conflicts.judge_level_delivery`)."""
+    """What to do with a judged `inventory_levels/update` (see `services.sales.judge_level_delivery`)."""
     if decision in (LevelDecision.STALE, LevelDecision.ECHO):
         return Routed(ignored=str(decision))
     if decision is LevelDecision.FAN_OUT:

@@ -153,9 +153,9 @@ class CreateChildProduct:
         """One productSet: the product, its collection memberships and its variants' stock at
         every mapped location, answered with the product id alone (11 points: the least a
         create costs). The product link is saved with its variants pending
-        (`catalog.pending_copy`): they are linked, with the write records of the stock, from
+        (`copies.pending_copy`): they are linked, with the write records of the stock, from
         the child's products/create webhook or the first read of the product
-        (`catalog.link_pending_copy`). Until then the child's level webhooks concern an
+        (`link_pending_copy`). Until then the child's level webhooks concern an
         unlinked item and are ignored; afterwards they find the records and are judged echoes.
 
         The first run is a plain create, which the store refuses when the handle is taken
