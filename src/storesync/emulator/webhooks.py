@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import builtins
 import contextlib
 import hashlib
 import hmac
@@ -210,7 +211,7 @@ class SubscriptionStore:
             subs = list(self._by_id.values())
         return [s for s in subs if (shop is None or s.shop == shop) and (rest is None or s.topic == rest)]
 
-    def removed(self) -> list[tuple[Subscription, str]]:
+    def removed(self) -> builtins.list[tuple[Subscription, str]]:
         with self._lock:
             return list(self._removed)
 
