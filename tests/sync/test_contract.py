@@ -19,6 +19,7 @@ from storesync.sync.domain.audit import AuditRecord
 from storesync.sync.domain.conflicts import Version
 from storesync.sync.domain.inventory import EntryKind, EntryStatus, LedgerEntry, LedgerKey
 from storesync.sync.domain.model import Link, LinkKind, MatchedBy, WriteRecord
+from storesync.sync.domain.saga import SagaState, StepSpec, StepStatus
 from tests.fakes import (
     MemoryAppliedVersions,
     MemoryAudit,
@@ -266,3 +267,43 @@ async def test_audit_trail_is_queryable_by_store_object_and_cause(storage):
     (one,) = await audit.query(cause="job:1")
     assert (one.shop, one.before, one.at) == (CHILD_A, {"title": "a"}, T0 + timedelta(seconds=1))
     assert len(await audit.query(limit=2)) == 2
+
+
+# --------------------------------------------------------------------------- saga step log
+
+
+async def test_the_step_log_creates_once_starts_each_step_once_and_lists_what_is_unfinished(storage):
+    log = storage.steps
+    steps = [StepSpec("create", "a", {"n": 1}), StepSpec("levels", "b", {})]
+    first = await log.create("copy:s:p1", "copy_product", CHILD_A, "job:1", steps)
+    again = await log.create("copy:s:p1", "copy_product", CHILD_A, "job:2", steps[:1])
+    assert (
+        (again.cause, len(again.steps), again.state)
+        == ("job:1", 2, SagaState.RUNNING)
+        == (
+            first.cause,
+            len(first.steps),
+            first.state,
+        )
+    )
+    assert await log.step_started("copy:s:p1", 0, {"undo": 1})
+    assert not await log.step_started("copy:s:p1", 0, {"undo": 2})  # another executor got there first
+    await log.step_refused("copy:s:p1", 0)  # it did nothing: pending again, no undo
+    loaded = await log.load("copy:s:p1")
+    assert (loaded.steps[0].status, loaded.steps[0].undo) == (StepStatus.PENDING, None)
+    assert await log.step_started("copy:s:p1", 0, {"undo": 3})
+    await log.step_done("copy:s:p1", 0, {"child_product_id": "x"})
+    await log.create("copy:s:p2", "copy_product", CHILD_B, "job:3", steps)
+    await log.set_state("copy:s:p2", SagaState.COMPENSATED, "boom")
+    loaded = await log.load("copy:s:p1")
+    assert [(s.status, s.result) for s in loaded.steps] == [
+        (StepStatus.DONE, {"child_product_id": "x"}),
+        (StepStatus.PENDING, None),
+    ]
+    assert await log.unfinished() == ["copy:s:p1"]
+    assert await log.unfinished_sagas() == [("copy:s:p1", CHILD_A)]
+    assert await log.states("copy_product") == {
+        "copy:s:p1": SagaState.RUNNING,
+        "copy:s:p2": SagaState.COMPENSATED,
+    }
+    assert await log.load("copy:s:nope") is None
