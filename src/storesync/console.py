@@ -1,5 +1,6 @@
 """What every command line of the package shares (`storesync`, `storesync emulator`): the
-consoles, settings and network loading that exit with the configuration error's message."""
+consoles, settings and network loading that exit with the configuration error's message (shown
+as text, never read as markup)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,14 @@ from rich.console import Console
 
 from storesync.config import ConfigError, NetworkConfig, Settings
 from storesync.logs import configure_logging
+from storesync.terminal import escape
 
 console = Console()
 err_console = Console(stderr=True)
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(code)
 
 

@@ -26,6 +26,10 @@ from storesync.config import ConfigError, Settings
 # never prepare: for connections whose settings are not at hand (tests, tools).
 POOLED_CONNECTION_KWARGS: dict[str, Any] = {"prepare_threshold": None, "autocommit": False}
 
+# set_local_statement_timeout: bound every statement of the current transaction, in milliseconds
+# (SET LOCAL, so PgBouncer-safe: it ends with the transaction). Parameter: the timeout as text.
+SET_LOCAL_STATEMENT_TIMEOUT = "SELECT set_config('statement_timeout', %s, true)"
+
 
 # A prepared statement is planned for its parameters every time (parsing is what preparing
 # saves), never with a generic plan: a generic plan made while a table was nearly empty (the

@@ -17,6 +17,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from storesync.db.pools import SET_LOCAL_STATEMENT_TIMEOUT
 from storesync.queue import queries as q
 from storesync.queue.enqueue import JobSpec, enqueue_async
 from storesync.queue.payloads import PARKED_FOR
@@ -118,12 +119,34 @@ def count_due_or_running(conn: psycopg.Connection) -> int:
     return int(conn.execute(q.COUNT_DUE_OR_RUNNING).fetchone()[0])  # type: ignore[index]
 
 
+# --------------------------------------------------------------------------- retention
+# On the caller's connection and transaction (which bounds them with its statement timeout).
+
+
+async def count_prunable_jobs(
+    conn: psycopg.AsyncConnection, *, age: float, dead_age: float
+) -> tuple[int, int]:
+    """(finished, dead) jobs past their retention (`age`, `dead_age` in seconds)."""
+    cur = await conn.execute(q.COUNT_PRUNABLE_JOBS, {"age": age, "dead_age": dead_age})
+    row = await cur.fetchone()
+    return (int(row[0]), int(row[1])) if row else (0, 0)
+
+
+async def prune_jobs(conn: psycopg.AsyncConnection, *, dead: bool, age: float, limit: int) -> int:
+    """Delete one batch of the oldest finished (or `dead`) jobs past `age` seconds; how many."""
+    cur = await conn.execute(
+        q.PRUNE_DEAD_JOBS if dead else q.PRUNE_FINISHED_JOBS, {"age": age, "limit": limit}
+    )
+    return cur.rowcount
+
+
 # --------------------------------------------------------------------------- readiness
 
 
-async def latest_heartbeat(pool: AsyncConnectionPool) -> dict[str, Any] | None:
+async def latest_heartbeat(pool: AsyncConnectionPool, statement_timeout_ms: str) -> dict[str, Any] | None:
     """A readiness entry describing the newest worker heartbeat, or None without a queue."""
     async with pool.connection() as conn, conn.transaction():
+        await conn.execute(SET_LOCAL_STATEMENT_TIMEOUT, (statement_timeout_ms,))
         cur = await conn.execute(q.QUEUE_WORKERS_EXISTS)
         exists = await cur.fetchone()
         if not exists or not exists[0]:

@@ -46,6 +46,9 @@ class Topic:
     subscribed_by: frozenset[Role]
     resource: str | None = None  # names the singleton / lock keys (None: neither)
     collapse: bool = False  # a burst collapses into one waiting job
+    # The REST resource the body is when it carries personal data ("order", "refund", "shop"):
+    # the web tier keeps only an allow-list of it (`web/personal_data.py`). None: kept as sent.
+    personal: Literal["order", "refund", "shop"] | None = None
 
     @property
     def job_kind(self) -> str:
@@ -53,10 +56,10 @@ class Topic:
 
 
 TOPICS: tuple[Topic, ...] = (
-    Topic("orders/create", Family.ORDER, "inventory", CHILD),
-    Topic("orders/cancelled", Family.ORDER, "inventory", CHILD),
-    Topic("orders/updated", Family.ORDER, "inventory", CHILD),
-    Topic("refunds/create", Family.ORDER, "inventory", CHILD),  # restocks give stock back
+    Topic("orders/create", Family.ORDER, "inventory", CHILD, personal="order"),
+    Topic("orders/cancelled", Family.ORDER, "inventory", CHILD, personal="order"),
+    Topic("orders/updated", Family.ORDER, "inventory", CHILD, personal="order"),
+    Topic("refunds/create", Family.ORDER, "inventory", CHILD, personal="refund"),  # restocks give stock back
     Topic("inventory_levels/update", Family.LEVEL, "inventory", BOTH),
     Topic("inventory_levels/connect", Family.NOT_SYNCED, "inventory", NONE),
     Topic("inventory_levels/disconnect", Family.NOT_SYNCED, "inventory", NONE),
@@ -66,7 +69,7 @@ TOPICS: tuple[Topic, ...] = (
     Topic("collections/create", Family.COLLECTION, "catalog", BOTH, "collection"),
     Topic("collections/update", Family.COLLECTION, "catalog", BOTH, "collection", collapse=True),
     Topic("collections/delete", Family.COLLECTION, "catalog", BOTH, "collection"),
-    Topic("app/uninstalled", Family.UNINSTALLED, "inventory", BOTH),  # pause the store's work at once
+    Topic("app/uninstalled", Family.UNINSTALLED, "inventory", BOTH, personal="shop"),  # pause at once
 )
 
 BY_NAME: dict[str, Topic] = {t.name: t for t in TOPICS}

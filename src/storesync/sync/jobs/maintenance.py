@@ -1,9 +1,7 @@
-"""Periodic jobs (the queue's scheduler, group `storesync`): reconcile every merchant, forget old
-echo-suppression records."""
+"""Periodic jobs (the queue's scheduler, group `storesync`): reconcile every merchant. (Retention's
+`sync.prune` is `storesync.retention`'s, added to the worker's registry by `storesync worker`.)"""
 
 from __future__ import annotations
-
-from datetime import UTC, datetime, timedelta
 
 from storesync.logs import get_logger
 from storesync.sync.adapters.jobqueue import enqueue_jobs
@@ -13,8 +11,6 @@ from storesync.sync.jobs.context import Job
 from storesync.sync.services.reconcile import reconcile_merchant
 
 log = get_logger("storesync.sync.jobs")
-
-WRITE_RECORD_TTL = timedelta(days=1)
 
 
 async def reconcile_all(job: Job, p: NoPayload) -> None:
@@ -36,9 +32,3 @@ async def reconcile(job: Job, p: ReconcileJob) -> None:
                 log.info("reconcile", merchant=net.merchant_id, line=line)
 
         await job.guarded(st, [net.parent.shop], work)
-
-
-async def prune_write_records(job: Job, p: NoPayload) -> None:
-    async with job.storage() as st:
-        n = await st.writes.prune(datetime.now(UTC) - WRITE_RECORD_TTL)
-    log.info("write records pruned", rows=n)

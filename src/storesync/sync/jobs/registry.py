@@ -54,7 +54,6 @@ SYNC_HANDLERS: dict[str, tuple[SyncHandler, type]] = {
     routing.JOB_LINK_PENDING_COPIES: (copies.link_pending_copies, LinkPendingJob),
     routing.JOB_RECONCILE_ALL: (maintenance.reconcile_all, NoPayload),
     routing.JOB_RECONCILE: (maintenance.reconcile, ReconcileJob),
-    routing.JOB_PRUNE_WRITES: (maintenance.prune_write_records, NoPayload),
 }
 
 
@@ -83,12 +82,6 @@ def build_registry(settings: SyncSettings, runtime_for: RuntimeFor) -> HandlerRe
         "sync.reconcile",
         routing.JOB_RECONCILE_ALL,
         every_seconds=settings.reconcile_every_s,
-        group=SYSTEM_GROUP,
-    )
-    registry.schedule(
-        "sync.prune_write_records",
-        routing.JOB_PRUNE_WRITES,
-        every_seconds=settings.prune_every_s,
         group=SYSTEM_GROUP,
     )
     return registry

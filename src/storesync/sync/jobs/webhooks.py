@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from prometheus_client import Counter
+
 from storesync.logs import get_logger
 from storesync.sync.adapters.jobqueue import enqueue_jobs
-from storesync.sync.adapters.postgres import pause_store
+from storesync.sync.adapters.postgres import order_pruned, pause_store
 from storesync.sync.domain.audit import delivery_cause
 from storesync.sync.domain.conflicts import level_from_webhook, version_of_delivery
 from storesync.sync.domain.model import LinkKind, gid
@@ -29,6 +31,13 @@ from storesync.sync.jobs.context import Job
 from storesync.sync.services import catalog, collections, copies, sales
 
 log = get_logger("storesync.sync.jobs")
+
+# Served by `storesync worker --metrics-port` (the process-wide registry).
+TRIGGERED_AT_REFUSED = Counter(
+    "storesync_sync_triggered_at_refused",
+    "Level deliveries whose X-Shopify-Triggered-At lay outside the window around their signed "
+    "updated_at (ignored: ordered by updated_at).",
+)
 
 
 async def product_webhook(job: Job, p: WebhookJob) -> None:
@@ -120,7 +129,8 @@ async def collection_webhook(job: Job, p: WebhookJob) -> None:
 
 async def order_webhook(job: Job, p: WebhookJob) -> None:
     """A child's order (or refund): one sale job per parent item its lines draw from. The body is
-    parsed once, here (`orders.order_event_from_webhook`); a bad one is dead-lettered."""
+    parsed once, here (`orders.order_event_from_webhook`); a bad one is dead-lettered. An order
+    whose ledger entries retention pruned is not applied again by a late webhook about it."""
     rt = await job.runtime()
     net, store = rt.of_shop(p.shop)
     cause = delivery_cause(p.delivery_id)
@@ -128,6 +138,14 @@ async def order_webhook(job: Job, p: WebhookJob) -> None:
         links = event = None
         if store.role == "child":
             event = order_event_from_webhook(store.shop, p.topic, p.body)
+            if await order_pruned(st.conn, store.shop, event.order_id):
+                log.warning(
+                    "webhook about an order older than the ledger's retention: not applied again",
+                    shop=store.shop,
+                    order=event.order_id,
+                    delivery=p.delivery_id,
+                )
+                return
             variants = [s.child_variant_id for s in event.sales]
             links = await st.links.child_links(store.shop, variants=variants)
             if await copies.link_sold_copies(rt, st, net, store.shop, event, links, cause):
@@ -149,7 +167,13 @@ async def level_webhook(job: Job, p: WebhookJob) -> None:
     net, store = rt.of_shop(p.shop)
     report = level_from_webhook(p.body)
     version = version_of_delivery(
-        {"triggered_at": p.triggered_at, "event_id": p.event_id, "delivery_id": p.delivery_id, "body": p.body}
+        {
+            "triggered_at": p.triggered_at,
+            "event_id": p.event_id,
+            "delivery_id": p.delivery_id,
+            "body": p.body,
+        },
+        TRIGGERED_AT_REFUSED.inc,
     )
     async with job.storage() as st:
         links = None
