@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -37,12 +38,13 @@ from typing import Any
 import httpx
 import psycopg
 
+from storesync.api_version import ADMIN_API_VERSION
 from storesync.config import NetworkConfig
 from storesync.db.embedded import own_signals
 from storesync.demo.comparison import Comparison, compare_snapshots, inventory_view
 from storesync.demo.processes import ManagedProcess, ProcessSet, free_port, wait_for
 from storesync.demo.seeding import (
-    API_VERSION,
+    DEMO_CLIENT_ID,
     LOCATION_NAMES,
     generate_encryption_key,
     network_toml,
@@ -85,7 +87,7 @@ class RunningSystem:
         return [self.parent, *self.children]
 
     def graphql_url(self, shop: str) -> str:
-        return self.emulator.graphql_url(shop, API_VERSION)
+        return self.emulator.graphql_url(shop, ADMIN_API_VERSION)
 
     def pids(self) -> list[int]:
         return [p.pid for p in self.processes.processes]
@@ -266,6 +268,8 @@ def running_system(
     log_level: str = "info",
     workdir: Path | None = None,
     on_step: Callable[[str], None] | None = None,
+    credentials: str = "client_credentials",
+    token_time_scale: float | None = None,
 ) -> Iterator[RunningSystem]:
     """Start the emulator, web tier and workers against `database_url` (migrated here if it is
     behind); yield a `RunningSystem`; stop every process on the way out.
@@ -275,7 +279,12 @@ def running_system(
     emulator_options: extra `storesync emulator` flags, e.g. ["--fault", "webhooks.duplicate_p=0.5"].
     subscribe: "control" declares the subscriptions through the emulator's control API (as an
     app's config would), "cli" runs `storesync webhooks sync`, "none" leaves them to the caller.
-    workers=0 starts no worker (the caller runs jobs itself)."""
+    workers=0 starts no worker (the caller runs jobs itself).
+    credentials: "client_credentials" (one app installed on every store, tokens fetched by the
+    engine, as a new merchant connects today) or "static" (each store's legacy token).
+    token_time_scale: the emulator's issued tokens' lifetime factor (default: time_scale)."""
+    if credentials not in ("client_credentials", "static"):
+        raise ValueError(f"credentials must be client_credentials or static, not {credentials!r}")
     step = on_step or (lambda _msg: None)
     shops = ["parent.myshopify.com"] + [
         f"child-{chr(ord('a') + i)}.myshopify.com" if i < 26 else f"child-{i}.myshopify.com"
@@ -327,6 +336,7 @@ def running_system(
                     str(time_scale),
                     "--plan",
                     plan,
+                    *(["--token-time-scale", str(token_time_scale)] if token_time_scale else []),
                     *[a for s in shops for a in ("--store", s)],
                     *emulator_options,
                 ],
@@ -347,8 +357,14 @@ def running_system(
             locations = seed_stores(
                 control, parent, child_shops, products, child_overlap, collections, overlap_stock
             )
+            app_secret = None
+            if credentials == "client_credentials":
+                app_secret = "shpss_" + secrets.token_hex(16)
+                for shop in shops:  # the one app, installed on every store of the network
+                    control.configure_app(shop, client_id=DEMO_CLIENT_ID, client_secret=app_secret)
             config_file.write_text(
-                network_toml(emulator_url, stores, locations, parent, child_shops), encoding="utf-8"
+                network_toml(emulator_url, stores, locations, parent, child_shops, app_secret=app_secret),
+                encoding="utf-8",
             )
             network = NetworkConfig.load(config_file)
 

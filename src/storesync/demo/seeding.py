@@ -12,9 +12,6 @@ from collections.abc import Sequence
 from storesync.demo.processes import SystemStartError
 from storesync.emulator.control_client import EmulatorControl, EmulatorControlError
 
-API_VERSION = "2026-10"
-
-
 LOCATION_NAMES = ("Shop location", "Warehouse")
 
 
@@ -70,13 +67,25 @@ def _toml_str(value: str) -> str:
     return json.dumps(value)  # a JSON string is a valid TOML basic string
 
 
+# The Dev Dashboard app the demo's stores share (a new merchant's setup: one app of the
+# merchant's own organization, installed on each of its stores, tokens by client credentials).
+DEMO_APP = "storesync"
+
+
+DEMO_CLIENT_ID = "storesync-demo-app"
+
+
 def network_toml(
     emulator_url: str,
     stores: list[dict],
     locations: dict[str, dict[str, str]],
     parent: str,
     children: list[str],
+    *,
+    app_secret: str | None = None,
 ) -> str:
+    """storesync.toml for the emulator's stores: with `app_secret`, every store connects by the
+    client credentials grant of one app; without, by the store's static token."""
     info = {s["shop"]: s for s in stores}
 
     def store_block(header: str, shop: str) -> list[str]:
@@ -85,9 +94,14 @@ def network_toml(
             header,
             f"shop = {_toml_str(shop)}",
             f"admin_api_url = {_toml_str(emulator_url + s['graphql_path'])}",
-            f"access_token = {_toml_str(s['token'])}",
-            f"webhook_secrets = [{_toml_str(s['webhook_secret'])}]",
         ]
+        if app_secret is not None:
+            lines.append(f'credentials = {{ kind = "client_credentials", app = {_toml_str(DEMO_APP)} }}')
+        else:
+            lines += [
+                f"access_token = {_toml_str(s['token'])}",
+                f"webhook_secrets = [{_toml_str(s['webhook_secret'])}]",
+            ]
         if shop != parent:
             pairs = ", ".join(
                 f"{_toml_str(locations[parent][name])} = {_toml_str(gid)}"
@@ -97,8 +111,15 @@ def network_toml(
             lines.append(f"location_map = {{ {pairs} }}")
         return [*lines, ""]
 
-    out = [
-        "# Written by storesync.demo.harness for the emulator's stores.",
+    out = ["# Written by storesync.demo.harness for the emulator's stores.", ""]
+    if app_secret is not None:
+        out += [
+            f"[apps.{DEMO_APP}]",
+            f"client_id = {_toml_str(DEMO_CLIENT_ID)}",
+            f"client_secrets = [{_toml_str(app_secret)}]",
+            "",
+        ]
+    out += [
         "[[merchants]]",
         f"id = {_toml_str(MERCHANT_ID)}",
         'name = "Demo merchant"',
@@ -161,26 +182,52 @@ def _seed_stores(
             for n, pid in enumerate(product_ids, 1)
             if n % len(names) == ci or (title == "Sale" and n % 7 == 0)
         ]
+        # A manual collection (2026-10): one conditions source whose selections are its members,
+        # created with the first 250 (Shopify's limit per call) and the rest added by updates.
         res = emu.graphql(
             parent,
-            "mutation($input: CollectionInput!) { collectionCreate(input: $input) "
-            "{ collection { id } userErrors { field message } } }",
-            {"input": {"title": title}},
+            "mutation($c: CollectionCreateInput!) { collectionCreate(collection: $c) "
+            "{ collection { id sources { id } } userErrors { field message } } }",
+            {
+                "c": {
+                    "title": title,
+                    "sources": [
+                        {
+                            "source": {
+                                "title": title,
+                                "inclusion": {"selections": [{"productId": pid} for pid in members[:250]]},
+                            }
+                        }
+                    ],
+                }
+            },
         )
         data = (res.get("data") or {}).get("collectionCreate") or {}
         if res.get("errors") or data.get("userErrors") or not data.get("collection"):
             raise SystemStartError(f"seeding: collectionCreate {title!r}: {res}")
-        for start in range(0, len(members), 250):  # Shopify takes at most 250 ids per call
+        coll = data["collection"]
+        for start in range(250, len(members), 250):
+            more = [{"productId": pid} for pid in members[start : start + 250]]
             res = emu.graphql(
                 parent,
-                "mutation($id: ID!, $ids: [ID!]!) { collectionAddProducts(id: $id, "
-                "productIds: $ids) { collection { id } userErrors { field message } } }",
-                {"id": data["collection"]["id"], "ids": members[start : start + 250]},
+                "mutation($c: CollectionUpdateInput!) { collectionUpdate(collection: $c) "
+                "{ userErrors { field message } } }",
+                {
+                    "c": {
+                        "id": coll["id"],
+                        "sourcesToUpdate": [
+                            {
+                                "condition": {
+                                    "id": coll["sources"][0]["id"],
+                                    "inclusion": {"selectionsToAdd": more},
+                                }
+                            }
+                        ],
+                    }
+                },
             )
-            if res.get("errors") or (res.get("data") or {}).get("collectionAddProducts", {}).get(
-                "userErrors"
-            ):
-                raise SystemStartError(f"seeding: collectionAddProducts {title!r}: {res}")
+            if res.get("errors") or (res.get("data") or {}).get("collectionUpdate", {}).get("userErrors"):
+                raise SystemStartError(f"seeding: collectionUpdate {title!r}: {res}")
     # Children may already sell some of the parent's products (same SKUs, stale stock): linking finds them.
     for child in children:
         overlap = [

@@ -21,8 +21,9 @@ from psycopg_pool import AsyncConnectionPool
 from pydantic import SecretStr
 
 from storesync.commerce.clients import StoreClients
+from storesync.commerce.credentials import PgTokenStore
 from storesync.config import NetworkConfig, Settings, StoreConfig
-from storesync.db import network_sql
+from storesync.db import credentials_sql
 from storesync.db.credentials import load_cipher
 from storesync.db.pools import async_connect_pooled, async_pooled_pool, connect_pooled
 from storesync.queue.handlers import HandlerRegistry, JobContext
@@ -43,25 +44,32 @@ from storesync.sync.settings import SyncSettings
 
 
 def network_with_credentials(cfg: NetworkConfig, conn: psycopg.Connection) -> NetworkConfig:
-    """`cfg` with each store's API URL and token taken from the database where `network apply`
-    stored them (decrypted with STORESYNC_ENCRYPTION_KEY; ConfigError naming it if missing)."""
-    if not network_sql.has_stored_credentials(conn):
+    """`cfg` with each static store's API URL and token taken from the database where `network
+    apply` stored them (decrypted with STORESYNC_ENCRYPTION_KEY; ConfigError naming it if
+    missing). The other stores' tokens are issued: `token_store` reads them when needed."""
+    if not credentials_sql.has_credentials(conn):
         return cfg
-    creds = network_sql.stored_credentials(conn, load_cipher())
+    creds = credentials_sql.static_tokens(conn, load_cipher())
 
     def store(s: StoreConfig) -> StoreConfig:
-        if s.shop not in creds:
+        if s.shop not in creds or s.credential_kind != "static":
             return s
         url, token = creds[s.shop]
         return s.model_copy(
-            update={"admin_api_url": url or s.admin_api_url, "access_token": SecretStr(token)}
+            update={
+                "admin_api_url": url or s.admin_api_url,
+                "access_token": SecretStr(token),
+                "credentials": None,
+            }
         )
 
-    return NetworkConfig(
-        merchants=[
-            m.model_copy(update={"parent": store(m.parent), "children": [store(c) for c in m.children]})
-            for m in cfg.merchants
-        ]
+    return cfg.model_copy(
+        update={
+            "merchants": [
+                m.model_copy(update={"parent": store(m.parent), "children": [store(c) for c in m.children]})
+                for m in cfg.merchants
+            ]
+        }
     )
 
 
@@ -69,6 +77,13 @@ def load_network_config(settings: Settings) -> NetworkConfig:
     cfg = NetworkConfig.load(settings.config_file)
     with connect_pooled(settings) as conn:
         return network_with_credentials(cfg, conn)
+
+
+def token_store(config: NetworkConfig, pool: AsyncConnectionPool | None) -> PgTokenStore | None:
+    """The shared token store when a store's tokens are issued by a grant (None: all static)."""
+    if pool is None or all(s.credential_kind == "static" for m in config.merchants for s in m.stores):
+        return None
+    return PgTokenStore(pool, load_cipher())
 
 
 class SyncRuntime:
@@ -93,7 +108,10 @@ class SyncRuntime:
         self.budget_pool = budget_pool or pool
         self.network = Network.from_config(config)
         self.clients = StoreClients(
-            config, pool=self.budget_pool, max_attempts=self.sync_settings.admin_max_attempts
+            config,
+            pool=self.budget_pool,
+            max_attempts=self.sync_settings.admin_max_attempts,
+            token_store=token_store(config, self.budget_pool),
         )
         self.policies = {m.id: SyncPolicy.from_mapping(m.sync_policy_mapping()) for m in config.merchants}
         self._apis: dict[str, ShopifyStoreAPI] = {}

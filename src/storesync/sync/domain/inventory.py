@@ -16,6 +16,10 @@ ref) - kind "sale", or "restock" with ref = the refund line id - and a determini
    If the parent moved meanwhile (its own sale), the compare-and-set fails, the entry is
    re-planned from the new level under a new plan number (and so a new key), and applied. Before planning a new entry for an item+location, unfinished
    plans for it are executed first so the level read in step 2 is never ambiguous.
+   If Shopify says the key's first attempt failed (IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED: nothing
+   was applied, the key is spent), the entry's key attempt number is raised and stored, then
+   the same plan is sent under the next key: a replay after a crash reads the stored number and
+   sends the key of the attempt that may have landed.
 
 The last unit. Shopify lets `available` go negative. storesync keeps the parent at 0 and
 records what could not be taken as an oversold backlog per parent item+location: with level L,
@@ -86,13 +90,17 @@ class LedgerEntry:
     expected_after: int | None = None
     quantity_after: int | None = None
     plan_no: int = 0  # bumped each time a lost compare-and-set forces a new plan
+    key_attempt: int = 0  # bumped each time Shopify refuses the key as spent (its attempt failed)
 
     @property
     def idempotency_key(self) -> str:
         """The `@idempotent` key of this plan: the entry's key, plus the plan number once re-planned
-        (a new plan is a different request and must not replay the stale one)."""
-        base = self.key.idempotency_key
-        return base if self.plan_no == 0 else f"{base}-p{self.plan_no}"
+        (a new plan is a different request and must not replay the stale one), plus the attempt
+        number once a failed attempt spent the key."""
+        key = self.key.idempotency_key
+        if self.plan_no:
+            key += f"-p{self.plan_no}"
+        return key + (f"-a{self.key_attempt}" if self.key_attempt else "")
 
 
 # --------------------------------------------------------------------------- pure rules
@@ -113,9 +121,13 @@ def child_target(parent_available: int) -> int:
 
 
 def set_idempotency_key(
-    shop: str, item: str, location: str, change_from: int | None, quantity: int, cause: str
+    shop: str, item: str, location: str, change_from: int | None, quantity: int, cause: str, attempt: int = 0
 ) -> str:
+    """The key of one compare-and-set; `attempt` > 0 after Shopify refused the key as spent (an
+    absolute set from a read level needs no stored attempt: resending it is harmless)."""
     raw = "\x1f".join(("set", shop, item, location, str(change_from), str(quantity), cause))
+    if attempt:
+        raw += f"\x1fattempt {attempt}"
     return "storesync-" + hashlib.sha256(raw.encode()).hexdigest()[:40]
 
 

@@ -32,6 +32,12 @@ class StaleQuantity(Exception):
     (Shopify's CHANGE_FROM_QUANTITY_STALE). The caller re-reads and retries."""
 
 
+class KeyAttemptFailed(Exception):
+    """The idempotency key's first attempt failed and the key is spent (Shopify's
+    IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED): nothing was applied; send the same change under a new
+    key."""
+
+
 class HandleTaken(Exception):
     """A plain create was refused: the store has another product with that handle (Shopify's
     HANDLE_NOT_UNIQUE). Nothing was written."""
@@ -132,11 +138,12 @@ class CollectionStore(Protocol):
         ...
 
     async def create_collection(self, input: dict[str, Any]) -> Collection:
-        """`collectionCreate`; the collection as written (at least its id and handle)."""
+        """`collectionCreate(collection: input)` (CollectionCreateInput); the collection as
+        written (at least its id and handle)."""
         ...
 
     async def update_collection(self, collection_id: str, input: dict[str, Any]) -> Collection:
-        """`collectionUpdate` of the fields in `input`."""
+        """`collectionUpdate(collection: input)` (CollectionUpdateInput) of the fields in `input`."""
         ...
 
     async def delete_collection(self, collection_id: str) -> None:
@@ -284,6 +291,11 @@ class InventoryLedger(Protocol):
     async def mark_applied(self, key: LedgerKey, quantity_after: int | None) -> bool:
         """PLANNED -> APPLIED and the item's backlog := backlog_after, atomically.
         False if it was already applied (another attempt finished it)."""
+        ...
+
+    async def next_key_attempt(self, key: LedgerKey, spent: int) -> LedgerEntry:
+        """Raise a PLANNED entry's key attempt from `spent` (its key was refused as spent);
+        another caller having raised it already, the stored entry as it is."""
         ...
 
     async def get(self, key: LedgerKey) -> LedgerEntry | None: ...

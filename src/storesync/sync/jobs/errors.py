@@ -60,5 +60,5 @@ async def guarded(
             if refused is None:
                 raise
             shop = refused.shop or shops[0]
-            await pause_store(st.conn, shop, f"HTTP {refused.status}: {refused}")
+            await pause_store(st.conn, shop, refused.pause_reason)
     await park(st.conn, ctx.again(), shop=shop, delay_s=pause_recheck_s)

@@ -173,7 +173,7 @@ async def backfill(
                         levels_read_at=levels_read_at.get(net.merchant_id),
                     )
                 except StoreUnauthorized as err:
-                    reason = f"HTTP {err.status}: {err}"
+                    reason = err.pause_reason
                     await pause_store(st.conn, err.shop or shop, reason)
                     result.paused[err.shop or shop] = reason
                     result.failed.append((saga_id, reason))

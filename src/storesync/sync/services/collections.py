@@ -158,7 +158,7 @@ async def sync_collection_to_child(
         )
 
     resync: list[str] = []
-    if parent.rules is None and parent.product_ids is not None:
+    if parent.conditions is None and parent.product_ids is not None:
         members = list(child.product_ids or ()) if child is not None else []
         links = await links_repo.links_of(
             shop, LinkKind.PRODUCT, parent_ids=list(parent.product_ids), child_ids=members

@@ -43,6 +43,7 @@ from storesync.sync.domain.ports import (
     AuditSink,
     InventoryLedger,
     InventoryStore,
+    KeyAttemptFailed,
     StaleQuantity,
     WriteRecords,
 )
@@ -178,6 +179,9 @@ async def _finish(ctx: SaleContext, e: LedgerEntry, max_attempts: int = 4) -> En
             break
         except StaleQuantity:
             e = await _plan(ctx, e, e.plan_no)
+        except KeyAttemptFailed:
+            # Nothing applied; the next key is stored before it is sent.
+            e = await ctx.ledger.next_key_attempt(e.key, e.key_attempt)
     else:
         raise StaleRetriesExhausted(
             f"{shop} {e.parent_item_id}@{e.parent_location_id}: level kept changing while applying {e.key}"
@@ -257,13 +261,7 @@ async def push_level(
         # Record before writing: the echo may arrive before the mutation returns.
         await writes.record_write(WriteRecord(store.shop, item, location, target, clock(), cause))
         try:
-            await store.set_level(
-                item,
-                location,
-                target,
-                change_from=current,
-                idempotency_key=set_idempotency_key(store.shop, item, location, current, target, cause),
-            )
+            await _set_with_fresh_keys(store, item, location, target, current, cause)
         except StaleQuantity:
             continue
         await audit.record(
@@ -282,6 +280,29 @@ async def push_level(
     raise StaleRetriesExhausted(
         f"{store.shop} {item}@{location}: level kept changing during {max_attempts} compare-and-set attempts"
     )
+
+
+async def _set_with_fresh_keys(
+    store: InventoryStore, item: str, location: str, target: int, current: int | None, cause: str
+) -> None:
+    """The compare-and-set, under a new key each time Shopify refuses one as spent."""
+    for attempt in range(3):
+        try:
+            await store.set_level(
+                item,
+                location,
+                target,
+                change_from=current,
+                idempotency_key=set_idempotency_key(
+                    store.shop, item, location, current, target, cause, attempt
+                ),
+            )
+            return
+        except KeyAttemptFailed:
+            if attempt == 2:
+                raise StaleRetriesExhausted(
+                    f"{store.shop} {item}@{location}: three idempotency keys in a row were refused as spent"
+                ) from None
 
 
 async def fan_out_level(

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 import psycopg
 
 from storesync.commerce.subscriptions import SubscriptionChanges, reconcile_subscriptions
+from storesync.db.credentials_sql import forget_token
 from storesync.db.network_sql import resume_store as resume
 from storesync.queue import ops as queue_ops
 from storesync.sync.adapters.postgres import Storage, job_storage, paused_among
@@ -123,8 +124,10 @@ async def webhooks_sync(
 
 
 def resume_store(conn: psycopg.Connection, shop: str) -> int | None:
-    """Make a paused store active again and its parked jobs due now; None if no such store."""
+    """Make a paused store active again and its parked jobs due now; None if no such store. An
+    issued token is forgotten: the next call fetches a fresh one (with the scopes granted now)."""
     with conn.transaction():
         if not resume(conn, shop):
             return None
+        forget_token(conn, shop)
         return queue_ops.unpark(conn, shop)
