@@ -1,7 +1,6 @@
-"""The emulator's SDL is a faithful subset of Shopify's Admin API (2025-01 introspection), and
-every GraphQL document the engine sends validates against it.
-
-Post-2025-01 changes the engine targets are the only differences, listed in ALLOWLIST.
+"""The emulator's SDL is a faithful subset of Shopify's Admin API 2026-10 (Shopify's own
+introspection), uses nothing 2026-10 deprecates beyond the older uses listed, and every GraphQL
+document the engine sends validates against it.
 """
 
 from __future__ import annotations
@@ -30,17 +29,32 @@ from storesync.commerce.operations import all_operations
 from storesync.emulator.resolvers import load_sdl
 
 ROOT = Path(__file__).resolve().parents[2]
-REFERENCE = Path("/work/shared/shopify/admin_schema_2025-01.json.gz")
+REFERENCE = Path("/work/shared/shopify/admin_schema_2026-10.json.gz")
 
-# Post-2025-01 API changes (see /work/shared/shopify/README.md); nothing else may differ.
+# What the emulator serves that 2026-10 no longer has. Nothing else may differ.
 ALLOWLIST = {
-    "type ProductSetIdentifiers",  # 2025-04
-    "arg Mutation.productSet(identifier)",  # 2025-04
-    "field InventoryQuantityInput.changeFromQuantity",  # 2026-01/04
-    "field InventoryChangeInput.changeFromQuantity",  # 2026-01/04
-    "enum InventorySetQuantitiesUserErrorCode.CHANGE_FROM_QUANTITY_STALE",  # 2026-01/04
-    "enum InventoryAdjustQuantitiesUserErrorCode.CHANGE_FROM_QUANTITY_STALE",  # 2026-01/04
-    "directive @idempotent",  # 2026-04
+    # 2026-10 dropped the code from the inventory mutations (/work/shared/shopify/README.md);
+    # the emulator still answers it for an item not stocked at the location.
+    "enum InventorySetQuantitiesUserErrorCode.ITEM_NOT_STOCKED_AT_LOCATION",
+    "enum InventoryAdjustQuantitiesUserErrorCode.ITEM_NOT_STOCKED_AT_LOCATION",
+}
+# Fields, arguments and enum values the emulator serves although 2026-10 deprecates them, because
+# the engine still uses them (README: "Deprecated in 2026-10 and still used by the engine
+# today"). Anything added to the SDL must not be deprecated: this list only shrinks.
+DEPRECATED_IN_USE = {
+    "field Collection.ruleSet",
+    "field InventoryItem.variant",
+    "arg Mutation.collectionCreate(input)",
+    "arg Mutation.collectionUpdate(input)",
+    "field Mutation.collectionAddProducts",
+    "field Mutation.collectionRemoveProducts",
+    "field ProductSetInput.id",
+    "arg QueryRoot.webhookSubscriptions(callbackUrl)",
+    "field QueryRoot.currentBulkOperation",
+    "field ShopPlan.displayName",
+    "field WebhookSubscription.endpoint",
+    "field WebhookSubscription.callbackUrl",
+    "field WebhookSubscriptionInput.callbackUrl",
 }
 BUILTIN_DIRECTIVES = {"include", "skip", "deprecated", "specifiedBy", "oneOf"}
 
@@ -109,14 +123,63 @@ def differences(ours: GraphQLSchema, real: GraphQLSchema) -> list[str]:
     return found
 
 
+def deprecated_uses(ours: GraphQLSchema, real: GraphQLSchema) -> set[str]:
+    """Every field, argument, input field and enum value of `ours` that `real` deprecates."""
+    found: set[str] = set()
+    for name, t in ours.type_map.items():
+        if name.startswith("__"):
+            continue
+        r = (
+            real.query_type
+            if name == "QueryRoot"
+            else real.mutation_type
+            if name == "Mutation"
+            else real.get_type(name)
+        )
+        if r is None or type(t) is not type(r):
+            continue
+        if isinstance(t, GraphQLEnumType):
+            found |= {
+                f"enum {name}.{v}" for v in t.values if v in r.values and r.values[v].deprecation_reason
+            }
+        elif hasattr(t, "fields"):
+            for fname, f in t.fields.items():
+                rf = r.fields.get(fname)
+                if rf is None:
+                    continue
+                if rf.deprecation_reason:
+                    found.add(f"field {name}.{fname}")
+                for aname in getattr(f, "args", {}):
+                    ra = rf.args.get(aname)
+                    if ra is not None and ra.deprecation_reason:
+                        found.add(f"arg {name}.{fname}({aname})")
+    return found
+
+
 def test_emulator_sdl_is_a_subset_of_the_real_admin_api_except_the_allowlist():
     extra = sorted(set(differences(emulator_schema(), reference_schema())) - ALLOWLIST)
-    assert extra == [], "not in Shopify's 2025-01 schema (and not allowlisted):\n" + "\n".join(extra)
+    assert extra == [], "not in Shopify's 2026-10 schema (and not allowlisted):\n" + "\n".join(extra)
 
 
 def test_allowlist_has_no_stale_entries():
     # An entry that is no longer a difference should be removed, so the list stays honest.
     assert set(differences(emulator_schema(), reference_schema())) >= ALLOWLIST
+
+
+def test_emulator_sdl_adds_nothing_deprecated_in_2026_10():
+    used = deprecated_uses(emulator_schema(), reference_schema())
+    assert sorted(used - DEPRECATED_IN_USE) == [], "deprecated in 2026-10: use the replacement"
+    assert used >= DEPRECATED_IN_USE, (
+        f"no longer used, drop from the list: {sorted(DEPRECATED_IN_USE - used)}"
+    )
+
+
+def test_deprecation_check_catches_a_deprecated_field():
+    sdl = load_sdl().replace(
+        "  mediaCount: Count\n", "  mediaCount: Count\n  images(first: Int): ImageConnection!\n", 1
+    )
+    sdl += "\ntype ImageConnection {\n  nodes: [Image!]!\n}\n"
+    assert "field Product.images" in deprecated_uses(build_schema(sdl), reference_schema())
 
 
 def test_contract_check_catches_a_wrong_type_and_an_invented_field():
