@@ -361,11 +361,9 @@ def order(store: StoreState, o: Order) -> dict:
 
     subtotal = sum((Decimal(li.price) * li.current_quantity for li in o.line_items), Decimal("0"))
     ordered = sum((Decimal(li.price) * (li.quantity + li.added) for li in o.line_items), Decimal("0"))
-    refunded = sum(
-        (Decimal(o.line(rl.line_item_id).price) * rl.quantity for r in o.refunds for rl in r.lines),  # type: ignore[union-attr]
-        Decimal("0"),
-    )
-    if refunded and refunded >= ordered:
+    # by units, so a free item's refund counts too
+    refunded = sum(rl.quantity for r in o.refunds for rl in r.lines)
+    if refunded and refunded >= sum(li.quantity + li.added for li in o.line_items):
         financial = "refunded"
     elif refunded:
         financial = "partially_refunded"
