@@ -156,6 +156,21 @@ def apply_item_input(item: InventoryItem, ii: dict) -> bool:
     return False
 
 
+def _variant_edit_error(vc: dict) -> str | None:
+    """Why a merchant's variant edit can't be saved (None: it can)."""
+    for key in ("price", "cost"):
+        if vc.get(key) is not None and money(vc[key]) is None:
+            return f"{key} must be a number >= 0"
+    if "inventory_policy" in vc and str(vc["inventory_policy"]).upper() not in ("DENY", "CONTINUE"):
+        return "inventory_policy must be deny or continue"
+    if "weight_unit" in vc and vc["weight_unit"] not in ("GRAMS", "KILOGRAMS", "OUNCES", "POUNDS"):
+        return "weight_unit must be GRAMS, KILOGRAMS, OUNCES or POUNDS"
+    weight = vc.get("weight", 0)
+    if not isinstance(weight, int | float) or isinstance(weight, bool) or weight < 0:
+        return "weight must be a number >= 0"
+    return None
+
+
 def merchant_metafields(store: StoreState, existing: list[Metafield], changes: list[dict]) -> list[Metafield]:
     """A merchant's metafield edits: set by namespace+key, or deleted when value is null."""
     out = list(existing)
@@ -643,8 +658,9 @@ class StoreState:
         waiting = [
             fo
             for fo in self.objects.values()
-            if getattr(fo, "location_id", None) == loc.id
-            and getattr(fo, "status", "") in ("OPEN", "IN_PROGRESS")
+            if getattr(fo, "TYPE_NAME", "") == "FulfillmentOrder"
+            and fo.location_id == loc.id
+            and fo.status in ("OPEN", "IN_PROGRESS")
         ]
         if waiting and dest is None:
             raise ActionError("HAS_FULFILLMENT_ORDERS_ERROR: the location has orders waiting to be fulfilled")
@@ -984,6 +1000,10 @@ class StoreState:
             if variant is None or variant.product_id != product.id:
                 raise ActionError(f"variant {vc.get('id')!r} is not a variant of product {product_id}")
             targets.append((variant, vc))
+        for _variant, vc in targets:
+            why = _variant_edit_error(vc)
+            if why:
+                raise ActionError(f"variant {vc.get('id')!r}: {why}")
         for mf in [
             *(changes.get("metafields") or []),
             *(m for _v, vc in targets for m in vc.get("metafields") or []),
