@@ -284,7 +284,9 @@ class Product:
     metafields: list[Metafield] = field(default_factory=list)
     # The product's media (MediaImage ids in store.files), in gallery order.
     media_ids: list[int] = field(default_factory=list)
-    # publication id -> publish date: the sales channels it is on (none when created by the API).
+    # publication id -> publish date: the sales channels it is on. None when created by the API:
+    # "The `productCreate` mutation creates products in an unpublished state by default"
+    # (https://shopify.dev/docs/api/admin-graphql/2026-10/mutations/productCreate), productSet alike.
     publications: dict[int, str] = field(default_factory=dict)
     created_at: str = field(default_factory=now_iso)
     updated_at: str = field(default_factory=now_iso)
@@ -357,6 +359,8 @@ class Collection:
     seo_description: str | None = None
     product_ids: list[int] = field(default_factory=list)  # a manual collection's members
     metafields: list[Metafield] = field(default_factory=list)
+    # "The created collection is unpublished by default"
+    # (https://shopify.dev/docs/api/admin-graphql/2026-10/mutations/collectionCreate)
     publications: dict[int, str] = field(default_factory=dict)
     created_at: str = field(default_factory=now_iso)
     updated_at: str = field(default_factory=now_iso)
