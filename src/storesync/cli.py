@@ -1,4 +1,8 @@
-"""`storesync` command line. Each command is a thin call into one part of the package."""
+"""`storesync` command line. Each command is a thin call into one part of the package.
+
+What the stores and the database hold (titles, SKUs, shop domains, error text) is never read as
+rich markup: table cells go through `terminal.cells()`, printed lines through `markup=False` or
+`escape()` (a product titled `[/x]` would otherwise crash the command)."""
 
 from __future__ import annotations
 
@@ -9,9 +13,11 @@ from typing import Annotated, NoReturn
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from storesync.config import ConfigError, NetworkConfig, Settings
 from storesync.logs import configure_logging
+from storesync.terminal import cells, escape
 
 app = typer.Typer(help="storesync: sync a network of Shopify storefronts.", no_args_is_help=True)
 db_app = typer.Typer(help="Manage the embedded PostgreSQL server (used when DATABASE_URL is unset).")
@@ -41,7 +47,7 @@ def load_network(settings: Settings) -> NetworkConfig:
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(code)
 
 
@@ -74,11 +80,11 @@ def db_stop() -> None:
 def db_status() -> None:
     """Whether the embedded server runs, where, and which processes use it."""
     st = _embedded(load_settings()).status()
-    console.print(f"pgdata:      {st.pgdata}", highlight=False)
+    console.print(f"pgdata:      {st.pgdata}", highlight=False, markup=False)
     console.print(f"initialized: {st.initialized}")
     console.print(f"running:     {st.running}" + (f" (pid {st.pid})" if st.pid else ""))
     if st.socket_dir:
-        console.print(f"socket dir:  {st.socket_dir}", highlight=False)
+        console.print(f"socket dir:  {st.socket_dir}", highlight=False, markup=False)
     console.print(f"users:       {st.handles or 'none'}")
     raise typer.Exit(0 if st.running else 1)
 
@@ -127,8 +133,13 @@ def network_check(
         fail(f"{settings.config_file} does not exist")
     network = load_network(settings)
     for m in network.merchants:
-        console.print(f"[bold]{m.id}[/] parent {m.parent.shop}, {len(m.children)} children", highlight=False)
-    console.print(f"{settings.config_file}: valid ({len(network.merchants)} merchants)", highlight=False)
+        console.print(
+            f"[bold]{escape(m.id)}[/] parent {escape(m.parent.shop)}, {len(m.children)} children",
+            highlight=False,
+        )
+    console.print(
+        f"{settings.config_file}: valid ({len(network.merchants)} merchants)", highlight=False, markup=False
+    )
 
 
 @network_app.command("apply")
@@ -171,7 +182,7 @@ def network_resume(shop: Annotated[str, typer.Argument(help="the paused store's 
         n = resume_store(conn, shop)
     if n is None:
         fail(f"no store {shop!r} (storesync network apply?)", code=1)
-    console.print(f"{shop} active again; {n} parked jobs due now", highlight=False)
+    console.print(f"{shop} active again; {n} parked jobs due now", highlight=False, markup=False)
 
 
 # --------------------------------------------------------------------------- emulator
@@ -203,7 +214,7 @@ def api_check() -> None:
     for col in ("merchant", "shop", "ok", "detail"):
         table.add_column(col)
     for c in checks:
-        table.add_row(c.merchant, c.shop, "yes" if c.ok else "[red]no[/]", c.detail)
+        table.add_row(*cells(c.merchant, c.shop, "yes" if c.ok else Text("no", style="red"), c.detail))
     console.print(table)
     raise typer.Exit(0 if all(c.ok for c in checks) else 1)
 
@@ -222,12 +233,14 @@ def api_budget() -> None:
         table.add_column(col)
     for shop, capacity, rate, available, observed_at, in_flight in rows:
         table.add_row(
-            shop,
-            f"{available:.0f}",
-            f"{capacity:.0f}",
-            f"{rate:.0f}",
-            str(in_flight),
-            observed_at.isoformat(timespec="seconds"),
+            *cells(
+                shop,
+                f"{available:.0f}",
+                f"{capacity:.0f}",
+                f"{rate:.0f}",
+                in_flight,
+                observed_at.isoformat(timespec="seconds"),
+            )
         )
     console.print(table)
 
@@ -247,8 +260,16 @@ def serve_cmd(
     workers: Annotated[
         int | None, typer.Option(help="uvicorn worker processes [env STORESYNC_WEB_WORKERS, 1]")
     ] = None,
+    ops_host: Annotated[
+        str | None,
+        typer.Option(help="address of /metrics and detailed /readyz [env STORESYNC_WEB_OPS_HOST, 127.0.0.1]"),
+    ] = None,
+    ops_port: Annotated[
+        int | None, typer.Option(help="their port, 0: off [env STORESYNC_WEB_OPS_PORT, 9464]")
+    ] = None,
 ) -> None:
-    """Serve POST /webhooks/shopify, /healthz, /readyz and /metrics (refuses if the schema is behind)."""
+    """Serve POST /webhooks/shopify, /healthz, /readyz and the dashboard; /metrics and detailed
+    /readyz on the operations listener (refuses if the schema is behind)."""
     from storesync.db import database_settings
     from storesync.web.serve import NotServing, serve
     from storesync.web.settings import WebSettings
@@ -256,9 +277,8 @@ def serve_cmd(
     settings = load_settings()
     network = load_network(settings)
     try:
-        overrides = {
-            k: v for k, v in {"host": host, "port": port, "workers": workers}.items() if v is not None
-        }
+        given = {"host": host, "port": port, "workers": workers, "ops_host": ops_host, "ops_port": ops_port}
+        overrides = {k: v for k, v in given.items() if v is not None}
         web = WebSettings.load(**overrides)
     except ConfigError as err:
         fail(str(err))
@@ -288,14 +308,17 @@ def deliveries_list(
         table.add_column(col)
     for _id, webhook_id, shop, _merchant, topic, event_id, _trig, _api, received_at, st, size in rows:
         table.add_row(
-            received_at.isoformat(timespec="seconds"), shop, topic, st, webhook_id, event_id or "-", str(size)
+            *cells(
+                received_at.isoformat(timespec="seconds"), shop, topic, st, webhook_id, event_id or "-", size
+            )
         )
     console.print(table)
 
 
 @deliveries_app.command("show")
 def deliveries_show(webhook_id: str) -> None:
-    """Print one delivery's raw payload exactly as the store sent it."""
+    """Print one delivery's payload as stored: as the store sent it, except order bodies cut to what
+    sync needs and ignored topics kept without a body (docs/reliability.md)."""
     from storesync.db import database_settings
     from storesync.db.pools import connect_direct
     from storesync.web import deliveries_sql as sql
@@ -414,14 +437,16 @@ def jobs_list(
         table.add_column(col)
     for r in rows:
         table.add_row(
-            str(r["id"]),
-            r["kind"],
-            r["group_key"],
-            str(r["lane"]),
-            r["state"],
-            f"{r['attempt']}/{r['max_attempts']}",
-            r["run_at"].isoformat(timespec="seconds"),
-            (r["last_error"] or "")[:80],
+            *cells(
+                r["id"],
+                r["kind"],
+                r["group_key"],
+                r["lane"],
+                r["state"],
+                f"{r['attempt']}/{r['max_attempts']}",
+                r["run_at"].isoformat(timespec="seconds"),
+                (r["last_error"] or "")[:80],
+            )
         )
     console.print(table)
 
@@ -527,19 +552,20 @@ def webhooks_sync_cmd(
     for store in _run_sync(lambda rt: webhooks_sync(rt, url, keep_others=keep_others)):
         ch = store.changes
         console.print(
-            f"[bold]{store.shop}[/]: kept {len(ch.kept)}, created {len(ch.created)}, "
+            f"[bold]{escape(store.shop)}[/]: kept {len(ch.kept)}, created {len(ch.created)}, "
             f"deleted {len(ch.deleted)}",
             highlight=False,
         )
         for what in ch.deleted:
-            console.print(f"  deleted {what}", highlight=False)
+            console.print(f"  deleted {what}", highlight=False, markup=False)
         if store.not_offered:
             console.print(
-                f"  [yellow]not offered by this store[/]: {', '.join(store.not_offered)}", highlight=False
+                f"  [yellow]not offered by this store[/]: {escape(', '.join(store.not_offered))}",
+                highlight=False,
             )
         for t, why in store.failed.items():
             failed = True
-            console.print(f"  [red]not subscribed[/] {t}: {why}", highlight=False)
+            console.print(f"  [red]not subscribed[/] {escape(t)}: {escape(str(why))}", highlight=False)
     raise typer.Exit(1 if failed else 0)
 
 
@@ -555,7 +581,7 @@ def link_cmd(
     problems = 0
     for _merchant, report in _run_sync(lambda rt: link(rt, dry_run=dry_run, merchant=merchant)):
         for line in report.lines():
-            console.print(line, highlight=False)
+            console.print(line, highlight=False, markup=False)
         problems += len(report.duplicates) + len(report.missing_sku) + len(report.conflicts)
     console.print("dry run: no links stored" if dry_run else "links stored")
     raise typer.Exit(1 if problems else 0)
@@ -592,18 +618,18 @@ def backfill_cmd(
             )
         )
     for report in result.reports:
-        console.print(report.lines()[0], highlight=False)
+        console.print(report.lines()[0], highlight=False, markup=False)
     for what in result.collections_created:
-        console.print(f"created collection {what}", highlight=False)
+        console.print(f"created collection {what}", highlight=False, markup=False)
     console.print(
         f"{len(result.completed)} products copied, {len(result.compensated)} rolled back, "
         f"{len(result.failed)} to retry (run backfill again)",
         highlight=False,
     )
     for saga_id, why in [*result.compensated, *result.failed]:
-        console.print(f"  [red]{saga_id}[/]: {why}", highlight=False)
+        console.print(f"  [red]{escape(saga_id)}[/]: {escape(str(why))}", highlight=False)
     for shop, why in result.paused.items():
-        console.print(f"  [yellow]paused[/] {shop}: {why}", highlight=False)
+        console.print(f"  [yellow]paused[/] {escape(shop)}: {escape(str(why))}", highlight=False)
     raise typer.Exit(0 if result.ok else 1)
 
 
@@ -632,7 +658,7 @@ def reconcile_cmd(merchant: Annotated[str | None, typer.Option(help="only this m
     left = 0
     for result in _run_sync(run):
         for line in result.lines():
-            console.print(line, highlight=False)
+            console.print(line, highlight=False, markup=False)
         left += len(result.left)
     raise typer.Exit(1 if left else 0)
 
@@ -691,12 +717,14 @@ def audit_cmd(
     for r in records:
         change = f"{_brief(r.before)} -> {_brief(r.after)}"
         table.add_row(
-            r.at.isoformat(timespec="seconds"),
-            r.shop,
-            f"{r.object_type} {r.object_id}",
-            r.action,
-            change,
-            r.cause,
+            *cells(
+                r.at.isoformat(timespec="seconds"),
+                r.shop,
+                f"{r.object_type} {r.object_id}",
+                r.action,
+                change,
+                r.cause,
+            )
         )
     console.print(table)
 
@@ -707,6 +735,66 @@ def _brief(value, width: int = 60) -> str:
 
     text = "-" if value is None else json.dumps(value, default=str, separators=(",", ":"))
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+@app.command("prune")
+def prune_cmd(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="count what is past its retention; delete nothing")
+    ] = False,
+) -> None:
+    """Delete what is past its retention (deliveries, jobs, audit, finished sagas, ledger, write
+    records: STORESYNC_RETENTION_*), in small batches; the worker's `sync.prune` job does the
+    same every hour."""
+    import asyncio
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from storesync.db import database_settings
+    from storesync.db.pools import async_connect_direct
+    from storesync.queue.config import QueueSettings
+    from storesync.retention import RetentionSettings, prune
+
+    try:
+        retention, queue = RetentionSettings.load(), QueueSettings.load()
+    except ConfigError as err:
+        fail(str(err))
+
+    async def run(settings: Settings, bar: Progress | None):
+        tasks: dict[str, object] = {}
+
+        def counted(report) -> None:
+            if bar is not None:
+                for t in report:
+                    tasks[t.table] = bar.add_task(t.table, total=t.old_rows or None, visible=bool(t.old_rows))
+
+        def progress(table: str, deleted: int) -> None:
+            if bar is not None:
+                bar.update(tasks[table], completed=deleted)
+
+        async with await async_connect_direct(settings) as conn:
+            return await prune(
+                conn, settings=retention, queue=queue, dry_run=dry_run, on_counted=counted, progress=progress
+            )
+
+    with database_settings(load_settings()) as settings:
+        if dry_run:
+            report = asyncio.run(run(settings, None))
+        else:
+            with Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console,
+            ) as bar:
+                report = asyncio.run(run(settings, bar))
+    table = Table(title="retention" + (" (dry run: nothing deleted)" if dry_run else ""))
+    for col in ("table", "kept for", "past it", "deleted"):
+        table.add_column(col)
+    for t in report:
+        table.add_row(*cells(t.table, t.kept_for, t.old_rows, "-" if dry_run else t.deleted))
+    console.print(table)
 
 
 # --------------------------------------------------------------------------- status and demo
@@ -738,7 +826,7 @@ def render_status(settings: Settings) -> Table:
             if role == "parent"
             else f"{products}" + (f" ({pending} copies not linked yet)" if pending else "")
         )
-        table.add_row(merchant_id, shop, role, status + (f" ({reason})" if reason else ""), links)
+        table.add_row(*cells(merchant_id, shop, role, status + (f" ({reason})" if reason else ""), links))
     if not stores:
         table.add_row("-", "(no stores yet)", "-", "-", "-")
     return table

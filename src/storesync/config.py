@@ -6,6 +6,7 @@ wrong. Secrets are `SecretStr`, so they never show in reprs, logs or error messa
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import tomllib
 from decimal import Decimal
@@ -35,6 +36,16 @@ PREPARE_AFTER_RUNS = 5
 
 class ConfigError(Exception):
     """Configuration that cannot be used; the message says which key and why."""
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (an address, or "localhost") is only reachable from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _format_validation_error(source: str, err: ValidationError) -> str:

@@ -114,11 +114,16 @@ class Dashboard:
 @pytest.fixture
 def serve_dashboard(db, monkeypatch) -> Iterator[Callable[..., object]]:
     """`with serve_dashboard(token=..., page_size=...) as dash:` the web app over `db` with the
-    network applied; token None leaves STORESYNC_DASHBOARD_TOKEN unset."""
+    network applied; token None leaves STORESYNC_DASHBOARD_TOKEN unset; plain http on loopback
+    allowed for the session cookie unless `plain_http_loopback=False`."""
 
     @contextmanager
     def start(
-        *, token: str | None = "generate", page_size: int | None = None, settings: Settings | None = None
+        *,
+        token: str | None = "generate",
+        page_size: int | None = None,
+        settings: Settings | None = None,
+        plain_http_loopback: bool = True,
     ) -> Iterator[Dashboard]:
         if token == "generate":
             token = "op-" + secrets.token_hex(16)
@@ -126,6 +131,10 @@ def serve_dashboard(db, monkeypatch) -> Iterator[Callable[..., object]]:
             monkeypatch.delenv("STORESYNC_DASHBOARD_TOKEN", raising=False)
         else:
             monkeypatch.setenv("STORESYNC_DASHBOARD_TOKEN", token)
+        # Tests talk plain http on loopback: the session cookie may drop `Secure` only when told so.
+        monkeypatch.setenv(
+            "STORESYNC_DASHBOARD_PLAIN_HTTP_LOOPBACK", "true" if plain_http_loopback else "false"
+        )
         if page_size is None:
             monkeypatch.delenv("STORESYNC_DASHBOARD_PAGE_SIZE", raising=False)
         else:

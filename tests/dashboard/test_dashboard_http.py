@@ -241,11 +241,9 @@ def test_dashboard_reads_leave_the_shared_pool_as_ingestion_needs_it(serve_dashb
         with signed_in_client(dash) as operator:
             for path in ["/", "/queue", "/failures", "/audit"]:
                 assert operator.get("/dashboard" + path).status_code == 200
-        dash.heartbeat("worker-1")  # /readyz then reads the heartbeat on the same connection
         _webhook(dash, "orders/create", json.dumps({"id": 5}).encode())
-        ready = httpx.get(dash.origin + "/readyz", timeout=10)
-        assert ready.status_code == 200, ready.text
-        assert {c["name"]: c for c in ready.json()["checks"]}["worker_heartbeat"]["workers"] == 1
+        ready = httpx.get(dash.origin + "/readyz", timeout=10)  # on a pool of its own
+        assert (ready.status_code, ready.json()) == (200, {"ready": True})
         assert dash.sql("SELECT count(*) FROM jobs WHERE kind = 'webhook.orders_create'") == [(1,)]
 
 

@@ -337,6 +337,70 @@ def test_two_children_selling_the_last_unit_leave_the_parent_at_zero(system) -> 
     assert all(level(system, c, the_sku) == 0 for c in system.children[1:] + system.children[:1])
 
 
+def test_a_level_webhook_replayed_with_a_far_future_triggered_at_cannot_shadow_real_updates(system) -> None:
+    """X-Shopify-Triggered-At is not signed: a captured, signed `inventory_levels/update` re-sent
+    with a new webhook id and a timestamp a year ahead is ordered by its signed `updated_at`."""
+    the_sku = first_sku(system, 9)
+    item = system.variant_by_sku(system.parent, the_sku)["inventory_item_id"]
+    location = system.locations[system.parent][SHOP_LOCATION].rsplit("/", 1)[1]
+    now = datetime.now(UTC)
+    replayed = {
+        "inventory_item_id": int(item),
+        "location_id": int(location),
+        "available": level(system, system.parent, the_sku),
+        "updated_at": (now - timedelta(seconds=30)).isoformat(),
+    }
+    sent = post_webhook(
+        system, system.parent, "inventory_levels/update", replayed, triggered_at=now + timedelta(days=365)
+    )
+    assert sent.status_code == 200
+    settle(system)
+    system.set_inventory(system.parent, the_sku, 42)  # a real change, after the replay
+    system.wait_until(
+        lambda: all(level(system, c, the_sku) == 42 for c in system.children),
+        WAIT,
+        message="the children follow the real update",
+    )
+
+
+def test_an_order_pruned_from_the_ledger_is_not_applied_again_by_a_late_webhook(system) -> None:
+    the_sku = first_sku(system, 10)
+    seller = system.children[2]
+    before = level(system, system.parent, the_sku)
+    order = system.place_order(seller, the_sku, quantity=1)
+    system.wait_until(lambda: level(system, system.parent, the_sku) == before - 1, WAIT, message="parent -1")
+    settle(system)
+    # Past the ledger's retention (aged by hand): `storesync prune` removes the order's entries and
+    # remembers the order.
+    params = {"s": seller, "o": order["admin_graphql_api_id"]}
+    sql(
+        system,
+        "UPDATE sync_inventory_ledger SET applied_at = now() - interval '500 days' "
+        "WHERE child_shop = %(s)s AND order_id = %(o)s RETURNING 1",
+        params,
+    )
+    system.cli("prune", check=True)
+    entries = "SELECT count(*) FROM sync_inventory_ledger WHERE child_shop = %(s)s AND order_id = %(o)s"
+    assert sql(system, entries, params) == [(0,)]
+    remembered = (
+        "SELECT count(*) FROM sync_ledger_pruned_orders WHERE child_shop = %(s)s AND order_id = %(o)s"
+    )
+    assert sql(system, remembered, params) == [(1,)]
+    # Shopify still sends webhooks about old orders (an edit, a fulfilment): not a new sale.
+    late = post_webhook(system, seller, "orders/updated", order, triggered_at=datetime.now(UTC))
+    assert late.status_code == 200
+    settle(system)
+    time.sleep(0.5)
+    settle(system)
+    # Nothing claimed again (the emulator would also replay a re-sent @idempotent adjust, which
+    # real Shopify forgets after a while: the ledger is what must not apply it twice).
+    assert sql(system, entries, params) == [(0,)]
+    sales = "SELECT count(*) FROM jobs WHERE kind = 'sync.sale' AND payload->'event'->>'order_id' = %(o)s"
+    assert sql(system, sales, params) == [(1,)]
+    assert level(system, system.parent, the_sku) == before - 1
+    assert all(level(system, c, the_sku) == before - 1 for c in system.children)
+
+
 # --------------------------------------------------------------------------- repairs and failures
 
 

@@ -99,6 +99,7 @@ def test_cli_serves_stores_and_prints_schema(tmp_path):
             "child-a.myshopify.com",
             "--seed-products",
             "2",
+            "--from-config",  # storesync.toml is read only when asked
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -122,6 +123,68 @@ def test_cli_serves_stores_and_prints_schema(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_cli_never_reads_storesync_toml_unless_asked(tmp_path):
+    (tmp_path / "storesync.toml").write_text(NETWORK)
+    env = {**os.environ, "STORESYNC_CONFIG_FILE": str(tmp_path / "storesync.toml")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "storesync", "emulator", "--port", "0", "--store", PARENT],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    try:
+        lines = [proc.stdout.readline() for _ in range(2)]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert lines[0].split()[0] == PARENT and lines[1].startswith("control API:"), lines
+    assert "shpat_from_config" not in "".join(lines)
+
+
+def test_cli_refuses_to_serve_off_loopback_without_a_control_token(tmp_path):
+    env = {**os.environ, "STORESYNC_CONFIG_FILE": os.devnull, "COLUMNS": "200"}
+    env.pop("STORESYNC_EMULATOR_CONTROL_TOKEN", None)
+    for extra in ([], ["--control-token", "short"]):
+        out = subprocess.run(
+            [sys.executable, "-m", "storesync", "emulator", "--host", "0.0.0.0", "--store", PARENT, *extra],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=30,
+            cwd=tmp_path,
+        )
+        assert out.returncode == 2, out
+        assert ("without a control token" if not extra else "at least 16 characters") in out.stderr
+
+
+def test_control_api_requires_its_token_when_one_is_set():
+    from tests.support.emulator import running_emulator
+
+    token = "control-" + "t" * 24
+    with running_emulator([PARENT], control_token=token) as emu:
+        base = emu.base_url
+        assert httpx.get(base + "/_emulator/stores", timeout=10).status_code == 401
+        wrong = httpx.get(
+            base + "/_emulator/stores", headers={"Authorization": "Bearer " + "x" * 32}, timeout=10
+        )
+        assert wrong.status_code == 401 and "token" not in wrong.json().get("stores", [{}])[0]
+        right = httpx.get(
+            base + "/_emulator/stores", headers={"Authorization": f"Bearer {token}"}, timeout=10
+        )
+        assert right.status_code == 200 and right.json()["stores"][0]["shop"] == PARENT
+        # The Admin API itself still answers to each store's own access token.
+        store_token = right.json()["stores"][0]["token"]
+        reply = httpx.post(
+            emu.graphql_url(PARENT),
+            headers={"X-Shopify-Access-Token": store_token},
+            json={"query": "{ shop { id } }"},
+            timeout=10,
+        )
+        assert reply.status_code == 200 and reply.json()["data"]["shop"]["id"]
 
 
 def test_cli_rejects_a_bad_store_domain(tmp_path):

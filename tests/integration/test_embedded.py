@@ -144,3 +144,13 @@ def test_db_commands_refuse_when_database_url_is_set() -> None:
         timeout=30,
     )
     assert res.returncode == 2 and "DATABASE_URL is set" in res.stderr
+
+
+def test_only_the_servers_own_user_can_reach_its_socket(pgdata: Path) -> None:
+    """The cluster trusts whoever connects; the socket is owner-only, so other OS users cannot."""
+    emb = EmbeddedPostgres(pgdata)
+    emb.start(detached=True)
+    status = emb.status()
+    socket_path = Path(status.socket_dir) / ".s.PGSQL.5432"
+    assert socket_path.is_socket()
+    assert socket_path.stat().st_mode & 0o777 == 0o700

@@ -109,3 +109,36 @@ def test_audit_rejects_a_bad_limit_with_a_clear_error(db):
     bad = _audit(db.dsn, "--limit", "0")
     assert bad.returncode == 2
     assert "--limit" in bad.stderr
+
+
+def test_store_data_that_looks_like_rich_markup_is_printed_as_it_is(db):
+    """A product titled `[/x]` once crashed `storesync audit` (rich read it as a closing tag)."""
+
+    async def write():
+        async with await psycopg.AsyncConnection.connect(db.dsn, autocommit=True) as conn:
+            await PgAudit(conn).record(
+                AuditRecord(
+                    "child-a.myshopify.com",
+                    "product",
+                    "[bold]gid://shopify/Product/9",
+                    "product_set",
+                    {"title": "[/x]"},
+                    {"title": "[red]New[/red] [/]"},
+                    "delivery:[/x]",
+                )
+            )
+
+    asyncio.run(write())
+    table = _audit(db.dsn)
+    assert table.returncode == 0, table.stderr
+    for shown in ("[bold]gid://shopify/Product/9", '"[/x]"', "[red]New[/red] [/]", "delivery:[/x]"):
+        assert shown in table.stdout, shown
+    # Other commands print store data the same way: an unknown store named like markup.
+    resumed = subprocess.run(
+        [sys.executable, "-m", "storesync", "network", "resume", "[/x]"],
+        env={**os.environ, "DATABASE_URL": db.dsn, "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert resumed.returncode == 1 and "no store '[/x]'" in resumed.stderr, resumed.stderr

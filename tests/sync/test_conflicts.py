@@ -91,17 +91,31 @@ def test_deliveries_out_of_order_keep_the_newest_and_drop_the_older():
     asyncio.run(go())
 
 
-def test_delivery_versions_come_from_triggered_at_else_updated_at():
+def test_delivery_versions_come_from_the_signed_updated_at_refined_by_a_bounded_triggered_at():
     from storesync.sync.conflicts import version_of_delivery
 
-    v = version_of_delivery({"triggered_at": "2026-11-25T12:00:00Z", "event_id": "e1", "body": {}})
-    assert v == Version(T0, "e1")
-    v = version_of_delivery({"delivery_id": "d1", "body": {"updated_at": "2026-11-25T13:00:00+01:00"}})
+    body = {"updated_at": "2026-11-25T13:00:00+01:00"}  # = T0, whole seconds as Shopify signs it
+    refused: list[int] = []
+
+    def count() -> None:
+        refused.append(1)
+
+    v = version_of_delivery({"delivery_id": "d1", "body": body}, count)
     assert v == Version(T0, "d1")
-    with pytest.raises(ValueError, match="neither"):
-        version_of_delivery({"body": {}})
+    # The unsigned header refines the signed second when it lies just after it...
+    v = version_of_delivery(
+        {"triggered_at": "2026-11-25T12:00:00.25Z", "event_id": "e1", "body": body}, count
+    )
+    assert v == Version(T0 + timedelta(milliseconds=250), "e1") and refused == []
+    # ...but a replay with a far-future (or far-past) header gets the signed time, and is counted.
+    for forged in ("2030-01-01T00:00:00Z", "2026-11-25T11:59:00Z"):
+        v = version_of_delivery({"triggered_at": forged, "event_id": "e2", "body": body}, count)
+        assert v == Version(T0, "e2")
+    assert len(refused) == 2
+    with pytest.raises(ValueError, match="no updated_at"):
+        version_of_delivery({"triggered_at": "2026-11-25T12:00:00Z", "body": {}})
     with pytest.raises(ValueError, match="timezone"):
-        version_of_delivery({"triggered_at": "2026-11-25T12:00:00", "body": {}})
+        version_of_delivery({"body": {"updated_at": "2026-11-25T12:00:00"}})
 
 
 def test_level_webhook_bodies_parse_with_clear_errors():

@@ -21,6 +21,7 @@ import uvicorn
 from storesync.config import NetworkConfig, Settings
 from storesync.web.app import create_app
 from storesync.web.ingest import sign
+from storesync.web.ops import OpsListener, create_ops_app
 from storesync.web.settings import WebSettings
 
 ROOT_DIR = Path(__file__).resolve().parents[2]
@@ -60,6 +61,7 @@ class Served:
     url: str
     app: object
     server: uvicorn.Server
+    ops_url: str  # the operations listener: /metrics, detailed /readyz
 
     @property
     def webhook_url(self) -> str:
@@ -68,8 +70,10 @@ class Served:
 
 @contextmanager
 def serving(settings: Settings, network: NetworkConfig | None = None, **web: object) -> Iterator[Served]:
-    """Serve the app with uvicorn in a thread until the block ends."""
-    app = create_app(settings, network or network_with(), WebSettings.load(**web))
+    """Serve the app with uvicorn in a thread until the block ends, and its operations listener
+    (as `storesync serve` does) on another ephemeral port."""
+    web_settings = WebSettings.load(**web)
+    app = create_app(settings, network or network_with(), web_settings)
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
@@ -90,9 +94,20 @@ def serving(settings: Settings, network: NetworkConfig | None = None, **web: obj
             thread.join(5)
             raise RuntimeError(f"the web app did not start: {app.state.startup_error or 'see the log'}")
         time.sleep(0.01)
+    ops_sock = socket.socket()
+    ops_sock.bind(("127.0.0.1", 0))
+    ops_sock.listen(64)
+    ops_app = create_ops_app(lambda: app.state.settings, web_settings, app.state.metrics)
+    ops = OpsListener(ops_app, ops_sock, "warning").start()
     try:
-        yield Served(f"http://127.0.0.1:{port}", app, server)
+        while not ops.server.started:
+            assert ops.thread.is_alive() and time.monotonic() < deadline + 15, (
+                "the ops listener did not start"
+            )
+            time.sleep(0.01)
+        yield Served(f"http://127.0.0.1:{port}", app, server, f"http://127.0.0.1:{ops.port}")
     finally:
+        ops.stop(15)
         server.should_exit = True
         thread.join(15)
         sock.close()

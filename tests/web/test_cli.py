@@ -54,8 +54,13 @@ def test_serve_with_two_workers_ingests_and_reports_metrics_summed_over_workers(
     }
     for name in ("DATABASE_DIRECT_URL", "PROMETHEUS_MULTIPROC_DIR"):
         env.pop(name, None)
+    ops_port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "storesync", "serve", "--port", str(port), "--workers", "2"],
+        [
+            sys.executable,
+            *("-m", "storesync", "serve", "--port", str(port), "--workers", "2"),
+            *("--ops-port", str(ops_port)),
+        ],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -80,8 +85,10 @@ def test_serve_with_two_workers_ingests_and_reports_metrics_summed_over_workers(
                 httpx.post(base + "/webhooks/shopify", content=raw, headers=headers, timeout=10).status_code
                 == 200
             )
-        # Whichever worker answers the scrape reports all ten.
-        scrapes = [httpx.get(base + "/metrics", timeout=10).text for _ in range(4)]
+        # The ops listener (in the supervising process) reports all ten, whichever worker took them;
+        # the webhook port serves no metrics.
+        assert httpx.get(base + "/metrics", timeout=10).status_code == 404
+        scrapes = [httpx.get(f"http://127.0.0.1:{ops_port}/metrics", timeout=10).text for _ in range(4)]
         assert [_accepted(text) for text in scrapes] == [10.0] * 4
         # Database-wide gauges are not per process: every scrape reports the ten jobs once.
         for text in scrapes:

@@ -61,7 +61,7 @@ async def test_saturated_or_slow_database_answers_503_well_within_shopifys_5_sec
             assert (first.status_code, first.json()["reason"]) == (503, "statement_timeout")
             assert (second.status_code, second.json()["reason"]) == (503, "pool_exhausted")
             assert elapsed < 3
-            metrics = (await client.get(s.url + "/metrics")).text
+            metrics = (await client.get(s.ops_url + "/metrics")).text
             for reason in ("statement_timeout", "pool_exhausted"):
                 assert f'storesync_webhook_unavailable_total{{reason="{reason}"}} 1.0' in metrics
             locker.rollback()
@@ -120,7 +120,7 @@ async def test_postgres_restart_during_traffic_gives_503s_then_recovers_with_not
                     assert r.status_code == 503, r.text
                     await asyncio.sleep(0.05)
 
-        with serving(settings) as s:
+        with serving(settings, readiness_cache_s=0) as s:
             async with httpx.AsyncClient(timeout=10) as client:
                 senders = [asyncio.ensure_future(sender(client, s.webhook_url)) for _ in range(4)]
                 await asyncio.sleep(0.5)

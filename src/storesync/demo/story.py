@@ -24,8 +24,10 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from storesync.config import Settings
+from storesync.terminal import cells, escape
 
 CHILDREN = 3
 PRODUCTS = 50
@@ -51,7 +53,8 @@ class Story:
     # ------------------------------------------------------------------ helpers
 
     def say(self, text: str) -> None:
-        self.console.print(f"[dim]{time.monotonic() - self.t0:6.1f}s[/] {text}", highlight=False)
+        # `text` may hold store data (titles, SKUs): never read as markup.
+        self.console.print(f"[dim]{time.monotonic() - self.t0:6.1f}s[/] {escape(text)}", highlight=False)
 
     def require_command(self, *args: str, timeout: float = 60.0) -> str:
         """Run `storesync ARGS`; its output, or DemoFailed if it is missing or fails."""
@@ -100,7 +103,7 @@ class Story:
             "web": s.webhook_url,
         }
         for p in s.processes.processes:
-            table.add_row(p.name, str(p.pid), where.get(p.name, "storesync worker"))
+            table.add_row(*cells(p.name, p.pid, where.get(p.name, "storesync worker")))
         self.console.print(table)
         parent = s.snapshot(s.parent)
         variants = sum(len(p["variants"]) for p in parent["products"])
@@ -124,7 +127,7 @@ class Story:
         self.console.rule("1. link the children's existing products")
         out = self.require_command("link", "--dry-run")
         for line in _summary_lines(out):
-            self.console.print(f"   {line}", highlight=False)
+            self.console.print(f"   {line}", highlight=False, markup=False)
         self.require_command("link")
         self.say("links stored")
 
@@ -177,7 +180,9 @@ class Story:
         report = _summary_lines(out, limit=10**6)
         if report:
             self.console.print(
-                f"   reconcile: {report[0].strip()} (each repair is one line of its report)", highlight=False
+                f"   reconcile: {report[0].strip()} (each repair is one line of its report)",
+                highlight=False,
+                markup=False,
             )
         self.converge(
             "every child equal to the parent after the initial sync", lambda: s.compare().agree, timeout=30
@@ -301,18 +306,21 @@ class Story:
         for r in comparison.rows:
             equal = levels - len(r.inventory_mismatches)
             table.add_row(
-                r.shop,
-                r.role,
-                str(r.products),
-                r.catalog_hash,
-                str(r.units),
-                f"{equal}/{levels}",
-                "[green]yes[/]" if r.agrees else "[bold red]NO[/]",
+                *cells(
+                    r.shop,
+                    r.role,
+                    r.products,
+                    r.catalog_hash,
+                    r.units,
+                    f"{equal}/{levels}",
+                    Text("yes", style="green") if r.agrees else Text("NO", style="bold red"),
+                )
             )
         self.console.print(table)
         if not comparison.agree:
             self.console.print(
-                "[bold red]stores differ:[/]\n  " + "\n  ".join(comparison.problems()), highlight=False
+                "[bold red]stores differ:[/]\n  " + escape("\n  ".join(comparison.problems())),
+                highlight=False,
             )
             return False
         self.console.print(
@@ -424,7 +432,7 @@ def run_demo(settings: Settings, console: Console) -> int:
                 story.webhook_storm()
                 agreed = story.final_table()
     except DemoFailed as err:
-        console.print(f"[bold red]demo failed:[/] {err}", highlight=False)
+        console.print(f"[bold red]demo failed:[/] {escape(str(err))}", highlight=False)
         if any(workdir.iterdir()):
             console.print(
                 f"every process the demo started is stopped; their logs are in {workdir}/", highlight=False
@@ -434,7 +442,9 @@ def run_demo(settings: Settings, console: Console) -> int:
         return 1
     except SystemStartError as err:
         status.stop()
-        console.print(f"[bold red]demo failed: the system did not start:[/] {err}", highlight=False)
+        console.print(
+            f"[bold red]demo failed: the system did not start:[/] {escape(str(err))}", highlight=False
+        )
         console.print(f"the processes' logs are in {workdir}/", highlight=False)
         return 1
     except KeyboardInterrupt:

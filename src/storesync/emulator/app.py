@@ -42,11 +42,17 @@ Control API (JSON), for tests, the demo and the CLI:
 Ids in bodies may be gids or numbers. Bad input answers 4xx with {"error": ...} and changes nothing.
 Every action that emits webhooks answers with `"webhooks": {topic: [X-Shopify-Webhook-Id, ...]}`
 (one id per subscription delivered to), so a test can tie a delivery to the action that caused it.
+With a control token (`storesync emulator --control-token`, required off loopback) every control
+call must carry `Authorization: Bearer <token>`: the control API hands out every store's token and
+webhook secret. Bulk results stay open, as Shopify's pre-signed result URLs are. Tokens are
+compared in constant time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import re
 import uuid
@@ -118,8 +124,10 @@ class EmulatorApp:
         throttle_http_429: bool = False,
         webhook_faults: DeliveryFaults | None = None,
         graphql_faults: GraphQLFaultsConfig | None = None,
+        control_token: str | None = None,
     ) -> None:
         self.emulator = Emulator(time_scale)
+        self._control_digest = hashlib.sha256(control_token.encode()).digest() if control_token else None
         self.buckets: dict[str, LeakyBucket] = {}
         self.require_idempotency = require_idempotency
         # Shopify answers throttled calls with HTTP 200 and a THROTTLED error; some gateways
@@ -142,7 +150,23 @@ class EmulatorApp:
         self.asgi = Starlette(routes=self._routes(), lifespan=self._lifespan)
 
     async def __call__(self, scope, receive, send) -> None:
+        if (
+            self._control_digest is not None
+            and scope["type"] == "http"
+            and scope["path"].startswith("/_emulator/")
+            and not scope["path"].startswith("/_emulator/bulk/")
+            and not self._control_token_given(Request(scope).headers.get("authorization", ""))
+        ):
+            await _json({"error": "the control API needs its token (Authorization: Bearer ...)"}, 401)(
+                scope, receive, send
+            )
+            return
         await self.asgi(scope, receive, send)
+
+    def _control_token_given(self, header: str) -> bool:
+        given = header[7:].strip() if header[:7].lower() == "bearer " else ""
+        assert self._control_digest is not None
+        return hmac.compare_digest(hashlib.sha256(given.encode()).digest(), self._control_digest)
 
     @asynccontextmanager
     async def _lifespan(self, _app):
@@ -219,7 +243,8 @@ class EmulatorApp:
         store = self.emulator.stores.get(shop)
         if store is None:
             return _json({"errors": "Not Found"}, 404)
-        if request.headers.get("x-shopify-access-token") != store.token:
+        given = request.headers.get("x-shopify-access-token") or ""
+        if not hmac.compare_digest(given.encode(), store.token.encode()):
             return _json(
                 {"errors": "[API] Invalid API key or access token (unrecognized login or wrong password)"},
                 401,

@@ -23,9 +23,20 @@ def emulator_cmd(
     port: Annotated[int, typer.Option(help="TCP port (0: any free port, printed at start)")] = 8787,
     host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
     store: Annotated[
-        list[str] | None,
+        list[str] | None, typer.Option("--store", help="a shop domain to serve (repeatable)")
+    ] = None,
+    from_config: Annotated[
+        bool,
         typer.Option(
-            "--store", help="a shop domain to serve (repeatable); storesync.toml's stores are served too"
+            "--from-config",
+            help="also serve storesync.toml's stores, with their tokens and secrets (never read otherwise)",
+        ),
+    ] = False,
+    control_token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="STORESYNC_EMULATOR_CONTROL_TOKEN",
+            help="bearer token the control API (/_emulator/...) requires; mandatory off loopback",
         ),
     ] = None,
     seed_products: Annotated[int, typer.Option(min=0, help="generated products per store")] = 0,
@@ -79,13 +90,22 @@ def emulator_cmd(
         faults = parse_fault_flags(fault or [], base)
     except (FaultFlagError, OSError) as err:
         fail(str(err))
-    settings = load_settings()
+    from storesync.config import is_loopback
+
+    if not is_loopback(host) and not control_token:
+        fail(
+            f"refusing to serve on {host} without a control token: the control API hands out every "
+            "store's token and secret (pass --control-token or STORESYNC_EMULATOR_CONTROL_TOKEN)"
+        )
+    if control_token is not None and len(control_token) < 16:
+        fail("--control-token must be at least 16 characters (e.g. `openssl rand -hex 32`)")
     specs: dict[str, StoreSpec] = {}
-    for m in load_network(settings).merchants:
-        for s in m.stores:
-            specs[s.shop] = StoreSpec(
-                s.shop, s.access_token.get_secret_value(), s.webhook_secrets[0].get_secret_value(), plan
-            )
+    if from_config:
+        for m in load_network(load_settings()).merchants:
+            for s in m.stores:
+                specs[s.shop] = StoreSpec(
+                    s.shop, s.access_token.get_secret_value(), s.webhook_secrets[0].get_secret_value(), plan
+                )
     from storesync.config import SHOP_DOMAIN_RE
 
     for shop in store or []:
@@ -93,7 +113,7 @@ def emulator_cmd(
             fail(f"--store {shop!r} is not a shop domain like 'name.myshopify.com'")
         specs.setdefault(shop, StoreSpec(shop, plan=plan))
     if not specs:
-        fail("no stores: pass --store name.myshopify.com (repeatable) or configure storesync.toml")
+        fail("no stores: pass --store name.myshopify.com (repeatable), or --from-config for storesync.toml's")
     app = EmulatorApp(
         specs.values(),
         time_scale=time_scale,
@@ -102,6 +122,7 @@ def emulator_cmd(
         throttle_http_429=throttle_429,
         webhook_faults=faults.webhooks,
         graphql_faults=faults.graphql,
+        control_token=control_token,
     )
     import socket
 

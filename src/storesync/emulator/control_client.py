@@ -25,9 +25,10 @@ class EmulatorControlError(RuntimeError):
 class EmulatorControl:
     """Calls on a running emulator at `base_url`; `control` is the underlying httpx client."""
 
-    def __init__(self, base_url: str, *, timeout: float = 10.0) -> None:
+    def __init__(self, base_url: str, *, timeout: float = 10.0, control_token: str | None = None) -> None:
         self.base_url = base_url
-        self.control = httpx.Client(base_url=base_url, timeout=timeout, trust_env=False)
+        headers = {"Authorization": f"Bearer {control_token}"} if control_token else {}
+        self.control = httpx.Client(base_url=base_url, timeout=timeout, trust_env=False, headers=headers)
         self._stores: dict[str, dict] | None = None
 
     def close(self) -> None:

@@ -336,6 +336,14 @@ DELETE FROM jobs WHERE id IN (
 )
 """
 
+# count_prunable_jobs: finished and dead jobs past their retention (what the two above delete).
+COUNT_PRUNABLE_JOBS = """
+SELECT (SELECT count(*) FROM jobs WHERE state IN ('succeeded', 'cancelled')
+                                    AND finished_at < now() - make_interval(secs => %(age)s)),
+       (SELECT count(*) FROM jobs WHERE state = 'dead'
+                                    AND finished_at < now() - make_interval(secs => %(dead_age)s))
+"""
+
 # ----------------------------------------------------------------------------- operators
 
 # list_jobs: the newest jobs, optionally filtered by state, group and kind.

@@ -1,8 +1,9 @@
 """Conflict rules for inventory level webhooks.
 
-- Last-write-wins: competing absolute levels are ordered by a `Version` (Shopify's
-  X-Shopify-Triggered-At / `updated_at`, ties broken by a stable string such as the event id),
-  so every worker agrees on which one is newest whatever order deliveries arrive in.
+- Last-write-wins: competing absolute levels are ordered by a `Version` (the body's signed
+  `updated_at`, refined by X-Shopify-Triggered-At only within a bounded window; ties broken by a
+  stable string such as the event id), so every worker agrees on which one is newest whatever
+  order deliveries arrive in.
 - Stale rejection: a delivery whose version is not newer than the one already applied for that
   store+item+location is dropped.
 - Echo suppression: `inventory_levels/update` says nothing about who made a change, so the
@@ -14,7 +15,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -28,6 +29,11 @@ from storesync.sync.ports import AppliedVersions, WriteRecord, WriteRecords
 ECHO_WINDOW = timedelta(minutes=10)
 # Our clock vs Shopify's: a webhook's updated_at may precede our record of the write by this much.
 CLOCK_SKEW = timedelta(seconds=5)
+# X-Shopify-Triggered-At is not covered by the HMAC (only the body is), so a captured delivery
+# re-sent with a far-future header must not outrank real updates. The signed `updated_at` is
+# whole seconds, so the header may refine it, but only inside this window around it; outside it
+# the header is ignored. https://shopify.dev/docs/apps/build/webhooks/verify-deliveries
+TRIGGERED_AT_WINDOW = (timedelta(seconds=-1), timedelta(seconds=5))
 
 
 @dataclass(frozen=True, order=True)
@@ -83,13 +89,25 @@ def _parse_time(value: object) -> datetime | None:
     return at
 
 
-def version_of_delivery(payload: Mapping[str, Any]) -> Version:
+def version_of_delivery(
+    payload: Mapping[str, Any], on_hint_refused: Callable[[], None] | None = None
+) -> Version:
     """The version of a webhook job payload (`{"triggered_at", "event_id", "delivery_id", "body"}`):
-    X-Shopify-Triggered-At, else the body's `updated_at`; ties broken by the event id."""
+    the body's `updated_at` (what Shopify signs), or X-Shopify-Triggered-At when that lies within
+    TRIGGERED_AT_WINDOW of it (finer than whole seconds); ties broken by the event id. A header
+    outside the window is ignored and reported through `on_hint_refused`."""
     body = payload.get("body") or {}
-    at = _parse_time(payload.get("triggered_at")) or _parse_time(body.get("updated_at"))
-    if at is None:
-        raise ValueError("the delivery has neither triggered_at nor body.updated_at")
+    signed = _parse_time(body.get("updated_at"))
+    if signed is None:
+        raise ValueError("the delivery's body has no updated_at")
+    at = signed
+    hint = _parse_time(payload.get("triggered_at"))
+    if hint is not None:
+        low, high = TRIGGERED_AT_WINDOW
+        if signed + low <= hint <= signed + high:
+            at = hint
+        elif on_hint_refused is not None:
+            on_hint_refused()
     return Version(at, str(payload.get("event_id") or payload.get("delivery_id") or ""))
 
 

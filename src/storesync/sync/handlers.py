@@ -8,8 +8,9 @@ lost compare-and-set races, connection and 5xx faults -> retry. Commerce errors 
 their class. A store that refuses the app is paused and the job parked (see `runtime.py`).
 
 Periodic (the queue's scheduler, group `storesync`): `sync.reconcile_all` enqueues one
-`sync.reconcile` per merchant; `sync.prune_write_records` forgets echo-suppression records older
-than a day. At worker start, `storesync worker` enqueues `sync.copy_product` resume jobs for
+`sync.reconcile` per merchant; `sync.prune` deletes what is past its retention (deliveries, audit,
+finished sagas, ledger, write records: `storesync.retention`). An order whose ledger entries were
+pruned is not applied again by a late webhook about it. At worker start, `storesync worker` enqueues `sync.copy_product` resume jobs for
 unfinished sagas (`enqueue_saga_resumes`); a saga job's lock key keeps it from running twice.
 """
 
@@ -21,6 +22,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import psycopg
+from prometheus_client import Counter
 
 from storesync.commerce.errors import CommerceError, PermanentCommerceError, StoreUnauthorized
 from storesync.logs import get_logger
@@ -66,6 +68,7 @@ from storesync.sync.runtime import (
 )
 from storesync.sync.saga import PermanentStepError, SagaConflict, SagaExecutor, SagaState, SagaStuck
 from storesync.sync.saga_actions import SagaDeps, copy_product_actions, copy_product_steps
+from storesync.sync.store_pg import order_pruned
 from storesync.sync.wiring_sql import UNFINISHED_SAGAS
 
 log = get_logger("storesync.sync.handlers")
@@ -73,23 +76,25 @@ log = get_logger("storesync.sync.handlers")
 JOB_COPY_PRODUCT = "sync.copy_product"
 JOB_RECONCILE = "sync.reconcile"
 JOB_RECONCILE_ALL = "sync.reconcile_all"
-JOB_PRUNE_WRITES = "sync.prune_write_records"
+JOB_PRUNE_WRITES = "sync.prune_write_records"  # before `sync.prune`: queued ones still run
+JOB_PRUNE = "sync.prune"
 CHILD_EVENT_DEBOUNCE_S = 1.0  # a child's product events re-check the child this much later
 RECHECK_CREATED_AFTER_S = 2.0  # a child's products/create with no link yet looks again this much later
 SYSTEM_GROUP = "storesync"  # fairness group of network-wide periodic jobs
-WRITE_RECORD_TTL = timedelta(days=1)
+
+# Served by `storesync worker --metrics-port` (the process-wide registry).
+TRIGGERED_AT_REFUSED = Counter(
+    "storesync_sync_triggered_at_refused",
+    "Level deliveries whose X-Shopify-Triggered-At lay outside the window around their signed "
+    "updated_at (ignored: ordered by updated_at).",
+)
 
 registry = HandlerRegistry()
 _sync_settings = SyncSettings.load()
 registry.schedule(
     "sync.reconcile", JOB_RECONCILE_ALL, every_seconds=_sync_settings.reconcile_every_s, group=SYSTEM_GROUP
 )
-registry.schedule(
-    "sync.prune_write_records",
-    JOB_PRUNE_WRITES,
-    every_seconds=_sync_settings.prune_every_s,
-    group=SYSTEM_GROUP,
-)
+registry.schedule("sync.prune", JOB_PRUNE, every_seconds=_sync_settings.prune_every_s, group=SYSTEM_GROUP)
 
 _PERMANENT_DOMAIN = (InventoryError, CatalogError, PermanentStepError, ValueError, KeyError, UnknownStore)
 
@@ -442,6 +447,14 @@ async def order_webhook(ctx: JobContext) -> None:
             links = None
             if store.role == "child":
                 event = order_event_from_webhook(store.shop, p["topic"], p["body"])
+                if await order_pruned(st.conn, store.shop, event.order_id):
+                    log.warning(
+                        "webhook about an order older than the ledger's retention: not applied again",
+                        shop=store.shop,
+                        order=event.order_id,
+                        delivery=p["delivery_id"],
+                    )
+                    return
                 variants = [s.child_variant_id for s in event.sales]
                 links = await child_links(st.conn, store.shop, variants=variants)
                 if await _link_sold_copies(
@@ -494,7 +507,7 @@ async def level_webhook(ctx: JobContext) -> None:
     net, store = _lookup(rt, p["shop"])
     try:
         report = level_from_webhook(p["body"])
-        version = version_of_delivery(p)
+        version = version_of_delivery(p, TRIGGERED_AT_REFUSED.inc)
     except ValueError as err:
         raise PermanentError(f"inventory level webhook {p['delivery_id']}: {err}") from err
     async with job_storage(ctx.pool) as st:
@@ -890,11 +903,17 @@ async def reconcile(ctx: JobContext) -> None:
         await _guarded(ctx, st, [net.parent.shop], work)
 
 
+@registry.register(JOB_PRUNE)
 @registry.register(JOB_PRUNE_WRITES)
-async def prune_write_records(ctx: JobContext) -> None:
+async def prune_old_rows(ctx: JobContext) -> None:
+    """Everything past its retention, in short batches (jobs: the queue's scheduler prunes them)."""
+    from storesync.retention import prune
+
     async with job_storage(ctx.pool) as st:
-        n = await st.writes.prune(datetime.now(UTC) - WRITE_RECORD_TTL)
-    log.info("write records pruned", rows=n)
+        report = await prune(st.conn, include_jobs=False)
+    for table in report:
+        if table.deleted:
+            log.info("pruned", table=table.table, rows=table.deleted, kept_for=table.kept_for)
 
 
 # --------------------------------------------------------------------------- worker start

@@ -45,7 +45,7 @@ class SyncSettings(EnvironmentSettings):
 
     # Periodic reconciliation of every merchant (seconds).
     reconcile_every_s: Annotated[float, Field(gt=0)] = 900.0
-    # Periodic pruning of echo-suppression write records older than a day (seconds).
+    # How often `sync.prune` deletes what is past its retention (seconds; `storesync.retention`).
     prune_every_s: Annotated[float, Field(gt=0)] = 3600.0
     # A parked job of a paused store looks again after this long (seconds).
     pause_recheck_s: Annotated[float, Field(gt=0)] = 600.0

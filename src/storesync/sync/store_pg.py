@@ -475,8 +475,12 @@ ORDER BY written_at DESC
 LIMIT %(limit)s
 """
 
-# prune_writes: forget write records older than any echo can be.
-PRUNE_WRITES = "DELETE FROM sync_write_records WHERE written_at < %(before)s"
+# prune_writes: forget a batch of the oldest write records older than any echo can be.
+PRUNE_WRITES = """
+DELETE FROM sync_write_records WHERE id IN (
+    SELECT id FROM sync_write_records WHERE written_at < %(before)s ORDER BY written_at LIMIT %(limit)s
+)
+"""
 
 
 class PgWriteRecords:
@@ -508,9 +512,10 @@ class PgWriteRecords:
             )
             return [WriteRecord(*row) for row in await cur.fetchall()]
 
-    async def prune(self, before: datetime) -> int:
+    async def prune(self, before: datetime, *, limit: int = 5000) -> int:
+        """Delete up to `limit` records written before `before` (the oldest); returns how many."""
         async with _one_statement(self.conn):
-            cur = await self.conn.execute(PRUNE_WRITES, {"before": before})
+            cur = await self.conn.execute(PRUNE_WRITES, {"before": before, "limit": limit})
             return cur.rowcount
 
 
@@ -805,3 +810,88 @@ class PgAudit:
                 )
                 for r in await cur.fetchall()
             ]
+
+
+# --------------------------------------------------------------------------- retention
+# Batches of the oldest rows past a cutoff, each batch one short statement (`storesync.retention`).
+
+# count_old_writes / prune_writes (above): engine write records.
+COUNT_OLD_WRITES = "SELECT count(*) FROM sync_write_records WHERE written_at < %(before)s"
+
+# count_old_audit: audit rows older than the cutoff.
+COUNT_OLD_AUDIT = "SELECT count(*) FROM sync_audit WHERE at < %(before)s"
+
+# prune_audit: delete a batch of the oldest audit rows older than the cutoff.
+PRUNE_AUDIT = """
+DELETE FROM sync_audit WHERE id IN (
+    SELECT id FROM sync_audit WHERE at < %(before)s ORDER BY at LIMIT %(limit)s
+)
+"""
+
+# count_old_sagas: finished (completed or compensated) sagas last changed before the cutoff.
+COUNT_OLD_SAGAS = """
+SELECT count(*) FROM sync_sagas WHERE state IN ('completed', 'compensated') AND updated_at < %(before)s
+"""
+
+# prune_sagas: delete a batch of them, oldest first (their steps go by ON DELETE CASCADE).
+# Running, compensating and stuck sagas are never pruned.
+PRUNE_SAGAS = """
+DELETE FROM sync_sagas WHERE id IN (
+    SELECT id FROM sync_sagas
+    WHERE state IN ('completed', 'compensated') AND updated_at < %(before)s
+    ORDER BY updated_at LIMIT %(limit)s
+)
+"""
+
+# count_old_ledger: applied ledger entries older than the cutoff (an upper bound of what goes:
+# an order goes whole, only once every entry of it is applied and old).
+COUNT_OLD_LEDGER = """
+SELECT count(*) FROM sync_inventory_ledger WHERE status = 'applied' AND applied_at < %(before)s
+"""
+
+# prune_ledger: from the next batch of old applied entries (after the cursor, in age order),
+# the orders all of whose entries are applied and old: remember each in
+# sync_ledger_pruned_orders, then delete all their entries. Returns the entries deleted, the
+# entries scanned and the cursor to continue from (NULLs once nothing is left to scan).
+PRUNE_LEDGER = """
+WITH candidate AS (
+    SELECT id, applied_at, child_shop, order_id FROM sync_inventory_ledger
+    WHERE status = 'applied' AND applied_at < %(before)s
+      AND (applied_at, id) > (%(after_at)s::timestamptz, %(after_id)s::bigint)
+    ORDER BY applied_at, id
+    LIMIT %(limit)s
+), whole AS (
+    SELECT DISTINCT c.child_shop, c.order_id FROM candidate c
+    WHERE NOT EXISTS (
+        SELECT 1 FROM sync_inventory_ledger l
+        WHERE l.child_shop = c.child_shop AND l.order_id = c.order_id
+          AND (l.status <> 'applied' OR l.applied_at >= %(before)s)
+    )
+), remembered AS (
+    INSERT INTO sync_ledger_pruned_orders (child_shop, order_id)
+    SELECT child_shop, order_id FROM whole
+    ON CONFLICT DO NOTHING
+), deleted AS (
+    DELETE FROM sync_inventory_ledger l USING whole w
+    WHERE l.child_shop = w.child_shop AND l.order_id = w.order_id
+    RETURNING 1
+), last AS (
+    SELECT applied_at, id FROM candidate ORDER BY applied_at DESC, id DESC LIMIT 1
+)
+SELECT (SELECT count(*) FROM deleted), (SELECT count(*) FROM candidate),
+       (SELECT applied_at FROM last), (SELECT id FROM last)
+"""
+
+# order_pruned: whether an order's ledger entries were pruned (its webhooks are not applied again).
+ORDER_PRUNED = """
+SELECT EXISTS (SELECT 1 FROM sync_ledger_pruned_orders WHERE child_shop = %(shop)s AND order_id = %(order_id)s)
+"""
+
+
+async def order_pruned(conn: psycopg.AsyncConnection, child_shop: str, order_id: str) -> bool:
+    """True when the order's ledger entries were pruned by retention: whatever a webhook about it
+    says now, its lines were applied long ago (and applying them again would count them twice)."""
+    async with _one_statement(conn):
+        cur = await conn.execute(ORDER_PRUNED, {"shop": child_shop, "order_id": order_id})
+        row = await cur.fetchone()
+    return bool(row and row[0])

@@ -2,7 +2,9 @@
 
 Start-up opens the pooled-path pool (PgBouncer-safe, bounded waits) and refuses to serve when
 the database is unreachable or its schema is behind this code: a web tier that accepted webhooks
-into a schema it does not match could lose them.
+into a schema it does not match could lose them. The public port serves webhooks, `/healthz`,
+a yes/no `/readyz` (checked on a one-connection pool of its own) and the dashboard; metrics and
+detailed readiness are on the operations listener (`ops.py`).
 """
 
 from __future__ import annotations
@@ -21,10 +23,10 @@ from storesync.db.pools import async_pooled_pool, connect_direct
 from storesync.logs import configure_logging, get_logger
 from storesync.web.batcher import DeliveryBatcher
 from storesync.web.dashboard import create_dashboard
-from storesync.web.health import healthz, readyz
-from storesync.web.metrics import WebMetrics, metrics_endpoint
+from storesync.web.health import ReadinessProbe, healthz, readyz
+from storesync.web.metrics import WebMetrics
 from storesync.web.settings import WebSettings
-from storesync.web.webhooks import shopify_webhook
+from storesync.web.webhooks import WebhookSlots, shopify_webhook
 
 log = get_logger("storesync.web")
 
@@ -65,6 +67,10 @@ def create_app(
         pool = async_pooled_pool(settings, name="storesync-web")
         await pool.open(wait=settings.pool_min_size > 0, timeout=float(settings.connect_timeout))
         app.state.pool = pool
+        metrics.watched_pool = pool
+        probe_pool = async_pooled_pool(settings, name="storesync-web-probe", min_size=0, max_size=1)
+        await probe_pool.open(wait=False)
+        app.state.readiness = ReadinessProbe(lambda: app.state.settings, web_settings, probe_pool)
         app.state.batcher = batcher = DeliveryBatcher(
             pool,
             statement_timeout_ms=settings.statement_timeout_ms,
@@ -86,10 +92,12 @@ def create_app(
         try:
             yield
         finally:
+            metrics.watched_pool = None
             gauges.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await gauges
             await batcher.close()
+            await probe_pool.close(timeout=5.0)
             await pool.close(timeout=5.0)
 
     app = Starlette(
@@ -97,7 +105,6 @@ def create_app(
             Route("/webhooks/shopify", shopify_webhook, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
-            Route("/metrics", metrics_endpoint, methods=["GET"]),
             # Operator dashboard (STORESYNC_DASHBOARD_TOKEN; disabled when unset); reads on this pool.
             Mount("/dashboard", app=create_dashboard(settings, lambda: app.state.pool)),
         ],
@@ -107,6 +114,8 @@ def create_app(
     app.state.network = network
     app.state.web_settings = web_settings
     app.state.metrics = metrics
+    app.state.webhook_slots = WebhookSlots(web_settings.max_concurrent)
+    app.state.readiness = None
     app.state.pool = None
     app.state.batcher = None
     app.state.startup_error = None

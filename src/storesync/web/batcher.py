@@ -5,9 +5,13 @@ trips) costs far more than the rows. So deliveries arriving while earlier transa
 flight wait for the next one and share it: at low load a delivery gets a transaction of its own
 at once; under load each transaction carries whatever arrived meanwhile (up to `max_batch`).
 Every delivery's row and job are still committed together, and no answer is given before the
-commit. A failed batch fails each of its deliveries (503; Shopify retries, the webhook id
-dedupes). A request that stops waiting (its budget ran out) is skipped if its batch had not
-started, else its batch simply completes without anyone listening.
+commit. A batch the database cannot take (down, slow, out of connections) fails each of its
+deliveries (503; Shopify retries, the webhook id dedupes). A batch refused for what one delivery
+holds (a value Postgres cannot store: `ingest.parse_body` keeps such bodies out of jobs, this is
+the backstop) is recorded again one delivery per transaction, so the others go through, and the
+refused delivery is kept as `unparseable` without a job: one bad delivery never fails its batch
+mates, and is never lost. A request that stops waiting (its budget ran out) is skipped if its
+batch had not started, else its batch simply completes without anyone listening.
 """
 
 from __future__ import annotations
@@ -16,9 +20,25 @@ import asyncio
 import contextlib
 from collections import deque
 
+import psycopg
 from psycopg_pool import AsyncConnectionPool
 
+from storesync.logs import get_logger
 from storesync.web.ingest import Delivery, Recorded, record_deliveries
+
+log = get_logger("storesync.web.batcher")
+
+# Errors caused by what a delivery holds, not by the database's state: retrying the same rows
+# fails the same way. (Connection, timeout and pool errors are not among them: those are 503.)
+POISON = (
+    psycopg.DataError,
+    psycopg.IntegrityError,
+    psycopg.ProgrammingError,
+    psycopg.errors.ProgramLimitExceeded,
+    ValueError,
+    TypeError,
+    RecursionError,
+)
 
 
 class DeliveryBatcher:
@@ -61,12 +81,35 @@ class DeliveryBatcher:
         self._tasks.discard(task)
         self._start_batches()
 
+    async def _record(self, deliveries: list[Delivery]) -> list[Recorded]:
+        async with self.pool.connection() as conn:
+            return await record_deliveries(conn, deliveries, statement_timeout_ms=self.statement_timeout_ms)
+
+    async def _record_alone(self, delivery: Delivery) -> Recorded | BaseException:
+        """One delivery in its own transaction; refused for its content, it is kept without a job."""
+        try:
+            return (await self._record([delivery]))[0]
+        except POISON as err:
+            log.error(
+                "delivery_kept_unparseable",
+                webhook_id=delivery.webhook_id,
+                topic=delivery.topic,
+                shop=delivery.shop,
+                error=f"{type(err).__name__}: {err}"[:300],
+            )
+            try:
+                return (await self._record([delivery.kept_unparseable()]))[0]
+            except Exception as again:
+                return again
+        except Exception as err:
+            return err
+
     async def _commit(self, batch: list[tuple[Delivery, asyncio.Future[Recorded]]]) -> None:
         try:
-            async with self.pool.connection() as conn:
-                results = await record_deliveries(
-                    conn, [d for d, _ in batch], statement_timeout_ms=self.statement_timeout_ms
-                )
+            try:
+                results: list[Recorded | BaseException] = list(await self._record([d for d, _ in batch]))
+            except POISON:
+                results = [await self._record_alone(d) for d, _ in batch]
         except Exception as err:
             for _, future in batch:
                 if not future.done():
@@ -77,7 +120,11 @@ class DeliveryBatcher:
             raise
         else:
             for (_, future), result in zip(batch, results, strict=True):
-                if not future.done():
+                if future.done():
+                    continue
+                if isinstance(result, BaseException):
+                    future.set_exception(result)
+                else:
                     future.set_result(result)
 
     async def close(self, timeout: float = 10.0) -> None:

@@ -29,8 +29,23 @@ ORDER BY received_at DESC, id DESC
 LIMIT %(limit)s
 """
 
-# get_delivery_payload: the raw bytes of one delivery, as Shopify sent them.
+# get_delivery_payload: the stored bytes of one delivery (as sent, or minimised: web/personal_data.py).
 GET_DELIVERY_PAYLOAD = "SELECT payload FROM webhook_deliveries WHERE webhook_id = %(webhook_id)s"
 
 # count_deliveries_by_status: how many deliveries of each status the table holds.
 COUNT_DELIVERIES_BY_STATUS = "SELECT status, count(*) FROM webhook_deliveries GROUP BY status ORDER BY status"
+
+# ----------------------------------------------------------------------------- retention
+
+# count_old_deliveries: deliveries received before the cutoff.
+COUNT_OLD_DELIVERIES = "SELECT count(*) FROM webhook_deliveries WHERE received_at < %(before)s"
+
+# prune_deliveries: delete a batch of the oldest deliveries of one status received before the
+# cutoff (by the (status, received_at) index; one status at a time so the index serves it).
+PRUNE_DELIVERIES = """
+DELETE FROM webhook_deliveries WHERE id IN (
+    SELECT id FROM webhook_deliveries
+    WHERE status = %(status)s AND received_at < %(before)s
+    ORDER BY received_at LIMIT %(limit)s
+)
+"""

@@ -12,9 +12,10 @@ import base64
 import hashlib
 import hmac
 import json
+import math
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import psycopg
@@ -35,6 +36,39 @@ def sign(secret: str | bytes, body: bytes) -> str:
     return base64.b64encode(hmac.new(key, body, hashlib.sha256).digest()).decode()
 
 
+def well_formed_signature(header_value: str | None) -> bool:
+    """Whether a header can be an HMAC-SHA256 in base64 at all (checked before reading the body)."""
+    if not header_value or len(header_value) > 64:
+        return False
+    try:
+        return len(base64.b64decode(header_value.strip(), validate=True)) == hashlib.sha256().digest_size
+    except ValueError:
+        return False
+
+
+# Identifiers we store (webhook id, event id): printable ASCII without spaces (Shopify sends UUIDs).
+_IDENTIFIER_RE = re.compile(r"[\x21-\x7e]{1,255}")
+# Topics: lowercase words joined by slashes ("orders/create", "inventory_levels/update").
+_TOPIC_RE = re.compile(r"[a-z0-9_]{1,64}(?:/[a-z0-9_]{1,64}){1,3}")
+_API_VERSION_RE = re.compile(r"\d{4}-\d{2}|unstable")
+
+
+def identifier(value: str | None) -> str | None:
+    """A webhook or event id header, or None when absent or not a plausible identifier."""
+    text = (value or "").strip()
+    return text if _IDENTIFIER_RE.fullmatch(text) else None
+
+
+def topic_of(value: str | None) -> str | None:
+    text = (value or "").strip().lower()
+    return text if _TOPIC_RE.fullmatch(text) else None
+
+
+def api_version_of(value: str | None) -> str | None:
+    text = (value or "").strip()
+    return text if _API_VERSION_RE.fullmatch(text) else None
+
+
 def verify_hmac(body: bytes, header_value: str | None, secrets: Iterable[SecretStr]) -> bool:
     """True when the header is the signature of `body` under any of `secrets`."""
     if not header_value:
@@ -52,6 +86,8 @@ def parse_triggered_at(value: str | None) -> datetime | None:
     """X-Shopify-Triggered-At as an aware datetime; raises ValueError when malformed."""
     if value is None or not value.strip():
         return None
+    if len(value) > 64:
+        raise ValueError("too long")
     text = _FRACTION_RE.sub(r"\1", value.strip()).replace("Z", "+00:00").replace("z", "+00:00")
     parsed = datetime.fromisoformat(text)
     if parsed.tzinfo is None:
@@ -63,30 +99,70 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
 
-def parse_body(body: bytes) -> dict | None:
-    """The JSON object in `body`, or None when it is not one (kept as `unparseable`).
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (math.inf, -math.inf):  # 1e999: Python's json makes it inf, jsonb has no such number
+        raise ValueError(f"{text} is out of range")
+    return value
 
-    Also None for what Python's json accepts but Postgres jsonb refuses (NaN, Infinity, the
-    \\u0000 escape): enqueueing such a payload would fail on every retry."""
+
+# Nesting deeper than this is not a Shopify payload (theirs stay under ten levels); refusing it
+# also keeps every later walk and json.dumps of the body far from Python's recursion limit.
+MAX_DEPTH = 64
+# A \u escape of a UTF-16 surrogate (D800-DFFF): Python accepts a lone one, jsonb refuses it.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abcdefABCDEF]")
+
+
+def parse_body(body: bytes) -> dict | None:
+    """The JSON object in `body`, or None when it is not one that Postgres can store as jsonb
+    (kept as `unparseable`, its bytes untouched): not UTF-8 or not JSON, NaN/Infinity or a number
+    beyond float range, a \\u0000 escape, a lone UTF-16 surrogate, nesting deeper than MAX_DEPTH.
+    Any of these in a job payload would fail its whole batch on every retry."""
     try:
-        parsed = json.loads(body, parse_constant=_reject_constant)
+        parsed = json.loads(body, parse_constant=_reject_constant, parse_float=_finite_float)
     except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: absurdly deep nesting
         return None
     if not isinstance(parsed, dict):
         return None
-    if b"\\u0000" in body and _has_nul(parsed):  # cheap test first: a NUL needs that escape
+    check_strings = b"\\u0000" in body or _SURROGATE_ESCAPE.search(body) is not None
+    # Cheap tests first: a body with few brackets cannot be deep, and without those escapes no
+    # string can hold a NUL or a lone surrogate (raw UTF-8 cannot encode either).
+    if (check_strings or body.count(b"[") + body.count(b"{") > MAX_DEPTH) and not _storable(
+        parsed, check_strings
+    ):
         return None
     return parsed
 
 
-def _has_nul(value: object) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
+def _bad_text(text: str) -> bool:
+    if "\x00" in text:
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate
+        return True
     return False
+
+
+def _storable(value: object, check_strings: bool) -> bool:
+    """Walk without recursion: nesting within MAX_DEPTH and, if asked, no string jsonb refuses."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            if depth > MAX_DEPTH:
+                return False
+            for key, child in item.items():
+                if check_strings and _bad_text(key):
+                    return False
+                stack.append((child, depth + 1))
+        elif isinstance(item, list):
+            if depth > MAX_DEPTH:
+                return False
+            stack.extend((child, depth + 1) for child in item)
+        elif check_strings and isinstance(item, str) and _bad_text(item):
+            return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -104,11 +180,16 @@ class Delivery:
     status: str  # accepted | unparseable | ignored
     job: JobSpec | None  # set only when status is accepted
 
+    def kept_unparseable(self) -> Delivery:
+        """This delivery recorded without a job (what the database refused to store as a job)."""
+        return replace(self, status=UNPARSEABLE, job=None)
+
 
 @dataclass(frozen=True)
 class Recorded:
     first: bool  # False: a duplicate of a recorded delivery, nothing written
     enqueued: Enqueued | None
+    status: str = ACCEPTED  # what the delivery was recorded as
 
 
 async def record_deliveries(
@@ -143,7 +224,9 @@ async def record_deliveries(
         jobs = [d.job for d, first in zip(deliveries, firsts, strict=True) if first and d.job is not None]
         enqueued = iter(await enqueue_many_async(conn, jobs) if jobs else [])
     return [
-        Recorded(first=first, enqueued=next(enqueued) if first and d.job is not None else None)
+        Recorded(
+            first=first, enqueued=next(enqueued) if first and d.job is not None else None, status=d.status
+        )
         for d, first in zip(deliveries, firsts, strict=True)
     ]
 

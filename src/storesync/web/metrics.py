@@ -1,9 +1,9 @@
-"""Prometheus metrics of the web tier, and `GET /metrics`.
+"""Prometheus metrics of the web tier (served by the operations listener: `ops.py`).
 
 One process: each app has its own registry (several apps can live in one test process).
 Several uvicorn workers: `storesync serve --workers N` sets `PROMETHEUS_MULTIPROC_DIR` before the
-workers start, values live in files there, and whichever worker answers `/metrics` reports the sum
-over all workers (prometheus_client's multiprocess mode). Limitation: pool gauges are summed over
+workers start, values live in files there, and the ops listener (in the serving process) reports
+the sum over all workers (prometheus_client's multiprocess mode). Limitation: pool gauges are summed over
 the workers' files, so a worker that died and was replaced leaves its last pool figures behind
 until the server restarts (counters and histograms stay exact).
 """
@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -22,13 +21,8 @@ from prometheus_client import (
 )
 from prometheus_client import multiprocess as prom_multiprocess
 from psycopg_pool import AsyncConnectionPool
-from starlette.requests import Request
-from starlette.responses import Response
 
-from storesync.logs import get_logger
 from storesync.queue.metrics import QueueGauges
-
-log = get_logger(__name__)
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -62,6 +56,12 @@ class WebMetrics:
             ["reason"],
             registry=r,
         )
+        self.ignored_headers = Counter(
+            "storesync_webhook_ignored_headers",
+            "Signed deliveries recorded without an unsigned header that was malformed, by header.",
+            ["header"],
+            registry=r,
+        )
         self.unavailable = Counter(
             "storesync_webhook_unavailable",
             "Requests answered 503 because the database could not take them (Shopify retries), by reason.",
@@ -84,6 +84,8 @@ class WebMetrics:
         )
         # The state of the whole queue, read from the database on each scrape.
         self.queue = QueueGauges(r)
+        # The webhook pool, read again at each scrape (one process; workers refresh their files).
+        self.watched_pool: AsyncConnectionPool | None = None
 
     def observe_pool(self, pool: AsyncConnectionPool) -> None:
         stats = pool.get_stats()
@@ -99,17 +101,6 @@ class WebMetrics:
             prom_multiprocess.MultiProcessCollector(registry)
             registry.register(self.queue)
             return generate_latest(registry)
+        if self.watched_pool is not None:
+            self.observe_pool(self.watched_pool)  # counters only: safe from the ops listener's thread
         return generate_latest(self.registry)
-
-
-async def metrics_endpoint(request: Request) -> Response:
-    metrics: WebMetrics = request.app.state.metrics
-    pool = getattr(request.app.state, "pool", None)
-    if pool is not None:
-        metrics.observe_pool(pool)
-        try:
-            async with pool.connection(timeout=1.0) as conn:
-                await metrics.queue.refresh_async(conn)
-        except Exception as err:  # a scrape must still answer; the gauges keep their last values
-            log.warning("queue_gauges_unavailable", error=str(err))
-    return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -6,6 +6,8 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
+from storesync.web.deliveries_sql import SET_LOCAL_STATEMENT_TIMEOUT
+
 # latest_worker_heartbeat: the newest heartbeat of a running worker and how many workers run;
 # NULLs when the queue's table is absent (the whole query is guarded by to_regclass).
 LATEST_WORKER_HEARTBEAT = """
@@ -17,9 +19,10 @@ FROM queue_workers WHERE state <> 'stopped'
 QUEUE_WORKERS_EXISTS = "SELECT to_regclass('queue_workers') IS NOT NULL"
 
 
-async def latest_heartbeat(pool: AsyncConnectionPool) -> dict[str, Any] | None:
+async def latest_heartbeat(pool: AsyncConnectionPool, statement_timeout_ms: str) -> dict[str, Any] | None:
     """A readiness entry describing the newest worker heartbeat, or None without a queue."""
     async with pool.connection() as conn, conn.transaction():
+        await conn.execute(SET_LOCAL_STATEMENT_TIMEOUT, (statement_timeout_ms,))
         cur = await conn.execute(QUEUE_WORKERS_EXISTS)
         exists = await cur.fetchone()
         if not exists or not exists[0]:

@@ -1,4 +1,5 @@
-"""`storesync serve`: the web tier under uvicorn, one process or several workers."""
+"""`storesync serve`: the web tier under uvicorn, one process or several workers, and the
+operations listener (`ops.py`) in a thread of this process."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import uvicorn
 
 from storesync.config import NetworkConfig, Settings
 from storesync.web.app import NotServing, check_database, create_app
+from storesync.web.ops import OpsListenerRefused, check_ops_settings, start_ops_listener
 from storesync.web.settings import WebSettings
 
 
@@ -26,6 +28,10 @@ def _multiprocess_metrics_dir() -> None:
 
 def serve(settings: Settings, network: NetworkConfig, web: WebSettings) -> None:
     """Check the database, then serve until SIGINT/SIGTERM. Raises NotServing when it must not."""
+    try:
+        check_ops_settings(web)
+    except OpsListenerRefused as err:
+        raise NotServing(str(err)) from None
     check_database(settings)  # fail here, with the reason, before any worker starts
     common = {
         "host": web.host,
@@ -36,7 +42,13 @@ def serve(settings: Settings, network: NetworkConfig, web: WebSettings) -> None:
         "proxy_headers": True,
     }
     if web.workers == 1:
-        uvicorn.run(create_app(settings, network, web), **common)
+        app = create_app(settings, network, web)
+        ops = start_ops_listener(lambda: settings, web, app.state.metrics, settings.log_level)
+        try:
+            uvicorn.run(app, **common)
+        finally:
+            if ops is not None:
+                ops.stop()
         return
     # Several workers each build their app from the environment: hand them the settings this
     # process resolved (an embedded server's DSN, the config file, command-line overrides).
@@ -46,7 +58,13 @@ def serve(settings: Settings, network: NetworkConfig, web: WebSettings) -> None:
         os.environ["DATABASE_DIRECT_URL"] = settings.direct_dsn or ""
     os.environ["STORESYNC_CONFIG_FILE"] = str(settings.config_file)
     os.environ["STORESYNC_WEB_HOST"], os.environ["STORESYNC_WEB_PORT"] = web.host, str(web.port)
-    uvicorn.run("storesync.web.app:app_from_environment", factory=True, workers=web.workers, **common)
+    # The ops listener stays in this (supervising) process and reads the workers' metric files.
+    ops = start_ops_listener(lambda: settings, web, None, settings.log_level)
+    try:
+        uvicorn.run("storesync.web.app:app_from_environment", factory=True, workers=web.workers, **common)
+    finally:
+        if ops is not None:
+            ops.stop()
 
 
 __all__ = ["NotServing", "serve"]

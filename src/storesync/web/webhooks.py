@@ -1,23 +1,33 @@
 """`POST /webhooks/shopify`: Shopify's front door.
 
 Checks, in order, each answered without writing anything:
-  body over the size limit -> 413 (Content-Length checked first, then counted while streaming,
-  so the rest of an oversized body is never read); unknown X-Shopify-Shop-Domain -> 401;
-  HMAC matching none of the store's secrets -> 401; missing X-Shopify-Topic or
-  X-Shopify-Webhook-Id (or a malformed X-Shopify-Triggered-At) -> 400.
+  more webhook requests in flight than `max_concurrent` -> 503 + Retry-After, at once;
+  the headers, before a byte of the body is read: X-Shopify-Shop-Domain a store we serve,
+  X-Shopify-Hmac-Sha256 a well-formed signature, X-Shopify-Topic and X-Shopify-Webhook-Id present
+  and well-formed; else 401 (one body for every authentication failure: shops cannot be
+  enumerated); body over the size limit -> 413 (Content-Length checked first, then counted while
+  streaming, so the rest of an oversized body is never read); the body not in within
+  `body_timeout_s` -> 408; HMAC matching none of the store's secrets -> 401 (the same body).
 Then one transaction records the delivery and enqueues its job (first delivery only) -> 200.
-A duplicate -> 200. A signed body that is not a JSON object, or a topic storesync does not
-handle, is kept (`unparseable` / `ignored`) -> 200. The database down, slow or out of
-connections -> 503 within the request budget (Shopify retries; the webhook id dedupes).
+A duplicate -> 200. A signed body that is not a JSON object Postgres can store, or a topic
+storesync does not handle, is kept (`unparseable` / `ignored`) -> 200: no signed body, whatever
+it holds, gets a 5xx while the database is up. Order bodies are cut to what sync needs before
+they are stored (`personal_data.py`). The database down, slow or out of connections -> 503 within
+the request budget (Shopify retries; the webhook id dedupes).
+
+X-Shopify-Triggered-At is not signed: a malformed one is dropped (counted), never a reason to
+refuse a signed delivery; sync orders levels by the body's `updated_at` and uses the header only
+within a window around it (`sync.conflicts.version_of_delivery`).
 """
 
 from __future__ import annotations
 
+import json
 import time
 
 import psycopg
 from psycopg_pool import PoolTimeout
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from storesync.logs import get_logger
@@ -27,23 +37,45 @@ from storesync.web.ingest import (
     IGNORED,
     UNPARSEABLE,
     Delivery,
+    api_version_of,
+    identifier,
     parse_body,
     parse_triggered_at,
+    topic_of,
     verify_hmac,
+    well_formed_signature,
 )
+from storesync.web.personal_data import minimised, spec_of
 from storesync.web.topics import HANDLED_TOPICS, job_spec
 
 log = get_logger("storesync.web.webhooks")
+
+# The one answer to every authentication failure: which check failed is for our metrics only.
+UNAUTHORIZED = {"status": 401, "message": "unauthorized"}
 
 
 class _TooLarge(Exception):
     pass
 
 
+class WebhookSlots:
+    """Webhook requests in flight in this process (one event loop: a plain counter)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_use = 0
+
+    def take(self) -> bool:
+        if self.in_use >= self.limit:
+            return False
+        self.in_use += 1
+        return True
+
+    def give_back(self) -> None:
+        self.in_use -= 1
+
+
 async def _read_limited(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.strip().isdigit() and int(declared) > limit:
-        raise _TooLarge
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
@@ -54,14 +86,34 @@ async def _read_limited(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def _declared_too_large(request: Request, limit: int) -> bool:
+    declared = (request.headers.get("content-length") or "").strip()
+    return declared.isascii() and declared.isdigit() and (len(declared) > 18 or int(declared) > limit)
+
+
 def _answer(status: int, message: str, **extra: object) -> JSONResponse:
     return JSONResponse({"status": status, "message": message, **extra}, status_code=status)
 
 
+def _unauthorized(metrics, reason: str) -> JSONResponse:
+    metrics.rejections.labels(reason).inc()
+    return JSONResponse(UNAUTHORIZED, status_code=401)
+
+
 async def shopify_webhook(request: Request) -> Response:
     started = time.perf_counter()
-    response = await _handle(request)
-    request.app.state.metrics.latency.labels(str(response.status_code)).observe(time.perf_counter() - started)
+    state = request.app.state
+    slots: WebhookSlots = state.webhook_slots
+    if not slots.take():
+        state.metrics.rejections.labels("overloaded").inc()
+        response: Response = _answer(503, "too many webhook requests in flight; retry", reason="overloaded")
+        response.headers["Retry-After"] = "1"
+    else:
+        try:
+            response = await _handle(request)
+        finally:
+            slots.give_back()
+    state.metrics.latency.labels(str(response.status_code)).observe(time.perf_counter() - started)
     return response
 
 
@@ -71,50 +123,60 @@ async def _handle(request: Request) -> Response:
     web = state.web_settings
     headers = request.headers  # case-insensitive
 
-    try:
-        body = await _read_limited(request, web.max_body_bytes)
-    except _TooLarge:
-        metrics.rejections.labels("too_large").inc()
-        return _answer(413, f"body exceeds {web.max_body_bytes} bytes")
-
+    # Headers first: nothing of the body is read for a request that cannot be Shopify's.
     shop = (headers.get("x-shopify-shop-domain") or "").strip().lower()
     found = state.network.store(shop) if shop else None
     if found is None:
-        metrics.rejections.labels("unknown_shop").inc()
-        return _answer(401, "unknown shop" if shop else "missing X-Shopify-Shop-Domain")
+        return _unauthorized(metrics, "unknown_shop")
     merchant, store = found
+    signature = headers.get("x-shopify-hmac-sha256")
+    if not well_formed_signature(signature):
+        return _unauthorized(metrics, "bad_hmac")
+    topic = topic_of(headers.get("x-shopify-topic"))
+    webhook_id = identifier(headers.get("x-shopify-webhook-id"))
+    if topic is None or webhook_id is None:
+        return _unauthorized(metrics, "missing_header")
 
-    if not verify_hmac(body, headers.get("x-shopify-hmac-sha256"), store.webhook_secrets):
-        metrics.rejections.labels("bad_hmac").inc()
-        return _answer(401, "HMAC signature does not match")
-
-    topic = (headers.get("x-shopify-topic") or "").strip().lower()
-    webhook_id = (headers.get("x-shopify-webhook-id") or "").strip()
-    missing = [
-        name
-        for name, value in (("X-Shopify-Topic", topic), ("X-Shopify-Webhook-Id", webhook_id))
-        if not value
-    ]
-    if missing:
-        metrics.rejections.labels("missing_header").inc()
-        return _answer(400, "missing required headers: " + ", ".join(missing), missing=missing)
-    raw_triggered_at = headers.get("x-shopify-triggered-at")
+    if _declared_too_large(request, web.max_body_bytes):
+        metrics.rejections.labels("too_large").inc()
+        return _answer(413, f"body exceeds {web.max_body_bytes} bytes")
     try:
-        triggered_at = parse_triggered_at(raw_triggered_at)
+        body = await within(_read_limited(request, web.max_body_bytes), web.body_timeout_s)
+    except _TooLarge:
+        metrics.rejections.labels("too_large").inc()
+        return _answer(413, f"body exceeds {web.max_body_bytes} bytes")
+    except TimeoutError:
+        metrics.rejections.labels("slow_body").inc()
+        return _answer(408, f"the body did not arrive within {web.body_timeout_s:g} s")
+    except ClientDisconnect:
+        metrics.rejections.labels("disconnected").inc()
+        return _answer(400, "the client went away before sending the body")
+
+    if not verify_hmac(body, signature, store.webhook_secrets):
+        return _unauthorized(metrics, "bad_hmac")
+
+    try:
+        triggered_at = parse_triggered_at(headers.get("x-shopify-triggered-at"))
     except ValueError:
-        metrics.rejections.labels("bad_header").inc()
-        return _answer(400, "X-Shopify-Triggered-At is not an ISO 8601 timestamp with a time zone")
-    event_id = (headers.get("x-shopify-event-id") or "").strip() or None
-    api_version = (headers.get("x-shopify-api-version") or "").strip() or None
+        metrics.ignored_headers.labels("x-shopify-triggered-at").inc()
+        triggered_at = None
+    event_id = identifier(headers.get("x-shopify-event-id"))
+    api_version = api_version_of(headers.get("x-shopify-api-version"))
 
     parsed = parse_body(body)
     job = None
+    payload = body
     if parsed is None:
-        status = UNPARSEABLE
+        status = UNPARSEABLE  # kept as sent, byte for byte (bytea): an operator can read it
     elif topic not in HANDLED_TOPICS:
         status = IGNORED
+        payload = b""  # a topic we do not use may carry anything (customers/*): headers only
     else:
         status = ACCEPTED
+        spec = spec_of(topic)
+        if spec is not None:
+            parsed = minimised(parsed, spec)
+            payload = json.dumps(parsed, separators=(",", ":"), ensure_ascii=False).encode()
         job = job_spec(
             topic=topic,
             shop=shop,
@@ -133,7 +195,7 @@ async def _handle(request: Request) -> Response:
         event_id=event_id,
         triggered_at=triggered_at,
         api_version=api_version,
-        payload=body,
+        payload=payload,
         status=status,
         job=job,
     )
@@ -156,6 +218,10 @@ async def _handle(request: Request) -> Response:
         # and the webhook id makes the retry safe; log it so it is not silent.
         reason = "database_error"
         log.error("webhook_database_error", error=str(err), sqlstate=err.sqlstate, topic=topic, shop=shop)
+    except Exception:
+        # A bug of ours: still an answer Shopify retries, and loud in the log.
+        reason = "internal_error"
+        log.exception("webhook_internal_error", topic=topic, shop=shop, webhook_id=webhook_id)
     if reason is not None:
         metrics.unavailable.labels(reason).inc()
         log.warning("webhook_unavailable", reason=reason, topic=topic, shop=shop, webhook_id=webhook_id)
@@ -166,8 +232,8 @@ async def _handle(request: Request) -> Response:
         metrics.duplicates.labels(topic_label).inc()
         metrics.deliveries.labels(topic_label, "duplicate").inc()
         return _answer(200, "duplicate delivery: already recorded", outcome="duplicate")
-    metrics.deliveries.labels(topic_label, status).inc()
-    extra: dict[str, object] = {"outcome": status}
+    metrics.deliveries.labels(topic_label, recorded.status).inc()
+    extra: dict[str, object] = {"outcome": recorded.status}
     if recorded.enqueued is not None:
         extra["job_id"] = recorded.enqueued.job_id
         extra["collapsed"] = recorded.enqueued.collapsed

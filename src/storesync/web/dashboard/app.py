@@ -13,6 +13,8 @@ pooled path (the queue's operations are synchronous; operators act rarely).
 from __future__ import annotations
 
 import asyncio
+import re
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,13 +26,14 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from starlette.applications import Starlette
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from storesync.config import ConfigError, Settings
+from storesync.config import ConfigError, Settings, is_loopback
 from storesync.db.pools import POOLED_CONNECTION_KWARGS
 from storesync.logs import get_logger
 from storesync.web.dashboard import auth, render
@@ -55,6 +58,22 @@ NOTICES = {
 }
 
 PoolGetter = Callable[[], AsyncConnectionPool | None]
+# Row ids in URLs and query strings: plain ASCII digits that fit a bigint, or not a match at all
+# (404 or 400, never an error deeper down: `int()` refuses 5,000 digits, Postgres a 20-digit id).
+ROW_ID = re.compile(r"[0-9]{1,18}")
+
+
+class RowIdConvertor(Convertor[int]):
+    regex = ROW_ID.pattern
+
+    def convert(self, value: str) -> int:
+        return int(value)
+
+    def to_string(self, value: int) -> str:
+        return str(value)
+
+
+register_url_convertor("row_id", RowIdConvertor())
 
 
 class BadRequest(Exception):
@@ -169,6 +188,17 @@ def create_dashboard(
                     {"next": next_path if request.method == "GET" else "", "error": ""},
                     status=401,
                 )
+            nonce = session.nonce
+            try:
+                revoked = not session.via_bearer and await read(
+                    lambda conn: scalar(conn, q.SESSION_REVOKED, {"nonce": nonce})
+                )
+            except Unavailable as err:
+                return page(
+                    request, "error.html", {"title": "Database unavailable", "message": str(err)}, status=503
+                )
+            if revoked:  # signed out (in any browser holding a copy of the cookie)
+                return page(request, "login.html", {"next": "", "error": ""}, status=401)
             if request.method == "POST":
                 form = await form_fields(request)
                 if not session.csrf_ok(token, form.get("csrf")):
@@ -206,8 +236,8 @@ def create_dashboard(
     readers = asyncio.Semaphore(ds.max_concurrent_reads)
 
     async def read(work: Callable[[psycopg.AsyncConnection], Awaitable[Any]]) -> Any:
-        """Run `work` in one read transaction on the pooled path, bounded in time, holding at
-        most `max_concurrent_reads` of the shared pool's connections at once."""
+        """Run `work` in one transaction on the pooled path (page reads; a sign-out's revocation),
+        bounded in time, holding at most `max_concurrent_reads` of the shared pool's connections."""
         current = pool()
         if current is None:
             raise Unavailable("the web tier has not opened its database pool yet")
@@ -242,6 +272,11 @@ def create_dashboard(
         async with conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(sql, params)
             return await cur.fetchone()
+
+    async def scalar(conn: psycopg.AsyncConnection, sql: str, params: Any = None) -> Any:
+        cur = await conn.execute(sql, params)
+        row = await cur.fetchone()
+        return row[0] if row else None
 
     async def table_exists(conn: psycopg.AsyncConnection, name: str) -> bool:
         row = await one(conn, q.TABLE_EXISTS, {"name": name})
@@ -283,7 +318,7 @@ def create_dashboard(
         value = (request.query_params.get(name) or "").strip()
         if not value:
             return None
-        if not value.isdigit() or not (low <= int(value) <= high):
+        if not ROW_ID.fullmatch(value) or not (low <= int(value) <= high):
             raise BadRequest(f"{name} must be a whole number from {low} to {high}, not {value!r}")
         return int(value)
 
@@ -552,14 +587,36 @@ def create_dashboard(
             {"next": auth.safe_next(base_of(request), request.query_params.get("next")), "error": ""},
         )
 
+    limiter = auth.SignInLimiter(ds.sign_in_attempts_per_minute)
+
+    def cookie_secure(request: Request) -> bool:
+        """Secure, unless explicitly allowed off for plain http between loopback addresses."""
+        if not ds.plain_http_loopback or request.url.scheme != "http":
+            return True
+        ends = [request.client.host if request.client else "", (request.scope.get("server") or ("",))[0]]
+        return not all(is_loopback(end) for end in ends)
+
     async def login(request: Request) -> Response:
         if (answer := refused(request)) is not None:
             return answer
+        client = request.client.host if request.client else "unknown"
+        wait_s = limiter.retry_after(client)
+        if wait_s:
+            log.warning("dashboard_sign_in_throttled", client=client, retry_after_s=wait_s)
+            response = page(
+                request,
+                "login.html",
+                {"next": "", "error": f"Too many failed sign-ins: try again in {wait_s} s."},
+                status=429,
+            )
+            response.headers["Retry-After"] = str(wait_s)
+            return response
         form = await form_fields(request)
         token = ds.token.get_secret_value()
         next_path = auth.safe_next(base_of(request), form.get("next"))
         if not auth.token_matches(form.get("token"), token):
-            log.warning("dashboard_sign_in_refused", client=request.client.host if request.client else None)
+            limiter.failed(client)
+            log.warning("dashboard_sign_in_refused", client=client)
             await asyncio.sleep(0.2)  # blunt guessing a little; the token is long anyway
             return page(
                 request,
@@ -575,12 +632,20 @@ def create_dashboard(
             path=base_of(request) + "/",
             httponly=True,
             samesite="strict",
-            secure=request.url.scheme == "https",
+            secure=cookie_secure(request),
         )
-        log.info("dashboard_signed_in", client=request.client.host if request.client else None)
+        log.info("dashboard_signed_in", client=client)
         return response
 
     async def logout(request: Request, session: auth.Session) -> Response:
+        if not session.via_bearer:  # the cookie's session ends everywhere, not only in this browser
+            expires_at = max(session.issued_at + max_age_s, time.time()) + 60
+
+            async def revoke(conn: psycopg.AsyncConnection) -> None:
+                await conn.execute(q.REVOKE_SESSION, {"nonce": session.nonce, "expires_at": expires_at})
+
+            await read(revoke)
+            log.info("dashboard_signed_out", client=request.client.host if request.client else None)
         response = RedirectResponse(base_of(request) + "/login", status_code=303)
         response.delete_cookie(auth.COOKIE_NAME, path=base_of(request) + "/")
         return response
@@ -589,21 +654,23 @@ def create_dashboard(
         routes=[
             Route("/", guard(overview), methods=["GET"], name="overview"),
             Route("/queue", guard(queue), methods=["GET"], name="queue"),
-            Route("/jobs/{job_id:int}", guard(job_detail), methods=["GET"], name="job"),
+            Route("/jobs/{job_id:row_id}", guard(job_detail), methods=["GET"], name="job"),
             Route(
-                "/jobs/{job_id:int}/replay",
+                "/jobs/{job_id:row_id}/replay",
                 guard(job_action("replay", "replayed", "not-replayed")),
                 methods=["POST"],
                 name="job_replay",
             ),
             Route(
-                "/jobs/{job_id:int}/cancel",
+                "/jobs/{job_id:row_id}/cancel",
                 guard(job_action("cancel", "cancelled", "not-cancelled")),
                 methods=["POST"],
                 name="job_cancel",
             ),
             Route("/failures", guard(failures), methods=["GET"], name="failures"),
-            Route("/deliveries/{delivery_id:int}", guard(delivery_detail), methods=["GET"], name="delivery"),
+            Route(
+                "/deliveries/{delivery_id:row_id}", guard(delivery_detail), methods=["GET"], name="delivery"
+            ),
             Route(
                 "/deliveries/webhook/{webhook_id}",
                 guard(delivery_detail),

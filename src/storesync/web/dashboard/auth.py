@@ -4,7 +4,10 @@ The operator proves they hold `STORESYNC_DASHBOARD_TOKEN` once (sign-in form, or
 `Authorization: Bearer` header for scripts); the browser then carries a session cookie
 `<issued>.<nonce>.<mac>`, MACed with the token, so the cookie is never the token itself and
 rotating the token ends every session. Each form that changes something carries a CSRF token
-MACed from the session's nonce; the cookie is also HttpOnly and SameSite=Strict.
+MACed from the session's nonce; the cookie is also HttpOnly, SameSite=Strict and Secure (unless
+the operator explicitly allows plain http on loopback). Signing out revokes the session's nonce
+in the database, so a copied cookie dies with it. Failed sign-ins are limited per client.
+A cookie is parsed strictly: anything but the exact shape we issue is no session (never an error).
 All comparisons are constant time. The token is never logged, rendered or put in a URL.
 """
 
@@ -13,13 +16,17 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import secrets
 import time
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 
 from starlette.requests import Request
 
 COOKIE_NAME = "storesync_dashboard"
+# `<issued: unix seconds>.<nonce: 18 random bytes>.<mac: SHA-256>`, both in unpadded base64url.
+_COOKIE_RE = re.compile(r"([0-9]{1,12})\.([A-Za-z0-9_-]{24})\.([A-Za-z0-9_-]{43})")
 
 
 def _mac(key: str, message: str) -> str:
@@ -65,10 +72,10 @@ def session_from_cookie(
     """The session a cookie proves, or None (absent, forged, signed with an old token, expired)."""
     if not value:
         return None
-    parts = value.split(".")
-    if len(parts) != 3 or not parts[0].isdigit():
+    shape = _COOKIE_RE.fullmatch(value)
+    if shape is None:
         return None
-    issued, nonce, mac = int(parts[0]), parts[1], parts[2]
+    issued, nonce, mac = int(shape[1]), shape[2], shape[3]
     if not hmac.compare_digest(_mac(token, f"session:{issued}.{nonce}").encode(), mac.encode()):
         return None
     now = now if now is not None else time.time()
@@ -100,3 +107,40 @@ def safe_next(base: str, candidate: str | None) -> str:
     ):
         return candidate
     return base + "/"
+
+
+class SignInLimiter:
+    """Failed sign-ins per client: after `attempts` failures within `window_s`, that client is
+    refused (429) until the oldest of them leaves the window. Per process, bounded in memory
+    (the least recently seen clients are forgotten first)."""
+
+    def __init__(self, attempts: int, window_s: float = 60.0, max_clients: int = 10_000) -> None:
+        self.attempts = attempts
+        self.window_s = window_s
+        self.max_clients = max_clients
+        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def _recent(self, client: str, now: float) -> deque[float]:
+        failures = self._failures.get(client)
+        if failures is None:
+            return deque()
+        while failures and failures[0] <= now - self.window_s:
+            failures.popleft()
+        return failures
+
+    def retry_after(self, client: str, now: float | None = None) -> int:
+        """Seconds until this client may try again (0: now)."""
+        now = time.monotonic() if now is None else now
+        failures = self._recent(client, now)
+        if len(failures) < self.attempts:
+            return 0
+        return max(1, int(failures[0] + self.window_s - now + 0.999))
+
+    def failed(self, client: str, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        failures = self._recent(client, now)
+        failures.append(now)
+        self._failures[client] = failures
+        self._failures.move_to_end(client)
+        while len(self._failures) > self.max_clients:
+            self._failures.popitem(last=False)

@@ -3,13 +3,26 @@
 All run on the pooled path inside a transaction (PgBouncer transaction-mode safe: no session
 state, the statement timeout is SET LOCAL). Lists are keyset-paginated on id (`before`), fetching
 one row more than a page to know whether an older page exists. Writes are not here: replay and
-cancel call `storesync.queue.ops`, the same functions as `storesync jobs retry|cancel`.
+cancel call `storesync.queue.ops`, the same functions as `storesync jobs retry|cancel`; signing
+out records the session's revocation (REVOKE_SESSION).
 """
 
 from __future__ import annotations
 
 # set_local_statement_timeout: bound every statement of this read (transaction-scoped).
 SET_LOCAL_STATEMENT_TIMEOUT = "SELECT set_config('statement_timeout', %s, true)"
+
+# session_revoked: whether a signed-in session was signed out (its cookie is dead everywhere).
+SESSION_REVOKED = "SELECT EXISTS (SELECT 1 FROM dashboard_revoked_sessions WHERE nonce = %(nonce)s)"
+
+# revoke_session: sign a session out for good (until its cookie would have expired anyway), and
+# forget revocations whose cookies have expired by now.
+REVOKE_SESSION = """
+WITH forgotten AS (DELETE FROM dashboard_revoked_sessions WHERE expires_at < now())
+INSERT INTO dashboard_revoked_sessions (nonce, expires_at)
+VALUES (%(nonce)s, to_timestamp(%(expires_at)s))
+ON CONFLICT (nonce) DO NOTHING
+"""
 
 # table_exists: whether a table of another part (e.g. the audit trail) exists in this schema yet.
 TABLE_EXISTS = "SELECT to_regclass(%(name)s) IS NOT NULL"

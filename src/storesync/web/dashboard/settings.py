@@ -27,6 +27,11 @@ class DashboardSettings(EnvironmentSettings):
     # Pooled connections the dashboard may hold at once (per web process): the pool is shared
     # with webhook ingestion, which must never wait behind operators refreshing pages.
     max_concurrent_reads: Annotated[int, Field(ge=1)] = 2
+    # Failed sign-ins a client may make per minute (per web process) before it is refused (429).
+    sign_in_attempts_per_minute: Annotated[int, Field(ge=1, le=1000)] = 5
+    # The session cookie is always `Secure`, except over plain http between loopback addresses
+    # when this is true (a dashboard on a developer's machine, or the demo); never in production.
+    plain_http_loopback: bool = False
 
     @field_validator("token")
     @classmethod
