@@ -63,7 +63,7 @@ def network_toml(merchants: int = 4, children: int = 2) -> tuple[str, list[tuple
             table = "[merchants.parent]" if c == 0 else "[[merchants.children]]"
             lines.append(
                 f'{table}\nshop = "{shop}"\n'
-                f'admin_api_url = "http://127.0.0.1:1/{shop}/graphql.json"\n'
+                f'admin_api_url = "http://127.0.0.1:1/{shop}/admin/api/2026-10/graphql.json"\n'
                 f'access_token = "t"\nwebhook_secrets = ["{secret}"]\n'
             )
             stores.append((f"m{m}", shop, secret))

@@ -185,6 +185,35 @@ def network_resume(shop: Annotated[str, typer.Argument(help="the paused store's 
     console.print(f"{shop} active again; {n} parked jobs due now", highlight=False, markup=False)
 
 
+# --------------------------------------------------------------------------- stores
+
+stores_app = typer.Typer(help="Connecting stores to storesync.")
+app.add_typer(stores_app, name="stores")
+
+
+@stores_app.command("connect")
+def stores_connect(shop: Annotated[str, typer.Argument(help="the store's myshopify.com domain")]) -> None:
+    """Print the install URL of a store that connects by the authorization code grant: the
+    merchant opens it, approves the app, and storesync stores its tokens."""
+    from storesync.web.auth import install_url
+
+    network = load_network(load_settings())
+    found = network.store(shop.strip().lower())
+    if found is None:
+        fail(f'{shop} is not a store of storesync.toml (add it with credentials.kind = "authorization_code")')
+    store = found[1]
+    if store.credential_kind != "authorization_code":
+        fail(
+            f"{store.shop} connects with {store.credential_kind}: nothing to install "
+            "(`storesync api check` shows its token and scopes)",
+            code=1,
+        )
+    app_cfg = network.app_of(store)
+    assert app_cfg is not None and app_cfg.redirect_uri is not None
+    console.print(f"Open this link as the merchant of {store.shop} and approve the app:", highlight=False)
+    print(install_url(app_cfg.redirect_uri, store.shop))
+
+
 # --------------------------------------------------------------------------- emulator
 
 # The command's signature only; the emulator is imported when it runs.
@@ -201,21 +230,77 @@ app.add_typer(api_app, name="api")
 
 @api_app.command("check")
 def api_check() -> None:
-    """Call each configured store's Admin API once: token accepted, right shop, its bucket."""
+    """Per store: its credentials (kind, when the token expires), a token obtained as the
+    workers would, the access scopes granted against the ones storesync needs, the shop and its
+    bucket. A store missing a scope is paused with that reason (when its database is at hand:
+    DATABASE_URL, or any store whose tokens live there); exit code 1 if any store fails."""
     import asyncio
 
+    from storesync.commerce.scopes import NEEDED_SCOPES
     from storesync.commerce.tools import check_stores
+    from storesync.db import database_settings
 
-    network = load_network(load_settings())
+    settings = load_settings()
+    network = load_network(settings)
     if not network.merchants:
         fail("no stores configured (storesync.toml)")
-    checks = asyncio.run(check_stores(network))
+    issued = any(s.credential_kind != "static" for m in network.merchants for s in m.stores)
+
+    async def main(settings: Settings):
+        if not (issued or settings.pooled_dsn):
+            return await check_stores(network), {}
+        from storesync.commerce.credentials import PgTokenStore
+        from storesync.db.credentials import load_cipher
+        from storesync.db.pools import async_pooled_pool
+        from storesync.sync.runtime import pause_store
+
+        pool = async_pooled_pool(settings, name="storesync-api-check", min_size=1, max_size=4)
+        await pool.open(wait=True, timeout=settings.connect_timeout * 2)
+        try:
+            checks = await check_stores(
+                network, token_store=PgTokenStore(pool, load_cipher()) if issued else None
+            )
+            paused = {}
+            async with pool.connection() as conn:
+                await conn.set_autocommit(True)
+                for c in checks:
+                    if c.missing:
+                        reason = f"missing access scopes {', '.join(c.missing)} (storesync api check)"
+                        if await pause_store(conn, c.shop, reason):
+                            paused[c.shop] = reason
+            return checks, paused
+        finally:
+            await pool.close()
+
+    try:
+        if issued or settings.pooled_dsn:
+            with database_settings(settings) as settings:
+                checks, paused = asyncio.run(main(settings))
+        else:
+            checks, paused = asyncio.run(main(settings))
+    except ConfigError as err:
+        fail(str(err))
     table = Table(title="Admin API")
-    for col in ("merchant", "shop", "ok", "detail"):
+    for col in ("merchant", "shop", "credentials", "token expires", "scopes", "ok", "detail"):
         table.add_column(col)
     for c in checks:
-        table.add_row(*cells(c.merchant, c.shop, "yes" if c.ok else Text("no", style="red"), c.detail))
+        if c.scopes is None:
+            scopes: str | Text = "?"
+        elif c.missing:
+            scopes = Text("missing " + ", ".join(c.missing), style="red")
+        else:
+            scopes = "all needed"
+        expires = (
+            c.token_expires_at.isoformat(timespec="seconds")
+            if c.token_expires_at
+            else ("never" if c.kind == "static" else "-")
+        )
+        ok = "yes" if c.ok else Text("no", style="red")
+        table.add_row(*cells(c.merchant, c.shop, c.kind, expires, scopes, ok, c.detail))
     console.print(table)
+    console.print("needed: " + ", ".join(NEEDED_SCOPES), highlight=False)
+    for shop, reason in paused.items():
+        console.print(f"[yellow]paused[/] {escape(shop)}: {escape(reason)}", highlight=False)
     raise typer.Exit(0 if all(c.ok for c in checks) else 1)
 
 
@@ -532,7 +617,7 @@ def _run_sync(command):
         except ConfigError as err:
             fail(str(err))
         except StoreUnauthorized as err:
-            fail(f"{err.shop} refuses the app (HTTP {err.status}): {err}", code=1)
+            fail(f"{err.shop} refuses the app: {err.pause_reason}", code=1)
 
 
 @webhooks_app.command("sync")
@@ -842,11 +927,21 @@ def status_cmd() -> None:
 
 
 @app.command("demo")
-def demo_cmd() -> None:
-    """Play the storesync story end to end on the embedded Postgres (or DATABASE_URL)."""
+def demo_cmd(
+    token_time_scale: Annotated[
+        float | None,
+        typer.Option(
+            min=1e-7,
+            help="the emulator's token lifetimes factor (default 0.001: 24 h tokens last 86 s; "
+            "5e-5: 4 s, so the story crosses many refreshes)",
+        ),
+    ] = None,
+) -> None:
+    """Play the storesync story end to end on the embedded Postgres (or DATABASE_URL). The stores
+    connect by the client credentials grant of one app, as a new merchant's do."""
     from storesync.demo import run_demo
 
-    sys.exit(run_demo(load_settings(), console))
+    sys.exit(run_demo(load_settings(), console, token_time_scale=token_time_scale))
 
 
 if __name__ == "__main__":

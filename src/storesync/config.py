@@ -12,7 +12,7 @@ import tomllib
 from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     AliasChoices,
@@ -26,7 +26,11 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-SHOP_DOMAIN_RE = re.compile(r"^[a-z0-9][a-z0-9-]*\.myshopify\.com$")
+from storesync.api_version import ADMIN_API_VERSION, admin_api_url
+
+# A store's myshopify.com domain (what Shopify sends as `shop`; Shopify's own app libraries
+# accept exactly this shape).
+SHOP_DOMAIN_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9-]*\.myshopify\.com$")
 GID_RE = re.compile(r"^gid://shopify/[A-Za-z]+/\d+$")
 
 
@@ -185,37 +189,121 @@ class SyncPolicyConfig(_Strict):
         return v
 
 
+class AppConfig(_Strict):
+    """An app made in Shopify's Dev Dashboard (its Settings page shows the client ID and secret).
+    One app usually serves the whole network; each store says by which grant it gets tokens."""
+
+    client_id: str = Field(min_length=1)
+    # Newest first. The first requests tokens; every one verifies webhooks and OAuth callbacks
+    # (during a rotation of the client secret both are listed; drop the old one afterwards).
+    client_secrets: list[SecretStr] = Field(min_length=1)
+    # authorization_code only: where Shopify sends the merchant back after approving the app,
+    # our `GET /auth/callback` (it must be one of the app's allowed redirection URLs).
+    redirect_uri: str | None = None
+
+    @field_validator("client_secrets")
+    @classmethod
+    def _secrets(cls, v: list[SecretStr]) -> list[SecretStr]:
+        if any(not s.get_secret_value() for s in v):
+            raise ValueError("secrets must not be empty strings")
+        return v
+
+    @field_validator("redirect_uri")
+    @classmethod
+    def _redirect(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https?://[^/\s]+/\S*$", v):
+            raise ValueError(f"{v!r} must be an http(s) URL (our /auth/callback)")
+        return v
+
+
+class StaticCredentials(_Strict):
+    """A legacy custom app's token (`shpat_...`), typed in as it is; never refreshed."""
+
+    kind: Literal["static"]
+    access_token: SecretStr
+
+    @field_validator("access_token")
+    @classmethod
+    def _token(cls, v: SecretStr) -> SecretStr:
+        if not v.get_secret_value().strip():
+            raise ValueError("must not be empty")
+        return v
+
+
+class ClientCredentialsGrant(_Strict):
+    """The client credentials grant: the app (of the merchant's own organization, installed on
+    its own store) exchanges its client ID and secret for a 24-hour token, fetched again as it
+    expires."""
+
+    kind: Literal["client_credentials"]
+    app: str
+
+
+class AuthorizationCodeGrant(_Strict):
+    """The authorization code grant: the merchant installs the app through our install flow
+    (`storesync stores connect SHOP`); we keep an expiring offline token and its rotating
+    refresh token."""
+
+    kind: Literal["authorization_code"]
+    app: str
+
+
+Credentials = Annotated[
+    StaticCredentials | ClientCredentialsGrant | AuthorizationCodeGrant, Field(discriminator="kind")
+]
+CredentialKind = Literal["static", "client_credentials", "authorization_code"]
+
+
 class StoreConfig(_Strict):
     """One Shopify store: how to reach its Admin API and how to verify its webhooks."""
 
     shop: str
-    admin_api_url: str
-    access_token: SecretStr
-    # Newest first. During rotation both old and new verify; after it, drop the old one.
-    webhook_secrets: list[SecretStr] = Field(min_length=1)
+    # Default: https://{shop}/admin/api/<ADMIN_API_VERSION>/graphql.json. The OAuth endpoints are
+    # found beside it (`{base}/admin/oauth/...`), so an emulator's URL reaches its token endpoint.
+    admin_api_url: str = ""
+    credentials: Credentials | None = None
+    # Legacy form of `credentials = { kind = "static", access_token = ... }`.
+    access_token: SecretStr | None = None
+    # Newest first. During rotation both old and new verify; after it, drop the old one. With an
+    # app's credentials, the app's client secrets (Shopify signs webhooks with them).
+    webhook_secrets: list[SecretStr] = Field(default_factory=list)
     # Parent location gid -> this store's location gid (children only).
     location_map: dict[str, str] = Field(default_factory=dict)
     # Children only: how this child's prices derive from the parent's (default: same price).
     price_rule: PriceRuleConfig | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_url(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("admin_api_url") and isinstance(data.get("shop"), str):
+            data = {**data, "admin_api_url": admin_api_url(data["shop"])}
+        return data
 
     @field_validator("shop")
     @classmethod
     def _shop_domain(cls, v: str) -> str:
         if not SHOP_DOMAIN_RE.match(v):
             raise ValueError(f"{v!r} is not a shop domain like 'name.myshopify.com'")
-        return v
+        return v.lower()
 
     @field_validator("admin_api_url")
     @classmethod
     def _url(cls, v: str) -> str:
         if not re.match(r"^https?://[^/\s]+/\S*graphql\.json$", v):
             raise ValueError(f"{v!r} must be an http(s) URL ending in graphql.json")
+        version = re.search(r"/admin/api/([^/]+)/graphql\.json$", v)
+        if version is None:
+            raise ValueError(f"{v!r} must end in /admin/api/{ADMIN_API_VERSION}/graphql.json")
+        if version.group(1) != ADMIN_API_VERSION:
+            raise ValueError(
+                f"{v!r} names Admin API version {version.group(1)}; storesync speaks {ADMIN_API_VERSION}"
+            )
         return v
 
     @field_validator("access_token")
     @classmethod
-    def _token(cls, v: SecretStr) -> SecretStr:
-        if not v.get_secret_value().strip():
+    def _token(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and not v.get_secret_value().strip():
             raise ValueError("must not be empty")
         return v
 
@@ -234,6 +322,40 @@ class StoreConfig(_Strict):
                 if not GID_RE.match(gid):
                     raise ValueError(f"{gid!r} is not a location gid like 'gid://shopify/Location/1'")
         return v
+
+    @model_validator(mode="after")
+    def _one_way_in(self) -> StoreConfig:
+        if self.credentials is None and self.access_token is None:
+            raise ValueError(
+                f'{self.shop}: set credentials, e.g. credentials = {{ kind = "client_credentials", '
+                'app = "<name under [apps]>" }'
+            )
+        if self.credentials is not None and self.access_token is not None:
+            raise ValueError(f"{self.shop}: set credentials or the legacy access_token, not both")
+        if not self.webhook_secrets and self.app is None:
+            raise ValueError(f"{self.shop}: webhook_secrets must list the app's client secret")
+        return self
+
+    @property
+    def credential_kind(self) -> CredentialKind:
+        return "static" if self.credentials is None else self.credentials.kind
+
+    @property
+    def static_token(self) -> SecretStr | None:
+        """The configured token of a static store (None for the grants: tokens are issued)."""
+        if isinstance(self.credentials, StaticCredentials):
+            return self.credentials.access_token
+        return self.access_token
+
+    @property
+    def app(self) -> str | None:
+        """The name of the app whose credentials this store uses (None: static)."""
+        return getattr(self.credentials, "app", None)
+
+    @property
+    def shop_url(self) -> str:
+        """`https://{shop}` as this store's URLs are built (its Admin API URL before /admin/)."""
+        return self.admin_api_url.split("/admin/api/", 1)[0]
 
 
 class MerchantConfig(_Strict):
@@ -276,7 +398,64 @@ class MerchantConfig(_Strict):
 
 
 class NetworkConfig(_Strict):
+    # Dev Dashboard apps by a name of your choosing; stores refer to them in `credentials.app`.
+    apps: dict[str, AppConfig] = Field(default_factory=dict)
     merchants: list[MerchantConfig] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _app_secrets_verify_webhooks(cls, data: Any) -> Any:
+        """A store with an app's credentials and no webhook_secrets of its own verifies webhooks
+        with the app's client secrets (Shopify signs them with the app's secret)."""
+        if not isinstance(data, dict):
+            return data
+        raw_apps = data.get("apps")
+        apps: dict = raw_apps if isinstance(raw_apps, dict) else {}
+        merchants = data.get("merchants")
+        if not isinstance(merchants, list):
+            return data
+
+        def with_secrets(store: Any) -> Any:
+            if not isinstance(store, dict) or store.get("webhook_secrets"):
+                return store
+            creds = store.get("credentials")
+            app = apps.get(creds.get("app")) if isinstance(creds, dict) else None
+            if isinstance(app, dict) and app.get("client_secrets"):
+                return {**store, "webhook_secrets": app["client_secrets"]}
+            return store
+
+        out = []
+        for m in merchants:
+            if isinstance(m, dict):
+                m = {**m}
+                if "parent" in m:
+                    m["parent"] = with_secrets(m["parent"])
+                if isinstance(m.get("children"), list):
+                    m["children"] = [with_secrets(c) for c in m["children"]]
+            out.append(m)
+        return {**data, "merchants": out}
+
+    @model_validator(mode="after")
+    def _apps_exist(self) -> NetworkConfig:
+        for m in self.merchants:
+            for s in m.stores:
+                if s.app is None:
+                    continue
+                app = self.apps.get(s.app)
+                if app is None:
+                    known = ", ".join(sorted(self.apps)) or "none"
+                    raise ValueError(
+                        f"{s.shop}: credentials.app {s.app!r} is not under [apps] (known: {known})"
+                    )
+                if s.credential_kind == "authorization_code" and app.redirect_uri is None:
+                    raise ValueError(
+                        f"apps.{s.app}: redirect_uri is needed for {s.shop}'s authorization_code grant "
+                        "(our https://.../auth/callback)"
+                    )
+        return self
+
+    def app_of(self, store: StoreConfig) -> AppConfig | None:
+        return None if store.app is None else self.apps[store.app]
 
     @model_validator(mode="after")
     def _unique(self) -> NetworkConfig:

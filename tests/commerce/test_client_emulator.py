@@ -259,7 +259,7 @@ async def test_an_idempotent_mutation_needs_its_key():
         client = AdminClient(
             StoreConfig(
                 shop=SHOP,
-                admin_api_url="http://127.0.0.1:9/graphql.json",
+                admin_api_url="http://127.0.0.1:9/admin/api/2026-10/graphql.json",
                 access_token=SecretStr("t"),
                 webhook_secrets=[SecretStr("s")],
             )
@@ -373,22 +373,21 @@ SAMPLE_VARIABLES = {
         "idempotencyKey": "k2",
     },
     "CollectionsPage": {"first": 10},
-    "CollectionCreate": {"input": {"title": "x"}},
-    "CollectionUpdate": {"input": {"id": "gid://shopify/Collection/1", "title": "x"}},
+    "CollectionCreate": {"collection": {"title": "x"}},
+    "CollectionUpdate": {"collection": {"id": "gid://shopify/Collection/1", "title": "x"}},
     "CollectionDelete": {"id": "gid://shopify/Collection/1"},
-    "CollectionAddProducts": {"id": "gid://shopify/Collection/1", "productIds": []},
-    "CollectionRemoveProducts": {"id": "gid://shopify/Collection/1", "productIds": []},
     "CollectionById": {"id": "gid://shopify/Collection/1", "withProducts": True, "productsFirst": 250},
     "CollectionProductsPage": {"id": "gid://shopify/Collection/1", "first": 100},
     "CollectionsByHandle": {"query": "handle:'x'"},
     "WebhookSubscriptions": {"first": 10},
     "WebhookSubscriptionCreate": {
         "topic": "PRODUCTS_UPDATE",
-        "webhookSubscription": {"callbackUrl": "https://example.com/webhooks"},
+        "webhookSubscription": {"uri": "https://example.com/webhooks"},
     },
     "WebhookSubscriptionDelete": {"id": "gid://shopify/WebhookSubscription/1"},
     "BulkOperationRunQuery": {"query": "{ products { edges { node { id } } } }"},
-    "CurrentBulkOperation": {},
+    "BulkOperationStatus": {"query": "id:1"},
+    "AppAccessScopes": {},
 }
 
 

@@ -1,23 +1,18 @@
-"""Every document the engine sends validates against Shopify's published 2025-01 Admin schema,
-patched by ONE explicit allowlist for the newer-version features the engine targets."""
+"""Every document the engine sends validates against Shopify's own Admin API 2026-10 schema
+(`tests/support/shopify_schema.py`), with nothing tolerated, and uses no field, argument, input
+field or enum value that 2026-10 deprecates - including the input fields the engine fills
+through variables."""
 
 from __future__ import annotations
 
-import copy
-import gzip
-import json
-from functools import cache
 from pathlib import Path
 
 import pytest
-from graphql import (
-    GraphQLSchema,
-    build_client_schema,
-    parse,
-    validate,
-)
+from graphql import GraphQLSchema, parse, validate
 from graphql.execution.values import get_variable_values
+from graphql.utilities import type_from_ast
 
+from storesync.commerce.bulk import bulk_query_text
 from storesync.commerce.operations import (
     OperationError,
     _parse,
@@ -27,98 +22,14 @@ from storesync.commerce.operations import (
 )
 from storesync.commerce.throttle import static_cost
 from storesync.commerce.variables import adjust_quantities_input, set_quantities_input
+from tests.support.shopify_schema import admin_schema, deprecated_in_document, deprecated_in_value
 
-SCHEMA_FILE = Path("/work/shared/shopify/admin_schema_2025-01.json.gz")
 OPERATIONS_DIR = Path(__file__).resolve().parents[2] / "src" / "storesync" / "commerce" / "operations"
+BULK_QUERIES = ("products", "inventory_levels")
 
 
-def _named(name: str) -> dict:
-    return {
-        "kind": "SCALAR" if name in ("ID", "String", "Int", "Boolean") else "INPUT_OBJECT",
-        "name": name,
-        "ofType": None,
-    }
-
-
-def _non_null(t: dict) -> dict:
-    return {"kind": "NON_NULL", "name": None, "ofType": t}
-
-
-def _input_value(name: str, type_: dict, description: str) -> dict:
-    return {
-        "name": name,
-        "description": description,
-        "type": type_,
-        "defaultValue": None,
-        "isDeprecated": False,
-        "deprecationReason": None,
-    }
-
-
-# ---- THE allowlist: what API versions after 2025-01 changed that the engine relies on. ----
-def _patch_post_2025_01(data: dict) -> dict:
-    schema = data["data"]["__schema"]
-    types = {t["name"]: t for t in schema["types"]}
-    # 2025-04: productSet(identifier: ProductSetIdentifiers) upserts by id, handle or customId.
-    schema["types"].append(
-        {
-            "kind": "INPUT_OBJECT",
-            "name": "ProductSetIdentifiers",
-            "description": "allowlist: 2025-04",
-            "fields": None,
-            "interfaces": None,
-            "enumValues": None,
-            "possibleTypes": None,
-            "inputFields": [
-                _input_value("id", _named("ID"), ""),
-                _input_value("handle", _named("String"), ""),
-                _input_value("customId", _named("UniqueMetafieldValueInput"), ""),
-            ],
-        }
-    )
-    product_set = next(f for f in types["Mutation"]["fields"] if f["name"] == "productSet")
-    product_set["args"].append(_input_value("identifier", _named("ProductSetIdentifiers"), "allowlist"))
-    # 2026-04: changeFromQuantity (compare-and-set) replaces compareQuantity / ignoreCompareQuantity.
-    for type_name in ("InventoryQuantityInput", "InventoryChangeInput"):
-        fields = types[type_name]["inputFields"]
-        fields[:] = [f for f in fields if f["name"] != "compareQuantity"]
-        fields.append(_input_value("changeFromQuantity", _named("Int"), "allowlist: 2026-04"))
-    set_input = types["InventorySetQuantitiesInput"]["inputFields"]
-    set_input[:] = [f for f in set_input if f["name"] != "ignoreCompareQuantity"]
-    # 2026-04: @idempotent(key: String!) on the inventory mutations.
-    schema["directives"].append(
-        {
-            "name": "idempotent",
-            "description": "allowlist: 2026-04",
-            "isRepeatable": False,
-            "locations": ["FIELD"],
-            "args": [_input_value("key", _non_null(_named("String")), "")],
-        }
-    )
-    return data
-
-
-@cache
-def _introspection() -> dict:
-    with gzip.open(SCHEMA_FILE, "rt", encoding="utf-8") as f:
-        return json.load(f)
-
-
-def _build(data: dict) -> GraphQLSchema:
-    schema = build_client_schema(data["data"])
-    # Shopify's schema breaks a graphql-core rule about deprecated interface fields (see README).
-    schema._validation_errors = []
-    return schema
-
-
-@cache
-def published_schema() -> GraphQLSchema:
-    return _build(_introspection())
-
-
-@cache
 def target_schema() -> GraphQLSchema:
-    return _build(_patch_post_2025_01(copy.deepcopy(_introspection())))
+    return admin_schema()
 
 
 OPERATIONS = sorted(all_operations().values(), key=lambda op: op.name)
@@ -132,21 +43,33 @@ def test_every_operation_file_is_loaded_and_named_after_its_operation():
 
 
 @pytest.mark.parametrize("op", OPERATIONS, ids=lambda op: op.name)
-def test_operation_validates_against_the_target_schema(op):
+def test_operation_validates_against_the_2026_10_schema(op):
     errors = validate(target_schema(), op.document)
     assert not errors, "\n".join(e.message for e in errors)
 
 
 @pytest.mark.parametrize("op", OPERATIONS, ids=lambda op: op.name)
-def test_operation_needs_the_allowlist_only_for_the_listed_changes(op):
-    """Against the unpatched 2025-01 schema, the only complaints are the allowlisted features."""
-    allowed = (
-        "Unknown directive '@idempotent'",
-        "Unknown argument 'identifier' on field 'Mutation.productSet'",
-        "Unknown type 'ProductSetIdentifiers'",
+def test_operation_uses_nothing_2026_10_deprecates(op):
+    assert deprecated_in_document(target_schema(), op.document) == []
+
+
+@pytest.mark.parametrize("name", BULK_QUERIES)
+def test_bulk_queries_validate_and_use_nothing_deprecated(name):
+    document = parse(bulk_query_text(name))
+    assert [e.message for e in validate(target_schema(), document)] == []
+    assert deprecated_in_document(target_schema(), document) == []
+
+
+def test_the_deprecation_check_sees_fields_arguments_and_input_fields():
+    document = parse(
+        "query { collections(first: 1) { nodes { ruleSet { appliedDisjunctively } } } "
+        "currentBulkOperation { id } }"
     )
-    errors = [e.message for e in validate(published_schema(), op.document)]
-    assert all(msg.startswith(allowed) for msg in errors), errors
+    found = deprecated_in_document(target_schema(), document)
+    assert any("Collection.ruleSet" in f for f in found) and any("currentBulkOperation" in f for f in found)
+    sub = target_schema().get_type("WebhookSubscriptionInput")
+    assert list(deprecated_in_value(sub, {"callbackUrl": "https://x"})) != []
+    assert list(deprecated_in_value(sub, {"uri": "https://x"})) == []
 
 
 def test_inventory_mutations_declare_an_idempotency_key():
@@ -162,10 +85,59 @@ def test_product_set_upserts_by_identifier_synchronously():
 
 
 def _coerce(op_name: str, variables: dict) -> dict:
+    """The variables as 2026-10 coerces them; fails on an invalid or a deprecated input value."""
     op = all_operations()[op_name]
     result = get_variable_values(target_schema(), op.definition.variable_definitions, variables)
     assert not isinstance(result, list), [e.message for e in result]
+    for definition in op.definition.variable_definitions:
+        name = definition.variable.name.value
+        type_ = type_from_ast(target_schema(), definition.type)
+        assert list(deprecated_in_value(type_, variables.get(name), f"${name}")) == []
     return result.coerced
+
+
+def test_collection_inputs_the_engine_builds_are_2026_10_inputs():
+    from storesync.sync.collection_sync import collection_input, plan_child_collection
+    from storesync.sync.model import Collection, CollectionCondition, Image
+
+    smart = Collection(
+        "gid://shopify/Collection/1",
+        "sale",
+        "Sale",
+        image=Image("https://example.com/sale.jpg", "Sale"),
+        conditions=(
+            CollectionCondition("productTag", "TAGGED_WITH", ("sale",), "ANY"),
+            CollectionCondition("variantPrice", "LESS_THAN", ("20.00",), None, "USD"),
+            CollectionCondition("variantInventory", "GREATER_THAN", ("0",)),
+        ),
+        disjunctive=True,
+    )
+    _coerce("CollectionCreate", {"collection": collection_input(smart)})
+    child = Collection(
+        "gid://shopify/Collection/2",
+        "sale",
+        "Old",
+        conditions=(),
+        source_id="gid://shopify/CollectionSource/3",
+    )
+    plan = plan_child_collection(smart, child, "child.myshopify.com", None)
+    assert "sourcesToCreate" in plan.input
+    _coerce("CollectionUpdate", {"collection": plan.input})
+
+
+def test_webhook_subscription_input_uses_uri():
+    import inspect
+
+    from storesync.commerce import subscriptions
+
+    assert '"uri": callback_url' in inspect.getsource(subscriptions.reconcile_subscriptions)
+    _coerce(
+        "WebhookSubscriptionCreate",
+        {
+            "topic": "PRODUCTS_UPDATE",
+            "webhookSubscription": {"uri": "https://x.example/webhooks", "format": "JSON"},
+        },
+    )
 
 
 def test_set_quantities_variables_carry_change_from_quantity_per_quantity():
@@ -181,18 +153,6 @@ def test_set_quantities_variables_carry_change_from_quantity_per_quantity():
     quantities = coerced["input"]["quantities"]
     assert [q["changeFromQuantity"] for q in quantities] == [5, None]
     assert coerced["input"]["name"] == "available"
-
-
-def test_set_quantities_variables_are_rejected_by_the_published_schema():
-    """The allowlist is needed: 2025-01 has no changeFromQuantity (so the check above can fail)."""
-    op = all_operations()["InventorySetQuantities"]
-    input_ = set_quantities_input(
-        [("gid://shopify/InventoryItem/1", "gid://shopify/Location/1", 7, 5)], reason="correction"
-    )
-    result = get_variable_values(
-        published_schema(), op.definition.variable_definitions, {"input": input_, "idempotencyKey": "k"}
-    )
-    assert isinstance(result, list) and "changeFromQuantity" in result[0].message
 
 
 def test_adjust_quantities_variables_coerce():

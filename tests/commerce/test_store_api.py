@@ -116,7 +116,22 @@ async def test_reads_follow_every_list_past_its_first_page(emu):
             product_id=None,
         )
         for title in ("Summer", "Shirts", "Sale"):
-            await client.execute("CollectionCreate", {"input": {"title": title, "products": [created.id]}})
+            await client.execute(
+                "CollectionCreate",
+                {
+                    "collection": {
+                        "title": title,
+                        "sources": [
+                            {
+                                "source": {
+                                    "title": title,
+                                    "inclusion": {"selections": [{"productId": created.id}]},
+                                }
+                            }
+                        ],
+                    }
+                },
+            )
         full = await ShopifyStoreAPI(client).read_product(created.id)
         tiny = ShopifyStoreAPI(
             client, list_sizes={"variantsFirst": 1, "collectionsFirst": 1, "metafieldsFirst": 1}

@@ -109,8 +109,8 @@ def test_static_cost_follows_shopify_rules():
     one = static_cost(page, {**sizes, "first": 1})
     two = static_cost(page, {**sizes, "first": 2})
     # connection: 2 + first x (one product: itself, seo, options(+values), and its connections)
-    # (each collection: itself and its ruleSet)
-    per_product = 1 + 1 + 2 + (2 + 10 * 3) + (2 + 5 * 2) + (2 + 5)
+    # (each collection: itself, its sources, their inclusion and its conditions)
+    per_product = 1 + 1 + 2 + (2 + 10 * 3) + (2 + 5 * 4) + (2 + 5)
     assert one == 2 + per_product and two - one == per_product
     # mutations: 10 plus the objects the payload selects
     assert static_cost(get_operation("ProductDelete")) == 11

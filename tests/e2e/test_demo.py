@@ -23,9 +23,11 @@ def _demo_env(dsn: str) -> dict[str, str]:
 
 @pytest.mark.timeout(200)
 def test_demo_plays_the_story_and_ends_with_every_store_agreeing(db):
+    """The stores connect by client credentials, with tokens that expire every 4 (scaled)
+    seconds: the story crosses many refreshes, and no store is paused, no job dead."""
     started = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-m", "storesync", "demo"],
+        [sys.executable, "-m", "storesync", "demo", "--token-time-scale", "5e-5"],
         env=_demo_env(db.dsn),
         capture_output=True,
         text=True,
@@ -44,6 +46,19 @@ def test_demo_plays_the_story_and_ends_with_every_store_agreeing(db):
     assert len(hashes) == 1, table  # one catalog hash for all four stores
     assert all("yes" in line for line in rows.values()), table
     assert "all 4 stores agree" in out
+    with db.connect() as conn:
+        assert (
+            conn.execute("SELECT shop_domain, status_reason FROM stores WHERE status = 'paused'").fetchall()
+            == []
+        )
+        assert conn.execute("SELECT kind, errors FROM jobs WHERE state = 'dead'").fetchall() == []
+        tokens = conn.execute(
+            "SELECT kind, extract(epoch FROM access_token_expires_at - access_token_obtained_at), "
+            "extract(epoch FROM now() - access_token_obtained_at) FROM store_credentials"
+        ).fetchall()
+    assert len(tokens) == 4 and {kind for kind, _, _ in tokens} == {"client_credentials"}
+    # 4-second tokens, the last one obtained near the end of a story of well over 4 seconds.
+    assert all(lifetime <= 5 for _, lifetime, _ in tokens), tokens
 
 
 def _processes_with_env_value(value: str) -> list[int]:

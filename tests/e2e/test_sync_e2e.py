@@ -601,6 +601,48 @@ def test_uninstalled_app_pauses_the_store_and_its_jobs_wait_until_resumed(system
     assert not [j for j in dead_jobs(system) if "parked" in (j[1] or "")]
 
 
+def test_a_missing_scope_pauses_the_store_with_the_reason_and_api_check_reports_it(system) -> None:
+    """A child whose app lost write_inventory refuses the fan-out (ACCESS_DENIED): the child is
+    paused with that reason and its job parked, never dead-lettered; `storesync api check` names
+    the missing scope. Granted again and resumed, the child catches up."""
+    child = system.children[2]
+    granted = system.emulator.oauth(child)["scopes"]
+    system.emulator.configure_app(
+        child, scopes=[s for s in granted if s != "write_inventory"] + ["read_inventory"]
+    )
+    the_sku = first_sku(system, 9)
+    try:
+        system.set_inventory(system.parent, the_sku, 41)
+        system.wait_until(
+            lambda: (
+                sql(
+                    system, "SELECT status, status_reason FROM stores WHERE shop_domain = %(s)s", {"s": child}
+                )[0][0]
+                == "paused"
+            ),
+            WAIT,
+            message="store paused for its missing scope",
+        )
+        reason = sql(system, "SELECT status_reason FROM stores WHERE shop_domain = %(s)s", {"s": child})[0][0]
+        assert "missing access scope (write_inventory" in reason, reason
+        system.wait_until(
+            lambda: all(level(system, c, the_sku) == 41 for c in system.children if c != child),
+            WAIT,
+            message="the other children follow",
+        )
+        check = system.cli("api", "check", env={"COLUMNS": "250"})
+        out = " ".join(check.stdout.split())
+        assert check.returncode == 1, check.stdout + check.stderr
+        line = next(line for line in check.stdout.splitlines() if child in line)
+        assert "missing write_inventory" in " ".join(line.split()) and "client_credentials" in line, out
+        assert not [j for j in dead_jobs(system) if child in (j[1] or "")]
+    finally:
+        system.emulator.configure_app(child, scopes=granted)
+        resumed = system.cli("network", "resume", child)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    system.wait_until(lambda: level(system, child, the_sku) == 41, WAIT, message="the child caught up")
+
+
 # --------------------------------------------------------------------------- operator commands
 
 
@@ -646,8 +688,16 @@ def test_link_dry_run_reports_duplicates_and_missing_skus_and_stores_nothing(sys
 
 
 def test_access_tokens_are_encrypted_at_rest_and_workers_need_the_key(system) -> None:
-    rows = sql(system, "SELECT shop_domain, access_token_encrypted FROM stores ORDER BY shop_domain")
-    assert len(rows) == 4 and all(blob and "shpat" not in blob for _, blob in rows)
+    """The stores connect by client credentials (the demo's setup): the app's secret and the
+    tokens the workers obtained are stored encrypted."""
+    rows = sql(
+        system,
+        "SELECT kind, client_secret_encrypted, access_token_encrypted FROM store_credentials ORDER BY shop_domain",
+    )
+    assert len(rows) == 4 and all(kind == "client_credentials" for kind, _, _ in rows)
+    assert all(secret and "shpss" not in secret for _, secret, _ in rows)
+    assert all(token is None or "shpat" not in token for _, _, token in rows)
+    assert any(token for _, _, token in rows)  # the workers have fetched tokens by now
     env = {k: v for k, v in system.env.items() if k != "STORESYNC_ENCRYPTION_KEY"}
     done = subprocess.run(
         [sys.executable, "-m", "storesync", "worker"], env=env, capture_output=True, text=True, timeout=60

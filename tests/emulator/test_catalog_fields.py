@@ -430,3 +430,19 @@ def test_archived_status_and_deletion(emulator, rx):
         gql(emulator, PARENT, "query($id: ID!) { product(id: $id) { id } }", {"id": p["id"]})["product"]
         is None
     )
+
+
+def test_publishing_needs_write_publications(emulator):
+    made = product_set(emulator, {"title": "Copy"})["id"]
+    online = gql(emulator, PARENT, "{ publications(first: 1) { nodes { id } } }")["publications"]["nodes"][0][
+        "id"
+    ]
+    emulator.configure_app(PARENT, scopes=["read_products", "write_products"])
+    body = emulator.graphql(
+        PARENT,
+        """mutation($id: ID!, $p: ID!) { publishablePublish(id: $id, input: [{publicationId: $p}]) {
+        userErrors { message } } }""",
+        {"id": made, "p": online},
+    )
+    assert body["data"] == {"publishablePublish": None}
+    assert body["errors"][0]["extensions"]["requiredAccess"] == "`write_publications` access scope."

@@ -1,14 +1,12 @@
-"""The emulator's SDL is a faithful subset of Shopify's Admin API 2026-10 (Shopify's own
-introspection), uses nothing 2026-10 deprecates beyond the older uses listed, and every GraphQL
+"""The emulator's SDL is a strict subset of Shopify's Admin API 2026-10 (Shopify's own
+introspection schema, `tests/support/shopify_schema.py`), with no allowlist, uses nothing 2026-10
+deprecates beyond the older uses listed, and every GraphQL
 document the engine sends validates against it.
 """
 
 from __future__ import annotations
 
-import gzip
-import json
 from functools import cache
-from pathlib import Path
 
 import pytest
 from graphql import (
@@ -19,7 +17,6 @@ from graphql import (
     GraphQLScalarType,
     GraphQLSchema,
     GraphQLUnionType,
-    build_client_schema,
     build_schema,
     parse,
     validate,
@@ -27,17 +24,8 @@ from graphql import (
 
 from storesync.commerce.operations import all_operations
 from storesync.emulator.resolvers import load_sdl
+from tests.support.shopify_schema import admin_schema
 
-ROOT = Path(__file__).resolve().parents[2]
-REFERENCE = Path("/work/shared/shopify/admin_schema_2026-10.json.gz")
-
-# What the emulator serves that 2026-10 no longer has. Nothing else may differ.
-ALLOWLIST = {
-    # 2026-10 dropped the code from the inventory mutations (/work/shared/shopify/README.md);
-    # the emulator still answers it for an item not stocked at the location.
-    "enum InventorySetQuantitiesUserErrorCode.ITEM_NOT_STOCKED_AT_LOCATION",
-    "enum InventoryAdjustQuantitiesUserErrorCode.ITEM_NOT_STOCKED_AT_LOCATION",
-}
 # Fields, arguments and enum values the emulator serves although 2026-10 deprecates them, because
 # the engine still uses them (README: "Deprecated in 2026-10 and still used by the engine
 # today"). Anything added to the SDL must not be deprecated: this list only shrinks.
@@ -56,15 +44,13 @@ DEPRECATED_IN_USE = {
     "field WebhookSubscription.callbackUrl",
     "field WebhookSubscriptionInput.callbackUrl",
 }
-BUILTIN_DIRECTIVES = {"include", "skip", "deprecated", "specifiedBy", "oneOf"}
 
 
-@cache
 def reference_schema() -> GraphQLSchema:
-    data = json.loads(gzip.decompress(REFERENCE.read_bytes()))
-    schema = build_client_schema(data.get("data", data))
-    schema._validation_errors = []  # Shopify's schema breaks one of graphql-core's own rules
-    return schema
+    return admin_schema()
+
+
+BUILTIN_DIRECTIVES = {"include", "skip", "deprecated", "specifiedBy", "oneOf"}
 
 
 @cache
@@ -74,8 +60,14 @@ def emulator_schema() -> GraphQLSchema:
 
 def differences(ours: GraphQLSchema, real: GraphQLSchema) -> list[str]:
     """Every type, field, argument, input field, enum value or directive of `ours` that is
-    missing from `real` or has another type there."""
+    missing from `real`, has another type there, or is deprecated in one and not the other (the
+    emulator marks what 2026-10 deprecates, so its own checks can see deprecated uses)."""
     found: list[str] = []
+
+    def deprecation(what: str, mine, theirs) -> None:
+        if bool(mine.deprecation_reason) != bool(theirs.deprecation_reason):
+            found.append(f"deprecation {what}: {mine.deprecation_reason!r} vs {theirs.deprecation_reason!r}")
+
     for name, t in ours.type_map.items():
         if name.startswith("__"):
             continue
@@ -90,6 +82,9 @@ def differences(ours: GraphQLSchema, real: GraphQLSchema) -> list[str]:
             continue
         if isinstance(t, GraphQLEnumType):
             found += [f"enum {name}.{v}" for v in t.values if v not in r.values]
+            for v, value in t.values.items():
+                if v in r.values:
+                    deprecation(f"{name}.{v}", value, r.values[v])
         elif isinstance(t, GraphQLUnionType):
             real_members = {m.name for m in r.types}
             found += [f"union {name} member {m.name}" for m in t.types if m.name not in real_members]
@@ -101,12 +96,15 @@ def differences(ours: GraphQLSchema, real: GraphQLSchema) -> list[str]:
                     continue
                 if str(f.type) != str(rf.type):
                     found.append(f"field type {name}.{fname}: {f.type} vs {rf.type}")
+                deprecation(f"{name}.{fname}", f, rf)
                 for aname, a in getattr(f, "args", {}).items():
                     ra = rf.args.get(aname)
                     if ra is None:
                         found.append(f"arg {name}.{fname}({aname})")
                     elif str(a.type) != str(ra.type):
                         found.append(f"arg type {name}.{fname}({aname}): {a.type} vs {ra.type}")
+                    else:
+                        deprecation(f"{name}.{fname}({aname})", a, ra)
             if not isinstance(t, GraphQLInputObjectType):
                 real_ifaces = {i.name for i in r.interfaces}
                 found += [
@@ -156,14 +154,9 @@ def deprecated_uses(ours: GraphQLSchema, real: GraphQLSchema) -> set[str]:
     return found
 
 
-def test_emulator_sdl_is_a_subset_of_the_real_admin_api_except_the_allowlist():
-    extra = sorted(set(differences(emulator_schema(), reference_schema())) - ALLOWLIST)
-    assert extra == [], "not in Shopify's 2026-10 schema (and not allowlisted):\n" + "\n".join(extra)
-
-
-def test_allowlist_has_no_stale_entries():
-    # An entry that is no longer a difference should be removed, so the list stays honest.
-    assert set(differences(emulator_schema(), reference_schema())) >= ALLOWLIST
+def test_emulator_sdl_is_a_subset_of_the_real_admin_api():
+    extra = differences(emulator_schema(), reference_schema())
+    assert extra == [], "not in Shopify's 2026-10 schema:\n" + "\n".join(extra)
 
 
 def test_emulator_sdl_adds_nothing_deprecated_in_2026_10():
@@ -199,3 +192,28 @@ def test_every_engine_operation_validates_against_the_emulator_schema(op):
     # The text as the client sends it: the operation and the shared fragments it spreads.
     errors = validate(emulator_schema(), parse(op.text))
     assert not errors, f"{op.stem}.graphql: " + "; ".join(e.message for e in errors)
+
+
+def test_the_emulators_access_scopes_are_shopifys_for_everything_it_serves():
+    """emulator/scopes.py holds, for every type and field of the emulator's SDL, exactly the
+    scopes Shopify publishes for it (the `offline_scopes` shipped with the 2026-10 schema)."""
+    from storesync.emulator.scopes import FIELD_ACCESS, TYPE_ACCESS
+    from tests.support.shopify_schema import offline_scopes
+
+    published_types, published_fields = {}, {}
+    for item in offline_scopes():
+        if item["offlineScopes"]:
+            if item["type"] == "type":
+                published_types[item["typeName"]] = frozenset(item["offlineScopes"])
+            else:
+                published_fields[(item["typeName"], item["fieldName"])] = frozenset(item["offlineScopes"])
+    ours = emulator_schema()
+    served_types = {n for n in ours.type_map if not n.startswith("__")}
+    served_fields = {
+        (name, f)
+        for name, t in ours.type_map.items()
+        if isinstance(t, (GraphQLObjectType, GraphQLInterfaceType))
+        for f in t.fields
+    }
+    assert {n: s for n, s in published_types.items() if n in served_types} == TYPE_ACCESS
+    assert {k: s for k, s in published_fields.items() if k in served_fields} == FIELD_ACCESS

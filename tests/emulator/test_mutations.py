@@ -393,12 +393,35 @@ def test_idempotency_key_replays_the_first_result_without_applying_again(emulato
     again = gql(emulator, PARENT, ADJUST, {"input": adjust, "idempotencyKey": "sale-1"})
     assert again == first
     assert available(emulator, PARENT, item, p["location"])["available"] == 8
-    other = emulator.graphql(
+    other = gql(
+        emulator,
         PARENT,
         ADJUST,
         {"input": {**adjust, "changes": [{**adjust["changes"][0], "delta": -5}]}, "idempotencyKey": "sale-1"},
-    )
-    assert other["errors"][0]["extensions"]["code"] == "IDEMPOTENCY_KEY_REUSED"
+    )["inventoryAdjustQuantities"]
+    assert [e["code"] for e in other["userErrors"]] == ["IDEMPOTENCY_KEY_PARAMETER_MISMATCH"]
+    assert available(emulator, PARENT, item, p["location"])["available"] == 8
+
+
+def test_a_key_whose_first_attempt_failed_cannot_be_reused(emulator):
+    """A stale compare-and-set fails the attempt: its key is spent (Shopify: "retry with a new
+    idempotency key"); a new key applies once."""
+    emulator.seed(PARENT, products=1, quantity=10)
+    p = first_product(emulator)
+    item = p["variants"]["nodes"][0]["inventoryItem"]["id"]
+    change = {"inventoryItemId": item, "locationId": p["location"], "delta": -2, "changeFromQuantity": 9}
+    adjust = {"reason": "correction", "name": "available", "changes": [change]}
+    stale = gql(emulator, PARENT, ADJUST, {"input": adjust, "idempotencyKey": "k"})[
+        "inventoryAdjustQuantities"
+    ]
+    assert [e["code"] for e in stale["userErrors"]] == ["CHANGE_FROM_QUANTITY_STALE"]
+    fixed = {**adjust, "changes": [{**change, "changeFromQuantity": 10}]}
+    again = gql(emulator, PARENT, ADJUST, {"input": adjust, "idempotencyKey": "k"})[
+        "inventoryAdjustQuantities"
+    ]
+    assert [e["code"] for e in again["userErrors"]] == ["IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED"]
+    ok = gql(emulator, PARENT, ADJUST, {"input": fixed, "idempotencyKey": "k2"})["inventoryAdjustQuantities"]
+    assert ok["userErrors"] == []
     assert available(emulator, PARENT, item, p["location"])["available"] == 8
 
 
@@ -492,34 +515,40 @@ def test_collection_lifecycle_with_membership(emulator):
         emulator,
         PARENT,
         (OPERATIONS / "collection_create.graphql").read_text(),
-        {"input": {"title": "Summer Sale", "products": [pids[0]]}},
+        {
+            "collection": {
+                "title": "Summer Sale",
+                "sources": [
+                    {"source": {"title": "Picks", "inclusion": {"selections": [{"productId": pids[0]}]}}}
+                ],
+            }
+        },
     )["collectionCreate"]
     assert created["userErrors"] == [] and created["collection"]["handle"] == "summer-sale"
     cid = created["collection"]["id"]
-    add = gql(
-        emulator,
-        PARENT,
-        (OPERATIONS / "collection_add_products.graphql").read_text(),
-        {"id": cid, "productIds": pids},
-    )["collectionAddProducts"]
+    source = gql(emulator, PARENT, "query($id: ID!) { collection(id: $id) { sources { id } } }", {"id": cid})
+    sid = source["collection"]["sources"][0]["id"]
+    # The deprecated collectionAddProducts is still served (and adds to the same selections).
+    add = gql(emulator, PARENT, LEGACY_ADD, {"id": cid, "productIds": pids})["collectionAddProducts"]
     assert add["userErrors"] == []
     members = (
         "query($id: ID!) { collection(id: $id) { title productsCount { count } "
         "products(first: 5) { nodes { id } } } }"
     )
     assert gql(emulator, PARENT, members, {"id": cid})["collection"]["productsCount"]["count"] == 2
-    rm = gql(
-        emulator,
-        PARENT,
-        (OPERATIONS / "collection_remove_products.graphql").read_text(),
-        {"id": cid, "productIds": [pids[0]]},
-    )["collectionRemoveProducts"]
-    assert rm["userErrors"] == [] and rm["job"]["done"] is True
     upd = gql(
         emulator,
         PARENT,
         (OPERATIONS / "collection_update.graphql").read_text(),
-        {"input": {"id": cid, "title": "Winter"}},
+        {
+            "collection": {
+                "id": cid,
+                "title": "Winter",
+                "sourcesToUpdate": [
+                    {"condition": {"id": sid, "inclusion": {"selectionsToRemove": [{"productId": pids[0]}]}}}
+                ],
+            }
+        },
     )["collectionUpdate"]
     assert upd["userErrors"] == []
     c = gql(emulator, PARENT, members, {"id": cid})["collection"]
@@ -527,6 +556,14 @@ def test_collection_lifecycle_with_membership(emulator):
     deleted = gql(emulator, PARENT, (OPERATIONS / "collection_delete.graphql").read_text(), {"id": cid})
     assert deleted["collectionDelete"] == {"deletedCollectionId": cid, "userErrors": []}
     assert gql(emulator, PARENT, members, {"id": cid})["collection"] is None
+
+
+LEGACY_ADD = """mutation($id: ID!, $productIds: [ID!]!) { collectionAddProducts(id: $id, productIds: $productIds) {
+  collection { id } userErrors { field message } } }"""
+LEGACY_REMOVE = """mutation($id: ID!, $productIds: [ID!]!) { collectionRemoveProducts(id: $id, productIds: $productIds) {
+  job { id done } userErrors { field message } } }"""
+LEGACY_UPDATE = """mutation($input: CollectionInput!) { collectionUpdate(input: $input) {
+  collection { id } userErrors { field message } } }"""
 
 
 def test_collection_user_errors(emulator):
@@ -538,30 +575,34 @@ def test_collection_user_errors(emulator):
         "userErrors { field message } } }",
     )["collectionCreate"]
     assert out["collection"] is None and out["userErrors"][0]["field"] == ["title"]
-    for op, variables in [
-        ("collection_update", {"input": {"id": missing, "title": "x"}}),
-        ("collection_delete", {"id": missing}),
-        ("collection_add_products", {"id": missing, "productIds": []}),
-        ("collection_remove_products", {"id": missing, "productIds": []}),
+    update = (OPERATIONS / "collection_update.graphql").read_text()
+    for query, variables, field in [
+        (update, {"collection": {"id": missing, "title": "x"}}, ["collection", "id"]),
+        (LEGACY_UPDATE, {"input": {"id": missing, "title": "x"}}, ["id"]),
+        ((OPERATIONS / "collection_delete.graphql").read_text(), {"id": missing}, ["id"]),
+        (LEGACY_ADD, {"id": missing, "productIds": []}, ["id"]),
+        (LEGACY_REMOVE, {"id": missing, "productIds": []}, ["id"]),
     ]:
-        body = gql(emulator, PARENT, (OPERATIONS / f"{op}.graphql").read_text(), variables)
+        body = gql(emulator, PARENT, query, variables)
         payload = next(iter(body.values()))
-        assert payload["userErrors"][0]["field"] == ["id"], op
-    c = gql(emulator, PARENT, 'mutation { collectionCreate(input: {title: "C"}) { collection { id } } }')
-    out = gql(
-        emulator,
-        PARENT,
-        (OPERATIONS / "collection_add_products.graphql").read_text(),
-        {"id": c["collectionCreate"]["collection"]["id"], "productIds": ["gid://shopify/Product/424242"]},
-    )
+        assert payload["userErrors"][0]["field"] == field, query
+    c = gql(emulator, PARENT, 'mutation { collectionCreate(collection: {title: "C"}) { collection { id } } }')
+    cid = c["collectionCreate"]["collection"]["id"]
+    out = gql(emulator, PARENT, LEGACY_ADD, {"id": cid, "productIds": ["gid://shopify/Product/424242"]})
     assert out["collectionAddProducts"]["userErrors"][0]["field"] == ["productIds", "0"]
-    upd = gql(
+    upd = gql(emulator, PARENT, LEGACY_UPDATE, {"input": {"id": cid, "products": []}})
+    assert upd["collectionUpdate"]["userErrors"][0]["field"] == ["products"]
+    wrong_source = gql(
         emulator,
         PARENT,
-        (OPERATIONS / "collection_update.graphql").read_text(),
-        {"input": {"id": c["collectionCreate"]["collection"]["id"], "products": []}},
+        update,
+        {"collection": {"id": cid, "sourcesToDelete": ["gid://shopify/CollectionSource/1"]}},
     )
-    assert upd["collectionUpdate"]["userErrors"][0]["field"] == ["products"]
+    assert wrong_source["collectionUpdate"]["userErrors"][0]["field"] == [
+        "collection",
+        "sourcesToDelete",
+        "0",
+    ]
 
 
 # --------------------------------------------------------------------------- webhook subscriptions
@@ -569,28 +610,21 @@ def test_collection_user_errors(emulator):
 
 def test_webhook_subscription_create_list_delete(emulator):
     create = (OPERATIONS / "webhook_subscription_create.graphql").read_text()
-    sub = {"callbackUrl": "https://engine.example/webhooks", "format": "JSON"}
+    sub = {"uri": "https://engine.example/webhooks", "format": "JSON"}
     out = gql(emulator, PARENT, create, {"topic": "PRODUCTS_UPDATE", "webhookSubscription": sub})
     created = out["webhookSubscriptionCreate"]
     assert created["userErrors"] == [] and created["webhookSubscription"]["topic"] == "PRODUCTS_UPDATE"
     dup = gql(emulator, PARENT, create, {"topic": "PRODUCTS_UPDATE", "webhookSubscription": sub})
-    assert dup["webhookSubscriptionCreate"]["userErrors"][0]["field"] == [
-        "webhookSubscription",
-        "callbackUrl",
-    ]
-    blank = gql(
-        emulator, PARENT, create, {"topic": "PRODUCTS_UPDATE", "webhookSubscription": {"callbackUrl": "x"}}
-    )
+    assert dup["webhookSubscriptionCreate"]["userErrors"][0]["field"] == ["webhookSubscription", "uri"]
+    blank = gql(emulator, PARENT, create, {"topic": "PRODUCTS_UPDATE", "webhookSubscription": {"uri": "x"}})
     assert blank["webhookSubscriptionCreate"]["userErrors"][0]["message"] == "Address is invalid"
     control = gql(
-        emulator, PARENT, create, {"topic": "PRODUCTS_UPDATE", "webhookSubscription": {"callbackUrl": "\x1f"}}
+        emulator, PARENT, create, {"topic": "PRODUCTS_UPDATE", "webhookSubscription": {"uri": "\x1f"}}
     )
     assert control["webhookSubscriptionCreate"]["userErrors"][0]["message"] == "Address is invalid"
     listed = gql(emulator, PARENT, (OPERATIONS / "webhook_subscriptions.graphql").read_text(), {"first": 10})
     nodes = listed["webhookSubscriptions"]["nodes"]
-    assert [(n["topic"], n["endpoint"]) for n in nodes] == [
-        ("PRODUCTS_UPDATE", {"__typename": "WebhookHttpEndpoint", "callbackUrl": sub["callbackUrl"]})
-    ]
+    assert [(n["topic"], n["uri"]) for n in nodes] == [("PRODUCTS_UPDATE", sub["uri"])]
     # Another store sees none of them.
     other = gql(
         emulator,

@@ -192,8 +192,8 @@ def test_api_writes_emit_their_topics_in_rest_shapes(hooked, rx):
     gql(
         hooked,
         PARENT,
-        (OPERATIONS / "collection_add_products.graphql").read_text(),
-        {"id": cid, "productIds": [pid]},
+        "mutation($id: ID!, $p: [ID!]!) { collectionAddProducts(id: $id, productIds: $p) { userErrors { message } } }",
+        {"id": cid, "p": [pid]},
     )
     gql(hooked, PARENT, (OPERATIONS / "collection_delete.graphql").read_text(), {"id": cid})
     gql(hooked, PARENT, (OPERATIONS / "product_delete.graphql").read_text(), {"id": pid})

@@ -1,11 +1,18 @@
-"""Smart collections in the emulator: rules (`ruleSet`) instead of members; membership computed
-from the products on every read; manual membership refused, as Shopify does."""
+"""Smart collections in the emulator (Admin API 2026-10): a conditions source instead of listed
+members; membership computed from the products on every read; manual membership of a smart
+collection refused, as Shopify does. The deprecated `ruleSet` shows the same conditions."""
 
 from __future__ import annotations
 
 from tests.emulator.helpers import OPERATIONS, PARENT, gql
 
-SMART = """mutation($input: CollectionInput!) { collectionCreate(input: $input) {
+CREATE = """mutation($c: CollectionCreateInput!) { collectionCreate(collection: $c) {
+  collection { id ruleSet { appliedDisjunctively rules { column relation condition } }
+    sources { id ... on CollectionConditionsSource { inclusion { matchType conditions { id
+      ... on CollectionSourceInclusionConditionProductTag { matchType tagRelation: relation values }
+      ... on CollectionSourceInclusionConditionProductVendor { vendorRelation: relation values } } } } } }
+  userErrors { field message } } }"""
+LEGACY_CREATE = """mutation($input: CollectionInput!) { collectionCreate(input: $input) {
   collection { id ruleSet { appliedDisjunctively rules { column relation condition } } }
   userErrors { field message } } }"""
 PRODUCT_SET = """mutation($id: ID!, $input: ProductSetInput!) { productSet(identifier: {id: $id}, input: $input) {
@@ -24,7 +31,15 @@ def members(emulator, cid: str) -> list[str]:
     ]
 
 
-def test_a_smart_collection_takes_the_products_its_rules_match_as_they_change(emulator):
+def source(match: str, *conditions: dict) -> dict:
+    return {"source": {"title": "Rules", "inclusion": {"matchType": match, "conditions": list(conditions)}}}
+
+
+TAGGED_SALE = {"productTag": {"matchType": "ANY", "relation": "TAGGED_WITH", "values": ["Sale"]}}
+VENDOR_NORTH = {"productVendor": {"matchType": "ANY", "relation": "STARTS_WITH", "values": ["north"]}}
+
+
+def test_a_smart_collection_takes_the_products_its_conditions_match_as_they_change(emulator):
     emulator.seed(PARENT, products=3)
     products = gql(emulator, PARENT, "{ products(first: 3) { nodes { id handle } } }")["products"]["nodes"]
     edit(emulator, products[0]["id"], tags=["sale", "summer"])
@@ -32,21 +47,18 @@ def test_a_smart_collection_takes_the_products_its_rules_match_as_they_change(em
     created = gql(
         emulator,
         PARENT,
-        SMART,
-        {
-            "input": {
-                "title": "Sale",
-                "ruleSet": {
-                    "appliedDisjunctively": True,
-                    "rules": [
-                        {"column": "TAG", "relation": "EQUALS", "condition": "Sale"},
-                        {"column": "VENDOR", "relation": "STARTS_WITH", "condition": "north"},
-                    ],
-                },
-            }
-        },
-    )
-    coll = created["collectionCreate"]["collection"]
+        CREATE,
+        {"c": {"title": "Sale", "sources": [source("ANY", TAGGED_SALE, VENDOR_NORTH)]}},
+    )["collectionCreate"]
+    assert created["userErrors"] == []
+    coll = created["collection"]
+    inclusion = coll["sources"][0]["inclusion"]
+    assert inclusion["matchType"] == "ANY"
+    assert [c.get("tagRelation") or c.get("vendorRelation") for c in inclusion["conditions"]] == [
+        "TAGGED_WITH",
+        "STARTS_WITH",
+    ]
+    # The deprecated view of the same conditions: one rule each.
     assert coll["ruleSet"] == {
         "appliedDisjunctively": True,
         "rules": [
@@ -55,7 +67,7 @@ def test_a_smart_collection_takes_the_products_its_rules_match_as_they_change(em
         ],
     }
     assert members(emulator, coll["id"]) == [products[0]["handle"], products[1]["handle"]]
-    edit(emulator, products[0]["id"], tags=["summer"])  # leaves by its rules
+    edit(emulator, products[0]["id"], tags=["summer"])  # leaves by its conditions
     assert members(emulator, coll["id"]) == [products[1]["handle"]]
     in_it = gql(
         emulator,
@@ -64,24 +76,25 @@ def test_a_smart_collection_takes_the_products_its_rules_match_as_they_change(em
         {"id": products[1]["id"]},
     )["product"]["collections"]["nodes"]
     assert in_it == [{"id": coll["id"]}]
-    # all rules (conjunctive): the vendor alone is not enough now
-    gql(
+    # The source replaced: all conditions (conjunctive), the vendor alone is not enough now.
+    winter_over_100 = source(
+        "ALL",
+        {"productTag": {"matchType": "ANY", "relation": "TAGGED_WITH", "values": ["winter"]}},
+        {"variantPrice": {"relation": "GREATER_THAN", "value": {"amount": "100", "currencyCode": "USD"}}},
+    )
+    upd = gql(
         emulator,
         PARENT,
         (OPERATIONS / "collection_update.graphql").read_text(),
         {
-            "input": {
+            "collection": {
                 "id": coll["id"],
-                "ruleSet": {
-                    "appliedDisjunctively": False,
-                    "rules": [
-                        {"column": "TAG", "relation": "EQUALS", "condition": "winter"},
-                        {"column": "VARIANT_PRICE", "relation": "GREATER_THAN", "condition": "100"},
-                    ],
-                },
+                "sourcesToDelete": [coll["sources"][0]["id"]],
+                "sourcesToCreate": [winter_over_100],
             }
         },
-    )
+    )["collectionUpdate"]
+    assert upd["userErrors"] == []
     assert members(emulator, coll["id"]) == []
     assert (
         next(c for c in emulator.snapshot(PARENT)["collections"] if c["admin_graphql_api_id"] == coll["id"])[
@@ -91,39 +104,26 @@ def test_a_smart_collection_takes_the_products_its_rules_match_as_they_change(em
     )
 
 
-def test_manual_membership_of_a_smart_collection_and_converting_a_custom_one_are_refused(emulator):
+def test_manual_membership_of_a_smart_collection_and_unknown_conditions_are_refused(emulator):
     emulator.seed(PARENT, products=1)
     pid = gql(emulator, PARENT, "{ products(first: 1) { nodes { id } } }")["products"]["nodes"][0]["id"]
+    title_x = {"productTitle": {"matchType": "ANY", "relation": "CONTAINS", "values": ["x"]}}
+    smart = gql(emulator, PARENT, CREATE, {"c": {"title": "Smart", "sources": [source("ALL", title_x)]}})
+    cid = smart["collectionCreate"]["collection"]["id"]
+    put = gql(emulator, PARENT, PRODUCT_SET, {"id": pid, "input": {"collections": [cid]}})["productSet"]
+    assert put["userErrors"][0]["field"] == ["input", "collections", "0"]
     rules = {
         "appliedDisjunctively": False,
         "rules": [{"column": "TITLE", "relation": "CONTAINS", "condition": "x"}],
     }
-    smart = gql(emulator, PARENT, SMART, {"input": {"title": "Smart", "ruleSet": rules}})["collectionCreate"]
-    cid = smart["collection"]["id"]
-    add = gql(
-        emulator,
-        PARENT,
-        (OPERATIONS / "collection_add_products.graphql").read_text(),
-        {"id": cid, "productIds": [pid]},
-    )["collectionAddProducts"]
-    assert "smart collection" in add["userErrors"][0]["message"]
-    put = gql(emulator, PARENT, PRODUCT_SET, {"id": pid, "input": {"collections": [cid]}})["productSet"]
-    assert put["userErrors"][0]["field"] == ["input", "collections", "0"]
-    both = gql(emulator, PARENT, SMART, {"input": {"title": "Both", "products": [pid], "ruleSet": rules}})
+    both = gql(
+        emulator, PARENT, LEGACY_CREATE, {"input": {"title": "Both", "products": [pid], "ruleSet": rules}}
+    )
     assert both["collectionCreate"]["userErrors"][0]["field"] == ["products"]
-    custom = gql(emulator, PARENT, SMART, {"input": {"title": "Custom"}})["collectionCreate"]["collection"]
-    assert custom["ruleSet"] is None
-    upd = gql(
-        emulator,
-        PARENT,
-        (OPERATIONS / "collection_update.graphql").read_text(),
-        {"input": {"id": custom["id"], "ruleSet": rules}},
-    )["collectionUpdate"]
-    assert upd["userErrors"][0]["field"] == ["ruleSet"]
     weight = gql(
         emulator,
         PARENT,
-        SMART,
+        LEGACY_CREATE,
         {
             "input": {
                 "title": "Heavy",
@@ -135,3 +135,19 @@ def test_manual_membership_of_a_smart_collection_and_converting_a_custom_one_are
         },
     )
     assert "does not evaluate" in weight["collectionCreate"]["userErrors"][0]["message"]
+    tagless = gql(
+        emulator,
+        PARENT,
+        CREATE,
+        {
+            "c": {
+                "title": "Tagless",
+                "sources": [
+                    source(
+                        "ALL", {"productTag": {"matchType": "ANY", "relation": "TAGGED_WITH", "values": []}}
+                    )
+                ],
+            }
+        },
+    )["collectionCreate"]
+    assert tagless["collection"] is None and "at least one value" in tagless["userErrors"][0]["message"]

@@ -60,7 +60,7 @@ def running_emulator(
     """Serve a fresh emulator on 127.0.0.1:<ephemeral> for the duration of the block.
 
     `options` go to EmulatorApp (seed_products, require_idempotency, throttle_http_429,
-    webhook_faults, graphql_faults). `time_scale` defaults to 0.001 so webhook retries take
+    webhook_faults, graphql_faults, token_time_scale). `time_scale` defaults to 0.001 so webhook retries take
     seconds, not hours. `in_subprocess=True` runs `storesync emulator` in its own process (its
     own core and GIL: for tests and benchmarks that load the engine in this process)."""
     if in_subprocess:
@@ -99,6 +99,7 @@ def _subprocess_emulator(
     throttle_http_429: bool = False,
     webhook_faults: Any = None,
     graphql_faults: Any = None,
+    token_time_scale: float | None = None,
 ) -> Iterator[EmulatorHandle]:
     specs = [s if isinstance(s, StoreSpec) else StoreSpec(s) for s in stores]
     if any(s.token or s.webhook_secret or s.plan != "standard" for s in specs):
@@ -119,6 +120,8 @@ def _subprocess_emulator(
         cmd += ["--store", s.shop]
     if throttle_http_429:
         cmd.append("--throttle-429")
+    if token_time_scale is not None:
+        cmd += ["--token-time-scale", str(token_time_scale)]
     if not require_idempotency:
         cmd.append("--no-idempotency-required")
     env = {**os.environ, "STORESYNC_CONFIG_FILE": os.devnull}

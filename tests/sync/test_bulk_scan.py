@@ -46,7 +46,8 @@ async def test_a_failed_bulk_scan_falls_back_to_pages():
             bulk = BulkCatalogScan(api, poll_interval=0.01)
 
             async def last_bulk_status():
-                return (await client.execute("CurrentBulkOperation"))["currentBulkOperation"]["status"]
+                result = await client.execute("BulkOperationStatus", {"query": "operation_type:query"})
+                return result["bulkOperations"]["nodes"][0]["status"]
 
             emu.set_bulk_fault(SHOP, "FAILED", "INTERNAL_SERVER_ERROR")
             assert await bulk.products() == await paged.products()

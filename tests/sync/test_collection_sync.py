@@ -18,12 +18,13 @@ from storesync.sync.collection_sync import (
     sync_collection_to_child,
 )
 from storesync.sync.memory import MemoryAudit, MemoryLinks
-from storesync.sync.model import Collection, CollectionRule, Link, LinkKind, MatchedBy
+from storesync.sync.model import Collection, CollectionCondition, Link, LinkKind, MatchedBy
 from storesync.sync.reconcile import ReconcileReport, RepairKind, apply_repairs, diff_collections
 from storesync.sync.routing import JOB_COLLECTION_TO_CHILD, route_collection_webhook
 from tests.sync.builders import CHILD_A, CHILD_B, CHILD_C, PARENT, merchant
 
 _ids = itertools.count(500)
+SALE_TAG = CollectionCondition("productTag", "TAGGED_WITH", ("sale",), "ANY")
 
 
 def run(coro):
@@ -58,7 +59,8 @@ class FakeCollections:
 
     def _apply(self, c: Collection, inp: dict) -> Collection:
         seo = inp.get("seo") or {}
-        rules = inp.get("ruleSet")
+        sources = inp.get("sources") or inp.get("sourcesToCreate")
+        inclusion = sources[0]["source"]["inclusion"] if sources else None
         return replace(
             c,
             title=inp.get("title", c.title),
@@ -67,10 +69,14 @@ class FakeCollections:
             sort_order=inp.get("sortOrder", c.sort_order),
             seo_title=seo.get("title", c.seo_title),
             seo_description=seo.get("description", c.seo_description),
-            rules=c.rules
-            if rules is None
-            else tuple(CollectionRule(r["column"], r["relation"], r["condition"]) for r in rules["rules"]),
-            disjunctive=c.disjunctive if rules is None else rules["appliedDisjunctively"],
+            conditions=c.conditions
+            if inclusion is None
+            else tuple(
+                CollectionCondition(kind, spec["relation"], tuple(spec["values"]), spec["matchType"])
+                for cond in inclusion["conditions"]
+                for kind, spec in cond.items()
+            ),
+            disjunctive=c.disjunctive if inclusion is None else inclusion["matchType"] == "ANY",
         )
 
     async def create_collection(self, inp):
@@ -214,18 +220,48 @@ def test_images_compare_by_file_name_and_a_child_image_the_parent_lacks_is_remov
 
 
 def test_a_smart_collection_cannot_be_written_over_a_manual_one():
-    parent = Collection(
-        "gid://shopify/Collection/1", "sale", "Sale", rules=(CollectionRule("TAG", "EQUALS", "sale"),)
-    )
+    parent = Collection("gid://shopify/Collection/1", "sale", "Sale", conditions=(SALE_TAG,))
     plan = plan_child_collection(
         parent, Collection("gid://shopify/Collection/2", "sale", "Sale"), CHILD_A, None
     )
     assert plan.blocked and "smart in the parent but manual" in plan.blocked
     created = plan_child_collection(parent, None, CHILD_A, None)
-    assert created.input["ruleSet"] == {
-        "appliedDisjunctively": False,
-        "rules": [{"column": "TAG", "relation": "EQUALS", "condition": "sale"}],
-    }
+    assert created.input["sources"] == [
+        {
+            "source": {
+                "title": "Sale",
+                "targetType": "PRODUCTS",
+                "inclusion": {
+                    "matchType": "ALL",
+                    "conditions": [
+                        {"productTag": {"matchType": "ANY", "relation": "TAGGED_WITH", "values": ["sale"]}}
+                    ],
+                },
+            }
+        }
+    ]
+    # A new condition in the parent replaces the child's source in the same update.
+    child = replace(parent, id="gid://shopify/Collection/2", source_id="gid://shopify/CollectionSource/9")
+    moved = replace(
+        parent, conditions=(CollectionCondition("productTag", "TAGGED_WITH", ("clearance",), "ANY"),)
+    )
+    update = plan_child_collection(moved, child, CHILD_A, None)
+    assert update.input["sourcesToDelete"] == ["gid://shopify/CollectionSource/9"]
+    assert update.input["sourcesToCreate"][0]["source"]["inclusion"]["conditions"][0]["productTag"][
+        "values"
+    ] == ["clearance"]
+    assert "sourcesToCreate" not in plan_child_collection(parent, child, CHILD_A, None).input
+
+
+def test_a_condition_on_store_specific_ids_blocks_the_collection():
+    parent = Collection(
+        "gid://shopify/Collection/1",
+        "shoes",
+        "Shoes",
+        conditions=(CollectionCondition("productCategory", "EQUALS"),),
+    )
+    plan = plan_child_collection(parent, None, CHILD_A, None)
+    assert plan.blocked and "productCategory" in plan.blocked
 
 
 def test_products_in_the_wrong_place_for_a_manual_collection_are_named_for_a_resync():
@@ -233,7 +269,7 @@ def test_products_in_the_wrong_place_for_a_manual_collection_are_named_for_a_res
     parent = Collection("p", "h", product_ids=("P1", "P2", "P9"))  # P9: not in the child
     # C2 is missing from the child's collection, C3 must leave it, X (child-only) stays.
     assert membership_resyncs(parent, ["C1", "C3", "X"], links) == ["P2", "P3"]
-    smart = replace(parent, rules=(CollectionRule("TAG", "EQUALS", "x"),))
+    smart = replace(parent, conditions=(CollectionCondition("productTag", "TAGGED_WITH", ("x",), "ANY"),))
     assert membership_resyncs(smart, [], links) == []
 
 
@@ -332,9 +368,7 @@ def test_memberships_of_linked_smart_collections_are_left_to_each_stores_rules()
     from storesync.sync.model import LinkMap
     from tests.sync.builders import tee
 
-    smart_view = collection_view(
-        Collection("x", "sale", "Sale", rules=(CollectionRule("TAG", "EQUALS", "sale"),))
-    )
+    smart_view = collection_view(Collection("x", "sale", "Sale", conditions=(SALE_TAG,)))
     links = LinkMap(
         CHILD_A,
         [

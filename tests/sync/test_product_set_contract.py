@@ -1,35 +1,27 @@
-"""The productSet inputs the catalog plans are valid `ProductSetInput` values of Shopify's real
-schema (reference introspection, 2025-01: every field used here predates it)."""
+"""The productSet inputs the catalog plans are valid `ProductSetInput` values of Shopify's own
+2026-10 schema, with no deprecated input field."""
 
 import asyncio
-import gzip
-import json
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
-from graphql import build_client_schema
 from graphql.utilities import validate_input_value
 
 from storesync.sync.catalog import SyncPolicy, plan_child_product, unchanged_input
 from storesync.sync.memory import MemoryStore
 from storesync.sync.model import Image, LinkMap, Metafield
+from tests.support.shopify_schema import admin_schema, deprecated_in_value
 from tests.sync.builders import CHILD_A, tee, variant
 from tests.sync.test_catalog import World
-
-SCHEMA_FILE = Path("/work/shared/shopify/admin_schema_2025-01.json.gz")
 
 
 @pytest.fixture(scope="module")
 def product_set_input():
-    if not SCHEMA_FILE.exists():
-        pytest.skip(f"reference schema {SCHEMA_FILE} is not on this machine")
-    schema = build_client_schema(json.loads(gzip.decompress(SCHEMA_FILE.read_bytes()))["data"])
-    return schema.type_map["ProductSetInput"]
+    return admin_schema().type_map["ProductSetInput"]
 
 
 def _valid(type_, value):
-    errors = []
+    errors = list(deprecated_in_value(type_, value))
     validate_input_value(
         value, type_, lambda error, path: errors.append(f"{'.'.join(map(str, path))}: {error.message}")
     )

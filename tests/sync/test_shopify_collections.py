@@ -37,7 +37,7 @@ async def test_collections_round_trip_through_the_admin_api(emu):
         read = await store.read_collection(created.id)
         assert (
             collection_view(read) == collection_view(wanted)
-            and read.rules is None
+            and read.conditions is None
             and read.product_ids is None
         )
         assert read.image.source.startswith("https://cdn.shopify.com/")  # served from the store's own CDN
@@ -45,8 +45,25 @@ async def test_collections_round_trip_through_the_admin_api(emu):
         assert await store.find_collection_by_handle("outer") is None  # exact handles only
 
         products = [p["admin_graphql_api_id"] for p in emu.snapshot(SHOP)["products"]]
-        res = await client.execute("CollectionAddProducts", {"id": created.id, "productIds": products[:2]})
-        assert res["collectionAddProducts"]["collection"]["id"] == created.id
+        source = (await store.read_collection(created.id)).source_id
+        res = emu.graphql(
+            SHOP,
+            "mutation($c: CollectionUpdateInput!) { collectionUpdate(collection: $c) { userErrors { message } } }",
+            {
+                "c": {
+                    "id": created.id,
+                    "sourcesToUpdate": [
+                        {
+                            "condition": {
+                                "id": source,
+                                "inclusion": {"selectionsToAdd": [{"productId": p} for p in products[:2]]},
+                            }
+                        }
+                    ],
+                }
+            },
+        )
+        assert res["data"]["collectionUpdate"]["userErrors"] == []
         assert (await store.read_collection(created.id, with_products=True)).product_ids == tuple(
             products[:2]
         )

@@ -10,7 +10,8 @@ import pytest
 
 from storesync.config import NetworkConfig
 from storesync.db.credentials import ENCRYPTION_KEY_ENV, generate_key, load_cipher
-from storesync.db.network_sql import apply_network, stored_credentials
+from storesync.db.credentials_sql import static_tokens
+from storesync.db.network_sql import apply_network
 from storesync.queue.enqueue import Lane
 from storesync.sync.commands import resume_store
 from storesync.sync.handlers import JOB_COPY_PRODUCT, enqueue_saga_resumes
@@ -57,11 +58,12 @@ def applied(db, monkeypatch):
 def test_network_apply_stores_tokens_encrypted_and_workers_read_them_back(applied) -> None:
     with applied.connect(autocommit=True) as conn:
         blobs = conn.execute(
-            "SELECT access_token_encrypted, location_map FROM stores ORDER BY shop_domain"
+            "SELECT c.access_token_encrypted, s.location_map, c.kind FROM stores s "
+            "JOIN store_credentials c USING (shop_domain) ORDER BY shop_domain"
         ).fetchall()
-        assert all(b and "shpat" not in b for b, _ in blobs)
+        assert all(b and "shpat" not in b and kind == "static" for b, _, kind in blobs)
         assert blobs[0][1] == {"gid://shopify/Location/1": "gid://shopify/Location/2"}
-        assert stored_credentials(conn, load_cipher())["child-a.myshopify.com"][1] == "shpat_child"
+        assert static_tokens(conn, load_cipher())["child-a.myshopify.com"][1] == "shpat_child"
         # The file the worker reads may carry an older token: the stored one wins.
         data = NETWORK.model_dump(mode="json")
         data["merchants"][0]["parent"]["access_token"] = "shpat_older"

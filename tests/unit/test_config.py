@@ -68,7 +68,7 @@ def test_missing_parent_names_the_key() -> None:
 
 def test_empty_secret_list_and_bad_location_gid_are_reported() -> None:
     msg = _error_for(VALID.replace('webhook_secrets = ["child-secret-value"]', "webhook_secrets = []"))
-    assert "merchants[0].children[0].webhook_secrets" in msg
+    assert "merchants[0].children[0]" in msg and "webhook_secrets must list" in msg
     msg = _error_for(VALID.replace('"gid://shopify/Location/11"', '"11"'))
     assert "merchants[0].children[0].location_map" in msg and "'11' is not a location gid" in msg
 

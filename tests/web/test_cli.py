@@ -20,7 +20,7 @@ def _network_toml() -> str:
     def store(table: str, shop: str) -> str:
         secrets = ", ".join(f'"{s}"' for s in SECRETS[shop])
         return (
-            f'{table}\nshop = "{shop}"\nadmin_api_url = "http://127.0.0.1:1/{shop}/graphql.json"\n'
+            f'{table}\nshop = "{shop}"\nadmin_api_url = "http://127.0.0.1:1/{shop}/admin/api/2026-10/graphql.json"\n'
             f'access_token = "token"\nwebhook_secrets = [{secrets}]\n'
         )
 

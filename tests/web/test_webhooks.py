@@ -410,6 +410,15 @@ async def test_concurrent_deliveries_share_transactions_but_each_job_commits_wit
     assert unmatched == 0
 
 
+def test_a_delivery_of_another_api_version_is_recorded_logged_and_counted(db, served) -> None:
+    headers, raw = webhook("products/update", {"id": 43}, **{"X-Shopify-API-Version": "2025-07"})
+    assert httpx.post(served.webhook_url, content=raw, headers=headers, timeout=10).status_code == 200
+    with db.connect() as conn:
+        assert conn.execute("SELECT api_version FROM webhook_deliveries").fetchall() == [("2025-07",)]
+    metrics = httpx.get(served.ops_url + "/metrics", timeout=10).text
+    assert 'storesync_webhook_api_version_mismatch_total{version="2025-07"} 1.0' in metrics
+
+
 async def test_a_delivery_postgres_refuses_never_fails_its_batch_mates(db) -> None:
     """The batch's backstop: a job payload jsonb refuses (here a lone surrogate that got past
     `parse_body`) fails its shared transaction; the others are recorded again one by one and the

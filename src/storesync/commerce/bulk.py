@@ -11,8 +11,9 @@ Only one bulk query runs per shop at a time: `BulkOperationInProgress` (retryabl
 one (ours or another app's session) is running. FAILED with INTERNAL_SERVER_ERROR or TIMEOUT and
 CANCELED / EXPIRED are retryable; ACCESS_DENIED is permanent; a poll past `timeout` raises
 `BulkOperationTimeout` (retryable; the operation may still finish and block the next start
-until it does). If another session starts a newer bulk query while we poll, ours is no longer
-`currentBulkOperation`: `BulkOperationFailed` with status "SUPERSEDED" (retryable).
+until it does). The operation is polled by its id (`bulkOperations(query: "id:<n>")`, Admin API
+2026-10; `currentBulkOperation` is deprecated); an id the store no longer lists is
+`BulkOperationFailed` with status "MISSING" (retryable).
 """
 
 from __future__ import annotations
@@ -97,17 +98,20 @@ async def start_bulk_query(client: AdminClient, query: str) -> str:
 async def wait_for_bulk_operation(
     client: AdminClient, operation_id: str, *, poll_interval: float = 1.0, timeout: float = 600.0
 ) -> dict:
-    """Poll currentBulkOperation until `operation_id` ends: the COMPLETED operation's fields."""
-    ctx = {"shop": client.shop, "operation": "CurrentBulkOperation"}
+    """Poll the operation (`bulkOperations` filtered by its id) until it ends: the COMPLETED
+    operation's fields."""
+    ctx = {"shop": client.shop, "operation": "BulkOperationStatus"}
     deadline = time.monotonic() + timeout
+    numeric = operation_id.rsplit("/", 1)[-1]
     while True:
-        op = (await client.execute("CurrentBulkOperation"))["currentBulkOperation"]
+        nodes = (await client.execute("BulkOperationStatus", {"query": f"id:{numeric}"}))["bulkOperations"][
+            "nodes"
+        ]
+        op = nodes[0] if nodes else None
         if op is None or op["id"] != operation_id:
-            # another session started a newer bulk query: ours is no longer the current one
             raise BulkOperationFailed(
-                f"{client.shop}: bulk operation {operation_id} was superseded by "
-                f"{op['id'] if op else 'none'}",
-                status="SUPERSEDED",
+                f"{client.shop}: bulk operation {operation_id} is not listed by the store",
+                status="MISSING",
                 error_code=None,
                 retry_after=poll_interval,
                 **ctx,

@@ -10,7 +10,10 @@
   jitter. After `max_attempts` tries: `ApiUnavailableError` (retryable: the caller's job retries,
   so a network fault never loses work). Mutations that must not apply twice carry
   `@idempotent(key:)`, so those retries replay instead of re-applying.
-- 401/402/403/423: `StoreUnauthorized` at once (the store refuses the app, not this call). MAX_COST_EXCEEDED: `MaxCostExceededError` (split the
+- 401: the token provider (commerce/credentials.py) refreshes the token once and the call is
+  resent; a second 401, or 402/403/423: `StoreUnauthorized` (the store refuses the app, not this
+  call). ACCESS_DENIED (a scope missing): `AccessDenied`, a `StoreUnauthorized` too: the sync
+  layer pauses the store with the reason. MAX_COST_EXCEEDED: `MaxCostExceededError` (split the
   work; `pages` halves its page size). Other GraphQL errors: `GraphQLQueryError`.
 - Non-empty `userErrors` in a mutation payload: the typed error from `errors.user_errors_error`.
 """
@@ -31,8 +34,11 @@ import httpx
 
 from storesync.commerce import metrics
 from storesync.commerce.budget import Budget, LocalBudget, Reservation
+from storesync.commerce.credentials import StaticToken, TokenProvider
 from storesync.commerce.errors import (
+    AccessDenied,
     ApiUnavailableError,
+    CredentialsRejected,
     GraphQLQueryError,
     MaxCostExceededError,
     StoreUnauthorized,
@@ -115,9 +121,17 @@ class AdminClient:
         max_budget_wait: float = 60.0,
         estimator: CostEstimator | None = None,
         rng: random.Random | None = None,
+        tokens: TokenProvider | None = None,
     ) -> None:
         self.store = store
         self.shop = store.shop
+        static = store.static_token
+        if tokens is None and static is None:
+            raise CredentialsRejected(
+                f"{store.shop} uses {store.credential_kind}: the client needs its token provider",
+                shop=store.shop,
+            )
+        self.tokens: TokenProvider = tokens or StaticToken(static.get_secret_value())  # type: ignore[union-attr]
         self.budget: Budget = budget if budget is not None else PROCESS_BUDGET
         self._own_http = http is None
         self.http = http or httpx.AsyncClient(timeout=timeout)
@@ -168,6 +182,7 @@ class AdminClient:
         ctx = {"shop": self.shop, "operation": op.name}
 
         failures = throttled = 0
+        reauthorized = False  # one token refresh per call, after a 401
         while True:
             estimate = self.estimator.estimate(op, variables)
             if op.kind == "query" and estimate > MAX_QUERY_COST:
@@ -177,6 +192,9 @@ class AdminClient:
                     limit=MAX_QUERY_COST,
                     **ctx,
                 )
+            # The token first: obtaining it may fail (or wait for another process's refresh),
+            # and a reservation must never be left unsettled.
+            token = await self.tokens.current()
             reservation = await self.budget.reserve(self.shop, estimate, max_wait=self.max_budget_wait)
             if not reservation.granted:
                 raise ThrottledError(
@@ -189,11 +207,18 @@ class AdminClient:
                 metrics.BUDGET_WAIT.labels(self.shop).inc(reservation.wait)
                 await asyncio.sleep(reservation.wait)
 
-            outcome = await self._send(op, body, reservation, variables)
+            outcome = await self._send(op, body, reservation, variables, token)
             if isinstance(outcome, Result):
                 result = replace(outcome, attempts=failures + throttled + 1)
                 break
             kind, delay, detail = outcome
+            if kind == "unauthorized":
+                if reauthorized or not await self.tokens.after_unauthorized(detail):
+                    raise StoreUnauthorized(
+                        f"{self.shop} answered HTTP 401: {_STORE_REFUSES[401]}", status=401, **ctx
+                    )
+                reauthorized = True
+                continue
             if kind == "throttled":
                 throttled += 1
                 if throttled > self.max_throttled:
@@ -219,13 +244,13 @@ class AdminClient:
         return result
 
     async def _send(
-        self, op: Operation, body: dict, reservation: Reservation, variables: Mapping[str, Any]
+        self, op: Operation, body: dict, reservation: Reservation, variables: Mapping[str, Any], token: str
     ) -> Result | tuple[str, float | None, str]:
         """One HTTP exchange. A Result, or (kind, forced delay, description) of a retryable fault.
         The reservation is always settled."""
         outcome = "error"
         try:
-            result = await self._exchange(op, body, reservation, variables)
+            result = await self._exchange(op, body, reservation, variables, token)
             outcome = (
                 "ok"
                 if isinstance(result, Result)
@@ -234,6 +259,7 @@ class AdminClient:
                     "http_429": "http_429",
                     "server": "server_error",
                     "throttled": "throttled",
+                    "unauthorized": "unauthorized",
                 }[result[0]]
             )
             return result
@@ -244,10 +270,10 @@ class AdminClient:
             metrics.CALLS.labels(self.shop, outcome).inc()
 
     async def _exchange(
-        self, op: Operation, body: dict, reservation: Reservation, variables: Mapping[str, Any]
+        self, op: Operation, body: dict, reservation: Reservation, variables: Mapping[str, Any], token: str
     ) -> Result | tuple[str, float | None, str]:
         headers = {
-            "X-Shopify-Access-Token": self.store.access_token.get_secret_value(),
+            "X-Shopify-Access-Token": token,
             "Content-Type": "application/json",
             "Accept": "application/json",
         }
@@ -264,6 +290,9 @@ class AdminClient:
         self.stats.by_status[resp.status_code] = self.stats.by_status.get(resp.status_code, 0) + 1
         ctx = {"shop": self.shop, "operation": op.name}
 
+        if resp.status_code == 401:
+            await self.budget.settle(reservation, charged=0, status=None)
+            return ("unauthorized", None, token)  # the caller refreshes the token once
         if resp.status_code in _STORE_REFUSES:
             await self.budget.settle(reservation, charged=0, status=None)
             raise StoreUnauthorized(
@@ -303,6 +332,13 @@ class AdminClient:
 
         if cost and cost.requested:
             self.estimator.learn(op, variables, cost.requested)
+        if "ACCESS_DENIED" in codes:
+            await self.budget.settle(reservation, charged=0, status=status)
+            raise AccessDenied(
+                f"{op.name} on {self.shop}: {_messages(errors)}",
+                required_access=_required_access(errors),
+                **ctx,
+            )
         if "MAX_COST_EXCEEDED" in codes:  # refused before execution: nothing charged
             await self.budget.settle(reservation, charged=0, status=status)
             raise MaxCostExceededError(
@@ -408,6 +444,16 @@ def _error_codes(errors: Any) -> set[str]:
             if isinstance(ext, dict) and isinstance(ext.get("code"), str):
                 codes.add(ext["code"])
     return codes
+
+
+def _required_access(errors: Any) -> str | None:
+    """Shopify's `requiredAccess` of the first ACCESS_DENIED error (e.g. "`write_inventory`
+    access scope."), without its markup."""
+    for e in errors if isinstance(errors, list) else ():
+        ext = e.get("extensions") if isinstance(e, dict) else None
+        if isinstance(ext, dict) and ext.get("code") == "ACCESS_DENIED" and ext.get("requiredAccess"):
+            return str(ext["requiredAccess"]).replace("`", "").strip().rstrip(".")
+    return None
 
 
 def _messages(errors: Any) -> str:

@@ -66,6 +66,44 @@ class StoreUnauthorized(RetryableCommerceError):
         super().__init__(message, retry_after=300.0, shop=shop, operation=operation)
         self.status = status
 
+    @property
+    def pause_reason(self) -> str:
+        """What the store is paused with (`storesync status`, the dashboard)."""
+        return f"HTTP {self.status}: {self}"
+
+
+class CredentialsRejected(StoreUnauthorized):
+    """The store's credentials failed for good: the token endpoint refused the client
+    credentials or the refresh token (`invalid_client`, `invalid_grant`), or the store was never
+    connected. The store is paused with the reason; a new token needs the merchant or operator."""
+
+    def __init__(self, message: str, *, shop: str | None = None, operation: str | None = None) -> None:
+        super().__init__(message, status=401, shop=shop, operation=operation)
+
+    @property
+    def pause_reason(self) -> str:
+        return f"credentials refused: {self}"
+
+
+class AccessDenied(StoreUnauthorized):
+    """ACCESS_DENIED: the app lacks an access scope the call needs (`required_access`, as
+    Shopify words it). The store is paused until the merchant grants it."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        required_access: str | None,
+        shop: str | None = None,
+        operation: str | None = None,
+    ) -> None:
+        super().__init__(message, status=403, shop=shop, operation=operation)
+        self.required_access = required_access
+
+    @property
+    def pause_reason(self) -> str:
+        return f"missing access scope ({self.required_access or 'see message'}): {self}"
+
 
 class MaxCostExceededError(PermanentCommerceError):
     """One query may request at most 1,000 points: the caller must split the work (the paginator
@@ -85,8 +123,7 @@ class MaxCostExceededError(PermanentCommerceError):
 
 
 class GraphQLQueryError(PermanentCommerceError):
-    """The API rejected the document or its variables (a bug on our side), or ACCESS_DENIED for
-    a missing scope."""
+    """The API rejected the document or its variables (a bug on our side)."""
 
     def __init__(
         self, message: str, *, errors: list[dict], shop: str | None = None, operation: str | None = None
@@ -139,8 +176,17 @@ class HandleTakenError(UserInputError):
 
 
 class IdempotencyKeyReuseError(UserInputError):
-    """The idempotency key was used with different variables, or its first attempt failed:
-    a new operation needs a new key (derive it from the new input, see `idempotency_key`)."""
+    """The idempotency key cannot be used again (https://shopify.dev/docs/api/usage/implementing-idempotency)."""
+
+
+class IdempotencyAttemptFailed(IdempotencyKeyReuseError):
+    """IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED: the key's first attempt failed (nothing applied) and
+    the key is spent: send the same change again under a new key."""
+
+
+class IdempotencyKeyMismatch(IdempotencyKeyReuseError):
+    """IDEMPOTENCY_KEY_PARAMETER_MISMATCH: the key was used with other parameters. The engine
+    derives keys from what it sends, so this is a bug to look at, never retried blindly."""
 
 
 class StaleQuantityError(UserErrorsMixin, RetryableCommerceError):
@@ -184,8 +230,10 @@ def user_errors_error(operation: str, raw: list[dict], *, shop: str | None = Non
             cls = NotFoundError
         elif codes & _HANDLE:
             cls = HandleTakenError
+        elif "IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED" in codes:
+            cls = IdempotencyAttemptFailed
         elif codes & _IDEMPOTENCY:
-            cls = IdempotencyKeyReuseError
+            cls = IdempotencyKeyMismatch
         else:
             cls = UserInputError
         err = cls(message, shop=shop, operation=operation)

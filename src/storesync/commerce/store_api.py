@@ -19,12 +19,19 @@ from psycopg_pool import AsyncConnectionPool
 
 from storesync.commerce.budget import PostgresBudget
 from storesync.commerce.client import AdminClient
-from storesync.commerce.errors import HandleTakenError, NotFoundError, StaleQuantityError, UserInputError
+from storesync.commerce.credentials import NetworkTokens, TokenStore
+from storesync.commerce.errors import (
+    HandleTakenError,
+    IdempotencyAttemptFailed,
+    NotFoundError,
+    StaleQuantityError,
+    UserInputError,
+)
 from storesync.commerce.operations import get_operation
 from storesync.commerce.variables import adjust_quantities_input, set_quantities_input
 from storesync.config import NetworkConfig
 from storesync.sync.model import InventoryLevel, Metafield, Option, Product, Variant
-from storesync.sync.ports import HandleTaken, StaleQuantity
+from storesync.sync.ports import HandleTaken, KeyAttemptFailed, StaleQuantity
 
 # Page sizes of a product's own lists in one read (Shopify allows up to 100 variants per page).
 PRODUCT_LIST_SIZES = {"variantsFirst": 100, "collectionsFirst": 50, "metafieldsFirst": 50}
@@ -100,13 +107,19 @@ def product_from_json(raw: Mapping[str, Any]) -> Product:
         seo_title=seo.get("title"),
         seo_description=seo.get("description"),
         collections=tuple(c["id"] for c in raw["collections"]["nodes"]),
-        smart_collections=frozenset(c["id"] for c in raw["collections"]["nodes"] if c.get("ruleSet")),
+        smart_collections=frozenset(c["id"] for c in raw["collections"]["nodes"] if _has_conditions(c)),
         metafields=tuple(
             Metafield(m["namespace"], m["key"], m["type"], m["value"], m.get("id"))
             for m in raw["metafields"]["nodes"]
         ),
         updated_at=_dt(raw.get("updatedAt")),
     )
+
+
+def _has_conditions(collection: Mapping[str, Any]) -> bool:
+    """A smart collection: one of its sources has conditions (its members follow them and cannot
+    be listed in productSet)."""
+    return any((s.get("inclusion") or {}).get("conditions") for s in collection.get("sources") or ())
 
 
 class ShopifyStoreAPI:
@@ -257,6 +270,8 @@ class ShopifyStoreAPI:
             )
         except StaleQuantityError as err:
             raise StaleQuantity(str(err)) from err
+        except IdempotencyAttemptFailed as err:
+            raise KeyAttemptFailed(str(err)) from err
         group = result["inventorySetQuantities"]["inventoryAdjustmentGroup"]
         return _after(group, inventory_item_id, location_id, default=quantity)
 
@@ -279,6 +294,8 @@ class ShopifyStoreAPI:
             )
         except StaleQuantityError as err:
             raise StaleQuantity(str(err)) from err
+        except IdempotencyAttemptFailed as err:
+            raise KeyAttemptFailed(str(err)) from err
         group = result["inventoryAdjustQuantities"]["inventoryAdjustmentGroup"]
         after = _after(group, inventory_item_id, location_id, default=None)
         if after is None:  # no change reported (delta 0): read what the level is
@@ -302,7 +319,8 @@ def _after(group: Mapping[str, Any] | None, item: str, location: str, *, default
 
 class StoreClients:
     """A worker process's Admin API clients: one per configured store, sharing one HTTP
-    connection pool and (given a pooled-path pool) the Postgres budget every process shares."""
+    connection pool, (given a pooled-path pool) the Postgres budget every process shares, and
+    (given a token store) the tokens every process shares."""
 
     def __init__(
         self,
@@ -310,11 +328,13 @@ class StoreClients:
         *,
         pool: AsyncConnectionPool | None = None,
         timeout: float = 10.0,
+        token_store: TokenStore | None = None,
         **client_options: Any,
     ) -> None:
         self.network = network
         self.budget = PostgresBudget(pool) if pool is not None else None
         self.http = httpx.AsyncClient(timeout=timeout, limits=httpx.Limits(max_keepalive_connections=20))
+        self.tokens = NetworkTokens(network, token_store, self.http, timeout=timeout)
         self.timeout = timeout
         self.client_options = client_options
         self._clients: dict[str, AdminClient] = {}
@@ -325,7 +345,12 @@ class StoreClients:
             if found is None:
                 raise LookupError(f"{shop} is not a configured store (storesync.toml)")
             self._clients[shop] = AdminClient(
-                found[1], budget=self.budget, http=self.http, timeout=self.timeout, **self.client_options
+                found[1],
+                budget=self.budget,
+                http=self.http,
+                timeout=self.timeout,
+                tokens=self.tokens.for_store(found[1]),
+                **self.client_options,
             )
         return self._clients[shop]
 

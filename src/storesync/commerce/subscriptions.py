@@ -36,7 +36,7 @@ async def reconcile_subscriptions(
     changes = SubscriptionChanges()
     have: set[str] = set()
     for sub in existing:
-        url = (sub.get("endpoint") or {}).get("callbackUrl")
+        url = sub.get("uri")
         if (
             sub["topic"] in want
             and url == callback_url
@@ -54,7 +54,7 @@ async def reconcile_subscriptions(
         try:
             await client.execute(
                 "WebhookSubscriptionCreate",
-                {"topic": topic, "webhookSubscription": {"callbackUrl": callback_url, "format": "JSON"}},
+                {"topic": topic, "webhookSubscription": {"uri": callback_url, "format": "JSON"}},
             )
         except CommerceError as err:
             if err.retryable:

@@ -40,15 +40,10 @@ ORDER BY s.merchant_id, s.role DESC, s.shop_domain
 """
 
 
-# set_store_credentials: the store's API URL, encrypted token and location map (re-encrypted each apply).
-SET_STORE_CREDENTIALS = """
-UPDATE stores SET admin_api_url = %(url)s, access_token_encrypted = %(token)s, location_map = %(location_map)s
+# set_store_endpoint: the store's API URL and location map (its credentials: credentials_sql).
+SET_STORE_ENDPOINT = """
+UPDATE stores SET admin_api_url = %(url)s, location_map = %(location_map)s
 WHERE shop_domain = %(shop)s
-"""
-
-# store_credentials: every store's API URL and encrypted token (None until `network apply` with a key).
-STORE_CREDENTIALS = """
-SELECT shop_domain, admin_api_url, access_token_encrypted FROM stores WHERE access_token_encrypted IS NOT NULL
 """
 
 # pause_store: stop a store's work (app uninstalled, token revoked); keeps the first reason.
@@ -75,7 +70,7 @@ def apply_network(
     conn: psycopg.Connection, network: NetworkConfig, cipher: TokenCipher | None = None
 ) -> None:
     """Mirror the configured network into the database, in the caller's transaction. With a
-    cipher, each store's API URL, encrypted access token and location map are written too."""
+    cipher, each store's API URL, location map and encrypted credentials are written too."""
     with conn.cursor() as cur:
         for m in network.merchants:
             cur.execute(UPSERT_MERCHANT, {"id": m.id, "name": m.name})
@@ -86,24 +81,13 @@ def apply_network(
             if cipher is not None:
                 for s in m.stores:
                     cur.execute(
-                        SET_STORE_CREDENTIALS,
-                        {
-                            "shop": s.shop,
-                            "url": s.admin_api_url,
-                            "token": cipher.encrypt(s.access_token.get_secret_value()),
-                            "location_map": Jsonb(dict(s.location_map)),
-                        },
+                        SET_STORE_ENDPOINT,
+                        {"shop": s.shop, "url": s.admin_api_url, "location_map": Jsonb(dict(s.location_map))},
                     )
+    if cipher is not None:
+        from storesync.db.credentials_sql import configure_stores
 
-
-def stored_credentials(conn: psycopg.Connection, cipher: TokenCipher) -> dict[str, tuple[str, str]]:
-    """shop -> (admin API URL, decrypted access token) for every store with stored credentials."""
-    rows = conn.execute(STORE_CREDENTIALS).fetchall()
-    return {shop: (url, cipher.decrypt(blob, shop=shop)) for shop, url, blob in rows}
-
-
-def has_stored_credentials(conn: psycopg.Connection) -> bool:
-    return conn.execute(STORE_CREDENTIALS + " LIMIT 1").fetchone() is not None
+        configure_stores(conn, network, cipher)
 
 
 def resume_store(conn: psycopg.Connection, shop: str) -> bool:

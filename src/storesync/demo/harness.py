@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import random
+import secrets
 import signal
 import socket
 import subprocess
@@ -40,11 +41,11 @@ from typing import Any
 
 import httpx
 
+from storesync.api_version import ADMIN_API_VERSION
 from storesync.config import NetworkConfig
 from storesync.db.embedded import own_signals
 from storesync.emulator.control_client import EmulatorControl, EmulatorControlError
 
-API_VERSION = "2026-10"
 LOCATION_NAMES = ("Shop location", "Warehouse")
 MERCHANT_ID = "demo"
 
@@ -341,7 +342,7 @@ class RunningSystem:
         return [self.parent, *self.children]
 
     def graphql_url(self, shop: str) -> str:
-        return self.emulator.graphql_url(shop, API_VERSION)
+        return self.emulator.graphql_url(shop, ADMIN_API_VERSION)
 
     def pids(self) -> list[int]:
         return [p.pid for p in self.processes.processes]
@@ -535,13 +536,23 @@ def _toml_str(value: str) -> str:
     return json.dumps(value)  # a JSON string is a valid TOML basic string
 
 
+# The Dev Dashboard app the demo's stores share (a new merchant's setup: one app of the
+# merchant's own organization, installed on each of its stores, tokens by client credentials).
+DEMO_APP = "storesync"
+DEMO_CLIENT_ID = "storesync-demo-app"
+
+
 def network_toml(
     emulator_url: str,
     stores: list[dict],
     locations: dict[str, dict[str, str]],
     parent: str,
     children: list[str],
+    *,
+    app_secret: str | None = None,
 ) -> str:
+    """storesync.toml for the emulator's stores: with `app_secret`, every store connects by the
+    client credentials grant of one app; without, by the store's static token."""
     info = {s["shop"]: s for s in stores}
 
     def store_block(header: str, shop: str) -> list[str]:
@@ -550,9 +561,14 @@ def network_toml(
             header,
             f"shop = {_toml_str(shop)}",
             f"admin_api_url = {_toml_str(emulator_url + s['graphql_path'])}",
-            f"access_token = {_toml_str(s['token'])}",
-            f"webhook_secrets = [{_toml_str(s['webhook_secret'])}]",
         ]
+        if app_secret is not None:
+            lines.append(f'credentials = {{ kind = "client_credentials", app = {_toml_str(DEMO_APP)} }}')
+        else:
+            lines += [
+                f"access_token = {_toml_str(s['token'])}",
+                f"webhook_secrets = [{_toml_str(s['webhook_secret'])}]",
+            ]
         if shop != parent:
             pairs = ", ".join(
                 f"{_toml_str(locations[parent][name])} = {_toml_str(gid)}"
@@ -562,8 +578,15 @@ def network_toml(
             lines.append(f"location_map = {{ {pairs} }}")
         return [*lines, ""]
 
-    out = [
-        "# Written by storesync.demo.harness for the emulator's stores.",
+    out = ["# Written by storesync.demo.harness for the emulator's stores.", ""]
+    if app_secret is not None:
+        out += [
+            f"[apps.{DEMO_APP}]",
+            f"client_id = {_toml_str(DEMO_CLIENT_ID)}",
+            f"client_secrets = [{_toml_str(app_secret)}]",
+            "",
+        ]
+    out += [
         "[[merchants]]",
         f"id = {_toml_str(MERCHANT_ID)}",
         'name = "Demo merchant"',
@@ -626,26 +649,52 @@ def _seed_stores(
             for n, pid in enumerate(product_ids, 1)
             if n % len(names) == ci or (title == "Sale" and n % 7 == 0)
         ]
+        # A manual collection (2026-10): one conditions source whose selections are its members,
+        # created with the first 250 (Shopify's limit per call) and the rest added by updates.
         res = emu.graphql(
             parent,
-            "mutation($input: CollectionInput!) { collectionCreate(input: $input) "
-            "{ collection { id } userErrors { field message } } }",
-            {"input": {"title": title}},
+            "mutation($c: CollectionCreateInput!) { collectionCreate(collection: $c) "
+            "{ collection { id sources { id } } userErrors { field message } } }",
+            {
+                "c": {
+                    "title": title,
+                    "sources": [
+                        {
+                            "source": {
+                                "title": title,
+                                "inclusion": {"selections": [{"productId": pid} for pid in members[:250]]},
+                            }
+                        }
+                    ],
+                }
+            },
         )
         data = (res.get("data") or {}).get("collectionCreate") or {}
         if res.get("errors") or data.get("userErrors") or not data.get("collection"):
             raise SystemStartError(f"seeding: collectionCreate {title!r}: {res}")
-        for start in range(0, len(members), 250):  # Shopify takes at most 250 ids per call
+        coll = data["collection"]
+        for start in range(250, len(members), 250):
+            more = [{"productId": pid} for pid in members[start : start + 250]]
             res = emu.graphql(
                 parent,
-                "mutation($id: ID!, $ids: [ID!]!) { collectionAddProducts(id: $id, "
-                "productIds: $ids) { collection { id } userErrors { field message } } }",
-                {"id": data["collection"]["id"], "ids": members[start : start + 250]},
+                "mutation($c: CollectionUpdateInput!) { collectionUpdate(collection: $c) "
+                "{ userErrors { field message } } }",
+                {
+                    "c": {
+                        "id": coll["id"],
+                        "sourcesToUpdate": [
+                            {
+                                "condition": {
+                                    "id": coll["sources"][0]["id"],
+                                    "inclusion": {"selectionsToAdd": more},
+                                }
+                            }
+                        ],
+                    }
+                },
             )
-            if res.get("errors") or (res.get("data") or {}).get("collectionAddProducts", {}).get(
-                "userErrors"
-            ):
-                raise SystemStartError(f"seeding: collectionAddProducts {title!r}: {res}")
+            if res.get("errors") or (res.get("data") or {}).get("collectionUpdate", {}).get("userErrors"):
+                raise SystemStartError(f"seeding: collectionUpdate {title!r}: {res}")
     # Children may already sell some of the parent's products (same SKUs, stale stock): linking finds them.
     for child in children:
         overlap = [
@@ -724,6 +773,8 @@ def running_system(
     log_level: str = "info",
     workdir: Path | None = None,
     on_step: Callable[[str], None] | None = None,
+    credentials: str = "client_credentials",
+    token_time_scale: float | None = None,
 ) -> Iterator[RunningSystem]:
     """Start the emulator, web tier and workers against `database_url` (migrated here if it is
     behind); yield a `RunningSystem`; stop every process on the way out.
@@ -733,7 +784,12 @@ def running_system(
     emulator_options: extra `storesync emulator` flags, e.g. ["--fault", "webhooks.duplicate_p=0.5"].
     subscribe: "control" declares the subscriptions through the emulator's control API (as an
     app's config would), "cli" runs `storesync webhooks sync`, "none" leaves them to the caller.
-    workers=0 starts no worker (the caller runs jobs itself)."""
+    workers=0 starts no worker (the caller runs jobs itself).
+    credentials: "client_credentials" (one app installed on every store, tokens fetched by the
+    engine, as a new merchant connects today) or "static" (each store's legacy token).
+    token_time_scale: the emulator's issued tokens' lifetime factor (default: time_scale)."""
+    if credentials not in ("client_credentials", "static"):
+        raise ValueError(f"credentials must be client_credentials or static, not {credentials!r}")
     step = on_step or (lambda _msg: None)
     shops = ["parent.myshopify.com"] + [
         f"child-{chr(ord('a') + i)}.myshopify.com" if i < 26 else f"child-{i}.myshopify.com"
@@ -785,6 +841,7 @@ def running_system(
                     str(time_scale),
                     "--plan",
                     plan,
+                    *(["--token-time-scale", str(token_time_scale)] if token_time_scale else []),
                     *[a for s in shops for a in ("--store", s)],
                     *emulator_options,
                 ],
@@ -805,8 +862,14 @@ def running_system(
             locations = _seed(
                 control, parent, child_shops, products, child_overlap, collections, overlap_stock
             )
+            app_secret = None
+            if credentials == "client_credentials":
+                app_secret = "shpss_" + secrets.token_hex(16)
+                for shop in shops:  # the one app, installed on every store of the network
+                    control.configure_app(shop, client_id=DEMO_CLIENT_ID, client_secret=app_secret)
             config_file.write_text(
-                network_toml(emulator_url, stores, locations, parent, child_shops), encoding="utf-8"
+                network_toml(emulator_url, stores, locations, parent, child_shops, app_secret=app_secret),
+                encoding="utf-8",
             )
             network = NetworkConfig.load(config_file)
 

@@ -380,8 +380,9 @@ def _require_empty(dsn: str) -> None:
         )
 
 
-def run_demo(settings: Settings, console: Console) -> int:
-    """Play the story on the embedded Postgres (or DATABASE_URL); 0 only if every store agrees."""
+def run_demo(settings: Settings, console: Console, *, token_time_scale: float | None = None) -> int:
+    """Play the story on the embedded Postgres (or DATABASE_URL); 0 only if every store agrees.
+    The stores connect by client credentials; `token_time_scale` shortens the tokens' lives."""
     from storesync.db import database_settings
     from storesync.demo.harness import SystemStartError, running_system
 
@@ -421,6 +422,7 @@ def run_demo(settings: Settings, console: Console) -> int:
                 on_step=on_step,
                 subscribe="cli",
                 workdir=workdir,
+                token_time_scale=token_time_scale,
             ) as system:
                 story = Story(system, console, t0)
                 story.say(f"system up in {time.monotonic() - t0:.1f}s; logs in {workdir}/")

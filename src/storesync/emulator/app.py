@@ -1,6 +1,7 @@
 """The emulator as an ASGI app: Shopify's Admin GraphQL endpoint per store, and a control API.
 
-GraphQL: `POST /stores/{shop}/admin/api/{version}/graphql.json` with `X-Shopify-Access-Token`.
+GraphQL: `POST /stores/{shop}/admin/api/{version}/graphql.json` with `X-Shopify-Access-Token`
+(the store's static token, or one the OAuth endpoints issued and that has not expired: oauth.py).
 Each request: auth (401), fault policy (faults.py), parse + validate (cached per query text),
 cost check against the store's leaky bucket (THROTTLED / MAX_COST_EXCEEDED), execution,
 refund of requested minus actual cost, then the webhooks the writes caused are handed to the
@@ -9,7 +10,8 @@ sender. Every answer with a GraphQL body carries `extensions.cost`.
 Control API (JSON), for tests, the demo and the CLI:
   GET    /_emulator/health                          resolver crashes (emulator bugs) seen so far
   GET    /_emulator/stores                          stores with their tokens and secrets
-  POST   /_emulator/stores                          {"shop", "token"?, "webhook_secret"?, "plan"?}
+  POST   /_emulator/stores                          {"shop", "token"?, "webhook_secret"?, "plan"?,
+                                                     "client_id"?, "scopes"?}
   POST   /_emulator/stores/{shop}/seed              {"products": N, "locations": [names], "variants_per_product",
                                                      "quantity", "sku_prefix", "catalog": [explicit products]}
   POST   /_emulator/stores/{shop}/locations         {"name", "address"?: {...}, "fulfills_online_orders"?}
@@ -39,6 +41,9 @@ Control API (JSON), for tests, the demo and the CLI:
                                                     the next bulk operation ends so (null status clears)
   GET    /_emulator/bulk/{shop}/{id}.jsonl          a completed bulk operation's result (its `url`)
   + faults, webhook deliveries and subscriptions (control_webhooks.py)
+  + the OAuth endpoints, the app's scopes and issued tokens (oauth.py)
+Access scopes are enforced per store (scopes.py): a field or mutation the app may not access
+answers Shopify's ACCESS_DENIED error.
 Ids in bodies may be gids or numbers. Bad input answers 4xx with {"error": ...} and changes nothing.
 Every action that emits webhooks answers with `"webhooks": {topic: [X-Shopify-Webhook-Id, ...]}`
 (one id per subscription delivered to), so a test can tie a delivery to the action that caused it.
@@ -77,29 +82,35 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from storesync.api_version import ADMIN_API_VERSION
 from storesync.emulator import orders, payloads
 from storesync.emulator.bulk import FAULT_STATUSES
 from storesync.emulator.control_webhooks import control_routes
 from storesync.emulator.cost import MAX_QUERY_COST, LeakyBucket, query_costs
 from storesync.emulator.faults import GraphQLFaults, GraphQLFaultsConfig, respond_with
 from storesync.emulator.media import MediaFaults
+from storesync.emulator.oauth import OAuthServer, default_client_id, oauth_routes
 from storesync.emulator.resolvers import RequestContext, default_resolver
 from storesync.emulator.schema import build_emulator_schema
+from storesync.emulator.scopes import needs_guard, scope_guard
 from storesync.emulator.state import PLANS, ActionError, Emulator, Event, StoreState, gid, parse_gid
 from storesync.emulator.webhooks import DeliveryFaults, SubscriptionStore, WebhookSender
 
 log = structlog.get_logger("storesync.emulator")
 
 API_VERSION_RE = re.compile(r"^(\d{4}-\d{2}|unstable)$")
-DEFAULT_API_VERSION = "2026-10"
+DEFAULT_API_VERSION = ADMIN_API_VERSION
 
 
 @dataclass(frozen=True)
 class StoreSpec:
     shop: str
     token: str | None = None
+    # The app's client secret: it signs webhooks and OAuth redirects and authenticates token requests.
     webhook_secret: str | None = None
     plan: str = "standard"
+    client_id: str | None = None
+    scopes: tuple[str, ...] | None = None  # None: every scope the emulator enforces
 
 
 def _json(body: Any, status: int = 200, headers: dict | None = None) -> Response:
@@ -124,10 +135,13 @@ class EmulatorApp:
         throttle_http_429: bool = False,
         webhook_faults: DeliveryFaults | None = None,
         graphql_faults: GraphQLFaultsConfig | None = None,
+        token_time_scale: float | None = None,
         control_token: str | None = None,
     ) -> None:
         self.emulator = Emulator(time_scale)
         self._control_digest = hashlib.sha256(control_token.encode()).digest() if control_token else None
+        # Token lifetimes run on the time scale too (or their own), so tests cross an expiry in seconds.
+        self.oauth = OAuthServer(time_scale=token_time_scale or time_scale)
         self.buckets: dict[str, LeakyBucket] = {}
         self.require_idempotency = require_idempotency
         # Shopify answers throttled calls with HTTP 200 and a THROTTLED error; some gateways
@@ -177,11 +191,15 @@ class EmulatorApp:
             await self.sender.stop()
 
     def _app_secret(self, shop: str) -> str:
-        return self.emulator.stores[shop].app_secret
+        # The app's client secret signs webhooks (rotated through the OAuth control API too).
+        return self.oauth.installations[shop].client_secret
 
     def add_store(self, spec: StoreSpec) -> StoreState:
         store = self.emulator.add_store(spec.shop, spec.token, spec.webhook_secret, spec.plan)
         self.buckets[spec.shop] = LeakyBucket(*PLANS[spec.plan])
+        self.oauth.install(
+            spec.shop, spec.client_id or default_client_id(spec.shop), store.app_secret, spec.scopes
+        )
         return store
 
     def set_plan(
@@ -244,7 +262,9 @@ class EmulatorApp:
         if store is None:
             return _json({"errors": "Not Found"}, 404)
         given = request.headers.get("x-shopify-access-token") or ""
-        if not hmac.compare_digest(given.encode(), store.token.encode()):
+        if not hmac.compare_digest(given.encode(), store.token.encode()) and not self.oauth.token_valid(
+            shop, given
+        ):
             return _json(
                 {"errors": "[API] Invalid API key or access token (unrecognized login or wrong password)"},
                 401,
@@ -275,7 +295,13 @@ class EmulatorApp:
 
         async def run() -> Response:
             status, out, headers = self.run_operation(
-                store, doc, operation, variables, operation_name, base_url=str(request.base_url).rstrip("/")
+                store,
+                doc,
+                operation,
+                variables,
+                operation_name,
+                base_url=str(request.base_url).rstrip("/"),
+                idempotency_fault=injection.idempotency_fault if injection else None,
             )
             return _json(out, status, headers)
 
@@ -302,6 +328,7 @@ class EmulatorApp:
         variables: dict,
         operation_name: str | None,
         base_url: str = "",
+        idempotency_fault: str | None = None,
     ) -> tuple[int, dict, dict | None]:
         """Cost check, execution, refund and webhooks of one validated operation."""
         shop = store.shop
@@ -351,7 +378,10 @@ class EmulatorApp:
             subscriptions=self.subscriptions,
             require_idempotency=self.require_idempotency,
             base_url=base_url,
+            access_scopes=tuple(self.oauth.access_scopes(shop)),
+            idempotency_fault=idempotency_fault,
         )
+        granted = self.oauth.granted(shop)
         result = execute(
             self.schema,
             doc,
@@ -359,6 +389,7 @@ class EmulatorApp:
             variable_values=variables,
             operation_name=operation_name,
             field_resolver=default_resolver,
+            middleware=[scope_guard(granted)] if needs_guard(granted) else None,
         )
         assert not asyncio.iscoroutine(result), "resolvers are synchronous"
         actual = min(actual_of(result.data), requested)
@@ -397,10 +428,14 @@ class EmulatorApp:
         return store
 
     def store_info(self, store: StoreState) -> dict:
+        inst = self.oauth.installations[store.shop]
         return {
             "shop": store.shop,
             "token": store.token,
             "webhook_secret": store.app_secret,
+            "client_id": inst.client_id,
+            "client_secret": inst.client_secret,
+            "scopes": sorted(inst.scopes),
             "plan": store.plan,
             "graphql_path": f"/stores/{store.shop}/admin/api/{DEFAULT_API_VERSION}/graphql.json",
         }
@@ -446,8 +481,18 @@ class EmulatorApp:
             return {"stores": [self.store_info(s) for s in self.emulator.stores.values()]}
 
         def add_store(request, body):
+            scopes = body.get("scopes")
+            if scopes is not None and (
+                not isinstance(scopes, list) or not all(isinstance(x, str) for x in scopes)
+            ):
+                raise ActionError("scopes must be a list of scope handles")
             spec = StoreSpec(
-                body["shop"], body.get("token"), body.get("webhook_secret"), body.get("plan", "standard")
+                body["shop"],
+                body.get("token"),
+                body.get("webhook_secret"),
+                body.get("plan", "standard"),
+                body.get("client_id"),
+                tuple(scopes) if scopes is not None else None,
             )
             if spec.shop in self.emulator.stores:
                 raise ActionError(f"store {spec.shop} exists")
@@ -716,6 +761,7 @@ class EmulatorApp:
             Route("/_emulator/stores/{shop}/throttle", action(throttle), methods=["GET"]),
             Route("/_emulator/stores/{shop}/inventory", action(set_inventory), methods=["POST"]),
             Route("/_emulator/stores/{shop}/products/{product_id}", action(edit_product), methods=["PATCH"]),
+            *oauth_routes(self.oauth),
             *control_routes(
                 self.sender,
                 self.subscriptions,

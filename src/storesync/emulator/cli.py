@@ -46,6 +46,12 @@ def emulator_cmd(
     time_scale: Annotated[
         float, typer.Option(help="webhook retry timing factor (0.001: 4 h of retries in 14 s)")
     ] = 1.0,
+    token_time_scale: Annotated[
+        float | None,
+        typer.Option(
+            help="issued tokens' lifetime factor (default: --time-scale; 5e-5: 24 h tokens last 4 s)"
+        ),
+    ] = None,
     throttle_429: Annotated[
         bool,
         typer.Option(
@@ -77,7 +83,7 @@ def emulator_cmd(
         return
     import uvicorn
 
-    from storesync.emulator.app import EmulatorApp, StoreSpec
+    from storesync.emulator.app import DEFAULT_API_VERSION, EmulatorApp, StoreSpec
     from storesync.emulator.faults import FaultFlagError, load_faults_json, parse_fault_flags
     from storesync.emulator.state import PLANS
 
@@ -85,6 +91,8 @@ def emulator_cmd(
         fail(f"--plan must be one of {', '.join(PLANS)}, not {plan!r}")
     if time_scale <= 0:
         fail("--time-scale must be > 0")
+    if token_time_scale is not None and token_time_scale <= 0:
+        fail("--token-time-scale must be > 0")
     try:
         base = load_faults_json(faults_file.read_text(encoding="utf-8")) if faults_file else None
         faults = parse_fault_flags(fault or [], base)
@@ -101,10 +109,17 @@ def emulator_cmd(
         fail("--control-token must be at least 16 characters (e.g. `openssl rand -hex 32`)")
     specs: dict[str, StoreSpec] = {}
     if from_config:
-        for m in load_network(load_settings()).merchants:
+        network = load_network(load_settings())
+        for m in network.merchants:
             for s in m.stores:
+                app = network.app_of(s)
+                token = s.static_token
                 specs[s.shop] = StoreSpec(
-                    s.shop, s.access_token.get_secret_value(), s.webhook_secrets[0].get_secret_value(), plan
+                    s.shop,
+                    token.get_secret_value() if token else None,
+                    s.webhook_secrets[0].get_secret_value(),
+                    plan,
+                    client_id=app.client_id if app else None,
                 )
     from storesync.config import SHOP_DOMAIN_RE
 
@@ -122,6 +137,7 @@ def emulator_cmd(
         throttle_http_429=throttle_429,
         webhook_faults=faults.webhooks,
         graphql_faults=faults.graphql,
+        token_time_scale=token_time_scale,
         control_token=control_token,
     )
     import socket
@@ -138,6 +154,8 @@ def emulator_cmd(
     bound = sock.getsockname()[1]
     base_url = f"http://{host}:{bound}"
     for st in app.emulator.stores.values():
-        print(f"{st.shop}  {base_url}/stores/{st.shop}/admin/api/2026-10/graphql.json  token={st.token}")
+        print(
+            f"{st.shop}  {base_url}/stores/{st.shop}/admin/api/{DEFAULT_API_VERSION}/graphql.json  token={st.token}"
+        )
     print(f"control API: {base_url}/_emulator/stores", flush=True)
     uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[sock])

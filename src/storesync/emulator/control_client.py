@@ -278,6 +278,32 @@ class EmulatorControl:
             self.control.put("/_emulator/faults", json={"graphql": graphql or {}, "webhooks": webhooks or {}})
         )
 
+    # ------------------------------------------------------------------ the app: OAuth and scopes
+
+    def oauth(self, shop: str) -> dict:
+        """The app on `shop`: client id, scopes, tokens issued, refresh tokens' states, requests."""
+        return self._ok(self.control.get(f"/_emulator/stores/{shop}/oauth"))
+
+    def configure_app(self, shop: str, **fields: Any) -> dict:
+        """Change the app on `shop`: scopes, client_id, client_secret, client_credentials,
+        redirect_urls, lose_answers (the next n token answers are processed, then lost)."""
+        self._stores = None
+        return self._ok(self.control.put(f"/_emulator/stores/{shop}/oauth", json=fields))
+
+    def revoke_tokens(self, shop: str) -> dict:
+        """Every token and refresh token issued for `shop` stops working."""
+        return self._ok(self.control.post(f"/_emulator/stores/{shop}/oauth/revoke"))
+
+    def client_id(self, shop: str) -> str:
+        return self._store_info(shop)["client_id"]
+
+    def client_secret(self, shop: str) -> str:
+        return self._store_info(shop)["client_secret"]
+
+    def shop_url(self, shop: str) -> str:
+        """`https://{shop}` as the emulator serves it (the OAuth endpoints live below it)."""
+        return f"{self.base_url}/stores/{shop}"
+
     # ------------------------------------------------------------------ webhooks
 
     def subscribe(self, shop: str, topic: str, callback_url: str) -> dict:

@@ -11,6 +11,10 @@ Decision order for one request (each drawn from one seeded RNG, so runs are repr
    moment the faults were configured, every request counts, including ones that got another
    fault) fails once, without executing. Default mode `internal_error`: HTTP 500 with Shopify's
    `INTERNAL_SERVER_ERROR` GraphQL error body; mode `graphql_error`: the same body with HTTP 200.
+   Two modes for an `@idempotent` mutation: `idempotency_concurrent` answers the payload's
+   IDEMPOTENCY_CONCURRENT_REQUEST (a request with the same key is still in progress); and
+   `attempt_failed` makes this attempt fail inside Shopify (INTERNAL_SERVER_ERROR, nothing
+   applied) so its key is spent: the next request with it gets IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED.
 4. `timeout_p`: the client waits longer than its timeout. Mode `lost_response` (default):
    the operation executes, then the answer is held `timeout_hang_s` - the write landed but the
    client never heard, which is what idempotency keys are for. Mode `no_execute`: held
@@ -42,7 +46,9 @@ class FailNth(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     n: Annotated[int, Field(ge=1)]
-    mode: Literal["internal_error", "graphql_error"] = "internal_error"
+    mode: Literal["internal_error", "graphql_error", "idempotency_concurrent", "attempt_failed"] = (
+        "internal_error"
+    )
     shop: str | None = None
 
 
@@ -97,6 +103,9 @@ class Injection:
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
     field_name: str | None = None  # fail_nth: the mutation that failed
+    # fail_nth on an @idempotent mutation: "idempotency_concurrent" or "attempt_failed" (executes
+    # through the idempotency check, which answers the fault).
+    idempotency_fault: str | None = None
 
     @property
     def executes(self) -> bool:
@@ -197,6 +206,8 @@ class GraphQLFaults:
             )  # fmt: skip
         if nth_hit is not None:
             name, spec = nth_hit
+            if spec.mode in ("idempotency_concurrent", "attempt_failed"):
+                return Injection("fail_nth", delay_s=latency, field_name=name, idempotency_fault=spec.mode)
             status = 500 if spec.mode == "internal_error" else 200
             return Injection(
                 "fail_nth", delay_s=latency, status=status, body=_internal_error_body(),

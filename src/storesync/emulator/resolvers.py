@@ -9,6 +9,7 @@ as with Shopify; nothing here may raise anything else (a bug would be a 500).
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import re
 from dataclasses import dataclass, field
@@ -29,8 +30,10 @@ from storesync.emulator.bulk import (
 from storesync.emulator.media import apply_file_set, file_set_problems
 from storesync.emulator.metafields import value_error as metafield_value_error
 from storesync.emulator.state import (
+    CONDITION_KINDS,
     AdjustmentGroup,
     Collection,
+    Condition,
     Event,
     InventoryChange,
     InventoryItem,
@@ -45,6 +48,8 @@ from storesync.emulator.state import (
     StoreState,
     Variant,
     apply_item_input,
+    condition_error,
+    condition_to_rules,
     gid,
     gid_type,
     handleize,
@@ -53,6 +58,7 @@ from storesync.emulator.state import (
     now_iso,
     parse_gid,
     rule_error,
+    rule_to_condition,
 )
 from storesync.emulator.webhooks import Subscription, SubscriptionStore, enum_topic
 
@@ -91,6 +97,10 @@ class RequestContext:
     events: list[Event] = field(default_factory=list)
     # scheme://host:port of the request, for URLs the emulator serves (bulk results)
     base_url: str = ""
+    # The access scopes granted to the app on this store (emulator/oauth.py), as listed.
+    access_scopes: tuple[str, ...] = ()
+    # A fault the idempotency check answers for this request (faults.py, fail_nth modes).
+    idempotency_fault: str | None = None
 
 
 # --------------------------------------------------------------------------- helpers
@@ -464,8 +474,8 @@ def q_webhook_subscriptions(_root, info, **args) -> dict:
     subs = c.subscriptions.list(shop=c.store.shop)
     if args.get("topics"):
         subs = [s for s in subs if s.topic_enum in args["topics"]]
-    if args.get("callbackUrl"):
-        subs = [s for s in subs if s.callback_url == args["callbackUrl"]]
+    if args.get("callbackUrl") or args.get("uri"):
+        subs = [s for s in subs if s.callback_url == (args.get("uri") or args["callbackUrl"])]
     if args.get("format"):
         subs = [s for s in subs if s.format == args["format"]]
     return connection(subs, args, lambda s: (s.legacy_id,))
@@ -718,12 +728,65 @@ def c_image(c: Collection, _info) -> dict | None:
 
 
 def c_rule_set(c: Collection, _info) -> dict | None:
+    """The deprecated view of a smart collection's conditions (one rule per condition value)."""
     if not c.smart:
         return None
+    rules = [r for cond in c.conditions for r in condition_to_rules(cond)]
     return {
         "appliedDisjunctively": c.disjunctive,
-        "rules": [{"column": col, "relation": rel, "condition": cond} for col, rel, cond in c.rules or ()],
+        "rules": [{"column": col, "relation": rel, "condition": value} for col, rel, value in rules],
     }
+
+
+def _condition_json(cond: Condition) -> dict:
+    value_kind, type_name, _ = CONDITION_KINDS[cond.kind]
+    out: dict[str, Any] = {
+        "__typename": type_name,
+        "id": gid("CollectionSourceCondition", cond.id),
+        "relation": cond.relation,
+    }
+    if value_kind in ("tag", "text"):
+        out["matchType"], out["values"] = cond.match_type, list(cond.values)
+    elif value_kind == "money":
+        out["value"] = {"amount": cond.values[0], "currencyCode": cond.currency} if cond.values else None
+    else:
+        out["value"] = int(float(cond.values[0]))
+    return out
+
+
+def c_sources(c: Collection, _info) -> list[dict]:
+    """The collection's one conditions source (none once deleted)."""
+    if c.source_id is None:
+        return []
+    return [
+        {
+            "__typename": "CollectionConditionsSource",
+            "id": gid("CollectionSource", c.source_id),
+            "title": c.source_title or c.title,
+            "description": None,
+            "targetType": "PRODUCTS",
+            "shareable": False,
+            "inclusion": {
+                "matchType": c.match_type if c.smart else None,
+                "conditions": [_condition_json(cond) for cond in c.conditions],
+                "_collection": c,
+            },
+        }
+    ]
+
+
+def inclusion_selections(inclusion: dict, info, **args) -> dict:
+    store = store_of(info)
+    coll: Collection = inclusion["_collection"]
+    products = [store.products[p] for p in coll.product_ids if p in store.products]
+    order = {p: i for i, p in enumerate(coll.product_ids)}
+    conn = connection(products, args, sort_key=lambda p: (order[p.id],))
+    for key in ("nodes",):
+        conn[key] = [{"product": p, "variantIds": None} for p in conn[key]]
+    conn["edges"] = [
+        {"cursor": e["cursor"], "node": {"product": e["node"], "variantIds": None}} for e in conn["edges"]
+    ]
+    return conn
 
 
 def ws_topic(s: Subscription, _info) -> str:
@@ -762,9 +825,26 @@ def op_product(op: ProductSetOperation, info) -> Product | None:
 # --------------------------------------------------------------------------- idempotency
 
 
+# https://shopify.dev/docs/api/usage/implementing-idempotency: a key seen before replays the first
+# result; with other arguments it is IDEMPOTENCY_KEY_PARAMETER_MISMATCH; a key whose first attempt
+# failed is spent (IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED: "retry with a new idempotency key"); a key
+# whose request is still in progress gets IDEMPOTENCY_CONCURRENT_REQUEST ("try again").
+IDEMPOTENCY_MESSAGES = {
+    "IDEMPOTENCY_CONCURRENT_REQUEST": "This request is currently in progress, please try again.",
+    "IDEMPOTENCY_KEY_PARAMETER_MISMATCH": "The same idempotency key cannot be used with different operation parameters.",
+    "IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED": "A previous request with this idempotency key failed. Retry with a new idempotency key.",
+}
+
+
+def _idempotency_refusal(code: str) -> dict:
+    return {
+        "inventoryAdjustmentGroup": None,
+        "userErrors": [user_error(None, IDEMPOTENCY_MESSAGES[code], code)],
+    }
+
+
 def idempotent(info, args: dict, run) -> Any:
-    """Run a mutation under the @idempotent directive: a key seen before replays the first
-    result; the same key with other arguments is refused."""
+    """Run a mutation under the @idempotent directive (see IDEMPOTENCY_MESSAGES)."""
     c = ctx(info)
     directive = info.schema.get_directive("idempotent")
     values = get_directive_values(directive, info.field_nodes[0], info.variable_values) if directive else None
@@ -777,15 +857,22 @@ def idempotent(info, args: dict, run) -> Any:
             )
         return run()
     fingerprint = json.dumps(args, sort_keys=True, default=str)
+    if c.idempotency_fault == "idempotency_concurrent":
+        return _idempotency_refusal("IDEMPOTENCY_CONCURRENT_REQUEST")
     seen = c.store.idempotency.get(key)
     if seen is not None:
         field_name, seen_fingerprint, result = seen
         if field_name != info.field_name or seen_fingerprint != fingerprint:
-            raise GraphQLError(
-                f"Idempotency key '{key}' was already used with different arguments.",
-                extensions={"code": "IDEMPOTENCY_KEY_REUSED"},
-            )
+            return _idempotency_refusal("IDEMPOTENCY_KEY_PARAMETER_MISMATCH")
+        if result is None or result.get("userErrors"):
+            return _idempotency_refusal("IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED")
         return result
+    if c.idempotency_fault == "attempt_failed":
+        c.store.idempotency[key] = (info.field_name, fingerprint, None)
+        raise GraphQLError(
+            "Internal error. Looks like something went wrong on our end.",
+            extensions={"code": "INTERNAL_SERVER_ERROR"},
+        )
     result = run()
     c.store.idempotency[key] = (info.field_name, fingerprint, result)
     return result
@@ -811,16 +898,9 @@ def _inventory_target(
             user_error([*path, "locationId"], "The specified location could not be found.", codes["location"])
         )
         return None
-    lvl = store.levels.get((iid, lid))
-    if lvl is None:
-        errors.append(
-            user_error(
-                [*path, "locationId"],
-                "The specified inventory item is not stocked at the location.",
-                "ITEM_NOT_STOCKED_AT_LOCATION",
-            )
-        )
-    return lvl
+    # 2026-10: quantities can be changed at any location; an item not stocked there is stocked
+    # (https://shopify.dev/changelog/removal-of-itemnotstockedatlocation-error).
+    return store.ensure_level(iid, lid)
 
 
 def _check_reason(inp: dict, errors: list) -> None:
@@ -1001,19 +1081,26 @@ def _inventory_adjust_quantities(info, inp: dict) -> dict:
 # --------------------------------------------------------------------------- mutations: products
 
 
-def _metafield_errors(metafields: list[dict] | None, path: list, code: str | None) -> list[dict]:
-    """Blank fields of new metafields, and values their type refuses
+def _metafield_errors(
+    metafields: list[dict] | None, path: list, code: str | None, known: set[int] | None = None
+) -> list[dict]:
+    """A metafield names an existing one by id (of the owner's, when `known` lists them), or
+    gives namespace, key, type and value; a value must be one its type accepts
     (https://shopify.dev/docs/apps/build/custom-data/metafields/list-of-data-types)."""
     errors = []
     for j, mf in enumerate(metafields or []):
-        if mf.get("id") is None:
-            for k in ("namespace", "key", "type", "value"):
-                if not mf.get(k):
-                    errors.append(user_error([*path, j, k], f"{k} can't be blank", code))
         if mf.get("type") and mf.get("value") is not None:
             why = metafield_value_error(mf["type"], mf["value"])
             if why:
                 errors.append(user_error([*path, j, "value"], why, code))
+        if mf.get("id") is not None:
+            mid = parse_gid(mf["id"], "Metafield")
+            if mid is None or (known is not None and mid not in known):
+                errors.append(user_error([*path, j, "id"], "Metafield does not exist", code))
+            continue
+        for k in ("namespace", "key", "type", "value"):
+            if not mf.get(k):
+                errors.append(user_error([*path, j, k], f"{k} can't be blank", code))
     return errors
 
 
@@ -1547,7 +1634,9 @@ def m_product_variants_bulk_update(
 # --------------------------------------------------------------------------- mutations: collections
 
 
-def _collection_input_errors(store: StoreState, inp: dict, creating: bool) -> tuple[list[dict], list[int]]:
+def _collection_input_errors(
+    store: StoreState, inp: dict, creating: bool, coll: Collection | None = None
+) -> tuple[list[dict], list[int]]:
     errors = []
     if creating and not (inp.get("title") or "").strip():
         errors.append(user_error(["title"], "Title can't be blank"))
@@ -1560,7 +1649,8 @@ def _collection_input_errors(store: StoreState, inp: dict, creating: bool) -> tu
             errors.append(user_error(["products", k], "Product does not exist"))
         else:
             product_ids.append(pid)
-    errors += _metafield_errors(inp.get("metafields"), ["metafields"], None)
+    known = {m.id for m in coll.metafields} if coll is not None else set()
+    errors += _metafield_errors(inp.get("metafields"), ["metafields"], None, known)
     rule_set = inp.get("ruleSet")
     if rule_set is not None:
         if inp.get("products"):
@@ -1604,31 +1694,118 @@ def _apply_collection_input(store: StoreState, coll: Collection, inp: dict) -> N
     coll.updated_at = now_iso()
 
 
-def m_collection_create(_root, info, input: dict | None = None) -> dict:
+# 2026-10: `collection:` (CollectionCreateInput / CollectionUpdateInput, membership by sources)
+# replaces the deprecated `input:` (CollectionInput, ruleSet and products); given both, Shopify
+# uses `collection`. https://shopify.dev/docs/api/admin-graphql/2026-10/mutations/collectionCreate
+
+
+def _conditions_from_input(store: StoreState, raw: list[dict], path: list, errors: list) -> list[Condition]:
+    out = []
+    for k, entry in enumerate(raw or []):
+        ((kind, spec),) = entry.items()  # @oneOf: exactly one kind per condition
+        value_kind = CONDITION_KINDS.get(kind, ("", "", frozenset()))[0]
+        if value_kind in ("tag", "text"):
+            values = [str(v) for v in spec.get("values") or []]
+        else:
+            value = spec.get("value")
+            values = [] if value is None else [str(value["amount"] if isinstance(value, dict) else value)]
+        why = condition_error(kind, spec.get("relation", ""), values)
+        if why:
+            errors.append(user_error([*path, k], why))
+            continue
+        currency = spec["value"].get("currencyCode") if value_kind == "money" and spec.get("value") else None
+        out.append(
+            Condition(
+                store.next_id(), kind, spec["relation"], values, spec.get("matchType") or "ANY", currency
+            )
+        )
+    return out
+
+
+def _selections(store: StoreState, raw: list[dict], path: list, errors: list) -> list[int]:
+    pids = []
+    for k, sel in enumerate(raw or []):
+        pid = parse_gid(sel.get("productId"), "Product")
+        if pid is None or pid not in store.products:
+            errors.append(user_error([*path, k, "productId"], "Product does not exist"))
+        elif sel.get("variantIds"):
+            errors.append(
+                user_error([*path, k, "variantIds"], "The emulator's sources target products, not variants")
+            )
+        else:
+            pids.append(pid)
+    return pids
+
+
+def _new_source(store: StoreState, coll: Collection, source: dict, path: list, errors: list) -> None:
+    """Give `coll` the conditions source described by CollectionCreateConditionsSourceInput."""
+    if (source.get("targetType") or "PRODUCTS") != "PRODUCTS":
+        errors.append(user_error([*path, "targetType"], "The emulator's sources target products"))
+        return
+    inclusion = source.get("inclusion") or {}
+    conditions = _conditions_from_input(
+        store, inclusion.get("conditions"), [*path, "inclusion", "conditions"], errors
+    )
+    selections = _selections(store, inclusion.get("selections"), [*path, "inclusion", "selections"], errors)
+    if errors:
+        return
+    coll.source_id, coll.source_title = store.next_id(), source.get("title") or coll.title
+    coll.conditions, coll.match_type = conditions, inclusion.get("matchType") or "ALL"
+    coll.product_ids = list(dict.fromkeys(selections))
+
+
+def _sources_input(
+    store: StoreState, coll: Collection, sources: list[dict] | None, path: list, errors: list
+) -> None:
+    if not sources:
+        return
+    if len(sources) > 1:
+        errors.append(user_error(path, "The emulator keeps one source per collection"))
+        return
+    if "source" not in sources[0]:
+        errors.append(user_error([*path, 0], "The emulator supports conditions sources only"))
+        return
+    _new_source(store, coll, sources[0]["source"], [*path, 0, "source"], errors)
+
+
+def m_collection_create(_root, info, input: dict | None = None, collection: dict | None = None) -> dict:
     store = store_of(info)
-    if input is None:  # nullable since 2026-10 deprecated it for `collection`; still required here
-        return {"collection": None, "userErrors": [user_error(["input"], "input is required")]}
-    errors, product_ids = _collection_input_errors(store, input, creating=True)
+    legacy = collection is None
+    inp = input if legacy else collection
+    if inp is None:
+        return {"collection": None, "userErrors": [user_error(["collection"], "collection is required")]}
+    own = inp if legacy else {k: v for k, v in inp.items() if k != "sources"}
+    errors, product_ids = _collection_input_errors(store, own, creating=True)
     if errors:
         return {"collection": None, "userErrors": errors}
     taken = {c.handle for c in store.collections.values()}
     coll = Collection(
         store.next_id(),
-        input["title"],
-        store.unique_handle(input.get("handle") or handleize(input["title"]), taken=taken),
+        inp["title"],
+        store.unique_handle(inp.get("handle") or handleize(inp["title"]), taken=taken),
     )
-    _apply_collection_input(store, coll, input)
-    coll.product_ids = list(dict.fromkeys(product_ids))
-    if input.get("ruleSet") is not None:
-        _apply_rule_set(coll, input["ruleSet"])
+    coll.source_id = store.next_id()
+    if legacy:
+        coll.product_ids = list(dict.fromkeys(product_ids))
+        if inp.get("ruleSet") is not None:
+            _apply_rule_set(store, coll, inp["ruleSet"])
+    else:
+        _sources_input(store, coll, inp.get("sources"), ["collection", "sources"], errors)
+        if errors:
+            return {"collection": None, "userErrors": errors}
+    _apply_collection_input(store, coll, inp)
     store.collections[coll.id] = coll
     ctx(info).events.append(store.collection_event("collections/create", coll))
     return {"collection": coll, "userErrors": []}
 
 
-def _apply_rule_set(coll: Collection, rule_set: dict) -> None:
-    coll.rules = [(r["column"], r["relation"], r["condition"]) for r in rule_set.get("rules") or []]
-    coll.disjunctive = bool(rule_set["appliedDisjunctively"])
+def _apply_rule_set(store: StoreState, coll: Collection, rule_set: dict) -> None:
+    conditions = [
+        rule_to_condition(store.next_id(), r["column"], r["relation"], r["condition"], store.currency)
+        for r in rule_set.get("rules") or []
+    ]
+    coll.conditions = [c for c in conditions if c is not None]
+    coll.match_type = "ANY" if rule_set["appliedDisjunctively"] else "ALL"
 
 
 def _find_collection(info, value: str | None) -> Collection | None:
@@ -1638,10 +1815,16 @@ def _find_collection(info, value: str | None) -> Collection | None:
     return store_of(info).collections.get(cid) if cid else None
 
 
-def m_collection_update(_root, info, input: dict | None = None) -> dict:
-    store = store_of(info)
+def m_collection_update(_root, info, input: dict | None = None, collection: dict | None = None) -> dict:
+    if collection is not None:
+        return _collection_update(info, collection)
     if input is None:
-        return {"collection": None, "job": None, "userErrors": [user_error(["input"], "input is required")]}
+        return {
+            "collection": None,
+            "job": None,
+            "userErrors": [user_error(["collection"], "collection is required")],
+        }
+    store = store_of(info)
     coll = _find_collection(info, input.get("id"))
     if coll is None:
         return {
@@ -1649,7 +1832,7 @@ def m_collection_update(_root, info, input: dict | None = None) -> dict:
             "job": None,
             "userErrors": [user_error(["id"], "Collection does not exist")],
         }
-    errors, _ = _collection_input_errors(store, input, creating=False)
+    errors, _ = _collection_input_errors(store, input, creating=False, coll=coll)
     if input.get("products") is not None:
         # Shopify: `products` is only valid with collectionCreate; membership changes go
         # through collectionAddProducts / collectionRemoveProducts.
@@ -1671,8 +1854,92 @@ def m_collection_update(_root, info, input: dict | None = None) -> dict:
     if input.get("handle") is not None:
         coll.handle = input["handle"]
     if input.get("ruleSet") is not None:
-        _apply_rule_set(coll, input["ruleSet"])
+        _apply_rule_set(store, coll, input["ruleSet"])
     _apply_collection_input(store, coll, input)
+    ctx(info).events.append(store.collection_event("collections/update", coll))
+    return {"collection": coll, "job": None, "userErrors": []}
+
+
+def _collection_update(info, inp: dict) -> dict:
+    """collectionUpdate(collection: CollectionUpdateInput): own fields, and sources deleted,
+    created or updated (conditions and selections), in that order."""
+    store = store_of(info)
+    coll = _find_collection(info, inp.get("id"))
+    if coll is None:
+        return {
+            "collection": None,
+            "job": None,
+            "userErrors": [user_error(["collection", "id"], "Collection does not exist")],
+        }
+    own = {k: v for k, v in inp.items() if not k.startswith("sources")}
+    errors, _ = _collection_input_errors(store, own, creating=False, coll=coll)
+    if inp.get("handle") is not None and any(
+        c.handle == inp["handle"] and c is not coll for c in store.collections.values()
+    ):
+        errors.append(
+            user_error(["collection", "handle"], f"Handle '{inp['handle']}' has already been taken")
+        )
+    source_gid = gid("CollectionSource", coll.source_id) if coll.source_id is not None else None
+    for k, sid in enumerate(inp.get("sourcesToDelete") or []):
+        if sid != source_gid:
+            errors.append(user_error(["collection", "sourcesToDelete", k], "Source does not exist"))
+    updates = inp.get("sourcesToUpdate") or []
+    for k, upd in enumerate(updates):
+        if (
+            "condition" not in upd
+            or upd["condition"].get("id") != source_gid
+            or source_gid in (inp.get("sourcesToDelete") or [])
+        ):
+            errors.append(user_error(["collection", "sourcesToUpdate", k], "Source does not exist"))
+    if errors:
+        return {"collection": None, "job": None, "userErrors": errors}
+    # Work on a copy: a user error anywhere leaves the collection as it was.
+    staged = dataclasses.replace(coll, conditions=list(coll.conditions), product_ids=list(coll.product_ids))
+    if inp.get("sourcesToDelete"):
+        staged.source_id, staged.source_title, staged.conditions, staged.product_ids = None, None, [], []
+    if inp.get("sourcesToCreate"):
+        if staged.source_id is not None:
+            errors.append(
+                user_error(["collection", "sourcesToCreate"], "The emulator keeps one source per collection")
+            )
+        else:
+            _sources_input(store, staged, inp["sourcesToCreate"], ["collection", "sourcesToCreate"], errors)
+    for k, upd in enumerate(updates):
+        cond = upd["condition"]
+        path = ["collection", "sourcesToUpdate", k, "condition", "inclusion"]
+        inclusion = cond.get("inclusion") or {}
+        drop = set(inclusion.get("conditionsToDelete") or [])
+        known = {gid("CollectionSourceCondition", c.id) for c in staged.conditions}
+        for j, cid in enumerate(sorted(drop - known)):
+            errors.append(user_error([*path, "conditionsToDelete", j], f"Condition {cid} does not exist"))
+        added = _conditions_from_input(
+            store, inclusion.get("conditionsToCreate"), [*path, "conditionsToCreate"], errors
+        )
+        staged.conditions = [
+            c for c in staged.conditions if gid("CollectionSourceCondition", c.id) not in drop
+        ] + added
+        if inclusion.get("matchType"):
+            staged.match_type = inclusion["matchType"]
+        for pid in _selections(store, inclusion.get("selectionsToAdd"), [*path, "selectionsToAdd"], errors):
+            if pid not in staged.product_ids:
+                staged.product_ids.append(pid)
+        gone = set(
+            _selections(store, inclusion.get("selectionsToRemove"), [*path, "selectionsToRemove"], errors)
+        )
+        staged.product_ids = [p for p in staged.product_ids if p not in gone]
+        if cond.get("title"):
+            staged.source_title = cond["title"]
+    if errors:
+        return {"collection": None, "job": None, "userErrors": errors}
+    coll.source_id, coll.source_title = staged.source_id, staged.source_title
+    coll.conditions, coll.match_type, coll.product_ids = (
+        staged.conditions,
+        staged.match_type,
+        staged.product_ids,
+    )
+    if inp.get("handle") is not None:
+        coll.handle = inp["handle"]
+    _apply_collection_input(store, coll, own)
     ctx(info).events.append(store.collection_event("collections/update", coll))
     return {"collection": coll, "job": None, "userErrors": []}
 
@@ -1741,9 +2008,11 @@ def m_collection_remove_products(_root, info, id: str, productIds: list[str]) ->
 
 def m_webhook_subscription_create(_root, info, topic: str, webhookSubscription: dict) -> dict:
     c = ctx(info)
-    url = webhookSubscription.get("callbackUrl")
+    # `uri` (2026-10) or the deprecated `callbackUrl`; HTTPS endpoints only in the emulator.
+    field_name = "uri" if webhookSubscription.get("uri") is not None else "callbackUrl"
+    url = webhookSubscription.get(field_name)
     fmt = webhookSubscription.get("format") or "JSON"
-    path = ["webhookSubscription", "callbackUrl"]
+    path = ["webhookSubscription", field_name]
     if not url:
         return {"webhookSubscription": None, "userErrors": [user_error(path, "Address can't be blank")]}
     if any(s.callback_url == url for s in c.subscriptions.list(shop=c.store.shop, topic=topic)):
@@ -1776,6 +2045,38 @@ def m_webhook_subscription_delete(_root, info, id: str) -> dict:
 
 
 # --------------------------------------------------------------------------- bulk operations
+
+
+_BULK_FILTER = re.compile(r"^(id|status|operation_type):(\S+)$")
+
+
+def q_bulk_operations(_root, info, **args) -> dict:
+    """The app's bulk operations, newest first unless `reverse`; `query` filters by `id:N`,
+    `status:running|completed|...` and `operation_type:query|mutation` (terms ANDed). Reading
+    an operation moves it one step on, as currentBulkOperation does."""
+    ops = list(store_of(info).bulk_operations.values())
+    for term in (args.get("query") or "").split():
+        m = _BULK_FILTER.match(term)
+        if m is None:
+            raise GraphQLError(f"Invalid search term {term!r}", extensions={"code": "BAD_REQUEST"})
+        key, value = m.groups()
+        if key == "id":
+            wanted = parse_id(value, "BulkOperation") if not value.isdigit() else int(value)
+            ops = [op for op in ops if op.id == wanted]
+        elif key == "status":
+            ops = [op for op in ops if op.status.lower() == value.lower()]
+        else:
+            ops = [op for op in ops if op.type.lower() == value.lower()]
+    key = (
+        (lambda o: (o.completed_at or "", o.id))
+        if args.get("sortKey") == "COMPLETED_AT"
+        else (lambda o: (o.id,))
+    )
+    # newest first by default: a connection over the reversed order
+    page = connection(ops, {**args, "reverse": not args.get("reverse")}, sort_key=key)
+    for op in page["nodes"]:
+        op.advance()
+    return page
 
 
 def q_current_bulk_operation(_root, info, type: str = "QUERY") -> BulkOperation | None:
@@ -1832,8 +2133,18 @@ _BULK_FIELDS = {
 
 # --------------------------------------------------------------------------- schema
 
+
+def q_current_app_installation(_root, info) -> dict:
+    c = ctx(info)
+    return {
+        "id": gid("AppInstallation", c.store.id),
+        "accessScopes": [{"handle": h, "description": h.replace("_", " ")} for h in c.access_scopes],
+    }
+
+
 RESOLVERS: dict[str, dict[str, Any]] = {
     "QueryRoot": {
+        "currentAppInstallation": q_current_app_installation,
         "shop": q_shop,
         "products": q_products,
         "product": q_product,
@@ -1852,6 +2163,7 @@ RESOLVERS: dict[str, dict[str, Any]] = {
         "node": q_node,
         "nodes": q_nodes,
         "currentBulkOperation": q_current_bulk_operation,
+        "bulkOperations": q_bulk_operations,
     },
     "Mutation": {
         "productSet": m_product_set,
@@ -1913,11 +2225,14 @@ RESOLVERS: dict[str, dict[str, Any]] = {
         "metafields": _metafields,
         "seo": _seo,
         "ruleSet": c_rule_set,
+        "sources": c_sources,
         "image": c_image,
     },
+    "CollectionSourceInclusion": {"selections": inclusion_selections},
     "WebhookSubscription": {
         "topic": ws_topic,
         "endpoint": ws_endpoint,
+        "uri": lambda s, _i: s.callback_url,
         "callbackUrl": lambda s, _i: s.callback_url,
         "includeFields": lambda s, _i: [],
         "filter": lambda s, _i: None,

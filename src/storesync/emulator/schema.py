@@ -16,7 +16,14 @@ def build_emulator_schema() -> GraphQLSchema:
                 gql_type.fields[field_name].resolve = fn  # type: ignore[union-attr]
     type_resolvers = {
         "Node": resolvers.resolve_node_type,
-        "WebhookSubscriptionEndpoint": lambda value, _info, _type: value["__typename"],
+        **{
+            abstract: lambda value, _info, _type: value["__typename"]
+            for abstract in (
+                "WebhookSubscriptionEndpoint",
+                "CollectionSource",
+                "CollectionSourceInclusionCondition",
+            )
+        },
         **resolvers_catalog.TYPE_RESOLVERS,
         **resolvers_orders.TYPE_RESOLVERS,
     }

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -348,6 +349,20 @@ class InventoryLevel:
 
 
 @dataclass(eq=False)
+class Condition:
+    """One condition of a collection source's inclusion (2026-10), e.g. productTag TAGGED_WITH
+    ["sale"]: `kind` is the input field that names it, `values` its values as strings (a number
+    condition has one; compare-at IS_SET/IS_NOT_SET none), `currency` a money condition's."""
+
+    id: int
+    kind: str
+    relation: str
+    values: list[str]
+    match_type: str = "ANY"
+    currency: str | None = None
+
+
+@dataclass(eq=False)
 class Collection:
     id: int
     title: str
@@ -357,7 +372,7 @@ class Collection:
     template_suffix: str | None = None
     seo_title: str | None = None
     seo_description: str | None = None
-    product_ids: list[int] = field(default_factory=list)  # a manual collection's members
+    product_ids: list[int] = field(default_factory=list)  # the source's selections (manual members)
     metafields: list[Metafield] = field(default_factory=list)
     # "The created collection is unpublished by default"
     # (https://shopify.dev/docs/api/admin-graphql/2026-10/mutations/collectionCreate)
@@ -365,75 +380,150 @@ class Collection:
     created_at: str = field(default_factory=now_iso)
     updated_at: str = field(default_factory=now_iso)
     published_at: str | None = None
-    # A smart collection: (column, relation, condition) rules; its members are the products
-    # that match any (disjunctive) or all of them, computed on every read. None: manual.
-    rules: list[tuple[str, str, str]] | None = None
-    disjunctive: bool = False
+    # Membership (2026-10 sources): the collection's one conditions source, if any. Its members
+    # are its selections plus the products matching its conditions, any or all of them
+    # (`match_type`), computed on every read. No conditions: a manual collection.
+    source_id: int | None = None
+    source_title: str | None = None
+    conditions: list[Condition] = field(default_factory=list)
+    match_type: str = "ALL"
     # The collection image as served: Shopify copies `image.src` to its CDN (same file name).
     image_url: str | None = None
     image_alt: str | None = None
 
     @property
     def smart(self) -> bool:
-        return self.rules is not None
+        return bool(self.conditions)
+
+    @property
+    def disjunctive(self) -> bool:
+        return self.match_type == "ANY"
 
 
-# Smart-collection rules the emulator evaluates (column -> kind); Shopify has a few more
-# (metafields, taxonomy, weight, IS_PRICE_REDUCED), which the emulator refuses with a user error.
+# The conditions the emulator evaluates: kind -> (value kind, output type, relations). Shopify
+# has more (metafields, category, status, weight), which the emulator refuses with a user error.
+TEXT_RELATIONS = frozenset(
+    {"CONTAINS", "DOES_NOT_CONTAIN", "ENDS_WITH", "EQUALS", "NOT_EQUALS", "STARTS_WITH"}
+)
+CONDITION_KINDS: dict[str, tuple[str, str, frozenset[str]]] = {
+    "productTag": (
+        "tag",
+        "CollectionSourceInclusionConditionProductTag",
+        frozenset({"TAGGED_WITH", "NOT_TAGGED_WITH"}),
+    ),
+    "productTitle": ("text", "CollectionSourceInclusionConditionProductTitle", TEXT_RELATIONS),
+    "productType": ("text", "CollectionSourceInclusionConditionProductType", TEXT_RELATIONS),
+    "productVendor": ("text", "CollectionSourceInclusionConditionProductVendor", TEXT_RELATIONS),
+    "variantTitle": ("text", "CollectionSourceInclusionConditionVariantTitle", TEXT_RELATIONS),
+    "variantPrice": (
+        "money",
+        "CollectionSourceInclusionConditionVariantPrice",
+        frozenset({"EQUALS", "GREATER_THAN", "LESS_THAN", "NOT_EQUALS"}),
+    ),
+    "variantCompareAtPrice": (
+        "money",
+        "CollectionSourceInclusionConditionVariantCompareAtPrice",
+        frozenset({"EQUALS", "GREATER_THAN", "LESS_THAN", "NOT_EQUALS", "IS_SET", "IS_NOT_SET"}),
+    ),
+    "variantInventory": (
+        "number",
+        "CollectionSourceInclusionConditionVariantInventory",
+        frozenset({"EQUALS", "GREATER_THAN", "LESS_THAN"}),
+    ),
+}
+
+# The deprecated ruleSet's columns as conditions (a rule is a one-value condition); Shopify maps
+# each rule to its equivalent condition the same way (collectionCreate's description, 2026-10).
 RULE_COLUMNS = {
-    "TAG": "tag",
-    "TITLE": "text",
-    "TYPE": "text",
-    "VENDOR": "text",
-    "VARIANT_TITLE": "text",
-    "VARIANT_PRICE": "number",
-    "VARIANT_COMPARE_AT_PRICE": "number",
-    "VARIANT_INVENTORY": "number",
+    "TAG": "productTag",
+    "TITLE": "productTitle",
+    "TYPE": "productType",
+    "VENDOR": "productVendor",
+    "VARIANT_TITLE": "variantTitle",
+    "VARIANT_PRICE": "variantPrice",
+    "VARIANT_COMPARE_AT_PRICE": "variantCompareAtPrice",
+    "VARIANT_INVENTORY": "variantInventory",
 }
-RULE_RELATIONS = {
-    "tag": {"EQUALS", "NOT_EQUALS"},
-    "text": {"EQUALS", "NOT_EQUALS", "CONTAINS", "NOT_CONTAINS", "STARTS_WITH", "ENDS_WITH"},
-    "number": {"EQUALS", "NOT_EQUALS", "GREATER_THAN", "LESS_THAN"},
-}
+_RULE_RELATION = {("TAG", "EQUALS"): "TAGGED_WITH", ("TAG", "NOT_EQUALS"): "NOT_TAGGED_WITH"}
+_LEGACY_TEXT = {"NOT_CONTAINS": "DOES_NOT_CONTAIN"}
 
 
-def rule_error(column: str, relation: str, condition: str) -> str | None:
-    """Why the emulator cannot evaluate a rule (None: it can)."""
-    kind = RULE_COLUMNS.get(column)
-    if kind is None:
-        return f"the emulator does not evaluate smart-collection rules on {column}"
-    if relation not in RULE_RELATIONS[kind]:
-        return f"relation {relation} is not valid for {column}"
-    if kind == "number":
+def condition_error(kind: str, relation: str, values: list[str]) -> str | None:
+    """Why the emulator cannot evaluate a condition (None: it can)."""
+    spec = CONDITION_KINDS.get(kind)
+    if spec is None:
+        return f"the emulator does not evaluate {kind} conditions"
+    value_kind, _type, relations = spec
+    if relation not in relations:
+        return f"relation {relation} is not valid for {kind}"
+    if value_kind in ("number", "money") and relation not in ("IS_SET", "IS_NOT_SET"):
         try:
-            float(condition)
-        except ValueError:
-            return f"condition {condition!r} of {column} must be a number"
+            float(values[0])
+        except (IndexError, ValueError):
+            return f"the value of {kind} must be a number"
+    if value_kind in ("tag", "text") and not values:
+        return f"{kind} needs at least one value"
     return None
 
 
-def _text_rule(values: list[str], relation: str, condition: str) -> bool:
-    cond = condition.lower()
-    tests = {
-        "EQUALS": lambda v: v == cond,
-        "NOT_EQUALS": lambda v: v != cond,
-        "CONTAINS": lambda v: cond in v,
-        "NOT_CONTAINS": lambda v: cond not in v,
-        "STARTS_WITH": lambda v: v.startswith(cond),
-        "ENDS_WITH": lambda v: v.endswith(cond),
-    }
-    return any(tests[relation](v.lower()) for v in values)
+def rule_to_condition(
+    cid: int, column: str, relation: str, condition: str, currency: str
+) -> Condition | None:
+    """The condition equivalent to a deprecated ruleSet rule (None: no equivalent here)."""
+    kind = RULE_COLUMNS.get(column)
+    if kind is None:
+        return None
+    if column == "TAG":
+        rel = _RULE_RELATION.get((column, relation), relation)
+    else:
+        rel = _LEGACY_TEXT.get(relation, relation)
+    money = CONDITION_KINDS[kind][0] == "money"
+    return Condition(cid, kind, rel, [condition], "ANY", currency if money else None)
 
 
-def _number_rule(values: list[float], relation: str, condition: str) -> bool:
-    cond = float(condition)
-    tests = {
-        "EQUALS": lambda v: v == cond,
-        "NOT_EQUALS": lambda v: v != cond,
-        "GREATER_THAN": lambda v: v > cond,
-        "LESS_THAN": lambda v: v < cond,
-    }
-    return any(tests[relation](v) for v in values)
+def condition_to_rules(c: Condition) -> list[tuple[str, str, str]]:
+    """The deprecated ruleSet's view of a condition: one rule per value."""
+    column = next(col for col, kind in RULE_COLUMNS.items() if kind == c.kind)
+    if c.kind == "productTag":
+        rel = "EQUALS" if c.relation == "TAGGED_WITH" else "NOT_EQUALS"
+    else:
+        rel = {v: k for k, v in _LEGACY_TEXT.items()}.get(c.relation, c.relation)
+    return [(column, rel, v) for v in c.values]
+
+
+def rule_error(column: str, relation: str, condition: str) -> str | None:
+    """Why the emulator cannot evaluate a deprecated ruleSet rule (None: it can)."""
+    cond = rule_to_condition(0, column, relation, condition, "USD")
+    if cond is None:
+        return f"the emulator does not evaluate smart-collection rules on {column}"
+    if column == "TAG" and relation not in ("EQUALS", "NOT_EQUALS"):
+        return f"relation {relation} is not valid for {column}"
+    return condition_error(cond.kind, cond.relation, cond.values)
+
+
+_TEXT_TESTS: dict[str, Callable[[str, str], bool]] = {
+    "EQUALS": lambda v, c: v == c,
+    "NOT_EQUALS": lambda v, c: v != c,
+    "CONTAINS": lambda v, c: c in v,
+    "DOES_NOT_CONTAIN": lambda v, c: c not in v,
+    "STARTS_WITH": lambda v, c: v.startswith(c),
+    "ENDS_WITH": lambda v, c: v.endswith(c),
+}
+_NUMBER_TESTS: dict[str, Callable[[float, float], bool]] = {
+    "EQUALS": lambda v, c: v == c,
+    "NOT_EQUALS": lambda v, c: v != c,
+    "GREATER_THAN": lambda v, c: v > c,
+    "LESS_THAN": lambda v, c: v < c,
+}
+
+
+def _text_match(fields: list[str], relation: str, value: str) -> bool:
+    cond = value.lower()
+    return any(_TEXT_TESTS[relation](f.lower(), cond) for f in fields)
+
+
+def _number_match(fields: list[float], relation: str, value: str) -> bool:
+    return any(_NUMBER_TESTS[relation](f, float(value)) for f in fields)
 
 
 @dataclass(eq=False)
@@ -551,39 +641,60 @@ class StoreState:
         return [c for c in self.collections.values() if self.in_collection(product_id, c)]
 
     def in_collection(self, product_id: int, coll: Collection) -> bool:
-        if not coll.smart:
-            return product_id in coll.product_ids
+        if coll.source_id is None:
+            return False
+        if product_id in coll.product_ids:
+            return product_id in self.products
         product = self.products.get(product_id)
-        return product is not None and self.matches_rules(product, coll)
+        return coll.smart and product is not None and self.matches_rules(product, coll)
 
     def collection_members(self, coll: Collection) -> list[int]:
-        """Product ids in the collection: a manual one's in the order added, a smart one's by id."""
+        """Product ids in the collection: its selections in the order added, then (a smart one's)
+        the matching products by id."""
+        if coll.source_id is None:
+            return []
+        selected = [p for p in coll.product_ids if p in self.products]
         if not coll.smart:
-            return [p for p in coll.product_ids if p in self.products]
-        return [
-            p.id for p in sorted(self.products.values(), key=lambda p: p.id) if self.matches_rules(p, coll)
+            return selected
+        chosen = set(selected)
+        return selected + [
+            p.id
+            for p in sorted(self.products.values(), key=lambda p: p.id)
+            if p.id not in chosen and self.matches_rules(p, coll)
         ]
 
     def matches_rules(self, product: Product, coll: Collection) -> bool:
-        results = [self._matches_rule(product, *rule) for rule in coll.rules or ()]
+        """Whether `product` matches the collection's conditions (any or all of them)."""
+        results = [self._matches_condition(product, c) for c in coll.conditions]
         return any(results) if coll.disjunctive else bool(results) and all(results)
 
-    def _matches_rule(self, product: Product, column: str, relation: str, condition: str) -> bool:
+    def _matches_condition(self, product: Product, c: Condition) -> bool:
         variants = self.product_variants(product)
-        if column == "TAG":
-            hit = _text_rule(product.tags, "EQUALS", condition)
-            return hit if relation == "EQUALS" else not hit
-        if column in ("TITLE", "TYPE", "VENDOR"):
-            value = {"TITLE": product.title, "TYPE": product.product_type, "VENDOR": product.vendor}[column]
-            return _text_rule([value or ""], relation, condition)
-        if column == "VARIANT_TITLE":
-            return _text_rule([v.title for v in variants], relation, condition)
+        combine = any if c.match_type == "ANY" else all
+        if c.kind == "productTag":
+            tags = [t.lower() for t in product.tags]
+            hit = combine(v.lower() in tags for v in c.values)
+            return hit if c.relation == "TAGGED_WITH" else not hit
+        texts = {
+            "productTitle": lambda: [product.title or ""],
+            "productType": lambda: [product.product_type or ""],
+            "productVendor": lambda: [product.vendor or ""],
+            "variantTitle": lambda: [v.title for v in variants],
+        }
+        if c.kind in texts:
+            fields = texts[c.kind]()
+            return combine(_text_match(fields, c.relation, v) for v in c.values)
+        if c.kind == "variantCompareAtPrice" and c.relation in ("IS_SET", "IS_NOT_SET"):
+            is_set = any(v.compare_at_price for v in variants)
+            return is_set if c.relation == "IS_SET" else not is_set
         numbers = {
-            "VARIANT_PRICE": [float(v.price) for v in variants],
-            "VARIANT_COMPARE_AT_PRICE": [float(v.compare_at_price) for v in variants if v.compare_at_price],
-            "VARIANT_INVENTORY": [float(self.variant_available(v)) for v in variants],
-        }[column]
-        return _number_rule(numbers, relation, condition)
+            "variantPrice": lambda: [float(v.price) for v in variants],
+            "variantCompareAtPrice": lambda: [
+                float(v.compare_at_price) for v in variants if v.compare_at_price
+            ],
+            "variantInventory": lambda: [float(self.variant_available(v)) for v in variants],
+        }[c.kind]()
+        return _number_match(numbers, c.relation, c.values[0])
 
     def variant_available(self, variant: Variant) -> int:
         return sum(

@@ -38,9 +38,12 @@ import httpx
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
+from storesync.api_version import ADMIN_API_VERSION
+
 log = structlog.get_logger("storesync.emulator.webhooks")
 
-DEFAULT_API_VERSION = "2026-10"
+# The version the webhooks say they follow (the app's webhooks API version): storesync's own.
+DEFAULT_API_VERSION = ADMIN_API_VERSION
 
 # GraphQL `WebhookSubscriptionTopic` enum value -> REST topic (header `X-Shopify-Topic`).
 TOPIC_REST_BY_ENUM: dict[str, str] = {

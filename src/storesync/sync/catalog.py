@@ -183,8 +183,10 @@ def _scalar_view(p: Product, policy: SyncPolicy) -> dict[str, Any]:
 
 def _manual(link: Link | None) -> Link | None:
     """A collection link whose memberships products carry: not a smart collection's (its
-    members follow its rules in each store; the link's synced view records the rules)."""
-    if link is None or (link.synced_view or {}).get("rules") is not None:
+    members follow its conditions in each store; the link's synced view records them, under
+    "rules" in views written before Admin API 2026-10)."""
+    view = link.synced_view or {} if link is not None else {}
+    if link is None or view.get("conditions") is not None or view.get("rules") is not None:
         return None
     return link
 

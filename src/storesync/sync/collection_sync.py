@@ -5,7 +5,8 @@ collection of the same handle is adopted, `matched_by = handle`) or created by t
 (`created`); the link (`sync_links`, kind `collection`) carries the synced view last written, as
 product links do. The synced fields: title, description, handle, sort order, SEO, the image
 (by file name and alt text: each store serves its copy from its own CDN) and, for a smart
-collection, its rules (`collection_view`).
+collection, its conditions (`collection_view`; written as the collection's one conditions source,
+Admin API 2026-10 `collection:` inputs).
 
 - parent created/updated -> the child's linked collection is created or updated; a child edit
   to a synced field is reverted (told apart from a parent change by the stored view);
@@ -27,7 +28,7 @@ from typing import Any, Protocol
 
 from storesync.sync.audit import AuditRecord
 from storesync.sync.catalog import CatalogBlocked, ChangeCause, FieldChange, diff_views, image_key, same_view
-from storesync.sync.model import Collection, Link, LinkKind, MatchedBy
+from storesync.sync.model import Collection, CollectionCondition, Link, LinkKind, MatchedBy
 
 # --------------------------------------------------------------------------- ports
 
@@ -42,11 +43,12 @@ class CollectionStore(Protocol):
     async def find_collection_by_handle(self, handle: str) -> Collection | None: ...
 
     async def create_collection(self, input: dict[str, Any]) -> Collection:
-        """`collectionCreate`; the collection as written (at least its id and handle)."""
+        """`collectionCreate(collection: input)` (CollectionCreateInput); the collection as
+        written (at least its id and handle)."""
         ...
 
     async def update_collection(self, collection_id: str, input: dict[str, Any]) -> Collection:
-        """`collectionUpdate` of the fields in `input`."""
+        """`collectionUpdate(collection: input)` (CollectionUpdateInput) of the fields in `input`."""
         ...
 
     async def delete_collection(self, collection_id: str) -> None:
@@ -87,17 +89,63 @@ def collection_view(c: Collection) -> dict[str, Any]:
         "sort_order": c.sort_order,
         "seo": [c.seo_title, c.seo_description],
         "image": [image_key(c.image.source), c.image.alt] if c.image else None,
-        "rules": None
-        if c.rules is None
+        "conditions": None
+        if c.conditions is None
         else {
             "disjunctive": c.disjunctive,
-            "rules": sorted([r.column, r.relation, r.condition] for r in c.rules),
+            "conditions": sorted(
+                [r.kind, r.relation, r.match_type or "", list(r.values), r.currency or ""]
+                for r in c.conditions
+            ),
         },
     }
 
 
+# The conditions the engine copies, by the shape of their value; the others (metafield,
+# category: their values are store-specific ids) block the collection with the reason.
+_MULTI_VALUE = frozenset({"productTag", "productTitle", "productType", "productVendor", "variantTitle"})
+_MONEY = frozenset({"variantPrice", "variantCompareAtPrice"})
+_NUMBER = frozenset({"variantInventory"})
+COPIED_CONDITIONS = _MULTI_VALUE | _MONEY | _NUMBER
+
+
+def condition_input(c: CollectionCondition) -> dict[str, Any]:
+    """`CollectionSourceInclusionConditionInput` (one kind set, @oneOf) for a condition."""
+    if c.kind in _MULTI_VALUE:
+        spec: dict[str, Any] = {
+            "matchType": c.match_type or "ANY",
+            "relation": c.relation,
+            "values": list(c.values),
+        }
+    elif c.kind in _MONEY:
+        spec = {"relation": c.relation}
+        if c.values:
+            spec["value"] = {"amount": c.values[0], "currencyCode": c.currency}
+    elif c.kind in _NUMBER:
+        spec = {"relation": c.relation, "value": int(c.values[0])}
+    else:
+        raise ValueError(f"a {c.kind} condition cannot be copied")
+    return {c.kind: spec}
+
+
+def source_input(parent: Collection) -> dict[str, Any]:
+    """`CollectionCreateSourceTargetInput`: the parent's conditions as one conditions source."""
+    assert parent.conditions is not None
+    return {
+        "source": {
+            "title": parent.title or parent.handle,
+            "targetType": "PRODUCTS",
+            "inclusion": {
+                "matchType": "ANY" if parent.disjunctive else "ALL",
+                "conditions": [condition_input(c) for c in parent.conditions],
+            },
+        }
+    }
+
+
 def collection_input(parent: Collection) -> dict[str, Any]:
-    """`CollectionInput` with the parent's synced fields (no id: the caller adds it to update)."""
+    """`CollectionCreateInput` with the parent's synced fields; an update turns `sources` into
+    `sourcesToDelete`/`sourcesToCreate` and adds the id (`plan_child_collection`)."""
     inp: dict[str, Any] = {
         "title": parent.title,
         "handle": parent.handle,
@@ -105,13 +153,8 @@ def collection_input(parent: Collection) -> dict[str, Any]:
         "sortOrder": parent.sort_order,
         "seo": {"title": parent.seo_title, "description": parent.seo_description},
     }
-    if parent.rules is not None:
-        inp["ruleSet"] = {
-            "appliedDisjunctively": parent.disjunctive,
-            "rules": [
-                {"column": r.column, "relation": r.relation, "condition": r.condition} for r in parent.rules
-            ],
-        }
+    if parent.conditions is not None:
+        inp["sources"] = [source_input(parent)]
     if parent.image is not None:
         inp["image"] = {"src": parent.image.source, "altText": parent.image.alt}
     return inp
@@ -144,19 +187,31 @@ def plan_child_collection(
     if not parent.id:
         raise ValueError("the parent collection has no id")
     expected = collection_view(parent)
+    uncopied = sorted({c.kind for c in parent.conditions or () if c.kind not in COPIED_CONDITIONS})
+    if uncopied:
+        blocked = (
+            f"collection {parent.handle!r} has conditions storesync cannot copy ({', '.join(uncopied)}: "
+            "their values are ids of the parent store)"
+        )
+        return CollectionPlan(child_shop, parent.id, child.id if child else None, {}, expected, (), blocked)
     inp = collection_input(parent)
     if child is None:
         return CollectionPlan(child_shop, parent.id, None, inp, expected)
     if parent.image is None and child.image is not None:
         inp["image"] = None  # the parent has none: remove the child's
     blocked = None
-    if (parent.rules is None) != (child.rules is None):
+    if (parent.conditions is None) != (child.conditions is None):
         kinds = {True: "manual", False: "smart"}
         blocked = (
-            f"collection {parent.handle!r} is {kinds[parent.rules is None]} in the parent but "
-            f"{kinds[child.rules is None]} in {child_shop}: Shopify cannot convert one into the other"
+            f"collection {parent.handle!r} is {kinds[parent.conditions is None]} in the parent but "
+            f"{kinds[child.conditions is None]} in {child_shop}: storesync does not convert one into the other"
         )
     changes = diff_views(expected, collection_view(child), last_view)
+    sources = inp.pop("sources", None)
+    if sources is not None and any(c.field == "conditions" for c in changes):
+        # The child's source is replaced by the parent's conditions, in the same update.
+        inp["sourcesToDelete"] = [child.source_id] if child.source_id else []
+        inp["sourcesToCreate"] = sources
     return CollectionPlan(
         child_shop, parent.id, child.id, {"id": child.id, **inp}, expected, tuple(changes), blocked
     )
@@ -168,8 +223,8 @@ def membership_resyncs(
     """Parent products whose child copy is in the wrong place for this (manual) collection: a
     parent member whose copy is not a member of the child's collection, or a copy in it whose
     parent product is not in the parent's. Child-only products are the child's business."""
-    if parent.rules is not None or parent.product_ids is None:
-        return []  # smart collections: each store computes its members from the rules
+    if parent.conditions is not None or parent.product_ids is None:
+        return []  # smart collections: each store computes its members from the conditions
     by_parent = {lk.parent_id: lk.child_id for lk in product_links if lk.kind is LinkKind.PRODUCT}
     by_child = {c: p for p, c in by_parent.items()}
     parent_members, members = set(parent.product_ids), set(child_members)
@@ -328,7 +383,7 @@ async def sync_collection_to_child(
         )
 
     resync: list[str] = []
-    if parent.rules is None and parent.product_ids is not None:
+    if parent.conditions is None and parent.product_ids is not None:
         members = list(child.product_ids or ()) if child is not None else []
         links = await links_repo.links_of(
             shop, LinkKind.PRODUCT, parent_ids=list(parent.product_ids), child_ids=members

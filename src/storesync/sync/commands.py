@@ -329,7 +329,7 @@ async def backfill(
                         levels_read_at=levels_read_at.get(net.merchant_id),
                     )
                 except StoreUnauthorized as err:
-                    reason = f"HTTP {err.status}: {err}"
+                    reason = err.pause_reason
                     await pause_store(st.conn, err.shop or shop, reason)
                     result.paused[err.shop or shop] = reason
                     result.failed.append((saga_id, reason))
@@ -494,13 +494,16 @@ async def webhooks_sync(
 
 
 def resume_store(conn: psycopg.Connection, shop: str) -> int | None:
-    """Make a paused store active again and its parked jobs due now; None if no such store."""
+    """Make a paused store active again and its parked jobs due now; None if no such store. An
+    issued token is forgotten: the next call fetches a fresh one (with the scopes granted now)."""
+    from storesync.db.credentials_sql import forget_token
     from storesync.db.network_sql import resume_store as resume
     from storesync.sync.wiring_sql import NOTIFY_JOBS, UNPARK_JOBS
 
     with conn.transaction():
         if not resume(conn, shop):
             return None
+        forget_token(conn, shop)
         n = conn.execute(UNPARK_JOBS, {"shop": shop}).rowcount
         conn.execute(NOTIFY_JOBS)
     return n

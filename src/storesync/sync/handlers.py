@@ -145,7 +145,7 @@ async def _guarded(
             return
         except StoreUnauthorized as err:
             shop = err.shop or next(iter(shops))
-            await pause_store(st.conn, shop, f"HTTP {err.status}: {err}")
+            await pause_store(st.conn, shop, err.pause_reason)
         except (PermanentError, RetryableError):
             raise
         except (StaleRetriesExhausted, SagaConflict) as err:

@@ -14,6 +14,10 @@ ref) - kind "sale", or "restock" with ref = the refund line id - and a determini
    If the parent moved meanwhile (its own sale), the compare-and-set fails, the entry is
    re-planned from the new level under a new plan number (and so a new key), and applied. Before planning a new entry for an item+location, unfinished
    plans for it are executed first so the level read in step 2 is never ambiguous.
+   If Shopify says the key's first attempt failed (IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED: nothing
+   was applied, the key is spent), the entry's key attempt number is raised and stored, then
+   the same plan is sent under the next key: a replay after a crash reads the stored number and
+   sends the key of the attempt that may have landed.
 
 The last unit. Shopify lets `available` go negative. storesync keeps the parent at 0 and
 records what could not be taken as an oversold backlog per parent item+location: with level L,
@@ -42,7 +46,14 @@ from typing import Any, Protocol, runtime_checkable
 from storesync.sync.audit import AuditRecord
 from storesync.sync.model import LinkMap, gid
 from storesync.sync.network import MerchantNetwork
-from storesync.sync.ports import AuditSink, InventoryStore, StaleQuantity, WriteRecord, WriteRecords
+from storesync.sync.ports import (
+    AuditSink,
+    InventoryStore,
+    KeyAttemptFailed,
+    StaleQuantity,
+    WriteRecord,
+    WriteRecords,
+)
 
 Clock = Callable[[], datetime]
 
@@ -97,13 +108,17 @@ class LedgerEntry:
     expected_after: int | None = None
     quantity_after: int | None = None
     plan_no: int = 0  # bumped each time a lost compare-and-set forces a new plan
+    key_attempt: int = 0  # bumped each time Shopify refuses the key as spent (its attempt failed)
 
     @property
     def idempotency_key(self) -> str:
         """The `@idempotent` key of this plan: the entry's key, plus the plan number once re-planned
-        (a new plan is a different request and must not replay the stale one)."""
-        base = self.key.idempotency_key
-        return base if self.plan_no == 0 else f"{base}-p{self.plan_no}"
+        (a new plan is a different request and must not replay the stale one), plus the attempt
+        number once a failed attempt spent the key."""
+        key = self.key.idempotency_key
+        if self.plan_no:
+            key += f"-p{self.plan_no}"
+        return key + (f"-a{self.key_attempt}" if self.key_attempt else "")
 
 
 @runtime_checkable
@@ -129,6 +144,11 @@ class InventoryLedger(Protocol):
     async def mark_applied(self, key: LedgerKey, quantity_after: int | None) -> bool:
         """PLANNED -> APPLIED and the item's backlog := backlog_after, atomically.
         False if it was already applied (another attempt finished it)."""
+        ...
+
+    async def next_key_attempt(self, key: LedgerKey, spent: int) -> LedgerEntry:
+        """Raise a PLANNED entry's key attempt from `spent` (its key was refused as spent);
+        another caller having raised it already, the stored entry as it is."""
         ...
 
     async def get(self, key: LedgerKey) -> LedgerEntry | None: ...
@@ -162,9 +182,13 @@ def child_target(parent_available: int) -> int:
 
 
 def set_idempotency_key(
-    shop: str, item: str, location: str, change_from: int | None, quantity: int, cause: str
+    shop: str, item: str, location: str, change_from: int | None, quantity: int, cause: str, attempt: int = 0
 ) -> str:
+    """The key of one compare-and-set; `attempt` > 0 after Shopify refused the key as spent (an
+    absolute set from a read level needs no stored attempt: resending it is harmless)."""
     raw = "\x1f".join(("set", shop, item, location, str(change_from), str(quantity), cause))
+    if attempt:
+        raw += f"\x1fattempt {attempt}"
     return "storesync-" + hashlib.sha256(raw.encode()).hexdigest()[:40]
 
 
@@ -408,6 +432,9 @@ async def _finish(ctx: SaleContext, e: LedgerEntry, max_attempts: int = 4) -> En
             break
         except StaleQuantity:
             e = await _plan(ctx, e, e.plan_no)
+        except KeyAttemptFailed:
+            # Nothing applied; the next key is stored before it is sent.
+            e = await ctx.ledger.next_key_attempt(e.key, e.key_attempt)
     else:
         raise StaleRetriesExhausted(
             f"{shop} {e.parent_item_id}@{e.parent_location_id}: level kept changing while applying {e.key}"
@@ -503,13 +530,7 @@ async def push_level(
         # Record before writing: the echo may arrive before the mutation returns.
         await writes.record_write(WriteRecord(store.shop, item, location, target, clock(), cause))
         try:
-            await store.set_level(
-                item,
-                location,
-                target,
-                change_from=current,
-                idempotency_key=set_idempotency_key(store.shop, item, location, current, target, cause),
-            )
+            await _set_with_fresh_keys(store, item, location, target, current, cause)
         except StaleQuantity:
             continue
         await audit.record(
@@ -528,6 +549,29 @@ async def push_level(
     raise StaleRetriesExhausted(
         f"{store.shop} {item}@{location}: level kept changing during {max_attempts} compare-and-set attempts"
     )
+
+
+async def _set_with_fresh_keys(
+    store: InventoryStore, item: str, location: str, target: int, current: int | None, cause: str
+) -> None:
+    """The compare-and-set, under a new key each time Shopify refuses one as spent."""
+    for attempt in range(3):
+        try:
+            await store.set_level(
+                item,
+                location,
+                target,
+                change_from=current,
+                idempotency_key=set_idempotency_key(
+                    store.shop, item, location, current, target, cause, attempt
+                ),
+            )
+            return
+        except KeyAttemptFailed:
+            if attempt == 2:
+                raise StaleRetriesExhausted(
+                    f"{store.shop} {item}@{location}: three idempotency keys in a row were refused as spent"
+                ) from None
 
 
 async def fan_out_level(

@@ -156,9 +156,9 @@ class MemoryStore:
         changes["metafields"] = tuple(
             Metafield(m["namespace"], m["key"], m["type"], m["value"]) for m in input.get("metafields", [])
         )
-        # Like Shopify: a smart collection takes no listed members; its members follow its rules
-        # (kept here as they were: the fake does not evaluate rules).
-        smart = {c.id for c in self.collections.values() if c.rules is not None}
+        # Like Shopify: a smart collection takes no listed members; its members follow its
+        # conditions (kept here as they were: the fake does not evaluate conditions).
+        smart = {c.id for c in self.collections.values() if c.conditions is not None}
         listed = tuple(input.get("collections", []))
         if smart & set(listed):
             raise ValueError(
@@ -361,6 +361,12 @@ class MemoryLedger:
         self.entries[key] = replace(e, status=EntryStatus.APPLIED, quantity_after=quantity_after)
         self.backlogs[(e.parent_item_id, e.parent_location_id)] = e.backlog_after or 0
         return True
+
+    async def next_key_attempt(self, key: LedgerKey, spent: int) -> LedgerEntry:
+        e = self.entries[key]
+        if e.status is EntryStatus.PLANNED and e.key_attempt == spent:
+            e = self.entries[key] = replace(e, key_attempt=spent + 1)
+        return e
 
     async def get(self, key: LedgerKey) -> LedgerEntry | None:
         return self.entries.get(key)

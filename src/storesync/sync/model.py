@@ -93,19 +93,26 @@ class Product:
 
 
 @dataclass(frozen=True)
-class CollectionRule:
-    """One condition of a smart collection (Shopify's `CollectionRule`), e.g. TAG EQUALS "sale"."""
+class CollectionCondition:
+    """One condition of a smart collection's source (Admin API 2026-10), e.g. productTag
+    TAGGED_WITH ("sale",). `kind` is the input field naming it (productTag, productTitle,
+    variantPrice, ...); `values` its values as text (a money or number condition has one, the
+    amount, with `currency` for money); `match_type` ANY/ALL over the values, None for the kinds
+    that have one value."""
 
-    column: str
+    kind: str
     relation: str
-    condition: str
+    values: tuple[str, ...] = ()
+    match_type: str | None = None
+    currency: str | None = None
 
 
 @dataclass(frozen=True)
 class Collection:
-    """A collection's own fields. `rules` is None for a manual (custom) collection; a smart one
-    has its conditions and `disjunctive` (any rule vs all rules). `product_ids`: the members, when
-    read with them (None: not read)."""
+    """A collection's own fields. `conditions` is None for a manual collection (members listed
+    one by one); a smart one has its conditions and `disjunctive` (any condition vs all).
+    `source_id`: the store's id of the source carrying the conditions (a rewrite replaces it).
+    `product_ids`: the members, when read with them (None: not read)."""
 
     id: str | None
     handle: str
@@ -115,9 +122,10 @@ class Collection:
     seo_title: str | None = None
     seo_description: str | None = None
     image: Image | None = None
-    rules: tuple[CollectionRule, ...] | None = None
+    conditions: tuple[CollectionCondition, ...] | None = None
     disjunctive: bool = False
     product_ids: tuple[str, ...] | None = None
+    source_id: str | None = None
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,12 @@ class StaleQuantity(Exception):
     (Shopify's CHANGE_FROM_QUANTITY_STALE). The caller re-reads and retries."""
 
 
+class KeyAttemptFailed(Exception):
+    """The idempotency key's first attempt failed and the key is spent (Shopify's
+    IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED): nothing was applied; send the same change under a new
+    key."""
+
+
 class HandleTaken(Exception):
     """A plain create was refused: the store has another product with that handle (Shopify's
     HANDLE_NOT_UNIQUE). Nothing was written."""

@@ -59,27 +59,36 @@ class SyncSettings(EnvironmentSettings):
 
 
 def network_with_credentials(cfg: NetworkConfig, conn: psycopg.Connection) -> NetworkConfig:
-    """`cfg` with each store's API URL and token taken from the database where `network apply`
-    stored them (decrypted with STORESYNC_ENCRYPTION_KEY; ConfigError naming it if missing)."""
-    if not network_sql.has_stored_credentials(conn):
+    """`cfg` with each static store's API URL and token taken from the database where `network
+    apply` stored them (decrypted with STORESYNC_ENCRYPTION_KEY; ConfigError naming it if
+    missing). The other stores' tokens are issued: `token_store` reads them when needed."""
+    from storesync.db import credentials_sql
+
+    if not credentials_sql.has_credentials(conn):
         return cfg
     from storesync.db.credentials import load_cipher
 
-    creds = network_sql.stored_credentials(conn, load_cipher())
+    creds = credentials_sql.static_tokens(conn, load_cipher())
 
     def store(s):
-        if s.shop not in creds:
+        if s.shop not in creds or s.credential_kind != "static":
             return s
         url, token = creds[s.shop]
         return s.model_copy(
-            update={"admin_api_url": url or s.admin_api_url, "access_token": SecretStr(token)}
+            update={
+                "admin_api_url": url or s.admin_api_url,
+                "access_token": SecretStr(token),
+                "credentials": None,
+            }
         )
 
-    return NetworkConfig(
-        merchants=[
-            m.model_copy(update={"parent": store(m.parent), "children": [store(c) for c in m.children]})
-            for m in cfg.merchants
-        ]
+    return cfg.model_copy(
+        update={
+            "merchants": [
+                m.model_copy(update={"parent": store(m.parent), "children": [store(c) for c in m.children]})
+                for m in cfg.merchants
+            ]
+        }
     )
 
 
@@ -89,6 +98,16 @@ def load_network_config(settings: Settings) -> NetworkConfig:
         settings.pooled_dsn, prepare_threshold=None, autocommit=True, connect_timeout=settings.connect_timeout
     ) as conn:
         return network_with_credentials(cfg, conn)
+
+
+def token_store(config: NetworkConfig, pool):
+    """The shared token store when a store's tokens are issued by a grant (None: all static)."""
+    if pool is None or all(s.credential_kind == "static" for m in config.merchants for s in m.stores):
+        return None
+    from storesync.commerce.credentials import PgTokenStore
+    from storesync.db.credentials import load_cipher
+
+    return PgTokenStore(pool, load_cipher())
 
 
 @dataclass
@@ -159,7 +178,10 @@ class SyncRuntime:
         self.budget_pool = budget_pool or pool
         self.network = Network.from_config(config)
         self.clients = StoreClients(
-            config, pool=self.budget_pool, max_attempts=self.sync_settings.admin_max_attempts
+            config,
+            pool=self.budget_pool,
+            max_attempts=self.sync_settings.admin_max_attempts,
+            token_store=token_store(config, self.budget_pool),
         )
         self.policies = {m.id: SyncPolicy.from_mapping(m.sync_policy_mapping()) for m in config.merchants}
         self._apis: dict[str, ShopifyStoreAPI] = {}

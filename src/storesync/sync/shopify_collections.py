@@ -9,14 +9,54 @@ from typing import Any
 
 from storesync.commerce.client import AdminClient
 from storesync.commerce.errors import NotFoundError, UserInputError
-from storesync.sync.model import Collection, CollectionRule, Image
+from storesync.sync.model import Collection, CollectionCondition, Image
 
 MEMBERS_FIRST = 250  # members read with the collection; the rest is paged
 
 
+_CONDITION_TYPE = "CollectionSourceInclusionCondition"
+
+
+def condition_from_json(raw: Mapping[str, Any]) -> CollectionCondition:
+    """A condition as `CollectionSyncFields` reads it; its kind from its type name
+    (CollectionSourceInclusionConditionProductTag -> productTag), its relation and value under
+    the kind's aliases (`productTagRelation`, `variantPriceValue`)."""
+    suffix = str(raw.get("__typename", "")).removeprefix(_CONDITION_TYPE)
+    kind = suffix[:1].lower() + suffix[1:]
+    value = raw.get(f"{kind}Value")
+    if "values" in raw:
+        values = tuple(str(v) for v in raw.get("values") or ())
+    elif isinstance(value, Mapping):  # MoneyV2
+        values = (str(value["amount"]),)
+    else:
+        values = () if value is None else (str(value),)
+    return CollectionCondition(
+        kind=kind,
+        relation=str(raw.get(f"{kind}Relation") or ""),
+        values=values,
+        match_type=raw.get("matchType"),
+        currency=value.get("currencyCode") if isinstance(value, Mapping) else None,
+    )
+
+
+def conditions_source(raw: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The collection's conditions source that has conditions (a smart collection), if any."""
+    for source in raw.get("sources") or ():
+        if source.get("__typename") == "CollectionConditionsSource" and (source.get("inclusion") or {}).get(
+            "conditions"
+        ):
+            return source
+    return None
+
+
+def _first_source(raw: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    return next(iter(raw.get("sources") or ()), None)
+
+
 def collection_from_json(raw: Mapping[str, Any], product_ids: list[str] | None = None) -> Collection:
     seo = raw.get("seo") or {}
-    rule_set = raw.get("ruleSet")
+    source = conditions_source(raw)
+    inclusion = (source or {}).get("inclusion") or {}
     image = raw.get("image")
     return Collection(
         id=raw["id"],
@@ -26,12 +66,11 @@ def collection_from_json(raw: Mapping[str, Any], product_ids: list[str] | None =
         sort_order=raw.get("sortOrder") or "MANUAL",
         seo_title=seo.get("title"),
         seo_description=seo.get("description"),
-        rules=None
-        if rule_set is None
-        else tuple(
-            CollectionRule(r["column"], r["relation"], r["condition"]) for r in rule_set.get("rules") or ()
-        ),
-        disjunctive=bool(rule_set and rule_set.get("appliedDisjunctively")),
+        conditions=None
+        if source is None
+        else tuple(condition_from_json(c) for c in inclusion.get("conditions") or ()),
+        disjunctive=inclusion.get("matchType") == "ANY",
+        source_id=(source or _first_source(raw) or {}).get("id"),
         image=Image(image["url"], image.get("altText") or "") if image else None,
         product_ids=None if product_ids is None else tuple(product_ids),
     )
@@ -86,11 +125,11 @@ class ShopifyCollections:
         )
 
     async def create_collection(self, input: dict[str, Any]) -> Collection:
-        result = await self.client.execute("CollectionCreate", {"input": input})
+        result = await self.client.execute("CollectionCreate", {"collection": input})
         return self._written(result["collectionCreate"]["collection"], input)
 
     async def update_collection(self, collection_id: str, input: dict[str, Any]) -> Collection:
-        result = await self.client.execute("CollectionUpdate", {"input": {**input, "id": collection_id}})
+        result = await self.client.execute("CollectionUpdate", {"collection": {**input, "id": collection_id}})
         return self._written(result["collectionUpdate"]["collection"], input)
 
     async def delete_collection(self, collection_id: str) -> None:

@@ -302,6 +302,14 @@ WHERE {_KEY_WHERE} AND status = 'planned' AND plan_no = %(replan_of)s
 RETURNING *
 """
 
+# next_key_attempt: a planned entry's idempotency key was refused as spent; the next one, from
+# that exact attempt number only (stored before it is sent).
+NEXT_KEY_ATTEMPT = f"""
+UPDATE sync_inventory_ledger SET key_attempt = key_attempt + 1
+WHERE {_KEY_WHERE} AND status = 'planned' AND key_attempt = %(spent)s
+RETURNING *
+"""
+
 # apply_entry: a planned entry becomes applied; returns its item and backlog for the backlog update.
 APPLY_ENTRY = f"""
 UPDATE sync_inventory_ledger SET status = 'applied', quantity_after = %(quantity_after)s, applied_at = now()
@@ -358,6 +366,7 @@ def _entry(row: dict[str, Any]) -> LedgerEntry:
         expected_after=row["expected_after"],
         quantity_after=row["quantity_after"],
         plan_no=row["plan_no"],
+        key_attempt=row["key_attempt"],
     )
 
 
@@ -433,6 +442,18 @@ class PgLedger:
                 },
             )
             return True
+
+    async def next_key_attempt(self, key: LedgerKey, spent: int) -> LedgerEntry:
+        params = {**_key_params(key), "spent": spent}
+        async with self.conn.transaction(), self.conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(NEXT_KEY_ATTEMPT, params)
+            row = await cur.fetchone()
+            if row is None:
+                await cur.execute(GET_ENTRY, params)
+                row = await cur.fetchone()
+        if row is None:
+            raise KeyError(f"no ledger entry {key}")
+        return _entry(row)
 
     async def get(self, key: LedgerKey) -> LedgerEntry | None:
         async with _one_statement(self.conn), self.conn.cursor(row_factory=dict_row) as cur:

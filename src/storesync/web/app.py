@@ -21,6 +21,7 @@ from storesync.config import NetworkConfig, Settings
 from storesync.db.migrate import SchemaBehindError, ensure_at_head
 from storesync.db.pools import async_pooled_pool, connect_direct
 from storesync.logs import configure_logging, get_logger
+from storesync.web.auth import auth_routes
 from storesync.web.batcher import DeliveryBatcher
 from storesync.web.dashboard import create_dashboard
 from storesync.web.health import ReadinessProbe, healthz, readyz
@@ -105,6 +106,8 @@ def create_app(
             Route("/webhooks/shopify", shopify_webhook, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
+            # The install flow of stores that connect by the authorization code grant.
+            *auth_routes(),
             # Operator dashboard (STORESYNC_DASHBOARD_TOKEN; disabled when unset); reads on this pool.
             Mount("/dashboard", app=create_dashboard(settings, lambda: app.state.pool)),
         ],

@@ -68,6 +68,19 @@ class WebMetrics:
             ["reason"],
             registry=r,
         )
+        self.api_version_mismatch = Counter(
+            "storesync_webhook_api_version_mismatch",
+            "Authenticated deliveries whose X-Shopify-API-Version is not the version storesync "
+            "speaks (set the app's webhook API version in the Dev Dashboard), by the version sent.",
+            ["version"],
+            registry=r,
+        )
+        self.oauth_callbacks = Counter(
+            "storesync_oauth_callbacks",
+            "Install-flow callbacks (GET /auth/callback) by outcome (connected, or why refused).",
+            ["outcome"],
+            registry=r,
+        )
         self.latency = Histogram(
             "storesync_webhook_request_seconds",
             "Time to answer POST /webhooks/shopify, by status.",

@@ -34,6 +34,8 @@ class WebSettings(EnvironmentSettings):
     body_timeout_s: Annotated[float, Field(gt=0, le=30)] = 2.0
     # Seconds each readiness check may take.
     readiness_timeout_s: Annotated[float, Field(gt=0)] = 2.0
+    # Seconds the install callback waits for Shopify's token endpoint (the code exchange).
+    oauth_timeout_s: Annotated[float, Field(gt=0, le=60)] = 10.0
     # Seconds a readiness result is reused (a flood of probes costs one check per period).
     readiness_cache_s: Annotated[float, Field(ge=0)] = 2.0
 

@@ -30,6 +30,7 @@ from psycopg_pool import PoolTimeout
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
+from storesync.api_version import ADMIN_API_VERSION
 from storesync.logs import get_logger
 from storesync.web.deadline import within
 from storesync.web.ingest import (
@@ -162,6 +163,17 @@ async def _handle(request: Request) -> Response:
         triggered_at = None
     event_id = identifier(headers.get("x-shopify-event-id"))
     api_version = api_version_of(headers.get("x-shopify-api-version"))
+    if api_version is not None and api_version != ADMIN_API_VERSION:
+        # The payload follows the app's webhook API version (Dev Dashboard), not ours: counted and
+        # logged so the operator aligns them; the delivery is still recorded.
+        metrics.api_version_mismatch.labels(api_version).inc()
+        log.warning(
+            "webhook_api_version_mismatch",
+            shop=shop,
+            topic=topic,
+            sent=api_version,
+            expected=ADMIN_API_VERSION,
+        )
 
     parsed = parse_body(body)
     job = None
