@@ -167,7 +167,11 @@ class PgTokenStore:
 
 class _PgLocked:
     def __init__(
-        self, store: PgTokenStore, conn: psycopg.AsyncConnection[Any], shop: str, row: StoredCredentials | None
+        self,
+        store: PgTokenStore,
+        conn: psycopg.AsyncConnection[Any],
+        shop: str,
+        row: StoredCredentials | None,
     ) -> None:
         self._store, self._conn, self._shop, self.row = store, conn, shop, row
 

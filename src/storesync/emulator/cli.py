@@ -112,14 +112,14 @@ def emulator_cmd(
         network = load_network(load_settings())
         for m in network.merchants:
             for s in m.stores:
-                app = network.app_of(s)
+                app_cfg = network.app_of(s)
                 token = s.static_token
                 specs[s.shop] = StoreSpec(
                     s.shop,
                     token.get_secret_value() if token else None,
                     s.webhook_secrets[0].get_secret_value(),
                     plan,
-                    client_id=app.client_id if app else None,
+                    client_id=app_cfg.client_id if app_cfg else None,
                 )
     from storesync.config import SHOP_DOMAIN_RE
 

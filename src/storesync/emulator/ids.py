@@ -1,8 +1,10 @@
-"""Shopify global ids (`gid://shopify/<Type>/<number>`) as the emulator makes and reads them."""
+"""What every module of the emulator shares: Shopify global ids (`gid://shopify/<Type>/<number>`)
+as it makes and reads them, its timestamps, and the error of an action it refuses."""
 
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 
@@ -26,3 +28,12 @@ def parse_gid(value: Any, type_name: str | None = None) -> int | None:
 def gid_type(value: str) -> str | None:
     m = _GID_RE.match(value) if isinstance(value, str) else None
     return m.group(1) if m else None
+
+
+def now_iso() -> str:
+    """Now as Shopify writes timestamps: UTC, whole seconds."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class ActionError(ValueError):
+    """A control-API action that cannot be done (unknown variant, not enough stock...)."""
