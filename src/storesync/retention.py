@@ -4,7 +4,7 @@ One use case for `storesync prune [--dry-run]` and the periodic `sync.prune` job
 schedule: `job_registry`, which `storesync worker` adds to the sync engine's registry; the job
 keeps the name it had when it lived in sync). Every table is pruned by batched DELETE of its
 oldest rows past a cutoff, by index, each batch one short statement (no long locks, ingestion and
-claims go on meanwhile): docs/decisions/0101-retention-by-batched-delete.md. Each table is pruned
+claims go on meanwhile): docs/decisions/0011-retention-by-batched-delete.md. Each table is pruned
 through its own part's API: deliveries `web/ingest.py`, jobs `queue/ops.py`, the sync tables
 `sync/adapters/postgres.PgRetention`. It sits above the parts it prunes (import contracts:
 pyproject.toml). What is kept and why: docs/reliability.md.
