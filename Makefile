@@ -22,10 +22,15 @@ system-deps:
 demo: $(STAMP)
 	$(BIN)/storesync demo
 
-# Code health first (seconds), then the suite.
+# Code health first (seconds), then the suite: lint and format (ruff), no private name imported
+# across modules (ruff's PLC2701, a preview rule run alone), the import contracts (import-linter:
+# layers, no cycles, a domain without I/O), types (mypy). Configuration: pyproject.toml.
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/ruff check --preview --select PLC2701 src
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 test: $(STAMP) system-deps lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -3,7 +3,7 @@
 One emulator process (its own core) serves two standard-plan stores (2,000-point bucket,
 100 points/s) seeded with the same catalog. In the same run, one after the other:
 - paged: `ShopifyStoreAPI.products()` with the scan's first lists of 10/5/5 (the ceiling to beat);
-- bulk: `commerce.bulk.bulk_products()` (bulkOperationRunQuery, polls, JSONL download).
+- bulk: `sync.adapters.shopify.bulk_products()` (bulkOperationRunQuery, polls, JSONL download).
 Figures: wall seconds, points charged to the store's bucket, requests. Both must return the same
 products. The emulator runs a bulk query at once; real Shopify takes longer to run it, so the
 points are the figure that carries over, the bulk wall time does not.
@@ -23,9 +23,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from storesync.commerce.budget import LocalBudget
-from storesync.commerce.bulk import bulk_products
 from storesync.commerce.client import AdminClient
-from storesync.commerce.store_api import ShopifyStoreAPI
+from storesync.sync.adapters.shopify import ShopifyStoreAPI, bulk_products
 from tests.commerce.test_client_emulator import store_config
 from tests.support.emulator import running_emulator
 

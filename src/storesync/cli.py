@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from storesync.config import ConfigError, NetworkConfig, Settings
-from storesync.logs import configure_logging
+from storesync.config import ConfigError, Settings
+from storesync.console import console, err_console, fail, load_network, load_settings
 from storesync.terminal import cells, escape
 
 app = typer.Typer(help="storesync: sync a network of Shopify storefronts.", no_args_is_help=True)
@@ -24,31 +23,6 @@ db_app = typer.Typer(help="Manage the embedded PostgreSQL server (used when DATA
 network_app = typer.Typer(help="The configured merchants and stores.")
 app.add_typer(db_app, name="db")
 app.add_typer(network_app, name="network")
-
-console = Console()
-err_console = Console(stderr=True)
-
-
-def load_settings() -> Settings:
-    """Settings from the environment, exiting with the config error's message if invalid."""
-    try:
-        settings = Settings.load()
-    except ConfigError as err:
-        fail(str(err))
-    configure_logging(settings.log_level, settings.log_format)
-    return settings
-
-
-def load_network(settings: Settings) -> NetworkConfig:
-    try:
-        return NetworkConfig.load(settings.config_file)
-    except ConfigError as err:
-        fail(str(err))
-
-
-def fail(message: str, code: int = 2) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
-    raise typer.Exit(code)
 
 
 # --------------------------------------------------------------------------- db
@@ -176,7 +150,7 @@ def network_resume(shop: Annotated[str, typer.Argument(help="the paused store's 
     parked jobs run at once."""
     from storesync.db import database_settings
     from storesync.db.pools import connect_direct
-    from storesync.sync.commands import resume_store
+    from storesync.sync.services.stores import resume_store
 
     with database_settings(load_settings()) as settings, connect_direct(settings) as conn:
         n = resume_store(conn, shop)
@@ -252,7 +226,7 @@ def api_check() -> None:
         from storesync.commerce.credentials import PgTokenStore
         from storesync.db.credentials import load_cipher
         from storesync.db.pools import async_pooled_pool
-        from storesync.sync.runtime import pause_store
+        from storesync.sync.adapters.postgres import pause_store
 
         pool = async_pooled_pool(settings, name="storesync-api-check", min_size=1, max_size=4)
         await pool.open(wait=True, timeout=settings.connect_timeout * 2)
@@ -429,7 +403,7 @@ def worker_cmd(
     handlers: Annotated[
         str | None,
         typer.Option(
-            help="module:attr of a HandlerRegistry [default: the sync engine's, else storesync.queue.builtin:registry]"
+            help="module:attr of another HandlerRegistry (tests, benchmarks) [default: the sync engine's]"
         ),
     ] = None,
     batch_size: Annotated[int | None, typer.Option(min=1, help="most jobs per claim [100]")] = None,
@@ -458,8 +432,11 @@ def worker_cmd(
 
     from storesync.db import database_settings
     from storesync.db.migrate import SchemaBehindError, ensure_at_head
+    from storesync.db.pools import connect_pooled
     from storesync.queue.config import QueueSettings
-    from storesync.queue.worker import HandlersLoadError, default_registry, load_registry, run_worker
+    from storesync.queue.worker import HandlersLoadError, load_registry, run_worker
+    from storesync.retention import job_registry as retention_registry
+    from storesync.sync.runtime import worker_registry
 
     try:
         qs = QueueSettings.load(
@@ -471,40 +448,40 @@ def worker_cmd(
             metrics_port=metrics_port,
             health_file=health_file,
         )
-        registry = load_registry(handlers) if handlers else default_registry()
+        registry = load_registry(handlers) if handlers else None
     except (ConfigError, HandlersLoadError) as err:
         fail(str(err))
     with database_settings(load_settings()) as settings:
         try:
-            with psycopg.connect(
-                settings.pooled_dsn, prepare_threshold=None, connect_timeout=settings.connect_timeout
-            ) as conn:
+            with connect_pooled(settings, autocommit=False) as conn:
                 ensure_at_head(conn)
         except SchemaBehindError as err:
             fail(str(err))
         except psycopg.OperationalError as err:
             fail(f"cannot reach the database: {err}")
-        if registry.get("sync.copy_product") is not None:
+        if registry is None:  # the sync engine's handlers (the default)
+            try:
+                registry = worker_registry(settings).merged(retention_registry())
+            except ConfigError as err:
+                fail(str(err))
             _sync_worker_start(settings)
         raise typer.Exit(run_worker(settings, qs, registry))
 
 
 def _sync_worker_start(settings: Settings) -> None:
     """Fail now if the stored tokens cannot be decrypted; resume unfinished sagas (as jobs)."""
-    import psycopg
+    import asyncio
 
-    from storesync.sync.handlers import enqueue_saga_resumes
-    from storesync.sync.runtime import network_with_credentials
+    from storesync.db.pools import connect_pooled
+    from storesync.sync.runtime import network_with_credentials, resume_sagas_at_start
 
     network = load_network(settings)
-    with psycopg.connect(
-        settings.pooled_dsn, prepare_threshold=None, autocommit=True, connect_timeout=settings.connect_timeout
-    ) as conn:
+    with connect_pooled(settings) as conn:
         try:
             network = network_with_credentials(network, conn)
         except ConfigError as err:
             fail(str(err))
-        n = enqueue_saga_resumes(conn, network)
+    n = asyncio.run(resume_sagas_at_start(settings, network))
     if n:
         err_console.print(f"resuming {n} unfinished sagas", highlight=False)
 
@@ -609,7 +586,7 @@ def _run_sync(command):
 
     from storesync.commerce.errors import StoreUnauthorized
     from storesync.db import database_settings
-    from storesync.sync.commands import cli_runtime
+    from storesync.sync.runtime import cli_runtime
 
     settings = load_settings()
     if not settings.config_file.exists():
@@ -636,7 +613,7 @@ def webhooks_sync_cmd(
     keep_others: Annotated[bool, typer.Option(help="keep subscriptions to other URLs or topics")] = False,
 ) -> None:
     """Register, idempotently, every subscription each store needs (to URL); remove stale ones."""
-    from storesync.sync.commands import webhooks_sync
+    from storesync.sync.services.stores import webhooks_sync
 
     url = url or load_settings().public_webhook_url
     if not url:
@@ -669,7 +646,7 @@ def link_cmd(
 ) -> None:
     """Match child variants to the parent's by SKU, then barcode, then handle; report matches,
     duplicates and missing SKUs; store the links (unless --dry-run)."""
-    from storesync.sync.commands import link
+    from storesync.sync.services.stores import link
 
     problems = 0
     for _merchant, report in _run_sync(lambda rt: link(rt, dry_run=dry_run, merchant=merchant)):
@@ -690,7 +667,7 @@ def backfill_cmd(
     inventory) into the children. Resumable: run it again after a crash."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from storesync.sync.commands import backfill
+    from storesync.sync.services.backfill import backfill
 
     with Progress(
         TextColumn("{task.description}"),
@@ -731,8 +708,8 @@ def reconcile_cmd(merchant: Annotated[str | None, typer.Option(help="only this m
     """Compare parent and children (synced fields, inventory per linked item) and repair drift."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from storesync.sync.commands import reconcile_merchant
-    from storesync.sync.runtime import job_storage
+    from storesync.sync.adapters.postgres import job_storage
+    from storesync.sync.services.reconcile import reconcile_merchant
 
     async def run(rt):
         nets = list(rt.network.merchants) if merchant is None else [rt.merchant(merchant)]
@@ -776,7 +753,7 @@ def audit_cmd(
 
     from storesync.db import database_settings
     from storesync.db.pools import async_connect_direct
-    from storesync.sync.store_pg import PgAudit
+    from storesync.sync.adapters.postgres import PgAudit
 
     async def query(settings: Settings):
         async with await async_connect_direct(settings) as conn:
@@ -854,7 +831,7 @@ def prune_cmd(
         fail(str(err))
 
     async def run(settings: Settings, bar: Progress | None):
-        tasks: dict[str, object] = {}
+        tasks: dict[str, Any] = {}
 
         def counted(report) -> None:
             if bar is not None:
@@ -899,16 +876,12 @@ def render_status(settings: Settings) -> Table:
     from storesync.db.migrate import current_version, head_version
     from storesync.db.network_sql import list_stores
     from storesync.db.pools import connect_direct
-    from storesync.sync.wiring_sql import LINKS_BY_CHILD
+    from storesync.sync.adapters.postgres import links_by_child
 
     with connect_direct(settings) as conn:
         version = current_version(conn)
         stores = list_stores(conn) if version else []
-        linked = (
-            {shop: (products, pending) for shop, products, pending in conn.execute(LINKS_BY_CHILD)}
-            if version == head_version()
-            else {}
-        )
+        linked = links_by_child(conn) if version == head_version() else {}
     table = Table(title=f"storesync: schema {version}/{head_version()}, {len(stores)} stores")
     for col in ("merchant", "shop", "role", "status", "products linked"):
         table.add_column(col)

@@ -10,6 +10,7 @@ import ipaddress
 import re
 import tomllib
 from decimal import Decimal
+from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
@@ -72,7 +73,7 @@ class EnvironmentSettings(BaseSettings):
     @classmethod
     def load(cls, **overrides: object) -> Self:
         """Settings from the environment; `overrides` left as None count as not given."""
-        given = {k: v for k, v in overrides.items() if v is not None}
+        given: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
         try:
             return cls(**given)
         except ValidationError as err:
@@ -168,6 +169,22 @@ class PriceRuleConfig(_Strict):
         return v
 
 
+class SyncedField(StrEnum):
+    """The product fields a merchant can have follow the parent (`[merchants.sync] fields`)."""
+
+    TITLE = "title"
+    DESCRIPTION = "description"
+    VENDOR = "vendor"
+    PRODUCT_TYPE = "product_type"
+    TAGS = "tags"
+    OPTIONS = "options"
+    VARIANTS = "variants"
+    IMAGES = "images"
+    STATUS = "status"
+    SEO = "seo"
+    COLLECTIONS = "collections"
+
+
 class SyncPolicyConfig(_Strict):
     """Which product fields follow the parent (default: all of them)."""
 
@@ -178,8 +195,6 @@ class SyncPolicyConfig(_Strict):
     def _fields(cls, v: list[str] | None) -> list[str] | None:
         if v is None:
             return v
-        from storesync.sync.catalog import SyncedField
-
         known = [f.value for f in SyncedField]
         bad = [f for f in v if f not in known]
         if bad:
@@ -381,7 +396,7 @@ class MerchantConfig(_Strict):
         return [self.parent, *self.children]
 
     def sync_policy_mapping(self) -> dict:
-        """The merchant's policy as `storesync.sync.catalog.SyncPolicy.from_mapping` reads it."""
+        """The merchant's policy as `storesync.sync.domain.catalog.SyncPolicy.from_mapping` reads it."""
         out: dict = {
             "price_rules": {
                 c.shop: {

@@ -1,11 +1,13 @@
 """Retention: how long each table keeps its rows, and the prune that enforces it.
 
-One use case for `storesync prune [--dry-run]` and the periodic `sync.prune` job. Every table is
-pruned by batched DELETE of its oldest rows past a cutoff, by index, each batch one short
-statement (no long locks, ingestion and claims go on meanwhile): docs/decisions/0101-retention-by-batched-delete.md.
-The SQL stays with each table's part: deliveries in `web/deliveries_sql.py`, jobs in
-`queue/queries.py`, the sync tables in `sync/store_pg.py`. What is kept and why:
-docs/reliability.md.
+One use case for `storesync prune [--dry-run]` and the periodic `sync.prune` job (its handler and
+schedule: `job_registry`, which `storesync worker` adds to the sync engine's registry; the job
+keeps the name it had when it lived in sync). Every table is pruned by batched DELETE of its
+oldest rows past a cutoff, by index, each batch one short statement (no long locks, ingestion and
+claims go on meanwhile): docs/decisions/0011-retention-by-batched-delete.md. Each table is pruned
+through its own part's API: deliveries `web/ingest.py`, jobs `queue/ops.py`, the sync tables
+`sync/adapters/postgres.PgRetention`. It sits above the parts it prunes (import contracts:
+pyproject.toml). What is kept and why: docs/reliability.md.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Annotated
 
 import psycopg
@@ -21,12 +24,20 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from storesync.config import EnvironmentSettings
-from storesync.queue import queries as queue_sql
+from storesync.db.pools import SET_LOCAL_STATEMENT_TIMEOUT
+from storesync.logs import get_logger
+from storesync.queue import ops as queue_ops
 from storesync.queue.config import QueueSettings
-from storesync.sync import store_pg as sync_sql
-from storesync.web import deliveries_sql
+from storesync.queue.handlers import HandlerRegistry, JobContext
+from storesync.sync.adapters.postgres import PgRetention
+from storesync.sync.settings import SyncSettings
+from storesync.web import ingest as deliveries
 
-DELIVERY_STATUSES = ("accepted", "unparseable", "ignored")
+log = get_logger("storesync.retention")
+
+JOB_PRUNE = "sync.prune"
+JOB_PRUNE_WRITES = "sync.prune_write_records"  # its name before: queued ones still run
+SYSTEM_GROUP = "storesync"  # fairness group of network-wide periodic jobs
 
 
 class RetentionSettings(EnvironmentSettings):
@@ -74,27 +85,23 @@ class _Table:
     batch: Callable[[psycopg.AsyncConnection], Awaitable[tuple[int, bool]]]
 
 
-async def _scalar(conn: psycopg.AsyncConnection, sql: str, params: dict) -> int:
-    cur = await conn.execute(sql, params)
-    row = await cur.fetchone()
-    return int(row[0]) if row and row[0] is not None else 0
-
-
 def _tables(
     settings: RetentionSettings, queue: QueueSettings, now: datetime, include_jobs: bool
 ) -> list[_Table]:
     limit = settings.batch
     timeout = str(settings.statement_timeout_ms)
 
-    async def run(conn: psycopg.AsyncConnection, sql: str, params: dict) -> int:
+    async def bounded(conn: psycopg.AsyncConnection, work: Callable[[], Awaitable[int]]) -> int:
+        """`work` in a transaction of its own whose statements are bounded by the timeout."""
         async with conn.transaction():
-            await conn.execute(deliveries_sql.SET_LOCAL_STATEMENT_TIMEOUT, (timeout,))
-            cur = await conn.execute(sql, {**params, "limit": limit})
-            return cur.rowcount
+            await conn.execute(SET_LOCAL_STATEMENT_TIMEOUT, (timeout,))
+            return await work()
 
-    def by_age(sql: str, params: dict) -> Callable[[psycopg.AsyncConnection], Awaitable[tuple[int, bool]]]:
+    def by_age(
+        prune_one: Callable[[psycopg.AsyncConnection], Awaitable[int]],
+    ) -> Callable[[psycopg.AsyncConnection], Awaitable[tuple[int, bool]]]:
         async def batch(conn: psycopg.AsyncConnection) -> tuple[int, bool]:
-            n = await run(conn, sql, params)
+            n = await bounded(conn, lambda: prune_one(conn))
             return n, n >= limit
 
         return batch
@@ -104,26 +111,27 @@ def _tables(
     async def deliveries_batch(conn: psycopg.AsyncConnection) -> tuple[int, bool]:
         # A batch of each status (the (status, received_at) index serves one status at a time).
         deleted = 0
-        for status in DELIVERY_STATUSES:
-            params = {"status": status, "before": deliveries_before}
-            deleted += await run(conn, deliveries_sql.PRUNE_DELIVERIES, params)
+        for status in deliveries.DELIVERY_STATUSES:
+            deleted += await bounded(
+                conn, partial(deliveries.prune_deliveries, conn, status, deliveries_before, limit)
+            )
         return deleted, deleted > 0
 
     ledger_before = now - timedelta(days=settings.ledger_days)
-    cursor: dict[str, object] = {"at": "-infinity", "id": 0}
+    cursor: list[tuple[object, int]] = [("-infinity", 0)]
 
     async def ledger_batch(conn: psycopg.AsyncConnection) -> tuple[int, bool]:
-        async with conn.transaction():
-            await conn.execute(deliveries_sql.SET_LOCAL_STATEMENT_TIMEOUT, (timeout,))
-            cur = await conn.execute(
-                sync_sql.PRUNE_LEDGER,
-                {"before": ledger_before, "after_at": cursor["at"], "after_id": cursor["id"], "limit": limit},
-            )
-            row = await cur.fetchone()
-        deleted, scanned, last_at, last_id = row if row else (0, 0, None, None)
-        if last_at is not None:
-            cursor.update(at=last_at, id=last_id)
-        return int(deleted), scanned >= limit
+        result: list[tuple[int, int, tuple[object, int] | None]] = []
+
+        async def one() -> int:
+            result.append(await PgRetention(conn).prune_ledger(ledger_before, cursor[0], limit))
+            return result[0][0]
+
+        deleted = await bounded(conn, one)
+        _deleted, scanned, last = result[0]
+        if last is not None:
+            cursor[0] = last
+        return deleted, scanned >= limit
 
     audit_before = now - timedelta(days=settings.audit_days)
     sagas_before = now - timedelta(days=settings.sagas_days)
@@ -132,54 +140,60 @@ def _tables(
         _Table(
             "webhook_deliveries",
             f"{settings.deliveries_days:g} days",
-            lambda conn: _scalar(conn, deliveries_sql.COUNT_OLD_DELIVERIES, {"before": deliveries_before}),
+            lambda conn: deliveries.count_old_deliveries(conn, deliveries_before),
             deliveries_batch,
         ),
         _Table(
             "sync_audit",
             f"{settings.audit_days:g} days",
-            lambda conn: _scalar(conn, sync_sql.COUNT_OLD_AUDIT, {"before": audit_before}),
-            by_age(sync_sql.PRUNE_AUDIT, {"before": audit_before}),
+            lambda conn: PgRetention(conn).count_old_audit(audit_before),
+            by_age(lambda conn: PgRetention(conn).prune_audit(audit_before, limit)),
         ),
         _Table(
             "sync_sagas (finished)",
             f"{settings.sagas_days:g} days",
-            lambda conn: _scalar(conn, sync_sql.COUNT_OLD_SAGAS, {"before": sagas_before}),
-            by_age(sync_sql.PRUNE_SAGAS, {"before": sagas_before}),
+            lambda conn: PgRetention(conn).count_old_sagas(sagas_before),
+            by_age(lambda conn: PgRetention(conn).prune_sagas(sagas_before, limit)),
         ),
         _Table(
             "sync_inventory_ledger",
             f"{settings.ledger_days:g} days",
-            lambda conn: _scalar(conn, sync_sql.COUNT_OLD_LEDGER, {"before": ledger_before}),
+            lambda conn: PgRetention(conn).count_old_ledger(ledger_before),
             ledger_batch,
         ),
         _Table(
             "sync_write_records",
             f"{settings.write_records_hours:g} hours",
-            lambda conn: _scalar(conn, sync_sql.COUNT_OLD_WRITES, {"before": writes_before}),
-            by_age(sync_sql.PRUNE_WRITES, {"before": writes_before}),
+            lambda conn: PgRetention(conn).count_old_writes(writes_before),
+            by_age(lambda conn: PgRetention(conn).prune_writes(writes_before, limit)),
         ),
     ]
     if include_jobs:
         ages = {"age": queue.retention_seconds, "dead_age": queue.dead_retention_seconds}
 
         async def count_jobs(conn: psycopg.AsyncConnection, which: int) -> int:
-            cur = await conn.execute(queue_sql.COUNT_PRUNABLE_JOBS, ages)
-            row = await cur.fetchone()
-            return int(row[which]) if row else 0
+            return (await queue_ops.count_prunable_jobs(conn, **ages))[which]
 
         tables[1:1] = [
             _Table(
                 "jobs (finished)",
                 f"{queue.retention_seconds / 86400:g} days",
                 lambda conn: count_jobs(conn, 0),
-                by_age(queue_sql.PRUNE_FINISHED_JOBS, {"age": queue.retention_seconds}),
+                by_age(
+                    lambda conn: queue_ops.prune_jobs(
+                        conn, dead=False, age=queue.retention_seconds, limit=limit
+                    )
+                ),
             ),
             _Table(
                 "jobs (dead)",
                 f"{queue.dead_retention_seconds / 86400:g} days",
                 lambda conn: count_jobs(conn, 1),
-                by_age(queue_sql.PRUNE_DEAD_JOBS, {"age": queue.dead_retention_seconds}),
+                by_age(
+                    lambda conn: queue_ops.prune_jobs(
+                        conn, dead=True, age=queue.dead_retention_seconds, limit=limit
+                    )
+                ),
             ),
         ]
     return tables
@@ -218,3 +232,30 @@ async def prune(
                 progress(table.name, done.deleted)
             await asyncio.sleep(0)  # let the rest of the process (a worker's other jobs) run
     return report
+
+
+# --------------------------------------------------------------------------- the periodic job
+
+
+async def prune_job(ctx: JobContext) -> None:
+    """Everything past its retention, in short batches (jobs: the queue's scheduler prunes them)."""
+    async with ctx.pool.connection() as conn:
+        await conn.set_autocommit(True)
+        try:
+            report = await prune(conn, include_jobs=False)
+        finally:
+            if not conn.closed:
+                await conn.set_autocommit(False)
+    for table in report:
+        if table.deleted:
+            log.info("pruned", table=table.table, rows=table.deleted, kept_for=table.kept_for)
+
+
+def job_registry(settings: SyncSettings | None = None) -> HandlerRegistry:
+    """The periodic prune, every `STORESYNC_SYNC_PRUNE_EVERY_S` (group `storesync`)."""
+    settings = settings or SyncSettings.load()
+    registry = HandlerRegistry()
+    registry.add(JOB_PRUNE, prune_job)
+    registry.add(JOB_PRUNE_WRITES, prune_job)
+    registry.schedule(JOB_PRUNE, JOB_PRUNE, every_seconds=settings.prune_every_s, group=SYSTEM_GROUP)
+    return registry

@@ -8,22 +8,20 @@ import pytest
 from graphql import parse, validate
 
 from storesync.commerce.bulk import (
-    PRODUCT_CHILDREN,
     BulkOperationDenied,
     BulkOperationFailed,
     BulkOperationInProgress,
     BulkOperationTimeout,
-    bulk_products,
     bulk_query,
     bulk_query_text,
     reassemble,
     start_bulk_query,
 )
 from storesync.commerce.errors import UserInputError
-from storesync.commerce.store_api import ShopifyStoreAPI
+from storesync.sync.adapters.shopify import PRODUCT_CHILDREN, ShopifyStoreAPI, bulk_products
 from tests.commerce.test_client_emulator import SHOP, client_for, running_emulator
 from tests.commerce.test_documents import target_schema
-from tests.commerce.test_store_api import PRODUCT
+from tests.sync.test_shopify_store import PRODUCT
 
 FAST = {"poll_interval": 0.01, "timeout": 10.0}
 

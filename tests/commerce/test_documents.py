@@ -97,8 +97,8 @@ def _coerce(op_name: str, variables: dict) -> dict:
 
 
 def test_collection_inputs_the_engine_builds_are_2026_10_inputs():
-    from storesync.sync.collection_sync import collection_input, plan_child_collection
-    from storesync.sync.model import Collection, CollectionCondition, Image
+    from storesync.sync.domain.collections import collection_input, plan_child_collection
+    from storesync.sync.domain.model import Collection, CollectionCondition, Image
 
     smart = Collection(
         "gid://shopify/Collection/1",

@@ -36,12 +36,12 @@ async def test_subscriptions_end_exactly_as_wanted_and_a_second_run_changes_noth
                     "WebhookSubscriptionCreate",
                     {"topic": topic, "webhookSubscription": {"callbackUrl": url, "format": "JSON"}},
                 )
-            topics = ["products/update", "orders/create", "inventory_levels/update", "orders/updated"]
+            topics = ["products/update", "orders/create", "inventory_levels/update", "app/uninstalled"]
             first = await reconcile_subscriptions(client, URL, topics)
             assert first.kept == ["PRODUCTS_UPDATE"]
             assert sorted(first.created) == ["INVENTORY_LEVELS_UPDATE", "ORDERS_CREATE"]
             assert len(first.deleted) == 2  # the dropped topic and the old URL
-            assert set(first.failed) == {"ORDERS_UPDATED"}  # this emulator does not offer it
+            assert set(first.failed) == {"APP_UNINSTALLED"}  # this emulator does not offer it
             assert listed(emu) == sorted(
                 [("INVENTORY_LEVELS_UPDATE", URL), ("ORDERS_CREATE", URL), ("PRODUCTS_UPDATE", URL)]
             )

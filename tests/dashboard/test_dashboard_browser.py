@@ -9,8 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 import psycopg
 
 from storesync.queue.enqueue import Lane
-from storesync.sync.audit import AuditRecord
-from storesync.sync.store_pg import PgAudit
+from storesync.sync.adapters.postgres import PgAudit
+from storesync.sync.domain.audit import AuditRecord
 from tests.dashboard.conftest import sign_in
 
 SCREENSHOT = "/tmp/dashboard.png"

@@ -23,7 +23,7 @@ import httpx
 import psycopg
 import pytest
 
-from storesync.demo.harness import LOCATION_NAMES, generate_encryption_key, network_toml, seed_stores
+from storesync.demo.seeding import LOCATION_NAMES, generate_encryption_key, network_toml, seed_stores
 from tests.conftest import PgServer, ScratchDatabase
 from tests.deploy.local_compose import (
     COMPOSE_FILE,

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from storesync.demo.harness import pid_alive
+from storesync.demo.processes import pid_alive
 
 SHOPS = ("parent.myshopify.com", "child-a.myshopify.com", "child-b.myshopify.com", "child-c.myshopify.com")
 

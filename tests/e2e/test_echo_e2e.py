@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from storesync.demo.harness import LOCATION_NAMES, running_system
+from storesync.demo.harness import running_system
+from storesync.demo.seeding import LOCATION_NAMES
 from tests.e2e.helpers import WAIT, post_webhook, sql
 from tests.e2e.helpers import settle as _settle
 
@@ -86,7 +87,7 @@ def parent_caused_product_jobs(system, since) -> list[tuple]:
     return sql(
         system,
         "SELECT payload->>'child_shop', state FROM jobs WHERE kind = 'sync.product_to_child' "
-        "AND created_at > %(t)s AND payload->>'only_if_linked' IS NULL ORDER BY id",
+        "AND created_at > %(t)s AND NOT (payload->>'only_if_linked')::boolean ORDER BY id",
         {"t": since},
     )
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from storesync.demo.harness import pid_alive, running_system
+from storesync.demo.harness import running_system
+from storesync.demo.processes import pid_alive
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -16,12 +16,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from storesync.demo.harness import (
-    LOCATION_NAMES,
-    catalog_view,
-    inventory_view,
-    running_system,
-)
+from storesync.demo.comparison import catalog_view, inventory_view
+from storesync.demo.harness import running_system
+from storesync.demo.seeding import LOCATION_NAMES
 from tests.e2e.helpers import WAIT, post_webhook, settle, sql
 
 pytestmark = pytest.mark.timeout(240)
@@ -880,8 +877,8 @@ def test_a_failure_in_the_third_step_of_a_saga_leaves_every_store_as_before(syst
 
     import psycopg
 
-    from storesync.sync.saga_actions import copy_product_steps
-    from storesync.sync.store_pg import PgStepLog
+    from storesync.sync.adapters.postgres import PgStepLog
+    from storesync.sync.domain.saga import copy_product_steps
 
     child = system.children[1]
     pid = _seed_parent_product(system, "three-steps", ("THREE-S", "THREE-M"), (5, 2))

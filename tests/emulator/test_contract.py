@@ -1,5 +1,6 @@
 """The emulator's SDL is a strict subset of Shopify's Admin API 2026-10 (Shopify's own
-introspection schema, `tests/support/shopify_schema.py`), with no allowlist, and every GraphQL
+introspection schema, `tests/support/shopify_schema.py`), with no allowlist, uses nothing 2026-10
+deprecates beyond the older uses listed, and every GraphQL
 document the engine sends validates against it.
 """
 
@@ -24,6 +25,25 @@ from graphql import (
 from storesync.commerce.operations import all_operations
 from storesync.emulator.resolvers import load_sdl
 from tests.support.shopify_schema import admin_schema
+
+# Fields, arguments and enum values the emulator serves although 2026-10 deprecates them, because
+# the engine still uses them (README: "Deprecated in 2026-10 and still used by the engine
+# today"). Anything added to the SDL must not be deprecated: this list only shrinks.
+DEPRECATED_IN_USE = {
+    "field Collection.ruleSet",
+    "field InventoryItem.variant",
+    "arg Mutation.collectionCreate(input)",
+    "arg Mutation.collectionUpdate(input)",
+    "field Mutation.collectionAddProducts",
+    "field Mutation.collectionRemoveProducts",
+    "field ProductSetInput.id",
+    "arg QueryRoot.webhookSubscriptions(callbackUrl)",
+    "field QueryRoot.currentBulkOperation",
+    "field ShopPlan.displayName",
+    "field WebhookSubscription.endpoint",
+    "field WebhookSubscription.callbackUrl",
+    "field WebhookSubscriptionInput.callbackUrl",
+}
 
 
 def reference_schema() -> GraphQLSchema:
@@ -101,9 +121,58 @@ def differences(ours: GraphQLSchema, real: GraphQLSchema) -> list[str]:
     return found
 
 
+def deprecated_uses(ours: GraphQLSchema, real: GraphQLSchema) -> set[str]:
+    """Every field, argument, input field and enum value of `ours` that `real` deprecates."""
+    found: set[str] = set()
+    for name, t in ours.type_map.items():
+        if name.startswith("__"):
+            continue
+        r = (
+            real.query_type
+            if name == "QueryRoot"
+            else real.mutation_type
+            if name == "Mutation"
+            else real.get_type(name)
+        )
+        if r is None or type(t) is not type(r):
+            continue
+        if isinstance(t, GraphQLEnumType):
+            found |= {
+                f"enum {name}.{v}" for v in t.values if v in r.values and r.values[v].deprecation_reason
+            }
+        elif hasattr(t, "fields"):
+            for fname, f in t.fields.items():
+                rf = r.fields.get(fname)
+                if rf is None:
+                    continue
+                if rf.deprecation_reason:
+                    found.add(f"field {name}.{fname}")
+                for aname in getattr(f, "args", {}):
+                    ra = rf.args.get(aname)
+                    if ra is not None and ra.deprecation_reason:
+                        found.add(f"arg {name}.{fname}({aname})")
+    return found
+
+
 def test_emulator_sdl_is_a_subset_of_the_real_admin_api():
     extra = differences(emulator_schema(), reference_schema())
     assert extra == [], "not in Shopify's 2026-10 schema:\n" + "\n".join(extra)
+
+
+def test_emulator_sdl_adds_nothing_deprecated_in_2026_10():
+    used = deprecated_uses(emulator_schema(), reference_schema())
+    assert sorted(used - DEPRECATED_IN_USE) == [], "deprecated in 2026-10: use the replacement"
+    assert used >= DEPRECATED_IN_USE, (
+        f"no longer used, drop from the list: {sorted(DEPRECATED_IN_USE - used)}"
+    )
+
+
+def test_deprecation_check_catches_a_deprecated_field():
+    sdl = load_sdl().replace(
+        "  mediaCount: Count\n", "  mediaCount: Count\n  images(first: Int): ImageConnection!\n", 1
+    )
+    sdl += "\ntype ImageConnection {\n  nodes: [Image!]!\n}\n"
+    assert "field Product.images" in deprecated_uses(build_schema(sdl), reference_schema())
 
 
 def test_contract_check_catches_a_wrong_type_and_an_invented_field():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from storesync.commerce.operations import get_operation
-from storesync.commerce.store_api import PRODUCT_LIST_SIZES
+from storesync.sync.adapters.shopify import PRODUCT_LIST_SIZES
 from tests.emulator.helpers import (
     OPERATIONS,
     PARENT,

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from storesync.commerce.operations import get_operation
-from storesync.commerce.store_api import PRODUCT_LIST_SIZES
+from storesync.sync.adapters.shopify import PRODUCT_LIST_SIZES
 from tests.emulator.helpers import OPERATIONS, PARENT, available, first_product, gql
 from tests.support.webhook_receiver import WebhookReceiver, running_receiver
 

@@ -12,7 +12,7 @@ import psycopg
 from storesync.db.pools import POOLED_CONNECTION_KWARGS
 from storesync.queue.config import QueueSettings
 from storesync.retention import RetentionSettings, prune
-from storesync.sync.store_pg import order_pruned
+from storesync.sync.adapters.postgres import order_pruned
 
 OLD, NEW = "now() - interval '500 days'", "now() - interval '1 hour'"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from decimal import Decimal
 
 from storesync.config import NetworkConfig
-from storesync.sync.model import Metafield, Option, Product, Variant
-from storesync.sync.network import MerchantNetwork
+from storesync.sync.domain.model import Metafield, Option, Product, Variant
+from storesync.sync.domain.network import MerchantNetwork
 
 PARENT = "parent.myshopify.com"
 CHILD_A = "child-a.myshopify.com"

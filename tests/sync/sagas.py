@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from storesync.sync.catalog import SyncPolicy
-from storesync.sync.memory import MemoryAudit, MemoryLinks, MemoryStore, MemoryWriteRecords
-from storesync.sync.model import Link, LinkKind, MatchedBy
-from storesync.sync.saga import PermanentStepError
-from storesync.sync.saga_actions import SagaDeps
+from storesync.sync.domain.catalog import SyncPolicy
+from storesync.sync.domain.model import Link, LinkKind, MatchedBy
+from storesync.sync.domain.saga import PermanentStepError
+from storesync.sync.services.copies import SagaDeps
+from tests.fakes import MemoryAudit, MemoryLinks, MemoryStore, MemoryWriteRecords
 from tests.sync.builders import (
     A_LOC1,
     A_LOC2,
@@ -55,7 +55,7 @@ def copy_world(child_cls=MemoryStore):
 async def link_copy_variants(deps: SagaDeps, child_shop: str, parent_product_id: str):
     """What the child's products/create webhook does for a copy: link its pending variants from
     the child product (here read from the memory store)."""
-    from storesync.sync.catalog import link_pending_copy
+    from storesync.sync.services.copies import link_pending_copy
 
     link = (await deps.links.link_map(child_shop)).link_down(LinkKind.PRODUCT, parent_product_id)
     assert link is not None and link.pending is not None

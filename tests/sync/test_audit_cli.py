@@ -11,8 +11,8 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 
-from storesync.sync.audit import AuditRecord
-from storesync.sync.store_pg import PgAudit
+from storesync.sync.adapters.postgres import PgAudit
+from storesync.sync.domain.audit import AuditRecord
 
 
 def _record_trail(dsn: str) -> None:

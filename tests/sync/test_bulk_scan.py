@@ -1,10 +1,15 @@
-"""The backfill's bulk scans (`shopify_adapter.BulkCatalogScan`, `bulk_levels`) read what the
+"""The backfill's bulk scans (`sync.adapters.shopify.BulkCatalogScan`, `bulk_levels`) read what the
 paged scans read, and `ScannedParent` serves the scanned levels without asking the store."""
 
 from __future__ import annotations
 
-from storesync.commerce.store_api import ShopifyStoreAPI
-from storesync.sync.shopify_adapter import BulkCatalogScan, ScannedParent, ShopifyCatalogScan, bulk_levels
+from storesync.sync.adapters.shopify import (
+    BulkCatalogScan,
+    ScannedParent,
+    ShopifyCatalogScan,
+    ShopifyStoreAPI,
+    bulk_levels,
+)
 from tests.commerce.test_client_emulator import SHOP, client_for, running_emulator
 
 
@@ -67,8 +72,8 @@ async def test_levels_that_moved_during_a_backfill_are_fanned_out_afterwards(db)
     from types import SimpleNamespace
 
     from storesync.db.pools import async_pooled_pool
-    from storesync.sync.commands import BackfillResult, _levels_moved_meanwhile
-    from storesync.sync.model import InventoryLevel
+    from storesync.sync.domain.model import InventoryLevel
+    from storesync.sync.services.backfill import BackfillResult, fan_out_levels_moved_meanwhile
 
     def lvl(item, loc, n):
         return InventoryLevel(item, loc, n)
@@ -93,7 +98,7 @@ async def test_levels_that_moved_during_a_backfill_are_fanned_out_afterwards(db)
     await pool.open(wait=True)
     try:
         result = BackfillResult()
-        await _levels_moved_meanwhile(
+        await fan_out_levels_moved_meanwhile(
             SimpleNamespace(pool=pool),
             {"acme": (Scan(), used)},
             {"acme": SimpleNamespace(merchant_id="acme")},

@@ -5,21 +5,21 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from storesync.sync.catalog import (
+from storesync.config import SyncedField
+from storesync.sync.domain.catalog import (
     ALL_FIELDS,
     CatalogBlocked,
     ChangeCause,
     PriceRule,
     Rounding,
-    SyncedField,
     SyncPolicy,
     actual_view,
     expected_view,
     plan_child_product,
-    sync_product_to_child,
 )
-from storesync.sync.memory import MemoryAudit, MemoryLinks, MemoryStore
-from storesync.sync.model import Link, LinkKind, MatchedBy, Metafield, Option, Product
+from storesync.sync.domain.model import Link, LinkKind, MatchedBy, Metafield, Option, Product
+from storesync.sync.services.catalog import sync_product_to_child
+from tests.fakes import MemoryAudit, MemoryLinks, MemoryStore
 from tests.sync.builders import CHILD_A, PARENT, tee, variant
 
 CAUSE = "job:1"
@@ -388,7 +388,7 @@ def test_merge_keeps_child_owned_data_and_makes_synced_fields_equal_the_parents(
 
 
 def test_images_are_compared_by_file_name_not_by_each_stores_cdn_url():
-    from storesync.sync.catalog import image_key
+    from storesync.sync.domain.catalog import image_key
 
     assert image_key("https://cdn.shopify.com/s/files/1/0001/files/Tee.jpg?v=123") == "tee.jpg"
     assert image_key("https://parent.example/img/tee.jpg") == "tee.jpg"

@@ -1,4 +1,4 @@
-"""Collection objects (`collection_sync`): parent precedence for a collection's own fields, links
+"""Collection objects (`sync.domain.collections`, `sync.services.collections`): parent precedence for a collection's own fields, links
 by handle, child edits reverted, child-only collections untouched, memberships left to product
 jobs; routing of the collection webhooks."""
 
@@ -8,19 +8,21 @@ from dataclasses import replace
 
 import pytest
 
-from storesync.sync.catalog import CatalogBlocked, ChangeCause
-from storesync.sync.collection_sync import (
+from storesync.queue.payloads import encode
+from storesync.sync.domain.catalog import CatalogBlocked, ChangeCause
+from storesync.sync.domain.collections import (
     CollectionAction,
-    child_shows_last_write,
     collection_view,
     membership_resyncs,
     plan_child_collection,
-    sync_collection_to_child,
 )
-from storesync.sync.memory import MemoryAudit, MemoryLinks
-from storesync.sync.model import Collection, CollectionCondition, Link, LinkKind, MatchedBy
-from storesync.sync.reconcile import ReconcileReport, RepairKind, apply_repairs, diff_collections
-from storesync.sync.routing import JOB_COLLECTION_TO_CHILD, route_collection_webhook
+from storesync.sync.domain.echoes import collection_shows_last_write
+from storesync.sync.domain.model import Collection, CollectionCondition, Link, LinkKind, MatchedBy
+from storesync.sync.domain.reconcile import ReconcileReport, RepairKind, diff_collections
+from storesync.sync.domain.routing import JOB_COLLECTION_TO_CHILD, route_collection_webhook
+from storesync.sync.services.collections import sync_collection_to_child
+from storesync.sync.services.reconcile import apply_repairs
+from tests.fakes import MemoryAudit, MemoryLinks
 from tests.sync.builders import CHILD_A, CHILD_B, CHILD_C, PARENT, merchant
 
 _ids = itertools.count(500)
@@ -159,14 +161,14 @@ def test_a_parent_rename_is_applied_and_a_child_edit_is_reverted_and_audited():
     ]
     cid = w.link().child_id
     w.child.collections[cid] = replace(w.child.collections[cid], title="Child title", sort_order="MANUAL")
-    assert not child_shows_last_write(w.child.collections[cid], w.link())
+    assert not collection_shows_last_write(w.child.collections[cid], w.link())
     out = run(w.sync())
     assert {c.field: c.cause for c in out.plan.changes} == {
         "title": ChangeCause.CHILD_EDIT_REVERTED,
         "sort_order": ChangeCause.CHILD_EDIT_REVERTED,
     }
     assert (w.child_copy().title, w.child_copy().sort_order) == ("Coats", "ALPHA_ASC")
-    assert child_shows_last_write(w.child_copy(), w.link())  # its own collections/update is an echo
+    assert collection_shows_last_write(w.child_copy(), w.link())  # its own collections/update is an echo
     reverts = [r for r in w.audit.records if r.action == "revert_child_edit"]
     assert [(r.before, r.after) for r in reverts] == [("MANUAL", "ALPHA_ASC"), ("Child title", "Coats")]
 
@@ -206,7 +208,7 @@ def test_a_child_collection_linked_to_another_parent_collection_is_not_taken_ove
 
 
 def test_images_compare_by_file_name_and_a_child_image_the_parent_lacks_is_removed():
-    from storesync.sync.model import Image
+    from storesync.sync.domain.model import Image
 
     parent = Collection(
         "gid://shopify/Collection/1", "sale", "Sale", image=Image("https://a.example/x/sale.png?v=1", "S")
@@ -308,7 +310,7 @@ def test_collection_webhooks_route_parent_events_to_every_child_and_child_events
         MatchedBy.CREATED,
     )
     (job,) = route_collection_webhook(m, CHILD_A, "collections/update", {"id": 50}, link, "d").jobs
-    assert job.payload == {
+    assert encode(job.payload) == {  # the payload as the queue stores it
         "parent_collection_id": "gid://shopify/Collection/5",
         "child_shop": CHILD_A,
         "cause": "d",
@@ -364,8 +366,8 @@ def test_reconciliation_creates_reverts_and_deletes_linked_collections_and_leave
 
 
 def test_memberships_of_linked_smart_collections_are_left_to_each_stores_rules():
-    from storesync.sync.catalog import SyncPolicy, expected_view, plan_child_product
-    from storesync.sync.model import LinkMap
+    from storesync.sync.domain.catalog import SyncPolicy, expected_view, plan_child_product
+    from storesync.sync.domain.model import LinkMap
     from tests.sync.builders import tee
 
     smart_view = collection_view(Collection("x", "sale", "Sale", conditions=(SALE_TAG,)))

@@ -3,17 +3,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from storesync.sync.conflicts import (
-    LevelDecision,
-    Version,
-    classify_level_change,
-    is_echo,
-    is_stale,
-    judge_level_delivery,
-    winner,
-)
-from storesync.sync.memory import MemoryAppliedVersions, MemoryWriteRecords
-from storesync.sync.ports import WriteRecord
+from storesync.sync.domain.conflicts import LevelDecision, Version, classify_level_change
+from storesync.sync.domain.echoes import is_echo
+from storesync.sync.domain.model import WriteRecord
+from storesync.sync.services.sales import judge_level_delivery
+from tests.fakes import MemoryAppliedVersions, MemoryWriteRecords
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 ITEM, LOC, SHOP = "gid://shopify/InventoryItem/1", "gid://shopify/Location/1", "child-a.myshopify.com"
@@ -23,23 +17,9 @@ def w(q: int, seconds: float) -> WriteRecord:
     return WriteRecord(SHOP, ITEM, LOC, q, T0 + timedelta(seconds=seconds), "job:1")
 
 
-def test_older_deliveries_are_stale_and_equal_ones_are_not():
-    assert is_stale(Version(T0), Version(T0 + timedelta(seconds=1)))
-    assert not is_stale(Version(T0), Version(T0))  # the same event again: harmless, goes through
-    assert not is_stale(Version(T0 + timedelta(seconds=1)), Version(T0))
-    assert not is_stale(Version(T0), None)
-    assert is_stale(Version(T0, "a"), Version(T0, "b"))  # ties are broken the same way everywhere
-
-
 def test_versions_need_aware_timestamps():
     with pytest.raises(ValueError):
         Version(datetime(2026, 1, 1))
-
-
-def test_last_write_wins_among_competing_absolute_sets_whatever_their_order():
-    sets = [(Version(T0 + timedelta(seconds=s), f"e{s}"), q) for s, q in [(3, 7), (1, 9), (2, 4)]]
-    assert winner(sets)[1] == 7
-    assert winner(list(reversed(sets)))[1] == 7
 
 
 def test_a_webhook_reporting_our_newest_write_is_an_echo():
@@ -55,14 +35,27 @@ def test_an_external_change_back_to_an_earlier_written_value_is_not_an_echo():
 
 
 def test_classification_of_level_changes():
-    args = dict(observed_quantity=3, version=Version(T0), applied=None, writes=[])
+    args = dict(observed_quantity=3, version=Version(T0), writes=[])
     assert classify_level_change(role="parent", **args) is LevelDecision.FAN_OUT
     assert classify_level_change(role="child", **args) is LevelDecision.REASSERT
     assert classify_level_change(role="child", **{**args, "writes": [w(3, 0)]}) is LevelDecision.ECHO
-    assert (
-        classify_level_change(role="parent", **{**args, "applied": Version(T0 + timedelta(seconds=1))})
-        is LevelDecision.STALE
-    )
+    # Stale: decided by the version guard (the one last-write-wins: see test_contract.py).
+    versions = MemoryAppliedVersions()
+    assert asyncio.run(versions.advance(SHOP, ITEM, LOC, T0 + timedelta(seconds=1), ""))
+
+    async def judge() -> LevelDecision:
+        return await judge_level_delivery(
+            shop=SHOP,
+            role="parent",
+            inventory_item_id=ITEM,
+            location_id=LOC,
+            available=3,
+            version=Version(T0),
+            versions=versions,
+            writes=MemoryWriteRecords(),
+        )
+
+    assert asyncio.run(judge()) is LevelDecision.STALE
 
 
 def test_deliveries_out_of_order_keep_the_newest_and_drop_the_older():
@@ -92,7 +85,7 @@ def test_deliveries_out_of_order_keep_the_newest_and_drop_the_older():
 
 
 def test_delivery_versions_come_from_the_signed_updated_at_refined_by_a_bounded_triggered_at():
-    from storesync.sync.conflicts import version_of_delivery
+    from storesync.sync.domain.conflicts import version_of_delivery
 
     body = {"updated_at": "2026-11-25T13:00:00+01:00"}  # = T0, whole seconds as Shopify signs it
     refused: list[int] = []
@@ -119,7 +112,7 @@ def test_delivery_versions_come_from_the_signed_updated_at_refined_by_a_bounded_
 
 
 def test_level_webhook_bodies_parse_with_clear_errors():
-    from storesync.sync.conflicts import level_from_webhook
+    from storesync.sync.domain.conflicts import level_from_webhook
 
     r = level_from_webhook(
         {"inventory_item_id": 5, "location_id": "gid://shopify/Location/2", "available": 3}

@@ -6,20 +6,13 @@ from __future__ import annotations
 import pytest
 
 from storesync.commerce.errors import TransientUserError
-from storesync.commerce.store_api import ShopifyStoreAPI
-from storesync.sync.inventory import (
-    EntryKind,
-    EntryStatus,
-    LedgerEntry,
-    LedgerKey,
-    SaleContext,
-    apply_entry,
-    push_level,
-)
-from storesync.sync.memory import MemoryAudit, MemoryWriteRecords
-from storesync.sync.model import LinkMap
-from storesync.sync.store_pg import PgLedger
+from storesync.sync.adapters.postgres import PgLedger
+from storesync.sync.adapters.shopify import ShopifyStoreAPI
+from storesync.sync.domain.inventory import EntryKind, EntryStatus, LedgerEntry, LedgerKey
+from storesync.sync.domain.model import LinkMap
+from storesync.sync.services.sales import SaleContext, apply_entry, push_level
 from tests.commerce.test_client_emulator import SHOP, client_for, first_level, running_emulator
+from tests.fakes import MemoryAudit, MemoryWriteRecords
 from tests.sync.builders import CHILD_A, merchant
 from tests.sync.test_store_pg import connect
 

@@ -6,29 +6,26 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from storesync.sync.conflicts import LevelDecision, Version, judge_level_delivery
-from storesync.sync.inventory import (
+from storesync.sync.domain.conflicts import LevelDecision, Version
+from storesync.sync.domain.inventory import (
     EntryKind,
     InventoryError,
     LedgerKey,
     Outcome,
     PushResult,
-    SaleContext,
     StaleRetriesExhausted,
+    plan_delta,
+)
+from storesync.sync.domain.model import Link, LinkKind, LinkMap, MatchedBy
+from storesync.sync.domain.orders import order_event_from_webhook
+from storesync.sync.services.sales import (
+    SaleContext,
     apply_order_event,
     fan_out_level,
-    order_event_from_webhook,
-    plan_delta,
+    judge_level_delivery,
     push_level,
 )
-from storesync.sync.memory import (
-    MemoryAppliedVersions,
-    MemoryAudit,
-    MemoryLedger,
-    MemoryStore,
-    MemoryWriteRecords,
-)
-from storesync.sync.model import Link, LinkKind, LinkMap, MatchedBy
+from tests.fakes import MemoryAppliedVersions, MemoryAudit, MemoryLedger, MemoryStore, MemoryWriteRecords
 from tests.sync.builders import (
     A_LOC1,
     B_LOC1,

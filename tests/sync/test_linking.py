@@ -1,6 +1,6 @@
-from storesync.sync.linking import match_catalogs
-from storesync.sync.memory import MemoryStore
-from storesync.sync.model import LinkKind, LinkMap, MatchedBy
+from storesync.sync.domain.linking import match_catalogs
+from storesync.sync.domain.model import LinkKind, LinkMap, MatchedBy
+from tests.fakes import MemoryStore
 from tests.sync.builders import CHILD_A, tee, variant
 
 
@@ -86,9 +86,9 @@ def test_unmatched_variants_on_both_sides_are_listed():
 def test_linking_a_network_stores_links_unless_it_is_a_dry_run():
     import asyncio
 
-    from storesync.sync.linking import link_network
-    from storesync.sync.memory import MemoryLinks
-    from storesync.sync.model import Collection
+    from storesync.sync.domain.model import Collection
+    from storesync.sync.services.stores import link_network
+    from tests.fakes import MemoryLinks
     from tests.sync.builders import CHILD_B, CHILD_C, PARENT, merchant
 
     stores = {s: MemoryStore(s) for s in (PARENT, CHILD_A, CHILD_B, CHILD_C)}
@@ -116,9 +116,9 @@ def test_linking_records_the_view_of_a_child_already_in_step_and_not_of_one_that
     import asyncio
     from dataclasses import replace
 
-    from storesync.sync.catalog import SyncPolicy, expected_view
-    from storesync.sync.linking import link_network
-    from storesync.sync.memory import MemoryLinks
+    from storesync.sync.domain.catalog import SyncPolicy, expected_view
+    from storesync.sync.services.stores import link_network
+    from tests.fakes import MemoryLinks
     from tests.sync.builders import CHILD_B, CHILD_C, PARENT, merchant
 
     stores = {s: MemoryStore(s) for s in (PARENT, CHILD_A, CHILD_B, CHILD_C)}

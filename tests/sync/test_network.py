@@ -1,6 +1,6 @@
 import pytest
 
-from storesync.sync.network import Network, UnknownStore
+from storesync.sync.domain.network import Network, UnknownStore
 from tests.sync.builders import (
     A_LOC1,
     A_LOC2,

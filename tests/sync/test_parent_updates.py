@@ -7,10 +7,12 @@ from decimal import Decimal
 
 import pytest
 
-from storesync.sync.catalog import PriceRule, SyncPolicy, sync_product_to_child
-from storesync.sync.memory import MemoryAudit, MemoryLinks, MemoryStore
-from storesync.sync.model import Collection, Link, LinkKind, MatchedBy
-from storesync.sync.routing import JOB_PRODUCT_TO_CHILD, children_behind, route_parent_product_update
+from storesync.sync.domain.catalog import PriceRule, SyncPolicy
+from storesync.sync.domain.echoes import children_behind
+from storesync.sync.domain.model import Collection, Link, LinkKind, MatchedBy
+from storesync.sync.domain.routing import JOB_PRODUCT_TO_CHILD, route_parent_product_update
+from storesync.sync.services.catalog import sync_product_to_child
+from tests.fakes import MemoryAudit, MemoryLinks, MemoryStore
 from tests.sync.builders import CHILD_A, CHILD_B, CHILD_C, PARENT, merchant, tee
 
 CHILDREN = (CHILD_A, CHILD_B, CHILD_C)
@@ -82,7 +84,7 @@ def test_a_real_parent_edit_routes_one_job_per_child():
         w.policy,
         "delivery:2",
     )
-    assert [(j.kind, j.payload["child_shop"], j.singleton_key) for j in routed.jobs] == [
+    assert [(j.kind, j.payload.child_shop, j.singleton_key) for j in routed.jobs] == [
         (JOB_PRODUCT_TO_CHILD, s, f"product:{s}:{w.product.id}") for s in CHILDREN
     ]
     run(w.sync())
@@ -111,7 +113,7 @@ def test_a_parent_that_is_gone_sends_every_child_a_job_and_unlinked_children_are
     run(w.sync(CHILD_A))
     assert w.behind() == [CHILD_B, CHILD_C]  # never given the product: their jobs create it
     routed = route_parent_product_update(w.net, w.product.id, None, [], w.policy, "delivery:3")
-    assert [j.payload["child_shop"] for j in routed.jobs] == list(CHILDREN)
+    assert [j.payload.child_shop for j in routed.jobs] == list(CHILDREN)
 
 
 def test_a_product_found_in_sync_without_a_record_is_recorded_so_it_is_not_asked_again():

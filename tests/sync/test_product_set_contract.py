@@ -7,9 +7,9 @@ from dataclasses import replace
 import pytest
 from graphql.utilities import validate_input_value
 
-from storesync.sync.catalog import SyncPolicy, plan_child_product, unchanged_input
-from storesync.sync.memory import MemoryStore
-from storesync.sync.model import Image, LinkMap, Metafield
+from storesync.sync.domain.catalog import SyncPolicy, plan_child_product, unchanged_input
+from storesync.sync.domain.model import Image, LinkMap, Metafield
+from tests.fakes import MemoryStore
 from tests.support.shopify_schema import admin_schema, deprecated_in_value
 from tests.sync.builders import CHILD_A, tee, variant
 from tests.sync.test_catalog import World

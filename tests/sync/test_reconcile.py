@@ -1,17 +1,17 @@
 import asyncio
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
-from storesync.sync.catalog import ChangeCause, SyncPolicy, sync_product_to_child
-from storesync.sync.memory import MemoryAudit, MemoryLinks, MemoryStore, MemoryWriteRecords
-from storesync.sync.model import LinkKind
-from storesync.sync.reconcile import (
+from storesync.sync.domain.catalog import ChangeCause, SyncPolicy, actual_view, expected_view, same_view
+from storesync.sync.domain.model import LinkKind
+from storesync.sync.domain.reconcile import (
     ReconcileReport,
     RepairKind,
-    apply_repairs,
-    catalog_hashes,
     diff_catalog,
     diff_inventory,
 )
+from storesync.sync.services.catalog import sync_product_to_child
+from storesync.sync.services.reconcile import apply_repairs
+from tests.fakes import MemoryAudit, MemoryLinks, MemoryStore, MemoryWriteRecords
 from tests.sync.builders import (
     A_LOC2,
     C_LOC1,
@@ -79,6 +79,30 @@ class Fleet:
             report,
         )
         return report
+
+
+@dataclass(frozen=True)
+class StoreAgreement:
+    shop: str
+    agrees: bool
+
+
+def catalog_hashes(parent_shop, parent_products, child_products, link_maps, policy) -> list[StoreAgreement]:
+    """One row per store: whether every parent product's copy shows the synced fields the parent
+    implies for it (the rule reconciliation repairs by: `catalog.expected_view` vs `actual_view`)."""
+    rows = [StoreAgreement(parent_shop, True)]
+    for shop, products in child_products.items():
+        links = link_maps[shop]
+        by_id = {p.id: p for p in products}
+        agrees = True
+        for p in parent_products:
+            child = by_id.get(links.child_id(LinkKind.PRODUCT, p.id))
+            if child is None or not same_view(
+                actual_view(child, policy, links), expected_view(p, policy, links)
+            ):
+                agrees = False
+        rows.append(StoreAgreement(shop, agrees))
+    return rows
 
 
 def test_synced_stores_need_no_repair_and_their_hashes_agree():
@@ -168,7 +192,7 @@ def test_a_negative_parent_level_is_expected_as_zero_in_children():
 
 
 def test_reconcile_network_reads_every_store_and_finds_the_same_repairs():
-    from storesync.sync.reconcile import reconcile_network
+    from storesync.sync.services.reconcile import reconcile_network
 
     f = Fleet()
     asyncio.run(f.sync_all())

@@ -5,17 +5,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from storesync.sync.memory import MemoryAudit, MemoryStepLog
-from storesync.sync.model import LinkKind
-from storesync.sync.saga import (
+from storesync.sync.domain.model import LinkKind
+from storesync.sync.domain.saga import (
     PermanentStepError,
-    SagaExecutor,
     SagaState,
     SagaStuck,
     StepSpec,
     StepStatus,
+    copy_product_steps,
 )
-from storesync.sync.saga_actions import copy_product_actions, copy_product_steps
+from storesync.sync.services.copies import copy_product_actions
+from storesync.sync.services.sagas import SagaExecutor
+from tests.fakes import MemoryAudit, MemoryStepLog
 from tests.sync.builders import CHILD_A
 from tests.sync.sagas import A_LOC1, A_LOC2, FailingLevels, copy_world, link_collection, link_copy_variants
 
@@ -185,7 +186,7 @@ def test_a_create_never_adopts_a_product_the_child_already_has():
 
 
 def test_a_second_executor_on_the_same_saga_stops_instead_of_running_a_step_twice():
-    from storesync.sync.saga import SagaConflict
+    from storesync.sync.domain.saga import SagaConflict
 
     log, journal = MemoryStepLog(), []
 
@@ -207,8 +208,8 @@ def test_a_second_executor_on_the_same_saga_stops_instead_of_running_a_step_twic
 def test_copy_saga_ends_all_done_or_as_before_whatever_fails_or_crashes(fail_at, crash_at):
     """fail_at: index of the write that is rejected for good (3 = none); crash_at: index of the
     step the first worker dies in (3 = none). A new executor then finishes the saga."""
-    from storesync.sync.memory import MemoryStore
-    from storesync.sync.saga_actions import copy_product_actions
+    from storesync.sync.services.copies import copy_product_actions
+    from tests.fakes import MemoryStore
     from tests.sync.sagas import copy_world, link_collection
 
     deps, pp = copy_world()
@@ -315,7 +316,7 @@ def test_a_copy_with_stock_in_the_create_makes_one_product_set_and_reads_no_chil
 
 
 async def link_copy_variants_again(deps, parent_product_id):
-    from storesync.sync.catalog import link_pending_copy
+    from storesync.sync.services.copies import link_pending_copy
 
     link = (await deps.links.link_map(CHILD_A)).link_down(LinkKind.PRODUCT, parent_product_id)
     child = await deps.stores[CHILD_A].read_product(link.child_id)
@@ -325,8 +326,9 @@ async def link_copy_variants_again(deps, parent_product_id):
 def test_the_echo_of_a_create_that_wrote_stock_is_recognised_and_causes_no_write():
     from datetime import UTC, datetime
 
-    from storesync.sync.conflicts import LevelDecision, Version, judge_level_delivery
-    from storesync.sync.memory import MemoryAppliedVersions
+    from storesync.sync.domain.conflicts import LevelDecision, Version
+    from storesync.sync.services.sales import judge_level_delivery
+    from tests.fakes import MemoryAppliedVersions
 
     deps, pp = copy_world()
     asyncio.run(link_collection(deps))
@@ -474,7 +476,7 @@ def test_a_resumed_create_upserts_what_the_first_run_made():
     assert saga.state is SagaState.COMPLETED and runs == [False, True]
     assert len(child.products) == 1  # the resend updated the first run's product
     # ...and gave it new variants: the first send's create webhook must not link them
-    from storesync.sync.catalog import created_webhook_describes_it
+    from storesync.sync.domain.copies import created_webhook_describes_it
 
     pending = asyncio.run(deps.links.link_map(CHILD_A)).link_down(LinkKind.PRODUCT, pp.id).pending
     assert pending is not None and not created_webhook_describes_it(pending)

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from storesync.sync.collection_sync import collection_input, collection_view
-from storesync.sync.model import Collection, Image
-from storesync.sync.shopify_collections import ShopifyCollections
+from storesync.sync.adapters.shopify import ShopifyCollections
+from storesync.sync.domain.collections import collection_input, collection_view
+from storesync.sync.domain.model import Collection, Image
 from tests.commerce.test_client_emulator import SHOP, client_for, running_emulator
 
 

@@ -10,22 +10,20 @@ from pydantic import SecretStr
 
 from storesync.config import Settings
 from storesync.db.pools import POOLED_CONNECTION_KWARGS, async_pooled_pool
-from storesync.sync.audit import AuditRecord
-from storesync.sync.inventory import (
-    EntryKind,
-    EntryStatus,
-    LedgerEntry,
-    LedgerKey,
-    SaleContext,
-    apply_order_event,
-    order_event_from_webhook,
+from storesync.sync.adapters.postgres import (
+    PgAudit,
+    PgLedger,
+    PgLinks,
+    PgStepLog,
+    PgWriteRecords,
 )
-from storesync.sync.memory import MemoryStore
-from storesync.sync.model import Link, LinkKind, MatchedBy
-from storesync.sync.ports import WriteRecord
-from storesync.sync.saga import SagaExecutor, SagaState, StepStatus
-from storesync.sync.saga_actions import copy_product_actions, copy_product_steps
-from storesync.sync.store_pg import PgAppliedVersions, PgAudit, PgLedger, PgLinks, PgStepLog, PgWriteRecords
+from storesync.sync.domain.model import Link, LinkKind, MatchedBy
+from storesync.sync.domain.orders import order_event_from_webhook
+from storesync.sync.domain.saga import SagaState, StepStatus, copy_product_steps
+from storesync.sync.services.copies import copy_product_actions
+from storesync.sync.services.sagas import SagaExecutor
+from storesync.sync.services.sales import SaleContext, apply_order_event
+from tests.fakes import MemoryStore
 from tests.sync.builders import CHILD_A, CHILD_B, P_LOC1, PARENT, merchant
 from tests.sync.sagas import copy_world, link_collection
 from tests.sync.test_inventory import P_ITEM, link_map, order
@@ -42,8 +40,8 @@ async def connect(db) -> psycopg.AsyncConnection:
 
 
 async def test_a_pending_copy_is_linked_once_with_its_echo_records_even_by_two_completers_at_once(db):
-    from storesync.sync.catalog import link_pending_copy
-    from storesync.sync.model import Variant
+    from storesync.sync.domain.model import Variant
+    from storesync.sync.services.copies import link_pending_copy
 
     pending = {
         "written_at": T0.isoformat(),
@@ -95,58 +93,6 @@ async def test_a_pending_copy_is_linked_once_with_its_echo_records_even_by_two_c
         assert [(w.quantity, w.written_at, w.cause) for w in writes] == [(4, T0, "job:7")]
 
 
-async def test_links_round_trip_and_keep_their_synced_view(db):
-    async with await connect(db) as conn:
-        repo = PgLinks(conn)
-        variant = Link(
-            LinkKind.VARIANT,
-            CHILD_A,
-            "gid://shopify/ProductVariant/1",
-            "gid://shopify/ProductVariant/9",
-            MatchedBy.SKU,
-            "gid://shopify/Product/1",
-            "gid://shopify/Product/8",
-            "gid://shopify/InventoryItem/1",
-            "gid://shopify/InventoryItem/9",
-        )
-        product = Link(
-            LinkKind.PRODUCT,
-            CHILD_A,
-            "gid://shopify/Product/1",
-            "gid://shopify/Product/8",
-            MatchedBy.SKU,
-            synced_view={"title": "Tee", "variants": {"a": {"price": "1.00"}}},
-        )
-        assert await repo.save_links([variant, product]) == 2
-        # a later write without a view (and another matched_by) keeps the view and how it was first matched
-        await repo.save_links(
-            [
-                Link(
-                    LinkKind.PRODUCT,
-                    CHILD_A,
-                    "gid://shopify/Product/1",
-                    "gid://shopify/Product/8",
-                    MatchedBy.CREATED,
-                )
-            ]
-        )
-        lm = await repo.link_map(CHILD_A)
-        assert lm.link_down(LinkKind.PRODUCT, "gid://shopify/Product/1").synced_view == product.synced_view
-        assert lm.link_down(LinkKind.PRODUCT, "gid://shopify/Product/1").matched_by is MatchedBy.SKU
-        assert lm.link_down(LinkKind.VARIANT, variant.parent_id) == variant
-        assert lm.parent_item_for_child_variant(variant.child_id) == "gid://shopify/InventoryItem/1"
-        assert [lk.child_shop for lk in await repo.links_down(LinkKind.VARIANT, variant.parent_id)] == [
-            CHILD_A
-        ]
-        assert await repo.links_for_parent_item("gid://shopify/InventoryItem/1") == [variant]
-        await repo.set_synced_view(CHILD_A, "gid://shopify/Product/1", {"title": "New"})
-        assert (await repo.link_map(CHILD_A)).link_down(LinkKind.PRODUCT, product.parent_id).synced_view == {
-            "title": "New"
-        }
-        await repo.delete_link(CHILD_A, LinkKind.VARIANT, variant.parent_id)
-        assert (await repo.link_map(CHILD_A)).child_id(LinkKind.VARIANT, variant.parent_id) is None
-
-
 async def test_one_child_object_cannot_be_linked_to_two_parent_objects(db):
     async with await connect(db) as conn:
         repo = PgLinks(conn)
@@ -177,47 +123,6 @@ async def test_one_child_object_cannot_be_linked_to_two_parent_objects(db):
 
 
 # --------------------------------------------------------------------------- ledger
-
-
-def entry(delta=-1, line="gid://shopify/LineItem/1") -> LedgerEntry:
-    return LedgerEntry(
-        LedgerKey(CHILD_A, line, EntryKind.SALE), "gid://shopify/Order/1", P_ITEM, P_LOC1, delta, "delivery:1"
-    )
-
-
-async def test_ledger_entries_move_claimed_planned_applied_once(db):
-    async with await connect(db) as conn:
-        ledger = PgLedger(conn)
-        stored, created = await ledger.claim(entry())
-        assert created and stored.status is EntryStatus.CLAIMED
-        again, created = await ledger.claim(entry())
-        assert not created and again == stored
-        with pytest.raises(ValueError, match="different content"):
-            await ledger.claim(entry(delta=-5))
-        first = await ledger.plan(stored.key, -1, 0, 0)
-        other = await ledger.plan(stored.key, -1, 0, 4)  # a second planner gets the first plan
-        assert (first.applied_delta, other.expected_after, other.plan_no) == (-1, 0, 0)
-        # the compare-and-set lost: a new plan replaces plan 0, once
-        planned = await ledger.plan(stored.key, 0, 1, 0, replan_of=0)
-        late = await ledger.plan(stored.key, -1, 0, 9, replan_of=0)
-        assert (planned.plan_no, planned.applied_delta, late) == (1, 0, planned)
-        assert planned.idempotency_key != first.idempotency_key
-        assert await ledger.unfinished(P_ITEM, P_LOC1) == [planned]
-        assert await ledger.mark_applied(stored.key, 0)
-        assert not await ledger.mark_applied(stored.key, 0)
-        assert await ledger.backlog(P_ITEM, P_LOC1) == 1
-        assert await ledger.unfinished(P_ITEM, P_LOC1) == []
-        restock = LedgerEntry(
-            LedgerKey(CHILD_A, "gid://shopify/LineItem/1", EntryKind.RESTOCK, "r1"),
-            "gid://shopify/Order/1",
-            P_ITEM,
-            P_LOC1,
-            1,
-            "delivery:2",
-        )
-        await ledger.claim(restock)
-        assert await ledger.restocked(CHILD_A, "gid://shopify/LineItem/1") == 1
-        assert (await ledger.get(restock.key)).status is EntryStatus.CLAIMED
 
 
 class CountingStore(MemoryStore):
@@ -294,58 +199,6 @@ async def test_ledger_through_pgbouncer_transaction_mode(pgbouncer_dsn, db):
 
 
 # --------------------------------------------------------------------------- write records, versions, audit
-
-
-async def test_write_records_and_applied_versions(db):
-    async with await connect(db) as conn:
-        writes, versions = PgWriteRecords(conn), PgAppliedVersions(conn)
-        for s, q in ((0, 5), (2, 4), (1, 6)):
-            await writes.record_write(WriteRecord(CHILD_A, "i", "l", q, T0 + timedelta(seconds=s), "job:1"))
-        recent = await writes.recent_writes(CHILD_A, "i", "l", T0 + timedelta(seconds=1))
-        assert [r.quantity for r in recent] == [4, 6]
-        newest = await writes.recent_writes(CHILD_A, "i", "l", T0, limit=1)  # a fan-out's guess
-        assert [r.quantity for r in newest] == [4]
-        assert await writes.prune(T0 + timedelta(seconds=1)) == 1
-        assert await versions.advance(CHILD_A, "i", "l", T0, "b")
-        assert await versions.advance(CHILD_A, "i", "l", T0, "b")  # the same event again
-        assert not await versions.advance(CHILD_A, "i", "l", T0, "a")  # older tiebreak: stale
-        assert not await versions.advance(CHILD_A, "i", "l", T0 - timedelta(seconds=1), "z")
-        assert await versions.advance(CHILD_A, "i", "l", T0 + timedelta(seconds=1), "a")
-        assert await versions.current(CHILD_A, "i", "l") == (T0 + timedelta(seconds=1), "a")
-        assert await versions.current(CHILD_A, "i", "x") is None
-        # a copy's levels that moved after it wrote them (to fan out once it is linked)
-        await versions.advance(CHILD_A, "j", "l", T0 - timedelta(seconds=5), "a")
-        levels = [("i", "l"), ("j", "l"), ("i", "x")]
-        assert await versions.moved_since(CHILD_A, levels, T0) == [("i", "l")]
-        assert await versions.moved_since(CHILD_A, levels, T0 - timedelta(seconds=9)) == [
-            ("i", "l"),
-            ("j", "l"),
-        ]
-        assert await versions.moved_since(CHILD_B, levels, T0 - timedelta(seconds=9)) == []
-        assert await versions.moved_since(CHILD_A, [], T0) == []
-
-
-async def test_audit_trail_is_queryable_by_store_object_and_cause(db):
-    async with await connect(db) as conn:
-        audit = PgAudit(conn)
-        for n in range(3):
-            await audit.record(
-                AuditRecord(
-                    CHILD_A if n < 2 else CHILD_B,
-                    "product",
-                    f"p{n % 2}",
-                    "product_set",
-                    {"title": "a"},
-                    {"title": "b", "n": n},
-                    f"job:{n}",
-                    T0 + timedelta(seconds=n),
-                )
-            )
-        assert [r.after["n"] for r in await audit.query(shop=CHILD_A)] == [1, 0]
-        assert [r.after["n"] for r in await audit.query(object_id="p0")] == [2, 0]
-        (one,) = await audit.query(cause="job:1")
-        assert (one.shop, one.before, one.at) == (CHILD_A, {"title": "a"}, T0 + timedelta(seconds=1))
-        assert len(await audit.query(limit=2)) == 2
 
 
 # --------------------------------------------------------------------------- saga log

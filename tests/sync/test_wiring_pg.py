@@ -12,12 +12,15 @@ from storesync.config import NetworkConfig
 from storesync.db.credentials import ENCRYPTION_KEY_ENV, generate_key, load_cipher
 from storesync.db.credentials_sql import static_tokens
 from storesync.db.network_sql import apply_network
-from storesync.queue.enqueue import Lane
-from storesync.sync.commands import resume_store
-from storesync.sync.handlers import JOB_COPY_PRODUCT, enqueue_saga_resumes
-from storesync.sync.runtime import network_with_credentials, park_job, pause_store, paused_among
-from storesync.sync.saga import SagaState, StepSpec
-from storesync.sync.store_pg import PgStepLog
+from storesync.queue.enqueue import JobSpec, Lane
+from storesync.sync.adapters.jobqueue import park
+from storesync.sync.adapters.postgres import PgStepLog, Storage, pause_store, paused_among
+from storesync.sync.domain.network import Network
+from storesync.sync.domain.routing import JOB_COPY_PRODUCT
+from storesync.sync.domain.saga import SagaState, StepSpec
+from storesync.sync.runtime import network_with_credentials
+from storesync.sync.services.copies import resume_unfinished_sagas
+from storesync.sync.services.stores import resume_store
 
 NETWORK = NetworkConfig.model_validate(
     {
@@ -91,10 +94,14 @@ def test_unfinished_sagas_get_one_resume_job_each_at_worker_start(applied) -> No
                 )
                 await log.set_state(saga_id, state)
 
+    async def resume() -> int:
+        async with await psycopg.AsyncConnection.connect(applied.dsn, autocommit=True) as conn:
+            return await resume_unfinished_sagas(Storage(conn), Network.from_config(NETWORK), 5)
+
     asyncio.run(make())
+    assert asyncio.run(resume()) == 2
+    assert asyncio.run(resume()) == 2  # a second start collapses into the queued jobs
     with applied.connect(autocommit=True) as conn:
-        assert enqueue_saga_resumes(conn, NETWORK) == 2
-        assert enqueue_saga_resumes(conn, NETWORK) == 2  # a second start collapses into the queued jobs
         jobs = conn.execute(
             "SELECT kind, lock_key, group_key, payload->>'saga_id' FROM jobs ORDER BY id"
         ).fetchall()
@@ -114,13 +121,15 @@ def test_parked_jobs_of_a_paused_store_run_at_once_when_it_is_resumed(applied) -
             assert await paused_among(conn, [shop, "parent.myshopify.com"]) == {
                 shop: "HTTP 401: token revoked"
             }
-            await park_job(
+            await park(
                 conn,
-                kind="sync.product_to_child",
-                payload={"child_shop": shop},
-                group="acme",
-                lane=Lane.CATALOG,
-                lock_key="product:x",
+                JobSpec(
+                    "sync.product_to_child",
+                    {"child_shop": shop},
+                    group="acme",
+                    lane=Lane.CATALOG,
+                    lock_key="product:x",
+                ),
                 shop=shop,
                 delay_s=600,
             )

@@ -7,9 +7,9 @@ from decimal import Decimal
 
 import pytest
 
-from storesync.config import ConfigError, NetworkConfig
+from storesync.config import ConfigError, NetworkConfig, SyncedField
 from storesync.db.credentials import ENCRYPTION_KEY_ENV, generate_key, load_cipher
-from storesync.sync.catalog import Rounding, SyncedField, SyncPolicy
+from storesync.sync.domain.catalog import Rounding, SyncPolicy
 
 BASE = """
 [[merchants]]

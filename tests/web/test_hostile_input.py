@@ -10,8 +10,8 @@ import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from storesync.sync.domain.topics import BY_NAME as HANDLED_TOPICS
 from storesync.web.ingest import sign
-from storesync.web.topics import HANDLED_TOPICS
 from tests.web.conftest import CHILD, PARENT, SECRETS, serving
 from tests.web.test_webhooks import HOSTILE_BODIES
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from storesync.sync.inventory import order_event_from_webhook
+from storesync.sync.domain.orders import order_event_from_webhook
 from storesync.web.personal_data import minimised, spec_of
 
 CUSTOMER = {"id": 1, "email": "jon@example.com", "first_name": "Jon", "last_name": "Snow", "phone": "+1555"}

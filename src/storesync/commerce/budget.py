@@ -17,9 +17,11 @@ from __future__ import annotations
 import itertools
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
+import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from storesync.commerce import budget_sql as sql
@@ -63,7 +65,9 @@ class LocalBudget:
     """One process's view. Across processes without a database it still converges from
     throttleStatus, but processes cannot see each other's in-flight calls."""
 
-    def __init__(self, *, margin: float = DEFAULT_MARGIN, clock=time.monotonic) -> None:
+    def __init__(
+        self, *, margin: float = DEFAULT_MARGIN, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.margin = margin
         self._clock = clock
         self._states: dict[str, BucketState] = {}
@@ -113,7 +117,9 @@ class PostgresBudget:
         self.reservation_ttl = reservation_ttl
 
     @staticmethod
-    async def _locked_row(conn, statement: str, params: dict) -> tuple:
+    async def _locked_row(
+        conn: psycopg.AsyncConnection[Any], statement: str, params: dict[str, Any]
+    ) -> tuple[Any, ...]:
         """Run a statement that locks the store's bucket row and returns it; make the row first
         if the store has none yet (first call, or the unlogged table emptied by a crash)."""
         cur = await conn.execute(statement, params)
@@ -129,7 +135,9 @@ class PostgresBudget:
             )
             cur = await conn.execute(statement, params)
             row = await cur.fetchone()
-        return row
+        if row is None:
+            raise RuntimeError(f"no budget row for {params['shop']}")
+        return tuple(row)
 
     async def reserve(self, shop: str, cost: float, *, max_wait: float = math.inf) -> Reservation:
         async with self.pool.connection() as conn, conn.transaction():
@@ -153,7 +161,9 @@ class PostgresBudget:
                     "expires_at": now + grant.wait + self.reservation_ttl,
                 },
             )
-            (rid,) = await cur.fetchone()
+            granted = await cur.fetchone()
+            assert granted is not None
+            (rid,) = granted
         return Reservation(rid, shop, cost, grant.wait)
 
     async def settle(

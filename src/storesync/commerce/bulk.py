@@ -37,14 +37,10 @@ from storesync.commerce.errors import (
     UserError,
     user_errors_error,
 )
-from storesync.commerce.store_api import product_from_json
-from storesync.sync.model import Product
 
 log = structlog.get_logger("storesync.commerce.bulk")
 
 FINAL_STATUSES = frozenset({"COMPLETED", "FAILED", "CANCELED", "EXPIRED"})
-# A product's nested connections in BulkProducts, by the gid type of their nodes.
-PRODUCT_CHILDREN = {"ProductVariant": "variants", "Collection": "collections", "Metafield": "metafields"}
 
 
 class BulkOperationInProgress(RetryableCommerceError):
@@ -92,12 +88,12 @@ async def start_bulk_query(client: AdminClient, query: str) -> str:
             err.user_errors = tuple(UserError.from_json(e) for e in errors)  # type: ignore[attr-defined]
             raise err
         raise user_errors_error("BulkOperationRunQuery", errors, shop=client.shop)
-    return payload["bulkOperation"]["id"]
+    return str(payload["bulkOperation"]["id"])
 
 
 async def wait_for_bulk_operation(
     client: AdminClient, operation_id: str, *, poll_interval: float = 1.0, timeout: float = 600.0
-) -> dict:
+) -> dict[str, Any]:
     """Poll the operation (`bulkOperations` filtered by its id) until it ends: the COMPLETED
     operation's fields."""
     ctx = {"shop": client.shop, "operation": "BulkOperationStatus"}
@@ -118,7 +114,7 @@ async def wait_for_bulk_operation(
             )
         status = op["status"]
         if status == "COMPLETED":
-            return op
+            return dict(op)
         if status in FINAL_STATUSES:
             message = f"{client.shop}: bulk operation {operation_id} ended {status} ({op.get('errorCode')})"
             if op.get("errorCode") == "ACCESS_DENIED":
@@ -135,7 +131,9 @@ async def wait_for_bulk_operation(
         await asyncio.sleep(poll_interval)
 
 
-async def download_lines(url: str | None, *, shop: str, timeout: float = 60.0) -> AsyncIterator[dict]:
+async def download_lines(
+    url: str | None, *, shop: str, timeout: float = 60.0
+) -> AsyncIterator[dict[str, Any]]:
     """The objects of a result file, in file order. The URL is signed and off the Admin API's
     host: no access token goes with it."""
     if url is None:  # COMPLETED with no url: the query matched nothing
@@ -159,7 +157,7 @@ async def download_lines(url: str | None, *, shop: str, timeout: float = 60.0) -
 
 async def bulk_query(
     client: AdminClient, query: str, *, poll_interval: float = 1.0, timeout: float = 600.0
-) -> AsyncIterator[dict]:
+) -> AsyncIterator[dict[str, Any]]:
     """Run `query` as a bulk query and yield its JSONL objects as Shopify wrote them (flattened,
     children with `__parentId`); `reassemble` nests them back."""
     operation_id = await start_bulk_query(client, query)
@@ -180,13 +178,13 @@ def _gid_type(value: str) -> str:
     return value.split("/")[3] if value.startswith("gid://shopify/") else ""
 
 
-def reassemble(objects: Iterable[Mapping[str, Any]], children: Mapping[str, str]) -> list[dict]:
+def reassemble(objects: Iterable[Mapping[str, Any]], children: Mapping[str, str]) -> list[dict[str, Any]]:
     """Roots with their children nested back: a child (with `__parentId`) goes to its parent's
     `children[<child's gid type>]` as `{"nodes": [...], "pageInfo": {"hasNextPage": False}}`,
     the shape a paged read has once complete. Children of an unlisted type are an error (the
     query and the mapping disagree); a parent that is not in the file too."""
-    by_id: dict[str, dict] = {}
-    roots: list[dict] = []
+    by_id: dict[str, dict[str, Any]] = {}
+    roots: list[dict[str, Any]] = []
     for raw in objects:
         obj = {k: v for k, v in raw.items() if k != "__parentId"}
         for key in children.values():
@@ -197,25 +195,11 @@ def reassemble(objects: Iterable[Mapping[str, Any]], children: Mapping[str, str]
         if parent_id is None:
             roots.append(obj)
             continue
-        key = children.get(_gid_type(obj.get("id", "")))
+        child_key = children.get(_gid_type(obj.get("id", "")))
         parent = by_id.get(parent_id)
-        if key is None or parent is None:
+        if child_key is None or parent is None:
             raise ValueError(f"bulk result line {raw!r}: unknown child type or parent {parent_id}")
         for k in children.values():  # children hold no lists of their own here
             obj.pop(k, None)
-        parent[key]["nodes"].append(obj)
+        parent[child_key]["nodes"].append(obj)
     return roots
-
-
-async def bulk_products(
-    client: AdminClient, *, poll_interval: float = 1.0, timeout: float = 600.0
-) -> list[Product]:
-    """Every product of the store, complete (every variant, collection and metafield), read with
-    one bulk query: the same `Product` values `ShopifyStoreAPI.products()` yields, in id order."""
-    objects = [
-        obj
-        async for obj in bulk_query(
-            client, bulk_query_text("products"), poll_interval=poll_interval, timeout=timeout
-        )
-    ]
-    return [product_from_json(raw) for raw in reassemble(objects, PRODUCT_CHILDREN)]

@@ -73,7 +73,7 @@ def idempotency_key(job_id: int | str, step: str, *parts: object) -> str:
 @dataclass(frozen=True)
 class Result:
     operation: str
-    data: dict
+    data: dict[str, Any]
     cost: QueryCost | None
     attempts: int
 
@@ -100,7 +100,7 @@ class ClientStats:
 
 @dataclass(frozen=True)
 class Page:
-    nodes: list[dict]
+    nodes: list[dict[str, Any]]
     end_cursor: str | None
     has_next_page: bool
     page_size: int
@@ -160,7 +160,7 @@ class AdminClient:
     def backoff(self, attempt: int) -> float:
         """Exponential backoff with jitter: half fixed, half random, capped."""
         ceiling = min(self.backoff_cap, self.backoff_base * 2 ** (attempt - 1))
-        return ceiling / 2 + self.rng.uniform(0, ceiling / 2)
+        return float(ceiling / 2 + self.rng.uniform(0, ceiling / 2))
 
     async def execute(
         self,
@@ -244,7 +244,12 @@ class AdminClient:
         return result
 
     async def _send(
-        self, op: Operation, body: dict, reservation: Reservation, variables: Mapping[str, Any], token: str
+        self,
+        op: Operation,
+        body: dict[str, Any],
+        reservation: Reservation,
+        variables: Mapping[str, Any],
+        token: str,
     ) -> Result | tuple[str, float | None, str]:
         """One HTTP exchange. A Result, or (kind, forced delay, description) of a retryable fault.
         The reservation is always settled."""
@@ -270,7 +275,12 @@ class AdminClient:
             metrics.CALLS.labels(self.shop, outcome).inc()
 
     async def _exchange(
-        self, op: Operation, body: dict, reservation: Reservation, variables: Mapping[str, Any], token: str
+        self,
+        op: Operation,
+        body: dict[str, Any],
+        reservation: Reservation,
+        variables: Mapping[str, Any],
+        token: str,
     ) -> Result | tuple[str, float | None, str]:
         headers = {
             "X-Shopify-Access-Token": token,
@@ -412,7 +422,7 @@ class AdminClient:
         *,
         connection: str,
         page_size: int = 50,
-    ) -> AsyncIterator[dict]:
+    ) -> AsyncIterator[dict[str, Any]]:
         """Every node of a connection, page after page."""
         async for page in self.pages(operation, variables, connection=connection, page_size=page_size):
             for node in page.nodes:

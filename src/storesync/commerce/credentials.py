@@ -29,7 +29,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 import httpx
 import psycopg
@@ -129,7 +129,7 @@ class PgTokenStore:
     ) -> None:
         self.pool, self.cipher, self.lock_timeout_s = pool, cipher, lock_timeout_s
 
-    def _row(self, shop: str, raw: dict | None) -> StoredCredentials | None:
+    def _row(self, shop: str, raw: dict[str, Any] | None) -> StoredCredentials | None:
         if raw is None:
             return None
 
@@ -166,7 +166,13 @@ class PgTokenStore:
 
 
 class _PgLocked:
-    def __init__(self, store: PgTokenStore, conn, shop: str, row: StoredCredentials | None) -> None:
+    def __init__(
+        self,
+        store: PgTokenStore,
+        conn: psycopg.AsyncConnection[Any],
+        shop: str,
+        row: StoredCredentials | None,
+    ) -> None:
         self._store, self._conn, self._shop, self.row = store, conn, shop, row
 
     async def save(self, grant: TokenGrant, *, previous_refresh_token: str | None) -> None:
@@ -381,7 +387,7 @@ class NetworkTokens:
     a `GrantTokens` sharing one token store (Postgres) and one HTTP client."""
 
     def __init__(
-        self, network: NetworkConfig, store: TokenStore | None, http: httpx.AsyncClient, **options
+        self, network: NetworkConfig, store: TokenStore | None, http: httpx.AsyncClient, **options: Any
     ) -> None:
         self.network, self.store, self.http, self.options = network, store, http, options
         self._providers: dict[str, TokenProvider] = {}

@@ -1,26 +1,27 @@
-"""Typed outcomes of an Admin API call. Every error says whether a retry can help.
-
-Retryable errors subclass the queue's `RetryableError` (the job retries, after `retry_after` when
-known); errors a retry cannot fix subclass `PermanentError`. So a handler that lets them escape
-gets the right queue behaviour, and nothing is lost: network faults always end as retryable.
+"""Typed outcomes of an Admin API call: the commerce client's own exception hierarchy. Every
+error says whether a retry can help (`retryable`) and, when the store said, after how long
+(`retry_after`, seconds). Network faults always end as retryable, so nothing is lost. The sync
+jobs map these to the queue's retry / dead letter in one place (`sync/jobs/errors.py`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from storesync.queue.handlers import PermanentError, RetryableError
+from typing import Any
 
 
 class CommerceError(Exception):
     """Base of every error the commerce client raises."""
 
     retryable: bool = False
+    retry_after: float | None = None
     shop: str | None = None
     operation: str | None = None
 
 
-class RetryableCommerceError(CommerceError, RetryableError):
+class RetryableCommerceError(CommerceError):
+    """A retry can help: the same call later (after `retry_after` seconds when known)."""
+
     retryable = True
 
     def __init__(
@@ -31,15 +32,20 @@ class RetryableCommerceError(CommerceError, RetryableError):
         shop: str | None = None,
         operation: str | None = None,
     ) -> None:
-        RetryableError.__init__(self, message, retry_after=retry_after)
+        super().__init__(message)
+        if retry_after is not None and retry_after < 0:
+            raise ValueError(f"retry_after must be >= 0, got {retry_after}")
+        self.retry_after = retry_after
         self.shop, self.operation = shop, operation
 
 
-class PermanentCommerceError(CommerceError, PermanentError):
+class PermanentCommerceError(CommerceError):
+    """A retry of the same call cannot help."""
+
     retryable = False
 
     def __init__(self, message: str, *, shop: str | None = None, operation: str | None = None) -> None:
-        PermanentError.__init__(self, message)
+        super().__init__(message)
         self.shop, self.operation = shop, operation
 
 
@@ -58,7 +64,7 @@ class ThrottledError(RetryableCommerceError):
 class StoreUnauthorized(RetryableCommerceError):
     """The store refuses the app as a whole: HTTP 401 (token revoked, app uninstalled), 403
     (scope missing), 402 (store frozen) or 423 (store locked); `status` says which. The sync
-    layer pauses the store; retrying the job later (once resolved) is what helps, not now."""
+    jobs pause the store; retrying later (once resolved) is what helps, not now."""
 
     def __init__(
         self, message: str, *, status: int, shop: str | None = None, operation: str | None = None
@@ -126,7 +132,12 @@ class GraphQLQueryError(PermanentCommerceError):
     """The API rejected the document or its variables (a bug on our side)."""
 
     def __init__(
-        self, message: str, *, errors: list[dict], shop: str | None = None, operation: str | None = None
+        self,
+        message: str,
+        *,
+        errors: list[dict[str, Any]],
+        shop: str | None = None,
+        operation: str | None = None,
     ) -> None:
         super().__init__(message, shop=shop, operation=operation)
         self.errors = errors
@@ -142,7 +153,7 @@ class UserError:
     code: str | None = None
 
     @classmethod
-    def from_json(cls, raw: dict) -> UserError:
+    def from_json(cls, raw: dict[str, Any]) -> UserError:
         f = raw.get("field")
         return cls(message=str(raw.get("message", "")), field=tuple(f) if f else None, code=raw.get("code"))
 
@@ -214,7 +225,7 @@ _HANDLE = {"HANDLE_NOT_UNIQUE"}
 _IDEMPOTENCY = {"IDEMPOTENCY_KEY_PARAMETER_MISMATCH", "IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED"}
 
 
-def user_errors_error(operation: str, raw: list[dict], *, shop: str | None = None) -> CommerceError:
+def user_errors_error(operation: str, raw: list[dict[str, Any]], *, shop: str | None = None) -> CommerceError:
     """The typed error for a mutation payload's non-empty `userErrors`. Stale beats the other
     codes (re-reading may clear them too); a mix otherwise counts as the permanent one."""
     errors = tuple(UserError.from_json(r) for r in raw)

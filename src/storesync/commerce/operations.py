@@ -23,7 +23,7 @@ from graphql import (
     parse,
     visit,
 )
-from graphql.language import Visitor
+from graphql.language import Node, Visitor
 
 # The variable an operation declares when it carries `@idempotent(key: $idempotencyKey)`.
 IDEMPOTENCY_VARIABLE = "idempotencyKey"
@@ -63,12 +63,12 @@ def snake_to_camel(stem: str) -> str:
     return "".join(part.capitalize() for part in stem.split("_"))
 
 
-def _spreads(node) -> set[str]:
+def _spreads(node: Node) -> set[str]:
     """Names of the fragments `node` spreads directly."""
     found: set[str] = set()
 
     class Spreads(Visitor):
-        def enter_fragment_spread(self, spread: FragmentSpreadNode, *_args) -> None:
+        def enter_fragment_spread(self, spread: FragmentSpreadNode, *_args: object) -> None:
             found.add(spread.name.value)
 
     visit(node, Spreads())

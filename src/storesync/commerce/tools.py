@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import httpx
 import psycopg
@@ -96,5 +97,5 @@ async def _expiry(token_store: TokenStore | None, store: StoreConfig) -> datetim
     return row.expires_at if row is not None else None
 
 
-def list_budgets(conn: psycopg.Connection) -> list[tuple]:
+def list_budgets(conn: psycopg.Connection) -> list[tuple[Any, ...]]:
     return conn.execute(sql.LIST_BUDGETS).fetchall()

@@ -4,6 +4,7 @@ caller sends the same shape (the document test coerces their output against the 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 # (inventory item gid, location gid, new quantity, quantity we believe the store has now or None)
 SetQuantity = tuple[str, str, int, int | None]
@@ -17,11 +18,11 @@ def set_quantities_input(
     reason: str,
     name: str = "available",
     reference_document_uri: str | None = None,
-) -> dict:
+) -> dict[str, Any]:
     """`InventorySetQuantitiesInput`. Since 2026-04 every quantity must carry `changeFromQuantity`:
     the quantity we read (compare-and-set; a mismatch is `StaleQuantityError`), or an explicit
     null to opt out of the check."""
-    input_: dict = {
+    input_: dict[str, Any] = {
         "name": name,
         "reason": reason,
         "quantities": [
@@ -45,11 +46,11 @@ def adjust_quantities_input(
     reason: str,
     name: str = "available",
     reference_document_uri: str | None = None,
-) -> dict:
+) -> dict[str, Any]:
     """`InventoryAdjustQuantitiesInput`. A delta commutes with concurrent sales, so by default it
     opts out of compare-and-set (explicit null `changeFromQuantity`); give a 4th element to make
     it conditional. The idempotency key stops it applying twice."""
-    input_: dict = {
+    input_: dict[str, Any] = {
         "name": name,
         "reason": reason,
         "changes": [

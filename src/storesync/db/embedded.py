@@ -28,6 +28,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 import psycopg
@@ -79,7 +80,7 @@ class EmbeddedPostgres:
         self.pgdata = pgdata.expanduser().resolve()
         self.database = database
         self.server_settings = {**DEFAULT_SERVER_SETTINGS, **(server_settings or {})}
-        self._server = None
+        self._server: Any = None
 
     # -- handle bookkeeping ------------------------------------------------------------------
 

@@ -26,6 +26,10 @@ from storesync.config import ConfigError, Settings
 # never prepare: for connections whose settings are not at hand (tests, tools).
 POOLED_CONNECTION_KWARGS: dict[str, Any] = {"prepare_threshold": None, "autocommit": False}
 
+# set_local_statement_timeout: bound every statement of the current transaction, in milliseconds
+# (SET LOCAL, so PgBouncer-safe: it ends with the transaction). Parameter: the timeout as text.
+SET_LOCAL_STATEMENT_TIMEOUT = "SELECT set_config('statement_timeout', %s, true)"
+
 
 # A prepared statement is planned for its parameters every time (parsing is what preparing
 # saves), never with a generic plan: a generic plan made while a table was nearly empty (the
@@ -97,6 +101,26 @@ def async_pooled_pool(
     if check_on_checkout:
         args["check"] = AsyncConnectionPool.check_connection
     return AsyncConnectionPool(**args)
+
+
+def connect_pooled(settings: Settings, *, autocommit: bool = True) -> psycopg.Connection:
+    """One session on the pooled path, outside any pool (PgBouncer-safe: no prepared statements)."""
+    return psycopg.connect(
+        _require(settings.pooled_dsn, "DATABASE_URL"),
+        prepare_threshold=None,
+        autocommit=autocommit,
+        connect_timeout=settings.connect_timeout,
+    )
+
+
+async def async_connect_pooled(settings: Settings, *, autocommit: bool = True) -> psycopg.AsyncConnection:
+    """The asyncio twin of `connect_pooled`."""
+    return await psycopg.AsyncConnection.connect(
+        _require(settings.pooled_dsn, "DATABASE_URL"),
+        prepare_threshold=None,
+        autocommit=autocommit,
+        connect_timeout=settings.connect_timeout,
+    )
 
 
 def connect_direct(settings: Settings, *, autocommit: bool = True) -> psycopg.Connection:

@@ -1,4 +1,6 @@
 """The whole system on one machine, as separate OS processes, for the demo, e2e tests and bench.
+The parts it composes: `processes.py` (starting and stopping them), `seeding.py` (the stores'
+catalog and storesync.toml), `comparison.py` (every child against the parent).
 
     with running_system(dsn, children=3, products=50, workers=2) as system:
         order = system.place_order(system.children[0], sku="DEMO-001-S", quantity=1)
@@ -22,14 +24,8 @@ process dies without cleanup (SIGKILL), the kernel sends each child SIGTERM (PR_
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import hashlib
-import json
 import os
-import random
 import secrets
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,275 +36,24 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 
 from storesync.api_version import ADMIN_API_VERSION
 from storesync.config import NetworkConfig
 from storesync.db.embedded import own_signals
-from storesync.emulator.control_client import EmulatorControl, EmulatorControlError
-
-LOCATION_NAMES = ("Shop location", "Warehouse")
-MERCHANT_ID = "demo"
-
-
-class SystemStartError(RuntimeError):
-    """A part of the system did not start or stopped unexpectedly; the message says which and
-    ends with the tail of its log."""
-
-
-# --------------------------------------------------------------------------- processes
-
-
-def _set_parent_death_signal() -> None:
-    """In the child between fork and exec: SIGTERM when the parent dies (Linux only)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
-@dataclass
-class ManagedProcess:
-    name: str
-    popen: subprocess.Popen
-    log_path: Path
-    service: bool = True  # runs until stopped (a service exiting is a failure); False: a command
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            text = self.log_path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
-
-
-class ProcessSet:
-    """Processes started in their own groups, stopped in reverse order of start."""
-
-    def __init__(self, log_dir: Path, env: dict[str, str]) -> None:
-        self.log_dir = log_dir
-        self.env = env
-        self.processes: list[ManagedProcess] = []
-
-    def start(
-        self, name: str, args: Sequence[str], *, env: dict[str, str] | None = None, service: bool = True
-    ) -> ManagedProcess:
-        log_path = self.log_dir / f"{name}.log"
-        log = open(log_path, "ab")  # noqa: SIM115 - the child holds it; closed below after the fork
-        try:
-            popen = subprocess.Popen(
-                [sys.executable, "-m", "storesync", *args],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env or self.env,
-                start_new_session=True,
-                preexec_fn=_set_parent_death_signal if sys.platform == "linux" else None,
-            )
-        finally:
-            log.close()
-        proc = ManagedProcess(name, popen, log_path, service)
-        self.processes.append(proc)
-        return proc
-
-    def check_alive(self) -> None:
-        for p in self.processes:
-            if p.service and not p.alive():
-                raise SystemStartError(
-                    f"{p.name} (pid {p.pid}) exited with {p.popen.returncode}:\n{p.log_tail()}"
-                )
-
-    @staticmethod
-    def _signal(proc: ManagedProcess, sig: int) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, sig)
-
-    def stop_all(self, timeout: float) -> None:
-        """Stop in dependency order: workers and commands first (they drain against the web tier,
-        the emulator and Postgres), then the web tier, then the emulator. Each tier gets SIGTERM
-        at once; what is alive at the deadline gets SIGKILL, and so does what is left in each
-        process group (children the process may have started)."""
-        deadline = time.monotonic() + timeout
-        tiers = [
-            [p for p in self.processes if p.name not in ("web", "emulator")],
-            [p for p in self.processes if p.name == "web"],
-            [p for p in self.processes if p.name == "emulator"],
-        ]
-        for tier in tiers:
-            for proc in tier:
-                if proc.alive():
-                    self._signal(proc, signal.SIGTERM)
-            for proc in tier:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.popen.wait(timeout=max(0.1, deadline - time.monotonic()))
-                self._signal(proc, signal.SIGKILL)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.popen.wait(timeout=5)
-
-
-# --------------------------------------------------------------------------- catalog
-
-
-ADJECTIVES = ("Alpine", "Breezy", "Cedar", "Dune", "Ember", "Fjord", "Granite", "Harbor", "Indigo", "Juniper")
-NOUNS = ("Jacket", "Tee", "Hoodie", "Cap", "Tote", "Scarf", "Sock", "Beanie", "Vest", "Short")
-COLLECTIONS = ("New arrivals", "Outerwear", "Basics", "Accessories", "Sale")
-SIZE_SETS = (["S", "M", "L"], ["S", "M"], ["One size"])
-
-
-def demo_catalog(products: int, locations: Sequence[str], seed: int = 7) -> list[dict]:
-    """A deterministic parent catalog: 1-3 variants per product, stock at every location."""
-    rng = random.Random(seed)
-    catalog = []
-    for n in range(1, products + 1):
-        title = f"{ADJECTIVES[n % len(ADJECTIVES)]} {NOUNS[(n // len(ADJECTIVES)) % len(NOUNS)]} {n}"
-        sizes = SIZE_SETS[n % len(SIZE_SETS)]
-        variants = []
-        for size in sizes:
-            sku = f"DEMO-{n:03d}-{size.replace(' ', '').upper()}"
-            variants.append(
-                {
-                    "sku": sku,
-                    "barcode": f"0{n:05d}{sizes.index(size):02d}",
-                    "price": f"{19 + n % 40}.00",
-                    "options": {"Size": size},
-                    "available": {loc: rng.randint(5, 40) for loc in locations},
-                }
-            )
-        catalog.append(
-            {
-                "title": title,
-                "handle": f"demo-product-{n}",
-                "vendor": "Northwind",
-                "product_type": NOUNS[(n // len(ADJECTIVES)) % len(NOUNS)],
-                "tags": sorted({"demo", rng.choice(("summer", "winter", "all-season"))}),
-                "description_html": f"<p>{title}: made to last.</p>",
-                "variants": variants,
-            }
-        )
-    return catalog
-
-
-# --------------------------------------------------------------------------- comparison
-
-
-SYNCED_PRODUCT_FIELDS = ("title", "body_html", "vendor", "product_type", "status")
-
-
-def _product_view(product: dict, collection_handles: dict[str, str]) -> dict:
-    """The synced fields of one product of an emulator snapshot (REST shape), without store ids:
-    collections by handle, variants by SKU."""
-    view: dict[str, Any] = {k: product.get(k) for k in SYNCED_PRODUCT_FIELDS}
-    tags = product.get("tags") or ""
-    view["tags"] = sorted(
-        t.strip() for t in (tags.split(",") if isinstance(tags, str) else tags) if t.strip()
-    )
-    view["options"] = [[o.get("name"), list(o.get("values") or [])] for o in product.get("options") or []]
-    view["variants"] = sorted(
-        [
-            str(v.get("sku")),
-            str(v.get("barcode")),
-            str(v.get("price")),
-            [v.get("option1"), v.get("option2"), v.get("option3")],
-        ]
-        for v in product.get("variants") or []
-    )
-    view["collections"] = sorted(str(collection_handles.get(c, c)) for c in product.get("collections") or [])
-    return view
-
-
-def catalog_view(snapshot: dict) -> dict[str, dict]:
-    """handle -> synced fields, for every product of a store."""
-    handles = {c["admin_graphql_api_id"]: c["handle"] for c in snapshot.get("collections") or []}
-    return {p["handle"]: _product_view(p, handles) for p in snapshot.get("products") or []}
-
-
-def inventory_view(snapshot: dict) -> dict[tuple[str, str], int]:
-    """(sku, location name) -> available, for every tracked item with a SKU."""
-    names = {loc["id"]: loc["name"] for loc in snapshot.get("locations") or []}
-    return {
-        (lvl["sku"], names.get(lvl["location_id"], lvl["location_id"])): int(lvl.get("available", 0))
-        for lvl in snapshot.get("inventory_levels") or []
-        if lvl.get("sku")
-    }
-
-
-def view_hash(view: Any) -> str:
-    return hashlib.sha256(json.dumps(view, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
-@dataclass
-class StoreRow:
-    shop: str
-    role: str
-    products: int
-    catalog_hash: str
-    units: int  # available units over all items and locations
-    catalog_matches: bool
-    inventory_mismatches: list[str]  # "SKU@location: parent 5, here 4"
-
-    @property
-    def agrees(self) -> bool:
-        return self.catalog_matches and not self.inventory_mismatches
-
-
-@dataclass
-class Comparison:
-    rows: list[StoreRow]
-
-    @property
-    def agree(self) -> bool:
-        return all(r.agrees for r in self.rows)
-
-    def problems(self) -> list[str]:
-        out = []
-        for r in self.rows:
-            if not r.catalog_matches:
-                out.append(f"{r.shop}: catalog hash {r.catalog_hash} differs from the parent's")
-            out += [f"{r.shop}: {m}" for m in r.inventory_mismatches[:10]]
-        return out
-
-
-def compare_snapshots(parent: dict, children: dict[str, dict]) -> Comparison:
-    """Every child against the parent: the synced fields of the parent's products (matched by
-    handle; child-only products are the child's own business) and available stock per SKU and
-    location name (the location map pairs locations of the same name)."""
-    p_catalog, p_levels = catalog_view(parent), inventory_view(parent)
-    rows = [
-        StoreRow(
-            parent["shop"], "parent", len(p_catalog), view_hash(p_catalog), sum(p_levels.values()), True, []
-        )
-    ]
-    for shop, snap in children.items():
-        c_catalog, c_levels = catalog_view(snap), inventory_view(snap)
-        mirrored = {h: c_catalog.get(h) for h in p_catalog}
-        mismatches = [
-            f"{sku}@{loc}: parent {want}, here {c_levels.get((sku, loc), 'missing')}"
-            for (sku, loc), want in sorted(p_levels.items())
-            if c_levels.get((sku, loc)) != want
-        ]
-        units = sum(c_levels.get(k, 0) for k in p_levels)
-        rows.append(
-            StoreRow(
-                shop,
-                "child",
-                sum(1 for v in mirrored.values() if v is not None),
-                view_hash(mirrored),
-                units,
-                mirrored == p_catalog,
-                mismatches,
-            )
-        )
-    return Comparison(rows)
-
-
-# --------------------------------------------------------------------------- the running system
+from storesync.demo.comparison import Comparison, compare_snapshots, inventory_view
+from storesync.demo.processes import ManagedProcess, ProcessSet, free_port, wait_for
+from storesync.demo.seeding import (
+    DEMO_CLIENT_ID,
+    LOCATION_NAMES,
+    generate_encryption_key,
+    network_toml,
+    seed_stores,
+    subscribe_stores,
+)
+from storesync.emulator.control_client import EmulatorControl
+from storesync.queue import ops as queue_ops
+from storesync.sync.domain.topics import TOPICS
 
 
 @dataclass
@@ -484,273 +229,21 @@ class RunningSystem:
 
     def dead_jobs(self, limit: int = 10) -> list[dict]:
         """Dead-lettered jobs, newest first (kind, last_error, ...)."""
-        import psycopg
-
-        from storesync.queue.ops import list_jobs
-
         with psycopg.connect(self.env["DATABASE_URL"], autocommit=True) as conn:
-            return list_jobs(conn, state="dead", limit=limit)
+            return queue_ops.list_jobs(conn, state="dead", limit=limit)
 
     def jobs_pending(self) -> int:
-        """Jobs running or due now (any kind)."""
-        import psycopg
-
+        """Jobs running or due now (any kind; periodic jobs waiting for their time do not count)."""
         with psycopg.connect(self.env["DATABASE_URL"], autocommit=True) as conn:
-            # jobs_due_or_running: periodic jobs waiting for their time do not count.
-            row = conn.execute(
-                "SELECT count(*) FROM jobs WHERE state = 'running' OR (state = 'queued' AND run_at <= now())"
-            ).fetchone()
-        return int(row[0]) if row else 0
+            return queue_ops.count_due_or_running(conn)
 
     def compare(self) -> Comparison:
         return compare_snapshots(self.snapshot(self.parent), {c: self.snapshot(c) for c in self.children})
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_for(
-    predicate: Callable[[], Any],
-    timeout: float,
-    what: str,
-    processes: ProcessSet,
-    proc: ManagedProcess | None = None,
-) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        with contextlib.suppress(httpx.HTTPError, OSError):
-            result = predicate()
-            if result:
-                return result
-        processes.check_alive()
-        if time.monotonic() > deadline:
-            tail = f"\n{proc.log_tail()}" if proc else ""
-            raise SystemStartError(f"{what} not ready within {timeout:g}s{tail}")
-        time.sleep(0.05)
-
-
-def _toml_str(value: str) -> str:
-    return json.dumps(value)  # a JSON string is a valid TOML basic string
-
-
-# The Dev Dashboard app the demo's stores share (a new merchant's setup: one app of the
-# merchant's own organization, installed on each of its stores, tokens by client credentials).
-DEMO_APP = "storesync"
-DEMO_CLIENT_ID = "storesync-demo-app"
-
-
-def network_toml(
-    emulator_url: str,
-    stores: list[dict],
-    locations: dict[str, dict[str, str]],
-    parent: str,
-    children: list[str],
-    *,
-    app_secret: str | None = None,
-) -> str:
-    """storesync.toml for the emulator's stores: with `app_secret`, every store connects by the
-    client credentials grant of one app; without, by the store's static token."""
-    info = {s["shop"]: s for s in stores}
-
-    def store_block(header: str, shop: str) -> list[str]:
-        s = info[shop]
-        lines = [
-            header,
-            f"shop = {_toml_str(shop)}",
-            f"admin_api_url = {_toml_str(emulator_url + s['graphql_path'])}",
-        ]
-        if app_secret is not None:
-            lines.append(f'credentials = {{ kind = "client_credentials", app = {_toml_str(DEMO_APP)} }}')
-        else:
-            lines += [
-                f"access_token = {_toml_str(s['token'])}",
-                f"webhook_secrets = [{_toml_str(s['webhook_secret'])}]",
-            ]
-        if shop != parent:
-            pairs = ", ".join(
-                f"{_toml_str(locations[parent][name])} = {_toml_str(gid)}"
-                for name, gid in locations[shop].items()
-                if name in locations[parent]
-            )
-            lines.append(f"location_map = {{ {pairs} }}")
-        return [*lines, ""]
-
-    out = ["# Written by storesync.demo.harness for the emulator's stores.", ""]
-    if app_secret is not None:
-        out += [
-            f"[apps.{DEMO_APP}]",
-            f"client_id = {_toml_str(DEMO_CLIENT_ID)}",
-            f"client_secrets = [{_toml_str(app_secret)}]",
-            "",
-        ]
-    out += [
-        "[[merchants]]",
-        f"id = {_toml_str(MERCHANT_ID)}",
-        'name = "Demo merchant"',
-        "",
-    ]
-    out += store_block("[merchants.parent]", parent)
-    for child in children:
-        out += store_block("[[merchants.children]]", child)
-    return "\n".join(out)
-
-
-def seed_stores(
-    emu: EmulatorControl,
-    parent: str,
-    children: list[str],
-    products: int,
-    child_overlap: int,
-    collections: int,
-    overlap_stock: int | None,
-) -> dict[str, dict[str, str]]:
-    """Seed the stores as they were before storesync arrived (no webhooks yet): LOCATION_NAMES in
-    every store, `products` of `demo_catalog` in the parent, the first `child_overlap` of them in
-    each child; returns shop -> location name -> gid."""
-    try:
-        return _seed_stores(emu, parent, children, products, child_overlap, collections, overlap_stock)
-    except EmulatorControlError as err:
-        raise SystemStartError(f"seeding: {err}") from None
-
-
-def _seed_stores(
-    emu: EmulatorControl,
-    parent: str,
-    children: list[str],
-    products: int,
-    child_overlap: int,
-    collections: int,
-    overlap_stock: int | None,
-) -> dict[str, dict[str, str]]:
-    locations: dict[str, dict[str, str]] = {}
-    for shop in [parent, *children]:
-        emu.seed(shop, 0, locations=list(LOCATION_NAMES))
-        snap = emu.snapshot(shop)
-        locations[shop] = {loc["name"]: loc["id"] for loc in snap["locations"]}
-    catalog = demo_catalog(products, LOCATION_NAMES)
-    parent_catalog = [
-        {
-            **p,
-            "variants": [
-                {**v, "available": {locations[parent][n]: q for n, q in v["available"].items()}}
-                for v in p["variants"]
-            ],
-        }
-        for p in catalog
-    ]
-    created = emu.seed(parent, 0, catalog=parent_catalog)
-    product_ids: list[str] = created["products"]
-    # Manual collections in the parent; product n belongs to collection n % k (and "Sale" if n % 7 == 0).
-    names = COLLECTIONS[:collections]
-    for ci, title in enumerate(names):
-        members = [
-            pid
-            for n, pid in enumerate(product_ids, 1)
-            if n % len(names) == ci or (title == "Sale" and n % 7 == 0)
-        ]
-        # A manual collection (2026-10): one conditions source whose selections are its members,
-        # created with the first 250 (Shopify's limit per call) and the rest added by updates.
-        res = emu.graphql(
-            parent,
-            "mutation($c: CollectionCreateInput!) { collectionCreate(collection: $c) "
-            "{ collection { id sources { id } } userErrors { field message } } }",
-            {
-                "c": {
-                    "title": title,
-                    "sources": [
-                        {
-                            "source": {
-                                "title": title,
-                                "inclusion": {"selections": [{"productId": pid} for pid in members[:250]]},
-                            }
-                        }
-                    ],
-                }
-            },
-        )
-        data = (res.get("data") or {}).get("collectionCreate") or {}
-        if res.get("errors") or data.get("userErrors") or not data.get("collection"):
-            raise SystemStartError(f"seeding: collectionCreate {title!r}: {res}")
-        coll = data["collection"]
-        for start in range(250, len(members), 250):
-            more = [{"productId": pid} for pid in members[start : start + 250]]
-            res = emu.graphql(
-                parent,
-                "mutation($c: CollectionUpdateInput!) { collectionUpdate(collection: $c) "
-                "{ userErrors { field message } } }",
-                {
-                    "c": {
-                        "id": coll["id"],
-                        "sourcesToUpdate": [
-                            {
-                                "condition": {
-                                    "id": coll["sources"][0]["id"],
-                                    "inclusion": {"selectionsToAdd": more},
-                                }
-                            }
-                        ],
-                    }
-                },
-            )
-            if res.get("errors") or (res.get("data") or {}).get("collectionUpdate", {}).get("userErrors"):
-                raise SystemStartError(f"seeding: collectionUpdate {title!r}: {res}")
-    # Children may already sell some of the parent's products (same SKUs, stale stock): linking finds them.
-    for child in children:
-        overlap = [
-            {
-                **p,
-                "variants": [
-                    {
-                        **v,
-                        "available": {
-                            locations[child][n]: q if overlap_stock is None else overlap_stock
-                            for n, q in v["available"].items()
-                        },
-                    }
-                    for v in p["variants"]
-                ],
-            }
-            for p in catalog[:child_overlap]
-        ]
-        if overlap:
-            emu.seed(child, 0, catalog=overlap)
-    return locations
-
-
-def _subscribe(emu: EmulatorControl, shops: list[str], topics: Sequence[str], callback_url: str) -> list[str]:
-    """Subscribe every shop to every topic the emulator emits; returns the topics it does not."""
-    unknown: list[str] = []
-    for shop in shops:
-        for topic in topics:
-            if topic in unknown:
-                continue
-            try:
-                emu.subscribe(shop, topic, callback_url)
-            except EmulatorControlError as err:
-                if "unknown webhook topic" not in str(err):
-                    raise SystemStartError(f"subscribing {shop} to {topic}: {err}") from None
-                unknown.append(topic)
-    return unknown
-
-
 def _live_worker_pids(dsn: str) -> set[int]:
-    import psycopg
-
     with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
-        rows = conn.execute(
-            "SELECT pid FROM queue_workers WHERE state <> 'stopped' "
-            "AND heartbeat_at > now() - interval '30 seconds'"
-        ).fetchall()
-    return {int(r[0]) for r in rows}
-
-
-def generate_encryption_key() -> str:
-    from cryptography.fernet import Fernet
-
-    return Fernet.generate_key().decode()
+        return {w.pid for w in queue_ops.live_workers(conn, within_seconds=30.0)}
 
 
 @contextlib.contextmanager
@@ -856,7 +349,7 @@ def running_system(
                         return line.split()[-1].removesuffix("/_emulator/stores")
                 return None
 
-            emulator_url = _wait_for(control_line, start_timeout, "the emulator", processes, emulator)
+            emulator_url = wait_for(control_line, start_timeout, "the emulator", processes, emulator)
             control = EmulatorControl(emulator_url, timeout=30.0)
             stores = control.stores()
 
@@ -876,7 +369,7 @@ def running_system(
             network = NetworkConfig.load(config_file)
 
             step("migrate")
-            port = _free_port()
+            port = free_port()
             web_url = f"http://127.0.0.1:{port}"
             env["STORESYNC_PUBLIC_WEBHOOK_URL"] = f"{web_url}/webhooks/shopify"
             system = RunningSystem(
@@ -896,12 +389,12 @@ def running_system(
             system.cli("network", "apply", check=True, timeout=start_timeout)
 
             step("web")
-            ops_port = _free_port()
+            ops_port = free_port()
             system.ops_url = f"http://127.0.0.1:{ops_port}"
             web = processes.start(
                 "web", ["serve", "--host", "127.0.0.1", "--port", str(port), "--ops-port", str(ops_port)]
             )
-            _wait_for(
+            wait_for(
                 lambda: httpx.get(f"{web_url}/readyz", timeout=2, trust_env=False).status_code == 200,
                 start_timeout,
                 "the web tier (/readyz)",
@@ -915,7 +408,7 @@ def running_system(
                 for i in range(workers)
             ]
             if started:
-                _wait_for(
+                wait_for(
                     lambda: {p.pid for p in started} <= _live_worker_pids(database_url),
                     start_timeout,
                     f"{workers} worker heartbeats",
@@ -925,10 +418,8 @@ def running_system(
 
             step("subscribe")
             if subscribe == "control":
-                from storesync.web.topics import HANDLED_TOPICS
-
-                system.unsubscribed_topics = _subscribe(
-                    control, shops, list(topics or HANDLED_TOPICS), system.webhook_url
+                system.unsubscribed_topics = subscribe_stores(
+                    control, shops, list(topics or [t.name for t in TOPICS]), system.webhook_url
                 )
             elif subscribe == "cli":
                 system.cli("webhooks", "sync", check=True, timeout=start_timeout)
@@ -943,33 +434,3 @@ def running_system(
             control.close()
         if tmp is not None:
             tmp.cleanup()
-
-
-def pid_alive(pid: int) -> bool:
-    """True if `pid` is a live (non-zombie) process."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-        return state not in ("Z", "X")
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
-    except OSError:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
-
-
-__all__ = [
-    "Comparison",
-    "RunningSystem",
-    "StoreRow",
-    "SystemStartError",
-    "compare_snapshots",
-    "demo_catalog",
-    "network_toml",
-    "pid_alive",
-    "running_system",
-    "seed_stores",
-]

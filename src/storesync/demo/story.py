@@ -225,7 +225,7 @@ class Story:
             self.say(f"{child} sells {qty} x {sku} (order {order['name']})")
         want = dict(before)
         for _c, sku, qty in sales:
-            want[sku] -= qty  # type: ignore[operator]
+            want[sku] -= qty
 
         def applied() -> bool:
             parent = s.snapshot(s.parent)
@@ -254,7 +254,7 @@ class Story:
         s.edit_parent_product("demo-product-6", vendor="Northwind Outfitters")
         want = dict(before)
         for _c, sku, qty in sales:
-            want[sku] -= qty  # type: ignore[operator]
+            want[sku] -= qty
         s.drain_webhooks(timeout=10)
         burst = s.deliveries()[first:]
         dups = sum(1 for d in burst if d.get("duplicate"))
@@ -369,11 +369,13 @@ def _require_empty(dsn: str) -> None:
     import psycopg
 
     from storesync.db.migrate import migrate
+    from storesync.db.network_sql import list_stores
+    from storesync.queue.ops import count_jobs
 
     with psycopg.connect(dsn, autocommit=True) as conn:
         migrate(conn)
-        used = conn.execute("SELECT (SELECT count(*) FROM stores) + (SELECT count(*) FROM jobs)").fetchone()
-    if used and used[0]:
+        used = len(list_stores(conn)) + count_jobs(conn)
+    if used:
         raise DemoFailed(
             "DATABASE_URL already holds stores or jobs (an earlier run?); the demo needs an empty "
             "database there, or unset DATABASE_URL to use a fresh embedded one"
@@ -384,7 +386,8 @@ def run_demo(settings: Settings, console: Console, *, token_time_scale: float | 
     """Play the story on the embedded Postgres (or DATABASE_URL); 0 only if every store agrees.
     The stores connect by client credentials; `token_time_scale` shortens the tokens' lives."""
     from storesync.db import database_settings
-    from storesync.demo.harness import SystemStartError, running_system
+    from storesync.demo.harness import running_system
+    from storesync.demo.processes import SystemStartError
 
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per control API call is noise here
     t0 = time.monotonic()

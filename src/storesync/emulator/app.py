@@ -14,9 +14,23 @@ Control API (JSON), for tests, the demo and the CLI:
                                                      "client_id"?, "scopes"?}
   POST   /_emulator/stores/{shop}/seed              {"products": N, "locations": [names], "variants_per_product",
                                                      "quantity", "sku_prefix", "catalog": [explicit products]}
-  POST   /_emulator/stores/{shop}/locations         {"name"}
-  POST   /_emulator/stores/{shop}/orders            {"line_items": [{"variant_id", "quantity"}], "location_id"?}
-  POST   /_emulator/stores/{shop}/orders/{id}/cancel {"restock": true, "reason"?}
+  POST   /_emulator/stores/{shop}/locations         {"name", "address"?: {...}, "fulfills_online_orders"?}
+  POST   /_emulator/stores/{shop}/locations/{id}/deactivate {"destination_location_id"?}: stock moves there
+  POST   /_emulator/stores/{shop}/locations/{id}/activate
+  POST   /_emulator/stores/{shop}/publications      {"name"}: a sales channel of the store
+  POST   /_emulator/stores/{shop}/orders            {"line_items": [{"variant_id", "quantity"}], "location_id"?}:
+                                                    routed to fulfillment orders (location_id: a POS sale there)
+  POST   /_emulator/stores/{shop}/orders/{id}/cancel {"restock": true, "reason"?}: a refund of type cancel
+  POST   /_emulator/stores/{shop}/orders/{id}/refunds {"line_items": [{"line_item_id", "quantity",
+                                                    "restock_type": "return|cancel|no_restock", "location_id"?}], "note"?}
+  POST   /_emulator/stores/{shop}/orders/{id}/fulfill  ship every open fulfillment order
+  POST   /_emulator/stores/{shop}/orders/{id}/returns {"line_items": [{"line_item_id", "quantity"}],
+                                                    "process"?: true, "restock"?: true, "location_id"?, "refund"?: true}
+  POST   /_emulator/stores/{shop}/returns/{id}/process {"restock"?: true, "location_id"?, "refund"?: true}
+  POST   /_emulator/stores/{shop}/orders/{id}/edit  {"changes": [{"line_item_id", "quantity"}],
+                                                    "additions": [{"variant_id", "quantity"}], "restock"?: true}
+  PUT    /_emulator/stores/{shop}/media             {"unreachable"?: [urls], "fail_p"?, "seed"?,
+                                                    "uploaded_s"?, "processing_s"?}: media faults and timing
   PUT    /_emulator/stores/{shop}/plan              {"plan": "standard" | "advanced" | "plus",
                                                      "bucket_size"?, "restore_rate"?}
   GET    /_emulator/stores/{shop}/snapshot          the store's full state
@@ -31,6 +45,8 @@ Control API (JSON), for tests, the demo and the CLI:
 Access scopes are enforced per store (scopes.py): a field or mutation the app may not access
 answers Shopify's ACCESS_DENIED error.
 Ids in bodies may be gids or numbers. Bad input answers 4xx with {"error": ...} and changes nothing.
+Every action that emits webhooks answers with `"webhooks": {topic: [X-Shopify-Webhook-Id, ...]}`
+(one id per subscription delivered to), so a test can tie a delivery to the action that caused it.
 With a control token (`storesync emulator --control-token`, required off loopback) every control
 call must carry `Authorization: Bearer <token>`: the control API hands out every store's token and
 webhook secret. Bulk results stay open, as Shopify's pre-signed result URLs are. Tokens are
@@ -39,7 +55,6 @@ compared in constant time.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
@@ -54,7 +69,9 @@ from typing import Any
 import structlog
 from graphql import (
     DocumentNode,
+    ExecutionResult,
     GraphQLError,
+    GraphQLFormattedError,
     OperationDefinitionNode,
     execute,
     get_operation_ast,
@@ -67,14 +84,18 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from storesync.api_version import ADMIN_API_VERSION
+from storesync.emulator import orders, payloads
 from storesync.emulator.bulk import FAULT_STATUSES
 from storesync.emulator.control_webhooks import control_routes
 from storesync.emulator.cost import MAX_QUERY_COST, LeakyBucket, query_costs
 from storesync.emulator.faults import GraphQLFaults, GraphQLFaultsConfig, respond_with
+from storesync.emulator.ids import gid, parse_gid
+from storesync.emulator.media import MediaFaults
 from storesync.emulator.oauth import OAuthServer, default_client_id, oauth_routes
-from storesync.emulator.resolvers import RequestContext, build_emulator_schema, default_resolver
+from storesync.emulator.resolvers import RequestContext, default_resolver
+from storesync.emulator.schema import build_emulator_schema
 from storesync.emulator.scopes import needs_guard, scope_guard
-from storesync.emulator.state import PLANS, ActionError, Emulator, Event, StoreState, gid, parse_gid
+from storesync.emulator.state import PLANS, ActionError, Emulator, Event, StoreState
 from storesync.emulator.webhooks import DeliveryFaults, SubscriptionStore, WebhookSender
 
 log = structlog.get_logger("storesync.emulator")
@@ -119,7 +140,7 @@ class EmulatorApp:
         token_time_scale: float | None = None,
         control_token: str | None = None,
     ) -> None:
-        self.emulator = Emulator()
+        self.emulator = Emulator(time_scale)
         self._control_digest = hashlib.sha256(control_token.encode()).digest() if control_token else None
         # Token lifetimes run on the time scale too (or their own), so tests cross an expiry in seconds.
         self.oauth = OAuthServer(time_scale=token_time_scale or time_scale)
@@ -136,7 +157,9 @@ class EmulatorApp:
         self.schema = build_emulator_schema()
         # Resolver crashes (emulator bugs), newest last; GET /_emulator/health reports them.
         self.internal_errors: list[str] = []
-        self._documents: OrderedDict[str, tuple[DocumentNode | None, list[dict]]] = OrderedDict()
+        self._documents: OrderedDict[str, tuple[DocumentNode | None, list[GraphQLFormattedError]]] = (
+            OrderedDict()
+        )
         for spec in stores:
             self.add_store(spec if isinstance(spec, StoreSpec) else StoreSpec(spec))
         if seed_products:
@@ -198,14 +221,18 @@ class EmulatorApp:
         self.emulator.stores[shop].plan = plan
         self.buckets[shop].set_limits(size, rate)
 
-    def emit(self, shop: str, events: list[Event]) -> None:
-        """Hand events to the sender: one event id per event, shared by all its deliveries."""
+    def emit(self, shop: str, events: list[Event]) -> dict[str, list[str]]:
+        """Hand events to the sender: one event id per event, shared by all its deliveries.
+        Returns the webhook ids of the deliveries, by topic."""
+        ids: dict[str, list[str]] = {}
         for ev in events:
-            self.sender.emit_nowait(shop, ev.topic, ev.payload, event_id=str(uuid.uuid4()))
+            sent = self.sender.emit_nowait(shop, ev.topic, ev.payload, event_id=str(uuid.uuid4()))
+            ids.setdefault(ev.topic, []).extend(sent)
+        return ids
 
     # ------------------------------------------------------------------ GraphQL
 
-    def _document(self, query: str) -> tuple[DocumentNode | None, list[dict]]:
+    def _document(self, query: str) -> tuple[DocumentNode | None, list[GraphQLFormattedError]]:
         """Parsed and validated document (cached by text): (document, errors)."""
         cached = self._documents.get(query)
         if cached is not None:
@@ -368,7 +395,7 @@ class EmulatorApp:
             field_resolver=default_resolver,
             middleware=[scope_guard(granted)] if needs_guard(granted) else None,
         )
-        assert not asyncio.iscoroutine(result), "resolvers are synchronous"
+        assert isinstance(result, ExecutionResult), "resolvers are synchronous"
         actual = min(actual_of(result.data), requested)
         bucket.refund(requested - actual)
         self.emit(shop, context.events)
@@ -380,7 +407,7 @@ class EmulatorApp:
         out["extensions"] = self._cost_extension(shop, requested, actual)
         return 200, out, None
 
-    def _error(self, err: GraphQLError, shop: str) -> dict:
+    def _error(self, err: GraphQLError, shop: str) -> GraphQLFormattedError | dict[str, Any]:
         """A resolver's GraphQLError as is; anything else is an emulator bug: answered like
         Shopify's internal error, logged, and counted (tests assert there are none)."""
         original = err.original_error
@@ -497,8 +524,44 @@ class EmulatorApp:
             return out
 
         def add_location(request, body):
-            loc = self._store(request).add_location(str(body["name"]))
-            return {"id": gid("Location", loc.id), "name": loc.name}
+            store = self._store(request)
+            address = body.get("address") or {}
+            if not isinstance(address, dict):
+                raise ActionError("address must be an object")
+            loc = store.add_location(
+                str(body["name"]),
+                address=address,
+                fulfills_online_orders=bool(body.get("fulfills_online_orders", True)),
+            )
+            hooks = self.emit(store.shop, [store.location_event("locations/create", loc)])
+            return {"id": gid("Location", loc.id), "name": loc.name, "webhooks": hooks}
+
+        def deactivate_location(request, body):
+            store = self._store(request)
+            dest = body.get("destination_location_id")
+            events = store.deactivate_location(
+                num_id(request.path_params["location_id"], "Location"),
+                num_id(dest, "Location") if dest is not None else None,
+            )
+            return events[0].payload | {"webhooks": self.emit(store.shop, events)}
+
+        def activate_location(request, body):
+            store = self._store(request)
+            events = store.activate_location(num_id(request.path_params["location_id"], "Location"))
+            return events[0].payload | {"webhooks": self.emit(store.shop, events)}
+
+        def add_publication(request, body):
+            store = self._store(request)
+            name = str(body.get("name") or "").strip()
+            if not name:
+                raise ActionError("name is required")
+            if any(p.name == name for p in store.publications.values()):
+                raise ActionError(f"{store.shop} has a publication named {name!r}")
+            pub = store.add_publication(name)
+            return {"id": gid("Publication", pub.id), "name": pub.name}
+
+        def order_id(request) -> int:
+            return num_id(request.path_params["order_id"], "Order")
 
         def place_order(request, body):
             store = self._store(request)
@@ -506,19 +569,93 @@ class EmulatorApp:
             if not isinstance(items, list) or not items:
                 raise ActionError("line_items must be a non-empty list")
             loc = num_id(body["location_id"], "Location") if body.get("location_id") is not None else None
-            _order, events = store.place_order(items, loc, email=body.get("email"))
-            self.emit(store.shop, events)
-            return events[0].payload
+            _order, events = orders.place_order(store, items, loc, email=body.get("email"))
+            return events[0].payload | {"webhooks": self.emit(store.shop, events)}
 
         def cancel_order(request, body):
             store = self._store(request)
-            _order, events = store.cancel_order(
-                num_id(request.path_params["order_id"], "Order"),
+            _order, events = orders.cancel_order(
+                store,
+                order_id(request),
                 restock=bool(body.get("restock", True)),
                 reason=body.get("reason", "customer"),
             )
-            self.emit(store.shop, events)
-            return events[0].payload
+            return events[0].payload | {"webhooks": self.emit(store.shop, events)}
+
+        def refund_order(request, body):
+            store = self._store(request)
+            lines = body.get("line_items")
+            if not isinstance(lines, list):
+                raise ActionError("line_items must be a list")
+            _refund, events = orders.refund_order(store, order_id(request), lines, note=body.get("note"))
+            return events[0].payload | {"webhooks": self.emit(store.shop, events)}
+
+        def fulfill_order(request, body):
+            store = self._store(request)
+            events = orders.fulfill_order(store, order_id(request))
+            return events[0].payload | {"webhooks": self.emit(store.shop, events)}
+
+        def create_return(request, body):
+            store = self._store(request)
+            lines = body.get("line_items")
+            if not isinstance(lines, list):
+                raise ActionError("line_items must be a list")
+            loc = body.get("location_id")
+            ret, events = orders.create_return(store, order_id(request), lines)
+            if body.get("process", True):
+                events += orders.process_return(
+                    store,
+                    ret.id,
+                    restock=bool(body.get("restock", True)),
+                    location_id=num_id(loc, "Location") if loc is not None else None,
+                    refund=bool(body.get("refund", True)),
+                )
+            out = payloads.return_(store, store.orders[ret.order_id], ret)
+            return out | {"webhooks": self.emit(store.shop, events)}
+
+        def process_return(request, body):
+            store = self._store(request)
+            loc = body.get("location_id")
+            rid = num_id(request.path_params["return_id"], "Return")
+            events = orders.process_return(
+                store,
+                rid,
+                restock=bool(body.get("restock", True)),
+                location_id=num_id(loc, "Location") if loc is not None else None,
+                refund=bool(body.get("refund", True)),
+            )
+            ret = store.objects[rid]
+            out = payloads.return_(store, store.orders[ret.order_id], ret)
+            return out | {"webhooks": self.emit(store.shop, events)}
+
+        def edit_order(request, body):
+            store = self._store(request)
+            changes, additions = body.get("changes") or [], body.get("additions") or []
+            if not isinstance(changes, list) or not isinstance(additions, list):
+                raise ActionError("changes and additions must be lists")
+            _edit, events = orders.edit_order(
+                store, order_id(request), changes, additions, restock=bool(body.get("restock", True))
+            )
+            return events[0].payload | {"webhooks": self.emit(store.shop, events)}
+
+        def media_faults(request, body):
+            store = self._store(request)
+            unreachable = body.get("unreachable") or []
+            fail_p = float(body.get("fail_p", 0.0))
+            if not isinstance(unreachable, list) or not 0.0 <= fail_p <= 1.0:
+                raise ActionError("unreachable must be a list of URLs and fail_p a probability")
+            store.media_faults = MediaFaults(set(map(str, unreachable)), fail_p, body.get("seed"))
+            if body.get("uploaded_s") is not None or body.get("processing_s") is not None:
+                timing = (float(body.get("uploaded_s", 0.0)), float(body.get("processing_s", 0.0)))
+                if min(timing) < 0:
+                    raise ActionError("uploaded_s and processing_s must be >= 0")
+                store.media_timing = timing
+            return {
+                "shop": store.shop,
+                "unreachable": sorted(store.media_faults.unreachable),
+                "fail_p": fail_p,
+                "timing": store.media_timing,
+            }
 
         def set_plan(request, body):
             store = self._store(request)
@@ -548,14 +685,12 @@ class EmulatorApp:
                 num_id(body["location_id"], "Location"),
                 available,
             )
-            self.emit(store.shop, events)
-            return {"events": [e.topic for e in events]}
+            return {"events": [e.topic for e in events], "webhooks": self.emit(store.shop, events)}
 
         def edit_product(request, body):
             store = self._store(request)
             events = store.merchant_edit_product(num_id(request.path_params["product_id"], "Product"), body)
-            self.emit(store.shop, events)
-            return events[0].payload
+            return events[0].payload | {"webhooks": self.emit(store.shop, events)}
 
         def bulk_fault(request, body):
             store = self._store(request)
@@ -590,10 +725,41 @@ class EmulatorApp:
             Route("/_emulator/stores", action(add_store, 201), methods=["POST"]),
             Route("/_emulator/stores/{shop}/seed", action(seed), methods=["POST"]),
             Route("/_emulator/stores/{shop}/locations", action(add_location, 201), methods=["POST"]),
+            Route(
+                "/_emulator/stores/{shop}/locations/{location_id}/deactivate",
+                action(deactivate_location),
+                methods=["POST"],
+            ),
+            Route(
+                "/_emulator/stores/{shop}/locations/{location_id}/activate",
+                action(activate_location),
+                methods=["POST"],
+            ),
+            Route("/_emulator/stores/{shop}/publications", action(add_publication, 201), methods=["POST"]),
+            Route("/_emulator/stores/{shop}/media", action(media_faults), methods=["PUT"]),
             Route("/_emulator/stores/{shop}/orders", action(place_order, 201), methods=["POST"]),
             Route(
                 "/_emulator/stores/{shop}/orders/{order_id}/cancel", action(cancel_order), methods=["POST"]
             ),
+            Route(
+                "/_emulator/stores/{shop}/orders/{order_id}/refunds",
+                action(refund_order, 201),
+                methods=["POST"],
+            ),
+            Route(
+                "/_emulator/stores/{shop}/orders/{order_id}/fulfill", action(fulfill_order), methods=["POST"]
+            ),
+            Route(
+                "/_emulator/stores/{shop}/orders/{order_id}/returns",
+                action(create_return, 201),
+                methods=["POST"],
+            ),
+            Route(
+                "/_emulator/stores/{shop}/returns/{return_id}/process",
+                action(process_return),
+                methods=["POST"],
+            ),
+            Route("/_emulator/stores/{shop}/orders/{order_id}/edit", action(edit_order), methods=["POST"]),
             Route("/_emulator/stores/{shop}/plan", action(set_plan), methods=["PUT"]),
             Route("/_emulator/stores/{shop}/snapshot", action(snapshot), methods=["GET"]),
             Route("/_emulator/stores/{shop}/throttle", action(throttle), methods=["GET"]),

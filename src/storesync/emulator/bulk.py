@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from graphql import (
+    ExecutionResult,
     FieldNode,
     GraphQLError,
     GraphQLNamedType,
@@ -87,7 +88,9 @@ def _is_connection(t: GraphQLNamedType) -> bool:
     return t.name.endswith("Connection")
 
 
-def _fields(parent: GraphQLObjectType, selection_set: SelectionSetNode | None) -> Iterator[tuple[str, Any]]:
+def _fields(
+    parent: GraphQLObjectType, selection_set: SelectionSetNode | None
+) -> Iterator[tuple[FieldNode, Any]]:
     """(response key, field definition) of each field selected on `parent`, inline fragments
     of `parent`'s own type included."""
     for sel in selection_set.selections if selection_set else ():
@@ -197,7 +200,9 @@ def flatten(schema, operation: OperationDefinitionNode, data: dict) -> tuple[lis
 
 
 def _node_type(connection: GraphQLObjectType) -> GraphQLObjectType:
-    return get_named_type(connection.fields["nodes"].type)  # type: ignore[return-value]
+    node_type = get_named_type(connection.fields["nodes"].type)
+    assert isinstance(node_type, GraphQLObjectType)
+    return node_type
 
 
 def _check_nested_parents(
@@ -243,6 +248,7 @@ def run_bulk_query(schema, query: str, context: Any, field_resolver) -> tuple[li
     token = BULK_EXECUTION.set(True)
     try:
         result = execute(schema, doc, context_value=context, field_resolver=field_resolver)
+        assert isinstance(result, ExecutionResult)  # the resolvers are synchronous
     finally:
         BULK_EXECUTION.reset(token)
     if result.errors:

@@ -74,7 +74,7 @@ def emulator_cmd(
     ] = False,
 ) -> None:
     """Serve a multi-store fake of Shopify's Admin GraphQL API and its webhooks."""
-    from storesync.cli import fail, load_network, load_settings
+    from storesync.console import fail, load_network, load_settings
 
     if print_schema:
         from storesync.emulator.resolvers import load_sdl
@@ -112,14 +112,14 @@ def emulator_cmd(
         network = load_network(load_settings())
         for m in network.merchants:
             for s in m.stores:
-                app = network.app_of(s)
+                app_cfg = network.app_of(s)
                 token = s.static_token
                 specs[s.shop] = StoreSpec(
                     s.shop,
                     token.get_secret_value() if token else None,
                     s.webhook_secrets[0].get_secret_value(),
                     plan,
-                    client_id=app.client_id if app else None,
+                    client_id=app_cfg.client_id if app_cfg else None,
                 )
     from storesync.config import SHOP_DOMAIN_RE
 

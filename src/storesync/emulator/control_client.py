@@ -89,7 +89,9 @@ class EmulatorControl:
         )
 
     def place_order(self, shop: str, line_items: list[dict], location_id: str | None = None) -> dict:
-        """A customer order (orders/create and inventory_levels/update follow)."""
+        """A customer order (orders/create and inventory_levels/update follow): routed to the
+        store's locations, or a point-of-sale order at `location_id`. Answers the orders/create
+        payload plus `webhooks` ({topic: [webhook ids]})."""
         body: dict[str, Any] = {"line_items": line_items}
         if location_id is not None:
             body["location_id"] = location_id
@@ -101,6 +103,131 @@ class EmulatorControl:
                 f"/_emulator/stores/{shop}/orders/{numeric_id(order_id)}/cancel", json={"restock": restock}
             )
         )
+
+    def refund_order(
+        self, shop: str, order_id: int | str, line_items: list[dict], note: str | None = None
+    ) -> dict:
+        """A merchant's refund: line_items [{line_item_id, quantity, restock_type: return | cancel |
+        no_restock, location_id?}]; answers the refunds/create payload and its `webhooks`."""
+        return self._ok(
+            self.control.post(
+                f"/_emulator/stores/{shop}/orders/{numeric_id(order_id)}/refunds",
+                json={"line_items": line_items, "note": note},
+            )
+        )
+
+    def fulfill_order(self, shop: str, order_id: int | str) -> dict:
+        """Ship every open fulfillment order of the order."""
+        return self._ok(self.control.post(f"/_emulator/stores/{shop}/orders/{numeric_id(order_id)}/fulfill"))
+
+    def return_order(
+        self,
+        shop: str,
+        order_id: int | str,
+        line_items: list[dict],
+        *,
+        process: bool = True,
+        restock: bool = True,
+        location_id: str | None = None,
+        refund: bool = True,
+    ) -> dict:
+        """A return of fulfilled units [{line_item_id, quantity}], processed at once unless
+        `process` is false (then `process_return`)."""
+        body: dict[str, Any] = {
+            "line_items": line_items,
+            "process": process,
+            "restock": restock,
+            "refund": refund,
+        }
+        if location_id is not None:
+            body["location_id"] = location_id
+        return self._ok(
+            self.control.post(f"/_emulator/stores/{shop}/orders/{numeric_id(order_id)}/returns", json=body)
+        )
+
+    def process_return(
+        self,
+        shop: str,
+        return_id: int | str,
+        *,
+        restock: bool = True,
+        location_id: str | None = None,
+        refund: bool = True,
+    ) -> dict:
+        body: dict[str, Any] = {"restock": restock, "refund": refund}
+        if location_id is not None:
+            body["location_id"] = location_id
+        return self._ok(
+            self.control.post(f"/_emulator/stores/{shop}/returns/{numeric_id(return_id)}/process", json=body)
+        )
+
+    def edit_order(
+        self,
+        shop: str,
+        order_id: int | str,
+        changes: list[dict] | None = None,
+        additions: list[dict] | None = None,
+        *,
+        restock: bool = True,
+    ) -> dict:
+        """An order edit: changes [{line_item_id, quantity (the new quantity)}], additions
+        [{variant_id, quantity}]; answers the orders/edited payload and its `webhooks`."""
+        return self._ok(
+            self.control.post(
+                f"/_emulator/stores/{shop}/orders/{numeric_id(order_id)}/edit",
+                json={"changes": changes or [], "additions": additions or [], "restock": restock},
+            )
+        )
+
+    def add_location(
+        self, shop: str, name: str, *, address: dict | None = None, fulfills_online_orders: bool = True
+    ) -> dict:
+        """A new location, last in the fulfillment priority order."""
+        return self._ok(
+            self.control.post(
+                f"/_emulator/stores/{shop}/locations",
+                json={
+                    "name": name,
+                    "address": address or {},
+                    "fulfills_online_orders": fulfills_online_orders,
+                },
+            )
+        )
+
+    def deactivate_location(
+        self, shop: str, location_id: str, destination_location_id: str | None = None
+    ) -> dict:
+        body = {"destination_location_id": destination_location_id} if destination_location_id else {}
+        return self._ok(
+            self.control.post(
+                f"/_emulator/stores/{shop}/locations/{numeric_id(location_id)}/deactivate", json=body
+            )
+        )
+
+    def activate_location(self, shop: str, location_id: str) -> dict:
+        return self._ok(
+            self.control.post(f"/_emulator/stores/{shop}/locations/{numeric_id(location_id)}/activate")
+        )
+
+    def add_publication(self, shop: str, name: str) -> dict:
+        """A sales channel of the store (by its catalog's title)."""
+        return self._ok(self.control.post(f"/_emulator/stores/{shop}/publications", json={"name": name}))
+
+    def set_media(
+        self,
+        shop: str,
+        *,
+        unreachable: list[str] | None = None,
+        fail_p: float = 0.0,
+        seed: int | None = None,
+        uploaded_s: float | None = None,
+        processing_s: float | None = None,
+    ) -> dict:
+        """Media faults (sources that end FAILED) and, optionally, wall-clock processing times."""
+        body: dict[str, Any] = {"unreachable": unreachable or [], "fail_p": fail_p, "seed": seed}
+        if uploaded_s is not None or processing_s is not None:
+            body |= {"uploaded_s": uploaded_s or 0.0, "processing_s": processing_s or 0.0}
+        return self._ok(self.control.put(f"/_emulator/stores/{shop}/media", json=body))
 
     def set_inventory(self, shop: str, inventory_item_id: str, location_id: str, available: int) -> dict:
         """A merchant's inventory edit in the admin."""

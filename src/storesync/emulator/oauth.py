@@ -63,6 +63,9 @@ DEFAULT_SCOPES = (
     "write_orders",
     "read_publications",
     "write_publications",
+    "write_files",
+    "read_returns",
+    "read_merchant_managed_fulfillment_orders",
 )
 
 

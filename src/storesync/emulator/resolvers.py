@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from graphql import GraphQLError, GraphQLSchema, build_schema, get_directive_values
+from graphql import GraphQLError, get_directive_values
 
 from storesync.emulator import payloads
 from storesync.emulator.bulk import (
@@ -27,6 +27,9 @@ from storesync.emulator.bulk import (
     BulkQueryInvalid,
     run_bulk_query,
 )
+from storesync.emulator.ids import gid, gid_type, parse_gid
+from storesync.emulator.media import apply_file_set, file_set_problems
+from storesync.emulator.metafields import value_error as metafield_value_error
 from storesync.emulator.state import (
     CONDITION_KINDS,
     AdjustmentGroup,
@@ -45,14 +48,13 @@ from storesync.emulator.state import (
     ProductSetOperation,
     StoreState,
     Variant,
+    apply_item_input,
     condition_error,
     condition_to_rules,
-    gid,
-    gid_type,
     handleize,
+    item_input_problems,
     money,
     now_iso,
-    parse_gid,
     rule_error,
     rule_to_condition,
 )
@@ -120,6 +122,11 @@ TYPE_NAMES = {
 }
 
 
+def type_name_of(obj: Any) -> str:
+    """The GraphQL type of a model object: its class's TYPE_NAME, or the table above."""
+    return getattr(obj, "TYPE_NAME", None) or TYPE_NAMES[type(obj)]
+
+
 @cache
 def _snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
@@ -134,7 +141,7 @@ def default_resolver(obj: Any, info, **_args: Any) -> Any:
             return obj.gid
         if isinstance(obj.id, str):
             return obj.id
-        return gid(TYPE_NAMES[type(obj)], obj.id)
+        return gid(type_name_of(obj), obj.id)
     if name == "legacyResourceId":
         return str(obj.legacy_id if isinstance(obj, Subscription) else obj.id)
     return getattr(obj, _snake(name), None)
@@ -486,6 +493,7 @@ def lookup_node(info, value: str) -> Any:
             f"Invalid global id '{value}'", extensions={"code": "argumentLiteralsIncompatible"}
         )
     num = parse_gid(value)
+    assert num is not None  # gid_type matched, so the gid has a number
     if type_name == "InventoryLevel":
         m = re.search(r"inventory_item_id=(\d+)", value)
         lvl = next((lv for lv in store.levels.values() if lv.id == num), None)
@@ -498,7 +506,7 @@ def lookup_node(info, value: str) -> Any:
     if type_name == "WebhookSubscription":
         sub = ctx(info).subscriptions.get(f"gid://shopify/WebhookSubscription/{num}")
         return sub if sub is not None and sub.shop == store.shop else None
-    table = {
+    tables: dict[str, dict[int, Any]] = {
         "Product": store.products,
         "ProductVariant": store.variants,
         "InventoryItem": store.items,
@@ -506,8 +514,15 @@ def lookup_node(info, value: str) -> Any:
         "Collection": store.collections,
         "InventoryAdjustmentGroup": store.groups,
         "ProductSetOperation": store.operations,
-    }.get(type_name)
-    return table.get(num) if table is not None else None
+        "Order": store.orders,
+        "Publication": store.publications,
+    }
+    table = tables.get(type_name)
+    if table is not None:
+        return table.get(num)
+    # orders' parts and media (store.objects): any id, of the type asked for
+    obj = store.objects.get(num)
+    return obj if obj is not None and type_name_of(obj) == type_name else None
 
 
 def q_node(_root, info, id: str) -> Any:
@@ -523,7 +538,7 @@ def q_nodes(_root, info, ids: list[str]) -> list:
 
 
 def resolve_node_type(obj: Any, _info, _type) -> str:
-    return TYPE_NAMES[type(obj)]
+    return type_name_of(obj)
 
 
 # --------------------------------------------------------------------------- object fields
@@ -629,13 +644,23 @@ def ii_variant(i: InventoryItem, info) -> Variant:
     return store_of(info).variants[i.variant_id]
 
 
-def ii_inventory_level(i: InventoryItem, info, locationId: str) -> InventoryLevel | None:
+def ii_inventory_level(
+    i: InventoryItem, info, locationId: str, includeInactive: bool | None = None
+) -> InventoryLevel | None:
+    store = store_of(info)
     lid = parse_id(locationId, "Location")
-    return store_of(info).levels.get((i.id, lid)) if lid else None
+    if lid is None:
+        return None
+    found = store.levels.get((i.id, lid))
+    return found or (store.inactive_levels.get((i.id, lid)) if includeInactive else None)
 
 
-def ii_inventory_levels(i: InventoryItem, info, **args) -> dict:
-    return connection(store_of(info).item_levels(i.id), args)
+def ii_inventory_levels(i: InventoryItem, info, includeInactive: bool | None = None, **args) -> dict:
+    store = store_of(info)
+    levels = store.item_levels(i.id)
+    if includeInactive:
+        levels += [lvl for (item, _loc), lvl in store.inactive_levels.items() if item == i.id]
+    return connection(levels, args)
 
 
 def lvl_item(lvl: InventoryLevel, info) -> InventoryItem:
@@ -661,13 +686,23 @@ def lvl_quantities(lvl: InventoryLevel, _info, names: list[str]) -> list[dict]:
     ]
 
 
-def loc_inventory_level(loc: Location, info, inventoryItemId: str) -> InventoryLevel | None:
+def loc_inventory_level(
+    loc: Location, info, inventoryItemId: str, includeInactive: bool | None = None
+) -> InventoryLevel | None:
+    store = store_of(info)
     iid = parse_id(inventoryItemId, "InventoryItem")
-    return store_of(info).levels.get((iid, loc.id)) if iid else None
+    if iid is None:
+        return None
+    found = store.levels.get((iid, loc.id))
+    return found or (store.inactive_levels.get((iid, loc.id)) if includeInactive else None)
 
 
-def loc_inventory_levels(loc: Location, info, **args) -> dict:
-    return connection(store_of(info).location_levels(loc.id), args)
+def loc_inventory_levels(loc: Location, info, includeInactive: bool | None = None, **args) -> dict:
+    store = store_of(info)
+    levels = store.location_levels(loc.id)
+    if includeInactive:
+        levels += [lvl for (_item, lid), lvl in store.inactive_levels.items() if lid == loc.id]
+    return connection(levels, args)
 
 
 def c_products(c: Collection, info, **args) -> dict:
@@ -1050,9 +1085,14 @@ def _metafield_errors(
     metafields: list[dict] | None, path: list, code: str | None, known: set[int] | None = None
 ) -> list[dict]:
     """A metafield names an existing one by id (of the owner's, when `known` lists them), or
-    gives namespace, key, type and value."""
+    gives namespace, key, type and value; a value must be one its type accepts
+    (https://shopify.dev/docs/apps/build/custom-data/metafields/list-of-data-types)."""
     errors = []
     for j, mf in enumerate(metafields or []):
+        if mf.get("type") and mf.get("value") is not None:
+            why = metafield_value_error(mf["type"], mf["value"])
+            if why:
+                errors.append(user_error([*path, j, "value"], why, code))
         if mf.get("id") is not None:
             mid = parse_gid(mf["id"], "Metafield")
             if mid is None or (known is not None and mid not in known):
@@ -1067,8 +1107,8 @@ def _metafield_errors(
 def _replace_metafields(store: StoreState, existing: list[Metafield], given: list[dict]) -> list[Metafield]:
     """Wholesale: the given metafields, keeping ids of ones that match by id or namespace+key."""
     out = []
-    by_id = {m.id: m for m in existing}
-    by_key = {(m.namespace, m.key): m for m in existing}
+    by_id: dict[int | None, Metafield] = {m.id: m for m in existing}
+    by_key: dict[tuple[Any, Any], Metafield] = {(m.namespace, m.key): m for m in existing}
     for mf in given:
         old = (
             by_id.get(parse_gid(mf.get("id"), "Metafield"))
@@ -1317,7 +1357,15 @@ def m_product_set(
                     )
                 )
         errors += _metafield_errors(v.get("metafields"), [*path, "metafields"], "INVALID_METAFIELD")
+        errors += [
+            user_error([*path, "inventoryItem", *field_path], why, "INVALID_VARIANT")
+            for field_path, why in item_input_problems(v.get("inventoryItem") or {})
+        ]
     errors += _metafield_errors(input.get("metafields"), ["input", "metafields"], "INVALID_METAFIELD")
+    errors += [
+        user_error(["input", "files", i, field_name], why, "INVALID_INPUT")
+        for i, field_name, why in file_set_problems(store, input.get("files") or [])
+    ]
     coll_ids = []
     for k, cg in enumerate(input.get("collections") or []):
         cid = parse_gid(cg, "Collection")
@@ -1381,6 +1429,10 @@ def m_product_set(
             )
         product.options = new_opts
     touched_levels: list[InventoryLevel] = []
+    # inventory_items/create|update|delete follow product writes that make, change or drop items
+    new_items: list[InventoryItem] = []
+    changed_items: list[InventoryItem] = []
+    gone_items: list[int] = []
     if var_input is not None:
         keep: list[int] = []
         for pos, v in enumerate(var_input, 1):
@@ -1389,17 +1441,19 @@ def m_product_set(
             selected.sort(key=lambda s: order.get(s[0], 99))
             sku = v.get("sku", (v.get("inventoryItem") or {}).get("sku"))
             if v.get("id") is not None:
-                variant = store.variants[parse_gid(v["id"], "ProductVariant")]
+                variant = store.variants[cast(int, parse_gid(v["id"], "ProductVariant"))]
                 item = store.items[variant.inventory_item_id]
-                if "sku" in v or "sku" in (v.get("inventoryItem") or {}):
+                if ("sku" in v or "sku" in (v.get("inventoryItem") or {})) and item.sku != sku:
                     item.sku = sku
+                    changed_items.append(item)
             else:
                 variant = store.new_variant(product, sku=sku)
                 item = store.items[variant.inventory_item_id]
+                new_items.append(item)
             variant.selected = selected
             variant.position = v.get("position") or pos
             if v.get("price") is not None:
-                variant.price = money(v["price"])
+                variant.price = cast(str, money(v["price"]))  # validated before
             if "compareAtPrice" in v:
                 variant.compare_at_price = (
                     money(v["compareAtPrice"]) if v["compareAtPrice"] is not None else None
@@ -1411,21 +1465,21 @@ def m_product_set(
             ):
                 if key in v and (v[key] is not None or attr == "barcode"):
                     setattr(variant, attr, v[key])
-            ii = v.get("inventoryItem") or {}
-            if ii.get("tracked") is not None:
-                item.tracked = ii["tracked"]
-            if ii.get("requiresShipping") is not None:
-                item.requires_shipping = ii["requiresShipping"]
+            if apply_item_input(
+                item, {k: x for k, x in (v.get("inventoryItem") or {}).items() if k != "sku"}
+            ):
+                changed_items.append(item)
             if v.get("metafields") is not None:
                 variant.metafields = _replace_metafields(store, variant.metafields, v["metafields"])
             for q in v.get("inventoryQuantities") or []:
-                lvl = store.ensure_level(item.id, parse_gid(q["locationId"], "Location"))
+                lvl = store.ensure_level(item.id, cast(int, parse_gid(q["locationId"], "Location")))
                 if store.set_quantity(lvl, q["name"], q["quantity"]) and lvl not in touched_levels:
                     touched_levels.append(lvl)
             variant.updated_at = item.updated_at = now
             keep.append(variant.id)
         for vid in product.variant_ids:
             if vid not in keep:
+                gone_items.append(store.variants[vid].inventory_item_id)
                 store.delete_variant(vid)
         product.variant_ids = keep
     elif creating:
@@ -1434,8 +1488,11 @@ def m_product_set(
         ]
         variant = store.new_variant(product, selected=[("Title", "Default Title")])
         product.variant_ids = [variant.id]
+        new_items.append(store.items[variant.inventory_item_id])
     if input.get("metafields") is not None:
         product.metafields = _replace_metafields(store, product.metafields, input["metafields"])
+    if input.get("files") is not None:
+        apply_file_set(store, product, input["files"])
     if input.get("collections") is not None:
         for coll in store.collections.values():
             if coll.id in coll_ids and product.id not in coll.product_ids:
@@ -1450,6 +1507,13 @@ def m_product_set(
         Event("inventory_levels/update", payloads.inventory_level(lvl, store.timezone))
         for lvl in touched_levels
     )
+    events.extend(Event("inventory_items/create", payloads.inventory_item(store, i)) for i in new_items)
+    events.extend(
+        Event("inventory_items/update", payloads.inventory_item(store, i))
+        for i in dict.fromkeys(changed_items)
+        if i not in new_items
+    )
+    events.extend(Event("inventory_items/delete", payloads.inventory_item_deleted(i)) for i in gone_items)
     if synchronous is False:
         op = ProductSetOperation(store.next_id(), "COMPLETE", product.id, [])
         store.operations[op.id] = op
@@ -1460,10 +1524,18 @@ def m_product_set(
 def m_product_delete(_root, info, input: dict, synchronous: bool | None = None) -> dict:
     store = store_of(info)
     pid = parse_id(input["id"], "Product")
+    items = (
+        [v.inventory_item_id for v in store.product_variants(store.products[pid])]
+        if pid in store.products
+        else []
+    )
     product = store.delete_product(pid) if pid else None
     if product is None:
         return {"deletedProductId": None, "userErrors": [user_error(["id"], "Product does not exist")]}
     ctx(info).events.append(Event("products/delete", payloads.product_deleted(product.id)))
+    ctx(info).events.extend(
+        Event("inventory_items/delete", payloads.inventory_item_deleted(i)) for i in items
+    )
     return {"deletedProductId": gid("Product", product.id), "userErrors": []}
 
 
@@ -1520,6 +1592,10 @@ def m_product_variants_bulk_update(
                     )
                 )
         errors += _metafield_errors(v.get("metafields"), [*path, "metafields"], "INVALID_INPUT")
+        errors += [
+            user_error([*path, "inventoryItem", *field_path], why, "INVALID_INPUT")
+            for field_path, why in item_input_problems(v.get("inventoryItem") or {})
+        ]
         if len(errors) == before:
             ok.append((variant, v))
     if errors and not allowPartialUpdates:
@@ -1528,7 +1604,7 @@ def m_product_variants_bulk_update(
     for variant, v in ok:
         item = store.items[variant.inventory_item_id]
         if v.get("price") is not None:
-            variant.price = money(v["price"])
+            variant.price = cast(str, money(v["price"]))  # validated before
         if "compareAtPrice" in v:
             variant.compare_at_price = money(v["compareAtPrice"]) if v["compareAtPrice"] is not None else None
         if "barcode" in v:
@@ -1537,13 +1613,8 @@ def m_product_variants_bulk_update(
             variant.inventory_policy = v["inventoryPolicy"]
         if v.get("taxable") is not None:
             variant.taxable = v["taxable"]
-        ii = v.get("inventoryItem") or {}
-        if "sku" in ii:
-            item.sku = ii["sku"]
-        if ii.get("tracked") is not None:
-            item.tracked = ii["tracked"]
-        if ii.get("requiresShipping") is not None:
-            item.requires_shipping = ii["requiresShipping"]
+        if apply_item_input(item, v.get("inventoryItem") or {}):
+            ctx(info).events.append(Event("inventory_items/update", payloads.inventory_item(store, item)))
         for ov in v.get("optionValues") or []:
             opt = next(o for o in product.options if o.name == ov["optionName"])
             if ov.get("name") and ov["name"] not in [x.name for x in opt.values]:
@@ -1628,7 +1699,9 @@ def _apply_collection_input(store: StoreState, coll: Collection, inp: dict) -> N
 # uses `collection`. https://shopify.dev/docs/api/admin-graphql/2026-10/mutations/collectionCreate
 
 
-def _conditions_from_input(store: StoreState, raw: list[dict], path: list, errors: list) -> list[Condition]:
+def _conditions_from_input(
+    store: StoreState, raw: list[dict] | None, path: list, errors: list
+) -> list[Condition]:
     out = []
     for k, entry in enumerate(raw or []):
         ((kind, spec),) = entry.items()  # @oneOf: exactly one kind per condition
@@ -1651,7 +1724,7 @@ def _conditions_from_input(store: StoreState, raw: list[dict], path: list, error
     return out
 
 
-def _selections(store: StoreState, raw: list[dict], path: list, errors: list) -> list[int]:
+def _selections(store: StoreState, raw: list[dict] | None, path: list, errors: list) -> list[int]:
     pids = []
     for k, sel in enumerate(raw or []):
         pid = parse_gid(sel.get("productId"), "Product")
@@ -1908,6 +1981,7 @@ def m_collection_add_products(_root, info, id: str, productIds: list[str]) -> di
     coll, pids, errors = _membership_input(info, id, productIds)
     if errors:
         return {"collection": None, "userErrors": errors}
+    assert coll is not None  # no errors, so the collection was found
     added = [p for p in dict.fromkeys(pids) if p not in coll.product_ids]
     if added:
         coll.product_ids.extend(added)
@@ -1920,6 +1994,7 @@ def m_collection_remove_products(_root, info, id: str, productIds: list[str]) ->
     coll, pids, errors = _membership_input(info, id, productIds)
     if errors:
         return {"job": None, "userErrors": errors}
+    assert coll is not None  # no errors, so the collection was found
     removed = [p for p in pids if p in coll.product_ids]
     for p in removed:
         coll.product_ids.remove(p)
@@ -2144,7 +2219,6 @@ RESOLVERS: dict[str, dict[str, Any]] = {
     "Location": {
         "inventoryLevel": loc_inventory_level,
         "inventoryLevels": loc_inventory_levels,
-        "fulfillsOnlineOrders": lambda loc, _i: True,
         "shipsInventory": lambda loc, _i: True,
     },
     "Collection": {
@@ -2177,18 +2251,3 @@ RESOLVERS: dict[str, dict[str, Any]] = {
 
 def load_sdl() -> str:
     return SCHEMA_PATH.read_text(encoding="utf-8")
-
-
-def build_emulator_schema() -> GraphQLSchema:
-    """schema.graphql with the resolvers attached."""
-    schema = build_schema(load_sdl())
-    for type_name, fields in RESOLVERS.items():
-        gql_type = schema.get_type(type_name)
-        for field_name, fn in fields.items():
-            gql_type.fields[field_name].resolve = fn  # type: ignore[union-attr]
-    schema.get_type("Node").resolve_type = resolve_node_type  # type: ignore[union-attr]
-    for abstract in ("WebhookSubscriptionEndpoint", "CollectionSource", "CollectionSourceInclusionCondition"):
-        schema.get_type(abstract).resolve_type = (  # type: ignore[union-attr]
-            lambda value, _info, _type: value["__typename"]
-        )
-    return schema

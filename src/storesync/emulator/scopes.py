@@ -56,6 +56,92 @@ TYPE_ACCESS: dict[str, frozenset[str]] = {
     "InventoryAdjustmentGroup": frozenset({"read_inventory"}),
     "InventoryChange": frozenset({"read_inventory"}),
     "Location": frozenset({"read_locations", "read_inventory", "read_markets_home"}),
+    # orders and their fulfillment, refunds and returns; media; sales channels
+    "AppCatalog": frozenset({"read_product_listings", "read_products"}),
+    "File": frozenset(
+        {
+            "read_draft_orders",
+            "read_files",
+            "read_images",
+            "read_orders",
+            "read_products",
+            "read_quick_sale",
+            "read_themes",
+        }
+    ),
+    "FileError": frozenset({"read_files", "read_images", "read_themes"}),
+    "FilesUserError": frozenset({"read_files", "read_images", "read_themes"}),
+    "FulfillmentLineItem": frozenset({"read_marketplace_orders", "read_orders"}),
+    "FulfillmentOrder": frozenset(
+        {
+            "read_assigned_fulfillment_orders",
+            "read_marketplace_fulfillment_orders",
+            "read_merchant_managed_fulfillment_orders",
+            "read_third_party_fulfillment_orders",
+        }
+    ),
+    "FulfillmentOrderAssignedLocation": frozenset(
+        {
+            "read_assigned_fulfillment_orders",
+            "read_marketplace_fulfillment_orders",
+            "read_merchant_managed_fulfillment_orders",
+            "read_third_party_fulfillment_orders",
+        }
+    ),
+    "FulfillmentOrderLineItem": frozenset(
+        {
+            "read_assigned_fulfillment_orders",
+            "read_merchant_managed_fulfillment_orders",
+            "read_third_party_fulfillment_orders",
+        }
+    ),
+    "InventoryItemMeasurement": frozenset({"read_inventory", "read_products"}),
+    "LineItem": frozenset({"read_marketplace_orders", "read_orders"}),
+    "Media": frozenset(
+        {
+            "read_draft_orders",
+            "read_files",
+            "read_images",
+            "read_orders",
+            "read_products",
+            "read_quick_sale",
+            "read_themes",
+        }
+    ),
+    "MediaError": frozenset({"read_files", "read_products"}),
+    "MediaImage": frozenset(
+        {
+            "read_draft_orders",
+            "read_files",
+            "read_images",
+            "read_orders",
+            "read_products",
+            "read_quick_sale",
+            "read_themes",
+        }
+    ),
+    "MediaImageOriginalSource": frozenset(
+        {
+            "read_draft_orders",
+            "read_files",
+            "read_images",
+            "read_orders",
+            "read_products",
+            "read_quick_sale",
+            "read_themes",
+        }
+    ),
+    "MediaPreviewImage": frozenset({"read_files", "read_images", "read_products"}),
+    "MediaWarning": frozenset({"read_files", "read_products"}),
+    "Order": frozenset({"read_marketplace_orders", "read_orders", "read_quick_sale"}),
+    "Refund": frozenset({"read_marketplace_orders", "read_orders"}),
+    "RefundLineItem": frozenset({"read_marketplace_orders", "read_orders"}),
+    "Return": frozenset({"read_marketplace_returns", "read_returns"}),
+    "ReturnLineItem": frozenset({"read_marketplace_returns", "read_returns"}),
+    "ReturnLineItemType": frozenset({"read_marketplace_returns", "read_returns"}),
+    "ReverseFulfillmentOrder": frozenset({"read_marketplace_returns", "read_returns"}),
+    "ReverseFulfillmentOrderDisposition": frozenset({"read_marketplace_returns", "read_returns"}),
+    "ReverseFulfillmentOrderLineItem": frozenset({"read_marketplace_returns", "read_returns"}),
 }
 
 # Fields that need one of the scopes themselves (mutations: their write scope).
@@ -83,6 +169,34 @@ FIELD_ACCESS: dict[tuple[str, str], frozenset[str]] = {
     ("Location", "updatedAt"): frozenset({"read_locations"}),
     ("Location", "inventoryLevel"): frozenset({"read_locations"}),
     ("Location", "inventoryLevels"): frozenset({"read_locations"}),
+    # locations, media and files, inventory activation, sales channels
+    ("Collection", "resourcePublicationsCount"): frozenset({"read_publications"}),
+    ("Collection", "resourcePublicationsV2"): frozenset({"read_publications"}),
+    ("Collection", "unpublishedPublications"): frozenset({"read_publications"}),
+    ("Location", "activatable"): frozenset({"read_locations"}),
+    ("Location", "address"): frozenset({"read_locations"}),
+    ("Location", "deactivatable"): frozenset({"read_locations"}),
+    ("Location", "deactivatedAt"): frozenset({"read_locations"}),
+    ("Location", "hasActiveInventory"): frozenset({"read_locations"}),
+    ("Location", "isFulfillmentService"): frozenset({"read_locations"}),
+    ("Mutation", "fileCreate"): frozenset({"write_files", "write_images", "write_themes"}),
+    ("Mutation", "fileDelete"): frozenset({"write_files"}),
+    ("Mutation", "fileUpdate"): frozenset({"write_files", "write_themes"}),
+    ("Mutation", "inventoryActivate"): frozenset({"write_inventory"}),
+    ("Mutation", "inventoryDeactivate"): frozenset({"write_inventory"}),
+    ("Mutation", "inventoryItemUpdate"): frozenset({"write_inventory"}),
+    ("Mutation", "productReorderMedia"): frozenset({"write_products"}),
+    ("Mutation", "publishablePublish"): frozenset({"write_publications"}),
+    ("Mutation", "publishableUnpublish"): frozenset({"write_publications"}),
+    ("Product", "resourcePublicationsCount"): frozenset({"read_publications"}),
+    ("Product", "resourcePublicationsV2"): frozenset({"read_publications"}),
+    ("Product", "unpublishedPublications"): frozenset({"read_publications"}),
+    ("Publishable", "resourcePublicationsCount"): frozenset({"read_publications"}),
+    ("Publishable", "resourcePublicationsV2"): frozenset({"read_publications"}),
+    ("Publishable", "unpublishedPublications"): frozenset({"read_publications"}),
+    ("QueryRoot", "files"): frozenset({"read_files", "read_images", "read_themes"}),
+    ("QueryRoot", "publications"): frozenset({"read_publications"}),
+    ("QueryRoot", "return"): frozenset({"read_marketplace_returns", "read_returns"}),
 }
 
 _REQUIREMENTS = frozenset((*TYPE_ACCESS.values(), *FIELD_ACCESS.values()))

@@ -11,13 +11,16 @@ Everything runs on the app's event loop, so no locking is needed.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
+
+from storesync.emulator.ids import ActionError, gid, now_iso, parse_gid
+from storesync.emulator.metafields import value_error as metafield_value_error
 
 # Quantity names Shopify tracks per inventory level; `on_hand` is the sum of the others except
 # `incoming` (and `available` is what can be sold).
@@ -40,31 +43,9 @@ PLANS = {  # plan -> (bucket size, restore rate per second), Shopify's documente
 }
 PLAN_DISPLAY = {"standard": "Basic", "advanced": "Advanced", "plus": "Shopify Plus"}
 
-
-def now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def gid(type_name: str, num: int) -> str:
-    return f"gid://shopify/{type_name}/{num}"
-
-
-_GID_RE = re.compile(r"^gid://shopify/([A-Za-z]+)/(\d+)(?:\?.*)?$")
-
-
-def parse_gid(value: Any, type_name: str | None = None) -> int | None:
-    """The numeric id of a gid (of `type_name` if given), or None if it is not one."""
-    if not isinstance(value, str):
-        return None
-    m = _GID_RE.match(value)
-    if not m or (type_name is not None and m.group(1) != type_name):
-        return None
-    return int(m.group(2))
-
-
-def gid_type(value: str) -> str | None:
-    m = _GID_RE.match(value) if isinstance(value, str) else None
-    return m.group(1) if m else None
+# Sales channels a new store has, by their catalog titles in the admin.
+ONLINE_STORE = "Online Store"
+DEFAULT_PUBLICATIONS = (ONLINE_STORE, "Point of Sale")
 
 
 def money(value: Any) -> str | None:
@@ -82,6 +63,115 @@ def handleize(title: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-") or "product"
 
 
+# Merchant edits of an inventory item (control API key -> InventoryItem attribute).
+ITEM_FIELDS = {
+    "tracked": "tracked",
+    "requires_shipping": "requires_shipping",
+    "cost": "unit_cost",
+    "harmonized_system_code": "harmonized_system_code",
+    "country_code_of_origin": "country_code_of_origin",
+    "weight": "weight_value",
+    "weight_unit": "weight_unit",
+}
+
+
+def item_input_problems(ii: dict) -> list[tuple[list[str], str]]:
+    """(field path, why) of each bad field of an InventoryItemInput."""
+    problems = []
+    if ii.get("cost") is not None and money(ii["cost"]) is None:
+        problems.append((["cost"], "Cost must be a number >= 0"))
+    weight = (ii.get("measurement") or {}).get("weight")
+    if weight is not None and weight["value"] < 0:
+        problems.append((["measurement", "weight", "value"], "Weight can't be negative"))
+    hs = ii.get("harmonizedSystemCode")
+    if hs and not (hs.isdigit() and 6 <= len(hs) <= 13):
+        problems.append((["harmonizedSystemCode"], "Harmonized system code must be 6 to 13 digits"))
+    return problems
+
+
+_ITEM_ATTRS = (
+    "sku",
+    "tracked",
+    "requires_shipping",
+    "unit_cost",
+    "harmonized_system_code",
+    "country_code_of_origin",
+    "province_code_of_origin",
+    "weight_value",
+    "weight_unit",
+)
+
+
+def apply_item_input(item: InventoryItem, ii: dict) -> bool:
+    """An InventoryItemInput onto an item (productSet, productVariantsBulkUpdate,
+    inventoryItemUpdate: https://shopify.dev/docs/api/admin-graphql/2026-10/input-objects/InventoryItemInput);
+    True if anything changed."""
+    before = tuple(getattr(item, a) for a in _ITEM_ATTRS)
+    if "sku" in ii:
+        item.sku = ii["sku"]
+    if ii.get("tracked") is not None:
+        item.tracked = ii["tracked"]
+    if ii.get("requiresShipping") is not None:
+        item.requires_shipping = ii["requiresShipping"]
+    if "cost" in ii:
+        item.unit_cost = money(ii["cost"]) if ii["cost"] is not None else None
+    for key, attr in (
+        ("harmonizedSystemCode", "harmonized_system_code"),
+        ("countryCodeOfOrigin", "country_code_of_origin"),
+        ("provinceCodeOfOrigin", "province_code_of_origin"),
+    ):
+        if key in ii:
+            setattr(item, attr, ii[key])
+    weight = (ii.get("measurement") or {}).get("weight")
+    if weight is not None:
+        item.weight_value, item.weight_unit = float(weight["value"]), weight["unit"]
+    if tuple(getattr(item, a) for a in _ITEM_ATTRS) != before:
+        item.updated_at = now_iso()
+        return True
+    return False
+
+
+def _variant_edit_error(vc: dict) -> str | None:
+    """Why a merchant's variant edit can't be saved (None: it can)."""
+    for key in ("price", "cost"):
+        if vc.get(key) is not None and money(vc[key]) is None:
+            return f"{key} must be a number >= 0"
+    if "inventory_policy" in vc and str(vc["inventory_policy"]).upper() not in ("DENY", "CONTINUE"):
+        return "inventory_policy must be deny or continue"
+    if "weight_unit" in vc and vc["weight_unit"] not in ("GRAMS", "KILOGRAMS", "OUNCES", "POUNDS"):
+        return "weight_unit must be GRAMS, KILOGRAMS, OUNCES or POUNDS"
+    weight = vc.get("weight", 0)
+    if not isinstance(weight, int | float) or isinstance(weight, bool) or weight < 0:
+        return "weight must be a number >= 0"
+    return None
+
+
+def merchant_metafields(store: StoreState, existing: list[Metafield], changes: list[dict]) -> list[Metafield]:
+    """A merchant's metafield edits: set by namespace+key, or deleted when value is null."""
+    out = list(existing)
+    for mf in changes:
+        ns, key = mf.get("namespace"), mf.get("key")
+        old = next((m for m in out if m.namespace == ns and m.key == key), None)
+        if mf.get("value") is None:
+            if old is not None:
+                out.remove(old)
+            continue
+        if old is not None:
+            old.value, old.type = str(mf["value"]), str(mf.get("type") or old.type)
+            old.updated_at = now_iso()
+        else:
+            out.append(
+                Metafield(
+                    store.next_id(),
+                    str(ns),
+                    str(key),
+                    str(mf["value"]),
+                    str(mf.get("type") or "single_line_text_field"),
+                )
+            )
+    return out
+
+
 @dataclass
 class Event:
     topic: str  # REST form: products/update
@@ -96,8 +186,28 @@ class Location:
     id: int
     name: str
     is_active: bool = True
+    # Whether routing may assign online orders here (Location.fulfillsOnlineOrders).
+    fulfills_online_orders: bool = True
+    # address1, address2, city, province, province_code, country, country_code, zip, phone
+    address: dict = field(default_factory=dict)
+    deactivated_at: str | None = None
     created_at: str = field(default_factory=now_iso)
     updated_at: str = field(default_factory=now_iso)
+
+
+@dataclass(eq=False)
+class Publication:
+    """A sales channel's publication, named by its catalog's title ("Online Store"): the
+    2026-10 API deprecates Publication.name for Catalog.title
+    (https://shopify.dev/docs/api/admin-graphql/2026-10/objects/Publication)."""
+
+    id: int
+    name: str
+    catalog_id: int
+    auto_publish: bool = False
+    supports_future_publishing: bool = False
+    created_at: str = field(default_factory=now_iso)
+    TYPE_NAME = "Publication"
 
 
 @dataclass(eq=False)
@@ -109,6 +219,12 @@ class Metafield:
     type: str
     created_at: str = field(default_factory=now_iso)
     updated_at: str = field(default_factory=now_iso)
+
+    @property
+    def compare_digest(self) -> str:
+        """metafieldsSet's compare-and-set token: a digest of the persisted value
+        (https://shopify.dev/docs/api/admin-graphql/2026-10/mutations/metafieldsSet)."""
+        return hashlib.sha256(f"{self.type}\0{self.value}".encode()).hexdigest()
 
 
 @dataclass(eq=False)
@@ -141,9 +257,16 @@ class Product:
     options: list[ProductOption] = field(default_factory=list)
     variant_ids: list[int] = field(default_factory=list)
     metafields: list[Metafield] = field(default_factory=list)
+    # The product's media (MediaImage ids in store.files), in gallery order.
+    media_ids: list[int] = field(default_factory=list)
+    # publication id -> publish date: the sales channels it is on. None when created by the API:
+    # "The `productCreate` mutation creates products in an unpublished state by default"
+    # (https://shopify.dev/docs/api/admin-graphql/2026-10/mutations/productCreate), productSet alike.
+    publications: dict[int, str] = field(default_factory=dict)
     created_at: str = field(default_factory=now_iso)
     updated_at: str = field(default_factory=now_iso)
-    published_at: str | None = field(default_factory=now_iso)
+    # When it was published on the Online Store (Product.publishedAt); None while it is not.
+    published_at: str | None = None
 
 
 @dataclass(eq=False)
@@ -175,6 +298,12 @@ class InventoryItem:
     sku: str | None = None
     tracked: bool = True
     requires_shipping: bool = True
+    unit_cost: str | None = None  # InventoryItem.unitCost, in the shop's currency
+    harmonized_system_code: str | None = None
+    country_code_of_origin: str | None = None
+    province_code_of_origin: str | None = None
+    weight_value: float = 0.0  # InventoryItem.measurement.weight
+    weight_unit: str = "KILOGRAMS"
     created_at: str = field(default_factory=now_iso)
     updated_at: str = field(default_factory=now_iso)
 
@@ -219,9 +348,12 @@ class Collection:
     seo_description: str | None = None
     product_ids: list[int] = field(default_factory=list)  # the source's selections (manual members)
     metafields: list[Metafield] = field(default_factory=list)
+    # "The created collection is unpublished by default"
+    # (https://shopify.dev/docs/api/admin-graphql/2026-10/mutations/collectionCreate)
+    publications: dict[int, str] = field(default_factory=dict)
     created_at: str = field(default_factory=now_iso)
     updated_at: str = field(default_factory=now_iso)
-    published_at: str | None = field(default_factory=now_iso)
+    published_at: str | None = None
     # Membership (2026-10 sources): the collection's one conditions source, if any. Its members
     # are its selections plus the products matching its conditions, any or all of them
     # (`match_type`), computed on every read. No conditions: a manual collection.
@@ -369,36 +501,6 @@ def _number_match(fields: list[float], relation: str, value: str) -> bool:
 
 
 @dataclass(eq=False)
-class LineItem:
-    id: int
-    variant_id: int
-    product_id: int
-    sku: str | None
-    title: str
-    variant_title: str
-    quantity: int
-    price: str
-
-
-@dataclass(eq=False)
-class Order:
-    id: int
-    number: int
-    location_id: int
-    line_items: list[LineItem]
-    email: str | None = None
-    created_at: str = field(default_factory=now_iso)
-    updated_at: str = field(default_factory=now_iso)
-    cancelled_at: str | None = None
-    cancel_reason: str | None = None
-    restocked: bool = False
-
-    @property
-    def name(self) -> str:
-        return f"#{self.number}"
-
-
-@dataclass(eq=False)
 class InventoryChange:
     name: str
     delta: int
@@ -434,10 +536,6 @@ class Job:
 # --------------------------------------------------------------------------- store
 
 
-class ActionError(ValueError):
-    """A control-API action that cannot be done (unknown variant, not enough stock...)."""
-
-
 class StoreState:
     """One shop's catalog, inventory, orders and API bookkeeping."""
 
@@ -463,7 +561,19 @@ class StoreState:
         # item id -> its levels, so per-variant totals do not scan every level of the store
         self.levels_by_item: dict[int, list[InventoryLevel]] = {}
         self.collections: dict[int, Collection] = {}
-        self.orders: dict[int, Order] = {}
+        self.orders: dict[int, Any] = {}  # orders.Order
+        # Everything else of the order side and the media that has a global id of its own:
+        # fulfillment orders, refunds, returns, MediaImages... (id -> object; see orders.py, media.py)
+        self.objects: dict[int, Any] = {}
+        # Media files of the store (the Files page), MediaImage id -> media.MediaImage.
+        self.files: dict[int, Any] = {}
+        # Media processing: (UPLOADED, PROCESSING) durations in wall seconds when set by the
+        # control API; otherwise Shopify-like seconds shrunk by the emulator's time scale.
+        self.media_timing: tuple[float, float] | None = None
+        self.media_faults: Any = None  # media.MediaFaults
+        # Levels at deactivated locations, kept aside (InventoryLevel.isActive false).
+        self.inactive_levels: dict[tuple[int, int], InventoryLevel] = {}
+        self.publications: dict[int, Publication] = {}
         self.groups: dict[int, AdjustmentGroup] = {}
         self.operations: dict[int, ProductSetOperation] = {}
         self.jobs: dict[int, Job] = {}
@@ -475,6 +585,13 @@ class StoreState:
         self._order_numbers = itertools.count(1001)
         # Every Shopify store has at least one location from the start.
         self.add_location("Shop location")
+        # The sales channels every store has at first (their catalogs' titles, as the admin
+        # names them).
+        for name in DEFAULT_PUBLICATIONS:
+            self.add_publication(name)
+
+    def next_order_number(self) -> int:
+        return next(self._order_numbers)
 
     def next_id(self) -> int:
         return self.emulator.next_id()
@@ -558,6 +675,9 @@ class StoreState:
         return next((p for p in self.products.values() if p.handle == handle), None)
 
     def active_locations(self) -> list[Location]:
+        """Active locations in the store's fulfillment priority order: the order they were added
+        in ("After you create a location, it's added to the bottom of your fulfillment priority
+        list", https://help.shopify.com/en/manual/locations/setting-up-your-locations)."""
         return [loc for loc in self.locations.values() if loc.is_active]
 
     def unique_handle(self, base: str, taken: set[str] | None = None, exclude_id: int | None = None) -> str:
@@ -572,12 +692,146 @@ class StoreState:
 
     # ------------------------------------------------------------------ building blocks
 
-    def add_location(self, name: str) -> Location:
-        loc = Location(id=self.next_id(), name=name)
+    def add_location(
+        self, name: str, *, address: dict | None = None, fulfills_online_orders: bool = True
+    ) -> Location:
+        loc = Location(
+            id=self.next_id(),
+            name=name,
+            address=dict(address or {}),
+            fulfills_online_orders=fulfills_online_orders,
+        )
         self.locations[loc.id] = loc
         for item in self.items.values():
             self.ensure_level(item.id, loc.id)
         return loc
+
+    def location_event(self, topic: str, loc: Location) -> Event:
+        from storesync.emulator import payloads
+
+        return Event(topic, payloads.location(self, loc))
+
+    def deactivate_location(self, location_id: int, destination_id: int | None = None) -> list[Event]:
+        """A merchant deactivating a location (Settings > Locations). Shopify refuses while
+        orders wait to be fulfilled there (HAS_FULFILLMENT_ORDERS_ERROR) or while it holds
+        stock and no destination is named (HAS_ACTIVE_INVENTORY_ERROR); with a destination, the
+        stock moves there ("Deactivates a location and moves inventory, pending orders, and
+        moving transfers to a destination location",
+        https://shopify.dev/docs/api/admin-graphql/2026-10/mutations/locationDeactivate). The
+        location's levels then become inactive (InventoryLevel.isActive false: read only with
+        includeInactive)."""
+        loc = self.locations.get(location_id)
+        if loc is None:
+            raise ActionError(f"no location {location_id} in {self.shop}")
+        if not loc.is_active:
+            raise ActionError(f"location {loc.name!r} is already inactive")
+        dest = None
+        if destination_id is not None:
+            dest = self.locations.get(destination_id)
+            if dest is None or not dest.is_active:
+                raise ActionError(
+                    "DESTINATION_LOCATION_NOT_FOUND_OR_INACTIVE: destination is not an active location"
+                )
+            if dest is loc:
+                raise ActionError("DESTINATION_LOCATION_IS_THE_SAME_LOCATION")
+        if loc.fulfills_online_orders and not any(
+            other.fulfills_online_orders for other in self.active_locations() if other is not loc
+        ):
+            raise ActionError(
+                "CANNOT_DISABLE_ONLINE_ORDER_FULFILLMENT: at least one location must fulfill online orders"
+            )
+        waiting = [
+            fo
+            for fo in self.objects.values()
+            if getattr(fo, "TYPE_NAME", "") == "FulfillmentOrder"
+            and fo.location_id == loc.id
+            and fo.status in ("OPEN", "IN_PROGRESS")
+        ]
+        if waiting and dest is None:
+            raise ActionError("HAS_FULFILLMENT_ORDERS_ERROR: the location has orders waiting to be fulfilled")
+        for fo in waiting:  # pending orders move with the stock (their committed units too)
+            fo.location_id = dest.id  # type: ignore[union-attr]
+        levels = self.location_levels(loc.id)
+        if dest is None and any(lvl.quantities["on_hand"] or lvl.quantities["incoming"] for lvl in levels):
+            raise ActionError(
+                "HAS_ACTIVE_INVENTORY_ERROR: the location holds stock; name a destination_location_id"
+            )
+        moved: list[InventoryLevel] = []
+        for lvl in levels:
+            if dest is not None and any(lvl.quantities.values()):
+                target = self.ensure_level(lvl.item_id, dest.id)
+                for name in QUANTITY_NAMES:
+                    target.quantities[name] += lvl.quantities[name]
+                target.updated_at = now_iso()
+                moved.append(target)
+            lvl.quantities = dict.fromkeys(QUANTITY_NAMES, 0)
+            lvl.updated_at = now_iso()
+            del self.levels[(lvl.item_id, lvl.location_id)]
+            self.levels_by_item[lvl.item_id].remove(lvl)
+            self.inactive_levels[(lvl.item_id, lvl.location_id)] = lvl
+        loc.is_active = False
+        loc.deactivated_at = loc.updated_at = now_iso()
+        return [self.location_event("locations/deactivate", loc), *self.inventory_events(moved)]
+
+    def activate_location(self, location_id: int) -> list[Event]:
+        """A deactivated location made active again; its levels come back, empty."""
+        loc = self.locations.get(location_id)
+        if loc is None:
+            raise ActionError(f"no location {location_id} in {self.shop}")
+        if loc.is_active:
+            raise ActionError(f"location {loc.name!r} is already active")
+        for key, lvl in list(self.inactive_levels.items()):
+            if key[1] == loc.id and lvl.item_id in self.items:
+                del self.inactive_levels[key]
+                self.levels[key] = lvl
+                self.levels_by_item.setdefault(lvl.item_id, []).append(lvl)
+        loc.is_active = True
+        loc.deactivated_at = None
+        loc.updated_at = now_iso()
+        return [self.location_event("locations/activate", loc)]
+
+    # ------------------------------------------------------------------ sales channels
+
+    def add_publication(self, name: str) -> Publication:
+        pub = Publication(
+            id=self.next_id(),
+            name=name,
+            catalog_id=self.next_id(),
+            # Only online store channels support scheduled publishing
+            # (https://shopify.dev/docs/api/admin-graphql/2026-10/mutations/publishablePublish).
+            supports_future_publishing=name == ONLINE_STORE,
+        )
+        self.publications[pub.id] = pub
+        return pub
+
+    def publish(
+        self, resource: Product | Collection, publication_ids: list[int], when: str | None = None
+    ) -> bool:
+        """Put a product or collection on channels; True if anything changed."""
+        changed = False
+        for pid in publication_ids:
+            if pid not in resource.publications:
+                resource.publications[pid] = when or now_iso()
+                changed = True
+        self._sync_published_at(resource)
+        return changed
+
+    def unpublish(self, resource: Product | Collection, publication_ids: list[int]) -> bool:
+        changed = False
+        for pid in publication_ids:
+            if resource.publications.pop(pid, None) is not None:
+                changed = True
+        self._sync_published_at(resource)
+        return changed
+
+    def _sync_published_at(self, resource: Product | Collection) -> None:
+        """publishedAt is the Online Store publication's date (null while not published there)."""
+        online = next((p.id for p in self.publications.values() if p.name == ONLINE_STORE), None)
+        resource.published_at = resource.publications.get(online) if online is not None else None
+
+    def publish_everywhere(self, resource: Product | Collection) -> None:
+        """What the admin does with a product a merchant creates: it is on the store's channels."""
+        self.publish(resource, list(self.publications), resource.created_at)
 
     def ensure_level(self, item_id: int, location_id: int) -> InventoryLevel:
         lvl = self.levels.get((item_id, location_id))
@@ -608,6 +862,8 @@ class StoreState:
         self.items.pop(variant.inventory_item_id, None)
         for lvl in self.levels_by_item.pop(variant.inventory_item_id, []):
             del self.levels[(lvl.item_id, lvl.location_id)]
+        for key in [k for k in self.inactive_levels if k[0] == variant.inventory_item_id]:
+            del self.inactive_levels[key]
 
     def delete_product(self, product_id: int) -> Product | None:
         product = self.products.pop(product_id, None)
@@ -695,6 +951,7 @@ class StoreState:
                 product_type="Test",
             )
             self.products[product.id] = product
+            self.publish_everywhere(product)
             sizes = ["S", "M", "L", "XL", "XXL"][: max(1, variants_per_product)]
             product.options = [
                 ProductOption(self.next_id(), "Size", 1, [OptionValue(self.next_id(), s) for s in sizes])
@@ -748,6 +1005,7 @@ class StoreState:
                 description_html=spec.get("description_html", ""),
             )
             self.products[product.id] = product
+            self.publish_everywhere(product)
             variants = spec.get("variants") or [{}]
             names: list[str] = []
             for v in variants:
@@ -772,8 +1030,8 @@ class StoreState:
                 )
                 product.variant_ids.append(variant.id)
                 avail = v.get("available", 0)
-                per_location = (
-                    {parse_gid(k, "Location"): n for k, n in avail.items()}
+                per_location: dict[int, Any] = (
+                    {parse_gid(k, "Location") or 0: n for k, n in avail.items()}
                     if isinstance(avail, dict)
                     else {loc.id: avail for loc in self.active_locations()}
                 )
@@ -781,118 +1039,6 @@ class StoreState:
                     self.set_quantity(self.ensure_level(variant.inventory_item_id, lid), "available", int(n))
             created.append(gid("Product", product.id))
         return created
-
-    def place_order(
-        self, line_items: list[dict], location_id: int | None = None, email: str | None = None
-    ) -> tuple[Order, list[Event]]:
-        """A sale: units move from available to committed at the location."""
-        from storesync.emulator import payloads
-
-        loc = self._order_location(location_id)
-        lines: list[tuple[Variant, int]] = []
-        wanted: dict[int, int] = {}  # inventory item -> units ordered over all lines
-        for i, li in enumerate(line_items):
-            vid = parse_gid(li.get("variant_id"), "ProductVariant") or (
-                li.get("variant_id") if isinstance(li.get("variant_id"), int) else None
-            )
-            variant = self.variants.get(vid) if vid else None
-            qty = li.get("quantity", 1)
-            if variant is None:
-                raise ActionError(
-                    f"line_items[{i}].variant_id: no variant {li.get('variant_id')!r} in {self.shop}"
-                )
-            if not isinstance(qty, int) or qty < 1:
-                raise ActionError(f"line_items[{i}].quantity must be a positive integer")
-            level = self.levels.get((variant.inventory_item_id, loc.id))
-            if level is None:
-                raise ActionError(f"line_items[{i}]: variant not stocked at location {loc.id}")
-            wanted[variant.inventory_item_id] = wanted.get(variant.inventory_item_id, 0) + qty
-            if (
-                variant.inventory_policy == "DENY"
-                and level.quantities["available"] < wanted[variant.inventory_item_id]
-            ):
-                raise ActionError(
-                    f"line_items[{i}]: only {level.quantities['available']} available, "
-                    f"{wanted[variant.inventory_item_id]} ordered"
-                )
-            lines.append((variant, qty))
-        order = Order(
-            id=self.next_id(),
-            number=next(self._order_numbers),
-            location_id=loc.id,
-            line_items=[],
-            email=email,
-        )
-        touched: list[InventoryLevel] = []
-        for variant, qty in lines:
-            product = self.products[variant.product_id]
-            item = self.items[variant.inventory_item_id]
-            order.line_items.append(
-                LineItem(
-                    self.next_id(),
-                    variant.id,
-                    product.id,
-                    item.sku,
-                    product.title,
-                    variant.title,
-                    qty,
-                    variant.price,
-                )
-            )
-            level = self.levels[(variant.inventory_item_id, loc.id)]
-            q = level.quantities
-            q["available"] -= qty
-            q["committed"] += qty
-            level.updated_at = now_iso()
-            if level not in touched:
-                touched.append(level)
-        self.orders[order.id] = order
-        events = [Event("orders/create", payloads.order(self, order))]
-        events += self.inventory_events(touched)
-        return order, events
-
-    def _order_location(self, location_id: int | None) -> Location:
-        if location_id is None:
-            active = self.active_locations()
-            if not active:
-                raise ActionError(f"{self.shop} has no active location")
-            return active[0]
-        loc = self.locations.get(location_id)
-        if loc is None:
-            raise ActionError(f"no location {location_id} in {self.shop}")
-        return loc
-
-    def cancel_order(
-        self, order_id: int, restock: bool = True, reason: str = "customer"
-    ) -> tuple[Order, list[Event]]:
-        from storesync.emulator import payloads
-
-        order = self.orders.get(order_id)
-        if order is None:
-            raise ActionError(f"no order {order_id} in {self.shop}")
-        if order.cancelled_at is not None:
-            raise ActionError(f"order {order.name} is already cancelled")
-        order.cancelled_at = order.updated_at = now_iso()
-        order.cancel_reason = reason
-        order.restocked = restock
-        touched: list[InventoryLevel] = []
-        for li in order.line_items:
-            variant = self.variants.get(li.variant_id)
-            level = self.levels.get((variant.inventory_item_id, order.location_id)) if variant else None
-            if level is None:
-                continue  # product deleted since: nothing to put back
-            q = level.quantities
-            q["committed"] -= li.quantity
-            if restock:
-                q["available"] += li.quantity
-            else:
-                q["on_hand"] -= li.quantity
-            level.updated_at = now_iso()
-            if restock and level not in touched:
-                touched.append(level)
-        events = [Event("orders/cancelled", payloads.order(self, order))]
-        events += self.inventory_events(touched)
-        return order, events
 
     def merchant_set_inventory(self, item_id: int, location_id: int, available: int) -> list[Event]:
         """A merchant typing a new available count in the admin."""
@@ -907,7 +1053,13 @@ class StoreState:
 
     def merchant_edit_product(self, product_id: int, changes: dict) -> list[Event]:
         """A merchant editing a product in the admin: title, description, vendor, tags, status,
-        handle, and per-variant price/sku/barcode (`variants: [{id, price, ...}]`)."""
+        handle, `metafields` ([{namespace, key, value, type}]: set; value null: deleted),
+        `media` ([{"src", "alt"}]: appended, or [{"id", "alt"}] kept; the list is the gallery),
+        and per variant (`variants: [{id, ...}]`) price, compare_at_price, sku, barcode,
+        inventory_policy, taxable, metafields and the inventory item's tracked, requires_shipping,
+        cost, harmonized_system_code, country_code_of_origin, weight, weight_unit."""
+        from storesync.emulator import media, payloads
+
         product = self.products.get(product_id)
         if product is None:
             raise ActionError(f"no product {product_id} in {self.shop}")
@@ -920,6 +1072,32 @@ class StoreState:
             "handle": "handle",
             "template_suffix": "template_suffix",
         }
+        editable = sorted([*simple, "tags", "status", "variants", "metafields", "media"])
+        unknown = [k for k in changes if k not in simple and k not in editable]
+        if unknown:
+            raise ActionError(f"cannot edit {unknown[0]!r} (editable: {editable})")
+        if "status" in changes and str(changes["status"]).upper() not in ("ACTIVE", "ARCHIVED", "DRAFT"):
+            raise ActionError("status must be active, archived or draft")
+        targets: list[tuple[Variant, dict]] = []
+        for vc in changes.get("variants") or []:
+            vid = parse_gid(vc.get("id"), "ProductVariant") or vc.get("id")
+            variant = self.variants.get(vid)
+            if variant is None or variant.product_id != product.id:
+                raise ActionError(f"variant {vc.get('id')!r} is not a variant of product {product_id}")
+            targets.append((variant, vc))
+        for _variant, vc in targets:
+            why = _variant_edit_error(vc)
+            if why:
+                raise ActionError(f"variant {vc.get('id')!r}: {why}")
+        for mf in [
+            *(changes.get("metafields") or []),
+            *(m for _v, vc in targets for m in vc.get("metafields") or []),
+        ]:
+            if mf.get("value") is not None:
+                why = metafield_value_error(str(mf.get("type") or "single_line_text_field"), str(mf["value"]))
+                if why:
+                    raise ActionError(f"metafield {mf.get('namespace')}.{mf.get('key')}: {why}")
+        events: list[Event] = []
         for key, value in changes.items():
             if key in simple:
                 setattr(product, simple[key], value)
@@ -929,50 +1107,82 @@ class StoreState:
                 )
             elif key == "status":
                 product.status = str(value).upper()
-            elif key == "variants":
-                for vc in value:
-                    vid = parse_gid(vc.get("id"), "ProductVariant") or vc.get("id")
-                    variant = self.variants.get(vid)
-                    if variant is None or variant.product_id != product.id:
-                        raise ActionError(
-                            f"variant {vc.get('id')!r} is not a variant of product {product_id}"
-                        )
-                    for vk, vv in vc.items():
-                        if vk == "price":
-                            variant.price = money(vv) or variant.price
-                        elif vk == "compare_at_price":
-                            variant.compare_at_price = money(vv) if vv is not None else None
-                        elif vk == "sku":
-                            self.items[variant.inventory_item_id].sku = vv
-                        elif vk == "barcode":
-                            variant.barcode = vv
-                    variant.updated_at = now_iso()
-            else:
-                raise ActionError(
-                    f"cannot edit {key!r} (editable: {sorted([*simple, 'tags', 'status', 'variants'])})"
-                )
+            elif key == "metafields":
+                product.metafields = merchant_metafields(self, product.metafields, value)
+            elif key == "media":
+                product.media_ids = media.merchant_gallery(self, product, value)
+        for variant, vc in targets:
+            item = self.items[variant.inventory_item_id]
+            item_changed = False
+            for vk, vv in vc.items():
+                if vk == "price":
+                    variant.price = money(vv) or variant.price
+                elif vk == "compare_at_price":
+                    variant.compare_at_price = money(vv) if vv is not None else None
+                elif vk == "sku":
+                    item.sku = vv
+                    item_changed = True
+                elif vk == "barcode":
+                    variant.barcode = vv
+                elif vk == "inventory_policy":
+                    variant.inventory_policy = str(vv).upper()
+                elif vk == "taxable":
+                    variant.taxable = bool(vv)
+                elif vk == "metafields":
+                    variant.metafields = merchant_metafields(self, variant.metafields, vv)
+                elif vk in ITEM_FIELDS:
+                    setattr(item, ITEM_FIELDS[vk], money(vv) if vk == "cost" and vv is not None else vv)
+                    item_changed = True
+            variant.updated_at = now_iso()
+            if item_changed:
+                item.updated_at = now_iso()
+                events.append(Event("inventory_items/update", payloads.inventory_item(self, item)))
         product.updated_at = now_iso()
-        return [self.product_event("products/update", product)]
+        return [self.product_event("products/update", product), *events]
 
     def snapshot(self) -> dict:
         """The store's whole state as plain JSON, for tests and the demo."""
         from storesync.emulator import payloads
 
+        def metafields(owner) -> list[dict]:
+            return [
+                {"namespace": m.namespace, "key": m.key, "value": m.value, "type": m.type}
+                for m in owner.metafields
+            ]
+
+        def channels(resource) -> list[str]:
+            return sorted(self.publications[p].name for p in resource.publications if p in self.publications)
+
         return {
             "shop": self.shop,
             "plan": self.plan,
             "locations": [
-                {"id": gid("Location", loc.id), "name": loc.name, "is_active": loc.is_active}
+                {
+                    "id": gid("Location", loc.id),
+                    "name": loc.name,
+                    "is_active": loc.is_active,
+                    "fulfills_online_orders": loc.fulfills_online_orders,
+                }
                 for loc in self.locations.values()
+            ],
+            "publications": [
+                {"id": gid("Publication", pub.id), "name": pub.name} for pub in self.publications.values()
             ],
             "products": [
                 payloads.product(self, p)
                 | {
-                    "metafields": [
-                        {"namespace": m.namespace, "key": m.key, "value": m.value, "type": m.type}
-                        for m in p.metafields
-                    ],
+                    "metafields": metafields(p),
+                    "variant_metafields": {
+                        gid("ProductVariant", v.id): metafields(v) for v in self.product_variants(p)
+                    },
+                    "inventory_items": {
+                        gid("ProductVariant", v.id): payloads.inventory_item(
+                            self, self.items[v.inventory_item_id]
+                        )
+                        for v in self.product_variants(p)
+                    },
                     "collections": [gid("Collection", c.id) for c in self.product_collections(p.id)],
+                    "channels": channels(p),
                 }
                 for p in self.products.values()
             ],
@@ -988,7 +1198,10 @@ class StoreState:
             ],
             "collections": [
                 payloads.collection(c, self.timezone)
-                | {"products": [gid("Product", p) for p in self.collection_members(c)]}
+                | {
+                    "products": [gid("Product", p) for p in self.collection_members(c)],
+                    "channels": channels(c),
+                }
                 for c in self.collections.values()
             ],
             "orders": [payloads.order(self, o) for o in self.orders.values()],
@@ -998,7 +1211,9 @@ class StoreState:
 class Emulator:
     """All stores of one emulator process."""
 
-    def __init__(self) -> None:
+    def __init__(self, time_scale: float = 1.0) -> None:
+        # Shrinks Shopify's own durations (media processing) like the webhook sender's.
+        self.time_scale = time_scale
         self._ids = itertools.count(1001)
         self.stores: dict[str, StoreState] = {}
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import builtins
 import contextlib
 import hashlib
 import hmac
@@ -59,6 +60,18 @@ TOPIC_REST_BY_ENUM: dict[str, str] = {
     "ORDERS_CREATE": "orders/create",
     "ORDERS_CANCELLED": "orders/cancelled",
     "ORDERS_UPDATED": "orders/updated",
+    "ORDERS_EDITED": "orders/edited",
+    "ORDERS_FULFILLED": "orders/fulfilled",
+    "ORDERS_PARTIALLY_FULFILLED": "orders/partially_fulfilled",
+    "REFUNDS_CREATE": "refunds/create",
+    "FULFILLMENT_ORDERS_ORDER_ROUTING_COMPLETE": "fulfillment_orders/order_routing_complete",
+    "RETURNS_APPROVE": "returns/approve",
+    "RETURNS_PROCESS": "returns/process",
+    "RETURNS_CLOSE": "returns/close",
+    "REVERSE_FULFILLMENT_ORDERS_DISPOSE": "reverse_fulfillment_orders/dispose",
+    "LOCATIONS_CREATE": "locations/create",
+    "LOCATIONS_ACTIVATE": "locations/activate",
+    "LOCATIONS_DEACTIVATE": "locations/deactivate",
     "COLLECTIONS_CREATE": "collections/create",
     "COLLECTIONS_UPDATE": "collections/update",
     "COLLECTIONS_DELETE": "collections/delete",
@@ -213,7 +226,7 @@ class SubscriptionStore:
             subs = list(self._by_id.values())
         return [s for s in subs if (shop is None or s.shop == shop) and (rest is None or s.topic == rest)]
 
-    def removed(self) -> list[tuple[Subscription, str]]:
+    def removed(self) -> builtins.list[tuple[Subscription, str]]:
         with self._lock:
             return list(self._removed)
 
@@ -250,7 +263,7 @@ class DeliveryFaults(BaseModel):
         seed: int | None = None,
         **kwargs: Any,
     ) -> None:
-        # Positional order as agreed in INTERFACES.md.
+        # Positional order, as the control API serves it.
         super().__init__(
             duplicate_p=duplicate_p,
             reorder_p=reorder_p,

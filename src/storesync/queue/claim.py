@@ -42,6 +42,7 @@ there is no wait cycle.
 from __future__ import annotations
 
 import weakref
+from typing import Any
 
 import psycopg
 
@@ -58,7 +59,7 @@ LOCK_KEY_NAMESPACE = 0x51E0
 MIN_GROUPS_PER_CLAIM = 4
 
 
-def _claim_params(qs: QueueSettings, worker_id: str, limit: int) -> dict:
+def _claim_params(qs: QueueSettings, worker_id: str, limit: int) -> dict[str, Any]:
     cap = min(qs.per_group_cap, limit)
     return {
         "groups": qs.groups_per_claim,
@@ -81,12 +82,12 @@ def _session_plans_afresh(conn: psycopg.AsyncConnection | psycopg.Connection) ->
     return known
 
 
-_PLANS_AFRESH: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_PLANS_AFRESH: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
 
 
 async def claim_batch(
     conn: psycopg.AsyncConnection, qs: QueueSettings, worker_id: str, limit: int
-) -> list[tuple] | None:
+) -> list[tuple[Any, ...]] | None:
     """Claim up to `limit` jobs fairly, leaving the claim's transaction open: [] if nothing is
     claimable now, None if the claim lost a lock-key race and should be retried at once (the
     transaction is then rolled back).
@@ -125,7 +126,7 @@ async def claim_batch(
 
 def claim_batch_sync(
     conn: psycopg.Connection, qs: QueueSettings, worker_id: str, limit: int
-) -> list[tuple] | None:
+) -> list[tuple[Any, ...]] | None:
     """`claim_batch` on a sync connection (tests and benchmarks)."""
     try:
         with conn.transaction():

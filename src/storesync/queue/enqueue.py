@@ -11,11 +11,13 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
 
 from storesync.queue import queries as q
+from storesync.queue.payloads import InvalidPayloadError, encode
 
 
 class Lane(enum.IntEnum):
@@ -32,8 +34,11 @@ class InvalidJobError(ValueError):
 
 @dataclass(frozen=True)
 class JobSpec:
+    """One job to enqueue. `payload`: a typed payload (a dataclass or pydantic model instance,
+    checked against its type and stored as JSON, see `payloads.encode`) or a JSON object."""
+
     kind: str  # e.g. "webhook.products_update", "sync.product_to_child"
-    payload: dict  # JSON-serialisable
+    payload: Any  # after construction: the JSON object stored
     group: str  # fairness group = merchant id
     lane: Lane = Lane.CATALOG
     singleton_key: str | None = None  # at most one QUEUED job per key; later enqueues collapse into it
@@ -46,8 +51,12 @@ class JobSpec:
             raise InvalidJobError(f"kind must be a non-empty string, got {self.kind!r}")
         if not isinstance(self.group, str) or not self.group:
             raise InvalidJobError(f"group must be a non-empty string (the merchant id), got {self.group!r}")
-        if not isinstance(self.payload, dict):
-            raise InvalidJobError(f"payload must be a dict, got {type(self.payload).__name__}")
+        if isinstance(self.payload, (list, tuple, str, bytes, int, float, bool)) or self.payload is None:
+            raise InvalidJobError(f"payload must be an object, got {type(self.payload).__name__}")
+        try:
+            object.__setattr__(self, "payload", encode(self.payload))
+        except InvalidPayloadError as err:
+            raise InvalidJobError(f"payload: {err}") from None
         try:
             object.__setattr__(self, "lane", Lane(self.lane))
         except ValueError:
@@ -70,7 +79,7 @@ class Enqueued:
     collapsed: bool  # True: merged into the job already waiting with the same singleton key
 
 
-def _params(spec: JobSpec) -> dict:
+def _params(spec: JobSpec) -> dict[str, Any]:
     return {
         "kind": spec.kind,
         "payload": Jsonb(spec.payload),
@@ -117,8 +126,8 @@ class _Batch:
             batch.unique.append(spec)
         return batch
 
-    def params(self) -> dict:
-        cols: dict[str, list] = {
+    def params(self) -> dict[str, Any]:
+        cols: dict[str, list[Any]] = {
             k: []
             for k in (
                 "kind",

@@ -1,8 +1,12 @@
-"""What a job handler is, how it signals retry or failure, and the registry workers load.
+"""What a job handler is, how it signals retry or failure, and the registry a worker is given.
 
 A handler is `async def handle(ctx: JobContext) -> None`. Returning means success. Raising
 `PermanentError` dead-letters the job now; `RetryableError` (or any other exception) retries it
 with capped exponential backoff and full jitter until `max_attempts`, then dead-letters it.
+
+A kind may be registered with its payload type: the worker then hands the handler an instance
+(`ctx.payload`), decoded from the stored JSON when the job is claimed (`payloads.decode`); a
+payload that does not fit dead-letters the job with the reason.
 """
 
 from __future__ import annotations
@@ -10,11 +14,12 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import psycopg_pool
 
 from storesync.config import Settings
-from storesync.queue.enqueue import Lane
+from storesync.queue.enqueue import JobSpec, Lane
 
 _KIND_RE = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)*$")
 
@@ -39,13 +44,26 @@ class PermanentError(Exception):
 class JobContext:
     job_id: int
     kind: str
-    payload: dict
+    payload: Any  # an instance of the kind's payload type, or the JSON object for untyped kinds
     group: str
     lane: Lane
     attempt: int  # 1 on the first run
     lock_key: str | None
     pool: psycopg_pool.AsyncConnectionPool  # the pooled path (PgBouncer-safe statements only)
     settings: Settings
+    stored_payload: dict[str, Any] = field(default_factory=dict)  # the JSON stored, without the queue's keys
+    max_attempts: int = 10
+
+    def again(self) -> JobSpec:
+        """This job as a new spec (same kind, payload, group, lane and lock key): to park it."""
+        return JobSpec(
+            self.kind,
+            self.stored_payload,
+            group=self.group,
+            lane=self.lane,
+            lock_key=self.lock_key,
+            max_attempts=self.max_attempts,
+        )
 
 
 Handler = Callable[[JobContext], Awaitable[None]]
@@ -59,8 +77,13 @@ class Schedule:
     kind: str
     every_seconds: float
     group: str
-    payload: dict = field(default_factory=dict)
+    payload: dict[str, Any] = field(default_factory=dict)
     lane: Lane = Lane.BACKFILL
+
+
+def _check_kind(kind: str) -> None:
+    if not _KIND_RE.match(kind):
+        raise ValueError(f"job kind {kind!r} must be dotted lowercase words like 'webhook.orders_create'")
 
 
 class HandlerRegistry:
@@ -68,23 +91,33 @@ class HandlerRegistry:
 
     def __init__(self) -> None:
         self._handlers: dict[str, Handler] = {}
+        self._payloads: dict[str, type | None] = {}
         self._schedules: dict[str, Schedule] = {}
 
-    def register(self, kind: str) -> Callable[[Handler], Handler]:
-        """Decorator: `@registry.register("sync.product_to_child")`."""
-        if not _KIND_RE.match(kind):
-            raise ValueError(f"job kind {kind!r} must be dotted lowercase words like 'webhook.orders_create'")
+    def register(self, kind: str, *, payload: type | None = None) -> Callable[[Handler], Handler]:
+        """Decorator: `@registry.register("sync.product_to_child", payload=ProductJob)`."""
+        _check_kind(kind)
 
         def decorate(handler: Handler) -> Handler:
-            if kind in self._handlers and self._handlers[kind] is not handler:
-                raise ValueError(f"job kind {kind!r} already has a handler")
-            self._handlers[kind] = handler
+            self.add(kind, handler, payload=payload)
             return handler
 
         return decorate
 
+    def add(self, kind: str, handler: Handler, *, payload: type | None = None) -> None:
+        """Register `handler` for `kind`, its payloads decoded as `payload` (None: a dict)."""
+        _check_kind(kind)
+        if kind in self._handlers and self._handlers[kind] is not handler:
+            raise ValueError(f"job kind {kind!r} already has a handler")
+        self._handlers[kind] = handler
+        self._payloads[kind] = payload
+
     def get(self, kind: str) -> Handler | None:
         return self._handlers.get(kind)
+
+    def payload_type(self, kind: str) -> type | None:
+        """The payload type `kind` was registered with (None: untyped, or unknown kind)."""
+        return self._payloads.get(kind)
 
     def kinds(self) -> list[str]:
         return sorted(self._handlers)
@@ -96,7 +129,7 @@ class HandlerRegistry:
         *,
         every_seconds: float,
         group: str,
-        payload: dict | None = None,
+        payload: dict[str, Any] | None = None,
         lane: Lane = Lane.BACKFILL,
     ) -> Schedule:
         """Declare a periodic job; the scheduler enqueues it (at most one queued at a time)."""
@@ -113,5 +146,6 @@ class HandlerRegistry:
         """A registry with both sets of handlers (the other's win on clashes)."""
         out = HandlerRegistry()
         out._handlers = {**self._handlers, **other._handlers}
+        out._payloads = {**self._payloads, **other._payloads}
         out._schedules = {**self._schedules, **other._schedules}
         return out

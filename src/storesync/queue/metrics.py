@@ -8,6 +8,8 @@ report the state of the whole queue.
 
 from __future__ import annotations
 
+from typing import Any
+
 import psycopg
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -45,14 +47,14 @@ class QueueGauges:
     """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self._rows: tuple[list[tuple], list[tuple], int] = ([], [], 0)
+        self._rows: tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], int] = ([], [], 0)
         if registry is not None:
             registry.register(self)
 
-    def describe(self) -> list:
+    def describe(self) -> list[Any]:
         return []  # families are known only after a refresh
 
-    def collect(self):
+    def collect(self) -> list[GaugeMetricFamily]:
         by_state, by_group, workers = self._rows
         jobs = GaugeMetricFamily(
             "storesync_queue_jobs", "Jobs in the table by state and lane.", labels=["state", "lane"]

@@ -404,3 +404,107 @@ SELECT group_key, count(*), extract(epoch FROM now() - min(run_at))::float8
 FROM jobs WHERE state = 'queued' AND run_at <= now()
 GROUP BY group_key
 """
+
+# ----------------------------------------------------------------------------- parking
+
+# unpark_jobs: the queued jobs parked for a key (e.g. a paused store) become due now.
+UNPARK_JOBS = """
+UPDATE jobs SET run_at = now()
+WHERE state = 'queued' AND payload->>'parked_for' = %(key)s AND run_at > now()
+"""
+
+# count_parked: how many queued jobs are parked for a key.
+COUNT_PARKED = """
+SELECT count(*) FROM jobs WHERE state = 'queued' AND payload->>'parked_for' = %(key)s
+"""
+
+# count_jobs: how many jobs the table holds, in any state.
+COUNT_JOBS = "SELECT count(*) FROM jobs"
+
+# count_due_or_running: jobs running, or queued and due (periodic jobs waiting for their time do
+# not count): whether the queue has settled.
+COUNT_DUE_OR_RUNNING = """
+SELECT count(*) FROM jobs WHERE state = 'running' OR (state = 'queued' AND run_at <= now())
+"""
+
+# ----------------------------------------------------------------------------- readiness
+
+# queue_workers_exists: whether the queue's worker table exists in this database.
+QUEUE_WORKERS_EXISTS = "SELECT to_regclass('queue_workers') IS NOT NULL"
+
+# latest_worker_heartbeat: the newest heartbeat of a running worker and how many workers run.
+LATEST_WORKER_HEARTBEAT = """
+SELECT max(heartbeat_at), extract(epoch FROM now() - max(heartbeat_at)), count(*)
+FROM queue_workers WHERE state <> 'stopped'
+"""
+
+# ----------------------------------------------------------------------------- dashboard
+# Read on the pooled path inside the caller's transaction; lists are keyset-paginated on id
+# (`before`), the caller asking one row more than a page to know whether an older page exists.
+
+# queue_depth_by_lane_state: how many jobs each lane holds in each state.
+QUEUE_DEPTH_BY_LANE_STATE = """
+SELECT lane, state, count(*) AS jobs FROM jobs GROUP BY lane, state ORDER BY lane, state
+"""
+
+# queue_by_group: per group (merchant) with unfinished or dead jobs: queued (and due) jobs, how
+# long the oldest due job has waited since it became due, running and dead jobs.
+QUEUE_BY_GROUP = """
+SELECT group_key,
+       count(*) FILTER (WHERE state = 'queued') AS queued,
+       count(*) FILTER (WHERE state = 'queued' AND run_at <= now()) AS due,
+       extract(epoch FROM now() - min(run_at) FILTER (WHERE state = 'queued' AND run_at <= now()))::float8
+           AS oldest_due_age_s,
+       count(*) FILTER (WHERE state = 'running') AS running,
+       count(*) FILTER (WHERE state = 'dead') AS dead
+FROM jobs
+WHERE state IN ('queued', 'running', 'dead')
+GROUP BY group_key
+ORDER BY oldest_due_age_s DESC NULLS LAST, group_key
+"""
+
+# worker_heartbeats: every worker that is not stopped, or stopped within the last hour, newest first.
+WORKER_HEARTBEATS = """
+SELECT worker_id, hostname, pid, concurrency, state, in_flight, jobs_done, is_scheduler, started_at,
+       heartbeat_at, extract(epoch FROM now() - heartbeat_at)::float8 AS heartbeat_age_s
+FROM queue_workers
+WHERE state <> 'stopped' OR heartbeat_at > now() - interval '1 hour'
+ORDER BY (state = 'stopped'), heartbeat_at DESC
+"""
+
+# job_groups: every fairness group (merchant id) the queue knows.
+JOB_GROUPS = "SELECT group_key FROM job_groups ORDER BY group_key"
+
+# jobs_page: one page of jobs, newest first, optionally filtered by state, lane, group and kind.
+JOBS_PAGE = """
+SELECT id, kind, group_key, lane, state, attempt, max_attempts, collapsed, run_at, created_at,
+       finished_at, errors -> -1 ->> 'message' AS last_error
+FROM jobs
+WHERE (%(state)s::text IS NULL OR state = %(state)s)
+  AND (%(lane)s::smallint IS NULL OR lane = %(lane)s)
+  AND (%(group)s::text IS NULL OR group_key = %(group)s)
+  AND (%(kind)s::text IS NULL OR kind = %(kind)s)
+  AND (%(before)s::bigint IS NULL OR id < %(before)s)
+ORDER BY id DESC
+LIMIT %(limit)s
+"""
+
+# dead_jobs_page: one page of dead-lettered jobs, newest first, with the last error.
+DEAD_JOBS_PAGE = """
+SELECT id, kind, group_key, lane, attempt, max_attempts, created_at, finished_at,
+       errors -> -1 ->> 'error' AS last_error_type, errors -> -1 ->> 'message' AS last_error
+FROM jobs
+WHERE state = 'dead' AND (%(before)s::bigint IS NULL OR id < %(before)s)
+ORDER BY id DESC
+LIMIT %(limit)s
+"""
+
+# jobs_with_payload_value: a group's jobs of kinds starting with a prefix whose payload holds one
+# value under one key (e.g. the webhook jobs of one delivery). No index serves this: it scans the
+# group's jobs of those kinds, bounded by the caller's statement timeout.
+JOBS_WITH_PAYLOAD_VALUE = """
+SELECT id, kind, state, attempt, max_attempts, finished_at, errors -> -1 ->> 'message' AS last_error
+FROM jobs
+WHERE group_key = %(group)s AND kind LIKE %(kind_prefix)s || '%%' AND payload ->> %(key)s = %(value)s
+ORDER BY id
+"""

@@ -1,4 +1,6 @@
-"""The standalone worker: `storesync worker --concurrency N --handlers module:attr`.
+"""The standalone worker: `storesync worker --concurrency N`. It runs the handlers of the registry
+it is given (the CLI composes the sync engine's, `storesync.sync.jobs.registry`; `--handlers
+module:attr` names another, for tests and benchmarks).
 
 One asyncio process runs these tasks:
 
@@ -30,6 +32,7 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -45,6 +48,7 @@ from storesync.queue.claim import claim_batch
 from storesync.queue.config import QueueSettings, backoff_delay
 from storesync.queue.enqueue import JobSpec, Lane, enqueue_many_async
 from storesync.queue.handlers import HandlerRegistry, JobContext, PermanentError, RetryableError
+from storesync.queue.payloads import PARKED_FOR, InvalidPayloadError, decode
 
 log = get_logger("storesync.queue.worker")
 
@@ -84,14 +88,14 @@ class Run:
     lane: int
     group: str
     lock_key: str | None
-    payload: dict
-    task: asyncio.Task | None = None
+    payload: dict[str, Any]
+    task: asyncio.Task[None] | None = None
     # Why the task was cancelled by us: "lost" (lease gone) or "released" (shutdown).
     abandoned: str | None = None
     # Resolves True once the claim that started this run is committed (False: it was not). The
     # run starts before that; its outcome and lease renewals wait for it, since other sessions
     # still see the job as queued until then.
-    claimed: asyncio.Future | None = None
+    claimed: asyncio.Future[bool] | None = None
     ended: bool = False  # its slot was given back (once, whether or not the task ever ran)
 
     @property
@@ -130,8 +134,8 @@ class Worker:
         self.listening = False
         self.is_scheduler = False
         self._last_renewal = time.monotonic()
-        self._counters: dict[tuple, object] = {}
-        self._timers: dict[tuple, object] = {}
+        self._counters: dict[tuple[Any, ...], Any] = {}
+        self._timers: dict[tuple[Any, ...], Any] = {}
         self.pool: AsyncConnectionPool | None = None  # handlers' pooled path
         self.qpool: AsyncConnectionPool | None = None  # the queue's own statements
 
@@ -196,17 +200,19 @@ class Worker:
             await self._wait_tasks(tasks, drain_now)
             drain_now.cancel()
         leftover = [r for r in self._runs.values() if r.task and not r.task.done()]
+        leftover_tasks = [r.task for r in leftover if r.task is not None]
         for run in leftover:
             run.abandoned = "released"
-            run.task.cancel()
+        for task in leftover_tasks:
+            task.cancel()
         if leftover:
-            await asyncio.gather(*(r.task for r in leftover), return_exceptions=True)
+            await asyncio.gather(*leftover_tasks, return_exceptions=True)
             await self._release(leftover)
         await self._flush_acks(final=True)
 
-    async def _wait_tasks(self, tasks: list[asyncio.Task], drain_now: asyncio.Task) -> None:
+    async def _wait_tasks(self, tasks: list[asyncio.Task[None]], drain_now: asyncio.Task[Any]) -> None:
         deadline = time.monotonic() + self.qs.drain_timeout
-        pending = set(tasks)
+        pending: set[asyncio.Task[Any]] = set(tasks)
         while pending and not drain_now.done():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -281,13 +287,13 @@ class Worker:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), timeout=seconds)
 
-    def _start(self, row: tuple, claimed: asyncio.Future | None = None) -> Run:
+    def _start(self, row: tuple[Any, ...], claimed: asyncio.Future[bool] | None = None) -> Run:
         job_id, kind, payload, group, lane, attempt, max_attempts, lock_key = row
         run = Run(job_id, attempt, max_attempts, kind, lane, group, lock_key, payload, claimed=claimed)
         self._runs[(job_id, attempt)] = run
         self._executing += 1
         run.task = asyncio.create_task(self._execute(run), name=f"job-{job_id}")
-        run.task.add_done_callback(lambda _task, run=run: self._never_ran(run))
+        run.task.add_done_callback(lambda _task: self._never_ran(run))
         return run
 
     def _end(self, run: Run) -> None:
@@ -316,7 +322,7 @@ class Worker:
             )
         counter.inc()
 
-    def _timer(self, run: Run):
+    def _timer(self, run: Run) -> Any:
         key = (run.kind, run.lane)
         hist = self._timers.get(key)
         if hist is None:
@@ -333,16 +339,23 @@ class Worker:
         try:
             if handler is None:
                 raise PermanentError(f"no handler registered for job kind {run.kind!r}")
+            stored = {k: v for k, v in run.payload.items() if k != PARKED_FOR}
+            try:
+                payload = decode(self.registry.payload_type(run.kind), stored)
+            except InvalidPayloadError as err:
+                raise PermanentError(str(err)) from None
             ctx = JobContext(
                 job_id=run.id,
                 kind=run.kind,
-                payload=run.payload,
+                payload=payload,
                 group=run.group,
                 lane=Lane(run.lane),
                 attempt=run.attempt,
                 lock_key=run.lock_key,
                 pool=self.pool,
                 settings=self.settings,
+                stored_payload=stored,
+                max_attempts=run.max_attempts,
             )
             await handler(ctx)
         except asyncio.CancelledError:
@@ -440,7 +453,7 @@ class Worker:
             delay = min(retry_after, self.qs.backoff_cap)
         else:
             delay = backoff_delay(run.attempt, self.qs.backoff_base, self.qs.backoff_cap, self._rng.random())
-        error = {
+        error: dict[str, Any] = {
             "attempt": run.attempt,
             "error": type(err).__name__,
             "message": str(err)[:2000],
@@ -736,20 +749,3 @@ def run_worker(settings: Settings, qs: QueueSettings, registry: HandlerRegistry)
         return await worker.run()
 
     return asyncio.run(main())
-
-
-def default_registry() -> HandlerRegistry:
-    """The sync engine's handlers (`storesync.sync.handlers:registry`) once that module exists,
-    plus the built-in ones (`queue.noop`)."""
-    from storesync.queue.builtin import registry as builtin
-
-    try:
-        module = importlib.import_module("storesync.sync.handlers")
-    except ModuleNotFoundError as err:
-        if err.name not in ("storesync.sync", "storesync.sync.handlers"):
-            raise
-        return builtin
-    sync_registry = getattr(module, "registry", None)
-    if not isinstance(sync_registry, HandlerRegistry):
-        raise HandlersLoadError("storesync.sync.handlers:registry is not a HandlerRegistry")
-    return builtin.merged(sync_registry)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-# set_local_statement_timeout: bound every statement of this transaction (SET LOCAL: PgBouncer-safe).
-SET_LOCAL_STATEMENT_TIMEOUT = "SELECT set_config('statement_timeout', %s, true)"
-
 # insert_deliveries: record a batch of deliveries (parallel arrays), skipping webhook ids already
 # known (including a second copy within the batch); returns the webhook ids that were inserted.
 # Rows go in webhook-id order so two concurrent batches cannot deadlock on each other's new rows.

@@ -28,10 +28,9 @@ from starlette.responses import JSONResponse
 
 from storesync.config import Settings
 from storesync.db.migrate import current_version, head_version
-from storesync.db.pools import connect_direct
-from storesync.web import queue_probe
+from storesync.db.pools import SET_LOCAL_STATEMENT_TIMEOUT, connect_direct
+from storesync.queue import ops as queue_ops
 from storesync.web.deadline import within
-from storesync.web.deliveries_sql import SET_LOCAL_STATEMENT_TIMEOUT
 from storesync.web.settings import WebSettings
 
 
@@ -124,7 +123,7 @@ class ReadinessProbe:
     async def _latest_worker_heartbeat(self, timeout: float, statement_timeout: str) -> dict[str, Any] | None:
         """The queue's newest worker heartbeat, if the queue keeps one (None otherwise)."""
         try:
-            return await within(queue_probe.latest_heartbeat(self.pool, statement_timeout), timeout)
+            return await within(queue_ops.latest_heartbeat(self.pool, statement_timeout), timeout)
         except (TimeoutError, psycopg.Error, OSError):
             return None
 

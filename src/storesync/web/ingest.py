@@ -21,6 +21,7 @@ from datetime import datetime
 import psycopg
 from pydantic import SecretStr
 
+from storesync.db.pools import SET_LOCAL_STATEMENT_TIMEOUT
 from storesync.queue.enqueue import Enqueued, JobSpec, enqueue_many_async
 from storesync.web import deliveries_sql as sql
 
@@ -201,7 +202,7 @@ async def record_deliveries(
     transaction mode): no prepared statements, SET LOCAL only."""
     async with conn.transaction():
         if statement_timeout_ms:
-            await conn.execute(sql.SET_LOCAL_STATEMENT_TIMEOUT, (str(statement_timeout_ms),))
+            await conn.execute(SET_LOCAL_STATEMENT_TIMEOUT, (str(statement_timeout_ms),))
         cur = await conn.execute(
             sql.INSERT_DELIVERIES,
             {
@@ -236,3 +237,21 @@ async def record_delivery(
 ) -> Recorded:
     """`record_deliveries` for one delivery."""
     return (await record_deliveries(conn, [delivery], statement_timeout_ms=statement_timeout_ms))[0]
+
+
+# --------------------------------------------------------------------------- retention
+# On the caller's connection and transaction (which bounds them with its statement timeout).
+
+DELIVERY_STATUSES = (ACCEPTED, UNPARSEABLE, IGNORED)
+
+
+async def count_old_deliveries(conn: psycopg.AsyncConnection, before: datetime) -> int:
+    cur = await conn.execute(sql.COUNT_OLD_DELIVERIES, {"before": before})
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def prune_deliveries(conn: psycopg.AsyncConnection, status: str, before: datetime, limit: int) -> int:
+    """Delete one batch of the oldest deliveries of `status` received before `before`; how many."""
+    cur = await conn.execute(sql.PRUNE_DELIVERIES, {"status": status, "before": before, "limit": limit})
+    return cur.rowcount

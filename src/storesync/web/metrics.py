@@ -11,6 +11,7 @@ until the server restarts (counters and histograms stay exact).
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -88,7 +89,7 @@ class WebMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        gauge = {"registry": r, "multiprocess_mode": "livesum"}
+        gauge: dict[str, Any] = {"registry": r, "multiprocess_mode": "livesum"}
         self.pool_size = Gauge("storesync_db_pool_size", "Pooled-path connections open.", **gauge)
         self.pool_in_use = Gauge("storesync_db_pool_in_use", "Pooled-path connections lent out.", **gauge)
         self.pool_max = Gauge("storesync_db_pool_max", "Pooled-path pool maximum size.", **gauge)

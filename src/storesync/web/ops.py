@@ -34,9 +34,8 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from storesync.config import Settings, is_loopback
-from storesync.db.pools import async_pooled_pool
+from storesync.db.pools import SET_LOCAL_STATEMENT_TIMEOUT, async_pooled_pool
 from storesync.logs import get_logger
-from storesync.web.deliveries_sql import SET_LOCAL_STATEMENT_TIMEOUT
 from storesync.web.health import ReadinessProbe, healthz, readyz_detailed
 from storesync.web.metrics import WebMetrics
 from storesync.web.settings import WebSettings

@@ -3,7 +3,7 @@
 Order and refund bodies carry the customer (name, email, phone, addresses, IP address, browser
 details, notes); `app/uninstalled` carries the shop owner's contact details. Sync needs none of
 it: only the order and line ids, variants, quantities, location and restocks
-(`sync.inventory.order_event_from_webhook`). So those bodies are cut down to an allow-list before
+(`sync/domain/orders.order_event_from_webhook`). So those bodies are cut down to an allow-list before
 anything is stored (the delivery row and its job): a field Shopify adds later is dropped until it
 is listed here. Only scalars are kept under a listed key, except where a nested shape is listed,
 so personal data cannot hide inside an unexpected object. Other topics (products, collections,
@@ -18,6 +18,8 @@ https://shopify.dev/docs/api/admin-rest/latest/resources/order).
 from __future__ import annotations
 
 from typing import Any
+
+from storesync.sync.domain.topics import BY_NAME
 
 # A spec maps each kept key to None (keep it if it is a scalar) or to the spec of the object
 # (or of each object in the list) it holds.
@@ -82,15 +84,14 @@ ORDER: Spec = {
 SHOP: Spec = dict.fromkeys(("id", "domain", "myshopify_domain"))
 
 
+SPECS: dict[str, Spec] = {"order": ORDER, "refund": REFUND, "shop": SHOP}
+
+
 def spec_of(topic: str) -> Spec | None:
-    """The allow-list for a topic's body, or None when the topic is kept as sent."""
-    if topic.startswith("orders/"):
-        return ORDER
-    if topic == "refunds/create":
-        return REFUND
-    if topic == "app/uninstalled":
-        return SHOP
-    return None
+    """The allow-list for a handled topic's body (the topic table says which resource it is:
+    `sync/domain/topics.py`), or None when the topic is kept as sent."""
+    row = BY_NAME.get(topic)
+    return SPECS[row.personal] if row is not None and row.personal is not None else None
 
 
 def _kept(value: Any, spec: Spec | None) -> tuple[bool, Any]:

@@ -7,6 +7,7 @@ import atexit
 import os
 import shutil
 import tempfile
+from typing import Any
 
 import uvicorn
 
@@ -33,7 +34,7 @@ def serve(settings: Settings, network: NetworkConfig, web: WebSettings) -> None:
     except OpsListenerRefused as err:
         raise NotServing(str(err)) from None
     check_database(settings)  # fail here, with the reason, before any worker starts
-    common = {
+    common: dict[str, Any] = {
         "host": web.host,
         "port": web.port,
         "log_level": settings.log_level,

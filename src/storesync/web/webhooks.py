@@ -47,7 +47,7 @@ from storesync.web.ingest import (
     well_formed_signature,
 )
 from storesync.web.personal_data import minimised, spec_of
-from storesync.web.topics import HANDLED_TOPICS, job_spec
+from storesync.web.topics import handled, job_spec
 
 log = get_logger("storesync.web.webhooks")
 
@@ -180,7 +180,7 @@ async def _handle(request: Request) -> Response:
     payload = body
     if parsed is None:
         status = UNPARSEABLE  # kept as sent, byte for byte (bytea): an operator can read it
-    elif topic not in HANDLED_TOPICS:
+    elif not handled(topic):
         status = IGNORED
         payload = b""  # a topic we do not use may carry anything (customers/*): headers only
     else:
@@ -239,7 +239,7 @@ async def _handle(request: Request) -> Response:
         log.warning("webhook_unavailable", reason=reason, topic=topic, shop=shop, webhook_id=webhook_id)
         return _answer(503, f"cannot record the delivery now ({reason}); retry", reason=reason)
 
-    topic_label = topic if topic in HANDLED_TOPICS else "other"
+    topic_label = topic if handled(topic) else "other"
     if not recorded.first:
         metrics.duplicates.labels(topic_label).inc()
         metrics.deliveries.labels(topic_label, "duplicate").inc()

@@ -1,6 +1,6 @@
 -- 0011 retention: what the prune (`storesync prune`, the periodic `sync.prune` job) needs to
 -- delete old rows in small batches by index, and the dashboard's sign-out revocations.
--- Batched DELETE by age rather than partitioning: docs/decisions/0101-retention-by-batched-delete.md.
+-- Batched DELETE by age rather than partitioning: docs/decisions/0011-retention-by-batched-delete.md.
 
 -- The audit trail by age (its other indexes lead with shop, object or cause).
 CREATE INDEX sync_audit_at ON sync_audit (at);

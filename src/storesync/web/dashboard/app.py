@@ -34,8 +34,10 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from storesync.config import ConfigError, Settings, is_loopback
-from storesync.db.pools import POOLED_CONNECTION_KWARGS
+from storesync.db.pools import SET_LOCAL_STATEMENT_TIMEOUT, connect_pooled
 from storesync.logs import get_logger
+from storesync.queue import ops as queue_ops
+from storesync.sync.adapters.postgres import AUDIT_TABLE, audit_page
 from storesync.web.dashboard import auth, render
 from storesync.web.dashboard import queries as q
 from storesync.web.dashboard.settings import DashboardSettings
@@ -178,7 +180,7 @@ def create_dashboard(
         async def endpoint(request: Request) -> Response:
             if (answer := refused(request)) is not None:
                 return answer
-            token = ds.token.get_secret_value()
+            token = ds.token.get_secret_value() if ds.token else ""
             session = auth.session_of(request, token, max_age_s)
             if session is None:
                 next_path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
@@ -251,7 +253,7 @@ def create_dashboard(
             # back to a pool shared with ingestion and must leave exactly as it came.
             async with current.connection() as conn, conn.transaction():
                 if ds.statement_timeout_ms:
-                    await conn.execute(q.SET_LOCAL_STATEMENT_TIMEOUT, (str(ds.statement_timeout_ms),))
+                    await conn.execute(SET_LOCAL_STATEMENT_TIMEOUT, (str(ds.statement_timeout_ms),))
                 return await work(conn)
         except PoolTimeout:
             raise Unavailable("no database connection was free in time; try again shortly") from None
@@ -285,19 +287,15 @@ def create_dashboard(
     def run_op(op: Callable[[psycopg.Connection, int], bool], job_id: int) -> bool:
         """One queue operation in its own short transaction on the pooled path."""
         with (
-            psycopg.connect(
-                settings.pooled_dsn, connect_timeout=settings.connect_timeout, **POOLED_CONNECTION_KWARGS
-            ) as conn,
+            connect_pooled(settings, autocommit=False) as conn,
             conn.transaction(),
         ):
             if ds.statement_timeout_ms:
-                conn.execute(q.SET_LOCAL_STATEMENT_TIMEOUT, (str(ds.statement_timeout_ms),))
+                conn.execute(SET_LOCAL_STATEMENT_TIMEOUT, (str(ds.statement_timeout_ms),))
             return op(conn, job_id)
 
     async def act(op_name: str, job_id: int) -> bool:
-        from storesync.queue import ops
-
-        op = {"replay": ops.replay_job, "cancel": ops.cancel_job}[op_name]
+        op = {"replay": queue_ops.replay_job, "cancel": queue_ops.cancel_job}[op_name]
         try:
             return await asyncio.to_thread(run_op, op, job_id)
         except psycopg.errors.QueryCanceled:
@@ -344,13 +342,15 @@ def create_dashboard(
     async def overview(request: Request, session: auth.Session) -> Response:
         async def work(conn):
             stores = await rows(conn, q.STORES_BY_MERCHANT)
-            depth = await rows(conn, q.QUEUE_DEPTH_BY_LANE_STATE)
-            merchants_queue = await rows(conn, q.QUEUE_BY_MERCHANT)
-            workers = await rows(conn, q.WORKER_HEARTBEATS)
+            depth = await queue_ops.depth_by_lane_and_state(conn)
+            merchants_queue = await queue_ops.backlog_by_group(conn)
+            workers = await queue_ops.worker_heartbeats(conn)
             deliveries = await rows(conn, q.DELIVERIES_BY_STATUS)
             return stores, depth, merchants_queue, workers, deliveries
 
         stores, depth, merchants_queue, workers, deliveries = await read(work)
+        names = {s["merchant_id"]: s["merchant_name"] for s in stores}
+        merchants_queue = [{**g, "merchant_name": names.get(g["group_key"])} for g in merchants_queue]
         merchants: dict[str, dict] = {}
         for s in stores:
             m = merchants.setdefault(
@@ -381,7 +381,7 @@ def create_dashboard(
         )
 
     async def queue(request: Request, session: auth.Session) -> Response:
-        filters = {
+        filters: dict[str, Any] = {
             "state": opt_choice(request, "state", JOB_STATES),
             "lane": opt_int(request, "lane", 0, max(render.LANE_NAMES)),
             "group": opt_text(request, "merchant"),
@@ -390,8 +390,8 @@ def create_dashboard(
         before = opt_int(request, "before", 1)
 
         async def work(conn):
-            found = await rows(conn, q.JOBS_PAGE, {**filters, "before": before, "limit": ds.page_size + 1})
-            groups = [r["group_key"] for r in await rows(conn, q.JOB_GROUPS)]
+            found = await queue_ops.jobs_page(conn, **filters, before=before, limit=ds.page_size + 1)
+            groups = await queue_ops.groups(conn)
             return found, groups
 
         found, groups = await read(work)
@@ -423,7 +423,7 @@ def create_dashboard(
         job_id = request.path_params["job_id"]
 
         async def work(conn):
-            job = await one(conn, q.JOB_DETAIL, {"id": job_id})
+            job = await queue_ops.job_detail(conn, job_id)
             delivery = None
             if (
                 job
@@ -475,7 +475,7 @@ def create_dashboard(
         deliveries_before = opt_int(request, "deliveries_before", 1)
 
         async def work(conn):
-            dead = await rows(conn, q.DEAD_JOBS_PAGE, {"before": jobs_before, "limit": ds.page_size + 1})
+            dead = await queue_ops.dead_jobs_page(conn, before=jobs_before, limit=ds.page_size + 1)
             bad = await rows(
                 conn, q.FAILED_DELIVERIES_PAGE, {"before": deliveries_before, "limit": ds.page_size + 1}
             )
@@ -519,8 +519,12 @@ def create_dashboard(
             )
             jobs = []
             if d and d["status"] == "accepted":
-                jobs = await rows(
-                    conn, q.JOBS_OF_DELIVERY, {"group": d["merchant_id"], "webhook_id": d["webhook_id"]}
+                jobs = await queue_ops.jobs_with_payload_value(
+                    conn,
+                    group=d["merchant_id"],
+                    kind_prefix="webhook.",
+                    key="delivery_id",
+                    value=d["webhook_id"],
                 )
             return d, jobs
 
@@ -551,11 +555,17 @@ def create_dashboard(
 
         async def work(conn):
             shops = [r["shop_domain"] for r in await rows(conn, q.STORE_DOMAINS)]
-            if not await table_exists(conn, q.AUDIT_TABLE):
+            if not await table_exists(conn, AUDIT_TABLE):
                 return None, shops
-            return await rows(
-                conn, q.AUDIT_PAGE, {**filters, "before": before, "limit": ds.page_size + 1}
-            ), shops
+            found = await audit_page(
+                conn,
+                shop=filters["shop"],
+                object_id=filters["object"],
+                cause=filters["cause"],
+                before=before,
+                limit=ds.page_size + 1,
+            )
+            return found, shops
 
         found, shops = await read(work)
         entries, next_before = paged(found or [], ds.page_size)
@@ -565,7 +575,7 @@ def create_dashboard(
             {
                 "nav": "audit",
                 "available": found is not None,
-                "table": q.AUDIT_TABLE,
+                "table": AUDIT_TABLE,
                 "entries": [render.audit_entry(e) for e in entries],
                 "filters": filters,
                 "shops": shops,
@@ -612,7 +622,7 @@ def create_dashboard(
             response.headers["Retry-After"] = str(wait_s)
             return response
         form = await form_fields(request)
-        token = ds.token.get_secret_value()
+        token = ds.token.get_secret_value() if ds.token else ""
         next_path = auth.safe_next(base_of(request), form.get("next"))
         if not auth.token_matches(form.get("token"), token):
             limiter.failed(client)

@@ -57,7 +57,7 @@ class Session:
         # A bearer caller is a script, not a browser carrying ambient credentials: no CSRF risk.
         if self.via_bearer:
             return True
-        return bool(given) and hmac.compare_digest(self.csrf_token(token).encode(), given.encode())
+        return given is not None and hmac.compare_digest(self.csrf_token(token).encode(), given.encode())
 
 
 def new_session_cookie(token: str, now: float | None = None) -> str:

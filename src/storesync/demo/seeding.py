@@ -1,0 +1,275 @@
+"""What the demo's stores hold before storesync arrives, and its configuration: a deterministic
+parent catalog with variants, manual collections and stock at two locations; children that may
+already sell the parent's first products (same SKUs: linking finds them); `storesync.toml` with
+location maps by location name; the webhook subscriptions an app's configuration declares."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Sequence
+
+from storesync.demo.processes import SystemStartError
+from storesync.emulator.control_client import EmulatorControl, EmulatorControlError
+
+LOCATION_NAMES = ("Shop location", "Warehouse")
+
+
+MERCHANT_ID = "demo"
+
+
+ADJECTIVES = ("Alpine", "Breezy", "Cedar", "Dune", "Ember", "Fjord", "Granite", "Harbor", "Indigo", "Juniper")
+
+
+NOUNS = ("Jacket", "Tee", "Hoodie", "Cap", "Tote", "Scarf", "Sock", "Beanie", "Vest", "Short")
+
+
+COLLECTIONS = ("New arrivals", "Outerwear", "Basics", "Accessories", "Sale")
+
+
+SIZE_SETS = (["S", "M", "L"], ["S", "M"], ["One size"])
+
+
+def demo_catalog(products: int, locations: Sequence[str], seed: int = 7) -> list[dict]:
+    """A deterministic parent catalog: 1-3 variants per product, stock at every location."""
+    rng = random.Random(seed)
+    catalog = []
+    for n in range(1, products + 1):
+        title = f"{ADJECTIVES[n % len(ADJECTIVES)]} {NOUNS[(n // len(ADJECTIVES)) % len(NOUNS)]} {n}"
+        sizes = SIZE_SETS[n % len(SIZE_SETS)]
+        variants = []
+        for size in sizes:
+            sku = f"DEMO-{n:03d}-{size.replace(' ', '').upper()}"
+            variants.append(
+                {
+                    "sku": sku,
+                    "barcode": f"0{n:05d}{sizes.index(size):02d}",
+                    "price": f"{19 + n % 40}.00",
+                    "options": {"Size": size},
+                    "available": {loc: rng.randint(5, 40) for loc in locations},
+                }
+            )
+        catalog.append(
+            {
+                "title": title,
+                "handle": f"demo-product-{n}",
+                "vendor": "Northwind",
+                "product_type": NOUNS[(n // len(ADJECTIVES)) % len(NOUNS)],
+                "tags": sorted({"demo", rng.choice(("summer", "winter", "all-season"))}),
+                "description_html": f"<p>{title}: made to last.</p>",
+                "variants": variants,
+            }
+        )
+    return catalog
+
+
+def _toml_str(value: str) -> str:
+    return json.dumps(value)  # a JSON string is a valid TOML basic string
+
+
+# The Dev Dashboard app the demo's stores share (a new merchant's setup: one app of the
+# merchant's own organization, installed on each of its stores, tokens by client credentials).
+DEMO_APP = "storesync"
+
+
+DEMO_CLIENT_ID = "storesync-demo-app"
+
+
+def network_toml(
+    emulator_url: str,
+    stores: list[dict],
+    locations: dict[str, dict[str, str]],
+    parent: str,
+    children: list[str],
+    *,
+    app_secret: str | None = None,
+) -> str:
+    """storesync.toml for the emulator's stores: with `app_secret`, every store connects by the
+    client credentials grant of one app; without, by the store's static token."""
+    info = {s["shop"]: s for s in stores}
+
+    def store_block(header: str, shop: str) -> list[str]:
+        s = info[shop]
+        lines = [
+            header,
+            f"shop = {_toml_str(shop)}",
+            f"admin_api_url = {_toml_str(emulator_url + s['graphql_path'])}",
+        ]
+        if app_secret is not None:
+            lines.append(f'credentials = {{ kind = "client_credentials", app = {_toml_str(DEMO_APP)} }}')
+        else:
+            lines += [
+                f"access_token = {_toml_str(s['token'])}",
+                f"webhook_secrets = [{_toml_str(s['webhook_secret'])}]",
+            ]
+        if shop != parent:
+            pairs = ", ".join(
+                f"{_toml_str(locations[parent][name])} = {_toml_str(gid)}"
+                for name, gid in locations[shop].items()
+                if name in locations[parent]
+            )
+            lines.append(f"location_map = {{ {pairs} }}")
+        return [*lines, ""]
+
+    out = ["# Written by storesync.demo.harness for the emulator's stores.", ""]
+    if app_secret is not None:
+        out += [
+            f"[apps.{DEMO_APP}]",
+            f"client_id = {_toml_str(DEMO_CLIENT_ID)}",
+            f"client_secrets = [{_toml_str(app_secret)}]",
+            "",
+        ]
+    out += [
+        "[[merchants]]",
+        f"id = {_toml_str(MERCHANT_ID)}",
+        'name = "Demo merchant"',
+        "",
+    ]
+    out += store_block("[merchants.parent]", parent)
+    for child in children:
+        out += store_block("[[merchants.children]]", child)
+    return "\n".join(out)
+
+
+def seed_stores(
+    emu: EmulatorControl,
+    parent: str,
+    children: list[str],
+    products: int,
+    child_overlap: int,
+    collections: int,
+    overlap_stock: int | None,
+) -> dict[str, dict[str, str]]:
+    """Seed the stores (no webhooks yet); returns shop -> location name -> gid."""
+    try:
+        return _seed_stores(emu, parent, children, products, child_overlap, collections, overlap_stock)
+    except EmulatorControlError as err:
+        raise SystemStartError(f"seeding: {err}") from None
+
+
+def _seed_stores(
+    emu: EmulatorControl,
+    parent: str,
+    children: list[str],
+    products: int,
+    child_overlap: int,
+    collections: int,
+    overlap_stock: int | None,
+) -> dict[str, dict[str, str]]:
+    locations: dict[str, dict[str, str]] = {}
+    for shop in [parent, *children]:
+        emu.seed(shop, 0, locations=list(LOCATION_NAMES))
+        snap = emu.snapshot(shop)
+        locations[shop] = {loc["name"]: loc["id"] for loc in snap["locations"]}
+    catalog = demo_catalog(products, LOCATION_NAMES)
+    parent_catalog = [
+        {
+            **p,
+            "variants": [
+                {**v, "available": {locations[parent][n]: q for n, q in v["available"].items()}}
+                for v in p["variants"]
+            ],
+        }
+        for p in catalog
+    ]
+    created = emu.seed(parent, 0, catalog=parent_catalog)
+    product_ids: list[str] = created["products"]
+    # Manual collections in the parent; product n belongs to collection n % k (and "Sale" if n % 7 == 0).
+    names = COLLECTIONS[:collections]
+    for ci, title in enumerate(names):
+        members = [
+            pid
+            for n, pid in enumerate(product_ids, 1)
+            if n % len(names) == ci or (title == "Sale" and n % 7 == 0)
+        ]
+        # A manual collection (2026-10): one conditions source whose selections are its members,
+        # created with the first 250 (Shopify's limit per call) and the rest added by updates.
+        res = emu.graphql(
+            parent,
+            "mutation($c: CollectionCreateInput!) { collectionCreate(collection: $c) "
+            "{ collection { id sources { id } } userErrors { field message } } }",
+            {
+                "c": {
+                    "title": title,
+                    "sources": [
+                        {
+                            "source": {
+                                "title": title,
+                                "inclusion": {"selections": [{"productId": pid} for pid in members[:250]]},
+                            }
+                        }
+                    ],
+                }
+            },
+        )
+        data = (res.get("data") or {}).get("collectionCreate") or {}
+        if res.get("errors") or data.get("userErrors") or not data.get("collection"):
+            raise SystemStartError(f"seeding: collectionCreate {title!r}: {res}")
+        coll = data["collection"]
+        for start in range(250, len(members), 250):
+            more = [{"productId": pid} for pid in members[start : start + 250]]
+            res = emu.graphql(
+                parent,
+                "mutation($c: CollectionUpdateInput!) { collectionUpdate(collection: $c) "
+                "{ userErrors { field message } } }",
+                {
+                    "c": {
+                        "id": coll["id"],
+                        "sourcesToUpdate": [
+                            {
+                                "condition": {
+                                    "id": coll["sources"][0]["id"],
+                                    "inclusion": {"selectionsToAdd": more},
+                                }
+                            }
+                        ],
+                    }
+                },
+            )
+            if res.get("errors") or (res.get("data") or {}).get("collectionUpdate", {}).get("userErrors"):
+                raise SystemStartError(f"seeding: collectionUpdate {title!r}: {res}")
+    # Children may already sell some of the parent's products (same SKUs, stale stock): linking finds them.
+    for child in children:
+        overlap = [
+            {
+                **p,
+                "variants": [
+                    {
+                        **v,
+                        "available": {
+                            locations[child][n]: q if overlap_stock is None else overlap_stock
+                            for n, q in v["available"].items()
+                        },
+                    }
+                    for v in p["variants"]
+                ],
+            }
+            for p in catalog[:child_overlap]
+        ]
+        if overlap:
+            emu.seed(child, 0, catalog=overlap)
+    return locations
+
+
+def subscribe_stores(
+    emu: EmulatorControl, shops: list[str], topics: Sequence[str], callback_url: str
+) -> list[str]:
+    """Subscribe every shop to every topic the emulator emits; returns the topics it does not."""
+    unknown: list[str] = []
+    for shop in shops:
+        for topic in topics:
+            if topic in unknown:
+                continue
+            try:
+                emu.subscribe(shop, topic, callback_url)
+            except EmulatorControlError as err:
+                if "unknown webhook topic" not in str(err):
+                    raise SystemStartError(f"subscribing {shop} to {topic}: {err}") from None
+                unknown.append(topic)
+    return unknown
+
+
+def generate_encryption_key() -> str:
+    from cryptography.fernet import Fernet
+
+    return Fernet.generate_key().decode()

@@ -1,0 +1,1 @@
+"""Storage (Postgres), store (Shopify) and queue adapters of the sync part."""

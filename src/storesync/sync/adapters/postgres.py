@@ -1,0 +1,1167 @@
+"""Postgres adapters for the sync domain's storage ports, and every SQL statement of the sync
+part, each named with a one-line description (tables of migration 0005 and its successors:
+sync_links, sync_inventory_ledger, sync_inventory_backlog, sync_write_records,
+sync_applied_versions, sync_sagas, sync_saga_steps, sync_audit). The stores table belongs to
+`db/` (`db.network_sql`); the queue's tables to `queue/`.
+
+Each adapter works on an `psycopg.AsyncConnection` the caller passes, and is safe on the pooled
+path (no session state: no SET, LISTEN or session locks; prepared statements only as the pool
+allows). Every method commits on its own: give it an idle connection (autocommit, or nothing
+open). A method of several statements runs them in one `conn.transaction()`; a method of one
+statement on an autocommit connection sends just that statement (`_one_statement`: a BEGIN and
+a COMMIT would triple its round trips). The ledger's crash safety depends on that: a claim or
+plan must be durable before the store is called.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from storesync.db import network_sql
+from storesync.logs import get_logger
+from storesync.sync.domain.audit import AuditRecord
+from storesync.sync.domain.inventory import EntryKind, EntryStatus, LedgerEntry, LedgerKey
+from storesync.sync.domain.model import Link, LinkKind, LinkMap, MatchedBy, WriteRecord
+from storesync.sync.domain.saga import SagaRecord, SagaState, StepRecord, StepSpec, StepStatus
+
+log = get_logger("storesync.sync")
+
+
+def _one_statement(conn: psycopg.AsyncConnection) -> AbstractAsyncContextManager[Any]:
+    """The transaction around a method's single statement: none on an autocommit connection
+    (the statement commits by itself, or joins the caller's open transaction), else its own."""
+    return nullcontext() if conn.autocommit else conn.transaction()
+
+
+# The insert of inventory write records from parallel arrays (`_write_columns`; prefixed `w_`,
+# clear of the links' columns in LINK_PENDING_COPY). Shared by record_writes and link_pending_copy.
+_WRITE_ROWS = """
+INSERT INTO sync_write_records (shop, inventory_item_id, location_id, quantity, written_at, cause)
+SELECT * FROM unnest(%(w_shop)s::text[], %(w_item)s::text[], %(w_location)s::text[], %(w_quantity)s::integer[],
+                     %(w_written_at)s::timestamptz[], %(w_cause)s::text[])
+{where}
+"""
+
+
+def _write_columns(recs: Sequence[WriteRecord]) -> dict[str, list[Any]]:
+    return {
+        "w_shop": [r.shop for r in recs],
+        "w_item": [r.inventory_item_id for r in recs],
+        "w_location": [r.location_id for r in recs],
+        "w_quantity": [r.quantity for r in recs],
+        "w_written_at": [r.written_at for r in recs],
+        "w_cause": [r.cause for r in recs],
+    }
+
+
+# --------------------------------------------------------------------------- links
+
+# The upsert of links from parallel arrays (one row per key): how each was first matched, and its
+# synced view unless given, stay. Shared by upsert_links and link_pending_copy.
+_LINK_ROWS = """
+INSERT INTO sync_links (child_shop, kind, parent_id, child_id, matched_by, parent_product_id, child_product_id,
+                        parent_inventory_item_id, child_inventory_item_id, synced_view, pending)
+SELECT * FROM unnest(%(child_shop)s::text[], %(kind)s::text[], %(parent_id)s::text[], %(child_id)s::text[],
+                     %(matched_by)s::text[], %(parent_product_id)s::text[], %(child_product_id)s::text[],
+                     %(parent_inventory_item_id)s::text[], %(child_inventory_item_id)s::text[],
+                     %(synced_view)s::jsonb[], %(pending)s::jsonb[])
+{where}
+ON CONFLICT (child_shop, kind, parent_id) DO UPDATE SET
+    child_id = EXCLUDED.child_id,
+    parent_product_id = EXCLUDED.parent_product_id,
+    child_product_id = EXCLUDED.child_product_id,
+    parent_inventory_item_id = EXCLUDED.parent_inventory_item_id,
+    child_inventory_item_id = EXCLUDED.child_inventory_item_id,
+    synced_view = COALESCE(EXCLUDED.synced_view, sync_links.synced_view),
+    pending = EXCLUDED.pending,
+    updated_at = now()
+"""
+
+# upsert_links: insert or refresh links.
+UPSERT_LINKS = _LINK_ROWS.format(where="")
+
+# link_pending_copy: a copy's variant links and echo records, saved if its product link still
+# holds pending variants (which it clears): one statement, so of two paths linking one copy at
+# once the second finds nothing pending and saves nothing. Returns whether it linked.
+LINK_PENDING_COPY = (
+    """
+WITH taken AS (
+    UPDATE sync_links SET pending = NULL, updated_at = now()
+    WHERE child_shop = %(shop)s AND kind = 'product' AND parent_id = %(product)s AND pending IS NOT NULL
+    RETURNING 1
+), linked AS ("""
+    + _LINK_ROWS.format(where="WHERE EXISTS (SELECT 1 FROM taken)")
+    + """), recorded AS (
+"""
+    + _WRITE_ROWS.format(where="WHERE EXISTS (SELECT 1 FROM taken)")
+    + """)
+SELECT EXISTS (SELECT 1 FROM taken)
+"""
+)
+
+# pending_links: one child's product links whose variants are not linked yet.
+PENDING_LINKS = """
+SELECT * FROM sync_links WHERE child_shop = %(child_shop)s AND pending IS NOT NULL ORDER BY parent_id
+"""
+
+# links_of_child: every link of one child store.
+LINKS_OF_CHILD = "SELECT * FROM sync_links WHERE child_shop = %(child_shop)s ORDER BY kind, parent_id"
+
+# links_down: each child's link for one parent object (fan-out).
+LINKS_DOWN = (
+    "SELECT * FROM sync_links WHERE kind = %(kind)s AND parent_id = %(parent_id)s ORDER BY child_shop"
+)
+
+# links_for_parent_item: variant links that carry one parent inventory item.
+LINKS_FOR_PARENT_ITEM = """
+SELECT * FROM sync_links WHERE parent_inventory_item_id = %(item)s ORDER BY child_shop
+"""
+
+# set_synced_view: remember the synced fields last written to a child product.
+SET_SYNCED_VIEW = """
+UPDATE sync_links SET synced_view = %(view)s, updated_at = now()
+WHERE child_shop = %(child_shop)s AND kind = 'product' AND parent_id = %(parent_id)s
+"""
+
+# product_fan_out_links: every child's link of one parent product and of the parent collections it belongs to.
+PRODUCT_FAN_OUT_LINKS = """
+SELECT * FROM sync_links
+WHERE (kind = 'product' AND parent_id = %(product)s) OR (kind = 'collection' AND parent_id = ANY(%(collections)s))
+ORDER BY child_shop, kind, parent_id
+"""
+
+# links_of: one child's links of one kind for some parent ids or some child ids.
+LINKS_OF = """
+SELECT * FROM sync_links
+WHERE child_shop = %(child_shop)s AND kind = %(kind)s
+  AND (parent_id = ANY(%(parent_ids)s) OR child_id = ANY(%(child_ids)s))
+ORDER BY parent_id
+"""
+
+# child_links_subset: the links of one child for some of its products, variants or inventory items,
+# and its collection links when asked (a webhook or a sale needs a handful, not the whole map).
+# One branch per index, so that even a generic plan made while the table was empty looks each
+# id up in its index (one OR of the four read every link of the child).
+CHILD_LINKS_SUBSET = """
+SELECT * FROM sync_links
+WHERE child_shop = %(child_shop)s AND kind = 'product' AND child_id = ANY(%(products)s)
+UNION ALL
+SELECT * FROM sync_links
+WHERE child_shop = %(child_shop)s AND kind = 'variant' AND child_id = ANY(%(variants)s)
+UNION ALL
+SELECT * FROM sync_links
+WHERE child_shop = %(child_shop)s AND child_inventory_item_id = ANY(%(items)s) AND kind = 'variant'
+  AND NOT child_id = ANY(%(variants)s)
+UNION ALL
+SELECT * FROM sync_links
+WHERE child_shop = %(child_shop)s AND kind = 'collection' AND %(collections)s
+"""
+
+# links_by_child: per child store, its linked products and the copies whose variants are not linked yet.
+LINKS_BY_CHILD = """
+SELECT child_shop, count(*) FILTER (WHERE kind = 'product'), count(*) FILTER (WHERE pending IS NOT NULL)
+FROM sync_links GROUP BY child_shop
+"""
+
+# analyze_links: fresh planner statistics for the links table, which a backfill fills from a few
+# rows to thousands in seconds: planned on stale statistics, a child's link lookup by inventory
+# item read every index entry of the child (0.7 ms instead of 0.05) until autovacuum got to it.
+ANALYZE_LINKS = "ANALYZE sync_links"
+
+# delete_link: forget a link (its parent object is gone).
+DELETE_LINK = "DELETE FROM sync_links WHERE child_shop = %(child_shop)s AND kind = %(kind)s AND parent_id = %(parent_id)s"
+
+
+def _link_columns(links: Sequence[Link]) -> dict[str, list[Any]]:
+    """Links as the parallel arrays of `_LINK_ROWS`, one per key: a key given twice keeps its
+    last link (one statement cannot update a row twice)."""
+    unique = list({(lk.child_shop, lk.kind, lk.parent_id): lk for lk in links}.values())
+    return {
+        "child_shop": [lk.child_shop for lk in unique],
+        "kind": [str(lk.kind) for lk in unique],
+        "parent_id": [lk.parent_id for lk in unique],
+        "child_id": [lk.child_id for lk in unique],
+        "matched_by": [str(lk.matched_by) for lk in unique],
+        "parent_product_id": [lk.parent_product_id for lk in unique],
+        "child_product_id": [lk.child_product_id for lk in unique],
+        "parent_inventory_item_id": [lk.parent_inventory_item_id for lk in unique],
+        "child_inventory_item_id": [lk.child_inventory_item_id for lk in unique],
+        "synced_view": [_json(lk.synced_view) for lk in unique],
+        "pending": [_json(lk.pending) for lk in unique],
+    }
+
+
+def _link(row: dict[str, Any]) -> Link:
+    return Link(
+        kind=LinkKind(row["kind"]),
+        child_shop=row["child_shop"],
+        parent_id=row["parent_id"],
+        child_id=row["child_id"],
+        matched_by=MatchedBy(row["matched_by"]),
+        parent_product_id=row["parent_product_id"],
+        child_product_id=row["child_product_id"],
+        parent_inventory_item_id=row["parent_inventory_item_id"],
+        child_inventory_item_id=row["child_inventory_item_id"],
+        synced_view=row["synced_view"],
+        pending=row.get("pending"),
+    )
+
+
+def links_by_child(conn: psycopg.Connection) -> dict[str, tuple[int, int]]:
+    """Per child store: (linked products, copies whose variants are not linked yet) (`storesync
+    status`, on the CLI's synchronous connection)."""
+    return {shop: (products, pending) for shop, products, pending in conn.execute(LINKS_BY_CHILD).fetchall()}
+
+
+class PgLinks:
+    def __init__(self, conn: psycopg.AsyncConnection) -> None:
+        self.conn = conn
+
+    async def save_links(self, links: Sequence[Link]) -> int:
+        # One statement for the batch (atomic, one round trip); a key given twice keeps its last
+        # link, as the row-by-row upsert did (one statement cannot update a row twice).
+        if not links:
+            return 0
+        async with _one_statement(self.conn):
+            await self.conn.execute(UPSERT_LINKS, _link_columns(links))
+        return len(links)
+
+    async def pending_links(self, child_shop: str) -> list[Link]:
+        return await self._rows(PENDING_LINKS, {"child_shop": child_shop})
+
+    async def child_links(
+        self,
+        child_shop: str,
+        *,
+        products: Sequence[str] = (),
+        variants: Sequence[str] = (),
+        items: Sequence[str] = (),
+        collections: bool = False,
+    ) -> LinkMap:
+        return LinkMap(
+            child_shop,
+            await self._rows(
+                CHILD_LINKS_SUBSET,
+                {
+                    "child_shop": child_shop,
+                    "products": list(products),
+                    "variants": list(variants),
+                    "items": list(items),
+                    "collections": collections,
+                },
+            ),
+        )
+
+    async def counts_by_child(self) -> dict[str, tuple[int, int]]:
+        """Per child store: (linked products, copies whose variants are not linked yet)."""
+        async with _one_statement(self.conn):
+            cur = await self.conn.execute(LINKS_BY_CHILD)
+            return {shop: (products, pending) for shop, products, pending in await cur.fetchall()}
+
+    async def analyze(self) -> None:
+        """Fresh planner statistics for the links table (see ANALYZE_LINKS)."""
+        await self.conn.execute(ANALYZE_LINKS)
+
+    async def complete_pending(
+        self, child_shop: str, parent_product_id: str, links: Sequence[Link], writes: Sequence[WriteRecord]
+    ) -> bool:
+        async with _one_statement(self.conn):
+            cur = await self.conn.execute(
+                LINK_PENDING_COPY,
+                {
+                    "shop": child_shop,
+                    "product": parent_product_id,
+                    **_link_columns(links),
+                    **_write_columns(writes),
+                },
+            )
+            row = await cur.fetchone()
+            return bool(row and row[0])
+
+    async def _rows(self, sql: str, params: dict[str, Any]) -> list[Link]:
+        async with _one_statement(self.conn), self.conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(sql, params)
+            return [_link(r) for r in await cur.fetchall()]
+
+    async def link_map(self, child_shop: str) -> LinkMap:
+        return LinkMap(child_shop, await self._rows(LINKS_OF_CHILD, {"child_shop": child_shop}))
+
+    async def links_down(self, kind: LinkKind, parent_id: str) -> list[Link]:
+        return await self._rows(LINKS_DOWN, {"kind": str(kind), "parent_id": parent_id})
+
+    async def links_for_parent_item(self, parent_inventory_item_id: str) -> list[Link]:
+        return await self._rows(LINKS_FOR_PARENT_ITEM, {"item": parent_inventory_item_id})
+
+    async def product_fan_out_links(
+        self, parent_product_id: str, parent_collection_ids: Sequence[str]
+    ) -> list[Link]:
+        """What `echoes.children_behind` needs: the product's links and its collections' links."""
+        return await self._rows(
+            PRODUCT_FAN_OUT_LINKS, {"product": parent_product_id, "collections": list(parent_collection_ids)}
+        )
+
+    async def links_of(
+        self,
+        child_shop: str,
+        kind: LinkKind,
+        *,
+        parent_ids: Sequence[str] = (),
+        child_ids: Sequence[str] = (),
+    ) -> list[Link]:
+        if not parent_ids and not child_ids:
+            return []
+        return await self._rows(
+            LINKS_OF,
+            {
+                "child_shop": child_shop,
+                "kind": str(kind),
+                "parent_ids": list(parent_ids),
+                "child_ids": list(child_ids),
+            },
+        )
+
+    async def set_synced_view(self, child_shop: str, parent_product_id: str, view: dict) -> None:
+        async with _one_statement(self.conn):
+            await self.conn.execute(
+                SET_SYNCED_VIEW,
+                {"child_shop": child_shop, "parent_id": parent_product_id, "view": Jsonb(view)},
+            )
+
+    async def delete_link(self, child_shop: str, kind: LinkKind, parent_id: str) -> None:
+        async with _one_statement(self.conn):
+            await self.conn.execute(
+                DELETE_LINK, {"child_shop": child_shop, "kind": str(kind), "parent_id": parent_id}
+            )
+
+
+# --------------------------------------------------------------------------- inventory ledger
+
+_KEY_WHERE = (
+    "child_shop = %(child_shop)s AND order_line_id = %(order_line_id)s AND kind = %(kind)s AND ref = %(ref)s"
+)
+
+# claim_entry: insert a ledger entry unless its key exists (then nothing is returned).
+CLAIM_ENTRY = """
+INSERT INTO sync_inventory_ledger (child_shop, order_line_id, kind, ref, order_id, parent_item_id,
+                                   parent_location_id, requested_delta, cause)
+VALUES (%(child_shop)s, %(order_line_id)s, %(kind)s, %(ref)s, %(order_id)s, %(parent_item_id)s,
+        %(parent_location_id)s, %(requested_delta)s, %(cause)s)
+ON CONFLICT (child_shop, order_line_id, kind, ref) DO NOTHING
+RETURNING *
+"""
+
+# get_entry: one ledger entry by its key.
+GET_ENTRY = f"SELECT * FROM sync_inventory_ledger WHERE {_KEY_WHERE}"
+
+# plan_entry: store the plan of a claimed entry; only the first planner succeeds.
+PLAN_ENTRY = f"""
+UPDATE sync_inventory_ledger
+SET status = 'planned', applied_delta = %(applied_delta)s, backlog_after = %(backlog_after)s,
+    expected_after = %(expected_after)s, planned_at = now()
+WHERE {_KEY_WHERE} AND status = 'claimed'
+RETURNING *
+"""
+
+# replan_entry: replace a plan whose compare-and-set lost; only from that exact plan number.
+REPLAN_ENTRY = f"""
+UPDATE sync_inventory_ledger
+SET applied_delta = %(applied_delta)s, backlog_after = %(backlog_after)s, expected_after = %(expected_after)s,
+    plan_no = plan_no + 1, planned_at = now()
+WHERE {_KEY_WHERE} AND status = 'planned' AND plan_no = %(replan_of)s
+RETURNING *
+"""
+
+# next_key_attempt: a planned entry's idempotency key was refused as spent; the next one, from
+# that exact attempt number only (stored before it is sent).
+NEXT_KEY_ATTEMPT = f"""
+UPDATE sync_inventory_ledger SET key_attempt = key_attempt + 1
+WHERE {_KEY_WHERE} AND status = 'planned' AND key_attempt = %(spent)s
+RETURNING *
+"""
+
+# apply_entry: a planned entry becomes applied; returns its item and backlog for the backlog update.
+APPLY_ENTRY = f"""
+UPDATE sync_inventory_ledger SET status = 'applied', quantity_after = %(quantity_after)s, applied_at = now()
+WHERE {_KEY_WHERE} AND status = 'planned'
+RETURNING parent_item_id, parent_location_id, backlog_after
+"""
+
+# set_backlog: the oversold units of a parent item+location after an applied entry.
+SET_BACKLOG = """
+INSERT INTO sync_inventory_backlog (parent_item_id, parent_location_id, oversold)
+VALUES (%(item)s, %(location)s, %(oversold)s)
+ON CONFLICT (parent_item_id, parent_location_id) DO UPDATE SET oversold = EXCLUDED.oversold, updated_at = now()
+"""
+
+# get_backlog: oversold units of a parent item+location (none: 0).
+GET_BACKLOG = """
+SELECT oversold FROM sync_inventory_backlog WHERE parent_item_id = %(item)s AND parent_location_id = %(location)s
+"""
+
+# unfinished_entries: claimed or planned entries of an item+location, oldest first.
+UNFINISHED_ENTRIES = """
+SELECT * FROM sync_inventory_ledger
+WHERE parent_item_id = %(item)s AND parent_location_id = %(location)s AND status <> 'applied'
+ORDER BY id
+"""
+
+# restocked_quantity: units restocked so far on one order line.
+RESTOCKED_QUANTITY = """
+SELECT COALESCE(sum(requested_delta), 0) FROM sync_inventory_ledger
+WHERE child_shop = %(child_shop)s AND order_line_id = %(order_line_id)s AND kind = 'restock'
+"""
+
+
+def _key_params(key: LedgerKey) -> dict[str, Any]:
+    return {
+        "child_shop": key.child_shop,
+        "order_line_id": key.order_line_id,
+        "kind": str(key.kind),
+        "ref": key.ref,
+    }
+
+
+def _entry(row: dict[str, Any]) -> LedgerEntry:
+    return LedgerEntry(
+        key=LedgerKey(row["child_shop"], row["order_line_id"], EntryKind(row["kind"]), row["ref"]),
+        order_id=row["order_id"],
+        parent_item_id=row["parent_item_id"],
+        parent_location_id=row["parent_location_id"],
+        requested_delta=row["requested_delta"],
+        cause=row["cause"],
+        status=EntryStatus(row["status"]),
+        applied_delta=row["applied_delta"],
+        backlog_after=row["backlog_after"],
+        expected_after=row["expected_after"],
+        quantity_after=row["quantity_after"],
+        plan_no=row["plan_no"],
+        key_attempt=row["key_attempt"],
+    )
+
+
+class PgLedger:
+    def __init__(self, conn: psycopg.AsyncConnection) -> None:
+        self.conn = conn
+
+    async def claim(self, entry: LedgerEntry) -> tuple[LedgerEntry, bool]:
+        params = {
+            **_key_params(entry.key),
+            "order_id": entry.order_id,
+            "parent_item_id": entry.parent_item_id,
+            "parent_location_id": entry.parent_location_id,
+            "requested_delta": entry.requested_delta,
+            "cause": entry.cause,
+        }
+        async with self.conn.transaction(), self.conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(CLAIM_ENTRY, params)
+            row = await cur.fetchone()
+            if row is not None:
+                return _entry(row), True
+            await cur.execute(GET_ENTRY, params)
+            row = await cur.fetchone()
+        if row is None:  # deleted in between: cannot happen without an operator
+            raise RuntimeError(f"ledger entry {entry.key} vanished")
+        stored = _entry(row)
+        if (stored.parent_item_id, stored.parent_location_id, stored.requested_delta) != (
+            entry.parent_item_id,
+            entry.parent_location_id,
+            entry.requested_delta,
+        ):
+            raise ValueError(f"ledger entry {entry.key} exists with different content: {stored}")
+        return stored, False
+
+    async def plan(
+        self,
+        key: LedgerKey,
+        applied_delta: int,
+        backlog_after: int,
+        expected_after: int,
+        *,
+        replan_of: int | None = None,
+    ) -> LedgerEntry:
+        params = {
+            **_key_params(key),
+            "applied_delta": applied_delta,
+            "backlog_after": backlog_after,
+            "expected_after": expected_after,
+            "replan_of": replan_of,
+        }
+        async with self.conn.transaction(), self.conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(PLAN_ENTRY if replan_of is None else REPLAN_ENTRY, params)
+            row = await cur.fetchone()
+            if row is None:
+                await cur.execute(GET_ENTRY, params)
+                row = await cur.fetchone()
+        if row is None:
+            raise KeyError(f"no ledger entry {key}")
+        return _entry(row)
+
+    async def mark_applied(self, key: LedgerKey, quantity_after: int | None) -> bool:
+        async with self.conn.transaction(), self.conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(APPLY_ENTRY, {**_key_params(key), "quantity_after": quantity_after})
+            row = await cur.fetchone()
+            if row is None:
+                return False
+            await cur.execute(
+                SET_BACKLOG,
+                {
+                    "item": row["parent_item_id"],
+                    "location": row["parent_location_id"],
+                    "oversold": row["backlog_after"],
+                },
+            )
+            return True
+
+    async def next_key_attempt(self, key: LedgerKey, spent: int) -> LedgerEntry:
+        params = {**_key_params(key), "spent": spent}
+        async with self.conn.transaction(), self.conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(NEXT_KEY_ATTEMPT, params)
+            row = await cur.fetchone()
+            if row is None:
+                await cur.execute(GET_ENTRY, params)
+                row = await cur.fetchone()
+        if row is None:
+            raise KeyError(f"no ledger entry {key}")
+        return _entry(row)
+
+    async def get(self, key: LedgerKey) -> LedgerEntry | None:
+        async with _one_statement(self.conn), self.conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(GET_ENTRY, _key_params(key))
+            row = await cur.fetchone()
+        return _entry(row) if row else None
+
+    async def unfinished(self, parent_item_id: str, parent_location_id: str) -> list[LedgerEntry]:
+        async with _one_statement(self.conn), self.conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(UNFINISHED_ENTRIES, {"item": parent_item_id, "location": parent_location_id})
+            return [_entry(r) for r in await cur.fetchall()]
+
+    async def backlog(self, parent_item_id: str, parent_location_id: str) -> int:
+        async with _one_statement(self.conn):
+            cur = await self.conn.execute(
+                GET_BACKLOG, {"item": parent_item_id, "location": parent_location_id}
+            )
+            row = await cur.fetchone()
+        return row[0] if row else 0
+
+    async def restocked(self, child_shop: str, order_line_id: str) -> int:
+        async with _one_statement(self.conn):
+            cur = await self.conn.execute(
+                RESTOCKED_QUANTITY, {"child_shop": child_shop, "order_line_id": order_line_id}
+            )
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+
+# --------------------------------------------------------------------------- write records, versions
+
+# record_writes: remember inventory writes the engine is about to make (one or several).
+RECORD_WRITES = _WRITE_ROWS.format(where="")
+
+# recent_writes: the engine's writes to one level since a time, newest first.
+RECENT_WRITES = """
+SELECT shop, inventory_item_id, location_id, quantity, written_at, cause FROM sync_write_records
+WHERE shop = %(shop)s AND inventory_item_id = %(item)s AND location_id = %(location)s AND written_at >= %(since)s
+ORDER BY written_at DESC
+LIMIT %(limit)s
+"""
+
+# prune_writes: forget a batch of the oldest write records older than any echo can be.
+PRUNE_WRITES = """
+DELETE FROM sync_write_records WHERE id IN (
+    SELECT id FROM sync_write_records WHERE written_at < %(before)s ORDER BY written_at LIMIT %(limit)s
+)
+"""
+
+
+class PgWriteRecords:
+    def __init__(self, conn: psycopg.AsyncConnection) -> None:
+        self.conn = conn
+
+    async def record_write(self, rec: WriteRecord) -> None:
+        await self.record_writes([rec])
+
+    async def record_writes(self, recs: Sequence[WriteRecord]) -> None:
+        if not recs:
+            return
+        async with _one_statement(self.conn):
+            await self.conn.execute(RECORD_WRITES, _write_columns(recs))
+
+    async def recent_writes(
+        self, shop: str, inventory_item_id: str, location_id: str, since: datetime, *, limit: int = 100
+    ) -> list[WriteRecord]:
+        async with _one_statement(self.conn):
+            cur = await self.conn.execute(
+                RECENT_WRITES,
+                {
+                    "shop": shop,
+                    "item": inventory_item_id,
+                    "location": location_id,
+                    "since": since,
+                    "limit": limit,
+                },
+            )
+            return [WriteRecord(*row) for row in await cur.fetchall()]
+
+    async def prune(self, before: datetime, *, limit: int = 5000) -> int:
+        """Delete up to `limit` records written before `before` (the oldest); returns how many."""
+        async with _one_statement(self.conn):
+            cur = await self.conn.execute(PRUNE_WRITES, {"before": before, "limit": limit})
+            return cur.rowcount
+
+
+# advance_version: keep the newer version; returns a row unless the given one is older (stale).
+ADVANCE_VERSION = """
+INSERT INTO sync_applied_versions AS v (shop, inventory_item_id, location_id, applied_at, tiebreak)
+VALUES (%(shop)s, %(item)s, %(location)s, %(at)s, %(tiebreak)s)
+ON CONFLICT (shop, inventory_item_id, location_id) DO UPDATE
+SET applied_at = EXCLUDED.applied_at, tiebreak = EXCLUDED.tiebreak
+WHERE (v.applied_at, v.tiebreak) <= (EXCLUDED.applied_at, EXCLUDED.tiebreak)
+RETURNING 1
+"""
+
+# current_version: the newest version applied to one level.
+CURRENT_VERSION = """
+SELECT applied_at, tiebreak FROM sync_applied_versions
+WHERE shop = %(shop)s AND inventory_item_id = %(item)s AND location_id = %(location)s
+"""
+
+
+# moved_since: the levels of some items with a version applied after a time.
+MOVED_SINCE = """
+SELECT inventory_item_id, location_id FROM sync_applied_versions
+WHERE shop = %(shop)s AND inventory_item_id = ANY(%(items)s) AND applied_at > %(since)s
+"""
+
+
+class PgAppliedVersions:
+    def __init__(self, conn: psycopg.AsyncConnection) -> None:
+        self.conn = conn
+
+    async def advance(
+        self, shop: str, inventory_item_id: str, location_id: str, at: datetime, tiebreak: str
+    ) -> bool:
+        async with _one_statement(self.conn):
+            cur = await self.conn.execute(
+                ADVANCE_VERSION,
+                {
+                    "shop": shop,
+                    "item": inventory_item_id,
+                    "location": location_id,
+                    "at": at,
+                    "tiebreak": tiebreak,
+                },
+            )
+            return await cur.fetchone() is not None
+
+    async def current(
+        self, shop: str, inventory_item_id: str, location_id: str
+    ) -> tuple[datetime, str] | None:
+        async with _one_statement(self.conn):
+            cur = await self.conn.execute(
+                CURRENT_VERSION, {"shop": shop, "item": inventory_item_id, "location": location_id}
+            )
+            row = await cur.fetchone()
+        return (row[0], row[1]) if row else None
+
+    async def moved_since(
+        self, shop: str, levels: Sequence[tuple[str, str]], since: datetime
+    ) -> list[tuple[str, str]]:
+        wanted = set(levels)
+        if not wanted:
+            return []
+        async with _one_statement(self.conn):
+            cur = await self.conn.execute(
+                MOVED_SINCE, {"shop": shop, "items": sorted({i for i, _ in wanted}), "since": since}
+            )
+            return sorted(key for key in await cur.fetchall() if key in wanted)
+
+
+# --------------------------------------------------------------------------- saga log
+
+# create_saga: a new saga and its steps (parallel arrays), in one statement; nothing when the id
+# exists (creation is idempotent). Returns whether it created the saga.
+CREATE_SAGA = """
+WITH saga AS (
+    INSERT INTO sync_sagas (id, kind, shop, cause) VALUES (%(id)s, %(kind)s, %(shop)s, %(cause)s)
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id
+), steps AS (
+    INSERT INTO sync_saga_steps (saga_id, idx, name, action, params)
+    SELECT saga.id, s.* FROM saga,
+        unnest(%(idx)s::integer[], %(name)s::text[], %(action)s::text[], %(params)s::jsonb[]) AS s
+)
+SELECT EXISTS (SELECT 1 FROM saga)
+"""
+
+# load_saga: a saga's header.
+LOAD_SAGA = "SELECT id, kind, shop, cause, state, error FROM sync_sagas WHERE id = %(id)s"
+
+# load_steps: a saga's steps in order.
+LOAD_STEPS = """
+SELECT idx, name, action, params, status, undo, result FROM sync_saga_steps WHERE saga_id = %(id)s ORDER BY idx
+"""
+
+# step_started: the undo of a step, recorded before the step runs.
+STEP_STARTED = """
+UPDATE sync_saga_steps SET status = 'started', undo = %(undo)s, started_at = now()
+WHERE saga_id = %(id)s AND idx = %(idx)s AND status = 'pending'
+"""
+
+# step_done: a step ran; its result feeds later steps.
+STEP_DONE = """
+UPDATE sync_saga_steps SET status = 'done', result = %(result)s, done_at = now()
+WHERE saga_id = %(id)s AND idx = %(idx)s AND status IN ('pending', 'started')
+"""
+
+# step_refused: the store refused a started step, which therefore did nothing: pending again,
+# with no undo for the compensation to run.
+STEP_REFUSED = """
+UPDATE sync_saga_steps SET status = 'pending', undo = NULL, started_at = NULL
+WHERE saga_id = %(id)s AND idx = %(idx)s AND status = 'started'
+"""
+
+# step_compensated: a step's undo ran.
+STEP_COMPENSATED = """
+UPDATE sync_saga_steps SET status = 'compensated', compensated_at = now()
+WHERE saga_id = %(id)s AND idx = %(idx)s
+"""
+
+# set_saga_state: move a saga to a new state.
+SET_SAGA_STATE = (
+    "UPDATE sync_sagas SET state = %(state)s, error = %(error)s, updated_at = now() WHERE id = %(id)s"
+)
+
+# unfinished_sagas: sagas left running or compensating (to resume), oldest first, with their store.
+UNFINISHED_SAGAS = """
+SELECT id, shop FROM sync_sagas WHERE state IN ('running', 'compensating') ORDER BY created_at, id LIMIT %(limit)s
+"""
+
+# saga_states: every saga of one kind and its state (the backfill picks each copy's saga id from them).
+SAGA_STATES = "SELECT id, state FROM sync_sagas WHERE kind = %(kind)s"
+
+
+class PgStepLog:
+    def __init__(self, conn: psycopg.AsyncConnection) -> None:
+        self.conn = conn
+
+    async def create(
+        self, saga_id: str, kind: str, shop: str, cause: str, steps: Sequence[StepSpec]
+    ) -> SagaRecord:
+        async with _one_statement(self.conn):
+            cur = await self.conn.execute(
+                CREATE_SAGA,
+                {
+                    "id": saga_id,
+                    "kind": kind,
+                    "shop": shop,
+                    "cause": cause,
+                    "idx": list(range(len(steps))),
+                    "name": [s.name for s in steps],
+                    "action": [s.action for s in steps],
+                    "params": [Jsonb(s.params) for s in steps],
+                },
+            )
+            row = await cur.fetchone()
+            created = bool(row and row[0])
+        if created:  # what was just written: no need to read it back
+            return SagaRecord(
+                saga_id,
+                kind,
+                shop,
+                cause,
+                SagaState.RUNNING,
+                [StepRecord(i, s.name, s.action, dict(s.params)) for i, s in enumerate(steps)],
+            )
+        saga = await self.load(saga_id)
+        assert saga is not None
+        return saga
+
+    async def load(self, saga_id: str) -> SagaRecord | None:
+        async with self.conn.transaction(), self.conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(LOAD_SAGA, {"id": saga_id})
+            head = await cur.fetchone()
+            if head is None:
+                return None
+            await cur.execute(LOAD_STEPS, {"id": saga_id})
+            steps = [
+                StepRecord(
+                    r["idx"],
+                    r["name"],
+                    r["action"],
+                    r["params"],
+                    StepStatus(r["status"]),
+                    r["undo"],
+                    r["result"],
+                )
+                for r in await cur.fetchall()
+            ]
+        return SagaRecord(
+            head["id"],
+            head["kind"],
+            head["shop"],
+            head["cause"],
+            SagaState(head["state"]),
+            steps,
+            head["error"],
+        )
+
+    async def _exec(self, sql: str, params: dict[str, Any]) -> None:
+        async with _one_statement(self.conn):
+            await self.conn.execute(sql, params)
+
+    async def step_started(self, saga_id: str, index: int, undo: dict[str, Any] | None) -> bool:
+        async with _one_statement(self.conn):
+            cur = await self.conn.execute(
+                STEP_STARTED, {"id": saga_id, "idx": index, "undo": Jsonb(undo) if undo is not None else None}
+            )
+            return cur.rowcount == 1
+
+    async def step_done(self, saga_id: str, index: int, result: dict[str, Any]) -> None:
+        await self._exec(STEP_DONE, {"id": saga_id, "idx": index, "result": Jsonb(result)})
+
+    async def step_refused(self, saga_id: str, index: int) -> None:
+        await self._exec(STEP_REFUSED, {"id": saga_id, "idx": index})
+
+    async def step_compensated(self, saga_id: str, index: int) -> None:
+        await self._exec(STEP_COMPENSATED, {"id": saga_id, "idx": index})
+
+    async def set_state(self, saga_id: str, state: SagaState, error: str | None = None) -> None:
+        await self._exec(SET_SAGA_STATE, {"id": saga_id, "state": str(state), "error": error})
+
+    async def unfinished(self, limit: int = 100) -> list[str]:
+        return [saga_id for saga_id, _shop in await self.unfinished_sagas(limit)]
+
+    async def unfinished_sagas(self, limit: int = 100) -> list[tuple[str, str]]:
+        async with _one_statement(self.conn):
+            cur = await self.conn.execute(UNFINISHED_SAGAS, {"limit": limit})
+            return [(saga_id, shop) for saga_id, shop in await cur.fetchall()]
+
+    async def states(self, kind: str) -> dict[str, SagaState]:
+        async with _one_statement(self.conn):
+            cur = await self.conn.execute(SAGA_STATES, {"kind": kind})
+            return {saga_id: SagaState(state) for saga_id, state in await cur.fetchall()}
+
+
+# --------------------------------------------------------------------------- audit
+
+# record_audit: one audited write or saga outcome.
+RECORD_AUDIT = """
+INSERT INTO sync_audit (at, shop, object_type, object_id, action, before, after, cause, detail)
+VALUES (%(at)s, %(shop)s, %(object_type)s, %(object_id)s, %(action)s, %(before)s, %(after)s, %(cause)s, %(detail)s)
+"""
+
+# query_audit: newest audit records, optionally for one store, object or cause.
+QUERY_AUDIT = """
+SELECT at, shop, object_type, object_id, action, before, after, cause, detail FROM sync_audit
+WHERE (%(shop)s::text IS NULL OR shop = %(shop)s)
+  AND (%(object_id)s::text IS NULL OR object_id = %(object_id)s)
+  AND (%(cause)s::text IS NULL OR cause = %(cause)s)
+ORDER BY at DESC, id DESC
+LIMIT %(limit)s
+"""
+
+
+# audit_page: one page of the audit trail, newest first (at, id), optionally for one store, one
+# object and one cause; `before` is the id of the last entry of the previous page (the dashboard).
+AUDIT_PAGE = """
+SELECT id, at, shop, object_type, object_id, action, before, after, cause, detail
+FROM sync_audit
+WHERE (%(shop)s::text IS NULL OR shop = %(shop)s)
+  AND (%(object)s::text IS NULL OR object_id = %(object)s)
+  AND (%(cause)s::text IS NULL OR cause = %(cause)s)
+  AND (%(before)s::bigint IS NULL
+       OR (at, id) < (SELECT c.at, c.id FROM sync_audit c WHERE c.id = %(before)s))
+ORDER BY at DESC, id DESC
+LIMIT %(limit)s
+"""
+
+# The audit trail's table (migration 0005_sync.sql): the dashboard says so when it is absent.
+AUDIT_TABLE = "sync_audit"
+
+
+async def audit_page(
+    conn: psycopg.AsyncConnection,
+    *,
+    shop: str | None,
+    object_id: str | None,
+    cause: str | None,
+    before: int | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """One page of the audit trail as rows (with their ids, for the next page), on the caller's
+    connection and transaction."""
+    params = {"shop": shop, "object": object_id, "cause": cause, "before": before, "limit": limit}
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(AUDIT_PAGE, params)
+        return await cur.fetchall()
+
+
+def _json(value: Any) -> Jsonb | None:
+    return None if value is None else Jsonb(value, dumps=lambda v: json.dumps(v, default=str))
+
+
+class PgAudit:
+    def __init__(self, conn: psycopg.AsyncConnection) -> None:
+        self.conn = conn
+
+    async def record(self, rec: AuditRecord) -> None:
+        async with _one_statement(self.conn):
+            await self.conn.execute(
+                RECORD_AUDIT,
+                {
+                    "at": rec.at,
+                    "shop": rec.shop,
+                    "object_type": rec.object_type,
+                    "object_id": rec.object_id,
+                    "action": rec.action,
+                    "before": _json(rec.before),
+                    "after": _json(rec.after),
+                    "cause": rec.cause,
+                    "detail": rec.detail,
+                },
+            )
+
+    async def query(
+        self,
+        *,
+        shop: str | None = None,
+        object_id: str | None = None,
+        cause: str | None = None,
+        limit: int = 100,
+    ) -> list[AuditRecord]:
+        async with _one_statement(self.conn), self.conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(
+                QUERY_AUDIT, {"shop": shop, "object_id": object_id, "cause": cause, "limit": limit}
+            )
+            return [
+                AuditRecord(
+                    shop=r["shop"],
+                    object_type=r["object_type"],
+                    object_id=r["object_id"],
+                    action=r["action"],
+                    before=r["before"],
+                    after=r["after"],
+                    cause=r["cause"],
+                    at=r["at"],
+                    detail=r["detail"],
+                )
+                for r in await cur.fetchall()
+            ]
+
+
+# --------------------------------------------------------------------------- paused stores
+# The stores table is `db/`'s (`db.network_sql`): its pause statements, run for the sync jobs.
+
+
+async def paused_among(conn: psycopg.AsyncConnection, shops: Iterable[str]) -> dict[str, str]:
+    """Which of `shops` are paused, with the reason."""
+    cur = await conn.execute(network_sql.PAUSED_STORES, {"shops": list(shops)})
+    return {shop: reason or "paused" for shop, reason in await cur.fetchall()}
+
+
+async def pause_store(conn: psycopg.AsyncConnection, shop: str, reason: str) -> bool:
+    """Pause an active store (its jobs are parked until it is resumed); False if it was not active."""
+    cur = await conn.execute(network_sql.PAUSE_STORE, {"shop": shop, "reason": reason})
+    paused = await cur.fetchone() is not None
+    if paused:
+        log.warning("store paused", shop=shop, reason=reason)
+    return paused
+
+
+# --------------------------------------------------------------------------- one job's storage
+
+
+class Storage:
+    """The domain's storage ports on one autocommit connection (each call commits by itself)."""
+
+    def __init__(self, conn: psycopg.AsyncConnection) -> None:
+        self.conn = conn
+        self.links = PgLinks(conn)
+        self.ledger = PgLedger(conn)
+        self.writes = PgWriteRecords(conn)
+        self.versions = PgAppliedVersions(conn)
+        self.steps = PgStepLog(conn)
+        self.audit = PgAudit(conn)
+
+
+@asynccontextmanager
+async def job_storage(pool: AsyncConnectionPool) -> AsyncIterator[Storage]:
+    """A `Storage` on a connection of `pool`, autocommit while it is used."""
+    async with pool.connection() as conn:
+        await conn.set_autocommit(True)
+        try:
+            yield Storage(conn)
+        finally:
+            if not conn.closed:
+                await conn.set_autocommit(False)
+
+
+class SerializedStorage:
+    """Write records and audit of one `Storage` shared by concurrent tasks: their statements
+    take turns on the one connection while the tasks' store calls overlap."""
+
+    def __init__(self, st: Storage) -> None:
+        lock = asyncio.Lock()
+        self.writes: Any = _Locked(st.writes, lock)
+        self.audit: Any = _Locked(st.audit, lock)
+
+
+class _Locked:
+    def __init__(self, target: object, lock: asyncio.Lock) -> None:
+        self._target, self._lock = target, lock
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._target, name)
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            async with self._lock:
+                return await method(*args, **kwargs)
+
+        return call
+
+
+# --------------------------------------------------------------------------- retention
+# Batches of the oldest rows past a cutoff, each batch one short statement (`storesync.retention`).
+
+# count_old_writes / prune_writes (above): engine write records.
+COUNT_OLD_WRITES = "SELECT count(*) FROM sync_write_records WHERE written_at < %(before)s"
+
+# count_old_audit: audit rows older than the cutoff.
+COUNT_OLD_AUDIT = "SELECT count(*) FROM sync_audit WHERE at < %(before)s"
+
+# prune_audit: delete a batch of the oldest audit rows older than the cutoff.
+PRUNE_AUDIT = """
+DELETE FROM sync_audit WHERE id IN (
+    SELECT id FROM sync_audit WHERE at < %(before)s ORDER BY at LIMIT %(limit)s
+)
+"""
+
+# count_old_sagas: finished (completed or compensated) sagas last changed before the cutoff.
+COUNT_OLD_SAGAS = """
+SELECT count(*) FROM sync_sagas WHERE state IN ('completed', 'compensated') AND updated_at < %(before)s
+"""
+
+# prune_sagas: delete a batch of them, oldest first (their steps go by ON DELETE CASCADE).
+# Running, compensating and stuck sagas are never pruned.
+PRUNE_SAGAS = """
+DELETE FROM sync_sagas WHERE id IN (
+    SELECT id FROM sync_sagas
+    WHERE state IN ('completed', 'compensated') AND updated_at < %(before)s
+    ORDER BY updated_at LIMIT %(limit)s
+)
+"""
+
+# count_old_ledger: applied ledger entries older than the cutoff (an upper bound of what goes:
+# an order goes whole, only once every entry of it is applied and old).
+COUNT_OLD_LEDGER = """
+SELECT count(*) FROM sync_inventory_ledger WHERE status = 'applied' AND applied_at < %(before)s
+"""
+
+# prune_ledger: from the next batch of old applied entries (after the cursor, in age order),
+# the orders all of whose entries are applied and old: remember each in
+# sync_ledger_pruned_orders, then delete all their entries. Returns the entries deleted, the
+# entries scanned and the cursor to continue from (NULLs once nothing is left to scan).
+PRUNE_LEDGER = """
+WITH candidate AS (
+    SELECT id, applied_at, child_shop, order_id FROM sync_inventory_ledger
+    WHERE status = 'applied' AND applied_at < %(before)s
+      AND (applied_at, id) > (%(after_at)s::timestamptz, %(after_id)s::bigint)
+    ORDER BY applied_at, id
+    LIMIT %(limit)s
+), whole AS (
+    SELECT DISTINCT c.child_shop, c.order_id FROM candidate c
+    WHERE NOT EXISTS (
+        SELECT 1 FROM sync_inventory_ledger l
+        WHERE l.child_shop = c.child_shop AND l.order_id = c.order_id
+          AND (l.status <> 'applied' OR l.applied_at >= %(before)s)
+    )
+), remembered AS (
+    INSERT INTO sync_ledger_pruned_orders (child_shop, order_id)
+    SELECT child_shop, order_id FROM whole
+    ON CONFLICT DO NOTHING
+), deleted AS (
+    DELETE FROM sync_inventory_ledger l USING whole w
+    WHERE l.child_shop = w.child_shop AND l.order_id = w.order_id
+    RETURNING 1
+), last AS (
+    SELECT applied_at, id FROM candidate ORDER BY applied_at DESC, id DESC LIMIT 1
+)
+SELECT (SELECT count(*) FROM deleted), (SELECT count(*) FROM candidate),
+       (SELECT applied_at FROM last), (SELECT id FROM last)
+"""
+
+
+class PgRetention:
+    """The sync tables' batched prunes (`storesync.retention`), each one statement on the caller's
+    connection and transaction (which bounds it with its statement timeout)."""
+
+    def __init__(self, conn: psycopg.AsyncConnection) -> None:
+        self.conn = conn
+
+    async def _count(self, sql: str, before: datetime) -> int:
+        cur = await self.conn.execute(sql, {"before": before})
+        row = await cur.fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    async def _prune(self, sql: str, before: datetime, limit: int) -> int:
+        cur = await self.conn.execute(sql, {"before": before, "limit": limit})
+        return cur.rowcount
+
+    async def count_old_writes(self, before: datetime) -> int:
+        return await self._count(COUNT_OLD_WRITES, before)
+
+    async def prune_writes(self, before: datetime, limit: int) -> int:
+        return await self._prune(PRUNE_WRITES, before, limit)
+
+    async def count_old_audit(self, before: datetime) -> int:
+        return await self._count(COUNT_OLD_AUDIT, before)
+
+    async def prune_audit(self, before: datetime, limit: int) -> int:
+        return await self._prune(PRUNE_AUDIT, before, limit)
+
+    async def count_old_sagas(self, before: datetime) -> int:
+        return await self._count(COUNT_OLD_SAGAS, before)
+
+    async def prune_sagas(self, before: datetime, limit: int) -> int:
+        return await self._prune(PRUNE_SAGAS, before, limit)
+
+    async def count_old_ledger(self, before: datetime) -> int:
+        return await self._count(COUNT_OLD_LEDGER, before)
+
+    async def prune_ledger(
+        self, before: datetime, after: tuple[Any, int], limit: int
+    ) -> tuple[int, int, tuple[Any, int] | None]:
+        """From the next batch of old applied entries after the cursor `after` ((applied_at, id)),
+        the orders all of whose entries are applied and old, remembered and deleted: (entries
+        deleted, entries scanned, the cursor to continue from, None once nothing is left)."""
+        cur = await self.conn.execute(
+            PRUNE_LEDGER, {"before": before, "after_at": after[0], "after_id": after[1], "limit": limit}
+        )
+        row = await cur.fetchone()
+        deleted, scanned, last_at, last_id = row if row else (0, 0, None, None)
+        return int(deleted), int(scanned), (last_at, last_id) if last_at is not None else None
+
+
+# order_pruned: whether an order's ledger entries were pruned (its webhooks are not applied again).
+ORDER_PRUNED = """
+SELECT EXISTS (SELECT 1 FROM sync_ledger_pruned_orders WHERE child_shop = %(shop)s AND order_id = %(order_id)s)
+"""
+
+
+async def order_pruned(conn: psycopg.AsyncConnection, child_shop: str, order_id: str) -> bool:
+    """True when the order's ledger entries were pruned by retention: whatever a webhook about it
+    says now, its lines were applied long ago (and applying them again would count them twice)."""
+    async with _one_statement(conn):
+        cur = await conn.execute(ORDER_PRUNED, {"shop": child_shop, "order_id": order_id})
+        row = await cur.fetchone()
+    return bool(row and row[0])

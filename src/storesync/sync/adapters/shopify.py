@@ -1,0 +1,732 @@
+"""The Shopify adapter: the sync domain's store ports over the commerce client (a real store or
+the emulator). Conversions between the Admin API's JSON and `sync.domain.model` values, and the
+reads that span a whole store; nothing else.
+
+- `ShopifyStoreAPI`: `ports.StoreAPI` (products and inventory levels). `StaleQuantityError` becomes
+  the domain's `StaleQuantity` and a plain create's `HandleTakenError` becomes `HandleTaken`; every
+  other commerce error propagates with its retryable/permanent class (`sync/jobs/errors.py` maps
+  it to the queue's). `sync_store_api` is the one the sync jobs use: small first pages, and writes
+  answered with the ids the engine maps (`ProductSetIds`), the rest taken from the input.
+- `ShopifyCatalogScan`, `BulkCatalogScan`, `ScannedParent`: whole-store reads for linking,
+  backfill and reconciliation (paged queries, or bulk operations outside the rate limit).
+- `ShopifyCollections`: `ports.CollectionStore`; a collection already gone reads as None and
+  deletes as done.
+
+Not read from the store (the emulator serves neither): product media (`Product.images` stays
+empty) and variant metafields.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import replace
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from storesync.commerce.bulk import (
+    BulkOperationFailed,
+    BulkOperationInProgress,
+    bulk_query,
+    bulk_query_text,
+    reassemble,
+)
+from storesync.commerce.client import AdminClient
+from storesync.commerce.errors import (
+    HandleTakenError,
+    IdempotencyAttemptFailed,
+    NotFoundError,
+    StaleQuantityError,
+    UserInputError,
+)
+from storesync.commerce.operations import get_operation
+from storesync.commerce.variables import adjust_quantities_input, set_quantities_input
+from storesync.logs import get_logger
+from storesync.sync.domain.model import (
+    Collection,
+    CollectionCondition,
+    Image,
+    InventoryLevel,
+    Metafield,
+    Option,
+    Product,
+    Variant,
+)
+from storesync.sync.domain.ports import HandleTaken, KeyAttemptFailed, StaleQuantity
+
+log = get_logger("storesync.sync.shopify")
+
+# Page sizes of a product's own lists in one read (Shopify allows up to 100 variants per page).
+PRODUCT_LIST_SIZES = {"variantsFirst": 100, "collectionsFirst": 50, "metafieldsFirst": 50}
+# First pages of a product's lists in one read. The rest is paged (`complete_product_lists`),
+# so small first pages lose nothing, and a read's cost estimate - what the rate-limit budget
+# reserves - falls from ~410 to ~105 points.
+SYNC_LIST_SIZES = {"variantsFirst": 25, "collectionsFirst": 10, "metafieldsFirst": 10}
+
+
+# A whole-catalog scan's first pages: most products have a few variants, collections and
+# metafields, so ~50 requested points per product (pages of ~20 products, not ~9); a longer
+# list is read to its end for that product alone.
+SCAN_LIST_SIZES = {"variantsFirst": 10, "collectionsFirst": 5, "metafieldsFirst": 5}
+# A product's lists and the query that pages through the rest of each.
+_PRODUCT_LISTS = (
+    ("variants", "ProductVariantsPage"),
+    ("collections", "ProductCollectionsPage"),
+    ("metafields", "ProductMetafieldsPage"),
+)
+
+
+async def complete_product_lists(
+    client: AdminClient, raw: Mapping[str, Any], *, page_size: int = 100
+) -> dict:
+    """`raw` with every variant, collection and metafield: lists cut by their page size are read
+    to the end. productSet replaces lists wholesale, so writing a truncated read to another store
+    would delete what did not fit."""
+    out = dict(raw)
+    for field, operation in _PRODUCT_LISTS:
+        conn = raw[field]
+        info = conn.get("pageInfo") or {}
+        if not info.get("hasNextPage"):
+            continue
+        nodes = list(conn["nodes"])
+        async for page in client.pages(
+            operation,
+            {"id": raw["id"]},
+            connection=f"product.{field}",
+            page_size=page_size,
+            after=info.get("endCursor"),
+        ):
+            nodes.extend(page.nodes)
+        out[field] = {"nodes": nodes, "pageInfo": {"hasNextPage": False, "endCursor": None}}
+    return out
+
+
+def _dt(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+
+
+def _money(value: Any) -> Decimal | None:
+    return None if value is None else Decimal(str(value))
+
+
+def product_from_json(raw: Mapping[str, Any]) -> Product:
+    """A `Product` from the fields ProductById / ProductsPage / ProductSet select."""
+    seo = raw.get("seo") or {}
+    return Product(
+        id=raw["id"],
+        handle=raw["handle"],
+        title=raw["title"],
+        description_html=raw.get("descriptionHtml") or "",
+        vendor=raw.get("vendor") or "",
+        product_type=raw.get("productType") or "",
+        tags=tuple(raw.get("tags") or ()),
+        options=tuple(
+            Option(o["name"], tuple(v["name"] for v in o.get("optionValues") or ()))
+            for o in sorted(raw.get("options") or (), key=lambda o: o.get("position", 0))
+        ),
+        variants=tuple(
+            Variant(
+                id=v["id"],
+                option_values=tuple((s["name"], s["value"]) for s in v.get("selectedOptions") or ()),
+                price=_money(v["price"]) or Decimal("0"),
+                sku=v.get("sku") or None,
+                barcode=v.get("barcode") or None,
+                compare_at_price=_money(v.get("compareAtPrice")),
+                inventory_item_id=(v.get("inventoryItem") or {}).get("id"),
+            )
+            for v in sorted(raw["variants"]["nodes"], key=lambda v: v.get("position", 0))
+        ),
+        status=raw.get("status") or "ACTIVE",
+        seo_title=seo.get("title"),
+        seo_description=seo.get("description"),
+        collections=tuple(c["id"] for c in raw["collections"]["nodes"]),
+        smart_collections=frozenset(c["id"] for c in raw["collections"]["nodes"] if _has_conditions(c)),
+        metafields=tuple(
+            Metafield(m["namespace"], m["key"], m["type"], m["value"], m.get("id"))
+            for m in raw["metafields"]["nodes"]
+        ),
+        updated_at=_dt(raw.get("updatedAt")),
+    )
+
+
+# --------------------------------------------------------------------------- products and levels
+
+
+def _has_conditions(collection: Mapping[str, Any]) -> bool:
+    """A smart collection: one of its sources has conditions (its members follow them and cannot
+    be listed in productSet)."""
+    return any((s.get("inclusion") or {}).get("conditions") for s in collection.get("sources") or ())
+
+
+class ShopifyStoreAPI:
+    """One store, through `client` (its budget, retries and typed errors).
+
+    `list_sizes`: first pages of a product's lists in one read (the rest is paged). `ids_only`:
+    writes are answered with the ids the engine maps (product, variants, inventory items) and the
+    returned `Product` is otherwise the input as written (options, collections, metafields without
+    their ids); a create's empty `files` list is left out (it adds nothing, and not every API
+    version accepts the field). Without it a write is answered with the product as read."""
+
+    def __init__(
+        self, client: AdminClient, *, list_sizes: Mapping[str, int] | None = None, ids_only: bool = False
+    ) -> None:
+        self.client = client
+        self.shop = client.shop
+        self.list_sizes = dict(list_sizes or PRODUCT_LIST_SIZES)
+        self.ids_only = ids_only
+
+    async def _product(self, raw: Mapping[str, Any] | None) -> Product | None:
+        return product_from_json(await complete_product_lists(self.client, raw)) if raw else None
+
+    async def products(
+        self, query: str | None = None, *, page_size: int = 50, list_sizes: Mapping[str, int] | None = None
+    ) -> AsyncIterator[Product]:
+        """Every product of the store (or those matching a search query), complete, page by page.
+        `list_sizes`: first pages of each product's lists (default: the store's); smaller ones
+        make larger pages fit the 1,000-point limit, the rest of a long list is read after."""
+        variables: dict[str, Any] = {**(list_sizes or self.list_sizes), "query": query}
+        async for page in self.client.pages(
+            "ProductsPage", variables, connection="products", page_size=page_size
+        ):
+            for raw in page.nodes:
+                yield await self._product(raw)  # type: ignore[misc]
+
+    # ------------------------------------------------------------------ catalog
+
+    async def read_product(self, product_id: str) -> Product | None:
+        result = await self.client.execute("ProductById", {"id": product_id, **self.list_sizes})
+        return await self._product(result["product"])
+
+    async def find_product_by_handle(self, handle: str) -> Product | None:
+        result = await self.client.execute("ProductByHandle", {"handle": handle, **self.list_sizes})
+        return await self._product(result["productByIdentifier"])
+
+    async def product_set(self, input: Mapping[str, Any], *, product_id: str | None) -> Product:
+        """productSet by id; a create (no id) upserts by the input's handle, so a create resent
+        after a lost answer updates the product it made instead of making a second one."""
+        if self.ids_only:
+            return await self._product_set_ids(_without_empty_files(input), product_id)
+        variables: dict[str, Any] = {"input": dict(input), **self.list_sizes}
+        _identify(variables, input, product_id)
+        result = await self.client.execute("ProductSet", variables)
+        return await self._product(result["productSet"]["product"])  # type: ignore[return-value]
+
+    async def _product_set_ids(self, input: Mapping[str, Any], product_id: str | None) -> Product:
+        """productSet through `ProductSetIds`: the answer carries the ids the engine maps; the rest
+        of the returned `Product` is the input as written."""
+        variables: dict[str, Any] = {
+            "input": dict(input),
+            "variantsFirst": min(100, max(1, len(input.get("variants") or ()))),
+        }
+        _identify(variables, input, product_id)
+        result = await self.client.execute("ProductSetIds", variables)
+        raw = dict(result["productSet"]["product"])
+        none = {"nodes": [], "pageInfo": {"hasNextPage": False}}
+        raw.update(collections=none, metafields=none)
+        raw = await complete_product_lists(self.client, raw)  # only a variant list cut at 100
+        seo = input.get("seo") or {}
+        written = product_from_json(raw)
+        return replace(
+            written,
+            description_html=input.get("descriptionHtml", written.description_html) or "",
+            vendor=input.get("vendor") or "",
+            product_type=input.get("productType") or "",
+            tags=tuple(input.get("tags") or ()),
+            options=tuple(
+                Option(o["name"], tuple(v["name"] for v in o.get("values") or ()))
+                for o in input.get("productOptions") or ()
+            ),
+            seo_title=seo.get("title"),
+            seo_description=seo.get("description"),
+            collections=tuple(input.get("collections") or ()),
+            metafields=tuple(
+                Metafield(m["namespace"], m["key"], m["type"], m["value"])
+                for m in input.get("metafields") or ()
+            ),
+        )
+
+    async def find_product_id_by_handle(self, handle: str) -> str | None:
+        """The id of the product under `handle`, or None: 1 point, where a full read costs ~100."""
+        result = await self.client.execute("ProductIdByHandle", {"handle": handle})
+        return (result["productByIdentifier"] or {}).get("id")
+
+    async def create_product_id(self, input: Mapping[str, Any], *, upsert: bool) -> str:
+        """productSet creating a product, answered with its id alone (`ProductCreateId`, 11
+        points: the least a create costs); the variants' ids come later (`copies.pending_copy`).
+        `upsert=False`: a plain create, which the store refuses (`HandleTakenError`) when the
+        handle is taken, so nothing the store has is ever adopted. `upsert=True`, for a resend
+        after a lost answer: by the input's handle, updating what the first send made."""
+        if not input.get("handle"):
+            raise ValueError("create_product_id needs the input's handle")
+        if self.ids_only:
+            input = _without_empty_files(input)
+        variables = {"identifier": {"handle": input["handle"]} if upsert else None, "input": dict(input)}
+        try:
+            result = await self.client.execute("ProductCreateId", variables)
+        except HandleTakenError as err:
+            raise HandleTaken(str(err)) from err
+        return result["productSet"]["product"]["id"]
+
+    async def delete_product(self, product_id: str) -> None:
+        try:
+            await self.client.execute("ProductDelete", {"id": product_id})
+        except NotFoundError:
+            return  # already gone: what we wanted
+        except UserInputError as err:
+            # productDelete's userErrors carry no code: Shopify says "Product does not exist".
+            if any("does not exist" in e.message.lower() for e in err.user_errors):
+                return
+            raise
+
+    # ------------------------------------------------------------------ inventory
+
+    async def read_level(self, inventory_item_id: str, location_id: str) -> InventoryLevel | None:
+        result = await self.client.execute(
+            "InventoryLevelAtLocation", {"inventoryItemId": inventory_item_id, "locationId": location_id}
+        )
+        level = (result["inventoryItem"] or {}).get("inventoryLevel")
+        if level is None:
+            return None
+        quantities = {q["name"]: q["quantity"] for q in level["quantities"]}
+        return InventoryLevel(
+            inventory_item_id, location_id, quantities["available"], _dt(level.get("updatedAt"))
+        )
+
+    async def read_levels(
+        self, inventory_item_ids: Sequence[str], *, locations_first: int = 10
+    ) -> dict[tuple[str, str], InventoryLevel]:
+        """Every level of these items, keyed (item, location), in as few queries as fit the
+        1,000-point limit. Unknown items are left out."""
+        op = get_operation("InventoryLevels")
+        ids = list(dict.fromkeys(inventory_item_ids))
+        levels: dict[tuple[str, str], InventoryLevel] = {}
+        while ids:
+            chunk = self.client.estimator.largest_page(
+                op,
+                {"locationsFirst": locations_first, "inventoryItemIds": ids[:250]},
+                min(250, len(ids)),
+                key="inventoryItemIds",
+                make=lambda n: ids[:n],  # noqa: B023 - called before ids changes
+            )
+            batch, ids = ids[:chunk], ids[chunk:]
+            result = await self.client.execute(
+                op, {"inventoryItemIds": batch, "locationsFirst": locations_first}
+            )
+            for item in result["nodes"]:
+                if not item:
+                    continue
+                conn = item["inventoryLevels"]
+                if (conn.get("pageInfo") or {}).get(
+                    "hasNextPage"
+                ):  # stocked at more locations: read it alone
+                    again = await self.client.execute(
+                        op, {"inventoryItemIds": [item["id"]], "locationsFirst": 250}
+                    )
+                    conn = again["nodes"][0]["inventoryLevels"]
+                for lvl in conn["nodes"]:
+                    quantities = {q["name"]: q["quantity"] for q in lvl["quantities"]}
+                    key = (item["id"], lvl["location"]["id"])
+                    levels[key] = InventoryLevel(
+                        key[0], key[1], quantities["available"], _dt(lvl.get("updatedAt"))
+                    )
+        return levels
+
+    async def set_level(
+        self,
+        inventory_item_id: str,
+        location_id: str,
+        quantity: int,
+        *,
+        change_from: int | None,
+        idempotency_key: str,
+        reason: str = "correction",
+    ) -> int:
+        input_ = set_quantities_input(
+            [(inventory_item_id, location_id, quantity, change_from)], reason=reason
+        )
+        try:
+            result = await self.client.execute(
+                "InventorySetQuantities", {"input": input_}, idempotency_key=idempotency_key
+            )
+        except StaleQuantityError as err:
+            raise StaleQuantity(str(err)) from err
+        except IdempotencyAttemptFailed as err:
+            raise KeyAttemptFailed(str(err)) from err
+        group = result["inventorySetQuantities"]["inventoryAdjustmentGroup"]
+        return _after(group, inventory_item_id, location_id, default=quantity)
+
+    async def adjust_level(
+        self,
+        inventory_item_id: str,
+        location_id: str,
+        delta: int,
+        *,
+        idempotency_key: str,
+        change_from: int | None = None,
+        reason: str = "correction",
+    ) -> int:
+        input_ = adjust_quantities_input(
+            [(inventory_item_id, location_id, delta, change_from)], reason=reason
+        )
+        try:
+            result = await self.client.execute(
+                "InventoryAdjustQuantities", {"input": input_}, idempotency_key=idempotency_key
+            )
+        except StaleQuantityError as err:
+            raise StaleQuantity(str(err)) from err
+        except IdempotencyAttemptFailed as err:
+            raise KeyAttemptFailed(str(err)) from err
+        group = result["inventoryAdjustQuantities"]["inventoryAdjustmentGroup"]
+        after = _after(group, inventory_item_id, location_id, default=None)
+        if after is None:  # no change reported (delta 0): read what the level is
+            level = await self.read_level(inventory_item_id, location_id)
+            return level.available if level else 0
+        return after
+
+
+def _identify(variables: dict[str, Any], input: Mapping[str, Any], product_id: str | None) -> None:
+    if product_id is not None:
+        variables["identifier"] = {"id": product_id}
+    elif input.get("handle"):
+        variables["identifier"] = {"handle": input["handle"]}
+
+
+def _without_empty_files(input: Mapping[str, Any]) -> Mapping[str, Any]:
+    if "files" in input and not input["files"]:
+        return {k: v for k, v in input.items() if k != "files"}
+    return input
+
+
+def _after(group: Mapping[str, Any] | None, item: str, location: str, *, default: int | None) -> Any:
+    """quantityAfterChange of the "available" change at (item, location) in an adjustment group."""
+    for change in (group or {}).get("changes") or ():
+        if (
+            change.get("name") == "available"
+            and (change.get("item") or {}).get("id") == item
+            and (change.get("location") or {}).get("id") == location
+            and change.get("quantityAfterChange") is not None
+        ):
+            return change["quantityAfterChange"]
+    return default
+
+
+def sync_store_api(client: AdminClient) -> ShopifyStoreAPI:
+    """The store as the sync jobs use it: small first pages, writes answered with ids."""
+    return ShopifyStoreAPI(client, list_sizes=SYNC_LIST_SIZES, ids_only=True)
+
+
+# --------------------------------------------------------------------------- whole-store reads
+
+
+# A product's nested connections in BulkProducts, by the gid type of their nodes.
+PRODUCT_CHILDREN = {"ProductVariant": "variants", "Collection": "collections", "Metafield": "metafields"}
+
+
+async def bulk_products(
+    client: AdminClient, *, poll_interval: float = 1.0, timeout: float = 600.0
+) -> list[Product]:
+    """Every product of the store, complete (every variant, collection and metafield), read with
+    one bulk query (`commerce.bulk`): the same `Product` values `ShopifyStoreAPI.products()`
+    yields, in id order."""
+    objects = [
+        obj
+        async for obj in bulk_query(
+            client, bulk_query_text("products"), poll_interval=poll_interval, timeout=timeout
+        )
+    ]
+    return [product_from_json(raw) for raw in reassemble(objects, PRODUCT_CHILDREN)]
+
+
+async def bulk_levels(client, *, poll_interval: float = 0.25) -> dict[tuple[str, str], InventoryLevel]:
+    """Every inventory item's available quantity at every location stocking it, (item, location)
+    -> level, from one bulk query (10 points and a few 1-point polls, whatever the catalog)."""
+    objects = [
+        o async for o in bulk_query(client, bulk_query_text("inventory_levels"), poll_interval=poll_interval)
+    ]
+    out: dict[tuple[str, str], InventoryLevel] = {}
+    for item in reassemble(objects, {"InventoryLevel": "inventoryLevels"}):
+        for lvl in item["inventoryLevels"]["nodes"]:
+            quantities = {q["name"]: q["quantity"] for q in lvl.get("quantities") or ()}
+            if "available" in quantities:
+                key = (item["id"], lvl["location"]["id"])
+                out[key] = InventoryLevel(key[0], key[1], quantities["available"], _dt(lvl.get("updatedAt")))
+    return out
+
+
+class ShopifyCatalogScan:
+    """One store's catalog, read once and kept: `all_levels` reads the levels of the items the
+    products carry, so a scan reads each product at most once."""
+
+    def __init__(self, api: ShopifyStoreAPI, *, page_size: int = 50) -> None:
+        self.api = api
+        self.shop = api.shop
+        self.page_size = page_size
+        self._products: list[Product] | None = None
+
+    async def products(self) -> list[Product]:
+        if self._products is None:
+            self._products = [
+                p async for p in self.api.products(page_size=self.page_size, list_sizes=SCAN_LIST_SIZES)
+            ]
+        return self._products
+
+    async def all_products(self) -> AsyncIterator[Product]:
+        for p in await self.products():
+            yield p
+
+    async def all_collections(self) -> AsyncIterator[Collection]:
+        async for node in self.api.client.nodes(
+            "CollectionsPage", {}, connection="collections", page_size=100
+        ):
+            yield Collection(node["id"], node["handle"], node.get("title") or "")
+
+    async def all_levels(self, location_ids: Sequence[str]) -> dict[tuple[str, str], int]:
+        wanted = set(location_ids)
+        items = [
+            v.inventory_item_id for p in await self.products() for v in p.variants if v.inventory_item_id
+        ]
+        levels = await self.api.read_levels(items)
+        return {key: lvl.available for key, lvl in levels.items() if key[1] in wanted}
+
+
+class BulkCatalogScan(ShopifyCatalogScan):
+    """A catalog scan through bulk queries (`commerce.bulk`): products in one bulk query and,
+    when asked, every level in another. Shopify runs bulk queries outside the rate limit, so a
+    backfill reads a 1,000-product parent for a few dozen points instead of ~18,000 (paged:
+    3 minutes of a standard plan's bucket before the first copy)."""
+
+    def __init__(self, api: ShopifyStoreAPI, *, poll_interval: float = 0.25) -> None:
+        super().__init__(api)
+        self.poll_interval = poll_interval
+        self._levels: dict[tuple[str, str], InventoryLevel] | None = None
+        self._lock = asyncio.Lock()  # one bulk query per shop at a time
+
+    async def products(self) -> list[Product]:
+        async with self._lock:
+            if self._products is None:
+                try:
+                    self._products = await bulk_products(self.api.client, poll_interval=self.poll_interval)
+                except (BulkOperationInProgress, BulkOperationFailed) as err:
+                    # another app's bulk query holds the shop, or Shopify's failed: pages still work
+                    log.warning("bulk scan unavailable; paging instead", shop=self.shop, error=str(err))
+                    self._products = await ShopifyCatalogScan.products(self)
+        return self._products
+
+    async def levels(self, *, fresh: bool = False) -> dict[tuple[str, str], InventoryLevel]:
+        """(item, location) -> level for every stocked item; `fresh` reads them again."""
+        products = await self.products()
+        async with self._lock:
+            if self._levels is None or fresh:
+                try:
+                    self._levels = await bulk_levels(self.api.client, poll_interval=self.poll_interval)
+                except (BulkOperationInProgress, BulkOperationFailed) as err:
+                    log.warning(
+                        "bulk level scan unavailable; batched reads instead", shop=self.shop, error=str(err)
+                    )
+                    self._levels = await self.api.read_levels(
+                        [v.inventory_item_id for p in products for v in p.variants if v.inventory_item_id]
+                    )
+        return self._levels
+
+    async def all_levels(self, location_ids: Sequence[str]) -> dict[tuple[str, str], int]:
+        wanted = set(location_ids)
+        return {key: lvl.available for key, lvl in (await self.levels()).items() if key[1] in wanted}
+
+
+class ScannedParent:
+    """The parent store as one backfill scanned it: product reads come from the scan (a copy
+    saga reads its parent product in every step, for every child: on a shared parent bucket
+    that, not the children's writes, would bound the backfill). Levels are read live, one
+    batched `InventoryLevels` query per product when the first child's copy needs them, and
+    shared by the other children's copies of that product (read one query per variant, location
+    and child, they cost the parent's bucket 20 queries per 2-variant product for 5 children).
+    Every other call goes to the store. Changes made to the parent during the backfill reach
+    the copies through the live webhooks and reconciliation, as for any linked product."""
+
+    def __init__(
+        self,
+        api: ShopifyStoreAPI,
+        products: Sequence[Product],
+        levels: Mapping[tuple[str, str], InventoryLevel] | None = None,
+    ) -> None:
+        self.api = api
+        # Levels read with the scan (a bulk query): served from here, no read per product.
+        self._scanned_levels = dict(levels) if levels is not None else None
+        self.shop = api.shop
+        self._products = {p.id: p for p in products if p.id}
+        self._product_of_item = {
+            v.inventory_item_id: p.id for p in products if p.id for v in p.variants if v.inventory_item_id
+        }
+        self._levels: dict[str, asyncio.Future] = {}  # parent product id -> its levels, read once
+
+    async def read_product(self, product_id: str) -> Product | None:
+        found = self._products.get(product_id)
+        return found if found is not None else await self.api.read_product(product_id)
+
+    async def read_level(self, inventory_item_id: str, location_id: str) -> InventoryLevel | None:
+        product_id = self._product_of_item.get(inventory_item_id)
+        if self._scanned_levels is not None and product_id is not None:
+            return self._scanned_levels.get((inventory_item_id, location_id))
+        if product_id is None:
+            return await self.api.read_level(inventory_item_id, location_id)
+        if product_id not in self._levels:
+            items = [v.inventory_item_id for v in self._products[product_id].variants if v.inventory_item_id]
+            self._levels[product_id] = asyncio.ensure_future(self.api.read_levels(items))
+        read = self._levels[product_id]
+        try:
+            levels = await asyncio.shield(read)
+        except Exception:
+            if self._levels.get(product_id) is read:
+                del self._levels[product_id]  # the next copy reads again
+            raise
+        return levels.get((inventory_item_id, location_id))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.api, name)
+
+
+# --------------------------------------------------------------------------- collections
+
+
+MEMBERS_FIRST = 250  # members read with the collection; the rest is paged
+
+
+_CONDITION_TYPE = "CollectionSourceInclusionCondition"
+
+
+def condition_from_json(raw: Mapping[str, Any]) -> CollectionCondition:
+    """A condition as `CollectionSyncFields` reads it; its kind from its type name
+    (CollectionSourceInclusionConditionProductTag -> productTag), its relation and value under
+    the kind's aliases (`productTagRelation`, `variantPriceValue`)."""
+    suffix = str(raw.get("__typename", "")).removeprefix(_CONDITION_TYPE)
+    kind = suffix[:1].lower() + suffix[1:]
+    value = raw.get(f"{kind}Value")
+    if "values" in raw:
+        values = tuple(str(v) for v in raw.get("values") or ())
+    elif isinstance(value, Mapping):  # MoneyV2
+        values = (str(value["amount"]),)
+    else:
+        values = () if value is None else (str(value),)
+    return CollectionCondition(
+        kind=kind,
+        relation=str(raw.get(f"{kind}Relation") or ""),
+        values=values,
+        match_type=raw.get("matchType"),
+        currency=value.get("currencyCode") if isinstance(value, Mapping) else None,
+    )
+
+
+def conditions_source(raw: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The collection's conditions source that has conditions (a smart collection), if any."""
+    for source in raw.get("sources") or ():
+        if source.get("__typename") == "CollectionConditionsSource" and (source.get("inclusion") or {}).get(
+            "conditions"
+        ):
+            return source
+    return None
+
+
+def _first_source(raw: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    return next(iter(raw.get("sources") or ()), None)
+
+
+def collection_from_json(raw: Mapping[str, Any], product_ids: list[str] | None = None) -> Collection:
+    seo = raw.get("seo") or {}
+    source = conditions_source(raw)
+    inclusion = (source or {}).get("inclusion") or {}
+    image = raw.get("image")
+    return Collection(
+        id=raw["id"],
+        handle=raw["handle"],
+        title=raw.get("title") or "",
+        description_html=raw.get("descriptionHtml") or "",
+        sort_order=raw.get("sortOrder") or "MANUAL",
+        seo_title=seo.get("title"),
+        seo_description=seo.get("description"),
+        conditions=None
+        if source is None
+        else tuple(condition_from_json(c) for c in inclusion.get("conditions") or ()),
+        disjunctive=inclusion.get("matchType") == "ANY",
+        source_id=(source or _first_source(raw) or {}).get("id"),
+        image=Image(image["url"], image.get("altText") or "") if image else None,
+        product_ids=None if product_ids is None else tuple(product_ids),
+    )
+
+
+def _gone(err: UserInputError) -> bool:
+    return isinstance(err, NotFoundError) or any(
+        "does not exist" in e.message.lower() for e in err.user_errors
+    )
+
+
+class ShopifyCollections:
+    """One store's collections, through `client` (its budget, retries and typed errors)."""
+
+    def __init__(self, client: AdminClient) -> None:
+        self.client = client
+        self.shop = client.shop
+
+    async def read_collection(self, collection_id: str, *, with_products: bool = False) -> Collection | None:
+        result = await self.client.execute(
+            "CollectionById",
+            {"id": collection_id, "withProducts": with_products, "productsFirst": MEMBERS_FIRST},
+        )
+        raw = result["collection"]
+        if raw is None:
+            return None
+        members = None
+        if with_products:
+            conn = raw["products"]
+            members = [n["id"] for n in conn["nodes"]]
+            info = conn.get("pageInfo") or {}
+            if info.get("hasNextPage"):
+                async for page in self.client.pages(
+                    "CollectionProductsPage",
+                    {"id": collection_id},
+                    connection="collection.products",
+                    page_size=MEMBERS_FIRST,
+                    after=info.get("endCursor"),
+                ):
+                    members += [n["id"] for n in page.nodes]
+        return collection_from_json(raw, members)
+
+    async def all_collections(self) -> AsyncIterator[Collection]:
+        """Every collection of the store, without members (reconciliation)."""
+        async for node in self.client.nodes("CollectionsPage", {}, connection="collections", page_size=100):
+            yield collection_from_json(node)
+
+    async def find_collection_by_handle(self, handle: str) -> Collection | None:
+        result = await self.client.execute("CollectionsByHandle", {"query": f"handle:'{handle}'"})
+        return next(
+            (collection_from_json(n) for n in result["collections"]["nodes"] if n["handle"] == handle), None
+        )
+
+    async def create_collection(self, input: dict[str, Any]) -> Collection:
+        result = await self.client.execute("CollectionCreate", {"collection": input})
+        return self._written(result["collectionCreate"]["collection"], input)
+
+    async def update_collection(self, collection_id: str, input: dict[str, Any]) -> Collection:
+        result = await self.client.execute("CollectionUpdate", {"collection": {**input, "id": collection_id}})
+        return self._written(result["collectionUpdate"]["collection"], input)
+
+    async def delete_collection(self, collection_id: str) -> None:
+        try:
+            await self.client.execute("CollectionDelete", {"id": collection_id})
+        except UserInputError as err:
+            if not _gone(err):
+                raise
+
+    @staticmethod
+    def _written(raw: Mapping[str, Any], input: Mapping[str, Any]) -> Collection:
+        """The collection as written: its id and handle from the answer, the rest from the input."""
+        seo = input.get("seo") or {}
+        return Collection(
+            id=raw["id"],
+            handle=raw["handle"],
+            title=input.get("title") or "",
+            description_html=input.get("descriptionHtml") or "",
+            sort_order=input.get("sortOrder") or "MANUAL",
+            seo_title=seo.get("title"),
+            seo_description=seo.get("description"),
+        )

@@ -1,0 +1,90 @@
+"""Echo suppression: telling the engine's own writes, coming back as webhooks, from real changes.
+
+Every check lives here:
+- inventory (`is_echo`): `inventory_levels/update` says nothing about who made a change, so the
+  engine records each write it makes (item, location, resulting quantity, time) BEFORE making
+  it, and a webhook that only reports such a write causes no new write. The engine's newest
+  write inside the window decides: an external change that happens to land on a value the
+  engine wrote earlier (but not last) is still seen as a change.
+- catalog: a product or collection link remembers the synced fields last written to (or found
+  in) the child (`Link.synced_view`). A child's products/update or collections/update while the
+  child shows exactly that view reports our own write (or a stock or membership move), not an
+  edit (`product_shows_last_write`, `collection_shows_last_write`); a parent products/update
+  that leaves every child's view as it was (Shopify sends one for every stock move) starts no
+  product job (`children_behind`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from storesync.sync.domain.catalog import SyncPolicy, expected_view, same_view
+from storesync.sync.domain.collections import collection_view
+from storesync.sync.domain.model import Collection, Link, LinkKind, LinkMap, Product, WriteRecord
+from storesync.sync.domain.network import MerchantNetwork
+
+# How long after a write its echo may still arrive (Shopify retries for hours, but a retried
+# echo older than this is dropped by stale rejection anyway).
+ECHO_WINDOW = timedelta(minutes=10)
+
+
+# Our clock vs Shopify's: a webhook's updated_at may precede our record of the write by this much.
+CLOCK_SKEW = timedelta(seconds=5)
+
+
+def is_echo(
+    observed_quantity: int,
+    observed_at: datetime,
+    writes: Sequence[WriteRecord],
+    *,
+    window: timedelta = ECHO_WINDOW,
+    skew: timedelta = CLOCK_SKEW,
+) -> bool:
+    """True if the observation only reports the engine's own newest write for that level."""
+    lo, hi = observed_at - window, observed_at + skew
+    candidates = [w for w in writes if lo <= w.written_at <= hi]
+    if not candidates:
+        return False
+    newest = max(candidates, key=lambda w: w.written_at)
+    return newest.quantity == observed_quantity
+
+
+def product_shows_last_write(actual: Mapping[str, Any], link: Link | None) -> bool:
+    """Whether a child product showing `actual` (`catalog.actual_view`) shows exactly the synced
+    fields the engine last wrote to it: no record (no link, no view) answers False."""
+    return link is not None and link.synced_view is not None and same_view(actual, link.synced_view)
+
+
+def collection_shows_last_write(child: Collection, link: Link) -> bool:
+    """Whether a child collection shows exactly the synced fields last written to it: its
+    `collections/update` then reports our own write (or a membership change), not an edit."""
+    return link.synced_view is not None and same_view(collection_view(child), link.synced_view)
+
+
+def children_behind(
+    network: MerchantNetwork, parent: Product, links: Sequence[Link], policy: SyncPolicy
+) -> list[str]:
+    """The children whose copy of `parent` may not show its synced fields: no product link,
+    or a link whose `synced_view` (what the engine last wrote there, or last found there) is
+    not what the parent implies now. `links`: the product's links and the links of the
+    collections it belongs to, every child's.
+
+    A parent `products/update` that changed no synced field (Shopify sends one for every stock
+    move, e.g. after each sale) leaves no child behind, so it starts no product job. Nothing is
+    recorded when a job is enqueued: a product job that fails, dies or is cancelled leaves its
+    link as it was, so the next delivery for that product (or reconciliation) finds that
+    child behind again; deliveries out of order do not matter, the parent is read now.
+    """
+    behind = []
+    for child in network.children:
+        mine = LinkMap(child.shop, [lk for lk in links if lk.child_shop == child.shop])
+        link = mine.link_down(LinkKind.PRODUCT, parent.id or "")
+        if (
+            link is None
+            or link.synced_view is None
+            or not same_view(expected_view(parent, policy, mine), link.synced_view)
+        ):
+            behind.append(child.shop)
+    return behind

@@ -1,0 +1,179 @@
+"""Inventory: child sales flow to the parent as deltas, the parent's level flows to children.
+
+The rules and types; `services/sales.py` runs them against the stores and the ledger.
+
+Sales. Every child order line becomes a ledger entry keyed by (child shop, order line id, kind,
+ref) - kind "sale", or "restock" with ref = the refund line id - and a deterministic
+`@idempotent` key derived from that key. The entry moves CLAIMED -> PLANNED -> APPLIED:
+
+1. claim: insert the entry; a duplicate delivery finds the stored one (APPLIED: nothing to do).
+2. plan: read the parent's level, decide the delta actually applied (see "the last unit"),
+   and store that plan. Only the first planner's plan is kept; everyone else uses it.
+3. execute: record the expected resulting level (echo suppression), then
+   `inventoryAdjustQuantities @idempotent(key)` with the PLANNED delta and
+   `changeFromQuantity` = the level it was planned from, then mark APPLIED. A crash anywhere
+   re-runs step 3 with the same key and delta: Shopify replays the key, so the delta lands once.
+   If the parent moved meanwhile (its own sale), the compare-and-set fails, the entry is
+   re-planned from the new level under a new plan number (and so a new key), and applied. Before planning a new entry for an item+location, unfinished
+   plans for it are executed first so the level read in step 2 is never ambiguous.
+   If Shopify says the key's first attempt failed (IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED: nothing
+   was applied, the key is spent), the entry's key attempt number is raised and stored, then
+   the same plan is sent under the next key: a replay after a crash reads the stored number and
+   sends the key of the attempt that may have landed.
+
+The last unit. Shopify lets `available` go negative. storesync keeps the parent at 0 and
+records what could not be taken as an oversold backlog per parent item+location: with level L,
+backlog D and a delta d, net = L - D + d, the new level is max(net, min(L, 0)) and the backlog
+becomes new level - net. When two children sell the last unit at once the first sale takes it
+(parent 0), the second is applied as 0 with backlog 1 (reported: the merchant owes one order),
+and a later restock first pays the backlog back. Because L - D always equals the initial level
+plus the sum of deltas and one of L, D is 0, the final parent level does not depend on the order
+or duplication of deliveries. This needs the sale jobs of one parent item to run one at a time
+(queue lock_key `inventory:<parent item gid>`), as the issue requires.
+
+Fan-out. A parent level change is pushed to every child as an absolute `inventorySetQuantities`
+with `changeFromQuantity` = the child level just read: on CHANGE_FROM_QUANTITY_STALE re-read and
+retry, at most `max_attempts` times, then a retryable error. Children show max(parent, 0).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import timedelta
+from enum import StrEnum
+
+
+class EntryKind(StrEnum):
+    SALE = "sale"
+    RESTOCK = "restock"
+
+
+class EntryStatus(StrEnum):
+    CLAIMED = "claimed"
+    PLANNED = "planned"
+    APPLIED = "applied"
+
+
+class InventoryError(Exception):
+    """Bad input about inventory (the message says what); not retried."""
+
+
+class StaleRetriesExhausted(Exception):
+    """A compare-and-set kept losing; retry the job later."""
+
+
+@dataclass(frozen=True)
+class LedgerKey:
+    child_shop: str
+    order_line_id: str
+    kind: EntryKind
+    ref: str = ""  # restocks: the refund line id (a line may be restocked in several refunds)
+
+    @property
+    def idempotency_key(self) -> str:
+        raw = "\x1f".join(("ledger", self.child_shop, self.order_line_id, self.kind, self.ref))
+        return "storesync-" + hashlib.sha256(raw.encode()).hexdigest()[:40]
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    key: LedgerKey
+    order_id: str
+    parent_item_id: str
+    parent_location_id: str
+    requested_delta: int  # -quantity for a sale, +quantity for a restock
+    cause: str
+    status: EntryStatus = EntryStatus.CLAIMED
+    applied_delta: int | None = None
+    backlog_after: int | None = None
+    expected_after: int | None = None
+    quantity_after: int | None = None
+    plan_no: int = 0  # bumped each time a lost compare-and-set forces a new plan
+    key_attempt: int = 0  # bumped each time Shopify refuses the key as spent (its attempt failed)
+
+    @property
+    def idempotency_key(self) -> str:
+        """The `@idempotent` key of this plan: the entry's key, plus the plan number once re-planned
+        (a new plan is a different request and must not replay the stale one), plus the attempt
+        number once a failed attempt spent the key."""
+        key = self.key.idempotency_key
+        if self.plan_no:
+            key += f"-p{self.plan_no}"
+        return key + (f"-a{self.key_attempt}" if self.key_attempt else "")
+
+
+# --------------------------------------------------------------------------- pure rules
+
+
+def plan_delta(level: int, backlog: int, delta: int) -> tuple[int, int]:
+    """(delta to apply to the parent, backlog after) for a requested delta. See module doc."""
+    if backlog < 0:
+        raise ValueError("backlog cannot be negative")
+    net = level - backlog + delta
+    new_level = max(net, min(level, 0))
+    return new_level - level, new_level - net
+
+
+def child_target(parent_available: int) -> int:
+    """The level a child shows for a parent level: never negative."""
+    return max(parent_available, 0)
+
+
+def set_idempotency_key(
+    shop: str, item: str, location: str, change_from: int | None, quantity: int, cause: str, attempt: int = 0
+) -> str:
+    """The key of one compare-and-set; `attempt` > 0 after Shopify refused the key as spent (an
+    absolute set from a read level needs no stored attempt: resending it is harmless)."""
+    raw = "\x1f".join(("set", shop, item, location, str(change_from), str(quantity), cause))
+    if attempt:
+        raw += f"\x1fattempt {attempt}"
+    return "storesync-" + hashlib.sha256(raw.encode()).hexdigest()[:40]
+
+
+def oversold(entry: LedgerEntry) -> int:
+    """Units of a sale the parent did not have (its backlog grew by this)."""
+    applied = entry.applied_delta or 0
+    return max(0, applied - entry.requested_delta) if entry.requested_delta < 0 else 0
+
+
+# --------------------------------------------------------------------------- outcomes
+
+
+class Outcome(StrEnum):
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"  # already applied by an earlier delivery
+    UNLINKED = "unlinked"  # the child variant is linked to no parent item: reported, not guessed
+    NO_LOCATION = "no_location"  # the child maps no parent location
+
+
+@dataclass(frozen=True)
+class EntryOutcome:
+    key: LedgerKey
+    outcome: Outcome
+    parent_item_id: str | None = None
+    parent_location_id: str | None = None
+    applied_delta: int = 0
+    oversold: int = 0  # units of this entry the parent did not have (backlog grew by this)
+    quantity_after: int | None = None
+
+
+class PushResult(StrEnum):
+    SET = "set"
+    UNCHANGED = "unchanged"
+    UNMAPPED = "unmapped"  # no linked item or no mapped location in that child
+
+
+@dataclass(frozen=True)
+class PushOutcome:
+    shop: str
+    result: PushResult
+    inventory_item_id: str | None = None
+    location_id: str | None = None
+    before: int | None = None
+    after: int | None = None
+    attempts: int = 0
+
+
+# How far back a fan-out looks for the engine's last write to a level (its compare-and-set guess).
+LAST_WRITE_HORIZON = timedelta(days=1)

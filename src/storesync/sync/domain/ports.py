@@ -1,0 +1,362 @@
+"""Ports: what the sync domain needs from a Shopify store and from storage, as Protocols.
+
+Implemented by the adapters (`sync/adapters/shopify.py`, `sync/adapters/postgres.py`) and, for
+tests, by the fakes in `tests/fakes.py` (a contract test runs the same cases against both).
+Methods are `async` because the services that call them are; nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+
+from storesync.sync.domain.audit import AuditRecord
+from storesync.sync.domain.inventory import LedgerEntry, LedgerKey
+from storesync.sync.domain.model import (
+    Collection,
+    InventoryLevel,
+    Link,
+    LinkKind,
+    LinkMap,
+    Product,
+    WriteRecord,
+)
+from storesync.sync.domain.saga import SagaRecord, SagaState, StepContext, StepSpec
+
+# --------------------------------------------------------------------------- store side
+
+
+class StaleQuantity(Exception):
+    """A compare-and-set lost: the level is no longer `changeFromQuantity`
+    (Shopify's CHANGE_FROM_QUANTITY_STALE). The caller re-reads and retries."""
+
+
+class KeyAttemptFailed(Exception):
+    """The idempotency key's first attempt failed and the key is spent (Shopify's
+    IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED): nothing was applied; send the same change under a new
+    key."""
+
+
+class HandleTaken(Exception):
+    """A plain create was refused: the store has another product with that handle (Shopify's
+    HANDLE_NOT_UNIQUE). Nothing was written."""
+
+
+class CatalogStore(Protocol):
+    shop: str
+
+    async def read_product(self, product_id: str) -> Product | None: ...
+
+    async def find_product_by_handle(self, handle: str) -> Product | None:
+        """`productByIdentifier(identifier: {handle})`: lets a create be retried without duplicating."""
+        ...
+
+    async def product_set(self, input: Mapping[str, Any], *, product_id: str | None) -> Product:
+        """`productSet(identifier: {id}, input:)` (create when product_id is None); the result."""
+        ...
+
+    async def find_product_id_by_handle(self, handle: str) -> str | None:
+        """The id of the product under `handle` (None: the handle is free); a cheap lookup."""
+        ...
+
+    async def create_product_id(self, input: Mapping[str, Any], *, upsert: bool) -> str:
+        """`productSet` answered with the product id alone (the variants' ids come later).
+        `upsert=False`: a plain create, `HandleTaken` when the handle is taken; `upsert=True`:
+        by the input's handle (a resend after a lost answer)."""
+        ...
+
+    async def delete_product(self, product_id: str) -> None:
+        """`productDelete`; deleting a product that is already gone is not an error."""
+        ...
+
+
+class InventoryStore(Protocol):
+    shop: str
+
+    async def read_level(self, inventory_item_id: str, location_id: str) -> InventoryLevel | None: ...
+
+    async def set_level(
+        self,
+        inventory_item_id: str,
+        location_id: str,
+        quantity: int,
+        *,
+        change_from: int | None,
+        idempotency_key: str,
+        reason: str = "correction",
+    ) -> int:
+        """`inventorySetQuantities` (name "available") with `changeFromQuantity` and
+        `@idempotent(key:)`. Returns the new quantity; raises StaleQuantity on a lost CAS."""
+        ...
+
+    async def adjust_level(
+        self,
+        inventory_item_id: str,
+        location_id: str,
+        delta: int,
+        *,
+        idempotency_key: str,
+        change_from: int | None = None,
+        reason: str = "correction",
+    ) -> int:
+        """`inventoryAdjustQuantities` with `@idempotent(key:)` and, when given, the change's
+        `changeFromQuantity` (StaleQuantity on a mismatch); returns quantityAfterChange.
+        A replayed key applies nothing and returns the original result."""
+        ...
+
+
+class StoreAPI(CatalogStore, InventoryStore, Protocol):
+    pass
+
+
+class CatalogScan(Protocol):
+    """Whole-store reads for linking and reconciliation (paged queries in the real adapter)."""
+
+    shop: str
+
+    def all_products(self) -> AsyncIterator[Product]: ...
+
+    def all_collections(self) -> AsyncIterator[Collection]: ...
+
+    async def all_levels(self, location_ids: Sequence[str]) -> dict[tuple[str, str], int]:
+        """(inventory item gid, location gid) -> available, for every item stocked at those locations."""
+        ...
+
+
+class CollectionStore(Protocol):
+    shop: str
+
+    async def read_collection(self, collection_id: str, *, with_products: bool = False) -> Collection | None:
+        """The collection (None: gone); with its members' ids (`product_ids`) when asked."""
+        ...
+
+    async def find_collection_by_handle(self, handle: str) -> Collection | None: ...
+
+    def all_collections(self) -> AsyncIterator[Collection]:
+        """Every collection of the store, without members (reconciliation)."""
+        ...
+
+    async def create_collection(self, input: dict[str, Any]) -> Collection:
+        """`collectionCreate(collection: input)` (CollectionCreateInput); the collection as
+        written (at least its id and handle)."""
+        ...
+
+    async def update_collection(self, collection_id: str, input: dict[str, Any]) -> Collection:
+        """`collectionUpdate(collection: input)` (CollectionUpdateInput) of the fields in `input`."""
+        ...
+
+    async def delete_collection(self, collection_id: str) -> None:
+        """`collectionDelete`; one already gone is not an error."""
+        ...
+
+
+# --------------------------------------------------------------------------- storage side
+
+
+@runtime_checkable
+class LinkRepository(Protocol):
+    async def save_links(self, links: Sequence[Link]) -> int:
+        """Insert or refresh links (keyed by child shop, kind, parent id); returns rows written."""
+        ...
+
+    async def link_map(self, child_shop: str) -> LinkMap: ...
+
+    async def links_down(self, kind: LinkKind, parent_id: str) -> list[Link]:
+        """Every child's link for one parent object (fan-out)."""
+        ...
+
+    async def links_for_parent_item(self, parent_inventory_item_id: str) -> list[Link]: ...
+
+    async def product_fan_out_links(
+        self, parent_product_id: str, parent_collection_ids: Sequence[str]
+    ) -> list[Link]:
+        """Every child's link of one parent product and of the parent collections it is in."""
+        ...
+
+    async def set_synced_view(
+        self, child_shop: str, parent_product_id: str, view: dict[str, Any]
+    ) -> None: ...
+
+    async def delete_link(self, child_shop: str, kind: LinkKind, parent_id: str) -> None: ...
+
+    async def child_links(
+        self,
+        child_shop: str,
+        *,
+        products: Sequence[str] = (),
+        variants: Sequence[str] = (),
+        items: Sequence[str] = (),
+        collections: bool = False,
+    ) -> LinkMap:
+        """The links of one child for these child products, variants and inventory items only (and
+        its collection links if `collections`): a webhook needs a handful, not the whole map."""
+        ...
+
+    async def pending_links(self, child_shop: str) -> list[Link]:
+        """Product links of copies whose variants are not linked yet (`Link.pending`)."""
+        ...
+
+    async def complete_pending(
+        self, child_shop: str, parent_product_id: str, links: Sequence[Link], writes: Sequence[WriteRecord]
+    ) -> bool:
+        """Atomically, if the product link still holds pending variants: clear them, save these
+        variant links and record these writes. False (nothing saved) when none were pending:
+        another path linked the copy first."""
+        ...
+
+    async def links_of(
+        self,
+        child_shop: str,
+        kind: LinkKind,
+        *,
+        parent_ids: Sequence[str] = (),
+        child_ids: Sequence[str] = (),
+    ) -> list[Link]:
+        """One child's links of `kind` for these parent ids or these child ids."""
+        ...
+
+
+@runtime_checkable
+class WriteRecords(Protocol):
+    async def record_write(self, rec: WriteRecord) -> None: ...
+
+    async def record_writes(self, recs: Sequence[WriteRecord]) -> None:
+        """Several at once (one product's levels), all or none."""
+        ...
+
+    async def recent_writes(
+        self, shop: str, inventory_item_id: str, location_id: str, since: datetime, *, limit: int = 100
+    ) -> list[WriteRecord]:
+        """Writes at or after `since`, newest first, at most `limit`."""
+        ...
+
+
+@runtime_checkable
+class AppliedVersions(Protocol):
+    """The newest version (triggered-at, tiebreak) applied per store+item+location."""
+
+    async def advance(
+        self, shop: str, inventory_item_id: str, location_id: str, at: datetime, tiebreak: str
+    ) -> bool:
+        """Keep the newer of (at, tiebreak) and what is stored; False only if the given version
+        is older than the stored one (stale)."""
+        ...
+
+    async def current(
+        self, shop: str, inventory_item_id: str, location_id: str
+    ) -> tuple[datetime, str] | None: ...
+
+    async def moved_since(
+        self, shop: str, levels: Sequence[tuple[str, str]], since: datetime
+    ) -> list[tuple[str, str]]:
+        """Which of these (item, location) levels have a version applied after `since`."""
+        ...
+
+
+@runtime_checkable
+class AuditSink(Protocol):
+    async def record(self, rec: AuditRecord) -> None: ...
+
+    async def query(
+        self,
+        *,
+        shop: str | None = None,
+        object_id: str | None = None,
+        cause: str | None = None,
+        limit: int = 100,
+    ) -> list[AuditRecord]: ...
+
+
+@runtime_checkable
+class InventoryLedger(Protocol):
+    async def claim(self, entry: LedgerEntry) -> tuple[LedgerEntry, bool]:
+        """Insert the entry unless its key exists; (stored entry, whether this call inserted)."""
+        ...
+
+    async def plan(
+        self,
+        key: LedgerKey,
+        applied_delta: int,
+        backlog_after: int,
+        expected_after: int,
+        *,
+        replan_of: int | None = None,
+    ) -> LedgerEntry:
+        """Store a plan on a CLAIMED entry, or (replan_of = the stale plan's number) replace a
+        PLANNED entry's plan whose compare-and-set lost. If another caller got there first,
+        return the stored entry unchanged."""
+        ...
+
+    async def mark_applied(self, key: LedgerKey, quantity_after: int | None) -> bool:
+        """PLANNED -> APPLIED and the item's backlog := backlog_after, atomically.
+        False if it was already applied (another attempt finished it)."""
+        ...
+
+    async def next_key_attempt(self, key: LedgerKey, spent: int) -> LedgerEntry:
+        """Raise a PLANNED entry's key attempt from `spent` (its key was refused as spent);
+        another caller having raised it already, the stored entry as it is."""
+        ...
+
+    async def get(self, key: LedgerKey) -> LedgerEntry | None: ...
+
+    async def unfinished(self, parent_item_id: str, parent_location_id: str) -> list[LedgerEntry]:
+        """CLAIMED or PLANNED entries of one parent item+location, oldest first."""
+        ...
+
+    async def backlog(self, parent_item_id: str, parent_location_id: str) -> int: ...
+
+    async def restocked(self, child_shop: str, order_line_id: str) -> int:
+        """Sum of restock quantities recorded for an order line (any status)."""
+        ...
+
+
+@runtime_checkable
+class StepLog(Protocol):
+    async def create(
+        self, saga_id: str, kind: str, shop: str, cause: str, steps: Sequence[StepSpec]
+    ) -> SagaRecord:
+        """Create the saga, or return the existing one with that id (idempotent)."""
+        ...
+
+    async def load(self, saga_id: str) -> SagaRecord | None: ...
+
+    async def step_started(self, saga_id: str, index: int, undo: dict[str, Any] | None) -> bool:
+        """PENDING -> STARTED with its undo; False if the step was not pending (another executor)."""
+        ...
+
+    async def step_done(self, saga_id: str, index: int, result: dict[str, Any]) -> None: ...
+
+    async def step_refused(self, saga_id: str, index: int) -> None:
+        """STARTED -> PENDING without its undo: the step did nothing (`StepRefused`)."""
+        ...
+
+    async def step_compensated(self, saga_id: str, index: int) -> None: ...
+
+    async def set_state(self, saga_id: str, state: SagaState, error: str | None = None) -> None: ...
+
+    async def unfinished(self, limit: int = 100) -> list[str]:
+        """Ids of sagas left running or compensating (to resume after a restart), oldest first."""
+        ...
+
+    async def unfinished_sagas(self, limit: int = 100) -> list[tuple[str, str]]:
+        """(saga id, shop) of the sagas left running or compensating, oldest first."""
+        ...
+
+    async def states(self, kind: str) -> dict[str, SagaState]:
+        """Every saga of one kind: id -> state."""
+        ...
+
+
+class StepAction(Protocol):
+    async def prepare(self, params: dict[str, Any], ctx: StepContext) -> dict[str, Any] | None:
+        """What undoes this step, decided before it runs (None: nothing to undo)."""
+        ...
+
+    async def run(self, params: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+        """Do the step; idempotent (it runs again after a crash)."""
+        ...
+
+    async def undo(self, undo: dict[str, Any], ctx: StepContext) -> None:
+        """Undo the step; idempotent and fine when the step never ran."""
+        ...

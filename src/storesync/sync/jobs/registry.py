@@ -1,0 +1,87 @@
+"""The sync engine's job handlers, `{kind: handler}` with each kind's payload type, built once at
+start-up and given to the worker (`storesync worker` composes it: `runtime.worker_registry`).
+
+Every handler runs through `_run`: it is handed a `Job` (the queue's context, the settings, the
+process's runtime) and its typed payload, and whatever it raises is mapped to the queue's
+outcomes in one place (`errors.queue_error`). The webhook topics' handlers come from the topic
+table (`domain/topics.py`); the periodic jobs are declared here too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from storesync.queue.builtin import registry as builtin
+from storesync.queue.handlers import HandlerRegistry, JobContext
+from storesync.sync.domain import routing
+from storesync.sync.domain.payloads import (
+    CollectionJob,
+    CopyJob,
+    FanOutJob,
+    LinkPendingJob,
+    NoPayload,
+    ProductJob,
+    ReconcileJob,
+    SaleJob,
+    WebhookJob,
+)
+from storesync.sync.domain.topics import TOPICS, Family
+from storesync.sync.jobs import catalog, copies, inventory, maintenance, webhooks
+from storesync.sync.jobs.context import Job, RuntimeFor
+from storesync.sync.jobs.errors import queue_error
+from storesync.sync.settings import SyncSettings
+
+SYSTEM_GROUP = "storesync"  # fairness group of network-wide periodic jobs
+
+SyncHandler = Callable[[Job, Any], Awaitable[None]]
+
+WEBHOOK_HANDLERS: dict[Family, SyncHandler] = {
+    Family.PRODUCT: webhooks.product_webhook,
+    Family.COLLECTION: webhooks.collection_webhook,
+    Family.ORDER: webhooks.order_webhook,
+    Family.LEVEL: webhooks.level_webhook,
+    Family.UNINSTALLED: webhooks.app_uninstalled,
+    Family.NOT_SYNCED: webhooks.not_synced_webhook,
+}
+
+SYNC_HANDLERS: dict[str, tuple[SyncHandler, type]] = {
+    routing.JOB_PRODUCT_TO_CHILD: (catalog.product_to_child, ProductJob),
+    routing.JOB_COLLECTION_TO_CHILD: (catalog.collection_to_child, CollectionJob),
+    routing.JOB_SALE: (inventory.sale, SaleJob),
+    routing.JOB_FAN_OUT_LEVEL: (inventory.fan_out, FanOutJob),
+    routing.JOB_COPY_PRODUCT: (copies.copy_product, CopyJob),
+    routing.JOB_LINK_PENDING_COPIES: (copies.link_pending_copies, LinkPendingJob),
+    routing.JOB_RECONCILE_ALL: (maintenance.reconcile_all, NoPayload),
+    routing.JOB_RECONCILE: (maintenance.reconcile, ReconcileJob),
+}
+
+
+def build_registry(settings: SyncSettings, runtime_for: RuntimeFor) -> HandlerRegistry:
+    """The worker's registry: the queue's built-in handlers and the sync engine's."""
+    registry = builtin.merged(HandlerRegistry())
+
+    def add(kind: str, handler: SyncHandler, payload: type) -> None:
+        async def run(ctx: JobContext) -> None:
+            try:
+                await handler(Job(ctx, settings, runtime_for), ctx.payload)
+            except Exception as exc:
+                mapped = queue_error(exc)
+                if mapped is exc:
+                    raise
+                raise mapped from exc
+
+        run.__name__ = run.__qualname__ = handler.__name__
+        registry.add(kind, run, payload=payload)
+
+    for topic in TOPICS:
+        add(topic.job_kind, WEBHOOK_HANDLERS[topic.family], WebhookJob)
+    for kind, (handler, payload) in SYNC_HANDLERS.items():
+        add(kind, handler, payload)
+    registry.schedule(
+        "sync.reconcile",
+        routing.JOB_RECONCILE_ALL,
+        every_seconds=settings.reconcile_every_s,
+        group=SYSTEM_GROUP,
+    )
+    return registry

@@ -1,0 +1,1 @@
+"""The use cases the sync jobs and the CLI both call."""

@@ -1,0 +1,512 @@
+"""Sales and stock levels: a child's order lines applied to the parent through the ledger, the
+parent's level set in every child, a level webhook judged. The rules are `domain/inventory.py`
+(the ledger's states, the last unit, fan-out targets) and `domain/conflicts.py`; this module
+reads and writes the stores and storage through the ports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from storesync.logs import get_logger
+from storesync.sync.adapters.jobqueue import job_spec, park
+from storesync.sync.adapters.postgres import SerializedStorage, Storage, paused_among
+from storesync.sync.domain.audit import AuditRecord
+from storesync.sync.domain.conflicts import LevelDecision, Version, classify_level_change
+from storesync.sync.domain.echoes import ECHO_WINDOW
+from storesync.sync.domain.inventory import (
+    LAST_WRITE_HORIZON,
+    EntryKind,
+    EntryOutcome,
+    EntryStatus,
+    InventoryError,
+    LedgerEntry,
+    LedgerKey,
+    Outcome,
+    PushOutcome,
+    PushResult,
+    StaleRetriesExhausted,
+    child_target,
+    oversold,
+    plan_delta,
+    set_idempotency_key,
+)
+from storesync.sync.domain.model import InventoryLevel, LinkMap, WriteRecord
+from storesync.sync.domain.network import MerchantNetwork
+from storesync.sync.domain.orders import OrderEvent, SaleLine
+from storesync.sync.domain.ports import (
+    AppliedVersions,
+    AuditSink,
+    InventoryLedger,
+    InventoryStore,
+    KeyAttemptFailed,
+    StaleQuantity,
+    WriteRecords,
+)
+from storesync.sync.domain.routing import fan_out_job
+from storesync.sync.services.context import Runtime
+
+log = get_logger("storesync.sync.sales")
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+# --------------------------------------------------------------------------- applying sales
+
+
+@dataclass
+class SaleContext:
+    network: MerchantNetwork
+    links: LinkMap  # the selling child's links
+    ledger: InventoryLedger
+    parent: InventoryStore
+    writes: WriteRecords
+    audit: AuditSink
+    clock: Clock = field(default=utcnow)
+
+
+async def apply_order_event(ctx: SaleContext, event: OrderEvent, cause: str) -> list[EntryOutcome]:
+    """Apply every sale then every restock of the event, each exactly once. Returns one
+    outcome per line; the caller fans out the parent items whose level changed."""
+    if event.child_shop != ctx.links.child_shop:
+        raise InventoryError(f"links of {ctx.links.child_shop} used for an order of {event.child_shop}")
+    ctx.network.child(event.child_shop)
+    parent_location = ctx.network.sale_location(event.child_shop, event.child_location_id)
+    sold: dict[str, SaleLine] = {s.order_line_id: s for s in event.sales}
+    entries: list[tuple[LedgerKey, LedgerEntry | None, Outcome | None]] = []
+    for s in event.sales:
+        key = LedgerKey(event.child_shop, s.order_line_id, EntryKind.SALE)
+        entries.append(
+            (key, *_entry(ctx, event, key, s.child_variant_id, -s.quantity, parent_location, cause))
+        )
+    for r in event.restocks:
+        key = LedgerKey(event.child_shop, r.order_line_id, EntryKind.RESTOCK, r.refund_line_id)
+        variant = sold[r.order_line_id].child_variant_id
+        entries.append((key, *_entry(ctx, event, key, variant, r.quantity, parent_location, cause)))
+    outcomes = []
+    for key, entry, reason in entries:
+        if entry is None:
+            outcomes.append(EntryOutcome(key, reason or Outcome.UNLINKED))
+            continue
+        if entry.key.kind is EntryKind.RESTOCK:
+            await _check_restock(ctx, entry, sold[entry.key.order_line_id])
+        outcomes.append(await apply_entry(ctx, entry))
+    return outcomes
+
+
+def _entry(
+    ctx: SaleContext,
+    event: OrderEvent,
+    key: LedgerKey,
+    child_variant: str,
+    delta: int,
+    parent_location: str | None,
+    cause: str,
+) -> tuple[LedgerEntry | None, Outcome | None]:
+    item = ctx.links.parent_item_for_child_variant(child_variant)
+    if item is None:
+        return None, Outcome.UNLINKED
+    if parent_location is None:
+        return None, Outcome.NO_LOCATION
+    return LedgerEntry(key, event.order_id, item, parent_location, delta, cause), None
+
+
+async def _check_restock(ctx: SaleContext, entry: LedgerEntry, sale: SaleLine) -> None:
+    if await ctx.ledger.get(entry.key) is not None:
+        return  # a duplicate: already checked when it was first claimed
+    so_far = await ctx.ledger.restocked(entry.key.child_shop, entry.key.order_line_id)
+    if so_far + entry.requested_delta > sale.quantity:
+        raise InventoryError(
+            f"{entry.key.child_shop} line {entry.key.order_line_id}: restocking {entry.requested_delta} "
+            f"after {so_far} exceeds the {sale.quantity} sold"
+        )
+
+
+async def apply_entry(ctx: SaleContext, entry: LedgerEntry) -> EntryOutcome:
+    for earlier in await ctx.ledger.unfinished(entry.parent_item_id, entry.parent_location_id):
+        if earlier.key != entry.key:
+            await _finish(ctx, earlier)
+    stored, _created = await ctx.ledger.claim(entry)
+    if stored.status is EntryStatus.APPLIED:
+        return _outcome(stored, Outcome.DUPLICATE)
+    return await _finish(ctx, stored)
+
+
+async def _plan(ctx: SaleContext, e: LedgerEntry, replan_of: int | None) -> LedgerEntry:
+    level = await ctx.parent.read_level(e.parent_item_id, e.parent_location_id)
+    if level is None:
+        raise InventoryError(f"{e.parent_item_id} is not stocked at {e.parent_location_id} in the parent")
+    backlog = await ctx.ledger.backlog(e.parent_item_id, e.parent_location_id)
+    applied, backlog_after = plan_delta(level.available, backlog, e.requested_delta)
+    return await ctx.ledger.plan(
+        e.key, applied, backlog_after, level.available + applied, replan_of=replan_of
+    )
+
+
+async def _finish(ctx: SaleContext, e: LedgerEntry, max_attempts: int = 4) -> EntryOutcome:
+    """Plan if needed, then apply the plan with compare-and-set on the level it was planned from;
+    the parent moving meanwhile (its own sale) means a new plan, so it never goes below 0."""
+    if e.status is EntryStatus.CLAIMED:
+        e = await _plan(ctx, e, None)
+    shop = ctx.network.parent.shop
+    after: int | None = None
+    for _attempt in range(max_attempts):
+        if e.status is EntryStatus.APPLIED:
+            return _outcome(e, Outcome.DUPLICATE)
+        assert e.applied_delta is not None and e.expected_after is not None
+        if e.applied_delta == 0:
+            break
+        await ctx.writes.record_write(
+            WriteRecord(shop, e.parent_item_id, e.parent_location_id, e.expected_after, ctx.clock(), e.cause)
+        )
+        try:
+            after = await ctx.parent.adjust_level(
+                e.parent_item_id,
+                e.parent_location_id,
+                e.applied_delta,
+                idempotency_key=e.idempotency_key,
+                change_from=e.expected_after - e.applied_delta,
+                reason="correction" if e.key.kind is EntryKind.SALE else "restock",
+            )
+            break
+        except StaleQuantity:
+            e = await _plan(ctx, e, e.plan_no)
+        except KeyAttemptFailed:
+            # Nothing applied; the next key is stored before it is sent.
+            e = await ctx.ledger.next_key_attempt(e.key, e.key_attempt)
+    else:
+        raise StaleRetriesExhausted(
+            f"{shop} {e.parent_item_id}@{e.parent_location_id}: level kept changing while applying {e.key}"
+        )
+    if await ctx.ledger.mark_applied(e.key, after):
+        await ctx.audit.record(
+            AuditRecord(
+                shop=shop,
+                object_type="inventory_level",
+                object_id=f"{e.parent_item_id}@{e.parent_location_id}",
+                action="inventory_adjust",
+                before={"expected_before": e.expected_after - e.applied_delta},
+                after={
+                    "available": after if after is not None else e.expected_after,
+                    "backlog": e.backlog_after,
+                },
+                cause=e.cause,
+                at=ctx.clock(),
+                detail=f"{e.key.kind} {e.key.child_shop} {e.key.order_line_id} requested {e.requested_delta:+d} "
+                f"applied {e.applied_delta:+d}",
+            )
+        )
+    return _outcome(replace(e, status=EntryStatus.APPLIED, quantity_after=after), Outcome.APPLIED)
+
+
+def _outcome(e: LedgerEntry, outcome: Outcome) -> EntryOutcome:
+    return EntryOutcome(
+        e.key,
+        outcome,
+        e.parent_item_id,
+        e.parent_location_id,
+        e.applied_delta or 0,
+        oversold(e),
+        e.quantity_after,
+    )
+
+
+# --------------------------------------------------------------------------- pushing levels
+
+
+async def _last_written(
+    writes: WriteRecords, shop: str, item: str, location: str, clock: Clock
+) -> int | None:
+    recent = await writes.recent_writes(shop, item, location, clock() - LAST_WRITE_HORIZON, limit=1)
+    return recent[0].quantity if recent else None
+
+
+async def push_level(
+    store: InventoryStore,
+    writes: WriteRecords,
+    audit: AuditSink,
+    item: str,
+    location: str,
+    target: int,
+    cause: str,
+    *,
+    max_attempts: int = 4,
+    clock: Clock = utcnow,
+    guess_from_last_write: bool = False,
+) -> PushOutcome:
+    """Make one store's level `target` by compare-and-set, re-reading on a lost race.
+
+    With `guess_from_last_write`, the first attempt skips the read and expects the level the
+    engine's last write to that level left: a child only moves between our writes when it
+    sells, so in a fan-out this saves one call per child; a wrong guess fails the
+    compare-and-set (nothing is written) and the next attempt reads as usual."""
+    guess = await _last_written(writes, store.shop, item, location, clock) if guess_from_last_write else None
+    current: int | None
+    for attempt in range(1, max_attempts + 1):
+        if attempt == 1 and guess is not None and guess != target:
+            current = guess
+        else:
+            level = await store.read_level(item, location)
+            current = level.available if level else None
+            if current == target:
+                return PushOutcome(store.shop, PushResult.UNCHANGED, item, location, current, target, attempt)
+        # Record before writing: the echo may arrive before the mutation returns.
+        await writes.record_write(WriteRecord(store.shop, item, location, target, clock(), cause))
+        try:
+            await _set_with_fresh_keys(store, item, location, target, current, cause)
+        except StaleQuantity:
+            continue
+        await audit.record(
+            AuditRecord(
+                shop=store.shop,
+                object_type="inventory_level",
+                object_id=f"{item}@{location}",
+                action="inventory_set",
+                before={"available": current},
+                after={"available": target},
+                cause=cause,
+                at=clock(),
+            )
+        )
+        return PushOutcome(store.shop, PushResult.SET, item, location, current, target, attempt)
+    raise StaleRetriesExhausted(
+        f"{store.shop} {item}@{location}: level kept changing during {max_attempts} compare-and-set attempts"
+    )
+
+
+async def _set_with_fresh_keys(
+    store: InventoryStore, item: str, location: str, target: int, current: int | None, cause: str
+) -> None:
+    """The compare-and-set, under a new key each time Shopify refuses one as spent."""
+    for attempt in range(3):
+        try:
+            await store.set_level(
+                item,
+                location,
+                target,
+                change_from=current,
+                idempotency_key=set_idempotency_key(
+                    store.shop, item, location, current, target, cause, attempt
+                ),
+            )
+            return
+        except KeyAttemptFailed:
+            if attempt == 2:
+                raise StaleRetriesExhausted(
+                    f"{store.shop} {item}@{location}: three idempotency keys in a row were refused as spent"
+                ) from None
+
+
+async def fan_out_level(
+    network: MerchantNetwork,
+    parent: InventoryStore,
+    children: Mapping[str, InventoryStore],
+    link_maps: Mapping[str, LinkMap],
+    writes: WriteRecords,
+    audit: AuditSink,
+    parent_item: str,
+    parent_location: str,
+    cause: str,
+    *,
+    only: Sequence[str] | None = None,
+    moved: Collection[str] = (),
+    max_attempts: int = 4,
+    clock: Clock = utcnow,
+) -> list[PushOutcome]:
+    """Read the parent's current level (never the webhook's) and set every child to it.
+
+    Each child's compare-and-set first expects what the engine last wrote there (see
+    `push_level`), except the `moved` children, known to have changed since (the child whose
+    sale started this fan-out): they are read first."""
+    level = await parent.read_level(parent_item, parent_location)
+    if level is None:
+        raise InventoryError(f"{parent_item} is not stocked at {parent_location} in the parent")
+    target = child_target(level.available)
+    out = []
+    for child in network.children:
+        if only is not None and child.shop not in only:
+            continue
+        links = link_maps.get(child.shop)
+        item = links.child_item(parent_item) if links else None
+        loc = network.child_location(child.shop, parent_location)
+        if item is None or loc is None:
+            out.append(PushOutcome(child.shop, PushResult.UNMAPPED, item, loc))
+            continue
+        out.append(
+            await push_level(
+                children[child.shop],
+                writes,
+                audit,
+                item,
+                loc,
+                target,
+                cause,
+                max_attempts=max_attempts,
+                clock=clock,
+                guess_from_last_write=child.shop not in moved,
+            )
+        )
+    return out
+
+
+# --------------------------------------------------------------------------- level webhooks
+
+
+async def judge_level_delivery(
+    *,
+    shop: str,
+    role: str,
+    inventory_item_id: str,
+    location_id: str,
+    available: int,
+    version: Version,
+    versions: AppliedVersions,
+    writes: WriteRecords,
+) -> LevelDecision:
+    """Classify an `inventory_levels/update` delivery and record its version (atomically: of two
+    concurrent deliveries the older one is reported STALE). The version is advanced first: that
+    one statement is the stale check (it refuses an older version), so a stale delivery reads
+    nothing more, and a fresh one has only its write records left to read."""
+    if not await versions.advance(shop, inventory_item_id, location_id, version.at, version.tiebreak):
+        return LevelDecision.STALE
+    recent = await writes.recent_writes(shop, inventory_item_id, location_id, version.at - ECHO_WINDOW)
+    return classify_level_change(role=role, observed_quantity=available, version=version, writes=recent)
+
+
+# --------------------------------------------------------------------------- the jobs' use cases
+
+
+async def apply_sale(
+    rt: Runtime, st: Storage, net: MerchantNetwork, child_shop: str, event: OrderEvent, cause: str
+) -> None:
+    """Apply one sale job's order lines to the parent (each once), then set every child to the
+    parent's new level of each item that moved (the seller read first: its level moved)."""
+    links = await st.links.child_links(child_shop, variants=[s.child_variant_id for s in event.sales])
+    sctx = SaleContext(net, links, st.ledger, rt.api(net.parent.shop), st.writes, st.audit)
+    outcomes = await apply_order_event(sctx, event, cause)
+    for o in outcomes:
+        if o.outcome in (Outcome.UNLINKED, Outcome.NO_LOCATION):
+            log.warning(
+                "sale line not applied", child=child_shop, line=o.key.order_line_id, outcome=str(o.outcome)
+            )
+        elif o.oversold:
+            log.warning("oversold", child=child_shop, item=o.parent_item_id, units=o.oversold)
+    moved = sorted(
+        {
+            (o.parent_item_id, o.parent_location_id)
+            for o in outcomes
+            if o.parent_item_id and o.parent_location_id
+        }
+    )
+    for item, loc in moved:
+        await fan_out_to_children(rt, st, net, item, loc, cause, None, moved={child_shop})
+
+
+async def fan_out(
+    rt: Runtime,
+    st: Storage,
+    net: MerchantNetwork,
+    parent_item: str,
+    parent_location: str,
+    cause: str,
+    only: Sequence[str] | None,
+) -> None:
+    """Set every child (or `only` these) to the parent's current level of one item."""
+    level = await rt.api(net.parent.shop).read_level(parent_item, parent_location)
+    if level is None:  # e.g. a new variant the parent does not stock at this location
+        log.info(
+            "parent does not stock the item there; nothing to fan out",
+            item=parent_item,
+            location=parent_location,
+        )
+        return
+    await fan_out_to_children(rt, st, net, parent_item, parent_location, cause, only)
+
+
+class _LevelReadOnce:
+    """The parent store for one fan-out: its level is read once for all children (not once per
+    child, on the parent's bucket and on the measured path of every sale)."""
+
+    def __init__(self, api: Any) -> None:
+        self.api = api
+        self.shop = api.shop
+        self._reads: dict[tuple[str, str], asyncio.Future[InventoryLevel | None]] = {}
+
+    async def read_level(self, inventory_item_id: str, location_id: str) -> InventoryLevel | None:
+        key = (inventory_item_id, location_id)
+        if key not in self._reads:
+            self._reads[key] = asyncio.ensure_future(self.api.read_level(inventory_item_id, location_id))
+        return await asyncio.shield(self._reads[key])
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.api, name)
+
+
+async def _child_maps_for_item(st: Storage, net: MerchantNetwork, parent_item: str) -> dict[str, LinkMap]:
+    links = await st.links.links_for_parent_item(parent_item)
+    return {c.shop: LinkMap(c.shop, [lk for lk in links if lk.child_shop == c.shop]) for c in net.children}
+
+
+async def fan_out_to_children(
+    rt: Runtime,
+    st: Storage,
+    net: MerchantNetwork,
+    item: str,
+    location: str,
+    cause: str,
+    only: Sequence[str] | None,
+    moved: Collection[str] = (),
+) -> None:
+    """Set every (or `only` these) active children to the parent's level; a paused child gets
+    its own parked fan-out job so the others are not held back. `moved`: children whose level
+    changed since the engine's last write (the seller), read before their compare-and-set."""
+    targets = [c.shop for c in net.children if only is None or c.shop in only]
+    paused = await paused_among(st.conn, targets)
+    for shop in paused:
+        spec = job_spec(fan_out_job(item, location, cause, only=shop), net.merchant_id)
+        await park(st.conn, spec, shop=shop, delay_s=rt.sync_settings.pause_recheck_s)
+    active = [s for s in targets if s not in paused]
+    if not active:
+        return
+    # One `fan_out_level` per child, all at once: each reads the parent's level and sets its
+    # child; the store calls overlap, the few statements take turns on the job's connection.
+    maps = await _child_maps_for_item(st, net, item)
+    shared = SerializedStorage(st)
+    parent = _LevelReadOnce(rt.api(net.parent.shop))
+    per_child = await asyncio.gather(
+        *(
+            fan_out_level(
+                net,
+                parent,
+                {shop: rt.api(shop)},
+                maps,
+                shared.writes,
+                shared.audit,
+                item,
+                location,
+                cause,
+                only=[shop],
+                moved=moved,
+            )
+            for shop in active
+        ),
+        return_exceptions=True,
+    )
+    failures = [r for r in per_child if isinstance(r, BaseException)]
+    outcomes = [o for r in per_child if not isinstance(r, BaseException) for o in r]
+    log.info(
+        "level fanned out",
+        item=item,
+        location=location,
+        results={o.shop: f"{o.result}:{o.before}->{o.after}" for o in outcomes},
+    )
+    if failures:
+        raise failures[0]  # the job retries; children already set are unchanged on the rerun

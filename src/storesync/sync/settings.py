@@ -1,0 +1,30 @@
+"""Sync knobs from the environment (`STORESYNC_SYNC_*`)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from storesync.config import EnvironmentSettings
+
+
+class SyncSettings(EnvironmentSettings):
+    """Sync wiring knobs (`STORESYNC_SYNC_*`)."""
+
+    model_config = SettingsConfigDict(env_prefix="STORESYNC_SYNC_", extra="ignore", frozen=True)
+
+    # Periodic reconciliation of every merchant (seconds).
+    reconcile_every_s: Annotated[float, Field(gt=0)] = 900.0
+    # How often `sync.prune` deletes what is past its retention (seconds; `storesync.retention`).
+    prune_every_s: Annotated[float, Field(gt=0)] = 3600.0
+    # A parked job of a paused store looks again after this long (seconds).
+    pause_recheck_s: Annotated[float, Field(gt=0)] = 600.0
+    # Attempts of one Admin API call inside a job (5xx, network) before the job itself retries.
+    admin_max_attempts: Annotated[int, Field(ge=1, le=20)] = 5
+    # Attempts of a copy-product (backfill) job; a step still failing on the last one compensates.
+    backfill_max_attempts: Annotated[int, Field(ge=1, le=50)] = 5
+    # After a backfill, its copies whose variants are still not linked (their products/create
+    # webhook lost) are read and linked by a job this much later (seconds).
+    link_pending_after_s: Annotated[float, Field(ge=0)] = 30.0
