@@ -711,7 +711,7 @@ class Worker:
             await conn.execute(q.PRUNE_WORKERS)
 
 
-async def cancel_until_done(tasks: list[asyncio.Task]) -> None:
+async def cancel_until_done(tasks: list[asyncio.Task[None]]) -> None:
     """Cancel `tasks` and wait until every one has ended, cancelling again any that goes on.
     Under Python 3.11 a cancellation can be lost: `asyncio.wait_for` swallows it when what it
     waits for completes in the same loop turn (bpo-42130, fixed in 3.12), and psycopg_pool
