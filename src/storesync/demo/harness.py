@@ -256,6 +256,7 @@ def running_system(
     worker_concurrency: int = 10,
     child_overlap: int = 0,
     overlap_stock: int | None = 3,
+    stock: int | None = None,
     collections: int = 5,
     emulator_options: Sequence[str] = (),
     plan: str = "standard",
@@ -276,6 +277,7 @@ def running_system(
 
     child_overlap: each child already sells the parent's first N products (same SKUs, handles and
     fields, no collections), with `overlap_stock` units per level (None: the parent's levels).
+    stock: units of every parent level (None: 5-40 each, deterministic).
     emulator_options: extra `storesync emulator` flags, e.g. ["--fault", "webhooks.duplicate_p=0.5"].
     subscribe: "control" declares the subscriptions through the emulator's control API (as an
     app's config would), "cli" runs `storesync webhooks sync`, "none" leaves them to the caller.
@@ -355,7 +357,7 @@ def running_system(
 
             step("seed")
             locations = seed_stores(
-                control, parent, child_shops, products, child_overlap, collections, overlap_stock
+                control, parent, child_shops, products, child_overlap, collections, overlap_stock, stock
             )
             app_secret = None
             if credentials == "client_credentials":
