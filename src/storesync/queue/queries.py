@@ -198,6 +198,24 @@ WHERE j.id = %(id)s AND j.attempt = %(attempt)s AND j.state = 'running' AND j.wo
 RETURNING j.state
 """
 
+# defer_job: a run that cannot make progress now for a reason not its own (its store's rate-limit
+# bucket is empty) goes back to the queue due after `delay`, its attempt given back (not a
+# failure, no error recorded); superseded instead if a job with its singleton key is queued.
+DEFER_JOB = """
+UPDATE jobs j
+SET state = CASE WHEN j.singleton_key IS NOT NULL AND EXISTS (
+                     SELECT 1 FROM jobs q WHERE q.singleton_key = j.singleton_key AND q.state = 'queued')
+                 THEN 'cancelled' ELSE 'queued' END,
+    attempt = j.attempt - 1,
+    run_at = now() + make_interval(secs => %(delay)s),
+    lease_expires_at = NULL,
+    finished_at = CASE WHEN j.singleton_key IS NOT NULL AND EXISTS (
+                     SELECT 1 FROM jobs q WHERE q.singleton_key = j.singleton_key AND q.state = 'queued')
+                 THEN now() END
+WHERE j.id = %(id)s AND j.attempt = %(attempt)s AND j.state = 'running' AND j.worker_id = %(worker)s
+RETURNING j.state
+"""
+
 # release_jobs: a draining worker hands back runs it will not finish (attempt not counted).
 RELEASE_JOBS = """
 UPDATE jobs j

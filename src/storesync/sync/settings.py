@@ -21,6 +21,9 @@ class SyncSettings(EnvironmentSettings):
     prune_every_s: Annotated[float, Field(gt=0)] = 3600.0
     # A parked job of a paused store looks again after this long (seconds).
     pause_recheck_s: Annotated[float, Field(gt=0)] = 600.0
+    # The longest a job's Admin API call waits for its store's rate-limit budget; beyond it the
+    # job goes back to the queue, due when the bucket will hold the points (seconds).
+    job_budget_wait_s: Annotated[float, Field(ge=0)] = 2.0
     # Attempts of one Admin API call inside a job (5xx, network) before the job itself retries.
     admin_max_attempts: Annotated[int, Field(ge=1, le=20)] = 5
     # Attempts of a copy-product (backfill) job; a step still failing on the last one compensates.

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
 
-from storesync.commerce.errors import CommerceError
+from storesync.commerce.errors import BudgetBusy, CommerceError
 from storesync.logs import get_logger
 from storesync.sync.adapters.jobqueue import enqueue_jobs
 from storesync.sync.adapters.postgres import Storage
@@ -209,6 +209,8 @@ async def route_parent_update(
     Shopify sends for each stock move starts none. A store error reading the parent: every child."""
     try:
         parent = await rt.api(net.parent.shop).read_product(product_id)
+    except BudgetBusy:
+        raise  # the job goes back to the queue until the store's bucket can pay
     except CommerceError as err:
         log.info("parent product not read; every child's job decides", product=product_id, error=str(err))
         return Routed([product_job(c.shop, product_id, cause) for c in net.children])
@@ -228,6 +230,8 @@ async def child_shows_last_write(
         return False
     try:
         child = await rt.api(shop).read_product(product_id)
+    except BudgetBusy:
+        raise  # the job goes back to the queue until the store's bucket can pay
     except CommerceError as err:
         log.info("child product not read; its job decides", shop=shop, product=product_id, error=str(err))
         return False

@@ -4,7 +4,7 @@ come out of order)."""
 
 from __future__ import annotations
 
-from storesync.commerce.errors import CommerceError
+from storesync.commerce.errors import BudgetBusy, CommerceError
 from storesync.logs import get_logger
 from storesync.sync.adapters.jobqueue import enqueue_jobs
 from storesync.sync.adapters.postgres import Storage
@@ -198,6 +198,8 @@ async def child_shows_last_write(rt: Runtime, shop: str, link: Link) -> bool:
     record, a store error) answers False."""
     try:
         child = await rt.collections(shop).read_collection(link.child_id)
+    except BudgetBusy:
+        raise  # the job goes back to the queue until the store's bucket can pay
     except CommerceError as err:
         log.info(
             "child collection not read; its job decides", shop=shop, collection=link.child_id, error=str(err)
