@@ -30,6 +30,7 @@ from psycopg_pool import AsyncConnectionPool
 from storesync.db import network_sql
 from storesync.logs import get_logger
 from storesync.sync.domain.audit import AuditRecord
+from storesync.sync.domain.echoes import ProductDigest
 from storesync.sync.domain.inventory import EntryKind, EntryStatus, LedgerEntry, LedgerKey
 from storesync.sync.domain.model import Link, LinkKind, LinkMap, MatchedBy, WriteRecord
 from storesync.sync.domain.saga import SagaRecord, SagaState, StepRecord, StepSpec, StepStatus
@@ -686,6 +687,49 @@ class PgAppliedVersions:
             return sorted(key for key in await cur.fetchall() if key in wanted)
 
 
+# swap_product_payload: the digest of the products/update payload recorded for a product (locked,
+# the newest committed version), and the given one recorded instead unless it is older.
+SWAP_PRODUCT_PAYLOAD = """
+WITH previous AS (
+    SELECT updated_at, fields_digest, stock_digest FROM sync_product_payloads
+    WHERE shop = %(shop)s AND product_id = %(product)s
+    FOR UPDATE
+), recorded AS (
+    INSERT INTO sync_product_payloads AS p (shop, product_id, updated_at, fields_digest, stock_digest)
+    VALUES (%(shop)s, %(product)s, %(at)s, %(fields)s, %(stock)s)
+    ON CONFLICT (shop, product_id) DO UPDATE
+    SET updated_at = EXCLUDED.updated_at, fields_digest = EXCLUDED.fields_digest,
+        stock_digest = EXCLUDED.stock_digest, seen_at = now()
+    WHERE p.updated_at IS NULL OR EXCLUDED.updated_at IS NULL OR EXCLUDED.updated_at >= p.updated_at
+)
+SELECT updated_at, fields_digest, stock_digest FROM previous
+"""
+
+
+class PgProductPayloads:
+    """The last products/update payload seen per product (`echoes.ProductDigest`)."""
+
+    def __init__(self, conn: psycopg.AsyncConnection) -> None:
+        self.conn = conn
+
+    async def swap(self, shop: str, product_id: str, digest: ProductDigest) -> ProductDigest | None:
+        """Record `digest` for the product (unless it is older than the one recorded) and return
+        the one recorded before; concurrent calls for one product take turns."""
+        async with _one_statement(self.conn):
+            cur = await self.conn.execute(
+                SWAP_PRODUCT_PAYLOAD,
+                {
+                    "shop": shop,
+                    "product": product_id,
+                    "at": digest.updated_at,
+                    "fields": digest.fields,
+                    "stock": digest.stock,
+                },
+            )
+            row = await cur.fetchone()
+        return ProductDigest(row[0], row[1], row[2]) if row else None
+
+
 # --------------------------------------------------------------------------- saga log
 
 # create_saga: a new saga and its steps (parallel arrays), in one statement; nothing when the id
@@ -990,6 +1034,7 @@ class Storage:
         self.ledger = PgLedger(conn)
         self.writes = PgWriteRecords(conn)
         self.versions = PgAppliedVersions(conn)
+        self.product_payloads = PgProductPayloads(conn)
         self.steps = PgStepLog(conn)
         self.audit = PgAudit(conn)
 

@@ -346,15 +346,14 @@ class ShopifyStoreAPI:
             [(inventory_item_id, location_id, quantity, change_from)], reason=reason
         )
         try:
-            result = await self.client.execute(
+            await self.client.execute(
                 "InventorySetQuantities", {"input": input_}, idempotency_key=idempotency_key
             )
         except StaleQuantityError as err:
             raise StaleQuantity(str(err)) from err
         except IdempotencyAttemptFailed as err:
             raise KeyAttemptFailed(str(err)) from err
-        group = result["inventorySetQuantities"]["inventoryAdjustmentGroup"]
-        return _after(group, inventory_item_id, location_id, default=quantity)
+        return quantity
 
     async def adjust_level(
         self,
@@ -370,19 +369,17 @@ class ShopifyStoreAPI:
             [(inventory_item_id, location_id, delta, change_from)], reason=reason
         )
         try:
-            result = await self.client.execute(
+            await self.client.execute(
                 "InventoryAdjustQuantities", {"input": input_}, idempotency_key=idempotency_key
             )
         except StaleQuantityError as err:
             raise StaleQuantity(str(err)) from err
         except IdempotencyAttemptFailed as err:
             raise KeyAttemptFailed(str(err)) from err
-        group = result["inventoryAdjustQuantities"]["inventoryAdjustmentGroup"]
-        after = _after(group, inventory_item_id, location_id, default=None)
-        if after is None:  # no change reported (delta 0): read what the level is
-            level = await self.read_level(inventory_item_id, location_id)
-            return level.available if level else 0
-        return after
+        if change_from is not None:  # the compare-and-set held: the level is what it said plus delta
+            return change_from + delta
+        level = await self.read_level(inventory_item_id, location_id)
+        return level.available if level else 0
 
 
 def _identify(variables: dict[str, Any], input: Mapping[str, Any], product_id: str | None) -> None:
@@ -396,19 +393,6 @@ def _without_empty_files(input: Mapping[str, Any]) -> Mapping[str, Any]:
     if "files" in input and not input["files"]:
         return {k: v for k, v in input.items() if k != "files"}
     return input
-
-
-def _after(group: Mapping[str, Any] | None, item: str, location: str, *, default: int | None) -> Any:
-    """quantityAfterChange of the "available" change at (item, location) in an adjustment group."""
-    for change in (group or {}).get("changes") or ():
-        if (
-            change.get("name") == "available"
-            and (change.get("item") or {}).get("id") == item
-            and (change.get("location") or {}).get("id") == location
-            and change.get("quantityAfterChange") is not None
-        ):
-            return change["quantityAfterChange"]
-    return default
 
 
 def sync_store_api(client: AdminClient) -> ShopifyStoreAPI:

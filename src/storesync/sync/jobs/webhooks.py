@@ -15,6 +15,7 @@ from storesync.sync.adapters.jobqueue import enqueue_jobs
 from storesync.sync.adapters.postgres import order_pruned, pause_store
 from storesync.sync.domain.audit import delivery_cause
 from storesync.sync.domain.conflicts import level_from_webhook, version_of_delivery
+from storesync.sync.domain.echoes import is_stock_move, product_digest
 from storesync.sync.domain.model import LinkKind, gid
 from storesync.sync.domain.orders import order_event_from_webhook
 from storesync.sync.domain.payloads import WebhookJob
@@ -59,6 +60,13 @@ async def product_webhook(job: Job, p: WebhookJob) -> None:
     async with job.storage() as st:
         links = None
         product_id = gid("Product", p.body.get("admin_graphql_api_id") or p.body.get("id"))
+        if p.topic == "products/update":
+            # Most products/update are stock moves (every level write of ours makes one): one
+            # that shows nothing else new is neither read back nor starts a job.
+            digest = product_digest(p.body)
+            if is_stock_move(await st.product_payloads.swap(store.shop, product_id, digest), digest):
+                log.debug("product webhook reports a stock move", shop=store.shop, product=product_id)
+                return
         if store.role == "child":
             links = await st.links.child_links(store.shop, products=[product_id])
         if store.role == "parent" and p.topic == "products/update":
