@@ -15,8 +15,11 @@ class SyncSettings(EnvironmentSettings):
 
     model_config = SettingsConfigDict(env_prefix="STORESYNC_SYNC_", extra="ignore", frozen=True)
 
-    # Periodic reconciliation of every merchant (seconds).
+    # Periodic reconciliation of every merchant (seconds): incremental (the products updated since
+    # the last pass, every level), and full (every product) when the last full pass is older than
+    # `reconcile_full_every_s`.
     reconcile_every_s: Annotated[float, Field(gt=0)] = 900.0
+    reconcile_full_every_s: Annotated[float, Field(gt=0)] = 86400.0
     # How often `sync.prune` deletes what is past its retention (seconds; `storesync.retention`).
     prune_every_s: Annotated[float, Field(gt=0)] = 3600.0
     # A parked job of a paused store looks again after this long (seconds).

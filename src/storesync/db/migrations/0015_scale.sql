@@ -12,3 +12,11 @@ CREATE TABLE sync_product_payloads (
     seen_at       timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (shop, product_id)
 );
+
+-- Reconciliation passes per merchant: when the last one started (an incremental pass compares
+-- what changed since then) and when the last full one did (deletions are only seen by those).
+CREATE TABLE sync_reconcile_passes (
+    merchant_id text PRIMARY KEY,
+    started_at  timestamptz NOT NULL,
+    full_at     timestamptz
+);

@@ -1022,6 +1022,45 @@ async def pause_store(conn: psycopg.AsyncConnection, shop: str, reason: str) -> 
     return paused
 
 
+# --------------------------------------------------------------------------- reconciliation passes
+
+# last_reconcile_pass: when the merchant's last pass started, when its last full one did, and now.
+LAST_RECONCILE_PASS = """
+SELECT p.started_at, p.full_at, now() FROM (SELECT 1) one
+LEFT JOIN sync_reconcile_passes p ON p.merchant_id = %(merchant)s
+"""
+
+# record_reconcile_pass: a pass that started at `started_at` finished (a full one, when `full`);
+# greatest() skips NULLs, so an incremental pass keeps the last full one's time.
+RECORD_RECONCILE_PASS = """
+INSERT INTO sync_reconcile_passes AS p (merchant_id, started_at, full_at)
+VALUES (%(merchant)s, %(started_at)s, CASE WHEN %(full)s THEN %(started_at)s::timestamptz END)
+ON CONFLICT (merchant_id) DO UPDATE
+SET started_at = greatest(p.started_at, EXCLUDED.started_at),
+    full_at = greatest(p.full_at, EXCLUDED.full_at)
+"""
+
+
+async def last_reconcile_pass(
+    conn: psycopg.AsyncConnection, merchant_id: str
+) -> tuple[datetime | None, datetime | None, datetime]:
+    """(when the last pass started, when the last full one did, the database's now)."""
+    async with _one_statement(conn):
+        cur = await conn.execute(LAST_RECONCILE_PASS, {"merchant": merchant_id})
+        row = await cur.fetchone()
+    assert row is not None
+    return row[0], row[1], row[2]
+
+
+async def record_reconcile_pass(
+    conn: psycopg.AsyncConnection, merchant_id: str, started_at: datetime, *, full: bool
+) -> None:
+    async with _one_statement(conn):
+        await conn.execute(
+            RECORD_RECONCILE_PASS, {"merchant": merchant_id, "started_at": started_at, "full": full}
+        )
+
+
 # --------------------------------------------------------------------------- one job's storage
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -407,18 +407,31 @@ def sync_store_api(client: AdminClient) -> ShopifyStoreAPI:
 PRODUCT_CHILDREN = {"ProductVariant": "variants", "Collection": "collections", "Metafield": "metafields"}
 
 
+def updated_since_filter(since: datetime) -> str:
+    """Search syntax for "updated at or after `since`" (UTC, to the second, rounded down)."""
+    return f"updated_at:>='{since.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%SZ')}'"
+
+
+def updated_since_query(text: str, root: str, since: datetime | None) -> str:
+    """A bulk query document whose root connection `root` keeps only what was updated at or
+    after `since` (search syntax `updated_at:>=`; bulk queries take no variables)."""
+    if since is None:
+        return text
+    return text.replace(f"  {root} {{", f'  {root}(query: "{updated_since_filter(since)}") {{', 1)
+
+
 async def bulk_products(
-    client: AdminClient, *, poll_interval: float = 1.0, timeout: float = 600.0
+    client: AdminClient,
+    *,
+    poll_interval: float = 1.0,
+    timeout: float = 600.0,
+    updated_since: datetime | None = None,
 ) -> list[Product]:
-    """Every product of the store, complete (every variant, collection and metafield), read with
-    one bulk query (`commerce.bulk`): the same `Product` values `ShopifyStoreAPI.products()`
-    yields, in id order."""
-    objects = [
-        obj
-        async for obj in bulk_query(
-            client, bulk_query_text("products"), poll_interval=poll_interval, timeout=timeout
-        )
-    ]
+    """Every product of the store (or those updated at or after `updated_since`), complete
+    (every variant, collection and metafield), read with one bulk query (`commerce.bulk`): the
+    same `Product` values `ShopifyStoreAPI.products()` yields, in id order."""
+    text = updated_since_query(bulk_query_text("products"), "products", updated_since)
+    objects = [obj async for obj in bulk_query(client, text, poll_interval=poll_interval, timeout=timeout)]
     return [product_from_json(raw) for raw in reassemble(objects, PRODUCT_CHILDREN)]
 
 
@@ -480,9 +493,17 @@ class BulkCatalogScan(ShopifyCatalogScan):
     backfill reads a 1,000-product parent for a few dozen points instead of ~18,000 (paged:
     3 minutes of a standard plan's bucket before the first copy)."""
 
-    def __init__(self, api: ShopifyStoreAPI, *, poll_interval: float = 0.25) -> None:
+    def __init__(
+        self,
+        api: ShopifyStoreAPI,
+        *,
+        poll_interval: float = 0.25,
+        updated_since: datetime | None = None,
+    ) -> None:
         super().__init__(api)
         self.poll_interval = poll_interval
+        # Products updated at or after this only (an incremental reconciliation); levels: all.
+        self.updated_since = updated_since
         self._levels: dict[tuple[str, str], InventoryLevel] | None = None
         self._lock = asyncio.Lock()  # one bulk query per shop at a time
 
@@ -490,12 +511,24 @@ class BulkCatalogScan(ShopifyCatalogScan):
         async with self._lock:
             if self._products is None:
                 try:
-                    self._products = await bulk_products(self.api.client, poll_interval=self.poll_interval)
+                    self._products = await bulk_products(
+                        self.api.client, poll_interval=self.poll_interval, updated_since=self.updated_since
+                    )
                 except (BulkOperationInProgress, BulkOperationFailed) as err:
                     # another app's bulk query holds the shop, or Shopify's failed: pages still work
                     log.warning("bulk scan unavailable; paging instead", shop=self.shop, error=str(err))
-                    self._products = await ShopifyCatalogScan.products(self)
+                    self._products = await self._paged_products()
         return self._products
+
+    async def _paged_products(self) -> list[Product]:
+        if self.updated_since is None:
+            return await ShopifyCatalogScan.products(self)
+        return [
+            p
+            async for p in self.api.products(
+                updated_since_filter(self.updated_since), page_size=self.page_size, list_sizes=SCAN_LIST_SIZES
+            )
+        ]
 
     async def levels(self, *, fresh: bool = False) -> dict[tuple[str, str], InventoryLevel]:
         """(item, location) -> level for every stocked item; `fresh` reads them again."""

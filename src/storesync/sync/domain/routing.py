@@ -27,7 +27,7 @@ which moved the child's level, is applied to the parent first.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
 
@@ -46,6 +46,7 @@ from storesync.sync.domain.payloads import (
     ReconcileJob,
     SaleJob,
 )
+from storesync.sync.domain.reconcile import Repair, RepairKind
 
 JOB_PRODUCT_TO_CHILD = "sync.product_to_child"
 JOB_SALE = "sync.sale"
@@ -152,6 +153,23 @@ def link_pending_job(child_shop: str, cause: str, delay_s: float, written_before
 def reconcile_job(merchant_id: str) -> SyncJob:
     key = f"reconcile:{merchant_id}"
     return SyncJob(JOB_RECONCILE, ReconcileJob(merchant_id), "backfill", singleton_key=key, lock_key=key)
+
+
+def repair_job(repair: Repair, cause: str) -> SyncJob | None:
+    """The live-sync job that carries out one reconciliation repair, in the backfill lane (live
+    sync goes first; a live job with its singleton key keeps its own lane); None for a repair
+    that is only reported (blocked)."""
+    job: SyncJob | None
+    if repair.kind in (RepairKind.RESYNC_PRODUCT, RepairKind.CREATE_PRODUCT, RepairKind.DELETE_PRODUCT):
+        job = product_job(repair.child_shop, repair.parent_id, cause)
+    elif repair.kind in (RepairKind.SYNC_COLLECTION, RepairKind.DELETE_COLLECTION):
+        job = collection_job(repair.child_shop, repair.parent_id, cause)
+    elif repair.kind is RepairKind.SET_INVENTORY and repair.parent_location_id:
+        # The parent's level is read again when the job runs: the pass's reads are already old.
+        job = fan_out_job(repair.parent_id, repair.parent_location_id, cause, only=repair.child_shop)
+    else:
+        job = None
+    return replace(job, lane="backfill") if job else None
 
 
 def route_product_webhook(

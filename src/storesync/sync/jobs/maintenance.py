@@ -8,7 +8,7 @@ from storesync.sync.adapters.jobqueue import enqueue_jobs
 from storesync.sync.domain.payloads import NoPayload, ReconcileJob
 from storesync.sync.domain.routing import reconcile_job
 from storesync.sync.jobs.context import Job
-from storesync.sync.services.reconcile import reconcile_merchant
+from storesync.sync.services.reconcile import reconcile_pass
 
 log = get_logger("storesync.sync.jobs")
 
@@ -27,7 +27,7 @@ async def reconcile(job: Job, p: ReconcileJob) -> None:
     async with job.storage() as st:
 
         async def work() -> None:
-            result = await reconcile_merchant(rt, st, net, f"reconcile:job:{job.ctx.job_id}")
+            result = await reconcile_pass(rt, st, net, f"reconcile:job:{job.ctx.job_id}")
             for line in result.lines():
                 log.info("reconcile", merchant=net.merchant_id, line=line)
 

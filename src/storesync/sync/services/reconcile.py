@@ -1,12 +1,29 @@
 """Reconciliation: read every store of a merchant, list the repairs (`domain/reconcile.py`) and
-carry them out through the same code as live sync (`storesync reconcile`, the periodic job)."""
+carry them out through the same code as live sync (`storesync reconcile`, the periodic job).
+
+The stores are read with bulk queries (`adapters.shopify.BulkCatalogScan`: a few points per
+store whatever the catalog, outside the rate limit). A pass is full (every product and level)
+or incremental (`since`: the products updated since the last pass, against what each child was
+last given; levels are always read whole, one bulk query per store). The periodic job enqueues
+each repair as the live-sync job that makes it, in the backfill lane (`routing.repair_job`):
+live sync goes first, a busy store's repairs wait for its bucket without holding a worker, and
+a level is set from the parent's level read when the repair runs. `storesync reconcile` applies
+them at once and reports each.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 
-from storesync.sync.adapters.postgres import Storage, job_storage
+from storesync.sync.adapters.jobqueue import enqueue_jobs
+from storesync.sync.adapters.postgres import (
+    Storage,
+    job_storage,
+    last_reconcile_pass,
+    record_reconcile_pass,
+)
 from storesync.sync.domain.catalog import SyncPolicy
 from storesync.sync.domain.network import MerchantNetwork
 from storesync.sync.domain.ports import (
@@ -23,9 +40,11 @@ from storesync.sync.domain.reconcile import (
     Repair,
     RepairKind,
     diff_catalog,
+    diff_changed_products,
     diff_collections,
     diff_inventory,
 )
+from storesync.sync.domain.routing import repair_job
 from storesync.sync.services.catalog import sync_product_to_child
 from storesync.sync.services.collections import sync_collection_to_child
 from storesync.sync.services.context import Runtime
@@ -40,11 +59,15 @@ async def reconcile_network(
     links_repo: LinkRepository,
     policy: SyncPolicy,
     collection_stores: Mapping[str, CollectionStore] | None = None,
+    *,
+    incremental: bool = False,
 ) -> ReconcileReport:
     """Read every store of a merchant and list the repairs (`storesync reconcile`; then
     `apply_repairs`). scans: shop -> `ports.CatalogScan`; links_repo: `ports.LinkRepository`;
     collection_stores: shop -> a store with `all_collections()` of full `Collection`s
-    (`adapters.shopify.ShopifyCollections`); without them collections are not compared."""
+    (`adapters.shopify.ShopifyCollections`); without them collections are not compared.
+    `incremental`: the scans' products are those updated since the last pass
+    (`domain.reconcile.diff_changed_products`)."""
     report = ReconcileReport()
     parent_scan = scans[network.parent.shop]
     parent_products = [p async for p in parent_scan.all_products()]
@@ -55,7 +78,10 @@ async def reconcile_network(
     for c in network.children:
         if (await link_pending_copies(links_repo, maps[c.shop], children[c.shop])).pending:
             maps[c.shop] = await links_repo.link_map(c.shop)
-    diff_catalog(parent_products, children, maps, policy, report)
+    if incremental:
+        diff_changed_products(parent_products, children, maps, policy, report)
+    else:
+        diff_catalog(parent_products, children, maps, policy, report)
     if collection_stores is not None:
         parent_collections = [c async for c in collection_stores[network.parent.shop].all_collections()]
         child_collections = {
@@ -135,22 +161,35 @@ class ReconcileResult:
     fixed: list[Repair] = field(default_factory=list)
     left: list[Repair] = field(default_factory=list)
     paused: dict[str, str] = field(default_factory=dict)  # skipped stores (paused, not linked) and why
+    enqueued: list[Repair] = field(default_factory=list)  # repairs handed to jobs (the periodic pass)
+    since: datetime | None = None  # an incremental pass: products updated since then
 
     def lines(self) -> list[str]:
         r = self.report
+        scope = "full" if self.since is None else f"incremental since {self.since.isoformat()}"
         out = [
-            f"{self.merchant_id}: {r.products_checked} products, {r.collections_checked} collections and "
-            f"{r.levels_checked} levels checked, "
-            f"{len(self.fixed)} fixed, {len(self.left)} not fixed"
+            f"{self.merchant_id} ({scope}): {r.products_checked} products, {r.collections_checked} "
+            f"collections and {r.levels_checked} levels checked, "
+            f"{len(self.fixed)} fixed, {len(self.enqueued)} enqueued, {len(self.left)} not fixed"
         ]
         out += [f"  fixed {x.describe()}" for x in self.fixed]
+        out += [f"  enqueued {x.describe()}" for x in self.enqueued]
         out += [f"  NOT fixed {x.describe()} ({x.reason})" for x in self.left]
         out += [f"  skipped {s}: {why}" for s, why in self.paused.items()]
         return out
 
 
-async def reconcile_merchant(rt: Runtime, st: Storage, net: MerchantNetwork, cause: str) -> ReconcileResult:
-    """Compare the parent with every active child and repair the drift through live-sync code."""
+async def reconcile_merchant(
+    rt: Runtime,
+    st: Storage,
+    net: MerchantNetwork,
+    cause: str,
+    *,
+    since: datetime | None = None,
+    enqueue: bool = False,
+) -> ReconcileResult:
+    """Compare the parent with every active child and repair the drift through live-sync code:
+    at once, or (`enqueue`) as backfill-lane jobs. `since`: an incremental pass."""
     active, paused = await without_paused(st, net)
     if net.parent.shop in paused:
         return ReconcileResult(net.merchant_id, ReconcileReport(), paused=paused)
@@ -163,7 +202,25 @@ async def reconcile_merchant(rt: Runtime, st: Storage, net: MerchantNetwork, cau
         return ReconcileResult(net.merchant_id, ReconcileReport(), paused=skipped)
     policy = rt.policy(net.merchant_id)
     collections = {s.shop: rt.collections(s.shop) for s in active.stores}
-    report = await reconcile_network(active, rt.scans(active), st.links, policy, collections)
+    report = await reconcile_network(
+        active,
+        rt.scans(active, updated_since=since),
+        st.links,
+        policy,
+        collections,
+        incremental=since is not None,
+    )
+    if enqueue:
+        jobs = [(r, repair_job(r, cause)) for r in report.repairs]
+        await enqueue_jobs(st.conn, [j for _, j in jobs if j is not None], net.merchant_id)
+        return ReconcileResult(
+            net.merchant_id,
+            report,
+            left=[r for r, j in jobs if j is None],
+            paused=skipped,
+            enqueued=[r for r, j in jobs if j is not None],
+            since=since,
+        )
     fixed, left = await apply_repairs(
         report.repairs,
         parent_store=rt.api(net.parent.shop),
@@ -175,7 +232,25 @@ async def reconcile_merchant(rt: Runtime, st: Storage, net: MerchantNetwork, cau
         cause=cause,
         collection_stores=collections,
     )
-    return ReconcileResult(net.merchant_id, report, fixed, left, skipped)
+    return ReconcileResult(net.merchant_id, report, fixed, left, skipped, since=since)
+
+
+# An incremental pass starts this long before the last one did: the stores' clocks and their bulk
+# queries' snapshots are not ours.
+PASS_OVERLAP = timedelta(minutes=2)
+
+
+async def reconcile_pass(rt: Runtime, st: Storage, net: MerchantNetwork, cause: str) -> ReconcileResult:
+    """The periodic pass: incremental since the last one, full when there was none or the last
+    full one is older than `STORESYNC_SYNC_RECONCILE_FULL_EVERY_S`; repairs enqueued as jobs.
+    The pass is recorded once its repairs are enqueued (a failed pass is simply done again)."""
+    last, last_full, now = await last_reconcile_pass(st.conn, net.merchant_id)
+    full_every = timedelta(seconds=rt.sync_settings.reconcile_full_every_s)
+    full = last is None or last_full is None or now - last_full >= full_every
+    since = None if full or last is None else last - PASS_OVERLAP
+    result = await reconcile_merchant(rt, st, net, cause, since=since, enqueue=True)
+    await record_reconcile_pass(st.conn, net.merchant_id, now, full=full)
+    return result
 
 
 async def reconcile(
