@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from datetime import datetime
 from typing import Any
@@ -132,6 +132,13 @@ SELECT * FROM sync_links WHERE parent_inventory_item_id = %(item)s ORDER BY chil
 SET_SYNCED_VIEW = """
 UPDATE sync_links SET synced_view = %(view)s, updated_at = now()
 WHERE child_shop = %(child_shop)s AND kind = 'product' AND parent_id = %(parent_id)s
+"""
+
+# set_synced_views: the synced view of many product links of one child (parallel arrays).
+SET_SYNCED_VIEWS = """
+UPDATE sync_links l SET synced_view = v.view, updated_at = now()
+FROM unnest(%(parent_ids)s::text[], %(views)s::jsonb[]) AS v(parent_id, view)
+WHERE l.child_shop = %(child_shop)s AND l.kind = 'product' AND l.parent_id = v.parent_id
 """
 
 # product_fan_out_links: every child's link of one parent product and of the parent collections it belongs to.
@@ -336,6 +343,19 @@ class PgLinks:
             await self.conn.execute(
                 SET_SYNCED_VIEW,
                 {"child_shop": child_shop, "parent_id": parent_product_id, "view": Jsonb(view)},
+            )
+
+    async def set_synced_views(self, child_shop: str, views: Mapping[str, dict]) -> None:
+        if not views:
+            return
+        async with _one_statement(self.conn):
+            await self.conn.execute(
+                SET_SYNCED_VIEWS,
+                {
+                    "child_shop": child_shop,
+                    "parent_ids": list(views),
+                    "views": [Jsonb(v) for v in views.values()],
+                },
             )
 
     async def delete_link(self, child_shop: str, kind: LinkKind, parent_id: str) -> None:

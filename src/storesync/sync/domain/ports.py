@@ -178,6 +178,10 @@ class LinkRepository(Protocol):
         self, child_shop: str, parent_product_id: str, view: dict[str, Any]
     ) -> None: ...
 
+    async def set_synced_views(self, child_shop: str, views: Mapping[str, dict[str, Any]]) -> None:
+        """`set_synced_view` for many products of one child (parent product id -> view)."""
+        ...
+
     async def delete_link(self, child_shop: str, kind: LinkKind, parent_id: str) -> None: ...
 
     async def child_links(

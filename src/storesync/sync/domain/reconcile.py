@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from storesync.sync.domain.catalog import (
     FieldChange,
@@ -76,6 +77,10 @@ class Repair:
 @dataclass
 class ReconcileReport:
     repairs: list[Repair] = field(default_factory=list)
+    # Copies found showing what their parent implies, whose link records another view (or none,
+    # e.g. linked by SKU): child shop -> parent product id -> that view, to be recorded, so the
+    # echo checks and incremental passes compare against it.
+    views_found: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     products_checked: int = 0
     levels_checked: int = 0
     collections_checked: int = 0
@@ -113,6 +118,10 @@ def diff_catalog(
                 report.repairs.append(
                     Repair(RepairKind.RESYNC_PRODUCT, shop, pid, child_id, changes=plan.changes)
                 )
+            else:
+                link = links.link_down(LinkKind.PRODUCT, pid)
+                if link is not None and not same_view(link.synced_view, plan.expected):
+                    report.views_found.setdefault(shop, {})[pid] = plan.expected
         for link in links.links:
             if link.kind is LinkKind.PRODUCT and link.parent_id not in parents and link.child_id in by_id:
                 report.repairs.append(

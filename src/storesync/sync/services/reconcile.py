@@ -82,6 +82,8 @@ async def reconcile_network(
         diff_changed_products(parent_products, children, maps, policy, report)
     else:
         diff_catalog(parent_products, children, maps, policy, report)
+        for shop, views in report.views_found.items():
+            await links_repo.set_synced_views(shop, views)
     if collection_stores is not None:
         parent_collections = [c async for c in collection_stores[network.parent.shop].all_collections()]
         child_collections = {
