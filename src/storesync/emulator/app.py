@@ -140,6 +140,19 @@ class StoreUsage:
         row[1] += points
 
 
+# Shopify's limit on any array given as input (https://shopify.dev/docs/api/usage/limits#input-limits).
+MAX_INPUT_ARRAY = 250
+
+
+def _largest_input_array(value: Any) -> int:
+    """The length of the longest list anywhere in `value` (a request's variables)."""
+    if isinstance(value, list):
+        return max([len(value), *(_largest_input_array(v) for v in value)])
+    if isinstance(value, dict):
+        return max((_largest_input_array(v) for v in value.values()), default=0)
+    return 0
+
+
 def _json(body: Any, status: int = 200, headers: dict | None = None) -> Response:
     return Response(
         json.dumps(body, separators=(",", ":")),
@@ -390,6 +403,21 @@ class EmulatorApp:
         """Cost check, execution, refund and webhooks of one validated operation."""
         shop = store.shop
         bucket = self.buckets[shop]
+        oversized = _largest_input_array(variables)
+        if oversized > MAX_INPUT_ARRAY:
+            # https://shopify.dev/docs/api/usage/limits#input-limits: "Input arguments that accept
+            # an array have a maximum size of 250 for all APIs. Requests return an error if an
+            # input array exceeds 250 items." The error's wording and code are not documented;
+            # this one is ours. Nothing is executed or charged.
+            message = f"The input array size of {oversized} is greater than the maximum allowed of {MAX_INPUT_ARRAY}."
+            return (
+                200,
+                {
+                    "errors": [{"message": message, "extensions": {"code": "MAX_INPUT_SIZE_EXCEEDED"}}],
+                    "extensions": self._cost_extension(shop, 0, 0),
+                },
+                None,
+            )
         requested, actual_of = query_costs(self.schema, doc, operation, variables)
         if requested > MAX_QUERY_COST:
             message = (
