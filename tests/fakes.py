@@ -499,6 +499,9 @@ class MemoryAudit:
     async def record(self, rec: AuditRecord) -> None:
         self.records.append(rec)
 
+    async def record_many(self, recs) -> None:
+        self.records.extend(recs)
+
     async def query(
         self,
         *,

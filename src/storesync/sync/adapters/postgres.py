@@ -19,7 +19,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -33,6 +33,7 @@ from storesync.sync.domain.audit import AuditRecord
 from storesync.sync.domain.echoes import ProductDigest
 from storesync.sync.domain.inventory import EntryKind, EntryStatus, LedgerEntry, LedgerKey
 from storesync.sync.domain.model import Link, LinkKind, LinkMap, MatchedBy, WriteRecord
+from storesync.sync.domain.pushes import LastWrite, PendingPush
 from storesync.sync.domain.saga import SagaRecord, SagaState, StepRecord, StepSpec, StepStatus
 
 log = get_logger("storesync.sync")
@@ -924,6 +925,14 @@ INSERT INTO sync_audit (at, shop, object_type, object_id, action, before, after,
 VALUES (%(at)s, %(shop)s, %(object_type)s, %(object_id)s, %(action)s, %(before)s, %(after)s, %(cause)s, %(detail)s)
 """
 
+# record_audits: many audit records at once (parallel arrays).
+RECORD_AUDITS = """
+INSERT INTO sync_audit (at, shop, object_type, object_id, action, before, after, cause, detail)
+SELECT * FROM unnest(%(at)s::timestamptz[], %(shop)s::text[], %(object_type)s::text[], %(object_id)s::text[],
+                     %(action)s::text[], %(before)s::jsonb[], %(after)s::jsonb[], %(cause)s::text[],
+                     %(detail)s::text[])
+"""
+
 # query_audit: newest audit records, optionally for one store, object or cause.
 QUERY_AUDIT = """
 SELECT at, shop, object_type, object_id, action, before, after, cause, detail FROM sync_audit
@@ -977,6 +986,25 @@ def _json(value: Any) -> Jsonb | None:
 class PgAudit:
     def __init__(self, conn: psycopg.AsyncConnection) -> None:
         self.conn = conn
+
+    async def record_many(self, recs: Sequence[AuditRecord]) -> None:
+        if not recs:
+            return
+        async with _one_statement(self.conn):
+            await self.conn.execute(
+                RECORD_AUDITS,
+                {
+                    "at": [r.at for r in recs],
+                    "shop": [r.shop for r in recs],
+                    "object_type": [r.object_type for r in recs],
+                    "object_id": [r.object_id for r in recs],
+                    "action": [r.action for r in recs],
+                    "before": [_json(r.before) for r in recs],
+                    "after": [_json(r.after) for r in recs],
+                    "cause": [r.cause for r in recs],
+                    "detail": [r.detail for r in recs],
+                },
+            )
 
     async def record(self, rec: AuditRecord) -> None:
         async with _one_statement(self.conn):
@@ -1042,6 +1070,174 @@ async def pause_store(conn: psycopg.AsyncConnection, shop: str, reason: str) -> 
     return paused
 
 
+# --------------------------------------------------------------------------- coalesced pushes
+
+# queue_pushes: pushes for child levels (parallel arrays); a level already waiting takes the newer
+# target (an open one keeps the known target), the newer seen level, the earlier due time.
+QUEUE_PUSHES = """
+INSERT INTO sync_pending_pushes AS p
+    (shop, item_id, location_id, parent_item_id, parent_location_id, target, change_from, seen_at, cause,
+     due_at)
+SELECT * FROM unnest(%(shop)s::text[], %(item)s::text[], %(location)s::text[], %(parent_item)s::text[],
+                     %(parent_location)s::text[], %(target)s::integer[], %(change_from)s::integer[],
+                     %(seen_at)s::timestamptz[], %(cause)s::text[], %(due_at)s::timestamptz[])
+ORDER BY 1, 2, 3
+ON CONFLICT (shop, item_id, location_id) DO UPDATE
+SET target = coalesce(EXCLUDED.target, p.target),
+    change_from = CASE WHEN EXCLUDED.change_from IS NULL THEN p.change_from ELSE EXCLUDED.change_from END,
+    seen_at = CASE WHEN EXCLUDED.change_from IS NULL THEN p.seen_at ELSE EXCLUDED.seen_at END,
+    parent_item_id = EXCLUDED.parent_item_id,
+    parent_location_id = EXCLUDED.parent_location_id,
+    cause = EXCLUDED.cause,
+    version = p.version + 1,
+    due_at = least(p.due_at, EXCLUDED.due_at)
+"""
+
+# due_pushes: a child's pushes due now, oldest first.
+DUE_PUSHES = """
+SELECT shop, item_id, location_id, parent_item_id, parent_location_id, target, change_from, seen_at, cause,
+       version
+FROM sync_pending_pushes
+WHERE shop = %(shop)s AND due_at <= now()
+ORDER BY due_at, item_id, location_id
+LIMIT %(limit)s
+"""
+
+# next_push_due: when the child's next push is due (NULL: none waits).
+NEXT_PUSH_DUE = """
+SELECT min(due_at) FROM sync_pending_pushes WHERE shop = %(shop)s
+"""
+
+# pushes_done: pushes sent (or found in step) leave, unless a newer target replaced them meanwhile.
+PUSHES_DONE = """
+DELETE FROM sync_pending_pushes p
+USING unnest(%(item)s::text[], %(location)s::text[], %(version)s::bigint[]) AS d(item_id, location_id, version)
+WHERE p.shop = %(shop)s AND p.item_id = d.item_id AND p.location_id = d.location_id AND p.version = d.version
+"""
+
+# known_parent_levels: the parent's levels the engine last knew, for some (item, location).
+KNOWN_PARENT_LEVELS = """
+SELECT item_id, location_id, available FROM sync_parent_levels
+WHERE shop = %(shop)s AND (item_id, location_id) IN (SELECT * FROM unnest(%(item)s::text[], %(location)s::text[]))
+"""
+
+# remember_parent_levels: the parent's levels as just learnt (an adjust's result, a read).
+REMEMBER_PARENT_LEVELS = """
+INSERT INTO sync_parent_levels AS l (shop, item_id, location_id, available, known_at)
+SELECT %(shop)s, i, loc, a, now()
+FROM unnest(%(item)s::text[], %(location)s::text[], %(available)s::integer[]) AS t(i, loc, a)
+ORDER BY 2, 3
+ON CONFLICT (shop, item_id, location_id) DO UPDATE
+SET available = EXCLUDED.available, known_at = EXCLUDED.known_at
+"""
+
+# last_writes: the engine's newest write to each of some levels of one store, since a time.
+LAST_WRITES = """
+SELECT DISTINCT ON (inventory_item_id, location_id) inventory_item_id, location_id, quantity, written_at
+FROM sync_write_records
+WHERE shop = %(shop)s AND written_at >= %(since)s
+  AND (inventory_item_id, location_id) IN (SELECT * FROM unnest(%(item)s::text[], %(location)s::text[]))
+ORDER BY inventory_item_id, location_id, written_at DESC
+"""
+
+
+class PgPushes:
+    """Coalesced level pushes (`domain/pushes.py`) and the parent's levels as last known."""
+
+    def __init__(self, conn: psycopg.AsyncConnection) -> None:
+        self.conn = conn
+
+    async def queue(self, pushes: Sequence[PendingPush], *, due_at: datetime | None = None) -> None:
+        if not pushes:
+            return
+        when = due_at or datetime.now(UTC)
+        async with _one_statement(self.conn):
+            await self.conn.execute(
+                QUEUE_PUSHES,
+                {
+                    "shop": [p.shop for p in pushes],
+                    "item": [p.item_id for p in pushes],
+                    "location": [p.location_id for p in pushes],
+                    "parent_item": [p.parent_item_id for p in pushes],
+                    "parent_location": [p.parent_location_id for p in pushes],
+                    "target": [p.target for p in pushes],
+                    "change_from": [p.change_from for p in pushes],
+                    "seen_at": [p.seen_at for p in pushes],
+                    "cause": [p.cause for p in pushes],
+                    "due_at": [when] * len(pushes),
+                },
+            )
+
+    async def due(self, shop: str, *, limit: int) -> list[PendingPush]:
+        async with _one_statement(self.conn):
+            cur = await self.conn.execute(DUE_PUSHES, {"shop": shop, "limit": limit})
+            return [PendingPush(*row) for row in await cur.fetchall()]
+
+    async def next_due(self, shop: str) -> datetime | None:
+        async with _one_statement(self.conn):
+            cur = await self.conn.execute(NEXT_PUSH_DUE, {"shop": shop})
+            row = await cur.fetchone()
+        return row[0] if row else None
+
+    async def done(self, shop: str, pushes: Sequence[PendingPush]) -> None:
+        if not pushes:
+            return
+        async with _one_statement(self.conn):
+            await self.conn.execute(
+                PUSHES_DONE,
+                {
+                    "shop": shop,
+                    "item": [p.item_id for p in pushes],
+                    "location": [p.location_id for p in pushes],
+                    "version": [p.version for p in pushes],
+                },
+            )
+
+    async def parent_levels(self, shop: str, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        wanted = sorted(set(keys))
+        if not wanted:
+            return {}
+        async with _one_statement(self.conn):
+            cur = await self.conn.execute(
+                KNOWN_PARENT_LEVELS,
+                {"shop": shop, "item": [k[0] for k in wanted], "location": [k[1] for k in wanted]},
+            )
+            return {(i, loc): a for i, loc, a in await cur.fetchall()}
+
+    async def remember_parent_levels(self, shop: str, levels: Mapping[tuple[str, str], int]) -> None:
+        if not levels:
+            return
+        keys = sorted(levels)
+        async with _one_statement(self.conn):
+            await self.conn.execute(
+                REMEMBER_PARENT_LEVELS,
+                {
+                    "shop": shop,
+                    "item": [k[0] for k in keys],
+                    "location": [k[1] for k in keys],
+                    "available": [levels[k] for k in keys],
+                },
+            )
+
+    async def last_writes(
+        self, shop: str, keys: Iterable[tuple[str, str]], since: datetime
+    ) -> dict[tuple[str, str], LastWrite]:
+        wanted = sorted(set(keys))
+        if not wanted:
+            return {}
+        async with _one_statement(self.conn):
+            cur = await self.conn.execute(
+                LAST_WRITES,
+                {
+                    "shop": shop,
+                    "since": since,
+                    "item": [k[0] for k in wanted],
+                    "location": [k[1] for k in wanted],
+                },
+            )
+            return {(i, loc): LastWrite(q, at) for i, loc, q, at in await cur.fetchall()}
+
+
 # --------------------------------------------------------------------------- reconciliation passes
 
 # last_reconcile_pass: when the merchant's last pass started, when its last full one did, and now.
@@ -1094,6 +1290,7 @@ class Storage:
         self.writes = PgWriteRecords(conn)
         self.versions = PgAppliedVersions(conn)
         self.product_payloads = PgProductPayloads(conn)
+        self.pushes = PgPushes(conn)
         self.steps = PgStepLog(conn)
         self.audit = PgAudit(conn)
 

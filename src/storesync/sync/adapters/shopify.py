@@ -54,6 +54,7 @@ from storesync.sync.domain.model import (
     Variant,
 )
 from storesync.sync.domain.ports import HandleTaken, KeyAttemptFailed, StaleQuantity
+from storesync.sync.domain.pushes import MAX_QUANTITIES, LevelSet
 
 log = get_logger("storesync.sync.shopify")
 
@@ -355,6 +356,27 @@ class ShopifyStoreAPI:
             raise KeyAttemptFailed(str(err)) from err
         return quantity
 
+    async def set_levels(
+        self, sets: Sequence[LevelSet], *, idempotency_key: str, reason: str = "correction"
+    ) -> None:
+        """Many levels in one `inventorySetQuantities` (at most 250: Shopify's input limit). A
+        stale quantity fails the whole call ("the mutation fails with a CHANGE_FROM_QUANTITY_STALE
+        error": https://shopify.dev/docs/api/admin-graphql/latest/mutations/inventorySetQuantities);
+        each stale one is named by its userError's field, ["input", "quantities", i, ...]."""
+        if not 0 < len(sets) <= MAX_QUANTITIES:
+            raise ValueError(f"set_levels takes 1 to {MAX_QUANTITIES} quantities, not {len(sets)}")
+        input_ = set_quantities_input(
+            [(s.item_id, s.location_id, s.quantity, s.change_from) for s in sets], reason=reason
+        )
+        try:
+            await self.client.execute(
+                "InventorySetQuantities", {"input": input_}, idempotency_key=idempotency_key
+            )
+        except StaleQuantityError as err:
+            raise StaleQuantity(str(err), stale=_stale_indices(err.user_errors, "quantities")) from err
+        except IdempotencyAttemptFailed as err:
+            raise KeyAttemptFailed(str(err)) from err
+
     async def adjust_level(
         self,
         inventory_item_id: str,
@@ -380,6 +402,23 @@ class ShopifyStoreAPI:
             return change_from + delta
         level = await self.read_level(inventory_item_id, location_id)
         return level.available if level else 0
+
+
+def _stale_indices(errors: Sequence[Any], list_name: str) -> tuple[int, ...]:
+    """The indices a batch mutation's stale userErrors name: field ["input", list_name, i, ...]."""
+    found = set()
+    for e in errors:
+        f = list(e.field or ())
+        if (
+            e.code in ("CHANGE_FROM_QUANTITY_STALE", "COMPARE_QUANTITY_STALE")
+            and len(f) > 2
+            and f[1] == list_name
+        ):
+            try:
+                found.add(int(f[2]))
+            except (TypeError, ValueError):
+                continue
+    return tuple(sorted(found))
 
 
 def _identify(variables: dict[str, Any], input: Mapping[str, Any], product_id: str | None) -> None:

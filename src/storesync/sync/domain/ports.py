@@ -22,6 +22,7 @@ from storesync.sync.domain.model import (
     Product,
     WriteRecord,
 )
+from storesync.sync.domain.pushes import LevelSet
 from storesync.sync.domain.saga import SagaRecord, SagaState, StepContext, StepSpec
 
 # --------------------------------------------------------------------------- store side
@@ -29,7 +30,13 @@ from storesync.sync.domain.saga import SagaRecord, SagaState, StepContext, StepS
 
 class StaleQuantity(Exception):
     """A compare-and-set lost: the level is no longer `changeFromQuantity`
-    (Shopify's CHANGE_FROM_QUANTITY_STALE). The caller re-reads and retries."""
+    (Shopify's CHANGE_FROM_QUANTITY_STALE). The caller re-reads and retries. `stale`: in a
+    batched set, the indices of the quantities that were stale (the others were not applied
+    either: Shopify applies the mutation whole or not at all)."""
+
+    def __init__(self, message: str = "", *, stale: tuple[int, ...] = ()) -> None:
+        super().__init__(message)
+        self.stale = stale
 
 
 class KeyAttemptFailed(Exception):
@@ -103,6 +110,22 @@ class InventoryStore(Protocol):
         """`inventoryAdjustQuantities` with `@idempotent(key:)` and, when given, the change's
         `changeFromQuantity` (StaleQuantity on a mismatch); returns quantityAfterChange.
         A replayed key applies nothing and returns the original result."""
+        ...
+
+
+class BatchInventoryStore(InventoryStore, Protocol):
+    """A store that sets many levels in one call (coalesced level pushes)."""
+
+    async def set_levels(
+        self, sets: Sequence[LevelSet], *, idempotency_key: str, reason: str = "correction"
+    ) -> None:
+        """One `inventorySetQuantities` (name "available") carrying every set, each with its
+        `changeFromQuantity`, under `@idempotent(key:)`. StaleQuantity (with the stale indices)
+        when any quantity was stale: then none was applied."""
+        ...
+
+    async def read_levels(self, inventory_item_ids: Sequence[str]) -> dict[tuple[str, str], InventoryLevel]:
+        """Every level of these items, (item, location) -> level, in as few reads as fit."""
         ...
 
 
@@ -261,6 +284,8 @@ class AppliedVersions(Protocol):
 @runtime_checkable
 class AuditSink(Protocol):
     async def record(self, rec: AuditRecord) -> None: ...
+
+    async def record_many(self, recs: Sequence[AuditRecord]) -> None: ...
 
     async def query(
         self,

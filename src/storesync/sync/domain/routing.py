@@ -43,6 +43,7 @@ from storesync.sync.domain.payloads import (
     FanOutJob,
     LinkPendingJob,
     ProductJob,
+    PushJob,
     ReconcileJob,
     SaleJob,
 )
@@ -55,6 +56,7 @@ JOB_COLLECTION_TO_CHILD = "sync.collection_to_child"
 JOB_COPY_PRODUCT = "sync.copy_product"
 JOB_LINK_PENDING_COPIES = "sync.link_pending_copies"
 JOB_RECONCILE = "sync.reconcile"
+JOB_PUSH_LEVELS = "sync.push_levels"
 JOB_RECONCILE_ALL = "sync.reconcile_all"
 REASSERT_DELAY_S = 5.0
 CHILD_EVENT_DEBOUNCE_S = 1.0  # a child's product events re-check the child this much later
@@ -119,6 +121,15 @@ def fan_out_job(
         singleton_key=f"fanout:{parent_item}:{parent_location}{scope}",
         lock_key=f"inventory:{parent_item}",
         delay_s=delay_s,
+    )
+
+
+def push_job(shop: str, *, run_at: datetime | None = None) -> SyncJob:
+    """Send the level pushes waiting for one child: singleton (pushes queued meanwhile collapse
+    into the waiting job) and locked per child (one flush at a time)."""
+    key = f"push:{shop}"
+    return SyncJob(
+        JOB_PUSH_LEVELS, PushJob(shop), "inventory", singleton_key=key, lock_key=key, run_at=run_at
     )
 
 

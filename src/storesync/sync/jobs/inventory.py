@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from storesync.sync.domain.payloads import FanOutJob, SaleJob
+from storesync.sync.domain.payloads import FanOutJob, PushJob, SaleJob
 from storesync.sync.jobs.context import Job
-from storesync.sync.services import sales
+from storesync.sync.services import pushes, sales
 
 
 async def sale(job: Job, p: SaleJob) -> None:
@@ -29,3 +29,14 @@ async def fan_out(job: Job, p: FanOutJob) -> None:
             await sales.fan_out(rt, st, net, p.parent_item, p.parent_location, cause, p.only)
 
         await job.guarded(st, [net.parent.shop], work)
+
+
+async def push_levels(job: Job, p: PushJob) -> None:
+    rt = await job.runtime()
+    net, _ = rt.of_shop(p.shop)
+    async with job.storage() as st:
+
+        async def work() -> None:
+            await pushes.flush(rt, st, net, p.shop)
+
+        await job.guarded(st, [p.shop], work)

@@ -14,13 +14,14 @@ from storesync.logs import get_logger
 from storesync.sync.adapters.jobqueue import enqueue_jobs
 from storesync.sync.adapters.postgres import order_pruned, pause_store
 from storesync.sync.domain.audit import delivery_cause
-from storesync.sync.domain.conflicts import level_from_webhook, version_of_delivery
+from storesync.sync.domain.conflicts import LevelDecision, level_from_webhook, version_of_delivery
 from storesync.sync.domain.echoes import is_stock_move, product_digest
 from storesync.sync.domain.model import LinkKind, gid
 from storesync.sync.domain.orders import order_event_from_webhook
 from storesync.sync.domain.payloads import WebhookJob
 from storesync.sync.domain.routing import (
     CHILD_EVENT_DEBOUNCE_S,
+    REASSERT_DELAY_S,
     RECHECK_CREATED_AFTER_S,
     SyncJob,
     route_collection_webhook,
@@ -29,7 +30,7 @@ from storesync.sync.domain.routing import (
     route_product_webhook,
 )
 from storesync.sync.jobs.context import Job
-from storesync.sync.services import catalog, collections, copies, sales
+from storesync.sync.services import catalog, collections, copies, pushes, sales
 
 log = get_logger("storesync.sync.jobs")
 
@@ -203,6 +204,24 @@ async def level_webhook(job: Job, p: WebhookJob) -> None:
             versions=st.versions,
             writes=st.writes,
         )
+        if decision is LevelDecision.REASSERT and rt.sync_settings.coalesce_writes:
+            # The child moved a linked level itself: set back (to the parent's level as known
+            # then) by its next flush, a few seconds later, expecting the level just seen.
+            await pushes.reassert(
+                st,
+                net,
+                store.shop,
+                report.inventory_item_id,
+                report.location_id,
+                report.available,
+                version.at,
+                delivery_cause(p.delivery_id),
+                delay_s=REASSERT_DELAY_S,
+            )
+            log.info(
+                "level webhook judged", shop=store.shop, item=report.inventory_item_id, decision=str(decision)
+            )
+            return
         routed = route_level_decision(
             net,
             store.shop,
