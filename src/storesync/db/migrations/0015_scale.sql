@@ -52,21 +52,3 @@ CREATE TABLE sync_parent_levels (
     known_at    timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (shop, item_id, location_id)
 );
-
--- Coalesced sale deltas: a batch of planned ledger entries sent to the parent as one
--- inventoryAdjustQuantities (sync/domain/adjusts.py). It is stored, with its entries' plans,
--- before it is sent: after a crash the same batch is sent again under the same @idempotent key
--- (`key_attempt`, raised and stored when Shopify refuses a key as spent), so Shopify replays it
--- instead of applying it twice. `void`: refused (a stale quantity), nothing applied.
-CREATE TABLE sync_adjust_batches (
-    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    parent_shop text NOT NULL,
-    key_attempt integer NOT NULL DEFAULT 0,
-    status      text NOT NULL DEFAULT 'sent' CHECK (status IN ('sent', 'applied', 'void')),
-    created_at  timestamptz NOT NULL DEFAULT now(),
-    finished_at timestamptz
-);
-CREATE INDEX sync_adjust_batches_sent ON sync_adjust_batches (parent_shop, id) WHERE status = 'sent';
-ALTER TABLE sync_inventory_ledger ADD COLUMN batch_id bigint;
--- A parent's unfinished entries, oldest first (its children's sales waiting for the next batch).
-CREATE INDEX sync_ledger_unfinished_by_child ON sync_inventory_ledger (child_shop, id) WHERE status <> 'applied';

@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
-from storesync.sync.domain.adjusts import LevelChange
 from storesync.sync.domain.audit import AuditRecord
 from storesync.sync.domain.inventory import LedgerEntry, LedgerKey
 from storesync.sync.domain.model import (
@@ -123,14 +122,6 @@ class BatchInventoryStore(InventoryStore, Protocol):
         """One `inventorySetQuantities` (name "available") carrying every set, each with its
         `changeFromQuantity`, under `@idempotent(key:)`. StaleQuantity (with the stale indices)
         when any quantity was stale: then none was applied."""
-        ...
-
-    async def adjust_levels(
-        self, changes: Sequence[LevelChange], *, idempotency_key: str, reason: str = "correction"
-    ) -> None:
-        """One `inventoryAdjustQuantities` carrying every change, each with its
-        `changeFromQuantity`, under `@idempotent(key:)`; StaleQuantity (with the stale indices)
-        when any was stale: then none was applied. A replayed key applies nothing again."""
         ...
 
     async def read_levels(self, inventory_item_ids: Sequence[str]) -> dict[tuple[str, str], InventoryLevel]:
