@@ -76,3 +76,28 @@ async def test_one_stale_quantity_is_read_and_sent_alone_and_its_batch_mates_lan
             if lvl["location_id"] == location
         }
         assert [snap[i] for i in items] == [7, 7, 7]
+
+
+async def test_a_newer_target_replaces_the_waiting_one_and_a_flush_of_the_older_leaves_it_waiting(db):
+    """Only the newest target of a level matters (an absolute set): queued again, the level waits
+    once with the newer target; the flush that had read the older one (its version) does not
+    take the newer one away."""
+    seen = datetime.now(UTC)
+
+    def push(target: int | None) -> PendingPush:
+        return PendingPush(CHILD, "item-1", "loc-1", "p-item-1", "p-loc-1", target, 10, seen, "test")
+
+    async with await psycopg.AsyncConnection.connect(
+        db.dsn, **{**POOLED_CONNECTION_KWARGS, "autocommit": True}
+    ) as conn:
+        st = Storage(conn)
+        await st.pushes.queue([push(8)])
+        await st.pushes.queue([push(None)])  # an open target (a move to set back) keeps 8
+        (older,) = await st.pushes.due(CHILD, limit=10)
+        assert older.target == 8
+        await st.pushes.queue([push(7)])  # a newer level while the flush is sending 8
+        await st.pushes.done(CHILD, [older])
+        (newer,) = await st.pushes.due(CHILD, limit=10)
+        assert newer.target == 7 and newer.version > older.version
+        await st.pushes.done(CHILD, [newer])
+        assert await st.pushes.due(CHILD, limit=10) == []
