@@ -35,6 +35,7 @@ from storesync.sync.domain.ports import (
     StoreAPI,
     WriteRecords,
 )
+from storesync.sync.domain.pushes import PendingPush
 from storesync.sync.domain.reconcile import (
     ReconcileReport,
     Repair,
@@ -49,6 +50,7 @@ from storesync.sync.services.catalog import sync_product_to_child
 from storesync.sync.services.collections import sync_collection_to_child
 from storesync.sync.services.context import Runtime
 from storesync.sync.services.copies import link_pending_copies
+from storesync.sync.services.pushes import set_now
 from storesync.sync.services.sales import push_level
 from storesync.sync.services.stores import merchants, without_paused
 
@@ -223,8 +225,12 @@ async def reconcile_merchant(
             enqueued=[r for r, j in jobs if j is not None],
             since=since,
         )
+    # Level repairs go out together per child (a read and a set per level took a minute for a
+    # few hundred); `STORESYNC_SYNC_COALESCE_WRITES=false` keeps one call per level.
+    batch = rt.sync_settings.coalesce_writes
+    batched = [r for r in report.repairs if batch and r.kind is RepairKind.SET_INVENTORY]
     fixed, left = await apply_repairs(
-        report.repairs,
+        [r for r in report.repairs if not (batch and r.kind is RepairKind.SET_INVENTORY)],
         parent_store=rt.api(net.parent.shop),
         stores=rt.apis(active),
         links_repo=st.links,
@@ -234,7 +240,28 @@ async def reconcile_merchant(
         cause=cause,
         collection_stores=collections,
     )
+    for shop in sorted({r.child_shop for r in batched}):
+        mine = [r for r in batched if r.child_shop == shop]
+        await set_now(rt, st, shop, [level_push(r, cause) for r in mine])
+        fixed += mine
     return ReconcileResult(net.merchant_id, report, fixed, left, skipped, since=since)
+
+
+def level_push(r: Repair, cause: str) -> PendingPush:
+    """A level repair as a push to set now: the parent's level and the child's, as the pass read
+    them (a stale one is read again)."""
+    assert r.child_id and r.location_id and r.parent_location_id and r.expected is not None
+    return PendingPush(
+        r.child_shop,
+        r.child_id,
+        r.location_id,
+        r.parent_id,
+        r.parent_location_id,
+        r.expected,
+        r.actual,
+        None,
+        cause,
+    )
 
 
 # An incremental pass starts this long before the last one did: the stores' clocks and their bulk
