@@ -32,7 +32,8 @@ def system(module_db):
         subscribe="cli",
         plan="plus",
         child_settings={REPORT: {"stock_changes": "report"}},
-        extra_env={"STORESYNC_SYNC_RECONCILE_EVERY_S": "3600"},
+        # The emulator's order webhooks come within a moment: a child's move is looked at 1 s later.
+        extra_env={"STORESYNC_SYNC_RECONCILE_EVERY_S": "3600", "STORESYNC_SYNC_REASSERT_DELAY_S": "1"},
     ) as system:
         system.cli("backfill", check=True)
         settle(system)

@@ -281,8 +281,10 @@ def route_level_decision(
     location: str,
     child_links: LinkMap | None,
     cause: str,
+    reassert_delay_s: float = REASSERT_DELAY_S,
 ) -> Routed:
-    """What to do with a judged `inventory_levels/update` (see `services.sales.judge_level_delivery`)."""
+    """What to do with a judged `inventory_levels/update` (see `services.sales.judge_level_delivery`);
+    a child's move is looked at `reassert_delay_s` later (`STORESYNC_SYNC_REASSERT_DELAY_S`)."""
     if decision in (LevelDecision.STALE, LevelDecision.ECHO):
         return Routed(ignored=str(decision))
     if decision is LevelDecision.FAN_OUT:
@@ -294,5 +296,5 @@ def route_level_decision(
     if parent_item is None or parent_location is None:
         return Routed(ignored="level of an unlinked item or unmapped location")
     if network.stock_policy(shop) == "report":
-        return Routed([child_stock_job(shop, item, location, parent_item, cause, delay_s=REASSERT_DELAY_S)])
-    return Routed([fan_out_job(parent_item, parent_location, cause, only=shop, delay_s=REASSERT_DELAY_S)])
+        return Routed([child_stock_job(shop, item, location, parent_item, cause, delay_s=reassert_delay_s)])
+    return Routed([fan_out_job(parent_item, parent_location, cause, only=shop, delay_s=reassert_delay_s)])

@@ -208,6 +208,7 @@ async def level_webhook(job: Job, p: WebhookJob) -> None:
             location=report.location_id,
             child_links=links,
             cause=delivery_cause(p.delivery_id),
+            reassert_delay_s=job.settings.reassert_delay_s,
         )
         log.info(
             "level webhook judged",

@@ -111,16 +111,22 @@ async def check_child_level(
     if level is None:
         return ChildLevelCheck(child_shop, child_item, child_location, policy)
     account = await st.accounts.get(child_shop, child_item, child_location)
+    parent_level = await rt.api(net.parent.shop).read_level(parent_item, parent_location)
+    if parent_level is None:
+        return ChildLevelCheck(child_shop, child_item, child_location, policy, level.available)
     if account is None:
         # The level was in step with the parent before this move (storesync kept it so).
-        parent_level = await rt.api(net.parent.shop).read_level(parent_item, parent_location)
-        if parent_level is None:
-            return ChildLevelCheck(child_shop, child_item, child_location, policy, level.available)
         account = await st.accounts.open(
             child_shop, child_item, child_location, child_target(parent_level.available)
         )
     move = level.available - account.expected
     if move == 0:
+        if level.available != child_target(parent_level.available):
+            # Nothing of its own: the parent moved and this child was not set yet (a fan-out
+            # lost or still waiting): it follows the parent, like any child.
+            await fan_out_to_children(
+                rt, st, net, parent_item, parent_location, cause, [child_shop], moved={child_shop}
+            )
         return ChildLevelCheck(child_shop, child_item, child_location, policy, level.available)
     number = account.reports + 1
     steps = report_move_steps(
