@@ -102,15 +102,17 @@ def test_a_web_sale_draws_from_the_location_order_routing_assigned(system) -> No
     wait_in_step(system, the_sku, {SHOP: 0, WAREHOUSE: start[WAREHOUSE] - 2})
 
 
-def test_a_cancel_with_restock_gives_every_unit_back_once(system) -> None:
+@pytest.mark.parametrize("child", [REPORT, REVERT])
+def test_a_cancel_with_restock_gives_every_unit_back_once(system, child) -> None:
     """Shopify cancels with restock as a refund of restock type cancel, listed in orders/cancelled
-    and sent again as refunds/create: one restock. In the child that reports its own moves, its
-    orders are not taken for moves of its own."""
+    and sent again as refunds/create: one restock, in every store. In the child that reports its
+    own moves its orders are not taken for moves of its own; in the one that follows the parent,
+    its level going back up is not set back (the units are not lost there either)."""
     the_sku = sku(system, 2)
     start = levels(system, the_sku)[system.parent]
-    order = online_order(system, REPORT, the_sku, 2)
+    order = online_order(system, child, the_sku, 2)
     wait_in_step(system, the_sku, {**start, SHOP: start[SHOP] - 2})
-    system.cancel_order(REPORT, order["id"], restock=True)
+    system.cancel_order(child, order["id"], restock=True)
     wait_in_step(system, the_sku, start)
     restocks = sql(
         system,
@@ -163,12 +165,25 @@ def test_a_return_restocks_where_its_units_were_disposed(system) -> None:
     assert [k for k, _ in kinds] == ["restock"] and "Disposition" in kinds[0][1]
 
 
-def test_an_order_edit_removing_a_unit_gives_it_back(system) -> None:
-    the_sku = sku(system, 5)
-    start = levels(system, the_sku)[system.parent]
+def test_order_edits_removing_and_adding_units_move_the_parent_once_each(system) -> None:
+    the_sku, added_sku = sku(system, 5), sku(system, 3)
+    start, added_start = levels(system, the_sku)[system.parent], levels(system, added_sku)[system.parent]
     order = system.place_order(REVERT, the_sku, 3, location=SHOP)
     system.emulator.edit_order(REVERT, order["id"], changes=[{"line_item_id": line_id(order), "quantity": 2}])
     wait_in_step(system, the_sku, {**start, SHOP: start[SHOP] - 2})
+    # a later edit: the line grows back to 4 and a new line sells another item
+    system.emulator.edit_order(
+        REVERT,
+        order["id"],
+        changes=[{"line_item_id": line_id(order), "quantity": 4}],
+        additions=[{"variant_id": variant(system, REVERT, added_sku), "quantity": 1}],
+    )
+    wait_in_step(system, the_sku, {**start, SHOP: start[SHOP] - 4})
+    sold = sum(added_start.values()) - 1
+    system.wait_until(
+        lambda: sum(levels(system, added_sku)[system.parent].values()) == sold, WAIT, message="addition sold"
+    )
+    wait_in_step(system, added_sku, levels(system, added_sku)[system.parent])
 
 
 # --------------------------------------------------------------------------- a child's own stock moves
@@ -266,6 +281,49 @@ def test_a_deactivated_mapped_location_is_reported_and_not_written(system) -> No
     wait_in_step(system, the_sku, {**start, WAREHOUSE: start[WAREHOUSE] - 1})
 
 
+def test_an_item_disconnected_from_a_mapped_location_is_not_written_there_until_stocked_again(system) -> None:
+    """A merchant stops stocking an item at child-a's Shop (inventoryDeactivate, then
+    inventory_levels/disconnect): recorded and audited, the parent's changes reach child-b and
+    skip that level without a failing job; stocked again (inventory_levels/connect), it is set
+    from the parent."""
+    the_sku = sku(system, 4)
+    start = levels(system, the_sku)[system.parent]
+    item = f"gid://shopify/InventoryItem/{system.variant_by_sku(REVERT, the_sku)['inventory_item_id']}"
+    a_shop = system.locations[REVERT][SHOP]
+    level = system.emulator.graphql(
+        REVERT,
+        "query($i: ID!, $l: ID!) { inventoryItem(id: $i) { inventoryLevel(locationId: $l) { id } } }",
+        {"i": item, "l": a_shop},
+    )["data"]["inventoryItem"]["inventoryLevel"]["id"]
+    off = system.emulator.graphql(
+        REVERT,
+        "mutation($id: ID!) { inventoryDeactivate(inventoryLevelId: $id) { userErrors { message } } }",
+        {"id": level},
+    )
+    assert off["data"]["inventoryDeactivate"]["userErrors"] == [], off
+    system.wait_until(
+        lambda: sql(system, "SELECT 1 FROM sync_audit WHERE action = 'level_disconnected'"),
+        WAIT,
+        message="disconnect audited",
+    )
+    system.set_inventory(system.parent, the_sku, start[SHOP] - 3, SHOP)
+    system.wait_until(
+        lambda: levels(system, the_sku)[REPORT][SHOP] == start[SHOP] - 3, WAIT, message="child-b set"
+    )
+    settle(system, delayed_too=True)
+    assert levels(system, the_sku)[REVERT] == {SHOP: None, WAREHOUSE: start[WAREHOUSE]}
+    assert dead_jobs(system) == []
+    assert "disconnected" in " ".join(system.cli("status", check=True).stdout.split())
+    on = system.emulator.graphql(
+        REVERT,
+        """mutation($i: ID!, $l: ID!) { inventoryActivate(inventoryItemId: $i, locationId: $l, available: 50)
+        @idempotent(key: "stock-e2e-reconnect") { userErrors { message } } }""",
+        {"i": item, "l": a_shop},
+    )
+    assert on["data"]["inventoryActivate"]["userErrors"] == [], on
+    wait_in_step(system, the_sku, {**start, SHOP: start[SHOP] - 3})
+
+
 # --------------------------------------------------------------------------- reconciling what was sold
 
 
@@ -294,3 +352,27 @@ def test_a_sale_and_a_refund_whose_webhooks_were_dropped_are_applied_once_by_rec
     again = " ".join(system.cli("reconcile", timeout=180, check=True).stdout.split())
     assert "0 with movements it lacked" in again and "0 fixed" in again, again
     assert levels(system, the_sku)[system.parent] == {**start, WAREHOUSE: start[WAREHOUSE] - 1}
+
+
+def test_a_level_no_order_explains_is_reported_by_reconcile_and_handled_by_the_childs_policy(system) -> None:
+    """Two moves whose webhooks were dropped: child-a's count (revert: set back to the parent's
+    level) and child-b's delivery (report: a delta on the parent, then every child follows)."""
+    the_sku = sku(system, 6)
+    start = levels(system, the_sku)[system.parent]
+    system.set_faults(webhooks={"drop_p": 1.0})
+    try:
+        system.set_inventory(REVERT, the_sku, start[SHOP] + 7, SHOP)
+        system.set_inventory(REPORT, the_sku, start[WAREHOUSE] + 2, WAREHOUSE)
+        system.drain_webhooks(WAIT)
+    finally:
+        system.set_faults()
+    settle(system, delayed_too=True)
+    done = system.cli("reconcile", timeout=180)
+    out = " ".join(done.stdout.split())
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert out.count("no order explains") == 2, out
+    assert "set back to the parent's level (stock_changes = revert)" in out, out
+    assert "handed to its stock policy, report" in out, out
+    wait_in_step(system, the_sku, {**start, WAREHOUSE: start[WAREHOUSE] + 2})
+    again = " ".join(system.cli("reconcile", timeout=180, check=True).stdout.split())
+    assert "no order explains" not in again and "0 fixed" in again, again
