@@ -349,6 +349,14 @@ def test_a_sale_and_a_refund_whose_webhooks_were_dropped_are_applied_once_by_rec
     assert done.returncode == 0, done.stdout + done.stderr
     assert "1 with movements it lacked" in out and order["admin_graphql_api_id"] in out, out
     wait_in_step(system, the_sku, {**start, WAREHOUSE: start[WAREHOUSE] - 1})
+    # the pass is incremental: child-a's checkpoint is now past the order (the next pass reads
+    # from there, less its overlap)
+    [(moved,)] = sql(
+        system,
+        "SELECT checkpoint > %(at)s::timestamptz FROM sync_order_checkpoints WHERE child_shop = %(s)s",
+        {"s": REVERT, "at": order["created_at"]},
+    )
+    assert moved
     again = " ".join(system.cli("reconcile", timeout=180, check=True).stdout.split())
     assert "0 with movements it lacked" in again and "0 fixed" in again, again
     assert levels(system, the_sku)[system.parent] == {**start, WAREHOUSE: start[WAREHOUSE] - 1}

@@ -176,7 +176,9 @@ class Story:
                 f"`storesync backfill` exited {backfill.popen.returncode}:\n{_tail(backfill.log_tail())}"
             )
         self.say(f"{total} products present in the children after {time.monotonic() - started:.1f}s")
-        out = self.require_command("reconcile")
+        # reconcile reads every child's orders and waits for the sale jobs it starts: more than a minute
+        # on a loaded machine
+        out = self.require_command("reconcile", timeout=150)
         report = _summary_lines(out, limit=10**6)
         if report:
             self.console.print(
