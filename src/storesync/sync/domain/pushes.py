@@ -9,7 +9,7 @@ engine last wrote there, else the level read just before. Shopify applies the mu
 not at all: one stale quantity fails it (its userError names the quantity), so the stale ones are
 read again and sent on their own, and their batch mates are sent again without them.
 
-A push's target may be left open (a child's own move to set back, `reassert`): it is the
+A push's target may be left open: it is the
 parent's level as the engine last knew it when the push is sent (its own adjusts' results, its
 reads: `sync_parent_levels`), read from the parent when unknown.
 """

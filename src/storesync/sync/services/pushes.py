@@ -3,8 +3,8 @@ each child's flush, which sends what waits for it in one `inventorySetQuantities
 
 Producers queue and wake the child's flush job (`sync.push_levels`, one per child at a time) in
 one transaction: a sale once applied (the parent's new level is known from its compare-and-set),
-a fan-out (the parent's level read), a child's own move to set back (`reassert`: the target is
-the parent's level as known when sent). While one flush's call is in flight the next pushes
+a fan-out (the parent's level read). (A child's own move is its stock policy's: `services/stock.py`.)
+While one flush's call is in flight the next pushes
 gather, so the calls per child follow what its bucket allows, not the sales: a child whose
 bucket is empty defers its flush job (docs/decisions/0050) and its next call carries everything
 that waited meanwhile.
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from storesync.commerce.errors import UserInputError
 from storesync.logs import get_logger
@@ -84,31 +84,6 @@ async def push_parent_levels(
     async with st.conn.transaction():
         await st.pushes.remember_parent_levels(net.parent.shop, levels)
         await _queue(st, net, pushes)
-
-
-async def reassert(
-    st: Storage,
-    net: MerchantNetwork,
-    shop: str,
-    item: str,
-    location: str,
-    seen: int,
-    seen_at: datetime,
-    cause: str,
-    *,
-    delay_s: float,
-) -> None:
-    """A child's own move of a linked level (not the engine's write): set it back to the parent's
-    level, as known when the push is sent, `delay_s` from now (the sale behind the move is
-    applied to the parent first). The level seen is the compare-and-set's expectation."""
-    links = await st.links.child_links(shop, items=[item])
-    parent_item = links.parent_item(item)
-    parent_location = net.parent_location(shop, location)
-    if parent_item is None or parent_location is None:
-        return
-    push = PendingPush(shop, item, location, parent_item, parent_location, None, seen, seen_at, cause)
-    async with st.conn.transaction():
-        await _queue(st, net, [push], due_at=_now() + timedelta(seconds=delay_s))
 
 
 async def _queue(
