@@ -111,18 +111,6 @@ async def flush(rt: Runtime, st: Storage, net: MerchantNetwork, shop: str) -> in
     return set_count
 
 
-async def set_now(rt: Runtime, st: Storage, shop: str, levels: Sequence[PendingPush]) -> int:
-    """Set these child levels at once, past the waiting pushes (reconciliation's repairs: the
-    targets and current levels its pass read): one `inventorySetQuantities` per 250, a stale one
-    read again and sent alone, as a flush does. Returns how many levels were set. The pushes
-    waiting for the child are left alone (`done` takes only a push of the same version)."""
-    set_count = 0
-    for start in range(0, len(levels), MAX_QUANTITIES):
-        plan = plan_flush(levels[start : start + MAX_QUANTITIES], {}, {}, {})
-        set_count += await _send(rt, st, shop, plan, {})
-    return set_count
-
-
 async def _flush_batch(
     rt: Runtime, st: Storage, net: MerchantNetwork, shop: str, pushes: Sequence[PendingPush]
 ) -> int:
