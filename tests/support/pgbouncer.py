@@ -14,7 +14,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -59,7 +59,10 @@ class PgBouncer:
         *,
         pool_size: int = 5,
         max_client_conn: int = 500,
+        settings: Mapping[str, str] | None = None,
     ) -> None:
+        """`settings` replace or add [pgbouncer] settings (e.g. a deployment's own); where it
+        listens and the files it writes stay this object's."""
         self.host, self.port, self.user, self.password = host, port, user, password
         self.workdir = Path(tempfile.mkdtemp(prefix="pgbouncer-"))
         self.workdir.chmod(0o777)
@@ -69,22 +72,23 @@ class PgBouncer:
         self._proc: subprocess.Popen | None = None
         (self.workdir / "userlist.txt").write_text(f'"{user}" "{password or ""}"\n')
         backend = f"host={host} port={port} user={user}" + (f" password={password}" if password else "")
+        ini = {
+            "auth_type": "trust",
+            "admin_users": user,
+            "pool_mode": "transaction",
+            "default_pool_size": str(pool_size),
+            "max_client_conn": str(max_client_conn),
+            "ignore_startup_parameters": "extra_float_digits",
+            **(settings or {}),
+            "listen_addr": "127.0.0.1",
+            "listen_port": str(self.listen_port),
+            "unix_socket_dir": "",
+            "auth_file": f"{self.workdir}/userlist.txt",
+            "logfile": str(self.log_path),
+            "pidfile": f"{self.workdir}/pgbouncer.pid",
+        }
         (self.workdir / "pgbouncer.ini").write_text(
-            "[databases]\n"
-            f"* = {backend}\n"
-            "[pgbouncer]\n"
-            "listen_addr = 127.0.0.1\n"
-            f"listen_port = {self.listen_port}\n"
-            "unix_socket_dir =\n"
-            "auth_type = trust\n"
-            f"auth_file = {self.workdir}/userlist.txt\n"
-            f"admin_users = {user}\n"
-            "pool_mode = transaction\n"
-            f"default_pool_size = {pool_size}\n"
-            f"max_client_conn = {max_client_conn}\n"
-            f"logfile = {self.log_path}\n"
-            f"pidfile = {self.workdir}/pgbouncer.pid\n"
-            "ignore_startup_parameters = extra_float_digits\n"
+            f"[databases]\n* = {backend}\n[pgbouncer]\n" + "".join(f"{k} = {v}\n" for k, v in ini.items())
         )
         for f in self.workdir.iterdir():
             f.chmod(0o666)
@@ -168,10 +172,16 @@ class PgBouncer:
 
 @contextmanager
 def running_pgbouncer(
-    host: str, port: int, user: str, password: str | None, *, pool_size: int = 5
+    host: str,
+    port: int,
+    user: str,
+    password: str | None,
+    *,
+    pool_size: int = 5,
+    settings: Mapping[str, str] | None = None,
 ) -> Iterator[PgBouncer]:
     """A started `PgBouncer`, stopped and its files removed on the way out."""
-    bouncer = PgBouncer(host, port, user, password, pool_size=pool_size)
+    bouncer = PgBouncer(host, port, user, password, pool_size=pool_size, settings=settings)
     try:
         bouncer.start()
         yield bouncer
@@ -182,8 +192,16 @@ def running_pgbouncer(
 
 @contextmanager
 def run_pgbouncer(
-    host: str, port: int, user: str, password: str | None, dbname: str, *, pool_size: int = 5
+    host: str,
+    port: int,
+    user: str,
+    password: str | None,
+    dbname: str,
+    *,
+    pool_size: int = 5,
+    settings: Mapping[str, str] | None = None,
 ) -> Iterator[str]:
-    """Start PgBouncer (pool_mode=transaction) and yield a DSN for `dbname` through it."""
-    with running_pgbouncer(host, port, user, password, pool_size=pool_size) as bouncer:
+    """Start PgBouncer (pool_mode=transaction) and yield a DSN for `dbname` through it.
+    `settings` replace or add [pgbouncer] settings (e.g. a deployment's own)."""
+    with running_pgbouncer(host, port, user, password, pool_size=pool_size, settings=settings) as bouncer:
         yield bouncer.dsn(dbname)
