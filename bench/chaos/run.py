@@ -471,6 +471,8 @@ class Check:
     sale_lines: int = 0
     sale_lines_missing: list[str] = field(default_factory=list)  # order lines not in the ledger
     missing_with_dropped_create: int = 0  # ...of which the orders/create was never delivered
+    # Units the stores restocked that no applied ledger restock covers (per level, summed).
+    restocks_missing: int = 0
     double_applied_sales: list[str] = field(default_factory=list)
     unfinished_ledger: int = 0
     divergent_levels: list[str] = field(default_factory=list)  # child != parent
@@ -543,6 +545,13 @@ def check(
                 "FROM sync_inventory_ledger WHERE kind = 'sale' GROUP BY 1, 2"
             )
         }
+        ledger_restocked = {
+            (item, location): units
+            for item, location, units in conn.execute(
+                "SELECT parent_item_id, parent_location_id, sum(applied_delta) FROM sync_inventory_ledger "
+                "WHERE kind = 'restock' AND status = 'applied' GROUP BY 1, 2"
+            )
+        }
         out.unfinished_ledger = conn.execute(
             "SELECT count(*) FROM sync_inventory_ledger WHERE status <> 'applied'"
         ).fetchone()[0]
@@ -552,6 +561,13 @@ def check(
                 "SELECT kind, errors->-1->>'message' FROM jobs WHERE state = 'dead' ORDER BY id"
             )
         ]
+    names = {loc["id"]: loc["name"] for loc in parent["locations"]}
+    level_keys = {
+        (lvl["inventory_item_id"], lvl["location_id"]): (lvl["sku"], names.get(lvl["location_id"]))
+        for lvl in parent["inventory_levels"]
+    }
+    by_sku = {level_keys[k]: units for k, units in ledger_restocked.items() if k in level_keys}
+    out.restocks_missing = sum(max(0, units - by_sku.get(key, 0)) for key, units in restocked.items())
     out.sale_lines = len(sale_lines)
     for (child, line), (sku, loc, qty, order) in sorted(sale_lines.items()):
         n, applied = ledger.get((child, line), (0, 0))
@@ -616,6 +632,7 @@ def run(args) -> dict:
             overlap_stock=None,
             stock=(300, 500),
             time_scale=args.time_scale,
+            token_time_scale=args.token_lifetime / 86400,  # client credentials tokens last 24 h
             extra_env={"STORESYNC_POOL_MAX_SIZE": "12"},
             workdir=Path(args.workdir) if args.workdir else None,
             on_step=lambda s: log(f"harness: {s}"),
@@ -762,7 +779,8 @@ def report(r: dict) -> None:
         f"| sale lines not in the ledger ({c['sale_lines']} sold) | {len(c['sale_lines_missing'])} "
         f"({c['missing_with_dropped_create']} with their orders/create never delivered) |"
     )
-    print(f"| double-applied sales | {len(c['double_applied_sales'])} |")
+    print(f"| restocked units no applied ledger restock covers | {c['restocks_missing']} |")
+    print(f"| double-applied sales (ledger) | {len(c['double_applied_sales'])} |")
     print(f"| ledger entries not applied | {c['unfinished_ledger']} |")
     print(f"| divergent child levels | {len(c['divergent_levels'])} |")
     print(f"| children whose catalog differs | {len(c['catalogs_differ'])} |")
@@ -808,6 +826,12 @@ def main() -> None:
         type=float,
         default=0.01,
         help="the emulator's time scale: Shopify's 4 hours of webhook retries last 144 s at 0.01",
+    )
+    parser.add_argument(
+        "--token-lifetime",
+        type=float,
+        default=120.0,
+        help="seconds an issued access token lasts (Shopify: 24 h), so tokens expire during the run",
     )
     parser.add_argument("--settle-timeout", type=float, default=300.0)
     parser.add_argument("--postgres-restart-command", help="with DATABASE_URL: how to restart that server")
