@@ -833,7 +833,9 @@ def main() -> None:
         default=120.0,
         help="seconds an issued access token lasts (Shopify: 24 h), so tokens expire during the run",
     )
-    parser.add_argument("--settle-timeout", type=float, default=300.0)
+    parser.add_argument(
+        "--settle-timeout", type=float, default=600.0, help="seconds to drain once the faults stop [600]"
+    )
     parser.add_argument("--postgres-restart-command", help="with DATABASE_URL: how to restart that server")
     parser.add_argument("--json", action="store_true", help="the whole result as JSON on stdout")
     parser.add_argument("--result-file", help="also write the whole result as JSON to this file")
