@@ -876,7 +876,7 @@ def main() -> None:
         help="seconds an issued access token lasts (Shopify: 24 h), so tokens expire during the run",
     )
     parser.add_argument(
-        "--settle-timeout", type=float, default=600.0, help="seconds to drain once the faults stop [600]"
+        "--settle-timeout", type=float, default=900.0, help="seconds to drain once the faults stop [900]"
     )
     parser.add_argument("--postgres-restart-command", help="with DATABASE_URL: how to restart that server")
     parser.add_argument("--json", action="store_true", help="the whole result as JSON on stdout")
