@@ -36,7 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -333,6 +333,7 @@ def running_system(
     on_step: Callable[[str], None] | None = None,
     credentials: str = "client_credentials",
     token_time_scale: float | None = None,
+    child_settings: Mapping[str, Mapping[str, str]] | None = None,
 ) -> Iterator[RunningSystem]:
     """Start the emulator, web tier and workers against `database_url` (migrated here if it is
     behind); yield a `RunningSystem`; stop every process on the way out.
@@ -349,7 +350,9 @@ def running_system(
     workers=0 starts no worker (the caller runs jobs itself).
     credentials: "client_credentials" (one app installed on every store, tokens fetched by the
     engine, as a new merchant connects today) or "static" (each store's legacy token).
-    token_time_scale: the emulator's issued tokens' lifetime factor (default: time_scale)."""
+    token_time_scale: the emulator's issued tokens' lifetime factor (default: time_scale).
+    child_settings: more keys of a child's storesync.toml table, e.g.
+    {"child-b.myshopify.com": {"stock_changes": "report"}}."""
     if credentials not in ("client_credentials", "static"):
         raise ValueError(f"credentials must be client_credentials or static, not {credentials!r}")
     step = on_step or (lambda _msg: None)
@@ -431,7 +434,15 @@ def running_system(
                 for shop in shops:  # the one app, installed on every store of the network
                     control.configure_app(shop, client_id=DEMO_CLIENT_ID, client_secret=app_secret)
             config_file.write_text(
-                network_toml(emulator_url, stores, locations, parent, child_shops, app_secret=app_secret),
+                network_toml(
+                    emulator_url,
+                    stores,
+                    locations,
+                    parent,
+                    child_shops,
+                    app_secret=app_secret,
+                    child_settings=child_settings,
+                ),
                 encoding="utf-8",
             )
             network = NetworkConfig.load(config_file)
