@@ -181,7 +181,7 @@ def run_mode(dsn: str, pgdata: Path, mode: str, args) -> dict:
         plan="standard",
         child_overlap=products,
         overlap_stock=None,
-        stock=STOCK,
+        stock=(STOCK, STOCK),
         collections=0,
         extra_env=env,
         log_level=args.log_level,

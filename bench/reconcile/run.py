@@ -214,7 +214,7 @@ def main() -> None:
             plan="plus",  # linking 10,000 products is not what is measured
             child_overlap=args.products,
             overlap_stock=None,
-            stock=STOCK,
+            stock=(STOCK, STOCK),
             collections=0,
             extra_env={"STORESYNC_SYNC_RECONCILE_EVERY_S": "86400"},
             log_level="warning",

@@ -31,10 +31,10 @@ SIZE_SETS = (["S", "M", "L"], ["S", "M"], ["One size"])
 
 
 def demo_catalog(
-    products: int, locations: Sequence[str], seed: int = 7, stock: int | None = None
+    products: int, locations: Sequence[str], seed: int = 7, stock: tuple[int, int] = (5, 40)
 ) -> list[dict]:
-    """A deterministic parent catalog: 1-3 variants per product, stock at every location (5-40
-    units each, or `stock`)."""
+    """A deterministic parent catalog: 1-3 variants per product, stock (a number in the range
+    `stock`) at every location."""
     rng = random.Random(seed)
     catalog = []
     for n in range(1, products + 1):
@@ -43,14 +43,13 @@ def demo_catalog(
         variants = []
         for size in sizes:
             sku = f"DEMO-{n:03d}-{size.replace(' ', '').upper()}"
-            levels = {loc: rng.randint(5, 40) for loc in locations}
             variants.append(
                 {
                     "sku": sku,
                     "barcode": f"0{n:05d}{sizes.index(size):02d}",
                     "price": f"{19 + n % 40}.00",
                     "options": {"Size": size},
-                    "available": levels if stock is None else dict.fromkeys(levels, stock),
+                    "available": {loc: rng.randint(*stock) for loc in locations},
                 }
             )
         catalog.append(
@@ -148,10 +147,9 @@ def seed_stores(
     child_overlap: int,
     collections: int,
     overlap_stock: int | None,
-    stock: int | None = None,
+    stock: tuple[int, int] = (5, 40),
 ) -> dict[str, dict[str, str]]:
-    """Seed the stores (no webhooks yet); returns shop -> location name -> gid. `stock`: every
-    parent level holds this many units (None: 5-40 each)."""
+    """Seed the stores (no webhooks yet); returns shop -> location name -> gid."""
     try:
         return _seed_stores(emu, parent, children, products, child_overlap, collections, overlap_stock, stock)
     except EmulatorControlError as err:
@@ -166,7 +164,7 @@ def _seed_stores(
     child_overlap: int,
     collections: int,
     overlap_stock: int | None,
-    stock: int | None,
+    stock: tuple[int, int],
 ) -> dict[str, dict[str, str]]:
     locations: dict[str, dict[str, str]] = {}
     for shop in [parent, *children]:
