@@ -1559,7 +1559,7 @@ WHERE shop = %(shop)s AND location_id = %(location)s AND inventory_item_id = %(i
 
 # inactive_among: the locations of these (store, item) pairs deactivated, or lacking that item.
 INACTIVE_AMONG = """
-SELECT i.shop, i.location_id, i.reason FROM sync_inactive_levels i
+SELECT i.shop, i.location_id, i.reason, t.item FROM sync_inactive_levels i
 JOIN unnest(%(shops)s::text[], %(items)s::text[]) AS t(shop, item)
   ON i.shop = t.shop AND i.inventory_item_id IN ('', t.item)
 """
@@ -1594,13 +1594,22 @@ class PgInactiveLevels:
     async def among(self, levels: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
         """(shop, location) -> reason, for (store, inventory item) pairs: the store's deactivated
         locations, and those no longer stocking the item ("" for none)."""
+        return {(shop, loc): reason for shop, loc, reason, _ in await self._among(levels)}
+
+    async def levels_among(self, levels: Sequence[tuple[str, str, str]]) -> dict[tuple[str, str, str], str]:
+        """(shop, item, location) -> reason, for those of these levels storesync does not write."""
+        wanted = set(levels)
+        rows = await self._among(sorted({(shop, item) for shop, item, _ in levels}))
+        return {(shop, item, loc): reason for shop, loc, reason, item in rows if (shop, item, loc) in wanted}
+
+    async def _among(self, levels: Sequence[tuple[str, str]]) -> list[tuple[str, str, str, str]]:
         if not levels:
-            return {}
+            return []
         async with _one_statement(self.conn):
             cur = await self.conn.execute(
                 INACTIVE_AMONG, {"shops": [s for s, _ in levels], "items": [i for _, i in levels]}
             )
-            return {(r[0], r[1]): r[2] for r in await cur.fetchall()}
+            return [(r[0], r[1], r[2], r[3]) for r in await cur.fetchall()]
 
 
 def inactive_levels(conn: psycopg.Connection) -> dict[str, list[str]]:

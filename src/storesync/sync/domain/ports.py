@@ -433,6 +433,11 @@ class InactiveLevels(Protocol):
         only): the store's deactivated locations, and those no longer stocking the item."""
         ...
 
+    async def levels_among(self, levels: Sequence[tuple[str, str, str]]) -> dict[tuple[str, str, str], str]:
+        """(shop, item, location) -> reason, for those of these levels not written (the store's
+        location deactivated, or the item no longer stocked there)."""
+        ...
+
 
 @runtime_checkable
 class StepLog(Protocol):

@@ -3,7 +3,10 @@ each child's flush, which sends what waits for it in one `inventorySetQuantities
 
 Producers queue and wake the child's flush job (`sync.push_levels`, one per child at a time) in
 one transaction: a sale once applied (the parent's new level is known from its compare-and-set),
-a fan-out (the parent's level read). (A child's own move is its stock policy's: `services/stock.py`.)
+a fan-out (the parent's level read). (A child's own move is its stock policy's: `services/stock.py`;
+a child whose own moves are reported, and a report's own writes, are set one compare-and-set
+at a time by `sales.fan_out_to_children`, which keeps the stock accounts and sees failures.)
+A level storesync does not write (`services/locations.py`) is dropped at the flush.
 While one flush's call is in flight the next pushes
 gather, so the calls per child follow what its bucket allows, not the sales: a child whose
 bucket is empty defers its flush job (docs/decisions/0050) and its next call carries everything
@@ -115,6 +118,20 @@ async def _flush_batch(
     rt: Runtime, st: Storage, net: MerchantNetwork, shop: str, pushes: Sequence[PendingPush]
 ) -> int:
     parent = net.parent.shop
+    # The same rule as the one-write-per-item fan-out: a level whose location is deactivated, or
+    # whose item is no longer stocked there, is not written (`services/locations.py`).
+    inactive = await st.inactive.levels_among([(shop, p.item_id, p.location_id) for p in pushes])
+    if inactive:
+        skipped = [p for p in pushes if (shop, p.item_id, p.location_id) in inactive]
+        log.info(
+            "levels not written (location inactive, or item not stocked there)",
+            shop=shop,
+            levels={f"{i}@{loc}": why for (_, i, loc), why in inactive.items()},
+        )
+        await st.pushes.done(shop, skipped)
+        pushes = [p for p in pushes if (shop, p.item_id, p.location_id) not in inactive]
+        if not pushes:
+            return 0
     open_keys = {(p.parent_item_id, p.parent_location_id) for p in pushes if p.target is None}
     parent_levels = await st.pushes.parent_levels(parent, open_keys)
     missing = sorted(open_keys - set(parent_levels))
