@@ -99,3 +99,9 @@ async def _expiry(token_store: TokenStore | None, store: StoreConfig) -> datetim
 
 def list_budgets(conn: psycopg.Connection) -> list[tuple[Any, ...]]:
     return conn.execute(sql.LIST_BUDGETS).fetchall()
+
+
+async def list_budgets_async(conn: psycopg.AsyncConnection[Any]) -> list[tuple[Any, ...]]:
+    """(shop, capacity, restore rate, points now, observed at, calls waiting) per store."""
+    cur = await conn.execute(sql.LIST_BUDGETS)
+    return await cur.fetchall()

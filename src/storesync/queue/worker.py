@@ -34,11 +34,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from prometheus_client import REGISTRY
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from storesync.config import Settings
 from storesync.db.pools import async_connect_direct, async_pooled_pool
+from storesync.db.series import CounterDeltas, MinuteCounts, flush_counts
 from storesync.logs import get_logger
 from storesync.queue import metrics as m
 from storesync.queue import queries as q
@@ -46,7 +48,7 @@ from storesync.queue.claim import claim_batch
 from storesync.queue.config import QueueSettings, backoff_delay
 from storesync.queue.enqueue import JobSpec, Lane, enqueue_many_async
 from storesync.queue.handlers import HandlerRegistry, JobContext, PermanentError, RetryableError
-from storesync.queue.payloads import PARKED_FOR, InvalidPayloadError, decode
+from storesync.queue.payloads import PARKED_SINCE, QUEUE_KEYS, InvalidPayloadError, decode
 
 log = get_logger("storesync.queue.worker")
 
@@ -134,6 +136,9 @@ class Worker:
         self._last_renewal = time.monotonic()
         self._counters: dict[tuple[Any, ...], Any] = {}
         self._timers: dict[tuple[Any, ...], Any] = {}
+        # The increments of `m.MINUTE_SERIES` waiting to be added to the charts' series.
+        self._minute_counts = MinuteCounts()
+        self._counter_deltas = CounterDeltas(REGISTRY, m.MINUTE_SERIES)
         self.pool: AsyncConnectionPool | None = None  # handlers' pooled path
         self.qpool: AsyncConnectionPool | None = None  # the queue's own statements
 
@@ -184,6 +189,8 @@ class Worker:
                     await t
             with contextlib.suppress(Exception):
                 await self._write_heartbeat("stopped")
+            with contextlib.suppress(Exception):
+                await self._flush_series()
             await self.qpool.close()
             await self.pool.close()
         log.info("worker stopped", worker_id=self.worker_id, jobs_done=self._jobs_done)
@@ -339,7 +346,7 @@ class Worker:
         try:
             if handler is None:
                 raise PermanentError(f"no handler registered for job kind {run.kind!r}")
-            stored = {k: v for k, v in run.payload.items() if k != PARKED_FOR}
+            stored = {k: v for k, v in run.payload.items() if k not in QUEUE_KEYS}
             try:
                 payload = decode(self.registry.payload_type(run.kind), stored)
             except InvalidPayloadError as err:
@@ -356,6 +363,7 @@ class Worker:
                 settings=self.settings,
                 stored_payload=stored,
                 max_attempts=run.max_attempts,
+                parked_since=run.payload.get(PARKED_SINCE),
             )
             await handler(ctx)
         except asyncio.CancelledError:
@@ -520,6 +528,8 @@ class Worker:
             with contextlib.suppress(Exception):
                 await self._write_heartbeat("draining" if self._stop.is_set() else "running")
             with contextlib.suppress(Exception):
+                await self._flush_series()
+            with contextlib.suppress(Exception):
                 await self._reap()
 
     async def _renew_leases(self) -> None:
@@ -574,8 +584,17 @@ class Worker:
                     "in_flight": self._executing,
                     "jobs_done": self._jobs_done,
                     "is_scheduler": self.is_scheduler,
+                    "metrics": m.worker_snapshot(),
                 },
             )
+
+    async def _flush_series(self) -> None:
+        """Add this worker's job outcomes and Admin API calls since the last flush to the charts'
+        per-minute series (kept for the next flush if the database does not take them)."""
+        assert self.qpool is not None
+        self._counter_deltas.collect_into(self._minute_counts)
+        async with self.qpool.connection() as conn:
+            await flush_counts(conn, self._minute_counts)
 
     async def _reap(self) -> None:
         assert self.qpool is not None

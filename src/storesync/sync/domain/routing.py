@@ -55,6 +55,7 @@ JOB_COPY_PRODUCT = "sync.copy_product"
 JOB_LINK_PENDING_COPIES = "sync.link_pending_copies"
 JOB_RECONCILE = "sync.reconcile"
 JOB_RECONCILE_ALL = "sync.reconcile_all"
+JOB_SETTLE_CHANGES = "sync.settle_changes"
 REASSERT_DELAY_S = 5.0
 CHILD_EVENT_DEBOUNCE_S = 1.0  # a child's product events re-check the child this much later
 RECHECK_CREATED_AFTER_S = 2.0  # a child's products/create with no link yet looks again this much later

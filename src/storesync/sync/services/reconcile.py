@@ -1,12 +1,19 @@
 """Reconciliation: read every store of a merchant, list the repairs (`domain/reconcile.py`) and
-carry them out through the same code as live sync (`storesync reconcile`, the periodic job)."""
+carry them out through the same code as live sync (`storesync reconcile`, the periodic job), or,
+as a dry run, only report them. Each run is recorded (`sync_reconcile_runs`: what each store's
+drift was and what was repaired) for the dashboard and the metrics."""
 
 from __future__ import annotations
 
+from collections import Counter as Tally
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
 
-from storesync.sync.adapters.postgres import Storage, job_storage
+from prometheus_client import Counter
+
+from storesync.sync.adapters.postgres import Storage, job_storage, record_reconcile_run
 from storesync.sync.domain.catalog import SyncPolicy
 from storesync.sync.domain.network import MerchantNetwork
 from storesync.sync.domain.ports import (
@@ -33,6 +40,14 @@ from storesync.sync.services.copies import link_pending_copies
 from storesync.sync.services.sales import push_level
 from storesync.sync.services.stores import merchants, without_paused
 
+# In the process that reconciles (a worker publishes it with its heartbeat).
+REPAIRS = Counter(
+    "storesync_sync_reconcile_repairs",
+    "Drift repaired by reconciliation, by store and kind of repair (a dropped webhook, an edit "
+    "made while the engine was down).",
+    ["shop", "kind"],
+)
+
 
 async def reconcile_network(
     network: MerchantNetwork,
@@ -40,11 +55,14 @@ async def reconcile_network(
     links_repo: LinkRepository,
     policy: SyncPolicy,
     collection_stores: Mapping[str, CollectionStore] | None = None,
+    *,
+    dry_run: bool = False,
 ) -> ReconcileReport:
     """Read every store of a merchant and list the repairs (`storesync reconcile`; then
     `apply_repairs`). scans: shop -> `ports.CatalogScan`; links_repo: `ports.LinkRepository`;
     collection_stores: shop -> a store with `all_collections()` of full `Collection`s
-    (`adapters.shopify.ShopifyCollections`); without them collections are not compared."""
+    (`adapters.shopify.ShopifyCollections`); without them collections are not compared.
+    `dry_run`: store nothing (copies whose variants are not linked yet stay so)."""
     report = ReconcileReport()
     parent_scan = scans[network.parent.shop]
     parent_products = [p async for p in parent_scan.all_products()]
@@ -52,7 +70,7 @@ async def reconcile_network(
     children = {c.shop: [p async for p in scans[c.shop].all_products()] for c in network.children}
     # Copies whose variants' ids never arrived (a lost create webhook); the parent levels that
     # moved while they were pending are among the inventory drift diffed below.
-    for c in network.children:
+    for c in () if dry_run else network.children:
         if (await link_pending_copies(links_repo, maps[c.shop], children[c.shop])).pending:
             maps[c.shop] = await links_repo.link_map(c.shop)
     diff_catalog(parent_products, children, maps, policy, report)
@@ -135,35 +153,107 @@ class ReconcileResult:
     fixed: list[Repair] = field(default_factory=list)
     left: list[Repair] = field(default_factory=list)
     paused: dict[str, str] = field(default_factory=dict)  # skipped stores (paused, not linked) and why
+    dry_run: bool = False
+
+    @property
+    def drift(self) -> list[Repair]:
+        """What differs (a dry run's findings; a run's: fixed and not fixed)."""
+        return self.report.repairs
 
     def lines(self) -> list[str]:
         r = self.report
-        out = [
+        checked = (
             f"{self.merchant_id}: {r.products_checked} products, {r.collections_checked} collections and "
             f"{r.levels_checked} levels checked, "
-            f"{len(self.fixed)} fixed, {len(self.left)} not fixed"
-        ]
-        out += [f"  fixed {x.describe()}" for x in self.fixed]
-        out += [f"  NOT fixed {x.describe()} ({x.reason})" for x in self.left]
+        )
+        if self.dry_run:
+            blocked = [x for x in r.repairs if x.kind in BLOCKED]
+            out = [
+                checked
+                + f"{len(r.repairs) - len(blocked)} to repair, {len(blocked)} that cannot be (dry run)"
+            ]
+            out += [
+                f"  {'cannot repair' if x.kind in BLOCKED else 'would repair'} {x.describe()}"
+                + (f" ({x.reason})" if x.kind in BLOCKED else "")
+                for x in r.repairs
+            ]
+        else:
+            out = [checked + f"{len(self.fixed)} fixed, {len(self.left)} not fixed"]
+            out += [f"  fixed {x.describe()}" for x in self.fixed]
+            out += [f"  NOT fixed {x.describe()} ({x.reason})" for x in self.left]
         out += [f"  skipped {s}: {why}" for s, why in self.paused.items()]
         return out
 
+    def by_store(self) -> dict[str, dict[str, Any]]:
+        """Per store: the drift found, repaired and left, by kind, or why it was skipped."""
+        out: dict[str, dict[str, Any]] = {}
+        fixed = Tally(x.child_shop for x in self.fixed)
+        left = Tally(x.child_shop for x in self.left)
+        for shop in {x.child_shop for x in self.report.repairs}:
+            kinds = Tally(str(x.kind) for x in self.report.repairs if x.child_shop == shop)
+            found = sum(kinds.values())
+            out[shop] = {
+                "found": found,
+                "repaired": fixed[shop],
+                "left": found if self.dry_run else left[shop],
+                "skipped": None,
+                "kinds": dict(kinds),
+            }
+        for shop, why in self.paused.items():
+            out[shop] = {"found": 0, "repaired": 0, "left": 0, "skipped": why, "kinds": {}}
+        return out
 
-async def reconcile_merchant(rt: Runtime, st: Storage, net: MerchantNetwork, cause: str) -> ReconcileResult:
-    """Compare the parent with every active child and repair the drift through live-sync code."""
+
+BLOCKED = (RepairKind.BLOCKED_PRODUCT, RepairKind.BLOCKED_COLLECTION)
+
+
+async def reconcile_merchant(
+    rt: Runtime, st: Storage, net: MerchantNetwork, cause: str, *, dry_run: bool = False
+) -> ReconcileResult:
+    """Compare the parent with every active child and repair the drift through live-sync code
+    (`dry_run`: report it, change nothing). The run is recorded, with what it found per store."""
+    started = datetime.now(UTC)
+    result = await _reconcile_merchant(rt, st, net, cause, dry_run=dry_run)
+    for r in result.fixed:
+        REPAIRS.labels(r.child_shop, str(r.kind)).inc()
+    report = result.report
+    await record_reconcile_run(
+        st.conn,
+        merchant_id=net.merchant_id,
+        cause=cause,
+        dry_run=dry_run,
+        started_at=started,
+        checked=(report.products_checked, report.levels_checked, report.collections_checked),
+        stores={
+            # every child, so that one in step shows "nothing to repair" rather than nothing
+            **{
+                c.shop: {"found": 0, "repaired": 0, "left": 0, "skipped": None, "kinds": {}}
+                for c in net.children
+            },
+            **result.by_store(),
+        },
+    )
+    return result
+
+
+async def _reconcile_merchant(
+    rt: Runtime, st: Storage, net: MerchantNetwork, cause: str, *, dry_run: bool
+) -> ReconcileResult:
     active, paused = await without_paused(st, net)
     if net.parent.shop in paused:
-        return ReconcileResult(net.merchant_id, ReconcileReport(), paused=paused)
+        return ReconcileResult(net.merchant_id, ReconcileReport(), paused=paused, dry_run=dry_run)
     # A child never linked has not been onboarded: `storesync backfill` copies its catalog with
     # collections and stock; reconciling it would create bare products instead.
     unlinked = [c.shop for c in active.children if not (await st.links.link_map(c.shop)).links]
     active = replace(active, children=tuple(c for c in active.children if c.shop not in unlinked))
     skipped = {**paused, **{s: "not linked yet (run storesync backfill)" for s in unlinked}}
     if not active.children:
-        return ReconcileResult(net.merchant_id, ReconcileReport(), paused=skipped)
+        return ReconcileResult(net.merchant_id, ReconcileReport(), paused=skipped, dry_run=dry_run)
     policy = rt.policy(net.merchant_id)
     collections = {s.shop: rt.collections(s.shop) for s in active.stores}
-    report = await reconcile_network(active, rt.scans(active), st.links, policy, collections)
+    report = await reconcile_network(active, rt.scans(active), st.links, policy, collections, dry_run=dry_run)
+    if dry_run:
+        return ReconcileResult(net.merchant_id, report, paused=skipped, dry_run=True)
     fixed, left = await apply_repairs(
         report.repairs,
         parent_store=rt.api(net.parent.shop),
@@ -179,7 +269,9 @@ async def reconcile_merchant(rt: Runtime, st: Storage, net: MerchantNetwork, cau
 
 
 async def reconcile(
-    rt: Runtime, *, merchant: str | None = None, cause: str = "reconcile:cli"
+    rt: Runtime, *, merchant: str | None = None, cause: str = "reconcile:cli", dry_run: bool = False
 ) -> list[ReconcileResult]:
     async with job_storage(rt.pool) as st:
-        return [await reconcile_merchant(rt, st, net, cause) for net in merchants(rt, merchant)]
+        return [
+            await reconcile_merchant(rt, st, net, cause, dry_run=dry_run) for net in merchants(rt, merchant)
+        ]
