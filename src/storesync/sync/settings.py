@@ -33,3 +33,9 @@ class SyncSettings(EnvironmentSettings):
     # quiet (nothing written) before it is looked at.
     settle_every_s: Annotated[float, Field(gt=0)] = 10.0
     settle_quiet_s: Annotated[float, Field(ge=0)] = 2.0
+    # Store health (the dashboard, `storesync status`, the ops listener's store gauges): a store
+    # whose oldest unapplied change is older than this is "behind" (seconds) ...
+    behind_after_s: Annotated[float, Field(ge=0)] = 30.0
+    # ... and one whose jobs died within this window is "failing" (seconds; dead jobs are kept
+    # longer, for replay: docs/reliability.md).
+    failing_within_s: Annotated[float, Field(gt=0)] = 86400.0

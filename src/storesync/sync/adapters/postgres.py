@@ -1387,3 +1387,72 @@ async def last_writes_of(conn: psycopg.AsyncConnection, objects: Sequence[str]) 
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(LAST_WRITES_OF, {"objects": list(objects)})
         return await cur.fetchall()
+
+
+# --------------------------------------------------------------------------- one product, every store
+
+# links_down_many: every child's links of one kind for some parent objects (one product's page).
+LINKS_DOWN_MANY = """
+SELECT * FROM sync_links WHERE kind = %(kind)s AND parent_id = ANY(%(parent_ids)s) ORDER BY child_shop, parent_id
+"""
+
+# products_of_parent_items: the parent products some parent inventory items belong to.
+PRODUCTS_OF_PARENT_ITEMS = """
+SELECT DISTINCT parent_product_id FROM sync_links
+WHERE parent_inventory_item_id = ANY(%(items)s) AND kind = 'variant' AND parent_product_id IS NOT NULL
+"""
+
+# products_of_child_variants: the parent products some child variants are linked to.
+PRODUCTS_OF_CHILD_VARIANTS = """
+SELECT DISTINCT parent_product_id FROM sync_links
+WHERE child_shop = %(child_shop)s AND kind = 'variant' AND child_id = ANY(%(variants)s)
+  AND parent_product_id IS NOT NULL
+"""
+
+# ledger_items_of_order: the parent inventory items an order (in any of these children) moved.
+LEDGER_ITEMS_OF_ORDER = """
+SELECT DISTINCT l.parent_item_id FROM sync_inventory_ledger l
+JOIN unnest(%(shops)s::text[]) AS s(child_shop) ON l.child_shop = s.child_shop
+WHERE l.order_id = %(order_id)s
+"""
+
+# changes_by_id: some source changes (their store, topic, when it happened).
+CHANGES_BY_ID = """
+SELECT change, source_shop, topic, changed_at, last_written_at, writes, settled_at
+FROM sync_changes WHERE change = ANY(%(changes)s)
+"""
+
+
+async def links_down_many(
+    conn: psycopg.AsyncConnection, kind: LinkKind, parent_ids: Sequence[str]
+) -> list[Link]:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(LINKS_DOWN_MANY, {"kind": kind.value, "parent_ids": list(parent_ids)})
+        return [_link(r) for r in await cur.fetchall()]
+
+
+async def products_of_parent_items(conn: psycopg.AsyncConnection, items: Sequence[str]) -> list[str]:
+    cur = await conn.execute(PRODUCTS_OF_PARENT_ITEMS, {"items": list(items)})
+    return [r[0] for r in await cur.fetchall()]
+
+
+async def products_of_child_variants(
+    conn: psycopg.AsyncConnection, child_shop: str, variants: Sequence[str]
+) -> list[str]:
+    cur = await conn.execute(
+        PRODUCTS_OF_CHILD_VARIANTS, {"child_shop": child_shop, "variants": list(variants)}
+    )
+    return [r[0] for r in await cur.fetchall()]
+
+
+async def ledger_items_of_order(
+    conn: psycopg.AsyncConnection, shops: Sequence[str], order_id: str
+) -> list[str]:
+    cur = await conn.execute(LEDGER_ITEMS_OF_ORDER, {"shops": list(shops), "order_id": order_id})
+    return [r[0] for r in await cur.fetchall()]
+
+
+async def changes_by_id(conn: psycopg.AsyncConnection, changes: Sequence[str]) -> dict[str, dict[str, Any]]:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(CHANGES_BY_ID, {"changes": list(changes)})
+        return {r["change"]: r for r in await cur.fetchall()}
