@@ -59,6 +59,7 @@ def create_app(
     for the next request)."""
     web_settings = web_settings or WebSettings.load()
     metrics = WebMetrics()
+    dashboard = create_dashboard(settings, lambda: app.state.pool, network=lambda: app.state.network)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -116,6 +117,7 @@ def create_app(
             with contextlib.suppress(Exception):
                 async with pool.connection(timeout=2.0) as conn:
                     await flush_counts(conn, metrics.minute_counts)
+            await dashboard.state.live.aclose()
             await batcher.close()
             await probe_pool.close(timeout=5.0)
             await pool.close(timeout=5.0)
@@ -128,7 +130,7 @@ def create_app(
             # The install flow of stores that connect by the authorization code grant.
             *auth_routes(),
             # Operator dashboard (STORESYNC_DASHBOARD_TOKEN; disabled when unset); reads on this pool.
-            Mount("/dashboard", app=create_dashboard(settings, lambda: app.state.pool)),
+            Mount("/dashboard", app=dashboard),
         ],
         lifespan=lifespan,
     )

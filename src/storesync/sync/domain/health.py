@@ -310,6 +310,18 @@ class DeadJob:
     error_type: str
     message: str
     retryable: bool
+    source: str = ""  # a webhook job's store (whose event it was)
+
+    def what(self, count: int) -> str:
+        """'an orders/create from child-a.myshopify.com', '3 sync.product_to_child jobs' ..."""
+        topic = next((t.name for t in TOPICS if t.job_kind == self.kind), None)
+        if topic:
+            sender = f" from {self.source}" if self.source else ""
+            if count > 1:
+                return f"{count} {topic} webhooks{sender}"
+            article = "an" if topic[0] in "aeiou" else "a"
+            return f"{article} {topic} webhook{sender} (job {self.id})"
+        return f"{count} {self.kind} jobs" if count > 1 else f"{self.kind} job {self.id}"
 
 
 def dead_job_attention(jobs: Sequence[DeadJob], paused: Mapping[str, str]) -> list[Attention]:
@@ -323,8 +335,8 @@ def dead_job_attention(jobs: Sequence[DeadJob], paused: Mapping[str, str]) -> li
         first = found[0]
         stores = sorted({s for j in found for s in j.targets})
         where = f" for {', '.join(stores)}" if stores else ""
-        count = f"{len(found)} {kind} jobs" if len(found) > 1 else f"{kind} job {first.id}"
-        title = f"{count} died{where}: {error_type}: {first.message}"
+        verb = "could not be applied" if first.source else "died"
+        title = f"{first.what(len(found))} {verb}{where}: {error_type}: {first.message}"
         command = (
             f"storesync jobs retry {first.id}"
             if len(found) == 1

@@ -160,6 +160,9 @@ async def network_health(
             error_type=row["last_error_type"] or "error",
             message=(row["last_error"] or "")[:300],
             retryable=bool(row["last_retryable"]),
+            source=str(row["payload"].get("shop") or "")
+            if isinstance(row["payload"], dict) and row["kind"].startswith("webhook.")
+            else "",
         )
         for row in await queue_ops.recent_dead_jobs(conn, within_s=failing_within_s, limit=dead_shown)
     ]
