@@ -513,3 +513,42 @@ class NetworkConfig(_Strict):
         if not path.exists():
             return cls()
         return cls.from_toml_text(path.read_text(encoding="utf-8"), str(path))
+
+
+# Values copied from an example and never filled in: `network check` refuses them (a token like
+# this reaches the store as a 401, a secret like this verifies no webhook).
+PLACEHOLDER_RE = re.compile(
+    r"replace|change[-_ ]?me|placeholder|your[-_ ]|<[^>]*>|x{4,}|\.\.\.|todo|fixme|example", re.IGNORECASE
+)
+
+
+def is_placeholder(value: str) -> bool:
+    return bool(PLACEHOLDER_RE.search(value))
+
+
+def network_problems(network: NetworkConfig) -> list[str]:
+    """What would keep a valid storesync.toml from syncing: placeholder secrets or client ids
+    left from the example, and children without a location map (their stock would never sync).
+    Secret values are never quoted."""
+    problems = []
+    for name, app in network.apps.items():
+        if is_placeholder(app.client_id):
+            problems.append(
+                f"apps.{name}.client_id is a placeholder: the app's client ID (Dev Dashboard, Settings)"
+            )
+        if any(is_placeholder(s.get_secret_value()) for s in app.client_secrets):
+            problems.append(f"apps.{name}.client_secrets holds a placeholder: the app's client secret")
+    for m in network.merchants:
+        for s in m.stores:
+            token = s.static_token
+            if token is not None and is_placeholder(token.get_secret_value()):
+                problems.append(f"{s.shop}: its access token is a placeholder")
+            if s.app is None and any(is_placeholder(w.get_secret_value()) for w in s.webhook_secrets):
+                problems.append(f"{s.shop}: webhook_secrets holds a placeholder")
+        for c in m.children:
+            if not c.location_map:
+                problems.append(
+                    f"{c.shop}: no location_map: its stock would never sync (`storesync network locations` "
+                    "lists each store's locations and the map matched by name)"
+                )
+    return problems

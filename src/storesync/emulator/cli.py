@@ -158,4 +158,9 @@ def emulator_cmd(
             f"{st.shop}  {base_url}/stores/{st.shop}/admin/api/{DEFAULT_API_VERSION}/graphql.json  token={st.token}"
         )
     print(f"control API: {base_url}/_emulator/stores", flush=True)
-    uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[sock])
+    from storesync.logs import configure_logging
+
+    configure_logging("warning")  # one log format in this process too, on stderr
+    uvicorn.Server(uvicorn.Config(app, log_level="warning", log_config=None, access_log=False)).run(
+        sockets=[sock]
+    )

@@ -50,11 +50,12 @@ def list_jobs(
     state: str | None = None,
     group: str | None = None,
     kind: str | None = None,
+    lane: int | None = None,
     limit: int = 50,
 ) -> list[dict[str, Any]]:
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(
-            q.LIST_JOBS, {"state": state, "group": group, "kind": kind, "limit": limit}
+            q.LIST_JOBS, {"state": state, "group": group, "kind": kind, "lane": lane, "limit": limit}
         ).fetchall()
 
 

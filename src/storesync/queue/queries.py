@@ -358,7 +358,7 @@ SELECT (SELECT count(*) FROM jobs WHERE state IN ('succeeded', 'cancelled')
 
 # ----------------------------------------------------------------------------- operators
 
-# list_jobs: the newest jobs, optionally filtered by state, group and kind.
+# list_jobs: the newest jobs, optionally filtered by state, group, kind and lane.
 LIST_JOBS = """
 SELECT id, kind, group_key, lane, state, attempt, max_attempts, run_at, created_at, finished_at,
        errors -> -1 ->> 'message' AS last_error
@@ -366,6 +366,7 @@ FROM jobs
 WHERE (%(state)s::text IS NULL OR state = %(state)s)
   AND (%(group)s::text IS NULL OR group_key = %(group)s)
   AND (%(kind)s::text IS NULL OR kind = %(kind)s)
+  AND (%(lane)s::smallint IS NULL OR lane = %(lane)s)
 ORDER BY id DESC
 LIMIT %(limit)s
 """

@@ -193,7 +193,7 @@ class OpsListener:
         self.sock = sock
         self.port = sock.getsockname()[1]
         self.server = uvicorn.Server(
-            uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="on")
+            uvicorn.Config(app, log_level=log_level, log_config=None, access_log=False, lifespan="on")
         )
         self.thread = threading.Thread(target=self._run, name="storesync-ops", daemon=True)
 
