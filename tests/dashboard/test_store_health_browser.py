@@ -11,9 +11,13 @@ import re
 import secrets
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from storesync.demo.harness import running_system
 from storesync.queue.enqueue import JobSpec, Lane, enqueue
@@ -22,6 +26,8 @@ from tests.e2e.helpers import post_webhook, settle, sql
 pytestmark = pytest.mark.timeout(240)
 
 TOKEN = "op-" + secrets.token_hex(16)
+OPS_TOKEN = "ops-" + secrets.token_hex(16)
+OPERATIONS_MD = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
 SHOTS = "/tmp/dashboard-health-{}.png"
 
 
@@ -39,6 +45,8 @@ def system(module_db):
         extra_env={
             "STORESYNC_DASHBOARD_TOKEN": TOKEN,
             "STORESYNC_DASHBOARD_PLAIN_HTTP_LOOPBACK": "true",
+            "STORESYNC_WEB_OPS_TOKEN": OPS_TOKEN,
+            "STORESYNC_WEB_OPS_CACHE_S": "0",
             "STORESYNC_SYNC_BEHIND_AFTER_S": "2",
             "STORESYNC_SYNC_SETTLE_EVERY_S": "0.5",
             "STORESYNC_SYNC_SETTLE_QUIET_S": "0.2",
@@ -265,6 +273,69 @@ def test_a_paused_child_and_a_dead_job_in_the_banner_with_next_steps(system, das
     assert dash.locator(f"#attention li[data-shop='{paused}']:not([data-jobs])").count() == 0
     assert store_state(dash, paused) == "failing"  # its dead job is still there to replay
     dash.screenshot(path=SHOTS.format("attention"), full_page=True)
+
+
+def scrape(system) -> dict[str, object]:
+    reply = httpx.get(
+        system.ops_url + "/metrics",
+        headers={"Authorization": f"Bearer {OPS_TOKEN}"},
+        timeout=10,
+        trust_env=False,
+    )
+    assert reply.status_code == 200
+    return {f.name: f for f in text_string_to_metric_families(reply.text)}
+
+
+def test_one_protected_scrape_has_every_store_and_worker_and_the_alert_rules_metrics(system) -> None:
+    assert httpx.get(system.ops_url + "/metrics", timeout=10, trust_env=False).status_code == 401
+    families = scrape(system)
+    samples = {s.name: s for f in families.values() for s in f.samples}
+
+    def series(name: str) -> dict[str, float]:
+        return {
+            s.labels.get("shop", ""): s.value for f in families.values() for s in f.samples if s.name == name
+        }
+
+    # Every store has its gauges, 0 rather than absent.
+    for name in ("storesync_store_paused", "storesync_store_lag_seconds", "storesync_store_pending_jobs"):
+        assert set(series(name)) == set(system.shops), name
+    assert series("storesync_store_paused") == dict.fromkeys(system.shops, 0.0)
+    states = [s for s in families["storesync_store_state"].samples if s.value == 1]
+    assert sorted(s.labels["shop"] for s in states) == sorted(system.shops)
+    # Each store's bucket; the last reconcile per store and merchant.
+    assert all(v > 0 for v in series("storesync_store_api_points_available").values())
+    assert set(series("storesync_reconcile_drift_repaired")) == set(system.shops)
+    assert families["storesync_reconcile_last_run_timestamp_seconds"].samples[0].value > time.time() - 3600
+    # Deliveries per store, from the web tier.
+    by_shop = {s.labels["shop"] for s in families["storesync_webhook_deliveries_by_shop"].samples}
+    assert by_shop >= set(system.children)
+    # The worker's own metrics, published with its heartbeat, labelled with it.
+    jobs = [s for s in families["storesync_worker_jobs"].samples if s.labels.get("outcome") == "succeeded"]
+    assert jobs and all(s.labels["worker"] for s in jobs)
+    calls = [s for s in families["storesync_admin_api_calls"].samples if s.name.endswith("_total")]
+    assert {s.labels["shop"] for s in calls} == set(system.shops)
+    propagation = [
+        s for s in families["storesync_sync_propagation_seconds"].samples if s.name.endswith("_count")
+    ]
+    assert propagation and sum(s.value for s in propagation) >= 1  # settled changes, observed
+
+    # docs/operations.md's alert rules name only metrics that exist here.
+    text = OPERATIONS_MD.read_text(encoding="utf-8")
+    block = text[text.index("### Alerts") :]
+    rules_yaml = block[
+        block.index("```yaml") + len("```yaml") : block.index("```", block.index("```yaml") + 7)
+    ]
+    rules = yaml.safe_load(rules_yaml)["groups"][0]["rules"]
+    assert len(rules) >= 10 and all(r["alert"] and r["expr"] for r in rules)
+    named = {m for r in rules for m in re.findall(r"storesync_[a-z0-9_]+", str(r["expr"]))}
+    suffixes = ("_bucket", "_count", "_sum", "_total", "_created")
+
+    def exported(name: str) -> bool:
+        base = next((name[: -len(x)] for x in suffixes if name.endswith(x)), name)
+        return name in samples or name in families or base in families
+
+    missing = sorted(m for m in named if not exported(m))
+    assert not missing, f"alert rules name metrics that are not exported: {missing}"
 
 
 def test_phone_width_has_no_horizontal_overflow(system, browser) -> None:
