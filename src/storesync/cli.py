@@ -158,12 +158,23 @@ def network_check(
 
 
 @network_app.command("locations")
-def network_locations() -> None:
+def network_locations(
+    write: Annotated[
+        bool,
+        typer.Option(
+            "--write", help="add each unmapped child's location_map (matched by name) to storesync.toml"
+        ),
+    ] = False,
+) -> None:
     """Each store's locations by name, and for each child the location_map that pairs the
-    parent's locations with the child's of the same name (paste it into storesync.toml)."""
+    parent's locations with the child's of the same name (paste it into storesync.toml, or
+    --write it there for the children that have none)."""
     from storesync.commerce.tools import location_map_by_name
+    from storesync.config import with_location_maps
 
-    network = load_network(load_settings())
+    settings = load_settings()
+    network = load_network(settings)
+    to_write: dict[str, dict[str, str]] = {}
     checks, _paused = _check_stores(pause_missing=False)
     found = {c.shop: c for c in checks}
     failed = False
@@ -185,12 +196,37 @@ def network_locations() -> None:
                 console.print(f"  location_map = {{ {pairs} }}", highlight=False, markup=False)
                 if store.location_map and store.location_map != mapping:
                     console.print("  (storesync.toml maps it differently)", highlight=False)
+                if not store.location_map and mapping:
+                    to_write[store.shop] = mapping
                 for name in unmatched:
                     console.print(
                         f"  no location named {name!r} here: that parent location's stock is not synced to it",
                         highlight=False,
                         markup=False,
                     )
+    if write and to_write:
+        path = settings.config_file
+        text, not_placed = with_location_maps(path.read_text(encoding="utf-8"), to_write)
+        if not_placed:
+            fail(
+                f"could not find the [[merchants.children]] table of {', '.join(not_placed)}: add the lines above by hand"
+            )
+        scratch = path.with_name(path.name + ".new")
+        scratch.write_text(text, encoding="utf-8")
+        try:
+            written = load_network(settings.model_copy(update={"config_file": scratch}))
+            for shop, mapping in to_write.items():
+                entry = written.store(shop)
+                if entry is None or entry[1].location_map != mapping:
+                    fail(
+                        f"{path}: the edited file does not map {shop} as intended; add the lines above by hand"
+                    )
+            scratch.replace(path)
+        finally:
+            scratch.unlink(missing_ok=True)
+        console.print(
+            f"wrote the location_map of {', '.join(to_write)} to {path}", highlight=False, markup=False
+        )
     raise typer.Exit(1 if failed else 0)
 
 

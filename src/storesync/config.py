@@ -552,3 +552,48 @@ def network_problems(network: NetworkConfig) -> list[str]:
                     "lists each store's locations and the map matched by name)"
                 )
     return problems
+
+
+def with_location_maps(text: str, maps: dict[str, dict[str, str]]) -> tuple[str, list[str]]:
+    """storesync.toml's text with a `location_map = { ... }` line added to each child's table in
+    `maps` (after its `shop = "..."` line), leaving everything else as it was; and the children
+    whose table was not found in that form (to be edited by hand). Children that already have a
+    location_map are left alone."""
+    lines = text.splitlines(keepends=True)
+    placed: set[str] = set()
+    in_child = False
+    has_map = False
+    insert_at: dict[int, str] = {}
+    pending: tuple[int, str] | None = None
+
+    def close_table() -> None:
+        nonlocal pending
+        if pending is not None and not has_map:
+            insert_at[pending[0]] = pending[1]
+            placed.add(pending[1])
+        pending = None
+
+    for i, raw in enumerate(lines):
+        line = raw.strip()
+        if line.startswith("["):
+            close_table()
+            in_child, has_map = line.replace(" ", "") == "[[merchants.children]]", False
+            continue
+        if not in_child:
+            continue
+        if re.match(r"^location_map\s*=", line):
+            has_map = True
+        match = re.match(r'^shop\s*=\s*"([^"]+)"', line)
+        if match and match.group(1) in maps:
+            pending = (i, match.group(1))
+    close_table()
+    out = []
+    for i, raw in enumerate(lines):
+        out.append(raw)
+        shop = insert_at.get(i)
+        if shop is not None:
+            if not raw.endswith("\n"):
+                out[-1] = raw + "\n"
+            pairs = ", ".join(f'"{p}" = "{c}"' for p, c in maps[shop].items())
+            out.append(f"location_map = {{ {pairs} }}\n")
+    return "".join(out), sorted(set(maps) - placed)

@@ -1377,6 +1377,18 @@ ORDER BY shop, object_id, at DESC, id DESC
 """
 
 
+# linked_children: which of some children have at least one product link.
+LINKED_CHILDREN = """
+SELECT s.child_shop FROM unnest(%(shops)s::text[]) AS s(child_shop)
+WHERE EXISTS (SELECT 1 FROM sync_links l WHERE l.child_shop = s.child_shop AND l.kind = 'product')
+"""
+
+
+async def linked_children(conn: psycopg.AsyncConnection, shops: Sequence[str]) -> set[str]:
+    cur = await conn.execute(LINKED_CHILDREN, {"shops": list(shops)})
+    return {r[0] for r in await cur.fetchall()}
+
+
 async def last_writes(conn: psycopg.AsyncConnection, shops: Sequence[str]) -> dict[str, datetime | None]:
     cur = await conn.execute(LAST_WRITES, {"shops": list(shops)})
     return dict(await cur.fetchall())

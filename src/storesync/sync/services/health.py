@@ -15,7 +15,12 @@ import psycopg
 
 from storesync.commerce.tools import list_budgets_async
 from storesync.queue import ops as queue_ops
-from storesync.sync.adapters.postgres import last_writes, latest_reconcile_runs, stores_status
+from storesync.sync.adapters.postgres import (
+    last_writes,
+    latest_reconcile_runs,
+    linked_children,
+    stores_status,
+)
 from storesync.sync.domain.health import (
     TARGET_KEYS,
     Attention,
@@ -167,9 +172,14 @@ async def network_health(
         for row in await queue_ops.recent_dead_jobs(conn, within_s=failing_within_s, limit=dead_shown)
     ]
     attention += dead_job_attention(dead, paused)
+    # The last reconcile found children not linked yet: still so now? (a backfill may have run since)
+    unlinked = [
+        h.shop for h in health if h.facts.reconcile and "not linked" in (h.facts.reconcile.skipped or "")
+    ]
+    still_unlinked = set(unlinked) - (await linked_children(conn, unlinked) if unlinked else set())
     for h in health:
         run = h.facts.reconcile
-        if run and run.skipped and "not linked" in run.skipped and h.state is not StoreState.PAUSED:
+        if h.shop in still_unlinked and h.state is not StoreState.PAUSED:
             attention.append(
                 Attention(
                     "warning",
