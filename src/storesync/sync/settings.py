@@ -31,7 +31,7 @@ class SyncSettings(EnvironmentSettings):
     # How often `sync.settle_changes` settles the source changes whose work is done, observing how
     # long each took to reach its last store (seconds), and how long a change must have been
     # quiet (nothing written) before it is looked at.
-    settle_every_s: Annotated[float, Field(gt=0)] = 10.0
+    settle_every_s: Annotated[float, Field(gt=0)] = 30.0
     settle_quiet_s: Annotated[float, Field(ge=0)] = 2.0
     # Store health (the dashboard, `storesync status`, the ops listener's store gauges): a store
     # whose oldest unapplied change is older than this is "behind" (seconds) ...
