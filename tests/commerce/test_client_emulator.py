@@ -388,6 +388,7 @@ SAMPLE_VARIABLES = {
     "BulkOperationRunQuery": {"query": "{ products { edges { node { id } } } }"},
     "BulkOperationStatus": {"query": "id:1"},
     "AppAccessScopes": {},
+    "OrdersByName": {"query": "name:#1001"},
 }
 
 

@@ -162,6 +162,7 @@ def test_one_product_across_the_four_stores(system, dash) -> None:
             .inner_text()
             .startswith(str(expected))
         )
+    dash.screenshot(path=SHOTS.format("product"), full_page=True)
     # The children's last change is the parent's edit, named by its cause.
     child_card = dash.locator(f"#product-stores section.store[data-shop='{system.children[1]}']")
     last = child_card.locator(".last-change").inner_text()

@@ -40,6 +40,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from storesync.commerce.errors import CommerceError
 from storesync.config import ConfigError, NetworkConfig, Settings, is_loopback
 from storesync.db import series
 from storesync.db.pools import SET_LOCAL_STATEMENT_TIMEOUT, connect_pooled
@@ -612,6 +613,8 @@ def create_dashboard(
                 hits = await read(work, live_reads=True)
             except LiveUnavailable as err:
                 error = str(err)
+            except CommerceError as err:
+                error = f"a store did not answer the search: {type(err).__name__}: {render.redact_text(str(err))[:300]}"
         if len(hits) == 1:
             hit = hits[0]
             return RedirectResponse(
@@ -646,6 +649,17 @@ def create_dashboard(
                 "error.html",
                 {"title": "Stores unavailable", "message": str(err)},
                 status=503,
+                session=session,
+            )
+        except CommerceError as err:
+            return page(
+                request,
+                "error.html",
+                {
+                    "title": "The parent store did not answer",
+                    "message": f"{type(err).__name__}: {render.redact_text(str(err))[:300]}",
+                },
+                status=502,
                 session=session,
             )
         if view is None:
