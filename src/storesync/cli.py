@@ -473,6 +473,7 @@ def serve_cmd(
 @deliveries_app.command("list")
 def deliveries_list(
     status: Annotated[str | None, typer.Option(help="accepted, unparseable or ignored")] = None,
+    store: Annotated[str | None, typer.Option(help="only those this store sent (shop domain)")] = None,
     limit: Annotated[int, typer.Option(min=1, help="at most this many, newest first")] = 50,
 ) -> None:
     """List recent webhook deliveries (the payload stays in the database: `deliveries show`)."""
@@ -483,7 +484,7 @@ def deliveries_list(
     if status is not None and status not in ("accepted", "unparseable", "ignored"):
         fail(f"--status must be accepted, unparseable or ignored, not {status!r}")
     with database_settings(load_settings()) as settings, connect_direct(settings) as conn:
-        rows = conn.execute(sql.LIST_DELIVERIES, {"status": status, "limit": limit}).fetchall()
+        rows = conn.execute(sql.LIST_DELIVERIES, {"status": status, "shop": store, "limit": limit}).fetchall()
     table = Table(title=f"{len(rows)} deliveries" + (f" ({status})" if status else ""))
     for col in ("received", "shop", "topic", "status", "webhook id", "event id", "bytes"):
         table.add_column(col)
