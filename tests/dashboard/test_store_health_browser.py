@@ -184,7 +184,13 @@ def test_a_throttled_store_falls_behind_then_catches_up(system, dash) -> None:
         wait_for_state(dash, slow, "behind", timeout=30)
         row = dash.locator(f"#stores tr[data-shop='{slow}']").inner_text()
         assert "oldest unapplied change" in row and "pending" in row, row
+        assert "/ 300 points" in row, row  # the small bucket it waits on
         wait_for_state(dash, slow, "in step", timeout=60)  # as the bucket refills
+        # "In step" is true of the store itself: it holds every edit as soon as it says so
+        # (a write waiting out a retry's backoff is still work for it, not in step).
+        snapshot = system.snapshot(slow)
+        tags = {n: system.product_by_handle(slow, f"demo-product-{n}", snapshot)["tags"] for n in (1, 2, 4)}
+        assert all(f"throttle-{n}" in str(t) for n, t in tags.items()), tags
     finally:
         system.set_faults()
         system.set_plan(slow, "plus")

@@ -247,7 +247,7 @@ class WorkCount:
     kind: str
     parked_for: str | None
     keyed: dict[str, Any]
-    active: int  # running, or queued and due
+    active: int  # running, queued and due, or waiting out a retry's backoff
     oldest_active: datetime | None  # when the oldest of them was first parked, else enqueued
     parked: int  # parked and waiting for their next look
     parked_since: datetime | None

@@ -529,14 +529,17 @@ ORDER BY id
 # values of the payload keys the caller names (`keys`) and leave the meaning to it.
 
 # work_by_payload: unfinished jobs, and jobs that died within `dead_within` seconds, per group,
-# kind, the store they are parked for and the values of `keys`: jobs running or due (`active`,
-# the oldest one's age counted from when it was first parked or else enqueued), parked and
-# waiting (`parked`, since when), dead (the newest death). Jobs waiting for a later time that are
-# not parked (periodic, debounced) are no backlog and count nowhere. One scan of the unfinished
-# jobs (and the recent dead ones, by their index), bounded by the caller's statement timeout.
+# kind, the store they are parked for and the values of `keys`: jobs running, due or waiting
+# out a retry's backoff (`active`: their change is not applied yet; the oldest one's age counted
+# from when it was first parked or else enqueued), parked and waiting (`parked`, since when),
+# dead (the newest death). Jobs never run that wait for a later time (periodic, debounced) are
+# no backlog and count nowhere. One scan of the unfinished jobs (and the recent dead ones, by
+# their index), bounded by the caller's statement timeout.
 WORK_BY_PAYLOAD = """
 WITH work AS (
     SELECT group_key, kind, state, run_at, finished_at,
+           state = 'running' OR (state = 'queued' AND (run_at <= now()
+               OR (attempt > 0 AND payload ->> 'parked_for' IS NULL))) AS active,
            payload ->> 'parked_for' AS parked_for,
            coalesce((payload ->> 'parked_since')::timestamptz, created_at) AS since,
            (SELECT jsonb_object_agg(k, payload -> k) FROM unnest(%(keys)s::text[]) AS k WHERE payload ? k)
@@ -546,9 +549,8 @@ WITH work AS (
        OR (state = 'dead' AND finished_at > now() - make_interval(secs => %(dead_within)s))
 )
 SELECT group_key, kind, parked_for, coalesce(keyed, '{}') AS keyed,
-       count(*) FILTER (WHERE state = 'running' OR (state = 'queued' AND run_at <= now())) AS active,
-       min(since) FILTER (WHERE state = 'running' OR (state = 'queued' AND run_at <= now()))
-           AS oldest_active,
+       count(*) FILTER (WHERE active) AS active,
+       min(since) FILTER (WHERE active) AS oldest_active,
        count(*) FILTER (WHERE state = 'queued' AND run_at > now() AND parked_for IS NOT NULL) AS parked,
        min(since) FILTER (WHERE state = 'queued' AND run_at > now() AND parked_for IS NOT NULL)
            AS parked_since,

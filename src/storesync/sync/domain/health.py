@@ -136,7 +136,7 @@ def job_targets(
 class StoreWork:
     """The queue's work for one store."""
 
-    active: int = 0  # running or due
+    active: int = 0  # running, due, or waiting out a retry's backoff
     oldest_active: datetime | None = None
     parked: int = 0
     parked_since: datetime | None = None
