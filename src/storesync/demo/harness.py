@@ -270,6 +270,7 @@ def running_system(
     on_step: Callable[[str], None] | None = None,
     credentials: str = "client_credentials",
     token_time_scale: float | None = None,
+    install: Sequence[str] = (),
 ) -> Iterator[RunningSystem]:
     """Start the emulator, web tier and workers against `database_url` (migrated here if it is
     behind); yield a `RunningSystem`; stop every process on the way out.
@@ -282,9 +283,14 @@ def running_system(
     workers=0 starts no worker (the caller runs jobs itself).
     credentials: "client_credentials" (one app installed on every store, tokens fetched by the
     engine, as a new merchant connects today) or "static" (each store's legacy token).
-    token_time_scale: the emulator's issued tokens' lifetime factor (default: time_scale)."""
+    token_time_scale: the emulator's issued tokens' lifetime factor (default: time_scale).
+    install: stores (with client_credentials) whose app is not of their own organization: they
+    connect by its authorization code grant, which the caller starts at `system.web_url +
+    "/auth/install?shop=..."` before their jobs run (until then they are not connected)."""
     if credentials not in ("client_credentials", "static"):
         raise ValueError(f"credentials must be client_credentials or static, not {credentials!r}")
+    if install and credentials != "client_credentials":
+        raise ValueError("install needs credentials='client_credentials' (the stores share one app)")
     step = on_step or (lambda _msg: None)
     shops = ["parent.myshopify.com"] + [
         f"child-{chr(ord('a') + i)}.myshopify.com" if i < 26 else f"child-{i}.myshopify.com"
@@ -358,19 +364,34 @@ def running_system(
                 control, parent, child_shops, products, child_overlap, collections, overlap_stock
             )
             app_secret = None
+            port = free_port()
+            web_url = f"http://127.0.0.1:{port}"
             if credentials == "client_credentials":
                 app_secret = "shpss_" + secrets.token_hex(16)
                 for shop in shops:  # the one app, installed on every store of the network
-                    control.configure_app(shop, client_id=DEMO_CLIENT_ID, client_secret=app_secret)
+                    control.configure_app(
+                        shop,
+                        client_id=DEMO_CLIENT_ID,
+                        client_secret=app_secret,
+                        client_credentials=shop not in install,
+                        **({"redirect_urls": [f"{web_url}/auth/callback"]} if shop in install else {}),
+                    )
             config_file.write_text(
-                network_toml(emulator_url, stores, locations, parent, child_shops, app_secret=app_secret),
+                network_toml(
+                    emulator_url,
+                    stores,
+                    locations,
+                    parent,
+                    child_shops,
+                    app_secret=app_secret,
+                    install=install,
+                    redirect_uri=f"{web_url}/auth/callback" if install else None,
+                ),
                 encoding="utf-8",
             )
             network = NetworkConfig.load(config_file)
 
             step("migrate")
-            port = free_port()
-            web_url = f"http://127.0.0.1:{port}"
             env["STORESYNC_PUBLIC_WEBHOOK_URL"] = f"{web_url}/webhooks/shopify"
             system = RunningSystem(
                 emulator_url,
