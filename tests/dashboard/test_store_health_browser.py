@@ -171,6 +171,17 @@ def test_one_product_across_the_four_stores(system, dash) -> None:
     dash.goto(dash.dash_url + "/products?q=no-such-sku-anywhere")
     assert dash.locator("#no-hits").count() == 1
 
+    # By handle, and by a child's order (its name, as the merchant sees it): the same page.
+    order = system.place_order(system.children[0], sku=sku, quantity=1)
+    for query in ("demo-product-3", order["name"]):
+        dash.goto(dash.dash_url + "/")
+        dash.fill("form.search input[name=q]", query)
+        dash.click("form.search button[type=submit]")
+        dash.wait_for_url(re.compile(r"/products/[a-z0-9_-]+/\d+$"))
+        assert dash.locator("#product-title").inner_text() == "Alpine Jacket 3 (relaunch)", query
+    settle(system)
+    system.wait_until(lambda: system.compare().agree, 20, message="the sale reaches every store")
+
 
 def test_a_throttled_store_falls_behind_then_catches_up(system, dash) -> None:
     slow = system.children[1]
