@@ -7,6 +7,7 @@ product, so the tests do not depend on their order.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -687,7 +688,9 @@ def test_link_dry_run_reports_duplicates_and_missing_skus_and_stores_nothing(sys
     done = system.cli("link", "--dry-run", "--details")
     out = " ".join(done.stdout.split())
     assert done.returncode == 1, done.stdout + done.stderr
-    assert f"{child}: already sells" in out and "products the backfill will copy into it" in out, out
+    assert f"{child}: already sells" in out, out
+    assert re.search(r"missing: \d+ products \(\d+ variants\) the backfill will copy into it", out), out
+    assert "its own: 3 products only it sells, left as they are" in out, out
     assert "needs a look: 1 SKUs or barcodes used twice" in out and "1 variants without a SKU" in out, out
     assert "duplicate sku 'TWIN-SKU' in child" in out and "missing SKU in child" in out, out
     assert "dry run: nothing stored" in out
