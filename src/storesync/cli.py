@@ -157,79 +157,6 @@ def network_check(
     )
 
 
-@network_app.command("locations")
-def network_locations(
-    write: Annotated[
-        bool,
-        typer.Option(
-            "--write", help="add each unmapped child's location_map (matched by name) to storesync.toml"
-        ),
-    ] = False,
-) -> None:
-    """Each store's locations by name, and for each child the location_map that pairs the
-    parent's locations with the child's of the same name (paste it into storesync.toml, or
-    --write it there for the children that have none)."""
-    from storesync.commerce.tools import location_map_by_name
-    from storesync.config import with_location_maps
-
-    settings = load_settings()
-    network = load_network(settings)
-    to_write: dict[str, dict[str, str]] = {}
-    checks, _paused = _check_stores(pause_missing=False)
-    found = {c.shop: c for c in checks}
-    failed = False
-    for m in network.merchants:
-        parent = found[m.parent.shop]
-        for store in m.stores:
-            check = found[store.shop]
-            role = "parent" if store.shop == m.parent.shop else "child"
-            console.print(f"[bold]{escape(store.shop)}[/] ({role})", highlight=False)
-            if not check.ok and not check.locations:
-                failed = True
-                console.print(f"  cannot read its locations: {escape(check.detail)}", highlight=False)
-                continue
-            for gid, name in check.locations.items():
-                console.print(f"  {name}: {gid}", highlight=False, markup=False)
-            if role == "child" and parent.locations:
-                mapping, unmatched = location_map_by_name(parent.locations, check.locations)
-                pairs = ", ".join(f'"{p}" = "{c}"' for p, c in mapping.items())
-                console.print(f"  location_map = {{ {pairs} }}", highlight=False, markup=False)
-                if store.location_map and store.location_map != mapping:
-                    console.print("  (storesync.toml maps it differently)", highlight=False)
-                if not store.location_map and mapping:
-                    to_write[store.shop] = mapping
-                for name in unmatched:
-                    console.print(
-                        f"  no location named {name!r} here: that parent location's stock is not synced to it",
-                        highlight=False,
-                        markup=False,
-                    )
-    if write and to_write:
-        path = settings.config_file
-        text, not_placed = with_location_maps(path.read_text(encoding="utf-8"), to_write)
-        if not_placed:
-            fail(
-                f"could not find the [[merchants.children]] table of {', '.join(not_placed)}: add the lines above by hand"
-            )
-        scratch = path.with_name(path.name + ".new")
-        scratch.write_text(text, encoding="utf-8")
-        try:
-            written = load_network(settings.model_copy(update={"config_file": scratch}))
-            for shop, mapping in to_write.items():
-                entry = written.store(shop)
-                if entry is None or entry[1].location_map != mapping:
-                    fail(
-                        f"{path}: the edited file does not map {shop} as intended; add the lines above by hand"
-                    )
-            scratch.replace(path)
-        finally:
-            scratch.unlink(missing_ok=True)
-        console.print(
-            f"wrote the location_map of {', '.join(to_write)} to {path}", highlight=False, markup=False
-        )
-    raise typer.Exit(1 if failed else 0)
-
-
 @network_app.command("apply")
 def network_apply() -> None:
     """Mirror storesync.toml's merchants and stores into the database."""
@@ -271,6 +198,97 @@ def network_resume(shop: Annotated[str, typer.Argument(help="the paused store's 
     if n is None:
         fail(f"no store {shop!r} (storesync network apply?)", code=1)
     console.print(f"{shop} active again; {n} parked jobs due now", highlight=False, markup=False)
+
+
+@network_app.command("locations")
+def network_locations(
+    merchant: Annotated[str | None, typer.Option(help="only this merchant id")] = None,
+    write: Annotated[
+        bool,
+        typer.Option("--write", help="add each unmapped child's proposed location_map to storesync.toml"),
+    ] = False,
+) -> None:
+    """List each store's locations and propose each child's location_map by name (TOML to paste
+    under its [[merchants.children]], or --write it there for the children that have none); a
+    mapped location gone or deactivated is reported (exit 1)."""
+    from storesync.config import with_location_maps
+    from storesync.sync.services.locations import network_locations as read_locations
+    from storesync.sync.services.stores import merchants
+
+    settings = load_settings()
+    to_write: dict[str, dict[str, str]] = {}
+
+    async def run(rt):
+        return [(net, await read_locations(rt, net)) for net in merchants(rt, merchant)]
+
+    problems = 0
+    for net, found in _run_sync(run):
+        for store in net.stores:
+            if store.shop in found.errors:
+                console.print(
+                    f"{store.shop}: not read: {found.errors[store.shop]}", highlight=False, markup=False
+                )
+                continue
+            table = Table(title=f"{found.merchant_id} {store.role} {store.shop}")
+            for col in ("location", "id", "active", "online orders", "mapped to"):
+                table.add_column(col)
+            mapping = {c: p for p, c in net.location_maps.get(store.shop, {}).items()}
+            for loc in found.locations[store.shop]:
+                if store.role == "parent":
+                    mirrored = [c for c, m in net.location_maps.items() if loc.id in m]
+                    target = ", ".join(mirrored) or "-"
+                else:
+                    target = found.names.get(mapping[loc.id], mapping[loc.id]) if loc.id in mapping else "-"
+                table.add_row(
+                    *cells(
+                        loc.name,
+                        loc.id,
+                        "yes" if loc.active else "NO",
+                        "yes" if loc.fulfills_online_orders else "no",
+                        target,
+                    )
+                )
+            console.print(table)
+        for proposal in found.proposals:
+            console.print(
+                f"# proposed for {proposal.child_shop} (stock_changes = {net.stock_policy(proposal.child_shop)}):",
+                highlight=False,
+                markup=False,
+            )
+            for line in proposal.toml(found.names):
+                console.print(line, highlight=False, markup=False, soft_wrap=True)
+            configured = dict(net.location_maps.get(proposal.child_shop, {}))
+            if not configured and proposal.pairs:
+                to_write[proposal.child_shop] = dict(proposal.pairs)
+            elif configured != proposal.pairs:
+                console.print("# (storesync.toml maps it otherwise today)", highlight=False, markup=False)
+        for problem in found.problems:
+            problems += 1
+            console.print(f"PROBLEM {problem.describe()}", highlight=False, markup=False, soft_wrap=True)
+    if write and to_write:
+        path = settings.config_file
+        text, not_placed = with_location_maps(path.read_text(encoding="utf-8"), to_write)
+        if not_placed:
+            fail(
+                f"could not find the [[merchants.children]] table of {', '.join(not_placed)}: add the lines above by hand"
+            )
+        scratch = path.with_name(path.name + ".new")
+        scratch.write_text(text, encoding="utf-8")
+        try:
+            written = load_network(settings.model_copy(update={"config_file": scratch}))
+            for shop, mapping in to_write.items():
+                entry = written.store(shop)
+                if entry is None or entry[1].location_map != mapping:
+                    fail(
+                        f"{path}: the edited file does not map {shop} as intended; add the lines above by hand"
+                    )
+            scratch.replace(path)
+        finally:
+            scratch.unlink(missing_ok=True)
+        console.print(
+            f"wrote the location_map of {', '.join(to_write)} to {path}", highlight=False, markup=False
+        )
+    raise typer.Exit(1 if problems else 0)
 
 
 # --------------------------------------------------------------------------- stores
@@ -896,28 +914,18 @@ def reconcile_cmd(
         bool, typer.Option("--dry-run", help="report the drift; change nothing in any store")
     ] = False,
 ) -> None:
-    """Compare parent and children (synced fields, collections, stock per linked item) and
-    repair the drift (with --dry-run: only report it). Exit 1 when something differs that was
-    not repaired."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-    from storesync.sync.adapters.postgres import job_storage
-    from storesync.sync.services.reconcile import reconcile_merchant
+    """Compare what each child sold (its orders since the last reconciliation) with the ledger and
+    apply what it lacks, then compare parent and children (synced fields, collections, inventory
+    per linked item) and repair drift (with --dry-run: only report the drift; no orders are
+    applied). Needs a running `storesync worker` (the sale jobs run there). Exit 1 when
+    something differs that was not repaired."""
+    from storesync.sync.services.reconcile import reconcile
 
     async def run(rt):
-        nets = list(rt.network.merchants) if merchant is None else [rt.merchant(merchant)]
-        results = []
-        with Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err_console
-        ) as bar:
-            task = bar.add_task("reconciling", total=len(nets))
-            async with job_storage(rt.pool) as st:
-                for net in nets:
-                    bar.update(task, description=f"reconciling {net.merchant_id}")
-                    cause = "reconcile:cli:dry-run" if dry_run else "reconcile:cli"
-                    results.append(await reconcile_merchant(rt, st, net, cause, dry_run=dry_run))
-                    bar.advance(task)
-        return results
+        what = "comparing catalog and levels (dry run)" if dry_run else "orders, then catalog and levels"
+        with err_console.status(f"reconciling ({what})"):
+            cause = "reconcile:cli:dry-run" if dry_run else "reconcile:cli"
+            return await reconcile(rt, merchant=merchant, cause=cause, dry_run=dry_run)
 
     left = 0
     for result in _run_sync(run):
@@ -1090,7 +1098,7 @@ def render_status(settings: Settings) -> tuple[list[Any], int]:
 
     from storesync.db.migrate import current_version, head_version
     from storesync.db.pools import async_connect_direct, connect_direct
-    from storesync.sync.adapters.postgres import links_by_child
+    from storesync.sync.adapters.postgres import inactive_levels, links_by_child
     from storesync.sync.services.health import network_health
     from storesync.sync.settings import SyncSettings
 
@@ -1104,6 +1112,7 @@ def render_status(settings: Settings) -> tuple[list[Any], int]:
             )
             return [Text(f"{what}: run `storesync migrate` (then `storesync network apply`).")], 1
         linked = links_by_child(conn)
+        not_written = inactive_levels(conn)
     sync = SyncSettings.load()
 
     async def read():
@@ -1124,6 +1133,7 @@ def render_status(settings: Settings) -> tuple[list[Any], int]:
         "behind",
         "work",
         "products linked",
+        "not synced",
         "last write",
         "last reconcile",
     ):
@@ -1161,6 +1171,7 @@ def render_status(settings: Settings) -> tuple[list[Any], int]:
                 _age(h.lag_s) if h.lag_s else "-",
                 work,
                 links,
+                "; ".join(not_written.get(f.shop, [])) or "-",
                 written,
                 reconciled,
             )

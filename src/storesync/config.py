@@ -286,6 +286,11 @@ class StoreConfig(_Strict):
     location_map: dict[str, str] = Field(default_factory=dict)
     # Children only: how this child's prices derive from the parent's (default: same price).
     price_rule: PriceRuleConfig | None = None
+    # Children only: a stock change made in this child by hand (a delivery, a count). "revert":
+    # the child follows the parent, its own moves are set back; "report": the move becomes a
+    # delta on the parent and reaches the siblings (a child with a stockroom of its own).
+    # docs/sync.md, "Stock changes made in a child".
+    stock_changes: Literal["revert", "report"] = "revert"
 
     @model_validator(mode="before")
     @classmethod
@@ -388,6 +393,11 @@ class MerchantConfig(_Strict):
             raise ValueError(
                 f"parent {self.parent.shop}: price_rule applies to children only "
                 "(the parent's prices are the source)"
+            )
+        if self.parent.stock_changes != "revert":
+            raise ValueError(
+                f"parent {self.parent.shop}: stock_changes applies to children only "
+                "(the parent's stock is the network's)"
             )
         return self
 

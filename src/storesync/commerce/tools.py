@@ -115,16 +115,3 @@ async def list_budgets_async(conn: psycopg.AsyncConnection[Any]) -> list[tuple[A
     """(shop, capacity, restore rate, points now, observed at, calls waiting) per store."""
     cur = await conn.execute(sql.LIST_BUDGETS)
     return await cur.fetchall()
-
-
-def location_map_by_name(parent: dict[str, str], child: dict[str, str]) -> tuple[dict[str, str], list[str]]:
-    """A child's location map matched by name (case and spaces aside): parent gid -> child gid,
-    and the parent location names the child has no location of that name for."""
-
-    def key(name: str) -> str:
-        return " ".join(name.lower().split())
-
-    by_name = {key(name): gid for gid, name in child.items()}
-    mapping = {pg: by_name[key(name)] for pg, name in parent.items() if key(name) in by_name}
-    unmatched = [name for pg, name in parent.items() if pg not in mapping]
-    return mapping, unmatched

@@ -30,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -271,6 +271,7 @@ def running_system(
     credentials: str = "client_credentials",
     token_time_scale: float | None = None,
     install: Sequence[str] = (),
+    child_settings: Mapping[str, Mapping[str, str]] | None = None,
 ) -> Iterator[RunningSystem]:
     """Start the emulator, web tier and workers against `database_url` (migrated here if it is
     behind); yield a `RunningSystem`; stop every process on the way out.
@@ -286,7 +287,9 @@ def running_system(
     token_time_scale: the emulator's issued tokens' lifetime factor (default: time_scale).
     install: stores (with client_credentials) whose app is not of their own organization: they
     connect by its authorization code grant, which the caller starts at `system.web_url +
-    "/auth/install?shop=..."` before their jobs run (until then they are not connected)."""
+    "/auth/install?shop=..."` before their jobs run (until then they are not connected).
+    child_settings: more keys of a child's storesync.toml table, e.g.
+    {"child-b.myshopify.com": {"stock_changes": "report"}}."""
     if credentials not in ("client_credentials", "static"):
         raise ValueError(f"credentials must be client_credentials or static, not {credentials!r}")
     if install and credentials != "client_credentials":
@@ -386,6 +389,7 @@ def running_system(
                     app_secret=app_secret,
                     install=install,
                     redirect_uri=f"{web_url}/auth/callback" if install else None,
+                    child_settings=child_settings,
                 ),
                 encoding="utf-8",
             )

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from storesync.demo.processes import SystemStartError
 from storesync.emulator.control_client import EmulatorControl, EmulatorControlError
@@ -85,10 +85,13 @@ def network_toml(
     app_secret: str | None = None,
     install: Sequence[str] = (),
     redirect_uri: str | None = None,
+    child_settings: Mapping[str, Mapping[str, str]] | None = None,
 ) -> str:
     """storesync.toml for the emulator's stores: with `app_secret`, every store connects by the
     client credentials grant of one app (those in `install` by its authorization code grant, the
-    install flow returning to `redirect_uri`); without, by the store's static token."""
+    install flow returning to `redirect_uri`); without, by the store's static token.
+    `child_settings`: more keys of a child's table (shop -> key -> value, a string), e.g. its
+    `stock_changes`."""
     info = {s["shop"]: s for s in stores}
 
     def store_block(header: str, shop: str) -> list[str]:
@@ -113,6 +116,9 @@ def network_toml(
                 if name in locations[parent]
             )
             lines.append(f"location_map = {{ {pairs} }}")
+            lines += [
+                f"{key} = {_toml_str(value)}" for key, value in (child_settings or {}).get(shop, {}).items()
+            ]
         return [*lines, ""]
 
     out = ["# Written by storesync.demo.harness for the emulator's stores.", ""]
