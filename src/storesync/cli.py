@@ -1133,7 +1133,6 @@ def render_status(settings: Settings) -> tuple[list[Any], int]:
         "behind",
         "work",
         "products linked",
-        "not synced",
         "last write",
         "last reconcile",
     ):
@@ -1171,12 +1170,13 @@ def render_status(settings: Settings) -> tuple[list[Any], int]:
                 _age(h.lag_s) if h.lag_s else "-",
                 work,
                 links,
-                "; ".join(not_written.get(f.shop, [])) or "-",
                 written,
                 reconciled,
             )
         )
     out: list[Any] = [table]
+    for shop, levels in not_written.items():  # levels storesync does not write, and why
+        out.append(Text(f"{shop} not synced: {'; '.join(levels)}"))
     if not health.stores:
         out.append(Text("No stores yet: describe them in storesync.toml, then `storesync network apply`."))
     for a in health.attention:
