@@ -2,7 +2,14 @@
 
 What the stores and the database hold (titles, SKUs, shop domains, error text) is never read as
 rich markup: table cells go through `terminal.cells()`, printed lines through `markup=False` or
-`escape()` (a product titled `[/x]` would otherwise crash the command)."""
+`escape()` (a product titled `[/x]` would otherwise crash the command).
+
+Conventions every command keeps: a command's own output (its report, tables, JSON) is stdout;
+logs, progress bars and errors are stderr, so `storesync reconcile --dry-run > drift.txt` keeps
+just the report. The same option means the same thing everywhere: `--merchant ID`, `--store
+SHOP`, `--child SHOP`, `--kind KIND`, `--lane inventory|catalog|backfill`, `--limit N` (50,
+newest first), `--dry-run` (report, change nothing), `--json`. Exit codes: 0 done, 1 done but
+something needs a look (the report says what), 2 bad input or configuration."""
 
 from __future__ import annotations
 
@@ -19,6 +26,32 @@ from storesync.console import console, err_console, fail, load_network, load_set
 from storesync.terminal import cells, escape
 
 app = typer.Typer(help="storesync: sync a network of Shopify storefronts.", no_args_is_help=True)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        from storesync.api_version import ADMIN_API_VERSION
+
+        try:
+            mine = version("storesync")
+        except PackageNotFoundError:
+            mine = "unknown (not installed)"
+        print(f"storesync {mine} (Shopify Admin API {ADMIN_API_VERSION})")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def main(
+    show_version: Annotated[
+        bool,
+        typer.Option("--version", is_eager=True, callback=_print_version, help="print the version and exit"),
+    ] = False,
+) -> None:
+    """storesync: sync a network of Shopify storefronts (docs/getting-started.md)."""
+
+
 db_app = typer.Typer(help="Manage the embedded PostgreSQL server (used when DATABASE_URL is unset).")
 network_app = typer.Typer(help="The configured merchants and stores.")
 app.add_typer(db_app, name="db")
@@ -99,7 +132,10 @@ def migrate_cmd() -> None:
 def network_check(
     config: Annotated[Path | None, typer.Option(help="storesync.toml to check")] = None,
 ) -> None:
-    """Validate storesync.toml and summarise the network (secrets are never printed)."""
+    """Validate storesync.toml and summarise the network (secrets are never printed); refuse
+    placeholder secrets left from the example and children without a location map."""
+    from storesync.config import network_problems
+
     settings = load_settings()
     if config is not None:
         settings = settings.model_copy(update={"config_file": config})
@@ -111,6 +147,11 @@ def network_check(
             f"[bold]{escape(m.id)}[/] parent {escape(m.parent.shop)}, {len(m.children)} children",
             highlight=False,
         )
+    problems = network_problems(network)
+    for problem in problems:
+        err_console.print(f"[bold red]error:[/] {escape(problem)}", highlight=False)
+    if problems:
+        fail(f"{settings.config_file}: {len(problems)} problems (above)", code=1)
     console.print(
         f"{settings.config_file}: valid ({len(network.merchants)} merchants)", highlight=False, markup=False
     )
@@ -162,12 +203,20 @@ def network_resume(shop: Annotated[str, typer.Argument(help="the paused store's 
 @network_app.command("locations")
 def network_locations(
     merchant: Annotated[str | None, typer.Option(help="only this merchant id")] = None,
+    write: Annotated[
+        bool,
+        typer.Option("--write", help="add each unmapped child's proposed location_map to storesync.toml"),
+    ] = False,
 ) -> None:
     """List each store's locations and propose each child's location_map by name (TOML to paste
-    under its [[merchants.children]]); a mapped location gone or deactivated is reported
-    (exit 1)."""
+    under its [[merchants.children]], or --write it there for the children that have none); a
+    mapped location gone or deactivated is reported (exit 1)."""
+    from storesync.config import with_location_maps
     from storesync.sync.services.locations import network_locations as read_locations
     from storesync.sync.services.stores import merchants
+
+    settings = load_settings()
+    to_write: dict[str, dict[str, str]] = {}
 
     async def run(rt):
         return [(net, await read_locations(rt, net)) for net in merchants(rt, merchant)]
@@ -209,11 +258,36 @@ def network_locations(
             for line in proposal.toml(found.names):
                 console.print(line, highlight=False, markup=False, soft_wrap=True)
             configured = dict(net.location_maps.get(proposal.child_shop, {}))
-            if configured != proposal.pairs:
+            if not configured and proposal.pairs:
+                to_write[proposal.child_shop] = dict(proposal.pairs)
+            elif configured != proposal.pairs:
                 console.print("# (storesync.toml maps it otherwise today)", highlight=False, markup=False)
         for problem in found.problems:
             problems += 1
             console.print(f"PROBLEM {problem.describe()}", highlight=False, markup=False, soft_wrap=True)
+    if write and to_write:
+        path = settings.config_file
+        text, not_placed = with_location_maps(path.read_text(encoding="utf-8"), to_write)
+        if not_placed:
+            fail(
+                f"could not find the [[merchants.children]] table of {', '.join(not_placed)}: add the lines above by hand"
+            )
+        scratch = path.with_name(path.name + ".new")
+        scratch.write_text(text, encoding="utf-8")
+        try:
+            written = load_network(settings.model_copy(update={"config_file": scratch}))
+            for shop, mapping in to_write.items():
+                entry = written.store(shop)
+                if entry is None or entry[1].location_map != mapping:
+                    fail(
+                        f"{path}: the edited file does not map {shop} as intended; add the lines above by hand"
+                    )
+            scratch.replace(path)
+        finally:
+            scratch.unlink(missing_ok=True)
+        console.print(
+            f"wrote the location_map of {', '.join(to_write)} to {path}", highlight=False, markup=False
+        )
     raise typer.Exit(1 if problems else 0)
 
 
@@ -260,15 +334,12 @@ api_app = typer.Typer(help="The stores' Admin API: reachability and the shared r
 app.add_typer(api_app, name="api")
 
 
-@api_app.command("check")
-def api_check() -> None:
-    """Per store: its credentials (kind, when the token expires), a token obtained as the
-    workers would, the access scopes granted against the ones storesync needs, the shop and its
-    bucket. A store missing a scope is paused with that reason (when its database is at hand:
-    DATABASE_URL, or any store whose tokens live there); exit code 1 if any store fails."""
+def _check_stores(*, pause_missing: bool):
+    """Every store's credentials, scopes and locations, as the workers would reach them
+    (`commerce.tools.check_stores`); with `pause_missing`, a store lacking a scope is paused
+    (when its database is at hand). (checks, {paused shop: reason})."""
     import asyncio
 
-    from storesync.commerce.scopes import NEEDED_SCOPES
     from storesync.commerce.tools import check_stores
     from storesync.db import database_settings
 
@@ -293,13 +364,14 @@ def api_check() -> None:
                 network, token_store=PgTokenStore(pool, load_cipher()) if issued else None
             )
             paused = {}
-            async with pool.connection() as conn:
-                await conn.set_autocommit(True)
-                for c in checks:
-                    if c.missing:
-                        reason = f"missing access scopes {', '.join(c.missing)} (storesync api check)"
-                        if await pause_store(conn, c.shop, reason):
-                            paused[c.shop] = reason
+            if pause_missing:
+                async with pool.connection() as conn:
+                    await conn.set_autocommit(True)
+                    for c in checks:
+                        if c.missing:
+                            reason = f"missing access scopes {', '.join(c.missing)} (storesync api check)"
+                            if await pause_store(conn, c.shop, reason):
+                                paused[c.shop] = reason
             return checks, paused
         finally:
             await pool.close()
@@ -307,11 +379,21 @@ def api_check() -> None:
     try:
         if issued or settings.pooled_dsn:
             with database_settings(settings) as settings:
-                checks, paused = asyncio.run(main(settings))
-        else:
-            checks, paused = asyncio.run(main(settings))
+                return asyncio.run(main(settings))
+        return asyncio.run(main(settings))
     except ConfigError as err:
         fail(str(err))
+
+
+@api_app.command("check")
+def api_check() -> None:
+    """Per store: its credentials (kind, when the token expires), a token obtained as the
+    workers would, the access scopes granted against the ones storesync needs, the shop and its
+    bucket. A store missing a scope is paused with that reason (when its database is at hand:
+    DATABASE_URL, or any store whose tokens live there); exit code 1 if any store fails."""
+    from storesync.commerce.scopes import NEEDED_SCOPES
+
+    checks, paused = _check_stores(pause_missing=True)
     table = Table(title="Admin API")
     for col in ("merchant", "shop", "credentials", "token expires", "scopes", "ok", "detail"):
         table.add_column(col)
@@ -409,6 +491,7 @@ def serve_cmd(
 @deliveries_app.command("list")
 def deliveries_list(
     status: Annotated[str | None, typer.Option(help="accepted, unparseable or ignored")] = None,
+    store: Annotated[str | None, typer.Option(help="only those this store sent (shop domain)")] = None,
     limit: Annotated[int, typer.Option(min=1, help="at most this many, newest first")] = 50,
 ) -> None:
     """List recent webhook deliveries (the payload stays in the database: `deliveries show`)."""
@@ -419,7 +502,7 @@ def deliveries_list(
     if status is not None and status not in ("accepted", "unparseable", "ignored"):
         fail(f"--status must be accepted, unparseable or ignored, not {status!r}")
     with database_settings(load_settings()) as settings, connect_direct(settings) as conn:
-        rows = conn.execute(sql.LIST_DELIVERIES, {"status": status, "limit": limit}).fetchall()
+        rows = conn.execute(sql.LIST_DELIVERIES, {"status": status, "shop": store, "limit": limit}).fetchall()
     table = Table(title=f"{len(rows)} deliveries" + (f" ({status})" if status else ""))
     for col in ("received", "shop", "topic", "status", "webhook id", "event id", "bytes"):
         table.add_column(col)
@@ -547,21 +630,29 @@ def _sync_worker_start(settings: Settings) -> None:
 @jobs_app.command("list")
 def jobs_list(
     state: Annotated[str | None, typer.Option(help="queued, running, succeeded, dead or cancelled")] = None,
-    group: Annotated[str | None, typer.Option(help="only this group (merchant id)")] = None,
+    merchant: Annotated[
+        str | None, typer.Option("--merchant", "--group", help="only this merchant's jobs (its id)")
+    ] = None,
     kind: Annotated[str | None, typer.Option(help="only this job kind")] = None,
+    lane: Annotated[str | None, typer.Option(help="only this lane: inventory, catalog or backfill")] = None,
     limit: Annotated[int, typer.Option(min=1, help="at most this many, newest first")] = 50,
 ) -> None:
     """List jobs, newest first, with each one's last error."""
     from storesync.db import database_settings
     from storesync.db.pools import connect_direct
+    from storesync.queue.enqueue import Lane
     from storesync.queue.ops import list_jobs
 
+    lanes = {lane.name.lower(): lane for lane in Lane}
     if state is not None and state not in ("queued", "running", "succeeded", "dead", "cancelled"):
         fail(f"--state must be queued, running, succeeded, dead or cancelled, not {state!r}")
+    if lane is not None and lane not in lanes:
+        fail(f"--lane must be {', '.join(lanes)}, not {lane!r}")
     with database_settings(load_settings()) as settings, connect_direct(settings) as conn:
-        rows = list_jobs(conn, state=state, group=group, kind=kind, limit=limit)
+        lane_no = int(lanes[lane]) if lane else None
+        rows = list_jobs(conn, state=state, group=merchant, kind=kind, lane=lane_no, limit=limit)
     table = Table(title=f"{len(rows)} jobs" + (f" ({state})" if state else ""))
-    for col in ("id", "kind", "group", "lane", "state", "attempt", "run at", "last error"):
+    for col in ("id", "kind", "merchant", "lane", "state", "attempt", "run at", "last error"):
         table.add_column(col)
     for r in rows:
         table.add_row(
@@ -569,7 +660,7 @@ def jobs_list(
                 r["id"],
                 r["kind"],
                 r["group_key"],
-                r["lane"],
+                Lane(r["lane"]).name.lower(),
                 r["state"],
                 f"{r['attempt']}/{r['max_attempts']}",
                 r["run_at"].isoformat(timespec="seconds"),
@@ -612,16 +703,62 @@ def _apply_to_jobs(job_ids: list[int], operation, done: str, refused: str) -> No
 
 
 @jobs_app.command("retry")
-def jobs_retry(job_ids: Annotated[list[int], typer.Argument(help="dead or cancelled job ids")]) -> None:
-    """Replay dead-lettered (or cancelled) jobs: back in the queue with fresh attempts."""
-    from storesync.queue.ops import replay_job
+def jobs_retry(
+    job_ids: Annotated[list[int] | None, typer.Argument(help="dead or cancelled job ids")] = None,
+    all_dead: Annotated[bool, typer.Option("--all-dead", help="every dead job (of --kind)")] = False,
+    kind: Annotated[str | None, typer.Option(help="with --all-dead: only jobs of this kind")] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="replay even a job whose store is still paused")
+    ] = False,
+) -> None:
+    """Replay dead-lettered (or cancelled) jobs: back in the queue with fresh attempts. A job
+    that would fail again says why first; one whose store is still paused is skipped (resume
+    the store, or --force)."""
+    from storesync.db import database_settings
+    from storesync.db.pools import connect_direct
+    from storesync.queue.ops import dead_job_ids, replay_job, show_job
+    from storesync.sync.adapters.postgres import stores_status_sync
+    from storesync.sync.services.health import why_replay_fails
 
-    _apply_to_jobs(
-        job_ids,
-        replay_job,
-        "queued again",
-        "not replayed (unknown, not dead/cancelled, or its singleton key is already queued)",
-    )
+    if all_dead == bool(job_ids):
+        fail("name the jobs to replay, or pass --all-dead (with --kind to pick one kind)")
+    if kind and not all_dead:
+        fail("--kind goes with --all-dead")
+    replayed, skipped, refused = [], [], []
+    with database_settings(load_settings()) as settings, connect_direct(settings) as conn:
+        ids = dead_job_ids(conn, kind=kind) if all_dead else list(job_ids or [])
+        stores = stores_status_sync(conn)
+        for job_id in ids:
+            job = show_job(conn, job_id)
+            warning = why_replay_fails(job, stores) if job else None
+            if warning:
+                err_console.print(f"[yellow]job {job_id}:[/] {escape(warning)}", highlight=False)
+                if "paused" in warning and not force:
+                    skipped.append(job_id)
+                    continue
+            if replay_job(conn, job_id):
+                replayed.append(job_id)
+            else:
+                refused.append(job_id)
+    if all_dead and not ids:
+        console.print("no dead jobs" + (f" of kind {kind}" if kind else ""), highlight=False)
+    if replayed:
+        console.print(f"queued again: {len(replayed)} jobs ({_ids(replayed)})", highlight=False)
+    if skipped:
+        console.print(
+            f"skipped {len(skipped)} whose store is still paused ({_ids(skipped)}): resume it first, or --force",
+            highlight=False,
+        )
+    if refused:
+        fail(
+            f"not replayed (unknown, not dead/cancelled, or its singleton key is already queued): {refused}",
+            code=1,
+        )
+    raise typer.Exit(1 if skipped else 0)
+
+
+def _ids(ids: list[int], shown: int = 20) -> str:
+    return ", ".join(map(str, ids[:shown])) + (f" and {len(ids) - shown} more" if len(ids) > shown else "")
 
 
 @jobs_app.command("cancel")
@@ -705,17 +842,26 @@ def webhooks_sync_cmd(
 def link_cmd(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="report only; store no links")] = False,
     merchant: Annotated[str | None, typer.Option(help="only this merchant id")] = None,
+    details: Annotated[
+        bool, typer.Option("--details", help="also every duplicate, conflict and missing SKU")
+    ] = False,
 ) -> None:
-    """Match child variants to the parent's by SKU, then barcode, then handle; report matches,
-    duplicates and missing SKUs; store the links (unless --dry-run)."""
+    """Match the products and variants each child already sells to the parent's (same SKU, then
+    barcode, then handle and options); say what is matched, what the backfill will copy, what
+    stays the child's own and what needs a person; store the links (unless --dry-run)."""
     from storesync.sync.services.stores import link
 
     problems = 0
     for _merchant, report in _run_sync(lambda rt: link(rt, dry_run=dry_run, merchant=merchant)):
-        for line in report.lines():
+        for line in report.summary():
             console.print(line, highlight=False, markup=False)
+        if details:
+            for line in report.lines()[1:]:
+                console.print(line, highlight=False, markup=False)
         problems += len(report.duplicates) + len(report.missing_sku) + len(report.conflicts)
-    console.print("dry run: no links stored" if dry_run else "links stored")
+    console.print("dry run: nothing stored" if dry_run else "links stored", highlight=False)
+    if problems and not details:
+        console.print("each problem: storesync link --dry-run --details", highlight=False)
     raise typer.Exit(1 if problems else 0)
 
 
@@ -736,7 +882,7 @@ def backfill_cmd(
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        console=console,
+        console=err_console,
     ) as bar:
         task = bar.add_task("linking", total=None)
         result = _run_sync(
@@ -751,7 +897,7 @@ def backfill_cmd(
             background=True,
         )
     for report in result.reports:
-        console.print(report.lines()[0], highlight=False, markup=False)
+        console.print(report.summary()[0], highlight=False, markup=False)
     for what in result.collections_created:
         console.print(f"created collection {what}", highlight=False, markup=False)
     console.print(
@@ -767,21 +913,32 @@ def backfill_cmd(
 
 
 @app.command("reconcile")
-def reconcile_cmd(merchant: Annotated[str | None, typer.Option(help="only this merchant id")] = None) -> None:
+def reconcile_cmd(
+    merchant: Annotated[str | None, typer.Option(help="only this merchant id")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="report the drift; change nothing in any store")
+    ] = False,
+) -> None:
     """Compare what each child sold (its orders since the last reconciliation) with the ledger and
-    apply what it lacks, then compare parent and children (synced fields, inventory per linked
-    item) and repair drift. Needs a running `storesync worker` (the sale jobs run there)."""
+    apply what it lacks, then compare parent and children (synced fields, collections, inventory
+    per linked item) and repair drift (with --dry-run: only report the drift; no orders are
+    applied). Needs a running `storesync worker` (the sale jobs run there). Exit 1 when
+    something differs that was not repaired."""
     from storesync.sync.services.reconcile import reconcile
 
     async def run(rt):
-        with console.status("reconciling (orders, then catalog and levels)"):
-            return await reconcile(rt, merchant=merchant)
+        what = "comparing catalog and levels (dry run)" if dry_run else "orders, then catalog and levels"
+        with err_console.status(f"reconciling ({what})"):
+            cause = "reconcile:cli:dry-run" if dry_run else "reconcile:cli"
+            return await reconcile(rt, merchant=merchant, cause=cause, dry_run=dry_run)
 
     left = 0
     for result in _run_sync(run, background=True):
         for line in result.lines():
             console.print(line, highlight=False, markup=False)
-        left += len(result.left)
+        left += len(result.drift) if dry_run else len(result.left)
+    if dry_run:
+        console.print("dry run: nothing changed", highlight=False)
     raise typer.Exit(1 if left else 0)
 
 
@@ -908,7 +1065,7 @@ def prune_cmd(
                 BarColumn(),
                 MofNCompleteColumn(),
                 TimeElapsedColumn(),
-                console=console,
+                console=err_console,
             ) as bar:
                 report = asyncio.run(run(settings, bar))
     table = Table(title="retention" + (" (dry run: nothing deleted)" if dry_run else ""))
@@ -922,52 +1079,140 @@ def prune_cmd(
 # --------------------------------------------------------------------------- status and demo
 
 
-def render_status(settings: Settings) -> Table:
-    """A table of what the system holds now: schema, merchants, stores, and per child its linked
-    products (with the copies whose variants wait for their ids: see docs/sync.md)."""
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    return (
+        f"{s}s"
+        if s < 120
+        else f"{s // 60}m"
+        if s < 7200
+        else f"{s // 3600}h"
+        if s < 172800
+        else f"{s // 86400}d"
+    )
+
+
+def render_status(settings: Settings) -> tuple[list[Any], int]:
+    """What the system holds now, store by store (the dashboard's overview, as text): each
+    store's sync state and how far behind it is, its linked products (and copies whose variants
+    wait for their ids: docs/sync.md), its last write and last reconcile; then what needs a
+    human, with the command that does the next step. (renderables, exit code)."""
+    import asyncio
+
     from storesync.db.migrate import current_version, head_version
-    from storesync.db.network_sql import list_stores
-    from storesync.db.pools import connect_direct
+    from storesync.db.pools import async_connect_direct, connect_direct
     from storesync.sync.adapters.postgres import inactive_levels, links_by_child
+    from storesync.sync.services.health import network_health
+    from storesync.sync.settings import SyncSettings
 
     with connect_direct(settings) as conn:
-        version = current_version(conn)
-        stores = list_stores(conn) if version else []
-        current = version == head_version()
-        linked = links_by_child(conn) if current else {}
-        not_written = inactive_levels(conn) if current else {}
-    table = Table(title=f"storesync: schema {version}/{head_version()}, {len(stores)} stores")
-    for col in ("merchant", "shop", "role", "status", "products linked", "not synced"):
-        table.add_column(col)
-    for merchant_id, _name, shop, role, status, reason in stores:
-        products, pending = linked.get(shop, (0, 0))
+        version, head = current_version(conn), head_version()
+        if version < head:
+            what = (
+                "The database has no storesync schema yet"
+                if version == 0
+                else f"The database schema is at version {version}; this storesync needs {head}"
+            )
+            return [Text(f"{what}: run `storesync migrate` (then `storesync network apply`).")], 1
+        linked = links_by_child(conn)
+        not_written = inactive_levels(conn)
+    sync = SyncSettings.load()
+
+    async def read():
+        async with await async_connect_direct(settings) as conn:
+            return await network_health(
+                conn, behind_after_s=sync.behind_after_s, failing_within_s=sync.failing_within_s
+            )
+
+    health = asyncio.run(read())
+    table = Table(
+        title=f"storesync: schema {version} (head), {len(health.stores)} stores, {health.live_workers} workers"
+    )
+    for col in (
+        "merchant",
+        "store",
+        "role",
+        "state",
+        "behind",
+        "work",
+        "products linked",
+        "last write",
+        "last reconcile",
+    ):
+        table.add_column(col, overflow="fold")
+    for h in health.stores:
+        f = h.facts
+        products, pending = linked.get(f.shop, (0, 0))
         links = (
             "-"
-            if role == "parent"
+            if f.role == "parent"
             else f"{products}" + (f" ({pending} copies not linked yet)" if pending else "")
         )
+        state = str(h.state) + (f" ({h.why})" if h.why else "")
+        work = (
+            ", ".join(
+                part
+                for part in (
+                    f"{f.work.active} pending" if f.work.active else "",
+                    f"{f.work.parked} parked" if f.work.parked else "",
+                    f"{f.work.dead} dead" if f.work.dead else "",
+                )
+                if part
+            )
+            or "-"
+        )
+        written = _age((health.at - f.last_write_at).total_seconds()) + " ago" if f.last_write_at else "never"
+        run = f.reconcile
+        reconciled = f"{_age((health.at - run.at).total_seconds())} ago: {run.describe()}" if run else "-"
         table.add_row(
             *cells(
-                merchant_id,
-                shop,
-                role,
-                status + (f" ({reason})" if reason else ""),
+                f.merchant_id,
+                f.shop,
+                f.role,
+                state,
+                _age(h.lag_s) if h.lag_s else "-",
+                work,
                 links,
-                "; ".join(not_written.get(shop, [])) or "-",
+                written,
+                reconciled,
             )
         )
-    if not stores:
-        table.add_row("-", "(no stores yet)", "-", "-", "-", "-")
-    return table
+    out: list[Any] = [table]
+    for shop, levels in not_written.items():  # levels storesync does not write, and why
+        out.append(Text(f"{shop} not synced: {'; '.join(levels)}"))
+    if not health.stores:
+        out.append(Text("No stores yet: describe them in storesync.toml, then `storesync network apply`."))
+    for a in health.attention:
+        line = Text(
+            ("! " if a.severity == "error" else "- ") + a.title,
+            style="red" if a.severity == "error" else "yellow",
+        )
+        out.append(line)
+        out.append(Text(f"  {a.next_step}" + (f": {a.command}" if a.command else "")))
+    if health.stores and not health.attention:
+        out.append(Text("every store in step" if health.all_in_step else "nothing needs a human"))
+    return out, 0
 
 
 @app.command("status")
 def status_cmd() -> None:
-    """Show the state of the system."""
+    """Every store's sync state (in step, behind, paused, failing), how far behind, its work and
+    links, and what needs a human with the next step; on a fresh database, that `storesync
+    migrate` comes first."""
+    import psycopg
+
     from storesync.db import database_settings
 
     with database_settings(load_settings()) as settings:
-        console.print(render_status(settings))
+        try:
+            shown, code = render_status(settings)
+        except psycopg.OperationalError as err:
+            fail(f"cannot reach the database: {err}", code=1)
+    for part in shown:
+        console.print(part, highlight=False)
+    raise typer.Exit(code)
 
 
 @app.command("demo")
@@ -980,12 +1225,19 @@ def demo_cmd(
             "5e-5: 4 s, so the story crosses many refreshes)",
         ),
     ] = None,
+    keep: Annotated[
+        bool,
+        typer.Option(
+            "--keep", help="leave the system running afterwards, with the dashboard's URL and a sign-in token"
+        ),
+    ] = False,
 ) -> None:
     """Play the storesync story end to end on the embedded Postgres (or DATABASE_URL). The stores
-    connect by the client credentials grant of one app, as a new merchant's do."""
+    connect by the client credentials grant of one app, as a new merchant's do. With --keep the
+    system stays up (Ctrl-C stops it)."""
     from storesync.demo import run_demo
 
-    sys.exit(run_demo(load_settings(), console, token_time_scale=token_time_scale))
+    sys.exit(run_demo(load_settings(), console, token_time_scale=token_time_scale, keep=keep))
 
 
 if __name__ == "__main__":

@@ -523,3 +523,87 @@ class NetworkConfig(_Strict):
         if not path.exists():
             return cls()
         return cls.from_toml_text(path.read_text(encoding="utf-8"), str(path))
+
+
+# Values copied from an example and never filled in: `network check` refuses them (a token like
+# this reaches the store as a 401, a secret like this verifies no webhook).
+PLACEHOLDER_RE = re.compile(
+    r"replace|change[-_ ]?me|placeholder|your[-_ ]|<[^>]*>|x{4,}|\.\.\.|todo|fixme|example", re.IGNORECASE
+)
+
+
+def is_placeholder(value: str) -> bool:
+    return bool(PLACEHOLDER_RE.search(value))
+
+
+def network_problems(network: NetworkConfig) -> list[str]:
+    """What would keep a valid storesync.toml from syncing: placeholder secrets or client ids
+    left from the example, and children without a location map (their stock would never sync).
+    Secret values are never quoted."""
+    problems = []
+    for name, app in network.apps.items():
+        if is_placeholder(app.client_id):
+            problems.append(
+                f"apps.{name}.client_id is a placeholder: the app's client ID (Dev Dashboard, Settings)"
+            )
+        if any(is_placeholder(s.get_secret_value()) for s in app.client_secrets):
+            problems.append(f"apps.{name}.client_secrets holds a placeholder: the app's client secret")
+    for m in network.merchants:
+        for s in m.stores:
+            token = s.static_token
+            if token is not None and is_placeholder(token.get_secret_value()):
+                problems.append(f"{s.shop}: its access token is a placeholder")
+            if s.app is None and any(is_placeholder(w.get_secret_value()) for w in s.webhook_secrets):
+                problems.append(f"{s.shop}: webhook_secrets holds a placeholder")
+        for c in m.children:
+            if not c.location_map:
+                problems.append(
+                    f"{c.shop}: no location_map: its stock would never sync (`storesync network locations` "
+                    "lists each store's locations and the map matched by name)"
+                )
+    return problems
+
+
+def with_location_maps(text: str, maps: dict[str, dict[str, str]]) -> tuple[str, list[str]]:
+    """storesync.toml's text with a `location_map = { ... }` line added to each child's table in
+    `maps` (after its `shop = "..."` line), leaving everything else as it was; and the children
+    whose table was not found in that form (to be edited by hand). Children that already have a
+    location_map are left alone."""
+    lines = text.splitlines(keepends=True)
+    placed: set[str] = set()
+    in_child = False
+    has_map = False
+    insert_at: dict[int, str] = {}
+    pending: tuple[int, str] | None = None
+
+    def close_table() -> None:
+        nonlocal pending
+        if pending is not None and not has_map:
+            insert_at[pending[0]] = pending[1]
+            placed.add(pending[1])
+        pending = None
+
+    for i, raw in enumerate(lines):
+        line = raw.strip()
+        if line.startswith("["):
+            close_table()
+            in_child, has_map = line.replace(" ", "") == "[[merchants.children]]", False
+            continue
+        if not in_child:
+            continue
+        if re.match(r"^location_map\s*=", line):
+            has_map = True
+        match = re.match(r'^shop\s*=\s*"([^"]+)"', line)
+        if match and match.group(1) in maps:
+            pending = (i, match.group(1))
+    close_table()
+    out = []
+    for i, raw in enumerate(lines):
+        out.append(raw)
+        shop = insert_at.get(i)
+        if shop is not None:
+            if not raw.endswith("\n"):
+                out[-1] = raw + "\n"
+            pairs = ", ".join(f'"{p}" = "{c}"' for p, c in maps[shop].items())
+            out.append(f"location_map = {{ {pairs} }}\n")
+    return "".join(out), sorted(set(maps) - placed)

@@ -24,6 +24,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from storesync.config import EnvironmentSettings
+from storesync.db import series
 from storesync.db.pools import SET_LOCAL_STATEMENT_TIMEOUT
 from storesync.logs import get_logger
 from storesync.queue import ops as queue_ops
@@ -57,6 +58,13 @@ class RetentionSettings(EnvironmentSettings):
     sagas_days: Annotated[float, Field(ge=1)] = 30.0
     # Echo-suppression write records (an echo comes within minutes).
     write_records_hours: Annotated[float, Field(ge=1)] = 24.0
+    # Source changes and how long each took to reach its last store (the dashboard's latency
+    # chart shows a day).
+    changes_days: Annotated[float, Field(ge=1)] = 7.0
+    # Reconcile runs (what each found and repaired, per store).
+    reconcile_runs_days: Annotated[float, Field(ge=1)] = 30.0
+    # The charts' per-minute counts (they show a day at most).
+    minute_counts_hours: Annotated[float, Field(ge=25)] = 48.0
     # Rows one DELETE removes (one short statement each).
     batch: Annotated[int, Field(ge=1, le=100_000)] = 1000
     # Milliseconds each batch may take before it is cancelled (and retried by the next run).
@@ -136,6 +144,9 @@ def _tables(
     audit_before = now - timedelta(days=settings.audit_days)
     sagas_before = now - timedelta(days=settings.sagas_days)
     writes_before = now - timedelta(hours=settings.write_records_hours)
+    changes_before = now - timedelta(days=settings.changes_days)
+    runs_before = now - timedelta(days=settings.reconcile_runs_days)
+    counts_before = now - timedelta(hours=settings.minute_counts_hours)
     tables = [
         _Table(
             "webhook_deliveries",
@@ -166,6 +177,24 @@ def _tables(
             f"{settings.write_records_hours:g} hours",
             lambda conn: PgRetention(conn).count_old_writes(writes_before),
             by_age(lambda conn: PgRetention(conn).prune_writes(writes_before, limit)),
+        ),
+        _Table(
+            "sync_changes",
+            f"{settings.changes_days:g} days",
+            lambda conn: PgRetention(conn).count_old_changes(changes_before),
+            by_age(lambda conn: PgRetention(conn).prune_changes(changes_before, limit)),
+        ),
+        _Table(
+            "sync_reconcile_runs",
+            f"{settings.reconcile_runs_days:g} days",
+            lambda conn: PgRetention(conn).count_old_reconcile_runs(runs_before),
+            by_age(lambda conn: PgRetention(conn).prune_reconcile_runs(runs_before, limit)),
+        ),
+        _Table(
+            "ops_minute_counts",
+            f"{settings.minute_counts_hours:g} hours",
+            lambda conn: series.count_old_counts(conn, counts_before),
+            by_age(lambda conn: series.prune_counts(conn, counts_before, limit)),
         ),
     ]
     if include_jobs:

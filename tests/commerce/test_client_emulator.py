@@ -388,6 +388,7 @@ SAMPLE_VARIABLES = {
     "BulkOperationRunQuery": {"query": "{ products { edges { node { id } } } }"},
     "BulkOperationStatus": {"query": "id:1"},
     "AppAccessScopes": {},
+    "OrdersByName": {"query": "name:#1001"},
     "ChildOrder": {"id": "gid://shopify/Order/1"},
     "ChildOrdersPage": {"first": 3, "query": "updated_at:>='2026-01-01T00:00:00Z'"},
     "ReturnDispositions": {"id": "gid://shopify/Return/1"},

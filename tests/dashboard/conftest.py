@@ -20,6 +20,7 @@ from storesync.config import NetworkConfig, Settings
 from storesync.db.network_sql import apply_network
 from storesync.queue.enqueue import JobSpec, Lane, enqueue
 from storesync.web.app import create_app
+from tests.e2e.conftest import module_db  # noqa: F401  (a whole system per module: test_store_health_browser)
 from tests.support.webhook_receiver import serve_app
 
 CHROMIUM = "/usr/bin/chromium"

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
 import time
 
+import httpx
 import pytest
 
 from storesync.demo.processes import pid_alive
@@ -21,24 +23,54 @@ def _demo_env(dsn: str) -> dict[str, str]:
     return {**env, "DATABASE_URL": dsn, "COLUMNS": "160", "PYTHONUNBUFFERED": "1"}
 
 
-@pytest.mark.timeout(200)
+@pytest.mark.timeout(220)
 def test_demo_plays_the_story_and_ends_with_every_store_agreeing(db):
     """The stores connect by client credentials, with tokens that expire every 4 (scaled)
-    seconds: the story crosses many refreshes, and no store is paused, no job dead."""
+    seconds: the story crosses many refreshes, and no store is paused, no job dead. With
+    --keep the system stays up: its dashboard (signed in with the printed token) and `storesync
+    status` (with the printed environment) show every store in step, until Ctrl-C."""
     started = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-m", "storesync", "demo", "--token-time-scale", "5e-5"],
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "storesync", "demo", "--keep", "--token-time-scale", "5e-5"],
         env=_demo_env(db.dsn),
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=180,
         stdin=subprocess.DEVNULL,
     )
+    lines: list[str] = []
+    try:
+        for line in demo.stdout:  # type: ignore[union-attr]
+            lines.append(line)
+            if line.startswith("  storesync status") or time.monotonic() - started > 180:
+                break
+        out = "".join(lines)
+        assert "sign in with:" in out, (
+            f"demo ended early:\n{out}\n{demo.stderr.read()[-3000:] if demo.poll() is not None else ''}"
+        )  # type: ignore[union-attr]
+        url = re.search(r"dashboard:\s+(\S+)", out).group(1)  # type: ignore[union-attr]
+        token = re.search(r"sign in with:\s+(\S+)", out).group(1)  # type: ignore[union-attr]
+        page = httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=10, trust_env=False)
+        assert page.status_code == 200
+        assert page.text.count('data-state="in step"') == 4, page.text[:2000]
+        exported = re.search(r"export (.+)", out).group(1)  # type: ignore[union-attr]
+        env = {
+            **_demo_env(db.dsn),
+            **{k: v.strip("'") for k, _, v in (p.partition("=") for p in shlex.split(exported))},
+        }
+        status = subprocess.run(
+            [sys.executable, "-m", "storesync", "status"], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert status.returncode == 0 and "every store in step" in status.stdout, (
+            status.stdout + status.stderr
+        )
+    finally:
+        demo.send_signal(signal.SIGINT)
+        rest, err = demo.communicate(timeout=60)
+    out = "".join(lines) + rest
     took = time.monotonic() - started
-    out = done.stdout
-    assert done.returncode == 0, (
-        f"demo exited {done.returncode} after {took:.0f}s:\n{out}\n{done.stderr[-3000:]}"
-    )
+    assert demo.returncode == 0, f"demo exited {demo.returncode} after {took:.0f}s:\n{out}\n{err[-3000:]}"
+    assert "stopping the demo system" in out
     table = out[out.index("stores compared with the parent") :]
     rows = {shop: line for line in table.splitlines() for shop in SHOPS if shop in line}
     assert set(rows) == set(SHOPS), table

@@ -7,6 +7,7 @@ product, so the tests do not depend on their order.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -415,6 +416,14 @@ def test_dropped_webhook_is_repaired_by_reconciliation(system) -> None:
     settle(system)
     assert all(title(system, c, 7) != "Renamed while webhooks were lost" for c in system.children)
     assert all(level(system, c, the_sku) != 3 for c in system.children)
+    # A dry run reports the drift and changes nothing (exit 1: something differs).
+    dry = system.cli("reconcile", "--dry-run", timeout=120)
+    out = " ".join(dry.stdout.split())
+    assert dry.returncode == 1, dry.stdout + dry.stderr
+    assert "would repair" in out and "Renamed while webhooks were lost" in out and "parent says 3" in out, out
+    assert "dry run: nothing changed" in out and "reconciling" not in dry.stdout  # progress is stderr
+    assert all(title(system, c, 7) != "Renamed while webhooks were lost" for c in system.children)
+    assert all(level(system, c, the_sku) != 3 for c in system.children)
     done = system.cli("reconcile", timeout=120)
     out = " ".join(done.stdout.split())
     assert done.returncode == 0, done.stdout + done.stderr
@@ -678,11 +687,15 @@ def test_link_dry_run_reports_duplicates_and_missing_skus_and_stores_nothing(sys
         ],
     )
     links_before = sql(system, "SELECT count(*) FROM sync_links")
-    done = system.cli("link", "--dry-run")
+    done = system.cli("link", "--dry-run", "--details")
     out = " ".join(done.stdout.split())
     assert done.returncode == 1, done.stdout + done.stderr
+    assert f"{child}: already sells" in out, out
+    assert re.search(r"missing: \d+ products \(\d+ variants\) the backfill will copy into it", out), out
+    assert "its own: 3 products only it sells, left as they are" in out, out
+    assert "needs a look: 1 SKUs or barcodes used twice" in out and "1 variants without a SKU" in out, out
     assert "duplicate sku 'TWIN-SKU' in child" in out and "missing SKU in child" in out, out
-    assert "dry run: no links stored" in out
+    assert "dry run: nothing stored" in out
     assert sql(system, "SELECT count(*) FROM sync_links") == links_before
 
 

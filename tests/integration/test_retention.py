@@ -72,6 +72,22 @@ def _seed(conn: psycopg.Connection) -> None:
             f" VALUES ('s', %s, 'l', 1, {age}, 'c')",
             (f"i{n}",),
         )
+    for n, age in enumerate([OLD, NEW]):
+        conn.execute(
+            "INSERT INTO sync_changes (change, merchant_id, source_shop, topic, changed_at)"
+            f" VALUES (%s, 'm', 's', 'products/update', {age})",
+            (f"delivery:ch{n}",),
+        )
+        conn.execute(
+            "INSERT INTO sync_reconcile_runs (merchant_id, cause, started_at, finished_at)"
+            f" VALUES ('m', %s, {age}, {age})",
+            (f"run{n}",),
+        )
+        conn.execute(
+            "INSERT INTO ops_minute_counts (series, minute, key, value)"
+            f" VALUES ('jobs', date_trunc('minute', {age}), %s, 1)",
+            (f"k{n}",),
+        )
     for state, age in [("succeeded", OLD), ("succeeded", NEW), ("dead", OLD), ("dead", NEW)]:
         conn.execute(
             "INSERT INTO jobs (kind, group_key, state, finished_at) VALUES ('k', 'g', %s, " + age + ")",
@@ -91,6 +107,9 @@ def _left(conn: psycopg.Connection) -> dict[str, list]:
         "ledger": col("SELECT order_line_id || ':' || kind FROM sync_inventory_ledger"),
         "writes": col("SELECT inventory_item_id FROM sync_write_records"),
         "jobs": col("SELECT state || ':' || (finished_at > now() - interval '1 day') FROM jobs"),
+        "changes": col("SELECT change FROM sync_changes"),
+        "runs": col("SELECT cause FROM sync_reconcile_runs"),
+        "counts": col("SELECT key FROM ops_minute_counts"),
     }
 
 
@@ -121,6 +140,9 @@ async def test_prune_keeps_exactly_what_retention_says_in_small_batches(db) -> N
         "sync_sagas (finished)": 2,
         "sync_inventory_ledger": 3,  # an upper bound: order B's old entry stays with its order
         "sync_write_records": 2,
+        "sync_changes": 1,
+        "sync_reconcile_runs": 1,
+        "ops_minute_counts": 1,
     }
     with db.connect() as conn:
         left = _left(conn)
@@ -132,6 +154,9 @@ async def test_prune_keeps_exactly_what_retention_says_in_small_batches(db) -> N
         "ledger": ["b1:restock", "b1:sale", "c1:sale"],
         "writes": ["i2"],
         "jobs": ["dead:true", "succeeded:true"],
+        "changes": ["delivery:ch1"],
+        "runs": ["run1"],
+        "counts": ["k1"],
     }
     assert {t.table: t.deleted for t in done} == {
         "webhook_deliveries": 3,
@@ -141,6 +166,9 @@ async def test_prune_keeps_exactly_what_retention_says_in_small_batches(db) -> N
         "sync_sagas (finished)": 2,
         "sync_inventory_ledger": 2,
         "sync_write_records": 2,
+        "sync_changes": 1,
+        "sync_reconcile_runs": 1,
+        "ops_minute_counts": 1,
     }
     assert ("sync_audit", 3) in progress and ("sync_audit", 1) in progress  # reported batch by batch
     assert all(t.deleted == 0 for t in again)

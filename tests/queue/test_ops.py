@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from storesync.queue import JobSpec, Lane, enqueue_many
 from storesync.queue.metrics import QueueGauges
-from storesync.queue.ops import cancel_job, live_workers, replay_job
+from storesync.queue.ops import cancel_job, live_workers, replay_job, work_by_payload
 from tests.queue.conftest import ROOT
 
 
@@ -115,3 +115,34 @@ def test_live_workers_lists_recent_heartbeats_only(db):
         workers = live_workers(conn, within_seconds=30)
     assert [w.worker_id for w in workers] == ["w1"]
     assert workers[0].heartbeat_age_s < 5
+
+
+async def test_work_by_payload_counts_a_retry_waiting_out_its_backoff_as_unapplied_work(db):
+    """A store's pending work (the dashboard's behind / in step, storesync_store_pending_jobs):
+    a job that failed and waits for its retry is still work for its store; a job never run that
+    waits for a later time (debounced, periodic) is not; a parked one is parked."""
+    with db.connect() as conn:
+        shops = ("due", "backoff", "later", "parked")
+        queued = enqueue_many(conn, [JobSpec("k.w", {"shop": s}, group="m1") for s in shops])
+        ids = {s: r.job_id for s, r in zip(shops, queued, strict=True)}
+        conn.execute(
+            "UPDATE jobs SET attempt = 1, run_at = now() + interval '30 seconds', "
+            'errors = \'[{"error": "RetryableError", "retry_in_s": 30}]\' WHERE id = %s',
+            (ids["backoff"],),
+        )
+        conn.execute("UPDATE jobs SET run_at = now() + interval '30 seconds' WHERE id = %s", (ids["later"],))
+        conn.execute(
+            "UPDATE jobs SET run_at = now() + interval '30 seconds', "
+            'payload = payload || \'{"parked_for": "parked"}\' WHERE id = %s',
+            (ids["parked"],),
+        )
+        conn.commit()
+    async with await psycopg.AsyncConnection.connect(db.dsn) as aconn:
+        work = {w.keyed["shop"]: w for w in await work_by_payload(aconn, ["shop"], dead_within_s=60)}
+    assert {s: (w.active, w.parked) for s, w in work.items()} == {
+        "due": (1, 0),
+        "backoff": (1, 0),
+        "later": (0, 0),
+        "parked": (0, 1),
+    }
+    assert work["backoff"].oldest_active is not None and work["later"].oldest_active is None

@@ -130,6 +130,9 @@ def test_deliveries_list_shows_what_was_kept_for_operators(db) -> None:
     assert b"kept-products/update" in listed.stdout and b"kept-customers/create" not in listed.stdout
     everything = storesync("deliveries", "list")
     assert b"kept-customers/create" in everything.stdout and b"ignored" in everything.stdout
+    theirs = storesync("deliveries", "list", "--store", "nobody.myshopify.com")
+    assert theirs.returncode == 0 and b"kept-" not in theirs.stdout and b"0 deliveries" in theirs.stdout
+    assert b"kept-customers/create" in storesync("deliveries", "list", "--store", PARENT).stdout
     shown = storesync("deliveries", "show", "kept-products/update")
     assert shown.returncode == 0 and shown.stdout.rstrip(b"\n") == b"not json"
     bad = storesync("deliveries", "list", "--status", "lost")

@@ -143,6 +143,11 @@ def test_the_ops_listener_needs_its_token_when_one_is_set(db) -> None:
         right = httpx.get(s.ops_url + "/readyz", headers={"Authorization": f"Bearer {token}"}, timeout=10)
         assert right.status_code == 200 and right.json()["checks"]
         assert httpx.get(s.url + "/metrics", timeout=10).status_code == 404  # never on the webhook port
+        # As the dashboard's sign-in: a client that keeps sending wrong tokens is told to wait.
+        for _ in range(8):
+            httpx.get(s.ops_url + "/metrics", headers={"Authorization": "Bearer guess"}, timeout=10)
+        blocked = httpx.get(s.ops_url + "/metrics", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        assert blocked.status_code == 429 and int(blocked.headers["Retry-After"]) >= 1
 
 
 def test_serve_refuses_an_ops_listener_off_loopback_without_a_token(db) -> None:

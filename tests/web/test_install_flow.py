@@ -1,7 +1,8 @@
 """The install flow of a store that connects by the authorization code grant, end to end over
 HTTP: our /auth/install -> the emulator's authorize -> our /auth/callback -> the tokens stored
 encrypted -> API calls work -> the refresh rotates them. Forged, foreign, mis-stated or
-replayed callbacks are refused and store nothing."""
+replayed callbacks are refused and store nothing. A child connected this way in a running
+system then has a parent's edit synced into it."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from storesync.config import NetworkConfig
 from storesync.db.credentials import ENCRYPTION_KEY_ENV, generate_key, load_cipher
 from storesync.db.network_sql import apply_network
 from storesync.db.pools import async_pooled_pool
+from storesync.demo.harness import running_system
 from tests.support.emulator import running_emulator
 from tests.web.conftest import serving
 
@@ -148,6 +150,27 @@ def test_install_callback_tokens_refresh_and_every_refused_callback(db, monkeypa
             "authorization_code",
             "refresh_token",
         ]
+
+
+def test_a_child_connected_by_the_install_flow_has_a_parent_edit_synced_into_it(db):
+    child = "child-a.myshopify.com"
+    # The app is not of the child's organization: no client credentials grant, only the install.
+    with running_system(
+        db.dsn, children=1, products=2, child_overlap=2, collections=0, workers=1, install=[child]
+    ) as system:
+        link = system.cli("stores", "connect", child, check=True).stdout.split()[-1]
+        with httpx.Client(timeout=10, trust_env=False, follow_redirects=True) as http:
+            done = http.get(link)  # /auth/install -> the store's authorize -> /auth/callback
+        assert done.status_code == 200 and "storesync is connected" in done.text, done.text
+        system.cli("link", check=True)
+        system.edit_parent_product("demo-product-1", title="Installed and in step")
+        system.wait_until(
+            lambda: system.product_by_handle(child, "demo-product-1")["title"] == "Installed and in step",
+            30,
+            message="the parent's edit in the installed child",
+        )
+        grants = [r["grant_type"] for r in system.emulator.oauth(child)["requests"]]
+        assert grants[0] == "authorization_code" and "client_credentials" not in grants, grants
 
 
 def test_stores_connect_prints_the_install_link_or_says_why_not(tmp_path):

@@ -30,6 +30,7 @@ class StoreCheck:
     token_expires_at: datetime | None = None  # None: does not expire, or no token
     scopes: tuple[str, ...] | None = None  # as granted (None: not read)
     missing: list[str] = field(default_factory=list)
+    locations: dict[str, str] = field(default_factory=dict)  # location gid -> name (active ones)
 
 
 async def check_stores(
@@ -42,7 +43,7 @@ async def check_stores(
         tokens = NetworkTokens(network, token_store, http, timeout=timeout, attempts=2)
 
         async def one(merchant: str, store: StoreConfig) -> StoreCheck:
-            base = {"merchant": merchant, "shop": store.shop, "kind": store.credential_kind}
+            base: dict[str, Any] = {"merchant": merchant, "shop": store.shop, "kind": store.credential_kind}
             scopes: tuple[str, ...] | None = None
             try:
                 client = AdminClient(
@@ -83,8 +84,17 @@ async def check_stores(
                 detail, ok = f"the URL answers as {shop['myshopifyDomain']}", False
             else:
                 ok = not missing
+            locations = {
+                loc["id"]: loc["name"] for loc in result["locations"]["nodes"] if loc.get("isActive", True)
+            }
             return StoreCheck(
-                **base, ok=ok, detail=detail, token_expires_at=expires, scopes=scopes, missing=missing
+                **base,
+                ok=ok,
+                detail=detail,
+                token_expires_at=expires,
+                scopes=scopes,
+                missing=missing,
+                locations=locations,
             )
 
         return list(await asyncio.gather(*(one(m.id, s) for m in network.merchants for s in m.stores)))
@@ -99,3 +109,9 @@ async def _expiry(token_store: TokenStore | None, store: StoreConfig) -> datetim
 
 def list_budgets(conn: psycopg.Connection) -> list[tuple[Any, ...]]:
     return conn.execute(sql.LIST_BUDGETS).fetchall()
+
+
+async def list_budgets_async(conn: psycopg.AsyncConnection[Any]) -> list[tuple[Any, ...]]:
+    """(shop, capacity, restore rate, points now, observed at, calls waiting) per store."""
+    cur = await conn.execute(sql.LIST_BUDGETS)
+    return await cur.fetchall()

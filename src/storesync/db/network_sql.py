@@ -40,6 +40,14 @@ ORDER BY s.merchant_id, s.role DESC, s.shop_domain
 """
 
 
+# stores_status: every store with its merchant's name, status and since when it is paused.
+STORES_STATUS = """
+SELECT s.merchant_id, m.name AS merchant_name, s.shop_domain, s.role, s.status, s.status_reason, s.paused_at
+FROM stores s JOIN merchants m ON m.id = s.merchant_id
+ORDER BY s.merchant_id, s.role DESC, s.shop_domain
+"""
+
+
 # set_store_endpoint: the store's API URL and location map (its credentials: credentials_sql).
 SET_STORE_ENDPOINT = """
 UPDATE stores SET admin_api_url = %(url)s, location_map = %(location_map)s

@@ -333,6 +333,7 @@ def running_system(
     on_step: Callable[[str], None] | None = None,
     credentials: str = "client_credentials",
     token_time_scale: float | None = None,
+    install: Sequence[str] = (),
     child_settings: Mapping[str, Mapping[str, str]] | None = None,
 ) -> Iterator[RunningSystem]:
     """Start the emulator, web tier and workers against `database_url` (migrated here if it is
@@ -351,10 +352,15 @@ def running_system(
     credentials: "client_credentials" (one app installed on every store, tokens fetched by the
     engine, as a new merchant connects today) or "static" (each store's legacy token).
     token_time_scale: the emulator's issued tokens' lifetime factor (default: time_scale).
+    install: stores (with client_credentials) whose app is not of their own organization: they
+    connect by its authorization code grant, which the caller starts at `system.web_url +
+    "/auth/install?shop=..."` before their jobs run (until then they are not connected).
     child_settings: more keys of a child's storesync.toml table, e.g.
     {"child-b.myshopify.com": {"stock_changes": "report"}}."""
     if credentials not in ("client_credentials", "static"):
         raise ValueError(f"credentials must be client_credentials or static, not {credentials!r}")
+    if install and credentials != "client_credentials":
+        raise ValueError("install needs credentials='client_credentials' (the stores share one app)")
     step = on_step or (lambda _msg: None)
     shops = ["parent.myshopify.com"] + [
         f"child-{chr(ord('a') + i)}.myshopify.com" if i < 26 else f"child-{i}.myshopify.com"
@@ -429,10 +435,18 @@ def running_system(
                 control, parent, child_shops, products, child_overlap, collections, overlap_stock, stock
             )
             app_secret = None
+            port = free_port()
+            web_url = f"http://127.0.0.1:{port}"
             if credentials == "client_credentials":
                 app_secret = "shpss_" + secrets.token_hex(16)
                 for shop in shops:  # the one app, installed on every store of the network
-                    control.configure_app(shop, client_id=DEMO_CLIENT_ID, client_secret=app_secret)
+                    control.configure_app(
+                        shop,
+                        client_id=DEMO_CLIENT_ID,
+                        client_secret=app_secret,
+                        client_credentials=shop not in install,
+                        **({"redirect_urls": [f"{web_url}/auth/callback"]} if shop in install else {}),
+                    )
             config_file.write_text(
                 network_toml(
                     emulator_url,
@@ -441,6 +455,8 @@ def running_system(
                     parent,
                     child_shops,
                     app_secret=app_secret,
+                    install=install,
+                    redirect_uri=f"{web_url}/auth/callback" if install else None,
                     child_settings=child_settings,
                 ),
                 encoding="utf-8",
@@ -448,8 +464,6 @@ def running_system(
             network = NetworkConfig.load(config_file)
 
             step("migrate")
-            port = free_port()
-            web_url = f"http://127.0.0.1:{port}"
             env["STORESYNC_PUBLIC_WEBHOOK_URL"] = f"{web_url}/webhooks/shopify"
             system = RunningSystem(
                 emulator_url,

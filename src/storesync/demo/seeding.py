@@ -86,11 +86,15 @@ def network_toml(
     children: list[str],
     *,
     app_secret: str | None = None,
+    install: Sequence[str] = (),
+    redirect_uri: str | None = None,
     child_settings: Mapping[str, Mapping[str, str]] | None = None,
 ) -> str:
     """storesync.toml for the emulator's stores: with `app_secret`, every store connects by the
-    client credentials grant of one app; without, by the store's static token. `child_settings`:
-    more keys of a child's table (shop -> key -> value, a string), e.g. its `stock_changes`."""
+    client credentials grant of one app (those in `install` by its authorization code grant, the
+    install flow returning to `redirect_uri`); without, by the store's static token.
+    `child_settings`: more keys of a child's table (shop -> key -> value, a string), e.g. its
+    `stock_changes`."""
     info = {s["shop"]: s for s in stores}
 
     def store_block(header: str, shop: str) -> list[str]:
@@ -101,7 +105,8 @@ def network_toml(
             f"admin_api_url = {_toml_str(emulator_url + s['graphql_path'])}",
         ]
         if app_secret is not None:
-            lines.append(f'credentials = {{ kind = "client_credentials", app = {_toml_str(DEMO_APP)} }}')
+            kind = "authorization_code" if shop in install else "client_credentials"
+            lines.append(f'credentials = {{ kind = "{kind}", app = {_toml_str(DEMO_APP)} }}')
         else:
             lines += [
                 f"access_token = {_toml_str(s['token'])}",
@@ -125,6 +130,7 @@ def network_toml(
             f"[apps.{DEMO_APP}]",
             f"client_id = {_toml_str(DEMO_CLIENT_ID)}",
             f"client_secrets = [{_toml_str(app_secret)}]",
+            *([f"redirect_uri = {_toml_str(redirect_uri)}"] if redirect_uri else []),
             "",
         ]
     out += [

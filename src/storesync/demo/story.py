@@ -14,6 +14,8 @@ stores that differ): the demo never claims agreement it did not see.
 from __future__ import annotations
 
 import logging
+import secrets
+import shlex
 import shutil
 import tempfile
 import time
@@ -385,9 +387,34 @@ def _require_empty(dsn: str) -> None:
         )
 
 
-def run_demo(settings: Settings, console: Console, *, token_time_scale: float | None = None) -> int:
+def keep_running(system, console: Console, dashboard_token: str) -> None:
+    """After the story: say how to reach the running system, then wait until Ctrl-C (or SIGTERM)."""
+    console.rule("the demo system keeps running (Ctrl-C stops it)")
+    console.print(f"dashboard:   {system.web_url}/dashboard/", highlight=False, markup=False)
+    console.print(f"sign in with: {dashboard_token}", highlight=False, markup=False)
+    console.print(f"metrics:     {system.ops_url}/metrics", highlight=False, markup=False)
+    console.print(f"emulator:    {system.emulator_url}/_emulator/stores", highlight=False, markup=False)
+    env = " ".join(
+        f"{k}={shlex.quote(system.env[k])}"
+        for k in ("DATABASE_URL", "STORESYNC_CONFIG_FILE", "STORESYNC_ENCRYPTION_KEY")
+    )
+    console.print("storesync commands against it, from another terminal:", highlight=False)
+    console.print(f"  export {env}", highlight=False, markup=False, soft_wrap=True)
+    console.print("  storesync status", highlight=False, markup=False)
+    try:
+        while True:
+            system.processes.check_alive()
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        console.print("stopping the demo system", highlight=False)
+
+
+def run_demo(
+    settings: Settings, console: Console, *, token_time_scale: float | None = None, keep: bool = False
+) -> int:
     """Play the story on the embedded Postgres (or DATABASE_URL); 0 only if every store agrees.
-    The stores connect by client credentials; `token_time_scale` shortens the tokens' lives."""
+    The stores connect by client credentials; `token_time_scale` shortens the tokens' lives.
+    `keep`: leave the system running afterwards (until Ctrl-C), with the dashboard enabled."""
     from storesync.db import database_settings
     from storesync.demo.harness import running_system
     from storesync.demo.processes import SystemStartError
@@ -406,6 +433,7 @@ def run_demo(settings: Settings, console: Console, *, token_time_scale: float | 
             status.update(f"starting the system: {step}...")
 
     workdir = Path(tempfile.mkdtemp(prefix="storesync-demo-"))  # the processes' logs, kept if the demo fails
+    dashboard_token = secrets.token_urlsafe(24)
     agreed = False
     embedded = settings.pooled_dsn is None
     if embedded:
@@ -429,6 +457,11 @@ def run_demo(settings: Settings, console: Console, *, token_time_scale: float | 
                 subscribe="cli",
                 workdir=workdir,
                 token_time_scale=token_time_scale,
+                extra_env={
+                    # The operator dashboard, on loopback over plain http (a developer's machine).
+                    "STORESYNC_DASHBOARD_TOKEN": dashboard_token,
+                    "STORESYNC_DASHBOARD_PLAIN_HTTP_LOOPBACK": "true",
+                },
             ) as system:
                 story = Story(system, console, t0)
                 story.say(f"system up in {time.monotonic() - t0:.1f}s; logs in {workdir}/")
@@ -439,6 +472,8 @@ def run_demo(settings: Settings, console: Console, *, token_time_scale: float | 
                 story.sales()
                 story.webhook_storm()
                 agreed = story.final_table()
+                if keep and agreed:
+                    keep_running(system, console, dashboard_token)
     except DemoFailed as err:
         console.print(f"[bold red]demo failed:[/] {escape(str(err))}", highlight=False)
         if any(workdir.iterdir()):

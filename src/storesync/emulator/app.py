@@ -171,6 +171,7 @@ class EmulatorApp:
         *,
         time_scale: float = 1.0,
         seed_products: int = 0,
+        seed_only: Iterable[str] | None = None,
         require_idempotency: bool = True,
         throttle_http_429: bool = False,
         webhook_faults: DeliveryFaults | None = None,
@@ -207,8 +208,10 @@ class EmulatorApp:
         for spec in stores:
             self.add_store(spec if isinstance(spec, StoreSpec) else StoreSpec(spec))
         if seed_products:
+            only = set(seed_only or ())
             for store in self.emulator.stores.values():
-                store.seed(products=seed_products)
+                if not only or store.shop in only:
+                    store.seed(products=seed_products)
         self.asgi = Starlette(routes=self._routes(), lifespan=self._lifespan)
 
     async def __call__(self, scope, receive, send) -> None:

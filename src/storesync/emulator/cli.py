@@ -40,6 +40,10 @@ def emulator_cmd(
         ),
     ] = None,
     seed_products: Annotated[int, typer.Option(min=0, help="generated products per store")] = 0,
+    seed_only: Annotated[
+        list[str] | None,
+        typer.Option("--seed-only", help="give only this store the generated products (repeatable)"),
+    ] = None,
     plan: Annotated[
         str, typer.Option(help="rate-limit plan of every store: standard, advanced or plus")
     ] = "standard",
@@ -123,6 +127,9 @@ def emulator_cmd(
                 )
     from storesync.config import SHOP_DOMAIN_RE
 
+    for shop in seed_only or []:
+        if shop not in specs and shop not in (store or []):
+            fail(f"--seed-only {shop!r} is not one of the stores served")
     for shop in store or []:
         if not SHOP_DOMAIN_RE.match(shop):
             fail(f"--store {shop!r} is not a shop domain like 'name.myshopify.com'")
@@ -133,6 +140,7 @@ def emulator_cmd(
         specs.values(),
         time_scale=time_scale,
         seed_products=seed_products,
+        seed_only=seed_only,
         require_idempotency=not no_idempotency_required,
         throttle_http_429=throttle_429,
         webhook_faults=faults.webhooks,
@@ -158,4 +166,9 @@ def emulator_cmd(
             f"{st.shop}  {base_url}/stores/{st.shop}/admin/api/{DEFAULT_API_VERSION}/graphql.json  token={st.token}"
         )
     print(f"control API: {base_url}/_emulator/stores", flush=True)
-    uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[sock])
+    from storesync.logs import configure_logging
+
+    configure_logging("warning")  # one log format in this process too, on stderr
+    uvicorn.Server(uvicorn.Config(app, log_level="warning", log_config=None, access_log=False)).run(
+        sockets=[sock]
+    )

@@ -67,6 +67,7 @@ class JobContext:
     settings: Settings
     stored_payload: dict[str, Any] = field(default_factory=dict)  # the JSON stored, without the queue's keys
     max_attempts: int = 10
+    parked_since: str | None = None  # when this job was first parked (ISO time), if it was
 
     def again(self) -> JobSpec:
         """This job as a new spec (same kind, payload, group, lane and lock key): to park it."""

@@ -1,19 +1,30 @@
 """Prometheus metrics for the queue.
 
 Two kinds: a worker's own counters and histograms (`WORKER_*`, in the process that runs jobs,
-served on `storesync worker --metrics-port`), and gauges read from the database
-(`QueueGauges`), which the web tier's `/metrics` refreshes on each scrape so any process can
-report the state of the whole queue.
+with those of the handlers it runs: the Admin API client's, the sync engine's), and gauges read
+from the database (`QueueGauges`), which the web tier's `/metrics` refreshes on each scrape so
+any process can report the state of the whole queue.
+
+A worker writes its own metrics (`worker_snapshot`, its `storesync_*` families, compressed) into
+its heartbeat row; the web tier's operations listener serves every live worker's with a
+`worker` label (`WorkerSnapshots`), so scraping one protected endpoint reaches them all. The
+worker also adds the increments of a few counters to the per-minute series of the dashboard's
+charts (`MINUTE_SERIES`, `storesync.db.series`). `storesync worker --metrics-port` still serves a
+worker's metrics directly, on loopback.
 """
 
 from __future__ import annotations
 
+import zlib
+from collections.abc import Iterable
 from typing import Any
 
 import psycopg
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.parser import text_string_to_metric_families
 
+from storesync.db.series import SERIES_API_CALLS, SERIES_JOBS, CounterSeries
 from storesync.queue import queries as q
 
 WORKER_JOBS = Counter(
@@ -35,6 +46,74 @@ WORKER_CLAIM_SECONDS = Histogram(
 WORKER_IN_FLIGHT = Gauge("storesync_worker_in_flight_jobs", "Jobs this worker is running now.")
 
 LANE_NAMES = {0: "inventory", 1: "catalog", 2: "backfill"}
+
+# Counters whose increments a worker adds to the dashboard's per-minute series: its job outcomes,
+# and the Admin API calls of its handlers per store and outcome (`commerce.metrics.CALLS`, named
+# here: the queue does not import the client).
+MINUTE_SERIES = (
+    CounterSeries("storesync_worker_jobs", SERIES_JOBS, ("outcome",)),
+    CounterSeries("storesync_admin_api_calls", SERIES_API_CALLS, ("shop", "outcome")),
+)
+# Families a worker publishes with its heartbeat: the engine's own.
+SNAPSHOT_PREFIX = "storesync_"
+
+
+class _Families:
+    """A registry view of some families of another (what `generate_latest` needs)."""
+
+    def __init__(self, families: Iterable[Metric]) -> None:
+        self.families = list(families)
+
+    def collect(self) -> list[Metric]:
+        return self.families
+
+
+def worker_snapshot(registry: CollectorRegistry = REGISTRY) -> bytes:
+    """This process's `storesync_*` metrics as compressed Prometheus text."""
+    families = _Families(f for f in registry.collect() if f.name.startswith(SNAPSHOT_PREFIX))
+    return zlib.compress(generate_latest(families), 6)
+
+
+class WorkerSnapshots:
+    """A collector of the metrics the workers published with their heartbeats (`refresh`), each
+    sample labelled with its worker: counters stay per process, as if each worker were scraped."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self._families: list[Metric] = []
+        if registry is not None:
+            registry.register(self)
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> list[Metric]:
+        return self._families
+
+    def load(self, snapshots: Iterable[tuple[str, bytes]]) -> None:
+        merged: dict[str, Metric] = {}
+        for worker_id, blob in snapshots:
+            try:
+                text = zlib.decompress(blob).decode("utf-8")
+                families = list(text_string_to_metric_families(text))
+            except (zlib.error, UnicodeDecodeError, ValueError):
+                continue  # a worker of another version wrote something else: skip it, keep the rest
+            for family in families:
+                if not family.name.startswith(SNAPSHOT_PREFIX):
+                    continue
+                into = merged.get(family.name)
+                if into is None:
+                    into = merged[family.name] = Metric(family.name, family.documentation, family.type)
+                if into.type != family.type:
+                    continue
+                for sample in family.samples:
+                    into.add_sample(sample.name, {**sample.labels, "worker": worker_id}, sample.value)
+        self._families = list(merged.values())
+
+    async def refresh_async(self, conn: psycopg.AsyncConnection[Any], *, within_s: float) -> None:
+        cur = await conn.execute(q.WORKER_METRICS, {"within": within_s})
+        self.load((worker_id, bytes(blob)) for worker_id, blob in await cur.fetchall())
+
+
 STATES = ("queued", "running", "succeeded", "dead", "cancelled")
 
 

@@ -20,7 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 from storesync.db.pools import SET_LOCAL_STATEMENT_TIMEOUT
 from storesync.queue import queries as q
 from storesync.queue.enqueue import JobSpec, enqueue_async
-from storesync.queue.payloads import PARKED_FOR
+from storesync.queue.payloads import PARKED_FOR, PARKED_SINCE
 
 
 @dataclass(frozen=True)
@@ -50,11 +50,12 @@ def list_jobs(
     state: str | None = None,
     group: str | None = None,
     kind: str | None = None,
+    lane: int | None = None,
     limit: int = 50,
 ) -> list[dict[str, Any]]:
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(
-            q.LIST_JOBS, {"state": state, "group": group, "kind": kind, "limit": limit}
+            q.LIST_JOBS, {"state": state, "group": group, "kind": kind, "lane": lane, "limit": limit}
         ).fetchall()
 
 
@@ -81,17 +82,20 @@ def cancel_job(conn: psycopg.Connection, job_id: int) -> bool:
 # --------------------------------------------------------------------------- parking
 
 
-async def park(conn: psycopg.AsyncConnection, spec: JobSpec, *, key: str, delay_s: float) -> int:
-    """Enqueue `spec` again, tagged as parked for `key`, due `delay_s` from now (its own
-    transaction); the new job's id."""
+async def park(
+    conn: psycopg.AsyncConnection, spec: JobSpec, *, key: str, delay_s: float, since: str | None = None
+) -> int:
+    """Enqueue `spec` again, tagged as parked for `key` since `since` (the time it was first
+    parked; now when None), due `delay_s` from now (its own transaction); the new job's id."""
+    now = datetime.now(UTC)
     parked = JobSpec(
         spec.kind,
-        {**spec.payload, PARKED_FOR: key},
+        {**spec.payload, PARKED_FOR: key, PARKED_SINCE: since or now.isoformat()},
         group=spec.group,
         lane=spec.lane,
         lock_key=spec.lock_key,
         max_attempts=spec.max_attempts,
-        run_at=datetime.now(UTC) + timedelta(seconds=delay_s),
+        run_at=now + timedelta(seconds=delay_s),
     )
     async with conn.transaction():
         return (await enqueue_async(conn, parked)).job_id
@@ -244,3 +248,51 @@ async def jobs_with_payload_value(
     """A group's jobs of kinds starting with `kind_prefix` whose payload holds `value` at `key`."""
     params = {"group": group, "kind_prefix": kind_prefix, "key": key, "value": value}
     return await _rows(conn, q.JOBS_WITH_PAYLOAD_VALUE, params)
+
+
+# --------------------------------------------------------------------------- work per target
+# On the caller's connection and transaction (which bounds them with its statement timeout).
+
+
+@dataclass(frozen=True)
+class WorkCount:
+    """Unfinished and recently dead jobs of one group and kind with the same values under the
+    payload keys asked for (`keyed`) and the same `parked_for`."""
+
+    group: str
+    kind: str
+    parked_for: str | None
+    keyed: dict[str, Any]
+    active: int  # running, queued and due, or waiting out a retry's backoff
+    oldest_active: datetime | None  # when the oldest of them was first parked, else enqueued
+    parked: int  # parked and waiting for their next look
+    parked_since: datetime | None
+    dead: int
+    last_dead_at: datetime | None
+
+
+async def work_by_payload(
+    conn: psycopg.AsyncConnection, keys: list[str], *, dead_within_s: float
+) -> list[WorkCount]:
+    """The queue's unfinished work (and jobs dead within `dead_within_s`) counted per group, kind,
+    parked-for store and the values of the payload `keys`: the caller says whom each is for."""
+    cur = await conn.execute(q.WORK_BY_PAYLOAD, {"keys": keys, "dead_within": dead_within_s})
+    return [WorkCount(*row) for row in await cur.fetchall()]
+
+
+async def recent_dead_jobs(
+    conn: psycopg.AsyncConnection, *, within_s: float, kind: str | None = None, limit: int = 50
+) -> list[dict[str, Any]]:
+    """The newest jobs that died within `within_s`, with payload and last error, newest first."""
+    return await _rows(conn, q.RECENT_DEAD_JOBS, {"within": within_s, "kind": kind, "limit": limit})
+
+
+def dead_job_ids(conn: psycopg.Connection, *, kind: str | None = None) -> list[int]:
+    """Every dead job's id (of one kind), oldest first."""
+    return [int(r[0]) for r in conn.execute(q.DEAD_JOB_IDS, {"kind": kind}).fetchall()]
+
+
+async def pending_payload_values(conn: psycopg.AsyncConnection, keys: list[str]) -> set[tuple[str, str]]:
+    """(key, value) of every value under `keys` in an unfinished job's payload."""
+    cur = await conn.execute(q.PENDING_PAYLOAD_VALUES, {"keys": keys})
+    return {(k, v) for k, v in await cur.fetchall() if v is not None}

@@ -6,8 +6,8 @@ values do not match its type's annotations (`InvalidPayloadError`). `decode` tur
 object back into an instance of the type the handler was registered with, refusing what no longer
 fits (the worker dead-letters such a job with the reason: retrying cannot fix it).
 
-The queue adds one key of its own to a stored payload, `parked_for` (`ops.park`); it is not part
-of any payload type and is removed before decoding.
+The queue adds two keys of its own to a stored payload, `parked_for` and `parked_since`
+(`ops.park`); they are not part of any payload type and are removed before decoding.
 """
 
 from __future__ import annotations
@@ -21,6 +21,9 @@ from pydantic_core import PydanticSerializationError
 
 # The queue's own key in a stored payload: the job waits for this (e.g. a paused store).
 PARKED_FOR = "parked_for"
+# When the job was first parked (ISO time), kept as it is parked again: how long it has waited.
+PARKED_SINCE = "parked_since"
+QUEUE_KEYS = frozenset({PARKED_FOR, PARKED_SINCE})
 
 
 class InvalidPayloadError(ValueError):

@@ -274,13 +274,25 @@ RETURNING j.id, j.state
 
 # ----------------------------------------------------------------------------- workers
 
-# upsert_worker: record this worker's heartbeat (and state) for /readyz and the dashboard.
+# upsert_worker: record this worker's heartbeat (and state) for /readyz and the dashboard, with
+# its own metrics (compressed Prometheus text; NULL keeps the last ones) for the ops listener.
 UPSERT_WORKER = """
-INSERT INTO queue_workers (worker_id, hostname, pid, concurrency, state, in_flight, jobs_done, is_scheduler)
-VALUES (%(worker)s, %(hostname)s, %(pid)s, %(concurrency)s, %(state)s, %(in_flight)s, %(jobs_done)s, %(is_scheduler)s)
+INSERT INTO queue_workers (worker_id, hostname, pid, concurrency, state, in_flight, jobs_done, is_scheduler,
+                           metrics)
+VALUES (%(worker)s, %(hostname)s, %(pid)s, %(concurrency)s, %(state)s, %(in_flight)s, %(jobs_done)s,
+        %(is_scheduler)s, %(metrics)s)
 ON CONFLICT (worker_id) DO UPDATE
 SET state = EXCLUDED.state, in_flight = EXCLUDED.in_flight, jobs_done = EXCLUDED.jobs_done,
-    is_scheduler = EXCLUDED.is_scheduler, heartbeat_at = now()
+    is_scheduler = EXCLUDED.is_scheduler, heartbeat_at = now(),
+    metrics = coalesce(EXCLUDED.metrics, queue_workers.metrics)
+"""
+
+# worker_metrics: the metrics of every worker that heartbeated within `within` seconds (stopped
+# ones too, so their last counts are scraped once more).
+WORKER_METRICS = """
+SELECT worker_id, metrics FROM queue_workers
+WHERE metrics IS NOT NULL AND heartbeat_at > now() - make_interval(secs => %(within)s)
+ORDER BY worker_id
 """
 
 # live_workers: workers that heartbeated within the last `within` seconds and have not stopped.
@@ -364,7 +376,7 @@ SELECT (SELECT count(*) FROM jobs WHERE state IN ('succeeded', 'cancelled')
 
 # ----------------------------------------------------------------------------- operators
 
-# list_jobs: the newest jobs, optionally filtered by state, group and kind.
+# list_jobs: the newest jobs, optionally filtered by state, group, kind and lane.
 LIST_JOBS = """
 SELECT id, kind, group_key, lane, state, attempt, max_attempts, run_at, created_at, finished_at,
        errors -> -1 ->> 'message' AS last_error
@@ -372,6 +384,7 @@ FROM jobs
 WHERE (%(state)s::text IS NULL OR state = %(state)s)
   AND (%(group)s::text IS NULL OR group_key = %(group)s)
   AND (%(kind)s::text IS NULL OR kind = %(kind)s)
+  AND (%(lane)s::smallint IS NULL OR lane = %(lane)s)
 ORDER BY id DESC
 LIMIT %(limit)s
 """
@@ -416,11 +429,13 @@ JOBS_BY_STATE_AND_LANE = """
 SELECT state, lane, count(*) FROM jobs GROUP BY state, lane
 """
 
-# queue_age_by_group: per group, queued jobs that are due and the age of the oldest one.
+# queue_age_by_group: per group the queue knows (every one, so that a gauge reads 0 rather than
+# vanishing), queued jobs that are due and the age of the oldest one (0 without any).
 QUEUE_AGE_BY_GROUP = """
-SELECT group_key, count(*), extract(epoch FROM now() - min(run_at))::float8
-FROM jobs WHERE state = 'queued' AND run_at <= now()
-GROUP BY group_key
+SELECT g.group_key, count(j.id), coalesce(extract(epoch FROM now() - min(j.run_at)), 0)::float8
+FROM job_groups g
+LEFT JOIN jobs j ON j.group_key = g.group_key AND j.state = 'queued' AND j.run_at <= now()
+GROUP BY g.group_key
 """
 
 # ----------------------------------------------------------------------------- parking
@@ -530,4 +545,65 @@ SELECT id, kind, state, attempt, max_attempts, finished_at, errors -> -1 ->> 'me
 FROM jobs
 WHERE group_key = %(group)s AND kind LIKE %(kind_prefix)s || '%%' AND payload ->> %(key)s = %(value)s
 ORDER BY id
+"""
+
+# ----------------------------------------------------------------------------- work per target
+# Whom a job is for is in its payload, which only its enqueuer understands: these group by the
+# values of the payload keys the caller names (`keys`) and leave the meaning to it.
+
+# work_by_payload: unfinished jobs, and jobs that died within `dead_within` seconds, per group,
+# kind, the store they are parked for and the values of `keys`: jobs running, due or waiting
+# out a retry's backoff (`active`: their change is not applied yet; the oldest one's age counted
+# from when it was first parked or else enqueued), parked and waiting (`parked`, since when),
+# dead (the newest death). Jobs never run that wait for a later time (periodic, debounced) are
+# no backlog and count nowhere. One scan of the unfinished jobs (and the recent dead ones, by
+# their index), bounded by the caller's statement timeout.
+WORK_BY_PAYLOAD = """
+WITH work AS (
+    SELECT group_key, kind, state, run_at, finished_at,
+           state = 'running' OR (state = 'queued' AND (run_at <= now()
+               OR (attempt > 0 AND payload ->> 'parked_for' IS NULL))) AS active,
+           payload ->> 'parked_for' AS parked_for,
+           coalesce((payload ->> 'parked_since')::timestamptz, created_at) AS since,
+           (SELECT jsonb_object_agg(k, payload -> k) FROM unnest(%(keys)s::text[]) AS k WHERE payload ? k)
+               AS keyed
+    FROM jobs
+    WHERE state IN ('queued', 'running')
+       OR (state = 'dead' AND finished_at > now() - make_interval(secs => %(dead_within)s))
+)
+SELECT group_key, kind, parked_for, coalesce(keyed, '{}') AS keyed,
+       count(*) FILTER (WHERE active) AS active,
+       min(since) FILTER (WHERE active) AS oldest_active,
+       count(*) FILTER (WHERE state = 'queued' AND run_at > now() AND parked_for IS NOT NULL) AS parked,
+       min(since) FILTER (WHERE state = 'queued' AND run_at > now() AND parked_for IS NOT NULL)
+           AS parked_since,
+       count(*) FILTER (WHERE state = 'dead') AS dead,
+       max(finished_at) FILTER (WHERE state = 'dead') AS last_dead_at
+FROM work
+GROUP BY 1, 2, 3, 4
+"""
+
+# recent_dead_jobs: the newest dead jobs (by when they died), with their payload and last error.
+RECENT_DEAD_JOBS = """
+SELECT id, kind, group_key, payload, finished_at, attempt,
+       errors -> -1 ->> 'error' AS last_error_type, errors -> -1 ->> 'message' AS last_error,
+       coalesce((errors -> -1 ->> 'retryable')::boolean, true) AS last_retryable
+FROM jobs
+WHERE state = 'dead' AND finished_at > now() - make_interval(secs => %(within)s)
+  AND (%(kind)s::text IS NULL OR kind = %(kind)s)
+ORDER BY finished_at DESC, id DESC
+LIMIT %(limit)s
+"""
+
+# dead_job_ids: every dead job (optionally of one kind), oldest first: `jobs retry --all-dead`.
+DEAD_JOB_IDS = """
+SELECT id FROM jobs WHERE state = 'dead' AND (%(kind)s::text IS NULL OR kind = %(kind)s) ORDER BY id
+"""
+
+# pending_payload_values: the distinct values under `keys` in the payloads of unfinished jobs
+# (e.g. which source changes still have work in flight).
+PENDING_PAYLOAD_VALUES = """
+SELECT DISTINCT k, payload ->> k
+FROM jobs, unnest(%(keys)s::text[]) AS k
+WHERE state IN ('queued', 'running') AND payload ? k
 """

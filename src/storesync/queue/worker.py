@@ -35,11 +35,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from prometheus_client import REGISTRY
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from storesync.config import Settings
 from storesync.db.pools import async_connect_direct, async_pooled_pool
+from storesync.db.series import CounterDeltas, MinuteCounts, flush_counts
 from storesync.healthcheck import remove_heartbeat_file, write_heartbeat_file
 from storesync.logs import get_logger
 from storesync.queue import metrics as m
@@ -48,7 +50,7 @@ from storesync.queue.claim import claim_batch
 from storesync.queue.config import QueueSettings, backoff_delay
 from storesync.queue.enqueue import JobSpec, Lane, enqueue_many_async
 from storesync.queue.handlers import Deferred, HandlerRegistry, JobContext, PermanentError, RetryableError
-from storesync.queue.payloads import PARKED_FOR, InvalidPayloadError, decode
+from storesync.queue.payloads import PARKED_SINCE, QUEUE_KEYS, InvalidPayloadError, decode
 
 log = get_logger("storesync.queue.worker")
 
@@ -138,6 +140,9 @@ class Worker:
         self._last_renewal = time.monotonic()
         self._counters: dict[tuple[Any, ...], Any] = {}
         self._timers: dict[tuple[Any, ...], Any] = {}
+        # The increments of `m.MINUTE_SERIES` waiting to be added to the charts' series.
+        self._minute_counts = MinuteCounts()
+        self._counter_deltas = CounterDeltas(REGISTRY, m.MINUTE_SERIES)
         self.pool: AsyncConnectionPool | None = None  # handlers' pooled path
         self.qpool: AsyncConnectionPool | None = None  # the queue's own statements
 
@@ -184,6 +189,8 @@ class Worker:
             await cancel_until_done(background)
             with contextlib.suppress(Exception):
                 await self._write_heartbeat("stopped")
+            with contextlib.suppress(Exception):
+                await self._flush_series()
             if self.qs.health_file:
                 remove_heartbeat_file(self.qs.health_file)
             await self.qpool.close()
@@ -341,7 +348,7 @@ class Worker:
         try:
             if handler is None:
                 raise PermanentError(f"no handler registered for job kind {run.kind!r}")
-            stored = {k: v for k, v in run.payload.items() if k != PARKED_FOR}
+            stored = {k: v for k, v in run.payload.items() if k not in QUEUE_KEYS}
             try:
                 payload = decode(self.registry.payload_type(run.kind), stored)
             except InvalidPayloadError as err:
@@ -358,6 +365,7 @@ class Worker:
                 settings=self.settings,
                 stored_payload=stored,
                 max_attempts=run.max_attempts,
+                parked_since=run.payload.get(PARKED_SINCE),
             )
             await handler(ctx)
         except asyncio.CancelledError:
@@ -545,6 +553,8 @@ class Worker:
             with contextlib.suppress(Exception):
                 await self._write_heartbeat("draining" if self._stop.is_set() else "running")
             with contextlib.suppress(Exception):
+                await self._flush_series()
+            with contextlib.suppress(Exception):
                 await self._reap()
 
     async def _renew_leases(self) -> None:
@@ -598,7 +608,7 @@ class Worker:
             "is_scheduler": self.is_scheduler,
         }
         async with self.qpool.connection() as conn:
-            await conn.execute(q.UPSERT_WORKER, heartbeat)
+            await conn.execute(q.UPSERT_WORKER, {**heartbeat, "metrics": m.worker_snapshot()})
         # Only a heartbeat the database recorded refreshes the file: a stale file means this
         # worker cannot do its work, whatever the reason.
         if self.qs.health_file and state != "stopped":
@@ -606,6 +616,14 @@ class Worker:
                 write_heartbeat_file(self.qs.health_file, heartbeat)
             except OSError as err:
                 log.warning("cannot write the health file", path=str(self.qs.health_file), error=str(err))
+
+    async def _flush_series(self) -> None:
+        """Add this worker's job outcomes and Admin API calls since the last flush to the charts'
+        per-minute series (kept for the next flush if the database does not take them)."""
+        assert self.qpool is not None
+        self._counter_deltas.collect_into(self._minute_counts)
+        async with self.qpool.connection() as conn:
+            await flush_counts(conn, self._minute_counts)
 
     async def _reap(self) -> None:
         assert self.qpool is not None

@@ -42,3 +42,14 @@ class SyncSettings(EnvironmentSettings):
     # After a backfill, its copies whose variants are still not linked (their products/create
     # webhook lost) are read and linked by a job this much later (seconds).
     link_pending_after_s: Annotated[float, Field(ge=0)] = 30.0
+    # How often `sync.settle_changes` settles the source changes whose work is done, observing how
+    # long each took to reach its last store (seconds), and how long a change must have been
+    # quiet (nothing written) before it is looked at.
+    settle_every_s: Annotated[float, Field(gt=0)] = 30.0
+    settle_quiet_s: Annotated[float, Field(ge=0)] = 2.0
+    # Store health (the dashboard, `storesync status`, the ops listener's store gauges): a store
+    # whose oldest unapplied change is older than this is "behind" (seconds) ...
+    behind_after_s: Annotated[float, Field(ge=0)] = 30.0
+    # ... and one whose jobs died within this window is "failing" (seconds; dead jobs are kept
+    # longer, for replay: docs/reliability.md).
+    failing_within_s: Annotated[float, Field(gt=0)] = 86400.0

@@ -20,6 +20,7 @@ from starlette.routing import Mount, Route
 from storesync.config import NetworkConfig, Settings
 from storesync.db.migrate import SchemaBehindError, ensure_at_head
 from storesync.db.pools import async_pooled_pool, connect_direct
+from storesync.db.series import flush_counts
 from storesync.logs import configure_logging, get_logger
 from storesync.web.auth import auth_routes
 from storesync.web.batcher import DeliveryBatcher
@@ -32,6 +33,8 @@ from storesync.web.webhooks import WebhookSlots, shopify_webhook
 log = get_logger("storesync.web")
 
 POOL_GAUGE_INTERVAL_S = 1.0
+# Webhooks received per store are added to the charts' per-minute series this often.
+MINUTE_COUNTS_FLUSH_S = 5.0
 
 
 class NotServing(RuntimeError):
@@ -56,6 +59,7 @@ def create_app(
     for the next request)."""
     web_settings = web_settings or WebSettings.load()
     metrics = WebMetrics()
+    dashboard = create_dashboard(settings, lambda: app.state.pool, network=lambda: app.state.network)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -84,7 +88,18 @@ def create_app(
                 metrics.observe_pool(pool)
                 await asyncio.sleep(POOL_GAUGE_INTERVAL_S)
 
+        async def flush_minute_counts() -> None:
+            while True:
+                await asyncio.sleep(MINUTE_COUNTS_FLUSH_S)
+                try:
+                    # committed as the pool takes the connection back
+                    async with pool.connection(timeout=2.0) as conn:
+                        await flush_counts(conn, metrics.minute_counts)
+                except Exception as err:  # kept for the next flush; charts are not worth a crash
+                    log.warning("minute_counts_not_flushed", error=f"{type(err).__name__}: {err}"[:200])
+
         gauges = asyncio.create_task(refresh_pool_gauges())
+        flusher = asyncio.create_task(flush_minute_counts())
         log.info(
             "web_serving",
             shops=sum(len(m.stores) for m in network.merchants),
@@ -95,8 +110,14 @@ def create_app(
         finally:
             metrics.watched_pool = None
             gauges.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await gauges
+            flusher.cancel()
+            for task in (gauges, flusher):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            with contextlib.suppress(Exception):
+                async with pool.connection(timeout=2.0) as conn:
+                    await flush_counts(conn, metrics.minute_counts)
+            await dashboard.state.live.aclose()
             await batcher.close()
             await probe_pool.close(timeout=5.0)
             await pool.close(timeout=5.0)
@@ -109,7 +130,7 @@ def create_app(
             # The install flow of stores that connect by the authorization code grant.
             *auth_routes(),
             # Operator dashboard (STORESYNC_DASHBOARD_TOKEN; disabled when unset); reads on this pool.
-            Mount("/dashboard", app=create_dashboard(settings, lambda: app.state.pool)),
+            Mount("/dashboard", app=dashboard),
         ],
         lifespan=lifespan,
     )

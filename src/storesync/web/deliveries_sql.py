@@ -16,12 +16,13 @@ ON CONFLICT (webhook_id) DO NOTHING
 RETURNING webhook_id
 """
 
-# list_deliveries: the newest deliveries, optionally of one status, for operators.
+# list_deliveries: the newest deliveries, optionally of one status and from one store, for operators.
 LIST_DELIVERIES = """
 SELECT id, webhook_id, shop_domain, merchant_id, topic, event_id, triggered_at, api_version,
        received_at, status, octet_length(payload) AS payload_bytes
 FROM webhook_deliveries
-WHERE %(status)s::text IS NULL OR status = %(status)s
+WHERE (%(status)s::text IS NULL OR status = %(status)s)
+  AND (%(shop)s::text IS NULL OR shop_domain = %(shop)s)
 ORDER BY received_at DESC, id DESC
 LIMIT %(limit)s
 """

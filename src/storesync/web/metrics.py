@@ -23,7 +23,8 @@ from prometheus_client import (
 from prometheus_client import multiprocess as prom_multiprocess
 from psycopg_pool import AsyncConnectionPool
 
-from storesync.queue.metrics import QueueGauges
+from storesync.db.series import MinuteCounts
+from storesync.queue.metrics import QueueGauges, WorkerSnapshots
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -43,6 +44,13 @@ class WebMetrics:
             "Authenticated webhook deliveries by topic and outcome "
             "(accepted, duplicate, unparseable, ignored).",
             ["topic", "outcome"],
+            registry=r,
+        )
+        self.deliveries_by_shop = Counter(
+            "storesync_webhook_deliveries_by_shop",
+            "Authenticated webhook deliveries by the store that sent them and outcome "
+            "(accepted, duplicate, unparseable, ignored).",
+            ["shop", "outcome"],
             registry=r,
         )
         self.duplicates = Counter(
@@ -98,6 +106,13 @@ class WebMetrics:
         )
         # The state of the whole queue, read from the database on each scrape.
         self.queue = QueueGauges(r)
+        # The workers' own metrics, as they published them with their heartbeats.
+        self.workers = WorkerSnapshots(r)
+        # Further collectors read from the database (the sync engine's store health), registered
+        # by the ops listener; kept here so that multiprocess mode registers them too.
+        self.database_collectors: list[Any] = [self.queue, self.workers]
+        # Webhooks received per store and minute, added to the charts' series every few seconds.
+        self.minute_counts = MinuteCounts()
         # The webhook pool, read again at each scrape (one process; workers refresh their files).
         self.watched_pool: AsyncConnectionPool | None = None
 
@@ -113,7 +128,8 @@ class WebMetrics:
         if multiprocess_mode():
             registry = CollectorRegistry()
             prom_multiprocess.MultiProcessCollector(registry)
-            registry.register(self.queue)
+            for collector in self.database_collectors:
+                registry.register(collector)
             return generate_latest(registry)
         if self.watched_pool is not None:
             self.observe_pool(self.watched_pool)  # counters only: safe from the ops listener's thread

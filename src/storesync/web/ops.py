@@ -36,9 +36,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from storesync.config import Settings, is_loopback
 from storesync.db.pools import SET_LOCAL_STATEMENT_TIMEOUT, async_pooled_pool
 from storesync.logs import get_logger
+from storesync.sync.settings import SyncSettings
+from storesync.web.dashboard.auth import SignInLimiter
 from storesync.web.health import ReadinessProbe, healthz, readyz_detailed
-from storesync.web.metrics import WebMetrics
+from storesync.web.metrics import WebMetrics, multiprocess_mode
 from storesync.web.settings import WebSettings
+from storesync.web.store_metrics import StoreHealthGauges
 
 log = get_logger("storesync.web.ops")
 
@@ -55,18 +58,39 @@ def check_ops_settings(web: WebSettings) -> None:
         )
 
 
+# Failed tokens a client may send per minute before it is answered 429 (the dashboard's sign-in
+# limit, STORESYNC_DASHBOARD_SIGN_IN_ATTEMPTS_PER_MINUTE, is 5 by default; a scraper that is
+# misconfigured retries every scrape interval, so this allows a little more).
+OPS_FAILED_TOKENS_PER_MINUTE = 10
+
+
 class _BearerToken:
-    """Every request carries `Authorization: Bearer <token>` (compared in constant time), or 401."""
+    """Every request carries `Authorization: Bearer <token>` (compared in constant time), or 401;
+    a client that keeps sending wrong tokens is answered 429 for a while, as the dashboard's
+    sign-in is (docs/decisions/0041-ops-listener-protection.md)."""
 
     def __init__(self, app: ASGIApp, token: str) -> None:
         self.app = app
         self.digest = hashlib.sha256(token.encode()).digest()
+        self.limiter = SignInLimiter(OPS_FAILED_TOKENS_PER_MINUTE)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            header = Request(scope).headers.get("authorization", "")
+            request = Request(scope)
+            client = request.client.host if request.client else "unknown"
+            wait_s = self.limiter.retry_after(client)
+            if wait_s:
+                response = JSONResponse(
+                    {"status": 429, "message": "too many refused tokens"}, status_code=429
+                )
+                response.headers["Retry-After"] = str(wait_s)
+                await response(scope, receive, send)
+                return
+            header = request.headers.get("authorization", "")
             given = header[7:].strip() if header[:7].lower() == "bearer " else ""
             if not hmac.compare_digest(hashlib.sha256(given.encode()).digest(), self.digest):
+                self.limiter.failed(client)
+                log.warning("ops_token_refused", client=client, path=scope.get("path"))
                 response = JSONResponse({"status": 401, "message": "unauthorized"}, status_code=401)
                 response.headers["WWW-Authenticate"] = "Bearer"
                 await response(scope, receive, send)
@@ -74,11 +98,20 @@ class _BearerToken:
         await self.app(scope, receive, send)
 
 
-class QueueGaugeRefresher:
-    """Refreshes `metrics.queue` from the database at most every `every_s` seconds."""
+class DatabaseGaugeRefresher:
+    """Refreshes the collectors read from the database (the queue's gauges, the workers' own
+    metrics, the stores' health) at most every `every_s` seconds, one refresh at a time, each
+    collector in its own short transaction under the statement timeout: one that fails keeps its
+    last values and does not stop the others."""
 
-    def __init__(self, metrics: WebMetrics, every_s: float, statement_timeout_ms: int) -> None:
+    # Workers' metrics older than this are not served (a worker gone for good drops out).
+    WORKER_METRICS_WITHIN_S = 120.0
+
+    def __init__(
+        self, metrics: WebMetrics, stores: StoreHealthGauges, every_s: float, statement_timeout_ms: int
+    ) -> None:
         self.metrics = metrics
+        self.stores = stores
         self.every_s = every_s
         self.statement_timeout = str(statement_timeout_ms)
         self._at: float | None = None
@@ -90,12 +123,22 @@ class QueueGaugeRefresher:
         async with self._lock:
             if self._at is not None and time.monotonic() - self._at < self.every_s:
                 return
-            try:
-                async with pool.connection(timeout=1.0) as conn, conn.transaction():
-                    await conn.execute(SET_LOCAL_STATEMENT_TIMEOUT, (self.statement_timeout,))
-                    await self.metrics.queue.refresh_async(conn)
-            except Exception as err:  # a scrape must still answer; the gauges keep their last values
-                log.warning("queue_gauges_unavailable", error=f"{type(err).__name__}: {err}"[:300])
+            steps = {
+                "queue": self.metrics.queue.refresh_async,
+                "workers": lambda conn: self.metrics.workers.refresh_async(
+                    conn, within_s=self.WORKER_METRICS_WITHIN_S
+                ),
+                "stores": self.stores.refresh_async,
+            }
+            for name, step in steps.items():
+                try:
+                    async with pool.connection(timeout=1.0) as conn, conn.transaction():
+                        await conn.execute(SET_LOCAL_STATEMENT_TIMEOUT, (self.statement_timeout,))
+                        await step(conn)
+                except Exception as err:  # a scrape must still answer; the gauges keep their last values
+                    log.warning(
+                        "database_gauges_unavailable", gauges=name, error=f"{type(err).__name__}: {err}"[:300]
+                    )
             self._at = time.monotonic()  # a failure is not retried on every scrape either
 
 
@@ -105,7 +148,12 @@ def create_ops_app(
     """The ops listener's app. `metrics`: the webhook app's (one process); None in multiprocess
     mode, where the exposition sums the workers' files."""
     metrics = metrics or WebMetrics()
-    refresher = QueueGaugeRefresher(metrics, web.ops_cache_s, web.ops_statement_timeout_ms)
+    stores = StoreHealthGauges(SyncSettings.load())
+    if multiprocess_mode():
+        metrics.database_collectors.append(stores)
+    else:
+        metrics.registry.register(stores)
+    refresher = DatabaseGaugeRefresher(metrics, stores, web.ops_cache_s, web.ops_statement_timeout_ms)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -145,7 +193,7 @@ class OpsListener:
         self.sock = sock
         self.port = sock.getsockname()[1]
         self.server = uvicorn.Server(
-            uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="on")
+            uvicorn.Config(app, log_level=log_level, log_config=None, access_log=False, lifespan="on")
         )
         self.thread = threading.Thread(target=self._run, name="storesync-ops", daemon=True)
 

@@ -38,6 +38,8 @@ def serve(settings: Settings, network: NetworkConfig, web: WebSettings) -> None:
         "host": web.host,
         "port": web.port,
         "log_level": settings.log_level,
+        # Keep to the process's logging (storesync.logs: one format, on stderr).
+        "log_config": None,
         "access_log": False,
         "timeout_graceful_shutdown": 10,
         "proxy_headers": True,

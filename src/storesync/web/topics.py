@@ -4,6 +4,8 @@ between tenants; the payload is a `WebhookJob`."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from storesync.queue.enqueue import JobSpec, Lane
 from storesync.sync.domain.payloads import WebhookJob
 from storesync.sync.domain.topics import BY_NAME
@@ -24,6 +26,7 @@ def job_spec(
     triggered_at: str | None,
     api_version: str | None,
     body: dict,
+    received_at: datetime | None = None,
 ) -> JobSpec | None:
     """The job for a parsed delivery, or None when storesync does not handle the topic."""
     rule = BY_NAME.get(topic)
@@ -46,6 +49,7 @@ def job_spec(
             event_id=event_id,
             triggered_at=triggered_at,
             api_version=api_version,
+            received_at=(received_at or datetime.now(UTC)).isoformat(),
         ),
         group=merchant_id,
         lane=Lane[rule.lane.upper()],

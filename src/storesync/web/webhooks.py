@@ -31,6 +31,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from storesync.api_version import ADMIN_API_VERSION
+from storesync.db.series import SERIES_WEBHOOKS
 from storesync.logs import get_logger
 from storesync.web.deadline import within
 from storesync.web.ingest import (
@@ -240,6 +241,8 @@ async def _handle(request: Request) -> Response:
         return _answer(503, f"cannot record the delivery now ({reason}); retry", reason=reason)
 
     topic_label = topic if handled(topic) else "other"
+    metrics.deliveries_by_shop.labels(shop, "duplicate" if not recorded.first else recorded.status).inc()
+    metrics.minute_counts.add(SERIES_WEBHOOKS, shop)
     if not recorded.first:
         metrics.duplicates.labels(topic_label).inc()
         metrics.deliveries.labels(topic_label, "duplicate").inc()

@@ -11,6 +11,7 @@ import psycopg
 from storesync.logs import get_logger
 from storesync.queue import ops as queue_ops
 from storesync.queue.enqueue import JobSpec, Lane, enqueue_many_async
+from storesync.sync.domain.audit import delivery_cause
 from storesync.sync.domain.routing import SyncJob
 
 log = get_logger("storesync.sync")
@@ -53,12 +54,22 @@ async def job_states(conn: psycopg.AsyncConnection, ids: list[int]) -> dict[int,
     return await queue_ops.job_states_async(conn, ids)
 
 
-async def park(conn: psycopg.AsyncConnection, spec: JobSpec, *, shop: str, delay_s: float) -> int:
-    """Re-enqueue a job unchanged, parked for `shop` (a paused store), to run again after
-    `delay_s`; `storesync network resume SHOP` makes it due at once."""
-    job_id = await queue_ops.park(conn, spec, key=shop, delay_s=delay_s)
+async def park(
+    conn: psycopg.AsyncConnection, spec: JobSpec, *, shop: str, delay_s: float, since: str | None = None
+) -> int:
+    """Re-enqueue a job unchanged, parked for `shop` (a paused store) since `since` (when it was
+    first parked; now if None), to run again after `delay_s`; `storesync network resume SHOP`
+    makes it due at once."""
+    job_id = await queue_ops.park(conn, spec, key=shop, delay_s=delay_s, since=since)
     log.info("job parked", kind=spec.kind, shop=shop, job_id=job_id, delay_s=delay_s)
     return job_id
+
+
+async def pending_causes(conn: psycopg.AsyncConnection) -> set[str]:
+    """The causes (`delivery:<id>`, ...) that unfinished jobs still carry: a webhook job's own
+    delivery, and every sync job's `cause`."""
+    values = await queue_ops.pending_payload_values(conn, ["cause", "delivery_id"])
+    return {delivery_cause(v) if k == "delivery_id" else v for k, v in values}
 
 
 async def unpark(conn: psycopg.AsyncConnection, key: str) -> int:

@@ -1,7 +1,8 @@
 """Postgres adapters for the sync domain's storage ports, and every SQL statement of the sync
 part, each named with a one-line description (tables of migration 0005 and its successors:
 sync_links, sync_inventory_ledger, sync_inventory_backlog, sync_write_records,
-sync_applied_versions, sync_sagas, sync_saga_steps, sync_audit). The stores table belongs to
+sync_applied_versions, sync_sagas, sync_saga_steps, sync_audit; 0016's sync_changes and
+sync_reconcile_runs). The stores table belongs to
 `db/` (`db.network_sql`); the queue's tables to `queue/`.
 
 Each adapter works on an `psycopg.AsyncConnection` the caller passes, and is safe on the pooled
@@ -32,6 +33,7 @@ from storesync.db import network_sql
 from storesync.logs import get_logger
 from storesync.sync.domain.audit import AuditRecord
 from storesync.sync.domain.echoes import ProductDigest
+from storesync.sync.domain.health import SourceChange
 from storesync.sync.domain.inventory import (
     EntryKind,
     EntryStatus,
@@ -1027,18 +1029,43 @@ class PgStepLog:
 
 # --------------------------------------------------------------------------- audit
 
-# record_audit: one audited write or saga outcome.
+# record_audit: one audited write or saga outcome; a write also advances its source change's
+# progress (sync_changes, a primary-key UPDATE that finds nothing when the cause is no tracked
+# change), in the same statement.
 RECORD_AUDIT = """
-INSERT INTO sync_audit (at, shop, object_type, object_id, action, before, after, cause, detail)
-VALUES (%(at)s, %(shop)s, %(object_type)s, %(object_id)s, %(action)s, %(before)s, %(after)s, %(cause)s, %(detail)s)
+WITH audited AS (
+    INSERT INTO sync_audit (at, shop, object_type, object_id, action, before, after, cause, detail)
+    VALUES (%(at)s, %(shop)s, %(object_type)s, %(object_id)s, %(action)s, %(before)s, %(after)s, %(cause)s,
+            %(detail)s)
+    RETURNING at, cause
+)
+UPDATE sync_changes c
+SET first_written_at = least(coalesce(c.first_written_at, a.at), a.at),
+    last_written_at = greatest(coalesce(c.last_written_at, a.at), a.at),
+    writes = c.writes + 1
+FROM audited a
+WHERE c.change = a.cause AND %(is_write)s
 """
 
-# record_audits: many audit records at once (parallel arrays).
+# record_audits: many audit records at once (parallel arrays); like record_audit, the writes
+# among them advance their source changes' progress (once per change: first, last, count).
 RECORD_AUDITS = """
-INSERT INTO sync_audit (at, shop, object_type, object_id, action, before, after, cause, detail)
-SELECT * FROM unnest(%(at)s::timestamptz[], %(shop)s::text[], %(object_type)s::text[], %(object_id)s::text[],
-                     %(action)s::text[], %(before)s::jsonb[], %(after)s::jsonb[], %(cause)s::text[],
-                     %(detail)s::text[])
+WITH audited AS (
+    INSERT INTO sync_audit (at, shop, object_type, object_id, action, before, after, cause, detail)
+    SELECT * FROM unnest(%(at)s::timestamptz[], %(shop)s::text[], %(object_type)s::text[],
+                         %(object_id)s::text[], %(action)s::text[], %(before)s::jsonb[], %(after)s::jsonb[],
+                         %(cause)s::text[], %(detail)s::text[])
+    RETURNING at, cause, object_type
+), per_change AS (
+    SELECT cause, min(at) AS first_at, max(at) AS last_at, count(*) AS n
+    FROM audited WHERE object_type <> 'saga' GROUP BY cause
+)
+UPDATE sync_changes c
+SET first_written_at = least(coalesce(c.first_written_at, a.first_at), a.first_at),
+    last_written_at = greatest(coalesce(c.last_written_at, a.last_at), a.last_at),
+    writes = c.writes + a.n
+FROM per_change a
+WHERE c.change = a.cause
 """
 
 # query_audit: newest audit records, optionally for one store, object or cause.
@@ -1128,6 +1155,7 @@ class PgAudit:
                     "after": _json(rec.after),
                     "cause": rec.cause,
                     "detail": rec.detail,
+                    "is_write": rec.object_type != "saga",
                 },
             )
 
@@ -1167,6 +1195,19 @@ async def paused_among(conn: psycopg.AsyncConnection, shops: Iterable[str]) -> d
     """Which of `shops` are paused, with the reason."""
     cur = await conn.execute(network_sql.PAUSED_STORES, {"shops": list(shops)})
     return {shop: reason or "paused" for shop, reason in await cur.fetchall()}
+
+
+async def stores_status(conn: psycopg.AsyncConnection) -> list[dict[str, Any]]:
+    """Every store with its merchant (and its name), role, status, reason and `paused_at`."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(network_sql.STORES_STATUS)
+        return await cur.fetchall()
+
+
+def stores_status_sync(conn: psycopg.Connection) -> list[dict[str, Any]]:
+    """`stores_status` on a synchronous connection (the CLI)."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(network_sql.STORES_STATUS).fetchall()
 
 
 async def pause_store(conn: psycopg.AsyncConnection, shop: str, reason: str) -> bool:
@@ -1639,6 +1680,7 @@ class Storage:
         self.pushes = PgPushes(conn)
         self.steps = PgStepLog(conn)
         self.audit = PgAudit(conn)
+        self.changes = PgChanges(conn)
         self.accounts = PgStockAccounts(conn)
         self.checkpoints = PgOrderCheckpoints(conn)
         self.inactive = PgInactiveLevels(conn)
@@ -1786,6 +1828,18 @@ class PgRetention:
     async def prune_sagas(self, before: datetime, limit: int) -> int:
         return await self._prune(PRUNE_SAGAS, before, limit)
 
+    async def count_old_changes(self, before: datetime) -> int:
+        return await self._count(COUNT_OLD_CHANGES, before)
+
+    async def prune_changes(self, before: datetime, limit: int) -> int:
+        return await self._prune(PRUNE_CHANGES, before, limit)
+
+    async def count_old_reconcile_runs(self, before: datetime) -> int:
+        return await self._count(COUNT_OLD_RECONCILE_RUNS, before)
+
+    async def prune_reconcile_runs(self, before: datetime, limit: int) -> int:
+        return await self._prune(PRUNE_RECONCILE_RUNS, before, limit)
+
     async def count_old_ledger(self, before: datetime) -> int:
         return await self._count(COUNT_OLD_LEDGER, before)
 
@@ -1816,3 +1870,265 @@ async def order_pruned(conn: psycopg.AsyncConnection, child_shop: str, order_id:
         cur = await conn.execute(ORDER_PRUNED, {"shop": child_shop, "order_id": order_id})
         row = await cur.fetchone()
     return bool(row and row[0])
+
+
+# --------------------------------------------------------------------------- source changes
+# sync_changes (migration 0016): a source change's propagation, settled once no work is left.
+
+# start_change: a webhook's change that routed jobs (their writes advance it: RECORD_AUDIT).
+START_CHANGE = """
+INSERT INTO sync_changes (change, merchant_id, source_shop, topic, changed_at)
+VALUES (%(change)s, %(merchant_id)s, %(source_shop)s, %(topic)s, %(changed_at)s)
+ON CONFLICT (change) DO NOTHING
+"""
+
+# unsettled_changes: changes with nothing written for `quiet` seconds (or never written, and as
+# old), not settled yet: candidates for settling.
+UNSETTLED_CHANGES = """
+SELECT change FROM sync_changes
+WHERE settled_at IS NULL
+  AND (last_written_at < now() - make_interval(secs => %(quiet)s)
+       OR (last_written_at IS NULL AND changed_at < now() - make_interval(secs => %(quiet)s)))
+ORDER BY changed_at
+LIMIT %(limit)s
+"""
+
+# settle_changes: mark changes settled; (merchant, seconds from the change to its last write, or
+# NULL when nothing was written) of those that were not settled yet.
+SETTLE_CHANGES = """
+UPDATE sync_changes SET settled_at = now()
+WHERE change = ANY(%(changes)s) AND settled_at IS NULL
+RETURNING merchant_id, extract(epoch FROM last_written_at - changed_at)::float8
+"""
+
+# propagation_buckets: per time bucket of when changes happened (since `since`), how many were
+# written and the p50/p99 of the time from the change to its last store written.
+PROPAGATION_BUCKETS = """
+SELECT date_bin(make_interval(secs => %(bucket_s)s), changed_at, %(since)s) AS at,
+       count(*) AS changes,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM last_written_at - changed_at)) AS p50,
+       percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM last_written_at - changed_at)) AS p99
+FROM sync_changes
+WHERE changed_at >= %(since)s AND last_written_at IS NOT NULL
+GROUP BY 1
+ORDER BY 1
+"""
+
+# count_old_changes / prune_changes: changes older than the cutoff.
+COUNT_OLD_CHANGES = "SELECT count(*) FROM sync_changes WHERE changed_at < %(before)s"
+PRUNE_CHANGES = """
+DELETE FROM sync_changes WHERE change IN (
+    SELECT change FROM sync_changes WHERE changed_at < %(before)s ORDER BY changed_at LIMIT %(limit)s
+)
+"""
+
+
+class PgChanges:
+    def __init__(self, conn: psycopg.AsyncConnection) -> None:
+        self.conn = conn
+
+    async def start(self, change: SourceChange) -> None:
+        async with _one_statement(self.conn):
+            await self.conn.execute(
+                START_CHANGE,
+                {
+                    "change": change.change,
+                    "merchant_id": change.merchant_id,
+                    "source_shop": change.source_shop,
+                    "topic": change.topic,
+                    "changed_at": change.changed_at,
+                },
+            )
+
+    async def unsettled(self, quiet_s: float, limit: int = 5000) -> list[str]:
+        async with _one_statement(self.conn):
+            cur = await self.conn.execute(UNSETTLED_CHANGES, {"quiet": quiet_s, "limit": limit})
+            return [r[0] for r in await cur.fetchall()]
+
+    async def settle(self, changes: Sequence[str]) -> list[tuple[str, float | None]]:
+        """Settle `changes`: (merchant, propagation seconds or None) of each newly settled."""
+        if not changes:
+            return []
+        async with _one_statement(self.conn):
+            cur = await self.conn.execute(SETTLE_CHANGES, {"changes": list(changes)})
+            return [(m, s) for m, s in await cur.fetchall()]
+
+
+async def propagation_buckets(
+    conn: psycopg.AsyncConnection, *, since: datetime, bucket_s: int
+) -> list[dict[str, Any]]:
+    """Changes since `since` per bucket: how many, p50 and p99 seconds to the last store written."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(PROPAGATION_BUCKETS, {"since": since, "bucket_s": bucket_s})
+        return await cur.fetchall()
+
+
+# --------------------------------------------------------------------------- reconcile runs
+
+# record_reconcile_run: what one reconcile run of a merchant checked, found and repaired.
+RECORD_RECONCILE_RUN = """
+INSERT INTO sync_reconcile_runs (merchant_id, cause, dry_run, started_at, products_checked, levels_checked,
+                                 collections_checked, stores)
+VALUES (%(merchant_id)s, %(cause)s, %(dry_run)s, %(started_at)s, %(products)s, %(levels)s, %(collections)s,
+        %(stores)s)
+"""
+
+# latest_reconcile_runs: each merchant's latest run that repaired (not a dry run).
+LATEST_RECONCILE_RUNS = """
+SELECT DISTINCT ON (merchant_id) merchant_id, finished_at, stores
+FROM sync_reconcile_runs
+WHERE NOT dry_run
+ORDER BY merchant_id, finished_at DESC
+"""
+
+# count_old_reconcile_runs / prune_reconcile_runs: runs older than the cutoff.
+COUNT_OLD_RECONCILE_RUNS = "SELECT count(*) FROM sync_reconcile_runs WHERE finished_at < %(before)s"
+PRUNE_RECONCILE_RUNS = """
+DELETE FROM sync_reconcile_runs WHERE id IN (
+    SELECT id FROM sync_reconcile_runs WHERE finished_at < %(before)s ORDER BY finished_at LIMIT %(limit)s
+)
+"""
+
+
+async def record_reconcile_run(
+    conn: psycopg.AsyncConnection,
+    *,
+    merchant_id: str,
+    cause: str,
+    dry_run: bool,
+    started_at: datetime,
+    checked: tuple[int, int, int],
+    stores: dict[str, Any],
+) -> None:
+    async with _one_statement(conn):
+        await conn.execute(
+            RECORD_RECONCILE_RUN,
+            {
+                "merchant_id": merchant_id,
+                "cause": cause,
+                "dry_run": dry_run,
+                "started_at": started_at,
+                "products": checked[0],
+                "levels": checked[1],
+                "collections": checked[2],
+                "stores": Jsonb(stores),
+            },
+        )
+
+
+async def latest_reconcile_runs(conn: psycopg.AsyncConnection) -> dict[str, tuple[datetime, dict[str, Any]]]:
+    """merchant -> (when its latest run finished, its per-store summary)."""
+    cur = await conn.execute(LATEST_RECONCILE_RUNS)
+    return {m: (at, stores or {}) for m, at, stores in await cur.fetchall()}
+
+
+# --------------------------------------------------------------------------- store health reads
+
+# last_writes: per store, when the engine last wrote it (an audited write, not a saga outcome).
+LAST_WRITES = """
+SELECT s.shop_domain, (SELECT a.at FROM sync_audit a WHERE a.shop = s.shop_domain AND a.object_type <> 'saga'
+                       ORDER BY a.at DESC LIMIT 1)
+FROM unnest(%(shops)s::text[]) AS s(shop_domain)
+"""
+
+# last_change_of: the newest audited writes of some objects (a product, its variants' items),
+# with their cause.
+LAST_WRITES_OF = """
+SELECT DISTINCT ON (shop, object_id) shop, object_id, object_type, action, at, cause, before, after
+FROM sync_audit
+WHERE object_id = ANY(%(objects)s)
+ORDER BY shop, object_id, at DESC, id DESC
+"""
+
+
+# linked_children: which of some children have at least one product link.
+LINKED_CHILDREN = """
+SELECT s.child_shop FROM unnest(%(shops)s::text[]) AS s(child_shop)
+WHERE EXISTS (SELECT 1 FROM sync_links l WHERE l.child_shop = s.child_shop AND l.kind = 'product')
+"""
+
+
+async def linked_children(conn: psycopg.AsyncConnection, shops: Sequence[str]) -> set[str]:
+    cur = await conn.execute(LINKED_CHILDREN, {"shops": list(shops)})
+    return {r[0] for r in await cur.fetchall()}
+
+
+async def last_writes(conn: psycopg.AsyncConnection, shops: Sequence[str]) -> dict[str, datetime | None]:
+    cur = await conn.execute(LAST_WRITES, {"shops": list(shops)})
+    return dict(await cur.fetchall())
+
+
+async def last_writes_of(conn: psycopg.AsyncConnection, objects: Sequence[str]) -> list[dict[str, Any]]:
+    """The newest audited write of each of `objects` in each store, with its cause."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(LAST_WRITES_OF, {"objects": list(objects)})
+        return await cur.fetchall()
+
+
+# --------------------------------------------------------------------------- one product, every store
+
+# links_down_many: every child's links of one kind for some parent objects (one product's page).
+LINKS_DOWN_MANY = """
+SELECT * FROM sync_links WHERE kind = %(kind)s AND parent_id = ANY(%(parent_ids)s) ORDER BY child_shop, parent_id
+"""
+
+# products_of_parent_items: the parent products some parent inventory items belong to.
+PRODUCTS_OF_PARENT_ITEMS = """
+SELECT DISTINCT parent_product_id FROM sync_links
+WHERE parent_inventory_item_id = ANY(%(items)s) AND kind = 'variant' AND parent_product_id IS NOT NULL
+"""
+
+# products_of_child_variants: the parent products some child variants are linked to.
+PRODUCTS_OF_CHILD_VARIANTS = """
+SELECT DISTINCT parent_product_id FROM sync_links
+WHERE child_shop = %(child_shop)s AND kind = 'variant' AND child_id = ANY(%(variants)s)
+  AND parent_product_id IS NOT NULL
+"""
+
+# ledger_items_of_order: the parent inventory items an order (in any of these children) moved.
+LEDGER_ITEMS_OF_ORDER = """
+SELECT DISTINCT l.parent_item_id FROM sync_inventory_ledger l
+JOIN unnest(%(shops)s::text[]) AS s(child_shop) ON l.child_shop = s.child_shop
+WHERE l.order_id = %(order_id)s
+"""
+
+# changes_by_id: some source changes (their store, topic, when it happened).
+CHANGES_BY_ID = """
+SELECT change, source_shop, topic, changed_at, last_written_at, writes, settled_at
+FROM sync_changes WHERE change = ANY(%(changes)s)
+"""
+
+
+async def links_down_many(
+    conn: psycopg.AsyncConnection, kind: LinkKind, parent_ids: Sequence[str]
+) -> list[Link]:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(LINKS_DOWN_MANY, {"kind": kind.value, "parent_ids": list(parent_ids)})
+        return [_link(r) for r in await cur.fetchall()]
+
+
+async def products_of_parent_items(conn: psycopg.AsyncConnection, items: Sequence[str]) -> list[str]:
+    cur = await conn.execute(PRODUCTS_OF_PARENT_ITEMS, {"items": list(items)})
+    return [r[0] for r in await cur.fetchall()]
+
+
+async def products_of_child_variants(
+    conn: psycopg.AsyncConnection, child_shop: str, variants: Sequence[str]
+) -> list[str]:
+    cur = await conn.execute(
+        PRODUCTS_OF_CHILD_VARIANTS, {"child_shop": child_shop, "variants": list(variants)}
+    )
+    return [r[0] for r in await cur.fetchall()]
+
+
+async def ledger_items_of_order(
+    conn: psycopg.AsyncConnection, shops: Sequence[str], order_id: str
+) -> list[str]:
+    cur = await conn.execute(LEDGER_ITEMS_OF_ORDER, {"shops": list(shops), "order_id": order_id})
+    return [r[0] for r in await cur.fetchall()]
+
+
+async def changes_by_id(conn: psycopg.AsyncConnection, changes: Sequence[str]) -> dict[str, dict[str, Any]]:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(CHANGES_BY_ID, {"changes": list(changes)})
+        return {r["change"]: r for r in await cur.fetchall()}

@@ -78,6 +78,11 @@ class LinkReport:
     unmatched_child: list[str] = field(default_factory=list)  # child-only: left alone
     collection_links: list[Link] = field(default_factory=list)
     missing_collections: list[str] = field(default_factory=list)  # parent collections the child lacks
+    # Products: the parent's and the child's, and those none of whose variants matched.
+    parent_products: int = 0
+    child_products: int = 0
+    unmatched_parent_products: list[str] = field(default_factory=list)  # copied by the backfill
+    unmatched_child_products: list[str] = field(default_factory=list)  # the child's own: left alone
 
     def counts(self) -> dict[str, int]:
         by: defaultdict[str, int] = defaultdict(int)
@@ -122,6 +127,40 @@ class LinkReport:
                     parent_inventory_item_id=m.parent.inventory_item_id,
                     child_inventory_item_id=m.child.inventory_item_id,
                 )
+            )
+        return out
+
+    def summary(self) -> list[str]:
+        """What linking means for the child, in a merchant's words: products and variants it
+        already sells (matched), what the backfill will copy, what stays the child's own, and
+        what needs a person (then each problem on its own line: `lines()`)."""
+        products = len({m.parent.product_id for m in self.matches})
+        how: defaultdict[str, int] = defaultdict(int)
+        for m in self.matches:
+            how[str(m.matched_by)] += 1
+        by = ", ".join(
+            f"{n} by {'the same ' + k.upper() if k == 'sku' else k}" for k, n in sorted(how.items())
+        )
+        parent_variants = len(self.matches) + len(self.unmatched_parent)
+        out = [
+            f"{self.child_shop}: already sells {products} of the parent's {self.parent_products} products "
+            f"({len(self.matches)} of {parent_variants} variants matched{': ' + by if by else ''})",
+            f"  missing: {len(self.unmatched_parent_products)} products "
+            f"({len(self.unmatched_parent)} variants) the backfill will copy into it",
+        ]
+        if self.unmatched_child_products:
+            out.append(
+                f"  its own: {len(self.unmatched_child_products)} products only it sells, left as they are"
+            )
+        if self.collection_links or self.missing_collections:
+            out.append(
+                f"  collections: {len(self.collection_links)} matched, {len(self.missing_collections)} to copy"
+            )
+        attention = len(self.duplicates) + len(self.conflicts) + len(self.missing_sku)
+        if attention:
+            out.append(
+                f"  needs a look: {len(self.duplicates)} SKUs or barcodes used twice, {len(self.conflicts)} "
+                f"products matching several, {len(self.missing_sku)} variants without a SKU"
             )
         return out
 
@@ -208,6 +247,12 @@ def match_catalogs(parent: Iterable[Product], child: Iterable[Product], child_sh
     linked_c = {m.child.variant_id for m in report.matches}
     report.unmatched_parent = [r.variant_id for r in prefs if r.variant_id not in linked_p]
     report.unmatched_child = [r.variant_id for r in crefs if r.variant_id not in linked_c]
+    matched_products_p = {m.parent.product_id for m in report.matches}
+    matched_products_c = {m.child.product_id for m in report.matches}
+    report.parent_products = len({r.product_id for r in prefs})
+    report.child_products = len({r.product_id for r in crefs})
+    report.unmatched_parent_products = sorted({r.product_id for r in prefs} - matched_products_p)
+    report.unmatched_child_products = sorted({r.product_id for r in crefs} - matched_products_c)
     return report
 
 

@@ -31,6 +31,7 @@ class WebhookJob:
     triggered_at: str | None = None  # X-Shopify-Triggered-At, as sent
     api_version: str | None = None
     rechecked: bool = False  # a child's products/create with no link yet, looked at once more
+    received_at: str | None = None  # when the web tier received it (ISO time)
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,7 @@ JOB_RECONCILE = "sync.reconcile"
 JOB_PUSH_LEVELS = "sync.push_levels"
 JOB_RECONCILE_LEVELS = "sync.reconcile_levels"
 JOB_RECONCILE_ALL = "sync.reconcile_all"
+JOB_SETTLE_CHANGES = "sync.settle_changes"
 JOB_CHILD_STOCK = "sync.child_stock"
 REASSERT_DELAY_S = 5.0
 CHILD_EVENT_DEBOUNCE_S = 1.0  # a child's product events re-check the child this much later

@@ -66,4 +66,4 @@ async def guarded(
                 raise
             shop = refused.shop or shops[0]
             await pause_store(st.conn, shop, refused.pause_reason)
-    await park(st.conn, ctx.again(), shop=shop, delay_s=pause_recheck_s)
+    await park(st.conn, ctx.again(), shop=shop, delay_s=pause_recheck_s, since=ctx.parked_since)

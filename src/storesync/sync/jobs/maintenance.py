@@ -1,5 +1,6 @@
-"""Periodic jobs (the queue's scheduler, group `storesync`): reconcile every merchant. (Retention's
-`sync.prune` is `storesync.retention`'s, added to the worker's registry by `storesync worker`.)
+"""Periodic jobs (the queue's scheduler, group `storesync`): reconcile every merchant, settle the
+source changes whose work is done. (Retention's `sync.prune` is `storesync.retention`'s, added to
+the worker's registry by `storesync worker`.)
 
 A merchant's reconciliation is two jobs: `sync.reconcile` compares its children's orders with
 the ledger and enqueues the sale jobs for what the ledger lacks; `sync.reconcile_levels` waits
@@ -10,11 +11,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from prometheus_client import Histogram
+
 from storesync.logs import get_logger
 from storesync.sync.adapters.jobqueue import enqueue_jobs
 from storesync.sync.domain.payloads import NoPayload, ReconcileJob, ReconcileLevelsJob
 from storesync.sync.domain.routing import reconcile_job, reconcile_levels_job
 from storesync.sync.jobs.context import Job
+from storesync.sync.services.propagation import settle_changes
 from storesync.sync.services.reconcile import (
     SalesPass,
     finish_sales,
@@ -27,6 +31,15 @@ log = get_logger("storesync.sync.jobs")
 
 # How long (checks 1 s apart) the second half waits for the first half's sale jobs.
 MAX_WAITS = 600
+
+# In the worker's registry, published with its heartbeat (the ops listener serves it).
+PROPAGATION_SECONDS = Histogram(
+    "storesync_sync_propagation_seconds",
+    "Seconds from a change in a source store (a webhook's X-Shopify-Triggered-At, else its "
+    "receipt) to the last store written for it, observed once no work for it is left, by merchant.",
+    ["merchant"],
+    buckets=(0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900, 3600),
+)
 
 
 async def reconcile_all(job: Job, p: NoPayload) -> None:
@@ -82,3 +95,12 @@ async def reconcile_levels(job: Job, p: ReconcileLevelsJob) -> None:
                 log.info("reconcile", merchant=net.merchant_id, line=line)
 
         await job.guarded(st, [net.parent.shop], work)
+
+
+async def settle(job: Job, p: NoPayload) -> None:
+    """Settle the changes with no work left; observe how long each took to propagate."""
+    async with job.storage() as st:
+        settled = await settle_changes(st, quiet_s=job.settings.settle_quiet_s)
+    for merchant, seconds in settled:
+        if seconds is not None:
+            PROPAGATION_SECONDS.labels(merchant).observe(max(0.0, seconds))

@@ -64,6 +64,7 @@ SYNC_HANDLERS: dict[str, tuple[SyncHandler, type]] = {
     routing.JOB_LINK_PENDING_COPIES: (copies.link_pending_copies, LinkPendingJob),
     routing.JOB_RECONCILE_ALL: (maintenance.reconcile_all, NoPayload),
     routing.JOB_RECONCILE: (maintenance.reconcile, ReconcileJob),
+    routing.JOB_SETTLE_CHANGES: (maintenance.settle, NoPayload),
     routing.JOB_RECONCILE_LEVELS: (maintenance.reconcile_levels, ReconcileLevelsJob),
 }
 
@@ -97,6 +98,12 @@ def build_registry(settings: SyncSettings, runtime_for: RuntimeFor) -> HandlerRe
         "sync.reconcile",
         routing.JOB_RECONCILE_ALL,
         every_seconds=settings.reconcile_every_s,
+        group=SYSTEM_GROUP,
+    )
+    registry.schedule(
+        routing.JOB_SETTLE_CHANGES,
+        routing.JOB_SETTLE_CHANGES,
+        every_seconds=settings.settle_every_s,
         group=SYSTEM_GROUP,
     )
     return registry

@@ -6,17 +6,21 @@ topic runs which handler: `domain/topics.py` (the family) and `registry.py`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
+from datetime import UTC, datetime
 
 from prometheus_client import Counter
 
 from storesync.logs import get_logger
 from storesync.sync.adapters.jobqueue import enqueue_jobs
-from storesync.sync.adapters.postgres import order_pruned, pause_store
+from storesync.sync.adapters.postgres import Storage, order_pruned, pause_store
 from storesync.sync.domain.audit import delivery_cause
 from storesync.sync.domain.conflicts import level_from_webhook, version_of_delivery
 from storesync.sync.domain.echoes import is_stock_move, product_digest
+from storesync.sync.domain.health import webhook_change
 from storesync.sync.domain.model import LinkKind, gid
+from storesync.sync.domain.network import MerchantNetwork
 from storesync.sync.domain.orders import order_id_of
 from storesync.sync.domain.payloads import WebhookJob
 from storesync.sync.domain.routing import (
@@ -38,6 +42,24 @@ TRIGGERED_AT_REFUSED = Counter(
     "Level deliveries whose X-Shopify-Triggered-At lay outside the window around their signed "
     "updated_at (ignored: ordered by updated_at).",
 )
+
+
+async def enqueue_routed(st: Storage, net: MerchantNetwork, p: WebhookJob, jobs: Sequence[SyncJob]) -> None:
+    """Enqueue the jobs a delivery routed; when there are any, its change is tracked first
+    (`sync_changes`: its writes, carrying its cause, measure how long it took to propagate)."""
+    if jobs:
+        await st.changes.start(
+            webhook_change(
+                p.delivery_id,
+                net.merchant_id,
+                p.shop,
+                p.topic,
+                p.triggered_at,
+                p.received_at,
+                datetime.now(UTC),
+            )
+        )
+    await enqueue_jobs(st.conn, jobs, net.merchant_id)
 
 
 async def product_webhook(job: Job, p: WebhookJob) -> None:
@@ -99,7 +121,7 @@ async def product_webhook(job: Job, p: WebhookJob) -> None:
                 )
                 for j in jobs
             ]
-        await enqueue_jobs(st.conn, jobs, net.merchant_id)
+        await enqueue_routed(st, net, p, jobs)
 
 
 async def collection_webhook(job: Job, p: WebhookJob) -> None:
@@ -131,7 +153,7 @@ async def collection_webhook(job: Job, p: WebhookJob) -> None:
                 )
                 return
             jobs = [replace(j, delay_s=max(j.delay_s, CHILD_EVENT_DEBOUNCE_S)) for j in jobs]
-        await enqueue_jobs(st.conn, jobs, net.merchant_id)
+        await enqueue_routed(st, net, p, jobs)
 
 
 async def order_webhook(job: Job, p: WebhookJob) -> None:
@@ -168,7 +190,7 @@ async def order_webhook(job: Job, p: WebhookJob) -> None:
                 )
             if routed.ignored:
                 log.info("order webhook applies nothing new", shop=store.shop, why=routed.ignored)
-            await enqueue_jobs(st.conn, routed.jobs, net.merchant_id)
+            await enqueue_routed(st, net, p, routed.jobs)
 
         await job.guarded(st, [store.shop], work)
 
@@ -225,7 +247,7 @@ async def level_webhook(job: Job, p: WebhookJob) -> None:
             decision=str(decision),
             jobs=len(routed.jobs),
         )
-        await enqueue_jobs(st.conn, routed.jobs, net.merchant_id)
+        await enqueue_routed(st, net, p, routed.jobs)
 
 
 async def not_synced_webhook(job: Job, p: WebhookJob) -> None:

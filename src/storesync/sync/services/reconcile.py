@@ -1,12 +1,12 @@
 """Reconciliation: what was sold, then what is stocked and listed, through the same code as live
-sync (`storesync reconcile`, the periodic job).
+sync (`storesync reconcile`, the periodic job), or, as a dry run, only the report of the drift.
 
 1. Sales (`reconcile_sales`): each active child's orders updated since its checkpoint (minus an
    overlap, `ORDERS_OVERLAP`) are read and compared with the ledger through the one path every
    order webhook takes (`services/orders.py`: the same events, the same keys); whatever the
    ledger lacks (a dropped orders/create or refunds/create, an edit, a return) is enqueued as
    the item's sale jobs, which apply it once. When they have run, each child whose jobs all
-   succeeded gets its checkpoint moved to the start of the read.
+   succeeded gets its checkpoint moved to the start of the read. (Not in a dry run.)
 2. Catalog, collections and levels (`reconcile_merchant`): the repairs `domain/reconcile.py`
    lists. A child level that differs from the parent's once every order is applied is a move
    no order explains: handled by the child's stock policy (`services/stock.py`: set back to
@@ -17,14 +17,21 @@ store whatever the catalog, outside the rate limit). The periodic pass (`reconci
 incremental (`since`: the products updated since the last pass, against what each child was
 last given; levels are always read whole) or, once a day, full; it enqueues each catalog and
 collection repair as the live-sync job that makes it, in the backfill lane (`routing.repair_job`).
+
+Each run is recorded (`sync_reconcile_runs`: what each store's drift was and what was repaired)
+for the dashboard and the metrics.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import Counter as Tally
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from prometheus_client import Counter
 
 from storesync.logs import get_logger
 from storesync.sync.adapters.jobqueue import enqueue_jobs, job_states
@@ -33,6 +40,7 @@ from storesync.sync.adapters.postgres import (
     job_storage,
     last_reconcile_pass,
     record_reconcile_pass,
+    record_reconcile_run,
 )
 from storesync.sync.domain.catalog import SyncPolicy
 from storesync.sync.domain.network import MerchantNetwork
@@ -73,6 +81,14 @@ ORDERS_OVERLAP = timedelta(minutes=5)
 # Orders compared with the ledger per statement.
 ORDERS_BATCH = 25
 
+# In the process that reconciles (a worker publishes it with its heartbeat).
+REPAIRS = Counter(
+    "storesync_sync_reconcile_repairs",
+    "Drift repaired by reconciliation, by store and kind of repair (a dropped webhook, an edit "
+    "made while the engine was down).",
+    ["shop", "kind"],
+)
+
 
 async def reconcile_network(
     network: MerchantNetwork,
@@ -82,13 +98,15 @@ async def reconcile_network(
     collection_stores: Mapping[str, CollectionStore] | None = None,
     *,
     incremental: bool = False,
+    dry_run: bool = False,
 ) -> ReconcileReport:
     """Read every store of a merchant and list the repairs (`storesync reconcile`; then
     `apply_repairs`). scans: shop -> `ports.CatalogScan`; links_repo: `ports.LinkRepository`;
     collection_stores: shop -> a store with `all_collections()` of full `Collection`s
     (`adapters.shopify.ShopifyCollections`); without them collections are not compared.
     `incremental`: the scans' products are those updated since the last pass
-    (`domain.reconcile.diff_changed_products`)."""
+    (`domain.reconcile.diff_changed_products`).
+    `dry_run`: store nothing (copies whose variants are not linked yet stay so)."""
     report = ReconcileReport()
     parent_scan = scans[network.parent.shop]
     parent_products = [p async for p in parent_scan.all_products()]
@@ -96,14 +114,14 @@ async def reconcile_network(
     children = {c.shop: [p async for p in scans[c.shop].all_products()] for c in network.children}
     # Copies whose variants' ids never arrived (a lost create webhook); the parent levels that
     # moved while they were pending are among the inventory drift diffed below.
-    for c in network.children:
+    for c in () if dry_run else network.children:
         if (await link_pending_copies(links_repo, maps[c.shop], children[c.shop])).pending:
             maps[c.shop] = await links_repo.link_map(c.shop)
     if incremental:
         diff_changed_products(parent_products, children, maps, policy, report)
     else:
         diff_catalog(parent_products, children, maps, policy, report)
-        for shop, views in report.views_found.items():
+        for shop, views in () if dry_run else report.views_found.items():
             await links_repo.set_synced_views(shop, views)
     if collection_stores is not None:
         parent_collections = [c async for c in collection_stores[network.parent.shop].all_collections()]
@@ -292,12 +310,19 @@ class ReconcileResult:
     fixed: list[Repair] = field(default_factory=list)
     left: list[Repair] = field(default_factory=list)
     paused: dict[str, str] = field(default_factory=dict)  # skipped stores (paused, not linked) and why
+    dry_run: bool = False
     sales: SalesPass | None = None
     enqueued: list[Repair] = field(default_factory=list)  # repairs handed to jobs (the periodic pass)
     since: datetime | None = None  # an incremental pass: products updated since then
     sales_behind: dict[str, str] = field(default_factory=dict)  # children whose checkpoint stayed
     levels: list[str] = field(default_factory=list)  # levels no order explains, and what was done
+    levels_settled: list[Repair] = field(default_factory=list)  # those repairs, handled
     stock_jobs: list[int] = field(default_factory=list)  # `sync.child_stock` jobs it enqueued
+
+    @property
+    def drift(self) -> list[Repair]:
+        """What differs (a dry run's findings; a run's: fixed and not fixed)."""
+        return self.report.repairs
 
     def lines(self) -> list[str]:
         r = self.report
@@ -312,17 +337,54 @@ class ReconcileResult:
             out += [f"  orders NOT compared {s}: {why}" for s, why in self.sales.failed.items()]
             out += [f"  checkpoint kept {s}: {why}" for s, why in self.sales_behind.items()]
         scope = "full" if self.since is None else f"incremental since {self.since.isoformat()}"
-        out.append(
+        checked = (
             f"{self.merchant_id} ({scope}): {r.products_checked} products, {r.collections_checked} "
             f"collections and {r.levels_checked} levels checked, "
-            f"{len(self.fixed)} fixed, {len(self.enqueued)} enqueued, {len(self.left)} not fixed"
         )
-        out += [f"  fixed {x.describe()}" for x in self.fixed]
-        out += [f"  enqueued {x.describe()}" for x in self.enqueued]
-        out += [f"  no order explains {x}" for x in self.levels]
-        out += [f"  NOT fixed {x.describe()} ({x.reason})" for x in self.left]
+        if self.dry_run:
+            blocked = [x for x in r.repairs if x.kind in BLOCKED]
+            out.append(
+                checked
+                + f"{len(r.repairs) - len(blocked)} to repair, {len(blocked)} that cannot be (dry run)"
+            )
+            out += [
+                f"  {'cannot repair' if x.kind in BLOCKED else 'would repair'} {x.describe()}"
+                + (f" ({x.reason})" if x.kind in BLOCKED else "")
+                for x in r.repairs
+            ]
+        else:
+            out.append(
+                checked
+                + f"{len(self.fixed)} fixed, {len(self.enqueued)} enqueued, {len(self.left)} not fixed"
+            )
+            out += [f"  fixed {x.describe()}" for x in self.fixed]
+            out += [f"  enqueued {x.describe()}" for x in self.enqueued]
+            out += [f"  no order explains {x}" for x in self.levels]
+            out += [f"  NOT fixed {x.describe()} ({x.reason})" for x in self.left]
         out += [f"  skipped {s}: {why}" for s, why in self.paused.items()]
         return out
+
+    def by_store(self) -> dict[str, dict[str, Any]]:
+        """Per store: the drift found, repaired and left, by kind, or why it was skipped."""
+        out: dict[str, dict[str, Any]] = {}
+        fixed = Tally(x.child_shop for x in self.fixed + self.enqueued + self.levels_settled)
+        left = Tally(x.child_shop for x in self.left)
+        for shop in {x.child_shop for x in self.report.repairs}:
+            kinds = Tally(str(x.kind) for x in self.report.repairs if x.child_shop == shop)
+            found = sum(kinds.values())
+            out[shop] = {
+                "found": found,
+                "repaired": fixed[shop],
+                "left": found if self.dry_run else left[shop],
+                "skipped": None,
+                "kinds": dict(kinds),
+            }
+        for shop, why in self.paused.items():
+            out[shop] = {"found": 0, "repaired": 0, "left": 0, "skipped": why, "kinds": {}}
+        return out
+
+
+BLOCKED = (RepairKind.BLOCKED_PRODUCT, RepairKind.BLOCKED_COLLECTION)
 
 
 async def reconcile_merchant(
@@ -334,21 +396,64 @@ async def reconcile_merchant(
     sales: SalesPass | None = None,
     since: datetime | None = None,
     enqueue: bool = False,
+    dry_run: bool = False,
 ) -> ReconcileResult:
     """Compare the parent with every active child and repair the drift through live-sync code
-    (after `reconcile_sales` and its sale jobs: `sales`, for the report): catalog and collection
-    repairs at once, or (`enqueue`) as backfill-lane jobs; levels by each child's stock policy.
-    `since`: an incremental pass."""
+    (after `reconcile_sales` and its sale jobs: `sales`, for the report; `dry_run`: report the
+    drift, change nothing): catalog and collection repairs at once, or (`enqueue`) as
+    backfill-lane jobs; levels by each child's stock policy. `since`: an incremental pass. The
+    run is recorded, with what it found per store."""
+    started = datetime.now(UTC)
+    result = await _reconcile_merchant(
+        rt, st, net, cause, sales=sales, since=since, enqueue=enqueue, dry_run=dry_run
+    )
+    for r in result.fixed + result.enqueued + result.levels_settled:
+        REPAIRS.labels(r.child_shop, str(r.kind)).inc()
+    report = result.report
+    await record_reconcile_run(
+        st.conn,
+        merchant_id=net.merchant_id,
+        cause=cause,
+        dry_run=dry_run,
+        started_at=started,
+        checked=(report.products_checked, report.levels_checked, report.collections_checked),
+        stores={
+            # every child, so that one in step shows "nothing to repair" rather than nothing
+            **{
+                c.shop: {"found": 0, "repaired": 0, "left": 0, "skipped": None, "kinds": {}}
+                for c in net.children
+            },
+            **result.by_store(),
+        },
+    )
+    return result
+
+
+async def _reconcile_merchant(
+    rt: Runtime,
+    st: Storage,
+    net: MerchantNetwork,
+    cause: str,
+    *,
+    sales: SalesPass | None,
+    since: datetime | None,
+    enqueue: bool,
+    dry_run: bool,
+) -> ReconcileResult:
     active, paused = await without_paused(st, net)
     if net.parent.shop in paused:
-        return ReconcileResult(net.merchant_id, ReconcileReport(), paused=paused, sales=sales)
+        return ReconcileResult(
+            net.merchant_id, ReconcileReport(), paused=paused, dry_run=dry_run, sales=sales
+        )
     # A child never linked has not been onboarded: `storesync backfill` copies its catalog with
     # collections and stock; reconciling it would create bare products instead.
     unlinked = [c.shop for c in active.children if not (await st.links.link_map(c.shop)).links]
     active = replace(active, children=tuple(c for c in active.children if c.shop not in unlinked))
     skipped = {**paused, **{s: "not linked yet (run storesync backfill)" for s in unlinked}}
     if not active.children:
-        return ReconcileResult(net.merchant_id, ReconcileReport(), paused=skipped, sales=sales)
+        return ReconcileResult(
+            net.merchant_id, ReconcileReport(), paused=skipped, dry_run=dry_run, sales=sales
+        )
     policy = rt.policy(net.merchant_id)
     collections = {s.shop: rt.collections(s.shop) for s in active.stores}
     report = await reconcile_network(
@@ -358,7 +463,12 @@ async def reconcile_merchant(
         policy,
         collections,
         incremental=since is not None,
+        dry_run=dry_run,
     )
+    if dry_run:
+        return ReconcileResult(
+            net.merchant_id, report, paused=skipped, dry_run=True, sales=sales, since=since
+        )
     levels = [r for r in report.repairs if r.kind is RepairKind.SET_INVENTORY]
     enqueued: list[Repair] = []
     if enqueue:
@@ -367,14 +477,16 @@ async def reconcile_merchant(
         await enqueue_jobs(st.conn, [j for _, j in jobs if j is not None], net.merchant_id)
         enqueued = [r for r, j in jobs if j is not None]
         handled, not_written, stock_jobs = await _settle_levels(rt, st, active, levels, cause)
+        unwritten = {(r.child_shop, r.child_id, r.location_id) for r in not_written}
         return ReconcileResult(
             net.merchant_id,
             report,
             [],
             [r for r, j in jobs if j is None] + not_written,
             skipped,
-            sales,
+            sales=sales,
             levels=handled,
+            levels_settled=[r for r in levels if (r.child_shop, r.child_id, r.location_id) not in unwritten],
             stock_jobs=stock_jobs,
             enqueued=enqueued,
             since=since,
@@ -391,14 +503,16 @@ async def reconcile_merchant(
         collection_stores=collections,
     )
     handled, not_written, stock_jobs = await _settle_levels(rt, st, active, levels, cause)
+    unwritten = {(r.child_shop, r.child_id, r.location_id) for r in not_written}
     return ReconcileResult(
         net.merchant_id,
         report,
         fixed,
         left + not_written,
         skipped,
-        sales,
+        sales=sales,
         levels=handled,
+        levels_settled=[r for r in levels if (r.child_shop, r.child_id, r.location_id) not in unwritten],
         stock_jobs=stock_jobs,
         since=since,
     )
@@ -459,13 +573,22 @@ async def reconcile_pass(
 
 
 async def reconcile(
-    rt: Runtime, *, merchant: str | None = None, cause: str = "reconcile:cli", wait_s: float = 300.0
+    rt: Runtime,
+    *,
+    merchant: str | None = None,
+    cause: str = "reconcile:cli",
+    wait_s: float = 300.0,
+    dry_run: bool = False,
 ) -> list[ReconcileResult]:
     """The whole reconciliation of each merchant, from here (`storesync reconcile`): the sales
-    pass, its sale jobs awaited (the workers run them), then catalog and levels."""
+    pass, its sale jobs awaited (the workers run them), then catalog and levels (`dry_run`: only
+    catalog and levels compared and reported; nothing enqueued or written)."""
     out = []
     async with job_storage(rt.pool) as st:
         for net in merchants(rt, merchant):
+            if dry_run:  # no sales pass: it would enqueue sale jobs
+                out.append(await reconcile_merchant(rt, st, net, cause, dry_run=True))
+                continue
             sales = await reconcile_sales(rt, st, net, cause)
             deadline = asyncio.get_running_loop().time() + wait_s
             await _wait_for(st, sales.job_ids, deadline, net.merchant_id)

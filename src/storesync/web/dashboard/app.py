@@ -1,9 +1,16 @@
 """The operator dashboard: a Starlette sub-app mounted at /dashboard by `storesync.web.app`.
 
-Pages (HTML, Jinja2, no JS framework, assets served from ./static): overview, queue, job detail,
-failures (dead jobs, unparseable/ignored deliveries), delivery detail, audit trail. Actions
-(POST + CSRF token): replay a dead or cancelled job, cancel a queued one, through
-`storesync.queue.ops` (the functions `storesync jobs retry|cancel` use).
+Pages (HTML, Jinja2, no JS framework, assets served from ./static): overview (what needs a human,
+every store's sync health, charts over the last hour or day as server-rendered SVG, the queue),
+products (one product across every store, found by SKU, handle, title or order), queue, job
+detail, failures (dead jobs, unparseable/ignored deliveries), delivery detail, audit trail.
+Actions (POST + CSRF token): replay a dead or cancelled job (saying first why it would fail
+again, when something says so), cancel a queued one, through `storesync.queue.ops` (the
+functions `storesync jobs retry|cancel` use).
+
+Store health is `storesync.sync.services.health` (the same read as `storesync status` and the
+ops listener's store gauges); the product page reads the stores live through the sync engine's
+runtime (`live.py`), which needs the stores' credentials like a worker does.
 
 Reads use the web app's pooled-path pool, each page in one read transaction with a SET LOCAL
 statement timeout (PgBouncer transaction-mode safe). Actions open one short connection on the
@@ -33,13 +40,25 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from storesync.config import ConfigError, Settings, is_loopback
+from storesync.commerce.errors import CommerceError
+from storesync.config import ConfigError, NetworkConfig, Settings, is_loopback
+from storesync.db import series
 from storesync.db.pools import SET_LOCAL_STATEMENT_TIMEOUT, connect_pooled
 from storesync.logs import get_logger
 from storesync.queue import ops as queue_ops
-from storesync.sync.adapters.postgres import AUDIT_TABLE, audit_page
-from storesync.web.dashboard import auth, render
+from storesync.sync.adapters.postgres import (
+    AUDIT_TABLE,
+    audit_page,
+    propagation_buckets,
+    stores_status,
+)
+from storesync.sync.domain.health import StoreState, admin_url, store_handle
+from storesync.sync.services.health import network_health, why_replay_fails
+from storesync.sync.services.product_view import find_products, product_across_stores
+from storesync.sync.settings import SyncSettings
+from storesync.web.dashboard import auth, charts, render
 from storesync.web.dashboard import queries as q
+from storesync.web.dashboard.live import LiveStores, LiveUnavailable
 from storesync.web.dashboard.settings import DashboardSettings
 
 log = get_logger("storesync.web.dashboard")
@@ -60,6 +79,12 @@ NOTICES = {
 }
 
 PoolGetter = Callable[[], AsyncConnectionPool | None]
+NetworkGetter = Callable[[], NetworkConfig | None]
+JOB_OUTCOMES = ("succeeded", "retried", "dead", "released", "lost")
+OUTCOME_CLASSES = {"succeeded": "ok", "retried": "warn", "dead": "bad", "released": "muted", "lost": "muted"}
+THROTTLED_OUTCOMES = ("throttled", "http_429")
+# A product page's URL: /products/<merchant>/<the parent product's numeric id>.
+MERCHANT_ID = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 # Row ids in URLs and query strings: plain ASCII digits that fit a bigint, or not a match at all
 # (404 or 400, never an error deeper down: `int()` refuses 5,000 digits, Postgres a 20-digit id).
 ROW_ID = re.compile(r"[0-9]{1,18}")
@@ -111,6 +136,11 @@ def _templates() -> Jinja2Templates:
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    env.globals.update(
+        chart=charts.render,
+        admin_store=admin_url,
+        since=lambda value: render.since(value, datetime.now(UTC)),
+    )
     env.filters.update(
         age=render.age,
         ts=render.timestamp,
@@ -122,9 +152,13 @@ def _templates() -> Jinja2Templates:
 
 
 def create_dashboard(
-    settings: Settings, pool: PoolGetter, dashboard_settings: DashboardSettings | None = None
+    settings: Settings,
+    pool: PoolGetter,
+    dashboard_settings: DashboardSettings | None = None,
+    network: NetworkGetter | None = None,
 ) -> Starlette:
-    """The dashboard app. `pool()` returns the web app's pooled-path pool (None before start-up)."""
+    """The dashboard app. `pool()` returns the web app's pooled-path pool (None before start-up);
+    `network()` the configured network (the product page reads its stores)."""
     disabled_reason = ""
     if dashboard_settings is None:
         try:
@@ -136,6 +170,8 @@ def create_dashboard(
             disabled_reason = str(err)
             dashboard_settings = DashboardSettings.model_construct()  # defaults, token unset: disabled
     ds = dashboard_settings
+    sync_settings = SyncSettings.load()
+    live = LiveStores(settings, network or (lambda: None), pool)
     templates = _templates()
     max_age_s = ds.session_hours * 3600
 
@@ -237,9 +273,13 @@ def create_dashboard(
 
     readers = asyncio.Semaphore(ds.max_concurrent_reads)
 
-    async def read(work: Callable[[psycopg.AsyncConnection], Awaitable[Any]]) -> Any:
+    async def read(
+        work: Callable[[psycopg.AsyncConnection], Awaitable[Any]], *, live_reads: bool = False
+    ) -> Any:
         """Run `work` in one transaction on the pooled path (page reads; a sign-out's revocation),
-        bounded in time, holding at most `max_concurrent_reads` of the shared pool's connections."""
+        bounded in time, holding at most `max_concurrent_reads` of the shared pool's connections.
+        `live_reads`: `work` also calls the stores' API, so its statements run each in its own
+        transaction (autocommit: no transaction is held open while a store answers)."""
         current = pool()
         if current is None:
             raise Unavailable("the web tier has not opened its database pool yet")
@@ -251,6 +291,14 @@ def create_dashboard(
         try:
             # Rows come back as dicts through each cursor's own row factory: the connection goes
             # back to a pool shared with ingestion and must leave exactly as it came.
+            if live_reads:
+                async with current.connection() as conn:
+                    await conn.set_autocommit(True)
+                    try:
+                        return await work(conn)
+                    finally:
+                        if not conn.closed:
+                            await conn.set_autocommit(False)
             async with current.connection() as conn, conn.transaction():
                 if ds.statement_timeout_ms:
                     await conn.execute(SET_LOCAL_STATEMENT_TIMEOUT, (str(ds.statement_timeout_ms),))
@@ -340,36 +388,41 @@ def create_dashboard(
     # ------------------------------------------------------------------------- pages
 
     async def overview(request: Request, session: auth.Session) -> Response:
+        rng = charts.RANGES[opt_choice(request, "range", tuple(charts.RANGES)) or "hour"]
+
         async def work(conn):
-            stores = await rows(conn, q.STORES_BY_MERCHANT)
+            health = await network_health(
+                conn,
+                behind_after_s=sync_settings.behind_after_s,
+                failing_within_s=sync_settings.failing_within_s,
+            )
+            shown = await chart_data(conn, rng, health.at, [h.shop for h in health.stores])
             depth = await queue_ops.depth_by_lane_and_state(conn)
             merchants_queue = await queue_ops.backlog_by_group(conn)
             workers = await queue_ops.worker_heartbeats(conn)
             deliveries = await rows(conn, q.DELIVERIES_BY_STATUS)
-            return stores, depth, merchants_queue, workers, deliveries
+            return health, shown, depth, merchants_queue, workers, deliveries
 
-        stores, depth, merchants_queue, workers, deliveries = await read(work)
-        names = {s["merchant_id"]: s["merchant_name"] for s in stores}
+        health, shown, depth, merchants_queue, workers, deliveries = await read(work)
+        names = {h.facts.merchant_id: h.facts.merchant_name for h in health.stores}
         merchants_queue = [{**g, "merchant_name": names.get(g["group_key"])} for g in merchants_queue]
-        merchants: dict[str, dict] = {}
-        for s in stores:
-            m = merchants.setdefault(
-                s["merchant_id"], {"id": s["merchant_id"], "name": s["merchant_name"], "stores": []}
-            )
-            if s["shop_domain"]:
-                m["stores"].append(s)
         lanes = sorted(render.LANE_NAMES)
         grid = {(r["lane"], r["state"]): r["jobs"] for r in depth}
         depth_rows = [
             {"lane": lane, "counts": [grid.get((lane, st), 0) for st in JOB_STATES]} for lane in lanes
         ]
         totals = [sum(grid.get((lane, st), 0) for lane in lanes) for st in JOB_STATES]
+        counts = {state: len(health.by_state(state)) for state in StoreState}
         return page(
             request,
             "overview.html",
             {
                 "nav": "overview",
-                "merchants": list(merchants.values()),
+                "health": health,
+                "state_counts": counts,
+                "charts": shown,
+                "range": rng.name,
+                "ranges": list(charts.RANGES),
                 "states": JOB_STATES,
                 "depth_rows": depth_rows,
                 "totals": totals,
@@ -379,6 +432,82 @@ def create_dashboard(
             },
             session=session,
         )
+
+    async def chart_data(conn, rng: charts.Range, now: datetime, shops: list[str]) -> list[charts.Chart]:
+        buckets = rng.buckets(now)
+        since = buckets[0]
+
+        async def counted(name: str) -> dict[tuple[datetime, str], float]:
+            found = await series.series_buckets(conn, name, since=since, bucket_s=rng.bucket_s)
+            return {(b.at, b.key): b.value for b in found}
+
+        received = await counted(series.SERIES_WEBHOOKS)
+        per_bucket: dict[datetime, float] = {}
+        for (at, _shop), n in received.items():
+            per_bucket[at] = per_bucket.get(at, 0.0) + n
+        webhooks = charts.Chart(
+            "chart-webhooks",
+            "Webhooks received",
+            "",
+            buckets,
+            {"webhooks": [per_bucket.get(b, 0.0) for b in buckets]},
+            "bars",
+        )
+        latency_rows = {
+            r["at"]: r for r in await propagation_buckets(conn, since=since, bucket_s=rng.bucket_s)
+        }
+        latency = charts.Chart(
+            "chart-latency",
+            "Propagation latency: source change to last store written (p50, p99)",
+            "s",
+            buckets,
+            {
+                q_name: [
+                    float(latency_rows[b][q_name])
+                    if b in latency_rows and latency_rows[b][q_name] is not None
+                    else None
+                    for b in buckets
+                ]
+                for q_name in ("p50", "p99")
+            },
+            "lines",
+            {"p50": "s0", "p99": "s3"},
+        )
+        outcomes = await counted(series.SERIES_JOBS)
+        jobs = charts.Chart(
+            "chart-jobs",
+            "Jobs by outcome",
+            "",
+            buckets,
+            charts.bucketed(
+                buckets, outcomes, [o for o in JOB_OUTCOMES if any(k == o for _b, k in outcomes)]
+            ),
+            "stacked",
+            OUTCOME_CLASSES,
+        )
+        calls: dict[tuple[datetime, str], float] = {}
+        throttled: dict[tuple[datetime, str], float] = {}
+        for (at, key), n in (await counted(series.SERIES_API_CALLS)).items():
+            shop, _, outcome = key.rpartition(" ")
+            calls[(at, shop)] = calls.get((at, shop), 0.0) + n
+            if outcome in THROTTLED_OUTCOMES:
+                throttled[(at, shop)] = throttled.get((at, shop), 0.0) + n
+        called = sorted({shop for _at, shop in calls}, key=lambda s: (s not in shops, s))
+        share = charts.Chart(
+            "chart-throttled",
+            "THROTTLED share of Admin API calls, per store",
+            "%",
+            buckets,
+            {
+                store_handle(shop): [
+                    100.0 * throttled.get((b, shop), 0.0) / calls[(b, shop)] if calls.get((b, shop)) else None
+                    for b in buckets
+                ]
+                for shop in called
+            },
+            "lines",
+        )
+        return [webhooks, latency, jobs, share]
 
     async def queue(request: Request, session: auth.Session) -> Response:
         filters: dict[str, Any] = {
@@ -434,9 +563,9 @@ def create_dashboard(
                 delivery = await one(
                     conn, q.DELIVERY_OF_WEBHOOK, {"webhook_id": job["payload"]["delivery_id"]}
                 )
-            return job, delivery
+            return job, delivery, await stores_status(conn) if job else []
 
-        job, delivery = await read(work)
+        job, delivery, stores = await read(work)
         if job is None:
             return page(
                 request,
@@ -455,6 +584,7 @@ def create_dashboard(
                 "delivery": delivery,
                 "errors": render.redact(job["errors"] or []),
                 "notice": notice,
+                "replay_warning": why_replay_fails(job, stores),
             },
             session=session,
         )
@@ -469,6 +599,86 @@ def create_dashboard(
             )
 
         return handler
+
+    async def products(request: Request, session: auth.Session) -> Response:
+        query = opt_text(request, "q") or ""
+        hits, error = [], ""
+        if query:
+            try:
+                runtime = await live.runtime()
+
+                async def work(conn):
+                    return await find_products(runtime, conn, query)
+
+                hits = await read(work, live_reads=True)
+            except LiveUnavailable as err:
+                error = str(err)
+            except CommerceError as err:
+                error = f"a store did not answer the search: {type(err).__name__}: {render.redact_text(str(err))[:300]}"
+        if len(hits) == 1:
+            hit = hits[0]
+            return RedirectResponse(
+                link(request, f"/products/{hit.merchant_id}/{hit.product_id.rsplit('/', 1)[-1]}"),
+                status_code=303,
+            )
+        return page(
+            request,
+            "products.html",
+            {"nav": "products", "query": query, "hits": hits, "error": error},
+            session=session,
+        )
+
+    async def product(request: Request, session: auth.Session) -> Response:
+        merchant_id = request.path_params["merchant"]
+        number = request.path_params["product"]
+        if not MERCHANT_ID.fullmatch(merchant_id):
+            raise BadRequest("not a merchant id")
+        product_id = f"gid://shopify/Product/{number}"
+        try:
+            runtime = await live.runtime()
+            if merchant_id not in {m.merchant_id for m in runtime.network.merchants}:
+                raise BadRequest(f"there is no merchant {merchant_id!r}")
+
+            async def work(conn):
+                return await product_across_stores(runtime, conn, merchant_id, product_id)
+
+            view = await read(work, live_reads=True)
+        except LiveUnavailable as err:
+            return page(
+                request,
+                "error.html",
+                {"title": "Stores unavailable", "message": str(err)},
+                status=503,
+                session=session,
+            )
+        except CommerceError as err:
+            return page(
+                request,
+                "error.html",
+                {
+                    "title": "The parent store did not answer",
+                    "message": f"{type(err).__name__}: {render.redact_text(str(err))[:300]}",
+                },
+                status=502,
+                session=session,
+            )
+        if view is None:
+            return page(
+                request,
+                "error.html",
+                {
+                    "title": "Not found",
+                    "message": f"The parent store of {merchant_id} has no product {number}.",
+                },
+                status=404,
+                session=session,
+            )
+        return page(
+            request,
+            "product.html",
+            {"nav": "products", "view": view, "admin_url": admin_url},
+            session=session,
+        )
 
     async def failures(request: Request, session: auth.Session) -> Response:
         jobs_before = opt_int(request, "jobs_before", 1)
@@ -664,6 +874,8 @@ def create_dashboard(
         routes=[
             Route("/", guard(overview), methods=["GET"], name="overview"),
             Route("/queue", guard(queue), methods=["GET"], name="queue"),
+            Route("/products", guard(products), methods=["GET"], name="products"),
+            Route("/products/{merchant}/{product:row_id}", guard(product), methods=["GET"], name="product"),
             Route("/jobs/{job_id:row_id}", guard(job_detail), methods=["GET"], name="job"),
             Route(
                 "/jobs/{job_id:row_id}/replay",
@@ -695,4 +907,5 @@ def create_dashboard(
         ]
     )
     app.state.dashboard_settings = ds
+    app.state.live = live
     return app
