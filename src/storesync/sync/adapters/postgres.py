@@ -1280,8 +1280,8 @@ ON CONFLICT (shop, item_id, location_id) DO UPDATE
 SET available = EXCLUDED.available, known_at = EXCLUDED.known_at
 """
 
-# last_writes: the engine's newest write to each of some levels of one store, since a time.
-LAST_WRITES = """
+# last_level_writes: the engine's newest write to each of some levels of one store, since a time.
+LAST_LEVEL_WRITES = """
 SELECT DISTINCT ON (inventory_item_id, location_id) inventory_item_id, location_id, quantity, written_at
 FROM sync_write_records
 WHERE shop = %(shop)s AND written_at >= %(since)s
@@ -1376,7 +1376,7 @@ class PgPushes:
             return {}
         async with _one_statement(self.conn):
             cur = await self.conn.execute(
-                LAST_WRITES,
+                LAST_LEVEL_WRITES,
                 {
                     "shop": shop,
                     "since": since,
