@@ -116,11 +116,17 @@ def plan_flush(
     return FlushPlan(tuple(sets), tuple(sent), tuple(in_step), tuple(unknown))
 
 
-def batch_set_key(shop: str, sets: Sequence[LevelSet], attempt: int = 0) -> str:
-    """The `@idempotent` key of one batched compare-and-set: the same sets (in any order) give
-    the same key, so a flush resent after a crash replays; `attempt` > 0 after Shopify refused the
-    key as spent."""
-    parts = sorted(f"{s.item_id}\x1f{s.location_id}\x1f{s.change_from}\x1f{s.quantity}" for s in sets)
+def batch_set_key(shop: str, sets: Sequence[LevelSet], causes: Sequence[str], attempt: int = 0) -> str:
+    """The `@idempotent` key of one batched compare-and-set: the same sets for the same causes
+    (in any order) give the same key, so a flush resent after a crash replays; `attempt` > 0
+    after Shopify refused the key as spent. The causes tell apart the same transition made
+    again later (a level set from 12 to 12 once, moved by hand, guessed at 12 again): without
+    them Shopify would replay the first answer and apply nothing (the per-item key,
+    `inventory.set_idempotency_key`, carries its cause for the same reason)."""
+    parts = sorted(
+        f"{s.item_id}\x1f{s.location_id}\x1f{s.change_from}\x1f{s.quantity}\x1f{cause}"
+        for s, cause in zip(sets, causes, strict=True)
+    )
     raw = "\x1e".join(["set-batch", shop, *parts])
     if attempt:
         raw += f"\x1eattempt {attempt}"

@@ -179,7 +179,9 @@ async def _send(
         ]
     )
     try:
-        await store.set_levels(plan.sets, idempotency_key=batch_set_key(shop, plan.sets, attempt))
+        await store.set_levels(
+            plan.sets, idempotency_key=batch_set_key(shop, plan.sets, [p.cause for p in plan.pushes], attempt)
+        )
     except KeyAttemptFailed:
         if attempt >= 2:
             raise
