@@ -39,17 +39,6 @@ def system(module_layout):
         system.cli("backfill", check=True)
         settle(system)
         yield system
-        import json as _j
-        dump = {}
-        for name, q in {
-            "writes": "SELECT shop, inventory_item_id, location_id, quantity, written_at::text, cause FROM sync_write_records ORDER BY written_at",
-            "audit": "SELECT at::text, shop, object_id, action, before::text, after::text, cause, detail FROM sync_audit ORDER BY at",
-            "pending": "SELECT * FROM sync_pending_pushes",
-            "inactive": "SELECT * FROM sync_inactive_levels",
-            "jobs": "SELECT id, kind, state, payload::text, errors::text, created_at::text FROM jobs ORDER BY id",
-        }.items():
-            dump[name] = [[str(x) for x in r] for r in sql(system, q)]
-        open("/tmp/scale_dump.json", "w").write(_j.dumps(dump, indent=0))
 
 
 # --------------------------------------------------------------------------- helpers
