@@ -129,20 +129,31 @@ def run_pass(
         with conn.transaction():
             job = enqueue(conn, job_spec(reconcile_job(MERCHANT_ID), MERCHANT_ID))
         seller.start()
-        cause = f"reconcile:job:{job.job_id}"
         done_s = None
+        causes: list[str] = []
         while time.time() - started < cap:
-            state = conn.execute("SELECT state FROM jobs WHERE id = %s", (job.job_id,)).fetchone()[0]
-            if state == "dead":
-                raise SystemExit(
-                    f"the reconcile job died: {conn.execute('SELECT errors FROM jobs WHERE id = %s', (job.job_id,)).fetchone()}"
-                )
-            # repair_jobs_left: the pass's repairs not done yet (its jobs carry its cause)
+            # pass_jobs: the pass is two jobs, sync.reconcile (the sales half) then
+            # sync.reconcile_levels (catalog and levels), which enqueues itself again while the
+            # sale jobs it waits for run; each tags its repairs with its own cause.
+            chain = conn.execute(
+                "SELECT id, state FROM jobs WHERE id = %s OR (kind = 'sync.reconcile_levels' AND id > %s "
+                "AND payload->>'merchant_id' = %s) ORDER BY id",
+                (job.job_id, job.job_id, MERCHANT_ID),
+            ).fetchall()
+            if any(state == "dead" for _, state in chain):
+                errors = conn.execute(
+                    "SELECT kind, errors FROM jobs WHERE id = ANY(%s) AND state = 'dead'",
+                    ([i for i, _ in chain],),
+                ).fetchall()
+                raise SystemExit(f"a job of the reconcile pass died: {errors}")
+            causes = [f"reconcile:job:{i}" for i, _ in chain]
+            # repair_jobs_left: the pass's repairs not done yet (its jobs carry its causes)
             left = conn.execute(
-                "SELECT count(*) FROM jobs WHERE payload->>'cause' = %s AND state IN ('queued', 'running')",
-                (cause,),
+                "SELECT count(*) FROM jobs WHERE payload->>'cause' = ANY(%s) AND state IN ('queued', 'running')",
+                (causes,),
             ).fetchone()[0]
-            if state == "succeeded" and left == 0:
+            levels_done = len(chain) > 1 and all(state == "succeeded" for _, state in chain)
+            if levels_done and left == 0:
                 done_s = time.time() - started
                 break
             time.sleep(0.5)
@@ -150,8 +161,8 @@ def run_pass(
         stop.set()
         seller.join()
         repairs = conn.execute(
-            "SELECT kind, count(*) FROM jobs WHERE payload->>'cause' = %s GROUP BY kind ORDER BY kind",
-            (cause,),
+            "SELECT kind, count(*) FROM jobs WHERE payload->>'cause' = ANY(%s) GROUP BY kind ORDER BY kind",
+            (causes,),
         ).fetchall()
         elapsed = time.time() - started
     system.wait_until(lambda: system.jobs_pending() == 0, timeout=120, interval=0.5, message="queue idle")
@@ -172,6 +183,15 @@ def run_pass(
         "repaired_s": done_s,
         "repair_jobs": dict(repairs),
         "points": {shop: round(v) for shop, v in spent.items()},
+        # what each store's points went to during the pass (live sales included), by operation
+        "points_by_operation": {
+            shop: {
+                op: row[1] - use_start[shop]["by_operation"].get(op, [0, 0])[1]
+                for op, row in sorted(use_end[shop]["by_operation"].items())
+                if row[1] > use_start[shop]["by_operation"].get(op, [0, 0])[1]
+            }
+            for shop in system.shops
+        },
         "live_sales": len(ok),
         "lag_p50_s": metrics.pct(lags, 0.5),
         "lag_p99_s": metrics.pct(lags, 0.99),
