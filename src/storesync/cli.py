@@ -690,6 +690,14 @@ def backfill_cmd(
     )
     for saga_id, why in [*result.compensated, *result.failed]:
         console.print(f"  [red]{escape(saga_id)}[/]: {escape(str(why))}", highlight=False)
+    if result.conflicts:
+        console.print(
+            f"{len(result.conflicts)} not copied: a child's own product has the handle "
+            "(see storesync status; on_handle_conflict in docs/sync.md)",
+            highlight=False,
+        )
+    for saga_id, why in result.conflicts:
+        console.print(f"  [yellow]{escape(saga_id)}[/]: {escape(str(why))}", highlight=False)
     for shop, why in result.paused.items():
         console.print(f"  [yellow]paused[/] {escape(shop)}: {escape(str(why))}", highlight=False)
     raise typer.Exit(0 if result.ok else 1)
@@ -868,14 +876,16 @@ def render_status(settings: Settings) -> Table:
     from storesync.db.migrate import current_version, head_version
     from storesync.db.network_sql import list_stores
     from storesync.db.pools import connect_direct
-    from storesync.sync.adapters.postgres import links_by_child
+    from storesync.sync.adapters.postgres import attention_by_shop, links_by_child
 
     with connect_direct(settings) as conn:
         version = current_version(conn)
         stores = list_stores(conn) if version else []
-        linked = links_by_child(conn) if version == head_version() else {}
+        current = version == head_version()
+        linked = links_by_child(conn) if current else {}
+        attention = attention_by_shop(conn) if current else {}
     table = Table(title=f"storesync: schema {version}/{head_version()}, {len(stores)} stores")
-    for col in ("merchant", "shop", "role", "status", "products linked"):
+    for col in ("merchant", "shop", "role", "status", "products linked", "needs attention"):
         table.add_column(col)
     for merchant_id, _name, shop, role, status, reason in stores:
         products, pending = linked.get(shop, (0, 0))
@@ -884,9 +894,39 @@ def render_status(settings: Settings) -> Table:
             if role == "parent"
             else f"{products}" + (f" ({pending} copies not linked yet)" if pending else "")
         )
-        table.add_row(*cells(merchant_id, shop, role, status + (f" ({reason})" if reason else ""), links))
+        notes = ", ".join(
+            f"{n} {kind.replace('_', ' ')}" for kind, n in sorted(attention.get(shop, {}).items())
+        )
+        table.add_row(
+            *cells(merchant_id, shop, role, status + (f" ({reason})" if reason else ""), links, notes or "-")
+        )
     if not stores:
-        table.add_row("-", "(no stores yet)", "-", "-", "-")
+        table.add_row("-", "(no stores yet)", "-", "-", "-", "-")
+    return table
+
+
+def render_attention(settings: Settings, limit: int = 20) -> Table | None:
+    """What needs the merchant's attention (handle conflicts, products unlinked, media that kept
+    failing, copy steps kept after a failure), most recent first; None when nothing does."""
+    from storesync.db.migrate import current_version, head_version
+    from storesync.db.pools import connect_direct
+    from storesync.sync.adapters.postgres import open_attention
+
+    with connect_direct(settings) as conn:
+        if current_version(conn) != head_version():
+            return None
+        items = open_attention(conn, limit=limit)
+    if not items:
+        return None
+    table = Table(title="needs attention (most recent first)")
+    for col in ("shop", "what", "about", "detail", "last seen", "times"):
+        table.add_column(col)
+    for a in items:
+        table.add_row(
+            *cells(
+                a.shop, a.kind.replace("_", " "), a.subject, a.detail, f"{a.last_at:%Y-%m-%d %H:%M}", a.times
+            )
+        )
     return table
 
 
@@ -897,6 +937,9 @@ def status_cmd() -> None:
 
     with database_settings(load_settings()) as settings:
         console.print(render_status(settings))
+        attention = render_attention(settings)
+        if attention is not None:
+            console.print(attention)
 
 
 @app.command("demo")

@@ -87,10 +87,10 @@ def test_a_token_answer_in_shopifys_fields():
 
 
 def test_write_scopes_imply_read_scopes():
-    assert missing_scopes(["write_products", "write_inventory", "read_orders", "read_locations"]) == []
-    assert missing_scopes(["read_products", "write_inventory", "read_orders", "read_locations"]) == [
-        "write_products"
-    ]
+    granted = ["write_products", "write_inventory", "read_orders", "read_locations", "write_publications"]
+    assert missing_scopes(granted) == []
+    assert missing_scopes(["read_products", *granted[1:]]) == ["write_products"]
+    assert missing_scopes(granted[:-1]) == ["write_publications"]
 
 
 APPS = """

@@ -28,3 +28,6 @@ class SyncSettings(EnvironmentSettings):
     # After a backfill, its copies whose variants are still not linked (their products/create
     # webhook lost) are read and linked by a job this much later (seconds).
     link_pending_after_s: Annotated[float, Field(ge=0)] = 30.0
+    # Media uploaded to a child are looked at again this long after (seconds): the store
+    # processes them asynchronously and says nothing when one ends FAILED.
+    media_check_after_s: Annotated[float, Field(ge=0)] = 60.0

@@ -3,13 +3,16 @@ carry them out through the same code as live sync (`storesync reconcile`, the pe
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from storesync.logs import get_logger
 from storesync.sync.adapters.postgres import Storage, job_storage
-from storesync.sync.domain.catalog import SyncPolicy
+from storesync.sync.domain.catalog import CatalogError, NeedsCopy, SyncPolicy
 from storesync.sync.domain.network import MerchantNetwork
 from storesync.sync.domain.ports import (
+    ArchivedCopies,
+    AttentionLog,
     AuditSink,
     CatalogScan,
     CatalogStore,
@@ -27,11 +30,14 @@ from storesync.sync.domain.reconcile import (
     diff_inventory,
 )
 from storesync.sync.services.catalog import sync_product_to_child
+from storesync.sync.services.channels import collection_publisher
 from storesync.sync.services.collections import sync_collection_to_child
 from storesync.sync.services.context import Runtime
-from storesync.sync.services.copies import link_pending_copies
+from storesync.sync.services.copies import copy_to_child, link_pending_copies
 from storesync.sync.services.sales import push_level
 from storesync.sync.services.stores import merchants, without_paused
+
+log = get_logger("storesync.sync.reconcile")
 
 
 async def reconcile_network(
@@ -83,13 +89,43 @@ async def apply_repairs(
     policy: SyncPolicy,
     cause: str,
     collection_stores: Mapping[str, CollectionStore] | None = None,
+    copy_product: Callable[[str, str], Awaitable[None]] | None = None,
+    publisher: Callable[[str, str], Callable[[str], Awaitable[None]]] | None = None,
+    attention: AttentionLog | None = None,
+    archived: ArchivedCopies | None = None,
 ) -> tuple[list[Repair], list[Repair]]:
     """Carry out repairs through the same code as live sync (stores: `ports.StoreAPI` per child
-    shop; collection_stores: `ports.CollectionStore` per shop, parent included).
+    shop; collection_stores: `ports.CollectionStore` per shop, parent included; copy_product:
+    (child shop, parent product) -> the copy saga, for a product a child has no copy of;
+    publisher: (child shop, parent collection) -> what publishes a collection made there).
     Returns (fixed, not fixed); BLOCKED ones are never written, only reported. Collections are
     repaired first, so that products re-synced after them carry the memberships."""
     fixed: list[Repair] = []
     left: list[Repair] = []
+
+    async def product(shop: str, parent_id: str) -> bool:
+        try:
+            await sync_product_to_child(
+                parent_store,
+                stores[shop],
+                parent_id,
+                links_repo,
+                policy,
+                audit,
+                cause,
+                attention=attention,
+                archived=archived,
+            )
+        except NeedsCopy:
+            if copy_product is None:
+                return False
+            try:
+                await copy_product(shop, parent_id)
+            except CatalogError as err:  # compensated: reported in the saga's audit
+                log.warning("reconcile: copy failed", shop=shop, product=parent_id, error=str(err))
+                return False
+        return True
+
     collection_kinds = (RepairKind.SYNC_COLLECTION, RepairKind.DELETE_COLLECTION)
     resynced: set[tuple[str, str]] = set()
     for r in sorted(repairs, key=lambda r: r.kind not in collection_kinds):
@@ -106,13 +142,12 @@ async def apply_repairs(
                 links_repo,
                 audit,
                 cause,
+                on_created=publisher(r.child_shop, r.parent_id) if publisher else None,
             )
             for product_id in outcome.resync_products:  # copies to move into or out of it
                 if (r.child_shop, product_id) not in resynced:
                     resynced.add((r.child_shop, product_id))
-                    await sync_product_to_child(
-                        parent_store, stores[r.child_shop], product_id, links_repo, policy, audit, cause
-                    )
+                    await product(r.child_shop, product_id)
             fixed.append(r)
         elif r.kind is RepairKind.SET_INVENTORY:
             assert r.child_id and r.location_id and r.expected is not None
@@ -120,11 +155,10 @@ async def apply_repairs(
                 stores[r.child_shop], writes, audit, r.child_id, r.location_id, r.expected, cause
             )
             fixed.append(r)
-        else:
-            await sync_product_to_child(
-                parent_store, stores[r.child_shop], r.parent_id, links_repo, policy, audit, cause
-            )
+        elif await product(r.child_shop, r.parent_id):
             fixed.append(r)
+        else:
+            left.append(r)
     return fixed, left
 
 
@@ -163,6 +197,10 @@ async def reconcile_merchant(rt: Runtime, st: Storage, net: MerchantNetwork, cau
         return ReconcileResult(net.merchant_id, ReconcileReport(), paused=skipped)
     policy = rt.policy(net.merchant_id)
     collections = {s.shop: rt.collections(s.shop) for s in active.stores}
+
+    async def copy_product(shop: str, parent_product_id: str) -> None:
+        await copy_to_child(rt, st, net, shop, parent_product_id, cause, final_attempt=True)
+
     report = await reconcile_network(active, rt.scans(active), st.links, policy, collections)
     fixed, left = await apply_repairs(
         report.repairs,
@@ -174,6 +212,10 @@ async def reconcile_merchant(rt: Runtime, st: Storage, net: MerchantNetwork, cau
         policy=policy,
         cause=cause,
         collection_stores=collections,
+        copy_product=copy_product,
+        publisher=lambda shop, parent_id: collection_publisher(rt, st, net, shop, parent_id, cause),
+        attention=st.attention,
+        archived=st.archived,
     )
     return ReconcileResult(net.merchant_id, report, fixed, left, skipped)
 

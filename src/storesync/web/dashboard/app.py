@@ -37,7 +37,7 @@ from storesync.config import ConfigError, Settings, is_loopback
 from storesync.db.pools import SET_LOCAL_STATEMENT_TIMEOUT, connect_pooled
 from storesync.logs import get_logger
 from storesync.queue import ops as queue_ops
-from storesync.sync.adapters.postgres import AUDIT_TABLE, audit_page
+from storesync.sync.adapters.postgres import AUDIT_TABLE, audit_page, open_attention_page
 from storesync.web.dashboard import auth, render
 from storesync.web.dashboard import queries as q
 from storesync.web.dashboard.settings import DashboardSettings
@@ -479,9 +479,10 @@ def create_dashboard(
             bad = await rows(
                 conn, q.FAILED_DELIVERIES_PAGE, {"before": deliveries_before, "limit": ds.page_size + 1}
             )
-            return dead, bad
+            attention = await open_attention_page(conn, limit=ds.page_size)
+            return dead, bad, attention
 
-        dead, bad = await read(work)
+        dead, bad, attention = await read(work)
         dead, next_jobs = paged(dead, ds.page_size)
         bad, next_deliveries = paged(bad, ds.page_size)
         return page(
@@ -491,6 +492,7 @@ def create_dashboard(
                 "nav": "failures",
                 "dead": dead,
                 "deliveries": bad,
+                "attention": attention,
                 "next_jobs_url": link(
                     request, "/failures", jobs_before=next_jobs, deliveries_before=deliveries_before
                 )
