@@ -163,6 +163,10 @@ def test_missing_and_orphaned_child_products_are_reported():
     report = asyncio.run(f.report())
     by_kind = {(r.kind, r.child_shop) for r in report.repairs}
     assert (RepairKind.CREATE_PRODUCT, CHILD_B) in by_kind
+
+    async def copy(shop: str, pid: str) -> None:  # the copy saga, as reconcile runs it
+        await copy_now({PARENT: f.parent, shop: f.children[shop]}, f.links, f.policy, f.audit, pid, shop)
+
     assert {(RepairKind.DELETE_PRODUCT, s) for s in CHILDREN} <= by_kind
     asyncio.run(
         apply_repairs(
@@ -174,9 +178,7 @@ def test_missing_and_orphaned_child_products_are_reported():
             audit=f.audit,
             policy=f.policy,
             cause="reconcile:2",
-            copy_product=lambda shop, pid: copy_now(
-                {PARENT: f.parent, shop: f.children[shop]}, f.links, f.policy, f.audit, pid, shop
-            ),
+            copy_product=copy,
         )
     )
     assert not [r for r in asyncio.run(f.report()).repairs if r.kind is not RepairKind.SET_INVENTORY]

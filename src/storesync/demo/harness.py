@@ -238,7 +238,22 @@ class RunningSystem:
             return queue_ops.count_due_or_running(conn)
 
     def compare(self) -> Comparison:
-        return compare_snapshots(self.snapshot(self.parent), {c: self.snapshot(c) for c in self.children})
+        """Every child against the parent (`comparison.compare_snapshots`), with the merchant's
+        synced metafield namespaces and each child's configured sales channels."""
+        merchant, _ = self.network.store(self.parent) or (None, None)
+        namespaces = list(merchant.sync.metafield_namespaces) if merchant else []
+        channels = {}
+        for child in merchant.children if merchant else ():
+            own = child.catalog.channels if child.catalog is not None else None
+            configured = own if own is not None else merchant.sync.channels
+            if configured is not None:
+                channels[child.shop] = configured
+        return compare_snapshots(
+            self.snapshot(self.parent),
+            {c: self.snapshot(c) for c in self.children},
+            namespaces=namespaces,
+            channels=channels,
+        )
 
 
 def _live_worker_pids(dsn: str) -> set[int]:
@@ -270,6 +285,9 @@ def running_system(
     on_step: Callable[[str], None] | None = None,
     credentials: str = "client_credentials",
     token_time_scale: float | None = None,
+    merchant_sync: dict | None = None,
+    child_catalog: dict[str, dict] | None = None,
+    catalog_extras: bool = False,
 ) -> Iterator[RunningSystem]:
     """Start the emulator, web tier and workers against `database_url` (migrated here if it is
     behind); yield a `RunningSystem`; stop every process on the way out.
@@ -282,7 +300,10 @@ def running_system(
     workers=0 starts no worker (the caller runs jobs itself).
     credentials: "client_credentials" (one app installed on every store, tokens fetched by the
     engine, as a new merchant connects today) or "static" (each store's legacy token).
-    token_time_scale: the emulator's issued tokens' lifetime factor (default: time_scale)."""
+    token_time_scale: the emulator's issued tokens' lifetime factor (default: time_scale).
+    merchant_sync: `[merchants.sync]` settings (fields, metafield_namespaces, catalog rules);
+    child_catalog: child shop -> its own catalog rules (docs/sync.md); catalog_extras: every third
+    parent product with media, metafields and variant fields (`seeding.enrich_catalog`)."""
     if credentials not in ("client_credentials", "static"):
         raise ValueError(f"credentials must be client_credentials or static, not {credentials!r}")
     step = on_step or (lambda _msg: None)
@@ -315,6 +336,9 @@ def running_system(
             # The backfill's link job for copies whose create webhook is late (30 s in production,
             # where Shopify's deliveries can lag): the emulator's come within a second.
             "STORESYNC_SYNC_LINK_PENDING_AFTER_S": "2",
+            # Media uploaded to a child are looked at again (a FAILED one uploaded again): the
+            # emulator processes them in milliseconds at its time scale.
+            "STORESYNC_SYNC_MEDIA_CHECK_AFTER_S": "1",
             "PYTHONUNBUFFERED": "1",
         }
     )
@@ -355,7 +379,14 @@ def running_system(
 
             step("seed")
             locations = seed_stores(
-                control, parent, child_shops, products, child_overlap, collections, overlap_stock
+                control,
+                parent,
+                child_shops,
+                products,
+                child_overlap,
+                collections,
+                overlap_stock,
+                catalog_extras=catalog_extras,
             )
             app_secret = None
             if credentials == "client_credentials":
@@ -363,7 +394,16 @@ def running_system(
                 for shop in shops:  # the one app, installed on every store of the network
                     control.configure_app(shop, client_id=DEMO_CLIENT_ID, client_secret=app_secret)
             config_file.write_text(
-                network_toml(emulator_url, stores, locations, parent, child_shops, app_secret=app_secret),
+                network_toml(
+                    emulator_url,
+                    stores,
+                    locations,
+                    parent,
+                    child_shops,
+                    app_secret=app_secret,
+                    merchant_sync=merchant_sync,
+                    child_catalog=child_catalog,
+                ),
                 encoding="utf-8",
             )
             network = NetworkConfig.load(config_file)

@@ -27,6 +27,7 @@ from rich.table import Table
 from rich.text import Text
 
 from storesync.config import Settings
+from storesync.demo.seeding import DEMO_NAMESPACE
 from storesync.terminal import cells, escape
 
 CHILDREN = 3
@@ -297,12 +298,16 @@ class Story:
             "role",
             "products",
             "catalog hash (synced fields)",
+            "media equal",
+            "channels equal",
+            f"metafields ({DEMO_NAMESPACE}) equal",
             "units in stock",
             "items x locations equal",
             "agrees",
         ):
             table.add_column(col)
         levels = len(s.snapshot(s.parent)["inventory_levels"])
+        products = parent_row.products
         for r in comparison.rows:
             equal = levels - len(r.inventory_mismatches)
             table.add_row(
@@ -311,6 +316,9 @@ class Story:
                     r.role,
                     r.products,
                     r.catalog_hash,
+                    f"{r.media_equal}/{products}",
+                    f"{r.channels_equal}/{products}",
+                    f"{r.metafields_equal}/{products}",
                     r.units,
                     f"{equal}/{levels}",
                     Text("yes", style="green") if r.agrees else Text("NO", style="bold red"),
@@ -426,6 +434,9 @@ def run_demo(settings: Settings, console: Console, *, token_time_scale: float | 
                 subscribe="cli",
                 workdir=workdir,
                 token_time_scale=token_time_scale,
+                # one namespace of metafields follows the parent, so the final table shows them
+                merchant_sync={"metafield_namespaces": [DEMO_NAMESPACE]},
+                catalog_extras=True,
             ) as system:
                 story = Story(system, console, t0)
                 story.say(f"system up in {time.monotonic() - t0:.1f}s; logs in {workdir}/")

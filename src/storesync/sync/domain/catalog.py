@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
 from enum import StrEnum
 from typing import Any, cast
@@ -588,6 +588,9 @@ def plan_child_product(
     )
     product_link = links.link_down(LinkKind.PRODUCT, parent.id)
     changes = diff_views(expected, actual, product_link.synced_view if product_link else None)
+    if media is not None and any(number > 1 for _m, number in media.uploaded):
+        # A copy that FAILED in the child is no edit of the child's: uploaded again as drift.
+        changes = [replace(c, cause=ChangeCause.DRIFT) if c.field == "media" else c for c in changes]
     return ProductPlan(
         child_shop=shop,
         parent_product_id=parent.id,

@@ -112,6 +112,8 @@ async def sync_product_to_child(
             )
         )
         raise CatalogBlocked(plan.blocked)
+    if plan.media is not None:
+        await _report_media_given_up(child_store, plan, parent, child_id, audit, attention, cause)
     if plan.noop:
         link = links.link_down(LinkKind.PRODUCT, parent_product_id)
         if link is not None and not same_view(link.synced_view, plan.expected):
@@ -122,7 +124,7 @@ async def sync_product_to_child(
         return plan
     new_links = await _write_product(child_store, plan, parent, links, links_repo)
     await _write_metafields(child_store, plan, child_id, new_links)
-    await _write_media(child_store, plan, parent, child_id, links, links_repo, audit, attention, cause)
+    await _write_media(child_store, plan, parent, child_id, links_repo, audit, cause)
     # The view is saved last: a write that failed halfway leaves the link behind (a retry or
     # the next delivery finds the child behind and writes what is left).
     await links_repo.set_synced_view(child_store.shop, parent_product_id, plan.expected)
@@ -198,14 +200,12 @@ async def _write_media(
     plan: ProductPlan,
     parent: Product,
     child_id: str,
-    links: LinkMap,
     links_repo: LinkRepository,
     audit: AuditSink,
-    attention: AttentionLog | None,
     cause: str,
 ) -> None:
-    """The media write (`domain/media.py`): the new uploads linked to the parent media they copy;
-    copies given up on reported."""
+    """The media write (`domain/media.py`): the new uploads linked to the parent media they copy
+    (a FAILED copy uploaded again is audited)."""
     media = plan.media
     if media is None:
         return
@@ -228,7 +228,20 @@ async def _write_media(
                     detail=f"{len(retried)} media of {parent.id} FAILED in {child_store.shop}; uploaded again",
                 )
             )
-    for parent_media_id, child_media_id in media.given_up:
+
+
+async def _report_media_given_up(
+    child_store: CatalogStore,
+    plan: ProductPlan,
+    parent: Product,
+    child_id: str,
+    audit: AuditSink,
+    attention: AttentionLog | None,
+    cause: str,
+) -> None:
+    """Copies that FAILED as often as they may: reported once (they stay as they are)."""
+    assert plan.media is not None
+    for parent_media_id, child_media_id in plan.media.given_up:
         why = (
             f"media {parent_media_id} of parent product {parent.id} ({parent.handle}) FAILED in "
             f"{child_store.shop} after {MAX_UPLOADS} uploads (child media {child_media_id}); "

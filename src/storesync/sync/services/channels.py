@@ -54,7 +54,14 @@ def collection_publisher(
             await st.attention.report(child_shop, "copy_step_failed", parent_collection_id, why)
             await st.audit.record(
                 AuditRecord(
-                    child_shop, "collection", child_collection_id, "publish_failed", None, None, cause, why
+                    child_shop,
+                    "collection",
+                    child_collection_id,
+                    "publish_failed",
+                    None,
+                    None,
+                    cause,
+                    detail=why,
                 )
             )
             return

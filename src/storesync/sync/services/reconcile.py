@@ -29,6 +29,7 @@ from storesync.sync.domain.reconcile import (
     diff_collections,
     diff_inventory,
 )
+from storesync.sync.domain.saga import handle_conflicted
 from storesync.sync.services.catalog import sync_product_to_child
 from storesync.sync.services.channels import collection_publisher
 from storesync.sync.services.collections import sync_collection_to_child
@@ -89,21 +90,23 @@ async def apply_repairs(
     policy: SyncPolicy,
     cause: str,
     collection_stores: Mapping[str, CollectionStore] | None = None,
-    copy_product: Callable[[str, str], Awaitable[None]] | None = None,
+    copy_product: Callable[[str, str], Awaitable[str | None]] | None = None,
     publisher: Callable[[str, str], Callable[[str], Awaitable[None]]] | None = None,
     attention: AttentionLog | None = None,
     archived: ArchivedCopies | None = None,
 ) -> tuple[list[Repair], list[Repair]]:
     """Carry out repairs through the same code as live sync (stores: `ports.StoreAPI` per child
     shop; collection_stores: `ports.CollectionStore` per shop, parent included; copy_product:
-    (child shop, parent product) -> the copy saga, for a product a child has no copy of;
+    (child shop, parent product) -> the copy saga, for a product a child has no copy of, answering
+    why it made none (None: made);
     publisher: (child shop, parent collection) -> what publishes a collection made there).
     Returns (fixed, not fixed); BLOCKED ones are never written, only reported. Collections are
     repaired first, so that products re-synced after them carry the memberships."""
     fixed: list[Repair] = []
     left: list[Repair] = []
 
-    async def product(shop: str, parent_id: str) -> bool:
+    async def product(shop: str, parent_id: str) -> str | None:
+        """Why the product is not repaired (None: it is)."""
         try:
             await sync_product_to_child(
                 parent_store,
@@ -118,13 +121,13 @@ async def apply_repairs(
             )
         except NeedsCopy:
             if copy_product is None:
-                return False
+                return "no copy, and no copy saga to make one"
             try:
-                await copy_product(shop, parent_id)
+                return await copy_product(shop, parent_id)
             except CatalogError as err:  # compensated: reported in the saga's audit
                 log.warning("reconcile: copy failed", shop=shop, product=parent_id, error=str(err))
-                return False
-        return True
+                return str(err)
+        return None
 
     collection_kinds = (RepairKind.SYNC_COLLECTION, RepairKind.DELETE_COLLECTION)
     resynced: set[tuple[str, str]] = set()
@@ -155,10 +158,10 @@ async def apply_repairs(
                 stores[r.child_shop], writes, audit, r.child_id, r.location_id, r.expected, cause
             )
             fixed.append(r)
-        elif await product(r.child_shop, r.parent_id):
+        elif (why := await product(r.child_shop, r.parent_id)) is None:
             fixed.append(r)
         else:
-            left.append(r)
+            left.append(replace(r, reason=why))
     return fixed, left
 
 
@@ -178,7 +181,10 @@ class ReconcileResult:
             f"{len(self.fixed)} fixed, {len(self.left)} not fixed"
         ]
         out += [f"  fixed {x.describe()}" for x in self.fixed]
-        out += [f"  NOT fixed {x.describe()} ({x.reason})" for x in self.left]
+        out += [
+            f"  NOT fixed {x.describe()}" + (f" ({x.reason})" if x.changes and x.reason else "")
+            for x in self.left
+        ]
         out += [f"  skipped {s}: {why}" for s, why in self.paused.items()]
         return out
 
@@ -198,8 +204,11 @@ async def reconcile_merchant(rt: Runtime, st: Storage, net: MerchantNetwork, cau
     policy = rt.policy(net.merchant_id)
     collections = {s.shop: rt.collections(s.shop) for s in active.stores}
 
-    async def copy_product(shop: str, parent_product_id: str) -> None:
-        await copy_to_child(rt, st, net, shop, parent_product_id, cause, final_attempt=True)
+    async def copy_product(shop: str, parent_product_id: str) -> str | None:
+        saga = await copy_to_child(rt, st, net, shop, parent_product_id, cause, final_attempt=True)
+        if saga is None or handle_conflicted(saga):
+            return "a product of the child's own has its handle (storesync status lists it)"
+        return None
 
     report = await reconcile_network(active, rt.scans(active), st.links, policy, collections)
     fixed, left = await apply_repairs(
