@@ -240,14 +240,17 @@ class RunningSystem:
     def compare(self) -> Comparison:
         """Every child against the parent (`comparison.compare_snapshots`), with the merchant's
         synced metafield namespaces and each child's configured sales channels."""
-        merchant, _ = self.network.store(self.parent) or (None, None)
-        namespaces = list(merchant.sync.metafield_namespaces) if merchant else []
-        channels = {}
-        for child in merchant.children if merchant else ():
-            own = child.catalog.channels if child.catalog is not None else None
-            configured = own if own is not None else merchant.sync.channels
-            if configured is not None:
-                channels[child.shop] = configured
+        found = self.network.store(self.parent)
+        namespaces: list[str] = []
+        channels: dict[str, list[str]] = {}
+        if found is not None:
+            merchant = found[0]
+            namespaces = list(merchant.sync.metafield_namespaces)
+            for child in merchant.children:
+                own = child.catalog.channels if child.catalog is not None else None
+                configured = own if own is not None else merchant.sync.channels
+                if configured is not None:
+                    channels[child.shop] = configured
         return compare_snapshots(
             self.snapshot(self.parent),
             {c: self.snapshot(c) for c in self.children},
