@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint venv system-deps bench clean
+.PHONY: demo test lint venv system-deps bench clean constraints
 
 venv: $(STAMP)
 
@@ -37,6 +37,15 @@ test: $(STAMP) system-deps lint
 
 bench: $(STAMP)
 	@for b in bench/*/run.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+# The container image's pinned dependency set: the runtime dependencies alone, resolved in a
+# scratch venv. Run after changing pyproject.toml's dependencies (tests/deploy checks they agree).
+constraints:
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	$(PYTHON) -m venv "$$tmp/venv"; \
+	"$$tmp/venv/bin/pip" install --quiet --disable-pip-version-check .; rm -rf build; \
+	{ sed -n '1,3p' deploy/constraints.txt; "$$tmp/venv/bin/pip" freeze --exclude storesync; } > "$$tmp/c.txt"; \
+	mv "$$tmp/c.txt" deploy/constraints.txt; echo "deploy/constraints.txt updated"
 
 clean:
 	rm -rf $(VENV) .storesync .pytest_cache

@@ -419,6 +419,13 @@ def worker_cmd(
     metrics_port: Annotated[
         int | None, typer.Option(help="serve this worker's /metrics on 127.0.0.1:PORT")
     ] = None,
+    health_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="write each heartbeat here too, for `python -m storesync.healthcheck worker` "
+            "[env STORESYNC_QUEUE_HEALTH_FILE]"
+        ),
+    ] = None,
 ) -> None:
     """Run jobs until SIGTERM (drains: stops claiming, finishes in-flight jobs, releases the rest)."""
     import psycopg
@@ -439,6 +446,7 @@ def worker_cmd(
             poll_interval=poll_interval,
             drain_timeout=drain_timeout,
             metrics_port=metrics_port,
+            health_file=health_file,
         )
         registry = load_registry(handlers) if handlers else None
     except (ConfigError, HandlersLoadError) as err:

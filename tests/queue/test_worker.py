@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import signal
 import subprocess
 import sys
@@ -328,3 +329,39 @@ def test_small_bursts_keep_flowing_while_claims_race_for_slots(qdb, spawn_worker
             f"burst {burst} to run",
         )
     assert w.proc.poll() is None
+
+
+def _healthcheck(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "storesync.healthcheck", *args], capture_output=True, text=True, timeout=10
+    )
+
+
+def test_health_file_follows_recorded_heartbeats_and_goes_away_on_stop(qdb, spawn_worker, tmp_path):
+    health = tmp_path / "worker.health"
+    assert _healthcheck("worker", "--file", str(health)).returncode == 1  # nothing running yet
+    # Heartbeats every lease/3 = 1 s here, so a 3 s max age sees several of them.
+    w = spawn_worker("--health-file", str(health), env={"STORESYNC_QUEUE_LEASE_SECONDS": "3"})
+    wait_for(health.exists, 15, "the health file")
+    beat = json.loads(health.read_text())
+    assert beat["pid"] == w.proc.pid and beat["state"] == "running"
+    first = health.stat().st_mtime
+    wait_for(lambda: health.stat().st_mtime > first, 5, "the next heartbeat to refresh the file")
+    ok = _healthcheck("worker", "--file", str(health), "--max-age", "3")
+    assert ok.returncode == 0, ok.stderr
+    # A worker that stops recording heartbeats (frozen here) turns unhealthy once the file ages.
+    w.signal(signal.SIGSTOP)
+    try:
+        wait_for(
+            lambda: _healthcheck("worker", "--file", str(health), "--max-age", "3").returncode == 1,
+            10,
+            "the frozen worker's check to fail",
+            interval=0.5,
+        )
+    finally:
+        w.signal(signal.SIGCONT)
+    w.signal(signal.SIGTERM)
+    assert w.wait(timeout=15) == 0, w.output()
+    assert not health.exists()
+    gone = _healthcheck("worker", "--file", str(health))
+    assert gone.returncode == 1 and "no heartbeat file" in gone.stderr

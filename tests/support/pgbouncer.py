@@ -10,7 +10,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -45,29 +45,39 @@ def _run_as(host: str) -> str | None:
 
 @contextmanager
 def run_pgbouncer(
-    host: str, port: int, user: str, password: str | None, dbname: str, *, pool_size: int = 5
+    host: str,
+    port: int,
+    user: str,
+    password: str | None,
+    dbname: str,
+    *,
+    pool_size: int = 5,
+    settings: Mapping[str, str] | None = None,
 ) -> Iterator[str]:
-    """Start PgBouncer (pool_mode=transaction) and yield a DSN for `dbname` through it."""
+    """Start PgBouncer (pool_mode=transaction) and yield a DSN for `dbname` through it.
+    `settings` replace or add [pgbouncer] settings (e.g. a deployment's own); where it listens
+    and the files it writes stay the test's."""
     workdir = Path(tempfile.mkdtemp(prefix="pgbouncer-"))
     workdir.chmod(0o777)
     listen_port = free_port()
     (workdir / "userlist.txt").write_text(f'"{user}" "{password or ""}"\n')
     backend = f"host={host} port={port} user={user}" + (f" password={password}" if password else "")
+    ini = {
+        "auth_type": "trust",
+        "pool_mode": "transaction",
+        "default_pool_size": str(pool_size),
+        "max_client_conn": "500",
+        "ignore_startup_parameters": "extra_float_digits",
+        **(settings or {}),
+        "listen_addr": "127.0.0.1",
+        "listen_port": str(listen_port),
+        "unix_socket_dir": "",
+        "auth_file": f"{workdir}/userlist.txt",
+        "logfile": f"{workdir}/pgbouncer.log",
+        "pidfile": f"{workdir}/pgbouncer.pid",
+    }
     (workdir / "pgbouncer.ini").write_text(
-        "[databases]\n"
-        f"* = {backend}\n"
-        "[pgbouncer]\n"
-        "listen_addr = 127.0.0.1\n"
-        f"listen_port = {listen_port}\n"
-        "unix_socket_dir =\n"
-        "auth_type = trust\n"
-        f"auth_file = {workdir}/userlist.txt\n"
-        "pool_mode = transaction\n"
-        f"default_pool_size = {pool_size}\n"
-        "max_client_conn = 500\n"
-        f"logfile = {workdir}/pgbouncer.log\n"
-        f"pidfile = {workdir}/pgbouncer.pid\n"
-        "ignore_startup_parameters = extra_float_digits\n"
+        f"[databases]\n* = {backend}\n[pgbouncer]\n" + "".join(f"{k} = {v}\n" for k, v in ini.items())
     )
     for f in workdir.iterdir():
         f.chmod(0o666)

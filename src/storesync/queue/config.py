@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field
@@ -45,6 +46,10 @@ class QueueSettings(EnvironmentSettings):
     scheduler_interval: Annotated[float, Field(gt=0)] = 1.0
     # Serve /metrics for this worker on 127.0.0.1:<port> (0: off).
     metrics_port: Annotated[int, Field(ge=0, le=65535)] = 0
+    # Write each recorded heartbeat to this file too (JSON, replaced atomically; removed on stop)
+    # for health checks that should not open a database connection: `python -m
+    # storesync.healthcheck worker` (docs/operations.md, "Health checks").
+    health_file: Path | None = None
 
 
 def backoff_delay(attempt: int, base: float, cap: float, rand: float) -> float:

@@ -11,7 +11,8 @@ One asyncio process runs these tasks:
 - acker: completions are flushed in batches (one UPDATE for all runs finished since the last one).
 - heartbeat: renews the leases of this worker's runs every lease/3, abandons runs whose lease was
   lost (so a job never runs twice at once), self-fences if it cannot renew in time, writes the
-  worker's heartbeat row and reaps expired leases of dead workers.
+  worker's heartbeat row (and `--health-file`, for health checks) and reaps expired leases of
+  dead workers.
 - scheduler: the worker that holds the scheduler's session advisory lock (direct path) enqueues
   due periodic jobs and prunes old jobs; every other worker retries the lock now and then.
 
@@ -39,6 +40,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from storesync.config import Settings
 from storesync.db.pools import async_connect_direct, async_pooled_pool
+from storesync.healthcheck import remove_heartbeat_file, write_heartbeat_file
 from storesync.logs import get_logger
 from storesync.queue import metrics as m
 from storesync.queue import queries as q
@@ -177,13 +179,11 @@ class Worker:
             await asyncio.gather(*(self._claim_loop(primary=i == 0) for i in range(self.qs.claimers)))
             await self._drain()
         finally:
-            for t in background:
-                t.cancel()
-            for t in background:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await t
+            await cancel_until_done(background)
             with contextlib.suppress(Exception):
                 await self._write_heartbeat("stopped")
+            if self.qs.health_file:
+                remove_heartbeat_file(self.qs.health_file)
             await self.qpool.close()
             await self.pool.close()
         log.info("worker stopped", worker_id=self.worker_id, jobs_done=self._jobs_done)
@@ -562,20 +562,25 @@ class Worker:
 
     async def _write_heartbeat(self, state: str) -> None:
         assert self.qpool is not None
+        heartbeat = {
+            "worker": self.worker_id,
+            "hostname": self.hostname,
+            "pid": os.getpid(),
+            "concurrency": self.qs.concurrency,
+            "state": state,
+            "in_flight": self._executing,
+            "jobs_done": self._jobs_done,
+            "is_scheduler": self.is_scheduler,
+        }
         async with self.qpool.connection() as conn:
-            await conn.execute(
-                q.UPSERT_WORKER,
-                {
-                    "worker": self.worker_id,
-                    "hostname": self.hostname,
-                    "pid": os.getpid(),
-                    "concurrency": self.qs.concurrency,
-                    "state": state,
-                    "in_flight": self._executing,
-                    "jobs_done": self._jobs_done,
-                    "is_scheduler": self.is_scheduler,
-                },
-            )
+            await conn.execute(q.UPSERT_WORKER, heartbeat)
+        # Only a heartbeat the database recorded refreshes the file: a stale file means this
+        # worker cannot do its work, whatever the reason.
+        if self.qs.health_file and state != "stopped":
+            try:
+                write_heartbeat_file(self.qs.health_file, heartbeat)
+            except OSError as err:
+                log.warning("cannot write the health file", path=str(self.qs.health_file), error=str(err))
 
     async def _reap(self) -> None:
         assert self.qpool is not None
@@ -704,6 +709,27 @@ class Worker:
                 await asyncio.sleep(0.01)
         async with self.qpool.connection() as conn:
             await conn.execute(q.PRUNE_WORKERS)
+
+
+async def cancel_until_done(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel `tasks` and wait until every one has ended, cancelling again any that goes on.
+    Under Python 3.11 a cancellation can be lost: `asyncio.wait_for` swallows it when what it
+    waits for completes in the same loop turn (bpo-42130, fixed in 3.12), and psycopg_pool
+    waits with it. A background loop that lost its cancellation (seen after the process was
+    stopped and continued: every timer fires at once) would run on, and SIGTERM would never
+    end the worker."""
+    pending = set(tasks)
+    rounds = 0
+    while pending:
+        for t in pending:
+            t.cancel()
+        _done, pending = await asyncio.wait(pending, timeout=1.0)
+        rounds += 1
+        if pending and rounds == 1:
+            log.warning("background tasks still running after cancel", tasks=[t.get_name() for t in pending])
+    for t in tasks:
+        if not t.cancelled():
+            t.exception()  # retrieved: a loop's failure at shutdown is not worth a traceback
 
 
 def psycopg_pool_errors() -> type[Exception]:
