@@ -42,8 +42,9 @@ def collection_publisher(
             names, ids = await channels_for(
                 rt.api(net.parent.shop), child, parent_collection_id, rules.channels
             )
-            if ids:
-                await child.publish(child_collection_id, list(ids.values()))
+            if not ids:
+                return  # the parent's is on no channel (or none the child has): nothing to do
+            await child.publish(child_collection_id, list(ids.values()))
         except CommerceError as err:
             if isinstance(err, StoreUnauthorized):
                 raise
@@ -70,7 +71,7 @@ def collection_publisher(
                 child_shop,
                 "collection",
                 child_collection_id,
-                "collection_publish",
+                "publish",
                 None,
                 {"channels": sorted(ids)},
                 cause,
