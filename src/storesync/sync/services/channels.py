@@ -42,6 +42,15 @@ def collection_publisher(
             names, ids = await channels_for(
                 rt.api(net.parent.shop), child, parent_collection_id, rules.channels
             )
+            missing = sorted(set(names) - set(ids))
+            if missing:
+                await st.attention.report(
+                    child_shop,
+                    "channel_missing",
+                    ",".join(missing),
+                    f"{child_shop} has no sales channel named {', '.join(map(repr, missing))}: what "
+                    "storesync makes there is not published on it (set this child's `channels`)",
+                )
             if not ids:
                 return  # the parent's is on no channel (or none the child has): nothing to do
             await child.publish(child_collection_id, list(ids.values()))
