@@ -879,6 +879,48 @@ def test_a_parent_stock_move_made_before_a_copy_is_linked_reaches_it_when_a_prod
     system.cli("backfill", check=True, timeout=120)
 
 
+def test_a_copy_whose_create_webhook_is_lost_is_linked_from_the_update_its_publishing_sends(
+    system,
+) -> None:
+    """Publishing a copy (its saga's last step) makes the child send products/update, while the
+    copy's variants are still pending: that payload links them (no store read, no product job),
+    and the copy's stock then moves as any other: a sale of it reaches the parent."""
+    child = system.children[0]
+    _unsubscribe(system, child, "PRODUCTS_CREATE")
+    since = sql(system, "SELECT now()")[0][0]
+    try:
+        pid = _seed_parent_product(system, "linked-by-update", ("BYUPD-S", "BYUPD-M"), (6, 4))
+        done = system.cli(
+            "backfill", "--child", child, check=True, env={"STORESYNC_SYNC_LINK_PENDING_AFTER_S": "3600"}
+        )
+        assert "1 products copied" in " ".join(done.stdout.split()), done.stdout
+        system.wait_until(
+            lambda: _pending_copies(system, child) == 0, WAIT, message="the copy linked by its update"
+        )
+        assert _variant_links(system, child, pid) == 2
+        settle(system)
+        product_jobs = sql(
+            system,
+            "SELECT count(*) FROM jobs WHERE kind = 'sync.product_to_child' AND created_at > %(t)s "
+            "AND payload->>'child_shop' = %(c)s",
+            {"t": since, "c": child},
+        )
+        assert product_jobs == [(0,)]  # linked by the webhook job itself
+        assert level(system, child, "BYUPD-S") == 6  # the copy's own stock, not set back
+        system.place_order(child, sku="BYUPD-S", quantity=2)
+        system.wait_until(
+            lambda: level(system, system.parent, "BYUPD-S") == 4, WAIT, message="the sale reached the parent"
+        )
+        settle(system)
+        assert level(system, child, "BYUPD-S") == 4 and dead_jobs(system) == []
+    finally:
+        system.cli("webhooks", "sync", check=True)
+    sql(
+        system, "DELETE FROM jobs WHERE kind = 'sync.link_pending_copies' AND state = 'queued' RETURNING id"
+    )  # an hour away
+    system.cli("backfill", check=True, timeout=120)
+
+
 def test_a_failure_in_the_third_step_of_a_saga_leaves_every_store_as_before(system) -> None:
     """The three-step copy (create -> collections -> levels; sagas logged by earlier versions
     run it) fails for good at its third step, the first stock write: the saga compensates in

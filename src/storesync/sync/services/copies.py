@@ -845,6 +845,33 @@ async def link_created_copy(
     return True
 
 
+async def link_updated_copy(
+    st: Storage, net: MerchantNetwork, shop: str, link: Link, body: Mapping[str, Any], cause: str
+) -> bool:
+    """A copy made moments ago, its variants still pending, sent products/update: the saga's own
+    later steps (its media, its publishing) make the child send one. Its variants are linked from
+    the payload (which describes them as they are now), no store is read, and no product job
+    starts: the copy shows what its saga wrote. A parent level that moved meanwhile is fanned out.
+
+    False (nothing done: the caller routes the webhook as any other) for a copy whose create was
+    sent again: an update sent before the resend, delivered late, would describe variants that
+    are gone; a read links it (`created_webhook_describes_it`)."""
+    if link.pending is None or not created_webhook_describes_it(link.pending):
+        return False
+    resolution = await link_pending_copy(st.links, link, variants_from_product_webhook(body))
+    if resolution is None:
+        return True  # another path linked it first
+    if resolution.unmatched:
+        log.warning(
+            "copy's variants not all in its update webhook",
+            shop=shop,
+            product=link.child_id,
+            parent_variants=resolution.unmatched,
+        )
+    await fan_out_levels_moved_since_copy(st, net, shop, [resolution], cause)
+    return True
+
+
 async def link_sold_copies(
     rt: Runtime, st: Storage, net: MerchantNetwork, shop: str, event: OrderEvent, links: LinkMap, cause: str
 ) -> bool:
