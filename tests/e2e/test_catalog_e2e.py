@@ -254,6 +254,9 @@ def test_a_parent_delete_archives_deletes_or_leaves_copies_and_never_deletes_a_c
         {"ids": [p["admin_graphql_api_id"] for p in own_before.values()]},
     ) == [(0,)]
     assert "product_archive" in audit_actions(system, A) and "product_delete" in audit_actions(system, B)
+    assert all("product_unlink" in audit_actions(system, c) for c in system.children)
+    status = " ".join(system.cli("status", check=True, env={"COLUMNS": "300"}).stdout.split())
+    assert "1 own product unlinked" in status, status  # where the merchant sees it (and the dashboard)
 
 
 # --------------------------------------------------------------------------- the copy saga's later steps

@@ -456,12 +456,14 @@ def test_variant_and_inventory_item_fields_follow_the_parent_and_prices_the_chil
         "CONTINUE", False, True, False, Decimal("3.10"), "610910", "PT", ("0.25", "KILOGRAMS")
     )
     w.parent.products[w.pp.id] = w.pp = replace(
-        w.pp, variants=tuple(replace(v, details=details) for v in w.pp.variants)
+        w.pp,
+        variants=tuple(replace(v, details=details, compare_at_price=Decimal("12.00")) for v in w.pp.variants),
     )
     run(w.sync())
     cp = run(w.child_product())
     assert all(v.details == details for v in cp.variants)
     assert all(v.price == Decimal("15.00") for v in cp.variants)  # 10.00 + 50 %
+    assert all(v.compare_at_price == Decimal("18.00") for v in cp.variants)  # 12.00 + 50 %
 
 
 # --------------------------------------------------------------------------- invariants (hypothesis)
