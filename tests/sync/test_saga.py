@@ -463,6 +463,77 @@ def test_a_copy_whose_handle_the_child_took_is_refused_and_leaves_the_childs_pro
     assert asyncio.run(deps.links.link_map(CHILD_A)).links == []
 
 
+@settings(max_examples=30, deadline=None)
+@given(at=st.sampled_from(["create", "media", "publish"]), fail=st.booleans(), crash=st.booleans())
+def test_a_copy_with_media_and_channels_ends_all_done_or_as_before_whatever_step_fails_or_crashes(
+    at, fail, crash
+):
+    """The copy's three steps (create -> media -> publish), one of them (`at`) failing for good
+    after its store call (the saga compensates: the product, its media and channels are gone,
+    as are its links), or the worker dying after it (a new executor resumes forward: the step
+    runs again, uploading no media twice)."""
+    from storesync.sync.domain.model import Media
+
+    deps, pp = copy_world()
+    _rules(deps)
+    parent, child = deps.stores[PARENT], deps.stores[CHILD_A]
+    media = tuple(
+        Media(f"gid://shopify/MediaImage/{i}", f"https://cdn.example/{i}.jpg", f"alt {i}") for i in (1, 2)
+    )
+    parent.products[pp.id] = replace(parent.products[pp.id], media=media)
+    asyncio.run(parent.publish(pp.id, [parent.channels["Point of Sale"]]))
+    before = {shop: (dict(s.products), dict(s.levels)) for shop, s in deps.stores.items()}
+    crashed = []
+
+    def actions():
+        real = copy_product_actions(deps)
+        name = {
+            "create": "create_child_product",
+            "media": "copy_child_media",
+            "publish": "publish_child_product",
+        }[at]
+
+        class Faulty:
+            async def prepare(self, params, ctx):
+                return await real[name].prepare(params, ctx)
+
+            async def run(self, params, ctx):
+                out = await real[name].run(params, ctx)
+                if fail:
+                    raise PermanentStepError("rejected after the write")
+                if crash and not crashed:
+                    crashed.append(at)
+                    raise ConnectionError("worker died after the store call")
+                return out
+
+            async def undo(self, undo, ctx):
+                return await real[name].undo(undo, ctx)
+
+        return {**real, name: Faulty()}
+
+    log = MemoryStepLog()
+    try:
+        saga = _stocked_copy(deps, pp, actions=actions(), log=log)
+    except ConnectionError:
+        saga = asyncio.run(SagaExecutor(log, actions(), deps.audit).run("copy-1"))
+    if fail:
+        assert saga.state is SagaState.COMPENSATED
+        assert {shop: (dict(s.products), dict(s.levels)) for shop, s in deps.stores.items()} == before
+        assert asyncio.run(deps.links.link_map(CHILD_A)).links == []
+        return
+    assert saga.state is SagaState.COMPLETED
+    (cp,) = child.products.values()
+    assert [(m.source, m.alt) for m in cp.media] == [(m.source, m.alt) for m in media]
+    uploads = [
+        f
+        for op, (_, files) in (c for c in child.calls if c[0] == "productSetMedia")
+        for f in files
+        if "originalSource" in f
+    ]
+    assert len(uploads) == len(media)  # a resumed media step uploads nothing again
+    assert asyncio.run(child.channels_of(cp.id)) == ["Point of Sale"]
+
+
 def test_a_resumed_create_upserts_what_the_first_run_made():
     deps, pp = copy_world()
     child = deps.stores[CHILD_A]
