@@ -263,6 +263,37 @@ def test_copy_saga_ends_all_done_or_as_before_whatever_fails_or_crashes(fail_at,
         assert len(child.levels) == 4  # 2 variants x 2 mapped locations
 
 
+def test_an_older_copy_saga_never_adopts_a_product_the_child_made_under_the_handle_meanwhile():
+    """A three-step saga (logged by an earlier version): its create looked (handle free), then
+    the child made a product of its own under that handle before the create ran. The create is
+    refused and compensated; the child's product is left exactly as it was."""
+    deps, pp = copy_world()
+    child = deps.stores[CHILD_A]
+    real = copy_product_actions(deps)
+    theirs = []
+
+    class ChildActsBetween:
+        async def prepare(self, params, ctx):
+            undo = await real["create_child_product"].prepare(params, ctx)
+            theirs.append(child.add_product(replace(pp, id=None, title="The child's own", variants=())))
+            return undo
+
+        async def run(self, params, ctx):
+            return await real["create_child_product"].run(params, ctx)
+
+        async def undo(self, undo, ctx):
+            return await real["create_child_product"].undo(undo, ctx)
+
+    saga = asyncio.run(
+        SagaExecutor(MemoryStepLog(), {**real, "create_child_product": ChildActsBetween()}, deps.audit).start(
+            "c", "copy", CHILD_A, "job:1", copy_product_steps(pp.id, CHILD_A)
+        )
+    )
+    assert saga.state is SagaState.COMPENSATED and "storesync link" in (saga.error or "")
+    assert list(child.products.values()) == theirs
+    assert [c[0] for c in child.calls] == []  # nothing written, nothing deleted
+
+
 # --------------------------------------------------------------------------- copy saga, stock in the create
 
 

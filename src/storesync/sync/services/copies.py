@@ -79,6 +79,7 @@ from storesync.sync.domain.saga import (
     SagaRecord,
     SagaState,
     StepContext,
+    StepRefused,
     copy_product_steps,
     copy_saga_id,
     handle_conflicted,
@@ -164,7 +165,13 @@ class CreateChildProduct:
         child = deps.stores[params["child_shop"]]
         links = await deps.links.link_map(child.shop)
         plan = plan_child_product(parent, None, links, deps.policy)
-        existing = await child.find_product_by_handle(parent.handle)  # our own earlier, interrupted attempt
+        existing = await child.find_product_by_handle(parent.handle)
+        # Only a resumed run's earlier attempt is ours; anything else under the handle (a product
+        # the child made since `prepare` looked) is the child's own: never adopted.
+        if existing is not None and not (
+            ctx.resumed and await _made_by_this_step(child, parent.handle, ctx.undo or {})
+        ):
+            raise StepRefused(_handle_taken(child.shop, parent.handle))  # nothing written: no undo
         # The memberships go with the create (deleting the product, this step's undo, removes
         # them too): a separate productSet would cost a second write and two reads per copy.
         written = await child.product_set(plan.input, product_id=existing.id if existing else None)
