@@ -18,7 +18,7 @@ from storesync.sync.domain.catalog import (
     expected_view,
     plan_child_product,
 )
-from storesync.sync.domain.catalog_rules import CatalogRules, OnParentDelete
+from storesync.sync.domain.catalog_rules import CatalogRules, ChildMedia, OnParentDelete
 from storesync.sync.domain.model import Link, LinkKind, MatchedBy, Metafield, Option, Product, VariantDetails
 from storesync.sync.services.catalog import sync_product_to_child
 from tests.fakes import MemoryArchivedCopies, MemoryAttention, MemoryAudit, MemoryLinks, MemoryStore
@@ -444,6 +444,35 @@ def test_synced_namespaces_follow_the_parent_by_metafields_set_and_delete_and_ot
     }
     assert cp.variant(lm.child_id(LinkKind.VARIANT, pv.id)).metafields == ()
     assert run(w.sync()).noop
+
+
+# --------------------------------------------------------------------------- media
+
+
+@pytest.mark.parametrize("child_media", [ChildMedia.KEEP, ChildMedia.REMOVE])
+def test_media_follow_the_parent_in_order_and_the_childs_own_are_kept_or_removed(child_media):
+    w = World(SyncPolicy(child_catalog={CHILD_A: CatalogRules(child_media=child_media)}))
+    run(w.edit_parent(files=[{"originalSource": f"https://cdn.example/{n}.jpg", "alt": n} for n in "ab"]))
+    run(w.sync())
+    cp = run(w.child_product())
+    run(
+        w.child.set_media(cp.id, [*({"id": m.id} for m in cp.media), {"originalSource": "https://own/x.jpg"}])
+    )
+    w.child.calls.clear()
+    # The parent reorders its pictures and changes an alt text: no picture is uploaded again.
+    a, b = w.pp.media
+    run(w.edit_parent(files=[{"id": b.id, "alt": "b, new"}, {"id": a.id}]))
+    run(w.sync())
+    cp = run(w.child_product())
+    shown = [(m.source, m.alt) for m in cp.media]
+    parents = [("https://cdn.example/b.jpg", "b, new"), ("https://cdn.example/a.jpg", "a")]
+    assert shown == ([*parents, ("https://own/x.jpg", "")] if child_media is ChildMedia.KEEP else parents)
+    uploads = [
+        f for op, arg in w.child.calls if op == "productSetMedia" for f in arg[1] if "originalSource" in f
+    ]
+    assert uploads == []
+    w.child.calls.clear()
+    assert run(w.sync()).noop and not any(op == "productSetMedia" for op, _ in w.child.calls)
 
 
 # --------------------------------------------------------------------------- variant fields
