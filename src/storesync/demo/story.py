@@ -293,11 +293,12 @@ class Story:
         comparison = s.compare()
         parent_row = comparison.rows[0]
         table = Table(title="stores compared with the parent", title_justify="left")
+        # Whole shop names, however narrow the terminal: the other columns wrap instead.
+        table.add_column("store", no_wrap=True, min_width=max(len(r.shop) for r in comparison.rows))
+        table.add_column("role")
+        table.add_column("products")
+        table.add_column("catalog hash (synced fields)", no_wrap=True, min_width=12)
         for col in (
-            "store",
-            "role",
-            "products",
-            "catalog hash (synced fields)",
             "media equal",
             "channels equal",
             f"metafields ({DEMO_NAMESPACE}) equal",
