@@ -23,7 +23,15 @@ from typing import Any
 
 from storesync.commerce.errors import UserInputError
 from storesync.sync.domain.audit import AuditRecord
-from storesync.sync.domain.inventory import EntryKind, EntryStatus, LedgerEntry, LedgerKey
+from storesync.sync.domain.inventory import (
+    RESTOCK_KINDS,
+    EntryKind,
+    EntryStatus,
+    LedgerEntry,
+    LedgerKey,
+    counter_key,
+    counter_top_up,
+)
 from storesync.sync.domain.model import (
     Collection,
     InventoryLevel,
@@ -38,7 +46,8 @@ from storesync.sync.domain.model import (
     VariantDetails,
     WriteRecord,
 )
-from storesync.sync.domain.ports import Attention, HandleTaken, StaleQuantity
+from storesync.sync.domain.orders import LedgerRow
+from storesync.sync.domain.ports import Attention, HandleTaken, PendingWrite, StaleQuantity, StockAccount
 from storesync.sync.domain.saga import SagaRecord, SagaState, StepRecord, StepSpec, StepStatus
 
 _ids = itertools.count(1000)
@@ -529,23 +538,68 @@ class MemoryLinks:
 
 
 class MemoryLedger:
-    def __init__(self) -> None:
+    def __init__(self, accounts: MemoryStockAccounts | None = None) -> None:
         self.entries: dict[LedgerKey, LedgerEntry] = {}
         self.backlogs: dict[tuple[str, str], int] = defaultdict(int)
+        self.accounts = accounts
+
+    def _account_movement(self, entry: LedgerEntry) -> None:
+        if self.accounts is None or entry.key.kind is EntryKind.MANUAL:
+            return
+        if entry.child_item_id and entry.child_location_id:
+            self.accounts.moved(
+                entry.key.child_shop, entry.child_item_id, entry.child_location_id, entry.requested_delta
+            )
 
     async def claim(self, entry: LedgerEntry) -> tuple[LedgerEntry, bool]:
         if entry.key in self.entries:
             stored = self.entries[entry.key]
-            if (stored.parent_item_id, stored.parent_location_id, stored.requested_delta) != (
+            if (stored.parent_item_id, stored.requested_delta) != (
                 entry.parent_item_id,
-                entry.parent_location_id,
                 entry.requested_delta,
             ):
                 raise ValueError(f"ledger entry {entry.key} exists with different content: {stored}")
             return stored, False
         stored = replace(entry, status=EntryStatus.CLAIMED, applied_delta=None, backlog_after=None)
         self.entries[entry.key] = stored
+        self._account_movement(stored)
         return stored, True
+
+    async def claim_top_up(self, entry: LedgerEntry, units: int) -> LedgerEntry | None:
+        key = counter_key(entry.key.child_shop, entry.key.order_line_id, entry.key.kind, units)
+        if key in self.entries:
+            return self.entries[key]
+        counted = sum(
+            abs(e.requested_delta)
+            for e in self.entries.values()
+            if (e.key.child_shop, e.key.order_line_id, e.key.kind)
+            == (key.child_shop, key.order_line_id, key.kind)
+        )
+        delta = counter_top_up(key.kind, units, counted)
+        if delta is None:
+            return None
+        stored, _ = await self.claim(replace(entry, key=key, requested_delta=delta))
+        return stored
+
+    async def order_entries(self, child_shop: str, order_id: str) -> list[LedgerRow]:
+        return (await self.orders_entries(child_shop, [order_id]))[order_id]
+
+    async def orders_entries(self, child_shop: str, order_ids: Sequence[str]) -> dict[str, list[LedgerRow]]:
+        out: dict[str, list[LedgerRow]] = {o: [] for o in order_ids}
+        for e in self.entries.values():
+            if e.key.child_shop == child_shop and e.order_id in out:
+                out[e.order_id].append(
+                    LedgerRow(
+                        e.key.order_line_id,
+                        e.key.kind,
+                        e.key.ref,
+                        e.requested_delta,
+                        e.status,
+                        e.parent_location_id,
+                        e.child_location_id,
+                    )
+                )
+        return out
 
     async def plan(
         self,
@@ -603,9 +657,49 @@ class MemoryLedger:
         return sum(
             e.requested_delta
             for e in self.entries.values()
-            if e.key.kind is EntryKind.RESTOCK
+            if e.key.kind in RESTOCK_KINDS
             and (e.key.child_shop, e.key.order_line_id) == (child_shop, order_line_id)
         )
+
+
+class MemoryStockAccounts:
+    def __init__(self) -> None:
+        self.accounts: dict[tuple[str, str, str], StockAccount] = {}
+
+    def moved(self, shop: str, item: str, location: str, delta: int) -> None:
+        a = self.accounts.get((shop, item, location))
+        if a is not None:
+            self.accounts[(shop, item, location)] = replace(a, expected=a.expected + delta)
+
+    async def get(self, shop: str, item: str, location: str) -> StockAccount | None:
+        return self.accounts.get((shop, item, location))
+
+    async def open(self, shop: str, item: str, location: str, expected: int) -> StockAccount:
+        return self.accounts.setdefault(
+            (shop, item, location), StockAccount(shop, item, location, expected, 0)
+        )
+
+    async def begin_write(
+        self, shop: str, item: str, location: str, change_from: int | None, to: int, key: str
+    ) -> None:
+        a = self.accounts.get((shop, item, location))
+        if a is not None:
+            self.accounts[(shop, item, location)] = replace(a, pending=PendingWrite(change_from, to, key))
+
+    async def end_write(self, shop: str, item: str, location: str, key: str, *, landed: bool) -> None:
+        a = self.accounts.get((shop, item, location))
+        if a is None or a.pending is None or a.pending.key != key:
+            return
+        p = a.pending
+        moved = p.to - (p.change_from if p.change_from is not None else p.to) if landed else 0
+        self.accounts[(shop, item, location)] = replace(a, expected=a.expected + moved, pending=None)
+
+    async def take_move(self, shop: str, item: str, location: str, number: int, delta: int) -> bool:
+        a = self.accounts.get((shop, item, location))
+        if a is None or a.reports != number - 1:
+            return False
+        self.accounts[(shop, item, location)] = replace(a, expected=a.expected + delta, reports=number)
+        return True
 
 
 class MemoryWriteRecords:

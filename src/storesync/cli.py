@@ -159,6 +159,64 @@ def network_resume(shop: Annotated[str, typer.Argument(help="the paused store's 
     console.print(f"{shop} active again; {n} parked jobs due now", highlight=False, markup=False)
 
 
+@network_app.command("locations")
+def network_locations(
+    merchant: Annotated[str | None, typer.Option(help="only this merchant id")] = None,
+) -> None:
+    """List each store's locations and propose each child's location_map by name (TOML to paste
+    under its [[merchants.children]]); a mapped location gone or deactivated is reported
+    (exit 1)."""
+    from storesync.sync.services.locations import network_locations as read_locations
+    from storesync.sync.services.stores import merchants
+
+    async def run(rt):
+        return [(net, await read_locations(rt, net)) for net in merchants(rt, merchant)]
+
+    problems = 0
+    for net, found in _run_sync(run):
+        for store in net.stores:
+            if store.shop in found.errors:
+                console.print(
+                    f"{store.shop}: not read: {found.errors[store.shop]}", highlight=False, markup=False
+                )
+                continue
+            table = Table(title=f"{found.merchant_id} {store.role} {store.shop}")
+            for col in ("location", "id", "active", "online orders", "mapped to"):
+                table.add_column(col)
+            mapping = {c: p for p, c in net.location_maps.get(store.shop, {}).items()}
+            for loc in found.locations[store.shop]:
+                if store.role == "parent":
+                    mirrored = [c for c, m in net.location_maps.items() if loc.id in m]
+                    target = ", ".join(mirrored) or "-"
+                else:
+                    target = found.names.get(mapping[loc.id], mapping[loc.id]) if loc.id in mapping else "-"
+                table.add_row(
+                    *cells(
+                        loc.name,
+                        loc.id,
+                        "yes" if loc.active else "NO",
+                        "yes" if loc.fulfills_online_orders else "no",
+                        target,
+                    )
+                )
+            console.print(table)
+        for proposal in found.proposals:
+            console.print(
+                f"# proposed for {proposal.child_shop} (stock_changes = {net.stock_policy(proposal.child_shop)}):",
+                highlight=False,
+                markup=False,
+            )
+            for line in proposal.toml(found.names):
+                console.print(line, highlight=False, markup=False, soft_wrap=True)
+            configured = dict(net.location_maps.get(proposal.child_shop, {}))
+            if configured != proposal.pairs:
+                console.print("# (storesync.toml maps it otherwise today)", highlight=False, markup=False)
+        for problem in found.problems:
+            problems += 1
+            console.print(f"PROBLEM {problem.describe()}", highlight=False, markup=False, soft_wrap=True)
+    raise typer.Exit(1 if problems else 0)
+
+
 # --------------------------------------------------------------------------- stores
 
 stores_app = typer.Typer(help="Connecting stores to storesync.")
@@ -713,25 +771,14 @@ def backfill_cmd(
 
 @app.command("reconcile")
 def reconcile_cmd(merchant: Annotated[str | None, typer.Option(help="only this merchant id")] = None) -> None:
-    """Compare parent and children (synced fields, inventory per linked item) and repair drift."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-    from storesync.sync.adapters.postgres import job_storage
-    from storesync.sync.services.reconcile import reconcile_merchant
+    """Compare what each child sold (its orders since the last reconciliation) with the ledger and
+    apply what it lacks, then compare parent and children (synced fields, inventory per linked
+    item) and repair drift. Needs a running `storesync worker` (the sale jobs run there)."""
+    from storesync.sync.services.reconcile import reconcile
 
     async def run(rt):
-        nets = list(rt.network.merchants) if merchant is None else [rt.merchant(merchant)]
-        results = []
-        with Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console
-        ) as bar:
-            task = bar.add_task("reconciling", total=len(nets))
-            async with job_storage(rt.pool) as st:
-                for net in nets:
-                    bar.update(task, description=f"reconciling {net.merchant_id}")
-                    results.append(await reconcile_merchant(rt, st, net, "reconcile:cli"))
-                    bar.advance(task)
-        return results
+        with console.status("reconciling (orders, then catalog and levels)"):
+            return await reconcile(rt, merchant=merchant)
 
     left = 0
     for result in _run_sync(run):
@@ -884,7 +931,7 @@ def render_status(settings: Settings) -> Table:
     from storesync.db.migrate import current_version, head_version
     from storesync.db.network_sql import list_stores
     from storesync.db.pools import connect_direct
-    from storesync.sync.adapters.postgres import attention_by_shop, links_by_child
+    from storesync.sync.adapters.postgres import attention_by_shop, inactive_levels, links_by_child
 
     with connect_direct(settings) as conn:
         version = current_version(conn)
@@ -892,8 +939,9 @@ def render_status(settings: Settings) -> Table:
         current = version == head_version()
         linked = links_by_child(conn) if current else {}
         attention = attention_by_shop(conn) if current else {}
+        not_written = inactive_levels(conn) if current else {}
     table = Table(title=f"storesync: schema {version}/{head_version()}, {len(stores)} stores")
-    for col in ("merchant", "shop", "role", "status", "products linked", "needs attention"):
+    for col in ("merchant", "shop", "role", "status", "products linked", "not synced", "needs attention"):
         table.add_column(col)
     for merchant_id, _name, shop, role, status, reason in stores:
         products, pending = linked.get(shop, (0, 0))
@@ -906,10 +954,18 @@ def render_status(settings: Settings) -> Table:
             f"{n} {kind.replace('_', ' ')}" for kind, n in sorted(attention.get(shop, {}).items())
         )
         table.add_row(
-            *cells(merchant_id, shop, role, status + (f" ({reason})" if reason else ""), links, notes or "-")
+            *cells(
+                merchant_id,
+                shop,
+                role,
+                status + (f" ({reason})" if reason else ""),
+                links,
+                "; ".join(not_written.get(shop, [])) or "-",
+                notes or "-",
+            )
         )
     if not stores:
-        table.add_row("-", "(no stores yet)", "-", "-", "-", "-")
+        table.add_row("-", "(no stores yet)", "-", "-", "-", "-", "-")
     return table
 
 

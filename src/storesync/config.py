@@ -335,6 +335,11 @@ class StoreConfig(_Strict):
     price_rule: PriceRuleConfig | None = None
     # Children only: this child's own catalog rules (`ChildCatalogRules`), over the merchant's.
     catalog: ChildCatalogRules | None = None
+    # Children only: a stock change made in this child by hand (a delivery, a count). "revert":
+    # the child follows the parent, its own moves are set back; "report": the move becomes a
+    # delta on the parent and reaches the siblings (a child with a stockroom of its own).
+    # docs/sync.md, "Stock changes made in a child".
+    stock_changes: Literal["revert", "report"] = "revert"
 
     @model_validator(mode="before")
     @classmethod
@@ -442,6 +447,11 @@ class MerchantConfig(_Strict):
             raise ValueError(
                 f"parent {self.parent.shop}: catalog rules apply to children only (set them under "
                 "[merchants.sync] for every child)"
+            )
+        if self.parent.stock_changes != "revert":
+            raise ValueError(
+                f"parent {self.parent.shop}: stock_changes applies to children only "
+                "(the parent's stock is the network's)"
             )
         return self
 

@@ -407,6 +407,10 @@ SAMPLE_VARIABLES = {
     "Publications": {"first": 50},
     "PublishableChannels": {"id": "gid://shopify/Product/1"},
     "PublishablePublish": {"id": "gid://shopify/Product/1", "input": []},
+    "ChildOrder": {"id": "gid://shopify/Order/1"},
+    "ChildOrdersPage": {"first": 3, "query": "updated_at:>='2026-01-01T00:00:00Z'"},
+    "ReturnDispositions": {"id": "gid://shopify/Return/1"},
+    "StoreLocations": {"first": 20},
 }
 
 

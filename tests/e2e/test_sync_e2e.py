@@ -270,12 +270,13 @@ def test_same_sale_delivered_five_times_out_of_order_applies_once(system) -> Non
         {"s": seller, "o": order["admin_graphql_api_id"]},
     )
     assert entries == [(1, -1)]
-    sale_jobs = sql(
+    handled = sql(
         system,
-        "SELECT count(*) FROM jobs WHERE kind = 'sync.sale' AND payload->'event'->>'order_id' = %(o)s",
-        {"o": order["admin_graphql_api_id"]},
+        "SELECT count(*) FROM jobs WHERE kind LIKE 'webhook.orders_%%' AND state = 'succeeded' "
+        "AND payload->'body'->>'id' = %(o)s",
+        {"o": str(order["id"])},
     )
-    assert sale_jobs[0][0] == 5  # every delivery was processed, and applied nothing twice
+    assert handled[0][0] == 5  # every delivery was handled, and applied nothing twice
 
 
 def test_two_children_selling_the_last_unit_leave_the_parent_at_zero(system) -> None:

@@ -139,7 +139,7 @@ class World:
         event = OrderEvent(
             shop,
             f"gid://shopify/Order/{line}",
-            (SaleLine(line, cv, qty),),
+            (SaleLine(line, cv, qty, child_location_id=loc),),
             (RestockLine(line, f"{line}-r", qty),) if restock else (),
             loc,
         )

@@ -26,6 +26,7 @@ from tests.fakes import (
     MemoryLedger,
     MemoryLinks,
     MemoryStepLog,
+    MemoryStockAccounts,
     MemoryWriteRecords,
 )
 from tests.sync.builders import CHILD_A, CHILD_B, P_LOC1
@@ -39,9 +40,11 @@ async def storage(request) -> AsyncIterator[object]:
     """The storage ports: on a real, migrated database, or the fakes."""
     if request.param == "fake":
         writes = MemoryWriteRecords()
+        accounts = MemoryStockAccounts()
         yield SimpleNamespace(
             links=MemoryLinks(writes),
-            ledger=MemoryLedger(),
+            ledger=MemoryLedger(accounts),
+            accounts=accounts,
             writes=writes,
             versions=MemoryAppliedVersions(),
             steps=MemoryStepLog(),
@@ -181,6 +184,48 @@ async def test_ledger_entries_move_claimed_planned_applied_once(storage):
     await ledger.claim(restock)
     assert await ledger.restocked(CHILD_A, "gid://shopify/LineItem/1") == 1
     assert (await ledger.get(restock.key)).status is EntryStatus.CLAIMED
+
+
+async def test_a_counter_counts_each_unit_of_a_line_once_and_the_account_follows_it(storage):
+    """Top-ups of a line's units sold: a duplicate returns the entry already claimed, a lower
+    count claims nothing, a higher one claims only the units not counted; each new entry moves
+    the stock account of the child level it happened at (kept for a child under policy report)."""
+    ledger, accounts = storage.ledger, storage.accounts
+    await accounts.open(CHILD_A, "ci", "cl", 10)
+    sale = LedgerEntry(
+        LedgerKey(CHILD_A, "gid://shopify/LineItem/5", EntryKind.SALE),
+        "gid://shopify/Order/5",
+        P_ITEM,
+        P_LOC1,
+        -1,
+        "delivery:1",
+        child_item_id="ci",
+        child_location_id="cl",
+    )
+    two = await ledger.claim_top_up(sale, 2)
+    assert (two.key.ref, two.requested_delta) == ("2", -2)
+    assert await ledger.claim_top_up(sale, 2) == two
+    assert await ledger.claim_top_up(sale, 1) is None
+    three = await ledger.claim_top_up(sale, 3)
+    assert (three.key.ref, three.requested_delta) == ("3", -1)
+    assert (await accounts.get(CHILD_A, "ci", "cl")).expected == 7
+    rows = await ledger.order_entries(CHILD_A, "gid://shopify/Order/5")
+    assert sorted((r.ref, r.requested_delta, r.child_location_id) for r in rows) == [
+        ("2", -2, "cl"),
+        ("3", -1, "cl"),
+    ]
+    assert (await ledger.orders_entries(CHILD_A, ["gid://shopify/Order/5", "none"]))["none"] == []
+    # a write storesync makes there: recorded before, settled after
+    await accounts.begin_write(CHILD_A, "ci", "cl", 7, 9, "k1")
+    assert (await accounts.get(CHILD_A, "ci", "cl")).pending.to == 9
+    await accounts.end_write(CHILD_A, "ci", "cl", "k1", landed=True)
+    await accounts.begin_write(CHILD_A, "ci", "cl", 9, 4, "k2")
+    await accounts.end_write(CHILD_A, "ci", "cl", "k2", landed=False)
+    account = await accounts.get(CHILD_A, "ci", "cl")
+    assert (account.expected, account.pending) == (9, None)
+    assert await accounts.take_move(CHILD_A, "ci", "cl", 1, 3)
+    assert not await accounts.take_move(CHILD_A, "ci", "cl", 1, 3)
+    assert (await accounts.open(CHILD_A, "ci", "cl", 0)).expected == 12  # opened already
 
 
 # --------------------------------------------------------------------------- write records, versions, audit

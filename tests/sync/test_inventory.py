@@ -91,10 +91,15 @@ def make_net(level: int = 10, ledger=None) -> Net:
     return Net(parent, children, ledger or MemoryLedger(), MemoryWriteRecords(), MemoryAudit())
 
 
+CHILD_LOC = {CHILD_A: A_LOC1, CHILD_B: B_LOC1, CHILD_C: C_LOC1}
+
+
 def order(shop: str, order_id: int, qty: int = 1, line_id: int | None = None, refunds=()) -> dict:
+    """A point-of-sale order at the child's first location (it names where it was sold)."""
     line = line_id or order_id * 10
     return {
         "id": order_id,
+        "location_id": CHILD_LOC[shop],
         "line_items": [{"id": line, "variant_id": CHILD_VARIANT_NUM[shop], "quantity": qty}],
         "refunds": list(refunds),
     }
@@ -156,7 +161,7 @@ def test_order_webhooks_parse_into_sales_and_restocks():
     assert [(s.order_line_id, s.child_variant_id, s.quantity) for s in ev.sales] == [
         ("gid://shopify/LineItem/70", "gid://shopify/ProductVariant/2001", 3)
     ]
-    assert [(r.refund_line_id, r.quantity) for r in ev.restocks] == [("gid://shopify/RefundLineItem/901", 2)]
+    assert [(r.restock_id, r.quantity) for r in ev.restocks] == [("gid://shopify/RefundLineItem/901", 2)]
     assert ev.skipped == ("gid://shopify/LineItem/71",)
 
 

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import pytest
 
 from storesync.sync.domain.network import Network, UnknownStore
@@ -37,11 +39,10 @@ def test_locations_map_both_ways_per_child():
     assert m.parent_location(CHILD_A, A_LOC1) == P_LOC1
 
 
-def test_a_sale_draws_from_the_mirrored_location_or_the_childs_primary():
+def test_each_child_has_a_stock_policy_revert_unless_it_says_report():
     m = merchant()
-    assert m.sale_location(CHILD_A, A_LOC2) == P_LOC2
-    assert m.sale_location(CHILD_A, None) == P_LOC1
-    assert m.sale_location(CHILD_A, "gid://shopify/Location/999") == P_LOC1
+    assert m.stock_policy(CHILD_A) == "revert"
+    assert replace(m, stock_policies={CHILD_A: "report"}).stock_policy(CHILD_A) == "report"
 
 
 def test_siblings_exclude_the_selling_child():

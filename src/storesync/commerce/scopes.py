@@ -15,8 +15,12 @@ NEEDED_SCOPES: dict[str, str] = {
     "(productSet, collectionCreate/Update/Delete) and read them (read_products)",
     "write_inventory": "set the children's levels and apply sales to the parent "
     "(inventorySetQuantities, inventoryAdjustQuantities); read levels and locations (read_inventory)",
-    "read_orders": "receive the children's orders/create and orders/cancelled webhooks: every sale "
-    "and restock flows back to the parent",
+    "read_orders": "receive the children's order, refund and order edit webhooks and read their "
+    "orders (the reconciliation of sales): every sale and restock flows back to the parent",
+    "read_merchant_managed_fulfillment_orders": "read an order's fulfillment orders: the location "
+    "Shopify's order routing assigned, where the sale's stock was committed (Order.fulfillmentOrders)",
+    "read_returns": "receive returns/process and reverse_fulfillment_orders/dispose and read a "
+    "return's dispositions: where each returned unit was restocked",
     "read_locations": "list each store's locations by name (`storesync api check`), to map the "
     "parent's locations to each child's",
     "write_publications": "publish the copies and the collections storesync makes on the children's "

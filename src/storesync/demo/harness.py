@@ -30,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -291,6 +291,7 @@ def running_system(
     merchant_sync: dict | None = None,
     child_catalog: dict[str, dict] | None = None,
     catalog_extras: bool = False,
+    child_settings: Mapping[str, Mapping[str, str]] | None = None,
 ) -> Iterator[RunningSystem]:
     """Start the emulator, web tier and workers against `database_url` (migrated here if it is
     behind); yield a `RunningSystem`; stop every process on the way out.
@@ -306,7 +307,9 @@ def running_system(
     token_time_scale: the emulator's issued tokens' lifetime factor (default: time_scale).
     merchant_sync: `[merchants.sync]` settings (fields, metafield_namespaces, catalog rules);
     child_catalog: child shop -> its own catalog rules (docs/sync.md); catalog_extras: every third
-    parent product with media, metafields and variant fields (`seeding.enrich_catalog`)."""
+    parent product with media, metafields and variant fields (`seeding.enrich_catalog`).
+    child_settings: more keys of a child's storesync.toml table, e.g.
+    {"child-b.myshopify.com": {"stock_changes": "report"}}."""
     if credentials not in ("client_credentials", "static"):
         raise ValueError(f"credentials must be client_credentials or static, not {credentials!r}")
     step = on_step or (lambda _msg: None)
@@ -406,6 +409,7 @@ def running_system(
                     app_secret=app_secret,
                     merchant_sync=merchant_sync,
                     child_catalog=child_catalog,
+                    child_settings=child_settings,
                 ),
                 encoding="utf-8",
             )

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from storesync.demo.processes import SystemStartError
 from storesync.emulator.control_client import EmulatorControl, EmulatorControlError
@@ -94,10 +94,13 @@ def network_toml(
     app_secret: str | None = None,
     merchant_sync: dict | None = None,
     child_catalog: dict[str, dict] | None = None,
+    child_settings: Mapping[str, Mapping[str, str]] | None = None,
 ) -> str:
     """storesync.toml for the emulator's stores: with `app_secret`, every store connects by the
     client credentials grant of one app; without, by the store's static token. `merchant_sync`:
-    the merchant's `[merchants.sync]` keys; `child_catalog`: shop -> that child's catalog rules."""
+    the merchant's `[merchants.sync]` keys; `child_catalog`: shop -> that child's catalog rules;
+    `child_settings`: more keys of a child's table (shop -> key -> value, a string), e.g. its
+    `stock_changes`."""
     info = {s["shop"]: s for s in stores}
 
     def store_block(header: str, shop: str) -> list[str]:
@@ -126,6 +129,9 @@ def network_toml(
                 lines.append(
                     "catalog = { " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in rules.items()) + " }"
                 )
+            lines += [
+                f"{key} = {_toml_str(value)}" for key, value in (child_settings or {}).get(shop, {}).items()
+            ]
         return [*lines, ""]
 
     out = ["# Written by storesync.demo.harness for the emulator's stores.", ""]

@@ -893,7 +893,11 @@ def _inventory_target(
             )
         )
         return None
-    if lid is None or lid not in store.locations:
+    if lid is None or lid not in store.locations or not store.locations[lid].is_active:
+        # A deactivated location takes no quantity change: its levels are inactive (read only
+        # with includeInactive) and 2026-10's inventory error codes have no other code for it
+        # than INVALID_LOCATION "The specified location could not be found"
+        # (https://shopify.dev/docs/api/admin-graphql/2026-10/enums/InventorySetQuantitiesUserErrorCode).
         errors.append(
             user_error([*path, "locationId"], "The specified location could not be found.", codes["location"])
         )

@@ -105,6 +105,22 @@ def unpark(conn: psycopg.Connection, key: str) -> int:
     return n
 
 
+async def unpark_async(conn: psycopg.AsyncConnection, key: str) -> int:
+    """`unpark` on an idle async connection (its own transaction)."""
+    async with conn.transaction():
+        n = (await conn.execute(q.UNPARK_JOBS, {"key": key})).rowcount
+        await conn.execute(q.NOTIFY_JOBS)
+    return n
+
+
+async def job_states_async(conn: psycopg.AsyncConnection, ids: list[int]) -> dict[int, str]:
+    """The state of each job of `ids` still in the table (finished jobs may be pruned)."""
+    if not ids:
+        return {}
+    cur = await conn.execute(q.JOB_STATES, {"ids": ids})
+    return {row[0]: row[1] for row in await cur.fetchall()}
+
+
 def count_parked(conn: psycopg.Connection, key: str) -> int:
     return int(conn.execute(q.COUNT_PARKED, {"key": key}).fetchone()[0])  # type: ignore[index]
 

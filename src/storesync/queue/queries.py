@@ -413,6 +413,11 @@ UPDATE jobs SET run_at = now()
 WHERE state = 'queued' AND payload->>'parked_for' = %(key)s AND run_at > now()
 """
 
+# job_states: the state of each of some jobs (ids no longer in the table are left out).
+JOB_STATES = """
+SELECT id, state FROM jobs WHERE id = ANY(%(ids)s)
+"""
+
 # count_parked: how many queued jobs are parked for a key.
 COUNT_PARKED = """
 SELECT count(*) FROM jobs WHERE state = 'queued' AND payload->>'parked_for' = %(key)s

@@ -19,6 +19,10 @@ class SyncSettings(EnvironmentSettings):
     reconcile_every_s: Annotated[float, Field(gt=0)] = 900.0
     # How often `sync.prune` deletes what is past its retention (seconds; `storesync.retention`).
     prune_every_s: Annotated[float, Field(gt=0)] = 3600.0
+    # A child's level moved with no write of ours explaining it: it is set back (policy revert) or
+    # checked for a move of its own (policy report) this long after, so that the order webhook of
+    # a sale, which moved it, is applied first (seconds).
+    reassert_delay_s: Annotated[float, Field(ge=0)] = 5.0
     # A parked job of a paused store looks again after this long (seconds).
     pause_recheck_s: Annotated[float, Field(gt=0)] = 600.0
     # Attempts of one Admin API call inside a job (5xx, network) before the job itself retries.

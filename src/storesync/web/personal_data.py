@@ -82,9 +82,39 @@ ORDER: Spec = {
 }
 # The shop itself: who it is, not how to reach its owner.
 SHOP: Spec = dict.fromkeys(("id", "domain", "myshopify_domain"))
+# orders/edited: which order (the order is read; staff notes stay out).
+ORDER_EDIT: Spec = {
+    "order_edit": {
+        **dict.fromkeys(("id", "order_id", "created_at")),
+        "line_items": {
+            "additions": dict.fromkeys(("id", "delta")),
+            "removals": dict.fromkeys(("id", "delta")),
+        },
+    }
+}
+# returns/*: which return of which order (reasons and customer notes stay out).
+RETURN: Spec = {
+    **dict.fromkeys(("id", "admin_graphql_api_id", "status", "name")),
+    "order": dict.fromkeys(("id", "admin_graphql_api_id")),
+}
+# reverse_fulfillment_orders/dispose: which order, and where units went.
+DISPOSITION: Spec = {
+    **dict.fromkeys(("id", "admin_graphql_api_id", "order_id", "total_dispositions")),
+    "dispositions": {
+        **dict.fromkeys(("type", "quantity")),
+        "location": dict.fromkeys(("id", "admin_graphql_api_id")),
+    },
+}
 
 
-SPECS: dict[str, Spec] = {"order": ORDER, "refund": REFUND, "shop": SHOP}
+SPECS: dict[str, Spec] = {
+    "order": ORDER,
+    "refund": REFUND,
+    "shop": SHOP,
+    "order_edit": ORDER_EDIT,
+    "return": RETURN,
+    "disposition": DISPOSITION,
+}
 
 
 def spec_of(topic: str) -> Spec | None:

@@ -38,12 +38,19 @@ def job_specs(jobs: Iterable[SyncJob], group: str) -> list[JobSpec]:
     return [job_spec(j, group, now=now) for j in jobs]
 
 
-async def enqueue_jobs(conn: psycopg.AsyncConnection, jobs: Iterable[SyncJob], group: str) -> None:
-    """Enqueue `jobs` (all or none) on an idle connection."""
+async def enqueue_jobs(conn: psycopg.AsyncConnection, jobs: Iterable[SyncJob], group: str) -> list[int]:
+    """Enqueue `jobs` (all or none) on an idle connection; the ids of the jobs (a job that
+    collapsed into a queued one of its singleton key: that one's)."""
     specs = job_specs(jobs, group)
-    if specs:
-        async with conn.transaction():
-            await enqueue_many_async(conn, specs)
+    if not specs:
+        return []
+    async with conn.transaction():
+        return [e.job_id for e in await enqueue_many_async(conn, specs)]
+
+
+async def job_states(conn: psycopg.AsyncConnection, ids: list[int]) -> dict[int, str]:
+    """queued / running / succeeded / dead / cancelled of each job still in the table."""
+    return await queue_ops.job_states_async(conn, ids)
 
 
 async def park(conn: psycopg.AsyncConnection, spec: JobSpec, *, shop: str, delay_s: float) -> int:
@@ -52,3 +59,8 @@ async def park(conn: psycopg.AsyncConnection, spec: JobSpec, *, shop: str, delay
     job_id = await queue_ops.park(conn, spec, key=shop, delay_s=delay_s)
     log.info("job parked", kind=spec.kind, shop=shop, job_id=job_id, delay_s=delay_s)
     return job_id
+
+
+async def unpark(conn: psycopg.AsyncConnection, key: str) -> int:
+    """Make the jobs parked for `key` due now (e.g. a location active again); how many."""
+    return await queue_ops.unpark_async(conn, key)

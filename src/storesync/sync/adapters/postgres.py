@@ -19,7 +19,8 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
-from datetime import datetime
+from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -30,9 +31,17 @@ from psycopg_pool import AsyncConnectionPool
 from storesync.db import network_sql
 from storesync.logs import get_logger
 from storesync.sync.domain.audit import AuditRecord
-from storesync.sync.domain.inventory import EntryKind, EntryStatus, LedgerEntry, LedgerKey
+from storesync.sync.domain.inventory import (
+    EntryKind,
+    EntryStatus,
+    LedgerEntry,
+    LedgerKey,
+    counter_key,
+    counter_top_up,
+)
 from storesync.sync.domain.model import Link, LinkKind, LinkMap, MatchedBy, WriteRecord
-from storesync.sync.domain.ports import Attention
+from storesync.sync.domain.orders import LedgerRow
+from storesync.sync.domain.ports import Attention, OrderCheckpoint, PendingWrite, StockAccount
 from storesync.sync.domain.saga import SagaRecord, SagaState, StepRecord, StepSpec, StepStatus
 
 log = get_logger("storesync.sync")
@@ -357,11 +366,40 @@ _KEY_WHERE = (
 # claim_entry: insert a ledger entry unless its key exists (then nothing is returned).
 CLAIM_ENTRY = """
 INSERT INTO sync_inventory_ledger (child_shop, order_line_id, kind, ref, order_id, parent_item_id,
-                                   parent_location_id, requested_delta, cause)
+                                   parent_location_id, requested_delta, cause, child_item_id, child_location_id)
 VALUES (%(child_shop)s, %(order_line_id)s, %(kind)s, %(ref)s, %(order_id)s, %(parent_item_id)s,
-        %(parent_location_id)s, %(requested_delta)s, %(cause)s)
+        %(parent_location_id)s, %(requested_delta)s, %(cause)s, %(child_item_id)s, %(child_location_id)s)
 ON CONFLICT (child_shop, order_line_id, kind, ref) DO NOTHING
 RETURNING *
+"""
+
+# lock_line_counter: serialise the top-ups of one counter of one order line (this transaction).
+LOCK_LINE_COUNTER = """
+SELECT pg_advisory_xact_lock(hashtextextended(%(child_shop)s || '|' || %(order_line_id)s || '|' || %(kind)s, 0))
+"""
+
+# counted_units: the units a counter of one order line counts so far.
+COUNTED_UNITS = """
+SELECT COALESCE(sum(abs(requested_delta)), 0) FROM sync_inventory_ledger
+WHERE child_shop = %(child_shop)s AND order_line_id = %(order_line_id)s AND kind = %(kind)s
+"""
+
+# account_movement: a claimed entry's movement, in the stock account of its child level (if kept).
+ACCOUNT_MOVEMENT = """
+UPDATE sync_stock_accounts SET expected = expected + %(delta)s, updated_at = now()
+WHERE child_shop = %(child_shop)s AND inventory_item_id = %(item)s AND location_id = %(location)s
+"""
+
+# order_entries: every ledger entry of one order (what its webhooks and reconciliations compare).
+ORDER_ENTRIES = """
+SELECT order_line_id, kind, ref, requested_delta, status, parent_location_id, child_location_id
+FROM sync_inventory_ledger WHERE child_shop = %(child_shop)s AND order_id = %(order_id)s
+"""
+
+# orders_entries: the ledger entries of several orders of one child (a reconciliation's page).
+ORDERS_ENTRIES = """
+SELECT order_id, order_line_id, kind, ref, requested_delta, status, parent_location_id, child_location_id
+FROM sync_inventory_ledger WHERE child_shop = %(child_shop)s AND order_id = ANY(%(order_ids)s)
 """
 
 # get_entry: one ledger entry by its key.
@@ -419,10 +457,10 @@ WHERE parent_item_id = %(item)s AND parent_location_id = %(location)s AND status
 ORDER BY id
 """
 
-# restocked_quantity: units restocked so far on one order line.
+# restocked_quantity: units given back so far on one order line (restocks, edits' removals).
 RESTOCKED_QUANTITY = """
 SELECT COALESCE(sum(requested_delta), 0) FROM sync_inventory_ledger
-WHERE child_shop = %(child_shop)s AND order_line_id = %(order_line_id)s AND kind = 'restock'
+WHERE child_shop = %(child_shop)s AND order_line_id = %(order_line_id)s AND kind IN ('restock', 'edit_removal')
 """
 
 
@@ -450,6 +488,42 @@ def _entry(row: dict[str, Any]) -> LedgerEntry:
         quantity_after=row["quantity_after"],
         plan_no=row["plan_no"],
         key_attempt=row["key_attempt"],
+        child_item_id=row.get("child_item_id"),
+        child_location_id=row.get("child_location_id"),
+    )
+
+
+def _ledger_row(row: Sequence[Any]) -> LedgerRow:
+    line, kind, ref, delta, status, parent_location, child_location = row
+    return LedgerRow(line, EntryKind(kind), ref, delta, EntryStatus(status), parent_location, child_location)
+
+
+def _claim_params(entry: LedgerEntry) -> dict[str, Any]:
+    return {
+        **_key_params(entry.key),
+        "order_id": entry.order_id,
+        "parent_item_id": entry.parent_item_id,
+        "parent_location_id": entry.parent_location_id,
+        "requested_delta": entry.requested_delta,
+        "cause": entry.cause,
+        "child_item_id": entry.child_item_id,
+        "child_location_id": entry.child_location_id,
+    }
+
+
+async def _account_movement(cur: psycopg.AsyncCursor[Any], entry: LedgerEntry) -> None:
+    """A new order entry moved the child's level where it happened: its stock account (kept for
+    children whose own moves are reported) expects that move."""
+    if entry.key.kind is EntryKind.MANUAL or not (entry.child_item_id and entry.child_location_id):
+        return
+    await cur.execute(
+        ACCOUNT_MOVEMENT,
+        {
+            "delta": entry.requested_delta,
+            "child_shop": entry.key.child_shop,
+            "item": entry.child_item_id,
+            "location": entry.child_location_id,
+        },
     )
 
 
@@ -458,31 +532,64 @@ class PgLedger:
         self.conn = conn
 
     async def claim(self, entry: LedgerEntry) -> tuple[LedgerEntry, bool]:
-        params = {
-            **_key_params(entry.key),
-            "order_id": entry.order_id,
-            "parent_item_id": entry.parent_item_id,
-            "parent_location_id": entry.parent_location_id,
-            "requested_delta": entry.requested_delta,
-            "cause": entry.cause,
-        }
+        params = _claim_params(entry)
         async with self.conn.transaction(), self.conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(CLAIM_ENTRY, params)
             row = await cur.fetchone()
             if row is not None:
+                await _account_movement(cur, entry)
                 return _entry(row), True
             await cur.execute(GET_ENTRY, params)
             row = await cur.fetchone()
         if row is None:  # deleted in between: cannot happen without an operator
             raise RuntimeError(f"ledger entry {entry.key} vanished")
         stored = _entry(row)
-        if (stored.parent_item_id, stored.parent_location_id, stored.requested_delta) != (
-            entry.parent_item_id,
-            entry.parent_location_id,
-            entry.requested_delta,
-        ):
+        if (stored.parent_item_id, stored.requested_delta) != (entry.parent_item_id, entry.requested_delta):
             raise ValueError(f"ledger entry {entry.key} exists with different content: {stored}")
+        if stored.parent_location_id != entry.parent_location_id:
+            # Two sources placed one movement differently (a fulfillment order moved between
+            # them): the first claim holds.
+            log.warning("ledger entry claimed again at another location", key=str(entry.key))
         return stored, False
+
+    async def claim_top_up(self, entry: LedgerEntry, units: int) -> LedgerEntry | None:
+        """Claim the top-up of a counter (SALE, EDIT_REMOVAL) of one order line to `units`:
+        under a lock of the counter, the entry already claimed for `units` (a duplicate), or a
+        new one for the units not counted yet, or None when they all are."""
+        key = counter_key(entry.key.child_shop, entry.key.order_line_id, entry.key.kind, units)
+        async with self.conn.transaction(), self.conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(LOCK_LINE_COUNTER, _key_params(key))
+            await cur.execute(GET_ENTRY, _key_params(key))
+            row = await cur.fetchone()
+            if row is not None:
+                return _entry(row)
+            await cur.execute(COUNTED_UNITS, _key_params(key))
+            counted = await cur.fetchone()
+            delta = counter_top_up(key.kind, units, int(counted["coalesce"]) if counted else 0)
+            if delta is None:
+                return None
+            claimed = replace(entry, key=key, requested_delta=delta)
+            await cur.execute(CLAIM_ENTRY, _claim_params(claimed))
+            row = await cur.fetchone()
+            if row is None:
+                raise RuntimeError(f"ledger entry {key} appeared under its counter's lock")
+            await _account_movement(cur, claimed)
+            return _entry(row)
+
+    async def order_entries(self, child_shop: str, order_id: str) -> list[LedgerRow]:
+        async with _one_statement(self.conn):
+            cur = await self.conn.execute(ORDER_ENTRIES, {"child_shop": child_shop, "order_id": order_id})
+            return [_ledger_row(r) for r in await cur.fetchall()]
+
+    async def orders_entries(self, child_shop: str, order_ids: Sequence[str]) -> dict[str, list[LedgerRow]]:
+        out: dict[str, list[LedgerRow]] = {o: [] for o in order_ids}
+        async with _one_statement(self.conn):
+            cur = await self.conn.execute(
+                ORDERS_ENTRIES, {"child_shop": child_shop, "order_ids": list(order_ids)}
+            )
+            for row in await cur.fetchall():
+                out.setdefault(row[0], []).append(_ledger_row(row[1:]))
+        return out
 
     async def plan(
         self,
@@ -1134,6 +1241,235 @@ class PgArchivedCopies:
             await self.conn.execute(FORGET_ARCHIVED_COPY, {"shop": child_shop, "product": child_product_id})
 
 
+# --------------------------------------------------------------------------- stock accounts (policy report)
+
+_ACCOUNT_WHERE = "child_shop = %(shop)s AND inventory_item_id = %(item)s AND location_id = %(location)s"
+
+# get_account: one child level's stock account.
+GET_ACCOUNT = f"SELECT * FROM sync_stock_accounts WHERE {_ACCOUNT_WHERE}"
+
+# open_account: start a child level's account at `expected` unless it has one; the account.
+OPEN_ACCOUNT = """
+WITH opened AS (
+    INSERT INTO sync_stock_accounts (child_shop, inventory_item_id, location_id, expected)
+    VALUES (%(shop)s, %(item)s, %(location)s, %(expected)s)
+    ON CONFLICT DO NOTHING RETURNING *
+)
+SELECT * FROM opened
+UNION ALL
+SELECT * FROM sync_stock_accounts WHERE child_shop = %(shop)s AND inventory_item_id = %(item)s
+    AND location_id = %(location)s AND NOT EXISTS (SELECT 1 FROM opened)
+"""
+
+# begin_account_write: storesync is about to set the level from `from` to `to` under `key`.
+BEGIN_ACCOUNT_WRITE = f"""
+UPDATE sync_stock_accounts SET pending_from = %(from)s, pending_to = %(to)s, pending_key = %(key)s,
+    updated_at = now()
+WHERE {_ACCOUNT_WHERE}
+"""
+
+# end_account_write: that write landed (the account expects its move) or did not.
+END_ACCOUNT_WRITE = f"""
+UPDATE sync_stock_accounts
+SET expected = expected + CASE WHEN %(landed)s THEN pending_to - COALESCE(pending_from, pending_to) ELSE 0 END,
+    pending_from = NULL, pending_to = NULL, pending_key = NULL, updated_at = now()
+WHERE {_ACCOUNT_WHERE} AND pending_key = %(key)s
+"""
+
+# take_account_move: the child's `number`th own move, of `delta`, is taken (reported): the account
+# expects it from now on. Only once: a second call with the same number changes nothing.
+TAKE_ACCOUNT_MOVE = f"""
+UPDATE sync_stock_accounts SET expected = expected + %(delta)s, reports = %(number)s, updated_at = now()
+WHERE {_ACCOUNT_WHERE} AND reports = %(number)s - 1
+"""
+
+
+class PgStockAccounts:
+    """`ports.StockAccounts`: the stock accounts of children whose own moves are reported."""
+
+    def __init__(self, conn: psycopg.AsyncConnection) -> None:
+        self.conn = conn
+
+    @staticmethod
+    def _params(shop: str, item: str, location: str, **more: Any) -> dict[str, Any]:
+        return {"shop": shop, "item": item, "location": location, **more}
+
+    async def get(self, shop: str, item: str, location: str) -> StockAccount | None:
+        async with _one_statement(self.conn), self.conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(GET_ACCOUNT, self._params(shop, item, location))
+            row = await cur.fetchone()
+        return _account(row) if row else None
+
+    async def open(self, shop: str, item: str, location: str, expected: int) -> StockAccount:
+        async with _one_statement(self.conn), self.conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(OPEN_ACCOUNT, self._params(shop, item, location, expected=expected))
+            row = await cur.fetchone()
+        if row is None:
+            raise RuntimeError(f"stock account of {shop} {item}@{location} neither opened nor found")
+        return _account(row)
+
+    async def begin_write(
+        self, shop: str, item: str, location: str, change_from: int | None, to: int, key: str
+    ) -> None:
+        async with _one_statement(self.conn):
+            await self.conn.execute(
+                BEGIN_ACCOUNT_WRITE,
+                self._params(shop, item, location, key=key, to=to, **{"from": change_from}),
+            )
+
+    async def end_write(self, shop: str, item: str, location: str, key: str, *, landed: bool) -> None:
+        async with _one_statement(self.conn):
+            await self.conn.execute(
+                END_ACCOUNT_WRITE, self._params(shop, item, location, key=key, landed=landed)
+            )
+
+    async def take_move(self, shop: str, item: str, location: str, number: int, delta: int) -> bool:
+        async with _one_statement(self.conn):
+            cur = await self.conn.execute(
+                TAKE_ACCOUNT_MOVE, self._params(shop, item, location, delta=delta, number=number)
+            )
+            return cur.rowcount > 0
+
+
+def _account(row: dict[str, Any]) -> StockAccount:
+    pending = None
+    if row["pending_key"] is not None:
+        pending = PendingWrite(row["pending_from"], row["pending_to"], row["pending_key"])
+    return StockAccount(
+        row["child_shop"],
+        row["inventory_item_id"],
+        row["location_id"],
+        row["expected"],
+        row["reports"],
+        pending,
+    )
+
+
+# --------------------------------------------------------------------------- orders checkpoints
+
+# order_checkpoint: a child's orders checkpoint, opened (tracked from `since`) if it has none.
+ORDER_CHECKPOINT = """
+WITH opened AS (
+    INSERT INTO sync_order_checkpoints (child_shop, tracked_since, checkpoint)
+    VALUES (%(shop)s, %(since)s, %(since)s)
+    ON CONFLICT DO NOTHING RETURNING tracked_since, checkpoint
+)
+SELECT tracked_since, checkpoint FROM opened
+UNION ALL
+SELECT tracked_since, checkpoint FROM sync_order_checkpoints
+WHERE child_shop = %(shop)s AND NOT EXISTS (SELECT 1 FROM opened)
+"""
+
+# first_link_at: when a child's first link was made (its stock is tracked since then).
+FIRST_LINK_AT = "SELECT min(created_at) FROM sync_links WHERE child_shop = %(shop)s"
+
+# advance_order_checkpoint: every order of the child updated before `checkpoint` was compared.
+ADVANCE_ORDER_CHECKPOINT = """
+UPDATE sync_order_checkpoints SET checkpoint = GREATEST(checkpoint, %(checkpoint)s), updated_at = now()
+WHERE child_shop = %(shop)s
+"""
+
+
+class PgOrderCheckpoints:
+    """`ports.OrderCheckpoints`: per child, since when its orders are tracked and reconciled."""
+
+    def __init__(self, conn: psycopg.AsyncConnection) -> None:
+        self.conn = conn
+
+    async def get(self, shop: str) -> OrderCheckpoint:
+        """The child's checkpoint; a child seen for the first time is tracked from its first
+        link (or from now, when it has none yet)."""
+        async with self.conn.transaction():
+            cur = await self.conn.execute(FIRST_LINK_AT, {"shop": shop})
+            first = (await cur.fetchone() or (None,))[0]
+            cur = await self.conn.execute(
+                ORDER_CHECKPOINT, {"shop": shop, "since": first or datetime.now(UTC)}
+            )
+            row = await cur.fetchone()
+        assert row is not None
+        return OrderCheckpoint(shop, row[0], row[1])
+
+    async def advance(self, shop: str, checkpoint: datetime) -> None:
+        async with _one_statement(self.conn):
+            await self.conn.execute(ADVANCE_ORDER_CHECKPOINT, {"shop": shop, "checkpoint": checkpoint})
+
+
+# --------------------------------------------------------------------------- levels not written
+
+# mark_inactive: a location deactivated ('' item), or an item disconnected from a location.
+MARK_INACTIVE = """
+INSERT INTO sync_inactive_levels (shop, location_id, inventory_item_id, reason)
+VALUES (%(shop)s, %(location)s, %(item)s, %(reason)s)
+ON CONFLICT (shop, location_id, inventory_item_id) DO UPDATE SET reason = EXCLUDED.reason
+RETURNING (xmax = 0) AS inserted
+"""
+
+# clear_inactive: the location is active again, or the item stocked there again.
+CLEAR_INACTIVE = """
+DELETE FROM sync_inactive_levels
+WHERE shop = %(shop)s AND location_id = %(location)s AND inventory_item_id = %(item)s
+"""
+
+# inactive_among: the locations of these (store, item) pairs deactivated, or lacking that item.
+INACTIVE_AMONG = """
+SELECT i.shop, i.location_id, i.reason FROM sync_inactive_levels i
+JOIN unnest(%(shops)s::text[], %(items)s::text[]) AS t(shop, item)
+  ON i.shop = t.shop AND i.inventory_item_id IN ('', t.item)
+"""
+
+# inactive_levels: every level storesync does not write (`storesync status`).
+INACTIVE_LEVELS = (
+    "SELECT shop, location_id, inventory_item_id, reason, since FROM sync_inactive_levels ORDER BY since"
+)
+
+
+class PgInactiveLevels:
+    """`ports.InactiveLevels`: levels storesync does not write (a deactivated location, an item
+    no longer stocked at a location)."""
+
+    def __init__(self, conn: psycopg.AsyncConnection) -> None:
+        self.conn = conn
+
+    async def mark(self, shop: str, location: str, item: str, reason: str) -> bool:
+        """Record it; whether it is new."""
+        async with _one_statement(self.conn):
+            cur = await self.conn.execute(
+                MARK_INACTIVE, {"shop": shop, "location": location, "item": item, "reason": reason}
+            )
+            row = await cur.fetchone()
+        return bool(row and row[0])
+
+    async def clear(self, shop: str, location: str, item: str) -> bool:
+        async with _one_statement(self.conn):
+            cur = await self.conn.execute(CLEAR_INACTIVE, {"shop": shop, "location": location, "item": item})
+            return cur.rowcount > 0
+
+    async def among(self, levels: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """(shop, location) -> reason, for (store, inventory item) pairs: the store's deactivated
+        locations, and those no longer stocking the item ("" for none)."""
+        if not levels:
+            return {}
+        async with _one_statement(self.conn):
+            cur = await self.conn.execute(
+                INACTIVE_AMONG, {"shops": [s for s, _ in levels], "items": [i for _, i in levels]}
+            )
+            return {(r[0], r[1]): r[2] for r in await cur.fetchall()}
+
+
+def inactive_levels(conn: psycopg.Connection) -> dict[str, list[str]]:
+    """shop -> what storesync does not write there (`storesync status`)."""
+    out: dict[str, list[str]] = {}
+    for shop, location, item, reason, _since in conn.execute(INACTIVE_LEVELS).fetchall():
+        where = location.rsplit("/", 1)[-1]
+        what = (
+            f"location {where} {reason}"
+            if not item
+            else f"item {item.rsplit('/', 1)[-1]} {reason} at {where}"
+        )
+        out.setdefault(shop, []).append(what)
+    return out
+
+
 class Storage:
     """The domain's storage ports on one autocommit connection (each call commits by itself)."""
 
@@ -1147,6 +1483,9 @@ class Storage:
         self.audit = PgAudit(conn)
         self.attention = PgAttention(conn)
         self.archived = PgArchivedCopies(conn)
+        self.accounts = PgStockAccounts(conn)
+        self.checkpoints = PgOrderCheckpoints(conn)
+        self.inactive = PgInactiveLevels(conn)
 
 
 @asynccontextmanager
@@ -1169,6 +1508,7 @@ class SerializedStorage:
         lock = asyncio.Lock()
         self.writes: Any = _Locked(st.writes, lock)
         self.audit: Any = _Locked(st.audit, lock)
+        self.accounts: Any = _Locked(st.accounts, lock)
 
 
 class _Locked:

@@ -2,9 +2,29 @@
 
 The rules and types; `services/sales.py` runs them against the stores and the ledger.
 
-Sales. Every child order line becomes a ledger entry keyed by (child shop, order line id, kind,
-ref) - kind "sale", or "restock" with ref = the refund line id - and a deterministic
-`@idempotent` key derived from that key. The entry moves CLAIMED -> PLANNED -> APPLIED:
+Sales. Every stock movement of a child's order becomes a ledger entry keyed by (child shop, order
+line id, kind, ref), and a deterministic `@idempotent` key derived from that key. The kinds, and
+why each key is what it is (two webhooks that describe the same movement must derive the same
+key, and the reconciliation of orders must too):
+
+- SALE: the units a line took from stock. Shopify's line `quantity` counts every unit ever
+  ordered on the line (an order edit that adds units raises it; removals and refunds do not
+  lower it), so the line is a counter: an entry tops it up to the quantity seen (ref = that
+  quantity, "3" for units 1-3; requested delta = minus the units not counted yet). Whatever
+  body reports the line (orders/create, orders/updated after an edit, a refund's line item, a
+  GraphQL read), the units are counted once. Entries written before the counter have ref "".
+- EDIT_REMOVAL: units order edits removed from the line (restocked where they were committed).
+  A counter too: quantity - currentQuantity - units refunded, which only grows.
+- RESTOCK: one refund line item with restock type cancel or return (ref = its gid; the same
+  refund reaches us in orders/cancelled's `refunds` and in refunds/create: one entry), or one
+  return disposition RESTOCKED (ref = the disposition's gid, however many webhooks of the
+  return arrive; the refund a processed return issues has no_restock lines and moves nothing).
+- MANUAL: a child's own stock move reported to the parent (policy `report`): order_line_id =
+  "<child item>@<child location>", ref = the report's number.
+
+A counter's top-up is claimed under a lock of its line (`ports.InventoryLedger.claim_top_up`),
+so two deliveries of different quantities never count a unit twice. The entry moves
+CLAIMED -> PLANNED -> APPLIED:
 
 1. claim: insert the entry; a duplicate delivery finds the stored one (APPLIED: nothing to do).
 2. plan: read the parent's level, decide the delta actually applied (see "the last unit"),
@@ -45,8 +65,16 @@ from enum import StrEnum
 
 
 class EntryKind(StrEnum):
-    SALE = "sale"
-    RESTOCK = "restock"
+    SALE = "sale"  # ref: the line's units counted so far (a counter), "" before counters
+    RESTOCK = "restock"  # ref: a refund line item's or a return disposition's gid
+    EDIT_REMOVAL = "edit_removal"  # ref: units removed from the line by edits so far (a counter)
+    MANUAL = "manual"  # a child's own move reported (policy report); ref: the report's number
+
+
+# Counters (see the module doc): their kinds and the sign of the stock they move per unit.
+COUNTER_SIGN: dict[EntryKind, int] = {EntryKind.SALE: -1, EntryKind.EDIT_REMOVAL: +1}
+# Kinds that give a line's units back (bounded by the units the line sold).
+RESTOCK_KINDS = frozenset({EntryKind.RESTOCK, EntryKind.EDIT_REMOVAL})
 
 
 class EntryStatus(StrEnum):
@@ -68,7 +96,7 @@ class LedgerKey:
     child_shop: str
     order_line_id: str
     kind: EntryKind
-    ref: str = ""  # restocks: the refund line id (a line may be restocked in several refunds)
+    ref: str = ""  # see EntryKind
 
     @property
     def idempotency_key(self) -> str:
@@ -91,6 +119,9 @@ class LedgerEntry:
     quantity_after: int | None = None
     plan_no: int = 0  # bumped each time a lost compare-and-set forces a new plan
     key_attempt: int = 0  # bumped each time Shopify refuses the key as spent (its attempt failed)
+    # Where the movement happened in the child (the stock account of policy `report` follows it).
+    child_item_id: str | None = None
+    child_location_id: str | None = None
 
     @property
     def idempotency_key(self) -> str:
@@ -101,6 +132,38 @@ class LedgerEntry:
         if self.plan_no:
             key += f"-p{self.plan_no}"
         return key + (f"-a{self.key_attempt}" if self.key_attempt else "")
+
+
+# --------------------------------------------------------------------------- keys
+
+
+def counter_key(child_shop: str, order_line_id: str, kind: EntryKind, units: int) -> LedgerKey:
+    """The key of a counter's top-up to `units` (SALE, EDIT_REMOVAL)."""
+    if kind not in COUNTER_SIGN:
+        raise ValueError(f"{kind} is not a counter")
+    return LedgerKey(child_shop, order_line_id, kind, str(units))
+
+
+def counter_top_up(kind: EntryKind, units: int, counted: int) -> int | None:
+    """The requested delta that brings a counter from `counted` units to `units`, or None when
+    they are counted already."""
+    if units <= counted:
+        return None
+    return COUNTER_SIGN[kind] * (units - counted)
+
+
+def restock_key(child_shop: str, order_line_id: str, restock_id: str) -> LedgerKey:
+    """A refund line item's or a return disposition's restock (their gids never collide)."""
+    return LedgerKey(child_shop, order_line_id, EntryKind.RESTOCK, restock_id)
+
+
+def manual_key(
+    child_shop: str, child_item: str, child_location: str, number: int, *, undo: bool = False
+) -> LedgerKey:
+    """The `number`th move of one child level reported to the parent (policy report); `undo`:
+    the entry that takes it back when the report is compensated."""
+    ref = f"{number}:undo" if undo else str(number)
+    return LedgerKey(child_shop, f"{child_item}@{child_location}", EntryKind.MANUAL, ref)
 
 
 # --------------------------------------------------------------------------- pure rules
@@ -144,7 +207,8 @@ class Outcome(StrEnum):
     APPLIED = "applied"
     DUPLICATE = "duplicate"  # already applied by an earlier delivery
     UNLINKED = "unlinked"  # the child variant is linked to no parent item: reported, not guessed
-    NO_LOCATION = "no_location"  # the child maps no parent location
+    NO_LOCATION = "no_location"  # the stock moved at a child location mapped to no parent location
+    LOCATION_INACTIVE = "location_inactive"  # the parent location it maps to is deactivated
 
 
 @dataclass(frozen=True)
@@ -162,6 +226,7 @@ class PushResult(StrEnum):
     SET = "set"
     UNCHANGED = "unchanged"
     UNMAPPED = "unmapped"  # no linked item or no mapped location in that child
+    INACTIVE = "inactive"  # the child's location is deactivated, or the item is not stocked there
 
 
 @dataclass(frozen=True)

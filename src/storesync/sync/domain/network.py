@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
 from storesync.config import MerchantConfig, NetworkConfig
 from storesync.sync.domain.model import StoreRef
@@ -16,6 +17,12 @@ class UnknownStore(LookupError):
     """A shop domain this network does not serve (e.g. a webhook from an unconfigured store)."""
 
 
+# What happens to a child's own stock move (a delivery received, a count): `revert` sets the
+# child back to the parent's level (the child follows the parent); `report` makes it a delta on
+# the parent, which then reaches the siblings (a child with a stockroom of its own).
+StockPolicy = Literal["revert", "report"]
+
+
 @dataclass(frozen=True)
 class MerchantNetwork:
     merchant_id: str
@@ -23,6 +30,8 @@ class MerchantNetwork:
     children: tuple[StoreRef, ...]
     # child shop -> {parent location gid: child location gid}
     location_maps: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    # child shop -> its stock policy (absent: revert)
+    stock_policies: Mapping[str, StockPolicy] = field(default_factory=dict)
 
     @classmethod
     def from_config(cls, m: MerchantConfig) -> MerchantNetwork:
@@ -31,7 +40,11 @@ class MerchantNetwork:
             parent=StoreRef(m.parent.shop, "parent", m.id),
             children=tuple(StoreRef(c.shop, "child", m.id) for c in m.children),
             location_maps={c.shop: dict(c.location_map) for c in m.children},
+            stock_policies={c.shop: c.stock_changes for c in m.children},
         )
+
+    def stock_policy(self, child_shop: str) -> StockPolicy:
+        return self.stock_policies.get(child_shop, "revert")
 
     @property
     def stores(self) -> tuple[StoreRef, ...]:
@@ -56,16 +69,6 @@ class MerchantNetwork:
             if c == child_location:
                 return p
         return None
-
-    def sale_location(self, child_shop: str, child_location: str | None = None) -> str | None:
-        """The parent location a child's sale draws from: the one mirrored by the order's
-        location when known, else the child's first mapped location (its primary)."""
-        if child_location:
-            found = self.parent_location(child_shop, child_location)
-            if found:
-                return found
-        mapping = self.location_maps.get(child_shop, {})
-        return next(iter(mapping), None)
 
 
 @dataclass(frozen=True)

@@ -82,6 +82,35 @@ class FanOutJob:
 
 
 @dataclass(frozen=True)
+class ChildStockJob:
+    """`sync.child_stock`: a child level moved and no write of ours explains it: handle it by
+    the child's stock policy (`services/stock.py`); with `saga_id`, resume that report."""
+
+    __pydantic_config__ = _STRICT
+
+    child_shop: str
+    child_item: str
+    child_location: str
+    parent_item: str  # its lock key: one job of a parent item at a time
+    cause: str
+    saga_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ReconcileLevelsJob:
+    """`sync.reconcile_levels`: the second half of a merchant's reconciliation, once the sale
+    jobs its first half enqueued (the orders the ledger lacked) have run."""
+
+    __pydantic_config__ = _STRICT
+
+    merchant_id: str
+    sale_jobs: dict[str, list[int]] | None = None  # child shop -> the sale jobs it enqueued
+    # child shop -> the orders checkpoint to store once its sale jobs succeeded (ISO time)
+    checkpoints: dict[str, str] | None = None
+    waited: int = 0  # how many times it found the sale jobs still running
+
+
+@dataclass(frozen=True)
 class CopyJob:
     """`sync.copy_product`: run (or, without a product, resume) one copy saga."""
 

@@ -23,6 +23,7 @@ from storesync.sync.domain.model import (
     Product,
     WriteRecord,
 )
+from storesync.sync.domain.orders import LedgerRow
 from storesync.sync.domain.saga import SagaRecord, SagaState, StepContext, StepSpec
 
 # --------------------------------------------------------------------------- store side
@@ -385,7 +386,99 @@ class InventoryLedger(Protocol):
     async def backlog(self, parent_item_id: str, parent_location_id: str) -> int: ...
 
     async def restocked(self, child_shop: str, order_line_id: str) -> int:
-        """Sum of restock quantities recorded for an order line (any status)."""
+        """Units given back on an order line so far (restocks and edits' removals, any status)."""
+        ...
+
+    async def claim_top_up(self, entry: LedgerEntry, units: int) -> LedgerEntry | None:
+        """Claim a counter's top-up (`inventory.counter_key`) to `units`, under a lock of that
+        counter: the entry claimed for `units` already (a duplicate), or a new one for the units
+        not counted yet (its requested delta computed here), or None when all are counted. A
+        new entry's movement is added to the child level's stock account, if one is kept (as by
+        `claim`)."""
+        ...
+
+    async def order_entries(self, child_shop: str, order_id: str) -> list[LedgerRow]:
+        """Every entry of one order."""
+        ...
+
+    async def orders_entries(self, child_shop: str, order_ids: Sequence[str]) -> dict[str, list[LedgerRow]]:
+        """Every entry of several orders of one child, by order id (each id present)."""
+        ...
+
+
+# --------------------------------------------------------------------------- policy report, orders, locations
+
+
+@dataclass(frozen=True)
+class PendingWrite:
+    """A write of storesync's to a child level whose outcome is not known yet."""
+
+    change_from: int | None
+    to: int
+    key: str
+
+
+@dataclass(frozen=True)
+class StockAccount:
+    """One child level of a child whose own moves are reported (policy report): `expected` is
+    the level it would show if only its orders, storesync's writes and its moves already
+    handled had moved it; its level minus `expected` is its move still to report."""
+
+    child_shop: str
+    inventory_item_id: str
+    location_id: str
+    expected: int
+    reports: int  # moves handled so far (names the next report)
+    pending: PendingWrite | None = None
+
+
+@runtime_checkable
+class StockAccounts(Protocol):
+    async def get(self, shop: str, item: str, location: str) -> StockAccount | None: ...
+
+    async def open(self, shop: str, item: str, location: str, expected: int) -> StockAccount:
+        """Start the account at `expected` unless it exists; the account."""
+        ...
+
+    async def begin_write(
+        self, shop: str, item: str, location: str, change_from: int | None, to: int, key: str
+    ) -> None:
+        """Record a write about to be sent (compare-and-set from `change_from` to `to`)."""
+        ...
+
+    async def end_write(self, shop: str, item: str, location: str, key: str, *, landed: bool) -> None:
+        """The pending write under `key` landed (the account expects its move) or did not."""
+        ...
+
+    async def take_move(self, shop: str, item: str, location: str, number: int, delta: int) -> bool:
+        """The child's `number`th own move, of `delta`, is taken (the account expects it from
+        now on), if the account has taken `number - 1` moves; whether it was taken now."""
+        ...
+
+
+@dataclass(frozen=True)
+class OrderCheckpoint:
+    child_shop: str
+    tracked_since: datetime  # orders placed before are the child's history
+    checkpoint: datetime  # orders updated before were compared with the ledger
+
+
+@runtime_checkable
+class OrderCheckpoints(Protocol):
+    async def get(self, shop: str) -> OrderCheckpoint: ...
+
+    async def advance(self, shop: str, checkpoint: datetime) -> None: ...
+
+
+@runtime_checkable
+class InactiveLevels(Protocol):
+    async def mark(self, shop: str, location: str, item: str, reason: str) -> bool: ...
+
+    async def clear(self, shop: str, location: str, item: str) -> bool: ...
+
+    async def among(self, levels: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """(shop, location) -> reason, for (store, inventory item) pairs ("" item: locations
+        only): the store's deactivated locations, and those no longer stocking the item."""
         ...
 
 

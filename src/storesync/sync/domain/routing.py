@@ -16,12 +16,16 @@ inventory item (or one product in one child) run alone (payloads: `payloads.py`)
     sync.collection_to_child CollectionJob catalog lane
         singleton+lock "collection:<child>:<parent collection>": a collection's own fields
         (`services/collections.py`); memberships stay with the product jobs.
-    sync.copy_product, sync.link_pending_copies, sync.reconcile   backfill lane
+    sync.child_stock        ChildStockJob inventory lane
+        lock "inventory:<parent item>"; singleton per child level: a child's own move handled
+        by its stock policy (`services/stock.py`; policy report: a saga to the parent).
+    sync.copy_product, sync.link_pending_copies, sync.reconcile, sync.reconcile_levels   backfill lane
 
 Level webhooks are judged in the webhook job (`services/sales.judge_level_delivery`): STALE and
 ECHO end there; FAN_OUT (parent) enqueues sync.fan_out_level for all children; REASSERT (child)
-enqueues it for that child only, a few seconds later so that the order webhook of a sale,
-which moved the child's level, is applied to the parent first.
+enqueues, a few seconds later (so that the order webhook of a sale, which moved the child's
+level, is applied to the parent first), sync.fan_out_level for that child only (policy revert)
+or sync.child_stock (policy report: the move may be the child's own).
 """
 
 from __future__ import annotations
@@ -38,12 +42,14 @@ from storesync.sync.domain.model import Link, LinkKind, LinkMap, Product, gid
 from storesync.sync.domain.network import MerchantNetwork
 from storesync.sync.domain.orders import OrderEvent, split_by_parent_item
 from storesync.sync.domain.payloads import (
+    ChildStockJob,
     CollectionJob,
     CopyJob,
     FanOutJob,
     LinkPendingJob,
     ProductJob,
     ReconcileJob,
+    ReconcileLevelsJob,
     SaleJob,
 )
 
@@ -54,7 +60,9 @@ JOB_COLLECTION_TO_CHILD = "sync.collection_to_child"
 JOB_COPY_PRODUCT = "sync.copy_product"
 JOB_LINK_PENDING_COPIES = "sync.link_pending_copies"
 JOB_RECONCILE = "sync.reconcile"
+JOB_RECONCILE_LEVELS = "sync.reconcile_levels"
 JOB_RECONCILE_ALL = "sync.reconcile_all"
+JOB_CHILD_STOCK = "sync.child_stock"
 REASSERT_DELAY_S = 5.0
 CHILD_EVENT_DEBOUNCE_S = 1.0  # a child's product events re-check the child this much later
 RECHECK_CREATED_AFTER_S = 2.0  # a child's products/create with no link yet looks again this much later
@@ -163,9 +171,48 @@ def link_pending_job(child_shop: str, cause: str, delay_s: float, written_before
     )
 
 
-def reconcile_job(merchant_id: str) -> SyncJob:
+def reconcile_job(merchant_id: str, delay_s: float = 0.0) -> SyncJob:
     key = f"reconcile:{merchant_id}"
-    return SyncJob(JOB_RECONCILE, ReconcileJob(merchant_id), "backfill", singleton_key=key, lock_key=key)
+    return SyncJob(
+        JOB_RECONCILE, ReconcileJob(merchant_id), "backfill", singleton_key=key, lock_key=key, delay_s=delay_s
+    )
+
+
+def reconcile_levels_job(payload: ReconcileLevelsJob, delay_s: float = 0.0) -> SyncJob:
+    """The second half of a reconciliation (after its sale jobs); under the reconcile's lock."""
+    key = f"reconcile:{payload.merchant_id}"
+    return SyncJob(JOB_RECONCILE_LEVELS, payload, "backfill", lock_key=key, delay_s=delay_s)
+
+
+def sale_job(child_shop: str, event: OrderEvent, parent_item: str, cause: str) -> SyncJob:
+    return SyncJob(
+        JOB_SALE,
+        SaleJob(child_shop, event, parent_item, cause),
+        "inventory",
+        lock_key=f"inventory:{parent_item}",
+    )
+
+
+def child_stock_job(
+    child_shop: str,
+    child_item: str,
+    child_location: str,
+    parent_item: str,
+    cause: str,
+    *,
+    delay_s: float = 0.0,
+    saga_id: str | None = None,
+) -> SyncJob:
+    """A child level's own move handled by its policy; a burst of moves collapses into one job
+    (it reads the level when it runs), which takes the parent item's lock like its sales."""
+    return SyncJob(
+        JOB_CHILD_STOCK,
+        ChildStockJob(child_shop, child_item, child_location, parent_item, cause, saga_id),
+        "inventory",
+        singleton_key=None if saga_id else f"child-stock:{child_shop}:{child_item}@{child_location}",
+        lock_key=f"inventory:{parent_item}",
+        delay_s=delay_s,
+    )
 
 
 def route_product_webhook(
@@ -235,10 +282,7 @@ def route_order_event(
     if child_links is None or event is None:
         raise ValueError("a child's order webhook needs its event and that child's links")
     parts, unlinked = split_by_parent_item(event, child_links)
-    jobs = [
-        SyncJob(JOB_SALE, SaleJob(shop, sub, item, cause), "inventory", lock_key=f"inventory:{item}")
-        for item, sub in sorted(parts.items())
-    ]
+    jobs = [sale_job(shop, sub, item, cause) for item, sub in sorted(parts.items())]
     return Routed(jobs, "" if jobs else "no inventory lines", unlinked)
 
 
@@ -251,8 +295,10 @@ def route_level_decision(
     location: str,
     child_links: LinkMap | None,
     cause: str,
+    reassert_delay_s: float = REASSERT_DELAY_S,
 ) -> Routed:
-    """What to do with a judged `inventory_levels/update` (see `services.sales.judge_level_delivery`)."""
+    """What to do with a judged `inventory_levels/update` (see `services.sales.judge_level_delivery`);
+    a child's move is looked at `reassert_delay_s` later (`STORESYNC_SYNC_REASSERT_DELAY_S`)."""
     if decision in (LevelDecision.STALE, LevelDecision.ECHO):
         return Routed(ignored=str(decision))
     if decision is LevelDecision.FAN_OUT:
@@ -263,4 +309,6 @@ def route_level_decision(
     parent_location = network.parent_location(shop, location)
     if parent_item is None or parent_location is None:
         return Routed(ignored="level of an unlinked item or unmapped location")
-    return Routed([fan_out_job(parent_item, parent_location, cause, only=shop, delay_s=REASSERT_DELAY_S)])
+    if network.stock_policy(shop) == "report":
+        return Routed([child_stock_job(shop, item, location, parent_item, cause, delay_s=reassert_delay_s)])
+    return Routed([fan_out_job(parent_item, parent_location, cause, only=shop, delay_s=reassert_delay_s)])

@@ -155,3 +155,38 @@ def copy_saga_id(known: Mapping[str, str], child_shop: str, parent_product_id: s
         n += 1
         saga_id = f"{base}:{n}"
     return saga_id
+
+
+# --------------------------------------------------------------------------- a child's move reported
+
+REPORT_CHILD_MOVE = "report_child_move"  # the saga kind (policy report: services/stock.py)
+REPORT_SAGA_PREFIX = "report:"
+
+
+def report_saga_id(child_shop: str, child_item: str, child_location: str, number: int) -> str:
+    """The `number`th own move of one child level reported (the number its stock account gave)."""
+    return f"{REPORT_SAGA_PREFIX}{child_shop}:{child_item}@{child_location}:{number}"
+
+
+def report_move_steps(
+    *,
+    child_shop: str,
+    child_item: str,
+    child_location: str,
+    parent_item: str,
+    parent_location: str,
+    number: int,
+    delta: int,
+) -> list[StepSpec]:
+    """A child's own move of `delta` made a parent write that storesync fans out: the move is
+    taken into the child's stock account (once: its number), applied to the parent as a ledger
+    entry (undo: the reverse entry), then the parent's level is set in every child. If those
+    writes fail for good, the parent write is compensated, and the reporting child is then set
+    back to the parent's level (`services.stock`)."""
+    level = {"child_shop": child_shop, "child_item": child_item, "child_location": child_location}
+    parent = {"parent_item": parent_item, "parent_location": parent_location}
+    return [
+        StepSpec("account", "take_child_move", {**level, "number": number, "delta": delta}),
+        StepSpec("parent", "report_to_parent", {**level, **parent, "number": number, "delta": delta}),
+        StepSpec("children", "fan_out_report", {**parent, "child_shop": child_shop}),
+    ]

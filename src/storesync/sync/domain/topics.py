@@ -8,9 +8,10 @@ one waiting job (singleton key): its handler reads the current state anyway. Ord
 inventory levels never collapse: each one is a distinct delta that must be applied.
 
 Subscriptions: the parent's catalog (products, collections) and stock flow down; a child's
-sales flow up and its edits (products, linked collections) and stock moves are reverted. Level
-(dis)connections are ingested when a store sends them but not subscribed to: levels travel
-with the level webhooks.
+sales, restocks, order edits and returns flow up, and its edits (products, linked collections)
+and own stock moves are reverted or reported (its stock policy). Every store's locations being
+deactivated or reactivated, and an item connected to or disconnected from a location, tell
+which levels storesync must not write.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ class Family(StrEnum):
     COLLECTION = "collection"
     ORDER = "order"
     LEVEL = "level"
+    LEVEL_CONNECTION = "level_connection"  # inventory_levels/connect|disconnect
+    LOCATION = "location"  # locations/activate|deactivate (a location is deactivated before it is deleted)
     UNINSTALLED = "uninstalled"
     NOT_SYNCED = "not_synced"  # recorded by the web tier, nothing to do
 
@@ -48,7 +51,7 @@ class Topic:
     collapse: bool = False  # a burst collapses into one waiting job
     # The REST resource the body is when it carries personal data ("order", "refund", "shop"):
     # the web tier keeps only an allow-list of it (`web/personal_data.py`). None: kept as sent.
-    personal: Literal["order", "refund", "shop"] | None = None
+    personal: Literal["order", "refund", "shop", "order_edit", "return", "disposition"] | None = None
 
     @property
     def job_kind(self) -> str:
@@ -60,9 +63,16 @@ TOPICS: tuple[Topic, ...] = (
     Topic("orders/cancelled", Family.ORDER, "inventory", CHILD, personal="order"),
     Topic("orders/updated", Family.ORDER, "inventory", CHILD, personal="order"),
     Topic("refunds/create", Family.ORDER, "inventory", CHILD, personal="refund"),  # restocks give stock back
+    # Units an edit removed or added (the order is read: the body says what, not where).
+    Topic("orders/edited", Family.ORDER, "inventory", CHILD, personal="order_edit"),
+    # A return's units restocked (the order and its returns are read: the dispositions' ids).
+    Topic("returns/process", Family.ORDER, "inventory", CHILD, personal="return"),
+    Topic("reverse_fulfillment_orders/dispose", Family.ORDER, "inventory", CHILD, personal="disposition"),
     Topic("inventory_levels/update", Family.LEVEL, "inventory", BOTH),
-    Topic("inventory_levels/connect", Family.NOT_SYNCED, "inventory", NONE),
-    Topic("inventory_levels/disconnect", Family.NOT_SYNCED, "inventory", NONE),
+    Topic("inventory_levels/connect", Family.LEVEL_CONNECTION, "inventory", BOTH),
+    Topic("inventory_levels/disconnect", Family.LEVEL_CONNECTION, "inventory", BOTH),
+    Topic("locations/activate", Family.LOCATION, "inventory", BOTH),
+    Topic("locations/deactivate", Family.LOCATION, "inventory", BOTH),
     Topic("products/create", Family.PRODUCT, "catalog", BOTH, "product"),
     Topic("products/update", Family.PRODUCT, "catalog", BOTH, "product", collapse=True),
     Topic("products/delete", Family.PRODUCT, "catalog", BOTH, "product"),

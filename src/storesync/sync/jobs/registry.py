@@ -16,6 +16,7 @@ from storesync.queue.builtin import registry as builtin
 from storesync.queue.handlers import HandlerRegistry, JobContext
 from storesync.sync.domain import routing
 from storesync.sync.domain.payloads import (
+    ChildStockJob,
     CollectionJob,
     CopyJob,
     FanOutJob,
@@ -23,6 +24,7 @@ from storesync.sync.domain.payloads import (
     NoPayload,
     ProductJob,
     ReconcileJob,
+    ReconcileLevelsJob,
     SaleJob,
     WebhookJob,
 )
@@ -41,6 +43,8 @@ WEBHOOK_HANDLERS: dict[Family, SyncHandler] = {
     Family.COLLECTION: webhooks.collection_webhook,
     Family.ORDER: webhooks.order_webhook,
     Family.LEVEL: webhooks.level_webhook,
+    Family.LEVEL_CONNECTION: webhooks.level_connection_webhook,
+    Family.LOCATION: webhooks.location_webhook,
     Family.UNINSTALLED: webhooks.app_uninstalled,
     Family.NOT_SYNCED: webhooks.not_synced_webhook,
 }
@@ -50,10 +54,12 @@ SYNC_HANDLERS: dict[str, tuple[SyncHandler, type]] = {
     routing.JOB_COLLECTION_TO_CHILD: (catalog.collection_to_child, CollectionJob),
     routing.JOB_SALE: (inventory.sale, SaleJob),
     routing.JOB_FAN_OUT_LEVEL: (inventory.fan_out, FanOutJob),
+    routing.JOB_CHILD_STOCK: (inventory.child_stock, ChildStockJob),
     routing.JOB_COPY_PRODUCT: (copies.copy_product, CopyJob),
     routing.JOB_LINK_PENDING_COPIES: (copies.link_pending_copies, LinkPendingJob),
     routing.JOB_RECONCILE_ALL: (maintenance.reconcile_all, NoPayload),
     routing.JOB_RECONCILE: (maintenance.reconcile, ReconcileJob),
+    routing.JOB_RECONCILE_LEVELS: (maintenance.reconcile_levels, ReconcileLevelsJob),
 }
 
 

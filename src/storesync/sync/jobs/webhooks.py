@@ -16,7 +16,7 @@ from storesync.sync.adapters.postgres import order_pruned, pause_store
 from storesync.sync.domain.audit import delivery_cause
 from storesync.sync.domain.conflicts import level_from_webhook, version_of_delivery
 from storesync.sync.domain.model import LinkKind, gid
-from storesync.sync.domain.orders import order_event_from_webhook
+from storesync.sync.domain.orders import order_id_of
 from storesync.sync.domain.payloads import WebhookJob
 from storesync.sync.domain.routing import (
     CHILD_EVENT_DEBOUNCE_S,
@@ -24,11 +24,10 @@ from storesync.sync.domain.routing import (
     SyncJob,
     route_collection_webhook,
     route_level_decision,
-    route_order_event,
     route_product_webhook,
 )
 from storesync.sync.jobs.context import Job
-from storesync.sync.services import catalog, collections, copies, sales
+from storesync.sync.services import catalog, collections, copies, locations, orders, sales
 
 log = get_logger("storesync.sync.jobs")
 
@@ -139,36 +138,42 @@ async def collection_webhook(job: Job, p: WebhookJob) -> None:
 
 
 async def order_webhook(job: Job, p: WebhookJob) -> None:
-    """A child's order (or refund): one sale job per parent item its lines draw from. The body is
-    parsed once, here (`orders.order_event_from_webhook`); a bad one is dead-lettered. An order
-    whose ledger entries retention pruned is not applied again by a late webhook about it."""
+    """A child's order, refund, order edit or return: one sale job per parent item whose
+    movements the ledger lacks (`services/orders.py`: the body parsed once here, the order read
+    when the body lacks where its stock moved). A bad body is dead-lettered. An order whose
+    ledger entries retention pruned is not applied again by a late webhook about it."""
     rt = await job.runtime()
     net, store = rt.of_shop(p.shop)
     cause = delivery_cause(p.delivery_id)
+    if store.role != "child":
+        log.info("the parent's own orders reach children through its level webhooks", shop=store.shop)
+        return
     async with job.storage() as st:
-        links = event = None
-        if store.role == "child":
-            event = order_event_from_webhook(store.shop, p.topic, p.body)
-            if await order_pruned(st.conn, store.shop, event.order_id):
-                log.warning(
-                    "webhook about an order older than the ledger's retention: not applied again",
-                    shop=store.shop,
-                    order=event.order_id,
-                    delivery=p.delivery_id,
-                )
-                return
-            variants = [s.child_variant_id for s in event.sales]
-            links = await st.links.child_links(store.shop, variants=variants)
-            if await copies.link_sold_copies(rt, st, net, store.shop, event, links, cause):
-                links = await st.links.child_links(store.shop, variants=variants)
-        routed = route_order_event(net, store.shop, event, links, cause)
-        if routed.unlinked:
+        if await order_pruned(st.conn, store.shop, order_id_of(p.topic, p.body)):
             log.warning(
-                "sold variants link to no parent item (run storesync link)",
+                "webhook about an order older than the ledger's retention: not applied again",
                 shop=store.shop,
-                variants=routed.unlinked,
+                order=order_id_of(p.topic, p.body),
+                delivery=p.delivery_id,
             )
-        await enqueue_jobs(st.conn, routed.jobs, net.merchant_id)
+            return
+
+        async def work() -> None:
+            event, state = await orders.webhook_event(rt, st, store.shop, p.topic, p.body)
+            if event is None:
+                return
+            routed = await orders.route_order(rt, st, net, store.shop, event, state, cause)
+            if routed.unlinked:
+                log.warning(
+                    "sold variants link to no parent item (run storesync link)",
+                    shop=store.shop,
+                    variants=routed.unlinked,
+                )
+            if routed.ignored:
+                log.info("order webhook applies nothing new", shop=store.shop, why=routed.ignored)
+            await enqueue_jobs(st.conn, routed.jobs, net.merchant_id)
+
+        await job.guarded(st, [store.shop], work)
 
 
 async def level_webhook(job: Job, p: WebhookJob) -> None:
@@ -214,6 +219,7 @@ async def level_webhook(job: Job, p: WebhookJob) -> None:
             location=report.location_id,
             child_links=links,
             cause=delivery_cause(p.delivery_id),
+            reassert_delay_s=job.settings.reassert_delay_s,
         )
         log.info(
             "level webhook judged",
@@ -226,8 +232,29 @@ async def level_webhook(job: Job, p: WebhookJob) -> None:
 
 
 async def not_synced_webhook(job: Job, p: WebhookJob) -> None:
-    """Level (dis)connections are not synced: levels travel with the parent's level webhooks.
-    Recorded by the web tier, nothing to do."""
+    """Recorded by the web tier, nothing to do."""
+
+
+async def level_connection_webhook(job: Job, p: WebhookJob) -> None:
+    """`inventory_levels/connect|disconnect`: an item stocked at, or removed from, a location. A
+    linked item removed from a mapped location is not written there any more (reported), until
+    it is stocked there again (then set from the parent)."""
+    rt = await job.runtime()
+    net, store = rt.of_shop(p.shop)
+    async with job.storage() as st:
+        await locations.level_connection_changed(
+            st, net, store.shop, p.topic, p.body, delivery_cause(p.delivery_id)
+        )
+
+
+async def location_webhook(job: Job, p: WebhookJob) -> None:
+    """`locations/activate|deactivate`: a mapped location deactivated or gone is reported
+    and no longer written (sales waiting for it are parked); reactivated, they run again and the
+    merchant is reconciled."""
+    rt = await job.runtime()
+    net, store = rt.of_shop(p.shop)
+    async with job.storage() as st:
+        await locations.location_changed(st, net, store.shop, p.topic, p.body, delivery_cause(p.delivery_id))
 
 
 async def app_uninstalled(job: Job, p: WebhookJob) -> None:

@@ -71,9 +71,10 @@ from storesync.sync.domain.ports import (
     StoreAPI,
     WriteRecords,
 )
-from storesync.sync.domain.routing import copy_job, fan_out_job
+from storesync.sync.domain.routing import child_stock_job, copy_job, fan_out_job
 from storesync.sync.domain.saga import (
     COPY_PRODUCT,
+    REPORT_SAGA_PREFIX,
     HandleConflict,
     PermanentStepError,
     SagaRecord,
@@ -746,9 +747,22 @@ async def resume_unfinished_sagas(
             m, _ = network.of_shop(shop)
         except UnknownStore:
             continue
-        by_merchant.setdefault(m.merchant_id, []).append(
-            copy_job(saga_id, None, shop, f"resume:{saga_id}", max_attempts)
-        )
+        if saga_id.startswith(REPORT_SAGA_PREFIX):  # a child's stock move reported (services/stock.py)
+            saga = await st.steps.load(saga_id)
+            if saga is None:
+                continue
+            p = saga.steps[1].params
+            job = child_stock_job(
+                p["child_shop"],
+                p["child_item"],
+                p["child_location"],
+                p["parent_item"],
+                f"resume:{saga_id}",
+                saga_id=saga_id,
+            )
+        else:
+            job = copy_job(saga_id, None, shop, f"resume:{saga_id}", max_attempts)
+        by_merchant.setdefault(m.merchant_id, []).append(job)
     for merchant_id, jobs in by_merchant.items():
         await enqueue_jobs(st.conn, jobs, merchant_id)
     return sum(len(jobs) for jobs in by_merchant.values())

@@ -1,15 +1,31 @@
-"""Reconciliation: read every store of a merchant, list the repairs (`domain/reconcile.py`) and
-carry them out through the same code as live sync (`storesync reconcile`, the periodic job)."""
+"""Reconciliation: what was sold, then what is stocked and listed, through the same code as live
+sync (`storesync reconcile`, the periodic job).
+
+1. Sales (`reconcile_sales`): each active child's orders updated since its checkpoint (minus an
+   overlap, `ORDERS_OVERLAP`) are read and compared with the ledger through the one path every
+   order webhook takes (`services/orders.py`: the same events, the same keys); whatever the
+   ledger lacks (a dropped orders/create or refunds/create, an edit, a return) is enqueued as
+   the item's sale jobs, which apply it once. When they have run, each child whose jobs all
+   succeeded gets its checkpoint moved to the start of the read.
+2. Catalog, collections and levels (`reconcile_merchant`): the repairs `domain/reconcile.py`
+   lists. A child level that differs from the parent's once every order is applied is a move
+   no order explains: handled by the child's stock policy (`services/stock.py`: set back to
+   the parent's level, or reported to the parent), never silently overwritten, and printed.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 
 from storesync.logs import get_logger
+from storesync.sync.adapters.jobqueue import enqueue_jobs, job_states
 from storesync.sync.adapters.postgres import Storage, job_storage
 from storesync.sync.domain.catalog import CatalogError, NeedsCopy, SyncPolicy
 from storesync.sync.domain.network import MerchantNetwork
+from storesync.sync.domain.orders import order_event_from_graphql
 from storesync.sync.domain.ports import (
     ArchivedCopies,
     AttentionLog,
@@ -29,16 +45,25 @@ from storesync.sync.domain.reconcile import (
     diff_collections,
     diff_inventory,
 )
+from storesync.sync.domain.routing import SyncJob, child_stock_job
 from storesync.sync.domain.saga import handle_conflicted
 from storesync.sync.services.catalog import sync_product_to_child
 from storesync.sync.services.channels import collection_publisher
 from storesync.sync.services.collections import sync_collection_to_child
 from storesync.sync.services.context import Runtime
 from storesync.sync.services.copies import copy_to_child, link_pending_copies
+from storesync.sync.services.orders import orders_states, route_order
 from storesync.sync.services.sales import push_level
+from storesync.sync.services.stock import check_child_level
 from storesync.sync.services.stores import merchants, without_paused
 
 log = get_logger("storesync.sync.reconcile")
+
+# Orders updated this long before a child's checkpoint are read again: Shopify's order search
+# lags a little behind its writes, and a clock apart from ours by less than this loses nothing.
+ORDERS_OVERLAP = timedelta(minutes=5)
+# Orders compared with the ledger per statement.
+ORDERS_BATCH = 25
 
 
 async def reconcile_network(
@@ -166,21 +191,144 @@ async def apply_repairs(
 
 
 @dataclass
+class SalesPass:
+    """The first half of a merchant's reconciliation: its children's orders against the ledger."""
+
+    merchant_id: str
+    orders_read: dict[str, int] = field(default_factory=dict)  # child -> orders compared
+    unapplied: list[str] = field(default_factory=list)  # "child order: what the ledger lacked"
+    sale_jobs: dict[str, list[int]] = field(default_factory=dict)  # child -> the jobs applying it
+    checkpoints: dict[str, datetime] = field(default_factory=dict)  # child -> its next checkpoint
+    failed: dict[str, str] = field(default_factory=dict)  # child -> why its orders were not compared
+
+    @property
+    def job_ids(self) -> list[int]:
+        return sorted({j for ids in self.sale_jobs.values() for j in ids})
+
+
+def _describe_movements(job_payloads: Sequence[object]) -> str:
+    parts = []
+    for p in job_payloads:
+        event = getattr(p, "event", None)
+        if event is None:
+            continue
+        sold = ", ".join(f"{s.order_line_id.rsplit('/', 1)[-1]} x{s.quantity}" for s in event.sales)
+        back = ", ".join(f"{r.restock_id.rsplit('/', 2)[-2]} {r.quantity}" for r in event.restocks)
+        parts.append(f"lines {sold}" + (f"; given back {back}" if back else ""))
+    return "; ".join(parts)
+
+
+async def _compare_orders(
+    rt: Runtime,
+    st: Storage,
+    net: MerchantNetwork,
+    shop: str,
+    orders: Sequence[dict],
+    cause: str,
+    out: SalesPass,
+) -> list[SyncJob]:
+    """The sale jobs for what a batch of one child's orders (as read) holds that the ledger lacks."""
+    states = await orders_states(st, shop, [o["id"] for o in orders])
+    jobs: list[SyncJob] = []
+    for order in orders:
+        event = order_event_from_graphql(shop, order)
+        routed = await route_order(rt, st, net, shop, event, states.get(order["id"], {}), cause)
+        if routed.jobs:
+            out.unapplied.append(
+                f"{shop} {event.order_id}: {_describe_movements([j.payload for j in routed.jobs])}"
+            )
+            jobs.extend(routed.jobs)
+    return jobs
+
+
+async def reconcile_sales(rt: Runtime, st: Storage, net: MerchantNetwork, cause: str) -> SalesPass:
+    """Read each active, linked child's orders updated since its checkpoint and enqueue the sale
+    jobs for whatever of them the ledger lacks (nothing is applied here: the jobs do it, under
+    their item's lock, exactly as for a webhook)."""
+    out = SalesPass(net.merchant_id)
+    active, paused = await without_paused(st, net)
+    if net.parent.shop in paused:
+        return out
+    for child in active.children:
+        if not (await st.links.link_map(child.shop)).links:
+            continue
+        started = datetime.now(UTC)
+        checkpoint = await st.checkpoints.get(child.shop)
+        since = max(checkpoint.checkpoint, checkpoint.tracked_since) - ORDERS_OVERLAP
+        read = 0
+        jobs: list[SyncJob] = []
+        batch: list[dict] = []
+        try:
+            async for order in rt.api(child.shop).orders_updated_since(since):
+                read += 1
+                batch.append(order)
+                if len(batch) >= ORDERS_BATCH:
+                    jobs += await _compare_orders(rt, st, active, child.shop, batch, cause, out)
+                    batch = []
+            if batch:
+                jobs += await _compare_orders(rt, st, active, child.shop, batch, cause, out)
+        except Exception as exc:  # one child's store failing leaves the others compared
+            out.failed[child.shop] = f"{type(exc).__name__}: {exc}"
+            log.warning("orders not compared", child=child.shop, error=out.failed[child.shop])
+            continue
+        out.orders_read[child.shop] = read
+        out.sale_jobs[child.shop] = await enqueue_jobs(st.conn, jobs, net.merchant_id)
+        out.checkpoints[child.shop] = started
+    return out
+
+
+async def sales_jobs_pending(st: Storage, sales: SalesPass) -> bool:
+    """Whether a sale job of the pass is still queued or running."""
+    states = await job_states(st.conn, sales.job_ids)
+    return any(state in ("queued", "running") for state in states.values())
+
+
+async def finish_sales(st: Storage, sales: SalesPass) -> dict[str, str]:
+    """Once the pass's sale jobs ran: move each child's checkpoint whose jobs all succeeded (a
+    job dead-lettered leaves it, so the next pass reads those orders again). Returns the children
+    left behind, with why."""
+    states = await job_states(st.conn, sales.job_ids)
+    behind: dict[str, str] = {}
+    for shop, checkpoint in sales.checkpoints.items():
+        bad = [j for j in sales.sale_jobs.get(shop, []) if states.get(j) not in (None, "succeeded")]
+        if bad:
+            behind[shop] = f"sale jobs {bad} did not succeed ({', '.join(sorted({states[j] for j in bad}))})"
+            continue
+        await st.checkpoints.advance(shop, checkpoint)
+    return behind
+
+
+@dataclass
 class ReconcileResult:
     merchant_id: str
     report: ReconcileReport
     fixed: list[Repair] = field(default_factory=list)
     left: list[Repair] = field(default_factory=list)
     paused: dict[str, str] = field(default_factory=dict)  # skipped stores (paused, not linked) and why
+    sales: SalesPass | None = None
+    sales_behind: dict[str, str] = field(default_factory=dict)  # children whose checkpoint stayed
+    levels: list[str] = field(default_factory=list)  # levels no order explains, and what was done
+    stock_jobs: list[int] = field(default_factory=list)  # `sync.child_stock` jobs it enqueued
 
     def lines(self) -> list[str]:
         r = self.report
-        out = [
+        out = []
+        if self.sales is not None:
+            read = sum(self.sales.orders_read.values())
+            out.append(
+                f"{self.merchant_id}: {read} orders compared with the ledger, "
+                f"{len(self.sales.unapplied)} with movements it lacked (applied now)"
+            )
+            out += [f"  applied {x}" for x in self.sales.unapplied]
+            out += [f"  orders NOT compared {s}: {why}" for s, why in self.sales.failed.items()]
+            out += [f"  checkpoint kept {s}: {why}" for s, why in self.sales_behind.items()]
+        out.append(
             f"{self.merchant_id}: {r.products_checked} products, {r.collections_checked} collections and "
             f"{r.levels_checked} levels checked, "
             f"{len(self.fixed)} fixed, {len(self.left)} not fixed"
-        ]
+        )
         out += [f"  fixed {x.describe()}" for x in self.fixed]
+        out += [f"  no order explains {x}" for x in self.levels]
         out += [
             f"  NOT fixed {x.describe()}" + (f" ({x.reason})" if x.changes and x.reason else "")
             for x in self.left
@@ -189,18 +337,21 @@ class ReconcileResult:
         return out
 
 
-async def reconcile_merchant(rt: Runtime, st: Storage, net: MerchantNetwork, cause: str) -> ReconcileResult:
-    """Compare the parent with every active child and repair the drift through live-sync code."""
+async def reconcile_merchant(
+    rt: Runtime, st: Storage, net: MerchantNetwork, cause: str, *, sales: SalesPass | None = None
+) -> ReconcileResult:
+    """Compare the parent with every active child and repair the drift through live-sync code
+    (after `reconcile_sales` and its sale jobs: `sales`, for the report)."""
     active, paused = await without_paused(st, net)
     if net.parent.shop in paused:
-        return ReconcileResult(net.merchant_id, ReconcileReport(), paused=paused)
+        return ReconcileResult(net.merchant_id, ReconcileReport(), paused=paused, sales=sales)
     # A child never linked has not been onboarded: `storesync backfill` copies its catalog with
     # collections and stock; reconciling it would create bare products instead.
     unlinked = [c.shop for c in active.children if not (await st.links.link_map(c.shop)).links]
     active = replace(active, children=tuple(c for c in active.children if c.shop not in unlinked))
     skipped = {**paused, **{s: "not linked yet (run storesync backfill)" for s in unlinked}}
     if not active.children:
-        return ReconcileResult(net.merchant_id, ReconcileReport(), paused=skipped)
+        return ReconcileResult(net.merchant_id, ReconcileReport(), paused=skipped, sales=sales)
     policy = rt.policy(net.merchant_id)
     collections = {s.shop: rt.collections(s.shop) for s in active.stores}
 
@@ -211,8 +362,9 @@ async def reconcile_merchant(rt: Runtime, st: Storage, net: MerchantNetwork, cau
         return None
 
     report = await reconcile_network(active, rt.scans(active), st.links, policy, collections)
+    levels = [r for r in report.repairs if r.kind is RepairKind.SET_INVENTORY]
     fixed, left = await apply_repairs(
-        report.repairs,
+        [r for r in report.repairs if r.kind is not RepairKind.SET_INVENTORY],
         parent_store=rt.api(net.parent.shop),
         stores=rt.apis(active),
         links_repo=st.links,
@@ -226,11 +378,77 @@ async def reconcile_merchant(rt: Runtime, st: Storage, net: MerchantNetwork, cau
         attention=st.attention,
         archived=st.archived,
     )
-    return ReconcileResult(net.merchant_id, report, fixed, left, skipped)
+    handled, not_written, stock_jobs = await _settle_levels(rt, st, active, levels, cause)
+    return ReconcileResult(
+        net.merchant_id,
+        report,
+        fixed,
+        left + not_written,
+        skipped,
+        sales,
+        levels=handled,
+        stock_jobs=stock_jobs,
+    )
+
+
+async def _settle_levels(
+    rt: Runtime, st: Storage, net: MerchantNetwork, repairs: Sequence[Repair], cause: str
+) -> tuple[list[str], list[Repair], list[int]]:
+    """Child levels that differ from the parent's once every order is applied: moves no order
+    explains, each handled by its child's stock policy: revert sets it back now; report hands
+    it to a `sync.child_stock` job (under the item's lock, like its sales), whose ids are
+    returned. A level at a deactivated location (or an item no longer stocked there) is not
+    written, and reported."""
+    handled: list[str] = []
+    left: list[Repair] = []
+    jobs = []
+    pairs = [(r.child_shop, r.child_id or "") for r in repairs] + [
+        (net.parent.shop, r.parent_id) for r in repairs
+    ]
+    inactive = await st.inactive.among(pairs)
+    for r in repairs:
+        assert r.child_id and r.location_id
+        parent_location = net.parent_location(r.child_shop, r.location_id)
+        why = inactive.get((r.child_shop, r.location_id)) or (
+            inactive.get((net.parent.shop, parent_location)) if parent_location else None
+        )
+        if why or parent_location is None:
+            left.append(replace(r, reason=f"location {why or 'unmapped'}: not written"))
+            continue
+        if net.stock_policy(r.child_shop) == "report":
+            jobs.append(child_stock_job(r.child_shop, r.child_id, r.location_id, r.parent_id, cause))
+            handled.append(f"{r.describe()}: handed to its stock policy, report")
+        else:
+            await check_child_level(rt, st, net, r.child_shop, r.child_id, r.location_id, cause)
+            handled.append(f"{r.describe()}: set back to the parent's level (stock_changes = revert)")
+    ids = await enqueue_jobs(st.conn, jobs, net.merchant_id)
+    return handled, left, ids
 
 
 async def reconcile(
-    rt: Runtime, *, merchant: str | None = None, cause: str = "reconcile:cli"
+    rt: Runtime, *, merchant: str | None = None, cause: str = "reconcile:cli", wait_s: float = 300.0
 ) -> list[ReconcileResult]:
+    """The whole reconciliation of each merchant, from here (`storesync reconcile`): the sales
+    pass, its sale jobs awaited (the workers run them), then catalog and levels."""
+    out = []
     async with job_storage(rt.pool) as st:
-        return [await reconcile_merchant(rt, st, net, cause) for net in merchants(rt, merchant)]
+        for net in merchants(rt, merchant):
+            sales = await reconcile_sales(rt, st, net, cause)
+            deadline = asyncio.get_running_loop().time() + wait_s
+            await _wait_for(st, sales.job_ids, deadline, net.merchant_id)
+            behind = await finish_sales(st, sales)
+            result = await reconcile_merchant(rt, st, net, cause, sales=sales)
+            result.sales_behind = behind
+            await _wait_for(st, result.stock_jobs, deadline, net.merchant_id)
+            out.append(result)
+    return out
+
+
+async def _wait_for(st: Storage, ids: list[int], deadline: float, merchant_id: str) -> None:
+    """Until none of the jobs `ids` is queued or running (the workers run them)."""
+    while any(state in ("queued", "running") for state in (await job_states(st.conn, ids)).values()):
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(
+                f"{merchant_id}: jobs {ids} did not finish in time (is a storesync worker running?)"
+            )
+        await asyncio.sleep(0.2)

@@ -19,7 +19,9 @@ from storesync.sync.domain.audit import AuditRecord
 from storesync.sync.domain.conflicts import LevelDecision, Version, classify_level_change
 from storesync.sync.domain.echoes import ECHO_WINDOW
 from storesync.sync.domain.inventory import (
+    COUNTER_SIGN,
     LAST_WRITE_HORIZON,
+    RESTOCK_KINDS,
     EntryKind,
     EntryOutcome,
     EntryStatus,
@@ -31,13 +33,15 @@ from storesync.sync.domain.inventory import (
     PushResult,
     StaleRetriesExhausted,
     child_target,
+    counter_key,
     oversold,
     plan_delta,
+    restock_key,
     set_idempotency_key,
 )
-from storesync.sync.domain.model import InventoryLevel, LinkMap, WriteRecord
+from storesync.sync.domain.model import InventoryLevel, LinkKind, LinkMap, WriteRecord
 from storesync.sync.domain.network import MerchantNetwork
-from storesync.sync.domain.orders import OrderEvent, SaleLine
+from storesync.sync.domain.orders import LineState, OrderEvent, SaleLine, order_state
 from storesync.sync.domain.ports import (
     AppliedVersions,
     AuditSink,
@@ -45,6 +49,7 @@ from storesync.sync.domain.ports import (
     InventoryStore,
     KeyAttemptFailed,
     StaleQuantity,
+    StockAccounts,
     WriteRecords,
 )
 from storesync.sync.domain.routing import fan_out_job
@@ -71,52 +76,124 @@ class SaleContext:
     writes: WriteRecords
     audit: AuditSink
     clock: Clock = field(default=utcnow)
+    # Parent locations deactivated: nothing is applied there (the job waits, parked, for them).
+    inactive_parent_locations: frozenset[str] = frozenset()
 
 
 async def apply_order_event(ctx: SaleContext, event: OrderEvent, cause: str) -> list[EntryOutcome]:
-    """Apply every sale then every restock of the event, each exactly once. Returns one
-    outcome per line; the caller fans out the parent items whose level changed."""
+    """Apply every sale, then every edit's removal and restock of the event, each exactly once
+    (the keys: `domain/inventory.py`). Returns one outcome per entry; the caller fans out the
+    parent items whose level changed."""
     if event.child_shop != ctx.links.child_shop:
         raise InventoryError(f"links of {ctx.links.child_shop} used for an order of {event.child_shop}")
     ctx.network.child(event.child_shop)
-    parent_location = ctx.network.sale_location(event.child_shop, event.child_location_id)
+    state = order_state(await ctx.ledger.order_entries(event.child_shop, event.order_id))
     sold: dict[str, SaleLine] = {s.order_line_id: s for s in event.sales}
-    entries: list[tuple[LedgerKey, LedgerEntry | None, Outcome | None]] = []
+    planned: list[_Planned] = []
+    if not event.before_tracking:
+        for s in event.sales:
+            where = _sale_place(ctx, event, s, state.get(s.order_line_id))
+            planned.append(_planned(ctx, event, s, EntryKind.SALE, where, cause, units=s.quantity))
     for s in event.sales:
-        key = LedgerKey(event.child_shop, s.order_line_id, EntryKind.SALE)
-        entries.append(
-            (key, *_entry(ctx, event, key, s.child_variant_id, -s.quantity, parent_location, cause))
-        )
+        if s.edit_removed and not event.before_tracking:
+            where = _sale_place(ctx, event, s, state.get(s.order_line_id))
+            planned.append(
+                _planned(ctx, event, s, EntryKind.EDIT_REMOVAL, where, cause, units=s.edit_removed)
+            )
     for r in event.restocks:
-        key = LedgerKey(event.child_shop, r.order_line_id, EntryKind.RESTOCK, r.refund_line_id)
-        variant = sold[r.order_line_id].child_variant_id
-        entries.append((key, *_entry(ctx, event, key, variant, r.quantity, parent_location, cause)))
+        s = sold[r.order_line_id]
+        where = (
+            _place(ctx, event.child_shop, r.child_location_id)
+            if r.child_location_id
+            else _sale_place(ctx, event, s, state.get(s.order_line_id))
+        )
+        planned.append(
+            _planned(ctx, event, s, EntryKind.RESTOCK, where, cause, delta=r.quantity, ref=r.restock_id)
+        )
     outcomes = []
-    for key, entry, reason in entries:
-        if entry is None:
-            outcomes.append(EntryOutcome(key, reason or Outcome.UNLINKED))
+    for p in planned:
+        if p.entry is None:
+            outcomes.append(EntryOutcome(p.key, p.reason or Outcome.UNLINKED))
             continue
-        if entry.key.kind is EntryKind.RESTOCK:
-            await _check_restock(ctx, entry, sold[entry.key.order_line_id])
-        outcomes.append(await apply_entry(ctx, entry))
+        if p.entry.key.kind is EntryKind.RESTOCK and not event.before_tracking:
+            await _check_restock(ctx, p.entry, sold[p.entry.key.order_line_id])
+        outcomes.append(await apply_entry(ctx, p.entry, units=p.units))
     return outcomes
 
 
-def _entry(
+@dataclass(frozen=True)
+class _Planned:
+    key: LedgerKey
+    entry: LedgerEntry | None  # None: not applied, for `reason`
+    reason: Outcome | None = None
+    units: int | None = None  # a counter's units (SALE, EDIT_REMOVAL)
+
+
+# (parent location, child location) of a movement, or why it has none.
+_Place = tuple[str, str] | Outcome
+
+
+def _place(ctx: SaleContext, child_shop: str, child_location: str | None) -> _Place:
+    if child_location is None:
+        return Outcome.NO_LOCATION
+    parent_location = ctx.network.parent_location(child_shop, child_location)
+    if parent_location is None:
+        return Outcome.NO_LOCATION
+    if parent_location in ctx.inactive_parent_locations:
+        return Outcome.LOCATION_INACTIVE
+    return parent_location, child_location
+
+
+def _sale_place(ctx: SaleContext, event: OrderEvent, line: SaleLine, known: LineState | None) -> _Place:
+    """Where a line's stock was committed: as the order says, or as its sale was applied."""
+    if line.child_location_id:
+        return _place(ctx, event.child_shop, line.child_location_id)
+    if known is not None and known.parent_location_id:
+        if known.parent_location_id in ctx.inactive_parent_locations:
+            return Outcome.LOCATION_INACTIVE
+        child_location = known.child_location_id or ctx.network.child_location(
+            event.child_shop, known.parent_location_id
+        )
+        if child_location:
+            return known.parent_location_id, child_location
+    return Outcome.NO_LOCATION
+
+
+def _planned(
     ctx: SaleContext,
     event: OrderEvent,
-    key: LedgerKey,
-    child_variant: str,
-    delta: int,
-    parent_location: str | None,
+    line: SaleLine,
+    kind: EntryKind,
+    where: _Place,
     cause: str,
-) -> tuple[LedgerEntry | None, Outcome | None]:
-    item = ctx.links.parent_item_for_child_variant(child_variant)
-    if item is None:
-        return None, Outcome.UNLINKED
-    if parent_location is None:
-        return None, Outcome.NO_LOCATION
-    return LedgerEntry(key, event.order_id, item, parent_location, delta, cause), None
+    *,
+    units: int | None = None,
+    delta: int = 0,
+    ref: str = "",
+) -> _Planned:
+    if units is not None:
+        key = counter_key(event.child_shop, line.order_line_id, kind, units)
+    else:
+        key = restock_key(event.child_shop, line.order_line_id, ref)
+    link = ctx.links.link_up(LinkKind.VARIANT, line.child_variant_id)
+    if link is None or link.parent_inventory_item_id is None:
+        return _Planned(key, None, Outcome.UNLINKED)
+    if isinstance(where, Outcome):
+        return _Planned(key, None, where)
+    parent_location, child_location = where
+    # A counter's requested delta is computed when its top-up is claimed; this one is its sign.
+    requested = COUNTER_SIGN[kind] if units is not None else delta
+    entry = LedgerEntry(
+        key,
+        event.order_id,
+        link.parent_inventory_item_id,
+        parent_location,
+        requested,
+        cause,
+        child_item_id=link.child_inventory_item_id,
+        child_location_id=child_location,
+    )
+    return _Planned(key, entry, units=units)
 
 
 async def _check_restock(ctx: SaleContext, entry: LedgerEntry, sale: SaleLine) -> None:
@@ -130,11 +207,19 @@ async def _check_restock(ctx: SaleContext, entry: LedgerEntry, sale: SaleLine) -
         )
 
 
-async def apply_entry(ctx: SaleContext, entry: LedgerEntry) -> EntryOutcome:
+async def apply_entry(ctx: SaleContext, entry: LedgerEntry, *, units: int | None = None) -> EntryOutcome:
+    """Claim the entry (a counter's top-up to `units`, when given) and apply it once; entries of
+    the same parent level left unfinished by a crash are finished first."""
     for earlier in await ctx.ledger.unfinished(entry.parent_item_id, entry.parent_location_id):
         if earlier.key != entry.key:
             await _finish(ctx, earlier)
-    stored, _created = await ctx.ledger.claim(entry)
+    if units is not None:
+        claimed = await ctx.ledger.claim_top_up(entry, units)
+        if claimed is None:  # every unit counted already
+            return EntryOutcome(entry.key, Outcome.DUPLICATE, entry.parent_item_id, entry.parent_location_id)
+        stored = claimed
+    else:
+        stored, _created = await ctx.ledger.claim(entry)
     if stored.status is EntryStatus.APPLIED:
         return _outcome(stored, Outcome.DUPLICATE)
     return await _finish(ctx, stored)
@@ -174,7 +259,7 @@ async def _finish(ctx: SaleContext, e: LedgerEntry, max_attempts: int = 4) -> En
                 e.applied_delta,
                 idempotency_key=e.idempotency_key,
                 change_from=e.expected_after - e.applied_delta,
-                reason="correction" if e.key.kind is EntryKind.SALE else "restock",
+                reason="restock" if e.key.kind in RESTOCK_KINDS else "correction",
             )
             break
         except StaleQuantity:
@@ -241,13 +326,20 @@ async def push_level(
     max_attempts: int = 4,
     clock: Clock = utcnow,
     guess_from_last_write: bool = False,
+    accounts: StockAccounts | None = None,
 ) -> PushOutcome:
     """Make one store's level `target` by compare-and-set, re-reading on a lost race.
 
     With `guess_from_last_write`, the first attempt skips the read and expects the level the
     engine's last write to that level left: a child only moves between our writes when it
     sells, so in a fan-out this saves one call per child; a wrong guess fails the
-    compare-and-set (nothing is written) and the next attempt reads as usual."""
+    compare-and-set (nothing is written) and the next attempt reads as usual.
+
+    `accounts` (a child whose own moves are reported, `services/stock.py`): each write is
+    recorded in the level's stock account before it is sent and settled after, so the account
+    knows every move storesync made; an account is opened when the level is found in step."""
+    if accounts is not None:
+        await settle_pending_write(store, writes, accounts, item, location, clock)
     guess = await _last_written(writes, store.shop, item, location, clock) if guess_from_last_write else None
     current: int | None
     for attempt in range(1, max_attempts + 1):
@@ -257,11 +349,13 @@ async def push_level(
             level = await store.read_level(item, location)
             current = level.available if level else None
             if current == target:
+                if accounts is not None and current is not None:
+                    await accounts.open(store.shop, item, location, current)
                 return PushOutcome(store.shop, PushResult.UNCHANGED, item, location, current, target, attempt)
         # Record before writing: the echo may arrive before the mutation returns.
         await writes.record_write(WriteRecord(store.shop, item, location, target, clock(), cause))
         try:
-            await _set_with_fresh_keys(store, item, location, target, current, cause)
+            await _set_with_fresh_keys(store, item, location, target, current, cause, accounts)
         except StaleQuantity:
             continue
         await audit.record(
@@ -283,26 +377,59 @@ async def push_level(
 
 
 async def _set_with_fresh_keys(
-    store: InventoryStore, item: str, location: str, target: int, current: int | None, cause: str
+    store: InventoryStore,
+    item: str,
+    location: str,
+    target: int,
+    current: int | None,
+    cause: str,
+    accounts: StockAccounts | None = None,
 ) -> None:
-    """The compare-and-set, under a new key each time Shopify refuses one as spent."""
+    """The compare-and-set, under a new key each time Shopify refuses one as spent; a stock
+    account (if kept) records each write before it is sent and whether it landed."""
     for attempt in range(3):
+        key = set_idempotency_key(store.shop, item, location, current, target, cause, attempt)
+        if accounts is not None:
+            await accounts.begin_write(store.shop, item, location, current, target, key)
         try:
-            await store.set_level(
-                item,
-                location,
-                target,
-                change_from=current,
-                idempotency_key=set_idempotency_key(
-                    store.shop, item, location, current, target, cause, attempt
-                ),
-            )
-            return
-        except KeyAttemptFailed:
+            await store.set_level(item, location, target, change_from=current, idempotency_key=key)
+        except (StaleQuantity, KeyAttemptFailed) as exc:
+            if accounts is not None:  # nothing was applied
+                await accounts.end_write(store.shop, item, location, key, landed=False)
+            if isinstance(exc, StaleQuantity):
+                raise
             if attempt == 2:
                 raise StaleRetriesExhausted(
                     f"{store.shop} {item}@{location}: three idempotency keys in a row were refused as spent"
                 ) from None
+            continue
+        if accounts is not None:
+            await accounts.end_write(store.shop, item, location, key, landed=True)
+        return
+
+
+async def settle_pending_write(
+    store: InventoryStore,
+    writes: WriteRecords,
+    accounts: StockAccounts,
+    item: str,
+    location: str,
+    clock: Clock = utcnow,
+) -> None:
+    """A write to this level whose answer was lost (a crash, a timeout) is sent again under the
+    same key: Shopify replays it if it landed, applies it now if its compare-and-set still
+    holds, or refuses it; either way the account then knows."""
+    account = await accounts.get(store.shop, item, location)
+    if account is None or account.pending is None:
+        return
+    p = account.pending
+    await writes.record_write(WriteRecord(store.shop, item, location, p.to, clock(), "settle pending write"))
+    try:
+        await store.set_level(item, location, p.to, change_from=p.change_from, idempotency_key=p.key)
+    except (StaleQuantity, KeyAttemptFailed):
+        await accounts.end_write(store.shop, item, location, p.key, landed=False)
+        return
+    await accounts.end_write(store.shop, item, location, p.key, landed=True)
 
 
 async def fan_out_level(
@@ -320,12 +447,16 @@ async def fan_out_level(
     moved: Collection[str] = (),
     max_attempts: int = 4,
     clock: Clock = utcnow,
+    accounts: StockAccounts | None = None,
+    inactive: Mapping[tuple[str, str], str] | None = None,
 ) -> list[PushOutcome]:
     """Read the parent's current level (never the webhook's) and set every child to it.
 
     Each child's compare-and-set first expects what the engine last wrote there (see
     `push_level`), except the `moved` children, known to have changed since (the child whose
-    sale started this fan-out): they are read first."""
+    sale started this fan-out): they are read first. A child location in `inactive` ((shop,
+    location) -> why: deactivated, or the item no longer stocked there) is not written. The
+    levels of children whose own moves are reported keep their stock `accounts`."""
     level = await parent.read_level(parent_item, parent_location)
     if level is None:
         raise InventoryError(f"{parent_item} is not stocked at {parent_location} in the parent")
@@ -340,6 +471,9 @@ async def fan_out_level(
         if item is None or loc is None:
             out.append(PushOutcome(child.shop, PushResult.UNMAPPED, item, loc))
             continue
+        if inactive and (child.shop, loc) in inactive:
+            out.append(PushOutcome(child.shop, PushResult.INACTIVE, item, loc))
+            continue
         out.append(
             await push_level(
                 children[child.shop],
@@ -352,6 +486,7 @@ async def fan_out_level(
                 max_attempts=max_attempts,
                 clock=clock,
                 guess_from_last_write=child.shop not in moved,
+                accounts=accounts if network.stock_policy(child.shop) == "report" else None,
             )
         )
     return out
@@ -386,14 +521,27 @@ async def judge_level_delivery(
 
 async def apply_sale(
     rt: Runtime, st: Storage, net: MerchantNetwork, child_shop: str, event: OrderEvent, cause: str
-) -> None:
+) -> list[str]:
     """Apply one sale job's order lines to the parent (each once), then set every child to the
-    parent's new level of each item that moved (the seller read first: its level moved)."""
+    parent's new level of each item that moved (the seller read first: its level moved).
+    Returns the deactivated parent locations (or those no longer stocking the item) that
+    movements of the event are waiting for: the caller parks the job until they are back."""
     links = await st.links.child_links(child_shop, variants=[s.child_variant_id for s in event.sales])
-    sctx = SaleContext(net, links, st.ledger, rt.api(net.parent.shop), st.writes, st.audit)
+    items = {links.parent_item_for_child_variant(s.child_variant_id) for s in event.sales}
+    parent = net.parent.shop
+    inactive = await st.inactive.among([(parent, ""), *((parent, i) for i in items if i)])
+    sctx = SaleContext(
+        net,
+        links,
+        st.ledger,
+        rt.api(parent),
+        st.writes,
+        st.audit,
+        inactive_parent_locations=frozenset(loc for (_, loc) in inactive),
+    )
     outcomes = await apply_order_event(sctx, event, cause)
     for o in outcomes:
-        if o.outcome in (Outcome.UNLINKED, Outcome.NO_LOCATION):
+        if o.outcome in (Outcome.UNLINKED, Outcome.NO_LOCATION, Outcome.LOCATION_INACTIVE):
             log.warning(
                 "sale line not applied", child=child_shop, line=o.key.order_line_id, outcome=str(o.outcome)
             )
@@ -408,6 +556,9 @@ async def apply_sale(
     )
     for item, loc in moved:
         await fan_out_to_children(rt, st, net, item, loc, cause, None, moved={child_shop})
+    if any(o.outcome is Outcome.LOCATION_INACTIVE for o in outcomes):
+        return sorted({loc for (_, loc) in inactive})
+    return []
 
 
 async def fan_out(
@@ -479,6 +630,7 @@ async def fan_out_to_children(
     # One `fan_out_level` per child, all at once: each reads the parent's level and sets its
     # child; the store calls overlap, the few statements take turns on the job's connection.
     maps = await _child_maps_for_item(st, net, item)
+    inactive = await st.inactive.among([(shop, maps[shop].child_item(item) or "") for shop in active])
     shared = SerializedStorage(st)
     parent = _LevelReadOnce(rt.api(net.parent.shop))
     per_child = await asyncio.gather(
@@ -495,6 +647,8 @@ async def fan_out_to_children(
                 cause,
                 only=[shop],
                 moved=moved,
+                accounts=shared.accounts,
+                inactive=inactive,
             )
             for shop in active
         ),
