@@ -941,7 +941,7 @@ def render_status(settings: Settings) -> Table:
         attention = attention_by_shop(conn) if current else {}
         not_written = inactive_levels(conn) if current else {}
     table = Table(title=f"storesync: schema {version}/{head_version()}, {len(stores)} stores")
-    for col in ("merchant", "shop", "role", "status", "products linked", "not synced", "needs attention"):
+    for col in ("merchant", "shop", "role", "status", "products linked", "not synced; needs attention"):
         table.add_column(col)
     for merchant_id, _name, shop, role, status, reason in stores:
         products, pending = linked.get(shop, (0, 0))
@@ -960,12 +960,11 @@ def render_status(settings: Settings) -> Table:
                 role,
                 status + (f" ({reason})" if reason else ""),
                 links,
-                "; ".join(not_written.get(shop, [])) or "-",
-                notes or "-",
+                "; ".join([*not_written.get(shop, []), *([notes] if notes else [])]) or "-",
             )
         )
     if not stores:
-        table.add_row("-", "(no stores yet)", "-", "-", "-", "-", "-")
+        table.add_row("-", "(no stores yet)", "-", "-", "-", "-")
     return table
 
 
