@@ -14,7 +14,6 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -23,25 +22,11 @@ from pytest_postgresql.janitor import DatabaseJanitor
 
 from storesync.config import Settings
 from storesync.db.migrate import load_migrations, migrate
+from tests.support.postgres import PgServer
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_PGDATA = ROOT / ".storesync" / "test-pgdata"
 TEMPLATE_LOCK_KEY = 0x7E57_0001
-
-
-@dataclass(frozen=True)
-class PgServer:
-    """Where the session's server listens; `host` may be a unix socket directory."""
-
-    host: str
-    port: int
-    user: str
-    password: str | None
-
-    def dsn(self, dbname: str) -> str:
-        return psycopg.conninfo.make_conninfo(
-            host=self.host, port=self.port, user=self.user, password=self.password or None, dbname=dbname
-        )
 
 
 @dataclass(frozen=True)
@@ -60,14 +45,14 @@ class ScratchDatabase:
         return psycopg.connect(self.dsn, **kwargs)
 
 
-def _server_from_url(url: str) -> PgServer:
-    parts = urlsplit(url)
-    params = psycopg.conninfo.conninfo_to_dict(url)
-    return PgServer(
-        host=str(params.get("host") or parts.hostname or "localhost"),
-        port=int(params.get("port") or parts.port or 5432),
-        user=str(params.get("user") or parts.username or "postgres"),
-        password=str(params["password"]) if params.get("password") else None,
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--e2e-layout",
+        choices=("production", "direct"),
+        default=os.environ.get("STORESYNC_TEST_E2E_LAYOUT", "production"),
+        help="where the end-to-end systems connect: production (DATABASE_URL through PgBouncer in "
+        "transaction mode, DATABASE_DIRECT_URL straight to Postgres; the default) or direct (one "
+        "URL straight to Postgres). Env: STORESYNC_TEST_E2E_LAYOUT.",
     )
 
 
@@ -75,7 +60,7 @@ def _server_from_url(url: str) -> PgServer:
 def pg_server() -> Iterator[PgServer]:
     url = os.environ.get("DATABASE_URL")
     if url:
-        yield _server_from_url(url)
+        yield PgServer.from_dsn(url)
         return
     from storesync.db.embedded import EmbeddedPostgres
 
@@ -86,7 +71,7 @@ def pg_server() -> Iterator[PgServer]:
         database="postgres",
         server_settings={"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"},
     ).start()
-    yield _server_from_url(dsn)
+    yield PgServer.from_dsn(dsn)
     # The embedded server stops at interpreter exit once no other test session uses it.
 
 

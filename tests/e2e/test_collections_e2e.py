@@ -22,9 +22,10 @@ DELETE = """mutation($id: ID!) { collectionDelete(input: {id: $id}) { deletedCol
 
 
 @pytest.fixture(scope="module")
-def system(module_db):
+def system(module_layout):
     with running_system(
-        module_db.dsn,
+        module_layout.database_url,
+        direct_url=module_layout.direct_url,
         children=2,
         products=4,
         workers=2,

@@ -17,9 +17,10 @@ pytestmark = pytest.mark.timeout(180)
 
 
 @pytest.fixture(scope="module")
-def system(module_db):
+def system(module_layout):
     with running_system(
-        module_db.dsn,
+        module_layout.database_url,
+        direct_url=module_layout.direct_url,
         children=2,
         products=3,
         workers=2,

@@ -92,3 +92,72 @@ def test_a_signal_to_the_harness_stops_every_process_it_started(db, tmp_path: Pa
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_production_layout_survives_a_killed_worker_a_restarted_web_tier_and_pgbouncer(db):
+    """The harness runs the production layout (pooled path through PgBouncer in transaction mode,
+    direct path to Postgres) and can crash and replace a worker, restart the web tier and
+    restart PgBouncer; a sale made after all of that still reaches the parent through PgBouncer."""
+    from tests.support.postgres import production_layout
+
+    with (
+        production_layout(db.server, db.name) as layout,
+        running_system(
+            layout.database_url,
+            direct_url=layout.direct_url,
+            children=1,
+            products=2,
+            workers=1,
+            collections=1,
+            child_overlap=2,
+            overlap_stock=None,
+        ) as system,
+    ):
+        assert system.env["DATABASE_DIRECT_URL"] == db.dsn
+        system.cli("link", check=True)
+        bouncer = layout.pgbouncer
+        assert bouncer is not None
+        assert [c for c in bouncer.admin("SHOW CLIENTS") if c["database"] == db.name]
+
+        old = system.workers[0]
+        fresh = system.replace_worker(wait=True)
+        assert old.popen.returncode == -signal.SIGKILL and fresh.alive() and fresh.pid != old.pid
+        web = system.process("web")
+        system.restart_web()
+        assert not web.alive() and system.process("web").alive()
+        bouncer.restart()
+        assert system.pids() and all(pid_alive(p) for p in system.pids())
+
+        before = system.level(system.parent, "DEMO-001-S")
+        system.place_order(system.children[0], sku="DEMO-001-S", quantity=1)
+        system.wait_until(
+            lambda: system.level(system.parent, "DEMO-001-S") == before - 1,
+            timeout=30,
+            message="the sale reached the parent",
+        )
+        # PgBouncer's counters started with its restart: the sale's work went through it.
+        stats = {row["database"]: row for row in bouncer.admin("SHOW STATS")}
+        assert stats[db.name]["total_xact_count"] > 0
+
+
+def test_a_process_started_from_a_thread_that_ends_keeps_running(tmp_path: Path):
+    """PR_SET_PDEATHSIG fires when the thread that forked the child ends: a worker replaced from a
+    chaos run's thread must not get SIGTERM when that thread finishes."""
+    import threading
+
+    from storesync.demo.processes import ProcessSet
+
+    processes = ProcessSet(tmp_path, {**os.environ, "STORESYNC_CONFIG_FILE": os.devnull})
+    started = []
+    thread = threading.Thread(
+        target=lambda: started.append(
+            processes.start("emulator", ["emulator", "--port", "0", "--store", "a.myshopify.com"])
+        )
+    )
+    thread.start()
+    thread.join()
+    try:
+        time.sleep(1.5)
+        assert started[0].alive(), started[0].log_tail()
+    finally:
+        processes.stop_all(10)

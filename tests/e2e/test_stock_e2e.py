@@ -22,9 +22,10 @@ REVERT, REPORT = "child-a.myshopify.com", "child-b.myshopify.com"
 
 
 @pytest.fixture(scope="module")
-def system(module_db):
+def system(module_layout):
     with running_system(
-        module_db.dsn,
+        module_layout.database_url,
+        direct_url=module_layout.direct_url,
         children=2,
         products=8,
         workers=2,

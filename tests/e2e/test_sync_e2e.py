@@ -27,11 +27,12 @@ SHOP_LOCATION = LOCATION_NAMES[0]
 
 
 @pytest.fixture(scope="module")
-def system(module_db):
+def system(module_layout):
     # Plus plan: a large rate-limit bucket keeps the backfill from being throttle-bound (pacing is
     # tested with the commerce client); subscriptions through `storesync webhooks sync`.
     with running_system(
-        module_db.dsn,
+        module_layout.database_url,
+        direct_url=module_layout.direct_url,
         children=3,
         products=10,
         workers=2,

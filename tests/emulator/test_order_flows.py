@@ -315,3 +315,55 @@ def test_locations_deactivate_with_their_stock_moved_and_inventory_activation(sh
     [(connect, _)] = hooks(rx, "inventory_levels/connect", 1)
     south = int(shop["loc"]["South"].rsplit("/", 1)[1])
     assert disconnect["location_id"] == connect["location_id"] == south and connect["available"] == 6
+
+
+def test_a_stores_own_record_of_orders_accounts_for_every_unit_it_moved(emulator):
+    """`demo.comparison.stock_moves` (what bench/chaos judges the parent by) reads a snapshot's
+    orders, refunds and returns: per SKU and location, start - sold + restocked is the level now,
+    through sales at two locations, a cancel with restock, refunds of unfulfilled (cancel) and
+    shipped (return) units, and a return processed with restock."""
+    from storesync.demo.comparison import inventory_view, stock_moves
+
+    shop = "child-a.myshopify.com"
+    emulator.seed(shop, products=2, quantity=20, locations=["Warehouse"])
+    snap = emulator.snapshot(shop)
+    start = inventory_view(snap)
+    locations = {loc["name"]: loc["id"] for loc in snap["locations"]}
+    variants = [v["admin_graphql_api_id"] for p in snap["products"] for v in p["variants"]]
+
+    def order(variant: str, quantity: int, where: str) -> dict:
+        return emulator.place_order(shop, [{"variant_id": variant, "quantity": quantity}], locations[where])
+
+    kept = order(variants[0], 2, "Shop location")
+    cancelled = order(variants[1], 3, "Warehouse")
+    emulator.cancel_order(shop, cancelled["id"], restock=True)
+    refunded = order(variants[2], 4, "Warehouse")
+    line = refunded["line_items"][0]["id"]
+    emulator.refund_order(
+        shop, refunded["id"], [{"line_item_id": line, "quantity": 1, "restock_type": "cancel"}]
+    )
+    emulator.refund_order(
+        shop, refunded["id"], [{"line_item_id": line, "quantity": 1, "restock_type": "no_restock"}]
+    )
+    shipped = order(variants[3], 2, "Shop location")
+    emulator.fulfill_order(shop, shipped["id"])
+    emulator.refund_order(
+        shop,
+        shipped["id"],
+        [{"line_item_id": shipped["line_items"][0]["id"], "quantity": 1, "restock_type": "return"}],
+    )
+    returned = order(variants[0], 3, "Warehouse")
+    emulator.fulfill_order(shop, returned["id"])
+    emulator.return_order(
+        shop, returned["id"], [{"line_item_id": returned["line_items"][0]["id"], "quantity": 2}], restock=True
+    )
+
+    after = emulator.snapshot(shop)
+    moves = stock_moves(after)
+    assert sum(moves.sold.values()) == 2 + 3 + 4 + 2 + 3
+    assert sum(moves.restocked.values()) == 3 + 1 + 1 + 2
+    assert len(moves.sale_lines) == 5 and kept["line_items"][0]["id"] in {
+        int(line_id.rsplit("/", 1)[1]) for line_id in moves.sale_lines
+    }
+    for key, level in start.items():
+        assert inventory_view(after)[key] == level - moves.sold.get(key, 0) + moves.restocked.get(key, 0), key

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 SYNCED_PRODUCT_FIELDS = ("title", "body_html", "vendor", "product_type", "status")
@@ -211,3 +211,56 @@ def compare_snapshots(
             )
         )
     return Comparison(rows)
+
+
+RESTOCK_TYPES = ("cancel", "return")
+
+
+@dataclass
+class StockMoves:
+    """Units a store's customers and merchant moved through its orders, per (SKU, location
+    name): `sold` by order lines, `restocked` by refund lines with a restock type (cancel,
+    return) and by returned units disposed as RESTOCKED. `sale_lines` maps each order line's
+    gid to its (SKU, location name, quantity)."""
+
+    sold: dict[tuple[str, str], int] = field(default_factory=dict)
+    restocked: dict[tuple[str, str], int] = field(default_factory=dict)
+    sale_lines: dict[str, tuple[str, str, int]] = field(default_factory=dict)
+
+
+def stock_moves(snapshot: dict) -> StockMoves:
+    """What a store's own record of its orders (an emulator snapshot: orders with their refunds
+    and returns) says was sold and restocked. Orders must name their location (point-of-sale
+    orders, as the chaos run places them); a routed order's location is not in its REST shape."""
+    names = {loc["id"]: loc["name"] for loc in snapshot.get("locations") or []}
+
+    def location(numeric: Any) -> str:
+        key = f"gid://shopify/Location/{numeric}" if not str(numeric).startswith("gid://") else numeric
+        return names.get(key, str(key))
+
+    moves = StockMoves()
+    for order in snapshot.get("orders") or []:
+        if order.get("location_id") is None:
+            raise ValueError(f"order {order.get('name')} has no location_id: its sale can't be placed")
+        where = location(order["location_id"])
+        skus = {li["id"]: li.get("sku") for li in order.get("line_items") or []}
+        for li in order.get("line_items") or []:
+            if not li.get("sku") or li.get("variant_id") in (None, ""):
+                continue
+            key = (li["sku"], where)
+            moves.sold[key] = moves.sold.get(key, 0) + int(li["quantity"])
+            moves.sale_lines[f"gid://shopify/LineItem/{li['id']}"] = (li["sku"], where, int(li["quantity"]))
+        for refund in order.get("refunds") or []:
+            for rl in refund.get("refund_line_items") or []:
+                sku = skus.get(rl.get("line_item_id"))
+                if sku and rl.get("restock_type") in RESTOCK_TYPES and rl.get("location_id") is not None:
+                    key = (sku, location(rl["location_id"]))
+                    moves.restocked[key] = moves.restocked.get(key, 0) + int(rl["quantity"])
+        for ret in order.get("returns") or []:
+            for line in ret.get("lines") or []:
+                sku = skus.get(line.get("line_item_id"))
+                for d in line.get("dispositions") or []:
+                    if sku and d.get("type") == "RESTOCKED" and d.get("location_id"):
+                        key = (sku, location(d["location_id"]))
+                        moves.restocked[key] = moves.restocked.get(key, 0) + int(d["quantity"])
+    return moves

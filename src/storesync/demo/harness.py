@@ -16,6 +16,11 @@ first `child_overlap` products with the same SKUs (for linking). storesync.toml 
 maps by location name) is written to a temp dir; every process gets the same environment
 (`system.env`), which `system.cli(...)` uses too.
 
+The production layout (docs/operations.md): pass PgBouncer's URL as `database_url` and
+Postgres's as `direct_url` (tests/support/postgres.py starts both). Faults a chaos run needs:
+`system.replace_worker()` (SIGKILL a worker, start another), `system.restart_web()`; Postgres
+and PgBouncer restarts are the caller's (tests/support).
+
 On exit, an exception, Ctrl-C or SIGTERM: workers, then the web tier, then the emulator get
 SIGTERM, and whatever is still alive after `stop_timeout` gets SIGKILL (whole group). If this
 process dies without cleanup (SIGKILL), the kernel sends each child SIGTERM (PR_SET_PDEATHSIG).
@@ -26,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import tempfile
@@ -75,6 +81,8 @@ class RunningSystem:
     unsubscribed_topics: list[str] = field(default_factory=list)
     # The web tier's operations listener (/metrics, detailed /readyz).
     ops_url: str = ""
+    # DATABASE_DIRECT_URL when the pooled path is separate (PgBouncer), else None.
+    direct_url: str | None = None
 
     # ------------------------------------------------------------------ addresses
 
@@ -91,6 +99,59 @@ class RunningSystem:
 
     def pids(self) -> list[int]:
         return [p.pid for p in self.processes.processes]
+
+    @property
+    def database_url(self) -> str:
+        return self.env["DATABASE_URL"]
+
+    # ------------------------------------------------------------------ processes
+
+    def process(self, name: str) -> ManagedProcess:
+        found = [p for p in self.processes.processes if p.name == name]
+        if not found:
+            raise KeyError(f"no running process named {name!r}")
+        return found[-1]
+
+    @property
+    def workers(self) -> list[ManagedProcess]:
+        return [p for p in self.processes.processes if p.name.startswith("worker-")]
+
+    def replace_worker(
+        self, worker: ManagedProcess | None = None, sig: int = signal.SIGKILL, *, wait: bool = False
+    ) -> ManagedProcess:
+        """Kill a worker (the first one unless named; SIGKILL: a crash, no cleanup, its jobs
+        left running until their leases expire) and start another in its place (same name and
+        log). `wait`: until the new one's heartbeat is in the database."""
+        worker = worker or self.workers[0]
+        fresh = self.processes.restart(worker, sig)
+        if wait:
+            self.wait_until(
+                lambda: fresh.pid in _live_worker_pids(self.database_url),
+                60,
+                interval=0.2,
+                message=f"{fresh.name}'s heartbeat",
+            )
+        return fresh
+
+    def restart_web(
+        self, sig: int = signal.SIGTERM, *, down_s: float = 0.0, timeout: float = 60.0
+    ) -> ManagedProcess:
+        """Stop the web tier (SIGTERM: graceful; SIGKILL: a crash), stay down `down_s` seconds
+        (Shopify retries what it could not deliver), start it again on the same ports and wait
+        for /readyz."""
+        web = self.process("web")
+        self.processes.kill(web, sig)
+        if down_s > 0:
+            time.sleep(down_s)
+        fresh = self.processes.start(web.name, web.args, env=web.env)
+        wait_for(
+            lambda: httpx.get(f"{self.web_url}/readyz", timeout=2, trust_env=False).status_code == 200,
+            timeout,
+            "the web tier (/readyz) after its restart",
+            self.processes,
+            fresh,
+        )
+        return fresh
 
     # ------------------------------------------------------------------ waiting
 
@@ -268,12 +329,14 @@ def _live_worker_pids(dsn: str) -> set[int]:
 def running_system(
     database_url: str,
     *,
+    direct_url: str | None = None,
     children: int = 3,
     products: int = 50,
     workers: int = 2,
     worker_concurrency: int = 10,
     child_overlap: int = 0,
     overlap_stock: int | None = 3,
+    stock: tuple[int, int] = (5, 40),
     collections: int = 5,
     emulator_options: Sequence[str] = (),
     plan: str = "standard",
@@ -296,8 +359,12 @@ def running_system(
     """Start the emulator, web tier and workers against `database_url` (migrated here if it is
     behind); yield a `RunningSystem`; stop every process on the way out.
 
+    direct_url: `DATABASE_DIRECT_URL` for every process, with `database_url` then PgBouncer in
+    transaction mode (the production layout of docs/operations.md); None: one URL for both paths.
+
     child_overlap: each child already sells the parent's first N products (same SKUs, handles and
     fields, no collections), with `overlap_stock` units per level (None: the parent's levels).
+    stock: the range the parent's levels are drawn from.
     emulator_options: extra `storesync emulator` flags, e.g. ["--fault", "webhooks.duplicate_p=0.5"].
     subscribe: "control" declares the subscriptions through the emulator's control API (as an
     app's config would), "cli" runs `storesync webhooks sync`, "none" leaves them to the caller.
@@ -330,6 +397,7 @@ def running_system(
     env.update(
         {
             "DATABASE_URL": database_url,
+            **({"DATABASE_DIRECT_URL": direct_url} if direct_url else {}),
             "STORESYNC_CONFIG_FILE": str(config_file),
             "STORESYNC_ENCRYPTION_KEY": generate_encryption_key(),
             "STORESYNC_LOG_LEVEL": log_level,
@@ -392,6 +460,7 @@ def running_system(
                 child_overlap,
                 collections,
                 overlap_stock,
+                stock,
                 catalog_extras=catalog_extras,
             )
             app_secret = None
@@ -431,6 +500,7 @@ def running_system(
                 processes,
                 root,
                 locations,
+                direct_url=direct_url,
             )
             system.cli("migrate", check=True, timeout=start_timeout)
             system.cli("network", "apply", check=True, timeout=start_timeout)

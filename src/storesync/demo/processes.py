@@ -9,12 +9,15 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import queue
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,12 +39,46 @@ def _set_parent_death_signal() -> None:
         pass
 
 
+class _Spawner:
+    """Starts every child from one thread that lives as long as this process. PR_SET_PDEATHSIG
+    fires when the *thread* that forked the child ends, not the process: a process started from
+    a short-lived thread (a chaos run replacing a killed worker) would get SIGTERM as soon as
+    that thread finished."""
+
+    def __init__(self) -> None:
+        self._requests: queue.Queue[tuple[Future, dict[str, Any]]] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def popen(self, **kwargs: Any) -> subprocess.Popen:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._serve, name="process-spawner", daemon=True)
+                self._thread.start()
+        done: Future[subprocess.Popen] = Future()
+        self._requests.put((done, kwargs))
+        return done.result()
+
+    def _serve(self) -> None:
+        while True:
+            done, kwargs = self._requests.get()
+            try:
+                done.set_result(subprocess.Popen(**kwargs))
+            except BaseException as err:  # handed to the caller
+                done.set_exception(err)
+
+
+_SPAWNER = _Spawner()
+
+
 @dataclass
 class ManagedProcess:
     name: str
     popen: subprocess.Popen
     log_path: Path
     service: bool = True  # runs until stopped (a service exiting is a failure); False: a command
+    args: tuple[str, ...] = ()  # `storesync ARGS`, to start it again
+    env: dict[str, str] | None = None
 
     @property
     def pid(self) -> int:
@@ -72,8 +109,8 @@ class ProcessSet:
         log_path = self.log_dir / f"{name}.log"
         log = open(log_path, "ab")  # noqa: SIM115 - the child holds it; closed below after the fork
         try:
-            popen = subprocess.Popen(
-                [sys.executable, "-m", "storesync", *args],
+            popen = _SPAWNER.popen(
+                args=[sys.executable, "-m", "storesync", *args],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -83,9 +120,30 @@ class ProcessSet:
             )
         finally:
             log.close()
-        proc = ManagedProcess(name, popen, log_path, service)
+        proc = ManagedProcess(name, popen, log_path, service, tuple(args), env)
         self.processes.append(proc)
         return proc
+
+    def kill(self, proc: ManagedProcess, sig: int = signal.SIGKILL, timeout: float = 10.0) -> int | None:
+        """Signal `proc`'s whole group (SIGKILL: a crash, no cleanup; SIGTERM: a graceful stop),
+        wait for it (SIGKILL at `timeout`) and forget it, so its exit is no failure of the set.
+        Returns its exit code."""
+        self._signal(proc, sig)
+        try:
+            proc.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self._signal(proc, signal.SIGKILL)
+            proc.popen.wait(timeout=5)
+        self._signal(proc, signal.SIGKILL)  # whatever it started and left behind
+        if proc in self.processes:
+            self.processes.remove(proc)
+        return proc.popen.returncode
+
+    def restart(self, proc: ManagedProcess, sig: int = signal.SIGKILL) -> ManagedProcess:
+        """`kill` then start the same command again (same name, arguments, environment; its log
+        continues in the same file)."""
+        self.kill(proc, sig)
+        return self.start(proc.name, proc.args, env=proc.env, service=proc.service)
 
     def check_alive(self) -> None:
         for p in self.processes:

@@ -30,8 +30,11 @@ COLLECTIONS = ("New arrivals", "Outerwear", "Basics", "Accessories", "Sale")
 SIZE_SETS = (["S", "M", "L"], ["S", "M"], ["One size"])
 
 
-def demo_catalog(products: int, locations: Sequence[str], seed: int = 7) -> list[dict]:
-    """A deterministic parent catalog: 1-3 variants per product, stock at every location."""
+def demo_catalog(
+    products: int, locations: Sequence[str], seed: int = 7, stock: tuple[int, int] = (5, 40)
+) -> list[dict]:
+    """A deterministic parent catalog: 1-3 variants per product, stock (a number in the range
+    `stock`) at every location."""
     rng = random.Random(seed)
     catalog = []
     for n in range(1, products + 1):
@@ -46,7 +49,7 @@ def demo_catalog(products: int, locations: Sequence[str], seed: int = 7) -> list
                     "barcode": f"0{n:05d}{sizes.index(size):02d}",
                     "price": f"{19 + n % 40}.00",
                     "options": {"Size": size},
-                    "available": {loc: rng.randint(5, 40) for loc in locations},
+                    "available": {loc: rng.randint(*stock) for loc in locations},
                 }
             )
         catalog.append(
@@ -168,6 +171,7 @@ def seed_stores(
     child_overlap: int,
     collections: int,
     overlap_stock: int | None,
+    stock: tuple[int, int] = (5, 40),
     *,
     catalog_extras: bool = False,
 ) -> dict[str, dict[str, str]]:
@@ -175,7 +179,9 @@ def seed_stores(
     every third parent product also gets media, metafields (of `DEMO_NAMESPACE` and of a
     namespace the parent keeps to itself) and its variants' selling and inventory item fields."""
     try:
-        locations = _seed_stores(emu, parent, children, products, child_overlap, collections, overlap_stock)
+        locations = _seed_stores(
+            emu, parent, children, products, child_overlap, collections, overlap_stock, stock
+        )
         if catalog_extras:
             enrich_catalog(emu, parent)
         return locations
@@ -234,13 +240,14 @@ def _seed_stores(
     child_overlap: int,
     collections: int,
     overlap_stock: int | None,
+    stock: tuple[int, int],
 ) -> dict[str, dict[str, str]]:
     locations: dict[str, dict[str, str]] = {}
     for shop in [parent, *children]:
         emu.seed(shop, 0, locations=list(LOCATION_NAMES))
         snap = emu.snapshot(shop)
         locations[shop] = {loc["name"]: loc["id"] for loc in snap["locations"]}
-    catalog = demo_catalog(products, LOCATION_NAMES)
+    catalog = demo_catalog(products, LOCATION_NAMES, stock=stock)
     parent_catalog = [
         {
             **p,

@@ -1204,7 +1204,39 @@ class StoreState:
                 }
                 for c in self.collections.values()
             ],
-            "orders": [payloads.order(self, o) for o in self.orders.values()],
+            # Each order as its webhooks show it, with its returns and where each returned unit
+            # went (the reverse fulfillment orders' dispositions): the stores' own record of
+            # what was sold and restocked, which tests and bench/chaos count stock by.
+            "orders": [
+                payloads.order(self, o)
+                | {
+                    "returns": [
+                        {
+                            "id": gid("Return", r.id),
+                            "status": r.status.lower(),
+                            "lines": [
+                                {
+                                    "line_item_id": rl.line_item_id,
+                                    "quantity": rl.quantity,
+                                    "dispositions": [
+                                        {
+                                            "type": d.type,
+                                            "quantity": d.quantity,
+                                            "location_id": gid("Location", d.location_id)
+                                            if d.location_id
+                                            else None,
+                                        }
+                                        for d in rl.dispositions
+                                    ],
+                                }
+                                for rl in r.lines
+                            ],
+                        }
+                        for r in o.returns
+                    ]
+                }
+                for o in self.orders.values()
+            ],
         }
 
 
