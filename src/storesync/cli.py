@@ -902,6 +902,14 @@ def backfill_cmd(
     )
     for saga_id, why in [*result.compensated, *result.failed]:
         console.print(f"  [red]{escape(saga_id)}[/]: {escape(str(why))}", highlight=False)
+    if result.conflicts:
+        console.print(
+            f"{len(result.conflicts)} not copied: a child's own product has the handle "
+            "(see storesync status; on_handle_conflict in docs/sync.md)",
+            highlight=False,
+        )
+    for saga_id, why in result.conflicts:
+        console.print(f"  [yellow]{escape(saga_id)}[/]: {escape(str(why))}", highlight=False)
     for shop, why in result.paused.items():
         console.print(f"  [yellow]paused[/] {escape(shop)}: {escape(str(why))}", highlight=False)
     raise typer.Exit(0 if result.ok else 1)
@@ -1098,7 +1106,7 @@ def render_status(settings: Settings) -> tuple[list[Any], int]:
 
     from storesync.db.migrate import current_version, head_version
     from storesync.db.pools import async_connect_direct, connect_direct
-    from storesync.sync.adapters.postgres import inactive_levels, links_by_child
+    from storesync.sync.adapters.postgres import attention_by_shop, inactive_levels, links_by_child
     from storesync.sync.services.health import network_health
     from storesync.sync.settings import SyncSettings
 
@@ -1113,6 +1121,7 @@ def render_status(settings: Settings) -> tuple[list[Any], int]:
             return [Text(f"{what}: run `storesync migrate` (then `storesync network apply`).")], 1
         linked = links_by_child(conn)
         not_written = inactive_levels(conn)
+        attention = attention_by_shop(conn)
     sync = SyncSettings.load()
 
     async def read():
@@ -1177,6 +1186,9 @@ def render_status(settings: Settings) -> tuple[list[Any], int]:
     out: list[Any] = [table]
     for shop, levels in not_written.items():  # levels storesync does not write, and why
         out.append(Text(f"{shop} not synced: {'; '.join(levels)}"))
+    for shop, kinds in attention.items():  # what the catalog rules left for the merchant
+        notes = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in sorted(kinds.items()))
+        out.append(Text(f"{shop} needs attention: {notes}"))
     if not health.stores:
         out.append(Text("No stores yet: describe them in storesync.toml, then `storesync network apply`."))
     for a in health.attention:
@@ -1191,6 +1203,31 @@ def render_status(settings: Settings) -> tuple[list[Any], int]:
     return out, 0
 
 
+def render_attention(settings: Settings, limit: int = 20) -> Table | None:
+    """What needs the merchant's attention (handle conflicts, products unlinked, media that kept
+    failing, copy steps kept after a failure), most recent first; None when nothing does."""
+    from storesync.db.migrate import current_version, head_version
+    from storesync.db.pools import connect_direct
+    from storesync.sync.adapters.postgres import open_attention
+
+    with connect_direct(settings) as conn:
+        if current_version(conn) != head_version():
+            return None
+        items = open_attention(conn, limit=limit)
+    if not items:
+        return None
+    table = Table(title="needs attention (most recent first)")
+    for col in ("shop", "what", "about", "detail", "last seen", "times"):
+        table.add_column(col)
+    for a in items:
+        table.add_row(
+            *cells(
+                a.shop, a.kind.replace("_", " "), a.subject, a.detail, f"{a.last_at:%Y-%m-%d %H:%M}", a.times
+            )
+        )
+    return table
+
+
 @app.command("status")
 def status_cmd() -> None:
     """Every store's sync state (in step, behind, paused, failing), how far behind, its work and
@@ -1203,10 +1240,13 @@ def status_cmd() -> None:
     with database_settings(load_settings()) as settings:
         try:
             shown, code = render_status(settings)
+            attention = render_attention(settings)
         except psycopg.OperationalError as err:
             fail(f"cannot reach the database: {err}", code=1)
     for part in shown:
         console.print(part, highlight=False)
+    if attention is not None:
+        console.print(attention, highlight=False)
     raise typer.Exit(code)
 
 
