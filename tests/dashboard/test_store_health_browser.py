@@ -186,8 +186,11 @@ def test_one_product_across_the_four_stores(system, dash) -> None:
 def test_a_throttled_store_falls_behind_then_catches_up(system, dash) -> None:
     slow = system.children[1]
     # A small bucket that refills slowly: the child's writes wait for points. Meanwhile some
-    # calls are answered 429 (as Shopify does when other apps share the store's limit).
-    system.set_plan(slow, bucket_size=300, restore_rate=25)
+    # calls are answered 429 (as Shopify does when other apps share the store's limit). A plan
+    # change keeps what is available up to the new size, so the first one empties the bucket:
+    # the edits below must wait for it to refill, however fast the machine.
+    system.set_plan(slow, bucket_size=1, restore_rate=10)
+    system.set_plan(slow, bucket_size=300, restore_rate=10)
     system.set_faults(graphql={"http_429_p": 0.2})
     try:
         for n in (1, 2, 4):
