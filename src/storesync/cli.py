@@ -1106,7 +1106,12 @@ def render_status(settings: Settings) -> tuple[list[Any], int]:
 
     from storesync.db.migrate import current_version, head_version
     from storesync.db.pools import async_connect_direct, connect_direct
-    from storesync.sync.adapters.postgres import attention_by_shop, inactive_levels, links_by_child
+    from storesync.sync.adapters.postgres import (
+        attention_by_shop,
+        inactive_levels,
+        links_by_child,
+        open_attention,
+    )
     from storesync.sync.services.health import network_health
     from storesync.sync.settings import SyncSettings
 
@@ -1122,6 +1127,7 @@ def render_status(settings: Settings) -> tuple[list[Any], int]:
         linked = links_by_child(conn)
         not_written = inactive_levels(conn)
         attention = attention_by_shop(conn)
+        attention_items = open_attention(conn, limit=20)
     sync = SyncSettings.load()
 
     async def read():
@@ -1200,22 +1206,14 @@ def render_status(settings: Settings) -> tuple[list[Any], int]:
         out.append(Text(f"  {a.next_step}" + (f": {a.command}" if a.command else "")))
     if health.stores and not health.attention:
         out.append(Text("every store in step" if health.all_in_step else "nothing needs a human"))
+    if attention_items:
+        out.append(attention_table(attention_items))
     return out, 0
 
 
-def render_attention(settings: Settings, limit: int = 20) -> Table | None:
+def attention_table(items: list[Any]) -> Table:
     """What needs the merchant's attention (handle conflicts, products unlinked, media that kept
-    failing, copy steps kept after a failure), most recent first; None when nothing does."""
-    from storesync.db.migrate import current_version, head_version
-    from storesync.db.pools import connect_direct
-    from storesync.sync.adapters.postgres import open_attention
-
-    with connect_direct(settings) as conn:
-        if current_version(conn) != head_version():
-            return None
-        items = open_attention(conn, limit=limit)
-    if not items:
-        return None
+    failing, copy steps kept after a failure), most recent first."""
     table = Table(title="needs attention (most recent first)")
     for col in ("shop", "what", "about", "detail", "last seen", "times"):
         table.add_column(col)
@@ -1240,13 +1238,10 @@ def status_cmd() -> None:
     with database_settings(load_settings()) as settings:
         try:
             shown, code = render_status(settings)
-            attention = render_attention(settings)
         except psycopg.OperationalError as err:
             fail(f"cannot reach the database: {err}", code=1)
     for part in shown:
         console.print(part, highlight=False)
-    if attention is not None:
-        console.print(attention, highlight=False)
     raise typer.Exit(code)
 
 
