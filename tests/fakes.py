@@ -1,9 +1,12 @@
 """In-memory fakes of every port, for tests only (`tests/sync/test_contract.py` runs the same cases
 against them and the Postgres adapters, so the fakes cannot drift from the real thing).
 
-`MemoryStore` follows the Shopify semantics the domain relies on, pessimistically: productSet
-replaces list fields wholesale (variants, metafields, collections left out are deleted, and an
-absent metafields or collections list counts as empty; scalars left out stay),
+`MemoryStore` follows the Shopify semantics the domain relies on: productSet replaces list
+fields wholesale (variants, metafields, collections, files given are the whole list; a
+metafields list left out leaves the owner's as they are, as on Shopify; pessimistically, an
+absent collections list counts as empty; scalars left out stay), metafieldsSet and
+metafieldsDelete by owner, namespace and key, media uploaded READY unless the source is one of
+`failing_sources`, publishing records the channels (`refuse_publish` refuses it),
 inventory sets compare-and-set on `changeFromQuantity`, and an `@idempotent` key replays the
 first result. Storage fakes mirror the Postgres adapters in `storesync/sync/adapters/postgres.py`.
 """
@@ -18,6 +21,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from storesync.commerce.errors import UserInputError
 from storesync.sync.domain.audit import AuditRecord
 from storesync.sync.domain.inventory import (
     RESTOCK_KINDS,
@@ -30,19 +34,20 @@ from storesync.sync.domain.inventory import (
 )
 from storesync.sync.domain.model import (
     Collection,
-    Image,
     InventoryLevel,
     Link,
     LinkKind,
     LinkMap,
+    Media,
     Metafield,
     Option,
     Product,
     Variant,
+    VariantDetails,
     WriteRecord,
 )
 from storesync.sync.domain.orders import LedgerRow
-from storesync.sync.domain.ports import HandleTaken, PendingWrite, StaleQuantity, StockAccount
+from storesync.sync.domain.ports import Attention, HandleTaken, PendingWrite, StaleQuantity, StockAccount
 from storesync.sync.domain.saga import SagaRecord, SagaState, StepRecord, StepSpec, StepStatus
 
 _ids = itertools.count(1000)
@@ -63,6 +68,13 @@ class MemoryStore:
         self._replays: dict[str, int] = {}
         self.calls: list[tuple[str, Any]] = []  # (operation, argument) for assertions
         self.min_level_seen: dict[tuple[str, str], int] = {}
+        self.channels: dict[str, str] = {
+            "Online Store": _new_id("Publication"),
+            "Point of Sale": _new_id("Publication"),
+        }
+        self.published: dict[str, set[str]] = {}  # product or collection id -> publication ids
+        self.failing_sources: set[str] = set()  # media uploaded from these end FAILED
+        self.refuse_publish = False
 
     # catalog ----------------------------------------------------------------
     async def read_product(self, product_id: str) -> Product | None:
@@ -95,12 +107,32 @@ class MemoryStore:
                 v,
                 id=v.id or _new_id("ProductVariant"),
                 inventory_item_id=v.inventory_item_id or _new_id("InventoryItem"),
+                details=v.details or DEFAULT_DETAILS,
             )
             for v in p.variants
         )
-        p = replace(p, id=pid, variants=variants)
+        p = replace(p, id=pid, variants=variants, created_at=p.created_at or datetime.now(UTC))
         self.products[pid] = p
         return p
+
+    def _media(self, files: Sequence[Mapping[str, Any]], current: Sequence[Media]) -> tuple[Media, ...]:
+        have = {m.id: m for m in current}
+        out = []
+        for f in files:
+            if f.get("id"):
+                m = have.get(f["id"])
+                if m is None:
+                    raise UserInputError(f"{self.shop}: file {f['id']} does not exist")
+                out.append(replace(m, alt=f["alt"]) if "alt" in f else m)
+            else:
+                src = f["originalSource"]
+                status = "FAILED" if src in self.failing_sources else "READY"
+                out.append(
+                    Media(
+                        _new_id("MediaImage"), None if status == "FAILED" else src, f.get("alt") or "", status
+                    )
+                )
+        return tuple(out)
 
     async def product_set(self, input: Mapping[str, Any], *, product_id: str | None) -> Product:
         self.calls.append(("productSet", dict(input)))
@@ -108,7 +140,10 @@ class MemoryStore:
         if product_id and old is None:
             raise LookupError(f"{self.shop}: no product {product_id}")
         base = old or Product(
-            id=_new_id("Product"), handle=input.get("handle") or "", title=input.get("title", "")
+            id=_new_id("Product"),
+            handle=input.get("handle") or "",
+            title=input.get("title", ""),
+            created_at=datetime.now(UTC),
         )
         changes: dict[str, Any] = {}
         scalar = {
@@ -156,17 +191,19 @@ class MemoryStore:
                         )
                         if "metafields" in vi
                         else (prev.metafields if prev else ()),
+                        details=_details(vi, prev.details if prev else None),
                     )
                 )
             keys = [v.option_key for v in variants]
             if len(set(keys)) != len(keys):
                 raise ValueError(f"{self.shop}: two variants with the same option values")
             changes["variants"] = tuple(variants)
-        # Pessimistic reading of replace-all: an absent list is an empty list, so a caller that
-        # forgets to carry child-owned metafields or collections loses them here too.
-        changes["metafields"] = tuple(
-            Metafield(m["namespace"], m["key"], m["type"], m["value"]) for m in input.get("metafields", [])
-        )
+        if "metafields" in input:  # left out, they stay (Shopify's productSet)
+            changes["metafields"] = tuple(
+                Metafield(m["namespace"], m["key"], m["type"], m["value"]) for m in input["metafields"]
+            )
+        # Pessimistic reading of replace-all for collections: an absent list is an empty list, so
+        # a caller that forgets to carry child-owned collections loses them here too.
         # Like Shopify: a smart collection takes no listed members; its members follow its
         # conditions (kept here as they were: the fake does not evaluate conditions).
         smart = {c.id for c in self.collections.values() if c.conditions is not None}
@@ -178,7 +215,7 @@ class MemoryStore:
         changes["collections"] = listed + tuple(c for c in base.collections if c in smart and c not in listed)
         changes["smart_collections"] = frozenset(c for c in changes["collections"] if c in smart)
         if "files" in input:
-            changes["images"] = tuple(Image(f["originalSource"], f.get("alt", "")) for f in input["files"])
+            changes["media"] = self._media(input["files"], base.media)
         changes["updated_at"] = datetime.now(UTC)
         product = replace(base, **changes)
         self.products[product.id] = product
@@ -202,6 +239,79 @@ class MemoryStore:
                 self.levels[key] = q["quantity"]
                 self._note(key)
         return written
+
+    async def product_under_handle(self, handle: str) -> tuple[str, datetime | None] | None:
+        found = await self.find_product_by_handle(handle)
+        return (found.id or "", found.created_at) if found else None
+
+    async def update_product_fields(self, product_id: str, fields: Mapping[str, Any]) -> None:
+        self.calls.append(("productUpdateFields", (product_id, dict(fields))))
+        p = self.products.get(product_id)
+        if p is None:
+            raise UserInputError(f"{self.shop}: product {product_id} does not exist")
+        if "handle" in fields and any(
+            q.handle == fields["handle"] and q.id != product_id for q in self.products.values()
+        ):
+            raise UserInputError(f"{self.shop}: handle {fields['handle']!r} is taken")
+        self.products[product_id] = replace(
+            p, status=fields.get("status", p.status), handle=fields.get("handle", p.handle)
+        )
+
+    async def set_media(self, product_id: str, files: Sequence[Mapping[str, Any]]) -> list[str]:
+        self.calls.append(("productSetMedia", (product_id, [dict(f) for f in files])))
+        p = self.products[product_id]
+        media = self._media(files, p.media)
+        self.products[product_id] = replace(p, media=media)
+        return [m.id for m in media]
+
+    def _owner(self, owner_id: str) -> tuple[Product, Variant | None]:
+        for p in self.products.values():
+            if p.id == owner_id:
+                return p, None
+            for v in p.variants:
+                if v.id == owner_id:
+                    return p, v
+        raise UserInputError(f"{self.shop}: owner {owner_id} does not exist")
+
+    def _set_owner_metafields(self, owner_id: str, metafields: tuple[Metafield, ...]) -> None:
+        p, v = self._owner(owner_id)
+        if v is None:
+            self.products[p.id or ""] = replace(p, metafields=metafields)
+        else:
+            variants = tuple(replace(x, metafields=metafields) if x.id == v.id else x for x in p.variants)
+            self.products[p.id or ""] = replace(p, variants=variants)
+
+    async def set_metafields(self, metafields: Sequence[Mapping[str, Any]]) -> None:
+        self.calls.append(("metafieldsSet", [dict(m) for m in metafields]))
+        for m in metafields:
+            p, v = self._owner(m["ownerId"])
+            current = (v or p).metafields
+            kept = tuple(x for x in current if (x.namespace, x.key) != (m["namespace"], m["key"]))
+            self._set_owner_metafields(
+                m["ownerId"], (*kept, Metafield(m["namespace"], m["key"], m["type"], m["value"]))
+            )
+
+    async def delete_metafields(self, metafields: Sequence[Mapping[str, Any]]) -> None:
+        self.calls.append(("metafieldsDelete", [dict(m) for m in metafields]))
+        for m in metafields:
+            p, v = self._owner(m["ownerId"])
+            current = (v or p).metafields
+            self._set_owner_metafields(
+                m["ownerId"], tuple(x for x in current if (x.namespace, x.key) != (m["namespace"], m["key"]))
+            )
+
+    async def publications(self) -> dict[str, str]:
+        return dict(self.channels)
+
+    async def channels_of(self, resource_id: str) -> list[str]:
+        names = {pid: name for name, pid in self.channels.items()}
+        return sorted(names[p] for p in self.published.get(resource_id, ()))
+
+    async def publish(self, resource_id: str, publication_ids: Sequence[str]) -> None:
+        self.calls.append(("publishablePublish", (resource_id, list(publication_ids))))
+        if self.refuse_publish:
+            raise UserInputError(f"{self.shop}: publishablePublish refused")
+        self.published.setdefault(resource_id, set()).update(publication_ids)
 
     async def delete_product(self, product_id: str) -> None:
         self.calls.append(("productDelete", product_id))
@@ -261,6 +371,69 @@ class MemoryStore:
         self._note(key)
         self._replays[idempotency_key] = self.levels[key]
         return self.levels[key]
+
+
+# A new variant's fields on a store (Shopify's defaults: deny overselling, taxable, shipped).
+DEFAULT_DETAILS = VariantDetails("DENY", True, True, True, None, None, None, ("0.0", "KILOGRAMS"))
+
+
+def _details(vi: Mapping[str, Any], prev: VariantDetails | None) -> VariantDetails:
+    """A variant's details after a ProductVariantSetInput: fields given replace, others stay."""
+    item = vi.get("inventoryItem") or {}
+    d = prev or DEFAULT_DETAILS
+    weight = (item.get("measurement") or {}).get("weight")
+    return replace(
+        d,
+        inventory_policy=vi.get("inventoryPolicy", d.inventory_policy),
+        taxable=vi.get("taxable", d.taxable),
+        tracked=item.get("tracked", d.tracked),
+        requires_shipping=item.get("requiresShipping", d.requires_shipping),
+        cost=(Decimal(str(item["cost"])) if item["cost"] is not None else None) if "cost" in item else d.cost,
+        hs_code=item.get("harmonizedSystemCode", d.hs_code),
+        country_of_origin=item.get("countryCodeOfOrigin", d.country_of_origin),
+        weight=(repr(float(weight["value"])), weight["unit"]) if weight else d.weight,
+    )
+
+
+class MemoryAttention:
+    def __init__(self) -> None:
+        self.items: dict[tuple[str, str, str], Attention] = {}
+        self.resolved: list[Attention] = []
+
+    async def report(self, shop: str, kind: str, subject: str, detail: str) -> bool:
+        key = (shop, kind, subject)
+        old = self.items.get(key)
+        now = datetime.now(UTC)
+        self.items[key] = Attention(
+            shop, kind, subject, detail, old.first_at if old else now, now, old.times + 1 if old else 1
+        )
+        return old is None
+
+    async def resolve(self, shop: str, kind: str, subject: str) -> bool:
+        found = self.items.pop((shop, kind, subject), None)
+        if found is not None:
+            self.resolved.append(found)
+        return found is not None
+
+    async def is_open(self, shop: str, kind: str, subject: str) -> bool:
+        return (shop, kind, subject) in self.items
+
+    async def open_items(self, *, limit: int = 100) -> list[Attention]:
+        return sorted(self.items.values(), key=lambda a: a.last_at or datetime.min, reverse=True)[:limit]
+
+
+class MemoryArchivedCopies:
+    def __init__(self) -> None:
+        self.rows: dict[tuple[str, str], tuple[str, str]] = {}  # (shop, product) -> (handle, parent)
+
+    async def add(self, child_shop: str, child_product_id: str, handle: str, parent_product_id: str) -> None:
+        self.rows[(child_shop, child_product_id)] = (handle, parent_product_id)
+
+    async def under_handle(self, child_shop: str, handle: str) -> list[str]:
+        return [pid for (shop, pid), (h, _) in self.rows.items() if shop == child_shop and h == handle]
+
+    async def forget(self, child_shop: str, child_product_id: str) -> None:
+        self.rows.pop((child_shop, child_product_id), None)
 
 
 class MemoryLinks:
@@ -333,6 +506,7 @@ class MemoryLinks:
                     and (lk.child_id in variants or lk.child_inventory_item_id in items)
                 )
                 or (lk.kind is LinkKind.COLLECTION and collections)
+                or (lk.kind is LinkKind.MEDIA and lk.child_product_id in products)
             )
 
         return LinkMap(
@@ -672,5 +846,9 @@ class MemoryStepLog:
             if s.state in (SagaState.RUNNING, SagaState.COMPENSATING)
         ][:limit]
 
-    async def states(self, kind: str) -> dict[str, SagaState]:
-        return {k: s.state for k, s in self.sagas.items() if s.kind == kind}
+    async def states(self, kind: str, prefix: str | None = None) -> dict[str, SagaState]:
+        return {
+            k: s.state
+            for k, s in self.sagas.items()
+            if s.kind == kind and (prefix is None or k.startswith(prefix))
+        }

@@ -29,7 +29,7 @@ from tests.commerce.test_client_emulator import store_config
 from tests.support.emulator import running_emulator
 
 PAGED, BULK = "bench-paged.myshopify.com", "bench-bulk.myshopify.com"
-SCAN_LISTS = {"variantsFirst": 10, "collectionsFirst": 5, "metafieldsFirst": 5}
+SCAN_LISTS = {"variantsFirst": 10, "collectionsFirst": 5, "metafieldsFirst": 5, "mediaFirst": 5}
 
 
 async def measure(emu, shop: str, read) -> tuple[dict, list]:

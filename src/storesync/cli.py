@@ -907,6 +907,14 @@ def backfill_cmd(
     )
     for saga_id, why in [*result.compensated, *result.failed]:
         console.print(f"  [red]{escape(saga_id)}[/]: {escape(str(why))}", highlight=False)
+    if result.conflicts:
+        console.print(
+            f"{len(result.conflicts)} not copied: a child's own product has the handle "
+            "(see storesync status; on_handle_conflict in docs/sync.md)",
+            highlight=False,
+        )
+    for saga_id, why in result.conflicts:
+        console.print(f"  [yellow]{escape(saga_id)}[/]: {escape(str(why))}", highlight=False)
     for shop, why in result.paused.items():
         console.print(f"  [yellow]paused[/] {escape(shop)}: {escape(str(why))}", highlight=False)
     raise typer.Exit(0 if result.ok else 1)
@@ -1103,7 +1111,12 @@ def render_status(settings: Settings) -> tuple[list[Any], int]:
 
     from storesync.db.migrate import current_version, head_version
     from storesync.db.pools import async_connect_direct, connect_direct
-    from storesync.sync.adapters.postgres import inactive_levels, links_by_child
+    from storesync.sync.adapters.postgres import (
+        attention_by_shop,
+        inactive_levels,
+        links_by_child,
+        open_attention,
+    )
     from storesync.sync.services.health import network_health
     from storesync.sync.settings import SyncSettings
 
@@ -1118,6 +1131,8 @@ def render_status(settings: Settings) -> tuple[list[Any], int]:
             return [Text(f"{what}: run `storesync migrate` (then `storesync network apply`).")], 1
         linked = links_by_child(conn)
         not_written = inactive_levels(conn)
+        attention = attention_by_shop(conn)
+        attention_items = open_attention(conn, limit=20)
     sync = SyncSettings.load()
 
     async def read():
@@ -1182,6 +1197,9 @@ def render_status(settings: Settings) -> tuple[list[Any], int]:
     out: list[Any] = [table]
     for shop, levels in not_written.items():  # levels storesync does not write, and why
         out.append(Text(f"{shop} not synced: {'; '.join(levels)}"))
+    for shop, kinds in attention.items():  # what the catalog rules left for the merchant
+        notes = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in sorted(kinds.items()))
+        out.append(Text(f"{shop} needs attention: {notes}"))
     if not health.stores:
         out.append(Text("No stores yet: describe them in storesync.toml, then `storesync network apply`."))
     for a in health.attention:
@@ -1193,7 +1211,24 @@ def render_status(settings: Settings) -> tuple[list[Any], int]:
         out.append(Text(f"  {a.next_step}" + (f": {a.command}" if a.command else "")))
     if health.stores and not health.attention:
         out.append(Text("every store in step" if health.all_in_step else "nothing needs a human"))
+    if attention_items:
+        out.append(attention_table(attention_items))
     return out, 0
+
+
+def attention_table(items: list[Any]) -> Table:
+    """What needs the merchant's attention (handle conflicts, products unlinked, media that kept
+    failing, copy steps kept after a failure), most recent first."""
+    table = Table(title="needs attention (most recent first)")
+    for col in ("shop", "what", "about", "detail", "last seen", "times"):
+        table.add_column(col)
+    for a in items:
+        table.add_row(
+            *cells(
+                a.shop, a.kind.replace("_", " "), a.subject, a.detail, f"{a.last_at:%Y-%m-%d %H:%M}", a.times
+            )
+        )
+    return table
 
 
 @app.command("status")

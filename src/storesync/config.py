@@ -185,10 +185,57 @@ class SyncedField(StrEnum):
     COLLECTIONS = "collections"
 
 
-class SyncPolicyConfig(_Strict):
-    """Which product fields follow the parent (default: all of them)."""
+OnParentDelete = Literal["archive", "delete", "leave"]
+OnHandleConflict = Literal["report", "copy_with_suffix"]
+OnCopyStepFailure = Literal["compensate", "keep_and_report"]
+ChildMediaPolicy = Literal["keep", "remove"]
+
+# A metafield namespace as Shopify allows it (3-255 characters of letters, digits, - and _;
+# an app's reserved namespace starts with $app).
+NAMESPACE_RE = re.compile(r"^(\$app:)?[A-Za-z0-9_-]{2,255}$")
+
+
+class ChildCatalogRules(_Strict):
+    """What storesync may do to a child's catalog, per merchant (`[merchants.sync]`) and, to
+    differ for one child, in that child's block (unset keys follow the merchant's)."""
+
+    # A parent product deleted: its copy archived (status ARCHIVED), deleted, or left as it is.
+    # A product the child had before it was linked is never deleted (unlinked and reported).
+    on_parent_delete: OnParentDelete | None = None
+    # A new parent product whose handle a child's own product has: report the conflict and copy
+    # nothing, or copy it under `<handle>-<handle_suffix>`.
+    on_handle_conflict: OnHandleConflict | None = None
+    # Default: the parent store's name (acme-parent.myshopify.com -> acme-parent).
+    handle_suffix: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9-]{0,39}$")
+    # A copy's later step (publishing) refused for good: undo the copy, or keep it and report.
+    on_copy_step_failure: OnCopyStepFailure | None = None
+    # Media the child added to a copy itself: kept after the parent's, or removed.
+    child_media: ChildMediaPolicy | None = None
+    # Sales channels (publication names, e.g. "Online Store", "Point of Sale") copies and the
+    # collections storesync creates are published to. Default: the channels the parent's
+    # product or collection is on, matched by name.
+    channels: list[str] | None = None
+
+    def overrides(self) -> dict[str, Any]:
+        """The rules set here (of `ChildCatalogRules`' own keys)."""
+        return {k: getattr(self, k) for k in ChildCatalogRules.model_fields if getattr(self, k) is not None}
+
+
+class SyncPolicyConfig(ChildCatalogRules):
+    """Which product fields follow the parent (default: all of them), the metafield namespaces
+    that follow it (default: none; every other metafield is the child's), and the catalog rules
+    of `ChildCatalogRules` for every child."""
 
     fields: list[str] | None = None
+    metafield_namespaces: list[str] = Field(default_factory=list)
+
+    @field_validator("metafield_namespaces")
+    @classmethod
+    def _namespaces(cls, v: list[str]) -> list[str]:
+        bad = [ns for ns in v if not NAMESPACE_RE.match(ns)]
+        if bad:
+            raise ValueError(f"not metafield namespaces: {bad}")
+        return v
 
     @field_validator("fields")
     @classmethod
@@ -286,6 +333,8 @@ class StoreConfig(_Strict):
     location_map: dict[str, str] = Field(default_factory=dict)
     # Children only: how this child's prices derive from the parent's (default: same price).
     price_rule: PriceRuleConfig | None = None
+    # Children only: this child's own catalog rules (`ChildCatalogRules`), over the merchant's.
+    catalog: ChildCatalogRules | None = None
     # Children only: a stock change made in this child by hand (a delivery, a count). "revert":
     # the child follows the parent, its own moves are set back; "report": the move becomes a
     # delta on the parent and reaches the siblings (a child with a stockroom of its own).
@@ -394,6 +443,11 @@ class MerchantConfig(_Strict):
                 f"parent {self.parent.shop}: price_rule applies to children only "
                 "(the parent's prices are the source)"
             )
+        if self.parent.catalog is not None:
+            raise ValueError(
+                f"parent {self.parent.shop}: catalog rules apply to children only (set them under "
+                "[merchants.sync] for every child)"
+            )
         if self.parent.stock_changes != "revert":
             raise ValueError(
                 f"parent {self.parent.shop}: stock_changes applies to children only "
@@ -419,6 +473,9 @@ class MerchantConfig(_Strict):
         }
         if self.sync.fields is not None:
             out["fields"] = list(self.sync.fields)
+        out["metafield_namespaces"] = list(self.sync.metafield_namespaces)
+        out["catalog"] = {"handle_suffix": self.parent.shop.split(".", 1)[0], **self.sync.overrides()}
+        out["child_catalog"] = {c.shop: c.catalog.overrides() for c in self.children if c.catalog is not None}
         return out
 
 

@@ -57,7 +57,7 @@ async def test_bulk_products_equal_the_paged_read_with_every_nested_list(emu):
         paged = [
             p
             async for p in store.products(
-                list_sizes={"variantsFirst": 2, "collectionsFirst": 1, "metafieldsFirst": 1}
+                list_sizes={"variantsFirst": 2, "collectionsFirst": 1, "metafieldsFirst": 1, "mediaFirst": 1}
             )
         ]
         bulk = await bulk_products(client, **FAST)

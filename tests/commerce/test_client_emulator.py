@@ -30,7 +30,7 @@ from tests.support.emulator import running_emulator
 
 SHOP = "parent.myshopify.com"
 ROOT = Path(__file__).resolve().parents[2]
-SIZES = {"variantsFirst": 10, "collectionsFirst": 5, "metafieldsFirst": 5}
+SIZES = {"variantsFirst": 10, "collectionsFirst": 5, "metafieldsFirst": 5, "mediaFirst": 5}
 
 
 @pytest.fixture
@@ -101,7 +101,7 @@ async def test_pages_walk_the_whole_catalog_and_estimates_match_the_server(emu):
 
 async def test_page_size_shrinks_to_fit_the_query_cost_limit(emu):
     emu.seed(SHOP, products=5)
-    big = {"variantsFirst": 100, "collectionsFirst": 50, "metafieldsFirst": 50}
+    big = {"variantsFirst": 50, "collectionsFirst": 25, "metafieldsFirst": 25, "mediaFirst": 25}
     async with client_for(emu) as client:
         pages = [p async for p in client.pages("ProductsPage", big, connection="products", page_size=50)]
     assert sum(len(p.nodes) for p in pages) == 5
@@ -113,7 +113,7 @@ async def test_server_max_cost_exceeded_halves_the_page_and_relearns(emu):
     halves it and the server's requestedQueryCost corrects the estimator."""
     emu.seed(SHOP, products=4)
     op = get_operation("ProductsPage")
-    big = {"variantsFirst": 100, "collectionsFirst": 50, "metafieldsFirst": 50}
+    big = {"variantsFirst": 50, "collectionsFirst": 25, "metafieldsFirst": 25, "mediaFirst": 25}
     estimator = CostEstimator()
     estimator.learn(op, {**big, "first": 1}, requested=static_cost(op, {**big, "first": 1}) / 10)
     async with client_for(emu, estimator=estimator) as client:
@@ -389,6 +389,25 @@ SAMPLE_VARIABLES = {
     "BulkOperationStatus": {"query": "id:1"},
     "AppAccessScopes": {},
     "OrdersByName": {"query": "name:#1001"},
+    "ProductMediaPage": {"id": "gid://shopify/Product/1", "first": 7},
+    "ProductVariantMetafields": {
+        "id": "gid://shopify/Product/1",
+        "variantsFirst": 3,
+        "metafieldsFirst": 10,
+        "namespace": "specs",
+    },
+    "VariantMetafieldsPage": {"id": "gid://shopify/ProductVariant/1", "first": 50},
+    "MetafieldsSet": {"metafields": []},
+    "MetafieldsDelete": {"metafields": []},
+    "ProductSetMedia": {
+        "identifier": {"id": "gid://shopify/Product/1"},
+        "input": {"files": []},
+        "mediaFirst": 2,
+    },
+    "ProductUpdateFields": {"identifier": {"id": "gid://shopify/Product/1"}, "input": {"status": "ARCHIVED"}},
+    "Publications": {"first": 50},
+    "PublishableChannels": {"id": "gid://shopify/Product/1"},
+    "PublishablePublish": {"id": "gid://shopify/Product/1", "input": []},
     "ChildOrder": {"id": "gid://shopify/Order/1"},
     "ChildOrdersPage": {"first": 3, "query": "updated_at:>='2026-01-01T00:00:00Z'"},
     "ReturnDispositions": {"id": "gid://shopify/Return/1"},

@@ -105,12 +105,15 @@ def test_cost_extensions_parse_and_reject_garbage():
 
 def test_static_cost_follows_shopify_rules():
     page = get_operation("ProductsPage")
-    sizes = {"variantsFirst": 10, "collectionsFirst": 5, "metafieldsFirst": 5}
+    sizes = {"variantsFirst": 10, "collectionsFirst": 5, "metafieldsFirst": 5, "mediaFirst": 5}
     one = static_cost(page, {**sizes, "first": 1})
     two = static_cost(page, {**sizes, "first": 2})
     # connection: 2 + first x (one product: itself, seo, options(+values), and its connections)
-    # (each collection: itself, its sources, their inclusion and its conditions)
-    per_product = 1 + 1 + 2 + (2 + 10 * 3) + (2 + 5 * 4) + (2 + 5)
+    # (each variant: itself, its selected options, its inventory item with its unit cost,
+    # measurement and weight;
+    # each collection: itself, its sources, their inclusion and its conditions; each media:
+    # itself and a MediaImage's image)
+    per_product = 1 + 1 + 2 + (2 + 10 * 6) + (2 + 5 * 4) + (2 + 5) + (2 + 5 * 2)
     assert one == 2 + per_product and two - one == per_product
     # mutations: 10 plus the objects the payload selects
     assert static_cost(get_operation("ProductDelete")) == 11
@@ -121,7 +124,7 @@ def test_static_cost_follows_shopify_rules():
 def test_estimator_learns_the_server_ratio_and_sizes_pages_under_the_limit():
     est = CostEstimator()
     page = get_operation("ProductsPage")
-    sizes = {"variantsFirst": 50, "collectionsFirst": 20, "metafieldsFirst": 20}
+    sizes = {"variantsFirst": 25, "collectionsFirst": 10, "metafieldsFirst": 10, "mediaFirst": 10}
     n = est.largest_page(page, sizes, 50)
     assert est.estimate(page, {**sizes, "first": n}) <= 1000 < est.estimate(page, {**sizes, "first": n + 1})
     est.learn(page, {**sizes, "first": n}, requested=2 * static_cost(page, {**sizes, "first": n}))

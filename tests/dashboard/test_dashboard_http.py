@@ -181,6 +181,37 @@ def test_failures_show_dead_jobs_and_unparseable_or_ignored_deliveries_from_real
             assert operator.get("/dashboard/deliveries/999999").status_code == 404
 
 
+def test_failures_show_what_needs_the_merchants_attention_until_it_is_resolved(serve_dashboard):
+    """What storesync reported and did not do (here: a child's own product unlinked when its
+    parent product was deleted) is on the failures page, escaped, until it no longer holds."""
+    import asyncio
+
+    import psycopg
+
+    from storesync.sync.adapters.postgres import PgAttention
+
+    shop, subject = "acme-1.myshopify.com", "gid://shopify/Product/77"
+
+    async def attention(resolve: bool) -> None:
+        async with await psycopg.AsyncConnection.connect(dash.db.dsn, autocommit=True) as conn:
+            log = PgAttention(conn)
+            if resolve:
+                assert await log.resolve(shop, "own_product_unlinked", subject)
+            else:
+                await log.report(
+                    shop, "own_product_unlinked", subject, "kept and unlinked <b>not deleted</b>"
+                )
+
+    with serve_dashboard() as dash:
+        asyncio.run(attention(resolve=False))
+        with signed_in_client(dash) as operator:
+            html = operator.get("/dashboard/failures").text
+            assert 'data-attention="own_product_unlinked"' in html and subject in html
+            assert "&lt;b&gt;not deleted" in html and "<b>not deleted" not in html
+            asyncio.run(attention(resolve=True))
+            assert 'data-attention="own_product_unlinked"' not in operator.get("/dashboard/failures").text
+
+
 def test_queue_page_filters_by_state_lane_merchant_kind_and_pages_through_every_job(serve_dashboard):
     with serve_dashboard(page_size=2) as dash:
         inventory = [dash.enqueue("webhook.orders_create", "acme", Lane.INVENTORY) for _ in range(3)]

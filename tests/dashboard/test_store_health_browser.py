@@ -189,8 +189,8 @@ def test_a_throttled_store_falls_behind_then_catches_up(system, dash) -> None:
     # calls are answered 429 (as Shopify does when other apps share the store's limit). A plan
     # change keeps what is available up to the new size, so the first one empties the bucket:
     # the edits below must wait for it to refill, however fast the machine.
-    system.set_plan(slow, bucket_size=1, restore_rate=10)
-    system.set_plan(slow, bucket_size=300, restore_rate=10)
+    system.set_plan(slow, bucket_size=1, restore_rate=25)
+    system.set_plan(slow, bucket_size=300, restore_rate=25)
     system.set_faults(graphql={"http_429_p": 0.2})
     try:
         for n in (1, 2, 4):
@@ -199,7 +199,7 @@ def test_a_throttled_store_falls_behind_then_catches_up(system, dash) -> None:
         row = dash.locator(f"#stores tr[data-shop='{slow}']").inner_text()
         assert "oldest unapplied change" in row and "pending" in row, row
         assert "/ 300 points" in row, row  # the small bucket it waits on
-        wait_for_state(dash, slow, "in step", timeout=60)  # as the bucket refills
+        wait_for_state(dash, slow, "in step", timeout=90)  # as the bucket refills
         # "In step" is true of the store itself: it holds every edit as soon as it says so
         # (a write waiting out a retry's backoff is still work for it, not in step).
         snapshot = system.snapshot(slow)

@@ -145,7 +145,13 @@ def test_product_new_to_the_children_is_created_in_each_with_its_stock(system) -
         message="every child has the product and its stock",
     )
     parent_view = catalog_view(system.snapshot(system.parent))["late-addition"]
-    assert all(catalog_view(system.snapshot(c))["late-addition"] == parent_view for c in system.children)
+    system.wait_until(  # the copy's last step, publishing, may come a moment after its stock
+        lambda: all(
+            catalog_view(system.snapshot(c))["late-addition"] == parent_view for c in system.children
+        ),
+        WAIT,
+        message="every child has the product as the parent has it",
+    )
 
 
 def test_edit_made_in_a_child_to_a_synced_field_is_reverted(system) -> None:
@@ -720,17 +726,18 @@ def test_access_tokens_are_encrypted_at_rest_and_workers_need_the_key(system) ->
 # --------------------------------------------------------------------------- copies linked later
 
 
-def _unsubscribe(system, shop: str, topic: str) -> None:
-    """Remove `shop`'s subscription to `topic` (the webhook is never sent: as if every delivery
-    of it were lost). `storesync webhooks sync` puts it back."""
+def _unsubscribe(system, shop: str, *topics: str) -> None:
+    """Remove `shop`'s subscriptions to `topics` (the webhooks are never sent: as if every
+    delivery of them were lost). `storesync webhooks sync` puts them back."""
     subs = system.graphql(shop, "{ webhookSubscriptions(first: 50) { nodes { id topic } } }")
-    [sub_id] = [n["id"] for n in subs["data"]["webhookSubscriptions"]["nodes"] if n["topic"] == topic]
-    gone = system.graphql(
-        shop,
-        "mutation($id: ID!) { webhookSubscriptionDelete(id: $id) { userErrors { message } } }",
-        {"id": sub_id},
-    )
-    assert not gone.get("errors") and not gone["data"]["webhookSubscriptionDelete"]["userErrors"], gone
+    for topic in topics:
+        [sub_id] = [n["id"] for n in subs["data"]["webhookSubscriptions"]["nodes"] if n["topic"] == topic]
+        gone = system.graphql(
+            shop,
+            "mutation($id: ID!) { webhookSubscriptionDelete(id: $id) { userErrors { message } } }",
+            {"id": sub_id},
+        )
+        assert not gone.get("errors") and not gone["data"]["webhookSubscriptionDelete"]["userErrors"], gone
 
 
 def _seed_parent_product(system, handle: str, skus: tuple[str, str], stock: tuple[int, int]) -> str:
@@ -795,7 +802,8 @@ def test_a_sale_of_a_copy_whose_variants_are_not_linked_yet_still_reaches_the_pa
     (no webhook, the job an hour away): a sale of the copy links it by reading the product, and
     reaches the parent all the same."""
     child = system.children[0]
-    _unsubscribe(system, child, "PRODUCTS_CREATE")
+    # publishing the copy makes the child send products/update, whose job would link it: lost too
+    _unsubscribe(system, child, "PRODUCTS_CREATE", "PRODUCTS_UPDATE")
     try:
         pid = _copy_left_pending(system, child, "linked-later", ("LATER-S", "LATER-M"), (7, 3))
         status = " ".join(system.cli("status", check=True, env={"COLUMNS": "200"}).stdout.split())
@@ -831,7 +839,8 @@ def test_a_backfill_links_the_copies_whose_create_webhook_never_came(system) -> 
     """...with a job a little after it ends (`STORESYNC_SYNC_LINK_PENDING_AFTER_S`, 1 s here): the
     backfill does not wait for the webhooks."""
     child = system.children[1]
-    _unsubscribe(system, child, "PRODUCTS_CREATE")
+    # publishing the copy makes the child send products/update, whose job would link it: lost too
+    _unsubscribe(system, child, "PRODUCTS_CREATE", "PRODUCTS_UPDATE")
     try:
         pid = _seed_parent_product(system, "linked-by-backfill", ("BACKLINK-S", "BACKLINK-M"), (4, 2))
         done = system.cli("backfill", "--child", child, check=True, timeout=120)
@@ -857,7 +866,8 @@ def test_a_parent_stock_move_made_before_a_copy_is_linked_reaches_it_when_a_prod
     Whichever path links the copy fans it out then: here a product job (a parent edit), with
     no create webhook and the backfill's link job an hour away."""
     child = system.children[2]
-    _unsubscribe(system, child, "PRODUCTS_CREATE")
+    # publishing the copy makes the child send products/update, whose job would link it: lost too
+    _unsubscribe(system, child, "PRODUCTS_CREATE", "PRODUCTS_UPDATE")
     try:
         pid = _copy_left_pending(system, child, "moved-while-pending", ("MOVED-S", "MOVED-M"), (5, 8))
         assert level(system, child, "MOVED-M") == 8
@@ -876,6 +886,48 @@ def test_a_parent_stock_move_made_before_a_copy_is_linked_reaches_it_when_a_prod
         )
         settle(system)
         assert dead_jobs(system) == []
+    finally:
+        system.cli("webhooks", "sync", check=True)
+    sql(
+        system, "DELETE FROM jobs WHERE kind = 'sync.link_pending_copies' AND state = 'queued' RETURNING id"
+    )  # an hour away
+    system.cli("backfill", check=True, timeout=120)
+
+
+def test_a_copy_whose_create_webhook_is_lost_is_linked_from_the_update_its_publishing_sends(
+    system,
+) -> None:
+    """Publishing a copy (its saga's last step) makes the child send products/update, while the
+    copy's variants are still pending: that payload links them (no store read, no product job),
+    and the copy's stock then moves as any other: a sale of it reaches the parent."""
+    child = system.children[0]
+    _unsubscribe(system, child, "PRODUCTS_CREATE")
+    since = sql(system, "SELECT now()")[0][0]
+    try:
+        pid = _seed_parent_product(system, "linked-by-update", ("BYUPD-S", "BYUPD-M"), (6, 4))
+        done = system.cli(
+            "backfill", "--child", child, check=True, env={"STORESYNC_SYNC_LINK_PENDING_AFTER_S": "3600"}
+        )
+        assert "1 products copied" in " ".join(done.stdout.split()), done.stdout
+        system.wait_until(
+            lambda: _pending_copies(system, child) == 0, WAIT, message="the copy linked by its update"
+        )
+        assert _variant_links(system, child, pid) == 2
+        settle(system)
+        product_jobs = sql(
+            system,
+            "SELECT count(*) FROM jobs WHERE kind = 'sync.product_to_child' AND created_at > %(t)s "
+            "AND payload->>'child_shop' = %(c)s",
+            {"t": since, "c": child},
+        )
+        assert product_jobs == [(0,)]  # linked by the webhook job itself
+        assert level(system, child, "BYUPD-S") == 6  # the copy's own stock, not set back
+        system.place_order(child, sku="BYUPD-S", quantity=2)
+        system.wait_until(
+            lambda: level(system, system.parent, "BYUPD-S") == 4, WAIT, message="the sale reached the parent"
+        )
+        settle(system)
+        assert level(system, child, "BYUPD-S") == 4 and dead_jobs(system) == []
     finally:
         system.cli("webhooks", "sync", check=True)
     sql(

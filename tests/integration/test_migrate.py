@@ -55,6 +55,24 @@ def test_schema_behind_head_refuses_with_instructions(empty_db) -> None:
         conn.execute("DELETE FROM schema_migrations WHERE version = %s", (head_version(),))
         with pytest.raises(SchemaBehindError, match=f"needs {head_version()}"):
             ensure_at_head(conn)
+        # One missing below newer ones (a migration numbered before one already applied): behind
+        # at the one before it, until migrate applies it.
+        head, middle, before = load_migrations()[-1], load_migrations()[-3], load_migrations()[-4]
+        record(conn, head)
+        ensure_at_head(conn)
+        conn.execute("DELETE FROM schema_migrations WHERE version = %s", (middle.version,))
+        with pytest.raises(SchemaBehindError, match=f"schema is at version {before.version} "):
+            ensure_at_head(conn)
+        record(conn, middle)
+        ensure_at_head(conn)
+
+
+def record(conn: psycopg.Connection, mig: Migration) -> None:
+    """Put back a migration's row as migrate writes it (its SQL already ran here)."""
+    conn.execute(
+        "INSERT INTO schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
+        (mig.version, mig.name, mig.checksum),
+    )
 
 
 def test_edited_applied_migration_is_reported(db, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 
 from storesync.sync.domain.catalog import SyncPolicy
 from storesync.sync.domain.model import Link, LinkKind, MatchedBy
-from storesync.sync.domain.saga import PermanentStepError
-from storesync.sync.services.copies import SagaDeps
-from tests.fakes import MemoryAudit, MemoryLinks, MemoryStore, MemoryWriteRecords
+from storesync.sync.domain.saga import COPY_PRODUCT, PermanentStepError, SagaRecord, copy_product_steps
+from storesync.sync.services.copies import SagaDeps, copy_product_actions
+from storesync.sync.services.sagas import SagaExecutor
+from tests.fakes import MemoryAudit, MemoryLinks, MemoryStepLog, MemoryStore, MemoryWriteRecords
 from tests.sync.builders import (
     A_LOC1,
     A_LOC2,
@@ -77,4 +79,67 @@ async def link_collection(deps: SagaDeps) -> None:
     )
 
 
-__all__ = ["A_LOC1", "A_LOC2", "FailingLevels", "copy_world", "link_collection", "link_copy_variants"]
+async def copy_now(
+    stores: Mapping[str, MemoryStore],
+    links: MemoryLinks,
+    policy: SyncPolicy,
+    audit: MemoryAudit,
+    parent_product_id: str,
+    child_shop: str,
+    *,
+    attention=None,
+    archived=None,
+    steps: MemoryStepLog | None = None,
+    link: bool = True,
+) -> SagaRecord:
+    """A copy made as the engine makes one (the copy saga, real services, stores in memory),
+    its variants then linked as the child's products/create webhook would."""
+    deps = SagaDeps(
+        merchant(), dict(stores), links, MemoryWriteRecords(), audit, policy, None, attention, archived
+    )
+    executor = SagaExecutor(steps or MemoryStepLog(), copy_product_actions(deps), audit)
+    rec = await executor.start(
+        f"copy:{child_shop}:{parent_product_id}",
+        COPY_PRODUCT,
+        child_shop,
+        "test",
+        copy_product_steps(parent_product_id, child_shop, stock_in_create=True),
+    )
+    lk = (await links.link_map(child_shop)).link_down(LinkKind.PRODUCT, parent_product_id)
+    if link and lk is not None and lk.pending is not None:
+        await link_copy_variants(deps, child_shop, parent_product_id)
+    return rec
+
+
+async def sync_or_copy(
+    parent: MemoryStore,
+    child: MemoryStore,
+    parent_product_id: str,
+    links: MemoryLinks,
+    policy: SyncPolicy,
+    audit: MemoryAudit,
+    cause: str = "job:1",
+):
+    """What a product job does: re-sync the child's copy, or make it by the copy saga."""
+    from storesync.sync.domain.catalog import NeedsCopy
+    from storesync.sync.services.catalog import sync_product_to_child
+
+    try:
+        return await sync_product_to_child(parent, child, parent_product_id, links, policy, audit, cause)
+    except NeedsCopy:
+        await copy_now(
+            {PARENT: parent, child.shop: child}, links, policy, audit, parent_product_id, child.shop
+        )
+        return None
+
+
+__all__ = [
+    "A_LOC1",
+    "A_LOC2",
+    "FailingLevels",
+    "copy_now",
+    "copy_world",
+    "link_collection",
+    "link_copy_variants",
+    "sync_or_copy",
+]

@@ -10,6 +10,7 @@ from storesync.sync.domain.catalog import (
     ALL_FIELDS,
     CatalogBlocked,
     ChangeCause,
+    NeedsCopy,
     PriceRule,
     Rounding,
     SyncPolicy,
@@ -17,10 +18,12 @@ from storesync.sync.domain.catalog import (
     expected_view,
     plan_child_product,
 )
-from storesync.sync.domain.model import Link, LinkKind, MatchedBy, Metafield, Option, Product
+from storesync.sync.domain.catalog_rules import CatalogRules, ChildMedia, OnParentDelete
+from storesync.sync.domain.model import Link, LinkKind, MatchedBy, Metafield, Option, Product, VariantDetails
 from storesync.sync.services.catalog import sync_product_to_child
-from tests.fakes import MemoryAudit, MemoryLinks, MemoryStore
+from tests.fakes import MemoryArchivedCopies, MemoryAttention, MemoryAudit, MemoryLinks, MemoryStore
 from tests.sync.builders import CHILD_A, PARENT, tee, variant
+from tests.sync.sagas import copy_now
 
 CAUSE = "job:1"
 
@@ -41,9 +44,21 @@ class World:
         self.pp = self.parent.add_product(product or tee())
 
     async def sync(self):
-        return await sync_product_to_child(
-            self.parent, self.child, self.pp.id, self.links, self.policy, self.audit, CAUSE
-        )
+        """One product job: the copy saga when the child has no copy yet, else a re-sync."""
+        try:
+            return await sync_product_to_child(
+                self.parent, self.child, self.pp.id, self.links, self.policy, self.audit, CAUSE
+            )
+        except NeedsCopy:
+            await copy_now(
+                {PARENT: self.parent, CHILD_A: self.child},
+                self.links,
+                self.policy,
+                self.audit,
+                self.pp.id,
+                CHILD_A,
+            )
+            return None
 
     async def child_product(self) -> Product:
         lm = await self.links.link_map(CHILD_A)
@@ -108,10 +123,11 @@ def test_options_and_variants_are_synced_together():
 # --------------------------------------------------------------------------- create and update
 
 
-def test_a_missing_child_product_is_created_with_links_to_every_variant_and_item():
+def test_a_missing_child_product_is_copied_by_the_saga_with_links_to_every_variant_and_item():
     w = World(SyncPolicy(price_rules={CHILD_A: PriceRule(Decimal(10))}))
-    plan = run(w.sync())
-    assert plan.child_product_id is None and len(plan.created_variants) == 2
+    with pytest.raises(NeedsCopy):  # never a productSet upsert by handle
+        run(sync_product_to_child(w.parent, w.child, w.pp.id, w.links, w.policy, w.audit, CAUSE))
+    run(w.sync())
     cp = run(w.child_product())
     assert (cp.title, cp.handle, cp.vendor, cp.tags) == ("Tee", "tee", "Acme", ("cotton", "summer"))
     assert sorted(v.price for v in cp.variants) == [Decimal("11.00"), Decimal("11.00")]
@@ -120,8 +136,9 @@ def test_a_missing_child_product_is_created_with_links_to_every_variant_and_item
         cv = cp.variant(lm.child_id(LinkKind.VARIANT, pv.id))
         assert cv is not None and cv.sku == pv.sku
         assert lm.child_item(pv.inventory_item_id) == cv.inventory_item_id
-    assert lm.link_down(LinkKind.PRODUCT, w.pp.id).synced_view == plan.expected
-    assert [r.action for r in w.audit.records] == ["product_create"]
+    plan = run(w.sync())
+    assert plan.noop and lm.link_down(LinkKind.PRODUCT, w.pp.id).synced_view == plan.expected
+    assert [r.action for r in w.audit.records][:2] == ["product_create", "saga_completed"]
 
 
 def test_in_sync_product_is_not_written_again():
@@ -286,14 +303,196 @@ def test_fields_outside_the_policy_stay_as_the_child_has_them():
     assert (cp.title, cp.vendor, cp.tags) == ("New title", "Local vendor", ("local",))
 
 
-def test_a_parent_product_deleted_deletes_the_childs_copy_and_its_link():
-    w = World()
+@pytest.mark.parametrize(
+    ("rule", "status", "kept"),
+    [
+        (OnParentDelete.ARCHIVE, "ARCHIVED", True),
+        (OnParentDelete.DELETE, None, False),
+        (OnParentDelete.LEAVE, "ACTIVE", True),
+    ],
+)
+def test_a_parent_product_deleted_archives_deletes_or_leaves_the_copy_as_the_child_says(rule, status, kept):
+    w = World(SyncPolicy(child_catalog={CHILD_A: CatalogRules(on_parent_delete=rule)}))
+    archived = MemoryArchivedCopies()
     run(w.sync())
     cp = run(w.child_product())
     del w.parent.products[w.pp.id]
-    assert run(w.sync()) is None
-    assert cp.id not in w.child.products
-    assert run(w.links.link_map(CHILD_A)).child_id(LinkKind.PRODUCT, w.pp.id) is None
+    result = run(
+        sync_product_to_child(
+            w.parent, w.child, w.pp.id, w.links, w.policy, w.audit, CAUSE, archived=archived
+        )
+    )
+    assert result is None
+    assert (cp.id in w.child.products) is kept
+    if kept:
+        assert w.child.products[cp.id].status == status
+    lm = run(w.links.link_map(CHILD_A))
+    assert lm.links == []  # product and variant links gone
+    assert bool(archived.rows) is (rule is OnParentDelete.ARCHIVE)
+    assert (
+        w.audit.records[-1].action
+        == {
+            OnParentDelete.ARCHIVE: "product_archive",
+            OnParentDelete.DELETE: "product_delete",
+            OnParentDelete.LEAVE: "product_unlink",
+        }[rule]
+    )
+
+
+def test_a_product_the_child_had_before_it_was_linked_is_never_deleted_only_unlinked_and_reported():
+    w = World(SyncPolicy(catalog=CatalogRules(on_parent_delete=OnParentDelete.DELETE)))
+    own = w.child.add_product(tee())  # the child sold it before storesync: `storesync link` matched it
+    run(
+        w.links.save_links(
+            [
+                Link(LinkKind.PRODUCT, CHILD_A, w.pp.id, own.id, MatchedBy.SKU),
+                *(
+                    Link(
+                        LinkKind.VARIANT,
+                        CHILD_A,
+                        pv.id,
+                        cv.id,
+                        MatchedBy.SKU,
+                        parent_product_id=w.pp.id,
+                        child_product_id=own.id,
+                    )
+                    for pv, cv in zip(w.pp.variants, own.variants, strict=True)
+                ),
+            ]
+        )
+    )
+    attention = MemoryAttention()
+    del w.parent.products[w.pp.id]
+    run(
+        sync_product_to_child(
+            w.parent, w.child, w.pp.id, w.links, w.policy, w.audit, CAUSE, attention=attention
+        )
+    )
+    assert w.child.products[own.id] == own  # untouched
+    assert run(w.links.link_map(CHILD_A)).links == []
+    (item,) = run(attention.open_items())
+    assert item.kind == "own_product_unlinked" and own.id in item.detail
+    assert ("productDelete", own.id) not in w.child.calls
+
+
+# --------------------------------------------------------------------------- metafields
+
+
+def test_a_parent_edit_keeps_the_childs_own_product_and_variant_metafields_and_sends_none():
+    """Regression: the variant write sent `metafields: []` for every variant, wiping the
+    child's own variant metafields (productSet replaces a given list wholesale)."""
+    w = World()
+    run(w.sync())
+    cp = run(w.child_product())
+    mine = Metafield("custom", "fit", "single_line_text_field", "slim")
+    run(
+        w.child.set_metafields(
+            [
+                {"ownerId": v.id, "namespace": "custom", "key": "fit", "type": mine.type, "value": "slim"}
+                for v in cp.variants
+            ]
+        )
+    )
+    run(
+        w.child.set_metafields(
+            [{"ownerId": cp.id, "namespace": "custom", "key": "care", "type": mine.type, "value": "cold"}]
+        )
+    )
+    run(w.edit_parent(title="Tee v2"))
+    plan = run(w.sync())
+    assert "metafields" not in plan.input and all("metafields" not in v for v in plan.input["variants"])
+    after = run(w.child_product())
+    assert after.title == "Tee v2"
+    assert all(v.metafields == (mine,) for v in after.variants)
+    assert after.metafields == (Metafield("custom", "care", mine.type, "cold"),)
+
+
+def test_synced_namespaces_follow_the_parent_by_metafields_set_and_delete_and_others_stay():
+    w = World(SyncPolicy(metafield_namespaces=frozenset({"specs"})))
+    t = "single_line_text_field"
+    pv = w.pp.variants[0]
+    w.parent.products[w.pp.id] = w.pp = replace(
+        w.pp,
+        metafields=(Metafield("specs", "material", t, "cotton"), Metafield("parent_only", "x", t, "1")),
+        variants=(replace(pv, metafields=(Metafield("specs", "gsm", t, "180"),)), *w.pp.variants[1:]),
+    )
+    run(w.sync())  # the create carries them
+    cp = run(w.child_product())
+    assert cp.metafields == (Metafield("specs", "material", t, "cotton"),)
+    lm = run(w.links.link_map(CHILD_A))
+    assert cp.variant(lm.child_id(LinkKind.VARIANT, pv.id)).metafields == (
+        Metafield("specs", "gsm", t, "180"),
+    )
+    # the child adds its own; the parent changes one synced value and drops another
+    run(
+        w.child.set_metafields(
+            [{"ownerId": cp.id, "namespace": "custom", "key": "care", "type": t, "value": "cold"}]
+        )
+    )
+    w.parent.products[w.pp.id] = w.pp = replace(
+        w.pp,
+        metafields=(Metafield("specs", "material", t, "linen"),),
+        variants=(replace(w.pp.variants[0], metafields=()), *w.pp.variants[1:]),
+    )
+    plan = run(w.sync())
+    assert not plan.product_changes and "metafields" not in plan.input  # no productSet needed
+    assert [c[0] for c in w.child.calls[-2:]] == ["metafieldsSet", "metafieldsDelete"]
+    cp = run(w.child_product())
+    assert set(cp.metafields) == {
+        Metafield("specs", "material", t, "linen"),
+        Metafield("custom", "care", t, "cold"),
+    }
+    assert cp.variant(lm.child_id(LinkKind.VARIANT, pv.id)).metafields == ()
+    assert run(w.sync()).noop
+
+
+# --------------------------------------------------------------------------- media
+
+
+@pytest.mark.parametrize("child_media", [ChildMedia.KEEP, ChildMedia.REMOVE])
+def test_media_follow_the_parent_in_order_and_the_childs_own_are_kept_or_removed(child_media):
+    w = World(SyncPolicy(child_catalog={CHILD_A: CatalogRules(child_media=child_media)}))
+    run(w.edit_parent(files=[{"originalSource": f"https://cdn.example/{n}.jpg", "alt": n} for n in "ab"]))
+    run(w.sync())
+    cp = run(w.child_product())
+    run(
+        w.child.set_media(cp.id, [*({"id": m.id} for m in cp.media), {"originalSource": "https://own/x.jpg"}])
+    )
+    w.child.calls.clear()
+    # The parent reorders its pictures and changes an alt text: no picture is uploaded again.
+    a, b = w.pp.media
+    run(w.edit_parent(files=[{"id": b.id, "alt": "b, new"}, {"id": a.id}]))
+    run(w.sync())
+    cp = run(w.child_product())
+    shown = [(m.source, m.alt) for m in cp.media]
+    parents = [("https://cdn.example/b.jpg", "b, new"), ("https://cdn.example/a.jpg", "a")]
+    assert shown == ([*parents, ("https://own/x.jpg", "")] if child_media is ChildMedia.KEEP else parents)
+    uploads = [
+        f for op, arg in w.child.calls if op == "productSetMedia" for f in arg[1] if "originalSource" in f
+    ]
+    assert uploads == []
+    w.child.calls.clear()
+    assert run(w.sync()).noop and not any(op == "productSetMedia" for op, _ in w.child.calls)
+
+
+# --------------------------------------------------------------------------- variant fields
+
+
+def test_variant_and_inventory_item_fields_follow_the_parent_and_prices_the_childs_rule():
+    w = World(SyncPolicy(price_rules={CHILD_A: PriceRule(Decimal(50))}))
+    run(w.sync())
+    details = VariantDetails(
+        "CONTINUE", False, True, False, Decimal("3.10"), "610910", "PT", ("0.25", "KILOGRAMS")
+    )
+    w.parent.products[w.pp.id] = w.pp = replace(
+        w.pp,
+        variants=tuple(replace(v, details=details, compare_at_price=Decimal("12.00")) for v in w.pp.variants),
+    )
+    run(w.sync())
+    cp = run(w.child_product())
+    assert all(v.details == details for v in cp.variants)
+    assert all(v.price == Decimal("15.00") for v in cp.variants)  # 10.00 + 50 %
+    assert all(v.compare_at_price == Decimal("18.00") for v in cp.variants)  # 12.00 + 50 %
 
 
 # --------------------------------------------------------------------------- invariants (hypothesis)

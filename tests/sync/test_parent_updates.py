@@ -11,9 +11,9 @@ from storesync.sync.domain.catalog import PriceRule, SyncPolicy
 from storesync.sync.domain.echoes import children_behind
 from storesync.sync.domain.model import Collection, Link, LinkKind, MatchedBy
 from storesync.sync.domain.routing import JOB_PRODUCT_TO_CHILD, route_parent_product_update
-from storesync.sync.services.catalog import sync_product_to_child
 from tests.fakes import MemoryAudit, MemoryLinks, MemoryStore
 from tests.sync.builders import CHILD_A, CHILD_B, CHILD_C, PARENT, merchant, tee
+from tests.sync.sagas import sync_or_copy
 
 CHILDREN = (CHILD_A, CHILD_B, CHILD_C)
 
@@ -33,14 +33,8 @@ class Network:
 
     async def sync(self, *shops: str) -> None:
         for shop in shops or CHILDREN:
-            await sync_product_to_child(
-                self.parent,
-                self.children[shop],
-                self.product.id,
-                self.links,
-                self.policy,
-                self.audit,
-                "job:1",
+            await sync_or_copy(
+                self.parent, self.children[shop], self.product.id, self.links, self.policy, self.audit
             )
 
     async def edit_parent(self, **input) -> None:

@@ -3,12 +3,15 @@
 
 import asyncio
 from dataclasses import replace
+from decimal import Decimal
 
 import pytest
 from graphql.utilities import validate_input_value
 
 from storesync.sync.domain.catalog import SyncPolicy, plan_child_product, unchanged_input
-from storesync.sync.domain.model import Image, LinkMap, Metafield
+from storesync.sync.domain.catalog_rules import ChildMedia
+from storesync.sync.domain.media import plan_media
+from storesync.sync.domain.model import LinkMap, Media, Metafield, VariantDetails
 from tests.fakes import MemoryStore
 from tests.support.shopify_schema import admin_schema, deprecated_in_value
 from tests.sync.builders import CHILD_A, tee, variant
@@ -30,16 +33,23 @@ def _valid(type_, value):
 
 def test_plans_for_create_and_update_are_valid_product_set_inputs(product_set_input):
     mf = Metafield("custom", "fabric", "single_line_text_field", "linen")
+    details = VariantDetails(
+        "CONTINUE", False, True, True, Decimal("2.50"), "610910", "PT", ("0.2", "KILOGRAMS")
+    )
     parent = replace(
         tee(),
-        images=(Image("https://img.example/tee.jpg", "Tee"),),
+        media=(Media("gid://shopify/MediaImage/1", "https://img.example/tee.jpg", "Tee"),),
+        metafields=(mf,),
         variants=(
-            variant("TEE-S", ("Size", "S"), barcode="123", metafields=(mf,)),
+            replace(variant("TEE-S", ("Size", "S"), barcode="123", metafields=(mf,)), details=details),
             variant("TEE-M", ("Size", "M")),
         ),
     )
-    create = plan_child_product(MemoryStore("p").add_product(parent), None, LinkMap(CHILD_A), SyncPolicy())
-    assert _valid(product_set_input, create.input) == []
+    policy = SyncPolicy(metafield_namespaces=frozenset({"custom"}))
+    create = plan_child_product(MemoryStore("p").add_product(parent), None, LinkMap(CHILD_A), policy)
+    assert create.input["metafields"] and _valid(product_set_input, create.input) == []
+    media = plan_media(parent, None, LinkMap(CHILD_A), ChildMedia.KEEP)
+    assert media.files and _valid(product_set_input, {"files": media.files}) == []
 
     w = World()
     asyncio.run(w.sync())

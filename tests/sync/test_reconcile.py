@@ -9,7 +9,6 @@ from storesync.sync.domain.reconcile import (
     diff_catalog,
     diff_inventory,
 )
-from storesync.sync.services.catalog import sync_product_to_child
 from storesync.sync.services.reconcile import apply_repairs
 from tests.fakes import MemoryAudit, MemoryLinks, MemoryStore, MemoryWriteRecords
 from tests.sync.builders import (
@@ -24,6 +23,7 @@ from tests.sync.builders import (
     merchant,
     tee,
 )
+from tests.sync.sagas import copy_now, sync_or_copy
 
 CHILDREN = (CHILD_A, CHILD_B, CHILD_C)
 
@@ -45,9 +45,7 @@ class Fleet:
     async def sync_all(self):
         for store in self.children.values():
             for p in self.products:
-                await sync_product_to_child(
-                    self.parent, store, p.id, self.links, self.policy, self.audit, "job:0"
-                )
+                await sync_or_copy(self.parent, store, p.id, self.links, self.policy, self.audit, "job:0")
         maps = await self.maps()
         for shop, store in self.children.items():
             for link in maps[shop].links:
@@ -165,6 +163,10 @@ def test_missing_and_orphaned_child_products_are_reported():
     report = asyncio.run(f.report())
     by_kind = {(r.kind, r.child_shop) for r in report.repairs}
     assert (RepairKind.CREATE_PRODUCT, CHILD_B) in by_kind
+
+    async def copy(shop: str, pid: str) -> None:  # the copy saga, as reconcile runs it
+        await copy_now({PARENT: f.parent, shop: f.children[shop]}, f.links, f.policy, f.audit, pid, shop)
+
     assert {(RepairKind.DELETE_PRODUCT, s) for s in CHILDREN} <= by_kind
     asyncio.run(
         apply_repairs(
@@ -176,9 +178,13 @@ def test_missing_and_orphaned_child_products_are_reported():
             audit=f.audit,
             policy=f.policy,
             cause="reconcile:2",
+            copy_product=copy,
         )
     )
     assert not [r for r in asyncio.run(f.report()).repairs if r.kind is not RepairKind.SET_INVENTORY]
+    # the parent's deleted product: each copy archived (the default), kept, no longer linked
+    for child in f.children.values():
+        assert [p.status for p in child.products.values() if p.handle == "tee-2"] == ["ARCHIVED"]
 
 
 def test_a_negative_parent_level_is_expected_as_zero_in_children():

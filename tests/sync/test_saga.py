@@ -1,10 +1,14 @@
 import asyncio
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from storesync.commerce.errors import UserInputError
+from storesync.sync.domain.catalog import SyncPolicy
+from storesync.sync.domain.catalog_rules import CatalogRules, OnCopyStepFailure, OnHandleConflict
 from storesync.sync.domain.model import LinkKind
 from storesync.sync.domain.saga import (
     PermanentStepError,
@@ -16,8 +20,8 @@ from storesync.sync.domain.saga import (
 )
 from storesync.sync.services.copies import copy_product_actions
 from storesync.sync.services.sagas import SagaExecutor
-from tests.fakes import MemoryAudit, MemoryStepLog
-from tests.sync.builders import CHILD_A
+from tests.fakes import MemoryArchivedCopies, MemoryAttention, MemoryAudit, MemoryStepLog
+from tests.sync.builders import CHILD_A, PARENT
 from tests.sync.sagas import A_LOC1, A_LOC2, FailingLevels, copy_world, link_collection, link_copy_variants
 
 
@@ -181,7 +185,7 @@ def test_a_create_never_adopts_a_product_the_child_already_has():
     saga = asyncio.run(
         ex.start("copy-1", "copy_product", CHILD_A, "job:1", copy_product_steps(pp.id, CHILD_A))
     )
-    assert saga.state is SagaState.COMPENSATED and "link it" in saga.error
+    assert saga.state is SagaState.COMPENSATED and "storesync link" in saga.error
     assert [p.title for p in deps.stores[CHILD_A].products.values()] == ["Theirs"]
 
 
@@ -259,6 +263,37 @@ def test_copy_saga_ends_all_done_or_as_before_whatever_fails_or_crashes(fail_at,
         assert len(child.levels) == 4  # 2 variants x 2 mapped locations
 
 
+def test_an_older_copy_saga_never_adopts_a_product_the_child_made_under_the_handle_meanwhile():
+    """A three-step saga (logged by an earlier version): its create looked (handle free), then
+    the child made a product of its own under that handle before the create ran. The create is
+    refused and compensated; the child's product is left exactly as it was."""
+    deps, pp = copy_world()
+    child = deps.stores[CHILD_A]
+    real = copy_product_actions(deps)
+    theirs = []
+
+    class ChildActsBetween:
+        async def prepare(self, params, ctx):
+            undo = await real["create_child_product"].prepare(params, ctx)
+            theirs.append(child.add_product(replace(pp, id=None, title="The child's own", variants=())))
+            return undo
+
+        async def run(self, params, ctx):
+            return await real["create_child_product"].run(params, ctx)
+
+        async def undo(self, undo, ctx):
+            return await real["create_child_product"].undo(undo, ctx)
+
+    saga = asyncio.run(
+        SagaExecutor(MemoryStepLog(), {**real, "create_child_product": ChildActsBetween()}, deps.audit).start(
+            "c", "copy", CHILD_A, "job:1", copy_product_steps(pp.id, CHILD_A)
+        )
+    )
+    assert saga.state is SagaState.COMPENSATED and "storesync link" in (saga.error or "")
+    assert list(child.products.values()) == theirs
+    assert [c[0] for c in child.calls] == []  # nothing written, nothing deleted
+
+
 # --------------------------------------------------------------------------- copy saga, stock in the create
 
 
@@ -288,10 +323,16 @@ def test_a_copy_with_stock_in_the_create_makes_one_product_set_and_reads_no_chil
 
     child.read_level = counted_read
     saga = _stocked_copy(deps, pp)
-    assert saga.state is SagaState.COMPLETED and [s.name for s in saga.steps] == ["create"]
+    assert saga.state is SagaState.COMPLETED and [s.name for s in saga.steps] == [
+        "create",
+        "media",
+        "publish",
+    ]
     (cp,) = child.products.values()
     assert cp.collections == ("gid://shopify/Collection/501",)
-    assert [c[0] for c in child.calls] == ["productSet"]  # no inventorySetQuantities, no second write
+    # no inventorySetQuantities, no second write: no media to copy, no channel the parent's is on
+    assert [c[0] for c in child.calls] == ["productSet"]
+    assert saga.steps[1].result == {"media": 0} and saga.steps[2].result == {"channels": []}
     assert reads == []
     (sent,) = [c[1] for c in child.calls]
     assert all(len(v["inventoryQuantities"]) == 2 for v in sent["variants"])
@@ -378,7 +419,7 @@ def test_a_stocked_create_never_adopts_a_product_the_child_already_has():
     deps, pp = copy_world()
     deps.stores[CHILD_A].add_product(pp.__class__(id=None, handle=pp.handle, title="Theirs"))
     saga = _stocked_copy(deps, pp)
-    assert saga.state is SagaState.COMPENSATED and "link it" in saga.error
+    assert saga.state is SagaState.COMPENSATED and "storesync link" in saga.error
     assert [p.title for p in deps.stores[CHILD_A].products.values()] == ["Theirs"]
     assert deps.stores[CHILD_A].calls == []
 
@@ -414,9 +455,12 @@ def test_a_stocked_copy_ends_all_done_or_as_before_whatever_fails_or_crashes(fai
 
     log = MemoryStepLog()
     try:
-        saga = _stocked_copy(deps, pp, actions={"create_child_product": Faulty()}, log=log)
+        saga = _stocked_copy(
+            deps, pp, actions={**copy_product_actions(deps), "create_child_product": Faulty()}, log=log
+        )
     except ConnectionError:
-        saga = asyncio.run(SagaExecutor(log, {"create_child_product": Faulty()}, deps.audit).run("copy-1"))
+        actions = {**copy_product_actions(deps), "create_child_product": Faulty()}
+        saga = asyncio.run(SagaExecutor(log, actions, deps.audit).run("copy-1"))
     if fail:
         assert saga.state is SagaState.COMPENSATED
         assert {shop: (dict(s.products), dict(s.levels)) for shop, s in deps.stores.items()} == before
@@ -440,12 +484,85 @@ def test_a_copy_whose_handle_the_child_took_is_refused_and_leaves_the_childs_pro
     own = child.add_product(replace(pp, id=None, title="The child's own", variants=()))
     log = MemoryStepLog()
     saga = _stocked_copy(deps, pp, log=log)
-    assert saga.state is SagaState.COMPENSATED and "already has a product with handle" in (saga.error or "")
+    assert saga.state is SagaState.COMPENSATED and "already has a product of its own with handle" in (
+        saga.error or ""
+    )
     assert list(child.products) == [own.id] and child.products[own.id].title == "The child's own"
     assert [c[0] for c in child.calls] == []  # the refused create wrote nothing; nothing was deleted
-    (step,) = log.sagas["copy-1"].steps
+    step = log.sagas["copy-1"].steps[0]
     assert step.status is StepStatus.PENDING and step.undo is None  # refused: nothing to undo
     assert asyncio.run(deps.links.link_map(CHILD_A)).links == []
+
+
+@settings(max_examples=30, deadline=None)
+@given(at=st.sampled_from(["create", "media", "publish"]), fail=st.booleans(), crash=st.booleans())
+def test_a_copy_with_media_and_channels_ends_all_done_or_as_before_whatever_step_fails_or_crashes(
+    at, fail, crash
+):
+    """The copy's three steps (create -> media -> publish), one of them (`at`) failing for good
+    after its store call (the saga compensates: the product, its media and channels are gone,
+    as are its links), or the worker dying after it (a new executor resumes forward: the step
+    runs again, uploading no media twice)."""
+    from storesync.sync.domain.model import Media
+
+    deps, pp = copy_world()
+    _rules(deps)
+    parent, child = deps.stores[PARENT], deps.stores[CHILD_A]
+    media = tuple(
+        Media(f"gid://shopify/MediaImage/{i}", f"https://cdn.example/{i}.jpg", f"alt {i}") for i in (1, 2)
+    )
+    parent.products[pp.id] = replace(parent.products[pp.id], media=media)
+    asyncio.run(parent.publish(pp.id, [parent.channels["Point of Sale"]]))
+    before = {shop: (dict(s.products), dict(s.levels)) for shop, s in deps.stores.items()}
+    crashed = []
+
+    def actions():
+        real = copy_product_actions(deps)
+        name = {
+            "create": "create_child_product",
+            "media": "copy_child_media",
+            "publish": "publish_child_product",
+        }[at]
+
+        class Faulty:
+            async def prepare(self, params, ctx):
+                return await real[name].prepare(params, ctx)
+
+            async def run(self, params, ctx):
+                out = await real[name].run(params, ctx)
+                if fail:
+                    raise PermanentStepError("rejected after the write")
+                if crash and not crashed:
+                    crashed.append(at)
+                    raise ConnectionError("worker died after the store call")
+                return out
+
+            async def undo(self, undo, ctx):
+                return await real[name].undo(undo, ctx)
+
+        return {**real, name: Faulty()}
+
+    log = MemoryStepLog()
+    try:
+        saga = _stocked_copy(deps, pp, actions=actions(), log=log)
+    except ConnectionError:
+        saga = asyncio.run(SagaExecutor(log, actions(), deps.audit).run("copy-1"))
+    if fail:
+        assert saga.state is SagaState.COMPENSATED
+        assert {shop: (dict(s.products), dict(s.levels)) for shop, s in deps.stores.items()} == before
+        assert asyncio.run(deps.links.link_map(CHILD_A)).links == []
+        return
+    assert saga.state is SagaState.COMPLETED
+    (cp,) = child.products.values()
+    assert [(m.source, m.alt) for m in cp.media] == [(m.source, m.alt) for m in media]
+    uploads = [
+        f
+        for op, (_, files) in (c for c in child.calls if c[0] == "productSetMedia")
+        for f in files
+        if "originalSource" in f
+    ]
+    assert len(uploads) == len(media)  # a resumed media step uploads nothing again
+    assert asyncio.run(child.channels_of(cp.id)) == ["Point of Sale"]
 
 
 def test_a_resumed_create_upserts_what_the_first_run_made():
@@ -469,7 +586,7 @@ def test_a_resumed_create_upserts_what_the_first_run_made():
             return await create.undo(undo, ctx)
 
     log = MemoryStepLog()
-    actions = {"create_child_product": DiesAfterTheStoreCall()}
+    actions = {**copy_product_actions(deps), "create_child_product": DiesAfterTheStoreCall()}
     with pytest.raises(ConnectionError):
         _stocked_copy(deps, pp, actions=actions, log=log)
     saga = asyncio.run(SagaExecutor(log, actions, deps.audit).run("copy-1"))
@@ -480,3 +597,95 @@ def test_a_resumed_create_upserts_what_the_first_run_made():
 
     pending = asyncio.run(deps.links.link_map(CHILD_A)).link_down(LinkKind.PRODUCT, pp.id).pending
     assert pending is not None and not created_webhook_describes_it(pending)
+
+
+# --------------------------------------------------------------------------- copy saga: handles, media, channels
+
+
+def _rules(deps, **rules):
+    deps.policy = SyncPolicy(child_catalog={CHILD_A: CatalogRules(**rules)})
+    deps.attention = MemoryAttention()
+    deps.archived = MemoryArchivedCopies()
+    return deps
+
+
+def test_a_taken_handle_is_copied_under_a_suffix_and_a_later_failure_deletes_only_the_copy():
+    deps, pp = copy_world()
+    _rules(
+        deps,
+        on_handle_conflict=OnHandleConflict.COPY_WITH_SUFFIX,
+        handle_suffix="acme",
+        on_copy_step_failure=OnCopyStepFailure.COMPENSATE,
+    )
+    child = deps.stores[CHILD_A]
+    long_ago = datetime.now(UTC) - timedelta(days=30)
+    own = child.add_product(replace(pp, id=None, title="The child's own", variants=(), created_at=long_ago))
+    child.refuse_publish = True
+    deps.stores[PARENT].published[pp.id] = {deps.stores[PARENT].channels["Online Store"]}
+    saga = _stocked_copy(deps, pp)
+    assert saga.state is SagaState.COMPENSATED and "publishing" in (saga.error or "")
+    assert list(child.products) == [own.id] and child.products[own.id] == own  # ours undone, theirs kept
+    assert [c for c in child.calls if c[0] == "productDelete"] != []
+    child.refuse_publish = False
+    saga = _stocked_copy(deps, pp, saga_id="copy-2")
+    assert saga.state is SagaState.COMPLETED and saga.steps[0].result["handle"] == "tee-acme"
+    copy = next(p for p in child.products.values() if p.id != own.id)
+    assert copy.handle == "tee-acme" and child.published[copy.id] == {child.channels["Online Store"]}
+
+
+def test_a_refused_publish_is_kept_and_reported_when_the_merchant_says_so():
+    deps, pp = copy_world()
+    _rules(
+        deps, on_copy_step_failure=OnCopyStepFailure.KEEP_AND_REPORT, channels=("Point of Sale", "Wholesale")
+    )
+    child = deps.stores[CHILD_A]
+    child.refuse_publish = True
+    saga = _stocked_copy(deps, pp)
+    assert saga.state is SagaState.COMPLETED and "failed" in saga.steps[2].result
+    assert len(child.products) == 1
+    kinds = {a.kind for a in asyncio.run(deps.attention.open_items())}
+    assert kinds == {"copy_step_failed", "channel_missing"}  # and the child has no "Wholesale"
+
+
+def test_a_media_failure_is_reported_never_the_sagas_and_media_are_linked_in_order():
+    from storesync.sync.domain.model import Media
+
+    deps, pp = copy_world()
+    _rules(deps)
+    parent = deps.stores[PARENT]
+    media = tuple(
+        Media(f"gid://shopify/MediaImage/{i}", f"https://cdn.example/{i}.jpg", f"alt {i}") for i in (1, 2)
+    )
+    parent.products[pp.id] = replace(parent.products[pp.id], media=media)
+    child = deps.stores[CHILD_A]
+    saga = _stocked_copy(deps, pp)
+    assert saga.state is SagaState.COMPLETED and saga.steps[1].result == {"media": 2}
+    (cp,) = child.products.values()
+    assert [(m.source, m.alt) for m in cp.media] == [(m.source, m.alt) for m in media]
+    links = asyncio.run(deps.links.link_map(CHILD_A))
+    assert [links.child_id(LinkKind.MEDIA, m.id) for m in media] == [m.id for m in cp.media]
+
+    deps2, pp2 = copy_world()
+    _rules(deps2)
+    deps2.stores[PARENT].products[pp2.id] = replace(deps2.stores[PARENT].products[pp2.id], media=media)
+
+    async def refused(product_id, files):
+        raise UserInputError("files refused")
+
+    deps2.stores[CHILD_A].set_media = refused
+    saga = _stocked_copy(deps2, pp2)
+    assert saga.state is SagaState.COMPLETED and "failed" in saga.steps[1].result
+    assert len(deps2.stores[CHILD_A].products) == 1
+    assert [a.kind for a in asyncio.run(deps2.attention.open_items())] == ["media_failed"]
+
+
+def test_an_archived_copy_of_ours_gives_its_handle_to_a_new_parent_product():
+    deps, pp = copy_world()
+    _rules(deps)
+    child = deps.stores[CHILD_A]
+    old = child.add_product(replace(pp, id=None, status="ARCHIVED", variants=()))
+    asyncio.run(deps.archived.add(CHILD_A, old.id, pp.handle, "gid://shopify/Product/999"))
+    saga = _stocked_copy(deps, pp)
+    assert saga.state is SagaState.COMPLETED
+    assert child.products[old.id].handle == f"tee-archived-{old.id.rsplit('/', 1)[-1]}"
+    assert sorted(p.handle for p in child.products.values())[0] == "tee"

@@ -134,7 +134,8 @@ async def test_reads_follow_every_list_past_its_first_page(emu):
             )
         full = await ShopifyStoreAPI(client).read_product(created.id)
         tiny = ShopifyStoreAPI(
-            client, list_sizes={"variantsFirst": 1, "collectionsFirst": 1, "metafieldsFirst": 1}
+            client,
+            list_sizes={"variantsFirst": 1, "collectionsFirst": 1, "metafieldsFirst": 1, "mediaFirst": 1},
         )
         assert len(full.variants) == 2 and len(full.collections) == 3 and len(full.metafields) == 3
         assert await tiny.read_product(created.id) == full
@@ -259,3 +260,26 @@ async def test_create_product_id_writes_stock_refuses_a_taken_handle_and_upserts
         # a resend after a lost answer updates the product the first send made: no second one
         again = await store.create_product_id(stocked, upsert=True)
         assert again == created and [p.id async for p in store.products()] == [created]
+
+
+async def test_variant_metafields_of_the_synced_namespaces_are_read_and_no_others(emu):
+    """A variant's metafields are read only for a merchant that syncs namespaces, and only those
+    namespaces (every other one is the child's and never enters a write)."""
+    t = "single_line_text_field"
+    mf = [
+        {"namespace": ns, "key": f"k{i}", "type": t, "value": f"{ns}{i}"}
+        for ns in ("specs", "own")
+        for i in range(12)
+    ]
+    product = {**PRODUCT, "variants": [{**v, "metafields": mf} for v in PRODUCT["variants"]]}
+    async with client_for(emu) as client:
+        created = await ShopifyStoreAPI(client).product_set(product, product_id=None)
+        plain = await ShopifyStoreAPI(client).read_product(created.id)
+        assert all(v.metafields == () for v in plain.variants)  # not read at all
+        synced = ShopifyStoreAPI(client, variant_metafield_namespaces=frozenset({"specs"}))
+        read = await synced.read_product(created.id)
+        for v in read.variants:  # 12 of them: a second page
+            assert sorted(m.key for m in v.metafields) == sorted(f"k{i}" for i in range(12))
+            assert {m.namespace for m in v.metafields} == {"specs"}
+        two = ShopifyStoreAPI(client, variant_metafield_namespaces=frozenset({"specs", "other"}))
+        assert [len(v.metafields) for v in (await two.read_product(created.id)).variants] == [12, 12]

@@ -88,8 +88,10 @@ def test_a_token_answer_in_shopifys_fields():
 
 def test_write_scopes_imply_read_scopes():
     rest = ["read_orders", "read_locations", "read_returns", "read_merchant_managed_fulfillment_orders"]
-    assert missing_scopes(["write_products", "write_inventory", *rest]) == []
-    assert missing_scopes(["read_products", "write_inventory", *rest]) == ["write_products"]
+    granted = ["write_products", "write_inventory", *rest, "write_publications"]
+    assert missing_scopes(granted) == []
+    assert missing_scopes(["read_products", *granted[1:]]) == ["write_products"]
+    assert missing_scopes(granted[:-1]) == ["write_publications"]
 
 
 APPS = """

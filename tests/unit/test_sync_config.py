@@ -105,3 +105,44 @@ def test_rotated_keys_decrypt_tokens_encrypted_with_the_old_key() -> None:
     assert rotated.decrypt(blob) == "shpat_secret"
     with pytest.raises(ConfigError, match="cannot be decrypted"):
         load_cipher({ENCRYPTION_KEY_ENV: new}).decrypt(blob, shop="a.myshopify.com")
+
+
+def test_catalog_rules_per_merchant_with_a_childs_own_over_them() -> None:
+    from storesync.sync.domain.catalog_rules import ChildMedia, OnHandleConflict, OnParentDelete
+
+    m = _net(
+        merchant_extra='[merchants.sync]\nmetafield_namespaces = ["specs"]\non_parent_delete = "delete"\n'
+        'on_handle_conflict = "copy_with_suffix"',
+        child_extra='catalog = { on_parent_delete = "leave", channels = ["Point of Sale"] }',
+    ).merchants[0]
+    policy = SyncPolicy.from_mapping(m.sync_policy_mapping())
+    assert policy.metafield_namespaces == frozenset({"specs"})
+    eu = policy.rules("acme-eu.myshopify.com")
+    assert (eu.on_parent_delete, eu.on_handle_conflict, eu.channels) == (
+        OnParentDelete.LEAVE,
+        OnHandleConflict.COPY_WITH_SUFFIX,  # the merchant's
+        ("Point of Sale",),
+    )
+    other = policy.rules("acme-other.myshopify.com")
+    assert (other.on_parent_delete, other.child_media, other.handle_suffix) == (
+        OnParentDelete.DELETE,
+        ChildMedia.KEEP,
+        "acme-parent",  # the parent shop's name by default
+    )
+    assert (
+        SyncPolicy.from_mapping(_net().merchants[0].sync_policy_mapping()).metafield_namespaces == frozenset()
+    )
+
+
+@pytest.mark.parametrize(
+    ("parts", "named"),
+    [
+        ({"merchant_extra": '[merchants.sync]\non_parent_delete = "burn"'}, "on_parent_delete"),
+        ({"child_extra": 'catalog = { child_media = "shred" }'}, "child_media"),
+        ({"merchant_extra": '[merchants.sync]\nmetafield_namespaces = ["a b"]'}, "metafield_namespaces"),
+        ({"parent_extra": 'catalog = { on_parent_delete = "leave" }'}, "children only"),
+        ({"child_extra": 'catalog = { handle_suffix = "Not OK!" }'}, "handle_suffix"),
+    ],
+)
+def test_a_bad_catalog_rule_names_its_key(parts: dict, named: str) -> None:
+    assert named in _error(**parts)

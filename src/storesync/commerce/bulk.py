@@ -180,6 +180,7 @@ def _gid_type(value: str) -> str:
 
 def reassemble(objects: Iterable[Mapping[str, Any]], children: Mapping[str, str]) -> list[dict[str, Any]]:
     """Roots with their children nested back: a child (with `__parentId`) goes to its parent's
+    (a root's, or another child's: a second level of nesting)
     `children[<child's gid type>]` as `{"nodes": [...], "pageInfo": {"hasNextPage": False}}`,
     the shape a paged read has once complete. Children of an unlisted type are an error (the
     query and the mapping disagree); a parent that is not in the file too."""
@@ -199,7 +200,8 @@ def reassemble(objects: Iterable[Mapping[str, Any]], children: Mapping[str, str]
         parent = by_id.get(parent_id)
         if child_key is None or parent is None:
             raise ValueError(f"bulk result line {raw!r}: unknown child type or parent {parent_id}")
-        for k in children.values():  # children hold no lists of their own here
+        for k in children.values():  # a child's own lists only when lines of its own fill them
             obj.pop(k, None)
-        parent[child_key]["nodes"].append(obj)
+        empty = {"nodes": [], "pageInfo": {"hasNextPage": False, "endCursor": None}}
+        parent.setdefault(child_key, empty)["nodes"].append(obj)
     return roots

@@ -23,6 +23,9 @@ NEEDED_SCOPES: dict[str, str] = {
     "return's dispositions: where each returned unit was restocked",
     "read_locations": "list each store's locations by name (`storesync api check`), to map the "
     "parent's locations to each child's",
+    "write_publications": "publish the copies and the collections storesync makes on the children's "
+    "sales channels (publishablePublish: a product made through the API is on none) and read which "
+    "channels the parent's products are on (read_publications)",
 }
 
 

@@ -111,8 +111,16 @@ def migrate(conn: psycopg.Connection) -> list[Migration]:
 
 
 def current_version(conn: psycopg.Connection) -> int:
+    """The newest version up to which every known migration is applied. Not the newest applied:
+    a migration numbered below one already applied (branches landing together) must still hold
+    the schema behind its head until `storesync migrate` applies it."""
     done = applied_versions(conn)
-    return max(done) if done else 0
+    version = 0
+    for mig in load_migrations():
+        if mig.version not in done:
+            return version
+        version = mig.version
+    return max([version, *done])
 
 
 def ensure_at_head(conn: psycopg.Connection) -> None:

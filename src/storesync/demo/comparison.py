@@ -1,19 +1,44 @@
 """Every child compared with the parent from the stores' own snapshots (never our tables): the
-synced fields of the parent's products and the available stock per SKU and location name."""
+synced fields of the parent's products (with their media, sales channels, variants' selling and
+inventory item fields, and the metafields of the synced namespaces) and the available stock per
+SKU and location name."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 SYNCED_PRODUCT_FIELDS = ("title", "body_html", "vendor", "product_type", "status")
+ITEM_FIELDS = (
+    "tracked",
+    "requires_shipping",
+    "cost",
+    "harmonized_system_code",
+    "country_code_of_origin",
+    "weight_value",
+    "weight_unit",
+)
 
 
-def _product_view(product: dict, collection_handles: dict[str, str]) -> dict:
+def _file_name(url: str) -> str:
+    """An image's identity across stores: each serves it from its own CDN path, same file name."""
+    return url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+
+
+def _metafields(entries: Sequence[Mapping[str, Any]], namespaces: Collection[str]) -> list[list[str]]:
+    return sorted(
+        [m["namespace"], m["key"], m["type"], m["value"]] for m in entries if m["namespace"] in namespaces
+    )
+
+
+def _product_view(
+    product: dict, collection_handles: dict[str, str], namespaces: Collection[str] = ()
+) -> dict:
     """The synced fields of one product of an emulator snapshot (REST shape), without store ids:
-    collections by handle, variants by SKU."""
+    collections by handle, variants by SKU, media by file name."""
     view: dict[str, Any] = {k: product.get(k) for k in SYNCED_PRODUCT_FIELDS}
     tags = product.get("tags") or ""
     view["tags"] = sorted(
@@ -26,17 +51,37 @@ def _product_view(product: dict, collection_handles: dict[str, str]) -> dict:
             str(v.get("barcode")),
             str(v.get("price")),
             [v.get("option1"), v.get("option2"), v.get("option3")],
+            str(v.get("inventory_policy")),
+            str(v.get("taxable")),
         ]
         for v in product.get("variants") or []
     )
     view["collections"] = sorted(str(collection_handles.get(c, c)) for c in product.get("collections") or [])
+    sku = {v["admin_graphql_api_id"]: str(v.get("sku")) for v in product.get("variants") or []}
+    items = product.get("inventory_items") or {}
+    view["items"] = sorted(
+        [sku.get(vid, vid), *(str(item.get(f)) for f in ITEM_FIELDS)] for vid, item in items.items()
+    )
+    view["media"] = [
+        [_file_name(m["preview_image"]["src"]), m.get("alt") or ""]
+        for m in product.get("media") or []
+        if m.get("status") == "ready" and m.get("preview_image")
+    ]
+    view["channels"] = sorted(product.get("channels") or [])
+    if namespaces:
+        view["metafields"] = _metafields(product.get("metafields") or [], namespaces)
+        view["variant_metafields"] = sorted(
+            [sku.get(vid, vid), *m]
+            for vid, entries in (product.get("variant_metafields") or {}).items()
+            for m in _metafields(entries, namespaces)
+        )
     return view
 
 
-def catalog_view(snapshot: dict) -> dict[str, dict]:
+def catalog_view(snapshot: dict, namespaces: Collection[str] = ()) -> dict[str, dict]:
     """handle -> synced fields, for every product of a store."""
     handles = {c["admin_graphql_api_id"]: c["handle"] for c in snapshot.get("collections") or []}
-    return {p["handle"]: _product_view(p, handles) for p in snapshot.get("products") or []}
+    return {p["handle"]: _product_view(p, handles, namespaces) for p in snapshot.get("products") or []}
 
 
 def inventory_view(snapshot: dict) -> dict[tuple[str, str], int]:
@@ -53,6 +98,25 @@ def view_hash(view: Any) -> str:
     return hashlib.sha256(json.dumps(view, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def as_the_child_should_show(
+    parent_view: dict, child_view: dict | None, channels: Sequence[str] | None
+) -> tuple[dict, dict | None]:
+    """The parent's view as this child should show it (its configured channels, when it has
+    some) and the child's with what is its own left out: media it added (kept after the
+    parent's), and channels beyond the expected ones (a product the child had before storesync
+    is on the channels it chose; storesync publishes, never unpublishes)."""
+    want = dict(parent_view)
+    if channels is not None:
+        want["channels"] = sorted(channels)
+    if child_view is None:
+        return want, None
+    names = {name for name, _alt in parent_view["media"]}
+    have = {**child_view, "media": [m for m in child_view["media"] if m[0] in names]}
+    if set(want["channels"]) <= set(have["channels"]):
+        have["channels"] = want["channels"]
+    return want, have
+
+
 @dataclass
 class StoreRow:
     shop: str
@@ -62,6 +126,10 @@ class StoreRow:
     units: int  # available units over all items and locations
     catalog_matches: bool
     inventory_mismatches: list[str]  # "SKU@location: parent 5, here 4"
+    # products whose media / sales channels / synced metafields are the parent's
+    media_equal: int = 0
+    channels_equal: int = 0
+    metafields_equal: int = 0
 
     @property
     def agrees(self) -> bool:
@@ -85,19 +153,37 @@ class Comparison:
         return out
 
 
-def compare_snapshots(parent: dict, children: dict[str, dict]) -> Comparison:
+def compare_snapshots(
+    parent: dict,
+    children: dict[str, dict],
+    *,
+    namespaces: Collection[str] = (),
+    channels: Mapping[str, Sequence[str]] | None = None,
+) -> Comparison:
     """Every child against the parent: the synced fields of the parent's products (matched by
-    handle; child-only products are the child's own business) and available stock per SKU and
-    location name (the location map pairs locations of the same name)."""
-    p_catalog, p_levels = catalog_view(parent), inventory_view(parent)
+    handle; child-only products are the child's own business, as are the media a child added
+    to a copy), with the metafields of the synced `namespaces`, sales channels (a child's
+    configured `channels`, else the parent's), and available stock per SKU and location name
+    (the location map pairs locations of the same name)."""
+    p_catalog, p_levels = catalog_view(parent, namespaces), inventory_view(parent)
+    n = len(p_catalog)
     rows = [
-        StoreRow(
-            parent["shop"], "parent", len(p_catalog), view_hash(p_catalog), sum(p_levels.values()), True, []
-        )
+        StoreRow(parent["shop"], "parent", n, view_hash(p_catalog), sum(p_levels.values()), True, [], n, n, n)
     ]
     for shop, snap in children.items():
-        c_catalog, c_levels = catalog_view(snap), inventory_view(snap)
-        mirrored = {h: c_catalog.get(h) for h in p_catalog}
+        c_catalog, c_levels = catalog_view(snap, namespaces), inventory_view(snap)
+        pairs = {
+            h: as_the_child_should_show(view, c_catalog.get(h), (channels or {}).get(shop))
+            for h, view in p_catalog.items()
+        }
+        mirrored = {h: have for h, (_want, have) in pairs.items()}
+        expected = {h: want for h, (want, _have) in pairs.items()}
+
+        def same(key: str, pairs: dict = pairs) -> int:
+            return sum(
+                1 for want, have in pairs.values() if have is not None and have.get(key) == want.get(key)
+            )
+
         mismatches = [
             f"{sku}@{loc}: parent {want}, here {c_levels.get((sku, loc), 'missing')}"
             for (sku, loc), want in sorted(p_levels.items())
@@ -111,8 +197,17 @@ def compare_snapshots(parent: dict, children: dict[str, dict]) -> Comparison:
                 sum(1 for v in mirrored.values() if v is not None),
                 view_hash(mirrored),
                 units,
-                mirrored == p_catalog,
+                mirrored == expected,
                 mismatches,
+                same("media"),
+                same("channels"),
+                sum(
+                    1
+                    for want, have in pairs.values()
+                    if have is not None
+                    and (have.get("metafields"), have.get("variant_metafields"))
+                    == (want.get("metafields"), want.get("variant_metafields"))
+                ),
             )
         )
     return Comparison(rows)

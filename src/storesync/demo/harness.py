@@ -299,7 +299,25 @@ class RunningSystem:
             return queue_ops.count_due_or_running(conn)
 
     def compare(self) -> Comparison:
-        return compare_snapshots(self.snapshot(self.parent), {c: self.snapshot(c) for c in self.children})
+        """Every child against the parent (`comparison.compare_snapshots`), with the merchant's
+        synced metafield namespaces and each child's configured sales channels."""
+        found = self.network.store(self.parent)
+        namespaces: list[str] = []
+        channels: dict[str, list[str]] = {}
+        if found is not None:
+            merchant = found[0]
+            namespaces = list(merchant.sync.metafield_namespaces)
+            for child in merchant.children:
+                own = child.catalog.channels if child.catalog is not None else None
+                configured = own if own is not None else merchant.sync.channels
+                if configured is not None:
+                    channels[child.shop] = configured
+        return compare_snapshots(
+            self.snapshot(self.parent),
+            {c: self.snapshot(c) for c in self.children},
+            namespaces=namespaces,
+            channels=channels,
+        )
 
 
 def _live_worker_pids(dsn: str) -> set[int]:
@@ -334,6 +352,9 @@ def running_system(
     credentials: str = "client_credentials",
     token_time_scale: float | None = None,
     install: Sequence[str] = (),
+    merchant_sync: dict | None = None,
+    child_catalog: dict[str, dict] | None = None,
+    catalog_extras: bool = False,
     child_settings: Mapping[str, Mapping[str, str]] | None = None,
 ) -> Iterator[RunningSystem]:
     """Start the emulator, web tier and workers against `database_url` (migrated here if it is
@@ -355,6 +376,9 @@ def running_system(
     install: stores (with client_credentials) whose app is not of their own organization: they
     connect by its authorization code grant, which the caller starts at `system.web_url +
     "/auth/install?shop=..."` before their jobs run (until then they are not connected).
+    merchant_sync: `[merchants.sync]` settings (fields, metafield_namespaces, catalog rules);
+    child_catalog: child shop -> its own catalog rules (docs/sync.md); catalog_extras: every third
+    parent product with media, metafields and variant fields (`seeding.enrich_catalog`).
     child_settings: more keys of a child's storesync.toml table, e.g.
     {"child-b.myshopify.com": {"stock_changes": "report"}}."""
     if credentials not in ("client_credentials", "static"):
@@ -392,6 +416,9 @@ def running_system(
             # The backfill's link job for copies whose create webhook is late (30 s in production,
             # where Shopify's deliveries can lag): the emulator's come within a second.
             "STORESYNC_SYNC_LINK_PENDING_AFTER_S": "2",
+            # Media uploaded to a child are looked at again (a FAILED one uploaded again): the
+            # emulator processes them in milliseconds at its time scale.
+            "STORESYNC_SYNC_MEDIA_CHECK_AFTER_S": "1",
             "PYTHONUNBUFFERED": "1",
         }
     )
@@ -432,7 +459,15 @@ def running_system(
 
             step("seed")
             locations = seed_stores(
-                control, parent, child_shops, products, child_overlap, collections, overlap_stock, stock
+                control,
+                parent,
+                child_shops,
+                products,
+                child_overlap,
+                collections,
+                overlap_stock,
+                stock,
+                catalog_extras=catalog_extras,
             )
             app_secret = None
             port = free_port()
@@ -457,6 +492,8 @@ def running_system(
                     app_secret=app_secret,
                     install=install,
                     redirect_uri=f"{web_url}/auth/callback" if install else None,
+                    merchant_sync=merchant_sync,
+                    child_catalog=child_catalog,
                     child_settings=child_settings,
                 ),
                 encoding="utf-8",

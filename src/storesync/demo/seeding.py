@@ -70,6 +70,15 @@ def _toml_str(value: str) -> str:
     return json.dumps(value)  # a JSON string is a valid TOML basic string
 
 
+def _toml_value(value: object) -> str:
+    """A string, number, boolean or list of them as TOML (JSON's forms of these are TOML's)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(value)
+
+
 # The Dev Dashboard app the demo's stores share (a new merchant's setup: one app of the
 # merchant's own organization, installed on each of its stores, tokens by client credentials).
 DEMO_APP = "storesync"
@@ -88,11 +97,15 @@ def network_toml(
     app_secret: str | None = None,
     install: Sequence[str] = (),
     redirect_uri: str | None = None,
+    merchant_sync: dict | None = None,
+    child_catalog: dict[str, dict] | None = None,
     child_settings: Mapping[str, Mapping[str, str]] | None = None,
 ) -> str:
     """storesync.toml for the emulator's stores: with `app_secret`, every store connects by the
     client credentials grant of one app (those in `install` by its authorization code grant, the
     install flow returning to `redirect_uri`); without, by the store's static token.
+    `merchant_sync`: the merchant's `[merchants.sync]` keys; `child_catalog`: shop -> that child's
+    catalog rules;
     `child_settings`: more keys of a child's table (shop -> key -> value, a string), e.g. its
     `stock_changes`."""
     info = {s["shop"]: s for s in stores}
@@ -119,6 +132,11 @@ def network_toml(
                 if name in locations[parent]
             )
             lines.append(f"location_map = {{ {pairs} }}")
+            rules = (child_catalog or {}).get(shop)
+            if rules:
+                lines.append(
+                    "catalog = { " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in rules.items()) + " }"
+                )
             lines += [
                 f"{key} = {_toml_str(value)}" for key, value in (child_settings or {}).get(shop, {}).items()
             ]
@@ -139,10 +157,16 @@ def network_toml(
         'name = "Demo merchant"',
         "",
     ]
+    if merchant_sync:
+        out += ["[merchants.sync]", *(f"{k} = {_toml_value(v)}" for k, v in merchant_sync.items()), ""]
     out += store_block("[merchants.parent]", parent)
     for child in children:
         out += store_block("[[merchants.children]]", child)
     return "\n".join(out)
+
+
+# The metafield namespace the demo's products carry and its merchant syncs (`metafield_namespaces`).
+DEMO_NAMESPACE = "specs"
 
 
 def seed_stores(
@@ -154,12 +178,64 @@ def seed_stores(
     collections: int,
     overlap_stock: int | None,
     stock: tuple[int, int] = (5, 40),
+    *,
+    catalog_extras: bool = False,
 ) -> dict[str, dict[str, str]]:
-    """Seed the stores (no webhooks yet); returns shop -> location name -> gid."""
+    """Seed the stores (no webhooks yet); returns shop -> location name -> gid. `catalog_extras`:
+    every third parent product also gets media, metafields (of `DEMO_NAMESPACE` and of a
+    namespace the parent keeps to itself) and its variants' selling and inventory item fields."""
     try:
-        return _seed_stores(emu, parent, children, products, child_overlap, collections, overlap_stock, stock)
+        locations = _seed_stores(
+            emu, parent, children, products, child_overlap, collections, overlap_stock, stock
+        )
+        if catalog_extras:
+            enrich_catalog(emu, parent)
+        return locations
     except EmulatorControlError as err:
         raise SystemStartError(f"seeding: {err}") from None
+
+
+def enrich_catalog(emu: EmulatorControl, shop: str, every: int = 3) -> None:
+    """Media, metafields and variant fields on every `every`-th product of `shop`, as a merchant
+    adds them in the admin."""
+    text = "single_line_text_field"
+    for n, product in enumerate(sorted(emu.snapshot(shop)["products"], key=lambda p: p["id"]), 1):
+        if n % every:
+            continue
+        handle = product["handle"]
+        emu.edit_product(
+            shop,
+            product["admin_graphql_api_id"],
+            media=[
+                {
+                    "src": f"https://images.example.com/demo/{handle}-front.jpg",
+                    "alt": f"{product['title']}, front",
+                },
+                {
+                    "src": f"https://images.example.com/demo/{handle}-back.jpg",
+                    "alt": f"{product['title']}, back",
+                },
+            ],
+            metafields=[
+                {"namespace": DEMO_NAMESPACE, "key": "material", "type": text, "value": "recycled wool"},
+                {"namespace": "parent_notes", "key": "buyer", "type": text, "value": "ask Dana"},
+            ],
+            variants=[
+                {
+                    "id": v["admin_graphql_api_id"],
+                    "metafields": [
+                        {"namespace": DEMO_NAMESPACE, "key": "fit", "type": text, "value": f"fit {i}"}
+                    ],
+                    "inventory_policy": "continue" if i == 0 else "deny",
+                    "cost": f"{4 + i}.50",
+                    "harmonized_system_code": "620193",
+                    "country_code_of_origin": "PT",
+                    "weight": 0.4 + i / 10,
+                    "weight_unit": "KILOGRAMS",
+                }
+                for i, v in enumerate(product["variants"])
+            ],
+        )
 
 
 def _seed_stores(
@@ -191,7 +267,10 @@ def _seed_stores(
     created = emu.seed(parent, 0, catalog=parent_catalog)
     product_ids: list[str] = created["products"]
     # Manual collections in the parent; product n belongs to collection n % k (and "Sale" if n % 7 == 0).
+    # Each is published on every sales channel, as a merchant's are (one made through the API is
+    # on none until published).
     names = COLLECTIONS[:collections]
+    channels = [{"publicationId": p["id"]} for p in emu.snapshot(parent)["publications"]]
     for ci, title in enumerate(names):
         members = [
             pid
@@ -222,6 +301,14 @@ def _seed_stores(
         if res.get("errors") or data.get("userErrors") or not data.get("collection"):
             raise SystemStartError(f"seeding: collectionCreate {title!r}: {res}")
         coll = data["collection"]
+        res = emu.graphql(
+            parent,
+            "mutation($id: ID!, $p: [PublicationInput!]!) { publishablePublish(id: $id, input: $p) "
+            "{ userErrors { field message } } }",
+            {"id": coll["id"], "p": channels},
+        )
+        if res.get("errors") or (res.get("data") or {}).get("publishablePublish", {}).get("userErrors"):
+            raise SystemStartError(f"seeding: publishing {title!r}: {res}")
         for start in range(250, len(members), 250):
             more = [{"productId": pid} for pid in members[start : start + 250]]
             res = emu.graphql(

@@ -23,12 +23,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
 from storesync.config import Settings
+from storesync.demo.seeding import DEMO_NAMESPACE
 from storesync.terminal import cells, escape
 
 CHILDREN = 3
@@ -296,31 +298,38 @@ class Story:
             time.sleep(0.1)
         comparison = s.compare()
         parent_row = comparison.rows[0]
-        table = Table(title="stores compared with the parent", title_justify="left")
-        for col in (
-            "store",
-            "role",
-            "products",
-            "catalog hash (synced fields)",
-            "units in stock",
-            "items x locations equal",
-            "agrees",
-        ):
-            table.add_column(col)
         levels = len(s.snapshot(s.parent)["inventory_levels"])
-        for r in comparison.rows:
-            equal = levels - len(r.inventory_mismatches)
-            table.add_row(
-                *cells(
-                    r.shop,
-                    r.role,
-                    r.products,
-                    r.catalog_hash,
-                    r.units,
-                    f"{equal}/{levels}",
-                    Text("yes", style="green") if r.agrees else Text("NO", style="bold red"),
-                )
+        products = parent_row.products
+        headers = ("store", "agrees", "catalog hash", "media", "channels", DEMO_NAMESPACE, "units", "levels")
+        rows = [
+            cells(
+                r.shop,
+                Text("yes", style="green") if r.agrees else Text("NO", style="bold red"),
+                r.catalog_hash,
+                f"{r.media_equal}/{products}",
+                f"{r.channels_equal}/{products}",
+                f"{r.metafields_equal}/{products}",
+                r.units,
+                f"{levels - len(r.inventory_mismatches)}/{levels}",
             )
+            for r in comparison.rows
+        ]
+        table = Table(
+            title="stores compared with the parent (the first row)",
+            caption=f"catalog hash: of the synced fields; media, channels, {DEMO_NAMESPACE}: products whose "
+            f"media, sales channels and {DEMO_NAMESPACE} metafields are the parent's; levels: items x "
+            "locations at the parent's level",
+            caption_justify="left",
+            title_justify="left",
+            box=box.SIMPLE_HEAD,
+            padding=0,  # the box puts a space between columns
+            show_edge=False,
+        )
+        # Every value whole in an 80-column terminal.
+        for i, header in enumerate(headers):
+            table.add_column(header, min_width=max(len(row[i]) for row in rows))
+        for row in rows:
+            table.add_row(*row)
         self.console.print(table)
         if not comparison.agree:
             self.console.print(
@@ -462,6 +471,9 @@ def run_demo(
                     "STORESYNC_DASHBOARD_TOKEN": dashboard_token,
                     "STORESYNC_DASHBOARD_PLAIN_HTTP_LOOPBACK": "true",
                 },
+                # one namespace of metafields follows the parent, so the final table shows them
+                merchant_sync={"metafield_namespaces": [DEMO_NAMESPACE]},
+                catalog_extras=True,
             ) as system:
                 story = Story(system, console, t0)
                 story.say(f"system up in {time.monotonic() - t0:.1f}s; logs in {workdir}/")

@@ -26,6 +26,7 @@ from graphql import (
     ExecutionResult,
     FieldNode,
     GraphQLError,
+    GraphQLInterfaceType,
     GraphQLNamedType,
     GraphQLObjectType,
     InlineFragmentNode,
@@ -89,10 +90,11 @@ def _is_connection(t: GraphQLNamedType) -> bool:
 
 
 def _fields(
-    parent: GraphQLObjectType, selection_set: SelectionSetNode | None
+    parent: GraphQLObjectType | GraphQLInterfaceType, selection_set: SelectionSetNode | None, schema=None
 ) -> Iterator[tuple[FieldNode, Any]]:
     """(response key, field definition) of each field selected on `parent`, inline fragments
-    of `parent`'s own type included."""
+    of `parent`'s own type included, and, for an interface (a connection of `Media`), those of
+    its implementations (with `schema`: their fields appear on the objects of that type only)."""
     for sel in selection_set.selections if selection_set else ():
         if isinstance(sel, FieldNode):
             if sel.name.value == "__typename":
@@ -101,7 +103,16 @@ def _fields(
         elif isinstance(sel, InlineFragmentNode) and (
             sel.type_condition is None or sel.type_condition.name.value == parent.name
         ):
-            yield from _fields(parent, sel.selection_set)
+            yield from _fields(parent, sel.selection_set, schema)
+        elif (
+            isinstance(sel, InlineFragmentNode)
+            and isinstance(parent, GraphQLInterfaceType)
+            and schema is not None
+            and sel.type_condition is not None
+        ):
+            implementation = schema.get_type(sel.type_condition.name.value)
+            if isinstance(implementation, GraphQLObjectType):
+                yield from _fields(implementation, sel.selection_set, schema)
 
 
 def _connection_nodes(value: dict, node: FieldNode) -> tuple[list, SelectionSetNode | None]:
@@ -130,7 +141,7 @@ def flatten(schema, operation: OperationDefinitionNode, data: dict) -> tuple[lis
 
     def emit_node(
         obj: dict,
-        node_type: GraphQLObjectType,
+        node_type: GraphQLObjectType | GraphQLInterfaceType,
         selection: SelectionSetNode | None,
         parent_id: str | None,
         path: str,
@@ -146,14 +157,16 @@ def flatten(schema, operation: OperationDefinitionNode, data: dict) -> tuple[lis
 
     def strip(
         obj: dict,
-        obj_type: GraphQLObjectType,
+        obj_type: GraphQLObjectType | GraphQLInterfaceType,
         selection: SelectionSetNode | None,
         into: dict,
         children: list,
         path: str,
     ) -> None:
-        for node, field_def in _fields(obj_type, selection):
+        for node, field_def in _fields(obj_type, selection, schema):
             key = node.alias.value if node.alias else node.name.value
+            if key not in obj:  # a fragment of another implementation of an interface
+                continue
             named = get_named_type(field_def.type)
             value = obj.get(key)
             if _is_connection(named):
@@ -199,14 +212,17 @@ def flatten(schema, operation: OperationDefinitionNode, data: dict) -> tuple[lis
     return out, roots
 
 
-def _node_type(connection: GraphQLObjectType) -> GraphQLObjectType:
+def _node_type(connection: GraphQLObjectType) -> GraphQLObjectType | GraphQLInterfaceType:
     node_type = get_named_type(connection.fields["nodes"].type)
-    assert isinstance(node_type, GraphQLObjectType)
+    assert isinstance(node_type, GraphQLObjectType | GraphQLInterfaceType)
     return node_type
 
 
 def _check_nested_parents(
-    parent: GraphQLObjectType, selection: SelectionSetNode | None, node_has_id: bool, path: str
+    parent: GraphQLObjectType | GraphQLInterfaceType,
+    selection: SelectionSetNode | None,
+    node_has_id: bool,
+    path: str,
 ) -> None:
     """A nested connection's enclosing node must select `id`: its children point at it."""
     fields = list(_fields(parent, selection))

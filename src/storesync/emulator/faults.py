@@ -10,7 +10,9 @@ Decision order for one request (each drawn from one seeded RNG, so runs are repr
 3. `fail_nth`: the Nth request carrying mutation X (counted per mutation field name from the
    moment the faults were configured, every request counts, including ones that got another
    fault) fails once, without executing. Default mode `internal_error`: HTTP 500 with Shopify's
-   `INTERNAL_SERVER_ERROR` GraphQL error body; mode `graphql_error`: the same body with HTTP 200.
+   `INTERNAL_SERVER_ERROR` GraphQL error body; mode `graphql_error`: the same body with HTTP 200;
+   mode `user_error`: HTTP 200 with the mutation's payload carrying one userError (the store
+   refused it, e.g. a channel that will not take the product), its other fields null.
    Two modes for an `@idempotent` mutation: `idempotency_concurrent` answers the payload's
    IDEMPOTENCY_CONCURRENT_REQUEST (a request with the same key is still in progress); and
    `attempt_failed` makes this attempt fail inside Shopify (INTERNAL_SERVER_ERROR, nothing
@@ -46,9 +48,9 @@ class FailNth(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     n: Annotated[int, Field(ge=1)]
-    mode: Literal["internal_error", "graphql_error", "idempotency_concurrent", "attempt_failed"] = (
-        "internal_error"
-    )
+    mode: Literal[
+        "internal_error", "graphql_error", "user_error", "idempotency_concurrent", "attempt_failed"
+    ] = "internal_error"
     shop: str | None = None
 
 
@@ -208,6 +210,12 @@ class GraphQLFaults:
             name, spec = nth_hit
             if spec.mode in ("idempotency_concurrent", "attempt_failed"):
                 return Injection("fail_nth", delay_s=latency, field_name=name, idempotency_fault=spec.mode)
+            if spec.mode == "user_error":
+                refused = {"field": None, "message": f"{name} refused (fault injection)", "code": None}
+                body = _json({"data": {name: {"userErrors": [refused]}}})
+                return Injection(
+                    "fail_nth", delay_s=latency, status=200, body=body, headers=dict(_JSON), field_name=name
+                )
             status = 500 if spec.mode == "internal_error" else 200
             return Injection(
                 "fail_nth", delay_s=latency, status=status, body=_internal_error_body(),

@@ -129,7 +129,11 @@ class SyncRuntime:
 
     def api(self, shop: str) -> ShopifyStoreAPI:
         if shop not in self._apis:
-            self._apis[shop] = sync_store_api(self.clients.client(shop))
+            net, _ = self.network.of_shop(shop)
+            self._apis[shop] = sync_store_api(
+                self.clients.client(shop),
+                metafield_namespaces=self.policies[net.merchant_id].metafield_namespaces,
+            )
         return self._apis[shop]
 
     def apis(self, net: MerchantNetwork) -> dict[str, ShopifyStoreAPI]:

@@ -53,3 +53,6 @@ class SyncSettings(EnvironmentSettings):
     # ... and one whose jobs died within this window is "failing" (seconds; dead jobs are kept
     # longer, for replay: docs/reliability.md).
     failing_within_s: Annotated[float, Field(gt=0)] = 86400.0
+    # Media uploaded to a child are looked at again this long after (seconds): the store
+    # processes them asynchronously and says nothing when one ends FAILED.
+    media_check_after_s: Annotated[float, Field(ge=0)] = 60.0

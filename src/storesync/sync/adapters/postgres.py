@@ -44,7 +44,7 @@ from storesync.sync.domain.inventory import (
 )
 from storesync.sync.domain.model import Link, LinkKind, LinkMap, MatchedBy, WriteRecord
 from storesync.sync.domain.orders import LedgerRow
-from storesync.sync.domain.ports import OrderCheckpoint, PendingWrite, StockAccount
+from storesync.sync.domain.ports import Attention, OrderCheckpoint, PendingWrite, StockAccount
 from storesync.sync.domain.pushes import LastWrite, PendingPush
 from storesync.sync.domain.saga import SagaRecord, SagaState, StepRecord, StepSpec, StepStatus
 
@@ -169,8 +169,8 @@ WHERE child_shop = %(child_shop)s AND kind = %(kind)s
 ORDER BY parent_id
 """
 
-# child_links_subset: the links of one child for some of its products, variants or inventory items,
-# and its collection links when asked (a webhook or a sale needs a handful, not the whole map).
+# child_links_subset: the links of one child for some of its products (with their media), variants
+# or inventory items, and its collection links when asked (a webhook or a sale needs a handful, not the whole map).
 # One branch per index, so that even a generic plan made while the table was empty looks each
 # id up in its index (one OR of the four read every link of the child).
 CHILD_LINKS_SUBSET = """
@@ -186,6 +186,9 @@ WHERE child_shop = %(child_shop)s AND child_inventory_item_id = ANY(%(items)s) A
 UNION ALL
 SELECT * FROM sync_links
 WHERE child_shop = %(child_shop)s AND kind = 'collection' AND %(collections)s
+UNION ALL
+SELECT * FROM sync_links
+WHERE child_shop = %(child_shop)s AND kind = 'media' AND child_product_id = ANY(%(products)s)
 """
 
 # links_by_child: per child store, its linked products and the copies whose variants are not linked yet.
@@ -922,7 +925,10 @@ SELECT id, shop FROM sync_sagas WHERE state IN ('running', 'compensating') ORDER
 """
 
 # saga_states: every saga of one kind and its state (the backfill picks each copy's saga id from them).
-SAGA_STATES = "SELECT id, state FROM sync_sagas WHERE kind = %(kind)s"
+SAGA_STATES = """
+SELECT id, state FROM sync_sagas
+WHERE kind = %(kind)s AND (%(prefix)s::text IS NULL OR starts_with(id, %(prefix)s::text))
+"""
 
 
 class PgStepLog:
@@ -1021,9 +1027,9 @@ class PgStepLog:
             cur = await self.conn.execute(UNFINISHED_SAGAS, {"limit": limit})
             return [(saga_id, shop) for saga_id, shop in await cur.fetchall()]
 
-    async def states(self, kind: str) -> dict[str, SagaState]:
+    async def states(self, kind: str, prefix: str | None = None) -> dict[str, SagaState]:
         async with _one_statement(self.conn):
-            cur = await self.conn.execute(SAGA_STATES, {"kind": kind})
+            cur = await self.conn.execute(SAGA_STATES, {"kind": kind, "prefix": prefix})
             return {saga_id: SagaState(state) for saga_id, state in await cur.fetchall()}
 
 
@@ -1429,6 +1435,152 @@ async def record_reconcile_pass(
 # --------------------------------------------------------------------------- one job's storage
 
 
+# --------------------------------------------------------------------------- attention
+
+# report_attention: record something for the merchant; the open row of that shop, kind and
+# subject updated instead when there is one. Returns whether the row is new.
+REPORT_ATTENTION = """
+INSERT INTO sync_attention (shop, kind, subject, detail)
+VALUES (%(shop)s, %(kind)s, %(subject)s, %(detail)s)
+ON CONFLICT (shop, kind, subject) WHERE resolved_at IS NULL DO UPDATE SET
+    detail = EXCLUDED.detail, last_at = now(), times = sync_attention.times + 1
+RETURNING times = 1
+"""
+
+# resolve_attention: the open row of that shop, kind and subject closed.
+RESOLVE_ATTENTION = """
+UPDATE sync_attention SET resolved_at = now()
+WHERE shop = %(shop)s AND kind = %(kind)s AND subject = %(subject)s AND resolved_at IS NULL
+RETURNING id
+"""
+
+# attention_open: whether that shop, kind and subject has an open row.
+ATTENTION_OPEN = """
+SELECT EXISTS (SELECT 1 FROM sync_attention
+               WHERE shop = %(shop)s AND kind = %(kind)s AND subject = %(subject)s AND resolved_at IS NULL)
+"""
+
+# open_attention: the open rows, most recent first.
+OPEN_ATTENTION = """
+SELECT shop, kind, subject, detail, first_at, last_at, times FROM sync_attention
+WHERE resolved_at IS NULL ORDER BY last_at DESC LIMIT %(limit)s
+"""
+
+# attention_by_shop: open rows per shop and kind (`storesync status`).
+ATTENTION_BY_SHOP = """
+SELECT shop, kind, count(*) FROM sync_attention WHERE resolved_at IS NULL GROUP BY shop, kind ORDER BY 1, 2
+"""
+
+
+def _attention(row: dict[str, Any]) -> Attention:
+    return Attention(
+        row["shop"], row["kind"], row["subject"], row["detail"], row["first_at"], row["last_at"], row["times"]
+    )
+
+
+class PgAttention:
+    """`ports.AttentionLog` on `sync_attention`."""
+
+    def __init__(self, conn: psycopg.AsyncConnection) -> None:
+        self.conn = conn
+
+    async def report(self, shop: str, kind: str, subject: str, detail: str) -> bool:
+        async with _one_statement(self.conn):
+            cur = await self.conn.execute(
+                REPORT_ATTENTION, {"shop": shop, "kind": kind, "subject": subject, "detail": detail}
+            )
+            row = await cur.fetchone()
+            return bool(row and row[0])
+
+    async def resolve(self, shop: str, kind: str, subject: str) -> bool:
+        async with _one_statement(self.conn):
+            cur = await self.conn.execute(RESOLVE_ATTENTION, {"shop": shop, "kind": kind, "subject": subject})
+            return await cur.fetchone() is not None
+
+    async def is_open(self, shop: str, kind: str, subject: str) -> bool:
+        async with _one_statement(self.conn):
+            cur = await self.conn.execute(ATTENTION_OPEN, {"shop": shop, "kind": kind, "subject": subject})
+            row = await cur.fetchone()
+            return bool(row and row[0])
+
+    async def open_items(self, *, limit: int = 100) -> list[Attention]:
+        async with _one_statement(self.conn), self.conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(OPEN_ATTENTION, {"limit": limit})
+            return [_attention(r) for r in await cur.fetchall()]
+
+
+def open_attention(conn: psycopg.Connection, *, limit: int = 20) -> list[Attention]:
+    """The open attention rows, most recent first (`storesync status`, on the CLI's connection)."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(OPEN_ATTENTION, {"limit": limit})
+        return [_attention(r) for r in cur.fetchall()]
+
+
+def attention_by_shop(conn: psycopg.Connection) -> dict[str, dict[str, int]]:
+    """shop -> kind -> open rows (`storesync status`)."""
+    out: dict[str, dict[str, int]] = {}
+    for shop, kind, n in conn.execute(ATTENTION_BY_SHOP).fetchall():
+        out.setdefault(shop, {})[kind] = n
+    return out
+
+
+async def open_attention_page(conn: psycopg.AsyncConnection, *, limit: int) -> list[Attention]:
+    """The open attention rows for the dashboard's failures page (on its own connection)."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(OPEN_ATTENTION, {"limit": limit})
+        return [_attention(r) for r in await cur.fetchall()]
+
+
+# --------------------------------------------------------------------------- archived copies
+
+# add_archived_copy: remember a copy storesync archived (its handle is ours to move aside).
+ADD_ARCHIVED_COPY = """
+INSERT INTO sync_archived_copies (child_shop, child_product_id, handle, parent_product_id)
+VALUES (%(shop)s, %(product)s, %(handle)s, %(parent)s)
+ON CONFLICT (child_shop, child_product_id) DO UPDATE SET handle = EXCLUDED.handle, archived_at = now()
+"""
+
+# archived_copies_under_handle: the archived copies of one child that had this handle.
+ARCHIVED_COPIES_UNDER_HANDLE = """
+SELECT child_product_id FROM sync_archived_copies WHERE child_shop = %(shop)s AND handle = %(handle)s
+"""
+
+# forget_archived_copy: an archived copy no longer ours to rename (renamed, or gone).
+FORGET_ARCHIVED_COPY = """
+DELETE FROM sync_archived_copies WHERE child_shop = %(shop)s AND child_product_id = %(product)s
+"""
+
+
+class PgArchivedCopies:
+    """`ports.ArchivedCopies` on `sync_archived_copies`."""
+
+    def __init__(self, conn: psycopg.AsyncConnection) -> None:
+        self.conn = conn
+
+    async def add(self, child_shop: str, child_product_id: str, handle: str, parent_product_id: str) -> None:
+        async with _one_statement(self.conn):
+            await self.conn.execute(
+                ADD_ARCHIVED_COPY,
+                {
+                    "shop": child_shop,
+                    "product": child_product_id,
+                    "handle": handle,
+                    "parent": parent_product_id,
+                },
+            )
+
+    async def under_handle(self, child_shop: str, handle: str) -> list[str]:
+        async with _one_statement(self.conn):
+            cur = await self.conn.execute(
+                ARCHIVED_COPIES_UNDER_HANDLE, {"shop": child_shop, "handle": handle}
+            )
+            return [r[0] for r in await cur.fetchall()]
+
+    async def forget(self, child_shop: str, child_product_id: str) -> None:
+        async with _one_statement(self.conn):
+            await self.conn.execute(FORGET_ARCHIVED_COPY, {"shop": child_shop, "product": child_product_id})
+
+
 # --------------------------------------------------------------------------- stock accounts (policy report)
 
 _ACCOUNT_WHERE = "child_shop = %(shop)s AND inventory_item_id = %(item)s AND location_id = %(location)s"
@@ -1681,6 +1833,8 @@ class Storage:
         self.steps = PgStepLog(conn)
         self.audit = PgAudit(conn)
         self.changes = PgChanges(conn)
+        self.attention = PgAttention(conn)
+        self.archived = PgArchivedCopies(conn)
         self.accounts = PgStockAccounts(conn)
         self.checkpoints = PgOrderCheckpoints(conn)
         self.inactive = PgInactiveLevels(conn)

@@ -12,8 +12,10 @@ reads that span a whole store; nothing else.
 - `ShopifyCollections`: `ports.CollectionStore`; a collection already gone reads as None and
   deletes as done.
 
-Not read from the store (the emulator serves neither): product media (`Product.images` stays
-empty) and variant metafields.
+A product read carries its media (images by the URL the store serves them from), its variants'
+selling, shipping and inventory item fields, and, when the merchant syncs metafield namespaces
+(`variant_metafield_namespaces`), its variants' metafields of those namespaces (one more query:
+a product's other variant metafields are never read, nor ever written).
 """
 
 from __future__ import annotations
@@ -49,34 +51,41 @@ from storesync.sync.domain.model import (
     CollectionCondition,
     Image,
     InventoryLevel,
+    Media,
     Metafield,
     Option,
     Product,
     Variant,
+    VariantDetails,
 )
 from storesync.sync.domain.ports import HandleTaken, KeyAttemptFailed, StaleQuantity
 from storesync.sync.domain.pushes import MAX_QUANTITIES, LevelSet
 
 log = get_logger("storesync.sync.shopify")
 
+METAFIELDS_PER_SET = 25  # metafieldsSet's limit per call
+
 # Page sizes of a product's own lists in one read (Shopify allows up to 100 variants per page).
-PRODUCT_LIST_SIZES = {"variantsFirst": 100, "collectionsFirst": 50, "metafieldsFirst": 50}
+PRODUCT_LIST_SIZES = {"variantsFirst": 50, "collectionsFirst": 25, "metafieldsFirst": 25, "mediaFirst": 25}
 # First pages of a product's lists in one read. The rest is paged (`complete_product_lists`),
 # so small first pages lose nothing, and a read's cost estimate - what the rate-limit budget
-# reserves - falls from ~410 to ~105 points.
-SYNC_LIST_SIZES = {"variantsFirst": 25, "collectionsFirst": 10, "metafieldsFirst": 10}
+# reserves - is ~210 points (20 variants with their item's fields, 5 media) instead of ~540.
+SYNC_LIST_SIZES = {"variantsFirst": 20, "collectionsFirst": 10, "metafieldsFirst": 10, "mediaFirst": 5}
 
 
 # A whole-catalog scan's first pages: most products have a few variants, collections and
 # metafields, so ~50 requested points per product (pages of ~20 products, not ~9); a longer
 # list is read to its end for that product alone.
-SCAN_LIST_SIZES = {"variantsFirst": 10, "collectionsFirst": 5, "metafieldsFirst": 5}
+SCAN_LIST_SIZES = {"variantsFirst": 10, "collectionsFirst": 5, "metafieldsFirst": 5, "mediaFirst": 5}
 # A product's lists and the query that pages through the rest of each.
 _PRODUCT_LISTS = (
     ("variants", "ProductVariantsPage"),
     ("collections", "ProductCollectionsPage"),
     ("metafields", "ProductMetafieldsPage"),
+    ("media", "ProductMediaPage"),
 )
+# Metafields of one variant read at once (the rest is paged).
+VARIANT_METAFIELDS_FIRST = 10
 
 
 async def complete_product_lists(
@@ -87,7 +96,9 @@ async def complete_product_lists(
     would delete what did not fit."""
     out = dict(raw)
     for field, operation in _PRODUCT_LISTS:
-        conn = raw[field]
+        conn = raw.get(field)
+        if conn is None:
+            continue
         info = conn.get("pageInfo") or {}
         if not info.get("hasNextPage"):
             continue
@@ -110,6 +121,45 @@ def _dt(value: str | None) -> datetime | None:
 
 def _money(value: Any) -> Decimal | None:
     return None if value is None else Decimal(str(value))
+
+
+def _details(v: Mapping[str, Any]) -> VariantDetails | None:
+    """A variant's `VariantDetailFields` (None when the read did not select them)."""
+    if "inventoryPolicy" not in v:
+        return None
+    item = v.get("inventoryItem") or {}
+    weight = (item.get("measurement") or {}).get("weight")
+    cost = (item.get("unitCost") or {}).get("amount")
+    return VariantDetails(
+        inventory_policy=v.get("inventoryPolicy"),
+        taxable=v.get("taxable"),
+        tracked=item.get("tracked"),
+        requires_shipping=item.get("requiresShipping"),
+        cost=None if cost is None else Decimal(str(cost)),
+        hs_code=item.get("harmonizedSystemCode") or None,
+        country_of_origin=item.get("countryCodeOfOrigin"),
+        weight=(repr(float(weight["value"])), weight["unit"]) if weight else None,
+    )
+
+
+def _metafields(conn: Mapping[str, Any] | None) -> tuple[Metafield, ...]:
+    return tuple(
+        Metafield(m["namespace"], m["key"], m["type"], m["value"], m.get("id"))
+        for m in (conn or {}).get("nodes") or ()
+    )
+
+
+def _media(raw: Mapping[str, Any]) -> tuple[Media, ...]:
+    return tuple(
+        Media(
+            id=m["id"],
+            source=(m.get("image") or {}).get("url"),
+            alt=m.get("alt") or "",
+            status=m.get("status") or "READY",
+            kind=m.get("mediaContentType") or "IMAGE",
+        )
+        for m in (raw.get("media") or {}).get("nodes") or ()
+    )
 
 
 def product_from_json(raw: Mapping[str, Any]) -> Product:
@@ -136,19 +186,20 @@ def product_from_json(raw: Mapping[str, Any]) -> Product:
                 barcode=v.get("barcode") or None,
                 compare_at_price=_money(v.get("compareAtPrice")),
                 inventory_item_id=(v.get("inventoryItem") or {}).get("id"),
+                metafields=_metafields(v.get("metafields")),
+                details=_details(v),
             )
             for v in sorted(raw["variants"]["nodes"], key=lambda v: v.get("position", 0))
         ),
+        media=_media(raw),
         status=raw.get("status") or "ACTIVE",
         seo_title=seo.get("title"),
         seo_description=seo.get("description"),
         collections=tuple(c["id"] for c in raw["collections"]["nodes"]),
         smart_collections=frozenset(c["id"] for c in raw["collections"]["nodes"] if _has_conditions(c)),
-        metafields=tuple(
-            Metafield(m["namespace"], m["key"], m["type"], m["value"], m.get("id"))
-            for m in raw["metafields"]["nodes"]
-        ),
+        metafields=_metafields(raw.get("metafields")),
         updated_at=_dt(raw.get("updatedAt")),
+        created_at=_dt(raw.get("createdAt")),
     )
 
 
@@ -171,15 +222,71 @@ class ShopifyStoreAPI:
     version accepts the field). Without it a write is answered with the product as read."""
 
     def __init__(
-        self, client: AdminClient, *, list_sizes: Mapping[str, int] | None = None, ids_only: bool = False
+        self,
+        client: AdminClient,
+        *,
+        list_sizes: Mapping[str, int] | None = None,
+        ids_only: bool = False,
+        variant_metafield_namespaces: frozenset[str] = frozenset(),
     ) -> None:
         self.client = client
         self.shop = client.shop
         self.list_sizes = dict(list_sizes or PRODUCT_LIST_SIZES)
         self.ids_only = ids_only
+        # The synced namespaces: a product read also reads its variants' metafields of these.
+        self.variant_metafield_namespaces = variant_metafield_namespaces
+        self._publications: dict[str, str] | None = None  # channel name -> publication id
 
     async def _product(self, raw: Mapping[str, Any] | None) -> Product | None:
-        return product_from_json(await complete_product_lists(self.client, raw)) if raw else None
+        if not raw:
+            return None
+        product = product_from_json(await complete_product_lists(self.client, raw))
+        if self.variant_metafield_namespaces and product.variants:
+            product = await self.with_variant_metafields(product)
+        return product
+
+    async def with_variant_metafields(self, product: Product) -> Product:
+        """`product` with its variants' metafields of the synced namespaces (one query, sized by
+        its number of variants; a variant with more than a page of them is paged alone)."""
+        namespaces = self.variant_metafield_namespaces
+        namespace = next(iter(namespaces)) if len(namespaces) == 1 else None
+        found: dict[str, tuple[Metafield, ...]] = {}
+        after = None
+        while True:
+            result = await self.client.execute(
+                "ProductVariantMetafields",
+                {
+                    "id": product.id,
+                    "variantsFirst": min(100, max(1, len(product.variants))),
+                    "after": after,
+                    "metafieldsFirst": VARIANT_METAFIELDS_FIRST,
+                    "namespace": namespace,
+                },
+            )
+            conn = (result["product"] or {}).get("variants") or {"nodes": []}
+            for node in conn["nodes"]:
+                nodes = list(node["metafields"]["nodes"])
+                info = node["metafields"].get("pageInfo") or {}
+                if info.get("hasNextPage"):
+                    async for page in self.client.pages(
+                        "VariantMetafieldsPage",
+                        {"id": node["id"], "namespace": namespace},
+                        connection="productVariant.metafields",
+                        page_size=100,
+                        after=info.get("endCursor"),
+                    ):
+                        nodes.extend(page.nodes)
+                found[node["id"]] = tuple(
+                    m for m in _metafields({"nodes": nodes}) if m.namespace in namespaces
+                )
+            info = conn.get("pageInfo") or {}
+            if not info.get("hasNextPage"):
+                break
+            after = info.get("endCursor")
+        return replace(
+            product,
+            variants=tuple(replace(v, metafields=found.get(v.id or "", ())) for v in product.variants),
+        )
 
     async def products(
         self, query: str | None = None, *, page_size: int = 50, list_sizes: Mapping[str, int] | None = None
@@ -250,8 +357,69 @@ class ShopifyStoreAPI:
 
     async def find_product_id_by_handle(self, handle: str) -> str | None:
         """The id of the product under `handle`, or None: 1 point, where a full read costs ~100."""
+        found = await self.product_under_handle(handle)
+        return found[0] if found else None
+
+    async def product_under_handle(self, handle: str) -> tuple[str, datetime | None] | None:
+        """The id and creation time of the product under `handle`, or None (1 point)."""
         result = await self.client.execute("ProductIdByHandle", {"handle": handle})
-        return (result["productByIdentifier"] or {}).get("id")
+        raw = result["productByIdentifier"]
+        return (raw["id"], _dt(raw.get("createdAt"))) if raw else None
+
+    async def update_product_fields(self, product_id: str, fields: Mapping[str, Any]) -> None:
+        """Some of the product's own fields (status, handle) set, nothing else changed."""
+        await self.client.execute(
+            "ProductUpdateFields", {"identifier": {"id": product_id}, "input": dict(fields)}
+        )
+
+    async def set_media(self, product_id: str, files: Sequence[Mapping[str, Any]]) -> list[str]:
+        """The product's media made exactly `files` (`domain/media.py`); their ids, in order."""
+        result = await self.client.execute(
+            "ProductSetMedia",
+            {
+                "identifier": {"id": product_id},
+                "input": {"files": [dict(f) for f in files]},
+                "mediaFirst": max(1, len(files)),
+            },
+        )
+        return [m["id"] for m in result["productSet"]["product"]["media"]["nodes"]]
+
+    async def set_metafields(self, metafields: Sequence[Mapping[str, Any]]) -> None:
+        """metafieldsSet, 25 at a time ({ownerId, namespace, key, type, value})."""
+        for start in range(0, len(metafields), METAFIELDS_PER_SET):
+            chunk = [dict(m) for m in metafields[start : start + METAFIELDS_PER_SET]]
+            await self.client.execute("MetafieldsSet", {"metafields": chunk})
+
+    async def delete_metafields(self, metafields: Sequence[Mapping[str, Any]]) -> None:
+        """metafieldsDelete ({ownerId, namespace, key}); one already gone is no error."""
+        for start in range(0, len(metafields), METAFIELDS_PER_SET):
+            chunk = [dict(m) for m in metafields[start : start + METAFIELDS_PER_SET]]
+            await self.client.execute("MetafieldsDelete", {"metafields": chunk})
+
+    # ------------------------------------------------------------------ sales channels
+
+    async def publications(self) -> dict[str, str]:
+        """The store's sales channels: name (its catalog's title) -> publication id; read once."""
+        if self._publications is None:
+            result = await self.client.execute("Publications", {"first": 50})
+            self._publications = {
+                (n.get("catalog") or {}).get("title") or n["id"]: n["id"]
+                for n in result["publications"]["nodes"]
+            }
+        return self._publications
+
+    async def channels_of(self, resource_id: str) -> list[str]:
+        """The names of the channels a product or collection is published on."""
+        names = {pid: name for name, pid in (await self.publications()).items()}
+        result = await self.client.execute("PublishableChannels", {"id": resource_id})
+        nodes = ((result["node"] or {}).get("resourcePublicationsV2") or {}).get("nodes") or ()
+        return sorted(names.get(n["publication"]["id"], n["publication"]["id"]) for n in nodes)
+
+    async def publish(self, resource_id: str, publication_ids: Sequence[str]) -> None:
+        await self.client.execute(
+            "PublishablePublish",
+            {"id": resource_id, "input": [{"publicationId": p} for p in publication_ids]},
+        )
 
     async def create_product_id(self, input: Mapping[str, Any], *, upsert: bool) -> str:
         """productSet creating a product, answered with its id alone (`ProductCreateId`, 11
@@ -480,16 +648,30 @@ def _without_empty_files(input: Mapping[str, Any]) -> Mapping[str, Any]:
     return input
 
 
-def sync_store_api(client: AdminClient) -> ShopifyStoreAPI:
-    """The store as the sync jobs use it: small first pages, writes answered with ids."""
-    return ShopifyStoreAPI(client, list_sizes=SYNC_LIST_SIZES, ids_only=True)
+def sync_store_api(
+    client: AdminClient, *, metafield_namespaces: frozenset[str] = frozenset()
+) -> ShopifyStoreAPI:
+    """The store as the sync jobs use it: small first pages, writes answered with ids, and the
+    variants' metafields of the merchant's synced namespaces read with each product."""
+    return ShopifyStoreAPI(
+        client, list_sizes=SYNC_LIST_SIZES, ids_only=True, variant_metafield_namespaces=metafield_namespaces
+    )
 
 
 # --------------------------------------------------------------------------- whole-store reads
 
 
-# A product's nested connections in BulkProducts, by the gid type of their nodes.
-PRODUCT_CHILDREN = {"ProductVariant": "variants", "Collection": "collections", "Metafield": "metafields"}
+# A product's nested connections in BulkProducts, by the gid type of their nodes (a variant's
+# metafields are nested under it).
+PRODUCT_CHILDREN = {
+    "ProductVariant": "variants",
+    "Collection": "collections",
+    "Metafield": "metafields",
+    "MediaImage": "media",
+    "Video": "media",
+    "ExternalVideo": "media",
+    "Model3d": "media",
+}
 
 
 def updated_since_filter(since: datetime) -> str:
@@ -678,6 +860,13 @@ class ScannedParent:
             v.inventory_item_id: p.id for p in products if p.id for v in p.variants if v.inventory_item_id
         }
         self._levels: dict[str, asyncio.Future] = {}  # parent product id -> its levels, read once
+        self._channels: dict[str, list[str]] = {}  # parent product id -> its channels' names
+
+    async def channels_of(self, resource_id: str) -> list[str]:
+        """A product's channels, read once for every child's copy of it."""
+        if resource_id not in self._channels:
+            self._channels[resource_id] = await self.api.channels_of(resource_id)
+        return self._channels[resource_id]
 
     async def read_product(self, product_id: str) -> Product | None:
         found = self._products.get(product_id)

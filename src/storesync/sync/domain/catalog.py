@@ -22,13 +22,32 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
 from enum import StrEnum
 from typing import Any, cast
 
 from storesync.config import SyncedField
-from storesync.sync.domain.model import Link, LinkKind, LinkMap, MatchedBy, Metafield, Product, Variant
+from storesync.sync.domain.catalog_rules import CatalogRules
+from storesync.sync.domain.media import MediaPlan, actual_media, expected_media, plan_media
+from storesync.sync.domain.metafields import (
+    PRODUCT_OWNER,
+    MetafieldWrite,
+    metafield_inputs,
+    metafield_writes,
+    metafields_view,
+    synced,
+)
+from storesync.sync.domain.model import (
+    Link,
+    LinkKind,
+    LinkMap,
+    MatchedBy,
+    Metafield,
+    Product,
+    Variant,
+    VariantDetails,
+)
 
 ALL_FIELDS = frozenset(SyncedField)
 
@@ -68,6 +87,11 @@ IDENTITY_PRICE = PriceRule()
 class SyncPolicy:
     synced: frozenset[SyncedField] = ALL_FIELDS
     price_rules: Mapping[str, PriceRule] = field(default_factory=dict)  # child shop -> rule
+    # Metafield namespaces that follow the parent (product and variant metafields); every other
+    # metafield is the child's (`domain/metafields.py`). Default: none.
+    metafield_namespaces: frozenset[str] = frozenset()
+    catalog: CatalogRules = field(default_factory=CatalogRules)  # every child's unless it has its own
+    child_catalog: Mapping[str, CatalogRules] = field(default_factory=dict)  # child shop -> rules
 
     def __post_init__(self) -> None:
         pair = {SyncedField.OPTIONS, SyncedField.VARIANTS}
@@ -79,7 +103,13 @@ class SyncPolicy:
         """From configuration such as
         `{"fields": ["title", ...], "price_rules": {"child.myshopify.com": {"markup_percent": "10",
         "rounding": "ninety_nine"}}}`; a bad value raises ValueError naming it."""
-        unknown_keys = set(data) - {"fields", "price_rules"}
+        unknown_keys = set(data) - {
+            "fields",
+            "price_rules",
+            "metafield_namespaces",
+            "catalog",
+            "child_catalog",
+        }
         if unknown_keys:
             raise ValueError(f"sync policy: unknown keys {sorted(unknown_keys)}")
         fields = data.get("fields")
@@ -99,10 +129,19 @@ class SyncPolicy:
                 )
             except (ArithmeticError, ValueError, AttributeError) as err:
                 raise ValueError(f"sync policy: price rule for {shop}: {err}") from None
-        return cls(synced, rules)
+        catalog = CatalogRules().with_overrides(data.get("catalog") or {})
+        child_catalog = {
+            shop: catalog.with_overrides(overrides)
+            for shop, overrides in (data.get("child_catalog") or {}).items()
+        }
+        namespaces = frozenset(data.get("metafield_namespaces") or ())
+        return cls(synced, rules, namespaces, catalog, child_catalog)
 
     def price_rule(self, child_shop: str) -> PriceRule:
         return self.price_rules.get(child_shop, IDENTITY_PRICE)
+
+    def rules(self, child_shop: str) -> CatalogRules:
+        return self.child_catalog.get(child_shop, self.catalog)
 
     def syncs(self, f: SyncedField) -> bool:
         return f in self.synced
@@ -131,16 +170,36 @@ def _options_used(variants: Iterable[Variant], option_order: Iterable[str]) -> l
     return [[name, values] for name, values in used.items() if values]
 
 
-def _variant_view(v: Variant, rule: PriceRule | None) -> dict[str, Any]:
+def _details_view(d: VariantDetails) -> dict[str, Any]:
+    return {
+        "inventory_policy": d.inventory_policy,
+        "taxable": d.taxable,
+        "tracked": d.tracked,
+        "requires_shipping": d.requires_shipping,
+        "cost": _money(d.cost),
+        "hs_code": d.hs_code or None,
+        "country_of_origin": d.country_of_origin,
+        "weight": list(d.weight) if d.weight else None,
+    }
+
+
+def _variant_view(
+    v: Variant, rule: PriceRule | None, namespaces: frozenset[str] = frozenset()
+) -> dict[str, Any]:
     price = rule.apply(v.price) if rule else v.price
     compare = rule.apply(v.compare_at_price) if rule else v.compare_at_price
-    return {
+    view: dict[str, Any] = {
         "options": sorted([list(p) for p in v.option_values]),
         "sku": v.sku or None,
         "barcode": v.barcode or None,
         "price": _money(price),
         "compare_at_price": _money(compare),
     }
+    if v.details is not None:  # read with the product (a webhook's variants carry none)
+        view["details"] = _details_view(v.details)
+    if namespaces:
+        view["metafields"] = metafields_view(v.metafields, namespaces)
+    return view
 
 
 def _scalar_view(p: Product, policy: SyncPolicy) -> dict[str, Any]:
@@ -155,12 +214,12 @@ def _scalar_view(p: Product, policy: SyncPolicy) -> dict[str, Any]:
         view["product_type"] = p.product_type
     if policy.syncs(SyncedField.TAGS):
         view["tags"] = sorted(set(p.tags))
-    if policy.syncs(SyncedField.IMAGES):
-        view["images"] = [[image_key(i.source), i.alt] for i in p.images]
     if policy.syncs(SyncedField.STATUS):
         view["status"] = p.status
     if policy.syncs(SyncedField.SEO):
         view["seo"] = [p.seo_title, p.seo_description]
+    if policy.metafield_namespaces:
+        view["metafields"] = metafields_view(p.metafields, policy.metafield_namespaces)
     return view
 
 
@@ -187,10 +246,13 @@ def manual_parent_collection(links: LinkMap, child_collection_id: str) -> str | 
 def expected_view(parent: Product, policy: SyncPolicy, links: LinkMap) -> dict[str, Any]:
     """The synced fields a child should show for `parent`, in parent ids (JSON)."""
     view = _scalar_view(parent, policy)
+    if policy.syncs(SyncedField.IMAGES):
+        view["media"] = expected_media(parent)
     if policy.syncs(SyncedField.VARIANTS):
         rule = policy.price_rule(links.child_shop)
+        ns = policy.metafield_namespaces
         view["options"] = _options_used(parent.variants, (o.name for o in parent.options))
-        view["variants"] = {v.id: _variant_view(v, rule) for v in parent.variants if v.id}
+        view["variants"] = {v.id: _variant_view(v, rule, ns) for v in parent.variants if v.id}
     if policy.syncs(SyncedField.COLLECTIONS):
         view["collections"] = sorted(c for c in parent.collections if manual_child_collection(links, c))
     return view
@@ -199,11 +261,14 @@ def expected_view(parent: Product, policy: SyncPolicy, links: LinkMap) -> dict[s
 def actual_view(child: Product, policy: SyncPolicy, links: LinkMap) -> dict[str, Any]:
     """The synced fields the child shows, translated to parent ids; child-owned data left out."""
     view = _scalar_view(child, policy)
+    if policy.syncs(SyncedField.IMAGES):
+        view["media"] = actual_media(child, links)
     if policy.syncs(SyncedField.VARIANTS):
         linked = [(links.parent_id(LinkKind.VARIANT, v.id), v) for v in child.variants if v.id]
         linked = [(pid, v) for pid, v in linked if pid]
+        ns = policy.metafield_namespaces
         view["options"] = _options_used((v for _, v in linked), (o.name for o in child.options))
-        view["variants"] = {pid: _variant_view(v, None) for pid, v in linked}
+        view["variants"] = {pid: _variant_view(v, None, ns) for pid, v in linked}
     if policy.syncs(SyncedField.COLLECTIONS):
         mapped = (manual_parent_collection(links, c) for c in child.collections)
         view["collections"] = sorted(p for p in mapped if p)
@@ -256,10 +321,26 @@ class ProductPlan:
     kept_child_variants: tuple[str, ...] = ()  # child-only variant ids carried over unchanged
     unmapped_collections: tuple[str, ...] = ()  # parent collections with no counterpart in the child
     blocked: str | None = None  # why writing would destroy child-owned data; nothing is written
+    # The synced metafields to set or delete after the productSet (`domain/metafields.py`).
+    metafields: tuple[MetafieldWrite, ...] = ()
+    # The media write after the productSet (`domain/media.py`; None: media not synced).
+    media: MediaPlan | None = None
 
     @property
     def noop(self) -> bool:
-        return self.blocked is None and self.child_product_id is not None and not self.changes
+        return (
+            self.blocked is None
+            and self.child_product_id is not None
+            and not self.changes
+            and not self.metafields
+            and (self.media is None or self.media.files is None)
+        )
+
+    @property
+    def product_changes(self) -> bool:
+        """Whether the productSet itself has something to write (the metafield and media writes
+        follow it separately)."""
+        return any(c.field not in ("media", "metafields") and not _only_metafields(c) for c in self.changes)
 
     @property
     def reverted(self) -> tuple[FieldChange, ...]:
@@ -274,8 +355,43 @@ class CatalogBlocked(CatalogError):
     """Writing the child would destroy child-owned data; nothing was written (permanent)."""
 
 
-def _metafields(mfs: Iterable[Metafield]) -> list[dict[str, Any]]:
-    return [{"namespace": m.namespace, "key": m.key, "type": m.type, "value": m.value} for m in mfs]
+class NeedsCopy(Exception):
+    """The child has no copy of the parent product (never made, or deleted there): the copy saga
+    makes one (`services.copies.copy_to_child`). Never a productSet upsert by handle: that would
+    adopt a child's own product of the same handle."""
+
+
+def _only_metafields(change: FieldChange) -> bool:
+    """A variant's change that is only in its synced metafields (written by metafieldsSet)."""
+    if not change.field.startswith("variants.") or not isinstance(change.child_value, Mapping):
+        return False
+    if not isinstance(change.parent_value, Mapping):
+        return False
+
+    def strip(view: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: x for k, x in view.items() if k != "metafields"}
+
+    return strip(change.child_value) == strip(change.parent_value)
+
+
+def _item_input(v: Variant) -> dict[str, Any]:
+    """A synced variant's InventoryItemInput: its SKU and the parent's item fields (tracked by
+    default, so that inventory sync has levels to set)."""
+    d = v.details
+    item: dict[str, Any] = {
+        "sku": v.sku or "",
+        "tracked": True if d is None or d.tracked is None else d.tracked,
+    }
+    if d is None:
+        return item
+    if d.requires_shipping is not None:
+        item["requiresShipping"] = d.requires_shipping
+    item["cost"] = None if d.cost is None else str(d.cost)
+    item["harmonizedSystemCode"] = d.hs_code or None
+    item["countryCodeOfOrigin"] = d.country_of_origin
+    if d.weight is not None:
+        item["measurement"] = {"weight": {"value": float(d.weight[0]), "unit": d.weight[1]}}
+    return item
 
 
 def _variant_input(
@@ -283,9 +399,12 @@ def _variant_input(
     *,
     child_id: str | None,
     price_rule: PriceRule | None,
-    metafields: Iterable[Metafield],
+    metafields: Iterable[Metafield] | None = None,
     option_values: Iterable[tuple[str, str]] | None = None,
 ) -> dict[str, Any]:
+    """A ProductVariantSetInput. `price_rule` None: a child's own variant carried unchanged
+    (nothing but what it has). `metafields`: only for a variant this write creates (a list
+    replaces the variant's metafields wholesale; left out, they stay)."""
     out: dict[str, Any] = {}
     if child_id:
         out["id"] = child_id
@@ -297,11 +416,15 @@ def _variant_input(
     if v.barcode:
         out["barcode"] = v.barcode
     if price_rule is not None:
-        # A synced variant: tracked, so that inventory sync has levels to set.
-        out["inventoryItem"] = {"sku": v.sku or "", "tracked": True}
+        out["inventoryItem"] = _item_input(v)
+        if v.details is not None and v.details.inventory_policy is not None:
+            out["inventoryPolicy"] = v.details.inventory_policy
+        if v.details is not None and v.details.taxable is not None:
+            out["taxable"] = v.details.taxable
     elif v.sku:
         out["inventoryItem"] = {"sku": v.sku}  # a carried variant: nothing but what it has
-    out["metafields"] = _metafields(metafields)
+    if metafields is not None:
+        out["metafields"] = metafield_inputs(metafields)
     return out
 
 
@@ -373,6 +496,7 @@ def plan_child_product(
     created: list[str] = []
     removed: list[str] = []
     kept: list[str] = []
+    mf_writes: list[MetafieldWrite] = []
     blocked: str | None = None
     parent_ids = {v.id for v in parent.variants}
     child_by_id = {v.id: v for v in child.variants if v.id}
@@ -384,10 +508,20 @@ def plan_child_product(
             cv = child_by_id.get(cid) if cid else None
             if cv is None:
                 created.append(cast(str, pv.id))
-                variants.append(_variant_input(pv, child_id=None, price_rule=rule, metafields=()))
+                variants.append(
+                    _variant_input(
+                        pv,
+                        child_id=None,
+                        price_rule=rule,
+                        metafields=synced(pv.metafields, policy.metafield_namespaces),
+                    )
+                )
             else:
                 used_child_ids.add(cast(str, cv.id))
-                variants.append(_variant_input(pv, child_id=cv.id, price_rule=rule, metafields=cv.metafields))
+                variants.append(_variant_input(pv, child_id=cv.id, price_rule=rule))
+                mf_writes += metafield_writes(
+                    cast(str, pv.id), pv.metafields, cv.metafields, policy.metafield_namespaces
+                )
         options: list[tuple[str, list[str]]] = [(o.name, list(o.values)) for o in parent.options]
         option_names = [o.name for o in parent.options]
         parent_keys = {pv.option_key for pv in parent.variants}
@@ -420,7 +554,7 @@ def plan_child_product(
                 values = options[option_names.index(n)][1]
                 if val not in values:
                     values.append(val)
-            variants.append(_variant_input(cv, child_id=cv.id, price_rule=None, metafields=cv.metafields))
+            variants.append(_variant_input(cv, child_id=cv.id, price_rule=None))
         inp["productOptions"] = [{"name": n, "values": [{"name": v} for v in vals]} for n, vals in options]
         inp["variants"] = variants
     else:
@@ -428,11 +562,12 @@ def plan_child_product(
         inp["productOptions"] = [
             {"name": o.name, "values": [{"name": v} for v in o.values]} for o in child.options
         ]
-        inp["variants"] = [
-            _variant_input(cv, child_id=cv.id, price_rule=None, metafields=cv.metafields)
-            for cv in child.variants
-        ]
-    inp["metafields"] = _metafields(child.metafields)
+        inp["variants"] = [_variant_input(cv, child_id=cv.id, price_rule=None) for cv in child.variants]
+    # The product's metafields are left out (they stay); the synced ones are written apart.
+    mf_writes = (
+        metafield_writes(PRODUCT_OWNER, parent.metafields, child.metafields, policy.metafield_namespaces)
+        + mf_writes
+    )
     if policy.syncs(SyncedField.COLLECTIONS):
         mapped = [manual_child_collection(links, c) for c in parent.collections]
         # The child's own manual collections are listed so replace-all keeps them; its smart
@@ -446,12 +581,16 @@ def plan_child_product(
     else:
         inp["collections"] = [c for c in child.collections if c not in child.smart_collections]
     actual = actual_view(child, policy, links)
-    if policy.syncs(SyncedField.IMAGES) and expected.get("images") != actual.get("images"):
-        inp["files"] = [
-            {"originalSource": i.source, "alt": i.alt, "contentType": "IMAGE"} for i in parent.images
-        ]
+    media = (
+        plan_media(parent, child, links, policy.rules(shop).child_media)
+        if policy.syncs(SyncedField.IMAGES)
+        else None
+    )
     product_link = links.link_down(LinkKind.PRODUCT, parent.id)
     changes = diff_views(expected, actual, product_link.synced_view if product_link else None)
+    if media is not None and any(number > 1 for _m, number in media.uploaded):
+        # A copy that FAILED in the child is no edit of the child's: uploaded again as drift.
+        changes = [replace(c, cause=ChangeCause.DRIFT) if c.field == "media" else c for c in changes]
     return ProductPlan(
         child_shop=shop,
         parent_product_id=parent.id,
@@ -464,6 +603,8 @@ def plan_child_product(
         kept_child_variants=tuple(kept),
         unmapped_collections=unmapped,
         blocked=blocked,
+        metafields=tuple(mf_writes),
+        media=media,
     )
 
 
@@ -475,7 +616,9 @@ def _plan_create(
     expected: dict[str, Any],
     unmapped: tuple[str, ...],
 ) -> ProductPlan:
-    """A child without this product gets all of it (non-synced fields as initial values)."""
+    """A child without this product gets all of it (non-synced fields as initial values), with
+    its synced metafields; its media and sales channels are the copy's later steps."""
+    ns = policy.metafield_namespaces
     inp: dict[str, Any] = {
         "handle": parent.handle,
         "title": parent.title,
@@ -489,11 +632,15 @@ def _plan_create(
             {"name": o.name, "values": [{"name": v} for v in o.values]} for o in parent.options
         ],
         "variants": [
-            _variant_input(v, child_id=None, price_rule=rule, metafields=()) for v in parent.variants
+            _variant_input(
+                v, child_id=None, price_rule=rule, metafields=synced(v.metafields, ns) if ns else None
+            )
+            for v in parent.variants
         ],
         "collections": [c for c in (manual_child_collection(links, pc) for pc in parent.collections) if c],
-        "files": [{"originalSource": i.source, "alt": i.alt, "contentType": "IMAGE"} for i in parent.images],
     }
+    if ns:
+        inp["metafields"] = metafield_inputs(synced(parent.metafields, ns))
     return ProductPlan(
         child_shop=links.child_shop,
         parent_product_id=parent.id or "",
@@ -506,17 +653,14 @@ def _plan_create(
 
 
 def unchanged_input(product: Product) -> dict[str, Any]:
-    """A productSet input that changes nothing: every list the product has, listed (replace-all
-    semantics). Callers override the one field they mean to change."""
+    """A productSet input that changes nothing: every list the product has that the engine
+    sends, listed (replace-all semantics); metafields and media left out (they stay). Callers
+    override the one field they mean to change."""
     return {
         "productOptions": [
             {"name": o.name, "values": [{"name": v} for v in o.values]} for o in product.options
         ],
-        "variants": [
-            _variant_input(v, child_id=v.id, price_rule=None, metafields=v.metafields)
-            for v in product.variants
-        ],
-        "metafields": _metafields(product.metafields),
+        "variants": [_variant_input(v, child_id=v.id, price_rule=None) for v in product.variants],
         "collections": [c for c in product.collections if c not in product.smart_collections],
     }
 

@@ -39,6 +39,39 @@ class Image:
     alt: str = ""
 
 
+@dataclass(frozen=True)
+class Media:
+    """One media of a product, in the product's order. `source`: the URL its image is served
+    from (None until it is READY); `status`: Shopify's MediaStatus (UPLOADED, PROCESSING, READY,
+    FAILED); `kind`: its MediaContentType (only IMAGE is copied)."""
+
+    id: str
+    source: str | None
+    alt: str = ""
+    status: str = "READY"
+    kind: str = "IMAGE"
+
+    @property
+    def copyable(self) -> bool:
+        return self.kind == "IMAGE" and self.status == "READY" and bool(self.source)
+
+
+@dataclass(frozen=True)
+class VariantDetails:
+    """A variant's selling and shipping fields and its inventory item's (Admin API 2026-10:
+    ProductVariant.inventoryPolicy / taxable, InventoryItem tracked / requiresShipping / unitCost /
+    harmonizedSystemCode / countryCodeOfOrigin / measurement.weight). None: not read."""
+
+    inventory_policy: str | None = None  # DENY | CONTINUE
+    taxable: bool | None = None
+    tracked: bool | None = None
+    requires_shipping: bool | None = None
+    cost: Decimal | None = None
+    hs_code: str | None = None
+    country_of_origin: str | None = None
+    weight: tuple[str, str] | None = None  # (value as text, WeightUnit)
+
+
 def gid(kind: str, value: Any) -> str:
     """A Shopify global id from a webhook's numeric id (`gid://shopify/<kind>/<id>`), or the
     value itself when it is one already. Missing -> ValueError."""
@@ -59,6 +92,7 @@ class Variant:
     compare_at_price: Decimal | None = None
     inventory_item_id: str | None = None
     metafields: tuple[Metafield, ...] = ()
+    details: VariantDetails | None = None  # None: not read (a webhook's variants)
 
     @property
     def option_key(self) -> tuple[tuple[str, str], ...]:
@@ -77,7 +111,7 @@ class Product:
     tags: tuple[str, ...] = ()
     options: tuple[Option, ...] = ()
     variants: tuple[Variant, ...] = ()
-    images: tuple[Image, ...] = ()
+    media: tuple[Media, ...] = ()
     status: str = "ACTIVE"
     seo_title: str | None = None
     seo_description: str | None = None
@@ -87,6 +121,7 @@ class Product:
     smart_collections: frozenset[str] = frozenset()
     metafields: tuple[Metafield, ...] = ()
     updated_at: datetime | None = None
+    created_at: datetime | None = None
 
     def variant(self, variant_id: str) -> Variant | None:
         return next((v for v in self.variants if v.id == variant_id), None)
@@ -152,6 +187,10 @@ class LinkKind(StrEnum):
     PRODUCT = "product"
     VARIANT = "variant"
     COLLECTION = "collection"
+    # A parent product's media and the child media copied from it (`synced_view`: the source
+    # and alt written, and the uploads made of it: a FAILED one is uploaded again, a bounded
+    # number of times).
+    MEDIA = "media"
 
 
 class MatchedBy(StrEnum):

@@ -79,6 +79,39 @@ class CatalogStore(Protocol):
         """`productDelete`; deleting a product that is already gone is not an error."""
         ...
 
+    async def product_under_handle(self, handle: str) -> tuple[str, datetime | None] | None:
+        """The id and creation time of the product under `handle` (None: the handle is free)."""
+        ...
+
+    async def update_product_fields(self, product_id: str, fields: Mapping[str, Any]) -> None:
+        """Some of the product's own fields (status, handle) set; nothing else changes."""
+        ...
+
+    async def set_media(self, product_id: str, files: Sequence[Mapping[str, Any]]) -> list[str]:
+        """The product's media made exactly `files` (FileSetInput: by id kept, by originalSource
+        uploaded); the media ids, in order."""
+        ...
+
+    async def set_metafields(self, metafields: Sequence[Mapping[str, Any]]) -> None:
+        """`metafieldsSet` ({ownerId, namespace, key, type, value}); nothing else of the owner."""
+        ...
+
+    async def delete_metafields(self, metafields: Sequence[Mapping[str, Any]]) -> None:
+        """`metafieldsDelete` ({ownerId, namespace, key}); one already gone is no error."""
+        ...
+
+    async def publications(self) -> dict[str, str]:
+        """The store's sales channels: name -> publication id."""
+        ...
+
+    async def channels_of(self, resource_id: str) -> list[str]:
+        """Names of the channels a product or collection is published on."""
+        ...
+
+    async def publish(self, resource_id: str, publication_ids: Sequence[str]) -> None:
+        """`publishablePublish` of a product or collection on these publications."""
+        ...
+
 
 class InventoryStore(Protocol):
     shop: str
@@ -283,6 +316,50 @@ class AppliedVersions(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Attention:
+    """Something storesync did not do, or could not, that the merchant should know about
+    (`storesync status`, the dashboard's failures page)."""
+
+    shop: str
+    kind: str  # handle_conflict, own_product_unlinked, media_failed, copy_step_failed, channel_missing
+    subject: str  # what it is about: a parent product's gid, ...
+    detail: str
+    first_at: datetime | None = None
+    last_at: datetime | None = None
+    times: int = 1
+
+
+@runtime_checkable
+class AttentionLog(Protocol):
+    async def report(self, shop: str, kind: str, subject: str, detail: str) -> bool:
+        """Record it (the open one of that shop, kind and subject updated); True if it is new."""
+        ...
+
+    async def resolve(self, shop: str, kind: str, subject: str) -> bool:
+        """The open one closed (it no longer holds); False if none was open."""
+        ...
+
+    async def is_open(self, shop: str, kind: str, subject: str) -> bool: ...
+
+    async def open_items(self, *, limit: int = 100) -> list[Attention]: ...
+
+
+@runtime_checkable
+class ArchivedCopies(Protocol):
+    """Copies storesync archived when their parent product was deleted: their handles are ours."""
+
+    async def add(
+        self, child_shop: str, child_product_id: str, handle: str, parent_product_id: str
+    ) -> None: ...
+
+    async def under_handle(self, child_shop: str, handle: str) -> list[str]:
+        """Ids of the archived copies that had `handle`."""
+        ...
+
+    async def forget(self, child_shop: str, child_product_id: str) -> None: ...
+
+
 @runtime_checkable
 class AuditSink(Protocol):
     async def record(self, rec: AuditRecord) -> None: ...
@@ -471,8 +548,8 @@ class StepLog(Protocol):
         """(saga id, shop) of the sagas left running or compensating, oldest first."""
         ...
 
-    async def states(self, kind: str) -> dict[str, SagaState]:
-        """Every saga of one kind: id -> state."""
+    async def states(self, kind: str, prefix: str | None = None) -> dict[str, SagaState]:
+        """Every saga of one kind (whose id starts with `prefix`, when given): id -> state."""
         ...
 
 

@@ -106,6 +106,20 @@ def product_job(child_shop: str, parent_product_id: str, cause: str) -> SyncJob:
     )
 
 
+def media_check_job(child_shop: str, parent_product_id: str, cause: str, delay_s: float) -> SyncJob:
+    """The copy of a product whose media were just uploaded, looked at again once the store has
+    processed them (a FAILED one is uploaded again, then reported): a product job, linked copies
+    only, under a key of its own so that it does not collapse into an earlier product job."""
+    return SyncJob(
+        JOB_PRODUCT_TO_CHILD,
+        ProductJob(parent_product_id, child_shop, cause, only_if_linked=True),
+        "catalog",
+        singleton_key=f"media-check:{child_shop}:{parent_product_id}",
+        lock_key=f"product:{child_shop}:{parent_product_id}",
+        delay_s=delay_s,
+    )
+
+
 def collection_job(child_shop: str, parent_collection_id: str, cause: str) -> SyncJob:
     """Singleton and lock per child and parent collection: a burst collapses into one job, which
     reads both stores now (`services/collections.sync_collection_to_child`)."""

@@ -45,6 +45,19 @@ class StepRefused(PermanentStepError):
     of it to undo (its recorded undo is dropped before the compensation runs)."""
 
 
+class HandleConflict(StepRefused):
+    """A copy's create found the handle taken by a product of the child's own, and the merchant's
+    rule is to report it: nothing written, the conflict recorded for the merchant."""
+
+
+HANDLE_CONFLICT = HandleConflict.__name__  # how a saga's error names it (`handle_conflicted`)
+
+
+def handle_conflicted(saga: SagaRecord) -> bool:
+    """Whether a compensated copy saga only found a handle conflict (reported, not a failure)."""
+    return saga.state is SagaState.COMPENSATED and f": {HANDLE_CONFLICT}: " in (saga.error or "")
+
+
 class SagaStuck(Exception):
     """A compensation failed permanently; the saga needs an operator."""
 
@@ -95,6 +108,8 @@ class StepContext:
     # The step was started by an earlier run (which crashed or failed after recording its undo):
     # its action may have reached the store already.
     resumed: bool = False
+    # What the step recorded would undo it (`StepAction.prepare`), e.g. when it began.
+    undo: Mapping[str, Any] | None = None
 
 
 def default_is_permanent(exc: BaseException) -> bool:
@@ -109,13 +124,21 @@ COPY_PRODUCT = "copy_product"  # the saga kind (sync_sagas.kind)
 def copy_product_steps(
     parent_product_id: str, child_shop: str, *, stock_in_create: bool = False
 ) -> list[StepSpec]:
-    """The copy saga's steps. `stock_in_create`: one step, whose productSet writes the variants'
-    stock (`inventoryQuantities`) and collection memberships with the product; its undo (delete
-    the product) removes all of it. Otherwise three steps: create, collections, levels (each
-    level written by compare-and-set, its previous value recorded for the undo)."""
+    """The copy saga's steps. `stock_in_create` (what the engine starts now): the create, whose
+    productSet writes the variants' stock (`inventoryQuantities`), collection memberships and
+    synced metafields with the product (its undo, deleting the product, removes all of it); then
+    the media (nothing to do without any; a media failure is reported, never the saga's); then
+    the publishing on the child's sales channels (a refusal compensates, or is kept and
+    reported, as the merchant's `on_copy_step_failure` says). Sagas logged before have the
+    create alone, or three steps: create, collections, levels (each level written by
+    compare-and-set, its previous value recorded for the undo)."""
     params = {"parent_product_id": parent_product_id, "child_shop": child_shop}
     if stock_in_create:
-        return [StepSpec("create", "create_child_product", {**params, "stock_in_create": True})]
+        return [
+            StepSpec("create", "create_child_product", {**params, "stock_in_create": True}),
+            StepSpec("media", "copy_child_media", params),
+            StepSpec("publish", "publish_child_product", params),
+        ]
     return [
         StepSpec("create", "create_child_product", params),
         StepSpec("collections", "set_child_collections", params),

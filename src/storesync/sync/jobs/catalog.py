@@ -18,7 +18,14 @@ async def product_to_child(job: Job, p: ProductJob) -> None:
         async def work() -> None:
             try:
                 await catalog.product_to_child(
-                    rt, st, net, p.child_shop, p.parent_product_id, cause, only_if_linked=p.only_if_linked
+                    rt,
+                    st,
+                    net,
+                    p.child_shop,
+                    p.parent_product_id,
+                    cause,
+                    only_if_linked=p.only_if_linked,
+                    final_attempt=job.ctx.attempt >= job.ctx.max_attempts,
                 )
             except CatalogBlocked as err:
                 raise PermanentError(f"{p.child_shop}: {err}") from err

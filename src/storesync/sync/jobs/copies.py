@@ -7,7 +7,7 @@ from datetime import datetime
 
 from storesync.queue.handlers import PermanentError
 from storesync.sync.domain.payloads import CopyJob, LinkPendingJob
-from storesync.sync.domain.saga import SagaState, SagaStuck
+from storesync.sync.domain.saga import SagaState, SagaStuck, handle_conflicted
 from storesync.sync.jobs.context import Job
 from storesync.sync.services.copies import link_overdue_copies, run_copy_saga
 
@@ -32,7 +32,7 @@ async def copy_product(job: Job, p: CopyJob) -> None:
                 )
             except SagaStuck as err:
                 raise PermanentError(f"saga {p.saga_id} is stuck: {err}") from err
-            if rec.state is SagaState.COMPENSATED:
+            if rec.state is SagaState.COMPENSATED and not handle_conflicted(rec):
                 raise PermanentError(f"saga {p.saga_id} failed and was compensated: {rec.error}")
 
         await job.guarded(st, [net.parent.shop, p.child_shop], work)

@@ -90,6 +90,17 @@ async def product_webhook(job: Job, p: WebhookJob) -> None:
                 return
         if store.role == "child":
             links = await st.links.child_links(store.shop, products=[product_id])
+            copy = links.link_up(LinkKind.PRODUCT, product_id)
+            if (
+                p.topic == "products/update"
+                and copy is not None
+                and copy.pending is not None
+                and await copies.link_updated_copy(st, net, store.shop, copy, p.body, cause)
+            ):
+                # A copy made moments ago (its saga's media and publishing send this): linked
+                # from the payload, nothing read, no job.
+                log.info("copy linked from its update webhook", shop=store.shop, product=product_id)
+                return
         if store.role == "parent" and p.topic == "products/update":
             routed = await catalog.route_parent_update(rt, st, net, product_id, cause)
         else:

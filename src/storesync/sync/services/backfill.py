@@ -21,7 +21,8 @@ from storesync.sync.domain.linking import LinkReport
 from storesync.sync.domain.model import InventoryLevel, LinkKind
 from storesync.sync.domain.network import MerchantNetwork
 from storesync.sync.domain.routing import fan_out_job, link_pending_job
-from storesync.sync.domain.saga import COPY_PRODUCT, SagaState, copy_saga_id
+from storesync.sync.domain.saga import COPY_PRODUCT, SagaState, copy_saga_id, handle_conflicted
+from storesync.sync.services.channels import collection_publisher
 from storesync.sync.services.collections import sync_collection_to_child
 from storesync.sync.services.context import Runtime
 from storesync.sync.services.copies import run_copy_saga
@@ -39,6 +40,8 @@ class BackfillResult:
     collections_created: list[str] = field(default_factory=list)  # "<child>: <handle>"
     completed: list[str] = field(default_factory=list)  # saga ids
     compensated: list[tuple[str, str]] = field(default_factory=list)  # (saga id, why)
+    # (saga id, why): a child's own product has the handle; reported, nothing written
+    conflicts: list[tuple[str, str]] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (saga id or shop, why): rerun resumes
     paused: dict[str, str] = field(default_factory=dict)
     levels_moved: int = 0  # parent levels that changed during the copy, fanned out afterwards
@@ -73,7 +76,14 @@ async def _create_missing_collections(
     for pid in report.missing_collections:
         try:
             out = await sync_collection_to_child(
-                parent, mine, pid, st.links, st.audit, "backfill:collections", with_members=False
+                parent,
+                mine,
+                pid,
+                st.links,
+                st.audit,
+                "backfill:collections",
+                with_members=False,
+                on_created=collection_publisher(rt, st, net, child, pid, "backfill:collections"),
             )
         except CatalogBlocked as err:
             result.failed.append((f"{child}: collection {pid}", str(err)))
@@ -182,6 +192,8 @@ async def backfill(
                 else:
                     if rec.state is SagaState.COMPLETED:
                         result.completed.append(saga_id)
+                    elif handle_conflicted(rec):
+                        result.conflicts.append((saga_id, rec.error or ""))
                     else:
                         result.compensated.append((saga_id, rec.error or str(rec.state)))
                 if progress:

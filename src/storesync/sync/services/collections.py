@@ -4,6 +4,8 @@ come out of order)."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from storesync.commerce.errors import BudgetBusy, CommerceError
 from storesync.logs import get_logger
 from storesync.sync.adapters.jobqueue import enqueue_jobs
@@ -22,6 +24,7 @@ from storesync.sync.domain.model import Link, LinkKind, MatchedBy
 from storesync.sync.domain.network import MerchantNetwork
 from storesync.sync.domain.ports import AuditSink, CollectionStore, LinkRepository
 from storesync.sync.domain.routing import product_job
+from storesync.sync.services.channels import collection_publisher
 from storesync.sync.services.context import Runtime
 
 log = get_logger("storesync.sync.collections")
@@ -36,6 +39,7 @@ async def sync_collection_to_child(
     cause: str,
     *,
     with_members: bool = True,
+    on_created: Callable[[str], Awaitable[None]] | None = None,
 ) -> CollectionOutcome:
     """Make one child's counterpart of one parent collection match the parent, reading both
     stores now (never a webhook payload: deliveries come out of order). Idempotent: a rerun
@@ -43,7 +47,8 @@ async def sync_collection_to_child(
 
     `with_members=False` reads neither store's members and computes no membership resyncs (a
     backfill: its copies carry their memberships; the member ids cost up to ~250 points per
-    read on the parent's bucket)."""
+    read on the parent's bucket). `on_created`: told the id of a collection this call made
+    (it is published on the child's channels: `channels.collection_publisher`)."""
     shop = child_store.shop
     link = next(
         (
@@ -130,6 +135,8 @@ async def sync_collection_to_child(
                 )
             ]
         )
+    if action is CollectionAction.CREATED and on_created is not None:
+        await on_created(child_id)
     if action is not CollectionAction.UNCHANGED:
         await audit.record(
             AuditRecord(
@@ -179,6 +186,7 @@ async def collection_to_child(
         st.links,
         st.audit,
         cause,
+        on_created=collection_publisher(rt, st, net, child_shop, parent_collection_id, cause),
     )
     log.info(
         "collection synced",

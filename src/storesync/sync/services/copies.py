@@ -23,15 +23,30 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from storesync.commerce.errors import CommerceError, PermanentCommerceError, StoreUnauthorized, UserInputError
+from storesync.config import SyncedField
 from storesync.logs import get_logger
 from storesync.sync.adapters.jobqueue import enqueue_jobs
 from storesync.sync.adapters.postgres import Storage
 from storesync.sync.adapters.shopify import BulkCatalogScan
 from storesync.sync.domain.audit import AuditRecord
-from storesync.sync.domain.catalog import SyncPolicy, links_after_write, plan_child_product, unchanged_input
+from storesync.sync.domain.catalog import (
+    CatalogError,
+    SyncPolicy,
+    links_after_write,
+    plan_child_product,
+    unchanged_input,
+)
+from storesync.sync.domain.catalog_rules import (
+    CatalogRules,
+    ChildMedia,
+    OnCopyStepFailure,
+    OnHandleConflict,
+    suffixed_handle,
+)
 from storesync.sync.domain.copies import (
     CopiesLinked,
     PendingResolution,
@@ -42,10 +57,13 @@ from storesync.sync.domain.copies import (
     variants_from_product_webhook,
 )
 from storesync.sync.domain.inventory import child_target
-from storesync.sync.domain.model import Link, LinkKind, LinkMap, Product, Variant, gid
+from storesync.sync.domain.media import media_links, plan_media
+from storesync.sync.domain.model import Link, LinkKind, LinkMap, MatchedBy, Product, Variant, gid
 from storesync.sync.domain.network import MerchantNetwork, Network, UnknownStore
 from storesync.sync.domain.orders import OrderEvent
 from storesync.sync.domain.ports import (
+    ArchivedCopies,
+    AttentionLog,
     AuditSink,
     HandleTaken,
     LinkRepository,
@@ -57,12 +75,17 @@ from storesync.sync.domain.routing import child_stock_job, copy_job, fan_out_job
 from storesync.sync.domain.saga import (
     COPY_PRODUCT,
     REPORT_SAGA_PREFIX,
+    HandleConflict,
     PermanentStepError,
     SagaRecord,
+    SagaState,
     StepContext,
     StepRefused,
     copy_product_steps,
+    copy_saga_id,
+    handle_conflicted,
 )
+from storesync.sync.services.channels import channels_for
 from storesync.sync.services.context import Runtime
 from storesync.sync.services.failures import undoes_copy
 from storesync.sync.services.sagas import SagaExecutor
@@ -87,6 +110,10 @@ class SagaDeps:
     policy: SyncPolicy
     # When the parent's levels the copies write were read, if not live (a backfill's scan).
     levels_read_at: datetime | None = None
+    attention: AttentionLog | None = None  # what the merchant should know (a handle conflict, ...)
+    archived: ArchivedCopies | None = None  # copies storesync archived: their handles are ours
+    # The job's last attempt: a store error of a later step is final (kept or compensated) now.
+    final_attempt: bool = True
 
     @property
     def parent(self) -> StoreAPI:
@@ -121,7 +148,15 @@ class CreateChildProduct:
             and await child.find_product_by_handle(parent.handle) is not None
         ):
             raise PermanentStepError(_handle_taken(child.shop, parent.handle))
-        return {"child_shop": child.shop, "handle": parent.handle, "parent_product_id": parent.id}
+        # When the step began: a product under one of its handles made since is this copy (a
+        # resumed run upserts it, the undo deletes it); one made before is the child's own.
+        return {
+            "child_shop": child.shop,
+            "handle": parent.handle,
+            "handles": _candidate_handles(parent.handle, self.deps.policy.rules(child.shop)),
+            "parent_product_id": parent.id,
+            "started_at": datetime.now(UTC).isoformat(),
+        }
 
     async def run(self, params: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
         if params.get("stock_in_create"):
@@ -131,7 +166,13 @@ class CreateChildProduct:
         child = deps.stores[params["child_shop"]]
         links = await deps.links.link_map(child.shop)
         plan = plan_child_product(parent, None, links, deps.policy)
-        existing = await child.find_product_by_handle(parent.handle)  # our own earlier, interrupted attempt
+        existing = await child.find_product_by_handle(parent.handle)
+        # Only a resumed run's earlier attempt is ours; anything else under the handle (a product
+        # the child made since `prepare` looked) is the child's own: never adopted.
+        if existing is not None and not (
+            ctx.resumed and await _made_by_this_step(child, parent.handle, ctx.undo or {})
+        ):
+            raise StepRefused(_handle_taken(child.shop, parent.handle))  # nothing written: no undo
         # The memberships go with the create (deleting the product, this step's undo, removes
         # them too): a separate productSet would cost a second write and two reads per copy.
         written = await child.product_set(plan.input, product_id=existing.id if existing else None)
@@ -190,10 +231,7 @@ class CreateChildProduct:
             }
             for v in inp.get("variants") or ()
         ]
-        try:
-            product_id = await child.create_product_id(inp, upsert=ctx.resumed)
-        except HandleTaken as err:
-            raise StepRefused(_handle_taken(child.shop, parent.handle)) from err
+        product_id, handle = await self._create(child, parent, inp, ctx)
         pending = pending_copy(
             parent, stock, datetime.now(UTC), ctx.cause, levels_read_at, resent=ctx.resumed
         )
@@ -209,31 +247,129 @@ class CreateChildProduct:
                 None,
                 {**plan.expected, "levels": levels},
                 ctx.cause,
-                detail=f"saga {ctx.saga_id} (stock written with the create)",
+                detail=f"saga {ctx.saga_id} (stock written with the create)"
+                + (
+                    f"; handle {handle!r}: {parent.handle!r} is the child's own product's"
+                    if handle != parent.handle
+                    else ""
+                ),
             )
         )
         return {
             "child_product_id": product_id,
+            "handle": handle,
             "collections": list(plan.input.get("collections") or ()),
             "levels": levels,
         }
 
+    async def _create(
+        self, child: StoreAPI, parent: Product, inp: dict[str, Any], ctx: StepContext
+    ) -> tuple[str, str]:
+        """The copy made under the parent's handle, or, that one being a product of the child's
+        own, as the child's rules say: reported (`HandleConflict`: nothing written) or under
+        `<handle>-<suffix>`. An archived copy of ours holding the handle is moved aside first.
+        A resumed run upserts the product an earlier run made (made since the step began)."""
+        deps, shop = self.deps, child.shop
+        rules = deps.policy.rules(shop)
+        undo = ctx.undo or {}
+        handles = list(undo.get("handles") or _candidate_handles(parent.handle, rules))
+        if ctx.resumed:
+            for h in handles:
+                if await _made_by_this_step(child, h, undo):
+                    return await child.create_product_id({**inp, "handle": h}, upsert=True), h
+        try:
+            return await child.create_product_id({**inp, "handle": handles[0]}, upsert=False), handles[0]
+        except HandleTaken:
+            pass
+        if await self._move_archived_copies_aside(child, parent.handle, ctx):
+            try:
+                return await child.create_product_id({**inp, "handle": handles[0]}, upsert=False), handles[0]
+            except HandleTaken:
+                pass
+        if rules.on_handle_conflict is OnHandleConflict.COPY_WITH_SUFFIX:
+            for h in handles[1:]:
+                try:
+                    return await child.create_product_id({**inp, "handle": h}, upsert=False), h
+                except HandleTaken:
+                    continue
+        why = (
+            f"{shop} already has a product of its own with handle {parent.handle!r}"
+            + (f" (and {', '.join(map(repr, handles[1:]))})" if len(handles) > 1 else "")
+            + f": parent product {parent.id} is not copied there (on_handle_conflict = "
+            f"{rules.on_handle_conflict.value}; link them with `storesync link`, rename one, or "
+            'set on_handle_conflict = "copy_with_suffix")'
+        )
+        if deps.attention is not None and await deps.attention.report(
+            shop, "handle_conflict", parent.id or "", why
+        ):
+            await deps.audit.record(
+                AuditRecord(
+                    shop, "product", parent.id or "", "handle_conflict", None, None, ctx.cause, detail=why
+                )
+            )
+        raise HandleConflict(why)
+
+    async def _move_archived_copies_aside(self, child: StoreAPI, handle: str, ctx: StepContext) -> bool:
+        """Copies storesync archived (their parent product deleted) free the handle for a new
+        parent product: renamed `<handle>-archived-<id>`. Whether any was."""
+        archived = self.deps.archived
+        if archived is None:
+            return False
+        moved = False
+        for product_id in await archived.under_handle(child.shop, handle):
+            new_handle = f"{handle}-archived-{product_id.rsplit('/', 1)[-1]}"
+            try:
+                await child.update_product_fields(product_id, {"handle": new_handle})
+            except UserInputError as err:  # gone meanwhile, or renamed by the merchant
+                log.info("archived copy not renamed", shop=child.shop, product=product_id, error=str(err))
+            else:
+                moved = True
+                await self.deps.audit.record(
+                    AuditRecord(
+                        child.shop,
+                        "product",
+                        product_id,
+                        "archived_copy_renamed",
+                        {"handle": handle},
+                        {"handle": new_handle},
+                        ctx.cause,
+                        detail=f"the handle {handle!r} goes to a new parent product (saga {ctx.saga_id})",
+                    )
+                )
+            await archived.forget(child.shop, product_id)
+        return moved
+
     async def undo(self, undo: dict[str, Any], ctx: StepContext) -> None:
         child = self.deps.stores[undo["child_shop"]]
-        found = await child.find_product_id_by_handle(undo["handle"])
         links = await self.deps.links.link_map(child.shop)
-        for link in list(links.links):
-            if (link.kind is LinkKind.PRODUCT and link.parent_id == undo["parent_product_id"]) or (
-                link.kind is LinkKind.VARIANT and link.parent_product_id == undo["parent_product_id"]
+        link = links.link_down(LinkKind.PRODUCT, undo["parent_product_id"])
+        made = {link.child_id} if link is not None and link.matched_by is MatchedBy.CREATED else set()
+        if made:
+            pass  # the copy's link names it: never look further
+        elif "started_at" in undo:
+            # The product this step made, found by one of its handles even if its link was never
+            # saved; never a product the child had before the step began.
+            for h in undo.get("handles") or [undo["handle"]]:
+                found = await child.product_under_handle(h)
+                if found is not None and await _made_by_this_step(child, h, undo, found=found):
+                    made.add(found[0])
+        else:  # an undo logged by an earlier version: the product under the parent's handle
+            found_id = await child.find_product_id_by_handle(undo["handle"])
+            if found_id is not None:
+                made.add(found_id)
+        for lk in list(links.links):
+            if (lk.kind is LinkKind.PRODUCT and lk.parent_id == undo["parent_product_id"]) or (
+                lk.kind in (LinkKind.VARIANT, LinkKind.MEDIA)
+                and lk.parent_product_id == undo["parent_product_id"]
             ):
-                await self.deps.links.delete_link(child.shop, link.kind, link.parent_id)
-        if found is not None:
-            await child.delete_product(found)
+                await self.deps.links.delete_link(child.shop, lk.kind, lk.parent_id)
+        for product_id in sorted(made):
+            await child.delete_product(product_id)
             await self.deps.audit.record(
                 AuditRecord(
                     child.shop,
                     "product",
-                    found,
+                    product_id,
                     "product_delete",
                     {"handle": undo["handle"]},
                     None,
@@ -241,6 +377,36 @@ class CreateChildProduct:
                     detail=f"compensating saga {ctx.saga_id}",
                 )
             )
+
+
+# A product made by a step was made at most this long before the step began by the store's
+# clock (which stores creation times to the second and may run a little behind ours).
+STORE_CLOCK_SKEW = timedelta(seconds=2)
+
+
+async def _made_by_this_step(
+    child: StoreAPI,
+    handle: str,
+    undo: Mapping[str, Any],
+    *,
+    found: tuple[str, datetime | None] | None = None,
+) -> bool:
+    """Whether the product under `handle` was made since the step began (so by the step)."""
+    if "started_at" not in undo:
+        return True  # an older undo: the step's own handle only
+    if found is None:
+        found = await child.product_under_handle(handle)
+    if found is None or found[1] is None:
+        return False
+    return found[1] >= datetime.fromisoformat(undo["started_at"]) - STORE_CLOCK_SKEW
+
+
+def _candidate_handles(handle: str, rules: CatalogRules) -> list[str]:
+    """The handles a copy may take, in order: the parent's, then (`copy_with_suffix`) three
+    suffixed ones."""
+    if rules.on_handle_conflict is not OnHandleConflict.COPY_WITH_SUFFIX:
+        return [handle]
+    return [handle, *(suffixed_handle(handle, rules.handle_suffix, n) for n in (1, 2, 3))]
 
 
 def _handle_taken(shop: str, handle: str) -> str:
@@ -350,11 +516,134 @@ class SetChildLevels:
                 )
 
 
+def _gives_up(exc: BaseException, deps: SagaDeps) -> bool:
+    """Whether a later step's store error is final: a permanent one, or any on the last attempt
+    (a store refusing the app as a whole is not: it is paused and the saga resumes later)."""
+    if isinstance(exc, StoreUnauthorized) or not isinstance(exc, CommerceError):
+        return False
+    return isinstance(exc, PermanentCommerceError) or deps.final_attempt
+
+
+class CopyChildMedia:
+    """The copy's media (`domain/media.py`): the parent's READY images uploaded with their alt
+    text, in order, each linked to the parent media it copies. Nothing to do (no call) without
+    any. A failure is never the saga's: it is reported and the next sync uploads again."""
+
+    def __init__(self, deps: SagaDeps) -> None:
+        self.deps = deps
+
+    async def prepare(self, params: dict[str, Any], ctx: StepContext) -> dict[str, Any] | None:
+        return None  # the create's undo (deleting the product) takes its media along
+
+    async def run(self, params: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+        deps = self.deps
+        if not deps.policy.syncs(SyncedField.IMAGES):
+            return {"media": 0}
+        parent = await _parent_product(deps, params["parent_product_id"])
+        if not any(m.copyable for m in parent.media):
+            return {"media": 0}
+        child = deps.stores[params["child_shop"]]
+        product_id = ctx.results["create"]["child_product_id"]
+        links = LinkMap(child.shop, [])
+        current = await child.read_product(product_id) if ctx.resumed else None
+        if current is not None:
+            links = LinkMap(
+                child.shop,
+                await deps.links.links_of(
+                    child.shop, LinkKind.MEDIA, child_ids=[m.id for m in current.media]
+                ),
+            )
+        # A new copy has no media of the child's: any unlinked one is an interrupted attempt's.
+        plan = plan_media(parent, current, links, ChildMedia.REMOVE)
+        if plan.files is None:
+            return {"media": 0}
+        try:
+            ids = await child.set_media(product_id, plan.files)
+        except Exception as err:
+            if not _gives_up(err, deps):
+                raise
+            why = (
+                f"media of parent product {parent.id} not copied to {child.shop}: {type(err).__name__}: {err}"
+            )
+            await _report(deps, child.shop, "media_failed", f"{parent.id} media", why, product_id, ctx)
+            return {"media": 0, "failed": why}
+        await deps.links.save_links(media_links(child.shop, parent, product_id, plan, ids))
+        return {"media": len(plan.uploaded)}
+
+    async def undo(self, undo: dict[str, Any], ctx: StepContext) -> None:
+        return None
+
+
+class PublishChildProduct:
+    """The copy published on the child's sales channels (an API-made product is on none): the
+    channels the child's rules name, else those the parent's product is on, matched by name. A
+    channel the child lacks is reported; a refusal compensates the copy, or, where the merchant
+    chose `keep_and_report`, is reported and the product kept."""
+
+    def __init__(self, deps: SagaDeps) -> None:
+        self.deps = deps
+
+    async def prepare(self, params: dict[str, Any], ctx: StepContext) -> dict[str, Any] | None:
+        return None  # the create's undo (deleting the product) unpublishes it too
+
+    async def run(self, params: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+        deps, shop = self.deps, params["child_shop"]
+        child = deps.stores[shop]
+        product_id = ctx.results["create"]["child_product_id"]
+        try:
+            names, ids = await channels_for(
+                deps.parent, child, params["parent_product_id"], deps.policy.rules(shop).channels
+            )
+            missing = [n for n in names if n not in ids]
+            if missing:
+                await _report(
+                    deps,
+                    shop,
+                    "channel_missing",
+                    ",".join(missing),
+                    f"{shop} has no sales channel named {', '.join(map(repr, missing))}: copies are not "
+                    "published there (set this child's `channels` in storesync.toml)",
+                    product_id,
+                    ctx,
+                )
+            if ids:
+                await child.publish(product_id, list(ids.values()))
+        except Exception as err:
+            if not _gives_up(err, deps):
+                raise
+            why = f"publishing {product_id} on {shop}'s channels failed: {type(err).__name__}: {err}"
+            if deps.policy.rules(shop).on_copy_step_failure is OnCopyStepFailure.KEEP_AND_REPORT:
+                await _report(
+                    deps, shop, "copy_step_failed", params["parent_product_id"], why, product_id, ctx
+                )
+                return {"channels": [], "failed": why}
+            raise PermanentStepError(why) from err
+        return {"channels": sorted(ids)}
+
+    async def undo(self, undo: dict[str, Any], ctx: StepContext) -> None:
+        return None
+
+
+async def _report(
+    deps: SagaDeps, shop: str, kind: str, subject: str, why: str, product_id: str, ctx: StepContext
+) -> None:
+    log.warning("copy step reported", shop=shop, kind=kind, why=why)
+    if deps.attention is not None:
+        await deps.attention.report(shop, kind, subject, why)
+    await deps.audit.record(
+        AuditRecord(
+            shop, "product", product_id, kind, None, None, ctx.cause, detail=f"saga {ctx.saga_id}: {why}"
+        )
+    )
+
+
 def copy_product_actions(deps: SagaDeps) -> dict[str, StepAction]:
     return {
         "create_child_product": CreateChildProduct(deps),
         "set_child_collections": SetChildCollections(deps),
         "set_child_levels": SetChildLevels(deps),
+        "copy_child_media": CopyChildMedia(deps),
+        "publish_child_product": PublishChildProduct(deps),
     }
 
 
@@ -377,7 +666,18 @@ async def run_copy_saga(
     stores: dict[str, StoreAPI] = dict(rt.apis(net))
     if parent_api is not None:  # e.g. the backfill's scanned parent (`adapters.shopify.ScannedParent`)
         stores[net.parent.shop] = parent_api
-    deps = SagaDeps(net, stores, st.links, st.writes, st.audit, rt.policy(net.merchant_id), levels_read_at)
+    deps = SagaDeps(
+        net,
+        stores,
+        st.links,
+        st.writes,
+        st.audit,
+        rt.policy(net.merchant_id),
+        levels_read_at,
+        st.attention,
+        st.archived,
+        final_attempt,
+    )
     executor = SagaExecutor(
         st.steps,
         copy_product_actions(deps),
@@ -393,6 +693,46 @@ async def run_copy_saga(
             copy_product_steps(parent_product_id, child_shop, stock_in_create=True),
         )
     return await executor.run(saga_id)
+
+
+class CopyFailed(CatalogError):
+    """A copy saga failed for good and was compensated (nothing of the copy is left)."""
+
+
+async def copy_to_child(
+    rt: Runtime,
+    st: Storage,
+    net: MerchantNetwork,
+    child_shop: str,
+    parent_product_id: str,
+    cause: str,
+    *,
+    final_attempt: bool,
+) -> SagaRecord | None:
+    """A parent product the child has no copy of, copied by the copy saga (the live path:
+    a product job, reconciliation). A handle conflict already reported is looked at again (one
+    1-point read): while the child's own product still has the handle, nothing is tried; once
+    it is free, the copy goes ahead. Returns the saga (None: skipped); `CopyFailed` when it was
+    compensated for any other reason than a reported handle conflict."""
+    if await st.attention.is_open(child_shop, "handle_conflict", parent_product_id):
+        parent = await rt.api(net.parent.shop).read_product(parent_product_id)
+        if parent is None:
+            await st.attention.resolve(child_shop, "handle_conflict", parent_product_id)
+            return None
+        rules = rt.policy(net.merchant_id).rules(child_shop)
+        taken = await rt.api(child_shop).find_product_id_by_handle(parent.handle)
+        if taken is not None and rules.on_handle_conflict is OnHandleConflict.REPORT:
+            log.info("handle conflict stands; not copied", shop=child_shop, product=parent_product_id)
+            return None
+        await st.attention.resolve(child_shop, "handle_conflict", parent_product_id)
+    base = f"copy:{child_shop}:{parent_product_id}"
+    saga_id = copy_saga_id(await st.steps.states(COPY_PRODUCT, prefix=base), child_shop, parent_product_id)
+    rec = await run_copy_saga(
+        rt, st, net, saga_id, parent_product_id, child_shop, cause, final_attempt=final_attempt
+    )
+    if rec.state is SagaState.COMPENSATED and not handle_conflicted(rec):
+        raise CopyFailed(f"saga {saga_id} failed and was compensated: {rec.error}")
+    return rec
 
 
 async def resume_unfinished_sagas(
@@ -520,6 +860,33 @@ async def link_created_copy(
             "copy's variants not all in its create webhook",
             shop=shop,
             product=product_id,
+            parent_variants=resolution.unmatched,
+        )
+    await fan_out_levels_moved_since_copy(st, net, shop, [resolution], cause)
+    return True
+
+
+async def link_updated_copy(
+    st: Storage, net: MerchantNetwork, shop: str, link: Link, body: Mapping[str, Any], cause: str
+) -> bool:
+    """A copy made moments ago, its variants still pending, sent products/update: the saga's own
+    later steps (its media, its publishing) make the child send one. Its variants are linked from
+    the payload (which describes them as they are now), no store is read, and no product job
+    starts: the copy shows what its saga wrote. A parent level that moved meanwhile is fanned out.
+
+    False (nothing done: the caller routes the webhook as any other) for a copy whose create was
+    sent again: an update sent before the resend, delivered late, would describe variants that
+    are gone; a read links it (`created_webhook_describes_it`)."""
+    if link.pending is None or not created_webhook_describes_it(link.pending):
+        return False
+    resolution = await link_pending_copy(st.links, link, variants_from_product_webhook(body))
+    if resolution is None:
+        return True  # another path linked it first
+    if resolution.unmatched:
+        log.warning(
+            "copy's variants not all in its update webhook",
+            shop=shop,
+            product=link.child_id,
             parent_variants=resolution.unmatched,
         )
     await fan_out_levels_moved_since_copy(st, net, shop, [resolution], cause)

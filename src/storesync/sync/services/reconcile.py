@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter as Tally
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -42,10 +42,12 @@ from storesync.sync.adapters.postgres import (
     record_reconcile_pass,
     record_reconcile_run,
 )
-from storesync.sync.domain.catalog import SyncPolicy
+from storesync.sync.domain.catalog import CatalogError, NeedsCopy, SyncPolicy
 from storesync.sync.domain.network import MerchantNetwork
 from storesync.sync.domain.orders import order_event_from_graphql
 from storesync.sync.domain.ports import (
+    ArchivedCopies,
+    AttentionLog,
     AuditSink,
     CatalogScan,
     CatalogStore,
@@ -64,10 +66,12 @@ from storesync.sync.domain.reconcile import (
     diff_inventory,
 )
 from storesync.sync.domain.routing import SyncJob, child_stock_job, repair_job
+from storesync.sync.domain.saga import handle_conflicted
 from storesync.sync.services.catalog import sync_product_to_child
+from storesync.sync.services.channels import collection_publisher
 from storesync.sync.services.collections import sync_collection_to_child
 from storesync.sync.services.context import Runtime
-from storesync.sync.services.copies import link_pending_copies
+from storesync.sync.services.copies import copy_to_child, link_pending_copies
 from storesync.sync.services.orders import orders_states, route_order
 from storesync.sync.services.sales import push_level
 from storesync.sync.services.stock import check_child_level
@@ -150,13 +154,45 @@ async def apply_repairs(
     policy: SyncPolicy,
     cause: str,
     collection_stores: Mapping[str, CollectionStore] | None = None,
+    copy_product: Callable[[str, str], Awaitable[str | None]] | None = None,
+    publisher: Callable[[str, str], Callable[[str], Awaitable[None]]] | None = None,
+    attention: AttentionLog | None = None,
+    archived: ArchivedCopies | None = None,
 ) -> tuple[list[Repair], list[Repair]]:
     """Carry out repairs through the same code as live sync (stores: `ports.StoreAPI` per child
-    shop; collection_stores: `ports.CollectionStore` per shop, parent included).
+    shop; collection_stores: `ports.CollectionStore` per shop, parent included; copy_product:
+    (child shop, parent product) -> the copy saga, for a product a child has no copy of, answering
+    why it made none (None: made);
+    publisher: (child shop, parent collection) -> what publishes a collection made there).
     Returns (fixed, not fixed); BLOCKED ones are never written, only reported. Collections are
     repaired first, so that products re-synced after them carry the memberships."""
     fixed: list[Repair] = []
     left: list[Repair] = []
+
+    async def product(shop: str, parent_id: str) -> str | None:
+        """Why the product is not repaired (None: it is)."""
+        try:
+            await sync_product_to_child(
+                parent_store,
+                stores[shop],
+                parent_id,
+                links_repo,
+                policy,
+                audit,
+                cause,
+                attention=attention,
+                archived=archived,
+            )
+        except NeedsCopy:
+            if copy_product is None:
+                return "no copy, and no copy saga to make one"
+            try:
+                return await copy_product(shop, parent_id)
+            except CatalogError as err:  # compensated: reported in the saga's audit
+                log.warning("reconcile: copy failed", shop=shop, product=parent_id, error=str(err))
+                return str(err)
+        return None
+
     collection_kinds = (RepairKind.SYNC_COLLECTION, RepairKind.DELETE_COLLECTION)
     resynced: set[tuple[str, str]] = set()
     for r in sorted(repairs, key=lambda r: r.kind not in collection_kinds):
@@ -173,13 +209,12 @@ async def apply_repairs(
                 links_repo,
                 audit,
                 cause,
+                on_created=publisher(r.child_shop, r.parent_id) if publisher else None,
             )
             for product_id in outcome.resync_products:  # copies to move into or out of it
                 if (r.child_shop, product_id) not in resynced:
                     resynced.add((r.child_shop, product_id))
-                    await sync_product_to_child(
-                        parent_store, stores[r.child_shop], product_id, links_repo, policy, audit, cause
-                    )
+                    await product(r.child_shop, product_id)
             fixed.append(r)
         elif r.kind is RepairKind.SET_INVENTORY:
             assert r.child_id and r.location_id and r.expected is not None
@@ -187,11 +222,10 @@ async def apply_repairs(
                 stores[r.child_shop], writes, audit, r.child_id, r.location_id, r.expected, cause
             )
             fixed.append(r)
-        else:
-            await sync_product_to_child(
-                parent_store, stores[r.child_shop], r.parent_id, links_repo, policy, audit, cause
-            )
+        elif (why := await product(r.child_shop, r.parent_id)) is None:
             fixed.append(r)
+        else:
+            left.append(replace(r, reason=why))
     return fixed, left
 
 
@@ -360,7 +394,10 @@ class ReconcileResult:
             out += [f"  fixed {x.describe()}" for x in self.fixed]
             out += [f"  enqueued {x.describe()}" for x in self.enqueued]
             out += [f"  no order explains {x}" for x in self.levels]
-            out += [f"  NOT fixed {x.describe()} ({x.reason})" for x in self.left]
+            out += [
+                f"  NOT fixed {x.describe()}" + (f" ({x.reason})" if x.changes and x.reason else "")
+                for x in self.left
+            ]
         out += [f"  skipped {s}: {why}" for s, why in self.paused.items()]
         return out
 
@@ -469,6 +506,13 @@ async def _reconcile_merchant(
         return ReconcileResult(
             net.merchant_id, report, paused=skipped, dry_run=True, sales=sales, since=since
         )
+
+    async def copy_product(shop: str, parent_product_id: str) -> str | None:
+        saga = await copy_to_child(rt, st, net, shop, parent_product_id, cause, final_attempt=True)
+        if saga is None or handle_conflicted(saga):
+            return "a product of the child's own has its handle (storesync status lists it)"
+        return None
+
     levels = [r for r in report.repairs if r.kind is RepairKind.SET_INVENTORY]
     enqueued: list[Repair] = []
     if enqueue:
@@ -501,6 +545,10 @@ async def _reconcile_merchant(
         policy=policy,
         cause=cause,
         collection_stores=collections,
+        copy_product=copy_product,
+        publisher=lambda shop, parent_id: collection_publisher(rt, st, net, shop, parent_id, cause),
+        attention=st.attention,
+        archived=st.archived,
     )
     handled, not_written, stock_jobs = await _settle_levels(rt, st, active, levels, cause)
     unwritten = {(r.child_shop, r.child_id, r.location_id) for r in not_written}

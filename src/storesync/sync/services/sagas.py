@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from storesync.sync.domain.audit import AuditRecord
 from storesync.sync.domain.ports import AuditSink, StepAction, StepLog
@@ -73,12 +74,15 @@ class SagaExecutor:
             await self._audit(saga, "saga_compensated", SagaState.COMPENSATED)
         return saga
 
-    def _ctx(self, saga: SagaRecord, *, resumed: bool = False) -> StepContext:
+    def _ctx(
+        self, saga: SagaRecord, *, resumed: bool = False, undo: dict[str, Any] | None = None
+    ) -> StepContext:
         return StepContext(
             saga.saga_id,
             saga.cause,
             {s.name: s.result for s in saga.steps if s.status is StepStatus.DONE and s.result is not None},
             resumed,
+            undo,
         )
 
     async def _forward(self, saga: SagaRecord) -> str | None:
@@ -96,7 +100,7 @@ class SagaExecutor:
                             f"saga {saga.saga_id} step {step.index} was started by another executor"
                         )
                     step.status = StepStatus.STARTED
-                result = await action.run(step.params, self._ctx(saga, resumed=resumed))
+                result = await action.run(step.params, self._ctx(saga, resumed=resumed, undo=step.undo))
             except SagaConflict:
                 raise
             except Exception as exc:

@@ -49,6 +49,7 @@ from storesync.queue import ops as queue_ops
 from storesync.sync.adapters.postgres import (
     AUDIT_TABLE,
     audit_page,
+    open_attention_page,
     propagation_buckets,
     stores_status,
 )
@@ -689,9 +690,10 @@ def create_dashboard(
             bad = await rows(
                 conn, q.FAILED_DELIVERIES_PAGE, {"before": deliveries_before, "limit": ds.page_size + 1}
             )
-            return dead, bad
+            attention = await open_attention_page(conn, limit=ds.page_size)
+            return dead, bad, attention
 
-        dead, bad = await read(work)
+        dead, bad, attention = await read(work)
         dead, next_jobs = paged(dead, ds.page_size)
         bad, next_deliveries = paged(bad, ds.page_size)
         return page(
@@ -701,6 +703,7 @@ def create_dashboard(
                 "nav": "failures",
                 "dead": dead,
                 "deliveries": bad,
+                "attention": attention,
                 "next_jobs_url": link(
                     request, "/failures", jobs_before=next_jobs, deliveries_before=deliveries_before
                 )
