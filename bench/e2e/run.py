@@ -349,7 +349,11 @@ def points_per_copy(dsn: str, products: int) -> dict:
                 for s in system.shops
             }
 
-        before = available()
+        def by_operation() -> dict[str, dict[str, list[int]]]:
+            """shop -> operation -> [requests, points] the emulator charged so far."""
+            return {s: system.emulator.throttle(s)["usage"]["by_operation"] for s in system.shops}
+
+        before, ops_before = available(), by_operation()
         system.cli("backfill", check=True, timeout=120)
         with psycopg.connect(dsn, autocommit=True) as conn:
 
@@ -361,12 +365,27 @@ def points_per_copy(dsn: str, products: int) -> dict:
 
             time.sleep(2)  # the last webhooks reach the web tier
             system.wait_until(lambda: jobs_left() == 0, timeout=60, interval=0.5, message="webhook jobs done")
-        after = available()
+        after, ops_after = available(), by_operation()
     spent = {s: before[s] - after[s] for s in before}
+
+    def per_product(shops: list[str]) -> dict[str, dict[str, float]]:
+        """operation -> requests and points per product copied (averaged over `shops`)."""
+        out: dict[str, dict[str, float]] = {}
+        for shop in shops:
+            for op, (n, points) in ops_after[shop].items():
+                n0, p0 = ops_before[shop].get(op, [0, 0])
+                if n > n0:
+                    row = out.setdefault(op, {"requests": 0.0, "points": 0.0})
+                    row["requests"] += (n - n0) / products / len(shops)
+                    row["points"] += (points - p0) / products / len(shops)
+        return dict(sorted(out.items(), key=lambda kv: -kv[1]["points"]))
+
     return {
         "products": products,
         "parent": spent[system.parent] / products,
         "child": sum(spent[c] for c in system.children) / len(system.children) / products,
+        "parent_by_operation": per_product([system.parent]),
+        "child_by_operation": per_product(list(system.children)),
     }
 
 
@@ -464,6 +483,14 @@ def print_results(args, results: dict) -> None:
             f"backfill of {p['products']} products into 5 children: {p['child']:.1f} points per product on each "
             f"child's bucket, {p['parent']:.1f} on the parent's (the engine's calls and the workers' webhook jobs)"
         )
+        for store in ("child", "parent"):
+            print(
+                f"  {store} (per product): "
+                + "; ".join(
+                    f"{op} {row['points']:.1f} points / {row['requests']:.2f} requests"
+                    for op, row in p[f"{store}_by_operation"].items()
+                )
+            )
 
 
 def print_propagation(results: dict) -> None:
