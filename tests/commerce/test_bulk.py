@@ -68,6 +68,40 @@ async def test_bulk_products_equal_the_paged_read_with_every_nested_list(emu):
     assert next(p for p in bulk if p.id == shirt.id).metafields[0].value == "linen"
 
 
+@pytest.mark.parametrize("namespaces", [frozenset({"specs"}), frozenset({"specs", "other"})])
+async def test_bulk_products_read_the_synced_variant_metafields_by_a_second_bulk_query(emu, namespaces):
+    """The products query has no room for the variants' metafields (five connections): they come
+    from a bulk query of their own, only the synced namespaces, merged by variant id, the same
+    values the paged read gives."""
+    emu.seed(SHOP, products=3, variants_per_product=2)
+    t = "single_line_text_field"
+    mf = [
+        {"namespace": ns, "key": f"k{i}", "type": t, "value": f"{ns}{i}"}
+        for ns in ("specs", "own")
+        for i in range(3)
+    ]
+    product = {**PRODUCT, "variants": [{**v, "metafields": mf} for v in PRODUCT["variants"]]}
+    async with client_for(emu) as client:
+        store = ShopifyStoreAPI(client, variant_metafield_namespaces=namespaces)
+        await store.product_set(product, product_id=None)
+        paged = [p async for p in store.products()]
+        before = len(
+            emu.graphql(SHOP, "{ bulkOperations(first: 50) { nodes { id } } }")["data"]["bulkOperations"][
+                "nodes"
+            ]
+        )
+        bulk = await bulk_products(client, variant_metafield_namespaces=namespaces, **FAST)
+        plain = await bulk_products(client, **FAST)
+        ops = emu.graphql(SHOP, "{ bulkOperations(first: 50) { nodes { id query } } }")["data"][
+            "bulkOperations"
+        ]["nodes"]
+    assert bulk == paged
+    metafields = [m for p in bulk for v in p.variants for m in v.metafields]
+    assert len(metafields) == 6 and {m.namespace for m in metafields} == {"specs"}
+    assert all(v.metafields == () for p in plain for v in p.variants)  # nothing synced: not read
+    assert len(ops) - before == 3  # products + variant metafields, then products alone
+
+
 async def test_bulk_query_yields_flattened_lines_that_reassemble_to_the_parents(emu):
     emu.seed(SHOP, products=3, variants_per_product=2)
     async with client_for(emu) as client:

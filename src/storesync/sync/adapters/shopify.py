@@ -21,6 +21,7 @@ a product's other variant metafields are never read, nor ever written).
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -661,8 +662,7 @@ def sync_store_api(
 # --------------------------------------------------------------------------- whole-store reads
 
 
-# A product's nested connections in BulkProducts, by the gid type of their nodes (a variant's
-# metafields are nested under it).
+# A product's nested connections in BulkProducts, by the gid type of their nodes.
 PRODUCT_CHILDREN = {
     "ProductVariant": "variants",
     "Collection": "collections",
@@ -693,13 +693,44 @@ async def bulk_products(
     poll_interval: float = 1.0,
     timeout: float = 600.0,
     updated_since: datetime | None = None,
+    variant_metafield_namespaces: frozenset[str] = frozenset(),
 ) -> list[Product]:
     """Every product of the store (or those updated at or after `updated_since`), complete
-    (every variant, collection and metafield), read with one bulk query (`commerce.bulk`): the
-    same `Product` values `ShopifyStoreAPI.products()` yields, in id order."""
+    (every variant, collection and metafield, and the variants' metafields of
+    `variant_metafield_namespaces`): the same `Product` values `ShopifyStoreAPI.products()`
+    yields with those namespaces, in id order. One bulk query (`commerce.bulk`), and a second one
+    for the variants' metafields when namespaces are synced and there are variants: one query
+    holding both would have six connections, and Shopify runs at most five
+    (`bulk_queries/products.graphql`). The two run one after the other."""
     text = updated_since_query(bulk_query_text("products"), "products", updated_since)
     objects = [obj async for obj in bulk_query(client, text, poll_interval=poll_interval, timeout=timeout)]
-    return [product_from_json(raw) for raw in reassemble(objects, PRODUCT_CHILDREN)]
+    products = [product_from_json(raw) for raw in reassemble(objects, PRODUCT_CHILDREN)]
+    if not variant_metafield_namespaces or not any(p.variants for p in products):
+        return products
+    found = await bulk_variant_metafields(
+        client, variant_metafield_namespaces, poll_interval=poll_interval, timeout=timeout
+    )
+    return [
+        replace(p, variants=tuple(replace(v, metafields=found.get(v.id or "", ())) for v in p.variants))
+        for p in products
+    ]
+
+
+async def bulk_variant_metafields(
+    client: AdminClient, namespaces: frozenset[str], *, poll_interval: float = 1.0, timeout: float = 600.0
+) -> dict[str, tuple[Metafield, ...]]:
+    """Variant id -> its metafields of `namespaces` (in the store's order), every variant of the
+    store, from one bulk query. Every variant, not only those of recently updated products: a
+    metafield written alone need not move its variant's `updatedAt`."""
+    text = bulk_query_text("variant_metafields")
+    if len(namespaces) == 1:  # bulk queries take no variables; a JSON string is a GraphQL one
+        namespace = json.dumps(next(iter(namespaces)))
+        text = text.replace("        metafields {", f"        metafields(namespace: {namespace}) {{", 1)
+    objects = [obj async for obj in bulk_query(client, text, poll_interval=poll_interval, timeout=timeout)]
+    return {
+        variant["id"]: tuple(m for m in _metafields(variant["metafields"]) if m.namespace in namespaces)
+        for variant in reassemble(objects, {"Metafield": "metafields"})
+    }
 
 
 async def bulk_levels(client, *, poll_interval: float = 0.25) -> dict[tuple[str, str], InventoryLevel]:
@@ -796,7 +827,10 @@ class BulkCatalogScan(ShopifyCatalogScan):
             if self._products is None:
                 try:
                     self._products = await bulk_products(
-                        self.api.client, poll_interval=self.poll_interval, updated_since=self.updated_since
+                        self.api.client,
+                        poll_interval=self.poll_interval,
+                        updated_since=self.updated_since,
+                        variant_metafield_namespaces=self.api.variant_metafield_namespaces,
                     )
                 except (BulkOperationInProgress, BulkOperationFailed) as err:
                     # another app's bulk query holds the shop, or Shopify's failed: pages still work
