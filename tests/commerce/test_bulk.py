@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from importlib import resources
 
 import pytest
 from graphql import parse, validate
@@ -18,10 +19,18 @@ from storesync.commerce.bulk import (
     start_bulk_query,
 )
 from storesync.commerce.errors import UserInputError
+from storesync.emulator.bulk import bulk_query_violations
+from storesync.emulator.schema import build_emulator_schema
 from storesync.sync.adapters.shopify import PRODUCT_CHILDREN, ShopifyStoreAPI, bulk_products
 from tests.commerce.test_client_emulator import SHOP, client_for, running_emulator
 from tests.commerce.test_documents import target_schema
 from tests.sync.test_shopify_store import PRODUCT
+
+SHIPPED_BULK_QUERIES = sorted(
+    f.name.removesuffix(".graphql")
+    for f in resources.files("storesync.commerce").joinpath("bulk_queries").iterdir()
+    if f.name.endswith(".graphql")
+)
 
 FAST = {"poll_interval": 0.01, "timeout": 10.0}
 
@@ -32,9 +41,46 @@ def emu():
         yield handle
 
 
-def test_the_bulk_products_query_validates_against_the_target_schema():
-    errors = validate(target_schema(), parse(bulk_query_text("products")))
+@pytest.mark.parametrize("name", SHIPPED_BULK_QUERIES)
+def test_every_shipped_bulk_query_is_one_shopify_runs(name):
+    """Valid against 2026-10 and within the bulk query rules (five connections, two levels of
+    nesting, no top-level node/nodes) the emulator enforces as Shopify documents them."""
+    document = parse(bulk_query_text(name))
+    errors = validate(target_schema(), document)
     assert not errors, [e.message for e in errors]
+    assert bulk_query_violations(target_schema(), document) == []
+    assert bulk_query_violations(build_emulator_schema(), document) == []
+
+
+SIX_CONNECTIONS = """{ products { nodes { id
+  variants { nodes { id metafields { nodes { id } } } }
+  collections { nodes { id } } metafields { nodes { id } } media { nodes { id } } } } }"""
+THREE_LEVELS = """{ products { nodes { id
+  collections { nodes { id products { nodes { id variants { nodes { id } } } } } } } } }"""
+
+
+@pytest.mark.parametrize(
+    ("query", "refusal"),
+    [
+        (SIX_CONNECTIONS, "more than 5 connections"),
+        (THREE_LEVELS, "more than 2 levels deep (products.collections.products.variants)"),
+        ('{ nodes(ids: ["gid://shopify/Product/1"]) { id } products { nodes { id } } }', "'nodes'"),
+    ],
+)
+async def test_a_bulk_query_outside_shopifys_limits_is_refused_with_a_user_error(emu, query, refusal):
+    answer = emu.graphql(
+        SHOP,
+        "mutation($q: String!) { bulkOperationRunQuery(query: $q) "
+        "{ bulkOperation { id } userErrors { field message code } } }",
+        {"q": query},
+    )["data"]["bulkOperationRunQuery"]
+    assert answer["bulkOperation"] is None
+    [error] = answer["userErrors"]
+    assert error["code"] == "INVALID" and error["field"] == ["query"] and refusal in error["message"]
+    async with client_for(emu) as client:
+        with pytest.raises(UserInputError) as caught:  # permanent: retrying cannot help
+            await start_bulk_query(client, query)
+        assert not caught.value.retryable and refusal in str(caught.value)
 
 
 async def test_bulk_products_equal_the_paged_read_with_every_nested_list(emu):

@@ -9,7 +9,8 @@ parent, carrying `__parentId` (the nearest enclosing node's `id`); other objects
 Status moves one step per observation (`currentBulkOperation` or `node(id:)`): CREATED, then
 RUNNING, then COMPLETED (or the fault's final status), so a polling client sees every state
 without the emulator running timers. One query operation per shop runs at a time; a second
-`bulkOperationRunQuery` meanwhile gets OPERATION_IN_PROGRESS. A fault set through the control
+`bulkOperationRunQuery` meanwhile gets OPERATION_IN_PROGRESS. A query outside Shopify's documented
+bulk query rules (`bulk_query_violations`) is refused at creation with a userError coded INVALID. A fault set through the control
 API (`PUT /_emulator/stores/{shop}/bulk_fault`) makes the next operation end FAILED or CANCELED.
 The file is served at `/_emulator/bulk/{shop}/{id}.jsonl`.
 """
@@ -23,8 +24,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from graphql import (
+    DocumentNode,
     ExecutionResult,
     FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
     GraphQLError,
     GraphQLInterfaceType,
     GraphQLNamedType,
@@ -44,6 +48,15 @@ from storesync.emulator.state import now_iso
 BULK_EXECUTION: ContextVar[bool] = ContextVar("bulk_execution", default=False)
 FINAL_STATUSES = frozenset({"COMPLETED", "FAILED", "CANCELED", "EXPIRED"})
 FAULT_STATUSES = frozenset({"FAILED", "CANCELED", "EXPIRED"})
+
+# Shopify's bulk query rules: "The query must include at least one connection field and supports
+# up to five connections with a maximum nesting depth of two levels"
+# (https://shopify.dev/docs/api/admin-graphql/2026-01/payloads/BulkOperationRunQueryPayload), and
+# "The top-level node and nodes fields can't be used" (operation restrictions,
+# https://shopify.dev/docs/api/usage/bulk-operations/queries). A connection is a field whose type
+# is a `...Connection`; lists of objects (`Collection.sources`, `Product.options`) are not.
+MAX_BULK_CONNECTIONS = 5
+MAX_BULK_NESTING = 2  # connections nested inside the root connection, at most two deep
 
 
 @dataclass(eq=False)
@@ -243,6 +256,72 @@ def _check_nested_parents(
             _check_nested_parents(named, node.selection_set, node_has_id, f"{path}.{key}")
 
 
+def bulk_connection_depths(schema, document: DocumentNode) -> list[tuple[str, int]]:
+    """(path, nesting depth) of every connection the document's query selects: depth 0 is a
+    root connection, 1 one nested in it (`products.variants`), and so on. Inline fragments and
+    fragment spreads count where they are spread."""
+    fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
+    found: list[tuple[str, int]] = []
+
+    def walk(parent, selection_set: SelectionSetNode | None, depth: int, path: str) -> None:
+        for sel in selection_set.selections if selection_set else ():
+            if isinstance(sel, FragmentSpreadNode):
+                fragment = fragments.get(sel.name.value)
+                if fragment is not None:
+                    inner = schema.get_type(fragment.type_condition.name.value) or parent
+                    walk(inner, fragment.selection_set, depth, path)
+                continue
+            if isinstance(sel, InlineFragmentNode):
+                inner = schema.get_type(sel.type_condition.name.value) if sel.type_condition else parent
+                walk(inner or parent, sel.selection_set, depth, path)
+                continue
+            if not isinstance(sel, FieldNode) or sel.name.value.startswith("__"):
+                continue
+            field_def = parent.fields.get(sel.name.value)
+            if field_def is None:
+                continue  # graphql-core's validation reports unknown fields
+            named = get_named_type(field_def.type)
+            name = sel.name.value
+            wrapping = path and name in ("edges", "node", "nodes")  # a connection's own levels
+            key = path if wrapping else (f"{path}.{name}" if path else name)
+            deeper = depth
+            if _is_connection(named):
+                found.append((key, depth))
+                deeper = depth + 1
+            if sel.selection_set and isinstance(named, GraphQLObjectType | GraphQLInterfaceType):
+                walk(named, sel.selection_set, deeper, key)
+
+    for op in document.definitions:
+        if isinstance(op, OperationDefinitionNode):
+            walk(schema.query_type, op.selection_set, 0, "")
+    return found
+
+
+def bulk_query_violations(schema, document: DocumentNode) -> list[str]:
+    """The messages of every rule a (schema-valid) bulk query document breaks; none: it runs."""
+    problems: list[str] = []
+    for op in document.definitions:
+        if isinstance(op, OperationDefinitionNode):
+            for sel in op.selection_set.selections:
+                if isinstance(sel, FieldNode) and sel.name.value in ("node", "nodes"):
+                    problems.append(f"Bulk queries cannot use the top-level '{sel.name.value}' field.")
+    depths = bulk_connection_depths(schema, document)
+    if not any("." not in path for path, _depth in depths):  # a root field that is a connection
+        problems.append("Bulk queries must contain at least one connection.")
+    if len(depths) > MAX_BULK_CONNECTIONS:
+        problems.append(
+            f"Bulk queries cannot contain more than {MAX_BULK_CONNECTIONS} connections "
+            f"(this one has {len(depths)}: {', '.join(path for path, _d in depths)})."
+        )
+    too_deep = [path for path, depth in depths if depth > MAX_BULK_NESTING]
+    if too_deep:
+        problems.append(
+            f"Bulk queries cannot nest connections more than {MAX_BULK_NESTING} levels deep "
+            f"({', '.join(too_deep)})."
+        )
+    return problems
+
+
 def run_bulk_query(schema, query: str, context: Any, field_resolver) -> tuple[list[str], int]:
     """Execute `query` for a bulk operation: (JSONL lines, root object count). Raises
     BulkQueryInvalid for a query Shopify refuses at creation."""
@@ -257,9 +336,9 @@ def run_bulk_query(schema, query: str, context: Any, field_resolver) -> tuple[li
     if len(ops) != 1 or ops[0].operation.value != "query":
         raise BulkQueryInvalid("Invalid bulk query: it must hold exactly one query operation")
     op = ops[0]
-    root_fields = [get_named_type(fd.type) for _n, fd in _fields(schema.query_type, op.selection_set)]
-    if not any(_is_connection(t) for t in root_fields):
-        raise BulkQueryInvalid("Bulk queries must contain at least one connection.")
+    problems = bulk_query_violations(schema, doc)
+    if problems:
+        raise BulkQueryInvalid(" ".join(problems))
     _check_nested_parents(schema.query_type, op.selection_set, False, "")
     token = BULK_EXECUTION.set(True)
     try:
