@@ -477,6 +477,10 @@ class MemoryLinks:
         key = (child_shop, LinkKind.PRODUCT, parent_product_id)
         self.rows[key] = replace(self.rows[key], synced_view=view)
 
+    async def set_synced_views(self, child_shop: str, views: dict) -> None:
+        for parent_product_id, view in views.items():
+            await self.set_synced_view(child_shop, parent_product_id, view)
+
     async def delete_link(self, child_shop: str, kind: LinkKind, parent_id: str) -> None:
         self.rows.pop((child_shop, kind, parent_id), None)
 
@@ -762,6 +766,9 @@ class MemoryAudit:
 
     async def record(self, rec: AuditRecord) -> None:
         self.records.append(rec)
+
+    async def record_many(self, recs) -> None:
+        self.records.extend(recs)
 
     async def query(
         self,

@@ -775,10 +775,13 @@ webhooks_app = typer.Typer(help="The stores' webhook subscriptions.")
 app.add_typer(webhooks_app, name="webhooks")
 
 
-def _run_sync(command):
-    """Run `command(runtime)` (a coroutine function) with a command runtime on the database."""
+def _run_sync(command, *, background: bool = False):
+    """Run `command(runtime)` (a coroutine function) with a command runtime on the database.
+    `background` (backfill, reconcile): its Admin API calls leave the bottom of each store's
+    bucket to live sync (`commerce.client.CallPolicy`)."""
     import asyncio
 
+    from storesync.commerce.client import CallPolicy, call_policy
     from storesync.commerce.errors import StoreUnauthorized
     from storesync.db import database_settings
     from storesync.sync.runtime import cli_runtime
@@ -789,7 +792,8 @@ def _run_sync(command):
 
     async def main():
         async with cli_runtime(settings) as rt:
-            return await command(rt)
+            with call_policy(CallPolicy(background=background)):
+                return await command(rt)
 
     with database_settings(settings) as settings:
         try:
@@ -889,7 +893,8 @@ def backfill_cmd(
                 concurrency=concurrency,
                 on_total=lambda n: bar.update(task, total=n, description="copying products"),
                 progress=lambda n: bar.advance(task, n),
-            )
+            ),
+            background=True,
         )
     for report in result.reports:
         console.print(report.summary()[0], highlight=False, markup=False)
@@ -936,7 +941,7 @@ def reconcile_cmd(
             return await reconcile(rt, merchant=merchant, cause=cause, dry_run=dry_run)
 
     left = 0
-    for result in _run_sync(run):
+    for result in _run_sync(run, background=True):
         for line in result.lines():
             console.print(line, highlight=False, markup=False)
         left += len(result.drift) if dry_run else len(result.left)

@@ -230,3 +230,11 @@ def test_simulated_workers_sharing_the_model_are_never_throttled(workers, costs,
     if sum(costs) > 2 * capacity:
         level_end = min(capacity, server["level"] + (end - server["at"]) * rate)
         assert (charged + level_end) / (end * rate) > 0.95
+
+
+def test_reserve_keep_leaves_points_for_others_and_never_asks_for_more_than_the_bucket():
+    s = BucketState(2000, 100, 600, at=0.0)
+    assert s.reserve(50, now=0.0, keep=500).wait == 0.0
+    assert s.reserve(150, now=0.0, keep=500).wait == pytest.approx(0.5)
+    # keep near the capacity: the call still only waits until a full bucket pays for it
+    assert s.reserve(100, now=0.0, keep=5000).wait == pytest.approx((2000 - 600) / 100)

@@ -6,7 +6,7 @@ import time
 
 import httpx
 
-from tests.emulator.helpers import PARENT, gql
+from tests.emulator.helpers import PARENT, first_product, gql
 from tests.support.emulator import running_emulator
 
 IDS = "query($n: Int!) { products(first: $n) { nodes { id } } }"
@@ -110,3 +110,23 @@ def test_each_store_has_its_own_bucket(emulator):
     emulator.set_plan(PARENT, bucket_size=300, restore_rate=1)
     drain_until_throttled(emulator, 100)
     assert gql(emulator, "child-a.myshopify.com", "{ shop { id } }")["shop"]["id"]
+
+
+def test_usage_counts_calls_throttled_answers_and_points_and_the_level_log_times_changes(emulator):
+    """The observation benchmarks read: per store its calls, THROTTLED answers and points charged
+    (per operation), and every inventory_levels/update event in order."""
+    emulator.seed(PARENT, products=2, variants_per_product=1)
+    product = first_product(emulator)
+    _, after = emulator.level_changes()
+    before = emulator.throttle(PARENT)["usage"]
+    body = emulator.graphql(PARENT, "query Ids($n: Int!) { products(first: $n) { nodes { id } } }", {"n": 5})
+    item = product["variants"]["nodes"][0]["inventoryItem"]["id"]
+    emulator.set_inventory(PARENT, item, product["location"], 7)
+    usage = emulator.throttle(PARENT)["usage"]
+    assert usage["requests"] == before["requests"] + 1 and usage["throttled"] == before["throttled"]
+    charged = cost_of(body)["actualQueryCost"]
+    assert usage["points"] == before["points"] + charged
+    assert usage["by_operation"]["Ids"] == [1, charged]
+    changes, last = emulator.level_changes(after)
+    assert [(c[1], c[2], c[3], c[4]) for c in changes] == [(PARENT, item, product["location"], 7)]
+    assert last == changes[-1][0] and emulator.level_changes(last)[0] == []

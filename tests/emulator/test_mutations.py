@@ -323,8 +323,23 @@ def test_variants_bulk_update_of_another_products_variant_is_refused(emulator):
 
 # --------------------------------------------------------------------------- inventory
 
-SET = (OPERATIONS / "inventory_set_quantities.graphql").read_text()
-ADJUST = (OPERATIONS / "inventory_adjust_quantities.graphql").read_text()
+# The emulator's answer in full (the engine's own documents select only the errors).
+_GROUP = """
+    inventoryAdjustmentGroup {
+      id
+      reason
+      changes { name delta quantityAfterChange item { id } location { id } }
+    }
+    userErrors { field message code }
+"""
+SET = (
+    "mutation InventorySetQuantities($input: InventorySetQuantitiesInput!, $idempotencyKey: String!) {"
+    " inventorySetQuantities(input: $input) @idempotent(key: $idempotencyKey) {" + _GROUP + "} }"
+)
+ADJUST = (
+    "mutation InventoryAdjustQuantities($input: InventoryAdjustQuantitiesInput!, $idempotencyKey: String!) {"
+    " inventoryAdjustQuantities(input: $input) @idempotent(key: $idempotencyKey) {" + _GROUP + "} }"
+)
 
 
 def set_input(item: str, location: str, quantity: int, change_from, name: str = "available") -> dict:
@@ -677,3 +692,35 @@ def test_inventory_level_gid_resolves_as_a_node(emulator):
         {"id": level},
     )["node"]
     assert node == {"item": {"id": item}}
+
+
+def test_a_stale_quantity_fails_its_whole_set_and_names_itself_and_input_arrays_stop_at_250(emulator):
+    """inventorySetQuantities is one change: with one stale quantity nothing is set, and the
+    error's field names the quantity ("the mutation fails with a CHANGE_FROM_QUANTITY_STALE
+    error": https://shopify.dev/docs/api/admin-graphql/latest/mutations/inventorySetQuantities).
+    Any input array over 250 items is refused (https://shopify.dev/docs/api/usage/limits#input-limits)."""
+    emulator.seed(PARENT, products=3, variants_per_product=1, quantity=10)
+    data = gql(
+        emulator, PARENT, "{ inventoryItems(first: 3) { nodes { id } } locations(first: 1) { nodes { id } } }"
+    )
+    items = [n["id"] for n in data["inventoryItems"]["nodes"]]
+    loc = data["locations"]["nodes"][0]["id"]
+    quantities = [
+        {"inventoryItemId": item, "locationId": loc, "quantity": 5, "changeFromQuantity": 10 if i != 1 else 9}
+        for i, item in enumerate(items)
+    ]
+    inp = {"reason": "correction", "name": "available", "quantities": quantities}
+    out = gql(emulator, PARENT, SET, {"input": inp, "idempotencyKey": "batch-1"})["inventorySetQuantities"]
+    assert out["inventoryAdjustmentGroup"] is None
+    assert [(e["field"], e["code"]) for e in out["userErrors"]] == [
+        (["input", "quantities", "1", "changeFromQuantity"], "CHANGE_FROM_QUANTITY_STALE")
+    ]
+    assert [available(emulator, PARENT, i, loc)["available"] for i in items] == [10, 10, 10]
+    # the batch mates, sent again under a new key, land
+    inp["quantities"] = [quantities[0], quantities[2]]
+    ok = gql(emulator, PARENT, SET, {"input": inp, "idempotencyKey": "batch-2"})["inventorySetQuantities"]
+    assert ok["userErrors"] == []
+    assert [available(emulator, PARENT, i, loc)["available"] for i in items] == [5, 10, 5]
+    inp["quantities"] = [quantities[0]] * 251
+    body = emulator.graphql(PARENT, SET, {"input": inp, "idempotencyKey": "batch-3"})
+    assert "data" not in body and body["errors"][0]["extensions"]["code"] == "MAX_INPUT_SIZE_EXCEEDED"

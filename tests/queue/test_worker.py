@@ -365,3 +365,21 @@ def test_health_file_follows_recorded_heartbeats_and_goes_away_on_stop(qdb, spaw
     assert not health.exists()
     gone = _healthcheck("worker", "--file", str(health))
     assert gone.returncode == 1 and "no heartbeat file" in gone.stderr
+
+
+def test_a_deferred_run_goes_back_to_the_queue_due_later_without_spending_an_attempt(qdb, spawn_worker):
+    """`Deferred` (e.g. the store's bucket is empty): the job runs again after the delay, as
+    the same attempt, with no error recorded, even when it has a single attempt."""
+    (job_id,) = _enqueue(
+        qdb.dsn, [JobSpec("test.run", {"defer_runs": 2, "defer_s": 0.4}, group="m1", max_attempts=1)]
+    )
+    spawn_worker()
+    wait_for(lambda: _count(qdb.dsn, f"id = {job_id} AND state = 'succeeded'"), 15, "the deferred job")
+    with psycopg.connect(qdb.dsn) as conn:
+        runs = conn.execute(
+            "SELECT attempt, started_at FROM test_job_runs WHERE job_id = %s ORDER BY started_at", (job_id,)
+        ).fetchall()
+        attempt, errors = conn.execute("SELECT attempt, errors FROM jobs WHERE id = %s", (job_id,)).fetchone()
+    assert [a for a, _ in runs] == [1, 1, 1] and attempt == 1 and errors == []
+    gaps = [(b - a).total_seconds() for (_, a), (_, b) in itertools.pairwise(runs)]
+    assert all(g >= 0.4 for g in gaps), gaps

@@ -3,6 +3,7 @@ prove what ran, how often, when and where. Behaviour comes from the payload:
 
   sleep: seconds to run          fail_until: raise RetryableError while attempt < this
   permanent_if_flag: raise PermanentError while `test_flags` holds this name
+  defer_runs: raise Deferred (delay `defer_s`, default 0.3) on the job's first N runs
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 
-from storesync.queue import HandlerRegistry, JobContext, PermanentError, RetryableError
+from storesync.queue import Deferred, HandlerRegistry, JobContext, PermanentError, RetryableError
 
 SETUP_SQL = """
 CREATE TABLE IF NOT EXISTS test_job_runs (
@@ -36,6 +37,14 @@ async def run(ctx: JobContext) -> None:
             (ctx.job_id, ctx.attempt, os.getpid(), ctx.group, ctx.lock_key),
         )
     try:
+        if ctx.payload.get("defer_runs"):
+            async with ctx.pool.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT count(*) FROM test_job_runs WHERE job_id = %s", (ctx.job_id,)
+                )
+                runs = (await cur.fetchone())[0]
+            if runs <= int(ctx.payload["defer_runs"]):
+                raise Deferred("the store is busy", delay=float(ctx.payload.get("defer_s", 0.3)))
         if ctx.payload.get("sleep"):
             await asyncio.sleep(float(ctx.payload["sleep"]))
         if ctx.attempt < int(ctx.payload.get("fail_until", 0)):

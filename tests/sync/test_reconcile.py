@@ -209,3 +209,36 @@ def test_reconcile_network_reads_every_store_and_finds_the_same_repairs():
     report = asyncio.run(reconcile_network(merchant(), scans, f.links, f.policy))
     assert sorted(r.child_shop for r in report.repairs) == sorted(CHILDREN)
     assert report.levels_checked == 24
+
+
+def test_an_incremental_pass_compares_only_what_changed_against_what_each_child_was_last_given():
+    from storesync.sync.domain.reconcile import diff_changed_products
+    from storesync.sync.domain.routing import JOB_FAN_OUT_LEVEL, JOB_PRODUCT_TO_CHILD, repair_job
+
+    f = Fleet()
+    asyncio.run(f.sync_all())
+    maps = asyncio.run(f.maps())
+    renamed = replace(f.products[1], title="Renamed while the webhook was lost")
+    child_copy = f.children[CHILD_B].products[maps[CHILD_B].child_id(LinkKind.PRODUCT, f.products[2].id)]
+    edited = replace(child_copy, vendor="Edited in the child")
+    unchanged_copy = f.children[CHILD_C].products[maps[CHILD_C].child_id(LinkKind.PRODUCT, f.products[0].id)]
+    report = ReconcileReport()
+    # products[1] changed in the parent; B's copy of products[2] was edited; C's copy of
+    # products[0] was updated (a stock move) without changing a synced field
+    diff_changed_products([renamed], {CHILD_B: [edited], CHILD_C: [unchanged_copy]}, maps, f.policy, report)
+    assert sorted((r.child_shop, r.parent_id) for r in report.repairs) == sorted(
+        [(s, f.products[1].id) for s in CHILDREN] + [(CHILD_B, f.products[2].id)]
+    )
+    assert {r.kind for r in report.repairs} == {RepairKind.RESYNC_PRODUCT}
+    # each repair is the live-sync job that makes it, after live sync (backfill lane)
+    job = repair_job(report.repairs[0], "reconcile:1")
+    assert job is not None and job.kind == JOB_PRODUCT_TO_CHILD and job.lane == "backfill"
+    full = asyncio.run(f.report())
+    assert full.in_sync
+    f.parent.levels[(f.products[0].variants[0].inventory_item_id, P_LOC1)] = 1
+    level_repair = next(r for r in asyncio.run(f.report()).repairs if r.kind is RepairKind.SET_INVENTORY)
+    job = repair_job(level_repair, "reconcile:1")
+    assert (
+        job is not None and job.kind == JOB_FAN_OUT_LEVEL and job.payload.only == (level_repair.child_shop,)
+    )
+    assert job.payload.parent_location == P_LOC1

@@ -277,3 +277,21 @@ async def test_compensation_interrupted_by_a_crash_finishes_after_restart(db):
         assert deps.stores[CHILD_A].products == {} and deps.stores[CHILD_A].levels == {}
         assert [r.action for r in await PgAudit(conn2).query(cause="job:9")] == ["saga_compensated"]
         assert "product_delete" in [r.action for r in deps.audit.records]
+
+
+async def test_product_payload_digests_are_swapped_newest_first_and_an_older_one_is_not_kept(db):
+    from storesync.sync.adapters.postgres import PgProductPayloads
+    from storesync.sync.domain.echoes import ProductDigest
+
+    conn = await connect(db)
+    payloads = PgProductPayloads(conn)
+    first, second = ProductDigest(T0, "f", "s1"), ProductDigest(T0 + timedelta(seconds=1), "f", "s2")
+    assert await payloads.swap(CHILD_A, "gid://shopify/Product/1", first) is None
+    assert await payloads.swap(CHILD_A, "gid://shopify/Product/1", second) == first
+    assert await payloads.swap(CHILD_A, "gid://shopify/Product/1", first) == second  # older: not kept
+    assert await payloads.swap(CHILD_A, "gid://shopify/Product/1", second) == second
+    assert await payloads.swap(CHILD_B, "gid://shopify/Product/1", second) is None  # per store
+    published = ProductDigest(T0 + timedelta(seconds=2), "f", "s2", "p1")  # its publication kept too
+    assert await payloads.swap(CHILD_A, "gid://shopify/Product/1", published) == second
+    assert await payloads.swap(CHILD_A, "gid://shopify/Product/1", published) == published
+    await conn.close()

@@ -52,7 +52,11 @@ class Reservation:
 
 
 class Budget(Protocol):
-    async def reserve(self, shop: str, cost: float, *, max_wait: float = math.inf) -> Reservation: ...
+    async def reserve(
+        self, shop: str, cost: float, *, max_wait: float = math.inf, keep_share: float = 0.0
+    ) -> Reservation:
+        """Points for one call, granted with the wait until the bucket holds them. `keep_share`:
+        the share of the bucket's capacity the call must leave in it (a background call's)."""
 
     async def settle(
         self, reservation: Reservation, *, charged: float | None, status: ThrottleStatus | None
@@ -79,8 +83,13 @@ class LocalBudget:
             self._states[shop] = BucketState.standard(self._clock())
         return self._states[shop]
 
-    async def reserve(self, shop: str, cost: float, *, max_wait: float = math.inf) -> Reservation:
-        grant = self.state(shop).reserve(cost, self._clock(), margin=self.margin, max_wait=max_wait)
+    async def reserve(
+        self, shop: str, cost: float, *, max_wait: float = math.inf, keep_share: float = 0.0
+    ) -> Reservation:
+        state = self.state(shop)
+        grant = state.reserve(
+            cost, self._clock(), margin=self.margin, max_wait=max_wait, keep=keep_share * state.capacity
+        )
         self._states[shop] = grant.state
         if not grant.granted:
             return Reservation(0, shop, cost, grant.wait, granted=False)
@@ -139,11 +148,13 @@ class PostgresBudget:
             raise RuntimeError(f"no budget row for {params['shop']}")
         return tuple(row)
 
-    async def reserve(self, shop: str, cost: float, *, max_wait: float = math.inf) -> Reservation:
+    async def reserve(
+        self, shop: str, cost: float, *, max_wait: float = math.inf, keep_share: float = 0.0
+    ) -> Reservation:
         async with self.pool.connection() as conn, conn.transaction():
             capacity, rate, available, at, now = await self._locked_row(conn, sql.LOCK_BUDGET, {"shop": shop})
             grant = BucketState(capacity, rate, available, at).reserve(
-                cost, now, margin=self.margin, max_wait=max_wait
+                cost, now, margin=self.margin, max_wait=max_wait, keep=keep_share * capacity
             )
             if not grant.granted:
                 return Reservation(0, shop, cost, grant.wait, granted=False)

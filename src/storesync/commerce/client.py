@@ -4,6 +4,11 @@
 `(requested - available) / restoreRate`), sends, and settles the budget with the answer's
 `extensions.cost`. Faults are retried inside the call, boundedly:
 
+- The budget (`CallPolicy`, per task): a background call (backfill, reconciliation) leaves the
+  bottom quarter of the bucket to live sync and is granted a short wait at a time (it never
+  holds points far ahead of live calls); a call that cannot be paid for within the task's
+  `max_wait` raises `BudgetBusy` before sending (a job then goes back to the queue, due when
+  the bucket will hold the points, instead of holding a worker slot).
 - THROTTLED in a 200 body: the model is corrected from throttleStatus and the call waits for
   exactly the missing points, then resends (`max_throttled` times, then `ThrottledError`).
 - HTTP 429: waits `Retry-After`; 5xx, timeouts and connection errors: exponential backoff with
@@ -22,11 +27,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import math
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -38,6 +44,7 @@ from storesync.commerce.credentials import StaticToken, TokenProvider
 from storesync.commerce.errors import (
     AccessDenied,
     ApiUnavailableError,
+    BudgetBusy,
     CredentialsRejected,
     GraphQLQueryError,
     MaxCostExceededError,
@@ -59,6 +66,38 @@ _IDEMPOTENCY_NAMESPACE = uuid.UUID("6f0c7f0e-5b7c-4a7e-9a51-3c1f2d7e8a40")
 DEFAULT_ESTIMATOR = CostEstimator()
 # Without a shared budget, every client of this process shares this one (per store inside).
 PROCESS_BUDGET = LocalBudget()
+
+
+# A background call waits for budget this long at a time, then asks again: it never holds points
+# reserved far ahead, which live calls reserving meanwhile would have to wait behind.
+BACKGROUND_SLICE_S = 1.0
+
+
+@dataclass(frozen=True)
+class CallPolicy:
+    """How the calls of the current task may use their store's budget. `background`
+    (backfill, reconciliation): leave `keep_share` of the bucket to live sync. `max_wait`: the
+    longest a call may wait for budget before `BudgetBusy` (None: the client's own limit)."""
+
+    background: bool = False
+    max_wait: float | None = None
+    keep_share: float = 0.25
+
+
+LIVE = CallPolicy()
+CALL_POLICY: contextvars.ContextVar[CallPolicy | None] = contextvars.ContextVar(
+    "storesync_call_policy", default=None
+)
+
+
+@contextlib.contextmanager
+def call_policy(policy: CallPolicy) -> Iterator[None]:
+    """Run the block's calls (and the tasks it starts) under `policy`."""
+    token = CALL_POLICY.set(policy)
+    try:
+        yield
+    finally:
+        CALL_POLICY.reset(token)
 
 
 def idempotency_key(job_id: int | str, step: str, *parts: object) -> str:
@@ -195,13 +234,7 @@ class AdminClient:
             # The token first: obtaining it may fail (or wait for another process's refresh),
             # and a reservation must never be left unsettled.
             token = await self.tokens.current()
-            reservation = await self.budget.reserve(self.shop, estimate, max_wait=self.max_budget_wait)
-            if not reservation.granted:
-                raise ThrottledError(
-                    f"{self.shop}: budget busy for {reservation.wait:.1f}s (limit {self.max_budget_wait:.0f}s)",
-                    retry_after=reservation.wait,
-                    **ctx,
-                )
+            reservation = await self._reserve(estimate, ctx)
             if reservation.wait > 0:
                 self.stats.waited_s += reservation.wait
                 metrics.BUDGET_WAIT.labels(self.shop).inc(reservation.wait)
@@ -242,6 +275,34 @@ class AdminClient:
                 if isinstance(payload, Mapping) and payload.get("userErrors"):
                     raise user_errors_error(op.name, payload["userErrors"], shop=self.shop)
         return result
+
+    async def _reserve(self, estimate: float, ctx: dict[str, Any]) -> Reservation:
+        """The call's points from the budget, under the task's `CallPolicy`; `BudgetBusy` when
+        they cannot be had within the wait it allows."""
+        policy = CALL_POLICY.get() or LIVE
+        limit = (
+            self.max_budget_wait if policy.max_wait is None else min(policy.max_wait, self.max_budget_wait)
+        )
+        keep = policy.keep_share if policy.background else 0.0
+        waited = 0.0
+        while True:
+            # A background call asks for a short wait at a time (see BACKGROUND_SLICE_S).
+            ask = min(limit - waited, BACKGROUND_SLICE_S) if policy.background else limit - waited
+            reservation = await self.budget.reserve(
+                self.shop, estimate, max_wait=max(ask, 0.0), keep_share=keep
+            )
+            if reservation.granted:
+                return reservation
+            if not policy.background or waited + reservation.wait > limit:
+                raise BudgetBusy(
+                    f"{self.shop}: budget busy for {reservation.wait:.1f}s (limit {limit:.1f}s)",
+                    retry_after=reservation.wait,
+                    **ctx,
+                )
+            pause = max(0.05, reservation.wait - BACKGROUND_SLICE_S)
+            self.stats.waited_s += pause
+            waited += pause
+            await asyncio.sleep(pause)
 
     async def _send(
         self,

@@ -61,6 +61,11 @@ class ThrottledError(RetryableCommerceError):
     the caller's limit: retry the job after `retry_after` seconds."""
 
 
+class BudgetBusy(ThrottledError):
+    """The store's bucket cannot pay for the call within the wait its caller allows
+    (`client.CallPolicy.max_wait`); nothing was sent. `retry_after`: when it will."""
+
+
 class StoreUnauthorized(RetryableCommerceError):
     """The store refuses the app as a whole: HTTP 401 (token revoked, app uninstalled), 403
     (scope missing), 402 (store frozen) or 423 (store locked); `status` says which. The sync

@@ -110,13 +110,18 @@ class BucketState:
     def settled(self, now: float) -> BucketState:
         return replace(self, available=self.level(now), at=max(now, self.at))
 
-    def reserve(self, cost: float, now: float, *, margin: float = 0.0, max_wait: float = math.inf) -> Grant:
+    def reserve(
+        self, cost: float, now: float, *, margin: float = 0.0, max_wait: float = math.inf, keep: float = 0.0
+    ) -> Grant:
         """Take `cost` points now and say how long to wait until the bucket holds them (plus
-        `margin`, slack for what the model cannot see). Refused, with the wait it would take,
-        when that exceeds `max_wait`."""
+        `margin`, slack for what the model cannot see, plus `keep`, points left for others: a
+        background call leaves the bottom of the bucket to live sync). Refused, with the wait it
+        would take, when that exceeds `max_wait`."""
         cur = self.settled(now)
         # never ask the bucket to hold more than it can (a margin near the capacity would stall)
-        wait = wait_seconds(min(cost + margin, max(cost, cur.capacity)), cur.available, cur.restore_rate)
+        wait = wait_seconds(
+            min(cost + margin + keep, max(cost, cur.capacity)), cur.available, cur.restore_rate
+        )
         if wait > max_wait:
             return Grant(cur, wait, granted=False)
         return Grant(replace(cur, available=cur.available - cost), wait, granted=True)

@@ -34,7 +34,11 @@ Control API (JSON), for tests, the demo and the CLI:
   PUT    /_emulator/stores/{shop}/plan              {"plan": "standard" | "advanced" | "plus",
                                                      "bucket_size"?, "restore_rate"?}
   GET    /_emulator/stores/{shop}/snapshot          the store's full state
-  GET    /_emulator/stores/{shop}/throttle          the bucket's throttleStatus
+  GET    /_emulator/stores/{shop}/throttle          the bucket's throttleStatus, and the calls answered so
+                                                    far: requests, THROTTLED answers, points charged
+  GET    /_emulator/inventory/changes?after=N       the level log: [seq, shop, item gid, location gid,
+                                                    available, epoch seconds] of each inventory_levels/update
+                                                    event after seq N (at most 50,000 per answer; benchmarks)
   POST   /_emulator/stores/{shop}/inventory         {"inventory_item_id", "location_id", "available"}: merchant edit
   PATCH  /_emulator/stores/{shop}/products/{id}     {"title"?, "tags"?, "variants": [{"id", "price"}]...}: merchant edit
   PUT    /_emulator/stores/{shop}/bulk_fault        {"status": "FAILED" | "CANCELED" | "EXPIRED", "error_code"?}:
@@ -59,11 +63,12 @@ import hashlib
 import hmac
 import json
 import re
+import time
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -115,6 +120,39 @@ class StoreSpec:
     scopes: tuple[str, ...] | None = None  # None: every scope the emulator enforces
 
 
+# Level changes the level log keeps (a 60 s flash sale at 100 sales/s on 11 stores: ~70,000).
+LEVEL_LOG_LIMIT = 2_000_000
+
+
+@dataclass
+class StoreUsage:
+    """GraphQL calls one store answered: all of them, the THROTTLED ones, points charged."""
+
+    requests: int = 0
+    throttled: int = 0
+    points: int = 0
+    by_operation: dict[str, list[int]] = field(default_factory=dict)  # name -> [requests, points]
+
+    def charge(self, operation: str, points: int) -> None:
+        self.points += points
+        row = self.by_operation.setdefault(operation, [0, 0])
+        row[0] += 1
+        row[1] += points
+
+
+# Shopify's limit on any array given as input (https://shopify.dev/docs/api/usage/limits#input-limits).
+MAX_INPUT_ARRAY = 250
+
+
+def _largest_input_array(value: Any) -> int:
+    """The length of the longest list anywhere in `value` (a request's variables)."""
+    if isinstance(value, list):
+        return max([len(value), *(_largest_input_array(v) for v in value)])
+    if isinstance(value, dict):
+        return max((_largest_input_array(v) for v in value.values()), default=0)
+    return 0
+
+
 def _json(body: Any, status: int = 200, headers: dict | None = None) -> Response:
     return Response(
         json.dumps(body, separators=(",", ":")),
@@ -146,6 +184,12 @@ class EmulatorApp:
         # Token lifetimes run on the time scale too (or their own), so tests cross an expiry in seconds.
         self.oauth = OAuthServer(time_scale=token_time_scale or time_scale)
         self.buckets: dict[str, LeakyBucket] = {}
+        # What each store answered (observation for benchmarks; Shopify shows none of it).
+        self.usage: dict[str, StoreUsage] = {}
+        # Every level change announced (inventory_levels/update), newest last, for benchmarks that
+        # time propagation without reading the webhook log.
+        self.level_log: deque[tuple[int, str, str, str, int, float]] = deque(maxlen=LEVEL_LOG_LIMIT)
+        self._level_seq = 0
         self.require_idempotency = require_idempotency
         # Shopify answers throttled calls with HTTP 200 and a THROTTLED error; some gateways
         # answer 429 + Retry-After instead. Clients must handle both.
@@ -204,6 +248,7 @@ class EmulatorApp:
     def add_store(self, spec: StoreSpec) -> StoreState:
         store = self.emulator.add_store(spec.shop, spec.token, spec.webhook_secret, spec.plan)
         self.buckets[spec.shop] = LeakyBucket(*PLANS[spec.plan])
+        self.usage[spec.shop] = StoreUsage()
         self.oauth.install(
             spec.shop, spec.client_id or default_client_id(spec.shop), store.app_secret, spec.scopes
         )
@@ -229,9 +274,30 @@ class EmulatorApp:
         Returns the webhook ids of the deliveries, by topic."""
         ids: dict[str, list[str]] = {}
         for ev in events:
+            if ev.topic == "inventory_levels/update":
+                self._log_level(shop, ev.payload)
             sent = self.sender.emit_nowait(shop, ev.topic, ev.payload, event_id=str(uuid.uuid4()))
             ids.setdefault(ev.topic, []).extend(sent)
         return ids
+
+    def _log_level(self, shop: str, payload: dict) -> None:
+        self._level_seq += 1
+        self.level_log.append(
+            (
+                self._level_seq,
+                shop,
+                gid("InventoryItem", payload["inventory_item_id"]),
+                gid("Location", payload["location_id"]),
+                payload["available"],
+                time.time(),
+            )
+        )
+
+    def level_changes(self, after: int, limit: int = 50_000) -> list[tuple[int, str, str, str, int, float]]:
+        """The level log after seq `after`, oldest first (at most `limit` rows)."""
+        first = self.level_log[0][0] if self.level_log else 0
+        start = max(0, after + 1 - first)
+        return [self.level_log[i] for i in range(start, min(len(self.level_log), start + limit))]
 
     # ------------------------------------------------------------------ GraphQL
 
@@ -340,6 +406,21 @@ class EmulatorApp:
         """Cost check, execution, refund and webhooks of one validated operation."""
         shop = store.shop
         bucket = self.buckets[shop]
+        oversized = _largest_input_array(variables)
+        if oversized > MAX_INPUT_ARRAY:
+            # https://shopify.dev/docs/api/usage/limits#input-limits: "Input arguments that accept
+            # an array have a maximum size of 250 for all APIs. Requests return an error if an
+            # input array exceeds 250 items." The error's wording and code are not documented;
+            # this one is ours. Nothing is executed or charged.
+            message = f"The input array size of {oversized} is greater than the maximum allowed of {MAX_INPUT_ARRAY}."
+            return (
+                200,
+                {
+                    "errors": [{"message": message, "extensions": {"code": "MAX_INPUT_SIZE_EXCEEDED"}}],
+                    "extensions": self._cost_extension(shop, 0, 0),
+                },
+                None,
+            )
         requested, actual_of = query_costs(self.schema, doc, operation, variables)
         if requested > MAX_QUERY_COST:
             message = (
@@ -363,7 +444,10 @@ class EmulatorApp:
                 },
                 None,
             )
+        usage = self.usage[shop]
+        usage.requests += 1
         if not bucket.try_take(requested):
+            usage.throttled += 1
             body = {
                 "errors": [
                     {
@@ -401,6 +485,7 @@ class EmulatorApp:
         assert isinstance(result, ExecutionResult), "resolvers are synchronous"
         actual = min(actual_of(result.data), requested)
         bucket.refund(requested - actual)
+        usage.charge(operation.name.value if operation.name else operation.operation.value, actual)
         self.emit(shop, context.events)
         out: dict[str, Any] = {}
         if result.errors:
@@ -676,7 +761,22 @@ class EmulatorApp:
 
         def throttle(request, body):
             store = self._store(request)
-            return {"plan": store.plan, "throttleStatus": self.buckets[store.shop].status()}
+            usage = self.usage[store.shop]
+            return {
+                "plan": store.plan,
+                "throttleStatus": self.buckets[store.shop].status(),
+                "usage": {
+                    "requests": usage.requests,
+                    "throttled": usage.throttled,
+                    "points": usage.points,
+                    "by_operation": usage.by_operation,
+                },
+            }
+
+        def inventory_changes(request, body):
+            after = int(request.query_params.get("after", "0"))
+            rows = self.level_changes(after)
+            return {"changes": rows, "last": rows[-1][0] if rows else after}
 
         def set_inventory(request, body):
             store = self._store(request)
@@ -766,6 +866,7 @@ class EmulatorApp:
             Route("/_emulator/stores/{shop}/plan", action(set_plan), methods=["PUT"]),
             Route("/_emulator/stores/{shop}/snapshot", action(snapshot), methods=["GET"]),
             Route("/_emulator/stores/{shop}/throttle", action(throttle), methods=["GET"]),
+            Route("/_emulator/inventory/changes", action(inventory_changes), methods=["GET"]),
             Route("/_emulator/stores/{shop}/inventory", action(set_inventory), methods=["POST"]),
             Route("/_emulator/stores/{shop}/products/{product_id}", action(edit_product), methods=["PATCH"]),
             *oauth_routes(self.oauth),

@@ -266,6 +266,16 @@ class EmulatorControl:
             body["restore_rate"] = restore_rate
         return self._ok(self.control.put(f"/_emulator/stores/{shop}/plan", json=body))
 
+    def throttle(self, shop: str) -> dict:
+        """The store's throttleStatus and `usage`: requests answered, THROTTLED ones, points charged."""
+        return self._ok(self.control.get(f"/_emulator/stores/{shop}/throttle"))
+
+    def level_changes(self, after: int = 0) -> tuple[list[list], int]:
+        """Level changes announced after seq `after`: ([seq, shop, item gid, location gid,
+        available, epoch seconds], ...) and the last seq returned (`after` when none)."""
+        got = self._ok(self.control.get("/_emulator/inventory/changes", params={"after": after}))
+        return got["changes"], got["last"]
+
     def set_bulk_fault(self, shop: str, status: str | None = "FAILED", error_code: str | None = None) -> dict:
         """Make the shop's next bulk operation end with `status` (None clears the fault)."""
         body: dict[str, Any] = {"status": status}

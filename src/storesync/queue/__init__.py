@@ -11,9 +11,10 @@ from storesync.queue.enqueue import (
     enqueue_many,
     enqueue_many_async,
 )
-from storesync.queue.handlers import HandlerRegistry, JobContext, PermanentError, RetryableError
+from storesync.queue.handlers import Deferred, HandlerRegistry, JobContext, PermanentError, RetryableError
 
 __all__ = [
+    "Deferred",
     "Enqueued",
     "HandlerRegistry",
     "InvalidJobError",

@@ -2,7 +2,8 @@
 
 A handler is `async def handle(ctx: JobContext) -> None`. Returning means success. Raising
 `PermanentError` dead-letters the job now; `RetryableError` (or any other exception) retries it
-with capped exponential backoff and full jitter until `max_attempts`, then dead-letters it.
+with capped exponential backoff and full jitter until `max_attempts`, then dead-letters it;
+`Deferred` puts it back in the queue, due after its delay, without counting the attempt.
 
 A kind may be registered with its payload type: the worker then hands the handler an instance
 (`ctx.payload`), decoded from the stored JSON when the job is claimed (`payloads.decode`); a
@@ -34,6 +35,19 @@ class RetryableError(Exception):
         if retry_after is not None and retry_after < 0:
             raise ValueError(f"retry_after must be >= 0, got {retry_after}")
         self.retry_after = retry_after
+
+
+class Deferred(Exception):
+    """Not now, and not the job's fault (e.g. its store's rate-limit bucket is empty): the run
+    goes back to the queue, due in `delay` seconds, its attempt not counted, so the worker's
+    slot goes to jobs that can make progress. The handler must be safe to run again (every
+    handler is: jobs are at-least-once)."""
+
+    def __init__(self, message: str = "", *, delay: float) -> None:
+        super().__init__(message)
+        if delay < 0:
+            raise ValueError(f"delay must be >= 0, got {delay}")
+        self.delay = delay
 
 
 class PermanentError(Exception):

@@ -30,7 +30,7 @@ from storesync.queue import queries as q
 WORKER_JOBS = Counter(
     "storesync_worker_jobs_total",
     "Job runs finished by this worker, by outcome.",
-    ["kind", "lane", "outcome"],  # outcome: succeeded | retried | dead | released | lost
+    ["kind", "lane", "outcome"],  # outcome: succeeded | retried | deferred | dead | released | lost
 )
 WORKER_JOB_SECONDS = Histogram(
     "storesync_worker_job_duration_seconds",

@@ -23,7 +23,10 @@ from pydantic_core import PydanticSerializationError
 PARKED_FOR = "parked_for"
 # When the job was first parked (ISO time), kept as it is parked again: how long it has waited.
 PARKED_SINCE = "parked_since"
-QUEUE_KEYS = frozenset({PARKED_FOR, PARKED_SINCE})
+# When the job was first deferred (`handlers.Deferred`: its store's bucket was empty): queued for
+# later, yet work its store is behind on (not a job scheduled for later).
+DEFERRED_SINCE = "deferred_since"
+QUEUE_KEYS = frozenset({PARKED_FOR, PARKED_SINCE, DEFERRED_SINCE})
 
 
 class InvalidPayloadError(ValueError):

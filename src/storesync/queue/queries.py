@@ -198,6 +198,26 @@ WHERE j.id = %(id)s AND j.attempt = %(attempt)s AND j.state = 'running' AND j.wo
 RETURNING j.state
 """
 
+# defer_job: a run that cannot make progress now for a reason not its own (its store's rate-limit
+# bucket is empty) goes back to the queue due after `delay`, its attempt given back (not a
+# failure, no error recorded), marked deferred (`payloads.DEFERRED_SINCE`: still work its store
+# is behind on); superseded instead if a job with its singleton key is queued.
+DEFER_JOB = """
+UPDATE jobs j
+SET state = CASE WHEN j.singleton_key IS NOT NULL AND EXISTS (
+                     SELECT 1 FROM jobs q WHERE q.singleton_key = j.singleton_key AND q.state = 'queued')
+                 THEN 'cancelled' ELSE 'queued' END,
+    attempt = j.attempt - 1,
+    payload = j.payload || jsonb_build_object('deferred_since', coalesce(j.payload ->> 'deferred_since', now()::text)),
+    run_at = now() + make_interval(secs => %(delay)s),
+    lease_expires_at = NULL,
+    finished_at = CASE WHEN j.singleton_key IS NOT NULL AND EXISTS (
+                     SELECT 1 FROM jobs q WHERE q.singleton_key = j.singleton_key AND q.state = 'queued')
+                 THEN now() END
+WHERE j.id = %(id)s AND j.attempt = %(attempt)s AND j.state = 'running' AND j.worker_id = %(worker)s
+RETURNING j.state
+"""
+
 # release_jobs: a draining worker hands back runs it will not finish (attempt not counted).
 RELEASE_JOBS = """
 UPDATE jobs j
@@ -534,8 +554,8 @@ ORDER BY id
 # values of the payload keys the caller names (`keys`) and leave the meaning to it.
 
 # work_by_payload: unfinished jobs, and jobs that died within `dead_within` seconds, per group,
-# kind, the store they are parked for and the values of `keys`: jobs running, due or waiting
-# out a retry's backoff (`active`: their change is not applied yet; the oldest one's age counted
+# kind, the store they are parked for and the values of `keys`: jobs running, due, deferred or
+# waiting out a retry's backoff (`active`: their change is not applied yet; the oldest one's age counted
 # from when it was first parked or else enqueued), parked and waiting (`parked`, since when),
 # dead (the newest death). Jobs never run that wait for a later time (periodic, debounced) are
 # no backlog and count nowhere. One scan of the unfinished jobs (and the recent dead ones, by
@@ -543,7 +563,7 @@ ORDER BY id
 WORK_BY_PAYLOAD = """
 WITH work AS (
     SELECT group_key, kind, state, run_at, finished_at,
-           state = 'running' OR (state = 'queued' AND (run_at <= now()
+           state = 'running' OR (state = 'queued' AND (run_at <= now() OR payload ? 'deferred_since'
                OR (attempt > 0 AND payload ->> 'parked_for' IS NULL))) AS active,
            payload ->> 'parked_for' AS parked_for,
            coalesce((payload ->> 'parked_since')::timestamptz, created_at) AS since,

@@ -49,13 +49,15 @@ from storesync.queue import queries as q
 from storesync.queue.claim import claim_batch
 from storesync.queue.config import QueueSettings, backoff_delay
 from storesync.queue.enqueue import JobSpec, Lane, enqueue_many_async
-from storesync.queue.handlers import HandlerRegistry, JobContext, PermanentError, RetryableError
+from storesync.queue.handlers import Deferred, HandlerRegistry, JobContext, PermanentError, RetryableError
 from storesync.queue.payloads import PARKED_SINCE, QUEUE_KEYS, InvalidPayloadError, decode
 
 log = get_logger("storesync.queue.worker")
 
 # How long the acker waits for more runs to finish before recording completions (one UPDATE).
 ACK_GATHER_SECONDS = 0.002
+# The longest a deferred run is put off (a store's bucket refills within seconds).
+MAX_DEFER_S = 600.0
 # Session advisory lock whose holder is the one active scheduler (direct path).
 SCHEDULER_LOCK_KEY = 0x5707E5_0002
 
@@ -384,6 +386,8 @@ class Worker:
         if outcome is None:
             self._acks.append(run)
             self._ack_wake.set()
+        elif isinstance(outcome, Deferred):
+            await self._defer(run, outcome)
         else:
             await self._fail(run, outcome)
 
@@ -497,6 +501,27 @@ class Worker:
             outcome=outcome,
             error=error["error"],
             message=error["message"][:200],
+        )
+
+    async def _defer(self, run: Run, deferred: Deferred) -> None:
+        """Back to the queue, due after the delay, the attempt not counted (`handlers.Deferred`)."""
+        assert self.qpool is not None
+        delay = min(deferred.delay, MAX_DEFER_S)
+        params = {"id": run.id, "attempt": run.attempt, "worker": self.worker_id, "delay": delay}
+        for i in range(8):
+            try:
+                async with self.qpool.connection() as conn:
+                    await conn.execute(q.DEFER_JOB, params)
+                break
+            except psycopg.errors.UniqueViolation:
+                continue  # a job with its singleton key was queued meanwhile: re-evaluate
+            except Exception as db_err:
+                log.warning("could not defer a run; retrying", job_id=run.id, error=str(db_err))
+                await asyncio.sleep(min(0.1 * 2**i, 2.0))
+        self._runs.pop((run.id, run.attempt), None)
+        self._outcome(run, "deferred")
+        log.info(
+            "job deferred", job_id=run.id, kind=run.kind, delay_s=round(delay, 3), why=str(deferred)[:200]
         )
 
     async def _release(self, runs: list[Run]) -> None:

@@ -15,6 +15,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
@@ -29,6 +30,7 @@ from storesync.db.pools import async_connect_pooled, async_pooled_pool, connect_
 from storesync.queue.handlers import HandlerRegistry, JobContext
 from storesync.sync.adapters.postgres import Storage
 from storesync.sync.adapters.shopify import (
+    BulkCatalogScan,
     ShopifyCatalogScan,
     ShopifyCollections,
     ShopifyStoreAPI,
@@ -137,8 +139,12 @@ class SyncRuntime:
     def apis(self, net: MerchantNetwork) -> dict[str, ShopifyStoreAPI]:
         return {s.shop: self.api(s.shop) for s in net.stores}
 
-    def scans(self, net: MerchantNetwork) -> dict[str, ShopifyCatalogScan]:
-        return {s.shop: ShopifyCatalogScan(self.api(s.shop)) for s in net.stores}
+    def scans(
+        self, net: MerchantNetwork, *, updated_since: datetime | None = None
+    ) -> dict[str, ShopifyCatalogScan]:
+        """Whole-store reads by bulk query (paged when a store's bulk query is unavailable);
+        `updated_since`: only the products updated since then (levels: all)."""
+        return {s.shop: BulkCatalogScan(self.api(s.shop), updated_since=updated_since) for s in net.stores}
 
     def collections(self, shop: str) -> ShopifyCollections:
         return ShopifyCollections(self.clients.client(shop))

@@ -15,8 +15,11 @@ class SyncSettings(EnvironmentSettings):
 
     model_config = SettingsConfigDict(env_prefix="STORESYNC_SYNC_", extra="ignore", frozen=True)
 
-    # Periodic reconciliation of every merchant (seconds).
+    # Periodic reconciliation of every merchant (seconds): incremental (the products updated since
+    # the last pass, every level), and full (every product) when the last full pass is older than
+    # `reconcile_full_every_s`.
     reconcile_every_s: Annotated[float, Field(gt=0)] = 900.0
+    reconcile_full_every_s: Annotated[float, Field(gt=0)] = 86400.0
     # How often `sync.prune` deletes what is past its retention (seconds; `storesync.retention`).
     prune_every_s: Annotated[float, Field(gt=0)] = 3600.0
     # A child's level moved with no write of ours explaining it: it is set back (policy revert) or
@@ -25,6 +28,13 @@ class SyncSettings(EnvironmentSettings):
     reassert_delay_s: Annotated[float, Field(ge=0)] = 5.0
     # A parked job of a paused store looks again after this long (seconds).
     pause_recheck_s: Annotated[float, Field(gt=0)] = 600.0
+    # Level writes to a child wait for its flush and go out together (one inventorySetQuantities
+    # per call for every waiting level; `services/pushes.py`); false: one call per item and store
+    # (the path before coalescing, kept for comparison: bench/flashsale's naive mode).
+    coalesce_writes: bool = True
+    # The longest a job's Admin API call waits for its store's rate-limit budget; beyond it the
+    # job goes back to the queue, due when the bucket will hold the points (seconds).
+    job_budget_wait_s: Annotated[float, Field(ge=0)] = 2.0
     # Attempts of one Admin API call inside a job (5xx, network) before the job itself retries.
     admin_max_attempts: Annotated[int, Field(ge=1, le=20)] = 5
     # Attempts of a copy-product (backfill) job; a step still failing on the last one compensates.

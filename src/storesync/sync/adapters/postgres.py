@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -32,6 +32,7 @@ from psycopg_pool import AsyncConnectionPool
 from storesync.db import network_sql
 from storesync.logs import get_logger
 from storesync.sync.domain.audit import AuditRecord
+from storesync.sync.domain.echoes import ProductDigest
 from storesync.sync.domain.health import SourceChange
 from storesync.sync.domain.inventory import (
     EntryKind,
@@ -44,6 +45,7 @@ from storesync.sync.domain.inventory import (
 from storesync.sync.domain.model import Link, LinkKind, LinkMap, MatchedBy, WriteRecord
 from storesync.sync.domain.orders import LedgerRow
 from storesync.sync.domain.ports import Attention, OrderCheckpoint, PendingWrite, StockAccount
+from storesync.sync.domain.pushes import LastWrite, PendingPush
 from storesync.sync.domain.saga import SagaRecord, SagaState, StepRecord, StepSpec, StepStatus
 
 log = get_logger("storesync.sync")
@@ -143,6 +145,13 @@ SELECT * FROM sync_links WHERE parent_inventory_item_id = %(item)s ORDER BY chil
 SET_SYNCED_VIEW = """
 UPDATE sync_links SET synced_view = %(view)s, updated_at = now()
 WHERE child_shop = %(child_shop)s AND kind = 'product' AND parent_id = %(parent_id)s
+"""
+
+# set_synced_views: the synced view of many product links of one child (parallel arrays).
+SET_SYNCED_VIEWS = """
+UPDATE sync_links l SET synced_view = v.view, updated_at = now()
+FROM unnest(%(parent_ids)s::text[], %(views)s::jsonb[]) AS v(parent_id, view)
+WHERE l.child_shop = %(child_shop)s AND l.kind = 'product' AND l.parent_id = v.parent_id
 """
 
 # product_fan_out_links: every child's link of one parent product and of the parent collections it belongs to.
@@ -350,6 +359,19 @@ class PgLinks:
             await self.conn.execute(
                 SET_SYNCED_VIEW,
                 {"child_shop": child_shop, "parent_id": parent_product_id, "view": Jsonb(view)},
+            )
+
+    async def set_synced_views(self, child_shop: str, views: Mapping[str, dict]) -> None:
+        if not views:
+            return
+        async with _one_statement(self.conn):
+            await self.conn.execute(
+                SET_SYNCED_VIEWS,
+                {
+                    "child_shop": child_shop,
+                    "parent_ids": list(views),
+                    "views": [Jsonb(v) for v in views.values()],
+                },
             )
 
     async def delete_link(self, child_shop: str, kind: LinkKind, parent_id: str) -> None:
@@ -799,6 +821,55 @@ class PgAppliedVersions:
             return sorted(key for key in await cur.fetchall() if key in wanted)
 
 
+# swap_product_payload: the digest of the products/update payload recorded for a product (locked,
+# the newest committed version), and the given one recorded instead unless it is older.
+SWAP_PRODUCT_PAYLOAD = """
+WITH previous AS (
+    SELECT updated_at, fields_digest, stock_digest FROM sync_product_payloads
+    WHERE shop = %(shop)s AND product_id = %(product)s
+    FOR UPDATE
+), recorded AS (
+    INSERT INTO sync_product_payloads AS p (shop, product_id, updated_at, fields_digest, stock_digest)
+    VALUES (%(shop)s, %(product)s, %(at)s, %(fields)s, %(stock)s)
+    ON CONFLICT (shop, product_id) DO UPDATE
+    SET updated_at = EXCLUDED.updated_at, fields_digest = EXCLUDED.fields_digest,
+        stock_digest = EXCLUDED.stock_digest, seen_at = now()
+    WHERE p.updated_at IS NULL OR EXCLUDED.updated_at IS NULL OR EXCLUDED.updated_at >= p.updated_at
+)
+SELECT updated_at, fields_digest, stock_digest FROM previous
+"""
+
+
+class PgProductPayloads:
+    """The last products/update payload seen per product (`echoes.ProductDigest`)."""
+
+    def __init__(self, conn: psycopg.AsyncConnection) -> None:
+        self.conn = conn
+
+    async def swap(self, shop: str, product_id: str, digest: ProductDigest) -> ProductDigest | None:
+        """Record `digest` for the product (unless it is older than the one recorded) and return
+        the one recorded before; concurrent calls for one product take turns."""
+        async with _one_statement(self.conn):
+            cur = await self.conn.execute(
+                SWAP_PRODUCT_PAYLOAD,
+                {
+                    "shop": shop,
+                    "product": product_id,
+                    "at": digest.updated_at,
+                    # The publication's digest kept in the same column ("<fields>/<publication>").
+                    "fields": f"{digest.fields}/{digest.publication}"
+                    if digest.publication
+                    else digest.fields,
+                    "stock": digest.stock,
+                },
+            )
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        fields, _, publication = str(row[1] or "").partition("/")
+        return ProductDigest(row[0], fields, row[2], publication)
+
+
 # --------------------------------------------------------------------------- saga log
 
 # create_saga: a new saga and its steps (parallel arrays), in one statement; nothing when the id
@@ -988,6 +1059,27 @@ FROM audited a
 WHERE c.change = a.cause AND %(is_write)s
 """
 
+# record_audits: many audit records at once (parallel arrays); like record_audit, the writes
+# among them advance their source changes' progress (once per change: first, last, count).
+RECORD_AUDITS = """
+WITH audited AS (
+    INSERT INTO sync_audit (at, shop, object_type, object_id, action, before, after, cause, detail)
+    SELECT * FROM unnest(%(at)s::timestamptz[], %(shop)s::text[], %(object_type)s::text[],
+                         %(object_id)s::text[], %(action)s::text[], %(before)s::jsonb[], %(after)s::jsonb[],
+                         %(cause)s::text[], %(detail)s::text[])
+    RETURNING at, cause, object_type
+), per_change AS (
+    SELECT cause, min(at) AS first_at, max(at) AS last_at, count(*) AS n
+    FROM audited WHERE object_type <> 'saga' GROUP BY cause
+)
+UPDATE sync_changes c
+SET first_written_at = least(coalesce(c.first_written_at, a.first_at), a.first_at),
+    last_written_at = greatest(coalesce(c.last_written_at, a.last_at), a.last_at),
+    writes = c.writes + a.n
+FROM per_change a
+WHERE c.change = a.cause
+"""
+
 # query_audit: newest audit records, optionally for one store, object or cause.
 QUERY_AUDIT = """
 SELECT at, shop, object_type, object_id, action, before, after, cause, detail FROM sync_audit
@@ -1041,6 +1133,25 @@ def _json(value: Any) -> Jsonb | None:
 class PgAudit:
     def __init__(self, conn: psycopg.AsyncConnection) -> None:
         self.conn = conn
+
+    async def record_many(self, recs: Sequence[AuditRecord]) -> None:
+        if not recs:
+            return
+        async with _one_statement(self.conn):
+            await self.conn.execute(
+                RECORD_AUDITS,
+                {
+                    "at": [r.at for r in recs],
+                    "shop": [r.shop for r in recs],
+                    "object_type": [r.object_type for r in recs],
+                    "object_id": [r.object_id for r in recs],
+                    "action": [r.action for r in recs],
+                    "before": [_json(r.before) for r in recs],
+                    "after": [_json(r.after) for r in recs],
+                    "cause": [r.cause for r in recs],
+                    "detail": [r.detail for r in recs],
+                },
+            )
 
     async def record(self, rec: AuditRecord) -> None:
         async with _one_statement(self.conn):
@@ -1118,6 +1229,213 @@ async def pause_store(conn: psycopg.AsyncConnection, shop: str, reason: str) -> 
     if paused:
         log.warning("store paused", shop=shop, reason=reason)
     return paused
+
+
+# --------------------------------------------------------------------------- coalesced pushes
+
+# queue_pushes: pushes for child levels (parallel arrays); a level already waiting takes the newer
+# target (an open one keeps the known target), the newer seen level, the earlier due time.
+QUEUE_PUSHES = """
+INSERT INTO sync_pending_pushes AS p
+    (shop, item_id, location_id, parent_item_id, parent_location_id, target, change_from, seen_at, cause,
+     due_at)
+SELECT * FROM unnest(%(shop)s::text[], %(item)s::text[], %(location)s::text[], %(parent_item)s::text[],
+                     %(parent_location)s::text[], %(target)s::integer[], %(change_from)s::integer[],
+                     %(seen_at)s::timestamptz[], %(cause)s::text[], %(due_at)s::timestamptz[])
+ORDER BY 1, 2, 3
+ON CONFLICT (shop, item_id, location_id) DO UPDATE
+SET target = coalesce(EXCLUDED.target, p.target),
+    change_from = CASE WHEN EXCLUDED.change_from IS NULL THEN p.change_from ELSE EXCLUDED.change_from END,
+    seen_at = CASE WHEN EXCLUDED.change_from IS NULL THEN p.seen_at ELSE EXCLUDED.seen_at END,
+    parent_item_id = EXCLUDED.parent_item_id,
+    parent_location_id = EXCLUDED.parent_location_id,
+    cause = EXCLUDED.cause,
+    version = p.version + 1,
+    due_at = least(p.due_at, EXCLUDED.due_at)
+"""
+
+# due_pushes: a child's pushes due now, oldest first.
+DUE_PUSHES = """
+SELECT shop, item_id, location_id, parent_item_id, parent_location_id, target, change_from, seen_at, cause,
+       version
+FROM sync_pending_pushes
+WHERE shop = %(shop)s AND due_at <= now()
+ORDER BY due_at, item_id, location_id
+LIMIT %(limit)s
+"""
+
+# next_push_due: when the child's next push is due (NULL: none waits).
+NEXT_PUSH_DUE = """
+SELECT min(due_at) FROM sync_pending_pushes WHERE shop = %(shop)s
+"""
+
+# pushes_done: pushes sent (or found in step) leave, unless a newer target replaced them meanwhile.
+PUSHES_DONE = """
+DELETE FROM sync_pending_pushes p
+USING unnest(%(item)s::text[], %(location)s::text[], %(version)s::bigint[]) AS d(item_id, location_id, version)
+WHERE p.shop = %(shop)s AND p.item_id = d.item_id AND p.location_id = d.location_id AND p.version = d.version
+"""
+
+# known_parent_levels: the parent's levels the engine last knew, for some (item, location).
+KNOWN_PARENT_LEVELS = """
+SELECT item_id, location_id, available FROM sync_parent_levels
+WHERE shop = %(shop)s AND (item_id, location_id) IN (SELECT * FROM unnest(%(item)s::text[], %(location)s::text[]))
+"""
+
+# remember_parent_levels: the parent's levels as just learnt (an adjust's result, a read).
+REMEMBER_PARENT_LEVELS = """
+INSERT INTO sync_parent_levels AS l (shop, item_id, location_id, available, known_at)
+SELECT %(shop)s, i, loc, a, now()
+FROM unnest(%(item)s::text[], %(location)s::text[], %(available)s::integer[]) AS t(i, loc, a)
+ORDER BY 2, 3
+ON CONFLICT (shop, item_id, location_id) DO UPDATE
+SET available = EXCLUDED.available, known_at = EXCLUDED.known_at
+"""
+
+# last_level_writes: the engine's newest write to each of some levels of one store, since a time.
+LAST_LEVEL_WRITES = """
+SELECT DISTINCT ON (inventory_item_id, location_id) inventory_item_id, location_id, quantity, written_at
+FROM sync_write_records
+WHERE shop = %(shop)s AND written_at >= %(since)s
+  AND (inventory_item_id, location_id) IN (SELECT * FROM unnest(%(item)s::text[], %(location)s::text[]))
+ORDER BY inventory_item_id, location_id, written_at DESC
+"""
+
+
+class PgPushes:
+    """Coalesced level pushes (`domain/pushes.py`) and the parent's levels as last known."""
+
+    def __init__(self, conn: psycopg.AsyncConnection) -> None:
+        self.conn = conn
+
+    async def queue(self, pushes: Sequence[PendingPush], *, due_at: datetime | None = None) -> None:
+        if not pushes:
+            return
+        when = due_at or datetime.now(UTC)
+        async with _one_statement(self.conn):
+            await self.conn.execute(
+                QUEUE_PUSHES,
+                {
+                    "shop": [p.shop for p in pushes],
+                    "item": [p.item_id for p in pushes],
+                    "location": [p.location_id for p in pushes],
+                    "parent_item": [p.parent_item_id for p in pushes],
+                    "parent_location": [p.parent_location_id for p in pushes],
+                    "target": [p.target for p in pushes],
+                    "change_from": [p.change_from for p in pushes],
+                    "seen_at": [p.seen_at for p in pushes],
+                    "cause": [p.cause for p in pushes],
+                    "due_at": [when] * len(pushes),
+                },
+            )
+
+    async def due(self, shop: str, *, limit: int) -> list[PendingPush]:
+        async with _one_statement(self.conn):
+            cur = await self.conn.execute(DUE_PUSHES, {"shop": shop, "limit": limit})
+            return [PendingPush(*row) for row in await cur.fetchall()]
+
+    async def next_due(self, shop: str) -> datetime | None:
+        async with _one_statement(self.conn):
+            cur = await self.conn.execute(NEXT_PUSH_DUE, {"shop": shop})
+            row = await cur.fetchone()
+        return row[0] if row else None
+
+    async def done(self, shop: str, pushes: Sequence[PendingPush]) -> None:
+        if not pushes:
+            return
+        async with _one_statement(self.conn):
+            await self.conn.execute(
+                PUSHES_DONE,
+                {
+                    "shop": shop,
+                    "item": [p.item_id for p in pushes],
+                    "location": [p.location_id for p in pushes],
+                    "version": [p.version for p in pushes],
+                },
+            )
+
+    async def parent_levels(self, shop: str, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        wanted = sorted(set(keys))
+        if not wanted:
+            return {}
+        async with _one_statement(self.conn):
+            cur = await self.conn.execute(
+                KNOWN_PARENT_LEVELS,
+                {"shop": shop, "item": [k[0] for k in wanted], "location": [k[1] for k in wanted]},
+            )
+            return {(i, loc): a for i, loc, a in await cur.fetchall()}
+
+    async def remember_parent_levels(self, shop: str, levels: Mapping[tuple[str, str], int]) -> None:
+        if not levels:
+            return
+        keys = sorted(levels)
+        async with _one_statement(self.conn):
+            await self.conn.execute(
+                REMEMBER_PARENT_LEVELS,
+                {
+                    "shop": shop,
+                    "item": [k[0] for k in keys],
+                    "location": [k[1] for k in keys],
+                    "available": [levels[k] for k in keys],
+                },
+            )
+
+    async def last_writes(
+        self, shop: str, keys: Iterable[tuple[str, str]], since: datetime
+    ) -> dict[tuple[str, str], LastWrite]:
+        wanted = sorted(set(keys))
+        if not wanted:
+            return {}
+        async with _one_statement(self.conn):
+            cur = await self.conn.execute(
+                LAST_LEVEL_WRITES,
+                {
+                    "shop": shop,
+                    "since": since,
+                    "item": [k[0] for k in wanted],
+                    "location": [k[1] for k in wanted],
+                },
+            )
+            return {(i, loc): LastWrite(q, at) for i, loc, q, at in await cur.fetchall()}
+
+
+# --------------------------------------------------------------------------- reconciliation passes
+
+# last_reconcile_pass: when the merchant's last pass started, when its last full one did, and now.
+LAST_RECONCILE_PASS = """
+SELECT p.started_at, p.full_at, now() FROM (SELECT 1) one
+LEFT JOIN sync_reconcile_passes p ON p.merchant_id = %(merchant)s
+"""
+
+# record_reconcile_pass: a pass that started at `started_at` finished (a full one, when `full`);
+# greatest() skips NULLs, so an incremental pass keeps the last full one's time.
+RECORD_RECONCILE_PASS = """
+INSERT INTO sync_reconcile_passes AS p (merchant_id, started_at, full_at)
+VALUES (%(merchant)s, %(started_at)s, CASE WHEN %(full)s THEN %(started_at)s::timestamptz END)
+ON CONFLICT (merchant_id) DO UPDATE
+SET started_at = greatest(p.started_at, EXCLUDED.started_at),
+    full_at = greatest(p.full_at, EXCLUDED.full_at)
+"""
+
+
+async def last_reconcile_pass(
+    conn: psycopg.AsyncConnection, merchant_id: str
+) -> tuple[datetime | None, datetime | None, datetime]:
+    """(when the last pass started, when the last full one did, the database's now)."""
+    async with _one_statement(conn):
+        cur = await conn.execute(LAST_RECONCILE_PASS, {"merchant": merchant_id})
+        row = await cur.fetchone()
+    assert row is not None
+    return row[0], row[1], row[2]
+
+
+async def record_reconcile_pass(
+    conn: psycopg.AsyncConnection, merchant_id: str, started_at: datetime, *, full: bool
+) -> None:
+    async with _one_statement(conn):
+        await conn.execute(
+            RECORD_RECONCILE_PASS, {"merchant": merchant_id, "started_at": started_at, "full": full}
+        )
 
 
 # --------------------------------------------------------------------------- one job's storage
@@ -1440,7 +1758,7 @@ WHERE shop = %(shop)s AND location_id = %(location)s AND inventory_item_id = %(i
 
 # inactive_among: the locations of these (store, item) pairs deactivated, or lacking that item.
 INACTIVE_AMONG = """
-SELECT i.shop, i.location_id, i.reason FROM sync_inactive_levels i
+SELECT i.shop, i.location_id, i.reason, t.item FROM sync_inactive_levels i
 JOIN unnest(%(shops)s::text[], %(items)s::text[]) AS t(shop, item)
   ON i.shop = t.shop AND i.inventory_item_id IN ('', t.item)
 """
@@ -1475,13 +1793,22 @@ class PgInactiveLevels:
     async def among(self, levels: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
         """(shop, location) -> reason, for (store, inventory item) pairs: the store's deactivated
         locations, and those no longer stocking the item ("" for none)."""
+        return {(shop, loc): reason for shop, loc, reason, _ in await self._among(levels)}
+
+    async def levels_among(self, levels: Sequence[tuple[str, str, str]]) -> dict[tuple[str, str, str], str]:
+        """(shop, item, location) -> reason, for those of these levels storesync does not write."""
+        wanted = set(levels)
+        rows = await self._among(sorted({(shop, item) for shop, item, _ in levels}))
+        return {(shop, item, loc): reason for shop, loc, reason, item in rows if (shop, item, loc) in wanted}
+
+    async def _among(self, levels: Sequence[tuple[str, str]]) -> list[tuple[str, str, str, str]]:
         if not levels:
-            return {}
+            return []
         async with _one_statement(self.conn):
             cur = await self.conn.execute(
                 INACTIVE_AMONG, {"shops": [s for s, _ in levels], "items": [i for _, i in levels]}
             )
-            return {(r[0], r[1]): r[2] for r in await cur.fetchall()}
+            return [(r[0], r[1], r[2], r[3]) for r in await cur.fetchall()]
 
 
 def inactive_levels(conn: psycopg.Connection) -> dict[str, list[str]]:
@@ -1507,6 +1834,8 @@ class Storage:
         self.ledger = PgLedger(conn)
         self.writes = PgWriteRecords(conn)
         self.versions = PgAppliedVersions(conn)
+        self.product_payloads = PgProductPayloads(conn)
+        self.pushes = PgPushes(conn)
         self.steps = PgStepLog(conn)
         self.audit = PgAudit(conn)
         self.changes = PgChanges(conn)

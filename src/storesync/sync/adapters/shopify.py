@@ -21,7 +21,7 @@ a product's other variant metafields are never read, nor ever written).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -59,6 +59,7 @@ from storesync.sync.domain.model import (
     VariantDetails,
 )
 from storesync.sync.domain.ports import HandleTaken, KeyAttemptFailed, StaleQuantity
+from storesync.sync.domain.pushes import MAX_QUANTITIES, LevelSet
 
 log = get_logger("storesync.sync.shopify")
 
@@ -515,15 +516,35 @@ class ShopifyStoreAPI:
             [(inventory_item_id, location_id, quantity, change_from)], reason=reason
         )
         try:
-            result = await self.client.execute(
+            await self.client.execute(
                 "InventorySetQuantities", {"input": input_}, idempotency_key=idempotency_key
             )
         except StaleQuantityError as err:
             raise StaleQuantity(str(err)) from err
         except IdempotencyAttemptFailed as err:
             raise KeyAttemptFailed(str(err)) from err
-        group = result["inventorySetQuantities"]["inventoryAdjustmentGroup"]
-        return _after(group, inventory_item_id, location_id, default=quantity)
+        return quantity
+
+    async def set_levels(
+        self, sets: Sequence[LevelSet], *, idempotency_key: str, reason: str = "correction"
+    ) -> None:
+        """Many levels in one `inventorySetQuantities` (at most 250: Shopify's input limit). A
+        stale quantity fails the whole call ("the mutation fails with a CHANGE_FROM_QUANTITY_STALE
+        error": https://shopify.dev/docs/api/admin-graphql/latest/mutations/inventorySetQuantities);
+        each stale one is named by its userError's field, ["input", "quantities", i, ...]."""
+        if not 0 < len(sets) <= MAX_QUANTITIES:
+            raise ValueError(f"set_levels takes 1 to {MAX_QUANTITIES} quantities, not {len(sets)}")
+        input_ = set_quantities_input(
+            [(s.item_id, s.location_id, s.quantity, s.change_from) for s in sets], reason=reason
+        )
+        try:
+            await self.client.execute(
+                "InventorySetQuantities", {"input": input_}, idempotency_key=idempotency_key
+            )
+        except StaleQuantityError as err:
+            raise StaleQuantity(str(err), stale=_stale_indices(err.user_errors, "quantities")) from err
+        except IdempotencyAttemptFailed as err:
+            raise KeyAttemptFailed(str(err)) from err
 
     async def adjust_level(
         self,
@@ -539,19 +560,17 @@ class ShopifyStoreAPI:
             [(inventory_item_id, location_id, delta, change_from)], reason=reason
         )
         try:
-            result = await self.client.execute(
+            await self.client.execute(
                 "InventoryAdjustQuantities", {"input": input_}, idempotency_key=idempotency_key
             )
         except StaleQuantityError as err:
             raise StaleQuantity(str(err)) from err
         except IdempotencyAttemptFailed as err:
             raise KeyAttemptFailed(str(err)) from err
-        group = result["inventoryAdjustQuantities"]["inventoryAdjustmentGroup"]
-        after = _after(group, inventory_item_id, location_id, default=None)
-        if after is None:  # no change reported (delta 0): read what the level is
-            level = await self.read_level(inventory_item_id, location_id)
-            return level.available if level else 0
-        return after
+        if change_from is not None:  # the compare-and-set held: the level is what it said plus delta
+            return change_from + delta
+        level = await self.read_level(inventory_item_id, location_id)
+        return level.available if level else 0
 
     # ------------------------------------------------------------------ orders, locations
 
@@ -629,19 +648,6 @@ def _without_empty_files(input: Mapping[str, Any]) -> Mapping[str, Any]:
     return input
 
 
-def _after(group: Mapping[str, Any] | None, item: str, location: str, *, default: int | None) -> Any:
-    """quantityAfterChange of the "available" change at (item, location) in an adjustment group."""
-    for change in (group or {}).get("changes") or ():
-        if (
-            change.get("name") == "available"
-            and (change.get("item") or {}).get("id") == item
-            and (change.get("location") or {}).get("id") == location
-            and change.get("quantityAfterChange") is not None
-        ):
-            return change["quantityAfterChange"]
-    return default
-
-
 def sync_store_api(
     client: AdminClient, *, metafield_namespaces: frozenset[str] = frozenset()
 ) -> ShopifyStoreAPI:
@@ -668,18 +674,31 @@ PRODUCT_CHILDREN = {
 }
 
 
+def updated_since_filter(since: datetime) -> str:
+    """Search syntax for "updated at or after `since`" (UTC, to the second, rounded down)."""
+    return f"updated_at:>='{since.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%SZ')}'"
+
+
+def updated_since_query(text: str, root: str, since: datetime | None) -> str:
+    """A bulk query document whose root connection `root` keeps only what was updated at or
+    after `since` (search syntax `updated_at:>=`; bulk queries take no variables)."""
+    if since is None:
+        return text
+    return text.replace(f"  {root} {{", f'  {root}(query: "{updated_since_filter(since)}") {{', 1)
+
+
 async def bulk_products(
-    client: AdminClient, *, poll_interval: float = 1.0, timeout: float = 600.0
+    client: AdminClient,
+    *,
+    poll_interval: float = 1.0,
+    timeout: float = 600.0,
+    updated_since: datetime | None = None,
 ) -> list[Product]:
-    """Every product of the store, complete (every variant, collection and metafield), read with
-    one bulk query (`commerce.bulk`): the same `Product` values `ShopifyStoreAPI.products()`
-    yields, in id order."""
-    objects = [
-        obj
-        async for obj in bulk_query(
-            client, bulk_query_text("products"), poll_interval=poll_interval, timeout=timeout
-        )
-    ]
+    """Every product of the store (or those updated at or after `updated_since`), complete
+    (every variant, collection and metafield), read with one bulk query (`commerce.bulk`): the
+    same `Product` values `ShopifyStoreAPI.products()` yields, in id order."""
+    text = updated_since_query(bulk_query_text("products"), "products", updated_since)
+    objects = [obj async for obj in bulk_query(client, text, poll_interval=poll_interval, timeout=timeout)]
     return [product_from_json(raw) for raw in reassemble(objects, PRODUCT_CHILDREN)]
 
 
@@ -697,6 +716,23 @@ async def bulk_levels(client, *, poll_interval: float = 0.25) -> dict[tuple[str,
                 key = (item["id"], lvl["location"]["id"])
                 out[key] = InventoryLevel(key[0], key[1], quantities["available"], _dt(lvl.get("updatedAt")))
     return out
+
+
+def _stale_indices(errors: Sequence[Any], list_name: str) -> tuple[int, ...]:
+    """The indices a batch mutation's stale userErrors name: field ["input", list_name, i, ...]."""
+    found = set()
+    for e in errors:
+        f = list(e.field or ())
+        if (
+            e.code in ("CHANGE_FROM_QUANTITY_STALE", "COMPARE_QUANTITY_STALE")
+            and len(f) > 2
+            and f[1] == list_name
+        ):
+            try:
+                found.add(int(f[2]))
+            except (TypeError, ValueError):
+                continue
+    return tuple(sorted(found))
 
 
 class ShopifyCatalogScan:
@@ -741,9 +777,17 @@ class BulkCatalogScan(ShopifyCatalogScan):
     backfill reads a 1,000-product parent for a few dozen points instead of ~18,000 (paged:
     3 minutes of a standard plan's bucket before the first copy)."""
 
-    def __init__(self, api: ShopifyStoreAPI, *, poll_interval: float = 0.25) -> None:
+    def __init__(
+        self,
+        api: ShopifyStoreAPI,
+        *,
+        poll_interval: float = 0.25,
+        updated_since: datetime | None = None,
+    ) -> None:
         super().__init__(api)
         self.poll_interval = poll_interval
+        # Products updated at or after this only (an incremental reconciliation); levels: all.
+        self.updated_since = updated_since
         self._levels: dict[tuple[str, str], InventoryLevel] | None = None
         self._lock = asyncio.Lock()  # one bulk query per shop at a time
 
@@ -751,12 +795,24 @@ class BulkCatalogScan(ShopifyCatalogScan):
         async with self._lock:
             if self._products is None:
                 try:
-                    self._products = await bulk_products(self.api.client, poll_interval=self.poll_interval)
+                    self._products = await bulk_products(
+                        self.api.client, poll_interval=self.poll_interval, updated_since=self.updated_since
+                    )
                 except (BulkOperationInProgress, BulkOperationFailed) as err:
                     # another app's bulk query holds the shop, or Shopify's failed: pages still work
                     log.warning("bulk scan unavailable; paging instead", shop=self.shop, error=str(err))
-                    self._products = await ShopifyCatalogScan.products(self)
+                    self._products = await self._paged_products()
         return self._products
+
+    async def _paged_products(self) -> list[Product]:
+        if self.updated_since is None:
+            return await ShopifyCatalogScan.products(self)
+        return [
+            p
+            async for p in self.api.products(
+                updated_since_filter(self.updated_since), page_size=self.page_size, list_sizes=SCAN_LIST_SIZES
+            )
+        ]
 
     async def levels(self, *, fresh: bool = False) -> dict[tuple[str, str], InventoryLevel]:
         """(item, location) -> level for every stocked item; `fresh` reads them again."""
@@ -779,59 +835,78 @@ class BulkCatalogScan(ShopifyCatalogScan):
         return {key: lvl.available for key, lvl in (await self.levels()).items() if key[1] in wanted}
 
 
+async def _shared(reads: dict[str, asyncio.Future], key: str, read: Callable[[], Awaitable[Any]]) -> Any:
+    """`read()`'s answer for `key`, read once for every caller, those that ask while it is in
+    flight included; a failed read is forgotten (the next caller reads again)."""
+    if key not in reads:
+        reads[key] = asyncio.ensure_future(read())
+    future = reads[key]
+    try:
+        return await asyncio.shield(future)
+    except Exception:
+        if reads.get(key) is future:
+            del reads[key]
+        raise
+
+
 class ScannedParent:
-    """The parent store as one backfill scanned it: product reads come from the scan (a copy
-    saga reads its parent product in every step, for every child: on a shared parent bucket
-    that, not the children's writes, would bound the backfill). Levels are read live, one
-    batched `InventoryLevels` query per product when the first child's copy needs them, and
-    shared by the other children's copies of that product (read one query per variant, location
-    and child, they cost the parent's bucket 20 queries per 2-variant product for 5 children).
-    Every other call goes to the store. Changes made to the parent during the backfill reach
-    the copies through the live webhooks and reconciliation, as for any linked product."""
+    """The parent store as one backfill scanned it, or as one copy saga run reads it: every
+    answer about the parent a copy needs is read once and shared by the steps of the run and,
+    in a backfill, by every child's copy (on the parent's one bucket, those repeated reads, not
+    the children's writes, would bound the backfill).
+
+    - products: from the scan (`products`); one not in it is read live once and kept;
+    - levels: from the scan's bulk read (`levels`), else one batched `InventoryLevels` query per
+      product when the first copy needs them (read one query per variant, location and child,
+      they cost the parent's bucket 20 queries per 2-variant product for 5 children);
+    - channels (`channels_of`): one `PublishableChannels` per product for every child.
+    Every other call goes to the store. Changes made to the parent meanwhile reach the copies
+    through the live webhooks and reconciliation, as for any linked product."""
 
     def __init__(
         self,
         api: ShopifyStoreAPI,
-        products: Sequence[Product],
+        products: Sequence[Product] = (),
         levels: Mapping[tuple[str, str], InventoryLevel] | None = None,
     ) -> None:
         self.api = api
         # Levels read with the scan (a bulk query): served from here, no read per product.
         self._scanned_levels = dict(levels) if levels is not None else None
         self.shop = api.shop
-        self._products = {p.id: p for p in products if p.id}
+        self._products: dict[str, Product | None] = {p.id: p for p in products if p.id}
         self._product_of_item = {
             v.inventory_item_id: p.id for p in products if p.id for v in p.variants if v.inventory_item_id
         }
+        self._reads: dict[str, asyncio.Future] = {}  # product id -> its live read (not in the scan)
         self._levels: dict[str, asyncio.Future] = {}  # parent product id -> its levels, read once
-        self._channels: dict[str, list[str]] = {}  # parent product id -> its channels' names
+        self._channels: dict[str, asyncio.Future] = {}  # parent product id -> its channels' names
 
     async def channels_of(self, resource_id: str) -> list[str]:
-        """A product's channels, read once for every child's copy of it."""
-        if resource_id not in self._channels:
-            self._channels[resource_id] = await self.api.channels_of(resource_id)
-        return self._channels[resource_id]
+        """A product's channels, read once for every child's copy of it: the children's copies
+        of one product run at the same moment (one lane per child, in the same order), so the
+        first one's read is shared while it is in flight, not only once it has answered."""
+        return await _shared(self._channels, resource_id, lambda: self.api.channels_of(resource_id))
 
     async def read_product(self, product_id: str) -> Product | None:
-        found = self._products.get(product_id)
-        return found if found is not None else await self.api.read_product(product_id)
+        if product_id in self._products:
+            return self._products[product_id]
+        found = await _shared(self._reads, product_id, lambda: self.api.read_product(product_id))
+        self._products[product_id] = found
+        if found is not None:
+            self._product_of_item.update(
+                (v.inventory_item_id, product_id) for v in found.variants if v.inventory_item_id
+            )
+        return found
 
     async def read_level(self, inventory_item_id: str, location_id: str) -> InventoryLevel | None:
         product_id = self._product_of_item.get(inventory_item_id)
         if self._scanned_levels is not None and product_id is not None:
             return self._scanned_levels.get((inventory_item_id, location_id))
-        if product_id is None:
+        product = self._products.get(product_id) if product_id is not None else None
+        if product_id is None or product is None:
             return await self.api.read_level(inventory_item_id, location_id)
-        if product_id not in self._levels:
-            items = [v.inventory_item_id for v in self._products[product_id].variants if v.inventory_item_id]
-            self._levels[product_id] = asyncio.ensure_future(self.api.read_levels(items))
-        read = self._levels[product_id]
-        try:
-            levels = await asyncio.shield(read)
-        except Exception:
-            if self._levels.get(product_id) is read:
-                del self._levels[product_id]  # the next copy reads again
-            raise
+        items = [v.inventory_item_id for v in product.variants if v.inventory_item_id]
+        levels = await _shared(self._levels, product_id, lambda: self.api.read_levels(items))
         return levels.get((inventory_item_id, location_id))
 
     def __getattr__(self, name: str) -> Any:

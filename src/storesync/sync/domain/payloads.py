@@ -137,6 +137,15 @@ class LinkPendingJob:
 
 
 @dataclass(frozen=True)
+class PushJob:
+    """`sync.push_levels`: send the level pushes waiting for one child (`services/pushes.py`)."""
+
+    __pydantic_config__ = _STRICT
+
+    shop: str
+
+
+@dataclass(frozen=True)
 class ReconcileJob:
     """`sync.reconcile`: compare one merchant's stores and repair the drift."""
 

@@ -24,6 +24,7 @@ from storesync.sync.domain.model import (
     WriteRecord,
 )
 from storesync.sync.domain.orders import LedgerRow
+from storesync.sync.domain.pushes import LevelSet
 from storesync.sync.domain.saga import SagaRecord, SagaState, StepContext, StepSpec
 
 # --------------------------------------------------------------------------- store side
@@ -31,7 +32,13 @@ from storesync.sync.domain.saga import SagaRecord, SagaState, StepContext, StepS
 
 class StaleQuantity(Exception):
     """A compare-and-set lost: the level is no longer `changeFromQuantity`
-    (Shopify's CHANGE_FROM_QUANTITY_STALE). The caller re-reads and retries."""
+    (Shopify's CHANGE_FROM_QUANTITY_STALE). The caller re-reads and retries. `stale`: in a
+    batched set, the indices of the quantities that were stale (the others were not applied
+    either: Shopify applies the mutation whole or not at all)."""
+
+    def __init__(self, message: str = "", *, stale: tuple[int, ...] = ()) -> None:
+        super().__init__(message)
+        self.stale = stale
 
 
 class KeyAttemptFailed(Exception):
@@ -141,6 +148,22 @@ class InventoryStore(Protocol):
         ...
 
 
+class BatchInventoryStore(InventoryStore, Protocol):
+    """A store that sets many levels in one call (coalesced level pushes)."""
+
+    async def set_levels(
+        self, sets: Sequence[LevelSet], *, idempotency_key: str, reason: str = "correction"
+    ) -> None:
+        """One `inventorySetQuantities` (name "available") carrying every set, each with its
+        `changeFromQuantity`, under `@idempotent(key:)`. StaleQuantity (with the stale indices)
+        when any quantity was stale: then none was applied."""
+        ...
+
+    async def read_levels(self, inventory_item_ids: Sequence[str]) -> dict[tuple[str, str], InventoryLevel]:
+        """Every level of these items, (item, location) -> level, in as few reads as fit."""
+        ...
+
+
 class StoreAPI(CatalogStore, InventoryStore, Protocol):
     pass
 
@@ -212,6 +235,10 @@ class LinkRepository(Protocol):
     async def set_synced_view(
         self, child_shop: str, parent_product_id: str, view: dict[str, Any]
     ) -> None: ...
+
+    async def set_synced_views(self, child_shop: str, views: Mapping[str, dict[str, Any]]) -> None:
+        """`set_synced_view` for many products of one child (parent product id -> view)."""
+        ...
 
     async def delete_link(self, child_shop: str, kind: LinkKind, parent_id: str) -> None: ...
 
@@ -336,6 +363,8 @@ class ArchivedCopies(Protocol):
 @runtime_checkable
 class AuditSink(Protocol):
     async def record(self, rec: AuditRecord) -> None: ...
+
+    async def record_many(self, recs: Sequence[AuditRecord]) -> None: ...
 
     async def query(
         self,
@@ -479,6 +508,11 @@ class InactiveLevels(Protocol):
     async def among(self, levels: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
         """(shop, location) -> reason, for (store, inventory item) pairs ("" item: locations
         only): the store's deactivated locations, and those no longer stocking the item."""
+        ...
+
+    async def levels_among(self, levels: Sequence[tuple[str, str, str]]) -> dict[tuple[str, str, str], str]:
+        """(shop, item, location) -> reason, for those of these levels not written (the store's
+        location deactivated, or the item no longer stocked there)."""
         ...
 
 

@@ -8,6 +8,13 @@ caller passes collection stores): per parent collection, the child's linked coun
 fields (`collections.collection_view`); a linked child collection whose parent is gone is
 deleted. Drift comes from dropped webhooks or edits made while the engine was down; each repair
 says why it is needed.
+
+An incremental pass (`diff_changed_products`) compares only the products updated since the last
+pass on either side, against what the engine last wrote to each child (the product link's
+`synced_view`), so neither side is read for the products that did not change: a parent product
+whose children were last given other synced fields, or a child copy that shows other synced
+fields than were last written, is resynced. Deletions, and products whose link has no recorded
+view, wait for (or are resynced by) the next full pass.
 """
 
 from __future__ import annotations
@@ -15,8 +22,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
-from storesync.sync.domain.catalog import FieldChange, SyncPolicy, plan_child_product
+from storesync.sync.domain.catalog import (
+    FieldChange,
+    SyncPolicy,
+    actual_view,
+    expected_view,
+    plan_child_product,
+    same_view,
+)
 from storesync.sync.domain.collections import plan_child_collection
 from storesync.sync.domain.inventory import child_target
 from storesync.sync.domain.model import Collection, LinkKind, LinkMap, Product
@@ -47,6 +62,7 @@ class Repair:
     actual: int | None = None
     changes: tuple[FieldChange, ...] = ()
     reason: str = ""
+    parent_location_id: str | None = None  # SET_INVENTORY: the parent's location
 
     def describe(self) -> str:
         if self.kind is RepairKind.SET_INVENTORY:
@@ -61,6 +77,10 @@ class Repair:
 @dataclass
 class ReconcileReport:
     repairs: list[Repair] = field(default_factory=list)
+    # Copies found showing what their parent implies, whose link records another view (or none,
+    # e.g. linked by SKU): child shop -> parent product id -> that view, to be recorded, so the
+    # echo checks and incremental passes compare against it.
+    views_found: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     products_checked: int = 0
     levels_checked: int = 0
     collections_checked: int = 0
@@ -98,6 +118,10 @@ def diff_catalog(
                 report.repairs.append(
                     Repair(RepairKind.RESYNC_PRODUCT, shop, pid, child_id, changes=plan.changes)
                 )
+            else:
+                link = links.link_down(LinkKind.PRODUCT, pid)
+                if link is not None and not same_view(link.synced_view, plan.expected):
+                    report.views_found.setdefault(shop, {})[pid] = plan.expected
         for link in links.links:
             if link.kind is LinkKind.PRODUCT and link.parent_id not in parents and link.child_id in by_id:
                 report.repairs.append(
@@ -199,5 +223,46 @@ def diff_inventory(
                             expected,
                             actual,
                             reason="level differs from the parent's",
+                            parent_location_id=parent_loc,
                         )
                     )
+
+
+def diff_changed_products(
+    parent_changed: Sequence[Product],
+    child_changed: Mapping[str, Sequence[Product]],
+    link_maps: Mapping[str, LinkMap],
+    policy: SyncPolicy,
+    report: ReconcileReport,
+) -> None:
+    """The incremental catalog diff (see the module doc): `parent_changed` and `child_changed`
+    (per child shop) are the products updated since the last pass."""
+    for shop, links in link_maps.items():
+        behind: dict[str, str] = {}
+        for parent in parent_changed:
+            if parent.id is None:
+                continue
+            report.products_checked += 1
+            link = links.link_down(LinkKind.PRODUCT, parent.id)
+            if link is None:
+                behind[parent.id] = "not in the child yet"
+            elif link.synced_view is None:
+                behind[parent.id] = "no record of what the child was given"
+            elif not same_view(expected_view(parent, policy, links), link.synced_view):
+                behind[parent.id] = "the parent changed since the child was last written"
+        for child in child_changed.get(shop, ()):
+            parent_id = links.parent_id(LinkKind.PRODUCT, child.id) if child.id else None
+            if parent_id is None or parent_id in behind:
+                continue  # a child-only product, or already resynced
+            report.products_checked += 1
+            link = links.link_down(LinkKind.PRODUCT, parent_id)
+            if link is None or link.synced_view is None:
+                behind[parent_id] = "no record of what the child was given"
+            elif not same_view(actual_view(child, policy, links), link.synced_view):
+                behind[parent_id] = "the child shows other synced fields than it was last given"
+        for parent_id, reason in behind.items():
+            link = links.link_down(LinkKind.PRODUCT, parent_id)
+            kind = RepairKind.RESYNC_PRODUCT if link is not None else RepairKind.CREATE_PRODUCT
+            report.repairs.append(
+                Repair(kind, shop, parent_id, link.child_id if link else None, reason=reason)
+            )

@@ -31,7 +31,7 @@ or sync.child_stock (policy report: the move may be the child's own).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
 
@@ -48,10 +48,12 @@ from storesync.sync.domain.payloads import (
     FanOutJob,
     LinkPendingJob,
     ProductJob,
+    PushJob,
     ReconcileJob,
     ReconcileLevelsJob,
     SaleJob,
 )
+from storesync.sync.domain.reconcile import Repair, RepairKind
 
 JOB_PRODUCT_TO_CHILD = "sync.product_to_child"
 JOB_SALE = "sync.sale"
@@ -60,6 +62,7 @@ JOB_COLLECTION_TO_CHILD = "sync.collection_to_child"
 JOB_COPY_PRODUCT = "sync.copy_product"
 JOB_LINK_PENDING_COPIES = "sync.link_pending_copies"
 JOB_RECONCILE = "sync.reconcile"
+JOB_PUSH_LEVELS = "sync.push_levels"
 JOB_RECONCILE_LEVELS = "sync.reconcile_levels"
 JOB_RECONCILE_ALL = "sync.reconcile_all"
 JOB_SETTLE_CHANGES = "sync.settle_changes"
@@ -144,6 +147,15 @@ def fan_out_job(
     )
 
 
+def push_job(shop: str, *, run_at: datetime | None = None) -> SyncJob:
+    """Send the level pushes waiting for one child: singleton (pushes queued meanwhile collapse
+    into the waiting job) and locked per child (one flush at a time)."""
+    key = f"push:{shop}"
+    return SyncJob(
+        JOB_PUSH_LEVELS, PushJob(shop), "inventory", singleton_key=key, lock_key=key, run_at=run_at
+    )
+
+
 def copy_job(
     saga_id: str, parent_product_id: str | None, child_shop: str, cause: str, max_attempts: int
 ) -> SyncJob:
@@ -214,6 +226,23 @@ def child_stock_job(
         lock_key=f"inventory:{parent_item}",
         delay_s=delay_s,
     )
+
+
+def repair_job(repair: Repair, cause: str) -> SyncJob | None:
+    """The live-sync job that carries out one reconciliation repair, in the backfill lane (live
+    sync goes first; a live job with its singleton key keeps its own lane); None for a repair
+    that is only reported (blocked)."""
+    job: SyncJob | None
+    if repair.kind in (RepairKind.RESYNC_PRODUCT, RepairKind.CREATE_PRODUCT, RepairKind.DELETE_PRODUCT):
+        job = product_job(repair.child_shop, repair.parent_id, cause)
+    elif repair.kind in (RepairKind.SYNC_COLLECTION, RepairKind.DELETE_COLLECTION):
+        job = collection_job(repair.child_shop, repair.parent_id, cause)
+    elif repair.kind is RepairKind.SET_INVENTORY and repair.parent_location_id:
+        # The parent's level is read again when the job runs: the pass's reads are already old.
+        job = fan_out_job(repair.parent_id, repair.parent_location_id, cause, only=repair.child_shop)
+    else:
+        job = None
+    return replace(job, lane="backfill") if job else None
 
 
 def route_product_webhook(

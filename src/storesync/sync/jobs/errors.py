@@ -7,6 +7,9 @@
   `storesync network resume SHOP` makes it due at once;
 - bad input, or a write that would destroy data (`services/failures.py`): dead letter now
   (`PermanentError`);
+- a store whose rate-limit bucket cannot pay for the next call soon (`BudgetBusy`): the job
+  goes back to the queue, due when it can, without spending an attempt (`Deferred`), so a
+  throttled store never holds a worker slot another store's job could use;
 - a lost race (a compare-and-set that kept losing, a saga moved by a duplicate job), a store
   fault that a retry can fix: retry, after the store's `retry_after` when it gave one;
 - anything else (our own infrastructure: the database, the pool): the queue retries it with
@@ -17,8 +20,8 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
 
-from storesync.commerce.errors import CommerceError
-from storesync.queue.handlers import JobContext, PermanentError, RetryableError
+from storesync.commerce.errors import BudgetBusy, CommerceError
+from storesync.queue.handlers import Deferred, JobContext, PermanentError, RetryableError
 from storesync.sync.adapters.jobqueue import park
 from storesync.sync.adapters.postgres import Storage, pause_store, paused_among
 from storesync.sync.services.failures import RACE_LOST, is_permanent, refused_store
@@ -26,9 +29,11 @@ from storesync.sync.services.failures import RACE_LOST, is_permanent, refused_st
 
 def queue_error(exc: BaseException) -> BaseException:
     """The queue's view of `exc`: `PermanentError` (dead letter), `RetryableError` (retry, maybe
-    after a delay), or `exc` itself (the queue retries any other error with backoff)."""
-    if isinstance(exc, (PermanentError, RetryableError)):
+    after a delay), `Deferred` (again later, the attempt not spent), or `exc` itself (the queue retries any other error with backoff)."""
+    if isinstance(exc, (PermanentError, RetryableError, Deferred)):
         return exc
+    if isinstance(exc, BudgetBusy):
+        return Deferred(str(exc), delay=exc.retry_after or 1.0)
     if isinstance(exc, RACE_LOST):
         return RetryableError(str(exc))
     if is_permanent(exc):

@@ -6,10 +6,10 @@ from __future__ import annotations
 from storesync.queue.handlers import PermanentError
 from storesync.sync.adapters.jobqueue import park
 from storesync.sync.domain.locations import location_park_key
-from storesync.sync.domain.payloads import ChildStockJob, FanOutJob, SaleJob
+from storesync.sync.domain.payloads import ChildStockJob, FanOutJob, PushJob, SaleJob
 from storesync.sync.domain.saga import SagaStuck
 from storesync.sync.jobs.context import Job
-from storesync.sync.services import sales, stock
+from storesync.sync.services import pushes, sales, stock
 
 
 async def sale(job: Job, p: SaleJob) -> None:
@@ -43,6 +43,17 @@ async def fan_out(job: Job, p: FanOutJob) -> None:
             await sales.fan_out(rt, st, net, p.parent_item, p.parent_location, cause, p.only)
 
         await job.guarded(st, [net.parent.shop], work)
+
+
+async def push_levels(job: Job, p: PushJob) -> None:
+    rt = await job.runtime()
+    net, _ = rt.of_shop(p.shop)
+    async with job.storage() as st:
+
+        async def work() -> None:
+            await pushes.flush(rt, st, net, p.shop)
+
+        await job.guarded(st, [p.shop], work)
 
 
 async def child_stock(job: Job, p: ChildStockJob) -> None:

@@ -22,7 +22,7 @@ from storesync.sync.services.propagation import settle_changes
 from storesync.sync.services.reconcile import (
     SalesPass,
     finish_sales,
-    reconcile_merchant,
+    reconcile_pass,
     reconcile_sales,
     sales_jobs_pending,
 )
@@ -90,7 +90,7 @@ async def reconcile_levels(job: Job, p: ReconcileLevelsJob) -> None:
             behind = await finish_sales(st, sales)
             for shop, why in behind.items():
                 log.warning("reconcile: orders checkpoint kept", child=shop, why=why)
-            result = await reconcile_merchant(rt, st, net, f"reconcile:job:{job.ctx.job_id}")
+            result = await reconcile_pass(rt, st, net, f"reconcile:job:{job.ctx.job_id}", sales=sales)
             for line in result.lines():
                 log.info("reconcile", merchant=net.merchant_id, line=line)
 

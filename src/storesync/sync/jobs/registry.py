@@ -3,7 +3,8 @@ start-up and given to the worker (`storesync worker` composes it: `runtime.worke
 
 Every handler runs through `_run`: it is handed a `Job` (the queue's context, the settings, the
 process's runtime) and its typed payload, and whatever it raises is mapped to the queue's
-outcomes in one place (`errors.queue_error`). The webhook topics' handlers come from the topic
+outcomes in one place (`errors.queue_error`). Its Admin API calls run under the lane's
+`commerce.client.CallPolicy`: backfill-lane jobs are background calls. The webhook topics' handlers come from the topic
 table (`domain/topics.py`); the periodic jobs are declared here too.
 """
 
@@ -12,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from storesync.commerce.client import CallPolicy, call_policy
+from storesync.queue import Lane
 from storesync.queue.builtin import registry as builtin
 from storesync.queue.handlers import HandlerRegistry, JobContext
 from storesync.sync.domain import routing
@@ -23,6 +26,7 @@ from storesync.sync.domain.payloads import (
     LinkPendingJob,
     NoPayload,
     ProductJob,
+    PushJob,
     ReconcileJob,
     ReconcileLevelsJob,
     SaleJob,
@@ -54,6 +58,7 @@ SYNC_HANDLERS: dict[str, tuple[SyncHandler, type]] = {
     routing.JOB_COLLECTION_TO_CHILD: (catalog.collection_to_child, CollectionJob),
     routing.JOB_SALE: (inventory.sale, SaleJob),
     routing.JOB_FAN_OUT_LEVEL: (inventory.fan_out, FanOutJob),
+    routing.JOB_PUSH_LEVELS: (inventory.push_levels, PushJob),
     routing.JOB_CHILD_STOCK: (inventory.child_stock, ChildStockJob),
     routing.JOB_COPY_PRODUCT: (copies.copy_product, CopyJob),
     routing.JOB_LINK_PENDING_COPIES: (copies.link_pending_copies, LinkPendingJob),
@@ -70,8 +75,12 @@ def build_registry(settings: SyncSettings, runtime_for: RuntimeFor) -> HandlerRe
 
     def add(kind: str, handler: SyncHandler, payload: type) -> None:
         async def run(ctx: JobContext) -> None:
+            # Backfill-lane jobs (copies, reconciliation) leave the bottom of each bucket to live
+            # sync; no job waits long for a bucket (`errors.queue_error`: it is deferred).
+            policy = CallPolicy(background=ctx.lane is Lane.BACKFILL, max_wait=settings.job_budget_wait_s)
             try:
-                await handler(Job(ctx, settings, runtime_for), ctx.payload)
+                with call_policy(policy):
+                    await handler(Job(ctx, settings, runtime_for), ctx.payload)
             except Exception as exc:
                 mapped = queue_error(exc)
                 if mapped is exc:

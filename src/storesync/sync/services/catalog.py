@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
 
-from storesync.commerce.errors import CommerceError
+from storesync.commerce.errors import BudgetBusy, CommerceError
 from storesync.logs import get_logger
 from storesync.sync.adapters.jobqueue import enqueue_jobs
 from storesync.sync.adapters.postgres import Storage
+from storesync.sync.adapters.shopify import ScannedParent
 from storesync.sync.domain.audit import AuditRecord
 from storesync.sync.domain.catalog import (
     CatalogBlocked,
@@ -85,12 +86,12 @@ async def sync_product_to_child(
             )
         return None
     if child_id is None:
-        raise NeedsCopy(f"{child_store.shop} has no copy of {parent_product_id}")
+        raise NeedsCopy(f"{child_store.shop} has no copy of {parent_product_id}", parent)
     child = await child_store.read_product(child_id)
     if child is None:
         # Deleted in the child: its links go, and the copy saga makes it again.
         await forget_product_links(links_repo, links, parent_product_id)
-        raise NeedsCopy(f"{child_store.shop}: the copy {child_id} of {parent_product_id} is gone")
+        raise NeedsCopy(f"{child_store.shop}: the copy {child_id} of {parent_product_id} is gone", parent)
     if (copies := await link_pending_copies(links_repo, links, [child])).pending:
         links = await links_repo.link_map(
             child_store.shop
@@ -372,7 +373,14 @@ async def product_to_child(
     except NeedsCopy as why:
         log.info("no copy in the child; copying", child=child_shop, product=parent_product_id, why=str(why))
         saga = await copy_to_child(
-            rt, st, net, child_shop, parent_product_id, cause, final_attempt=final_attempt
+            rt,
+            st,
+            net,
+            child_shop,
+            parent_product_id,
+            cause,
+            final_attempt=final_attempt,
+            parent_api=ScannedParent(rt.api(net.parent.shop), [why.parent] if why.parent else ()),
         )
         media = ((saga.steps[1].result or {}).get("media") or 0) if saga and len(saga.steps) > 1 else 0
         if media:
@@ -426,6 +434,8 @@ async def route_parent_update(
     Shopify sends for each stock move starts none. A store error reading the parent: every child."""
     try:
         parent = await rt.api(net.parent.shop).read_product(product_id)
+    except BudgetBusy:
+        raise  # the job goes back to the queue until the store's bucket can pay
     except CommerceError as err:
         log.info("parent product not read; every child's job decides", product=product_id, error=str(err))
         return Routed([product_job(c.shop, product_id, cause) for c in net.children])
@@ -445,6 +455,8 @@ async def child_shows_last_write(
         return False
     try:
         child = await rt.api(shop).read_product(product_id)
+    except BudgetBusy:
+        raise  # the job goes back to the queue until the store's bucket can pay
     except CommerceError as err:
         log.info("child product not read; its job decides", shop=shop, product=product_id, error=str(err))
         return False

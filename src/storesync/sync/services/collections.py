@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from storesync.commerce.errors import CommerceError
+from storesync.commerce.errors import BudgetBusy, CommerceError
 from storesync.logs import get_logger
 from storesync.sync.adapters.jobqueue import enqueue_jobs
 from storesync.sync.adapters.postgres import Storage
@@ -206,6 +206,8 @@ async def child_shows_last_write(rt: Runtime, shop: str, link: Link) -> bool:
     record, a store error) answers False."""
     try:
         child = await rt.collections(shop).read_collection(link.child_id)
+    except BudgetBusy:
+        raise  # the job goes back to the queue until the store's bucket can pay
     except CommerceError as err:
         log.info(
             "child collection not read; its job decides", shop=shop, collection=link.child_id, error=str(err)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Protocol
 
 from psycopg_pool import AsyncConnectionPool
@@ -35,6 +36,8 @@ class Runtime(Protocol):
 
     def apis(self, net: MerchantNetwork) -> dict[str, ShopifyStoreAPI]: ...
 
-    def scans(self, net: MerchantNetwork) -> dict[str, ShopifyCatalogScan]: ...
+    def scans(
+        self, net: MerchantNetwork, *, updated_since: datetime | None = None
+    ) -> dict[str, ShopifyCatalogScan]: ...
 
     def collections(self, shop: str) -> ShopifyCollections: ...

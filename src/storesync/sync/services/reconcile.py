@@ -12,6 +12,12 @@ sync (`storesync reconcile`, the periodic job), or, as a dry run, only the repor
    no order explains: handled by the child's stock policy (`services/stock.py`: set back to
    the parent's level, or reported to the parent), never silently overwritten, and printed.
 
+The stores are read with bulk queries (`adapters.shopify.BulkCatalogScan`: a few points per
+store whatever the catalog, outside the rate limit). The periodic pass (`reconcile_pass`) is
+incremental (`since`: the products updated since the last pass, against what each child was
+last given; levels are always read whole) or, once a day, full; it enqueues each catalog and
+collection repair as the live-sync job that makes it, in the backfill lane (`routing.repair_job`).
+
 Each run is recorded (`sync_reconcile_runs`: what each store's drift was and what was repaired)
 for the dashboard and the metrics.
 """
@@ -29,7 +35,14 @@ from prometheus_client import Counter
 
 from storesync.logs import get_logger
 from storesync.sync.adapters.jobqueue import enqueue_jobs, job_states
-from storesync.sync.adapters.postgres import Storage, job_storage, record_reconcile_run
+from storesync.sync.adapters.postgres import (
+    Storage,
+    job_storage,
+    last_reconcile_pass,
+    record_reconcile_pass,
+    record_reconcile_run,
+)
+from storesync.sync.adapters.shopify import ScannedParent
 from storesync.sync.domain.catalog import CatalogError, NeedsCopy, SyncPolicy
 from storesync.sync.domain.network import MerchantNetwork
 from storesync.sync.domain.orders import order_event_from_graphql
@@ -49,10 +62,11 @@ from storesync.sync.domain.reconcile import (
     Repair,
     RepairKind,
     diff_catalog,
+    diff_changed_products,
     diff_collections,
     diff_inventory,
 )
-from storesync.sync.domain.routing import SyncJob, child_stock_job
+from storesync.sync.domain.routing import SyncJob, child_stock_job, repair_job
 from storesync.sync.domain.saga import handle_conflicted
 from storesync.sync.services.catalog import sync_product_to_child
 from storesync.sync.services.channels import collection_publisher
@@ -88,12 +102,15 @@ async def reconcile_network(
     policy: SyncPolicy,
     collection_stores: Mapping[str, CollectionStore] | None = None,
     *,
+    incremental: bool = False,
     dry_run: bool = False,
 ) -> ReconcileReport:
     """Read every store of a merchant and list the repairs (`storesync reconcile`; then
     `apply_repairs`). scans: shop -> `ports.CatalogScan`; links_repo: `ports.LinkRepository`;
     collection_stores: shop -> a store with `all_collections()` of full `Collection`s
     (`adapters.shopify.ShopifyCollections`); without them collections are not compared.
+    `incremental`: the scans' products are those updated since the last pass
+    (`domain.reconcile.diff_changed_products`).
     `dry_run`: store nothing (copies whose variants are not linked yet stay so)."""
     report = ReconcileReport()
     parent_scan = scans[network.parent.shop]
@@ -105,7 +122,12 @@ async def reconcile_network(
     for c in () if dry_run else network.children:
         if (await link_pending_copies(links_repo, maps[c.shop], children[c.shop])).pending:
             maps[c.shop] = await links_repo.link_map(c.shop)
-    diff_catalog(parent_products, children, maps, policy, report)
+    if incremental:
+        diff_changed_products(parent_products, children, maps, policy, report)
+    else:
+        diff_catalog(parent_products, children, maps, policy, report)
+        for shop, views in () if dry_run else report.views_found.items():
+            await links_repo.set_synced_views(shop, views)
     if collection_stores is not None:
         parent_collections = [c async for c in collection_stores[network.parent.shop].all_collections()]
         child_collections = {
@@ -325,6 +347,8 @@ class ReconcileResult:
     paused: dict[str, str] = field(default_factory=dict)  # skipped stores (paused, not linked) and why
     dry_run: bool = False
     sales: SalesPass | None = None
+    enqueued: list[Repair] = field(default_factory=list)  # repairs handed to jobs (the periodic pass)
+    since: datetime | None = None  # an incremental pass: products updated since then
     sales_behind: dict[str, str] = field(default_factory=dict)  # children whose checkpoint stayed
     levels: list[str] = field(default_factory=list)  # levels no order explains, and what was done
     levels_settled: list[Repair] = field(default_factory=list)  # those repairs, handled
@@ -347,9 +371,10 @@ class ReconcileResult:
             out += [f"  applied {x}" for x in self.sales.unapplied]
             out += [f"  orders NOT compared {s}: {why}" for s, why in self.sales.failed.items()]
             out += [f"  checkpoint kept {s}: {why}" for s, why in self.sales_behind.items()]
+        scope = "full" if self.since is None else f"incremental since {self.since.isoformat()}"
         checked = (
-            f"{self.merchant_id}: {r.products_checked} products, {r.collections_checked} collections and "
-            f"{r.levels_checked} levels checked, "
+            f"{self.merchant_id} ({scope}): {r.products_checked} products, {r.collections_checked} "
+            f"collections and {r.levels_checked} levels checked, "
         )
         if self.dry_run:
             blocked = [x for x in r.repairs if x.kind in BLOCKED]
@@ -363,8 +388,12 @@ class ReconcileResult:
                 for x in r.repairs
             ]
         else:
-            out.append(checked + f"{len(self.fixed)} fixed, {len(self.left)} not fixed")
+            out.append(
+                checked
+                + f"{len(self.fixed)} fixed, {len(self.enqueued)} enqueued, {len(self.left)} not fixed"
+            )
             out += [f"  fixed {x.describe()}" for x in self.fixed]
+            out += [f"  enqueued {x.describe()}" for x in self.enqueued]
             out += [f"  no order explains {x}" for x in self.levels]
             out += [
                 f"  NOT fixed {x.describe()}" + (f" ({x.reason})" if x.changes and x.reason else "")
@@ -376,7 +405,7 @@ class ReconcileResult:
     def by_store(self) -> dict[str, dict[str, Any]]:
         """Per store: the drift found, repaired and left, by kind, or why it was skipped."""
         out: dict[str, dict[str, Any]] = {}
-        fixed = Tally(x.child_shop for x in self.fixed + self.levels_settled)
+        fixed = Tally(x.child_shop for x in self.fixed + self.enqueued + self.levels_settled)
         left = Tally(x.child_shop for x in self.left)
         for shop in {x.child_shop for x in self.report.repairs}:
             kinds = Tally(str(x.kind) for x in self.report.repairs if x.child_shop == shop)
@@ -403,14 +432,20 @@ async def reconcile_merchant(
     cause: str,
     *,
     sales: SalesPass | None = None,
+    since: datetime | None = None,
+    enqueue: bool = False,
     dry_run: bool = False,
 ) -> ReconcileResult:
     """Compare the parent with every active child and repair the drift through live-sync code
     (after `reconcile_sales` and its sale jobs: `sales`, for the report; `dry_run`: report the
-    drift, change nothing). The run is recorded, with what it found per store."""
+    drift, change nothing): catalog and collection repairs at once, or (`enqueue`) as
+    backfill-lane jobs; levels by each child's stock policy. `since`: an incremental pass. The
+    run is recorded, with what it found per store."""
     started = datetime.now(UTC)
-    result = await _reconcile_merchant(rt, st, net, cause, sales=sales, dry_run=dry_run)
-    for r in result.fixed + result.levels_settled:
+    result = await _reconcile_merchant(
+        rt, st, net, cause, sales=sales, since=since, enqueue=enqueue, dry_run=dry_run
+    )
+    for r in result.fixed + result.enqueued + result.levels_settled:
         REPAIRS.labels(r.child_shop, str(r.kind)).inc()
     report = result.report
     await record_reconcile_run(
@@ -433,7 +468,15 @@ async def reconcile_merchant(
 
 
 async def _reconcile_merchant(
-    rt: Runtime, st: Storage, net: MerchantNetwork, cause: str, *, sales: SalesPass | None, dry_run: bool
+    rt: Runtime,
+    st: Storage,
+    net: MerchantNetwork,
+    cause: str,
+    *,
+    sales: SalesPass | None,
+    since: datetime | None,
+    enqueue: bool,
+    dry_run: bool,
 ) -> ReconcileResult:
     active, paused = await without_paused(st, net)
     if net.parent.shop in paused:
@@ -451,17 +494,54 @@ async def _reconcile_merchant(
         )
     policy = rt.policy(net.merchant_id)
     collections = {s.shop: rt.collections(s.shop) for s in active.stores}
-    report = await reconcile_network(active, rt.scans(active), st.links, policy, collections, dry_run=dry_run)
+    report = await reconcile_network(
+        active,
+        rt.scans(active, updated_since=since),
+        st.links,
+        policy,
+        collections,
+        incremental=since is not None,
+        dry_run=dry_run,
+    )
     if dry_run:
-        return ReconcileResult(net.merchant_id, report, paused=skipped, dry_run=True, sales=sales)
+        return ReconcileResult(
+            net.merchant_id, report, paused=skipped, dry_run=True, sales=sales, since=since
+        )
+
+    # The parent's answers a copy reads (its product, levels, channels), shared by this pass's
+    # copies of one product into several children.
+    parent_reads = ScannedParent(rt.api(net.parent.shop))
 
     async def copy_product(shop: str, parent_product_id: str) -> str | None:
-        saga = await copy_to_child(rt, st, net, shop, parent_product_id, cause, final_attempt=True)
+        saga = await copy_to_child(
+            rt, st, net, shop, parent_product_id, cause, final_attempt=True, parent_api=parent_reads
+        )
         if saga is None or handle_conflicted(saga):
             return "a product of the child's own has its handle (storesync status lists it)"
         return None
 
     levels = [r for r in report.repairs if r.kind is RepairKind.SET_INVENTORY]
+    enqueued: list[Repair] = []
+    if enqueue:
+        others = [r for r in report.repairs if r.kind is not RepairKind.SET_INVENTORY]
+        jobs = [(r, repair_job(r, cause)) for r in others]
+        await enqueue_jobs(st.conn, [j for _, j in jobs if j is not None], net.merchant_id)
+        enqueued = [r for r, j in jobs if j is not None]
+        handled, not_written, stock_jobs = await _settle_levels(rt, st, active, levels, cause)
+        unwritten = {(r.child_shop, r.child_id, r.location_id) for r in not_written}
+        return ReconcileResult(
+            net.merchant_id,
+            report,
+            [],
+            [r for r, j in jobs if j is None] + not_written,
+            skipped,
+            sales=sales,
+            levels=handled,
+            levels_settled=[r for r in levels if (r.child_shop, r.child_id, r.location_id) not in unwritten],
+            stock_jobs=stock_jobs,
+            enqueued=enqueued,
+            since=since,
+        )
     fixed, left = await apply_repairs(
         [r for r in report.repairs if r.kind is not RepairKind.SET_INVENTORY],
         parent_store=rt.api(net.parent.shop),
@@ -489,6 +569,7 @@ async def _reconcile_merchant(
         levels=handled,
         levels_settled=[r for r in levels if (r.child_shop, r.child_id, r.location_id) not in unwritten],
         stock_jobs=stock_jobs,
+        since=since,
     )
 
 
@@ -524,6 +605,26 @@ async def _settle_levels(
             handled.append(f"{r.describe()}: set back to the parent's level (stock_changes = revert)")
     ids = await enqueue_jobs(st.conn, jobs, net.merchant_id)
     return handled, left, ids
+
+
+# An incremental pass starts this long before the last one did: the stores' clocks and their bulk
+# queries' snapshots are not ours.
+PASS_OVERLAP = timedelta(minutes=2)
+
+
+async def reconcile_pass(
+    rt: Runtime, st: Storage, net: MerchantNetwork, cause: str, *, sales: SalesPass | None = None
+) -> ReconcileResult:
+    """The periodic pass: incremental since the last one, full when there was none or the last
+    full one is older than `STORESYNC_SYNC_RECONCILE_FULL_EVERY_S`; repairs enqueued as jobs.
+    The pass is recorded once its repairs are enqueued (a failed pass is simply done again)."""
+    last, last_full, now = await last_reconcile_pass(st.conn, net.merchant_id)
+    full_every = timedelta(seconds=rt.sync_settings.reconcile_full_every_s)
+    full = last is None or last_full is None or now - last_full >= full_every
+    since = None if full or last is None else last - PASS_OVERLAP
+    result = await reconcile_merchant(rt, st, net, cause, sales=sales, since=since, enqueue=True)
+    await record_reconcile_pass(st.conn, net.merchant_id, now, full=full)
+    return result
 
 
 async def reconcile(

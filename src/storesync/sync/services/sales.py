@@ -53,6 +53,7 @@ from storesync.sync.domain.ports import (
     WriteRecords,
 )
 from storesync.sync.domain.routing import fan_out_job
+from storesync.sync.services import pushes
 from storesync.sync.services.context import Runtime
 
 log = get_logger("storesync.sync.sales")
@@ -554,8 +555,19 @@ async def apply_sale(
             if o.parent_item_id and o.parent_location_id
         }
     )
+    # The parent's level after the last entry applied to each level (its compare-and-set held).
+    after = {
+        (o.parent_item_id, o.parent_location_id): o.quantity_after
+        for o in outcomes
+        if o.parent_item_id
+        and o.parent_location_id
+        and o.outcome is Outcome.APPLIED
+        and o.quantity_after is not None
+    }
     for item, loc in moved:
-        await fan_out_to_children(rt, st, net, item, loc, cause, None, moved={child_shop})
+        await fan_out_to_children(
+            rt, st, net, item, loc, cause, None, moved={child_shop}, level=after.get((item, loc))
+        )
     if any(o.outcome is Outcome.LOCATION_INACTIVE for o in outcomes):
         return sorted({loc for (_, loc) in inactive})
     return []
@@ -615,11 +627,35 @@ async def fan_out_to_children(
     cause: str,
     only: Sequence[str] | None,
     moved: Collection[str] = (),
+    level: int | None = None,
+    one_by_one: bool = False,
 ) -> None:
     """Set every (or `only` these) active children to the parent's level; a paused child gets
     its own parked fan-out job so the others are not held back. `moved`: children whose level
-    changed since the engine's last write (the seller), read before their compare-and-set."""
+    changed since the engine's last write (the seller), read before their compare-and-set.
+    `level`: the parent's level, when known (read otherwise).
+
+    With coalesced writes (`STORESYNC_SYNC_COALESCE_WRITES`, the default) the level is queued
+    for each child's flush instead (`services/pushes.py`), and a paused child's flush job waits;
+    except for children whose own moves are reported (each write of theirs is kept in the level's
+    stock account, around its own compare-and-set) and when `one_by_one` (a report saga's step:
+    a failure must reach it, not a flush job later)."""
     targets = [c.shop for c in net.children if only is None or c.shop in only]
+    if rt.sync_settings.coalesce_writes and not one_by_one:
+        queued = [s for s in targets if net.stock_policy(s) != "report"]
+        targets = [s for s in targets if s not in queued]
+        if queued:
+            if level is None:
+                read = await rt.api(net.parent.shop).read_level(item, location)
+                if read is None:
+                    log.info(
+                        "parent does not stock the item there; nothing to push", item=item, location=location
+                    )
+                    return
+                level = read.available
+            await pushes.push_parent_levels(st, net, {(item, location): level}, cause, only=queued)
+        if not targets:
+            return
     paused = await paused_among(st.conn, targets)
     for shop in paused:
         spec = job_spec(fan_out_job(item, location, cause, only=shop), net.merchant_id)

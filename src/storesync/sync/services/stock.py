@@ -313,6 +313,7 @@ class _FanOutReport:
             ctx.cause,
             None,
             moved={params["child_shop"]},
+            one_by_one=True,  # a sibling that fails for good compensates the report
         )
         return {}
 
