@@ -122,6 +122,11 @@ class LedgerEntry:
     # Where the movement happened in the child (the stock account of policy `report` follows it).
     child_item_id: str | None = None
     child_location_id: str | None = None
+    # Coalesced sale deltas (`adjusts.py`): the parent whose batched adjust applies the entry,
+    # and the batch in flight that carries it (None: not sent yet, or applied one at a time).
+    pending_parent: str | None = None
+    batch_id: int | None = None
+    ledger_id: int | None = None  # the row's id: the order entries are claimed in
 
     @property
     def idempotency_key(self) -> str:
@@ -209,6 +214,7 @@ class Outcome(StrEnum):
     UNLINKED = "unlinked"  # the child variant is linked to no parent item: reported, not guessed
     NO_LOCATION = "no_location"  # the stock moved at a child location mapped to no parent location
     LOCATION_INACTIVE = "location_inactive"  # the parent location it maps to is deactivated
+    PENDING = "pending"  # claimed and waiting for the parent's batched adjust (`adjusts.py`)
 
 
 @dataclass(frozen=True)

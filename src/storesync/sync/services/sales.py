@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from storesync.logs import get_logger
-from storesync.sync.adapters.jobqueue import job_spec, park
+from storesync.sync.adapters.jobqueue import enqueue_jobs, job_spec, park
 from storesync.sync.adapters.postgres import SerializedStorage, Storage, paused_among
 from storesync.sync.domain.audit import AuditRecord
 from storesync.sync.domain.conflicts import LevelDecision, Version, classify_level_change
@@ -52,7 +52,7 @@ from storesync.sync.domain.ports import (
     StockAccounts,
     WriteRecords,
 )
-from storesync.sync.domain.routing import fan_out_job
+from storesync.sync.domain.routing import adjust_job, fan_out_job
 from storesync.sync.services import pushes
 from storesync.sync.services.context import Runtime
 
@@ -79,6 +79,9 @@ class SaleContext:
     clock: Clock = field(default=utcnow)
     # Parent locations deactivated: nothing is applied there (the job waits, parked, for them).
     inactive_parent_locations: frozenset[str] = frozenset()
+    # Coalesced sale deltas (`services/adjusts.py`): the parent whose flush applies the entries
+    # claimed here (they are left pending for it); None: each is applied here, one at a time.
+    pending_for: str | None = None
 
 
 async def apply_order_event(ctx: SaleContext, event: OrderEvent, cause: str) -> list[EntryOutcome]:
@@ -223,6 +226,15 @@ async def apply_entry(ctx: SaleContext, entry: LedgerEntry, *, units: int | None
         stored, _created = await ctx.ledger.claim(entry)
     if stored.status is EntryStatus.APPLIED:
         return _outcome(stored, Outcome.DUPLICATE)
+    if ctx.pending_for is not None and (
+        stored.status is EntryStatus.CLAIMED or stored.pending_parent is not None
+    ):
+        # The parent's flush plans and applies it with the other waiting entries; an entry
+        # planned one at a time before (its own key may have landed) is finished below.
+        stored = await ctx.ledger.mark_pending(stored.key, ctx.pending_for)
+        if stored.status is EntryStatus.APPLIED:
+            return _outcome(stored, Outcome.DUPLICATE)
+        return EntryOutcome(stored.key, Outcome.PENDING, stored.parent_item_id, stored.parent_location_id)
     return await _finish(ctx, stored)
 
 
@@ -531,6 +543,7 @@ async def apply_sale(
     items = {links.parent_item_for_child_variant(s.child_variant_id) for s in event.sales}
     parent = net.parent.shop
     inactive = await st.inactive.among([(parent, ""), *((parent, i) for i in items if i)])
+    coalesce = rt.sync_settings.coalesce_writes
     sctx = SaleContext(
         net,
         links,
@@ -539,8 +552,13 @@ async def apply_sale(
         st.writes,
         st.audit,
         inactive_parent_locations=frozenset(loc for (_, loc) in inactive),
+        pending_for=parent if coalesce else None,
     )
     outcomes = await apply_order_event(sctx, event, cause)
+    if any(o.outcome is Outcome.PENDING for o in outcomes):
+        # The parent's flush applies them with every other waiting sale, then queues the
+        # parent's new levels for the children (`services/adjusts.py`).
+        await enqueue_jobs(st.conn, [adjust_job(parent)], net.merchant_id)
     for o in outcomes:
         if o.outcome in (Outcome.UNLINKED, Outcome.NO_LOCATION, Outcome.LOCATION_INACTIVE):
             log.warning(
@@ -552,7 +570,7 @@ async def apply_sale(
         {
             (o.parent_item_id, o.parent_location_id)
             for o in outcomes
-            if o.parent_item_id and o.parent_location_id
+            if o.parent_item_id and o.parent_location_id and o.outcome is not Outcome.PENDING
         }
     )
     # The parent's level after the last entry applied to each level (its compare-and-set held).
