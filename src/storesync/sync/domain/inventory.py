@@ -41,6 +41,10 @@ CLAIMED -> PLANNED -> APPLIED:
    the same plan is sent under the next key: a replay after a crash reads the stored number and
    sends the key of the attempt that may have landed.
 
+Coalesced (the default, `adjusts.py`): steps 2 and 3 are the parent's flush, for up to 250
+pending entries at once, planned one after the other and sent as one batch stored before the
+call; an entry planned here, one at a time, is always finished here.
+
 The last unit. Shopify lets `available` go negative. storesync keeps the parent at 0 and
 records what could not be taken as an oversold backlog per parent item+location: with level L,
 backlog D and a delta d, net = L - D + d, the new level is max(net, min(L, 0)) and the backlog
