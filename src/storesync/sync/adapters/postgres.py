@@ -1471,14 +1471,17 @@ SELECT item_id, location_id, available FROM sync_parent_levels
 WHERE shop = %(shop)s AND (item_id, location_id) IN (SELECT * FROM unnest(%(item)s::text[], %(location)s::text[]))
 """
 
-# remember_parent_levels: the parent's levels as just learnt (an adjust's result, a read).
+# remember_parent_levels: the parent's levels as learnt at a time (an adjust's result, a read
+# sent then); a level known earlier than the one remembered is not taken (a read that raced an
+# adjust must not bring back the level before it).
 REMEMBER_PARENT_LEVELS = """
 INSERT INTO sync_parent_levels AS l (shop, item_id, location_id, available, known_at)
-SELECT %(shop)s, i, loc, a, now()
+SELECT %(shop)s, i, loc, a, %(known_at)s
 FROM unnest(%(item)s::text[], %(location)s::text[], %(available)s::integer[]) AS t(i, loc, a)
 ORDER BY 2, 3
 ON CONFLICT (shop, item_id, location_id) DO UPDATE
 SET available = EXCLUDED.available, known_at = EXCLUDED.known_at
+WHERE l.known_at <= EXCLUDED.known_at
 """
 
 # last_level_writes: the engine's newest write to each of some levels of one store, since a time.
@@ -1554,7 +1557,11 @@ class PgPushes:
             )
             return {(i, loc): a for i, loc, a in await cur.fetchall()}
 
-    async def remember_parent_levels(self, shop: str, levels: Mapping[tuple[str, str], int]) -> None:
+    async def remember_parent_levels(
+        self, shop: str, levels: Mapping[tuple[str, str], int], *, known_at: datetime | None = None
+    ) -> None:
+        """Remember levels the parent had at `known_at` (default now: a read's time is when it
+        was sent); an older one than remembered is ignored."""
         if not levels:
             return
         keys = sorted(levels)
@@ -1563,6 +1570,7 @@ class PgPushes:
                 REMEMBER_PARENT_LEVELS,
                 {
                     "shop": shop,
+                    "known_at": known_at or datetime.now(UTC),
                     "item": [k[0] for k in keys],
                     "location": [k[1] for k in keys],
                     "available": [levels[k] for k in keys],

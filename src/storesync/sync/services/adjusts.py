@@ -106,9 +106,10 @@ async def _plan(
 
 
 async def _read(rt: Runtime, st: Storage, parent: str, keys: set[LevelKey]) -> dict[LevelKey, int]:
+    asked = _now()
     found = await rt.api(parent).read_levels(sorted({item for item, _ in keys}))
     levels = {k: lvl.available for k, lvl in found.items() if k in keys}
-    await st.pushes.remember_parent_levels(parent, levels)
+    await st.pushes.remember_parent_levels(parent, levels, known_at=asked)
     return levels
 
 
@@ -171,6 +172,8 @@ async def _send(rt: Runtime, st: Storage, net: MerchantNetwork, batch: AdjustBat
 async def _applied(rt: Runtime, st: Storage, net: MerchantNetwork, batch: AdjustBatch) -> None:
     parent = net.parent.shop
     after = {k: level for k, (level, _) in levels_after(batch.entries).items()}
+    # The answer came: stamped now, a fan-out read sent during the call (maybe from before the
+    # adjust) cannot bring back the level before it.
     now = _now()
     cause = _cause(batch)
     report = [c.shop for c in net.children if net.stock_policy(c.shop) == "report"]
@@ -195,9 +198,9 @@ async def _applied(rt: Runtime, st: Storage, net: MerchantNetwork, batch: Adjust
         )
         queued = [c.shop for c in net.children if c.shop not in report]
         if queued:
-            await pushes.push_parent_levels(st, net, after, cause, only=queued)
+            await pushes.push_parent_levels(st, net, after, cause, only=queued, known_at=now)
         else:
-            await st.pushes.remember_parent_levels(parent, after)
+            await st.pushes.remember_parent_levels(parent, after, known_at=now)
     for e in batch.entries:
         if e.applied_delta != e.requested_delta and e.requested_delta < 0:
             log.warning(

@@ -663,7 +663,9 @@ async def fan_out_to_children(
         queued = [s for s in targets if net.stock_policy(s) != "report"]
         targets = [s for s in targets if s not in queued]
         if queued:
+            known_at = None  # a level handed in is known now
             if level is None:
+                known_at = utcnow()
                 read = await rt.api(net.parent.shop).read_level(item, location)
                 if read is None:
                     log.info(
@@ -671,7 +673,9 @@ async def fan_out_to_children(
                     )
                     return
                 level = read.available
-            await pushes.push_parent_levels(st, net, {(item, location): level}, cause, only=queued)
+            await pushes.push_parent_levels(
+                st, net, {(item, location): level}, cause, only=queued, known_at=known_at
+            )
         if not targets:
             return
     paused = await paused_among(st.conn, targets)
