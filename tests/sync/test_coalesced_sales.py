@@ -357,3 +357,26 @@ def test_the_parent_ends_at_start_minus_sold_whatever_the_interleaving(db, share
             assert min(world.levels()) >= 0
 
     asyncio.run(run())
+
+
+async def test_an_entry_left_to_the_batch_is_never_applied_one_at_a_time_too(db):
+    """Workers with both settings at once (a configuration rolled out): a delivery handled one
+    at a time finds the entry pending for the parent's batch and leaves it there."""
+    with running_emulator(stores=[PARENT, *CHILDREN]) as emu:
+        world = World(emu, items=1, quantity=5)
+        async with parent_and_storage(emu, db) as (rt, st):
+            body = world.order(CHILD_A, [(0, 2)])
+            assert [o.outcome for o in await sell(world, rt, st, CHILD_A, body)] == [Outcome.PENDING]
+            one_at_a_time = SaleContext(
+                world.net, world.links[CHILD_A], st.ledger, rt.api(PARENT), st.writes, st.audit
+            )
+            event = order_event_from_webhook(CHILD_A, "orders/create", body)
+            assert [o.outcome for o in await apply_order_event(one_at_a_time, event, "d")] == [
+                Outcome.PENDING
+            ]
+            assert world.adjust_calls() == 0
+            assert await adjusts.flush(rt, st, world.net) == 1
+            assert [o.outcome for o in await apply_order_event(one_at_a_time, event, "d")] == [
+                Outcome.DUPLICATE
+            ]
+            assert world.levels() == [3] and world.adjust_calls() == 1

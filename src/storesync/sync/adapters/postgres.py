@@ -430,12 +430,13 @@ FROM sync_inventory_ledger WHERE child_shop = %(child_shop)s AND order_id = ANY(
 # get_entry: one ledger entry by its key.
 GET_ENTRY = f"SELECT * FROM sync_inventory_ledger WHERE {_KEY_WHERE}"
 
-# plan_entry: store the plan of a claimed entry; only the first planner succeeds.
+# plan_entry: store the plan of a claimed entry; only the first planner succeeds, and never for
+# an entry left to the parent's batched adjust.
 PLAN_ENTRY = f"""
 UPDATE sync_inventory_ledger
 SET status = 'planned', applied_delta = %(applied_delta)s, backlog_after = %(backlog_after)s,
     expected_after = %(expected_after)s, planned_at = now()
-WHERE {_KEY_WHERE} AND status = 'claimed'
+WHERE {_KEY_WHERE} AND status = 'claimed' AND pending_parent IS NULL
 RETURNING *
 """
 

@@ -226,16 +226,21 @@ async def apply_entry(ctx: SaleContext, entry: LedgerEntry, *, units: int | None
         stored, _created = await ctx.ledger.claim(entry)
     if stored.status is EntryStatus.APPLIED:
         return _outcome(stored, Outcome.DUPLICATE)
-    if ctx.pending_for is not None and (
-        stored.status is EntryStatus.CLAIMED or stored.pending_parent is not None
-    ):
+    if ctx.pending_for is not None and stored.status is EntryStatus.CLAIMED:
         # The parent's flush plans and applies it with the other waiting entries; an entry
         # planned one at a time before (its own key may have landed) is finished below.
         stored = await ctx.ledger.mark_pending(stored.key, ctx.pending_for)
         if stored.status is EntryStatus.APPLIED:
             return _outcome(stored, Outcome.DUPLICATE)
-        return EntryOutcome(stored.key, Outcome.PENDING, stored.parent_item_id, stored.parent_location_id)
+    if stored.pending_parent is not None and stored.status is not EntryStatus.APPLIED:
+        return _pending(stored)
     return await _finish(ctx, stored)
+
+
+def _pending(e: LedgerEntry) -> EntryOutcome:
+    """Left to the parent's batched adjust (whatever this job's setting: one entry is never
+    applied both ways)."""
+    return EntryOutcome(e.key, Outcome.PENDING, e.parent_item_id, e.parent_location_id)
 
 
 async def _plan(ctx: SaleContext, e: LedgerEntry, replan_of: int | None) -> LedgerEntry:
@@ -254,6 +259,8 @@ async def _finish(ctx: SaleContext, e: LedgerEntry, max_attempts: int = 4) -> En
     the parent moving meanwhile (its own sale) means a new plan, so it never goes below 0."""
     if e.status is EntryStatus.CLAIMED:
         e = await _plan(ctx, e, None)
+        if e.pending_parent is not None:  # left to the parent's batched adjust meanwhile
+            return _pending(e)
     shop = ctx.network.parent.shop
     after: int | None = None
     for _attempt in range(max_attempts):
