@@ -317,6 +317,7 @@ def shared_emulator():
             hs.tuples(hs.just("sale"), hs.sampled_from(CHILDREN), hs.integers(0, 2), hs.integers(1, 4)),
             hs.tuples(hs.just("again"), hs.sampled_from(CHILDREN), hs.integers(0, 2), hs.integers(1, 4)),
             hs.tuples(hs.just("parent_sells"), hs.just(""), hs.integers(0, 2), hs.integers(1, 3)),
+            hs.tuples(hs.just("parent_restocks"), hs.just(""), hs.integers(0, 2), hs.integers(1, 3)),
             hs.tuples(hs.just("flush"), hs.just(""), hs.just(0), hs.just(0)),
         ),
         min_size=1,
@@ -324,10 +325,11 @@ def shared_emulator():
     )
 )
 def test_the_parent_ends_at_start_minus_sold_whatever_the_interleaving(db, shared_emulator, steps):
-    """Sales of two children, their deliveries repeated, the parent's own sales (its level moves
-    under a planned batch: the compare-and-set fails and the batch is planned again) and flushes
-    in any order: afterwards the parent's level minus the oversold backlog moved by exactly
-    what was sold, and the level is never negative."""
+    """Sales of two children, their deliveries repeated, the parent's own sales and restocks (its
+    level moves under what the engine remembers: the compare-and-set fails and the batch is
+    planned again; a plan that leans on the level reads it) and flushes in any order: afterwards
+    the parent's level minus the oversold backlog moved by exactly what was sold, the level is
+    never negative, and units are owed only when none is left."""
     emu, world = shared_emulator
 
     async def run() -> None:
@@ -335,12 +337,19 @@ def test_the_parent_ends_at_start_minus_sold_whatever_the_interleaving(db, share
             start = [lvl - b for lvl, b in zip(world.levels(), await backlogs(st, world), strict=True)]
             sold = [0, 0, 0]
             bodies: list[tuple[str, dict]] = []
+            # a merchant's restock pays no backlog back (an earlier example's, too)
+            restocked_since_sale = {
+                i
+                for i, (lvl, b) in enumerate(zip(world.levels(), await backlogs(st, world), strict=True))
+                if lvl and b
+            }
             for kind, child, item, qty in steps:
                 if kind == "sale" or (kind == "again" and not bodies):
                     body = world.order(child, [(item, qty)])
                     bodies.append((child, body))
                     await sell(world, rt, st, child, body)
                     sold[item] += qty
+                    restocked_since_sale.discard(item)
                 elif kind == "again":
                     await sell(world, rt, st, *bodies[qty % len(bodies)])
                 elif kind == "parent_sells":
@@ -348,13 +357,22 @@ def test_the_parent_ends_at_start_minus_sold_whatever_the_interleaving(db, share
                     take = min(qty, max(level, 0))
                     emu.set_inventory(PARENT, world.items[item], world.location, level - take)
                     sold[item] += take
+                elif kind == "parent_restocks":  # the merchant's edit: the engine does not know it
+                    emu.set_inventory(PARENT, world.items[item], world.location, world.levels()[item] + qty)
+                    sold[item] -= qty
+                    restocked_since_sale.add(item)
                 else:
                     await adjusts.flush(rt, st, world.net)
             while await st.adjusts.pending(PARENT, limit=1) or await st.adjusts.in_flight(PARENT):
                 await adjusts.flush(rt, st, world.net)
             end = [lvl - b for lvl, b in zip(world.levels(), await backlogs(st, world), strict=True)]
             assert [s - e for s, e in zip(start, end, strict=True)] == sold
+            # never below 0, and units owed only when nothing is left (plan_delta's invariant;
+            # a merchant's restock leaves both until the item's next sale pays the backlog back)
             assert min(world.levels()) >= 0
+            levels, owed = world.levels(), await backlogs(st, world)
+            for i, (lvl, b) in enumerate(zip(levels, owed, strict=True)):
+                assert lvl == 0 or b == 0 or i in restocked_since_sale, (levels, owed)
 
     asyncio.run(run())
 
@@ -380,3 +398,19 @@ async def test_an_entry_left_to_the_batch_is_never_applied_one_at_a_time_too(db)
                 Outcome.DUPLICATE
             ]
             assert world.levels() == [3] and world.adjust_calls() == 1
+
+
+async def test_a_sale_after_a_merchant_restock_pays_the_oversold_units_back_from_the_level_read(db):
+    """The engine remembers the parent at 0 with 2 units owed; the merchant restocks 5 in the
+    admin. The next sale's plan leans on the level (it would be applied as 0, owed): it is planned
+    from the level read, so the parent ends at 5 - 2 - 1, nothing owed."""
+    with running_emulator(stores=[PARENT, *CHILDREN]) as emu:
+        world = World(emu, items=1, quantity=1)
+        async with parent_and_storage(emu, db) as (rt, st):
+            await sell(world, rt, st, CHILD_A, world.order(CHILD_A, [(0, 3)]))
+            await adjusts.flush(rt, st, world.net)
+            assert world.levels() == [0] and await backlogs(st, world) == [2]
+            emu.set_inventory(PARENT, world.items[0], world.location, 5)
+            await sell(world, rt, st, CHILD_B, world.order(CHILD_B, [(0, 1)]))
+            await adjusts.flush(rt, st, world.net)
+            assert world.levels() == [2] and await backlogs(st, world) == [0]

@@ -81,8 +81,9 @@ async def _plan(
     levels = await st.pushes.parent_levels(parent, keys)
     read: set[LevelKey] = set()
     if keys - set(levels):
-        levels.update(await _read(rt, st, parent, keys - set(levels)))
-        read |= keys
+        fetched = await _read(rt, st, parent, keys - set(levels))
+        levels.update(fetched)
+        read |= set(fetched)
     unstocked = [e for e in waiting if level_of(e) not in levels]
     if unstocked:
         # The parent does not stock the item there: this path cannot apply them; left to the
