@@ -149,8 +149,9 @@ async def test_bulk_orders_read_what_the_paged_read_does_for_fewer_points(emu):
     """The reconciliation's read of a child's orders (`orders_updated_since`: one bulk query,
     refunds' lines and returns' dispositions by id) gives the same events as paging
     `ChildOrdersPage`: a point-of-sale sale partly refunded with restock, an online order
-    shipped and returned with restock, a cancelled order. And it asks the bucket for less."""
-    emu.seed(SHOP, products=3, variants_per_product=2)
+    shipped and returned with restock, a cancelled order, a refund of more lines than a first
+    page of refund lines holds. And it asks the bucket for less."""
+    emu.seed(SHOP, products=6, variants_per_product=2)
     snap = emu.snapshot(SHOP)
     variants = [v["admin_graphql_api_id"] for p in snap["products"] for v in p["variants"]]
     where = snap["locations"][0]["id"]
@@ -167,6 +168,12 @@ async def test_bulk_orders_read_what_the_paged_read_does_for_fewer_points(emu):
     emu.return_order(SHOP, web["id"], [{"line_item_id": web["line_items"][0]["id"], "quantity": 2}])
     gone = emu.place_order(SHOP, [{"variant_id": variants[3], "quantity": 1}], where)
     emu.cancel_order(SHOP, gone["id"])
+    big = emu.place_order(SHOP, [{"variant_id": v, "quantity": 1} for v in variants], where)
+    emu.refund_order(
+        SHOP,
+        big["id"],
+        [{"line_item_id": li["id"], "quantity": 1, "restock_type": "cancel"} for li in big["line_items"]],
+    )
     since = datetime.now(UTC) - timedelta(minutes=5)
     async with client_for(emu) as client:
         store = ShopifyStoreAPI(client)
@@ -175,11 +182,12 @@ async def test_bulk_orders_read_what_the_paged_read_does_for_fewer_points(emu):
         middle = emu.throttle(SHOP)["usage"]
         paged = [o async for o in store.paged_orders_updated_since(since)]
         after = emu.throttle(SHOP)["usage"]
-    assert _events(bulk) == _events(paged) and len(bulk) == 3
+    assert _events(bulk) == _events(paged) and len(bulk) == 4
     events = {e.order_id: e for e in _events(bulk)}
     assert [r.quantity for r in events[pos["admin_graphql_api_id"]].restocks] == [1]
     assert [r.quantity for r in events[web["admin_graphql_api_id"]].restocks] == [2]  # the disposition
     assert sum(r.quantity for r in events[gone["admin_graphql_api_id"]].restocks) == 1
+    assert len(events[big["admin_graphql_api_id"]].restocks) == len(variants) == 12
     bulk_cost = {op: n for op, n in middle["by_operation"].items() if op not in before["by_operation"]}
     assert set(bulk_cost) == {
         "BulkOperationRunQuery",

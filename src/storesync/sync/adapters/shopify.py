@@ -612,15 +612,22 @@ class ShopifyStoreAPI:
         return [await self._with_dispositions(o) for o in with_lines]
 
     async def _with_refund_lines(self, orders: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        """The orders with each refund's lines (`RefundLines`, `REFUNDS_PER_READ` refunds a call:
-        ~78 requested points each, ~3 per line actually spent)."""
+        """The orders with each refund's lines (`RefundLines`): `REFUNDS_PER_READ` refunds a call
+        with their first `REFUND_LINES` lines (~100 requested points, ~3 spent per line); a
+        refund with more lines is read again alone (`MAX_REFUND_LINES`)."""
         ids = [r["id"] for o in orders for r in o.get("refunds") or () if r and r.get("id")]
         found: dict[str, dict[str, Any]] = {}
+        longer: list[str] = []
         for i in range(0, len(ids), REFUNDS_PER_READ):
-            nodes = (await self.client.execute("RefundLines", {"ids": ids[i : i + REFUNDS_PER_READ]}))[
-                "nodes"
-            ]
-            for node in nodes:
+            batch = {"ids": ids[i : i + REFUNDS_PER_READ], "lines": REFUND_LINES}
+            for node in (await self.client.execute("RefundLines", batch))["nodes"]:
+                if node and node.get("id"):
+                    found[node["id"]] = node
+                    if node["refundLineItems"]["pageInfo"]["hasNextPage"]:
+                        longer.append(node["id"])
+        for refund_id in longer:
+            whole = await self.client.execute("RefundLines", {"ids": [refund_id], "lines": MAX_REFUND_LINES})
+            for node in whole["nodes"]:
                 if node and node.get("id"):
                     found[node["id"]] = node
         out = []
@@ -762,9 +769,13 @@ ORDER_CHILDREN = {
     "FulfillmentOrderLineItem": "lineItems",
     "Return": "returns",
 }
-# Refunds read by id per `RefundLines` call: ~78 requested points each, under a standard
-# bucket's share for background work.
-REFUNDS_PER_READ = 2
+# Refunds read by id per `RefundLines` call, with their first lines: 3 x (3 + 3 x 10) = ~100
+# requested points, within what background work may take of even a 200-point bucket (a point-of-
+# sale refund has a line or two). A refund with more is read alone with up to 50 (~150 points;
+# beyond that it is read in part, as `_with_dispositions` logs).
+REFUNDS_PER_READ = 3
+REFUND_LINES = 10
+MAX_REFUND_LINES = 50
 
 
 async def bulk_orders(
