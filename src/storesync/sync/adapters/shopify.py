@@ -674,8 +674,17 @@ class ShopifyStoreAPI:
             log.warning("order read in part", order=order.get("id"), lists=cut)
         returns = []
         for ret in _nodes(order.get("returns")):
-            found = await self.client.execute("ReturnDispositions", {"id": ret["id"]})
-            returns.append(found["return"] or ret)
+            found = (await self.client.execute("ReturnDispositions", {"id": ret["id"], "lines": 10}))[
+                "return"
+            ]
+            if found and any(
+                (rfo.get("lineItems") or {}).get("pageInfo", {}).get("hasNextPage")
+                for rfo in _nodes(found.get("reverseFulfillmentOrders"))
+            ):
+                found = (await self.client.execute("ReturnDispositions", {"id": ret["id"], "lines": 25}))[
+                    "return"
+                ]
+            returns.append(found or ret)
         out["returns"] = {"nodes": returns}
         return out
 
