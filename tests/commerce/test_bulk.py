@@ -202,3 +202,20 @@ async def test_bulk_orders_read_what_the_paged_read_does_for_fewer_points(emu):
     async with client_for(emu) as client:
         later = datetime.now(UTC) + timedelta(minutes=1)
         assert await ShopifyStoreAPI(client).orders_updated_since(later, poll_interval=0.01) == []
+
+
+async def test_the_orders_read_waits_for_a_bulk_query_whose_starter_never_came_back(emu):
+    """A worker killed between starting a bulk query and reading it leaves the query running:
+    the next read of orders waits for it to end instead of failing the child."""
+    emu.seed(SHOP, products=1)
+    where = emu.snapshot(SHOP)["locations"][0]["id"]
+    variant = emu.snapshot(SHOP)["products"][0]["variants"][0]["admin_graphql_api_id"]
+    emu.place_order(SHOP, [{"variant_id": variant, "quantity": 1}], where)
+    async with client_for(emu) as client:
+        orphan = await start_bulk_query(client, "{ products { nodes { id } } }")
+        orders = await ShopifyStoreAPI(client).orders_updated_since(
+            datetime.now(UTC) - timedelta(minutes=5), poll_interval=0.01
+        )
+    assert len(orders) == 1
+    statuses = emu.graphql(SHOP, "{ bulkOperations(first: 5) { nodes { id status } } }")["data"]
+    assert {"id": orphan, "status": "COMPLETED"} in statuses["bulkOperations"]["nodes"]

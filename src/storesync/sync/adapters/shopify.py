@@ -33,6 +33,7 @@ from storesync.commerce.bulk import (
     bulk_query,
     bulk_query_text,
     reassemble,
+    wait_for_running_queries,
 )
 from storesync.commerce.client import AdminClient
 from storesync.commerce.errors import (
@@ -595,19 +596,18 @@ class ShopifyStoreAPI:
         a page asks the bucket for ~330 points per order (its lists' first pages) and the same
         overlap is re-read page by page each pass (tests/commerce/test_bulk.py compares the
         points charged).
-        While another bulk query holds the shop (`BulkOperationInProgress`: a backfill's catalog
-        scan), this waits for it up to `busy_wait_s`, then raises (the child's orders are
-        compared in the next pass; its checkpoint stays)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + busy_wait_s
-        while True:
+        While another bulk query holds the shop (`BulkOperationInProgress`: a catalog scan, or
+        a query whose worker was killed before it read the result), this waits for it to end
+        (`wait_for_running_queries`, up to `busy_wait_s`; then the child's orders are compared
+        in the next pass and its checkpoint stays)."""
+        for attempt in range(3):
             try:
                 orders = await bulk_orders(self.client, since, poll_interval=poll_interval)
                 break
-            except BulkOperationInProgress as err:
-                if loop.time() + (err.retry_after or 5.0) > deadline:
+            except BulkOperationInProgress:
+                if attempt == 2:
                     raise
-                await asyncio.sleep(err.retry_after or 5.0)
+                await wait_for_running_queries(self.client, poll_interval=poll_interval, timeout=busy_wait_s)
         with_lines = await self._with_refund_lines(orders)
         return [await self._with_dispositions(o) for o in with_lines]
 
