@@ -40,6 +40,7 @@ from storesync.commerce.errors import (
     HandleTakenError,
     IdempotencyAttemptFailed,
     NotFoundError,
+    RetryableCommerceError,
     StaleQuantityError,
     UserInputError,
 )
@@ -630,14 +631,14 @@ class ShopifyStoreAPI:
             for node in whole["nodes"]:
                 if node and node.get("id"):
                     found[node["id"]] = node
-        out = []
-        for o in orders:
-            refunds = [found.get(r["id"], r) for r in o.get("refunds") or () if r]
-            missing = [r["id"] for r in refunds if "refundLineItems" not in r]
-            if missing:  # gone between the bulk query and now: nothing of it is applied
-                log.warning("refund not found by id", order=o.get("id"), refunds=missing)
-            out.append({**o, "refunds": [r for r in refunds if "refundLineItems" in r]})
-        return out
+        missing = sorted(set(ids) - set(found))
+        if missing:  # never silently without its restocks: the child is compared again next pass
+            raise RetryableCommerceError(
+                f"{self.shop}: refunds {missing[:5]} listed by their orders were not found by id",
+                shop=self.shop,
+                operation="RefundLines",
+            )
+        return [{**o, "refunds": [found[r["id"]] for r in o.get("refunds") or () if r]} for o in orders]
 
     async def paged_orders_updated_since(
         self, since: datetime, *, page_size: int = 10
