@@ -6,7 +6,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from graphql import parse, validate
+from graphql import InlineFragmentNode, get_named_type, parse, validate
 
 from storesync.commerce.bulk import (
     BulkOperationDenied,
@@ -219,3 +219,33 @@ async def test_the_orders_read_waits_for_a_bulk_query_whose_starter_never_came_b
     assert len(orders) == 1
     statuses = emu.graphql(SHOP, "{ bulkOperations(first: 5) { nodes { id status } } }")["data"]
     assert {"id": orphan, "status": "COMPLETED"} in statuses["bulkOperations"]["nodes"]
+
+
+def _connections(schema, parent, selection_set, depth: int = 0) -> list[int]:
+    """The nesting depth of every connection a selection holds (0: the root connection)."""
+    found: list[int] = []
+    for sel in selection_set.selections:
+        if isinstance(sel, InlineFragmentNode):
+            inner = schema.get_type(sel.type_condition.name.value) if sel.type_condition else parent
+            found += _connections(schema, inner, sel.selection_set, depth)
+            continue
+        if sel.name.value == "__typename":
+            continue
+        named = get_named_type(parent.fields[sel.name.value].type)
+        deeper = depth
+        if named.name.endswith("Connection"):
+            found.append(depth)
+            deeper = depth + 1
+        if sel.selection_set:
+            found += _connections(schema, named, sel.selection_set, deeper)
+    return found
+
+
+def test_the_orders_bulk_query_keeps_within_shopifys_limits():
+    """At most five connections, nested at most two levels below the root
+    (https://shopify.dev/docs/api/admin-graphql/2026-10/mutations/bulkOperationRunQuery)."""
+    schema = target_schema()
+    depths = _connections(
+        schema, schema.query_type, parse(bulk_query_text("orders")).definitions[0].selection_set
+    )
+    assert len(depths) <= 5 and max(depths) <= 2, depths
