@@ -231,6 +231,31 @@ def product_set_floor(system, shop: str) -> int:
     return int(cost)
 
 
+def publish_floor(system, shop: str) -> int:
+    """Points one publishablePublish costs (a copy of a product that is on sales channels is
+    published on the child's: an API-made product is on none), measured with a real call on a
+    scratch product, then deleted."""
+    res = system.graphql(
+        shop, MINIMAL_PRODUCT_SET, {"input": {"title": "publish probe", "handle": "publish-probe"}}
+    )
+    pid = res["data"]["productSet"]["product"]["id"]
+    pubs = system.graphql(shop, "{ publications(first: 1) { nodes { id } } }")["data"]["publications"][
+        "nodes"
+    ]
+    res = system.graphql(
+        shop,
+        "mutation($id: ID!, $p: [PublicationInput!]!) { publishablePublish(id: $id, input: $p) "
+        "{ userErrors { field message } } }",
+        {"id": pid, "p": [{"publicationId": pubs[0]["id"]}]},
+    )
+    if res.get("errors") or res["data"]["publishablePublish"]["userErrors"]:
+        raise SystemExit(f"publish probe failed: {res}")
+    system.graphql(
+        shop, "mutation($id: ID!) { productDelete(input: {id: $id}) { deletedProductId } }", {"id": pid}
+    )
+    return int(res["extensions"]["cost"]["actualQueryCost"])
+
+
 def initial_sync(dsn: str, products: int, children: int, plan: str, cap: float, concurrency: int) -> dict:
     from storesync.emulator.state import PLANS
 
@@ -239,10 +264,13 @@ def initial_sync(dsn: str, products: int, children: int, plan: str, cap: float, 
         dsn, children=children, products=products, workers=2, plan=plan, collections=5
     ) as system:
         floor = product_set_floor(system, system.children[0])
-        time.sleep(bucket / rate if floor * 2 > bucket else 0.1)  # the probe's points back first
+        publish = publish_floor(system, system.children[0])
+        time.sleep(bucket / rate if floor * 4 > bucket else 0.5)  # the probes' points back first
         bound = max(0.0, (products * floor - bucket) / rate)
+        # A copy also publishes (the parent's products are on channels): the least it can cost.
+        bound_published = max(0.0, (products * (floor + publish) - bucket) / rate)
         total = products * children
-        cpu_before = cpu_seconds(system)
+        cpu_before, ops_before = cpu_seconds(system), by_operation(system)
         started = time.monotonic()
         backfill = system.start_cli(
             "backfill",
@@ -294,6 +322,7 @@ def initial_sync(dsn: str, products: int, children: int, plan: str, cap: float, 
                         break
                     time.sleep(0.2)
         cpu = cpu_delta(cpu_before, cpu_seconds(system))
+        ops_after = by_operation(system)
         cpu["backfill"] = backfill_cpu
         if not backfill.alive():
             copied = sum(len(system.snapshot(c)["products"]) for c in system.children)
@@ -313,7 +342,10 @@ def initial_sync(dsn: str, products: int, children: int, plan: str, cap: float, 
         "bucket": bucket,
         "restore_rate": rate,
         "floor_points": floor,
+        "publish_points": publish,
         "bound_s": bound,
+        "bound_published_s": bound_published,
+        "ratio_published": projected / bound_published if bound_published else float("inf"),
         "elapsed_s": elapsed,
         "copied": copied,
         "total": total,
@@ -325,7 +357,42 @@ def initial_sync(dsn: str, products: int, children: int, plan: str, cap: float, 
         "caught_up_s": caught_up_s,
         "ratio": projected / bound if bound else float("inf"),
         "cpu_ms_per_copy": {k: round(v * 1000 / max(copied, 1), 1) for k, v in sorted(cpu.items())},
+        # per product copied into each child (the copies made so far, when capped)
+        "child_by_operation": per_product(
+            ops_before, ops_after, list(system.children), max(1, copied // children)
+        ),
+        "parent_by_operation": per_product(
+            ops_before, ops_after, [system.parent], max(1, copied // children)
+        ),
     }
+
+
+def by_operation(system) -> dict[str, dict[str, list[int]]]:
+    """shop -> operation -> [requests, points] the emulator charged so far."""
+    return {s: system.emulator.throttle(s)["usage"]["by_operation"] for s in system.shops}
+
+
+def per_product(before: dict, after: dict, shops: list[str], products: int) -> dict[str, dict[str, float]]:
+    """operation -> requests and points per product between two `by_operation` reads,
+    averaged over `shops`, most points first."""
+    out: dict[str, dict[str, float]] = {}
+    for shop in shops:
+        for op, (n, points) in after[shop].items():
+            n0, p0 = before[shop].get(op, [0, 0])
+            if n > n0:
+                row = out.setdefault(op, {"requests": 0.0, "points": 0.0})
+                row["requests"] += (n - n0) / products / len(shops)
+                row["points"] += (points - p0) / products / len(shops)
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]["points"]))
+
+
+def print_by_operation(label: str, ops: dict[str, dict[str, float]]) -> None:
+    print(
+        f"  {label}: "
+        + "; ".join(
+            f"{op} {row['points']:.1f} points / {row['requests']:.2f} requests" for op, row in ops.items()
+        )
+    )
 
 
 def points_per_copy(dsn: str, products: int) -> dict:
@@ -349,7 +416,7 @@ def points_per_copy(dsn: str, products: int) -> dict:
                 for s in system.shops
             }
 
-        before = available()
+        before, ops_before = available(), by_operation(system)
         system.cli("backfill", check=True, timeout=120)
         with psycopg.connect(dsn, autocommit=True) as conn:
 
@@ -361,12 +428,14 @@ def points_per_copy(dsn: str, products: int) -> dict:
 
             time.sleep(2)  # the last webhooks reach the web tier
             system.wait_until(lambda: jobs_left() == 0, timeout=60, interval=0.5, message="webhook jobs done")
-        after = available()
+        after, ops_after = available(), by_operation(system)
     spent = {s: before[s] - after[s] for s in before}
     return {
         "products": products,
         "parent": spent[system.parent] / products,
         "child": sum(spent[c] for c in system.children) / len(system.children) / products,
+        "parent_by_operation": per_product(ops_before, ops_after, [system.parent], products),
+        "child_by_operation": per_product(ops_before, ops_after, list(system.children), products),
     }
 
 
@@ -464,6 +533,8 @@ def print_results(args, results: dict) -> None:
             f"backfill of {p['products']} products into 5 children: {p['child']:.1f} points per product on each "
             f"child's bucket, {p['parent']:.1f} on the parent's (the engine's calls and the workers' webhook jobs)"
         )
+        for store in ("child", "parent"):
+            print_by_operation(f"{store} (per product)", p[f"{store}_by_operation"])
 
 
 def print_propagation(results: dict) -> None:
@@ -504,6 +575,10 @@ def print_initial_sync(s: dict) -> None:
         f"{s['restore_rate']:.0f}/s per store; minimal productSet {s['floor_points']} points) | "
         f"{s['bound_s']:.0f} s | {s['elapsed_s']:.0f} s ({state}) | {s['ratio']:.1f}x | <= 1.2x |"
     )
+    print(
+        f"cost bound with the publish each copy needs ({s['floor_points']} + {s['publish_points']} points per "
+        f"copy): {s['bound_published_s']:.0f} s; ratio {s['ratio_published']:.2f}x"
+    )
     if s["finished"]:
         last = f"{s['last_copy_s']:.0f}" if s.get("last_copy_s") is not None else "?"
         caught = f"{s['caught_up_s']:.0f} s" if s.get("caught_up_s") is not None else "not within 60 s"
@@ -518,6 +593,9 @@ def print_initial_sync(s: dict) -> None:
         + ", ".join(f"{k} {v:.0f}" for k, v in cpu.items())
         + ")"
     )
+    print("points per product copied, by operation:")
+    print_by_operation("each child", s["child_by_operation"])
+    print_by_operation("parent", s["parent_by_operation"])
     if s["finished"] and not s["agree"]:
         print("WARNING: the children do not agree with the parent after the initial sync")
 

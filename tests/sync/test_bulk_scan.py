@@ -113,3 +113,30 @@ async def test_levels_that_moved_during_a_backfill_are_fanned_out_afterwards(db)
             "FROM jobs ORDER BY 2"
         ).fetchall()
     assert rows == [("sync.fan_out_level", item, "l1", "acme") for item in ("i2", "i3", "i4")]
+
+
+async def test_scanned_parent_reads_each_answer_once_for_copies_asking_at_the_same_moment():
+    """A live copy saga's parent (nothing scanned): the children's copies of one product ask at
+    the same moment; the product, its levels (one batched query) and its channels are read once."""
+    import asyncio
+
+    with running_emulator(stores=[SHOP]) as emu:
+        emu.seed(SHOP, products=2, variants_per_product=2, locations=["Shop floor", "Warehouse"])
+        async with client_for(emu) as client:
+            api = ShopifyStoreAPI(client)
+            await api.publications()  # read once per process and store anyway
+            product_id = (await ShopifyCatalogScan(api).products())[0].id
+            want = await api.read_product(product_id)
+            levels = await api.read_levels([v.inventory_item_id for v in want.variants])
+            parent = ScannedParent(api)
+            before = client.stats.requests
+            channels = await asyncio.gather(*(parent.channels_of(product_id) for _ in range(5)))
+            products = await asyncio.gather(*(parent.read_product(product_id) for _ in range(5)))
+            read = await asyncio.gather(
+                *(parent.read_level(item, loc) for item, loc in levels for _ in range(5))
+            )
+            assert client.stats.requests == before + 3  # PublishableChannels, ProductById, InventoryLevels
+            assert channels == [channels[0]] * 5 and products == [want] * 5
+            assert [lvl.available for lvl in read] == [
+                lvl.available for lvl in levels.values() for _ in range(5)
+            ]

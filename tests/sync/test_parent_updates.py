@@ -144,12 +144,16 @@ def test_a_collection_linked_in_a_child_later_puts_that_child_behind():
 SOLD_AT = "2026-11-25T12:00:01-05:00"
 
 
-def payload(title="Tee", stock=(5, 7), at="2026-11-25T12:00:00-05:00") -> dict:
+def payload(
+    title="Tee", stock=(5, 7), at="2026-11-25T12:00:00-05:00", published_at=None, scope="web"
+) -> dict:
     """A products/update body as Shopify sends it (REST form); SEO is not in it."""
     return {
         "id": 1,
         "title": title,
         "updated_at": at,
+        "published_at": published_at,
+        "published_scope": scope,
         "variants": [
             {"id": i + 10, "price": "9.00", "sku": f"T-{i}", "inventory_quantity": q, "updated_at": at}
             for i, q in enumerate(stock)
@@ -169,3 +173,35 @@ def test_a_products_update_that_differs_from_the_last_only_in_stock_is_a_stock_m
     assert not is_stock_move(first, product_digest(payload(title="New", stock=(4, 7), at=SOLD_AT)))
     assert not is_stock_move(sold, product_digest(payload(stock=(4, 7), at="2026-11-25T12:00:02-05:00")))
     assert not is_stock_move(sold, first)
+
+
+def test_a_products_update_that_differs_from_the_last_only_in_its_publication_is_a_publish():
+    """A copy's own publishing (its saga's last step) makes the child send products/update
+    showing only that; channels are never synced after a copy is made, so it needs nothing."""
+    from storesync.sync.domain.echoes import (
+        ProductDigest,
+        is_publication_change,
+        is_stock_move,
+        product_digest,
+    )
+
+    created = product_digest(payload())  # the products/create payload: on no channel yet
+    published = product_digest(payload(at=SOLD_AT, published_at=SOLD_AT, scope="global"))
+    assert is_publication_change(created, published)
+    assert not is_stock_move(created, published)
+    # an edit or a stock move alongside it, nothing seen before, an older payload, the same
+    # publication (e.g. an SEO edit), or a digest recorded without its publication: read
+    assert not is_publication_change(
+        created, product_digest(payload(title="New", at=SOLD_AT, published_at=SOLD_AT))
+    )
+    assert not is_publication_change(
+        created, product_digest(payload(stock=(4, 7), at=SOLD_AT, published_at=SOLD_AT))
+    )
+    assert not is_publication_change(None, published)
+    assert not is_publication_change(published, created)
+    assert not is_publication_change(
+        published,
+        product_digest(payload(at="2026-11-25T12:00:02-05:00", published_at=SOLD_AT, scope="global")),
+    )
+    old = ProductDigest(created.updated_at, created.fields, created.stock)
+    assert not is_publication_change(old, published)

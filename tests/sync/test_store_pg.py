@@ -291,4 +291,7 @@ async def test_product_payload_digests_are_swapped_newest_first_and_an_older_one
     assert await payloads.swap(CHILD_A, "gid://shopify/Product/1", first) == second  # older: not kept
     assert await payloads.swap(CHILD_A, "gid://shopify/Product/1", second) == second
     assert await payloads.swap(CHILD_B, "gid://shopify/Product/1", second) is None  # per store
+    published = ProductDigest(T0 + timedelta(seconds=2), "f", "s2", "p1")  # its publication kept too
+    assert await payloads.swap(CHILD_A, "gid://shopify/Product/1", published) == second
+    assert await payloads.swap(CHILD_A, "gid://shopify/Product/1", published) == published
     await conn.close()

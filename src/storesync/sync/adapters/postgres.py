@@ -856,12 +856,18 @@ class PgProductPayloads:
                     "shop": shop,
                     "product": product_id,
                     "at": digest.updated_at,
-                    "fields": digest.fields,
+                    # The publication's digest kept in the same column ("<fields>/<publication>").
+                    "fields": f"{digest.fields}/{digest.publication}"
+                    if digest.publication
+                    else digest.fields,
                     "stock": digest.stock,
                 },
             )
             row = await cur.fetchone()
-        return ProductDigest(row[0], row[1], row[2]) if row else None
+        if row is None:
+            return None
+        fields, _, publication = str(row[1] or "").partition("/")
+        return ProductDigest(row[0], fields, row[2], publication)
 
 
 # --------------------------------------------------------------------------- saga log

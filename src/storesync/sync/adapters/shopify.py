@@ -21,7 +21,7 @@ a product's other variant metafields are never read, nor ever written).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -931,59 +931,78 @@ class BulkCatalogScan(ShopifyCatalogScan):
         return {key: lvl.available for key, lvl in (await self.levels()).items() if key[1] in wanted}
 
 
+async def _shared(reads: dict[str, asyncio.Future], key: str, read: Callable[[], Awaitable[Any]]) -> Any:
+    """`read()`'s answer for `key`, read once for every caller, those that ask while it is in
+    flight included; a failed read is forgotten (the next caller reads again)."""
+    if key not in reads:
+        reads[key] = asyncio.ensure_future(read())
+    future = reads[key]
+    try:
+        return await asyncio.shield(future)
+    except Exception:
+        if reads.get(key) is future:
+            del reads[key]
+        raise
+
+
 class ScannedParent:
-    """The parent store as one backfill scanned it: product reads come from the scan (a copy
-    saga reads its parent product in every step, for every child: on a shared parent bucket
-    that, not the children's writes, would bound the backfill). Levels are read live, one
-    batched `InventoryLevels` query per product when the first child's copy needs them, and
-    shared by the other children's copies of that product (read one query per variant, location
-    and child, they cost the parent's bucket 20 queries per 2-variant product for 5 children).
-    Every other call goes to the store. Changes made to the parent during the backfill reach
-    the copies through the live webhooks and reconciliation, as for any linked product."""
+    """The parent store as one backfill scanned it, or as one copy saga run reads it: every
+    answer about the parent a copy needs is read once and shared by the steps of the run and,
+    in a backfill, by every child's copy (on the parent's one bucket, those repeated reads, not
+    the children's writes, would bound the backfill).
+
+    - products: from the scan (`products`); one not in it is read live once and kept;
+    - levels: from the scan's bulk read (`levels`), else one batched `InventoryLevels` query per
+      product when the first copy needs them (read one query per variant, location and child,
+      they cost the parent's bucket 20 queries per 2-variant product for 5 children);
+    - channels (`channels_of`): one `PublishableChannels` per product for every child.
+    Every other call goes to the store. Changes made to the parent meanwhile reach the copies
+    through the live webhooks and reconciliation, as for any linked product."""
 
     def __init__(
         self,
         api: ShopifyStoreAPI,
-        products: Sequence[Product],
+        products: Sequence[Product] = (),
         levels: Mapping[tuple[str, str], InventoryLevel] | None = None,
     ) -> None:
         self.api = api
         # Levels read with the scan (a bulk query): served from here, no read per product.
         self._scanned_levels = dict(levels) if levels is not None else None
         self.shop = api.shop
-        self._products = {p.id: p for p in products if p.id}
+        self._products: dict[str, Product | None] = {p.id: p for p in products if p.id}
         self._product_of_item = {
             v.inventory_item_id: p.id for p in products if p.id for v in p.variants if v.inventory_item_id
         }
+        self._reads: dict[str, asyncio.Future] = {}  # product id -> its live read (not in the scan)
         self._levels: dict[str, asyncio.Future] = {}  # parent product id -> its levels, read once
-        self._channels: dict[str, list[str]] = {}  # parent product id -> its channels' names
+        self._channels: dict[str, asyncio.Future] = {}  # parent product id -> its channels' names
 
     async def channels_of(self, resource_id: str) -> list[str]:
-        """A product's channels, read once for every child's copy of it."""
-        if resource_id not in self._channels:
-            self._channels[resource_id] = await self.api.channels_of(resource_id)
-        return self._channels[resource_id]
+        """A product's channels, read once for every child's copy of it: the children's copies
+        of one product run at the same moment (one lane per child, in the same order), so the
+        first one's read is shared while it is in flight, not only once it has answered."""
+        return await _shared(self._channels, resource_id, lambda: self.api.channels_of(resource_id))
 
     async def read_product(self, product_id: str) -> Product | None:
-        found = self._products.get(product_id)
-        return found if found is not None else await self.api.read_product(product_id)
+        if product_id in self._products:
+            return self._products[product_id]
+        found = await _shared(self._reads, product_id, lambda: self.api.read_product(product_id))
+        self._products[product_id] = found
+        if found is not None:
+            self._product_of_item.update(
+                (v.inventory_item_id, product_id) for v in found.variants if v.inventory_item_id
+            )
+        return found
 
     async def read_level(self, inventory_item_id: str, location_id: str) -> InventoryLevel | None:
         product_id = self._product_of_item.get(inventory_item_id)
         if self._scanned_levels is not None and product_id is not None:
             return self._scanned_levels.get((inventory_item_id, location_id))
-        if product_id is None:
+        product = self._products.get(product_id) if product_id is not None else None
+        if product_id is None or product is None:
             return await self.api.read_level(inventory_item_id, location_id)
-        if product_id not in self._levels:
-            items = [v.inventory_item_id for v in self._products[product_id].variants if v.inventory_item_id]
-            self._levels[product_id] = asyncio.ensure_future(self.api.read_levels(items))
-        read = self._levels[product_id]
-        try:
-            levels = await asyncio.shield(read)
-        except Exception:
-            if self._levels.get(product_id) is read:
-                del self._levels[product_id]  # the next copy reads again
-            raise
+        items = [v.inventory_item_id for v in product.variants if v.inventory_item_id]
+        levels = await _shared(self._levels, product_id, lambda: self.api.read_levels(items))
         return levels.get((inventory_item_id, location_id))
 
     def __getattr__(self, name: str) -> Any:

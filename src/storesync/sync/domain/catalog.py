@@ -358,7 +358,12 @@ class CatalogBlocked(CatalogError):
 class NeedsCopy(Exception):
     """The child has no copy of the parent product (never made, or deleted there): the copy saga
     makes one (`services.copies.copy_to_child`). Never a productSet upsert by handle: that would
-    adopt a child's own product of the same handle."""
+    adopt a child's own product of the same handle. `parent`: the parent product as just read
+    (the copy starts from it instead of reading it again)."""
+
+    def __init__(self, message: str, parent: Product | None = None) -> None:
+        super().__init__(message)
+        self.parent = parent
 
 
 def _only_metafields(change: FieldChange) -> bool:

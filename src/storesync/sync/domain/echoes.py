@@ -11,6 +11,10 @@ Every check lives here:
   products/update whose payload differs from the last one seen for that product only in its
   stock (`is_stock_move`, on `product_digest`s) changed nothing the engine syncs that the
   payload could show, so it is not read back from the store and starts no job.
+- publishing: a products/update whose payload differs from the last one seen (a products/create's
+  included) only in its publication fields (`is_publication_change`) reports a publish or
+  unpublish, which storesync never syncs after a copy is made (a copy's own publishing sends
+  one): not read back, no job.
 - catalog: a product or collection link remembers the synced fields last written to (or found
   in) the child (`Link.synced_view`). A child's products/update or collections/update while the
   child shows exactly that view reports our own write (or a stock or membership move), not an
@@ -103,16 +107,23 @@ def children_behind(
 # A products/update payload's parts that change with every stock move (and nothing else).
 _STOCK_KEYS = ("inventory_quantity", "old_inventory_quantity")
 _TIME_KEYS = ("updated_at",)
+# The parts that change when the product is published or unpublished: `published_at` (the
+# Online Store) and `published_scope` (`web`, or `global` with the Point of Sale). Shopify sends
+# products/update for a publish (a product created, then published, sends products/create then
+# products/update: https://community.shopify.com/c/Shopify-APIs-SDKs/Webhook-being-called-twice/m-p/1176031).
+_PUBLICATION_KEYS = ("published_at", "published_scope")
 
 
 @dataclass(frozen=True)
 class ProductDigest:
-    """What one products/update payload showed: when (the product's updated_at), a digest of
-    every field but the variants' stock and the times, and a digest of the variants' stock."""
+    """What one products/create or products/update payload showed: when (the product's
+    updated_at), a digest of every field but the variants' stock, the times and the
+    publication, a digest of the variants' stock, and one of the publication fields."""
 
     updated_at: datetime | None
     fields: str
     stock: str
+    publication: str = ""  # "": not known (a digest recorded before it was kept)
 
 
 def _digest(value: Any) -> str:
@@ -123,7 +134,11 @@ def _digest(value: Any) -> str:
 def product_digest(body: Mapping[str, Any]) -> ProductDigest:
     """The `ProductDigest` of a products/update payload (REST form, as Shopify sends it)."""
     variants = [v for v in body.get("variants") or () if isinstance(v, Mapping)]
-    fields = {k: v for k, v in body.items() if k not in _TIME_KEYS and k != "variants"}
+    fields = {
+        k: v
+        for k, v in body.items()
+        if k not in _TIME_KEYS and k not in _PUBLICATION_KEYS and k != "variants"
+    }
     fields["variants"] = [
         {k: x for k, x in v.items() if k not in _STOCK_KEYS and k not in _TIME_KEYS} for v in variants
     ]
@@ -133,7 +148,8 @@ def product_digest(body: Mapping[str, Any]) -> ProductDigest:
         at = datetime.fromisoformat(str(updated).replace("Z", "+00:00")) if updated else None
     except ValueError:
         at = None
-    return ProductDigest(at, _digest(fields), _digest(stock))
+    publication = {k: body.get(k) for k in _PUBLICATION_KEYS}
+    return ProductDigest(at, _digest(fields), _digest(stock), _digest(publication))
 
 
 def is_stock_move(previous: ProductDigest | None, current: ProductDigest) -> bool:
@@ -151,4 +167,24 @@ def is_stock_move(previous: ProductDigest | None, current: ProductDigest) -> boo
         and current.updated_at >= previous.updated_at
         and current.fields == previous.fields
         and current.stock != previous.stock
+    )
+
+
+def is_publication_change(previous: ProductDigest | None, current: ProductDigest) -> bool:
+    """Whether a products/update (`current`) reports only that the product was published or
+    unpublished since the payload seen before (`previous`, a products/create's included): not
+    older than it, every other field and the stock the same, the publication fields different.
+    A copy's sales channels are set once, when it is made, and never synced afterwards
+    (docs/sync.md), so such an update has nothing to sync: a copy's own publishing, the last
+    step of its saga, sends one for every copy. A publication unknown on either side (a digest
+    recorded before it was kept) is not a change."""
+    return (
+        previous is not None
+        and current.updated_at is not None
+        and previous.updated_at is not None
+        and current.updated_at >= previous.updated_at
+        and current.fields == previous.fields
+        and current.stock == previous.stock
+        and bool(previous.publication and current.publication)
+        and current.publication != previous.publication
     )

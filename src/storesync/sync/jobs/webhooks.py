@@ -17,7 +17,7 @@ from storesync.sync.adapters.jobqueue import enqueue_jobs
 from storesync.sync.adapters.postgres import Storage, order_pruned, pause_store
 from storesync.sync.domain.audit import delivery_cause
 from storesync.sync.domain.conflicts import level_from_webhook, version_of_delivery
-from storesync.sync.domain.echoes import is_stock_move, product_digest
+from storesync.sync.domain.echoes import is_publication_change, is_stock_move, product_digest
 from storesync.sync.domain.health import webhook_change
 from storesync.sync.domain.model import LinkKind, gid
 from storesync.sync.domain.network import MerchantNetwork
@@ -62,6 +62,10 @@ async def enqueue_routed(st: Storage, net: MerchantNetwork, p: WebhookJob, jobs:
     await enqueue_jobs(st.conn, jobs, net.merchant_id)
 
 
+def _product_id(p: WebhookJob) -> str:
+    return gid("Product", p.body.get("admin_graphql_api_id") or p.body.get("id"))
+
+
 async def product_webhook(job: Job, p: WebhookJob) -> None:
     rt = await job.runtime()
     net, store = rt.of_shop(p.shop)
@@ -71,6 +75,9 @@ async def product_webhook(job: Job, p: WebhookJob) -> None:
         # or a child-only product: neither has synced fields to revert, so no store is read. A
         # copy's variants are linked from the payload (its answer named the product only).
         async with job.storage() as st:
+            # Its payload is what the next products/update is compared with (a copy's own
+            # publishing then sends one that shows only that: `is_publication_change`).
+            await st.product_payloads.swap(store.shop, _product_id(p), product_digest(p.body))
             if not await copies.link_created_copy(st, net, store.shop, p.body, cause, rechecked=p.rechecked):
                 # The webhook can outrun the copy's saving of its link: look once more, later.
                 again = SyncJob(
@@ -80,14 +87,20 @@ async def product_webhook(job: Job, p: WebhookJob) -> None:
         return
     async with job.storage() as st:
         links = None
-        product_id = gid("Product", p.body.get("admin_graphql_api_id") or p.body.get("id"))
-        if p.topic == "products/update":
+        product_id = _product_id(p)
+        published_only = False
+        if p.topic in ("products/create", "products/update"):
             # Most products/update are stock moves (every level write of ours makes one): one
             # that shows nothing else new is neither read back nor starts a job.
             digest = product_digest(p.body)
-            if is_stock_move(await st.product_payloads.swap(store.shop, product_id, digest), digest):
+            previous = await st.product_payloads.swap(store.shop, product_id, digest)
+            if p.topic == "products/update" and is_stock_move(previous, digest):
                 log.debug("product webhook reports a stock move", shop=store.shop, product=product_id)
                 return
+            # Nor one that shows only a publish (a copy's own, its saga's last step): channels
+            # are set when a copy is made, never synced afterwards. A pending copy is still
+            # linked from it below.
+            published_only = p.topic == "products/update" and is_publication_change(previous, digest)
         if store.role == "child":
             links = await st.links.child_links(store.shop, products=[product_id])
             copy = links.link_up(LinkKind.PRODUCT, product_id)
@@ -101,6 +114,9 @@ async def product_webhook(job: Job, p: WebhookJob) -> None:
                 # from the payload, nothing read, no job.
                 log.info("copy linked from its update webhook", shop=store.shop, product=product_id)
                 return
+        if published_only:
+            log.debug("product webhook reports a publish", shop=store.shop, product=product_id)
+            return
         if store.role == "parent" and p.topic == "products/update":
             routed = await catalog.route_parent_update(rt, st, net, product_id, cause)
         else:

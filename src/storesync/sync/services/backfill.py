@@ -64,7 +64,13 @@ async def _unfinished_copies(st: Storage, children: set[str]) -> list[tuple[str,
 
 
 async def _create_missing_collections(
-    rt: Runtime, st: Storage, net: MerchantNetwork, child: str, report: LinkReport, result: BackfillResult
+    rt: Runtime,
+    st: Storage,
+    net: MerchantNetwork,
+    child: str,
+    report: LinkReport,
+    result: BackfillResult,
+    parent_api: ScannedParent,
 ) -> None:
     """The parent's collections the child lacks, made by the collection sync itself (title,
     description, SEO, sort order, a smart collection's rules) and linked with the view written,
@@ -83,7 +89,9 @@ async def _create_missing_collections(
                 st.audit,
                 "backfill:collections",
                 with_members=False,
-                on_created=collection_publisher(rt, st, net, child, pid, "backfill:collections"),
+                on_created=collection_publisher(
+                    rt, st, net, child, pid, "backfill:collections", parent=parent_api
+                ),
             )
         except CatalogBlocked as err:
             result.failed.append((f"{child}: collection {pid}", str(err)))
@@ -135,15 +143,20 @@ async def backfill(
             reports = await link_network(active, scans, st.links, rt.policy(net.merchant_id))
             result.reports += reports
             parent_products = await parent_scan.products()
-            scanned[net.merchant_id] = ScannedParent(rt.api(net.parent.shop), parent_products, parent_levels)
+            scanned_parent = ScannedParent(rt.api(net.parent.shop), parent_products, parent_levels)
+            scanned[net.merchant_id] = scanned_parent
             parent_scans[net.merchant_id] = (parent_scan, dict(parent_levels))
 
             # The children's missing collections at once (each child on its own connection): the
             # copies start after them, and every second before the first copy leaves the
             # children's full buckets unused.
-            async def collections_of(report: LinkReport, net: MerchantNetwork = active) -> None:
+            async def collections_of(
+                report: LinkReport, net: MerchantNetwork = active, parent: ScannedParent = scanned_parent
+            ) -> None:
                 async with job_storage(rt.pool) as mine:
-                    await _create_missing_collections(rt, mine, net, report.child_shop, report, result)
+                    await _create_missing_collections(
+                        rt, mine, net, report.child_shop, report, result, parent
+                    )
 
             await asyncio.gather(*(collections_of(r) for r in reports))
             for report in reports:

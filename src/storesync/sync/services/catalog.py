@@ -11,6 +11,7 @@ from storesync.commerce.errors import BudgetBusy, CommerceError
 from storesync.logs import get_logger
 from storesync.sync.adapters.jobqueue import enqueue_jobs
 from storesync.sync.adapters.postgres import Storage
+from storesync.sync.adapters.shopify import ScannedParent
 from storesync.sync.domain.audit import AuditRecord
 from storesync.sync.domain.catalog import (
     CatalogBlocked,
@@ -85,12 +86,12 @@ async def sync_product_to_child(
             )
         return None
     if child_id is None:
-        raise NeedsCopy(f"{child_store.shop} has no copy of {parent_product_id}")
+        raise NeedsCopy(f"{child_store.shop} has no copy of {parent_product_id}", parent)
     child = await child_store.read_product(child_id)
     if child is None:
         # Deleted in the child: its links go, and the copy saga makes it again.
         await forget_product_links(links_repo, links, parent_product_id)
-        raise NeedsCopy(f"{child_store.shop}: the copy {child_id} of {parent_product_id} is gone")
+        raise NeedsCopy(f"{child_store.shop}: the copy {child_id} of {parent_product_id} is gone", parent)
     if (copies := await link_pending_copies(links_repo, links, [child])).pending:
         links = await links_repo.link_map(
             child_store.shop
@@ -372,7 +373,14 @@ async def product_to_child(
     except NeedsCopy as why:
         log.info("no copy in the child; copying", child=child_shop, product=parent_product_id, why=str(why))
         saga = await copy_to_child(
-            rt, st, net, child_shop, parent_product_id, cause, final_attempt=final_attempt
+            rt,
+            st,
+            net,
+            child_shop,
+            parent_product_id,
+            cause,
+            final_attempt=final_attempt,
+            parent_api=ScannedParent(rt.api(net.parent.shop), [why.parent] if why.parent else ()),
         )
         media = ((saga.steps[1].result or {}).get("media") or 0) if saga and len(saga.steps) > 1 else 0
         if media:

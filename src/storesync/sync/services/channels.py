@@ -30,17 +30,25 @@ async def channels_for(
 
 
 def collection_publisher(
-    rt: Runtime, st: Storage, net: MerchantNetwork, child_shop: str, parent_collection_id: str, cause: str
+    rt: Runtime,
+    st: Storage,
+    net: MerchantNetwork,
+    child_shop: str,
+    parent_collection_id: str,
+    cause: str,
+    *,
+    parent: StoreAPI | None = None,
 ) -> Callable[[str], Awaitable[None]]:
     """What publishes a collection storesync just made in `child_shop`. A refusal is reported
-    (`storesync status`, the dashboard), never the collection sync's failure."""
+    (`storesync status`, the dashboard), never the collection sync's failure. `parent`: the
+    parent as the caller reads it (a backfill's, whose answers every child shares)."""
 
     async def publish(child_collection_id: str) -> None:
         rules = rt.policy(net.merchant_id).rules(child_shop)
         child = rt.api(child_shop)
         try:
             names, ids = await channels_for(
-                rt.api(net.parent.shop), child, parent_collection_id, rules.channels
+                parent or rt.api(net.parent.shop), child, parent_collection_id, rules.channels
             )
             missing = sorted(set(names) - set(ids))
             if missing:

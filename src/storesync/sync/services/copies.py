@@ -31,7 +31,7 @@ from storesync.config import SyncedField
 from storesync.logs import get_logger
 from storesync.sync.adapters.jobqueue import enqueue_jobs
 from storesync.sync.adapters.postgres import Storage
-from storesync.sync.adapters.shopify import BulkCatalogScan
+from storesync.sync.adapters.shopify import BulkCatalogScan, ScannedParent
 from storesync.sync.domain.audit import AuditRecord
 from storesync.sync.domain.catalog import (
     CatalogError,
@@ -664,8 +664,10 @@ async def run_copy_saga(
     failing permanently - or with a store error on the final attempt - compensates the steps
     done, in reverse (`failures.undoes_copy`)."""
     stores: dict[str, StoreAPI] = dict(rt.apis(net))
-    if parent_api is not None:  # e.g. the backfill's scanned parent (`adapters.shopify.ScannedParent`)
-        stores[net.parent.shop] = parent_api
+    # The parent's answers (its product, levels, channels) read once for the whole run: each
+    # step asks again (a resumed step must), but within one run they are the same answer. A
+    # backfill gives its scanned parent, shared by every child's copy.
+    stores[net.parent.shop] = parent_api or ScannedParent(rt.api(net.parent.shop))
     deps = SagaDeps(
         net,
         stores,
@@ -708,14 +710,17 @@ async def copy_to_child(
     cause: str,
     *,
     final_attempt: bool,
+    parent_api: ScannedParent | None = None,
 ) -> SagaRecord | None:
     """A parent product the child has no copy of, copied by the copy saga (the live path:
     a product job, reconciliation). A handle conflict already reported is looked at again (one
     1-point read): while the child's own product still has the handle, nothing is tried; once
     it is free, the copy goes ahead. Returns the saga (None: skipped); `CopyFailed` when it was
-    compensated for any other reason than a reported handle conflict."""
+    compensated for any other reason than a reported handle conflict. `parent_api`: the parent's
+    answers already read (the product job's read; a reconcile's copies share one)."""
+    parent_api = parent_api or ScannedParent(rt.api(net.parent.shop))
     if await st.attention.is_open(child_shop, "handle_conflict", parent_product_id):
-        parent = await rt.api(net.parent.shop).read_product(parent_product_id)
+        parent = await parent_api.read_product(parent_product_id)
         if parent is None:
             await st.attention.resolve(child_shop, "handle_conflict", parent_product_id)
             return None
@@ -728,7 +733,15 @@ async def copy_to_child(
     base = f"copy:{child_shop}:{parent_product_id}"
     saga_id = copy_saga_id(await st.steps.states(COPY_PRODUCT, prefix=base), child_shop, parent_product_id)
     rec = await run_copy_saga(
-        rt, st, net, saga_id, parent_product_id, child_shop, cause, final_attempt=final_attempt
+        rt,
+        st,
+        net,
+        saga_id,
+        parent_product_id,
+        child_shop,
+        cause,
+        final_attempt=final_attempt,
+        parent_api=parent_api,
     )
     if rec.state is SagaState.COMPENSATED and not handle_conflicted(rec):
         raise CopyFailed(f"saga {saga_id} failed and was compensated: {rec.error}")

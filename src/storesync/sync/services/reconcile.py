@@ -45,6 +45,7 @@ from storesync.sync.adapters.postgres import (
     record_reconcile_pass,
     record_reconcile_run,
 )
+from storesync.sync.adapters.shopify import ScannedParent
 from storesync.sync.domain.catalog import CatalogError, NeedsCopy, SyncPolicy
 from storesync.sync.domain.network import MerchantNetwork
 from storesync.sync.domain.orders import order_event_from_graphql
@@ -510,8 +511,14 @@ async def _reconcile_merchant(
             net.merchant_id, report, paused=skipped, dry_run=True, sales=sales, since=since
         )
 
+    # The parent's answers a copy reads (its product, levels, channels), shared by this pass's
+    # copies of one product into several children.
+    parent_reads = ScannedParent(rt.api(net.parent.shop))
+
     async def copy_product(shop: str, parent_product_id: str) -> str | None:
-        saga = await copy_to_child(rt, st, net, shop, parent_product_id, cause, final_attempt=True)
+        saga = await copy_to_child(
+            rt, st, net, shop, parent_product_id, cause, final_attempt=True, parent_api=parent_reads
+        )
         if saga is None or handle_conflicted(saga):
             return "a product of the child's own has its handle (storesync status lists it)"
         return None
