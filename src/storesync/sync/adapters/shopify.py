@@ -47,6 +47,7 @@ from storesync.commerce.errors import (
 from storesync.commerce.operations import get_operation
 from storesync.commerce.variables import adjust_quantities_input, set_quantities_input
 from storesync.logs import get_logger
+from storesync.sync.domain.adjusts import MAX_CHANGES, LevelChange
 from storesync.sync.domain.locations import StoreLocation
 from storesync.sync.domain.model import (
     Collection,
@@ -545,6 +546,28 @@ class ShopifyStoreAPI:
             )
         except StaleQuantityError as err:
             raise StaleQuantity(str(err), stale=_stale_indices(err.user_errors, "quantities")) from err
+        except IdempotencyAttemptFailed as err:
+            raise KeyAttemptFailed(str(err)) from err
+
+    async def adjust_levels(
+        self, changes: Sequence[LevelChange], *, idempotency_key: str, reason: str = "correction"
+    ) -> None:
+        """Many deltas in one `inventoryAdjustQuantities` (at most 250: Shopify's input limit,
+        https://shopify.dev/docs/api/usage/limits#input-limits), each with its
+        `changeFromQuantity`. One stale change fails the whole call: StaleQuantity naming the
+        stale indices (userError field ["input", "changes", i, ...]); a repeated key answers the
+        first attempt's result and applies nothing again."""
+        if not 0 < len(changes) <= MAX_CHANGES:
+            raise ValueError(f"adjust_levels takes 1 to {MAX_CHANGES} changes, not {len(changes)}")
+        input_ = adjust_quantities_input(
+            [(c.item_id, c.location_id, c.delta, c.change_from) for c in changes], reason=reason
+        )
+        try:
+            await self.client.execute(
+                "InventoryAdjustQuantities", {"input": input_}, idempotency_key=idempotency_key
+            )
+        except StaleQuantityError as err:
+            raise StaleQuantity(str(err), stale=_stale_indices(err.user_errors, "changes")) from err
         except IdempotencyAttemptFailed as err:
             raise KeyAttemptFailed(str(err)) from err
 
