@@ -744,9 +744,14 @@ class PgLedger:
             return True
 
     async def next_key_attempt(self, key: LedgerKey, spent: int) -> LedgerEntry:
-        params = {**_key_params(key), "spent": spent}
+        return await self._update_entry(NEXT_KEY_ATTEMPT, key, {"spent": spent})
+
+    async def _update_entry(self, statement: str, key: LedgerKey, extra: Mapping[str, Any]) -> LedgerEntry:
+        """Run an UPDATE ... RETURNING of one entry; the entry as stored (also when the update
+        changed nothing)."""
+        params = {**_key_params(key), **extra}
         async with self.conn.transaction(), self.conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(NEXT_KEY_ATTEMPT, params)
+            await cur.execute(statement, params)
             row = await cur.fetchone()
             if row is None:
                 await cur.execute(GET_ENTRY, params)
@@ -784,16 +789,7 @@ class PgLedger:
 
     async def mark_pending(self, key: LedgerKey, parent_shop: str) -> LedgerEntry:
         """Leave a claimed entry to the parent's batched adjust; the entry as stored."""
-        params = {**_key_params(key), "parent": parent_shop}
-        async with self.conn.transaction(), self.conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(MARK_PENDING, params)
-            row = await cur.fetchone()
-            if row is None:
-                await cur.execute(GET_ENTRY, params)
-                row = await cur.fetchone()
-        if row is None:
-            raise KeyError(f"no ledger entry {key}")
-        return _entry(row)
+        return await self._update_entry(MARK_PENDING, key, {"parent": parent_shop})
 
     async def backlogs(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], int]:
         wanted = sorted(set(keys))
