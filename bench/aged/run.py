@@ -41,7 +41,6 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 
 from storesync.config import NetworkConfig
-from storesync.db.migrate import migrate
 from storesync.queue import JobSpec, enqueue_many
 from storesync.queue import queries as q
 from storesync.queue.claim import claim_batch_sync
@@ -61,28 +60,6 @@ def _ingest_bench():
 
 
 ingest = _ingest_bench()
-
-
-def database() -> tuple[str, str, object | None]:
-    """(the bench database's DSN, the server's maintenance DSN, the embedded server if any)."""
-    url = os.environ.get("DATABASE_URL")
-    embedded = None
-    if url:
-        admin_dsn = url
-    else:
-        from storesync.db.embedded import EmbeddedPostgres
-
-        embedded = EmbeddedPostgres(ROOT / ".storesync" / "bench-pgdata", "postgres")
-        admin_dsn = embedded.start()
-    with psycopg.connect(admin_dsn, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
-        admin.execute(f"CREATE DATABASE {BENCH_DB}")
-    params = psycopg.conninfo.conninfo_to_dict(admin_dsn)
-    params["dbname"] = BENCH_DB
-    dsn = psycopg.conninfo.make_conninfo(**params)
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        migrate(conn)
-    return dsn, admin_dsn, embedded
 
 
 # --------------------------------------------------------------------------- a year of old rows
@@ -208,7 +185,7 @@ def main() -> int:
     if args.old_rows > 50_000_000:
         ap.error("--old-rows <= 50,000,000")
     load_before = os.getloadavg()[0]
-    dsn, admin_dsn, embedded = database()
+    dsn, admin_dsn, embedded = ingest.database(BENCH_DB)
     toml, stores = ingest.network_toml()
     try:
         with tempfile.TemporaryDirectory(prefix="bench-aged-") as tmp:

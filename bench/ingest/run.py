@@ -70,8 +70,9 @@ def network_toml(merchants: int = 4, children: int = 2) -> tuple[str, list[tuple
     return "\n".join(lines), stores
 
 
-def database() -> tuple[str, object | None]:
-    """A DSN to an empty, migrated bench database, and the embedded server handle (if any)."""
+def database(name: str = BENCH_DB) -> tuple[str, str, object | None]:
+    """A DSN to an empty, migrated bench database `name`, the server's maintenance DSN, and the
+    embedded server handle (if any). bench/aged uses it too."""
     url = os.environ.get("DATABASE_URL")
     embedded = None
     if url:
@@ -82,14 +83,14 @@ def database() -> tuple[str, object | None]:
         embedded = EmbeddedPostgres(ROOT / ".storesync" / "bench-pgdata", "postgres")
         admin_dsn = embedded.start()
     with psycopg.connect(admin_dsn, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
-        admin.execute(f"CREATE DATABASE {BENCH_DB}")
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.execute(f"CREATE DATABASE {name}")
     params = psycopg.conninfo.conninfo_to_dict(admin_dsn)
-    params["dbname"] = BENCH_DB
+    params["dbname"] = name
     dsn = psycopg.conninfo.make_conninfo(**params)
     with psycopg.connect(dsn, autocommit=True) as conn:
         migrate(conn)
-    return dsn, embedded
+    return dsn, admin_dsn, embedded
 
 
 def requests(stores, n: int, port: int) -> list[bytes]:
@@ -385,7 +386,7 @@ def main() -> int:
 
     t0 = time.monotonic()
     loadavg = os.getloadavg()
-    dsn, embedded = database()
+    dsn, _admin_dsn, embedded = database()
     toml, stores = network_toml()
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:

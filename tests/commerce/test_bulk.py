@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 
 import pytest
@@ -22,6 +23,7 @@ from storesync.commerce.errors import UserInputError
 from storesync.emulator.bulk import bulk_query_violations
 from storesync.emulator.schema import build_emulator_schema
 from storesync.sync.adapters.shopify import PRODUCT_CHILDREN, ShopifyStoreAPI, bulk_products
+from storesync.sync.domain.orders import order_event_from_graphql
 from tests.commerce.test_client_emulator import SHOP, client_for, running_emulator
 from tests.commerce.test_documents import target_schema
 from tests.sync.test_shopify_store import PRODUCT
@@ -217,3 +219,83 @@ async def test_an_invalid_bulk_query_is_a_permanent_user_input_error(emu):
 def test_product_children_cover_every_nested_connection_of_the_bulk_products_query():
     text = bulk_query_text("products")
     assert {f"{key} {{" for key in PRODUCT_CHILDREN.values()} <= {line.strip() for line in text.splitlines()}
+
+
+def _events(orders: list[dict]) -> list:
+    return sorted((order_event_from_graphql(SHOP, o) for o in orders), key=lambda e: e.order_id)
+
+
+async def test_bulk_orders_read_what_the_paged_read_does_for_fewer_points(emu):
+    """The reconciliation's read of a child's orders (`orders_updated_since`: one bulk query,
+    refunds' lines and returns' dispositions by id) gives the same events as paging
+    `ChildOrdersPage`: a point-of-sale sale partly refunded with restock, an online order
+    shipped and returned with restock, a cancelled order, a refund of more lines than a first
+    page of refund lines holds. And it asks the bucket for less."""
+    emu.seed(SHOP, products=6, variants_per_product=2)
+    snap = emu.snapshot(SHOP)
+    variants = [v["admin_graphql_api_id"] for p in snap["products"] for v in p["variants"]]
+    where = snap["locations"][0]["id"]
+    pos = emu.place_order(
+        SHOP, [{"variant_id": variants[0], "quantity": 2}, {"variant_id": variants[1], "quantity": 1}], where
+    )
+    emu.refund_order(
+        SHOP,
+        pos["id"],
+        [{"line_item_id": pos["line_items"][0]["id"], "quantity": 1, "restock_type": "cancel"}],
+    )
+    web = emu.place_order(SHOP, [{"variant_id": variants[2], "quantity": 3}])
+    emu.fulfill_order(SHOP, web["id"])
+    emu.return_order(SHOP, web["id"], [{"line_item_id": web["line_items"][0]["id"], "quantity": 2}])
+    gone = emu.place_order(SHOP, [{"variant_id": variants[3], "quantity": 1}], where)
+    emu.cancel_order(SHOP, gone["id"])
+    big = emu.place_order(SHOP, [{"variant_id": v, "quantity": 1} for v in variants], where)
+    emu.refund_order(
+        SHOP,
+        big["id"],
+        [{"line_item_id": li["id"], "quantity": 1, "restock_type": "cancel"} for li in big["line_items"]],
+    )
+    since = datetime.now(UTC) - timedelta(minutes=5)
+    async with client_for(emu) as client:
+        store = ShopifyStoreAPI(client)
+        before = emu.throttle(SHOP)["usage"]
+        bulk = await store.orders_updated_since(since, poll_interval=0.01)
+        middle = emu.throttle(SHOP)["usage"]
+        paged = [o async for o in store.paged_orders_updated_since(since)]
+        after = emu.throttle(SHOP)["usage"]
+    assert _events(bulk) == _events(paged) and len(bulk) == 4
+    events = {e.order_id: e for e in _events(bulk)}
+    assert [r.quantity for r in events[pos["admin_graphql_api_id"]].restocks] == [1]
+    assert [r.quantity for r in events[web["admin_graphql_api_id"]].restocks] == [2]  # the disposition
+    assert sum(r.quantity for r in events[gone["admin_graphql_api_id"]].restocks) == 1
+    assert len(events[big["admin_graphql_api_id"]].restocks) == len(variants) == 12
+    bulk_cost = {op: n for op, n in middle["by_operation"].items() if op not in before["by_operation"]}
+    assert set(bulk_cost) == {
+        "BulkOperationRunQuery",
+        "BulkOperationStatus",
+        "RefundLines",
+        "ReturnDispositions",
+    }
+    # points charged: the bulk query and its polls whatever the orders; then only the refunds and
+    # returns, by id (the page charges every order's lists)
+    assert middle["points"] - before["points"] < after["points"] - middle["points"], (before, middle, after)
+    # nothing updated since: the operation completes with no file, and nothing is read
+    async with client_for(emu) as client:
+        later = datetime.now(UTC) + timedelta(minutes=1)
+        assert await ShopifyStoreAPI(client).orders_updated_since(later, poll_interval=0.01) == []
+
+
+async def test_the_orders_read_waits_for_a_bulk_query_whose_starter_never_came_back(emu):
+    """A worker killed between starting a bulk query and reading it leaves the query running:
+    the next read of orders waits for it to end instead of failing the child."""
+    emu.seed(SHOP, products=1)
+    where = emu.snapshot(SHOP)["locations"][0]["id"]
+    variant = emu.snapshot(SHOP)["products"][0]["variants"][0]["admin_graphql_api_id"]
+    emu.place_order(SHOP, [{"variant_id": variant, "quantity": 1}], where)
+    async with client_for(emu) as client:
+        orphan = await start_bulk_query(client, "{ products { nodes { id } } }")
+        orders = await ShopifyStoreAPI(client).orders_updated_since(
+            datetime.now(UTC) - timedelta(minutes=5), poll_interval=0.01
+        )
+    assert len(orders) == 1
+    statuses = emu.graphql(SHOP, "{ bulkOperations(first: 5) { nodes { id status } } }")["data"]
+    assert {"id": orphan, "status": "COMPLETED"} in statuses["bulkOperations"]["nodes"]

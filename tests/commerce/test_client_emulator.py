@@ -410,7 +410,8 @@ SAMPLE_VARIABLES = {
     "PublishablePublish": {"id": "gid://shopify/Product/1", "input": []},
     "ChildOrder": {"id": "gid://shopify/Order/1"},
     "ChildOrdersPage": {"first": 3, "query": "updated_at:>='2026-01-01T00:00:00Z'"},
-    "ReturnDispositions": {"id": "gid://shopify/Return/1"},
+    "ReturnDispositions": {"id": "gid://shopify/Return/1", "lines": 10},
+    "RefundLines": {"ids": ["gid://shopify/Refund/1"] * 3, "lines": 10},
     "StoreLocations": {"first": 20},
 }
 

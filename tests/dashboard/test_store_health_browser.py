@@ -52,6 +52,10 @@ def system(module_db):
             "STORESYNC_SYNC_SETTLE_QUIET_S": "0.2",
             "STORESYNC_SYNC_RECONCILE_EVERY_S": "3600",
             "STORESYNC_SYNC_PAUSE_RECHECK_S": "3600",
+            # The charts' per-minute counts: the web tier adds its own every 0.5 s, the worker at
+            # each heartbeat (lease / 3: 2 s) instead of every 5 s.
+            "STORESYNC_WEB_MINUTE_COUNTS_FLUSH_S": "0.5",
+            "STORESYNC_QUEUE_LEASE_SECONDS": "6",
         },
     ) as system:
         system.cli("link", check=True)
@@ -97,6 +101,28 @@ def wait_for_state(page, shop: str, state: str, timeout: float = 30.0) -> None:
         time.sleep(0.5)
 
 
+def counted(system, series: str) -> bool:
+    """The charts' per-minute counts hold rows of `series`."""
+    return bool(sql(system, "SELECT 1 FROM ops_minute_counts WHERE series = %(s)s LIMIT 1", {"s": series}))
+
+
+def wait_for_worker_flush(system) -> None:
+    """Until the worker has added its counts so far to the charts' per-minute series: it does so
+    right after each heartbeat, so two heartbeats from now."""
+    (now,) = sql(system, "SELECT now()")[0]
+
+    def heartbeat_after(at):
+        rows = sql(
+            system,
+            "SELECT max(heartbeat_at) FROM queue_workers WHERE state = 'running' AND heartbeat_at > %(at)s",
+            {"at": at},
+        )
+        return rows[0][0]
+
+    first = system.wait_until(lambda: heartbeat_after(now), 20, message="a worker heartbeat")
+    system.wait_until(lambda: heartbeat_after(first), 20, message="the worker's counts flushed")
+
+
 def changes_settled(system) -> bool:
     return sql(system, "SELECT count(*) FROM sync_changes WHERE settled_at IS NULL")[0][0] == 0
 
@@ -111,7 +137,8 @@ def test_every_store_in_step_with_charts_of_the_traffic(system, dash) -> None:
     settle(system)
     system.wait_until(lambda: system.compare().agree, 20, message="children follow")
     system.wait_until(lambda: changes_settled(system), 20, message="changes settled")
-    time.sleep(5.5)  # the web tier's and the worker's per-minute counts are flushed every 5 s
+    wait_for_worker_flush(system)
+    system.wait_until(lambda: counted(system, "webhooks"), 20, message="the web tier's counts flushed")
 
     dash.goto(dash.dash_url + "/")
     for shop in system.shops:
@@ -210,7 +237,7 @@ def test_a_throttled_store_falls_behind_then_catches_up(system, dash) -> None:
         system.set_plan(slow, "plus")
     settle(system)
     system.wait_until(lambda: system.compare().agree, 30, message="children follow")
-    time.sleep(5.5)  # the worker's per-minute counts are flushed every 5 s
+    wait_for_worker_flush(system)
     dash.goto(dash.dash_url + "/")
     throttled = dash.locator("#chart-throttled")
     assert throttled.get_attribute("data-has-data") == "yes", throttled.inner_text()

@@ -172,7 +172,7 @@ def test_the_getting_started_page_reaches_a_network_in_step(module_db, tmp_path:
         deadline = time.monotonic() + 45
         status = outputs[-1]
         while "every store in step" not in status and time.monotonic() < deadline:
-            time.sleep(1.0)
+            time.sleep(0.2)
             status = shell.run(final.text)
         assert "every store in step" in status, "\n\n".join(shell.transcript[-3:])
 

@@ -363,6 +363,51 @@ def test_a_sale_and_a_refund_whose_webhooks_were_dropped_are_applied_once_by_rec
     assert levels(system, the_sku)[system.parent] == {**start, WAREHOUSE: start[WAREHOUSE] - 1}
 
 
+def orders_bulk_queries(system, shop: str) -> list[dict]:
+    """The store's bulk queries whose root is `orders` (Shopify's record of them)."""
+    found = system.emulator.graphql(
+        shop, "{ bulkOperations(first: 250) { nodes { id status query rootObjectCount } } }"
+    )["data"]["bulkOperations"]["nodes"]
+    return [op for op in found if "BulkChildOrders" in op["query"]]
+
+
+def test_the_orders_pass_reads_by_bulk_query_and_a_second_pass_over_the_overlap_applies_nothing(
+    system,
+) -> None:
+    """A sale and a refund with restock whose webhooks were dropped: the orders pass reads the
+    child's orders by one bulk query (no page of orders), applies both once; the next pass reads
+    them again (they are within its overlap) and applies nothing."""
+    the_sku = sku(system, 2)
+    start = levels(system, the_sku)[system.parent]
+    system.set_faults(webhooks={"drop_p": 1.0})
+    try:
+        order = system.place_order(REPORT, the_sku, 3, location=SHOP)
+        system.emulator.refund_order(
+            REPORT, order["id"], [{"line_item_id": line_id(order), "quantity": 2, "restock_type": "cancel"}]
+        )
+        system.drain_webhooks(WAIT)
+    finally:
+        system.set_faults()
+    settle(system, delayed_too=True)
+    bulk_before = len(orders_bulk_queries(system, REPORT))
+    paged_before = system.emulator.throttle(REPORT)["usage"]["by_operation"].get("ChildOrdersPage")
+    done = system.cli("reconcile", timeout=180)
+    out = " ".join(done.stdout.split())
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert order["admin_graphql_api_id"] in out and "orders NOT compared" not in out, out
+    wait_in_step(system, the_sku, {**start, SHOP: start[SHOP] - 1})
+    ops = orders_bulk_queries(system, REPORT)
+    assert len(ops) == bulk_before + 1 and ops[0]["status"] == "COMPLETED", ops
+    assert "updated_at:>=" in ops[0]["query"] and int(ops[0]["rootObjectCount"]) >= 1, ops[0]
+    assert system.emulator.throttle(REPORT)["usage"]["by_operation"].get("ChildOrdersPage") == paged_before
+    again = " ".join(system.cli("reconcile", timeout=180, check=True).stdout.split())
+    assert "0 with movements it lacked" in again and "0 fixed" in again, again
+    assert len(orders_bulk_queries(system, REPORT)) == bulk_before + 2  # the overlap, read once more
+    settle(system, delayed_too=True)
+    assert levels(system, the_sku) == {shop: {**start, SHOP: start[SHOP] - 1} for shop in system.shops}
+    assert dead_jobs(system) == []
+
+
 def test_a_level_no_order_explains_is_reported_by_reconcile_and_handled_by_the_childs_policy(system) -> None:
     """Two moves whose webhooks were dropped: child-a's count (revert: set back to the parent's
     level) and child-b's delivery (report: a delta on the parent, then every child follows)."""

@@ -5,7 +5,7 @@ again without it."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 
@@ -101,3 +101,23 @@ async def test_a_newer_target_replaces_the_waiting_one_and_a_flush_of_the_older_
         assert newer.target == 7 and newer.version > older.version
         await st.pushes.done(CHILD, [newer])
         assert await st.pushes.due(CHILD, limit=10) == []
+
+
+async def test_a_parent_level_read_before_an_adjust_cannot_replace_the_level_after_it(db):
+    """A fan-out's read of the parent sent before a batched adjust landed, remembered after the
+    adjust's result: the remembered level stays the newer one, and the open push target (what the
+    child's flush sends) is that level."""
+    adjusted_at = datetime.now(UTC)
+    async with await psycopg.AsyncConnection.connect(
+        db.dsn, **{**POOLED_CONNECTION_KWARGS, "autocommit": True}
+    ) as conn:
+        st = Storage(conn)
+        await st.pushes.remember_parent_levels(PARENT, {("p-item", "p-loc"): 7}, known_at=adjusted_at)
+        await st.pushes.remember_parent_levels(
+            PARENT,
+            {("p-item", "p-loc"): 9},
+            known_at=adjusted_at.replace(microsecond=0) - timedelta(seconds=1),
+        )
+        assert await st.pushes.parent_levels(PARENT, [("p-item", "p-loc")]) == {("p-item", "p-loc"): 7}
+        await st.pushes.remember_parent_levels(PARENT, {("p-item", "p-loc"): 6})  # read later: taken
+        assert await st.pushes.parent_levels(PARENT, [("p-item", "p-loc")]) == {("p-item", "p-loc"): 6}

@@ -131,6 +131,38 @@ async def wait_for_bulk_operation(
         await asyncio.sleep(poll_interval)
 
 
+async def wait_for_running_queries(
+    client: AdminClient, *, poll_interval: float = 1.0, timeout: float = 60.0
+) -> None:
+    """Until none of the app's bulk queries on the shop is CREATED or RUNNING (`bulkOperations`
+    filtered by `status:` and `operation_type:`,
+    https://shopify.dev/docs/api/admin-graphql/2026-10/queries/bulkOperations): what a caller
+    refused with OPERATION_IN_PROGRESS waits for, e.g. an operation whose starter was killed
+    before it read the result, which nobody else will wait for. `BulkOperationTimeout` past
+    `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        running = [
+            node
+            for status in ("created", "running")
+            for node in (
+                await client.execute(
+                    "BulkOperationStatus", {"query": f"status:{status} operation_type:query"}
+                )
+            )["bulkOperations"]["nodes"]
+        ]
+        if not running:
+            return
+        if time.monotonic() + poll_interval > deadline:
+            raise BulkOperationTimeout(
+                f"{client.shop}: bulk query {running[0]['id']} still {running[0]['status']} after {timeout:.0f}s",
+                retry_after=poll_interval,
+                shop=client.shop,
+                operation="BulkOperationStatus",
+            )
+        await asyncio.sleep(poll_interval)
+
+
 async def download_lines(
     url: str | None, *, shop: str, timeout: float = 60.0
 ) -> AsyncIterator[dict[str, Any]]:

@@ -446,6 +446,9 @@ def running_system(
                 ],
                 env=emu_env,
             )
+            # The schema does not depend on the stores: it is migrated while the emulator starts
+            # and is seeded (awaited at the "migrate" step).
+            migrating = processes.start("migrate", ["migrate"], service=False)
 
             def control_line() -> str | None:
                 for line in emulator.log_path.read_text(errors="replace").splitlines():
@@ -516,7 +519,7 @@ def running_system(
                 locations,
                 direct_url=direct_url,
             )
-            system.cli("migrate", check=True, timeout=start_timeout)
+            processes.wait_command(migrating, start_timeout)
             system.cli("network", "apply", check=True, timeout=start_timeout)
 
             step("web")
@@ -525,6 +528,11 @@ def running_system(
             web = processes.start(
                 "web", ["serve", "--host", "127.0.0.1", "--port", str(port), "--ops-port", str(ops_port)]
             )
+            # The workers need neither the web tier nor each other: they start while it does.
+            started = [
+                processes.start(f"worker-{i + 1}", ["worker", "--concurrency", str(worker_concurrency)])
+                for i in range(workers)
+            ]
             wait_for(
                 lambda: httpx.get(f"{web_url}/readyz", timeout=2, trust_env=False).status_code == 200,
                 start_timeout,
@@ -534,10 +542,6 @@ def running_system(
             )
 
             step("workers")
-            started = [
-                processes.start(f"worker-{i + 1}", ["worker", "--concurrency", str(worker_concurrency)])
-                for i in range(workers)
-            ]
             if started:
                 wait_for(
                     lambda: {p.pid for p in started} <= _live_worker_pids(database_url),

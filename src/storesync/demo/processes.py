@@ -145,6 +145,21 @@ class ProcessSet:
         self.kill(proc, sig)
         return self.start(proc.name, proc.args, env=proc.env, service=proc.service)
 
+    def wait_command(self, proc: ManagedProcess, timeout: float) -> None:
+        """Wait for a command (`service=False`) to exit 0 and forget it; SystemStartError with
+        its log tail if it fails or is still running at `timeout` (then killed)."""
+        try:
+            code = proc.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill(proc)
+            raise SystemStartError(
+                f"storesync {' '.join(proc.args)} did not finish within {timeout:g}s:\n{proc.log_tail()}"
+            ) from None
+        if proc in self.processes:
+            self.processes.remove(proc)
+        if code != 0:
+            raise SystemStartError(f"storesync {' '.join(proc.args)} exited {code}:\n{proc.log_tail()}")
+
     def check_alive(self) -> None:
         for p in self.processes:
             if p.service and not p.alive():

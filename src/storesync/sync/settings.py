@@ -29,8 +29,10 @@ class SyncSettings(EnvironmentSettings):
     # A parked job of a paused store looks again after this long (seconds).
     pause_recheck_s: Annotated[float, Field(gt=0)] = 600.0
     # Level writes to a child wait for its flush and go out together (one inventorySetQuantities
-    # per call for every waiting level; `services/pushes.py`); false: one call per item and store
-    # (the path before coalescing, kept for comparison: bench/flashsale's naive mode).
+    # per call for every waiting level; `services/pushes.py`), and sale deltas wait for the
+    # parent's flush (one inventoryAdjustQuantities per batch of order lines; `services/adjusts.py`);
+    # false: one call per item and store, one per order line (the path before coalescing, kept for
+    # comparison: bench/flashsale's naive mode).
     coalesce_writes: bool = True
     # The longest a job's Admin API call waits for its store's rate-limit budget; beyond it the
     # job goes back to the queue, due when the bucket will hold the points (seconds).

@@ -33,8 +33,6 @@ from storesync.web.webhooks import WebhookSlots, shopify_webhook
 log = get_logger("storesync.web")
 
 POOL_GAUGE_INTERVAL_S = 1.0
-# Webhooks received per store are added to the charts' per-minute series this often.
-MINUTE_COUNTS_FLUSH_S = 5.0
 
 
 class NotServing(RuntimeError):
@@ -90,7 +88,7 @@ def create_app(
 
         async def flush_minute_counts() -> None:
             while True:
-                await asyncio.sleep(MINUTE_COUNTS_FLUSH_S)
+                await asyncio.sleep(web_settings.minute_counts_flush_s)
                 try:
                     # committed as the pool takes the connection back
                     async with pool.connection(timeout=2.0) as conn:

@@ -38,6 +38,9 @@ class WebSettings(EnvironmentSettings):
     oauth_timeout_s: Annotated[float, Field(gt=0, le=60)] = 10.0
     # Seconds a readiness result is reused (a flood of probes costs one check per period).
     readiness_cache_s: Annotated[float, Field(ge=0)] = 2.0
+    # Seconds between additions of the webhooks received to the charts' per-minute counts (a
+    # process that dies loses at most this much of them).
+    minute_counts_flush_s: Annotated[float, Field(gt=0, le=60)] = 5.0
 
     # The operations listener: /metrics, detailed /readyz and /healthz, apart from the webhook
     # port and its pool. Loopback by default; port 0: off.

@@ -31,6 +31,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from storesync.db import network_sql
 from storesync.logs import get_logger
+from storesync.sync.domain.adjusts import AdjustBatch, levels_after
 from storesync.sync.domain.audit import AuditRecord
 from storesync.sync.domain.echoes import ProductDigest
 from storesync.sync.domain.health import SourceChange
@@ -429,12 +430,13 @@ FROM sync_inventory_ledger WHERE child_shop = %(child_shop)s AND order_id = ANY(
 # get_entry: one ledger entry by its key.
 GET_ENTRY = f"SELECT * FROM sync_inventory_ledger WHERE {_KEY_WHERE}"
 
-# plan_entry: store the plan of a claimed entry; only the first planner succeeds.
+# plan_entry: store the plan of a claimed entry; only the first planner succeeds, and never for
+# an entry left to the parent's batched adjust.
 PLAN_ENTRY = f"""
 UPDATE sync_inventory_ledger
 SET status = 'planned', applied_delta = %(applied_delta)s, backlog_after = %(backlog_after)s,
     expected_after = %(expected_after)s, planned_at = now()
-WHERE {_KEY_WHERE} AND status = 'claimed'
+WHERE {_KEY_WHERE} AND status = 'claimed' AND pending_parent IS NULL
 RETURNING *
 """
 
@@ -474,12 +476,93 @@ GET_BACKLOG = """
 SELECT oversold FROM sync_inventory_backlog WHERE parent_item_id = %(item)s AND parent_location_id = %(location)s
 """
 
-# unfinished_entries: claimed or planned entries of an item+location, oldest first.
+# unfinished_entries: claimed or planned entries of an item+location applied one at a time (not
+# those left to the parent's batched adjust), oldest first.
 UNFINISHED_ENTRIES = """
 SELECT * FROM sync_inventory_ledger
 WHERE parent_item_id = %(item)s AND parent_location_id = %(location)s AND status <> 'applied'
+  AND pending_parent IS NULL
 ORDER BY id
 """
+
+# mark_pending: a claimed entry left to the parent's batched adjust (sync/domain/adjusts.py).
+MARK_PENDING = f"""
+UPDATE sync_inventory_ledger SET pending_parent = %(parent)s
+WHERE {_KEY_WHERE} AND status = 'claimed' AND pending_parent IS NULL
+RETURNING *
+"""
+
+# get_backlogs: oversold units of some parent item+locations (absent: 0).
+GET_BACKLOGS = """
+SELECT parent_item_id, parent_location_id, oversold FROM sync_inventory_backlog
+WHERE (parent_item_id, parent_location_id) IN (SELECT * FROM unnest(%(item)s::text[], %(location)s::text[]))
+"""
+
+# set_backlogs: the oversold units of some parent item+locations after a batch.
+SET_BACKLOGS = """
+INSERT INTO sync_inventory_backlog (parent_item_id, parent_location_id, oversold)
+SELECT * FROM unnest(%(item)s::text[], %(location)s::text[], %(oversold)s::integer[])
+ON CONFLICT (parent_item_id, parent_location_id) DO UPDATE SET oversold = EXCLUDED.oversold, updated_at = now()
+"""
+
+# pending_entries: a parent's entries waiting for its next batch, oldest first.
+PENDING_ENTRIES = """
+SELECT * FROM sync_inventory_ledger
+WHERE pending_parent = %(parent)s AND status = 'claimed'
+ORDER BY id
+LIMIT %(limit)s
+"""
+
+# create_batch: a new batch in flight for a parent.
+CREATE_BATCH = "INSERT INTO sync_adjust_batches (parent_shop) VALUES (%(parent)s) RETURNING id"
+
+# plan_batch_entries: the batch's entries take their plans (claimed ones only).
+PLAN_BATCH_ENTRIES = """
+UPDATE sync_inventory_ledger AS l
+SET status = 'planned', applied_delta = t.applied, backlog_after = t.backlog, expected_after = t.expected,
+    batch_id = %(batch)s, planned_at = now()
+FROM unnest(%(id)s::bigint[], %(applied)s::integer[], %(backlog)s::integer[], %(expected)s::integer[])
+    AS t(id, applied, backlog, expected)
+WHERE l.id = t.id AND l.status = 'claimed' AND l.pending_parent = %(parent)s
+"""
+
+# open_batches: a parent's batches in flight, oldest first.
+OPEN_BATCHES = "SELECT id, key_attempt FROM sync_adjust_batches WHERE parent_shop = %(parent)s ORDER BY id"
+
+# batch_entries: the planned entries of some batches, oldest first.
+BATCH_ENTRIES = """
+SELECT * FROM sync_inventory_ledger WHERE batch_id = ANY(%(batches)s) AND status = 'planned' ORDER BY id
+"""
+
+# next_batch_attempt: the batch's key was refused as spent; the next one, from that attempt only.
+NEXT_BATCH_ATTEMPT = """
+UPDATE sync_adjust_batches SET key_attempt = key_attempt + 1
+WHERE id = %(batch)s AND key_attempt = %(spent)s
+RETURNING key_attempt
+"""
+
+# batch_applied: the batch's entries are applied, each at the level its plan expected.
+BATCH_APPLIED = """
+UPDATE sync_inventory_ledger SET status = 'applied', quantity_after = expected_after, applied_at = now()
+WHERE batch_id = %(batch)s AND status = 'planned'
+"""
+
+# batch_void: nothing of the batch was applied; its entries wait again (or, `released`, are left
+# to be applied one at a time), without a plan.
+BATCH_VOID = """
+UPDATE sync_inventory_ledger
+SET status = 'claimed', applied_delta = NULL, backlog_after = NULL, expected_after = NULL, planned_at = NULL,
+    batch_id = NULL, pending_parent = CASE WHEN id = ANY(%(released)s) THEN NULL ELSE pending_parent END
+WHERE batch_id = %(batch)s AND status = 'planned'
+"""
+
+# release_entries: entries left to be applied one at a time (the batched path cannot).
+RELEASE_ENTRIES = """
+UPDATE sync_inventory_ledger SET pending_parent = NULL WHERE id = ANY(%(ids)s) AND status = 'claimed'
+"""
+
+# drop_batch: a batch no longer in flight.
+DROP_BATCH = "DELETE FROM sync_adjust_batches WHERE id = %(batch)s"
 
 # restocked_quantity: units given back so far on one order line (restocks, edits' removals).
 RESTOCKED_QUANTITY = """
@@ -514,6 +597,9 @@ def _entry(row: dict[str, Any]) -> LedgerEntry:
         key_attempt=row["key_attempt"],
         child_item_id=row.get("child_item_id"),
         child_location_id=row.get("child_location_id"),
+        pending_parent=row.get("pending_parent"),
+        batch_id=row.get("batch_id"),
+        ledger_id=row.get("id"),
     )
 
 
@@ -658,9 +744,14 @@ class PgLedger:
             return True
 
     async def next_key_attempt(self, key: LedgerKey, spent: int) -> LedgerEntry:
-        params = {**_key_params(key), "spent": spent}
+        return await self._update_entry(NEXT_KEY_ATTEMPT, key, {"spent": spent})
+
+    async def _update_entry(self, statement: str, key: LedgerKey, extra: Mapping[str, Any]) -> LedgerEntry:
+        """Run an UPDATE ... RETURNING of one entry; the entry as stored (also when the update
+        changed nothing)."""
+        params = {**_key_params(key), **extra}
         async with self.conn.transaction(), self.conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(NEXT_KEY_ATTEMPT, params)
+            await cur.execute(statement, params)
             row = await cur.fetchone()
             if row is None:
                 await cur.execute(GET_ENTRY, params)
@@ -695,6 +786,107 @@ class PgLedger:
             )
             row = await cur.fetchone()
         return int(row[0]) if row else 0
+
+    async def mark_pending(self, key: LedgerKey, parent_shop: str) -> LedgerEntry:
+        """Leave a claimed entry to the parent's batched adjust; the entry as stored."""
+        return await self._update_entry(MARK_PENDING, key, {"parent": parent_shop})
+
+    async def backlogs(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        wanted = sorted(set(keys))
+        if not wanted:
+            return {}
+        async with _one_statement(self.conn):
+            cur = await self.conn.execute(
+                GET_BACKLOGS, {"item": [k[0] for k in wanted], "location": [k[1] for k in wanted]}
+            )
+            return {(i, loc): n for i, loc, n in await cur.fetchall()}
+
+
+class PgAdjustBatches:
+    """Coalesced sale deltas (`domain/adjusts.py`): a parent's pending entries and its batches
+    in flight."""
+
+    def __init__(self, conn: psycopg.AsyncConnection) -> None:
+        self.conn = conn
+
+    async def pending(self, parent_shop: str, *, limit: int) -> list[LedgerEntry]:
+        async with _one_statement(self.conn), self.conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(PENDING_ENTRIES, {"parent": parent_shop, "limit": limit})
+            return [_entry(r) for r in await cur.fetchall()]
+
+    async def create(self, parent_shop: str, planned: Sequence[LedgerEntry]) -> AdjustBatch:
+        """Store a batch and its entries' plans, in one transaction, before it is sent."""
+        async with self.conn.transaction(), self.conn.cursor() as cur:
+            await cur.execute(CREATE_BATCH, {"parent": parent_shop})
+            row = await cur.fetchone()
+            assert row is not None
+            batch_id = int(row[0])
+            await cur.execute(
+                PLAN_BATCH_ENTRIES,
+                {
+                    "batch": batch_id,
+                    "parent": parent_shop,
+                    "id": [e.ledger_id for e in planned],
+                    "applied": [e.applied_delta for e in planned],
+                    "backlog": [e.backlog_after for e in planned],
+                    "expected": [e.expected_after for e in planned],
+                },
+            )
+            if cur.rowcount != len(planned):  # only this parent's one flush plans its entries
+                raise RuntimeError(
+                    f"{parent_shop}: {len(planned) - cur.rowcount} entries of a batch moved meanwhile"
+                )
+        return AdjustBatch(batch_id, parent_shop, 0, tuple(replace(e, batch_id=batch_id) for e in planned))
+
+    async def in_flight(self, parent_shop: str) -> list[AdjustBatch]:
+        async with _one_statement(self.conn), self.conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(OPEN_BATCHES, {"parent": parent_shop})
+            batches = {r["id"]: r["key_attempt"] for r in await cur.fetchall()}
+            if not batches:
+                return []
+            await cur.execute(BATCH_ENTRIES, {"batches": list(batches)})
+            entries = [_entry(r) for r in await cur.fetchall()]
+        return [
+            AdjustBatch(b, parent_shop, attempt, tuple(e for e in entries if e.batch_id == b))
+            for b, attempt in batches.items()
+        ]
+
+    async def next_attempt(self, batch: AdjustBatch) -> AdjustBatch:
+        async with _one_statement(self.conn):
+            cur = await self.conn.execute(NEXT_BATCH_ATTEMPT, {"batch": batch.id, "spent": batch.key_attempt})
+            row = await cur.fetchone()
+        if row is None:
+            raise RuntimeError(f"adjust batch {batch.id}: its key attempt moved meanwhile")
+        return replace(batch, key_attempt=int(row[0]))
+
+    async def applied(self, batch: AdjustBatch) -> None:
+        """The batch landed: its entries applied, the levels' backlogs, the batch dropped."""
+        after = levels_after(batch.entries)
+        keys = sorted(after)
+        async with self.conn.transaction(), self.conn.cursor() as cur:
+            await cur.execute(BATCH_APPLIED, {"batch": batch.id})
+            await cur.execute(
+                SET_BACKLOGS,
+                {
+                    "item": [k[0] for k in keys],
+                    "location": [k[1] for k in keys],
+                    "oversold": [after[k][1] for k in keys],
+                },
+            )
+            await cur.execute(DROP_BATCH, {"batch": batch.id})
+
+    async def void(self, batch: AdjustBatch, *, released: Sequence[LedgerEntry] = ()) -> None:
+        """Nothing of the batch was applied: its entries wait for the next one (`released`: left
+        to be applied one at a time), the batch dropped."""
+        async with self.conn.transaction(), self.conn.cursor() as cur:
+            await cur.execute(BATCH_VOID, {"batch": batch.id, "released": [e.ledger_id for e in released]})
+            await cur.execute(DROP_BATCH, {"batch": batch.id})
+
+    async def release(self, entries: Sequence[LedgerEntry]) -> None:
+        if not entries:
+            return
+        async with _one_statement(self.conn):
+            await self.conn.execute(RELEASE_ENTRIES, {"ids": [e.ledger_id for e in entries]})
 
 
 # --------------------------------------------------------------------------- write records, versions
@@ -1282,14 +1474,17 @@ SELECT item_id, location_id, available FROM sync_parent_levels
 WHERE shop = %(shop)s AND (item_id, location_id) IN (SELECT * FROM unnest(%(item)s::text[], %(location)s::text[]))
 """
 
-# remember_parent_levels: the parent's levels as just learnt (an adjust's result, a read).
+# remember_parent_levels: the parent's levels as learnt at a time (an adjust's result, a read
+# sent then); a level known earlier than the one remembered is not taken (a read that raced an
+# adjust must not bring back the level before it).
 REMEMBER_PARENT_LEVELS = """
 INSERT INTO sync_parent_levels AS l (shop, item_id, location_id, available, known_at)
-SELECT %(shop)s, i, loc, a, now()
+SELECT %(shop)s, i, loc, a, %(known_at)s
 FROM unnest(%(item)s::text[], %(location)s::text[], %(available)s::integer[]) AS t(i, loc, a)
 ORDER BY 2, 3
 ON CONFLICT (shop, item_id, location_id) DO UPDATE
 SET available = EXCLUDED.available, known_at = EXCLUDED.known_at
+WHERE l.known_at <= EXCLUDED.known_at
 """
 
 # last_level_writes: the engine's newest write to each of some levels of one store, since a time.
@@ -1365,7 +1560,11 @@ class PgPushes:
             )
             return {(i, loc): a for i, loc, a in await cur.fetchall()}
 
-    async def remember_parent_levels(self, shop: str, levels: Mapping[tuple[str, str], int]) -> None:
+    async def remember_parent_levels(
+        self, shop: str, levels: Mapping[tuple[str, str], int], *, known_at: datetime | None = None
+    ) -> None:
+        """Remember levels the parent had at `known_at` (default now: a read's time is when it
+        was sent); an older one than remembered is ignored."""
         if not levels:
             return
         keys = sorted(levels)
@@ -1374,6 +1573,7 @@ class PgPushes:
                 REMEMBER_PARENT_LEVELS,
                 {
                     "shop": shop,
+                    "known_at": known_at or datetime.now(UTC),
                     "item": [k[0] for k in keys],
                     "location": [k[1] for k in keys],
                     "available": [levels[k] for k in keys],
@@ -1836,6 +2036,7 @@ class Storage:
         self.versions = PgAppliedVersions(conn)
         self.product_payloads = PgProductPayloads(conn)
         self.pushes = PgPushes(conn)
+        self.adjusts = PgAdjustBatches(conn)
         self.steps = PgStepLog(conn)
         self.audit = PgAudit(conn)
         self.changes = PgChanges(conn)

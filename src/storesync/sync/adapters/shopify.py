@@ -34,18 +34,21 @@ from storesync.commerce.bulk import (
     bulk_query,
     bulk_query_text,
     reassemble,
+    wait_for_running_queries,
 )
 from storesync.commerce.client import AdminClient
 from storesync.commerce.errors import (
     HandleTakenError,
     IdempotencyAttemptFailed,
     NotFoundError,
+    RetryableCommerceError,
     StaleQuantityError,
     UserInputError,
 )
 from storesync.commerce.operations import get_operation
 from storesync.commerce.variables import adjust_quantities_input, set_quantities_input
 from storesync.logs import get_logger
+from storesync.sync.domain.adjusts import MAX_CHANGES, LevelChange
 from storesync.sync.domain.locations import StoreLocation
 from storesync.sync.domain.model import (
     Collection,
@@ -547,6 +550,28 @@ class ShopifyStoreAPI:
         except IdempotencyAttemptFailed as err:
             raise KeyAttemptFailed(str(err)) from err
 
+    async def adjust_levels(
+        self, changes: Sequence[LevelChange], *, idempotency_key: str, reason: str = "correction"
+    ) -> None:
+        """Many deltas in one `inventoryAdjustQuantities` (at most 250: Shopify's input limit,
+        https://shopify.dev/docs/api/usage/limits#input-limits), each with its
+        `changeFromQuantity`. One stale change fails the whole call: StaleQuantity naming the
+        stale indices (userError field ["input", "changes", i, ...]); a repeated key answers the
+        first attempt's result and applies nothing again."""
+        if not 0 < len(changes) <= MAX_CHANGES:
+            raise ValueError(f"adjust_levels takes 1 to {MAX_CHANGES} changes, not {len(changes)}")
+        input_ = adjust_quantities_input(
+            [(c.item_id, c.location_id, c.delta, c.change_from) for c in changes], reason=reason
+        )
+        try:
+            await self.client.execute(
+                "InventoryAdjustQuantities", {"input": input_}, idempotency_key=idempotency_key
+            )
+        except StaleQuantityError as err:
+            raise StaleQuantity(str(err), stale=_stale_indices(err.user_errors, "changes")) from err
+        except IdempotencyAttemptFailed as err:
+            raise KeyAttemptFailed(str(err)) from err
+
     async def adjust_level(
         self,
         inventory_item_id: str,
@@ -583,10 +608,68 @@ class ShopifyStoreAPI:
         return await self._with_dispositions(order) if order else None
 
     async def orders_updated_since(
+        self, since: datetime, *, poll_interval: float = 0.5, busy_wait_s: float = 60.0
+    ) -> list[dict[str, Any]]:
+        """Every order updated at or after `since`, as `read_order` reads one, from one bulk query
+        (`bulk_orders`): the orders and their lines, fulfillment orders and returns' ids outside the
+        rate limit, whatever their number or the overlap re-read; only their refunds' lines and
+        their returns' dispositions are read by id (`_with_refund_lines`, `_with_dispositions`).
+
+        Why never pages (`ChildOrdersPage`, `paged_orders_updated_since`): a bulk query costs
+        one mutation (10 points) and a few 1-point polls whatever it reads, with no client-side
+        throttle to manage (https://shopify.dev/docs/api/usage/bulk-operations/queries), while
+        a page asks the bucket for ~330 points per order (its lists' first pages) and the same
+        overlap is re-read page by page each pass (tests/commerce/test_bulk.py compares the
+        points charged).
+        While another bulk query holds the shop (`BulkOperationInProgress`: a catalog scan, or
+        a query whose worker was killed before it read the result), this waits for it to end
+        (`wait_for_running_queries`, up to `busy_wait_s`; then the child's orders are compared
+        in the next pass and its checkpoint stays)."""
+        for attempt in range(3):
+            try:
+                orders = await bulk_orders(self.client, since, poll_interval=poll_interval)
+                break
+            except BulkOperationInProgress:
+                if attempt == 2:
+                    raise
+                await wait_for_running_queries(self.client, poll_interval=poll_interval, timeout=busy_wait_s)
+        with_lines = await self._with_refund_lines(orders)
+        return [await self._with_dispositions(o) for o in with_lines]
+
+    async def _with_refund_lines(self, orders: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The orders with each refund's lines (`RefundLines`): `REFUNDS_PER_READ` refunds a call
+        with their first `REFUND_LINES` lines (~100 requested points, ~3 spent per line); a
+        refund with more lines is read again alone (`MAX_REFUND_LINES`)."""
+        ids = [r["id"] for o in orders for r in o.get("refunds") or () if r and r.get("id")]
+        found: dict[str, dict[str, Any]] = {}
+        longer: list[str] = []
+        for i in range(0, len(ids), REFUNDS_PER_READ):
+            batch = {"ids": ids[i : i + REFUNDS_PER_READ], "lines": REFUND_LINES}
+            for node in (await self.client.execute("RefundLines", batch))["nodes"]:
+                if node and node.get("id"):
+                    found[node["id"]] = node
+                    if node["refundLineItems"]["pageInfo"]["hasNextPage"]:
+                        longer.append(node["id"])
+        for refund_id in longer:
+            whole = await self.client.execute("RefundLines", {"ids": [refund_id], "lines": MAX_REFUND_LINES})
+            for node in whole["nodes"]:
+                if node and node.get("id"):
+                    found[node["id"]] = node
+        missing = sorted(set(ids) - set(found))
+        if missing:  # never silently without its restocks: the child is compared again next pass
+            raise RetryableCommerceError(
+                f"{self.shop}: refunds {missing[:5]} listed by their orders were not found by id",
+                shop=self.shop,
+                operation="RefundLines",
+            )
+        return [{**o, "refunds": [found[r["id"]] for r in o.get("refunds") or () if r]} for o in orders]
+
+    async def paged_orders_updated_since(
         self, since: datetime, *, page_size: int = 10
     ) -> AsyncIterator[dict[str, Any]]:
-        """Every order updated at or after `since` (Shopify's search syntax on `updated_at`,
-        https://shopify.dev/docs/api/usage/search-syntax), as `read_order` reads one."""
+        """The same orders through pages of `ChildOrdersPage` (Shopify's search syntax on
+        `updated_at`, https://shopify.dev/docs/api/usage/search-syntax), within the rate limit:
+        what the bulk read is compared with."""
         stamp = since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         async for page in self.client.pages(
             "ChildOrdersPage", {"query": f"updated_at:>='{stamp}'"}, connection="orders", page_size=page_size
@@ -616,8 +699,17 @@ class ShopifyStoreAPI:
             log.warning("order read in part", order=order.get("id"), lists=cut)
         returns = []
         for ret in _nodes(order.get("returns")):
-            found = await self.client.execute("ReturnDispositions", {"id": ret["id"]})
-            returns.append(found["return"] or ret)
+            found = (await self.client.execute("ReturnDispositions", {"id": ret["id"], "lines": 10}))[
+                "return"
+            ]
+            if found and any(
+                (rfo.get("lineItems") or {}).get("pageInfo", {}).get("hasNextPage")
+                for rfo in _nodes(found.get("reverseFulfillmentOrders"))
+            ):
+                found = (await self.client.execute("ReturnDispositions", {"id": ret["id"], "lines": 25}))[
+                    "return"
+                ]
+            returns.append(found or ret)
         out["returns"] = {"nodes": returns}
         return out
 
@@ -731,6 +823,33 @@ async def bulk_variant_metafields(
         variant["id"]: tuple(m for m in _metafields(variant["metafields"]) if m.namespace in namespaces)
         for variant in reassemble(objects, {"Metafield": "metafields"})
     }
+
+
+# An order's nested connections in BulkChildOrders, by the gid type of their nodes (a fulfillment
+# order's line items are nested under it).
+ORDER_CHILDREN = {
+    "LineItem": "lineItems",
+    "FulfillmentOrder": "fulfillmentOrders",
+    "FulfillmentOrderLineItem": "lineItems",
+    "Return": "returns",
+}
+# Refunds read by id per `RefundLines` call, with their first lines: 3 x (3 + 3 x 10) = ~100
+# requested points, within what background work may take of even a 200-point bucket (a point-of-
+# sale refund has a line or two). A refund with more is read alone with up to 50 (~150 points;
+# beyond that it is read in part, as `_with_dispositions` logs).
+REFUNDS_PER_READ = 3
+REFUND_LINES = 10
+MAX_REFUND_LINES = 50
+
+
+async def bulk_orders(
+    client: AdminClient, since: datetime, *, poll_interval: float = 0.5, timeout: float = 600.0
+) -> list[dict[str, Any]]:
+    """The store's orders updated at or after `since`, from one bulk query (`commerce.bulk`), in
+    the shape `ChildOrder` reads one (every list complete; refunds with their ids only)."""
+    text = updated_since_query(bulk_query_text("orders"), "orders", since)
+    objects = [obj async for obj in bulk_query(client, text, poll_interval=poll_interval, timeout=timeout)]
+    return reassemble(objects, ORDER_CHILDREN)
 
 
 async def bulk_levels(client, *, poll_interval: float = 0.25) -> dict[tuple[str, str], InventoryLevel]:

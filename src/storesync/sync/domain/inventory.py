@@ -41,6 +41,10 @@ CLAIMED -> PLANNED -> APPLIED:
    the same plan is sent under the next key: a replay after a crash reads the stored number and
    sends the key of the attempt that may have landed.
 
+Coalesced (the default, `adjusts.py`): steps 2 and 3 are the parent's flush, for up to 250
+pending entries at once, planned one after the other and sent as one batch stored before the
+call; an entry planned here, one at a time, is always finished here.
+
 The last unit. Shopify lets `available` go negative. storesync keeps the parent at 0 and
 records what could not be taken as an oversold backlog per parent item+location: with level L,
 backlog D and a delta d, net = L - D + d, the new level is max(net, min(L, 0)) and the backlog
@@ -122,6 +126,11 @@ class LedgerEntry:
     # Where the movement happened in the child (the stock account of policy `report` follows it).
     child_item_id: str | None = None
     child_location_id: str | None = None
+    # Coalesced sale deltas (`adjusts.py`): the parent whose batched adjust applies the entry,
+    # and the batch in flight that carries it (None: not sent yet, or applied one at a time).
+    pending_parent: str | None = None
+    batch_id: int | None = None
+    ledger_id: int | None = None  # the row's id: the order entries are claimed in
 
     @property
     def idempotency_key(self) -> str:
@@ -209,6 +218,7 @@ class Outcome(StrEnum):
     UNLINKED = "unlinked"  # the child variant is linked to no parent item: reported, not guessed
     NO_LOCATION = "no_location"  # the stock moved at a child location mapped to no parent location
     LOCATION_INACTIVE = "location_inactive"  # the parent location it maps to is deactivated
+    PENDING = "pending"  # claimed and waiting for the parent's batched adjust (`adjusts.py`)
 
 
 @dataclass(frozen=True)

@@ -137,6 +137,15 @@ class LinkPendingJob:
 
 
 @dataclass(frozen=True)
+class AdjustJob:
+    """`sync.adjust_parent`: send the sale deltas waiting for one parent (`services/adjusts.py`)."""
+
+    __pydantic_config__ = _STRICT
+
+    parent_shop: str
+
+
+@dataclass(frozen=True)
 class PushJob:
     """`sync.push_levels`: send the level pushes waiting for one child (`services/pushes.py`)."""
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
+from storesync.sync.domain.adjusts import LevelChange
 from storesync.sync.domain.audit import AuditRecord
 from storesync.sync.domain.inventory import LedgerEntry, LedgerKey
 from storesync.sync.domain.model import (
@@ -157,6 +158,14 @@ class BatchInventoryStore(InventoryStore, Protocol):
         """One `inventorySetQuantities` (name "available") carrying every set, each with its
         `changeFromQuantity`, under `@idempotent(key:)`. StaleQuantity (with the stale indices)
         when any quantity was stale: then none was applied."""
+        ...
+
+    async def adjust_levels(
+        self, changes: Sequence[LevelChange], *, idempotency_key: str, reason: str = "correction"
+    ) -> None:
+        """One `inventoryAdjustQuantities` carrying every change, each with its
+        `changeFromQuantity`, under `@idempotent(key:)`; StaleQuantity (with the stale indices)
+        when any was stale: then none was applied. A repeated key applies nothing again."""
         ...
 
     async def read_levels(self, inventory_item_ids: Sequence[str]) -> dict[tuple[str, str], InventoryLevel]:
@@ -413,6 +422,11 @@ class InventoryLedger(Protocol):
         ...
 
     async def backlog(self, parent_item_id: str, parent_location_id: str) -> int: ...
+
+    async def mark_pending(self, key: LedgerKey, parent_shop: str) -> LedgerEntry:
+        """Leave a claimed entry to the parent's batched adjust (`adjusts.py`); the entry as
+        stored (one already planned or applied is returned unchanged)."""
+        ...
 
     async def restocked(self, child_shop: str, order_line_id: str) -> int:
         """Units given back on an order line so far (restocks and edits' removals, any status)."""

@@ -16,6 +16,13 @@ inventory item (or one product in one child) run alone (payloads: `payloads.py`)
     sync.collection_to_child CollectionJob catalog lane
         singleton+lock "collection:<child>:<parent collection>": a collection's own fields
         (`services/collections.py`); memberships stay with the product jobs.
+    sync.adjust_parent      AdjustJob    inventory lane
+        singleton+lock "adjust:<parent>": with coalesced writes, sale jobs only claim their
+        ledger entries; this job sends what waits for the parent in one inventoryAdjustQuantities
+        and queues the new levels for the children (`services/adjusts.py`).
+    sync.push_levels        PushJob      inventory lane
+        singleton+lock "push:<child>": the levels waiting for one child, in one
+        inventorySetQuantities (`services/pushes.py`).
     sync.child_stock        ChildStockJob inventory lane
         lock "inventory:<parent item>"; singleton per child level: a child's own move handled
         by its stock policy (`services/stock.py`; policy report: a saga to the parent).
@@ -42,6 +49,7 @@ from storesync.sync.domain.model import Link, LinkKind, LinkMap, Product, gid
 from storesync.sync.domain.network import MerchantNetwork
 from storesync.sync.domain.orders import OrderEvent, split_by_parent_item
 from storesync.sync.domain.payloads import (
+    AdjustJob,
     ChildStockJob,
     CollectionJob,
     CopyJob,
@@ -63,6 +71,7 @@ JOB_COPY_PRODUCT = "sync.copy_product"
 JOB_LINK_PENDING_COPIES = "sync.link_pending_copies"
 JOB_RECONCILE = "sync.reconcile"
 JOB_PUSH_LEVELS = "sync.push_levels"
+JOB_ADJUST_PARENT = "sync.adjust_parent"
 JOB_RECONCILE_LEVELS = "sync.reconcile_levels"
 JOB_RECONCILE_ALL = "sync.reconcile_all"
 JOB_SETTLE_CHANGES = "sync.settle_changes"
@@ -154,6 +163,14 @@ def push_job(shop: str, *, run_at: datetime | None = None) -> SyncJob:
     return SyncJob(
         JOB_PUSH_LEVELS, PushJob(shop), "inventory", singleton_key=key, lock_key=key, run_at=run_at
     )
+
+
+def adjust_job(parent_shop: str) -> SyncJob:
+    """Send the sale deltas waiting for one parent in one inventoryAdjustQuantities: singleton
+    (sales claimed meanwhile collapse into the waiting job) and locked per parent (one flush at
+    a time: its batches are planned one after the other)."""
+    key = f"adjust:{parent_shop}"
+    return SyncJob(JOB_ADJUST_PARENT, AdjustJob(parent_shop), "inventory", singleton_key=key, lock_key=key)
 
 
 def copy_job(

@@ -6,10 +6,10 @@ from __future__ import annotations
 from storesync.queue.handlers import PermanentError
 from storesync.sync.adapters.jobqueue import park
 from storesync.sync.domain.locations import location_park_key
-from storesync.sync.domain.payloads import ChildStockJob, FanOutJob, PushJob, SaleJob
+from storesync.sync.domain.payloads import AdjustJob, ChildStockJob, FanOutJob, PushJob, SaleJob
 from storesync.sync.domain.saga import SagaStuck
 from storesync.sync.jobs.context import Job
-from storesync.sync.services import pushes, sales, stock
+from storesync.sync.services import adjusts, pushes, sales, stock
 
 
 async def sale(job: Job, p: SaleJob) -> None:
@@ -54,6 +54,17 @@ async def push_levels(job: Job, p: PushJob) -> None:
             await pushes.flush(rt, st, net, p.shop)
 
         await job.guarded(st, [p.shop], work)
+
+
+async def adjust_parent(job: Job, p: AdjustJob) -> None:
+    rt = await job.runtime()
+    net, _ = rt.of_shop(p.parent_shop)
+    async with job.storage() as st:
+
+        async def work() -> None:
+            await adjusts.flush(rt, st, net)
+
+        await job.guarded(st, [p.parent_shop], work)
 
 
 async def child_stock(job: Job, p: ChildStockJob) -> None:

@@ -19,6 +19,7 @@ from storesync.queue.builtin import registry as builtin
 from storesync.queue.handlers import HandlerRegistry, JobContext
 from storesync.sync.domain import routing
 from storesync.sync.domain.payloads import (
+    AdjustJob,
     ChildStockJob,
     CollectionJob,
     CopyJob,
@@ -59,6 +60,7 @@ SYNC_HANDLERS: dict[str, tuple[SyncHandler, type]] = {
     routing.JOB_SALE: (inventory.sale, SaleJob),
     routing.JOB_FAN_OUT_LEVEL: (inventory.fan_out, FanOutJob),
     routing.JOB_PUSH_LEVELS: (inventory.push_levels, PushJob),
+    routing.JOB_ADJUST_PARENT: (inventory.adjust_parent, AdjustJob),
     routing.JOB_CHILD_STOCK: (inventory.child_stock, ChildStockJob),
     routing.JOB_COPY_PRODUCT: (copies.copy_product, CopyJob),
     routing.JOB_LINK_PENDING_COPIES: (copies.link_pending_copies, LinkPendingJob),

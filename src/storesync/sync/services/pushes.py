@@ -56,10 +56,13 @@ async def push_parent_levels(
     cause: str,
     *,
     only: Collection[str] | None = None,
+    known_at: datetime | None = None,
 ) -> None:
-    """Queue, for every child (or `only` these), a push of each parent level in `levels`
-    ((parent item, parent location) -> the parent's level, known now), remember those levels,
-    and wake the children's flushes; one transaction."""
+    """Remember the parent levels in `levels` ((parent item, parent location) -> the parent's
+    level at `known_at`, default now), queue for every child (or `only` these) a push of each,
+    and wake the children's flushes; one transaction. A push's target is left open: the
+    parent's newest level the engine knows when the push is sent (a fan-out's read that raced a
+    batched adjust cannot send the level from before it)."""
     pushes: list[PendingPush] = []
     for parent_item, parent_location in sorted(levels):
         links = await st.links.links_for_parent_item(parent_item)
@@ -78,14 +81,14 @@ async def push_parent_levels(
                     child_location,
                     parent_item,
                     parent_location,
-                    levels[(parent_item, parent_location)],
+                    None,
                     None,
                     None,
                     cause,
                 )
             )
     async with st.conn.transaction():
-        await st.pushes.remember_parent_levels(net.parent.shop, levels)
+        await st.pushes.remember_parent_levels(net.parent.shop, levels, known_at=known_at)
         await _queue(st, net, pushes)
 
 
@@ -136,9 +139,10 @@ async def _flush_batch(
     parent_levels = await st.pushes.parent_levels(parent, open_keys)
     missing = sorted(open_keys - set(parent_levels))
     if missing:  # not known yet: read once, and remembered
+        asked = _now()
         read = await rt.api(parent).read_levels(sorted({i for i, _ in missing}))
         found = {k: lvl.available for k, lvl in read.items() if k in open_keys}
-        await st.pushes.remember_parent_levels(parent, found)
+        await st.pushes.remember_parent_levels(parent, found, known_at=asked)
         parent_levels.update(found)
     since = _now() - LAST_WRITE_HORIZON
     last = await st.pushes.last_writes(shop, [(p.item_id, p.location_id) for p in pushes], since)

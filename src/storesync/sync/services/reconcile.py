@@ -2,7 +2,10 @@
 sync (`storesync reconcile`, the periodic job), or, as a dry run, only the report of the drift.
 
 1. Sales (`reconcile_sales`): each active child's orders updated since its checkpoint (minus an
-   overlap, `ORDERS_OVERLAP`) are read and compared with the ledger through the one path every
+   overlap, `ORDERS_OVERLAP`) are read by one bulk query per child (`orders_updated_since`: a
+   few points whatever the number of orders or the overlap, outside the rate limit, so the pass
+   never holds up live sync; only refunds' lines and returns' dispositions are read by id) and
+   compared with the ledger through the one path every
    order webhook takes (`services/orders.py`: the same events, the same keys); whatever the
    ledger lacks (a dropped orders/create or refunds/create, an edit, a return) is enqueued as
    the item's sale jobs, which apply it once. When they have run, each child whose jobs all
@@ -299,7 +302,7 @@ async def reconcile_sales(rt: Runtime, st: Storage, net: MerchantNetwork, cause:
         jobs: list[SyncJob] = []
         batch: list[dict] = []
         try:
-            async for order in rt.api(child.shop).orders_updated_since(since):
+            for order in await rt.api(child.shop).orders_updated_since(since):
                 read += 1
                 batch.append(order)
                 if len(batch) >= ORDERS_BATCH:

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from storesync.logs import get_logger
-from storesync.sync.adapters.jobqueue import job_spec, park
+from storesync.sync.adapters.jobqueue import enqueue_jobs, job_spec, park
 from storesync.sync.adapters.postgres import SerializedStorage, Storage, paused_among
 from storesync.sync.domain.audit import AuditRecord
 from storesync.sync.domain.conflicts import LevelDecision, Version, classify_level_change
@@ -52,7 +52,7 @@ from storesync.sync.domain.ports import (
     StockAccounts,
     WriteRecords,
 )
-from storesync.sync.domain.routing import fan_out_job
+from storesync.sync.domain.routing import adjust_job, fan_out_job
 from storesync.sync.services import pushes
 from storesync.sync.services.context import Runtime
 
@@ -79,6 +79,9 @@ class SaleContext:
     clock: Clock = field(default=utcnow)
     # Parent locations deactivated: nothing is applied there (the job waits, parked, for them).
     inactive_parent_locations: frozenset[str] = frozenset()
+    # Coalesced sale deltas (`services/adjusts.py`): the parent whose flush applies the entries
+    # claimed here (they are left pending for it); None: each is applied here, one at a time.
+    pending_for: str | None = None
 
 
 async def apply_order_event(ctx: SaleContext, event: OrderEvent, cause: str) -> list[EntryOutcome]:
@@ -223,7 +226,21 @@ async def apply_entry(ctx: SaleContext, entry: LedgerEntry, *, units: int | None
         stored, _created = await ctx.ledger.claim(entry)
     if stored.status is EntryStatus.APPLIED:
         return _outcome(stored, Outcome.DUPLICATE)
+    if ctx.pending_for is not None and stored.status is EntryStatus.CLAIMED:
+        # The parent's flush plans and applies it with the other waiting entries; an entry
+        # planned one at a time before (its own key may have landed) is finished below.
+        stored = await ctx.ledger.mark_pending(stored.key, ctx.pending_for)
+        if stored.status is EntryStatus.APPLIED:
+            return _outcome(stored, Outcome.DUPLICATE)
+    if stored.pending_parent is not None and stored.status is not EntryStatus.APPLIED:
+        return _pending(stored)
     return await _finish(ctx, stored)
+
+
+def _pending(e: LedgerEntry) -> EntryOutcome:
+    """Left to the parent's batched adjust (whatever this job's setting: one entry is never
+    applied both ways)."""
+    return EntryOutcome(e.key, Outcome.PENDING, e.parent_item_id, e.parent_location_id)
 
 
 async def _plan(ctx: SaleContext, e: LedgerEntry, replan_of: int | None) -> LedgerEntry:
@@ -242,6 +259,8 @@ async def _finish(ctx: SaleContext, e: LedgerEntry, max_attempts: int = 4) -> En
     the parent moving meanwhile (its own sale) means a new plan, so it never goes below 0."""
     if e.status is EntryStatus.CLAIMED:
         e = await _plan(ctx, e, None)
+        if e.pending_parent is not None:  # left to the parent's batched adjust meanwhile
+            return _pending(e)
     shop = ctx.network.parent.shop
     after: int | None = None
     for _attempt in range(max_attempts):
@@ -531,6 +550,7 @@ async def apply_sale(
     items = {links.parent_item_for_child_variant(s.child_variant_id) for s in event.sales}
     parent = net.parent.shop
     inactive = await st.inactive.among([(parent, ""), *((parent, i) for i in items if i)])
+    coalesce = rt.sync_settings.coalesce_writes
     sctx = SaleContext(
         net,
         links,
@@ -539,8 +559,13 @@ async def apply_sale(
         st.writes,
         st.audit,
         inactive_parent_locations=frozenset(loc for (_, loc) in inactive),
+        pending_for=parent if coalesce else None,
     )
     outcomes = await apply_order_event(sctx, event, cause)
+    if any(o.outcome is Outcome.PENDING for o in outcomes):
+        # The parent's flush applies them with every other waiting sale, then queues the
+        # parent's new levels for the children (`services/adjusts.py`).
+        await enqueue_jobs(st.conn, [adjust_job(parent)], net.merchant_id)
     for o in outcomes:
         if o.outcome in (Outcome.UNLINKED, Outcome.NO_LOCATION, Outcome.LOCATION_INACTIVE):
             log.warning(
@@ -552,7 +577,7 @@ async def apply_sale(
         {
             (o.parent_item_id, o.parent_location_id)
             for o in outcomes
-            if o.parent_item_id and o.parent_location_id
+            if o.parent_item_id and o.parent_location_id and o.outcome is not Outcome.PENDING
         }
     )
     # The parent's level after the last entry applied to each level (its compare-and-set held).
@@ -645,7 +670,9 @@ async def fan_out_to_children(
         queued = [s for s in targets if net.stock_policy(s) != "report"]
         targets = [s for s in targets if s not in queued]
         if queued:
+            known_at = None  # a level handed in is known now
             if level is None:
+                known_at = utcnow()
                 read = await rt.api(net.parent.shop).read_level(item, location)
                 if read is None:
                     log.info(
@@ -653,7 +680,9 @@ async def fan_out_to_children(
                     )
                     return
                 level = read.available
-            await pushes.push_parent_levels(st, net, {(item, location): level}, cause, only=queued)
+            await pushes.push_parent_levels(
+                st, net, {(item, location): level}, cause, only=queued, known_at=known_at
+            )
         if not targets:
             return
     paused = await paused_among(st.conn, targets)
