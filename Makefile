@@ -32,6 +32,10 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 
+# Two pytest workers (pytest-xdist), a test module per worker at a time: the suite waits on
+# processes and HTTP far more than it computes, and every test has its own database and ports.
+# `make test PYTEST_ARGS=-q` runs it in one process.
+PYTEST_ARGS ?= -n 2 --dist loadfile
 test: $(STAMP) system-deps lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
