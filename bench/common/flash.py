@@ -61,6 +61,18 @@ class LevelLog:
         self.levels: dict[tuple[str, str], list[int]] = defaultdict(list)
         self.current: dict[tuple[str, str], int] = {}
 
+    @classmethod
+    def started(cls, system, catalog: Catalog) -> tuple[LevelLog, dict[str, int]]:
+        """A log read up to now, with every store's current level of each SKU from its snapshot
+        (the log only holds changes); and the parent's level per SKU."""
+        log = cls(system, catalog)
+        log.poll()
+        for shop in system.shops:
+            snapshot = system.snapshot(shop)
+            for sku in catalog.skus:
+                log.current[(shop, sku)] = system.level(shop, sku, snapshot=snapshot)
+        return log, {sku: log.current[(system.parent, sku)] for sku in catalog.skus}
+
     def poll(self) -> None:
         while True:
             rows, self.after = self.system.emulator.level_changes(self.after)

@@ -190,13 +190,7 @@ def run_mode(dsn: str, pgdata: Path, mode: str, args) -> dict:
         system.wait_until(lambda: system.compare().agree, timeout=120, message="linked stores agree")
         catalog = read_catalog(system)
         out["skus"] = len(catalog.skus)
-        log = LevelLog(system, catalog)
-        log.poll()
-        for shop in system.shops:
-            snapshot = system.snapshot(shop)
-            for sku in catalog.skus:
-                log.current[(shop, sku)] = system.level(shop, sku, snapshot=snapshot)
-        levels = {sku: log.current[(system.parent, sku)] for sku in catalog.skus}
+        log, levels = LevelLog.started(system, catalog)
         system.wait_until(lambda: system.jobs_pending() == 0, timeout=120, interval=0.5, message="queue idle")
         out["idle_cpu_s_per_s"] = idle_cpu(system, pgdata, 10.0)
         for i, rate in enumerate(args.rates):

@@ -247,13 +247,7 @@ def main() -> None:
                 system.set_plan(shop, "standard")
             catalog = read_catalog(system)
             out["skus"] = len(catalog.skus)
-            log = LevelLog(system, catalog)
-            log.poll()
-            for shop in system.shops:
-                snapshot = system.snapshot(shop)
-                for sku in catalog.skus:
-                    log.current[(shop, sku)] = system.level(shop, sku, snapshot=snapshot)
-            levels = {sku: log.current[(system.parent, sku)] for sku in catalog.skus}
+            log, levels = LevelLog.started(system, catalog)
             system.wait_until(
                 lambda: metrics.buckets_full(system), timeout=60, interval=0.5, message="buckets full"
             )
