@@ -616,7 +616,8 @@ async def fan_out(
             location=parent_location,
         )
         return
-    await fan_out_to_children(rt, st, net, parent_item, parent_location, cause, only)
+    # The level just read is handed on: read again, it would cost the parent a second call.
+    await fan_out_to_children(rt, st, net, parent_item, parent_location, cause, only, level=level.available)
 
 
 class _LevelReadOnce:
