@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from storesync.demo.comparison import inventory_view
 from storesync.demo.seeding import LOCATION_NAMES
 
 SALE_LOCATION = LOCATION_NAMES[0]
@@ -68,9 +69,9 @@ class LevelLog:
         log = cls(system, catalog)
         log.poll()
         for shop in system.shops:
-            snapshot = system.snapshot(shop)
+            levels = inventory_view(system.snapshot(shop))  # once per store: 20,000 SKUs at scale
             for sku in catalog.skus:
-                log.current[(shop, sku)] = system.level(shop, sku, snapshot=snapshot)
+                log.current[(shop, sku)] = levels.get((sku, LOCATION_NAMES[0]))
         return log, {sku: log.current[(system.parent, sku)] for sku in catalog.skus}
 
     def poll(self) -> None:
