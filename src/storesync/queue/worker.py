@@ -480,16 +480,7 @@ class Worker:
             "delay": delay,
             "error": Jsonb(error),
         }
-        for i in range(8):
-            try:
-                async with self.qpool.connection() as conn:
-                    await conn.execute(q.BURY_JOB if permanent else q.RETRY_JOB, params)
-                break
-            except psycopg.errors.UniqueViolation:
-                continue  # a job with its singleton key was queued meanwhile: re-evaluate
-            except Exception as db_err:
-                log.warning("could not record a failure; retrying", job_id=run.id, error=str(db_err))
-                await asyncio.sleep(min(0.1 * 2**i, 2.0))
+        await self._write_outcome(q.BURY_JOB if permanent else q.RETRY_JOB, params, run, "record a failure")
         self._runs.pop((run.id, run.attempt), None)
         outcome = "dead" if permanent else "retried"
         self._outcome(run, outcome)
@@ -503,21 +494,27 @@ class Worker:
             message=error["message"][:200],
         )
 
+    async def _write_outcome(self, statement: str, params: dict[str, Any], run: Run, what: str) -> None:
+        """Write a run's outcome, retried a few times with backoff (the database may be briefly
+        away); a singleton-key clash re-evaluates the statement at once."""
+        assert self.qpool is not None
+        for i in range(8):
+            try:
+                async with self.qpool.connection() as conn:
+                    await conn.execute(statement, params)
+                return
+            except psycopg.errors.UniqueViolation:
+                continue  # a job with its singleton key was queued meanwhile: re-evaluate
+            except Exception as db_err:
+                log.warning(f"could not {what}; retrying", job_id=run.id, error=str(db_err))
+                await asyncio.sleep(min(0.1 * 2**i, 2.0))
+
     async def _defer(self, run: Run, deferred: Deferred) -> None:
         """Back to the queue, due after the delay, the attempt not counted (`handlers.Deferred`)."""
         assert self.qpool is not None
         delay = min(deferred.delay, MAX_DEFER_S)
         params = {"id": run.id, "attempt": run.attempt, "worker": self.worker_id, "delay": delay}
-        for i in range(8):
-            try:
-                async with self.qpool.connection() as conn:
-                    await conn.execute(q.DEFER_JOB, params)
-                break
-            except psycopg.errors.UniqueViolation:
-                continue  # a job with its singleton key was queued meanwhile: re-evaluate
-            except Exception as db_err:
-                log.warning("could not defer a run; retrying", job_id=run.id, error=str(db_err))
-                await asyncio.sleep(min(0.1 * 2**i, 2.0))
+        await self._write_outcome(q.DEFER_JOB, params, run, "defer a run")
         self._runs.pop((run.id, run.attempt), None)
         self._outcome(run, "deferred")
         log.info(
