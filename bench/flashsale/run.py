@@ -44,9 +44,9 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-import psycopg
 
 from common import metrics
+from common.database import fresh_database
 from common.flash import Catalog, LevelLog, place_sales, read_catalog, sale_lags
 from storesync.config import Settings
 from storesync.db import database_settings
@@ -57,13 +57,6 @@ from storesync.demo.seeding import LOCATION_NAMES
 BENCH_DATABASE = "storesync_bench_flashsale"
 STOCK = 100_000  # units per level: no SKU sells out during the bench
 GOAL_RATE = 50.0
-
-
-def fresh_database(dsn: str) -> None:
-    maintenance = psycopg.conninfo.make_conninfo(dsn, dbname="postgres")
-    with psycopg.connect(maintenance, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{BENCH_DATABASE}" WITH (FORCE)')
-        admin.execute(f'CREATE DATABASE "{BENCH_DATABASE}"')
 
 
 # --------------------------------------------------------------------------- one rate
@@ -169,7 +162,7 @@ def idle_cpu(system, pgdata: Path, seconds: float) -> dict[str, float]:
 
 
 def run_mode(dsn: str, pgdata: Path, mode: str, args) -> dict:
-    fresh_database(dsn)
+    fresh_database(dsn, BENCH_DATABASE)
     env = {"STORESYNC_SYNC_COALESCE_WRITES": "false" if mode == "naive" else "true"}
     products = args.products
     out: dict = {"mode": mode, "rates": [], "load_before": metrics.load()}

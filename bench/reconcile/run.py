@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 import psycopg
 
 from common import metrics
+from common.database import fresh_database
 from common.flash import LevelLog, Load, place_sales, read_catalog, sale_lags
 from storesync.config import Settings
 from storesync.db import database_settings
@@ -53,13 +54,6 @@ from storesync.sync.domain.routing import reconcile_job
 BENCH_DATABASE = "storesync_bench_reconcile"
 STOCK = 10_000
 GOAL_S = 600.0
-
-
-def fresh_database(dsn: str) -> None:
-    maintenance = psycopg.conninfo.make_conninfo(dsn, dbname="postgres")
-    with psycopg.connect(maintenance, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{BENCH_DATABASE}" WITH (FORCE)')
-        admin.execute(f'CREATE DATABASE "{BENCH_DATABASE}"')
 
 
 def inject_drift(system, catalog, share: float, seed: int, tag: str) -> dict:
@@ -225,7 +219,7 @@ def main() -> None:
     with database_settings(settings) as settings:
         dsn = settings.pooled_dsn
         assert dsn
-        fresh_database(dsn)
+        fresh_database(dsn, BENCH_DATABASE)
         with running_system(
             dsn,
             children=args.children,
