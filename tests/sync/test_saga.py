@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from storesync.commerce.errors import UserInputError
 from storesync.sync.domain.catalog import SyncPolicy
 from storesync.sync.domain.catalog_rules import CatalogRules, OnCopyStepFailure, OnHandleConflict
-from storesync.sync.domain.model import LinkKind
+from storesync.sync.domain.model import Link, LinkKind, MatchedBy
 from storesync.sync.domain.saga import (
     PermanentStepError,
     SagaState,
@@ -689,3 +689,65 @@ def test_an_archived_copy_of_ours_gives_its_handle_to_a_new_parent_product():
     assert saga.state is SagaState.COMPLETED
     assert child.products[old.id].handle == f"tee-archived-{old.id.rsplit('/', 1)[-1]}"
     assert sorted(p.handle for p in child.products.values())[0] == "tee"
+
+
+def test_a_handle_held_by_the_copy_of_a_deleted_parent_product_waits_for_that_delete():
+    """Webhooks of two products come in any order: a new parent product under a deleted one's
+    handle may be copied before the delete is synced. The old copy holds the handle; it is not
+    the child's own, so the create is retried (no conflict reported) and goes ahead once the
+    delete has archived the old copy."""
+    from storesync.sync.domain.saga import HandleNotYetFree
+    from storesync.sync.services.catalog import parent_product_deleted
+
+    deps, pp = copy_world()
+    _rules(deps)
+    deps.final_attempt = False
+    child = deps.stores[CHILD_A]
+    deleted_parent = "gid://shopify/Product/999"
+    old = child.add_product(
+        replace(pp, id=None, variants=(), created_at=datetime.now(UTC) - timedelta(days=3))
+    )
+    asyncio.run(
+        deps.links.save_links([Link(LinkKind.PRODUCT, CHILD_A, deleted_parent, old.id, MatchedBy.CREATED)])
+    )
+    log, actions = MemoryStepLog(), copy_product_actions(deps)
+    with pytest.raises(HandleNotYetFree, match="whose delete or rename is not synced yet"):
+        _stocked_copy(deps, pp, actions=actions, log=log)
+    assert asyncio.run(deps.attention.open_items()) == []  # not reported as a conflict
+    assert log.sagas["copy-1"].state is SagaState.RUNNING  # resumable
+
+    asyncio.run(
+        parent_product_deleted(
+            child,
+            deleted_parent,
+            asyncio.run(deps.links.link_map(CHILD_A)),
+            deps.links,
+            deps.policy,
+            deps.audit,
+            "job:2",
+            deps.attention,
+            deps.archived,
+        )
+    )
+    saga = asyncio.run(SagaExecutor(log, actions, deps.audit).run("copy-1"))
+    assert saga.state is SagaState.COMPLETED
+    assert child.products[old.id].status == "ARCHIVED"
+    assert child.products[old.id].handle == f"tee-archived-{old.id.rsplit('/', 1)[-1]}"
+    assert sorted(p.handle for p in child.products.values())[0] == "tee"
+
+
+def test_on_the_last_attempt_a_handle_held_by_another_copy_is_a_conflict():
+    deps, pp = copy_world()
+    _rules(deps)  # final_attempt: True
+    child = deps.stores[CHILD_A]
+    old = child.add_product(
+        replace(pp, id=None, variants=(), created_at=datetime.now(UTC) - timedelta(days=3))
+    )
+    asyncio.run(
+        deps.links.save_links(
+            [Link(LinkKind.PRODUCT, CHILD_A, "gid://shopify/Product/999", old.id, MatchedBy.CREATED)]
+        )
+    )
+    saga = _stocked_copy(deps, pp)
+    assert saga.state is SagaState.COMPENSATED and "HandleConflict" in (saga.error or "")
+    assert [a.kind for a in asyncio.run(deps.attention.open_items())] == ["handle_conflict"]

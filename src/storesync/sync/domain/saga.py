@@ -50,6 +50,12 @@ class HandleConflict(StepRefused):
     rule is to report it: nothing written, the conflict recorded for the merchant."""
 
 
+class HandleNotYetFree(Exception):
+    """A copy's create found the handle held by storesync's copy of another parent product (one
+    deleted, or renamed, in the parent, whose job has not run yet: webhooks of two products come
+    in any order). Not a conflict: that job frees the handle, so the step is retried."""
+
+
 HANDLE_CONFLICT = HandleConflict.__name__  # how a saga's error names it (`handle_conflicted`)
 
 

@@ -76,6 +76,7 @@ from storesync.sync.domain.saga import (
     COPY_PRODUCT,
     REPORT_SAGA_PREFIX,
     HandleConflict,
+    HandleNotYetFree,
     PermanentStepError,
     SagaRecord,
     SagaState,
@@ -286,6 +287,7 @@ class CreateChildProduct:
                 return await child.create_product_id({**inp, "handle": handles[0]}, upsert=False), handles[0]
             except HandleTaken:
                 pass
+        await self._unless_held_by_another_copy(child, parent)
         if rules.on_handle_conflict is OnHandleConflict.COPY_WITH_SUFFIX:
             for h in handles[1:]:
                 try:
@@ -308,6 +310,24 @@ class CreateChildProduct:
                 )
             )
         raise HandleConflict(why)
+
+    async def _unless_held_by_another_copy(self, child: StoreAPI, parent: Product) -> None:
+        """`HandleNotYetFree` (retry) when the handle's holder is linked to another parent
+        product: that product was deleted or renamed in the parent and its job, which archives
+        or renames the copy, has not run yet. On the job's last attempt the holder is treated
+        as the child's own (the conflict rule applies), so the copy never waits forever."""
+        if self.deps.final_attempt:
+            return
+        holder = await child.find_product_id_by_handle(parent.handle)
+        if holder is None:
+            return
+        linked = await self.deps.links.links_of(child.shop, LinkKind.PRODUCT, child_ids=[holder])
+        other = next((lk.parent_id for lk in linked if lk.parent_id != parent.id), None)
+        if other is not None:
+            raise HandleNotYetFree(
+                f"{child.shop}: handle {parent.handle!r} is held by the copy of parent product {other}, "
+                "whose delete or rename is not synced yet"
+            )
 
     async def _move_archived_copies_aside(self, child: StoreAPI, handle: str, ctx: StepContext) -> bool:
         """Copies storesync archived (their parent product deleted) free the handle for a new

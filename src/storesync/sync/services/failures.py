@@ -8,7 +8,7 @@ from storesync.commerce.errors import CommerceError, PermanentCommerceError, Sto
 from storesync.sync.domain.catalog import CatalogError
 from storesync.sync.domain.inventory import InventoryError, StaleRetriesExhausted
 from storesync.sync.domain.network import UnknownStore
-from storesync.sync.domain.saga import PermanentStepError, SagaConflict
+from storesync.sync.domain.saga import HandleNotYetFree, PermanentStepError, SagaConflict
 
 # Bad input, or a write that would destroy data: retrying cannot help.
 PERMANENT = (
@@ -20,8 +20,9 @@ PERMANENT = (
     KeyError,
     UnknownStore,
 )
-# A race lost to another writer (a compare-and-set, a saga moved by a duplicate job): retry later.
-RACE_LOST = (StaleRetriesExhausted, SagaConflict)
+# A race lost to another writer (a compare-and-set, a saga moved by a duplicate job, a handle
+# another product's job has still to free): retry later.
+RACE_LOST = (StaleRetriesExhausted, SagaConflict, HandleNotYetFree)
 
 
 def is_permanent(exc: BaseException) -> bool:
