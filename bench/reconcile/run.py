@@ -255,7 +255,8 @@ def main() -> None:
                 )
                 out["drift"] = inject_drift(system, catalog, args.drift, seed=i, tag=f"drift {i}")
                 print(
-                    f"drift injected: {out['drift']}; {'full' if full else 'incremental'} pass",
+                    f"drift injected: {out['drift']['products']} products renamed, "
+                    f"{out['drift']['levels']} levels changed; {'full' if full else 'incremental'} pass",
                     file=sys.stderr,
                     flush=True,
                 )
