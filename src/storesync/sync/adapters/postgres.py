@@ -1033,7 +1033,8 @@ class PgAppliedVersions:
         remaining = list(range(len(versions)))
         while remaining:
             seen: set[tuple[str, str, str]] = set()
-            now, later = [], []
+            now: list[int] = []
+            later: list[int] = []
             for i in remaining:
                 key = versions[i][:3]
                 (later if key in seen else now).append(i)
