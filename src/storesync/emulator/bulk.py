@@ -8,8 +8,8 @@ parent, carrying `__parentId` (the nearest enclosing node's `id`); other objects
 
 Status moves one step per observation (`currentBulkOperation` or `node(id:)`): CREATED, then
 RUNNING, then COMPLETED (or the fault's final status), so a polling client sees every state
-without the emulator running timers. One query operation per shop runs at a time; a second
-`bulkOperationRunQuery` meanwhile gets OPERATION_IN_PROGRESS. A query outside Shopify's documented
+without the emulator running timers. Up to five query operations per shop run at a time (API
+2026-01 and later); a sixth `bulkOperationRunQuery` meanwhile gets OPERATION_IN_PROGRESS. A query outside Shopify's documented
 bulk query rules (`bulk_query_violations`) is refused at creation with a userError coded INVALID. A fault set through the control
 API (`PUT /_emulator/stores/{shop}/bulk_fault`) makes the next operation end FAILED or CANCELED.
 The file is served at `/_emulator/bulk/{shop}/{id}.jsonl`.
