@@ -513,6 +513,16 @@ class MemoryLinks:
             child_shop, [lk for (s, _, _), lk in sorted(self.rows.items()) if s == child_shop and wanted(lk)]
         )
 
+    async def parent_items_of(self, items: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        wanted = set(items)
+        return {
+            (s, lk.child_inventory_item_id): lk.parent_inventory_item_id
+            for (s, kind, _), lk in self.rows.items()
+            if kind is LinkKind.VARIANT
+            and lk.parent_inventory_item_id is not None
+            and (s, lk.child_inventory_item_id) in wanted
+        }
+
     async def links_of(
         self,
         child_shop: str,
@@ -727,6 +737,11 @@ class MemoryWriteRecords:
         ]
         return sorted(found, key=lambda r: r.written_at, reverse=True)[:limit]
 
+    async def recent_writes_of_levels(
+        self, levels: Sequence[tuple[str, str, str, datetime]], *, limit: int = 100
+    ) -> list[list[WriteRecord]]:
+        return [await self.recent_writes(*level, limit=limit) for level in levels]
+
     async def prune(self, before: datetime) -> int:
         kept = [r for r in self.records if r.written_at >= before]
         pruned, self.records = len(self.records) - len(kept), kept
@@ -746,6 +761,9 @@ class MemoryAppliedVersions:
             return False
         self.versions[key] = (at, tiebreak)
         return True
+
+    async def advance_many(self, versions: Sequence[tuple[str, str, str, datetime, str]]) -> list[bool]:
+        return [await self.advance(*v) for v in versions]
 
     async def current(
         self, shop: str, inventory_item_id: str, location_id: str

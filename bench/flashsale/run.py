@@ -19,7 +19,9 @@ agrees again (the drain) and the buckets are full before the next. Per rate:
 - whether every store ended equal with the stock identity intact (parent = start - sold).
 
 Modes, each on a fresh system: `naive` (STORESYNC_SYNC_COALESCE_WRITES=false: one write per
-item and store, as before coalescing) and `coalesced` (the default engine). A rate whose drain
+item and store, as before coalescing), `coalesced` (the default engine) and `worker-echoes` (the
+default engine with STORESYNC_WEB_ECHOES_AT_INGEST=false: every level echo gets a job, as before
+decision 0055; not run unless named). A rate whose drain
 does not finish within --drain-cap seconds is not sustained: the higher rates are skipped. The
 highest sustained rate = the highest rate that drained within 5 s with every store equal.
 
@@ -161,9 +163,17 @@ def idle_cpu(system, pgdata: Path, seconds: float) -> dict[str, float]:
     }
 
 
+# Each mode's settings (on a fresh system each).
+MODES: dict[str, dict[str, str]] = {
+    "naive": {"STORESYNC_SYNC_COALESCE_WRITES": "false"},
+    "coalesced": {"STORESYNC_SYNC_COALESCE_WRITES": "true"},
+    "worker-echoes": {"STORESYNC_SYNC_COALESCE_WRITES": "true", "STORESYNC_WEB_ECHOES_AT_INGEST": "false"},
+}
+
+
 def run_mode(dsn: str, pgdata: Path, mode: str, args) -> dict:
     fresh_database(dsn, BENCH_DATABASE)
-    env = {"STORESYNC_SYNC_COALESCE_WRITES": "false" if mode == "naive" else "true"}
+    env = MODES[mode]
     products = args.products
     out: dict = {"mode": mode, "rates": [], "load_before": metrics.load()}
     with running_system(
@@ -283,7 +293,9 @@ def main() -> None:
     )
     parser.add_argument("--rates", default="5,20,50,100", help="offered sales/s, rising [5,20,50,100]")
     parser.add_argument("--seconds", type=float, default=60.0, help="seconds of load per rate [60]")
-    parser.add_argument("--modes", default="naive,coalesced", help="naive, coalesced or both [both]")
+    parser.add_argument(
+        "--modes", default="naive,coalesced", help="naive, coalesced and/or worker-echoes [naive,coalesced]"
+    )
     parser.add_argument("--children", type=int, default=10)
     parser.add_argument("--products", type=int, default=100, help="parent products (100: 200 SKUs)")
     parser.add_argument("--drain-cap", type=float, default=60.0, help="seconds a drain may take [60]")
@@ -295,8 +307,8 @@ def main() -> None:
         args.rates, args.seconds, args.modes = "5,20", 15.0, "coalesced"
     args.rates = [float(r) for r in str(args.rates).split(",")]
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    if not set(modes) <= {"naive", "coalesced"}:
-        parser.error("--modes: naive and/or coalesced")
+    if not set(modes) <= set(MODES):
+        parser.error(f"--modes: some of {', '.join(MODES)}")
     if args.seconds > 120 or max(args.rates) > 400:
         parser.error("the bench must stay bounded: --seconds <= 120, rates <= 400/s")
 

@@ -490,7 +490,12 @@ def serve_cmd(
 
 @deliveries_app.command("list")
 def deliveries_list(
-    status: Annotated[str | None, typer.Option(help="accepted, unparseable or ignored")] = None,
+    status: Annotated[
+        str | None,
+        typer.Option(
+            help="accepted, unparseable, ignored, or judged at ingest without a job: echo, stale, unlinked"
+        ),
+    ] = None,
     store: Annotated[str | None, typer.Option(help="only those this store sent (shop domain)")] = None,
     limit: Annotated[int, typer.Option(min=1, help="at most this many, newest first")] = 50,
 ) -> None:
@@ -498,9 +503,10 @@ def deliveries_list(
     from storesync.db import database_settings
     from storesync.db.pools import connect_direct
     from storesync.web import deliveries_sql as sql
+    from storesync.web.ingest import DELIVERY_STATUSES
 
-    if status is not None and status not in ("accepted", "unparseable", "ignored"):
-        fail(f"--status must be accepted, unparseable or ignored, not {status!r}")
+    if status is not None and status not in DELIVERY_STATUSES:
+        fail(f"--status must be one of {', '.join(DELIVERY_STATUSES)}, not {status!r}")
     with database_settings(load_settings()) as settings, connect_direct(settings) as conn:
         rows = conn.execute(sql.LIST_DELIVERIES, {"status": status, "shop": store, "limit": limit}).fetchall()
     table = Table(title=f"{len(rows)} deliveries" + (f" ({status})" if status else ""))

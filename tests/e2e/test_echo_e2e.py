@@ -259,3 +259,111 @@ def test_a_childs_own_level_move_is_set_back_with_one_read_of_the_parent(system)
     settle(system)
     assert parent_level_reads(system) - reads == 1
     assert system.level(system.parent, the_sku, LOCATION_NAMES[0]) == parent_level
+
+
+def level_deliveries(system, since) -> dict[str, dict[str, int]]:
+    """Per store, its inventory_levels/update deliveries since `since` by status."""
+    found: dict[str, dict[str, int]] = {}
+    for shop, status, n in sql(
+        system,
+        "SELECT shop_domain, status, count(*) FROM webhook_deliveries WHERE topic = 'inventory_levels/update' "
+        "AND received_at > %(t)s GROUP BY 1, 2",
+        {"t": since},
+    ):
+        found.setdefault(shop, {})[status] = n
+    return found
+
+
+def level_jobs(system, since) -> dict[str, list[str]]:
+    """Per store, the states of the level webhook jobs its deliveries started since `since`."""
+    found: dict[str, list[str]] = {}
+    for shop, state in sql(
+        system,
+        "SELECT payload->>'shop', state FROM jobs WHERE kind = 'webhook.inventory_levels_update' "
+        "AND created_at > %(t)s ORDER BY id",
+        {"t": since},
+    ):
+        found.setdefault(shop, []).append(state)
+    return found
+
+
+def test_level_echoes_of_our_writes_get_no_job_and_real_moves_still_do(system) -> None:
+    """A sale's level echoes (the parent's from our adjust, every child's from our sets) are
+    judged at ingest: recorded as `echo`, no job (docs/decisions/0055). The seller's own move, a
+    merchant's change in the parent and a count by hand in a child each get one job, which
+    fans out or sets back as before; an older copy of a level change is still refused as stale."""
+    from datetime import UTC, datetime, timedelta
+
+    seller, sibling = system.children
+    the_sku = system.product_by_handle(system.parent, "demo-product-1")["variants"][0]["sku"]
+    stores = [system.parent, *system.children]
+    settle(system)
+    since = sql(system, "SELECT now()")[0][0]
+    before = system.level(system.parent, the_sku, LOCATION_NAMES[0])
+    system.place_order(seller, the_sku, quantity=1)
+    system.wait_until(
+        lambda: all(system.level(s, the_sku, LOCATION_NAMES[0]) == before - 1 for s in stores),
+        WAIT,
+        message="the sale reached every store",
+    )
+    settle(system)
+    deliveries, jobs = level_deliveries(system, since), level_jobs(system, since)
+    # Our own writes came back as webhooks, and none of them started a job.
+    assert deliveries[system.parent] == {"echo": 1}
+    assert deliveries[sibling] == {"echo": 1}
+    assert system.parent not in jobs and sibling not in jobs
+    # The seller's own move (the sale) is not our write: one job, done.
+    assert deliveries[seller].get("accepted") == 1
+    assert jobs[seller] == ["succeeded"]
+
+    # A merchant's change in the parent: one job, fanned out to every child (whose echoes of
+    # our sets get none).
+    since = sql(system, "SELECT now()")[0][0]
+    system.set_inventory(system.parent, the_sku, before + 5, LOCATION_NAMES[0])
+    system.wait_until(
+        lambda: all(system.level(s, the_sku, LOCATION_NAMES[0]) == before + 5 for s in stores),
+        WAIT,
+        message="the parent's change reached every child",
+    )
+    settle(system)
+    deliveries, jobs = level_deliveries(system, since), level_jobs(system, since)
+    assert deliveries[system.parent] == {"accepted": 1} and jobs == {system.parent: ["succeeded"]}
+    assert deliveries[seller] == deliveries[sibling] == {"echo": 1}
+
+    # An older copy of that change (not an echo: it goes to its job) is refused as stale there:
+    # nothing follows from it, every store keeps the newer level.
+    body, at = sql(
+        system,
+        "SELECT convert_from(payload, 'UTF8')::jsonb, triggered_at FROM webhook_deliveries "
+        "WHERE shop_domain = %(s)s AND topic = 'inventory_levels/update' AND received_at > %(t)s",
+        {"s": system.parent, "t": since},
+    )[0]
+    older = (at or datetime.now(UTC)) - timedelta(seconds=30)
+    stale = {**body, "available": before + 40, "updated_at": older.isoformat()}
+    answer = post_webhook(system, system.parent, "inventory_levels/update", stale, triggered_at=older).json()
+    assert answer["outcome"] == "accepted"
+    settle(system)
+    delivery = sql(
+        system, "SELECT payload->>'delivery_id', state FROM jobs WHERE id = %(j)s", {"j": answer["job_id"]}
+    )
+    assert delivery[0][1] == "succeeded"
+    assert sql(
+        system,
+        "SELECT count(*) FROM jobs WHERE payload::text LIKE %(d)s AND id <> %(j)s",
+        {"d": f"%{delivery[0][0]}%", "j": answer["job_id"]},
+    ) == [(0,)]
+    assert all(system.level(s, the_sku, LOCATION_NAMES[0]) == before + 5 for s in stores)
+
+    # A count by hand in a child: one job, set back to the parent's level.
+    since = sql(system, "SELECT now()")[0][0]
+    system.set_inventory(sibling, the_sku, before + 9, LOCATION_NAMES[0])
+    system.wait_until(
+        lambda: system.level(sibling, the_sku, LOCATION_NAMES[0]) == before + 5,
+        WAIT,
+        message="the child's own move set back",
+    )
+    settle(system)
+    deliveries, jobs = level_deliveries(system, since), level_jobs(system, since)
+    assert deliveries[sibling] == {"accepted": 1, "echo": 1}  # its move, then our set's echo
+    assert jobs == {sibling: ["succeeded"]}
+    assert system.parent not in deliveries

@@ -259,6 +259,53 @@ async def test_write_records_and_applied_versions(storage):
     assert await versions.moved_since(CHILD_A, [], T0) == []
 
 
+async def test_batched_reads_and_advances_answer_as_one_by_one(storage):
+    """The batched siblings a batch of level webhooks is judged with at ingest: write records of
+    several levels (each its own since), versions advanced as if one by one in the given order
+    (a level given twice: the second judged after the first), the parent items of child items."""
+    writes, versions = storage.writes, storage.versions
+    for item, s, q in (("i", 0, 5), ("i", 2, 4), ("j", 1, 7)):
+        await writes.record_write(WriteRecord(CHILD_A, item, "l", q, T0 + timedelta(seconds=s), "job:1"))
+    found = await writes.recent_writes_of_levels(
+        [
+            (CHILD_A, "i", "l", T0 + timedelta(seconds=1)),
+            (CHILD_A, "k", "l", T0),
+            (CHILD_A, "i", "l", T0),
+            (CHILD_B, "j", "l", T0),
+            (CHILD_A, "j", "l", T0),
+        ]
+    )
+    assert [[r.quantity for r in rs] for rs in found] == [[4], [], [4, 5], [], [7]]
+    assert await writes.recent_writes_of_levels([]) == []
+
+    await versions.advance(CHILD_A, "i", "l", T0, "b")
+    one = timedelta(seconds=1)
+    answers = await versions.advance_many(
+        [
+            (CHILD_A, "i", "l", T0 - one, "z"),  # older than the applied one: stale
+            (CHILD_A, "j", "l", T0 + one, "a"),  # new level
+            (CHILD_A, "j", "l", T0, "a"),  # older than the one just before it: stale
+            (CHILD_A, "i", "l", T0 + one, "a"),  # newer than the applied one
+            (CHILD_A, "j", "l", T0 + one, "a"),  # the same version again: goes through
+        ]
+    )
+    assert answers == [False, True, False, True, True]
+    assert await versions.current(CHILD_A, "i", "l") == (T0 + one, "a")
+    assert await versions.current(CHILD_A, "j", "l") == (T0 + one, "a")
+    assert await versions.advance_many([]) == []
+
+    await storage.links.save_links(
+        [
+            Link(LinkKind.VARIANT, CHILD_A, "v1", "cv1", MatchedBy.SKU, "p1", "cp1", "i1", "ci1"),
+            Link(LinkKind.VARIANT, CHILD_B, "v1", "cv1", MatchedBy.SKU, "p1", "cp1", "i1", "cbi1"),
+            Link(LinkKind.PRODUCT, CHILD_A, "p1", "cp1", MatchedBy.SKU),
+        ]
+    )
+    asked = [(CHILD_A, "ci1"), (CHILD_A, "cbi1"), (CHILD_B, "cbi1"), (CHILD_B, "ci9")]
+    assert await storage.links.parent_items_of(asked) == {(CHILD_A, "ci1"): "i1", (CHILD_B, "cbi1"): "i1"}
+    assert await storage.links.parent_items_of([]) == {}
+
+
 # --------------------------------------------------------------------------- last write wins
 
 

@@ -3,7 +3,12 @@
 `verify_hmac` is Shopify's scheme: base64(HMAC-SHA256(secret, raw body)), compared in constant
 time against each of the store's secrets (newest first; the previous one stays valid during a
 rotation). `record_deliveries` is the one transaction: insert the deliveries under the webhook id's
-unique constraint and, for each insert that was the first, enqueue its job.
+unique constraint and, for each insert that was the first, enqueue its job. Level deliveries
+carrying a `LevelDelivery` are judged first, in that transaction (`sync.services.sales.
+judge_level_deliveries_at_ingest`, docs/decisions/0055): an echo of the engine's own write (or
+such an echo found stale, or a child level of an item linked to nothing) is recorded with that
+status and gets no job. If judging fails, the batch is recorded again without it: every
+delivery gets its job, as with the setting off.
 """
 
 from __future__ import annotations
@@ -22,10 +27,18 @@ import psycopg
 from pydantic import SecretStr
 
 from storesync.db.pools import SET_LOCAL_STATEMENT_TIMEOUT
+from storesync.logs import get_logger
 from storesync.queue.enqueue import Enqueued, JobSpec, enqueue_many_async
+from storesync.sync.adapters.postgres import PgAppliedVersions, PgLinks, PgWriteRecords
+from storesync.sync.services.sales import IngestVerdict, LevelDelivery, judge_level_deliveries_at_ingest
 from storesync.web import deliveries_sql as sql
 
+log = get_logger("storesync.web.ingest")
+
 ACCEPTED, UNPARSEABLE, IGNORED = "accepted", "unparseable", "ignored"
+# Level deliveries finished at ingest, without a job (`IngestVerdict`).
+ECHO, STALE, UNLINKED = (str(v) for v in (IngestVerdict.ECHO, IngestVerdict.STALE, IngestVerdict.UNLINKED))
+JUDGED_AT_INGEST = (ECHO, STALE, UNLINKED)
 
 # Shopify sends nanoseconds ("2026-11-25T12:00:00.123456789Z"); Python keeps microseconds.
 _FRACTION_RE = re.compile(r"(\.\d{6})\d+")
@@ -178,12 +191,14 @@ class Delivery:
     triggered_at: datetime | None
     api_version: str | None
     payload: bytes
-    status: str  # accepted | unparseable | ignored
+    status: str  # accepted | unparseable | ignored (echo | stale | unlinked: judged at ingest)
     job: JobSpec | None  # set only when status is accepted
+    # An inventory_levels/update to judge at ingest (STORESYNC_WEB_ECHOES_AT_INGEST), else None.
+    level: LevelDelivery | None = None
 
     def kept_unparseable(self) -> Delivery:
         """This delivery recorded without a job (what the database refused to store as a job)."""
-        return replace(self, status=UNPARSEABLE, job=None)
+        return replace(self, status=UNPARSEABLE, job=None, level=None)
 
 
 @dataclass(frozen=True)
@@ -191,6 +206,12 @@ class Recorded:
     first: bool  # False: a duplicate of a recorded delivery, nothing written
     enqueued: Enqueued | None
     status: str = ACCEPTED  # what the delivery was recorded as
+    # Its level could not be judged at ingest (the judging failed): it got its job instead.
+    not_judged: bool = False
+
+
+class _LevelsNotJudged(Exception):
+    """Judging a batch's level deliveries failed (its transaction is rolled back)."""
 
 
 async def record_deliveries(
@@ -199,10 +220,73 @@ async def record_deliveries(
     """Insert the deliveries and enqueue the job of each one that is the first with its webhook id;
     one transaction, committed on return; results in input order. A copy of a recorded delivery
     (or a second copy within `deliveries`) writes nothing. Works on the pooled path (PgBouncer
-    transaction mode): no prepared statements, SET LOCAL only."""
+    transaction mode): no prepared statements, SET LOCAL only. Level deliveries are judged first
+    (see the module's docstring); if that fails, the batch is recorded without judging them."""
+    if not any(d.level is not None for d in deliveries):
+        return await _record(conn, deliveries, statement_timeout_ms)
+    try:
+        return await _record(conn, deliveries, statement_timeout_ms)
+    except _LevelsNotJudged as err:
+        cause = err.__cause__
+        log.warning(
+            "levels_not_judged_at_ingest",
+            deliveries=sum(d.level is not None for d in deliveries),
+            error=f"{type(cause).__name__}: {cause}"[:300],
+        )
+    results = await _record(conn, [replace(d, level=None) for d in deliveries], statement_timeout_ms)
+    return [
+        replace(r, not_judged=True) if d.level is not None else r
+        for d, r in zip(deliveries, results, strict=True)
+    ]
+
+
+async def _judged(conn: psycopg.AsyncConnection, deliveries: Sequence[Delivery]) -> list[Delivery]:
+    """The deliveries, those judged at ingest with their status and no job (in the caller's
+    transaction: an echo's version is advanced)."""
+    levels = [(i, d.level) for i, d in enumerate(deliveries) if d.level is not None and d.job is not None]
+    if not levels:
+        return list(deliveries)
+    try:
+        verdicts = await judge_level_deliveries_at_ingest(
+            [level for _, level in levels],
+            links=PgLinks(conn),
+            versions=PgAppliedVersions(conn),
+            writes=PgWriteRecords(conn),
+        )
+    except Exception as err:
+        raise _LevelsNotJudged from err
+    judged = list(deliveries)
+    for (i, _), verdict in zip(levels, verdicts, strict=True):
+        if verdict is not IngestVerdict.WORKER:
+            judged[i] = replace(judged[i], status=str(verdict), job=None)
+    return judged
+
+
+async def _record(
+    conn: psycopg.AsyncConnection, deliveries: Sequence[Delivery], statement_timeout_ms: int
+) -> list[Recorded]:
+    judging = any(d.level is not None for d in deliveries)
+    # Autocommit while the transaction below is open: the sync adapters' statements then join it
+    # instead of each opening a savepoint (two more round trips per statement).
+    restore = judging and not conn.autocommit
+    if restore:
+        await conn.set_autocommit(True)
+    try:
+        return await _record_in_transaction(conn, deliveries, statement_timeout_ms)
+    finally:
+        if restore and not conn.closed:
+            await conn.set_autocommit(False)
+
+
+async def _record_in_transaction(
+    conn: psycopg.AsyncConnection, deliveries: Sequence[Delivery], statement_timeout_ms: int
+) -> list[Recorded]:
     async with conn.transaction():
         if statement_timeout_ms:
             await conn.execute(SET_LOCAL_STATEMENT_TIMEOUT, (str(statement_timeout_ms),))
+        # Judged before the insert: a copy of a recorded delivery is judged too, harmlessly (its
+        # version equals the one its first copy brought, and an equal version goes through).
+        deliveries = await _judged(conn, deliveries)
         cur = await conn.execute(
             sql.INSERT_DELIVERIES,
             {
@@ -242,7 +326,7 @@ async def record_delivery(
 # --------------------------------------------------------------------------- retention
 # On the caller's connection and transaction (which bounds them with its statement timeout).
 
-DELIVERY_STATUSES = (ACCEPTED, UNPARSEABLE, IGNORED)
+DELIVERY_STATUSES = (ACCEPTED, UNPARSEABLE, IGNORED, *JUDGED_AT_INGEST)
 
 
 async def count_old_deliveries(conn: psycopg.AsyncConnection, before: datetime) -> int:

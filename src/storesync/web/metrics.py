@@ -84,6 +84,20 @@ class WebMetrics:
             ["version"],
             registry=r,
         )
+        self.judged_at_ingest = Counter(
+            "storesync_webhook_judged_at_ingest",
+            "inventory_levels/update deliveries recorded without a job, by what they were judged at "
+            "ingest (echo: the engine's own write; stale: such an echo older than the level's "
+            "applied version; unlinked: a child item linked to nothing).",
+            ["outcome"],
+            registry=r,
+        )
+        self.levels_not_judged = Counter(
+            "storesync_webhook_levels_not_judged",
+            "inventory_levels/update deliveries that could not be judged at ingest (the judging "
+            "failed: each got its job, as with STORESYNC_WEB_ECHOES_AT_INGEST off; see the log).",
+            registry=r,
+        )
         self.oauth_callbacks = Counter(
             "storesync_oauth_callbacks",
             "Install-flow callbacks (GET /auth/callback) by outcome (connected, or why refused).",

@@ -27,6 +27,10 @@ class WebSettings(EnvironmentSettings):
     # next one, at most batch_max to a transaction (batch_max=1: one transaction per delivery).
     batches_in_flight: Annotated[int, Field(ge=1, le=64)] = 4
     batch_max: Annotated[int, Field(ge=1, le=1000)] = 64
+    # inventory_levels/update deliveries are judged in the transaction that records them: one that
+    # only reports the engine's own write (an echo) gets no job (docs/decisions/0055); false:
+    # every one gets its job and the worker judges it (kept for comparison: bench/flashsale).
+    echoes_at_ingest: bool = True
     # Webhook requests one process handles at once; more get 503 + Retry-After at once, before
     # their body is read (bounds memory: at most this many bodies of max_body_bytes).
     max_concurrent: Annotated[int, Field(ge=1, le=100_000)] = 256

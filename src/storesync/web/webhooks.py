@@ -9,6 +9,8 @@ Checks, in order, each answered without writing anything:
   streaming, so the rest of an oversized body is never read); the body not in within
   `body_timeout_s` -> 408; HMAC matching none of the store's secrets -> 401 (the same body).
 Then one transaction records the delivery and enqueues its job (first delivery only) -> 200.
+An `inventory_levels/update` that only reports the engine's own write (an echo) is judged in that
+transaction and recorded without a job (`echo`; `STORESYNC_WEB_ECHOES_AT_INGEST`, docs/decisions/0055).
 A duplicate -> 200. A signed body that is not a JSON object Postgres can store, or a topic
 storesync does not handle, is kept (`unparseable` / `ignored`) -> 200: no signed body, whatever
 it holds, gets a 5xx while the database is up. Order bodies are cut to what sync needs before
@@ -33,10 +35,13 @@ from starlette.responses import JSONResponse, Response
 from storesync.api_version import ADMIN_API_VERSION
 from storesync.db.series import SERIES_WEBHOOKS
 from storesync.logs import get_logger
+from storesync.queue.enqueue import JobSpec
+from storesync.sync.services.sales import LEVEL_TOPIC, LevelDelivery, level_delivery
 from storesync.web.deadline import within
 from storesync.web.ingest import (
     ACCEPTED,
     IGNORED,
+    JUDGED_AT_INGEST,
     UNPARSEABLE,
     Delivery,
     api_version_of,
@@ -95,6 +100,17 @@ def _declared_too_large(request: Request, limit: int) -> bool:
 
 def _answer(status: int, message: str, **extra: object) -> JSONResponse:
     return JSONResponse({"status": status, "message": message, **extra}, status_code=status)
+
+
+def _level_to_judge(shop: str, role: str, job: JobSpec | None) -> LevelDelivery | None:
+    """What judging a level delivery at ingest needs, from its job's payload (the worker reads
+    the same); None when its body cannot be judged (its job fails as it would have)."""
+    if job is None:
+        return None
+    try:
+        return level_delivery(shop, role, job.payload)  # the stored payload: what its job reads
+    except (ValueError, TypeError):
+        return None
 
 
 def _unauthorized(metrics, reason: str) -> JSONResponse:
@@ -178,6 +194,7 @@ async def _handle(request: Request) -> Response:
 
     parsed = parse_body(body)
     job = None
+    level = None
     payload = body
     if parsed is None:
         status = UNPARSEABLE  # kept as sent, byte for byte (bytea): an operator can read it
@@ -200,6 +217,8 @@ async def _handle(request: Request) -> Response:
             api_version=api_version,
             body=parsed,
         )
+        if topic == LEVEL_TOPIC and web.echoes_at_ingest:
+            level = _level_to_judge(shop, "parent" if merchant.parent.shop == shop else "child", job)
     delivery = Delivery(
         webhook_id=webhook_id,
         shop=shop,
@@ -211,6 +230,7 @@ async def _handle(request: Request) -> Response:
         payload=payload,
         status=status,
         job=job,
+        level=level,
     )
 
     reason = None
@@ -248,6 +268,10 @@ async def _handle(request: Request) -> Response:
         metrics.deliveries.labels(topic_label, "duplicate").inc()
         return _answer(200, "duplicate delivery: already recorded", outcome="duplicate")
     metrics.deliveries.labels(topic_label, recorded.status).inc()
+    if recorded.status in JUDGED_AT_INGEST:
+        metrics.judged_at_ingest.labels(recorded.status).inc()
+    if recorded.not_judged:
+        metrics.levels_not_judged.inc()
     extra: dict[str, object] = {"outcome": recorded.status}
     if recorded.enqueued is not None:
         extra["job_id"] = recorded.enqueued.job_id

@@ -192,6 +192,15 @@ SELECT * FROM sync_links
 WHERE child_shop = %(child_shop)s AND kind = 'media' AND child_product_id = ANY(%(products)s)
 """
 
+# parent_items_of: the parent inventory item linked to each of some (child shop, child inventory
+# item) pairs that has one (a variant link; by sync_links_by_child_item).
+PARENT_ITEMS_OF = """
+SELECT l.child_shop, l.child_inventory_item_id, l.parent_inventory_item_id
+FROM unnest(%(shop)s::text[], %(item)s::text[]) AS k(shop, item)
+JOIN sync_links l ON l.child_shop = k.shop AND l.child_inventory_item_id = k.item AND l.kind = 'variant'
+WHERE l.parent_inventory_item_id IS NOT NULL
+"""
+
 # links_by_child: per child store, its linked products and the copies whose variants are not linked yet.
 LINKS_BY_CHILD = """
 SELECT child_shop, count(*) FILTER (WHERE kind = 'product'), count(*) FILTER (WHERE pending IS NOT NULL)
@@ -286,6 +295,15 @@ class PgLinks:
                 },
             ),
         )
+
+    async def parent_items_of(self, items: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        if not items:
+            return {}
+        async with _one_statement(self.conn):
+            cur = await self.conn.execute(
+                PARENT_ITEMS_OF, {"shop": [i[0] for i in items], "item": [i[1] for i in items]}
+            )
+            return {(shop, item): parent for shop, item, parent in await cur.fetchall()}
 
     async def counts_by_child(self) -> dict[str, tuple[int, int]]:
         """Per child store: (linked products, copies whose variants are not linked yet)."""
@@ -894,12 +912,22 @@ class PgAdjustBatches:
 # record_writes: remember inventory writes the engine is about to make (one or several).
 RECORD_WRITES = _WRITE_ROWS.format(where="")
 
-# recent_writes: the engine's writes to one level since a time, newest first.
+# recent_writes: the engine's writes to each of some levels since a time of its own, newest first
+# (parallel arrays, one element a level; `n` is its place in them). One statement for a batch of
+# level webhooks judged at ingest as for the one a worker judges.
 RECENT_WRITES = """
-SELECT shop, inventory_item_id, location_id, quantity, written_at, cause FROM sync_write_records
-WHERE shop = %(shop)s AND inventory_item_id = %(item)s AND location_id = %(location)s AND written_at >= %(since)s
-ORDER BY written_at DESC
-LIMIT %(limit)s
+SELECT k.n, w.shop, w.inventory_item_id, w.location_id, w.quantity, w.written_at, w.cause
+FROM unnest(%(shop)s::text[], %(item)s::text[], %(location)s::text[], %(since)s::timestamptz[])
+     WITH ORDINALITY AS k(shop, item, location, since, n)
+CROSS JOIN LATERAL (
+    SELECT r.shop, r.inventory_item_id, r.location_id, r.quantity, r.written_at, r.cause
+    FROM sync_write_records r
+    WHERE r.shop = k.shop AND r.inventory_item_id = k.item AND r.location_id = k.location
+      AND r.written_at >= k.since
+    ORDER BY r.written_at DESC
+    LIMIT %(limit)s
+) w
+ORDER BY k.n, w.written_at DESC
 """
 
 # prune_writes: forget a batch of the oldest write records older than any echo can be.
@@ -926,18 +954,30 @@ class PgWriteRecords:
     async def recent_writes(
         self, shop: str, inventory_item_id: str, location_id: str, since: datetime, *, limit: int = 100
     ) -> list[WriteRecord]:
+        return (
+            await self.recent_writes_of_levels([(shop, inventory_item_id, location_id, since)], limit=limit)
+        )[0]
+
+    async def recent_writes_of_levels(
+        self, levels: Sequence[tuple[str, str, str, datetime]], *, limit: int = 100
+    ) -> list[list[WriteRecord]]:
+        found: list[list[WriteRecord]] = [[] for _ in levels]
+        if not levels:
+            return found
         async with _one_statement(self.conn):
             cur = await self.conn.execute(
                 RECENT_WRITES,
                 {
-                    "shop": shop,
-                    "item": inventory_item_id,
-                    "location": location_id,
-                    "since": since,
+                    "shop": [lv[0] for lv in levels],
+                    "item": [lv[1] for lv in levels],
+                    "location": [lv[2] for lv in levels],
+                    "since": [lv[3] for lv in levels],
                     "limit": limit,
                 },
             )
-            return [WriteRecord(*row) for row in await cur.fetchall()]
+            for n, *row in await cur.fetchall():
+                found[n - 1].append(WriteRecord(*row))
+        return found
 
     async def prune(self, before: datetime, *, limit: int = 5000) -> int:
         """Delete up to `limit` records written before `before` (the oldest); returns how many."""
@@ -946,14 +986,18 @@ class PgWriteRecords:
             return cur.rowcount
 
 
-# advance_version: keep the newer version; returns a row unless the given one is older (stale).
+# advance_version: keep the newer version of each of some levels (parallel arrays, one element a
+# level, each level at most once); returns the levels advanced (not the stale ones: given an older
+# version than the one applied). Rows go in key order so two concurrent batches cannot deadlock.
 ADVANCE_VERSION = """
 INSERT INTO sync_applied_versions AS v (shop, inventory_item_id, location_id, applied_at, tiebreak)
-VALUES (%(shop)s, %(item)s, %(location)s, %(at)s, %(tiebreak)s)
+SELECT * FROM unnest(%(shop)s::text[], %(item)s::text[], %(location)s::text[], %(at)s::timestamptz[],
+                     %(tiebreak)s::text[])
+ORDER BY 1, 2, 3
 ON CONFLICT (shop, inventory_item_id, location_id) DO UPDATE
 SET applied_at = EXCLUDED.applied_at, tiebreak = EXCLUDED.tiebreak
 WHERE (v.applied_at, v.tiebreak) <= (EXCLUDED.applied_at, EXCLUDED.tiebreak)
-RETURNING 1
+RETURNING shop, inventory_item_id, location_id
 """
 
 # current_version: the newest version applied to one level.
@@ -970,6 +1014,9 @@ WHERE shop = %(shop)s AND inventory_item_id = ANY(%(items)s) AND applied_at > %(
 """
 
 
+_VERSION_COLUMNS = ("shop", "item", "location", "at", "tiebreak")
+
+
 class PgAppliedVersions:
     def __init__(self, conn: psycopg.AsyncConnection) -> None:
         self.conn = conn
@@ -977,18 +1024,31 @@ class PgAppliedVersions:
     async def advance(
         self, shop: str, inventory_item_id: str, location_id: str, at: datetime, tiebreak: str
     ) -> bool:
-        async with _one_statement(self.conn):
-            cur = await self.conn.execute(
-                ADVANCE_VERSION,
-                {
-                    "shop": shop,
-                    "item": inventory_item_id,
-                    "location": location_id,
-                    "at": at,
-                    "tiebreak": tiebreak,
-                },
-            )
-            return await cur.fetchone() is not None
+        return (await self.advance_many([(shop, inventory_item_id, location_id, at, tiebreak)]))[0]
+
+    async def advance_many(self, versions: Sequence[tuple[str, str, str, datetime, str]]) -> list[bool]:
+        # One statement cannot update a row twice: a level given again waits for a later round,
+        # so each version is judged as if advanced one by one in the given order.
+        results = [False] * len(versions)
+        remaining = list(range(len(versions)))
+        while remaining:
+            seen: set[tuple[str, str, str]] = set()
+            now: list[int] = []
+            later: list[int] = []
+            for i in remaining:
+                key = versions[i][:3]
+                (later if key in seen else now).append(i)
+                seen.add(key)
+            async with _one_statement(self.conn):
+                cur = await self.conn.execute(
+                    ADVANCE_VERSION,
+                    {name: [versions[i][n] for i in now] for n, name in enumerate(_VERSION_COLUMNS)},
+                )
+                advanced = {tuple(row) for row in await cur.fetchall()}
+            for i in now:
+                results[i] = versions[i][:3] in advanced
+            remaining = later
+        return results
 
     async def current(
         self, shop: str, inventory_item_id: str, location_id: str

@@ -264,6 +264,11 @@ class LinkRepository(Protocol):
         its collection links if `collections`): a webhook needs a handful, not the whole map."""
         ...
 
+    async def parent_items_of(self, items: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """The parent inventory item linked to each (child shop, child inventory item) that has
+        one (a level webhook of any other child item is none of the engine's business)."""
+        ...
+
     async def pending_links(self, child_shop: str) -> list[Link]:
         """Product links of copies whose variants are not linked yet (`Link.pending`)."""
         ...
@@ -302,6 +307,13 @@ class WriteRecords(Protocol):
         """Writes at or after `since`, newest first, at most `limit`."""
         ...
 
+    async def recent_writes_of_levels(
+        self, levels: Sequence[tuple[str, str, str, datetime]], *, limit: int = 100
+    ) -> list[list[WriteRecord]]:
+        """`recent_writes` of several levels at once, each (shop, item, location, since): one
+        list per level, in the given order."""
+        ...
+
 
 @runtime_checkable
 class AppliedVersions(Protocol):
@@ -312,6 +324,12 @@ class AppliedVersions(Protocol):
     ) -> bool:
         """Keep the newer of (at, tiebreak) and what is stored; False only if the given version
         is older than the stored one (stale)."""
+        ...
+
+    async def advance_many(self, versions: Sequence[tuple[str, str, str, datetime, str]]) -> list[bool]:
+        """`advance` of several (shop, item, location, at, tiebreak) at once, each answered as if
+        advanced one by one in the given order (a level given twice: the second is judged after
+        the first)."""
         ...
 
     async def current(

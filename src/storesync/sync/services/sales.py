@@ -10,13 +10,21 @@ import asyncio
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from storesync.logs import get_logger
 from storesync.sync.adapters.jobqueue import enqueue_jobs, job_spec, park
 from storesync.sync.adapters.postgres import SerializedStorage, Storage, paused_among
 from storesync.sync.domain.audit import AuditRecord
-from storesync.sync.domain.conflicts import LevelDecision, Version, classify_level_change
+from storesync.sync.domain.conflicts import (
+    LevelDecision,
+    LevelReport,
+    Version,
+    classify_level_change,
+    level_from_webhook,
+    version_of_delivery,
+)
 from storesync.sync.domain.echoes import ECHO_WINDOW
 from storesync.sync.domain.inventory import (
     COUNTER_SIGN,
@@ -48,6 +56,7 @@ from storesync.sync.domain.ports import (
     InventoryLedger,
     InventoryStore,
     KeyAttemptFailed,
+    LinkRepository,
     StaleQuantity,
     StockAccounts,
     WriteRecords,
@@ -534,6 +543,95 @@ async def judge_level_delivery(
         return LevelDecision.STALE
     recent = await writes.recent_writes(shop, inventory_item_id, location_id, version.at - ECHO_WINDOW)
     return classify_level_change(role=role, observed_quantity=available, version=version, writes=recent)
+
+
+# Level webhooks judged at ingest (the web tier, in the transaction that records them: docs/
+# decisions/0055). Only a delivery proved to report the engine's own write is finished there (its
+# version advanced by the same statement as the worker's); any other is left to its job, which
+# judges it as above, its version untouched until then.
+
+LEVEL_TOPIC = "inventory_levels/update"
+
+
+@dataclass(frozen=True)
+class LevelDelivery:
+    """An `inventory_levels/update` delivery, as judging it needs it."""
+
+    shop: str
+    role: str  # parent | child
+    report: LevelReport
+    version: Version
+
+
+def level_delivery(shop: str, role: str, payload: Mapping[str, Any]) -> LevelDelivery:
+    """The delivery of a webhook job payload (`version_of_delivery`'s keys); ValueError when
+    its body cannot be judged (its job then fails as it would have)."""
+    return LevelDelivery(
+        shop, role, level_from_webhook(payload.get("body") or {}), version_of_delivery(payload)
+    )
+
+
+class IngestVerdict(StrEnum):
+    ECHO = "echo"  # the engine's own newest write: version advanced, nothing to do
+    STALE = "stale"  # an echo older than the version applied: nothing to do
+    UNLINKED = "unlinked"  # a child item linked to nothing: none of the engine's business
+    WORKER = "worker"  # anything else: its job judges it (nothing was written here)
+
+
+async def judge_level_deliveries_at_ingest(
+    deliveries: Sequence[LevelDelivery],
+    *,
+    links: LinkRepository,
+    versions: AppliedVersions,
+    writes: WriteRecords,
+) -> list[IngestVerdict]:
+    """Judge a batch of level deliveries in three set-based statements (their links, their
+    write records, the versions of the echoes): the same rules as `judge_level_delivery`
+    (`classify_level_change`, the ADVANCE_VERSION guard), read in the other order so that only
+    an echo's version is advanced. A delivery judged anything but ECHO keeps its version for
+    its job: the worker's own advance is then the one stale check it gets, as before."""
+    children = [(d.shop, d.report.inventory_item_id) for d in deliveries if d.role != "parent"]
+    linked = await links.parent_items_of(children) if children else {}
+    verdicts = [
+        IngestVerdict.UNLINKED
+        if d.role != "parent" and (d.shop, d.report.inventory_item_id) not in linked
+        else IngestVerdict.WORKER
+        for d in deliveries
+    ]
+    judged = [i for i, v in enumerate(verdicts) if v is IngestVerdict.WORKER]
+    recent = await writes.recent_writes_of_levels(
+        [
+            (d.shop, d.report.inventory_item_id, d.report.location_id, d.version.at - ECHO_WINDOW)
+            for d in (deliveries[i] for i in judged)
+        ]
+    )
+    echoes = [
+        i
+        for i, found in zip(judged, recent, strict=True)
+        if classify_level_change(
+            role=deliveries[i].role,
+            observed_quantity=deliveries[i].report.available,
+            version=deliveries[i].version,
+            writes=found,
+        )
+        is LevelDecision.ECHO
+    ]
+    if echoes:
+        advanced = await versions.advance_many(
+            [
+                (
+                    deliveries[i].shop,
+                    deliveries[i].report.inventory_item_id,
+                    deliveries[i].report.location_id,
+                    deliveries[i].version.at,
+                    deliveries[i].version.tiebreak,
+                )
+                for i in echoes
+            ]
+        )
+        for i, fresh in zip(echoes, advanced, strict=True):
+            verdicts[i] = IngestVerdict.ECHO if fresh else IngestVerdict.STALE
+    return verdicts
 
 
 # --------------------------------------------------------------------------- the jobs' use cases
