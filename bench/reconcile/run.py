@@ -206,6 +206,8 @@ def main() -> None:
     parser.add_argument("--cap", type=float, default=900.0, help="seconds a pass may take [900]")
     parser.add_argument("--quick", action="store_true", help="1,000 products")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--workdir", type=Path, help="keep the processes' logs there")
+    parser.add_argument("--log-level", default="warning", help="the processes' log level [warning]")
     args = parser.parse_args()
     if args.quick:
         args.products = 1000
@@ -231,8 +233,9 @@ def main() -> None:
             stock=(STOCK, STOCK),
             collections=0,
             extra_env={"STORESYNC_SYNC_RECONCILE_EVERY_S": "86400"},
-            log_level="warning",
+            log_level=args.log_level,
             start_timeout=300,
+            workdir=args.workdir,
         ) as system:
             t = time.time()
             system.cli("link", check=True, timeout=1200)

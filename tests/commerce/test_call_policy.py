@@ -47,3 +47,30 @@ async def test_a_background_call_leaves_the_bottom_quarter_of_the_bucket_to_live
     assert refused.value.retry_after > 2.0
     live = await budget.reserve(SHOP, 10, max_wait=0.5)
     assert live.granted and live.wait == 0.0
+
+
+async def test_a_reconciliation_pass_waits_for_the_budget_a_product_job_would_be_deferred_for():
+    """A pass sent back to the queue reads whole stores again: with live sales keeping the
+    bucket low it never finished (bench/reconcile at 10,000 products). Its calls wait, in
+    background slices, where another backfill job's are deferred."""
+    from storesync.queue import Lane
+    from storesync.sync.domain import routing
+    from storesync.sync.jobs.registry import job_call_policy
+    from storesync.sync.settings import SyncSettings
+
+    settings = SyncSettings(job_budget_wait_s=0.5, pass_budget_wait_s=8.0)
+    copy = job_call_policy(routing.JOB_COPY_PRODUCT, Lane.BACKFILL, settings)
+    live = job_call_policy(routing.JOB_SALE, Lane.INVENTORY, settings)
+    assert copy.background and not live.background and copy.max_wait == live.max_wait == 0.5
+
+    client, _ = await drained_client(300)  # ~3 s of restore before a background call may go
+    with call_policy(copy), pytest.raises(BudgetBusy):
+        await client.execute("ShopInfo", {"locationsFirst": 5})
+    for kind in (routing.JOB_RECONCILE, routing.JOB_RECONCILE_LEVELS):
+        client, _ = await drained_client(300)
+        started = time.monotonic()
+        # paid for, then sent (nothing answers there)
+        with call_policy(job_call_policy(kind, Lane.BACKFILL, settings)), pytest.raises(Exception) as sent:
+            await client.execute("ShopInfo", {"locationsFirst": 5})
+        assert not isinstance(sent.value, BudgetBusy) and client.stats.requests == 1
+        assert time.monotonic() - started > 1.0  # it waited for the bucket, under the live share

@@ -37,6 +37,11 @@ class SyncSettings(EnvironmentSettings):
     # The longest a job's Admin API call waits for its store's rate-limit budget; beyond it the
     # job goes back to the queue, due when the bucket will hold the points (seconds).
     job_budget_wait_s: Annotated[float, Field(ge=0)] = 2.0
+    # The same for a reconciliation pass (`sync.reconcile`, `sync.reconcile_levels`): it waits
+    # longer, in short background slices that leave the bottom of the bucket to live sync,
+    # because a pass sent back to the queue starts again from its bulk reads (minutes at 10,000
+    # products): while live sales kept a store's bucket low, one that deferred never finished.
+    pass_budget_wait_s: Annotated[float, Field(ge=0)] = 60.0
     # Attempts of one Admin API call inside a job (5xx, network) before the job itself retries.
     admin_max_attempts: Annotated[int, Field(ge=1, le=20)] = 5
     # Attempts of a copy-product (backfill) job; a step still failing on the last one compensates.

@@ -71,17 +71,28 @@ SYNC_HANDLERS: dict[str, tuple[SyncHandler, type]] = {
 }
 
 
+# A pass reads whole stores before it repairs anything: sent back to the queue, it reads them all
+# again, so it waits for budget longer than a job of one product or level (`pass_budget_wait_s`).
+PASS_KINDS = frozenset({routing.JOB_RECONCILE, routing.JOB_RECONCILE_LEVELS})
+
+
+def job_call_policy(kind: str, lane: Lane, settings: SyncSettings) -> CallPolicy:
+    """How a job's Admin API calls may use their store's budget: backfill-lane jobs (copies,
+    reconciliation) leave the bottom of each bucket to live sync, and a call that cannot be paid
+    for within the wait sends the job back to the queue (`errors.queue_error`: deferred), so a
+    throttled store never holds a worker slot for long, except a pass's (`PASS_KINDS`)."""
+    wait = settings.pass_budget_wait_s if kind in PASS_KINDS else settings.job_budget_wait_s
+    return CallPolicy(background=lane is Lane.BACKFILL, max_wait=wait)
+
+
 def build_registry(settings: SyncSettings, runtime_for: RuntimeFor) -> HandlerRegistry:
     """The worker's registry: the queue's built-in handlers and the sync engine's."""
     registry = builtin.merged(HandlerRegistry())
 
     def add(kind: str, handler: SyncHandler, payload: type) -> None:
         async def run(ctx: JobContext) -> None:
-            # Backfill-lane jobs (copies, reconciliation) leave the bottom of each bucket to live
-            # sync; no job waits long for a bucket (`errors.queue_error`: it is deferred).
-            policy = CallPolicy(background=ctx.lane is Lane.BACKFILL, max_wait=settings.job_budget_wait_s)
             try:
-                with call_policy(policy):
+                with call_policy(job_call_policy(kind, ctx.lane, settings)):
                     await handler(Job(ctx, settings, runtime_for), ctx.payload)
             except Exception as exc:
                 mapped = queue_error(exc)
