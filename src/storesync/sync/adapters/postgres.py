@@ -58,6 +58,18 @@ def _one_statement(conn: psycopg.AsyncConnection) -> AbstractAsyncContextManager
     return nullcontext() if conn.autocommit else conn.transaction()
 
 
+async def _value_by_pair(
+    conn: psycopg.AsyncConnection, query: str, names: tuple[str, str], pairs: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], Any]:
+    """`query` over `pairs` given as two parallel arrays (`names`), its rows (a, b, value) as
+    {(a, b): value}; nothing asked when there are no pairs."""
+    if not pairs:
+        return {}
+    async with _one_statement(conn):
+        cur = await conn.execute(query, {names[0]: [p[0] for p in pairs], names[1]: [p[1] for p in pairs]})
+        return {(a, b): value for a, b, value in await cur.fetchall()}
+
+
 # The insert of inventory write records from parallel arrays (`_write_columns`; prefixed `w_`,
 # clear of the links' columns in LINK_PENDING_COPY). Shared by record_writes and link_pending_copy.
 _WRITE_ROWS = """
@@ -297,13 +309,7 @@ class PgLinks:
         )
 
     async def parent_items_of(self, items: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
-        if not items:
-            return {}
-        async with _one_statement(self.conn):
-            cur = await self.conn.execute(
-                PARENT_ITEMS_OF, {"shop": [i[0] for i in items], "item": [i[1] for i in items]}
-            )
-            return {(shop, item): parent for shop, item, parent in await cur.fetchall()}
+        return await _value_by_pair(self.conn, PARENT_ITEMS_OF, ("shop", "item"), items)
 
     async def counts_by_child(self) -> dict[str, tuple[int, int]]:
         """Per child store: (linked products, copies whose variants are not linked yet)."""
@@ -810,14 +816,7 @@ class PgLedger:
         return await self._update_entry(MARK_PENDING, key, {"parent": parent_shop})
 
     async def backlogs(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], int]:
-        wanted = sorted(set(keys))
-        if not wanted:
-            return {}
-        async with _one_statement(self.conn):
-            cur = await self.conn.execute(
-                GET_BACKLOGS, {"item": [k[0] for k in wanted], "location": [k[1] for k in wanted]}
-            )
-            return {(i, loc): n for i, loc, n in await cur.fetchall()}
+        return await _value_by_pair(self.conn, GET_BACKLOGS, ("item", "location"), sorted(set(keys)))
 
 
 class PgAdjustBatches:
