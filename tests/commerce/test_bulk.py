@@ -26,7 +26,7 @@ from storesync.sync.adapters.shopify import PRODUCT_CHILDREN, ShopifyStoreAPI, b
 from storesync.sync.domain.orders import order_event_from_graphql
 from tests.commerce.test_client_emulator import SHOP, client_for, running_emulator
 from tests.commerce.test_documents import target_schema
-from tests.sync.test_shopify_store import PRODUCT
+from tests.sync.test_shopify_store import PRODUCT, with_variant_metafields
 
 SHIPPED_BULK_QUERIES = sorted(
     f.name.removesuffix(".graphql")
@@ -122,13 +122,7 @@ async def test_bulk_products_read_the_synced_variant_metafields_by_a_second_bulk
     from a bulk query of their own, only the synced namespaces, merged by variant id, the same
     values the paged read gives."""
     emu.seed(SHOP, products=3, variants_per_product=2)
-    t = "single_line_text_field"
-    mf = [
-        {"namespace": ns, "key": f"k{i}", "type": t, "value": f"{ns}{i}"}
-        for ns in ("specs", "own")
-        for i in range(3)
-    ]
-    product = {**PRODUCT, "variants": [{**v, "metafields": mf} for v in PRODUCT["variants"]]}
+    product = with_variant_metafields(PRODUCT, 3)
     async with client_for(emu) as client:
         store = ShopifyStoreAPI(client, variant_metafield_namespaces=namespaces)
         await store.product_set(product, product_id=None)

@@ -262,16 +262,20 @@ async def test_create_product_id_writes_stock_refuses_a_taken_handle_and_upserts
         assert again == created and [p.id async for p in store.products()] == [created]
 
 
+def with_variant_metafields(product: dict, per_namespace: int) -> dict:
+    """`product` with `per_namespace` text metafields in "specs" and in "own" on every variant."""
+    mf = [
+        {"namespace": ns, "key": f"k{i}", "type": "single_line_text_field", "value": f"{ns}{i}"}
+        for ns in ("specs", "own")
+        for i in range(per_namespace)
+    ]
+    return {**product, "variants": [{**v, "metafields": mf} for v in product["variants"]]}
+
+
 async def test_variant_metafields_of_the_synced_namespaces_are_read_and_no_others(emu):
     """A variant's metafields are read only for a merchant that syncs namespaces, and only those
     namespaces (every other one is the child's and never enters a write)."""
-    t = "single_line_text_field"
-    mf = [
-        {"namespace": ns, "key": f"k{i}", "type": t, "value": f"{ns}{i}"}
-        for ns in ("specs", "own")
-        for i in range(12)
-    ]
-    product = {**PRODUCT, "variants": [{**v, "metafields": mf} for v in PRODUCT["variants"]]}
+    product = with_variant_metafields(PRODUCT, 12)
     async with client_for(emu) as client:
         created = await ShopifyStoreAPI(client).product_set(product, product_id=None)
         plain = await ShopifyStoreAPI(client).read_product(created.id)
