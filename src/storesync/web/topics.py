@@ -8,12 +8,18 @@ from datetime import UTC, datetime
 
 from storesync.queue.enqueue import JobSpec, Lane
 from storesync.sync.domain.payloads import WebhookJob
-from storesync.sync.domain.topics import BY_NAME
+from storesync.sync.domain.topics import BY_NAME, Family
 
 
 def handled(topic: str) -> bool:
     """Whether storesync handles this topic (its deliveries become jobs)."""
     return topic in BY_NAME
+
+
+def reports_a_level(topic: str) -> bool:
+    """Whether a handled topic reports one inventory level (`inventory_levels/update`): what the
+    web tier may judge at ingest (docs/decisions/0055)."""
+    return BY_NAME[topic].family is Family.LEVEL
 
 
 def job_spec(

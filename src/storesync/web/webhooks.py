@@ -36,7 +36,7 @@ from storesync.api_version import ADMIN_API_VERSION
 from storesync.db.series import SERIES_WEBHOOKS
 from storesync.logs import get_logger
 from storesync.queue.enqueue import JobSpec
-from storesync.sync.services.sales import LEVEL_TOPIC, LevelDelivery, level_delivery
+from storesync.sync.services.sales import LevelDelivery, level_delivery
 from storesync.web.deadline import within
 from storesync.web.ingest import (
     ACCEPTED,
@@ -53,7 +53,7 @@ from storesync.web.ingest import (
     well_formed_signature,
 )
 from storesync.web.personal_data import minimised, spec_of
-from storesync.web.topics import handled, job_spec
+from storesync.web.topics import handled, job_spec, reports_a_level
 
 log = get_logger("storesync.web.webhooks")
 
@@ -217,7 +217,7 @@ async def _handle(request: Request) -> Response:
             api_version=api_version,
             body=parsed,
         )
-        if topic == LEVEL_TOPIC and web.echoes_at_ingest:
+        if web.echoes_at_ingest and reports_a_level(topic):
             level = _level_to_judge(shop, "parent" if merchant.parent.shop == shop else "child", job)
     delivery = Delivery(
         webhook_id=webhook_id,

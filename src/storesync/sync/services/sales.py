@@ -550,8 +550,6 @@ async def judge_level_delivery(
 # version advanced by the same statement as the worker's); any other is left to its job, which
 # judges it as above, its version untouched until then.
 
-LEVEL_TOPIC = "inventory_levels/update"
-
 
 @dataclass(frozen=True)
 class LevelDelivery:
