@@ -205,3 +205,114 @@ def test_a_products_update_that_differs_from_the_last_only_in_its_publication_is
     )
     old = ProductDigest(created.updated_at, created.fields, created.stock)
     assert not is_publication_change(old, published)
+
+
+def full_payload(*, title="Tee", stock=(5, 7), at="2026-11-25T12:00:00-05:00", policy="deny", alt="Front") -> dict:
+    """A products/update body with every field the digests compare, as Shopify writes them:
+    numeric ids, comma-separated tags, lower-case enums, prices as text."""
+    return {
+        "id": 1,
+        "admin_graphql_api_id": "gid://shopify/Product/1",
+        "title": title,
+        "body_html": "<p>Soft</p>",
+        "vendor": "Acme",
+        "product_type": "Shirts",
+        "handle": "tee",
+        "status": "active",
+        "tags": "summer, cotton",
+        "template_suffix": None,
+        "updated_at": at,
+        "published_at": "2026-11-01T00:00:00-05:00",
+        "published_scope": "global",
+        "options": [{"id": 9, "product_id": 1, "name": "Size", "position": 1, "values": ["S", "M"]}],
+        "variants": [
+            {
+                "id": 10 + i,
+                "admin_graphql_api_id": f"gid://shopify/ProductVariant/{10 + i}",
+                "title": size,
+                "price": "9.00",
+                "compare_at_price": "12.00" if i else None,
+                "sku": f"T-{size}",
+                "barcode": None,
+                "option1": size,
+                "option2": None,
+                "option3": None,
+                "inventory_policy": policy,
+                "taxable": True,
+                "inventory_quantity": q,
+                "old_inventory_quantity": q,
+                "updated_at": at,
+            }
+            for i, (size, q) in enumerate(zip(("S", "M"), stock, strict=True))
+        ],
+        "media": [
+            {
+                "id": 30,
+                "admin_graphql_api_id": "gid://shopify/MediaImage/30",
+                "alt": alt,
+                "status": "ready",
+                "media_content_type": "IMAGE",
+            }
+        ],
+    }
+
+
+def read_tee(*, stock=(5, 7), at="2026-11-25T17:00:00+00:00"):
+    """The same product as a read (GraphQL form: gids, tag lists, upper-case enums, Decimals)."""
+    from datetime import datetime
+
+    from storesync.sync.domain.model import Media, Option, Product, Variant, VariantDetails
+
+    return Product(
+        id="gid://shopify/Product/1",
+        handle="tee",
+        title="Tee",
+        description_html="<p>Soft</p>",
+        vendor="Acme",
+        product_type="Shirts",
+        tags=("cotton", "summer"),
+        status="ACTIVE",
+        options=(Option("Size", ("S", "M")),),
+        variants=tuple(
+            Variant(
+                id=f"gid://shopify/ProductVariant/{10 + i}",
+                option_values=(("Size", size),),
+                price=Decimal("9"),
+                sku=f"T-{size}",
+                compare_at_price=Decimal("12.0") if i else None,
+                inventory_item_id=f"gid://shopify/InventoryItem/{20 + i}",
+                details=VariantDetails(inventory_policy="DENY", taxable=True),
+                inventory_quantity=q,
+            )
+            for i, (size, q) in enumerate(zip(("S", "M"), stock, strict=True))
+        ),
+        media=(Media("gid://shopify/MediaImage/30", "https://cdn.example/tee.jpg", "Front"),),
+        updated_at=datetime.fromisoformat(at),
+    )
+
+
+def test_a_product_as_read_stands_for_the_payload_showing_it_so_a_first_stock_move_needs_no_read():
+    """`storesync link`, backfill and reconcile remember each product as read: the first
+    products/update after it is judged like any other (stock only: a stock move; anything else
+    in the payload changed: read as before)."""
+    from dataclasses import replace
+
+    from storesync.sync.domain.echoes import is_stock_move, product_digest, read_product_digest
+
+    read = read_product_digest(read_tee())
+    assert read is not None
+    same = product_digest(full_payload())
+    assert (read.updated_at, read.fields, read.stock) == (same.updated_at, same.fields, same.stock)
+    assert read.publication == ""  # a read does not show it: never judged a publish
+    assert is_stock_move(read, product_digest(full_payload(stock=(4, 7), at=SOLD_AT)))
+    for edited in (
+        full_payload(title="New", stock=(4, 7), at=SOLD_AT),
+        full_payload(policy="continue", stock=(4, 7), at=SOLD_AT),
+        full_payload(alt="Back", stock=(4, 7), at=SOLD_AT),
+        full_payload(at=SOLD_AT),  # the same stock: an edit the payload cannot show (SEO)
+    ):
+        assert not is_stock_move(read, product_digest(edited))
+    # A read without a variant's stock, or without the product's time, is not remembered.
+    tee = read_tee()
+    assert read_product_digest(replace(tee, variants=(replace(tee.variants[0], inventory_quantity=None),))) is None
+    assert read_product_digest(replace(tee, updated_at=None)) is None

@@ -295,3 +295,25 @@ async def test_product_payload_digests_are_swapped_newest_first_and_an_older_one
     assert await payloads.swap(CHILD_A, "gid://shopify/Product/1", published) == second
     assert await payloads.swap(CHILD_A, "gid://shopify/Product/1", published) == published
     await conn.close()
+
+
+async def test_products_as_read_are_remembered_unless_a_payload_at_least_as_new_is(db):
+    from storesync.sync.adapters.postgres import PgProductPayloads
+    from storesync.sync.domain.echoes import ProductDigest
+
+    conn = await connect(db)
+    payloads = PgProductPayloads(conn)
+    payloads.REMEMBER_BATCH = 2  # several statements for one scan
+    one, two, three = (f"gid://shopify/Product/{n}" for n in (1, 2, 3))
+    payload = ProductDigest(T0 + timedelta(seconds=1), "f", "s1", "p1")
+    assert await payloads.swap(CHILD_A, one, payload) is None
+    assert await payloads.swap(CHILD_A, two, payload) is None
+    read = ProductDigest(T0 + timedelta(seconds=1), "f", "s-read")  # as new as the payload of 1
+    newer = ProductDigest(T0 + timedelta(seconds=2), "f2", "s2")
+    kept = await payloads.remember_read(CHILD_A, [(one, read), (two, newer), (three, read)])
+    assert kept == 2  # 2 (older payload) and 3 (none): 1's payload is as new and knows more
+    assert await payloads.swap(CHILD_A, one, payload) == payload
+    assert await payloads.swap(CHILD_A, two, payload) == newer
+    assert await payloads.swap(CHILD_A, three, read) == read
+    assert await payloads.remember_read(CHILD_B, []) == 0
+    await conn.close()

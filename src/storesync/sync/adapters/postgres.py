@@ -1091,11 +1091,48 @@ SELECT updated_at, fields_digest, stock_digest FROM previous
 """
 
 
+# remember_read_products: digests of products as a scan read them (parallel arrays), each kept
+# unless the product already has one at least as new (a payload's also knows its publication).
+REMEMBER_READ_PRODUCTS = """
+INSERT INTO sync_product_payloads AS p (shop, product_id, updated_at, fields_digest, stock_digest)
+SELECT %(shop)s, r.product, r.at, r.fields, r.stock
+FROM unnest(%(products)s::text[], %(at)s::timestamptz[], %(fields)s::text[], %(stock)s::text[])
+     AS r(product, at, fields, stock)
+ON CONFLICT (shop, product_id) DO UPDATE
+SET updated_at = EXCLUDED.updated_at, fields_digest = EXCLUDED.fields_digest,
+    stock_digest = EXCLUDED.stock_digest, seen_at = now()
+WHERE p.updated_at IS NULL OR EXCLUDED.updated_at > p.updated_at
+"""
+
+
 class PgProductPayloads:
     """The last products/update payload seen per product (`echoes.ProductDigest`)."""
 
+    # Rows per statement when remembering a scan (a 10,000-product catalog in a few statements).
+    REMEMBER_BATCH = 2000
+
     def __init__(self, conn: psycopg.AsyncConnection) -> None:
         self.conn = conn
+
+    async def remember_read(self, shop: str, digests: Sequence[tuple[str, ProductDigest]]) -> int:
+        """Keep the digests of products as read (product id, digest), each unless the product
+        has one recorded at least as new; returns how many were kept."""
+        kept = 0
+        for start in range(0, len(digests), self.REMEMBER_BATCH):
+            batch = digests[start : start + self.REMEMBER_BATCH]
+            async with _one_statement(self.conn):
+                cur = await self.conn.execute(
+                    REMEMBER_READ_PRODUCTS,
+                    {
+                        "shop": shop,
+                        "products": [pid for pid, _ in batch],
+                        "at": [d.updated_at for _, d in batch],
+                        "fields": [d.fields for _, d in batch],
+                        "stock": [d.stock for _, d in batch],
+                    },
+                )
+                kept += cur.rowcount
+        return kept
 
     async def swap(self, shop: str, product_id: str, digest: ProductDigest) -> ProductDigest | None:
         """Record `digest` for the product (unless it is older than the one recorded) and return

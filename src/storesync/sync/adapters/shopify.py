@@ -192,6 +192,7 @@ def product_from_json(raw: Mapping[str, Any]) -> Product:
                 inventory_item_id=(v.get("inventoryItem") or {}).get("id"),
                 metafields=_metafields(v.get("metafields")),
                 details=_details(v),
+                inventory_quantity=v.get("inventoryQuantity"),
             )
             for v in sorted(raw["variants"]["nodes"], key=lambda v: v.get("position", 0))
         ),

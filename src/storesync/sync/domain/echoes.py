@@ -27,14 +27,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from storesync.sync.domain.catalog import SyncPolicy, expected_view, same_view
 from storesync.sync.domain.collections import collection_view
-from storesync.sync.domain.model import Collection, Link, LinkKind, LinkMap, Product, WriteRecord
+from storesync.sync.domain.model import Collection, Link, LinkKind, LinkMap, Product, WriteRecord, gid
 from storesync.sync.domain.network import MerchantNetwork
 
 # How long after a write its echo may still arrive (Shopify retries for hours, but a retried
@@ -104,9 +105,6 @@ def children_behind(
 
 # --------------------------------------------------------------------------- stock moves
 
-# A products/update payload's parts that change with every stock move (and nothing else).
-_STOCK_KEYS = ("inventory_quantity", "old_inventory_quantity")
-_TIME_KEYS = ("updated_at",)
 # The parts that change when the product is published or unpublished: `published_at` (the
 # Online Store) and `published_scope` (`web`, or `global` with the Point of Sale). Shopify sends
 # products/update for a publish (a product created, then published, sends products/create then
@@ -116,14 +114,15 @@ _PUBLICATION_KEYS = ("published_at", "published_scope")
 
 @dataclass(frozen=True)
 class ProductDigest:
-    """What one products/create or products/update payload showed: when (the product's
-    updated_at), a digest of every field but the variants' stock, the times and the
-    publication, a digest of the variants' stock, and one of the publication fields."""
+    """What a product showed at one time (a products/create or products/update payload, or a
+    read of the product): when (the product's updated_at), a digest of its catalog fields
+    (`catalog_fields`), one of its variants' stock, and one of the publication fields ("" when
+    not known: a read, or a digest recorded before it was kept)."""
 
     updated_at: datetime | None
     fields: str
     stock: str
-    publication: str = ""  # "": not known (a digest recorded before it was kept)
+    publication: str = ""
 
 
 def _digest(value: Any) -> str:
@@ -131,18 +130,120 @@ def _digest(value: Any) -> str:
     return hashlib.sha256(raw).hexdigest()[:32]
 
 
-def product_digest(body: Mapping[str, Any]) -> ProductDigest:
-    """The `ProductDigest` of a products/update payload (REST form, as Shopify sends it)."""
-    variants = [v for v in body.get("variants") or () if isinstance(v, Mapping)]
-    fields = {
-        k: v
-        for k, v in body.items()
-        if k not in _TIME_KEYS and k not in _PUBLICATION_KEYS and k != "variants"
+def _amount(value: Any) -> str | None:
+    """A price as one text for both forms ("10.0", "10.00" and Decimal("10") alike)."""
+    if value is None or value == "":
+        return None
+    try:
+        return str(Decimal(str(value)).quantize(Decimal("0.01")))
+    except (InvalidOperation, ValueError):
+        return str(value)
+
+
+def _catalog_fields(
+    *,
+    title: Any,
+    body: Any,
+    vendor: Any,
+    product_type: Any,
+    handle: Any,
+    status: Any,
+    tags: Iterable[Any],
+    options: Iterable[tuple[Any, Iterable[Any]]],
+    variants: Iterable[Mapping[str, Any]],
+    media: Iterable[tuple[Any, Any, Any]] | None,
+) -> dict[str, Any]:
+    """The fields of a product that both a products/update payload and a read of the product
+    show, in one form: what a digest compares. Every synced field the payload carries is here
+    (docs/sync.md); fields it does not carry (SEO, metafields, the inventory item's) cannot be
+    compared from a payload either way."""
+    return {
+        "title": title or "",
+        "body": body or "",
+        "vendor": vendor or "",
+        "product_type": product_type or "",
+        "handle": handle or "",
+        "status": str(status or "").upper(),
+        "tags": sorted({str(t).strip() for t in tags if str(t).strip()}),
+        "options": [[str(name), [str(v) for v in values]] for name, values in options],
+        "variants": sorted(variants, key=lambda v: str(v["id"])),
+        "media": None
+        if media is None
+        else [[str(i), alt or "", str(st or "").upper()] for i, alt, st in media],
     }
-    fields["variants"] = [
-        {k: x for k, x in v.items() if k not in _STOCK_KEYS and k not in _TIME_KEYS} for v in variants
+
+
+def _variant_fields(
+    variant_id: str,
+    sku: Any,
+    barcode: Any,
+    price: Any,
+    compare: Any,
+    options: Iterable[Any],
+    policy: Any,
+    taxable: Any,
+) -> dict[str, Any]:
+    return {
+        "id": variant_id,
+        "sku": sku or None,
+        "barcode": barcode or None,
+        "price": _amount(price),
+        "compare_at_price": _amount(compare),
+        "options": [str(o) for o in options if o is not None],
+        "inventory_policy": str(policy).upper() if policy else None,
+        "taxable": taxable,
+    }
+
+
+def _payload_variant_id(v: Mapping[str, Any]) -> str:
+    return gid("ProductVariant", v.get("admin_graphql_api_id") or v.get("id"))
+
+
+def product_digest(body: Mapping[str, Any]) -> ProductDigest:
+    """The `ProductDigest` of a products/create or products/update payload (REST form, as
+    Shopify sends it: numeric ids, comma-separated tags, lower-case enums)."""
+    variants = [
+        v
+        for v in body.get("variants") or ()
+        if isinstance(v, Mapping) and (v.get("id") or v.get("admin_graphql_api_id"))
     ]
-    stock = sorted((str(v.get("id")), v.get("inventory_quantity")) for v in variants)
+    tags = body.get("tags") or ""
+    media = body.get("media")
+    fields = _catalog_fields(
+        title=body.get("title"),
+        body=body.get("body_html"),
+        vendor=body.get("vendor"),
+        product_type=body.get("product_type"),
+        handle=body.get("handle"),
+        status=body.get("status"),
+        tags=tags.split(",") if isinstance(tags, str) else tags,
+        options=[
+            (o.get("name"), o.get("values") or ())
+            for o in body.get("options") or ()
+            if isinstance(o, Mapping)
+        ],
+        variants=[
+            _variant_fields(
+                _payload_variant_id(v),
+                v.get("sku"),
+                v.get("barcode"),
+                v.get("price"),
+                v.get("compare_at_price"),
+                (v.get("option1"), v.get("option2"), v.get("option3")),
+                v.get("inventory_policy"),
+                v.get("taxable"),
+            )
+            for v in variants
+        ],
+        media=None
+        if not isinstance(media, list)
+        else [
+            (m.get("admin_graphql_api_id") or m.get("id"), m.get("alt"), m.get("status"))
+            for m in media
+            if isinstance(m, Mapping)
+        ],
+    )
+    stock = sorted((_payload_variant_id(v), v.get("inventory_quantity")) for v in variants)
     updated = body.get("updated_at")
     try:
         at = datetime.fromisoformat(str(updated).replace("Z", "+00:00")) if updated else None
@@ -150,6 +251,44 @@ def product_digest(body: Mapping[str, Any]) -> ProductDigest:
         at = None
     publication = {k: body.get(k) for k in _PUBLICATION_KEYS}
     return ProductDigest(at, _digest(fields), _digest(stock), _digest(publication))
+
+
+def read_product_digest(product: Product) -> ProductDigest | None:
+    """The `ProductDigest` of a product as read (a scan: the fields `product_digest` compares
+    and the variants' `inventoryQuantity`), equal to that of a payload showing the same product
+    at the same time, so the first products/update after a scan can be told a stock move
+    without reading the product again. None when the read lacks what it needs (a variant's
+    stock, its id, the product's updated_at)."""
+    if product.updated_at is None or any(
+        v.id is None or v.inventory_quantity is None for v in product.variants
+    ):
+        return None
+    fields = _catalog_fields(
+        title=product.title,
+        body=product.description_html,
+        vendor=product.vendor,
+        product_type=product.product_type,
+        handle=product.handle,
+        status=product.status,
+        tags=product.tags,
+        options=[(o.name, o.values) for o in product.options],
+        variants=[
+            _variant_fields(
+                str(v.id),
+                v.sku,
+                v.barcode,
+                v.price,
+                v.compare_at_price,
+                (value for _name, value in v.option_values),
+                v.details.inventory_policy if v.details else None,
+                v.details.taxable if v.details else None,
+            )
+            for v in product.variants
+        ],
+        media=[(m.id, m.alt, m.status) for m in product.media],
+    )
+    stock = sorted((str(v.id), v.inventory_quantity) for v in product.variants)
+    return ProductDigest(product.updated_at, _digest(fields), _digest(stock))
 
 
 def is_stock_move(previous: ProductDigest | None, current: ProductDigest) -> bool:

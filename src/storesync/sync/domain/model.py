@@ -93,6 +93,9 @@ class Variant:
     inventory_item_id: str | None = None
     metafields: tuple[Metafield, ...] = ()
     details: VariantDetails | None = None  # None: not read (a webhook's variants)
+    # Its total sellable quantity as read (`inventoryQuantity`): what a products/update payload
+    # shows as `inventory_quantity`. None: not read. Never written.
+    inventory_quantity: int | None = None
 
     @property
     def option_key(self) -> tuple[tuple[str, str], ...]:

@@ -26,7 +26,7 @@ from storesync.sync.services.channels import collection_publisher
 from storesync.sync.services.collections import sync_collection_to_child
 from storesync.sync.services.context import Runtime
 from storesync.sync.services.copies import run_copy_saga
-from storesync.sync.services.stores import link_network, merchants, without_paused
+from storesync.sync.services.stores import link_network, merchants, remember_read_products, without_paused
 
 log = get_logger("storesync.sync.backfill")
 
@@ -138,6 +138,7 @@ async def backfill(
             scans = {s.shop: BulkCatalogScan(rt.api(s.shop)) for s in active.stores}
             parent_scan = scans[net.parent.shop]
             await asyncio.gather(*(scan.products() for scan in scans.values()))
+            await remember_read_products(st, scans)
             levels_read_at[net.merchant_id] = datetime.now(UTC)
             parent_levels = await parent_scan.levels()
             reports = await link_network(active, scans, st.links, rt.policy(net.merchant_id))

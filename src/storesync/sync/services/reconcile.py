@@ -79,7 +79,7 @@ from storesync.sync.services.copies import copy_to_child, link_pending_copies
 from storesync.sync.services.orders import orders_states, route_order
 from storesync.sync.services.sales import push_level
 from storesync.sync.services.stock import check_child_level
-from storesync.sync.services.stores import merchants, without_paused
+from storesync.sync.services.stores import merchants, remember_read_products, without_paused
 
 log = get_logger("storesync.sync.reconcile")
 
@@ -497,20 +497,16 @@ async def _reconcile_merchant(
         )
     policy = rt.policy(net.merchant_id)
     collections = {s.shop: rt.collections(s.shop) for s in active.stores}
+    scans = rt.scans(active, updated_since=since)
     report = await reconcile_network(
-        active,
-        rt.scans(active, updated_since=since),
-        st.links,
-        policy,
-        collections,
-        incremental=since is not None,
-        dry_run=dry_run,
+        active, scans, st.links, policy, collections, incremental=since is not None, dry_run=dry_run
     )
     if dry_run:
         return ReconcileResult(
             net.merchant_id, report, paused=skipped, dry_run=True, sales=sales, since=since
         )
 
+    await remember_read_products(st, scans)
     # The parent's answers a copy reads (its product, levels, channels), shared by this pass's
     # copies of one product into several children.
     parent_reads = ScannedParent(rt.api(net.parent.shop))

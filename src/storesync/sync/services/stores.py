@@ -14,6 +14,7 @@ from storesync.db.network_sql import resume_store as resume
 from storesync.queue import ops as queue_ops
 from storesync.sync.adapters.postgres import Storage, job_storage, paused_among
 from storesync.sync.domain.catalog import SyncPolicy
+from storesync.sync.domain.echoes import read_product_digest
 from storesync.sync.domain.linking import (
     LinkReport,
     match_catalogs,
@@ -40,6 +41,23 @@ async def without_paused(st: Storage, net: MerchantNetwork) -> tuple[MerchantNet
 
 
 # --------------------------------------------------------------------------- link
+
+
+async def remember_read_products(st: Storage, scans: Mapping[str, CatalogScan]) -> int:
+    """Keep, for every product the scans read, its digest as the last payload seen
+    (`echoes.read_product_digest`): the first products/update after a link, backfill or
+    reconcile pass that shows only a stock move is then known as one without reading the
+    product again (a freshly linked catalog otherwise costs a product read per store on the
+    first sale of each product). Returns how many were kept."""
+    kept = 0
+    for shop, scan in scans.items():
+        digests = [
+            (p.id, d)
+            async for p in scan.all_products()
+            if p.id is not None and (d := read_product_digest(p)) is not None
+        ]
+        kept += await st.product_payloads.remember_read(shop, digests)
+    return kept
 
 
 async def link_network(
@@ -78,9 +96,12 @@ async def link(rt: Runtime, *, dry_run: bool, merchant: str | None = None) -> li
     out = []
     async with job_storage(rt.pool) as st:
         for net in merchants(rt, merchant):
+            scans = rt.scans(net)
             reports = await link_network(
-                net, rt.scans(net), None if dry_run else st.links, rt.policy(net.merchant_id)
+                net, scans, None if dry_run else st.links, rt.policy(net.merchant_id)
             )
+            if not dry_run:
+                await remember_read_products(st, scans)
             out += [(net.merchant_id, r) for r in reports]
     return out
 
