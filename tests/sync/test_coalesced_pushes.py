@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import psycopg
+import pytest
 
 from storesync.commerce.budget import LocalBudget
 from storesync.commerce.client import AdminClient
@@ -121,3 +122,57 @@ async def test_a_parent_level_read_before_an_adjust_cannot_replace_the_level_aft
         assert await st.pushes.parent_levels(PARENT, [("p-item", "p-loc")]) == {("p-item", "p-loc"): 7}
         await st.pushes.remember_parent_levels(PARENT, {("p-item", "p-loc"): 6})  # read later: taken
         assert await st.pushes.parent_levels(PARENT, [("p-item", "p-loc")]) == {("p-item", "p-loc"): 6}
+
+
+async def test_a_flush_whose_derived_keys_were_all_spent_by_earlier_runs_is_sent_under_a_new_key(db):
+    """A failed attempt spends its idempotency key (an attempt answered with userErrors too, such
+    as a stale quantity), and a job's next run derives the same keys again: once all of them are
+    spent, the batch goes out under a key of its own (a set is absolute and compare-and-set, so
+    nothing applies twice) instead of failing on every retry until it is dead."""
+    from storesync.commerce.errors import CommerceError
+    from storesync.sync.domain.inventory import DERIVED_SET_KEYS
+    from storesync.sync.domain.pushes import LevelSet, batch_set_key
+
+    with running_emulator(stores=[PARENT, CHILD]) as emu:
+        emu.seed(CHILD, products=2, variants_per_product=1, quantity=10)
+        all_levels = emu.snapshot(CHILD)["inventory_levels"]
+        location = all_levels[0]["location_id"]
+        items = [lvl["inventory_item_id"] for lvl in all_levels if lvl["location_id"] == location][:2]
+        net = MerchantNetwork("m", StoreRef(PARENT, "parent", "m"), (StoreRef(CHILD, "child", "m"),))
+        seen = datetime.now(UTC)
+        waiting = [
+            PendingPush(CHILD, item, location, f"parent-{i}", "parent-loc", 6, 10, seen, "test")
+            for i, item in enumerate(items)
+        ]
+        sets = [LevelSet(item, location, 6, 10) for item in items]
+        async with (
+            AdminClient(store_config(emu, CHILD), budget=LocalBudget(), max_attempts=1) as client,
+            await psycopg.AsyncConnection.connect(
+                db.dsn, **{**POOLED_CONNECTION_KWARGS, "autocommit": True}
+            ) as conn,
+        ):
+            store = ShopifyStoreAPI(client)
+            # Earlier attempts of the same batch failed inside the store, one per derived key.
+            for attempt in range(DERIVED_SET_KEYS):
+                emu.set_faults(
+                    graphql={"fail_nth": {"inventorySetQuantities": {"n": 1, "mode": "attempt_failed"}}}
+                )
+                with pytest.raises(CommerceError):
+                    await store.set_levels(
+                        sets, idempotency_key=batch_set_key(CHILD, sets, ["test"] * 2, attempt)
+                    )
+            emu.set_faults()
+            st = Storage(conn)
+            await st.pushes.queue(waiting)
+            before = emu.throttle(CHILD)["usage"]["by_operation"]["InventorySetQuantities"][0]
+            assert await pushes.flush(OneStoreRuntime(store), st, net, CHILD) == 2
+            assert await st.pushes.due(CHILD, limit=10) == []
+        # the spent keys refused, then the batch under a new one
+        calls = emu.throttle(CHILD)["usage"]["by_operation"]["InventorySetQuantities"][0] - before
+        assert calls == DERIVED_SET_KEYS + 1
+        snap = {
+            lvl["inventory_item_id"]: lvl["available"]
+            for lvl in emu.snapshot(CHILD)["inventory_levels"]
+            if lvl["location_id"] == location
+        }
+        assert [snap[i] for i in items] == [6, 6]

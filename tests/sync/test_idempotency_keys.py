@@ -101,3 +101,26 @@ async def test_a_fan_out_set_gets_a_new_key_when_its_attempt_failed(emu):
             "test:set",
         )
     assert out.after == level + 5 and available(emu, item, location) == level + 5
+
+
+async def test_a_set_whose_derived_keys_were_all_spent_is_sent_under_a_new_key(emu):
+    """Every derived key of a set spent by earlier failed attempts (a job's runs derive the same
+    ones): the set goes out under a key of its own instead of failing on every retry."""
+    from storesync.commerce.errors import CommerceError
+    from storesync.sync.domain.inventory import DERIVED_SET_KEYS, set_idempotency_key
+
+    item, location, level = first_level(emu)
+    async with client_for(emu, max_attempts=1) as client:
+        store = ShopifyStoreAPI(client)
+        for attempt in range(DERIVED_SET_KEYS):
+            emu.set_faults(
+                graphql={"fail_nth": {"inventorySetQuantities": {"n": 1, "mode": "attempt_failed"}}}
+            )
+            key = set_idempotency_key(SHOP, item, location, level, level + 4, "test:spent", attempt)
+            with pytest.raises(CommerceError):
+                await store.set_level(item, location, level + 4, change_from=level, idempotency_key=key)
+        emu.set_faults()
+        out = await push_level(
+            store, MemoryWriteRecords(), MemoryAudit(), item, location, level + 4, "test:spent"
+        )
+    assert out.after == level + 4 and available(emu, item, location) == level + 4

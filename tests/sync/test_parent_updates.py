@@ -207,7 +207,9 @@ def test_a_products_update_that_differs_from_the_last_only_in_its_publication_is
     assert not is_publication_change(old, published)
 
 
-def full_payload(*, title="Tee", stock=(5, 7), at="2026-11-25T12:00:00-05:00", policy="deny", alt="Front") -> dict:
+def full_payload(
+    *, title="Tee", stock=(5, 7), at="2026-11-25T12:00:00-05:00", policy="deny", alt="Front"
+) -> dict:
     """A products/update body with every field the digests compare, as Shopify writes them:
     numeric ids, comma-separated tags, lower-case enums, prices as text."""
     return {
@@ -314,5 +316,8 @@ def test_a_product_as_read_stands_for_the_payload_showing_it_so_a_first_stock_mo
         assert not is_stock_move(read, product_digest(edited))
     # A read without a variant's stock, or without the product's time, is not remembered.
     tee = read_tee()
-    assert read_product_digest(replace(tee, variants=(replace(tee.variants[0], inventory_quantity=None),))) is None
+    assert (
+        read_product_digest(replace(tee, variants=(replace(tee.variants[0], inventory_quantity=None),)))
+        is None
+    )
     assert read_product_digest(replace(tee, updated_at=None)) is None

@@ -63,6 +63,7 @@ retry, at most `max_attempts` times, then a retryable error. Children show max(p
 from __future__ import annotations
 
 import hashlib
+import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
@@ -201,6 +202,22 @@ def set_idempotency_key(
     if attempt:
         raw += f"\x1fattempt {attempt}"
     return "storesync-" + hashlib.sha256(raw.encode()).hexdigest()[:40]
+
+
+# Keys derived from a set's content tried before `unique_set_key`: enough for Shopify to replay a
+# set resent after a lost answer, few enough that a set whose derived keys were all refused as
+# spent (each failed attempt spends its key, and a job's next run derives the same ones again)
+# is still sent.
+DERIVED_SET_KEYS = 3
+
+
+def unique_set_key() -> str:
+    """A key no request has carried, for a set whose derived keys Shopify refused as spent
+    (IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED: "Retry with a new idempotency key",
+    https://shopify.dev/docs/api/usage/implementing-idempotency). A set is absolute and
+    compare-and-set where its level was known, so sending it again under a new key applies
+    nothing twice; without it a job whose three derived keys were spent failed on every retry."""
+    return "storesync-" + uuid.uuid4().hex
 
 
 def oversold(entry: LedgerEntry) -> int:

@@ -277,7 +277,9 @@ class CreateChildProduct:
         if ctx.resumed:
             for h in handles:
                 if await _made_by_this_step(child, h, undo):
-                    return await child.create_product_id({**inp, "handle": h}, upsert=True), h
+                    earlier = await child.find_product_by_handle(h)
+                    again = _keeping_variants(inp, earlier) if earlier is not None else inp
+                    return await child.create_product_id({**again, "handle": h}, upsert=True), h
         try:
             return await child.create_product_id({**inp, "handle": handles[0]}, upsert=False), handles[0]
         except HandleTaken:
@@ -431,6 +433,24 @@ def _candidate_handles(handle: str, rules: CatalogRules) -> list[str]:
 
 def _handle_taken(shop: str, handle: str) -> str:
     return f"{shop} already has a product with handle {handle!r}: link it (storesync link) instead of creating a second one"
+
+
+def _keeping_variants(inp: Mapping[str, Any], earlier: Product) -> dict[str, Any]:
+    """A resent create's input with the ids of the variants the earlier attempt made, matched by
+    option values: productSet creates a variant given without an id and deletes those not listed
+    ("Specifies the product variant to update or create a new variant if absent",
+    ProductVariantSetInput.id, Admin API 2026-10), so a resend without them would replace
+    variants the child may already have sold (their orders would then link to nothing)."""
+    ids = {v.option_key: v.id for v in earlier.variants if v.id}
+    if "variants" not in inp:
+        return dict(inp)
+    return {
+        **inp,
+        "variants": [
+            {**v, "id": ids[_input_option_key(v)]} if _input_option_key(v) in ids else dict(v)
+            for v in inp.get("variants") or ()
+        ],
+    }
 
 
 def _input_option_key(variant_input: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:

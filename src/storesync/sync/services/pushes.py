@@ -24,7 +24,12 @@ from storesync.logs import get_logger
 from storesync.sync.adapters.jobqueue import enqueue_jobs
 from storesync.sync.adapters.postgres import Storage
 from storesync.sync.domain.audit import AuditRecord
-from storesync.sync.domain.inventory import LAST_WRITE_HORIZON, StaleRetriesExhausted
+from storesync.sync.domain.inventory import (
+    DERIVED_SET_KEYS,
+    LAST_WRITE_HORIZON,
+    StaleRetriesExhausted,
+    unique_set_key,
+)
 from storesync.sync.domain.model import LinkKind, WriteRecord
 from storesync.sync.domain.network import MerchantNetwork
 from storesync.sync.domain.ports import KeyAttemptFailed, StaleQuantity
@@ -182,12 +187,15 @@ async def _send(
             for s, p in zip(plan.sets, plan.pushes, strict=True)
         ]
     )
+    key = (
+        batch_set_key(shop, plan.sets, [p.cause for p in plan.pushes], attempt)
+        if attempt < DERIVED_SET_KEYS
+        else unique_set_key()
+    )
     try:
-        await store.set_levels(
-            plan.sets, idempotency_key=batch_set_key(shop, plan.sets, [p.cause for p in plan.pushes], attempt)
-        )
+        await store.set_levels(plan.sets, idempotency_key=key)
     except KeyAttemptFailed:
-        if attempt >= 2:
+        if attempt >= DERIVED_SET_KEYS + 1:
             raise
         return await _send(rt, st, shop, plan, parent_levels, attempt=attempt + 1, stale_rounds=stale_rounds)
     except StaleQuantity as err:

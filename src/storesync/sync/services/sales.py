@@ -28,6 +28,7 @@ from storesync.sync.domain.conflicts import (
 from storesync.sync.domain.echoes import ECHO_WINDOW
 from storesync.sync.domain.inventory import (
     COUNTER_SIGN,
+    DERIVED_SET_KEYS,
     LAST_WRITE_HORIZON,
     RESTOCK_KINDS,
     EntryKind,
@@ -46,6 +47,7 @@ from storesync.sync.domain.inventory import (
     plan_delta,
     restock_key,
     set_idempotency_key,
+    unique_set_key,
 )
 from storesync.sync.domain.model import InventoryLevel, LinkKind, LinkMap, WriteRecord
 from storesync.sync.domain.network import MerchantNetwork
@@ -416,8 +418,13 @@ async def _set_with_fresh_keys(
 ) -> None:
     """The compare-and-set, under a new key each time Shopify refuses one as spent; a stock
     account (if kept) records each write before it is sent and whether it landed."""
-    for attempt in range(3):
-        key = set_idempotency_key(store.shop, item, location, current, target, cause, attempt)
+    attempts = DERIVED_SET_KEYS + 2
+    for attempt in range(attempts):
+        key = (
+            set_idempotency_key(store.shop, item, location, current, target, cause, attempt)
+            if attempt < DERIVED_SET_KEYS
+            else unique_set_key()
+        )
         if accounts is not None:
             await accounts.begin_write(store.shop, item, location, current, target, key)
         try:
@@ -427,9 +434,9 @@ async def _set_with_fresh_keys(
                 await accounts.end_write(store.shop, item, location, key, landed=False)
             if isinstance(exc, StaleQuantity):
                 raise
-            if attempt == 2:
+            if attempt == attempts - 1:
                 raise StaleRetriesExhausted(
-                    f"{store.shop} {item}@{location}: three idempotency keys in a row were refused as spent"
+                    f"{store.shop} {item}@{location}: {attempts} idempotency keys in a row were refused as spent"
                 ) from None
             continue
         if accounts is not None:
