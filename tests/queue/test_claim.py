@@ -281,3 +281,54 @@ def test_a_runs_outcome_is_not_lost_when_a_lease_renewal_rewrote_its_row_meanwhi
         assert result["ids"] == [job_id]
         state = outcome.execute("SELECT state FROM jobs WHERE id = %s", (job_id,)).fetchone()[0]
     assert state == {"complete": "succeeded", "release": "queued", "extend": "running"}[statement]
+
+
+def _running_job(conn, *, max_attempts: int, attempt: int, infrastructure_errors: int) -> int:
+    """A job claimed by worker w1 on its `attempt`-th run, after that many infrastructure
+    failures (attempts given back), its lease already expired; the only queued or running job."""
+    conn.execute("UPDATE jobs SET state = 'succeeded' WHERE state IN ('queued', 'running')")
+    enqueue_many(conn, [JobSpec("k.a", {}, group="m1", max_attempts=max_attempts)])
+    conn.commit()
+    (row,) = _claim(conn, limit=1)
+    errors = [{"error": "LeaseExpired", "infrastructure": True}] * infrastructure_errors
+    conn.execute(
+        "UPDATE jobs SET attempt = %s, errors = %s, lease_expires_at = now() - interval '1 second' "
+        "WHERE id = %s",
+        (attempt, psycopg.types.json.Jsonb(errors), row[0]),
+    )
+    conn.commit()
+    return row[0]
+
+
+@pytest.mark.parametrize("outage", ["worker died", "database went away"])
+def test_an_infrastructure_failure_gives_the_attempt_back_at_most_max_attempts_times(db, outage):
+    """A worker killed under a job (its lease expires) or the database restarting under it is not
+    the job's failure: the attempt is given back, even on the last one. After `max_attempts` such
+    failures they count like any other, so a job that kills every worker it runs on still ends
+    in the dead letter."""
+    from psycopg.types.json import Jsonb
+
+    def fail(conn, job_id: int, attempt: int) -> str:
+        if outage == "worker died":
+            states = dict(conn.execute(q.REAP_EXPIRED_LEASES, {"limit": 10}).fetchall())
+        else:
+            params = {
+                "id": job_id,
+                "attempt": attempt,
+                "worker": "w1",
+                "delay": 0,
+                "error": Jsonb({"error": "OperationalError"}),
+            }
+            states = {job_id: conn.execute(q.RETRY_AFTER_OUTAGE, params).fetchone()[0]}
+        conn.commit()
+        return states[job_id]
+
+    with db.connect() as conn:
+        last = _running_job(conn, max_attempts=3, attempt=3, infrastructure_errors=0)
+        assert fail(conn, last, 3) == "queued"
+        assert conn.execute("SELECT attempt FROM jobs WHERE id = %s", (last,)).fetchone()[0] == 2
+        spent = _running_job(conn, max_attempts=3, attempt=3, infrastructure_errors=3)
+        assert fail(conn, spent, 3) == "dead"
+        earlier = _running_job(conn, max_attempts=3, attempt=2, infrastructure_errors=3)
+        assert fail(conn, earlier, 2) == "queued"
+        assert conn.execute("SELECT attempt FROM jobs WHERE id = %s", (earlier,)).fetchone()[0] == 2

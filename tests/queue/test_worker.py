@@ -110,12 +110,13 @@ def test_sigkilled_workers_job_reruns_once_after_its_lease_expires(qdb, spawn_wo
         )
         .fetchall()
     )
-    assert [a for a, _ in runs] == [1, 2]
+    # A worker's death is not the job's failure: the rerun has the same attempt number.
+    assert [a for a, _ in runs] == [1, 1]
     # The lease was still valid when the worker died, and the rerun waited for it to run out.
     assert lease_end > killed_at
     assert runs[1][1] >= lease_end
     errors = scalar(qdb.dsn, "SELECT errors FROM jobs WHERE id = %s", (job_id,))
-    assert [e["error"] for e in errors] == ["LeaseExpired"]
+    assert [(e["error"], e["infrastructure"]) for e in errors] == [("LeaseExpired", True)]
 
 
 def test_four_workers_never_run_one_job_twice(qdb, spawn_worker):
@@ -383,3 +384,20 @@ def test_a_deferred_run_goes_back_to_the_queue_due_later_without_spending_an_att
     assert [a for a, _ in runs] == [1, 1, 1] and attempt == 1 and errors == []
     gaps = [(b - a).total_seconds() for (_, a), (_, b) in itertools.pairwise(runs)]
     assert all(g >= 0.4 for g in gaps), gaps
+
+
+def test_a_broken_database_connection_is_an_outage_and_a_statement_timeout_is_the_jobs_own():
+    from storesync.queue.worker import database_went_away
+
+    assert database_went_away(
+        psycopg.OperationalError("consuming input failed: server closed the connection")
+    )
+    assert database_went_away(
+        psycopg.errors.AdminShutdown("terminating connection due to administrator command")
+    )
+    assert database_went_away(psycopg.errors.ProtocolViolation("server login has been failing"))
+    assert not database_went_away(
+        psycopg.errors.QueryCanceled("canceling statement due to statement timeout")
+    )
+    assert not database_went_away(psycopg.errors.UniqueViolation("duplicate key"))
+    assert not database_went_away(RuntimeError("the job's own bug"))

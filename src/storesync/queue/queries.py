@@ -189,6 +189,38 @@ WHERE j.id = %(id)s AND j.attempt = %(attempt)s AND j.state = 'running' AND j.wo
 RETURNING j.state
 """
 
+# retry_after_outage: a run that failed because the database went away under it (a restart, a
+# failover) goes back to the queue with its attempt given back (its error marked
+# `infrastructure`), at most `max_attempts` times per job, as a run whose worker died
+# (reap_expired_leases); past that it counts, and the last attempt goes to the dead letter.
+RETRY_AFTER_OUTAGE = """
+WITH verdict AS (
+    SELECT j.id,
+           (SELECT count(*) FROM jsonb_array_elements(j.errors) x
+            WHERE (x ->> 'infrastructure')::boolean) < j.max_attempts AS given_back
+    FROM jobs j
+    WHERE j.id = %(id)s AND j.attempt = %(attempt)s AND j.state = 'running' AND j.worker_id = %(worker)s
+), next AS (
+    SELECT v.id, v.given_back,
+           CASE WHEN NOT v.given_back AND j.attempt >= j.max_attempts THEN 'dead'
+                WHEN j.singleton_key IS NOT NULL AND EXISTS (
+                    SELECT 1 FROM jobs q WHERE q.singleton_key = j.singleton_key AND q.state = 'queued')
+                THEN 'cancelled'
+                ELSE 'queued' END AS state
+    FROM verdict v JOIN jobs j ON j.id = v.id
+)
+UPDATE jobs j
+SET state = n.state,
+    attempt = j.attempt - CASE WHEN n.given_back THEN 1 ELSE 0 END,
+    run_at = now() + make_interval(secs => %(delay)s),
+    lease_expires_at = NULL,
+    finished_at = CASE WHEN n.state = 'queued' THEN NULL ELSE now() END,
+    errors = j.errors || jsonb_build_array(
+        %(error)s::jsonb || jsonb_build_object('at', now(), 'infrastructure', true))
+FROM next n WHERE j.id = n.id
+RETURNING j.state
+"""
+
 # bury_job: a run that failed permanently or used its last attempt goes to the dead letter.
 BURY_JOB = """
 UPDATE jobs j
@@ -247,8 +279,11 @@ WHERE j.id = run.id AND j.attempt = run.attempt AND j.state = 'running' AND j.wo
 RETURNING j.id
 """
 
-# reap_expired_leases: runs whose worker stopped heartbeating go back to the queue (their attempt
-# counts), or to the dead letter if that was the last attempt; a small batch per call.
+# reap_expired_leases: runs whose worker stopped heartbeating go back to the queue. A worker's
+# death is not the job's failure: the attempt is given back (marked `infrastructure` in its
+# error), at most `max_attempts` times per job, after which such attempts count and the last one
+# goes to the dead letter (a job that kills every worker it runs on still ends). A small batch
+# per call.
 REAP_EXPIRED_LEASES = """
 WITH expired AS (
     SELECT id FROM jobs
@@ -257,20 +292,27 @@ WITH expired AS (
     FOR NO KEY UPDATE SKIP LOCKED
 ), verdict AS (
     SELECT e.id,
-           CASE WHEN j.attempt >= j.max_attempts THEN 'dead'
+           (SELECT count(*) FROM jsonb_array_elements(j.errors) x
+            WHERE (x ->> 'infrastructure')::boolean) < j.max_attempts AS given_back
+    FROM expired e JOIN jobs j ON j.id = e.id
+), next AS (
+    SELECT v.id, v.given_back,
+           CASE WHEN NOT v.given_back AND j.attempt >= j.max_attempts THEN 'dead'
                 WHEN j.singleton_key IS NOT NULL AND EXISTS (
                     SELECT 1 FROM jobs q WHERE q.singleton_key = j.singleton_key AND q.state = 'queued')
                 THEN 'cancelled'
                 ELSE 'queued' END AS state
-    FROM expired e JOIN jobs j ON j.id = e.id
+    FROM verdict v JOIN jobs j ON j.id = v.id
 )
 UPDATE jobs j
-SET state = v.state, run_at = now(), lease_expires_at = NULL,
-    finished_at = CASE WHEN v.state = 'queued' THEN NULL ELSE now() END,
+SET state = n.state, run_at = now(), lease_expires_at = NULL,
+    attempt = j.attempt - CASE WHEN n.given_back THEN 1 ELSE 0 END,
+    finished_at = CASE WHEN n.state = 'queued' THEN NULL ELSE now() END,
     errors = j.errors || jsonb_build_array(jsonb_build_object(
         'attempt', j.attempt, 'at', now(), 'error', 'LeaseExpired', 'retryable', true,
+        'infrastructure', true,
         'message', 'worker ' || coalesce(j.worker_id, '?') || ' stopped renewing the lease'))
-FROM verdict v WHERE j.id = v.id
+FROM next n WHERE j.id = n.id
 RETURNING j.id, j.state
 """
 

@@ -81,6 +81,26 @@ def load_registry(spec: str) -> HandlerRegistry:
     return registry
 
 
+def database_went_away(err: BaseException) -> bool:
+    """Whether a run failed because its database connection broke (a restart, a failover, the
+    pooler dropping it): not the job's fault, so its attempt is given back
+    (`queries.RETRY_AFTER_OUTAGE`). A query cancelled by a statement timeout is the job's own."""
+    if isinstance(err, psycopg.errors.QueryCanceled):
+        return False
+    return (
+        isinstance(
+            err,
+            (
+                psycopg.InterfaceError,
+                psycopg.errors.AdminShutdown,
+                psycopg.errors.CannotConnectNow,
+                psycopg.errors.ProtocolViolation,  # PgBouncer: "server login has been failing"
+            ),
+        )
+        or type(err) is psycopg.OperationalError
+    )
+
+
 @dataclass(eq=False)
 class Run:
     """One claimed run of a job in this process."""
@@ -459,7 +479,8 @@ class Worker:
 
     async def _fail(self, run: Run, err: BaseException) -> None:
         assert self.qpool is not None
-        permanent = isinstance(err, PermanentError) or run.attempt >= run.max_attempts
+        outage = database_went_away(err)
+        permanent = not outage and (isinstance(err, PermanentError) or run.attempt >= run.max_attempts)
         retry_after = err.retry_after if isinstance(err, RetryableError) else None
         if retry_after is not None:
             delay = min(retry_after, self.qs.backoff_cap)
@@ -480,7 +501,8 @@ class Worker:
             "delay": delay,
             "error": Jsonb(error),
         }
-        await self._write_outcome(q.BURY_JOB if permanent else q.RETRY_JOB, params, run, "record a failure")
+        statement = q.RETRY_AFTER_OUTAGE if outage else q.BURY_JOB if permanent else q.RETRY_JOB
+        await self._write_outcome(statement, params, run, "record a failure")
         self._runs.pop((run.id, run.attempt), None)
         outcome = "dead" if permanent else "retried"
         self._outcome(run, outcome)
