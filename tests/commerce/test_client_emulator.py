@@ -108,6 +108,24 @@ async def test_page_size_shrinks_to_fit_the_query_cost_limit(emu):
     assert all(p.page_size < 50 for p in pages)
 
 
+async def test_reads_fit_a_bucket_smaller_than_the_query_limit(emu):
+    """With the store's bucket lowered to 100 points (Shopify "may temporarily reduce API rate
+    limits"), a read of many levels is split into calls the bucket can pay for: none is sized
+    for the 1,000-point query limit, so none waits for points the bucket can never hold."""
+    from storesync.sync.adapters.shopify import ShopifyStoreAPI
+
+    emu.seed(SHOP, products=60, variants_per_product=2, quantity=5)
+    items = sorted({lvl["inventory_item_id"] for lvl in emu.snapshot(SHOP)["inventory_levels"]})
+    emu.set_plan(SHOP, bucket_size=100, restore_rate=50)
+    async with client_for(emu, max_budget_wait=3.0) as client:
+        await client.execute("ShopInfo", {"locationsFirst": 10})  # learns the bucket
+        assert client.largest_call_cost == 100
+        levels = await ShopifyStoreAPI(client).read_levels(items)
+    assert {item for item, _ in levels} == set(items)
+    usage = emu.throttle(SHOP)["usage"]["by_operation"]["InventoryLevels"]
+    assert usage[0] > 1 and usage[1] / usage[0] <= 100  # several calls, none above the bucket
+
+
 async def test_server_max_cost_exceeded_halves_the_page_and_relearns(emu):
     """An estimator that learned a too-low ratio sends a page the server refuses; the paginator
     halves it and the server's requestedQueryCost corrects the estimator."""

@@ -46,6 +46,16 @@ def test_reserve_takes_points_and_waits_only_for_what_is_missing():
     assert g2.wait == pytest.approx(0.3)
 
 
+def test_a_call_estimated_above_the_buckets_capacity_goes_once_the_bucket_is_full():
+    """A bucket smaller than a page was sized for (Shopify may lower a store's limits): the call
+    waits for a full bucket, never forever (found as a flush deferred every 4 s for minutes)."""
+    small = BucketState(capacity=200, restore_rate=10, available=200, at=0.0)
+    g = small.reserve(229, now=0.0, max_wait=2.0)
+    assert g.granted and g.wait == 0.0
+    g = BucketState(capacity=200, restore_rate=10, available=150, at=0.0).reserve(229, now=0.0)
+    assert g.granted and g.wait == pytest.approx(5.0)
+
+
 def test_reserve_margin_keeps_slack_in_the_bucket():
     g = BucketState(2000, 100, 100, at=0.0).reserve(100, now=0.0, margin=20)
     assert g.wait == pytest.approx(0.2)

@@ -438,6 +438,17 @@ class AdminClient:
 
     # ------------------------------------------------------------------ pagination
 
+    @property
+    def largest_call_cost(self) -> float:
+        """The most points one call may request: Shopify's 1,000-point query limit, or less when
+        the store's bucket holds less (`maximumAvailable` of its last answer). "Shopify may
+        temporarily reduce API rate limits" (https://shopify.dev/docs/api/usage/limits): a
+        page sized for the query limit could then never be paid for."""
+        status = self.stats.last_status
+        if status is None or status.maximum_available <= 0:
+            return MAX_QUERY_COST
+        return min(MAX_QUERY_COST, status.maximum_available)
+
     async def pages(
         self,
         operation: str | Operation,
@@ -449,10 +460,11 @@ class AdminClient:
     ) -> AsyncIterator[Page]:
         """Every page of the connection at dotted path `connection` (e.g. "products"), following
         `pageInfo.endCursor` from `after`. The page size starts at the largest that fits the
-        1,000-point query limit and halves whenever the server says MAX_COST_EXCEEDED."""
+        1,000-point query limit (or the store's smaller bucket: `largest_call_cost`) and halves
+        whenever the server says MAX_COST_EXCEEDED."""
         op = get_operation(operation)
         variables = dict(variables or {})
-        size = self.estimator.largest_page(op, variables, page_size)
+        size = self.estimator.largest_page(op, variables, page_size, limit=self.largest_call_cost)
         while True:
             try:
                 result = await self.execute(op, {**variables, "first": size, "after": after})

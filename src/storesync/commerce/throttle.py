@@ -118,10 +118,10 @@ class BucketState:
         background call leaves the bottom of the bucket to live sync). Refused, with the wait it
         would take, when that exceeds `max_wait`."""
         cur = self.settled(now)
-        # never ask the bucket to hold more than it can (a margin near the capacity would stall)
-        wait = wait_seconds(
-            min(cost + margin + keep, max(cost, cur.capacity)), cur.available, cur.restore_rate
-        )
+        # Never ask the bucket to hold more than it can: a margin near the capacity, or a call
+        # estimated above it (a bucket smaller than the page was sized for), would wait forever;
+        # such a call goes once the bucket is full and the store decides.
+        wait = wait_seconds(min(cost + margin + keep, cur.capacity), cur.available, cur.restore_rate)
         if wait > max_wait:
             return Grant(cur, wait, granted=False)
         return Grant(replace(cur, available=cur.available - cost), wait, granted=True)

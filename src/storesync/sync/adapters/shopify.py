@@ -472,7 +472,7 @@ class ShopifyStoreAPI:
         self, inventory_item_ids: Sequence[str], *, locations_first: int = 10
     ) -> dict[tuple[str, str], InventoryLevel]:
         """Every level of these items, keyed (item, location), in as few queries as fit the
-        1,000-point limit. Unknown items are left out."""
+        1,000-point limit (or the store's smaller bucket). Unknown items are left out."""
         op = get_operation("InventoryLevels")
         ids = list(dict.fromkeys(inventory_item_ids))
         levels: dict[tuple[str, str], InventoryLevel] = {}
@@ -481,6 +481,7 @@ class ShopifyStoreAPI:
                 op,
                 {"locationsFirst": locations_first, "inventoryItemIds": ids[:250]},
                 min(250, len(ids)),
+                limit=self.client.largest_call_cost,
                 key="inventoryItemIds",
                 make=lambda n: ids[:n],  # noqa: B023 - called before ids changes
             )
