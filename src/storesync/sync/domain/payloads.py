@@ -72,7 +72,9 @@ class SaleJob:
 
 @dataclass(frozen=True)
 class FanOutJob:
-    """`sync.fan_out_level`: set every child (or `only` these) to the parent's level."""
+    """`sync.fan_out_level`: set every child (or `only` these) to the parent's level.
+    `parent_unchanged`: a child's own move set back (the parent's level did not move), so the
+    parent's level as the engine remembers it will do, unread."""
 
     __pydantic_config__ = _STRICT
 
@@ -80,6 +82,7 @@ class FanOutJob:
     parent_location: str
     cause: str
     only: tuple[str, ...] | None = None
+    parent_unchanged: bool = False
 
 
 @dataclass(frozen=True)

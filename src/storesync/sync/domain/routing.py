@@ -143,14 +143,23 @@ def collection_job(child_shop: str, parent_collection_id: str, cause: str) -> Sy
 
 
 def fan_out_job(
-    parent_item: str, parent_location: str, cause: str, only: str | None = None, delay_s: float = 0.0
+    parent_item: str,
+    parent_location: str,
+    cause: str,
+    only: str | None = None,
+    delay_s: float = 0.0,
+    *,
+    parent_unchanged: bool = False,
 ) -> SyncJob:
     scope = f":{only}" if only else ""
+    # A set-back that may push the remembered level never collapses into (and so never stands
+    # for) a fan-out that must read the parent.
+    kind = ":remembered" if parent_unchanged else ""
     return SyncJob(
         JOB_FAN_OUT_LEVEL,
-        FanOutJob(parent_item, parent_location, cause, (only,) if only else None),
+        FanOutJob(parent_item, parent_location, cause, (only,) if only else None, parent_unchanged),
         "inventory",
-        singleton_key=f"fanout:{parent_item}:{parent_location}{scope}",
+        singleton_key=f"fanout:{parent_item}:{parent_location}{scope}{kind}",
         lock_key=f"inventory:{parent_item}",
         delay_s=delay_s,
     )
@@ -358,4 +367,15 @@ def route_level_decision(
         return Routed(ignored="level of an unlinked item or unmapped location")
     if network.stock_policy(shop) == "report":
         return Routed([child_stock_job(shop, item, location, parent_item, cause, delay_s=reassert_delay_s)])
-    return Routed([fan_out_job(parent_item, parent_location, cause, only=shop, delay_s=reassert_delay_s)])
+    return Routed(
+        [
+            fan_out_job(
+                parent_item,
+                parent_location,
+                cause,
+                only=shop,
+                delay_s=reassert_delay_s,
+                parent_unchanged=True,
+            )
+        ]
+    )

@@ -40,7 +40,16 @@ async def fan_out(job: Job, p: FanOutJob) -> None:
     async with job.storage() as st:
 
         async def work() -> None:
-            await sales.fan_out(rt, st, net, p.parent_item, p.parent_location, cause, p.only)
+            await sales.fan_out(
+                rt,
+                st,
+                net,
+                p.parent_item,
+                p.parent_location,
+                cause,
+                p.only,
+                parent_unchanged=p.parent_unchanged,
+            )
 
         await job.guarded(st, [net.parent.shop], work)
 

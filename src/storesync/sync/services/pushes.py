@@ -68,8 +68,36 @@ async def push_parent_levels(
     and wake the children's flushes; one transaction. A push's target is left open: the
     parent's newest level the engine knows when the push is sent (a fan-out's read that raced a
     batched adjust cannot send the level from before it)."""
+    queued = await _open_pushes(st, net, levels, cause, only)
+    async with st.conn.transaction():
+        await st.pushes.remember_parent_levels(net.parent.shop, levels, known_at=known_at)
+        await _queue(st, net, queued)
+
+
+async def push_remembered_levels(
+    st: Storage,
+    net: MerchantNetwork,
+    keys: Collection[tuple[str, str]],
+    cause: str,
+    *,
+    only: Collection[str] | None = None,
+) -> None:
+    """Queue for every child (or `only` these) a push of each parent level in `keys` ((parent
+    item, parent location)) without reading or remembering it: each flush sends the parent's
+    level as remembered then, read once when none is (`_flush_batch`)."""
+    await _queue(st, net, await _open_pushes(st, net, keys, cause, only))
+
+
+async def _open_pushes(
+    st: Storage,
+    net: MerchantNetwork,
+    keys: Collection[tuple[str, str]],
+    cause: str,
+    only: Collection[str] | None,
+) -> list[PendingPush]:
+    """A push with its target left open per linked child (or `only` these) and parent level."""
     pushes: list[PendingPush] = []
-    for parent_item, parent_location in sorted(levels):
+    for parent_item, parent_location in sorted(keys):
         links = await st.links.links_for_parent_item(parent_item)
         for link in links:
             if link.kind is not LinkKind.VARIANT or link.child_inventory_item_id is None:
@@ -92,9 +120,7 @@ async def push_parent_levels(
                     cause,
                 )
             )
-    async with st.conn.transaction():
-        await st.pushes.remember_parent_levels(net.parent.shop, levels, known_at=known_at)
-        await _queue(st, net, pushes)
+    return pushes
 
 
 async def _queue(

@@ -709,8 +709,23 @@ async def fan_out(
     parent_location: str,
     cause: str,
     only: Sequence[str] | None,
+    *,
+    parent_unchanged: bool = False,
 ) -> None:
-    """Set every child (or `only` these) to the parent's current level of one item."""
+    """Set every child (or `only` these) to the parent's current level of one item.
+    `parent_unchanged` (a child's own move set back): with coalesced writes the children's
+    pushes are queued without reading the parent; each flush sends the parent's level as the
+    engine remembers it (its adjusts' results and its reads: `sync_parent_levels`), read once
+    when none is. The parent's own moves come with level webhooks of their own, whose fan-outs
+    read it. Children whose own moves are reported still read it (their stock accounts)."""
+    if parent_unchanged and rt.sync_settings.coalesce_writes:
+        targets = [c.shop for c in net.children if only is None or c.shop in only]
+        queued = [s for s in targets if net.stock_policy(s) != "report"]
+        if queued:
+            await pushes.push_remembered_levels(st, net, [(parent_item, parent_location)], cause, only=queued)
+        only = [s for s in targets if s not in queued]
+        if not only:
+            return
     level = await rt.api(net.parent.shop).read_level(parent_item, parent_location)
     if level is None:  # e.g. a new variant the parent does not stock at this location
         log.info(
