@@ -114,7 +114,7 @@ async def test_reads_fit_a_bucket_smaller_than_the_query_limit(emu):
     for the 1,000-point query limit, so none waits for points the bucket can never hold."""
     from storesync.sync.adapters.shopify import ShopifyStoreAPI
 
-    emu.seed(SHOP, products=60, variants_per_product=2, quantity=5)
+    emu.seed(SHOP, products=30, variants_per_product=2, quantity=5)
     items = sorted({lvl["inventory_item_id"] for lvl in emu.snapshot(SHOP)["inventory_levels"]})
     emu.set_plan(SHOP, bucket_size=100, restore_rate=50)
     async with client_for(emu, max_budget_wait=3.0) as client:
@@ -124,6 +124,25 @@ async def test_reads_fit_a_bucket_smaller_than_the_query_limit(emu):
     assert {item for item, _ in levels} == set(items)
     usage = emu.throttle(SHOP)["usage"]["by_operation"]["InventoryLevels"]
     assert usage[0] > 1 and usage[1] / usage[0] <= 100  # several calls, none above the bucket
+
+
+async def test_a_call_bigger_than_a_lowered_bucket_comes_back_later_without_burning_attempts(emu):
+    """A store whose bucket was lowered below what one call needs (an order read: ~331 points,
+    the bucket 100): the store answers THROTTLED (no charge); no wait can make it fit, so the
+    client says come back later (`BudgetBusy`: a job is deferred, its attempt not counted)
+    after one try instead of nine, and the call goes through once the limits are back."""
+    from storesync.commerce.client import ABOVE_BUCKET_RETRY_S
+    from storesync.commerce.errors import BudgetBusy
+
+    emu.set_plan(SHOP, bucket_size=100, restore_rate=50)
+    async with client_for(emu) as client:
+        with pytest.raises(BudgetBusy) as refused:
+            await client.execute("ChildOrder", {"id": "gid://shopify/Order/1"})
+        assert refused.value.retry_after == ABOVE_BUCKET_RETRY_S
+        assert client.stats.requests == 1 and client.stats.throttled == 1
+        emu.set_plan(SHOP, "standard")
+        result = await client.execute("ChildOrder", {"id": "gid://shopify/Order/1"})
+    assert result["order"] is None  # read: there is no such order
 
 
 async def test_server_max_cost_exceeded_halves_the_page_and_relearns(emu):

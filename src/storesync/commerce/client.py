@@ -120,6 +120,12 @@ class Result:
         return self.data[key]
 
 
+# How long a task waits before trying again a call that needs more points than the store's
+# bucket holds (Shopify lowered its limits for a while): each try is answered THROTTLED at no
+# charge, and refreshes what the engine knows of the bucket.
+ABOVE_BUCKET_RETRY_S = 30.0
+
+
 @dataclass
 class ClientStats:
     """What this client did; tests and the throttle bench read it."""
@@ -254,6 +260,17 @@ class AdminClient:
                 continue
             if kind == "throttled":
                 throttled += 1
+                status = self.stats.last_status
+                if status is not None and 0 < status.maximum_available < estimate:
+                    # The bucket holds less than the call needs (its limits were lowered): no
+                    # wait makes it fit, so the task is told to come back later (a job is
+                    # deferred, its attempt not counted) instead of burning its attempts.
+                    raise BudgetBusy(
+                        f"{self.shop}: {op.name} needs ~{estimate:.0f} points, more than its bucket "
+                        f"holds now ({status.maximum_available:.0f})",
+                        retry_after=ABOVE_BUCKET_RETRY_S,
+                        **ctx,
+                    )
                 if throttled > self.max_throttled:
                     raise ThrottledError(
                         f"{op.name} on {self.shop}: still THROTTLED after {throttled} tries",
