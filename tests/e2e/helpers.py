@@ -53,6 +53,14 @@ def settle(system, timeout: float = WAIT, *, delayed_too: bool = False) -> None:
         system.wait_until(lambda: idle(system), timeout, message="queue idle")
 
 
+def requests_by_operation(system) -> dict[str, dict[str, int]]:
+    """shop -> operation -> Admin API requests the emulator answered so far."""
+    return {
+        shop: {op: row[0] for op, row in system.emulator.throttle(shop)["usage"]["by_operation"].items()}
+        for shop in system.shops
+    }
+
+
 def post_webhook(system, shop: str, topic: str, body: dict, *, triggered_at: datetime) -> httpx.Response:
     """A delivery as Shopify sends it: HMAC-signed with the shop's secret, its own webhook id."""
     raw = json.dumps(body).encode()

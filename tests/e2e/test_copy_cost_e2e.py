@@ -10,18 +10,11 @@ import pytest
 
 from storesync.demo.harness import running_system
 from storesync.demo.seeding import DEMO_NAMESPACE as NS
+from tests.e2e.helpers import requests_by_operation
 
 pytestmark = pytest.mark.timeout(240)
 
 BOTH = ["Online Store", "Point of Sale"]
-
-
-def calls(system) -> dict[str, dict[str, int]]:
-    """shop -> operation -> requests the emulator answered so far."""
-    return {
-        shop: {op: row[0] for op, row in system.emulator.throttle(shop)["usage"]["by_operation"].items()}
-        for shop in system.shops
-    }
 
 
 def test_a_five_child_backfill_reads_the_parents_channels_once_and_skips_steps_with_nothing_to_do(
@@ -37,10 +30,10 @@ def test_a_five_child_backfill_reads_the_parents_channels_once_and_skips_steps_w
         catalog_extras=True,
         merchant_sync={"metafield_namespaces": [NS]},
     ) as system:
-        before = calls(system)
+        before = requests_by_operation(system)
         done = system.cli("backfill", check=True)
         assert "15 products copied, 0 rolled back" in " ".join(done.stdout.split()), done.stdout
-        after = calls(system)
+        after = requests_by_operation(system)
         spent = {
             shop: {op: n - before[shop].get(op, 0) for op, n in ops.items() if n > before[shop].get(op, 0)}
             for shop, ops in after.items()

@@ -12,7 +12,7 @@ import pytest
 
 from storesync.demo.harness import running_system
 from storesync.demo.seeding import LOCATION_NAMES
-from tests.e2e.helpers import WAIT, sql
+from tests.e2e.helpers import WAIT, requests_by_operation, sql
 from tests.e2e.helpers import settle as _settle
 
 pytestmark = pytest.mark.timeout(180)
@@ -41,14 +41,6 @@ def settle(system) -> None:
     _settle(system, delayed_too=True)
 
 
-def operations(system) -> dict[str, dict[str, int]]:
-    """shop -> operation -> requests the emulator answered so far."""
-    return {
-        shop: {op: row[0] for op, row in system.emulator.throttle(shop)["usage"]["by_operation"].items()}
-        for shop in system.shops
-    }
-
-
 def product_updates_handled(system, since) -> dict[str, int]:
     """shop -> products/update jobs its deliveries started since `since`."""
     return dict(
@@ -68,7 +60,7 @@ def test_the_first_sale_after_linking_reads_no_product_in_any_store(system) -> N
     remembered = sql(system, "SELECT shop, count(*) FROM sync_product_payloads GROUP BY 1")
     assert dict(remembered) == {shop: 3 for shop in system.shops}
     since = sql(system, "SELECT now()")[0][0]
-    before = operations(system)
+    before = requests_by_operation(system)
     level = system.level(system.parent, the_sku, LOCATION_NAMES[0])
     system.place_order(seller, the_sku, quantity=1)
     system.wait_until(
@@ -81,7 +73,7 @@ def test_the_first_sale_after_linking_reads_no_product_in_any_store(system) -> N
     # otherwise) ...
     assert set(product_updates_handled(system, since)) == set(system.shops)
     # ... and none of them was read back.
-    after = operations(system)
+    after = requests_by_operation(system)
     for shop in system.shops:
         reads = after[shop].get("ProductById", 0) - before[shop].get("ProductById", 0)
         assert reads == 0, (shop, after[shop])
@@ -122,7 +114,7 @@ def test_a_reconcile_pass_remembers_what_it_read(system) -> None:
     # demo-product-2: no media (the children's copies of demo-product-3 get theirs from this
     # pass, and their media's processing sends products/update that are read, rightly, later)
     the_sku = system.product_by_handle(system.parent, "demo-product-2")["variants"][0]["sku"]
-    before = operations(system)
+    before = requests_by_operation(system)
     level = system.level(system.parent, the_sku, LOCATION_NAMES[1])
     system.place_order(system.children[1], the_sku, quantity=1, location=LOCATION_NAMES[1])
     system.wait_until(
@@ -131,6 +123,6 @@ def test_a_reconcile_pass_remembers_what_it_read(system) -> None:
         message="the sale reached every store",
     )
     settle(system)
-    after = operations(system)
+    after = requests_by_operation(system)
     reads = {s: after[s].get("ProductById", 0) - before[s].get("ProductById", 0) for s in system.shops}
     assert reads == {s: 0 for s in system.shops}

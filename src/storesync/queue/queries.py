@@ -189,17 +189,14 @@ WHERE j.id = %(id)s AND j.attempt = %(attempt)s AND j.state = 'running' AND j.wo
 RETURNING j.state
 """
 
-# retry_after_outage: a run that failed because the database went away under it (a restart, a
-# failover) goes back to the queue with its attempt given back (its error marked
-# `infrastructure`), at most `max_attempts` times per job, as a run whose worker died
-# (reap_expired_leases); past that it counts, and the last attempt goes to the dead letter.
-RETRY_AFTER_OUTAGE = """
-WITH verdict AS (
-    SELECT j.id,
+# after_outage: for the runs in a CTE `expired` (their worker died, or their database went
+# away), whether the attempt is given back (fewer than `max_attempts` given back before) and the
+# state each goes to: the two statements below share it.
+_AFTER_OUTAGE = """, verdict AS (
+    SELECT e.id,
            (SELECT count(*) FROM jsonb_array_elements(j.errors) x
             WHERE (x ->> 'infrastructure')::boolean) < j.max_attempts AS given_back
-    FROM jobs j
-    WHERE j.id = %(id)s AND j.attempt = %(attempt)s AND j.state = 'running' AND j.worker_id = %(worker)s
+    FROM expired e JOIN jobs j ON j.id = e.id
 ), next AS (
     SELECT v.id, v.given_back,
            CASE WHEN NOT v.given_back AND j.attempt >= j.max_attempts THEN 'dead'
@@ -208,7 +205,17 @@ WITH verdict AS (
                 THEN 'cancelled'
                 ELSE 'queued' END AS state
     FROM verdict v JOIN jobs j ON j.id = v.id
-)
+)"""
+
+# retry_after_outage: a run that failed because the database went away under it (a restart, a
+# failover) goes back to the queue with its attempt given back (its error marked
+# `infrastructure`), at most `max_attempts` times per job, as a run whose worker died
+# (reap_expired_leases); past that it counts, and the last attempt goes to the dead letter.
+RETRY_AFTER_OUTAGE = f"""
+WITH expired AS (
+    SELECT id FROM jobs
+    WHERE id = %(id)s AND attempt = %(attempt)s AND state = 'running' AND worker_id = %(worker)s
+){_AFTER_OUTAGE}
 UPDATE jobs j
 SET state = n.state,
     attempt = j.attempt - CASE WHEN n.given_back THEN 1 ELSE 0 END,
@@ -284,26 +291,13 @@ RETURNING j.id
 # error), at most `max_attempts` times per job, after which such attempts count and the last one
 # goes to the dead letter (a job that kills every worker it runs on still ends). A small batch
 # per call.
-REAP_EXPIRED_LEASES = """
+REAP_EXPIRED_LEASES = f"""
 WITH expired AS (
     SELECT id FROM jobs
     WHERE state = 'running' AND lease_expires_at < now()
     ORDER BY lease_expires_at LIMIT %(limit)s
     FOR NO KEY UPDATE SKIP LOCKED
-), verdict AS (
-    SELECT e.id,
-           (SELECT count(*) FROM jsonb_array_elements(j.errors) x
-            WHERE (x ->> 'infrastructure')::boolean) < j.max_attempts AS given_back
-    FROM expired e JOIN jobs j ON j.id = e.id
-), next AS (
-    SELECT v.id, v.given_back,
-           CASE WHEN NOT v.given_back AND j.attempt >= j.max_attempts THEN 'dead'
-                WHEN j.singleton_key IS NOT NULL AND EXISTS (
-                    SELECT 1 FROM jobs q WHERE q.singleton_key = j.singleton_key AND q.state = 'queued')
-                THEN 'cancelled'
-                ELSE 'queued' END AS state
-    FROM verdict v JOIN jobs j ON j.id = v.id
-)
+){_AFTER_OUTAGE}
 UPDATE jobs j
 SET state = n.state, run_at = now(), lease_expires_at = NULL,
     attempt = j.attempt - CASE WHEN n.given_back THEN 1 ELSE 0 END,
