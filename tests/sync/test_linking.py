@@ -134,3 +134,27 @@ def test_linking_records_the_view_of_a_child_already_in_step_and_not_of_one_that
         differs.child_id(LinkKind.PRODUCT, pp.id)
         and differs.link_down(LinkKind.PRODUCT, pp.id).synced_view is None
     )
+
+
+def test_a_link_map_finds_a_parent_products_media_links_by_lookup():
+    """`plan_media` asks for one product's media links per product: a lookup, not a scan of
+    every link of the child (quadratic when reconciling a 10,000-product catalog)."""
+    from storesync.sync.domain.model import Link
+
+    def media(n: int, product: str) -> Link:
+        return Link(
+            LinkKind.MEDIA,
+            CHILD_A,
+            f"gid://shopify/MediaImage/{n}",
+            f"gid://shopify/MediaImage/{100 + n}",
+            MatchedBy.CREATED,
+            parent_product_id=product,
+        )
+
+    links = LinkMap(CHILD_A, [media(1, "gid://shopify/Product/1"), media(2, "gid://shopify/Product/2")])
+    links.add(media(3, "gid://shopify/Product/1"))
+    assert [lk.parent_id for lk in links.media_links_of("gid://shopify/Product/1")] == [
+        "gid://shopify/MediaImage/1",
+        "gid://shopify/MediaImage/3",
+    ]
+    assert links.media_links_of("gid://shopify/Product/3") == []

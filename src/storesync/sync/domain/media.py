@@ -88,10 +88,8 @@ def plan_media(parent: Product, child: Product | None, links: LinkMap, child_med
         files += [{"id": m.id} for m in own]
     stale = [
         lk.parent_id
-        for lk in links.links
-        if lk.kind is LinkKind.MEDIA
-        and lk.parent_product_id == parent.id
-        and (lk.parent_id not in wanted_ids or lk.child_id not in have)
+        for lk in (links.media_links_of(parent.id) if parent.id else ())
+        if lk.parent_id not in wanted_ids or lk.child_id not in have
     ]
     linked_shown = [
         m.id for m in (child.media if child else ()) if links.link_up(LinkKind.MEDIA, m.id) is not None

@@ -239,6 +239,7 @@ class LinkMap:
         self._up: dict[tuple[LinkKind, str], Link] = {}
         self._item_down: dict[str, Link] = {}
         self._item_up: dict[str, Link] = {}
+        self._media_of: dict[str, list[Link]] = {}  # parent product id -> its media links
         for link in list(self.links):
             self._index(link)
 
@@ -252,6 +253,8 @@ class LinkMap:
                 self._item_down[link.parent_inventory_item_id] = link
             if link.child_inventory_item_id:
                 self._item_up[link.child_inventory_item_id] = link
+        if link.kind is LinkKind.MEDIA and link.parent_product_id:
+            self._media_of.setdefault(link.parent_product_id, []).append(link)
 
     def add(self, link: Link) -> None:
         self.links.append(link)
@@ -270,6 +273,11 @@ class LinkMap:
 
     def link_up(self, kind: LinkKind, child_id: str) -> Link | None:
         return self._up.get((kind, child_id))
+
+    def media_links_of(self, parent_product_id: str) -> list[Link]:
+        """The media links of one parent product (a lookup: reconciling a 10,000-product child
+        scanned every link of the child for each product)."""
+        return list(self._media_of.get(parent_product_id, ()))
 
     def child_item(self, parent_item_id: str) -> str | None:
         link = self._item_down.get(parent_item_id)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
@@ -14,13 +15,14 @@ from storesync.db.network_sql import resume_store as resume
 from storesync.queue import ops as queue_ops
 from storesync.sync.adapters.postgres import Storage, job_storage, paused_among
 from storesync.sync.domain.catalog import SyncPolicy
-from storesync.sync.domain.echoes import read_product_digest
+from storesync.sync.domain.echoes import ProductDigest, read_product_digest
 from storesync.sync.domain.linking import (
     LinkReport,
     match_catalogs,
     match_collections,
     with_views_already_in_step,
 )
+from storesync.sync.domain.model import Product
 from storesync.sync.domain.network import MerchantNetwork
 from storesync.sync.domain.ports import CatalogScan, LinkRepository
 from storesync.sync.domain.topics import subscriptions
@@ -51,13 +53,15 @@ async def remember_read_products(st: Storage, scans: Mapping[str, CatalogScan]) 
     first sale of each product). Returns how many were kept."""
     kept = 0
     for shop, scan in scans.items():
-        digests = [
-            (p.id, d)
-            async for p in scan.all_products()
-            if p.id is not None and (d := read_product_digest(p)) is not None
-        ]
+        products = [p async for p in scan.all_products()]
+        # Seconds of hashing for a large catalog: in a thread, off the worker's event loop.
+        digests = await asyncio.to_thread(_read_digests, products)
         kept += await st.product_payloads.remember_read(shop, digests)
     return kept
+
+
+def _read_digests(products: list[Product]) -> list[tuple[str, ProductDigest]]:
+    return [(p.id, d) for p in products if p.id is not None and (d := read_product_digest(p)) is not None]
 
 
 async def link_network(
