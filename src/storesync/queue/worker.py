@@ -502,9 +502,11 @@ class Worker:
             "error": Jsonb(error),
         }
         statement = q.RETRY_AFTER_OUTAGE if outage else q.BURY_JOB if permanent else q.RETRY_JOB
-        await self._write_outcome(statement, params, run, "record a failure")
+        state = await self._write_outcome(statement, params, run, "record a failure")
         self._runs.pop((run.id, run.attempt), None)
-        outcome = "dead" if permanent else "retried"
+        # After an outage the statement decides: past the attempts it gives back, the last one
+        # is dead.
+        outcome = "dead" if permanent or state == "dead" else "retried"
         self._outcome(run, outcome)
         log.info(
             "job failed",
@@ -516,20 +518,22 @@ class Worker:
             message=error["message"][:200],
         )
 
-    async def _write_outcome(self, statement: str, params: dict[str, Any], run: Run, what: str) -> None:
+    async def _write_outcome(self, statement: str, params: dict[str, Any], run: Run, what: str) -> str | None:
         """Write a run's outcome, retried a few times with backoff (the database may be briefly
-        away); a singleton-key clash re-evaluates the statement at once."""
+        away); a singleton-key clash re-evaluates the statement at once. Returns the state the
+        statement gave the job (None: the run was no longer ours, or nothing could be written)."""
         assert self.qpool is not None
         for i in range(8):
             try:
                 async with self.qpool.connection() as conn:
-                    await conn.execute(statement, params)
-                return
+                    row = await (await conn.execute(statement, params)).fetchone()
+                return str(row[0]) if row else None
             except psycopg.errors.UniqueViolation:
                 continue  # a job with its singleton key was queued meanwhile: re-evaluate
             except Exception as db_err:
                 log.warning(f"could not {what}; retrying", job_id=run.id, error=str(db_err))
                 await asyncio.sleep(min(0.1 * 2**i, 2.0))
+        return None
 
     async def _defer(self, run: Run, deferred: Deferred) -> None:
         """Back to the queue, due after the delay, the attempt not counted (`handlers.Deferred`)."""
