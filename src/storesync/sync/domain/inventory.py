@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
@@ -204,19 +205,26 @@ def set_idempotency_key(
     return "storesync-" + hashlib.sha256(raw.encode()).hexdigest()[:40]
 
 
-# Keys derived from a set's content tried before `unique_set_key`: enough for Shopify to replay a
-# set resent after a lost answer, few enough that a set whose derived keys were all refused as
-# spent (each failed attempt spends its key, and a job's next run derives the same ones again)
-# is still sent.
+# Keys derived from a set's content, tried before one of its own (`set_key_for_attempt`): enough
+# to replay a set resent after a lost answer, few enough that a set whose derived keys were all
+# refused as spent (each failed attempt spends its key, and a job's next run derives the same
+# ones again) is still sent.
 DERIVED_SET_KEYS = 3
 
 
-def unique_set_key() -> str:
-    """A key no request has carried, for a set whose derived keys Shopify refused as spent
-    (IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED: "Retry with a new idempotency key",
+# Attempts of one set within a run: its derived keys, then two keys of its own.
+SET_KEY_ATTEMPTS = DERIVED_SET_KEYS + 2
+
+
+def set_key_for_attempt(attempt: int, derived: Callable[[int], str]) -> str:
+    """The key of a set's `attempt` (0-based): `derived(attempt)` for the first
+    `DERIVED_SET_KEYS`, then a key no request has carried, for a set whose derived keys Shopify
+    refused as spent (IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED: "Retry with a new idempotency key",
     https://shopify.dev/docs/api/usage/implementing-idempotency). A set is absolute and
     compare-and-set where its level was known, so sending it again under a new key applies
     nothing twice; without it a job whose three derived keys were spent failed on every retry."""
+    if attempt < DERIVED_SET_KEYS:
+        return derived(attempt)
     return "storesync-" + uuid.uuid4().hex
 
 

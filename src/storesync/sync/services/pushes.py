@@ -25,10 +25,10 @@ from storesync.sync.adapters.jobqueue import enqueue_jobs
 from storesync.sync.adapters.postgres import Storage
 from storesync.sync.domain.audit import AuditRecord
 from storesync.sync.domain.inventory import (
-    DERIVED_SET_KEYS,
     LAST_WRITE_HORIZON,
+    SET_KEY_ATTEMPTS,
     StaleRetriesExhausted,
-    unique_set_key,
+    set_key_for_attempt,
 )
 from storesync.sync.domain.model import LinkKind, WriteRecord
 from storesync.sync.domain.network import MerchantNetwork
@@ -213,15 +213,12 @@ async def _send(
             for s, p in zip(plan.sets, plan.pushes, strict=True)
         ]
     )
-    key = (
-        batch_set_key(shop, plan.sets, [p.cause for p in plan.pushes], attempt)
-        if attempt < DERIVED_SET_KEYS
-        else unique_set_key()
-    )
+    causes = [p.cause for p in plan.pushes]
+    key = set_key_for_attempt(attempt, lambda n: batch_set_key(shop, plan.sets, causes, n))
     try:
         await store.set_levels(plan.sets, idempotency_key=key)
     except KeyAttemptFailed:
-        if attempt >= DERIVED_SET_KEYS + 1:
+        if attempt >= SET_KEY_ATTEMPTS - 1:
             raise
         return await _send(rt, st, shop, plan, parent_levels, attempt=attempt + 1, stale_rounds=stale_rounds)
     except StaleQuantity as err:

@@ -28,9 +28,9 @@ from storesync.sync.domain.conflicts import (
 from storesync.sync.domain.echoes import ECHO_WINDOW
 from storesync.sync.domain.inventory import (
     COUNTER_SIGN,
-    DERIVED_SET_KEYS,
     LAST_WRITE_HORIZON,
     RESTOCK_KINDS,
+    SET_KEY_ATTEMPTS,
     EntryKind,
     EntryOutcome,
     EntryStatus,
@@ -47,7 +47,7 @@ from storesync.sync.domain.inventory import (
     plan_delta,
     restock_key,
     set_idempotency_key,
-    unique_set_key,
+    set_key_for_attempt,
 )
 from storesync.sync.domain.model import InventoryLevel, LinkKind, LinkMap, WriteRecord
 from storesync.sync.domain.network import MerchantNetwork
@@ -418,12 +418,9 @@ async def _set_with_fresh_keys(
 ) -> None:
     """The compare-and-set, under a new key each time Shopify refuses one as spent; a stock
     account (if kept) records each write before it is sent and whether it landed."""
-    attempts = DERIVED_SET_KEYS + 2
-    for attempt in range(attempts):
-        key = (
-            set_idempotency_key(store.shop, item, location, current, target, cause, attempt)
-            if attempt < DERIVED_SET_KEYS
-            else unique_set_key()
+    for attempt in range(SET_KEY_ATTEMPTS):
+        key = set_key_for_attempt(
+            attempt, lambda n: set_idempotency_key(store.shop, item, location, current, target, cause, n)
         )
         if accounts is not None:
             await accounts.begin_write(store.shop, item, location, current, target, key)
@@ -434,9 +431,10 @@ async def _set_with_fresh_keys(
                 await accounts.end_write(store.shop, item, location, key, landed=False)
             if isinstance(exc, StaleQuantity):
                 raise
-            if attempt == attempts - 1:
+            if attempt == SET_KEY_ATTEMPTS - 1:
                 raise StaleRetriesExhausted(
-                    f"{store.shop} {item}@{location}: {attempts} idempotency keys in a row were refused as spent"
+                    f"{store.shop} {item}@{location}: {SET_KEY_ATTEMPTS} idempotency keys in a row were "
+                    "refused as spent"
                 ) from None
             continue
         if accounts is not None:
